@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# The whole test suite, as CI runs it: installs the servers the tests start
+# (redis-server, nutcracker, ZooKeeper), checks formatting and lints, and
+# runs every unit and integration test against real processes.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+deploy/install-deps.sh
+cargo fmt --all -- --check
+cargo clippy --all-targets -- -D warnings
+cargo build --release --bins
+cargo test --release -- --test-threads=2

@@ -1,0 +1,208 @@
+//! The `shardproxy` command line, compatible with twemproxy's `nutcracker`
+//! (`-c -t -d -o -p -s -a -i -v -m -D -V -h`), so ops can swap the binary in
+//! their scripts and units unchanged.
+
+use crate::config::Config;
+use crate::server::Proxy;
+use clap::Parser;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// nutcracker's flags, with its long names and defaults.
+#[derive(Parser, Debug)]
+#[command(
+    name = "shardproxy",
+    disable_version_flag = true,
+    about = "A Redis sharding proxy, drop-in for twemproxy (nutcracker)"
+)]
+pub struct Args {
+    /// Show version and exit.
+    #[arg(short = 'V', long = "version")]
+    pub version: bool,
+    /// Test the configuration file for syntax errors and exit.
+    #[arg(short = 't', long = "test-conf")]
+    pub test_conf: bool,
+    /// Run as a daemon.
+    #[arg(short = 'd', long = "daemonize")]
+    pub daemonize: bool,
+    /// Print the stats description and exit (accepted for compatibility).
+    #[arg(short = 'D', long = "describe-stats")]
+    pub describe_stats: bool,
+    /// Logging level, nutcracker's scale 0..11 (5 = notice).
+    #[arg(short = 'v', long = "verbose", default_value_t = 5)]
+    pub verbose: u8,
+    /// Log file (default: stderr).
+    #[arg(short = 'o', long = "output")]
+    pub output: Option<PathBuf>,
+    /// Pool file.
+    #[arg(short = 'c', long = "conf-file", default_value = "conf/nutcracker.yml")]
+    pub conf_file: PathBuf,
+    /// Stats monitoring port.
+    #[arg(short = 's', long = "stats-port", default_value_t = 22222)]
+    pub stats_port: u16,
+    /// Stats aggregation interval in msec.
+    #[arg(short = 'i', long = "stats-interval", default_value_t = 30000)]
+    pub stats_interval: u64,
+    /// Stats monitoring address.
+    #[arg(short = 'a', long = "stats-addr", default_value = "0.0.0.0")]
+    pub stats_addr: String,
+    /// Pid file.
+    #[arg(short = 'p', long = "pid-file")]
+    pub pid_file: Option<PathBuf>,
+    /// Mbuf chunk size (accepted for compatibility; buffers grow as needed).
+    #[arg(short = 'm', long = "mbuf-size", default_value_t = 16384)]
+    pub mbuf_size: usize,
+    /// Worker threads (default: the number of cores).
+    #[arg(long = "threads")]
+    pub threads: Option<usize>,
+}
+
+/// Parses the command line and runs the proxy; the exit code follows
+/// nutcracker (0 ok, 1 bad configuration or start-up failure).
+pub fn main() -> ExitCode {
+    let args = Args::parse();
+    if args.version {
+        println!("This is shardproxy-{}", env!("CARGO_PKG_VERSION"));
+        return ExitCode::SUCCESS;
+    }
+    if args.describe_stats {
+        println!("pool and server stats: see README.md, section Stats");
+        return ExitCode::SUCCESS;
+    }
+    let conf = args.conf_file.display().to_string();
+    let config = match Config::load(&args.conf_file) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("shardproxy: configuration file '{conf}' syntax is invalid: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if args.test_conf {
+        println!("shardproxy: configuration file '{conf}' syntax is ok");
+        return ExitCode::SUCCESS;
+    }
+    if args.daemonize {
+        return daemonize();
+    }
+    if let Err(e) = init_logging(args.verbose, args.output.as_deref()) {
+        eprintln!("shardproxy: cannot open log file: {e}");
+        return ExitCode::FAILURE;
+    }
+    if let Some(pid_file) = &args.pid_file {
+        if let Err(e) = std::fs::write(pid_file, format!("{}\n", std::process::id())) {
+            eprintln!(
+                "shardproxy: cannot write pid file '{}': {e}",
+                pid_file.display()
+            );
+            return ExitCode::FAILURE;
+        }
+    }
+    let code = run(config, args.threads);
+    if let Some(pid_file) = &args.pid_file {
+        let _ = std::fs::remove_file(pid_file);
+    }
+    code
+}
+
+fn run(config: Config, threads: Option<usize>) -> ExitCode {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = threads.filter(|n| *n > 0) {
+        builder.worker_threads(n);
+    }
+    let runtime = match builder.enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("shardproxy: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async {
+        let proxy = match Proxy::bind(&config).await {
+            Ok(proxy) => proxy,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot start");
+                eprintln!("shardproxy: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let (stop, shutdown) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            wait_for_stop_signal().await;
+            tracing::info!("stop signal received; finishing the replies owed");
+            let _ = stop.send(true);
+        });
+        proxy.run(shutdown).await;
+        tracing::info!("stopped");
+        ExitCode::SUCCESS
+    })
+}
+
+async fn wait_for_stop_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}
+
+/// nutcracker's levels: 0 emerg .. 5 notice .. 7 debug .. 11 periodic verbose.
+fn level_filter(verbose: u8) -> tracing::level_filters::LevelFilter {
+    use tracing::level_filters::LevelFilter;
+    match verbose {
+        0..=3 => LevelFilter::ERROR,
+        4 => LevelFilter::WARN,
+        5 | 6 => LevelFilter::INFO,
+        7 | 8 => LevelFilter::DEBUG,
+        _ => LevelFilter::TRACE,
+    }
+}
+
+fn init_logging(verbose: u8, output: Option<&std::path::Path>) -> std::io::Result<()> {
+    let builder = tracing_subscriber::fmt()
+        .with_max_level(level_filter(verbose))
+        .with_ansi(false);
+    match output {
+        Some(path) => {
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)?;
+            builder.with_writer(std::sync::Mutex::new(file)).init();
+        }
+        None => builder.with_writer(std::io::stderr).init(),
+    }
+    Ok(())
+}
+
+/// Starts this program again without `-d`, detached in its own process
+/// group with no terminal, and returns at once, as nutcracker's `-d` does.
+fn daemonize() -> ExitCode {
+    use std::os::unix::process::CommandExt;
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| a != "-d" && a != "--daemonize")
+        .collect();
+    let exe = match std::env::current_exe() {
+        Ok(exe) => exe,
+        Err(e) => {
+            eprintln!("shardproxy: cannot daemonize: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let spawned = std::process::Command::new(exe)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .process_group(0)
+        .spawn();
+    match spawned {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("shardproxy: cannot daemonize: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

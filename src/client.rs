@@ -1,0 +1,288 @@
+//! One client session: read requests, route each one, and write the replies
+//! back in request order.
+//!
+//! The session works in batches: it reads what the client has sent, parses
+//! every complete request and hands each to its backend at once (so a
+//! pipeline reaches the backends as a pipeline), then waits for the replies
+//! in request order and writes them back with one write. Requests are
+//! dispatched in order, so a `HELLO 3` or `AUTH` in the middle of a pipeline
+//! takes effect exactly from the next request on.
+
+use crate::backend::Reply;
+use crate::command::{self, Command, Handling, KeySpec};
+use crate::info::InfoReply;
+use crate::local;
+use crate::pool::Pool;
+use crate::protocol::{encode_error, Proto, ProtocolError, Request, RequestParser};
+use crate::split::{self, Part, SplitReply};
+use crate::stats::PoolStats;
+use bytes::{Bytes, BytesMut};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio::sync::{oneshot, watch};
+
+/// Bytes read per system call; also the buffer an active session keeps.
+const READ_CHUNK: usize = 16 * 1024;
+/// How long a session waits for more input once the proxy is stopping.
+const STOP_GRACE: Duration = Duration::from_millis(200);
+/// Requests dispatched before the session stops to deliver their replies,
+/// so a client that pipelines without reading cannot grow memory unbounded.
+const MAX_BATCH: usize = 1024;
+
+/// The state of one client connection.
+pub struct Session {
+    pub pool: Arc<Pool>,
+    pub id: u64,
+    pub proto: Proto,
+    pub name: Option<Bytes>,
+    pub authenticated: bool,
+    /// Set by QUIT: close after this batch's replies.
+    pub closing: bool,
+}
+
+/// A reply the session owes, in request order.
+pub enum Pending {
+    /// Built by the proxy, already encoded in the client's protocol.
+    Ready(Bytes),
+    /// Forwarded to one backend; the frame comes back untouched.
+    Forward {
+        reply: oneshot::Receiver<Reply>,
+        shard: Arc<str>,
+    },
+    /// Split over several backends and put back together.
+    Split(Box<SplitReply>),
+    /// INFO, waiting for the backends' keyspace sections.
+    Info(Box<InfoReply>),
+}
+
+/// Serves one client until it quits, breaks the protocol, disconnects, or
+/// the proxy shuts down (after the replies it owes are written).
+pub async fn serve(pool: Arc<Pool>, mut stream: TcpStream, mut shutdown: watch::Receiver<bool>) {
+    let _ = stream.set_nodelay(true);
+    let mut session = Session {
+        id: pool.next_client_id(),
+        authenticated: pool.redis_auth.is_none(),
+        pool,
+        proto: Proto::Resp2,
+        name: None,
+        closing: false,
+    };
+    let mut parser = RequestParser::new(session.pool.max_request_size);
+    let mut input = BytesMut::new();
+    let mut output = BytesMut::new();
+    let mut pending: Vec<Pending> = Vec::new();
+    loop {
+        // Wait for input without holding a buffer, so an idle connection
+        // costs little memory.
+        if *shutdown.borrow() {
+            // Stopping: answer what the client has already sent, and leave
+            // once it has been quiet for a moment.
+            match tokio::time::timeout(STOP_GRACE, stream.readable()).await {
+                Ok(Ok(())) => {}
+                _ => return,
+            }
+        } else {
+            tokio::select! {
+                ready = stream.readable() => if ready.is_err() { return },
+                _ = shutdown.changed() => continue,
+            }
+        }
+        if input.capacity() - input.len() < READ_CHUNK / 4 {
+            input.reserve(READ_CHUNK);
+        }
+        match stream.try_read_buf(&mut input) {
+            Ok(0) => return,
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            Err(_) => return,
+        }
+        let mut protocol_error = None;
+        while pending.len() < MAX_BATCH && !session.closing {
+            match parser.parse(&mut input) {
+                Ok(Some(request)) => {
+                    PoolStats::bump(&session.pool.stats.requests);
+                    pending.push(session.dispatch(request));
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    protocol_error = Some(e);
+                    break;
+                }
+            }
+        }
+        for reply in pending.drain(..) {
+            reply.write_to(&mut output, &session.pool.stats).await;
+        }
+        if let Some(e) = &protocol_error {
+            write_protocol_error(e, &mut output, &session.pool.stats);
+        }
+        if !output.is_empty() {
+            if stream.write_all(&output).await.is_err() {
+                return;
+            }
+            output.clear();
+        }
+        if protocol_error.is_some() || session.closing {
+            let _ = stream.shutdown().await;
+            return;
+        }
+        if input.is_empty() && input.capacity() > 4 * READ_CHUNK {
+            input = BytesMut::new();
+        }
+    }
+}
+
+fn write_protocol_error(e: &ProtocolError, output: &mut BytesMut, stats: &PoolStats) {
+    PoolStats::bump(&stats.protocol_errors);
+    encode_error(&format!("ERR Protocol error: {e}"), output);
+}
+
+impl Session {
+    /// Routes one request and returns the reply it is owed.
+    fn dispatch(&mut self, request: Request) -> Pending {
+        let args = &request.args;
+        let cmd = match command::resolve(args) {
+            Ok(cmd) => cmd,
+            // CLIENT SETINFO is newer than Redis 7.0's table, and clients
+            // send it on connect: CLIENT is answered here in any case.
+            Err(_) if args[0].eq_ignore_ascii_case(b"client") => {
+                command::lookup(b"client").expect("CLIENT is in the table")
+            }
+            Err(e) => return self.error(&e),
+        };
+        if !self.authenticated && !matches!(cmd.name, "auth" | "hello" | "quit") {
+            return self.error("NOAUTH Authentication required.");
+        }
+        match cmd.handling_for(args) {
+            Handling::Local => local::run(self, cmd, args),
+            Handling::Unsupported => self.error(&format!(
+                "ERR unsupported command '{}' through shardproxy",
+                String::from_utf8_lossy(&args[0])
+            )),
+            Handling::Forward => self.forward(cmd, request),
+            Handling::Split(kind) => self.split(cmd, kind, request),
+            Handling::AnyBackend => {
+                let table = self.pool.router.load();
+                let shard = &table.shards[self.id as usize % table.shards.len()];
+                self.send(shard, request.raw)
+            }
+            Handling::FanOut => {
+                let table = self.pool.router.load();
+                Pending::Split(Box::new(split::fan_out(&table, self.proto, &request.args)))
+            }
+        }
+    }
+
+    /// A single-backend command: every key must live on the same shard.
+    fn forward(&mut self, cmd: &'static Command, request: Request) -> Pending {
+        let table = self.pool.router.load();
+        let args = &request.args;
+        let shard = match single_key(cmd, args) {
+            Some(key) => table.shard_of(key),
+            None => {
+                let keys = match cmd.key_indexes(args) {
+                    Ok(keys) => keys,
+                    Err(e) => return self.error(&e),
+                };
+                let Some((&first, rest)) = keys.split_first() else {
+                    return self.error(&format!(
+                        "ERR '{}' without a key cannot be routed by shardproxy",
+                        cmd.name
+                    ));
+                };
+                let shard = table.shard_of(&args[first]);
+                if rest.iter().any(|&k| table.shard_of(&args[k]) != shard) {
+                    return self.error("CROSSSLOT Keys in request don't hash to the same server");
+                }
+                shard
+            }
+        };
+        self.send(&table.shards[shard], request.raw)
+    }
+
+    /// MGET, MSET, DEL, UNLINK, EXISTS, TOUCH: one sub-request per shard.
+    fn split(
+        &mut self,
+        cmd: &'static Command,
+        kind: command::SplitKind,
+        request: Request,
+    ) -> Pending {
+        let table = self.pool.router.load();
+        let keys = match cmd.key_indexes(&request.args) {
+            Ok(keys) => keys,
+            Err(e) => return self.error(&e),
+        };
+        match split::plan(&table, kind, &request.args, &keys) {
+            // All keys on one shard: forward the request untouched.
+            split::Plan::Single(shard) => self.send(&table.shards[shard], request.raw),
+            split::Plan::Parts(parts) => {
+                let parts = parts
+                    .into_iter()
+                    .map(|(shard, sub_request, positions)| Part {
+                        reply: table.shards[shard].backend.send(self.proto, sub_request),
+                        shard: table.shards[shard].name.clone(),
+                        positions,
+                    })
+                    .collect();
+                Pending::Split(Box::new(SplitReply::new(
+                    kind,
+                    keys.len(),
+                    parts,
+                    self.proto,
+                )))
+            }
+        }
+    }
+
+    fn send(&self, shard: &crate::router::Shard, raw: Bytes) -> Pending {
+        Pending::Forward {
+            reply: shard.backend.send(self.proto, raw),
+            shard: shard.name.clone(),
+        }
+    }
+
+    /// An error reply built by the proxy (`msg` without the leading '-').
+    pub fn error(&self, msg: &str) -> Pending {
+        PoolStats::bump(&self.pool.stats.errors);
+        let mut out = BytesMut::with_capacity(msg.len() + 3);
+        encode_error(msg, &mut out);
+        Pending::Ready(out.freeze())
+    }
+}
+
+/// The key of a command with exactly one key at a fixed position, found
+/// without allocating: the common case on the hot path.
+fn single_key<'a>(cmd: &Command, args: &'a [Bytes]) -> Option<&'a [u8]> {
+    match cmd.keys {
+        KeySpec::Range { first, last, .. }
+            if last == first as isize || (last == -1 && args.len() == first + 1) =>
+        {
+            args.get(first).map(|k| &k[..])
+        }
+        _ => None,
+    }
+}
+
+impl Pending {
+    /// Waits for the reply and appends it to `out` in the client's protocol.
+    async fn write_to(self, out: &mut BytesMut, stats: &PoolStats) {
+        match self {
+            Pending::Ready(bytes) => out.extend_from_slice(&bytes),
+            Pending::Forward { reply, shard } => match reply.await {
+                Ok(Ok(frame)) => out.extend_from_slice(&frame),
+                Ok(Err(e)) => {
+                    PoolStats::bump(&stats.errors);
+                    encode_error(&format!("ERR shard '{shard}': {e}"), out);
+                }
+                Err(_) => {
+                    PoolStats::bump(&stats.errors);
+                    encode_error(&format!("ERR shard '{shard}': request dropped"), out);
+                }
+            },
+            Pending::Split(split) => split.write_to(out, stats).await,
+            Pending::Info(info) => info.write_to(out).await,
+        }
+    }
+}

@@ -1,0 +1,890 @@
+//! The pool file: twemproxy's YAML format plus range servers and ZooKeeper
+//! keys (DESIGN.md, "Pool file").
+//!
+//! Parsing happens in two steps. serde turns the YAML into raw values, which
+//! lets serde_yaml point at the line and column of unknown keys, duplicate
+//! keys and malformed values (custom `Deserialize` impls below raise their
+//! errors while serde_yaml still knows the position). `validate` then checks
+//! the rules that span several keys and fills in twemproxy's defaults.
+
+use crate::hash::HashKind;
+use crate::route::DistributionKind;
+use serde::de::{self, Deserializer, MapAccess, Visitor};
+use serde::Deserialize;
+use std::fmt;
+use std::path::Path;
+use std::time::Duration;
+
+/// Redis's own limit on a request (`proto-max-bulk-len`), our default.
+pub const DEFAULT_MAX_REQUEST_SIZE: usize = 512 * 1024 * 1024;
+
+/// Why a pool file was rejected.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read '{path}': {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    /// Syntax, unknown or duplicate keys, bad values: serde_yaml's message
+    /// carries the line and column.
+    #[error("{0}")]
+    Yaml(#[from] serde_yaml::Error),
+    #[error("pool '{pool}': {message}")]
+    Pool { pool: String, message: String },
+    #[error("the file defines no pool")]
+    Empty,
+}
+
+/// A whole pool file: one or more pools, in file order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub pools: Vec<PoolConfig>,
+}
+
+/// One pool: a listen address and the servers its keys are spread over.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PoolConfig {
+    pub name: String,
+    /// `host:port` the proxy listens on.
+    pub listen: String,
+    pub hash: HashKind,
+    pub hash_tag: Option<[u8; 2]>,
+    pub distribution: DistributionKind,
+    /// Per-request timeout; `None` waits forever (twemproxy's default).
+    pub timeout: Option<Duration>,
+    pub backlog: u32,
+    /// Maximum client connections; 0 means no limit.
+    pub client_connections: u32,
+    pub preconnect: bool,
+    pub redis_auth: Option<String>,
+    pub redis_db: u32,
+    pub server_connections: u32,
+    pub auto_eject_hosts: bool,
+    pub server_retry_timeout: Duration,
+    pub server_failure_limit: u32,
+    pub tcpkeepalive: bool,
+    pub reuseport: bool,
+    /// Largest request accepted from a client, checked before buffering it.
+    pub max_request_size: usize,
+    pub zookeeper: Option<ZooKeeperConfig>,
+    pub servers: Vec<ServerConfig>,
+    /// True when the servers are given as `host:port:LO-HI` ranges.
+    pub range_form: bool,
+}
+
+/// The ZooKeeper keys of a pool.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ZooKeeperConfig {
+    /// `host:port,host:port`.
+    pub hosts: String,
+    /// This proxy's own znode (full path), if it registers itself.
+    pub proxy_path: Option<String>,
+    /// The cluster root whose shard znodes drive routing, if any.
+    pub redis_path: Option<String>,
+}
+
+/// One `servers` entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerConfig {
+    pub host: String,
+    pub port: u16,
+    /// The weight: as written, or the size of the range in range form.
+    pub weight: u32,
+    /// Inclusive slot range, in range form.
+    pub range: Option<(u32, u32)>,
+    /// The optional name after the address.
+    pub name: Option<String>,
+    /// `host:port` exactly as written, which twemproxy uses as the name.
+    pub written_addr: String,
+}
+
+impl ServerConfig {
+    /// `host:port`, the address the proxy connects to.
+    pub fn addr(&self) -> String {
+        format!("{}:{}", self.host, self.port)
+    }
+
+    /// The name twemproxy uses to sort servers and to place ketama points:
+    /// the explicit name, else `host:port` as written, except that the
+    /// memcached port 11211 is left out (twemproxy's libmemcached heritage).
+    pub fn node_name(&self) -> String {
+        match &self.name {
+            Some(name) => name.clone(),
+            None => match self.written_addr.strip_suffix(":11211") {
+                Some(host) => host.to_string(),
+                None => self.written_addr.clone(),
+            },
+        }
+    }
+
+    /// The name shown in errors and stats: the explicit name, else the address.
+    pub fn display_name(&self) -> String {
+        self.node_name()
+    }
+}
+
+impl Config {
+    /// Reads and validates a pool file.
+    ///
+    /// # Errors
+    /// Any rejection, naming the file, pool, key and (where serde_yaml knows
+    /// it) the line.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Config::parse(&text)
+    }
+
+    /// Parses and validates pool-file text.
+    ///
+    /// # Errors
+    /// See [`Config::load`].
+    pub fn parse(text: &str) -> Result<Config, ConfigError> {
+        let raw: RawFile = serde_yaml::from_str(text)?;
+        if raw.0.is_empty() {
+            return Err(ConfigError::Empty);
+        }
+        let pools = raw
+            .0
+            .into_iter()
+            .map(|(name, pool)| pool.validate(name))
+            .collect::<Result<Vec<_>, _>>()?;
+        check_listen_unique(&pools)?;
+        Ok(Config { pools })
+    }
+}
+
+fn check_listen_unique(pools: &[PoolConfig]) -> Result<(), ConfigError> {
+    for (i, pool) in pools.iter().enumerate() {
+        if let Some(other) = pools[..i].iter().find(|p| p.listen == pool.listen) {
+            return Err(pool_error(
+                &pool.name,
+                format!(
+                    "listen {} is already used by pool '{}'",
+                    pool.listen, other.name
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn pool_error(pool: &str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Pool {
+        pool: pool.to_string(),
+        message: message.into(),
+    }
+}
+
+/// The top level: pools in file order, duplicate names rejected.
+struct RawFile(Vec<(String, RawPool)>);
+
+impl<'de> Deserialize<'de> for RawFile {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct PoolsVisitor;
+        impl<'de> Visitor<'de> for PoolsVisitor {
+            type Value = RawFile;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a mapping of pool names to pools")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawFile, A::Error> {
+                let mut pools: Vec<(String, RawPool)> = Vec::new();
+                while let Some(name) = map.next_key::<String>()? {
+                    if pools.iter().any(|(n, _)| *n == name) {
+                        return Err(de::Error::custom(format!("duplicate pool '{name}'")));
+                    }
+                    let pool = map.next_value::<RawPool>()?;
+                    pools.push((name, pool));
+                }
+                Ok(RawFile(pools))
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<RawFile, E> {
+                Ok(RawFile(Vec::new()))
+            }
+        }
+        deserializer.deserialize_map(PoolsVisitor)
+    }
+}
+
+/// A pool as written; every key optional so defaults can apply.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPool {
+    listen: Option<ListenAddr>,
+    hash: Option<HashName>,
+    hash_tag: Option<HashTag>,
+    distribution: Option<DistributionName>,
+    timeout: Option<u64>,
+    backlog: Option<u32>,
+    client_connections: Option<u32>,
+    preconnect: Option<bool>,
+    redis: Option<bool>,
+    redis_auth: Option<String>,
+    redis_db: Option<u32>,
+    server_connections: Option<u32>,
+    auto_eject_hosts: Option<bool>,
+    server_retry_timeout: Option<u64>,
+    server_failure_limit: Option<u32>,
+    tcpkeepalive: Option<bool>,
+    reuseport: Option<bool>,
+    max_request_size: Option<usize>,
+    zookeeper_host: Option<String>,
+    zookeeper_path: Option<String>,
+    zookeeper_redis_path: Option<String>,
+    servers: Option<Vec<ServerEntry>>,
+}
+
+impl RawPool {
+    fn validate(self, name: String) -> Result<PoolConfig, ConfigError> {
+        let err = |m: String| pool_error(&name, m);
+        let listen = self
+            .listen
+            .ok_or_else(|| err("missing key 'listen'".into()))?
+            .0;
+        if self.redis != Some(true) {
+            return Err(err(
+                "'redis: true' is required: shardproxy speaks only the Redis protocol \
+                 (twemproxy's default is memcached)"
+                    .into(),
+            ));
+        }
+        let servers: Vec<ServerConfig> = self
+            .servers
+            .ok_or_else(|| err("missing key 'servers'".into()))?
+            .into_iter()
+            .map(|s| s.0)
+            .collect();
+        if servers.is_empty() {
+            return Err(err("'servers' is empty".into()));
+        }
+        let range_form = check_server_forms(&servers).map_err(err)?;
+        check_server_names(&servers).map_err(err)?;
+        if range_form {
+            check_ranges_tile(&servers).map_err(err)?;
+        }
+        let server_connections = self.server_connections.unwrap_or(1);
+        if server_connections == 0 {
+            return Err(err("'server_connections' must be at least 1".into()));
+        }
+        let server_failure_limit = self.server_failure_limit.unwrap_or(2);
+        if server_failure_limit == 0 {
+            return Err(err("'server_failure_limit' must be at least 1".into()));
+        }
+        let max_request_size = self.max_request_size.unwrap_or(DEFAULT_MAX_REQUEST_SIZE);
+        if max_request_size < 1024 {
+            return Err(err("'max_request_size' must be at least 1024 bytes".into()));
+        }
+        let timeout = match self.timeout {
+            Some(0) => {
+                return Err(err(
+                    "'timeout' must be a positive number of milliseconds".into()
+                ))
+            }
+            t => t.map(Duration::from_millis),
+        };
+        let zookeeper = zookeeper_keys(
+            self.zookeeper_host,
+            self.zookeeper_path,
+            self.zookeeper_redis_path,
+        )
+        .map_err(err)?;
+        Ok(PoolConfig {
+            name,
+            listen,
+            hash: self.hash.map(|h| h.0).unwrap_or(HashKind::Fnv1a_64),
+            hash_tag: self.hash_tag.map(|t| t.0),
+            distribution: self
+                .distribution
+                .map(|d| d.0)
+                .unwrap_or(DistributionKind::Ketama),
+            timeout,
+            backlog: self.backlog.unwrap_or(512),
+            client_connections: self.client_connections.unwrap_or(0),
+            preconnect: self.preconnect.unwrap_or(false),
+            redis_auth: self.redis_auth.filter(|a| !a.is_empty()),
+            redis_db: self.redis_db.unwrap_or(0),
+            server_connections,
+            auto_eject_hosts: self.auto_eject_hosts.unwrap_or(false),
+            server_retry_timeout: Duration::from_millis(
+                self.server_retry_timeout.unwrap_or(30_000),
+            ),
+            server_failure_limit,
+            tcpkeepalive: self.tcpkeepalive.unwrap_or(false),
+            reuseport: self.reuseport.unwrap_or(false),
+            max_request_size,
+            zookeeper,
+            servers,
+            range_form,
+        })
+    }
+}
+
+/// All servers must use one form; returns true for the range form.
+fn check_server_forms(servers: &[ServerConfig]) -> Result<bool, String> {
+    let ranged = servers.iter().filter(|s| s.range.is_some()).count();
+    match ranged {
+        0 => Ok(false),
+        n if n == servers.len() => Ok(true),
+        _ => {
+            Err("servers mix 'host:port:weight' and 'host:port:LO-HI' entries; use one form".into())
+        }
+    }
+}
+
+/// Twemproxy rejects two servers with the same name (explicit or address).
+fn check_server_names(servers: &[ServerConfig]) -> Result<(), String> {
+    for (i, server) in servers.iter().enumerate() {
+        let name = server.node_name();
+        if servers[..i].iter().any(|s| s.node_name() == name) {
+            return Err(format!("two servers have the same name '{name}'"));
+        }
+    }
+    Ok(())
+}
+
+/// Ranges must tile `[0, S)` with `S = max(HI) + 1`: no gap, no overlap.
+fn check_ranges_tile(servers: &[ServerConfig]) -> Result<(), String> {
+    let mut ranges: Vec<(u32, u32, String)> = servers
+        .iter()
+        .map(|s| {
+            let (lo, hi) = s.range.expect("range form");
+            (lo, hi, s.display_name())
+        })
+        .collect();
+    ranges.sort();
+    let mut next = 0u64;
+    for (lo, hi, name) in &ranges {
+        let lo = u64::from(*lo);
+        if lo > next {
+            return Err(format!(
+                "slots {next}-{} are not covered by any server (gap before {name})",
+                lo - 1
+            ));
+        }
+        if lo < next {
+            return Err(format!(
+                "range of {name} overlaps the previous range at slot {lo}"
+            ));
+        }
+        next = u64::from(*hi) + 1;
+    }
+    Ok(())
+}
+
+fn zookeeper_keys(
+    hosts: Option<String>,
+    proxy_path: Option<String>,
+    redis_path: Option<String>,
+) -> Result<Option<ZooKeeperConfig>, String> {
+    for (key, path) in [
+        ("zookeeper_path", &proxy_path),
+        ("zookeeper_redis_path", &redis_path),
+    ] {
+        if let Some(p) = path {
+            if !p.starts_with('/') || (p.len() > 1 && p.ends_with('/')) || p.contains("//") {
+                return Err(format!(
+                    "'{key}' must be an absolute ZooKeeper path, got '{p}'"
+                ));
+            }
+        }
+    }
+    match hosts.filter(|h| !h.trim().is_empty()) {
+        Some(hosts) => Ok(Some(ZooKeeperConfig {
+            hosts,
+            proxy_path,
+            redis_path,
+        })),
+        None if proxy_path.is_some() || redis_path.is_some() => {
+            Err("'zookeeper_path' and 'zookeeper_redis_path' need 'zookeeper_host'".into())
+        }
+        None => Ok(None),
+    }
+}
+
+/// Splits `host:port` and checks the port.
+fn parse_host_port(text: &str) -> Result<(String, u16), String> {
+    let (host, port) = text
+        .rsplit_once(':')
+        .ok_or_else(|| format!("'{text}' is not host:port"))?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.is_empty() {
+        return Err(format!("'{text}' has no host"));
+    }
+    let port: u16 = port
+        .parse()
+        .ok()
+        .filter(|p| *p != 0)
+        .ok_or_else(|| format!("'{text}' has an invalid port '{port}'"))?;
+    Ok((host.to_string(), port))
+}
+
+/// `listen: host:port`.
+struct ListenAddr(String);
+
+impl<'de> Deserialize<'de> for ListenAddr {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        if text.starts_with('/') {
+            return Err(de::Error::custom(format!(
+                "listen '{text}': unix sockets are not supported, use host:port"
+            )));
+        }
+        let (host, port) =
+            parse_host_port(&text).map_err(|e| de::Error::custom(format!("listen {e}")))?;
+        let host = if host.contains(':') {
+            format!("[{host}]")
+        } else {
+            host
+        };
+        Ok(ListenAddr(format!("{host}:{port}")))
+    }
+}
+
+struct HashName(HashKind);
+
+impl<'de> Deserialize<'de> for HashName {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        HashKind::from_name(&text).map(HashName).ok_or_else(|| {
+            let names: Vec<&str> = HashKind::ALL.iter().map(|h| h.name()).collect();
+            de::Error::custom(format!(
+                "unknown hash '{text}', expected one of: {}",
+                names.join(", ")
+            ))
+        })
+    }
+}
+
+struct DistributionName(DistributionKind);
+
+impl<'de> Deserialize<'de> for DistributionName {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        DistributionKind::from_name(&text)
+            .map(DistributionName)
+            .ok_or_else(|| {
+                de::Error::custom(format!(
+                    "unknown distribution '{text}', expected one of: ketama, modula, random"
+                ))
+            })
+    }
+}
+
+/// `hash_tag: "{}"`: exactly two characters.
+struct HashTag([u8; 2]);
+
+impl<'de> Deserialize<'de> for HashTag {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        match text.as_bytes() {
+            [open, close] => Ok(HashTag([*open, *close])),
+            _ => Err(de::Error::custom(format!(
+                "hash_tag '{text}' must be exactly two characters, like \"{{}}\""
+            ))),
+        }
+    }
+}
+
+/// One `servers` line: `host:port:weight [name]` or `host:port:LO-HI [name]`.
+struct ServerEntry(ServerConfig);
+
+impl<'de> Deserialize<'de> for ServerEntry {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        parse_server(&text)
+            .map(ServerEntry)
+            .map_err(|e| de::Error::custom(format!("server '{text}': {e}")))
+    }
+}
+
+fn parse_server(text: &str) -> Result<ServerConfig, String> {
+    let mut words = text.split_whitespace();
+    let spec = words.next().ok_or("empty server entry")?;
+    let name = words.next().map(str::to_string);
+    if words.next().is_some() {
+        return Err("expected 'host:port:weight [name]'".into());
+    }
+    let (addr, weight_text) = spec
+        .rsplit_once(':')
+        .ok_or("expected 'host:port:weight [name]' or 'host:port:LO-HI [name]'")?;
+    let (host, port) = parse_host_port(addr)?;
+    let (weight, range) = match weight_text.split_once('-') {
+        Some((lo, hi)) => {
+            let lo: u32 = lo
+                .parse()
+                .map_err(|_| format!("invalid range start '{lo}'"))?;
+            let hi: u32 = hi
+                .parse()
+                .map_err(|_| format!("invalid range end '{hi}'"))?;
+            if lo > hi {
+                return Err(format!("range {lo}-{hi} is empty (start after end)"));
+            }
+            if hi == u32::MAX {
+                return Err(format!("range end {hi} is too large"));
+            }
+            (hi - lo + 1, Some((lo, hi)))
+        }
+        None => {
+            let weight: u32 = weight_text
+                .parse()
+                .map_err(|_| format!("invalid weight '{weight_text}'"))?;
+            if weight == 0 {
+                return Err("weight must be at least 1".into());
+            }
+            (weight, None)
+        }
+    };
+    Ok(ServerConfig {
+        host,
+        port,
+        weight,
+        range,
+        name,
+        written_addr: addr.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ICD: &str = "\
+alpha:
+  listen: 172.17.32.105:22121
+  hash: md5
+  distribution: modula
+  zookeeper_host: 172.16.10.163:2181,172.16.10.96:2181
+  zookeeper_path: /redis/proxy/icd/172.17.32.105:22121
+  zookeeper_redis_path: /redis/cluster/icd
+  auto_eject_hosts: false
+  redis: true
+  timeout: 1000
+  server_retry_timeout: 2000
+  server_failure_limit: 2
+  servers:
+   - 172.17.32.105:6379:0-2047
+   - 172.17.32.106:6379:2048-4095
+";
+
+    fn pool(body: &str) -> String {
+        format!("p:\n  listen: 127.0.0.1:22121\n  redis: true\n{body}")
+    }
+
+    fn rejected(text: &str) -> String {
+        Config::parse(text)
+            .expect_err("must be rejected")
+            .to_string()
+    }
+
+    #[test]
+    fn design_example_parses_as_is() {
+        let config = Config::parse(ICD).unwrap();
+        let p = &config.pools[0];
+        assert_eq!(p.name, "alpha");
+        assert_eq!(p.listen, "172.17.32.105:22121");
+        assert_eq!(p.hash, HashKind::Md5);
+        assert_eq!(p.distribution, DistributionKind::Modula);
+        assert_eq!(p.timeout, Some(Duration::from_millis(1000)));
+        assert!(p.range_form);
+        assert_eq!(p.servers[1].range, Some((2048, 4095)));
+        assert_eq!(p.servers[1].weight, 2048);
+        let zk = p.zookeeper.as_ref().unwrap();
+        assert_eq!(zk.redis_path.as_deref(), Some("/redis/cluster/icd"));
+    }
+
+    #[test]
+    fn twemproxy_defaults_apply() {
+        let config = Config::parse(&pool("  servers:\n   - 127.0.0.1:6379:1\n")).unwrap();
+        let p = &config.pools[0];
+        assert_eq!(p.hash, HashKind::Fnv1a_64);
+        assert_eq!(p.distribution, DistributionKind::Ketama);
+        assert_eq!(p.timeout, None);
+        assert_eq!(p.backlog, 512);
+        assert_eq!(p.server_connections, 1);
+        assert_eq!(p.server_retry_timeout, Duration::from_secs(30));
+        assert_eq!(p.server_failure_limit, 2);
+        assert_eq!(p.max_request_size, DEFAULT_MAX_REQUEST_SIZE);
+        assert!(!p.auto_eject_hosts && !p.preconnect && p.zookeeper.is_none());
+    }
+
+    #[test]
+    fn server_names_and_several_pools() {
+        let text =
+            "a:\n  listen: 127.0.0.1:1\n  redis: true\n  servers:\n   - 127.0.0.1:6379:2 one\n\
+                    b:\n  listen: 127.0.0.1:2\n  redis: true\n  servers:\n   - localhost:6380:1\n";
+        let config = Config::parse(text).unwrap();
+        assert_eq!(config.pools.len(), 2);
+        assert_eq!(config.pools[0].servers[0].name.as_deref(), Some("one"));
+        assert_eq!(config.pools[0].servers[0].node_name(), "one");
+        assert_eq!(config.pools[1].servers[0].node_name(), "localhost:6380");
+    }
+
+    #[test]
+    fn node_names_follow_twemproxy() {
+        let config = Config::parse(&pool(
+            "  servers:\n   - 10.0.0.1:06379:1\n   - 10.0.0.2:11211:1\n   - 10.0.0.3:6379:1 named\n",
+        ))
+        .unwrap();
+        let names: Vec<String> = config.pools[0]
+            .servers
+            .iter()
+            .map(|s| s.node_name())
+            .collect();
+        assert_eq!(names, ["10.0.0.1:06379", "10.0.0.2", "named"]);
+        assert_eq!(config.pools[0].servers[0].addr(), "10.0.0.1:6379");
+    }
+
+    #[test]
+    fn rejects_unknown_key_with_line() {
+        let e = rejected(&pool("  servers:\n   - 127.0.0.1:6379:1\n  hsah: md5\n"));
+        assert!(
+            e.contains("unknown field `hsah`") && e.contains("line 5"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn rejects_duplicate_key() {
+        let e = rejected(&pool("  servers:\n   - 127.0.0.1:6379:1\n  redis: true\n"));
+        assert!(e.contains("duplicate"), "{e}");
+    }
+
+    #[test]
+    fn rejects_duplicate_pool() {
+        let text = format!(
+            "{}{}",
+            pool("  servers:\n   - 127.0.0.1:6379:1\n"),
+            pool("  servers:\n   - 127.0.0.1:6379:1\n")
+        );
+        assert!(rejected(&text).contains("duplicate pool 'p'"));
+    }
+
+    #[test]
+    fn rejects_missing_listen() {
+        let e = rejected("p:\n  redis: true\n  servers:\n   - 127.0.0.1:6379:1\n");
+        assert_eq!(e, "pool 'p': missing key 'listen'");
+    }
+
+    #[test]
+    fn rejects_missing_servers() {
+        assert_eq!(rejected(&pool("")), "pool 'p': missing key 'servers'");
+    }
+
+    #[test]
+    fn rejects_empty_servers() {
+        assert_eq!(
+            rejected(&pool("  servers: []\n")),
+            "pool 'p': 'servers' is empty"
+        );
+    }
+
+    #[test]
+    fn rejects_memcached_pool() {
+        let e = rejected("p:\n  listen: 127.0.0.1:1\n  servers:\n   - 127.0.0.1:6379:1\n");
+        assert!(e.contains("'redis: true' is required"), "{e}");
+    }
+
+    #[test]
+    fn rejects_bad_listen() {
+        let e = rejected(
+            "p:\n  listen: 127.0.0.1:99999\n  redis: true\n  servers:\n   - 127.0.0.1:6379:1\n",
+        );
+        assert!(
+            e.contains("invalid port '99999'") && e.contains("line 2"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn rejects_unix_listen() {
+        let e = rejected(
+            "p:\n  listen: /tmp/x.sock 0666\n  redis: true\n  servers:\n   - 127.0.0.1:6379:1\n",
+        );
+        assert!(e.contains("unix sockets are not supported"), "{e}");
+    }
+
+    #[test]
+    fn rejects_bad_server_address() {
+        let e = rejected(&pool("  servers:\n   - 127.0.0.1:1\n"));
+        assert!(
+            e.contains("server '127.0.0.1:1'") && e.contains("has no host")
+                || e.contains("invalid port"),
+            "{e}"
+        );
+        let e = rejected(&pool("  servers:\n   - nocolons\n"));
+        assert!(
+            e.contains("server 'nocolons'") && e.contains("line 5"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn rejects_weight_zero() {
+        let e = rejected(&pool("  servers:\n   - 127.0.0.1:6379:0\n"));
+        assert!(e.contains("weight must be at least 1"), "{e}");
+    }
+
+    #[test]
+    fn rejects_bad_weight() {
+        let e = rejected(&pool("  servers:\n   - 127.0.0.1:6379:x\n"));
+        assert!(e.contains("invalid weight 'x'"), "{e}");
+    }
+
+    #[test]
+    fn rejects_extra_words_in_server() {
+        let e = rejected(&pool("  servers:\n   - 127.0.0.1:6379:1 a b\n"));
+        assert!(e.contains("expected 'host:port:weight [name]'"), "{e}");
+    }
+
+    #[test]
+    fn rejects_duplicate_server_name() {
+        let e = rejected(&pool(
+            "  servers:\n   - 127.0.0.1:6379:1 a\n   - 127.0.0.1:6380:1 a\n",
+        ));
+        assert_eq!(e, "pool 'p': two servers have the same name 'a'");
+        let e = rejected(&pool(
+            "  servers:\n   - 127.0.0.1:6379:1\n   - 127.0.0.1:6379:2\n",
+        ));
+        assert_eq!(
+            e,
+            "pool 'p': two servers have the same name '127.0.0.1:6379'"
+        );
+    }
+
+    #[test]
+    fn rejects_range_gap() {
+        let e = rejected(&pool(
+            "  servers:\n   - 127.0.0.1:6379:0-99\n   - 127.0.0.1:6380:101-200\n",
+        ));
+        assert!(e.contains("slots 100-100 are not covered"), "{e}");
+    }
+
+    #[test]
+    fn rejects_range_not_starting_at_zero() {
+        let e = rejected(&pool("  servers:\n   - 127.0.0.1:6379:1-99\n"));
+        assert!(e.contains("slots 0-0 are not covered"), "{e}");
+    }
+
+    #[test]
+    fn rejects_range_overlap() {
+        let e = rejected(&pool(
+            "  servers:\n   - 127.0.0.1:6379:0-100\n   - 127.0.0.1:6380:100-200\n",
+        ));
+        assert!(e.contains("overlaps the previous range at slot 100"), "{e}");
+    }
+
+    #[test]
+    fn rejects_reversed_range() {
+        let e = rejected(&pool("  servers:\n   - 127.0.0.1:6379:10-0\n"));
+        assert!(e.contains("range 10-0 is empty"), "{e}");
+    }
+
+    #[test]
+    fn rejects_mixed_forms() {
+        let e = rejected(&pool(
+            "  servers:\n   - 127.0.0.1:6379:0-10\n   - 127.0.0.1:6380:1\n",
+        ));
+        assert!(e.contains("mix"), "{e}");
+    }
+
+    #[test]
+    fn rejects_bad_hash_tag() {
+        let e = rejected(&pool(
+            "  hash_tag: \"{\"\n  servers:\n   - 127.0.0.1:6379:1\n",
+        ));
+        assert!(
+            e.contains("hash_tag '{' must be exactly two characters"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn rejects_unknown_hash() {
+        let e = rejected(&pool("  hash: sha1\n  servers:\n   - 127.0.0.1:6379:1\n"));
+        assert!(
+            e.contains("unknown hash 'sha1'") && e.contains("line 4"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn rejects_unknown_distribution() {
+        let e = rejected(&pool(
+            "  distribution: rendezvous\n  servers:\n   - 127.0.0.1:6379:1\n",
+        ));
+        assert!(e.contains("unknown distribution 'rendezvous'"), "{e}");
+    }
+
+    #[test]
+    fn rejects_wrong_value_type() {
+        let e = rejected(&pool(
+            "  timeout: soon\n  servers:\n   - 127.0.0.1:6379:1\n",
+        ));
+        assert!(e.contains("timeout") && e.contains("line 4"), "{e}");
+    }
+
+    #[test]
+    fn rejects_zero_timeout() {
+        let e = rejected(&pool("  timeout: 0\n  servers:\n   - 127.0.0.1:6379:1\n"));
+        assert!(e.contains("'timeout' must be a positive"), "{e}");
+    }
+
+    #[test]
+    fn rejects_zero_server_connections() {
+        let e = rejected(&pool(
+            "  server_connections: 0\n  servers:\n   - 127.0.0.1:6379:1\n",
+        ));
+        assert!(e.contains("'server_connections' must be at least 1"), "{e}");
+    }
+
+    #[test]
+    fn rejects_zero_failure_limit() {
+        let e = rejected(&pool(
+            "  server_failure_limit: 0\n  servers:\n   - 127.0.0.1:6379:1\n",
+        ));
+        assert!(
+            e.contains("'server_failure_limit' must be at least 1"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn rejects_tiny_max_request_size() {
+        let e = rejected(&pool(
+            "  max_request_size: 10\n  servers:\n   - 127.0.0.1:6379:1\n",
+        ));
+        assert!(
+            e.contains("'max_request_size' must be at least 1024"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn rejects_zookeeper_path_without_host() {
+        let e = rejected(&pool(
+            "  zookeeper_redis_path: /redis/cluster/x\n  servers:\n   - 127.0.0.1:6379:1\n",
+        ));
+        assert!(e.contains("need 'zookeeper_host'"), "{e}");
+    }
+
+    #[test]
+    fn rejects_relative_zookeeper_path() {
+        let e = rejected(&pool("  zookeeper_host: 127.0.0.1:2181\n  zookeeper_path: redis/x\n  servers:\n   - 127.0.0.1:6379:1\n"));
+        assert!(e.contains("must be an absolute ZooKeeper path"), "{e}");
+    }
+
+    #[test]
+    fn rejects_same_listen_twice() {
+        let text = "a:\n  listen: 127.0.0.1:1\n  redis: true\n  servers:\n   - 127.0.0.1:6379:1\n\
+                    b:\n  listen: 127.0.0.1:1\n  redis: true\n  servers:\n   - 127.0.0.1:6379:1\n";
+        assert!(rejected(text).contains("listen 127.0.0.1:1 is already used by pool 'a'"));
+    }
+
+    #[test]
+    fn rejects_empty_file() {
+        assert_eq!(rejected(""), "the file defines no pool");
+    }
+}

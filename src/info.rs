@@ -1,0 +1,197 @@
+//! INFO through the proxy: the proxy's own `server`, `clients` and `stats`
+//! sections, and a `keyspace` section summed over every backend, in Redis's
+//! text format so monitoring that parses Redis's INFO keeps working.
+
+use crate::backend::Reply;
+use crate::client::{Pending, Session};
+use crate::local::REDIS_VERSION;
+use crate::protocol::{encode, encode_request, parse_reply, Proto, Value};
+use crate::stats::PoolStats;
+use bytes::{Bytes, BytesMut};
+use std::fmt::Write;
+use std::sync::Arc;
+use tokio::sync::oneshot;
+
+const SECTIONS: [&str; 4] = ["server", "clients", "stats", "keyspace"];
+
+/// INFO's reply: the proxy's sections now, the keyspace when the backends
+/// have answered.
+pub struct InfoReply {
+    text: String,
+    keyspace: Option<Vec<(Arc<str>, oneshot::Receiver<Reply>)>>,
+    proto: Proto,
+}
+
+/// `INFO [section ...]`.
+pub fn run(session: &Session, args: &[Bytes]) -> Pending {
+    let wanted: Vec<String> = args[1..]
+        .iter()
+        .map(|a| String::from_utf8_lossy(a).to_ascii_lowercase())
+        .collect();
+    let all = wanted.is_empty()
+        || wanted
+            .iter()
+            .any(|w| matches!(w.as_str(), "all" | "default" | "everything"));
+    let include = |section: &str| all || wanted.iter().any(|w| w == section);
+    let mut text = String::new();
+    for section in SECTIONS.iter().filter(|s| include(s) && **s != "keyspace") {
+        if !text.is_empty() {
+            text.push_str("\r\n");
+        }
+        write_section(session, section, &mut text);
+    }
+    let keyspace = include("keyspace").then(|| ask_keyspace(session));
+    Pending::Info(Box::new(InfoReply {
+        text,
+        keyspace,
+        proto: session.proto,
+    }))
+}
+
+fn write_section(session: &Session, section: &str, out: &mut String) {
+    let pool = &session.pool;
+    let stats = &pool.stats;
+    let table = pool.router.load();
+    match section {
+        "server" => {
+            let _ = write!(
+                out,
+                "# Server\r\nredis_version:{REDIS_VERSION}\r\nredis_mode:proxy\r\n\
+                 proxy:shardproxy\r\nproxy_version:{}\r\nos:{}\r\nprocess_id:{}\r\n\
+                 tcp_port:{}\r\nuptime_in_seconds:{}\r\npool:{}\r\nrouting_version:{}\r\n\
+                 routing_source:{}\r\nshards:{}\r\n",
+                env!("CARGO_PKG_VERSION"),
+                std::env::consts::OS,
+                std::process::id(),
+                pool.listen.rsplit(':').next().unwrap_or(""),
+                stats.uptime_secs(),
+                pool.name,
+                table.version,
+                table.source,
+                table.shards.len(),
+            );
+            for (i, shard) in table.shards.iter().enumerate() {
+                let range = shard
+                    .range
+                    .map(|(lo, hi)| format!("{lo}-{hi}"))
+                    .unwrap_or_default();
+                let _ = write!(
+                    out,
+                    "shard{i}:name={},backend={},range={range},connections={},ejected={}\r\n",
+                    shard.name,
+                    shard.backend.addr,
+                    PoolStats::get(&shard.backend.stats.connections),
+                    u8::from(shard.backend.health.ejected_until().is_some()),
+                );
+            }
+        }
+        "clients" => {
+            let _ = write!(
+                out,
+                "# Clients\r\nconnected_clients:{}\r\n",
+                PoolStats::get(&stats.connected_clients)
+            );
+        }
+        "stats" => {
+            let _ = write!(
+                out,
+                "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\n\
+                 rejected_connections:{}\r\nproxy_error_replies:{}\r\nprotocol_errors:{}\r\n",
+                PoolStats::get(&stats.connections_received),
+                PoolStats::get(&stats.requests),
+                PoolStats::get(&stats.rejected_connections),
+                PoolStats::get(&stats.errors),
+                PoolStats::get(&stats.protocol_errors),
+            );
+        }
+        _ => {}
+    }
+}
+
+/// Sends `INFO keyspace` to every distinct backend.
+fn ask_keyspace(session: &Session) -> Vec<(Arc<str>, oneshot::Receiver<Reply>)> {
+    let table = session.pool.router.load();
+    let mut request = BytesMut::new();
+    encode_request(&[&b"INFO"[..], b"keyspace"], &mut request);
+    let request = request.freeze();
+    let mut seen: Vec<&str> = Vec::new();
+    let mut asked = Vec::new();
+    for shard in &table.shards {
+        if !seen.contains(&&*shard.backend.addr) {
+            seen.push(&shard.backend.addr);
+            asked.push((
+                shard.name.clone(),
+                shard.backend.send(Proto::Resp2, request.clone()),
+            ));
+        }
+    }
+    asked
+}
+
+impl InfoReply {
+    pub async fn write_to(self, out: &mut BytesMut) {
+        let mut text = self.text;
+        if let Some(asked) = self.keyspace {
+            // db index -> (keys, expires)
+            let mut totals: Vec<(u64, u64, u64)> = Vec::new();
+            let mut failures = Vec::new();
+            for (shard, reply) in asked {
+                match reply.await {
+                    Ok(Ok(frame)) => add_keyspace(&frame, &mut totals),
+                    Ok(Err(e)) => failures.push(format!("{shard}: {e}")),
+                    Err(_) => failures.push(format!("{shard}: request dropped")),
+                }
+            }
+            if !text.is_empty() {
+                text.push_str("\r\n");
+            }
+            text.push_str("# Keyspace\r\n");
+            totals.sort();
+            for (db, keys, expires) in totals {
+                let _ = write!(text, "db{db}:keys={keys},expires={expires},avg_ttl=0\r\n");
+            }
+            for failure in failures {
+                let _ = write!(text, "unavailable:{failure}\r\n");
+            }
+        }
+        let value = match self.proto {
+            Proto::Resp2 => Value::Bulk(Bytes::from(text)),
+            Proto::Resp3 => Value::Verbatim {
+                format: *b"txt",
+                text: Bytes::from(text),
+            },
+        };
+        encode(&value, self.proto, out);
+    }
+}
+
+/// Adds the `dbN:keys=..,expires=..` lines of one backend's INFO reply.
+fn add_keyspace(frame: &[u8], totals: &mut Vec<(u64, u64, u64)>) {
+    let text = match parse_reply(frame) {
+        Ok(Value::Bulk(text)) | Ok(Value::Verbatim { text, .. }) => text,
+        _ => return,
+    };
+    for line in String::from_utf8_lossy(&text).lines() {
+        let Some((db, fields)) = line.split_once(':') else {
+            continue;
+        };
+        let Some(db) = db.strip_prefix("db").and_then(|d| d.parse::<u64>().ok()) else {
+            continue;
+        };
+        let field = |name: &str| {
+            fields
+                .split(',')
+                .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        let (keys, expires) = (field("keys"), field("expires"));
+        match totals.iter_mut().find(|t| t.0 == db) {
+            Some(t) => {
+                t.1 += keys;
+                t.2 += expires;
+            }
+            None => totals.push((db, keys, expires)),
+        }
+    }
+}

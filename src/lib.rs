@@ -1,0 +1,32 @@
+//! shardproxy: a Redis sharding proxy in the twemproxy mould.
+//!
+//! Module map, from the pool file to the wire:
+//! - [`config`]: the pool file (twemproxy's YAML plus ranges and ZooKeeper keys).
+//! - [`hash`], [`route`]: twemproxy's hash functions and key distributions, bit-exact.
+//! - [`router`]: the immutable routing table of a pool, swapped atomically.
+//! - [`protocol`]: RESP2/RESP3 parsing and encoding.
+//! - [`command`]: the Redis 7.0 command table: arity, keys, handling.
+//! - [`backend`]: connections to the Redis servers: pipelining, timeouts, health.
+//! - [`client`]: one client session; [`split`] multi-key commands over shards;
+//!   [`local`] and [`info`] the commands the proxy answers itself.
+//! - [`pool`], [`stats`], [`server`]: a pool's run-time state, counters and listener.
+//! - [`cli`]: the nutcracker-compatible command line of the `shardproxy` binary.
+
+#![forbid(unsafe_code)]
+
+pub mod backend;
+pub mod cli;
+pub mod client;
+pub mod command;
+pub mod config;
+pub mod hash;
+pub mod info;
+pub mod local;
+pub mod pool;
+pub mod protocol;
+pub mod route;
+pub mod router;
+pub mod server;
+pub mod split;
+pub mod zk;
+pub mod stats;

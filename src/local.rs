@@ -1,0 +1,242 @@
+//! Commands the proxy answers itself: PING, ECHO, QUIT, AUTH, SELECT,
+//! HELLO, CLIENT and INFO. Their replies follow Redis 7.0 to the letter
+//! (texts and types), in the protocol the client chose, so a client library
+//! cannot tell the proxy from a Redis server on connect.
+
+use crate::client::{Pending, Session};
+use crate::command::{self, Command};
+use crate::info;
+use crate::protocol::{encode, Proto, Value};
+use bytes::{Bytes, BytesMut};
+
+/// The Redis version the proxy reports (HELLO, INFO): the command set it
+/// implements.
+pub const REDIS_VERSION: &str = "7.0.0";
+
+/// Runs a proxy-answered command.
+pub fn run(session: &mut Session, cmd: &'static Command, args: &[Bytes]) -> Pending {
+    match cmd.name.split('|').next().unwrap_or(cmd.name) {
+        "ping" => match args.get(1) {
+            None => reply(session, &Value::Simple(Bytes::from_static(b"PONG"))),
+            Some(msg) => reply(session, &Value::Bulk(msg.clone())),
+        },
+        "echo" => reply(session, &Value::Bulk(args[1].clone())),
+        "quit" => {
+            session.closing = true;
+            ok(session)
+        }
+        "auth" => auth(session, &args[1..]),
+        "select" => select(session, &args[1]),
+        "hello" => hello(session, &args[1..]),
+        "client" => client(session, args),
+        "info" => info::run(session, args),
+        _ => session.error(&format!(
+            "ERR unsupported command '{}' through shardproxy",
+            String::from_utf8_lossy(&args[0])
+        )),
+    }
+}
+
+/// Encodes `value` in the session's protocol.
+pub fn reply(session: &Session, value: &Value) -> Pending {
+    let mut out = BytesMut::new();
+    encode(value, session.proto, &mut out);
+    Pending::Ready(out.freeze())
+}
+
+fn ok(session: &Session) -> Pending {
+    reply(session, &Value::Simple(Bytes::from_static(b"OK")))
+}
+
+/// Checks `AUTH [user] pass` against `redis_auth` (user "default" only).
+fn check_auth(session: &Session, args: &[Bytes]) -> Result<(), &'static str> {
+    let Some(password) = &session.pool.redis_auth else {
+        return Err("ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?");
+    };
+    let (user, pass) = match args {
+        [pass] => (&b"default"[..], pass),
+        [user, pass] => (&user[..], pass),
+        _ => return Err("ERR syntax error"),
+    };
+    if user == b"default" && pass[..] == *password.as_bytes() {
+        Ok(())
+    } else {
+        Err("WRONGPASS invalid username-password pair or user is disabled.")
+    }
+}
+
+fn auth(session: &mut Session, args: &[Bytes]) -> Pending {
+    if args.len() > 2 {
+        return session.error("ERR syntax error");
+    }
+    match check_auth(session, args) {
+        Ok(()) => {
+            session.authenticated = true;
+            ok(session)
+        }
+        Err(e) => session.error(e),
+    }
+}
+
+/// Only database 0 exists behind a proxy (the backends use `redis_db`).
+fn select(session: &mut Session, db: &[u8]) -> Pending {
+    match std::str::from_utf8(db)
+        .ok()
+        .and_then(|d| d.parse::<i64>().ok())
+    {
+        Some(0) => ok(session),
+        Some(_) => session.error("ERR DB index is out of range"),
+        None => session.error("ERR value is not an integer or out of range"),
+    }
+}
+
+/// `HELLO [protover [AUTH user pass] [SETNAME name]]`.
+fn hello(session: &mut Session, args: &[Bytes]) -> Pending {
+    let mut proto = session.proto;
+    if let Some(version) = args.first() {
+        proto = match std::str::from_utf8(version)
+            .ok()
+            .and_then(|v| v.parse::<i64>().ok())
+        {
+            Some(2) => Proto::Resp2,
+            Some(3) => Proto::Resp3,
+            Some(_) => return session.error("NOPROTO unsupported protocol version"),
+            None => return session.error("ERR Protocol version is not an integer or out of range"),
+        };
+    }
+    let mut authenticated = session.authenticated;
+    let mut name = None;
+    let mut i = 1;
+    while i < args.len() {
+        let option = args[i].to_ascii_lowercase();
+        match option.as_slice() {
+            b"auth" if i + 2 < args.len() => {
+                if let Err(e) = check_auth(session, &args[i + 1..i + 3]) {
+                    return session.error(e);
+                }
+                authenticated = true;
+                i += 3;
+            }
+            b"setname" if i + 1 < args.len() => {
+                if let Err(e) = check_client_name(&args[i + 1]) {
+                    return session.error(e);
+                }
+                name = Some(args[i + 1].clone());
+                i += 2;
+            }
+            _ => {
+                return session.error(&format!(
+                    "ERR Syntax error in HELLO option '{}'",
+                    String::from_utf8_lossy(&args[i])
+                ))
+            }
+        }
+    }
+    if !authenticated {
+        return session.error("NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time");
+    }
+    session.authenticated = true;
+    session.proto = proto;
+    if name.is_some() {
+        session.name = name;
+    }
+    let text = |s: &str| Value::Bulk(Bytes::copy_from_slice(s.as_bytes()));
+    let map = Value::Map(vec![
+        (text("server"), text("redis")),
+        (text("version"), text(REDIS_VERSION)),
+        (
+            text("proto"),
+            Value::Integer(if proto == Proto::Resp3 { 3 } else { 2 }),
+        ),
+        (text("id"), Value::Integer(session.id as i64)),
+        (text("mode"), text("standalone")),
+        (text("role"), text("master")),
+        (text("modules"), Value::Array(Vec::new())),
+        (
+            text("proxy"),
+            text(concat!("shardproxy ", env!("CARGO_PKG_VERSION"))),
+        ),
+    ]);
+    reply(session, &map)
+}
+
+/// Redis refuses names with spaces, newlines or other special characters.
+fn check_client_name(name: &[u8]) -> Result<(), &'static str> {
+    if name.iter().any(|&c| !(b'!'..=b'~').contains(&c)) {
+        Err("ERR Client names cannot contain spaces, newlines or special characters.")
+    } else {
+        Ok(())
+    }
+}
+
+/// The CLIENT subcommands a client library sends on connect.
+fn client(session: &mut Session, args: &[Bytes]) -> Pending {
+    let Some(sub) = args.get(1) else {
+        return session.error(&command::arity_error("client"));
+    };
+    let sub_lower = sub.to_ascii_lowercase();
+    match (sub_lower.as_slice(), args.len()) {
+        (b"setname", 3) => match check_client_name(&args[2]) {
+            Ok(()) => {
+                session.name = (!args[2].is_empty()).then(|| args[2].clone());
+                ok(session)
+            }
+            Err(e) => session.error(e),
+        },
+        (b"getname", 2) => match &session.name {
+            Some(name) => reply(session, &Value::Bulk(name.clone())),
+            None => reply(session, &Value::Null),
+        },
+        (b"setinfo", 4) => {
+            let attr = args[2].to_ascii_lowercase();
+            if attr != b"lib-name" && attr != b"lib-ver" {
+                return session.error(&format!(
+                    "ERR Unrecognized option '{}'",
+                    String::from_utf8_lossy(&args[2])
+                ));
+            }
+            ok(session)
+        }
+        (b"id", 2) => reply(session, &Value::Integer(session.id as i64)),
+        (b"setname" | b"getname" | b"setinfo" | b"id", _) => session.error(&command::arity_error(
+            &format!("client|{}", String::from_utf8_lossy(&sub_lower)),
+        )),
+        (known, _) if is_redis_client_subcommand(known) => session.error(&format!(
+            "ERR unsupported command 'CLIENT {}' through shardproxy",
+            String::from_utf8_lossy(sub).to_uppercase()
+        )),
+        _ => session.error(&command::unknown_subcommand_error("CLIENT", sub)),
+    }
+}
+
+/// CLIENT subcommands Redis 7.0 knows that make no sense through a proxy.
+fn is_redis_client_subcommand(sub: &[u8]) -> bool {
+    const KNOWN: &[&[u8]] = &[
+        b"caching",
+        b"getredir",
+        b"help",
+        b"info",
+        b"kill",
+        b"list",
+        b"no-evict",
+        b"pause",
+        b"reply",
+        b"tracking",
+        b"trackinginfo",
+        b"unblock",
+        b"unpause",
+    ];
+    KNOWN.contains(&sub)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_names_follow_redis_rules() {
+        assert!(check_client_name(b"app-1").is_ok());
+        assert!(check_client_name(b"has space").is_err());
+        assert!(check_client_name(b"new\nline").is_err());
+    }
+}

@@ -1,0 +1,152 @@
+//! The listeners: one per pool, accepting clients until shutdown, and the
+//! shutdown sequence (stop accepting, let sessions finish the replies they
+//! owe, exit).
+
+use crate::client;
+use crate::config::{Config, PoolConfig};
+use crate::pool::Pool;
+use crate::protocol::encode_error;
+use crate::stats::PoolStats;
+use bytes::BytesMut;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+/// Why the proxy could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("pool '{pool}': cannot listen on {addr}: {source}")]
+    Listen {
+        pool: String,
+        addr: String,
+        source: std::io::Error,
+    },
+}
+
+/// How long sessions get to finish their replies after a shutdown signal.
+const DRAIN_LIMIT: Duration = Duration::from_secs(10);
+
+/// A running proxy: every pool's listener.
+pub struct Proxy {
+    pub pools: Vec<Arc<Pool>>,
+    listeners: Vec<(TcpListener, Arc<Pool>, u32)>,
+}
+
+impl Proxy {
+    /// Binds every pool's listen address and builds its routing. Must run
+    /// inside a tokio runtime.
+    ///
+    /// # Errors
+    /// A listen address that cannot be bound.
+    pub async fn bind(config: &Config) -> Result<Proxy, StartError> {
+        let mut pools = Vec::new();
+        let mut listeners = Vec::new();
+        for pool_config in &config.pools {
+            let listener = listen(pool_config).map_err(|source| StartError::Listen {
+                pool: pool_config.name.clone(),
+                addr: pool_config.listen.clone(),
+                source,
+            })?;
+            let pool = Arc::new(Pool::new(pool_config));
+            pools.push(pool.clone());
+            listeners.push((listener, pool, pool_config.client_connections));
+        }
+        Ok(Proxy { pools, listeners })
+    }
+
+    /// Serves until `shutdown` turns true, then waits (bounded) for the
+    /// sessions to write the replies they owe.
+    pub async fn run(self, shutdown: watch::Receiver<bool>) {
+        let mut acceptors = JoinSet::new();
+        for (listener, pool, limit) in self.listeners {
+            tracing::info!(pool = %pool.name, listen = %pool.listen, "listening");
+            acceptors.spawn(accept_loop(listener, pool, limit, shutdown.clone()));
+        }
+        while acceptors.join_next().await.is_some() {}
+    }
+}
+
+fn listen(pool: &PoolConfig) -> std::io::Result<TcpListener> {
+    let addr = tokio_lookup(&pool.listen)?;
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    if pool.reuseport {
+        socket.set_reuseport(true)?;
+    }
+    socket.bind(addr)?;
+    socket.listen(pool.backlog)
+}
+
+/// Resolves `host:port` to the first address (blocking is fine at start-up).
+fn tokio_lookup(addr: &str) -> std::io::Result<std::net::SocketAddr> {
+    use std::net::ToSocketAddrs;
+    addr.to_socket_addrs()?.next().ok_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            format!("{addr} resolves to nothing"),
+        )
+    })
+}
+
+/// Accepts clients until shutdown, then gives its sessions up to
+/// `DRAIN_LIMIT` to finish.
+async fn accept_loop(
+    listener: TcpListener,
+    pool: Arc<Pool>,
+    limit: u32,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut sessions = JoinSet::new();
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // Out of file descriptors and the like: pause, go on.
+                    tracing::warn!(pool = %pool.name, error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.changed() => break,
+        };
+        while sessions.try_join_next().is_some() {}
+        PoolStats::bump(&pool.stats.connections_received);
+        let current = pool.stats.connected_clients.load(Ordering::Relaxed);
+        if limit != 0 && current >= u64::from(limit) {
+            PoolStats::bump(&pool.stats.rejected_connections);
+            tokio::spawn(refuse(stream));
+            continue;
+        }
+        let pool = pool.clone();
+        let shutdown = shutdown.clone();
+        sessions.spawn(async move {
+            pool.stats.connected_clients.fetch_add(1, Ordering::Relaxed);
+            client::serve(pool.clone(), stream, shutdown).await;
+            pool.stats.connected_clients.fetch_sub(1, Ordering::Relaxed);
+        });
+    }
+    drop(listener);
+    let drained = tokio::time::timeout(DRAIN_LIMIT, async {
+        while sessions.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(pool = %pool.name, "sessions still busy after the drain limit; closing them");
+    }
+}
+
+/// Redis's answer when `maxclients` is reached.
+async fn refuse(mut stream: TcpStream) {
+    let mut out = BytesMut::new();
+    encode_error("ERR max number of clients reached", &mut out);
+    let _ = stream.write_all(&out).await;
+}

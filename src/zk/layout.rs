@@ -1,0 +1,583 @@
+//! Names and data of the ZooKeeper layout (DESIGN.md "ZooKeeper layout"),
+//! as pure functions shared by the proxy, the watchdog and the admin tool.
+//!
+//! ```text
+//! <root>/redis-0000                         shard, data {"weight":"LO-HI"}
+//! <root>/redis-0000/<ip:port>-0000000003    member, data MemberData
+//! /redis/proxy/<cluster>/<ip:port>          proxy, data ProxyData
+//! ```
+//!
+//! A [`ClusterView`] is what the members and ranges under a cluster root
+//! mean: one [`ShardView`] per shard, its range and its master. Building one
+//! validates everything the proxy relies on, so an invalid state in ZooKeeper
+//! never reaches the routing table.
+
+use serde::{Deserialize, Serialize};
+use std::net::Ipv6Addr;
+
+/// Why the znodes under a cluster root do not make a usable [`ClusterView`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LayoutError {
+    /// A range text is not `LO-HI` with `LO <= HI < u32::MAX`.
+    #[error("bad range {text:?}: want LO-HI with LO <= HI < 4294967295")]
+    BadRange { text: String },
+    /// A shard's data is not `{"weight":"LO-HI"}`.
+    #[error("{path}: bad shard data: {reason}")]
+    BadShardData { path: String, reason: String },
+    /// A member's znode name is not `<ip:port>-<10-digit sequence>`.
+    #[error("{path}: bad member name: want <ip:port>-<10-digit sequence>")]
+    BadMemberName { path: String },
+    /// The cluster root has no shards.
+    #[error("no shards")]
+    NoShards,
+    /// Slots `lo..=hi` belong to no shard.
+    #[error("slots {lo}-{hi} belong to no shard (gap {})", gap_place(.after, .before))]
+    Gap {
+        lo: u32,
+        hi: u32,
+        /// The shard whose range ends just below the gap, if any.
+        after: Option<String>,
+        /// The shard whose range starts just above the gap.
+        before: String,
+    },
+    /// Slots `lo..=hi` belong to two shards.
+    #[error("shards {first} and {second} overlap on slots {lo}-{hi}")]
+    Overlap {
+        lo: u32,
+        hi: u32,
+        first: String,
+        second: String,
+    },
+}
+
+fn gap_place(after: &Option<String>, before: &str) -> String {
+    match after {
+        Some(after) => format!("between shards {after} and {before}"),
+        None => format!("before shard {before}"),
+    }
+}
+
+impl LayoutError {
+    /// The znode the error is about, when it is about one znode (range
+    /// errors are about the shards they name, not one path).
+    pub fn path(&self) -> Option<&str> {
+        match self {
+            LayoutError::BadShardData { path, .. } | LayoutError::BadMemberName { path } => {
+                Some(path)
+            }
+            _ => None,
+        }
+    }
+}
+
+/// `parent/name`, for a `parent` that is `/` or an absolute path without a
+/// trailing slash.
+pub fn child_path(parent: &str, name: &str) -> String {
+    if parent.ends_with('/') {
+        format!("{parent}{name}")
+    } else {
+        format!("{parent}/{name}")
+    }
+}
+
+/// The last segment of a znode path.
+pub fn node_name(path: &str) -> &str {
+    path.rsplit('/').next().unwrap_or(path)
+}
+
+/// Parses a range `LO-HI` (inclusive) of the slot space.
+///
+/// # Errors
+/// [`LayoutError::BadRange`] unless both are decimal `u32`, `LO <= HI`, and
+/// `HI < u32::MAX` (so the slot space `HI + 1` fits a `u32`).
+pub fn parse_range(text: &str) -> Result<(u32, u32), LayoutError> {
+    let bad = || LayoutError::BadRange { text: text.to_string() };
+    let (lo, hi) = text.split_once('-').ok_or_else(bad)?;
+    let number = |s: &str| {
+        if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        s.parse::<u32>().ok()
+    };
+    match (number(lo), number(hi)) {
+        (Some(lo), Some(hi)) if lo <= hi && hi < u32::MAX => Ok((lo, hi)),
+        _ => Err(bad()),
+    }
+}
+
+/// The data of a shard znode: `{"weight":"LO-HI"}`. Other keys are allowed
+/// and ignored, so later versions can add some.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardData {
+    /// The shard's range of slots, `LO-HI` inclusive.
+    pub weight: String,
+}
+
+impl ShardData {
+    /// The data for a shard owning slots `lo..=hi`.
+    pub fn new(lo: u32, hi: u32) -> ShardData {
+        ShardData { weight: format!("{lo}-{hi}") }
+    }
+
+    /// The JSON stored in the znode.
+    pub fn to_json(&self) -> Vec<u8> {
+        // Serializing a struct of one String cannot fail.
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+}
+
+/// Parses a shard znode's data into its range; `path` names the znode in
+/// the error.
+///
+/// # Errors
+/// [`LayoutError::BadShardData`] for bad JSON, a missing `weight`, or a bad
+/// range.
+pub fn parse_shard_data(path: &str, data: &[u8]) -> Result<(u32, u32), LayoutError> {
+    let bad = |reason: String| LayoutError::BadShardData { path: path.to_string(), reason };
+    let shard: ShardData = serde_json::from_slice(data).map_err(|e| bad(e.to_string()))?;
+    parse_range(&shard.weight).map_err(|e| bad(e.to_string()))
+}
+
+/// True for `ip:port`, `[ipv6]:port` or `hostname:port` with a non-zero port.
+pub fn is_server_addr(addr: &str) -> bool {
+    let (host, port) = if let Some(rest) = addr.strip_prefix('[') {
+        match rest.split_once("]:") {
+            Some((ip, port)) if ip.parse::<Ipv6Addr>().is_ok() => ("ipv6", port),
+            _ => return false,
+        }
+    } else {
+        match addr.rsplit_once(':') {
+            Some(parts) => parts,
+            None => return false,
+        }
+    };
+    let host_ok = !host.is_empty()
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-' || b == b'_');
+    let port_ok = !port.is_empty()
+        && port.bytes().all(|b| b.is_ascii_digit())
+        && matches!(port.parse::<u16>(), Ok(p) if p > 0);
+    host_ok && port_ok
+}
+
+/// Parses a member znode name `<ip:port>-<10-digit sequence>` into the
+/// Redis address and the sequence number ZooKeeper gave it.
+pub fn parse_member_name(name: &str) -> Option<(String, u64)> {
+    let (addr, seq) = name.rsplit_once('-')?;
+    if seq.len() != 10 || !seq.bytes().all(|b| b.is_ascii_digit()) || !is_server_addr(addr) {
+        return None;
+    }
+    Some((addr.to_string(), seq.parse().ok()?))
+}
+
+/// The path a watchdog creates its EPHEMERAL_SEQUENTIAL member under:
+/// ZooKeeper appends the 10-digit sequence.
+pub fn member_prefix(shard_path: &str, addr: &str) -> String {
+    format!("{}-", child_path(shard_path, addr))
+}
+
+/// A Redis instance's role, as its watchdog last saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Master,
+    #[serde(alias = "slave")]
+    Replica,
+}
+
+/// The data of a member znode, written by its watchdog.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberData {
+    /// The Redis address, `ip:port`.
+    pub addr: String,
+    pub role: Role,
+    /// Redis `run_id` (INFO server).
+    pub run_id: String,
+    /// Replication offset (`master_repl_offset`).
+    pub offset: u64,
+}
+
+/// The data of a proxy's own znode (`zookeeper_path`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProxyData {
+    /// The pool's listen address.
+    pub listen: String,
+    /// The pool's name.
+    pub pool: String,
+    /// The proxy's version.
+    pub version: String,
+    pub pid: u32,
+    /// Start time of the process, seconds since the Unix epoch. With `pid`
+    /// it tells this process's znode from another's.
+    pub started: u64,
+    /// Address of the stats (twemproxy JSON) listener.
+    pub stats: String,
+    /// Address of the Prometheus metrics listener, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<String>,
+}
+
+impl ProxyData {
+    /// The JSON stored in the znode.
+    pub fn to_json(&self) -> Vec<u8> {
+        // Serializing strings and integers cannot fail.
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    /// True when `data` is the znode of this same process (same listen,
+    /// pid and start time), e.g. left by an earlier session of ours.
+    pub fn is_same_process(&self, data: &[u8]) -> bool {
+        serde_json::from_slice::<ProxyData>(data).is_ok_and(|other| {
+            other.listen == self.listen && other.pid == self.pid && other.started == self.started
+        })
+    }
+}
+
+/// One live Redis of a shard.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    /// The Redis address, `ip:port`.
+    pub addr: String,
+    /// The sequence ZooKeeper gave the member znode: its place in line.
+    pub seq: u64,
+    /// The member znode's name (not the full path).
+    pub znode: String,
+}
+
+/// One shard: its range and who serves it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShardView {
+    /// The shard znode's name, e.g. `redis-0000`.
+    pub name: String,
+    /// First slot of the range.
+    pub lo: u32,
+    /// Last slot of the range (inclusive).
+    pub hi: u32,
+    /// `ip:port` of the lowest-sequence member, or the last known master
+    /// when the shard has no members (`None` if it never had one).
+    pub master: Option<String>,
+    /// Live members, sorted by sequence: the master first, then the line.
+    pub members: Vec<Member>,
+    /// The shard has no members now; `master` is the last known one.
+    pub no_members: bool,
+}
+
+impl ShardView {
+    /// Builds a shard from its znodes: `path` is the shard's full path,
+    /// `data` its data, `children` its member names. `last_master` is the
+    /// master from the last good view, kept when there are no members.
+    ///
+    /// # Errors
+    /// [`LayoutError::BadShardData`] or [`LayoutError::BadMemberName`],
+    /// naming the znode.
+    pub fn from_znodes(
+        path: &str,
+        data: &[u8],
+        children: &[String],
+        last_master: Option<&str>,
+    ) -> Result<ShardView, LayoutError> {
+        let (lo, hi) = parse_shard_data(path, data)?;
+        let mut members = Vec::with_capacity(children.len());
+        for child in children {
+            let (addr, seq) = parse_member_name(child).ok_or_else(|| {
+                LayoutError::BadMemberName { path: child_path(path, child) }
+            })?;
+            members.push(Member { addr, seq, znode: child.clone() });
+        }
+        members.sort_by_key(|m| m.seq);
+        let no_members = members.is_empty();
+        let master = match members.first() {
+            Some(first) => Some(first.addr.clone()),
+            None => last_master.map(str::to_string),
+        };
+        Ok(ShardView { name: node_name(path).to_string(), lo, hi, master, members, no_members })
+    }
+}
+
+/// All shards of a cluster, their ranges tiling `[0, slots)`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterView {
+    /// Sorted by name.
+    pub shards: Vec<ShardView>,
+    /// The slot space `S`: the highest `hi` plus one.
+    pub slots: u32,
+}
+
+impl ClusterView {
+    /// Checks that the shards' ranges tile `[0, S)` with no gap and no
+    /// overlap, `S` being the highest `hi` plus one.
+    ///
+    /// # Errors
+    /// [`LayoutError::NoShards`], [`LayoutError::Gap`] or
+    /// [`LayoutError::Overlap`], naming the shards on either side.
+    pub fn new(mut shards: Vec<ShardView>) -> Result<ClusterView, LayoutError> {
+        let mut by_range: Vec<&ShardView> = shards.iter().collect();
+        by_range.sort_by_key(|s| (s.lo, s.hi));
+        let mut next = 0u32;
+        let mut prev: Option<&ShardView> = None;
+        for shard in by_range {
+            if shard.lo > next {
+                return Err(LayoutError::Gap {
+                    lo: next,
+                    hi: shard.lo - 1,
+                    after: prev.map(|p| p.name.clone()),
+                    before: shard.name.clone(),
+                });
+            }
+            if let Some(p) = prev.filter(|_| shard.lo < next) {
+                return Err(LayoutError::Overlap {
+                    lo: shard.lo,
+                    hi: shard.hi.min(p.hi),
+                    first: p.name.clone(),
+                    second: shard.name.clone(),
+                });
+            }
+            // hi < u32::MAX is checked by parse_range.
+            next = shard.hi + 1;
+            prev = Some(shard);
+        }
+        if prev.is_none() {
+            return Err(LayoutError::NoShards);
+        }
+        shards.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(ClusterView { shards, slots: next })
+    }
+
+    /// The shard named `name`.
+    pub fn shard(&self, name: &str) -> Option<&ShardView> {
+        self.shards.iter().find(|s| s.name == name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| s.to_string()).collect()
+    }
+
+    fn shard(name: &str, lo: u32, hi: u32) -> ShardView {
+        let data = ShardData::new(lo, hi).to_json();
+        ShardView::from_znodes(&format!("/c/{name}"), &data, &[], Some("10.0.0.1:6379")).unwrap()
+    }
+
+    #[test]
+    fn range_parses_inclusive_bounds() {
+        assert_eq!(parse_range("0-2047"), Ok((0, 2047)));
+        assert_eq!(parse_range("5-5"), Ok((5, 5)));
+        assert_eq!(parse_range("0-4294967294"), Ok((0, u32::MAX - 1)));
+    }
+
+    #[test]
+    fn range_rejects_reversed_bounds() {
+        assert!(matches!(parse_range("10-9"), Err(LayoutError::BadRange { .. })));
+    }
+
+    #[test]
+    fn range_rejects_malformed_text() {
+        for text in ["", "0", "-5", "5-", "a-5", "1-2-3", " 1-2", "+1-2", "0-4294967296", "0x1-2"] {
+            assert!(parse_range(text).is_err(), "{text:?} accepted");
+        }
+    }
+
+    #[test]
+    fn range_rejects_hi_that_overflows_the_slot_space() {
+        assert!(parse_range("0-4294967295").is_err());
+    }
+
+    #[test]
+    fn shard_data_parses_weight() {
+        assert_eq!(parse_shard_data("/c/redis-0000", br#"{"weight":"0-2047"}"#), Ok((0, 2047)));
+        assert_eq!(ShardData::new(2048, 4095).to_json(), br#"{"weight":"2048-4095"}"#);
+    }
+
+    #[test]
+    fn shard_data_ignores_unknown_keys() {
+        let data = br#"{"weight":"0-9","note":"x"}"#;
+        assert_eq!(parse_shard_data("/c/s", data), Ok((0, 9)));
+    }
+
+    #[test]
+    fn shard_data_rejects_bad_json_naming_the_path() {
+        let err = parse_shard_data("/c/redis-0001", b"{weight").unwrap_err();
+        assert_eq!(err.path(), Some("/c/redis-0001"));
+        assert!(err.to_string().starts_with("/c/redis-0001: bad shard data"), "{err}");
+    }
+
+    #[test]
+    fn shard_data_rejects_missing_weight() {
+        let err = parse_shard_data("/c/s", br#"{"range":"0-9"}"#).unwrap_err();
+        assert!(err.to_string().contains("weight"), "{err}");
+    }
+
+    #[test]
+    fn shard_data_rejects_bad_range() {
+        let err = parse_shard_data("/c/s", br#"{"weight":"9-0"}"#).unwrap_err();
+        assert!(matches!(err, LayoutError::BadShardData { .. }));
+        assert!(err.to_string().contains("\"9-0\""), "{err}");
+    }
+
+    #[test]
+    fn member_name_parses_ipv4() {
+        assert_eq!(
+            parse_member_name("172.17.32.105:6379-0000000003"),
+            Some(("172.17.32.105:6379".to_string(), 3))
+        );
+    }
+
+    #[test]
+    fn member_name_parses_ipv6() {
+        assert_eq!(parse_member_name("[::1]:6379-0000000003"), Some(("[::1]:6379".to_string(), 3)));
+    }
+
+    #[test]
+    fn member_name_parses_hostname() {
+        assert_eq!(
+            parse_member_name("redis-a.local:6379-0000000012"),
+            Some(("redis-a.local:6379".to_string(), 12))
+        );
+    }
+
+    #[test]
+    fn member_name_rejects_bad_sequence() {
+        for name in ["1.2.3.4:6379-3", "1.2.3.4:6379-00000000003", "1.2.3.4:6379-000000000x"] {
+            assert_eq!(parse_member_name(name), None, "{name}");
+        }
+    }
+
+    #[test]
+    fn member_name_rejects_bad_address() {
+        for name in [
+            "1.2.3.4-0000000001",
+            "1.2.3.4:0-0000000001",
+            "1.2.3.4:99999-0000000001",
+            ":6379-0000000001",
+            "::1:6379-0000000001",
+            "[::g]:6379-0000000001",
+            "a b:6379-0000000001",
+            "0000000001",
+        ] {
+            assert_eq!(parse_member_name(name), None, "{name}");
+        }
+    }
+
+    #[test]
+    fn member_prefix_is_where_watchdogs_create() {
+        assert_eq!(member_prefix("/c/redis-0000", "1.2.3.4:6379"), "/c/redis-0000/1.2.3.4:6379-");
+        assert_eq!(child_path("/", "a"), "/a");
+    }
+
+    #[test]
+    fn member_data_round_trips() {
+        let data = MemberData {
+            addr: "1.2.3.4:6379".into(),
+            role: Role::Replica,
+            run_id: "abc".into(),
+            offset: 42,
+        };
+        let json = serde_json::to_string(&data).unwrap();
+        assert_eq!(json, r#"{"addr":"1.2.3.4:6379","role":"replica","run_id":"abc","offset":42}"#);
+        assert_eq!(serde_json::from_str::<MemberData>(&json).unwrap(), data);
+        let slave = r#"{"addr":"a:1","role":"slave","run_id":"","offset":0}"#;
+        assert_eq!(serde_json::from_str::<MemberData>(slave).unwrap().role, Role::Replica);
+    }
+
+    #[test]
+    fn proxy_data_round_trips_and_knows_its_process() {
+        let data = ProxyData {
+            listen: "10.0.0.1:22121".into(),
+            pool: "alpha".into(),
+            version: "0.1.0".into(),
+            pid: 77,
+            started: 1_700_000_000,
+            stats: "10.0.0.1:22222".into(),
+            metrics: None,
+        };
+        let json = data.to_json();
+        assert_eq!(serde_json::from_slice::<ProxyData>(&json).unwrap(), data);
+        assert!(!String::from_utf8_lossy(&json).contains("metrics"));
+        assert!(data.is_same_process(&json));
+        let other = ProxyData { pid: 78, ..data.clone() };
+        assert!(!data.is_same_process(&other.to_json()));
+        assert!(!data.is_same_process(b"not json"));
+    }
+
+    #[test]
+    fn shard_master_is_lowest_sequence() {
+        let children = names(&["10.0.0.2:6379-0000000007", "10.0.0.1:6379-0000000003"]);
+        let data = br#"{"weight":"0-99"}"#;
+        let view = ShardView::from_znodes("/c/redis-0000", data, &children, None).unwrap();
+        assert_eq!(view.name, "redis-0000");
+        assert_eq!((view.lo, view.hi), (0, 99));
+        assert_eq!(view.master.as_deref(), Some("10.0.0.1:6379"));
+        let seqs: Vec<u64> = view.members.iter().map(|m| m.seq).collect();
+        assert_eq!(seqs, [3, 7]);
+        assert_eq!(view.members[0].znode, "10.0.0.1:6379-0000000003");
+        assert!(!view.no_members);
+    }
+
+    #[test]
+    fn shard_without_members_keeps_last_master_and_is_flagged() {
+        let data = br#"{"weight":"0-99"}"#;
+        let view = ShardView::from_znodes("/c/s", data, &[], Some("10.0.0.1:6379")).unwrap();
+        assert_eq!(view.master.as_deref(), Some("10.0.0.1:6379"));
+        assert!(view.no_members);
+        let never = ShardView::from_znodes("/c/s", data, &[], None).unwrap();
+        assert_eq!(never.master, None);
+    }
+
+    #[test]
+    fn shard_rejects_bad_member_name_naming_its_path() {
+        let err = ShardView::from_znodes("/c/s", br#"{"weight":"0-9"}"#, &names(&["junk"]), None)
+            .unwrap_err();
+        assert_eq!(err, LayoutError::BadMemberName { path: "/c/s/junk".into() });
+    }
+
+    #[test]
+    fn view_tiles_and_sorts_by_name() {
+        let view = ClusterView::new(vec![shard("b", 0, 9), shard("a", 10, 19)]).unwrap();
+        assert_eq!(view.slots, 20);
+        let order: Vec<&str> = view.shards.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(order, ["a", "b"]);
+        assert_eq!(view.shard("b").unwrap().hi, 9);
+    }
+
+    #[test]
+    fn view_rejects_no_shards() {
+        assert_eq!(ClusterView::new(vec![]), Err(LayoutError::NoShards));
+    }
+
+    #[test]
+    fn view_rejects_gap_at_start() {
+        let err = ClusterView::new(vec![shard("a", 5, 9)]).unwrap_err();
+        assert_eq!(err, LayoutError::Gap { lo: 0, hi: 4, after: None, before: "a".into() });
+        assert_eq!(err.to_string(), "slots 0-4 belong to no shard (gap before shard a)");
+    }
+
+    #[test]
+    fn view_rejects_gap_between_shards() {
+        let err = ClusterView::new(vec![shard("a", 0, 9), shard("b", 20, 29)]).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "slots 10-19 belong to no shard (gap between shards a and b)"
+        );
+    }
+
+    #[test]
+    fn view_rejects_overlap() {
+        let err = ClusterView::new(vec![shard("a", 0, 9), shard("b", 5, 19)]).unwrap_err();
+        assert_eq!(
+            err,
+            LayoutError::Overlap { lo: 5, hi: 9, first: "a".into(), second: "b".into() }
+        );
+        assert_eq!(err.to_string(), "shards a and b overlap on slots 5-9");
+    }
+
+    #[test]
+    fn view_rejects_same_range_twice() {
+        let err = ClusterView::new(vec![shard("a", 0, 9), shard("b", 0, 9)]).unwrap_err();
+        assert!(matches!(err, LayoutError::Overlap { lo: 0, hi: 9, .. }), "{err}");
+    }
+}

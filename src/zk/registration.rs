@@ -1,0 +1,150 @@
+//! This proxy's own EPHEMERAL znode at `zookeeper_path`, holding
+//! [`ProxyData`] as JSON, so ops and the admin tool see which proxies run.
+//!
+//! The znode lives as long as the registration's session: it is created
+//! (with missing persistent parents) when a session is established, created
+//! again if someone deletes it or its session expires, and removed at once on
+//! shutdown by closing the session.
+//!
+//! A znode already at the path is handled by whose it is:
+//! - ours (this session): its data is set to ours;
+//! - left by an earlier session of this same process (same listen, pid and
+//!   start time): deleted and created again;
+//! - anyone else's (e.g. the previous run of this proxy, whose session has not
+//!   expired yet): left alone; we watch it, log, and create ours once it is
+//!   gone.
+
+use super::layout::ProxyData;
+use super::status::{Task, ZkStatus};
+use super::{
+    close, connect, is_session_over, session_over, shutdown_requested, Backoff,
+};
+use std::sync::Arc;
+use tokio::sync::watch as signal;
+use tracing::{info, warn};
+use zookeeper_client as zk;
+
+/// Keeps this proxy's znode at `path` (a full path) with `data` until
+/// shutdown, then closes the session so the znode vanishes at once.
+///
+/// Runs until `shutdown` turns `true` (or its sender is dropped); meant to be
+/// spawned: `tokio::spawn(run_registration(...))`, and awaited on shutdown
+/// so the close completes. `hosts` is the `zookeeper_host` connect string.
+/// Never returns early: failures are logged, recorded in `status`, and
+/// retried with backoff.
+pub async fn run_registration(
+    hosts: String,
+    path: String,
+    data: ProxyData,
+    status: Arc<ZkStatus>,
+    mut shutdown: signal::Receiver<bool>,
+) {
+    let task = Task::Registration;
+    while let Some(client) = connect(&hosts, &path, task, &status, &mut shutdown).await {
+        let mut states = client.state_watcher();
+        let stop = tokio::select! {
+            _ = hold(&client, &path, &data, &status) => false,
+            _ = session_over(&mut states, &status, task, &hosts) => false,
+            _ = shutdown_requested(&mut shutdown) => true,
+        };
+        status.set_registered(false);
+        if stop {
+            close(client, &status, task).await;
+            info!(path = %path, "unregistered from ZooKeeper");
+            return;
+        }
+        warn!(path = %path, "ZooKeeper session over; registering again with a new session");
+    }
+}
+
+/// Keeps the znode in place for as long as the session lives; returns when
+/// the session is over.
+async fn hold(client: &zk::Client, path: &str, data: &ProxyData, status: &ZkStatus) {
+    let mut backoff = Backoff::new();
+    loop {
+        match register(client, path, data, status).await {
+            Ok(watcher) => {
+                backoff.reset();
+                status.set_registered(true);
+                let event = watcher.changed().await;
+                match event.event_type {
+                    zk::EventType::Session => return,
+                    zk::EventType::NodeDeleted => {
+                        status.set_registered(false);
+                        warn!(path = %path, "our znode was deleted; creating it again");
+                    }
+                    // Data changed by someone else: register() puts ours back.
+                    _ => {}
+                }
+            }
+            Err(error) if is_session_over(&error) => return,
+            Err(error) => {
+                let delay = backoff.next();
+                warn!(
+                    path = %path,
+                    error = %error,
+                    retry_in_ms = delay.as_millis() as u64,
+                    "cannot register in ZooKeeper"
+                );
+                status.record_error(path, format!("cannot register: {error}"));
+                tokio::time::sleep(delay).await;
+            }
+        }
+    }
+}
+
+/// Makes sure our znode is at `path` with our data, and returns a watcher
+/// on it. Waits while another session holds the path.
+async fn register(
+    client: &zk::Client,
+    path: &str,
+    data: &ProxyData,
+    status: &ZkStatus,
+) -> Result<zk::OneshotWatcher, zk::Error> {
+    let json = data.to_json();
+    let acls = zk::Acls::anyone_all();
+    if let Some(parent) = path.rsplit_once('/').map(|(p, _)| p).filter(|p| !p.is_empty()) {
+        client.mkdir(parent, &zk::CreateMode::Persistent.with_acls(acls)).await?;
+    }
+    loop {
+        match client.create(path, &json, &zk::CreateMode::Ephemeral.with_acls(acls)).await {
+            Ok(_) => info!(path = %path, session = %client.session_id(), "registered in ZooKeeper"),
+            Err(zk::Error::NodeExists) => {}
+            Err(error) => return Err(error),
+        }
+        let (found, stat, watcher) = match client.get_and_watch_data(path).await {
+            Ok(found) => found,
+            Err(zk::Error::NoNode) => continue,
+            Err(error) => return Err(error),
+        };
+        if stat.ephemeral_owner == client.session_id().0 {
+            if found == json {
+                return Ok(watcher);
+            }
+            // Someone changed our data; put ours back and look again.
+            match client.set_data(path, &json, Some(stat.version)).await {
+                Ok(_) | Err(zk::Error::BadVersion) | Err(zk::Error::NoNode) => continue,
+                Err(error) => return Err(error),
+            }
+        }
+        let owner = zk::SessionId(stat.ephemeral_owner);
+        if data.is_same_process(&found) {
+            info!(path = %path, owner = %owner, "replacing our znode left by an earlier session");
+            match client.delete(path, Some(stat.version)).await {
+                Ok(()) | Err(zk::Error::NoNode) | Err(zk::Error::BadVersion) => continue,
+                Err(error) => return Err(error),
+            }
+        }
+        let held_by = String::from_utf8_lossy(&found);
+        warn!(
+            path = %path,
+            owner = %owner,
+            data = %held_by,
+            "znode held by another session; waiting for it to go"
+        );
+        status.record_error(path, format!("held by session {owner}: {held_by}"));
+        // Fires when it is deleted or changed, or our session ends (then the
+        // next create fails with the session error).
+        watcher.changed().await;
+    }
+}

@@ -1,0 +1,167 @@
+//! What the ZooKeeper layer is doing, shared with INFO and stats: session
+//! states, the last error, the current view.
+//!
+//! Writers are the registration and watch tasks; readers take a
+//! [`ZkStatus::snapshot`]. The lock is a plain `Mutex` held only to copy or
+//! set a few fields, never across an `.await`.
+
+use super::layout::ClusterView;
+use std::fmt;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::SystemTime;
+use zookeeper_client as zk;
+
+/// State of one ZooKeeper session of the proxy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionState {
+    /// Not started yet.
+    Idle,
+    /// Trying to establish a session.
+    Connecting,
+    /// Session established and connected.
+    Connected,
+    /// Session alive but the connection is lost; the client reconnects.
+    Disconnected,
+    /// Session expired; a new one is being established.
+    Expired,
+    /// ZooKeeper refused our credentials.
+    AuthFailed,
+    /// Session closed on shutdown.
+    Closed,
+}
+
+impl fmt::Display for SessionState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            SessionState::Idle => "idle",
+            SessionState::Connecting => "connecting",
+            SessionState::Connected => "connected",
+            SessionState::Disconnected => "disconnected",
+            SessionState::Expired => "expired",
+            SessionState::AuthFailed => "auth_failed",
+            SessionState::Closed => "closed",
+        })
+    }
+}
+
+impl From<zk::SessionState> for SessionState {
+    fn from(state: zk::SessionState) -> Self {
+        match state {
+            zk::SessionState::SyncConnected | zk::SessionState::ConnectedReadOnly => {
+                SessionState::Connected
+            }
+            zk::SessionState::Disconnected => SessionState::Disconnected,
+            zk::SessionState::Expired => SessionState::Expired,
+            zk::SessionState::AuthFailed => SessionState::AuthFailed,
+            zk::SessionState::Closed => SessionState::Closed,
+        }
+    }
+}
+
+/// Which of the proxy's two sessions a state belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Task {
+    Registration,
+    Watch,
+}
+
+/// An error seen by the ZooKeeper layer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ZkError {
+    /// The znode concerned (the cluster root for range errors).
+    pub path: String,
+    pub reason: String,
+    pub at: SystemTime,
+}
+
+/// A copy of the status at one moment.
+#[derive(Debug, Clone)]
+pub struct ZkStatusSnapshot {
+    /// The session that holds this proxy's znode.
+    pub registration_session: SessionState,
+    /// The session that watches the cluster.
+    pub watch_session: SessionState,
+    /// This proxy's znode exists now.
+    pub registered: bool,
+    /// The cluster's state in ZooKeeper was valid at the last read; when
+    /// false the proxy routes on the last good view.
+    pub state_valid: bool,
+    /// The most recent error (kept after it is resolved; see `state_valid`).
+    pub last_error: Option<ZkError>,
+    /// Views handed to the proxy (one per change of the cluster).
+    pub views_applied: u64,
+    /// When the last view was handed over.
+    pub last_change: Option<SystemTime>,
+    /// The view the proxy routes on: per shard its range, master, members,
+    /// and the no-members flag.
+    pub view: Option<Arc<ClusterView>>,
+}
+
+/// Shared status of the ZooKeeper layer; cheap to read.
+#[derive(Debug)]
+pub struct ZkStatus {
+    inner: Mutex<ZkStatusSnapshot>,
+}
+
+impl Default for ZkStatus {
+    fn default() -> Self {
+        ZkStatus::new()
+    }
+}
+
+impl ZkStatus {
+    /// A status with both sessions idle and no view.
+    pub fn new() -> ZkStatus {
+        ZkStatus {
+            inner: Mutex::new(ZkStatusSnapshot {
+                registration_session: SessionState::Idle,
+                watch_session: SessionState::Idle,
+                registered: false,
+                state_valid: false,
+                last_error: None,
+                views_applied: 0,
+                last_change: None,
+                view: None,
+            }),
+        }
+    }
+
+    /// A copy of the current status.
+    pub fn snapshot(&self) -> ZkStatusSnapshot {
+        self.lock().clone()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, ZkStatusSnapshot> {
+        // A panic elsewhere while holding this lock leaves plain data that
+        // is still worth showing.
+        self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub(crate) fn set_session(&self, task: Task, state: SessionState) {
+        let mut inner = self.lock();
+        match task {
+            Task::Registration => inner.registration_session = state,
+            Task::Watch => inner.watch_session = state,
+        }
+    }
+
+    pub(crate) fn set_registered(&self, registered: bool) {
+        self.lock().registered = registered;
+    }
+
+    pub(crate) fn record_error(&self, path: &str, reason: String) {
+        self.lock().last_error =
+            Some(ZkError { path: path.to_string(), reason, at: SystemTime::now() });
+    }
+
+    pub(crate) fn set_state_valid(&self, valid: bool) {
+        self.lock().state_valid = valid;
+    }
+
+    pub(crate) fn view_applied(&self, view: Arc<ClusterView>) {
+        let mut inner = self.lock();
+        inner.views_applied += 1;
+        inner.last_change = Some(SystemTime::now());
+        inner.view = Some(view);
+    }
+}

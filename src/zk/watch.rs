@@ -1,0 +1,375 @@
+//! The cluster watch: follows `zookeeper_redis_path` and hands every new
+//! valid [`ClusterView`] to the proxy.
+//!
+//! It sets ZooKeeper one-shot watches (no polling) on the root's children
+//! (shards), each shard's data (range) and each shard's children (members),
+//! and re-reads exactly what fired, re-arming its watch. Reads that fire
+//! together are coalesced into one view. One-shot watches work with every
+//! ZooKeeper version the deployment may run.
+//!
+//! Invalid state (bad JSON, gap, overlap, bad member name, missing root)
+//! keeps the last good view; the path and reason are logged and recorded in
+//! [`ZkStatus`]. A shard with no members keeps its last known master and is
+//! flagged. While ZooKeeper is unreachable the last view stays; a new
+//! session re-reads everything.
+
+use super::layout::{child_path, ClusterView, ShardView};
+use super::status::{Task, ZkStatus};
+use super::{close, connect, is_session_over, session_over, shutdown_requested, Backoff};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+use tokio::sync::mpsc;
+use tokio::sync::watch as signal;
+use tokio::time::Instant;
+use tracing::{info, warn};
+use zookeeper_client as zk;
+
+/// Called with each new valid view, from the watch task. It should only
+/// build and swap in a routing table: it must not block.
+pub type OnChange = Arc<dyn Fn(ClusterView) + Send + Sync>;
+
+/// Watches the cluster under `root` (`zookeeper_redis_path`) and calls
+/// `on_change` with every new valid view (an unchanged view is not
+/// repeated).
+///
+/// Runs until `shutdown` turns `true` (or its sender is dropped); meant to be
+/// spawned. `hosts` is the `zookeeper_host` connect string. Never returns
+/// early: failures are logged, recorded in `status`, and retried with
+/// backoff, while the proxy keeps routing on the last view.
+pub async fn watch_cluster(
+    hosts: String,
+    root: String,
+    on_change: OnChange,
+    status: Arc<ZkStatus>,
+    mut shutdown: signal::Receiver<bool>,
+) {
+    let task = Task::Watch;
+    // The last view handed over, kept across sessions: it supplies the last
+    // known master of a shard without members, and avoids repeating a view.
+    let mut last: Option<ClusterView> = None;
+    while let Some(client) = connect(&hosts, &root, task, &status, &mut shutdown).await {
+        let mut states = client.state_watcher();
+        let mut session = Session::new(&client, &root, &status);
+        let stop = tokio::select! {
+            _ = session.run(&mut last, &on_change) => false,
+            _ = session_over(&mut states, &status, task, &hosts) => false,
+            _ = shutdown_requested(&mut shutdown) => true,
+        };
+        drop(session);
+        if stop {
+            close(client, &status, task).await;
+            return;
+        }
+        warn!(root = %root, "ZooKeeper session over; watching again with a new session");
+    }
+}
+
+/// What a watch is on. Ordered so the root is read before its shards.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+enum Key {
+    /// The root's children, or the root's existence while it is missing.
+    Root,
+    /// A shard's data.
+    Data(String),
+    /// A shard's children.
+    Members(String),
+}
+
+/// A watch fired: `generation` tells the live watch from one replaced since.
+struct Fired {
+    key: Key,
+    generation: u64,
+}
+
+/// What was last read of one shard; `None` until read.
+#[derive(Default)]
+struct ShardNodes {
+    data: Option<Vec<u8>>,
+    members: Option<Vec<String>>,
+}
+
+/// The watch over one session: the znodes read so far and the watches set.
+struct Session<'a> {
+    client: &'a zk::Client,
+    root: &'a str,
+    status: &'a ZkStatus,
+    /// `None` while the root does not exist.
+    shards: Option<BTreeMap<String, ShardNodes>>,
+    /// Reads to do (each re-arms its watch).
+    pending: BTreeSet<Key>,
+    /// The generation of the live watch per key. A watch superseded by a
+    /// later read may still fire; that read already saw the change, or the
+    /// live watch fires for it too, so such events are ignored.
+    armed: HashMap<Key, u64>,
+    generation: u64,
+    fired_tx: mpsc::UnboundedSender<Fired>,
+    fired_rx: mpsc::UnboundedReceiver<Fired>,
+}
+
+impl<'a> Session<'a> {
+    fn new(client: &'a zk::Client, root: &'a str, status: &'a ZkStatus) -> Session<'a> {
+        let (fired_tx, fired_rx) = mpsc::unbounded_channel();
+        Session {
+            client,
+            root,
+            status,
+            shards: None,
+            pending: BTreeSet::from([Key::Root]),
+            armed: HashMap::new(),
+            generation: 0,
+            fired_tx,
+            fired_rx,
+        }
+    }
+
+    /// Reads, publishes and waits for watches, until the session is over.
+    async fn run(&mut self, last: &mut Option<ClusterView>, on_change: &OnChange) {
+        let mut backoff = Backoff::new();
+        loop {
+            let retry_at = match self.read_pending().await {
+                Ok(()) => {
+                    backoff.reset();
+                    self.publish(last, on_change);
+                    None
+                }
+                Err(error) if is_session_over(&error) => return,
+                Err(error) => {
+                    let delay = backoff.next();
+                    warn!(
+                        root = %self.root,
+                        error = %error,
+                        retry_in_ms = delay.as_millis() as u64,
+                        "cannot read the cluster from ZooKeeper"
+                    );
+                    self.status.record_error(self.root, format!("cannot read: {error}"));
+                    Some(Instant::now() + delay)
+                }
+            };
+            let retry = async {
+                match retry_at {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                fired = self.fired_rx.recv() => {
+                    // The session holds a sender, so the channel never closes.
+                    let Some(fired) = fired else { return };
+                    self.accept(fired);
+                    // Take everything that fired together, for one view.
+                    while let Ok(fired) = self.fired_rx.try_recv() {
+                        self.accept(fired);
+                    }
+                }
+                _ = retry => {}
+            }
+        }
+    }
+
+    fn accept(&mut self, fired: Fired) {
+        if self.armed.get(&fired.key) == Some(&fired.generation) {
+            self.armed.remove(&fired.key);
+            self.pending.insert(fired.key);
+        }
+    }
+
+    /// Does the pending reads in order; a failed read stays pending.
+    async fn read_pending(&mut self) -> Result<(), zk::Error> {
+        while let Some(key) = self.pending.pop_first() {
+            if let Err(error) = self.read(&key).await {
+                self.pending.insert(key);
+                return Err(error);
+            }
+        }
+        Ok(())
+    }
+
+    async fn read(&mut self, key: &Key) -> Result<(), zk::Error> {
+        match key {
+            Key::Root => self.read_root().await,
+            Key::Data(name) => {
+                if !self.has_shard(name) {
+                    return Ok(());
+                }
+                match self.client.get_and_watch_data(&child_path(self.root, name)).await {
+                    Ok((data, _, watcher)) => {
+                        self.shard_mut(name).data = Some(data);
+                        self.arm(key.clone(), watcher);
+                        Ok(())
+                    }
+                    Err(zk::Error::NoNode) => {
+                        self.forget_shard(name);
+                        Ok(())
+                    }
+                    Err(error) => Err(error),
+                }
+            }
+            Key::Members(name) => {
+                if !self.has_shard(name) {
+                    return Ok(());
+                }
+                match self.client.list_and_watch_children(&child_path(self.root, name)).await {
+                    Ok((members, watcher)) => {
+                        self.shard_mut(name).members = Some(members);
+                        self.arm(key.clone(), watcher);
+                        Ok(())
+                    }
+                    Err(zk::Error::NoNode) => {
+                        self.forget_shard(name);
+                        Ok(())
+                    }
+                    Err(error) => Err(error),
+                }
+            }
+        }
+    }
+
+    /// Lists the shards; new ones get read, gone ones forgotten. A missing
+    /// root is watched for creation.
+    async fn read_root(&mut self) -> Result<(), zk::Error> {
+        let names = match self.client.list_and_watch_children(self.root).await {
+            Ok((names, watcher)) => {
+                self.arm(Key::Root, watcher);
+                names
+            }
+            Err(zk::Error::NoNode) => {
+                self.shards = None;
+                self.armed.retain(|key, _| *key == Key::Root);
+                self.pending.retain(|key| *key == Key::Root);
+                let (stat, watcher) = self.client.check_and_watch_stat(self.root).await?;
+                if stat.is_some() {
+                    // Created between the two calls: list it now.
+                    self.pending.insert(Key::Root);
+                } else {
+                    self.arm(Key::Root, watcher);
+                }
+                return Ok(());
+            }
+            Err(error) => return Err(error),
+        };
+        let shards = self.shards.get_or_insert_with(BTreeMap::new);
+        let gone: Vec<String> =
+            shards.keys().filter(|name| !names.contains(name)).cloned().collect();
+        for name in names {
+            if !shards.contains_key(&name) {
+                shards.insert(name.clone(), ShardNodes::default());
+                self.pending.insert(Key::Data(name.clone()));
+                self.pending.insert(Key::Members(name));
+            }
+        }
+        for name in gone {
+            self.forget_shard(&name);
+        }
+        Ok(())
+    }
+
+    fn has_shard(&self, name: &str) -> bool {
+        self.shards.as_ref().is_some_and(|shards| shards.contains_key(name))
+    }
+
+    fn shard_mut(&mut self, name: &str) -> &mut ShardNodes {
+        self.shards.get_or_insert_with(BTreeMap::new).entry(name.to_string()).or_default()
+    }
+
+    /// Drops a shard that is gone from ZooKeeper. Its watches fire on the
+    /// deletion and are ignored.
+    fn forget_shard(&mut self, name: &str) {
+        if let Some(shards) = self.shards.as_mut() {
+            shards.remove(name);
+        }
+        for key in [Key::Data(name.to_string()), Key::Members(name.to_string())] {
+            self.armed.remove(&key);
+            self.pending.remove(&key);
+        }
+    }
+
+    /// Records `watcher` as the live watch for `key` and forwards its event.
+    fn arm(&mut self, key: Key, watcher: zk::OneshotWatcher) {
+        self.generation += 1;
+        let generation = self.generation;
+        self.armed.insert(key.clone(), generation);
+        let fired = self.fired_tx.clone();
+        tokio::spawn(async move {
+            let event = watcher.changed().await;
+            // Session events mean the session is over; run() sees that from
+            // the state watcher.
+            if event.event_type != zk::EventType::Session {
+                let _ = fired.send(Fired { key, generation });
+            }
+        });
+    }
+
+    /// Builds the view from what was read; hands it over if valid and new,
+    /// else keeps the last one and records why.
+    fn publish(&self, last: &mut Option<ClusterView>, on_change: &OnChange) {
+        let Some(shards) = self.shards.as_ref() else {
+            warn!(path = %self.root, "cluster root does not exist; keeping the last view");
+            self.status.record_error(self.root, "no such znode".to_string());
+            self.status.set_state_valid(false);
+            return;
+        };
+        let built = shards
+            .iter()
+            .map(|(name, nodes)| {
+                let last_master = last
+                    .as_ref()
+                    .and_then(|view| view.shard(name))
+                    .and_then(|shard| shard.master.as_deref());
+                ShardView::from_znodes(
+                    &child_path(self.root, name),
+                    nodes.data.as_deref().unwrap_or_default(),
+                    nodes.members.as_deref().unwrap_or_default(),
+                    last_master,
+                )
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .and_then(ClusterView::new);
+        let view = match built {
+            Ok(view) => view,
+            Err(error) => {
+                let path = error.path().unwrap_or(self.root);
+                warn!(path = %path, error = %error, "invalid cluster state in ZooKeeper; keeping the last good view");
+                self.status.record_error(path, error.to_string());
+                self.status.set_state_valid(false);
+                return;
+            }
+        };
+        self.status.set_state_valid(true);
+        if last.as_ref() == Some(&view) {
+            return;
+        }
+        log_changes(self.root, last.as_ref(), &view);
+        on_change(view.clone());
+        self.status.view_applied(Arc::new(view.clone()));
+        *last = Some(view);
+    }
+}
+
+/// Logs what an operator wants to know about a new view: masters that
+/// changed, ranges that moved, shards left without members.
+fn log_changes(root: &str, old: Option<&ClusterView>, new: &ClusterView) {
+    for shard in &new.shards {
+        let before = old.and_then(|view| view.shard(&shard.name));
+        let master = shard.master.as_deref().unwrap_or("none");
+        if before.map(|b| &b.master) != Some(&shard.master) {
+            info!(
+                root = %root,
+                shard = %shard.name,
+                old = %before.and_then(|b| b.master.as_deref()).unwrap_or("none"),
+                new = %master,
+                "master changed"
+            );
+        }
+        if before.map(|b| (b.lo, b.hi)) != Some((shard.lo, shard.hi)) {
+            info!(root = %root, shard = %shard.name, lo = shard.lo, hi = shard.hi, "shard range set");
+        }
+        if shard.no_members {
+            warn!(
+                root = %root,
+                shard = %shard.name,
+                master = %master,
+                "shard has no members; keeping its last known master"
+            );
+        }
+    }
+}

@@ -1,0 +1,437 @@
+//! What a client sees on the wire: exact reply bytes for the commands the
+//! proxy answers, refusals that keep the connection open, protocol errors
+//! that close it, pipelining order, and a proxy that keeps serving others.
+
+mod common;
+
+use common::proxy::Proxy;
+use common::redis::{encode_command, RawClient, Redis};
+use common::wait_until;
+use std::time::Duration;
+
+struct Setup {
+    proxy: Proxy,
+    _shards: Vec<Redis>,
+}
+
+/// A proxy over two redis-servers, range form, hash tags on.
+fn setup_with(extra: &str) -> Setup {
+    let shards = vec![Redis::start(), Redis::start()];
+    let proxy = Proxy::start(&format!(
+        "  redis: true\n  hash: md5\n  hash_tag: \"{{}}\"\n{extra}  servers:\n   - {}:0-2047\n   - {}:2048-4095\n",
+        shards[0].addr(),
+        shards[1].addr()
+    ));
+    Setup {
+        proxy,
+        _shards: shards,
+    }
+}
+
+fn setup() -> Setup {
+    setup_with("")
+}
+
+fn client(s: &Setup) -> RawClient {
+    RawClient::connect(s.proxy.port)
+}
+
+#[test]
+fn inline_commands_and_local_replies() {
+    let s = setup();
+    let mut c = client(&s);
+    c.send_raw(b"PING\r\n");
+    assert_eq!(c.read_reply(), b"+PONG\r\n");
+    c.send_raw(b"ping \"hello world\"\n");
+    assert_eq!(c.read_reply(), b"$11\r\nhello world\r\n");
+    c.send_raw(b"\r\n\r\nECHO x\r\n");
+    assert_eq!(c.read_reply(), b"$1\r\nx\r\n");
+    assert_eq!(c.cmd_str(&["SELECT", "0"]), "+OK\r\n");
+    assert_eq!(
+        c.cmd_str(&["SELECT", "1"]),
+        "-ERR DB index is out of range\r\n"
+    );
+    assert_eq!(c.cmd_str(&["QUIT"]), "+OK\r\n");
+    assert!(c.is_closed());
+}
+
+#[test]
+fn unsupported_commands_keep_the_connection() {
+    let s = setup();
+    let mut c = client(&s);
+    for cmd in [
+        &["KEYS", "*"][..],
+        &["MULTI"],
+        &["BLPOP", "l", "0"],
+        &["SUBSCRIBE", "ch"],
+        &["FLUSHALL"],
+        &["SCAN", "0"],
+    ] {
+        let reply = c.cmd_str(cmd);
+        assert_eq!(
+            reply,
+            format!(
+                "-ERR unsupported command '{}' through shardproxy\r\n",
+                cmd[0]
+            )
+        );
+    }
+    assert_eq!(c.cmd_str(&["SET", "a", "1"]), "+OK\r\n");
+    assert_eq!(c.cmd_str(&["GET", "a"]), "$1\r\n1\r\n");
+}
+
+#[test]
+fn connect_handshakes_of_modern_clients_work() {
+    let s = setup();
+    let direct = Redis::start();
+    let mut c = client(&s);
+    let mut d = direct.connect();
+    // redis-py 8: HELLO 3, CLIENT SETINFO, CLIENT MAINT_NOTIFICATIONS.
+    let hello = c.cmd_str(&["HELLO", "3"]);
+    assert!(
+        hello.starts_with("%8\r\n$6\r\nserver\r\n$5\r\nredis\r\n"),
+        "{hello}"
+    );
+    assert!(hello.contains("$5\r\nproto\r\n:3\r\n"), "{hello}");
+    assert_eq!(
+        c.cmd_str(&["CLIENT", "SETINFO", "LIB-NAME", "redis-py"]),
+        "+OK\r\n"
+    );
+    assert_eq!(
+        c.cmd_str(&["CLIENT", "SETINFO", "LIB-VER", "8.0.0"]),
+        "+OK\r\n"
+    );
+    let args = [
+        "CLIENT",
+        "MAINT_NOTIFICATIONS",
+        "on",
+        "moving-endpoint-type",
+        "internal-ip",
+    ];
+    assert_eq!(
+        c.cmd_str(&args),
+        d.cmd_str(&args),
+        "same error text as Redis 7.0"
+    );
+    // RESP3 replies from the backend pass through: a map for HGETALL.
+    assert_eq!(c.cmd_str(&["HSET", "h", "f", "v"]), ":1\r\n");
+    assert_eq!(c.cmd_str(&["HGETALL", "h"]), "%1\r\n$1\r\nf\r\n$1\r\nv\r\n");
+    assert_eq!(c.cmd_str(&["GET", "nope"]), "_\r\n");
+    assert_eq!(
+        c.cmd_str(&["MGET", "nope", "h", "{x}1"]),
+        "*3\r\n_\r\n_\r\n_\r\n"
+    );
+    // ioredis 5: CLIENT SETINFO then INFO.
+    let info = c.cmd_str(&["INFO"]);
+    assert!(
+        info.starts_with('=') && info.contains("redis_version:"),
+        "{info}"
+    );
+    // Back to RESP2.
+    assert!(c.cmd_str(&["HELLO", "2"]).starts_with("*16\r\n"));
+    assert_eq!(c.cmd_str(&["GET", "nope"]), "$-1\r\n");
+    assert_eq!(
+        c.cmd_str(&["HELLO", "4"]),
+        "-NOPROTO unsupported protocol version\r\n"
+    );
+}
+
+#[test]
+fn split_commands_reassemble_across_shards() {
+    let s = setup();
+    let mut c = client(&s);
+    let keys: Vec<String> = (0..20).map(|i| format!("key:{i}")).collect();
+    let mut mset = vec!["MSET".to_string()];
+    for k in &keys {
+        mset.push(k.clone());
+        mset.push(format!("value-of-{k}"));
+    }
+    let mset: Vec<&str> = mset.iter().map(String::as_str).collect();
+    assert_eq!(c.cmd_str(&mset), "+OK\r\n");
+    let mut mget = vec!["MGET"];
+    mget.extend(keys.iter().rev().map(String::as_str));
+    mget.push("missing");
+    let mut expected = format!("*{}\r\n", keys.len() + 1);
+    for k in keys.iter().rev() {
+        let v = format!("value-of-{k}");
+        expected.push_str(&format!("${}\r\n{v}\r\n", v.len()));
+    }
+    expected.push_str("$-1\r\n");
+    assert_eq!(c.cmd_str(&mget), expected);
+    let mut exists = vec!["EXISTS"];
+    exists.extend(keys.iter().map(String::as_str));
+    exists.push(keys[0].as_str());
+    assert_eq!(c.cmd_str(&exists), format!(":{}\r\n", keys.len() + 1));
+    assert_eq!(c.cmd_str(&["DBSIZE"]), format!(":{}\r\n", keys.len()));
+    let info = c.cmd_str(&["INFO", "keyspace"]);
+    assert!(
+        info.contains(&format!("db0:keys={},", keys.len())),
+        "{info}"
+    );
+    let mut del = vec!["DEL"];
+    del.extend(keys.iter().map(String::as_str));
+    assert_eq!(c.cmd_str(&del), format!(":{}\r\n", keys.len()));
+    assert_eq!(c.cmd_str(&["DBSIZE"]), ":0\r\n");
+}
+
+#[test]
+fn multi_key_commands_on_one_shard_only() {
+    let s = setup();
+    let mut c = client(&s);
+    assert_eq!(c.cmd_str(&["SET", "{a}1", "x"]), "+OK\r\n");
+    assert_eq!(c.cmd_str(&["RENAME", "{a}1", "{a}2"]), "+OK\r\n");
+    // Find two keys on different shards: "a" and some "bN".
+    let mut other = None;
+    for i in 0..100 {
+        let key = format!("b{i}");
+        let reply = c.cmd_str(&["SUNIONSTORE", "a", &key]);
+        if reply.starts_with("-CROSSSLOT") {
+            other = Some(reply);
+            break;
+        }
+    }
+    assert_eq!(
+        other.as_deref(),
+        Some("-CROSSSLOT Keys in request don't hash to the same server\r\n")
+    );
+    assert_eq!(c.cmd_str(&["GET", "{a}2"]), "$1\r\nx\r\n");
+}
+
+#[test]
+fn pipelined_replies_come_back_in_order() {
+    let s = setup();
+    let mut c = client(&s);
+    let mut batch = Vec::new();
+    for i in 0..2000 {
+        batch.extend(encode_command(&[
+            b"SET",
+            format!("p{i}").as_bytes(),
+            format!("{i}").as_bytes(),
+        ]));
+        batch.extend(encode_command(&[b"GET", format!("p{i}").as_bytes()]));
+        if i % 100 == 0 {
+            batch.extend(b"PING\r\n");
+        }
+    }
+    c.send_raw(&batch);
+    for i in 0..2000 {
+        assert_eq!(c.read_reply(), b"+OK\r\n");
+        let v = format!("{i}");
+        assert_eq!(
+            c.read_reply(),
+            format!("${}\r\n{v}\r\n", v.len()).as_bytes()
+        );
+        if i % 100 == 0 {
+            assert_eq!(c.read_reply(), b"+PONG\r\n");
+        }
+    }
+}
+
+/// A malformed request gets `-ERR Protocol error: ...` and a close; the
+/// proxy keeps serving everyone else.
+#[test]
+fn protocol_errors_close_only_that_client() {
+    let s = setup_with("  max_request_size: 1048576\n");
+    let cases: Vec<(Vec<u8>, &str)> = vec![
+        (b"*abc\r\n".to_vec(), "invalid multibulk length"),
+        (b"*1\r\n+PING\r\n".to_vec(), "expected '$', got '+'"),
+        (b"*1\r\n$-5\r\n".to_vec(), "invalid bulk length"),
+        (b"*1\r\n$99999999999999\r\n".to_vec(), "invalid bulk length"),
+        (
+            b"*2\r\n$3\r\nGET\r\n$2000000\r\n".to_vec(),
+            "request exceeds the max request size of 1048576 bytes",
+        ),
+        (b"*99999999\r\n".to_vec(), "invalid multibulk length"),
+        (b"SET \"a b\r\n".to_vec(), "unbalanced quotes in request"),
+    ];
+    let mut bystander = client(&s);
+    for (input, message) in cases {
+        let mut c = client(&s);
+        c.send_raw(&input);
+        let reply = String::from_utf8_lossy(&c.read_reply()).into_owned();
+        assert_eq!(
+            reply,
+            format!("-ERR Protocol error: {message}\r\n"),
+            "input {input:?}"
+        );
+        assert!(c.is_closed(), "connection must close after {input:?}");
+        assert_eq!(bystander.cmd_str(&["PING"]), "+PONG\r\n");
+    }
+    // One megabyte of garbage.
+    let mut c = client(&s);
+    let garbage: Vec<u8> = (0..1_048_576u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8 | 1)
+        .collect();
+    c.send_raw(&garbage);
+    let reply = String::from_utf8_lossy(&c.read_reply()).into_owned();
+    assert!(reply.starts_with("-ERR Protocol error: "), "{reply}");
+    assert_eq!(bystander.cmd_str(&["SET", "still", "here"]), "+OK\r\n");
+}
+
+#[test]
+fn a_client_closing_mid_request_harms_nobody() {
+    let s = setup();
+    for _ in 0..20 {
+        let mut c = client(&s);
+        c.send_raw(b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$100\r\nabc");
+        drop(c);
+    }
+    let mut c = client(&s);
+    assert_eq!(c.cmd_str(&["GET", "k"]), "$-1\r\n");
+}
+
+#[test]
+fn a_down_backend_is_named_at_once() {
+    let up = Redis::start();
+    let down_port = common::free_port();
+    let proxy = Proxy::start(&format!(
+        "  redis: true\n  hash: md5\n  servers:\n   - {}:0-0 up\n   - 127.0.0.1:{down_port}:1-1 down\n",
+        up.addr()
+    ));
+    let mut c = RawClient::connect(proxy.port);
+    let mut saw_error = false;
+    let started = std::time::Instant::now();
+    for i in 0..50 {
+        let reply = c.cmd_str(&["SET", &format!("k{i}"), "v"]);
+        if reply.starts_with("-ERR") {
+            assert!(
+                reply.contains(&format!("backend 127.0.0.1:{down_port} is unavailable")),
+                "{reply}"
+            );
+            assert!(reply.contains("shard 'down'"), "{reply}");
+            saw_error = true;
+        } else {
+            assert_eq!(reply, "+OK\r\n");
+        }
+    }
+    assert!(saw_error, "some key must map to the down backend");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "errors must come at once"
+    );
+}
+
+#[test]
+fn a_hung_backend_times_out_without_hanging_others() {
+    let slow = Redis::start();
+    let proxy = Proxy::start(&format!(
+        "  redis: true\n  timeout: 300\n  servers:\n   - {}:1\n",
+        slow.addr()
+    ));
+    let mut a = RawClient::connect(proxy.port);
+    assert_eq!(a.cmd_str(&["SET", "x", "1"]), "+OK\r\n");
+    slow.guard.signal("STOP");
+    let mut b = RawClient::connect(proxy.port);
+    let started = std::time::Instant::now();
+    a.send_raw(&encode_command(&[b"GET", b"x"]));
+    b.send_raw(&encode_command(&[b"GET", b"y"]));
+    let ra = String::from_utf8_lossy(&a.read_reply()).into_owned();
+    let rb = String::from_utf8_lossy(&b.read_reply()).into_owned();
+    let elapsed = started.elapsed();
+    slow.guard.signal("CONT");
+    let want = format!("backend {} timed out after 300 ms", slow.addr());
+    assert!(ra.starts_with("-ERR") && ra.contains(&want), "{ra}");
+    assert!(rb.starts_with("-ERR") && rb.contains(&want), "{rb}");
+    assert!(elapsed < Duration::from_secs(2), "took {elapsed:?}");
+    // Once the server answers again, so does the proxy.
+    wait_until("backend answering again", Duration::from_secs(5), || {
+        a.cmd_str(&["GET", "x"]) == "$1\r\n1\r\n"
+    });
+}
+
+#[test]
+fn auth_and_database_reach_the_backend_in_the_right_order() {
+    let backend = Redis::start_with(&["--requirepass", "s3cret"]);
+    let proxy = Proxy::start(&format!(
+        "  redis: true\n  redis_auth: s3cret\n  redis_db: 3\n  servers:\n   - {}:1\n",
+        backend.addr()
+    ));
+    let mut c = RawClient::connect(proxy.port);
+    assert_eq!(
+        c.cmd_str(&["GET", "a"]),
+        "-NOAUTH Authentication required.\r\n"
+    );
+    assert_eq!(
+        c.cmd_str(&["AUTH", "wrong"]),
+        "-WRONGPASS invalid username-password pair or user is disabled.\r\n"
+    );
+    assert_eq!(c.cmd_str(&["AUTH", "s3cret"]), "+OK\r\n");
+    assert_eq!(c.cmd_str(&["SET", "a", "in-db-3"]), "+OK\r\n");
+    let mut d = backend.connect();
+    assert_eq!(d.cmd_str(&["AUTH", "s3cret"]), "+OK\r\n");
+    assert_eq!(d.cmd_str(&["SELECT", "3"]), "+OK\r\n");
+    assert_eq!(d.cmd_str(&["GET", "a"]), "$7\r\nin-db-3\r\n");
+    // HELLO with AUTH authenticates and switches protocol at once.
+    let mut h = RawClient::connect(proxy.port);
+    let hello = h.cmd_str(&["HELLO", "3", "AUTH", "default", "s3cret", "SETNAME", "me"]);
+    assert!(hello.starts_with('%'), "{hello}");
+    assert_eq!(h.cmd_str(&["CLIENT", "GETNAME"]), "$2\r\nme\r\n");
+    assert_eq!(h.cmd_str(&["GET", "a"]), "$7\r\nin-db-3\r\n");
+}
+
+#[test]
+fn sigterm_finishes_replies_owed_then_exits_zero() {
+    let mut s = setup();
+    let mut c = client(&s);
+    let mut batch = Vec::new();
+    for i in 0..5000 {
+        batch.extend(encode_command(&[b"SET", format!("t{i}").as_bytes(), b"v"]));
+    }
+    c.send_raw(&batch);
+    assert_eq!(
+        c.read_reply(),
+        b"+OK\r\n",
+        "the first reply arrives before the signal"
+    );
+    s.proxy.guard.signal("TERM");
+    for _ in 1..5000 {
+        assert_eq!(c.read_reply(), b"+OK\r\n");
+    }
+    assert_eq!(s.proxy.guard.wait_exit(Duration::from_secs(15)), Some(0));
+    assert!(!common::port_open(s.proxy.port), "no longer accepting");
+}
+
+#[test]
+fn config_test_flag_reports_syntax() {
+    let dir = common::temp_dir("conf");
+    let good = dir.join("good.yml");
+    std::fs::write(
+        &good,
+        "p:\n  listen: 127.0.0.1:1\n  redis: true\n  servers:\n   - 127.0.0.1:6379:1\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(common::proxy::binary())
+        .arg("-t")
+        .arg("-c")
+        .arg(&good)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!(
+            "shardproxy: configuration file '{}' syntax is ok\n",
+            good.display()
+        )
+    );
+    let bad = dir.join("bad.yml");
+    std::fs::write(
+        &bad,
+        "p:\n  listen: 127.0.0.1:1\n  redis: true\n  sevrers:\n   - 127.0.0.1:6379:1\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(common::proxy::binary())
+        .arg("-t")
+        .arg("-c")
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("syntax is invalid")
+            && err.contains("unknown field `sevrers`")
+            && err.contains("line 4"),
+        "{err}"
+    );
+}

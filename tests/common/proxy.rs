@@ -1,0 +1,67 @@
+//! A real `shardproxy` process (the binary cargo built for these tests) on a
+//! free loopback port, with its pool file written to a temp dir.
+
+use super::{free_port, port_open, temp_dir, wait_until, ProcessGuard};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+pub struct Proxy {
+    pub port: u16,
+    pub guard: ProcessGuard,
+    pub conf: PathBuf,
+    pub log: PathBuf,
+}
+
+/// The path of the `shardproxy` binary built with the tests.
+pub fn binary() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_shardproxy"))
+}
+
+impl Proxy {
+    /// Starts shardproxy with one pool named `pool` whose body (everything
+    /// but `listen`) is `body`, e.g. "  redis: true\n  servers:\n   - ...".
+    pub fn start(body: &str) -> Proxy {
+        let port = free_port();
+        let yaml = format!("pool:\n  listen: 127.0.0.1:{port}\n{body}");
+        Proxy::start_yaml(port, &yaml)
+    }
+
+    /// Starts shardproxy with a whole pool file whose (first) pool listens
+    /// on `port`.
+    pub fn start_yaml(port: u16, yaml: &str) -> Proxy {
+        let dir = temp_dir("proxy");
+        let conf = dir.join("pool.yml");
+        std::fs::write(&conf, yaml).unwrap();
+        let log = dir.join("proxy.log");
+        let child = Command::new(binary())
+            .arg("-c")
+            .arg(&conf)
+            .arg("-o")
+            .arg(&log)
+            .args(["-v", "7"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start shardproxy");
+        let guard = ProcessGuard::new(format!("shardproxy:{port}"), child);
+        wait_until("shardproxy to listen", Duration::from_secs(10), || {
+            port_open(port)
+        });
+        Proxy {
+            port,
+            guard,
+            conf,
+            log,
+        }
+    }
+
+    /// The log so far, for assertions and failure messages.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+}

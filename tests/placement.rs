@@ -1,0 +1,390 @@
+//! Oracle test: for every hash and distribution, shardproxy puts each key on
+//! the same server as the real twemproxy 0.5.0 (`nutcracker`): both the
+//! library's prediction and the running proxy, written through with the same
+//! pool file, must match where nutcracker put every key.
+//!
+//! Three redis-servers are started once. For each pool variant, nutcracker
+//! writes a few thousand keys through to them; then every backend is asked
+//! which keys it holds, and that must be exactly the server that
+//! `Distribution::pick(hash.hash(hashable_key(key, tag)))` names.
+
+mod common;
+
+use common::nutcracker::Nutcracker;
+use common::proxy::Proxy;
+use common::redis::{encode_command, RawClient, Redis};
+use shardproxy::hash::HashKind;
+use shardproxy::route::{hashable_key, Distribution, DistributionKind, Node};
+use std::collections::{BTreeSet, HashMap};
+use std::fmt::Write as _;
+use std::io::{BufRead, Read};
+use std::time::Instant;
+
+const TAG: [u8; 2] = *b"{}";
+
+/// One `servers:` entry of a nutcracker pool.
+struct Server {
+    /// Which of the redis-servers it points at.
+    backend: usize,
+    weight: u32,
+    name: Option<&'static str>,
+}
+
+/// A pool to compare: its servers (in pool-file order), hash tag and our
+/// prediction of the server (entry index) owning each hash.
+struct Variant {
+    label: String,
+    hash: HashKind,
+    nutcracker_distribution: DistributionKind,
+    servers: Vec<Server>,
+    tag: Option<[u8; 2]>,
+    ours: Distribution,
+    /// The range form of the same pool, for shardproxy.
+    ranges: Option<Vec<(u32, u32)>>,
+}
+
+/// Which proxy the keys are written through.
+#[derive(Clone, Copy, PartialEq)]
+enum Via {
+    Nutcracker,
+    Shardproxy,
+}
+
+/// ASCII, binary (every byte value, CR, LF, NUL), bytes >= 0x80, hash
+/// tagged, empty-tagged and malformed-tag keys, and the empty key.
+fn keys() -> Vec<Vec<u8>> {
+    let mut keys = BTreeSet::new();
+    keys.insert(Vec::new());
+    for i in 0..600 {
+        keys.insert(format!("key:{i}").into_bytes());
+    }
+    let mut seed: u32 = 0x1234_5678;
+    for i in 0..500 {
+        let key: Vec<u8> = (0..1 + i % 40)
+            .map(|_| {
+                seed = seed.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+                (seed >> 16) as u8
+            })
+            .collect();
+        keys.insert(key);
+    }
+    for i in 0..300u32 {
+        let mut key = vec![0x80 + (i % 128) as u8, 0xff];
+        key.extend_from_slice(format!("é{i}").as_bytes());
+        key.push(0x80 | (i as u8));
+        keys.insert(key);
+    }
+    for i in 0..400 {
+        keys.insert(format!("{{user{}}}.a{i}", i % 37).into_bytes());
+    }
+    for i in 0..100 {
+        keys.insert(format!("{{}}x{i}").into_bytes());
+        keys.insert(format!("a{{b}}c{{d}}{i}").into_bytes());
+        keys.insert(format!("}}{{x{}}}{i}", i % 7).into_bytes());
+        keys.insert(format!("{{{{x}}}}{i}").into_bytes());
+        keys.insert(format!("{{open{i}").into_bytes());
+        let mut key = vec![b'{', 0xc3, 0xa9 - (i % 2) as u8, b'}'];
+        key.extend_from_slice(format!("{i}").as_bytes());
+        keys.insert(key);
+    }
+    keys.into_iter().collect()
+}
+
+/// twemproxy's name for a server entry without an explicit name.
+fn node_name(server: &Server, backends: &[Redis]) -> String {
+    match server.name {
+        Some(name) => name.to_string(),
+        None => backends[server.backend].addr(),
+    }
+}
+
+/// The pool settings for nutcracker, or for shardproxy (the same, except
+/// that the range variant uses the range form).
+fn settings(variant: &Variant, backends: &[Redis], via: Via) -> String {
+    let mut yaml = String::new();
+    writeln!(yaml, "  hash: {}", variant.hash.name()).unwrap();
+    let distribution = variant.nutcracker_distribution.name();
+    writeln!(yaml, "  distribution: {distribution}").unwrap();
+    writeln!(yaml, "  redis: true").unwrap();
+    if let Some(tag) = variant.tag {
+        writeln!(yaml, "  hash_tag: \"{}\"", String::from_utf8_lossy(&tag)).unwrap();
+    }
+    writeln!(yaml, "  servers:").unwrap();
+    for (i, server) in variant.servers.iter().enumerate() {
+        let addr = backends[server.backend].addr();
+        let name = server.name.map(|n| format!(" {n}")).unwrap_or_default();
+        match (&variant.ranges, via) {
+            (Some(ranges), Via::Shardproxy) => {
+                let (lo, hi) = ranges[i];
+                writeln!(yaml, "   - {addr}:{lo}-{hi}{name}").unwrap()
+            }
+            _ => writeln!(yaml, "   - {addr}:{}{name}", server.weight).unwrap(),
+        }
+    }
+    yaml
+}
+
+/// Parses a `KEYS` reply (an array of bulk strings).
+fn parse_keys(reply: &[u8]) -> Vec<Vec<u8>> {
+    let mut reader = reply;
+    let mut line = Vec::new();
+    reader.read_until(b'\n', &mut line).unwrap();
+    assert_eq!(
+        line[0],
+        b'*',
+        "KEYS reply: {}",
+        String::from_utf8_lossy(reply)
+    );
+    let count: usize = std::str::from_utf8(&line[1..line.len() - 2])
+        .unwrap()
+        .parse()
+        .unwrap();
+    (0..count)
+        .map(|_| {
+            line.clear();
+            reader.read_until(b'\n', &mut line).unwrap();
+            let len: usize = std::str::from_utf8(&line[1..line.len() - 2])
+                .unwrap()
+                .parse()
+                .unwrap();
+            let mut key = vec![0; len + 2];
+            reader.read_exact(&mut key).unwrap();
+            key.truncate(len);
+            key
+        })
+        .collect()
+}
+
+/// Writes every key through nutcracker or shardproxy, then returns which
+/// server entry (index into `variant.servers`) holds each key, read from the
+/// backends.
+fn placement(
+    variant: &Variant,
+    backends: &[Redis],
+    keys: &[Vec<u8>],
+    via: Via,
+) -> Vec<Option<usize>> {
+    for backend in backends {
+        assert_eq!(backend.connect().cmd_str(&["FLUSHALL"]), "+OK\r\n");
+    }
+    let yaml = settings(variant, backends, via);
+    let (mut client, log): (RawClient, Box<dyn Fn() -> String>) = match via {
+        Via::Nutcracker => {
+            let nutcracker = Nutcracker::start(&yaml);
+            (nutcracker.connect(), Box::new(move || nutcracker.log()))
+        }
+        Via::Shardproxy => {
+            let proxy = Proxy::start(&yaml);
+            (
+                RawClient::connect(proxy.port),
+                Box::new(move || proxy.log_text()),
+            )
+        }
+    };
+    let mut batch = Vec::new();
+    for key in keys {
+        batch.extend_from_slice(&encode_command(&[b"SET", key, b"v"]));
+    }
+    client.send_raw(&batch);
+    for key in keys {
+        let reply = client.read_reply();
+        assert_eq!(
+            reply,
+            b"+OK\r\n",
+            "{}: SET \"{}\" through the proxy\nlog:\n{}",
+            variant.label,
+            key.escape_ascii(),
+            log()
+        );
+    }
+    drop(log);
+
+    let entry_of_backend: HashMap<usize, usize> = variant
+        .servers
+        .iter()
+        .enumerate()
+        .map(|(entry, s)| (s.backend, entry))
+        .collect();
+    let mut found: HashMap<Vec<u8>, usize> = HashMap::new();
+    for (index, backend) in backends.iter().enumerate() {
+        let reply = RawClient::connect(backend.port).cmd(&[b"KEYS", b"*"]);
+        for key in parse_keys(&reply) {
+            let previous = found.insert(key.clone(), entry_of_backend[&index]);
+            assert!(
+                previous.is_none(),
+                "{}: key \"{}\" on two backends",
+                variant.label,
+                key.escape_ascii()
+            );
+        }
+    }
+    keys.iter().map(|key| found.get(key).copied()).collect()
+}
+
+/// Compares nutcracker's placement with ours; returns a report of the
+/// first mismatches, or `None` when every key matches.
+fn compare(variant: &Variant, backends: &[Redis], keys: &[Vec<u8>]) -> Option<String> {
+    let actual = placement(variant, backends, keys, Via::Nutcracker);
+    let through_proxy = placement(variant, backends, keys, Via::Shardproxy);
+    let mut report = String::new();
+    let mut wrong = 0;
+    for ((key, actual), proxied) in keys.iter().zip(actual).zip(through_proxy) {
+        if proxied != actual {
+            wrong += 1;
+            if wrong <= 5 {
+                writeln!(
+                    report,
+                    "    key \"{}\": shardproxy put it on {proxied:?}, nutcracker on {actual:?}",
+                    key.escape_ascii()
+                )
+                .unwrap();
+            }
+            continue;
+        }
+        let hashed = hashable_key(key, variant.tag);
+        let hash = variant.hash.hash(hashed);
+        let predicted = variant.ours.pick(hash);
+        if actual != Some(predicted) {
+            wrong += 1;
+            if wrong <= 5 {
+                let actual = actual.map_or("no server".to_string(), |a| format!("server {a}"));
+                writeln!(
+                    report,
+                    "    key \"{}\" (hashed \"{}\", hash {hash:#010x}): we say server {predicted}, \
+                     nutcracker put it on {actual}",
+                    key.escape_ascii(),
+                    hashed.escape_ascii(),
+                )
+                .unwrap();
+            }
+        }
+    }
+    (wrong > 0).then(|| {
+        format!(
+            "  {}: {wrong} of {} keys misplaced\n{report}",
+            variant.label,
+            keys.len()
+        )
+    })
+}
+
+/// The weighted variants: `kind` over two server lists.
+fn weighted_variants(hash: HashKind, kind: DistributionKind, backends: &[Redis]) -> Vec<Variant> {
+    // All weight 1, no names, listed out of port order so the name sort
+    // matters.
+    let equal = || {
+        [2, 0, 1]
+            .into_iter()
+            .map(|backend| Server {
+                backend,
+                weight: 1,
+                name: None,
+            })
+            .collect::<Vec<_>>()
+    };
+    // Weights 1, 3, 2; names of different lengths, so twemproxy's
+    // shorter-first name order differs from plain byte order.
+    let mixed = || {
+        vec![
+            Server {
+                backend: 0,
+                weight: 1,
+                name: Some("zeta"),
+            },
+            Server {
+                backend: 1,
+                weight: 3,
+                name: None,
+            },
+            Server {
+                backend: 2,
+                weight: 2,
+                name: Some("alpha-server"),
+            },
+        ]
+    };
+    [
+        ("equal", equal(), None),
+        ("weights-1-3-2 tag", mixed(), Some(TAG)),
+    ]
+    .into_iter()
+    .map(|(pattern, servers, tag)| {
+        let nodes: Vec<Node> = servers
+            .iter()
+            .map(|s| Node {
+                name: node_name(s, backends),
+                weight: s.weight,
+            })
+            .collect();
+        let ours = match kind {
+            DistributionKind::Ketama => Distribution::ketama(&nodes),
+            DistributionKind::Modula => Distribution::modula(&nodes),
+            DistributionKind::Random => unreachable!("random placement is not deterministic"),
+        };
+        Variant {
+            label: format!("{}/{}/{pattern}", hash.name(), kind.name()),
+            hash,
+            nutcracker_distribution: kind,
+            servers,
+            tag,
+            ours,
+            ranges: None,
+        }
+    })
+    .collect()
+}
+
+/// The range form against nutcracker's modula with the range sizes as
+/// weights, named so that name order is slot order.
+fn range_variant(hash: HashKind) -> Variant {
+    let ranges = [(2048, 4095), (0, 1023), (1024, 2047)];
+    let names = ["c", "a", "b"];
+    let servers = ranges
+        .iter()
+        .zip(names)
+        .enumerate()
+        .map(|(backend, (&(lo, hi), name))| Server {
+            backend,
+            weight: hi - lo + 1,
+            name: Some(name),
+        })
+        .collect();
+    Variant {
+        label: format!("{}/ranges tag", hash.name()),
+        hash,
+        nutcracker_distribution: DistributionKind::Modula,
+        servers,
+        tag: Some(TAG),
+        ours: Distribution::ranges(&ranges),
+        ranges: Some(ranges.to_vec()),
+    }
+}
+
+#[test]
+fn every_hash_and_distribution_places_keys_like_nutcracker() {
+    let started = Instant::now();
+    let backends: Vec<Redis> = (0..3).map(|_| Redis::start()).collect();
+    let keys = keys();
+    let mut failures = String::new();
+    let mut runs = 0;
+    for hash in HashKind::ALL {
+        let mut variants = weighted_variants(hash, DistributionKind::Modula, &backends);
+        variants.extend(weighted_variants(hash, DistributionKind::Ketama, &backends));
+        variants.push(range_variant(hash));
+        for variant in &variants {
+            runs += 1;
+            if let Some(report) = compare(variant, &backends, &keys) {
+                failures.push_str(&report);
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "placement differs from nutcracker:\n{failures}"
+    );
+    eprintln!(
+        "{runs} pools x {} keys matched nutcracker in {:?}",
+        keys.len(),
+        started.elapsed()
+    );
+}

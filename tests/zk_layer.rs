@@ -1,0 +1,548 @@
+//! The ZooKeeper layer (src/zk) against a real ZooKeeper server: the proxy's
+//! registration, and the cluster watch as watchdogs and ops change the
+//! layout underneath it.
+//!
+//! Each test runs its own server. The server caps sessions at 2 s, so a
+//! client that cannot reach it declares its session expired after about
+//! 3 s.
+
+mod common;
+
+use common::zookeeper::ZooKeeper;
+use shardproxy::zk::layout::{member_prefix, ShardData};
+use shardproxy::zk::{
+    run_registration, watch_cluster, ClusterView, MemberData, OnChange, ProxyData, Role,
+    SessionState, ZkStatus,
+};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::watch as signal;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use zookeeper_client as zk;
+
+/// Polls `$cond` (which may `.await`) every 5 ms; panics with `$what` after
+/// `$secs` seconds.
+macro_rules! eventually {
+    ($what:expr, $secs:expr, $cond:expr) => {{
+        let end = Instant::now() + Duration::from_secs($secs);
+        loop {
+            if $cond {
+                break;
+            }
+            assert!(Instant::now() < end, "timed out after {} s waiting for {}", $secs, $what);
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }};
+}
+
+const ROOT: &str = "/redis/cluster/test";
+const PROXY: &str = "/redis/proxy/test/127.0.0.1:22121";
+
+fn init_tracing() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+}
+
+/// A client for the test's own changes (ops, watchdogs).
+async fn client(zookeeper: &ZooKeeper) -> zk::Client {
+    zk::Client::connector()
+        .with_session_timeout(Duration::from_secs(2))
+        .connect(&zookeeper.hosts())
+        .await
+        .expect("connect to ZooKeeper")
+}
+
+fn persistent() -> zk::CreateOptions<'static> {
+    zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all())
+}
+
+fn shard_path(name: &str) -> String {
+    format!("{ROOT}/{name}")
+}
+
+async fn create_shard(ops: &zk::Client, name: &str, lo: u32, hi: u32) {
+    ops.mkdir(ROOT, &persistent()).await.unwrap();
+    let data = ShardData::new(lo, hi).to_json();
+    ops.create(&shard_path(name), &data, &persistent()).await.unwrap();
+}
+
+/// Registers `addr` in `shard` as its watchdog would; returns the member
+/// znode's name.
+async fn add_member(watchdog: &zk::Client, shard: &str, addr: &str) -> String {
+    let data = MemberData { addr: addr.into(), role: Role::Replica, run_id: "x".into(), offset: 0 };
+    let options = zk::CreateMode::EphemeralSequential.with_acls(zk::Acls::anyone_all());
+    let prefix = member_prefix(&shard_path(shard), addr);
+    let json = serde_json::to_vec(&data).unwrap();
+    let (_, seq) = watchdog.create(&prefix, &json, &options).await.unwrap();
+    format!("{addr}-{seq}")
+}
+
+async fn set_range(ops: &zk::Client, shard: &str, data: &[u8]) {
+    ops.set_data(&shard_path(shard), data, None).await.unwrap();
+}
+
+/// Every view the watch handed over, with when.
+#[derive(Default)]
+struct Views {
+    seen: Mutex<Vec<(Instant, ClusterView)>>,
+}
+
+impl Views {
+    fn push(&self, view: ClusterView) {
+        self.seen.lock().unwrap().push((Instant::now(), view));
+    }
+
+    fn count(&self) -> usize {
+        self.seen.lock().unwrap().len()
+    }
+
+    fn last(&self) -> Option<ClusterView> {
+        self.seen.lock().unwrap().last().map(|(_, view)| view.clone())
+    }
+
+    fn last_at(&self) -> Option<Instant> {
+        self.seen.lock().unwrap().last().map(|(at, _)| *at)
+    }
+
+    /// The last view's masters, by shard.
+    fn masters(&self) -> Vec<(String, Option<String>)> {
+        let view = self.last();
+        let shards = view.map(|v| v.shards).unwrap_or_default();
+        shards.into_iter().map(|s| (s.name, s.master)).collect()
+    }
+
+    /// The last view's ranges, by shard.
+    fn ranges(&self) -> Vec<(String, u32, u32)> {
+        let shards = self.last().map(|v| v.shards).unwrap_or_default();
+        shards.into_iter().map(|s| (s.name, s.lo, s.hi)).collect()
+    }
+}
+
+/// A running task of the layer and the means to stop it.
+struct Running {
+    status: Arc<ZkStatus>,
+    shutdown: signal::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+impl Running {
+    /// Asks the task to stop and waits until it has (session closed).
+    async fn stop(self) {
+        self.shutdown.send(true).unwrap();
+        tokio::time::timeout(Duration::from_secs(5), self.task)
+            .await
+            .expect("task stops within 5 s")
+            .unwrap();
+    }
+}
+
+fn start_watch(hosts: String) -> (Running, Arc<Views>) {
+    let views = Arc::new(Views::default());
+    let seen = views.clone();
+    let on_change: OnChange = Arc::new(move |view| {
+        seen.push(view);
+    });
+    let status = Arc::new(ZkStatus::new());
+    let (shutdown, receiver) = signal::channel(false);
+    let task = tokio::spawn(watch_cluster(hosts, ROOT.into(), on_change, status.clone(), receiver));
+    (Running { status, shutdown, task }, views)
+}
+
+fn proxy_data() -> ProxyData {
+    ProxyData {
+        listen: "127.0.0.1:22121".into(),
+        pool: "alpha".into(),
+        version: "0.1.0".into(),
+        pid: std::process::id(),
+        started: 1_700_000_000,
+        stats: "127.0.0.1:22222".into(),
+        metrics: None,
+    }
+}
+
+fn start_registration(hosts: String) -> Running {
+    let status = Arc::new(ZkStatus::new());
+    let (shutdown, receiver) = signal::channel(false);
+    let task = tokio::spawn(run_registration(
+        hosts,
+        PROXY.into(),
+        proxy_data(),
+        status.clone(),
+        receiver,
+    ));
+    Running { status, shutdown, task }
+}
+
+/// The proxy znode's data and owning session, if it exists.
+async fn proxy_znode(ops: &zk::Client) -> Option<(ProxyData, i64)> {
+    match ops.get_data(PROXY).await {
+        Ok((data, stat)) => Some((serde_json::from_slice(&data).unwrap(), stat.ephemeral_owner)),
+        Err(zk::Error::NoNode) => None,
+        Err(e) => panic!("get {PROXY}: {e}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn registration_appears_with_its_data_and_vanishes_on_close() {
+    init_tracing();
+    let zookeeper = ZooKeeper::start();
+    let ops = client(&zookeeper).await;
+    let proxy = start_registration(zookeeper.hosts());
+
+    eventually!("the proxy znode", 10, proxy_znode(&ops).await.is_some());
+    let (data, owner) = proxy_znode(&ops).await.unwrap();
+    assert_eq!(data, proxy_data());
+    assert_ne!(owner, 0, "the proxy znode must be ephemeral");
+    eventually!("status registered", 5, proxy.status.snapshot().registered);
+    assert_eq!(proxy.status.snapshot().registration_session, SessionState::Connected);
+
+    let status = proxy.status.clone();
+    proxy.stop().await;
+    assert_eq!(proxy_znode(&ops).await, None, "znode must be gone when the task returns");
+    let snapshot = status.snapshot();
+    assert!(!snapshot.registered);
+    assert_eq!(snapshot.registration_session, SessionState::Closed);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn registration_waits_for_another_process_znode_to_go() {
+    init_tracing();
+    let zookeeper = ZooKeeper::start();
+    let ops = client(&zookeeper).await;
+    // The previous run of this proxy, whose session has not expired yet.
+    let previous = client(&zookeeper).await;
+    let old = ProxyData { pid: 1, ..proxy_data() };
+    previous.mkdir("/redis/proxy/test", &persistent()).await.unwrap();
+    let ephemeral = zk::CreateMode::Ephemeral.with_acls(zk::Acls::anyone_all());
+    previous.create(PROXY, &old.to_json(), &ephemeral).await.unwrap();
+
+    let proxy = start_registration(zookeeper.hosts());
+    eventually!(
+        "the conflict in status",
+        10,
+        proxy.status.snapshot().last_error.is_some_and(|e| e.path == PROXY)
+    );
+    let reason = proxy.status.snapshot().last_error.unwrap().reason;
+    assert!(reason.contains("held by session") && reason.contains("\"pid\":1"), "{reason}");
+    assert_eq!(proxy_znode(&ops).await.unwrap().0, old, "the other znode is left alone");
+    assert!(!proxy.status.snapshot().registered);
+
+    drop(previous);
+    eventually!(
+        "our znode after the other session closed",
+        10,
+        proxy_znode(&ops).await.is_some_and(|(data, _)| data == proxy_data())
+    );
+    eventually!("status registered", 5, proxy.status.snapshot().registered);
+    proxy.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn registration_comes_back_after_session_expiry() {
+    init_tracing();
+    let mut zookeeper = ZooKeeper::start();
+    let proxy = start_registration(zookeeper.hosts());
+    let owner = {
+        let ops = client(&zookeeper).await;
+        eventually!("the proxy znode", 10, proxy_znode(&ops).await.is_some());
+        proxy_znode(&ops).await.unwrap().1
+    };
+
+    zookeeper.stop();
+    eventually!(
+        "the registration session to expire",
+        10,
+        proxy.status.snapshot().registration_session != SessionState::Connected
+            && proxy.status.snapshot().registration_session != SessionState::Disconnected
+    );
+    let restarted = Instant::now();
+    zookeeper.start_again();
+    let ops = client(&zookeeper).await;
+    eventually!(
+        "the proxy znode from a new session",
+        15,
+        proxy_znode(&ops).await.is_some_and(|(data, by)| by != owner && data == proxy_data())
+    );
+    println!("registered again {:?} after ZooKeeper restarted", restarted.elapsed());
+    eventually!("status registered", 5, proxy.status.snapshot().registered);
+    proxy.stop().await;
+    assert_eq!(proxy_znode(&ops).await, None);
+}
+
+/// Two shards of 4096 slots, a master and a replica each.
+async fn two_shards(ops: &zk::Client, watchdog: &zk::Client) -> [String; 4] {
+    create_shard(ops, "redis-0000", 0, 2047).await;
+    create_shard(ops, "redis-0001", 2048, 4095).await;
+    [
+        add_member(watchdog, "redis-0000", "127.0.0.1:7000").await,
+        add_member(watchdog, "redis-0000", "127.0.0.1:7001").await,
+        add_member(watchdog, "redis-0001", "127.0.0.1:7100").await,
+        add_member(watchdog, "redis-0001", "127.0.0.1:7101").await,
+    ]
+}
+
+fn masters(list: &[(&str, &str)]) -> Vec<(String, Option<String>)> {
+    list.iter().map(|(s, m)| (s.to_string(), Some(m.to_string()))).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn watch_sees_masters_and_fails_over_within_a_second() {
+    init_tracing();
+    let zookeeper = ZooKeeper::start();
+    let ops = client(&zookeeper).await;
+    let watchdog = client(&zookeeper).await;
+    let members = two_shards(&ops, &watchdog).await;
+    let third = add_member(&watchdog, "redis-0000", "127.0.0.1:7002").await;
+
+    let (watch, views) = start_watch(zookeeper.hosts());
+    let first = [("redis-0000", "127.0.0.1:7000"), ("redis-0001", "127.0.0.1:7100")];
+    eventually!("the first view", 10, views.masters() == masters(&first));
+    let view = views.last().unwrap();
+    assert_eq!(view.slots, 4096);
+    let shard = view.shard("redis-0000").unwrap();
+    assert_eq!((shard.lo, shard.hi), (0, 2047));
+    let line: Vec<&str> = shard.members.iter().map(|m| m.znode.as_str()).collect();
+    assert_eq!(line, [members[0].as_str(), &members[1], &third]);
+    assert!(!shard.no_members);
+    assert_eq!(watch.status.snapshot().watch_session, SessionState::Connected);
+    assert!(watch.status.snapshot().state_valid);
+
+    // The master's watchdog leaves the line: the next member takes over.
+    let mut latencies = Vec::new();
+    for (gone, next) in [(&members[0], "127.0.0.1:7001"), (&members[1], "127.0.0.1:7002")] {
+        let count = views.count();
+        let deleted = Instant::now();
+        ops.delete(&format!("{}/{gone}", shard_path("redis-0000")), None).await.unwrap();
+        let expected = masters(&[("redis-0000", next), ("redis-0001", "127.0.0.1:7100")]);
+        eventually!("the next master", 1, views.masters() == expected);
+        latencies.push(views.last_at().unwrap() - deleted);
+        assert_eq!(views.count(), count + 1, "one view per change");
+    }
+    println!("failover latency (member deleted -> view handed over): {latencies:?}");
+    let snapshot = watch.status.snapshot();
+    assert_eq!(snapshot.views_applied, views.count() as u64);
+    let summary = snapshot.view.unwrap();
+    assert_eq!(summary.shard("redis-0000").unwrap().master.as_deref(), Some("127.0.0.1:7002"));
+    assert_eq!(summary.shard("redis-0000").unwrap().members.len(), 1);
+    watch.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn watch_follows_range_changes_and_new_shards() {
+    init_tracing();
+    let zookeeper = ZooKeeper::start();
+    let ops = client(&zookeeper).await;
+    let watchdog = client(&zookeeper).await;
+    two_shards(&ops, &watchdog).await;
+    let (watch, views) = start_watch(zookeeper.hosts());
+    eventually!("the first view", 10, views.count() == 1);
+
+    // Move the boundary: both ranges change in one transaction.
+    let mut multi = ops.new_multi_writer();
+    multi.add_set_data(&shard_path("redis-0000"), &ShardData::new(0, 1023).to_json(), None).unwrap();
+    multi.add_set_data(&shard_path("redis-0001"), &ShardData::new(1024, 4095).to_json(), None).unwrap();
+    multi.commit().await.unwrap();
+    let moved = vec![("redis-0000".to_string(), 0, 1023), ("redis-0001".to_string(), 1024, 4095)];
+    eventually!("the new ranges", 2, views.ranges() == moved);
+    assert_eq!(views.count(), 2, "a transaction gives one view");
+
+    // Grow the slot space with a third shard.
+    let data = ShardData::new(4096, 8191).to_json();
+    ops.create(&shard_path("redis-0002"), &data, &persistent()).await.unwrap();
+    add_member(&watchdog, "redis-0002", "[::1]:7200").await;
+    eventually!(
+        "the third shard's master",
+        2,
+        views.last().is_some_and(|v| v.slots == 8192
+            && v.shard("redis-0002").and_then(|s| s.master.clone()).as_deref() == Some("[::1]:7200"))
+    );
+    watch.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn invalid_state_keeps_the_last_good_view() {
+    init_tracing();
+    let zookeeper = ZooKeeper::start();
+    let ops = client(&zookeeper).await;
+    let watchdog = client(&zookeeper).await;
+    two_shards(&ops, &watchdog).await;
+    let (watch, views) = start_watch(zookeeper.hosts());
+    eventually!("the first view", 10, views.count() == 1);
+    let good = views.last().unwrap();
+
+    let gap = br#"{"weight":"2100-4095"}"#.as_slice();
+    let overlap = br#"{"weight":"2000-4095"}"#.as_slice();
+    let cases: [(&[u8], &str, &str); 3] = [
+        (b"{weight", "redis-0001", "bad shard data"),
+        (gap, ROOT, "slots 2048-2099 belong to no shard"),
+        (overlap, ROOT, "shards redis-0000 and redis-0001 overlap on slots 2000-2047"),
+    ];
+    for (data, path, reason) in cases {
+        let before = watch.status.snapshot().last_error.map(|e| e.at);
+        set_range(&ops, "redis-0001", data).await;
+        eventually!(
+            format!("an error about {path}"),
+            2,
+            watch.status.snapshot().last_error.is_some_and(|e| Some(e.at) != before)
+        );
+        let snapshot = watch.status.snapshot();
+        let error = snapshot.last_error.unwrap();
+        let want_path = if path == ROOT { ROOT.to_string() } else { shard_path(path) };
+        assert_eq!(error.path, want_path);
+        assert!(error.reason.contains(reason), "{}", error.reason);
+        assert!(!snapshot.state_valid);
+        assert_eq!(views.count(), 1, "no view from an invalid state");
+        assert_eq!(snapshot.view.as_deref(), Some(&good));
+    }
+
+    // A member znode that is not <ip:port>-<seq>.
+    set_range(&ops, "redis-0001", &ShardData::new(2048, 4095).to_json()).await;
+    eventually!("valid again", 2, watch.status.snapshot().state_valid);
+    let junk = format!("{}/junk", shard_path("redis-0000"));
+    ops.create(&junk, b"", &persistent()).await.unwrap();
+    eventually!(
+        "an error about the member name",
+        2,
+        watch.status.snapshot().last_error.is_some_and(|e| e.path == junk)
+    );
+    assert!(!watch.status.snapshot().state_valid);
+    assert_eq!(views.count(), 1);
+
+    // Fixed: the next change is applied.
+    ops.delete(&junk, None).await.unwrap();
+    add_member(&watchdog, "redis-0001", "127.0.0.1:7102").await;
+    eventually!("a view after the fix", 2, views.count() == 2);
+    assert!(watch.status.snapshot().state_valid);
+    watch.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn shard_without_members_keeps_its_master_flagged() {
+    init_tracing();
+    let zookeeper = ZooKeeper::start();
+    let ops = client(&zookeeper).await;
+    let watchdog = client(&zookeeper).await;
+    let members = two_shards(&ops, &watchdog).await;
+    let (watch, views) = start_watch(zookeeper.hosts());
+    eventually!("the first view", 10, views.count() == 1);
+
+    for member in &members[2..] {
+        ops.delete(&format!("{}/{member}", shard_path("redis-0001")), None).await.unwrap();
+    }
+    eventually!(
+        "the shard flagged",
+        2,
+        views.last().is_some_and(|v| v.shard("redis-0001").unwrap().no_members)
+    );
+    let shard = views.last().unwrap().shard("redis-0001").unwrap().clone();
+    assert_eq!(shard.master.as_deref(), Some("127.0.0.1:7100"), "last known master kept");
+    assert!(shard.members.is_empty());
+    let summary = watch.status.snapshot().view.unwrap();
+    assert!(summary.shard("redis-0001").unwrap().no_members);
+
+    // A Redis registers again: it becomes master and the flag goes.
+    add_member(&watchdog, "redis-0001", "127.0.0.1:7101").await;
+    eventually!(
+        "the new master",
+        2,
+        views.last().is_some_and(|v| {
+            let shard = v.shard("redis-0001").unwrap();
+            !shard.no_members && shard.master.as_deref() == Some("127.0.0.1:7101")
+        })
+    );
+    watch.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn watch_recovers_after_zookeeper_restart() {
+    init_tracing();
+    let mut zookeeper = ZooKeeper::start();
+    {
+        let ops = client(&zookeeper).await;
+        create_shard(&ops, "redis-0000", 0, 2047).await;
+        create_shard(&ops, "redis-0001", 2048, 4095).await;
+    }
+    let watchdog = client(&zookeeper).await;
+    add_member(&watchdog, "redis-0000", "127.0.0.1:7000").await;
+    add_member(&watchdog, "redis-0001", "127.0.0.1:7100").await;
+    let (watch, views) = start_watch(zookeeper.hosts());
+    eventually!("the first view", 10, views.count() == 1);
+
+    // Down for longer than the session timeout: every session expires.
+    zookeeper.stop();
+    eventually!(
+        "the watch session to expire",
+        10,
+        !matches!(
+            watch.status.snapshot().watch_session,
+            SessionState::Connected | SessionState::Disconnected
+        )
+    );
+    assert_eq!(views.count(), 1, "the last view stays while ZooKeeper is down");
+    zookeeper.start_again();
+    let restarted = Instant::now();
+    eventually!(
+        "a new watch session",
+        10,
+        watch.status.snapshot().watch_session == SessionState::Connected
+    );
+    println!("watch reconnected {:?} after ZooKeeper restarted", restarted.elapsed());
+
+    // Changes made after the restart are seen. The old watchdog session's
+    // members vanish when the server expires it.
+    let ops = client(&zookeeper).await;
+    let watchdog = client(&zookeeper).await;
+    add_member(&watchdog, "redis-0000", "127.0.0.1:7001").await;
+    set_range(&ops, "redis-0001", &ShardData::new(2048, 2999).to_json()).await;
+    set_range(&ops, "redis-0000", &ShardData::new(3000, 4095).to_json()).await;
+    eventually!(
+        "the changes made after the restart",
+        10,
+        views.last().is_some_and(|v| {
+            let (a, b) = (v.shard("redis-0000").unwrap(), v.shard("redis-0001").unwrap());
+            a.lo == 3000
+                && b.hi == 2999
+                && a.master.as_deref() == Some("127.0.0.1:7001")
+                && b.no_members
+                && b.master.as_deref() == Some("127.0.0.1:7100")
+        })
+    );
+    println!("changes after the restart seen {:?} after it", restarted.elapsed());
+    watch.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn watch_waits_for_zookeeper_and_for_the_root() {
+    init_tracing();
+    let mut zookeeper = ZooKeeper::start();
+    zookeeper.stop();
+    let (watch, views) = start_watch(zookeeper.hosts());
+    eventually!(
+        "a connect error in status",
+        10,
+        watch.status.snapshot().last_error.is_some_and(|e| e.reason.contains("cannot connect"))
+    );
+    assert_eq!(watch.status.snapshot().watch_session, SessionState::Connecting);
+
+    zookeeper.start_again();
+    eventually!(
+        "the missing root in status",
+        10,
+        watch.status.snapshot().last_error.is_some_and(|e| e.path == ROOT && e.reason == "no such znode")
+    );
+    assert_eq!(views.count(), 0);
+
+    let ops = client(&zookeeper).await;
+    create_shard(&ops, "redis-0000", 0, 99).await;
+    add_member(&ops, "redis-0000", "127.0.0.1:7000").await;
+    eventually!(
+        "the first view",
+        5,
+        views.masters() == masters(&[("redis-0000", "127.0.0.1:7000")])
+    );
+    assert_eq!(views.last().unwrap().slots, 100);
+    watch.stop().await;
+}
