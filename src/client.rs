@@ -157,10 +157,7 @@ impl Session {
         }
         match cmd.handling_for(args) {
             Handling::Local => local::run(self, cmd, args),
-            Handling::Unsupported => self.error(&format!(
-                "ERR unsupported command '{}' through shardproxy",
-                String::from_utf8_lossy(&args[0])
-            )),
+            Handling::Unsupported => self.error(&unsupported_error(cmd, args)),
             Handling::Forward => self.forward(cmd, request),
             Handling::Split(kind) => self.split(cmd, kind, request),
             Handling::AnyBackend => {
@@ -250,6 +247,21 @@ impl Session {
         encode_error(msg, &mut out);
         Pending::Ready(out.freeze())
     }
+}
+
+/// The refusal of a command that cannot work through a sharding proxy,
+/// naming it as the client wrote it (with its subcommand, if any).
+pub fn unsupported_error(cmd: &Command, args: &[Bytes]) -> String {
+    let name = if cmd.name.contains('|') && args.len() > 1 {
+        format!(
+            "{} {}",
+            String::from_utf8_lossy(&args[0]),
+            String::from_utf8_lossy(&args[1])
+        )
+    } else {
+        String::from_utf8_lossy(&args[0]).into_owned()
+    };
+    format!("ERR unsupported command '{name}' through shardproxy")
 }
 
 /// The key of a command with exactly one key at a fixed position, found

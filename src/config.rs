@@ -30,8 +30,13 @@ pub enum ConfigError {
     /// carries the line and column.
     #[error("{0}")]
     Yaml(#[from] serde_yaml::Error),
-    #[error("pool '{pool}': {message}")]
-    Pool { pool: String, message: String },
+    #[error("pool '{pool}'{}: {message}", at_line(*.line))]
+    Pool {
+        pool: String,
+        /// The line of the offending key or server, when it can be told.
+        line: Option<usize>,
+        message: String,
+    },
     #[error("the file defines no pool")]
     Empty,
 }
@@ -150,7 +155,7 @@ impl Config {
         let pools = raw
             .0
             .into_iter()
-            .map(|(name, pool)| pool.validate(name))
+            .map(|(name, pool)| pool.validate(name, &Locator { text }))
             .collect::<Result<Vec<_>, _>>()?;
         check_listen_unique(&pools)?;
         Ok(Config { pools })
@@ -175,7 +180,41 @@ fn check_listen_unique(pools: &[PoolConfig]) -> Result<(), ConfigError> {
 fn pool_error(pool: &str, message: impl Into<String>) -> ConfigError {
     ConfigError::Pool {
         pool: pool.to_string(),
+        line: None,
         message: message.into(),
+    }
+}
+
+fn at_line(line: Option<usize>) -> String {
+    line.map(|l| format!(" line {l}")).unwrap_or_default()
+}
+
+/// Finds the line of a key or a server entry inside a pool, so that errors
+/// found after parsing still point at the text (serde_yaml only knows the
+/// position of syntax and type errors).
+struct Locator<'a> {
+    text: &'a str,
+}
+
+impl Locator<'_> {
+    /// The 1-based line in pool `pool` whose content starts with `prefix`
+    /// (e.g. `hash:` or `- 127.0.0.1:6379:1`).
+    fn line_of(&self, pool: &str, prefix: &str) -> Option<usize> {
+        let mut in_pool = false;
+        for (i, line) in self.text.lines().enumerate() {
+            let top_level = !line.starts_with([' ', '\t', '#']) && !line.trim().is_empty();
+            if top_level {
+                in_pool = line.trim_end().strip_suffix(':').map(str::trim) == Some(pool)
+                    || line.split(':').next().map(str::trim) == Some(pool);
+                continue;
+            }
+            let content = line.trim_start().trim_start_matches("- ").trim_start();
+            let wanted = prefix.trim_start_matches("- ");
+            if in_pool && content.starts_with(wanted) {
+                return Some(i + 1);
+            }
+        }
+        None
     }
 }
 
@@ -213,10 +252,10 @@ impl<'de> Deserialize<'de> for RawFile {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawPool {
-    listen: Option<ListenAddr>,
-    hash: Option<HashName>,
-    hash_tag: Option<HashTag>,
-    distribution: Option<DistributionName>,
+    listen: Option<String>,
+    hash: Option<String>,
+    hash_tag: Option<String>,
+    distribution: Option<String>,
     timeout: Option<u64>,
     backlog: Option<u32>,
     client_connections: Option<u32>,
@@ -234,16 +273,22 @@ struct RawPool {
     zookeeper_host: Option<String>,
     zookeeper_path: Option<String>,
     zookeeper_redis_path: Option<String>,
-    servers: Option<Vec<ServerEntry>>,
+    servers: Option<Vec<String>>,
 }
 
 impl RawPool {
-    fn validate(self, name: String) -> Result<PoolConfig, ConfigError> {
+    fn validate(self, name: String, locator: &Locator) -> Result<PoolConfig, ConfigError> {
         let err = |m: String| pool_error(&name, m);
-        let listen = self
-            .listen
-            .ok_or_else(|| err("missing key 'listen'".into()))?
-            .0;
+        // An error about `key`, pointing at its line.
+        let key_err = |key: &str, message: String| ConfigError::Pool {
+            pool: name.clone(),
+            line: locator.line_of(&name, &format!("{key}:")),
+            message,
+        };
+        let listen = match &self.listen {
+            Some(text) => parse_listen(text).map_err(|e| key_err("listen", e))?,
+            None => return Err(err("missing key 'listen'".into())),
+        };
         if self.redis != Some(true) {
             return Err(err(
                 "'redis: true' is required: shardproxy speaks only the Redis protocol \
@@ -251,12 +296,32 @@ impl RawPool {
                     .into(),
             ));
         }
-        let servers: Vec<ServerConfig> = self
+        let hash = match &self.hash {
+            Some(text) => parse_hash(text).map_err(|e| key_err("hash", e))?,
+            None => HashKind::Fnv1a_64,
+        };
+        let distribution = match &self.distribution {
+            Some(text) => parse_distribution(text).map_err(|e| key_err("distribution", e))?,
+            None => DistributionKind::Ketama,
+        };
+        let hash_tag = match &self.hash_tag {
+            Some(text) => Some(parse_hash_tag(text).map_err(|e| key_err("hash_tag", e))?),
+            None => None,
+        };
+        let entries = self
             .servers
-            .ok_or_else(|| err("missing key 'servers'".into()))?
-            .into_iter()
-            .map(|s| s.0)
-            .collect();
+            .as_ref()
+            .ok_or_else(|| err("missing key 'servers'".into()))?;
+        let servers = entries
+            .iter()
+            .map(|entry| {
+                parse_server(entry).map_err(|e| ConfigError::Pool {
+                    pool: name.clone(),
+                    line: locator.line_of(&name, &format!("- {entry}")),
+                    message: format!("server '{entry}': {e}"),
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         if servers.is_empty() {
             return Err(err("'servers' is empty".into()));
         }
@@ -294,12 +359,9 @@ impl RawPool {
         Ok(PoolConfig {
             name,
             listen,
-            hash: self.hash.map(|h| h.0).unwrap_or(HashKind::Fnv1a_64),
-            hash_tag: self.hash_tag.map(|t| t.0),
-            distribution: self
-                .distribution
-                .map(|d| d.0)
-                .unwrap_or(DistributionKind::Ketama),
+            hash,
+            hash_tag,
+            distribution,
             timeout,
             backlog: self.backlog.unwrap_or(512),
             client_connections: self.client_connections.unwrap_or(0),
@@ -422,84 +484,48 @@ fn parse_host_port(text: &str) -> Result<(String, u16), String> {
 }
 
 /// `listen: host:port`.
-struct ListenAddr(String);
-
-impl<'de> Deserialize<'de> for ListenAddr {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(d)?;
-        if text.starts_with('/') {
-            return Err(de::Error::custom(format!(
-                "listen '{text}': unix sockets are not supported, use host:port"
-            )));
-        }
-        let (host, port) =
-            parse_host_port(&text).map_err(|e| de::Error::custom(format!("listen {e}")))?;
-        let host = if host.contains(':') {
-            format!("[{host}]")
-        } else {
-            host
-        };
-        Ok(ListenAddr(format!("{host}:{port}")))
+fn parse_listen(text: &str) -> Result<String, String> {
+    if text.starts_with('/') {
+        return Err(format!(
+            "listen '{text}': unix sockets are not supported, use host:port"
+        ));
     }
+    let (host, port) = parse_host_port(text).map_err(|e| format!("listen {e}"))?;
+    let host = if host.contains(':') {
+        format!("[{host}]")
+    } else {
+        host
+    };
+    Ok(format!("{host}:{port}"))
 }
 
-struct HashName(HashKind);
-
-impl<'de> Deserialize<'de> for HashName {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(d)?;
-        HashKind::from_name(&text).map(HashName).ok_or_else(|| {
-            let names: Vec<&str> = HashKind::ALL.iter().map(|h| h.name()).collect();
-            de::Error::custom(format!(
-                "unknown hash '{text}', expected one of: {}",
-                names.join(", ")
-            ))
-        })
-    }
+fn parse_hash(text: &str) -> Result<HashKind, String> {
+    HashKind::from_name(text).ok_or_else(|| {
+        let names: Vec<&str> = HashKind::ALL.iter().map(|h| h.name()).collect();
+        format!(
+            "unknown hash '{text}', expected one of: {}",
+            names.join(", ")
+        )
+    })
 }
 
-struct DistributionName(DistributionKind);
-
-impl<'de> Deserialize<'de> for DistributionName {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(d)?;
-        DistributionKind::from_name(&text)
-            .map(DistributionName)
-            .ok_or_else(|| {
-                de::Error::custom(format!(
-                    "unknown distribution '{text}', expected one of: ketama, modula, random"
-                ))
-            })
-    }
+fn parse_distribution(text: &str) -> Result<DistributionKind, String> {
+    DistributionKind::from_name(text).ok_or_else(|| {
+        format!("unknown distribution '{text}', expected one of: ketama, modula, random")
+    })
 }
 
 /// `hash_tag: "{}"`: exactly two characters.
-struct HashTag([u8; 2]);
-
-impl<'de> Deserialize<'de> for HashTag {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(d)?;
-        match text.as_bytes() {
-            [open, close] => Ok(HashTag([*open, *close])),
-            _ => Err(de::Error::custom(format!(
-                "hash_tag '{text}' must be exactly two characters, like \"{{}}\""
-            ))),
-        }
+fn parse_hash_tag(text: &str) -> Result<[u8; 2], String> {
+    match text.as_bytes() {
+        [open, close] => Ok([*open, *close]),
+        _ => Err(format!(
+            "hash_tag '{text}' must be exactly two characters, like \"{{}}\""
+        )),
     }
 }
 
 /// One `servers` line: `host:port:weight [name]` or `host:port:LO-HI [name]`.
-struct ServerEntry(ServerConfig);
-
-impl<'de> Deserialize<'de> for ServerEntry {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(d)?;
-        parse_server(&text)
-            .map(ServerEntry)
-            .map_err(|e| de::Error::custom(format!("server '{text}': {e}")))
-    }
-}
-
 fn parse_server(text: &str) -> Result<ServerConfig, String> {
     let mut words = text.split_whitespace();
     let spec = words.next().ok_or("empty server entry")?;
@@ -641,7 +667,7 @@ alpha:
     fn rejects_unknown_key_with_line() {
         let e = rejected(&pool("  servers:\n   - 127.0.0.1:6379:1\n  hsah: md5\n"));
         assert!(
-            e.contains("unknown field `hsah`") && e.contains("line 5"),
+            e.contains("unknown field `hsah`") && e.contains("line 6"),
             "{e}"
         );
     }
@@ -709,16 +735,17 @@ alpha:
     #[test]
     fn rejects_bad_server_address() {
         let e = rejected(&pool("  servers:\n   - 127.0.0.1:1\n"));
-        assert!(
-            e.contains("server '127.0.0.1:1'") && e.contains("has no host")
-                || e.contains("invalid port"),
-            "{e}"
+        assert_eq!(
+            e,
+            "pool 'p' line 5: server '127.0.0.1:1': '127.0.0.1' is not host:port"
         );
         let e = rejected(&pool("  servers:\n   - nocolons\n"));
         assert!(
             e.contains("server 'nocolons'") && e.contains("line 5"),
             "{e}"
         );
+        let e = rejected(&pool("  servers:\n   - 127.0.0.1:0:1\n"));
+        assert!(e.contains("invalid port '0'"), "{e}");
     }
 
     #[test]

@@ -28,5 +28,5 @@ pub mod route;
 pub mod router;
 pub mod server;
 pub mod split;
-pub mod zk;
 pub mod stats;
+pub mod zk;

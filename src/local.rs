@@ -30,10 +30,7 @@ pub fn run(session: &mut Session, cmd: &'static Command, args: &[Bytes]) -> Pend
         "hello" => hello(session, &args[1..]),
         "client" => client(session, args),
         "info" => info::run(session, args),
-        _ => session.error(&format!(
-            "ERR unsupported command '{}' through shardproxy",
-            String::from_utf8_lossy(&args[0])
-        )),
+        _ => session.error(&crate::client::unsupported_error(cmd, args)),
     }
 }
 

@@ -91,7 +91,9 @@ pub fn node_name(path: &str) -> &str {
 /// [`LayoutError::BadRange`] unless both are decimal `u32`, `LO <= HI`, and
 /// `HI < u32::MAX` (so the slot space `HI + 1` fits a `u32`).
 pub fn parse_range(text: &str) -> Result<(u32, u32), LayoutError> {
-    let bad = || LayoutError::BadRange { text: text.to_string() };
+    let bad = || LayoutError::BadRange {
+        text: text.to_string(),
+    };
     let (lo, hi) = text.split_once('-').ok_or_else(bad)?;
     let number = |s: &str| {
         if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
@@ -116,7 +118,9 @@ pub struct ShardData {
 impl ShardData {
     /// The data for a shard owning slots `lo..=hi`.
     pub fn new(lo: u32, hi: u32) -> ShardData {
-        ShardData { weight: format!("{lo}-{hi}") }
+        ShardData {
+            weight: format!("{lo}-{hi}"),
+        }
     }
 
     /// The JSON stored in the znode.
@@ -133,7 +137,10 @@ impl ShardData {
 /// [`LayoutError::BadShardData`] for bad JSON, a missing `weight`, or a bad
 /// range.
 pub fn parse_shard_data(path: &str, data: &[u8]) -> Result<(u32, u32), LayoutError> {
-    let bad = |reason: String| LayoutError::BadShardData { path: path.to_string(), reason };
+    let bad = |reason: String| LayoutError::BadShardData {
+        path: path.to_string(),
+        reason,
+    };
     let shard: ShardData = serde_json::from_slice(data).map_err(|e| bad(e.to_string()))?;
     parse_range(&shard.weight).map_err(|e| bad(e.to_string()))
 }
@@ -280,10 +287,15 @@ impl ShardView {
         let (lo, hi) = parse_shard_data(path, data)?;
         let mut members = Vec::with_capacity(children.len());
         for child in children {
-            let (addr, seq) = parse_member_name(child).ok_or_else(|| {
-                LayoutError::BadMemberName { path: child_path(path, child) }
-            })?;
-            members.push(Member { addr, seq, znode: child.clone() });
+            let (addr, seq) =
+                parse_member_name(child).ok_or_else(|| LayoutError::BadMemberName {
+                    path: child_path(path, child),
+                })?;
+            members.push(Member {
+                addr,
+                seq,
+                znode: child.clone(),
+            });
         }
         members.sort_by_key(|m| m.seq);
         let no_members = members.is_empty();
@@ -291,7 +303,14 @@ impl ShardView {
             Some(first) => Some(first.addr.clone()),
             None => last_master.map(str::to_string),
         };
-        Ok(ShardView { name: node_name(path).to_string(), lo, hi, master, members, no_members })
+        Ok(ShardView {
+            name: node_name(path).to_string(),
+            lo,
+            hi,
+            master,
+            members,
+            no_members,
+        })
     }
 }
 
@@ -341,7 +360,10 @@ impl ClusterView {
             return Err(LayoutError::NoShards);
         }
         shards.sort_by(|a, b| a.name.cmp(&b.name));
-        Ok(ClusterView { shards, slots: next })
+        Ok(ClusterView {
+            shards,
+            slots: next,
+        })
     }
 
     /// The shard named `name`.
@@ -372,12 +394,26 @@ mod tests {
 
     #[test]
     fn range_rejects_reversed_bounds() {
-        assert!(matches!(parse_range("10-9"), Err(LayoutError::BadRange { .. })));
+        assert!(matches!(
+            parse_range("10-9"),
+            Err(LayoutError::BadRange { .. })
+        ));
     }
 
     #[test]
     fn range_rejects_malformed_text() {
-        for text in ["", "0", "-5", "5-", "a-5", "1-2-3", " 1-2", "+1-2", "0-4294967296", "0x1-2"] {
+        for text in [
+            "",
+            "0",
+            "-5",
+            "5-",
+            "a-5",
+            "1-2-3",
+            " 1-2",
+            "+1-2",
+            "0-4294967296",
+            "0x1-2",
+        ] {
             assert!(parse_range(text).is_err(), "{text:?} accepted");
         }
     }
@@ -389,8 +425,14 @@ mod tests {
 
     #[test]
     fn shard_data_parses_weight() {
-        assert_eq!(parse_shard_data("/c/redis-0000", br#"{"weight":"0-2047"}"#), Ok((0, 2047)));
-        assert_eq!(ShardData::new(2048, 4095).to_json(), br#"{"weight":"2048-4095"}"#);
+        assert_eq!(
+            parse_shard_data("/c/redis-0000", br#"{"weight":"0-2047"}"#),
+            Ok((0, 2047))
+        );
+        assert_eq!(
+            ShardData::new(2048, 4095).to_json(),
+            br#"{"weight":"2048-4095"}"#
+        );
     }
 
     #[test]
@@ -403,7 +445,10 @@ mod tests {
     fn shard_data_rejects_bad_json_naming_the_path() {
         let err = parse_shard_data("/c/redis-0001", b"{weight").unwrap_err();
         assert_eq!(err.path(), Some("/c/redis-0001"));
-        assert!(err.to_string().starts_with("/c/redis-0001: bad shard data"), "{err}");
+        assert!(
+            err.to_string().starts_with("/c/redis-0001: bad shard data"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -429,7 +474,10 @@ mod tests {
 
     #[test]
     fn member_name_parses_ipv6() {
-        assert_eq!(parse_member_name("[::1]:6379-0000000003"), Some(("[::1]:6379".to_string(), 3)));
+        assert_eq!(
+            parse_member_name("[::1]:6379-0000000003"),
+            Some(("[::1]:6379".to_string(), 3))
+        );
     }
 
     #[test]
@@ -442,7 +490,11 @@ mod tests {
 
     #[test]
     fn member_name_rejects_bad_sequence() {
-        for name in ["1.2.3.4:6379-3", "1.2.3.4:6379-00000000003", "1.2.3.4:6379-000000000x"] {
+        for name in [
+            "1.2.3.4:6379-3",
+            "1.2.3.4:6379-00000000003",
+            "1.2.3.4:6379-000000000x",
+        ] {
             assert_eq!(parse_member_name(name), None, "{name}");
         }
     }
@@ -465,7 +517,10 @@ mod tests {
 
     #[test]
     fn member_prefix_is_where_watchdogs_create() {
-        assert_eq!(member_prefix("/c/redis-0000", "1.2.3.4:6379"), "/c/redis-0000/1.2.3.4:6379-");
+        assert_eq!(
+            member_prefix("/c/redis-0000", "1.2.3.4:6379"),
+            "/c/redis-0000/1.2.3.4:6379-"
+        );
         assert_eq!(child_path("/", "a"), "/a");
     }
 
@@ -478,10 +533,16 @@ mod tests {
             offset: 42,
         };
         let json = serde_json::to_string(&data).unwrap();
-        assert_eq!(json, r#"{"addr":"1.2.3.4:6379","role":"replica","run_id":"abc","offset":42}"#);
+        assert_eq!(
+            json,
+            r#"{"addr":"1.2.3.4:6379","role":"replica","run_id":"abc","offset":42}"#
+        );
         assert_eq!(serde_json::from_str::<MemberData>(&json).unwrap(), data);
         let slave = r#"{"addr":"a:1","role":"slave","run_id":"","offset":0}"#;
-        assert_eq!(serde_json::from_str::<MemberData>(slave).unwrap().role, Role::Replica);
+        assert_eq!(
+            serde_json::from_str::<MemberData>(slave).unwrap().role,
+            Role::Replica
+        );
     }
 
     #[test]
@@ -499,7 +560,10 @@ mod tests {
         assert_eq!(serde_json::from_slice::<ProxyData>(&json).unwrap(), data);
         assert!(!String::from_utf8_lossy(&json).contains("metrics"));
         assert!(data.is_same_process(&json));
-        let other = ProxyData { pid: 78, ..data.clone() };
+        let other = ProxyData {
+            pid: 78,
+            ..data.clone()
+        };
         assert!(!data.is_same_process(&other.to_json()));
         assert!(!data.is_same_process(b"not json"));
     }
@@ -532,7 +596,12 @@ mod tests {
     fn shard_rejects_bad_member_name_naming_its_path() {
         let err = ShardView::from_znodes("/c/s", br#"{"weight":"0-9"}"#, &names(&["junk"]), None)
             .unwrap_err();
-        assert_eq!(err, LayoutError::BadMemberName { path: "/c/s/junk".into() });
+        assert_eq!(
+            err,
+            LayoutError::BadMemberName {
+                path: "/c/s/junk".into()
+            }
+        );
     }
 
     #[test]
@@ -552,8 +621,19 @@ mod tests {
     #[test]
     fn view_rejects_gap_at_start() {
         let err = ClusterView::new(vec![shard("a", 5, 9)]).unwrap_err();
-        assert_eq!(err, LayoutError::Gap { lo: 0, hi: 4, after: None, before: "a".into() });
-        assert_eq!(err.to_string(), "slots 0-4 belong to no shard (gap before shard a)");
+        assert_eq!(
+            err,
+            LayoutError::Gap {
+                lo: 0,
+                hi: 4,
+                after: None,
+                before: "a".into()
+            }
+        );
+        assert_eq!(
+            err.to_string(),
+            "slots 0-4 belong to no shard (gap before shard a)"
+        );
     }
 
     #[test]
@@ -570,7 +650,12 @@ mod tests {
         let err = ClusterView::new(vec![shard("a", 0, 9), shard("b", 5, 19)]).unwrap_err();
         assert_eq!(
             err,
-            LayoutError::Overlap { lo: 5, hi: 9, first: "a".into(), second: "b".into() }
+            LayoutError::Overlap {
+                lo: 5,
+                hi: 9,
+                first: "a".into(),
+                second: "b".into()
+            }
         );
         assert_eq!(err.to_string(), "shards a and b overlap on slots 5-9");
     }
@@ -578,6 +663,9 @@ mod tests {
     #[test]
     fn view_rejects_same_range_twice() {
         let err = ClusterView::new(vec![shard("a", 0, 9), shard("b", 0, 9)]).unwrap_err();
-        assert!(matches!(err, LayoutError::Overlap { lo: 0, hi: 9, .. }), "{err}");
+        assert!(
+            matches!(err, LayoutError::Overlap { lo: 0, hi: 9, .. }),
+            "{err}"
+        );
     }
 }

@@ -101,7 +101,10 @@ async fn session_over(
             SessionState::Connected => info!(hosts = %hosts, task = ?task, "ZooKeeper reconnected"),
             _ => warn!(hosts = %hosts, task = ?task, state = %state, "ZooKeeper connection lost"),
         }
-        if matches!(state, SessionState::Expired | SessionState::Closed | SessionState::AuthFailed) {
+        if matches!(
+            state,
+            SessionState::Expired | SessionState::Closed | SessionState::AuthFailed
+        ) {
             return state;
         }
     }
@@ -161,7 +164,10 @@ async fn connect(
             retry_in_ms = delay.as_millis() as u64,
             "cannot connect to ZooKeeper"
         );
-        status.record_error(path, format!("cannot connect to ZooKeeper {hosts}: {error}"));
+        status.record_error(
+            path,
+            format!("cannot connect to ZooKeeper {hosts}: {error}"),
+        );
         if sleep_or_shutdown(delay, shutdown).await {
             return None;
         }

@@ -16,9 +16,7 @@
 
 use super::layout::ProxyData;
 use super::status::{Task, ZkStatus};
-use super::{
-    close, connect, is_session_over, session_over, shutdown_requested, Backoff,
-};
+use super::{close, connect, is_session_over, session_over, shutdown_requested, Backoff};
 use std::sync::Arc;
 use tokio::sync::watch as signal;
 use tracing::{info, warn};
@@ -103,11 +101,20 @@ async fn register(
 ) -> Result<zk::OneshotWatcher, zk::Error> {
     let json = data.to_json();
     let acls = zk::Acls::anyone_all();
-    if let Some(parent) = path.rsplit_once('/').map(|(p, _)| p).filter(|p| !p.is_empty()) {
-        client.mkdir(parent, &zk::CreateMode::Persistent.with_acls(acls)).await?;
+    if let Some(parent) = path
+        .rsplit_once('/')
+        .map(|(p, _)| p)
+        .filter(|p| !p.is_empty())
+    {
+        client
+            .mkdir(parent, &zk::CreateMode::Persistent.with_acls(acls))
+            .await?;
     }
     loop {
-        match client.create(path, &json, &zk::CreateMode::Ephemeral.with_acls(acls)).await {
+        match client
+            .create(path, &json, &zk::CreateMode::Ephemeral.with_acls(acls))
+            .await
+        {
             Ok(_) => info!(path = %path, session = %client.session_id(), "registered in ZooKeeper"),
             Err(zk::Error::NodeExists) => {}
             Err(error) => return Err(error),

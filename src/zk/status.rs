@@ -134,7 +134,9 @@ impl ZkStatus {
     fn lock(&self) -> MutexGuard<'_, ZkStatusSnapshot> {
         // A panic elsewhere while holding this lock leaves plain data that
         // is still worth showing.
-        self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.inner
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     pub(crate) fn set_session(&self, task: Task, state: SessionState) {
@@ -150,8 +152,11 @@ impl ZkStatus {
     }
 
     pub(crate) fn record_error(&self, path: &str, reason: String) {
-        self.lock().last_error =
-            Some(ZkError { path: path.to_string(), reason, at: SystemTime::now() });
+        self.lock().last_error = Some(ZkError {
+            path: path.to_string(),
+            reason,
+            at: SystemTime::now(),
+        });
     }
 
     pub(crate) fn set_state_valid(&self, valid: bool) {

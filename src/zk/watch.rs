@@ -141,7 +141,8 @@ impl<'a> Session<'a> {
                         retry_in_ms = delay.as_millis() as u64,
                         "cannot read the cluster from ZooKeeper"
                     );
-                    self.status.record_error(self.root, format!("cannot read: {error}"));
+                    self.status
+                        .record_error(self.root, format!("cannot read: {error}"));
                     Some(Instant::now() + delay)
                 }
             };
@@ -191,7 +192,11 @@ impl<'a> Session<'a> {
                 if !self.has_shard(name) {
                     return Ok(());
                 }
-                match self.client.get_and_watch_data(&child_path(self.root, name)).await {
+                match self
+                    .client
+                    .get_and_watch_data(&child_path(self.root, name))
+                    .await
+                {
                     Ok((data, _, watcher)) => {
                         self.shard_mut(name).data = Some(data);
                         self.arm(key.clone(), watcher);
@@ -208,7 +213,11 @@ impl<'a> Session<'a> {
                 if !self.has_shard(name) {
                     return Ok(());
                 }
-                match self.client.list_and_watch_children(&child_path(self.root, name)).await {
+                match self
+                    .client
+                    .list_and_watch_children(&child_path(self.root, name))
+                    .await
+                {
                     Ok((members, watcher)) => {
                         self.shard_mut(name).members = Some(members);
                         self.arm(key.clone(), watcher);
@@ -248,8 +257,11 @@ impl<'a> Session<'a> {
             Err(error) => return Err(error),
         };
         let shards = self.shards.get_or_insert_with(BTreeMap::new);
-        let gone: Vec<String> =
-            shards.keys().filter(|name| !names.contains(name)).cloned().collect();
+        let gone: Vec<String> = shards
+            .keys()
+            .filter(|name| !names.contains(name))
+            .cloned()
+            .collect();
         for name in names {
             if !shards.contains_key(&name) {
                 shards.insert(name.clone(), ShardNodes::default());
@@ -264,11 +276,16 @@ impl<'a> Session<'a> {
     }
 
     fn has_shard(&self, name: &str) -> bool {
-        self.shards.as_ref().is_some_and(|shards| shards.contains_key(name))
+        self.shards
+            .as_ref()
+            .is_some_and(|shards| shards.contains_key(name))
     }
 
     fn shard_mut(&mut self, name: &str) -> &mut ShardNodes {
-        self.shards.get_or_insert_with(BTreeMap::new).entry(name.to_string()).or_default()
+        self.shards
+            .get_or_insert_with(BTreeMap::new)
+            .entry(name.to_string())
+            .or_default()
     }
 
     /// Drops a shard that is gone from ZooKeeper. Its watches fire on the
@@ -304,7 +321,8 @@ impl<'a> Session<'a> {
     fn publish(&self, last: &mut Option<ClusterView>, on_change: &OnChange) {
         let Some(shards) = self.shards.as_ref() else {
             warn!(path = %self.root, "cluster root does not exist; keeping the last view");
-            self.status.record_error(self.root, "no such znode".to_string());
+            self.status
+                .record_error(self.root, "no such znode".to_string());
             self.status.set_state_valid(false);
             return;
         };

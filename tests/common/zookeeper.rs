@@ -48,7 +48,11 @@ impl ZooKeeper {
             data = dir.join("data").display(),
         );
         std::fs::write(dir.join("zoo.cfg"), config).unwrap();
-        let mut zookeeper = ZooKeeper { port, dir, guard: None };
+        let mut zookeeper = ZooKeeper {
+            port,
+            dir,
+            guard: None,
+        };
         zookeeper.start_again();
         zookeeper
     }
@@ -66,7 +70,11 @@ impl ZooKeeper {
         }
         let end = Instant::now() + Duration::from_secs(10);
         while port_open(self.port) {
-            assert!(Instant::now() < end, "ZooKeeper port {} still open after stop", self.port);
+            assert!(
+                Instant::now() < end,
+                "ZooKeeper port {} still open after stop",
+                self.port
+            );
             std::thread::sleep(Duration::from_millis(10));
         }
     }
@@ -82,9 +90,18 @@ impl ZooKeeper {
             .open(self.dir.join("zookeeper.log"))
             .unwrap();
         let child = Command::new("java")
-            .args(["-Xmx128m", "-Xms16m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1"])
+            .args([
+                "-Xmx128m",
+                "-Xms16m",
+                "-XX:+UseSerialGC",
+                "-XX:TieredStopAtLevel=1",
+            ])
             .args(["-XX:-UsePerfData", "-Djava.awt.headless=true"])
-            .args(["-cp", CLASSPATH, "org.apache.zookeeper.server.ZooKeeperServerMain"])
+            .args([
+                "-cp",
+                CLASSPATH,
+                "org.apache.zookeeper.server.ZooKeeperServerMain",
+            ])
             .arg(self.dir.join("zoo.cfg"))
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
@@ -94,7 +111,10 @@ impl ZooKeeper {
         let mut guard = ProcessGuard::new(format!("zookeeper:{}", self.port), child);
         let end = Instant::now() + START_DEADLINE;
         while !self.is_serving() {
-            let exited = guard.child.as_mut().and_then(|c| c.try_wait().ok().flatten());
+            let exited = guard
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten());
             if exited.is_some() || Instant::now() >= end {
                 guard.kill();
                 panic!(
