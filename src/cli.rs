@@ -97,14 +97,15 @@ pub fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     }
-    let code = run(config, args.threads);
+    let stats_addr = format!("{}:{}", args.stats_addr, args.stats_port);
+    let code = run(config, args.threads, stats_addr);
     if let Some(pid_file) = &args.pid_file {
         let _ = std::fs::remove_file(pid_file);
     }
     code
 }
 
-fn run(config: Config, threads: Option<usize>) -> ExitCode {
+fn run(config: Config, threads: Option<usize>, stats_addr: String) -> ExitCode {
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     if let Some(n) = threads.filter(|n| *n > 0) {
         builder.worker_threads(n);
@@ -117,7 +118,7 @@ fn run(config: Config, threads: Option<usize>) -> ExitCode {
         }
     };
     runtime.block_on(async {
-        let proxy = match Proxy::bind(&config).await {
+        let mut proxy = match Proxy::bind(&config).await {
             Ok(proxy) => proxy,
             Err(e) => {
                 tracing::error!(error = %e, "cannot start");
@@ -125,6 +126,7 @@ fn run(config: Config, threads: Option<usize>) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
+        proxy.stats_addr = stats_addr;
         let (stop, shutdown) = tokio::sync::watch::channel(false);
         tokio::spawn(async move {
             wait_for_stop_signal().await;

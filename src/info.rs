@@ -12,7 +12,7 @@ use std::fmt::Write;
 use std::sync::Arc;
 use tokio::sync::oneshot;
 
-const SECTIONS: [&str; 4] = ["server", "clients", "stats", "keyspace"];
+const SECTIONS: [&str; 5] = ["server", "clients", "stats", "zookeeper", "keyspace"];
 
 /// INFO's reply: the proxy's sections now, the keyspace when the backends
 /// have answered.
@@ -104,8 +104,66 @@ fn write_section(session: &Session, section: &str, out: &mut String) {
                 PoolStats::get(&stats.protocol_errors),
             );
         }
+        "zookeeper" => write_zookeeper(session, out),
         _ => {}
     }
+}
+
+/// Session states, the routing's last change, the shards as ZooKeeper
+/// describes them, and the last error.
+fn write_zookeeper(session: &Session, out: &mut String) {
+    let pool = &session.pool;
+    let Some(config) = &pool.zookeeper else {
+        out.push_str("# ZooKeeper\r\nzookeeper:disabled\r\n");
+        return;
+    };
+    let status = pool.zk_status.snapshot();
+    let table = pool.router.load();
+    let _ = write!(
+        out,
+        "# ZooKeeper\r\nzookeeper:enabled\r\nzookeeper_hosts:{}\r\n\
+         registration_session:{}\r\nregistered:{}\r\nwatch_session:{}\r\n\
+         state_valid:{}\r\nviews_applied:{}\r\nrouting_version:{}\r\n\
+         routing_source:{}\r\nrouting_changed_at:{}\r\n",
+        config.hosts,
+        status.registration_session,
+        u8::from(status.registered),
+        status.watch_session,
+        u8::from(status.state_valid),
+        status.views_applied,
+        table.version,
+        table.source,
+        unix_secs(table.built_at),
+    );
+    if let Some(view) = &status.view {
+        for (i, shard) in view.shards.iter().enumerate() {
+            let _ = write!(
+                out,
+                "zk_shard{i}:name={},range={}-{},master={},members={},no_members={}\r\n",
+                shard.name,
+                shard.lo,
+                shard.hi,
+                shard.master.as_deref().unwrap_or("none"),
+                shard.members.len(),
+                u8::from(shard.no_members),
+            );
+        }
+    }
+    if let Some(error) = &status.last_error {
+        let _ = write!(
+            out,
+            "last_error:{} {}\r\nlast_error_at:{}\r\n",
+            error.path,
+            error.reason.replace(['\r', '\n'], " "),
+            unix_secs(error.at),
+        );
+    }
+}
+
+fn unix_secs(t: std::time::SystemTime) -> u64 {
+    t.duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 /// Sends `INFO keyspace` to every distinct backend.

@@ -10,13 +10,18 @@
 //! - [`client`]: one client session; [`split`] multi-key commands over shards;
 //!   [`local`] and [`info`] the commands the proxy answers itself.
 //! - [`pool`], [`stats`], [`server`]: a pool's run-time state, counters and listener.
+//! - [`zk`]: ZooKeeper registration and cluster watch; [`cluster`] turns its
+//!   views into routing tables.
+//! - [`watchdog`]: the watchdog beside every Redis; [`admin`]: the ops tool.
 //! - [`cli`]: the nutcracker-compatible command line of the `shardproxy` binary.
 
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod backend;
 pub mod cli;
 pub mod client;
+pub mod cluster;
 pub mod command;
 pub mod config;
 pub mod hash;
@@ -29,4 +34,5 @@ pub mod router;
 pub mod server;
 pub mod split;
 pub mod stats;
+pub mod watchdog;
 pub mod zk;

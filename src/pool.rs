@@ -2,10 +2,12 @@
 //! shared by every client session of the pool.
 
 use crate::backend::{BackendRegistry, BackendSettings};
-use crate::config::PoolConfig;
-use crate::router::Router;
+use crate::config::{PoolConfig, ZooKeeperConfig};
+use crate::router::{file_shards, Router, ShardSpec};
 use crate::stats::PoolStats;
+use crate::zk::ZkStatus;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 /// One pool, as its client sessions see it.
 pub struct Pool {
@@ -16,6 +18,12 @@ pub struct Pool {
     pub client_connections: u32,
     pub router: Router,
     pub stats: PoolStats,
+    /// The pool file's servers: the routing before ZooKeeper answers, and
+    /// the fallback for a shard that has never had a master.
+    pub file_shards: Vec<ShardSpec>,
+    pub zookeeper: Option<ZooKeeperConfig>,
+    /// What the ZooKeeper tasks are doing, for INFO.
+    pub zk_status: Arc<ZkStatus>,
     next_client_id: AtomicU64,
 }
 
@@ -41,6 +49,9 @@ impl Pool {
             client_connections: config.client_connections,
             router: Router::new(config, BackendRegistry::new(settings)),
             stats: PoolStats::default(),
+            file_shards: file_shards(config),
+            zookeeper: config.zookeeper.clone(),
+            zk_status: Arc::new(ZkStatus::new()),
             next_client_id: AtomicU64::new(1),
         }
     }

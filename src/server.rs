@@ -3,6 +3,7 @@
 //! owe, exit).
 
 use crate::client;
+use crate::cluster;
 use crate::config::{Config, PoolConfig};
 use crate::pool::Pool;
 use crate::protocol::encode_error;
@@ -33,6 +34,8 @@ const DRAIN_LIMIT: Duration = Duration::from_secs(10);
 /// A running proxy: every pool's listener.
 pub struct Proxy {
     pub pools: Vec<Arc<Pool>>,
+    /// `host:port` of the stats listener, published in ZooKeeper.
+    pub stats_addr: String,
     listeners: Vec<(TcpListener, Arc<Pool>, u32)>,
 }
 
@@ -55,18 +58,29 @@ impl Proxy {
             pools.push(pool.clone());
             listeners.push((listener, pool, pool_config.client_connections));
         }
-        Ok(Proxy { pools, listeners })
+        Ok(Proxy {
+            pools,
+            stats_addr: String::new(),
+            listeners,
+        })
     }
 
     /// Serves until `shutdown` turns true, then waits (bounded) for the
     /// sessions to write the replies they owe.
     pub async fn run(self, shutdown: watch::Receiver<bool>) {
+        let mut zookeeper = JoinSet::new();
+        for pool in &self.pools {
+            cluster::spawn(pool, &self.stats_addr, &shutdown, &mut zookeeper);
+        }
         let mut acceptors = JoinSet::new();
         for (listener, pool, limit) in self.listeners {
             tracing::info!(pool = %pool.name, listen = %pool.listen, "listening");
             acceptors.spawn(accept_loop(listener, pool, limit, shutdown.clone()));
         }
         while acceptors.join_next().await.is_some() {}
+        // The registrations close their sessions, so this proxy's znodes
+        // vanish at once.
+        while zookeeper.join_next().await.is_some() {}
     }
 }
 

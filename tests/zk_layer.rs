@@ -235,6 +235,15 @@ async fn registration_appears_with_its_data_and_vanishes_on_close() {
         SessionState::Connected
     );
 
+    // Deleted by hand: it comes back, from the same session.
+    ops.delete(PROXY, None).await.unwrap();
+    eventually!(
+        "the proxy znode again",
+        5,
+        proxy_znode(&ops).await.is_some()
+    );
+    assert_eq!(proxy_znode(&ops).await, Some((proxy_data(), owner)));
+
     let status = proxy.status.clone();
     proxy.stop().await;
     assert_eq!(
@@ -446,6 +455,9 @@ async fn watch_follows_range_changes_and_new_shards() {
     ];
     eventually!("the new ranges", 2, views.ranges() == moved);
     assert_eq!(views.count(), 2, "a transaction gives one view");
+    let snapshot = watch.status.snapshot();
+    assert_eq!(snapshot.last_error, None, "no half-read transaction");
+    assert!(snapshot.state_valid);
 
     // Grow the slot space with a third shard.
     let data = ShardData::new(4096, 8191).to_json();
@@ -462,6 +474,24 @@ async fn watch_follows_range_changes_and_new_shards() {
                 .as_deref()
                 == Some("[::1]:7200"))
     );
+
+    // Remove it again: its member leaves, the shard goes, in one transaction.
+    let gone = shard_path("redis-0002");
+    let members = ops.list_children(&gone).await.unwrap();
+    let mut multi = ops.new_multi_writer();
+    multi
+        .add_delete(&format!("{gone}/{}", members[0]), None)
+        .unwrap();
+    multi.add_delete(&gone, None).unwrap();
+    multi.commit().await.unwrap();
+    eventually!(
+        "the view without the third shard",
+        2,
+        views
+            .last()
+            .is_some_and(|v| v.slots == 4096 && v.shards.len() == 2)
+    );
+    assert_eq!(watch.status.snapshot().last_error, None);
     watch.stop().await;
 }
 
@@ -548,11 +578,15 @@ async fn shard_without_members_keeps_its_master_flagged() {
     let (watch, views) = start_watch(zookeeper.hosts());
     eventually!("the first view", 10, views.count() == 1);
 
-    for member in &members[2..] {
-        ops.delete(&format!("{}/{member}", shard_path("redis-0001")), None)
-            .await
-            .unwrap();
-    }
+    // The master leaves, then the replica that took over leaves too.
+    let remove = |member: &String| format!("{}/{member}", shard_path("redis-0001"));
+    ops.delete(&remove(&members[2]), None).await.unwrap();
+    eventually!(
+        "the replica taking over",
+        2,
+        views.masters()[1].1.as_deref() == Some("127.0.0.1:7101")
+    );
+    ops.delete(&remove(&members[3]), None).await.unwrap();
     eventually!(
         "the shard flagged",
         2,
@@ -561,7 +595,6 @@ async fn shard_without_members_keeps_its_master_flagged() {
             .is_some_and(|v| v.shard("redis-0001").unwrap().no_members)
     );
     let shard = views.last().unwrap().shard("redis-0001").unwrap().clone();
-    // 7101 took over when 7100 left, then left too.
     assert_eq!(
         shard.master.as_deref(),
         Some("127.0.0.1:7101"),
@@ -710,5 +743,58 @@ async fn watch_waits_for_zookeeper_and_for_the_root() {
         views.masters() == masters(&[("redis-0000", "127.0.0.1:7000")])
     );
     assert_eq!(views.last().unwrap().slots, 100);
+    watch.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn shutdown_while_zookeeper_is_unreachable() {
+    init_tracing();
+    let mut zookeeper = ZooKeeper::start();
+    zookeeper.stop();
+    let proxy = start_registration(zookeeper.hosts());
+    let (watch, _views) = start_watch(zookeeper.hosts());
+    eventually!(
+        "connect errors",
+        10,
+        proxy.status.snapshot().last_error.is_some()
+            && watch.status.snapshot().last_error.is_some()
+    );
+    let (proxy_status, watch_status) = (proxy.status.clone(), watch.status.clone());
+    proxy.stop().await;
+    watch.stop().await;
+    assert_eq!(
+        proxy_status.snapshot().registration_session,
+        SessionState::Closed
+    );
+    assert_eq!(watch_status.snapshot().watch_session, SessionState::Closed);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn watch_survives_a_short_zookeeper_restart() {
+    init_tracing();
+    let mut zookeeper = ZooKeeper::start();
+    let ops = client(&zookeeper).await;
+    let watchdog = client(&zookeeper).await;
+    two_shards(&ops, &watchdog).await;
+    let (watch, views) = start_watch(zookeeper.hosts());
+    eventually!("the first view", 10, views.count() == 1);
+
+    // Back within the session timeout: clients reconnect with their
+    // sessions, and the watch's client sets its watches again.
+    zookeeper.stop();
+    zookeeper.start_again();
+    add_member(&watchdog, "redis-0000", "127.0.0.1:7002").await;
+    set_range(&ops, "redis-0001", &ShardData::new(2048, 5000).to_json()).await;
+    eventually!(
+        "the changes made after the restart",
+        10,
+        views
+            .last()
+            .is_some_and(|v| v.slots == 5001 && v.shard("redis-0000").unwrap().members.len() == 3)
+    );
+    assert_eq!(
+        watch.status.snapshot().watch_session,
+        SessionState::Connected
+    );
     watch.stop().await;
 }

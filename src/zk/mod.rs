@@ -21,6 +21,40 @@
 //! The `zookeeper-client` crate needs its `tokio` feature to spawn its
 //! session task on the tokio runtime (without it, connecting panics with "no
 //! spawner").
+//!
+//! # Usage
+//! ```no_run
+//! use shardproxy::zk::{self, ProxyData, ZkStatus};
+//! use std::sync::Arc;
+//!
+//! # async fn example(data: ProxyData) {
+//! let status = Arc::new(ZkStatus::new()); // shown by INFO
+//! let (stop, shutdown) = tokio::sync::watch::channel(false);
+//! let on_change: zk::OnChange = Arc::new(|view: zk::ClusterView| {
+//!     // Build a routing table from `view` and swap it in.
+//!     let _ = view.slots;
+//! });
+//! let hosts = "172.16.10.163:2181,172.16.10.96:2181".to_string();
+//! let watch = tokio::spawn(zk::watch_cluster(
+//!     hosts.clone(),
+//!     "/redis/cluster/icd".into(),
+//!     on_change,
+//!     status.clone(),
+//!     shutdown.clone(),
+//! ));
+//! let registration = tokio::spawn(zk::run_registration(
+//!     hosts,
+//!     "/redis/proxy/icd/172.17.32.105:22121".into(),
+//!     data,
+//!     status.clone(),
+//!     shutdown,
+//! ));
+//! // On shutdown: both close their sessions; the proxy znode is gone when
+//! // `registration` has finished.
+//! stop.send(true).ok();
+//! let _ = tokio::join!(watch, registration);
+//! # }
+//! ```
 
 pub mod layout;
 pub mod registration;
@@ -121,7 +155,8 @@ fn is_session_over(error: &zk::Error) -> bool {
     )
 }
 
-/// Establishes a session, retrying with backoff; `None` on shutdown.
+/// Establishes a session, retrying with backoff; `None` on shutdown (the
+/// state is then `Closed`).
 /// Failures are logged and recorded against `path`, the znode the session
 /// is for.
 async fn connect(
@@ -154,7 +189,10 @@ async fn connect(
                 }
                 Err(error) => error,
             },
-            _ = shutdown_requested(shutdown) => return None,
+            _ = shutdown_requested(shutdown) => {
+                status.set_session(task, SessionState::Closed);
+                return None;
+            }
         };
         let delay = backoff.next();
         warn!(
@@ -169,6 +207,7 @@ async fn connect(
             format!("cannot connect to ZooKeeper {hosts}: {error}"),
         );
         if sleep_or_shutdown(delay, shutdown).await {
+            status.set_session(task, SessionState::Closed);
             return None;
         }
     }

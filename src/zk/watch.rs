@@ -3,9 +3,15 @@
 //!
 //! It sets ZooKeeper one-shot watches (no polling) on the root's children
 //! (shards), each shard's data (range) and each shard's children (members),
-//! and re-reads exactly what fired, re-arming its watch. Reads that fire
-//! together are coalesced into one view. One-shot watches work with every
-//! ZooKeeper version the deployment may run.
+//! and re-reads exactly what fired, re-arming its watch. One-shot watches
+//! work with every ZooKeeper version the deployment may run.
+//!
+//! Changes made together (one transaction, or a burst) give one view:
+//! ZooKeeper sends a client its watch events before the reply to any later
+//! request, so once a re-read returns, every event of the change that caused
+//! it is ready on its watcher. The watch takes those too before it builds
+//! the view. This is why the watchers are polled here rather than in tasks
+//! of their own.
 //!
 //! Invalid state (bad JSON, gap, overlap, bad member name, missing root)
 //! keeps the last good view; the path and reason are logged and recorded in
@@ -17,8 +23,10 @@ use super::layout::{child_path, ClusterView, ShardView};
 use super::status::{Task, ZkStatus};
 use super::{close, connect, is_session_over, session_over, shutdown_requested, Backoff};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::future::{poll_fn, Future};
+use std::pin::Pin;
 use std::sync::Arc;
-use tokio::sync::mpsc;
+use std::task::{Context, Poll};
 use tokio::sync::watch as signal;
 use tokio::time::Instant;
 use tracing::{info, warn};
@@ -75,11 +83,8 @@ enum Key {
     Members(String),
 }
 
-/// A watch fired: `generation` tells the live watch from one replaced since.
-struct Fired {
-    key: Key,
-    generation: u64,
-}
+/// A watch set on ZooKeeper, resolving when it fires.
+type Armed = Pin<Box<dyn Future<Output = zk::WatchedEvent> + Send>>;
 
 /// What was last read of one shard; `None` until read.
 #[derive(Default)]
@@ -97,18 +102,13 @@ struct Session<'a> {
     shards: Option<BTreeMap<String, ShardNodes>>,
     /// Reads to do (each re-arms its watch).
     pending: BTreeSet<Key>,
-    /// The generation of the live watch per key. A watch superseded by a
-    /// later read may still fire; that read already saw the change, or the
-    /// live watch fires for it too, so such events are ignored.
-    armed: HashMap<Key, u64>,
-    generation: u64,
-    fired_tx: mpsc::UnboundedSender<Fired>,
-    fired_rx: mpsc::UnboundedReceiver<Fired>,
+    /// The live watch per key. Replacing or removing one drops it, which
+    /// unregisters it from the client.
+    armed: HashMap<Key, Armed>,
 }
 
 impl<'a> Session<'a> {
     fn new(client: &'a zk::Client, root: &'a str, status: &'a ZkStatus) -> Session<'a> {
-        let (fired_tx, fired_rx) = mpsc::unbounded_channel();
         Session {
             client,
             root,
@@ -116,9 +116,6 @@ impl<'a> Session<'a> {
             shards: None,
             pending: BTreeSet::from([Key::Root]),
             armed: HashMap::new(),
-            generation: 0,
-            fired_tx,
-            fired_rx,
         }
     }
 
@@ -129,6 +126,11 @@ impl<'a> Session<'a> {
             let retry_at = match self.read_pending().await {
                 Ok(()) => {
                     backoff.reset();
+                    // Events of the change that caused these reads are ready
+                    // now; read what they touched before building the view.
+                    if poll_fn(|cx| Poll::Ready(self.take_fired(cx))).await {
+                        continue;
+                    }
                     self.publish(last, on_change);
                     None
                 }
@@ -152,26 +154,38 @@ impl<'a> Session<'a> {
                     None => std::future::pending().await,
                 }
             };
-            tokio::select! {
-                fired = self.fired_rx.recv() => {
-                    // The session holds a sender, so the channel never closes.
-                    let Some(fired) = fired else { return };
-                    self.accept(fired);
-                    // Take everything that fired together, for one view.
-                    while let Ok(fired) = self.fired_rx.try_recv() {
-                        self.accept(fired);
-                    }
+            let fired = poll_fn(|cx| {
+                if self.take_fired(cx) {
+                    Poll::Ready(())
+                } else {
+                    Poll::Pending
                 }
+            });
+            tokio::select! {
+                _ = fired => {}
                 _ = retry => {}
             }
         }
     }
 
-    fn accept(&mut self, fired: Fired) {
-        if self.armed.get(&fired.key) == Some(&fired.generation) {
-            self.armed.remove(&fired.key);
-            self.pending.insert(fired.key);
+    /// Takes the watches that fired, making their reads pending; true if
+    /// any did. Polling registers `cx` to be woken by the others.
+    fn take_fired(&mut self, cx: &mut Context<'_>) -> bool {
+        let mut fired = Vec::new();
+        for (key, armed) in self.armed.iter_mut() {
+            if let Poll::Ready(event) = armed.as_mut().poll(cx) {
+                fired.push((key.clone(), event.event_type));
+            }
         }
+        for (key, event) in &fired {
+            self.armed.remove(key);
+            // A session event means the session is over; run()'s caller
+            // sees that from the session state.
+            if *event != zk::EventType::Session {
+                self.pending.insert(key.clone());
+            }
+        }
+        !fired.is_empty()
     }
 
     /// Does the pending reads in order; a failed read stays pending.
@@ -288,8 +302,7 @@ impl<'a> Session<'a> {
             .or_default()
     }
 
-    /// Drops a shard that is gone from ZooKeeper. Its watches fire on the
-    /// deletion and are ignored.
+    /// Drops a shard that is gone from ZooKeeper, and its watches.
     fn forget_shard(&mut self, name: &str) {
         if let Some(shards) = self.shards.as_mut() {
             shards.remove(name);
@@ -300,20 +313,9 @@ impl<'a> Session<'a> {
         }
     }
 
-    /// Records `watcher` as the live watch for `key` and forwards its event.
+    /// Makes `watcher` the live watch for `key`.
     fn arm(&mut self, key: Key, watcher: zk::OneshotWatcher) {
-        self.generation += 1;
-        let generation = self.generation;
-        self.armed.insert(key.clone(), generation);
-        let fired = self.fired_tx.clone();
-        tokio::spawn(async move {
-            let event = watcher.changed().await;
-            // Session events mean the session is over; run() sees that from
-            // the state watcher.
-            if event.event_type != zk::EventType::Session {
-                let _ = fired.send(Fired { key, generation });
-            }
-        });
+        self.armed.insert(key, Box::pin(watcher.changed()));
     }
 
     /// Builds the view from what was read; hands it over if valid and new,

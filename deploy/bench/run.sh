@@ -1,0 +1,232 @@
+#!/usr/bin/env bash
+# Side-by-side benchmark: direct Redis, nutcracker (twemproxy) and shardproxy
+# over the same two redis-server backends, with equivalent pools (md5 +
+# modula: weights 2048/2048 for nutcracker, ranges 0-2047/2048-4095 for
+# shardproxy). Runs redis-benchmark for every case against every target,
+# alternating the order of the targets from round to round, then measures
+# the memory of idle client connections on fresh proxy processes, and
+# prints one table of medians.
+#
+# Loopback only; every process it starts is stopped by PID on exit.
+# Knobs (environment): ROUNDS (2), SP_THREADS ("cores 1": one shardproxy
+# per entry, "cores" = the default thread count), N_PLAIN, N_PIPE, N_BIG,
+# N_MSET (requests per run), IDLE ("1000 10000").
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+ROOT=$PWD
+BENCH=$ROOT/deploy/bench
+ROUNDS=${ROUNDS:-2}
+SP_THREADS=${SP_THREADS:-"cores 1"}
+N_PLAIN=${N_PLAIN:-200000}
+N_PIPE=${N_PIPE:-1000000}
+N_BIG=${N_BIG:-100000}
+N_MSET=${N_MSET:-100000}
+IDLE=${IDLE:-"1000 10000"}
+KEYS=100000
+BIG_KEYS=10000
+
+for tool in redis-server redis-benchmark redis-cli /usr/sbin/nutcracker python3; do
+    command -v "$tool" >/dev/null || { echo "run.sh: $tool is missing" >&2; exit 1; }
+done
+cargo build --release --bins
+SHARDPROXY=$ROOT/target/release/shardproxy
+NUTCRACKER=/usr/sbin/nutcracker
+# 10,000 idle clients need as many descriptors, in the proxies and the client.
+ulimit -n "$(ulimit -Hn)"
+
+WORK=$(mktemp -d /tmp/shardproxy-bench.XXXXXX)
+PIDS=()
+cleanup() {
+    for pid in "${PIDS[@]}"; do
+        kill "$pid" 2>/dev/null || true
+    done
+    for pid in "${PIDS[@]}"; do
+        wait "$pid" 2>/dev/null || true
+    done
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+wait_port() {
+    for _ in $(seq 1 100); do
+        if redis-cli -p "$1" PING 2>/dev/null | grep -q PONG; then return 0; fi
+        sleep 0.1
+    done
+    echo "run.sh: nothing answers PING on port $1" >&2
+    exit 1
+}
+
+# stop PID: stops one process started here and forgets it (so the exit
+# trap can never signal a recycled PID).
+stop() {
+    kill "$1" 2>/dev/null || true
+    wait "$1" 2>/dev/null || true
+    local kept=() pid
+    for pid in "${PIDS[@]}"; do
+        [ "$pid" = "$1" ] || kept+=("$pid")
+    done
+    PIDS=("${kept[@]}")
+}
+
+read -r B1 B2 NC NC_STATS <<< "$(python3 "$BENCH/bench.py" ports 4)"
+for port in "$B1" "$B2"; do
+    redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly no \
+        --dir "$WORK" --logfile "$WORK/redis-$port.log" &
+    PIDS+=($!)
+done
+
+cat > "$WORK/nutcracker.yml" <<YAML
+bench:
+  listen: 127.0.0.1:$NC
+  hash: md5
+  distribution: modula
+  redis: true
+  timeout: 1000
+  servers:
+   - 127.0.0.1:$B1:2048 a
+   - 127.0.0.1:$B2:2048 b
+YAML
+
+# start_nutcracker PORT STATS_PORT CONF: starts it and sets STARTED to its PID.
+start_nutcracker() {
+    sed "s/listen: .*/listen: 127.0.0.1:$1/" "$WORK/nutcracker.yml" > "$WORK/nc-$1.yml"
+    "$NUTCRACKER" -c "$WORK/nc-$1.yml" -s "$2" -a 127.0.0.1 -o "$WORK/nc-$1.log" &
+    STARTED=$!
+    PIDS+=("$STARTED")
+    wait_port "$1"
+}
+
+# start_shardproxy PORT STATS_PORT THREADS: sets STARTED to its PID.
+start_shardproxy() {
+    cat > "$WORK/sp-$1.yml" <<YAML
+bench:
+  listen: 127.0.0.1:$1
+  hash: md5
+  distribution: modula
+  redis: true
+  timeout: 1000
+  servers:
+   - 127.0.0.1:$B1:0-2047 a
+   - 127.0.0.1:$B2:2048-4095 b
+YAML
+    local threads=()
+    if [ "$3" != cores ]; then threads=(--threads "$3"); fi
+    "$SHARDPROXY" -c "$WORK/sp-$1.yml" -s "$2" -a 127.0.0.1 "${threads[@]}" \
+        -o "$WORK/sp-$1.log" &
+    STARTED=$!
+    PIDS+=("$STARTED")
+    wait_port "$1"
+}
+
+sp_name() {
+    if [ "$1" = cores ]; then echo shardproxy; else echo "shardproxy-t$1"; fi
+}
+
+wait_port "$B1"
+wait_port "$B2"
+declare -A PORT=([direct]=$B1 [nutcracker]=$NC)
+TARGETS=(direct nutcracker)
+start_nutcracker "$NC" "$NC_STATS"
+for threads in $SP_THREADS; do
+    read -r port stats <<< "$(python3 "$BENCH/bench.py" ports 2)"
+    start_shardproxy "$port" "$stats" "$threads"
+    name=$(sp_name "$threads")
+    PORT[$name]=$port
+    TARGETS+=("$name")
+done
+
+# Both backends hold every key the GET cases ask for, so a GET hits a value
+# whichever backend the key is placed on (and direct Redis hits too).
+for port in "$B1" "$B2"; do
+    python3 "$BENCH/bench.py" preload "$port" key: "$KEYS" 3
+    python3 "$BENCH/bench.py" preload "$port" big: "$BIG_KEYS" 4096
+done
+
+MSET=(MSET)
+for i in $(seq 0 9); do MSET+=("m$i:__rand_int__" v); done
+
+# The MSET case must really span both backends, and both proxies must place
+# its keys alike.
+check_mset_spread() {
+    local via=$1 fixed=(MSET) i
+    for i in $(seq 0 9); do fixed+=("spread$i" v); done
+    redis-cli -p "$B1" FLUSHALL >/dev/null
+    redis-cli -p "$B2" FLUSHALL >/dev/null
+    redis-cli -p "${PORT[$via]}" "${fixed[@]}" | grep -qx OK
+    echo "$(redis-cli -p "$B1" --scan --pattern 'spread*' | sort | tr '\n' ' ')|$(redis-cli -p "$B2" --scan --pattern 'spread*' | sort | tr '\n' ' ')"
+}
+spread_nc=$(check_mset_spread nutcracker)
+spread_sp=$(check_mset_spread "${TARGETS[2]}")
+case "$spread_sp" in
+    "|"*|*"|") echo "run.sh: MSET keys all landed on one backend: $spread_sp" >&2; exit 1 ;;
+esac
+if [ "$spread_nc" != "$spread_sp" ]; then
+    echo "run.sh: placement differs: nutcracker $spread_nc, shardproxy $spread_sp" >&2
+    exit 1
+fi
+for port in "$B1" "$B2"; do
+    python3 "$BENCH/bench.py" preload "$port" key: "$KEYS" 3
+    python3 "$BENCH/bench.py" preload "$port" big: "$BIG_KEYS" 4096
+done
+
+# case name | redis-benchmark arguments
+CASES=(
+    "SET c50|-c 50 -n $N_PLAIN -r $KEYS -t set"
+    "GET c50|-c 50 -n $N_PLAIN -r $KEYS -t get"
+    "SET c50 P16|-c 50 -P 16 -n $N_PIPE -r $KEYS -t set"
+    "GET c50 P16|-c 50 -P 16 -n $N_PIPE -r $KEYS -t get"
+    "GET 4KB c50|-c 50 -n $N_BIG -r $BIG_KEYS GET big:__rand_int__"
+    "MSET 10 keys c50|-c 50 -n $N_MSET -r $KEYS ${MSET[*]}"
+)
+
+RESULTS=$WORK/results.tsv
+: > "$RESULTS"
+started=$(date +%s)
+for round in $(seq 1 "$ROUNDS"); do
+    order=("${TARGETS[@]}")
+    if [ $((round % 2)) -eq 0 ]; then
+        order=()
+        for ((i = ${#TARGETS[@]} - 1; i >= 0; i--)); do order+=("${TARGETS[i]}"); done
+    fi
+    echo "round $round: ${order[*]}" >&2
+    for entry in "${CASES[@]}"; do
+        name=${entry%%|*}
+        read -r -a args <<< "${entry#*|}"
+        for target in "${order[@]}"; do
+            if ! out=$(redis-benchmark -h 127.0.0.1 -p "${PORT[$target]}" --csv "${args[@]}" 2>&1); then
+                echo "run.sh: $name against $target failed:" >&2
+                echo "$out" >&2
+                exit 1
+            fi
+            # The CSV's last line: "test","rps","avg","min","p50","p95","p99","max".
+            line=$(echo "$out" | tail -n 1 | tr -d '"')
+            IFS=, read -r _ rps _ _ p50 _ p99 _ <<< "$line"
+            printf '%s\t%s\t%s\t%s\t%s\n' "$name" "$target" "$rps" "$p50" "$p99" >> "$RESULTS"
+            echo "  $name  $target  $rps req/s  p50 $p50  p99 $p99" >&2
+        done
+    done
+    # Idle connections, each on a fresh proxy process so memory freed by an
+    # earlier measurement cannot be reused and hide the cost.
+    for n in $IDLE; do
+        for target in "${order[@]}"; do
+            [ "$target" = direct ] && continue
+            read -r port stats <<< "$(python3 "$BENCH/bench.py" ports 2)"
+            if [ "$target" = nutcracker ]; then
+                start_nutcracker "$port" "$stats"
+            else
+                threads=${target#shardproxy-t}
+                [ "$target" = shardproxy ] && threads=cores
+                start_shardproxy "$port" "$stats" "$threads"
+            fi
+            per_conn=$(python3 "$BENCH/bench.py" idle "$STARTED" "$port" "$n")
+            stop "$STARTED"
+            printf 'idle %s conns\t%s\t%s\n' "$n" "$target" "$per_conn" >> "$RESULTS"
+            echo "  idle $n  $target  $per_conn bytes/conn" >&2
+        done
+    done
+done
+
+echo
+echo "shardproxy $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?'), $(nproc) cores, $(redis-server --version | cut -d' ' -f3), nutcracker $("$NUTCRACKER" -V 2>&1 | head -n 1 | sed "s/.*-//"), $ROUNDS rounds, medians, $(( $(date +%s) - started )) s"
+python3 "$BENCH/bench.py" table "$RESULTS"

@@ -1,0 +1,122 @@
+//! Routing from ZooKeeper: turns each cluster view the watch hands over into
+//! a routing table (each shard's range to its master) and swaps it in, and
+//! runs the proxy's registration. The pool file's servers route until
+//! ZooKeeper answers; after that ZooKeeper overrides them.
+
+use crate::pool::Pool;
+use crate::router::ShardSpec;
+use crate::zk::{self, ClusterView, ProxyData};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+/// Spawns the ZooKeeper tasks of `pool` (registration and cluster watch,
+/// each when its path is configured) into `tasks`. They stop when
+/// `shutdown` turns true; the registration then closes its session so the
+/// proxy's znode vanishes at once.
+pub fn spawn(
+    pool: &Arc<Pool>,
+    stats_addr: &str,
+    shutdown: &watch::Receiver<bool>,
+    tasks: &mut JoinSet<()>,
+) {
+    let Some(config) = &pool.zookeeper else {
+        return;
+    };
+    if let Some(path) = &config.proxy_path {
+        let data = ProxyData {
+            listen: pool.listen.clone(),
+            pool: pool.name.clone(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            pid: std::process::id(),
+            started: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0),
+            stats: stats_addr.to_string(),
+            metrics: None,
+        };
+        tasks.spawn(zk::run_registration(
+            config.hosts.clone(),
+            path.clone(),
+            data,
+            pool.zk_status.clone(),
+            shutdown.clone(),
+        ));
+    }
+    if let Some(root) = &config.redis_path {
+        let target = Arc::downgrade(pool);
+        let on_change: zk::OnChange = Arc::new(move |view: ClusterView| {
+            if let Some(pool) = target.upgrade() {
+                apply(&pool, &view);
+            }
+        });
+        tasks.spawn(zk::watch_cluster(
+            config.hosts.clone(),
+            root.clone(),
+            on_change,
+            pool.zk_status.clone(),
+            shutdown.clone(),
+        ));
+    }
+}
+
+/// Routes the view's ranges to their masters. A shard that never had a
+/// master (no watchdog registered yet) keeps the pool file's server for its
+/// range if the file has one; otherwise the view is not applied.
+pub fn apply(pool: &Pool, view: &ClusterView) {
+    match shard_specs(pool, view) {
+        Ok(specs) => {
+            let table = pool.router.install(&specs, "zookeeper");
+            for shard in view.shards.iter().filter(|s| s.no_members) {
+                tracing::warn!(pool = %pool.name, shard = %shard.name, master = ?shard.master,
+                    "shard has no members; routing to its last known master");
+            }
+            tracing::info!(pool = %pool.name, version = table.version, shards = specs.len(),
+                "routing table from ZooKeeper installed");
+        }
+        Err(reason) => {
+            tracing::warn!(pool = %pool.name, reason = %reason,
+                "ZooKeeper view not applied; keeping the current routing");
+            let root = pool
+                .zookeeper
+                .as_ref()
+                .and_then(|z| z.redis_path.clone())
+                .unwrap_or_default();
+            pool.zk_status.record_error(&root, reason);
+            pool.zk_status.set_state_valid(false);
+        }
+    }
+}
+
+fn shard_specs(pool: &Pool, view: &ClusterView) -> Result<Vec<ShardSpec>, String> {
+    view.shards
+        .iter()
+        .map(|shard| {
+            let addr = match &shard.master {
+                Some(master) => master.clone(),
+                None => file_server_for(pool, shard.lo).ok_or_else(|| {
+                    format!(
+                        "shard {} ({}-{}) has no master and the pool file has no server for slot {}",
+                        shard.name, shard.lo, shard.hi, shard.lo
+                    )
+                })?,
+            };
+            Ok(ShardSpec {
+                name: shard.name.clone(),
+                addr,
+                weight: shard.hi - shard.lo + 1,
+                range: Some((shard.lo, shard.hi)),
+            })
+        })
+        .collect()
+}
+
+/// The file's range server that holds `slot`.
+fn file_server_for(pool: &Pool, slot: u32) -> Option<String> {
+    pool.file_shards
+        .iter()
+        .find(|s| s.range.is_some_and(|(lo, hi)| lo <= slot && slot <= hi))
+        .map(|s| s.addr.clone())
+}

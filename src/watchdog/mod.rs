@@ -1,0 +1,1 @@
+//! The watchdog beside every Redis instance (being written).

@@ -1,0 +1,450 @@
+//! The proxy as a ZooKeeper-driven fleet, end to end: real ZooKeeper, real
+//! redis-servers, real shardproxy processes. Shard znodes and members are
+//! created by the test the way ops and watchdogs would.
+
+mod common;
+
+use common::proxy::Proxy;
+use common::redis::{RawClient, Redis};
+use common::zookeeper::ZooKeeper;
+use common::{free_port, wait_until};
+use shardproxy::hash::HashKind;
+use shardproxy::zk::layout::{member_prefix, ShardData};
+use std::time::{Duration, Instant};
+use zookeeper_client as zk;
+
+const ROOT: &str = "/redis/cluster/test";
+const PROXIES: &str = "/redis/proxy/test";
+
+fn shard_path(name: &str) -> String {
+    format!("{ROOT}/{name}")
+}
+
+fn slot(key: &str) -> u32 {
+    HashKind::Md5.hash(key.as_bytes()) % 4096
+}
+
+/// `n` keys whose slots fall in `lo..=hi`.
+fn keys_in(lo: u32, hi: u32, n: usize, tag: &str) -> Vec<String> {
+    (0..)
+        .map(|i| format!("{tag}:{i}"))
+        .filter(|k| (lo..=hi).contains(&slot(k)))
+        .take(n)
+        .collect()
+}
+
+/// A ZooKeeper client for the test's own changes.
+async fn ops(zookeeper: &ZooKeeper) -> zk::Client {
+    zk::Client::connector()
+        .with_session_timeout(Duration::from_secs(2))
+        .connect(&zookeeper.hosts())
+        .await
+        .expect("connect to ZooKeeper")
+}
+
+fn persistent() -> zk::CreateOptions<'static> {
+    zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all())
+}
+
+async fn create_shard(ops: &zk::Client, name: &str, lo: u32, hi: u32) {
+    ops.mkdir(ROOT, &persistent()).await.unwrap();
+    ops.create(
+        &shard_path(name),
+        &ShardData::new(lo, hi).to_json(),
+        &persistent(),
+    )
+    .await
+    .unwrap();
+}
+
+/// Registers `addr` under `shard` as its watchdog would; returns the
+/// member's full path.
+async fn add_member(watchdog: &zk::Client, shard: &str, addr: &str) -> String {
+    let options = zk::CreateMode::EphemeralSequential.with_acls(zk::Acls::anyone_all());
+    let data = format!(r#"{{"addr":"{addr}","role":"master","run_id":"x","offset":0}}"#);
+    let prefix = member_prefix(&shard_path(shard), addr);
+    let (_, seq) = watchdog
+        .create(&prefix, data.as_bytes(), &options)
+        .await
+        .unwrap();
+    format!("{prefix}{seq}")
+}
+
+/// A proxy of the cluster: range form in the file (the routing before
+/// ZooKeeper answers), the ZooKeeper keys, registration under PROXIES.
+fn start_proxy(zookeeper: &ZooKeeper, file_servers: &[&Redis]) -> Proxy {
+    let port = free_port();
+    let half = 4096 / file_servers.len() as u32;
+    let mut servers = String::new();
+    for (i, s) in file_servers.iter().enumerate() {
+        let lo = i as u32 * half;
+        let hi = if i + 1 == file_servers.len() {
+            4095
+        } else {
+            lo + half - 1
+        };
+        servers.push_str(&format!("   - {}:{lo}-{hi}\n", s.addr()));
+    }
+    let yaml = format!(
+        "test:\n  listen: 127.0.0.1:{port}\n  redis: true\n  hash: md5\n  distribution: modula\n  \
+         timeout: 1000\n  zookeeper_host: {}\n  zookeeper_path: {PROXIES}/127.0.0.1:{port}\n  \
+         zookeeper_redis_path: {ROOT}\n  servers:\n{servers}",
+        zookeeper.hosts()
+    );
+    Proxy::start_yaml(port, &yaml)
+}
+
+fn info(proxy: &Proxy) -> String {
+    RawClient::connect(proxy.port).cmd_str(&["INFO", "zookeeper"])
+}
+
+/// Waits until the proxy routes from a ZooKeeper view whose INFO line for
+/// shard `i` contains `needle`.
+fn wait_for_view(proxy: &Proxy, needle: &str) {
+    wait_until(
+        &format!("proxy {} to show {needle}", proxy.port),
+        Duration::from_secs(10),
+        || info(proxy).contains(needle),
+    );
+}
+
+fn holds(redis: &Redis, key: &str) -> bool {
+    redis.connect().cmd_str(&["EXISTS", key]) == ":1\r\n"
+}
+
+async fn children(ops: &zk::Client, path: &str) -> Vec<String> {
+    ops.list_children(path).await.unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxies_register_and_vanish_with_their_process() {
+    let zookeeper = ZooKeeper::start();
+    let a = Redis::start();
+    let mut p1 = start_proxy(&zookeeper, &[&a]);
+    let mut p2 = start_proxy(&zookeeper, &[&a]);
+    let ops = ops(&zookeeper).await;
+    let name1 = format!("127.0.0.1:{}", p1.port);
+    let name2 = format!("127.0.0.1:{}", p2.port);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while children(&ops, PROXIES).await.len() < 2 {
+        assert!(Instant::now() < deadline, "both proxies must register");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut registered = children(&ops, PROXIES).await;
+    registered.sort();
+    let mut want = vec![name1.clone(), name2.clone()];
+    want.sort();
+    assert_eq!(registered, want);
+    let (data, stat) = ops.get_data(&format!("{PROXIES}/{name1}")).await.unwrap();
+    assert!(stat.ephemeral_owner != 0, "the proxy znode is ephemeral");
+    let data: serde_json::Value = serde_json::from_slice(&data).unwrap();
+    assert_eq!(data["listen"], name1.as_str());
+    assert_eq!(data["pool"], "test");
+    assert_eq!(data["pid"], p1.guard.pid());
+
+    // kill -9: gone once the session expires (the test server caps sessions at 2 s).
+    let killed = Instant::now();
+    p1.guard.kill();
+    while children(&ops, PROXIES).await.contains(&name1) {
+        assert!(
+            killed.elapsed() < Duration::from_secs(10),
+            "znode of a killed proxy must expire"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    eprintln!("kill -9: proxy znode gone after {:?}", killed.elapsed());
+
+    // SIGTERM: the proxy closes its session; the znode is gone when it has exited.
+    let stopped = Instant::now();
+    p2.guard.signal("TERM");
+    assert_eq!(p2.guard.wait_exit(Duration::from_secs(10)), Some(0));
+    assert!(
+        !children(&ops, PROXIES).await.contains(&name2),
+        "znode must be gone at once after SIGTERM"
+    );
+    eprintln!(
+        "SIGTERM: proxy exited and znode gone after {:?}",
+        stopped.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_the_master_moves_writes_to_the_next_member() {
+    let zookeeper = ZooKeeper::start();
+    let (m0, r0, m1) = (Redis::start(), Redis::start(), Redis::start());
+    let ops = ops(&zookeeper).await;
+    create_shard(&ops, "redis-0000", 0, 2047).await;
+    create_shard(&ops, "redis-0001", 2048, 4095).await;
+    let master0 = add_member(&ops, "redis-0000", &m0.addr()).await;
+    add_member(&ops, "redis-0000", &r0.addr()).await;
+    add_member(&ops, "redis-0001", &m1.addr()).await;
+    // The file points shard 0 at m1: only ZooKeeper routes it to m0.
+    let proxies = [
+        start_proxy(&zookeeper, &[&m1]),
+        start_proxy(&zookeeper, &[&m1]),
+    ];
+    for proxy in &proxies {
+        wait_for_view(
+            proxy,
+            &format!(
+                "name=redis-0000,range=0-2047,master={},members=2",
+                m0.addr()
+            ),
+        );
+    }
+    let keys = keys_in(0, 2047, 2, "fail");
+    for (proxy, key) in proxies.iter().zip(&keys) {
+        assert_eq!(
+            RawClient::connect(proxy.port).cmd_str(&["SET", key, "before"]),
+            "+OK\r\n"
+        );
+        assert!(holds(&m0, key), "shard 0 writes go to its master");
+    }
+
+    // Writers spin on both proxies; the master's member is deleted.
+    let start = std::sync::Arc::new(std::sync::Barrier::new(3));
+    let writers: Vec<_> = proxies
+        .iter()
+        .zip(keys.clone())
+        .map(|(proxy, key)| {
+            let port = proxy.port;
+            let replica_port = r0.port;
+            let start = start.clone();
+            std::thread::spawn(move || {
+                let mut client = RawClient::connect(port);
+                let mut replica = RawClient::connect(replica_port);
+                start.wait();
+                let begun = Instant::now();
+                for i in 0.. {
+                    let reply = client.cmd_str(&["SET", &key, &i.to_string()]);
+                    assert!(reply == "+OK\r\n", "write failed during failover: {reply}");
+                    if replica.cmd_str(&["GET", &key])
+                        == format!("${}\r\n{i}\r\n", i.to_string().len())
+                    {
+                        return begun.elapsed();
+                    }
+                    assert!(
+                        begun.elapsed() < Duration::from_secs(10),
+                        "writes never reached the new master"
+                    );
+                }
+                unreachable!()
+            })
+        })
+        .collect();
+    start.wait();
+    ops.delete(&master0, None).await.unwrap();
+    for (i, writer) in writers.into_iter().enumerate() {
+        let took = writer.join().unwrap();
+        eprintln!("proxy {i}: first write on the new master {took:?} after the master's member was deleted");
+        assert!(
+            took < Duration::from_secs(1),
+            "took {took:?} (target: under 200 ms)"
+        );
+    }
+    for proxy in &proxies {
+        wait_for_view(
+            proxy,
+            &format!(
+                "name=redis-0000,range=0-2047,master={},members=1",
+                r0.addr()
+            ),
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn moving_a_range_moves_exactly_its_keys() {
+    let zookeeper = ZooKeeper::start();
+    let (a, b) = (Redis::start(), Redis::start());
+    let ops = ops(&zookeeper).await;
+    create_shard(&ops, "redis-0000", 0, 2047).await;
+    create_shard(&ops, "redis-0001", 2048, 4095).await;
+    add_member(&ops, "redis-0000", &a.addr()).await;
+    add_member(&ops, "redis-0001", &b.addr()).await;
+    let proxy = start_proxy(&zookeeper, &[&a, &b]);
+    wait_for_view(&proxy, "name=redis-0001,range=2048-4095");
+    let keys: Vec<String> = (0..400).map(|i| format!("move:{i}")).collect();
+    let mut client = RawClient::connect(proxy.port);
+    for key in &keys {
+        assert_eq!(client.cmd_str(&["SET", key, "v"]), "+OK\r\n");
+    }
+    let before: Vec<bool> = keys.iter().map(|k| holds(&a, k)).collect();
+    // Slots 1024-2047 move from redis-0000 to redis-0001, in one transaction.
+    let mut txn = ops.new_multi_writer();
+    txn.add_set_data(
+        &shard_path("redis-0000"),
+        &ShardData::new(0, 1023).to_json(),
+        None,
+    )
+    .unwrap();
+    txn.add_set_data(
+        &shard_path("redis-0001"),
+        &ShardData::new(1024, 4095).to_json(),
+        None,
+    )
+    .unwrap();
+    txn.commit().await.unwrap();
+    wait_for_view(&proxy, "name=redis-0001,range=1024-4095");
+    for redis in [&a, &b] {
+        assert_eq!(redis.connect().cmd_str(&["FLUSHALL"]), "+OK\r\n");
+    }
+    for key in &keys {
+        assert_eq!(client.cmd_str(&["SET", key, "v"]), "+OK\r\n");
+    }
+    let mut moved = 0;
+    for (key, was_on_a) in keys.iter().zip(before) {
+        let on_a = holds(&a, key);
+        assert_eq!(on_a, !holds(&b, key), "{key} on exactly one server");
+        let in_moved_slots = (1024..=2047).contains(&slot(key));
+        assert!(
+            was_on_a == (slot(key) < 2048),
+            "{key} was placed by its slot"
+        );
+        if in_moved_slots {
+            assert!(
+                !on_a,
+                "{key} (slot {}) must have moved to redis-0001",
+                slot(key)
+            );
+            moved += 1;
+        } else {
+            assert_eq!(on_a, was_on_a, "{key} (slot {}) must not move", slot(key));
+        }
+    }
+    assert!(moved > 50, "enough keys in the moved slots ({moved})");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_state_keeps_routing_and_shows_in_info() {
+    let zookeeper = ZooKeeper::start();
+    let (a, b) = (Redis::start(), Redis::start());
+    let ops = ops(&zookeeper).await;
+    create_shard(&ops, "redis-0000", 0, 2047).await;
+    create_shard(&ops, "redis-0001", 2048, 4095).await;
+    let member_a = add_member(&ops, "redis-0000", &a.addr()).await;
+    add_member(&ops, "redis-0001", &b.addr()).await;
+    // The file routes everything to b: a key of shard 0 on a proves ZooKeeper routing.
+    let proxy = start_proxy(&zookeeper, &[&b]);
+    wait_for_view(&proxy, "name=redis-0001,range=2048-4095");
+    let key = &keys_in(0, 2047, 1, "bad")[0];
+    let mut client = RawClient::connect(proxy.port);
+
+    ops.set_data(&shard_path("redis-0001"), b"{not json", None)
+        .await
+        .unwrap();
+    wait_for_view(&proxy, "state_valid:0");
+    let text = info(&proxy);
+    assert!(
+        text.contains(&format!("last_error:{}", shard_path("redis-0001"))),
+        "{text}"
+    );
+    assert_eq!(client.cmd_str(&["SET", key, "1"]), "+OK\r\n");
+    assert!(holds(&a, key), "routing unchanged after bad JSON");
+
+    // A gap is invalid too.
+    ops.set_data(
+        &shard_path("redis-0001"),
+        &ShardData::new(3000, 4095).to_json(),
+        None,
+    )
+    .await
+    .unwrap();
+    wait_until("the gap error", Duration::from_secs(10), || {
+        info(&proxy).contains("2048")
+    });
+    assert!(info(&proxy).contains("state_valid:0"));
+    assert_eq!(client.cmd_str(&["SET", key, "2"]), "+OK\r\n");
+    assert_eq!(a.connect().cmd_str(&["GET", key]), "$1\r\n2\r\n");
+
+    // Repaired: valid again. Then shard 0 loses its only member: it keeps
+    // its last master and is flagged.
+    ops.set_data(
+        &shard_path("redis-0001"),
+        &ShardData::new(2048, 4095).to_json(),
+        None,
+    )
+    .await
+    .unwrap();
+    wait_for_view(&proxy, "state_valid:1");
+    ops.delete(&member_a, None).await.unwrap();
+    wait_for_view(
+        &proxy,
+        &format!(
+            "name=redis-0000,range=0-2047,master={},members=0,no_members=1",
+            a.addr()
+        ),
+    );
+    assert_eq!(client.cmd_str(&["SET", key, "3"]), "+OK\r\n");
+    assert_eq!(a.connect().cmd_str(&["GET", key]), "$1\r\n3\r\n");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zookeeper_outage_is_invisible_to_clients() {
+    let mut zookeeper = ZooKeeper::start();
+    let (a, b) = (Redis::start(), Redis::start());
+    {
+        let ops = ops(&zookeeper).await;
+        create_shard(&ops, "redis-0000", 0, 2047).await;
+        create_shard(&ops, "redis-0001", 2048, 4095).await;
+        // Members with a session of their own that lives through the outage
+        // is not possible (the server is down): use persistent stand-ins.
+        for (shard, redis) in [("redis-0000", &a), ("redis-0001", &b)] {
+            let prefix = member_prefix(&shard_path(shard), &redis.addr());
+            let options = zk::CreateMode::PersistentSequential.with_acls(zk::Acls::anyone_all());
+            ops.create(&prefix, b"{}", &options).await.unwrap();
+        }
+    }
+    let proxy = start_proxy(&zookeeper, &[&b, &a]);
+    wait_for_view(
+        &proxy,
+        &format!("name=redis-0000,range=0-2047,master={}", a.addr()),
+    );
+    wait_for_view(&proxy, "registered:1");
+
+    let port = proxy.port;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut client = RawClient::connect(port);
+            let mut n = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let reply = client.cmd_str(&["SET", &format!("outage:{}", n % 500), "v"]);
+                assert_eq!(
+                    reply, "+OK\r\n",
+                    "a client saw an error during the ZooKeeper outage"
+                );
+                n += 1;
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            n
+        })
+    };
+    zookeeper.stop();
+    let down = Instant::now();
+    // Ten seconds without ZooKeeper, checking the proxy all along.
+    while down.elapsed() < Duration::from_secs(10) {
+        assert!(!writer.is_finished(), "writer failed during the outage");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    zookeeper.start_again();
+    let ops = ops(&zookeeper).await;
+    let name = format!("127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !children(&ops, PROXIES).await.contains(&name) {
+        assert!(Instant::now() < deadline, "the proxy znode must come back");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let writes = writer.join().expect("no client error");
+    eprintln!("{writes} writes through the proxy during a 10 s ZooKeeper outage, none failed");
+    // Routing still follows ZooKeeper after the outage.
+    wait_for_view(&proxy, "watch_session:connected");
+    let key = &keys_in(0, 2047, 1, "after")[0];
+    assert_eq!(
+        RawClient::connect(port).cmd_str(&["SET", key, "v"]),
+        "+OK\r\n"
+    );
+    assert!(holds(&a, key));
+}
