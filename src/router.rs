@@ -9,7 +9,7 @@ use crate::hash::HashKind;
 use crate::route::{hashable_key, Distribution, DistributionKind, Node};
 use arc_swap::ArcSwap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 /// One shard: a slice of the key space and the backend that serves it.
@@ -44,6 +44,7 @@ impl RoutingTable {
 
 /// What a table is built from: a server list (the file) or ranges (the
 /// file's range form, or ZooKeeper's shards).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ShardSpec {
     pub name: String,
     pub addr: String,
@@ -59,6 +60,20 @@ pub struct Router {
     hash_tag: Option<[u8; 2]>,
     distribution: DistributionKind,
     versions: AtomicU64,
+    /// Route around ejected servers (`auto_eject_hosts`, weighted pools).
+    auto_eject: bool,
+    // A short sync lock: the specs of the current table, kept so a table
+    // can be rebuilt when servers are ejected or come back.
+    specs: Mutex<Installed>,
+}
+
+/// The last specs installed, with their backends held even while ejected
+/// (so their failure counts and ejection deadlines survive).
+#[derive(Clone)]
+struct Installed {
+    specs: Vec<ShardSpec>,
+    backends: Vec<Arc<Backend>>,
+    source: &'static str,
 }
 
 impl Router {
@@ -66,8 +81,7 @@ impl Router {
     /// inside a tokio runtime (backends spawn their connection tasks).
     pub fn new(pool: &PoolConfig, registry: BackendRegistry) -> Router {
         let specs = file_shards(pool);
-        let versions = AtomicU64::new(1);
-        let table = build(
+        let table: RoutingTable = build(
             &registry,
             pool.hash,
             pool.hash_tag,
@@ -76,13 +90,20 @@ impl Router {
             1,
             "file",
         );
+        let table = Arc::new(table);
         Router {
-            table: ArcSwap::from_pointee(table),
+            table: ArcSwap::new(table.clone()),
             registry,
             hash: pool.hash,
             hash_tag: pool.hash_tag,
             distribution: pool.distribution,
-            versions,
+            versions: AtomicU64::new(1),
+            auto_eject: pool.auto_eject_hosts && !pool.range_form,
+            specs: Mutex::new(Installed {
+                backends: table.shards.iter().map(|s| s.backend.clone()).collect(),
+                specs,
+                source: "file",
+            }),
         }
     }
 
@@ -97,20 +118,77 @@ impl Router {
     }
 
     /// Builds a table from `specs` and makes it current. Specs with ranges
-    /// use the range form; otherwise the pool's distribution.
+    /// use the range form; otherwise the pool's distribution, without the
+    /// servers that are ejected now (with `auto_eject_hosts`).
     pub fn install(&self, specs: &[ShardSpec], source: &'static str) -> Arc<RoutingTable> {
+        let backends = specs.iter().map(|s| self.registry.get(&s.addr)).collect();
+        *self.specs.lock().expect("router specs lock") = Installed {
+            specs: specs.to_vec(),
+            backends,
+            source,
+        };
+        self.rebuild()
+    }
+
+    /// Rebuilds the table from the last specs, leaving out the servers
+    /// ejected now. Twemproxy does the same: an ejected server's keys are
+    /// spread over the others until it is retried.
+    pub fn rebuild(&self) -> Arc<RoutingTable> {
+        let Installed {
+            specs,
+            backends,
+            source,
+        } = self.specs.lock().expect("router specs lock").clone();
+        let live: Vec<ShardSpec> = if self.auto_eject {
+            specs
+                .iter()
+                .zip(&backends)
+                .filter(|(_, b)| b.health.ejected_until().is_none())
+                .map(|(s, _)| s.clone())
+                .collect()
+        } else {
+            Vec::new()
+        };
+        // With every server ejected there is nothing better than all of them.
+        let specs = if live.is_empty() { specs } else { live };
         let version = self.versions.fetch_add(1, Ordering::Relaxed) + 1;
         let table = Arc::new(build(
             &self.registry,
             self.hash,
             self.hash_tag,
             self.distribution,
-            specs,
+            &specs,
             version,
             source,
         ));
         self.table.store(table.clone());
         table
+    }
+
+    /// True when the servers the current table leaves out are not exactly
+    /// the ones ejected now: time to rebuild.
+    pub fn ejections_changed(&self) -> bool {
+        if !self.auto_eject {
+            return false;
+        }
+        let installed = self.specs.lock().expect("router specs lock").clone();
+        let specs = installed.specs;
+        let ejected: Vec<bool> = installed
+            .backends
+            .iter()
+            .map(|b| b.health.ejected_until().is_some())
+            .collect();
+        let all_ejected = ejected.iter().all(|e| *e);
+        let table = self.table.load();
+        specs.iter().zip(ejected).any(|(spec, ejected)| {
+            let in_table = table.shards.iter().any(|s| *s.backend.addr == *spec.addr);
+            in_table != (all_ejected || !ejected)
+        })
+    }
+
+    /// Whether this router routes around failing servers.
+    pub fn auto_ejects(&self) -> bool {
+        self.auto_eject
     }
 
     pub fn registry(&self) -> &BackendRegistry {

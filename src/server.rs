@@ -68,9 +68,12 @@ impl Proxy {
     /// Serves until `shutdown` turns true, then waits (bounded) for the
     /// sessions to write the replies they owe.
     pub async fn run(self, shutdown: watch::Receiver<bool>) {
-        let mut zookeeper = JoinSet::new();
+        let mut background = JoinSet::new();
         for pool in &self.pools {
-            cluster::spawn(pool, &self.stats_addr, &shutdown, &mut zookeeper);
+            cluster::spawn(pool, &self.stats_addr, &shutdown, &mut background);
+            if pool.router.auto_ejects() {
+                background.spawn(follow_ejections(pool.clone(), shutdown.clone()));
+            }
         }
         let mut acceptors = JoinSet::new();
         for (listener, pool, limit) in self.listeners {
@@ -80,7 +83,7 @@ impl Proxy {
         while acceptors.join_next().await.is_some() {}
         // The registrations close their sessions, so this proxy's znodes
         // vanish at once.
-        while zookeeper.join_next().await.is_some() {}
+        while background.join_next().await.is_some() {}
     }
 }
 
@@ -155,6 +158,27 @@ async fn accept_loop(
     .await;
     if drained.is_err() {
         tracing::warn!(pool = %pool.name, "sessions still busy after the drain limit; closing them");
+    }
+}
+
+/// How often a pool with `auto_eject_hosts` checks for servers to eject or
+/// take back. Failures are counted as they happen; this only bounds how long
+/// a change of the live set takes to reach the routing table.
+const EJECTION_CHECK: Duration = Duration::from_millis(50);
+
+/// Rebuilds the routing table whenever a server is ejected or its
+/// `server_retry_timeout` is over.
+async fn follow_ejections(pool: Arc<Pool>, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(EJECTION_CHECK) => {}
+            _ = shutdown.changed() => return,
+        }
+        if pool.router.ejections_changed() {
+            let table = pool.router.rebuild();
+            let live: Vec<&str> = table.shards.iter().map(|s| &*s.backend.addr).collect();
+            tracing::warn!(pool = %pool.name, live = ?live, "servers ejected or retried; routing rebuilt");
+        }
     }
 }
 

@@ -435,3 +435,28 @@ fn config_test_flag_reports_syntax() {
         "{err}"
     );
 }
+
+#[test]
+fn auto_eject_routes_around_a_dead_server_and_retries_it() {
+    let up = Redis::start();
+    let down_port = common::free_port();
+    let proxy = Proxy::start(&format!(
+        "  redis: true\n  auto_eject_hosts: true\n  server_failure_limit: 1\n  server_retry_timeout: 1500\n  \
+         servers:\n   - {}:1\n   - 127.0.0.1:{down_port}:1\n",
+        up.addr()
+    ));
+    let mut c = RawClient::connect(proxy.port);
+    let keys: Vec<String> = (0..50).map(|i| format!("eject:{i}")).collect();
+    let errors = keys.iter().filter(|k| c.cmd_str(&["SET", k, "v"]).starts_with("-ERR")).count();
+    assert!(errors > 0, "some keys map to the dead server at first");
+    // Once ejected, every key lands on the live server.
+    wait_until("the dead server to be ejected", Duration::from_secs(5), || {
+        keys.iter().all(|k| c.cmd_str(&["SET", k, "v"]) == "+OK\r\n")
+    });
+    assert_eq!(up.connect().cmd_str(&["DBSIZE"]), format!(":{}\r\n", keys.len()));
+    assert!(c.cmd_str(&["INFO", "server"]).contains("shards:1\r\n"));
+    // After server_retry_timeout it is tried again (and fails again).
+    wait_until("the dead server to be retried", Duration::from_secs(5), || {
+        c.cmd_str(&["INFO", "server"]).contains("shards:2\r\n")
+    });
+}

@@ -1,1 +1,182 @@
-//! The ops tool (being written).
+//! `shardproxy-admin`, the ops tool: creates the ZooKeeper layout a pool
+//! file describes (`init`), shows the cluster's state (`status`), and asks
+//! for a planned switchover (`failover`).
+//!
+//! - [`target`]: which pool, ZooKeeper hosts and paths a command works on.
+//! - [`init`]: compare the file's shards with ZooKeeper's; create or fix.
+//! - [`status`], [`report`], [`render`]: read, judge, print.
+//! - [`redis`]: a small Redis client for `INFO replication`.
+//! - [`failover`]: the planned switchover, done by the watchdogs.
+//!
+//! Exit codes: 0 success (`status`: healthy); 1 `status` found warnings
+//! only; 2 `status` found errors, or the command could not do its job (as
+//! for clap's usage errors).
+
+pub mod failover;
+pub mod init;
+pub mod redis;
+pub mod render;
+pub mod report;
+pub mod status;
+pub mod target;
+
+use crate::config::{Config, ConfigError};
+use clap::{Parser, Subcommand};
+use report::Level;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use target::Target;
+
+/// The command line.
+#[derive(Debug, Parser)]
+#[command(
+    name = "shardproxy-admin",
+    version,
+    about = "Set up and inspect a shardproxy cluster in ZooKeeper",
+    after_help = "ZooKeeper hosts and paths come from the pool's zookeeper_host, \
+                  zookeeper_path and zookeeper_redis_path keys."
+)]
+pub struct Args {
+    /// The pool file (twemproxy YAML with ZooKeeper keys).
+    #[arg(short = 'c', long = "conf-file", value_name = "POOL_FILE")]
+    pub conf_file: PathBuf,
+    /// ZooKeeper hosts (`host:port,host:port`), instead of the file's
+    /// zookeeper_host.
+    #[arg(long = "zk", value_name = "HOSTS")]
+    pub zk: Option<String>,
+    /// The pool to work on; default: the first with zookeeper_redis_path.
+    #[arg(long, value_name = "NAME")]
+    pub pool: Option<String>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create the proxy and cluster roots and one redis-NNNN shard per range
+    /// server; does nothing when ZooKeeper already matches the file.
+    Init {
+        /// Change existing shards to match the file (ranges, missing and
+        /// extra shards) instead of refusing.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Show proxies, shards, members and replication.
+    /// Exit 0 when healthy, 1 on warnings, 2 on errors.
+    Status {
+        /// Print JSON for scripts.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Planned switchover: the next in line becomes master of SHARD once it
+    /// has every write; no acknowledged write is lost.
+    Failover {
+        /// The shard, e.g. redis-0001.
+        shard: String,
+        /// Give up (and resume writes on the old master) after this many
+        /// seconds.
+        #[arg(long, default_value_t = 10, value_name = "SECS")]
+        timeout: u64,
+    },
+}
+
+/// Why an admin command could not do its job.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    #[error("{0}")]
+    Config(#[from] ConfigError),
+    #[error("the pool file has no pool named '{0}'")]
+    NoSuchPool(String),
+    #[error(
+        "the pool file has no pool with zookeeper_redis_path and zookeeper_host; \
+         name one with --pool"
+    )]
+    NoZooKeeperPool,
+    #[error("pool '{0}' has no zookeeper_redis_path (or no zookeeper_host): nothing to manage")]
+    NoClusterPath(String),
+    #[error(
+        "pool '{0}' lists servers as host:port:weight; init needs the range form \
+         host:port:LO-HI"
+    )]
+    NotRangeForm(String),
+    #[error("ZooKeeper {hosts}: {reason}")]
+    ZooKeeper { hosts: String, reason: String },
+    /// `init` without `--force` found existing shards that differ.
+    #[error(
+        "{root} differs from pool '{pool}':\n{}\nnothing was changed; \
+         run init --force to make ZooKeeper match the file",
+        .diff.iter().map(|d| format!("  {d}")).collect::<Vec<_>>().join("\n")
+    )]
+    Differs {
+        root: String,
+        pool: String,
+        diff: Vec<String>,
+    },
+    /// `init --force` would delete a shard that still has live members.
+    #[error(
+        "{shard} is not in the file but still has {members} members: stop their \
+         watchdogs first; nothing was changed"
+    )]
+    ShardInUse { shard: String, members: usize },
+    #[error("failover: {0}")]
+    Failover(String),
+    #[error("cannot start the runtime: {0}")]
+    Runtime(std::io::Error),
+}
+
+impl AdminError {
+    /// A ZooKeeper request on `path` failed.
+    pub fn zk_path(hosts: &str, path: &str, error: zookeeper_client::Error) -> AdminError {
+        AdminError::ZooKeeper {
+            hosts: hosts.to_string(),
+            reason: format!("{path}: {error}"),
+        }
+    }
+}
+
+/// Runs the admin tool with the process's arguments; what the binary calls.
+pub fn main() -> ExitCode {
+    let args = Args::parse();
+    match run(&args) {
+        Ok((text, code)) => {
+            print!("{text}");
+            ExitCode::from(code)
+        }
+        Err(error) => {
+            eprintln!("shardproxy-admin: {error}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Runs one command; returns what to print and the exit code.
+///
+/// # Errors
+/// Whatever kept the command from doing its job.
+pub fn run(args: &Args) -> Result<(String, u8), AdminError> {
+    let config = Config::load(&args.conf_file)?;
+    let target = Target::from_config(&config, args.pool.as_deref(), args.zk.as_deref())?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(AdminError::Runtime)?;
+    runtime.block_on(async {
+        match &args.command {
+            Command::Init { force } => Ok((init::run(&target, *force).await?, 0)),
+            Command::Status { json } => {
+                let report = status::report(&target).await?;
+                let code = match report.health {
+                    Level::Ok => 0,
+                    Level::Warning => 1,
+                    Level::Error => 2,
+                };
+                Ok((status::format(&report, *json), code))
+            }
+            Command::Failover { shard, timeout } => {
+                let timeout = std::time::Duration::from_secs(*timeout);
+                Ok((failover::run(&target, shard, timeout).await?, 0))
+            }
+        }
+    })
+}

@@ -1,0 +1,355 @@
+//! What `status` found: the raw inputs read from ZooKeeper and the Redis
+//! servers ([`Snapshot`]), and the judged result ([`Report`]): proxies,
+//! shards, members, and every problem with its level.
+//!
+//! Judging is pure, so each rule has a unit test. Levels decide the exit
+//! code: an `error` means the cluster cannot serve some keys correctly now
+//! (no master, master unreachable or not a master, invalid ranges, no proxy
+//! registered); a `warning` means it serves but something needs attention
+//! (a replica down or lagging behind a broken link, a range that differs
+//! from the pool file).
+
+use super::redis::Replication;
+use super::target::Target;
+use crate::zk::layout::{
+    child_path, parse_member_name, ClusterView, LayoutError, ProxyData, ShardView,
+};
+use serde::Serialize;
+
+/// Everything `status` read, before judging.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    /// Seconds since the Unix epoch when it was read (for uptimes).
+    pub now: u64,
+    /// The proxy znodes: name and data.
+    pub proxies: Vec<(String, Vec<u8>)>,
+    /// The cluster root exists.
+    pub cluster_exists: bool,
+    pub shards: Vec<RawShard>,
+}
+
+/// A shard znode as read.
+#[derive(Debug, Clone)]
+pub struct RawShard {
+    pub name: String,
+    pub data: Vec<u8>,
+    /// Member znode names, each with what its Redis said (or why it could
+    /// not be asked).
+    pub members: Vec<(String, Result<Replication, String>)>,
+}
+
+/// How bad a problem is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Level {
+    Ok,
+    Warning,
+    Error,
+}
+
+/// One thing that is wrong.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Problem {
+    pub level: Level,
+    /// The proxy, shard or member concerned, or the cluster root.
+    pub subject: String,
+    pub text: String,
+}
+
+/// A registered proxy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ProxyStatus {
+    /// The znode's name: the proxy's `ip:port`.
+    pub address: String,
+    /// The znode's data, when it parses.
+    #[serde(flatten)]
+    pub data: Option<ProxyData>,
+    /// Seconds since the proxy started.
+    pub uptime_secs: Option<u64>,
+    pub flags: Vec<String>,
+}
+
+/// One live Redis of a shard.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MemberStatus {
+    /// The Redis address.
+    pub addr: String,
+    /// The member znode's name.
+    pub znode: String,
+    /// Its sequence: its place in line.
+    pub seq: u64,
+    /// `master` for the lowest sequence, `replica` for the others.
+    pub line: String,
+    /// What the Redis itself says; `None` when it could not be read.
+    pub redis: Option<Replication>,
+    /// Bytes this replica is behind the shard's master, as read.
+    pub lag: Option<u64>,
+    /// Why the Redis could not be read.
+    pub error: Option<String>,
+    pub flags: Vec<String>,
+}
+
+/// One shard.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ShardStatus {
+    pub name: String,
+    /// `LO-HI` from the shard's data; `None` when the data is invalid.
+    pub range: Option<String>,
+    /// The range the pool file gives this shard, if it has one.
+    pub file_range: Option<String>,
+    /// The first member's address.
+    pub master: Option<String>,
+    pub replicas: Vec<String>,
+    /// In line order.
+    pub members: Vec<MemberStatus>,
+    pub flags: Vec<String>,
+}
+
+/// The judged state of the cluster, printed as a table or as JSON.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Report {
+    pub pool: String,
+    pub zookeeper: String,
+    pub proxy_root: String,
+    pub cluster_root: String,
+    /// The slot space, when the ranges tile it.
+    pub slots: Option<u32>,
+    pub proxies: Vec<ProxyStatus>,
+    pub shards: Vec<ShardStatus>,
+    /// The worst level of `problems`.
+    pub health: Level,
+    pub problems: Vec<Problem>,
+}
+
+impl Report {
+    fn raise(&mut self, level: Level, subject: &str, text: String) {
+        self.problems.push(Problem {
+            level,
+            subject: subject.to_string(),
+            text,
+        });
+        self.health = self.health.max(level);
+    }
+}
+
+/// Judges a snapshot of the cluster `target` names.
+pub fn judge(target: &Target, snapshot: &Snapshot) -> Report {
+    let mut report = Report {
+        pool: target.pool.clone(),
+        zookeeper: target.hosts.clone(),
+        proxy_root: target.proxy_root.clone(),
+        cluster_root: target.cluster_root.clone(),
+        slots: None,
+        proxies: Vec::new(),
+        shards: Vec::new(),
+        health: Level::Ok,
+        problems: Vec::new(),
+    };
+    judge_proxies(&mut report, snapshot);
+    let mut views = Vec::new();
+    for raw in &snapshot.shards {
+        let (shard, view) = judge_shard(&mut report, target, raw);
+        report.shards.push(shard);
+        views.extend(view);
+    }
+    report.shards.sort_by(|a, b| a.name.cmp(&b.name));
+    judge_layout(&mut report, target, snapshot, views);
+    report
+}
+
+fn judge_proxies(report: &mut Report, snapshot: &Snapshot) {
+    for (name, data) in &snapshot.proxies {
+        let mut proxy = ProxyStatus {
+            address: name.clone(),
+            data: None,
+            uptime_secs: None,
+            flags: Vec::new(),
+        };
+        match serde_json::from_slice::<ProxyData>(data) {
+            Ok(parsed) => {
+                proxy.uptime_secs = Some(snapshot.now.saturating_sub(parsed.started));
+                proxy.data = Some(parsed);
+            }
+            Err(error) => {
+                let text = format!("bad znode data: {error}");
+                proxy.flags.push(text.clone());
+                report.raise(Level::Warning, &child_path(&report.proxy_root, name), text);
+            }
+        }
+        report.proxies.push(proxy);
+    }
+    report.proxies.sort_by(|a, b| a.address.cmp(&b.address));
+    if report.proxies.is_empty() {
+        let root = report.proxy_root.clone();
+        report.raise(Level::Error, &root, "no proxies registered".to_string());
+    }
+}
+
+/// Judges one shard; also returns its view for the range check when its
+/// data is valid.
+fn judge_shard(
+    report: &mut Report,
+    target: &Target,
+    raw: &RawShard,
+) -> (ShardStatus, Option<ShardView>) {
+    let path = child_path(&target.cluster_root, &raw.name);
+    let file = target
+        .shards
+        .as_ref()
+        .and_then(|shards| shards.iter().find(|s| s.name == raw.name));
+    let mut shard = ShardStatus {
+        name: raw.name.clone(),
+        range: None,
+        file_range: file.map(|f| format!("{}-{}", f.lo, f.hi)),
+        master: None,
+        replicas: Vec::new(),
+        members: Vec::new(),
+        flags: Vec::new(),
+    };
+    // Only the range matters for the tiling check, not the members.
+    let view = ShardView::from_znodes(&path, &raw.data, &[], None);
+    match &view {
+        Ok(view) => shard.range = Some(format!("{}-{}", view.lo, view.hi)),
+        Err(error) => flag_shard(report, &mut shard, Level::Error, error.to_string()),
+    }
+    match (&shard.range, &shard.file_range) {
+        (Some(have), Some(want)) if have != want => {
+            let text = format!("range mismatch: {have} in ZooKeeper, {want} in the pool file");
+            flag_shard(report, &mut shard, Level::Warning, text);
+        }
+        (_, None) if target.shards.is_some() => {
+            flag_shard(report, &mut shard, Level::Warning, "not in the pool file".into());
+        }
+        _ => {}
+    }
+    let mut line = Vec::new();
+    for (znode, redis) in &raw.members {
+        match parse_member_name(znode) {
+            Some((addr, seq)) => line.push((addr, seq, redis)),
+            None => {
+                let text = format!("bad member name {znode:?}");
+                flag_shard(report, &mut shard, Level::Error, text);
+            }
+        }
+    }
+    if raw.members.is_empty() {
+        flag_shard(report, &mut shard, Level::Error, "no members".into());
+    }
+    line.sort_by_key(|(_, seq, _)| *seq);
+    let master = line.first().map(|(addr, _, redis)| Master {
+        addr: addr.clone(),
+        offset: redis.as_ref().ok().map(|r| r.offset),
+    });
+    for (i, (addr, seq, redis)) in line.iter().enumerate() {
+        let role = if i == 0 { None } else { master.as_ref() };
+        let member = judge_member(report, &raw.name, (addr, *seq, redis), role);
+        shard.members.push(member);
+    }
+    shard.master = master.map(|m| m.addr);
+    shard.replicas = line.iter().skip(1).map(|(a, _, _)| a.clone()).collect();
+    (shard, view.ok())
+}
+
+fn flag_shard(report: &mut Report, shard: &mut ShardStatus, level: Level, text: String) {
+    shard.flags.push(text.clone());
+    report.raise(level, &shard.name, text);
+}
+
+/// The first member of a shard's line, as its replicas are judged against.
+struct Master {
+    addr: String,
+    /// Its Redis's replication offset, when it could be read.
+    offset: Option<u64>,
+}
+
+/// Judges one member: `master` is `None` for the first in line, else the
+/// master its Redis should replicate from.
+fn judge_member(
+    report: &mut Report,
+    shard: &str,
+    (addr, seq, redis): (&String, u64, &Result<Replication, String>),
+    master: Option<&Master>,
+) -> MemberStatus {
+    let mut member = MemberStatus {
+        addr: addr.clone(),
+        znode: format!("{addr}-{seq:010}"),
+        seq,
+        line: if master.is_none() { "master" } else { "replica" }.to_string(),
+        redis: redis.as_ref().ok().cloned(),
+        lag: None,
+        error: redis.as_ref().err().cloned(),
+        flags: Vec::new(),
+    };
+    let subject = format!("{shard} {} {addr}", member.line);
+    let mut flag = |member: &mut MemberStatus, level, text: String| {
+        member.flags.push(text.clone());
+        report.raise(level, &subject, text);
+    };
+    match (redis, master) {
+        // A master that cannot serve is an outage; a replica, a risk.
+        (Err(error), None) => flag(&mut member, Level::Error, format!("unreachable: {error}")),
+        (Err(error), Some(_)) => flag(&mut member, Level::Warning, format!("unreachable: {error}")),
+        (Ok(info), None) => {
+            if info.role != "master" {
+                let of = info.master.as_deref().unwrap_or("?");
+                flag(&mut member, Level::Error, format!("Redis is a replica of {of}"));
+            }
+        }
+        (Ok(info), Some(master)) => {
+            if info.role == "master" {
+                let text = "not replicating: Redis is a master".to_string();
+                flag(&mut member, Level::Warning, text);
+            } else if info.master.as_deref() != Some(master.addr.as_str()) {
+                let of = info.master.as_deref().unwrap_or("?");
+                let text = format!("replicates from {of}, not from the master {}", master.addr);
+                flag(&mut member, Level::Warning, text);
+            } else if info.link_up == Some(false) {
+                flag(&mut member, Level::Warning, "replication link down".to_string());
+            }
+            if info.role == "replica" {
+                member.lag = master.offset.map(|m| m.saturating_sub(info.offset));
+            }
+        }
+    }
+    member
+}
+
+/// The checks across shards: the ranges tile the slot space, and the file's
+/// shards all exist.
+fn judge_layout(report: &mut Report, target: &Target, snapshot: &Snapshot, views: Vec<ShardView>) {
+    let root = target.cluster_root.clone();
+    if !snapshot.cluster_exists {
+        report.raise(Level::Error, &root, "missing: run init".to_string());
+        return;
+    }
+    for file in target.shards.iter().flatten() {
+        if !report.shards.iter().any(|s| s.name == file.name) {
+            let text = format!(
+                "{} ({}-{}) is in the pool file but not in ZooKeeper",
+                file.name, file.lo, file.hi
+            );
+            report.raise(Level::Warning, &root, text);
+        }
+    }
+    // Shards with invalid data are already errors; tiling is judged only
+    // when every shard is readable, or it would report a bogus gap.
+    if views.len() != snapshot.shards.len() {
+        return;
+    }
+    match ClusterView::new(views) {
+        Ok(view) => report.slots = Some(view.slots),
+        Err(error) => {
+            let named: Vec<String> = match &error {
+                LayoutError::Gap { after, before, .. } => {
+                    after.iter().chain([before]).cloned().collect()
+                }
+                LayoutError::Overlap { first, second, .. } => vec![first.clone(), second.clone()],
+                _ => Vec::new(),
+            };
+            for shard in report.shards.iter_mut().filter(|s| named.contains(&s.name)) {
+                shard.flags.push("gap/overlap".to_string());
+            }
+            report.raise(Level::Error, &root, error.to_string());
+        }
+    }
+}

@@ -1,0 +1,130 @@
+//! `status`: reads the proxies and shards from ZooKeeper and each member's
+//! replication state from its Redis, then judges and prints them.
+//!
+//! All Redis servers are asked at once, each with its own timeout, so one
+//! stuck server costs seconds, not seconds per server.
+
+use super::redis::read_replication;
+use super::render::render;
+use super::report::{judge, RawShard, Report, Snapshot};
+use super::target::{connect, Target, ZK_TIMEOUT};
+use super::AdminError;
+use crate::zk::layout::{child_path, parse_member_name};
+use std::time::{SystemTime, UNIX_EPOCH};
+use zookeeper_client as zk;
+
+/// Reads and judges the cluster `target` names.
+///
+/// # Errors
+/// ZooKeeper cannot be reached or read. Problems in the cluster itself are
+/// not errors: they are in the report.
+pub async fn report(target: &Target) -> Result<Report, AdminError> {
+    let client = connect(&target.hosts).await?;
+    let snapshot = tokio::time::timeout(ZK_TIMEOUT * 2, snapshot(&client, target))
+        .await
+        .map_err(|_| AdminError::ZooKeeper {
+            hosts: target.hosts.clone(),
+            reason: "status did not finish in time".to_string(),
+        })??;
+    Ok(judge(target, &snapshot))
+}
+
+/// The report as text for a terminal or, with `json`, as pretty JSON.
+pub fn format(report: &Report, json: bool) -> String {
+    if json {
+        // A Report holds only strings, numbers and options: it serializes.
+        let mut text = serde_json::to_string_pretty(report).unwrap_or_default();
+        text.push('\n');
+        text
+    } else {
+        render(report)
+    }
+}
+
+async fn snapshot(client: &zk::Client, target: &Target) -> Result<Snapshot, AdminError> {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let mut proxies = Vec::new();
+    for name in children(client, target, &target.proxy_root)
+        .await?
+        .unwrap_or_default()
+    {
+        if let Some(data) = data(client, target, &child_path(&target.proxy_root, &name)).await? {
+            proxies.push((name, data));
+        }
+    }
+    let shard_names = children(client, target, &target.cluster_root).await?;
+    let cluster_exists = shard_names.is_some();
+    let mut shards = Vec::new();
+    for name in shard_names.unwrap_or_default() {
+        let path = child_path(&target.cluster_root, &name);
+        // A shard deleted while we read is simply not shown.
+        let Some(data) = data(client, target, &path).await? else {
+            continue;
+        };
+        let members = children(client, target, &path).await?.unwrap_or_default();
+        let asked: Vec<_> = members
+            .into_iter()
+            .map(|znode| {
+                let auth = target.redis_auth.clone();
+                let answer = tokio::spawn(async move {
+                    match parse_member_name(&znode) {
+                        Some((addr, _)) => read_replication(&addr, auth.as_deref()).await,
+                        None => Err("not asked: bad member name".to_string()),
+                    }
+                });
+                (znode, answer)
+            })
+            .collect();
+        shards.push((name, data, asked));
+    }
+    let mut raw = Vec::with_capacity(shards.len());
+    for (name, data, asked) in shards {
+        let mut members = Vec::with_capacity(asked.len());
+        for (znode, answer) in asked {
+            let redis = answer
+                .await
+                .unwrap_or_else(|e| Err(format!("query failed: {e}")));
+            members.push((znode, redis));
+        }
+        raw.push(RawShard {
+            name,
+            data,
+            members,
+        });
+    }
+    Ok(Snapshot {
+        now,
+        proxies,
+        cluster_exists,
+        shards: raw,
+    })
+}
+
+/// The children of `path`, `None` if it does not exist.
+async fn children(
+    client: &zk::Client,
+    target: &Target,
+    path: &str,
+) -> Result<Option<Vec<String>>, AdminError> {
+    match client.list_children(path).await {
+        Ok(names) => Ok(Some(names)),
+        Err(zk::Error::NoNode) => Ok(None),
+        Err(error) => Err(AdminError::zk_path(&target.hosts, path, error)),
+    }
+}
+
+/// The data of `path`, `None` if it does not exist (any more).
+async fn data(
+    client: &zk::Client,
+    target: &Target,
+    path: &str,
+) -> Result<Option<Vec<u8>>, AdminError> {
+    match client.get_data(path).await {
+        Ok((data, _)) => Ok(Some(data)),
+        Err(zk::Error::NoNode) => Ok(None),
+        Err(error) => Err(AdminError::zk_path(&target.hosts, path, error)),
+    }
+}
