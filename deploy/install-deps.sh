@@ -9,6 +9,9 @@ command -v redis-cli >/dev/null 2>&1 || need+=(redis-tools)
 command -v nutcracker >/dev/null 2>&1 || [ -x /usr/sbin/nutcracker ] || need+=(nutcracker)
 [ -d /usr/share/zookeeper ] || need+=(zookeeper)
 command -v java >/dev/null 2>&1 || need+=(default-jre-headless)
+# The client-library smoke test (deploy/install-client-libs.sh).
+command -v node >/dev/null 2>&1 || need+=(nodejs npm)
+python3 -m venv --help >/dev/null 2>&1 || need+=(python3-venv)
 
 if [ ${#need[@]} -eq 0 ]; then
     echo "install-deps: everything is installed"

@@ -6,6 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 deploy/install-deps.sh
+deploy/install-client-libs.sh
 cargo fmt --all -- --check
 cargo clippy --all-targets -- -D warnings
 cargo build --release --bins

@@ -447,16 +447,29 @@ fn auto_eject_routes_around_a_dead_server_and_retries_it() {
     ));
     let mut c = RawClient::connect(proxy.port);
     let keys: Vec<String> = (0..50).map(|i| format!("eject:{i}")).collect();
-    let errors = keys.iter().filter(|k| c.cmd_str(&["SET", k, "v"]).starts_with("-ERR")).count();
+    let errors = keys
+        .iter()
+        .filter(|k| c.cmd_str(&["SET", k, "v"]).starts_with("-ERR"))
+        .count();
     assert!(errors > 0, "some keys map to the dead server at first");
     // Once ejected, every key lands on the live server.
-    wait_until("the dead server to be ejected", Duration::from_secs(5), || {
-        keys.iter().all(|k| c.cmd_str(&["SET", k, "v"]) == "+OK\r\n")
-    });
-    assert_eq!(up.connect().cmd_str(&["DBSIZE"]), format!(":{}\r\n", keys.len()));
+    wait_until(
+        "the dead server to be ejected",
+        Duration::from_secs(5),
+        || {
+            keys.iter()
+                .all(|k| c.cmd_str(&["SET", k, "v"]) == "+OK\r\n")
+        },
+    );
+    assert_eq!(
+        up.connect().cmd_str(&["DBSIZE"]),
+        format!(":{}\r\n", keys.len())
+    );
     assert!(c.cmd_str(&["INFO", "server"]).contains("shards:1\r\n"));
     // After server_retry_timeout it is tried again (and fails again).
-    wait_until("the dead server to be retried", Duration::from_secs(5), || {
-        c.cmd_str(&["INFO", "server"]).contains("shards:2\r\n")
-    });
+    wait_until(
+        "the dead server to be retried",
+        Duration::from_secs(5),
+        || c.cmd_str(&["INFO", "server"]).contains("shards:2\r\n"),
+    );
 }

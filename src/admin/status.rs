@@ -69,9 +69,10 @@ async fn snapshot(client: &zk::Client, target: &Target) -> Result<Snapshot, Admi
             .into_iter()
             .map(|znode| {
                 let auth = target.redis_auth.clone();
+                let addr = parse_member_name(&znode).map(|(addr, _)| addr);
                 let answer = tokio::spawn(async move {
-                    match parse_member_name(&znode) {
-                        Some((addr, _)) => read_replication(&addr, auth.as_deref()).await,
+                    match addr {
+                        Some(addr) => read_replication(&addr, auth.as_deref()).await,
                         None => Err("not asked: bad member name".to_string()),
                     }
                 });

@@ -268,6 +268,7 @@ impl<'a> Connection<'a> {
         jobs: &mut mpsc::UnboundedReceiver<Job>,
     ) -> Result<(), String> {
         let deadline = self.target.settings.timeout.map(|t| Instant::now() + t);
+        tokio::task::yield_now().await;
         let mut next = Some(first);
         while let Some(job) = next {
             self.write_buf.extend_from_slice(&job.request);

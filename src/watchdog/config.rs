@@ -1,0 +1,401 @@
+//! The watchdog's settings: command-line flags, the `key = value` file ops
+//! already use for their current watchdog (`-f zoo-watchdog.conf`), and the
+//! checks that turn both into [`Settings`]. Flags override the file.
+
+use crate::zk::layout::is_server_addr;
+use clap::Parser;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use tracing::level_filters::LevelFilter;
+
+/// The flags of `shardproxy-watchdog`.
+#[derive(Parser, Debug, Default)]
+#[command(
+    name = "shardproxy-watchdog",
+    version,
+    about = "Watches one Redis instance: health checks, shard membership in ZooKeeper, failover"
+)]
+pub struct Args {
+    /// ZooKeeper connect string, `host:port,host:port,...` (default: the
+    /// file's `zkServersList`).
+    #[arg(long = "zk", value_name = "HOSTS")]
+    pub zk: Option<String>,
+    /// The Redis instance to watch, `host:port`, as proxies and replicas
+    /// reach it (it names the member znode).
+    #[arg(long = "redis", value_name = "HOST:PORT")]
+    pub redis: String,
+    /// The shard znode, e.g. `/redis/cluster/icd/redis-0000`.
+    #[arg(long = "shard", value_name = "ZK_SHARD_PATH")]
+    pub shard: String,
+    /// Health check interval.
+    #[arg(long = "interval-ms", default_value_t = 1000)]
+    pub interval_ms: u64,
+    /// Failed health checks in a row after which the Redis is down.
+    #[arg(long = "down-after", default_value_t = 3)]
+    pub down_after: u32,
+    /// ZooKeeper session timeout asked for (the server may clamp it).
+    #[arg(long = "session-timeout-ms", default_value_t = 6000)]
+    pub session_timeout_ms: u64,
+    /// Password of the Redis instances (`requirepass`); also set as their
+    /// `masterauth` so replicas can sync.
+    #[arg(long = "redis-auth", value_name = "PASS")]
+    pub redis_auth: Option<String>,
+    /// Settings file (`zkServersList`, `logLevel`, `logFile`).
+    #[arg(short = 'f', long = "conf-file", value_name = "FILE")]
+    pub conf_file: Option<PathBuf>,
+    /// Log file (default: the file's `logFile`, else stderr).
+    #[arg(short = 'o', long = "output", value_name = "LOGFILE")]
+    pub output: Option<PathBuf>,
+    /// Log level: error, warn, info, debug, trace, or nutcracker's 0..11
+    /// (default: the file's `logLevel`, else info).
+    #[arg(short = 'v', long = "verbose", value_name = "LEVEL")]
+    pub verbose: Option<String>,
+}
+
+/// Why the flags and the file do not make usable settings.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path}:{line}: {reason}")]
+    File {
+        path: String,
+        line: usize,
+        reason: String,
+    },
+    #[error("no ZooKeeper servers: give --zk or zkServersList in the -f file")]
+    NoZooKeeper,
+    #[error("bad --redis {0:?}: want host:port")]
+    BadRedis(String),
+    #[error("bad --shard {0:?}: want an absolute znode path such as /redis/cluster/icd/redis-0000")]
+    BadShard(String),
+    #[error("bad log level {0:?}: want error, warn, info, debug, trace or 0..11")]
+    BadLevel(String),
+    #[error("{0}")]
+    BadValue(&'static str),
+}
+
+/// What a `-f` file sets; every key is optional.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct FileSettings {
+    /// `zkServersList`
+    pub zk_servers: Option<String>,
+    /// `logLevel`
+    pub log_level: Option<String>,
+    /// `logFile`
+    pub log_file: Option<PathBuf>,
+}
+
+/// Reads a settings file.
+///
+/// # Errors
+/// [`ConfigError::Read`] if it cannot be read, [`ConfigError::File`] naming
+/// the line of anything [`parse_file`] rejects.
+pub fn load_file(path: &Path) -> Result<FileSettings, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.display().to_string(),
+        source,
+    })?;
+    parse_file(&text).map_err(|(line, reason)| ConfigError::File {
+        path: path.display().to_string(),
+        line,
+        reason,
+    })
+}
+
+/// Parses `key = value` lines; `#` starts a comment line, blank lines are
+/// skipped, a value may be in double quotes.
+///
+/// # Errors
+/// The line number and the reason, for a line without `=`, an unknown key
+/// (a typo would otherwise be ignored silently) or an empty value.
+pub fn parse_file(text: &str) -> Result<FileSettings, (usize, String)> {
+    let mut settings = FileSettings::default();
+    for (index, raw) in text.lines().enumerate() {
+        let line_no = index + 1;
+        let line = raw.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let (key, value) = line
+            .split_once('=')
+            .ok_or_else(|| (line_no, format!("want key = value, got {line:?}")))?;
+        let (key, value) = (key.trim(), value.trim());
+        let value = value
+            .strip_prefix('"')
+            .and_then(|v| v.strip_suffix('"'))
+            .unwrap_or(value);
+        if value.is_empty() {
+            return Err((line_no, format!("{key} has no value")));
+        }
+        match key {
+            "zkServersList" => settings.zk_servers = Some(value.to_string()),
+            "logLevel" => settings.log_level = Some(value.to_string()),
+            "logFile" => settings.log_file = Some(PathBuf::from(value)),
+            _ => {
+                return Err((
+                    line_no,
+                    format!("unknown key {key:?} (known: zkServersList, logLevel, logFile)"),
+                ))
+            }
+        }
+    }
+    Ok(settings)
+}
+
+/// Parses a log level: a name (any case; `warning` too) or nutcracker's
+/// numeric scale (0..3 error, 4 warn, 5..6 info, 7..8 debug, 9..11 trace).
+pub fn parse_level(text: &str) -> Option<LevelFilter> {
+    if let Ok(n) = text.parse::<u8>() {
+        return match n {
+            0..=3 => Some(LevelFilter::ERROR),
+            4 => Some(LevelFilter::WARN),
+            5 | 6 => Some(LevelFilter::INFO),
+            7 | 8 => Some(LevelFilter::DEBUG),
+            9..=11 => Some(LevelFilter::TRACE),
+            _ => None,
+        };
+    }
+    match text.to_ascii_lowercase().as_str() {
+        "error" => Some(LevelFilter::ERROR),
+        "warn" | "warning" => Some(LevelFilter::WARN),
+        "info" => Some(LevelFilter::INFO),
+        "debug" => Some(LevelFilter::DEBUG),
+        "trace" => Some(LevelFilter::TRACE),
+        _ => None,
+    }
+}
+
+/// Everything the watchdog runs with, checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    /// ZooKeeper connect string.
+    pub zk_hosts: String,
+    /// The watched Redis, `host:port`; also its member name prefix.
+    pub redis: String,
+    /// The shard znode.
+    pub shard: String,
+    pub interval: Duration,
+    pub down_after: u32,
+    pub session_timeout: Duration,
+    pub redis_auth: Option<String>,
+    pub log_level: LevelFilter,
+    pub log_file: Option<PathBuf>,
+}
+
+impl Settings {
+    /// Merges the flags over the `-f` file (read here when given) and
+    /// checks the result.
+    ///
+    /// # Errors
+    /// A [`ConfigError`] naming the flag, key or line at fault.
+    pub fn from_args(args: Args) -> Result<Settings, ConfigError> {
+        let file = match &args.conf_file {
+            Some(path) => load_file(path)?,
+            None => FileSettings::default(),
+        };
+        Settings::merge(args, file)
+    }
+
+    /// Flags over file settings, then the checks.
+    ///
+    /// # Errors
+    /// A [`ConfigError`] naming the flag or key at fault.
+    pub fn merge(args: Args, file: FileSettings) -> Result<Settings, ConfigError> {
+        let zk_hosts = args
+            .zk
+            .or(file.zk_servers)
+            .filter(|hosts| !hosts.trim().is_empty())
+            .ok_or(ConfigError::NoZooKeeper)?;
+        if !is_server_addr(&args.redis) {
+            return Err(ConfigError::BadRedis(args.redis));
+        }
+        let shard = args.shard.trim_end_matches('/');
+        if !shard.starts_with('/') || shard.len() < 2 || shard.contains("//") {
+            return Err(ConfigError::BadShard(args.shard));
+        }
+        let level_text = args.verbose.or(file.log_level);
+        let log_level = match &level_text {
+            Some(text) => parse_level(text).ok_or_else(|| ConfigError::BadLevel(text.clone()))?,
+            None => LevelFilter::INFO,
+        };
+        if args.interval_ms == 0 {
+            return Err(ConfigError::BadValue("--interval-ms must be at least 1"));
+        }
+        if args.down_after == 0 {
+            return Err(ConfigError::BadValue("--down-after must be at least 1"));
+        }
+        if args.session_timeout_ms == 0 {
+            return Err(ConfigError::BadValue(
+                "--session-timeout-ms must be at least 1",
+            ));
+        }
+        Ok(Settings {
+            zk_hosts,
+            redis: args.redis,
+            shard: shard.to_string(),
+            interval: Duration::from_millis(args.interval_ms),
+            down_after: args.down_after,
+            session_timeout: Duration::from_millis(args.session_timeout_ms),
+            redis_auth: args.redis_auth.filter(|pass| !pass.is_empty()),
+            log_level,
+            log_file: args.output.or(file.log_file),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const OPS_FILE: &str = "# zookeeper servers list to connect\n\
+        # zkServersList = \"host:port,host:port,...,host:port\"\n\
+        \n\
+        zkServersList = 172.16.10.96:2181,172.16.10.163:2181\n\
+        \n\
+        # log level (default to DEBUG)\n\
+        logLevel = DEBUG\n\
+        \n\
+        # log file\n\
+        logFile = ./zoo-watchdog.log\n";
+
+    fn args(list: &[&str]) -> Args {
+        let mut argv = vec!["shardproxy-watchdog"];
+        argv.extend_from_slice(list);
+        Args::try_parse_from(argv).unwrap()
+    }
+
+    fn base() -> Vec<&'static str> {
+        vec!["--redis", "10.0.0.1:6379", "--shard", "/redis/cluster/icd/redis-0000"]
+    }
+
+    #[test]
+    fn ops_file_parses_as_is() {
+        let file = parse_file(OPS_FILE).unwrap();
+        assert_eq!(
+            file,
+            FileSettings {
+                zk_servers: Some("172.16.10.96:2181,172.16.10.163:2181".into()),
+                log_level: Some("DEBUG".into()),
+                log_file: Some(PathBuf::from("./zoo-watchdog.log")),
+            }
+        );
+    }
+
+    #[test]
+    fn file_values_may_be_quoted() {
+        let file = parse_file("zkServersList = \"a:1,b:2\"\n").unwrap();
+        assert_eq!(file.zk_servers.as_deref(), Some("a:1,b:2"));
+    }
+
+    #[test]
+    fn file_rejects_unknown_key_naming_the_line() {
+        let err = parse_file("logLevel = INFO\nzkServerList = a:1\n").unwrap_err();
+        assert_eq!(err.0, 2);
+        assert!(err.1.contains("zkServerList"), "{}", err.1);
+    }
+
+    #[test]
+    fn file_rejects_line_without_equals() {
+        assert_eq!(parse_file("# ok\nlogLevel\n").unwrap_err().0, 2);
+    }
+
+    #[test]
+    fn file_rejects_empty_value() {
+        assert_eq!(parse_file("logFile =\n").unwrap_err().0, 1);
+    }
+
+    #[test]
+    fn defaults_are_the_documented_ones() {
+        let mut list = base();
+        list.extend(["--zk", "127.0.0.1:2181"]);
+        let settings = Settings::merge(args(&list), FileSettings::default()).unwrap();
+        assert_eq!(settings.interval, Duration::from_millis(1000));
+        assert_eq!(settings.down_after, 3);
+        assert_eq!(settings.session_timeout, Duration::from_millis(6000));
+        assert_eq!(settings.log_level, LevelFilter::INFO);
+        assert_eq!(settings.log_file, None);
+        assert_eq!(settings.redis_auth, None);
+    }
+
+    #[test]
+    fn file_fills_what_flags_leave_out() {
+        let file = parse_file(OPS_FILE).unwrap();
+        let settings = Settings::merge(args(&base()), file).unwrap();
+        assert_eq!(settings.zk_hosts, "172.16.10.96:2181,172.16.10.163:2181");
+        assert_eq!(settings.log_level, LevelFilter::DEBUG);
+        assert_eq!(
+            settings.log_file.as_deref(),
+            Some(Path::new("./zoo-watchdog.log"))
+        );
+    }
+
+    #[test]
+    fn flags_override_the_file() {
+        let mut list = base();
+        list.extend(["--zk", "h:1", "-v", "warn", "-o", "/tmp/w.log"]);
+        let settings = Settings::merge(args(&list), parse_file(OPS_FILE).unwrap()).unwrap();
+        assert_eq!(settings.zk_hosts, "h:1");
+        assert_eq!(settings.log_level, LevelFilter::WARN);
+        assert_eq!(settings.log_file.as_deref(), Some(Path::new("/tmp/w.log")));
+    }
+
+    #[test]
+    fn rejects_missing_zookeeper() {
+        let err = Settings::merge(args(&base()), FileSettings::default()).unwrap_err();
+        assert!(matches!(err, ConfigError::NoZooKeeper), "{err}");
+    }
+
+    #[test]
+    fn rejects_bad_redis_address() {
+        let list = ["--zk", "h:1", "--redis", "10.0.0.1", "--shard", "/c/s"];
+        let err = Settings::merge(args(&list), FileSettings::default()).unwrap_err();
+        assert!(matches!(err, ConfigError::BadRedis(_)), "{err}");
+    }
+
+    #[test]
+    fn rejects_relative_or_root_shard() {
+        for shard in ["redis-0000", "/", "/a//b"] {
+            let list = ["--zk", "h:1", "--redis", "a:1", "--shard", shard];
+            let err = Settings::merge(args(&list), FileSettings::default()).unwrap_err();
+            assert!(matches!(err, ConfigError::BadShard(_)), "{shard}: {err}");
+        }
+    }
+
+    #[test]
+    fn shard_loses_a_trailing_slash() {
+        let list = ["--zk", "h:1", "--redis", "a:1", "--shard", "/c/s/"];
+        let settings = Settings::merge(args(&list), FileSettings::default()).unwrap();
+        assert_eq!(settings.shard, "/c/s");
+    }
+
+    #[test]
+    fn rejects_bad_level() {
+        let mut list = base();
+        list.extend(["--zk", "h:1", "-v", "loud"]);
+        let err = Settings::merge(args(&list), FileSettings::default()).unwrap_err();
+        assert!(matches!(err, ConfigError::BadLevel(_)), "{err}");
+    }
+
+    #[test]
+    fn rejects_zero_interval_and_down_after() {
+        for flag in ["--interval-ms", "--down-after", "--session-timeout-ms"] {
+            let mut list = base();
+            list.extend(["--zk", "h:1", flag, "0"]);
+            let err = Settings::merge(args(&list), FileSettings::default()).unwrap_err();
+            assert!(matches!(err, ConfigError::BadValue(_)), "{flag}: {err}");
+        }
+    }
+
+    #[test]
+    fn levels_by_name_and_number() {
+        assert_eq!(parse_level("DEBUG"), Some(LevelFilter::DEBUG));
+        assert_eq!(parse_level("warning"), Some(LevelFilter::WARN));
+        assert_eq!(parse_level("5"), Some(LevelFilter::INFO));
+        assert_eq!(parse_level("11"), Some(LevelFilter::TRACE));
+        assert_eq!(parse_level("12"), None);
+    }
+}

@@ -1,0 +1,70 @@
+// ioredis smoke test: default options, the same replies through shardproxy
+// as from Redis directly. Usage: node smoke.js DIRECT_PORT PROXY_PORT.
+const Redis = require("ioredis");
+
+async function script(r) {
+  const out = [];
+  out.push(await r.ping());
+  out.push(await r.set("js:a", "1"));
+  out.push(await r.get("js:a"));
+  out.push(await r.incrby("js:n", 5));
+  const pairs = [];
+  for (let i = 0; i < 20; i++) pairs.push(`js:k${i}`, String(i));
+  out.push(await r.mset(...pairs));
+  const keys = [];
+  for (let i = 0; i < 20; i++) keys.push(`js:k${i}`);
+  out.push(await r.mget(...keys, "js:missing"));
+  out.push(await r.hset("js:h", "f1", "v1", "f2", "v2"));
+  out.push(await r.hgetall("js:h"));
+  out.push(await r.rpush("js:l", "a", "b", "c"));
+  out.push(await r.lrange("js:l", 0, -1));
+  out.push(await r.zadd("js:z", 1.5, "a", 2, "b"));
+  out.push(await r.zrange("js:z", 0, -1, "WITHSCORES"));
+  out.push(await r.exists("js:a", "js:h", "js:nope"));
+  const pipe = r.pipeline();
+  for (let i = 0; i < 50; i++) pipe.set(`js:p${i}`, String(i)).get(`js:p${i}`);
+  out.push(await pipe.exec());
+  out.push(await r.del(...keys));
+  out.push(await r.dbsize());
+  try {
+    await r.call("NOSUCHCOMMAND");
+    out.push("no error");
+  } catch (e) {
+    out.push(`error: ${e.message}`);
+  }
+  out.push(await r.get("js:a"));
+  return out;
+}
+
+async function main() {
+  const [directPort, proxyPort] = process.argv.slice(2).map(Number);
+  const direct = new Redis({ port: directPort });
+  const proxy = new Redis({ port: proxyPort });
+  await direct.flushall();
+  const want = await script(direct);
+  const got = await script(proxy);
+  let failures = 0;
+  want.forEach((w, i) => {
+    if (JSON.stringify(w) !== JSON.stringify(got[i])) {
+      failures++;
+      console.log(`ioredis step ${i}: redis ${JSON.stringify(w)} proxy ${JSON.stringify(got[i])}`);
+    }
+  });
+  try {
+    await proxy.keys("*");
+    console.log("KEYS did not fail");
+    failures++;
+  } catch (e) {
+    if (!e.message.includes("unsupported command")) throw e;
+  }
+  if ((await proxy.ping()) !== "PONG") failures++;
+  console.log(`ioredis ${require("ioredis/package.json").version}: ${want.length} steps compared, ${failures} mismatches`);
+  direct.disconnect();
+  proxy.disconnect();
+  process.exit(failures ? 1 : 0);
+}
+
+main().catch((e) => {
+  console.error(e);
+  process.exit(1);
+});
