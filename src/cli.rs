@@ -3,9 +3,10 @@
 //! their scripts and units unchanged.
 
 use crate::config::Config;
+use crate::reload;
 use crate::server::Proxy;
 use clap::Parser;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 /// nutcracker's flags, with its long names and defaults.
@@ -98,14 +99,14 @@ pub fn main() -> ExitCode {
         }
     }
     let stats_addr = format!("{}:{}", args.stats_addr, args.stats_port);
-    let code = run(config, args.threads, stats_addr);
+    let code = run(config, &args.conf_file, args.threads, stats_addr);
     if let Some(pid_file) = &args.pid_file {
         let _ = std::fs::remove_file(pid_file);
     }
     code
 }
 
-fn run(config: Config, threads: Option<usize>, stats_addr: String) -> ExitCode {
+fn run(config: Config, conf_file: &Path, threads: Option<usize>, stats_addr: String) -> ExitCode {
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     if let Some(n) = threads.filter(|n| *n > 0) {
         builder.worker_threads(n);
@@ -127,6 +128,10 @@ fn run(config: Config, threads: Option<usize>, stats_addr: String) -> ExitCode {
             }
         };
         proxy.stats_addr = stats_addr;
+        tokio::spawn(reload_on_sighup(
+            proxy.pools.clone(),
+            conf_file.to_path_buf(),
+        ));
         let (stop, shutdown) = tokio::sync::watch::channel(false);
         tokio::spawn(async move {
             wait_for_stop_signal().await;
@@ -137,6 +142,27 @@ fn run(config: Config, threads: Option<usize>, stats_addr: String) -> ExitCode {
         tracing::info!("stopped");
         ExitCode::SUCCESS
     })
+}
+
+/// Re-reads the pool file on every SIGHUP, as an edit by ops asks.
+async fn reload_on_sighup(pools: Vec<std::sync::Arc<crate::pool::Pool>>, conf_file: PathBuf) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        tracing::warn!("cannot listen for SIGHUP; reload disabled");
+        return;
+    };
+    while hup.recv().await.is_some() {
+        match reload::reload(&pools, &conf_file) {
+            Ok(report) => {
+                tracing::info!(pools = ?report.applied, "SIGHUP: pool file reloaded");
+                for change in &report.need_restart {
+                    tracing::warn!(change = %change, "SIGHUP: not applied");
+                }
+            }
+            Err(e) => tracing::error!(file = %conf_file.display(), error = %e,
+                "SIGHUP: pool file rejected; keeping the running configuration"),
+        }
+    }
 }
 
 async fn wait_for_stop_signal() {

@@ -19,7 +19,7 @@ use crate::stats::PoolStats;
 use bytes::{Bytes, BytesMut};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{oneshot, watch};
 
@@ -92,11 +92,10 @@ pub async fn serve(pool: Arc<Pool>, mut stream: TcpStream, mut shutdown: watch::
         if input.capacity() - input.len() < READ_CHUNK / 4 {
             input.reserve(READ_CHUNK);
         }
-        match stream.try_read_buf(&mut input) {
-            Ok(0) => return,
-            Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
-            Err(_) => return,
+        match read_now(&mut stream, &mut input).await {
+            Some(Ok(0)) | Some(Err(_)) => return,
+            Some(Ok(_)) => {}
+            None => continue,
         }
         let mut protocol_error = None;
         while pending.len() < MAX_BATCH && !session.closing {
@@ -131,6 +130,18 @@ pub async fn serve(pool: Arc<Pool>, mut stream: TcpStream, mut shutdown: watch::
         if input.is_empty() && input.capacity() > 4 * READ_CHUNK {
             input = BytesMut::new();
         }
+    }
+}
+
+/// Reads what has arrived, without waiting: `None` when nothing has (the
+/// readiness was stale). Unlike `try_read_buf`, the `AsyncRead` path takes a
+/// short read as proof that the socket is drained, which saves the read
+/// that would only return `WouldBlock` before the next wait.
+async fn read_now(stream: &mut TcpStream, input: &mut BytesMut) -> Option<std::io::Result<usize>> {
+    tokio::select! {
+        biased;
+        read = stream.read_buf(input) => Some(read),
+        () = std::future::ready(()) => None,
     }
 }
 

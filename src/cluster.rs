@@ -115,8 +115,8 @@ fn shard_specs(pool: &Pool, view: &ClusterView) -> Result<Vec<ShardSpec>, String
 
 /// The file's range server that holds `slot`.
 fn file_server_for(pool: &Pool, slot: u32) -> Option<String> {
-    pool.file_shards
-        .iter()
+    pool.file_shards()
+        .into_iter()
         .find(|s| s.range.is_some_and(|(lo, hi)| lo <= slot && slot <= hi))
-        .map(|s| s.addr.clone())
+        .map(|s| s.addr)
 }

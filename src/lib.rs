@@ -13,6 +13,7 @@
 //! - [`zk`]: ZooKeeper registration and cluster watch; [`cluster`] turns its
 //!   views into routing tables.
 //! - [`watchdog`]: the watchdog beside every Redis; [`admin`]: the ops tool.
+//! - [`reload`]: SIGHUP re-reads the pool file under running clients.
 //! - [`cli`]: the nutcracker-compatible command line of the `shardproxy` binary.
 
 #![forbid(unsafe_code)]
@@ -29,6 +30,7 @@ pub mod info;
 pub mod local;
 pub mod pool;
 pub mod protocol;
+pub mod reload;
 pub mod route;
 pub mod router;
 pub mod server;

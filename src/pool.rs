@@ -1,13 +1,12 @@
 //! The run-time state of one pool: its settings, routing and counters,
 //! shared by every client session of the pool.
 
-use crate::backend::{BackendRegistry, BackendSettings};
 use crate::config::{PoolConfig, ZooKeeperConfig};
 use crate::router::{file_shards, Router, ShardSpec};
 use crate::stats::PoolStats;
 use crate::zk::ZkStatus;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 /// One pool, as its client sessions see it.
 pub struct Pool {
@@ -18,9 +17,10 @@ pub struct Pool {
     pub client_connections: u32,
     pub router: Router,
     pub stats: PoolStats,
-    /// The pool file's servers: the routing before ZooKeeper answers, and
-    /// the fallback for a shard that has never had a master.
-    pub file_shards: Vec<ShardSpec>,
+    // A short sync lock: the pool file as last loaded, and its servers (the
+    // routing before ZooKeeper answers, and the fallback for a shard that
+    // has never had a master). Replaced by a reload.
+    file: Mutex<(PoolConfig, Vec<ShardSpec>)>,
     pub zookeeper: Option<ZooKeeperConfig>,
     /// What the ZooKeeper tasks are doing, for INFO.
     pub zk_status: Arc<ZkStatus>,
@@ -31,29 +31,34 @@ impl Pool {
     /// Builds the pool's backends and first routing table from the file.
     /// Must run inside a tokio runtime.
     pub fn new(config: &PoolConfig) -> Pool {
-        let settings = BackendSettings {
-            timeout: config.timeout,
-            auth: config.redis_auth.clone(),
-            db: config.redis_db,
-            connections: config.server_connections as usize,
-            preconnect: config.preconnect,
-            tcpkeepalive: config.tcpkeepalive,
-            failure_limit: config.server_failure_limit,
-            retry_timeout: config.server_retry_timeout,
-        };
         Pool {
             name: config.name.clone(),
             listen: config.listen.clone(),
             redis_auth: config.redis_auth.clone(),
             max_request_size: config.max_request_size,
             client_connections: config.client_connections,
-            router: Router::new(config, BackendRegistry::new(settings)),
+            router: Router::new(config),
             stats: PoolStats::default(),
-            file_shards: file_shards(config),
+            file: Mutex::new((config.clone(), file_shards(config))),
             zookeeper: config.zookeeper.clone(),
             zk_status: Arc::new(ZkStatus::new()),
             next_client_id: AtomicU64::new(1),
         }
+    }
+
+    /// The pool's settings as last loaded from the file.
+    pub fn config(&self) -> PoolConfig {
+        self.file.lock().expect("pool file lock").0.clone()
+    }
+
+    /// The pool file's servers as last loaded.
+    pub fn file_shards(&self) -> Vec<ShardSpec> {
+        self.file.lock().expect("pool file lock").1.clone()
+    }
+
+    /// Records a reloaded pool file.
+    pub fn set_config(&self, config: PoolConfig, shards: Vec<ShardSpec>) {
+        *self.file.lock().expect("pool file lock") = (config, shards);
     }
 
     /// A new client id, unique within the pool (CLIENT ID).

@@ -3,7 +3,7 @@
 //! reload, ejection) builds a new one and swaps it in atomically, so the
 //! request path only ever loads a pointer and never waits.
 
-use crate::backend::{Backend, BackendRegistry};
+use crate::backend::{Backend, BackendRegistry, BackendSettings};
 use crate::config::PoolConfig;
 use crate::hash::HashKind;
 use crate::route::{hashable_key, Distribution, DistributionKind, Node};
@@ -55,22 +55,52 @@ pub struct ShardSpec {
 /// Builds tables for one pool and holds the current one.
 pub struct Router {
     table: ArcSwap<RoutingTable>,
-    registry: BackendRegistry,
-    hash: HashKind,
-    hash_tag: Option<[u8; 2]>,
-    distribution: DistributionKind,
     versions: AtomicU64,
-    /// Route around ejected servers (`auto_eject_hosts`, weighted pools).
-    auto_eject: bool,
-    // A short sync lock: the specs of the current table, kept so a table
-    // can be rebuilt when servers are ejected or come back.
-    specs: Mutex<Installed>,
+    // A short sync lock, never held across an await: what the current table
+    // was built from, kept so it can be rebuilt when servers are ejected or
+    // come back, or the pool file is reloaded.
+    state: Mutex<State>,
 }
 
-/// The last specs installed, with their backends held even while ejected
-/// (so their failure counts and ejection deadlines survive).
+/// How keys are hashed and servers connected: the pool file's settings that
+/// a reload may change.
 #[derive(Clone)]
-struct Installed {
+pub struct RouteSettings {
+    pub hash: HashKind,
+    pub hash_tag: Option<[u8; 2]>,
+    pub distribution: DistributionKind,
+    /// Route around ejected servers (`auto_eject_hosts`, weighted pools).
+    pub auto_eject: bool,
+    pub backends: BackendSettings,
+}
+
+impl RouteSettings {
+    pub fn of(pool: &PoolConfig) -> RouteSettings {
+        RouteSettings {
+            hash: pool.hash,
+            hash_tag: pool.hash_tag,
+            distribution: pool.distribution,
+            auto_eject: pool.auto_eject_hosts && !pool.range_form,
+            backends: BackendSettings {
+                timeout: pool.timeout,
+                auth: pool.redis_auth.clone(),
+                db: pool.redis_db,
+                connections: pool.server_connections as usize,
+                preconnect: pool.preconnect,
+                tcpkeepalive: pool.tcpkeepalive,
+                failure_limit: pool.server_failure_limit,
+                retry_timeout: pool.server_retry_timeout,
+            },
+        }
+    }
+}
+
+/// The inputs of the current table. The backends are held even while
+/// ejected, so their failure counts and ejection deadlines survive.
+#[derive(Clone)]
+struct State {
+    settings: RouteSettings,
+    registry: Arc<BackendRegistry>,
     specs: Vec<ShardSpec>,
     backends: Vec<Arc<Backend>>,
     source: &'static str,
@@ -79,29 +109,20 @@ struct Installed {
 impl Router {
     /// The router of `pool`, starting from the file's servers. Must run
     /// inside a tokio runtime (backends spawn their connection tasks).
-    pub fn new(pool: &PoolConfig, registry: BackendRegistry) -> Router {
+    pub fn new(pool: &PoolConfig) -> Router {
+        let settings = RouteSettings::of(pool);
+        let registry = Arc::new(BackendRegistry::new(settings.backends.clone()));
         let specs = file_shards(pool);
-        let table: RoutingTable = build(
-            &registry,
-            pool.hash,
-            pool.hash_tag,
-            pool.distribution,
-            &specs,
-            1,
-            "file",
-        );
-        let table = Arc::new(table);
+        let backends: Vec<Arc<Backend>> = specs.iter().map(|s| registry.get(&s.addr)).collect();
+        let table = build(&settings, &specs, &backends, 1, "file");
         Router {
-            table: ArcSwap::new(table.clone()),
-            registry,
-            hash: pool.hash,
-            hash_tag: pool.hash_tag,
-            distribution: pool.distribution,
+            table: ArcSwap::from_pointee(table),
             versions: AtomicU64::new(1),
-            auto_eject: pool.auto_eject_hosts && !pool.range_form,
-            specs: Mutex::new(Installed {
-                backends: table.shards.iter().map(|s| s.backend.clone()).collect(),
+            state: Mutex::new(State {
+                settings,
+                registry,
                 specs,
+                backends,
                 source: "file",
             }),
         }
@@ -112,54 +133,70 @@ impl Router {
         self.table.load()
     }
 
-    /// The current table, as an owned pointer.
-    pub fn current(&self) -> Arc<RoutingTable> {
-        self.table.load_full()
-    }
-
     /// Builds a table from `specs` and makes it current. Specs with ranges
     /// use the range form; otherwise the pool's distribution, without the
     /// servers that are ejected now (with `auto_eject_hosts`).
     pub fn install(&self, specs: &[ShardSpec], source: &'static str) -> Arc<RoutingTable> {
-        let backends = specs.iter().map(|s| self.registry.get(&s.addr)).collect();
-        *self.specs.lock().expect("router specs lock") = Installed {
-            specs: specs.to_vec(),
-            backends,
-            source,
-        };
-        self.rebuild()
+        let mut state = self.lock();
+        state.backends = specs.iter().map(|s| state.registry.get(&s.addr)).collect();
+        state.specs = specs.to_vec();
+        state.source = source;
+        self.rebuild_locked(&state)
     }
 
-    /// Rebuilds the table from the last specs, leaving out the servers
-    /// ejected now. Twemproxy does the same: an ejected server's keys are
-    /// spread over the others until it is retried.
+    /// New hashing and connection settings (a reload). Changed connection
+    /// settings take a new set of backends: the old connections finish the
+    /// replies they owe and close. `specs`, when given, replace the servers.
+    pub fn reconfigure(
+        &self,
+        settings: RouteSettings,
+        specs: Option<(&[ShardSpec], &'static str)>,
+    ) -> Arc<RoutingTable> {
+        let mut state = self.lock();
+        if settings.backends != state.settings.backends {
+            state.registry = Arc::new(BackendRegistry::new(settings.backends.clone()));
+        }
+        state.settings = settings;
+        if let Some((specs, source)) = specs {
+            state.specs = specs.to_vec();
+            state.source = source;
+        }
+        state.backends = state
+            .specs
+            .iter()
+            .map(|s| state.registry.get(&s.addr))
+            .collect();
+        self.rebuild_locked(&state)
+    }
+
+    /// Rebuilds the table from its inputs, leaving out the servers ejected
+    /// now. Twemproxy does the same: an ejected server's keys are spread
+    /// over the others until it is retried.
     pub fn rebuild(&self) -> Arc<RoutingTable> {
-        let Installed {
-            specs,
-            backends,
-            source,
-        } = self.specs.lock().expect("router specs lock").clone();
-        let live: Vec<ShardSpec> = if self.auto_eject {
-            specs
-                .iter()
-                .zip(&backends)
-                .filter(|(_, b)| b.health.ejected_until().is_none())
-                .map(|(s, _)| s.clone())
-                .collect()
-        } else {
-            Vec::new()
-        };
+        let state = self.lock();
+        self.rebuild_locked(&state)
+    }
+
+    fn rebuild_locked(&self, state: &State) -> Arc<RoutingTable> {
+        let live: Vec<usize> = (0..state.specs.len())
+            .filter(|&i| !state.settings.auto_eject || !is_ejected(&state.backends[i]))
+            .collect();
         // With every server ejected there is nothing better than all of them.
-        let specs = if live.is_empty() { specs } else { live };
+        let chosen: Vec<usize> = if live.is_empty() {
+            (0..state.specs.len()).collect()
+        } else {
+            live
+        };
+        let specs: Vec<ShardSpec> = chosen.iter().map(|&i| state.specs[i].clone()).collect();
+        let backends: Vec<Arc<Backend>> =
+            chosen.iter().map(|&i| state.backends[i].clone()).collect();
         let version = self.versions.fetch_add(1, Ordering::Relaxed) + 1;
         let table = Arc::new(build(
-            &self.registry,
-            self.hash,
-            self.hash_tag,
-            self.distribution,
+            &state.settings,
             &specs,
+            &backends,
             version,
-            source,
+            state.source,
         ));
         self.table.store(table.clone());
         table
@@ -168,32 +205,43 @@ impl Router {
     /// True when the servers the current table leaves out are not exactly
     /// the ones ejected now: time to rebuild.
     pub fn ejections_changed(&self) -> bool {
-        if !self.auto_eject {
+        let state = self.lock();
+        if !state.settings.auto_eject {
             return false;
         }
-        let installed = self.specs.lock().expect("router specs lock").clone();
-        let specs = installed.specs;
-        let ejected: Vec<bool> = installed
-            .backends
-            .iter()
-            .map(|b| b.health.ejected_until().is_some())
-            .collect();
+        let ejected: Vec<bool> = state.backends.iter().map(is_ejected).collect();
         let all_ejected = ejected.iter().all(|e| *e);
         let table = self.table.load();
-        specs.iter().zip(ejected).any(|(spec, ejected)| {
-            let in_table = table.shards.iter().any(|s| *s.backend.addr == *spec.addr);
-            in_table != (all_ejected || !ejected)
-        })
+        state
+            .backends
+            .iter()
+            .zip(ejected)
+            .any(|(backend, ejected)| {
+                let in_table = table
+                    .shards
+                    .iter()
+                    .any(|s| Arc::ptr_eq(&s.backend, backend));
+                in_table != (all_ejected || !ejected)
+            })
     }
 
     /// Whether this router routes around failing servers.
     pub fn auto_ejects(&self) -> bool {
-        self.auto_eject
+        self.lock().settings.auto_eject
     }
 
-    pub fn registry(&self) -> &BackendRegistry {
-        &self.registry
+    /// The source of the current table's servers ("file", "zookeeper").
+    pub fn source(&self) -> &'static str {
+        self.lock().source
     }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().expect("router state lock")
+    }
+}
+
+fn is_ejected(backend: &Arc<Backend>) -> bool {
+    backend.health.ejected_until().is_some()
 }
 
 /// The shards the pool file describes.
@@ -210,11 +258,9 @@ pub fn file_shards(pool: &PoolConfig) -> Vec<ShardSpec> {
 }
 
 fn build(
-    registry: &BackendRegistry,
-    hash: HashKind,
-    hash_tag: Option<[u8; 2]>,
-    kind: DistributionKind,
+    settings: &RouteSettings,
     specs: &[ShardSpec],
+    backends: &[Arc<Backend>],
     version: u64,
     source: &'static str,
 ) -> RoutingTable {
@@ -230,7 +276,7 @@ fn build(
                 weight: s.weight,
             })
             .collect();
-        match kind {
+        match settings.distribution {
             DistributionKind::Ketama => Distribution::ketama(&nodes),
             DistributionKind::Modula => Distribution::modula(&nodes),
             DistributionKind::Random => Distribution::random(&nodes),
@@ -238,15 +284,16 @@ fn build(
     };
     let shards = specs
         .iter()
-        .map(|s| Shard {
+        .zip(backends)
+        .map(|(s, backend)| Shard {
             name: Arc::from(s.name.as_str()),
-            backend: registry.get(&s.addr),
+            backend: backend.clone(),
             range: s.range,
         })
         .collect();
     RoutingTable {
-        hash,
-        hash_tag,
+        hash: settings.hash,
+        hash_tag: settings.hash_tag,
         distribution,
         shards,
         version,

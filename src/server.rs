@@ -71,9 +71,8 @@ impl Proxy {
         let mut background = JoinSet::new();
         for pool in &self.pools {
             cluster::spawn(pool, &self.stats_addr, &shutdown, &mut background);
-            if pool.router.auto_ejects() {
-                background.spawn(follow_ejections(pool.clone(), shutdown.clone()));
-            }
+            // Always running: a reload may turn auto_eject_hosts on.
+            background.spawn(follow_ejections(pool.clone(), shutdown.clone()));
         }
         let mut acceptors = JoinSet::new();
         for (listener, pool, limit) in self.listeners {

@@ -441,7 +441,7 @@ fn auto_eject_routes_around_a_dead_server_and_retries_it() {
     let up = Redis::start();
     let down_port = common::free_port();
     let proxy = Proxy::start(&format!(
-        "  redis: true\n  auto_eject_hosts: true\n  server_failure_limit: 1\n  server_retry_timeout: 1500\n  \
+        "  redis: true\n  hash: md5\n  auto_eject_hosts: true\n  server_failure_limit: 1\n  server_retry_timeout: 1500\n  \
          servers:\n   - {}:1\n   - 127.0.0.1:{down_port}:1\n",
         up.addr()
     ));

@@ -1,55 +1,65 @@
 //! `failover <shard>`: a planned switchover (DESIGN.md, watchdog rule 7).
 //!
-//! The admin tool only checks the request and names who hands over to
-//! whom; the switchover itself (pause writes on the master, wait for the
-//! next in line to catch up, the master's watchdog leaves the line) is the
-//! watchdogs' job, and the watchdog library does not offer it yet.
+//! The watchdogs do the work: the admin tool asks through
+//! [`crate::watchdog::request_switchover`] (the shard's control znode), the
+//! master's watchdog pauses writes, waits until the next in line has every
+//! write, and leaves the line; this waits for its answer.
 
-use super::target::{connect, Target};
+use super::target::Target;
 use super::AdminError;
-use crate::zk::layout::{child_path, parse_member_name};
+use crate::watchdog::{request_switchover, SwitchoverReport};
+use crate::zk::layout::child_path;
 use std::time::Duration;
-use zookeeper_client as zk;
 
-/// Asks for a planned switchover of `shard`, waiting up to `timeout`.
+/// Asks for a planned switchover of `shard` (a shard znode name such as
+/// `redis-0001`), pausing writes at most `max_pause` while the next in
+/// line catches up. Returns the text to print.
 ///
 /// # Errors
-/// The shard does not exist or has no member to hand over to; and, until
-/// the watchdog provides the switchover, always
-/// [`AdminError::Failover`] saying so.
-pub async fn run(target: &Target, shard: &str, timeout: Duration) -> Result<String, AdminError> {
-    let (master, next) = handover(target, shard).await?;
-    Err(AdminError::Failover(format!(
-        "{shard}: {master} would hand over to {next} (within {} s), but the \
-         watchdog's switchover request is not available yet",
-        timeout.as_secs()
-    )))
+/// [`AdminError::Failover`] with the watchdog layer's reason: no such
+/// shard, no replica in line, another switchover open, aborted (the
+/// replica did not catch up in time; writes resumed, nothing changed), or
+/// no answer from the master's watchdog.
+pub async fn run(target: &Target, shard: &str, max_pause: Duration) -> Result<String, AdminError> {
+    if shard.is_empty() || shard.contains('/') {
+        return Err(AdminError::Failover(format!(
+            "bad shard name {shard:?}: want a shard znode name such as redis-0001"
+        )));
+    }
+    let path = child_path(&target.cluster_root, shard);
+    let report = request_switchover(&target.hosts, &path, max_pause)
+        .await
+        .map_err(|e| AdminError::Failover(e.to_string()))?;
+    Ok(describe(shard, &report))
 }
 
-/// The shard's master and the next in line.
-///
-/// # Errors
-/// No such shard, or fewer than two members.
-async fn handover(target: &Target, shard: &str) -> Result<(String, String), AdminError> {
-    let client = connect(&target.hosts).await?;
-    let path = child_path(&target.cluster_root, shard);
-    let children = match client.list_children(&path).await {
-        Ok(children) => children,
-        Err(zk::Error::NoNode) => {
-            return Err(AdminError::Failover(format!("no shard {path}")));
-        }
-        Err(error) => return Err(AdminError::zk_path(&target.hosts, &path, error)),
-    };
-    let mut line: Vec<(u64, String)> = children
-        .iter()
-        .filter_map(|name| parse_member_name(name).map(|(addr, seq)| (seq, addr)))
-        .collect();
-    line.sort();
-    match line.as_slice() {
-        [(_, master), (_, next), ..] => Ok((master.clone(), next.clone())),
-        [(_, master)] => Err(AdminError::Failover(format!(
-            "{shard}: master {master} has no replica in line to hand over to"
-        ))),
-        [] => Err(AdminError::Failover(format!("{shard}: no members"))),
+fn describe(shard: &str, report: &SwitchoverReport) -> String {
+    format!(
+        "{shard}: master {} handed over to {} at offset {} (writes paused {} ms)\n",
+        report.old_master,
+        report.new_master,
+        report.offset,
+        report.pause.as_millis()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn describes_the_handover() {
+        let report = SwitchoverReport {
+            shard: "/redis/cluster/icd/redis-0001".into(),
+            old_master: "10.0.0.1:6379".into(),
+            new_master: "10.0.0.2:6379".into(),
+            pause: Duration::from_millis(12),
+            offset: 4242,
+        };
+        assert_eq!(
+            describe("redis-0001", &report),
+            "redis-0001: master 10.0.0.1:6379 handed over to 10.0.0.2:6379 at offset 4242 \
+             (writes paused 12 ms)\n"
+        );
     }
 }

@@ -112,7 +112,9 @@ impl Plan {
                     lo: want.lo,
                     hi: want.hi,
                 }),
-                Some(have) if parse_shard_data(&have.name, &have.data) == Ok((want.lo, want.hi)) => {
+                Some(have)
+                    if parse_shard_data(&have.name, &have.data) == Ok((want.lo, want.hi)) =>
+                {
                     unchanged += 1
                 }
                 Some(have) => changes.push(Change::SetRange {
@@ -151,9 +153,9 @@ impl Plan {
 
 fn name_of(change: &Change) -> &str {
     match change {
-        Change::Create { name, .. } | Change::SetRange { name, .. } | Change::Delete { name, .. } => {
-            name
-        }
+        Change::Create { name, .. }
+        | Change::SetRange { name, .. }
+        | Change::Delete { name, .. } => name,
     }
 }
 

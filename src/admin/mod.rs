@@ -5,7 +5,8 @@
 //! - [`target`]: which pool, ZooKeeper hosts and paths a command works on.
 //! - [`init`]: compare the file's shards with ZooKeeper's; create or fix.
 //! - [`status`], [`report`], [`render`]: read, judge, print.
-//! - [`redis`]: a small Redis client for `INFO replication`.
+//! - [`redis`]: each Redis's `INFO replication`, through the watchdog's
+//!   client.
 //! - [`failover`]: the planned switchover, done by the watchdogs.
 //!
 //! Exit codes: 0 success (`status`: healthy); 1 `status` found warnings
@@ -69,15 +70,16 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Planned switchover: the next in line becomes master of SHARD once it
-    /// has every write; no acknowledged write is lost.
+    /// Planned switchover: the master's watchdog pauses writes until the
+    /// next in line has them all, then hands SHARD over to it; no
+    /// acknowledged write is lost. Needs a watchdog beside every Redis.
     Failover {
         /// The shard, e.g. redis-0001.
         shard: String,
-        /// Give up (and resume writes on the old master) after this many
-        /// seconds.
-        #[arg(long, default_value_t = 10, value_name = "SECS")]
-        timeout: u64,
+        /// Longest write pause allowed while the replica catches up; if it
+        /// is not enough, writes resume and nothing changes.
+        #[arg(long, default_value_t = 1000, value_name = "MS")]
+        max_pause_ms: u64,
     },
 }
 
@@ -173,9 +175,12 @@ pub fn run(args: &Args) -> Result<(String, u8), AdminError> {
                 };
                 Ok((status::format(&report, *json), code))
             }
-            Command::Failover { shard, timeout } => {
-                let timeout = std::time::Duration::from_secs(*timeout);
-                Ok((failover::run(&target, shard, timeout).await?, 0))
+            Command::Failover {
+                shard,
+                max_pause_ms,
+            } => {
+                let max_pause = std::time::Duration::from_millis(*max_pause_ms);
+                Ok((failover::run(&target, shard, max_pause).await?, 0))
             }
         }
     })

@@ -2,6 +2,7 @@
 //! the problems, worst first.
 
 use super::report::{Level, Report};
+use crate::zk::layout::Role;
 use std::fmt::Write;
 
 /// Renders `report` for a terminal.
@@ -32,7 +33,9 @@ pub fn render(report: &Report) -> String {
             ]
         })
         .collect();
-    let header = ["ADDRESS", "POOL", "VERSION", "PID", "UPTIME", "STATS", "FLAGS"];
+    let header = [
+        "ADDRESS", "POOL", "VERSION", "PID", "UPTIME", "STATS", "FLAGS",
+    ];
     out.push_str(&table(&header, &proxies));
 
     let slots = report
@@ -78,7 +81,7 @@ pub fn render(report: &Report) -> String {
                 m.addr.clone(),
                 format!("{:010}", m.seq),
                 m.line.clone(),
-                or_dash(redis.map(|r| r.role.clone())),
+                or_dash(redis.map(|r| role_name(r.role).to_string())),
                 or_dash(redis.map(|r| r.offset.to_string())),
                 or_dash(m.lag.map(|l| l.to_string())),
                 flags(&m.flags),
@@ -99,10 +102,10 @@ pub fn render(report: &Report) -> String {
         Level::Ok => writeln!(out, "status: ok"),
         _ => writeln!(
             out,
-            "status: {} ({} errors, {} warnings)",
+            "status: {} ({}, {})",
             level_name(report.health),
-            count(Level::Error),
-            count(Level::Warning)
+            plural(count(Level::Error), "error"),
+            plural(count(Level::Warning), "warning")
         ),
     };
     let mut problems: Vec<_> = report.problems.iter().collect();
@@ -119,11 +122,26 @@ pub fn render(report: &Report) -> String {
     out
 }
 
+fn role_name(role: Role) -> &'static str {
+    match role {
+        Role::Master => "master",
+        Role::Replica => "replica",
+    }
+}
+
 fn level_name(level: Level) -> &'static str {
     match level {
         Level::Ok => "ok",
         Level::Warning => "warning",
         Level::Error => "error",
+    }
+}
+
+fn plural(n: usize, word: &str) -> String {
+    if n == 1 {
+        format!("1 {word}")
+    } else {
+        format!("{n} {word}s")
     }
 }
 
@@ -189,8 +207,16 @@ mod tests {
     #[test]
     fn table_aligns_columns() {
         let rows = vec![
-            vec!["redis-0000".to_string(), "0-2047".to_string(), "-".to_string()],
-            vec!["r1".to_string(), "2048-4095".to_string(), "no members".to_string()],
+            vec![
+                "redis-0000".to_string(),
+                "0-2047".to_string(),
+                "-".to_string(),
+            ],
+            vec![
+                "r1".to_string(),
+                "2048-4095".to_string(),
+                "no members".to_string(),
+            ],
         ];
         assert_eq!(
             table(&["SHARD", "RANGE", "FLAGS"], &rows),

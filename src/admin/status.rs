@@ -72,7 +72,7 @@ async fn snapshot(client: &zk::Client, target: &Target) -> Result<Snapshot, Admi
                 let addr = parse_member_name(&znode).map(|(addr, _)| addr);
                 let answer = tokio::spawn(async move {
                     match addr {
-                        Some(addr) => read_replication(&addr, auth.as_deref()).await,
+                        Some(addr) => read_replication(&addr, auth).await,
                         None => Err("not asked: bad member name".to_string()),
                     }
                 });

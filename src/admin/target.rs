@@ -61,11 +61,8 @@ impl Target {
         pool: Option<&str>,
         zk: Option<&str>,
     ) -> Result<Target, AdminError> {
-        let has_cluster = |p: &&PoolConfig| {
-            p.zookeeper
-                .as_ref()
-                .is_some_and(|z| z.redis_path.is_some())
-        };
+        let has_cluster =
+            |p: &&PoolConfig| p.zookeeper.as_ref().is_some_and(|z| z.redis_path.is_some());
         let chosen = match pool {
             Some(name) => config
                 .pools
@@ -171,6 +168,7 @@ mod tests {
     const FILE: &str = "\
 web:
   listen: 127.0.0.1:22120
+  redis: true
   servers:
    - 127.0.0.1:6379:1
 alpha:
@@ -181,6 +179,7 @@ alpha:
   zookeeper_path: /redis/proxy/icd/172.17.32.105:22121
   zookeeper_redis_path: /redis/cluster/icd
   redis_auth: secret
+  redis: true
   servers:
    - 172.17.32.106:6379:2048-4095
    - 172.17.32.105:6379:0-2047
@@ -188,6 +187,7 @@ beta:
   listen: 172.17.32.105:22122
   zookeeper_host: zk:2181
   zookeeper_redis_path: /redis/cluster/other
+  redis: true
   servers:
    - 10.0.0.1:6379:1
 ";
@@ -247,16 +247,21 @@ beta:
     fn rejects_pool_without_zookeeper_keys() {
         let err = Target::from_config(&config(), Some("web"), None).unwrap_err();
         assert!(
-            err.to_string().contains("pool 'web' has no zookeeper_redis_path"),
+            err.to_string()
+                .contains("pool 'web' has no zookeeper_redis_path"),
             "{err}"
         );
     }
 
     #[test]
     fn rejects_file_without_zookeeper_pools() {
-        let file = Config::parse("web:\n  listen: 127.0.0.1:1\n  servers:\n   - 1.2.3.4:1:1\n");
+        let file = Config::parse(
+            "web:\n  listen: 127.0.0.1:1\n  redis: true\n  servers:\n   - 1.2.3.4:1:1\n",
+        );
         let err = Target::from_config(&file.unwrap(), None, None).unwrap_err();
-        assert!(err.to_string().contains("no pool with zookeeper_redis_path"));
+        assert!(err
+            .to_string()
+            .contains("no pool with zookeeper_redis_path"));
     }
 
     #[test]

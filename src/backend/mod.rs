@@ -38,7 +38,7 @@ pub enum BackendError {
 }
 
 /// Connection settings shared by every backend of a pool.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BackendSettings {
     /// Per-request timeout; `None` waits forever.
     pub timeout: Option<Duration>,

@@ -2,6 +2,7 @@
 //! already use for their current watchdog (`-f zoo-watchdog.conf`), and the
 //! checks that turn both into [`Settings`]. Flags override the file.
 
+use super::switchover::control_path;
 use crate::zk::layout::is_server_addr;
 use clap::Parser;
 use std::path::{Path, PathBuf};
@@ -9,7 +10,7 @@ use std::time::Duration;
 use tracing::level_filters::LevelFilter;
 
 /// The flags of `shardproxy-watchdog`.
-#[derive(Parser, Debug, Default)]
+#[derive(Parser, Debug)]
 #[command(
     name = "shardproxy-watchdog",
     version,
@@ -70,7 +71,7 @@ pub enum ConfigError {
     NoZooKeeper,
     #[error("bad --redis {0:?}: want host:port")]
     BadRedis(String),
-    #[error("bad --shard {0:?}: want an absolute znode path such as /redis/cluster/icd/redis-0000")]
+    #[error("bad --shard {0:?}: want <cluster root>/<shard>, e.g. /redis/cluster/icd/redis-0000")]
     BadShard(String),
     #[error("bad log level {0:?}: want error, warn, info, debug, trace or 0..11")]
     BadLevel(String),
@@ -178,6 +179,8 @@ pub struct Settings {
     pub redis: String,
     /// The shard znode.
     pub shard: String,
+    /// The shard's control znode, where switchover requests appear.
+    pub control: String,
     pub interval: Duration,
     pub down_after: u32,
     pub session_timeout: Duration,
@@ -214,9 +217,9 @@ impl Settings {
             return Err(ConfigError::BadRedis(args.redis));
         }
         let shard = args.shard.trim_end_matches('/');
-        if !shard.starts_with('/') || shard.len() < 2 || shard.contains("//") {
-            return Err(ConfigError::BadShard(args.shard));
-        }
+        let control = control_path(shard)
+            .filter(|_| shard.starts_with('/') && !shard.contains("//"))
+            .ok_or_else(|| ConfigError::BadShard(args.shard.clone()))?;
         let level_text = args.verbose.or(file.log_level);
         let log_level = match &level_text {
             Some(text) => parse_level(text).ok_or_else(|| ConfigError::BadLevel(text.clone()))?,
@@ -237,6 +240,7 @@ impl Settings {
             zk_hosts,
             redis: args.redis,
             shard: shard.to_string(),
+            control,
             interval: Duration::from_millis(args.interval_ms),
             down_after: args.down_after,
             session_timeout: Duration::from_millis(args.session_timeout_ms),
@@ -357,8 +361,8 @@ mod tests {
     }
 
     #[test]
-    fn rejects_relative_or_root_shard() {
-        for shard in ["redis-0000", "/", "/a//b"] {
+    fn rejects_relative_or_rootless_shard() {
+        for shard in ["redis-0000", "/", "/a//b", "/redis-0000", "icd/redis-0000"] {
             let list = ["--zk", "h:1", "--redis", "a:1", "--shard", shard];
             let err = Settings::merge(args(&list), FileSettings::default()).unwrap_err();
             assert!(matches!(err, ConfigError::BadShard(_)), "{shard}: {err}");
@@ -370,6 +374,14 @@ mod tests {
         let list = ["--zk", "h:1", "--redis", "a:1", "--shard", "/c/s/"];
         let settings = Settings::merge(args(&list), FileSettings::default()).unwrap();
         assert_eq!(settings.shard, "/c/s");
+    }
+
+    #[test]
+    fn control_znode_sits_beside_the_cluster() {
+        let mut list = base();
+        list.extend(["--zk", "h:1"]);
+        let settings = Settings::merge(args(&list), FileSettings::default()).unwrap();
+        assert_eq!(settings.control, "/redis/control/icd/redis-0000");
     }
 
     #[test]

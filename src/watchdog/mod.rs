@@ -1,1 +1,145 @@
-//! The watchdog beside every Redis instance (being written).
+//! The watchdog beside every Redis instance (`shardproxy-watchdog`): it
+//! health-checks its Redis, keeps it in its shard's line of members in
+//! ZooKeeper, promotes or demotes it, and performs planned switchovers
+//! (DESIGN.md, "Watchdog rules").
+//!
+//! - [`config`]: flags and the `zoo-watchdog.conf` file -> [`Settings`].
+//! - [`redis_client`]: a small async RESP client on [`crate::protocol`].
+//! - [`health`]: PING / INFO replication, run_id, failures in a row.
+//! - [`membership`]: the rules as one pure decision, and the split-brain
+//!   guard's rule.
+//! - [`agent`]: the loop that carries the decisions out against ZooKeeper
+//!   and Redis.
+//! - [`switchover`]: the control znode, [`request_switchover`] for the
+//!   admin tool, and the master's side of a switchover.
+//!
+//! # Usage
+//! ```no_run
+//! # async fn example() -> Result<(), shardproxy::watchdog::SwitchoverError> {
+//! use std::time::Duration;
+//! let report = shardproxy::watchdog::request_switchover(
+//!     "172.16.10.163:2181,172.16.10.96:2181",
+//!     "/redis/cluster/icd/redis-0000",
+//!     Duration::from_secs(1),
+//! )
+//! .await?;
+//! println!("{} -> {} (writes paused {:?})", report.old_master, report.new_master, report.pause);
+//! # Ok(())
+//! # }
+//! ```
+
+pub mod agent;
+pub mod config;
+pub mod health;
+pub mod membership;
+pub mod redis_client;
+pub mod switchover;
+
+pub use agent::run;
+pub use config::{Args, ConfigError, Settings};
+pub use switchover::{
+    control_path, request_switchover, SwitchoverError, SwitchoverReport, SwitchoverRequest,
+};
+
+use clap::Parser;
+use std::process::ExitCode;
+use std::time::Duration;
+use tokio::sync::watch as signal;
+use zookeeper_client as zk;
+
+/// How long one attempt to reach ZooKeeper may take.
+pub(crate) const ZK_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// One attempt at a ZooKeeper session (each host tried once).
+pub(crate) async fn connect_zk(
+    hosts: &str,
+    session_timeout: Option<Duration>,
+) -> Result<zk::Client, zk::Error> {
+    let connector = zk::Client::connector().with_fail_eagerly();
+    let connector = match session_timeout {
+        Some(timeout) => connector.with_session_timeout(timeout),
+        None => connector,
+    };
+    connector.connect(hosts).await
+}
+
+/// Resolves once shutdown is asked for: the value turns `true` or the
+/// sender is gone.
+pub(crate) async fn shutdown_requested(shutdown: &mut signal::Receiver<bool>) {
+    // An error means the sender was dropped: nobody can stop us any more,
+    // so stop now rather than run unowned.
+    let _ = shutdown.wait_for(|&stop| stop).await;
+}
+
+/// The `shardproxy-watchdog` program: parses the flags, sets up logging,
+/// runs until SIGTERM or SIGINT. Exit code 0 on a stop signal, 1 for bad
+/// settings.
+pub fn main() -> ExitCode {
+    let settings = match Settings::from_args(Args::parse()) {
+        Ok(settings) => settings,
+        Err(e) => {
+            eprintln!("shardproxy-watchdog: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if let Err(e) = init_logging(&settings) {
+        eprintln!("shardproxy-watchdog: cannot open the log file: {e}");
+        return ExitCode::FAILURE;
+    }
+    // One loop does all the work: a single thread is enough.
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("shardproxy-watchdog: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async {
+        let (stop, shutdown) = signal::channel(false);
+        tokio::spawn(async move {
+            wait_for_stop_signal().await;
+            tracing::info!("stop signal received");
+            let _ = stop.send(true);
+        });
+        run(settings, shutdown).await;
+    });
+    ExitCode::SUCCESS
+}
+
+async fn wait_for_stop_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        // Without handlers the default action (exit) still stops us; the
+        // session then expires instead of closing.
+        _ => std::future::pending().await,
+    }
+}
+
+fn init_logging(settings: &Settings) -> std::io::Result<()> {
+    let builder = tracing_subscriber::fmt()
+        .with_max_level(settings.log_level)
+        .with_ansi(false);
+    match &settings.log_file {
+        Some(path) => {
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)?;
+            builder.with_writer(std::sync::Mutex::new(file)).init();
+        }
+        None => builder.with_writer(std::io::stderr).init(),
+    }
+    Ok(())
+}

@@ -1,0 +1,292 @@
+//! Health of the watched Redis (DESIGN.md watchdog rule 1): PING and
+//! `INFO replication` every interval through one kept connection, its
+//! `run_id` (a new one means the Redis restarted with whatever data it
+//! loaded), and how many checks failed in a row.
+
+use super::redis_client::{RedisConn, RedisError};
+use crate::zk::layout::Role;
+use std::time::Duration;
+use tracing::warn;
+
+/// What one successful check saw.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisState {
+    /// `run_id` (INFO server), read once per connection: a restart also
+    /// breaks the connection.
+    pub run_id: String,
+    pub role: Role,
+    /// For a replica: the `master_host` and `master_port` it follows.
+    pub master: Option<(String, u16)>,
+    /// For a replica: `master_link_status:up`.
+    pub link_up: bool,
+    /// For a replica: `master_sync_in_progress:1`, a full sync is running,
+    /// so its dataset is incomplete.
+    pub sync_in_progress: bool,
+    /// Replication offset: `master_repl_offset` on a master,
+    /// `slave_repl_offset` (how far it has applied its master's stream) on
+    /// a replica.
+    pub offset: u64,
+}
+
+impl RedisState {
+    /// Reads `INFO replication` text; `None` without a `role` line.
+    pub fn parse(run_id: &str, info: &str) -> Option<RedisState> {
+        let role = match info_field(info, "role")? {
+            "master" => Role::Master,
+            "slave" | "replica" => Role::Replica,
+            _ => return None,
+        };
+        let offset_key = match role {
+            Role::Master => "master_repl_offset",
+            Role::Replica => "slave_repl_offset",
+        };
+        let master = match role {
+            Role::Replica => info_field(info, "master_host").and_then(|host| {
+                let port = info_field(info, "master_port")?.parse().ok()?;
+                Some((host.to_string(), port))
+            }),
+            Role::Master => None,
+        };
+        Some(RedisState {
+            run_id: run_id.to_string(),
+            role,
+            master,
+            link_up: info_field(info, "master_link_status") == Some("up"),
+            sync_in_progress: info_field(info, "master_sync_in_progress") == Some("1"),
+            offset: info_field(info, offset_key)
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0),
+        })
+    }
+
+    /// True when this Redis is a replica of `addr` (`host:port`), whatever
+    /// the state of its link.
+    pub fn follows(&self, addr: &str) -> bool {
+        self.role == Role::Replica && self.master.is_some() && self.master == split_addr(addr)
+    }
+
+    /// True when this Redis replicates from `addr` with the link up and no
+    /// full sync running: it has the master's data (rule 3).
+    pub fn synced_from(&self, addr: &str) -> bool {
+        self.follows(addr) && self.link_up && !self.sync_in_progress
+    }
+
+    /// `host:port` of the master this replica follows, or "none".
+    pub fn master_addr(&self) -> String {
+        match &self.master {
+            Some((host, port)) if host.contains(':') => format!("[{host}]:{port}"),
+            Some((host, port)) => format!("{host}:{port}"),
+            None => "none".to_string(),
+        }
+    }
+}
+
+/// The value of `key` in INFO text (`key:value` lines).
+pub fn info_field<'a>(info: &'a str, key: &str) -> Option<&'a str> {
+    info.lines().find_map(|line| {
+        let (k, v) = line.split_once(':')?;
+        (k == key).then_some(v.trim())
+    })
+}
+
+/// Splits `host:port` or `[ipv6]:port` into what REPLICAOF takes.
+pub fn split_addr(addr: &str) -> Option<(String, u16)> {
+    let (host, port) = addr.rsplit_once(':')?;
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    Some((host.to_string(), port.parse().ok()?))
+}
+
+/// Consecutive failed checks; `down_after` of them in a row mean down.
+#[derive(Debug)]
+pub struct Failures {
+    count: u32,
+    down_after: u32,
+}
+
+impl Failures {
+    pub fn new(down_after: u32) -> Failures {
+        Failures {
+            count: 0,
+            down_after,
+        }
+    }
+
+    /// Records one check; returns true while the Redis counts as down.
+    pub fn record(&mut self, ok: bool) -> bool {
+        self.count = if ok { 0 } else { self.count.saturating_add(1) };
+        self.is_down()
+    }
+
+    pub fn is_down(&self) -> bool {
+        self.count >= self.down_after
+    }
+
+    pub fn count(&self) -> u32 {
+        self.count
+    }
+}
+
+/// The kept connection to one Redis, made again after any failure.
+pub struct RedisLink {
+    addr: String,
+    auth: Option<String>,
+    timeout: Duration,
+    conn: Option<RedisConn>,
+    run_id: String,
+}
+
+impl RedisLink {
+    /// A link to `addr`; nothing is connected until the first call.
+    pub fn new(addr: &str, auth: Option<String>, timeout: Duration) -> RedisLink {
+        RedisLink {
+            addr: addr.to_string(),
+            auth,
+            timeout,
+            conn: None,
+            run_id: String::new(),
+        }
+    }
+
+    /// PING, then `INFO replication`.
+    ///
+    /// # Errors
+    /// Any failure to connect or to get both answers.
+    pub async fn check(&mut self) -> Result<RedisState, RedisError> {
+        self.command(&["PING"]).await?;
+        self.replication().await
+    }
+
+    /// `INFO replication` alone.
+    ///
+    /// # Errors
+    /// Any failure to connect or to get a parsable answer.
+    pub async fn replication(&mut self) -> Result<RedisState, RedisError> {
+        let args = ["INFO", "replication"];
+        let conn = self.connected().await?;
+        let result = conn.text(&args).await;
+        let info = self.keep_if_usable(result)?;
+        RedisState::parse(&self.run_id, &info).ok_or_else(|| RedisError::Unexpected {
+            addr: self.addr.clone(),
+            command: "INFO".into(),
+            reply: "no role line".into(),
+        })
+    }
+
+    /// Sends a command that answers with a status (`+OK`).
+    ///
+    /// # Errors
+    /// Any failure to connect, or the error reply.
+    pub async fn command(&mut self, args: &[&str]) -> Result<(), RedisError> {
+        let conn = self.connected().await?;
+        let result = conn.ok(args).await;
+        self.keep_if_usable(result)
+    }
+
+    /// Drops the connection after a failure that leaves it unusable (an
+    /// error reply leaves it fine).
+    fn keep_if_usable<T>(&mut self, result: Result<T, RedisError>) -> Result<T, RedisError> {
+        if matches!(&result, Err(e) if !matches!(e, RedisError::Reply { .. })) {
+            self.conn = None;
+        }
+        result
+    }
+
+    async fn connected(&mut self) -> Result<&mut RedisConn, RedisError> {
+        if self.conn.is_none() {
+            let mut conn = RedisConn::connect(&self.addr, self.auth.as_deref(), self.timeout).await?;
+            let info = conn.text(&["INFO", "server"]).await?;
+            self.run_id = info_field(&info, "run_id").unwrap_or_default().to_string();
+            if let Some(pass) = &self.auth {
+                // Replicas of this Redis and this Redis as a replica share
+                // the password; without masterauth a replica cannot sync.
+                if let Err(e) = conn.ok(&["CONFIG", "SET", "masterauth", pass]).await {
+                    warn!(redis = %self.addr, error = %e, "cannot set masterauth");
+                }
+            }
+            self.conn = Some(conn);
+        }
+        // Just set when it was None.
+        self.conn.as_mut().ok_or_else(|| RedisError::Closed {
+            addr: self.addr.clone(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const REPLICA: &str = "# Replication\r\nrole:slave\r\nmaster_host:10.0.0.1\r\n\
+        master_port:6379\r\nmaster_link_status:up\r\nmaster_last_io_seconds_ago:1\r\n\
+        master_sync_in_progress:0\r\nslave_repl_offset:1234\r\nmaster_repl_offset:1240\r\n";
+
+    #[test]
+    fn parses_a_synced_replica() {
+        let state = RedisState::parse("abc", REPLICA).unwrap();
+        assert_eq!(state.role, Role::Replica);
+        assert_eq!(state.master, Some(("10.0.0.1".to_string(), 6379)));
+        assert!(state.link_up && !state.sync_in_progress);
+        assert_eq!(state.offset, 1234);
+        assert_eq!(state.run_id, "abc");
+        assert!(state.follows("10.0.0.1:6379"));
+        assert!(state.synced_from("10.0.0.1:6379"));
+        assert!(!state.follows("10.0.0.1:6380"));
+        assert_eq!(state.master_addr(), "10.0.0.1:6379");
+    }
+
+    #[test]
+    fn replica_in_full_sync_is_not_synced() {
+        let info = REPLICA
+            .replace("link_status:up", "link_status:down")
+            .replace("sync_in_progress:0", "sync_in_progress:1");
+        let state = RedisState::parse("abc", &info).unwrap();
+        assert!(state.follows("10.0.0.1:6379"));
+        assert!(!state.synced_from("10.0.0.1:6379"));
+        assert!(state.sync_in_progress);
+    }
+
+    #[test]
+    fn parses_a_master() {
+        let info = "role:master\r\nconnected_slaves:0\r\nmaster_repl_offset:99\r\n";
+        let state = RedisState::parse("r", info).unwrap();
+        assert_eq!(state.role, Role::Master);
+        assert_eq!(state.master, None);
+        assert_eq!(state.offset, 99);
+        assert!(!state.follows("10.0.0.1:6379"));
+        assert_eq!(state.master_addr(), "none");
+    }
+
+    #[test]
+    fn rejects_info_without_role() {
+        assert_eq!(RedisState::parse("r", "# Replication\r\n"), None);
+        assert_eq!(RedisState::parse("r", "role:sentinel\r\n"), None);
+    }
+
+    #[test]
+    fn splits_ipv4_ipv6_and_hostnames() {
+        assert_eq!(split_addr("10.0.0.1:6379"), Some(("10.0.0.1".into(), 6379)));
+        assert_eq!(split_addr("[::1]:6380"), Some(("::1".into(), 6380)));
+        assert_eq!(split_addr("redis-a:7000"), Some(("redis-a".into(), 7000)));
+        assert_eq!(split_addr("redis-a"), None);
+        let info = "role:slave\r\nmaster_host:::1\r\nmaster_port:6380\r\n";
+        let state = RedisState::parse("r", info).unwrap();
+        assert!(state.follows("[::1]:6380"));
+        assert_eq!(state.master_addr(), "[::1]:6380");
+    }
+
+    #[test]
+    fn down_after_failures_in_a_row() {
+        let mut failures = Failures::new(3);
+        assert!(!failures.record(false));
+        assert!(!failures.record(false));
+        assert!(!failures.record(true), "a success resets the count");
+        assert!(!failures.record(false));
+        assert!(!failures.record(false));
+        assert!(failures.record(false));
+        assert_eq!(failures.count(), 3);
+        assert!(!failures.record(true));
+    }
+}

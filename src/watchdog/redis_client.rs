@@ -1,0 +1,320 @@
+//! A small async Redis client for the watchdog: one connection, one command
+//! at a time, every step bounded by a timeout.
+//!
+//! It speaks RESP through [`crate::protocol`] (`encode_request`,
+//! `reply_frame_len`, `parse_reply`) rather than a client library: the
+//! watchdog sends a handful of admin commands (PING, INFO, REPLICAOF,
+//! CLIENT PAUSE) and must never hang on a Redis that stopped answering.
+
+use crate::protocol::{encode_request, parse_reply, reply_frame_len, ProtocolError, Value};
+use bytes::{Buf, BytesMut};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// The largest reply accepted; INFO, the biggest the watchdog asks for, is a
+/// few kilobytes.
+const MAX_REPLY: usize = 1 << 20;
+
+/// Why a command did not get a usable reply. Each names the Redis.
+#[derive(Debug, thiserror::Error)]
+pub enum RedisError {
+    #[error("{addr}: cannot connect: {source}")]
+    Connect {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("{addr}: {source}")]
+    Io {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("{addr}: no answer within {timeout:?}")]
+    Timeout { addr: String, timeout: Duration },
+    #[error("{addr}: connection closed")]
+    Closed { addr: String },
+    #[error("{addr}: bad reply: {source}")]
+    Protocol {
+        addr: String,
+        source: ProtocolError,
+    },
+    #[error("{addr}: reply larger than {MAX_REPLY} bytes")]
+    TooBig { addr: String },
+    /// Redis answered with an error, e.g. `-NOAUTH`.
+    #[error("{addr}: {command}: {message}")]
+    Reply {
+        addr: String,
+        command: String,
+        message: String,
+    },
+    /// Redis answered, but not what the command should get.
+    #[error("{addr}: {command}: unexpected reply {reply}")]
+    Unexpected {
+        addr: String,
+        command: String,
+        reply: String,
+    },
+}
+
+/// One connection to a Redis instance.
+pub struct RedisConn {
+    addr: String,
+    stream: TcpStream,
+    buf: BytesMut,
+    timeout: Duration,
+}
+
+impl RedisConn {
+    /// Connects to `addr` (`host:port`) and sends `AUTH` when a password is
+    /// given. `timeout` bounds the connect and each later command.
+    ///
+    /// # Errors
+    /// Connection failures, a timeout, or the `AUTH` error reply.
+    pub async fn connect(
+        addr: &str,
+        auth: Option<&str>,
+        timeout: Duration,
+    ) -> Result<RedisConn, RedisError> {
+        let connecting = tokio::time::timeout(timeout, TcpStream::connect(addr));
+        let stream = match connecting.await {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(source)) => {
+                return Err(RedisError::Connect {
+                    addr: addr.to_string(),
+                    source,
+                })
+            }
+            Err(_) => {
+                return Err(RedisError::Timeout {
+                    addr: addr.to_string(),
+                    timeout,
+                })
+            }
+        };
+        // Commands are tiny and answers awaited one by one: no batching to
+        // wait for.
+        let _ = stream.set_nodelay(true);
+        let mut conn = RedisConn {
+            addr: addr.to_string(),
+            stream,
+            buf: BytesMut::with_capacity(4096),
+            timeout,
+        };
+        if let Some(pass) = auth {
+            conn.ok(&["AUTH", pass]).await?;
+        }
+        Ok(conn)
+    }
+
+    /// The address this connection goes to.
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    /// Sends one command and returns its reply; an error reply is
+    /// [`RedisError::Reply`].
+    ///
+    /// # Errors
+    /// I/O failure, timeout, a malformed reply, or an error reply. After an
+    /// error other than `Reply` the connection is unusable: drop it.
+    pub async fn call(&mut self, args: &[&str]) -> Result<Value, RedisError> {
+        let mut out = BytesMut::new();
+        encode_request(args, &mut out);
+        let exchange = async {
+            self.stream
+                .write_all(&out)
+                .await
+                .map_err(|source| RedisError::Io {
+                    addr: self.addr.clone(),
+                    source,
+                })?;
+            self.read_reply().await
+        };
+        let value = match tokio::time::timeout(self.timeout, exchange).await {
+            Ok(result) => result?,
+            Err(_) => {
+                return Err(RedisError::Timeout {
+                    addr: self.addr.clone(),
+                    timeout: self.timeout,
+                })
+            }
+        };
+        match value {
+            Value::Error(message) => Err(RedisError::Reply {
+                addr: self.addr.clone(),
+                command: command_name(args),
+                message: String::from_utf8_lossy(&message).into_owned(),
+            }),
+            value => Ok(value),
+        }
+    }
+
+    /// Sends a command that answers with a status (`+OK`, `+PONG`, ...).
+    ///
+    /// # Errors
+    /// As [`RedisConn::call`], and [`RedisError::Unexpected`] for any other
+    /// kind of reply.
+    pub async fn ok(&mut self, args: &[&str]) -> Result<(), RedisError> {
+        match self.call(args).await? {
+            Value::Simple(_) => Ok(()),
+            other => Err(self.unexpected(args, &other)),
+        }
+    }
+
+    /// Sends a command that answers with text (a bulk or verbatim string,
+    /// e.g. INFO) and returns it.
+    ///
+    /// # Errors
+    /// As [`RedisConn::call`], and [`RedisError::Unexpected`] for any other
+    /// kind of reply.
+    pub async fn text(&mut self, args: &[&str]) -> Result<String, RedisError> {
+        match self.call(args).await? {
+            Value::Bulk(text) | Value::Simple(text) | Value::Verbatim { text, .. } => {
+                Ok(String::from_utf8_lossy(&text).into_owned())
+            }
+            other => Err(self.unexpected(args, &other)),
+        }
+    }
+
+    fn unexpected(&self, args: &[&str], reply: &Value) -> RedisError {
+        RedisError::Unexpected {
+            addr: self.addr.clone(),
+            command: command_name(args),
+            reply: format!("{reply:?}"),
+        }
+    }
+
+    /// Reads until one whole reply frame is buffered, then parses it.
+    async fn read_reply(&mut self) -> Result<Value, RedisError> {
+        loop {
+            let framed = reply_frame_len(&self.buf).map_err(|source| RedisError::Protocol {
+                addr: self.addr.clone(),
+                source,
+            })?;
+            if let Some(len) = framed {
+                let value = parse_reply(&self.buf[..len]).map_err(|source| {
+                    RedisError::Protocol {
+                        addr: self.addr.clone(),
+                        source,
+                    }
+                })?;
+                self.buf.advance(len);
+                return Ok(value);
+            }
+            if self.buf.len() > MAX_REPLY {
+                return Err(RedisError::TooBig {
+                    addr: self.addr.clone(),
+                });
+            }
+            let read = self
+                .stream
+                .read_buf(&mut self.buf)
+                .await
+                .map_err(|source| RedisError::Io {
+                    addr: self.addr.clone(),
+                    source,
+                })?;
+            if read == 0 {
+                return Err(RedisError::Closed {
+                    addr: self.addr.clone(),
+                });
+            }
+        }
+    }
+}
+
+/// The command's name (and subcommand) for messages, never its arguments:
+/// `AUTH` carries a password.
+fn command_name(args: &[&str]) -> String {
+    match args {
+        [cmd, sub, ..] if matches!(cmd.to_ascii_uppercase().as_str(), "CLIENT" | "CONFIG") => {
+            format!("{cmd} {sub}")
+        }
+        [cmd, ..] => cmd.to_string(),
+        [] => String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::net::TcpListener;
+
+    /// A fake Redis that answers each request with the next canned reply.
+    async fn fake(replies: Vec<&'static [u8]>) -> String {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut buf = [0u8; 1024];
+            for reply in replies {
+                if socket.read(&mut buf).await.unwrap_or(0) == 0 {
+                    return;
+                }
+                // Split the reply to prove frames are reassembled.
+                let (a, b) = reply.split_at(reply.len() / 2);
+                socket.write_all(a).await.unwrap();
+                socket.flush().await.unwrap();
+                socket.write_all(b).await.unwrap();
+            }
+            // Hold the connection open so later reads time out.
+            let _ = socket.read(&mut buf).await;
+        });
+        addr
+    }
+
+    const SHORT: Duration = Duration::from_millis(300);
+
+    #[tokio::test]
+    async fn status_and_text_replies() {
+        let addr = fake(vec![b"+PONG\r\n", b"$11\r\nrole:master\r\n"]).await;
+        let mut conn = RedisConn::connect(&addr, None, SHORT).await.unwrap();
+        conn.ok(&["PING"]).await.unwrap();
+        assert_eq!(
+            conn.text(&["INFO", "replication"]).await.unwrap(),
+            "role:master"
+        );
+    }
+
+    #[tokio::test]
+    async fn auth_error_fails_the_connect_without_the_password() {
+        let addr = fake(vec![b"-WRONGPASS invalid username-password pair\r\n"]).await;
+        let err = match RedisConn::connect(&addr, Some("secret"), SHORT).await {
+            Err(err) => err,
+            Ok(_) => panic!("connected with a refused password"),
+        };
+        assert!(matches!(err, RedisError::Reply { .. }), "{err}");
+        let text = err.to_string();
+        assert!(text.contains("AUTH: WRONGPASS"), "{text}");
+        assert!(!text.contains("secret"), "{text}");
+    }
+
+    #[tokio::test]
+    async fn silent_server_times_out() {
+        let addr = fake(vec![]).await;
+        let mut conn = RedisConn::connect(&addr, None, SHORT).await.unwrap();
+        let err = conn.ok(&["PING"]).await.unwrap_err();
+        assert!(matches!(err, RedisError::Timeout { .. }), "{err}");
+    }
+
+    #[tokio::test]
+    async fn wrong_reply_kind_is_unexpected() {
+        let addr = fake(vec![b":1\r\n"]).await;
+        let mut conn = RedisConn::connect(&addr, None, SHORT).await.unwrap();
+        let err = conn.ok(&["CLIENT", "UNPAUSE"]).await.unwrap_err();
+        assert!(matches!(err, RedisError::Unexpected { .. }), "{err}");
+        assert!(err.to_string().contains("CLIENT UNPAUSE"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn refused_connection_is_a_connect_error() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        drop(listener);
+        let err = match RedisConn::connect(&addr, None, SHORT).await {
+            Err(err) => err,
+            Ok(_) => panic!("connected to a closed port"),
+        };
+        assert!(matches!(err, RedisError::Connect { .. }), "{err}");
+    }
+}

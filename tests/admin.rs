@@ -1,0 +1,418 @@
+//! `shardproxy-admin` against a real ZooKeeper and real redis-servers: the
+//! binary is run as ops would run it, and ZooKeeper is checked directly.
+//!
+//! Proxies and members are registered the way the proxy and the watchdog
+//! do (an EPHEMERAL proxy znode with ProxyData, EPHEMERAL_SEQUENTIAL
+//! `<ip:port>-` members with MemberData), held by the test's own session.
+
+mod common;
+
+use common::redis::Redis;
+use common::zookeeper::ZooKeeper;
+use common::{temp_dir, wait_until};
+use serde_json::Value;
+use shardproxy::zk::layout::member_prefix;
+use shardproxy::zk::{MemberData, ProxyData, Role};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+use zookeeper_client as zk;
+
+const ROOT: &str = "/redis/cluster/test";
+const PROXIES: &str = "/redis/proxy/test";
+const PROXY: &str = "127.0.0.1:22121";
+
+/// What a run of the binary printed and how it exited.
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+impl std::fmt::Debug for Run {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "exit {}\n--- stdout\n{}--- stderr\n{}",
+            self.code, self.stdout, self.stderr
+        )
+    }
+}
+
+/// Runs `shardproxy-admin -c conf args...` off the runtime's threads, so
+/// the test's ZooKeeper session keeps its heartbeats while it runs.
+async fn admin(conf: &Path, args: &[&str]) -> Run {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_shardproxy-admin"));
+    command.arg("-c").arg(conf).args(args);
+    let output = tokio::task::spawn_blocking(move || command.output())
+        .await
+        .unwrap()
+        .expect("run shardproxy-admin");
+    Run {
+        code: output.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+/// Writes a pool file for this ZooKeeper with `servers` (range form).
+fn pool_file(zookeeper: &ZooKeeper, servers: &[String]) -> PathBuf {
+    let list: String = servers.iter().map(|s| format!("   - {s}\n")).collect();
+    let yaml = format!(
+        "alpha:\n  listen: {PROXY}\n  hash: md5\n  distribution: modula\n  redis: true\n  \
+         zookeeper_host: {}\n  zookeeper_path: {PROXIES}/{PROXY}\n  \
+         zookeeper_redis_path: {ROOT}\n  servers:\n{list}",
+        zookeeper.hosts()
+    );
+    let path = temp_dir("admin").join("pool.yml");
+    std::fs::write(&path, yaml).unwrap();
+    path
+}
+
+fn servers(ranges: &[(&str, &str)]) -> Vec<String> {
+    ranges.iter().map(|(a, r)| format!("{a}:{r}")).collect()
+}
+
+async fn client(zookeeper: &ZooKeeper) -> zk::Client {
+    zk::Client::connector()
+        .with_session_timeout(Duration::from_secs(2))
+        .connect(&zookeeper.hosts())
+        .await
+        .expect("connect to ZooKeeper")
+}
+
+/// The shards under the root, each with its data as text.
+async fn shards(ops: &zk::Client) -> Vec<(String, String)> {
+    let mut names = ops.list_children(ROOT).await.unwrap();
+    names.sort();
+    let mut out = Vec::new();
+    for name in names {
+        let (data, _) = ops.get_data(&format!("{ROOT}/{name}")).await.unwrap();
+        out.push((name, String::from_utf8(data).unwrap()));
+    }
+    out
+}
+
+fn weights(list: &[(&str, &str)]) -> Vec<(String, String)> {
+    list.iter()
+        .map(|(n, r)| (n.to_string(), format!(r#"{{"weight":"{r}"}}"#)))
+        .collect()
+}
+
+/// Registers `addr` in `shard` as its watchdog would.
+async fn add_member(session: &zk::Client, shard: &str, addr: &str, role: Role) {
+    let data = MemberData {
+        addr: addr.into(),
+        role,
+        run_id: "test".into(),
+        offset: 0,
+    };
+    let prefix = member_prefix(&format!("{ROOT}/{shard}"), addr);
+    let options = zk::CreateMode::EphemeralSequential.with_acls(zk::Acls::anyone_all());
+    session
+        .create(&prefix, &serde_json::to_vec(&data).unwrap(), &options)
+        .await
+        .unwrap();
+}
+
+/// Registers a proxy znode as a running proxy would.
+async fn add_proxy(session: &zk::Client) {
+    let data = ProxyData {
+        listen: PROXY.into(),
+        pool: "alpha".into(),
+        version: "9.8.7".into(),
+        pid: 4242,
+        started: 1_700_000_000,
+        stats: "127.0.0.1:22222".into(),
+        metrics: None,
+    };
+    let options = zk::CreateMode::Ephemeral.with_acls(zk::Acls::anyone_all());
+    session
+        .create(&format!("{PROXIES}/{PROXY}"), &data.to_json(), &options)
+        .await
+        .unwrap();
+}
+
+/// A field of a Redis's INFO replication.
+fn info_field(redis: &Redis, field: &str) -> Option<String> {
+    let info = redis.connect().cmd_str(&["INFO", "replication"]);
+    info.lines()
+        .find_map(|l| l.strip_prefix(&format!("{field}:")).map(str::to_string))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn init_creates_the_layout_and_a_second_init_changes_nothing() {
+    let zookeeper = ZooKeeper::start();
+    let conf = pool_file(
+        &zookeeper,
+        &servers(&[
+            ("127.0.0.1:7002", "2048-4095"),
+            ("127.0.0.1:7001", "0-2047"),
+        ]),
+    );
+    let first = admin(&conf, &["init"]).await;
+    assert_eq!(first.code, 0, "{first:?}");
+    assert_eq!(
+        first.stdout,
+        format!(
+            "created {PROXIES}\ncreated {ROOT}\n\
+             created redis-0000 with range 0-2047\n\
+             created redis-0001 with range 2048-4095\n\
+             {ROOT} now matches pool 'alpha' (2 shards)\n"
+        )
+    );
+    let ops = client(&zookeeper).await;
+    assert_eq!(
+        shards(&ops).await,
+        weights(&[("redis-0000", "0-2047"), ("redis-0001", "2048-4095")])
+    );
+    assert!(ops.check_stat(PROXIES).await.unwrap().is_some());
+    let (_, before) = ops.get_children(ROOT).await.unwrap();
+
+    let second = admin(&conf, &["init"]).await;
+    assert_eq!(second.code, 0, "{second:?}");
+    assert_eq!(
+        second.stdout,
+        format!("nothing to do: {ROOT} already matches pool 'alpha' (2 shards)\n")
+    );
+    let (_, after) = ops.get_children(ROOT).await.unwrap();
+    assert_eq!(after.pzxid, before.pzxid, "children changed");
+    for name in ["redis-0000", "redis-0001"] {
+        let (_, stat) = ops.get_data(&format!("{ROOT}/{name}")).await.unwrap();
+        assert_eq!(stat.version, 0, "{name} was written again");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn init_refuses_a_conflicting_file_with_a_diff_and_force_applies_it() {
+    let zookeeper = ZooKeeper::start();
+    let two = servers(&[
+        ("127.0.0.1:7001", "0-2047"),
+        ("127.0.0.1:7002", "2048-4095"),
+    ]);
+    let three = servers(&[
+        ("127.0.0.1:7001", "0-1023"),
+        ("127.0.0.1:7002", "1024-3071"),
+        ("127.0.0.1:7003", "3072-4095"),
+    ]);
+    let conf_two = pool_file(&zookeeper, &two);
+    let conf_three = pool_file(&zookeeper, &three);
+    assert_eq!(admin(&conf_two, &["init"]).await.code, 0);
+
+    let refused = admin(&conf_three, &["init"]).await;
+    assert_eq!(refused.code, 2, "{refused:?}");
+    assert_eq!(
+        refused.stderr,
+        format!(
+            "shardproxy-admin: {ROOT} differs from pool 'alpha':\n\
+             \x20 redis-0000: 0-2047 in ZooKeeper, 0-1023 in the file\n\
+             \x20 redis-0001: 2048-4095 in ZooKeeper, 1024-3071 in the file\n\
+             \x20 redis-0002: missing in ZooKeeper, 3072-4095 in the file\n\
+             nothing was changed; run init --force to make ZooKeeper match the file\n"
+        )
+    );
+    let ops = client(&zookeeper).await;
+    let unchanged = weights(&[("redis-0000", "0-2047"), ("redis-0001", "2048-4095")]);
+    assert_eq!(shards(&ops).await, unchanged);
+
+    let forced = admin(&conf_three, &["init", "--force"]).await;
+    assert_eq!(forced.code, 0, "{forced:?}");
+    assert_eq!(
+        forced.stdout,
+        format!(
+            "changed redis-0000 from 0-2047 to 0-1023\n\
+             changed redis-0001 from 2048-4095 to 1024-3071\n\
+             created redis-0002 with range 3072-4095\n\
+             {ROOT} now matches pool 'alpha' (3 shards)\n"
+        )
+    );
+    let applied = weights(&[
+        ("redis-0000", "0-1023"),
+        ("redis-0001", "1024-3071"),
+        ("redis-0002", "3072-4095"),
+    ]);
+    assert_eq!(shards(&ops).await, applied);
+
+    // Going back to two shards would delete redis-0002: refused while a
+    // Redis serves it, and then the whole change is left undone.
+    add_member(&ops, "redis-0002", "127.0.0.1:7003", Role::Master).await;
+    let in_use = admin(&conf_two, &["init", "--force"]).await;
+    assert_eq!(in_use.code, 2, "{in_use:?}");
+    assert!(
+        in_use.stderr.contains(&format!(
+            "{ROOT}/redis-0002 is not in the file but still has 1 members"
+        )),
+        "{in_use:?}"
+    );
+    assert_eq!(shards(&ops).await, applied);
+
+    // The watchdog stops: its session closes and the member goes.
+    drop(ops);
+    let ops = client(&zookeeper).await;
+    let members = format!("{ROOT}/redis-0002");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !ops.list_children(&members).await.unwrap().is_empty() {
+        assert!(tokio::time::Instant::now() < deadline, "member still there");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let back = admin(&conf_two, &["init", "--force"]).await;
+    assert_eq!(back.code, 0, "{back:?}");
+    assert!(
+        back.stdout.contains("deleted redis-0002 (3072-4095)"),
+        "{back:?}"
+    );
+    assert_eq!(shards(&ops).await, unchanged);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_shows_proxies_shards_and_replication_from_redis() {
+    let zookeeper = ZooKeeper::start();
+    let master = Redis::start();
+    let replica = Redis::start_with(&["--replicaof", "127.0.0.1", &master.port.to_string()]);
+    let single = Redis::start();
+    for i in 0..20 {
+        let key = format!("key{i}");
+        master.connect().cmd_str(&["SET", &key, "value"]);
+    }
+    wait_until("the replica to catch up", Duration::from_secs(20), || {
+        info_field(&replica, "master_link_status").as_deref() == Some("up")
+            && info_field(&replica, "slave_repl_offset")
+                == info_field(&master, "master_repl_offset")
+    });
+    let offset: u64 = info_field(&master, "master_repl_offset")
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(offset > 0);
+
+    let conf = pool_file(
+        &zookeeper,
+        &servers(&[(&master.addr(), "0-2047"), (&single.addr(), "2048-4095")]),
+    );
+    assert_eq!(admin(&conf, &["init"]).await.code, 0);
+    let session = client(&zookeeper).await;
+    add_proxy(&session).await;
+    add_member(&session, "redis-0000", &master.addr(), Role::Master).await;
+    add_member(&session, "redis-0000", &replica.addr(), Role::Replica).await;
+    add_member(&session, "redis-0001", &single.addr(), Role::Master).await;
+
+    let text = admin(&conf, &["status"]).await;
+    assert_eq!(text.code, 0, "{text:?}");
+    for expected in [
+        PROXY,
+        "9.8.7",
+        "4242",
+        "0-2047",
+        "2048-4095",
+        &master.addr(),
+        &replica.addr(),
+        &single.addr(),
+        "slots 0-4095",
+        "status: ok",
+    ] {
+        assert!(
+            text.stdout.contains(expected),
+            "no {expected:?} in {text:?}"
+        );
+    }
+
+    let run = admin(&conf, &["status", "--json"]).await;
+    assert_eq!(run.code, 0, "{run:?}");
+    let json: Value = serde_json::from_str(&run.stdout).expect("status --json is JSON");
+    assert_eq!(json["health"], "ok");
+    assert_eq!(json["problems"], serde_json::json!([]));
+    assert_eq!(json["slots"], 4096);
+    assert_eq!(json["proxies"][0]["address"], PROXY);
+    assert_eq!(json["proxies"][0]["version"], "9.8.7");
+    assert_eq!(json["proxies"][0]["pid"], 4242);
+    assert!(json["proxies"][0]["uptime_secs"].as_u64().unwrap() > 0);
+    let shard = &json["shards"][0];
+    assert_eq!(shard["name"], "redis-0000");
+    assert_eq!(shard["range"], "0-2047");
+    assert_eq!(shard["file_range"], "0-2047");
+    assert_eq!(shard["master"], master.addr());
+    assert_eq!(shard["replicas"], serde_json::json!([replica.addr()]));
+    let (first, second) = (&shard["members"][0], &shard["members"][1]);
+    assert_eq!(first["line"], "master");
+    assert_eq!(first["redis"]["role"], "master");
+    assert_eq!(first["redis"]["offset"], offset);
+    assert_eq!(second["line"], "replica");
+    assert_eq!(second["redis"]["role"], "replica");
+    assert_eq!(second["redis"]["master"], master.addr());
+    assert_eq!(second["redis"]["link_up"], true);
+    assert_eq!(second["redis"]["offset"], offset);
+    assert_eq!(second["lag"], 0);
+    assert_eq!(json["shards"][1]["master"], single.addr());
+
+    // A replica that dies is a warning: exit 1, and the table says why.
+    let mut replica = replica;
+    replica.guard.kill();
+    let degraded = admin(&conf, &["status"]).await;
+    assert_eq!(degraded.code, 1, "{degraded:?}");
+    assert!(
+        degraded.stdout.contains(&format!(
+            "warning: redis-0000 replica {}: unreachable",
+            replica.addr()
+        )),
+        "{degraded:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_fails_for_a_shard_without_members_and_without_proxies() {
+    let zookeeper = ZooKeeper::start();
+    let redis = Redis::start();
+    let conf = pool_file(
+        &zookeeper,
+        &servers(&[(&redis.addr(), "0-2047"), ("127.0.0.1:7002", "2048-4095")]),
+    );
+    assert_eq!(admin(&conf, &["init"]).await.code, 0);
+    let session = client(&zookeeper).await;
+    add_member(&session, "redis-0000", &redis.addr(), Role::Master).await;
+
+    let run = admin(&conf, &["status"]).await;
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(
+        run.stdout.contains("error: redis-0001: no members"),
+        "{run:?}"
+    );
+    assert!(
+        run.stdout
+            .contains(&format!("error: {PROXIES}: no proxies registered")),
+        "{run:?}"
+    );
+
+    add_proxy(&session).await;
+    let run = admin(&conf, &["status", "--json"]).await;
+    assert_eq!(run.code, 2, "{run:?}");
+    let json: Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(json["health"], "error");
+    assert_eq!(
+        json["problems"],
+        serde_json::json!([{"level": "error", "subject": "redis-0001", "text": "no members"}])
+    );
+    assert_eq!(
+        json["shards"][1]["flags"],
+        serde_json::json!(["no members"])
+    );
+    assert_eq!(json["shards"][1]["master"], Value::Null);
+}
+
+#[tokio::test]
+async fn unreachable_zookeeper_is_a_clear_error() {
+    let port = common::free_port();
+    let path = temp_dir("admin").join("pool.yml");
+    let yaml = format!(
+        "alpha:\n  listen: {PROXY}\n  redis: true\n  zookeeper_host: 127.0.0.1:{port}\n  \
+         zookeeper_redis_path: {ROOT}\n  servers:\n   - 127.0.0.1:7001:0-9\n"
+    );
+    std::fs::write(&path, yaml).unwrap();
+    let run = admin(&path, &["status"]).await;
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(
+        run.stderr.starts_with(&format!(
+            "shardproxy-admin: ZooKeeper 127.0.0.1:{port}: cannot connect"
+        )),
+        "{run:?}"
+    );
+}
