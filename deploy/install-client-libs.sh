@@ -5,9 +5,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 DEST=target/clients
 mkdir -p "$DEST"
-if [ ! -x "$DEST/venv/bin/python" ] || ! "$DEST/venv/bin/python" -c 'import redis, sys; sys.exit(int(redis.__version__.split(".")[0]) < 8)' 2>/dev/null; then
+if [ ! -x "$DEST/venv/bin/python" ] || ! "$DEST/venv/bin/python" -c 'import redis, prometheus_client, sys; sys.exit(int(redis.__version__.split(".")[0]) < 8)' 2>/dev/null; then
     python3 -m venv "$DEST/venv"
-    "$DEST/venv/bin/pip" install -q 'redis>=8,<9'
+    "$DEST/venv/bin/pip" install -q 'redis>=8,<9' 'prometheus_client>=0.20'
 fi
 if [ ! -d "$DEST/node_modules/ioredis" ]; then
     (cd "$DEST" && npm install --silent --no-audit --no-fund ioredis@5 >/dev/null)

@@ -4,7 +4,7 @@
 
 use crate::config::Config;
 use crate::reload;
-use crate::server::Proxy;
+use crate::server::{Monitoring, Proxy};
 use clap::Parser;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -53,6 +53,9 @@ pub struct Args {
     /// Mbuf chunk size (accepted for compatibility; buffers grow as needed).
     #[arg(short = 'm', long = "mbuf-size", default_value_t = 16384)]
     pub mbuf_size: usize,
+    /// Serve Prometheus metrics over HTTP at `host:port` (GET /metrics).
+    #[arg(long = "metrics")]
+    pub metrics: Option<String>,
     /// Worker threads (default: the number of cores).
     #[arg(long = "threads")]
     pub threads: Option<usize>,
@@ -98,15 +101,23 @@ pub fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     }
-    let stats_addr = format!("{}:{}", args.stats_addr, args.stats_port);
-    let code = run(config, &args.conf_file, args.threads, stats_addr);
+    let monitoring = Monitoring {
+        stats_addr: format!("{}:{}", args.stats_addr, args.stats_port),
+        metrics_addr: args.metrics.clone(),
+    };
+    let code = run(config, &args.conf_file, args.threads, monitoring);
     if let Some(pid_file) = &args.pid_file {
         let _ = std::fs::remove_file(pid_file);
     }
     code
 }
 
-fn run(config: Config, conf_file: &Path, threads: Option<usize>, stats_addr: String) -> ExitCode {
+fn run(
+    config: Config,
+    conf_file: &Path,
+    threads: Option<usize>,
+    monitoring: Monitoring,
+) -> ExitCode {
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     if let Some(n) = threads.filter(|n| *n > 0) {
         builder.worker_threads(n);
@@ -119,7 +130,7 @@ fn run(config: Config, conf_file: &Path, threads: Option<usize>, stats_addr: Str
         }
     };
     runtime.block_on(async {
-        let mut proxy = match Proxy::bind(&config).await {
+        let proxy = match Proxy::bind(&config, monitoring).await {
             Ok(proxy) => proxy,
             Err(e) => {
                 tracing::error!(error = %e, "cannot start");
@@ -127,7 +138,6 @@ fn run(config: Config, conf_file: &Path, threads: Option<usize>, stats_addr: Str
                 return ExitCode::FAILURE;
             }
         };
-        proxy.stats_addr = stats_addr;
         tokio::spawn(reload_on_sighup(
             proxy.pools.clone(),
             conf_file.to_path_buf(),

@@ -59,7 +59,7 @@ pub enum Pending {
 
 /// Serves one client until it quits, breaks the protocol, disconnects, or
 /// the proxy shuts down (after the replies it owes are written).
-pub async fn serve(pool: Arc<Pool>, mut stream: TcpStream, mut shutdown: watch::Receiver<bool>) {
+pub async fn serve(pool: Arc<Pool>, mut stream: TcpStream, shutdown: watch::Receiver<bool>) {
     let _ = stream.set_nodelay(true);
     let mut session = Session {
         id: pool.next_client_id(),
@@ -73,10 +73,15 @@ pub async fn serve(pool: Arc<Pool>, mut stream: TcpStream, mut shutdown: watch::
     let mut input = BytesMut::new();
     let mut output = BytesMut::new();
     let mut pending: Vec<Pending> = Vec::new();
+    // Registered once with the shutdown signal for the whole session, not
+    // once per wait: every session shares that signal's waiter list.
+    let stop = stopping(shutdown);
+    tokio::pin!(stop);
+    let mut stopping = false;
     loop {
         // Wait for input without holding a buffer, so an idle connection
         // costs little memory.
-        if *shutdown.borrow() {
+        if stopping {
             // Stopping: answer what the client has already sent, and leave
             // once it has been quiet for a moment.
             match tokio::time::timeout(STOP_GRACE, stream.readable()).await {
@@ -86,7 +91,10 @@ pub async fn serve(pool: Arc<Pool>, mut stream: TcpStream, mut shutdown: watch::
         } else {
             tokio::select! {
                 ready = stream.readable() => if ready.is_err() { return },
-                _ = shutdown.changed() => continue,
+                () = &mut stop => {
+                    stopping = true;
+                    continue;
+                }
             }
         }
         if input.capacity() - input.len() < READ_CHUNK / 4 {
@@ -130,6 +138,14 @@ pub async fn serve(pool: Arc<Pool>, mut stream: TcpStream, mut shutdown: watch::
         if input.is_empty() && input.capacity() > 4 * READ_CHUNK {
             input = BytesMut::new();
         }
+    }
+}
+
+/// Completes once the proxy is stopping; never, if the signal's sender is
+/// gone without saying so.
+async fn stopping(mut shutdown: watch::Receiver<bool>) {
+    if shutdown.wait_for(|&stop| stop).await.is_err() {
+        std::future::pending::<()>().await;
     }
 }
 

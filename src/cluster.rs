@@ -5,6 +5,7 @@
 
 use crate::pool::Pool;
 use crate::router::ShardSpec;
+use crate::server::Monitoring;
 use crate::zk::{self, ClusterView, ProxyData};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -17,7 +18,7 @@ use tokio::task::JoinSet;
 /// proxy's znode vanishes at once.
 pub fn spawn(
     pool: &Arc<Pool>,
-    stats_addr: &str,
+    monitoring: &Monitoring,
     shutdown: &watch::Receiver<bool>,
     tasks: &mut JoinSet<()>,
 ) {
@@ -34,8 +35,8 @@ pub fn spawn(
                 .duration_since(UNIX_EPOCH)
                 .map(|d| d.as_secs())
                 .unwrap_or(0),
-            stats: stats_addr.to_string(),
-            metrics: None,
+            stats: monitoring.stats_addr.clone(),
+            metrics: monitoring.metrics_addr.clone(),
         };
         tasks.spawn(zk::run_registration(
             config.hosts.clone(),

@@ -9,7 +9,8 @@
 //! - [`backend`]: connections to the Redis servers: pipelining, timeouts, health.
 //! - [`client`]: one client session; [`split`] multi-key commands over shards;
 //!   [`local`] and [`info`] the commands the proxy answers itself.
-//! - [`pool`], [`stats`], [`server`]: a pool's run-time state, counters and listener.
+//! - [`pool`], [`stats`], [`server`]: a pool's run-time state, counters and listener;
+//!   [`stats_server`] the twemproxy stats port and the Prometheus endpoint.
 //! - [`zk`]: ZooKeeper registration and cluster watch; [`cluster`] turns its
 //!   views into routing tables.
 //! - [`watchdog`]: the watchdog beside every Redis; [`admin`]: the ops tool.
@@ -36,5 +37,6 @@ pub mod router;
 pub mod server;
 pub mod split;
 pub mod stats;
+pub mod stats_server;
 pub mod watchdog;
 pub mod zk;

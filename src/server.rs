@@ -8,6 +8,7 @@ use crate::config::{Config, PoolConfig};
 use crate::pool::Pool;
 use crate::protocol::encode_error;
 use crate::stats::PoolStats;
+use crate::stats_server;
 use bytes::BytesMut;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -26,6 +27,21 @@ pub enum StartError {
         addr: String,
         source: std::io::Error,
     },
+    #[error("cannot listen on {what} address {addr}: {source}")]
+    Monitoring {
+        what: &'static str,
+        addr: String,
+        source: std::io::Error,
+    },
+}
+
+/// Where the monitoring endpoints listen.
+#[derive(Debug, Clone, Default)]
+pub struct Monitoring {
+    /// twemproxy's stats port, `host:port` (`-a`, `-s`).
+    pub stats_addr: String,
+    /// The Prometheus endpoint, `host:port` (`--metrics`), if enabled.
+    pub metrics_addr: Option<String>,
 }
 
 /// How long sessions get to finish their replies after a shutdown signal.
@@ -34,8 +50,9 @@ const DRAIN_LIMIT: Duration = Duration::from_secs(10);
 /// A running proxy: every pool's listener.
 pub struct Proxy {
     pub pools: Vec<Arc<Pool>>,
-    /// `host:port` of the stats listener, published in ZooKeeper.
-    pub stats_addr: String,
+    monitoring: Monitoring,
+    stats_listener: TcpListener,
+    metrics_listener: Option<TcpListener>,
     listeners: Vec<(TcpListener, Arc<Pool>, u32)>,
 }
 
@@ -45,7 +62,24 @@ impl Proxy {
     ///
     /// # Errors
     /// A listen address that cannot be bound.
-    pub async fn bind(config: &Config) -> Result<Proxy, StartError> {
+    pub async fn bind(config: &Config, monitoring: Monitoring) -> Result<Proxy, StartError> {
+        let monitor = |what: &'static str, addr: &str| {
+            std::net::TcpListener::bind(addr)
+                .and_then(|l| {
+                    l.set_nonblocking(true)?;
+                    TcpListener::from_std(l)
+                })
+                .map_err(|source| StartError::Monitoring {
+                    what,
+                    addr: addr.to_string(),
+                    source,
+                })
+        };
+        let stats_listener = monitor("stats", &monitoring.stats_addr)?;
+        let metrics_listener = match &monitoring.metrics_addr {
+            Some(addr) => Some(monitor("metrics", addr)?),
+            None => None,
+        };
         let mut pools = Vec::new();
         let mut listeners = Vec::new();
         for pool_config in &config.pools {
@@ -60,7 +94,9 @@ impl Proxy {
         }
         Ok(Proxy {
             pools,
-            stats_addr: String::new(),
+            monitoring,
+            stats_listener,
+            metrics_listener,
             listeners,
         })
     }
@@ -69,8 +105,20 @@ impl Proxy {
     /// sessions to write the replies they owe.
     pub async fn run(self, shutdown: watch::Receiver<bool>) {
         let mut background = JoinSet::new();
+        background.spawn(stats_server::serve_stats(
+            self.stats_listener,
+            self.pools.clone(),
+            shutdown.clone(),
+        ));
+        if let Some(listener) = self.metrics_listener {
+            background.spawn(stats_server::serve_metrics(
+                listener,
+                self.pools.clone(),
+                shutdown.clone(),
+            ));
+        }
         for pool in &self.pools {
-            cluster::spawn(pool, &self.stats_addr, &shutdown, &mut background);
+            cluster::spawn(pool, &self.monitoring, &shutdown, &mut background);
             // Always running: a reload may turn auto_eject_hosts on.
             background.spawn(follow_ejections(pool.clone(), shutdown.clone()));
         }

@@ -9,12 +9,12 @@ mod common;
 
 use common::redis::Redis;
 use common::zookeeper::ZooKeeper;
-use common::{temp_dir, wait_until};
+use common::{temp_dir, wait_until, ProcessGuard};
 use serde_json::Value;
 use shardproxy::zk::layout::member_prefix;
 use shardproxy::zk::{MemberData, ProxyData, Role};
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 use zookeeper_client as zk;
 
@@ -396,6 +396,107 @@ async fn status_fails_for_a_shard_without_members_and_without_proxies() {
         serde_json::json!(["no members"])
     );
     assert_eq!(json["shards"][1]["master"], Value::Null);
+}
+
+/// Starts a watchdog beside `redis`, checking it every 100 ms.
+fn start_watchdog(zookeeper: &ZooKeeper, redis: &Redis, shard: &str) -> ProcessGuard {
+    let log = temp_dir("watchdog").join("watchdog.log");
+    let child = Command::new(env!("CARGO_BIN_EXE_shardproxy-watchdog"))
+        .args(["--zk", &zookeeper.hosts(), "--redis", &redis.addr()])
+        .args(["--shard", &format!("{ROOT}/{shard}")])
+        .args(["--interval-ms", "100", "--down-after", "3", "-v", "debug"])
+        .arg("-o")
+        .arg(&log)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start shardproxy-watchdog");
+    ProcessGuard::new(format!("watchdog:{}", redis.port), child)
+}
+
+/// `status --json` until `cond` holds for it; panics with the last one
+/// after `secs` seconds.
+async fn wait_for_status(conf: &Path, what: &str, secs: u64, cond: impl Fn(&Value) -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        let run = admin(conf, &["status", "--json"]).await;
+        let json: Value = serde_json::from_str(&run.stdout).unwrap_or(Value::Null);
+        if cond(&json) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {secs} s waiting for {what}; last status: {run:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// True when the shard's members are `line` (addresses in order), all
+/// healthy.
+fn shard_is(json: &Value, line: &[String]) -> bool {
+    let members = json["shards"][0]["members"].as_array();
+    let addrs: Vec<&str> = members
+        .into_iter()
+        .flatten()
+        .filter_map(|m| m["addr"].as_str())
+        .collect();
+    json["health"] == "ok" && addrs == line.iter().map(String::as_str).collect::<Vec<_>>()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failover_hands_the_shard_to_the_replica_with_every_write() {
+    let zookeeper = ZooKeeper::start();
+    let first = Redis::start();
+    let second = Redis::start();
+    let conf = pool_file(&zookeeper, &servers(&[(&first.addr(), "0-4095")]));
+    assert_eq!(admin(&conf, &["init"]).await.code, 0);
+    let session = client(&zookeeper).await;
+    add_proxy(&session).await;
+
+    let _first_watchdog = start_watchdog(&zookeeper, &first, "redis-0000");
+    let line = [first.addr()];
+    wait_for_status(&conf, "the first Redis as master", 20, |s| {
+        shard_is(s, &line)
+    })
+    .await;
+    let _second_watchdog = start_watchdog(&zookeeper, &second, "redis-0000");
+    let line = [first.addr(), second.addr()];
+    wait_for_status(&conf, "the second Redis in line", 30, |s| {
+        shard_is(s, &line)
+    })
+    .await;
+    for i in 0..100 {
+        let key = format!("key{i}");
+        first.connect().cmd_str(&["SET", &key, "value"]);
+    }
+
+    let run = admin(&conf, &["failover", "redis-0000"]).await;
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(
+        run.stdout.starts_with(&format!(
+            "redis-0000: master {} handed over to {} at offset ",
+            first.addr(),
+            second.addr()
+        )),
+        "{run:?}"
+    );
+    assert_eq!(second.connect().cmd_str(&["DBSIZE"]), ":100\r\n");
+    // The old master rejoins behind the new one, as its replica.
+    let line = [second.addr(), first.addr()];
+    wait_for_status(&conf, "the old master back as replica", 30, |s| {
+        shard_is(s, &line) && s["shards"][0]["members"][1]["redis"]["role"] == "replica"
+    })
+    .await;
+
+    let missing = admin(&conf, &["failover", "redis-0009"]).await;
+    assert_eq!(missing.code, 2, "{missing:?}");
+    assert!(
+        missing
+            .stderr
+            .contains(&format!("{ROOT}/redis-0009 does not exist")),
+        "{missing:?}"
+    );
 }
 
 #[tokio::test]

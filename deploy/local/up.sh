@@ -49,7 +49,8 @@ local:
    - 127.0.0.1:${SHARD_PORTS[0]}:0-2047
    - 127.0.0.1:${SHARD_PORTS[1]}:2048-4095
 YAML
-target/release/shardproxy -c "$RUN/pool.yml" -o "$RUN/shardproxy.log" -p "$RUN/shardproxy.pid" &
+target/release/shardproxy -c "$RUN/pool.yml" -o "$RUN/shardproxy.log" -p "$RUN/shardproxy.pid" \
+    -a 127.0.0.1 -s "${STATS_PORT:-22222}" --metrics "127.0.0.1:${METRICS_PORT:-9121}" &
 echo "$! shardproxy:$PROXY_PORT" >> "$RUN/pids"
 wait_port "$PROXY_PORT"
 

@@ -9,7 +9,7 @@
 //! never replayed: if the connection dies, its client gets an error.
 
 use super::{BackendError, BackendSettings, BackendStats, Health, Reply};
-use crate::protocol::{encode_request, reply_frame_len, Proto};
+use crate::protocol::{encode_request, reply_frame_len, Proto, ReplyFramer};
 use bytes::{Bytes, BytesMut};
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
@@ -41,6 +41,9 @@ const MIN_BACKOFF: Duration = Duration::from_millis(50);
 const MAX_BACKOFF: Duration = Duration::from_secs(1);
 /// Upper bound of one write batch, so one busy client cannot starve reads.
 const MAX_BATCH_BYTES: usize = 256 * 1024;
+/// The read buffer grows by this much when less than a quarter of it is
+/// free, so a round of replies for many clients takes few reads.
+const READ_CHUNK: usize = 64 * 1024;
 
 /// Runs until every sender is gone (the backend left all routing tables)
 /// and the replies owed are delivered.
@@ -205,6 +208,9 @@ struct Connection<'a> {
     /// grow in write order, so timed-out entries are always a prefix.
     timed_out: usize,
     read_buf: BytesMut,
+    /// Where framing of the reply at the head of `read_buf` got to, so a
+    /// large reply arriving in many reads is not rescanned from its start.
+    framer: ReplyFramer,
     write_buf: BytesMut,
 }
 
@@ -215,7 +221,8 @@ impl<'a> Connection<'a> {
             stream,
             in_flight: VecDeque::new(),
             timed_out: 0,
-            read_buf: BytesMut::with_capacity(16 * 1024),
+            read_buf: BytesMut::new(),
+            framer: ReplyFramer::new(),
             write_buf: BytesMut::new(),
         }
     }
@@ -231,12 +238,30 @@ impl<'a> Connection<'a> {
                 return self.broken(e);
             }
         }
+        // One timer for the connection, armed at most at the deadline of the
+        // oldest request still waiting (deadlines grow in write order). When
+        // that request is answered first, the timer fires early, expires
+        // nothing and is armed again: cheaper than a new timer per loop.
+        let timer = sleep_until(Instant::now());
+        tokio::pin!(timer);
+        let mut timer_armed = false;
         loop {
             if senders_gone && self.in_flight.is_empty() {
                 return Outcome::AllSendersGone;
             }
-            let deadline = self.in_flight.get(self.timed_out).and_then(|f| f.deadline);
+            if !timer_armed {
+                if let Some(deadline) = self.in_flight.get(self.timed_out).and_then(|f| f.deadline) {
+                    timer.as_mut().reset(deadline);
+                    timer_armed = true;
+                }
+            }
+            if self.read_buf.capacity() - self.read_buf.len() < READ_CHUNK / 4 {
+                self.read_buf.reserve(READ_CHUNK);
+            }
             tokio::select! {
+                // Replies first: they free clients, and each branch does a
+                // bounded amount of work, so nothing starves.
+                biased;
                 read = self.stream.read_buf(&mut self.read_buf) => match read {
                     Ok(0) => return self.broken("closed by the server".into()),
                     Ok(_) => {
@@ -254,7 +279,8 @@ impl<'a> Connection<'a> {
                     }
                     None => senders_gone = true,
                 },
-                () = sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {
+                () = &mut timer, if timer_armed => {
+                    timer_armed = false;
                     self.expire_timed_out();
                 }
             }
@@ -268,6 +294,11 @@ impl<'a> Connection<'a> {
         jobs: &mut mpsc::UnboundedReceiver<Job>,
     ) -> Result<(), String> {
         let deadline = self.target.settings.timeout.map(|t| Instant::now() + t);
+        // Let every other task that is ready run first (the runtime resumes
+        // this one only once it has run out of ready tasks), so the requests
+        // of all clients that were readable in this round go out in one
+        // write, as in twemproxy's event loop. Without this, each request
+        // tends to wake this task at once and leave in a write of its own.
         tokio::task::yield_now().await;
         let mut next = Some(first);
         while let Some(job) = next {
@@ -290,7 +321,7 @@ impl<'a> Connection<'a> {
     /// Matches every complete frame in the read buffer to its request.
     fn deliver_replies(&mut self) -> Result<(), String> {
         loop {
-            let len = match reply_frame_len(&self.read_buf) {
+            let len = match self.framer.frame_len(&self.read_buf) {
                 Ok(Some(len)) => len,
                 Ok(None) => return Ok(()),
                 Err(e) => return Err(format!("protocol error from server: {e}")),

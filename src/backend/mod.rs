@@ -65,8 +65,16 @@ impl BackendSettings {
 #[derive(Debug, Default)]
 pub struct BackendStats {
     pub requests: AtomicU64,
+    /// Bytes of requests written to the backend.
+    pub request_bytes: AtomicU64,
+    /// Replies received from the backend.
+    pub responses: AtomicU64,
+    /// Bytes of replies received from the backend.
+    pub response_bytes: AtomicU64,
     pub errors: AtomicU64,
     pub timeouts: AtomicU64,
+    /// Connections the backend closed.
+    pub eof: AtomicU64,
     pub connections: AtomicU64,
 }
 

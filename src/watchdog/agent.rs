@@ -667,6 +667,7 @@ impl Agent {
         let (shard, redis) = (self.settings.shard.clone(), self.settings.redis.clone());
         info!(shard = %shard, redis = %redis, old_master = %redis, new_master = %next, "switchover requested");
         let max_pause = Duration::from_millis(request.max_pause_ms);
+        let pause_for = max_pause + self.guard_pause();
         let started = Instant::now();
         let caught_up = pause_until_caught_up(
             &mut self.redis,
@@ -674,7 +675,7 @@ impl Agent {
             &next,
             self.settings.redis_auth.as_deref(),
             max_pause,
-            max_pause + self.guard_pause(),
+            pause_for,
         )
         .await;
         let answer = match caught_up {

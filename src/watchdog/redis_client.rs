@@ -120,6 +120,7 @@ impl RedisConn {
     pub async fn call(&mut self, args: &[&str]) -> Result<Value, RedisError> {
         let mut out = BytesMut::new();
         encode_request(args, &mut out);
+        let timeout = self.timeout;
         let exchange = async {
             self.stream
                 .write_all(&out)
@@ -130,12 +131,12 @@ impl RedisConn {
                 })?;
             self.read_reply().await
         };
-        let value = match tokio::time::timeout(self.timeout, exchange).await {
+        let value = match tokio::time::timeout(timeout, exchange).await {
             Ok(result) => result?,
             Err(_) => {
                 return Err(RedisError::Timeout {
                     addr: self.addr.clone(),
-                    timeout: self.timeout,
+                    timeout,
                 })
             }
         };
@@ -257,8 +258,8 @@ mod tests {
                 socket.flush().await.unwrap();
                 socket.write_all(b).await.unwrap();
             }
-            // Hold the connection open so later reads time out.
-            let _ = socket.read(&mut buf).await;
+            // Read on without answering, so later commands time out.
+            while socket.read(&mut buf).await.unwrap_or(0) > 0 {}
         });
         addr
     }

@@ -8,6 +8,10 @@ use std::time::Duration;
 
 pub struct Proxy {
     pub port: u16,
+    /// twemproxy-style stats port (`-s`).
+    pub stats_port: u16,
+    /// Prometheus endpoint (`--metrics`).
+    pub metrics_port: u16,
     pub guard: ProcessGuard,
     pub conf: PathBuf,
     pub log: PathBuf,
@@ -34,12 +38,14 @@ impl Proxy {
         let conf = dir.join("pool.yml");
         std::fs::write(&conf, yaml).unwrap();
         let log = dir.join("proxy.log");
+        let (stats_port, metrics_port) = (free_port(), free_port());
         let child = Command::new(binary())
             .arg("-c")
             .arg(&conf)
             .arg("-o")
             .arg(&log)
-            .args(["-v", "7"])
+            .args(["-v", "7", "-a", "127.0.0.1", "-s", &stats_port.to_string()])
+            .args(["--metrics", &format!("127.0.0.1:{metrics_port}")])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

@@ -1,0 +1,399 @@
+//! Monitoring endpoints: twemproxy's stats port (`-s/-a`: connect, read one
+//! JSON document, disconnected) with twemproxy's field names so existing
+//! twemproxy monitoring keeps working, and a Prometheus text endpoint
+//! (`--metrics ADDR`, `GET /metrics`).
+
+use crate::pool::Pool;
+use crate::stats::{PoolStats, LATENCY_BUCKETS};
+use crate::zk::SessionState;
+use serde_json::{json, Map, Value};
+use std::fmt::Write;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+/// Largest HTTP request head the metrics endpoint reads.
+const MAX_HTTP_REQUEST: usize = 8 * 1024;
+
+/// The stats document, as twemproxy's stats port sends it.
+pub fn twemproxy_json(pools: &[Arc<Pool>]) -> String {
+    let now = SystemTime::now();
+    let timestamp = now
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let mut doc = Map::new();
+    doc.insert("service".into(), json!("nutcracker"));
+    doc.insert("source".into(), json!(hostname()));
+    doc.insert("version".into(), json!(env!("CARGO_PKG_VERSION")));
+    let uptime = pools.first().map(|p| p.stats.uptime_secs()).unwrap_or(0);
+    doc.insert("uptime".into(), json!(uptime));
+    doc.insert("timestamp".into(), json!(timestamp));
+    let total: u64 = pools
+        .iter()
+        .map(|p| PoolStats::get(&p.stats.connections_received))
+        .sum();
+    let current: u64 = pools
+        .iter()
+        .map(|p| PoolStats::get(&p.stats.connected_clients))
+        .sum();
+    doc.insert("total_connections".into(), json!(total));
+    doc.insert("curr_connections".into(), json!(current));
+    for pool in pools {
+        doc.insert(pool.name.clone(), pool_json(pool));
+    }
+    Value::Object(doc).to_string()
+}
+
+fn pool_json(pool: &Pool) -> Value {
+    let stats = &pool.stats;
+    let received = PoolStats::get(&stats.connections_received);
+    let open = PoolStats::get(&stats.connected_clients);
+    let client_err = PoolStats::get(&stats.protocol_errors);
+    let mut out = Map::new();
+    out.insert(
+        "client_eof".into(),
+        json!(received.saturating_sub(open + client_err)),
+    );
+    out.insert("client_err".into(), json!(client_err));
+    out.insert("client_connections".into(), json!(open));
+    out.insert(
+        "server_ejects".into(),
+        json!(PoolStats::get(&stats.server_ejects)),
+    );
+    out.insert("forward_error".into(), json!(PoolStats::get(&stats.errors)));
+    out.insert("fragments".into(), json!(PoolStats::get(&stats.fragments)));
+    let table = pool.router.load();
+    for shard in &table.shards {
+        let b = &shard.backend.stats;
+        let ejected_at = shard.backend.health.ejected_until().map(|_| 1).unwrap_or(0);
+        out.insert(
+            shard.name.to_string(),
+            json!({
+                "server_eof": PoolStats::get(&b.eof),
+                "server_err": PoolStats::get(&b.errors),
+                "server_timedout": PoolStats::get(&b.timeouts),
+                "server_connections": PoolStats::get(&b.connections),
+                "server_ejected_at": ejected_at,
+                "requests": PoolStats::get(&b.requests),
+                "request_bytes": PoolStats::get(&b.request_bytes),
+                "responses": PoolStats::get(&b.responses),
+                "response_bytes": PoolStats::get(&b.response_bytes),
+                "in_queue": 0,
+                "in_queue_bytes": 0,
+                "out_queue": 0,
+                "out_queue_bytes": 0,
+            }),
+        );
+    }
+    Value::Object(out)
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "localhost".into())
+}
+
+/// The Prometheus text exposition of every pool.
+pub fn prometheus_text(pools: &[Arc<Pool>]) -> String {
+    let mut out = String::new();
+    let each_pool = |f: &dyn Fn(&Pool) -> u64| -> Vec<(String, String)> {
+        pools
+            .iter()
+            .map(|p| {
+                (
+                    format!("{{pool=\"{}\"}}", escape(&p.name)),
+                    f(p).to_string(),
+                )
+            })
+            .collect()
+    };
+    family(
+        &mut out,
+        "shardproxy_client_connections",
+        "gauge",
+        "Client connections open now.",
+        &each_pool(&|p| PoolStats::get(&p.stats.connected_clients)),
+    );
+    family(
+        &mut out,
+        "shardproxy_client_connections_received_total",
+        "counter",
+        "Client connections accepted.",
+        &each_pool(&|p| PoolStats::get(&p.stats.connections_received)),
+    );
+    family(
+        &mut out,
+        "shardproxy_client_connections_rejected_total",
+        "counter",
+        "Client connections refused by client_connections.",
+        &each_pool(&|p| PoolStats::get(&p.stats.rejected_connections)),
+    );
+    family(
+        &mut out,
+        "shardproxy_requests_total",
+        "counter",
+        "Requests received from clients.",
+        &each_pool(&|p| PoolStats::get(&p.stats.requests)),
+    );
+    family(
+        &mut out,
+        "shardproxy_proxy_errors_total",
+        "counter",
+        "Error replies built by the proxy.",
+        &each_pool(&|p| PoolStats::get(&p.stats.errors)),
+    );
+    family(
+        &mut out,
+        "shardproxy_protocol_errors_total",
+        "counter",
+        "Client connections closed after a protocol error.",
+        &each_pool(&|p| PoolStats::get(&p.stats.protocol_errors)),
+    );
+    family(
+        &mut out,
+        "shardproxy_server_ejects_total",
+        "counter",
+        "Servers ejected by auto_eject_hosts.",
+        &each_pool(&|p| PoolStats::get(&p.stats.server_ejects)),
+    );
+    family(
+        &mut out,
+        "shardproxy_routing_version",
+        "gauge",
+        "Version of the routing table in use.",
+        &each_pool(&|p| p.router.load().version),
+    );
+    family(
+        &mut out,
+        "shardproxy_routing_views_total",
+        "counter",
+        "Cluster views applied from ZooKeeper.",
+        &each_pool(&|p| p.zk_status.snapshot().views_applied),
+    );
+
+    let mut calls = Vec::new();
+    for p in pools {
+        for (command, n) in p.stats.commands.calls() {
+            calls.push((
+                format!("{{pool=\"{}\",command=\"{command}\"}}", escape(&p.name)),
+                n.to_string(),
+            ));
+        }
+    }
+    family(
+        &mut out,
+        "shardproxy_command_calls_total",
+        "counter",
+        "Requests per command.",
+        &calls,
+    );
+
+    let _ = writeln!(
+        out,
+        "# HELP shardproxy_request_duration_seconds Time from a request's arrival to its reply.\n\
+         # TYPE shardproxy_request_duration_seconds histogram"
+    );
+    for p in pools {
+        let pool = escape(&p.name);
+        let (buckets, sum) = p.stats.commands.histogram();
+        for (i, count) in buckets.iter().enumerate() {
+            let le = LATENCY_BUCKETS
+                .get(i)
+                .map(|b| b.to_string())
+                .unwrap_or_else(|| "+Inf".into());
+            let _ = writeln!(
+                out,
+                "shardproxy_request_duration_seconds_bucket{{pool=\"{pool}\",le=\"{le}\"}} {count}"
+            );
+        }
+        let count = buckets.last().copied().unwrap_or(0);
+        let _ = writeln!(
+            out,
+            "shardproxy_request_duration_seconds_sum{{pool=\"{pool}\"}} {sum}"
+        );
+        let _ = writeln!(
+            out,
+            "shardproxy_request_duration_seconds_count{{pool=\"{pool}\"}} {count}"
+        );
+    }
+
+    let mut backend_families: Vec<(&str, &str, &str, Vec<(String, String)>)> = vec![
+        (
+            "shardproxy_backend_requests_total",
+            "counter",
+            "Requests sent to the backend.",
+            Vec::new(),
+        ),
+        (
+            "shardproxy_backend_errors_total",
+            "counter",
+            "Requests failed by a backend connection error.",
+            Vec::new(),
+        ),
+        (
+            "shardproxy_backend_timeouts_total",
+            "counter",
+            "Requests that timed out.",
+            Vec::new(),
+        ),
+        (
+            "shardproxy_backend_connections",
+            "gauge",
+            "Connections open to the backend.",
+            Vec::new(),
+        ),
+        (
+            "shardproxy_backend_ejected",
+            "gauge",
+            "1 while the backend is ejected.",
+            Vec::new(),
+        ),
+    ];
+    for p in pools {
+        let table = p.router.load();
+        for shard in &table.shards {
+            let labels = format!(
+                "{{pool=\"{}\",shard=\"{}\",backend=\"{}\"}}",
+                escape(&p.name),
+                escape(&shard.name),
+                escape(&shard.backend.addr)
+            );
+            let b = &shard.backend.stats;
+            let values = [
+                PoolStats::get(&b.requests),
+                PoolStats::get(&b.errors),
+                PoolStats::get(&b.timeouts),
+                PoolStats::get(&b.connections),
+                u64::from(shard.backend.health.ejected_until().is_some()),
+            ];
+            for (family, value) in backend_families.iter_mut().zip(values) {
+                family.3.push((labels.clone(), value.to_string()));
+            }
+        }
+    }
+    for (name, kind, help, samples) in &backend_families {
+        family(&mut out, name, kind, help, samples);
+    }
+
+    let mut sessions = Vec::new();
+    for p in pools.iter().filter(|p| p.zookeeper.is_some()) {
+        let status = p.zk_status.snapshot();
+        for (session, state) in [
+            ("registration", status.registration_session),
+            ("watch", status.watch_session),
+        ] {
+            let up = u8::from(state == SessionState::Connected);
+            sessions.push((
+                format!("{{pool=\"{}\",session=\"{session}\"}}", escape(&p.name)),
+                up.to_string(),
+            ));
+        }
+    }
+    family(
+        &mut out,
+        "shardproxy_zookeeper_session_connected",
+        "gauge",
+        "1 while the ZooKeeper session is connected.",
+        &sessions,
+    );
+    out
+}
+
+/// Writes one metric family: its help, type and samples.
+fn family(out: &mut String, name: &str, kind: &str, help: &str, samples: &[(String, String)]) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    for (labels, value) in samples {
+        let _ = writeln!(out, "{name}{labels} {value}");
+    }
+}
+
+/// Escapes a Prometheus label value.
+fn escape(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// Serves the stats port: every connection gets the JSON document and is
+/// closed, as with twemproxy.
+pub async fn serve_stats(
+    listener: TcpListener,
+    pools: Vec<Arc<Pool>>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        let mut stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(_) => continue,
+            },
+            _ = shutdown.changed() => return,
+        };
+        let doc = twemproxy_json(&pools);
+        tokio::spawn(async move {
+            let _ = stream.write_all(doc.as_bytes()).await;
+            let _ = stream.shutdown().await;
+        });
+    }
+}
+
+/// Serves `GET /metrics` over HTTP/1.x, one request per connection.
+pub async fn serve_metrics(
+    listener: TcpListener,
+    pools: Vec<Arc<Pool>>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(_) => continue,
+            },
+            _ = shutdown.changed() => return,
+        };
+        let pools = pools.clone();
+        tokio::spawn(answer_http(stream, pools));
+    }
+}
+
+async fn answer_http(mut stream: tokio::net::TcpStream, pools: Vec<Arc<Pool>>) {
+    let mut head = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < MAX_HTTP_REQUEST {
+        match tokio::time::timeout(std::time::Duration::from_secs(5), stream.read(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => head.extend_from_slice(&buf[..n]),
+            _ => return,
+        }
+    }
+    let request_line = String::from_utf8_lossy(&head);
+    let mut parts = request_line.split_whitespace();
+    let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    let (status, content_type, body) = match (method, path.split('?').next().unwrap_or("")) {
+        ("GET", "/metrics") => (
+            "200 OK",
+            "text/plain; version=0.0.4; charset=utf-8",
+            prometheus_text(&pools),
+        ),
+        ("GET", _) => (
+            "404 Not Found",
+            "text/plain",
+            "only /metrics is served here\n".to_string(),
+        ),
+        _ => (
+            "405 Method Not Allowed",
+            "text/plain",
+            "use GET /metrics\n".to_string(),
+        ),
+    };
+    let response = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = stream.write_all(response.as_bytes()).await;
+    let _ = stream.shutdown().await;
+}
