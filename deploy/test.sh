@@ -11,3 +11,4 @@ cargo fmt --all -- --check
 cargo clippy --all-targets -- -D warnings
 cargo build --release --bins
 cargo test --release -- --test-threads=2
+deploy/local/check.sh

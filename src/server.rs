@@ -222,7 +222,11 @@ async fn follow_ejections(pool: Arc<Pool>, mut shutdown: watch::Receiver<bool>) 
             _ = shutdown.changed() => return,
         }
         if pool.router.ejections_changed() {
+            let before = pool.router.load().shards.len();
             let table = pool.router.rebuild();
+            if table.shards.len() < before {
+                PoolStats::bump(&pool.stats.server_ejects);
+            }
             let live: Vec<&str> = table.shards.iter().map(|s| &*s.backend.addr).collect();
             tracing::warn!(pool = %pool.name, live = ?live, "servers ejected or retried; routing rebuilt");
         }

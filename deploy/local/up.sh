@@ -1,15 +1,25 @@
 #!/usr/bin/env bash
-# Brings up a small shardproxy deployment on loopback that you can talk to
-# with redis-cli: two Redis shards and one proxy in front of them, using the
-# range form of conf/icd.yml. Installs what is missing and builds first.
-# Everything it starts is recorded in deploy/local/run/pids; down.sh stops
-# exactly those processes.
+# Brings up a whole shardproxy cluster on loopback, to try it or demo it:
+#   ZooKeeper, 2 shards x (master + replica) redis-server, one watchdog per
+#   Redis, 2 proxies with conf/icd.yml-style ranges; runs `shardproxy-admin
+#   init`, then prints `status` and how to connect.
+# Installs what is missing (Debian packages) and builds release binaries
+# first. Every process it starts is recorded in deploy/local/run/pids, and
+# deploy/local/down.sh stops exactly those.
+#
+# Ports (override with the environment): ZK_PORT 2181+10000, REDIS_PORTS
+# 17001..17004, PROXY_PORTS 22121 22122, STATS_PORTS 22222 22223.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$PWD
 RUN=$ROOT/deploy/local/run
-PROXY_PORT=${PROXY_PORT:-22121}
-SHARD_PORTS=(${SHARD_PORTS:-7001 7002})
+ZK_PORT=${ZK_PORT:-12181}
+REDIS_PORTS=(${REDIS_PORTS:-17001 17002 17003 17004})
+PROXY_PORTS=(${PROXY_PORTS:-22121 22122})
+STATS_PORTS=(${STATS_PORTS:-22222 22223})
+METRICS_PORTS=(${METRICS_PORTS:-9121 9122})
+CLUSTER=local
+ZK=127.0.0.1:$ZK_PORT
 
 if [ -s "$RUN/pids" ]; then
     echo "up.sh: already running (see $RUN/pids); run deploy/local/down.sh first" >&2
@@ -17,45 +27,99 @@ if [ -s "$RUN/pids" ]; then
 fi
 deploy/install-deps.sh
 cargo build --release --bins
+BIN=$ROOT/target/release
 mkdir -p "$RUN"
 : > "$RUN/pids"
 
-wait_port() {
-    for _ in $(seq 1 100); do
-        if redis-cli -p "$1" PING >/dev/null 2>&1; then return 0; fi
+started() { echo "$1 $2" >> "$RUN/pids"; }
+
+wait_for() { # what, command...
+    local what=$1; shift
+    for _ in $(seq 1 200); do
+        if "$@" >/dev/null 2>&1; then return 0; fi
         sleep 0.1
     done
-    echo "up.sh: nothing answers on port $1" >&2
+    echo "up.sh: $what did not come up; see $RUN" >&2
     exit 1
 }
 
-for port in "${SHARD_PORTS[@]}"; do
+# ZooKeeper, standalone, data in run/.
+mkdir -p "$RUN/zookeeper"
+cat > "$RUN/zookeeper/zoo.cfg" <<CFG
+tickTime=500
+dataDir=$RUN/zookeeper/data
+clientPort=$ZK_PORT
+clientPortAddress=127.0.0.1
+admin.enableServer=false
+4lw.commands.whitelist=ruok,srvr
+CFG
+java -Xmx128m -XX:+UseSerialGC -cp /usr/share/java/zookeeper.jar:/usr/share/java/slf4j-simple.jar \
+    org.apache.zookeeper.server.ZooKeeperServerMain "$RUN/zookeeper/zoo.cfg" \
+    > "$RUN/zookeeper/zookeeper.log" 2>&1 &
+started $! "zookeeper:$ZK_PORT"
+zk_ok() { exec 3<>"/dev/tcp/127.0.0.1/$ZK_PORT" && printf ruok >&3 && grep -q imok <&3; }
+wait_for "ZooKeeper" zk_ok
+
+# Redis: shard 0 = ports 1 (master) and 2, shard 1 = ports 3 (master) and 4.
+for port in "${REDIS_PORTS[@]}"; do
     mkdir -p "$RUN/redis-$port"
     redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly no \
-        --dir "$RUN/redis-$port" --logfile "$RUN/redis-$port.log" &
-    echo "$! redis-server:$port" >> "$RUN/pids"
-    wait_port "$port"
+        --dir "$RUN/redis-$port" --logfile "$RUN/redis-$port/redis.log" &
+    started $! "redis-server:$port"
+    wait_for "redis-server on $port" redis-cli -p "$port" PING
 done
 
-cat > "$RUN/pool.yml" <<YAML
-local:
-  listen: 127.0.0.1:$PROXY_PORT
+# The pool file, range form plus ZooKeeper keys, one per proxy.
+for i in 0 1; do
+    cat > "$RUN/proxy-$i.yml" <<YAML
+$CLUSTER:
+  listen: 127.0.0.1:${PROXY_PORTS[$i]}
   hash: md5
   hash_tag: "{}"
   distribution: modula
+  zookeeper_host: $ZK
+  zookeeper_path: /redis/proxy/$CLUSTER/127.0.0.1:${PROXY_PORTS[$i]}
+  zookeeper_redis_path: /redis/cluster/$CLUSTER
   redis: true
   timeout: 1000
   servers:
-   - 127.0.0.1:${SHARD_PORTS[0]}:0-2047
-   - 127.0.0.1:${SHARD_PORTS[1]}:2048-4095
+   - 127.0.0.1:${REDIS_PORTS[0]}:0-2047
+   - 127.0.0.1:${REDIS_PORTS[2]}:2048-4095
 YAML
-target/release/shardproxy -c "$RUN/pool.yml" -o "$RUN/shardproxy.log" -p "$RUN/shardproxy.pid" \
-    -a 127.0.0.1 -s "${STATS_PORT:-22222}" --metrics "127.0.0.1:${METRICS_PORT:-9121}" &
-echo "$! shardproxy:$PROXY_PORT" >> "$RUN/pids"
-wait_port "$PROXY_PORT"
+done
 
-echo
-echo "shardproxy is up on 127.0.0.1:$PROXY_PORT over Redis shards ${SHARD_PORTS[*]}."
-echo "Try:   redis-cli -p $PROXY_PORT set hello world"
-echo "       redis-cli -p $PROXY_PORT info"
-echo "Stop:  deploy/local/down.sh"
+"$BIN/shardproxy-admin" -c "$RUN/proxy-0.yml" init
+
+# Watchdogs: masters first, so each shard's first member is its master.
+for j in 0 2 1 3; do
+    port=${REDIS_PORTS[$j]}
+    shard=/redis/cluster/$CLUSTER/redis-000$((j / 2))
+    "$BIN/shardproxy-watchdog" --zk "$ZK" --redis "127.0.0.1:$port" --shard "$shard" \
+        -o "$RUN/watchdog-$port.log" &
+    started $! "shardproxy-watchdog:$port"
+    if [ $((j % 2)) -eq 0 ]; then
+        wait_for "the master of $shard" bash -c "redis-cli -p $port ROLE | head -1 | grep -q master && \
+            \"$BIN/shardproxy-admin\" -c \"$RUN/proxy-0.yml\" status --json | grep -q \"127.0.0.1:$port\""
+    fi
+done
+
+for i in 0 1; do
+    "$BIN/shardproxy" -c "$RUN/proxy-$i.yml" -o "$RUN/proxy-$i.log" -p "$RUN/proxy-$i.pid" \
+        -a 127.0.0.1 -s "${STATS_PORTS[$i]}" --metrics "127.0.0.1:${METRICS_PORTS[$i]}" &
+    started $! "shardproxy:${PROXY_PORTS[$i]}"
+    wait_for "shardproxy on ${PROXY_PORTS[$i]}" redis-cli -p "${PROXY_PORTS[$i]}" PING
+done
+
+# Wait until the replicas have joined and both proxies are registered.
+wait_for "the cluster to be healthy" "$BIN/shardproxy-admin" -c "$RUN/proxy-0.yml" status
+"$BIN/shardproxy-admin" -c "$RUN/proxy-0.yml" status
+
+cat <<EOF
+
+The cluster is up.
+  redis-cli -p ${PROXY_PORTS[0]} set hello world      (or -p ${PROXY_PORTS[1]})
+  $BIN/shardproxy-admin -c $RUN/proxy-0.yml status
+  curl -s 127.0.0.1:${METRICS_PORTS[0]}/metrics | head
+  kill the master of a shard (redis-cli -p ${REDIS_PORTS[0]} shutdown nosave) and watch it fail over.
+Stop it all with deploy/local/down.sh
+EOF
