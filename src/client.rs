@@ -75,7 +75,7 @@ pub async fn serve(pool: Arc<Pool>, mut stream: TcpStream, shutdown: watch::Rece
     let mut pending: Vec<Pending> = Vec::new();
     // Registered once with the shutdown signal for the whole session, not
     // once per wait: every session shares that signal's waiter list.
-    let stop = stopping(shutdown);
+    let stop = stop_signal(shutdown);
     tokio::pin!(stop);
     let mut stopping = false;
     loop {
@@ -143,7 +143,7 @@ pub async fn serve(pool: Arc<Pool>, mut stream: TcpStream, shutdown: watch::Rece
 
 /// Completes once the proxy is stopping; never, if the signal's sender is
 /// gone without saying so.
-async fn stopping(mut shutdown: watch::Receiver<bool>) {
+async fn stop_signal(mut shutdown: watch::Receiver<bool>) {
     if shutdown.wait_for(|&stop| stop).await.is_err() {
         std::future::pending::<()>().await;
     }

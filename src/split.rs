@@ -5,7 +5,10 @@
 
 use crate::backend::Reply;
 use crate::command::SplitKind;
-use crate::protocol::{encode_error, encode_integer, encode_request, reply_frame_len, Proto};
+use crate::protocol::{
+    encode_array_header, encode_bulk, encode_error, encode_integer, encode_request, reply_frame_len,
+    Proto,
+};
 use crate::router::RoutingTable;
 use crate::stats::PoolStats;
 use bytes::{Bytes, BytesMut};
@@ -24,31 +27,37 @@ pub enum Plan {
 /// indexes of the keys (for MSET the value follows each key).
 pub fn plan(table: &RoutingTable, kind: SplitKind, args: &[Bytes], keys: &[usize]) -> Plan {
     let shards: Vec<usize> = keys.iter().map(|&k| table.shard_of(&args[k])).collect();
-    if shards.windows(2).all(|w| w[0] == w[1]) {
-        return Plan::Single(shards.first().copied().unwrap_or(0));
+    let first = shards.first().copied().unwrap_or(0);
+    if shards.iter().all(|&shard| shard == first) {
+        return Plan::Single(first);
     }
-    // (shard, argument indexes of the sub-request, key positions), by first use.
-    let mut groups: Vec<(usize, Vec<usize>, Vec<usize>)> = Vec::new();
-    for (position, (&key, &shard)) in keys.iter().zip(&shards).enumerate() {
-        let group = match groups.iter().position(|g| g.0 == shard) {
-            Some(i) => &mut groups[i],
-            None => {
-                groups.push((shard, vec![0], Vec::new()));
-                groups.last_mut().expect("just pushed")
-            }
-        };
-        group.1.push(key);
-        if kind == SplitKind::Mset {
-            group.1.push(key + 1);
-        }
-        group.2.push(position);
+    // (shard, key positions), in order of first use; `group_of` finds a
+    // shard's group without searching, so a huge DEL stays linear.
+    let mut group_of: Vec<Option<usize>> = vec![None; table.shards.len()];
+    let mut groups: Vec<(usize, Vec<usize>)> = Vec::new();
+    for (position, &shard) in shards.iter().enumerate() {
+        let group = *group_of[shard].get_or_insert_with(|| {
+            groups.push((shard, Vec::new()));
+            groups.len() - 1
+        });
+        groups[group].1.push(position);
     }
+    let per_key = if kind == SplitKind::Mset { 2 } else { 1 };
     let parts = groups
         .into_iter()
-        .map(|(shard, arg_indexes, positions)| {
-            let sub: Vec<&[u8]> = arg_indexes.iter().map(|&i| &args[i][..]).collect();
-            let mut out = BytesMut::new();
-            encode_request(&sub, &mut out);
+        .map(|(shard, positions)| {
+            let sub_args = positions
+                .iter()
+                .flat_map(|&p| &args[keys[p]..keys[p] + per_key]);
+            // Each argument's header takes at most 24 bytes; the arguments
+            // come from a request that passed the size limit.
+            let size: usize = sub_args.clone().map(|a| a.len() + 24).sum();
+            let mut out = BytesMut::with_capacity(args[0].len() + size + 48);
+            encode_array_header(1 + positions.len() * per_key, &mut out);
+            encode_bulk(&args[0], &mut out);
+            for arg in sub_args {
+                encode_bulk(arg, &mut out);
+            }
             (shard, out.freeze(), positions)
         })
         .collect();

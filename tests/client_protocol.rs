@@ -473,3 +473,49 @@ fn auto_eject_routes_around_a_dead_server_and_retries_it() {
         || c.cmd_str(&["INFO", "server"]).contains("shards:2\r\n"),
     );
 }
+
+/// Resident memory of a process, in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// Clients that send huge or endless requests hold at most about
+/// max_request_size each, and an endless inline line is cut at 64 KB.
+#[test]
+fn memory_stays_within_the_request_limit() {
+    let s = setup_with("  max_request_size: 1048576\n");
+    let pid = s.proxy.guard.pid();
+    let before = rss_kib(pid);
+    // 20 clients each part-way through a 900 KB value.
+    let mut holders = Vec::new();
+    for i in 0..20 {
+        let mut c = client(&s);
+        c.send_raw(format!("*3\r\n$3\r\nSET\r\n$4\r\nbig{i}\r\n$921600\r\n").as_bytes());
+        c.send_raw(&vec![b'x'; 800 * 1024]);
+        holders.push(c);
+    }
+    // 10 MB without a newline: cut off after the inline limit.
+    let mut endless = client(&s);
+    let chunk = vec![b'a'; 1024 * 1024];
+    let mut sent = 0;
+    for _ in 0..10 {
+        use std::io::Write;
+        match endless.reader.get_mut().write_all(&chunk) {
+            Ok(()) => sent += 1,
+            Err(_) => break, // the proxy already closed it
+        }
+    }
+    let reply = String::from_utf8_lossy(&endless.read_reply()).into_owned();
+    assert_eq!(
+        reply, "-ERR Protocol error: too big inline request\r\n",
+        "after {sent} MB"
+    );
+    let mut bystander = client(&s);
+    assert_eq!(bystander.cmd_str(&["PING"]), "+PONG\r\n");
+    let grown = rss_kib(pid).saturating_sub(before);
+    eprintln!("proxy RSS grew by {grown} KiB with 20 clients holding 800 KB each");
+    assert!(grown < 20 * 2 * 1024 + 16 * 1024, "RSS grew by {grown} KiB");
+    drop(holders);
+}

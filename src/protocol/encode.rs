@@ -1,8 +1,6 @@
 //! Encoding of the values and requests the proxy builds, in the client's
 //! protocol. RESP2 clients get RESP3 types downgraded the way Redis 7 does it.
 
-use std::fmt::{Display, Write};
-
 use bytes::{BufMut, BytesMut};
 
 use super::{Proto, Value};
@@ -30,7 +28,7 @@ pub fn encode(value: &Value, proto: Proto, out: &mut BytesMut) {
         Value::Push(items) => put_aggregate(out, if resp3 { b'>' } else { b'*' }, items, proto),
         Value::Map(pairs) => {
             if resp3 {
-                put_number(out, b'%', pairs.len());
+                put_length(out, b'%', pairs.len());
             } else {
                 encode_array_header(pairs.len() * 2, out);
             }
@@ -39,12 +37,12 @@ pub fn encode(value: &Value, proto: Proto, out: &mut BytesMut) {
                 encode(value, proto, out);
             }
         }
-        Value::Double(d) if resp3 => put_number(out, b',', format_double(*d)),
+        Value::Double(d) if resp3 => put_line(out, b',', format_double(*d).as_bytes()),
         Value::Double(d) => encode_bulk(format_double(*d).as_bytes(), out),
         Value::Boolean(b) if resp3 => out.put_slice(if *b { b"#t\r\n" } else { b"#f\r\n" }),
         Value::Boolean(b) => encode_integer(i64::from(*b), out),
         Value::Verbatim { format, text } if resp3 => {
-            put_number(out, b'=', text.len() + 4);
+            put_length(out, b'=', text.len() + 4);
             out.put_slice(format);
             out.put_u8(b':');
             out.put_slice(text);
@@ -69,12 +67,13 @@ pub fn encode_simple(msg: &str, out: &mut BytesMut) {
 
 /// Appends the integer `:{n}\r\n`.
 pub fn encode_integer(n: i64, out: &mut BytesMut) {
-    put_number(out, b':', n);
+    put_decimal(out, b':', n < 0, n.unsigned_abs());
 }
 
 /// Appends the bulk string `${len}\r\n{data}\r\n`.
 pub fn encode_bulk(data: &[u8], out: &mut BytesMut) {
-    put_number(out, b'$', data.len());
+    out.reserve(data.len() + 25);
+    put_length(out, b'$', data.len());
     out.put_slice(data);
     out.put_slice(b"\r\n");
 }
@@ -82,7 +81,7 @@ pub fn encode_bulk(data: &[u8], out: &mut BytesMut) {
 /// Appends an array header `*{len}\r\n`; the caller appends the `len` elements,
 /// e.g. element frames taken unchanged from backend replies.
 pub fn encode_array_header(len: usize, out: &mut BytesMut) {
-    put_number(out, b'*', len);
+    put_length(out, b'*', len);
 }
 
 /// Appends a request as a RESP multibulk of bulk strings, as backends expect it.
@@ -93,11 +92,32 @@ pub fn encode_request<A: AsRef<[u8]>>(args: &[A], out: &mut BytesMut) {
     }
 }
 
-/// Appends `{kind}{n}\r\n`.
-fn put_number(out: &mut BytesMut, kind: u8, n: impl Display) {
+/// Appends `{kind}{len}\r\n`.
+fn put_length(out: &mut BytesMut, kind: u8, len: usize) {
+    put_decimal(out, kind, false, len as u64);
+}
+
+/// Appends `{kind}[-]{magnitude}\r\n`, without the formatting machinery:
+/// split requests encode a header per argument.
+fn put_decimal(out: &mut BytesMut, kind: u8, negative: bool, mut magnitude: u64) {
+    // u64::MAX has 20 digits.
+    let mut digits = [0u8; 20];
+    let mut start = digits.len();
+    loop {
+        start -= 1;
+        digits[start] = b'0' + (magnitude % 10) as u8;
+        magnitude /= 10;
+        if magnitude == 0 {
+            break;
+        }
+    }
+    out.reserve(24);
     out.put_u8(kind);
-    // Formatting into a BytesMut cannot fail: it grows as needed.
-    let _ = write!(out, "{n}\r\n");
+    if negative {
+        out.put_u8(b'-');
+    }
+    out.put_slice(&digits[start..]);
+    out.put_slice(b"\r\n");
 }
 
 /// Appends `{kind}{text}\r\n` with CR and LF in `text` replaced by spaces.
@@ -112,7 +132,7 @@ fn put_line(out: &mut BytesMut, kind: u8, text: &[u8]) {
 }
 
 fn put_aggregate(out: &mut BytesMut, kind: u8, items: &[Value], proto: Proto) {
-    put_number(out, kind, items.len());
+    put_length(out, kind, items.len());
     for item in items {
         encode(item, proto, out);
     }
@@ -269,6 +289,22 @@ mod tests {
             &out[..],
             b"-ERR bad  thing\r\n+OK\r\n:-9223372036854775808\r\n$0\r\n\r\n*2\r\n"
         );
+    }
+
+    #[test]
+    fn integers_and_lengths_in_decimal() {
+        let mut out = BytesMut::new();
+        for n in [0, 9, 10, -1, -10, 1_234_567_890, i64::MAX] {
+            encode_integer(n, &mut out);
+        }
+        encode_array_header(100, &mut out);
+        assert_eq!(
+            &out[..],
+            b":0\r\n:9\r\n:10\r\n:-1\r\n:-10\r\n:1234567890\r\n:9223372036854775807\r\n*100\r\n"
+        );
+        let mut out = BytesMut::new();
+        put_length(&mut out, b'$', usize::MAX);
+        assert_eq!(&out[..], format!("${}\r\n", usize::MAX).as_bytes());
     }
 
     #[test]

@@ -56,6 +56,8 @@ impl Proxy {
         });
         Proxy {
             port,
+            stats_port,
+            metrics_port,
             guard,
             conf,
             log,
