@@ -23,7 +23,12 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{oneshot, watch};
 
-/// Bytes read per system call; also the buffer an active session keeps.
+/// The buffer of a batch's first read. Most sessions send one request or
+/// a short pipeline at a time; a buffer this small is cheap to allocate per
+/// batch and to release after it, so an idle session holds none.
+const SMALL_READ: usize = 1024;
+/// The buffer of a session that sends more at a time (large values, deep
+/// pipelines); it keeps this one while it stays busy.
 const READ_CHUNK: usize = 16 * 1024;
 /// How long a session waits for more input once the proxy is stopping.
 const STOP_GRACE: Duration = Duration::from_millis(200);
@@ -78,10 +83,15 @@ pub async fn serve(pool: Arc<Pool>, mut stream: TcpStream, shutdown: watch::Rece
     let stop = stop_signal(shutdown);
     tokio::pin!(stop);
     let mut stopping = false;
+    // The last read was large or filled the buffer: read in large chunks.
+    let mut busy = false;
+    // `MAX_BATCH` stopped the parsing with requests left in `input`: serve
+    // them before waiting for the socket, which may have nothing more.
+    let mut backlog = false;
     loop {
-        // Wait for input without holding a buffer, so an idle connection
-        // costs little memory.
-        if stopping {
+        if backlog {
+            // Nothing to wait for.
+        } else if stopping {
             // Stopping: answer what the client has already sent, and leave
             // once it has been quiet for a moment.
             match tokio::time::timeout(STOP_GRACE, stream.readable()).await {
@@ -97,13 +107,21 @@ pub async fn serve(pool: Arc<Pool>, mut stream: TcpStream, shutdown: watch::Rece
                 }
             }
         }
-        if input.capacity() - input.len() < READ_CHUNK / 4 {
-            input.reserve(READ_CHUNK);
-        }
-        match read_now(&mut stream, &mut input).await {
-            Some(Ok(0)) | Some(Err(_)) => return,
-            Some(Ok(_)) => {}
-            None => continue,
+        if !backlog {
+            let chunk = if busy || !input.is_empty() {
+                READ_CHUNK
+            } else {
+                SMALL_READ
+            };
+            if input.capacity() - input.len() < chunk / 4 {
+                input.reserve(chunk);
+            }
+            let room = input.capacity() - input.len();
+            match read_now(&mut stream, &mut input).await {
+                Some(Ok(0)) | Some(Err(_)) => return,
+                Some(Ok(n)) => busy = n >= SMALL_READ || n == room,
+                None => continue,
+            }
         }
         let mut protocol_error = None;
         while pending.len() < MAX_BATCH && !session.closing {
@@ -119,6 +137,7 @@ pub async fn serve(pool: Arc<Pool>, mut stream: TcpStream, shutdown: watch::Rece
                 }
             }
         }
+        backlog = pending.len() >= MAX_BATCH;
         for reply in pending.drain(..) {
             reply.write_to(&mut output, &session.pool.stats).await;
         }
@@ -129,13 +148,19 @@ pub async fn serve(pool: Arc<Pool>, mut stream: TcpStream, shutdown: watch::Rece
             if stream.write_all(&output).await.is_err() {
                 return;
             }
-            output.clear();
+            if output.capacity() > 4 * READ_CHUNK {
+                output = BytesMut::new();
+            } else {
+                output.clear();
+            }
         }
         if protocol_error.is_some() || session.closing {
             let _ = stream.shutdown().await;
             return;
         }
-        if input.is_empty() && input.capacity() > 4 * READ_CHUNK {
+        // Wait for input without holding a buffer, unless the session is
+        // busy, so an idle connection costs little memory.
+        if input.is_empty() && (!busy || input.capacity() > 4 * READ_CHUNK) {
             input = BytesMut::new();
         }
     }

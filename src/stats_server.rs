@@ -14,6 +14,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+/// Samples of one metric family: (labels, value).
+type Samples = Vec<(String, String)>;
+
 /// Largest HTTP request head the metrics endpoint reads.
 const MAX_HTTP_REQUEST: usize = 8 * 1024;
 
@@ -221,7 +224,7 @@ pub fn prometheus_text(pools: &[Arc<Pool>]) -> String {
         );
     }
 
-    let mut backend_families: Vec<(&str, &str, &str, Vec<(String, String)>)> = vec![
+    let mut backend_families: Vec<(&str, &str, &str, Samples)> = vec![
         (
             "shardproxy_backend_requests_total",
             "counter",

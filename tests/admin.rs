@@ -240,7 +240,7 @@ async fn init_refuses_a_conflicting_file_with_a_diff_and_force_applies_it() {
     assert_eq!(in_use.code, 2, "{in_use:?}");
     assert!(
         in_use.stderr.contains(&format!(
-            "{ROOT}/redis-0002 is not in the file but still has 1 members"
+            "{ROOT}/redis-0002 is not in the file but still has members (1 live Redis)"
         )),
         "{in_use:?}"
     );
@@ -516,4 +516,43 @@ async fn unreachable_zookeeper_is_a_clear_error() {
         )),
         "{run:?}"
     );
+}
+
+/// Runs deploy/keepalived/check_shardproxy.sh with `args`; its exit code.
+fn keepalived_check(args: &[&str]) -> i32 {
+    // Next to this file, whichever crate root the test runs from.
+    let script = Path::new(file!())
+        .parent()
+        .unwrap()
+        .join("../deploy/keepalived/check_shardproxy.sh");
+    Command::new("bash")
+        .arg(script)
+        .args(args)
+        .status()
+        .expect("run check_shardproxy.sh")
+        .code()
+        .unwrap_or(-1)
+}
+
+#[test]
+fn keepalived_check_passes_only_when_the_proxy_answers_pong() {
+    let redis = Redis::start();
+    let body = format!("  redis: true\n  servers:\n   - {}:1\n", redis.addr());
+    let proxy = common::proxy::Proxy::start(&body);
+    assert_eq!(keepalived_check(&["127.0.0.1", &proxy.port.to_string()]), 0);
+    assert_eq!(
+        keepalived_check(&["127.0.0.1", &common::free_port().to_string()]),
+        1
+    );
+
+    let secured = format!("{body}  redis_auth: sekret\n");
+    let proxy = common::proxy::Proxy::start(&secured);
+    let port = proxy.port.to_string();
+    assert_eq!(
+        keepalived_check(&["127.0.0.1", &port, "1"]),
+        1,
+        "-NOAUTH is no PONG"
+    );
+    assert_eq!(keepalived_check(&["127.0.0.1", &port, "1", "sekret"]), 0);
+    assert_eq!(keepalived_check(&["127.0.0.1", &port, "1", "wrong"]), 1);
 }

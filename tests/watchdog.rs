@@ -8,298 +8,21 @@
 //! `--nocapture` to see them.
 
 mod common;
+#[path = "watchdog/harness.rs"]
+mod harness;
 
+use common::proxy::Proxy;
 use common::redis::{encode_command, Redis};
 use common::zookeeper::ZooKeeper;
-use common::{free_port, port_open, temp_dir, wait_until, ProcessGuard};
+use common::{free_port, temp_dir, wait_until, ProcessGuard};
+use harness::*;
 use shardproxy::watchdog::request_switchover;
-use shardproxy::zk::layout::{parse_member_name, ShardData};
-use shardproxy::zk::{MemberData, Role};
+use shardproxy::zk::Role;
 use std::io::{Read, Write};
-use std::net::{Shutdown, TcpListener, TcpStream};
-use std::path::PathBuf;
+use std::net::TcpStream;
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
-use zookeeper_client as zk;
-
-/// How long any awaited condition may take on a busy 2-core machine.
-const DEADLINE: Duration = Duration::from_secs(20);
-
-/// Session timeout asked by the watchdogs.
-const SESSION_MS: u64 = 1000;
-
-/// A redis-server that syncs a new replica at once (Redis 7 waits 5 s by
-/// default to batch replicas for a diskless sync).
-fn start_redis() -> Redis {
-    Redis::start_with(&["--repl-diskless-sync-delay", "0"])
-}
-
-/// Starts redis-server again on `port`, e.g. after a kill -9.
-fn restart_redis(port: u16) -> Redis {
-    let child = Command::new("redis-server")
-        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-        .args(["--save", "", "--appendonly", "no"])
-        .args(["--repl-diskless-sync-delay", "0"])
-        .arg("--dir")
-        .arg(temp_dir("redis"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start redis-server");
-    let guard = ProcessGuard::new(format!("redis:{port}"), child);
-    wait_until("restarted redis to listen", DEADLINE, || port_open(port));
-    Redis { port, guard }
-}
-
-/// A running `shardproxy-watchdog` with its log file.
-struct Watchdog {
-    guard: ProcessGuard,
-    log: PathBuf,
-    args: Vec<String>,
-}
-
-impl Watchdog {
-    fn start(zk_hosts: &str, redis: &Redis, shard: &str) -> Watchdog {
-        let log = temp_dir("watchdog").join("watchdog.log");
-        let args: Vec<String> = [
-            "--zk",
-            zk_hosts,
-            "--redis",
-            &redis.addr(),
-            "--shard",
-            shard,
-            "--interval-ms",
-            "100",
-            "--down-after",
-            "3",
-            "--session-timeout-ms",
-            &SESSION_MS.to_string(),
-            "-v",
-            "debug",
-            "-o",
-            log.to_str().unwrap(),
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        Watchdog::spawn(args, log)
-    }
-
-    fn spawn(args: Vec<String>, log: PathBuf) -> Watchdog {
-        let child = Command::new(env!("CARGO_BIN_EXE_shardproxy-watchdog"))
-            .args(&args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start shardproxy-watchdog");
-        Watchdog {
-            guard: ProcessGuard::new("watchdog", child),
-            log,
-            args,
-        }
-    }
-
-    /// Starts the same watchdog again (same flags, same log file).
-    fn restart(&mut self) {
-        self.guard.kill();
-        *self = Watchdog::spawn(self.args.clone(), self.log.clone());
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-/// The test's own ZooKeeper client, driven from plain threads.
-struct Zk {
-    runtime: tokio::runtime::Runtime,
-    client: zk::Client,
-    hosts: String,
-}
-
-/// A member of a shard as ZooKeeper has it.
-#[derive(Debug, Clone)]
-struct Member {
-    addr: String,
-    seq: u64,
-    data: MemberData,
-}
-
-impl Zk {
-    fn connect(zookeeper: &ZooKeeper) -> Zk {
-        // One worker keeps the session's pings going between calls.
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap();
-        let hosts = zookeeper.hosts();
-        let client = runtime
-            .block_on(
-                zk::Client::connector()
-                    .with_session_timeout(Duration::from_secs(2))
-                    .connect(&hosts),
-            )
-            .expect("connect to ZooKeeper");
-        Zk {
-            runtime,
-            client,
-            hosts,
-        }
-    }
-
-    /// Creates `<root>/redis-0000` with range 0-4095 and returns its path.
-    fn create_shard(&self, root: &str) -> String {
-        let shard = format!("{root}/redis-0000");
-        let mode = zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all());
-        self.runtime.block_on(async {
-            self.client.mkdir(root, &mode).await.unwrap();
-            let data = ShardData::new(0, 4095).to_json();
-            self.client.create(&shard, &data, &mode).await.unwrap();
-        });
-        shard
-    }
-
-    /// The shard's members in line order, with their data.
-    fn members(&self, shard: &str) -> Vec<Member> {
-        self.runtime.block_on(async {
-            let names = self.client.list_children(shard).await.unwrap();
-            let mut members = Vec::new();
-            for name in names {
-                let (addr, seq) = parse_member_name(&name).expect("only members under a shard");
-                let path = format!("{shard}/{name}");
-                let Ok((data, _)) = self.client.get_data(&path).await else {
-                    continue;
-                };
-                let data = serde_json::from_slice(&data).expect("member data is JSON");
-                members.push(Member { addr, seq, data });
-            }
-            members.sort_by_key(|m| m.seq);
-            members
-        })
-    }
-
-    /// The addresses in line order.
-    fn line(&self, shard: &str) -> Vec<String> {
-        self.members(shard).into_iter().map(|m| m.addr).collect()
-    }
-}
-
-/// A sync connection to a Redis; reads time out after 2 s.
-fn redis_conn(port: u16) -> redis::Connection {
-    let client = redis::Client::open(format!("redis://127.0.0.1:{port}/")).unwrap();
-    let conn = client
-        .get_connection_with_timeout(Duration::from_secs(2))
-        .expect("connect to redis");
-    conn.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
-    conn
-}
-
-/// `INFO replication` of the Redis on `port` as (key, value) lookups; empty
-/// if it does not answer.
-fn replication(port: u16) -> String {
-    let Ok(client) = redis::Client::open(format!("redis://127.0.0.1:{port}/")) else {
-        return String::new();
-    };
-    let Ok(mut conn) = client.get_connection_with_timeout(Duration::from_secs(2)) else {
-        return String::new();
-    };
-    redis::cmd("INFO")
-        .arg("replication")
-        .query(&mut conn)
-        .unwrap_or_default()
-}
-
-fn field(info: &str, key: &str) -> String {
-    info.lines()
-        .find_map(|l| l.strip_prefix(&format!("{key}:")))
-        .unwrap_or("")
-        .trim()
-        .to_string()
-}
-
-fn is_master(redis: &Redis) -> bool {
-    field(&replication(redis.port), "role") == "master"
-}
-
-/// True when `replica` replicates from `master` with the link up.
-fn is_synced_replica_of(replica: &Redis, master: &Redis) -> bool {
-    let info = replication(replica.port);
-    field(&info, "role") == "slave"
-        && field(&info, "master_port") == master.port.to_string()
-        && field(&info, "master_link_status") == "up"
-}
-
-fn dbsize(redis: &Redis) -> i64 {
-    redis::cmd("DBSIZE")
-        .query(&mut redis_conn(redis.port))
-        .unwrap()
-}
-
-fn fill(redis: &Redis, prefix: &str, n: usize) {
-    let mut pipe = redis::pipe();
-    for i in 0..n {
-        pipe.cmd("SET").arg(format!("{prefix}:{i}")).arg(i).ignore();
-    }
-    pipe.query::<()>(&mut redis_conn(redis.port)).unwrap();
-}
-
-/// A shard with two Redis instances, each with its watchdog: `a` master,
-/// `b` its synced replica, both in line.
-struct Pair {
-    zookeeper: ZooKeeper,
-    zk: Zk,
-    shard: String,
-    a: Redis,
-    b: Redis,
-    wa: Watchdog,
-    wb: Watchdog,
-}
-
-impl Pair {
-    fn start(cluster: &str) -> Pair {
-        Pair::start_with(cluster, |zookeeper, _| zookeeper.hosts())
-    }
-
-    /// `a_hosts` gives the ZooKeeper connect string for `a`'s watchdog.
-    fn start_with(cluster: &str, a_hosts: impl FnOnce(&ZooKeeper, &Zk) -> String) -> Pair {
-        let zookeeper = ZooKeeper::start();
-        let zk = Zk::connect(&zookeeper);
-        let shard = zk.create_shard(&format!("/redis/cluster/{cluster}"));
-        let (a, b) = (start_redis(), start_redis());
-        let wa = Watchdog::start(&a_hosts(&zookeeper, &zk), &a, &shard);
-        wait_until("a to be the master", DEADLINE, || {
-            zk.line(&shard) == [a.addr()]
-        });
-        let wb = Watchdog::start(&zookeeper.hosts(), &b, &shard);
-        wait_until("b to join the line", DEADLINE, || {
-            zk.line(&shard) == [a.addr(), b.addr()]
-        });
-        Pair {
-            zookeeper,
-            zk,
-            shard,
-            a,
-            b,
-            wa,
-            wb,
-        }
-    }
-
-    fn line(&self) -> Vec<String> {
-        self.zk.line(&self.shard)
-    }
-
-    /// Waits until `master` is the only member and its Redis is master.
-    fn wait_sole_master(&self, master: &Redis) {
-        wait_until("the new master to be promoted", DEADLINE, || {
-            self.line() == [master.addr()] && is_master(master)
-        });
-    }
-}
 
 #[test]
 fn empty_shard_first_becomes_master_second_joins_after_first_sync() {
@@ -348,6 +71,12 @@ fn empty_shard_first_becomes_master_second_joins_after_first_sync() {
     assert_eq!(dbsize(&b), 2000);
     assert!(wb.log_text().contains("joined the line as a replica"));
     assert!(wa.log_text().contains("registered as its master"));
+
+    // SIGTERM: the watchdog closes its session, so its member goes at once.
+    let mut wb = wb;
+    wb.guard.signal("TERM");
+    assert_eq!(wb.guard.wait_exit(DEADLINE), Some(0));
+    assert_eq!(zk.line(&shard), [a.addr()]);
 }
 
 #[test]
@@ -393,7 +122,9 @@ fn killed_master_watchdog_fails_over_after_session_expiry() {
     pair.wa.guard.kill();
     pair.wait_sole_master(&pair.b);
     let failover = killed.elapsed();
-    println!("failover after kill -9 of the master's watchdog: {failover:?} (session {SESSION_MS} ms)");
+    println!(
+        "failover after kill -9 of the master's watchdog: {failover:?} (session {SESSION_MS} ms)"
+    );
     assert!(
         failover >= Duration::from_millis(SESSION_MS / 2),
         "promoted before the session could expire: {failover:?}"
@@ -408,9 +139,11 @@ fn killed_master_watchdog_fails_over_after_session_expiry() {
         .query(&mut redis_conn(pair.b.port))
         .unwrap();
     pair.wa.restart();
-    wait_until("the restarted watchdog to rejoin as a replica", DEADLINE, || {
-        pair.line() == [pair.b.addr(), pair.a.addr()] && is_synced_replica_of(&pair.a, &pair.b)
-    });
+    wait_until(
+        "the restarted watchdog to rejoin as a replica",
+        DEADLINE,
+        || pair.line() == [pair.b.addr(), pair.a.addr()] && is_synced_replica_of(&pair.a, &pair.b),
+    );
     assert_eq!(dbsize(&pair.a), 101);
 }
 
@@ -435,10 +168,16 @@ fn replica_without_first_sync_is_never_promoted() {
     wait_until("c to replicate from a", DEADLINE, || {
         field(&replication(c.port), "master_port") == a.port.to_string()
     });
-    assert_eq!(zk.line(&shard), [a.addr()], "c joined before its first sync");
+    assert_eq!(
+        zk.line(&shard),
+        [a.addr()],
+        "c joined before its first sync"
+    );
 
     a.guard.kill();
-    wait_until("a to leave the line", DEADLINE, || zk.line(&shard).is_empty());
+    wait_until("a to leave the line", DEADLINE, || {
+        zk.line(&shard).is_empty()
+    });
     // Watch c for 15 intervals: it must neither register nor be promoted.
     let watch_until = Instant::now() + Duration::from_millis(1500);
     while Instant::now() < watch_until {
@@ -453,98 +192,6 @@ fn replica_without_first_sync_is_never_promoted() {
     wait_until("a to lead and c to join", DEADLINE, || {
         zk.line(&shard) == [a.addr(), c.addr()] && is_synced_replica_of(&c, &a)
     });
-}
-
-/// A writer that sends numbered SETs to whichever of two Redis accepts
-/// writes, switching on any error, and records what was acknowledged.
-struct Writer {
-    stop: Arc<AtomicBool>,
-    acked: Arc<Mutex<Vec<(u64, Instant)>>>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl Writer {
-    fn start(ports: [u16; 2]) -> Writer {
-        let stop = Arc::new(AtomicBool::new(false));
-        let acked = Arc::new(Mutex::new(Vec::new()));
-        let (stop2, acked2) = (stop.clone(), acked.clone());
-        let thread = std::thread::spawn(move || {
-            let mut target = 0;
-            let mut conn: Option<redis::Connection> = None;
-            let mut i = 0u64;
-            while !stop2.load(Ordering::Relaxed) {
-                i += 1;
-                let c = match conn.as_mut() {
-                    Some(c) => c,
-                    None => match redis::Client::open(format!("redis://127.0.0.1:{}/", ports[target]))
-                        .and_then(|cl| cl.get_connection_with_timeout(Duration::from_secs(1)))
-                    {
-                        Ok(c) => {
-                            c.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
-                            conn.insert(c)
-                        }
-                        Err(_) => {
-                            target = 1 - target;
-                            continue;
-                        }
-                    },
-                };
-                let result: redis::RedisResult<()> =
-                    redis::cmd("SET").arg(format!("w:{i}")).arg(i).query(c);
-                match result {
-                    Ok(()) => acked2.lock().unwrap().push((i, Instant::now())),
-                    Err(_) => {
-                        conn = None;
-                        target = 1 - target;
-                    }
-                }
-            }
-        });
-        Writer {
-            stop,
-            acked,
-            thread: Some(thread),
-        }
-    }
-
-    fn acked(&self) -> Vec<(u64, Instant)> {
-        self.acked.lock().unwrap().clone()
-    }
-
-    fn stop(&mut self) -> Vec<(u64, Instant)> {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(thread) = self.thread.take() {
-            thread.join().unwrap();
-        }
-        self.acked()
-    }
-}
-
-/// The acknowledged writes missing from `redis`.
-fn missing(redis: &Redis, acked: &[(u64, Instant)]) -> Vec<u64> {
-    let mut conn = redis_conn(redis.port);
-    acked
-        .chunks(500)
-        .flat_map(|chunk| {
-            let keys: Vec<String> = chunk.iter().map(|(i, _)| format!("w:{i}")).collect();
-            let values: Vec<Option<u64>> = redis::cmd("MGET").arg(&keys).query(&mut conn).unwrap();
-            chunk
-                .iter()
-                .zip(values)
-                .filter(|((i, _), v)| *v != Some(*i))
-                .map(|((i, _), _)| *i)
-                .collect::<Vec<_>>()
-        })
-        .collect()
-}
-
-/// The longest time between two acknowledged writes.
-fn longest_gap(acked: &[(u64, Instant)]) -> Duration {
-    acked
-        .windows(2)
-        .map(|w| w[1].1 - w[0].1)
-        .max()
-        .unwrap_or_default()
 }
 
 #[test]
@@ -565,7 +212,12 @@ fn switchover_under_writes_loses_no_acknowledged_write() {
     assert_eq!(report.new_master, pair.b.addr());
     let switched = Instant::now();
     wait_until("writes to flow to the new master", DEADLINE, || {
-        writer.acked().iter().filter(|(_, at)| *at > switched).count() > 200
+        writer
+            .acked()
+            .iter()
+            .filter(|(_, at)| *at > switched)
+            .count()
+            > 200
     });
     let acked = writer.stop();
     let gap = longest_gap(&acked);
@@ -604,84 +256,46 @@ fn switchover_is_refused_without_a_replica() {
     wait_until("a to register", DEADLINE, || zk.line(&shard) == [a.addr()]);
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let err = runtime
-        .block_on(request_switchover(&zk.hosts, &shard, Duration::from_secs(1)))
+        .block_on(request_switchover(
+            &zk.hosts,
+            &shard,
+            Duration::from_secs(1),
+        ))
         .unwrap_err();
-    assert!(
-        err.to_string().contains("no replica in line"),
-        "{err}"
-    );
+    assert!(err.to_string().contains("no replica in line"), "{err}");
     let missing_shard = format!("{shard}-nope");
     let err = runtime
-        .block_on(request_switchover(&zk.hosts, &missing_shard, Duration::from_secs(1)))
+        .block_on(request_switchover(
+            &zk.hosts,
+            &missing_shard,
+            Duration::from_secs(1),
+        ))
         .unwrap_err();
     assert!(err.to_string().contains("does not exist"), "{err}");
     assert!(is_master(&a));
     assert_eq!(zk.line(&shard), [a.addr()]);
 }
 
-/// A TCP relay to ZooKeeper that a test can cut, as a network partition
-/// between one watchdog and ZooKeeper.
-struct Relay {
-    port: u16,
-    cut: Arc<AtomicBool>,
-    open: Arc<Mutex<Vec<TcpStream>>>,
-}
-
-impl Relay {
-    fn start(target: u16) -> Relay {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let cut = Arc::new(AtomicBool::new(false));
-        let open = Arc::new(Mutex::new(Vec::new()));
-        let (cut2, open2) = (cut.clone(), open.clone());
-        // The thread ends with the test process; it holds no child process.
-        std::thread::spawn(move || {
-            for client in listener.incoming() {
-                let Ok(client) = client else { continue };
-                if cut2.load(Ordering::SeqCst) {
-                    continue; // dropped: closed at once
-                }
-                let Ok(server) = TcpStream::connect(("127.0.0.1", target)) else {
-                    continue;
-                };
-                let mut open = open2.lock().unwrap();
-                open.push(client.try_clone().unwrap());
-                open.push(server.try_clone().unwrap());
-                pipe(client.try_clone().unwrap(), server.try_clone().unwrap());
-                pipe(server, client);
-            }
-        });
-        Relay { port, cut, open }
-    }
-
-    fn hosts(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-
-    /// Closes every relayed connection and refuses new ones.
-    fn cut(&self) {
-        self.cut.store(true, Ordering::SeqCst);
-        for stream in self.open.lock().unwrap().drain(..) {
-            let _ = stream.shutdown(Shutdown::Both);
-        }
-    }
-
-    fn restore(&self) {
-        self.cut.store(false, Ordering::SeqCst);
-    }
-}
-
-/// Copies `from` to `to` on a thread until either side closes.
-fn pipe(mut from: TcpStream, mut to: TcpStream) {
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 16 * 1024];
-        while let Ok(n) = from.read(&mut buf) {
-            if n == 0 || to.write_all(&buf[..n]).is_err() {
-                break;
-            }
-        }
-        let _ = to.shutdown(Shutdown::Both);
+#[test]
+fn password_protected_redis_replicates_with_redis_auth() {
+    let zookeeper = ZooKeeper::start();
+    let zk = Zk::connect(&zookeeper);
+    let shard = zk.create_shard("/redis/cluster/auth");
+    // No masterauth in their configuration: the watchdog sets it.
+    let secured = ["--repl-diskless-sync-delay", "0", "--requirepass", "s3cret"];
+    let (a, b) = (Redis::start_with(&secured), Redis::start_with(&secured));
+    let flags = ["--interval-ms", "100", "--redis-auth", "s3cret"];
+    let _wa = Watchdog::start_with(&zookeeper.hosts(), &a, &shard, &flags);
+    wait_until("a to register", DEADLINE, || zk.line(&shard) == [a.addr()]);
+    let wb = Watchdog::start_with(&zookeeper.hosts(), &b, &shard, &flags);
+    wait_until("b to join after its first sync", DEADLINE, || {
+        zk.line(&shard) == [a.addr(), b.addr()]
     });
+    let mut conn = b.connect();
+    assert_eq!(conn.cmd_str(&["AUTH", "s3cret"]), "+OK\r\n");
+    let info = conn.cmd_str(&["INFO", "replication"]);
+    assert!(info.contains("master_link_status:up"), "{info}");
+    assert!(!wb.log_text().contains("s3cret"), "the password was logged");
 }
 
 #[test]
@@ -695,14 +309,30 @@ fn split_brain_guard_pauses_a_master_cut_off_from_zookeeper() {
         hosts
     });
     let relay = relay.lock().unwrap().take().unwrap();
-    let before = pair.wa.log_text().matches("split-brain guard: paused").count();
+    let before = pair
+        .wa
+        .log_text()
+        .matches("split-brain guard: paused")
+        .count();
 
     let cut = Instant::now();
     relay.cut();
     wait_until("a's watchdog to pause writes", DEADLINE, || {
-        pair.wa.log_text().matches("split-brain guard: paused").count() > before
+        pair.wa
+            .log_text()
+            .matches("split-brain guard: paused")
+            .count()
+            > before
     });
-    println!("split-brain guard: writes paused {:?} after the cut", cut.elapsed());
+    println!(
+        "split-brain guard: writes paused {:?} after the cut",
+        cut.elapsed()
+    );
+    assert_eq!(
+        field(&replication(pair.b.port), "role"),
+        "slave",
+        "b was promoted before a was paused"
+    );
     // A client still reaching a (a proxy with an old table) gets no answer.
     let mut client = TcpStream::connect(("127.0.0.1", pair.a.port)).unwrap();
     client
@@ -713,13 +343,22 @@ fn split_brain_guard_pauses_a_master_cut_off_from_zookeeper() {
         .unwrap();
     let mut reply = [0u8; 64];
     let early = client.read(&mut reply);
-    assert!(early.is_err(), "the cut-off master answered a write: {early:?}");
+    assert!(
+        early.is_err(),
+        "the cut-off master answered a write: {early:?}"
+    );
 
     pair.wait_sole_master(&pair.b);
-    println!("split-brain guard: b promoted {:?} after the cut", cut.elapsed());
+    println!(
+        "split-brain guard: b promoted {:?} after the cut",
+        cut.elapsed()
+    );
     assert!(is_master(&pair.a), "a is still a master, but paused");
     let late = client.read(&mut reply);
-    assert!(late.is_err(), "the cut-off master answered a write: {late:?}");
+    assert!(
+        late.is_err(),
+        "the cut-off master answered a write: {late:?}"
+    );
 
     relay.restore();
     wait_until("a to rejoin as a replica of b", DEADLINE, || {
@@ -744,7 +383,12 @@ fn watchdog_flags_and_file_are_checked() {
     let output = Command::new(env!("CARGO_BIN_EXE_shardproxy-watchdog"))
         .arg("-f")
         .arg(&conf)
-        .args(["--redis", "127.0.0.1:6379", "--shard", "/redis/cluster/x/redis-0000"])
+        .args([
+            "--redis",
+            "127.0.0.1:6379",
+            "--shard",
+            "/redis/cluster/x/redis-0000",
+        ])
         .output()
         .unwrap();
     assert_eq!(output.status.code(), Some(1));
@@ -773,4 +417,166 @@ fn watchdog_flags_and_file_are_checked() {
     });
     guard.signal("TERM");
     assert_eq!(guard.wait_exit(DEADLINE), Some(0));
+}
+
+/// The issue's end-to-end scenario: ZooKeeper, 2 shards x (master +
+/// replica), 4 watchdogs with the default timings, 2 proxies, a writer
+/// through each proxy. A master is killed -9, then the other shard is
+/// switched over, both under the writes.
+#[test]
+fn end_to_end_failover_and_switchover_under_writes_through_two_proxies() {
+    let zookeeper = ZooKeeper::start();
+    let zk = Zk::connect(&zookeeper);
+    let root = "/redis/cluster/e2e";
+    let shards = [
+        zk.create_shard_range(root, "redis-0000", 0, 2047),
+        zk.create_shard_range(root, "redis-0001", 2048, 4095),
+    ];
+    let mut m0 = start_redis();
+    let (r0, m1, r1) = (start_redis(), start_redis(), start_redis());
+    let hosts = zookeeper.hosts();
+    // The default timings (1 s interval, down after 3 failed checks): the
+    // failover time a deployment gets out of the box.
+    let _watchdogs = [
+        Watchdog::start_with(&hosts, &m0, &shards[0], &[]),
+        Watchdog::start_with(&hosts, &m1, &shards[1], &[]),
+    ];
+    wait_until("both masters to register", DEADLINE, || {
+        zk.line(&shards[0]) == [m0.addr()] && zk.line(&shards[1]) == [m1.addr()]
+    });
+    let _replica_watchdogs = [
+        Watchdog::start_with(&hosts, &r0, &shards[0], &[]),
+        Watchdog::start_with(&hosts, &r1, &shards[1], &[]),
+    ];
+    wait_until("both replicas to join", DEADLINE, || {
+        zk.line(&shards[0]) == [m0.addr(), r0.addr()]
+            && zk.line(&shards[1]) == [m1.addr(), r1.addr()]
+    });
+    let proxies: Vec<Proxy> = (0..2)
+        .map(|_| {
+            let port = free_port();
+            let yaml = format!(
+                "e2e:\n  listen: 127.0.0.1:{port}\n  redis: true\n  hash: md5\n  \
+                 distribution: modula\n  timeout: 1000\n  zookeeper_host: {hosts}\n  \
+                 zookeeper_path: /redis/proxy/e2e/127.0.0.1:{port}\n  \
+                 zookeeper_redis_path: {root}\n  servers:\n   - {}:0-2047\n   - {}:2048-4095\n",
+                m0.addr(),
+                m1.addr()
+            );
+            Proxy::start_yaml(port, &yaml)
+        })
+        .collect();
+    let routed = |shard: &str, range: &str, master: &Redis| {
+        format!("name={shard},range={range},master={}", master.addr())
+    };
+    for proxy in &proxies {
+        wait_until("the proxy to route from ZooKeeper", DEADLINE, || {
+            proxy_info(proxy).contains(&routed("redis-0000", "0-2047", &m0))
+        });
+    }
+    let mut writers = [
+        ProxyWriter::start(proxies[0].port, "p0"),
+        ProxyWriter::start(proxies[1].port, "p1"),
+    ];
+    let acked_after = |w: &ProxyWriter, shard: usize, after: Instant| {
+        w.attempts()
+            .iter()
+            .filter(|a| a.ok && a.shard == shard && a.done > after)
+            .count()
+    };
+    wait_until("writes to flow through both proxies", DEADLINE, || {
+        writers
+            .iter()
+            .all(|w| acked_after(w, 0, Instant::now() - DEADLINE) > 300)
+    });
+
+    // Automatic failover: kill -9 the master of shard 0.
+    let killed = Instant::now();
+    m0.guard.kill();
+    wait_until(
+        "writes to the killed shard to recover through both proxies",
+        DEADLINE,
+        || {
+            writers.iter().all(|w| {
+                recovery(&w.attempts(), 0, killed)
+                    .is_some_and(|r| acked_after(w, 0, killed + r) > 100)
+            })
+        },
+    );
+    let recoveries: Vec<Duration> = writers
+        .iter()
+        .map(|w| recovery(&w.attempts(), 0, killed).unwrap())
+        .collect();
+
+    // Planned switchover of shard 1 under the same writes.
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let switch = Instant::now();
+    let report = runtime
+        .block_on(request_switchover(
+            &hosts,
+            &shards[1],
+            Duration::from_secs(1),
+        ))
+        .expect("switchover");
+    assert_eq!(report.new_master, r1.addr());
+    wait_until(
+        "writes to flow to the new master of shard 1",
+        DEADLINE,
+        || {
+            writers
+                .iter()
+                .all(|w| acked_after(w, 1, switch + Duration::from_millis(500)) > 100)
+        },
+    );
+    let attempts: Vec<Attempt> = writers.iter_mut().flat_map(|w| w.stop()).collect();
+    let gap = [0, 1].map(|p| {
+        let ours: Vec<Attempt> = attempts
+            .iter()
+            .filter(|a| a.key.starts_with(&format!("e2e:p{p}:")))
+            .cloned()
+            .collect();
+        longest_gap_on(&ours, 1, switch)
+    });
+
+    let lost = lost_writes(&attempts, [&r0, &r1]);
+    let lost_on = |shard: usize| lost.iter().filter(|a| a.shard == shard).count();
+    let acked = attempts.iter().filter(|a| a.ok).count();
+    println!(
+        "end to end, default watchdog timings: kill -9 of shard 0's master: writes to it work \
+         again after {:?} (proxy 1) and {:?} (proxy 2); switchover of shard 1: master paused \
+         {:?}, longest gap between acknowledged writes to it {:?} (proxy 1) and {:?} (proxy 2); \
+         {acked} writes acknowledged; lost: {} on shard 0 (killed), {} on shard 1 (switched)",
+        recoveries[0],
+        recoveries[1],
+        report.pause,
+        gap[0],
+        gap[1],
+        lost_on(0),
+        lost_on(1)
+    );
+    for proxy in &proxies {
+        let info = proxy_info(proxy);
+        assert!(
+            info.contains(&routed("redis-0000", "0-2047", &r0)),
+            "{info}"
+        );
+        assert!(
+            info.contains(&routed("redis-0001", "2048-4095", &r1)),
+            "{info}"
+        );
+    }
+    assert!(
+        recoveries.iter().all(|r| *r < Duration::from_secs(5)),
+        "{recoveries:?}"
+    );
+    assert_eq!(lost_on(1), 0, "switchover lost acknowledged writes");
+    assert!(gap.iter().all(|g| *g < Duration::from_secs(1)), "{gap:?}");
+    // Asynchronous replication may lose what the dying master had not sent
+    // yet, never anything acknowledged by the new master.
+    for attempt in &lost {
+        assert!(
+            attempt.done < killed + Duration::from_millis(100),
+            "lost a write acknowledged after the failover: {attempt:?}"
+        );
+    }
 }

@@ -33,9 +33,19 @@ mkdir -p "$RUN"
 
 started() { echo "$1 $2" >> "$RUN/pids"; }
 
-wait_for() { # what, command...
+# True when 127.0.0.1:PORT is in its shard's line as LINE (master|replica),
+# as `shardproxy-admin status --json` reports it.
+in_line() {
+    "$BIN/shardproxy-admin" -c "$RUN/proxy-0.yml" status --json | python3 -c '
+import json, sys
+addr, line = "127.0.0.1:" + sys.argv[1], sys.argv[2]
+members = [m for s in json.load(sys.stdin)["shards"] for m in s["members"]]
+sys.exit(0 if any(m["addr"] == addr and m["line"] == line for m in members) else 1)' "$1" "$2"
+}
+
+wait_for() { # what, command... (up to 60 s: a busy machine is slow)
     local what=$1; shift
-    for _ in $(seq 1 200); do
+    for _ in $(seq 1 600); do
         if "$@" >/dev/null 2>&1; then return 0; fi
         sleep 0.1
     done
@@ -98,8 +108,7 @@ for j in 0 2 1 3; do
         -o "$RUN/watchdog-$port.log" &
     started $! "shardproxy-watchdog:$port"
     if [ $((j % 2)) -eq 0 ]; then
-        wait_for "the master of $shard" bash -c "redis-cli -p $port ROLE | head -1 | grep -q master && \
-            \"$BIN/shardproxy-admin\" -c \"$RUN/proxy-0.yml\" status --json | grep -q \"127.0.0.1:$port\""
+        wait_for "the master of $shard" in_line "$port" master
     fi
 done
 
@@ -111,6 +120,10 @@ for i in 0 1; do
 done
 
 # Wait until the replicas have joined and both proxies are registered.
+for j in 1 3; do
+    # The first sync waits for Redis's repl-diskless-sync-delay (5 s).
+    wait_for "the replica 127.0.0.1:${REDIS_PORTS[$j]} to join" in_line "${REDIS_PORTS[$j]}" replica
+done
 wait_for "the cluster to be healthy" "$BIN/shardproxy-admin" -c "$RUN/proxy-0.yml" status
 "$BIN/shardproxy-admin" -c "$RUN/proxy-0.yml" status
 

@@ -215,16 +215,19 @@ pub async fn run(target: &Target, force: bool) -> Result<String, AdminError> {
 
 /// What the run did, or that it had nothing to do.
 fn summary(target: &Target, plan: &Plan, done: &[String]) -> String {
-    let shards = plan.unchanged + plan.changes.len() - deletions(plan);
+    let shards = match plan.unchanged + plan.changes.len() - deletions(plan) {
+        1 => "1 shard".to_string(),
+        n => format!("{n} shards"),
+    };
     if done.is_empty() {
         return format!(
-            "nothing to do: {} already matches pool '{}' ({shards} shards)\n",
+            "nothing to do: {} already matches pool '{}' ({shards})\n",
             target.cluster_root, target.pool
         );
     }
     let mut out: String = done.iter().map(|line| format!("{line}\n")).collect();
     out.push_str(&format!(
-        "{} now matches pool '{}' ({shards} shards)\n",
+        "{} now matches pool '{}' ({shards})\n",
         target.cluster_root, target.pool
     ));
     out

@@ -117,8 +117,8 @@ pub enum AdminError {
     },
     /// `init --force` would delete a shard that still has live members.
     #[error(
-        "{shard} is not in the file but still has {members} members: stop their \
-         watchdogs first; nothing was changed"
+        "{shard} is not in the file but still has members ({members} live Redis): \
+         stop their watchdogs first; nothing was changed"
     )]
     ShardInUse { shard: String, members: usize },
     #[error("failover: {0}")]

@@ -80,7 +80,7 @@ pub fn render(report: &Report) -> String {
                 s.name.clone(),
                 m.addr.clone(),
                 format!("{:010}", m.seq),
-                m.line.clone(),
+                role_name(m.line).to_string(),
                 or_dash(redis.map(|r| role_name(r.role).to_string())),
                 or_dash(redis.map(|r| r.offset.to_string())),
                 or_dash(m.lag.map(|l| l.to_string())),

@@ -78,8 +78,9 @@ pub struct MemberStatus {
     pub znode: String,
     /// Its sequence: its place in line.
     pub seq: u64,
-    /// `master` for the lowest sequence, `replica` for the others.
-    pub line: String,
+    /// Its place in line: master for the lowest sequence, replica for the
+    /// others.
+    pub line: Role,
     /// What the Redis itself says; `None` when it could not be read.
     pub redis: Option<Replication>,
     /// Bytes this replica is behind the shard's master, as read.
@@ -253,9 +254,9 @@ fn judge_shard(
     }
     // The shard's row shows its members' troubles too.
     for member in &shard.members {
-        let who = match member.line.as_str() {
-            "master" => "master".to_string(),
-            _ => format!("replica {}", member.addr),
+        let who = match member.line {
+            Role::Master => "master".to_string(),
+            Role::Replica => format!("replica {}", member.addr),
         };
         let summary: Vec<String> = member.flags.iter().map(|f| format!("{who}: {f}")).collect();
         shard.flags.extend(summary);
@@ -290,17 +291,20 @@ fn judge_member(
         znode: format!("{addr}-{seq:010}"),
         seq,
         line: if master.is_none() {
-            "master"
+            Role::Master
         } else {
-            "replica"
-        }
-        .to_string(),
+            Role::Replica
+        },
         redis: redis.as_ref().ok().cloned(),
         lag: None,
         error: redis.as_ref().err().cloned(),
         flags: Vec::new(),
     };
-    let subject = format!("{shard} {} {addr}", member.line);
+    let place = match member.line {
+        Role::Master => "master",
+        Role::Replica => "replica",
+    };
+    let subject = format!("{shard} {place} {addr}");
     let mut flag = |member: &mut MemberStatus, level, text: String| {
         member.flags.push(text.clone());
         report.raise(level, &subject, text);
@@ -499,9 +503,9 @@ mod tests {
         assert_eq!(first.range.as_deref(), Some("0-2047"));
         assert_eq!(first.master.as_deref(), Some("10.0.0.1:6379"));
         assert_eq!(first.replicas, ["10.0.0.3:6379"]);
-        assert_eq!(first.members[0].line, "master");
+        assert_eq!(first.members[0].line, Role::Master);
         assert_eq!(first.members[0].lag, None);
-        assert_eq!(first.members[1].line, "replica");
+        assert_eq!(first.members[1].line, Role::Replica);
         assert_eq!(first.members[1].lag, Some(10));
     }
 

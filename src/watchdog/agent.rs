@@ -1,29 +1,17 @@
 //! The watchdog's loop: every interval (and at once when the shard's
 //! members or its control znode change) it checks its Redis, reads the
-//! shard's line, applies [`membership::decide`], serves a switchover asked
-//! of it, and applies the split-brain guard.
+//! shard's line, applies [`decide`], serves a switchover asked of it, and
+//! applies the split-brain guard ([`super::guard`]).
 //!
 //! One task does everything in order, so the Redis connection, the member
 //! znode and the pause state have a single owner and no locks. Every
 //! ZooKeeper request is bounded by a timeout, so a ZooKeeper that stops
 //! answering never stops the health checks or the guard.
-//!
-//! # Split-brain guard
-//! Our Redis takes writes only while this watchdog holds a connected
-//! ZooKeeper session in which its member is the lowest of the shard
-//! ([`membership::writes_allowed`]). Whenever that is not so and the Redis
-//! is a master (ZooKeeper connection lost, session expired, not registered
-//! yet, or no longer the lowest after a switchover), it is paused for
-//! writes with `CLIENT PAUSE <ms> WRITE`, renewed every interval; reads go
-//! on. The pause ends when the watchdog is the connected lowest member
-//! again, or once its Redis replicates from the new master: the writes held
-//! meanwhile then fail with `READONLY`, so none is acknowledged by a master
-//! that lost its place. If the watchdog itself dies, the pause runs out
-//! after [`Agent::guard_pause`].
 
 use super::config::Settings;
+use super::guard::{writes_allowed, Guard};
 use super::health::{split_addr, Failures, RedisLink, RedisState};
-use super::membership::{self, decide, Action, Health, View};
+use super::membership::{decide, Action, Health, View};
 use super::switchover::{
     answer_request, members_in_line, pause_until_caught_up, read_request, RequestState,
 };
@@ -50,15 +38,25 @@ type WatchFuture = Pin<Box<dyn Future<Output = zk::WatchedEvent> + Send>>;
 
 /// One ZooKeeper session and the watches set in it.
 struct Session {
+    /// The session lives on while disconnected, until it expires.
     client: zk::Client,
-    /// Connected now (the session lives on while disconnected, for a while).
-    connected: bool,
     /// Watch on the shard's children, re-armed after it fires.
     children: Option<WatchFuture>,
     /// Watch on the control znode, armed while we are the master.
     control: Option<WatchFuture>,
     /// The control znode existed when last looked at.
     control_exists: bool,
+    /// Watch on the data of the lowest member we wait to follow, and its
+    /// path: we follow as soon as it reports itself master.
+    lowest: Option<WatchFuture>,
+    lowest_path: String,
+}
+
+impl Session {
+    /// Connected now: requests get answers.
+    fn connected(&self) -> bool {
+        self.client.state() == zk::SessionState::SyncConnected
+    }
 }
 
 /// Our member znode.
@@ -68,15 +66,6 @@ struct Registration {
     data: MemberData,
     /// The interval count when it was written.
     written_tick: u64,
-}
-
-/// Whether we paused writes on our Redis.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Fence {
-    /// Not known (start, or a previous run may have paused it).
-    Unknown,
-    Paused,
-    Open,
 }
 
 /// The watchdog's state across sessions.
@@ -92,9 +81,11 @@ pub struct Agent {
     members: Vec<Member>,
     /// The lowest member's address as last seen, for "old master" in logs.
     last_master: Option<String>,
-    fence: Fence,
+    guard: Guard,
     /// The last reason for waiting, logged once.
     last_wait: Option<&'static str>,
+    /// Failed attempts at a ZooKeeper session in a row.
+    zk_failures: u32,
     ticks: u64,
 }
 
@@ -111,9 +102,8 @@ pub async fn run(settings: Settings, mut shutdown: signal::Receiver<bool>) {
         "watchdog started"
     );
     loop {
-        let connecting = tokio::time::timeout(agent.op_timeout(), agent.connect());
         let client = tokio::select! {
-            result = connecting => result.ok().flatten(),
+            client = agent.connect() => client,
             _ = shutdown_requested(&mut shutdown) => return,
         };
         match client {
@@ -139,6 +129,12 @@ impl Agent {
             settings.redis_auth.clone(),
             settings.interval.max(Duration::from_millis(250)),
         );
+        // Renewed every interval: it runs out only if the watchdog stops.
+        let guard = Guard::new(
+            &settings.shard,
+            &settings.redis,
+            (settings.interval * 5).max(Duration::from_secs(3)),
+        );
         Agent {
             failures: Failures::new(settings.down_after),
             settings,
@@ -148,8 +144,9 @@ impl Agent {
             joining: false,
             members: Vec::new(),
             last_master: None,
-            fence: Fence::Unknown,
+            guard,
             last_wait: None,
+            zk_failures: 0,
             ticks: 0,
         }
     }
@@ -160,33 +157,37 @@ impl Agent {
         self.settings.interval.max(Duration::from_secs(1))
     }
 
-    /// How long one `CLIENT PAUSE` of the guard lasts; it is renewed every
-    /// interval, so it only runs out if the watchdog stops.
-    pub fn guard_pause(&self) -> Duration {
-        (self.settings.interval * 5).max(Duration::from_secs(3))
-    }
-
-    /// One attempt at a session; failures are logged.
-    async fn connect(&self) -> Option<zk::Client> {
-        match connect_zk(&self.settings.zk_hosts, Some(self.settings.session_timeout)).await {
+    /// One attempt at a session. The first failure in a row is a warning,
+    /// the next ones debug lines, so an outage does not flood the log.
+    async fn connect(&mut self) -> Option<zk::Client> {
+        let attempt = connect_zk(&self.settings.zk_hosts, Some(self.settings.session_timeout));
+        let result = tokio::time::timeout(self.op_timeout(), attempt)
+            .await
+            .unwrap_or(Err(zk::Error::Timeout));
+        let (shard, redis, hosts) = (
+            &self.settings.shard,
+            &self.settings.redis,
+            &self.settings.zk_hosts,
+        );
+        match result {
             Ok(client) => {
                 info!(
-                    shard = %self.settings.shard,
-                    redis = %self.settings.redis,
+                    shard = %shard,
+                    redis = %redis,
                     session = %client.session_id(),
                     timeout_ms = client.session_timeout().as_millis() as u64,
                     "ZooKeeper session established"
                 );
+                self.zk_failures = 0;
                 Some(client)
             }
             Err(e) => {
-                warn!(
-                    shard = %self.settings.shard,
-                    redis = %self.settings.redis,
-                    zk = %self.settings.zk_hosts,
-                    error = %e,
-                    "cannot connect to ZooKeeper"
-                );
+                self.zk_failures += 1;
+                if self.zk_failures == 1 {
+                    warn!(shard = %shard, redis = %redis, zk = %hosts, error = %e, "cannot connect to ZooKeeper; retrying every interval");
+                } else {
+                    debug!(shard = %shard, redis = %redis, zk = %hosts, error = %e, attempts = self.zk_failures, "cannot connect to ZooKeeper");
+                }
                 None
             }
         }
@@ -209,10 +210,11 @@ impl Agent {
         let mut states = client.state_watcher();
         let mut session = Session {
             client,
-            connected: true,
             children: None,
             control: None,
             control_exists: false,
+            lowest: None,
+            lowest_path: String::new(),
         };
         self.step(&mut session, false).await;
         loop {
@@ -226,15 +228,17 @@ impl Agent {
                     session.control = None;
                     self.step(&mut session, false).await;
                 }
+                _ = fired(&mut session.lowest) => {
+                    session.lowest = None;
+                    self.step(&mut session, false).await;
+                }
                 state = states.changed() => match state {
                     zk::SessionState::SyncConnected => {
                         info!(shard = %self.settings.shard, redis = %self.settings.redis, "ZooKeeper reconnected");
-                        session.connected = true;
                         self.step(&mut session, false).await;
                     }
                     zk::SessionState::Disconnected | zk::SessionState::ConnectedReadOnly => {
                         warn!(shard = %self.settings.shard, redis = %self.settings.redis, "ZooKeeper connection lost");
-                        session.connected = false;
                         self.guard(false).await;
                     }
                     over => {
@@ -264,7 +268,7 @@ impl Agent {
             self.ticks += 1;
         }
         self.check_health(tick).await;
-        if session.connected {
+        if session.connected() {
             if let Err(e) = self.membership(session).await {
                 warn!(
                     shard = %self.settings.shard,
@@ -274,7 +278,7 @@ impl Agent {
                 );
             }
         }
-        self.guard(session.connected).await;
+        self.guard(session.connected()).await;
     }
 
     /// Runs the health check; only interval checks count towards down, so
@@ -337,10 +341,12 @@ impl Agent {
     async fn read_children(&self, session: &mut Session) -> Result<Vec<String>, zk::Error> {
         let shard = &self.settings.shard;
         if session.children.is_some() {
-            return self.bounded(session.client.list_children(shard)).await;
+            return self
+                .bounded(session, session.client.list_children(shard))
+                .await;
         }
         let (names, watcher) = self
-            .bounded(session.client.list_and_watch_children(shard))
+            .bounded(session, session.client.list_and_watch_children(shard))
             .await?;
         session.children = Some(Box::pin(watcher.changed()));
         Ok(names)
@@ -370,7 +376,7 @@ impl Agent {
                 continue;
             }
             let path = child_path(&self.settings.shard, &member.znode);
-            let (data, stat) = match self.bounded(session.client.get_data(&path)).await {
+            let (data, stat) = match self.bounded(session, session.client.get_data(&path)).await {
                 Ok(found) => found,
                 Err(zk::Error::NoNode) => continue,
                 Err(e) => return Err(e),
@@ -394,7 +400,10 @@ impl Agent {
                 member = %member.znode,
                 "deleting a member of our Redis left by an earlier session"
             );
-            match self.bounded(session.client.delete(&path, None)).await {
+            match self
+                .bounded(session, session.client.delete(&path, None))
+                .await
+            {
                 Ok(()) | Err(zk::Error::NoNode) => {}
                 Err(e) => return Err(e),
             }
@@ -403,8 +412,10 @@ impl Agent {
     }
 
     /// The role the lowest member reports, read only when we are about to
-    /// follow it.
-    async fn lowest_role(&self, session: &Session) -> Result<Option<Role>, zk::Error> {
+    /// follow it, with a watch so its promotion is seen at once. Data that
+    /// is not ours (a member written by another tool) cannot say; it is
+    /// taken for a master rather than waited on forever.
+    async fn lowest_role(&self, session: &mut Session) -> Result<Option<Role>, zk::Error> {
         let (Some(lowest), Health::Up(state)) = (self.members.first(), &self.health) else {
             return Ok(None);
         };
@@ -413,10 +424,22 @@ impl Agent {
             return Ok(None);
         }
         let path = child_path(&self.settings.shard, &lowest.znode);
-        match self.bounded(session.client.get_data(&path)).await {
-            Ok((data, _)) => Ok(serde_json::from_slice::<MemberData>(&data)
-                .ok()
-                .map(|d| d.role)),
+        let read = if session.lowest.is_some() && session.lowest_path == path {
+            self.bounded(session, session.client.get_data(&path)).await
+        } else {
+            let watched = self
+                .bounded(session, session.client.get_and_watch_data(&path))
+                .await;
+            watched.map(|(data, stat, watcher)| {
+                session.lowest = Some(Box::pin(watcher.changed()));
+                session.lowest_path = path;
+                (data, stat)
+            })
+        };
+        match read {
+            Ok((data, _)) => Ok(Some(
+                serde_json::from_slice::<MemberData>(&data).map_or(Role::Master, |d| d.role),
+            )),
             Err(zk::Error::NoNode) => Ok(None),
             Err(e) => Err(e),
         }
@@ -489,7 +512,10 @@ impl Agent {
             return Ok(());
         };
         let path = child_path(&self.settings.shard, &registration.name);
-        match self.bounded(session.client.delete(&path, None)).await {
+        match self
+            .bounded(session, session.client.delete(&path, None))
+            .await
+        {
             Ok(()) | Err(zk::Error::NoNode) => {}
             Err(e) => return Err(e),
         }
@@ -524,7 +550,7 @@ impl Agent {
         let prefix = member_prefix(&self.settings.shard, &self.settings.redis);
         let mode = zk::CreateMode::EphemeralSequential.with_acls(zk::Acls::anyone_all());
         let (_, sequence) = self
-            .bounded(session.client.create(&prefix, &json, &mode))
+            .bounded(session, session.client.create(&prefix, &json, &mode))
             .await?;
         let name = format!("{}-{sequence}", self.settings.redis);
         self.members.push(Member {
@@ -612,7 +638,7 @@ impl Agent {
         let path = child_path(&self.settings.shard, &registration.name);
         let json = serde_json::to_vec(&data).unwrap_or_default();
         match self
-            .bounded(session.client.set_data(&path, &json, None))
+            .bounded(session, session.client.set_data(&path, &json, None))
             .await
         {
             // A vanished member is noticed on the next read of the line.
@@ -627,7 +653,7 @@ impl Agent {
     }
 
     fn is_lowest(&self) -> bool {
-        membership::writes_allowed(
+        writes_allowed(
             true,
             self.registered.as_ref().map(|r| r.name.as_str()),
             &self.members,
@@ -639,7 +665,7 @@ impl Agent {
         let control = self.settings.control.clone();
         if session.control.is_none() {
             let (stat, watcher) = self
-                .bounded(session.client.check_and_watch_stat(&control))
+                .bounded(session, session.client.check_and_watch_stat(&control))
                 .await?;
             session.control = Some(Box::pin(watcher.changed()));
             session.control_exists = stat.is_some();
@@ -650,7 +676,9 @@ impl Agent {
         if !session.control_exists || state.role != Role::Master {
             return Ok(());
         }
-        let Some((request, version)) = self.bounded(read_request(&session.client, &control)).await?
+        let Some((request, version)) = self
+            .bounded(session, read_request(&session.client, &control))
+            .await?
         else {
             return Ok(());
         };
@@ -661,13 +689,16 @@ impl Agent {
         let Some(next) = self.members.get(1).map(|m| m.addr.clone()) else {
             let answer = request.aborted("no replica in line");
             return self
-                .bounded(answer_request(&session.client, &control, &answer, version))
+                .bounded(
+                    session,
+                    answer_request(&session.client, &control, &answer, version),
+                )
                 .await;
         };
         let (shard, redis) = (self.settings.shard.clone(), self.settings.redis.clone());
         info!(shard = %shard, redis = %redis, old_master = %redis, new_master = %next, "switchover requested");
         let max_pause = Duration::from_millis(request.max_pause_ms);
-        let pause_for = max_pause + self.guard_pause();
+        let pause_for = max_pause + self.guard.pause();
         let started = Instant::now();
         let caught_up = pause_until_caught_up(
             &mut self.redis,
@@ -680,9 +711,12 @@ impl Agent {
         .await;
         let answer = match caught_up {
             Ok(offset) => {
-                self.fence = Fence::Paused;
+                self.guard.paused();
                 let path = child_path(&shard, &me);
-                match self.bounded(session.client.delete(&path, None)).await {
+                match self
+                    .bounded(session, session.client.delete(&path, None))
+                    .await
+                {
                     Ok(()) | Err(zk::Error::NoNode) => {
                         let pause = started.elapsed();
                         self.registered = None;
@@ -700,7 +734,7 @@ impl Agent {
                     }
                     Err(e) => {
                         let _ = self.redis.command(&["CLIENT", "UNPAUSE"]).await;
-                        self.fence = Fence::Open;
+                        self.guard.opened();
                         request.aborted(&format!("cannot leave the line: {e}"))
                     }
                 }
@@ -710,56 +744,42 @@ impl Agent {
                 request.aborted(&reason)
             }
         };
-        self.bounded(answer_request(&session.client, &control, &answer, version))
-            .await
+        self.bounded(
+            session,
+            answer_request(&session.client, &control, &answer, version),
+        )
+        .await
     }
 
-    /// The split-brain guard (see the module doc).
+    /// Applies the split-brain guard to what the last check saw.
     async fn guard(&mut self, connected: bool) {
         let Health::Up(state) = &self.health else {
             return;
         };
         let registered = self.registered.as_ref().map(|r| r.name.as_str());
-        let allowed = membership::writes_allowed(connected, registered, &self.members);
-        let (shard, redis) = (&self.settings.shard, &self.settings.redis);
-        if state.role == Role::Master && !allowed {
-            let ms = self.guard_pause().as_millis().to_string();
-            match self.redis.command(&["CLIENT", "PAUSE", &ms, "WRITE"]).await {
-                Ok(()) => {
-                    if self.fence != Fence::Paused {
-                        warn!(
-                            shard = %shard,
-                            redis = %redis,
-                            zk_connected = connected,
-                            registered = registered.is_some(),
-                            "split-brain guard: paused writes on our master, not the connected lowest member"
-                        );
-                    }
-                    self.fence = Fence::Paused;
-                }
-                Err(e) => error!(shard = %shard, redis = %redis, error = %e, "split-brain guard: CLIENT PAUSE failed"),
-            }
-        } else if self.fence != Fence::Open {
-            match self.redis.command(&["CLIENT", "UNPAUSE"]).await {
-                Ok(()) => {
-                    if self.fence == Fence::Paused {
-                        info!(shard = %shard, redis = %redis, role = ?state.role, "split-brain guard: writes unpaused");
-                    }
-                    self.fence = Fence::Open;
-                }
-                Err(e) => error!(shard = %shard, redis = %redis, error = %e, "CLIENT UNPAUSE failed"),
-            }
-        }
+        let allowed = writes_allowed(connected, registered, &self.members);
+        self.guard.apply(&mut self.redis, state, allowed).await;
     }
 
-    /// Bounds a ZooKeeper request by [`Agent::op_timeout`].
+    /// Bounds a ZooKeeper request by [`Agent::op_timeout`], and cuts it
+    /// short when the connection is lost: requests wait for a reconnection,
+    /// and the guard must not.
     async fn bounded<T>(
         &self,
+        session: &Session,
         request: impl Future<Output = Result<T, zk::Error>>,
     ) -> Result<T, zk::Error> {
-        tokio::time::timeout(self.op_timeout(), request)
-            .await
-            .unwrap_or(Err(zk::Error::Timeout))
+        let mut states = session.client.state_watcher();
+        let lost = async move {
+            while states.peek_state() == zk::SessionState::SyncConnected {
+                states.changed().await;
+            }
+        };
+        tokio::select! {
+            result = request => result,
+            _ = lost => Err(zk::Error::ConnectionLoss),
+            _ = tokio::time::sleep(self.op_timeout()) => Err(zk::Error::Timeout),
+        }
     }
 }
 

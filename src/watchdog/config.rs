@@ -273,7 +273,12 @@ mod tests {
     }
 
     fn base() -> Vec<&'static str> {
-        vec!["--redis", "10.0.0.1:6379", "--shard", "/redis/cluster/icd/redis-0000"]
+        vec![
+            "--redis",
+            "10.0.0.1:6379",
+            "--shard",
+            "/redis/cluster/icd/redis-0000",
+        ]
     }
 
     #[test]

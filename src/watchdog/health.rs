@@ -196,7 +196,8 @@ impl RedisLink {
 
     async fn connected(&mut self) -> Result<&mut RedisConn, RedisError> {
         if self.conn.is_none() {
-            let mut conn = RedisConn::connect(&self.addr, self.auth.as_deref(), self.timeout).await?;
+            let mut conn =
+                RedisConn::connect(&self.addr, self.auth.as_deref(), self.timeout).await?;
             let info = conn.text(&["INFO", "server"]).await?;
             self.run_id = info_field(&info, "run_id").unwrap_or_default().to_string();
             if let Some(pass) = &self.auth {

@@ -145,13 +145,6 @@ fn follow(view: &View<'_>, state: &RedisState, lowest: &Member) -> Action {
     }
 }
 
-/// The split-brain guard's rule: our Redis may take writes only while this
-/// watchdog holds a connected ZooKeeper session in which its member is the
-/// lowest of the shard. Otherwise a master Redis is paused for writes.
-pub fn writes_allowed(connected: bool, registered: Option<&str>, members: &[Member]) -> bool {
-    connected && registered.is_some() && members.first().map(|m| m.znode.as_str()) == registered
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -281,7 +274,11 @@ mod tests {
         assert_eq!(decide(&v), Action::Follow(B.to_string()));
         let following = Health::Up(replica_of(B, false, false));
         v.health = &following;
-        assert_eq!(decide(&v), Action::Steady, "a link being down is not ours to fix");
+        assert_eq!(
+            decide(&v),
+            Action::Steady,
+            "a link being down is not ours to fix"
+        );
         let demoted = Health::Up(master());
         v.health = &demoted;
         assert_eq!(decide(&v), Action::Follow(B.to_string()));
@@ -317,22 +314,7 @@ mod tests {
     fn down_redis_does_not_join() {
         let members = [member(B, 2)];
         for health in [Health::Down, Health::Failing] {
-            assert!(matches!(
-                decide(&view(&health, &members)),
-                Action::Wait(_)
-            ));
+            assert!(matches!(decide(&view(&health, &members)), Action::Wait(_)));
         }
-    }
-
-    #[test]
-    fn guard_allows_writes_only_to_the_connected_lowest_member() {
-        let members = [member(A, 1), member(B, 2)];
-        let a = Some(members[0].znode.as_str());
-        let b = Some(members[1].znode.as_str());
-        assert!(writes_allowed(true, a, &members));
-        assert!(!writes_allowed(false, a, &members), "session lost");
-        assert!(!writes_allowed(true, b, &members), "not the lowest");
-        assert!(!writes_allowed(true, None, &members), "not registered");
-        assert!(!writes_allowed(true, None, &[]), "no members");
     }
 }

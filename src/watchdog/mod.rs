@@ -6,8 +6,9 @@
 //! - [`config`]: flags and the `zoo-watchdog.conf` file -> [`Settings`].
 //! - [`redis_client`]: a small async RESP client on [`crate::protocol`].
 //! - [`health`]: PING / INFO replication, run_id, failures in a row.
-//! - [`membership`]: the rules as one pure decision, and the split-brain
-//!   guard's rule.
+//! - [`membership`]: the rules as one pure decision.
+//! - [`guard`]: the split-brain guard, which pauses writes on a master
+//!   whose watchdog is not the connected lowest member.
 //! - [`agent`]: the loop that carries the decisions out against ZooKeeper
 //!   and Redis.
 //! - [`switchover`]: the control znode, [`request_switchover`] for the
@@ -30,6 +31,7 @@
 
 pub mod agent;
 pub mod config;
+pub mod guard;
 pub mod health;
 pub mod membership;
 pub mod redis_client;
@@ -99,8 +101,11 @@ pub fn main() -> ExitCode {
     };
     runtime.block_on(async {
         let (stop, shutdown) = signal::channel(false);
+        // Handlers are in place before the work starts, so an early SIGTERM
+        // still closes the session.
+        let stop_signal = stop_signal();
         tokio::spawn(async move {
-            wait_for_stop_signal().await;
+            stop_signal.await;
             tracing::info!("stop signal received");
             let _ = stop.send(true);
         });
@@ -109,21 +114,26 @@ pub fn main() -> ExitCode {
     ExitCode::SUCCESS
 }
 
-async fn wait_for_stop_signal() {
+/// Installs the SIGTERM and SIGINT handlers at once; the future resolves
+/// on either signal.
+fn stop_signal() -> impl std::future::Future<Output = ()> {
     use tokio::signal::unix::{signal, SignalKind};
-    match (
+    let handlers = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
-    ) {
-        (Ok(mut term), Ok(mut int)) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = int.recv() => {}
+    );
+    async move {
+        match handlers {
+            (Ok(mut term), Ok(mut int)) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = int.recv() => {}
+                }
             }
+            // Without handlers the default action (exit) still stops us;
+            // the session then expires instead of closing.
+            _ => std::future::pending().await,
         }
-        // Without handlers the default action (exit) still stops us; the
-        // session then expires instead of closing.
-        _ => std::future::pending().await,
     }
 }
 

@@ -34,10 +34,7 @@ pub enum RedisError {
     #[error("{addr}: connection closed")]
     Closed { addr: String },
     #[error("{addr}: bad reply: {source}")]
-    Protocol {
-        addr: String,
-        source: ProtocolError,
-    },
+    Protocol { addr: String, source: ProtocolError },
     #[error("{addr}: reply larger than {MAX_REPLY} bytes")]
     TooBig { addr: String },
     /// Redis answered with an error, e.g. `-NOAUTH`.
@@ -193,12 +190,11 @@ impl RedisConn {
                 source,
             })?;
             if let Some(len) = framed {
-                let value = parse_reply(&self.buf[..len]).map_err(|source| {
-                    RedisError::Protocol {
+                let value =
+                    parse_reply(&self.buf[..len]).map_err(|source| RedisError::Protocol {
                         addr: self.addr.clone(),
                         source,
-                    }
-                })?;
+                    })?;
                 self.buf.advance(len);
                 return Ok(value);
             }

@@ -209,8 +209,7 @@ pub async fn request_switchover(
     let shard = shard_path.trim_end_matches('/');
     let control =
         control_path(shard).ok_or_else(|| SwitchoverError::BadShardPath(shard.to_string()))?;
-    let client = match tokio::time::timeout(ZK_CONNECT_TIMEOUT, connect_zk(zk_hosts, None)).await
-    {
+    let client = match tokio::time::timeout(ZK_CONNECT_TIMEOUT, connect_zk(zk_hosts, None)).await {
         Ok(Ok(client)) => client,
         Ok(Err(error)) => {
             return Err(SwitchoverError::Connect {
@@ -319,7 +318,10 @@ async fn place_request(
     }
     // Two rounds: the second follows the removal of a stale request.
     for _ in 0..2 {
-        match client.create(control, &request.to_json(), &persistent).await {
+        match client
+            .create(control, &request.to_json(), &persistent)
+            .await
+        {
             Ok(_) => return Ok(()),
             Err(zk::Error::NodeExists) => {}
             Err(error) => return Err(zk_error(error)),
@@ -404,7 +406,10 @@ pub async fn answer_request(
     answer: &SwitchoverRequest,
     version: i32,
 ) -> Result<(), zk::Error> {
-    match client.set_data(control, &answer.to_json(), Some(version)).await {
+    match client
+        .set_data(control, &answer.to_json(), Some(version))
+        .await
+    {
         Ok(_) | Err(zk::Error::NoNode) | Err(zk::Error::BadVersion) => Ok(()),
         Err(error) => Err(error),
     }
