@@ -3,11 +3,13 @@
 //! their scripts and units unchanged.
 
 use crate::config::Config;
+use crate::logging;
 use crate::reload;
 use crate::server::{Monitoring, Proxy};
 use clap::Parser;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use tracing::level_filters::LevelFilter;
 
 /// nutcracker's flags, with its long names and defaults.
 #[derive(Parser, Debug)]
@@ -88,7 +90,8 @@ pub fn main() -> ExitCode {
     if args.daemonize {
         return daemonize();
     }
-    if let Err(e) = init_logging(args.verbose, args.output.as_deref()) {
+    let level = logging::nutcracker_level(args.verbose).unwrap_or(LevelFilter::TRACE);
+    if let Err(e) = logging::init(level, args.output.as_deref()) {
         eprintln!("shardproxy: cannot open log file: {e}");
         return ExitCode::FAILURE;
     }
@@ -144,7 +147,7 @@ fn run(
         ));
         let (stop, shutdown) = tokio::sync::watch::channel(false);
         tokio::spawn(async move {
-            wait_for_stop_signal().await;
+            logging::stop_signal().await;
             tracing::info!("stop signal received; finishing the replies owed");
             let _ = stop.send(true);
         });
@@ -173,45 +176,6 @@ async fn reload_on_sighup(pools: Vec<std::sync::Arc<crate::pool::Pool>>, conf_fi
                 "SIGHUP: pool file rejected; keeping the running configuration"),
         }
     }
-}
-
-async fn wait_for_stop_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-    }
-}
-
-/// nutcracker's levels: 0 emerg .. 5 notice .. 7 debug .. 11 periodic verbose.
-fn level_filter(verbose: u8) -> tracing::level_filters::LevelFilter {
-    use tracing::level_filters::LevelFilter;
-    match verbose {
-        0..=3 => LevelFilter::ERROR,
-        4 => LevelFilter::WARN,
-        5 | 6 => LevelFilter::INFO,
-        7 | 8 => LevelFilter::DEBUG,
-        _ => LevelFilter::TRACE,
-    }
-}
-
-fn init_logging(verbose: u8, output: Option<&std::path::Path>) -> std::io::Result<()> {
-    let builder = tracing_subscriber::fmt()
-        .with_max_level(level_filter(verbose))
-        .with_ansi(false);
-    match output {
-        Some(path) => {
-            let file = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(path)?;
-            builder.with_writer(std::sync::Mutex::new(file)).init();
-        }
-        None => builder.with_writer(std::io::stderr).init(),
-    }
-    Ok(())
 }
 
 /// Starts this program again without `-d`, detached in its own process

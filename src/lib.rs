@@ -15,7 +15,8 @@
 //!   views into routing tables.
 //! - [`watchdog`]: the watchdog beside every Redis; [`admin`]: the ops tool.
 //! - [`reload`]: SIGHUP re-reads the pool file under running clients.
-//! - [`cli`]: the nutcracker-compatible command line of the `shardproxy` binary.
+//! - [`cli`]: the nutcracker-compatible command line of the `shardproxy` binary;
+//!   [`logging`] what the binaries share at start-up.
 
 #![forbid(unsafe_code)]
 
@@ -29,6 +30,7 @@ pub mod config;
 pub mod hash;
 pub mod info;
 pub mod local;
+pub mod logging;
 pub mod pool;
 pub mod protocol;
 pub mod reload;

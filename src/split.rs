@@ -6,8 +6,8 @@
 use crate::backend::Reply;
 use crate::command::SplitKind;
 use crate::protocol::{
-    encode_array_header, encode_bulk, encode_error, encode_integer, encode_request, reply_frame_len,
-    Proto,
+    encode_array_header, encode_bulk, encode_error, encode_integer, encode_request,
+    reply_frame_len, Proto,
 };
 use crate::router::RoutingTable;
 use crate::stats::PoolStats;

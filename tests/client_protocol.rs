@@ -492,7 +492,8 @@ fn memory_stays_within_the_request_limit() {
     let mut holders = Vec::new();
     for i in 0..20 {
         let mut c = client(&s);
-        c.send_raw(format!("*3\r\n$3\r\nSET\r\n$4\r\nbig{i}\r\n$921600\r\n").as_bytes());
+        let key = format!("big{i:02}");
+        c.send_raw(format!("*3\r\n$3\r\nSET\r\n$5\r\n{key}\r\n$921600\r\n").as_bytes());
         c.send_raw(&vec![b'x'; 800 * 1024]);
         holders.push(c);
     }

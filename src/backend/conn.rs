@@ -250,7 +250,8 @@ impl<'a> Connection<'a> {
                 return Outcome::AllSendersGone;
             }
             if !timer_armed {
-                if let Some(deadline) = self.in_flight.get(self.timed_out).and_then(|f| f.deadline) {
+                if let Some(deadline) = self.in_flight.get(self.timed_out).and_then(|f| f.deadline)
+                {
                     timer.as_mut().reset(deadline);
                     timer_armed = true;
                 }

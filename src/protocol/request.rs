@@ -21,6 +21,8 @@ const MAX_MULTIBULK_COUNT: i64 = 1024 * 1024;
 const MAX_BULK_LEN: i64 = 512 * 1024 * 1024;
 /// Fewest bytes an argument can take on the wire: `$0\r\n\r\n`.
 const MIN_ARG_WIRE_SIZE: usize = 6;
+/// Largest argument list kept for reuse by the next request.
+const MAX_SPARE_ARGS: usize = 64;
 
 /// A complete client request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,6 +51,9 @@ impl Request {
 pub struct RequestParser {
     max_request_size: usize,
     state: State,
+    /// The emptied argument list of the last multibulk request, reused by the
+    /// next one, so that parsing a request allocates only the request itself.
+    spare_args: Vec<Range<usize>>,
 }
 
 /// How far the parser got into the request at the front of the buffer.
@@ -82,6 +87,7 @@ impl RequestParser {
         RequestParser {
             max_request_size,
             state: State::Start { scanned: 0 },
+            spare_args: Vec::new(),
         }
     }
 
@@ -99,7 +105,9 @@ impl RequestParser {
             let step = match &mut self.state {
                 State::Start { scanned } => match buf.first() {
                     None => return Ok(None),
-                    Some(b'*') => start_multibulk(buf, scanned, self.max_request_size)?,
+                    Some(b'*') => {
+                        start_multibulk(buf, scanned, self.max_request_size, &mut self.spare_args)?
+                    }
                     Some(_) => parse_inline(buf, scanned, self.max_request_size)?,
                 },
                 State::Multibulk(mb) => mb.advance(buf, self.max_request_size)?,
@@ -109,7 +117,13 @@ impl RequestParser {
                 Step::Skipped => self.state = State::Start { scanned: 0 },
                 Step::Started(mb) => self.state = State::Multibulk(mb),
                 Step::Done(request) => {
-                    self.state = State::Start { scanned: 0 };
+                    let done = std::mem::replace(&mut self.state, State::Start { scanned: 0 });
+                    if let State::Multibulk(Multibulk { mut args, .. }) = done {
+                        if args.capacity() <= MAX_SPARE_ARGS {
+                            args.clear();
+                            self.spare_args = args;
+                        }
+                    }
                     return Ok(Some(request));
                 }
             }
@@ -157,6 +171,7 @@ fn start_multibulk(
     buf: &mut BytesMut,
     scanned: &mut usize,
     max_request_size: usize,
+    spare_args: &mut Vec<Range<usize>>,
 ) -> Result<Step, ProtocolError> {
     let Some(cr) = find_length_line(buf, 0, scanned, ProtocolError::MultibulkCountTooBig)? else {
         return Ok(Step::Incomplete);
@@ -180,7 +195,7 @@ fn start_multibulk(
     Ok(Step::Started(Multibulk {
         pos: header_len,
         remaining: count,
-        args: Vec::new(),
+        args: std::mem::take(spare_args),
         bulk_len: None,
         scanned: 0,
     }))

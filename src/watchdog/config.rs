@@ -151,14 +151,7 @@ pub fn parse_file(text: &str) -> Result<FileSettings, (usize, String)> {
 /// numeric scale (0..3 error, 4 warn, 5..6 info, 7..8 debug, 9..11 trace).
 pub fn parse_level(text: &str) -> Option<LevelFilter> {
     if let Ok(n) = text.parse::<u8>() {
-        return match n {
-            0..=3 => Some(LevelFilter::ERROR),
-            4 => Some(LevelFilter::WARN),
-            5 | 6 => Some(LevelFilter::INFO),
-            7 | 8 => Some(LevelFilter::DEBUG),
-            9..=11 => Some(LevelFilter::TRACE),
-            _ => None,
-        };
+        return crate::logging::nutcracker_level(n);
     }
     match text.to_ascii_lowercase().as_str() {
         "error" => Some(LevelFilter::ERROR),

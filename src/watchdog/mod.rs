@@ -43,6 +43,7 @@ pub use switchover::{
     control_path, request_switchover, SwitchoverError, SwitchoverReport, SwitchoverRequest,
 };
 
+use crate::logging;
 use clap::Parser;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -84,7 +85,7 @@ pub fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    if let Err(e) = init_logging(&settings) {
+    if let Err(e) = logging::init(settings.log_level, settings.log_file.as_deref()) {
         eprintln!("shardproxy-watchdog: cannot open the log file: {e}");
         return ExitCode::FAILURE;
     }
@@ -103,7 +104,7 @@ pub fn main() -> ExitCode {
         let (stop, shutdown) = signal::channel(false);
         // Handlers are in place before the work starts, so an early SIGTERM
         // still closes the session.
-        let stop_signal = stop_signal();
+        let stop_signal = logging::stop_signal();
         tokio::spawn(async move {
             stop_signal.await;
             tracing::info!("stop signal received");
@@ -112,44 +113,4 @@ pub fn main() -> ExitCode {
         run(settings, shutdown).await;
     });
     ExitCode::SUCCESS
-}
-
-/// Installs the SIGTERM and SIGINT handlers at once; the future resolves
-/// on either signal.
-fn stop_signal() -> impl std::future::Future<Output = ()> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let handlers = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    );
-    async move {
-        match handlers {
-            (Ok(mut term), Ok(mut int)) => {
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = int.recv() => {}
-                }
-            }
-            // Without handlers the default action (exit) still stops us;
-            // the session then expires instead of closing.
-            _ => std::future::pending().await,
-        }
-    }
-}
-
-fn init_logging(settings: &Settings) -> std::io::Result<()> {
-    let builder = tracing_subscriber::fmt()
-        .with_max_level(settings.log_level)
-        .with_ansi(false);
-    match &settings.log_file {
-        Some(path) => {
-            let file = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(path)?;
-            builder.with_writer(std::sync::Mutex::new(file)).init();
-        }
-        None => builder.with_writer(std::io::stderr).init(),
-    }
-    Ok(())
 }
