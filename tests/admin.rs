@@ -73,14 +73,6 @@ fn servers(ranges: &[(&str, &str)]) -> Vec<String> {
     ranges.iter().map(|(a, r)| format!("{a}:{r}")).collect()
 }
 
-async fn client(zookeeper: &ZooKeeper) -> zk::Client {
-    zk::Client::connector()
-        .with_session_timeout(Duration::from_secs(2))
-        .connect(&zookeeper.hosts())
-        .await
-        .expect("connect to ZooKeeper")
-}
-
 /// The shards under the root, each with its data as text.
 async fn shards(ops: &zk::Client) -> Vec<(String, String)> {
     let mut names = ops.list_children(ROOT).await.unwrap();
@@ -161,7 +153,7 @@ async fn init_creates_the_layout_and_a_second_init_changes_nothing() {
              {ROOT} now matches pool 'alpha' (2 shards)\n"
         )
     );
-    let ops = client(&zookeeper).await;
+    let ops = zookeeper.client().await;
     assert_eq!(
         shards(&ops).await,
         weights(&[("redis-0000", "0-2047"), ("redis-0001", "2048-4095")])
@@ -211,7 +203,7 @@ async fn init_refuses_a_conflicting_file_with_a_diff_and_force_applies_it() {
              nothing was changed; run init --force to make ZooKeeper match the file\n"
         )
     );
-    let ops = client(&zookeeper).await;
+    let ops = zookeeper.client().await;
     let unchanged = weights(&[("redis-0000", "0-2047"), ("redis-0001", "2048-4095")]);
     assert_eq!(shards(&ops).await, unchanged);
 
@@ -248,7 +240,7 @@ async fn init_refuses_a_conflicting_file_with_a_diff_and_force_applies_it() {
 
     // The watchdog stops: its session closes and the member goes.
     drop(ops);
-    let ops = client(&zookeeper).await;
+    let ops = zookeeper.client().await;
     let members = format!("{ROOT}/redis-0002");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while !ops.list_children(&members).await.unwrap().is_empty() {
@@ -290,7 +282,7 @@ async fn status_shows_proxies_shards_and_replication_from_redis() {
         &servers(&[(&master.addr(), "0-2047"), (&single.addr(), "2048-4095")]),
     );
     assert_eq!(admin(&conf, &["init"]).await.code, 0);
-    let session = client(&zookeeper).await;
+    let session = zookeeper.client().await;
     add_proxy(&session).await;
     add_member(&session, "redis-0000", &master.addr(), Role::Master).await;
     add_member(&session, "redis-0000", &replica.addr(), Role::Replica).await;
@@ -367,7 +359,7 @@ async fn status_fails_for_a_shard_without_members_and_without_proxies() {
         &servers(&[(&redis.addr(), "0-2047"), ("127.0.0.1:7002", "2048-4095")]),
     );
     assert_eq!(admin(&conf, &["init"]).await.code, 0);
-    let session = client(&zookeeper).await;
+    let session = zookeeper.client().await;
     add_member(&session, "redis-0000", &redis.addr(), Role::Master).await;
 
     let run = admin(&conf, &["status"]).await;
@@ -451,7 +443,7 @@ async fn failover_hands_the_shard_to_the_replica_with_every_write() {
     let second = Redis::start();
     let conf = pool_file(&zookeeper, &servers(&[(&first.addr(), "0-4095")]));
     assert_eq!(admin(&conf, &["init"]).await.code, 0);
-    let session = client(&zookeeper).await;
+    let session = zookeeper.client().await;
     add_proxy(&session).await;
 
     let _first_watchdog = start_watchdog(&zookeeper, &first, "redis-0000");

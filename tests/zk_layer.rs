@@ -8,7 +8,7 @@
 
 mod common;
 
-use common::zookeeper::ZooKeeper;
+use common::zookeeper::{persistent, ZooKeeper};
 use shardproxy::zk::layout::{member_prefix, ShardData};
 use shardproxy::zk::{
     run_registration, watch_cluster, ClusterView, MemberData, OnChange, ProxyData, Role,
@@ -49,19 +49,6 @@ fn init_tracing() {
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_test_writer()
         .try_init();
-}
-
-/// A client for the test's own changes (ops, watchdogs).
-async fn client(zookeeper: &ZooKeeper) -> zk::Client {
-    zk::Client::connector()
-        .with_session_timeout(Duration::from_secs(2))
-        .connect(&zookeeper.hosts())
-        .await
-        .expect("connect to ZooKeeper")
-}
-
-fn persistent() -> zk::CreateOptions<'static> {
-    zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all())
 }
 
 fn shard_path(name: &str) -> String {
@@ -222,7 +209,7 @@ async fn proxy_znode(ops: &zk::Client) -> Option<(ProxyData, i64)> {
 async fn registration_appears_with_its_data_and_vanishes_on_close() {
     init_tracing();
     let zookeeper = ZooKeeper::start();
-    let ops = client(&zookeeper).await;
+    let ops = zookeeper.client().await;
     let proxy = start_registration(zookeeper.hosts());
 
     eventually!("the proxy znode", 10, proxy_znode(&ops).await.is_some());
@@ -260,9 +247,9 @@ async fn registration_appears_with_its_data_and_vanishes_on_close() {
 async fn registration_waits_for_another_process_znode_to_go() {
     init_tracing();
     let zookeeper = ZooKeeper::start();
-    let ops = client(&zookeeper).await;
+    let ops = zookeeper.client().await;
     // The previous run of this proxy, whose session has not expired yet.
-    let previous = client(&zookeeper).await;
+    let previous = zookeeper.client().await;
     let old = ProxyData {
         pid: 1,
         ..proxy_data()
@@ -317,7 +304,7 @@ async fn registration_comes_back_after_session_expiry() {
     let mut zookeeper = ZooKeeper::start();
     let proxy = start_registration(zookeeper.hosts());
     let owner = {
-        let ops = client(&zookeeper).await;
+        let ops = zookeeper.client().await;
         eventually!("the proxy znode", 10, proxy_znode(&ops).await.is_some());
         proxy_znode(&ops).await.unwrap().1
     };
@@ -331,7 +318,7 @@ async fn registration_comes_back_after_session_expiry() {
     );
     let restarted = Instant::now();
     zookeeper.start_again();
-    let ops = client(&zookeeper).await;
+    let ops = zookeeper.client().await;
     eventually!(
         "the proxy znode from a new session",
         15,
@@ -370,8 +357,8 @@ fn masters(list: &[(&str, &str)]) -> Vec<(String, Option<String>)> {
 async fn watch_sees_masters_and_fails_over_within_a_second() {
     init_tracing();
     let zookeeper = ZooKeeper::start();
-    let ops = client(&zookeeper).await;
-    let watchdog = client(&zookeeper).await;
+    let ops = zookeeper.client().await;
+    let watchdog = zookeeper.client().await;
     let members = two_shards(&ops, &watchdog).await;
     let third = add_member(&watchdog, "redis-0000", "127.0.0.1:7002").await;
 
@@ -426,8 +413,8 @@ async fn watch_sees_masters_and_fails_over_within_a_second() {
 async fn watch_follows_range_changes_and_new_shards() {
     init_tracing();
     let zookeeper = ZooKeeper::start();
-    let ops = client(&zookeeper).await;
-    let watchdog = client(&zookeeper).await;
+    let ops = zookeeper.client().await;
+    let watchdog = zookeeper.client().await;
     two_shards(&ops, &watchdog).await;
     let (watch, views) = start_watch(zookeeper.hosts());
     eventually!("the first view", 10, views.count() == 1);
@@ -499,8 +486,8 @@ async fn watch_follows_range_changes_and_new_shards() {
 async fn invalid_state_keeps_the_last_good_view() {
     init_tracing();
     let zookeeper = ZooKeeper::start();
-    let ops = client(&zookeeper).await;
-    let watchdog = client(&zookeeper).await;
+    let ops = zookeeper.client().await;
+    let watchdog = zookeeper.client().await;
     two_shards(&ops, &watchdog).await;
     let (watch, views) = start_watch(zookeeper.hosts());
     eventually!("the first view", 10, views.count() == 1);
@@ -572,8 +559,8 @@ async fn invalid_state_keeps_the_last_good_view() {
 async fn shard_without_members_keeps_its_master_flagged() {
     init_tracing();
     let zookeeper = ZooKeeper::start();
-    let ops = client(&zookeeper).await;
-    let watchdog = client(&zookeeper).await;
+    let ops = zookeeper.client().await;
+    let watchdog = zookeeper.client().await;
     let members = two_shards(&ops, &watchdog).await;
     let (watch, views) = start_watch(zookeeper.hosts());
     eventually!("the first view", 10, views.count() == 1);
@@ -622,11 +609,11 @@ async fn watch_recovers_after_zookeeper_restart() {
     init_tracing();
     let mut zookeeper = ZooKeeper::start();
     {
-        let ops = client(&zookeeper).await;
+        let ops = zookeeper.client().await;
         create_shard(&ops, "redis-0000", 0, 2047).await;
         create_shard(&ops, "redis-0001", 2048, 4095).await;
     }
-    let watchdog = client(&zookeeper).await;
+    let watchdog = zookeeper.client().await;
     add_member(&watchdog, "redis-0000", "127.0.0.1:7000").await;
     add_member(&watchdog, "redis-0001", "127.0.0.1:7100").await;
     let (watch, views) = start_watch(zookeeper.hosts());
@@ -661,8 +648,8 @@ async fn watch_recovers_after_zookeeper_restart() {
 
     // Changes made after the restart are seen. The old watchdog session's
     // members vanish when the server expires it.
-    let ops = client(&zookeeper).await;
-    let watchdog = client(&zookeeper).await;
+    let ops = zookeeper.client().await;
+    let watchdog = zookeeper.client().await;
     add_member(&watchdog, "redis-0000", "127.0.0.1:7001").await;
     let mut multi = ops.new_multi_writer();
     multi
@@ -734,7 +721,7 @@ async fn watch_waits_for_zookeeper_and_for_the_root() {
     );
     assert_eq!(views.count(), 0);
 
-    let ops = client(&zookeeper).await;
+    let ops = zookeeper.client().await;
     create_shard(&ops, "redis-0000", 0, 99).await;
     add_member(&ops, "redis-0000", "127.0.0.1:7000").await;
     eventually!(
@@ -773,8 +760,8 @@ async fn shutdown_while_zookeeper_is_unreachable() {
 async fn watch_survives_a_short_zookeeper_restart() {
     init_tracing();
     let mut zookeeper = ZooKeeper::start();
-    let ops = client(&zookeeper).await;
-    let watchdog = client(&zookeeper).await;
+    let ops = zookeeper.client().await;
+    let watchdog = zookeeper.client().await;
     two_shards(&ops, &watchdog).await;
     let (watch, views) = start_watch(zookeeper.hosts());
     eventually!("the first view", 10, views.count() == 1);

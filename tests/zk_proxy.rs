@@ -6,7 +6,7 @@ mod common;
 
 use common::proxy::Proxy;
 use common::redis::{RawClient, Redis};
-use common::zookeeper::ZooKeeper;
+use common::zookeeper::{persistent, ZooKeeper};
 use common::{free_port, wait_until};
 use shardproxy::hash::HashKind;
 use shardproxy::zk::layout::{member_prefix, ShardData};
@@ -31,19 +31,6 @@ fn keys_in(lo: u32, hi: u32, n: usize, tag: &str) -> Vec<String> {
         .filter(|k| (lo..=hi).contains(&slot(k)))
         .take(n)
         .collect()
-}
-
-/// A ZooKeeper client for the test's own changes.
-async fn ops(zookeeper: &ZooKeeper) -> zk::Client {
-    zk::Client::connector()
-        .with_session_timeout(Duration::from_secs(2))
-        .connect(&zookeeper.hosts())
-        .await
-        .expect("connect to ZooKeeper")
-}
-
-fn persistent() -> zk::CreateOptions<'static> {
-    zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all())
 }
 
 async fn create_shard(ops: &zk::Client, name: &str, lo: u32, hi: u32) {
@@ -122,7 +109,7 @@ async fn proxies_register_and_vanish_with_their_process() {
     let a = Redis::start();
     let mut p1 = start_proxy(&zookeeper, &[&a]);
     let mut p2 = start_proxy(&zookeeper, &[&a]);
-    let ops = ops(&zookeeper).await;
+    let ops = zookeeper.client().await;
     let name1 = format!("127.0.0.1:{}", p1.port);
     let name2 = format!("127.0.0.1:{}", p2.port);
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -172,7 +159,7 @@ async fn proxies_register_and_vanish_with_their_process() {
 async fn deleting_the_master_moves_writes_to_the_next_member() {
     let zookeeper = ZooKeeper::start();
     let (m0, r0, m1) = (Redis::start(), Redis::start(), Redis::start());
-    let ops = ops(&zookeeper).await;
+    let ops = zookeeper.client().await;
     create_shard(&ops, "redis-0000", 0, 2047).await;
     create_shard(&ops, "redis-0001", 2048, 4095).await;
     let master0 = add_member(&ops, "redis-0000", &m0.addr()).await;
@@ -257,7 +244,7 @@ async fn deleting_the_master_moves_writes_to_the_next_member() {
 async fn moving_a_range_moves_exactly_its_keys() {
     let zookeeper = ZooKeeper::start();
     let (a, b) = (Redis::start(), Redis::start());
-    let ops = ops(&zookeeper).await;
+    let ops = zookeeper.client().await;
     create_shard(&ops, "redis-0000", 0, 2047).await;
     create_shard(&ops, "redis-0001", 2048, 4095).await;
     add_member(&ops, "redis-0000", &a.addr()).await;
@@ -319,7 +306,7 @@ async fn moving_a_range_moves_exactly_its_keys() {
 async fn invalid_state_keeps_routing_and_shows_in_info() {
     let zookeeper = ZooKeeper::start();
     let (a, b) = (Redis::start(), Redis::start());
-    let ops = ops(&zookeeper).await;
+    let ops = zookeeper.client().await;
     create_shard(&ops, "redis-0000", 0, 2047).await;
     create_shard(&ops, "redis-0001", 2048, 4095).await;
     let member_a = add_member(&ops, "redis-0000", &a.addr()).await;
@@ -384,7 +371,7 @@ async fn zookeeper_outage_is_invisible_to_clients() {
     let mut zookeeper = ZooKeeper::start();
     let (a, b) = (Redis::start(), Redis::start());
     {
-        let ops = ops(&zookeeper).await;
+        let ops = zookeeper.client().await;
         create_shard(&ops, "redis-0000", 0, 2047).await;
         create_shard(&ops, "redis-0001", 2048, 4095).await;
         // Members with a session of their own that lives through the outage
@@ -429,7 +416,7 @@ async fn zookeeper_outage_is_invisible_to_clients() {
         std::thread::sleep(Duration::from_millis(100));
     }
     zookeeper.start_again();
-    let ops = ops(&zookeeper).await;
+    let ops = zookeeper.client().await;
     let name = format!("127.0.0.1:{port}");
     let deadline = Instant::now() + Duration::from_secs(15);
     while !children(&ops, PROXIES).await.contains(&name) {

@@ -28,7 +28,22 @@ pub struct ZooKeeper {
     guard: Option<ProcessGuard>,
 }
 
+/// Options for a persistent znode anyone may change, as ops create them.
+pub fn persistent() -> zookeeper_client::CreateOptions<'static> {
+    zookeeper_client::CreateMode::Persistent.with_acls(zookeeper_client::Acls::anyone_all())
+}
+
 impl ZooKeeper {
+    /// A client for the test's own changes (ops, watchdogs), with a 2 s
+    /// session.
+    pub async fn client(&self) -> zookeeper_client::Client {
+        zookeeper_client::Client::connector()
+            .with_session_timeout(Duration::from_secs(2))
+            .connect(&self.hosts())
+            .await
+            .expect("connect to ZooKeeper")
+    }
+
     /// Starts a standalone server and waits until it serves requests.
     pub fn start() -> ZooKeeper {
         let port = free_port();
