@@ -36,11 +36,14 @@ started() { echo "$1 $2" >> "$RUN/pids"; }
 # True when 127.0.0.1:PORT is in its shard's line as LINE (master|replica),
 # as `shardproxy-admin status --json` reports it.
 in_line() {
-    "$BIN/shardproxy-admin" -c "$RUN/proxy-0.yml" status --json | python3 -c '
+    local report
+    # status exits non-zero while the cluster is incomplete; only its report matters here.
+    report=$("$BIN/shardproxy-admin" -c "$RUN/proxy-0.yml" status --json || true)
+    python3 -c '
 import json, sys
 addr, line = "127.0.0.1:" + sys.argv[1], sys.argv[2]
 members = [m for s in json.load(sys.stdin)["shards"] for m in s["members"]]
-sys.exit(0 if any(m["addr"] == addr and m["line"] == line for m in members) else 1)' "$1" "$2"
+sys.exit(0 if any(m["addr"] == addr and m["line"] == line for m in members) else 1)' "$1" "$2" <<<"$report"
 }
 
 wait_for() { # what, command... (up to 60 s: a busy machine is slow)
