@@ -58,7 +58,7 @@ pub struct Args {
     /// Serve Prometheus metrics over HTTP at `host:port` (GET /metrics).
     #[arg(long = "metrics")]
     pub metrics: Option<String>,
-    /// Worker threads (default: the number of cores).
+    /// Worker threads (default: one per core; 1 on machines of 2 cores or fewer).
     #[arg(long = "threads")]
     pub threads: Option<usize>,
 }
@@ -121,10 +121,16 @@ fn run(
     threads: Option<usize>,
     monitoring: Monitoring,
 ) -> ExitCode {
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    if let Some(n) = threads.filter(|n| *n > 0) {
-        builder.worker_threads(n);
-    }
+    let threads = threads.filter(|n| *n > 0).unwrap_or_else(default_threads);
+    // One thread runs on tokio's single-threaded scheduler: no cross-thread
+    // wake-ups at all.
+    let mut builder = if threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        builder.worker_threads(threads);
+        builder
+    };
     let runtime = match builder.enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => {
@@ -155,6 +161,20 @@ fn run(
         tracing::info!("stopped");
         ExitCode::SUCCESS
     })
+}
+
+/// Worker threads without `--threads`: one per core, except on machines
+/// of 2 cores or fewer, where the proxy shares the cores with the clients and
+/// Redis, and one thread measured fastest in every benchmark case
+/// (deploy/bench/run.sh: unpipelined GET 0.95x nutcracker with 2 threads,
+/// 1.11-1.21x with 1).
+fn default_threads() -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if cores <= 2 {
+        1
+    } else {
+        cores
+    }
 }
 
 /// Re-reads the pool file on every SIGHUP, as an edit by ops asks.

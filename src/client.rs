@@ -17,18 +17,20 @@ use crate::protocol::{encode_error, Proto, ProtocolError, Request, RequestParser
 use crate::split::{self, Part, SplitReply};
 use crate::stats::PoolStats;
 use bytes::{Bytes, BytesMut};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{oneshot, watch};
+use tokio::time::Instant;
 
-/// The buffer of a batch's first read. Most sessions send one request or
-/// a short pipeline at a time; a buffer this small is cheap to allocate per
-/// batch and to release after it, so an idle session holds none.
+/// The read buffer of a session that sends one request or a short pipeline
+/// at a time, as most do. It is small enough to keep while idle, and it is
+/// reused in place from batch to batch, without allocating.
 const SMALL_READ: usize = 1024;
-/// The buffer of a session that sends more at a time (large values, deep
-/// pipelines); it keeps this one while it stays busy.
+/// The read buffer of a session that sends more at a time (large values,
+/// deep pipelines); released once the session sends little again.
 const READ_CHUNK: usize = 16 * 1024;
 /// How long a session waits for more input once the proxy is stopping.
 const STOP_GRACE: Duration = Duration::from_millis(200);
@@ -78,6 +80,8 @@ pub async fn serve(pool: Arc<Pool>, mut stream: TcpStream, shutdown: watch::Rece
     let mut input = BytesMut::new();
     let mut output = BytesMut::new();
     let mut pending: Vec<Pending> = Vec::new();
+    // The commands of the batch, for the command and latency stats.
+    let mut commands: Vec<&'static Command> = Vec::new();
     // Registered once with the shutdown signal for the whole session, not
     // once per wait: every session shares that signal's waiter list.
     let stop = stop_signal(shutdown);
@@ -85,36 +89,39 @@ pub async fn serve(pool: Arc<Pool>, mut stream: TcpStream, shutdown: watch::Rece
     let mut stopping = false;
     // The last read was large or filled the buffer: read in large chunks.
     let mut busy = false;
+    // `input` was allocated with `READ_CHUNK`.
+    let mut big_input = false;
     // `MAX_BATCH` stopped the parsing with requests left in `input`: serve
     // them before waiting for the socket, which may have nothing more.
     let mut backlog = false;
     loop {
-        if backlog {
-            // Nothing to wait for.
-        } else if stopping {
-            // Stopping: answer what the client has already sent, and leave
-            // once it has been quiet for a moment.
-            match tokio::time::timeout(STOP_GRACE, stream.readable()).await {
-                Ok(Ok(())) => {}
-                _ => return,
-            }
-        } else {
-            tokio::select! {
-                ready = stream.readable() => if ready.is_err() { return },
-                () = &mut stop => {
-                    stopping = true;
-                    continue;
+        if !backlog {
+            if stopping {
+                // Stopping: answer what the client has already sent, and
+                // leave once it has been quiet for a moment.
+                match tokio::time::timeout(STOP_GRACE, stream.readable()).await {
+                    Ok(Ok(())) => {}
+                    _ => return,
+                }
+            } else {
+                tokio::select! {
+                    ready = stream.readable() => if ready.is_err() { return },
+                    () = &mut stop => {
+                        stopping = true;
+                        continue;
+                    }
                 }
             }
-        }
-        if !backlog {
             let chunk = if busy || !input.is_empty() {
                 READ_CHUNK
             } else {
                 SMALL_READ
             };
-            if input.capacity() - input.len() < chunk / 4 {
+            // Reserving on an empty buffer also takes back the room of the
+            // requests already split off, once they are gone.
+            if input.is_empty() || input.capacity() - input.len() < chunk / 4 {
                 input.reserve(chunk);
+                big_input |= chunk == READ_CHUNK;
             }
             let room = input.capacity() - input.len();
             match read_now(&mut stream, &mut input).await {
@@ -123,12 +130,15 @@ pub async fn serve(pool: Arc<Pool>, mut stream: TcpStream, shutdown: watch::Rece
                 None => continue,
             }
         }
+        let arrived = Instant::now();
         let mut protocol_error = None;
         while pending.len() < MAX_BATCH && !session.closing {
             match parser.parse(&mut input) {
                 Ok(Some(request)) => {
                     PoolStats::bump(&session.pool.stats.requests);
-                    pending.push(session.dispatch(request));
+                    let (cmd, reply) = session.dispatch(request);
+                    pending.push(reply);
+                    commands.extend(cmd);
                 }
                 Ok(None) => break,
                 Err(e) => {
@@ -154,14 +164,20 @@ pub async fn serve(pool: Arc<Pool>, mut stream: TcpStream, shutdown: watch::Rece
                 output.clear();
             }
         }
+        // The batch's replies left together: each of its requests waited
+        // from its arrival until now.
+        let latency = arrived.elapsed();
+        for cmd in commands.drain(..) {
+            session.pool.stats.commands.record(cmd, latency);
+        }
         if protocol_error.is_some() || session.closing {
             let _ = stream.shutdown().await;
             return;
         }
-        // Wait for input without holding a buffer, unless the session is
-        // busy, so an idle connection costs little memory.
-        if input.is_empty() && (!busy || input.capacity() > 4 * READ_CHUNK) {
+        // An idle session keeps at most a small buffer.
+        if input.is_empty() && ((big_input && !busy) || input.capacity() > 4 * READ_CHUNK) {
             input = BytesMut::new();
+            big_input = false;
         }
     }
 }
@@ -192,18 +208,24 @@ fn write_protocol_error(e: &ProtocolError, output: &mut BytesMut, stats: &PoolSt
 }
 
 impl Session {
-    /// Routes one request and returns the reply it is owed.
-    fn dispatch(&mut self, request: Request) -> Pending {
-        let args = &request.args;
-        let cmd = match command::resolve(args) {
+    /// Routes one request; returns its command, if it names one, and the
+    /// reply it is owed.
+    fn dispatch(&mut self, request: Request) -> (Option<&'static Command>, Pending) {
+        let cmd = match command::resolve(&request.args) {
             Ok(cmd) => cmd,
             // CLIENT SETINFO is newer than Redis 7.0's table, and clients
             // send it on connect: CLIENT is answered here in any case.
-            Err(_) if args[0].eq_ignore_ascii_case(b"client") => {
+            Err(_) if request.args[0].eq_ignore_ascii_case(b"client") => {
                 command::lookup(b"client").expect("CLIENT is in the table")
             }
-            Err(e) => return self.error(&e),
+            Err(e) => return (None, self.error(&e)),
         };
+        (Some(cmd), self.route(cmd, request))
+    }
+
+    /// Runs or forwards a request for a known command.
+    fn route(&mut self, cmd: &'static Command, request: Request) -> Pending {
+        let args = &request.args;
         if !self.authenticated && !matches!(cmd.name, "auth" | "hello" | "quit") {
             return self.error("NOAUTH Authentication required.");
         }
@@ -267,6 +289,11 @@ impl Session {
             // All keys on one shard: forward the request untouched.
             split::Plan::Single(shard) => self.send(&table.shards[shard], request.raw),
             split::Plan::Parts(parts) => {
+                let fragments = parts.len() as u64;
+                self.pool
+                    .stats
+                    .fragments
+                    .fetch_add(fragments, Ordering::Relaxed);
                 let parts = parts
                     .into_iter()
                     .map(|(shard, sub_request, positions)| Part {
@@ -348,5 +375,62 @@ impl Pending {
             Pending::Split(split) => split.write_to(out, stats).await,
             Pending::Info(info) => info.write_to(out).await,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use tokio::io::AsyncReadExt;
+    use tokio::net::TcpListener;
+
+    /// A client connected to one session of a pool whose server is never
+    /// contacted: the requests here are answered by the proxy itself.
+    async fn connect() -> (TcpStream, watch::Sender<bool>) {
+        let config = Config::parse(
+            "p:\n  listen: 127.0.0.1:22121\n  redis: true\n  servers:\n   - 127.0.0.1:1:1\n",
+        )
+        .unwrap();
+        let pool = Arc::new(Pool::new(&config.pools[0]));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, shutdown) = watch::channel(false);
+        tokio::spawn(async move {
+            let (stream, _) = listener.accept().await.unwrap();
+            serve(pool, stream, shutdown).await;
+        });
+        (TcpStream::connect(addr).await.unwrap(), stop)
+    }
+
+    #[tokio::test]
+    async fn a_pipeline_longer_than_a_batch_gets_every_reply() {
+        let (mut client, _stop) = connect().await;
+        let n = 2 * MAX_BATCH + 100;
+        let pipeline = b"*1\r\n$4\r\nPING\r\n".repeat(n);
+        client.write_all(&pipeline).await.unwrap();
+        let want = b"+PONG\r\n".repeat(n);
+        let mut got = vec![0; want.len()];
+        tokio::time::timeout(Duration::from_secs(5), client.read_exact(&mut got))
+            .await
+            .expect("every reply, without sending more")
+            .unwrap();
+        assert_eq!(got, want);
+    }
+
+    #[tokio::test]
+    async fn a_stopping_proxy_answers_then_closes() {
+        let (mut client, stop) = connect().await;
+        client.write_all(b"*1\r\n$4\r\nPING\r\n").await.unwrap();
+        let mut reply = [0; 7];
+        client.read_exact(&mut reply).await.unwrap();
+        stop.send(true).unwrap();
+        client.write_all(b"*1\r\n$4\r\nPING\r\n").await.unwrap();
+        let mut rest = Vec::new();
+        tokio::time::timeout(Duration::from_secs(5), client.read_to_end(&mut rest))
+            .await
+            .expect("the session closes after its grace period")
+            .unwrap();
+        assert_eq!(rest, b"+PONG\r\n");
     }
 }

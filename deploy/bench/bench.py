@@ -126,12 +126,17 @@ def table(path):
         runs = rows.get((case, target), [])
         return median([run[i] for run in runs if len(run) > i])
 
+    def spread(case, target):
+        """Half the range of req/s over the rounds, relative to the median."""
+        values = [run[0] for run in rows[(case, target)]]
+        return (max(values) - min(values)) / 2 / median(values) * 100
+
     def ratio(a, b):
         return f"{a / b:.2f}x" if a and b else ""
 
-    print("| case | target | req/s | p50 ms | p99 ms | req/s vs nutcracker "
+    print("| case | target | req/s | spread | p50 ms | p99 ms | req/s vs nutcracker "
           "| p99 vs nutcracker | req/s vs direct |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
     for case in cases:
         memory = case.startswith("idle")
         for target in targets:
@@ -141,8 +146,9 @@ def table(path):
             is_shardproxy = target.startswith("shardproxy")
             if memory:
                 nc = stat(case, "nutcracker", 0)
-                print(f"| {case} | {target} | {value / 1024:.1f} KiB/conn | | "
-                      f"| {ratio(value, nc) if is_shardproxy else ''} | | |")
+                vs_nc = ratio(value, nc) if is_shardproxy else ""
+                print(f"| {case} | {target} | {value / 1024:.1f} KiB/conn | | | "
+                      f"| {vs_nc} | | |")
                 continue
             p50, p99 = stat(case, target, 1), stat(case, target, 2)
             vs_nc = vs_nc_p99 = vs_direct = ""
@@ -150,8 +156,8 @@ def table(path):
                 vs_nc = ratio(value, stat(case, "nutcracker", 0))
                 vs_nc_p99 = ratio(p99, stat(case, "nutcracker", 2))
                 vs_direct = ratio(value, stat(case, "direct", 0))
-            print(f"| {case} | {target} | {value:,.0f} | {p50:.3f} | {p99:.3f} "
-                  f"| {vs_nc} | {vs_nc_p99} | {vs_direct} |")
+            print(f"| {case} | {target} | {value:,.0f} | ±{spread(case, target):.0f}% "
+                  f"| {p50:.3f} | {p99:.3f} | {vs_nc} | {vs_nc_p99} | {vs_direct} |")
 
 
 def main(argv):

@@ -5,17 +5,20 @@
 # shardproxy). Runs redis-benchmark for every case against every target,
 # alternating the order of the targets from round to round, then measures
 # the memory of idle client connections on fresh proxy processes, and
-# prints one table of medians.
+# prints one table of medians. Takes about three minutes.
+#
+# Usage: deploy/bench/run.sh   (from anywhere; builds the release binary)
 #
 # Loopback only; every process it starts is stopped by PID on exit.
-# Knobs (environment): ROUNDS (2), SP_THREADS ("cores 1": one shardproxy
+# Knobs (environment): ROUNDS (3), SP_THREADS ("cores 1": one shardproxy
 # per entry, "cores" = the default thread count), N_PLAIN, N_PIPE, N_BIG,
-# N_MSET (requests per run), IDLE ("1000 10000").
+# N_MSET (requests per run), IDLE ("1000 10000"), SHARDPROXY (the binary to
+# measure; default: the release build).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$PWD
 BENCH=$ROOT/deploy/bench
-ROUNDS=${ROUNDS:-2}
+ROUNDS=${ROUNDS:-3}
 SP_THREADS=${SP_THREADS:-"cores 1"}
 N_PLAIN=${N_PLAIN:-200000}
 N_PIPE=${N_PIPE:-1000000}
@@ -29,7 +32,7 @@ for tool in redis-server redis-benchmark redis-cli /usr/sbin/nutcracker python3;
     command -v "$tool" >/dev/null || { echo "run.sh: $tool is missing" >&2; exit 1; }
 done
 cargo build --release --bins
-SHARDPROXY=$ROOT/target/release/shardproxy
+SHARDPROXY=${SHARDPROXY:-$ROOT/target/release/shardproxy}
 NUTCRACKER=/usr/sbin/nutcracker
 # 10,000 idle clients need as many descriptors, in the proxies and the client.
 ulimit -n "$(ulimit -Hn)"
@@ -88,7 +91,7 @@ bench:
    - 127.0.0.1:$B2:2048 b
 YAML
 
-# start_nutcracker PORT STATS_PORT CONF: starts it and sets STARTED to its PID.
+# start_nutcracker PORT STATS_PORT: starts it and sets STARTED to its PID.
 start_nutcracker() {
     sed "s/listen: .*/listen: 127.0.0.1:$1/" "$WORK/nutcracker.yml" > "$WORK/nc-$1.yml"
     "$NUTCRACKER" -c "$WORK/nc-$1.yml" -s "$2" -a 127.0.0.1 -o "$WORK/nc-$1.log" &
@@ -136,13 +139,6 @@ for threads in $SP_THREADS; do
     TARGETS+=("$name")
 done
 
-# Both backends hold every key the GET cases ask for, so a GET hits a value
-# whichever backend the key is placed on (and direct Redis hits too).
-for port in "$B1" "$B2"; do
-    python3 "$BENCH/bench.py" preload "$port" key: "$KEYS" 3
-    python3 "$BENCH/bench.py" preload "$port" big: "$BIG_KEYS" 4096
-done
-
 MSET=(MSET)
 for i in $(seq 0 9); do MSET+=("m$i:__rand_int__" v); done
 
@@ -165,6 +161,8 @@ if [ "$spread_nc" != "$spread_sp" ]; then
     echo "run.sh: placement differs: nutcracker $spread_nc, shardproxy $spread_sp" >&2
     exit 1
 fi
+# Both backends hold every key the GET cases ask for, so a GET hits a value
+# whichever backend the key is placed on (and direct Redis hits too).
 for port in "$B1" "$B2"; do
     python3 "$BENCH/bench.py" preload "$port" key: "$KEYS" 3
     python3 "$BENCH/bench.py" preload "$port" big: "$BIG_KEYS" 4096
@@ -228,5 +226,8 @@ for round in $(seq 1 "$ROUNDS"); do
 done
 
 echo
-echo "shardproxy $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?'), $(nproc) cores, $(redis-server --version | cut -d' ' -f3), nutcracker $("$NUTCRACKER" -V 2>&1 | head -n 1 | sed "s/.*-//"), $ROUNDS rounds, medians, $(( $(date +%s) - started )) s"
+echo "shardproxy $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?'), $(nproc) cores, redis $(redis-server --version | cut -d" " -f3 | cut -d= -f2), nutcracker $("$NUTCRACKER" -V 2>&1 | head -n 1 | sed "s/.*-//"), $ROUNDS rounds, medians, $(( $(date +%s) - started )) s"
+echo "shardproxy: default worker threads (one per core); shardproxy-tN: --threads N."
+echo "spread: half the range of req/s over the rounds, relative to the median."
+echo
 python3 "$BENCH/bench.py" table "$RESULTS"

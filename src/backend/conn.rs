@@ -264,7 +264,10 @@ impl<'a> Connection<'a> {
                 // bounded amount of work, so nothing starves.
                 biased;
                 read = self.stream.read_buf(&mut self.read_buf) => match read {
-                    Ok(0) => return self.broken("closed by the server".into()),
+                    Ok(0) => {
+                        self.target.stats.eof.fetch_add(1, Ordering::Relaxed);
+                        return self.broken("closed by the server".into());
+                    }
                     Ok(_) => {
                         if let Err(e) = self.deliver_replies() {
                             return self.broken(e);
@@ -314,6 +317,13 @@ impl<'a> Connection<'a> {
                 None
             };
         }
+        // Counted once per batch: the counters are shared by every
+        // connection to the backend.
+        let bytes = self.write_buf.len() as u64;
+        self.target
+            .stats
+            .request_bytes
+            .fetch_add(bytes, Ordering::Relaxed);
         let result = self.stream.write_all(&self.write_buf).await;
         self.write_buf.clear();
         result.map_err(|e| e.to_string())
@@ -321,6 +331,18 @@ impl<'a> Connection<'a> {
 
     /// Matches every complete frame in the read buffer to its request.
     fn deliver_replies(&mut self) -> Result<(), String> {
+        let (mut responses, mut bytes) = (0, 0);
+        let result = self.match_frames(&mut responses, &mut bytes);
+        // Counted once per read: the counters are shared by every
+        // connection to the backend.
+        let stats = &self.target.stats;
+        stats.responses.fetch_add(responses, Ordering::Relaxed);
+        stats.response_bytes.fetch_add(bytes, Ordering::Relaxed);
+        result
+    }
+
+    /// Hands each complete reply frame to its request, counting them.
+    fn match_frames(&mut self, responses: &mut u64, bytes: &mut u64) -> Result<(), String> {
         loop {
             let len = match self.framer.frame_len(&self.read_buf) {
                 Ok(Some(len)) => len,
@@ -328,6 +350,8 @@ impl<'a> Connection<'a> {
                 Err(e) => return Err(format!("protocol error from server: {e}")),
             };
             let frame = self.read_buf.split_to(len).freeze();
+            *responses += 1;
+            *bytes += len as u64;
             if frame[0] == b'>' {
                 // RESP3 push data belongs to no request.
                 continue;

@@ -72,10 +72,10 @@ pub fn encode_integer(n: i64, out: &mut BytesMut) {
 
 /// Appends the bulk string `${len}\r\n{data}\r\n`.
 pub fn encode_bulk(data: &[u8], out: &mut BytesMut) {
-    out.reserve(data.len() + 25);
+    out.reserve(data.len() + 24);
     put_length(out, b'$', data.len());
-    out.put_slice(data);
-    out.put_slice(b"\r\n");
+    out.extend_from_slice(data);
+    out.extend_from_slice(b"\r\n");
 }
 
 /// Appends an array header `*{len}\r\n`; the caller appends the `len` elements,
@@ -97,27 +97,29 @@ fn put_length(out: &mut BytesMut, kind: u8, len: usize) {
     put_decimal(out, kind, false, len as u64);
 }
 
-/// Appends `{kind}[-]{magnitude}\r\n`, without the formatting machinery:
-/// split requests encode a header per argument.
+/// Appends `{kind}[-]{magnitude}\r\n` with one copy, without the
+/// formatting machinery: split requests encode a header per argument.
 fn put_decimal(out: &mut BytesMut, kind: u8, negative: bool, mut magnitude: u64) {
-    // u64::MAX has 20 digits.
-    let mut digits = [0u8; 20];
-    let mut start = digits.len();
+    // The kind, a sign, up to 20 digits (u64::MAX) and CRLF, built from
+    // the end.
+    let mut line = [0u8; 24];
+    line[22..].copy_from_slice(b"\r\n");
+    let mut start = 22;
     loop {
         start -= 1;
-        digits[start] = b'0' + (magnitude % 10) as u8;
+        line[start] = b'0' + (magnitude % 10) as u8;
         magnitude /= 10;
         if magnitude == 0 {
             break;
         }
     }
-    out.reserve(24);
-    out.put_u8(kind);
     if negative {
-        out.put_u8(b'-');
+        start -= 1;
+        line[start] = b'-';
     }
-    out.put_slice(&digits[start..]);
-    out.put_slice(b"\r\n");
+    start -= 1;
+    line[start] = kind;
+    out.extend_from_slice(&line[start..]);
 }
 
 /// Appends `{kind}{text}\r\n` with CR and LF in `text` replaced by spaces.

@@ -1,0 +1,186 @@
+//! Monitoring: the stats port speaks twemproxy's JSON (the same field names
+//! as the real nutcracker, so existing dashboards keep working) and
+//! `/metrics` is valid Prometheus text whose counts move with traffic.
+
+mod common;
+
+use common::nutcracker::Nutcracker;
+use common::proxy::Proxy;
+use common::redis::{RawClient, Redis};
+use serde_json::Value;
+use std::collections::BTreeSet;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+fn read_all(port: u16, request: &[u8]) -> String {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream.write_all(request).unwrap();
+    let mut text = String::new();
+    stream.read_to_string(&mut text).unwrap();
+    text
+}
+
+fn stats_json(port: u16) -> Value {
+    serde_json::from_str(&read_all(port, b"")).expect("the stats port sends JSON")
+}
+
+fn keys(value: &Value) -> BTreeSet<String> {
+    value.as_object().unwrap().keys().cloned().collect()
+}
+
+/// Field names at each level: top level (without pools), pool (without
+/// servers), server.
+fn shape(doc: &Value, pool: &str, server: &str) -> [BTreeSet<String>; 3] {
+    let top: BTreeSet<String> = keys(doc).into_iter().filter(|k| k != pool).collect();
+    let pool_fields: BTreeSet<String> = keys(&doc[pool])
+        .into_iter()
+        .filter(|k| !doc[pool][k].is_object())
+        .collect();
+    [top, pool_fields, keys(&doc[pool][server])]
+}
+
+#[test]
+fn stats_port_has_twemproxy_fields() {
+    let redis = Redis::start();
+    let body = format!("  redis: true\n  servers:\n   - {}:1 s1\n", redis.addr());
+    let nutcracker = Nutcracker::start(&body);
+    let proxy = Proxy::start(&body);
+    let theirs = stats_json(nutcracker.stats_port);
+    let mut client = RawClient::connect(proxy.port);
+    for i in 0..10 {
+        assert_eq!(client.cmd_str(&["SET", &format!("k{i}"), "v"]), "+OK\r\n");
+    }
+    let ours = stats_json(proxy.stats_port);
+    // nutcracker names its pool after the test harness' pool name.
+    let their_pool = keys(&theirs)
+        .into_iter()
+        .find(|k| theirs[k].is_object())
+        .unwrap();
+    assert_eq!(
+        shape(&ours, "pool", "s1"),
+        shape(&theirs, &their_pool, "s1")
+    );
+    assert_eq!(ours["pool"]["client_connections"], 1);
+    assert_eq!(ours["pool"]["s1"]["requests"], 10);
+    assert_eq!(ours["pool"]["s1"]["responses"], 10);
+    assert_eq!(ours["pool"]["s1"]["server_connections"], 1);
+    assert!(ours["pool"]["s1"]["request_bytes"].as_u64().unwrap() > 10 * 20);
+    assert_eq!(ours["service"], "nutcracker");
+}
+
+/// Runs the reference Prometheus parser over `text`; returns its samples.
+fn parse_prometheus(text: &str) -> Vec<String> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let python = dir.join("target/clients/venv/bin/python");
+    assert!(
+        python.exists(),
+        "run deploy/install-client-libs.sh (deploy/test.sh does)"
+    );
+    let mut child = Command::new(python)
+        .arg(dir.join("tests/clients/parse_metrics.py"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "not valid Prometheus text: {}\n{text}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+fn sample(samples: &[String], prefix: &str) -> f64 {
+    let line = samples
+        .iter()
+        .find(|l| l.starts_with(prefix))
+        .unwrap_or_else(|| panic!("no sample {prefix} in {samples:#?}"));
+    line.rsplit(' ').next().unwrap().parse().unwrap()
+}
+
+fn metrics(proxy: &Proxy) -> Vec<String> {
+    let response = read_all(
+        proxy.metrics_port,
+        b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n",
+    );
+    let (head, body) = response.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.1 200 OK"), "{head}");
+    assert!(
+        head.contains("Content-Type: text/plain; version=0.0.4"),
+        "{head}"
+    );
+    parse_prometheus(body)
+}
+
+#[test]
+fn metrics_are_valid_prometheus_and_move() {
+    let (a, b) = (Redis::start(), Redis::start());
+    let proxy = Proxy::start(&format!(
+        "  redis: true\n  hash: md5\n  servers:\n   - {}:0-2047\n   - {}:2048-4095\n",
+        a.addr(),
+        b.addr()
+    ));
+    let before = metrics(&proxy);
+    let mut client = RawClient::connect(proxy.port);
+    for i in 0..20 {
+        assert_eq!(client.cmd_str(&["SET", &format!("k{i}"), "v"]), "+OK\r\n");
+    }
+    assert!(client
+        .cmd_str(&["MGET", "k1", "k2", "k3", "k4"])
+        .starts_with("*4"));
+    let after = metrics(&proxy);
+    let requests = r#"shardproxy_requests_total{pool="pool"}"#;
+    assert_eq!(sample(&after, requests) - sample(&before, requests), 21.0);
+    assert_eq!(
+        sample(
+            &after,
+            r#"shardproxy_command_calls_total{command="set",pool="pool"}"#
+        ),
+        20.0
+    );
+    assert_eq!(
+        sample(
+            &after,
+            r#"shardproxy_command_calls_total{command="mget",pool="pool"}"#
+        ),
+        1.0
+    );
+    assert_eq!(
+        sample(
+            &after,
+            r#"shardproxy_request_duration_seconds_count{pool="pool"}"#
+        ),
+        21.0
+    );
+    assert_eq!(
+        sample(&after, r#"shardproxy_client_connections{pool="pool"}"#),
+        1.0
+    );
+    let backend = |samples: &[String], addr: &str| {
+        sample(
+            samples,
+            &format!(r#"shardproxy_backend_requests_total{{backend="{addr}""#),
+        )
+    };
+    let sent = backend(&after, &a.addr()) + backend(&after, &b.addr());
+    assert!(
+        sent >= 21.0,
+        "20 SETs and at least one MGET part reach the backends ({sent})"
+    );
+    let not_found = read_all(proxy.metrics_port, b"GET /nope HTTP/1.1\r\n\r\n");
+    assert!(not_found.starts_with("HTTP/1.1 404"), "{not_found}");
+}
