@@ -10,8 +10,8 @@
 # Usage: deploy/bench/run.sh   (from anywhere; builds the release binary)
 #
 # Loopback only; every process it starts is stopped by PID on exit.
-# Knobs (environment): ROUNDS (3), SP_THREADS ("cores 1": one shardproxy
-# per entry, "cores" = the default thread count), N_PLAIN, N_PIPE, N_BIG,
+# Knobs (environment): ROUNDS (3), SP_THREADS ("default 2": one shardproxy
+# per entry, "default" = without --threads), N_PLAIN, N_PIPE, N_BIG,
 # N_MSET (requests per run), IDLE ("1000 10000"), SHARDPROXY (the binary to
 # measure; default: the release build).
 set -euo pipefail
@@ -19,7 +19,7 @@ cd "$(dirname "$0")/../.."
 ROOT=$PWD
 BENCH=$ROOT/deploy/bench
 ROUNDS=${ROUNDS:-3}
-SP_THREADS=${SP_THREADS:-"cores 1"}
+SP_THREADS=${SP_THREADS:-"default 2"}
 N_PLAIN=${N_PLAIN:-200000}
 N_PIPE=${N_PIPE:-1000000}
 N_BIG=${N_BIG:-100000}
@@ -114,7 +114,7 @@ bench:
    - 127.0.0.1:$B2:2048-4095 b
 YAML
     local threads=()
-    if [ "$3" != cores ]; then threads=(--threads "$3"); fi
+    if [ "$3" != default ]; then threads=(--threads "$3"); fi
     "$SHARDPROXY" -c "$WORK/sp-$1.yml" -s "$2" -a 127.0.0.1 "${threads[@]}" \
         -o "$WORK/sp-$1.log" &
     STARTED=$!
@@ -123,7 +123,7 @@ YAML
 }
 
 sp_name() {
-    if [ "$1" = cores ]; then echo shardproxy; else echo "shardproxy-t$1"; fi
+    if [ "$1" = default ]; then echo shardproxy; else echo "shardproxy-t$1"; fi
 }
 
 wait_port "$B1"
@@ -214,7 +214,7 @@ for round in $(seq 1 "$ROUNDS"); do
                 start_nutcracker "$port" "$stats"
             else
                 threads=${target#shardproxy-t}
-                [ "$target" = shardproxy ] && threads=cores
+                [ "$target" = shardproxy ] && threads=default
                 start_shardproxy "$port" "$stats" "$threads"
             fi
             per_conn=$(python3 "$BENCH/bench.py" idle "$STARTED" "$port" "$n")
@@ -227,7 +227,7 @@ done
 
 echo
 echo "shardproxy $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?'), $(nproc) cores, redis $(redis-server --version | cut -d" " -f3 | cut -d= -f2), nutcracker $("$NUTCRACKER" -V 2>&1 | head -n 1 | sed "s/.*-//"), $ROUNDS rounds, medians, $(( $(date +%s) - started )) s"
-echo "shardproxy: default worker threads (one per core); shardproxy-tN: --threads N."
+echo "shardproxy: default worker threads (one per core, 1 on 2 cores or fewer); shardproxy-tN: --threads N."
 echo "spread: half the range of req/s over the rounds, relative to the median."
 echo
 python3 "$BENCH/bench.py" table "$RESULTS"

@@ -6,6 +6,7 @@
 //! backend will touch.
 
 use super::{arity_error, Command, KeySpec, NumkeysRule};
+use crate::protocol::parse_int;
 use bytes::Bytes;
 
 const SYNTAX: &str = "ERR syntax error";
@@ -70,7 +71,7 @@ fn numkeys(
     let Some(count) = args.get(at) else {
         return Ok(Vec::new());
     };
-    let count = parse_i64(count);
+    let count = parse_int(count);
     let n = match rule {
         NumkeysRule::Script | NumkeysRule::Function => {
             let n = match (count, rule) {
@@ -241,33 +242,6 @@ fn parse_streams(group_cmd: bool, args: &[Bytes]) -> Result<StreamsOptions, Stri
 
 fn is(arg: &[u8], word: &str) -> bool {
     arg.eq_ignore_ascii_case(word.as_bytes())
-}
-
-/// Parses an integer exactly as Redis's `string2ll` does: no sign other than
-/// a leading '-', no spaces, no leading zeros, no overflow.
-fn parse_i64(bytes: &[u8]) -> Option<i64> {
-    let (negative, digits) = match bytes.split_first()? {
-        (b'-', rest) => (true, rest),
-        _ => (false, bytes),
-    };
-    match digits {
-        [b'0'] if !negative => return Some(0),
-        [b'1'..=b'9', ..] => {}
-        _ => return None,
-    }
-    let mut value: i64 = 0;
-    for &b in digits {
-        if !b.is_ascii_digit() {
-            return None;
-        }
-        // Accumulate negatively so that i64::MIN fits.
-        value = value.checked_mul(10)?.checked_sub(i64::from(b - b'0'))?;
-    }
-    if negative {
-        Some(value)
-    } else {
-        value.checked_neg()
-    }
 }
 
 #[cfg(test)]
@@ -493,24 +467,5 @@ mod tests {
             keys(&["XREADGROUP", "COUNT", "1", "NOACK", "STREAMS", "a", ">"]),
             Err(MISSING_GROUP.into())
         );
-    }
-
-    #[test]
-    fn parse_i64_like_string2ll() {
-        assert_eq!(parse_i64(b"0"), Some(0));
-        assert_eq!(parse_i64(b"-12"), Some(-12));
-        assert_eq!(parse_i64(b"9223372036854775807"), Some(i64::MAX));
-        assert_eq!(parse_i64(b"-9223372036854775808"), Some(i64::MIN));
-        for bad in [
-            &b""[..],
-            b"-",
-            b"-0",
-            b"01",
-            b"+1",
-            b"1 ",
-            b"9223372036854775808",
-        ] {
-            assert_eq!(parse_i64(bad), None, "{bad:?}");
-        }
     }
 }

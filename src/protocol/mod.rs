@@ -65,7 +65,7 @@ pub enum Proto {
 /// Parses a decimal integer exactly as Redis's `string2ll` does: an optional `-`,
 /// no `+`, no spaces, no leading zeros, no `-0`, and it must fit an `i64`.
 /// Being as strict as Redis means a request we accept is one the backend accepts.
-fn parse_int(s: &[u8]) -> Option<i64> {
+pub(crate) fn parse_int(s: &[u8]) -> Option<i64> {
     let (negative, digits) = match s.split_first() {
         Some((b'-', rest)) => (true, rest),
         _ => (false, s),
