@@ -73,15 +73,7 @@ fn point_count(weight: u32, total: u32, live: usize) -> u32 {
 mod tests {
     use super::*;
     use crate::hash::HashKind;
-
-    fn nodes(list: &[(&str, u32)]) -> Vec<Node> {
-        list.iter()
-            .map(|&(name, weight)| Node {
-                name: name.to_string(),
-                weight,
-            })
-            .collect()
-    }
+    use crate::route::tests::nodes;
 
     /// Asserts the owner of md5(`key:i`) is `expected[i]` (a digit string
     /// recorded from nutcracker 0.5.0 with the same servers).

@@ -145,10 +145,11 @@ pub fn hashable_key(key: &[u8], tag: Option<[u8; 2]>) -> &[u8] {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn nodes(list: &[(&str, u32)]) -> Vec<Node> {
+    /// Nodes from (name, weight) pairs.
+    pub(crate) fn nodes(list: &[(&str, u32)]) -> Vec<Node> {
         list.iter()
             .map(|&(name, weight)| Node {
                 name: name.to_string(),

@@ -72,15 +72,7 @@ impl Slots {
 mod tests {
     use super::*;
     use crate::hash::HashKind;
-
-    fn nodes(list: &[(&str, u32)]) -> Vec<Node> {
-        list.iter()
-            .map(|&(name, weight)| Node {
-                name: name.to_string(),
-                weight,
-            })
-            .collect()
-    }
+    use crate::route::tests::nodes;
 
     /// Owner of md5(`key:i`) recorded from nutcracker 0.5.0 with the same
     /// servers: name order is "b", "zeta", "alpha-server" (shorter first).
