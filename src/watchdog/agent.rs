@@ -9,14 +9,15 @@
 //! answering never stops the health checks or the guard.
 
 use super::config::Settings;
+use super::connect_zk;
 use super::guard::{writes_allowed, Guard};
 use super::health::{split_addr, Failures, RedisLink, RedisState};
 use super::membership::{decide, Action, Health, View};
 use super::switchover::{
     answer_request, members_in_line, pause_until_caught_up, read_request, RequestState,
 };
-use super::{connect_zk, shutdown_requested};
 use crate::zk::layout::{child_path, member_prefix, Member, MemberData, Role};
+use crate::zk::shutdown_requested;
 use std::future::Future;
 use std::pin::Pin;
 use std::time::{Duration, Instant};

@@ -66,14 +66,6 @@ pub(crate) async fn connect_zk(
     connector.connect(hosts).await
 }
 
-/// Resolves once shutdown is asked for: the value turns `true` or the
-/// sender is gone.
-pub(crate) async fn shutdown_requested(shutdown: &mut signal::Receiver<bool>) {
-    // An error means the sender was dropped: nobody can stop us any more,
-    // so stop now rather than run unowned.
-    let _ = shutdown.wait_for(|&stop| stop).await;
-}
-
 /// The `shardproxy-watchdog` program: parses the flags, sets up logging,
 /// runs until SIGTERM or SIGINT. Exit code 0 on a stop signal, 1 for bad
 /// settings.

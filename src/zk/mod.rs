@@ -106,7 +106,7 @@ impl Backoff {
 
 /// Resolves once shutdown is asked for: the value turns `true` or the
 /// sender is gone.
-async fn shutdown_requested(shutdown: &mut signal::Receiver<bool>) {
+pub(crate) async fn shutdown_requested(shutdown: &mut signal::Receiver<bool>) {
     // An error means the sender was dropped: nobody can stop us any more,
     // so stop now rather than run unowned.
     let _ = shutdown.wait_for(|&stop| stop).await;
