@@ -5,7 +5,7 @@
 use crate::backend::Reply;
 use crate::client::{Pending, Session};
 use crate::local::REDIS_VERSION;
-use crate::protocol::{encode, encode_request, parse_reply, Proto, Value};
+use crate::protocol::{encode, parse_reply, Proto, Value};
 use crate::stats::PoolStats;
 use bytes::{Bytes, BytesMut};
 use std::fmt::Write;
@@ -169,21 +169,7 @@ fn unix_secs(t: std::time::SystemTime) -> u64 {
 /// Sends `INFO keyspace` to every distinct backend.
 fn ask_keyspace(session: &Session) -> Vec<(Arc<str>, oneshot::Receiver<Reply>)> {
     let table = session.pool.router.load();
-    let mut request = BytesMut::new();
-    encode_request(&[&b"INFO"[..], b"keyspace"], &mut request);
-    let request = request.freeze();
-    let mut seen: Vec<&str> = Vec::new();
-    let mut asked = Vec::new();
-    for shard in &table.shards {
-        if !seen.contains(&&*shard.backend.addr) {
-            seen.push(&shard.backend.addr);
-            asked.push((
-                shard.name.clone(),
-                shard.backend.send(Proto::Resp2, request.clone()),
-            ));
-        }
-    }
-    asked
+    table.send_to_every_backend(Proto::Resp2, &[&b"INFO"[..], b"keyspace"])
 }
 
 impl InfoReply {

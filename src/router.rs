@@ -3,14 +3,17 @@
 //! reload, ejection) builds a new one and swaps it in atomically, so the
 //! request path only ever loads a pointer and never waits.
 
-use crate::backend::{Backend, BackendRegistry, BackendSettings};
+use crate::backend::{Backend, BackendRegistry, BackendSettings, Reply};
 use crate::config::PoolConfig;
 use crate::hash::HashKind;
+use crate::protocol::{encode_request, Proto};
 use crate::route::{hashable_key, Distribution, DistributionKind, Node};
 use arc_swap::ArcSwap;
+use bytes::BytesMut;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
+use tokio::sync::oneshot;
 
 /// One shard: a slice of the key space and the backend that serves it.
 pub struct Shard {
@@ -35,6 +38,31 @@ pub struct RoutingTable {
 }
 
 impl RoutingTable {
+    /// Sends the command `args` once to every distinct backend of the table
+    /// (a backend serving several shards is asked once); returns each
+    /// reply's channel with the name of the shard it was sent for.
+    pub fn send_to_every_backend<A: AsRef<[u8]>>(
+        &self,
+        proto: Proto,
+        args: &[A],
+    ) -> Vec<(Arc<str>, oneshot::Receiver<Reply>)> {
+        let mut request = BytesMut::new();
+        encode_request(args, &mut request);
+        let request = request.freeze();
+        let mut seen: Vec<&str> = Vec::new();
+        let mut sent = Vec::new();
+        for shard in &self.shards {
+            if !seen.contains(&&*shard.backend.addr) {
+                seen.push(&shard.backend.addr);
+                sent.push((
+                    shard.name.clone(),
+                    shard.backend.send(proto, request.clone()),
+                ));
+            }
+        }
+        sent
+    }
+
     /// Index into `shards` of the shard owning `key`.
     pub fn shard_of(&self, key: &[u8]) -> usize {
         let hash = self.hash.hash(hashable_key(key, self.hash_tag));

@@ -6,8 +6,7 @@
 use crate::backend::Reply;
 use crate::command::SplitKind;
 use crate::protocol::{
-    encode_array_header, encode_bulk, encode_error, encode_integer, encode_request,
-    reply_frame_len, Proto,
+    encode_array_header, encode_bulk, encode_error, encode_integer, reply_frame_len, Proto,
 };
 use crate::router::RoutingTable;
 use crate::stats::PoolStats;
@@ -141,22 +140,15 @@ impl SplitReply {
 
 /// Sends `args` (DBSIZE) to every distinct backend and sums the replies.
 pub fn fan_out(table: &RoutingTable, proto: Proto, args: &[Bytes]) -> SplitReply {
-    let mut request = BytesMut::new();
-    encode_request(args, &mut request);
-    let request = request.freeze();
-    let mut seen: Vec<&str> = Vec::new();
-    let mut parts = Vec::new();
-    for shard in &table.shards {
-        if seen.contains(&&*shard.backend.addr) {
-            continue;
-        }
-        seen.push(&shard.backend.addr);
-        parts.push(Part {
-            reply: shard.backend.send(proto, request.clone()),
-            shard: shard.name.clone(),
+    let parts = table
+        .send_to_every_backend(proto, args)
+        .into_iter()
+        .map(|(shard, reply)| Part {
+            reply,
+            shard,
             positions: Vec::new(),
-        });
-    }
+        })
+        .collect();
     SplitReply {
         merge: Merge::Sum,
         keys: 0,
