@@ -71,13 +71,29 @@ impl Drop for ProcessGuard {
     }
 }
 
-/// A free TCP port on 127.0.0.1 (bound, then released).
+/// A free TCP port on 127.0.0.1, never handed out twice in one test
+/// process.
+///
+/// Asking the OS for port 0 is not enough: two threads starting servers at
+/// once can be given the same released port, and one server then fails to
+/// bind while the other answers in its place. Ports come instead from a
+/// per-process sequence below Linux's ephemeral range (32768 and up, where
+/// client sockets land), starting at an offset derived from the PID so that
+/// consecutive test binaries use different ports; each is checked free.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const FIRST: u32 = 20_000;
+    const COUNT: u32 = 12_000;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let offset = std::process::id().wrapping_mul(397);
+    loop {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        assert!(n < COUNT, "no free port left in {FIRST}..{}", FIRST + COUNT);
+        let port = (FIRST + offset.wrapping_add(n) % COUNT) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 /// A fresh temporary directory, removed by the OS's tmp cleaning only; tests
