@@ -9,11 +9,11 @@
 mod common;
 
 use common::zookeeper::{persistent, ZooKeeper};
-use shardproxy::zk::layout::{member_prefix, ShardData};
-use shardproxy::zk::{
+use shardproxy::proxy::zk::{
     run_registration, watch_cluster, ClusterView, MemberData, OnChange, ProxyData, Role,
     SessionState, ZkStatus,
 };
+use shardproxy::zk::layout::{member_prefix, ShardData};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::watch as signal;

@@ -1,5 +1,5 @@
 //! The proxy binary: nutcracker's command line, then the library does the rest.
 
 fn main() -> std::process::ExitCode {
-    shardproxy::cli::main()
+    shardproxy::proxy::cli::main()
 }

@@ -17,8 +17,7 @@
 //! # Usage
 //! ```no_run
 //! # async fn example() -> Result<(), shardproxy::watchdog::SwitchoverError> {
-//! use std::time::Duration;
-//! let report = shardproxy::watchdog::request_switchover(
+//! //! let report = shardproxy::watchdog::request_switchover(
 //!     "172.16.10.163:2181,172.16.10.96:2181",
 //!     "/redis/cluster/icd/redis-0000",
 //!     Duration::from_secs(1),
@@ -29,12 +28,15 @@
 //! # }
 //! ```
 
+pub mod actions;
 pub mod agent;
 pub mod config;
 pub mod guard;
+pub mod handover;
 pub mod health;
 pub mod membership;
 pub mod redis_client;
+pub mod session;
 pub mod switchover;
 
 pub use agent::run;
@@ -46,25 +48,7 @@ pub use switchover::{
 use crate::logging;
 use clap::Parser;
 use std::process::ExitCode;
-use std::time::Duration;
 use tokio::sync::watch as signal;
-use zookeeper_client as zk;
-
-/// How long one attempt to reach ZooKeeper may take.
-pub(crate) const ZK_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// One attempt at a ZooKeeper session (each host tried once).
-pub(crate) async fn connect_zk(
-    hosts: &str,
-    session_timeout: Option<Duration>,
-) -> Result<zk::Client, zk::Error> {
-    let connector = zk::Client::connector().with_fail_eagerly();
-    let connector = match session_timeout {
-        Some(timeout) => connector.with_session_timeout(timeout),
-        None => connector,
-    };
-    connector.connect(hosts).await
-}
 
 /// The `shardproxy-watchdog` program: parses the flags, sets up logging,
 /// runs until SIGTERM or SIGINT. Exit code 0 on a stop signal, 1 for bad

@@ -37,11 +37,13 @@
 
 use super::health::RedisLink;
 use super::redis_client::RedisConn;
-use super::{connect_zk, ZK_CONNECT_TIMEOUT};
 use crate::zk::layout::{parse_member_name, Member};
 use serde::{Deserialize, Serialize};
 use std::time::{Duration, Instant};
 use zookeeper_client as zk;
+
+/// How long one attempt to reach ZooKeeper may take.
+const ZK_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How long after its deadline the requester still waits for the master's
 /// watchdog to answer (it may be in the middle of a health check).
@@ -209,21 +211,24 @@ pub async fn request_switchover(
     let shard = shard_path.trim_end_matches('/');
     let control =
         control_path(shard).ok_or_else(|| SwitchoverError::BadShardPath(shard.to_string()))?;
-    let client = match tokio::time::timeout(ZK_CONNECT_TIMEOUT, connect_zk(zk_hosts, None)).await {
-        Ok(Ok(client)) => client,
-        Ok(Err(error)) => {
-            return Err(SwitchoverError::Connect {
-                hosts: zk_hosts.to_string(),
-                error,
-            })
-        }
-        Err(_) => {
-            return Err(SwitchoverError::Connect {
-                hosts: zk_hosts.to_string(),
-                error: zk::Error::Timeout,
-            })
-        }
-    };
+    let client =
+        match tokio::time::timeout(ZK_CONNECT_TIMEOUT, crate::zk::connect_once(zk_hosts, None))
+            .await
+        {
+            Ok(Ok(client)) => client,
+            Ok(Err(error)) => {
+                return Err(SwitchoverError::Connect {
+                    hosts: zk_hosts.to_string(),
+                    error,
+                })
+            }
+            Err(_) => {
+                return Err(SwitchoverError::Connect {
+                    hosts: zk_hosts.to_string(),
+                    error: zk::Error::Timeout,
+                })
+            }
+        };
     let members = read_members(&client, shard).await?;
     let master = members
         .first()

@@ -1,87 +1,33 @@
-//! ZooKeeper: the proxy's registration and the cluster watch.
+//! ZooKeeper, as the three programs share it.
 //!
 //! - [`layout`]: names and data of the znodes (DESIGN.md "ZooKeeper
-//!   layout") and [`ClusterView`] validation; pure, shared with the
-//!   watchdog and the admin tool.
-//! - [`registration`]: this proxy's EPHEMERAL znode, kept while it runs.
-//! - [`watch`]: watches the cluster root and hands every new valid
-//!   [`ClusterView`] to a callback.
-//! - [`status`]: what both are doing, for INFO and stats.
+//!   layout") and [`ClusterView`] validation; pure.
+//! - Session helpers: connecting with the flags every program uses,
+//!   closing a session so that its ephemeral znodes are gone on return,
+//!   retry backoff and shutdown signals.
 //!
-//! Registration and watch each run their own session. They fail in
-//! different ways: the watch may drop its session and start over at any
-//! time without side effects, while the registration's session carries the
-//! proxy's znode and must end only on shutdown (closing it removes the znode
-//! at once).
-//!
-//! Both run until their shutdown receiver turns `true` (or its sender is
-//! dropped), retrying with backoff while ZooKeeper is unreachable; they never
-//! panic or give up.
-//!
-//! The `zookeeper-client` crate needs its `tokio` feature to spawn its
-//! session task on the tokio runtime (without it, connecting panics with "no
-//! spawner").
-//!
-//! # Usage
-//! ```no_run
-//! use shardproxy::zk::{self, ProxyData, ZkStatus};
-//! use std::sync::Arc;
-//!
-//! # async fn example(data: ProxyData) {
-//! let status = Arc::new(ZkStatus::new()); // shown by INFO
-//! let (stop, shutdown) = tokio::sync::watch::channel(false);
-//! let on_change: zk::OnChange = Arc::new(|view: zk::ClusterView| {
-//!     // Build a routing table from `view` and swap it in.
-//!     let _ = view.slots;
-//! });
-//! let hosts = "172.16.10.163:2181,172.16.10.96:2181".to_string();
-//! let watch = tokio::spawn(zk::watch_cluster(
-//!     hosts.clone(),
-//!     "/redis/cluster/icd".into(),
-//!     on_change,
-//!     status.clone(),
-//!     shutdown.clone(),
-//! ));
-//! let registration = tokio::spawn(zk::run_registration(
-//!     hosts,
-//!     "/redis/proxy/icd/172.17.32.105:22121".into(),
-//!     data,
-//!     status.clone(),
-//!     shutdown,
-//! ));
-//! // On shutdown: both close their sessions; the proxy znode is gone when
-//! // `registration` has finished.
-//! stop.send(true).ok();
-//! let _ = tokio::join!(watch, registration);
-//! # }
-//! ```
+//! What only the proxy runs (its registration and the cluster watch) lives
+//! in [`crate::proxy::zk`]; the watchdog's session in
+//! [`crate::watchdog`].
 
 pub mod layout;
-pub mod registration;
-pub mod status;
-pub mod watch;
 
 pub use layout::{ClusterView, LayoutError, Member, MemberData, ProxyData, Role, ShardView};
-pub use registration::run_registration;
-pub use status::{SessionState, ZkError, ZkStatus, ZkStatusSnapshot};
-pub use watch::{watch_cluster, OnChange};
 
-use status::Task;
 use std::time::Duration;
 use tokio::sync::watch as signal;
-use tracing::{info, warn};
 use zookeeper_client as zk;
 
-/// Session timeout asked of ZooKeeper (the server may clamp it to its
-/// `minSessionTimeout..maxSessionTimeout`).
+/// Session timeout the proxy and the admin tool ask of ZooKeeper (the
+/// server may clamp it to its `minSessionTimeout..maxSessionTimeout`).
 pub const SESSION_TIMEOUT: Duration = Duration::from_secs(6);
 
-/// How long shutdown waits for ZooKeeper to confirm the session is closed.
+/// How long closing waits for ZooKeeper to confirm the session is closed.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Exponential retry delay: 100 ms doubling up to 3 s, so a ZooKeeper that
 /// comes back is seen within a few seconds without flooding its log.
-struct Backoff {
+pub(crate) struct Backoff {
     next: Duration,
 }
 
@@ -89,17 +35,17 @@ impl Backoff {
     const MIN: Duration = Duration::from_millis(100);
     const MAX: Duration = Duration::from_secs(3);
 
-    fn new() -> Backoff {
+    pub(crate) fn new() -> Backoff {
         Backoff { next: Backoff::MIN }
     }
 
-    fn next(&mut self) -> Duration {
+    pub(crate) fn next(&mut self) -> Duration {
         let delay = self.next;
         self.next = (self.next * 2).min(Backoff::MAX);
         delay
     }
 
-    fn reset(&mut self) {
+    pub(crate) fn reset(&mut self) {
         self.next = Backoff::MIN;
     }
 }
@@ -113,39 +59,18 @@ pub(crate) async fn shutdown_requested(shutdown: &mut signal::Receiver<bool>) {
 }
 
 /// Sleeps for `delay`; returns true if shutdown was asked for meanwhile.
-async fn sleep_or_shutdown(delay: Duration, shutdown: &mut signal::Receiver<bool>) -> bool {
+pub(crate) async fn sleep_or_shutdown(
+    delay: Duration,
+    shutdown: &mut signal::Receiver<bool>,
+) -> bool {
     tokio::select! {
         _ = tokio::time::sleep(delay) => false,
         _ = shutdown_requested(shutdown) => true,
     }
 }
 
-/// Follows the session's state into `status` and the log; resolves with the
-/// terminal state (expired, closed, auth failed) when the session is over.
-async fn session_over(
-    states: &mut zk::StateWatcher,
-    status: &ZkStatus,
-    task: Task,
-    hosts: &str,
-) -> SessionState {
-    loop {
-        let state = SessionState::from(states.changed().await);
-        status.set_session(task, state);
-        match state {
-            SessionState::Connected => info!(hosts = %hosts, task = ?task, "ZooKeeper reconnected"),
-            _ => warn!(hosts = %hosts, task = ?task, state = %state, "ZooKeeper connection lost"),
-        }
-        if matches!(
-            state,
-            SessionState::Expired | SessionState::Closed | SessionState::AuthFailed
-        ) {
-            return state;
-        }
-    }
-}
-
 /// True when `error` means the session is over and a new one is needed.
-fn is_session_over(error: &zk::Error) -> bool {
+pub(crate) fn is_session_over(error: &zk::Error) -> bool {
     matches!(
         error,
         zk::Error::SessionExpired
@@ -155,79 +80,33 @@ fn is_session_over(error: &zk::Error) -> bool {
     )
 }
 
-/// Establishes a session, retrying with backoff; `None` on shutdown (the
-/// state is then `Closed`).
-/// Failures are logged and recorded against `path`, the znode the session
-/// is for.
-async fn connect(
+/// One attempt at a session. `fail_eagerly`: one try per host, so the
+/// caller decides how to retry and what to log.
+pub(crate) async fn connect_once(
     hosts: &str,
-    path: &str,
-    task: Task,
-    status: &ZkStatus,
-    shutdown: &mut signal::Receiver<bool>,
-) -> Option<zk::Client> {
-    let mut backoff = Backoff::new();
-    loop {
-        status.set_session(task, SessionState::Connecting);
-        // fail_eagerly: one try per host, then our own backoff and logging.
-        let attempt = zk::Client::connector()
-            .with_session_timeout(SESSION_TIMEOUT)
-            .with_fail_eagerly()
-            .connect(hosts);
-        let error = tokio::select! {
-            result = attempt => match result {
-                Ok(client) => {
-                    info!(
-                        hosts = %hosts,
-                        task = ?task,
-                        session = %client.session_id(),
-                        timeout_ms = client.session_timeout().as_millis() as u64,
-                        "ZooKeeper session established"
-                    );
-                    status.set_session(task, SessionState::Connected);
-                    return Some(client);
-                }
-                Err(error) => error,
-            },
-            _ = shutdown_requested(shutdown) => {
-                status.set_session(task, SessionState::Closed);
-                return None;
-            }
-        };
-        let delay = backoff.next();
-        warn!(
-            hosts = %hosts,
-            task = ?task,
-            error = %error,
-            retry_in_ms = delay.as_millis() as u64,
-            "cannot connect to ZooKeeper"
-        );
-        status.record_error(
-            path,
-            format!("cannot connect to ZooKeeper {hosts}: {error}"),
-        );
-        if sleep_or_shutdown(delay, shutdown).await {
-            status.set_session(task, SessionState::Closed);
-            return None;
-        }
-    }
+    session_timeout: Option<Duration>,
+) -> Result<zk::Client, zk::Error> {
+    let connector = zk::Client::connector().with_fail_eagerly();
+    let connector = match session_timeout {
+        Some(timeout) => connector.with_session_timeout(timeout),
+        None => connector,
+    };
+    connector.connect(hosts).await
 }
 
 /// Closes the session and waits (up to [`CLOSE_TIMEOUT`]) until ZooKeeper
-/// confirms, so its ephemeral znodes are gone when this returns.
-async fn close(client: zk::Client, status: &ZkStatus, task: Task) {
+/// confirms, so its ephemeral znodes are gone when this returns. False when
+/// the confirmation did not come in time.
+pub(crate) async fn close(client: zk::Client) -> bool {
     let mut states = client.state_watcher();
-    let already_over = states.peek_state().is_terminated();
+    if states.peek_state().is_terminated() {
+        return true;
+    }
     // The session task sends CloseSession once the last Client is dropped;
     // watchers hold no Client, so this is the last one.
     drop(client);
-    if !already_over {
-        let closed = async { while !states.changed().await.is_terminated() {} };
-        if tokio::time::timeout(CLOSE_TIMEOUT, closed).await.is_err() {
-            warn!(task = ?task, "ZooKeeper did not confirm the session close in time");
-        }
-    }
-    status.set_session(task, SessionState::Closed);
+    let closed = async { while !states.changed().await.is_terminated() {} };
+    tokio::time::timeout(CLOSE_TIMEOUT, closed).await.is_ok()
 }
 
 #[cfg(test)]

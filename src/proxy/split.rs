@@ -3,13 +3,13 @@
 //! would have answered (MGET values in key order, MSET's +OK, summed
 //! counts). DBSIZE's fan-out to every shard uses the same machinery.
 
-use crate::backend::Reply;
 use crate::command::SplitKind;
 use crate::protocol::{
     encode_array_header, encode_bulk, encode_error, encode_integer, reply_frame_len, Proto,
 };
-use crate::router::RoutingTable;
-use crate::stats::PoolStats;
+use crate::proxy::backend::Reply;
+use crate::proxy::router::RoutingTable;
+use crate::proxy::stats::PoolStats;
 use bytes::{Bytes, BytesMut};
 use std::sync::Arc;
 use tokio::sync::oneshot;

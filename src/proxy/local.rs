@@ -3,15 +3,14 @@
 //! (texts and types), in the protocol the client chose, so a client library
 //! cannot tell the proxy from a Redis server on connect.
 
-use crate::client::{Pending, Session};
 use crate::command::{self, Command};
-use crate::info;
 use crate::protocol::{encode, Proto, Value};
+use crate::proxy::info;
+use crate::proxy::pending::{unsupported_error, Pending};
+use crate::proxy::session::Session;
 use bytes::{Bytes, BytesMut};
 
-/// The Redis version the proxy reports (HELLO, INFO): the command set it
-/// implements.
-pub const REDIS_VERSION: &str = "7.0.0";
+use crate::proxy::session::REDIS_VERSION;
 
 /// Runs a proxy-answered command.
 pub fn run(session: &mut Session, cmd: &'static Command, args: &[Bytes]) -> Pending {
@@ -29,8 +28,8 @@ pub fn run(session: &mut Session, cmd: &'static Command, args: &[Bytes]) -> Pend
         "select" => select(session, &args[1]),
         "hello" => hello(session, &args[1..]),
         "client" => client(session, args),
-        "info" => info::run(session, args),
-        _ => session.error(&crate::client::unsupported_error(cmd, args)),
+        "info" => Pending::Info(Box::new(info::run(session, args))),
+        _ => session.error(&unsupported_error(cmd, args)),
     }
 }
 

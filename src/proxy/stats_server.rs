@@ -3,9 +3,9 @@
 //! twemproxy monitoring keeps working, and a Prometheus text endpoint
 //! (`--metrics ADDR`, `GET /metrics`).
 
-use crate::pool::Pool;
-use crate::stats::{PoolStats, LATENCY_BUCKETS};
-use crate::zk::SessionState;
+use crate::proxy::pool::Pool;
+use crate::proxy::stats::{PoolStats, LATENCY_BUCKETS};
+use crate::proxy::zk::SessionState;
 use serde_json::{json, Map, Value};
 use std::fmt::Write;
 use std::sync::Arc;
@@ -13,6 +13,15 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+
+/// Where the monitoring endpoints listen.
+#[derive(Debug, Clone, Default)]
+pub struct Monitoring {
+    /// twemproxy's stats port, `host:port` (`-a`, `-s`).
+    pub stats_addr: String,
+    /// The Prometheus endpoint, `host:port` (`--metrics`), if enabled.
+    pub metrics_addr: Option<String>,
+}
 
 /// Samples of one metric family: (labels, value).
 type Samples = Vec<(String, String)>;

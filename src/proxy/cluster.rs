@@ -3,10 +3,10 @@
 //! runs the proxy's registration. The pool file's servers route until
 //! ZooKeeper answers; after that ZooKeeper overrides them.
 
-use crate::pool::Pool;
-use crate::router::ShardSpec;
-use crate::server::Monitoring;
-use crate::zk::{self, ClusterView, ProxyData};
+use crate::proxy::pool::Pool;
+use crate::proxy::router::ShardSpec;
+use crate::proxy::stats_server::Monitoring;
+use crate::proxy::zk::{self, ClusterView, ProxyData};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 use tokio::sync::watch;

@@ -14,9 +14,10 @@
 //!   expired yet): left alone; we watch it, log, and create ours once it is
 //!   gone.
 
-use super::layout::ProxyData;
+use super::session::{close, connect, session_over};
 use super::status::{Task, ZkStatus};
-use super::{close, connect, is_session_over, session_over, shutdown_requested, Backoff};
+use crate::zk::layout::ProxyData;
+use crate::zk::{is_session_over, shutdown_requested, Backoff};
 use std::sync::Arc;
 use tokio::sync::watch as signal;
 use tracing::{info, warn};

@@ -2,13 +2,13 @@
 //! shutdown sequence (stop accepting, let sessions finish the replies they
 //! owe, exit).
 
-use crate::client;
-use crate::cluster;
 use crate::config::{Config, PoolConfig};
-use crate::pool::Pool;
 use crate::protocol::encode_error;
-use crate::stats::PoolStats;
-use crate::stats_server;
+use crate::proxy::client;
+use crate::proxy::cluster;
+use crate::proxy::pool::Pool;
+use crate::proxy::stats::PoolStats;
+use crate::proxy::stats_server::{self, Monitoring};
 use bytes::BytesMut;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -33,15 +33,6 @@ pub enum StartError {
         addr: String,
         source: std::io::Error,
     },
-}
-
-/// Where the monitoring endpoints listen.
-#[derive(Debug, Clone, Default)]
-pub struct Monitoring {
-    /// twemproxy's stats port, `host:port` (`-a`, `-s`).
-    pub stats_addr: String,
-    /// The Prometheus endpoint, `host:port` (`--metrics`), if enabled.
-    pub metrics_addr: Option<String>,
 }
 
 /// How long sessions get to finish their replies after a shutdown signal.

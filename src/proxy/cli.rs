@@ -4,8 +4,9 @@
 
 use crate::config::Config;
 use crate::logging;
-use crate::reload;
-use crate::server::{Monitoring, Proxy};
+use crate::proxy::listener::Proxy;
+use crate::proxy::reload;
+use crate::proxy::stats_server::Monitoring;
 use clap::Parser;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -178,7 +179,10 @@ fn default_threads() -> usize {
 }
 
 /// Re-reads the pool file on every SIGHUP, as an edit by ops asks.
-async fn reload_on_sighup(pools: Vec<std::sync::Arc<crate::pool::Pool>>, conf_file: PathBuf) {
+async fn reload_on_sighup(
+    pools: Vec<std::sync::Arc<crate::proxy::pool::Pool>>,
+    conf_file: PathBuf,
+) {
     use tokio::signal::unix::{signal, SignalKind};
     let Ok(mut hup) = signal(SignalKind::hangup()) else {
         tracing::warn!("cannot listen for SIGHUP; reload disabled");

@@ -3,10 +3,10 @@
 //! reload, ejection) builds a new one and swaps it in atomically, so the
 //! request path only ever loads a pointer and never waits.
 
-use crate::backend::{Backend, BackendRegistry, BackendSettings, Reply};
 use crate::config::PoolConfig;
 use crate::hash::HashKind;
 use crate::protocol::{encode_request, Proto};
+use crate::proxy::backend::{Backend, BackendRegistry, BackendSettings, Reply};
 use crate::route::{hashable_key, Distribution, DistributionKind, Node};
 use arc_swap::ArcSwap;
 use bytes::BytesMut;

@@ -2,11 +2,10 @@
 //! sections, and a `keyspace` section summed over every backend, in Redis's
 //! text format so monitoring that parses Redis's INFO keeps working.
 
-use crate::backend::Reply;
-use crate::client::{Pending, Session};
-use crate::local::REDIS_VERSION;
 use crate::protocol::{encode, parse_reply, Proto, Value};
-use crate::stats::PoolStats;
+use crate::proxy::backend::Reply;
+use crate::proxy::session::{Session, REDIS_VERSION};
+use crate::proxy::stats::PoolStats;
 use bytes::{Bytes, BytesMut};
 use std::fmt::Write;
 use std::sync::Arc;
@@ -23,7 +22,7 @@ pub struct InfoReply {
 }
 
 /// `INFO [section ...]`.
-pub fn run(session: &Session, args: &[Bytes]) -> Pending {
+pub fn run(session: &Session, args: &[Bytes]) -> InfoReply {
     let wanted: Vec<String> = args[1..]
         .iter()
         .map(|a| String::from_utf8_lossy(a).to_ascii_lowercase())
@@ -41,11 +40,11 @@ pub fn run(session: &Session, args: &[Bytes]) -> Pending {
         write_section(session, section, &mut text);
     }
     let keyspace = include("keyspace").then(|| ask_keyspace(session));
-    Pending::Info(Box::new(InfoReply {
+    InfoReply {
         text,
         keyspace,
         proto: session.proto,
-    }))
+    }
 }
 
 fn write_section(session: &Session, section: &str, out: &mut String) {

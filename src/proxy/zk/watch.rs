@@ -19,9 +19,10 @@
 //! flagged. While ZooKeeper is unreachable the last view stays; a new
 //! session re-reads everything.
 
-use super::layout::{child_path, ClusterView, ShardView};
+use super::session::{close, connect, session_over};
 use super::status::{Task, ZkStatus};
-use super::{close, connect, is_session_over, session_over, shutdown_requested, Backoff};
+use crate::zk::layout::{child_path, ClusterView, ShardView};
+use crate::zk::{is_session_over, shutdown_requested, Backoff};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::future::{poll_fn, Future};
 use std::pin::Pin;

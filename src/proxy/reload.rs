@@ -6,8 +6,8 @@
 //! ZooKeeper keys) is reported, and an invalid file changes nothing.
 
 use crate::config::{Config, ConfigError, PoolConfig};
-use crate::pool::Pool;
-use crate::router::{file_shards, RouteSettings};
+use crate::proxy::pool::Pool;
+use crate::proxy::router::{file_shards, RouteSettings};
 use std::path::Path;
 use std::sync::Arc;
 

@@ -8,21 +8,21 @@
 //! dispatched in order, so a `HELLO 3` or `AUTH` in the middle of a pipeline
 //! takes effect exactly from the next request on.
 
-use crate::backend::Reply;
 use crate::command::{self, Command, Handling, KeySpec};
-use crate::info::InfoReply;
-use crate::local;
-use crate::pool::Pool;
 use crate::protocol::{encode_error, Proto, ProtocolError, Request, RequestParser};
-use crate::split::{self, Part, SplitReply};
-use crate::stats::PoolStats;
+use crate::proxy::local;
+use crate::proxy::pending::{unsupported_error, Pending};
+use crate::proxy::pool::Pool;
+use crate::proxy::session::Session;
+use crate::proxy::split::{self, Part, SplitReply};
+use crate::proxy::stats::PoolStats;
 use bytes::{Bytes, BytesMut};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::{oneshot, watch};
+use tokio::sync::watch;
 use tokio::time::Instant;
 
 /// The read buffer of a session that sends one request or a short pipeline
@@ -37,32 +37,6 @@ const STOP_GRACE: Duration = Duration::from_millis(200);
 /// Requests dispatched before the session stops to deliver their replies,
 /// so a client that pipelines without reading cannot grow memory unbounded.
 const MAX_BATCH: usize = 1024;
-
-/// The state of one client connection.
-pub struct Session {
-    pub pool: Arc<Pool>,
-    pub id: u64,
-    pub proto: Proto,
-    pub name: Option<Bytes>,
-    pub authenticated: bool,
-    /// Set by QUIT: close after this batch's replies.
-    pub closing: bool,
-}
-
-/// A reply the session owes, in request order.
-pub enum Pending {
-    /// Built by the proxy, already encoded in the client's protocol.
-    Ready(Bytes),
-    /// Forwarded to one backend; the frame comes back untouched.
-    Forward {
-        reply: oneshot::Receiver<Reply>,
-        shard: Arc<str>,
-    },
-    /// Split over several backends and put back together.
-    Split(Box<SplitReply>),
-    /// INFO, waiting for the backends' keyspace sections.
-    Info(Box<InfoReply>),
-}
 
 /// Serves one client until it quits, breaks the protocol, disconnects, or
 /// the proxy shuts down (after the replies it owes are written).
@@ -312,35 +286,12 @@ impl Session {
         }
     }
 
-    fn send(&self, shard: &crate::router::Shard, raw: Bytes) -> Pending {
+    fn send(&self, shard: &crate::proxy::router::Shard, raw: Bytes) -> Pending {
         Pending::Forward {
             reply: shard.backend.send(self.proto, raw),
             shard: shard.name.clone(),
         }
     }
-
-    /// An error reply built by the proxy (`msg` without the leading '-').
-    pub fn error(&self, msg: &str) -> Pending {
-        PoolStats::bump(&self.pool.stats.errors);
-        let mut out = BytesMut::with_capacity(msg.len() + 3);
-        encode_error(msg, &mut out);
-        Pending::Ready(out.freeze())
-    }
-}
-
-/// The refusal of a command that cannot work through a sharding proxy,
-/// naming it as the client wrote it (with its subcommand, if any).
-pub fn unsupported_error(cmd: &Command, args: &[Bytes]) -> String {
-    let name = if cmd.name.contains('|') && args.len() > 1 {
-        format!(
-            "{} {}",
-            String::from_utf8_lossy(&args[0]),
-            String::from_utf8_lossy(&args[1])
-        )
-    } else {
-        String::from_utf8_lossy(&args[0]).into_owned()
-    };
-    format!("ERR unsupported command '{name}' through shardproxy")
 }
 
 /// The key of a command with exactly one key at a fixed position, found
@@ -353,28 +304,6 @@ fn single_key<'a>(cmd: &Command, args: &'a [Bytes]) -> Option<&'a [u8]> {
             args.get(first).map(|k| &k[..])
         }
         _ => None,
-    }
-}
-
-impl Pending {
-    /// Waits for the reply and appends it to `out` in the client's protocol.
-    async fn write_to(self, out: &mut BytesMut, stats: &PoolStats) {
-        match self {
-            Pending::Ready(bytes) => out.extend_from_slice(&bytes),
-            Pending::Forward { reply, shard } => match reply.await {
-                Ok(Ok(frame)) => out.extend_from_slice(&frame),
-                Ok(Err(e)) => {
-                    PoolStats::bump(&stats.errors);
-                    encode_error(&format!("ERR shard '{shard}': {e}"), out);
-                }
-                Err(_) => {
-                    PoolStats::bump(&stats.errors);
-                    encode_error(&format!("ERR shard '{shard}': request dropped"), out);
-                }
-            },
-            Pending::Split(split) => split.write_to(out, stats).await,
-            Pending::Info(info) => info.write_to(out).await,
-        }
     }
 }
 

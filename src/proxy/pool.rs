@@ -2,9 +2,9 @@
 //! shared by every client session of the pool.
 
 use crate::config::{PoolConfig, ZooKeeperConfig};
-use crate::router::{file_shards, Router, ShardSpec};
-use crate::stats::PoolStats;
-use crate::zk::ZkStatus;
+use crate::proxy::router::{file_shards, Router, ShardSpec};
+use crate::proxy::stats::PoolStats;
+use crate::proxy::zk::ZkStatus;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 

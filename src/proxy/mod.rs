@@ -1,0 +1,35 @@
+//! The `shardproxy` program: everything only the proxy runs.
+//!
+//! From the socket inwards:
+//! - [`cli`]: nutcracker's command line; starts the [`listener`]s.
+//! - [`listener`]: one accept loop per pool, and the shutdown sequence.
+//! - [`client`]: one client connection's loop: read, dispatch, reply in order.
+//!   Its state is a [`session::Session`]; what it owes the client is a
+//!   [`pending::Pending`] per request.
+//! - [`local`] and [`info`]: the commands the proxy answers itself.
+//! - [`split`]: multi-key commands split over shards and put back together.
+//! - [`router`]: the immutable routing table of a pool, swapped atomically;
+//!   [`cluster`] rebuilds it from ZooKeeper's views, [`reload`] from the
+//!   pool file on SIGHUP.
+//! - [`backend`]: connections to the Redis servers: pipelining, timeouts,
+//!   health.
+//! - [`pool`]: a pool's run-time state; [`stats`] its counters;
+//!   [`stats_server`] the twemproxy stats port and the Prometheus endpoint.
+//! - [`zk`]: the proxy's registration in ZooKeeper and the cluster watch.
+
+pub mod backend;
+pub mod cli;
+pub mod client;
+pub mod cluster;
+pub mod info;
+pub mod listener;
+pub mod local;
+pub mod pending;
+pub mod pool;
+pub mod reload;
+pub mod router;
+pub mod session;
+pub mod split;
+pub mod stats;
+pub mod stats_server;
+pub mod zk;

@@ -1,0 +1,232 @@
+//! Carrying out what [`super::membership::decide`] chose: registering,
+//! leaving, following, promoting, and keeping our member data fresh.
+
+use super::agent::{Agent, Registration};
+use super::health::{split_addr, RedisState};
+use super::membership::{Action, Health};
+use super::session::Session;
+use crate::zk::layout::{child_path, member_prefix, Member, MemberData, Role};
+use tracing::{error, info, warn};
+use zookeeper_client as zk;
+
+/// Member data is refreshed at most every this many intervals when only the
+/// offset moved (a role or run_id change is written at once): fresh enough
+/// for `shardproxy-admin status`, light on ZooKeeper.
+const DATA_REFRESH_TICKS: u64 = 10;
+
+impl Agent {
+    pub(super) async fn execute(
+        &mut self,
+        session: &Session,
+        action: Action,
+    ) -> Result<(), zk::Error> {
+        if let Action::Wait(reason) = action {
+            if self.last_wait != Some(reason) {
+                info!(shard = %self.settings.shard, redis = %self.settings.redis, reason, "waiting");
+                self.last_wait = Some(reason);
+            }
+            return Ok(());
+        }
+        self.last_wait = None;
+        let Health::Up(state) = self.health.clone() else {
+            if let Action::Leave(reason) = action {
+                self.leave(session, reason.as_str()).await?;
+            }
+            return Ok(());
+        };
+        match action {
+            Action::Steady | Action::Wait(_) => {}
+            Action::Leave(reason) => self.leave(session, reason.as_str()).await?,
+            Action::LeadEmptyShard => {
+                if state.role != Role::Master && !self.replicaof_no_one().await {
+                    return Ok(());
+                }
+                self.register(session, Role::Master).await?;
+                info!(
+                    shard = %self.settings.shard,
+                    redis = %self.settings.redis,
+                    old_master = %self.last_master.as_deref().unwrap_or("none"),
+                    new_master = %self.settings.redis,
+                    "shard was empty: registered as its master"
+                );
+            }
+            Action::Join => {
+                self.register(session, Role::Replica).await?;
+                self.joining = false;
+                let master = state.master_addr();
+                info!(
+                    shard = %self.settings.shard,
+                    redis = %self.settings.redis,
+                    old_master = %master,
+                    new_master = %master,
+                    "first sync done: joined the line as a replica"
+                );
+            }
+            Action::Follow(master) => self.follow(&state, &master).await,
+            Action::Promote => {
+                if self.replicaof_no_one().await {
+                    info!(
+                        shard = %self.settings.shard,
+                        redis = %self.settings.redis,
+                        old_master = %self.last_master.as_deref().unwrap_or("none"),
+                        new_master = %self.settings.redis,
+                        "lowest member: promoted to master"
+                    );
+                    // Others follow us once our data says master.
+                    self.refresh_data(session).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletes our member znode (rule 5).
+    pub(super) async fn leave(&mut self, session: &Session, reason: &str) -> Result<(), zk::Error> {
+        let Some(registration) = &self.registered else {
+            return Ok(());
+        };
+        let path = child_path(&self.settings.shard, &registration.name);
+        match self
+            .bounded(session, session.client.delete(&path, None))
+            .await
+        {
+            Ok(()) | Err(zk::Error::NoNode) => {}
+            Err(e) => return Err(e),
+        }
+        let name = registration.name.clone();
+        self.registered = None;
+        let old_master = self.members.first().map(|m| m.addr.clone());
+        self.members.retain(|m| m.znode != name);
+        let new_master = self.members.first().map(|m| m.addr.as_str());
+        warn!(
+            shard = %self.settings.shard,
+            redis = %self.settings.redis,
+            reason,
+            old_master = %old_master.as_deref().unwrap_or("none"),
+            new_master = %new_master.unwrap_or("none"),
+            "left the line"
+        );
+        Ok(())
+    }
+
+    /// Creates our EPHEMERAL_SEQUENTIAL member znode.
+    pub(super) async fn register(
+        &mut self,
+        session: &Session,
+        role: Role,
+    ) -> Result<(), zk::Error> {
+        let Health::Up(state) = &self.health else {
+            return Ok(());
+        };
+        let data = MemberData {
+            addr: self.settings.redis.clone(),
+            role,
+            run_id: state.run_id.clone(),
+            offset: state.offset,
+        };
+        let json = serde_json::to_vec(&data).unwrap_or_default();
+        let prefix = member_prefix(&self.settings.shard, &self.settings.redis);
+        let mode = zk::CreateMode::EphemeralSequential.with_acls(zk::Acls::anyone_all());
+        let (_, sequence) = self
+            .bounded(session, session.client.create(&prefix, &json, &mode))
+            .await?;
+        let name = format!("{}-{sequence}", self.settings.redis);
+        self.members.push(Member {
+            addr: self.settings.redis.clone(),
+            seq: u64::try_from(sequence.into_i64()).unwrap_or(u64::MAX),
+            znode: name.clone(),
+        });
+        self.members.sort_by_key(|m| m.seq);
+        self.registered = Some(Registration {
+            name,
+            data,
+            written_tick: self.ticks,
+        });
+        Ok(())
+    }
+
+    /// `REPLICAOF NO ONE`; false (logged) if it failed.
+    pub(super) async fn replicaof_no_one(&mut self) -> bool {
+        match self.redis.command(&["REPLICAOF", "NO", "ONE"]).await {
+            Ok(()) => {
+                if let Health::Up(state) = &mut self.health {
+                    state.role = Role::Master;
+                    state.master = None;
+                }
+                true
+            }
+            Err(e) => {
+                error!(shard = %self.settings.shard, redis = %self.settings.redis, error = %e, "REPLICAOF NO ONE failed");
+                false
+            }
+        }
+    }
+
+    /// `REPLICAOF <master>` (rules 3 and 4).
+    pub(super) async fn follow(&mut self, state: &RedisState, master: &str) {
+        let Some((host, port)) = split_addr(master) else {
+            return;
+        };
+        let port = port.to_string();
+        if let Err(e) = self.redis.command(&["REPLICAOF", &host, &port]).await {
+            error!(shard = %self.settings.shard, redis = %self.settings.redis, master, error = %e, "REPLICAOF failed");
+            return;
+        }
+        let old_master = match state.role {
+            Role::Master => self.settings.redis.clone(),
+            Role::Replica => state.master_addr(),
+        };
+        if self.registered.is_none() {
+            self.joining = true;
+        }
+        info!(
+            shard = %self.settings.shard,
+            redis = %self.settings.redis,
+            old_master = %old_master,
+            new_master = %master,
+            joining = self.joining,
+            "replicating from the master"
+        );
+        if let Health::Up(state) = &mut self.health {
+            state.role = Role::Replica;
+            state.master = Some((host, port.parse().unwrap_or_default()));
+            state.link_up = false;
+        }
+    }
+
+    /// Keeps our member data fresh: role and run_id at once, the offset
+    /// every [`DATA_REFRESH_TICKS`] intervals.
+    pub(super) async fn refresh_data(&mut self, session: &Session) -> Result<(), zk::Error> {
+        let (Some(registration), Health::Up(state)) = (&self.registered, &self.health) else {
+            return Ok(());
+        };
+        let data = MemberData {
+            addr: self.settings.redis.clone(),
+            role: state.role,
+            run_id: registration.data.run_id.clone(),
+            offset: state.offset,
+        };
+        let old = &registration.data;
+        let due = data.role != old.role
+            || (data.offset != old.offset
+                && self.ticks >= registration.written_tick + DATA_REFRESH_TICKS);
+        if !due {
+            return Ok(());
+        }
+        let path = child_path(&self.settings.shard, &registration.name);
+        let json = serde_json::to_vec(&data).unwrap_or_default();
+        match self
+            .bounded(session, session.client.set_data(&path, &json, None))
+            .await
+        {
+            // A vanished member is noticed on the next read of the line.
+            Ok(_) | Err(zk::Error::NoNode) => {}
+            Err(e) => return Err(e),
+        }
+        if let Some(registration) = &mut self.registered {
+            registration.data = data;
+            registration.written_tick = self.ticks;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,344 @@
+//! The watchdog's ZooKeeper session: connecting, following the session's
+//! state, the watches that wake the agent, and reading the shard's line.
+//! Every request is bounded, so a ZooKeeper that stops answering never
+//! stops the health checks or the guard.
+
+use super::agent::{Agent, Registration};
+use super::membership::{decide, Health, View};
+use super::switchover::members_in_line;
+use crate::zk::layout::{child_path, Member, MemberData, Role};
+use crate::zk::shutdown_requested;
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+use tokio::sync::watch as signal;
+use tokio::time::Interval;
+use tracing::{debug, info, warn};
+use zookeeper_client as zk;
+
+/// A pending one-shot ZooKeeper watch.
+pub(super) type WatchFuture = Pin<Box<dyn Future<Output = zk::WatchedEvent> + Send>>;
+
+/// One ZooKeeper session and the watches set in it.
+pub(super) struct Session {
+    /// The session lives on while disconnected, until it expires.
+    pub(super) client: zk::Client,
+    /// Watch on the shard's children, re-armed after it fires.
+    pub(super) children: Option<WatchFuture>,
+    /// Watch on the control znode, armed while we are the master.
+    pub(super) control: Option<WatchFuture>,
+    /// The control znode existed when last looked at.
+    pub(super) control_exists: bool,
+    /// Watch on the data of the lowest member we wait to follow, and its
+    /// path: we follow as soon as it reports itself master.
+    pub(super) lowest: Option<WatchFuture>,
+    pub(super) lowest_path: String,
+}
+
+impl Session {
+    /// Connected now: requests get answers.
+    pub(super) fn connected(&self) -> bool {
+        self.client.state() == zk::SessionState::SyncConnected
+    }
+}
+
+impl Agent {
+    /// Check, read the line, act, guard.
+    pub(super) async fn step(&mut self, session: &mut Session, tick: bool) {
+        if tick {
+            self.ticks += 1;
+        }
+        self.check_health(tick).await;
+        if session.connected() {
+            if let Err(e) = self.membership(session).await {
+                warn!(
+                    shard = %self.settings.shard,
+                    redis = %self.settings.redis,
+                    error = %e,
+                    "ZooKeeper request failed"
+                );
+            }
+        }
+        self.guard(session.connected()).await;
+    }
+
+    /// Reads the shard's line and applies the rules.
+    pub(super) async fn membership(&mut self, session: &mut Session) -> Result<(), zk::Error> {
+        let names = self.read_children(session).await?;
+        self.members = self.sort_out(session, &names).await?;
+        let lowest_role = self.lowest_role(session).await?;
+        let action = {
+            let view = View {
+                health: &self.health,
+                members: &self.members,
+                registered: self.registered.as_ref().map(|r| r.name.as_str()),
+                registered_run_id: self.registered.as_ref().map(|r| r.data.run_id.as_str()),
+                joining: self.joining,
+                lowest_role,
+            };
+            decide(&view)
+        };
+        self.execute(session, action).await?;
+        self.refresh_data(session).await?;
+        if self.is_lowest() {
+            self.serve_switchover(session).await?;
+        }
+        self.last_master = self.members.first().map(|m| m.addr.clone());
+        Ok(())
+    }
+
+    /// Bound on each ZooKeeper request, so the loop keeps checking and
+    /// guarding while ZooKeeper does not answer.
+    pub(super) fn op_timeout(&self) -> Duration {
+        self.settings.interval.max(Duration::from_secs(1))
+    }
+
+    /// One attempt at a session. The first failure in a row is a warning,
+    /// the next ones debug lines, so an outage does not flood the log.
+    pub(super) async fn connect(&mut self) -> Option<zk::Client> {
+        let attempt =
+            crate::zk::connect_once(&self.settings.zk_hosts, Some(self.settings.session_timeout));
+        let result = tokio::time::timeout(self.op_timeout(), attempt)
+            .await
+            .unwrap_or(Err(zk::Error::Timeout));
+        let (shard, redis, hosts) = (
+            &self.settings.shard,
+            &self.settings.redis,
+            &self.settings.zk_hosts,
+        );
+        match result {
+            Ok(client) => {
+                info!(
+                    shard = %shard,
+                    redis = %redis,
+                    session = %client.session_id(),
+                    timeout_ms = client.session_timeout().as_millis() as u64,
+                    "ZooKeeper session established"
+                );
+                self.zk_failures = 0;
+                Some(client)
+            }
+            Err(e) => {
+                self.zk_failures += 1;
+                if self.zk_failures == 1 {
+                    warn!(shard = %shard, redis = %redis, zk = %hosts, error = %e, "cannot connect to ZooKeeper; retrying every interval");
+                } else {
+                    debug!(shard = %shard, redis = %redis, zk = %hosts, error = %e, attempts = self.zk_failures, "cannot connect to ZooKeeper");
+                }
+                None
+            }
+        }
+    }
+
+    /// Without a session: keep checking the Redis and keep it fenced.
+    pub(super) async fn offline_tick(&mut self) {
+        self.ticks += 1;
+        self.check_health(true).await;
+        self.guard(false).await;
+    }
+
+    /// Serves one session until it is over (false) or shutdown (true).
+    pub(super) async fn run_session(
+        &mut self,
+        client: zk::Client,
+        ticker: &mut Interval,
+        shutdown: &mut signal::Receiver<bool>,
+    ) -> bool {
+        let mut states = client.state_watcher();
+        let mut session = Session {
+            client,
+            children: None,
+            control: None,
+            control_exists: false,
+            lowest: None,
+            lowest_path: String::new(),
+        };
+        self.step(&mut session, false).await;
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => self.step(&mut session, true).await,
+                _ = fired(&mut session.children) => {
+                    session.children = None;
+                    self.step(&mut session, false).await;
+                }
+                _ = fired(&mut session.control) => {
+                    session.control = None;
+                    self.step(&mut session, false).await;
+                }
+                _ = fired(&mut session.lowest) => {
+                    session.lowest = None;
+                    self.step(&mut session, false).await;
+                }
+                state = states.changed() => match state {
+                    zk::SessionState::SyncConnected => {
+                        info!(shard = %self.settings.shard, redis = %self.settings.redis, "ZooKeeper reconnected");
+                        self.step(&mut session, false).await;
+                    }
+                    zk::SessionState::Disconnected | zk::SessionState::ConnectedReadOnly => {
+                        warn!(shard = %self.settings.shard, redis = %self.settings.redis, "ZooKeeper connection lost");
+                        self.guard(false).await;
+                    }
+                    over => {
+                        warn!(
+                            shard = %self.settings.shard,
+                            redis = %self.settings.redis,
+                            state = %over,
+                            "ZooKeeper session over: our member is gone"
+                        );
+                        self.registered = None;
+                        self.guard(false).await;
+                        return false;
+                    }
+                },
+                _ = shutdown_requested(shutdown) => {
+                    crate::zk::close(session.client).await;
+                    info!(shard = %self.settings.shard, redis = %self.settings.redis, "watchdog stopped; left the shard");
+                    return true;
+                }
+            }
+        }
+    }
+
+    /// The shard's children, re-arming the watch when it has fired.
+    pub(super) async fn read_children(
+        &self,
+        session: &mut Session,
+    ) -> Result<Vec<String>, zk::Error> {
+        let shard = &self.settings.shard;
+        if session.children.is_some() {
+            return self
+                .bounded(session, session.client.list_children(shard))
+                .await;
+        }
+        let (names, watcher) = self
+            .bounded(session, session.client.list_and_watch_children(shard))
+            .await?;
+        session.children = Some(Box::pin(watcher.changed()));
+        Ok(names)
+    }
+
+    /// The line: members sorted by sequence, with members of our address
+    /// sorted out. One of ours that this session created is adopted (its
+    /// create reply was lost); any other was left by an earlier run or
+    /// session of this watchdog and is deleted, since our Redis has one
+    /// place in line at most.
+    pub(super) async fn sort_out(
+        &mut self,
+        session: &Session,
+        names: &[String],
+    ) -> Result<Vec<Member>, zk::Error> {
+        let ours = self.registered.as_ref().map(|r| r.name.clone());
+        if let Some(name) = &ours {
+            if !names.contains(name) {
+                warn!(shard = %self.settings.shard, redis = %self.settings.redis, member = %name, "our member znode was deleted");
+                self.registered = None;
+            }
+        }
+        let mut line = Vec::new();
+        for member in members_in_line(names) {
+            if member.addr != self.settings.redis || Some(&member.znode) == ours.as_ref() {
+                line.push(member);
+                continue;
+            }
+            let path = child_path(&self.settings.shard, &member.znode);
+            let (data, stat) = match self.bounded(session, session.client.get_data(&path)).await {
+                Ok(found) => found,
+                Err(zk::Error::NoNode) => continue,
+                Err(e) => return Err(e),
+            };
+            if stat.ephemeral_owner == session.client.session_id().0 && self.registered.is_none() {
+                let data: Option<MemberData> = serde_json::from_slice(&data).ok();
+                if let Some(data) = data {
+                    info!(shard = %self.settings.shard, redis = %self.settings.redis, member = %member.znode, "adopted our member znode");
+                    self.registered = Some(Registration {
+                        name: member.znode.clone(),
+                        data,
+                        written_tick: self.ticks,
+                    });
+                    line.push(member);
+                    continue;
+                }
+            }
+            warn!(
+                shard = %self.settings.shard,
+                redis = %self.settings.redis,
+                member = %member.znode,
+                "deleting a member of our Redis left by an earlier session"
+            );
+            match self
+                .bounded(session, session.client.delete(&path, None))
+                .await
+            {
+                Ok(()) | Err(zk::Error::NoNode) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(line)
+    }
+
+    /// The role the lowest member reports, read only when we are about to
+    /// follow it, with a watch so its promotion is seen at once. Data that
+    /// is not ours (a member written by another tool) cannot say; it is
+    /// taken for a master rather than waited on forever.
+    pub(super) async fn lowest_role(
+        &self,
+        session: &mut Session,
+    ) -> Result<Option<Role>, zk::Error> {
+        let (Some(lowest), Health::Up(state)) = (self.members.first(), &self.health) else {
+            return Ok(None);
+        };
+        let ours = self.registered.as_ref().map(|r| r.name.as_str());
+        if ours == Some(lowest.znode.as_str()) || state.follows(&lowest.addr) {
+            return Ok(None);
+        }
+        let path = child_path(&self.settings.shard, &lowest.znode);
+        let read = if session.lowest.is_some() && session.lowest_path == path {
+            self.bounded(session, session.client.get_data(&path)).await
+        } else {
+            let watched = self
+                .bounded(session, session.client.get_and_watch_data(&path))
+                .await;
+            watched.map(|(data, stat, watcher)| {
+                session.lowest = Some(Box::pin(watcher.changed()));
+                session.lowest_path = path;
+                (data, stat)
+            })
+        };
+        match read {
+            Ok((data, _)) => Ok(Some(
+                serde_json::from_slice::<MemberData>(&data).map_or(Role::Master, |d| d.role),
+            )),
+            Err(zk::Error::NoNode) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Bounds a ZooKeeper request by [`Agent::op_timeout`], and cuts it
+    /// short when the connection is lost: requests wait for a reconnection,
+    /// and the guard must not.
+    pub(super) async fn bounded<T>(
+        &self,
+        session: &Session,
+        request: impl Future<Output = Result<T, zk::Error>>,
+    ) -> Result<T, zk::Error> {
+        let mut states = session.client.state_watcher();
+        let lost = async move {
+            while states.peek_state() == zk::SessionState::SyncConnected {
+                states.changed().await;
+            }
+        };
+        tokio::select! {
+            result = request => result,
+            _ = lost => Err(zk::Error::ConnectionLoss),
+            _ = tokio::time::sleep(self.op_timeout()) => Err(zk::Error::Timeout),
+        }
+    }
+}
+
+/// Resolves when the watch fires; never while there is none.
+async fn fired(watch: &mut Option<WatchFuture>) -> zk::WatchedEvent {
+    match watch {
+        Some(future) => future.await,
+        None => std::future::pending().await,
+    }
+}
