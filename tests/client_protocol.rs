@@ -6,7 +6,7 @@ mod common;
 
 use common::proxy::Proxy;
 use common::redis::{encode_command, RawClient, Redis};
-use common::wait_until;
+use common::{rss_kib, wait_until};
 use std::time::Duration;
 
 struct Setup {
@@ -472,13 +472,6 @@ fn auto_eject_routes_around_a_dead_server_and_retries_it() {
         Duration::from_secs(5),
         || c.cmd_str(&["INFO", "server"]).contains("shards:2\r\n"),
     );
-}
-
-/// Resident memory of a process, in KiB.
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
-    line.split_whitespace().nth(1).unwrap().parse().unwrap()
 }
 
 /// Clients that send huge or endless requests hold at most about

@@ -17,6 +17,11 @@ use std::time::Duration;
 
 /// Redis's own limit on a request (`proto-max-bulk-len`), our default.
 pub const DEFAULT_MAX_REQUEST_SIZE: usize = 512 * 1024 * 1024;
+/// Default of `client_output_limit`: room for a deep pipeline of ordinary
+/// replies, or a few large values, per client.
+pub const DEFAULT_CLIENT_OUTPUT_LIMIT: usize = 8 * 1024 * 1024;
+/// Below this a pipeline of ordinary replies would crawl.
+const MIN_CLIENT_OUTPUT_LIMIT: usize = 64 * 1024;
 
 /// Why a pool file was rejected.
 #[derive(Debug, thiserror::Error)]
@@ -72,6 +77,9 @@ pub struct PoolConfig {
     pub reuseport: bool,
     /// Largest request accepted from a client, checked before buffering it.
     pub max_request_size: usize,
+    /// Bytes of replies a client may be owed but not have read before the
+    /// proxy stops reading its requests.
+    pub client_output_limit: usize,
     pub zookeeper: Option<ZooKeeperConfig>,
     pub servers: Vec<ServerConfig>,
     /// True when the servers are given as `host:port:LO-HI` ranges.
@@ -270,6 +278,7 @@ struct RawPool {
     tcpkeepalive: Option<bool>,
     reuseport: Option<bool>,
     max_request_size: Option<usize>,
+    client_output_limit: Option<usize>,
     zookeeper_host: Option<String>,
     zookeeper_path: Option<String>,
     zookeeper_redis_path: Option<String>,
@@ -342,6 +351,15 @@ impl RawPool {
         if max_request_size < 1024 {
             return Err(err("'max_request_size' must be at least 1024 bytes".into()));
         }
+        let client_output_limit = self
+            .client_output_limit
+            .unwrap_or(DEFAULT_CLIENT_OUTPUT_LIMIT);
+        if client_output_limit < MIN_CLIENT_OUTPUT_LIMIT {
+            return Err(key_err(
+                "client_output_limit",
+                format!("'client_output_limit' must be at least {MIN_CLIENT_OUTPUT_LIMIT} bytes"),
+            ));
+        }
         let timeout = match self.timeout {
             Some(0) => {
                 return Err(err(
@@ -377,6 +395,7 @@ impl RawPool {
             tcpkeepalive: self.tcpkeepalive.unwrap_or(false),
             reuseport: self.reuseport.unwrap_or(false),
             max_request_size,
+            client_output_limit,
             zookeeper,
             servers,
             range_form,

@@ -42,6 +42,12 @@ pub enum ProtocolError {
     /// A `$<len>` line longer than 64 KB.
     #[error("too big bulk count string")]
     BulkCountTooBig,
+    /// Before AUTH: more than 10 arguments (Redis 6.2's limit).
+    #[error("unauthenticated multibulk length")]
+    UnauthenticatedMultibulkLength,
+    /// Before AUTH: an argument over 16 KB (Redis 6.2's limit).
+    #[error("unauthenticated bulk length")]
+    UnauthenticatedBulkLength,
     /// The declared sizes prove the request exceeds the configured limit.
     #[error("request exceeds the max request size of {0} bytes")]
     RequestTooBig(usize),

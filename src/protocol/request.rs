@@ -23,6 +23,10 @@ const MAX_BULK_LEN: i64 = 512 * 1024 * 1024;
 const MIN_ARG_WIRE_SIZE: usize = 6;
 /// Largest argument list kept for reuse by the next request.
 const MAX_SPARE_ARGS: usize = 64;
+/// Before AUTH, Redis (6.2 on) takes at most this many arguments...
+const UNAUTHENTICATED_MAX_ARGS: i64 = 10;
+/// ...of at most this many bytes each, so a stranger cannot make it buffer much.
+const UNAUTHENTICATED_MAX_BULK: i64 = 16 * 1024;
 
 /// A complete client request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,6 +54,8 @@ impl Request {
 #[derive(Debug)]
 pub struct RequestParser {
     max_request_size: usize,
+    /// The client has not authenticated: Redis's small limits apply.
+    unauthenticated: bool,
     state: State,
     /// The emptied argument list of the last multibulk request, reused by the
     /// next one, so that parsing a request allocates only the request itself.
@@ -86,9 +92,16 @@ impl RequestParser {
     pub fn new(max_request_size: usize) -> RequestParser {
         RequestParser {
             max_request_size,
+            unauthenticated: false,
             state: State::Start { scanned: 0 },
             spare_args: Vec::new(),
         }
+    }
+
+    /// Applies (or lifts) the limits for a client that has not
+    /// authenticated, from the next request on.
+    pub fn set_unauthenticated(&mut self, unauthenticated: bool) {
+        self.unauthenticated = unauthenticated;
     }
 
     /// Takes the next complete request off the front of `buf`.
@@ -105,12 +118,18 @@ impl RequestParser {
             let step = match &mut self.state {
                 State::Start { scanned } => match buf.first() {
                     None => return Ok(None),
-                    Some(b'*') => {
-                        start_multibulk(buf, scanned, self.max_request_size, &mut self.spare_args)?
-                    }
+                    Some(b'*') => start_multibulk(
+                        buf,
+                        scanned,
+                        self.max_request_size,
+                        self.unauthenticated,
+                        &mut self.spare_args,
+                    )?,
                     Some(_) => parse_inline(buf, scanned, self.max_request_size)?,
                 },
-                State::Multibulk(mb) => mb.advance(buf, self.max_request_size)?,
+                State::Multibulk(mb) => {
+                    mb.advance(buf, self.max_request_size, self.unauthenticated)?
+                }
             };
             match step {
                 Step::Incomplete => return Ok(None),
@@ -171,6 +190,7 @@ fn start_multibulk(
     buf: &mut BytesMut,
     scanned: &mut usize,
     max_request_size: usize,
+    unauthenticated: bool,
     spare_args: &mut Vec<Range<usize>>,
 ) -> Result<Step, ProtocolError> {
     let Some(cr) = find_length_line(buf, 0, scanned, ProtocolError::MultibulkCountTooBig)? else {
@@ -179,6 +199,9 @@ fn start_multibulk(
     let count = parse_int(&buf[1..cr]).ok_or(ProtocolError::InvalidMultibulkLength)?;
     if count > MAX_MULTIBULK_COUNT {
         return Err(ProtocolError::InvalidMultibulkLength);
+    }
+    if unauthenticated && count > UNAUTHENTICATED_MAX_ARGS {
+        return Err(ProtocolError::UnauthenticatedMultibulkLength);
     }
     let header_len = cr + 2;
     let Ok(count) = usize::try_from(count) else {
@@ -207,12 +230,15 @@ impl Multibulk {
         &mut self,
         buf: &mut BytesMut,
         max_request_size: usize,
+        unauthenticated: bool,
     ) -> Result<Step, ProtocolError> {
         while self.remaining > 0 {
             let len = match self.bulk_len {
                 Some(len) => len,
                 None => {
-                    let Some(len) = self.read_bulk_header(buf, max_request_size)? else {
+                    let Some(len) =
+                        self.read_bulk_header(buf, max_request_size, unauthenticated)?
+                    else {
                         return Ok(Step::Incomplete);
                     };
                     len
@@ -239,6 +265,7 @@ impl Multibulk {
         &mut self,
         buf: &[u8],
         max_request_size: usize,
+        unauthenticated: bool,
     ) -> Result<Option<usize>, ProtocolError> {
         let Some(cr) = find_length_line(
             buf,
@@ -255,6 +282,9 @@ impl Multibulk {
         let len = parse_int(&buf[self.pos + 1..cr])
             .filter(|len| (0..=MAX_BULK_LEN).contains(len))
             .ok_or(ProtocolError::InvalidBulkLength)?;
+        if unauthenticated && len > UNAUTHENTICATED_MAX_BULK {
+            return Err(ProtocolError::UnauthenticatedBulkLength);
+        }
         // Lossless: 0 <= len <= 512 MB.
         let len = len as usize;
         self.pos = cr + 2;

@@ -11,14 +11,18 @@
 use crate::command::{self, Command, Handling, KeySpec};
 use crate::protocol::{encode_error, Proto, ProtocolError, Request, RequestParser};
 use crate::proxy::local;
+use crate::proxy::outbuf::OutBuf;
 use crate::proxy::pending::{unsupported_error, Pending};
 use crate::proxy::pool::Pool;
 use crate::proxy::session::Session;
 use crate::proxy::split::{self, Part, SplitReply};
 use crate::proxy::stats::PoolStats;
 use bytes::{Bytes, BytesMut};
+use std::collections::VecDeque;
+use std::future::poll_fn;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -34,12 +38,68 @@ const SMALL_READ: usize = 1024;
 const READ_CHUNK: usize = 16 * 1024;
 /// How long a session waits for more input once the proxy is stopping.
 const STOP_GRACE: Duration = Duration::from_millis(200);
-/// Requests dispatched before the session stops to deliver their replies,
-/// so a client that pipelines without reading cannot grow memory unbounded.
-const MAX_BATCH: usize = 1024;
+/// Most requests a session has dispatched and not answered yet.
+const MAX_PENDING: usize = 1024;
+
+/// A reply owed, with what the stats need when it is written.
+struct Owed {
+    reply: Pending,
+    cmd: Option<&'static Command>,
+    arrived: Instant,
+}
+
+/// How many requests a session may have in flight so that the replies it
+/// owes stay within `client_output_limit` bytes: the limit divided by a
+/// running estimate of the reply size. The estimate jumps up to a large
+/// reply at once and decays by an eighth per smaller one, so a client that
+/// pipelines GETs of 2 MB values has a handful in flight, one that
+/// pipelines small commands up to [`MAX_PENDING`]. It starts pessimistic
+/// (four in flight) and opens up within a few dozen small replies.
+struct Window {
+    limit: usize,
+    estimate: usize,
+    size: usize,
+}
+
+impl Window {
+    fn new(limit: usize) -> Window {
+        let mut window = Window {
+            limit,
+            estimate: limit / 4,
+            size: 0,
+        };
+        window.resize();
+        window
+    }
+
+    /// More may be dispatched: few enough in flight, and the bytes not yet
+    /// written to the client under the limit.
+    fn admits(&self, in_flight: usize, unwritten: usize) -> bool {
+        in_flight < self.size && unwritten < self.limit
+    }
+
+    fn observe(&mut self, reply_len: usize) {
+        let decayed = self.estimate - self.estimate / 8;
+        let estimate = reply_len.max(decayed).max(16);
+        if estimate != self.estimate {
+            self.estimate = estimate;
+            self.resize();
+        }
+    }
+
+    fn resize(&mut self) {
+        self.size = (self.limit / self.estimate.max(1)).clamp(1, MAX_PENDING);
+    }
+}
 
 /// Serves one client until it quits, breaks the protocol, disconnects, or
 /// the proxy shuts down (after the replies it owes are written).
+///
+/// Requests are dispatched as they arrive, up to the [`Window`]; replies
+/// are written back in request order as soon as each is ready, without
+/// waiting for the rest of a pipeline. A client that does not read stops
+/// being read: its replies wait in bounded memory, and TCP pushes back on
+/// its requests.
 pub async fn serve(pool: Arc<Pool>, mut stream: TcpStream, shutdown: watch::Receiver<bool>) {
     let _ = stream.set_nodelay(true);
     let mut session = Session {
@@ -50,103 +110,113 @@ pub async fn serve(pool: Arc<Pool>, mut stream: TcpStream, shutdown: watch::Rece
         name: None,
         closing: false,
     };
+    let pool = session.pool.clone();
+    let stats = &pool.stats;
     let mut parser = RequestParser::new(session.pool.max_request_size);
+    parser.set_unauthenticated(!session.authenticated);
+    let mut window = Window::new(session.pool.client_output_limit);
     let mut input = BytesMut::new();
-    let mut output = BytesMut::new();
-    let mut pending: Vec<Pending> = Vec::new();
-    // The commands of the batch, for the command and latency stats.
-    let mut commands: Vec<&'static Command> = Vec::new();
+    let mut out = OutBuf::new();
+    let mut owed: VecDeque<Owed> = VecDeque::new();
+    // The protocol and routing table of the requests in `owed`: requests
+    // under another protocol or table wait until those are answered, so
+    // they cannot overtake them on another connection or backend.
+    let mut owed_epoch = (session.proto, 0u64);
     // Registered once with the shutdown signal for the whole session, not
     // once per wait: every session shares that signal's waiter list.
     let stop = stop_signal(shutdown);
     tokio::pin!(stop);
     let mut stopping = false;
+    // No more input will be read: the client closed, sent QUIT or broke
+    // the protocol. The session ends once everything owed is written.
+    let mut finishing = false;
+    let mut protocol_error: Option<ProtocolError> = None;
     // The last read was large or filled the buffer: read in large chunks.
     let mut busy = false;
     // `input` was allocated with `READ_CHUNK`.
     let mut big_input = false;
-    // `MAX_BATCH` stopped the parsing with requests left in `input`: serve
-    // them before waiting for the socket, which may have nothing more.
-    let mut backlog = false;
     loop {
-        if !backlog {
-            if stopping {
-                // Stopping: answer what the client has already sent, and
-                // leave once it has been quiet for a moment.
-                match tokio::time::timeout(STOP_GRACE, stream.readable()).await {
-                    Ok(Ok(())) => {}
-                    _ => return,
-                }
-            } else {
-                tokio::select! {
-                    ready = stream.readable() => if ready.is_err() { return },
-                    () = &mut stop => {
-                        stopping = true;
-                        continue;
-                    }
-                }
-            }
-            let chunk = if busy || !input.is_empty() {
-                READ_CHUNK
-            } else {
-                SMALL_READ
-            };
-            // Reserving on an empty buffer also takes back the room of the
-            // requests already split off, once they are gone.
-            if input.is_empty() || input.capacity() - input.len() < chunk / 4 {
-                input.reserve(chunk);
-                big_input |= chunk == READ_CHUNK;
-            }
-            let room = input.capacity() - input.len();
-            match read_now(&mut stream, &mut input).await {
-                Some(Ok(0)) | Some(Err(_)) => return,
-                Some(Ok(n)) => busy = n >= SMALL_READ || n == room,
-                None => continue,
-            }
-        }
-        let arrived = Instant::now();
-        let mut protocol_error = None;
-        while pending.len() < MAX_BATCH && !session.closing {
+        // Dispatch what has arrived, as far as the window allows.
+        let mut exhausted = false;
+        let mut arrived = None;
+        while !finishing && may_dispatch(&session, &window, &owed, &out, &mut owed_epoch) {
             match parser.parse(&mut input) {
                 Ok(Some(request)) => {
-                    PoolStats::bump(&session.pool.stats.requests);
+                    PoolStats::bump(&stats.requests);
                     let (cmd, reply) = session.dispatch(request);
-                    pending.push(reply);
-                    commands.extend(cmd);
+                    let arrived = *arrived.get_or_insert_with(Instant::now);
+                    owed.push_back(Owed {
+                        reply,
+                        cmd,
+                        arrived,
+                    });
+                    parser.set_unauthenticated(!session.authenticated);
+                    finishing = session.closing;
                 }
-                Ok(None) => break,
-                Err(e) => {
-                    protocol_error = Some(e);
+                Ok(None) => {
+                    exhausted = true;
                     break;
                 }
+                Err(e) => {
+                    protocol_error = Some(e);
+                    finishing = true;
+                }
             }
         }
-        backlog = pending.len() >= MAX_BATCH;
-        for reply in pending.drain(..) {
-            reply.write_to(&mut output, &session.pool.stats).await;
-        }
-        if let Some(e) = &protocol_error {
-            write_protocol_error(e, &mut output, &session.pool.stats);
-        }
-        if !output.is_empty() {
-            if stream.write_all(&output).await.is_err() {
-                return;
-            }
-            if output.capacity() > 4 * READ_CHUNK {
-                output = BytesMut::new();
-            } else {
-                output.clear();
+        // Collect the replies that are ready and write what the socket takes.
+        let _ = collect(
+            &mut Context::from_waker(Waker::noop()),
+            &mut owed,
+            &mut out,
+            &mut window,
+            stats,
+        );
+        if owed.is_empty() {
+            if let Some(e) = protocol_error.take() {
+                write_protocol_error(&e, &mut out, stats);
             }
         }
-        // The batch's replies left together: each of its requests waited
-        // from its arrival until now.
-        let latency = arrived.elapsed();
-        for cmd in commands.drain(..) {
-            session.pool.stats.commands.record(cmd, latency);
+        if let Err(e) = write_now(&mut out, &stream) {
+            tracing::debug!(client = session.id, error = %e, "client write failed");
+            return;
         }
-        if protocol_error.is_some() || session.closing {
+        if finishing && owed.is_empty() && out.is_empty() {
             let _ = stream.shutdown().await;
             return;
+        }
+        let may_go_on = !finishing && may_dispatch(&session, &window, &owed, &out, &mut owed_epoch);
+        if may_go_on && !exhausted {
+            // Requests are waiting in the buffer and room was made for them.
+            continue;
+        }
+        let want_input = may_go_on;
+        let idle = owed.is_empty() && out.is_empty();
+        tokio::select! {
+            biased;
+            () = poll_fn(|cx| collect(cx, &mut owed, &mut out, &mut window, stats)), if !owed.is_empty() => {}
+            ready = stream.writable(), if !out.is_empty() => if ready.is_err() { return },
+            ready = stream.readable(), if want_input => {
+                if ready.is_err() {
+                    return;
+                }
+                let chunk = if busy || !input.is_empty() { READ_CHUNK } else { SMALL_READ };
+                // Reserving on an empty buffer also takes back the room of the
+                // requests already split off, once they are gone.
+                if input.is_empty() || input.capacity() - input.len() < chunk / 4 {
+                    input.reserve(chunk);
+                    big_input |= chunk == READ_CHUNK;
+                }
+                let room = input.capacity() - input.len();
+                match read_now(&mut stream, &mut input).await {
+                    Some(Ok(0)) | Some(Err(_)) => finishing = true,
+                    Some(Ok(n)) => busy = n >= SMALL_READ || n == room,
+                    None => {}
+                }
+            }
+            () = &mut stop, if !stopping => stopping = true,
+            // Stopping: answer what the client has already sent, and leave
+            // once it has been quiet for a moment.
+            () = tokio::time::sleep(STOP_GRACE), if stopping && idle => return,
         }
         // An idle session keeps at most a small buffer.
         if input.is_empty() && ((big_input && !busy) || input.capacity() > 4 * READ_CHUNK) {
@@ -154,6 +224,72 @@ pub async fn serve(pool: Arc<Pool>, mut stream: TcpStream, shutdown: watch::Rece
             big_input = false;
         }
     }
+}
+
+/// True when the next request may be dispatched now: the window has room,
+/// and it would not overtake requests sent under another protocol or
+/// routing table (on other connections or backends). Moves the session to
+/// the current epoch once nothing is owed.
+fn may_dispatch(
+    session: &Session,
+    window: &Window,
+    owed: &VecDeque<Owed>,
+    out: &OutBuf,
+    owed_epoch: &mut (Proto, u64),
+) -> bool {
+    if !window.admits(owed.len(), out.len()) {
+        return false;
+    }
+    let epoch = (session.proto, session.pool.router.version());
+    if epoch != *owed_epoch {
+        if !owed.is_empty() {
+            return false;
+        }
+        *owed_epoch = epoch;
+    }
+    true
+}
+
+/// Moves the replies at the head of `owed` that are complete to `out`, in
+/// order; ready when at least one moved.
+fn collect(
+    cx: &mut Context<'_>,
+    owed: &mut VecDeque<Owed>,
+    out: &mut OutBuf,
+    window: &mut Window,
+    stats: &PoolStats,
+) -> Poll<()> {
+    let mut moved = false;
+    let mut now = None;
+    while let Some(front) = owed.front_mut() {
+        let Poll::Ready(len) = front.reply.poll_into(cx, out, stats) else {
+            break;
+        };
+        window.observe(len);
+        if let Some(cmd) = front.cmd {
+            let now = *now.get_or_insert_with(Instant::now);
+            stats.commands.record(cmd, now - front.arrived);
+        }
+        owed.pop_front();
+        moved = true;
+    }
+    if moved {
+        Poll::Ready(())
+    } else {
+        Poll::Pending
+    }
+}
+
+/// Writes what the socket takes now.
+fn write_now(out: &mut OutBuf, stream: &TcpStream) -> std::io::Result<()> {
+    while !out.is_empty() {
+        match out.write_now(|slices| stream.try_write_vectored(slices)) {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(()),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 /// Completes once the proxy is stopping; never, if the signal's sender is
@@ -176,9 +312,9 @@ async fn read_now(stream: &mut TcpStream, input: &mut BytesMut) -> Option<std::i
     }
 }
 
-fn write_protocol_error(e: &ProtocolError, output: &mut BytesMut, stats: &PoolStats) {
+fn write_protocol_error(e: &ProtocolError, out: &mut OutBuf, stats: &PoolStats) {
     PoolStats::bump(&stats.protocol_errors);
-    encode_error(&format!("ERR Protocol error: {e}"), output);
+    out.encode_with(|buf| encode_error(&format!("ERR Protocol error: {e}"), buf));
 }
 
 impl Session {
@@ -215,7 +351,10 @@ impl Session {
             }
             Handling::FanOut => {
                 let table = self.pool.router.load();
-                Pending::Split(Box::new(split::fan_out(&table, self.proto, &request.args)))
+                Pending::split(
+                    split::fan_out(&table, self.proto, &request.args),
+                    self.pool.clone(),
+                )
             }
         }
     }
@@ -271,24 +410,26 @@ impl Session {
                 let parts = parts
                     .into_iter()
                     .map(|(shard, sub_request, positions)| Part {
-                        reply: table.shards[shard].backend.send(self.proto, sub_request),
+                        reply: table.shards[shard].backend.send(
+                            self.proto,
+                            self.id as usize,
+                            sub_request,
+                        ),
                         shard: table.shards[shard].name.clone(),
                         positions,
                     })
                     .collect();
-                Pending::Split(Box::new(SplitReply::new(
-                    kind,
-                    keys.len(),
-                    parts,
-                    self.proto,
-                )))
+                Pending::split(
+                    SplitReply::new(kind, keys.len(), parts, self.proto),
+                    self.pool.clone(),
+                )
             }
         }
     }
 
     fn send(&self, shard: &crate::proxy::router::Shard, raw: Bytes) -> Pending {
         Pending::Forward {
-            reply: shard.backend.send(self.proto, raw),
+            reply: shard.backend.send(self.proto, self.id as usize, raw),
             shard: shard.name.clone(),
         }
     }
@@ -335,7 +476,7 @@ mod tests {
     #[tokio::test]
     async fn a_pipeline_longer_than_a_batch_gets_every_reply() {
         let (mut client, _stop) = connect().await;
-        let n = 2 * MAX_BATCH + 100;
+        let n = 2 * MAX_PENDING + 100;
         let pipeline = b"*1\r\n$4\r\nPING\r\n".repeat(n);
         client.write_all(&pipeline).await.unwrap();
         let want = b"+PONG\r\n".repeat(n);

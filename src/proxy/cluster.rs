@@ -4,7 +4,7 @@
 //! ZooKeeper answers; after that ZooKeeper overrides them.
 
 use crate::proxy::pool::Pool;
-use crate::proxy::router::ShardSpec;
+use crate::proxy::router::{RoutingTable, ShardSpec};
 use crate::proxy::stats_server::Monitoring;
 use crate::proxy::zk::{self, ClusterView, ProxyData};
 use std::sync::Arc;
@@ -69,7 +69,9 @@ pub fn spawn(
 pub fn apply(pool: &Pool, view: &ClusterView) {
     match shard_specs(pool, view) {
         Ok(specs) => {
+            let old = pool.router.load_full();
             let table = pool.router.install(&specs, "zookeeper");
+            demote_replaced_masters(&old, &table);
             for shard in view.shards.iter().filter(|s| s.no_members) {
                 tracing::warn!(pool = %pool.name, shard = %shard.name, master = ?shard.master,
                     "shard has no members; routing to its last known master");
@@ -88,6 +90,39 @@ pub fn apply(pool: &Pool, view: &ClusterView) {
             pool.zk_status.record_error(&root, reason);
             pool.zk_status.set_state_valid(false);
         }
+    }
+}
+
+/// Fences the masters the new table replaced: each backend that served a
+/// shard before and serves none now is demoted, its queued requests going
+/// to its shard's new master. A backend named again is reinstated.
+fn demote_replaced_masters(old: &RoutingTable, new: &RoutingTable) {
+    for shard in &new.shards {
+        shard.backend.reinstate();
+    }
+    for before in &old.shards {
+        let still_used = new
+            .shards
+            .iter()
+            .any(|s| Arc::ptr_eq(&s.backend, &before.backend));
+        if still_used || before.backend.is_demoted() {
+            continue;
+        }
+        // The same shard by name, else the one now holding its first slot.
+        let successor = new
+            .shards
+            .iter()
+            .find(|s| s.name == before.name)
+            .or_else(|| {
+                let (lo, _) = before.range?;
+                new.shards
+                    .iter()
+                    .find(|s| s.range.is_some_and(|(a, b)| a <= lo && lo <= b))
+            });
+        tracing::warn!(shard = %before.name, old_master = %before.backend.addr,
+            new_master = %successor.map_or("none", |s| &*s.backend.addr),
+            "master replaced: answering what the old one owes with an error");
+        before.backend.demote(successor.map(|s| &s.backend));
     }
 }
 

@@ -4,6 +4,7 @@
 
 use crate::config::{Config, PoolConfig};
 use crate::protocol::encode_error;
+use crate::proxy::accept::Acceptor;
 use crate::proxy::client;
 use crate::proxy::cluster;
 use crate::proxy::pool::Pool;
@@ -160,17 +161,10 @@ async fn accept_loop(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut sessions = JoinSet::new();
+    let mut acceptor = Acceptor::new(listener, "clients");
     loop {
         let stream = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
-                Err(e) => {
-                    // Out of file descriptors and the like: pause, go on.
-                    tracing::warn!(pool = %pool.name, error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
+            stream = acceptor.accept() => stream,
             _ = shutdown.changed() => break,
         };
         while sessions.try_join_next().is_some() {}
@@ -189,7 +183,7 @@ async fn accept_loop(
             pool.stats.connected_clients.fetch_sub(1, Ordering::Relaxed);
         });
     }
-    drop(listener);
+    drop(acceptor);
     let drained = tokio::time::timeout(DRAIN_LIMIT, async {
         while sessions.join_next().await.is_some() {}
     })

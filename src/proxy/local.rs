@@ -28,7 +28,7 @@ pub fn run(session: &mut Session, cmd: &'static Command, args: &[Bytes]) -> Pend
         "select" => select(session, &args[1]),
         "hello" => hello(session, &args[1..]),
         "client" => client(session, args),
-        "info" => Pending::Info(Box::new(info::run(session, args))),
+        "info" => Pending::info(info::run(session, args)),
         _ => session.error(&unsupported_error(cmd, args)),
     }
 }

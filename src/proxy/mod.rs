@@ -2,7 +2,8 @@
 //!
 //! From the socket inwards:
 //! - [`cli`]: nutcracker's command line; starts the [`listener`]s.
-//! - [`listener`]: one accept loop per pool, and the shutdown sequence.
+//! - [`listener`]: one accept loop per pool, and the shutdown sequence;
+//!   [`accept`] backs off when accepting fails.
 //! - [`client`]: one client connection's loop: read, dispatch, reply in order.
 //!   Its state is a [`session::Session`]; what it owes the client is a
 //!   [`pending::Pending`] per request.
@@ -13,10 +14,12 @@
 //!   pool file on SIGHUP.
 //! - [`backend`]: connections to the Redis servers: pipelining, timeouts,
 //!   health.
+//! - [`outbuf`]: bytes owed to a socket, written without blocking.
 //! - [`pool`]: a pool's run-time state; [`stats`] its counters;
 //!   [`stats_server`] the twemproxy stats port and the Prometheus endpoint.
 //! - [`zk`]: the proxy's registration in ZooKeeper and the cluster watch.
 
+pub mod accept;
 pub mod backend;
 pub mod cli;
 pub mod client;
@@ -24,6 +27,7 @@ pub mod cluster;
 pub mod info;
 pub mod listener;
 pub mod local;
+pub mod outbuf;
 pub mod pending;
 pub mod pool;
 pub mod reload;

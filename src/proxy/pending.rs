@@ -5,11 +5,16 @@ use crate::command::Command;
 use crate::protocol::encode_error;
 use crate::proxy::backend::Reply;
 use crate::proxy::info::InfoReply;
+use crate::proxy::outbuf::OutBuf;
+use crate::proxy::pool::Pool;
 use crate::proxy::session::Session;
 use crate::proxy::split::SplitReply;
 use crate::proxy::stats::PoolStats;
 use bytes::{Bytes, BytesMut};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{ready, Context, Poll};
 use tokio::sync::oneshot;
 
 /// A reply the session owes, in request order.
@@ -21,30 +26,70 @@ pub enum Pending {
         reply: oneshot::Receiver<Reply>,
         shard: Arc<str>,
     },
-    /// Split over several backends and put back together.
-    Split(Box<SplitReply>),
-    /// INFO, waiting for the backends' keyspace sections.
-    Info(Box<InfoReply>),
+    /// Put together from several backends' replies (split commands,
+    /// DBSIZE, INFO's keyspace); resolves to the encoded reply.
+    Assembling(Pin<Box<dyn Future<Output = Bytes> + Send>>),
 }
 
 impl Pending {
-    /// Waits for the reply and appends it to `out` in the client's protocol.
-    pub async fn write_to(self, out: &mut BytesMut, stats: &PoolStats) {
+    /// A split command's reply, assembled once every part has answered.
+    pub fn split(split: SplitReply, pool: Arc<Pool>) -> Pending {
+        Pending::Assembling(Box::pin(async move {
+            let mut out = BytesMut::new();
+            split.write_to(&mut out, &pool.stats).await;
+            out.freeze()
+        }))
+    }
+
+    /// INFO's reply, complete once the backends sent their keyspace.
+    pub fn info(info: InfoReply) -> Pending {
+        Pending::Assembling(Box::pin(async move {
+            let mut out = BytesMut::new();
+            info.write_to(&mut out).await;
+            out.freeze()
+        }))
+    }
+
+    /// Appends the reply to `out` in the client's protocol once it is
+    /// complete; its size in bytes.
+    pub fn poll_into(
+        &mut self,
+        cx: &mut Context<'_>,
+        out: &mut OutBuf,
+        stats: &PoolStats,
+    ) -> Poll<usize> {
         match self {
-            Pending::Ready(bytes) => out.extend_from_slice(&bytes),
-            Pending::Forward { reply, shard } => match reply.await {
-                Ok(Ok(frame)) => out.extend_from_slice(&frame),
-                Ok(Err(e)) => {
-                    PoolStats::bump(&stats.errors);
-                    encode_error(&format!("ERR shard '{shard}': {e}"), out);
+            Pending::Ready(bytes) => {
+                let len = bytes.len();
+                out.push(std::mem::take(bytes));
+                Poll::Ready(len)
+            }
+            Pending::Forward { reply, shard } => {
+                let reply = ready!(Pin::new(reply).poll(cx));
+                let before = out.len();
+                match reply {
+                    Ok(Ok(frame)) => out.push(frame),
+                    Ok(Err(e)) => {
+                        PoolStats::bump(&stats.errors);
+                        out.encode_with(|buf| {
+                            encode_error(&format!("ERR shard '{shard}': {e}"), buf)
+                        });
+                    }
+                    Err(_) => {
+                        PoolStats::bump(&stats.errors);
+                        out.encode_with(|buf| {
+                            encode_error(&format!("ERR shard '{shard}': request dropped"), buf)
+                        });
+                    }
                 }
-                Err(_) => {
-                    PoolStats::bump(&stats.errors);
-                    encode_error(&format!("ERR shard '{shard}': request dropped"), out);
-                }
-            },
-            Pending::Split(split) => split.write_to(out, stats).await,
-            Pending::Info(info) => info.write_to(out).await,
+                Poll::Ready(out.len() - before)
+            }
+            Pending::Assembling(assembling) => {
+                let bytes = ready!(assembling.as_mut().poll(cx));
+                let len = bytes.len();
+                out.push(bytes);
+                Poll::Ready(len)
+            }
         }
     }
 }

@@ -56,7 +56,7 @@ impl RoutingTable {
                 seen.push(&shard.backend.addr);
                 sent.push((
                     shard.name.clone(),
-                    shard.backend.send(proto, request.clone()),
+                    shard.backend.send(proto, 0, request.clone()),
                 ));
             }
         }
@@ -84,6 +84,8 @@ pub struct ShardSpec {
 pub struct Router {
     table: ArcSwap<RoutingTable>,
     versions: AtomicU64,
+    /// The current table's version, readable without loading the table.
+    current: AtomicU64,
     // A short sync lock, never held across an await: what the current table
     // was built from, kept so it can be rebuilt when servers are ejected or
     // come back, or the pool file is reloaded.
@@ -146,6 +148,7 @@ impl Router {
         Router {
             table: ArcSwap::from_pointee(table),
             versions: AtomicU64::new(1),
+            current: AtomicU64::new(1),
             state: Mutex::new(State {
                 settings,
                 registry,
@@ -159,6 +162,16 @@ impl Router {
     /// The current table.
     pub fn load(&self) -> arc_swap::Guard<Arc<RoutingTable>> {
         self.table.load()
+    }
+
+    /// The current table, owned.
+    pub fn load_full(&self) -> Arc<RoutingTable> {
+        self.table.load_full()
+    }
+
+    /// The current table's version: changes with every new table.
+    pub fn version(&self) -> u64 {
+        self.current.load(Ordering::Acquire)
     }
 
     /// Builds a table from `specs` and makes it current. Specs with ranges
@@ -227,6 +240,7 @@ impl Router {
             state.source,
         ));
         self.table.store(table.clone());
+        self.current.store(version, Ordering::Release);
         table
     }
 

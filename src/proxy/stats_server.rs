@@ -3,6 +3,7 @@
 //! twemproxy monitoring keeps working, and a Prometheus text endpoint
 //! (`--metrics ADDR`, `GET /metrics`).
 
+use crate::proxy::accept::Acceptor;
 use crate::proxy::pool::Pool;
 use crate::proxy::stats::{PoolStats, LATENCY_BUCKETS};
 use crate::proxy::zk::SessionState;
@@ -338,12 +339,10 @@ pub async fn serve_stats(
     pools: Vec<Arc<Pool>>,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let mut acceptor = Acceptor::new(listener, "stats");
     loop {
         let mut stream = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
-                Err(_) => continue,
-            },
+            stream = acceptor.accept() => stream,
             _ = shutdown.changed() => return,
         };
         let doc = twemproxy_json(&pools);
@@ -360,12 +359,10 @@ pub async fn serve_metrics(
     pools: Vec<Arc<Pool>>,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let mut acceptor = Acceptor::new(listener, "metrics");
     loop {
         let stream = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
-                Err(_) => continue,
-            },
+            stream = acceptor.accept() => stream,
             _ = shutdown.changed() => return,
         };
         let pools = pools.clone();

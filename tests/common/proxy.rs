@@ -34,12 +34,26 @@ impl Proxy {
     /// Starts shardproxy with a whole pool file whose (first) pool listens
     /// on `port`.
     pub fn start_yaml(port: u16, yaml: &str) -> Proxy {
+        Proxy::start_wrapped(port, yaml, &[])
+    }
+
+    /// Like [`Proxy::start_yaml`], run through `wrapper` (a command that
+    /// execs its arguments, e.g. `prlimit --nofile=64 --`).
+    pub fn start_wrapped(port: u16, yaml: &str, wrapper: &[&str]) -> Proxy {
         let dir = temp_dir("proxy");
         let conf = dir.join("pool.yml");
         std::fs::write(&conf, yaml).unwrap();
         let log = dir.join("proxy.log");
         let (stats_port, metrics_port) = (free_port(), free_port());
-        let child = Command::new(binary())
+        let mut command = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut command = Command::new(program);
+                command.args(args).arg(binary());
+                command
+            }
+            None => Command::new(binary()),
+        };
+        let child = command
             .arg("-c")
             .arg(&conf)
             .arg("-o")

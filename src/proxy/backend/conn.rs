@@ -7,24 +7,36 @@
 //! in that order), and after a failed connect answers requests at once with
 //! an error until a short backoff has passed. A request that was written is
 //! never replayed: if the connection dies, its client gets an error.
+//!
+//! Deadlines hold whatever the backend does. A request's deadline runs from
+//! the moment the proxy accepted it, and the task never blocks in a write or
+//! a connect: it waits for readiness with its timer armed, so a request
+//! queued behind a stalled backend, or one stuck half-written in a full
+//! socket, is answered with a timeout at its deadline. A late reply to a
+//! request that timed out is read and dropped; but when a request times out
+//! before the socket took all of it (a stopped or vanished backend), the
+//! connection is closed and a new one opened.
+//!
+//! When the routing moves a shard's master away from this backend (a
+//! failover), the backend is demoted: the replies it still owes are answered
+//! with an error at once (a write's outcome is then unknown, and never
+//! acknowledged from a master about to be discarded), and the requests not
+//! yet written go to the new master.
 
-use super::{BackendError, BackendSettings, BackendStats, Health, Reply};
+use super::{BackendError, BackendSettings, BackendStats, Demotion, Health, Job, Reply};
 use crate::protocol::{encode_request, reply_frame_len, Proto, ReplyFramer};
-use bytes::{Bytes, BytesMut};
+use crate::proxy::outbuf::OutBuf;
+use bytes::BytesMut;
 use std::collections::VecDeque;
+use std::io;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::WriteHalf;
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::{sleep_until, timeout, Instant};
-
-/// A request waiting to be written, and where its reply goes.
-pub(super) struct Job {
-    pub request: Bytes,
-    pub reply: oneshot::Sender<Reply>,
-}
 
 /// What a connection task needs to know about its backend.
 pub(super) struct Target {
@@ -33,17 +45,24 @@ pub(super) struct Target {
     pub settings: Arc<BackendSettings>,
     pub stats: Arc<BackendStats>,
     pub health: Arc<Health>,
+    pub demotion: Arc<Demotion>,
 }
 
 /// Pause after a failed connect before the next attempt; requests that
 /// arrive meanwhile fail at once instead of waiting.
 const MIN_BACKOFF: Duration = Duration::from_millis(50);
 const MAX_BACKOFF: Duration = Duration::from_secs(1);
-/// Upper bound of one write batch, so one busy client cannot starve reads.
+/// Requests are moved from the queue to the socket's output while less
+/// than this is unwritten, so one busy client cannot starve reads and a
+/// stalled backend holds little in its output.
 const MAX_BATCH_BYTES: usize = 256 * 1024;
 /// The read buffer grows by this much when less than a quarter of it is
 /// free, so a round of replies for many clients takes few reads.
 const READ_CHUNK: usize = 64 * 1024;
+
+/// Requests accepted for this connection and not written yet, oldest
+/// first. Kept across reconnects.
+type Queue = VecDeque<Job>;
 
 /// Runs until every sender is gone (the backend left all routing tables)
 /// and the replies owed are delivered.
@@ -51,54 +70,96 @@ pub(super) async fn run(target: Target, mut jobs: mpsc::UnboundedReceiver<Job>, 
     let mut backoff = MIN_BACKOFF;
     let mut retry_at: Option<Instant> = None;
     let mut last_error = String::new();
-    let mut pending_job: Option<Job> = None;
+    let mut queue = Queue::new();
+    let mut demoted = target.demotion.subscribe();
+    let mut senders_gone = false;
     let mut connect_now = preconnect;
     loop {
-        if !connect_now && pending_job.is_none() {
-            match jobs.recv().await {
-                Some(job) => pending_job = Some(job),
-                None => return,
+        if queue.is_empty() && !connect_now {
+            if senders_gone {
+                return;
             }
+            tokio::select! {
+                job = jobs.recv() => match job {
+                    Some(job) => queue.push_back(job),
+                    None => senders_gone = true,
+                },
+                () = demotion_changed(&mut demoted) => {}
+            }
+        }
+        while let Ok(job) = jobs.try_recv() {
+            queue.push_back(job);
+        }
+        if *demoted.borrow_and_update() {
+            // Not a master any more: nothing is written here.
+            hand_over(&target, &mut queue);
+            connect_now = false;
+            continue;
+        }
+        if queue.is_empty() && !connect_now {
+            continue;
         }
         connect_now = false;
         if retry_at.is_some_and(|t| Instant::now() < t) {
             // Still backing off: fail fast, never queue behind a dead server.
-            if let Some(job) = pending_job.take() {
-                fail(&target, job, &last_error);
-            }
-            while let Ok(job) = jobs.try_recv() {
+            for job in queue.drain(..) {
                 fail(&target, job, &last_error);
             }
             continue;
         }
-        match connect(&target).await {
-            Ok(stream) => {
+        let connected = connect_keeping_deadlines(
+            &target,
+            &mut queue,
+            &mut jobs,
+            &mut senders_gone,
+            &mut demoted,
+        )
+        .await;
+        match connected {
+            Some(Ok(stream)) => {
                 backoff = MIN_BACKOFF;
                 retry_at = None;
                 target.stats.connections.fetch_add(1, Ordering::Relaxed);
-                let outcome = Connection::new(&target, stream)
-                    .serve(&mut jobs, pending_job.take())
+                let outcome = Connection::new(&target)
+                    .serve(
+                        stream,
+                        &mut jobs,
+                        &mut queue,
+                        &mut senders_gone,
+                        &mut demoted,
+                    )
                     .await;
                 target.stats.connections.fetch_sub(1, Ordering::Relaxed);
                 match outcome {
                     Outcome::AllSendersGone => return,
+                    Outcome::Demoted => {}
                     Outcome::Broken(reason) => {
                         tracing::warn!(backend = %target.addr, reason = %reason, "backend connection lost");
                         target.health.record_failure();
                     }
                 }
             }
-            Err(reason) => {
+            // Demoted while connecting.
+            None => {}
+            Some(Err(reason)) => {
                 tracing::warn!(backend = %target.addr, reason = %reason, "cannot connect to backend");
                 target.health.record_failure();
                 last_error = reason;
                 retry_at = Some(Instant::now() + backoff);
                 backoff = (backoff * 2).min(MAX_BACKOFF);
-                if let Some(job) = pending_job.take() {
+                for job in queue.drain(..) {
                     fail(&target, job, &last_error);
                 }
             }
         }
+    }
+}
+
+/// Resolves when the backend is demoted or reinstated; never once the
+/// backend is gone.
+async fn demotion_changed(demoted: &mut watch::Receiver<bool>) {
+    if demoted.changed().await.is_err() {
+        std::future::pending::<()>().await;
     }
 }
 
@@ -108,6 +169,82 @@ fn fail(target: &Target, job: Job, reason: &str) {
         addr: target.addr.clone(),
         reason: reason.to_string(),
     }));
+}
+
+fn time_out(target: &Target, reply: oneshot::Sender<Reply>) {
+    target.stats.timeouts.fetch_add(1, Ordering::Relaxed);
+    target.health.record_failure();
+    let _ = reply.send(Err(BackendError::Timeout {
+        addr: target.addr.clone(),
+        ms: target.settings.timeout.map_or(0, |t| t.as_millis()),
+    }));
+}
+
+/// Sends the queued requests to the backend that took over as master, or
+/// answers them with an error when there is none.
+fn hand_over(target: &Target, queue: &mut Queue) {
+    if queue.is_empty() {
+        return;
+    }
+    let successor = target.demotion.successor();
+    for job in queue.drain(..) {
+        match &successor {
+            Some(backend) => backend.send_job(target.proto, job),
+            None => {
+                target.stats.errors.fetch_add(1, Ordering::Relaxed);
+                let _ = job.reply.send(Err(BackendError::Demoted {
+                    addr: target.addr.clone(),
+                }));
+            }
+        }
+    }
+}
+
+/// The earliest deadline in `queue` (deadlines grow in arrival order).
+fn queue_deadline(queue: &Queue) -> Option<Instant> {
+    queue.front().and_then(|job| job.deadline)
+}
+
+/// Answers the queued requests whose deadline has passed.
+fn expire_queue(target: &Target, queue: &mut Queue, now: Instant) {
+    while queue
+        .front()
+        .is_some_and(|job| job.deadline.is_some_and(|d| d <= now))
+    {
+        let job = queue.pop_front().expect("front exists");
+        time_out(target, job.reply);
+    }
+}
+
+/// Connects while the queue's deadlines keep running and new requests keep
+/// arriving; `None` when the backend was demoted meanwhile.
+async fn connect_keeping_deadlines(
+    target: &Target,
+    queue: &mut Queue,
+    jobs: &mut mpsc::UnboundedReceiver<Job>,
+    senders_gone: &mut bool,
+    demoted: &mut watch::Receiver<bool>,
+) -> Option<Result<TcpStream, String>> {
+    let connecting = connect(target);
+    tokio::pin!(connecting);
+    loop {
+        let deadline = queue_deadline(queue);
+        tokio::select! {
+            result = &mut connecting => return Some(result),
+            job = jobs.recv(), if !*senders_gone => match job {
+                Some(job) => queue.push_back(job),
+                None => *senders_gone = true,
+            },
+            () = sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {
+                expire_queue(target, queue, Instant::now());
+            }
+            () = demotion_changed(demoted) => {
+                if *demoted.borrow() {
+                    return None;
+                }
+            }
+        }
+    }
 }
 
 /// Connects and runs the handshake; the error text says what failed.
@@ -189,72 +326,85 @@ async fn run_handshake(stream: &mut TcpStream, commands: &[Vec<Vec<u8>>]) -> Res
 /// Why a connected session ended.
 enum Outcome {
     AllSendersGone,
+    /// The backend is no longer a master; the connection was closed.
+    Demoted,
     Broken(String),
 }
 
-/// A request written to the backend whose reply has not been matched yet.
+/// A request handed to the socket whose reply has not been matched yet.
 struct InFlight {
     /// `None` once the request timed out and its client was answered; the
     /// late reply is then read and dropped.
     reply: Option<oneshot::Sender<Reply>>,
     deadline: Option<Instant>,
+    /// Where the request ends in the connection's output stream.
+    end: u64,
 }
 
 struct Connection<'a> {
     target: &'a Target,
-    stream: TcpStream,
     in_flight: VecDeque<InFlight>,
-    /// How many entries at the head of `in_flight` have timed out. Deadlines
-    /// grow in write order, so timed-out entries are always a prefix.
+    /// How many entries at the head of `in_flight` have timed out.
     timed_out: usize,
+    /// Bytes handed to the output, and bytes the socket took.
+    pushed: u64,
+    written: u64,
     read_buf: BytesMut,
     /// Where framing of the reply at the head of `read_buf` got to, so a
     /// large reply arriving in many reads is not rescanned from its start.
     framer: ReplyFramer,
-    write_buf: BytesMut,
+    out: OutBuf,
 }
 
 impl<'a> Connection<'a> {
-    fn new(target: &'a Target, stream: TcpStream) -> Connection<'a> {
+    fn new(target: &'a Target) -> Connection<'a> {
         Connection {
             target,
-            stream,
             in_flight: VecDeque::new(),
             timed_out: 0,
+            pushed: 0,
+            written: 0,
             read_buf: BytesMut::new(),
             framer: ReplyFramer::new(),
-            write_buf: BytesMut::new(),
+            out: OutBuf::new(),
         }
     }
 
     async fn serve(
         mut self,
+        mut stream: TcpStream,
         jobs: &mut mpsc::UnboundedReceiver<Job>,
-        first: Option<Job>,
+        queue: &mut Queue,
+        senders_gone: &mut bool,
+        demoted: &mut watch::Receiver<bool>,
     ) -> Outcome {
-        let mut senders_gone = false;
-        if let Some(job) = first {
-            if let Err(e) = self.write_batch(job, jobs).await {
-                return self.broken(e);
-            }
-        }
-        // One timer for the connection, armed at most at the deadline of the
-        // oldest request still waiting (deadlines grow in write order). When
-        // that request is answered first, the timer fires early, expires
-        // nothing and is armed again: cheaper than a new timer per loop.
+        // One timer for the connection, armed at the earliest deadline of
+        // the requests queued or in flight. Reset only when that deadline
+        // changes: cheaper than a new timer per loop.
         let timer = sleep_until(Instant::now());
         tokio::pin!(timer);
-        let mut timer_armed = false;
+        let (mut reader, writer) = stream.split();
+        let mut armed_at: Option<Instant> = None;
         loop {
-            if senders_gone && self.in_flight.is_empty() {
+            if *senders_gone && self.in_flight.is_empty() && queue.is_empty() {
                 return Outcome::AllSendersGone;
             }
-            if !timer_armed {
-                if let Some(deadline) = self.in_flight.get(self.timed_out).and_then(|f| f.deadline)
-                {
+            self.fill_output(queue);
+            if let Err(e) = self.write_now(&writer) {
+                return self.broken(e.to_string());
+            }
+            let deadline = match (
+                queue_deadline(queue),
+                self.in_flight.get(self.timed_out).and_then(|f| f.deadline),
+            ) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            if deadline != armed_at {
+                if let Some(deadline) = deadline {
                     timer.as_mut().reset(deadline);
-                    timer_armed = true;
                 }
+                armed_at = deadline;
             }
             if self.read_buf.capacity() - self.read_buf.len() < READ_CHUNK / 4 {
                 self.read_buf.reserve(READ_CHUNK);
@@ -263,7 +413,7 @@ impl<'a> Connection<'a> {
                 // Replies first: they free clients, and each branch does a
                 // bounded amount of work, so nothing starves.
                 biased;
-                read = self.stream.read_buf(&mut self.read_buf) => match read {
+                read = reader.read_buf(&mut self.read_buf) => match read {
                     Ok(0) => {
                         self.target.stats.eof.fetch_add(1, Ordering::Relaxed);
                         return self.broken("closed by the server".into());
@@ -275,58 +425,82 @@ impl<'a> Connection<'a> {
                     }
                     Err(e) => return self.broken(e.to_string()),
                 },
-                job = jobs.recv(), if !senders_gone => match job {
+                () = demotion_changed(demoted) => {
+                    if *demoted.borrow() {
+                        return self.demote(queue);
+                    }
+                }
+                () = &mut timer, if armed_at.is_some() => {
+                    armed_at = None;
+                    let now = Instant::now();
+                    expire_queue(self.target, queue, now);
+                    if self.expire_in_flight(now) {
+                        return self.stuck_mid_write();
+                    }
+                }
+                ready = writer.writable(), if !self.out.is_empty() => {
+                    if let Err(e) = ready {
+                        return self.broken(e.to_string());
+                    }
+                }
+                job = jobs.recv(), if !*senders_gone => match job {
                     Some(job) => {
-                        if let Err(e) = self.write_batch(job, jobs).await {
-                            return self.broken(e);
+                        queue.push_back(job);
+                        // Let every other task that is ready run first (the
+                        // runtime resumes this one only once it has run out
+                        // of ready tasks), so the requests of all clients
+                        // that were readable in this round go out in one
+                        // write, as in twemproxy's event loop.
+                        tokio::task::yield_now().await;
+                        while let Ok(job) = jobs.try_recv() {
+                            queue.push_back(job);
                         }
                     }
-                    None => senders_gone = true,
+                    None => *senders_gone = true,
                 },
-                () = &mut timer, if timer_armed => {
-                    timer_armed = false;
-                    self.expire_timed_out();
-                }
             }
         }
     }
 
-    /// Writes `first` and whatever else is queued, in one write.
-    async fn write_batch(
-        &mut self,
-        first: Job,
-        jobs: &mut mpsc::UnboundedReceiver<Job>,
-    ) -> Result<(), String> {
-        let deadline = self.target.settings.timeout.map(|t| Instant::now() + t);
-        // Let every other task that is ready run first (the runtime resumes
-        // this one only once it has run out of ready tasks), so the requests
-        // of all clients that were readable in this round go out in one
-        // write, as in twemproxy's event loop. Without this, each request
-        // tends to wake this task at once and leave in a write of its own.
-        tokio::task::yield_now().await;
-        let mut next = Some(first);
-        while let Some(job) = next {
-            self.write_buf.extend_from_slice(&job.request);
+    /// Moves queued requests to the output while little is unwritten.
+    fn fill_output(&mut self, queue: &mut Queue) {
+        let mut bytes = 0u64;
+        while self.out.len() < MAX_BATCH_BYTES {
+            let Some(job) = queue.pop_front() else {
+                break;
+            };
+            bytes += job.request.len() as u64;
+            self.pushed += job.request.len() as u64;
+            self.out.push(job.request);
             self.in_flight.push_back(InFlight {
                 reply: Some(job.reply),
-                deadline,
+                deadline: job.deadline,
+                end: self.pushed,
             });
-            next = if self.write_buf.len() < MAX_BATCH_BYTES {
-                jobs.try_recv().ok()
-            } else {
-                None
-            };
         }
-        // Counted once per batch: the counters are shared by every
-        // connection to the backend.
-        let bytes = self.write_buf.len() as u64;
-        self.target
-            .stats
-            .request_bytes
-            .fetch_add(bytes, Ordering::Relaxed);
-        let result = self.stream.write_all(&self.write_buf).await;
-        self.write_buf.clear();
-        result.map_err(|e| e.to_string())
+        if bytes > 0 {
+            // Counted once per batch: the counters are shared by every
+            // connection to the backend.
+            self.target
+                .stats
+                .request_bytes
+                .fetch_add(bytes, Ordering::Relaxed);
+        }
+    }
+
+    /// Writes what the socket takes without waiting.
+    fn write_now(&mut self, writer: &WriteHalf<'_>) -> io::Result<()> {
+        while !self.out.is_empty() {
+            match self
+                .out
+                .write_now(|slices| writer.try_write_vectored(slices))
+            {
+                Ok(n) => self.written += n as u64,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
     }
 
     /// Matches every complete frame in the read buffer to its request.
@@ -369,36 +543,82 @@ impl<'a> Connection<'a> {
         }
     }
 
-    /// Answers every request whose deadline has passed with a timeout error.
-    fn expire_timed_out(&mut self) {
-        let now = Instant::now();
-        let ms = self.target.settings.timeout.map_or(0, |t| t.as_millis());
+    /// Answers the requests in flight whose deadline has passed with a
+    /// timeout; their late replies will be dropped. True when one of them
+    /// has not been written whole: the connection is stuck mid-request.
+    fn expire_in_flight(&mut self, now: Instant) -> bool {
+        let mut stuck = false;
         while let Some(entry) = self.in_flight.get_mut(self.timed_out) {
             if entry.deadline.is_none_or(|d| d > now) {
                 break;
             }
             if let Some(reply) = entry.reply.take() {
-                self.target.stats.timeouts.fetch_add(1, Ordering::Relaxed);
-                self.target.health.record_failure();
-                let _ = reply.send(Err(BackendError::Timeout {
-                    addr: self.target.addr.clone(),
-                    ms,
-                }));
+                time_out(self.target, reply);
             }
+            stuck |= entry.end > self.written;
             self.timed_out += 1;
         }
+        stuck
+    }
+
+    /// A request timed out before the socket took all of it (a stopped or
+    /// vanished backend): the connection is closed, since the bytes on the
+    /// wire could no longer be matched to requests. The others in flight
+    /// get their timeout at their own deadline, as they would have.
+    fn stuck_mid_write(mut self) -> Outcome {
+        let owed: Vec<(oneshot::Sender<Reply>, Option<Instant>)> = self
+            .in_flight
+            .drain(..)
+            .filter_map(|entry| entry.reply.map(|reply| (reply, entry.deadline)))
+            .collect();
+        if !owed.is_empty() {
+            let (addr, stats, health, ms) = (
+                self.target.addr.clone(),
+                self.target.stats.clone(),
+                self.target.health.clone(),
+                self.target.settings.timeout.map_or(0, |t| t.as_millis()),
+            );
+            tokio::spawn(async move {
+                for (reply, deadline) in owed {
+                    if let Some(deadline) = deadline {
+                        sleep_until(deadline).await;
+                    }
+                    stats.timeouts.fetch_add(1, Ordering::Relaxed);
+                    health.record_failure();
+                    let _ = reply.send(Err(BackendError::Timeout {
+                        addr: addr.clone(),
+                        ms,
+                    }));
+                }
+            });
+        }
+        Outcome::Broken("a request timed out before it was written; connection closed".into())
+    }
+
+    /// The backend is no longer a master: what it still owes is answered
+    /// with an error now, what is queued goes to the new master.
+    fn demote(mut self, queue: &mut Queue) -> Outcome {
+        tracing::warn!(backend = %self.target.addr, in_flight = self.in_flight.len(),
+            "no longer a master: closing its connection");
+        for reply in self.in_flight.drain(..).filter_map(|entry| entry.reply) {
+            self.target.stats.errors.fetch_add(1, Ordering::Relaxed);
+            let _ = reply.send(Err(BackendError::Demoted {
+                addr: self.target.addr.clone(),
+            }));
+        }
+        self.out.clear();
+        hand_over(self.target, queue);
+        Outcome::Demoted
     }
 
     /// Fails every request still owed a reply; none is replayed.
     fn broken(mut self, reason: String) -> Outcome {
-        for entry in self.in_flight.drain(..) {
-            if let Some(reply) = entry.reply {
-                self.target.stats.errors.fetch_add(1, Ordering::Relaxed);
-                let _ = reply.send(Err(BackendError::Closed {
-                    addr: self.target.addr.clone(),
-                    detail: format!(" ({reason})"),
-                }));
-            }
+        for reply in self.in_flight.drain(..).filter_map(|entry| entry.reply) {
+            self.target.stats.errors.fetch_add(1, Ordering::Relaxed);
+            let _ = reply.send(Err(BackendError::Closed {
+                addr: self.target.addr.clone(),
+                detail: format!(" ({reason})"),
+            }));
         }
         Outcome::Broken(reason)
     }

@@ -17,10 +17,11 @@ pub use health::Health;
 use crate::protocol::Proto;
 use bytes::Bytes;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::Instant;
 
 /// A backend's reply: the raw RESP frame, or why there is none.
 pub type Reply = Result<Bytes, BackendError>;
@@ -35,6 +36,10 @@ pub enum BackendError {
     Timeout { addr: Arc<str>, ms: u128 },
     #[error("backend {addr} closed the connection before replying{detail}")]
     Closed { addr: Arc<str>, detail: String },
+    /// The routing moved the shard's master away from this backend while
+    /// the request was in flight: a write may or may not have happened.
+    #[error("backend {addr} stopped being the master while the request was in flight; its outcome is unknown")]
+    Demoted { addr: Arc<str> },
 }
 
 /// Connection settings shared by every backend of a pool.
@@ -84,14 +89,53 @@ pub struct Backend {
     pub stats: Arc<BackendStats>,
     pub health: Arc<Health>,
     settings: Arc<BackendSettings>,
+    demotion: Arc<Demotion>,
     resp2: Vec<ConnHandle>,
     resp3: OnceLock<Vec<ConnHandle>>,
-    next: AtomicUsize,
 }
 
 /// The sending side of one connection task.
 struct ConnHandle {
-    jobs: mpsc::UnboundedSender<conn::Job>,
+    jobs: mpsc::UnboundedSender<Job>,
+}
+
+/// A request for a connection task, and where its reply goes.
+pub(crate) struct Job {
+    pub request: Bytes,
+    pub reply: oneshot::Sender<Reply>,
+    /// When the client must have its answer: `timeout` after the proxy
+    /// accepted the request, however long it waits in queues.
+    pub deadline: Option<Instant>,
+    /// Picks the connection: one client's requests all take the same one,
+    /// so they run in the order the client sent them.
+    pub affinity: usize,
+}
+
+/// Whether the routing still names this backend as a master, shared with
+/// its connection tasks. Set by a routing change from ZooKeeper (a failover
+/// replaced the master); cleared when a table names the backend again.
+pub(crate) struct Demotion {
+    demoted: watch::Sender<bool>,
+    // A short sync lock: read when a demoted connection hands its queue on.
+    successor: Mutex<Weak<Backend>>,
+}
+
+impl Demotion {
+    fn new() -> Demotion {
+        Demotion {
+            demoted: watch::Sender::new(false),
+            successor: Mutex::new(Weak::new()),
+        }
+    }
+
+    pub(crate) fn subscribe(&self) -> watch::Receiver<bool> {
+        self.demoted.subscribe()
+    }
+
+    /// The backend that took over, while it is in use.
+    pub(crate) fn successor(&self) -> Option<Arc<Backend>> {
+        self.successor.lock().expect("successor lock").upgrade()
+    }
 }
 
 impl Backend {
@@ -107,9 +151,9 @@ impl Backend {
             stats,
             health,
             settings,
+            demotion: Arc::new(Demotion::new()),
             resp2: Vec::new(),
             resp3: OnceLock::new(),
-            next: AtomicUsize::new(0),
         };
         backend.resp2 = backend.spawn_connections(Proto::Resp2, backend.settings.preconnect);
         backend
@@ -125,6 +169,7 @@ impl Backend {
                     settings: self.settings.clone(),
                     stats: self.stats.clone(),
                     health: self.health.clone(),
+                    demotion: self.demotion.clone(),
                 };
                 tokio::spawn(conn::run(target, rx, preconnect));
                 ConnHandle { jobs }
@@ -133,28 +178,34 @@ impl Backend {
     }
 
     /// Queues `request` (complete RESP bytes) on one of the connections for
-    /// `proto` and returns where its reply will arrive.
-    pub fn send(&self, proto: Proto, request: Bytes) -> oneshot::Receiver<Reply> {
+    /// `proto`, picked by `affinity` (the client's id: all requests of one
+    /// client take the same connection), and returns where its reply will
+    /// arrive. The request's timeout starts now.
+    pub fn send(&self, proto: Proto, affinity: usize, request: Bytes) -> oneshot::Receiver<Reply> {
         let (reply, rx) = oneshot::channel();
-        self.send_to(proto, request, reply);
+        let deadline = self.settings.timeout.map(|t| Instant::now() + t);
+        self.send_job(
+            proto,
+            Job {
+                request,
+                reply,
+                deadline,
+                affinity,
+            },
+        );
         rx
     }
 
-    /// Like [`Backend::send`], with the reply channel given by the caller.
-    pub fn send_to(&self, proto: Proto, request: Bytes, reply: oneshot::Sender<Reply>) {
+    /// Queues a request on the connection its affinity picks.
+    pub(crate) fn send_job(&self, proto: Proto, job: Job) {
         let conns = match proto {
             Proto::Resp2 => &self.resp2,
             Proto::Resp3 => self
                 .resp3
                 .get_or_init(|| self.spawn_connections(Proto::Resp3, false)),
         };
-        let i = if conns.len() == 1 {
-            0
-        } else {
-            self.next.fetch_add(1, Ordering::Relaxed) % conns.len()
-        };
+        let i = job.affinity % conns.len();
         self.stats.requests.fetch_add(1, Ordering::Relaxed);
-        let job = conn::Job { request, reply };
         if let Err(mpsc::error::SendError(job)) = conns[i].jobs.send(job) {
             // The task only ends when the backend is dropped; answer anyway.
             let _ = job.reply.send(Err(BackendError::Unavailable {
@@ -162,6 +213,28 @@ impl Backend {
                 reason: "connection task stopped".into(),
             }));
         }
+    }
+
+    /// The routing no longer names this backend as a master: its
+    /// connections answer what they owe with an error, close, and pass
+    /// what they have not written to `successor`.
+    pub fn demote(&self, successor: Option<&Arc<Backend>>) {
+        *self.demotion.successor.lock().expect("successor lock") =
+            successor.map(Arc::downgrade).unwrap_or_default();
+        self.demotion
+            .demoted
+            .send_if_modified(|demoted| !std::mem::replace(demoted, true));
+    }
+
+    /// A routing table names this backend again.
+    pub fn reinstate(&self) {
+        self.demotion
+            .demoted
+            .send_if_modified(|demoted| std::mem::replace(demoted, false));
+    }
+
+    pub fn is_demoted(&self) -> bool {
+        *self.demotion.demoted.borrow()
     }
 }
 

@@ -1,0 +1,47 @@
+//! Accepting connections without spinning: when `accept` fails (out of
+//! file descriptors, out of memory), the pending connection stays in the
+//! backlog and the listener stays readable, so retrying at once would burn
+//! a core. Each failure in a row doubles a pause, from 5 ms up to 1 s.
+
+use std::time::Duration;
+use tokio::net::{TcpListener, TcpStream};
+
+const FIRST_PAUSE: Duration = Duration::from_millis(5);
+const LONGEST_PAUSE: Duration = Duration::from_secs(1);
+
+/// Accepts from one listener, pausing after failures.
+pub struct Acceptor {
+    listener: TcpListener,
+    /// What the listener is for, in logs.
+    what: &'static str,
+    pause: Duration,
+}
+
+impl Acceptor {
+    pub fn new(listener: TcpListener, what: &'static str) -> Acceptor {
+        Acceptor {
+            listener,
+            what,
+            pause: FIRST_PAUSE,
+        }
+    }
+
+    /// The next connection; failures are logged and waited out.
+    pub async fn accept(&mut self) -> TcpStream {
+        loop {
+            match self.listener.accept().await {
+                Ok((stream, _)) => {
+                    self.pause = FIRST_PAUSE;
+                    return stream;
+                }
+                Err(e) => {
+                    if self.pause == FIRST_PAUSE {
+                        tracing::warn!(listener = self.what, error = %e, "accept failed; backing off");
+                    }
+                    tokio::time::sleep(self.pause).await;
+                    self.pause = (self.pause * 2).min(LONGEST_PAUSE);
+                }
+            }
+        }
+    }
+}

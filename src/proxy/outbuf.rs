@@ -1,0 +1,183 @@
+//! Bytes waiting to be written to a socket, written without blocking.
+//!
+//! Small pieces (most requests and replies) are copied into one staging
+//! buffer, so a round of them leaves in one `write`. Large ones (a 4 MB SET
+//! value, a 2 MB GET reply) are queued as the `Bytes` they arrived in and
+//! leave with the staged bytes around them in one vectored write, never
+//! copied. Writing never waits: the caller waits for writability and keeps
+//! its timers and its reads going meanwhile.
+
+use bytes::{Buf, Bytes, BytesMut};
+use std::collections::VecDeque;
+use std::io::{self, IoSlice};
+
+/// Pieces of at least this size are queued, not copied.
+const COPY_LIMIT: usize = 16 * 1024;
+/// Most pieces one vectored write takes (Linux allows 1024).
+const MAX_SLICES: usize = 64;
+/// A staging buffer larger than this is released once it has been written,
+/// so an idle connection keeps little memory.
+const KEEP_STAGING: usize = 64 * 1024;
+
+/// What is owed to one socket, in order.
+#[derive(Default)]
+pub struct OutBuf {
+    /// Pieces handed over whole, in order; the staging buffer's contents
+    /// come after all of them.
+    chunks: VecDeque<Bytes>,
+    staging: BytesMut,
+    len: usize,
+}
+
+impl OutBuf {
+    pub fn new() -> OutBuf {
+        OutBuf::default()
+    }
+
+    /// Bytes not written yet.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Appends `piece`, copying it only when it is small.
+    pub fn push(&mut self, piece: Bytes) {
+        if piece.len() < COPY_LIMIT {
+            self.extend_from_slice(&piece);
+            return;
+        }
+        self.seal_staging();
+        self.len += piece.len();
+        self.chunks.push_back(piece);
+    }
+
+    /// Appends a copy of `bytes`.
+    pub fn extend_from_slice(&mut self, bytes: &[u8]) {
+        self.staging.extend_from_slice(bytes);
+        self.len += bytes.len();
+    }
+
+    /// Lets `encode` append to the end of the queue (a reply the proxy
+    /// builds itself).
+    pub fn encode_with(&mut self, encode: impl FnOnce(&mut BytesMut)) {
+        let before = self.staging.len();
+        encode(&mut self.staging);
+        self.len += self.staging.len() - before;
+    }
+
+    /// Moves the staged bytes behind the queued pieces, keeping order.
+    fn seal_staging(&mut self) {
+        if !self.staging.is_empty() {
+            self.chunks.push_back(self.staging.split().freeze());
+        }
+    }
+
+    /// Writes as much as the socket takes now with `write` (a
+    /// non-blocking vectored write, such as `TcpStream::try_write_vectored`).
+    /// `Ok(0)` only when empty; `WouldBlock` when the socket is full.
+    pub fn write_now(
+        &mut self,
+        write: impl FnOnce(&[IoSlice<'_>]) -> io::Result<usize>,
+    ) -> io::Result<usize> {
+        if self.len == 0 {
+            return Ok(0);
+        }
+        let written = if self.chunks.is_empty() {
+            // The common case: only small pieces, one plain write.
+            let n = write(&[IoSlice::new(&self.staging)])?;
+            self.staging.advance(n);
+            n
+        } else {
+            self.seal_staging();
+            let slices: Vec<IoSlice<'_>> = self
+                .chunks
+                .iter()
+                .take(MAX_SLICES)
+                .map(|c| IoSlice::new(c))
+                .collect();
+            let n = write(&slices)?;
+            self.consume_chunks(n);
+            n
+        };
+        self.len -= written;
+        if self.len == 0 {
+            self.release();
+        }
+        Ok(written)
+    }
+
+    fn consume_chunks(&mut self, mut n: usize) {
+        while n > 0 {
+            let Some(front) = self.chunks.front_mut() else {
+                break;
+            };
+            if front.len() <= n {
+                n -= front.len();
+                self.chunks.pop_front();
+            } else {
+                front.advance(n);
+                n = 0;
+            }
+        }
+    }
+
+    /// Everything is written: reuse the staging buffer from its start, or
+    /// give a large one back.
+    fn release(&mut self) {
+        if self.staging.capacity() > KEEP_STAGING {
+            self.staging = BytesMut::new();
+        } else {
+            self.staging.clear();
+        }
+    }
+
+    /// Drops what is owed (the connection is being closed).
+    pub fn clear(&mut self) {
+        self.chunks.clear();
+        self.staging.clear();
+        self.len = 0;
+        self.release();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncReadExt;
+    use tokio::net::{TcpListener, TcpStream};
+
+    #[tokio::test]
+    async fn small_and_large_pieces_arrive_whole_and_in_order() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let writer = TcpStream::connect(addr).await.unwrap();
+        let (mut reader, _) = listener.accept().await.unwrap();
+        let large = Bytes::from(vec![b'x'; 3 * COPY_LIMIT]);
+        let mut out = OutBuf::new();
+        out.extend_from_slice(b"a");
+        out.push(large.clone());
+        out.push(Bytes::from_static(b"b"));
+        out.encode_with(|buf| buf.extend_from_slice(b"c"));
+        let mut want = b"a".to_vec();
+        want.extend_from_slice(&large);
+        want.extend_from_slice(b"bc");
+        assert_eq!(out.len(), want.len());
+        let reading = tokio::spawn(async move {
+            let mut got = vec![0; want.len()];
+            reader.read_exact(&mut got).await.unwrap();
+            assert_eq!(got, want);
+        });
+        while !out.is_empty() {
+            writer.writable().await.unwrap();
+            match out.write_now(|slices| writer.try_write_vectored(slices)) {
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => panic!("{e}"),
+            }
+        }
+        reading.await.unwrap();
+    }
+}

@@ -1,0 +1,332 @@
+//! The data path under faults, against real processes: per-client ordering
+//! over several backend connections, deadlines that hold while a backend is
+//! stopped, bounded memory for clients that never read or never
+//! authenticate, and accept loops that back off.
+
+mod common;
+
+use common::proxy::Proxy;
+use common::redis::{encode_command, RawClient, Redis};
+use common::{cpu_time, free_port, rss_kib, wait_until};
+use std::io::{Read, Write};
+use std::time::{Duration, Instant};
+
+/// A proxy over two redis-servers, range form, with `extra` pool keys.
+fn two_shards(extra: &str) -> (Proxy, Vec<Redis>) {
+    two_shards_with(extra, &[])
+}
+
+/// Likewise, with redis-server options `redis_args`.
+fn two_shards_with(extra: &str, redis_args: &[&str]) -> (Proxy, Vec<Redis>) {
+    let shards = vec![Redis::start_with(redis_args), Redis::start_with(redis_args)];
+    let proxy = Proxy::start(&format!(
+        "  redis: true\n  hash: md5\n{extra}  servers:\n   - {}:0-2047\n   - {}:2048-4095\n",
+        shards[0].addr(),
+        shards[1].addr()
+    ));
+    (proxy, shards)
+}
+
+/// With four connections per backend, one client's pipeline of SET/GET
+/// pairs on one key gets every GET's value from the SET just before it.
+#[test]
+fn a_clients_requests_run_in_order_over_several_connections() {
+    let (proxy, _shards) = two_shards("  server_connections: 4\n");
+    // Several clients at once, so the connections are all in use.
+    let clients: Vec<_> = (0..4)
+        .map(|c| {
+            let port = proxy.port;
+            std::thread::spawn(move || {
+                let mut client = RawClient::connect(port);
+                let key = format!("order:{c}");
+                let n = 5000;
+                let mut pipeline = Vec::new();
+                for i in 0..n {
+                    let value = i.to_string();
+                    pipeline.extend(encode_command(&[b"SET", key.as_bytes(), value.as_bytes()]));
+                    pipeline.extend(encode_command(&[b"GET", key.as_bytes()]));
+                }
+                client.send_raw(&pipeline);
+                let mut wrong = 0;
+                for i in 0..n {
+                    assert_eq!(client.read_reply(), b"+OK\r\n");
+                    let want = format!("${}\r\n{i}\r\n", i.to_string().len());
+                    if client.read_reply() != want.as_bytes() {
+                        wrong += 1;
+                    }
+                }
+                wrong
+            })
+        })
+        .collect();
+    let wrong: usize = clients.into_iter().map(|c| c.join().unwrap()).sum();
+    assert_eq!(wrong, 0, "GETs that saw another request's value");
+}
+
+/// `HELLO 3` in the middle of a pipeline: the requests after it travel on
+/// RESP3 connections, yet never overtake the ones before it.
+#[test]
+fn a_protocol_switch_mid_pipeline_keeps_the_order() {
+    let (proxy, _shards) = two_shards("  server_connections: 2\n");
+    let mut client = RawClient::connect(proxy.port);
+    let rounds = 300;
+    let mut pipeline = Vec::new();
+    for i in 0..rounds {
+        let value = format!("v{i}");
+        let proto: &[u8] = if i % 2 == 0 { b"3" } else { b"2" };
+        pipeline.extend(encode_command(&[b"SET", b"switch", value.as_bytes()]));
+        pipeline.extend(encode_command(&[b"HELLO", proto]));
+        pipeline.extend(encode_command(&[b"GET", b"switch"]));
+    }
+    client.send_raw(&pipeline);
+    for i in 0..rounds {
+        assert_eq!(client.read_reply(), b"+OK\r\n", "round {i}");
+        let hello = client.read_reply();
+        assert!(hello.starts_with(b"%") || hello.starts_with(b"*"));
+        let value = format!("v{i}");
+        assert_eq!(
+            client.read_reply(),
+            format!("${}\r\n{value}\r\n", value.len()).as_bytes(),
+            "round {i}"
+        );
+    }
+}
+
+/// Backends stopped with SIGSTOP, 12 clients each sending a 4 MB SET:
+/// every client gets the timeout error within the timeout plus a little,
+/// and once the backends run again the proxy answers correctly.
+#[test]
+fn deadlines_hold_while_backends_are_stopped() {
+    let (proxy, shards) = two_shards("  timeout: 500\n");
+    let mut warm = RawClient::connect(proxy.port);
+    assert_eq!(warm.cmd_str(&["SET", "warm", "1"]), "+OK\r\n");
+    for shard in &shards {
+        shard.guard.signal("STOP");
+    }
+    let value = vec![b'x'; 4 * 1024 * 1024];
+    let clients: Vec<_> = (0..12)
+        .map(|i| {
+            let port = proxy.port;
+            let value = value.clone();
+            std::thread::spawn(move || {
+                let mut client = RawClient::connect(port);
+                let key = format!("big:{i}");
+                let request = encode_command(&[b"SET", key.as_bytes(), &value]);
+                let started = Instant::now();
+                // Written from another thread: the proxy may stop reading
+                // this socket while it cannot write to the backend.
+                let mut writer = client.reader.get_ref().try_clone().unwrap();
+                let sending = std::thread::spawn(move || {
+                    let _ = writer.write_all(&request);
+                });
+                let reply = String::from_utf8_lossy(&client.read_reply()).into_owned();
+                let took = started.elapsed();
+                drop(client);
+                let _ = sending.join();
+                (reply, took)
+            })
+        })
+        .collect();
+    let mut slowest = Duration::ZERO;
+    for client in clients {
+        let (reply, took) = client.join().unwrap();
+        assert!(
+            reply.starts_with("-ERR shard '") && reply.contains("timed out after 500 ms"),
+            "{reply}"
+        );
+        slowest = slowest.max(took);
+    }
+    eprintln!("12 x 4 MB SET to stopped backends: slowest timeout error after {slowest:?}");
+    assert!(slowest < Duration::from_millis(1500), "{slowest:?}");
+    for shard in &shards {
+        shard.guard.signal("CONT");
+    }
+    // The connections that timed out were closed: no late reply is matched
+    // to a new request.
+    let mut client = RawClient::connect(proxy.port);
+    wait_until(
+        "the backends to answer again",
+        Duration::from_secs(5),
+        || client.cmd_str(&["SET", "after", "1"]) == "+OK\r\n",
+    );
+    for i in 0..50 {
+        let value = format!("after-{i}");
+        assert_eq!(client.cmd_str(&["SET", "after", &value]), "+OK\r\n");
+        assert_eq!(
+            client.cmd_str(&["GET", "after"]),
+            format!("${}\r\n{value}\r\n", value.len())
+        );
+    }
+}
+
+/// A client that pipelines GETs of a 2 MB value and never reads: the proxy
+/// stops reading it instead of buffering every reply; once it reads, every
+/// reply arrives, and meanwhile others are served.
+#[test]
+fn a_client_that_never_reads_holds_bounded_memory() {
+    let (proxy, shards) = two_shards("");
+    let value = vec![b'v'; 2 * 1024 * 1024];
+    let mut setup = RawClient::connect(proxy.port);
+    assert_eq!(
+        String::from_utf8_lossy(&setup.cmd(&[b"SET", b"large", &value])),
+        "+OK\r\n"
+    );
+    let pid = proxy.guard.pid();
+    let before = rss_kib(pid);
+    let gets = 500;
+    let mut slow = RawClient::connect(proxy.port);
+    let mut pipeline = Vec::new();
+    for _ in 0..gets {
+        pipeline.extend(encode_command(&[b"GET", b"large"]));
+    }
+    slow.send_raw(&pipeline);
+    // Wait until the backends stop getting GETs: the proxy has done all it
+    // will do for a client that does not read.
+    let processed = || -> u64 {
+        shards
+            .iter()
+            .map(|s| {
+                let info = s.connect().cmd_str(&["INFO", "commandstats"]);
+                info.lines()
+                    .find_map(|l| l.strip_prefix("cmdstat_get:calls="))
+                    .map_or(0, |rest| {
+                        rest.split(',').next().unwrap().parse::<u64>().unwrap()
+                    })
+            })
+            .sum()
+    };
+    let mut last = processed();
+    wait_until(
+        "the proxy to stop forwarding",
+        Duration::from_secs(20),
+        || {
+            std::thread::sleep(Duration::from_millis(300));
+            let now = processed();
+            let still = now == last;
+            last = now;
+            still
+        },
+    );
+    let grown = rss_kib(pid).saturating_sub(before);
+    eprintln!("proxy RSS grew by {grown} KiB with a client owed {gets} x 2 MB replies");
+    assert!(grown < 48 * 1024, "RSS grew by {grown} KiB");
+    let mut bystander = RawClient::connect(proxy.port);
+    assert_eq!(bystander.cmd_str(&["SET", "other", "1"]), "+OK\r\n");
+    // Nothing was dropped: the slow client gets all its replies.
+    let header = b"$2097152\r\n";
+    let mut reply = vec![0; header.len() + value.len() + 2];
+    for i in 0..gets {
+        slow.reader.read_exact(&mut reply).unwrap();
+        assert!(reply.starts_with(header), "reply {i}");
+        assert!(
+            reply[header.len()..header.len() + value.len()] == value[..],
+            "reply {i}"
+        );
+    }
+}
+
+/// With `redis_auth`, a socket that has not authenticated gets Redis 6.2's
+/// limits: an error and a close, and the proxy buffers nearly nothing.
+#[test]
+fn unauthenticated_clients_get_small_limits() {
+    let (proxy, _shards) = two_shards_with("  redis_auth: secret\n", &["--requirepass", "secret"]);
+    let pid = proxy.guard.pid();
+    let before = rss_kib(pid);
+    let mut refused = Vec::new();
+    for i in 0..3 {
+        let mut client = RawClient::connect(proxy.port);
+        let key = format!("k{i}");
+        client.send_raw(
+            format!(
+                "*3\r\n$3\r\nSET\r\n${}\r\n{key}\r\n$157286400\r\n",
+                key.len()
+            )
+            .as_bytes(),
+        );
+        let mut sent = 0usize;
+        let chunk = vec![b'x'; 1024 * 1024];
+        while sent < 150 * 1024 * 1024 {
+            if client.reader.get_mut().write_all(&chunk).is_err() {
+                break;
+            }
+            sent += chunk.len();
+            if sent == 4 * 1024 * 1024 {
+                break;
+            }
+        }
+        assert_eq!(
+            client.read_reply(),
+            b"-ERR Protocol error: unauthenticated bulk length\r\n"
+        );
+        assert!(client.is_closed());
+        refused.push(client);
+    }
+    let mut many = RawClient::connect(proxy.port);
+    let args: Vec<&[u8]> = vec![b"DEL"; 11];
+    many.send_raw(&encode_command(&args));
+    assert_eq!(
+        many.read_reply(),
+        b"-ERR Protocol error: unauthenticated multibulk length\r\n"
+    );
+    assert!(many.is_closed());
+    let grown = rss_kib(pid).saturating_sub(before);
+    eprintln!("proxy RSS grew by {grown} KiB after 3 unauthenticated 150 MB SETs");
+    assert!(grown < 8 * 1024, "RSS grew by {grown} KiB");
+    // Authenticated, the same sizes work.
+    let mut client = RawClient::connect(proxy.port);
+    assert_eq!(client.cmd_str(&["AUTH", "secret"]), "+OK\r\n");
+    let big = vec![b'y'; 64 * 1024];
+    assert_eq!(client.cmd(&[b"SET", b"big", &big]), b"+OK\r\n");
+    let eleven: Vec<&[u8]> = vec![
+        b"DEL", b"a", b"b", b"c", b"d", b"e", b"f", b"g", b"h", b"i", b"j",
+    ];
+    assert_eq!(client.cmd(&eleven), b":0\r\n");
+}
+
+/// Out of file descriptors, a pending connection on the stats port makes
+/// accept fail again and again: the loop backs off instead of spinning.
+#[test]
+fn accept_errors_do_not_spin() {
+    let backend = Redis::start();
+    let port = free_port();
+    let yaml = format!(
+        "pool:\n  listen: 127.0.0.1:{port}\n  redis: true\n  servers:\n   - {}:1\n",
+        backend.addr()
+    );
+    let proxy = Proxy::start_wrapped(port, &yaml, &["prlimit", "--nofile=48", "--"]);
+    // Use up the proxy's descriptors with idle clients.
+    let mut held = Vec::new();
+    for _ in 0..64 {
+        match std::net::TcpStream::connect(("127.0.0.1", port)) {
+            Ok(stream) => held.push(stream),
+            Err(_) => break,
+        }
+    }
+    wait_until(
+        "the proxy to run out of descriptors",
+        Duration::from_secs(5),
+        || proxy.log_text().contains("accept failed"),
+    );
+    // Connections now wait in the stats and metrics backlogs.
+    let _stats = std::net::TcpStream::connect(("127.0.0.1", proxy.stats_port)).unwrap();
+    let _metrics = std::net::TcpStream::connect(("127.0.0.1", proxy.metrics_port)).unwrap();
+    let pid = proxy.guard.pid();
+    let before = cpu_time(pid);
+    std::thread::sleep(Duration::from_secs(2));
+    let used = cpu_time(pid) - before;
+    eprintln!("CPU used in 2 s with accept failing: {used:?}");
+    assert!(used < Duration::from_millis(300), "{used:?}");
+    drop(held);
+    // With descriptors free again, the proxy serves.
+    wait_until("the proxy to serve again", Duration::from_secs(5), || {
+        std::net::TcpStream::connect(("127.0.0.1", port))
+            .map(|s| {
+                s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+                let mut c = RawClient {
+                    reader: std::io::BufReader::new(s),
+                };
+                c.cmd_str(&["PING"]) == "+PONG\r\n"
+            })
+            .unwrap_or(false)
+    });
+}
