@@ -234,12 +234,12 @@ fn judge_shard(
         match parse_member_name(znode) {
             Some((addr, seq)) => line.push((addr, seq, redis)),
             None => {
-                let text = format!("bad member name {znode:?}");
-                flag_shard(report, &mut shard, Level::Error, text);
+                let text = format!("stray child {znode:?} (not a member; ignored)");
+                flag_shard(report, &mut shard, Level::Warning, text);
             }
         }
     }
-    if raw.members.is_empty() {
+    if line.is_empty() {
         flag_shard(report, &mut shard, Level::Error, "no members".into());
     }
     line.sort_by_key(|(_, seq, _)| *seq);

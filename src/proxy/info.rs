@@ -138,13 +138,15 @@ fn write_zookeeper(session: &Session, out: &mut String) {
         for (i, shard) in view.shards.iter().enumerate() {
             let _ = write!(
                 out,
-                "zk_shard{i}:name={},range={}-{},master={},members={},no_members={}\r\n",
+                "zk_shard{i}:name={},range={}-{},master={},members={},no_members={},invalid={},strays={}\r\n",
                 shard.name,
                 shard.lo,
                 shard.hi,
                 shard.master.as_deref().unwrap_or("none"),
                 shard.members.len(),
                 u8::from(shard.no_members),
+                u8::from(shard.invalid.is_some()),
+                shard.strays.len(),
             );
         }
     }

@@ -293,8 +293,19 @@ pub fn prometheus_text(pools: &[Arc<Pool>]) -> String {
     }
 
     let mut sessions = Vec::new();
+    let mut invalid_shards = Vec::new();
     for p in pools.iter().filter(|p| p.zookeeper.is_some()) {
         let status = p.zk_status.snapshot();
+        for shard in status.view.iter().flat_map(|view| &view.shards) {
+            invalid_shards.push((
+                format!(
+                    "{{pool=\"{}\",shard=\"{}\"}}",
+                    escape(&p.name),
+                    escape(&shard.name)
+                ),
+                u8::from(shard.invalid.is_some()).to_string(),
+            ));
+        }
         for (session, state) in [
             ("registration", status.registration_session),
             ("watch", status.watch_session),
@@ -312,6 +323,13 @@ pub fn prometheus_text(pools: &[Arc<Pool>]) -> String {
         "gauge",
         "1 while the ZooKeeper session is connected.",
         &sessions,
+    );
+    family(
+        &mut out,
+        "shardproxy_zookeeper_shard_invalid",
+        "gauge",
+        "1 while a shard's znodes are invalid and its last good routing is kept.",
+        &invalid_shards,
     );
     out
 }

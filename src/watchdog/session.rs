@@ -5,7 +5,7 @@
 
 use super::agent::{Agent, Registration};
 use super::membership::{decide, Health, View};
-use super::switchover::members_in_line;
+use crate::zk::layout::members_in_line;
 use crate::zk::layout::{child_path, Member, MemberData, Role};
 use crate::zk::shutdown_requested;
 use std::future::Future;

@@ -37,7 +37,7 @@
 
 use super::health::RedisLink;
 use super::redis_client::RedisConn;
-use crate::zk::layout::{parse_member_name, Member};
+use crate::zk::layout::{members_in_line, Member};
 use serde::{Deserialize, Serialize};
 use std::time::{Duration, Instant};
 use zookeeper_client as zk;
@@ -285,23 +285,6 @@ async fn read_members(client: &zk::Client, shard: &str) -> Result<Vec<Member>, S
         }
     };
     Ok(members_in_line(&names))
-}
-
-/// Parses member names and sorts them by sequence; other names are left out.
-pub fn members_in_line(names: &[String]) -> Vec<Member> {
-    let mut members: Vec<Member> = names
-        .iter()
-        .filter_map(|name| {
-            let (addr, seq) = parse_member_name(name)?;
-            Some(Member {
-                addr,
-                seq,
-                znode: name.clone(),
-            })
-        })
-        .collect();
-    members.sort_by_key(|m| m.seq);
-    members
 }
 
 /// Creates the control znode with `request`. An existing one is replaced

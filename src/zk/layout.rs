@@ -24,9 +24,6 @@ pub enum LayoutError {
     /// A shard's data is not `{"weight":"LO-HI"}`.
     #[error("{path}: bad shard data: {reason}")]
     BadShardData { path: String, reason: String },
-    /// A member's znode name is not `<ip:port>-<10-digit sequence>`.
-    #[error("{path}: bad member name: want <ip:port>-<10-digit sequence>")]
-    BadMemberName { path: String },
     /// The cluster root has no shards.
     #[error("no shards")]
     NoShards,
@@ -62,9 +59,7 @@ impl LayoutError {
     /// errors are about the shards they name, not one path).
     pub fn path(&self) -> Option<&str> {
         match self {
-            LayoutError::BadShardData { path, .. } | LayoutError::BadMemberName { path } => {
-                Some(path)
-            }
+            LayoutError::BadShardData { path, .. } => Some(path),
             _ => None,
         }
     }
@@ -268,6 +263,12 @@ pub struct ShardView {
     pub members: Vec<Member>,
     /// The shard has no members now; `master` is the last known one.
     pub no_members: bool,
+    /// Children that are not members (not `ip:port-SEQUENCE`): left out of
+    /// the line, as the watchdogs leave them out.
+    pub strays: Vec<String>,
+    /// The shard's own znodes are invalid now (why); the view keeps the
+    /// shard as it last was valid, so its routing does not change.
+    pub invalid: Option<String>,
 }
 
 impl ShardView {
@@ -276,8 +277,7 @@ impl ShardView {
     /// master from the last good view, kept when there are no members.
     ///
     /// # Errors
-    /// [`LayoutError::BadShardData`] or [`LayoutError::BadMemberName`],
-    /// naming the znode.
+    /// [`LayoutError::BadShardData`], naming the znode.
     pub fn from_znodes(
         path: &str,
         data: &[u8],
@@ -285,19 +285,12 @@ impl ShardView {
         last_master: Option<&str>,
     ) -> Result<ShardView, LayoutError> {
         let (lo, hi) = parse_shard_data(path, data)?;
-        let mut members = Vec::with_capacity(children.len());
-        for child in children {
-            let (addr, seq) =
-                parse_member_name(child).ok_or_else(|| LayoutError::BadMemberName {
-                    path: child_path(path, child),
-                })?;
-            members.push(Member {
-                addr,
-                seq,
-                znode: child.clone(),
-            });
-        }
-        members.sort_by_key(|m| m.seq);
+        let members = members_in_line(children);
+        let strays = children
+            .iter()
+            .filter(|name| parse_member_name(name).is_none())
+            .cloned()
+            .collect();
         let no_members = members.is_empty();
         let master = match members.first() {
             Some(first) => Some(first.addr.clone()),
@@ -310,8 +303,28 @@ impl ShardView {
             master,
             members,
             no_members,
+            strays,
+            invalid: None,
         })
     }
+}
+
+/// Parses member names and sorts them by sequence; other names are left
+/// out. The watchdogs and the proxies read the line the same way.
+pub fn members_in_line(names: &[String]) -> Vec<Member> {
+    let mut members: Vec<Member> = names
+        .iter()
+        .filter_map(|name| {
+            let (addr, seq) = parse_member_name(name)?;
+            Some(Member {
+                addr,
+                seq,
+                znode: name.clone(),
+            })
+        })
+        .collect();
+    members.sort_by_key(|m| m.seq);
+    members
 }
 
 /// All shards of a cluster, their ranges tiling `[0, slots)`.
@@ -593,15 +606,16 @@ mod tests {
     }
 
     #[test]
-    fn shard_rejects_bad_member_name_naming_its_path() {
-        let err = ShardView::from_znodes("/c/s", br#"{"weight":"0-9"}"#, &names(&["junk"]), None)
-            .unwrap_err();
-        assert_eq!(
-            err,
-            LayoutError::BadMemberName {
-                path: "/c/s/junk".into()
-            }
-        );
+    fn shard_leaves_stray_children_out_of_the_line() {
+        let children = names(&[
+            "lock",
+            "10.0.0.2:6379-0000000002",
+            "10.0.0.1:6379-0000000001",
+        ]);
+        let view = ShardView::from_znodes("/c/s", br#"{"weight":"0-9"}"#, &children, None).unwrap();
+        assert_eq!(view.master.as_deref(), Some("10.0.0.1:6379"));
+        assert_eq!(view.members.len(), 2);
+        assert_eq!(view.strays, ["lock"]);
     }
 
     #[test]

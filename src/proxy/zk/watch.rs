@@ -329,19 +329,38 @@ impl<'a> Session<'a> {
             self.status.set_state_valid(false);
             return;
         };
+        let mut invalid = false;
         let built = shards
             .iter()
             .map(|(name, nodes)| {
-                let last_master = last
-                    .as_ref()
-                    .and_then(|view| view.shard(name))
-                    .and_then(|shard| shard.master.as_deref());
-                ShardView::from_znodes(
-                    &child_path(self.root, name),
+                let last_shard = last.as_ref().and_then(|view| view.shard(name));
+                let last_master = last_shard.and_then(|shard| shard.master.as_deref());
+                let path = child_path(self.root, name);
+                let shard = ShardView::from_znodes(
+                    &path,
                     nodes.data.as_deref().unwrap_or_default(),
                     nodes.members.as_deref().unwrap_or_default(),
                     last_master,
-                )
+                );
+                match (shard, last_shard) {
+                    (Ok(shard), _) => {
+                        if !shard.strays.is_empty() {
+                            warn!(path = %path, strays = ?shard.strays, "children that are not members are left out of the line");
+                        }
+                        Ok(shard)
+                    }
+                    // One shard's bad data freezes that shard only: it keeps
+                    // its last good range and master, flagged.
+                    (Err(error), Some(last_shard)) => {
+                        warn!(path = %path, error = %error, "invalid shard in ZooKeeper; keeping its last good state");
+                        self.status.record_error(&path, error.to_string());
+                        invalid = true;
+                        let mut kept = last_shard.clone();
+                        kept.invalid = Some(error.to_string());
+                        Ok(kept)
+                    }
+                    (Err(error), None) => Err(error),
+                }
             })
             .collect::<Result<Vec<_>, _>>()
             .and_then(ClusterView::new);
@@ -355,7 +374,7 @@ impl<'a> Session<'a> {
                 return;
             }
         };
-        self.status.set_state_valid(true);
+        self.status.set_state_valid(!invalid);
         if last.as_ref() == Some(&view) {
             return;
         }

@@ -1,0 +1,108 @@
+//! A ZooKeeper-driven cluster built by hand, the way ops and watchdogs
+//! would: shard znodes under [`ROOT`], members registered as watchdogs do,
+//! and proxies that route from them.
+
+use super::free_port;
+use super::proxy::Proxy;
+use super::redis::{RawClient, Redis};
+use super::wait_until;
+use super::zookeeper::{persistent, ZooKeeper};
+use shardproxy::hash::HashKind;
+use shardproxy::zk::layout::{member_prefix, ShardData};
+use std::time::Duration;
+use zookeeper_client as zk;
+
+pub const ROOT: &str = "/redis/cluster/test";
+pub const PROXIES: &str = "/redis/proxy/test";
+
+pub fn shard_path(name: &str) -> String {
+    format!("{ROOT}/{name}")
+}
+
+pub fn slot(key: &str) -> u32 {
+    HashKind::Md5.hash(key.as_bytes()) % 4096
+}
+
+/// `n` keys whose slots fall in `lo..=hi`.
+pub fn keys_in(lo: u32, hi: u32, n: usize, tag: &str) -> Vec<String> {
+    (0..)
+        .map(|i| format!("{tag}:{i}"))
+        .filter(|k| (lo..=hi).contains(&slot(k)))
+        .take(n)
+        .collect()
+}
+
+pub async fn create_shard(ops: &zk::Client, name: &str, lo: u32, hi: u32) {
+    ops.mkdir(ROOT, &persistent()).await.unwrap();
+    ops.create(
+        &shard_path(name),
+        &ShardData::new(lo, hi).to_json(),
+        &persistent(),
+    )
+    .await
+    .unwrap();
+}
+
+/// Registers `addr` under `shard` as its watchdog would; returns the
+/// member's full path.
+pub async fn add_member(watchdog: &zk::Client, shard: &str, addr: &str) -> String {
+    let options = zk::CreateMode::EphemeralSequential.with_acls(zk::Acls::anyone_all());
+    let data = format!(r#"{{"addr":"{addr}","role":"master","run_id":"x","offset":0}}"#);
+    let prefix = member_prefix(&shard_path(shard), addr);
+    let (_, seq) = watchdog
+        .create(&prefix, data.as_bytes(), &options)
+        .await
+        .unwrap();
+    format!("{prefix}{seq}")
+}
+
+/// A proxy of the cluster: range form in the file (the routing before
+/// ZooKeeper answers), the ZooKeeper keys, registration under PROXIES.
+pub fn start_proxy(zookeeper: &ZooKeeper, file_servers: &[&Redis]) -> Proxy {
+    start_proxy_with(zookeeper, file_servers, "  timeout: 1000\n")
+}
+
+/// Like [`start_proxy`], with the pool keys `keys` instead of the timeout.
+pub fn start_proxy_with(zookeeper: &ZooKeeper, file_servers: &[&Redis], keys: &str) -> Proxy {
+    let port = free_port();
+    let half = 4096 / file_servers.len() as u32;
+    let mut servers = String::new();
+    for (i, s) in file_servers.iter().enumerate() {
+        let lo = i as u32 * half;
+        let hi = if i + 1 == file_servers.len() {
+            4095
+        } else {
+            lo + half - 1
+        };
+        servers.push_str(&format!("   - {}:{lo}-{hi}\n", s.addr()));
+    }
+    let yaml = format!(
+        "test:\n  listen: 127.0.0.1:{port}\n  redis: true\n  hash: md5\n  distribution: modula\n{keys}  \
+         zookeeper_host: {}\n  zookeeper_path: {PROXIES}/127.0.0.1:{port}\n  \
+         zookeeper_redis_path: {ROOT}\n  servers:\n{servers}",
+        zookeeper.hosts()
+    );
+    Proxy::start_yaml(port, &yaml)
+}
+
+pub fn info(proxy: &Proxy) -> String {
+    RawClient::connect(proxy.port).cmd_str(&["INFO", "zookeeper"])
+}
+
+/// Waits until the proxy routes from a ZooKeeper view whose INFO line for
+/// shard `i` contains `needle`.
+pub fn wait_for_view(proxy: &Proxy, needle: &str) {
+    wait_until(
+        &format!("proxy {} to show {needle}", proxy.port),
+        Duration::from_secs(10),
+        || info(proxy).contains(needle),
+    );
+}
+
+pub fn holds(redis: &Redis, key: &str) -> bool {
+    redis.connect().cmd_str(&["EXISTS", key]) == ":1\r\n"
+}
+
+pub async fn children(ops: &zk::Client, path: &str) -> Vec<String> {
+    ops.list_children(path).await.unwrap_or_default()
+}

@@ -1,0 +1,200 @@
+//! ZooKeeper-driven routing under faults, against real processes: one
+//! shard's bad znodes do not stop another shard's failover, and a master
+//! that stalls, is replaced and wakes up never acknowledges a write.
+
+mod common;
+
+use common::redis::{encode_command, RawClient, Redis};
+use common::wait_until;
+use common::zk_cluster::*;
+use common::zookeeper::ZooKeeper;
+use std::time::{Duration, Instant};
+use zookeeper_client as zk;
+
+/// A stray child and then bad JSON on shard 0: shard 0 keeps its routing,
+/// flagged in INFO and metrics, while shard 1's failover is followed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_bad_shard_does_not_stop_another_shards_failover() {
+    let zookeeper = ZooKeeper::start();
+    let (a, b, b2) = (Redis::start(), Redis::start(), Redis::start());
+    let ops = zookeeper.client().await;
+    create_shard(&ops, "redis-0000", 0, 2047).await;
+    create_shard(&ops, "redis-0001", 2048, 4095).await;
+    add_member(&ops, "redis-0000", &a.addr()).await;
+    let member_b = add_member(&ops, "redis-0001", &b.addr()).await;
+    let proxy = start_proxy(&zookeeper, &[&a, &b]);
+    wait_for_view(
+        &proxy,
+        &format!("name=redis-0001,range=2048-4095,master={}", b.addr()),
+    );
+
+    // A child that is no member: left out of the line, flagged, valid.
+    ops.create(
+        &format!("{}/lock", shard_path("redis-0000")),
+        b"",
+        &zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all()),
+    )
+    .await
+    .unwrap();
+    wait_for_view(&proxy, "invalid=0,strays=1");
+    assert!(info(&proxy).contains("state_valid:1"));
+
+    // Bad JSON on shard 0: that shard keeps its last good state.
+    ops.set_data(&shard_path("redis-0000"), b"{not json", None)
+        .await
+        .unwrap();
+    wait_for_view(&proxy, "invalid=1,strays=1");
+    let text = info(&proxy);
+    assert!(text.contains("state_valid:0"), "{text}");
+    assert!(
+        text.contains(&format!("name=redis-0000,range=0-2047,master={}", a.addr())),
+        "{text}"
+    );
+    let metrics = http_get(proxy.metrics_port, "/metrics");
+    assert!(
+        metrics
+            .contains("shardproxy_zookeeper_shard_invalid{pool=\"test\",shard=\"redis-0000\"} 1"),
+        "{metrics}"
+    );
+
+    // Shard 1 fails over meanwhile: the proxy follows at once.
+    add_member(&ops, "redis-0001", &b2.addr()).await;
+    ops.delete(&member_b, None).await.unwrap();
+    wait_for_view(
+        &proxy,
+        &format!("name=redis-0001,range=2048-4095,master={}", b2.addr()),
+    );
+    let mut client = RawClient::connect(proxy.port);
+    let key1 = &keys_in(2048, 4095, 1, "after")[0];
+    let key0 = &keys_in(0, 2047, 1, "after")[0];
+    assert_eq!(client.cmd_str(&["SET", key1, "1"]), "+OK\r\n");
+    assert_eq!(client.cmd_str(&["SET", key0, "1"]), "+OK\r\n");
+    assert!(holds(&b2, key1), "shard 1's write lands on its new master");
+    assert!(
+        holds(&a, key0),
+        "shard 0 still routes to its last good master"
+    );
+
+    // Repaired: valid again.
+    ops.set_data(
+        &shard_path("redis-0000"),
+        &shardproxy::zk::layout::ShardData::new(0, 2047).to_json(),
+        None,
+    )
+    .await
+    .unwrap();
+    wait_for_view(&proxy, "state_valid:1");
+    assert!(info(&proxy).contains("name=redis-0000,range=0-2047"));
+}
+
+/// A master stopped with SIGSTOP while writes are in flight to it (the
+/// proxy has no `timeout`), then replaced through ZooKeeper, then woken and
+/// made a replica of the new master: no write it held is acknowledged, the
+/// ones the proxy had not written yet go to the new master, and every
+/// acknowledged write is on the new master.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_master_never_acknowledges_after_failover() {
+    let zookeeper = ZooKeeper::start();
+    let (old, new) = (Redis::start(), Redis::start());
+    let ops = zookeeper.client().await;
+    create_shard(&ops, "redis-0000", 0, 4095).await;
+    let member_old = add_member(&ops, "redis-0000", &old.addr()).await;
+    let replicaof = ["REPLICAOF", "127.0.0.1", &old.port.to_string()];
+    assert_eq!(new.connect().cmd_str(&replicaof), "+OK\r\n");
+    let proxy = start_proxy_with(&zookeeper, &[&old], "");
+    wait_for_view(&proxy, &format!("master={}", old.addr()));
+
+    let mut acknowledged = Vec::new();
+    let mut client = RawClient::connect(proxy.port);
+    for i in 0..20 {
+        let key = format!("before:{i}");
+        assert_eq!(client.cmd_str(&["SET", &key, "1"]), "+OK\r\n");
+        acknowledged.push(key);
+    }
+    wait_until("the replica to catch up", Duration::from_secs(10), || {
+        acknowledged.iter().all(|k| holds(&new, k))
+    });
+
+    old.guard.signal("STOP");
+    // A large write fills the socket to the stopped master; the small ones
+    // behind it stay queued in the proxy.
+    let big = vec![b'x'; 8 * 1024 * 1024];
+    let mut pipeline = encode_command(&[b"SET", b"stalled:big", &big]);
+    let small: Vec<String> = (0..20).map(|i| format!("stalled:{i}")).collect();
+    for key in &small {
+        pipeline.extend(encode_command(&[b"SET", key.as_bytes(), b"1"]));
+    }
+    let mut writer = client.reader.get_ref().try_clone().unwrap();
+    let sending = std::thread::spawn(move || {
+        use std::io::Write;
+        writer.write_all(&pipeline).unwrap();
+    });
+    // Let the proxy take the pipeline in and start writing it.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // Failover, as the watchdogs would do it.
+    assert_eq!(
+        new.connect().cmd_str(&["REPLICAOF", "NO", "ONE"]),
+        "+OK\r\n"
+    );
+    add_member(&ops, "redis-0000", &new.addr()).await;
+    ops.delete(&member_old, None).await.unwrap();
+    let switched = Instant::now();
+    let first = String::from_utf8_lossy(&client.read_reply()).into_owned();
+    let answered_after = switched.elapsed();
+    sending.join().unwrap();
+    assert!(
+        first.starts_with("-ERR shard 'redis-0000': backend ")
+            && first.contains(
+                "stopped being the master while the request was in flight; its outcome is unknown"
+            ),
+        "{first}"
+    );
+    eprintln!(
+        "the write held by the stalled master was answered {answered_after:?} after the switch"
+    );
+    assert!(answered_after < Duration::from_secs(2));
+    let mut replies = Vec::new();
+    for key in &small {
+        let reply = client.read_reply();
+        if reply == b"+OK\r\n" {
+            acknowledged.push(key.clone());
+        }
+        replies.push(String::from_utf8_lossy(&reply).into_owned());
+    }
+    let moved = replies.iter().filter(|r| *r == "+OK\r\n").count();
+    eprintln!(
+        "{moved} of {} queued writes went to the new master",
+        small.len()
+    );
+    assert!(moved > 0, "queued writes go to the new master: {replies:?}");
+
+    // The old master wakes up and becomes a replica of the new one.
+    old.guard.signal("CONT");
+    let follow = ["REPLICAOF", "127.0.0.1", &new.port.to_string()];
+    assert_eq!(old.connect().cmd_str(&follow), "+OK\r\n");
+    for i in 0..20 {
+        let key = format!("after:{i}");
+        assert_eq!(client.cmd_str(&["SET", &key, "1"]), "+OK\r\n");
+        acknowledged.push(key);
+    }
+    let lost: Vec<&String> = acknowledged.iter().filter(|k| !holds(&new, k)).collect();
+    eprintln!(
+        "acknowledged writes: {}, lost: {}",
+        acknowledged.len(),
+        lost.len()
+    );
+    assert!(lost.is_empty(), "acknowledged then lost: {lost:?}");
+}
+
+/// One HTTP GET on loopback; the whole response.
+fn http_get(port: u16, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream
+        .write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes())
+        .unwrap();
+    let mut body = String::new();
+    stream.read_to_string(&mut body).unwrap();
+    body
+}
