@@ -1,5 +1,6 @@
 //! What the three programs share at start-up: nutcracker's log levels,
-//! logging to stderr or a file, and the stop signals.
+//! logging to stderr or a file, running in the background, and the stop
+//! signals.
 
 use std::future::Future;
 use std::path::Path;
@@ -15,6 +16,54 @@ pub fn nutcracker_level(verbose: u8) -> Option<LevelFilter> {
         7 | 8 => Some(LevelFilter::DEBUG),
         9..=11 => Some(LevelFilter::TRACE),
         _ => None,
+    }
+}
+
+/// Starts this program again without `-d`, detached in its own process
+/// group with no terminal, and returns at once, as nutcracker's `-d` (and
+/// the old watchdog's `-dc HOST:PORT`) do. `program` names it in errors.
+pub fn daemonize(program: &str) -> std::process::ExitCode {
+    use std::os::unix::process::CommandExt;
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter_map(without_daemonize)
+        .collect();
+    let exe = match std::env::current_exe() {
+        Ok(exe) => exe,
+        Err(e) => {
+            eprintln!("{program}: cannot daemonize: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let spawned = std::process::Command::new(exe)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .process_group(0)
+        .spawn();
+    match spawned {
+        Ok(_) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{program}: cannot daemonize: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// An argument with the daemonize flag taken out: `-d` and `--daemonize`
+/// go, a cluster of short flags that starts with it (`-dc`) loses the `d`.
+fn without_daemonize(arg: String) -> Option<String> {
+    if arg == "-d" || arg == "--daemonize" {
+        return None;
+    }
+    match arg.strip_prefix("-d") {
+        Some(rest)
+            if !arg.starts_with("--") && rest.starts_with(|c: char| c.is_ascii_alphabetic()) =>
+        {
+            Some(format!("-{rest}"))
+        }
+        _ => Some(arg),
     }
 }
 
@@ -64,6 +113,28 @@ pub fn stop_signal() -> impl Future<Output = ()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_daemonize_flag_is_taken_out_of_the_arguments() {
+        let kept: Vec<String> = [
+            "-f",
+            "w.conf",
+            "-dc",
+            "10.0.0.1:6379",
+            "-d",
+            "--daemonize",
+            "/r/c/s",
+            "-v",
+        ]
+        .iter()
+        .map(|a| a.to_string())
+        .filter_map(without_daemonize)
+        .collect();
+        assert_eq!(
+            kept,
+            ["-f", "w.conf", "-c", "10.0.0.1:6379", "/r/c/s", "-v"]
+        );
+    }
 
     #[test]
     fn nutcracker_levels_map_onto_tracing() {

@@ -262,14 +262,16 @@ async fn status_shows_proxies_shards_and_replication_from_redis() {
     let master = Redis::start();
     let replica = Redis::start_with(&["--replicaof", "127.0.0.1", &master.port.to_string()]);
     let single = Redis::start();
+    let single_replica = Redis::start_with(&["--replicaof", "127.0.0.1", &single.port.to_string()]);
     for i in 0..20 {
         let key = format!("key{i}");
         master.connect().cmd_str(&["SET", &key, "value"]);
     }
-    wait_until("the replica to catch up", Duration::from_secs(20), || {
+    wait_until("the replicas to catch up", Duration::from_secs(20), || {
         info_field(&replica, "master_link_status").as_deref() == Some("up")
             && info_field(&replica, "slave_repl_offset")
                 == info_field(&master, "master_repl_offset")
+            && info_field(&single_replica, "master_link_status").as_deref() == Some("up")
     });
     let offset: u64 = info_field(&master, "master_repl_offset")
         .unwrap()
@@ -287,6 +289,13 @@ async fn status_shows_proxies_shards_and_replication_from_redis() {
     add_member(&session, "redis-0000", &master.addr(), Role::Master).await;
     add_member(&session, "redis-0000", &replica.addr(), Role::Replica).await;
     add_member(&session, "redis-0001", &single.addr(), Role::Master).await;
+    add_member(
+        &session,
+        "redis-0001",
+        &single_replica.addr(),
+        Role::Replica,
+    )
+    .await;
 
     let text = admin(&conf, &["status"]).await;
     assert_eq!(text.code, 0, "{text:?}");
@@ -335,8 +344,10 @@ async fn status_shows_proxies_shards_and_replication_from_redis() {
     assert_eq!(second["redis"]["offset"], offset);
     assert_eq!(second["lag"], 0);
     assert_eq!(json["shards"][1]["master"], single.addr());
+    assert_eq!(shard["degraded"], false);
 
-    // A replica that dies is a warning: exit 1, and the table says why.
+    // A replica that dies is a warning: exit 1, and the table says why;
+    // its shard, with no other replica, is degraded.
     let mut replica = replica;
     replica.guard.kill();
     let degraded = admin(&conf, &["status"]).await;
@@ -348,6 +359,57 @@ async fn status_shows_proxies_shards_and_replication_from_redis() {
         )),
         "{degraded:?}"
     );
+    assert!(
+        degraded
+            .stdout
+            .contains("warning: redis-0000: degraded: no replica in sync"),
+        "{degraded:?}"
+    );
+    let run = admin(&conf, &["status", "--json"]).await;
+    assert_eq!(run.code, 1, "{run:?}");
+    let json: Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(json["health"], "warning");
+    assert_eq!(json["shards"][0]["degraded"], true);
+    assert_eq!(json["shards"][1]["degraded"], false);
+}
+
+/// A shard whose only member is its master: `status` exits 1 and flags it
+/// degraded (one failure from losing the shard), distinct from a shard
+/// without a master.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_flags_a_shard_without_a_replica_degraded() {
+    let zookeeper = ZooKeeper::start();
+    let (a, b) = (Redis::start(), Redis::start());
+    let b_replica = Redis::start_with(&["--replicaof", "127.0.0.1", &b.port.to_string()]);
+    wait_until("the replica to sync", Duration::from_secs(20), || {
+        info_field(&b_replica, "master_link_status").as_deref() == Some("up")
+    });
+    let conf = pool_file(
+        &zookeeper,
+        &servers(&[(&a.addr(), "0-2047"), (&b.addr(), "2048-4095")]),
+    );
+    assert_eq!(admin(&conf, &["init"]).await.code, 0);
+    let session = zookeeper.client().await;
+    add_proxy(&session).await;
+    add_member(&session, "redis-0000", &a.addr(), Role::Master).await;
+    add_member(&session, "redis-0001", &b.addr(), Role::Master).await;
+    add_member(&session, "redis-0001", &b_replica.addr(), Role::Replica).await;
+    let run = admin(&conf, &["status"]).await;
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(
+        run.stdout
+            .contains("warning: redis-0000: degraded: no live replica"),
+        "{run:?}"
+    );
+    assert!(!run.stdout.contains("redis-0001: degraded"), "{run:?}");
+    let run = admin(&conf, &["status", "--json"]).await;
+    let json: Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(json["shards"][0]["degraded"], true);
+    assert_eq!(
+        json["shards"][0]["flags"],
+        serde_json::json!(["degraded: no live replica"])
+    );
+    assert_eq!(json["shards"][1]["degraded"], false);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -381,7 +443,10 @@ async fn status_fails_for_a_shard_without_members_and_without_proxies() {
     assert_eq!(json["health"], "error");
     assert_eq!(
         json["problems"],
-        serde_json::json!([{"level": "error", "subject": "redis-0001", "text": "no members"}])
+        serde_json::json!([
+            {"level": "warning", "subject": "redis-0000", "text": "degraded: no live replica"},
+            {"level": "error", "subject": "redis-0001", "text": "no members"}
+        ])
     );
     assert_eq!(
         json["shards"][1]["flags"],
@@ -433,7 +498,15 @@ fn shard_is(json: &Value, line: &[String]) -> bool {
         .flatten()
         .filter_map(|m| m["addr"].as_str())
         .collect();
-    json["health"] == "ok" && addrs == line.iter().map(String::as_str).collect::<Vec<_>>()
+    // A shard of one member is degraded (a warning), nothing worse.
+    let only_degraded = json["problems"].as_array().is_some_and(|problems| {
+        problems.iter().all(|p| {
+            p["text"]
+                .as_str()
+                .is_some_and(|t| t.starts_with("degraded"))
+        })
+    });
+    only_degraded && addrs == line.iter().map(String::as_str).collect::<Vec<_>>()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -46,6 +46,24 @@ members = [m for s in json.load(sys.stdin)["shards"] for m in s["members"]]
 sys.exit(0 if any(m["addr"] == addr and m["line"] == line for m in members) else 1)' "$1" "$2" <<<"$report"
 }
 
+# stderr, kept for messages from checks whose output wait_for hides.
+exec 9>&2
+
+# PING answered PONG. redis-cli exits 0 on an error reply (-NOAUTH, -ERR),
+# so its text is checked; an error reply is reported at once, not waited out.
+answers_pong() { # port
+    local reply
+    reply=$(redis-cli -p "$1" PING 2>&1) || return 1
+    case "$reply" in
+        PONG) return 0 ;;
+        "" | *"Could not connect"* | *"Connection refused"*) return 1 ;;
+        *)
+            echo "up.sh: 127.0.0.1:$1 answered PING with an error: $reply" >&9
+            exit 1
+            ;;
+    esac
+}
+
 wait_for() { # what, command... (up to 60 s: a busy machine is slow)
     local what=$1; shift
     for _ in $(seq 1 600); do
@@ -79,7 +97,7 @@ for port in "${REDIS_PORTS[@]}"; do
     redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly no \
         --dir "$RUN/redis-$port" --logfile "$RUN/redis-$port/redis.log" &
     started $! "redis-server:$port"
-    wait_for "redis-server on $port" redis-cli -p "$port" PING
+    wait_for "redis-server on $port" answers_pong "$port"
 done
 
 # The pool file, range form plus ZooKeeper keys, one per proxy.
@@ -119,7 +137,7 @@ for i in 0 1; do
     "$BIN/shardproxy" -c "$RUN/proxy-$i.yml" -o "$RUN/proxy-$i.log" -p "$RUN/proxy-$i.pid" \
         -a 127.0.0.1 -s "${STATS_PORTS[$i]}" --metrics "127.0.0.1:${METRICS_PORTS[$i]}" &
     started $! "shardproxy:${PROXY_PORTS[$i]}"
-    wait_for "shardproxy on ${PROXY_PORTS[$i]}" redis-cli -p "${PROXY_PORTS[$i]}" PING
+    wait_for "shardproxy on ${PROXY_PORTS[$i]}" answers_pong "${PROXY_PORTS[$i]}"
 done
 
 # Wait until the replicas have joined and both proxies are registered.

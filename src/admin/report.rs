@@ -103,8 +103,17 @@ pub struct ShardStatus {
     pub replicas: Vec<String>,
     /// In line order.
     pub members: Vec<MemberStatus>,
+    /// The shard has a master but no healthy replica (none live, or every
+    /// one off its master or lagging past [`DEGRADED_LAG`]): one failure
+    /// away from losing data. A warning, distinct from a shard without a
+    /// master (an error).
+    pub degraded: bool,
     pub flags: Vec<String>,
 }
+
+/// A replica further behind its master than this many bytes does not
+/// count towards a shard's redundancy.
+pub const DEGRADED_LAG: u64 = 16 * 1024 * 1024;
 
 /// The judged state of the cluster, printed as a table or as JSON.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -206,6 +215,7 @@ fn judge_shard(
         master: None,
         replicas: Vec::new(),
         members: Vec::new(),
+        degraded: false,
         flags: Vec::new(),
     };
     // Only the range matters for the tiling check, not the members.
@@ -263,12 +273,46 @@ fn judge_shard(
     }
     shard.master = master.map(|m| m.addr);
     shard.replicas = line.iter().skip(1).map(|(a, _, _)| a.clone()).collect();
+    // Judged only while the master answers: a shard whose master does not
+    // has a worse problem, already reported.
+    let master_answers = shard.members.first().is_some_and(|m| m.redis.is_some());
+    let healthy = shard
+        .members
+        .iter()
+        .skip(1)
+        .filter(|m| is_healthy_replica(m))
+        .count();
+    if master_answers && healthy == 0 {
+        shard.degraded = true;
+        let text = if shard.replicas.is_empty() {
+            "degraded: no live replica".to_string()
+        } else {
+            format!("degraded: no replica in sync (link up, within {DEGRADED_LAG} bytes)")
+        };
+        flag_shard(report, &mut shard, Level::Warning, text);
+    }
     (shard, view.ok())
 }
 
 fn flag_shard(report: &mut Report, shard: &mut ShardStatus, level: Level, text: String) {
     shard.flags.push(text.clone());
     report.raise(level, &shard.name, text);
+}
+
+/// A replica that could take over without losing much: it replicates from
+/// the shard's master with the link up and is at most [`DEGRADED_LAG`]
+/// behind.
+fn is_healthy_replica(member: &MemberStatus) -> bool {
+    let Some(redis) = &member.redis else {
+        return false;
+    };
+    redis.role == Role::Replica
+        && redis.link_up != Some(false)
+        && member.lag.is_some_and(|lag| lag <= DEGRADED_LAG)
+        && !member
+            .flags
+            .iter()
+            .any(|f| f.starts_with("replicates from"))
 }
 
 /// The first member of a shard's line, as its replicas are judged against.
@@ -492,6 +536,20 @@ mod tests {
     }
 
     #[test]
+    fn shard_without_a_replica_is_degraded() {
+        let mut snapshot = healthy();
+        let _replica = snapshot.shards[1].members.remove(0);
+        let report = judge(&target(), &snapshot);
+        assert_eq!(
+            texts(&report),
+            ["Warning redis-0000: degraded: no live replica"]
+        );
+        assert_eq!(report.health, Level::Warning);
+        assert!(report.shards[0].degraded);
+        assert!(!report.shards[1].degraded);
+    }
+
+    #[test]
     fn healthy_cluster_is_ok_with_lag_and_uptime() {
         let report = judge(&target(), &healthy());
         assert_eq!(texts(&report), Vec::<String>::new());
@@ -561,12 +619,19 @@ mod tests {
         let report = judge(&target(), &snapshot);
         assert_eq!(
             texts(&report),
-            ["Warning redis-0000 replica 10.0.0.3:6379: unreachable: connect timed out"]
+            [
+                "Warning redis-0000 replica 10.0.0.3:6379: unreachable: connect timed out",
+                "Warning redis-0000: degraded: no replica in sync (link up, within 16777216 bytes)"
+            ]
         );
         assert_eq!(report.health, Level::Warning);
+        assert!(report.shards[0].degraded);
         assert_eq!(
             report.shards[0].flags,
-            ["replica 10.0.0.3:6379: unreachable"]
+            [
+                "replica 10.0.0.3:6379: unreachable",
+                "degraded: no replica in sync (link up, within 16777216 bytes)"
+            ]
         );
     }
 
@@ -587,7 +652,10 @@ mod tests {
         let report = judge(&target(), &snapshot);
         assert_eq!(
             texts(&report),
-            ["Warning redis-0000 replica 10.0.0.3:6379: not replicating: Redis is a master"]
+            [
+                "Warning redis-0000 replica 10.0.0.3:6379: not replicating: Redis is a master",
+                "Warning redis-0000: degraded: no replica in sync (link up, within 16777216 bytes)"
+            ]
         );
         assert_eq!(report.shards[0].members[1].lag, None);
     }
@@ -599,7 +667,10 @@ mod tests {
         let report = judge(&target(), &snapshot);
         assert_eq!(
             texts(&report),
-            ["Warning redis-0000 replica 10.0.0.3:6379: replicates from 10.0.0.7:6379, not from the master 10.0.0.1:6379"]
+            [
+                "Warning redis-0000 replica 10.0.0.3:6379: replicates from 10.0.0.7:6379, not from the master 10.0.0.1:6379",
+                "Warning redis-0000: degraded: no replica in sync (link up, within 16777216 bytes)"
+            ]
         );
     }
 
@@ -610,7 +681,10 @@ mod tests {
         let report = judge(&target(), &snapshot);
         assert_eq!(
             texts(&report),
-            ["Warning redis-0000 replica 10.0.0.3:6379: replication link down"]
+            [
+                "Warning redis-0000 replica 10.0.0.3:6379: replication link down",
+                "Warning redis-0000: degraded: no replica in sync (link up, within 16777216 bytes)"
+            ]
         );
     }
 
@@ -701,7 +775,7 @@ mod tests {
     }
 
     #[test]
-    fn bad_member_name_is_an_error() {
+    fn stray_child_is_a_warning() {
         let mut snapshot = healthy();
         snapshot.shards[0]
             .members
@@ -709,7 +783,7 @@ mod tests {
         let report = judge(&target(), &snapshot);
         assert_eq!(
             texts(&report),
-            ["Error redis-0001: bad member name \"junk\""]
+            ["Warning redis-0001: stray child \"junk\" (not a member; ignored)"]
         );
         assert_eq!(report.shards[1].members.len(), 2);
     }

@@ -89,7 +89,7 @@ pub fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     if args.daemonize {
-        return daemonize();
+        return logging::daemonize("shardproxy");
     }
     let level = logging::nutcracker_level(args.verbose).unwrap_or(LevelFilter::TRACE);
     if let Err(e) = logging::init(level, args.output.as_deref()) {
@@ -198,37 +198,6 @@ async fn reload_on_sighup(
             }
             Err(e) => tracing::error!(file = %conf_file.display(), error = %e,
                 "SIGHUP: pool file rejected; keeping the running configuration"),
-        }
-    }
-}
-
-/// Starts this program again without `-d`, detached in its own process
-/// group with no terminal, and returns at once, as nutcracker's `-d` does.
-fn daemonize() -> ExitCode {
-    use std::os::unix::process::CommandExt;
-    let args: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| a != "-d" && a != "--daemonize")
-        .collect();
-    let exe = match std::env::current_exe() {
-        Ok(exe) => exe,
-        Err(e) => {
-            eprintln!("shardproxy: cannot daemonize: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let spawned = std::process::Command::new(exe)
-        .args(args)
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .process_group(0)
-        .spawn();
-    match spawned {
-        Ok(_) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("shardproxy: cannot daemonize: {e}");
-            ExitCode::FAILURE
         }
     }
 }

@@ -294,17 +294,18 @@ pub fn prometheus_text(pools: &[Arc<Pool>]) -> String {
 
     let mut sessions = Vec::new();
     let mut invalid_shards = Vec::new();
+    let mut replicas = Vec::new();
     for p in pools.iter().filter(|p| p.zookeeper.is_some()) {
         let status = p.zk_status.snapshot();
         for shard in status.view.iter().flat_map(|view| &view.shards) {
-            invalid_shards.push((
-                format!(
-                    "{{pool=\"{}\",shard=\"{}\"}}",
-                    escape(&p.name),
-                    escape(&shard.name)
-                ),
-                u8::from(shard.invalid.is_some()).to_string(),
-            ));
+            let labels = format!(
+                "{{pool=\"{}\",shard=\"{}\"}}",
+                escape(&p.name),
+                escape(&shard.name)
+            );
+            let in_line = shard.members.len().saturating_sub(1);
+            replicas.push((labels.clone(), in_line.to_string()));
+            invalid_shards.push((labels, u8::from(shard.invalid.is_some()).to_string()));
         }
         for (session, state) in [
             ("registration", status.registration_session),
@@ -330,6 +331,13 @@ pub fn prometheus_text(pools: &[Arc<Pool>]) -> String {
         "gauge",
         "1 while a shard's znodes are invalid and its last good routing is kept.",
         &invalid_shards,
+    );
+    family(
+        &mut out,
+        "shardproxy_zookeeper_shard_replicas",
+        "gauge",
+        "Replicas in a shard's line (live, registered by their watchdog); 0 means degraded: one failure from losing the shard.",
+        &replicas,
     );
     out
 }

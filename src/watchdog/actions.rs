@@ -63,6 +63,27 @@ impl Agent {
                 );
             }
             Action::Follow(master) => self.follow(&state, &master).await,
+            Action::Succeed => {
+                self.register(session, Role::Master).await?;
+                info!(
+                    shard = %self.settings.shard,
+                    redis = %self.settings.redis,
+                    old_master = %self.settings.redis,
+                    new_master = %self.settings.redis,
+                    "registered behind a predecessor's member of our Redis; taking its place when it goes"
+                );
+            }
+            Action::StepBack => {
+                self.leave(session, "the master registered again behind us")
+                    .await?;
+                self.register(session, Role::Replica).await?;
+                info!(
+                    shard = %self.settings.shard,
+                    redis = %self.settings.redis,
+                    master = %state.master_addr(),
+                    "registered again behind the master's new member"
+                );
+            }
             Action::Promote => {
                 if self.replicaof_no_one().await {
                     info!(

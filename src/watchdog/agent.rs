@@ -46,6 +46,9 @@ pub struct Agent {
     pub(super) members: Vec<Member>,
     /// The lowest member's address as last seen, for "old master" in logs.
     pub(super) last_master: Option<String>,
+    /// The head of the line is a member of our Redis that is not ours: a
+    /// predecessor's, kept until it goes (see `sort_out`).
+    pub(super) predecessor: Option<String>,
     pub(super) guard: Guard,
     /// The last reason for waiting, logged once.
     pub(super) last_wait: Option<&'static str>,
@@ -109,6 +112,7 @@ impl Agent {
             joining: false,
             members: Vec::new(),
             last_master: None,
+            predecessor: None,
             guard,
             last_wait: None,
             zk_failures: 0,
@@ -152,7 +156,12 @@ impl Agent {
         let Health::Up(state) = &self.health else {
             return;
         };
-        let registered = self.registered.as_ref().map(|r| r.name.as_str());
+        // A predecessor at the head holds our Redis's place: the line says
+        // our Redis is the master.
+        let registered = self
+            .predecessor
+            .as_deref()
+            .or(self.registered.as_ref().map(|r| r.name.as_str()));
         let allowed = writes_allowed(connected, registered, &self.members);
         self.guard.apply(&mut self.redis, state, allowed).await;
     }

@@ -14,7 +14,11 @@ use tracing::level_filters::LevelFilter;
 #[command(
     name = "shardproxy-watchdog",
     version,
-    about = "Watches one Redis instance: health checks, shard membership in ZooKeeper, failover"
+    about = "Watches one Redis instance: health checks, shard membership in ZooKeeper, failover",
+    after_help = "The old redis-zoo-watchdog command line works unchanged:\n  \
+        shardproxy-watchdog -f zoo-watchdog.conf -dc 172.17.32.105:6379 /redis/cluster/icd/redis-0000\n\
+        (-d: run in the background, -c: the Redis, then the shard znode), the same as\n  \
+        shardproxy-watchdog -f zoo-watchdog.conf -d --redis 172.17.32.105:6379 --shard /redis/cluster/icd/redis-0000"
 )]
 pub struct Args {
     /// ZooKeeper connect string, `host:port,host:port,...` (default: the
@@ -22,12 +26,18 @@ pub struct Args {
     #[arg(long = "zk", value_name = "HOSTS")]
     pub zk: Option<String>,
     /// The Redis instance to watch, `host:port`, as proxies and replicas
-    /// reach it (it names the member znode).
-    #[arg(long = "redis", value_name = "HOST:PORT")]
-    pub redis: String,
+    /// reach it (it names the member znode). `-c` is the old watchdog's name.
+    #[arg(short = 'c', long = "redis", value_name = "HOST:PORT")]
+    pub redis: Option<String>,
     /// The shard znode, e.g. `/redis/cluster/icd/redis-0000`.
     #[arg(long = "shard", value_name = "ZK_SHARD_PATH")]
-    pub shard: String,
+    pub shard: Option<String>,
+    /// The shard znode as the old watchdog takes it: the last argument.
+    #[arg(value_name = "ZK_SHARD_PATH")]
+    pub shard_path: Option<String>,
+    /// Run in the background (as the old watchdog's `-d`).
+    #[arg(short = 'd', long = "daemonize")]
+    pub daemonize: bool,
     /// Health check interval.
     #[arg(long = "interval-ms", default_value_t = 1000)]
     pub interval_ms: u64,
@@ -71,6 +81,12 @@ pub enum ConfigError {
     NoZooKeeper,
     #[error("bad --redis {0:?}: want host:port")]
     BadRedis(String),
+    #[error("no Redis to watch: give --redis HOST:PORT (or -c HOST:PORT)")]
+    NoRedis,
+    #[error("no shard: give --shard ZK_SHARD_PATH (or the path as the last argument)")]
+    NoShard,
+    #[error("two shards given: --shard {0:?} and {1:?}")]
+    TwoShards(String, String),
     #[error("bad --shard {0:?}: want <cluster root>/<shard>, e.g. /redis/cluster/icd/redis-0000")]
     BadShard(String),
     #[error("bad log level {0:?}: want error, warn, info, debug, trace or 0..11")]
@@ -206,13 +222,21 @@ impl Settings {
             .or(file.zk_servers)
             .filter(|hosts| !hosts.trim().is_empty())
             .ok_or(ConfigError::NoZooKeeper)?;
-        if !is_server_addr(&args.redis) {
-            return Err(ConfigError::BadRedis(args.redis));
+        let redis = args.redis.ok_or(ConfigError::NoRedis)?;
+        if !is_server_addr(&redis) {
+            return Err(ConfigError::BadRedis(redis));
         }
-        let shard = args.shard.trim_end_matches('/');
+        let shard_arg = match (args.shard, args.shard_path) {
+            (Some(flag), Some(path)) if flag != path => {
+                return Err(ConfigError::TwoShards(flag, path))
+            }
+            (Some(shard), _) | (None, Some(shard)) => shard,
+            (None, None) => return Err(ConfigError::NoShard),
+        };
+        let shard = shard_arg.trim_end_matches('/');
         let control = control_path(shard)
             .filter(|_| shard.starts_with('/') && !shard.contains("//"))
-            .ok_or_else(|| ConfigError::BadShard(args.shard.clone()))?;
+            .ok_or_else(|| ConfigError::BadShard(shard_arg.clone()))?;
         let level_text = args.verbose.or(file.log_level);
         let log_level = match &level_text {
             Some(text) => parse_level(text).ok_or_else(|| ConfigError::BadLevel(text.clone()))?,
@@ -231,7 +255,7 @@ impl Settings {
         }
         Ok(Settings {
             zk_hosts,
-            redis: args.redis,
+            redis,
             shard: shard.to_string(),
             control,
             interval: Duration::from_millis(args.interval_ms),
@@ -272,6 +296,49 @@ mod tests {
             "--shard",
             "/redis/cluster/icd/redis-0000",
         ]
+    }
+
+    #[test]
+    fn the_old_watchdog_command_line_works_unchanged() {
+        let old = args(&[
+            "-f",
+            "zoo-watchdog.conf",
+            "-dc",
+            "172.17.32.105:6379",
+            "/redis/cluster/icd/redis-0000",
+        ]);
+        assert!(old.daemonize);
+        let settings = Settings::merge(old, parse_file(OPS_FILE).unwrap()).unwrap();
+        assert_eq!(settings.redis, "172.17.32.105:6379");
+        assert_eq!(settings.shard, "/redis/cluster/icd/redis-0000");
+        assert_eq!(settings.zk_hosts, "172.16.10.96:2181,172.16.10.163:2181");
+    }
+
+    #[test]
+    fn a_missing_or_doubled_shard_is_an_error() {
+        let none = args(&["--zk", "z:1", "--redis", "10.0.0.1:6379"]);
+        assert!(matches!(
+            Settings::merge(none, FileSettings::default()),
+            Err(ConfigError::NoShard)
+        ));
+        let two = args(&[
+            "--zk",
+            "z:1",
+            "-c",
+            "10.0.0.1:6379",
+            "--shard",
+            "/r/c/a",
+            "/r/c/b",
+        ]);
+        assert!(matches!(
+            Settings::merge(two, FileSettings::default()),
+            Err(ConfigError::TwoShards(..))
+        ));
+        let no_redis = args(&["--zk", "z:1", "/r/c/a"]);
+        assert!(matches!(
+            Settings::merge(no_redis, FileSettings::default()),
+            Err(ConfigError::NoRedis)
+        ));
     }
 
     #[test]

@@ -46,6 +46,9 @@ pub struct View<'a> {
     pub joining: bool,
     /// The role the lowest member reports in its data, when it was read.
     pub lowest_role: Option<Role>,
+    /// The lowest member is our Redis's but not our znode: a predecessor
+    /// watchdog's (a takeover, or our own run before a restart).
+    pub predecessor: bool,
 }
 
 /// What to do; the agent carries it out and logs it.
@@ -64,6 +67,13 @@ pub enum Action {
     Follow(String),
     /// We are the lowest member: `REPLICAOF NO ONE` (rule 4).
     Promote,
+    /// A predecessor's member holds our master Redis's place: register as
+    /// master behind it, to take its place when it goes.
+    Succeed,
+    /// The master's watchdog registered again behind us (a takeover):
+    /// register again behind it, so that when its old member goes the
+    /// line still starts with the master and nobody fails over.
+    StepBack,
     /// Nothing to do yet, and why.
     Wait(&'static str),
 }
@@ -112,6 +122,18 @@ fn decide_registered(view: &View<'_>, name: &str) -> Action {
             Role::Replica => Action::Promote,
         };
     }
+    if view.predecessor {
+        return match state.role {
+            Role::Master => Action::Steady,
+            Role::Replica => {
+                Action::Wait("a predecessor's member holds our place but our Redis is a replica")
+            }
+        };
+    }
+    let behind_us = view.members.iter().skip_while(|m| m.znode != name).skip(1);
+    if state.follows(&lowest.addr) && behind_us.clone().any(|m| m.addr == lowest.addr) {
+        return Action::StepBack;
+    }
     follow(view, state, lowest)
 }
 
@@ -125,6 +147,14 @@ fn decide_unregistered(view: &View<'_>) -> Action {
         }
         return Action::LeadEmptyShard;
     };
+    if view.predecessor {
+        return match state.role {
+            Role::Master => Action::Succeed,
+            Role::Replica => {
+                Action::Wait("a predecessor's member holds our place but our Redis is a replica")
+            }
+        };
+    }
     if state.synced_from(&lowest.addr) {
         return Action::Join;
     }
@@ -190,7 +220,42 @@ mod tests {
             registered_run_id: None,
             joining: false,
             lowest_role: Some(Role::Master),
+            predecessor: false,
         }
+    }
+
+    #[test]
+    fn a_master_behind_its_predecessor_succeeds_it_and_stays_steady() {
+        let health = Health::Up(master());
+        let line = [member(A, 0), member(B, 1)];
+        let mut v = view(&health, &line);
+        v.predecessor = true;
+        assert_eq!(decide(&v), Action::Succeed);
+        let line = [member(A, 0), member(B, 1), member(A, 2)];
+        let mut v = view(&health, &line);
+        v.predecessor = true;
+        let name = line[2].znode.clone();
+        v.registered = Some(&name);
+        v.registered_run_id = Some("run1");
+        assert_eq!(decide(&v), Action::Steady);
+    }
+
+    #[test]
+    fn a_replica_ahead_of_the_masters_new_member_steps_back() {
+        let health = Health::Up(replica_of(A, true, false));
+        let line = [member(A, 0), member(B, 1), member(A, 2)];
+        let mut v = view(&health, &line);
+        let name = line[1].znode.clone();
+        v.registered = Some(&name);
+        v.registered_run_id = Some("run1");
+        assert_eq!(decide(&v), Action::StepBack);
+        // Behind the master's new member already: steady.
+        let line = [member(A, 0), member(A, 2), member(B, 3)];
+        let mut v = view(&health, &line);
+        let name = line[2].znode.clone();
+        v.registered = Some(&name);
+        v.registered_run_id = Some("run1");
+        assert_eq!(decide(&v), Action::Steady);
     }
 
     #[test]

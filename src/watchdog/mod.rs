@@ -54,13 +54,20 @@ use tokio::sync::watch as signal;
 /// runs until SIGTERM or SIGINT. Exit code 0 on a stop signal, 1 for bad
 /// settings.
 pub fn main() -> ExitCode {
-    let settings = match Settings::from_args(Args::parse()) {
+    let args = Args::parse();
+    let daemonize = args.daemonize;
+    let settings = match Settings::from_args(args) {
         Ok(settings) => settings,
         Err(e) => {
             eprintln!("shardproxy-watchdog: {e}");
             return ExitCode::FAILURE;
         }
     };
+    // Settings are checked first, so a bad command line fails in the
+    // foreground.
+    if daemonize {
+        return logging::daemonize("shardproxy-watchdog");
+    }
     if let Err(e) = logging::init(settings.log_level, settings.log_file.as_deref()) {
         eprintln!("shardproxy-watchdog: cannot open the log file: {e}");
         return ExitCode::FAILURE;

@@ -75,6 +75,7 @@ impl Agent {
                 registered_run_id: self.registered.as_ref().map(|r| r.data.run_id.as_str()),
                 joining: self.joining,
                 lowest_role,
+                predecessor: self.predecessor.is_some(),
             };
             decide(&view)
         };
@@ -219,7 +220,11 @@ impl Agent {
 
     /// The line: members sorted by sequence, with members of our address
     /// sorted out. One of ours that this session created is adopted (its
-    /// create reply was lost); any other was left by an earlier run or
+    /// create reply was lost). One at the head of the line while our Redis
+    /// is master is a predecessor's (the old watchdog's during a takeover,
+    /// or this watchdog's before a restart, whose session still lives): it
+    /// is kept, since deleting it would fail the shard over, and we take
+    /// its place when it goes. Any other was left by an earlier run or
     /// session of this watchdog and is deleted, since our Redis has one
     /// place in line at most.
     pub(super) async fn sort_out(
@@ -235,8 +240,22 @@ impl Agent {
             }
         }
         let mut line = Vec::new();
-        for member in members_in_line(names) {
+        let in_line = members_in_line(names);
+        let head = in_line.first().map(|m| m.znode.clone());
+        let our_redis_is_master =
+            matches!(&self.health, Health::Up(state) if state.role == Role::Master);
+        let had_predecessor = self.predecessor.take();
+        for member in in_line {
             if member.addr != self.settings.redis || Some(&member.znode) == ours.as_ref() {
+                line.push(member);
+                continue;
+            }
+            if Some(&member.znode) == head.as_ref() && our_redis_is_master {
+                if had_predecessor.as_ref() != Some(&member.znode) {
+                    info!(shard = %self.settings.shard, redis = %self.settings.redis, member = %member.znode,
+                        "a predecessor's member holds our Redis's place as master; keeping it and taking over when it goes");
+                }
+                self.predecessor = Some(member.znode.clone());
                 line.push(member);
                 continue;
             }
