@@ -111,8 +111,8 @@ fn find_process(conf: &str) -> Option<u32> {
             let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
             let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
             let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
-            let ours = args.first()?.ends_with(b"shardproxy-watchdog")
-                && args.contains(&conf.as_bytes());
+            let ours =
+                args.first()?.ends_with(b"shardproxy-watchdog") && args.contains(&conf.as_bytes());
             ours.then_some(pid)
         })
 }

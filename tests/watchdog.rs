@@ -72,11 +72,82 @@ fn empty_shard_first_becomes_master_second_joins_after_first_sync() {
     assert!(wb.log_text().contains("joined the line as a replica"));
     assert!(wa.log_text().contains("registered as its master"));
 
-    // SIGTERM: the watchdog closes its session, so its member goes at once.
+    // SIGTERM: the watchdog exits with its session open, so a restart can
+    // take its place back; stopped for good, its member goes when the
+    // session expires.
     let mut wb = wb;
     wb.guard.signal("TERM");
     assert_eq!(wb.guard.wait_exit(DEADLINE), Some(0));
-    assert_eq!(zk.line(&shard), [a.addr()]);
+    assert_eq!(zk.line(&shard), [a.addr(), b.addr()]);
+    wait_until("b's member to expire", DEADLINE, || {
+        zk.line(&shard) == [a.addr()]
+    });
+}
+
+/// A master's watchdog stopped with SIGTERM and started again with the
+/// same arguments soon after: no failover, and no write fails. The test
+/// server caps sessions at 2 s, so the restart comes after 0.5 s (with the
+/// default 6 s session, a second is well within it).
+#[test]
+fn restarting_a_masters_watchdog_is_no_failover() {
+    let zookeeper = ZooKeeper::start();
+    let zk = Zk::connect(&zookeeper);
+    let shard = zk.create_shard("/redis/cluster/restart");
+    let (a, b) = (start_redis(), start_redis());
+    let timings = [
+        "--interval-ms",
+        "100",
+        "--down-after",
+        "3",
+        "--session-timeout-ms",
+        "2000",
+    ];
+    let wa = Watchdog::start_with(&zookeeper.hosts(), &a, &shard, &timings);
+    wait_until("a to be the master", DEADLINE, || {
+        zk.line(&shard) == [a.addr()]
+    });
+    let wb = Watchdog::start_with(&zookeeper.hosts(), &b, &shard, &timings);
+    wait_until("b to join the line", DEADLINE, || {
+        zk.line(&shard) == [a.addr(), b.addr()]
+    });
+    let mut pair = Pair {
+        _zookeeper: zookeeper,
+        zk,
+        shard,
+        a,
+        b,
+        wa,
+        wb,
+    };
+    let first = pair.zk.members(&pair.shard)[0].seq;
+    let mut writer = Writer::start([pair.a.port, pair.a.port]);
+    wait_until("writes", DEADLINE, || writer.acked().len() > 100);
+    pair.wa.guard.signal("TERM");
+    assert_eq!(pair.wa.guard.wait_exit(DEADLINE), Some(0));
+    std::thread::sleep(Duration::from_millis(500));
+    let log = pair.wa.log.clone();
+    pair.wa = Watchdog::spawn(pair.wa.args.clone(), log);
+    // The old member expires; the new one leads, the replica behind it.
+    wait_until("the restarted watchdog to lead the line", DEADLINE, || {
+        let members = pair.zk.members(&pair.shard);
+        members.len() == 2 && members[0].addr == pair.a.addr() && members[0].seq > first
+    });
+    let done = writer.acked().len();
+    wait_until("writes after the restart", DEADLINE, || {
+        writer.acked().len() > done + 100
+    });
+    let acked = writer.stop();
+    let attempts = acked.last().map_or(0, |(i, _)| *i);
+    println!(
+        "watchdog restart: {} writes acknowledged of {attempts}, longest gap {:?}",
+        acked.len(),
+        longest_gap(&acked)
+    );
+    assert_eq!(acked.len() as u64, attempts, "a write failed");
+    assert!(is_master(&pair.a), "the master stayed master");
+    assert!(is_synced_replica_of(&pair.b, &pair.a));
+    assert!(!pair.wb.log_text().contains("promoted to master"));
+    assert!(missing(&pair.a, &acked).is_empty());
 }
 
 #[test]

@@ -43,6 +43,39 @@ impl Session {
 }
 
 impl Agent {
+    /// Stops without closing the session: our member stays in line until
+    /// the session expires, so a watchdog started again with the same
+    /// arguments before then takes its place back (as a predecessor's
+    /// successor) and the shard does not fail over. Stopped for good, the
+    /// shard fails over when the session expires. A master's writes are
+    /// paused until then: nobody guards it meanwhile, and if it is replaced
+    /// it must not have acknowledged writes the new master never saw.
+    pub(super) async fn stop_keeping_our_place(&mut self, session: Session) {
+        let timeout = session.client.session_timeout();
+        let master = matches!(&self.health, Health::Up(state) if state.role == Role::Master);
+        let (shard, redis) = (&self.settings.shard, &self.settings.redis);
+        if master && (self.is_lowest() || self.predecessor.is_some()) {
+            let hold = timeout + self.settings.interval * 2 + Duration::from_secs(1);
+            let ms = hold.as_millis().to_string();
+            match self.redis.command(&["CLIENT", "PAUSE", &ms, "WRITE"]).await {
+                Ok(()) => info!(shard = %shard, redis = %redis, pause_ms = hold.as_millis() as u64,
+                    "writes paused until a restarted watchdog takes over or the session expires"),
+                Err(e) => {
+                    warn!(shard = %shard, redis = %redis, error = %e, "cannot pause writes before stopping")
+                }
+            }
+        }
+        info!(
+            shard = %shard,
+            redis = %redis,
+            session_timeout_ms = timeout.as_millis() as u64,
+            "watchdog stopped; our member stays until the session expires: start again with the same arguments before then to resume without a failover"
+        );
+        // Dropping the client would close the session and delete our
+        // member at once; the process exits with the session open.
+        std::mem::forget(session.client);
+    }
+
     /// Check, read the line, act, guard.
     pub(super) async fn step(&mut self, session: &mut Session, tick: bool) {
         if tick {
@@ -192,8 +225,7 @@ impl Agent {
                     }
                 },
                 _ = shutdown_requested(shutdown) => {
-                    crate::zk::close(session.client).await;
-                    info!(shard = %self.settings.shard, redis = %self.settings.redis, "watchdog stopped; left the shard");
+                    self.stop_keeping_our_place(session).await;
                     return true;
                 }
             }
