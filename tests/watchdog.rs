@@ -84,6 +84,58 @@ fn empty_shard_first_becomes_master_second_joins_after_first_sync() {
     });
 }
 
+/// A short loss of ZooKeeper (the master's watchdog cut off for 0.6 s with
+/// a 2 s session, which cannot expire meanwhile) does not pause the
+/// master: no write fails and none waits long.
+#[test]
+fn a_zookeeper_blip_does_not_pause_the_master() {
+    let zookeeper = ZooKeeper::start();
+    let zk = Zk::connect(&zookeeper);
+    let shard = zk.create_shard("/redis/cluster/blip");
+    let (a, b) = (start_redis(), start_redis());
+    let relay = Relay::start(zookeeper.port);
+    let timings = [
+        "--interval-ms",
+        "100",
+        "--down-after",
+        "3",
+        "--session-timeout-ms",
+        "2000",
+    ];
+    let wa = Watchdog::start_with(&relay.hosts(), &a, &shard, &timings);
+    wait_until("a to be the master", DEADLINE, || {
+        zk.line(&shard) == [a.addr()]
+    });
+    let wb = Watchdog::start_with(&zookeeper.hosts(), &b, &shard, &timings);
+    wait_until("b to join the line", DEADLINE, || {
+        zk.line(&shard) == [a.addr(), b.addr()]
+    });
+    let mut writer = Writer::start([a.port, a.port]);
+    wait_until("writes", DEADLINE, || writer.acked().len() > 100);
+    relay.cut();
+    std::thread::sleep(Duration::from_millis(600));
+    relay.restore();
+    wait_until("a's watchdog to reconnect", DEADLINE, || {
+        wa.log_text().contains("ZooKeeper reconnected")
+    });
+    let done = writer.acked().len();
+    wait_until("writes after the blip", DEADLINE, || {
+        writer.acked().len() > done + 100
+    });
+    let acked = writer.stop();
+    let attempts = acked.last().map_or(0, |(i, _)| *i);
+    let gap = longest_gap(&acked);
+    println!(
+        "ZooKeeper blip: {} of {attempts} writes acknowledged, longest gap {gap:?}",
+        acked.len()
+    );
+    assert_eq!(acked.len() as u64, attempts, "a write failed");
+    assert!(gap < Duration::from_millis(500), "{gap:?}");
+    assert!(!wa.log_text().contains("split-brain guard: paused"));
+    assert_eq!(zk.line(&shard), [a.addr(), b.addr()]);
+    drop(wb);
+}
+
 /// A master's watchdog stopped with SIGTERM and started again with the
 /// same arguments soon after: no failover, and no write fails. The test
 /// server caps sessions at 2 s, so the restart comes after 0.5 s (with the

@@ -19,7 +19,7 @@ use super::health::{Failures, RedisLink};
 use super::membership::Health;
 use crate::zk::layout::{Member, MemberData};
 use crate::zk::shutdown_requested;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::watch as signal;
 use tokio::time::MissedTickBehavior;
 use tracing::{debug, error, info, warn};
@@ -46,6 +46,11 @@ pub struct Agent {
     pub(super) members: Vec<Member>,
     /// The lowest member's address as last seen, for "old master" in logs.
     pub(super) last_master: Option<String>,
+    /// When ZooKeeper last answered us, and the session timeout it granted:
+    /// while the session cannot have expired nobody can take over, so a
+    /// master keeps taking writes through a short ZooKeeper outage.
+    pub(super) last_heard: Option<Instant>,
+    pub(super) session_timeout: Duration,
     /// The head of the line is a member of our Redis that is not ours: a
     /// predecessor's, kept until it goes (see `sort_out`).
     pub(super) predecessor: Option<String>,
@@ -92,6 +97,7 @@ pub async fn run(settings: Settings, mut shutdown: signal::Receiver<bool>) {
 
 impl Agent {
     pub(super) fn new(settings: Settings) -> Agent {
+        let settings_session_timeout = settings.session_timeout;
         let redis = RedisLink::new(
             &settings.redis,
             settings.redis_auth.clone(),
@@ -112,6 +118,8 @@ impl Agent {
             joining: false,
             members: Vec::new(),
             last_master: None,
+            last_heard: None,
+            session_timeout: settings_session_timeout,
             predecessor: None,
             guard,
             last_wait: None,
@@ -156,6 +164,7 @@ impl Agent {
         let Health::Up(state) = &self.health else {
             return;
         };
+        let connected = connected || self.session_surely_alive();
         // A predecessor at the head holds our Redis's place: the line says
         // our Redis is the master.
         let registered = self
@@ -164,6 +173,16 @@ impl Agent {
             .or(self.registered.as_ref().map(|r| r.name.as_str()));
         let allowed = writes_allowed(connected, registered, &self.members);
         self.guard.apply(&mut self.redis, state, allowed).await;
+    }
+
+    /// True while our session cannot have expired on the server: it
+    /// answered us less than three quarters of the session timeout ago. The
+    /// server expires a session only a whole timeout after it last heard
+    /// from it, and a replica is promoted only after that, so pausing at
+    /// three quarters (checked every interval) still comes first.
+    pub(super) fn session_surely_alive(&self) -> bool {
+        self.last_heard
+            .is_some_and(|heard| heard.elapsed() < self.session_timeout * 3 / 4)
     }
 
     pub(super) fn is_lowest(&self) -> bool {

@@ -83,13 +83,14 @@ impl Agent {
         }
         self.check_health(tick).await;
         if session.connected() {
-            if let Err(e) = self.membership(session).await {
-                warn!(
+            match self.membership(session).await {
+                Ok(()) => self.last_heard = Some(std::time::Instant::now()),
+                Err(e) => warn!(
                     shard = %self.settings.shard,
                     redis = %self.settings.redis,
                     error = %e,
                     "ZooKeeper request failed"
-                );
+                ),
             }
         }
         self.guard(session.connected()).await;
@@ -150,6 +151,8 @@ impl Agent {
                     "ZooKeeper session established"
                 );
                 self.zk_failures = 0;
+                self.session_timeout = client.session_timeout();
+                self.last_heard = Some(std::time::Instant::now());
                 Some(client)
             }
             Err(e) => {
@@ -209,7 +212,11 @@ impl Agent {
                         self.step(&mut session, false).await;
                     }
                     zk::SessionState::Disconnected | zk::SessionState::ConnectedReadOnly => {
-                        warn!(shard = %self.settings.shard, redis = %self.settings.redis, "ZooKeeper connection lost");
+                        let grace_ms = self.last_heard.map_or(0, |heard| {
+                            (self.session_timeout * 3 / 4).saturating_sub(heard.elapsed()).as_millis() as u64
+                        });
+                        warn!(shard = %self.settings.shard, redis = %self.settings.redis, grace_ms,
+                            "ZooKeeper connection lost; writes go on while the session cannot have expired");
                         self.guard(false).await;
                     }
                     over => {
@@ -220,6 +227,7 @@ impl Agent {
                             "ZooKeeper session over: our member is gone"
                         );
                         self.registered = None;
+                        self.last_heard = None;
                         self.guard(false).await;
                         return false;
                     }
