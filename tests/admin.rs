@@ -621,3 +621,79 @@ fn keepalived_check_passes_only_when_the_proxy_answers_pong() {
     assert_eq!(keepalived_check(&["127.0.0.1", &port, "1", "sekret"]), 0);
     assert_eq!(keepalived_check(&["127.0.0.1", &port, "1", "wrong"]), 1);
 }
+
+/// With `zookeeper_auth`, `init` and the watchdogs create znodes writable
+/// only by that identity: an anonymous client can read the layout but can
+/// neither delete a member (forcing a failover) nor rewrite a shard.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_zookeeper_auth_anonymous_clients_cannot_force_a_failover() {
+    let zookeeper = ZooKeeper::start();
+    let redis = Redis::start();
+    let conf = pool_file(&zookeeper, &servers(&[(&redis.addr(), "0-4095")]));
+    let text = std::fs::read_to_string(&conf).unwrap().replace(
+        "  redis: true\n",
+        "  redis: true\n  zookeeper_auth: ops:s3cret\n",
+    );
+    std::fs::write(&conf, text).unwrap();
+    assert_eq!(admin(&conf, &["init"]).await.code, 0);
+    let log = temp_dir("watchdog").join("watchdog.log");
+    let child = Command::new(env!("CARGO_BIN_EXE_shardproxy-watchdog"))
+        .args(["--zk", &zookeeper.hosts(), "--zk-auth", "ops:s3cret"])
+        .args([
+            "--redis",
+            &redis.addr(),
+            "--shard",
+            &format!("{ROOT}/redis-0000"),
+        ])
+        .args(["--interval-ms", "100", "-o"])
+        .arg(&log)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _watchdog = ProcessGuard::new("watchdog", child);
+    let anonymous = zookeeper.client().await;
+    let shard = format!("{ROOT}/redis-0000");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let member = loop {
+        if let Some(name) = anonymous.list_children(&shard).await.unwrap().pop() {
+            break format!("{shard}/{name}");
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the watchdog never registered"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    // Reading works for anyone (proxies without the identity could route).
+    assert!(anonymous.get_data(&member).await.is_ok());
+    assert_eq!(
+        anonymous.delete(&member, None).await,
+        Err(zk::Error::NoAuth)
+    );
+    assert_eq!(
+        anonymous
+            .set_data(&shard, b"{\"weight\":\"0-1\"}", None)
+            .await
+            .map(|_| ()),
+        Err(zk::Error::NoAuth)
+    );
+    let stray = zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all());
+    assert_eq!(
+        anonymous
+            .create(&format!("{shard}/lock"), b"", &stray)
+            .await
+            .map(|_| ()),
+        Err(zk::Error::NoAuth)
+    );
+    // The identity's own tools work: status reads the member.
+    let run = admin(&conf, &["status", "--json"]).await;
+    let json: Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(json["shards"][0]["master"], redis.addr(), "{run:?}");
+    let authed = zk::Client::connector()
+        .with_auth("digest", b"ops:s3cret")
+        .connect(&zookeeper.hosts())
+        .await
+        .unwrap();
+    assert_eq!(authed.delete(&member, None).await, Ok(()));
+}

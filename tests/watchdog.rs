@@ -327,6 +327,7 @@ fn switchover_under_writes_loses_no_acknowledged_write() {
     let report = runtime
         .block_on(request_switchover(
             &pair.zk.hosts,
+            None,
             &pair.shard,
             Duration::from_secs(1),
         ))
@@ -381,6 +382,7 @@ fn switchover_is_refused_without_a_replica() {
     let err = runtime
         .block_on(request_switchover(
             &zk.hosts,
+            None,
             &shard,
             Duration::from_secs(1),
         ))
@@ -390,6 +392,7 @@ fn switchover_is_refused_without_a_replica() {
     let err = runtime
         .block_on(request_switchover(
             &zk.hosts,
+            None,
             &missing_shard,
             Duration::from_secs(1),
         ))
@@ -637,6 +640,7 @@ fn end_to_end_failover_and_switchover_under_writes_through_two_proxies() {
     let report = runtime
         .block_on(request_switchover(
             &hosts,
+            None,
             &shards[1],
             Duration::from_secs(1),
         ))

@@ -152,6 +152,7 @@ fn start_watch(hosts: String) -> (Running, Arc<Views>) {
     let (shutdown, receiver) = signal::channel(false);
     let task = tokio::spawn(watch_cluster(
         hosts,
+        None,
         ROOT.into(),
         on_change,
         status.clone(),
@@ -184,6 +185,7 @@ fn start_registration(hosts: String) -> Running {
     let (shutdown, receiver) = signal::channel(false);
     let task = tokio::spawn(run_registration(
         hosts,
+        None,
         PROXY.into(),
         proxy_data(),
         status.clone(),

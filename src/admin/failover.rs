@@ -27,7 +27,7 @@ pub async fn run(target: &Target, shard: &str, max_pause: Duration) -> Result<St
         )));
     }
     let path = child_path(&target.cluster_root, shard);
-    let report = request_switchover(&target.hosts, &path, max_pause)
+    let report = request_switchover(&target.hosts, target.zk_auth.as_ref(), &path, max_pause)
         .await
         .map_err(|e| AdminError::Failover(e.to_string()))?;
     Ok(describe(shard, &report))

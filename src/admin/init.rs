@@ -170,7 +170,7 @@ pub async fn run(target: &Target, force: bool) -> Result<String, AdminError> {
         .shards
         .as_ref()
         .ok_or_else(|| AdminError::NotRangeForm(target.pool.clone()))?;
-    let client = connect(&target.hosts).await?;
+    let client = connect(&target.hosts, target.zk_auth.as_ref()).await?;
     let step = async {
         let zk_error = |path: &str| {
             let path = path.to_string();
@@ -193,7 +193,8 @@ pub async fn run(target: &Target, force: bool) -> Result<String, AdminError> {
             });
         }
         let mut done = Vec::new();
-        let persistent = zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all());
+        let persistent =
+            zk::CreateMode::Persistent.with_acls(crate::zk::acls(target.zk_auth.as_ref()));
         for root in missing_roots {
             client
                 .mkdir(root, &persistent)
@@ -270,7 +271,7 @@ async fn apply(client: &zk::Client, target: &Target, plan: &Plan) -> Result<(), 
         return Ok(());
     }
     let root = &target.cluster_root;
-    let persistent = zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all());
+    let persistent = zk::CreateMode::Persistent.with_acls(crate::zk::acls(target.zk_auth.as_ref()));
     let mut multi = client.new_multi_writer();
     for change in &plan.changes {
         // Adding to the transaction only validates the path.

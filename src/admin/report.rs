@@ -446,6 +446,7 @@ mod tests {
         Target {
             pool: "alpha".into(),
             hosts: "zk:2181".into(),
+            zk_auth: None,
             proxy_root: "/redis/proxy/icd".into(),
             cluster_root: "/redis/cluster/icd".into(),
             shards: Some(vec![

@@ -19,7 +19,7 @@ use zookeeper_client as zk;
 /// ZooKeeper cannot be reached or read. Problems in the cluster itself are
 /// not errors: they are in the report.
 pub async fn report(target: &Target) -> Result<Report, AdminError> {
-    let client = connect(&target.hosts).await?;
+    let client = connect(&target.hosts, target.zk_auth.as_ref()).await?;
     let snapshot = tokio::time::timeout(ZK_TIMEOUT * 2, snapshot(&client, target))
         .await
         .map_err(|_| AdminError::ZooKeeper {

@@ -42,6 +42,9 @@ pub struct Target {
     pub shards: Option<Vec<FileShard>>,
     /// `redis_auth`, sent to every Redis the tool queries.
     pub redis_auth: Option<String>,
+    /// `zookeeper_auth`: sessions authenticate with it, and what the tool
+    /// creates is writable only by it.
+    pub zk_auth: Option<crate::zk::ZkAuth>,
 }
 
 /// The name of the `index`-th shard in slot order.
@@ -99,6 +102,7 @@ impl Target {
             cluster_root,
             shards: file_shards(chosen),
             redis_auth: chosen.redis_auth.clone(),
+            zk_auth: keys.and_then(|z| z.auth.clone()),
         })
     }
 }
@@ -142,12 +146,11 @@ fn file_shards(pool: &PoolConfig) -> Option<Vec<FileShard>> {
 /// # Errors
 /// [`AdminError::ZooKeeper`] when no host accepts a session within
 /// [`ZK_TIMEOUT`].
-pub async fn connect(hosts: &str) -> Result<zk::Client, AdminError> {
-    let attempt = zk::Client::connector()
-        .with_session_timeout(crate::zk::SESSION_TIMEOUT)
-        .with_connection_timeout(Duration::from_secs(3))
-        .with_fail_eagerly()
-        .connect(hosts);
+pub async fn connect(
+    hosts: &str,
+    auth: Option<&crate::zk::ZkAuth>,
+) -> Result<zk::Client, AdminError> {
+    let attempt = crate::zk::connect_once(hosts, Some(crate::zk::SESSION_TIMEOUT), auth);
     match tokio::time::timeout(ZK_TIMEOUT, attempt).await {
         Ok(Ok(client)) => Ok(client),
         Ok(Err(error)) => Err(AdminError::ZooKeeper {

@@ -95,6 +95,8 @@ pub struct ZooKeeperConfig {
     pub proxy_path: Option<String>,
     /// The cluster root whose shard znodes drive routing, if any.
     pub redis_path: Option<String>,
+    /// `zookeeper_auth`: the digest identity sessions authenticate with.
+    pub auth: Option<crate::zk::ZkAuth>,
 }
 
 /// One `servers` entry.
@@ -282,6 +284,7 @@ struct RawPool {
     zookeeper_host: Option<String>,
     zookeeper_path: Option<String>,
     zookeeper_redis_path: Option<String>,
+    zookeeper_auth: Option<String>,
     servers: Option<Vec<String>>,
 }
 
@@ -368,10 +371,18 @@ impl RawPool {
             }
             t => t.map(Duration::from_millis),
         };
+        let zookeeper_auth = match &self.zookeeper_auth {
+            Some(text) => Some(
+                crate::zk::ZkAuth::parse(text)
+                    .map_err(|e| key_err("zookeeper_auth", format!("'zookeeper_auth': {e}")))?,
+            ),
+            None => None,
+        };
         let zookeeper = zookeeper_keys(
             self.zookeeper_host,
             self.zookeeper_path,
             self.zookeeper_redis_path,
+            zookeeper_auth,
         )
         .map_err(err)?;
         Ok(PoolConfig {
@@ -459,6 +470,7 @@ fn zookeeper_keys(
     hosts: Option<String>,
     proxy_path: Option<String>,
     redis_path: Option<String>,
+    auth: Option<crate::zk::ZkAuth>,
 ) -> Result<Option<ZooKeeperConfig>, String> {
     for (key, path) in [
         ("zookeeper_path", &proxy_path),
@@ -477,10 +489,12 @@ fn zookeeper_keys(
             hosts,
             proxy_path,
             redis_path,
+            auth,
         })),
-        None if proxy_path.is_some() || redis_path.is_some() => {
-            Err("'zookeeper_path' and 'zookeeper_redis_path' need 'zookeeper_host'".into())
-        }
+        None if proxy_path.is_some() || redis_path.is_some() || auth.is_some() => Err(
+            "'zookeeper_path', 'zookeeper_redis_path' and 'zookeeper_auth' need 'zookeeper_host'"
+                .into(),
+        ),
         None => Ok(None),
     }
 }

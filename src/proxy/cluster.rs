@@ -40,6 +40,7 @@ pub fn spawn(
         };
         tasks.spawn(zk::run_registration(
             config.hosts.clone(),
+            config.auth.clone(),
             path.clone(),
             data,
             pool.zk_status.clone(),
@@ -55,6 +56,7 @@ pub fn spawn(
         });
         tasks.spawn(zk::watch_cluster(
             config.hosts.clone(),
+            config.auth.clone(),
             root.clone(),
             on_change,
             pool.zk_status.clone(),

@@ -147,7 +147,8 @@ impl Agent {
         };
         let json = serde_json::to_vec(&data).unwrap_or_default();
         let prefix = member_prefix(&self.settings.shard, &self.settings.redis);
-        let mode = zk::CreateMode::EphemeralSequential.with_acls(zk::Acls::anyone_all());
+        let mode = zk::CreateMode::EphemeralSequential
+            .with_acls(crate::zk::acls(self.settings.zk_auth.as_ref()));
         let (_, sequence) = self
             .bounded(session, session.client.create(&prefix, &json, &mode))
             .await?;

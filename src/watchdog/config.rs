@@ -51,7 +51,12 @@ pub struct Args {
     /// `masterauth` so replicas can sync.
     #[arg(long = "redis-auth", value_name = "PASS")]
     pub redis_auth: Option<String>,
-    /// Settings file (`zkServersList`, `logLevel`, `logFile`).
+    /// ZooKeeper digest identity, `user:password` (default: the file's
+    /// `zkAuth`): sessions authenticate with it and our member znodes are
+    /// writable only by it.
+    #[arg(long = "zk-auth", value_name = "USER:PASSWORD")]
+    pub zk_auth: Option<String>,
+    /// Settings file (`zkServersList`, `zkAuth`, `logLevel`, `logFile`).
     #[arg(short = 'f', long = "conf-file", value_name = "FILE")]
     pub conf_file: Option<PathBuf>,
     /// Log file (default: the file's `logFile`, else stderr).
@@ -89,6 +94,8 @@ pub enum ConfigError {
     TwoShards(String, String),
     #[error("bad --shard {0:?}: want <cluster root>/<shard>, e.g. /redis/cluster/icd/redis-0000")]
     BadShard(String),
+    #[error("bad --zk-auth / zkAuth: {0}")]
+    BadZkAuth(String),
     #[error("bad log level {0:?}: want error, warn, info, debug, trace or 0..11")]
     BadLevel(String),
     #[error("{0}")]
@@ -104,6 +111,8 @@ pub struct FileSettings {
     pub log_level: Option<String>,
     /// `logFile`
     pub log_file: Option<PathBuf>,
+    /// `zkAuth`
+    pub zk_auth: Option<String>,
 }
 
 /// Reads a settings file.
@@ -152,10 +161,13 @@ pub fn parse_file(text: &str) -> Result<FileSettings, (usize, String)> {
             "zkServersList" => settings.zk_servers = Some(value.to_string()),
             "logLevel" => settings.log_level = Some(value.to_string()),
             "logFile" => settings.log_file = Some(PathBuf::from(value)),
+            "zkAuth" => settings.zk_auth = Some(value.to_string()),
             _ => {
                 return Err((
                     line_no,
-                    format!("unknown key {key:?} (known: zkServersList, logLevel, logFile)"),
+                    format!(
+                        "unknown key {key:?} (known: zkServersList, zkAuth, logLevel, logFile)"
+                    ),
                 ))
             }
         }
@@ -194,6 +206,7 @@ pub struct Settings {
     pub down_after: u32,
     pub session_timeout: Duration,
     pub redis_auth: Option<String>,
+    pub zk_auth: Option<crate::zk::ZkAuth>,
     pub log_level: LevelFilter,
     pub log_file: Option<PathBuf>,
 }
@@ -237,6 +250,10 @@ impl Settings {
         let control = control_path(shard)
             .filter(|_| shard.starts_with('/') && !shard.contains("//"))
             .ok_or_else(|| ConfigError::BadShard(shard_arg.clone()))?;
+        let zk_auth = match args.zk_auth.or(file.zk_auth) {
+            Some(text) => Some(crate::zk::ZkAuth::parse(&text).map_err(ConfigError::BadZkAuth)?),
+            None => None,
+        };
         let level_text = args.verbose.or(file.log_level);
         let log_level = match &level_text {
             Some(text) => parse_level(text).ok_or_else(|| ConfigError::BadLevel(text.clone()))?,
@@ -262,6 +279,7 @@ impl Settings {
             down_after: args.down_after,
             session_timeout: Duration::from_millis(args.session_timeout_ms),
             redis_auth: args.redis_auth.filter(|pass| !pass.is_empty()),
+            zk_auth,
             log_level,
             log_file: args.output.or(file.log_file),
         })
@@ -350,6 +368,7 @@ mod tests {
                 zk_servers: Some("172.16.10.96:2181,172.16.10.163:2181".into()),
                 log_level: Some("DEBUG".into()),
                 log_file: Some(PathBuf::from("./zoo-watchdog.log")),
+                zk_auth: None,
             }
         );
     }

@@ -131,8 +131,11 @@ impl Agent {
     /// One attempt at a session. The first failure in a row is a warning,
     /// the next ones debug lines, so an outage does not flood the log.
     pub(super) async fn connect(&mut self) -> Option<zk::Client> {
-        let attempt =
-            crate::zk::connect_once(&self.settings.zk_hosts, Some(self.settings.session_timeout));
+        let attempt = crate::zk::connect_once(
+            &self.settings.zk_hosts,
+            Some(self.settings.session_timeout),
+            self.settings.zk_auth.as_ref(),
+        );
         let result = tokio::time::timeout(self.op_timeout(), attempt)
             .await
             .unwrap_or(Err(zk::Error::Timeout));

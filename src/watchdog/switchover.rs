@@ -205,30 +205,33 @@ pub enum SwitchoverError {
 /// unpaused and nothing changed), or no answer.
 pub async fn request_switchover(
     zk_hosts: &str,
+    auth: Option<&crate::zk::ZkAuth>,
     shard_path: &str,
     deadline: Duration,
 ) -> Result<SwitchoverReport, SwitchoverError> {
     let shard = shard_path.trim_end_matches('/');
     let control =
         control_path(shard).ok_or_else(|| SwitchoverError::BadShardPath(shard.to_string()))?;
-    let client =
-        match tokio::time::timeout(ZK_CONNECT_TIMEOUT, crate::zk::connect_once(zk_hosts, None))
-            .await
-        {
-            Ok(Ok(client)) => client,
-            Ok(Err(error)) => {
-                return Err(SwitchoverError::Connect {
-                    hosts: zk_hosts.to_string(),
-                    error,
-                })
-            }
-            Err(_) => {
-                return Err(SwitchoverError::Connect {
-                    hosts: zk_hosts.to_string(),
-                    error: zk::Error::Timeout,
-                })
-            }
-        };
+    let client = match tokio::time::timeout(
+        ZK_CONNECT_TIMEOUT,
+        crate::zk::connect_once(zk_hosts, None, auth),
+    )
+    .await
+    {
+        Ok(Ok(client)) => client,
+        Ok(Err(error)) => {
+            return Err(SwitchoverError::Connect {
+                hosts: zk_hosts.to_string(),
+                error,
+            })
+        }
+        Err(_) => {
+            return Err(SwitchoverError::Connect {
+                hosts: zk_hosts.to_string(),
+                error: zk::Error::Timeout,
+            })
+        }
+    };
     let members = read_members(&client, shard).await?;
     let master = members
         .first()
@@ -240,7 +243,7 @@ pub async fn request_switchover(
         });
     }
     let request = SwitchoverRequest::new(&master.znode, deadline);
-    place_request(&client, shard, &control, &request, &members).await?;
+    place_request(&client, auth, shard, &control, &request, &members).await?;
     let waited = deadline + ANSWER_MARGIN;
     let answer = tokio::time::timeout(waited, wait_answer(&client, &control)).await;
     // The request is done with whatever happened; a failed delete leaves a
@@ -291,6 +294,7 @@ async fn read_members(client: &zk::Client, shard: &str) -> Result<Vec<Member>, S
 /// when it is finished or names a master that is gone; else `Busy`.
 async fn place_request(
     client: &zk::Client,
+    auth: Option<&crate::zk::ZkAuth>,
     shard: &str,
     control: &str,
     request: &SwitchoverRequest,
@@ -300,7 +304,7 @@ async fn place_request(
         path: control.to_string(),
         error,
     };
-    let persistent = zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all());
+    let persistent = zk::CreateMode::Persistent.with_acls(crate::zk::acls(auth));
     if let Some((parent, _)) = control.rsplit_once('/') {
         client.mkdir(parent, &persistent).await.map_err(zk_error)?;
     }

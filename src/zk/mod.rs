@@ -14,9 +14,59 @@ pub mod layout;
 
 pub use layout::{ClusterView, LayoutError, Member, MemberData, ProxyData, Role, ShardView};
 
+use std::fmt;
 use std::time::Duration;
 use tokio::sync::watch as signal;
 use zookeeper_client as zk;
+
+/// A ZooKeeper digest identity, `user:password`. With one, the programs
+/// authenticate every session and create their znodes writable only by
+/// that identity and readable by all, so no anonymous client can delete a
+/// member (forcing a failover) or rewrite a shard.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ZkAuth {
+    text: String,
+}
+
+impl ZkAuth {
+    /// Parses `user:password` (both non-empty).
+    ///
+    /// # Errors
+    /// What is wrong, without echoing the password.
+    pub fn parse(text: &str) -> Result<ZkAuth, String> {
+        match text.split_once(':') {
+            Some((user, password)) if !user.is_empty() && !password.is_empty() => Ok(ZkAuth {
+                text: text.to_string(),
+            }),
+            _ => Err("want user:password (both non-empty)".into()),
+        }
+    }
+
+    pub fn user(&self) -> &str {
+        self.text.split_once(':').map_or("", |(user, _)| user)
+    }
+}
+
+impl fmt::Debug for ZkAuth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ZkAuth({}:***)", self.user())
+    }
+}
+
+/// Everything for the creator's authenticated identity, reading for anyone.
+static SECURED: [zk::Acl; 2] = [
+    zk::Acl::new_const(zk::Permission::ALL, "auth", ""),
+    zk::Acl::new_const(zk::Permission::READ, "world", "anyone"),
+];
+
+/// The ACL of the znodes the programs create: open to all without an
+/// identity (ZooKeeper's default), else writable only by it.
+pub fn acls(auth: Option<&ZkAuth>) -> zk::Acls<'static> {
+    match auth {
+        Some(_) => zk::Acls::new(&SECURED),
+        None => zk::Acls::anyone_all(),
+    }
+}
 
 /// Session timeout the proxy and the admin tool ask of ZooKeeper (the
 /// server may clamp it to its `minSessionTimeout..maxSessionTimeout`).
@@ -85,8 +135,12 @@ pub(crate) fn is_session_over(error: &zk::Error) -> bool {
 pub(crate) async fn connect_once(
     hosts: &str,
     session_timeout: Option<Duration>,
+    auth: Option<&ZkAuth>,
 ) -> Result<zk::Client, zk::Error> {
-    let connector = zk::Client::connector().with_fail_eagerly();
+    let mut connector = zk::Client::connector().with_fail_eagerly();
+    if let Some(auth) = auth {
+        connector = connector.with_auth("digest", auth.text.as_bytes());
+    }
     let connector = match session_timeout {
         Some(timeout) => connector.with_session_timeout(timeout),
         None => connector,
@@ -112,6 +166,16 @@ pub(crate) async fn close(client: zk::Client) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn auth_parses_user_and_password_and_hides_the_password() {
+        let auth = ZkAuth::parse("ops:s3cret").unwrap();
+        assert_eq!(auth.user(), "ops");
+        assert_eq!(format!("{auth:?}"), "ZkAuth(ops:***)");
+        for bad in ["", "ops", ":pw", "ops:"] {
+            assert!(ZkAuth::parse(bad).is_err(), "{bad:?}");
+        }
+    }
 
     #[test]
     fn backoff_doubles_up_to_the_cap_and_resets() {

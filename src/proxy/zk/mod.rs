@@ -34,6 +34,7 @@
 //! let hosts = "172.16.10.163:2181,172.16.10.96:2181".to_string();
 //! let watch = tokio::spawn(zk::watch_cluster(
 //!     hosts.clone(),
+//!     None, // or Some(ZkAuth::parse("user:password")?)
 //!     "/redis/cluster/icd".into(),
 //!     on_change,
 //!     status.clone(),
@@ -41,6 +42,7 @@
 //! ));
 //! let registration = tokio::spawn(zk::run_registration(
 //!     hosts,
+//!     None,
 //!     "/redis/proxy/icd/172.17.32.105:22121".into(),
 //!     data,
 //!     status.clone(),

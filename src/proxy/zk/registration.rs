@@ -17,7 +17,7 @@
 use super::session::{close, connect, session_over};
 use super::status::{Task, ZkStatus};
 use crate::zk::layout::ProxyData;
-use crate::zk::{is_session_over, shutdown_requested, Backoff};
+use crate::zk::{is_session_over, shutdown_requested, Backoff, ZkAuth};
 use std::sync::Arc;
 use tokio::sync::watch as signal;
 use tracing::{info, warn};
@@ -33,16 +33,19 @@ use zookeeper_client as zk;
 /// retried with backoff.
 pub async fn run_registration(
     hosts: String,
+    auth: Option<ZkAuth>,
     path: String,
     data: ProxyData,
     status: Arc<ZkStatus>,
     mut shutdown: signal::Receiver<bool>,
 ) {
     let task = Task::Registration;
-    while let Some(client) = connect(&hosts, &path, task, &status, &mut shutdown).await {
+    while let Some(client) =
+        connect(&hosts, auth.as_ref(), &path, task, &status, &mut shutdown).await
+    {
         let mut states = client.state_watcher();
         let stop = tokio::select! {
-            _ = hold(&client, &path, &data, &status) => false,
+            _ = hold(&client, &path, &data, auth.as_ref(), &status) => false,
             _ = session_over(&mut states, &status, task, &hosts) => false,
             _ = shutdown_requested(&mut shutdown) => true,
         };
@@ -58,10 +61,16 @@ pub async fn run_registration(
 
 /// Keeps the znode in place for as long as the session lives; returns when
 /// the session is over.
-async fn hold(client: &zk::Client, path: &str, data: &ProxyData, status: &ZkStatus) {
+async fn hold(
+    client: &zk::Client,
+    path: &str,
+    data: &ProxyData,
+    auth: Option<&ZkAuth>,
+    status: &ZkStatus,
+) {
     let mut backoff = Backoff::new();
     loop {
-        match register(client, path, data, status).await {
+        match register(client, path, data, auth, status).await {
             Ok(watcher) => {
                 backoff.reset();
                 status.set_registered(true);
@@ -98,10 +107,11 @@ async fn register(
     client: &zk::Client,
     path: &str,
     data: &ProxyData,
+    auth: Option<&ZkAuth>,
     status: &ZkStatus,
 ) -> Result<zk::OneshotWatcher, zk::Error> {
     let json = data.to_json();
-    let acls = zk::Acls::anyone_all();
+    let acls = crate::zk::acls(auth);
     if let Some(parent) = path
         .rsplit_once('/')
         .map(|(p, _)| p)

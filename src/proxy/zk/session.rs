@@ -37,6 +37,7 @@ pub(super) async fn session_over(
 /// is for.
 pub(super) async fn connect(
     hosts: &str,
+    auth: Option<&crate::zk::ZkAuth>,
     path: &str,
     task: Task,
     status: &ZkStatus,
@@ -46,7 +47,7 @@ pub(super) async fn connect(
     loop {
         status.set_session(task, SessionState::Connecting);
         // fail_eagerly: one try per host, then our own backoff and logging.
-        let attempt = crate::zk::connect_once(hosts, Some(SESSION_TIMEOUT));
+        let attempt = crate::zk::connect_once(hosts, Some(SESSION_TIMEOUT), auth);
         let error = tokio::select! {
             result = attempt => match result {
                 Ok(client) => {

@@ -47,6 +47,7 @@ pub type OnChange = Arc<dyn Fn(ClusterView) + Send + Sync>;
 /// backoff, while the proxy keeps routing on the last view.
 pub async fn watch_cluster(
     hosts: String,
+    auth: Option<crate::zk::ZkAuth>,
     root: String,
     on_change: OnChange,
     status: Arc<ZkStatus>,
@@ -56,7 +57,9 @@ pub async fn watch_cluster(
     // The last view handed over, kept across sessions: it supplies the last
     // known master of a shard without members, and avoids repeating a view.
     let mut last: Option<ClusterView> = None;
-    while let Some(client) = connect(&hosts, &root, task, &status, &mut shutdown).await {
+    while let Some(client) =
+        connect(&hosts, auth.as_ref(), &root, task, &status, &mut shutdown).await
+    {
         let mut states = client.state_watcher();
         let mut session = Session::new(&client, &root, &status);
         let stop = tokio::select! {
