@@ -84,6 +84,75 @@ fn empty_shard_first_becomes_master_second_joins_after_first_sync() {
     });
 }
 
+/// A master that is alive but busy for 10 s (a slow command: it accepts
+/// connections and answers nothing) is not failed over with the default
+/// busy limit, though the watchdogs check every 100 ms and take a refused
+/// Redis for down after 3 checks; a write sent meanwhile completes.
+#[test]
+fn a_busy_master_is_not_failed_over() {
+    let zookeeper = ZooKeeper::start();
+    let zk = Zk::connect(&zookeeper);
+    let shard = zk.create_shard("/redis/cluster/busy");
+    let debug = [
+        "--repl-diskless-sync-delay",
+        "0",
+        "--enable-debug-command",
+        "yes",
+    ];
+    let (a, b) = (Redis::start_with(&debug), Redis::start_with(&debug));
+    let wa = Watchdog::start(&zookeeper.hosts(), &a, &shard);
+    wait_until("a to be the master", DEADLINE, || {
+        zk.line(&shard) == [a.addr()]
+    });
+    let wb = Watchdog::start(&zookeeper.hosts(), &b, &shard);
+    wait_until("b to join the line", DEADLINE, || {
+        zk.line(&shard) == [a.addr(), b.addr()]
+    });
+    // Connected before: a busy Redis answers no handshake.
+    let mut writer = redis_conn(a.port);
+    writer
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut conn = redis_conn(a.port);
+    conn.set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let sleeper = std::thread::spawn(move || {
+        let _: () = redis::cmd("DEBUG")
+            .arg("SLEEP")
+            .arg(10)
+            .query(&mut conn)
+            .unwrap();
+    });
+    wait_until("a's watchdog to see it busy", DEADLINE, || {
+        wa.log_text().contains("redis is busy")
+    });
+    // A write sent while the master is busy.
+    let started = Instant::now();
+    let _: () = redis::cmd("SET")
+        .arg("during")
+        .arg("busy")
+        .query(&mut writer)
+        .unwrap();
+    println!(
+        "busy master: a write sent meanwhile completed after {:?}",
+        started.elapsed()
+    );
+    sleeper.join().unwrap();
+    wait_until("a to answer again", DEADLINE, || {
+        wa.log_text().contains("redis answers again")
+    });
+    assert_eq!(zk.line(&shard), [a.addr(), b.addr()], "no failover");
+    assert!(is_master(&a));
+    assert!(!wb.log_text().contains("promoted to master"));
+    wait_until("the write to reach the replica", DEADLINE, || {
+        redis::cmd("GET")
+            .arg("during")
+            .query::<Option<String>>(&mut redis_conn(b.port))
+            .unwrap()
+            == Some("busy".to_string())
+    });
+}
+
 /// A short loss of ZooKeeper (the master's watchdog cut off for 0.6 s with
 /// a 2 s session, which cannot expire meanwhile) does not pause the
 /// master: no write fails and none waits long.

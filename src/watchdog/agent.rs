@@ -15,7 +15,7 @@
 
 use super::config::Settings;
 use super::guard::{writes_allowed, Guard};
-use super::health::{Failures, RedisLink};
+use super::health::{is_busy, is_busy_script, Failures, RedisLink};
 use super::membership::Health;
 use crate::zk::layout::{Member, MemberData};
 use crate::zk::shutdown_requested;
@@ -51,6 +51,10 @@ pub struct Agent {
     /// master keeps taking writes through a short ZooKeeper outage.
     pub(super) last_heard: Option<Instant>,
     pub(super) session_timeout: Duration,
+    /// Since when the Redis has been busy (see [`super::health::is_busy`]),
+    /// and whether SCRIPT KILL was sent in this busy spell.
+    pub(super) busy_since: Option<Instant>,
+    pub(super) script_killed: bool,
     /// The head of the line is a member of our Redis that is not ours: a
     /// predecessor's, kept until it goes (see `sort_out`).
     pub(super) predecessor: Option<String>,
@@ -119,6 +123,8 @@ impl Agent {
             members: Vec::new(),
             last_master: None,
             last_heard: None,
+            busy_since: None,
+            script_killed: false,
             session_timeout: settings_session_timeout,
             predecessor: None,
             guard,
@@ -128,25 +134,52 @@ impl Agent {
         }
     }
 
-    /// Runs the health check; only interval checks count towards down, so
-    /// extra checks on watch events do not speed it up.
+    /// Runs the health check. A Redis that is gone (refused or dropped
+    /// connections) is down after `down_after` failed interval checks; one
+    /// that is busy (accepts but does not answer, or answers -BUSY or
+    /// -LOADING) only after `busy_down_after`, so a long script or a slow
+    /// command does not fail the shard over. Only interval checks count, so
+    /// extra checks on watch events do not speed either up.
     pub(super) async fn check_health(&mut self, tick: bool) {
+        let (shard, redis) = (self.settings.shard.clone(), self.settings.redis.clone());
         match self.redis.check().await {
             Ok(state) => {
-                if self.failures.count() > 0 {
-                    info!(shard = %self.settings.shard, redis = %self.settings.redis, "redis answers again");
+                if self.failures.count() > 0 || self.busy_since.is_some() {
+                    info!(shard = %shard, redis = %redis, "redis answers again");
                 }
                 self.failures.record(true);
+                self.busy_since = None;
+                self.script_killed = false;
                 self.health = Health::Up(state);
             }
+            Err(e) if is_busy(&e) => {
+                let first = self.busy_since.is_none();
+                let since = *self.busy_since.get_or_insert_with(Instant::now);
+                let busy_for = since.elapsed();
+                if is_busy_script(&e) {
+                    self.kill_script_if_due(busy_for).await;
+                }
+                let limit = self.settings.busy_down_after;
+                let down = busy_for >= limit;
+                if down && !matches!(self.health, Health::Down) {
+                    error!(shard = %shard, redis = %redis, error = %e, busy_ms = busy_for.as_millis() as u64,
+                        "redis busy for longer than the busy limit: taken for down");
+                } else if first {
+                    warn!(shard = %shard, redis = %redis, error = %e, limit_ms = limit.as_millis() as u64,
+                        "redis is busy (alive but not answering): no failover before the busy limit");
+                } else {
+                    debug!(shard = %shard, redis = %redis, error = %e, "redis still busy");
+                }
+                self.health = if down { Health::Down } else { Health::Failing };
+            }
             Err(e) => {
+                self.busy_since = None;
                 let was_down = self.failures.is_down();
                 let down = if tick {
                     self.failures.record(false)
                 } else {
                     was_down
                 };
-                let (shard, redis) = (&self.settings.shard, &self.settings.redis);
                 if down && !was_down {
                     error!(shard = %shard, redis = %redis, error = %e, failures = self.failures.count(), "redis is down");
                 } else if tick && self.failures.count() == 1 {
@@ -155,6 +188,32 @@ impl Agent {
                     debug!(shard = %shard, redis = %redis, error = %e, "redis check failed");
                 }
                 self.health = if down { Health::Down } else { Health::Failing };
+            }
+        }
+    }
+
+    /// With `--script-kill-after-ms`: stops a script (or function) that
+    /// has kept the Redis -BUSY that long, once per busy spell. Never
+    /// SHUTDOWN NOSAVE: a script that wrote cannot be killed, and is waited
+    /// out up to the busy limit.
+    async fn kill_script_if_due(&mut self, busy_for: Duration) {
+        let Some(after) = self.settings.script_kill_after else {
+            return;
+        };
+        if self.script_killed || busy_for < after {
+            return;
+        }
+        self.script_killed = true;
+        let (shard, redis) = (&self.settings.shard, &self.settings.redis);
+        for kill in [["SCRIPT", "KILL"], ["FUNCTION", "KILL"]] {
+            match self.redis.command(&kill).await {
+                Ok(()) => {
+                    warn!(shard = %shard, redis = %redis, command = kill.join(" "), busy_ms = busy_for.as_millis() as u64, "stopped a long script");
+                    return;
+                }
+                Err(e) => {
+                    debug!(shard = %shard, redis = %redis, error = %e, command = kill.join(" "), "kill refused")
+                }
             }
         }
     }

@@ -41,9 +41,19 @@ pub struct Args {
     /// Health check interval.
     #[arg(long = "interval-ms", default_value_t = 1000)]
     pub interval_ms: u64,
-    /// Failed health checks in a row after which the Redis is down.
+    /// Failed health checks in a row after which the Redis is down, when it
+    /// refuses connections or drops them (gone, crashed, killed).
     #[arg(long = "down-after", default_value_t = 3)]
     pub down_after: u32,
+    /// How long a Redis that accepts connections but does not answer, or
+    /// answers -BUSY / -LOADING, may stay so before it is taken for down
+    /// (Redis Sentinel's down-after-milliseconds default).
+    #[arg(long = "busy-down-after-ms", default_value_t = 30_000)]
+    pub busy_down_after_ms: u64,
+    /// Stop a script that keeps the Redis -BUSY this long with SCRIPT KILL
+    /// (and FUNCTION KILL); off unless given.
+    #[arg(long = "script-kill-after-ms", value_name = "MS")]
+    pub script_kill_after_ms: Option<u64>,
     /// ZooKeeper session timeout asked for (the server may clamp it).
     #[arg(long = "session-timeout-ms", default_value_t = 6000)]
     pub session_timeout_ms: u64,
@@ -204,6 +214,10 @@ pub struct Settings {
     pub control: String,
     pub interval: Duration,
     pub down_after: u32,
+    /// How long busy (accepting, not answering, -BUSY, -LOADING) counts as
+    /// alive.
+    pub busy_down_after: Duration,
+    pub script_kill_after: Option<Duration>,
     pub session_timeout: Duration,
     pub redis_auth: Option<String>,
     pub zk_auth: Option<crate::zk::ZkAuth>,
@@ -277,6 +291,8 @@ impl Settings {
             control,
             interval: Duration::from_millis(args.interval_ms),
             down_after: args.down_after,
+            busy_down_after: Duration::from_millis(args.busy_down_after_ms),
+            script_kill_after: args.script_kill_after_ms.map(Duration::from_millis),
             session_timeout: Duration::from_millis(args.session_timeout_ms),
             redis_auth: args.redis_auth.filter(|pass| !pass.is_empty()),
             zk_auth,

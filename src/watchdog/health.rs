@@ -99,6 +99,26 @@ pub fn split_addr(addr: &str) -> Option<(String, u16)> {
     Some((host.to_string(), port.parse().ok()?))
 }
 
+/// True when a failed check says the Redis is there but busy, not gone: it
+/// did not answer in time (a long command, a slow disk, a stalled host), or
+/// it answered -BUSY (a long script) or -LOADING (loading its data set).
+/// A refused or dropped connection means gone.
+pub fn is_busy(error: &RedisError) -> bool {
+    match error {
+        RedisError::Timeout { .. } => true,
+        RedisError::Connect { source, .. } => source.kind() == std::io::ErrorKind::TimedOut,
+        RedisError::Reply { message, .. } => {
+            message.starts_with("BUSY") || message.starts_with("LOADING")
+        }
+        _ => false,
+    }
+}
+
+/// True when the Redis answered -BUSY: a script or function runs too long.
+pub fn is_busy_script(error: &RedisError) -> bool {
+    matches!(error, RedisError::Reply { message, .. } if message.starts_with("BUSY"))
+}
+
 /// Consecutive failed checks; `down_after` of them in a row mean down.
 #[derive(Debug)]
 pub struct Failures {
@@ -276,6 +296,38 @@ mod tests {
         let state = RedisState::parse("r", info).unwrap();
         assert!(state.follows("[::1]:6380"));
         assert_eq!(state.master_addr(), "[::1]:6380");
+    }
+
+    #[test]
+    fn busy_is_told_from_gone() {
+        let addr = "10.0.0.1:6379".to_string();
+        let reply = |message: &str| RedisError::Reply {
+            addr: addr.clone(),
+            command: "PING".into(),
+            message: message.into(),
+        };
+        let timeout = RedisError::Timeout {
+            addr: addr.clone(),
+            timeout: Duration::from_secs(1),
+        };
+        assert!(is_busy(&timeout));
+        assert!(is_busy(&reply("BUSY Redis is busy running a script.")));
+        assert!(is_busy_script(&reply(
+            "BUSY Redis is busy running a script."
+        )));
+        assert!(is_busy(&reply(
+            "LOADING Redis is loading the dataset in memory"
+        )));
+        assert!(!is_busy_script(&reply(
+            "LOADING Redis is loading the dataset in memory"
+        )));
+        let refused = RedisError::Connect {
+            addr: addr.clone(),
+            source: std::io::Error::from(std::io::ErrorKind::ConnectionRefused),
+        };
+        assert!(!is_busy(&refused));
+        assert!(!is_busy(&RedisError::Closed { addr: addr.clone() }));
+        assert!(!is_busy(&reply("NOAUTH Authentication required.")));
     }
 
     #[test]

@@ -9,16 +9,19 @@
 //! - [`membership`]: the rules as one pure decision.
 //! - [`guard`]: the split-brain guard, which pauses writes on a master
 //!   whose watchdog is not the connected lowest member.
-//! - [`agent`]: the loop that carries the decisions out against ZooKeeper
-//!   and Redis.
-//! - [`switchover`]: the control znode, [`request_switchover`] for the
-//!   admin tool, and the master's side of a switchover.
+//! - [`agent`]: the watchdog's state and loop; [`session`] its ZooKeeper
+//!   session and the reading of the line; [`actions`] carries the
+//!   decisions out against ZooKeeper and Redis.
+//! - [`switchover`]: the control znode and [`request_switchover`] for the
+//!   admin tool; [`handover`] the master's side of a switchover.
 //!
 //! # Usage
 //! ```no_run
 //! # async fn example() -> Result<(), shardproxy::watchdog::SwitchoverError> {
-//! //! let report = shardproxy::watchdog::request_switchover(
+//! use std::time::Duration;
+//! let report = shardproxy::watchdog::request_switchover(
 //!     "172.16.10.163:2181,172.16.10.96:2181",
+//!     None, // the ZooKeeper identity, with zookeeper_auth
 //!     "/redis/cluster/icd/redis-0000",
 //!     Duration::from_secs(1),
 //! )
