@@ -84,6 +84,70 @@ fn empty_shard_first_becomes_master_second_joins_after_first_sync() {
     });
 }
 
+/// Of two replicas, the one holding less of the master's data is never
+/// promoted, though it is first in line: it is stopped while the master
+/// takes 40 MB of writes, the master is killed, and it resumes with only
+/// what its socket held. It steps back; the other replica, which has
+/// everything, is promoted.
+#[test]
+fn the_replica_with_the_most_data_is_promoted() {
+    let zookeeper = ZooKeeper::start();
+    let zk = Zk::connect(&zookeeper);
+    let shard = zk.create_shard("/redis/cluster/best");
+    let (mut m, r1, r2) = (start_redis(), start_redis(), start_redis());
+    let hosts = zookeeper.hosts();
+    let _wm = Watchdog::start(&hosts, &m, &shard);
+    wait_until("m to be the master", DEADLINE, || {
+        zk.line(&shard) == [m.addr()]
+    });
+    let w1 = Watchdog::start(&hosts, &r1, &shard);
+    wait_until("r1 in line", DEADLINE, || {
+        zk.line(&shard) == [m.addr(), r1.addr()]
+    });
+    let w2 = Watchdog::start(&hosts, &r2, &shard);
+    wait_until("r2 in line", DEADLINE, || {
+        zk.line(&shard) == [m.addr(), r1.addr(), r2.addr()]
+    });
+    r1.guard.signal("STOP");
+    let value = "v".repeat(100 * 1024);
+    let mut pipe = redis::pipe();
+    for i in 0..400 {
+        pipe.cmd("SET").arg(format!("big:{i}")).arg(&value).ignore();
+    }
+    let mut conn = redis_conn(m.port);
+    conn.set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    pipe.query::<()>(&mut conn).unwrap();
+    let offset = |port: u16, key: &str| field(&replication(port), key).parse::<u64>().unwrap_or(0);
+    wait_until("r2 to have all of it", DEADLINE, || {
+        offset(r2.port, "slave_repl_offset") == offset(m.port, "master_repl_offset")
+    });
+    m.guard.kill();
+    wait_until("m's member to go", DEADLINE, || {
+        zk.line(&shard) == [r1.addr(), r2.addr()]
+    });
+    r1.guard.signal("CONT");
+    wait_until("r2 to be promoted", DEADLINE, || {
+        zk.line(&shard) == [r2.addr(), r1.addr()] && is_master(&r2)
+    });
+    let lagged = offset(r1.port, "slave_repl_offset");
+    println!(
+        "best replica: r1 had {lagged} of {} bytes of history; r2 promoted",
+        offset(r2.port, "master_repl_offset")
+    );
+    assert!(w1.log_text().contains("stepping back"), "r1 stepped back");
+    assert!(!w1.log_text().contains("promoted to master"));
+    assert!(w2.log_text().contains("promoted to master"));
+    assert_eq!(
+        dbsize(&r2),
+        400,
+        "every acknowledged write is on the new master"
+    );
+    wait_until("r1 to follow r2", DEADLINE, || {
+        is_synced_replica_of(&r1, &r2)
+    });
+}
+
 /// A master that is alive but busy for 10 s (a slow command: it accepts
 /// connections and answers nothing) is not failed over with the default
 /// busy limit, though the watchdogs check every 100 ms and take a refused

@@ -16,6 +16,7 @@ RESULTS holds one tab-separated line per measurement:
 
 import resource
 import socket
+import math
 import statistics
 import struct
 import sys
@@ -134,9 +135,9 @@ def table(path):
     def ratio(a, b):
         return f"{a / b:.2f}x" if a and b else ""
 
-    print("| case | target | req/s | spread | p50 ms | p99 ms | req/s vs nutcracker "
-          "| p99 vs nutcracker | req/s vs direct |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+    print("| case | target | req/s | spread | p50 ms | p99 ms | CPU us/req | req/s vs nutcracker "
+          "| p99 vs nutcracker | CPU vs nutcracker | req/s vs direct |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for case in cases:
         memory = case.startswith("idle")
         for target in targets:
@@ -147,17 +148,21 @@ def table(path):
             if memory:
                 nc = stat(case, "nutcracker", 0)
                 vs_nc = ratio(value, nc) if is_shardproxy else ""
-                print(f"| {case} | {target} | {value / 1024:.1f} KiB/conn | | | "
-                      f"| {vs_nc} | | |")
+                print(f"| {case} | {target} | {value / 1024:.1f} KiB/conn | | | | "
+                      f"| {vs_nc} | | | |")
                 continue
             p50, p99 = stat(case, target, 1), stat(case, target, 2)
-            vs_nc = vs_nc_p99 = vs_direct = ""
+            cpu = stat(case, target, 3)
+            cpu_text = f"{cpu:.2f}" if cpu is not None and not math.isnan(cpu) else ""
+            vs_nc = vs_nc_p99 = vs_nc_cpu = vs_direct = ""
             if is_shardproxy:
                 vs_nc = ratio(value, stat(case, "nutcracker", 0))
                 vs_nc_p99 = ratio(p99, stat(case, "nutcracker", 2))
+                vs_nc_cpu = ratio(cpu, stat(case, "nutcracker", 3)) if cpu_text else ""
                 vs_direct = ratio(value, stat(case, "direct", 0))
             print(f"| {case} | {target} | {value:,.0f} | ±{spread(case, target):.0f}% "
-                  f"| {p50:.3f} | {p99:.3f} | {vs_nc} | {vs_nc_p99} | {vs_direct} |")
+                  f"| {p50:.3f} | {p99:.3f} | {cpu_text} | {vs_nc} | {vs_nc_p99} | {vs_nc_cpu} "
+                  f"| {vs_direct} |")
 
 
 def main(argv):

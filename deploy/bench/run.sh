@@ -12,7 +12,7 @@
 # Loopback only; every process it starts is stopped by PID on exit.
 # Knobs (environment): ROUNDS (3), SP_THREADS ("default 2": one shardproxy
 # per entry, "default" = without --threads), N_PLAIN, N_PIPE, N_BIG,
-# N_MSET (requests per run), IDLE ("1000 10000"), SHARDPROXY (the binary to
+# N_HUGE, N_MSET (requests per run), IDLE ("1000 10000"), SHARDPROXY (the binary to
 # measure; default: the release build).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -24,9 +24,11 @@ N_PLAIN=${N_PLAIN:-200000}
 N_PIPE=${N_PIPE:-1000000}
 N_BIG=${N_BIG:-100000}
 N_MSET=${N_MSET:-100000}
+N_HUGE=${N_HUGE:-20000}
 IDLE=${IDLE:-"1000 10000"}
 KEYS=100000
 BIG_KEYS=10000
+HUGE_KEYS=1000
 
 for tool in redis-server redis-benchmark redis-cli /usr/sbin/nutcracker python3; do
     command -v "$tool" >/dev/null || { echo "run.sh: $tool is missing" >&2; exit 1; }
@@ -129,13 +131,17 @@ sp_name() {
 wait_port "$B1"
 wait_port "$B2"
 declare -A PORT=([direct]=$B1 [nutcracker]=$NC)
+# The process whose CPU time a run is charged to (none for direct Redis).
+declare -A PROC=()
 TARGETS=(direct nutcracker)
 start_nutcracker "$NC" "$NC_STATS"
+PROC[nutcracker]=$STARTED
 for threads in $SP_THREADS; do
     read -r port stats <<< "$(python3 "$BENCH/bench.py" ports 2)"
     start_shardproxy "$port" "$stats" "$threads"
     name=$(sp_name "$threads")
     PORT[$name]=$port
+    PROC[$name]=$STARTED
     TARGETS+=("$name")
 done
 
@@ -166,7 +172,13 @@ fi
 for port in "$B1" "$B2"; do
     python3 "$BENCH/bench.py" preload "$port" key: "$KEYS" 3
     python3 "$BENCH/bench.py" preload "$port" big: "$BIG_KEYS" 4096
+    python3 "$BENCH/bench.py" preload "$port" huge: "$HUGE_KEYS" 65536
 done
+
+# Values of the large SETs, written to the keys the large GETs read (the
+# small cases' keys keep their small values).
+VALUE_4K=$(head -c 4096 /dev/zero | tr '\0' x)
+VALUE_64K=$(head -c 65536 /dev/zero | tr '\0' x)
 
 # case name | redis-benchmark arguments
 CASES=(
@@ -174,9 +186,22 @@ CASES=(
     "GET c50|-c 50 -n $N_PLAIN -r $KEYS -t get"
     "SET c50 P16|-c 50 -P 16 -n $N_PIPE -r $KEYS -t set"
     "GET c50 P16|-c 50 -P 16 -n $N_PIPE -r $KEYS -t get"
+    "SET 4KB c50|-c 50 -n $N_BIG -r $BIG_KEYS SET big:__rand_int__ $VALUE_4K"
     "GET 4KB c50|-c 50 -n $N_BIG -r $BIG_KEYS GET big:__rand_int__"
+    "SET 64KB c50|-c 50 -n $N_HUGE -r $HUGE_KEYS SET huge:__rand_int__ $VALUE_64K"
+    "GET 64KB c50|-c 50 -n $N_HUGE -r $HUGE_KEYS GET huge:__rand_int__"
     "MSET 10 keys c50|-c 50 -n $N_MSET -r $KEYS ${MSET[*]}"
 )
+
+# cpu_ticks PID: user + system CPU time of a process, in clock ticks.
+cpu_ticks() {
+    local stat
+    stat=$(cat "/proc/$1/stat")
+    stat=${stat##*) }
+    read -r -a fields <<< "$stat"
+    echo $(( fields[11] + fields[12] ))
+}
+TICKS_PER_SEC=$(getconf CLK_TCK)
 
 RESULTS=$WORK/results.tsv
 : > "$RESULTS"
@@ -191,7 +216,10 @@ for round in $(seq 1 "$ROUNDS"); do
     for entry in "${CASES[@]}"; do
         name=${entry%%|*}
         read -r -a args <<< "${entry#*|}"
+        requests=$(echo "${entry#*|}" | sed -E 's/.*-n ([0-9]+).*/\1/')
         for target in "${order[@]}"; do
+            proc=${PROC[$target]:-}
+            [ -n "$proc" ] && ticks_before=$(cpu_ticks "$proc")
             if ! out=$(redis-benchmark -h 127.0.0.1 -p "${PORT[$target]}" --csv "${args[@]}" 2>&1); then
                 echo "run.sh: $name against $target failed:" >&2
                 echo "$out" >&2
@@ -200,8 +228,13 @@ for round in $(seq 1 "$ROUNDS"); do
             # The CSV's last line: "test","rps","avg","min","p50","p95","p99","max".
             line=$(echo "$out" | tail -n 1 | tr -d '"')
             IFS=, read -r _ rps _ _ p50 _ p99 _ <<< "$line"
-            printf '%s\t%s\t%s\t%s\t%s\n' "$name" "$target" "$rps" "$p50" "$p99" >> "$RESULTS"
-            echo "  $name  $target  $rps req/s  p50 $p50  p99 $p99" >&2
+            # The proxy's CPU time over the run, per request, in microseconds.
+            cpu_us=nan
+            if [ -n "$proc" ]; then
+                cpu_us=$(python3 -c "print(($(cpu_ticks "$proc") - $ticks_before) * 1e6 / $TICKS_PER_SEC / $requests)")
+            fi
+            printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$name" "$target" "$rps" "$p50" "$p99" "$cpu_us" >> "$RESULTS"
+            echo "  $name  $target  $rps req/s  p50 $p50  p99 $p99  cpu $cpu_us us/req" >&2
         done
     done
     # Idle connections, each on a fresh proxy process so memory freed by an
@@ -229,5 +262,6 @@ echo
 echo "shardproxy $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?'), $(nproc) cores, redis $(redis-server --version | cut -d" " -f3 | cut -d= -f2), nutcracker $("$NUTCRACKER" -V 2>&1 | head -n 1 | sed "s/.*-//"), $ROUNDS rounds, medians, $(( $(date +%s) - started )) s"
 echo "shardproxy: default worker threads (one per core, 1 on 2 cores or fewer); shardproxy-tN: --threads N."
 echo "spread: half the range of req/s over the rounds, relative to the median."
+echo "CPU us/req: the proxy process's user + system time over the run divided by its requests (clock ticks, $TICKS_PER_SEC/s)."
 echo
 python3 "$BENCH/bench.py" table "$RESULTS"

@@ -71,6 +71,8 @@ mod tests {
             link_up: false,
             sync_in_progress: false,
             offset: 1234,
+            replid: String::new(),
+            link_down_secs: None,
         };
         let json = serde_json::to_value(Replication::from(state)).unwrap();
         assert_eq!(
@@ -88,6 +90,8 @@ mod tests {
             link_up: true,
             sync_in_progress: false,
             offset: 1200,
+            replid: String::new(),
+            link_down_secs: None,
         };
         let info = Replication::from(state);
         assert_eq!(info.master.as_deref(), Some("127.0.0.1:7001"));

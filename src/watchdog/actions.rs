@@ -4,8 +4,10 @@
 use super::agent::{Agent, Registration};
 use super::health::{split_addr, RedisState};
 use super::membership::{Action, Health};
+use super::redis_client::RedisConn;
 use super::session::Session;
 use crate::zk::layout::{child_path, member_prefix, Member, MemberData, Role};
+use std::time::Duration;
 use tracing::{error, info, warn};
 use zookeeper_client as zk;
 
@@ -85,6 +87,18 @@ impl Agent {
                 );
             }
             Action::Promote => {
+                if let Some((better, why)) = self.better_candidate(&state).await {
+                    info!(
+                        shard = %self.settings.shard,
+                        redis = %self.settings.redis,
+                        better = %better,
+                        why = %why,
+                        "lowest member, but a replica with more of the master's data is in line: stepping back so it is promoted"
+                    );
+                    self.leave(session, "a better replica is in line").await?;
+                    self.register(session, Role::Replica).await?;
+                    return Ok(());
+                }
                 if self.replicaof_no_one().await {
                     info!(
                         shard = %self.settings.shard,
@@ -99,6 +113,46 @@ impl Agent {
             }
         }
         Ok(())
+    }
+
+    /// Before promoting our replica: another replica in line that holds
+    /// more of the failed master's history (a higher offset of the same
+    /// replication ID), or any in-sync one when ours is not (mid-sync, or
+    /// its link was down before the master failed). Its address and why.
+    async fn better_candidate(&self, ours: &RedisState) -> Option<(String, String)> {
+        // A link down longer than it takes to declare a master down was
+        // down before the master failed.
+        let stale = self.settings.interval * self.settings.down_after
+            + self.settings.busy_down_after
+            + Duration::from_secs(10);
+        let ours_in_sync = ours.in_sync(stale);
+        let probe_timeout = self.settings.interval.max(Duration::from_millis(500));
+        for member in self
+            .members
+            .iter()
+            .filter(|m| m.addr != self.settings.redis)
+        {
+            let Some(other) = probe(
+                &member.addr,
+                self.settings.redis_auth.as_deref(),
+                probe_timeout,
+            )
+            .await
+            else {
+                continue;
+            };
+            if !other.in_sync(stale) {
+                continue;
+            }
+            if !ours_in_sync {
+                return Some((member.addr.clone(), "ours is not in sync".to_string()));
+            }
+            if other.replid == ours.replid && other.offset > ours.offset {
+                let why = format!("offset {} against ours {}", other.offset, ours.offset);
+                return Some((member.addr.clone(), why));
+            }
+        }
+        None
     }
 
     /// Deletes our member znode (rule 5).
@@ -251,4 +305,14 @@ impl Agent {
         }
         Ok(())
     }
+}
+
+/// `INFO replication` of another member's Redis; `None` if it cannot say.
+async fn probe(addr: &str, auth: Option<&str>, timeout: Duration) -> Option<RedisState> {
+    let mut conn = RedisConn::connect(addr, auth, timeout).await.ok()?;
+    let info = tokio::time::timeout(timeout, conn.text(&["INFO", "replication"]))
+        .await
+        .ok()?
+        .ok()?;
+    RedisState::parse("", &info)
 }

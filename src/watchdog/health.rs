@@ -26,6 +26,11 @@ pub struct RedisState {
     /// `slave_repl_offset` (how far it has applied its master's stream) on
     /// a replica.
     pub offset: u64,
+    /// `master_replid`: the history the offset counts in (on a replica, its
+    /// master's).
+    pub replid: String,
+    /// For a replica whose link is down: `master_link_down_since_seconds`.
+    pub link_down_secs: Option<u64>,
 }
 
 impl RedisState {
@@ -56,7 +61,21 @@ impl RedisState {
             offset: info_field(info, offset_key)
                 .and_then(|n| n.parse().ok())
                 .unwrap_or(0),
+            replid: info_field(info, "master_replid")
+                .unwrap_or_default()
+                .to_string(),
+            link_down_secs: info_field(info, "master_link_down_since_seconds")
+                .and_then(|n| n.parse().ok()),
         })
+    }
+
+    /// A replica that can take over without losing what others have: no
+    /// full sync running, and its link up or down for at most `stale`
+    /// (down since the master failed, not from before).
+    pub fn in_sync(&self, stale: Duration) -> bool {
+        self.role == Role::Replica
+            && !self.sync_in_progress
+            && (self.link_up || self.link_down_secs.is_some_and(|s| s <= stale.as_secs()))
     }
 
     /// True when this Redis is a replica of `addr` (`host:port`), whatever
@@ -256,6 +275,26 @@ mod tests {
         assert!(state.synced_from("10.0.0.1:6379"));
         assert!(!state.follows("10.0.0.1:6380"));
         assert_eq!(state.master_addr(), "10.0.0.1:6379");
+    }
+
+    #[test]
+    fn a_replica_whose_link_went_down_long_ago_is_not_in_sync() {
+        let down = REPLICA
+            .replace("link_status:up", "link_status:down")
+            .replace(
+                "master_last_io_seconds_ago:1",
+                "master_link_down_since_seconds:120",
+            );
+        let state = RedisState::parse("abc", &down).unwrap();
+        assert_eq!(state.link_down_secs, Some(120));
+        assert!(!state.in_sync(Duration::from_secs(40)));
+        let recent = down.replace("since_seconds:120", "since_seconds:3");
+        assert!(RedisState::parse("abc", &recent)
+            .unwrap()
+            .in_sync(Duration::from_secs(40)));
+        assert!(RedisState::parse("abc", REPLICA)
+            .unwrap()
+            .in_sync(Duration::from_secs(40)));
     }
 
     #[test]

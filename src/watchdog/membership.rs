@@ -198,6 +198,8 @@ mod tests {
             link_up: false,
             sync_in_progress: false,
             offset: 10,
+            replid: String::new(),
+            link_down_secs: None,
         }
     }
 
