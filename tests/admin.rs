@@ -457,6 +457,15 @@ async fn status_fails_for_a_shard_without_members_and_without_proxies() {
 
 /// Starts a watchdog beside `redis`, checking it every 100 ms.
 fn start_watchdog(zookeeper: &ZooKeeper, redis: &Redis, shard: &str) -> ProcessGuard {
+    start_watchdog_logged(zookeeper, redis, shard).0
+}
+
+/// Likewise; also returns its log file.
+fn start_watchdog_logged(
+    zookeeper: &ZooKeeper,
+    redis: &Redis,
+    shard: &str,
+) -> (ProcessGuard, PathBuf) {
     let log = temp_dir("watchdog").join("watchdog.log");
     let child = Command::new(env!("CARGO_BIN_EXE_shardproxy-watchdog"))
         .args(["--zk", &zookeeper.hosts(), "--redis", &redis.addr()])
@@ -468,7 +477,10 @@ fn start_watchdog(zookeeper: &ZooKeeper, redis: &Redis, shard: &str) -> ProcessG
         .stderr(Stdio::null())
         .spawn()
         .expect("start shardproxy-watchdog");
-    ProcessGuard::new(format!("watchdog:{}", redis.port), child)
+    (
+        ProcessGuard::new(format!("watchdog:{}", redis.port), child),
+        log,
+    )
 }
 
 /// `status --json` until `cond` holds for it; panics with the last one
@@ -696,4 +708,102 @@ async fn with_zookeeper_auth_anonymous_clients_cannot_force_a_failover() {
         .await
         .unwrap();
     assert_eq!(authed.delete(&member, None).await, Ok(()));
+}
+
+/// A shard whose only member, with data, loses its watchdog: a watchdog
+/// beside a new, empty Redis in the same shard does not take it over (the
+/// shard remembers its data's history), and `status` says so; the old
+/// master's watchdog, back, leads it again with its data. When no Redis
+/// with the history is left, `promote --force` is the operator's decision.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_redis_cannot_take_a_shard_that_held_data() {
+    let zookeeper = ZooKeeper::start();
+    let (mut a, c, d) = (Redis::start(), Redis::start(), Redis::start());
+    let conf = pool_file(&zookeeper, &servers(&[(&a.addr(), "0-4095")]));
+    assert_eq!(admin(&conf, &["init"]).await.code, 0);
+    for i in 0..100 {
+        a.connect().cmd_str(&["SET", &format!("k{i}"), "v"]);
+    }
+    let ops = zookeeper.client().await;
+    add_proxy(&ops).await;
+    let shard = format!("{ROOT}/redis-0000");
+    let mut wa = start_watchdog(&zookeeper, &a, "redis-0000");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !String::from_utf8_lossy(&ops.get_data(&shard).await.unwrap().0).contains("replid") {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the history was never recorded"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The watchdog dies; its session expires and the shard is empty.
+    wa.kill();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !ops.list_children(&shard).await.unwrap().is_empty() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "a's member never expired"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (mut wc, c_log) = start_watchdog_logged(&zookeeper, &c, "redis-0000");
+    wait_until(
+        "c's watchdog to refuse the shard",
+        Duration::from_secs(20),
+        || std::fs::read_to_string(&c_log).is_ok_and(|t| t.contains("not leading it")),
+    );
+    assert!(
+        ops.list_children(&shard).await.unwrap().is_empty(),
+        "c took the shard"
+    );
+    let run = admin(&conf, &["status"]).await;
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(run.stdout.contains("no eligible master"), "{run:?}");
+    assert!(run.stdout.contains(&a.addr()), "{run:?}");
+    let run = admin(&conf, &["promote", "redis-0000", &c.addr()]).await;
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(
+        run.stdout.contains("is lost if it becomes master"),
+        "{run:?}"
+    );
+    assert!(run.stdout.contains("add --force"), "{run:?}");
+
+    // a's watchdog is back: a leads with its data, c joins as its replica.
+    let wa2 = start_watchdog(&zookeeper, &a, "redis-0000");
+    let line = [a.addr(), c.addr()];
+    wait_for_status(&conf, "a leading, c its replica", 30, |s| {
+        shard_is(s, &line)
+    })
+    .await;
+    assert_eq!(
+        a.connect().cmd_str(&["DBSIZE"]),
+        ":100\r\n",
+        "a kept its data"
+    );
+
+    // No Redis with the history left: d, empty, waits until forced.
+    drop(wa2);
+    wc.kill();
+    a.guard.kill();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !ops.list_children(&shard).await.unwrap().is_empty() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the members never expired"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (_wd, d_log) = start_watchdog_logged(&zookeeper, &d, "redis-0000");
+    wait_until(
+        "d's watchdog to refuse the shard",
+        Duration::from_secs(20),
+        || std::fs::read_to_string(&d_log).is_ok_and(|t| t.contains("not leading it")),
+    );
+    let run = admin(&conf, &["promote", "redis-0000", &d.addr(), "--force"]).await;
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(run.stdout.contains("recorded"), "{run:?}");
+    wait_for_status(&conf, "d leading", 20, |s| {
+        s["shards"][0]["master"] == d.addr()
+    })
+    .await;
 }

@@ -15,6 +15,7 @@
 
 pub mod failover;
 pub mod init;
+pub mod promote;
 pub mod redis;
 pub mod render;
 pub mod report;
@@ -81,6 +82,18 @@ pub enum Command {
         #[arg(long, default_value_t = 1000, value_name = "MS")]
         max_pause_ms: u64,
     },
+    /// A shard with no eligible master (its data was last on a history no
+    /// live Redis holds): say what ADDR holds against it and, with --force,
+    /// make ADDR the shard's master, accepting the loss.
+    Promote {
+        /// The shard, e.g. redis-0001.
+        shard: String,
+        /// The Redis to lead it, host:port.
+        addr: String,
+        /// Accept losing what the recorded history has and ADDR lacks.
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 /// Why an admin command could not do its job.
@@ -123,6 +136,8 @@ pub enum AdminError {
     ShardInUse { shard: String, members: usize },
     #[error("failover: {0}")]
     Failover(String),
+    #[error("promote: {0}")]
+    Promote(String),
     #[error("cannot start the runtime: {0}")]
     Runtime(std::io::Error),
 }
@@ -181,6 +196,9 @@ pub fn run(args: &Args) -> Result<(String, u8), AdminError> {
             } => {
                 let max_pause = std::time::Duration::from_millis(*max_pause_ms);
                 Ok((failover::run(&target, shard, max_pause).await?, 0))
+            }
+            Command::Promote { shard, addr, force } => {
+                promote::run(&target, shard, addr, *force).await
             }
         }
     })

@@ -73,6 +73,7 @@ mod tests {
             offset: 1234,
             replid: String::new(),
             link_down_secs: None,
+            replid2: String::new(),
         };
         let json = serde_json::to_value(Replication::from(state)).unwrap();
         assert_eq!(
@@ -92,6 +93,7 @@ mod tests {
             offset: 1200,
             replid: String::new(),
             link_down_secs: None,
+            replid2: String::new(),
         };
         let info = Replication::from(state);
         assert_eq!(info.master.as_deref(), Some("127.0.0.1:7001"));

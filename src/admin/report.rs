@@ -12,7 +12,7 @@
 use super::redis::Replication;
 use super::target::Target;
 use crate::zk::layout::{
-    child_path, parse_member_name, ClusterView, LayoutError, ProxyData, Role, ShardView,
+    child_path, parse_member_name, ClusterView, LayoutError, ProxyData, Role, ShardData, ShardView,
 };
 use serde::Serialize;
 
@@ -250,7 +250,17 @@ fn judge_shard(
         }
     }
     if line.is_empty() {
-        flag_shard(report, &mut shard, Level::Error, "no members".into());
+        // With a recorded history only a Redis holding it may lead: say
+        // where the data was, and the way out.
+        let text = match ShardData::parse(&raw.data).and_then(|d| d.master) {
+            Some(last) => format!(
+                "no members: no eligible master (the data was last on {}, replication ID {}); \
+                 start its watchdog, or accept the loss with `shardproxy-admin promote {} <addr> --force`",
+                last.addr, last.replid, raw.name
+            ),
+            None => "no members".into(),
+        };
+        flag_shard(report, &mut shard, Level::Error, text);
     }
     line.sort_by_key(|(_, seq, _)| *seq);
     let master = line.first().map(|(addr, _, redis)| Master {

@@ -6,7 +6,9 @@ use super::health::{split_addr, RedisState};
 use super::membership::{Action, Health};
 use super::redis_client::RedisConn;
 use super::session::Session;
-use crate::zk::layout::{child_path, member_prefix, Member, MemberData, Role};
+use crate::zk::layout::{
+    child_path, member_prefix, MasterRecord, Member, MemberData, Role, ShardData,
+};
 use std::time::Duration;
 use tracing::{error, info, warn};
 use zookeeper_client as zk;
@@ -40,6 +42,9 @@ impl Agent {
             Action::Steady | Action::Wait(_) => {}
             Action::Leave(reason) => self.leave(session, reason.as_str()).await?,
             Action::LeadEmptyShard => {
+                if !self.may_lead_empty_shard(session, &state).await? {
+                    return Ok(());
+                }
                 if state.role != Role::Master && !self.replicaof_no_one().await {
                     return Ok(());
                 }
@@ -153,6 +158,101 @@ impl Agent {
             }
         }
         None
+    }
+
+    /// An empty shard that held data may be led only by a Redis holding its
+    /// last master's history (see [`ShardData::master`]); an empty Redis
+    /// would make every key of the shard vanish and then, as master, wipe
+    /// the old master's data when it rejoins as a replica.
+    async fn may_lead_empty_shard(
+        &mut self,
+        session: &Session,
+        state: &RedisState,
+    ) -> Result<bool, zk::Error> {
+        let shard = self.settings.shard.clone();
+        let (data, _) = self
+            .bounded(session, session.client.get_data(&shard))
+            .await?;
+        let Some(record) = ShardData::parse(&data).and_then(|d| d.master) else {
+            return Ok(true);
+        };
+        if state.holds_history(&record.replid) {
+            self.history_refused = false;
+            return Ok(true);
+        }
+        if !self.history_refused {
+            self.history_refused = true;
+            let name = shard.rsplit('/').next().unwrap_or(&shard);
+            error!(
+                shard = %shard,
+                redis = %self.settings.redis,
+                last_master = %record.addr,
+                replid = %record.replid,
+                offset = record.offset,
+                "the shard is empty but its data was last on another history: not leading it; \
+                 start the last master's watchdog, or accept the loss with \
+                 `shardproxy-admin promote {name} {} --force`",
+                self.settings.redis
+            );
+        }
+        Ok(false)
+    }
+
+    /// As the master: records our Redis and its replication history in the
+    /// shard's data, once per registration, so an empty shard is led later
+    /// only by a Redis that holds it.
+    pub(super) async fn record_history(&mut self, session: &Session) -> Result<(), zk::Error> {
+        let Some(name) = self.registered.as_ref().map(|r| r.name.clone()) else {
+            return Ok(());
+        };
+        if self.history_recorded.as_ref() == Some(&name) {
+            return Ok(());
+        }
+        let Ok(fresh) = self.redis.replication().await else {
+            return Ok(());
+        };
+        if fresh.role != Role::Master {
+            return Ok(());
+        }
+        let shard = self.settings.shard.clone();
+        let (data, stat) = self
+            .bounded(session, session.client.get_data(&shard))
+            .await?;
+        let Some(mut shard_data) = ShardData::parse(&data) else {
+            // Never overwrite data we cannot read: the proxies flag it.
+            return Ok(());
+        };
+        let record = MasterRecord {
+            addr: self.settings.redis.clone(),
+            replid: fresh.replid.clone(),
+            offset: fresh.offset,
+        };
+        let same = shard_data
+            .master
+            .as_ref()
+            .is_some_and(|m| m.addr == record.addr && m.replid == record.replid);
+        if !same {
+            shard_data.master = Some(record);
+            match self
+                .bounded(
+                    session,
+                    session
+                        .client
+                        .set_data(&shard, &shard_data.to_json(), Some(stat.version)),
+                )
+                .await
+            {
+                Ok(_) => {
+                    info!(shard = %shard, redis = %self.settings.redis, replid = %fresh.replid,
+                    "recorded as the shard's master and history")
+                }
+                // Changed meanwhile: tried again on the next step.
+                Err(zk::Error::BadVersion) => return Ok(()),
+                Err(e) => return Err(e),
+            }
+        }
+        self.history_recorded = Some(name);
+        Ok(())
     }
 
     /// Deletes our member znode (rule 5).

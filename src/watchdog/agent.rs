@@ -54,6 +54,10 @@ pub struct Agent {
     /// Since when the Redis has been busy (see [`super::health::is_busy`]),
     /// and whether SCRIPT KILL was sent in this busy spell.
     pub(super) busy_since: Option<Instant>,
+    /// The registration for which our history is in the shard's data.
+    pub(super) history_recorded: Option<String>,
+    /// We refused to lead an empty shard whose history we lack (logged once).
+    pub(super) history_refused: bool,
     pub(super) script_killed: bool,
     /// The head of the line is a member of our Redis that is not ours: a
     /// predecessor's, kept until it goes (see `sort_out`).
@@ -124,6 +128,8 @@ impl Agent {
             last_master: None,
             last_heard: None,
             busy_since: None,
+            history_recorded: None,
+            history_refused: false,
             script_killed: false,
             session_timeout: settings_session_timeout,
             predecessor: None,

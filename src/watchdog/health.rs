@@ -31,6 +31,8 @@ pub struct RedisState {
     pub replid: String,
     /// For a replica whose link is down: `master_link_down_since_seconds`.
     pub link_down_secs: Option<u64>,
+    /// `master_replid2`: the history a promoted replica continues.
+    pub replid2: String,
 }
 
 impl RedisState {
@@ -66,7 +68,16 @@ impl RedisState {
                 .to_string(),
             link_down_secs: info_field(info, "master_link_down_since_seconds")
                 .and_then(|n| n.parse().ok()),
+            replid2: info_field(info, "master_replid2")
+                .unwrap_or_default()
+                .to_string(),
         })
+    }
+
+    /// True when this Redis's data continues the history `replid`: it is
+    /// its replication ID, or the one it continued when promoted.
+    pub fn holds_history(&self, replid: &str) -> bool {
+        !replid.is_empty() && (self.replid == replid || self.replid2 == replid)
     }
 
     /// A replica that can take over without losing what others have: no

@@ -200,6 +200,7 @@ mod tests {
             offset: 10,
             replid: String::new(),
             link_down_secs: None,
+            replid2: String::new(),
         }
     }
 

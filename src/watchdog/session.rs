@@ -116,6 +116,9 @@ impl Agent {
         self.execute(session, action).await?;
         self.refresh_data(session).await?;
         if self.is_lowest() {
+            self.record_history(session).await?;
+        }
+        if self.is_lowest() {
             self.serve_switchover(session).await?;
         }
         self.last_master = self.members.first().map(|m| m.addr.clone());

@@ -102,12 +102,28 @@ pub fn parse_range(text: &str) -> Result<(u32, u32), LayoutError> {
     }
 }
 
-/// The data of a shard znode: `{"weight":"LO-HI"}`. Other keys are allowed
-/// and ignored, so later versions can add some.
+/// The data of a shard znode: `{"weight":"LO-HI"}`, plus the shard's last
+/// master once one led it. Other keys are allowed and ignored, so later
+/// versions can add some.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ShardData {
     /// The shard's range of slots, `LO-HI` inclusive.
     pub weight: String,
+    /// The shard's last master and its replication history, written by its
+    /// watchdog when it takes over. While it is set, a Redis may lead the
+    /// shard when it is empty only if it holds that history.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub master: Option<MasterRecord>,
+}
+
+/// Who last led a shard, and the history its data belongs to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MasterRecord {
+    pub addr: String,
+    /// Its `master_replid` when it took over.
+    pub replid: String,
+    /// Its replication offset then.
+    pub offset: u64,
 }
 
 impl ShardData {
@@ -115,7 +131,13 @@ impl ShardData {
     pub fn new(lo: u32, hi: u32) -> ShardData {
         ShardData {
             weight: format!("{lo}-{hi}"),
+            master: None,
         }
+    }
+
+    /// Parses a shard znode's data, whatever its range says.
+    pub fn parse(data: &[u8]) -> Option<ShardData> {
+        serde_json::from_slice(data).ok()
     }
 
     /// The JSON stored in the znode.

@@ -1,0 +1,97 @@
+//! `promote <shard> <addr> [--force]`: the operator's way out when a shard
+//! has no eligible master.
+//!
+//! A shard records its last master and that master's replication history
+//! in its data (the watchdog writes it when it takes over). When the shard
+//! is empty, only a Redis holding that history may lead it, so an empty
+//! Redis can never take a shard and wipe it. If no such Redis is left, an
+//! operator accepts the loss here: this says what the candidate holds
+//! against the recorded history and, with `--force`, records the candidate
+//! as the shard's master, so its watchdog leads the shard.
+
+use super::redis::REDIS_TIMEOUT;
+use super::target::{connect, Target};
+use super::AdminError;
+use crate::watchdog::health::RedisLink;
+use crate::zk::layout::{child_path, members_in_line, MasterRecord, ShardData};
+
+/// Returns the text to print and the exit code: 0 when recorded (or
+/// nothing to force), 2 when `--force` is needed.
+///
+/// # Errors
+/// [`AdminError::Promote`]: a bad shard name, a shard with members (use
+/// `failover`), unreadable shard data, or an unreachable candidate.
+pub async fn run(
+    target: &Target,
+    shard: &str,
+    addr: &str,
+    force: bool,
+) -> Result<(String, u8), AdminError> {
+    let fail = |text: String| AdminError::Promote(format!("{shard}: {text}"));
+    if shard.is_empty() || shard.contains('/') {
+        return Err(fail("want a shard znode name such as redis-0001".into()));
+    }
+    let path = child_path(&target.cluster_root, shard);
+    let client = connect(&target.hosts, target.zk_auth.as_ref()).await?;
+    let zk_fail = |e: zookeeper_client::Error| fail(format!("ZooKeeper: {e}"));
+    let (data, stat) = client.get_data(&path).await.map_err(zk_fail)?;
+    let mut shard_data =
+        ShardData::parse(&data).ok_or_else(|| fail("the shard's data is not valid JSON".into()))?;
+    let members = members_in_line(&client.list_children(&path).await.map_err(zk_fail)?);
+    if let Some(master) = members.first() {
+        return Err(fail(format!(
+            "has a master ({}); use failover for a planned switchover",
+            master.addr
+        )));
+    }
+    let mut link = RedisLink::new(addr, target.redis_auth.clone(), REDIS_TIMEOUT);
+    let state = link
+        .replication()
+        .await
+        .map_err(|e| fail(format!("cannot read the candidate: {e}")))?;
+    let mut text = String::new();
+    let recorded = shard_data.master.clone();
+    match &recorded {
+        Some(last) => {
+            text.push_str(&format!(
+                "{shard}: last master {} (replication ID {}, offset {})\n",
+                last.addr, last.replid, last.offset
+            ));
+            if state.holds_history(&last.replid) {
+                text.push_str(&format!(
+                    "{addr} holds that history (offset {}): its watchdog leads the shard without --force\n",
+                    state.offset
+                ));
+                return Ok((text, 0));
+            }
+            text.push_str(&format!(
+                "{addr} holds another history (replication ID {}, offset {}): every write that \
+                 was on {} and is not on {addr} is lost if it becomes master\n",
+                state.replid, state.offset, last.addr
+            ));
+        }
+        None => text.push_str(&format!(
+            "{shard}: no history recorded: any Redis may lead it already\n"
+        )),
+    }
+    if recorded.is_none() {
+        return Ok((text, 0));
+    }
+    if !force {
+        text.push_str("nothing changed; add --force to accept the loss\n");
+        return Ok((text, 2));
+    }
+    shard_data.master = Some(MasterRecord {
+        addr: addr.to_string(),
+        replid: state.replid.clone(),
+        offset: state.offset,
+    });
+    client
+        .set_data(&path, &shard_data.to_json(), Some(stat.version))
+        .await
+        .map_err(zk_fail)?;
+    text.push_str(&format!(
+        "recorded {addr} as the shard's master: its watchdog registers it as master\n"
+    ));
+    Ok((text, 0))
+}
