@@ -222,27 +222,20 @@ fn a_busy_master_is_not_failed_over() {
 /// master: no write fails and none waits long.
 #[test]
 fn a_zookeeper_blip_does_not_pause_the_master() {
-    let zookeeper = ZooKeeper::start();
-    let zk = Zk::connect(&zookeeper);
-    let shard = zk.create_shard("/redis/cluster/blip");
-    let (a, b) = (start_redis(), start_redis());
-    let relay = Relay::start(zookeeper.port);
-    let timings = [
-        "--interval-ms",
-        "100",
-        "--down-after",
-        "3",
-        "--session-timeout-ms",
-        "2000",
-    ];
-    let wa = Watchdog::start_with(&relay.hosts(), &a, &shard, &timings);
-    wait_until("a to be the master", DEADLINE, || {
-        zk.line(&shard) == [a.addr()]
-    });
-    let wb = Watchdog::start_with(&zookeeper.hosts(), &b, &shard, &timings);
-    wait_until("b to join the line", DEADLINE, || {
-        zk.line(&shard) == [a.addr(), b.addr()]
-    });
+    let relay = Arc::new(Mutex::new(None::<Relay>));
+    let relay_for_a = relay.clone();
+    let pair = Pair::start_timed(
+        "blip",
+        move |zookeeper, _| {
+            let r = Relay::start(zookeeper.port);
+            let hosts = r.hosts();
+            *relay_for_a.lock().unwrap() = Some(r);
+            hosts
+        },
+        2000,
+    );
+    let relay = relay.lock().unwrap().take().unwrap();
+    let (a, b, wa) = (&pair.a, &pair.b, &pair.wa);
     let mut writer = Writer::start([a.port, a.port]);
     wait_until("writes", DEADLINE, || writer.acked().len() > 100);
     relay.cut();
@@ -265,8 +258,7 @@ fn a_zookeeper_blip_does_not_pause_the_master() {
     assert_eq!(acked.len() as u64, attempts, "a write failed");
     assert!(gap < Duration::from_millis(500), "{gap:?}");
     assert!(!wa.log_text().contains("split-brain guard: paused"));
-    assert_eq!(zk.line(&shard), [a.addr(), b.addr()]);
-    drop(wb);
+    assert_eq!(pair.line(), [a.addr(), b.addr()]);
 }
 
 /// A master's watchdog stopped with SIGTERM and started again with the
@@ -275,35 +267,7 @@ fn a_zookeeper_blip_does_not_pause_the_master() {
 /// default 6 s session, a second is well within it).
 #[test]
 fn restarting_a_masters_watchdog_is_no_failover() {
-    let zookeeper = ZooKeeper::start();
-    let zk = Zk::connect(&zookeeper);
-    let shard = zk.create_shard("/redis/cluster/restart");
-    let (a, b) = (start_redis(), start_redis());
-    let timings = [
-        "--interval-ms",
-        "100",
-        "--down-after",
-        "3",
-        "--session-timeout-ms",
-        "2000",
-    ];
-    let wa = Watchdog::start_with(&zookeeper.hosts(), &a, &shard, &timings);
-    wait_until("a to be the master", DEADLINE, || {
-        zk.line(&shard) == [a.addr()]
-    });
-    let wb = Watchdog::start_with(&zookeeper.hosts(), &b, &shard, &timings);
-    wait_until("b to join the line", DEADLINE, || {
-        zk.line(&shard) == [a.addr(), b.addr()]
-    });
-    let mut pair = Pair {
-        _zookeeper: zookeeper,
-        zk,
-        shard,
-        a,
-        b,
-        wa,
-        wb,
-    };
+    let mut pair = Pair::start_timed("restart", |zookeeper, _| zookeeper.hosts(), 2000);
     let first = pair.zk.members(&pair.shard)[0].seq;
     let mut writer = Writer::start([pair.a.port, pair.a.port]);
     wait_until("writes", DEADLINE, || writer.acked().len() > 100);

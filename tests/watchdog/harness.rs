@@ -75,7 +75,12 @@ pub struct Watchdog {
 impl Watchdog {
     /// A watchdog with the fast test timings.
     pub fn start(zk_hosts: &str, redis: &Redis, shard: &str) -> Watchdog {
-        let session = SESSION_MS.to_string();
+        Watchdog::start_timed(zk_hosts, redis, shard, SESSION_MS)
+    }
+
+    /// Fast checks (every 100 ms, down after 3) and a `session_ms` session.
+    pub fn start_timed(zk_hosts: &str, redis: &Redis, shard: &str, session_ms: u64) -> Watchdog {
+        let session = session_ms.to_string();
         let fast = [
             "--interval-ms",
             "100",
@@ -281,15 +286,24 @@ impl Pair {
 
     /// `a_hosts` gives the ZooKeeper connect string for `a`'s watchdog.
     pub fn start_with(cluster: &str, a_hosts: impl FnOnce(&ZooKeeper, &Zk) -> String) -> Pair {
+        Pair::start_timed(cluster, a_hosts, SESSION_MS)
+    }
+
+    /// Likewise, with `session_ms` sessions for both watchdogs.
+    pub fn start_timed(
+        cluster: &str,
+        a_hosts: impl FnOnce(&ZooKeeper, &Zk) -> String,
+        session_ms: u64,
+    ) -> Pair {
         let zookeeper = ZooKeeper::start();
         let zk = Zk::connect(&zookeeper);
         let shard = zk.create_shard(&format!("/redis/cluster/{cluster}"));
         let (a, b) = (start_redis(), start_redis());
-        let wa = Watchdog::start(&a_hosts(&zookeeper, &zk), &a, &shard);
+        let wa = Watchdog::start_timed(&a_hosts(&zookeeper, &zk), &a, &shard, session_ms);
         wait_until("a to be the master", DEADLINE, || {
             zk.line(&shard) == [a.addr()]
         });
-        let wb = Watchdog::start(&zookeeper.hosts(), &b, &shard);
+        let wb = Watchdog::start_timed(&zookeeper.hosts(), &b, &shard, session_ms);
         wait_until("b to join the line", DEADLINE, || {
             zk.line(&shard) == [a.addr(), b.addr()]
         });
