@@ -191,32 +191,53 @@ pub async fn serve(pool: Arc<Pool>, mut stream: TcpStream, shutdown: watch::Rece
         }
         let want_input = may_go_on;
         let idle = owed.is_empty() && out.is_empty();
-        tokio::select! {
-            biased;
-            () = poll_fn(|cx| collect(cx, &mut owed, &mut out, &mut window, stats)), if !owed.is_empty() => {}
-            ready = stream.writable(), if !out.is_empty() => if ready.is_err() { return },
-            ready = stream.readable(), if want_input => {
-                if ready.is_err() {
-                    return;
-                }
-                let chunk = if busy || !input.is_empty() { READ_CHUNK } else { SMALL_READ };
-                // Reserving on an empty buffer also takes back the room of the
-                // requests already split off, once they are gone.
-                if input.is_empty() || input.capacity() - input.len() < chunk / 4 {
-                    input.reserve(chunk);
-                    big_input |= chunk == READ_CHUNK;
-                }
-                let room = input.capacity() - input.len();
-                match read_now(&mut stream, &mut input).await {
-                    Some(Ok(0)) | Some(Err(_)) => finishing = true,
-                    Some(Ok(n)) => busy = n >= SMALL_READ || n == room,
-                    None => {}
-                }
-            }
-            () = &mut stop, if !stopping => stopping = true,
+        let readable = if stopping && idle {
             // Stopping: answer what the client has already sent, and leave
             // once it has been quiet for a moment.
-            () = tokio::time::sleep(STOP_GRACE), if stopping && idle => return,
+            match tokio::time::timeout(STOP_GRACE, stream.readable()).await {
+                Ok(Ok(())) => true,
+                _ => return,
+            }
+        } else {
+            tokio::select! {
+                biased;
+                () = poll_fn(|cx| collect(cx, &mut owed, &mut out, &mut window, stats)), if !owed.is_empty() => false,
+                ready = stream.writable(), if !out.is_empty() => {
+                    if ready.is_err() {
+                        return;
+                    }
+                    false
+                }
+                ready = stream.readable(), if want_input => {
+                    if ready.is_err() {
+                        return;
+                    }
+                    true
+                }
+                () = &mut stop, if !stopping => {
+                    stopping = true;
+                    false
+                }
+            }
+        };
+        if readable {
+            let chunk = if busy || !input.is_empty() {
+                READ_CHUNK
+            } else {
+                SMALL_READ
+            };
+            // Reserving on an empty buffer also takes back the room of the
+            // requests already split off, once they are gone.
+            if input.is_empty() || input.capacity() - input.len() < chunk / 4 {
+                input.reserve(chunk);
+                big_input |= chunk == READ_CHUNK;
+            }
+            let room = input.capacity() - input.len();
+            match read_now(&mut stream, &mut input).await {
+                Some(Ok(0)) | Some(Err(_)) => finishing = true,
+                Some(Ok(n)) => busy = n >= SMALL_READ || n == room,
+                None => {}
+            }
         }
         // An idle session keeps at most a small buffer.
         if input.is_empty() && ((big_input && !busy) || input.capacity() > 4 * READ_CHUNK) {

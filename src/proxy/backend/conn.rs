@@ -383,6 +383,15 @@ impl<'a> Connection<'a> {
         // changes: cheaper than a new timer per loop.
         let timer = sleep_until(Instant::now());
         tokio::pin!(timer);
+        // Made once per connection, not once per loop: resolves when the
+        // backend is demoted.
+        let mut watching = demoted.clone();
+        let demotion = async move {
+            while !*watching.borrow_and_update() {
+                demotion_changed(&mut watching).await;
+            }
+        };
+        tokio::pin!(demotion);
         let (mut reader, writer) = stream.split();
         let mut armed_at: Option<Instant> = None;
         loop {
@@ -425,11 +434,7 @@ impl<'a> Connection<'a> {
                     }
                     Err(e) => return self.broken(e.to_string()),
                 },
-                () = demotion_changed(demoted) => {
-                    if *demoted.borrow() {
-                        return self.demote(queue);
-                    }
-                }
+                () = &mut demotion => return self.demote(queue),
                 () = &mut timer, if armed_at.is_some() => {
                     armed_at = None;
                     let now = Instant::now();
