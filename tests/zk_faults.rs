@@ -198,3 +198,38 @@ fn http_get(port: u16, path: &str) -> String {
     stream.read_to_string(&mut body).unwrap();
     body
 }
+
+/// A shard whose data records its last master and that has no member left
+/// has no eligible master: INFO and the metrics say so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shard_that_held_data_without_members_shows_no_eligible_master() {
+    let zookeeper = ZooKeeper::start();
+    let a = Redis::start();
+    let ops = zookeeper.client().await;
+    create_shard(&ops, "redis-0000", 0, 4095).await;
+    let data = format!(
+        r#"{{"weight":"0-4095","master":{{"addr":"{}","replid":"r1","offset":5}}}}"#,
+        a.addr()
+    );
+    ops.set_data(&shard_path("redis-0000"), data.as_bytes(), None)
+        .await
+        .unwrap();
+    let member = add_member(&ops, "redis-0000", &a.addr()).await;
+    let proxy = start_proxy(&zookeeper, &[&a]);
+    wait_for_view(
+        &proxy,
+        "members=1,no_members=0,invalid=0,strays=0,no_eligible_master=0",
+    );
+    ops.delete(&member, None).await.unwrap();
+    wait_for_view(
+        &proxy,
+        "members=0,no_members=1,invalid=0,strays=0,no_eligible_master=1",
+    );
+    let metrics = http_get(proxy.metrics_port, "/metrics");
+    assert!(
+        metrics.contains(
+            "shardproxy_zookeeper_shard_no_eligible_master{pool=\"test\",shard=\"redis-0000\"} 1"
+        ),
+        "{metrics}"
+    );
+}

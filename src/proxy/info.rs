@@ -138,7 +138,7 @@ fn write_zookeeper(session: &Session, out: &mut String) {
         for (i, shard) in view.shards.iter().enumerate() {
             let _ = write!(
                 out,
-                "zk_shard{i}:name={},range={}-{},master={},members={},no_members={},invalid={},strays={}\r\n",
+                "zk_shard{i}:name={},range={}-{},master={},members={},no_members={},invalid={},strays={},no_eligible_master={}\r\n",
                 shard.name,
                 shard.lo,
                 shard.hi,
@@ -147,6 +147,7 @@ fn write_zookeeper(session: &Session, out: &mut String) {
                 u8::from(shard.no_members),
                 u8::from(shard.invalid.is_some()),
                 shard.strays.len(),
+                u8::from(shard.no_members && shard.recorded_master.is_some()),
             );
         }
     }

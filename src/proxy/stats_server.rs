@@ -295,6 +295,7 @@ pub fn prometheus_text(pools: &[Arc<Pool>]) -> String {
     let mut sessions = Vec::new();
     let mut invalid_shards = Vec::new();
     let mut replicas = Vec::new();
+    let mut no_eligible = Vec::new();
     for p in pools.iter().filter(|p| p.zookeeper.is_some()) {
         let status = p.zk_status.snapshot();
         for shard in status.view.iter().flat_map(|view| &view.shards) {
@@ -305,6 +306,8 @@ pub fn prometheus_text(pools: &[Arc<Pool>]) -> String {
             );
             let in_line = shard.members.len().saturating_sub(1);
             replicas.push((labels.clone(), in_line.to_string()));
+            let stuck = shard.no_members && shard.recorded_master.is_some();
+            no_eligible.push((labels.clone(), u8::from(stuck).to_string()));
             invalid_shards.push((labels, u8::from(shard.invalid.is_some()).to_string()));
         }
         for (session, state) in [
@@ -338,6 +341,13 @@ pub fn prometheus_text(pools: &[Arc<Pool>]) -> String {
         "gauge",
         "Replicas in a shard's line (live, registered by their watchdog); 0 means degraded: one failure from losing the shard.",
         &replicas,
+    );
+    family(
+        &mut out,
+        "shardproxy_zookeeper_shard_no_eligible_master",
+        "gauge",
+        "1 while a shard that held data has no member: only a Redis with its last master's history may lead it (shardproxy-admin promote).",
+        &no_eligible,
     );
     out
 }

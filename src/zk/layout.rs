@@ -291,6 +291,10 @@ pub struct ShardView {
     /// The shard's own znodes are invalid now (why); the view keeps the
     /// shard as it last was valid, so its routing does not change.
     pub invalid: Option<String>,
+    /// The master recorded in the shard's data (see [`ShardData::master`]).
+    /// With no members, the shard has no eligible master: only a Redis
+    /// holding that master's history may lead it.
+    pub recorded_master: Option<String>,
 }
 
 impl ShardView {
@@ -327,6 +331,9 @@ impl ShardView {
             no_members,
             strays,
             invalid: None,
+            recorded_master: ShardData::parse(data)
+                .and_then(|d| d.master)
+                .map(|m| m.addr),
         })
     }
 }
