@@ -407,8 +407,26 @@ fn replica_without_first_sync_is_never_promoted() {
     }
     assert!(wc.log_text().contains("first sync did not finish"));
 
-    // a comes back (empty): it leads the empty shard, and c joins it.
+    // a comes back empty (no persistence): the shard's data was on a's
+    // old history, which nobody holds now, so a does not lead it either.
     let a = restart_redis(a.port);
+    let wa_log = _wa.log_text();
+    wait_until("a's watchdog to refuse the shard", DEADLINE, || {
+        _wa.log_text().len() > wa_log.len() && _wa.log_text().contains("not leading it")
+    });
+    assert!(zk.line(&shard).is_empty(), "an empty Redis took the shard");
+    // The operator accepts the loss (what `shardproxy-admin promote
+    // --force` records): a leads the empty shard, and c joins it.
+    zk.runtime.block_on(async {
+        let data = format!(
+            r#"{{"weight":"0-4095","master":{{"addr":"{}","replid":"","offset":0}}}}"#,
+            a.addr()
+        );
+        zk.client
+            .set_data(&shard, data.as_bytes(), None)
+            .await
+            .unwrap();
+    });
     wait_until("a to lead and c to join", DEADLINE, || {
         zk.line(&shard) == [a.addr(), c.addr()] && is_synced_replica_of(&c, &a)
     });

@@ -81,9 +81,12 @@ pub async fn run(
         text.push_str("nothing changed; add --force to accept the loss\n");
         return Ok((text, 2));
     }
+    // No replication ID: the operator's choice, whatever the candidate
+    // holds (its ID changes when its first replica connects); its watchdog
+    // records the real one once it leads.
     shard_data.master = Some(MasterRecord {
         addr: addr.to_string(),
-        replid: state.replid.clone(),
+        replid: String::new(),
         offset: state.offset,
     });
     client

@@ -1,12 +1,14 @@
 //! One client session: read requests, route each one, and write the replies
 //! back in request order.
 //!
-//! The session works in batches: it reads what the client has sent, parses
-//! every complete request and hands each to its backend at once (so a
-//! pipeline reaches the backends as a pipeline), then waits for the replies
-//! in request order and writes them back with one write. Requests are
-//! dispatched in order, so a `HELLO 3` or `AUTH` in the middle of a pipeline
-//! takes effect exactly from the next request on.
+//! The session reads what the client has sent, parses every complete
+//! request and hands each to its backend at once (so a pipeline reaches the
+//! backends as a pipeline), as far as its window of replies owed allows;
+//! each reply is written back as soon as it and every one before it are
+//! ready. Requests are dispatched in order, so a `HELLO 3` or `AUTH` in the
+//! middle of a pipeline takes effect exactly from the next request on, and
+//! a request sent under another protocol or routing table waits until the
+//! ones before it are answered, so it cannot overtake them.
 
 use crate::command::{self, Command, Handling, KeySpec};
 use crate::protocol::{encode_error, Proto, ProtocolError, Request, RequestParser};

@@ -10,7 +10,7 @@ use crate::zk::layout::{
     child_path, member_prefix, MasterRecord, Member, MemberData, Role, ShardData,
 };
 use std::time::Duration;
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 use zookeeper_client as zk;
 
 /// Member data is refreshed at most every this many intervals when only the
@@ -176,10 +176,15 @@ impl Agent {
         let Some(record) = ShardData::parse(&data).and_then(|d| d.master) else {
             return Ok(true);
         };
-        if state.holds_history(&record.replid) {
+        // An empty recorded ID names the Redis an operator chose with
+        // `promote --force`, whatever it holds.
+        let chosen = record.replid.is_empty() && record.addr == self.settings.redis;
+        if chosen || state.holds_history(&record.replid) {
             self.history_refused = false;
             return Ok(true);
         }
+        debug!(shard = %shard, ours = %state.replid, ours2 = %state.replid2, recorded = %record.replid,
+            "not the shard's history");
         if !self.history_refused {
             self.history_refused = true;
             let name = shard.rsplit('/').next().unwrap_or(&shard);
@@ -199,21 +204,24 @@ impl Agent {
     }
 
     /// As the master: records our Redis and its replication history in the
-    /// shard's data, once per registration, so an empty shard is led later
-    /// only by a Redis that holds it.
+    /// shard's data, so an empty shard is led later only by a Redis that
+    /// holds it. Written again whenever the replication ID changes: a master
+    /// takes a new one when its first replica connects.
     pub(super) async fn record_history(&mut self, session: &Session) -> Result<(), zk::Error> {
-        let Some(name) = self.registered.as_ref().map(|r| r.name.clone()) else {
+        let Health::Up(state) = &self.health else {
             return Ok(());
         };
-        if self.history_recorded.as_ref() == Some(&name) {
+        if state.role != Role::Master
+            || self.registered.is_none()
+            || self.history_recorded.as_ref() == Some(&state.replid)
+        {
             return Ok(());
         }
-        let Ok(fresh) = self.redis.replication().await else {
-            return Ok(());
+        let record = MasterRecord {
+            addr: self.settings.redis.clone(),
+            replid: state.replid.clone(),
+            offset: state.offset,
         };
-        if fresh.role != Role::Master {
-            return Ok(());
-        }
         let shard = self.settings.shard.clone();
         let (data, stat) = self
             .bounded(session, session.client.get_data(&shard))
@@ -222,17 +230,12 @@ impl Agent {
             // Never overwrite data we cannot read: the proxies flag it.
             return Ok(());
         };
-        let record = MasterRecord {
-            addr: self.settings.redis.clone(),
-            replid: fresh.replid.clone(),
-            offset: fresh.offset,
-        };
         let same = shard_data
             .master
             .as_ref()
             .is_some_and(|m| m.addr == record.addr && m.replid == record.replid);
         if !same {
-            shard_data.master = Some(record);
+            shard_data.master = Some(record.clone());
             match self
                 .bounded(
                     session,
@@ -243,7 +246,7 @@ impl Agent {
                 .await
             {
                 Ok(_) => {
-                    info!(shard = %shard, redis = %self.settings.redis, replid = %fresh.replid,
+                    info!(shard = %shard, redis = %self.settings.redis, replid = %record.replid,
                     "recorded as the shard's master and history")
                 }
                 // Changed meanwhile: tried again on the next step.
@@ -251,7 +254,7 @@ impl Agent {
                 Err(e) => return Err(e),
             }
         }
-        self.history_recorded = Some(name);
+        self.history_recorded = Some(record.replid);
         Ok(())
     }
 

@@ -54,7 +54,7 @@ pub struct Agent {
     /// Since when the Redis has been busy (see [`super::health::is_busy`]),
     /// and whether SCRIPT KILL was sent in this busy spell.
     pub(super) busy_since: Option<Instant>,
-    /// The registration for which our history is in the shard's data.
+    /// The replication ID last recorded as the shard's history.
     pub(super) history_recorded: Option<String>,
     /// We refused to lead an empty shard whose history we lack (logged once).
     pub(super) history_refused: bool,

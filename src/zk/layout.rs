@@ -120,7 +120,8 @@ pub struct ShardData {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MasterRecord {
     pub addr: String,
-    /// Its `master_replid` when it took over.
+    /// Its `master_replid` (kept current by its watchdog); empty when an
+    /// operator chose `addr` with `shardproxy-admin promote --force`.
     pub replid: String,
     /// Its replication offset then.
     pub offset: u64,
