@@ -217,6 +217,59 @@ fn a_busy_master_is_not_failed_over() {
     });
 }
 
+/// A script that keeps the master -BUSY is a busy Redis, not a dead one: no
+/// failover; with `--script-kill-after-ms` the watchdog stops it with
+/// SCRIPT KILL, and the client that ran it gets Redis's error.
+#[test]
+fn a_busy_script_is_killed_not_failed_over() {
+    let zookeeper = ZooKeeper::start();
+    let zk = Zk::connect(&zookeeper);
+    let shard = zk.create_shard("/redis/cluster/script");
+    let (a, b) = (start_redis(), start_redis());
+    let kill = [
+        "--interval-ms",
+        "100",
+        "--down-after",
+        "3",
+        "--script-kill-after-ms",
+        "1500",
+    ];
+    let wa = Watchdog::start_with(&zookeeper.hosts(), &a, &shard, &kill);
+    wait_until("a to be the master", DEADLINE, || {
+        zk.line(&shard) == [a.addr()]
+    });
+    let wb = Watchdog::start(&zookeeper.hosts(), &b, &shard);
+    wait_until("b to join the line", DEADLINE, || {
+        zk.line(&shard) == [a.addr(), b.addr()]
+    });
+    // -BUSY after 100 ms of script instead of Redis's default 5 s.
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("busy-reply-threshold")
+        .arg(100)
+        .query(&mut redis_conn(a.port))
+        .unwrap();
+    let mut conn = redis_conn(a.port);
+    conn.set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let started = Instant::now();
+    let result: redis::RedisResult<()> = redis::cmd("EVAL")
+        .arg("while true do end")
+        .arg(0)
+        .query(&mut conn);
+    let ran = started.elapsed();
+    let error = result
+        .expect_err("the script never ends by itself")
+        .to_string();
+    println!("busy script: stopped after {ran:?}: {error}");
+    assert!(error.contains("SCRIPT KILL"), "{error}");
+    assert!(wa.log_text().contains("stopped a long script"));
+    assert!(wa.log_text().contains("redis is busy"));
+    assert_eq!(zk.line(&shard), [a.addr(), b.addr()], "no failover");
+    assert!(is_master(&a));
+    assert!(!wb.log_text().contains("promoted to master"));
+}
+
 /// A short loss of ZooKeeper (the master's watchdog cut off for 0.6 s with
 /// a 2 s session, which cannot expire meanwhile) does not pause the
 /// master: no write fails and none waits long.
