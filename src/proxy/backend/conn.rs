@@ -172,11 +172,23 @@ fn fail(target: &Target, job: Job, reason: &str) {
 }
 
 fn time_out(target: &Target, reply: oneshot::Sender<Reply>) {
-    target.stats.timeouts.fetch_add(1, Ordering::Relaxed);
-    target.health.record_failure();
+    let ms = target.settings.timeout.map_or(0, |t| t.as_millis());
+    answer_timeout(&target.addr, &target.stats, &target.health, ms, reply);
+}
+
+/// Answers `reply` with the timeout error, counting it against the backend.
+fn answer_timeout(
+    addr: &Arc<str>,
+    stats: &BackendStats,
+    health: &Health,
+    ms: u128,
+    reply: oneshot::Sender<Reply>,
+) {
+    stats.timeouts.fetch_add(1, Ordering::Relaxed);
+    health.record_failure();
     let _ = reply.send(Err(BackendError::Timeout {
-        addr: target.addr.clone(),
-        ms: target.settings.timeout.map_or(0, |t| t.as_millis()),
+        addr: addr.clone(),
+        ms,
     }));
 }
 
@@ -588,12 +600,7 @@ impl<'a> Connection<'a> {
                     if let Some(deadline) = deadline {
                         sleep_until(deadline).await;
                     }
-                    stats.timeouts.fetch_add(1, Ordering::Relaxed);
-                    health.record_failure();
-                    let _ = reply.send(Err(BackendError::Timeout {
-                        addr: addr.clone(),
-                        ms,
-                    }));
+                    answer_timeout(&addr, &stats, &health, ms, reply);
                 }
             });
         }
