@@ -35,8 +35,15 @@ pub enum Handling {
     AnyBackend,
     /// Sent to every backend, replies combined: DBSIZE.
     FanOut,
-    /// Cannot work through a sharding proxy: keyspace-wide, transactions,
-    /// blocking, pub/sub, administration and replication commands.
+    /// May block: BLPOP & co., XREAD and XREADGROUP with BLOCK, WAIT. Runs on
+    /// the client's dedicated connection to the shard of its keys, so it
+    /// holds up nobody else.
+    Blocking,
+    /// MULTI EXEC DISCARD WATCH UNWATCH: the transaction runs on the
+    /// client's dedicated connection to the shard of its first key.
+    Transaction,
+    /// Cannot work through a sharding proxy: keyspace-wide, pub/sub,
+    /// administration and replication commands.
     Unsupported,
 }
 
@@ -201,11 +208,10 @@ impl Command {
     }
 
     /// The handling for these arguments: `self.handling`, except that XREAD
-    /// and XREADGROUP with a BLOCK option are `Unsupported` (they would hold
-    /// a shared backend connection).
+    /// and XREADGROUP with a BLOCK option are `Blocking`.
     pub fn handling_for(&self, args: &[Bytes]) -> Handling {
         if self.keys == KeySpec::Streams && keys::streams_block(self, args) {
-            Handling::Unsupported
+            Handling::Blocking
         } else {
             self.handling
         }
@@ -442,7 +448,7 @@ mod tests {
         let plain = args(&["XREAD", "COUNT", "1", "STREAMS", "s", "0"]);
         assert_eq!(xread.handling_for(&plain), Handling::Forward);
         let block = args(&["XREAD", "BLOCK", "0", "STREAMS", "s", "0"]);
-        assert_eq!(xread.handling_for(&block), Handling::Unsupported);
+        assert_eq!(xread.handling_for(&block), Handling::Blocking);
         let group = lookup(b"xreadgroup").unwrap();
         let block = args(&[
             "XREADGROUP",
@@ -455,7 +461,7 @@ mod tests {
             "s",
             ">",
         ]);
-        assert_eq!(group.handling_for(&block), Handling::Unsupported);
+        assert_eq!(group.handling_for(&block), Handling::Blocking);
     }
 
     #[test]

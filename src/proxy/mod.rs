@@ -9,6 +9,8 @@
 //!   [`pending::Pending`] per request.
 //! - [`local`] and [`info`]: the commands the proxy answers itself.
 //! - [`split`]: multi-key commands split over shards and put back together.
+//! - [`blocking`] and [`transaction`]: blocking commands and WATCH/MULTI, on
+//!   a client's [`dedicated`] backend connection.
 //! - [`router`]: the immutable routing table of a pool, swapped atomically;
 //!   [`cluster`] rebuilds it from ZooKeeper's views, [`reload`] from the
 //!   pool file on SIGHUP.
@@ -21,9 +23,11 @@
 
 pub mod accept;
 pub mod backend;
+pub mod blocking;
 pub mod cli;
 pub mod client;
 pub mod cluster;
+pub mod dedicated;
 pub mod info;
 pub mod listener;
 pub mod local;
@@ -36,4 +40,5 @@ pub mod session;
 pub mod split;
 pub mod stats;
 pub mod stats_server;
+pub mod transaction;
 pub mod zk;
