@@ -7,7 +7,8 @@ mod common;
 use common::proxy::Proxy;
 use common::redis::{encode_command, RawClient, Redis};
 use common::wait_until;
-use common::zk_cluster::keys_in;
+use common::zk_cluster::{add_member, create_shard, keys_in, start_proxy_with, wait_for_view};
+use common::zookeeper::ZooKeeper;
 use std::time::{Duration, Instant};
 
 /// A proxy over two redis-servers (one shared connection each), with
@@ -216,6 +217,8 @@ fn the_dedicated_connection_cap_gives_a_clear_error() {
         total_blocked(&shards) == 2
     });
     let mut third = RawClient::connect(proxy.port);
+    let info = third.cmd_str(&["INFO", "clients"]);
+    assert!(info.contains("dedicated_connections:2\r\n"), "{info}");
     let started = Instant::now();
     let reply = third.cmd_str(&["BLPOP", "held2", "0"]);
     assert!(started.elapsed() < Duration::from_secs(1));
@@ -327,4 +330,65 @@ fn a_blocking_command_on_a_stopped_backend_times_out() {
     );
     // The broken dedicated connection is replaced on the next use.
     assert_eq!(client.cmd_str(&["BLPOP", "stall", "0.05"]), "*-1\r\n");
+}
+
+/// A failover frees a client blocked on the old master at once, with the
+/// error saying the outcome is unknown, and ends a transaction bound to it;
+/// both clients then work on the new master.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failover_frees_blocked_clients_and_ends_transactions() {
+    let zookeeper = ZooKeeper::start();
+    let (old, new) = (Redis::start(), Redis::start());
+    let ops = zookeeper.client().await;
+    create_shard(&ops, "redis-0000", 0, 4095).await;
+    let member_old = add_member(&ops, "redis-0000", &old.addr()).await;
+    let replicaof = ["REPLICAOF", "127.0.0.1", &old.port.to_string()];
+    assert_eq!(new.connect().cmd_str(&replicaof), "+OK\r\n");
+    let proxy = start_proxy_with(&zookeeper, &[&old], "");
+    wait_for_view(&proxy, &format!("master={}", old.addr()));
+
+    let mut blocked = RawClient::connect(proxy.port);
+    send(&mut blocked, &["BLPOP", "failover:q", "0"]);
+    let mut tx = RawClient::connect(proxy.port);
+    assert_eq!(tx.cmd_str(&["WATCH", "failover:k"]), "+OK\r\n");
+    assert_eq!(tx.cmd_str(&["MULTI"]), "+OK\r\n");
+    assert_eq!(tx.cmd_str(&["SET", "failover:k", "1"]), "+QUEUED\r\n");
+    wait_until(
+        "BLPOP blocked on the old master",
+        Duration::from_secs(5),
+        || blocked_clients(&old) == 1,
+    );
+
+    assert_eq!(
+        new.connect().cmd_str(&["REPLICAOF", "NO", "ONE"]),
+        "+OK\r\n"
+    );
+    add_member(&ops, "redis-0000", &new.addr()).await;
+    ops.delete(&member_old, None).await.unwrap();
+    let switched = Instant::now();
+    let reply = String::from_utf8_lossy(&blocked.read_reply()).into_owned();
+    assert!(
+        reply.starts_with("-ERR shard 'redis-0000': backend ")
+            && reply.contains("its outcome is unknown"),
+        "{reply}"
+    );
+    assert!(switched.elapsed() < Duration::from_secs(2));
+    let exec = tx.cmd_str(&["EXEC"]);
+    assert!(exec.starts_with("-ERR shard 'redis-0000'"), "{exec}");
+    assert!(!old
+        .connect()
+        .cmd_str(&["EXISTS", "failover:k"])
+        .contains('1'));
+
+    // Both go on, on the new master.
+    assert_eq!(blocked.cmd_str(&["BLPOP", "failover:q", "0.05"]), "*-1\r\n");
+    let replies: Vec<String> = ["MULTI", "INCR", "EXEC"]
+        .iter()
+        .map(|c| match *c {
+            "INCR" => tx.cmd_str(&["INCR", "failover:k"]),
+            c => tx.cmd_str(&[c]),
+        })
+        .collect();
+    assert_eq!(replies, ["+OK\r\n", "+QUEUED\r\n", "*1\r\n:1\r\n"]);
+    assert_eq!(new.connect().cmd_str(&["GET", "failover:k"]), "$1\r\n1\r\n");
 }

@@ -87,8 +87,9 @@ fn write_section(session: &Session, section: &str, out: &mut String) {
         "clients" => {
             let _ = write!(
                 out,
-                "# Clients\r\nconnected_clients:{}\r\n",
-                PoolStats::get(&stats.connected_clients)
+                "# Clients\r\nconnected_clients:{}\r\ndedicated_connections:{}\r\n",
+                PoolStats::get(&stats.connected_clients),
+                session.pool.dedicated.in_use()
             );
         }
         "stats" => {

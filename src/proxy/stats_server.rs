@@ -133,6 +133,13 @@ pub fn prometheus_text(pools: &[Arc<Pool>]) -> String {
     );
     family(
         &mut out,
+        "shardproxy_dedicated_connections",
+        "gauge",
+        "Backend connections held by clients for blocking commands and transactions.",
+        &each_pool(&|p| u64::from(p.dedicated.in_use())),
+    );
+    family(
+        &mut out,
         "shardproxy_client_connections_received_total",
         "counter",
         "Client connections accepted.",

@@ -57,8 +57,9 @@ impl Session {
             ("quit", true) => local::run(self, cmd, &request.args),
             // Inside MULTI: Redis's own answers once bound.
             ("multi", true) if !self.tx_bound() => self.error("ERR MULTI calls can not be nested"),
+            // Redis answers these without dooming the transaction.
             ("watch", true) if !self.tx_bound() => {
-                self.refuse_in_multi("ERR WATCH inside MULTI is not allowed")
+                self.error("ERR WATCH inside MULTI is not allowed")
             }
             _ => self.queue(cmd, handling, request),
         }

@@ -1,0 +1,291 @@
+//! Transactions through the proxy, against real redis-servers: MULTI, EXEC,
+//! DISCARD, WATCH and UNWATCH answer byte for byte as Redis does while the
+//! keys are on one shard, and a key on another shard dooms the transaction
+//! with `-EXECABORT`, as in Redis Cluster.
+
+mod common;
+
+use common::proxy::Proxy;
+use common::redis::{encode_command, RawClient, Redis};
+use common::zk_cluster::keys_in;
+
+/// A proxy over two redis-servers (hash tags on).
+fn two_shards() -> (Proxy, Vec<Redis>) {
+    let shards = vec![Redis::start(), Redis::start()];
+    let proxy = Proxy::start(&format!(
+        "  redis: true\n  hash: md5\n  hash_tag: \"{{}}\"\n  timeout: 2000\n  servers:\n   - {}:0-2047\n   - {}:2048-4095\n",
+        shards[0].addr(),
+        shards[1].addr()
+    ));
+    (proxy, shards)
+}
+
+/// Runs `script` on a fresh client, one command at a time; the replies.
+fn run(client: &mut RawClient, script: &[&[&str]]) -> Vec<String> {
+    script
+        .iter()
+        .map(|command| client.cmd_str(command))
+        .collect()
+}
+
+/// Runs `script` pipelined in one write; the replies.
+fn run_pipelined(client: &mut RawClient, script: &[&[&str]]) -> Vec<String> {
+    let mut pipeline = Vec::new();
+    for command in script {
+        let refs: Vec<&[u8]> = command.iter().map(|w| w.as_bytes()).collect();
+        pipeline.extend(encode_command(&refs));
+    }
+    client.send_raw(&pipeline);
+    script
+        .iter()
+        .map(|_| String::from_utf8_lossy(&client.read_reply()).into_owned())
+        .collect()
+}
+
+/// Scripts whose keys are all on one shard get Redis's replies exactly,
+/// sent one by one and pipelined.
+#[test]
+fn transactions_on_one_shard_answer_as_redis_does() {
+    let (proxy, _shards) = two_shards();
+    let direct = Redis::start();
+    let scripts: &[&[&[&str]]] = &[
+        // Plain.
+        &[
+            &["MULTI"],
+            &["SET", "{a}x", "1"],
+            &["INCR", "{a}x"],
+            &["GET", "{a}x"],
+            &["EXEC"],
+        ],
+        // Keyless commands before the first key.
+        &[
+            &["MULTI"],
+            &["PING"],
+            &["ECHO", "hi"],
+            &["INCR", "{a}n"],
+            &["EXEC"],
+        ],
+        // Only keyless commands.
+        &[&["MULTI"], &["PING"], &["EXEC"]],
+        // Empty.
+        &[&["MULTI"], &["EXEC"]],
+        // Discard: nothing applied.
+        &[
+            &["MULTI"],
+            &["SET", "{a}d", "1"],
+            &["DISCARD"],
+            &["GET", "{a}d"],
+        ],
+        // Errors outside MULTI, and nested MULTI before and after binding.
+        &[&["EXEC"], &["DISCARD"]],
+        &[
+            &["MULTI"],
+            &["MULTI"],
+            &["SET", "{a}y", "1"],
+            &["MULTI"],
+            &["EXEC"],
+        ],
+        // A runtime error inside EXEC's reply; the other commands ran.
+        &[
+            &["MULTI"],
+            &["SET", "{a}s", "str"],
+            &["LPUSH", "{a}s", "x"],
+            &["GET", "{a}s"],
+            &["EXEC"],
+        ],
+        // A command refused while queueing dooms the transaction.
+        &[
+            &["MULTI"],
+            &["SET", "{a}u", "1"],
+            &["NOSUCHCOMMAND"],
+            &["GET"],
+            &["EXEC"],
+            &["GET", "{a}u"],
+        ],
+        // WATCH then an untouched key: EXEC runs.
+        &[
+            &["WATCH", "{a}w"],
+            &["MULTI"],
+            &["SET", "{a}w", "1"],
+            &["EXEC"],
+            &["UNWATCH"],
+        ],
+        // WATCH inside MULTI, before and after binding.
+        &[&["MULTI"], &["WATCH", "{a}w"], &["EXEC"]],
+        &[
+            &["MULTI"],
+            &["SET", "{a}w", "2"],
+            &["WATCH", "{a}w"],
+            &["EXEC"],
+        ],
+    ];
+    for script in scripts {
+        let want = run(&mut direct.connect(), script);
+        assert_eq!(
+            run(&mut RawClient::connect(proxy.port), script),
+            want,
+            "{script:?}"
+        );
+        direct.connect().cmd_str(&["FLUSHALL"]);
+        for shard in &_shards {
+            shard.connect().cmd_str(&["FLUSHALL"]);
+        }
+        assert_eq!(
+            run_pipelined(&mut RawClient::connect(proxy.port), script),
+            want,
+            "pipelined {script:?}"
+        );
+        direct.connect().cmd_str(&["FLUSHALL"]);
+        for shard in &_shards {
+            shard.connect().cmd_str(&["FLUSHALL"]);
+        }
+    }
+}
+
+/// A watched key changed by another client makes EXEC return nil, as in
+/// Redis; the transaction's writes do not happen.
+#[test]
+fn a_watched_key_changed_by_another_client_fails_exec() {
+    let (proxy, _shards) = two_shards();
+    let mut client = RawClient::connect(proxy.port);
+    let mut other = RawClient::connect(proxy.port);
+    assert_eq!(client.cmd_str(&["SET", "{w}k", "1"]), "+OK\r\n");
+    assert_eq!(client.cmd_str(&["WATCH", "{w}k"]), "+OK\r\n");
+    assert_eq!(client.cmd_str(&["GET", "{w}k"]), "$1\r\n1\r\n");
+    assert_eq!(other.cmd_str(&["SET", "{w}k", "changed"]), "+OK\r\n");
+    assert_eq!(client.cmd_str(&["MULTI"]), "+OK\r\n");
+    assert_eq!(client.cmd_str(&["SET", "{w}k", "mine"]), "+QUEUED\r\n");
+    assert_eq!(client.cmd_str(&["EXEC"]), "*-1\r\n");
+    assert_eq!(client.cmd_str(&["GET", "{w}k"]), "$7\r\nchanged\r\n");
+    // The next transaction starts clean: nothing watched any more.
+    assert_eq!(other.cmd_str(&["SET", "{w}k", "again"]), "+OK\r\n");
+    assert_eq!(
+        run(
+            &mut client,
+            &[&["MULTI"], &["SET", "{w}k", "mine"], &["EXEC"]]
+        ),
+        ["+OK\r\n", "+QUEUED\r\n", "*1\r\n+OK\r\n"]
+    );
+}
+
+/// A key on another shard than the transaction's is refused inside MULTI
+/// and EXEC discards the whole transaction: nothing is written anywhere.
+#[test]
+fn a_key_on_another_shard_aborts_the_transaction() {
+    let (proxy, shards) = two_shards();
+    let low = keys_in(0, 2047, 1, "low").remove(0);
+    let high = keys_in(2048, 4095, 1, "high").remove(0);
+    let mut client = RawClient::connect(proxy.port);
+    let replies = run(
+        &mut client,
+        &[
+            &["MULTI"],
+            &["SET", &low, "1"],
+            &["SET", &high, "1"],
+            &["EXEC"],
+        ],
+    );
+    assert_eq!(replies[..2], ["+OK\r\n", "+QUEUED\r\n"]);
+    assert!(replies[2].starts_with("-CROSSSLOT "), "{replies:?}");
+    assert_eq!(
+        replies[3],
+        "-EXECABORT Transaction discarded because of previous errors.\r\n"
+    );
+    for shard in &shards {
+        assert_eq!(shard.connect().cmd_str(&["DBSIZE"]), ":0\r\n");
+    }
+    // WATCH on keys of two shards is refused too, and so is MGET across
+    // shards inside MULTI.
+    assert!(client
+        .cmd_str(&["WATCH", &low, &high])
+        .starts_with("-CROSSSLOT "));
+    let replies = run(
+        &mut client,
+        &[
+            &["MULTI"],
+            &["GET", &low],
+            &["MGET", &low, &high],
+            &["EXEC"],
+        ],
+    );
+    assert!(replies[2].starts_with("-CROSSSLOT "), "{replies:?}");
+    assert!(replies[3].starts_with("-EXECABORT "), "{replies:?}");
+    // The session works normally afterwards.
+    assert_eq!(client.cmd_str(&["SET", &high, "2"]), "+OK\r\n");
+    assert_eq!(client.cmd_str(&["GET", &high]), "$1\r\n2\r\n");
+}
+
+/// Commands that cannot run inside a transaction through the proxy are
+/// refused there with a clear error, dooming it; QUIT still works.
+#[test]
+fn proxy_commands_inside_multi_are_refused() {
+    let (proxy, _shards) = two_shards();
+    let mut client = RawClient::connect(proxy.port);
+    let replies = run(
+        &mut client,
+        &[
+            &["MULTI"],
+            &["SET", "{r}a", "1"],
+            &["CLIENT", "SETNAME", "x"],
+            &["DBSIZE"],
+            &["EXEC"],
+        ],
+    );
+    assert_eq!(
+        replies[2],
+        "-ERR 'CLIENT' inside MULTI is not supported through shardproxy\r\n"
+    );
+    assert!(
+        replies[3].starts_with("-ERR unsupported command 'DBSIZE'"),
+        "{replies:?}"
+    );
+    assert!(replies[4].starts_with("-EXECABORT "), "{replies:?}");
+    assert_eq!(client.cmd_str(&["MULTI"]), "+OK\r\n");
+    assert_eq!(client.cmd_str(&["QUIT"]), "+OK\r\n");
+    assert!(client.is_closed());
+}
+
+/// Many clients incrementing one counter in transactions, with WATCH and
+/// retries: no increment is lost.
+#[test]
+fn optimistic_locking_loses_no_increment() {
+    let (proxy, _shards) = two_shards();
+    let clients = 4;
+    let rounds = 50;
+    let workers: Vec<_> = (0..clients)
+        .map(|_| {
+            let port = proxy.port;
+            std::thread::spawn(move || {
+                let mut client = RawClient::connect(port);
+                let mut retries = 0;
+                for _ in 0..rounds {
+                    loop {
+                        assert_eq!(client.cmd_str(&["WATCH", "{c}counter"]), "+OK\r\n");
+                        let value = client.cmd_str(&["GET", "{c}counter"]);
+                        let n: i64 = value.lines().nth(1).map_or(0, |v| v.parse().unwrap());
+                        let next = (n + 1).to_string();
+                        let replies = run(
+                            &mut client,
+                            &[&["MULTI"], &["SET", "{c}counter", &next], &["EXEC"]],
+                        );
+                        if replies[2] == "*1\r\n+OK\r\n" {
+                            break;
+                        }
+                        assert_eq!(replies[2], "*-1\r\n");
+                        retries += 1;
+                    }
+                }
+                retries
+            })
+        })
+        .collect();
+    for worker in workers {
+        worker.join().unwrap();
+    }
+    let mut client = RawClient::connect(proxy.port);
+    let want = (clients * rounds).to_string();
+    assert_eq!(
+        client.cmd_str(&["GET", "{c}counter"]),
+        format!("${}\r\n{want}\r\n", want.len())
+    );
+}
