@@ -16,7 +16,7 @@ fn setup() -> (Redis, Vec<Redis>, Proxy) {
     let direct = Redis::start();
     let shards = vec![Redis::start(), Redis::start()];
     let proxy = Proxy::start(&format!(
-        "  redis: true\n  hash: md5\n  servers:\n   - {}:0-2047\n   - {}:2048-4095\n",
+        "  redis: true\n  hash: md5\n  hash_tag: \"{{}}\"\n  servers:\n   - {}:0-2047\n   - {}:2048-4095\n",
         shards[0].addr(),
         shards[1].addr()
     ));

@@ -24,6 +24,12 @@ async function script(r) {
   const pipe = r.pipeline();
   for (let i = 0; i < 50; i++) pipe.set(`js:p${i}`, String(i)).get(`js:p${i}`);
   out.push(await pipe.exec());
+  // A transaction on one shard (hash tag), WATCH, and blocking pops.
+  out.push(await r.multi().set("{js}:t", "1").incr("{js}:t").get("{js}:t").exec());
+  await r.watch("{js}:t");
+  out.push(await r.multi().incrby("{js}:t", 10).exec());
+  out.push(await r.blpop("js:l", 1));
+  out.push(await r.brpop("js:empty", 0.1));
   out.push(await r.del(...keys));
   out.push(await r.dbsize());
   try {
@@ -51,8 +57,8 @@ async function main() {
     }
   });
   try {
-    await proxy.keys("*");
-    console.log("KEYS did not fail");
+    await proxy.call("SWAPDB", "0", "1");
+    console.log("SWAPDB did not fail");
     failures++;
   } catch (e) {
     if (!e.message.includes("unsupported command")) throw e;

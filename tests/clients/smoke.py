@@ -31,6 +31,22 @@ def script(r, p):
         pipe.set(f"{p}:p{i}", i)
         pipe.get(f"{p}:p{i}")
     out.append(pipe.execute())
+    # A transaction on one shard (hash tag), and optimistic locking.
+    tx = r.pipeline(transaction=True)
+    tx.set(f"{{{p}}}:t", 1).incr(f"{{{p}}}:t").get(f"{{{p}}}:t")
+    out.append(tx.execute())
+
+    def bump(pipe):
+        value = int(pipe.get(f"{{{p}}}:t"))
+        pipe.multi()
+        pipe.set(f"{{{p}}}:t", value + 10)
+
+    out.append(r.transaction(bump, f"{{{p}}}:t"))
+    out.append(r.get(f"{{{p}}}:t"))
+    # Blocking pops: data there, then a timeout.
+    out.append(r.blpop([f"{p}:l"], timeout=1))
+    out.append(r.brpop([f"{p}:empty"], timeout=0.1))
+    out.append(r.get(f"{p}:a"))
     out.append(r.delete(*[f"{p}:k{i}" for i in range(20)]))
     out.append(r.client_setname("smoke"))
     out.append(r.client_getname())
@@ -61,8 +77,8 @@ def main():
                 print(f"redis-py protocol={protocol} step {i}: redis {w!r} proxy {g!r}")
         # What the proxy refuses comes back as an error; the connection stays.
         try:
-            proxy.keys("*")
-            print("KEYS did not fail")
+            proxy.execute_command("SWAPDB", 0, 1)
+            print("SWAPDB did not fail")
             failures += 1
         except redis.ResponseError as e:
             assert "unsupported command" in str(e), e
