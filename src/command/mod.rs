@@ -35,6 +35,11 @@ pub enum Handling {
     AnyBackend,
     /// Sent to every backend, replies combined: DBSIZE.
     FanOut,
+    /// Over the whole keyspace, shard after shard or every shard at once
+    /// (`proxy::keyspace`).
+    Keyspace(KeyspaceOp),
+    /// Scripts and functions, kept alike on every shard (`proxy::scripts`).
+    Scripts(ScriptOp),
     /// Cannot work through a sharding proxy: keyspace-wide, transactions,
     /// blocking, pub/sub, administration and replication commands.
     Unsupported,
@@ -49,6 +54,38 @@ pub enum SplitKind {
     Mset,
     /// DEL UNLINK EXISTS TOUCH: the integer replies are summed.
     SumIntegers,
+}
+
+/// The keyspace-wide commands, and how each covers the shards.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyspaceOp {
+    /// SCAN: one shard after the other, under one cursor.
+    Scan,
+    /// KEYS: every shard's keys, together.
+    Keys,
+    /// RANDOMKEY: a random shard's, trying the others while they are empty.
+    RandomKey,
+    /// FLUSHALL FLUSHDB: every shard, if the pool's `allow_flush` says so.
+    Flush,
+}
+
+/// How a SCRIPT or FUNCTION subcommand reaches the shards and how their
+/// replies become one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScriptOp {
+    /// SCRIPT LOAD, FUNCTION LOAD: every shard, which must all answer the
+    /// same (the SHA1, the library name).
+    Load,
+    /// SCRIPT EXISTS: every shard; a script exists where every shard has it.
+    Exists,
+    /// SCRIPT FLUSH, FUNCTION DELETE FLUSH RESTORE: every shard, `+OK` once
+    /// every shard said it.
+    AllOk,
+    /// SCRIPT KILL, FUNCTION KILL: every shard, each over a connection of
+    /// its own (the shared one waits behind the busy script).
+    Kill,
+    /// FUNCTION DUMP LIST STATS: the one shard keyless scripts run on.
+    OneShard,
 }
 
 /// Where the keys are in the argument list (`args[0]` is the command name).

@@ -80,6 +80,9 @@ pub struct PoolConfig {
     /// Bytes of replies a client may be owed but not have read before the
     /// proxy stops reading its requests.
     pub client_output_limit: usize,
+    /// FLUSHALL and FLUSHDB are fanned out to every shard instead of
+    /// refused: one mistyped command would empty the whole fleet.
+    pub allow_flush: bool,
     pub zookeeper: Option<ZooKeeperConfig>,
     pub servers: Vec<ServerConfig>,
     /// True when the servers are given as `host:port:LO-HI` ranges.
@@ -281,6 +284,7 @@ struct RawPool {
     reuseport: Option<bool>,
     max_request_size: Option<usize>,
     client_output_limit: Option<usize>,
+    allow_flush: Option<bool>,
     zookeeper_host: Option<String>,
     zookeeper_path: Option<String>,
     zookeeper_redis_path: Option<String>,
@@ -407,6 +411,7 @@ impl RawPool {
             reuseport: self.reuseport.unwrap_or(false),
             max_request_size,
             client_output_limit,
+            allow_flush: self.allow_flush.unwrap_or(false),
             zookeeper,
             servers,
             range_form,

@@ -19,6 +19,7 @@ use crate::proxy::pool::Pool;
 use crate::proxy::session::Session;
 use crate::proxy::split::{self, Part, SplitReply};
 use crate::proxy::stats::PoolStats;
+use crate::proxy::{keyspace, scripts};
 use bytes::{Bytes, BytesMut};
 use std::collections::VecDeque;
 use std::future::poll_fn;
@@ -379,6 +380,8 @@ impl Session {
                     self.pool.clone(),
                 )
             }
+            Handling::Keyspace(op) => keyspace::run(self, op, cmd, &request.args, request.raw),
+            Handling::Scripts(op) => scripts::run(self, op, cmd, request.raw),
         }
     }
 
@@ -394,6 +397,10 @@ impl Session {
                     Err(e) => return self.error(&e),
                 };
                 let Some((&first, rest)) = keys.split_first() else {
+                    if scripts::runs_keyless(cmd) {
+                        return self
+                            .send(&table.shards[scripts::keyless_shard(&table)], request.raw);
+                    }
                     return self.error(&format!(
                         "ERR '{}' without a key cannot be routed by shardproxy",
                         cmd.name
