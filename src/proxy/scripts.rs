@@ -34,9 +34,10 @@ use crate::watchdog::redis_client::{RedisConn, RedisError};
 use bytes::{Bytes, BytesMut};
 use std::time::Duration;
 
-/// How long SCRIPT KILL waits for each shard when the pool sets no
-/// `timeout`.
-const KILL_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long SCRIPT KILL waits for each shard. Not the pool's `timeout`:
+/// Redis takes the kill only once the script has run `busy-reply-threshold`
+/// (5 s by default), and a kill sent earlier waits for that.
+const KILL_TIMEOUT: Duration = Duration::from_secs(6);
 
 /// The shard that runs scripts and functions without keys (EVAL with
 /// `numkeys` 0), and answers FUNCTION DUMP, LIST and STATS: the first of
@@ -140,9 +141,8 @@ fn kill(session: &Session, table: &RoutingTable, cmd: &Command) -> Pending {
     } else {
         "SCRIPT"
     };
-    let config = session.pool.config();
-    let timeout = config.timeout.unwrap_or(KILL_TIMEOUT);
-    let auth = config.redis_auth;
+    let timeout = KILL_TIMEOUT;
+    let auth = session.pool.redis_auth.clone();
     let shards: Vec<_> = fanout::distinct_shards(table)
         .into_iter()
         .map(|i| {
