@@ -7,7 +7,9 @@ mod common;
 
 use common::proxy::Proxy;
 use common::redis::{RawClient, Redis};
+use common::wait_until;
 use std::collections::BTreeSet;
+use std::time::Duration;
 
 /// Three shards in range form, keys hashed with md5.
 fn pool_body(shards: &[Redis], extra: &str) -> String {
@@ -252,4 +254,20 @@ fn flush_with_allow_flush_empties_every_shard() {
     // Redis's own refusal of a bad option comes back as it is.
     let theirs = shards[0].connect().cmd_str(&["FLUSHALL", "NOW"]);
     assert_eq!(c.cmd_str(&["FLUSHALL", "NOW"]), theirs);
+}
+
+#[test]
+fn allow_flush_follows_a_reload() {
+    let shards = start_shards();
+    let proxy = Proxy::start(&pool_body(&shards, ""));
+    let mut c = RawClient::connect(proxy.port);
+    assert_eq!(c.cmd_str(&["SET", "a", "1"]), "+OK\r\n");
+    let text = std::fs::read_to_string(&proxy.conf).unwrap();
+    let allowed = text.replace("  redis: true\n", "  redis: true\n  allow_flush: true\n");
+    std::fs::write(&proxy.conf, allowed).unwrap();
+    proxy.guard.signal("HUP");
+    wait_until("FLUSHALL to be allowed", Duration::from_secs(10), || {
+        c.cmd_str(&["FLUSHALL"]) == "+OK\r\n"
+    });
+    assert_eq!(c.cmd_str(&["DBSIZE"]), ":0\r\n");
 }
