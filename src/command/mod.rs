@@ -40,8 +40,8 @@ pub enum Handling {
     Keyspace(KeyspaceOp),
     /// Scripts and functions, kept alike on every shard (`proxy::scripts`).
     Scripts(ScriptOp),
-    /// Cannot work through a sharding proxy: keyspace-wide, transactions,
-    /// blocking, pub/sub, administration and replication commands.
+    /// Cannot work through a sharding proxy: transactions, blocking,
+    /// pub/sub, administration and replication commands.
     Unsupported,
 }
 
@@ -471,6 +471,29 @@ mod tests {
             unknown_subcommand_error("client", b"foo\r\nbar"),
             "ERR unknown subcommand 'foo  bar'. Try CLIENT HELP."
         );
+    }
+
+    #[test]
+    fn keyspace_and_script_commands_reach_every_shard() {
+        let handling = |list: &[&str]| lookup_args(&args(list)).unwrap().handling;
+        assert_eq!(
+            handling(&["SCAN", "0"]),
+            Handling::Keyspace(KeyspaceOp::Scan)
+        );
+        assert_eq!(
+            handling(&["flushall"]),
+            Handling::Keyspace(KeyspaceOp::Flush)
+        );
+        assert_eq!(
+            handling(&["SCRIPT", "exists", "x"]),
+            Handling::Scripts(ScriptOp::Exists)
+        );
+        assert_eq!(
+            handling(&["FUNCTION", "LIST"]),
+            Handling::Scripts(ScriptOp::OneShard)
+        );
+        assert_eq!(handling(&["SCRIPT", "HELP"]), Handling::AnyBackend);
+        assert_eq!(handling(&["SCRIPT", "DEBUG", "YES"]), Handling::Unsupported);
     }
 
     #[test]

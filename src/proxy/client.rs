@@ -398,8 +398,7 @@ impl Session {
                 };
                 let Some((&first, rest)) = keys.split_first() else {
                     if scripts::runs_keyless(cmd) {
-                        return self
-                            .send(&table.shards[scripts::keyless_shard(&table)], request.raw);
+                        return self.send(&table.shards[scripts::KEYLESS_SHARD], request.raw);
                     }
                     return self.error(&format!(
                         "ERR '{}' without a key cannot be routed by shardproxy",

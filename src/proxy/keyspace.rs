@@ -37,7 +37,7 @@ use std::hash::BuildHasher;
 /// Bits of the client's cursor that hold the shard.
 const SHARD_BITS: u32 = 10;
 /// Most shards SCAN can walk.
-pub const MAX_SCAN_SHARDS: usize = 1 << SHARD_BITS;
+const MAX_SCAN_SHARDS: usize = 1 << SHARD_BITS;
 
 /// Runs a keyspace-wide command.
 pub fn run(

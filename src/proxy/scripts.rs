@@ -12,7 +12,7 @@
 //! - SCRIPT KILL, FUNCTION KILL: `+OK` when some shard stopped a script;
 //!   Redis's `NOTBUSY` when none was running anywhere.
 //! - FUNCTION DUMP LIST STATS: from the first shard of the routing table
-//!   (see [`keyless_shard`]). The libraries are loaded on every shard
+//!   (see [`KEYLESS_SHARD`]). The libraries are loaded on every shard
 //!   alike, so any one lists them; STATS shows that shard's running
 //!   function only.
 //!
@@ -41,15 +41,14 @@ const KILL_TIMEOUT: Duration = Duration::from_secs(6);
 
 /// The shard that runs scripts and functions without keys (EVAL with
 /// `numkeys` 0), and answers FUNCTION DUMP, LIST and STATS: the first of
-/// the routing table (the first server of the pool file, or the first
-/// shard in ZooKeeper's order). Always the same one, so a keyless script
-/// that keeps state in Redis finds it again.
-pub fn keyless_shard(_table: &RoutingTable) -> usize {
-    0
-}
+/// the routing table, which every proxy of the fleet agrees on (the first
+/// server of the pool file; with ZooKeeper, the shard whose name sorts
+/// first). Always the same one, so a keyless script that keeps state in
+/// Redis finds it again.
+pub const KEYLESS_SHARD: usize = 0;
 
 /// True for EVAL, EVALSHA, FCALL and their read-only forms, which run on
-/// [`keyless_shard`] when they name no key.
+/// [`KEYLESS_SHARD`] when they name no key.
 pub fn runs_keyless(cmd: &Command) -> bool {
     matches!(
         cmd.keys,
@@ -64,7 +63,7 @@ pub fn runs_keyless(cmd: &Command) -> bool {
 pub fn run(session: &Session, op: ScriptOp, cmd: &Command, raw: Bytes) -> Pending {
     let table = session.pool.router.load();
     if op == ScriptOp::OneShard {
-        let shard = &table.shards[keyless_shard(&table)];
+        let shard = &table.shards[KEYLESS_SHARD];
         return Pending::Forward {
             reply: shard.backend.send(session.proto, session.id as usize, raw),
             shard: shard.name.clone(),
