@@ -61,8 +61,8 @@ fn unsupported_commands_keep_the_connection() {
     let mut c = client(&s);
     for cmd in [
         &["SWAPDB", "0", "1"][..],
-        &["MULTI"],
-        &["BLPOP", "l", "0"],
+        &["MONITOR"],
+        &["BGSAVE"],
         &["SUBSCRIBE", "ch"],
         &["FLUSHALL"],
         &["SAVE"],

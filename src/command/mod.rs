@@ -40,8 +40,15 @@ pub enum Handling {
     Keyspace(KeyspaceOp),
     /// Scripts and functions, kept alike on every shard (`proxy::scripts`).
     Scripts(ScriptOp),
-    /// Cannot work through a sharding proxy: transactions, blocking,
-    /// pub/sub, administration and replication commands.
+    /// May block: BLPOP & co., XREAD and XREADGROUP with BLOCK, WAIT. Runs on
+    /// the client's dedicated connection to the shard of its keys, so it
+    /// holds up nobody else.
+    Blocking,
+    /// MULTI EXEC DISCARD WATCH UNWATCH: the transaction runs on the
+    /// client's dedicated connection to the shard of its first key.
+    Transaction,
+    /// Cannot work through a sharding proxy: pub/sub, administration and
+    /// replication commands.
     Unsupported,
 }
 
@@ -238,11 +245,10 @@ impl Command {
     }
 
     /// The handling for these arguments: `self.handling`, except that XREAD
-    /// and XREADGROUP with a BLOCK option are `Unsupported` (they would hold
-    /// a shared backend connection).
+    /// and XREADGROUP with a BLOCK option are `Blocking`.
     pub fn handling_for(&self, args: &[Bytes]) -> Handling {
         if self.keys == KeySpec::Streams && keys::streams_block(self, args) {
-            Handling::Unsupported
+            Handling::Blocking
         } else {
             self.handling
         }
@@ -502,7 +508,7 @@ mod tests {
         let plain = args(&["XREAD", "COUNT", "1", "STREAMS", "s", "0"]);
         assert_eq!(xread.handling_for(&plain), Handling::Forward);
         let block = args(&["XREAD", "BLOCK", "0", "STREAMS", "s", "0"]);
-        assert_eq!(xread.handling_for(&block), Handling::Unsupported);
+        assert_eq!(xread.handling_for(&block), Handling::Blocking);
         let group = lookup(b"xreadgroup").unwrap();
         let block = args(&[
             "XREADGROUP",
@@ -515,7 +521,7 @@ mod tests {
             "s",
             ">",
         ]);
-        assert_eq!(group.handling_for(&block), Handling::Unsupported);
+        assert_eq!(group.handling_for(&block), Handling::Blocking);
     }
 
     #[test]

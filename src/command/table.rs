@@ -7,11 +7,15 @@
 //! send on connect and the proxy answers itself.
 //!
 //! Handling, in short (docs/commands.md has the reasons): keyed commands are
-//! forwarded unless they block, watch, publish or move data between
-//! databases or servers; keyless commands are refused unless listed as
-//! local, any-backend, fan-out, keyspace-wide or script management.
+//! forwarded unless they publish or move data between databases or
+//! servers; blocking commands and transactions run on a client's dedicated
+//! connection; keyless commands are refused unless listed as local,
+//! any-backend, fan-out, keyspace-wide or script management.
 
-use super::Handling::{AnyBackend, FanOut, Forward, Keyspace, Local, Scripts, Split, Unsupported};
+use super::Handling::{
+    AnyBackend, Blocking, FanOut, Forward, Keyspace, Local, Scripts, Split, Transaction,
+    Unsupported,
+};
 use super::KeyspaceOp::{Flush, Keys, RandomKey, Scan};
 use super::NumkeysRule::{Card, Function, Pop, Script, Zset};
 use super::ScriptOp::{AllOk, Exists, Kill, Load, OneShard};
@@ -93,14 +97,14 @@ pub(super) static COMMANDS: &[Command] = &[
     cmd("bitfield_ro", -2, K1, Forward),
     cmd("bitop", -4, range(2, -1, 1), Forward),
     cmd("bitpos", -3, K1, Forward),
-    cmd("blmove", 6, K1_2, Unsupported),
-    cmd("blmpop", -5, numkeys(2, Pop), Unsupported),
-    cmd("blpop", -3, BEFORE_TIMEOUT, Unsupported),
-    cmd("brpop", -3, BEFORE_TIMEOUT, Unsupported),
-    cmd("brpoplpush", 4, K1_2, Unsupported),
-    cmd("bzmpop", -5, numkeys(2, Pop), Unsupported),
-    cmd("bzpopmax", -3, BEFORE_TIMEOUT, Unsupported),
-    cmd("bzpopmin", -3, BEFORE_TIMEOUT, Unsupported),
+    cmd("blmove", 6, K1_2, Blocking),
+    cmd("blmpop", -5, numkeys(2, Pop), Blocking),
+    cmd("blpop", -3, BEFORE_TIMEOUT, Blocking),
+    cmd("brpop", -3, BEFORE_TIMEOUT, Blocking),
+    cmd("brpoplpush", 4, K1_2, Blocking),
+    cmd("bzmpop", -5, numkeys(2, Pop), Blocking),
+    cmd("bzpopmax", -3, BEFORE_TIMEOUT, Blocking),
+    cmd("bzpopmin", -3, BEFORE_TIMEOUT, Blocking),
     container("client", -2, Local, CLIENT),
     container("cluster", -2, Unsupported, CLUSTER),
     container("command", -1, AnyBackend, COMMAND),
@@ -111,14 +115,14 @@ pub(super) static COMMANDS: &[Command] = &[
     cmd("decr", 2, K1, Forward),
     cmd("decrby", 3, K1, Forward),
     cmd("del", -2, ALL, Split(SumIntegers)),
-    cmd("discard", 1, NONE, Unsupported),
+    cmd("discard", 1, NONE, Transaction),
     cmd("dump", 2, K1, Forward),
     cmd("echo", 2, NONE, Local),
     cmd("eval", -3, numkeys(2, Script), Forward),
     cmd("eval_ro", -3, numkeys(2, Script), Forward),
     cmd("evalsha", -3, numkeys(2, Script), Forward),
     cmd("evalsha_ro", -3, numkeys(2, Script), Forward),
-    cmd("exec", 1, NONE, Unsupported),
+    cmd("exec", 1, NONE, Transaction),
     cmd("exists", -2, ALL, Split(SumIntegers)),
     cmd("expire", -3, K1, Forward),
     cmd("expireat", -3, K1, Forward),
@@ -202,7 +206,7 @@ pub(super) static COMMANDS: &[Command] = &[
     cmd("move", 3, K1, Unsupported),
     cmd("mset", -3, PAIRS, Split(Mset)),
     cmd("msetnx", -3, PAIRS, Forward),
-    cmd("multi", 1, NONE, Unsupported),
+    cmd("multi", 1, NONE, Transaction),
     container("object", -2, Forward, OBJECT),
     cmd("persist", 2, K1, Forward),
     cmd("pexpire", -3, K1, Forward),
@@ -282,9 +286,9 @@ pub(super) static COMMANDS: &[Command] = &[
     cmd("type", 2, K1, Forward),
     cmd("unlink", -2, ALL, Split(SumIntegers)),
     cmd("unsubscribe", -1, NONE, Unsupported),
-    cmd("unwatch", 1, NONE, Unsupported),
-    cmd("wait", 3, NONE, Unsupported),
-    cmd("watch", -2, ALL, Unsupported),
+    cmd("unwatch", 1, NONE, Transaction),
+    cmd("wait", 3, NONE, Blocking),
+    cmd("watch", -2, ALL, Transaction),
     cmd("xack", -4, K1, Forward),
     cmd("xadd", -5, K1, Forward),
     cmd("xautoclaim", -6, K1, Forward),

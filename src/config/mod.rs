@@ -20,6 +20,9 @@ pub const DEFAULT_MAX_REQUEST_SIZE: usize = 512 * 1024 * 1024;
 /// Default of `client_output_limit`: room for a deep pipeline of ordinary
 /// replies, or a few large values, per client.
 pub const DEFAULT_CLIENT_OUTPUT_LIMIT: usize = 8 * 1024 * 1024;
+/// Default of `max_dedicated_connections`: backend connections the pool's
+/// clients may hold for themselves (blocking commands, transactions).
+pub const DEFAULT_MAX_DEDICATED_CONNECTIONS: u32 = 1024;
 /// Below this a pipeline of ordinary replies would crawl.
 const MIN_CLIENT_OUTPUT_LIMIT: usize = 64 * 1024;
 
@@ -83,6 +86,9 @@ pub struct PoolConfig {
     /// FLUSHALL and FLUSHDB are fanned out to every shard instead of
     /// refused: one mistyped command would empty the whole fleet.
     pub allow_flush: bool,
+    /// Most backend connections the pool's clients may hold at once for
+    /// their blocking commands and transactions.
+    pub max_dedicated_connections: u32,
     pub zookeeper: Option<ZooKeeperConfig>,
     pub servers: Vec<ServerConfig>,
     /// True when the servers are given as `host:port:LO-HI` ranges.
@@ -285,6 +291,7 @@ struct RawPool {
     max_request_size: Option<usize>,
     client_output_limit: Option<usize>,
     allow_flush: Option<bool>,
+    max_dedicated_connections: Option<u32>,
     zookeeper_host: Option<String>,
     zookeeper_path: Option<String>,
     zookeeper_redis_path: Option<String>,
@@ -412,6 +419,9 @@ impl RawPool {
             max_request_size,
             client_output_limit,
             allow_flush: self.allow_flush.unwrap_or(false),
+            max_dedicated_connections: self
+                .max_dedicated_connections
+                .unwrap_or(DEFAULT_MAX_DEDICATED_CONNECTIONS),
             zookeeper,
             servers,
             range_form,

@@ -16,7 +16,8 @@ use crate::proxy::local;
 use crate::proxy::outbuf::OutBuf;
 use crate::proxy::pending::{unsupported_error, Pending};
 use crate::proxy::pool::Pool;
-use crate::proxy::session::Session;
+use crate::proxy::router::RoutingTable;
+use crate::proxy::session::{Lane, Session};
 use crate::proxy::split::{self, Part, SplitReply};
 use crate::proxy::stats::PoolStats;
 use crate::proxy::{keyspace, scripts};
@@ -105,14 +106,7 @@ impl Window {
 /// its requests.
 pub async fn serve(pool: Arc<Pool>, mut stream: TcpStream, shutdown: watch::Receiver<bool>) {
     let _ = stream.set_nodelay(true);
-    let mut session = Session {
-        id: pool.next_client_id(),
-        authenticated: pool.redis_auth.is_none(),
-        pool,
-        proto: Proto::Resp2,
-        name: None,
-        closing: false,
-    };
+    let mut session = Session::new(pool);
     let pool = session.pool.clone();
     let stats = &pool.stats;
     let mut parser = RequestParser::new(session.pool.max_request_size);
@@ -134,6 +128,9 @@ pub async fn serve(pool: Arc<Pool>, mut stream: TcpStream, shutdown: watch::Rece
     // the protocol. The session ends once everything owed is written.
     let mut finishing = false;
     let mut protocol_error: Option<ProtocolError> = None;
+    // A request parsed but not dispatched yet: it must wait until every
+    // reply owed is answered (see `Session::needs_quiet`).
+    let mut held: Option<Request> = None;
     // The last read was large or filled the buffer: read in large chunks.
     let mut busy = false;
     // `input` was allocated with `READ_CHUNK`.
@@ -142,29 +139,48 @@ pub async fn serve(pool: Arc<Pool>, mut stream: TcpStream, shutdown: watch::Rece
         // Dispatch what has arrived, as far as the window allows.
         let mut exhausted = false;
         let mut arrived = None;
-        while !finishing && may_dispatch(&session, &window, &owed, &out, &mut owed_epoch) {
-            match parser.parse(&mut input) {
-                Ok(Some(request)) => {
-                    PoolStats::bump(&stats.requests);
-                    let (cmd, reply) = session.dispatch(request);
-                    let arrived = *arrived.get_or_insert_with(Instant::now);
-                    owed.push_back(Owed {
-                        reply,
-                        cmd,
-                        arrived,
-                    });
-                    parser.set_unauthenticated(!session.authenticated);
-                    finishing = session.closing;
-                }
-                Ok(None) => {
-                    exhausted = true;
+        while !finishing
+            && may_dispatch(
+                &mut session,
+                &window,
+                &owed,
+                &out,
+                &mut owed_epoch,
+                held.is_some(),
+            )
+        {
+            let request = match held.take() {
+                Some(request) => request,
+                None => match parser.parse(&mut input) {
+                    Ok(Some(request)) => request,
+                    Ok(None) => {
+                        exhausted = true;
+                        break;
+                    }
+                    Err(e) => {
+                        protocol_error = Some(e);
+                        finishing = true;
+                        break;
+                    }
+                },
+            };
+            let resolved = session.resolve(&request.args);
+            if let Ok(cmd) = resolved {
+                if !owed.is_empty() && session.needs_quiet(cmd, &request.args) {
+                    held = Some(request);
                     break;
                 }
-                Err(e) => {
-                    protocol_error = Some(e);
-                    finishing = true;
-                }
             }
+            PoolStats::bump(&stats.requests);
+            let (cmd, reply) = session.dispatch(request, resolved);
+            let arrived = *arrived.get_or_insert_with(Instant::now);
+            owed.push_back(Owed {
+                reply,
+                cmd,
+                arrived,
+            });
+            parser.set_unauthenticated(!session.authenticated);
+            finishing = session.closing;
         }
         // Collect the replies that are ready and write what the socket takes.
         let _ = collect(
@@ -187,12 +203,28 @@ pub async fn serve(pool: Arc<Pool>, mut stream: TcpStream, shutdown: watch::Rece
             let _ = stream.shutdown().await;
             return;
         }
-        let may_go_on = !finishing && may_dispatch(&session, &window, &owed, &out, &mut owed_epoch);
+        if finishing && session.blocked {
+            // Like Redis, a client that goes away while blocked is dropped
+            // at once; dropping the session closes its dedicated connection,
+            // which frees the command blocked on the backend.
+            return;
+        }
+        let may_go_on = !finishing
+            && may_dispatch(
+                &mut session,
+                &window,
+                &owed,
+                &out,
+                &mut owed_epoch,
+                held.is_some(),
+            );
         if may_go_on && !exhausted {
             // Requests are waiting in the buffer and room was made for them.
             continue;
         }
-        let want_input = may_go_on;
+        // A blocked client is still read, a little, so that its going away
+        // is seen at once.
+        let want_input = may_go_on || (session.blocked && !finishing && input.len() < READ_CHUNK);
         let idle = owed.is_empty() && out.is_empty();
         let readable = if stopping && idle {
             // Stopping: answer what the client has already sent, and leave
@@ -252,15 +284,22 @@ pub async fn serve(pool: Arc<Pool>, mut stream: TcpStream, shutdown: watch::Rece
 
 /// True when the next request may be dispatched now: the window has room,
 /// and it would not overtake requests sent under another protocol or
-/// routing table (on other connections or backends). Moves the session to
-/// the current epoch once nothing is owed.
+/// routing table (on other connections or backends), nor run beside a
+/// blocked command or ahead of the replies a held request waits for. Moves
+/// the session to the current epoch once nothing is owed.
 fn may_dispatch(
-    session: &Session,
+    session: &mut Session,
     window: &Window,
     owed: &VecDeque<Owed>,
     out: &OutBuf,
     owed_epoch: &mut (Proto, u64),
+    held: bool,
 ) -> bool {
+    if owed.is_empty() {
+        session.blocked = false;
+    } else if session.blocked || held {
+        return false;
+    }
     if !window.admits(owed.len(), out.len()) {
         return false;
     }
@@ -342,19 +381,65 @@ fn write_protocol_error(e: &ProtocolError, out: &mut OutBuf, stats: &PoolStats) 
 }
 
 impl Session {
-    /// Routes one request; returns its command, if it names one, and the
-    /// reply it is owed.
-    fn dispatch(&mut self, request: Request) -> (Option<&'static Command>, Pending) {
-        let cmd = match command::resolve(&request.args) {
-            Ok(cmd) => cmd,
+    /// The command a request names.
+    ///
+    /// # Errors
+    /// Redis's text for an unknown command or a wrong argument count.
+    fn resolve(&self, args: &[Bytes]) -> Result<&'static Command, String> {
+        match command::resolve(args) {
+            Ok(cmd) => Ok(cmd),
             // CLIENT SETINFO is newer than Redis 7.0's table, and clients
             // send it on connect: CLIENT is answered here in any case.
-            Err(_) if request.args[0].eq_ignore_ascii_case(b"client") => {
-                command::lookup(b"client").expect("CLIENT is in the table")
+            Err(_) if args[0].eq_ignore_ascii_case(b"client") => {
+                Ok(command::lookup(b"client").expect("CLIENT is in the table"))
             }
-            Err(e) => return (None, self.error(&e)),
-        };
-        (Some(cmd), self.route(cmd, request))
+            Err(e) => Err(e),
+        }
+    }
+
+    /// True when `cmd` may only be dispatched once every reply owed has been
+    /// answered: it blocks, starts a transaction, or travels on the other
+    /// kind of connection than the requests before it (which it could
+    /// otherwise overtake).
+    fn needs_quiet(&self, cmd: &Command, args: &[Bytes]) -> bool {
+        let handling = cmd.handling_for(args);
+        match handling {
+            Handling::Blocking if !self.in_multi() => true,
+            Handling::Transaction if self.tx.is_none() => true,
+            _ => self.lane_for(handling) != self.lane,
+        }
+    }
+
+    fn lane_for(&self, handling: Handling) -> Lane {
+        if matches!(handling, Handling::Blocking | Handling::Transaction) || self.in_multi() {
+            Lane::Dedicated
+        } else {
+            Lane::Shared
+        }
+    }
+
+    pub(crate) fn in_multi(&self) -> bool {
+        self.tx.as_ref().is_some_and(|tx| tx.multi)
+    }
+
+    /// Routes one request; returns its command, if it names one, and the
+    /// reply it is owed.
+    fn dispatch(
+        &mut self,
+        request: Request,
+        resolved: Result<&'static Command, String>,
+    ) -> (Option<&'static Command>, Pending) {
+        match resolved {
+            Ok(cmd) => (Some(cmd), self.route(cmd, request)),
+            Err(e) => {
+                // As in Redis, a command refused while queueing dooms the
+                // transaction.
+                if let Some(tx) = self.tx.as_mut().filter(|tx| tx.multi) {
+                    tx.aborted = true;
+                }
+                (None, self.error(&e))
+            }
+        }
     }
 
     /// Runs or forwards a request for a known command.
@@ -363,11 +448,18 @@ impl Session {
         if !self.authenticated && !matches!(cmd.name, "auth" | "hello" | "quit") {
             return self.error("NOAUTH Authentication required.");
         }
-        match cmd.handling_for(args) {
+        let handling = cmd.handling_for(args);
+        self.lane = self.lane_for(handling);
+        if handling == Handling::Transaction || self.in_multi() {
+            return self.transaction(cmd, handling, request);
+        }
+        match handling {
             Handling::Local => local::run(self, cmd, args),
             Handling::Unsupported => self.error(&unsupported_error(cmd, args)),
             Handling::Forward => self.forward(cmd, request),
             Handling::Split(kind) => self.split(cmd, kind, request),
+            Handling::Blocking => self.blocking(cmd, request),
+            Handling::Transaction => unreachable!("handled above"),
             Handling::AnyBackend => {
                 let table = self.pool.router.load();
                 let shard = &table.shards[self.id as usize % table.shards.len()];
@@ -385,33 +477,47 @@ impl Session {
         }
     }
 
+    /// The shard that owns every key of a request: `Ok(None)` for a request
+    /// without keys.
+    ///
+    /// # Errors
+    /// The error reply text: a malformed key layout, or keys on several
+    /// shards.
+    pub(crate) fn shard_of_keys(
+        &self,
+        table: &RoutingTable,
+        cmd: &Command,
+        args: &[Bytes],
+    ) -> Result<Option<usize>, String> {
+        if let Some(key) = single_key(cmd, args) {
+            return Ok(Some(table.shard_of(key)));
+        }
+        let keys = cmd.key_indexes(args)?;
+        let Some((&first, rest)) = keys.split_first() else {
+            return Ok(None);
+        };
+        let shard = table.shard_of(&args[first]);
+        if rest.iter().any(|&k| table.shard_of(&args[k]) != shard) {
+            return Err("CROSSSLOT Keys in request don't hash to the same server".into());
+        }
+        Ok(Some(shard))
+    }
+
     /// A single-backend command: every key must live on the same shard.
     fn forward(&mut self, cmd: &'static Command, request: Request) -> Pending {
         let table = self.pool.router.load();
-        let args = &request.args;
-        let shard = match single_key(cmd, args) {
-            Some(key) => table.shard_of(key),
-            None => {
-                let keys = match cmd.key_indexes(args) {
-                    Ok(keys) => keys,
-                    Err(e) => return self.error(&e),
-                };
-                let Some((&first, rest)) = keys.split_first() else {
-                    if scripts::runs_keyless(cmd) {
-                        return self.send(&table.shards[scripts::KEYLESS_SHARD], request.raw);
-                    }
-                    return self.error(&format!(
-                        "ERR '{}' without a key cannot be routed by shardproxy",
-                        cmd.name
-                    ));
-                };
-                let shard = table.shard_of(&args[first]);
-                if rest.iter().any(|&k| table.shard_of(&args[k]) != shard) {
-                    return self.error("CROSSSLOT Keys in request don't hash to the same server");
-                }
-                shard
+        let shard = match self.shard_of_keys(&table, cmd, &request.args) {
+            Ok(Some(shard)) => shard,
+            Ok(None) if scripts::runs_keyless(cmd) => scripts::KEYLESS_SHARD,
+            Ok(None) => {
+                return self.error(&format!(
+                    "ERR '{}' without a key cannot be routed by shardproxy",
+                    cmd.name
+                ))
             }
+            Err(e) => return self.error(&e),
         };
+        self.last_shard = shard;
         self.send(&table.shards[shard], request.raw)
     }
 
@@ -429,7 +535,10 @@ impl Session {
         };
         match split::plan(&table, kind, &request.args, &keys) {
             // All keys on one shard: forward the request untouched.
-            split::Plan::Single(shard) => self.send(&table.shards[shard], request.raw),
+            split::Plan::Single(shard) => {
+                self.last_shard = shard;
+                self.send(&table.shards[shard], request.raw)
+            }
             split::Plan::Parts(parts) => {
                 let fragments = parts.len() as u64;
                 self.pool

@@ -12,6 +12,8 @@
 //! - [`keyspace`] (SCAN KEYS RANDOMKEY FLUSH*) and [`scripts`] (SCRIPT,
 //!   FUNCTION, keyless EVAL/FCALL): commands for every shard, over
 //!   [`fanout`].
+//! - [`blocking`] and [`transaction`]: blocking commands and WATCH/MULTI, on
+//!   a client's [`dedicated`] backend connection.
 //! - [`router`]: the immutable routing table of a pool, swapped atomically;
 //!   [`cluster`] rebuilds it from ZooKeeper's views, [`reload`] from the
 //!   pool file on SIGHUP.
@@ -24,9 +26,11 @@
 
 pub mod accept;
 pub mod backend;
+pub mod blocking;
 pub mod cli;
 pub mod client;
 pub mod cluster;
+pub mod dedicated;
 pub mod fanout;
 pub mod info;
 pub mod keyspace;
@@ -42,4 +46,5 @@ pub mod session;
 pub mod split;
 pub mod stats;
 pub mod stats_server;
+pub mod transaction;
 pub mod zk;

@@ -2,6 +2,7 @@
 //! shared by every client session of the pool.
 
 use crate::config::{PoolConfig, ZooKeeperConfig};
+use crate::proxy::dedicated::DedicatedLimit;
 use crate::proxy::router::{file_shards, Router, ShardSpec};
 use crate::proxy::stats::PoolStats;
 use crate::proxy::zk::ZkStatus;
@@ -16,6 +17,9 @@ pub struct Pool {
     pub max_request_size: usize,
     pub client_output_limit: usize,
     pub client_connections: u32,
+    /// The dedicated backend connections clients hold (blocking commands,
+    /// transactions), and their cap.
+    pub dedicated: DedicatedLimit,
     pub router: Router,
     pub stats: PoolStats,
     // A short sync lock: the pool file as last loaded, and its servers (the
@@ -39,6 +43,7 @@ impl Pool {
             max_request_size: config.max_request_size,
             client_output_limit: config.client_output_limit,
             client_connections: config.client_connections,
+            dedicated: DedicatedLimit::new(config.max_dedicated_connections),
             router: Router::new(config),
             stats: PoolStats::default(),
             file: Mutex::new((config.clone(), file_shards(config))),

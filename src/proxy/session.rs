@@ -2,6 +2,7 @@
 //! ([`super::client`]), the commands answered locally and INFO share.
 
 use crate::protocol::Proto;
+use crate::proxy::dedicated::Dedicated;
 use crate::proxy::pool::Pool;
 use bytes::Bytes;
 use std::sync::Arc;
@@ -19,4 +20,58 @@ pub struct Session {
     pub authenticated: bool,
     /// Set by QUIT: close after this batch's replies.
     pub closing: bool,
+    /// The client's own backend connection, if it has needed one.
+    pub dedicated: Option<Dedicated>,
+    /// WATCH or MULTI in progress.
+    pub tx: Option<Transaction>,
+    /// The connection the last backend request went on: a request for the
+    /// other kind waits until the ones before it are answered.
+    pub lane: Lane,
+    /// A blocking command is owed: nothing more is dispatched until it is
+    /// answered, as Redis runs nothing else for a blocked client.
+    pub blocked: bool,
+    /// Index of the shard of the last keyed request (WAIT goes there).
+    pub last_shard: usize,
+}
+
+/// A WATCH or MULTI in progress ([`super::transaction`]).
+#[derive(Debug, Default)]
+pub struct Transaction {
+    /// MULTI was sent (else the client has only WATCHed so far).
+    pub multi: bool,
+    /// The transaction is bound to the session's dedicated connection: its
+    /// WATCH or first keyed command went there.
+    pub bound: bool,
+    /// Keyless commands queued before the transaction's shard is known;
+    /// sent after MULTI once it is.
+    pub waiting: Vec<Bytes>,
+    /// A command was refused while queueing: EXEC discards the transaction.
+    pub aborted: bool,
+}
+
+/// Which connections a session's requests travel on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lane {
+    /// The pool's shared, pipelined connections.
+    Shared,
+    /// The session's dedicated connection.
+    Dedicated,
+}
+
+impl Session {
+    pub fn new(pool: Arc<Pool>) -> Session {
+        Session {
+            id: pool.next_client_id(),
+            authenticated: pool.redis_auth.is_none(),
+            pool,
+            proto: Proto::Resp2,
+            name: None,
+            closing: false,
+            dedicated: None,
+            tx: None,
+            lane: Lane::Shared,
+            blocked: false,
+            last_shard: 0,
+        }
+    }
 }

@@ -29,7 +29,7 @@ use crate::proxy::outbuf::OutBuf;
 use bytes::BytesMut;
 use std::collections::VecDeque;
 use std::io;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -46,6 +46,21 @@ pub(super) struct Target {
     pub stats: Arc<BackendStats>,
     pub health: Arc<Health>,
     pub demotion: Arc<Demotion>,
+    /// Set for a client's dedicated connection ([`super::PrivateConn`]):
+    /// raised when the connection stops serving. Such a connection is never
+    /// reopened (the client's WATCH or MULTI state was on it), hands nothing
+    /// to a successor, and closes at once when its client goes, even with a
+    /// blocking command still waiting for its reply.
+    pub private: Option<Arc<AtomicBool>>,
+}
+
+impl Target {
+    /// A private connection stopped serving: its client must open another.
+    fn retire(&self) {
+        if let Some(broken) = &self.private {
+            broken.store(true, Ordering::Release);
+        }
+    }
 }
 
 /// Pause after a failed connect before the next attempt; requests that
@@ -94,6 +109,10 @@ pub(super) async fn run(target: Target, mut jobs: mpsc::UnboundedReceiver<Job>, 
             // Not a master any more: nothing is written here.
             hand_over(&target, &mut queue);
             connect_now = false;
+            if target.private.is_some() {
+                target.retire();
+                return;
+            }
             continue;
         }
         if queue.is_empty() && !connect_now {
@@ -130,6 +149,17 @@ pub(super) async fn run(target: Target, mut jobs: mpsc::UnboundedReceiver<Job>, 
                     )
                     .await;
                 target.stats.connections.fetch_sub(1, Ordering::Relaxed);
+                if target.private.is_some() {
+                    // A private connection's state died with it.
+                    target.retire();
+                    if let Outcome::Broken(reason) = &outcome {
+                        tracing::debug!(backend = %target.addr, reason = %reason, "dedicated connection closed");
+                    }
+                    for job in queue.drain(..) {
+                        fail(&target, job, "the dedicated connection was closed");
+                    }
+                    return;
+                }
                 match outcome {
                     Outcome::AllSendersGone => return,
                     Outcome::Demoted => {}
@@ -149,6 +179,10 @@ pub(super) async fn run(target: Target, mut jobs: mpsc::UnboundedReceiver<Job>, 
                 backoff = (backoff * 2).min(MAX_BACKOFF);
                 for job in queue.drain(..) {
                     fail(&target, job, &last_error);
+                }
+                if target.private.is_some() {
+                    target.retire();
+                    return;
                 }
             }
         }
@@ -198,7 +232,13 @@ fn hand_over(target: &Target, queue: &mut Queue) {
     if queue.is_empty() {
         return;
     }
-    let successor = target.demotion.successor();
+    // A private connection's requests belong to its client's WATCH, MULTI
+    // or blocking command on this server: they cannot move elsewhere.
+    let successor = if target.private.is_some() {
+        None
+    } else {
+        target.demotion.successor()
+    };
     for job in queue.drain(..) {
         match &successor {
             Some(backend) => backend.send_job(target.proto, job),
@@ -407,7 +447,11 @@ impl<'a> Connection<'a> {
         let (mut reader, writer) = stream.split();
         let mut armed_at: Option<Instant> = None;
         loop {
-            if *senders_gone && self.in_flight.is_empty() && queue.is_empty() {
+            if *senders_gone
+                && (self.target.private.is_some() || self.in_flight.is_empty() && queue.is_empty())
+            {
+                // A private connection's client is gone: nobody waits for
+                // what it owes, and closing frees a blocked command at once.
                 return Outcome::AllSendersGone;
             }
             self.fill_output(queue);
@@ -451,7 +495,11 @@ impl<'a> Connection<'a> {
                     armed_at = None;
                     let now = Instant::now();
                     expire_queue(self.target, queue, now);
-                    if self.expire_in_flight(now) {
+                    // A private connection whose request timed out is closed
+                    // too: what its client's next request would wait behind
+                    // (a late blocking command) is unknown.
+                    let stuck = self.expire_in_flight(now);
+                    if stuck || (self.target.private.is_some() && self.timed_out > 0) {
                         return self.stuck_mid_write();
                     }
                 }

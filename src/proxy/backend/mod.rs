@@ -17,7 +17,7 @@ pub use health::Health;
 use crate::protocol::Proto;
 use bytes::Bytes;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -170,6 +170,7 @@ impl Backend {
                     stats: self.stats.clone(),
                     health: self.health.clone(),
                     demotion: self.demotion.clone(),
+                    private: None,
                 };
                 tokio::spawn(conn::run(target, rx, preconnect));
                 ConnHandle { jobs }
@@ -194,6 +195,35 @@ impl Backend {
             },
         );
         rx
+    }
+
+    /// The pool's per-request timeout for this backend.
+    pub fn timeout(&self) -> Option<Duration> {
+        self.settings.timeout
+    }
+
+    /// Opens a connection of one client's own to this backend (blocking
+    /// commands, transactions), speaking `proto`. It connects on its first
+    /// request, is never reopened, and closes as soon as it is dropped.
+    pub fn open_private(&self, proto: Proto) -> PrivateConn {
+        let (jobs, rx) = mpsc::unbounded_channel();
+        let broken = Arc::new(AtomicBool::new(false));
+        let target = conn::Target {
+            addr: self.addr.clone(),
+            proto,
+            settings: self.settings.clone(),
+            stats: self.stats.clone(),
+            health: self.health.clone(),
+            demotion: self.demotion.clone(),
+            private: Some(broken.clone()),
+        };
+        tokio::spawn(conn::run(target, rx, false));
+        PrivateConn {
+            addr: self.addr.clone(),
+            proto,
+            jobs,
+            broken,
+        }
     }
 
     /// Queues a request on the connection its affinity picks.
@@ -235,6 +265,42 @@ impl Backend {
 
     pub fn is_demoted(&self) -> bool {
         *self.demotion.demoted.borrow()
+    }
+}
+
+/// A connection one client has to itself: its blocking commands wait on it
+/// without holding up anyone else, and its WATCH and MULTI state lives on
+/// it. Dropping it closes the connection at once.
+pub struct PrivateConn {
+    pub addr: Arc<str>,
+    pub proto: Proto,
+    jobs: mpsc::UnboundedSender<Job>,
+    broken: Arc<AtomicBool>,
+}
+
+impl PrivateConn {
+    /// Queues `request`; its reply fails with a timeout at `deadline`.
+    pub fn send(&self, request: Bytes, deadline: Option<Instant>) -> oneshot::Receiver<Reply> {
+        let (reply, rx) = oneshot::channel();
+        let job = Job {
+            request,
+            reply,
+            deadline,
+            affinity: 0,
+        };
+        if let Err(mpsc::error::SendError(job)) = self.jobs.send(job) {
+            let _ = job.reply.send(Err(BackendError::Closed {
+                addr: self.addr.clone(),
+                detail: " (the dedicated connection was closed)".into(),
+            }));
+        }
+        rx
+    }
+
+    /// The connection stopped serving (closed, timed out, demoted): the
+    /// state on it is lost and it takes no more requests.
+    pub fn is_broken(&self) -> bool {
+        self.broken.load(Ordering::Acquire)
     }
 }
 

@@ -1,0 +1,97 @@
+//! Blocking commands (BLPOP & co., XREAD/XREADGROUP with BLOCK, WAIT): each
+//! runs on the client's dedicated connection to the shard of its keys, so a
+//! command that waits minutes holds up nobody else.
+//!
+//! The session dispatches a blocking command only once every reply before
+//! it has been answered, and nothing after it until it is answered (a
+//! blocked Redis client runs nothing else either), so the switch between the
+//! shared connections and the dedicated one never reorders a client's
+//! requests.
+
+use crate::command::Command;
+use crate::protocol::encode_request;
+use crate::proxy::dedicated::{block_timeout, Dedicated};
+use crate::proxy::pending::Pending;
+use crate::proxy::router::RoutingTable;
+use crate::proxy::session::Session;
+use bytes::BytesMut;
+use tokio::time::Instant;
+
+/// The channel the proxy publishes to before WAIT (see [`Session::blocking`]).
+const WAIT_CHANNEL: &[u8] = b"__shardproxy__:wait";
+
+impl Session {
+    /// Sends a blocking command on the dedicated connection to its keys'
+    /// shard. Its deadline is its own timeout plus the pool's `timeout`
+    /// (none for a timeout of 0, or without a pool `timeout`).
+    ///
+    /// WAIT has no key: it goes to the shard of the client's last keyed
+    /// request. Redis counts the replicas that acknowledged the last write
+    /// *on the connection WAIT arrives on*; the client's writes went on a
+    /// shared connection, so the proxy first publishes to an unused channel
+    /// on the dedicated one (PUBLISH replicates, and its offset is past
+    /// every write answered before it), then sends WAIT.
+    pub(crate) fn blocking(
+        &mut self,
+        cmd: &'static Command,
+        request: crate::protocol::Request,
+    ) -> Pending {
+        let table = self.pool.router.load();
+        let shard = match self.shard_of_keys(&table, cmd, &request.args) {
+            Ok(Some(shard)) => shard,
+            Ok(None) if cmd.name == "wait" => self.last_shard.min(table.shards.len() - 1),
+            Ok(None) => {
+                return self.error(&format!(
+                    "ERR '{}' without a key cannot be routed by shardproxy",
+                    cmd.name
+                ))
+            }
+            Err(e) => return self.error(&e),
+        };
+        let deadline = block_timeout(cmd.name, &request.args).and_then(|wait| {
+            let backend_timeout = table.shards[shard].backend.timeout()?;
+            Some(Instant::now() + wait + backend_timeout)
+        });
+        let conn = match self.dedicated_to(&table, shard) {
+            Ok(conn) => conn,
+            Err(e) => return self.error(&e),
+        };
+        if cmd.name == "wait" {
+            let mut publish = BytesMut::new();
+            encode_request(&[&b"PUBLISH"[..], WAIT_CHANNEL, b""], &mut publish);
+            drop(conn.send(publish.freeze(), None));
+        }
+        let reply = conn.send(request.raw, deadline);
+        let shard = conn.shard.clone();
+        self.blocked = true;
+        Pending::Forward { reply, shard }
+    }
+
+    /// The session's dedicated connection to `shard`'s backend, opened (in
+    /// place of one to another backend) if needed. Only called when nothing
+    /// is in flight on the old one.
+    ///
+    /// # Errors
+    /// The error reply text when the pool's cap is reached.
+    pub(crate) fn dedicated_to(
+        &mut self,
+        table: &RoutingTable,
+        shard: usize,
+    ) -> Result<&Dedicated, String> {
+        let target = &table.shards[shard];
+        let reusable = self
+            .dedicated
+            .as_ref()
+            .is_some_and(|conn| conn.serves(&target.backend, self.proto));
+        if !reusable {
+            // Closed first, so its slot is free for the new one.
+            self.dedicated = None;
+            let conn =
+                self.pool
+                    .dedicated
+                    .open(target.name.clone(), &target.backend, self.proto)?;
+            self.dedicated = Some(conn);
+        }
+        Ok(self.dedicated.as_ref().expect("just set"))
+    }
+}

@@ -1,0 +1,272 @@
+//! Transactions: WATCH, MULTI, EXEC, DISCARD, UNWATCH, as Redis Cluster
+//! runs them. A transaction is bound to the shard of its first key (the
+//! WATCHed keys, else the first keyed command after MULTI) and runs on the
+//! client's dedicated connection to that shard, where Redis itself queues
+//! the commands and answers `+QUEUED`, EXEC and DISCARD. A command for a key
+//! on another shard is refused inside the transaction, and EXEC then
+//! answers `-EXECABORT`, like a command Redis itself refuses while queueing.
+//!
+//! Until the shard is known (MULTI, then keyless commands such as PING), the
+//! proxy answers `+OK`/`+QUEUED` itself and keeps the commands; once bound it
+//! sends MULTI and them first, and their replies are dropped (they are the
+//! `+OK`/`+QUEUED` already given). A transaction that never names a key runs
+//! on the shard any-backend commands use.
+
+use crate::command::{Command, Handling};
+use crate::protocol::{encode_request, Request};
+use crate::proxy::local;
+use crate::proxy::pending::{unsupported_error, Pending};
+use crate::proxy::router::RoutingTable;
+use crate::proxy::session::{Session, Transaction};
+use bytes::{Bytes, BytesMut};
+use tokio::time::Instant;
+
+const QUEUED: &[u8] = b"+QUEUED\r\n";
+
+impl Session {
+    /// A transaction command, or any command while MULTI is open.
+    pub(crate) fn transaction(
+        &mut self,
+        cmd: &'static Command,
+        handling: Handling,
+        request: Request,
+    ) -> Pending {
+        let multi = self.in_multi();
+        match (cmd.name, multi) {
+            ("multi", false) => self.multi(request),
+            ("watch", false) => self.watch(cmd, request),
+            ("unwatch", false) => {
+                let bound = self.tx.take().is_some_and(|tx| tx.bound);
+                if bound {
+                    self.on_dedicated(request.raw)
+                } else {
+                    Pending::Ready(Bytes::from_static(b"+OK\r\n"))
+                }
+            }
+            ("exec", false) => self.error("ERR EXEC without MULTI"),
+            ("discard", false) => self.error("ERR DISCARD without MULTI"),
+            ("exec", true) => self.exec(request),
+            ("discard", true) => {
+                let tx = self.tx.take().unwrap_or_default();
+                if tx.bound {
+                    self.on_dedicated(request.raw)
+                } else {
+                    Pending::Ready(Bytes::from_static(b"+OK\r\n"))
+                }
+            }
+            ("quit", true) => local::run(self, cmd, &request.args),
+            // Inside MULTI: Redis's own answers once bound.
+            ("multi", true) if !self.tx_bound() => self.error("ERR MULTI calls can not be nested"),
+            ("watch", true) if !self.tx_bound() => {
+                self.refuse_in_multi("ERR WATCH inside MULTI is not allowed")
+            }
+            _ => self.queue(cmd, handling, request),
+        }
+    }
+
+    fn tx_bound(&self) -> bool {
+        self.tx.as_ref().is_some_and(|tx| tx.bound)
+    }
+
+    fn multi(&mut self, request: Request) -> Pending {
+        let tx = self.tx.get_or_insert_with(Transaction::default);
+        tx.multi = true;
+        if tx.bound {
+            self.on_dedicated(request.raw)
+        } else {
+            Pending::Ready(Bytes::from_static(b"+OK\r\n"))
+        }
+    }
+
+    /// WATCH outside MULTI binds the transaction to its keys' shard.
+    fn watch(&mut self, cmd: &'static Command, request: Request) -> Pending {
+        let table = self.pool.router.load();
+        let shard = match self.shard_of_keys(&table, cmd, &request.args) {
+            Ok(Some(shard)) => shard,
+            Ok(None) => unreachable!("WATCH's arity requires a key"),
+            Err(e) => return self.error(&e),
+        };
+        let bound = self.tx_bound();
+        if bound {
+            let same = self
+                .dedicated
+                .as_ref()
+                .is_some_and(|conn| conn.serves(&table.shards[shard].backend, self.proto));
+            if !same {
+                return self.error(
+                    "CROSSSLOT Keys in request don't hash to the same server as the keys already watched",
+                );
+            }
+        } else if let Err(e) = self.dedicated_to(&table, shard) {
+            return self.error(&e);
+        }
+        self.tx.get_or_insert_with(Transaction::default).bound = true;
+        self.on_dedicated(request.raw)
+    }
+
+    fn exec(&mut self, request: Request) -> Pending {
+        let tx = self.tx.take().unwrap_or_default();
+        if tx.aborted {
+            if tx.bound {
+                // Redis holds the queued commands: drop them there.
+                self.discard_on_backend();
+            }
+            return self.error("EXECABORT Transaction discarded because of previous errors.");
+        }
+        if tx.bound {
+            return self.on_dedicated(request.raw);
+        }
+        if tx.waiting.is_empty() {
+            return Pending::Ready(Bytes::from_static(b"*0\r\n"));
+        }
+        let table = self.pool.router.load();
+        let shard = self.id as usize % table.shards.len();
+        self.tx = Some(tx);
+        if let Err(e) = self.bind(&table, shard) {
+            self.tx = None;
+            return self.error(&e);
+        }
+        self.tx = None;
+        self.on_dedicated(request.raw)
+    }
+
+    /// A command inside MULTI: forwarded to the bound shard to be queued
+    /// there, kept until the shard is known, or refused.
+    fn queue(&mut self, cmd: &'static Command, handling: Handling, request: Request) -> Pending {
+        let keyless_allowed = match handling {
+            Handling::Forward | Handling::Split(_) | Handling::Blocking | Handling::AnyBackend => {
+                true
+            }
+            Handling::Transaction => true,
+            Handling::Local => matches!(cmd.name, "ping" | "echo"),
+            // Fan-outs reach every shard; the transaction runs on one.
+            Handling::FanOut
+            | Handling::Keyspace(_)
+            | Handling::Scripts(_)
+            | Handling::Unsupported => false,
+        };
+        if !keyless_allowed {
+            let refusal = if handling == Handling::Local {
+                format!(
+                    "ERR '{}' inside MULTI is not supported through shardproxy",
+                    String::from_utf8_lossy(&request.args[0])
+                )
+            } else {
+                unsupported_error(cmd, &request.args)
+            };
+            return self.refuse_in_multi(&refusal);
+        }
+        let table = self.pool.router.load();
+        let shard = match handling {
+            Handling::Forward | Handling::Split(_) | Handling::Blocking => {
+                match self.shard_of_keys(&table, cmd, &request.args) {
+                    Ok(shard) => shard,
+                    Err(e) => return self.refuse_in_multi(&e),
+                }
+            }
+            _ => None,
+        };
+        if self.tx_bound() {
+            if let Some(shard) = shard {
+                let same = self
+                    .dedicated
+                    .as_ref()
+                    .is_some_and(|conn| conn.serves(&table.shards[shard].backend, self.proto));
+                if !same {
+                    return self.refuse_in_multi(
+                        "CROSSSLOT Keys in request don't hash to the same server as the transaction",
+                    );
+                }
+            }
+            return self.on_dedicated(request.raw);
+        }
+        match shard {
+            None => {
+                if let Some(tx) = self.tx.as_mut() {
+                    tx.waiting.push(request.raw);
+                }
+                Pending::Ready(Bytes::from_static(QUEUED))
+            }
+            Some(shard) => match self.bind(&table, shard) {
+                Ok(()) => {
+                    self.last_shard = shard;
+                    self.on_dedicated(request.raw)
+                }
+                Err(e) => self.refuse_in_multi(&e),
+            },
+        }
+    }
+
+    /// Binds the open transaction to `shard`: opens the dedicated
+    /// connection, sends MULTI and the commands kept so far (their replies
+    /// were given already).
+    fn bind(&mut self, table: &RoutingTable, shard: usize) -> Result<(), String> {
+        let deadline = self.deadline(table, shard);
+        let waiting = self
+            .tx
+            .as_mut()
+            .map(|tx| std::mem::take(&mut tx.waiting))
+            .unwrap_or_default();
+        let conn = self.dedicated_to(table, shard)?;
+        let mut batch = BytesMut::new();
+        encode_request(&[&b"MULTI"[..]], &mut batch);
+        drop(conn.send(batch.freeze(), deadline));
+        for raw in waiting {
+            drop(conn.send(raw, deadline));
+        }
+        if let Some(tx) = self.tx.as_mut() {
+            tx.bound = true;
+        }
+        Ok(())
+    }
+
+    /// Forwards a request on the dedicated connection the transaction is
+    /// bound to, with the pool's timeout.
+    fn on_dedicated(&mut self, raw: Bytes) -> Pending {
+        let Some(conn) = self.dedicated.as_ref() else {
+            return self.error("ERR shardproxy: the transaction's connection is gone");
+        };
+        if conn.is_broken() {
+            // The WATCH or MULTI state died with the connection.
+            let shard = conn.shard.clone();
+            self.dedicated = None;
+            self.tx = None;
+            return self.error(&format!(
+                "ERR shard '{shard}': the connection holding this client's transaction was lost; \
+                 the transaction and its WATCHes were discarded"
+            ));
+        }
+        let deadline = conn.timeout().map(|t| Instant::now() + t);
+        let reply = conn.send(raw, deadline);
+        Pending::Forward {
+            reply,
+            shard: conn.shard.clone(),
+        }
+    }
+
+    /// Sends DISCARD on the dedicated connection; its reply is not owed to
+    /// the client.
+    fn discard_on_backend(&mut self) {
+        if let Some(conn) = self.dedicated.as_ref() {
+            let mut discard = BytesMut::new();
+            encode_request(&[&b"DISCARD"[..]], &mut discard);
+            let deadline = conn.timeout().map(|t| Instant::now() + t);
+            drop(conn.send(discard.freeze(), deadline));
+        }
+    }
+
+    /// Refuses a command inside MULTI; EXEC will discard the transaction.
+    fn refuse_in_multi(&mut self, msg: &str) -> Pending {
+        if let Some(tx) = self.tx.as_mut() {
+            tx.aborted = true;
+        }
+        self.error(msg)
+    }
+
+    fn deadline(&self, table: &RoutingTable, shard: usize) -> Option<Instant> {
+        table.shards[shard]
+            .backend
+            .timeout()
+            .map(|t| Instant::now() + t)
+    }
+}

@@ -1,0 +1,330 @@
+//! Blocking commands through the proxy, against real redis-servers: each
+//! runs on the client's dedicated connection, holds up nobody else, answers
+//! exactly as Redis does, and is released the moment its client goes.
+
+mod common;
+
+use common::proxy::Proxy;
+use common::redis::{encode_command, RawClient, Redis};
+use common::wait_until;
+use common::zk_cluster::keys_in;
+use std::time::{Duration, Instant};
+
+/// A proxy over two redis-servers (one shared connection each), with
+/// `extra` pool keys.
+fn two_shards(extra: &str) -> (Proxy, Vec<Redis>) {
+    let shards = vec![Redis::start(), Redis::start()];
+    let proxy = Proxy::start(&format!(
+        "  redis: true\n  hash: md5\n  hash_tag: \"{{}}\"\n  server_connections: 1\n{extra}  servers:\n   - {}:0-2047\n   - {}:2048-4095\n",
+        shards[0].addr(),
+        shards[1].addr()
+    ));
+    (proxy, shards)
+}
+
+fn args(words: &[&str]) -> Vec<Vec<u8>> {
+    words.iter().map(|w| w.as_bytes().to_vec()).collect()
+}
+
+fn send(client: &mut RawClient, words: &[&str]) {
+    let words = args(words);
+    let refs: Vec<&[u8]> = words.iter().map(|w| &w[..]).collect();
+    client.send_raw(&encode_command(&refs));
+}
+
+/// How many clients of `redis` are blocked in a command.
+fn blocked_clients(redis: &Redis) -> usize {
+    let info = redis.connect().cmd_str(&["INFO", "clients"]);
+    info.lines()
+        .find_map(|l| l.strip_prefix("blocked_clients:"))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+fn total_blocked(shards: &[Redis]) -> usize {
+    shards.iter().map(blocked_clients).sum()
+}
+
+/// A client blocked on an empty list holds up nobody: other clients'
+/// requests, on the same shard and the same shared connection, are answered
+/// at once; a push then wakes the blocked client with Redis's own reply.
+#[test]
+fn a_blocked_client_holds_up_nobody() {
+    let (proxy, shards) = two_shards("");
+    let mut blocked = RawClient::connect(proxy.port);
+    send(&mut blocked, &["BLPOP", "jobs", "0"]);
+    wait_until("BLPOP blocked on a backend", Duration::from_secs(5), || {
+        total_blocked(&shards) == 1
+    });
+    let mut other = RawClient::connect(proxy.port);
+    let started = Instant::now();
+    for i in 0..200 {
+        let value = i.to_string();
+        assert_eq!(other.cmd_str(&["SET", "jobs:last", &value]), "+OK\r\n");
+        assert_eq!(
+            other.cmd_str(&["GET", "jobs:last"]),
+            format!("${}\r\n{value}\r\n", value.len())
+        );
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "400 requests beside a blocked client took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(other.cmd_str(&["RPUSH", "jobs", "job-1"]), ":1\r\n");
+    assert_eq!(
+        String::from_utf8_lossy(&blocked.read_reply()),
+        "*2\r\n$4\r\njobs\r\n$5\r\njob-1\r\n"
+    );
+    // The dedicated connection is reused: a second BLPOP works the same.
+    send(&mut blocked, &["BLPOP", "jobs", "0"]);
+    wait_until("second BLPOP blocked", Duration::from_secs(5), || {
+        total_blocked(&shards) == 1
+    });
+    assert_eq!(other.cmd_str(&["LPUSH", "jobs", "job-2"]), ":1\r\n");
+    assert_eq!(
+        String::from_utf8_lossy(&blocked.read_reply()),
+        "*2\r\n$4\r\njobs\r\n$5\r\njob-2\r\n"
+    );
+}
+
+/// Every blocking command answers through the proxy byte for byte as Redis
+/// does, both when it times out and when data is there, and waits its own
+/// timeout (not the pool's).
+#[test]
+fn blocking_commands_reply_as_redis_does() {
+    let (proxy, _shards) = two_shards("  timeout: 200\n");
+    let direct = Redis::start();
+    // Keys share a hash tag, so multi-key commands stay on one shard.
+    let setup: &[&[&str]] = &[
+        &["RPUSH", "{t}list", "a", "b", "c"],
+        &["ZADD", "{t}zset", "1", "one", "2", "two", "3", "three"],
+        &["XADD", "{t}stream", "1-1", "f", "v"],
+        &["XGROUP", "CREATE", "{t}stream", "g", "0"],
+    ];
+    let cases: &[&[&str]] = &[
+        // Times out: the pool timeout is 200 ms, the command's own 0.5 s.
+        &["BLPOP", "{t}none", "0.5"],
+        &["BZPOPMIN", "{t}none", "0.3"],
+        &["XREAD", "BLOCK", "300", "STREAMS", "{t}stream", "$"],
+        // Data there.
+        &["BLPOP", "{t}none", "{t}list", "1"],
+        &["BRPOP", "{t}list", "1"],
+        &["BLMOVE", "{t}list", "{t}other", "LEFT", "RIGHT", "1"],
+        &["BRPOPLPUSH", "{t}other", "{t}list", "1"],
+        &[
+            "BLMPOP", "1", "2", "{t}none", "{t}list", "LEFT", "COUNT", "2",
+        ],
+        &["BZPOPMIN", "{t}zset", "1"],
+        &["BZPOPMAX", "{t}zset", "1"],
+        &["BZMPOP", "1", "1", "{t}zset", "MIN"],
+        &["XREAD", "BLOCK", "100", "STREAMS", "{t}stream", "0"],
+        &[
+            "XREADGROUP",
+            "GROUP",
+            "g",
+            "c1",
+            "BLOCK",
+            "100",
+            "STREAMS",
+            "{t}stream",
+            ">",
+        ],
+        // Redis's own argument errors.
+        &["BLPOP", "{t}list", "notanumber"],
+        &["BLPOP", "{t}list", "-1"],
+    ];
+    let mut through = RawClient::connect(proxy.port);
+    let mut plain = direct.connect();
+    for command in setup {
+        assert_eq!(
+            through.cmd_str(command),
+            plain.cmd_str(command),
+            "{command:?}"
+        );
+    }
+    for command in cases {
+        let started = Instant::now();
+        let want = plain.cmd_str(command);
+        let direct_took = started.elapsed();
+        let started = Instant::now();
+        let got = through.cmd_str(command);
+        let took = started.elapsed();
+        assert_eq!(got, want, "{command:?}");
+        if direct_took >= Duration::from_millis(250) {
+            assert!(
+                took + Duration::from_millis(100) >= direct_took
+                    && took < direct_took + Duration::from_millis(500),
+                "{command:?}: {took:?} through the proxy, {direct_took:?} direct"
+            );
+        }
+    }
+}
+
+/// The keys of one blocking command must be on one shard.
+#[test]
+fn blocking_keys_on_two_shards_are_refused() {
+    let (proxy, _shards) = two_shards("");
+    let mut client = RawClient::connect(proxy.port);
+    let (a, b) = keys_on_two_shards();
+    let reply = client.cmd_str(&["BLPOP", &a, &b, "1"]);
+    assert!(reply.starts_with("-CROSSSLOT"), "{reply}");
+    assert_eq!(client.cmd_str(&["PING"]), "+PONG\r\n");
+}
+
+/// Two keys that this test pool puts on different shards: the first on
+/// shard 0 (slots 0-2047), the second on shard 1.
+fn keys_on_two_shards() -> (String, String) {
+    (
+        keys_in(0, 2047, 1, "low").remove(0),
+        keys_in(2048, 4095, 1, "high").remove(0),
+    )
+}
+
+/// A client that disconnects while blocked is gone from its backend at
+/// once: nothing stays blocked, and a later push is not eaten by a ghost.
+#[test]
+fn a_client_that_leaves_while_blocked_releases_its_backend() {
+    let (proxy, shards) = two_shards("");
+    let mut blocked = RawClient::connect(proxy.port);
+    send(&mut blocked, &["BLPOP", "queue", "0"]);
+    wait_until("BLPOP blocked on a backend", Duration::from_secs(5), || {
+        total_blocked(&shards) == 1
+    });
+    drop(blocked);
+    wait_until("the backend side released", Duration::from_secs(2), || {
+        total_blocked(&shards) == 0
+    });
+    let mut other = RawClient::connect(proxy.port);
+    assert_eq!(other.cmd_str(&["RPUSH", "queue", "x"]), ":1\r\n");
+    assert_eq!(other.cmd_str(&["LLEN", "queue"]), ":1\r\n");
+}
+
+/// The pool caps the dedicated connections; past the cap a blocking
+/// command gets a clear error at once, and a freed slot is usable again.
+#[test]
+fn the_dedicated_connection_cap_gives_a_clear_error() {
+    let (proxy, shards) = two_shards("  max_dedicated_connections: 2\n");
+    let mut holders: Vec<RawClient> = (0..2)
+        .map(|i| {
+            let mut client = RawClient::connect(proxy.port);
+            send(&mut client, &["BLPOP", &format!("held{i}"), "0"]);
+            client
+        })
+        .collect();
+    wait_until("two clients blocked", Duration::from_secs(5), || {
+        total_blocked(&shards) == 2
+    });
+    let mut third = RawClient::connect(proxy.port);
+    let started = Instant::now();
+    let reply = third.cmd_str(&["BLPOP", "held2", "0"]);
+    assert!(started.elapsed() < Duration::from_secs(1));
+    assert!(
+        reply.starts_with(
+            "-ERR shardproxy: all 2 dedicated backend connections (max_dedicated_connections)"
+        ),
+        "{reply}"
+    );
+    // Ordinary commands still work for that client.
+    assert_eq!(third.cmd_str(&["RPUSH", "held0", "v"]), ":1\r\n");
+    assert_eq!(
+        String::from_utf8_lossy(&holders[0].read_reply()),
+        "*2\r\n$5\r\nheld0\r\n$1\r\nv\r\n"
+    );
+    // holders[0] keeps its connection (reused for its next blocking
+    // command); once it leaves, the third client gets the slot.
+    holders.remove(0);
+    wait_until("a slot freed", Duration::from_secs(5), || {
+        third.cmd_str(&["BLPOP", "held2", "0.01"]) == "*-1\r\n"
+    });
+}
+
+/// A pipeline around a blocking command keeps its order: requests before
+/// it are answered first and those after it run only once it returned.
+#[test]
+fn a_pipeline_around_a_blocking_command_keeps_its_order() {
+    let (proxy, _shards) = two_shards("");
+    let mut client = RawClient::connect(proxy.port);
+    let mut pipeline = Vec::new();
+    for command in [
+        &["SET", "order", "1"][..],
+        &["RPUSH", "order:list", "x"],
+        &["BLPOP", "order:list", "0"],
+        &["GET", "order"],
+        &["BLPOP", "order:list", "0.1"],
+        &["INCR", "order"],
+    ] {
+        let words = args(command);
+        let refs: Vec<&[u8]> = words.iter().map(|w| &w[..]).collect();
+        pipeline.extend(encode_command(&refs));
+    }
+    client.send_raw(&pipeline);
+    let replies: Vec<String> = (0..6)
+        .map(|_| String::from_utf8_lossy(&client.read_reply()).into_owned())
+        .collect();
+    assert_eq!(
+        replies,
+        [
+            "+OK\r\n",
+            ":1\r\n",
+            "*2\r\n$10\r\norder:list\r\n$1\r\nx\r\n",
+            "$1\r\n1\r\n",
+            "*-1\r\n",
+            ":2\r\n"
+        ]
+    );
+}
+
+/// WAIT counts the replicas that acknowledged the client's writes, made on
+/// the shared connections: with its replica stopped, a write is not
+/// acknowledged and WAIT says 0 after its timeout, as Redis does.
+#[test]
+fn wait_counts_the_replicas_that_have_the_clients_writes() {
+    let (proxy, shards) = two_shards("");
+    let replica = Redis::start();
+    let mut link = replica.connect();
+    let port = shards[0].addr().rsplit(':').next().unwrap().to_string();
+    assert_eq!(link.cmd_str(&["REPLICAOF", "127.0.0.1", &port]), "+OK\r\n");
+    wait_until("the replica in sync", Duration::from_secs(10), || {
+        link.cmd_str(&["INFO", "replication"])
+            .contains("master_link_status:up")
+    });
+    // A key on shard 0 (the one with the replica).
+    let (key, _) = keys_on_two_shards();
+    let mut client = RawClient::connect(proxy.port);
+    assert_eq!(client.cmd_str(&["SET", &key, "1"]), "+OK\r\n");
+    assert_eq!(client.cmd_str(&["WAIT", "1", "2000"]), ":1\r\n");
+    replica.guard.signal("STOP");
+    assert_eq!(client.cmd_str(&["SET", &key, "2"]), "+OK\r\n");
+    let started = Instant::now();
+    assert_eq!(client.cmd_str(&["WAIT", "1", "300"]), ":0\r\n");
+    assert!(started.elapsed() >= Duration::from_millis(250));
+    replica.guard.signal("CONT");
+}
+
+/// With the pool's `timeout`, a blocking command on a stopped backend gets
+/// the timeout error once its own timeout and the pool's have passed.
+#[test]
+fn a_blocking_command_on_a_stopped_backend_times_out() {
+    let (proxy, shards) = two_shards("  timeout: 300\n");
+    let mut client = RawClient::connect(proxy.port);
+    // Connect the dedicated connection first.
+    assert_eq!(client.cmd_str(&["BLPOP", "stall", "0.05"]), "*-1\r\n");
+    for shard in &shards {
+        shard.guard.signal("STOP");
+    }
+    let started = Instant::now();
+    let reply = client.cmd_str(&["BLPOP", "stall", "0.5"]);
+    let took = started.elapsed();
+    for shard in &shards {
+        shard.guard.signal("CONT");
+    }
+    assert!(reply.starts_with("-ERR shard '"), "{reply}");
+    assert!(reply.contains("timed out"), "{reply}");
+    assert!(
+        took >= Duration::from_millis(750) && took < Duration::from_millis(1500),
+        "{took:?}"
+    );
+    // The broken dedicated connection is replaced on the next use.
+    assert_eq!(client.cmd_str(&["BLPOP", "stall", "0.05"]), "*-1\r\n");
+}
