@@ -271,3 +271,18 @@ fn allow_flush_follows_a_reload() {
     });
     assert_eq!(c.cmd_str(&["DBSIZE"]), ":0\r\n");
 }
+
+#[test]
+fn keyspace_commands_inside_multi_abort_the_transaction() {
+    let shards = start_shards();
+    let proxy = Proxy::start(&pool_body(&shards, ""));
+    let mut c = RawClient::connect(proxy.port);
+    assert_eq!(c.cmd_str(&["MULTI"]), "+OK\r\n");
+    assert_eq!(c.cmd_str(&["SET", "a", "1"]), "+QUEUED\r\n");
+    assert_eq!(
+        c.cmd_str(&["SCAN", "0"]),
+        "-ERR unsupported command 'SCAN' through shardproxy\r\n"
+    );
+    assert!(c.cmd_str(&["EXEC"]).starts_with("-EXECABORT"));
+    assert_eq!(c.cmd_str(&["GET", "a"]), "$-1\r\n");
+}

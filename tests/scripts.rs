@@ -250,3 +250,22 @@ fn script_kill_reaches_the_busy_shard() {
     );
     assert_eq!(busy.cmd_str(&["PING"]), "+PONG\r\n");
 }
+
+#[test]
+fn script_kill_authenticates_like_the_pool() {
+    let shards: Vec<Redis> = (0..2)
+        .map(|_| Redis::start_with(&["--requirepass", "sesame"]))
+        .collect();
+    let proxy = Proxy::start(&format!(
+        "  redis: true\n  redis_auth: sesame\n  servers:\n   - {}:1\n   - {}:1\n",
+        shards[0].addr(),
+        shards[1].addr()
+    ));
+    let mut c = RawClient::connect(proxy.port);
+    assert_eq!(c.cmd_str(&["AUTH", "sesame"]), "+OK\r\n");
+    assert_eq!(
+        c.cmd_str(&["SCRIPT", "KILL"]),
+        "-NOTBUSY No scripts in execution right now.\r\n"
+    );
+    assert_eq!(c.cmd_str(&["SCRIPT", "FLUSH"]), "+OK\r\n");
+}
