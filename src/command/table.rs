@@ -10,12 +10,15 @@
 //! forwarded unless they publish or move data between databases or
 //! servers; blocking commands and transactions run on a client's dedicated
 //! connection; keyless commands are refused unless listed as local,
-//! any-backend or fan-out.
+//! any-backend, fan-out, keyspace-wide or script management.
 
 use super::Handling::{
-    AnyBackend, Blocking, FanOut, Forward, Local, Split, Transaction, Unsupported,
+    AnyBackend, Blocking, FanOut, Forward, Keyspace, Local, Scripts, Split, Transaction,
+    Unsupported,
 };
+use super::KeyspaceOp::{Flush, Keys, RandomKey, Scan};
 use super::NumkeysRule::{Card, Function, Pop, Script, Zset};
+use super::ScriptOp::{AllOk, Exists, Kill, Load, OneShard};
 use super::SplitKind::{Mget, Mset, SumIntegers};
 use super::{Command, Handling, KeySpec, NumkeysRule};
 
@@ -127,8 +130,8 @@ pub(super) static COMMANDS: &[Command] = &[
     cmd("failover", -1, NONE, Unsupported),
     cmd("fcall", -3, numkeys(2, Function), Forward),
     cmd("fcall_ro", -3, numkeys(2, Function), Forward),
-    cmd("flushall", -1, NONE, Unsupported),
-    cmd("flushdb", -1, NONE, Unsupported),
+    cmd("flushall", -1, NONE, Keyspace(Flush)),
+    cmd("flushdb", -1, NONE, Keyspace(Flush)),
     container("function", -2, Unsupported, FUNCTION),
     cmd("geoadd", -5, K1, Forward),
     cmd("geodist", -4, K1, Forward),
@@ -177,7 +180,7 @@ pub(super) static COMMANDS: &[Command] = &[
     cmd("incrby", 3, K1, Forward),
     cmd("incrbyfloat", 3, K1, Forward),
     cmd("info", -1, NONE, Local),
-    cmd("keys", 2, NONE, Unsupported),
+    cmd("keys", 2, NONE, Keyspace(Keys)),
     cmd("lastsave", 1, NONE, Unsupported),
     container("latency", -2, Unsupported, LATENCY),
     cmd("lcs", -3, K1_2, Forward),
@@ -223,7 +226,7 @@ pub(super) static COMMANDS: &[Command] = &[
     container("pubsub", -2, Unsupported, PUBSUB),
     cmd("punsubscribe", -1, NONE, Unsupported),
     cmd("quit", -1, NONE, Local),
-    cmd("randomkey", 1, NONE, Unsupported),
+    cmd("randomkey", 1, NONE, Keyspace(RandomKey)),
     cmd("readonly", 1, NONE, Unsupported),
     cmd("readwrite", 1, NONE, Unsupported),
     cmd("rename", 3, K1_2, Forward),
@@ -240,7 +243,7 @@ pub(super) static COMMANDS: &[Command] = &[
     cmd("rpushx", -3, K1, Forward),
     cmd("sadd", -3, K1, Forward),
     cmd("save", 1, NONE, Unsupported),
-    cmd("scan", -2, NONE, Unsupported),
+    cmd("scan", -2, NONE, Keyspace(Scan)),
     cmd("scard", 2, K1, Forward),
     container("script", -2, Unsupported, SCRIPT),
     cmd("sdiff", -2, ALL, Forward),
@@ -421,15 +424,15 @@ static CONFIG: &[Command] = &[
 ];
 /// FUNCTION subcommands, sorted by name.
 static FUNCTION: &[Command] = &[
-    cmd("function|delete", 3, NONE, Unsupported),
-    cmd("function|dump", 2, NONE, Unsupported),
-    cmd("function|flush", -2, NONE, Unsupported),
-    cmd("function|help", 2, NONE, Unsupported),
-    cmd("function|kill", 2, NONE, Unsupported),
-    cmd("function|list", -2, NONE, Unsupported),
-    cmd("function|load", -3, NONE, Unsupported),
-    cmd("function|restore", -3, NONE, Unsupported),
-    cmd("function|stats", 2, NONE, Unsupported),
+    cmd("function|delete", 3, NONE, Scripts(AllOk)),
+    cmd("function|dump", 2, NONE, Scripts(OneShard)),
+    cmd("function|flush", -2, NONE, Scripts(AllOk)),
+    cmd("function|help", 2, NONE, AnyBackend),
+    cmd("function|kill", 2, NONE, Scripts(Kill)),
+    cmd("function|list", -2, NONE, Scripts(OneShard)),
+    cmd("function|load", -3, NONE, Scripts(Load)),
+    cmd("function|restore", -3, NONE, Scripts(AllOk)),
+    cmd("function|stats", 2, NONE, Scripts(OneShard)),
 ];
 /// LATENCY subcommands, sorted by name.
 static LATENCY: &[Command] = &[
@@ -478,11 +481,11 @@ static PUBSUB: &[Command] = &[
 /// SCRIPT subcommands, sorted by name.
 static SCRIPT: &[Command] = &[
     cmd("script|debug", 3, NONE, Unsupported),
-    cmd("script|exists", -3, NONE, Unsupported),
-    cmd("script|flush", -2, NONE, Unsupported),
-    cmd("script|help", 2, NONE, Unsupported),
-    cmd("script|kill", 2, NONE, Unsupported),
-    cmd("script|load", 3, NONE, Unsupported),
+    cmd("script|exists", -3, NONE, Scripts(Exists)),
+    cmd("script|flush", -2, NONE, Scripts(AllOk)),
+    cmd("script|help", 2, NONE, AnyBackend),
+    cmd("script|kill", 2, NONE, Scripts(Kill)),
+    cmd("script|load", 3, NONE, Scripts(Load)),
 ];
 /// SLOWLOG subcommands, sorted by name.
 static SLOWLOG: &[Command] = &[

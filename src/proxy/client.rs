@@ -20,6 +20,7 @@ use crate::proxy::router::RoutingTable;
 use crate::proxy::session::{Lane, Session};
 use crate::proxy::split::{self, Part, SplitReply};
 use crate::proxy::stats::PoolStats;
+use crate::proxy::{keyspace, scripts};
 use bytes::{Bytes, BytesMut};
 use std::collections::VecDeque;
 use std::future::poll_fn;
@@ -471,6 +472,8 @@ impl Session {
                     self.pool.clone(),
                 )
             }
+            Handling::Keyspace(op) => keyspace::run(self, op, cmd, &request.args, request.raw),
+            Handling::Scripts(op) => scripts::run(self, op, cmd, request.raw),
         }
     }
 
@@ -505,6 +508,7 @@ impl Session {
         let table = self.pool.router.load();
         let shard = match self.shard_of_keys(&table, cmd, &request.args) {
             Ok(Some(shard)) => shard,
+            Ok(None) if scripts::runs_keyless(cmd) => scripts::KEYLESS_SHARD,
             Ok(None) => {
                 return self.error(&format!(
                     "ERR '{}' without a key cannot be routed by shardproxy",

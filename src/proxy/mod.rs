@@ -9,6 +9,9 @@
 //!   [`pending::Pending`] per request.
 //! - [`local`] and [`info`]: the commands the proxy answers itself.
 //! - [`split`]: multi-key commands split over shards and put back together.
+//! - [`keyspace`] (SCAN KEYS RANDOMKEY FLUSH*) and [`scripts`] (SCRIPT,
+//!   FUNCTION, keyless EVAL/FCALL): commands for every shard, over
+//!   [`fanout`].
 //! - [`blocking`] and [`transaction`]: blocking commands and WATCH/MULTI, on
 //!   a client's [`dedicated`] backend connection.
 //! - [`router`]: the immutable routing table of a pool, swapped atomically;
@@ -28,7 +31,9 @@ pub mod cli;
 pub mod client;
 pub mod cluster;
 pub mod dedicated;
+pub mod fanout;
 pub mod info;
+pub mod keyspace;
 pub mod listener;
 pub mod local;
 pub mod outbuf;
@@ -36,6 +41,7 @@ pub mod pending;
 pub mod pool;
 pub mod reload;
 pub mod router;
+pub mod scripts;
 pub mod session;
 pub mod split;
 pub mod stats;
