@@ -30,7 +30,7 @@ use crate::proxy::pending::Pending;
 use crate::proxy::router::RoutingTable;
 use crate::proxy::session::Session;
 use crate::proxy::stats::PoolStats;
-use crate::watchdog::redis_client::{RedisConn, RedisError};
+use crate::redis_client::{RedisConn, RedisError};
 use bytes::{Bytes, BytesMut};
 use std::time::Duration;
 

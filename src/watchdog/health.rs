@@ -3,7 +3,7 @@
 //! `run_id` (a new one means the Redis restarted with whatever data it
 //! loaded), and how many checks failed in a row.
 
-use super::redis_client::{RedisConn, RedisError};
+use crate::redis_client::{RedisConn, RedisError};
 use crate::zk::layout::Role;
 use std::time::Duration;
 use tracing::warn;
