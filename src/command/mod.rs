@@ -35,8 +35,12 @@ pub enum Handling {
     AnyBackend,
     /// Sent to every backend, replies combined: DBSIZE.
     FanOut,
+    /// Pub/sub: the (P|S)(UN)SUBSCRIBEs on the client's own subscriber
+    /// connections, PUBLISH and SPUBLISH to their channel's shard, PUBSUB
+    /// over the shards (`proxy::pubsub`).
+    PubSub,
     /// Cannot work through a sharding proxy: keyspace-wide, transactions,
-    /// blocking, pub/sub, administration and replication commands.
+    /// blocking, administration and replication commands.
     Unsupported,
 }
 

@@ -16,6 +16,7 @@ use crate::proxy::local;
 use crate::proxy::outbuf::OutBuf;
 use crate::proxy::pending::{unsupported_error, Pending};
 use crate::proxy::pool::Pool;
+use crate::proxy::pubsub::{self, Flow};
 use crate::proxy::session::Session;
 use crate::proxy::split::{self, Part, SplitReply};
 use crate::proxy::stats::PoolStats;
@@ -111,6 +112,7 @@ pub async fn serve(pool: Arc<Pool>, mut stream: TcpStream, shutdown: watch::Rece
         proto: Proto::Resp2,
         name: None,
         closing: false,
+        pubsub: None,
     };
     let pool = session.pool.clone();
     let stats = &pool.stats;
@@ -193,6 +195,7 @@ pub async fn serve(pool: Arc<Pool>, mut stream: TcpStream, shutdown: watch::Rece
         }
         let want_input = may_go_on;
         let idle = owed.is_empty() && out.is_empty();
+        let mut pubsub_event = None;
         let readable = if stopping && idle {
             // Stopping: answer what the client has already sent, and leave
             // once it has been quiet for a moment.
@@ -220,8 +223,21 @@ pub async fn serve(pool: Arc<Pool>, mut stream: TcpStream, shutdown: watch::Rece
                     stopping = true;
                     false
                 }
+                // Messages for a subscribed client, between whole replies.
+                event = async { session.pubsub.as_mut().expect("subscribed").next_event().await },
+                    if session.pubsub.is_some() && !finishing => {
+                    pubsub_event = Some(event);
+                    false
+                }
             }
         };
+        if let Some(event) = pubsub_event {
+            match pubsub::deliver(&session, event, &mut out) {
+                Flow::Go => {}
+                Flow::Finish => finishing = true,
+                Flow::Close => return,
+            }
+        }
         if readable {
             let chunk = if busy || !input.is_empty() {
                 READ_CHUNK
@@ -359,8 +375,11 @@ impl Session {
     /// Runs or forwards a request for a known command.
     fn route(&mut self, cmd: &'static Command, request: Request) -> Pending {
         let args = &request.args;
-        if !self.authenticated && !matches!(cmd.name, "auth" | "hello" | "quit") {
+        if !self.authenticated && !matches!(cmd.name, "auth" | "hello" | "quit" | "reset") {
             return self.error("NOAUTH Authentication required.");
+        }
+        if let Some(refusal) = pubsub::refusal(self, cmd) {
+            return self.error(&refusal);
         }
         match cmd.handling_for(args) {
             Handling::Local => local::run(self, cmd, args),
@@ -372,6 +391,7 @@ impl Session {
                 let shard = &table.shards[self.id as usize % table.shards.len()];
                 self.send(shard, request.raw)
             }
+            Handling::PubSub => pubsub::run(self, cmd, args, request.raw.clone()),
             Handling::FanOut => {
                 let table = self.pool.router.load();
                 Pending::split(

@@ -9,6 +9,8 @@
 //!   [`pending::Pending`] per request.
 //! - [`local`] and [`info`]: the commands the proxy answers itself.
 //! - [`split`]: multi-key commands split over shards and put back together.
+//! - [`pubsub`]: subscriptions on per-client connections to the shards,
+//!   PUBLISH and PUBSUB.
 //! - [`router`]: the immutable routing table of a pool, swapped atomically;
 //!   [`cluster`] rebuilds it from ZooKeeper's views, [`reload`] from the
 //!   pool file on SIGHUP.
@@ -30,6 +32,7 @@ pub mod local;
 pub mod outbuf;
 pub mod pending;
 pub mod pool;
+pub mod pubsub;
 pub mod reload;
 pub mod router;
 pub mod session;

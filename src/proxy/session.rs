@@ -3,6 +3,7 @@
 
 use crate::protocol::Proto;
 use crate::proxy::pool::Pool;
+use crate::proxy::pubsub::PubSub;
 use bytes::Bytes;
 use std::sync::Arc;
 
@@ -19,4 +20,18 @@ pub struct Session {
     pub authenticated: bool,
     /// Set by QUIT: close after this batch's replies.
     pub closing: bool,
+    /// The client's subscriptions; `Some` in subscribed mode.
+    pub pubsub: Option<Box<PubSub>>,
+}
+
+impl Session {
+    /// RESET: the state of a new connection, as Redis restores it (RESP2,
+    /// no name, authenticated only if no password is set, no
+    /// subscriptions: dropping them closes the subscriber connections).
+    pub fn reset(&mut self) {
+        self.proto = Proto::Resp2;
+        self.name = None;
+        self.authenticated = self.pool.redis_auth.is_none();
+        self.pubsub = None;
+    }
 }

@@ -1,0 +1,524 @@
+//! Pub/sub through the proxy: a client's subscriptions, held on the shards'
+//! masters by connections of its own, and the replies and messages it gets.
+//!
+//! A channel belongs to a shard exactly as a key does (`shard_of`, hash tags
+//! included), for SUBSCRIBE and SSUBSCRIBE alike, and PUBLISH and SPUBLISH
+//! go to that shard's master: every proxy of a fleet meets on the same
+//! Redis, so a message published through any of them reaches the
+//! subscribers of all of them. A pattern may match channels of any shard,
+//! so PSUBSCRIBE subscribes on every shard; each message is published on
+//! one shard only, so it still arrives once.
+//!
+//! A session enters subscribed mode with its first subscription: it gets a
+//! [`PubSub`], which opens one connection ([`link`]) per shard in use, to
+//! that shard's master. Since a client's subscriptions are spread over
+//! several connections, the proxy builds every confirmation itself, with
+//! the counts Redis would give (channels and patterns together; shard
+//! channels apart). A confirmation is sent once the backend confirmed, so a
+//! message published after the client saw it is delivered; messages wait
+//! while a confirmation is owed, so none overtakes one. When the routing
+//! changes (a failover), every link follows its shard to the new master
+//! and subscribes there again, unseen by the client.
+//!
+//! [`introspect`] holds PUBLISH and the PUBSUB subcommands.
+
+pub mod introspect;
+mod link;
+
+use crate::command::Command;
+use crate::protocol::{encode, Proto, Value};
+use crate::proxy::outbuf::OutBuf;
+use crate::proxy::pending::Pending;
+use crate::proxy::pool::Pool;
+use crate::proxy::router::RoutingTable;
+use crate::proxy::session::Session;
+use bytes::{Bytes, BytesMut};
+use link::{Order, Sink};
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot, watch};
+
+/// What a subscription is to: the three name spaces of Redis pub/sub.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    Channel = 0,
+    Pattern = 1,
+    Shard = 2,
+}
+
+impl Kind {
+    const ALL: [Kind; 3] = [Kind::Channel, Kind::Pattern, Kind::Shard];
+
+    fn subscribe_command(self) -> &'static str {
+        match self {
+            Kind::Channel => "subscribe",
+            Kind::Pattern => "psubscribe",
+            Kind::Shard => "ssubscribe",
+        }
+    }
+
+    fn unsubscribe_command(self) -> &'static str {
+        match self {
+            Kind::Channel => "unsubscribe",
+            Kind::Pattern => "punsubscribe",
+            Kind::Shard => "sunsubscribe",
+        }
+    }
+}
+
+/// What the session loop must do after a pub/sub event.
+pub enum Flow {
+    Go,
+    /// Write what is owed, then close (a subscription failed).
+    Finish,
+    /// Close at once: the client does not read its messages.
+    Close,
+}
+
+/// What [`PubSub::next_event`] hands the session loop.
+pub enum Event {
+    /// A message frame as the backend sent it (RESP2).
+    Message(Bytes),
+    Overflow,
+    Failed,
+}
+
+/// One subscriber connection, as the session sees it.
+struct Link {
+    addr: Arc<str>,
+    orders: mpsc::UnboundedSender<Order>,
+    /// The names the link holds, per kind.
+    held: [HashSet<Bytes>; 3],
+}
+
+impl Link {
+    fn order(&mut self, order: Order) {
+        match &order {
+            Order::Subscribe { kind, names, .. } => {
+                self.held[*kind as usize].extend(names.iter().cloned())
+            }
+            Order::Unsubscribe { kind, names } => {
+                for name in names {
+                    self.held[*kind as usize].remove(name);
+                }
+            }
+            Order::Move(addr) => self.addr = addr.clone(),
+        }
+        // The task ends only when this handle is dropped.
+        let _ = self.orders.send(order);
+    }
+}
+
+/// A session's subscriptions: present while it has at least one.
+pub struct PubSub {
+    pool: Arc<Pool>,
+    names: [HashSet<Bytes>; 3],
+    /// By shard name.
+    links: HashMap<Arc<str>, Link>,
+    sink: Sink,
+    events: mpsc::UnboundedReceiver<link::Event>,
+    /// Subscribe confirmations dispatched and not written yet: messages
+    /// wait meanwhile.
+    unconfirmed: Arc<AtomicUsize>,
+    /// A subscription could not be made: the session ends.
+    failed: Arc<AtomicBool>,
+    routes: watch::Receiver<u64>,
+    /// The routing table the links follow.
+    version: u64,
+}
+
+impl PubSub {
+    fn new(pool: &Arc<Pool>) -> PubSub {
+        let (events_tx, events) = mpsc::unbounded_channel();
+        let mut routes = pool.router.watch();
+        routes.mark_unchanged();
+        PubSub {
+            pool: pool.clone(),
+            names: Default::default(),
+            links: HashMap::new(),
+            sink: Sink {
+                events: events_tx,
+                queued: Arc::new(AtomicUsize::new(0)),
+                limit: pool.client_output_limit,
+            },
+            events,
+            unconfirmed: Arc::new(AtomicUsize::new(0)),
+            failed: Arc::new(AtomicBool::new(false)),
+            routes,
+            version: pool.router.version(),
+        }
+    }
+
+    /// Channels and patterns: the count SUBSCRIBE, PSUBSCRIBE and their
+    /// UNSUBSCRIBEs report.
+    fn count(&self, kind: Kind) -> usize {
+        match kind {
+            Kind::Shard => self.names[Kind::Shard as usize].len(),
+            _ => {
+                self.names[Kind::Channel as usize].len() + self.names[Kind::Pattern as usize].len()
+            }
+        }
+    }
+
+    fn total(&self) -> usize {
+        self.names.iter().map(HashSet::len).sum()
+    }
+
+    /// The shards a name is held on: its own, or all for a pattern.
+    fn shards_of(kind: Kind, name: &[u8], table: &RoutingTable) -> Vec<usize> {
+        match kind {
+            Kind::Pattern => (0..table.shards.len()).collect(),
+            _ => vec![table.shard_of(name)],
+        }
+    }
+
+    /// The link of shard `i` of `table`, opened if the session has none.
+    fn link(&mut self, table: &RoutingTable, i: usize) -> &mut Link {
+        let shard = &table.shards[i];
+        let sink = &self.sink;
+        self.links.entry(shard.name.clone()).or_insert_with(|| {
+            let (orders, rx) = mpsc::unbounded_channel();
+            let spec = link::Spec {
+                shard: shard.name.clone(),
+                addr: shard.backend.addr.clone(),
+                settings: shard.backend.settings().clone(),
+                sink: sink.clone(),
+            };
+            tokio::spawn(link::run(spec, rx));
+            Link {
+                addr: shard.backend.addr.clone(),
+                orders,
+                held: Default::default(),
+            }
+        })
+    }
+
+    /// Moves the links to the routing of `table` when it is newer than
+    /// the one they follow: each shard's names to its current master,
+    /// names whose shard changed to their new shard.
+    fn follow(&mut self, table: &RoutingTable) {
+        if table.version == self.version {
+            return;
+        }
+        self.version = table.version;
+        let mut want: HashMap<usize, [HashSet<Bytes>; 3]> = HashMap::new();
+        for kind in Kind::ALL {
+            for name in &self.names[kind as usize] {
+                for i in Self::shards_of(kind, name, table) {
+                    want.entry(i).or_default()[kind as usize].insert(name.clone());
+                }
+            }
+        }
+        let named: HashSet<&Arc<str>> = want.keys().map(|&i| &table.shards[i].name).collect();
+        self.links.retain(|name, _| named.contains(name));
+        for (i, wanted) in want {
+            let shard = &table.shards[i];
+            let link = self.link(table, i);
+            if link.addr != shard.backend.addr {
+                link.order(Order::Move(shard.backend.addr.clone()));
+            }
+            for kind in Kind::ALL {
+                let k = kind as usize;
+                let gone: Vec<Bytes> = link.held[k].difference(&wanted[k]).cloned().collect();
+                let new: Vec<Bytes> = wanted[k].difference(&link.held[k]).cloned().collect();
+                if !gone.is_empty() {
+                    link.order(Order::Unsubscribe { kind, names: gone });
+                }
+                if !new.is_empty() {
+                    link.order(Order::Subscribe {
+                        kind,
+                        names: new,
+                        ack: None,
+                    });
+                }
+            }
+        }
+    }
+
+    /// The next thing the session must act on: a message (held back while
+    /// a confirmation is owed), an overflow, or a failed subscription.
+    /// Follows routing changes meanwhile. Cancel safe.
+    pub async fn next_event(&mut self) -> Event {
+        loop {
+            if self.failed.load(Ordering::Relaxed) {
+                self.failed.store(false, Ordering::Relaxed);
+                return Event::Failed;
+            }
+            let deliver = self.unconfirmed.load(Ordering::Relaxed) == 0;
+            tokio::select! {
+                biased;
+                changed = self.routes.changed() => {
+                    if changed.is_err() {
+                        std::future::pending::<()>().await;
+                    }
+                    let table = self.pool.router.load_full();
+                    self.follow(&table);
+                }
+                event = self.events.recv(), if deliver => match event {
+                    Some(link::Event::Push(frame)) => {
+                        self.sink.queued.fetch_sub(frame.len(), Ordering::Relaxed);
+                        if self.wants(&frame) {
+                            return Event::Message(frame);
+                        }
+                    }
+                    Some(link::Event::Overflow) => return Event::Overflow,
+                    // The session holds a sender itself.
+                    None => std::future::pending::<()>().await,
+                },
+            }
+        }
+    }
+
+    /// True when the message is for a name the client still holds: one
+    /// that arrives after its unsubscribe confirmation is dropped.
+    fn wants(&self, frame: &Bytes) -> bool {
+        let Ok(Value::Array(items)) = crate::protocol::parse_reply_bytes(frame) else {
+            return false;
+        };
+        let (kind, name) = match (items.first(), items.get(1)) {
+            (Some(Value::Bulk(kind)), Some(Value::Bulk(name))) => (kind, name),
+            _ => return false,
+        };
+        let kind = match &kind[..] {
+            b"message" => Kind::Channel,
+            b"pmessage" => Kind::Pattern,
+            b"smessage" => Kind::Shard,
+            _ => return false,
+        };
+        self.names[kind as usize].contains(name)
+    }
+}
+
+/// Writes what [`PubSub::next_event`] returned to the client.
+pub fn deliver(session: &Session, event: Event, out: &mut OutBuf) -> Flow {
+    match event {
+        Event::Message(frame) => {
+            if session.proto == Proto::Resp3 {
+                // The same array, as a push frame: only the type byte differs.
+                out.extend_from_slice(b">");
+                out.push(frame.slice(1..));
+            } else {
+                out.push(frame);
+            }
+            if out.len() > session.pool.client_output_limit {
+                overflow(session);
+                return Flow::Close;
+            }
+            Flow::Go
+        }
+        Event::Overflow => {
+            overflow(session);
+            Flow::Close
+        }
+        Event::Failed => Flow::Finish,
+    }
+}
+
+fn overflow(session: &Session) {
+    tracing::warn!(client = session.id, pool = %session.pool.name,
+        limit = session.pool.client_output_limit,
+        "subscriber does not read its messages: over client_output_limit, disconnected");
+}
+
+/// Redis 7.0's refusal of a command in RESP2 subscribed mode, if `cmd` is
+/// one it refuses.
+pub fn refusal(session: &Session, cmd: &Command) -> Option<String> {
+    if session.pubsub.is_none() || session.proto != Proto::Resp2 {
+        return None;
+    }
+    let allowed = [
+        "subscribe",
+        "psubscribe",
+        "ssubscribe",
+        "unsubscribe",
+        "punsubscribe",
+        "sunsubscribe",
+        "ping",
+        "quit",
+        "reset",
+    ];
+    if allowed.contains(&cmd.name) {
+        return None;
+    }
+    Some(format!(
+        "ERR Can't execute '{}': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context",
+        cmd.name
+    ))
+}
+
+/// PING's reply in RESP2 subscribed mode: `pong` and the message (empty
+/// without one), as an array.
+pub fn pong(message: Option<&Bytes>) -> Pending {
+    let value = Value::Array(vec![
+        Value::Bulk(Bytes::from_static(b"pong")),
+        Value::Bulk(message.cloned().unwrap_or_default()),
+    ]);
+    encoded(&value, Proto::Resp2)
+}
+
+fn encoded(value: &Value, proto: Proto) -> Pending {
+    let mut out = BytesMut::new();
+    encode(value, proto, &mut out);
+    Pending::Ready(out.freeze())
+}
+
+/// Runs a pub/sub command: the (P|S)(UN)SUBSCRIBEs here, PUBLISH and
+/// PUBSUB in [`introspect`].
+pub fn run(session: &mut Session, cmd: &'static Command, args: &[Bytes], raw: Bytes) -> Pending {
+    let names = args[1..].to_vec();
+    match cmd.name {
+        "subscribe" => subscribe(session, Kind::Channel, names),
+        "psubscribe" => subscribe(session, Kind::Pattern, names),
+        "ssubscribe" => subscribe(session, Kind::Shard, names),
+        "unsubscribe" => unsubscribe(session, Kind::Channel, names),
+        "punsubscribe" => unsubscribe(session, Kind::Pattern, names),
+        "sunsubscribe" => unsubscribe(session, Kind::Shard, names),
+        _ => introspect::run(session, cmd, args, raw),
+    }
+}
+
+/// One confirmation: `[command, name or null, count]`, a push in RESP3.
+fn confirmation(
+    command: &str,
+    name: Option<&Bytes>,
+    count: usize,
+    proto: Proto,
+    out: &mut BytesMut,
+) {
+    let value = Value::Push(vec![
+        Value::Bulk(Bytes::copy_from_slice(command.as_bytes())),
+        name.map_or(Value::Null, |n| Value::Bulk(n.clone())),
+        Value::Integer(count as i64),
+    ]);
+    encode(&value, proto, out);
+}
+
+/// How long a subscription may wait for its shard's confirmation.
+fn confirm_deadline(pool: &Pool) -> Duration {
+    let table = pool.router.load();
+    let connect = table.shards.first().map_or(Duration::from_secs(3), |s| {
+        s.backend.settings().connect_timeout()
+    });
+    2 * connect + Duration::from_secs(1)
+}
+
+fn subscribe(session: &mut Session, kind: Kind, names: Vec<Bytes>) -> Pending {
+    let table = session.pool.router.load_full();
+    let pool = session.pool.clone();
+    let ps = session
+        .pubsub
+        .get_or_insert_with(|| Box::new(PubSub::new(&pool)));
+    ps.follow(&table);
+    let mut out = BytesMut::new();
+    let mut new: HashMap<usize, Vec<Bytes>> = HashMap::new();
+    for name in names {
+        if ps.names[kind as usize].insert(name.clone()) {
+            for i in PubSub::shards_of(kind, &name, &table) {
+                new.entry(i).or_default().push(name.clone());
+            }
+        }
+        confirmation(
+            kind.subscribe_command(),
+            Some(&name),
+            ps.count(kind),
+            session.proto,
+            &mut out,
+        );
+    }
+    if new.is_empty() {
+        return Pending::Ready(out.freeze());
+    }
+    let mut acks = Vec::with_capacity(new.len());
+    for (i, names) in new {
+        let (ack, confirmed) = oneshot::channel();
+        ps.link(&table, i).order(Order::Subscribe {
+            kind,
+            names,
+            ack: Some(ack),
+        });
+        acks.push((table.shards[i].name.clone(), confirmed));
+    }
+    let unconfirmed = ps.unconfirmed.clone();
+    let failed = ps.failed.clone();
+    unconfirmed.fetch_add(1, Ordering::Relaxed);
+    let deadline = confirm_deadline(&pool);
+    Pending::Assembling(Box::pin(async move {
+        let mut reply = out.freeze();
+        for (shard, confirmed) in acks {
+            let error = match tokio::time::timeout(deadline, confirmed).await {
+                // Dropped: the client unsubscribed meanwhile.
+                Ok(Ok(Ok(()))) | Ok(Err(_)) => continue,
+                Ok(Ok(Err(e))) => e,
+                Err(_) => format!("no confirmation within {} ms", deadline.as_millis()),
+            };
+            tracing::warn!(shard = %shard, error = %error, "subscription failed; closing the client");
+            let mut text = BytesMut::new();
+            crate::protocol::encode_error(
+                &format!("ERR shard '{shard}': cannot subscribe: {error}"),
+                &mut text,
+            );
+            failed.store(true, Ordering::Relaxed);
+            reply = text.freeze();
+            break;
+        }
+        unconfirmed.fetch_sub(1, Ordering::Relaxed);
+        reply
+    }))
+}
+
+fn unsubscribe(session: &mut Session, kind: Kind, mut names: Vec<Bytes>) -> Pending {
+    let proto = session.proto;
+    let mut out = BytesMut::new();
+    let Some(ps) = session.pubsub.as_mut() else {
+        if names.is_empty() {
+            confirmation(kind.unsubscribe_command(), None, 0, proto, &mut out);
+        }
+        for name in &names {
+            confirmation(kind.unsubscribe_command(), Some(name), 0, proto, &mut out);
+        }
+        return Pending::Ready(out.freeze());
+    };
+    let table = session.pool.router.load_full();
+    ps.follow(&table);
+    if names.is_empty() {
+        names = ps.names[kind as usize].iter().cloned().collect();
+        if names.is_empty() {
+            confirmation(
+                kind.unsubscribe_command(),
+                None,
+                ps.count(kind),
+                proto,
+                &mut out,
+            );
+        }
+    }
+    let mut gone: HashMap<usize, Vec<Bytes>> = HashMap::new();
+    for name in names {
+        if ps.names[kind as usize].remove(&name) {
+            for i in PubSub::shards_of(kind, &name, &table) {
+                gone.entry(i).or_default().push(name.clone());
+            }
+        }
+        confirmation(
+            kind.unsubscribe_command(),
+            Some(&name),
+            ps.count(kind),
+            proto,
+            &mut out,
+        );
+    }
+    if ps.total() == 0 {
+        // Out of subscribed mode: dropping the links closes their
+        // connections.
+        session.pubsub = None;
+    } else {
+        for (i, names) in gone {
+            if let Some(link) = ps.links.get_mut(&table.shards[i].name) {
+                link.order(Order::Unsubscribe { kind, names });
+            }
+        }
+    }
+    Pending::Ready(out.freeze())
+}
