@@ -137,7 +137,13 @@ pub(super) async fn run(mut spec: Spec, mut orders: mpsc::UnboundedReceiver<Orde
             None => continue,
             Some(Ok(stream)) => {
                 backoff = MIN_BACKOFF;
-                serve(&spec, stream, &mut held, &mut orders).await
+                let mut expected = VecDeque::new();
+                let outcome = serve(&spec, stream, &mut held, &mut expected, &mut orders).await;
+                // Whoever waits for a confirmation gets it from the next
+                // connection, which subscribes to everything held.
+                held.waiting
+                    .extend(expected.into_iter().flat_map(|e: Expected| e.acks));
+                outcome
             }
             Some(Err(reason)) => Outcome::Broken(reason),
         };
@@ -184,10 +190,10 @@ async fn serve(
     spec: &Spec,
     mut stream: TcpStream,
     held: &mut Held,
+    expected: &mut VecDeque<Expected>,
     orders: &mut mpsc::UnboundedReceiver<Order>,
 ) -> Outcome {
     let mut out = BytesMut::new();
-    let mut expected: VecDeque<Expected> = VecDeque::new();
     for kind in Kind::ALL {
         let names: Vec<Bytes> = held.names[kind as usize].iter().cloned().collect();
         if !names.is_empty() {
@@ -220,7 +226,7 @@ async fn serve(
             read = reader.read_buf(&mut input) => match read {
                 Ok(0) => return Outcome::Broken("closed by the backend".into()),
                 Ok(_) => {
-                    if let Err(outcome) = take_frames(spec, &mut input, &mut expected) {
+                    if let Err(outcome) = take_frames(spec, &mut input, expected) {
                         return outcome;
                     }
                 }
@@ -233,12 +239,7 @@ async fn serve(
             }
             order = orders.recv() => match order {
                 None => return Outcome::Done,
-                Some(Order::Move(addr)) => {
-                    // Whoever waits for a confirmation here gets it from
-                    // the new master, which is subscribed to everything.
-                    held.waiting.extend(expected.into_iter().flat_map(|e| e.acks));
-                    return Outcome::Moved(addr);
-                }
+                Some(Order::Move(addr)) => return Outcome::Moved(addr),
                 Some(Order::Subscribe { kind, names, ack }) => {
                     held.names[kind as usize].extend(names.iter().cloned());
                     expected.push_back(send(&mut out, kind.subscribe_command(), &names, ack));
