@@ -140,7 +140,7 @@ fn a_pattern_subscriber_gets_each_message_once_from_every_shard() {
             "patterns are held on every shard"
         );
     }
-    let channels = channels_on_both_shards("ev", 4);
+    let channels = channels_on_both_shards("ev.", 4);
     let mut oracle_publisher = oracle.connect();
     let mut publisher = RawClient::connect(fleet.proxies[1].port);
     let mut want = String::new();
@@ -479,4 +479,43 @@ async fn subscriptions_follow_a_failover_unseen_by_the_client() {
     })
     .await
     .unwrap();
+}
+
+#[test]
+fn subscribing_on_an_unreachable_shard_is_an_error_and_closes() {
+    let up = Redis::start();
+    let down_port = common::free_port();
+    let proxy = Proxy::start(&format!(
+        "  redis: true\n  hash: md5\n  timeout: 1000\n  servers:\n   - {}:0-2047\n   - 127.0.0.1:{down_port}:2048-4095\n",
+        up.addr()
+    ));
+    let up_channel = &keys_in(0, 2047, 1, "up")[0];
+    let down_channel = &keys_in(2048, 4095, 1, "down")[0];
+    let mut subscriber = RawClient::connect(proxy.port);
+    assert_eq!(
+        replies(&mut subscriber, &["SUBSCRIBE", up_channel], 1),
+        format!(
+            "*3\r\n$9\r\nsubscribe\r\n${}\r\n{up_channel}\r\n:1\r\n",
+            up_channel.len()
+        )
+    );
+    let started = Instant::now();
+    let reply = replies(&mut subscriber, &["SUBSCRIBE", down_channel], 1);
+    assert!(
+        reply.starts_with("-ERR shard '127.0.0.1:")
+            && reply.contains(&format!(
+                "cannot subscribe: backend 127.0.0.1:{down_port} is unavailable"
+            )),
+        "{reply}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(2), "fails fast");
+    assert!(
+        subscriber.is_closed(),
+        "the client is told by closing, as Redis would"
+    );
+    wait_until(
+        "the other subscription to go",
+        Duration::from_secs(5),
+        || numsub_is(up.port, up_channel, 0),
+    );
 }

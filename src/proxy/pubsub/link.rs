@@ -145,7 +145,16 @@ pub(super) async fn run(mut spec: Spec, mut orders: mpsc::UnboundedReceiver<Orde
                     .extend(expected.into_iter().flat_map(|e: Expected| e.acks));
                 outcome
             }
-            Some(Err(reason)) => Outcome::Broken(reason),
+            Some(Err(reason)) => {
+                // A new subscription fails at once, as a request to a
+                // backend that cannot be reached does; the ones already
+                // confirmed are made again once a connection succeeds.
+                let error = format!("backend {} is unavailable: {reason}", spec.addr);
+                for ack in held.waiting.drain(..) {
+                    let _ = ack.send(Err(error.clone()));
+                }
+                Outcome::Broken(reason)
+            }
         };
         match outcome {
             Outcome::Done => return,
@@ -337,5 +346,58 @@ fn classify(frame: &Bytes) -> Frame {
         },
         Ok(Value::Error(text)) => Frame::Error(String::from_utf8_lossy(&text).into_owned()),
         _ => Frame::Other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(text: &str) -> Frame {
+        classify(&Bytes::copy_from_slice(text.as_bytes()))
+    }
+
+    #[test]
+    fn messages_confirmations_and_errors_are_told_apart() {
+        assert!(matches!(
+            frame("*3\r\n$7\r\nmessage\r\n$1\r\na\r\n$1\r\nm\r\n"),
+            Frame::Message
+        ));
+        assert!(matches!(
+            frame("*4\r\n$8\r\npmessage\r\n$1\r\n*\r\n$1\r\na\r\n$1\r\nm\r\n"),
+            Frame::Message
+        ));
+        assert!(matches!(
+            frame("*3\r\n$8\r\nsmessage\r\n$1\r\na\r\n$1\r\nm\r\n"),
+            Frame::Message
+        ));
+        assert!(matches!(
+            frame("*3\r\n$12\r\npunsubscribe\r\n$-1\r\n:0\r\n"),
+            Frame::Confirmation
+        ));
+        assert!(matches!(frame("-NOPERM no\r\n"), Frame::Error(e) if e == "NOPERM no"));
+        assert!(matches!(frame("+OK\r\n"), Frame::Other));
+    }
+
+    #[test]
+    fn orders_while_disconnected_change_what_is_held() {
+        let mut held = Held::default();
+        let (ack, _confirmed) = oneshot::channel();
+        let names = vec![Bytes::from("a"), Bytes::from("b")];
+        assert!(held
+            .apply_offline(Order::Subscribe {
+                kind: Kind::Channel,
+                names,
+                ack: Some(ack),
+            })
+            .is_none());
+        held.apply_offline(Order::Unsubscribe {
+            kind: Kind::Channel,
+            names: vec![Bytes::from("a")],
+        });
+        assert_eq!(held.names[Kind::Channel as usize].len(), 1);
+        assert_eq!(held.waiting.len(), 1);
+        let moved = held.apply_offline(Order::Move(Arc::from("127.0.0.1:2")));
+        assert_eq!(moved.as_deref(), Some("127.0.0.1:2"));
     }
 }

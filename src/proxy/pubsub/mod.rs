@@ -522,3 +522,94 @@ fn unsubscribe(session: &mut Session, kind: Kind, mut names: Vec<Bytes>) -> Pend
     }
     Pending::Ready(out.freeze())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    fn session(proto: Proto, subscribed: bool) -> Session {
+        let config = Config::parse(
+            "p:\n  listen: 127.0.0.1:22121\n  redis: true\n  servers:\n   - 127.0.0.1:1:1\n",
+        )
+        .unwrap();
+        let pool = Arc::new(Pool::new(&config.pools[0]));
+        Session {
+            id: 1,
+            authenticated: true,
+            pubsub: subscribed.then(|| Box::new(PubSub::new(&pool))),
+            pool,
+            proto,
+            name: None,
+            closing: false,
+        }
+    }
+
+    fn bytes(pending: Pending) -> Bytes {
+        match pending {
+            Pending::Ready(bytes) => bytes,
+            _ => panic!("not ready"),
+        }
+    }
+
+    #[tokio::test]
+    async fn resp2_subscribed_mode_refuses_other_commands_as_redis_does() {
+        let get = crate::command::lookup(b"get").unwrap();
+        let ping = crate::command::lookup(b"ping").unwrap();
+        let id = crate::command::lookup_args(&[Bytes::from("client"), Bytes::from("id")]).unwrap();
+        let s = session(Proto::Resp2, true);
+        assert_eq!(
+            refusal(&s, get).unwrap(),
+            "ERR Can't execute 'get': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context"
+        );
+        assert!(refusal(&s, id).unwrap().contains("'client|id'"));
+        assert_eq!(refusal(&s, ping), None);
+        assert_eq!(refusal(&session(Proto::Resp3, true), get), None);
+        assert_eq!(refusal(&session(Proto::Resp2, false), get), None);
+    }
+
+    #[test]
+    fn confirmations_are_arrays_in_resp2_and_pushes_in_resp3() {
+        let mut out = BytesMut::new();
+        confirmation(
+            "subscribe",
+            Some(&Bytes::from("a")),
+            2,
+            Proto::Resp2,
+            &mut out,
+        );
+        assert_eq!(&out[..], b"*3\r\n$9\r\nsubscribe\r\n$1\r\na\r\n:2\r\n");
+        out.clear();
+        confirmation("unsubscribe", None, 0, Proto::Resp3, &mut out);
+        assert_eq!(&out[..], b">3\r\n$11\r\nunsubscribe\r\n_\r\n:0\r\n");
+    }
+
+    #[test]
+    fn pong_in_subscribed_mode_is_an_array() {
+        assert_eq!(bytes(pong(None)), &b"*2\r\n$4\r\npong\r\n$0\r\n\r\n"[..]);
+        assert_eq!(
+            bytes(pong(Some(&Bytes::from("hi")))),
+            &b"*2\r\n$4\r\npong\r\n$2\r\nhi\r\n"[..]
+        );
+    }
+
+    #[tokio::test]
+    async fn counts_follow_redis_channels_and_patterns_together_shard_channels_apart() {
+        let mut s = session(Proto::Resp2, false);
+        let reply = bytes(unsubscribe(&mut s, Kind::Pattern, vec![]));
+        assert_eq!(&reply[..], b"*3\r\n$12\r\npunsubscribe\r\n$-1\r\n:0\r\n");
+        let ps = s
+            .pubsub
+            .get_or_insert_with(|| Box::new(PubSub::new(&s.pool)));
+        ps.names[Kind::Channel as usize].insert(Bytes::from("a"));
+        ps.names[Kind::Pattern as usize].insert(Bytes::from("p*"));
+        ps.names[Kind::Shard as usize].insert(Bytes::from("s"));
+        assert_eq!((ps.count(Kind::Channel), ps.count(Kind::Pattern)), (2, 2));
+        assert_eq!((ps.count(Kind::Shard), ps.total()), (1, 3));
+        // The last subscription gone: out of subscribed mode.
+        for kind in Kind::ALL {
+            unsubscribe(&mut s, kind, vec![]);
+        }
+        assert!(s.pubsub.is_none());
+    }
+}
