@@ -519,3 +519,28 @@ fn subscribing_on_an_unreachable_shard_is_an_error_and_closes() {
         || numsub_is(up.port, up_channel, 0),
     );
 }
+
+/// redis-py's pub/sub API with default options, RESP2 and RESP3, compared
+/// with Redis directly by tests/clients/pubsub.py (installed by
+/// deploy/install-client-libs.sh, as for tests/client_libraries.rs).
+#[test]
+fn redis_py_pubsub_sees_what_it_sees_on_redis() {
+    let direct = Redis::start();
+    let fleet = fleet();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let python = root.join("target/clients/venv/bin/python");
+    assert!(
+        python.exists(),
+        "client libraries missing: run deploy/install-client-libs.sh (deploy/test.sh does)"
+    );
+    let out = std::process::Command::new(python)
+        .arg(root.join("tests/clients/pubsub.py"))
+        .arg(direct.port.to_string())
+        .arg(fleet.proxies[0].port.to_string())
+        .output()
+        .expect("run tests/clients/pubsub.py");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    eprintln!("{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{stdout}");
+    assert!(stdout.contains(", 0 mismatches"), "{stdout}");
+}
