@@ -232,7 +232,7 @@ pub async fn serve(pool: Arc<Pool>, mut stream: TcpStream, shutdown: watch::Rece
             }
         };
         if let Some(event) = pubsub_event {
-            match pubsub::deliver(&session, event, &mut out) {
+            match pubsub::deliver(event, &mut out, session.proto, &pool, session.id) {
                 Flow::Go => {}
                 Flow::Finish => finishing = true,
                 Flow::Close => return,
@@ -378,7 +378,7 @@ impl Session {
         if !self.authenticated && !matches!(cmd.name, "auth" | "hello" | "quit" | "reset") {
             return self.error("NOAUTH Authentication required.");
         }
-        if let Some(refusal) = pubsub::refusal(self, cmd) {
+        if let Some(refusal) = pubsub::refusal(self.pubsub.is_some(), self.proto, cmd) {
             return self.error(&refusal);
         }
         match cmd.handling_for(args) {
@@ -391,7 +391,15 @@ impl Session {
                 let shard = &table.shards[self.id as usize % table.shards.len()];
                 self.send(shard, request.raw)
             }
-            Handling::PubSub => pubsub::run(self, cmd, args, request.raw.clone()),
+            Handling::PubSub => {
+                let client = pubsub::Client {
+                    pool: &self.pool,
+                    proto: self.proto,
+                    id: self.id,
+                    subscriptions: &mut self.pubsub,
+                };
+                pubsub::run(client, cmd, args, request.raw.clone())
+            }
             Handling::FanOut => {
                 let table = self.pool.router.load();
                 Pending::split(

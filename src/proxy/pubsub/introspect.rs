@@ -9,31 +9,32 @@
 //! count each one once per shard: the proxy reports the largest shard's
 //! count instead, exact while every subscriber goes through proxies.
 
+use super::Client;
 use crate::command::Command;
 use crate::protocol::{encode, encode_error, encode_request, parse_reply_bytes, Proto, Value};
 use crate::proxy::backend::Reply;
 use crate::proxy::pending::{unsupported_error, Pending};
 use crate::proxy::router::RoutingTable;
-use crate::proxy::session::Session;
+use crate::proxy::stats::PoolStats;
 use bytes::{Bytes, BytesMut};
 use std::collections::HashSet;
 use std::sync::Arc;
 use tokio::sync::oneshot;
 
 /// PUBLISH, SPUBLISH and PUBSUB.
-pub fn run(session: &mut Session, cmd: &'static Command, args: &[Bytes], raw: Bytes) -> Pending {
-    let table = session.pool.router.load_full();
+pub fn run(client: &mut Client<'_>, cmd: &'static Command, args: &[Bytes], raw: Bytes) -> Pending {
+    let table = client.pool.router.load_full();
     match cmd.name {
         "publish" | "spublish" => {
             let shard = &table.shards[table.shard_of(&args[1])];
             Pending::Forward {
-                reply: shard.backend.send(session.proto, session.id as usize, raw),
+                reply: shard.backend.send(client.proto, client.id as usize, raw),
                 shard: shard.name.clone(),
             }
         }
         "pubsub|channels" | "pubsub|shardchannels" => {
-            let asked = every_backend(&table, session.proto, args);
-            assemble(session.proto, async move {
+            let asked = every_backend(&table, client.proto, args);
+            assemble(client.proto, async move {
                 let mut seen = HashSet::new();
                 let mut all = Vec::new();
                 for (shard, reply) in asked {
@@ -50,8 +51,8 @@ pub fn run(session: &mut Session, cmd: &'static Command, args: &[Bytes], raw: By
             })
         }
         "pubsub|numpat" => {
-            let asked = every_backend(&table, session.proto, args);
-            assemble(session.proto, async move {
+            let asked = every_backend(&table, client.proto, args);
+            assemble(client.proto, async move {
                 let mut most = 0;
                 for (shard, reply) in asked {
                     match value(&shard, reply).await? {
@@ -62,21 +63,26 @@ pub fn run(session: &mut Session, cmd: &'static Command, args: &[Bytes], raw: By
                 Ok(Value::Integer(most))
             })
         }
-        "pubsub|numsub" | "pubsub|shardnumsub" => numsub(session, &table, args),
+        "pubsub|numsub" | "pubsub|shardnumsub" => numsub(client, &table, args),
         "pubsub|help" => {
-            let shard = &table.shards[session.id as usize % table.shards.len()];
+            let shard = &table.shards[client.id as usize % table.shards.len()];
             Pending::Forward {
-                reply: shard.backend.send(session.proto, session.id as usize, raw),
+                reply: shard.backend.send(client.proto, client.id as usize, raw),
                 shard: shard.name.clone(),
             }
         }
-        _ => session.error(&unsupported_error(cmd, args)),
+        _ => {
+            PoolStats::bump(&client.pool.stats.errors);
+            let mut out = BytesMut::new();
+            encode_error(&unsupported_error(cmd, args), &mut out);
+            Pending::Ready(out.freeze())
+        }
     }
 }
 
 /// NUMSUB ch...: each channel's pair from the reply of its own shard, in
 /// the order asked.
-fn numsub(session: &Session, table: &RoutingTable, args: &[Bytes]) -> Pending {
+fn numsub(client: &Client<'_>, table: &RoutingTable, args: &[Bytes]) -> Pending {
     let names = &args[2..];
     let shards: Vec<usize> = names.iter().map(|n| table.shard_of(n)).collect();
     let mut asked = Vec::new();
@@ -99,10 +105,10 @@ fn numsub(session: &Session, table: &RoutingTable, args: &[Bytes]) -> Pending {
             shard.name.clone(),
             shard
                 .backend
-                .send(session.proto, session.id as usize, request.freeze()),
+                .send(client.proto, client.id as usize, request.freeze()),
         ));
     }
-    assemble(session.proto, async move {
+    assemble(client.proto, async move {
         let mut pairs: Vec<Option<(Value, Value)>> = vec![None; shards.len()];
         for (i, shard, reply) in asked {
             let mut got = array(&shard, reply).await?.into_iter();

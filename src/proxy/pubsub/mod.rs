@@ -31,7 +31,6 @@ use crate::proxy::outbuf::OutBuf;
 use crate::proxy::pending::Pending;
 use crate::proxy::pool::Pool;
 use crate::proxy::router::RoutingTable;
-use crate::proxy::session::Session;
 use bytes::{Bytes, BytesMut};
 use link::{Order, Sink};
 use std::collections::{HashMap, HashSet};
@@ -292,40 +291,39 @@ impl PubSub {
 }
 
 /// Writes what [`PubSub::next_event`] returned to the client.
-pub fn deliver(session: &Session, event: Event, out: &mut OutBuf) -> Flow {
+pub fn deliver(event: Event, out: &mut OutBuf, proto: Proto, pool: &Pool, id: u64) -> Flow {
     match event {
         Event::Message(frame) => {
-            if session.proto == Proto::Resp3 {
+            if proto == Proto::Resp3 {
                 // The same array, as a push frame: only the type byte differs.
                 out.extend_from_slice(b">");
                 out.push(frame.slice(1..));
             } else {
                 out.push(frame);
             }
-            if out.len() > session.pool.client_output_limit {
-                overflow(session);
+            if out.len() > pool.client_output_limit {
+                overflow(pool, id);
                 return Flow::Close;
             }
             Flow::Go
         }
         Event::Overflow => {
-            overflow(session);
+            overflow(pool, id);
             Flow::Close
         }
         Event::Failed => Flow::Finish,
     }
 }
 
-fn overflow(session: &Session) {
-    tracing::warn!(client = session.id, pool = %session.pool.name,
-        limit = session.pool.client_output_limit,
+fn overflow(pool: &Pool, id: u64) {
+    tracing::warn!(client = id, pool = %pool.name, limit = pool.client_output_limit,
         "subscriber does not read its messages: over client_output_limit, disconnected");
 }
 
 /// Redis 7.0's refusal of a command in RESP2 subscribed mode, if `cmd` is
 /// one it refuses.
-pub fn refusal(session: &Session, cmd: &Command) -> Option<String> {
-    if session.pubsub.is_none() || session.proto != Proto::Resp2 {
+pub fn refusal(subscribed: bool, proto: Proto, cmd: &Command) -> Option<String> {
+    if !subscribed || proto != Proto::Resp2 {
         return None;
     }
     let allowed = [
@@ -364,18 +362,29 @@ fn encoded(value: &Value, proto: Proto) -> Pending {
     Pending::Ready(out.freeze())
 }
 
+/// Who a pub/sub command is for: the client's pool, protocol, id and
+/// subscriptions, lent by its session (so that this module need not know
+/// the session).
+pub struct Client<'a> {
+    pub pool: &'a Arc<Pool>,
+    pub proto: Proto,
+    pub id: u64,
+    pub subscriptions: &'a mut Option<Box<PubSub>>,
+}
+
 /// Runs a pub/sub command: the (P|S)(UN)SUBSCRIBEs here, PUBLISH and
 /// PUBSUB in [`introspect`].
-pub fn run(session: &mut Session, cmd: &'static Command, args: &[Bytes], raw: Bytes) -> Pending {
+pub fn run(mut client: Client<'_>, cmd: &'static Command, args: &[Bytes], raw: Bytes) -> Pending {
+    let client = &mut client;
     let names = args[1..].to_vec();
     match cmd.name {
-        "subscribe" => subscribe(session, Kind::Channel, names),
-        "psubscribe" => subscribe(session, Kind::Pattern, names),
-        "ssubscribe" => subscribe(session, Kind::Shard, names),
-        "unsubscribe" => unsubscribe(session, Kind::Channel, names),
-        "punsubscribe" => unsubscribe(session, Kind::Pattern, names),
-        "sunsubscribe" => unsubscribe(session, Kind::Shard, names),
-        _ => introspect::run(session, cmd, args, raw),
+        "subscribe" => subscribe(client, Kind::Channel, names),
+        "psubscribe" => subscribe(client, Kind::Pattern, names),
+        "ssubscribe" => subscribe(client, Kind::Shard, names),
+        "unsubscribe" => unsubscribe(client, Kind::Channel, names),
+        "punsubscribe" => unsubscribe(client, Kind::Pattern, names),
+        "sunsubscribe" => unsubscribe(client, Kind::Shard, names),
+        _ => introspect::run(client, cmd, args, raw),
     }
 }
 
@@ -404,11 +413,11 @@ fn confirm_deadline(pool: &Pool) -> Duration {
     2 * connect + Duration::from_secs(1)
 }
 
-fn subscribe(session: &mut Session, kind: Kind, names: Vec<Bytes>) -> Pending {
-    let table = session.pool.router.load_full();
-    let pool = session.pool.clone();
-    let ps = session
-        .pubsub
+fn subscribe(client: &mut Client<'_>, kind: Kind, names: Vec<Bytes>) -> Pending {
+    let table = client.pool.router.load_full();
+    let pool = client.pool.clone();
+    let ps = client
+        .subscriptions
         .get_or_insert_with(|| Box::new(PubSub::new(&pool)));
     ps.follow(&table);
     let mut out = BytesMut::new();
@@ -423,7 +432,7 @@ fn subscribe(session: &mut Session, kind: Kind, names: Vec<Bytes>) -> Pending {
             kind.subscribe_command(),
             Some(&name),
             ps.count(kind),
-            session.proto,
+            client.proto,
             &mut out,
         );
     }
@@ -468,10 +477,10 @@ fn subscribe(session: &mut Session, kind: Kind, names: Vec<Bytes>) -> Pending {
     }))
 }
 
-fn unsubscribe(session: &mut Session, kind: Kind, mut names: Vec<Bytes>) -> Pending {
-    let proto = session.proto;
+fn unsubscribe(client: &mut Client<'_>, kind: Kind, mut names: Vec<Bytes>) -> Pending {
+    let proto = client.proto;
     let mut out = BytesMut::new();
-    let Some(ps) = session.pubsub.as_mut() else {
+    let Some(ps) = client.subscriptions.as_mut() else {
         if names.is_empty() {
             confirmation(kind.unsubscribe_command(), None, 0, proto, &mut out);
         }
@@ -480,7 +489,7 @@ fn unsubscribe(session: &mut Session, kind: Kind, mut names: Vec<Bytes>) -> Pend
         }
         return Pending::Ready(out.freeze());
     };
-    let table = session.pool.router.load_full();
+    let table = client.pool.router.load_full();
     ps.follow(&table);
     if names.is_empty() {
         names = ps.names[kind as usize].iter().cloned().collect();
@@ -512,7 +521,7 @@ fn unsubscribe(session: &mut Session, kind: Kind, mut names: Vec<Bytes>) -> Pend
     if ps.total() == 0 {
         // Out of subscribed mode: dropping the links closes their
         // connections.
-        session.pubsub = None;
+        *client.subscriptions = None;
     } else {
         for (i, names) in gone {
             if let Some(link) = ps.links.get_mut(&table.shards[i].name) {
@@ -528,21 +537,12 @@ mod tests {
     use super::*;
     use crate::config::Config;
 
-    fn session(proto: Proto, subscribed: bool) -> Session {
+    fn pool() -> Arc<Pool> {
         let config = Config::parse(
             "p:\n  listen: 127.0.0.1:22121\n  redis: true\n  servers:\n   - 127.0.0.1:1:1\n",
         )
         .unwrap();
-        let pool = Arc::new(Pool::new(&config.pools[0]));
-        Session {
-            id: 1,
-            authenticated: true,
-            pubsub: subscribed.then(|| Box::new(PubSub::new(&pool))),
-            pool,
-            proto,
-            name: None,
-            closing: false,
-        }
+        Arc::new(Pool::new(&config.pools[0]))
     }
 
     fn bytes(pending: Pending) -> Bytes {
@@ -552,20 +552,21 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn resp2_subscribed_mode_refuses_other_commands_as_redis_does() {
+    #[test]
+    fn resp2_subscribed_mode_refuses_other_commands_as_redis_does() {
         let get = crate::command::lookup(b"get").unwrap();
         let ping = crate::command::lookup(b"ping").unwrap();
         let id = crate::command::lookup_args(&[Bytes::from("client"), Bytes::from("id")]).unwrap();
-        let s = session(Proto::Resp2, true);
         assert_eq!(
-            refusal(&s, get).unwrap(),
+            refusal(true, Proto::Resp2, get).unwrap(),
             "ERR Can't execute 'get': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context"
         );
-        assert!(refusal(&s, id).unwrap().contains("'client|id'"));
-        assert_eq!(refusal(&s, ping), None);
-        assert_eq!(refusal(&session(Proto::Resp3, true), get), None);
-        assert_eq!(refusal(&session(Proto::Resp2, false), get), None);
+        assert!(refusal(true, Proto::Resp2, id)
+            .unwrap()
+            .contains("'client|id'"));
+        assert_eq!(refusal(true, Proto::Resp2, ping), None);
+        assert_eq!(refusal(true, Proto::Resp3, get), None);
+        assert_eq!(refusal(false, Proto::Resp2, get), None);
     }
 
     #[test]
@@ -595,12 +596,19 @@ mod tests {
 
     #[tokio::test]
     async fn counts_follow_redis_channels_and_patterns_together_shard_channels_apart() {
-        let mut s = session(Proto::Resp2, false);
-        let reply = bytes(unsubscribe(&mut s, Kind::Pattern, vec![]));
+        let pool = pool();
+        let mut subscriptions = None;
+        let mut client = Client {
+            pool: &pool,
+            proto: Proto::Resp2,
+            id: 1,
+            subscriptions: &mut subscriptions,
+        };
+        let reply = bytes(unsubscribe(&mut client, Kind::Pattern, vec![]));
         assert_eq!(&reply[..], b"*3\r\n$12\r\npunsubscribe\r\n$-1\r\n:0\r\n");
-        let ps = s
-            .pubsub
-            .get_or_insert_with(|| Box::new(PubSub::new(&s.pool)));
+        let ps = client
+            .subscriptions
+            .get_or_insert_with(|| Box::new(PubSub::new(&pool)));
         ps.names[Kind::Channel as usize].insert(Bytes::from("a"));
         ps.names[Kind::Pattern as usize].insert(Bytes::from("p*"));
         ps.names[Kind::Shard as usize].insert(Bytes::from("s"));
@@ -608,8 +616,8 @@ mod tests {
         assert_eq!((ps.count(Kind::Shard), ps.total()), (1, 3));
         // The last subscription gone: out of subscribed mode.
         for kind in Kind::ALL {
-            unsubscribe(&mut s, kind, vec![]);
+            unsubscribe(&mut client, kind, vec![]);
         }
-        assert!(s.pubsub.is_none());
+        assert!(client.subscriptions.is_none());
     }
 }
