@@ -39,6 +39,10 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
 
+/// Messages handed to the session at a time, at most (about): enough for
+/// one write to carry many small ones.
+const BATCH_BYTES: usize = 64 * 1024;
+
 /// What a subscription is to: the three name spaces of Redis pub/sub.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Kind {
@@ -78,8 +82,9 @@ pub enum Flow {
 
 /// What [`PubSub::next_event`] hands the session loop.
 pub enum Event {
-    /// A message frame as the backend sent it (RESP2).
-    Message(Bytes),
+    /// Message frames as the backend sent them (RESP2), in order: those
+    /// that had arrived, so that they leave in one write.
+    Messages(Vec<Bytes>),
     Overflow,
     Failed,
 }
@@ -255,17 +260,35 @@ impl PubSub {
                     let table = self.pool.router.load_full();
                     self.follow(&table);
                 }
-                event = self.events.recv(), if deliver => match event {
-                    Some(link::Event::Push(frame)) => {
-                        self.sink.queued.fetch_sub(frame.len(), Ordering::Relaxed);
-                        if self.wants(&frame) {
-                            return Event::Message(frame);
+                event = self.events.recv(), if deliver => {
+                    let mut batch = Vec::new();
+                    let mut bytes = 0;
+                    let mut next = event;
+                    loop {
+                        match next {
+                            Some(link::Event::Push(frame)) => {
+                                self.sink.queued.fetch_sub(frame.len(), Ordering::Relaxed);
+                                if self.wants(&frame) {
+                                    bytes += frame.len();
+                                    batch.push(frame);
+                                }
+                            }
+                            Some(link::Event::Overflow) => return Event::Overflow,
+                            // The session holds a sender itself.
+                            None => std::future::pending::<()>().await,
+                        }
+                        if bytes >= BATCH_BYTES {
+                            break;
+                        }
+                        match self.events.try_recv() {
+                            Ok(event) => next = Some(event),
+                            Err(_) => break,
                         }
                     }
-                    Some(link::Event::Overflow) => return Event::Overflow,
-                    // The session holds a sender itself.
-                    None => std::future::pending::<()>().await,
-                },
+                    if !batch.is_empty() {
+                        return Event::Messages(batch);
+                    }
+                }
             }
         }
     }
@@ -293,13 +316,16 @@ impl PubSub {
 /// Writes what [`PubSub::next_event`] returned to the client.
 pub fn deliver(event: Event, out: &mut OutBuf, proto: Proto, pool: &Pool, id: u64) -> Flow {
     match event {
-        Event::Message(frame) => {
-            if proto == Proto::Resp3 {
-                // The same array, as a push frame: only the type byte differs.
-                out.extend_from_slice(b">");
-                out.push(frame.slice(1..));
-            } else {
-                out.push(frame);
+        Event::Messages(frames) => {
+            for frame in frames {
+                if proto == Proto::Resp3 {
+                    // The same array, as a push frame: only the type byte
+                    // differs.
+                    out.extend_from_slice(b">");
+                    out.push(frame.slice(1..));
+                } else {
+                    out.push(frame);
+                }
             }
             if out.len() > pool.client_output_limit {
                 overflow(pool, id);
