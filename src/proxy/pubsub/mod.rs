@@ -136,6 +136,7 @@ pub struct PubSub {
 impl PubSub {
     fn new(pool: &Arc<Pool>) -> PubSub {
         let (events_tx, events) = mpsc::unbounded_channel();
+        // Watching before any table is loaded: no change can slip by.
         let mut routes = pool.router.watch();
         routes.mark_unchanged();
         PubSub {
@@ -151,7 +152,7 @@ impl PubSub {
             unconfirmed: Arc::new(AtomicUsize::new(0)),
             failed: Arc::new(AtomicBool::new(false)),
             routes,
-            version: pool.router.version(),
+            version: 0,
         }
     }
 
@@ -203,7 +204,7 @@ impl PubSub {
     /// the one they follow: each shard's names to its current master,
     /// names whose shard changed to their new shard.
     fn follow(&mut self, table: &RoutingTable) {
-        if table.version == self.version {
+        if table.version <= self.version {
             return;
         }
         self.version = table.version;
@@ -440,11 +441,11 @@ fn confirm_deadline(pool: &Pool) -> Duration {
 }
 
 fn subscribe(client: &mut Client<'_>, kind: Kind, names: Vec<Bytes>) -> Pending {
-    let table = client.pool.router.load_full();
     let pool = client.pool.clone();
     let ps = client
         .subscriptions
         .get_or_insert_with(|| Box::new(PubSub::new(&pool)));
+    let table = pool.router.load_full();
     ps.follow(&table);
     let mut out = BytesMut::new();
     let mut new: HashMap<usize, Vec<Bytes>> = HashMap::new();
