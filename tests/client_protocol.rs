@@ -63,7 +63,6 @@ fn unsupported_commands_keep_the_connection() {
         &["SWAPDB", "0", "1"][..],
         &["MONITOR"],
         &["BGSAVE"],
-        &["SUBSCRIBE", "ch"],
         &["FLUSHALL"],
         &["SAVE"],
         &["MOVE", "l", "1"],

@@ -47,7 +47,11 @@ pub enum Handling {
     /// MULTI EXEC DISCARD WATCH UNWATCH: the transaction runs on the
     /// client's dedicated connection to the shard of its first key.
     Transaction,
-    /// Cannot work through a sharding proxy: pub/sub, administration and
+    /// Pub/sub: the (P|S)(UN)SUBSCRIBEs on the client's own subscriber
+    /// connections, PUBLISH and SPUBLISH to their channel's shard, PUBSUB
+    /// over the shards (`proxy::pubsub`).
+    PubSub,
+    /// Cannot work through a sharding proxy: administration and
     /// replication commands.
     Unsupported,
 }

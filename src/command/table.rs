@@ -9,11 +9,11 @@
 //! Handling, in short (docs/commands.md has the reasons): keyed commands are
 //! forwarded unless they publish or move data between databases or
 //! servers; blocking commands and transactions run on a client's dedicated
-//! connection; keyless commands are refused unless listed as local,
+//! connection; pub/sub has its own handling; keyless commands are refused unless listed as local,
 //! any-backend, fan-out, keyspace-wide or script management.
 
 use super::Handling::{
-    AnyBackend, Blocking, FanOut, Forward, Keyspace, Local, Scripts, Split, Transaction,
+    AnyBackend, Blocking, FanOut, Forward, Keyspace, Local, PubSub, Scripts, Split, Transaction,
     Unsupported,
 };
 use super::KeyspaceOp::{Flush, Keys, RandomKey, Scan};
@@ -219,12 +219,12 @@ pub(super) static COMMANDS: &[Command] = &[
     cmd("pfselftest", 1, NONE, Unsupported),
     cmd("ping", -1, NONE, Local),
     cmd("psetex", 4, K1, Forward),
-    cmd("psubscribe", -2, NONE, Unsupported),
+    cmd("psubscribe", -2, NONE, PubSub),
     cmd("psync", -3, NONE, Unsupported),
     cmd("pttl", 2, K1, Forward),
-    cmd("publish", 3, NONE, Unsupported),
-    container("pubsub", -2, Unsupported, PUBSUB),
-    cmd("punsubscribe", -1, NONE, Unsupported),
+    cmd("publish", 3, NONE, PubSub),
+    container("pubsub", -2, PubSub, PUBSUB),
+    cmd("punsubscribe", -1, NONE, PubSub),
     cmd("quit", -1, NONE, Local),
     cmd("randomkey", 1, NONE, Keyspace(RandomKey)),
     cmd("readonly", 1, NONE, Unsupported),
@@ -233,7 +233,7 @@ pub(super) static COMMANDS: &[Command] = &[
     cmd("renamenx", 3, K1_2, Forward),
     cmd("replconf", -1, NONE, Unsupported),
     cmd("replicaof", 3, NONE, Unsupported),
-    cmd("reset", 1, NONE, Unsupported),
+    cmd("reset", 1, NONE, Local),
     cmd("restore", -4, K1, Forward),
     cmd("restore-asking", -4, K1, Unsupported),
     cmd("role", 1, NONE, Unsupported),
@@ -267,17 +267,17 @@ pub(super) static COMMANDS: &[Command] = &[
     cmd("sort", -2, KeySpec::Sort, Forward),
     cmd("sort_ro", -2, K1, Forward),
     cmd("spop", -2, K1, Forward),
-    cmd("spublish", 3, K1, Unsupported),
+    cmd("spublish", 3, K1, PubSub),
     cmd("srandmember", -2, K1, Forward),
     cmd("srem", -3, K1, Forward),
     cmd("sscan", -3, K1, Forward),
-    cmd("ssubscribe", -2, ALL, Unsupported),
+    cmd("ssubscribe", -2, ALL, PubSub),
     cmd("strlen", 2, K1, Forward),
-    cmd("subscribe", -2, NONE, Unsupported),
+    cmd("subscribe", -2, NONE, PubSub),
     cmd("substr", 4, K1, Forward),
     cmd("sunion", -2, ALL, Forward),
     cmd("sunionstore", -3, ALL, Forward),
-    cmd("sunsubscribe", -1, ALL, Unsupported),
+    cmd("sunsubscribe", -1, ALL, PubSub),
     cmd("swapdb", 3, NONE, Unsupported),
     cmd("sync", 1, NONE, Unsupported),
     cmd("time", 1, NONE, AnyBackend),
@@ -285,7 +285,7 @@ pub(super) static COMMANDS: &[Command] = &[
     cmd("ttl", 2, K1, Forward),
     cmd("type", 2, K1, Forward),
     cmd("unlink", -2, ALL, Split(SumIntegers)),
-    cmd("unsubscribe", -1, NONE, Unsupported),
+    cmd("unsubscribe", -1, NONE, PubSub),
     cmd("unwatch", 1, NONE, Transaction),
     cmd("wait", 3, NONE, Blocking),
     cmd("watch", -2, ALL, Transaction),
@@ -471,12 +471,12 @@ static OBJECT: &[Command] = &[
 ];
 /// PUBSUB subcommands, sorted by name.
 static PUBSUB: &[Command] = &[
-    cmd("pubsub|channels", -2, NONE, Unsupported),
-    cmd("pubsub|help", 2, NONE, Unsupported),
-    cmd("pubsub|numpat", 2, NONE, Unsupported),
-    cmd("pubsub|numsub", -2, NONE, Unsupported),
-    cmd("pubsub|shardchannels", -2, NONE, Unsupported),
-    cmd("pubsub|shardnumsub", -2, NONE, Unsupported),
+    cmd("pubsub|channels", -2, NONE, PubSub),
+    cmd("pubsub|help", 2, NONE, PubSub),
+    cmd("pubsub|numpat", 2, NONE, PubSub),
+    cmd("pubsub|numsub", -2, NONE, PubSub),
+    cmd("pubsub|shardchannels", -2, NONE, PubSub),
+    cmd("pubsub|shardnumsub", -2, NONE, PubSub),
 ];
 /// SCRIPT subcommands, sorted by name.
 static SCRIPT: &[Command] = &[

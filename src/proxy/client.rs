@@ -16,6 +16,7 @@ use crate::proxy::local;
 use crate::proxy::outbuf::OutBuf;
 use crate::proxy::pending::{unsupported_error, Pending};
 use crate::proxy::pool::Pool;
+use crate::proxy::pubsub::{self, Flow};
 use crate::proxy::router::RoutingTable;
 use crate::proxy::session::{Lane, Session};
 use crate::proxy::split::{self, Part, SplitReply};
@@ -226,6 +227,7 @@ pub async fn serve(pool: Arc<Pool>, mut stream: TcpStream, shutdown: watch::Rece
         // is seen at once.
         let want_input = may_go_on || (session.blocked && !finishing && input.len() < READ_CHUNK);
         let idle = owed.is_empty() && out.is_empty();
+        let mut pubsub_event = None;
         let readable = if stopping && idle {
             // Stopping: answer what the client has already sent, and leave
             // once it has been quiet for a moment.
@@ -253,8 +255,21 @@ pub async fn serve(pool: Arc<Pool>, mut stream: TcpStream, shutdown: watch::Rece
                     stopping = true;
                     false
                 }
+                // Messages for a subscribed client, between whole replies.
+                event = async { session.pubsub.as_mut().expect("subscribed").next_event().await },
+                    if session.pubsub.is_some() && !finishing => {
+                    pubsub_event = Some(event);
+                    false
+                }
             }
         };
+        if let Some(event) = pubsub_event {
+            match pubsub::deliver(event, &mut out, session.proto, &pool, session.id) {
+                Flow::Go => {}
+                Flow::Finish => finishing = true,
+                Flow::Close => return,
+            }
+        }
         if readable {
             let chunk = if busy || !input.is_empty() {
                 READ_CHUNK
@@ -404,6 +419,9 @@ impl Session {
     fn needs_quiet(&self, cmd: &Command, args: &[Bytes]) -> bool {
         let handling = cmd.handling_for(args);
         match handling {
+            // RESET drops the dedicated connection: nothing may be in
+            // flight on it.
+            Handling::Local if cmd.name == "reset" => true,
             Handling::Blocking if !self.in_multi() => true,
             Handling::Transaction if self.tx.is_none() => true,
             _ => self.lane_for(handling) != self.lane,
@@ -445,12 +463,15 @@ impl Session {
     /// Runs or forwards a request for a known command.
     fn route(&mut self, cmd: &'static Command, request: Request) -> Pending {
         let args = &request.args;
-        if !self.authenticated && !matches!(cmd.name, "auth" | "hello" | "quit") {
+        if !self.authenticated && !matches!(cmd.name, "auth" | "hello" | "quit" | "reset") {
             return self.error("NOAUTH Authentication required.");
+        }
+        if let Some(refusal) = pubsub::refusal(self.pubsub.is_some(), self.proto, cmd) {
+            return self.error(&refusal);
         }
         let handling = cmd.handling_for(args);
         self.lane = self.lane_for(handling);
-        if handling == Handling::Transaction || self.in_multi() {
+        if (handling == Handling::Transaction || self.in_multi()) && cmd.name != "reset" {
             return self.transaction(cmd, handling, request);
         }
         match handling {
@@ -464,6 +485,15 @@ impl Session {
                 let table = self.pool.router.load();
                 let shard = &table.shards[self.id as usize % table.shards.len()];
                 self.send(shard, request.raw)
+            }
+            Handling::PubSub => {
+                let client = pubsub::Client {
+                    pool: &self.pool,
+                    proto: self.proto,
+                    id: self.id,
+                    subscriptions: &mut self.pubsub,
+                };
+                pubsub::run(client, cmd, args, request.raw.clone())
             }
             Handling::FanOut => {
                 let table = self.pool.router.load();

@@ -14,6 +14,8 @@
 //!   [`fanout`].
 //! - [`blocking`] and [`transaction`]: blocking commands and WATCH/MULTI, on
 //!   a client's [`dedicated`] backend connection.
+//! - [`pubsub`]: subscriptions on per-client connections to the shards,
+//!   PUBLISH and PUBSUB.
 //! - [`router`]: the immutable routing table of a pool, swapped atomically;
 //!   [`cluster`] rebuilds it from ZooKeeper's views, [`reload`] from the
 //!   pool file on SIGHUP.
@@ -39,6 +41,7 @@ pub mod local;
 pub mod outbuf;
 pub mod pending;
 pub mod pool;
+pub mod pubsub;
 pub mod reload;
 pub mod router;
 pub mod scripts;

@@ -4,10 +4,8 @@
 use crate::command::Command;
 use crate::protocol::encode_error;
 use crate::proxy::backend::Reply;
-use crate::proxy::info::InfoReply;
 use crate::proxy::outbuf::OutBuf;
 use crate::proxy::pool::Pool;
-use crate::proxy::session::Session;
 use crate::proxy::split::SplitReply;
 use crate::proxy::stats::PoolStats;
 use bytes::{Bytes, BytesMut};
@@ -37,15 +35,6 @@ impl Pending {
         Pending::Assembling(Box::pin(async move {
             let mut out = BytesMut::new();
             split.write_to(&mut out, &pool.stats).await;
-            out.freeze()
-        }))
-    }
-
-    /// INFO's reply, complete once the backends sent their keyspace.
-    pub fn info(info: InfoReply) -> Pending {
-        Pending::Assembling(Box::pin(async move {
-            let mut out = BytesMut::new();
-            info.write_to(&mut out).await;
             out.freeze()
         }))
     }
@@ -91,16 +80,6 @@ impl Pending {
                 Poll::Ready(len)
             }
         }
-    }
-}
-
-impl Session {
-    /// An error reply built by the proxy (`msg` without the leading '-').
-    pub fn error(&self, msg: &str) -> Pending {
-        PoolStats::bump(&self.pool.stats.errors);
-        let mut out = BytesMut::with_capacity(msg.len() + 3);
-        encode_error(msg, &mut out);
-        Pending::Ready(out.freeze())
     }
 }
 

@@ -145,6 +145,7 @@ impl Session {
             Handling::FanOut
             | Handling::Keyspace(_)
             | Handling::Scripts(_)
+            | Handling::PubSub
             | Handling::Unsupported => false,
         };
         if !keyless_allowed {
