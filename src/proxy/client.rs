@@ -25,9 +25,10 @@ use crate::proxy::{keyspace, scripts};
 use bytes::{Bytes, BytesMut};
 use std::collections::VecDeque;
 use std::future::poll_fn;
+use std::future::Future;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -122,8 +123,13 @@ pub async fn serve(pool: Arc<Pool>, mut stream: TcpStream, shutdown: watch::Rece
     let mut owed_epoch = (session.proto, 0u64);
     // Registered once with the shutdown signal for the whole session, not
     // once per wait: every session shares that signal's waiter list.
+    // Once polled, it stays registered and wakes the session when the
+    // signal changes; it is polled again only then (`shutdown_seen` tells),
+    // since polling a watch costs more than the rest of a wait.
+    let shutdown_seen = shutdown.clone();
     let stop = stop_signal(shutdown);
     tokio::pin!(stop);
+    let mut stop_registered = false;
     let mut stopping = false;
     // No more input will be read: the client closed, sent QUIT or broke
     // the protocol. The session ends once everything owed is written.
@@ -184,13 +190,15 @@ pub async fn serve(pool: Arc<Pool>, mut stream: TcpStream, shutdown: watch::Rece
             finishing = session.closing;
         }
         // Collect the replies that are ready and write what the socket takes.
-        let _ = collect(
-            &mut Context::from_waker(Waker::noop()),
-            &mut owed,
-            &mut out,
-            &mut window,
-            stats,
-        );
+        // Replies built by the proxy go out now; a forwarded one is
+        // looked at when the session waits (a backend has not answered a
+        // request dispatched just now).
+        if owed
+            .front()
+            .is_some_and(|owed| matches!(owed.reply, Pending::Ready(_)))
+        {
+            let _ = collect(None, &mut owed, &mut out, &mut window, stats);
+        }
         if owed.is_empty() {
             if let Some(e) = protocol_error.take() {
                 write_protocol_error(&e, &mut out, stats);
@@ -235,10 +243,10 @@ pub async fn serve(pool: Arc<Pool>, mut stream: TcpStream, shutdown: watch::Rece
                 Ok(Ok(())) => true,
                 _ => return,
             }
-        } else {
+        } else if session.pubsub.is_some() && !finishing {
             tokio::select! {
                 biased;
-                () = poll_fn(|cx| collect(cx, &mut owed, &mut out, &mut window, stats)), if !owed.is_empty() => false,
+                () = poll_fn(|cx| collect(Some(cx), &mut owed, &mut out, &mut window, stats)), if !owed.is_empty() => false,
                 ready = stream.writable(), if !out.is_empty() => {
                     if ready.is_err() {
                         return;
@@ -256,11 +264,47 @@ pub async fn serve(pool: Arc<Pool>, mut stream: TcpStream, shutdown: watch::Rece
                     false
                 }
                 // Messages for a subscribed client, between whole replies.
-                event = async { session.pubsub.as_mut().expect("subscribed").next_event().await },
-                    if session.pubsub.is_some() && !finishing => {
+                event = async { session.pubsub.as_mut().expect("subscribed").next_event().await } => {
                     pubsub_event = Some(event);
                     false
                 }
+            }
+        } else {
+            // The common case, polled by hand: the socket's own readiness
+            // slots instead of a readiness future per wait, and no select.
+            let wake = poll_fn(|cx| {
+                if !owed.is_empty()
+                    && collect(Some(cx), &mut owed, &mut out, &mut window, stats).is_ready()
+                {
+                    return Poll::Ready(Wake::Collected);
+                }
+                if !out.is_empty() {
+                    if let Poll::Ready(ready) = stream.poll_write_ready(cx) {
+                        return Poll::Ready(ready.map_or(Wake::Gone, |()| Wake::Writable));
+                    }
+                }
+                if want_input {
+                    if let Poll::Ready(ready) = stream.poll_read_ready(cx) {
+                        return Poll::Ready(ready.map_or(Wake::Gone, |()| Wake::Readable));
+                    }
+                }
+                if !stopping && (!stop_registered || shutdown_seen.has_changed().unwrap_or(true)) {
+                    stop_registered = true;
+                    if stop.as_mut().poll(cx).is_ready() {
+                        return Poll::Ready(Wake::Stopping);
+                    }
+                }
+                Poll::Pending
+            })
+            .await;
+            match wake {
+                Wake::Gone => return,
+                Wake::Stopping => {
+                    stopping = true;
+                    false
+                }
+                Wake::Readable => true,
+                Wake::Collected | Wake::Writable => false,
             }
         };
         if let Some(event) = pubsub_event {
@@ -297,6 +341,18 @@ pub async fn serve(pool: Arc<Pool>, mut stream: TcpStream, shutdown: watch::Rece
     }
 }
 
+/// Why a session waiting for work woke up.
+enum Wake {
+    /// Replies at the head of the queue were moved to the output.
+    Collected,
+    Writable,
+    Readable,
+    /// The proxy is stopping.
+    Stopping,
+    /// The socket failed.
+    Gone,
+}
+
 /// True when the next request may be dispatched now: the window has room,
 /// and it would not overtake requests sent under another protocol or
 /// routing table (on other connections or backends), nor run beside a
@@ -331,7 +387,7 @@ fn may_dispatch(
 /// Moves the replies at the head of `owed` that are complete to `out`, in
 /// order; ready when at least one moved.
 fn collect(
-    cx: &mut Context<'_>,
+    mut cx: Option<&mut Context<'_>>,
     owed: &mut VecDeque<Owed>,
     out: &mut OutBuf,
     window: &mut Window,
@@ -340,7 +396,7 @@ fn collect(
     let mut moved = false;
     let mut now = None;
     while let Some(front) = owed.front_mut() {
-        let Poll::Ready(len) = front.reply.poll_into(cx, out, stats) else {
+        let Poll::Ready(len) = front.reply.poll_into(cx.as_deref_mut(), out, stats) else {
             break;
         };
         window.observe(len);

@@ -41,9 +41,13 @@ impl Pending {
 
     /// Appends the reply to `out` in the client's protocol once it is
     /// complete; its size in bytes.
+    ///
+    /// With `cx` `None` it only looks: a forwarded reply is taken if it has
+    /// arrived, without registering a waker (cheaper than polling with a
+    /// no-op waker, which the next real poll would replace).
     pub fn poll_into(
         &mut self,
-        cx: &mut Context<'_>,
+        cx: Option<&mut Context<'_>>,
         out: &mut OutBuf,
         stats: &PoolStats,
     ) -> Poll<usize> {
@@ -54,17 +58,24 @@ impl Pending {
                 Poll::Ready(len)
             }
             Pending::Forward { reply, shard } => {
-                let reply = ready!(Pin::new(reply).poll(cx));
+                let reply = match cx {
+                    Some(cx) => ready!(Pin::new(reply).poll(cx)).ok(),
+                    None => match reply.try_recv() {
+                        Ok(reply) => Some(reply),
+                        Err(oneshot::error::TryRecvError::Empty) => return Poll::Pending,
+                        Err(oneshot::error::TryRecvError::Closed) => None,
+                    },
+                };
                 let before = out.len();
                 match reply {
-                    Ok(Ok(frame)) => out.push(frame),
-                    Ok(Err(e)) => {
+                    Some(Ok(frame)) => out.push(frame),
+                    Some(Err(e)) => {
                         PoolStats::bump(&stats.errors);
                         out.encode_with(|buf| {
                             encode_error(&format!("ERR shard '{shard}': {e}"), buf)
                         });
                     }
-                    Err(_) => {
+                    None => {
                         PoolStats::bump(&stats.errors);
                         out.encode_with(|buf| {
                             encode_error(&format!("ERR shard '{shard}': request dropped"), buf)
@@ -74,7 +85,12 @@ impl Pending {
                 Poll::Ready(out.len() - before)
             }
             Pending::Assembling(assembling) => {
-                let bytes = ready!(assembling.as_mut().poll(cx));
+                let bytes = match cx {
+                    Some(cx) => ready!(assembling.as_mut().poll(cx)),
+                    None => ready!(assembling
+                        .as_mut()
+                        .poll(&mut Context::from_waker(std::task::Waker::noop()))),
+                };
                 let len = bytes.len();
                 out.push(bytes);
                 Poll::Ready(len)
