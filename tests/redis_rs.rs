@@ -56,6 +56,26 @@ fn names_on_every_shard(tag: &str, n: usize) -> Vec<String> {
         .collect()
 }
 
+/// Waits until the fleet counts one subscriber on each of `channels` and
+/// `patterns` patterns: redis-rs returns from SUBSCRIBE on the first
+/// confirmation, and the others (from other shards) may still be on the way.
+fn wait_subscribed(proxy: &Proxy, channels: &[String], patterns: i64) {
+    let mut con = connect(&proxy.url());
+    wait_until(
+        "every subscription confirmed",
+        Duration::from_secs(5),
+        || {
+            let counts: Vec<(String, i64)> = redis::cmd("PUBSUB")
+                .arg("NUMSUB")
+                .arg(channels)
+                .query(&mut con)
+                .unwrap();
+            let numpat: i64 = redis::cmd("PUBSUB").arg("NUMPAT").query(&mut con).unwrap();
+            counts.iter().all(|(_, n)| *n == 1) && numpat == patterns
+        },
+    );
+}
+
 #[test]
 fn resp2_pubsub_messages_published_through_one_proxy_reach_a_subscriber_of_another() {
     let fleet = fleet();
@@ -67,6 +87,7 @@ fn resp2_pubsub_messages_published_through_one_proxy_reach_a_subscriber_of_anoth
     pubsub
         .set_read_timeout(Some(Duration::from_secs(5)))
         .unwrap();
+    wait_subscribed(&fleet.proxies[1], &channels, 1);
 
     let mut publisher = connect(&fleet.proxies[1].url());
     let mut want = BTreeSet::new();
@@ -118,6 +139,7 @@ async fn resp3_pushes_reach_a_subscriber_that_keeps_sending_commands() {
         .unwrap();
     subscriber.subscribe(&channels).await.unwrap();
     subscriber.psubscribe("push:*").await.unwrap();
+    wait_subscribed(&fleet.proxies[1], &channels, 1);
     // Under RESP3 the subscribed connection still runs commands.
     let _: () = redis::cmd("SET")
         .arg(&channels[0])
