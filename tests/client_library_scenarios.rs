@@ -2,9 +2,12 @@
 //! proxies over three shards: pub/sub across the proxies (redis-py in its
 //! default protocol, RESP2 and RESP3; ioredis in RESP2, its only one),
 //! MULTI/WATCH retry loops, SCAN over 100,000 keys, EVALSHA after SCRIPT
-//! LOAD (tests/clients/scenarios.py and scenarios.js). And redis-py through
-//! a ZooKeeper failover of a shard's master, driven from here while
-//! tests/clients/failover.py holds a subscription and a blocked BLPOP.
+//! LOAD (tests/clients/scenarios.py and scenarios.js). And each library
+//! through a ZooKeeper failover of a shard's master, driven from here while
+//! tests/clients/failover.py (default protocol and RESP2) or failover.js
+//! holds a subscription and a blocked BLPOP: BLPOP fails with "its outcome
+//! is unknown", the next one works on the new master, and a message
+//! published after the switch arrives.
 //! `deploy/install-client-libs.sh` installs the libraries.
 
 mod common;
@@ -150,9 +153,7 @@ fn finish(child: Child) -> (bool, String) {
 
 #[test]
 fn redis_py_8_pubsub_transactions_scan_and_scripts_across_a_fleet() {
-    let mut python = Command::new(python());
-    python.env("PYTHONUNBUFFERED", "1");
-    run_scenarios(python, "scenarios.py", "py");
+    run_scenarios(redis_py(), "scenarios.py", "py");
 }
 
 #[test]
@@ -171,10 +172,11 @@ fn blocked_clients(port: u16) -> usize {
 
 /// A ZooKeeper-routed fleet: shard redis-0000 (slots 0-2047) with master
 /// `old` and its replica `new`, shard redis-0001 on `other`, two proxies.
-/// failover.py subscribes and blocks in BLPOP on shard 0 through proxy A;
-/// `new` then replaces `old`, and the script checks what redis-py sees.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn redis_py_8_subscription_and_blocked_blpop_through_a_master_failover() {
+/// The script (failover.py or failover.js, run by `command`, `extra` after
+/// its arguments) subscribes and blocks in BLPOP on shard 0 through proxy
+/// A; `new` then replaces `old`, and the script checks what its client
+/// library sees.
+async fn through_a_failover(mut command: Command, name: &str, extra: &[&str]) {
     let zookeeper = ZooKeeper::start();
     let (old, new, other) = (Redis::start(), Redis::start(), Redis::start());
     let ops = zookeeper.client().await;
@@ -193,17 +195,17 @@ async fn redis_py_8_subscription_and_blocked_blpop_through_a_master_failover() {
     }
     let queue = keys_in(0, 2047, 1, "queue").remove(0);
     let channel = keys_in(0, 2047, 1, "events").remove(0);
-    let mut child = Command::new(python())
-        .env("PYTHONUNBUFFERED", "1")
-        .arg(script("failover.py"))
+    let mut child = command
+        .arg(script(name))
         .arg(proxies[0].port.to_string())
         .arg(proxies[1].port.to_string())
         .args([&queue, &channel])
+        .args(extra)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("start failover.py");
+        .expect("start the failover script");
     let mut stdin = child.stdin.take().unwrap();
     let stdout = child.stdout.take().unwrap();
     let guard = Script(Some(child));
@@ -222,7 +224,7 @@ async fn redis_py_8_subscription_and_blocked_blpop_through_a_master_failover() {
         let left = end.saturating_duration_since(Instant::now());
         match lines.recv_timeout(left) {
             Ok(line) => seen.push(line),
-            Err(_) => panic!("failover.py not ready within 30 s: {seen:?}"),
+            Err(_) => panic!("{name} not ready within 30 s: {seen:?}"),
         }
     }
     let old_port = old.port;
@@ -252,8 +254,29 @@ async fn redis_py_8_subscription_and_blocked_blpop_through_a_master_failover() {
     eprintln!("{}", seen.join("\n"));
     assert!(
         status && seen.last().map(String::as_str) == Some("all ok"),
-        "{seen:#?}"
+        "{name}: {seen:#?}"
     );
+}
+
+fn redis_py() -> Command {
+    let mut python = Command::new(python());
+    python.env("PYTHONUNBUFFERED", "1");
+    python
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_py_8_subscription_and_blocked_blpop_through_a_master_failover() {
+    through_a_failover(redis_py(), "failover.py", &[]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_py_8_resp2_subscription_and_blocked_blpop_through_a_master_failover() {
+    through_a_failover(redis_py(), "failover.py", &["2"]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ioredis_5_subscription_and_blocked_blpop_through_a_master_failover() {
+    through_a_failover(node(), "failover.js", &[]).await;
 }
 
 /// Waits for `child` within [`SCRIPT_DEADLINE`], its stdout already being

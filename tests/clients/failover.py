@@ -2,7 +2,8 @@
 drives: a subscriber on proxy A and a client blocked in BLPOP on proxy A,
 both on the shard whose master is replaced.
 
-Usage: failover.py PROXY_A_PORT PROXY_B_PORT QUEUE CHANNEL. Prints "ready"
+Usage: failover.py PROXY_A_PORT PROXY_B_PORT QUEUE CHANNEL [PROTOCOL], the
+protocol being redis-py's default when not given. Prints "ready"
 once subscribed and with BLPOP sent, then waits for a line "switched" on
 stdin (the proxies route to the new master). Prints "all ok" at the end;
 raises (exit 1) on the first failure."""
@@ -26,15 +27,17 @@ def next_message(pubsub, deadline):
 def main():
     port_a, port_b = int(sys.argv[1]), int(sys.argv[2])
     queue, channel = sys.argv[3], sys.argv[4]
-    publisher = redis.Redis(port=port_b)
-    pubsub = redis.Redis(port=port_a).pubsub()
+    kwargs = {"protocol": int(sys.argv[5])} if len(sys.argv) > 5 else {}
+    print(f"redis-py {redis.__version__}, {kwargs or 'default protocol'}")
+    publisher = redis.Redis(port=port_b, **kwargs)
+    pubsub = redis.Redis(port=port_a, **kwargs).pubsub()
     pubsub.subscribe(channel)
     message = pubsub.get_message(timeout=5)
     assert message and message["type"] == "subscribe", message
     assert publisher.publish(channel, "before") == 1
     assert next_message(pubsub, 5)["data"] == b"before"
 
-    blocked = redis.Redis(port=port_a)
+    blocked = redis.Redis(port=port_a, **kwargs)
     outcome = {}
 
     def pop():
