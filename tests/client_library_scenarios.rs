@@ -129,11 +129,10 @@ fn run_scenarios(mut command: Command, name: &str, prefix: &str) {
     }
 }
 
-/// Waits for `child` within [`SCRIPT_DEADLINE`]: (success, stdout and stderr).
+/// Waits for `child` within [`SCRIPT_DEADLINE`], killing it (by its PID)
+/// if it takes longer: (success, stdout); stdout and stderr are printed.
 fn finish(child: Child) -> (bool, String) {
-    let mut guard = Script(Some(child));
     let (tx, rx) = mpsc::channel();
-    let child = guard.0.take().unwrap();
     let pid = child.id();
     std::thread::spawn(move || {
         let _ = tx.send(child.wait_with_output());
@@ -208,7 +207,7 @@ async fn through_a_failover(mut command: Command, name: &str, extra: &[&str]) {
         .expect("start the failover script");
     let mut stdin = child.stdin.take().unwrap();
     let stdout = child.stdout.take().unwrap();
-    let guard = Script(Some(child));
+    let mut guard = Script(Some(child));
     // Lines of the script's stdout, read on a thread so waits have deadlines.
     let (tx, lines) = mpsc::channel();
     std::thread::spawn(move || {
@@ -247,7 +246,6 @@ async fn through_a_failover(mut command: Command, name: &str, extra: &[&str]) {
     stdin.write_all(b"switched\n").unwrap();
     drop(stdin);
 
-    let mut guard = guard;
     let child = guard.0.take().unwrap();
     let (status, rest) = finish_with_lines(child, lines);
     seen.extend(rest);
