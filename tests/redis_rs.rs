@@ -332,10 +332,11 @@ fn evalsha_after_script_load_runs_on_every_shard() {
 
 /// A ZooKeeper-routed fleet: shard redis-0000 (slots 0-2047) with master
 /// `old` and its replica `new`, shard redis-0001 on `other`, two proxies.
-/// A client blocked in BLPOP and a subscriber on shard 0 are through the
-/// failover that makes `new` the master: BLPOP fails with "outcome is
-/// unknown", the next BLPOP gets a value pushed on the new master, and the
-/// subscriber gets a message published after the switch.
+/// A client blocked in BLPOP and two subscribers on shard 0 (RESP2 on one
+/// proxy, RESP3 on the other) are through the failover that makes `new` the
+/// master: BLPOP fails with "outcome is unknown", the next BLPOP gets a
+/// value pushed on the new master, and both subscribers get a message
+/// published after the switch.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_blocked_blpop_and_a_subscription_through_a_master_failover() {
     let zookeeper = ZooKeeper::start();
@@ -367,6 +368,14 @@ async fn a_blocked_blpop_and_a_subscription_through_a_master_failover() {
     pubsub
         .set_read_timeout(Some(Duration::from_secs(5)))
         .unwrap();
+    let (tx, mut pushes) = tokio::sync::mpsc::unbounded_channel();
+    let config = redis::AsyncConnectionConfig::new().set_push_sender(tx);
+    let mut resp3_subscriber = redis::Client::open(format!("{}?protocol=resp3", proxies[1].url()))
+        .unwrap()
+        .get_multiplexed_async_connection_with_config(&config)
+        .await
+        .unwrap();
+    resp3_subscriber.subscribe(&channel).await.unwrap();
     let blocked = {
         let (url, queue) = (proxies[0].url(), queue.clone());
         std::thread::spawn(move || {
@@ -387,11 +396,15 @@ async fn a_blocked_blpop_and_a_subscription_through_a_master_failover() {
             info.contains("blocked_clients:1\r\n")
         },
     );
+    wait_until("both subscriptions", Duration::from_secs(5), || {
+        numsub(&mut old_direct, &channel) == 2
+    });
     let mut publisher = connect(&proxies[1].url());
     let receivers: i64 = publisher.publish(&channel, "before").unwrap();
-    assert_eq!(receivers, 1);
+    assert_eq!(receivers, 2);
     let message = pubsub.get_message().unwrap();
     assert_eq!(message.get_payload::<String>().unwrap(), "before");
+    assert_eq!(next_message(&mut pushes).await, [&channel, "before"]);
 
     // The replica becomes the master; its member replaces the old one.
     let _: () = redis::cmd("REPLICAOF")
@@ -439,24 +452,58 @@ async fn a_blocked_blpop_and_a_subscription_through_a_master_failover() {
     assert_eq!(popped, Some((queue.clone(), "job".to_string())));
     pusher.join().unwrap();
 
-    // The subscription moved to the new master unseen: a message published
+    // The subscriptions moved to the new master unseen: a message published
     // after the switch arrives.
     let mut new_direct = direct(&new);
     wait_until(
-        "the subscription on the new master",
+        "the subscriptions on the new master",
         Duration::from_secs(5),
-        || {
-            let counts: Vec<(String, i64)> = redis::cmd("PUBSUB")
-                .arg("NUMSUB")
-                .arg(&channel)
-                .query(&mut new_direct)
-                .unwrap();
-            counts[0].1 == 1
-        },
+        || numsub(&mut new_direct, &channel) == 2,
     );
     let receivers: i64 = publisher.publish(&channel, "after").unwrap();
-    assert_eq!(receivers, 1);
+    assert_eq!(receivers, 2);
     let message = pubsub.get_message().unwrap();
     assert_eq!(message.get_channel_name(), channel);
     assert_eq!(message.get_payload::<String>().unwrap(), "after");
+    assert_eq!(next_message(&mut pushes).await, [&channel, "after"]);
+    // Still a working RESP3 connection.
+    let pong: String = redis::cmd("PING")
+        .query_async(&mut resp3_subscriber)
+        .await
+        .unwrap();
+    assert_eq!(pong, "PONG");
+}
+
+/// PUBSUB NUMSUB of one channel on a Redis.
+fn numsub(con: &mut redis::Connection, channel: &str) -> i64 {
+    let counts: Vec<(String, i64)> = redis::cmd("PUBSUB")
+        .arg("NUMSUB")
+        .arg(channel)
+        .query(con)
+        .unwrap();
+    counts[0].1
+}
+
+/// The next RESP3 `message` push (channel, text), within 5 s; confirmations
+/// are skipped.
+async fn next_message(
+    pushes: &mut tokio::sync::mpsc::UnboundedReceiver<redis::PushInfo>,
+) -> Vec<String> {
+    loop {
+        let push = tokio::time::timeout(Duration::from_secs(5), pushes.recv())
+            .await
+            .expect("a push within 5 s")
+            .expect("connection open");
+        match push.kind {
+            PushKind::Subscribe => continue,
+            PushKind::Message => {
+                return push
+                    .data
+                    .iter()
+                    .map(|v| redis::from_redis_value(v).unwrap())
+                    .collect()
+            }
+            other => panic!("unexpected push {other:?}: {:?}", push.data),
+        }
+    }
 }
