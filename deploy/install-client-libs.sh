@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs the client libraries of the smoke test (tests/client_libraries.rs)
+# Installs the client libraries of tests/client_libraries.rs,
+# tests/client_library_scenarios.rs and the redis-py test of tests/pubsub.rs
 # into target/clients: redis-py 8 in a virtualenv, ioredis 5 with npm.
 set -euo pipefail
 cd "$(dirname "$0")/.."
