@@ -197,6 +197,15 @@ fn a_client_that_leaves_while_blocked_releases_its_backend() {
         total_blocked(&shards) == 0
     });
     let mut other = RawClient::connect(proxy.port);
+    wait_until(
+        "INFO counts no blocked client",
+        Duration::from_secs(2),
+        || {
+            other
+                .cmd_str(&["INFO", "clients"])
+                .contains("blocked_clients:0\r\n")
+        },
+    );
     assert_eq!(other.cmd_str(&["RPUSH", "queue", "x"]), ":1\r\n");
     assert_eq!(other.cmd_str(&["LLEN", "queue"]), ":1\r\n");
 }
@@ -218,6 +227,7 @@ fn the_dedicated_connection_cap_gives_a_clear_error() {
     });
     let mut third = RawClient::connect(proxy.port);
     let info = third.cmd_str(&["INFO", "clients"]);
+    assert!(info.contains("blocked_clients:2\r\n"), "{info}");
     assert!(info.contains("dedicated_connections:2\r\n"), "{info}");
     let started = Instant::now();
     let reply = third.cmd_str(&["BLPOP", "held2", "0"]);

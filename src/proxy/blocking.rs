@@ -63,7 +63,7 @@ impl Session {
         }
         let reply = conn.send(request.raw, deadline);
         let shard = conn.shard.clone();
-        self.blocked = true;
+        self.set_blocked(true);
         Pending::Forward { reply, shard }
     }
 

@@ -367,7 +367,7 @@ fn may_dispatch(
     held: bool,
 ) -> bool {
     if owed.is_empty() {
-        session.blocked = false;
+        session.set_blocked(false);
     } else if session.blocked || held {
         return false;
     }

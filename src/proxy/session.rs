@@ -8,6 +8,7 @@ use crate::proxy::pool::Pool;
 use crate::proxy::pubsub::PubSub;
 use crate::proxy::stats::PoolStats;
 use bytes::{Bytes, BytesMut};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 /// The Redis version the proxy reports (HELLO, INFO): the command set it
@@ -81,6 +82,19 @@ impl Session {
         }
     }
 
+    /// Marks the client blocked or not, counting blocked clients for INFO.
+    pub fn set_blocked(&mut self, blocked: bool) {
+        if blocked != self.blocked {
+            self.blocked = blocked;
+            let counter = &self.pool.stats.blocked_clients;
+            if blocked {
+                counter.fetch_add(1, Ordering::Relaxed);
+            } else {
+                counter.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+    }
+
     /// RESET: the state of a new connection, as Redis restores it (RESP2,
     /// no name, authenticated only if no password is set, no
     /// subscriptions: dropping them closes the subscriber connections).
@@ -93,6 +107,12 @@ impl Session {
         // connection discards them on the backend too).
         self.tx = None;
         self.dedicated = None;
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        self.set_blocked(false);
     }
 }
 

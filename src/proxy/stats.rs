@@ -13,6 +13,9 @@ pub struct PoolStats {
     pub connections_received: AtomicU64,
     /// Client connections open now.
     pub connected_clients: AtomicU64,
+    /// Clients waiting for a blocking command's reply (INFO's
+    /// `blocked_clients`).
+    pub blocked_clients: AtomicU64,
     /// Connections refused because of `client_connections`.
     pub rejected_connections: AtomicU64,
     /// Requests received from clients.
@@ -35,6 +38,7 @@ impl Default for PoolStats {
             started: SystemTime::now(),
             connections_received: AtomicU64::new(0),
             connected_clients: AtomicU64::new(0),
+            blocked_clients: AtomicU64::new(0),
             rejected_connections: AtomicU64::new(0),
             requests: AtomicU64::new(0),
             errors: AtomicU64::new(0),
