@@ -2,6 +2,7 @@
 //! ([`super::client`]), the commands answered locally and INFO share.
 
 use crate::protocol::Proto;
+use crate::proxy::acl::User;
 use crate::proxy::dedicated::Dedicated;
 use crate::proxy::pool::Pool;
 use bytes::Bytes;
@@ -18,6 +19,11 @@ pub struct Session {
     pub proto: Proto,
     pub name: Option<Bytes>,
     pub authenticated: bool,
+    /// Who the client is: set once it has authenticated (or from the
+    /// start when no password is configured).
+    pub user: Option<Arc<User>>,
+    /// Failed AUTH attempts on this connection ([`crate::proxy::acl::MAX_AUTH_FAILURES`]).
+    pub auth_failures: u32,
     /// Set by QUIT: close after this batch's replies.
     pub closing: bool,
     /// The client's own backend connection, if it has needed one.
@@ -62,7 +68,9 @@ impl Session {
     pub fn new(pool: Arc<Pool>) -> Session {
         Session {
             id: pool.next_client_id(),
-            authenticated: pool.redis_auth.is_none(),
+            authenticated: pool.users.initial().is_some(),
+            user: pool.users.initial(),
+            auth_failures: 0,
             pool,
             proto: Proto::Resp2,
             name: None,
