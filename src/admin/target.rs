@@ -101,7 +101,12 @@ impl Target {
             proxy_root,
             cluster_root,
             shards: file_shards(chosen),
-            redis_auth: chosen.redis_auth.clone(),
+            // With `redis_user`, `redis_auth` is the proxies' own password,
+            // not the one of the Redis's default user the tool reads as.
+            redis_auth: chosen
+                .redis_auth
+                .clone()
+                .filter(|_| chosen.redis_user.is_none()),
             zk_auth: keys.and_then(|z| z.auth.clone()),
         })
     }
