@@ -40,7 +40,9 @@ pub struct Target {
     /// The file's shards, in slot order; `None` when the pool's servers are
     /// in the `host:port:weight` form.
     pub shards: Option<Vec<FileShard>>,
-    /// `redis_auth`, sent to every Redis the tool queries.
+    /// The password sent to every Redis the tool queries: `redis_auth`,
+    /// unless `redis_user` makes that the proxies' own password, or
+    /// `SHARDPROXY_REDIS_AUTH` gives it.
     pub redis_auth: Option<String>,
     /// `zookeeper_auth`: sessions authenticate with it, and what the tool
     /// creates is writable only by it.
