@@ -503,3 +503,60 @@ fn script_escapes_fail_on_the_shipped_deployment() {
     }
     assert_eq!(target.connect().cmd_str(&["DBSIZE"]), ":0\r\n");
 }
+
+/// The key pattern matcher agrees with Redis's own (`KEYS` runs the same
+/// `stringmatchlen` as ACL key patterns).
+#[test]
+fn key_patterns_match_as_redis_matches() {
+    use shardproxy::proxy::acl::glob;
+    let redis = Redis::start();
+    let mut client = redis.connect();
+    let keys = [
+        "cache:1", "cache:", "cache", "cachex", "a*b", "axb", "a?", "ab", "k]", "ka", "kb", "kz",
+        "k-", "k\\", "", "x[y", "hello", "hallo", "hillo", "hxllo", "heeeello",
+    ];
+    for key in keys {
+        assert_eq!(client.cmd_str(&["SET", key, "1"]), "+OK\r\n");
+    }
+    // `*` alone is left out: KEYS and ACL both take it as every key,
+    // without matching (the proxy's ACL too).
+    let patterns = [
+        "cache:*",
+        "cache*",
+        "cach?",
+        "a\\*b",
+        "a\\?",
+        "k[ab]",
+        "k[^a]",
+        "k[a-c]",
+        "k[c-a]",
+        "k[\\]]",
+        "k[ab",
+        "h?llo",
+        "h*llo",
+        "h[ae]llo",
+        "h[^e]llo",
+        "h[a-b]llo",
+        "x\\[y",
+        "*o",
+        "k\\\\",
+        "",
+    ];
+    for pattern in patterns {
+        let reply = client.cmd(&[b"KEYS", pattern.as_bytes()]);
+        let (listed, _) = parse(&reply);
+        let mut theirs: Vec<String> = listed
+            .items()
+            .iter()
+            .map(|k| k.text().to_string())
+            .collect();
+        theirs.sort();
+        let mut ours: Vec<String> = keys
+            .iter()
+            .filter(|k| glob::matches(pattern.as_bytes(), k.as_bytes()))
+            .map(|k| k.to_string())
+            .collect();
+        ours.sort();
+        assert_eq!(ours, theirs, "pattern {pattern:?}");
+    }
+}

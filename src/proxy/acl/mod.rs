@@ -7,7 +7,7 @@
 //! commands that would reach past the pool's database (`COPY ... DB n`),
 //! whoever runs them.
 
-mod glob;
+pub mod glob;
 
 use crate::command::{readonly, Command};
 use crate::config::{PoolConfig, UserConfig, UserMode};
