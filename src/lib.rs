@@ -14,6 +14,8 @@
 //! - [`protocol`]: RESP2/RESP3 parsing and encoding.
 //! - [`command`]: the Redis 7.0 command table: arity, keys, handling.
 //! - [`zk`]: the ZooKeeper layout (paths, names, JSON) and session helpers.
+//! - [`redis_client`]: a small async Redis client for control connections
+//!   (the watchdog's checks, the proxy's SCRIPT KILL).
 //! - [`logging`]: logging and signals at start-up.
 
 #![forbid(unsafe_code)]
@@ -25,6 +27,7 @@ pub mod hash;
 pub mod logging;
 pub mod protocol;
 pub mod proxy;
+pub mod redis_client;
 pub mod route;
 pub mod watchdog;
 pub mod zk;

@@ -60,10 +60,12 @@ fn unsupported_commands_keep_the_connection() {
     let s = setup();
     let mut c = client(&s);
     for cmd in [
-        &["MONITOR"][..],
-        &["SWAPDB", "0", "1"],
-        &["MOVE", "l", "1"],
+        &["SWAPDB", "0", "1"][..],
+        &["MONITOR"],
         &["BGSAVE"],
+        &["FLUSHALL"],
+        &["SAVE"],
+        &["MOVE", "l", "1"],
         &["LASTSAVE"],
         &["FAILOVER"],
     ] {

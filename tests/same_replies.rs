@@ -106,6 +106,19 @@ fn script() -> Vec<Vec<&'static str>> {
         "CLIENT GETNAME",
         "CLIENT NOSUCHSUB",
         "DBSIZE",
+        "SCRIPT LOAD \"return redis.call('get', KEYS[1])\"",
+        "EVALSHA 4e6d8fc8bb01276962cce5371fa795a7763657ae 1 n",
+        "SCRIPT EXISTS 4e6d8fc8bb01276962cce5371fa795a7763657ae 0000000000000000000000000000000000000000",
+        "EVAL \"return 7\" 0",
+        "FUNCTION DELETE nosuchlib",
+        "FUNCTION LOAD \"#!lua name=lib\nredis.register_function('f', function(keys) return redis.call('get', keys[1]) end)\"",
+        "FCALL f 1 n",
+        "FUNCTION LIST",
+        "FUNCTION DELETE lib",
+        "KEYS nosuchkey*",
+        "SCAN 0 MATCH nosuchkey* COUNT 1000",
+        "SCRIPT FLUSH",
+        "SCRIPT EXISTS 4e6d8fc8bb01276962cce5371fa795a7763657ae",
     ];
     lines.iter().map(|l| split_words(l)).collect()
 }

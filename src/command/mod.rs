@@ -36,6 +36,11 @@ pub enum Handling {
     AnyBackend,
     /// Sent to every backend, replies combined: DBSIZE.
     FanOut,
+    /// Over the whole keyspace, shard after shard or every shard at once
+    /// (`proxy::keyspace`).
+    Keyspace(KeyspaceOp),
+    /// Scripts and functions, kept alike on every shard (`proxy::scripts`).
+    Scripts(ScriptOp),
     /// May block: BLPOP & co., XREAD and XREADGROUP with BLOCK, WAIT. Runs on
     /// the client's dedicated connection to the shard of its keys, so it
     /// holds up nobody else.
@@ -43,8 +48,12 @@ pub enum Handling {
     /// MULTI EXEC DISCARD WATCH UNWATCH: the transaction runs on the
     /// client's dedicated connection to the shard of its first key.
     Transaction,
-    /// Cannot work through a sharding proxy: keyspace-wide, pub/sub,
-    /// administration and replication commands.
+    /// Pub/sub: the (P|S)(UN)SUBSCRIBEs on the client's own subscriber
+    /// connections, PUBLISH and SPUBLISH to their channel's shard, PUBSUB
+    /// over the shards (`proxy::pubsub`).
+    PubSub,
+    /// Cannot work through a sharding proxy: administration and
+    /// replication commands.
     Unsupported,
 }
 
@@ -57,6 +66,38 @@ pub enum SplitKind {
     Mset,
     /// DEL UNLINK EXISTS TOUCH: the integer replies are summed.
     SumIntegers,
+}
+
+/// The keyspace-wide commands, and how each covers the shards.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyspaceOp {
+    /// SCAN: one shard after the other, under one cursor.
+    Scan,
+    /// KEYS: every shard's keys, together.
+    Keys,
+    /// RANDOMKEY: a random shard's, trying the others while they are empty.
+    RandomKey,
+    /// FLUSHALL FLUSHDB: every shard, if the pool's `allow_flush` says so.
+    Flush,
+}
+
+/// How a SCRIPT or FUNCTION subcommand reaches the shards and how their
+/// replies become one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScriptOp {
+    /// SCRIPT LOAD, FUNCTION LOAD: every shard, which must all answer the
+    /// same (the SHA1, the library name).
+    Load,
+    /// SCRIPT EXISTS: every shard; a script exists where every shard has it.
+    Exists,
+    /// SCRIPT FLUSH, FUNCTION DELETE FLUSH RESTORE: every shard, `+OK` once
+    /// every shard said it.
+    AllOk,
+    /// SCRIPT KILL, FUNCTION KILL: every shard, each over a connection of
+    /// its own (the shared one waits behind the busy script).
+    Kill,
+    /// FUNCTION DUMP LIST STATS: the one shard keyless scripts run on.
+    OneShard,
 }
 
 /// Where the keys are in the argument list (`args[0]` is the command name).
@@ -441,6 +482,29 @@ mod tests {
             unknown_subcommand_error("client", b"foo\r\nbar"),
             "ERR unknown subcommand 'foo  bar'. Try CLIENT HELP."
         );
+    }
+
+    #[test]
+    fn keyspace_and_script_commands_reach_every_shard() {
+        let handling = |list: &[&str]| lookup_args(&args(list)).unwrap().handling;
+        assert_eq!(
+            handling(&["SCAN", "0"]),
+            Handling::Keyspace(KeyspaceOp::Scan)
+        );
+        assert_eq!(
+            handling(&["flushall"]),
+            Handling::Keyspace(KeyspaceOp::Flush)
+        );
+        assert_eq!(
+            handling(&["SCRIPT", "exists", "x"]),
+            Handling::Scripts(ScriptOp::Exists)
+        );
+        assert_eq!(
+            handling(&["FUNCTION", "LIST"]),
+            Handling::Scripts(ScriptOp::OneShard)
+        );
+        assert_eq!(handling(&["SCRIPT", "HELP"]), Handling::AnyBackend);
+        assert_eq!(handling(&["SCRIPT", "DEBUG", "YES"]), Handling::Unsupported);
     }
 
     #[test]

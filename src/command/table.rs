@@ -9,13 +9,16 @@
 //! Handling, in short (docs/commands.md has the reasons): keyed commands are
 //! forwarded unless they publish or move data between databases or
 //! servers; blocking commands and transactions run on a client's dedicated
-//! connection; keyless commands are refused unless listed as local,
-//! any-backend or fan-out.
+//! connection; pub/sub has its own handling; keyless commands are refused unless listed as local,
+//! any-backend, fan-out, keyspace-wide or script management.
 
 use super::Handling::{
-    AnyBackend, Blocking, FanOut, Forward, Local, Split, Transaction, Unsupported,
+    AnyBackend, Blocking, FanOut, Forward, Keyspace, Local, PubSub, Scripts, Split, Transaction,
+    Unsupported,
 };
+use super::KeyspaceOp::{Flush, Keys, RandomKey, Scan};
 use super::NumkeysRule::{Card, Function, Pop, Script, Zset};
+use super::ScriptOp::{AllOk, Exists, Kill, Load, OneShard};
 use super::SplitKind::{Mget, Mset, SumIntegers};
 use super::{Command, Handling, KeySpec, NumkeysRule};
 
@@ -127,8 +130,8 @@ pub(super) static COMMANDS: &[Command] = &[
     cmd("failover", -1, NONE, Unsupported),
     cmd("fcall", -3, numkeys(2, Function), Forward),
     cmd("fcall_ro", -3, numkeys(2, Function), Forward),
-    cmd("flushall", -1, NONE, Unsupported),
-    cmd("flushdb", -1, NONE, Unsupported),
+    cmd("flushall", -1, NONE, Keyspace(Flush)),
+    cmd("flushdb", -1, NONE, Keyspace(Flush)),
     container("function", -2, Unsupported, FUNCTION),
     cmd("geoadd", -5, K1, Forward),
     cmd("geodist", -4, K1, Forward),
@@ -177,7 +180,7 @@ pub(super) static COMMANDS: &[Command] = &[
     cmd("incrby", 3, K1, Forward),
     cmd("incrbyfloat", 3, K1, Forward),
     cmd("info", -1, NONE, Local),
-    cmd("keys", 2, NONE, Unsupported),
+    cmd("keys", 2, NONE, Keyspace(Keys)),
     cmd("lastsave", 1, NONE, Unsupported),
     container("latency", -2, Unsupported, LATENCY),
     cmd("lcs", -3, K1_2, Forward),
@@ -216,21 +219,21 @@ pub(super) static COMMANDS: &[Command] = &[
     cmd("pfselftest", 1, NONE, Unsupported),
     cmd("ping", -1, NONE, Local),
     cmd("psetex", 4, K1, Forward),
-    cmd("psubscribe", -2, NONE, Unsupported),
+    cmd("psubscribe", -2, NONE, PubSub),
     cmd("psync", -3, NONE, Unsupported),
     cmd("pttl", 2, K1, Forward),
-    cmd("publish", 3, NONE, Unsupported),
-    container("pubsub", -2, Unsupported, PUBSUB),
-    cmd("punsubscribe", -1, NONE, Unsupported),
+    cmd("publish", 3, NONE, PubSub),
+    container("pubsub", -2, PubSub, PUBSUB),
+    cmd("punsubscribe", -1, NONE, PubSub),
     cmd("quit", -1, NONE, Local),
-    cmd("randomkey", 1, NONE, Unsupported),
+    cmd("randomkey", 1, NONE, Keyspace(RandomKey)),
     cmd("readonly", 1, NONE, Unsupported),
     cmd("readwrite", 1, NONE, Unsupported),
     cmd("rename", 3, K1_2, Forward),
     cmd("renamenx", 3, K1_2, Forward),
     cmd("replconf", -1, NONE, Unsupported),
     cmd("replicaof", 3, NONE, Unsupported),
-    cmd("reset", 1, NONE, Unsupported),
+    cmd("reset", 1, NONE, Local),
     cmd("restore", -4, K1, Forward),
     cmd("restore-asking", -4, K1, Unsupported),
     cmd("role", 1, NONE, Unsupported),
@@ -240,7 +243,7 @@ pub(super) static COMMANDS: &[Command] = &[
     cmd("rpushx", -3, K1, Forward),
     cmd("sadd", -3, K1, Forward),
     cmd("save", 1, NONE, Unsupported),
-    cmd("scan", -2, NONE, Unsupported),
+    cmd("scan", -2, NONE, Keyspace(Scan)),
     cmd("scard", 2, K1, Forward),
     container("script", -2, Unsupported, SCRIPT),
     cmd("sdiff", -2, ALL, Forward),
@@ -264,17 +267,17 @@ pub(super) static COMMANDS: &[Command] = &[
     cmd("sort", -2, KeySpec::Sort, Forward),
     cmd("sort_ro", -2, K1, Forward),
     cmd("spop", -2, K1, Forward),
-    cmd("spublish", 3, K1, Unsupported),
+    cmd("spublish", 3, K1, PubSub),
     cmd("srandmember", -2, K1, Forward),
     cmd("srem", -3, K1, Forward),
     cmd("sscan", -3, K1, Forward),
-    cmd("ssubscribe", -2, ALL, Unsupported),
+    cmd("ssubscribe", -2, ALL, PubSub),
     cmd("strlen", 2, K1, Forward),
-    cmd("subscribe", -2, NONE, Unsupported),
+    cmd("subscribe", -2, NONE, PubSub),
     cmd("substr", 4, K1, Forward),
     cmd("sunion", -2, ALL, Forward),
     cmd("sunionstore", -3, ALL, Forward),
-    cmd("sunsubscribe", -1, ALL, Unsupported),
+    cmd("sunsubscribe", -1, ALL, PubSub),
     cmd("swapdb", 3, NONE, Unsupported),
     cmd("sync", 1, NONE, Unsupported),
     cmd("time", 1, NONE, AnyBackend),
@@ -282,7 +285,7 @@ pub(super) static COMMANDS: &[Command] = &[
     cmd("ttl", 2, K1, Forward),
     cmd("type", 2, K1, Forward),
     cmd("unlink", -2, ALL, Split(SumIntegers)),
-    cmd("unsubscribe", -1, NONE, Unsupported),
+    cmd("unsubscribe", -1, NONE, PubSub),
     cmd("unwatch", 1, NONE, Transaction),
     cmd("wait", 3, NONE, Blocking),
     cmd("watch", -2, ALL, Transaction),
@@ -421,15 +424,15 @@ static CONFIG: &[Command] = &[
 ];
 /// FUNCTION subcommands, sorted by name.
 static FUNCTION: &[Command] = &[
-    cmd("function|delete", 3, NONE, Unsupported),
-    cmd("function|dump", 2, NONE, Unsupported),
-    cmd("function|flush", -2, NONE, Unsupported),
-    cmd("function|help", 2, NONE, Unsupported),
-    cmd("function|kill", 2, NONE, Unsupported),
-    cmd("function|list", -2, NONE, Unsupported),
-    cmd("function|load", -3, NONE, Unsupported),
-    cmd("function|restore", -3, NONE, Unsupported),
-    cmd("function|stats", 2, NONE, Unsupported),
+    cmd("function|delete", 3, NONE, Scripts(AllOk)),
+    cmd("function|dump", 2, NONE, Scripts(OneShard)),
+    cmd("function|flush", -2, NONE, Scripts(AllOk)),
+    cmd("function|help", 2, NONE, AnyBackend),
+    cmd("function|kill", 2, NONE, Scripts(Kill)),
+    cmd("function|list", -2, NONE, Scripts(OneShard)),
+    cmd("function|load", -3, NONE, Scripts(Load)),
+    cmd("function|restore", -3, NONE, Scripts(AllOk)),
+    cmd("function|stats", 2, NONE, Scripts(OneShard)),
 ];
 /// LATENCY subcommands, sorted by name.
 static LATENCY: &[Command] = &[
@@ -468,21 +471,21 @@ static OBJECT: &[Command] = &[
 ];
 /// PUBSUB subcommands, sorted by name.
 static PUBSUB: &[Command] = &[
-    cmd("pubsub|channels", -2, NONE, Unsupported),
-    cmd("pubsub|help", 2, NONE, Unsupported),
-    cmd("pubsub|numpat", 2, NONE, Unsupported),
-    cmd("pubsub|numsub", -2, NONE, Unsupported),
-    cmd("pubsub|shardchannels", -2, NONE, Unsupported),
-    cmd("pubsub|shardnumsub", -2, NONE, Unsupported),
+    cmd("pubsub|channels", -2, NONE, PubSub),
+    cmd("pubsub|help", 2, NONE, PubSub),
+    cmd("pubsub|numpat", 2, NONE, PubSub),
+    cmd("pubsub|numsub", -2, NONE, PubSub),
+    cmd("pubsub|shardchannels", -2, NONE, PubSub),
+    cmd("pubsub|shardnumsub", -2, NONE, PubSub),
 ];
 /// SCRIPT subcommands, sorted by name.
 static SCRIPT: &[Command] = &[
     cmd("script|debug", 3, NONE, Unsupported),
-    cmd("script|exists", -3, NONE, Unsupported),
-    cmd("script|flush", -2, NONE, Unsupported),
-    cmd("script|help", 2, NONE, Unsupported),
-    cmd("script|kill", 2, NONE, Unsupported),
-    cmd("script|load", 3, NONE, Unsupported),
+    cmd("script|exists", -3, NONE, Scripts(Exists)),
+    cmd("script|flush", -2, NONE, Scripts(AllOk)),
+    cmd("script|help", 2, NONE, AnyBackend),
+    cmd("script|kill", 2, NONE, Scripts(Kill)),
+    cmd("script|load", 3, NONE, Scripts(Load)),
 ];
 /// SLOWLOG subcommands, sorted by name.
 static SLOWLOG: &[Command] = &[

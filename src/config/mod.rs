@@ -93,6 +93,9 @@ pub struct PoolConfig {
     /// Bytes of replies a client may be owed but not have read before the
     /// proxy stops reading its requests.
     pub client_output_limit: usize,
+    /// FLUSHALL and FLUSHDB are fanned out to every shard instead of
+    /// refused: one mistyped command would empty the whole fleet.
+    pub allow_flush: bool,
     /// Most backend connections the pool's clients may hold at once for
     /// their blocking commands and transactions.
     pub max_dedicated_connections: u32,
@@ -299,6 +302,7 @@ struct RawPool {
     reuseport: Option<bool>,
     max_request_size: Option<usize>,
     client_output_limit: Option<usize>,
+    allow_flush: Option<bool>,
     max_dedicated_connections: Option<u32>,
     zookeeper_host: Option<String>,
     zookeeper_path: Option<String>,
@@ -438,6 +442,7 @@ impl RawPool {
             reuseport: self.reuseport.unwrap_or(false),
             max_request_size,
             client_output_limit,
+            allow_flush: self.allow_flush.unwrap_or(false),
             max_dedicated_connections: self
                 .max_dedicated_connections
                 .unwrap_or(DEFAULT_MAX_DEDICATED_CONNECTIONS),

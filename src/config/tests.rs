@@ -58,6 +58,7 @@ fn twemproxy_defaults_apply() {
     assert_eq!(p.server_retry_timeout, Duration::from_secs(30));
     assert_eq!(p.server_failure_limit, 2);
     assert_eq!(p.max_request_size, DEFAULT_MAX_REQUEST_SIZE);
+    assert!(!p.allow_flush);
     assert!(!p.auto_eject_hosts && !p.preconnect && p.zookeeper.is_none());
 }
 
@@ -267,6 +268,21 @@ fn rejects_unknown_distribution() {
         "  distribution: rendezvous\n  servers:\n   - 127.0.0.1:6379:1\n",
     ));
     assert!(e.contains("unknown distribution 'rendezvous'"), "{e}");
+}
+
+#[test]
+fn allow_flush_is_read() {
+    let config = Config::parse(&pool(
+        "  allow_flush: true\n  servers:\n   - 127.0.0.1:6379:1\n",
+    ))
+    .unwrap();
+    assert!(config.pools[0].allow_flush);
+    let text = pool("  allow_flush: sometimes\n  servers:\n   - 127.0.0.1:6379:1\n");
+    assert!(
+        rejected(&text).contains("allow_flush"),
+        "{}",
+        rejected(&text)
+    );
 }
 
 #[test]

@@ -17,16 +17,19 @@ use crate::proxy::local;
 use crate::proxy::outbuf::OutBuf;
 use crate::proxy::pending::{unsupported_error, Pending};
 use crate::proxy::pool::Pool;
+use crate::proxy::pubsub::{self, Flow};
 use crate::proxy::router::RoutingTable;
 use crate::proxy::session::{Lane, Session};
 use crate::proxy::split::{self, Part, SplitReply};
 use crate::proxy::stats::PoolStats;
+use crate::proxy::{keyspace, scripts};
 use bytes::{Bytes, BytesMut};
 use std::collections::VecDeque;
 use std::future::poll_fn;
+use std::future::Future;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -121,8 +124,13 @@ pub async fn serve(pool: Arc<Pool>, mut stream: TcpStream, shutdown: watch::Rece
     let mut owed_epoch = (session.proto, 0u64);
     // Registered once with the shutdown signal for the whole session, not
     // once per wait: every session shares that signal's waiter list.
+    // Once polled, it stays registered and wakes the session when the
+    // signal changes; it is polled again only then (`shutdown_seen` tells),
+    // since polling a watch costs more than the rest of a wait.
+    let shutdown_seen = shutdown.clone();
     let stop = stop_signal(shutdown);
     tokio::pin!(stop);
+    let mut stop_registered = false;
     let mut stopping = false;
     // No more input will be read: the client closed, sent QUIT or broke
     // the protocol. The session ends once everything owed is written.
@@ -183,13 +191,15 @@ pub async fn serve(pool: Arc<Pool>, mut stream: TcpStream, shutdown: watch::Rece
             finishing = session.closing;
         }
         // Collect the replies that are ready and write what the socket takes.
-        let _ = collect(
-            &mut Context::from_waker(Waker::noop()),
-            &mut owed,
-            &mut out,
-            &mut window,
-            stats,
-        );
+        // Replies built by the proxy go out now; a forwarded one is
+        // looked at when the session waits (a backend has not answered a
+        // request dispatched just now).
+        if owed
+            .front()
+            .is_some_and(|owed| matches!(owed.reply, Pending::Ready(_)))
+        {
+            let _ = collect(None, &mut owed, &mut out, &mut window, stats);
+        }
         if owed.is_empty() {
             if let Some(e) = protocol_error.take() {
                 write_protocol_error(&e, &mut out, stats);
@@ -226,6 +236,7 @@ pub async fn serve(pool: Arc<Pool>, mut stream: TcpStream, shutdown: watch::Rece
         // is seen at once.
         let want_input = may_go_on || (session.blocked && !finishing && input.len() < READ_CHUNK);
         let idle = owed.is_empty() && out.is_empty();
+        let mut pubsub_event = None;
         let readable = if stopping && idle {
             // Stopping: answer what the client has already sent, and leave
             // once it has been quiet for a moment.
@@ -233,10 +244,10 @@ pub async fn serve(pool: Arc<Pool>, mut stream: TcpStream, shutdown: watch::Rece
                 Ok(Ok(())) => true,
                 _ => return,
             }
-        } else {
+        } else if session.pubsub.is_some() && !finishing {
             tokio::select! {
                 biased;
-                () = poll_fn(|cx| collect(cx, &mut owed, &mut out, &mut window, stats)), if !owed.is_empty() => false,
+                () = poll_fn(|cx| collect(Some(cx), &mut owed, &mut out, &mut window, stats)), if !owed.is_empty() => false,
                 ready = stream.writable(), if !out.is_empty() => {
                     if ready.is_err() {
                         return;
@@ -253,8 +264,57 @@ pub async fn serve(pool: Arc<Pool>, mut stream: TcpStream, shutdown: watch::Rece
                     stopping = true;
                     false
                 }
+                // Messages for a subscribed client, between whole replies.
+                event = async { session.pubsub.as_mut().expect("subscribed").next_event().await } => {
+                    pubsub_event = Some(event);
+                    false
+                }
+            }
+        } else {
+            // The common case, polled by hand: the socket's own readiness
+            // slots instead of a readiness future per wait, and no select.
+            let wake = poll_fn(|cx| {
+                if !owed.is_empty()
+                    && collect(Some(cx), &mut owed, &mut out, &mut window, stats).is_ready()
+                {
+                    return Poll::Ready(Wake::Collected);
+                }
+                if !out.is_empty() {
+                    if let Poll::Ready(ready) = stream.poll_write_ready(cx) {
+                        return Poll::Ready(ready.map_or(Wake::Gone, |()| Wake::Writable));
+                    }
+                }
+                if want_input {
+                    if let Poll::Ready(ready) = stream.poll_read_ready(cx) {
+                        return Poll::Ready(ready.map_or(Wake::Gone, |()| Wake::Readable));
+                    }
+                }
+                if !stopping && (!stop_registered || shutdown_seen.has_changed().unwrap_or(true)) {
+                    stop_registered = true;
+                    if stop.as_mut().poll(cx).is_ready() {
+                        return Poll::Ready(Wake::Stopping);
+                    }
+                }
+                Poll::Pending
+            })
+            .await;
+            match wake {
+                Wake::Gone => return,
+                Wake::Stopping => {
+                    stopping = true;
+                    false
+                }
+                Wake::Readable => true,
+                Wake::Collected | Wake::Writable => false,
             }
         };
+        if let Some(event) = pubsub_event {
+            match pubsub::deliver(event, &mut out, session.proto, &pool, session.id) {
+                Flow::Go => {}
+                Flow::Finish => finishing = true,
+                Flow::Close => return,
+            }
+        }
         if readable {
             let chunk = if busy || !input.is_empty() {
                 READ_CHUNK
@@ -280,6 +340,18 @@ pub async fn serve(pool: Arc<Pool>, mut stream: TcpStream, shutdown: watch::Rece
             big_input = false;
         }
     }
+}
+
+/// Why a session waiting for work woke up.
+enum Wake {
+    /// Replies at the head of the queue were moved to the output.
+    Collected,
+    Writable,
+    Readable,
+    /// The proxy is stopping.
+    Stopping,
+    /// The socket failed.
+    Gone,
 }
 
 /// True when the next request may be dispatched now: the window has room,
@@ -316,7 +388,7 @@ fn may_dispatch(
 /// Moves the replies at the head of `owed` that are complete to `out`, in
 /// order; ready when at least one moved.
 fn collect(
-    cx: &mut Context<'_>,
+    mut cx: Option<&mut Context<'_>>,
     owed: &mut VecDeque<Owed>,
     out: &mut OutBuf,
     window: &mut Window,
@@ -325,7 +397,7 @@ fn collect(
     let mut moved = false;
     let mut now = None;
     while let Some(front) = owed.front_mut() {
-        let Poll::Ready(len) = front.reply.poll_into(cx, out, stats) else {
+        let Poll::Ready(len) = front.reply.poll_into(cx.as_deref_mut(), out, stats) else {
             break;
         };
         window.observe(len);
@@ -404,6 +476,9 @@ impl Session {
     fn needs_quiet(&self, cmd: &Command, args: &[Bytes]) -> bool {
         let handling = cmd.handling_for(args);
         match handling {
+            // RESET drops the dedicated connection: nothing may be in
+            // flight on it.
+            Handling::Local if cmd.name == "reset" => true,
             Handling::Blocking if !self.in_multi() => true,
             Handling::Transaction if self.tx.is_none() => true,
             _ => self.lane_for(handling) != self.lane,
@@ -445,17 +520,20 @@ impl Session {
     /// Runs or forwards a request for a known command.
     fn route(&mut self, cmd: &'static Command, request: Request) -> Pending {
         let args = &request.args;
-        if !self.authenticated && !matches!(cmd.name, "auth" | "hello" | "quit") {
+        if !self.authenticated && !matches!(cmd.name, "auth" | "hello" | "quit" | "reset") {
             return self.error("NOAUTH Authentication required.");
         }
-        // The user's rights, before any handling, so that no path around
-        // them exists (split, blocking, transaction alike).
+        // The user's rights, before any handling (as Redis checks ACL
+        // before the pub/sub context), so that no path around them exists.
         if let Err(e) = self.permit(cmd, args) {
             return e;
         }
+        if let Some(refusal) = pubsub::refusal(self.pubsub.is_some(), self.proto, cmd) {
+            return self.error(&refusal);
+        }
         let handling = cmd.handling_for(args);
         self.lane = self.lane_for(handling);
-        if handling == Handling::Transaction || self.in_multi() {
+        if (handling == Handling::Transaction || self.in_multi()) && cmd.name != "reset" {
             return self.transaction(cmd, handling, request);
         }
         match handling {
@@ -470,6 +548,15 @@ impl Session {
                 let shard = &table.shards[self.id as usize % table.shards.len()];
                 self.send(shard, request.raw)
             }
+            Handling::PubSub => {
+                let client = pubsub::Client {
+                    pool: &self.pool,
+                    proto: self.proto,
+                    id: self.id,
+                    subscriptions: &mut self.pubsub,
+                };
+                pubsub::run(client, cmd, args, request.raw.clone())
+            }
             Handling::FanOut => {
                 let table = self.pool.router.load();
                 Pending::split(
@@ -477,6 +564,8 @@ impl Session {
                     self.pool.clone(),
                 )
             }
+            Handling::Keyspace(op) => keyspace::run(self, op, cmd, &request.args, request.raw),
+            Handling::Scripts(op) => scripts::run(self, op, cmd, request.raw),
         }
     }
 
@@ -525,6 +614,7 @@ impl Session {
         let table = self.pool.router.load();
         let shard = match self.shard_of_keys(&table, cmd, &request.args) {
             Ok(Some(shard)) => shard,
+            Ok(None) if scripts::runs_keyless(cmd) => scripts::KEYLESS_SHARD,
             Ok(None) => {
                 return self.error(&format!(
                     "ERR '{}' without a key cannot be routed by shardproxy",

@@ -4,6 +4,7 @@
 
 use crate::protocol::{encode, parse_reply, Proto, Value};
 use crate::proxy::backend::Reply;
+use crate::proxy::pending::Pending;
 use crate::proxy::session::{Session, REDIS_VERSION};
 use crate::proxy::stats::PoolStats;
 use bytes::{Bytes, BytesMut};
@@ -242,5 +243,16 @@ fn add_keyspace(frame: &[u8], totals: &mut Vec<(u64, u64, u64)>) {
             }
             None => totals.push((db, keys, expires)),
         }
+    }
+}
+
+impl InfoReply {
+    /// The reply owed: complete once the backends sent their keyspace.
+    pub fn pending(self) -> Pending {
+        Pending::Assembling(Box::pin(async move {
+            let mut out = BytesMut::new();
+            self.write_to(&mut out).await;
+            out.freeze()
+        }))
     }
 }

@@ -1,5 +1,5 @@
 //! Commands the proxy answers itself: PING, ECHO, QUIT, AUTH, SELECT,
-//! HELLO, CLIENT and INFO. Their replies follow Redis 7.0 to the letter
+//! HELLO, CLIENT, INFO and RESET. Their replies follow Redis 7.0 to the letter
 //! (texts and types), in the protocol the client chose, so a client library
 //! cannot tell the proxy from a Redis server on connect.
 
@@ -8,6 +8,7 @@ use crate::protocol::{encode, Proto, Value};
 use crate::proxy::acl;
 use crate::proxy::info;
 use crate::proxy::pending::{unsupported_error, Pending};
+use crate::proxy::pubsub;
 use crate::proxy::session::Session;
 use crate::proxy::stats::PoolStats;
 use bytes::{Bytes, BytesMut};
@@ -18,6 +19,9 @@ use crate::proxy::session::REDIS_VERSION;
 pub fn run(session: &mut Session, cmd: &'static Command, args: &[Bytes]) -> Pending {
     match cmd.name.split('|').next().unwrap_or(cmd.name) {
         "ping" => match args.get(1) {
+            message if session.pubsub.is_some() && session.proto == Proto::Resp2 => {
+                pubsub::pong(message)
+            }
             None => reply(session, &Value::Simple(Bytes::from_static(b"PONG"))),
             Some(msg) => reply(session, &Value::Bulk(msg.clone())),
         },
@@ -31,7 +35,11 @@ pub fn run(session: &mut Session, cmd: &'static Command, args: &[Bytes]) -> Pend
         "select" => select(session, &args[1]),
         "hello" => hello(session, &args[1..]),
         "client" => client(session, args),
-        "info" => Pending::info(info::run(session, args)),
+        "info" => info::run(session, args).pending(),
+        "reset" => {
+            session.reset();
+            reply(session, &Value::Simple(Bytes::from_static(b"RESET")))
+        }
         _ => session.error(&unsupported_error(cmd, args)),
     }
 }

@@ -10,8 +10,13 @@
 //! - [`local`] and [`info`]: the commands the proxy answers itself;
 //!   [`acl`] the client users, their passwords and rights.
 //! - [`split`]: multi-key commands split over shards and put back together.
+//! - [`keyspace`] (SCAN KEYS RANDOMKEY FLUSH*) and [`scripts`] (SCRIPT,
+//!   FUNCTION, keyless EVAL/FCALL): commands for every shard, over
+//!   [`fanout`].
 //! - [`blocking`] and [`transaction`]: blocking commands and WATCH/MULTI, on
 //!   a client's [`dedicated`] backend connection.
+//! - [`pubsub`]: subscriptions on per-client connections to the shards,
+//!   PUBLISH and PUBSUB.
 //! - [`router`]: the immutable routing table of a pool, swapped atomically;
 //!   [`cluster`] rebuilds it from ZooKeeper's views, [`reload`] from the
 //!   pool file on SIGHUP.
@@ -30,14 +35,18 @@ pub mod cli;
 pub mod client;
 pub mod cluster;
 pub mod dedicated;
+pub mod fanout;
 pub mod info;
+pub mod keyspace;
 pub mod listener;
 pub mod local;
 pub mod outbuf;
 pub mod pending;
 pub mod pool;
+pub mod pubsub;
 pub mod reload;
 pub mod router;
+pub mod scripts;
 pub mod session;
 pub mod split;
 pub mod stats;

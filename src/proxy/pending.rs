@@ -4,10 +4,8 @@
 use crate::command::Command;
 use crate::protocol::encode_error;
 use crate::proxy::backend::Reply;
-use crate::proxy::info::InfoReply;
 use crate::proxy::outbuf::OutBuf;
 use crate::proxy::pool::Pool;
-use crate::proxy::session::Session;
 use crate::proxy::split::SplitReply;
 use crate::proxy::stats::PoolStats;
 use bytes::{Bytes, BytesMut};
@@ -41,20 +39,15 @@ impl Pending {
         }))
     }
 
-    /// INFO's reply, complete once the backends sent their keyspace.
-    pub fn info(info: InfoReply) -> Pending {
-        Pending::Assembling(Box::pin(async move {
-            let mut out = BytesMut::new();
-            info.write_to(&mut out).await;
-            out.freeze()
-        }))
-    }
-
     /// Appends the reply to `out` in the client's protocol once it is
     /// complete; its size in bytes.
+    ///
+    /// With `cx` `None` it only looks: a forwarded reply is taken if it has
+    /// arrived, without registering a waker (cheaper than polling with a
+    /// no-op waker, which the next real poll would replace).
     pub fn poll_into(
         &mut self,
-        cx: &mut Context<'_>,
+        cx: Option<&mut Context<'_>>,
         out: &mut OutBuf,
         stats: &PoolStats,
     ) -> Poll<usize> {
@@ -65,17 +58,24 @@ impl Pending {
                 Poll::Ready(len)
             }
             Pending::Forward { reply, shard } => {
-                let reply = ready!(Pin::new(reply).poll(cx));
+                let reply = match cx {
+                    Some(cx) => ready!(Pin::new(reply).poll(cx)).ok(),
+                    None => match reply.try_recv() {
+                        Ok(reply) => Some(reply),
+                        Err(oneshot::error::TryRecvError::Empty) => return Poll::Pending,
+                        Err(oneshot::error::TryRecvError::Closed) => None,
+                    },
+                };
                 let before = out.len();
                 match reply {
-                    Ok(Ok(frame)) => out.push(frame),
-                    Ok(Err(e)) => {
+                    Some(Ok(frame)) => out.push(frame),
+                    Some(Err(e)) => {
                         PoolStats::bump(&stats.errors);
                         out.encode_with(|buf| {
                             encode_error(&format!("ERR shard '{shard}': {e}"), buf)
                         });
                     }
-                    Err(_) => {
+                    None => {
                         PoolStats::bump(&stats.errors);
                         out.encode_with(|buf| {
                             encode_error(&format!("ERR shard '{shard}': request dropped"), buf)
@@ -85,22 +85,17 @@ impl Pending {
                 Poll::Ready(out.len() - before)
             }
             Pending::Assembling(assembling) => {
-                let bytes = ready!(assembling.as_mut().poll(cx));
+                let bytes = match cx {
+                    Some(cx) => ready!(assembling.as_mut().poll(cx)),
+                    None => ready!(assembling
+                        .as_mut()
+                        .poll(&mut Context::from_waker(std::task::Waker::noop()))),
+                };
                 let len = bytes.len();
                 out.push(bytes);
                 Poll::Ready(len)
             }
         }
-    }
-}
-
-impl Session {
-    /// An error reply built by the proxy (`msg` without the leading '-').
-    pub fn error(&self, msg: &str) -> Pending {
-        PoolStats::bump(&self.pool.stats.errors);
-        let mut out = BytesMut::with_capacity(msg.len() + 3);
-        encode_error(msg, &mut out);
-        Pending::Ready(out.freeze())
     }
 }
 

@@ -13,7 +13,7 @@ use bytes::BytesMut;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 
 /// One shard: a slice of the key space and the backend that serves it.
 pub struct Shard {
@@ -86,6 +86,9 @@ pub struct Router {
     versions: AtomicU64,
     /// The current table's version, readable without loading the table.
     current: AtomicU64,
+    /// Announces each new table's version, for the sessions that must act
+    /// on a change at once (subscribers follow a failover).
+    changes: watch::Sender<u64>,
     // A short sync lock, never held across an await: what the current table
     // was built from, kept so it can be rebuilt when servers are ejected or
     // come back, or the pool file is reloaded.
@@ -150,6 +153,7 @@ impl Router {
             table: ArcSwap::from_pointee(table),
             versions: AtomicU64::new(1),
             current: AtomicU64::new(1),
+            changes: watch::Sender::new(1),
             state: Mutex::new(State {
                 settings,
                 registry,
@@ -173,6 +177,11 @@ impl Router {
     /// The current table's version: changes with every new table.
     pub fn version(&self) -> u64 {
         self.current.load(Ordering::Acquire)
+    }
+
+    /// Tells of every new table (its version) from now on.
+    pub fn watch(&self) -> watch::Receiver<u64> {
+        self.changes.subscribe()
     }
 
     /// Builds a table from `specs` and makes it current. Specs with ranges
@@ -242,6 +251,7 @@ impl Router {
         ));
         self.table.store(table.clone());
         self.current.store(version, Ordering::Release);
+        self.changes.send_replace(version);
         table
     }
 

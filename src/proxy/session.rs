@@ -1,11 +1,14 @@
 //! The state of one client connection, which the session loop
 //! ([`super::client`]), the commands answered locally and INFO share.
 
-use crate::protocol::Proto;
+use crate::protocol::{encode_error, Proto};
 use crate::proxy::acl::User;
 use crate::proxy::dedicated::Dedicated;
+use crate::proxy::pending::Pending;
 use crate::proxy::pool::Pool;
-use bytes::Bytes;
+use crate::proxy::pubsub::PubSub;
+use crate::proxy::stats::PoolStats;
+use bytes::{Bytes, BytesMut};
 use std::sync::Arc;
 
 /// The Redis version the proxy reports (HELLO, INFO): the command set it
@@ -38,6 +41,8 @@ pub struct Session {
     pub blocked: bool,
     /// Index of the shard of the last keyed request (WAIT goes there).
     pub last_shard: usize,
+    /// The client's subscriptions; `Some` in subscribed mode.
+    pub pubsub: Option<Box<PubSub>>,
 }
 
 /// A WATCH or MULTI in progress ([`super::transaction`]).
@@ -80,6 +85,34 @@ impl Session {
             lane: Lane::Shared,
             blocked: false,
             last_shard: 0,
+            pubsub: None,
         }
+    }
+
+    /// RESET: the state of a new connection, as Redis restores it (RESP2,
+    /// no name, the default user, authenticated only if no password is set, no
+    /// subscriptions: dropping them closes the subscriber connections).
+    pub fn reset(&mut self) {
+        self.proto = Proto::Resp2;
+        self.name = None;
+        // Back to the default user, as Redis does; the AUTH failures
+        // counted so far stay (RESET must not restart the guessing).
+        self.user = self.pool.users.initial();
+        self.authenticated = self.user.is_some();
+        self.pubsub = None;
+        // Ends a transaction and its WATCHes (closing the dedicated
+        // connection discards them on the backend too).
+        self.tx = None;
+        self.dedicated = None;
+    }
+}
+
+impl Session {
+    /// An error reply built by the proxy (`msg` without the leading '-').
+    pub fn error(&self, msg: &str) -> Pending {
+        PoolStats::bump(&self.pool.stats.errors);
+        let mut out = BytesMut::with_capacity(msg.len() + 3);
+        encode_error(msg, &mut out);
+        Pending::Ready(out.freeze())
     }
 }

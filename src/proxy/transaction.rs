@@ -10,7 +10,7 @@
 //! proxy answers `+OK`/`+QUEUED` itself and keeps the commands; once bound it
 //! sends MULTI and them first, and their replies are dropped (they are the
 //! `+OK`/`+QUEUED` already given). A transaction that never names a key runs
-//! on the shard any-backend commands use.
+//! on the shard keyless scripts run on ([`super::scripts::KEYLESS_SHARD`]).
 
 use crate::command::{Command, Handling};
 use crate::protocol::{encode_request, Request};
@@ -121,7 +121,8 @@ impl Session {
             return Pending::Ready(Bytes::from_static(b"*0\r\n"));
         }
         let table = self.pool.router.load();
-        let shard = self.id as usize % table.shards.len();
+        // Where keyless scripts run outside a transaction too.
+        let shard = crate::proxy::scripts::KEYLESS_SHARD;
         self.tx = Some(tx);
         if let Err(e) = self.bind(&table, shard) {
             self.tx = None;
@@ -140,7 +141,12 @@ impl Session {
             }
             Handling::Transaction => true,
             Handling::Local => matches!(cmd.name, "ping" | "echo"),
-            Handling::FanOut | Handling::Unsupported => false,
+            // Fan-outs reach every shard; the transaction runs on one.
+            Handling::FanOut
+            | Handling::Keyspace(_)
+            | Handling::Scripts(_)
+            | Handling::PubSub
+            | Handling::Unsupported => false,
         };
         if !keyless_allowed {
             let refusal = if handling == Handling::Local {

@@ -4,8 +4,8 @@
 use super::agent::{Agent, Registration};
 use super::health::{split_addr, RedisState};
 use super::membership::{Action, Health};
-use super::redis_client::RedisConn;
 use super::session::Session;
+use crate::redis_client::RedisConn;
 use crate::zk::layout::{
     child_path, member_prefix, MasterRecord, Member, MemberData, Role, ShardData,
 };

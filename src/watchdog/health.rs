@@ -4,7 +4,7 @@
 //! loaded), and how many checks failed in a row.
 
 use super::proxy_user::ProxyUser;
-use super::redis_client::{RedisConn, RedisError};
+use crate::redis_client::{RedisConn, RedisError};
 use crate::zk::layout::Role;
 use std::time::Duration;
 use tracing::{info, warn};

@@ -4,7 +4,6 @@
 //! (DESIGN.md, "Watchdog rules").
 //!
 //! - [`config`]: flags and the `zoo-watchdog.conf` file -> [`Settings`].
-//! - [`redis_client`]: a small async RESP client on [`crate::protocol`].
 //! - [`health`]: PING / INFO replication, run_id, failures in a row.
 //! - [`membership`]: the rules as one pure decision.
 //! - [`proxy_user`]: the proxies' ACL user, made on the Redis when asked.
@@ -40,7 +39,6 @@ pub mod handover;
 pub mod health;
 pub mod membership;
 pub mod proxy_user;
-pub mod redis_client;
 pub mod session;
 pub mod switchover;
 

@@ -36,7 +36,7 @@
 //!    as a replica.
 
 use super::health::RedisLink;
-use super::redis_client::RedisConn;
+use crate::redis_client::RedisConn;
 use crate::zk::layout::{members_in_line, Member};
 use serde::{Deserialize, Serialize};
 use std::time::{Duration, Instant};

@@ -32,6 +32,16 @@ async function script(r) {
   out.push(await r.brpop("js:empty", 0.1));
   out.push(await r.del(...keys));
   out.push(await r.dbsize());
+  // Whole-keyspace commands: SCAN's cursor is opaque to the client.
+  const scanned = new Set();
+  await new Promise((resolve, reject) => {
+    const stream = r.scanStream({ match: "js:*", count: 5 });
+    stream.on("data", (found) => found.forEach((k) => scanned.add(k)));
+    stream.on("end", resolve);
+    stream.on("error", reject);
+  });
+  out.push([...scanned].sort());
+  out.push((await r.keys("js:*")).sort());
   try {
     await r.call("NOSUCHCOMMAND");
     out.push("no error");
@@ -57,7 +67,7 @@ async function main() {
     }
   });
   try {
-    await proxy.call("SWAPDB", "0", "1");
+    await proxy.swapdb(0, 1);
     console.log("SWAPDB did not fail");
     failures++;
   } catch (e) {

@@ -51,6 +51,11 @@ def script(r, p):
     out.append(r.client_setname("smoke"))
     out.append(r.client_getname())
     out.append(r.dbsize())
+    # Whole-keyspace commands: SCAN's cursor is opaque to the client.
+    out.append(sorted(set(r.scan_iter(match=f"{p}:*", count=5))))
+    out.append(sorted(r.keys(f"{p}:*")))
+    out.append(r.script_exists(r.script_load("return 1"))[0])
+    out.append(r.eval("return ARGV[1]", 0, "keyless"))
     try:
         r.execute_command("NOSUCHCOMMAND")
         out.append("no error")
@@ -77,7 +82,7 @@ def main():
                 print(f"redis-py protocol={protocol} step {i}: redis {w!r} proxy {g!r}")
         # What the proxy refuses comes back as an error; the connection stays.
         try:
-            proxy.execute_command("SWAPDB", 0, 1)
+            proxy.swapdb(0, 1)
             print("SWAPDB did not fail")
             failures += 1
         except redis.ResponseError as e:

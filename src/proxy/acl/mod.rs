@@ -42,6 +42,7 @@ const SESSION_COMMANDS: &[&str] = &[
     "multi",
     "ping",
     "quit",
+    "reset",
     "select",
     "unwatch",
     "watch",

@@ -301,19 +301,31 @@ async fn connect_keeping_deadlines(
 
 /// Connects and runs the handshake; the error text says what failed.
 async fn connect(target: &Target) -> Result<TcpStream, String> {
-    let limit = target.settings.connect_timeout();
-    let mut stream = match timeout(limit, TcpStream::connect(&*target.addr)).await {
+    connect_to(&target.addr, &target.settings, target.proto).await
+}
+
+/// Opens a connection to `addr` prepared as the pool's backend connections
+/// are (keepalive, `AUTH`, `HELLO 3`, `SELECT`), within the connect timeout;
+/// the error text says what failed. Also used for the connections that
+/// carry a client's subscriptions.
+pub(crate) async fn connect_to(
+    addr: &str,
+    settings: &BackendSettings,
+    proto: Proto,
+) -> Result<TcpStream, String> {
+    let limit = settings.connect_timeout();
+    let mut stream = match timeout(limit, TcpStream::connect(addr)).await {
         Ok(Ok(stream)) => stream,
         Ok(Err(e)) => return Err(e.to_string()),
         Err(_) => return Err(format!("connect timed out after {} ms", limit.as_millis())),
     };
     let _ = stream.set_nodelay(true);
-    if target.settings.tcpkeepalive {
+    if settings.tcpkeepalive {
         if let Err(e) = socket2::SockRef::from(&stream).set_keepalive(true) {
-            tracing::debug!(backend = %target.addr, error = %e, "cannot set keepalive");
+            tracing::debug!(backend = %addr, error = %e, "cannot set keepalive");
         }
     }
-    let handshake = handshake_commands(&target.settings, target.proto);
+    let handshake = handshake_commands(settings, proto);
     if handshake.is_empty() {
         return Ok(stream);
     }

@@ -14,6 +14,8 @@ mod health;
 
 pub use health::Health;
 
+pub(crate) use conn::connect_to;
+
 use crate::protocol::Proto;
 use bytes::Bytes;
 use std::collections::HashMap;
@@ -64,7 +66,7 @@ pub struct BackendSettings {
 impl BackendSettings {
     /// How long a connect may take: the request timeout, else 3 s, so a
     /// black-holed address fails in bounded time.
-    fn connect_timeout(&self) -> Duration {
+    pub(crate) fn connect_timeout(&self) -> Duration {
         self.timeout.unwrap_or(Duration::from_secs(3))
     }
 }
@@ -264,6 +266,12 @@ impl Backend {
         self.demotion
             .demoted
             .send_if_modified(|demoted| std::mem::replace(demoted, false));
+    }
+
+    /// The connection settings (a client's subscriber connections open
+    /// theirs the same way).
+    pub(crate) fn settings(&self) -> &Arc<BackendSettings> {
+        &self.settings
     }
 
     pub fn is_demoted(&self) -> bool {

@@ -1,5 +1,6 @@
-//! A small async Redis client for the watchdog: one connection, one command
-//! at a time, every step bounded by a timeout.
+//! A small async Redis client for control connections (the watchdog's
+//! checks and failover steps, the proxy's SCRIPT KILL): one connection, one
+//! command at a time, every step bounded by a timeout.
 //!
 //! It speaks RESP through [`crate::protocol`] (`encode_request`,
 //! `reply_frame_len`, `parse_reply`) rather than a client library: the

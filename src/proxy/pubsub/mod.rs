@@ -1,0 +1,650 @@
+//! Pub/sub through the proxy: a client's subscriptions, held on the shards'
+//! masters by connections of its own, and the replies and messages it gets.
+//!
+//! A channel belongs to a shard exactly as a key does (`shard_of`, hash tags
+//! included), for SUBSCRIBE and SSUBSCRIBE alike, and PUBLISH and SPUBLISH
+//! go to that shard's master: every proxy of a fleet meets on the same
+//! Redis, so a message published through any of them reaches the
+//! subscribers of all of them. A pattern may match channels of any shard,
+//! so PSUBSCRIBE subscribes on every shard; each message is published on
+//! one shard only, so it still arrives once.
+//!
+//! A session enters subscribed mode with its first subscription: it gets a
+//! [`PubSub`], which opens one connection ([`link`]) per shard in use, to
+//! that shard's master. Since a client's subscriptions are spread over
+//! several connections, the proxy builds every confirmation itself, with
+//! the counts Redis would give (channels and patterns together; shard
+//! channels apart). A confirmation is sent once the backend confirmed, so a
+//! message published after the client saw it is delivered; messages wait
+//! while a confirmation is owed, so none overtakes one. When the routing
+//! changes (a failover), every link follows its shard to the new master
+//! and subscribes there again, unseen by the client.
+//!
+//! [`introspect`] holds PUBLISH and the PUBSUB subcommands.
+
+pub mod introspect;
+mod link;
+
+use crate::command::Command;
+use crate::protocol::{encode, Proto, Value};
+use crate::proxy::outbuf::OutBuf;
+use crate::proxy::pending::Pending;
+use crate::proxy::pool::Pool;
+use crate::proxy::router::RoutingTable;
+use bytes::{Bytes, BytesMut};
+use link::{Order, Sink};
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot, watch};
+
+/// Messages handed to the session at a time, at most (about): enough for
+/// one write to carry many small ones.
+const BATCH_BYTES: usize = 64 * 1024;
+
+/// What a subscription is to: the three name spaces of Redis pub/sub.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    Channel = 0,
+    Pattern = 1,
+    Shard = 2,
+}
+
+impl Kind {
+    const ALL: [Kind; 3] = [Kind::Channel, Kind::Pattern, Kind::Shard];
+
+    fn subscribe_command(self) -> &'static str {
+        match self {
+            Kind::Channel => "subscribe",
+            Kind::Pattern => "psubscribe",
+            Kind::Shard => "ssubscribe",
+        }
+    }
+
+    fn unsubscribe_command(self) -> &'static str {
+        match self {
+            Kind::Channel => "unsubscribe",
+            Kind::Pattern => "punsubscribe",
+            Kind::Shard => "sunsubscribe",
+        }
+    }
+}
+
+/// What the session loop must do after a pub/sub event.
+pub enum Flow {
+    Go,
+    /// Write what is owed, then close (a subscription failed).
+    Finish,
+    /// Close at once: the client does not read its messages.
+    Close,
+}
+
+/// What [`PubSub::next_event`] hands the session loop.
+pub enum Event {
+    /// Message frames as the backend sent them (RESP2), in order: those
+    /// that had arrived, so that they leave in one write.
+    Messages(Vec<Bytes>),
+    Overflow,
+    Failed,
+}
+
+/// One subscriber connection, as the session sees it.
+struct Link {
+    addr: Arc<str>,
+    orders: mpsc::UnboundedSender<Order>,
+    /// The names the link holds, per kind.
+    held: [HashSet<Bytes>; 3],
+}
+
+impl Link {
+    fn order(&mut self, order: Order) {
+        match &order {
+            Order::Subscribe { kind, names, .. } => {
+                self.held[*kind as usize].extend(names.iter().cloned())
+            }
+            Order::Unsubscribe { kind, names } => {
+                for name in names {
+                    self.held[*kind as usize].remove(name);
+                }
+            }
+            Order::Move(addr) => self.addr = addr.clone(),
+        }
+        // The task ends only when this handle is dropped.
+        let _ = self.orders.send(order);
+    }
+}
+
+/// A session's subscriptions: present while it has at least one.
+pub struct PubSub {
+    pool: Arc<Pool>,
+    names: [HashSet<Bytes>; 3],
+    /// By shard name.
+    links: HashMap<Arc<str>, Link>,
+    sink: Sink,
+    events: mpsc::UnboundedReceiver<link::Event>,
+    /// Subscribe confirmations dispatched and not written yet: messages
+    /// wait meanwhile.
+    unconfirmed: Arc<AtomicUsize>,
+    /// A subscription could not be made: the session ends.
+    failed: Arc<AtomicBool>,
+    routes: watch::Receiver<u64>,
+    /// The routing table the links follow.
+    version: u64,
+}
+
+impl PubSub {
+    fn new(pool: &Arc<Pool>) -> PubSub {
+        let (events_tx, events) = mpsc::unbounded_channel();
+        // Watching before any table is loaded: no change can slip by.
+        let mut routes = pool.router.watch();
+        routes.mark_unchanged();
+        PubSub {
+            pool: pool.clone(),
+            names: Default::default(),
+            links: HashMap::new(),
+            sink: Sink {
+                events: events_tx,
+                queued: Arc::new(AtomicUsize::new(0)),
+                limit: pool.client_output_limit,
+            },
+            events,
+            unconfirmed: Arc::new(AtomicUsize::new(0)),
+            failed: Arc::new(AtomicBool::new(false)),
+            routes,
+            version: 0,
+        }
+    }
+
+    /// Channels and patterns: the count SUBSCRIBE, PSUBSCRIBE and their
+    /// UNSUBSCRIBEs report.
+    fn count(&self, kind: Kind) -> usize {
+        match kind {
+            Kind::Shard => self.names[Kind::Shard as usize].len(),
+            _ => {
+                self.names[Kind::Channel as usize].len() + self.names[Kind::Pattern as usize].len()
+            }
+        }
+    }
+
+    fn total(&self) -> usize {
+        self.names.iter().map(HashSet::len).sum()
+    }
+
+    /// The shards a name is held on: its own, or all for a pattern.
+    fn shards_of(kind: Kind, name: &[u8], table: &RoutingTable) -> Vec<usize> {
+        match kind {
+            Kind::Pattern => (0..table.shards.len()).collect(),
+            _ => vec![table.shard_of(name)],
+        }
+    }
+
+    /// The link of shard `i` of `table`, opened if the session has none.
+    fn link(&mut self, table: &RoutingTable, i: usize) -> &mut Link {
+        let shard = &table.shards[i];
+        let sink = &self.sink;
+        self.links.entry(shard.name.clone()).or_insert_with(|| {
+            let (orders, rx) = mpsc::unbounded_channel();
+            let spec = link::Spec {
+                shard: shard.name.clone(),
+                addr: shard.backend.addr.clone(),
+                settings: shard.backend.settings().clone(),
+                sink: sink.clone(),
+            };
+            tokio::spawn(link::run(spec, rx));
+            Link {
+                addr: shard.backend.addr.clone(),
+                orders,
+                held: Default::default(),
+            }
+        })
+    }
+
+    /// Moves the links to the routing of `table` when it is newer than
+    /// the one they follow: each shard's names to its current master,
+    /// names whose shard changed to their new shard.
+    fn follow(&mut self, table: &RoutingTable) {
+        if table.version <= self.version {
+            return;
+        }
+        self.version = table.version;
+        let mut want: HashMap<usize, [HashSet<Bytes>; 3]> = HashMap::new();
+        for kind in Kind::ALL {
+            for name in &self.names[kind as usize] {
+                for i in Self::shards_of(kind, name, table) {
+                    want.entry(i).or_default()[kind as usize].insert(name.clone());
+                }
+            }
+        }
+        let named: HashSet<&Arc<str>> = want.keys().map(|&i| &table.shards[i].name).collect();
+        self.links.retain(|name, _| named.contains(name));
+        for (i, wanted) in want {
+            let shard = &table.shards[i];
+            let link = self.link(table, i);
+            if link.addr != shard.backend.addr {
+                link.order(Order::Move(shard.backend.addr.clone()));
+            }
+            for kind in Kind::ALL {
+                let k = kind as usize;
+                let gone: Vec<Bytes> = link.held[k].difference(&wanted[k]).cloned().collect();
+                let new: Vec<Bytes> = wanted[k].difference(&link.held[k]).cloned().collect();
+                if !gone.is_empty() {
+                    link.order(Order::Unsubscribe { kind, names: gone });
+                }
+                if !new.is_empty() {
+                    link.order(Order::Subscribe {
+                        kind,
+                        names: new,
+                        ack: None,
+                    });
+                }
+            }
+        }
+    }
+
+    /// The next thing the session must act on: a message (held back while
+    /// a confirmation is owed), an overflow, or a failed subscription.
+    /// Follows routing changes meanwhile. Cancel safe.
+    pub async fn next_event(&mut self) -> Event {
+        loop {
+            if self.failed.load(Ordering::Relaxed) {
+                self.failed.store(false, Ordering::Relaxed);
+                return Event::Failed;
+            }
+            let deliver = self.unconfirmed.load(Ordering::Relaxed) == 0;
+            tokio::select! {
+                biased;
+                changed = self.routes.changed() => {
+                    if changed.is_err() {
+                        std::future::pending::<()>().await;
+                    }
+                    let table = self.pool.router.load_full();
+                    self.follow(&table);
+                }
+                event = self.events.recv(), if deliver => {
+                    let mut batch = Vec::new();
+                    let mut bytes = 0;
+                    let mut next = event;
+                    loop {
+                        match next {
+                            Some(link::Event::Push(frame)) => {
+                                self.sink.queued.fetch_sub(frame.len(), Ordering::Relaxed);
+                                if self.wants(&frame) {
+                                    bytes += frame.len();
+                                    batch.push(frame);
+                                }
+                            }
+                            Some(link::Event::Overflow) => return Event::Overflow,
+                            // The session holds a sender itself.
+                            None => std::future::pending::<()>().await,
+                        }
+                        if bytes >= BATCH_BYTES {
+                            break;
+                        }
+                        match self.events.try_recv() {
+                            Ok(event) => next = Some(event),
+                            Err(_) => break,
+                        }
+                    }
+                    if !batch.is_empty() {
+                        return Event::Messages(batch);
+                    }
+                }
+            }
+        }
+    }
+
+    /// True when the message is for a name the client still holds: one
+    /// that arrives after its unsubscribe confirmation is dropped.
+    fn wants(&self, frame: &Bytes) -> bool {
+        let Ok(Value::Array(items)) = crate::protocol::parse_reply_bytes(frame) else {
+            return false;
+        };
+        let (kind, name) = match (items.first(), items.get(1)) {
+            (Some(Value::Bulk(kind)), Some(Value::Bulk(name))) => (kind, name),
+            _ => return false,
+        };
+        let kind = match &kind[..] {
+            b"message" => Kind::Channel,
+            b"pmessage" => Kind::Pattern,
+            b"smessage" => Kind::Shard,
+            _ => return false,
+        };
+        self.names[kind as usize].contains(name)
+    }
+}
+
+/// Writes what [`PubSub::next_event`] returned to the client.
+pub fn deliver(event: Event, out: &mut OutBuf, proto: Proto, pool: &Pool, id: u64) -> Flow {
+    match event {
+        Event::Messages(frames) => {
+            for frame in frames {
+                if proto == Proto::Resp3 {
+                    // The same array, as a push frame: only the type byte
+                    // differs.
+                    out.extend_from_slice(b">");
+                    out.push(frame.slice(1..));
+                } else {
+                    out.push(frame);
+                }
+            }
+            if out.len() > pool.client_output_limit {
+                overflow(pool, id);
+                return Flow::Close;
+            }
+            Flow::Go
+        }
+        Event::Overflow => {
+            overflow(pool, id);
+            Flow::Close
+        }
+        Event::Failed => Flow::Finish,
+    }
+}
+
+fn overflow(pool: &Pool, id: u64) {
+    tracing::warn!(client = id, pool = %pool.name, limit = pool.client_output_limit,
+        "subscriber does not read its messages: over client_output_limit, disconnected");
+}
+
+/// Redis 7.0's refusal of a command in RESP2 subscribed mode, if `cmd` is
+/// one it refuses.
+pub fn refusal(subscribed: bool, proto: Proto, cmd: &Command) -> Option<String> {
+    if !subscribed || proto != Proto::Resp2 {
+        return None;
+    }
+    let allowed = [
+        "subscribe",
+        "psubscribe",
+        "ssubscribe",
+        "unsubscribe",
+        "punsubscribe",
+        "sunsubscribe",
+        "ping",
+        "quit",
+        "reset",
+    ];
+    if allowed.contains(&cmd.name) {
+        return None;
+    }
+    Some(format!(
+        "ERR Can't execute '{}': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context",
+        cmd.name
+    ))
+}
+
+/// PING's reply in RESP2 subscribed mode: `pong` and the message (empty
+/// without one), as an array.
+pub fn pong(message: Option<&Bytes>) -> Pending {
+    let value = Value::Array(vec![
+        Value::Bulk(Bytes::from_static(b"pong")),
+        Value::Bulk(message.cloned().unwrap_or_default()),
+    ]);
+    encoded(&value, Proto::Resp2)
+}
+
+fn encoded(value: &Value, proto: Proto) -> Pending {
+    let mut out = BytesMut::new();
+    encode(value, proto, &mut out);
+    Pending::Ready(out.freeze())
+}
+
+/// Who a pub/sub command is for: the client's pool, protocol, id and
+/// subscriptions, lent by its session (so that this module need not know
+/// the session).
+pub struct Client<'a> {
+    pub pool: &'a Arc<Pool>,
+    pub proto: Proto,
+    pub id: u64,
+    pub subscriptions: &'a mut Option<Box<PubSub>>,
+}
+
+/// Runs a pub/sub command: the (P|S)(UN)SUBSCRIBEs here, PUBLISH and
+/// PUBSUB in [`introspect`].
+pub fn run(mut client: Client<'_>, cmd: &'static Command, args: &[Bytes], raw: Bytes) -> Pending {
+    let client = &mut client;
+    let names = args[1..].to_vec();
+    match cmd.name {
+        "subscribe" => subscribe(client, Kind::Channel, names),
+        "psubscribe" => subscribe(client, Kind::Pattern, names),
+        "ssubscribe" => subscribe(client, Kind::Shard, names),
+        "unsubscribe" => unsubscribe(client, Kind::Channel, names),
+        "punsubscribe" => unsubscribe(client, Kind::Pattern, names),
+        "sunsubscribe" => unsubscribe(client, Kind::Shard, names),
+        _ => introspect::run(client, cmd, args, raw),
+    }
+}
+
+/// One confirmation: `[command, name or null, count]`, a push in RESP3.
+fn confirmation(
+    command: &str,
+    name: Option<&Bytes>,
+    count: usize,
+    proto: Proto,
+    out: &mut BytesMut,
+) {
+    let value = Value::Push(vec![
+        Value::Bulk(Bytes::copy_from_slice(command.as_bytes())),
+        name.map_or(Value::Null, |n| Value::Bulk(n.clone())),
+        Value::Integer(count as i64),
+    ]);
+    encode(&value, proto, out);
+}
+
+/// How long a subscription may wait for its shard's confirmation.
+fn confirm_deadline(pool: &Pool) -> Duration {
+    let table = pool.router.load();
+    let connect = table.shards.first().map_or(Duration::from_secs(3), |s| {
+        s.backend.settings().connect_timeout()
+    });
+    2 * connect + Duration::from_secs(1)
+}
+
+fn subscribe(client: &mut Client<'_>, kind: Kind, names: Vec<Bytes>) -> Pending {
+    let pool = client.pool.clone();
+    let ps = client
+        .subscriptions
+        .get_or_insert_with(|| Box::new(PubSub::new(&pool)));
+    let table = pool.router.load_full();
+    ps.follow(&table);
+    let mut out = BytesMut::new();
+    let mut new: HashMap<usize, Vec<Bytes>> = HashMap::new();
+    for name in names {
+        if ps.names[kind as usize].insert(name.clone()) {
+            for i in PubSub::shards_of(kind, &name, &table) {
+                new.entry(i).or_default().push(name.clone());
+            }
+        }
+        confirmation(
+            kind.subscribe_command(),
+            Some(&name),
+            ps.count(kind),
+            client.proto,
+            &mut out,
+        );
+    }
+    if new.is_empty() {
+        return Pending::Ready(out.freeze());
+    }
+    let mut acks = Vec::with_capacity(new.len());
+    for (i, names) in new {
+        let (ack, confirmed) = oneshot::channel();
+        ps.link(&table, i).order(Order::Subscribe {
+            kind,
+            names,
+            ack: Some(ack),
+        });
+        acks.push((table.shards[i].name.clone(), confirmed));
+    }
+    let unconfirmed = ps.unconfirmed.clone();
+    let failed = ps.failed.clone();
+    unconfirmed.fetch_add(1, Ordering::Relaxed);
+    let deadline = confirm_deadline(&pool);
+    Pending::Assembling(Box::pin(async move {
+        let mut reply = out.freeze();
+        for (shard, confirmed) in acks {
+            let error = match tokio::time::timeout(deadline, confirmed).await {
+                // Dropped: the client unsubscribed meanwhile.
+                Ok(Ok(Ok(()))) | Ok(Err(_)) => continue,
+                Ok(Ok(Err(e))) => e,
+                Err(_) => format!("no confirmation within {} ms", deadline.as_millis()),
+            };
+            tracing::warn!(shard = %shard, error = %error, "subscription failed; closing the client");
+            let mut text = BytesMut::new();
+            crate::protocol::encode_error(
+                &format!("ERR shard '{shard}': cannot subscribe: {error}"),
+                &mut text,
+            );
+            failed.store(true, Ordering::Relaxed);
+            reply = text.freeze();
+            break;
+        }
+        unconfirmed.fetch_sub(1, Ordering::Relaxed);
+        reply
+    }))
+}
+
+fn unsubscribe(client: &mut Client<'_>, kind: Kind, mut names: Vec<Bytes>) -> Pending {
+    let proto = client.proto;
+    let mut out = BytesMut::new();
+    let Some(ps) = client.subscriptions.as_mut() else {
+        if names.is_empty() {
+            confirmation(kind.unsubscribe_command(), None, 0, proto, &mut out);
+        }
+        for name in &names {
+            confirmation(kind.unsubscribe_command(), Some(name), 0, proto, &mut out);
+        }
+        return Pending::Ready(out.freeze());
+    };
+    let table = client.pool.router.load_full();
+    ps.follow(&table);
+    if names.is_empty() {
+        names = ps.names[kind as usize].iter().cloned().collect();
+        if names.is_empty() {
+            confirmation(
+                kind.unsubscribe_command(),
+                None,
+                ps.count(kind),
+                proto,
+                &mut out,
+            );
+        }
+    }
+    let mut gone: HashMap<usize, Vec<Bytes>> = HashMap::new();
+    for name in names {
+        if ps.names[kind as usize].remove(&name) {
+            for i in PubSub::shards_of(kind, &name, &table) {
+                gone.entry(i).or_default().push(name.clone());
+            }
+        }
+        confirmation(
+            kind.unsubscribe_command(),
+            Some(&name),
+            ps.count(kind),
+            proto,
+            &mut out,
+        );
+    }
+    if ps.total() == 0 {
+        // Out of subscribed mode: dropping the links closes their
+        // connections.
+        *client.subscriptions = None;
+    } else {
+        for (i, names) in gone {
+            if let Some(link) = ps.links.get_mut(&table.shards[i].name) {
+                link.order(Order::Unsubscribe { kind, names });
+            }
+        }
+    }
+    Pending::Ready(out.freeze())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    fn pool() -> Arc<Pool> {
+        let config = Config::parse(
+            "p:\n  listen: 127.0.0.1:22121\n  redis: true\n  servers:\n   - 127.0.0.1:1:1\n",
+        )
+        .unwrap();
+        Arc::new(Pool::new(&config.pools[0]))
+    }
+
+    fn bytes(pending: Pending) -> Bytes {
+        match pending {
+            Pending::Ready(bytes) => bytes,
+            _ => panic!("not ready"),
+        }
+    }
+
+    #[test]
+    fn resp2_subscribed_mode_refuses_other_commands_as_redis_does() {
+        let get = crate::command::lookup(b"get").unwrap();
+        let ping = crate::command::lookup(b"ping").unwrap();
+        let id = crate::command::lookup_args(&[Bytes::from("client"), Bytes::from("id")]).unwrap();
+        assert_eq!(
+            refusal(true, Proto::Resp2, get).unwrap(),
+            "ERR Can't execute 'get': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context"
+        );
+        assert!(refusal(true, Proto::Resp2, id)
+            .unwrap()
+            .contains("'client|id'"));
+        assert_eq!(refusal(true, Proto::Resp2, ping), None);
+        assert_eq!(refusal(true, Proto::Resp3, get), None);
+        assert_eq!(refusal(false, Proto::Resp2, get), None);
+    }
+
+    #[test]
+    fn confirmations_are_arrays_in_resp2_and_pushes_in_resp3() {
+        let mut out = BytesMut::new();
+        confirmation(
+            "subscribe",
+            Some(&Bytes::from("a")),
+            2,
+            Proto::Resp2,
+            &mut out,
+        );
+        assert_eq!(&out[..], b"*3\r\n$9\r\nsubscribe\r\n$1\r\na\r\n:2\r\n");
+        out.clear();
+        confirmation("unsubscribe", None, 0, Proto::Resp3, &mut out);
+        assert_eq!(&out[..], b">3\r\n$11\r\nunsubscribe\r\n_\r\n:0\r\n");
+    }
+
+    #[test]
+    fn pong_in_subscribed_mode_is_an_array() {
+        assert_eq!(bytes(pong(None)), &b"*2\r\n$4\r\npong\r\n$0\r\n\r\n"[..]);
+        assert_eq!(
+            bytes(pong(Some(&Bytes::from("hi")))),
+            &b"*2\r\n$4\r\npong\r\n$2\r\nhi\r\n"[..]
+        );
+    }
+
+    #[tokio::test]
+    async fn counts_follow_redis_channels_and_patterns_together_shard_channels_apart() {
+        let pool = pool();
+        let mut subscriptions = None;
+        let mut client = Client {
+            pool: &pool,
+            proto: Proto::Resp2,
+            id: 1,
+            subscriptions: &mut subscriptions,
+        };
+        let reply = bytes(unsubscribe(&mut client, Kind::Pattern, vec![]));
+        assert_eq!(&reply[..], b"*3\r\n$12\r\npunsubscribe\r\n$-1\r\n:0\r\n");
+        let ps = client
+            .subscriptions
+            .get_or_insert_with(|| Box::new(PubSub::new(&pool)));
+        ps.names[Kind::Channel as usize].insert(Bytes::from("a"));
+        ps.names[Kind::Pattern as usize].insert(Bytes::from("p*"));
+        ps.names[Kind::Shard as usize].insert(Bytes::from("s"));
+        assert_eq!((ps.count(Kind::Channel), ps.count(Kind::Pattern)), (2, 2));
+        assert_eq!((ps.count(Kind::Shard), ps.total()), (1, 3));
+        // The last subscription gone: out of subscribed mode.
+        for kind in Kind::ALL {
+            unsubscribe(&mut client, kind, vec![]);
+        }
+        assert!(client.subscriptions.is_none());
+    }
+}

@@ -1,0 +1,264 @@
+//! Scripts and functions through the proxy: SCRIPT and FUNCTION keep every
+//! shard's script cache and function libraries alike, so that EVALSHA and
+//! FCALL work on whichever shard their keys live on.
+//!
+//! How the shards' replies become one:
+//! - SCRIPT LOAD, FUNCTION LOAD: every shard must answer the same (the
+//!   SHA1, the library name); that answer is the reply.
+//! - SCRIPT EXISTS: per script, 1 only when every shard has it (a 1 means
+//!   EVALSHA works wherever the keys are).
+//! - SCRIPT FLUSH, FUNCTION DELETE FLUSH RESTORE: `+OK` once every shard
+//!   said it.
+//! - SCRIPT KILL, FUNCTION KILL: `+OK` when some shard stopped a script;
+//!   Redis's `NOTBUSY` when none was running anywhere.
+//! - FUNCTION DUMP LIST STATS: from the first shard of the routing table
+//!   (see [`KEYLESS_SHARD`]). The libraries are loaded on every shard
+//!   alike, so any one lists them; STATS shows that shard's running
+//!   function only.
+//!
+//! Errors follow [`fanout::failure`]: the same refusal from every shard is
+//! Redis's own reply; a refusal from some shards only names the first.
+//!
+//! A shard added to the routing table later starts without the scripts:
+//! EVALSHA there gets `NOSCRIPT` (clients then send EVAL, which loads it),
+//! and functions must be loaded again (FUNCTION LOAD REPLACE, or RESTORE).
+
+use crate::command::{Command, KeySpec, NumkeysRule, ScriptOp};
+use crate::protocol::Value;
+use crate::proxy::fanout::{self, array_elements, Answer};
+use crate::proxy::pending::Pending;
+use crate::proxy::router::RoutingTable;
+use crate::proxy::session::Session;
+use crate::proxy::stats::PoolStats;
+use crate::redis_client::{RedisConn, RedisError};
+use bytes::{Bytes, BytesMut};
+use std::time::Duration;
+
+/// How long SCRIPT KILL waits for each shard. Not the pool's `timeout`:
+/// Redis takes the kill only once the script has run `busy-reply-threshold`
+/// (5 s by default), and a kill sent earlier waits for that.
+const KILL_TIMEOUT: Duration = Duration::from_secs(6);
+
+/// The shard that runs scripts and functions without keys (EVAL with
+/// `numkeys` 0), and answers FUNCTION DUMP, LIST and STATS: the first of
+/// the routing table, which every proxy of the fleet agrees on (the first
+/// server of the pool file; with ZooKeeper, the shard whose name sorts
+/// first). Always the same one, so a keyless script that keeps state in
+/// Redis finds it again.
+pub const KEYLESS_SHARD: usize = 0;
+
+/// True for EVAL, EVALSHA, FCALL and their read-only forms, which run on
+/// [`KEYLESS_SHARD`] when they name no key.
+pub fn runs_keyless(cmd: &Command) -> bool {
+    matches!(
+        cmd.keys,
+        KeySpec::Numkeys {
+            rule: NumkeysRule::Script | NumkeysRule::Function,
+            ..
+        }
+    )
+}
+
+/// Runs a SCRIPT or FUNCTION subcommand.
+pub fn run(session: &Session, op: ScriptOp, cmd: &Command, raw: Bytes) -> Pending {
+    let table = session.pool.router.load();
+    if op == ScriptOp::OneShard {
+        let shard = &table.shards[KEYLESS_SHARD];
+        return Pending::Forward {
+            reply: shard.backend.send(session.proto, session.id as usize, raw),
+            shard: shard.name.clone(),
+        };
+    }
+    if op == ScriptOp::Kill {
+        return kill(session, &table, cmd);
+    }
+    let asked = fanout::ask_all(session, &table, &raw);
+    let pool = session.pool.clone();
+    Pending::Assembling(Box::pin(async move {
+        let answers = asked.await;
+        let reply = fanout::failure(&answers).unwrap_or_else(|| combine(op, &answers));
+        if fanout::is_error(&reply) {
+            PoolStats::bump(&pool.stats.errors);
+        }
+        reply
+    }))
+}
+
+/// The reply from answers that are not errors.
+fn combine(op: ScriptOp, answers: &[Answer]) -> Bytes {
+    match op {
+        ScriptOp::Load => same(answers),
+        ScriptOp::Exists => exists(answers),
+        _ => Bytes::from_static(b"+OK\r\n"),
+    }
+}
+
+/// The answer every shard gave; an error naming two shards that differ.
+fn same(answers: &[Answer]) -> Bytes {
+    let first = &answers[0];
+    match answers.iter().find(|a| a.frame != first.frame) {
+        None => first.frame.clone(),
+        Some(other) => fanout::error_frame(&format!(
+            "ERR shards disagree: shard '{}' answered {}, shard '{}' answered {}",
+            first.shard,
+            String::from_utf8_lossy(&first.frame).trim_end(),
+            other.shard,
+            String::from_utf8_lossy(&other.frame).trim_end()
+        )),
+    }
+}
+
+/// SCRIPT EXISTS: per position, the first shard's element when every shard
+/// says 1, else the 0 of a shard that lacks the script.
+fn exists(answers: &[Answer]) -> Bytes {
+    let lists: Vec<Vec<&[u8]>> = answers.iter().map(|a| array_elements(&a.frame)).collect();
+    let len = lists[0].len();
+    let mut out = BytesMut::new();
+    out.extend_from_slice(format!("*{len}\r\n").as_bytes());
+    for position in 0..len {
+        let element = lists
+            .iter()
+            .filter_map(|list| list.get(position).copied())
+            .find(|e| !is_true(e))
+            .unwrap_or(lists[0][position]);
+        out.extend_from_slice(element);
+    }
+    out.freeze()
+}
+
+/// `:1` (or RESP3 `#t`).
+fn is_true(element: &[u8]) -> bool {
+    element == b":1\r\n" || element == b"#t\r\n"
+}
+
+/// SCRIPT KILL, FUNCTION KILL: the backend connections the proxy shares
+/// are busy behind the very script to stop, so each shard is asked over a
+/// short-lived connection of its own.
+fn kill(session: &Session, table: &RoutingTable, cmd: &Command) -> Pending {
+    let command = if cmd.name.starts_with("function") {
+        "FUNCTION"
+    } else {
+        "SCRIPT"
+    };
+    let timeout = KILL_TIMEOUT;
+    let shards: Vec<_> = fanout::distinct_shards(table)
+        .into_iter()
+        .map(|i| {
+            let shard = &table.shards[i];
+            let settings = shard.backend.settings();
+            let login = (settings.user.clone(), settings.auth.clone());
+            (shard.name.clone(), shard.backend.addr.clone(), login)
+        })
+        .collect();
+    let pool = session.pool.clone();
+    Pending::Assembling(Box::pin(async move {
+        let mut kills = Vec::new();
+        for (name, addr, (user, auth)) in shards {
+            kills.push((
+                name,
+                tokio::spawn(async move {
+                    // As the backend connections log in: as `redis_user`
+                    // when set, else as the default user.
+                    let password = auth.as_deref().filter(|_| user.is_none());
+                    let mut conn = RedisConn::connect(&addr, password, timeout).await?;
+                    if let (Some(user), Some(auth)) = (&user, &auth) {
+                        conn.ok(&["AUTH", user, auth]).await?;
+                    }
+                    conn.call(&[command, "KILL"]).await
+                }),
+            ));
+        }
+        let mut outcomes = Vec::new();
+        for (name, kill) in kills {
+            let outcome = match kill.await {
+                Ok(outcome) => outcome,
+                Err(e) => Err(RedisError::Closed {
+                    addr: format!("{name} ({e})"),
+                }),
+            };
+            outcomes.push((name, outcome));
+        }
+        let reply = kill_reply(&outcomes);
+        if fanout::is_error(&reply) {
+            PoolStats::bump(&pool.stats.errors);
+        }
+        reply
+    }))
+}
+
+/// `+OK` when some shard stopped a script; else the first refusal other
+/// than "nothing runs" (a script that already wrote is UNKILLABLE), naming
+/// its shard; else Redis's NOTBUSY.
+fn kill_reply(outcomes: &[(std::sync::Arc<str>, Result<Value, RedisError>)]) -> Bytes {
+    if outcomes.iter().any(|(_, o)| o.is_ok()) {
+        return Bytes::from_static(b"+OK\r\n");
+    }
+    let mut notbusy = None;
+    for (name, outcome) in outcomes {
+        match outcome {
+            Err(RedisError::Reply { message, .. }) if message.starts_with("NOTBUSY") => {
+                notbusy.get_or_insert_with(|| message.clone());
+            }
+            Err(RedisError::Reply { message, .. }) => {
+                return fanout::error_frame(&format!("{message} (shard '{name}')"))
+            }
+            Err(e) => return fanout::error_frame(&format!("ERR shard '{name}': {e}")),
+            Ok(_) => {}
+        }
+    }
+    fanout::error_frame(
+        &notbusy.unwrap_or_else(|| "NOTBUSY No scripts in execution right now.".into()),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    fn answer(frame: &'static [u8]) -> Answer {
+        Answer {
+            shard: Arc::from("s"),
+            frame: Bytes::from_static(frame),
+            failed: false,
+        }
+    }
+
+    #[test]
+    fn exists_only_where_every_shard_has_it() {
+        let answers = [
+            answer(b"*3\r\n:1\r\n:1\r\n:0\r\n"),
+            answer(b"*3\r\n:1\r\n:0\r\n:0\r\n"),
+        ];
+        assert_eq!(exists(&answers), &b"*3\r\n:1\r\n:0\r\n:0\r\n"[..]);
+    }
+
+    #[test]
+    fn load_needs_one_answer() {
+        let sha = b"$40\r\ne0e1f9fabfc9d4800c877a703b823ac0578ff8db\r\n";
+        assert_eq!(same(&[answer(sha), answer(sha)]), &sha[..]);
+        let other = b"$40\r\n0000000000000000000000000000000000000000\r\n";
+        let reply = same(&[answer(sha), answer(other)]);
+        assert!(reply.starts_with(b"-ERR shards disagree"), "{reply:?}");
+    }
+
+    #[test]
+    fn kill_reply_prefers_a_kill_then_notbusy() {
+        let notbusy = |name: &str| {
+            (
+                Arc::from(name),
+                Err(RedisError::Reply {
+                    addr: "x".into(),
+                    command: "SCRIPT".into(),
+                    message: "NOTBUSY No scripts in execution right now.".into(),
+                }),
+            )
+        };
+        let killed = (Arc::from("b"), Ok(Value::Simple(Bytes::from_static(b"OK"))));
+        assert_eq!(kill_reply(&[notbusy("a"), killed]), &b"+OK\r\n"[..]);
+        assert_eq!(
+            kill_reply(&[notbusy("a"), notbusy("b")]),
+            &b"-NOTBUSY No scripts in execution right now.\r\n"[..]
+        );
+    }
+}

@@ -1,0 +1,641 @@
+//! Pub/sub through the proxy, against real redis-servers (and a real
+//! ZooKeeper for failover): what a subscriber sees is compared byte for
+//! byte with what a Redis server sends, across shards and proxies.
+
+mod common;
+
+use common::proxy::Proxy;
+use common::redis::{RawClient, Redis};
+use common::wait_until;
+use common::zk_cluster::*;
+use common::zookeeper::ZooKeeper;
+use shardproxy::zk::layout::ShardData;
+use std::io::Read;
+use std::time::{Duration, Instant};
+
+/// A pool of two shards, range form (md5, 4096 slots), with `extra` keys.
+fn start_proxy(shards: &[&Redis; 2], extra: &str) -> Proxy {
+    Proxy::start(&format!(
+        "  redis: true\n  hash: md5\n  timeout: 1000\n{extra}  servers:\n   - {}:0-2047\n   - {}:2048-4095\n",
+        shards[0].addr(),
+        shards[1].addr()
+    ))
+}
+
+/// Two shards and two proxies over them: a fleet.
+struct Fleet {
+    shards: [Redis; 2],
+    proxies: [Proxy; 2],
+}
+
+fn fleet() -> Fleet {
+    let shards = [Redis::start(), Redis::start()];
+    let proxies = [
+        start_proxy(&[&shards[0], &shards[1]], ""),
+        start_proxy(&[&shards[0], &shards[1]], ""),
+    ];
+    Fleet { shards, proxies }
+}
+
+/// `n` channel names per shard (by slot, as the proxy hashes keys).
+fn channels_on_both_shards(tag: &str, n: usize) -> Vec<String> {
+    let mut names = keys_in(0, 2047, n, tag);
+    names.extend(keys_in(2048, 4095, n, tag));
+    names
+}
+
+fn cmd(client: &mut RawClient, args: &[&str]) {
+    let args: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
+    client.send_raw(&common::redis::encode_command(&args));
+}
+
+/// Sends `args` and reads `replies` frames, concatenated.
+fn replies(client: &mut RawClient, args: &[&str], replies: usize) -> String {
+    cmd(client, args);
+    read_frames(client, replies)
+}
+
+fn read_frames(client: &mut RawClient, n: usize) -> String {
+    (0..n)
+        .map(|_| String::from_utf8_lossy(&client.read_reply()).into_owned())
+        .collect()
+}
+
+fn numsub(port: u16, channel: &str) -> String {
+    RawClient::connect(port).cmd_str(&["PUBSUB", "NUMSUB", channel])
+}
+
+fn numsub_is(port: u16, channel: &str, n: usize) -> bool {
+    numsub(port, channel) == format!("*2\r\n${}\r\n{channel}\r\n:{n}\r\n", channel.len())
+}
+
+/// The RESP2 subscribed-mode PING reply: proof that nothing else was
+/// queued before it.
+const PONG: &str = "*2\r\n$4\r\npong\r\n$0\r\n\r\n";
+
+#[test]
+fn a_message_through_any_proxy_reaches_every_subscriber_as_redis_sends_it() {
+    let fleet = fleet();
+    let oracle = Redis::start();
+    let channels = channels_on_both_shards("news", 3);
+    let mut args = vec!["SUBSCRIBE"];
+    args.extend(channels.iter().map(String::as_str));
+    let mut want_sub = oracle.connect();
+    let confirmations = replies(&mut want_sub, &args, channels.len());
+    let mut subscribers: Vec<RawClient> = fleet
+        .proxies
+        .iter()
+        .map(|p| RawClient::connect(p.port))
+        .collect();
+    for subscriber in &mut subscribers {
+        assert_eq!(replies(subscriber, &args, channels.len()), confirmations);
+    }
+    // Each channel is held on its own shard only, once per proxy.
+    for channel in &channels {
+        let on: Vec<bool> = fleet
+            .shards
+            .iter()
+            .map(|s| numsub_is(s.port, channel, 2))
+            .collect();
+        assert_eq!(on.iter().filter(|&&b| b).count(), 1, "{channel}: {on:?}");
+        assert_eq!(on[0], slot(channel) < 2048, "{channel} on its slot's shard");
+    }
+
+    let mut oracle_publisher = oracle.connect();
+    let mut want = String::new();
+    for (i, channel) in channels.iter().enumerate() {
+        let message = format!("hello {i}");
+        assert_eq!(
+            oracle_publisher.cmd_str(&["PUBLISH", channel, &message]),
+            ":1\r\n"
+        );
+        want += &read_frames(&mut want_sub, 1);
+        // Through either proxy: both subscribers get it.
+        let publisher = &fleet.proxies[i % 2];
+        assert_eq!(
+            RawClient::connect(publisher.port).cmd_str(&["PUBLISH", channel, &message]),
+            ":2\r\n"
+        );
+    }
+    for subscriber in &mut subscribers {
+        assert_eq!(read_frames(subscriber, channels.len()), want);
+        assert_eq!(replies(subscriber, &["PING"], 1), PONG);
+    }
+}
+
+#[test]
+fn a_pattern_subscriber_gets_each_message_once_from_every_shard() {
+    let fleet = fleet();
+    let oracle = Redis::start();
+    let mut subscriber = RawClient::connect(fleet.proxies[0].port);
+    let mut want_sub = oracle.connect();
+    let args = ["PSUBSCRIBE", "ev.*", "other.*"];
+    assert_eq!(
+        replies(&mut subscriber, &args, 2),
+        replies(&mut want_sub, &args, 2)
+    );
+    for shard in &fleet.shards {
+        assert_eq!(
+            RawClient::connect(shard.port).cmd_str(&["PUBSUB", "NUMPAT"]),
+            ":2\r\n",
+            "patterns are held on every shard"
+        );
+    }
+    let channels = channels_on_both_shards("ev.", 4);
+    let mut oracle_publisher = oracle.connect();
+    let mut publisher = RawClient::connect(fleet.proxies[1].port);
+    let mut want = String::new();
+    for channel in &channels {
+        assert_eq!(
+            oracle_publisher.cmd_str(&["PUBLISH", channel, "x"]),
+            ":1\r\n"
+        );
+        want += &read_frames(&mut want_sub, 1);
+        assert_eq!(publisher.cmd_str(&["PUBLISH", channel, "x"]), ":1\r\n");
+    }
+    assert_eq!(read_frames(&mut subscriber, channels.len()), want);
+    assert_eq!(
+        replies(&mut subscriber, &["PING", "done"], 1),
+        "*2\r\n$4\r\npong\r\n$4\r\ndone\r\n"
+    );
+    // The largest shard's count, not the sum over shards.
+    assert_eq!(publisher.cmd_str(&["PUBSUB", "NUMPAT"]), ":2\r\n");
+}
+
+#[test]
+fn shard_channels_work_as_on_redis() {
+    let fleet = fleet();
+    let oracle = Redis::start();
+    let channels = channels_on_both_shards("orders", 1);
+    let mut subscriber = RawClient::connect(fleet.proxies[0].port);
+    let mut want_sub = oracle.connect();
+    let mut args = vec!["SSUBSCRIBE"];
+    args.extend(channels.iter().map(String::as_str));
+    assert_eq!(
+        replies(&mut subscriber, &args, 2),
+        replies(&mut want_sub, &args, 2)
+    );
+    let mut publisher = RawClient::connect(fleet.proxies[1].port);
+    let mut oracle_publisher = oracle.connect();
+    for channel in &channels {
+        assert_eq!(publisher.cmd_str(&["SPUBLISH", channel, "m"]), ":1\r\n");
+        assert_eq!(
+            oracle_publisher.cmd_str(&["SPUBLISH", channel, "m"]),
+            ":1\r\n"
+        );
+        assert_eq!(
+            read_frames(&mut subscriber, 1),
+            read_frames(&mut want_sub, 1)
+        );
+    }
+    let mut listed = publisher.cmd_str(&["PUBSUB", "SHARDCHANNELS"]);
+    let mut want_listed = oracle_publisher.cmd_str(&["PUBSUB", "SHARDCHANNELS"]);
+    assert_eq!(sorted_lines(&mut listed), sorted_lines(&mut want_listed));
+    let ask = ["PUBSUB", "SHARDNUMSUB", &channels[1], "none", &channels[0]];
+    assert_eq!(publisher.cmd_str(&ask), oracle_publisher.cmd_str(&ask));
+    let args = ["SUNSUBSCRIBE", &channels[1], &channels[0]];
+    assert_eq!(
+        replies(&mut subscriber, &args, 2),
+        replies(&mut want_sub, &args, 2)
+    );
+    assert_eq!(
+        subscriber.cmd_str(&["GET", "k"]),
+        "$-1\r\n",
+        "left subscribed mode"
+    );
+}
+
+fn sorted_lines(text: &mut str) -> Vec<String> {
+    let mut lines: Vec<String> = text.split("\r\n").map(str::to_string).collect();
+    lines.sort();
+    lines
+}
+
+#[test]
+fn subscribed_mode_replies_match_redis() {
+    let fleet = fleet();
+    let oracle = Redis::start();
+    let mut proxy = RawClient::connect(fleet.proxies[0].port);
+    let mut redis = oracle.connect();
+    let channels = channels_on_both_shards("mode", 1);
+    let (a, b) = (channels[0].as_str(), channels[1].as_str());
+    let script: &[(&[&str], usize)] = &[
+        (&["UNSUBSCRIBE"], 1),
+        (&["PUNSUBSCRIBE"], 1),
+        (&["SUNSUBSCRIBE"], 1),
+        (&["SUBSCRIBE", a, b, a], 3),
+        (&["PSUBSCRIBE", "p*"], 1),
+        (&["SSUBSCRIBE", "s"], 1),
+        (&["GET", "x"], 1),
+        (&["CLIENT", "ID"], 1),
+        (&["PUBLISH", a, "m"], 1),
+        (&["PING"], 1),
+        (&["PING", "hi"], 1),
+        (&["UNSUBSCRIBE", a, "zz"], 2),
+        (&["UNSUBSCRIBE"], 1),
+        (&["PUNSUBSCRIBE"], 1),
+        // A shard channel still holds the connection in subscribed mode.
+        (&["GET", "x"], 1),
+        (&["SUNSUBSCRIBE"], 1),
+        (&["UNSUBSCRIBE"], 1),
+        (&["GET", "x"], 1),
+        (&["PING"], 1),
+        (&["SUBSCRIBE", a], 1),
+        (&["RESET"], 1),
+        (&["GET", "x"], 1),
+    ];
+    for (args, n) in script {
+        assert_eq!(
+            replies(&mut proxy, args, *n),
+            replies(&mut redis, args, *n),
+            "{args:?}"
+        );
+    }
+    wait_until(
+        "RESET to drop the subscription",
+        Duration::from_secs(5),
+        || numsub_is(fleet.proxies[1].port, a, 0),
+    );
+}
+
+#[test]
+fn resp3_messages_are_pushes_between_whole_replies() {
+    let fleet = fleet();
+    let oracle = Redis::start();
+    let channel = &keys_in(0, 2047, 1, "push")[0];
+    let mut proxy = RawClient::connect(fleet.proxies[0].port);
+    let mut redis = oracle.connect();
+    for client in [&mut proxy, &mut redis] {
+        client.cmd(&[b"HELLO", b"3"]);
+    }
+    let args = ["SUBSCRIBE", channel.as_str()];
+    assert_eq!(replies(&mut proxy, &args, 1), replies(&mut redis, &args, 1));
+    assert_eq!(proxy.cmd_str(&["SET", "k", "v"]), "+OK\r\n");
+    assert_eq!(proxy.cmd_str(&["PING"]), "+PONG\r\n");
+    assert_eq!(
+        oracle.connect().cmd_str(&["PUBLISH", channel, "m"]),
+        ":1\r\n"
+    );
+    let push = read_frames(&mut redis, 1);
+    assert!(push.starts_with(">3\r\n"), "{push}");
+
+    // Messages published while the client pipelines GETs: every frame
+    // whole, the replies in order, the pushes in order.
+    let n = 200;
+    let port = fleet.proxies[1].port;
+    let publishing = {
+        let channel = channel.clone();
+        std::thread::spawn(move || {
+            let mut publisher = RawClient::connect(port);
+            for _ in 0..n {
+                assert_eq!(publisher.cmd_str(&["PUBLISH", &channel, "m"]), ":1\r\n");
+            }
+        })
+    };
+    for _ in 0..n {
+        cmd(&mut proxy, &["GET", "k"]);
+    }
+    publishing.join().unwrap();
+    let (mut values, mut pushes) = (0, 0);
+    while values < n || pushes < n {
+        let frame = read_frames(&mut proxy, 1);
+        if frame == "$1\r\nv\r\n" {
+            values += 1;
+        } else {
+            assert_eq!(frame, push);
+            pushes += 1;
+        }
+    }
+    assert_eq!(proxy.cmd_str(&["PING"]), "+PONG\r\n", "nothing more");
+}
+
+#[test]
+fn a_disconnected_subscriber_releases_its_backend_subscriptions() {
+    let fleet = fleet();
+    let channels = channels_on_both_shards("gone", 2);
+    let mut subscriber = RawClient::connect(fleet.proxies[0].port);
+    let mut args = vec!["SUBSCRIBE"];
+    args.extend(channels.iter().map(String::as_str));
+    replies(&mut subscriber, &args, channels.len());
+    replies(&mut subscriber, &["PSUBSCRIBE", "*"], 1);
+    let other = fleet.proxies[1].port;
+    for channel in &channels {
+        assert!(numsub_is(other, channel, 1), "{}", numsub(other, channel));
+    }
+    drop(subscriber);
+    let closed = Instant::now();
+    wait_until("the subscriptions to go", Duration::from_secs(5), || {
+        channels.iter().all(|c| numsub_is(other, c, 0))
+            && RawClient::connect(other).cmd_str(&["PUBSUB", "NUMPAT"]) == ":0\r\n"
+    });
+    eprintln!(
+        "backend subscriptions released {:?} after the client closed",
+        closed.elapsed()
+    );
+}
+
+#[test]
+fn a_subscriber_that_never_reads_is_disconnected_with_bounded_memory() {
+    let shards = [Redis::start(), Redis::start()];
+    let limit = 1024 * 1024;
+    let proxy = start_proxy(
+        &[&shards[0], &shards[1]],
+        &format!("  client_output_limit: {limit}\n"),
+    );
+    let channel = &keys_in(0, 2047, 1, "firehose")[0];
+    let mut slow = RawClient::connect(proxy.port);
+    replies(&mut slow, &["SUBSCRIBE", channel], 1);
+    // A second, reading subscriber on the same shard keeps getting messages.
+    let mut reader = RawClient::connect(proxy.port);
+    replies(&mut reader, &["SUBSCRIBE", channel], 1);
+    let pid = proxy.guard.pid();
+    let before = common::rss_kib(pid);
+    let payload = "x".repeat(64 * 1024);
+    let mut publisher = RawClient::connect(proxy.port);
+    let mut peak = before;
+    let total = 600;
+    let mut last_reply = String::new();
+    for i in 0..total {
+        last_reply = publisher.cmd_str(&["PUBLISH", channel, &payload]);
+        let frame = reader.read_reply();
+        assert!(
+            frame.len() > payload.len(),
+            "message {i} reached the reader"
+        );
+        if i % 20 == 0 {
+            peak = peak.max(common::rss_kib(pid));
+        }
+    }
+    peak = peak.max(common::rss_kib(pid));
+    eprintln!(
+        "{} MB published to a subscriber that never reads: proxy RSS {} KiB before, peak {} KiB (client_output_limit {} KiB)",
+        total * payload.len() / (1024 * 1024),
+        before,
+        peak,
+        limit / 1024
+    );
+    assert_eq!(last_reply, ":1\r\n", "the slow subscriber was dropped");
+    assert!(
+        peak < before + 16 * 1024,
+        "proxy RSS grew from {before} KiB to {peak} KiB"
+    );
+    // The slow client reads what was written, then the end of the stream.
+    slow.reader
+        .get_ref()
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut rest = Vec::new();
+    slow.reader
+        .read_to_end(&mut rest)
+        .expect("closed by the proxy");
+    assert!(proxy.log_text().contains("over client_output_limit"));
+    assert!(numsub_is(proxy.port, channel, 1), "only the reader is left");
+}
+
+/// A message and a pmessage for `channel` (pattern `ev.*`), as Redis
+/// sends them in RESP2.
+fn message_pair(channel: &str, text: &str) -> String {
+    format!(
+        "*3\r\n$7\r\nmessage\r\n${}\r\n{channel}\r\n${}\r\n{text}\r\n\
+         *4\r\n$8\r\npmessage\r\n$4\r\nev.*\r\n${}\r\n{channel}\r\n${}\r\n{text}\r\n",
+        channel.len(),
+        text.len(),
+        channel.len(),
+        text.len()
+    )
+}
+
+/// A subscriber on one proxy, a publisher on another, shard 0's master
+/// replaced in ZooKeeper (after it crashed, with `crash`): the subscriber
+/// gets the messages published after the switch, and nothing else.
+async fn failover(crash: bool) {
+    let zookeeper = ZooKeeper::start();
+    let (mut m0, r0, m1) = (Redis::start(), Redis::start(), Redis::start());
+    let ops = zookeeper.client().await;
+    create_shard(&ops, "redis-0000", 0, 2047).await;
+    create_shard(&ops, "redis-0001", 2048, 4095).await;
+    let master0 = add_member(&ops, "redis-0000", &m0.addr()).await;
+    add_member(&ops, "redis-0000", &r0.addr()).await;
+    add_member(&ops, "redis-0001", &m1.addr()).await;
+    let proxies = [
+        common::zk_cluster::start_proxy(&zookeeper, &[&m1]),
+        common::zk_cluster::start_proxy(&zookeeper, &[&m1]),
+    ];
+    for proxy in &proxies {
+        wait_for_view(
+            proxy,
+            &format!("name=redis-0000,range=0-2047,master={}", m0.addr()),
+        );
+    }
+    let channel = keys_in(0, 2047, 1, "ev.")[0].clone();
+    let (port, publish_port) = (proxies[0].port, proxies[1].port);
+    let (m0_port, r0_port) = (m0.port, r0.port);
+    let subscribed = {
+        let channel = channel.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut subscriber = RawClient::connect(port);
+            replies(&mut subscriber, &["SUBSCRIBE", &channel], 1);
+            replies(&mut subscriber, &["PSUBSCRIBE", "ev.*"], 1);
+            assert!(numsub_is(m0_port, &channel, 1));
+            let mut publisher = RawClient::connect(publish_port);
+            assert_eq!(
+                publisher.cmd_str(&["PUBLISH", &channel, "before"]),
+                ":2\r\n"
+            );
+            assert_eq!(
+                read_frames(&mut subscriber, 2),
+                message_pair(&channel, "before")
+            );
+            (subscriber, publisher)
+        })
+        .await
+        .unwrap()
+    };
+    if crash {
+        m0.guard.kill();
+    }
+    // The master's member goes: the next member, r0, is the master.
+    ops.delete(&master0, None).await.unwrap();
+    for proxy in &proxies {
+        wait_for_view(
+            proxy,
+            &format!("name=redis-0000,range=0-2047,master={}", r0.addr()),
+        );
+    }
+    let switched = Instant::now();
+    let (mut subscriber, mut publisher) = subscribed;
+    tokio::task::spawn_blocking(move || {
+        wait_until(
+            "the subscriptions on the new master",
+            Duration::from_secs(5),
+            || {
+                numsub_is(r0_port, &channel, 1)
+                    && RawClient::connect(r0_port).cmd_str(&["PUBSUB", "NUMPAT"]) == ":1\r\n"
+            },
+        );
+        eprintln!(
+            "re-subscribed on the new master {:?} after the proxies saw the switch",
+            switched.elapsed()
+        );
+        if !crash {
+            wait_until("the old master to be left", Duration::from_secs(5), || {
+                numsub_is(m0_port, &channel, 0)
+            });
+        }
+        assert_eq!(publisher.cmd_str(&["PUBLISH", &channel, "after"]), ":2\r\n");
+        assert_eq!(
+            read_frames(&mut subscriber, 2),
+            message_pair(&channel, "after")
+        );
+        assert_eq!(
+            replies(&mut subscriber, &["PING"], 1),
+            PONG,
+            "no extra frames"
+        );
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscriptions_follow_a_failover_unseen_by_the_client() {
+    failover(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscriptions_follow_a_failover_after_the_master_crashed() {
+    failover(true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_channel_follows_its_slot_to_another_shard() {
+    let zookeeper = ZooKeeper::start();
+    let (a, b) = (Redis::start(), Redis::start());
+    let ops = zookeeper.client().await;
+    create_shard(&ops, "redis-0000", 0, 2047).await;
+    create_shard(&ops, "redis-0001", 2048, 4095).await;
+    add_member(&ops, "redis-0000", &a.addr()).await;
+    add_member(&ops, "redis-0001", &b.addr()).await;
+    let proxy = common::zk_cluster::start_proxy(&zookeeper, &[&a, &b]);
+    wait_for_view(&proxy, "name=redis-0001,range=2048-4095");
+    let moving = keys_in(1024, 2047, 1, "ev.")[0].clone();
+    let staying = keys_in(0, 1023, 1, "ev.")[0].clone();
+    let (port, a_port, b_port) = (proxy.port, a.port, b.port);
+    let mut subscriber = {
+        let (moving, staying) = (moving.clone(), staying.clone());
+        tokio::task::spawn_blocking(move || {
+            let mut subscriber = RawClient::connect(port);
+            replies(&mut subscriber, &["SUBSCRIBE", &moving, &staying], 2);
+            assert!(numsub_is(a_port, &moving, 1) && numsub_is(a_port, &staying, 1));
+            subscriber
+        })
+        .await
+        .unwrap()
+    };
+    // Slots 1024-2047 move from redis-0000 to redis-0001.
+    let mut txn = ops.new_multi_writer();
+    txn.add_set_data(
+        &shard_path("redis-0000"),
+        &ShardData::new(0, 1023).to_json(),
+        None,
+    )
+    .unwrap();
+    txn.add_set_data(
+        &shard_path("redis-0001"),
+        &ShardData::new(1024, 4095).to_json(),
+        None,
+    )
+    .unwrap();
+    txn.commit().await.unwrap();
+    wait_for_view(&proxy, "name=redis-0001,range=1024-4095");
+    tokio::task::spawn_blocking(move || {
+        wait_until(
+            "the channel on its new shard",
+            Duration::from_secs(5),
+            || numsub_is(b_port, &moving, 1) && numsub_is(a_port, &moving, 0),
+        );
+        assert!(numsub_is(a_port, &staying, 1));
+        let mut publisher = RawClient::connect(port);
+        for channel in [&moving, &staying] {
+            assert_eq!(publisher.cmd_str(&["PUBLISH", channel, "m"]), ":1\r\n");
+            assert_eq!(
+                read_frames(&mut subscriber, 1),
+                format!(
+                    "*3\r\n$7\r\nmessage\r\n${}\r\n{channel}\r\n$1\r\nm\r\n",
+                    channel.len()
+                )
+            );
+        }
+        assert_eq!(
+            replies(&mut subscriber, &["PING"], 1),
+            PONG,
+            "no extra frames"
+        );
+    })
+    .await
+    .unwrap();
+}
+
+#[test]
+fn subscribing_on_an_unreachable_shard_is_an_error_and_closes() {
+    let up = Redis::start();
+    let down_port = common::free_port();
+    let proxy = Proxy::start(&format!(
+        "  redis: true\n  hash: md5\n  timeout: 1000\n  servers:\n   - {}:0-2047\n   - 127.0.0.1:{down_port}:2048-4095\n",
+        up.addr()
+    ));
+    let up_channel = &keys_in(0, 2047, 1, "up")[0];
+    let down_channel = &keys_in(2048, 4095, 1, "down")[0];
+    let mut subscriber = RawClient::connect(proxy.port);
+    assert_eq!(
+        replies(&mut subscriber, &["SUBSCRIBE", up_channel], 1),
+        format!(
+            "*3\r\n$9\r\nsubscribe\r\n${}\r\n{up_channel}\r\n:1\r\n",
+            up_channel.len()
+        )
+    );
+    let started = Instant::now();
+    let reply = replies(&mut subscriber, &["SUBSCRIBE", down_channel], 1);
+    assert!(
+        reply.starts_with("-ERR shard '127.0.0.1:")
+            && reply.contains(&format!(
+                "cannot subscribe: backend 127.0.0.1:{down_port} is unavailable"
+            )),
+        "{reply}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(2), "fails fast");
+    assert!(
+        subscriber.is_closed(),
+        "the client is told by closing, as Redis would"
+    );
+    wait_until(
+        "the other subscription to go",
+        Duration::from_secs(5),
+        || numsub_is(up.port, up_channel, 0),
+    );
+}
+
+/// redis-py's pub/sub API with default options, RESP2 and RESP3, compared
+/// with Redis directly by tests/clients/pubsub.py (installed by
+/// deploy/install-client-libs.sh, as for tests/client_libraries.rs).
+#[test]
+fn redis_py_pubsub_sees_what_it_sees_on_redis() {
+    let direct = Redis::start();
+    let fleet = fleet();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let python = root.join("target/clients/venv/bin/python");
+    assert!(
+        python.exists(),
+        "client libraries missing: run deploy/install-client-libs.sh (deploy/test.sh does)"
+    );
+    let out = std::process::Command::new(python)
+        .arg(root.join("tests/clients/pubsub.py"))
+        .arg(direct.port.to_string())
+        .arg(fleet.proxies[0].port.to_string())
+        .output()
+        .expect("run tests/clients/pubsub.py");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    eprintln!("{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{stdout}");
+    assert!(stdout.contains(", 0 mismatches"), "{stdout}");
+}

@@ -1,0 +1,271 @@
+//! Scripts and functions through a proxy over three redis-servers: SCRIPT
+//! and FUNCTION reach every shard, so EVALSHA and FCALL work wherever their
+//! keys live; keyless scripts run on the first shard of the pool file.
+
+mod common;
+
+use common::proxy::Proxy;
+use common::redis::{RawClient, Redis};
+use common::wait_until;
+use std::time::Duration;
+
+const SET_SCRIPT: &str = "return redis.call('set', KEYS[1], ARGV[1])";
+const LIBRARY: &str = "#!lua name=mylib\nredis.register_function('myset', function(keys, args) return redis.call('set', keys[1], args[1]) end)\nredis.register_function{function_name='myget', callback=function(keys) return redis.call('get', keys[1]) end, flags={'no-writes'}}";
+
+struct Setup {
+    shards: Vec<Redis>,
+    proxy: Proxy,
+}
+
+fn setup_with(redis_args: &[&str]) -> Setup {
+    let shards: Vec<Redis> = (0..3).map(|_| Redis::start_with(redis_args)).collect();
+    let proxy = Proxy::start(&format!(
+        "  redis: true\n  hash: md5\n  distribution: modula\n  servers:\n   - {}:0-1364\n   - {}:1365-2729\n   - {}:2730-4095\n",
+        shards[0].addr(),
+        shards[1].addr(),
+        shards[2].addr()
+    ));
+    Setup { shards, proxy }
+}
+
+fn setup() -> Setup {
+    setup_with(&[])
+}
+
+/// The text of a bulk reply `$n\r\ntext\r\n`.
+fn bulk_text(reply: &str) -> String {
+    assert!(reply.starts_with('$'), "not a bulk: {reply:?}");
+    reply.lines().nth(1).unwrap().to_string()
+}
+
+/// Keys `k:0`... whose values were written through the proxy, enough that
+/// every shard holds some; checked on each Redis directly.
+fn keys_on_every_shard(s: &Setup) -> Vec<String> {
+    let keys: Vec<String> = (0..30).map(|i| format!("k:{i}")).collect();
+    for shard in &s.shards {
+        let mut direct = shard.connect();
+        let held = keys
+            .iter()
+            .filter(|k| direct.cmd_str(&["EXISTS", k]) == ":1\r\n")
+            .count();
+        assert!(held > 0, "shard {} holds none of the keys", shard.addr());
+    }
+    keys
+}
+
+#[test]
+fn script_load_then_evalsha_works_on_every_shard() {
+    let s = setup();
+    let mut c = RawClient::connect(s.proxy.port);
+    let sha = bulk_text(&c.cmd_str(&["SCRIPT", "LOAD", SET_SCRIPT]));
+    let theirs = bulk_text(
+        &s.shards[0]
+            .connect()
+            .cmd_str(&["SCRIPT", "LOAD", SET_SCRIPT]),
+    );
+    assert_eq!(sha, theirs);
+    for i in 0..30 {
+        let key = format!("k:{i}");
+        assert_eq!(
+            c.cmd_str(&["EVALSHA", &sha, "1", &key, &i.to_string()]),
+            "+OK\r\n"
+        );
+    }
+    for (i, key) in keys_on_every_shard(&s).iter().enumerate() {
+        assert_eq!(
+            c.cmd_str(&["GET", key]),
+            format!("${}\r\n{i}\r\n", i.to_string().len())
+        );
+    }
+    // A script that does not compile: Redis's error, once.
+    let want = s.shards[0]
+        .connect()
+        .cmd_str(&["SCRIPT", "LOAD", "return +"]);
+    assert!(want.starts_with("-ERR"), "{want}");
+    assert_eq!(c.cmd_str(&["SCRIPT", "LOAD", "return +"]), want);
+}
+
+#[test]
+fn script_exists_only_where_every_shard_has_it() {
+    let s = setup();
+    let mut c = RawClient::connect(s.proxy.port);
+    let everywhere = bulk_text(&c.cmd_str(&["SCRIPT", "LOAD", "return 1"]));
+    // Loaded behind the proxy's back, on one shard only.
+    let partial = bulk_text(
+        &s.shards[1]
+            .connect()
+            .cmd_str(&["SCRIPT", "LOAD", "return 2"]),
+    );
+    let nowhere = "0123456789012345678901234567890123456789";
+    assert_eq!(
+        c.cmd_str(&["SCRIPT", "EXISTS", &everywhere, &partial, nowhere]),
+        "*3\r\n:1\r\n:0\r\n:0\r\n"
+    );
+    let mut c3 = RawClient::connect(s.proxy.port);
+    c3.cmd_str(&["HELLO", "3"]);
+    let theirs = {
+        let mut d = s.shards[0].connect();
+        d.cmd_str(&["HELLO", "3"]);
+        d.cmd_str(&["SCRIPT", "EXISTS", &everywhere, nowhere])
+    };
+    assert_eq!(
+        c3.cmd_str(&["SCRIPT", "EXISTS", &everywhere, nowhere]),
+        theirs
+    );
+
+    assert_eq!(c.cmd_str(&["SCRIPT", "FLUSH", "SYNC"]), "+OK\r\n");
+    assert_eq!(
+        c.cmd_str(&["SCRIPT", "EXISTS", &everywhere, &partial]),
+        "*2\r\n:0\r\n:0\r\n"
+    );
+    for shard in &s.shards {
+        assert_eq!(
+            shard
+                .connect()
+                .cmd_str(&["SCRIPT", "EXISTS", &everywhere, &partial]),
+            "*2\r\n:0\r\n:0\r\n"
+        );
+    }
+    assert_eq!(c.cmd_str(&["SCRIPT", "FLUSH"]), "+OK\r\n");
+}
+
+#[test]
+fn functions_are_loaded_listed_dumped_and_restored_on_every_shard() {
+    let s = setup();
+    let mut c = RawClient::connect(s.proxy.port);
+    assert_eq!(c.cmd_str(&["FUNCTION", "LOAD", LIBRARY]), "$5\r\nmylib\r\n");
+    for i in 0..30 {
+        let key = format!("k:{i}");
+        assert_eq!(c.cmd_str(&["FCALL", "myset", "1", &key, "v"]), "+OK\r\n");
+        assert_eq!(c.cmd_str(&["FCALL_RO", "myget", "1", &key]), "$1\r\nv\r\n");
+    }
+    keys_on_every_shard(&s);
+    let list = c.cmd_str(&["FUNCTION", "LIST"]);
+    assert!(list.contains("mylib") && list.contains("myset"), "{list}");
+    assert_eq!(list, s.shards[0].connect().cmd_str(&["FUNCTION", "LIST"]));
+    let dump = c.cmd(&[b"FUNCTION", b"DUMP"]);
+    // The payload of `$n\r\n<payload>\r\n`.
+    let start = dump.iter().position(|&b| b == b'\n').unwrap() + 1;
+    let payload = dump[start..dump.len() - 2].to_vec();
+
+    // Loading it again is refused by every shard alike: Redis's error.
+    let want = s.shards[0]
+        .connect()
+        .cmd_str(&["FUNCTION", "LOAD", LIBRARY]);
+    assert_eq!(c.cmd_str(&["FUNCTION", "LOAD", LIBRARY]), want);
+    assert_eq!(
+        c.cmd_str(&["FUNCTION", "LOAD", "REPLACE", LIBRARY]),
+        "$5\r\nmylib\r\n"
+    );
+
+    assert_eq!(c.cmd_str(&["FUNCTION", "DELETE", "mylib"]), "+OK\r\n");
+    for shard in &s.shards {
+        assert_eq!(shard.connect().cmd_str(&["FUNCTION", "LIST"]), "*0\r\n");
+    }
+    let want = s.shards[0]
+        .connect()
+        .cmd_str(&["FUNCTION", "DELETE", "mylib"]);
+    assert_eq!(c.cmd_str(&["FUNCTION", "DELETE", "mylib"]), want);
+
+    assert_eq!(c.cmd(&[b"FUNCTION", b"RESTORE", &payload]), b"+OK\r\n");
+    for shard in &s.shards {
+        let list = shard.connect().cmd_str(&["FUNCTION", "LIST"]);
+        assert!(list.contains("mylib"), "shard {}: {list}", shard.addr());
+    }
+    assert_eq!(c.cmd_str(&["FCALL", "myget", "1", "k:0"]), "$1\r\nv\r\n");
+    let stats = c.cmd_str(&["FUNCTION", "STATS"]);
+    assert!(stats.contains("running_script"), "{stats}");
+
+    // Loaded on one shard only: the others refuse, and are named.
+    assert_eq!(c.cmd_str(&["FUNCTION", "FLUSH"]), "+OK\r\n");
+    for shard in &s.shards {
+        assert_eq!(shard.connect().cmd_str(&["FUNCTION", "LIST"]), "*0\r\n");
+    }
+    s.shards[2]
+        .connect()
+        .cmd_str(&["FUNCTION", "LOAD", LIBRARY]);
+    let reply = c.cmd_str(&["FUNCTION", "LOAD", LIBRARY]);
+    assert!(
+        reply.starts_with("-ERR Library 'mylib' already exists") && reply.contains("(shard '"),
+        "{reply}"
+    );
+}
+
+#[test]
+fn keyless_scripts_run_on_the_first_shard() {
+    let s = setup();
+    let mut c = RawClient::connect(s.proxy.port);
+    assert_eq!(
+        c.cmd_str(&["EVAL", "return redis.call('set', 'keyless', 'eval')", "0"]),
+        "+OK\r\n"
+    );
+    let library = "#!lua name=marks\nredis.register_function('mark', function() return redis.call('set', 'fcall', 'mark') end)";
+    assert_eq!(c.cmd_str(&["FUNCTION", "LOAD", library]), "$5\r\nmarks\r\n");
+    assert_eq!(c.cmd_str(&["FCALL", "mark", "0"]), "+OK\r\n");
+    assert_eq!(
+        s.shards[0].connect().cmd_str(&["GET", "fcall"]),
+        "$4\r\nmark\r\n"
+    );
+    let sha = bulk_text(&c.cmd_str(&["SCRIPT", "LOAD", "return redis.call('get', 'keyless')"]));
+    assert_eq!(c.cmd_str(&["EVALSHA_RO", &sha, "0"]), "$4\r\neval\r\n");
+    assert_eq!(
+        s.shards[0].connect().cmd_str(&["GET", "keyless"]),
+        "$4\r\neval\r\n"
+    );
+    for shard in &s.shards[1..] {
+        assert_eq!(shard.connect().cmd_str(&["DBSIZE"]), ":0\r\n");
+    }
+}
+
+#[test]
+fn script_kill_reaches_the_busy_shard() {
+    // Redis answers other clients (and SCRIPT KILL) only once a script has
+    // run longer than this.
+    let s = setup_with(&["--busy-reply-threshold", "50"]);
+    let mut c = RawClient::connect(s.proxy.port);
+    assert_eq!(
+        c.cmd_str(&["SCRIPT", "KILL"]),
+        "-NOTBUSY No scripts in execution right now.\r\n"
+    );
+    assert_eq!(
+        c.cmd_str(&["FUNCTION", "KILL"]),
+        s.shards[0].connect().cmd_str(&["FUNCTION", "KILL"])
+    );
+    let mut busy = RawClient::connect(s.proxy.port);
+    busy.send_raw(&common::redis::encode_command(&[
+        b"EVAL",
+        b"local i = 0 while true do i = i + 1 end",
+        b"1",
+        b"k:1",
+    ]));
+    wait_until(
+        "SCRIPT KILL to stop the script",
+        Duration::from_secs(10),
+        || c.cmd_str(&["SCRIPT", "KILL"]) == "+OK\r\n",
+    );
+    let reply = String::from_utf8_lossy(&busy.read_reply()).into_owned();
+    assert!(
+        reply.starts_with("-") && reply.contains("killed"),
+        "{reply}"
+    );
+    assert_eq!(busy.cmd_str(&["PING"]), "+PONG\r\n");
+}
+
+#[test]
+fn script_kill_authenticates_like_the_pool() {
+    let shards: Vec<Redis> = (0..2)
+        .map(|_| Redis::start_with(&["--requirepass", "sesame"]))
+        .collect();
+    let proxy = Proxy::start(&format!(
+        "  redis: true\n  redis_auth: sesame\n  servers:\n   - {}:1\n   - {}:1\n",
+        shards[0].addr(),
+        shards[1].addr()
+    ));
+    let mut c = RawClient::connect(proxy.port);
+    assert_eq!(c.cmd_str(&["AUTH", "sesame"]), "+OK\r\n");
+    assert_eq!(
+        c.cmd_str(&["SCRIPT", "KILL"]),
+        "-NOTBUSY No scripts in execution right now.\r\n"
+    );
+    assert_eq!(c.cmd_str(&["SCRIPT", "FLUSH"]), "+OK\r\n");
+}
