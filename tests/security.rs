@@ -366,6 +366,21 @@ fn the_proxy_still_works_as_its_acl_user() {
         bob.cmd_str(&["EVAL", "return redis.call('get', KEYS[1])", "1", "k1"]),
         "$2\r\nk1\r\n"
     );
+    // Keyspace, scripts and pub/sub, which the proxy fans out or routes.
+    assert!(bob.cmd_str(&["KEYS", "k1*"]).starts_with("*11\r\n"));
+    assert!(bob
+        .cmd_str(&["SCAN", "0", "COUNT", "100"])
+        .starts_with("*2\r\n"));
+    let sha = bob.cmd_str(&["SCRIPT", "LOAD", "return redis.call('get', KEYS[1])"]);
+    let sha = sha.lines().nth(1).expect("a digest").to_string();
+    assert_eq!(bob.cmd_str(&["EVALSHA", &sha, "1", "k2"]), "$2\r\nk2\r\n");
+    let mut subscriber = login(s.proxy.port, "bob", PW);
+    assert!(subscriber
+        .cmd_str(&["SUBSCRIBE", "news"])
+        .ends_with(":1\r\n"));
+    assert_eq!(bob.cmd_str(&["PUBLISH", "news", "hi"]), ":1\r\n");
+    let message = String::from_utf8_lossy(&subscriber.read_reply()).into_owned();
+    assert!(message.ends_with("$2\r\nhi\r\n"), "{message}");
     // COPY without DB: refused by the backends' ACL user (README: Redis
     // ACL cannot forbid only COPY's DB option).
     assert!(
