@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # CI check of the local cluster: up.sh brings it up, a client works through
 # both proxies, `shardproxy-admin status` sees both proxies and both shards
-# with master and replica, and down.sh leaves no process behind.
+# with master and replica, a script cannot flush through the proxies'
+# ACL user, and down.sh leaves no process behind.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 RUN=deploy/local/run
@@ -13,8 +14,15 @@ fail() { echo "local cluster check: $*" >&2; deploy/local/down.sh || true; exit 
 deploy/local/up.sh > /tmp/shardproxy-up.log 2>&1 || { cat /tmp/shardproxy-up.log; fail "up.sh failed"; }
 pids=$(awk '{print $1}' "$RUN/pids")
 
+export REDISCLI_AUTH
+REDISCLI_AUTH=$(cat "$RUN/proxy-password")
 [ "$(redis-cli -p 26121 set check:a 1)" = OK ] || fail "SET through proxy 1"
 [ "$(redis-cli -p 26122 get check:a)" = 1 ] || fail "GET through proxy 2"
+# Least privilege: a script cannot flush through the proxy's ACL user.
+reply=$(redis-cli -p 26121 eval "return redis.call('flushall')" 1 check:a)
+grep -q "can't run this command" <<<"$reply" || fail "a script flushed through the proxy: $reply"
+[ "$(redis-cli -p 26122 get check:a)" = 1 ] || fail "data lost after the flush attempt"
+unset REDISCLI_AUTH
 status=$(target/release/shardproxy-admin -c "$RUN/proxy-0.yml" status --json) || fail "status reports a problem: $status"
 for addr in 127.0.0.1:26121 127.0.0.1:26122 127.0.0.1:26001 127.0.0.1:26002 127.0.0.1:26003 127.0.0.1:26004; do
     grep -q "$addr" <<<"$status" || fail "status does not show $addr: $status"

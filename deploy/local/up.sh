@@ -7,6 +7,12 @@
 # first. Every process it starts is recorded in deploy/local/run/pids, and
 # deploy/local/down.sh stops exactly those.
 #
+# Least privilege (README, "Security"): the proxies reach Redis as the ACL
+# user `shardproxy`, which every watchdog creates on its Redis, so a script
+# run through a proxy cannot flush, select, migrate, copy to another
+# database or reconfigure. Its password, PROXY_PASS (random unless given,
+# kept in run/proxy-password), is also what clients AUTH with.
+#
 # Ports (override with the environment): ZK_PORT 2181+10000, REDIS_PORTS
 # 17001..17004, PROXY_PORTS 22121 22122, STATS_PORTS 22222 22223.
 set -euo pipefail
@@ -20,6 +26,7 @@ STATS_PORTS=(${STATS_PORTS:-22222 22223})
 METRICS_PORTS=(${METRICS_PORTS:-9121 9122})
 CLUSTER=local
 ZK=127.0.0.1:$ZK_PORT
+PROXY_USER=shardproxy
 
 if [ -s "$RUN/pids" ]; then
     echo "up.sh: already running (see $RUN/pids); run deploy/local/down.sh first" >&2
@@ -30,6 +37,9 @@ cargo build --release --bins
 BIN=$ROOT/target/release
 mkdir -p "$RUN"
 : > "$RUN/pids"
+PROXY_PASS=${PROXY_PASS:-$(od -An -N12 -tx1 /dev/urandom | tr -d ' \n')}
+(umask 077 && printf '%s\n' "$PROXY_PASS" > "$RUN/proxy-password")
+PROXY_PASS_SHA256=$(printf '%s' "$PROXY_PASS" | sha256sum | cut -d' ' -f1)
 
 started() { echo "$1 $2" >> "$RUN/pids"; }
 
@@ -51,9 +61,9 @@ exec 9>&2
 
 # PING answered PONG. redis-cli exits 0 on an error reply (-NOAUTH, -ERR),
 # so its text is checked; an error reply is reported at once, not waited out.
-answers_pong() { # port
+answers_pong() { # port [password]
     local reply
-    reply=$(redis-cli -p "$1" PING 2>&1) || return 1
+    reply=$(env ${2:+REDISCLI_AUTH="$2"} redis-cli -p "$1" PING 2>&1) || return 1
     case "$reply" in
         PONG) return 0 ;;
         "" | *"Could not connect"* | *"Connection refused"*) return 1 ;;
@@ -112,6 +122,8 @@ $CLUSTER:
   zookeeper_path: /redis/proxy/$CLUSTER/127.0.0.1:${PROXY_PORTS[$i]}
   zookeeper_redis_path: /redis/cluster/$CLUSTER
   redis: true
+  redis_user: $PROXY_USER
+  redis_auth: "$PROXY_PASS"
   timeout: 1000
   servers:
    - 127.0.0.1:${REDIS_PORTS[0]}:0-2047
@@ -126,6 +138,7 @@ for j in 0 2 1 3; do
     port=${REDIS_PORTS[$j]}
     shard=/redis/cluster/$CLUSTER/redis-000$((j / 2))
     "$BIN/shardproxy-watchdog" --zk "$ZK" --redis "127.0.0.1:$port" --shard "$shard" \
+        --proxy-user "$PROXY_USER" --proxy-user-sha256 "$PROXY_PASS_SHA256" \
         -o "$RUN/watchdog-$port.log" &
     started $! "shardproxy-watchdog:$port"
     if [ $((j % 2)) -eq 0 ]; then
@@ -137,7 +150,7 @@ for i in 0 1; do
     "$BIN/shardproxy" -c "$RUN/proxy-$i.yml" -o "$RUN/proxy-$i.log" -p "$RUN/proxy-$i.pid" \
         -a 127.0.0.1 -s "${STATS_PORTS[$i]}" --metrics "127.0.0.1:${METRICS_PORTS[$i]}" &
     started $! "shardproxy:${PROXY_PORTS[$i]}"
-    wait_for "shardproxy on ${PROXY_PORTS[$i]}" answers_pong "${PROXY_PORTS[$i]}"
+    wait_for "shardproxy on ${PROXY_PORTS[$i]}" answers_pong "${PROXY_PORTS[$i]}" "$PROXY_PASS"
 done
 
 # Wait until the replicas have joined and both proxies are registered.
@@ -151,7 +164,7 @@ wait_for "the cluster to be healthy" "$BIN/shardproxy-admin" -c "$RUN/proxy-0.ym
 cat <<EOF
 
 The cluster is up.
-  redis-cli -p ${PROXY_PORTS[0]} set hello world      (or -p ${PROXY_PORTS[1]})
+  REDISCLI_AUTH=\$(cat $RUN/proxy-password) redis-cli -p ${PROXY_PORTS[0]} set hello world      (or -p ${PROXY_PORTS[1]})
   $BIN/shardproxy-admin -c $RUN/proxy-0.yml status
   curl -s 127.0.0.1:${METRICS_PORTS[0]}/metrics | head
   kill the master of a shard (redis-cli -p ${REDIS_PORTS[0]} shutdown nosave) and watch it fail over.

@@ -167,13 +167,22 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// The environment variable that gives the password of the Redis's
+/// `default` user, overriding the pool file's `redis_auth`.
+pub const REDIS_AUTH_ENV: &str = "SHARDPROXY_REDIS_AUTH";
+
 /// Runs one command; returns what to print and the exit code.
 ///
 /// # Errors
 /// Whatever kept the command from doing its job.
 pub fn run(args: &Args) -> Result<(String, u8), AdminError> {
     let config = Config::load(&args.conf_file)?;
-    let target = Target::from_config(&config, args.pool.as_deref(), args.zk.as_deref())?;
+    let mut target = Target::from_config(&config, args.pool.as_deref(), args.zk.as_deref())?;
+    if let Ok(pass) = std::env::var(REDIS_AUTH_ENV) {
+        // The Redis's own password, when it is not the pool's `redis_auth`
+        // (always so with `redis_user`): kept off the command line.
+        target.redis_auth = Some(pass).filter(|p| !p.is_empty());
+    }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -40,7 +40,9 @@ pub struct Target {
     /// The file's shards, in slot order; `None` when the pool's servers are
     /// in the `host:port:weight` form.
     pub shards: Option<Vec<FileShard>>,
-    /// `redis_auth`, sent to every Redis the tool queries.
+    /// The password sent to every Redis the tool queries: `redis_auth`,
+    /// unless `redis_user` makes that the proxies' own password, or
+    /// `SHARDPROXY_REDIS_AUTH` gives it.
     pub redis_auth: Option<String>,
     /// `zookeeper_auth`: sessions authenticate with it, and what the tool
     /// creates is writable only by it.
@@ -101,7 +103,12 @@ impl Target {
             proxy_root,
             cluster_root,
             shards: file_shards(chosen),
-            redis_auth: chosen.redis_auth.clone(),
+            // With `redis_user`, `redis_auth` is the proxies' own password,
+            // not the one of the Redis's default user the tool reads as.
+            redis_auth: chosen
+                .redis_auth
+                .clone()
+                .filter(|_| chosen.redis_user.is_none()),
             zk_auth: keys.and_then(|z| z.auth.clone()),
         })
     }

@@ -13,6 +13,7 @@
 //! names.
 
 mod keys;
+pub mod readonly;
 mod table;
 
 use bytes::Bytes;

@@ -352,7 +352,7 @@ static ACL: &[Command] = &[
     cmd("acl|save", 2, NONE, Unsupported),
     cmd("acl|setuser", -3, NONE, Unsupported),
     cmd("acl|users", 2, NONE, Unsupported),
-    cmd("acl|whoami", 2, NONE, Unsupported),
+    cmd("acl|whoami", 2, NONE, Local),
 ];
 /// CLIENT subcommands, sorted by name.
 static CLIENT: &[Command] = &[

@@ -7,6 +7,10 @@
 //! errors while serde_yaml still knows the position). `validate` then checks
 //! the rules that span several keys and fills in twemproxy's defaults.
 
+mod users;
+
+pub use users::{UserConfig, UserMode};
+
 use crate::hash::HashKind;
 use crate::route::DistributionKind;
 use serde::de::{self, Deserializer, MapAccess, Visitor};
@@ -71,6 +75,12 @@ pub struct PoolConfig {
     pub client_connections: u32,
     pub preconnect: bool,
     pub redis_auth: Option<String>,
+    /// `redis_user`: the ACL user the proxy authenticates to the backends
+    /// as (with `redis_auth` as its password); `None` uses `AUTH password`.
+    pub redis_user: Option<String>,
+    /// `users`: client users besides the `default` one that `redis_auth`
+    /// defines (an entry named `default` replaces it).
+    pub users: Vec<UserConfig>,
     pub redis_db: u32,
     pub server_connections: u32,
     pub auto_eject_hosts: bool,
@@ -281,6 +291,8 @@ struct RawPool {
     preconnect: Option<bool>,
     redis: Option<bool>,
     redis_auth: Option<String>,
+    redis_user: Option<String>,
+    users: Option<Vec<users::RawUser>>,
     redis_db: Option<u32>,
     server_connections: Option<u32>,
     auto_eject_hosts: Option<bool>,
@@ -389,6 +401,16 @@ impl RawPool {
             ),
             None => None,
         };
+        let users = users::validate(self.users.unwrap_or_default())
+            .map_err(|e| key_err("users", format!("'users': {e}")))?;
+        let redis_auth = self.redis_auth.filter(|a| !a.is_empty());
+        let redis_user = self.redis_user.filter(|u| !u.is_empty());
+        if redis_user.is_some() && redis_auth.is_none() {
+            return Err(key_err(
+                "redis_user",
+                "'redis_user' needs 'redis_auth', its password".into(),
+            ));
+        }
         let zookeeper = zookeeper_keys(
             self.zookeeper_host,
             self.zookeeper_path,
@@ -406,7 +428,9 @@ impl RawPool {
             backlog: self.backlog.unwrap_or(512),
             client_connections: self.client_connections.unwrap_or(0),
             preconnect: self.preconnect.unwrap_or(false),
-            redis_auth: self.redis_auth.filter(|a| !a.is_empty()),
+            redis_auth,
+            redis_user,
+            users,
             redis_db: self.redis_db.unwrap_or(0),
             server_connections,
             auto_eject_hosts: self.auto_eject_hosts.unwrap_or(false),

@@ -354,3 +354,31 @@ fn rejects_same_listen_twice() {
 fn rejects_empty_file() {
     assert_eq!(rejected(""), "the file defines no pool");
 }
+
+#[test]
+fn parses_users_and_redis_user() {
+    let config = Config::parse(&pool(
+        "  redis_auth: s3cret\n  redis_user: shardproxy\n  users:\n   - name: alice\n     password_sha256: 5e884898da28047151d0e56f8dc6292773603d0d6aabbdd62a11ef721d1542d8\n     mode: read\n     keys: [\"~cache:*\"]\n  servers:\n   - 127.0.0.1:6379:1\n",
+    ))
+    .unwrap();
+    let pool = &config.pools[0];
+    assert_eq!(pool.redis_user.as_deref(), Some("shardproxy"));
+    assert_eq!(pool.users.len(), 1);
+    assert_eq!(pool.users[0].mode, crate::config::UserMode::Read);
+}
+
+#[test]
+fn rejects_redis_user_without_password() {
+    let e = rejected(&pool(
+        "  redis_user: shardproxy\n  servers:\n   - 127.0.0.1:6379:1\n",
+    ));
+    assert!(e.contains("'redis_user' needs 'redis_auth'"), "{e}");
+}
+
+#[test]
+fn rejects_a_bad_user_naming_it() {
+    let e = rejected(&pool(
+        "  users:\n   - name: bob\n     password_sha256: xyz\n     mode: write\n  servers:\n   - 127.0.0.1:6379:1\n",
+    ));
+    assert!(e.contains("'users': user 'bob'"), "{e}");
+}

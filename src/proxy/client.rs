@@ -12,6 +12,7 @@
 
 use crate::command::{self, Command, Handling, KeySpec};
 use crate::protocol::{encode_error, Proto, ProtocolError, Request, RequestParser};
+use crate::proxy::acl;
 use crate::proxy::local;
 use crate::proxy::outbuf::OutBuf;
 use crate::proxy::pending::{unsupported_error, Pending};
@@ -522,6 +523,11 @@ impl Session {
         if !self.authenticated && !matches!(cmd.name, "auth" | "hello" | "quit" | "reset") {
             return self.error("NOAUTH Authentication required.");
         }
+        // The user's rights, before any handling (as Redis checks ACL
+        // before the pub/sub context), so that no path around them exists.
+        if let Err(e) = self.permit(cmd, args) {
+            return e;
+        }
         if let Some(refusal) = pubsub::refusal(self.pubsub.is_some(), self.proto, cmd) {
             return self.error(&refusal);
         }
@@ -561,6 +567,20 @@ impl Session {
             Handling::Keyspace(op) => keyspace::run(self, op, cmd, &request.args, request.raw),
             Handling::Scripts(op) => scripts::run(self, op, cmd, request.raw),
         }
+    }
+
+    /// Checks the user's rights ([`acl::check`]); a refusal while queueing
+    /// a transaction dooms it, as in Redis.
+    fn permit(&mut self, cmd: &Command, args: &[Bytes]) -> Result<(), Pending> {
+        let Some(user) = &self.user else {
+            return Ok(());
+        };
+        acl::check(user, cmd, args).map_err(|e| {
+            if let Some(tx) = self.tx.as_mut().filter(|tx| tx.multi) {
+                tx.aborted = true;
+            }
+            self.error(&e)
+        })
     }
 
     /// The shard that owns every key of a request: `Ok(None)` for a request

@@ -5,10 +5,12 @@
 
 use crate::command::{self, Command};
 use crate::protocol::{encode, Proto, Value};
+use crate::proxy::acl;
 use crate::proxy::info;
 use crate::proxy::pending::{unsupported_error, Pending};
 use crate::proxy::pubsub;
 use crate::proxy::session::Session;
+use crate::proxy::stats::PoolStats;
 use bytes::{Bytes, BytesMut};
 
 use crate::proxy::session::REDIS_VERSION;
@@ -29,6 +31,7 @@ pub fn run(session: &mut Session, cmd: &'static Command, args: &[Bytes]) -> Pend
             ok(session)
         }
         "auth" => auth(session, &args[1..]),
+        "acl" => acl(session, cmd, args),
         "select" => select(session, &args[1]),
         "hello" => hello(session, &args[1..]),
         "client" => client(session, args),
@@ -52,20 +55,34 @@ fn ok(session: &Session) -> Pending {
     reply(session, &Value::Simple(Bytes::from_static(b"OK")))
 }
 
-/// Checks `AUTH [user] pass` against `redis_auth` (user "default" only).
-fn check_auth(session: &Session, args: &[Bytes]) -> Result<(), &'static str> {
-    let Some(password) = &session.pool.redis_auth else {
-        return Err("ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?");
-    };
+/// Checks `AUTH [user] pass` against the pool's users; a failure is
+/// counted, and closes the connection once there have been
+/// [`acl::MAX_AUTH_FAILURES`] on it.
+fn check_auth(session: &mut Session, args: &[Bytes]) -> Result<(), &'static str> {
     let (user, pass) = match args {
-        [pass] => (&b"default"[..], pass),
-        [user, pass] => (&user[..], pass),
+        [pass] => (None, pass),
+        [user, pass] => (Some(&user[..]), pass),
         _ => return Err("ERR syntax error"),
     };
-    if user == b"default" && pass[..] == *password.as_bytes() {
-        Ok(())
-    } else {
-        Err("WRONGPASS invalid username-password pair or user is disabled.")
+    match session.pool.users.authenticate(user, pass) {
+        Ok(user) => {
+            session.user = Some(user);
+            session.authenticated = true;
+            Ok(())
+        }
+        Err(e) => {
+            PoolStats::bump(&session.pool.stats.auth_failures);
+            session.auth_failures += 1;
+            if session.auth_failures >= acl::MAX_AUTH_FAILURES {
+                tracing::warn!(
+                    client = session.id,
+                    failures = session.auth_failures,
+                    "closing a client after repeated AUTH failures"
+                );
+                session.closing = true;
+            }
+            Err(e.text())
+        }
     }
 }
 
@@ -74,11 +91,20 @@ fn auth(session: &mut Session, args: &[Bytes]) -> Pending {
         return session.error("ERR syntax error");
     }
     match check_auth(session, args) {
-        Ok(()) => {
-            session.authenticated = true;
-            ok(session)
-        }
+        Ok(()) => ok(session),
         Err(e) => session.error(e),
+    }
+}
+
+/// `ACL WHOAMI`, the one ACL subcommand answered: the other ones manage a
+/// Redis server's users, which the proxy's are not.
+fn acl(session: &mut Session, cmd: &Command, args: &[Bytes]) -> Pending {
+    match (cmd.name, &session.user) {
+        ("acl|whoami", Some(user)) => reply(
+            session,
+            &Value::Bulk(Bytes::copy_from_slice(user.name.as_bytes())),
+        ),
+        _ => session.error(&unsupported_error(cmd, args)),
     }
 }
 
@@ -108,7 +134,6 @@ fn hello(session: &mut Session, args: &[Bytes]) -> Pending {
             None => return session.error("ERR Protocol version is not an integer or out of range"),
         };
     }
-    let mut authenticated = session.authenticated;
     let mut name = None;
     let mut i = 1;
     while i < args.len() {
@@ -118,7 +143,6 @@ fn hello(session: &mut Session, args: &[Bytes]) -> Pending {
                 if let Err(e) = check_auth(session, &args[i + 1..i + 3]) {
                     return session.error(e);
                 }
-                authenticated = true;
                 i += 3;
             }
             b"setname" if i + 1 < args.len() => {
@@ -136,10 +160,9 @@ fn hello(session: &mut Session, args: &[Bytes]) -> Pending {
             }
         }
     }
-    if !authenticated {
+    if !session.authenticated {
         return session.error("NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time");
     }
-    session.authenticated = true;
     session.proto = proto;
     if name.is_some() {
         session.name = name;

@@ -7,7 +7,8 @@
 //! - [`client`]: one client connection's loop: read, dispatch, reply in order.
 //!   Its state is a [`session::Session`]; what it owes the client is a
 //!   [`pending::Pending`] per request.
-//! - [`local`] and [`info`]: the commands the proxy answers itself.
+//! - [`local`] and [`info`]: the commands the proxy answers itself;
+//!   [`acl`] the client users, their passwords and rights.
 //! - [`split`]: multi-key commands split over shards and put back together.
 //! - [`keyspace`] (SCAN KEYS RANDOMKEY FLUSH*) and [`scripts`] (SCRIPT,
 //!   FUNCTION, keyless EVAL/FCALL): commands for every shard, over
@@ -27,6 +28,7 @@
 //! - [`zk`]: the proxy's registration in ZooKeeper and the cluster watch.
 
 pub mod accept;
+pub mod acl;
 pub mod backend;
 pub mod blocking;
 pub mod cli;

@@ -2,6 +2,7 @@
 //! shared by every client session of the pool.
 
 use crate::config::{PoolConfig, ZooKeeperConfig};
+use crate::proxy::acl::Users;
 use crate::proxy::dedicated::DedicatedLimit;
 use crate::proxy::router::{file_shards, Router, ShardSpec};
 use crate::proxy::stats::PoolStats;
@@ -14,6 +15,8 @@ pub struct Pool {
     pub name: String,
     pub listen: String,
     pub redis_auth: Option<String>,
+    /// Client users (`users`, `redis_auth`), fixed at start.
+    pub users: Users,
     pub max_request_size: usize,
     pub client_output_limit: usize,
     pub client_connections: u32,
@@ -40,6 +43,7 @@ impl Pool {
             name: config.name.clone(),
             listen: config.listen.clone(),
             redis_auth: config.redis_auth.clone(),
+            users: Users::new(config),
             max_request_size: config.max_request_size,
             client_output_limit: config.client_output_limit,
             client_connections: config.client_connections,

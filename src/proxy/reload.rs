@@ -74,6 +74,7 @@ fn restart_only_changes(old: &PoolConfig, new: &PoolConfig, out: &mut Vec<String
     check("backlog", old.backlog != new.backlog);
     check("reuseport", old.reuseport != new.reuseport);
     check("redis_auth (for clients)", old.redis_auth != new.redis_auth);
+    check("users", old.users != new.users);
     check(
         "client_connections",
         old.client_connections != new.client_connections,

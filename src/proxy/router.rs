@@ -117,6 +117,7 @@ impl RouteSettings {
             backends: BackendSettings {
                 timeout: pool.timeout,
                 auth: pool.redis_auth.clone(),
+                user: pool.redis_user.clone(),
                 db: pool.redis_db,
                 connections: pool.server_connections as usize,
                 preconnect: pool.preconnect,

@@ -141,23 +141,29 @@ fn kill(session: &Session, table: &RoutingTable, cmd: &Command) -> Pending {
         "SCRIPT"
     };
     let timeout = KILL_TIMEOUT;
-    let auth = session.pool.redis_auth.clone();
     let shards: Vec<_> = fanout::distinct_shards(table)
         .into_iter()
         .map(|i| {
             let shard = &table.shards[i];
-            (shard.name.clone(), shard.backend.addr.clone())
+            let settings = shard.backend.settings();
+            let login = (settings.user.clone(), settings.auth.clone());
+            (shard.name.clone(), shard.backend.addr.clone(), login)
         })
         .collect();
     let pool = session.pool.clone();
     Pending::Assembling(Box::pin(async move {
         let mut kills = Vec::new();
-        for (name, addr) in shards {
-            let auth = auth.clone();
+        for (name, addr, (user, auth)) in shards {
             kills.push((
                 name,
                 tokio::spawn(async move {
-                    let mut conn = RedisConn::connect(&addr, auth.as_deref(), timeout).await?;
+                    // As the backend connections log in: as `redis_user`
+                    // when set, else as the default user.
+                    let password = auth.as_deref().filter(|_| user.is_none());
+                    let mut conn = RedisConn::connect(&addr, password, timeout).await?;
+                    if let (Some(user), Some(auth)) = (&user, &auth) {
+                        conn.ok(&["AUTH", user, auth]).await?;
+                    }
                     conn.call(&[command, "KILL"]).await
                 }),
             ));

@@ -2,6 +2,7 @@
 //! ([`super::client`]), the commands answered locally and INFO share.
 
 use crate::protocol::{encode_error, Proto};
+use crate::proxy::acl::User;
 use crate::proxy::dedicated::Dedicated;
 use crate::proxy::pending::Pending;
 use crate::proxy::pool::Pool;
@@ -22,6 +23,11 @@ pub struct Session {
     pub proto: Proto,
     pub name: Option<Bytes>,
     pub authenticated: bool,
+    /// Who the client is: set once it has authenticated (or from the
+    /// start when no password is configured).
+    pub user: Option<Arc<User>>,
+    /// Failed AUTH attempts on this connection ([`crate::proxy::acl::MAX_AUTH_FAILURES`]).
+    pub auth_failures: u32,
     /// Set by QUIT: close after this batch's replies.
     pub closing: bool,
     /// The client's own backend connection, if it has needed one.
@@ -68,7 +74,9 @@ impl Session {
     pub fn new(pool: Arc<Pool>) -> Session {
         Session {
             id: pool.next_client_id(),
-            authenticated: pool.redis_auth.is_none(),
+            authenticated: pool.users.initial().is_some(),
+            user: pool.users.initial(),
+            auth_failures: 0,
             pool,
             proto: Proto::Resp2,
             name: None,
@@ -96,12 +104,15 @@ impl Session {
     }
 
     /// RESET: the state of a new connection, as Redis restores it (RESP2,
-    /// no name, authenticated only if no password is set, no
+    /// no name, the default user, authenticated only if no password is set, no
     /// subscriptions: dropping them closes the subscriber connections).
     pub fn reset(&mut self) {
         self.proto = Proto::Resp2;
         self.name = None;
-        self.authenticated = self.pool.redis_auth.is_none();
+        // Back to the default user, as Redis does; the AUTH failures
+        // counted so far stay (RESET must not restart the guessing).
+        self.user = self.pool.users.initial();
+        self.authenticated = self.user.is_some();
         self.pubsub = None;
         // Ends a transaction and its WATCHes (closing the dedicated
         // connection discards them on the backend too).

@@ -24,6 +24,8 @@ pub struct PoolStats {
     pub errors: AtomicU64,
     /// Client connections closed after a protocol error.
     pub protocol_errors: AtomicU64,
+    /// Failed AUTH and HELLO ... AUTH attempts.
+    pub auth_failures: AtomicU64,
     /// Sub-requests sent for split commands (twemproxy's `fragments`).
     pub fragments: AtomicU64,
     /// Times a server was ejected (auto_eject_hosts).
@@ -43,6 +45,7 @@ impl Default for PoolStats {
             requests: AtomicU64::new(0),
             errors: AtomicU64::new(0),
             protocol_errors: AtomicU64::new(0),
+            auth_failures: AtomicU64::new(0),
             fragments: AtomicU64::new(0),
             server_ejects: AtomicU64::new(0),
             commands: CommandStats::new(),

@@ -175,6 +175,13 @@ pub fn prometheus_text(pools: &[Arc<Pool>]) -> String {
     );
     family(
         &mut out,
+        "shardproxy_auth_failures_total",
+        "counter",
+        "Failed AUTH and HELLO AUTH attempts; a connection is closed after 10.",
+        &each_pool(&|p| PoolStats::get(&p.stats.auth_failures)),
+    );
+    family(
+        &mut out,
         "shardproxy_server_ejects_total",
         "counter",
         "Servers ejected by auto_eject_hosts.",

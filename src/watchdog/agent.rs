@@ -110,7 +110,8 @@ impl Agent {
             &settings.redis,
             settings.redis_auth.clone(),
             settings.interval.max(Duration::from_millis(250)),
-        );
+        )
+        .with_proxy_user(settings.proxy_user.clone());
         // Renewed every interval: it runs out only if the watchdog stops.
         let guard = Guard::new(
             &settings.shard,

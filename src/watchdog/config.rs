@@ -2,6 +2,7 @@
 //! already use for their current watchdog (`-f zoo-watchdog.conf`), and the
 //! checks that turn both into [`Settings`]. Flags override the file.
 
+use super::proxy_user::{is_sha256_hex, ProxyUser};
 use super::switchover::control_path;
 use crate::zk::layout::is_server_addr;
 use clap::Parser;
@@ -61,6 +62,23 @@ pub struct Args {
     /// `masterauth` so replicas can sync.
     #[arg(long = "redis-auth", value_name = "PASS")]
     pub redis_auth: Option<String>,
+    /// Create (or update) the proxies' ACL user of this name on the Redis,
+    /// with the rights README's "Security" section gives; the pool file's
+    /// `redis_user`. Needs --proxy-user-sha256.
+    #[arg(
+        long = "proxy-user",
+        value_name = "NAME",
+        requires = "proxy_user_sha256"
+    )]
+    pub proxy_user: Option<String>,
+    /// SHA-256 (hex) of the proxies' password, the pool file's
+    /// `redis_auth`: `printf %s "$PASS" | sha256sum`.
+    #[arg(
+        long = "proxy-user-sha256",
+        value_name = "HEX",
+        requires = "proxy_user"
+    )]
+    pub proxy_user_sha256: Option<String>,
     /// ZooKeeper digest identity, `user:password` (default: the file's
     /// `zkAuth`): sessions authenticate with it and our member znodes are
     /// writable only by it.
@@ -220,6 +238,8 @@ pub struct Settings {
     pub script_kill_after: Option<Duration>,
     pub session_timeout: Duration,
     pub redis_auth: Option<String>,
+    /// The proxies' ACL user to keep on the Redis (`--proxy-user`).
+    pub proxy_user: Option<ProxyUser>,
     pub zk_auth: Option<crate::zk::ZkAuth>,
     pub log_level: LevelFilter,
     pub log_file: Option<PathBuf>,
@@ -273,6 +293,25 @@ impl Settings {
             Some(text) => parse_level(text).ok_or_else(|| ConfigError::BadLevel(text.clone()))?,
             None => LevelFilter::INFO,
         };
+        let proxy_user = match (args.proxy_user, args.proxy_user_sha256) {
+            (Some(name), Some(hex)) => {
+                if name.is_empty() || name.bytes().any(|c| !(b'!'..=b'~').contains(&c)) {
+                    return Err(ConfigError::BadValue(
+                        "--proxy-user must be a name without spaces or special characters",
+                    ));
+                }
+                if !is_sha256_hex(&hex) {
+                    return Err(ConfigError::BadValue(
+                        "--proxy-user-sha256 must be 64 hex digits (sha256sum of the password)",
+                    ));
+                }
+                Some(ProxyUser {
+                    name,
+                    password_sha256: hex.to_ascii_lowercase(),
+                })
+            }
+            _ => None,
+        };
         if args.interval_ms == 0 {
             return Err(ConfigError::BadValue("--interval-ms must be at least 1"));
         }
@@ -295,6 +334,7 @@ impl Settings {
             script_kill_after: args.script_kill_after_ms.map(Duration::from_millis),
             session_timeout: Duration::from_millis(args.session_timeout_ms),
             redis_auth: args.redis_auth.filter(|pass| !pass.is_empty()),
+            proxy_user,
             zk_auth,
             log_level,
             log_file: args.output.or(file.log_file),
@@ -423,6 +463,41 @@ mod tests {
         assert_eq!(settings.log_level, LevelFilter::INFO);
         assert_eq!(settings.log_file, None);
         assert_eq!(settings.redis_auth, None);
+        assert_eq!(settings.proxy_user, None);
+    }
+
+    #[test]
+    fn proxy_user_takes_a_name_and_a_digest() {
+        let digest = "AB".repeat(32);
+        let mut list = base();
+        list.extend([
+            "--zk",
+            "z:2181",
+            "--proxy-user",
+            "shardproxy",
+            "--proxy-user-sha256",
+            &digest,
+        ]);
+        let settings = Settings::merge(args(&list), FileSettings::default()).unwrap();
+        let user = settings.proxy_user.unwrap();
+        assert_eq!(user.name, "shardproxy");
+        assert_eq!(user.password_sha256, "ab".repeat(32));
+        let mut short = base();
+        short.extend([
+            "--zk",
+            "z:2181",
+            "--proxy-user",
+            "p",
+            "--proxy-user-sha256",
+            "ab",
+        ]);
+        assert!(Settings::merge(args(&short), FileSettings::default()).is_err());
+        let mut alone = vec!["shardproxy-watchdog", "--proxy-user", "p"];
+        alone.extend(base());
+        assert!(
+            Args::try_parse_from(alone).is_err(),
+            "the digest is required"
+        );
     }
 
     #[test]

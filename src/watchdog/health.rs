@@ -3,10 +3,11 @@
 //! `run_id` (a new one means the Redis restarted with whatever data it
 //! loaded), and how many checks failed in a row.
 
+use super::proxy_user::ProxyUser;
 use crate::redis_client::{RedisConn, RedisError};
 use crate::zk::layout::Role;
 use std::time::Duration;
-use tracing::warn;
+use tracing::{info, warn};
 
 /// What one successful check saw.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -186,6 +187,9 @@ pub struct RedisLink {
     timeout: Duration,
     conn: Option<RedisConn>,
     run_id: String,
+    /// The proxies' ACL user, made again on every new connection (a
+    /// restarted Redis has forgotten it).
+    proxy_user: Option<ProxyUser>,
 }
 
 impl RedisLink {
@@ -197,7 +201,14 @@ impl RedisLink {
             timeout,
             conn: None,
             run_id: String::new(),
+            proxy_user: None,
         }
+    }
+
+    /// Keeps `user` defined on the Redis (`--proxy-user`).
+    pub fn with_proxy_user(mut self, user: Option<ProxyUser>) -> RedisLink {
+        self.proxy_user = user;
+        self
     }
 
     /// PING, then `INFO replication`.
@@ -255,6 +266,15 @@ impl RedisLink {
                 // the password; without masterauth a replica cannot sync.
                 if let Err(e) = conn.ok(&["CONFIG", "SET", "masterauth", pass]).await {
                     warn!(redis = %self.addr, error = %e, "cannot set masterauth");
+                }
+            }
+            if let Some(user) = &self.proxy_user {
+                let command = user.setuser_command();
+                let args: Vec<&str> = command.iter().map(String::as_str).collect();
+                match conn.ok(&args).await {
+                    Ok(()) => info!(redis = %self.addr, user = %user.name, "proxy ACL user set"),
+                    Err(e) => warn!(redis = %self.addr, user = %user.name, error = %e,
+                        "cannot set the proxy ACL user"),
                 }
             }
             self.conn = Some(conn);

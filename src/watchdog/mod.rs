@@ -6,6 +6,7 @@
 //! - [`config`]: flags and the `zoo-watchdog.conf` file -> [`Settings`].
 //! - [`health`]: PING / INFO replication, run_id, failures in a row.
 //! - [`membership`]: the rules as one pure decision.
+//! - [`proxy_user`]: the proxies' ACL user, made on the Redis when asked.
 //! - [`guard`]: the split-brain guard, which pauses writes on a master
 //!   whose watchdog is not the connected lowest member.
 //! - [`agent`]: the watchdog's state and loop; [`session`] its ZooKeeper
@@ -37,6 +38,7 @@ pub mod guard;
 pub mod handover;
 pub mod health;
 pub mod membership;
+pub mod proxy_user;
 pub mod session;
 pub mod switchover;
 

@@ -340,13 +340,17 @@ pub(crate) async fn connect_to(
 }
 
 /// The commands that prepare a new connection, in the order that works:
-/// `AUTH` first (twemproxy sends `SELECT` first and fails on protected
+/// `AUTH` first, as `AUTH user password` with `redis_user` (twemproxy
+/// sends `SELECT` first and fails on protected
 /// servers, its issue #457), then `HELLO 3` for RESP3 connections, then
 /// `SELECT`.
 fn handshake_commands(settings: &BackendSettings, proto: Proto) -> Vec<Vec<Vec<u8>>> {
     let mut commands = Vec::new();
     if let Some(auth) = &settings.auth {
-        commands.push(vec![b"AUTH".to_vec(), auth.as_bytes().to_vec()]);
+        let mut command = vec![b"AUTH".to_vec()];
+        command.extend(settings.user.iter().map(|u| u.as_bytes().to_vec()));
+        command.push(auth.as_bytes().to_vec());
+        commands.push(command);
     }
     if proto == Proto::Resp3 {
         commands.push(vec![b"HELLO".to_vec(), b"3".to_vec()]);

@@ -50,6 +50,9 @@ pub struct BackendSettings {
     /// Per-request timeout; `None` waits forever.
     pub timeout: Option<Duration>,
     pub auth: Option<String>,
+    /// The ACL user `auth` belongs to (`redis_user`); without one the
+    /// handshake sends `AUTH password` (the `default` user).
+    pub user: Option<String>,
     pub db: u32,
     pub connections: usize,
     pub preconnect: bool,

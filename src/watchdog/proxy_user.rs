@@ -1,0 +1,93 @@
+//! The ACL user the proxies authenticate to the backends as (pool keys
+//! `redis_user` and `redis_auth`), which the watchdog creates on its Redis
+//! when given `--proxy-user` (ACL users are not replicated: each Redis
+//! needs its own, and the watchdog beside each one is there to make it).
+//!
+//! The user may run what the proxy forwards and nothing the proxy refuses,
+//! so a script sent through the proxy cannot do what the proxy refuses
+//! (FLUSHALL, SELECT, MIGRATE, CONFIG, ...): Redis runs a script's calls
+//! with the rights of the user that called it. README, "Security", shows
+//! the resulting `ACL SETUSER` line.
+
+/// The rules after the password: all keys and channels; every command but
+/// the administrative and dangerous ones, given back the dangerous ones
+/// the proxy forwards or uses (INFO keyspace, KEYS, SORT, RESTORE); and
+/// none that reach another database or server (SELECT, MOVE, SWAPDB,
+/// MIGRATE, COPY: Redis ACL cannot refuse COPY's DB option alone), nor
+/// FLUSHALL/FLUSHDB, named although `@dangerous` holds them, to read
+/// plainly. `reset` first makes the line a whole definition, so applying
+/// it again is harmless and a new password replaces the old one.
+pub const RULES: &[&str] = &[
+    "reset",
+    "on",
+    "~*",
+    "&*",
+    "+@all",
+    "-@admin",
+    "-@dangerous",
+    "+info",
+    "+keys",
+    "+sort",
+    "+sort_ro",
+    "+restore",
+    "-flushall",
+    "-flushdb",
+    "-select",
+    "-move",
+    "-swapdb",
+    "-migrate",
+    "-copy",
+];
+
+/// The proxy's user on the backends: its name and the SHA-256 of its
+/// password (the watchdog never needs the password itself).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProxyUser {
+    pub name: String,
+    pub password_sha256: String,
+}
+
+impl ProxyUser {
+    /// `ACL SETUSER <name> reset on #<sha256> ~* ...`: the whole command.
+    pub fn setuser_command(&self) -> Vec<String> {
+        let mut args = vec!["ACL".to_string(), "SETUSER".into(), self.name.clone()];
+        args.extend(RULES[..2].iter().map(|r| r.to_string()));
+        args.push(format!("#{}", self.password_sha256));
+        args.extend(RULES[2..].iter().map(|r| r.to_string()));
+        args
+    }
+}
+
+/// True for 64 lower- or upper-case hex digits.
+pub fn is_sha256_hex(text: &str) -> bool {
+    text.len() == 64 && text.bytes().all(|c| c.is_ascii_hexdigit())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_password_hash_follows_reset_on() {
+        let user = ProxyUser {
+            name: "shardproxy".into(),
+            password_sha256: "ab".repeat(32),
+        };
+        let line = user.setuser_command().join(" ");
+        assert!(
+            line.starts_with(&format!(
+                "ACL SETUSER shardproxy reset on #{} ~* &* +@all",
+                "ab".repeat(32)
+            )),
+            "{line}"
+        );
+        assert!(line.ends_with("-migrate -copy"), "{line}");
+    }
+
+    #[test]
+    fn only_64_hex_digits_are_a_digest() {
+        assert!(is_sha256_hex(&"0f".repeat(32)));
+        assert!(!is_sha256_hex("0f"));
+        assert!(!is_sha256_hex(&"zz".repeat(32)));
+    }
+}
