@@ -84,10 +84,21 @@ impl Daemon {
             .status()
             .unwrap();
         assert!(status.success(), "-d returns at once with success");
-        let conf = conf.to_str().unwrap().to_string();
+        // Every value on the command line (the settings file, the Redis
+        // address, the shard path): the daemon keeps them, while `-d` is
+        // dropped; the address tells apart the watchdogs sharing a file.
+        let mut values: Vec<&str> = args
+            .iter()
+            .copied()
+            .filter(|a| !a.starts_with('-'))
+            .collect();
+        let conf = conf.to_str().unwrap();
+        if !values.contains(&conf) {
+            values.push(conf);
+        }
         let mut pid = None;
         wait_until("the watchdog in the background", DEADLINE, || {
-            pid = find_process(&conf);
+            pid = find_process(&values);
             pid.is_some()
         });
         Daemon { pid: pid.unwrap() }
@@ -102,8 +113,8 @@ impl Drop for Daemon {
     }
 }
 
-/// The PID of the watchdog whose command line names `conf`.
-fn find_process(conf: &str) -> Option<u32> {
+/// The PID of the watchdog whose command line holds every one of `values`.
+fn find_process(values: &[&str]) -> Option<u32> {
     std::fs::read_dir("/proc")
         .ok()?
         .flatten()
@@ -111,8 +122,8 @@ fn find_process(conf: &str) -> Option<u32> {
             let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
             let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
             let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
-            let ours =
-                args.first()?.ends_with(b"shardproxy-watchdog") && args.contains(&conf.as_bytes());
+            let ours = args.first()?.ends_with(b"shardproxy-watchdog")
+                && values.iter().all(|v| args.contains(&v.as_bytes()));
             ours.then_some(pid)
         })
 }
