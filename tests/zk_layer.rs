@@ -772,8 +772,10 @@ async fn shutdown_while_zookeeper_is_unreachable() {
 async fn watch_survives_a_short_zookeeper_restart() {
     init_tracing();
     let mut zookeeper = ZooKeeper::start();
-    let ops = zookeeper.client().await;
-    let watchdog = zookeeper.client().await;
+    // The test's own sessions must outlast the restart, which can take a
+    // few seconds when the machine is busy.
+    let ops = zookeeper.client_with_session(Duration::from_secs(15)).await;
+    let watchdog = zookeeper.client_with_session(Duration::from_secs(15)).await;
     two_shards(&ops, &watchdog).await;
     let (watch, views) = start_watch(zookeeper.hosts());
     eventually!("the first view", 10, views.count() == 1);

@@ -37,8 +37,14 @@ impl ZooKeeper {
     /// A client for the test's own changes (ops, watchdogs), with a 2 s
     /// session.
     pub async fn client(&self) -> zookeeper_client::Client {
+        self.client_with_session(Duration::from_secs(2)).await
+    }
+
+    /// A client whose session survives `timeout` without the server (a
+    /// restart on a loaded machine can take a few seconds).
+    pub async fn client_with_session(&self, timeout: Duration) -> zookeeper_client::Client {
         zookeeper_client::Client::connector()
-            .with_session_timeout(Duration::from_secs(2))
+            .with_session_timeout(timeout)
             .connect(&self.hosts())
             .await
             .expect("connect to ZooKeeper")
