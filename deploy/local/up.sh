@@ -98,7 +98,9 @@ java -Xmx128m -XX:+UseSerialGC -cp /usr/share/java/zookeeper.jar:/usr/share/java
     org.apache.zookeeper.server.ZooKeeperServerMain "$RUN/zookeeper/zoo.cfg" \
     > "$RUN/zookeeper/zookeeper.log" 2>&1 &
 started $! "zookeeper:$ZK_PORT"
-zk_ok() { exec 3<>"/dev/tcp/127.0.0.1/$ZK_PORT" && printf ruok >&3 && grep -q imok <&3; }
+# `ruok` answers imok before the server takes sessions; `srvr` names the
+# mode only once it serves.
+zk_ok() { exec 3<>"/dev/tcp/127.0.0.1/$ZK_PORT" && printf srvr >&3 && grep -q "Mode: standalone" <&3; }
 wait_for "ZooKeeper" zk_ok
 
 # Redis: shard 0 = ports 1 (master) and 2, shard 1 = ports 3 (master) and 4.

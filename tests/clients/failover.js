@@ -25,15 +25,22 @@ async function main() {
   const publisher = new Redis({ port: portB });
   const subscriber = new Redis({ port: portA });
   const messages = [];
-  let wake = () => {};
+  // The one waiter for the next message, if any: cleared when it takes
+  // one, so a message that arrives while nobody waits stays queued (it
+  // can arrive before PUBLISH's own reply).
+  let waiter = null;
   subscriber.on("message", (ch, text) => {
     messages.push([ch, text]);
-    wake();
+    if (waiter) {
+      const take = waiter;
+      waiter = null;
+      take();
+    }
   });
   const nextMessage = () =>
     withDeadline(
       new Promise((resolve) => {
-        const take = () => (messages.length ? resolve(messages.shift()) : (wake = take));
+        const take = () => (messages.length ? resolve(messages.shift()) : (waiter = take));
         take();
       }),
       5000,
