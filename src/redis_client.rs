@@ -115,7 +115,7 @@ impl RedisConn {
     /// # Errors
     /// I/O failure, timeout, a malformed reply, or an error reply. After an
     /// error other than `Reply` the connection is unusable: drop it.
-    pub async fn call(&mut self, args: &[&str]) -> Result<Value, RedisError> {
+    pub async fn call<A: AsRef<[u8]>>(&mut self, args: &[A]) -> Result<Value, RedisError> {
         let mut out = BytesMut::new();
         encode_request(args, &mut out);
         let timeout = self.timeout;
@@ -153,7 +153,7 @@ impl RedisConn {
     /// # Errors
     /// As [`RedisConn::call`], and [`RedisError::Unexpected`] for any other
     /// kind of reply.
-    pub async fn ok(&mut self, args: &[&str]) -> Result<(), RedisError> {
+    pub async fn ok<A: AsRef<[u8]>>(&mut self, args: &[A]) -> Result<(), RedisError> {
         match self.call(args).await? {
             Value::Simple(_) => Ok(()),
             other => Err(self.unexpected(args, &other)),
@@ -166,7 +166,7 @@ impl RedisConn {
     /// # Errors
     /// As [`RedisConn::call`], and [`RedisError::Unexpected`] for any other
     /// kind of reply.
-    pub async fn text(&mut self, args: &[&str]) -> Result<String, RedisError> {
+    pub async fn text<A: AsRef<[u8]>>(&mut self, args: &[A]) -> Result<String, RedisError> {
         match self.call(args).await? {
             Value::Bulk(text) | Value::Simple(text) | Value::Verbatim { text, .. } => {
                 Ok(String::from_utf8_lossy(&text).into_owned())
@@ -175,7 +175,7 @@ impl RedisConn {
         }
     }
 
-    fn unexpected(&self, args: &[&str], reply: &Value) -> RedisError {
+    fn unexpected<A: AsRef<[u8]>>(&self, args: &[A], reply: &Value) -> RedisError {
         RedisError::Unexpected {
             addr: self.addr.clone(),
             command: command_name(args),
@@ -223,12 +223,15 @@ impl RedisConn {
 
 /// The command's name (and subcommand) for messages, never its arguments:
 /// `AUTH` carries a password.
-fn command_name(args: &[&str]) -> String {
+fn command_name<A: AsRef<[u8]>>(args: &[A]) -> String {
+    let text = |a: &A| String::from_utf8_lossy(a.as_ref()).into_owned();
     match args {
-        [cmd, sub, ..] if matches!(cmd.to_ascii_uppercase().as_str(), "CLIENT" | "CONFIG") => {
-            format!("{cmd} {sub}")
+        [cmd, sub, ..]
+            if matches!(text(cmd).to_ascii_uppercase().as_str(), "CLIENT" | "CONFIG") =>
+        {
+            format!("{} {}", text(cmd), text(sub))
         }
-        [cmd, ..] => cmd.to_string(),
+        [cmd, ..] => text(cmd),
         [] => String::new(),
     }
 }

@@ -15,6 +15,7 @@
 
 pub mod failover;
 pub mod init;
+pub mod migrate;
 pub mod promote;
 pub mod redis;
 pub mod render;
@@ -82,6 +83,26 @@ pub enum Command {
         #[arg(long, default_value_t = 1000, value_name = "MS")]
         max_pause_ms: u64,
     },
+    /// Create a shard that owns no range yet, to grow the cluster: start
+    /// its watchdogs, then `migrate` ranges to it.
+    AddShard {
+        /// The shard's name, e.g. redis-0002.
+        name: String,
+    },
+    /// Move a range of slots, with its keys, to another shard while
+    /// clients keep reading and writing; run it again to continue one that
+    /// stopped.
+    Migrate(MigrateArgs),
+    /// Pause the running migration's mover (requests keep being served).
+    Pause,
+    /// Resume a paused migration.
+    Resume,
+    /// Call off the migration: before any key moved it just ends; later,
+    /// the keys already moved are moved back (run `migrate` with the
+    /// reversed range and target, which `abort` prints).
+    Abort,
+    /// Print the pool file `servers:` lines that match ZooKeeper's shards.
+    Export,
     /// A shard with no eligible master (its data was last on a history no
     /// live Redis holds): say what ADDR holds against it and, with --force,
     /// make ADDR the shard's master, accepting the loss.
@@ -94,6 +115,28 @@ pub enum Command {
         #[arg(long)]
         force: bool,
     },
+}
+
+/// `migrate`'s options as typed.
+#[derive(Debug, clap::Args)]
+pub struct MigrateArgs {
+    /// The slots to move, LO-HI (inclusive), at one end of their shard's
+    /// range.
+    pub range: String,
+    /// The shard that gets them: one bordering the range, or one with no
+    /// range yet (`add-shard`).
+    #[arg(long)]
+    pub to: String,
+    /// Print the plan, the key estimate and the time estimate; change
+    /// nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Keys per second the background mover may move (0: unlimited).
+    #[arg(long, default_value_t = 0, value_name = "KEYS")]
+    pub rate: u64,
+    /// How long every live proxy gets to acknowledge a phase.
+    #[arg(long, default_value_t = 10_000, value_name = "MS")]
+    pub barrier_timeout_ms: u64,
 }
 
 /// Why an admin command could not do its job.
@@ -138,6 +181,8 @@ pub enum AdminError {
     Failover(String),
     #[error("promote: {0}")]
     Promote(String),
+    #[error("migrate: {0}")]
+    Migrate(String),
     #[error("cannot start the runtime: {0}")]
     Runtime(std::io::Error),
 }
@@ -209,6 +254,21 @@ pub fn run(args: &Args) -> Result<(String, u8), AdminError> {
             Command::Promote { shard, addr, force } => {
                 promote::run(&target, shard, addr, *force).await
             }
+            Command::AddShard { name } => Ok((migrate::add_shard(&target, name).await?, 0)),
+            Command::Migrate(m) => {
+                let options = migrate::MigrateOptions {
+                    range: m.range.clone(),
+                    to: m.to.clone(),
+                    dry_run: m.dry_run,
+                    rate: m.rate,
+                    barrier_timeout: std::time::Duration::from_millis(m.barrier_timeout_ms),
+                };
+                Ok((migrate::migrate(&target, &options).await?, 0))
+            }
+            Command::Pause => Ok((migrate::control::set_paused(&target, true).await?, 0)),
+            Command::Resume => Ok((migrate::control::set_paused(&target, false).await?, 0)),
+            Command::Abort => Ok((migrate::control::abort(&target).await?, 0)),
+            Command::Export => Ok((migrate::control::export(&target).await?, 0)),
         }
     })
 }

@@ -47,6 +47,9 @@ pub struct Target {
     /// `zookeeper_auth`: sessions authenticate with it, and what the tool
     /// creates is writable only by it.
     pub zk_auth: Option<crate::zk::ZkAuth>,
+    /// How the pool hashes keys onto slots (migrations find a range's keys).
+    pub hash: crate::hash::HashKind,
+    pub hash_tag: Option<[u8; 2]>,
 }
 
 /// The name of the `index`-th shard in slot order.
@@ -110,6 +113,8 @@ impl Target {
                 .clone()
                 .filter(|_| chosen.redis_user.is_none()),
             zk_auth: keys.and_then(|z| z.auth.clone()),
+            hash: chosen.hash,
+            hash_tag: chosen.hash_tag,
         })
     }
 }

@@ -37,7 +37,7 @@ impl Session {
         request: crate::protocol::Request,
     ) -> Pending {
         let table = self.pool.router.load();
-        let shard = match self.shard_of_keys(&table, cmd, &request.args) {
+        let shard = match self.dedicated_shard_of_keys(&table, cmd, &request.args) {
             Ok(Some(shard)) => shard,
             Ok(None) if cmd.name == "wait" => self.last_shard.min(table.shards.len() - 1),
             Ok(None) => {

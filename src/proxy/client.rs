@@ -14,6 +14,7 @@ use crate::command::{self, Command, Handling, KeySpec};
 use crate::protocol::{encode_error, Proto, ProtocolError, Request, RequestParser};
 use crate::proxy::acl;
 use crate::proxy::local;
+use crate::proxy::migration::{self, Moving};
 use crate::proxy::outbuf::OutBuf;
 use crate::proxy::pending::{unsupported_error, Pending};
 use crate::proxy::pool::Pool;
@@ -609,6 +610,25 @@ impl Session {
         Ok(Some(shard))
     }
 
+    /// [`Self::shard_of_keys`] for a request bound for the dedicated
+    /// connection (blocking commands, transactions), which cannot go
+    /// through a migration lane: keys of a moving range are refused.
+    pub(crate) fn dedicated_shard_of_keys(
+        &self,
+        table: &RoutingTable,
+        cmd: &Command,
+        args: &[Bytes],
+    ) -> Result<Option<usize>, String> {
+        let shard = self.shard_of_keys(table, cmd, args)?;
+        if shard.is_some() && table.migration.is_some() {
+            let keys = cmd.key_indexes(args).unwrap_or_default();
+            if migration::moving(table, keys.iter().map(|&k| &args[k][..])) != Moving::No {
+                return Err(migration::TRYAGAIN_DEDICATED.into());
+            }
+        }
+        Ok(shard)
+    }
+
     /// A single-backend command: every key must live on the same shard.
     fn forward(&mut self, cmd: &'static Command, request: Request) -> Pending {
         let table = self.pool.router.load();
@@ -624,6 +644,24 @@ impl Session {
             Err(e) => return self.error(&e),
         };
         self.last_shard = shard;
+        if table.migration.is_some() {
+            let keys = match single_key(cmd, &request.args) {
+                Some(key) => vec![Bytes::copy_from_slice(key)],
+                None => cmd
+                    .key_indexes(&request.args)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|k| request.args[k].clone())
+                    .collect(),
+            };
+            match migration::moving(&table, keys.iter().map(|k| &k[..])) {
+                Moving::No => {}
+                Moving::All => {
+                    return self.through_migration(&moving_source(&table), keys, request.raw)
+                }
+                Moving::Mixed => return self.error(migration::TRYAGAIN_MIXED),
+            }
+        }
         self.send(&table.shards[shard], request.raw)
     }
 
@@ -641,6 +679,11 @@ impl Session {
         };
         match split::plan(&table, kind, &request.args, &keys) {
             // All keys on one shard: forward the request untouched.
+            split::Plan::Single(shard) if shard == table.shards.len() => {
+                let source = moving_source(&table);
+                let keys = keys.iter().map(|&k| request.args[k].clone()).collect();
+                self.through_migration(&source, keys, request.raw)
+            }
             split::Plan::Single(shard) => {
                 self.last_shard = shard;
                 self.send(&table.shards[shard], request.raw)
@@ -651,18 +694,32 @@ impl Session {
                     .stats
                     .fragments
                     .fetch_add(fragments, Ordering::Relaxed);
-                let parts = parts
-                    .into_iter()
-                    .map(|(shard, sub_request, positions)| Part {
-                        reply: table.shards[shard].backend.send(
-                            self.proto,
-                            self.id as usize,
-                            sub_request,
-                        ),
-                        shard: table.shards[shard].name.clone(),
+                let mut sent = Vec::with_capacity(parts.len());
+                for (shard, sub_request, positions) in parts {
+                    let (reply, shard) = if shard == table.shards.len() {
+                        let source = moving_source(&table);
+                        let keys = positions
+                            .iter()
+                            .map(|&p| request.args[keys[p]].clone())
+                            .collect();
+                        match self.through_migration(&source, keys, sub_request) {
+                            Pending::Forward { reply, shard } => (reply, shard),
+                            _ => unreachable!("the lane forwards"),
+                        }
+                    } else {
+                        let shard = &table.shards[shard];
+                        let reply = shard
+                            .backend
+                            .send(self.proto, self.id as usize, sub_request);
+                        (reply, shard.name.clone())
+                    };
+                    sent.push(Part {
+                        reply,
+                        shard,
                         positions,
-                    })
-                    .collect();
+                    });
+                }
+                let parts = sent;
                 Pending::split(
                     SplitReply::new(kind, keys.len(), parts, self.proto),
                     self.pool.clone(),
@@ -677,6 +734,14 @@ impl Session {
             shard: shard.name.clone(),
         }
     }
+}
+
+/// The name of the shard a table's active migration moves from.
+fn moving_source(table: &RoutingTable) -> Arc<str> {
+    table
+        .migration
+        .as_ref()
+        .map_or_else(|| Arc::from("migration"), |m| m.source_name.clone())
 }
 
 /// The key of a command with exactly one key at a fixed position, found

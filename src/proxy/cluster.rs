@@ -3,6 +3,7 @@
 //! runs the proxy's registration. The pool file's servers route until
 //! ZooKeeper answers; after that ZooKeeper overrides them.
 
+use crate::proxy::migration::MigrationSpec;
 use crate::proxy::pool::Pool;
 use crate::proxy::router::{RoutingTable, ShardSpec};
 use crate::proxy::stats_server::Monitoring;
@@ -47,6 +48,16 @@ pub fn spawn(
             shutdown.clone(),
         ));
     }
+    if let (Some(root), Some(proxy_path)) = (&config.redis_path, &config.proxy_path) {
+        tasks.spawn(crate::proxy::migration::acks::run(
+            Arc::downgrade(pool),
+            config.hosts.clone(),
+            config.auth.clone(),
+            root.clone(),
+            proxy_path.clone(),
+            shutdown.clone(),
+        ));
+    }
     if let Some(root) = &config.redis_path {
         let target = Arc::downgrade(pool);
         let on_change: zk::OnChange = Arc::new(move |view: ClusterView| {
@@ -72,7 +83,9 @@ pub fn apply(pool: &Pool, view: &ClusterView) {
     match shard_specs(pool, view) {
         Ok(specs) => {
             let old = pool.router.load_full();
-            let table = pool.router.install(&specs, "zookeeper");
+            let table = pool
+                .router
+                .install(&specs, "zookeeper", migration_spec(view));
             demote_replaced_masters(&old, &table);
             for shard in view.shards.iter().filter(|s| s.no_members) {
                 tracing::warn!(pool = %pool.name, shard = %shard.name, master = ?shard.master,
@@ -128,9 +141,32 @@ fn demote_replaced_masters(old: &RoutingTable, new: &RoutingTable) {
     }
 }
 
+/// The view's migration, with its target's master (empty when the target
+/// has none: the range's requests then get `-TRYAGAIN`).
+fn migration_spec(view: &ClusterView) -> Option<MigrationSpec> {
+    let state = view.migration.as_ref()?;
+    let (lo, hi) = state.slots().ok()?;
+    let master = |name: &str| {
+        view.shard(name)
+            .and_then(|s| s.master.clone())
+            .unwrap_or_default()
+    };
+    Some(MigrationSpec {
+        id: state.id.clone(),
+        lo,
+        hi,
+        source: state.source.clone(),
+        target: state.target.clone(),
+        source_addr: master(&state.source),
+        target_addr: master(&state.target),
+        phase: state.phase,
+    })
+}
+
 fn shard_specs(pool: &Pool, view: &ClusterView) -> Result<Vec<ShardSpec>, String> {
     view.shards
         .iter()
+        .filter(|shard| !shard.empty)
         .map(|shard| {
             let addr = match &shard.master {
                 Some(master) => master.clone(),

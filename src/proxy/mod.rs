@@ -40,6 +40,7 @@ pub mod info;
 pub mod keyspace;
 pub mod listener;
 pub mod local;
+pub mod migration;
 pub mod outbuf;
 pub mod pending;
 pub mod pool;

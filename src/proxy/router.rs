@@ -7,7 +7,9 @@ use crate::config::PoolConfig;
 use crate::hash::HashKind;
 use crate::protocol::{encode_request, Proto};
 use crate::proxy::backend::{Backend, BackendRegistry, BackendSettings, Reply};
+use crate::proxy::migration::{MigrationRoute, MigrationSpec};
 use crate::route::{hashable_key, Distribution, DistributionKind, Node};
+use crate::zk::migration::Phase;
 use arc_swap::ArcSwap;
 use bytes::BytesMut;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -35,6 +37,8 @@ pub struct RoutingTable {
     /// Where the table came from ("file", "zookeeper", ...), for INFO.
     pub source: &'static str,
     pub built_at: SystemTime,
+    /// A range moving between two shards, from ZooKeeper.
+    pub migration: Option<Arc<MigrationRoute>>,
 }
 
 impl RoutingTable {
@@ -61,6 +65,27 @@ impl RoutingTable {
             }
         }
         sent
+    }
+
+    /// The slot `key` falls on (modula and range forms).
+    pub fn slot_of(&self, key: &[u8]) -> Option<u32> {
+        self.distribution
+            .slot(self.hash.hash(hashable_key(key, self.hash_tag)))
+    }
+
+    /// The migration this table serves through the lane, if any.
+    pub fn active_migration(&self) -> Option<&MigrationRoute> {
+        self.migration.as_deref().filter(|m| m.active())
+    }
+
+    /// Where a split command sends `key`: its shard's index, or
+    /// `shards.len()` for a key of the moving range (served by the
+    /// session's migration lane).
+    pub fn split_index(&self, key: &[u8]) -> usize {
+        match self.active_migration() {
+            Some(m) if m.covers(self.slot_of(key)) => self.shards.len(),
+            _ => self.shard_of(key),
+        }
     }
 
     /// Index into `shards` of the shard owning `key`.
@@ -138,6 +163,7 @@ struct State {
     specs: Vec<ShardSpec>,
     backends: Vec<Arc<Backend>>,
     source: &'static str,
+    migration: Option<MigrationSpec>,
 }
 
 impl Router {
@@ -148,7 +174,7 @@ impl Router {
         let registry = Arc::new(BackendRegistry::new(settings.backends.clone()));
         let specs = file_shards(pool);
         let backends: Vec<Arc<Backend>> = specs.iter().map(|s| registry.get(&s.addr)).collect();
-        let table = build(&settings, &specs, &backends, 1, "file");
+        let table = build(&settings, &specs, &backends, 1, "file", None);
         Router {
             table: ArcSwap::from_pointee(table),
             versions: AtomicU64::new(1),
@@ -160,6 +186,7 @@ impl Router {
                 specs,
                 backends,
                 source: "file",
+                migration: None,
             }),
         }
     }
@@ -187,8 +214,14 @@ impl Router {
     /// Builds a table from `specs` and makes it current. Specs with ranges
     /// use the range form; otherwise the pool's distribution, without the
     /// servers that are ejected now (with `auto_eject_hosts`).
-    pub fn install(&self, specs: &[ShardSpec], source: &'static str) -> Arc<RoutingTable> {
+    pub fn install(
+        &self,
+        specs: &[ShardSpec],
+        source: &'static str,
+        migration: Option<MigrationSpec>,
+    ) -> Arc<RoutingTable> {
         let mut state = self.lock();
+        state.migration = migration;
         state.backends = specs.iter().map(|s| state.registry.get(&s.addr)).collect();
         state.specs = specs.to_vec();
         state.source = source;
@@ -242,12 +275,21 @@ impl Router {
         let backends: Vec<Arc<Backend>> =
             chosen.iter().map(|&i| state.backends[i].clone()).collect();
         let version = self.versions.fetch_add(1, Ordering::Relaxed) + 1;
+        let migration = state.migration.as_ref().map(|m| {
+            Arc::new(migration_route(
+                m,
+                &specs,
+                state.registry.get(&m.source_addr),
+                state.registry.get(&m.target_addr),
+            ))
+        });
         let table = Arc::new(build(
             &state.settings,
             &specs,
             &backends,
             version,
             state.source,
+            migration,
         ));
         self.table.store(table.clone());
         self.current.store(version, Ordering::Release);
@@ -316,6 +358,7 @@ fn build(
     backends: &[Arc<Backend>],
     version: u64,
     source: &'static str,
+    migration: Option<Arc<MigrationRoute>>,
 ) -> RoutingTable {
     let ranged = !specs.is_empty() && specs.iter().all(|s| s.range.is_some());
     let distribution = if ranged {
@@ -352,5 +395,33 @@ fn build(
         version,
         source,
         built_at: SystemTime::now(),
+        migration,
+    }
+}
+
+/// The table's view of a migration: the range is served through the lane
+/// until the commit, and the target's range covers it, are both seen.
+fn migration_route(
+    m: &MigrationSpec,
+    specs: &[ShardSpec],
+    source: Arc<Backend>,
+    target: Arc<Backend>,
+) -> MigrationRoute {
+    // Before the commit the range is served through the lane even where
+    // the target owns it (a migration turned around by `abort`).
+    let committed = m.phase == Phase::Committed
+        && specs.iter().any(|s| {
+            s.name == m.target && s.range.is_some_and(|(lo, hi)| lo <= m.lo && m.hi <= hi)
+        });
+    MigrationRoute {
+        id: Arc::from(m.id.as_str()),
+        lo: m.lo,
+        hi: m.hi,
+        source_name: Arc::from(m.source.as_str()),
+        source,
+        target_name: Arc::from(m.target.as_str()),
+        target,
+        phase: m.phase,
+        active: !committed,
     }
 }

@@ -4,6 +4,7 @@
 use crate::protocol::{encode_error, Proto};
 use crate::proxy::acl::User;
 use crate::proxy::dedicated::Dedicated;
+use crate::proxy::migration::lane::Lane as MigrationLane;
 use crate::proxy::pending::Pending;
 use crate::proxy::pool::Pool;
 use crate::proxy::pubsub::PubSub;
@@ -44,6 +45,8 @@ pub struct Session {
     pub last_shard: usize,
     /// The client's subscriptions; `Some` in subscribed mode.
     pub pubsub: Option<Box<PubSub>>,
+    /// Requests on a moving range, in order ([`crate::proxy::migration`]).
+    pub migration_lane: Option<MigrationLane>,
 }
 
 /// A WATCH or MULTI in progress ([`super::transaction`]).
@@ -87,6 +90,25 @@ impl Session {
             blocked: false,
             last_shard: 0,
             pubsub: None,
+            migration_lane: None,
+        }
+    }
+
+    /// Sends a request whose keys (`keys`) all lie in the moving range of
+    /// the migration from shard `source` through the session's lane.
+    pub fn through_migration(
+        &mut self,
+        source: &Arc<str>,
+        keys: Vec<Bytes>,
+        raw: Bytes,
+    ) -> Pending {
+        let pool = &self.pool;
+        let lane = self
+            .migration_lane
+            .get_or_insert_with(|| MigrationLane::new(pool));
+        Pending::Forward {
+            reply: lane.submit(keys, raw, self.proto, self.id as usize),
+            shard: source.clone(),
         }
     }
 

@@ -23,16 +23,22 @@ pub enum Plan {
 }
 
 /// Groups the keys of a split command by shard. `keys` are the argument
-/// indexes of the keys (for MSET the value follows each key).
+/// indexes of the keys (for MSET the value follows each key). Keys of a
+/// moving range form a group of their own, numbered `table.shards.len()`
+/// ([`RoutingTable::split_index`]).
 pub fn plan(table: &RoutingTable, kind: SplitKind, args: &[Bytes], keys: &[usize]) -> Plan {
-    let shards: Vec<usize> = keys.iter().map(|&k| table.shard_of(&args[k])).collect();
+    let shards: Vec<usize> = if table.migration.is_some() {
+        keys.iter().map(|&k| table.split_index(&args[k])).collect()
+    } else {
+        keys.iter().map(|&k| table.shard_of(&args[k])).collect()
+    };
     let first = shards.first().copied().unwrap_or(0);
     if shards.iter().all(|&shard| shard == first) {
         return Plan::Single(first);
     }
     // (shard, key positions), in order of first use; `group_of` finds a
     // shard's group without searching, so a huge DEL stays linear.
-    let mut group_of: Vec<Option<usize>> = vec![None; table.shards.len()];
+    let mut group_of: Vec<Option<usize>> = vec![None; table.shards.len() + 1];
     let mut groups: Vec<(usize, Vec<usize>)> = Vec::new();
     for (position, &shard) in shards.iter().enumerate() {
         let group = *group_of[shard].get_or_insert_with(|| {

@@ -82,7 +82,7 @@ impl Session {
     /// WATCH outside MULTI binds the transaction to its keys' shard.
     fn watch(&mut self, cmd: &'static Command, request: Request) -> Pending {
         let table = self.pool.router.load();
-        let shard = match self.shard_of_keys(&table, cmd, &request.args) {
+        let shard = match self.dedicated_shard_of_keys(&table, cmd, &request.args) {
             Ok(Some(shard)) => shard,
             Ok(None) => unreachable!("WATCH's arity requires a key"),
             Err(e) => return self.error(&e),
@@ -162,7 +162,7 @@ impl Session {
         let table = self.pool.router.load();
         let shard = match handling {
             Handling::Forward | Handling::Split(_) | Handling::Blocking => {
-                match self.shard_of_keys(&table, cmd, &request.args) {
+                match self.dedicated_shard_of_keys(&table, cmd, &request.args) {
                     Ok(shard) => shard,
                     Err(e) => return self.refuse_in_multi(&e),
                 }

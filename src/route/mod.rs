@@ -99,6 +99,14 @@ impl Distribution {
         }
     }
 
+    /// The slot `hash` falls on, in the modula and range forms.
+    pub fn slot(&self, hash: u32) -> Option<u32> {
+        match self {
+            Distribution::Slots(slots) => Some(slots.slot(hash)),
+            _ => None,
+        }
+    }
+
     /// The number of nodes.
     pub fn len(&self) -> usize {
         match self {

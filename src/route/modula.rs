@@ -61,6 +61,11 @@ impl Slots {
     }
 
     /// The node owning `hash`'s slot.
+    /// The slot `hash` falls on.
+    pub fn slot(&self, hash: u32) -> u32 {
+        (u64::from(hash) % self.size) as u32
+    }
+
     pub fn pick(&self, hash: u32) -> usize {
         let slot = u64::from(hash) % self.size;
         let run = self.runs.partition_point(|&(last, _)| last < slot);

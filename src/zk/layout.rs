@@ -279,6 +279,9 @@ pub struct ShardView {
     pub lo: u32,
     /// Last slot of the range (inclusive).
     pub hi: u32,
+    /// The shard owns no range (yet): `lo` and `hi` mean nothing. It is
+    /// left out of routing except as a migration's target.
+    pub empty: bool,
     /// `ip:port` of the lowest-sequence member, or the last known master
     /// when the shard has no members (`None` if it never had one).
     pub master: Option<String>,
@@ -311,7 +314,13 @@ impl ShardView {
         children: &[String],
         last_master: Option<&str>,
     ) -> Result<ShardView, LayoutError> {
-        let (lo, hi) = parse_shard_data(path, data)?;
+        // A shard added for growth owns no range yet (`"weight":""`).
+        let empty = ShardData::parse(data).is_some_and(|d| d.weight.is_empty());
+        let (lo, hi) = if empty {
+            (0, 0)
+        } else {
+            parse_shard_data(path, data)?
+        };
         let members = members_in_line(children);
         let strays = children
             .iter()
@@ -327,6 +336,7 @@ impl ShardView {
             name: node_name(path).to_string(),
             lo,
             hi,
+            empty,
             master,
             members,
             no_members,
@@ -364,6 +374,8 @@ pub struct ClusterView {
     pub shards: Vec<ShardView>,
     /// The slot space `S`: the highest `hi` plus one.
     pub slots: u32,
+    /// A range migration in progress (`crate::zk::migration`).
+    pub migration: Option<crate::zk::migration::MigrationState>,
 }
 
 impl ClusterView {
@@ -374,7 +386,7 @@ impl ClusterView {
     /// [`LayoutError::NoShards`], [`LayoutError::Gap`] or
     /// [`LayoutError::Overlap`], naming the shards on either side.
     pub fn new(mut shards: Vec<ShardView>) -> Result<ClusterView, LayoutError> {
-        let mut by_range: Vec<&ShardView> = shards.iter().collect();
+        let mut by_range: Vec<&ShardView> = shards.iter().filter(|s| !s.empty).collect();
         by_range.sort_by_key(|s| (s.lo, s.hi));
         let mut next = 0u32;
         let mut prev: Option<&ShardView> = None;
@@ -406,6 +418,7 @@ impl ClusterView {
         Ok(ClusterView {
             shards,
             slots: next,
+            migration: None,
         })
     }
 

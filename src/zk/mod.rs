@@ -11,6 +11,7 @@
 //! [`crate::watchdog`].
 
 pub mod layout;
+pub mod migration;
 
 pub use layout::{ClusterView, LayoutError, Member, MemberData, ProxyData, Role, ShardView};
 

@@ -202,6 +202,23 @@ impl Backend {
         rx
     }
 
+    /// PINGs every shared connection open to this backend: each reply
+    /// arrives only once everything queued on its connection before it has
+    /// been answered.
+    pub fn ping_all(&self) -> Vec<oneshot::Receiver<Reply>> {
+        let ping = Bytes::from_static(b"*1\r\n$4\r\nPING\r\n");
+        let mut replies = Vec::new();
+        for (proto, conns) in [
+            (Proto::Resp2, Some(&self.resp2)),
+            (Proto::Resp3, self.resp3.get()),
+        ] {
+            for i in 0..conns.map_or(0, Vec::len) {
+                replies.push(self.send(proto, i, ping.clone()));
+            }
+        }
+        replies
+    }
+
     /// The pool's per-request timeout for this backend.
     pub fn timeout(&self) -> Option<Duration> {
         self.settings.timeout

@@ -22,6 +22,7 @@
 use super::session::{close, connect, session_over};
 use super::status::{Task, ZkStatus};
 use crate::zk::layout::{child_path, ClusterView, ShardView};
+use crate::zk::migration::MigrationState;
 use crate::zk::{is_session_over, shutdown_requested, Backoff};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::future::{poll_fn, Future};
@@ -85,6 +86,8 @@ enum Key {
     Data(String),
     /// A shard's children.
     Members(String),
+    /// The migration znode's data, or its existence while it is missing.
+    Migration,
 }
 
 /// A watch set on ZooKeeper, resolving when it fires.
@@ -104,6 +107,9 @@ struct Session<'a> {
     status: &'a ZkStatus,
     /// `None` while the root does not exist.
     shards: Option<BTreeMap<String, ShardNodes>>,
+    /// The migration znode's path and last data (`None`: no migration).
+    migration_path: Option<String>,
+    migration: Option<Vec<u8>>,
     /// Reads to do (each re-arms its watch).
     pending: BTreeSet<Key>,
     /// The live watch per key. Replacing or removing one drops it, which
@@ -118,7 +124,9 @@ impl<'a> Session<'a> {
             root,
             status,
             shards: None,
-            pending: BTreeSet::from([Key::Root]),
+            migration_path: crate::zk::migration::migration_path(root),
+            migration: None,
+            pending: BTreeSet::from([Key::Root, Key::Migration]),
             armed: HashMap::new(),
         }
     }
@@ -206,6 +214,7 @@ impl<'a> Session<'a> {
     async fn read(&mut self, key: &Key) -> Result<(), zk::Error> {
         match key {
             Key::Root => self.read_root().await,
+            Key::Migration => self.read_migration().await,
             Key::Data(name) => {
                 if !self.has_shard(name) {
                     return Ok(());
@@ -293,6 +302,31 @@ impl<'a> Session<'a> {
         Ok(())
     }
 
+    /// Reads the migration znode, or watches for its creation.
+    async fn read_migration(&mut self) -> Result<(), zk::Error> {
+        let Some(path) = self.migration_path.clone() else {
+            return Ok(());
+        };
+        match self.client.get_and_watch_data(&path).await {
+            Ok((data, _, watcher)) => {
+                self.migration = Some(data);
+                self.arm(Key::Migration, watcher);
+                Ok(())
+            }
+            Err(zk::Error::NoNode) => {
+                self.migration = None;
+                let (stat, watcher) = self.client.check_and_watch_stat(&path).await?;
+                if stat.is_some() {
+                    self.pending.insert(Key::Migration);
+                } else {
+                    self.arm(Key::Migration, watcher);
+                }
+                Ok(())
+            }
+            Err(error) => Err(error),
+        }
+    }
+
     fn has_shard(&self, name: &str) -> bool {
         self.shards
             .as_ref()
@@ -367,7 +401,7 @@ impl<'a> Session<'a> {
             })
             .collect::<Result<Vec<_>, _>>()
             .and_then(ClusterView::new);
-        let view = match built {
+        let mut view = match built {
             Ok(view) => view,
             Err(error) => {
                 let path = error.path().unwrap_or(self.root);
@@ -375,6 +409,19 @@ impl<'a> Session<'a> {
                 self.status.record_error(path, error.to_string());
                 self.status.set_state_valid(false);
                 return;
+            }
+        };
+        // Bad migration data keeps the migration last seen: dropping it
+        // would send the range's keys back to a source that gave some away.
+        view.migration = match self.migration.as_deref().map(MigrationState::parse) {
+            None => None,
+            Some(Ok(state)) => Some(state),
+            Some(Err(error)) => {
+                let path = self.migration_path.as_deref().unwrap_or(self.root);
+                warn!(path = %path, error = %error, "invalid migration in ZooKeeper; keeping the last good one");
+                self.status.record_error(path, error);
+                invalid = true;
+                last.as_ref().and_then(|l| l.migration.clone())
             }
         };
         self.status.set_state_valid(!invalid);

@@ -1,0 +1,482 @@
+//! Growing and rebalancing online: `add-shard`, `migrate`, `pause`,
+//! `resume`, `abort` and `export` (the state and its phases are described
+//! in [`crate::zk::migration`]).
+//!
+//! `migrate LO-HI --to SHARD` plans the move, writes the migration znode
+//! (`prepare`), waits until every live proxy acknowledged it, switches to
+//! `moving`, runs the [`mover`] until the source holds no key of the range,
+//! and commits: the two shards' ranges and the phase `committed` in one
+//! ZooKeeper transaction. Each shard keeps one contiguous range, so the
+//! range must be at an edge of the source's and next to the target's (or
+//! the target owns nothing yet). Running the command again continues a
+//! migration from the phase it reached.
+
+pub mod control;
+pub mod mover;
+
+use super::target::{connect, Target};
+use super::AdminError;
+use crate::zk::layout::{child_path, parse_range, ShardData, ShardView};
+use crate::zk::migration::{acks_path, control_root, migration_path, Ack, MigrationState, Phase};
+use std::fmt::Write as _;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use zookeeper_client as zk;
+
+/// How `migrate` runs.
+#[derive(Debug, Clone)]
+pub struct MigrateOptions {
+    pub range: String,
+    pub to: String,
+    pub dry_run: bool,
+    /// Keys per second; 0 = as fast as the mover goes.
+    pub rate: u64,
+    /// How long to wait for every proxy's acknowledgement.
+    pub barrier_timeout: Duration,
+}
+
+/// One shard as read for planning, with its znode's version.
+#[derive(Debug, Clone)]
+pub(crate) struct Shard {
+    pub view: ShardView,
+    /// The znode's data as read (its master record must survive).
+    pub data: Vec<u8>,
+    pub version: i32,
+}
+
+fn zk_error(target: &Target, path: &str, e: zk::Error) -> AdminError {
+    AdminError::zk_path(&target.hosts, path, e)
+}
+
+fn failed(reason: impl Into<String>) -> AdminError {
+    AdminError::Migrate(reason.into())
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Reads every shard under the cluster root.
+pub(crate) async fn read_shards(
+    client: &zk::Client,
+    target: &Target,
+) -> Result<Vec<Shard>, AdminError> {
+    let root = &target.cluster_root;
+    let names = client
+        .list_children(root)
+        .await
+        .map_err(|e| zk_error(target, root, e))?;
+    let mut shards = Vec::new();
+    for name in names {
+        let path = child_path(root, &name);
+        let (data, stat) = match client.get_data(&path).await {
+            Ok(found) => found,
+            Err(zk::Error::NoNode) => continue,
+            Err(e) => return Err(zk_error(target, &path, e)),
+        };
+        let members = match client.list_children(&path).await {
+            Ok(members) => members,
+            Err(zk::Error::NoNode) => continue,
+            Err(e) => return Err(zk_error(target, &path, e)),
+        };
+        let view = ShardView::from_znodes(&path, &data, &members, None)
+            .map_err(|e| failed(e.to_string()))?;
+        shards.push(Shard {
+            view,
+            data,
+            version: stat.version,
+        });
+    }
+    shards.sort_by(|a, b| a.view.name.cmp(&b.view.name));
+    Ok(shards)
+}
+
+/// The slot space: the highest slot owned plus one.
+pub(crate) fn slot_space(shards: &[Shard]) -> u32 {
+    shards
+        .iter()
+        .filter(|s| !s.view.empty)
+        .map(|s| s.view.hi + 1)
+        .max()
+        .unwrap_or(0)
+}
+
+/// `add-shard NAME`: a shard that owns no range yet; its watchdogs register
+/// its Redis as for any shard, and `migrate` gives it ranges.
+pub async fn add_shard(target: &Target, name: &str) -> Result<String, AdminError> {
+    if name.is_empty() || name.contains('/') || name == "migration" {
+        return Err(failed(format!("bad shard name {name:?}")));
+    }
+    let client = connect(&target.hosts, target.zk_auth.as_ref()).await?;
+    let path = child_path(&target.cluster_root, name);
+    let data = ShardData {
+        weight: String::new(),
+        master: None,
+    };
+    let mode = zk::CreateMode::Persistent.with_acls(crate::zk::acls(target.zk_auth.as_ref()));
+    match client.create(&path, &data.to_json(), &mode).await {
+        Ok(_) => Ok(format!(
+            "created {path} with no range; start its watchdogs with --shard {name}, then \
+             `migrate LO-HI --to {name}`\n"
+        )),
+        Err(zk::Error::NodeExists) => Err(failed(format!("{path} exists already"))),
+        Err(e) => Err(zk_error(target, &path, e)),
+    }
+}
+
+/// What a migration changes: the shards' ranges after it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Plan {
+    pub lo: u32,
+    pub hi: u32,
+    pub source: String,
+    pub target: String,
+    /// `None`: the source is left with no range.
+    pub source_after: Option<(u32, u32)>,
+    pub target_after: (u32, u32),
+}
+
+/// Checks that moving `lo..=hi` to `to` keeps every shard's range
+/// contiguous, and says what the ranges become.
+pub(crate) fn plan(shards: &[Shard], lo: u32, hi: u32, to: &str) -> Result<Plan, String> {
+    let target = shards
+        .iter()
+        .find(|s| s.view.name == to)
+        .ok_or_else(|| format!("no shard named {to}"))?;
+    let source = shards
+        .iter()
+        .find(|s| !s.view.empty && s.view.lo <= lo && hi <= s.view.hi)
+        .ok_or_else(|| format!("slots {lo}-{hi} are not all on one shard"))?;
+    let (s, t) = (&source.view, &target.view);
+    if s.name == t.name {
+        return Err(format!("slots {lo}-{hi} are on {to} already"));
+    }
+    let source_after = match (lo == s.lo, hi == s.hi) {
+        (true, true) => None,
+        (true, false) => Some((hi + 1, s.hi)),
+        (false, true) => Some((s.lo, lo - 1)),
+        (false, false) => {
+            return Err(format!(
+                "slots {lo}-{hi} are inside {}'s range {}-{}: move a range at one of its ends, so that each shard keeps one range",
+                s.name, s.lo, s.hi
+            ))
+        }
+    };
+    let target_after = if t.empty {
+        (lo, hi)
+    } else if t.hi.checked_add(1) == Some(lo) {
+        (t.lo, hi)
+    } else if hi.checked_add(1) == Some(t.lo) {
+        (lo, t.hi)
+    } else {
+        return Err(format!(
+            "{}'s range {}-{} does not border slots {lo}-{hi}: each shard keeps one range",
+            t.name, t.lo, t.hi
+        ));
+    };
+    Ok(Plan {
+        lo,
+        hi,
+        source: s.name.clone(),
+        target: t.name.clone(),
+        source_after,
+        target_after,
+    })
+}
+
+/// Reads the migration znode: its state and version, if there is one.
+pub(crate) async fn read_state(
+    client: &zk::Client,
+    target: &Target,
+) -> Result<Option<(MigrationState, i32)>, AdminError> {
+    let path = migration_path(&target.cluster_root)
+        .ok_or_else(|| failed("the cluster root has no parent directory for control znodes"))?;
+    match client.get_data(&path).await {
+        Ok((data, stat)) => {
+            let state = MigrationState::parse(&data).map_err(|e| failed(format!("{path}: {e}")))?;
+            Ok(Some((state, stat.version)))
+        }
+        Err(zk::Error::NoNode) => Ok(None),
+        Err(e) => Err(zk_error(target, &path, e)),
+    }
+}
+
+/// `migrate LO-HI --to SHARD`.
+pub async fn migrate(target: &Target, options: &MigrateOptions) -> Result<String, AdminError> {
+    let (lo, hi) = parse_range(&options.range).map_err(|e| failed(e.to_string()))?;
+    let client = connect(&target.hosts, target.zk_auth.as_ref()).await?;
+    let shards = read_shards(&client, target).await?;
+    let existing = read_state(&client, target).await?;
+    let mut out = String::new();
+    let (state, version) = match existing {
+        Some((state, version)) => {
+            if state.range != options.range || state.target != options.to {
+                return Err(failed(format!(
+                    "another migration is in progress: {} from {} to {} ({}); finish or abort it first",
+                    state.range, state.source, state.target, state.phase.as_str()
+                )));
+            }
+            let _ = writeln!(
+                out,
+                "continuing migration {} of {} from {} to {} at phase {}",
+                state.id,
+                state.range,
+                state.source,
+                state.target,
+                state.phase.as_str()
+            );
+            (state, version)
+        }
+        None => {
+            let plan = plan(&shards, lo, hi, &options.to).map_err(failed)?;
+            if options.dry_run {
+                return mover::dry_run(target, &shards, &plan, options.rate).await;
+            }
+            for name in [&plan.source, &plan.target] {
+                let has_master = shards
+                    .iter()
+                    .any(|s| &s.view.name == name && s.view.master.is_some());
+                if !has_master {
+                    return Err(failed(format!(
+                        "{name} has no master: start its watchdogs first"
+                    )));
+                }
+            }
+            let state = MigrationState {
+                id: format!("m{}-{}", now(), std::process::id()),
+                range: options.range.clone(),
+                source: plan.source.clone(),
+                target: plan.target.clone(),
+                phase: Phase::Prepare,
+                paused: false,
+                rate: options.rate,
+                moved: 0,
+                started: now(),
+                updated: now(),
+            };
+            let version = create_state(&client, target, &state).await?;
+            let _ = writeln!(
+                out,
+                "migration {}: slots {} from {} to {}",
+                state.id, state.range, state.source, state.target
+            );
+            (state, version)
+        }
+    };
+    if options.dry_run {
+        let _ = writeln!(out, "(dry run: nothing changed)");
+        return Ok(out);
+    }
+    let report = drive(&client, target, state, version, options).await?;
+    out.push_str(&report);
+    Ok(out)
+}
+
+async fn create_state(
+    client: &zk::Client,
+    target: &Target,
+    state: &MigrationState,
+) -> Result<i32, AdminError> {
+    let control = control_root(&target.cluster_root).expect("checked by read_state");
+    let path = migration_path(&target.cluster_root).expect("checked by read_state");
+    let mode = zk::CreateMode::Persistent.with_acls(crate::zk::acls(target.zk_auth.as_ref()));
+    client
+        .mkdir(&control, &mode)
+        .await
+        .map_err(|e| zk_error(target, &control, e))?;
+    match client.create(&path, &state.to_json(), &mode).await {
+        Ok(_) => Ok(0),
+        Err(zk::Error::NodeExists) => Err(failed("another migration started meanwhile")),
+        Err(e) => Err(zk_error(target, &path, e)),
+    }
+}
+
+/// Writes `state` over the version read; the new version.
+pub(crate) async fn write_state(
+    client: &zk::Client,
+    target: &Target,
+    state: &MigrationState,
+    version: i32,
+) -> Result<i32, AdminError> {
+    let path = migration_path(&target.cluster_root).expect("checked by read_state");
+    match client.set_data(&path, &state.to_json(), Some(version)).await {
+        Ok(stat) => Ok(stat.version),
+        Err(zk::Error::BadVersion) | Err(zk::Error::NoNode) => Err(failed(
+            "the migration was changed by someone else (pause, resume or abort): run migrate again to continue",
+        )),
+        Err(e) => Err(zk_error(target, &path, e)),
+    }
+}
+
+/// Runs the migration from its phase to the end.
+async fn drive(
+    client: &zk::Client,
+    target: &Target,
+    mut state: MigrationState,
+    mut version: i32,
+    options: &MigrateOptions,
+) -> Result<String, AdminError> {
+    let mut out = String::new();
+    if state.phase == Phase::Prepare {
+        let waited = barrier(client, target, &state, options.barrier_timeout).await;
+        if let Err(missing) = waited {
+            // Nothing moved yet: calling it off is safe.
+            let path = migration_path(&target.cluster_root).expect("checked");
+            let _ = client.delete(&path, Some(version)).await;
+            return Err(failed(format!(
+                "these proxies did not acknowledge the migration within {} ms: {}; nothing was moved and the migration was called off",
+                options.barrier_timeout.as_millis(),
+                missing.join(", ")
+            )));
+        }
+        state.phase = Phase::Moving;
+        state.updated = now();
+        version = write_state(client, target, &state, version).await?;
+        tracing::info!(migration = %state.id, range = %state.range, source = %state.source,
+            target = %state.target, "phase moving: every proxy acknowledged");
+        let _ = writeln!(out, "every proxy acknowledged; moving keys");
+    }
+    if state.phase == Phase::Moving {
+        let (moved, secs) = mover::run(client, target, &mut state, &mut version).await?;
+        let _ = writeln!(
+            out,
+            "moved {moved} keys in {secs:.1} s ({:.0} keys/s)",
+            moved as f64 / secs.max(0.001)
+        );
+        version = commit(client, target, &mut state, version).await?;
+        let _ = writeln!(
+            out,
+            "committed: slots {} now on {}",
+            state.range, state.target
+        );
+    }
+    // Committed: proxies stop using the lane once their table gives the
+    // range to the target; then the migration znode goes.
+    let _ = barrier(client, target, &state, options.barrier_timeout).await;
+    let leftovers = mover::leftovers(client, target, &state).await?;
+    let path = migration_path(&target.cluster_root).expect("checked");
+    match client.delete(&path, Some(version)).await {
+        Ok(()) | Err(zk::Error::NoNode) => {}
+        Err(e) => return Err(zk_error(target, &path, e)),
+    }
+    if leftovers > 0 {
+        let _ = writeln!(
+            out,
+            "warning: {} still holds {leftovers} keys of slots {} (written there after the move by a client that bypassed the proxies?); they were left in place",
+            state.source, state.range
+        );
+    }
+    let _ = writeln!(out, "migration {} done", state.id);
+    Ok(out)
+}
+
+/// Waits until every proxy registered under the proxy root acknowledged
+/// `state`'s id and phase; `Err` names the ones that did not in time.
+async fn barrier(
+    client: &zk::Client,
+    target: &Target,
+    state: &MigrationState,
+    timeout: Duration,
+) -> Result<(), Vec<String>> {
+    let acks = acks_path(&target.cluster_root).unwrap_or_default();
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let proxies = client
+            .list_children(&target.proxy_root)
+            .await
+            .unwrap_or_default();
+        let mut missing = Vec::new();
+        for proxy in proxies {
+            let ack = client
+                .get_data(&child_path(&acks, &proxy))
+                .await
+                .ok()
+                .and_then(|(data, _)| Ack::parse(&data));
+            let done = ack.is_some_and(|a| a.id == state.id && a.phase == state.phase);
+            if !done {
+                missing.push(proxy);
+            }
+        }
+        if missing.is_empty() {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(missing);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The shards' new ranges and the phase `committed`, in one transaction.
+async fn commit(
+    client: &zk::Client,
+    target: &Target,
+    state: &mut MigrationState,
+    version: i32,
+) -> Result<i32, AdminError> {
+    let (lo, hi) = state.slots().map_err(failed)?;
+    let shards = read_shards(client, target).await?;
+    let root = &target.cluster_root;
+    let path = migration_path(root).expect("checked");
+    let owned = shards.iter().any(|s| {
+        s.view.name == state.target && !s.view.empty && s.view.lo <= lo && hi <= s.view.hi
+    });
+    if owned {
+        // A migration turned around by `abort`: the range never left.
+        state.phase = Phase::Committed;
+        state.updated = now();
+        return write_state(client, target, state, version).await;
+    }
+    let plan = plan(&shards, lo, hi, &state.target)
+        .map_err(|e| failed(format!("the shards changed during the migration: {e}")))?;
+    let find = |name: &str| {
+        shards
+            .iter()
+            .find(|s| s.view.name == name)
+            .expect("planned")
+    };
+    let (source, dest) = (find(&plan.source), find(&plan.target));
+    // Only the range changes: the master record the watchdogs keep stays.
+    let data = |range: Option<(u32, u32)>, shard: &Shard| {
+        let mut data = ShardData::parse(&shard.data).unwrap_or(ShardData {
+            weight: String::new(),
+            master: None,
+        });
+        data.weight = range.map_or_else(String::new, |(lo, hi)| format!("{lo}-{hi}"));
+        data.to_json()
+    };
+    state.phase = Phase::Committed;
+    state.updated = now();
+    let mut multi = client.new_multi_writer();
+    let added = multi
+        .add_set_data(
+            &child_path(root, &plan.source),
+            &data(plan.source_after, source),
+            Some(source.version),
+        )
+        .and_then(|()| {
+            multi.add_set_data(
+                &child_path(root, &plan.target),
+                &data(Some(plan.target_after), dest),
+                Some(dest.version),
+            )
+        })
+        .and_then(|()| multi.add_set_data(&path, &state.to_json(), Some(version)));
+    added.map_err(|e| zk_error(target, root, e))?;
+    match multi.commit().await {
+        Ok(results) => {
+            tracing::info!(migration = %state.id, range = %state.range, source = %state.source,
+                target = %state.target, "committed");
+            let version = match results.last() {
+                Some(zk::MultiWriteResult::SetData { stat }) => stat.version,
+                _ => version + 1,
+            };
+            Ok(version)
+        }
+        Err(e) => Err(failed(format!(
+            "the commit failed ({e}); nothing was committed: run migrate again"
+        ))),
+    }
+}

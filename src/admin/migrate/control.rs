@@ -1,0 +1,93 @@
+//! `pause`, `resume`, `abort` and `export`: small edits of the migration
+//! znode, and the pool file lines that match ZooKeeper.
+
+use super::{failed, now, read_shards, read_state, write_state};
+use crate::admin::target::{connect, Target};
+use crate::admin::AdminError;
+use crate::zk::migration::{migration_path, Phase};
+
+/// Sets or clears the running migration's `paused` flag.
+pub async fn set_paused(target: &Target, paused: bool) -> Result<String, AdminError> {
+    let client = connect(&target.hosts, target.zk_auth.as_ref()).await?;
+    let Some((mut state, version)) = read_state(&client, target).await? else {
+        return Err(failed("no migration is in progress"));
+    };
+    state.paused = paused;
+    state.updated = now();
+    write_state(&client, target, &state, version).await?;
+    Ok(format!(
+        "migration {} ({} from {} to {}) {}\n",
+        state.id,
+        state.range,
+        state.source,
+        state.target,
+        if paused { "paused" } else { "resumed" }
+    ))
+}
+
+/// Calls the migration off. Before any key moved (`prepare`) it just ends.
+/// Once keys move, they must go back: the migration is turned around
+/// (source and target swapped, back to `prepare` so that every proxy
+/// switches direction before a key moves back), and `migrate` finishes it.
+pub async fn abort(target: &Target) -> Result<String, AdminError> {
+    let client = connect(&target.hosts, target.zk_auth.as_ref()).await?;
+    let Some((mut state, version)) = read_state(&client, target).await? else {
+        return Err(failed("no migration is in progress"));
+    };
+    match state.phase {
+        Phase::Prepare => {
+            let path = migration_path(&target.cluster_root).expect("read_state checked");
+            client
+                .delete(&path, Some(version))
+                .await
+                .map_err(|e| AdminError::zk_path(&target.hosts, &path, e))?;
+            Ok(format!(
+                "migration {} called off before any key moved\n",
+                state.id
+            ))
+        }
+        Phase::Committed => Err(failed(format!(
+            "migration {} is committed already: move the range back with `migrate {} --to {}`",
+            state.id, state.range, state.source
+        ))),
+        Phase::Moving => {
+            std::mem::swap(&mut state.source, &mut state.target);
+            state.id = format!("{}-back", state.id);
+            state.phase = Phase::Prepare;
+            state.paused = false;
+            state.moved = 0;
+            state.updated = now();
+            write_state(&client, target, &state, version).await?;
+            Ok(format!(
+                "migration turned around: the keys already moved go back to {}; \
+                 run `shardproxy-admin migrate {} --to {}` to move them\n",
+                state.target, state.range, state.target
+            ))
+        }
+    }
+}
+
+/// The `servers:` lines of a range-form pool file that route as ZooKeeper
+/// does now, so the file's fallback routing stays true.
+pub async fn export(target: &Target) -> Result<String, AdminError> {
+    let client = connect(&target.hosts, target.zk_auth.as_ref()).await?;
+    let mut shards = read_shards(&client, target).await?;
+    shards.retain(|s| !s.view.empty);
+    shards.sort_by_key(|s| s.view.lo);
+    let mut out = String::from("  servers:\n");
+    for shard in &shards {
+        let master = shard
+            .view
+            .master
+            .as_deref()
+            .ok_or_else(|| failed(format!("{} has no master", shard.view.name)))?;
+        out.push_str(&format!(
+            "   - {master}:{}-{}\n",
+            shard.view.lo, shard.view.hi
+        ));
+    }
+    if read_state(&client, target).await?.is_some() {
+        out.push_str("# a migration is in progress: export again once it is done\n");
+    }
+    Ok(out)
+}

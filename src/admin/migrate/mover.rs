@@ -1,0 +1,379 @@
+//! The background mover: walks the source with SCAN and moves each key of
+//! the range with `MIGRATE ... REPLACE KEYS` (atomic on the source, TTLs
+//! kept), in batches, until a whole pass finds none. The proxies move the
+//! keys clients touch meanwhile; a key the mover finds gone was one of
+//! them.
+
+use super::{failed, now, read_shards, read_state, slot_space, write_state, Plan, Shard};
+use crate::admin::target::Target;
+use crate::admin::AdminError;
+use crate::protocol::Value;
+use crate::proxy::migration::host_port;
+use crate::redis_client::{RedisConn, RedisError};
+use crate::route::hashable_key;
+use crate::zk::migration::MigrationState;
+use bytes::Bytes;
+use std::time::{Duration, Instant};
+use zookeeper_client as zk;
+
+/// Keys per MIGRATE: big enough to amortise the round trip, small enough
+/// that one call of small keys blocks the source well under a millisecond
+/// per key.
+const BATCH: usize = 100;
+/// SCAN's COUNT hint.
+const SCAN_COUNT: &str = "1000";
+/// MIGRATE's I/O timeout (ms) and the control connections' timeout.
+const MIGRATE_TIMEOUT_MS: &str = "5000";
+const REDIS_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often progress is written and pause/abort looked for.
+const CHECK_EVERY: Duration = Duration::from_secs(1);
+/// How long a lost source or target may stay unreachable (a failover).
+const RECONNECT_FOR: Duration = Duration::from_secs(60);
+/// The rate the time estimate assumes without `--rate`.
+const ESTIMATE_RATE: u64 = 20_000;
+
+/// Where the mover works: the range and how keys map onto slots.
+struct Range {
+    lo: u32,
+    hi: u32,
+    slots: u32,
+}
+
+impl Range {
+    fn holds(&self, target: &Target, key: &[u8]) -> bool {
+        if self.slots == 0 {
+            return false;
+        }
+        let slot = target.hash.hash(hashable_key(key, target.hash_tag)) % self.slots;
+        (self.lo..=self.hi).contains(&slot)
+    }
+}
+
+fn master_of(shards: &[Shard], name: &str) -> Result<String, AdminError> {
+    shards
+        .iter()
+        .find(|s| s.view.name == name)
+        .and_then(|s| s.view.master.clone())
+        .ok_or_else(|| failed(format!("{name} has no master now")))
+}
+
+/// One SCAN step: the next cursor and the keys of the range it returned.
+async fn scan_step(
+    conn: &mut RedisConn,
+    cursor: &Bytes,
+    range: &Range,
+    target: &Target,
+) -> Result<(Bytes, Vec<Bytes>), RedisError> {
+    let reply = conn
+        .call(&[&b"SCAN"[..], cursor, b"COUNT", SCAN_COUNT.as_bytes()])
+        .await?;
+    let bad = || RedisError::Unexpected {
+        addr: conn.addr().to_string(),
+        command: "SCAN".into(),
+        reply: "not [cursor, keys]".into(),
+    };
+    let Value::Array(mut items) = reply else {
+        return Err(bad());
+    };
+    if items.len() != 2 {
+        return Err(bad());
+    }
+    let (Value::Array(keys), Value::Bulk(next)) = (items.pop().unwrap(), items.pop().unwrap())
+    else {
+        return Err(bad());
+    };
+    let keys = keys
+        .into_iter()
+        .filter_map(|k| match k {
+            Value::Bulk(k) if range.holds(target, &k) => Some(k),
+            _ => None,
+        })
+        .collect();
+    Ok((next, keys))
+}
+
+/// `MIGRATE` of `keys` from `conn`'s Redis to `to`; true if any moved.
+async fn migrate_batch(
+    conn: &mut RedisConn,
+    to: &str,
+    auth: Option<&str>,
+    keys: &[Bytes],
+) -> Result<bool, RedisError> {
+    let Some((host, port)) = host_port(to) else {
+        return Err(RedisError::Unexpected {
+            addr: to.to_string(),
+            command: "MIGRATE".into(),
+            reply: "bad target address".into(),
+        });
+    };
+    let mut args: Vec<&[u8]> = vec![
+        b"MIGRATE",
+        host.as_bytes(),
+        port.as_bytes(),
+        b"",
+        b"0",
+        MIGRATE_TIMEOUT_MS.as_bytes(),
+        b"REPLACE",
+    ];
+    if let Some(pw) = auth {
+        args.extend([&b"AUTH"[..], pw.as_bytes()]);
+    }
+    args.push(b"KEYS");
+    args.extend(keys.iter().map(|k| &k[..]));
+    match conn.call(&args).await? {
+        Value::Simple(text) => Ok(&text[..] == b"OK"),
+        other => Err(RedisError::Unexpected {
+            addr: conn.addr().to_string(),
+            command: "MIGRATE".into(),
+            reply: format!("{other:?}"),
+        }),
+    }
+}
+
+/// Where the mover is connected: the source's master, and where it moves
+/// keys to.
+struct Link {
+    conn: RedisConn,
+    to: String,
+    range: Range,
+}
+
+async fn open_link(
+    client: &zk::Client,
+    target: &Target,
+    state: &MigrationState,
+) -> Result<Link, String> {
+    let (lo, hi) = state.slots()?;
+    let shards = read_shards(client, target)
+        .await
+        .map_err(|e| e.to_string())?;
+    let from = master_of(&shards, &state.source).map_err(|e| e.to_string())?;
+    let to = master_of(&shards, &state.target).map_err(|e| e.to_string())?;
+    let conn = RedisConn::connect(&from, target.redis_auth.as_deref(), REDIS_TIMEOUT)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(Link {
+        conn,
+        to,
+        range: Range {
+            lo,
+            hi,
+            slots: slot_space(&shards),
+        },
+    })
+}
+
+/// Moves every key of the migration's range; returns the keys moved by
+/// this run and the seconds it took. Writes progress, and follows pause
+/// and abort, through the migration znode. A lost source or target (a
+/// failover) is reconnected at the shard's new master, scanning again.
+pub(super) async fn run(
+    client: &zk::Client,
+    target: &Target,
+    state: &mut MigrationState,
+    version: &mut i32,
+) -> Result<(u64, f64), AdminError> {
+    let started = Instant::now();
+    // Keys moved by earlier runs of this migration.
+    let base = state.moved;
+    let auth = target.redis_auth.clone();
+    let mut moved_here = 0u64;
+    let mut last_check = Instant::now();
+    let mut lost_since: Option<Instant> = None;
+    let mut link: Option<Link> = None;
+    let mut cursor = Bytes::from_static(b"0");
+    // Keys of the range seen in this pass: a pass that sees none ends it.
+    let mut found = 0u64;
+    loop {
+        let step: Result<(), String> = async {
+            if link.is_none() {
+                link = Some(open_link(client, target, state).await?);
+                cursor = Bytes::from_static(b"0");
+                found = 0;
+            }
+            let l = link.as_mut().expect("opened");
+            let (next, keys) = scan_step(&mut l.conn, &cursor, &l.range, target)
+                .await
+                .map_err(|e| e.to_string())?;
+            found += keys.len() as u64;
+            for batch in keys.chunks(BATCH) {
+                let any = migrate_batch(&mut l.conn, &l.to, auth.as_deref(), batch)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                if any {
+                    moved_here += batch.len() as u64;
+                }
+                throttle(state.rate, moved_here, started).await;
+            }
+            cursor = next;
+            Ok(())
+        }
+        .await;
+        if let Err(error) = step {
+            link = None;
+            let since = *lost_since.get_or_insert_with(Instant::now);
+            if since.elapsed() > RECONNECT_FOR {
+                return Err(failed(format!(
+                    "moving keys failed for {} s: {error}; run migrate again to continue",
+                    RECONNECT_FOR.as_secs()
+                )));
+            }
+            tracing::warn!(error = %error, "moving keys failed; retrying with the shards' current masters");
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            continue;
+        }
+        lost_since = None;
+        if last_check.elapsed() >= CHECK_EVERY {
+            last_check = Instant::now();
+            checkpoint(client, target, state, version, base + moved_here).await?;
+        }
+        if &cursor[..] == b"0" {
+            if found == 0 {
+                break;
+            }
+            found = 0;
+        }
+    }
+    checkpoint(client, target, state, version, base + moved_here).await?;
+    Ok((moved_here, started.elapsed().as_secs_f64()))
+}
+
+/// Sleeps so that `moved` keys since `started` stay within `rate` per
+/// second (0: no limit).
+async fn throttle(rate: u64, moved: u64, started: Instant) {
+    if rate == 0 {
+        return;
+    }
+    let due = Duration::from_secs_f64(moved as f64 / rate as f64);
+    if let Some(wait) = due.checked_sub(started.elapsed()) {
+        tokio::time::sleep(wait).await;
+    }
+}
+
+/// Writes progress; waits while paused; fails if the migration was
+/// aborted or replaced.
+async fn checkpoint(
+    client: &zk::Client,
+    target: &Target,
+    state: &mut MigrationState,
+    version: &mut i32,
+    moved: u64,
+) -> Result<(), AdminError> {
+    loop {
+        let Some((current, current_version)) = read_state(client, target).await? else {
+            return Err(failed("the migration was aborted"));
+        };
+        if current.id != state.id || current.range != state.range || current.target != state.target
+        {
+            return Err(failed(
+                "the migration was replaced (aborted and restarted?)",
+            ));
+        }
+        let mut next = current.clone();
+        next.moved = moved;
+        next.updated = now();
+        *version = write_state(client, target, &next, current_version).await?;
+        *state = next;
+        if !state.paused {
+            return Ok(());
+        }
+        tracing::info!(migration = %state.id, "paused");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Keys of the range the source still holds after the commit.
+pub(super) async fn leftovers(
+    client: &zk::Client,
+    target: &Target,
+    state: &MigrationState,
+) -> Result<u64, AdminError> {
+    let (lo, hi) = state.slots().map_err(failed)?;
+    let shards = read_shards(client, target).await?;
+    let from = master_of(&shards, &state.source)?;
+    // The source may own no range now: the slot space comes from all.
+    let range = Range {
+        lo,
+        hi,
+        slots: slot_space(&shards),
+    };
+    let count = async {
+        let mut conn =
+            RedisConn::connect(&from, target.redis_auth.as_deref(), REDIS_TIMEOUT).await?;
+        let mut cursor = Bytes::from_static(b"0");
+        let mut found = 0u64;
+        loop {
+            let (next, keys) = scan_step(&mut conn, &cursor, &range, target).await?;
+            found += keys.len() as u64;
+            cursor = next;
+            if &cursor[..] == b"0" {
+                return Ok::<u64, RedisError>(found);
+            }
+        }
+    };
+    count
+        .await
+        .map_err(|e| failed(format!("counting leftovers: {e}")))
+}
+
+/// `migrate --dry-run`: the plan, a key estimate and a time estimate.
+pub(super) async fn dry_run(
+    target: &Target,
+    shards: &[Shard],
+    plan: &Plan,
+    rate: u64,
+) -> Result<String, AdminError> {
+    let source = shards
+        .iter()
+        .find(|s| s.view.name == plan.source)
+        .expect("planned");
+    let share = f64::from(plan.hi - plan.lo + 1) / f64::from(source.view.hi - source.view.lo + 1);
+    let keys = match &source.view.master {
+        Some(master) => {
+            let mut conn = RedisConn::connect(master, target.redis_auth.as_deref(), REDIS_TIMEOUT)
+                .await
+                .map_err(|e| failed(e.to_string()))?;
+            match conn.call(&["DBSIZE"]).await {
+                Ok(Value::Integer(n)) => Some((n as f64 * share).round() as u64),
+                _ => None,
+            }
+        }
+        None => None,
+    };
+    let range = |r: Option<(u32, u32)>| r.map_or("(none)".to_string(), |(a, b)| format!("{a}-{b}"));
+    let target_before = shards
+        .iter()
+        .find(|s| s.view.name == plan.target)
+        .map(|s| {
+            if s.view.empty {
+                None
+            } else {
+                Some((s.view.lo, s.view.hi))
+            }
+        })
+        .unwrap_or(None);
+    let mut out = format!(
+        "plan: move slots {}-{} from {} to {}\n  {}: {}-{} -> {}\n  {}: {} -> {}\n",
+        plan.lo,
+        plan.hi,
+        plan.source,
+        plan.target,
+        plan.source,
+        source.view.lo,
+        source.view.hi,
+        range(plan.source_after),
+        plan.target,
+        range(target_before),
+        range(Some(plan.target_after)),
+    );
+    let per_second = if rate > 0 { rate } else { ESTIMATE_RATE };
+    match keys {
+        Some(keys) => out.push_str(&format!(
+            "  about {keys} keys (the source's DBSIZE times the range's share of its slots); about {:.0} s at {per_second} keys/s\n",
+            keys as f64 / per_second as f64
+        )),
+        None => out.push_str("  key count unknown (the source's master did not answer DBSIZE)\n"),
+    }
+    out.push_str("(dry run: nothing changed)\n");
+    Ok(out)
+}

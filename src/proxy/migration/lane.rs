@@ -1,0 +1,159 @@
+//! A session's migration lane: the requests on a moving range, run one
+//! after another in the order the client sent them (see the module above
+//! for what each phase does with them).
+
+use super::{migrate_command, HOLD};
+use crate::protocol::{encode_request, Proto};
+use crate::proxy::backend::{BackendError, Reply};
+use crate::proxy::pool::Pool;
+use crate::zk::migration::Phase;
+use bytes::{Bytes, BytesMut};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+
+/// How long MIGRATE may take to reach the target (its own I/O timeout on
+/// the source): a small key moves in well under a millisecond.
+const MIGRATE_TIMEOUT_MS: u64 = 2000;
+
+/// One request on the moving range.
+struct Job {
+    keys: Vec<Bytes>,
+    raw: Bytes,
+    proto: Proto,
+    affinity: usize,
+    reply: oneshot::Sender<Reply>,
+}
+
+/// The sending side, held by the session; the task ends when it is dropped.
+pub struct Lane {
+    jobs: mpsc::UnboundedSender<Job>,
+    /// Jobs submitted and not answered yet.
+    outstanding: Arc<AtomicUsize>,
+}
+
+impl Lane {
+    pub fn new(pool: &Arc<Pool>) -> Lane {
+        let (jobs, rx) = mpsc::unbounded_channel();
+        let outstanding = Arc::new(AtomicUsize::new(0));
+        tokio::spawn(run(pool.clone(), rx, outstanding.clone()));
+        Lane { jobs, outstanding }
+    }
+
+    /// Queues a request whose keys are `keys`; where its reply arrives.
+    pub fn submit(
+        &self,
+        keys: Vec<Bytes>,
+        raw: Bytes,
+        proto: Proto,
+        affinity: usize,
+    ) -> oneshot::Receiver<Reply> {
+        let (reply, rx) = oneshot::channel();
+        self.outstanding.fetch_add(1, Ordering::Relaxed);
+        let job = Job {
+            keys,
+            raw,
+            proto,
+            affinity,
+            reply,
+        };
+        if let Err(mpsc::error::SendError(job)) = self.jobs.send(job) {
+            self.outstanding.fetch_sub(1, Ordering::Relaxed);
+            let _ = job.reply.send(Ok(tryagain("the migration lane stopped")));
+        }
+        rx
+    }
+
+    /// True while some request is still on its way: a later request on the
+    /// same keys must follow it through the lane to keep the client's order.
+    pub fn busy(&self) -> bool {
+        self.outstanding.load(Ordering::Relaxed) > 0
+    }
+}
+
+async fn run(
+    pool: Arc<Pool>,
+    mut jobs: mpsc::UnboundedReceiver<Job>,
+    outstanding: Arc<AtomicUsize>,
+) {
+    while let Some(job) = jobs.recv().await {
+        let reply = serve(&pool, &job).await;
+        let _ = job.reply.send(reply);
+        outstanding.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A `-TRYAGAIN` reply frame.
+fn tryagain(why: &str) -> Bytes {
+    Bytes::from(format!("-TRYAGAIN {why}; retry\r\n"))
+}
+
+/// Runs one job against the current table, waiting out `prepare`.
+async fn serve(pool: &Pool, job: &Job) -> Reply {
+    let hold_until = Instant::now() + HOLD;
+    let mut changes = pool.router.watch();
+    loop {
+        changes.mark_unchanged();
+        let table = pool.router.load_full();
+        let migration = table
+            .active_migration()
+            .filter(|m| job.keys.iter().all(|k| m.covers(table.slot_of(k))));
+        let Some(m) = migration else {
+            // The migration is over (or was called off) for this table:
+            // the keys' own shard serves them.
+            let shard = &table.shards[table.shard_of(&job.keys[0])];
+            return wait(shard.backend.send(job.proto, job.affinity, job.raw.clone())).await;
+        };
+        if m.phase == Phase::Prepare {
+            let left = hold_until.saturating_duration_since(Instant::now());
+            if left.is_zero() || tokio::time::timeout(left, changes.changed()).await.is_err() {
+                return Ok(tryagain(&format!(
+                    "slots {}-{} are about to move to shard '{}' and the move has not started within {} s",
+                    m.lo,
+                    m.hi,
+                    m.target_name,
+                    HOLD.as_secs()
+                )));
+            }
+            continue;
+        }
+        let source = &m.source;
+        let settings = source.settings();
+        let timeout_ms = settings.timeout.map_or(MIGRATE_TIMEOUT_MS, |t| {
+            (t.as_millis() as u64).clamp(1, MIGRATE_TIMEOUT_MS)
+        });
+        let auth = settings.auth.as_deref().map(|pw| (&settings.user, pw));
+        let Some(args) = migrate_command(&m.target.addr, settings.db, timeout_ms, auth, &job.keys)
+        else {
+            return Ok(tryagain(&format!("bad target address {}", m.target.addr)));
+        };
+        let mut request = BytesMut::new();
+        encode_request(&args, &mut request);
+        let moved = wait(source.send(job.proto, job.affinity, request.freeze())).await;
+        match moved {
+            // +OK (moved now) or +NOKEY (moved before, or never there).
+            Ok(frame) if frame.first() == Some(&b'+') => {}
+            Ok(frame) => {
+                let text = String::from_utf8_lossy(&frame[1..]).trim_end().to_string();
+                tracing::warn!(source = %source.addr, target = %m.target.addr, error = %text,
+                    "moving keys on access failed");
+                return Ok(tryagain(&format!(
+                    "moving the keys to shard '{}' failed: {text}",
+                    m.target_name
+                )));
+            }
+            Err(e) => return Ok(tryagain(&format!("moving the keys failed: {e}"))),
+        }
+        return wait(m.target.send(job.proto, job.affinity, job.raw.clone())).await;
+    }
+}
+
+async fn wait(reply: oneshot::Receiver<Reply>) -> Reply {
+    reply.await.unwrap_or_else(|_| {
+        Err(BackendError::Closed {
+            addr: Arc::from("migration"),
+            detail: String::new(),
+        })
+    })
+}
