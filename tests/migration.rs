@@ -1,0 +1,356 @@
+//! Online range migration against real processes: a ZooKeeper, redis-servers,
+//! two proxies and `shardproxy-admin`, with clients writing and reading
+//! through both proxies the whole time.
+//!
+//! What a user must see: no acknowledged write lost, no read older than a
+//! write already acknowledged, every key of the moved ranges on the new
+//! shard and none left behind, TTLs kept, and client-visible errors
+//! counted (target 0).
+
+mod common;
+
+use common::proxy::Proxy;
+use common::redis::{RawClient, Redis};
+use common::wait_until;
+use common::zk_cluster::{add_member, create_shard, keys_in, start_proxy, wait_for_view, ROOT};
+use common::zookeeper::ZooKeeper;
+use common::{temp_dir, ProcessGuard};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// A pool file for the admin tool: this cluster's ZooKeeper keys.
+fn pool_file(zookeeper: &ZooKeeper, servers: &[&Redis]) -> PathBuf {
+    let list: String = servers
+        .iter()
+        .enumerate()
+        .map(|(i, s)| format!("   - {}:{}-{}\n", s.addr(), i * 2048, i * 2048 + 2047))
+        .collect();
+    let yaml = format!(
+        "test:\n  listen: 127.0.0.1:1\n  hash: md5\n  distribution: modula\n  redis: true\n  \
+         zookeeper_host: {}\n  zookeeper_path: /redis/proxy/test/admin\n  \
+         zookeeper_redis_path: {ROOT}\n  servers:\n{list}",
+        zookeeper.hosts()
+    );
+    let path = temp_dir("migration").join("pool.yml");
+    std::fs::write(&path, yaml).unwrap();
+    path
+}
+
+fn admin(conf: &Path, args: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_shardproxy-admin"));
+    command.arg("-c").arg(conf).args(args);
+    command
+}
+
+/// Runs the admin tool to the end; (exit code, stdout + stderr).
+fn run_admin(conf: &Path, args: &[&str]) -> (i32, String) {
+    let output = admin(conf, args).output().expect("run shardproxy-admin");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status.code().unwrap_or(-1), text)
+}
+
+/// What the load threads saw.
+#[derive(Default)]
+struct Tally {
+    writes: AtomicU64,
+    reads: AtomicU64,
+    errors: AtomicU64,
+    stale: AtomicU64,
+}
+
+/// One writer per key set, writing increasing values through one proxy
+/// and reading them back through the other: a read older than the last
+/// acknowledged write is stale. Runs until `stop`; returns each key's last
+/// acknowledged value.
+fn load(
+    keys: Vec<String>,
+    write_port: u16,
+    read_port: u16,
+    stop: Arc<AtomicBool>,
+    tally: Arc<Tally>,
+) -> thread::JoinHandle<Vec<(String, u64)>> {
+    thread::spawn(move || {
+        let mut writer = RawClient::connect(write_port);
+        let mut reader = RawClient::connect(read_port);
+        let mut acked = vec![0u64; keys.len()];
+        let mut round = 0u64;
+        while !stop.load(Ordering::Relaxed) {
+            round += 1;
+            for (i, key) in keys.iter().enumerate() {
+                let value = round.to_string();
+                match writer.cmd_str(&["SET", key, &value]).as_str() {
+                    "+OK\r\n" => {
+                        acked[i] = round;
+                        tally.writes.fetch_add(1, Ordering::Relaxed);
+                    }
+                    other => {
+                        eprintln!("SET {key}: {other:?}");
+                        tally.errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                let got = reader.cmd_str(&["GET", key]);
+                tally.reads.fetch_add(1, Ordering::Relaxed);
+                match got.split("\r\n").nth(1).and_then(|v| v.parse::<u64>().ok()) {
+                    Some(v) if v >= acked[i] => {}
+                    Some(v) => {
+                        eprintln!("GET {key}: {v} after {} was acknowledged", acked[i]);
+                        tally.stale.fetch_add(1, Ordering::Relaxed);
+                    }
+                    None if got.starts_with('-') => {
+                        eprintln!("GET {key}: {got:?}");
+                        tally.errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                    None => {
+                        eprintln!("GET {key}: {got:?} after {} was acknowledged", acked[i]);
+                        tally.stale.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+        }
+        keys.into_iter().zip(acked).collect()
+    })
+}
+
+/// Writes `keys` through `proxy` with MSET in batches (value = key); every
+/// tenth key gets a TTL of an hour.
+fn preload(proxy: &Proxy, keys: &[String]) {
+    let mut client = RawClient::connect(proxy.port);
+    for chunk in keys.chunks(500) {
+        let mut args: Vec<&str> = vec!["MSET"];
+        for key in chunk {
+            args.push(key);
+            args.push(key);
+        }
+        assert_eq!(client.cmd_str(&args), "+OK\r\n");
+    }
+    for key in keys.iter().step_by(10) {
+        assert_eq!(client.cmd_str(&["EXPIRE", key, "3600"]), ":1\r\n");
+    }
+}
+
+fn dbsize(redis: &Redis) -> u64 {
+    let reply = redis.connect().cmd_str(&["DBSIZE"]);
+    reply.trim_start_matches(':').trim_end().parse().unwrap()
+}
+
+fn exists(redis: &Redis, key: &str) -> bool {
+    redis.connect().cmd_str(&["EXISTS", key]) == ":1\r\n"
+}
+
+/// The cluster of the tests: shards redis-0000 (0-2047) and redis-0001
+/// (2048-4095), an empty redis-0002, two proxies.
+struct Cluster {
+    zookeeper: ZooKeeper,
+    redis: [Redis; 3],
+    proxies: [Proxy; 2],
+    conf: PathBuf,
+    // Holds the members' ephemeral znodes.
+    _members: zookeeper_client::Client,
+}
+
+async fn cluster() -> Cluster {
+    let zookeeper = ZooKeeper::start();
+    let redis = [Redis::start(), Redis::start(), Redis::start()];
+    let ops = zookeeper.client_with_session(Duration::from_secs(20)).await;
+    create_shard(&ops, "redis-0000", 0, 2047).await;
+    create_shard(&ops, "redis-0001", 2048, 4095).await;
+    add_member(&ops, "redis-0000", &redis[0].addr()).await;
+    add_member(&ops, "redis-0001", &redis[1].addr()).await;
+    let conf = pool_file(&zookeeper, &[&redis[0], &redis[1]]);
+    let (code, text) = run_admin(&conf, &["add-shard", "redis-0002"]);
+    assert_eq!(code, 0, "{text}");
+    add_member(&ops, "redis-0002", &redis[2].addr()).await;
+    let proxies = [
+        start_proxy(&zookeeper, &[&redis[0], &redis[1]]),
+        start_proxy(&zookeeper, &[&redis[0], &redis[1]]),
+    ];
+    for proxy in &proxies {
+        wait_for_view(proxy, &format!("master={}", redis[1].addr()));
+    }
+    Cluster {
+        zookeeper,
+        redis,
+        proxies,
+        conf,
+        _members: ops,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn growing_from_two_to_three_shards_under_load_loses_nothing() {
+    let c = cluster().await;
+    // Keys of the two ranges that move, and of ranges that stay.
+    let moving_a = keys_in(1366, 2047, 5000, "a");
+    let moving_b = keys_in(2048, 2730, 5000, "b");
+    let staying = [keys_in(0, 1365, 2000, "s0"), keys_in(2731, 4095, 2000, "s1")].concat();
+    for keys in [&moving_a, &moving_b, &staying] {
+        preload(&c.proxies[0], keys);
+    }
+
+    // Writers and readers through both proxies, on keys of every range.
+    let stop = Arc::new(AtomicBool::new(false));
+    let tally = Arc::new(Tally::default());
+    let hot = [
+        keys_in(1366, 2047, 50, "hot-a"),
+        keys_in(2048, 2730, 50, "hot-b"),
+        keys_in(0, 1365, 50, "hot-s"),
+    ];
+    let ports = [c.proxies[0].port, c.proxies[1].port];
+    let threads: Vec<_> = hot
+        .iter()
+        .enumerate()
+        .map(|(i, keys)| {
+            load(
+                keys.clone(),
+                ports[i % 2],
+                ports[(i + 1) % 2],
+                stop.clone(),
+                tally.clone(),
+            )
+        })
+        .collect();
+    wait_until("load running", Duration::from_secs(10), || {
+        tally.writes.load(Ordering::Relaxed) > 300
+    });
+
+    let started = Instant::now();
+    let (code, text) = run_admin(&c.conf, &["migrate", "1366-2047", "--to", "redis-0002"]);
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains("committed"), "{text}");
+    let (code, text) = run_admin(&c.conf, &["migrate", "2048-2730", "--to", "redis-0002"]);
+    assert_eq!(code, 0, "{text}");
+    let took = started.elapsed();
+    let writes_during = tally.writes.load(Ordering::Relaxed);
+    thread::sleep(Duration::from_millis(300));
+    stop.store(true, Ordering::Relaxed);
+    let finals: Vec<(String, u64)> = threads
+        .into_iter()
+        .flat_map(|t| t.join().unwrap())
+        .collect();
+    eprintln!(
+        "two ranges (10,100 keys + hot keys) moved in {:.1} s; {} writes, {} reads during; errors {}, stale {}",
+        took.as_secs_f64(),
+        writes_during,
+        tally.reads.load(Ordering::Relaxed),
+        tally.errors.load(Ordering::Relaxed),
+        tally.stale.load(Ordering::Relaxed),
+    );
+    assert_eq!(tally.errors.load(Ordering::Relaxed), 0, "client-visible errors");
+    assert_eq!(tally.stale.load(Ordering::Relaxed), 0, "stale reads");
+
+    // Every acknowledged write is there, read through either proxy.
+    for proxy in &c.proxies {
+        let mut client = RawClient::connect(proxy.port);
+        for (key, value) in &finals {
+            let want = format!("${}\r\n{value}\r\n", value.to_string().len());
+            assert_eq!(client.cmd_str(&["GET", key]), want, "{key}");
+        }
+        for key in moving_a.iter().chain(&moving_b).chain(&staying).step_by(7) {
+            let want = format!("${}\r\n{key}\r\n", key.len());
+            assert_eq!(client.cmd_str(&["GET", key]), want, "{key}");
+        }
+    }
+    // The moved keys live on the new shard only, with their TTLs; the
+    // others stayed.
+    for key in moving_a.iter().chain(&moving_b).chain(&hot[0]).chain(&hot[1]) {
+        assert!(exists(&c.redis[2], key), "{key} not on the new shard");
+        assert!(!exists(&c.redis[0], key) && !exists(&c.redis[1], key), "{key} left behind");
+    }
+    let mut target = c.redis[2].connect();
+    for key in moving_a.iter().chain(&moving_b).step_by(10) {
+        let ttl = target.cmd_str(&["TTL", key]);
+        let secs: i64 = ttl[1..ttl.len() - 2].parse().unwrap();
+        assert!(secs > 3000, "{key}: TTL {ttl:?}");
+    }
+    for key in &staying {
+        assert!(!exists(&c.redis[2], key), "{key} moved although outside the ranges");
+    }
+    // Routing and the pool-file export agree with the new layout.
+    for proxy in &c.proxies {
+        wait_for_view(proxy, "1366-2730");
+    }
+    let (code, text) = run_admin(&c.conf, &["export"]);
+    assert_eq!(code, 0, "{text}");
+    for line in [
+        format!("- {}:0-1365", c.redis[0].addr()),
+        format!("- {}:1366-2730", c.redis[2].addr()),
+        format!("- {}:2731-4095", c.redis[1].addr()),
+    ] {
+        assert!(text.contains(&line), "{line} not in {text}");
+    }
+    drop(c.zookeeper);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_admin_is_rerun_and_finishes_the_move() {
+    let c = cluster().await;
+    let keys = keys_in(0, 1023, 20_000, "k");
+    preload(&c.proxies[0], &keys);
+    let conf = c.conf.clone();
+    // A slow mover, killed once it has moved some keys.
+    let child = admin(&conf, &["migrate", "0-1023", "--to", "redis-0002", "--rate", "2000"])
+        .spawn()
+        .unwrap();
+    let mut mover = ProcessGuard::new("shardproxy-admin migrate", child);
+    wait_until("the mover to move keys", Duration::from_secs(20), || {
+        dbsize(&c.redis[2]) > 2000
+    });
+    mover.signal("KILL");
+    mover.wait_exit(Duration::from_secs(5));
+    let moved = dbsize(&c.redis[2]);
+    assert!(moved < keys.len() as u64, "the mover finished before it was killed");
+    // Clients still get every key meanwhile, through the lane.
+    let mut client = RawClient::connect(c.proxies[1].port);
+    for key in keys.iter().step_by(97) {
+        let want = format!("${}\r\n{key}\r\n", key.len());
+        assert_eq!(client.cmd_str(&["GET", key]), want, "{key}");
+    }
+    let (code, text) = run_admin(&conf, &["migrate", "0-1023", "--to", "redis-0002"]);
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains("continuing migration"), "{text}");
+    for key in &keys {
+        assert!(exists(&c.redis[2], key), "{key} not on the new shard");
+        assert!(!exists(&c.redis[0], key), "{key} left on the source");
+    }
+    for proxy in &c.proxies {
+        wait_for_view(proxy, "0-1023");
+        let mut client = RawClient::connect(proxy.port);
+        for key in keys.iter().step_by(13) {
+            let want = format!("${}\r\n{key}\r\n", key.len());
+            assert_eq!(client.cmd_str(&["GET", key]), want, "{key}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_plans_are_refused_with_a_reason_and_change_nothing() {
+    let c = cluster().await;
+    for (args, why) in [
+        (vec!["migrate", "100-200", "--to", "redis-0002"], "inside redis-0000's range 0-2047"),
+        (vec!["migrate", "2000-2100", "--to", "redis-0002"], "not all on one shard"),
+        (vec!["migrate", "0-100", "--to", "redis-0001"], "does not border"),
+        (vec!["migrate", "0-100", "--to", "redis-0000"], "on redis-0000 already"),
+        (vec!["migrate", "0-100", "--to", "redis-0009"], "no shard named redis-0009"),
+        (vec!["migrate", "100-5", "--to", "redis-0002"], "bad range"),
+    ] {
+        let (code, text) = run_admin(&c.conf, &args);
+        assert_eq!(code, 2, "{args:?}: {text}");
+        assert!(text.contains(why), "{args:?}: {text}");
+    }
+    let (code, text) = run_admin(&c.conf, &["migrate", "0-1023", "--to", "redis-0002", "--dry-run"]);
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains("redis-0000: 0-2047 -> 1024-2047"), "{text}");
+    assert!(text.contains("redis-0002: (none) -> 0-1023"), "{text}");
+    assert!(text.contains("nothing changed"), "{text}");
+    let (code, text) = run_admin(&c.conf, &["pause"]);
+    assert_eq!(code, 2, "{text}");
+    assert!(text.contains("no migration is in progress"), "{text}");
+}
