@@ -307,6 +307,15 @@ async fn a_killed_admin_is_rerun_and_finishes_the_move() {
     mover.wait_exit(Duration::from_secs(5));
     let moved = dbsize(&c.redis[2]);
     assert!(moved < keys.len() as u64, "the mover finished before it was killed");
+    // The stopped migration shows in status, INFO and the metrics.
+    let (_, status) = run_admin(&conf, &["status"]);
+    assert!(
+        status.contains("slots 0-1023 from redis-0000 to redis-0002, phase moving"),
+        "{status}"
+    );
+    let info = RawClient::connect(c.proxies[0].port).cmd_str(&["INFO", "zookeeper"]);
+    assert!(info.contains("range=0-1023,source=redis-0000,target=redis-0002,phase=moving"), "{info}");
+    assert!(info.contains("lane=1"), "{info}");
     // Clients still get every key meanwhile, through the lane.
     let mut client = RawClient::connect(c.proxies[1].port);
     for key in keys.iter().step_by(97) {

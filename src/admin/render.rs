@@ -96,6 +96,21 @@ pub fn render(report: &Report) -> String {
         out.push_str(&table(&header, &members));
     }
 
+    if let Some(m) = &report.migration {
+        let secs = m.updated.saturating_sub(m.started).max(1);
+        let _ = writeln!(
+            out,
+            "\nmigration {}: slots {} from {} to {}, phase {}{}, {} keys moved by the mover ({} keys/s)",
+            m.id,
+            m.range,
+            m.source,
+            m.target,
+            m.phase.as_str(),
+            if m.paused { " (paused)" } else { "" },
+            m.moved,
+            m.moved / secs
+        );
+    }
     out.push('\n');
     let count = |level| report.problems.iter().filter(|p| p.level == level).count();
     let _ = match report.health {

@@ -129,6 +129,9 @@ pub struct Report {
     /// The worst level of `problems`.
     pub health: Level,
     pub problems: Vec<Problem>,
+    /// A range migration in progress, as its znode says.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub migration: Option<crate::zk::migration::MigrationState>,
 }
 
 impl Report {
@@ -154,6 +157,7 @@ pub fn judge(target: &Target, snapshot: &Snapshot) -> Report {
         shards: Vec::new(),
         health: Level::Ok,
         problems: Vec::new(),
+        migration: None,
     };
     judge_proxies(&mut report, snapshot);
     let mut views = Vec::new();
@@ -221,6 +225,8 @@ fn judge_shard(
     // Only the range matters for the tiling check, not the members.
     let view = ShardView::from_znodes(&path, &raw.data, &[], None);
     match &view {
+        // A shard added for growth owns nothing yet.
+        Ok(view) if view.empty => shard.range = Some("(none)".to_string()),
         Ok(view) => shard.range = Some(format!("{}-{}", view.lo, view.hi)),
         Err(error) => flag_shard(report, &mut shard, Level::Error, error.to_string()),
     }

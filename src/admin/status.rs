@@ -26,7 +26,13 @@ pub async fn report(target: &Target) -> Result<Report, AdminError> {
             hosts: target.hosts.clone(),
             reason: "status did not finish in time".to_string(),
         })??;
-    Ok(judge(target, &snapshot))
+    let mut report = judge(target, &snapshot);
+    report.migration = super::migrate::read_state(&client, target)
+        .await
+        .ok()
+        .flatten()
+        .map(|(state, _)| state);
+    Ok(report)
 }
 
 /// The report as text for a terminal or, with `json`, as pretty JSON.

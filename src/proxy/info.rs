@@ -156,6 +156,20 @@ fn write_zookeeper(session: &Session, out: &mut String) {
             );
         }
     }
+    if let Some(m) = status.view.as_ref().and_then(|v| v.migration.as_ref()) {
+        let _ = write!(
+            out,
+            "migration:id={},range={},source={},target={},phase={},paused={},moved={},lane={}\r\n",
+            m.id,
+            m.range,
+            m.source,
+            m.target,
+            m.phase.as_str(),
+            u8::from(m.paused),
+            m.moved,
+            u8::from(table.active_migration().is_some()),
+        );
+    }
     if let Some(error) = &status.last_error {
         let _ = write!(
             out,

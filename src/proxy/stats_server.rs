@@ -196,6 +196,27 @@ pub fn prometheus_text(pools: &[Arc<Pool>]) -> String {
     );
     family(
         &mut out,
+        "shardproxy_migration_active",
+        "gauge",
+        "1 while a range migration is served through the migration lane.",
+        &each_pool(&|p| u64::from(p.router.load().active_migration().is_some())),
+    );
+    family(
+        &mut out,
+        "shardproxy_migration_keys_moved",
+        "gauge",
+        "Keys the running migration's mover reports moved (from ZooKeeper).",
+        &each_pool(&|p| {
+            p.zk_status
+                .snapshot()
+                .view
+                .as_ref()
+                .and_then(|v| v.migration.as_ref())
+                .map_or(0, |m| m.moved)
+        }),
+    );
+    family(
+        &mut out,
         "shardproxy_routing_views_total",
         "counter",
         "Cluster views applied from ZooKeeper.",
