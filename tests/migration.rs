@@ -64,6 +64,27 @@ struct Tally {
     reads: AtomicU64,
     errors: AtomicU64,
     stale: AtomicU64,
+    /// Latencies (µs) before the migration (0) and while it runs (1).
+    during: AtomicBool,
+    latencies: [std::sync::Mutex<Vec<u64>>; 2],
+}
+
+impl Tally {
+    fn record(&self, started: Instant) {
+        let phase = usize::from(self.during.load(Ordering::Relaxed));
+        self.latencies[phase]
+            .lock()
+            .unwrap()
+            .push(started.elapsed().as_micros() as u64);
+    }
+
+    /// The 99th percentile latency of a phase, in µs, and the sample count.
+    fn p99(&self, phase: usize) -> (u64, usize) {
+        let mut all = self.latencies[phase].lock().unwrap().clone();
+        all.sort_unstable();
+        let n = all.len();
+        (all.get(n * 99 / 100).copied().unwrap_or(0), n)
+    }
 }
 
 /// One writer per key set, writing increasing values through one proxy
@@ -86,7 +107,10 @@ fn load(
             round += 1;
             for (i, key) in keys.iter().enumerate() {
                 let value = round.to_string();
-                match writer.cmd_str(&["SET", key, &value]).as_str() {
+                let started = Instant::now();
+                let reply = writer.cmd_str(&["SET", key, &value]);
+                tally.record(started);
+                match reply.as_str() {
                     "+OK\r\n" => {
                         acked[i] = round;
                         tally.writes.fetch_add(1, Ordering::Relaxed);
@@ -96,7 +120,9 @@ fn load(
                         tally.errors.fetch_add(1, Ordering::Relaxed);
                     }
                 }
+                let started = Instant::now();
                 let got = reader.cmd_str(&["GET", key]);
+                tally.record(started);
                 tally.reads.fetch_add(1, Ordering::Relaxed);
                 match got.split("\r\n").nth(1).and_then(|v| v.parse::<u64>().ok()) {
                     Some(v) if v >= acked[i] => {}
@@ -190,7 +216,11 @@ async fn growing_from_two_to_three_shards_under_load_loses_nothing() {
     // Keys of the two ranges that move, and of ranges that stay.
     let moving_a = keys_in(1366, 2047, 5000, "a");
     let moving_b = keys_in(2048, 2730, 5000, "b");
-    let staying = [keys_in(0, 1365, 2000, "s0"), keys_in(2731, 4095, 2000, "s1")].concat();
+    let staying = [
+        keys_in(0, 1365, 2000, "s0"),
+        keys_in(2731, 4095, 2000, "s1"),
+    ]
+    .concat();
     for keys in [&moving_a, &moving_b, &staying] {
         preload(&c.proxies[0], keys);
     }
@@ -221,13 +251,18 @@ async fn growing_from_two_to_three_shards_under_load_loses_nothing() {
         tally.writes.load(Ordering::Relaxed) > 300
     });
 
+    tally.during.store(true, Ordering::Relaxed);
     let started = Instant::now();
     let (code, text) = run_admin(&c.conf, &["migrate", "1366-2047", "--to", "redis-0002"]);
     assert_eq!(code, 0, "{text}");
     assert!(text.contains("committed"), "{text}");
+    eprintln!("{text}");
     let (code, text) = run_admin(&c.conf, &["migrate", "2048-2730", "--to", "redis-0002"]);
     assert_eq!(code, 0, "{text}");
+    eprintln!("{text}");
     let took = started.elapsed();
+    let ((before, n0), (during, n1)) = (tally.p99(0), tally.p99(1));
+    eprintln!("p99 latency of SET/GET: {before} us before the migration ({n0} requests), {during} us during it ({n1} requests)");
     let writes_during = tally.writes.load(Ordering::Relaxed);
     thread::sleep(Duration::from_millis(300));
     stop.store(true, Ordering::Relaxed);
@@ -243,7 +278,11 @@ async fn growing_from_two_to_three_shards_under_load_loses_nothing() {
         tally.errors.load(Ordering::Relaxed),
         tally.stale.load(Ordering::Relaxed),
     );
-    assert_eq!(tally.errors.load(Ordering::Relaxed), 0, "client-visible errors");
+    assert_eq!(
+        tally.errors.load(Ordering::Relaxed),
+        0,
+        "client-visible errors"
+    );
     assert_eq!(tally.stale.load(Ordering::Relaxed), 0, "stale reads");
 
     // Every acknowledged write is there, read through either proxy.
@@ -260,9 +299,17 @@ async fn growing_from_two_to_three_shards_under_load_loses_nothing() {
     }
     // The moved keys live on the new shard only, with their TTLs; the
     // others stayed.
-    for key in moving_a.iter().chain(&moving_b).chain(&hot[0]).chain(&hot[1]) {
+    for key in moving_a
+        .iter()
+        .chain(&moving_b)
+        .chain(&hot[0])
+        .chain(&hot[1])
+    {
         assert!(exists(&c.redis[2], key), "{key} not on the new shard");
-        assert!(!exists(&c.redis[0], key) && !exists(&c.redis[1], key), "{key} left behind");
+        assert!(
+            !exists(&c.redis[0], key) && !exists(&c.redis[1], key),
+            "{key} left behind"
+        );
     }
     let mut target = c.redis[2].connect();
     for key in moving_a.iter().chain(&moving_b).step_by(10) {
@@ -271,7 +318,10 @@ async fn growing_from_two_to_three_shards_under_load_loses_nothing() {
         assert!(secs > 3000, "{key}: TTL {ttl:?}");
     }
     for key in &staying {
-        assert!(!exists(&c.redis[2], key), "{key} moved although outside the ranges");
+        assert!(
+            !exists(&c.redis[2], key),
+            "{key} moved although outside the ranges"
+        );
     }
     // Routing and the pool-file export agree with the new layout.
     for proxy in &c.proxies {
@@ -296,9 +346,12 @@ async fn a_killed_admin_is_rerun_and_finishes_the_move() {
     preload(&c.proxies[0], &keys);
     let conf = c.conf.clone();
     // A slow mover, killed once it has moved some keys.
-    let child = admin(&conf, &["migrate", "0-1023", "--to", "redis-0002", "--rate", "2000"])
-        .spawn()
-        .unwrap();
+    let child = admin(
+        &conf,
+        &["migrate", "0-1023", "--to", "redis-0002", "--rate", "2000"],
+    )
+    .spawn()
+    .unwrap();
     let mut mover = ProcessGuard::new("shardproxy-admin migrate", child);
     wait_until("the mover to move keys", Duration::from_secs(20), || {
         dbsize(&c.redis[2]) > 2000
@@ -306,7 +359,10 @@ async fn a_killed_admin_is_rerun_and_finishes_the_move() {
     mover.signal("KILL");
     mover.wait_exit(Duration::from_secs(5));
     let moved = dbsize(&c.redis[2]);
-    assert!(moved < keys.len() as u64, "the mover finished before it was killed");
+    assert!(
+        moved < keys.len() as u64,
+        "the mover finished before it was killed"
+    );
     // The stopped migration shows in status, INFO and the metrics.
     let (_, status) = run_admin(&conf, &["status"]);
     assert!(
@@ -314,7 +370,10 @@ async fn a_killed_admin_is_rerun_and_finishes_the_move() {
         "{status}"
     );
     let info = RawClient::connect(c.proxies[0].port).cmd_str(&["INFO", "zookeeper"]);
-    assert!(info.contains("range=0-1023,source=redis-0000,target=redis-0002,phase=moving"), "{info}");
+    assert!(
+        info.contains("range=0-1023,source=redis-0000,target=redis-0002,phase=moving"),
+        "{info}"
+    );
     assert!(info.contains("lane=1"), "{info}");
     // Clients still get every key meanwhile, through the lane.
     let mut client = RawClient::connect(c.proxies[1].port);
@@ -343,18 +402,36 @@ async fn a_killed_admin_is_rerun_and_finishes_the_move() {
 async fn bad_plans_are_refused_with_a_reason_and_change_nothing() {
     let c = cluster().await;
     for (args, why) in [
-        (vec!["migrate", "100-200", "--to", "redis-0002"], "inside redis-0000's range 0-2047"),
-        (vec!["migrate", "2000-2100", "--to", "redis-0002"], "not all on one shard"),
-        (vec!["migrate", "0-100", "--to", "redis-0001"], "does not border"),
-        (vec!["migrate", "0-100", "--to", "redis-0000"], "on redis-0000 already"),
-        (vec!["migrate", "0-100", "--to", "redis-0009"], "no shard named redis-0009"),
+        (
+            vec!["migrate", "100-200", "--to", "redis-0002"],
+            "inside redis-0000's range 0-2047",
+        ),
+        (
+            vec!["migrate", "2000-2100", "--to", "redis-0002"],
+            "not all on one shard",
+        ),
+        (
+            vec!["migrate", "0-100", "--to", "redis-0001"],
+            "does not border",
+        ),
+        (
+            vec!["migrate", "0-100", "--to", "redis-0000"],
+            "on redis-0000 already",
+        ),
+        (
+            vec!["migrate", "0-100", "--to", "redis-0009"],
+            "no shard named redis-0009",
+        ),
         (vec!["migrate", "100-5", "--to", "redis-0002"], "bad range"),
     ] {
         let (code, text) = run_admin(&c.conf, &args);
         assert_eq!(code, 2, "{args:?}: {text}");
         assert!(text.contains(why), "{args:?}: {text}");
     }
-    let (code, text) = run_admin(&c.conf, &["migrate", "0-1023", "--to", "redis-0002", "--dry-run"]);
+    let (code, text) = run_admin(
+        &c.conf,
+        &["migrate", "0-1023", "--to", "redis-0002", "--dry-run"],
+    );
     assert_eq!(code, 0, "{text}");
     assert!(text.contains("redis-0000: 0-2047 -> 1024-2047"), "{text}");
     assert!(text.contains("redis-0002: (none) -> 0-1023"), "{text}");
@@ -362,4 +439,115 @@ async fn bad_plans_are_refused_with_a_reason_and_change_nothing() {
     let (code, text) = run_admin(&c.conf, &["pause"]);
     assert_eq!(code, 2, "{text}");
     assert!(text.contains("no migration is in progress"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_source_master_killed_mid_move_loses_no_acknowledged_write() {
+    let zookeeper = ZooKeeper::start();
+    let (master, replica, other, new) = (
+        Redis::start(),
+        Redis::start(),
+        Redis::start(),
+        Redis::start(),
+    );
+    let replicaof = ["REPLICAOF", "127.0.0.1", &master.port.to_string()];
+    assert_eq!(replica.connect().cmd_str(&replicaof), "+OK\r\n");
+    let ops = zookeeper.client_with_session(Duration::from_secs(20)).await;
+    create_shard(&ops, "redis-0000", 0, 2047).await;
+    create_shard(&ops, "redis-0001", 2048, 4095).await;
+    let master_member = add_member(&ops, "redis-0000", &master.addr()).await;
+    add_member(&ops, "redis-0000", &replica.addr()).await;
+    add_member(&ops, "redis-0001", &other.addr()).await;
+    let conf = pool_file(&zookeeper, &[&master, &other]);
+    let (code, text) = run_admin(&conf, &["add-shard", "redis-0002"]);
+    assert_eq!(code, 0, "{text}");
+    add_member(&ops, "redis-0002", &new.addr()).await;
+    let proxies = [
+        start_proxy(&zookeeper, &[&master, &other]),
+        start_proxy(&zookeeper, &[&master, &other]),
+    ];
+    for proxy in &proxies {
+        wait_for_view(proxy, &format!("master={}", new.addr()));
+    }
+    let keys = keys_in(0, 1023, 20_000, "f");
+    preload(&proxies[0], &keys);
+    assert_eq!(master.connect().cmd_str(&["WAIT", "1", "5000"]), ":1\r\n");
+
+    // Clients write and read keys of the moving range through both
+    // proxies while the mover runs slowly.
+    let stop = Arc::new(AtomicBool::new(false));
+    let tally = Arc::new(Tally::default());
+    let ports = [proxies[0].port, proxies[1].port];
+    let threads: Vec<_> = (0..2)
+        .map(|i| {
+            let hot = keys_in(0, 1023, 40, &format!("hot{i}"));
+            load(hot, ports[i], ports[1 - i], stop.clone(), tally.clone())
+        })
+        .collect();
+    let child = admin(
+        &conf,
+        &["migrate", "0-1023", "--to", "redis-0002", "--rate", "4000"],
+    )
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::piped())
+    .spawn()
+    .unwrap();
+    let mover = ProcessGuard::new("shardproxy-admin migrate", child);
+    wait_until("the mover to move keys", Duration::from_secs(20), || {
+        dbsize(&new) > 3000
+    });
+
+    // kill -9 of the source's master; its replica takes over, as the
+    // watchdogs would do it.
+    let mut master = master;
+    master.guard.kill();
+    assert_eq!(
+        replica.connect().cmd_str(&["REPLICAOF", "NO", "ONE"]),
+        "+OK\r\n"
+    );
+    ops.delete(&master_member, None).await.unwrap();
+    for proxy in &proxies {
+        wait_for_view(proxy, &format!("master={}", replica.addr()));
+    }
+
+    let mut mover = mover;
+    let output = {
+        let child = mover.child.take().unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(output.status.success(), "{text}");
+    stop.store(true, Ordering::Relaxed);
+    let finals: Vec<(String, u64)> = threads
+        .into_iter()
+        .flat_map(|t| t.join().unwrap())
+        .collect();
+    eprintln!(
+        "source master killed mid-move: {} writes, errors {} (requests in flight on the dead master), stale {}\n{text}",
+        tally.writes.load(Ordering::Relaxed),
+        tally.errors.load(Ordering::Relaxed),
+        tally.stale.load(Ordering::Relaxed),
+    );
+    assert_eq!(tally.stale.load(Ordering::Relaxed), 0, "stale reads");
+    for proxy in &proxies {
+        wait_for_view(proxy, "0-1023");
+        let mut client = RawClient::connect(proxy.port);
+        for (key, value) in &finals {
+            let got = client.cmd_str(&["GET", key]);
+            let v: u64 = got
+                .split("\r\n")
+                .nth(1)
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            assert!(v >= *value, "{key}: {got:?}, {value} was acknowledged");
+        }
+    }
+    for key in &keys {
+        assert!(exists(&new, key), "{key} not on the new shard");
+        assert!(!exists(&replica, key), "{key} left on the source");
+    }
 }

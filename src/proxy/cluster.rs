@@ -158,6 +158,9 @@ fn migration_spec(view: &ClusterView) -> Option<MigrationSpec> {
         source: state.source.clone(),
         target: state.target.clone(),
         source_addr: master(&state.source),
+        source_replicas: view
+            .shard(&state.source)
+            .map_or(0, |s| s.members.len().saturating_sub(1)),
         target_addr: master(&state.target),
         phase: state.phase,
     })

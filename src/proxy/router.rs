@@ -419,6 +419,7 @@ fn migration_route(
         hi: m.hi,
         source_name: Arc::from(m.source.as_str()),
         source,
+        source_replicas: m.source_replicas,
         target_name: Arc::from(m.target.as_str()),
         target,
         phase: m.phase,

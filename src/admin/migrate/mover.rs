@@ -136,6 +136,8 @@ struct Link {
     conn: RedisConn,
     to: String,
     range: Range,
+    /// Replicas in the source's line, waited for after each batch.
+    replicas: usize,
 }
 
 async fn open_link(
@@ -152,9 +154,14 @@ async fn open_link(
     let conn = RedisConn::connect(&from, target.redis_auth.as_deref(), REDIS_TIMEOUT)
         .await
         .map_err(|e| e.to_string())?;
+    let replicas = shards
+        .iter()
+        .find(|s| s.view.name == state.source)
+        .map_or(0, |s| s.view.members.len().saturating_sub(1));
     Ok(Link {
         conn,
         to,
+        replicas,
         range: Range {
             lo,
             hi,
@@ -202,6 +209,15 @@ pub(super) async fn run(
                     .map_err(|e| e.to_string())?;
                 if any {
                     moved_here += batch.len() as u64;
+                    if l.replicas > 0 {
+                        // As the proxies do: the DELs reach the replicas
+                        // before anyone writes these keys on the target.
+                        let n = l.replicas.to_string();
+                        l.conn
+                            .call(&["WAIT", n.as_str(), "1000"])
+                            .await
+                            .map_err(|e| e.to_string())?;
+                    }
                 }
                 throttle(state.rate, moved_here, started).await;
             }

@@ -132,6 +132,25 @@ async fn serve(pool: &Pool, job: &Job) -> Reply {
         encode_request(&args, &mut request);
         let moved = wait(source.send(job.proto, job.affinity, request.freeze())).await;
         match moved {
+            Ok(frame) if frame.starts_with(b"+OK") && m.source_replicas > 0 => {
+                // Moved now: the source's DEL must reach its replicas
+                // before the key is written on the target.
+                let fence = wait_command(m.source_replicas);
+                match wait(source.send(job.proto, job.affinity, fence)).await {
+                    Ok(frame) if frame.first() == Some(&b':') => {}
+                    Ok(frame) => {
+                        let text = String::from_utf8_lossy(&frame).trim_end().to_string();
+                        return Ok(tryagain(&format!(
+                            "waiting for the source's replicas failed: {text}"
+                        )));
+                    }
+                    Err(e) => {
+                        return Ok(tryagain(&format!(
+                            "waiting for the source's replicas failed: {e}"
+                        )))
+                    }
+                }
+            }
             // +OK (moved now) or +NOKEY (moved before, or never there).
             Ok(frame) if frame.first() == Some(&b'+') => {}
             Ok(frame) => {
@@ -147,6 +166,21 @@ async fn serve(pool: &Pool, job: &Job) -> Reply {
         }
         return wait(m.target.send(job.proto, job.affinity, job.raw.clone())).await;
     }
+}
+
+/// How long the replication fence waits for the source's replicas (ms):
+/// on a healthy link they confirm within a millisecond; a lagging replica
+/// costs this much once per key moved on access.
+const FENCE_MS: u64 = 200;
+
+/// `WAIT replicas FENCE_MS`.
+fn wait_command(replicas: usize) -> Bytes {
+    let mut out = BytesMut::new();
+    encode_request(
+        &["WAIT", &replicas.to_string(), &FENCE_MS.to_string()],
+        &mut out,
+    );
+    out.freeze()
 }
 
 async fn wait(reply: oneshot::Receiver<Reply>) -> Reply {

@@ -10,7 +10,10 @@
 //!   `-TRYAGAIN`;
 //! - `moving`: `MIGRATE ... KEYS` on the source moves the request's keys
 //!   to the target if the source still holds them (atomically, on the
-//!   source), then the request runs on the target. So a key lives on
+//!   source), then the request runs on the target. When keys did move, a
+//!   `WAIT` for the source's replicas comes first: a replica promoted after
+//!   a crash must not bring back a key whose newer value lives on the
+//!   target (the next MIGRATE ... REPLACE would overwrite it). So a key lives on
 //!   exactly one shard at every moment; once it moved, every proxy finds it
 //!   on the target (`NOKEY` from the source).
 //! - committed and installed: the range is the target's; requests route
@@ -46,6 +49,9 @@ pub struct MigrationSpec {
     /// The shards' masters.
     pub source_addr: String,
     pub target_addr: String,
+    /// Replicas in the source's line: a MIGRATE that moved keys waits for
+    /// them (see [`lane`]).
+    pub source_replicas: usize,
     pub phase: Phase,
 }
 
@@ -56,6 +62,7 @@ pub struct MigrationRoute {
     pub hi: u32,
     pub source_name: Arc<str>,
     pub source: Arc<Backend>,
+    pub source_replicas: usize,
     pub target_name: Arc<str>,
     pub target: Arc<Backend>,
     pub phase: Phase,
