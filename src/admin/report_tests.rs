@@ -9,6 +9,8 @@ fn target() -> Target {
         pool: "alpha".into(),
         hosts: "zk:2181".into(),
         zk_auth: None,
+        hash: crate::hash::HashKind::Md5,
+        hash_tag: None,
         proxy_root: "/redis/proxy/icd".into(),
         cluster_root: "/redis/cluster/icd".into(),
         shards: Some(vec![

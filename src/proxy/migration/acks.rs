@@ -137,7 +137,7 @@ async fn write(
     }
     let acls = crate::zk::acls(auth);
     // The directory may not exist yet: a proxy may come before the admin.
-    zk.mkdir(dir, &zk::CreateMode::Persistent.with_acls(acls.clone()))
+    zk.mkdir(dir, &zk::CreateMode::Persistent.with_acls(acls))
         .await?;
     let ephemeral = zk::CreateMode::Ephemeral.with_acls(acls);
     match zk.create(path, &data, &ephemeral).await {
