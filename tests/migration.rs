@@ -551,3 +551,178 @@ async fn the_source_master_killed_mid_move_loses_no_acknowledged_write() {
         assert!(!exists(&replica, key), "{key} left on the source");
     }
 }
+
+/// Pings `port` every millisecond until `stop`; the longest wait seen.
+fn longest_stall(port: u16, stop: Arc<AtomicBool>) -> thread::JoinHandle<Duration> {
+    thread::spawn(move || {
+        let mut client = RawClient::connect(port);
+        let mut worst = Duration::ZERO;
+        while !stop.load(Ordering::Relaxed) {
+            let started = Instant::now();
+            assert_eq!(client.cmd_str(&["PING"]), "+PONG\r\n");
+            worst = worst.max(started.elapsed());
+            thread::sleep(Duration::from_millis(1));
+        }
+        worst
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_million_element_hash_moves_in_chunks_without_stalling_either_redis() {
+    let c = cluster().await;
+    let big = keys_in(0, 1023, 1, "big").remove(0);
+    let list = keys_in(0, 1023, 1, "biglist").remove(0);
+    let small = keys_in(0, 1023, 2000, "small");
+    preload(&c.proxies[0], &small);
+    let mut source = c.redis[0].connect();
+    let fill = "for i = 1, tonumber(ARGV[1]) do redis.call('hset', KEYS[1], 'f' .. i, 'v' .. i) end return 1";
+    assert_eq!(
+        source.cmd_str(&["EVAL", fill, "1", &big, "1000000"]),
+        ":1\r\n"
+    );
+    let push = "for i = 1, tonumber(ARGV[1]) do redis.call('rpush', KEYS[1], i) end return 1";
+    assert_eq!(
+        source.cmd_str(&["EVAL", push, "1", &list, "20000"]),
+        ":1\r\n"
+    );
+    assert_eq!(source.cmd_str(&["EXPIRE", &big, "7200"]), ":1\r\n");
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let stalls = [
+        longest_stall(c.redis[0].port, stop.clone()),
+        longest_stall(c.redis[2].port, stop.clone()),
+    ];
+    let started = Instant::now();
+    let (code, text) = run_admin(&c.conf, &["migrate", "0-1023", "--to", "redis-0002"]);
+    let took = started.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    let [src, dst] = stalls.map(|t| t.join().unwrap());
+    assert_eq!(code, 0, "{text}");
+    eprintln!(
+        "{text}a 1,000,000-field hash, a 20,000-element list and 2,000 small keys moved in {:.1} s; longest PING wait: source {} ms, target {} ms",
+        took.as_secs_f64(),
+        src.as_millis(),
+        dst.as_millis()
+    );
+    assert!(src < Duration::from_millis(500), "source stalled {src:?}");
+    assert!(dst < Duration::from_millis(500), "target stalled {dst:?}");
+
+    let mut client = RawClient::connect(c.proxies[1].port);
+    assert_eq!(client.cmd_str(&["HLEN", &big]), ":1000000\r\n");
+    assert_eq!(
+        client.cmd_str(&["HGET", &big, "f777777"]),
+        "$7\r\nv777777\r\n"
+    );
+    assert_eq!(client.cmd_str(&["LLEN", &list]), ":20000\r\n");
+    assert_eq!(
+        client.cmd_str(&["LINDEX", &list, "12345"]),
+        "$5\r\n12346\r\n"
+    );
+    let ttl = client.cmd_str(&["TTL", &big]);
+    let secs: i64 = ttl[1..ttl.len() - 2].parse().unwrap();
+    assert!(secs > 7000, "TTL {ttl:?}");
+    for key in [&big, &list] {
+        assert!(
+            exists(&c.redis[2], key) && !exists(&c.redis[0], key),
+            "{key}"
+        );
+    }
+    // Nothing of the migration's own is left on either side.
+    for redis in [&c.redis[0], &c.redis[2]] {
+        let keys = redis.connect().cmd_str(&["KEYS", "__shardproxy_*"]);
+        assert_eq!(keys, "*0\r\n", "{keys}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn least_privilege_proxies_move_keys_as_their_migration_user_only() {
+    use shardproxy::watchdog::proxy_user::ProxyUser;
+    let zookeeper = ZooKeeper::start();
+    let redis = [Redis::start(), Redis::start(), Redis::start()];
+    let password = "proxy-secret";
+    let user = ProxyUser {
+        name: "shardproxy".into(),
+        password_sha256: sha256_hex(password),
+    };
+    for r in &redis {
+        for command in [user.setuser_command(), user.migrator_setuser_command()] {
+            let args: Vec<&str> = command.iter().map(String::as_str).collect();
+            assert_eq!(r.connect().cmd_str(&args), "+OK\r\n");
+        }
+    }
+    let ops = zookeeper.client_with_session(Duration::from_secs(20)).await;
+    create_shard(&ops, "redis-0000", 0, 2047).await;
+    create_shard(&ops, "redis-0001", 2048, 4095).await;
+    add_member(&ops, "redis-0000", &redis[0].addr()).await;
+    add_member(&ops, "redis-0001", &redis[1].addr()).await;
+    let conf = pool_file(&zookeeper, &[&redis[0], &redis[1]]);
+    assert_eq!(run_admin(&conf, &["add-shard", "redis-0002"]).0, 0);
+    add_member(&ops, "redis-0002", &redis[2].addr()).await;
+    let keys_yaml = format!("  redis_user: shardproxy\n  redis_auth: {password}\n");
+    let proxies = [
+        common::zk_cluster::start_proxy_with(&zookeeper, &[&redis[0], &redis[1]], &keys_yaml),
+        common::zk_cluster::start_proxy_with(&zookeeper, &[&redis[0], &redis[1]], &keys_yaml),
+    ];
+    for proxy in &proxies {
+        let needle = format!("master={}", redis[1].addr());
+        wait_until(
+            "the proxy to route from ZooKeeper",
+            Duration::from_secs(10),
+            || {
+                let mut client = RawClient::connect(proxy.port);
+                client.cmd_str(&["AUTH", password]);
+                client.cmd_str(&["INFO", "zookeeper"]).contains(&needle)
+            },
+        );
+    }
+    let keys = keys_in(0, 1023, 3000, "acl");
+    let mut client = RawClient::connect(proxies[0].port);
+    assert_eq!(client.cmd_str(&["AUTH", password]), "+OK\r\n");
+    for key in &keys {
+        assert_eq!(client.cmd_str(&["SET", key, key]), "+OK\r\n");
+    }
+    // Touched while the mover runs slowly: moved by the proxy as its
+    // migration user.
+    let child = admin(
+        &conf,
+        &["migrate", "0-1023", "--to", "redis-0002", "--rate", "1500"],
+    )
+    .spawn()
+    .unwrap();
+    let mut mover = ProcessGuard::new("shardproxy-admin migrate", child);
+    wait_until("moving to start", Duration::from_secs(20), || {
+        dbsize(&redis[2]) > 100
+    });
+    let mut reader = RawClient::connect(proxies[1].port);
+    assert_eq!(reader.cmd_str(&["AUTH", password]), "+OK\r\n");
+    for key in keys.iter().rev().take(500) {
+        let want = format!("${}\r\n{key}\r\n", key.len());
+        assert_eq!(reader.cmd_str(&["GET", key]), want, "{key}");
+        assert!(exists(&redis[2], key), "{key} not moved on access");
+    }
+    // A client's script still cannot MIGRATE, during the migration too.
+    let escape = format!(
+        "return redis.call('migrate', '127.0.0.1', '{}', KEYS[1], 0, 1000)",
+        redis[1].port
+    );
+    let reply = reader.cmd_str(&["EVAL", &escape, "1", &keys[0]]);
+    assert!(reply.contains("can't run this command"), "{reply}");
+    assert_eq!(mover.wait_exit(Duration::from_secs(30)), Some(0));
+    for key in &keys {
+        assert!(exists(&redis[2], key) && !exists(&redis[0], key), "{key}");
+    }
+}
+
+fn sha256_hex(text: &str) -> String {
+    let output = Command::new("sha256sum")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            use std::io::Write;
+            child.stdin.take().unwrap().write_all(text.as_bytes())?;
+            child.wait_with_output()
+        })
+        .unwrap();
+    String::from_utf8_lossy(&output.stdout)[..64].to_string()
+}

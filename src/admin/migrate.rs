@@ -11,6 +11,7 @@
 //! the target owns nothing yet). Running the command again continues a
 //! migration from the phase it reached.
 
+mod big_key;
 pub mod control;
 pub mod mover;
 

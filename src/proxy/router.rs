@@ -160,6 +160,9 @@ impl RouteSettings {
 struct State {
     settings: RouteSettings,
     registry: Arc<BackendRegistry>,
+    /// Connections of the migration user (its own ACL user with
+    /// `redis_user`), which move keys of a migrating range.
+    migrators: Arc<BackendRegistry>,
     specs: Vec<ShardSpec>,
     backends: Vec<Arc<Backend>>,
     source: &'static str,
@@ -172,6 +175,7 @@ impl Router {
     pub fn new(pool: &PoolConfig) -> Router {
         let settings = RouteSettings::of(pool);
         let registry = Arc::new(BackendRegistry::new(settings.backends.clone()));
+        let migrators = migrator_registry(&settings.backends, &registry);
         let specs = file_shards(pool);
         let backends: Vec<Arc<Backend>> = specs.iter().map(|s| registry.get(&s.addr)).collect();
         let table = build(&settings, &specs, &backends, 1, "file", None);
@@ -183,6 +187,7 @@ impl Router {
             state: Mutex::new(State {
                 settings,
                 registry,
+                migrators,
                 specs,
                 backends,
                 source: "file",
@@ -239,6 +244,7 @@ impl Router {
         let mut state = self.lock();
         if settings.backends != state.settings.backends {
             state.registry = Arc::new(BackendRegistry::new(settings.backends.clone()));
+            state.migrators = migrator_registry(&settings.backends, &state.registry);
         }
         state.settings = settings;
         if let Some((specs, source)) = specs {
@@ -280,6 +286,7 @@ impl Router {
                 m,
                 &specs,
                 state.registry.get(&m.source_addr),
+                state.migrators.get(&m.source_addr),
                 state.registry.get(&m.target_addr),
             ))
         });
@@ -337,6 +344,21 @@ impl Router {
 
 fn is_ejected(backend: &Arc<Backend>) -> bool {
     backend.health.ejected_until().is_some()
+}
+
+/// The backends of the migration user: the pool's settings as the
+/// migration user when the pool has `redis_user`, else the pool's own.
+fn migrator_registry(
+    settings: &BackendSettings,
+    registry: &Arc<BackendRegistry>,
+) -> Arc<BackendRegistry> {
+    match &settings.user {
+        Some(user) => Arc::new(BackendRegistry::new(BackendSettings {
+            user: Some(crate::zk::migration::migrator_user(user)),
+            ..settings.clone()
+        })),
+        None => registry.clone(),
+    }
 }
 
 /// The shards the pool file describes.
@@ -405,6 +427,7 @@ fn migration_route(
     m: &MigrationSpec,
     specs: &[ShardSpec],
     source: Arc<Backend>,
+    mover: Arc<Backend>,
     target: Arc<Backend>,
 ) -> MigrationRoute {
     // Before the commit the range is served through the lane even where
@@ -419,6 +442,7 @@ fn migration_route(
         hi: m.hi,
         source_name: Arc::from(m.source.as_str()),
         source,
+        mover,
         source_replicas: m.source_replicas,
         target_name: Arc::from(m.target.as_str()),
         target,

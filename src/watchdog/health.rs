@@ -269,12 +269,13 @@ impl RedisLink {
                 }
             }
             if let Some(user) = &self.proxy_user {
-                let command = user.setuser_command();
-                let args: Vec<&str> = command.iter().map(String::as_str).collect();
-                match conn.ok(&args).await {
-                    Ok(()) => info!(redis = %self.addr, user = %user.name, "proxy ACL user set"),
-                    Err(e) => warn!(redis = %self.addr, user = %user.name, error = %e,
-                        "cannot set the proxy ACL user"),
+                for command in [user.setuser_command(), user.migrator_setuser_command()] {
+                    let args: Vec<&str> = command.iter().map(String::as_str).collect();
+                    match conn.ok(&args).await {
+                        Ok(()) => info!(redis = %self.addr, user = %args[2], "proxy ACL user set"),
+                        Err(e) => warn!(redis = %self.addr, user = %args[2], error = %e,
+                            "cannot set the proxy ACL user"),
+                    }
                 }
             }
             self.conn = Some(conn);

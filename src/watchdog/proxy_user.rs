@@ -39,6 +39,17 @@ pub const RULES: &[&str] = &[
     "-copy",
 ];
 
+/// The rules of the proxies' migration user (`<name>-migrate`, same
+/// password), which moves keys of a migrating range: the connection's
+/// handshake, and the take script of `crate::proxy::migration::scripts`
+/// (EVAL, which calls MIGRATE) with WAIT for the replicas. Only the proxy
+/// uses it, on connections of its own, so a client's script, which runs
+/// on the main user's connections, still cannot MIGRATE.
+pub const MIGRATOR_RULES: &[&str] = &[
+    "~*", "-@all", "+auth", "+hello", "+select", "+ping", "+eval", "+migrate", "+wait", "+exists",
+    "+type", "+hlen", "+scard", "+zcard", "+llen", "+xlen", "+strlen",
+];
+
 /// The proxy's user on the backends: its name and the SHA-256 of its
 /// password (the watchdog never needs the password itself).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,6 +65,20 @@ impl ProxyUser {
         args.extend(RULES[..2].iter().map(|r| r.to_string()));
         args.push(format!("#{}", self.password_sha256));
         args.extend(RULES[2..].iter().map(|r| r.to_string()));
+        args
+    }
+
+    /// `ACL SETUSER <name>-migrate reset on #<sha256> ~* -@all +migrate ...`.
+    pub fn migrator_setuser_command(&self) -> Vec<String> {
+        let mut args = vec![
+            "ACL".to_string(),
+            "SETUSER".into(),
+            crate::zk::migration::migrator_user(&self.name),
+            "reset".into(),
+            "on".into(),
+            format!("#{}", self.password_sha256),
+        ];
+        args.extend(MIGRATOR_RULES.iter().map(|r| r.to_string()));
         args
     }
 }

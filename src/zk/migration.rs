@@ -53,6 +53,13 @@ pub fn acks_path(root: &str) -> Option<String> {
     control_root(root).map(|c| format!("{c}/{ACKS_NODE}"))
 }
 
+/// The ACL user the proxies move keys as, beside their `redis_user`
+/// (same password; created by the watchdogs with MIGRATE and little
+/// else), so that the main user never needs MIGRATE.
+pub fn migrator_user(user: &str) -> String {
+    format!("{user}-migrate")
+}
+
 /// Where a migration stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

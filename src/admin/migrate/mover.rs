@@ -8,13 +8,15 @@ use super::{failed, now, read_shards, read_state, slot_space, write_state, Plan,
 use crate::admin::target::Target;
 use crate::admin::AdminError;
 use crate::protocol::Value;
-use crate::proxy::migration::host_port;
+use crate::proxy::migration::{host_port, scripts};
 use crate::redis_client::{RedisConn, RedisError};
 use crate::route::hashable_key;
 use crate::zk::migration::MigrationState;
 use bytes::Bytes;
 use std::time::{Duration, Instant};
 use zookeeper_client as zk;
+
+use super::big_key;
 
 /// Keys per MIGRATE: big enough to amortise the round trip, small enough
 /// that one call of small keys blocks the source well under a millisecond
@@ -85,11 +87,43 @@ async fn scan_step(
     let keys = keys
         .into_iter()
         .filter_map(|k| match k {
-            Value::Bulk(k) if range.holds(target, &k) => Some(k),
+            Value::Bulk(k) if !scripts::is_reserved(&k) && range.holds(target, &k) => Some(k),
             _ => None,
         })
         .collect();
     Ok((next, keys))
+}
+
+/// Splits a batch into the keys one MIGRATE may move and the big ones.
+async fn split_big(
+    conn: &mut RedisConn,
+    keys: &[Bytes],
+) -> Result<(Vec<Bytes>, Vec<Bytes>), RedisError> {
+    let script = scripts::sizes_script();
+    let n = keys.len().to_string();
+    let (elements, bytes) = (
+        scripts::BIG_ELEMENTS.to_string(),
+        scripts::BIG_STRING_BYTES.to_string(),
+    );
+    let mut args: Vec<&[u8]> = vec![b"EVAL", script.as_bytes(), n.as_bytes()];
+    args.extend(keys.iter().map(|k| &k[..]));
+    args.extend([elements.as_bytes(), bytes.as_bytes()]);
+    let Value::Array(flags) = conn.call(&args).await? else {
+        return Err(RedisError::Unexpected {
+            addr: conn.addr().to_string(),
+            command: "EVAL".into(),
+            reply: "not an array of sizes".into(),
+        });
+    };
+    let (mut small, mut big) = (Vec::new(), Vec::new());
+    for (key, flag) in keys.iter().zip(flags) {
+        if flag == Value::Integer(1) {
+            big.push(key.clone());
+        } else {
+            small.push(key.clone());
+        }
+    }
+    Ok((small, big))
 }
 
 /// `MIGRATE` of `keys` from `conn`'s Redis to `to`; true if any moved.
@@ -204,6 +238,24 @@ pub(super) async fn run(
                 .map_err(|e| e.to_string())?;
             found += keys.len() as u64;
             for batch in keys.chunks(BATCH) {
+                let (small, big) = split_big(&mut l.conn, batch)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                for key in big {
+                    let t = Instant::now();
+                    let moved = big_key::move_key(&mut l.conn, &l.to, auth.as_deref(), &key, l.replicas)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    if moved {
+                        moved_here += 1;
+                        tracing::info!(key = %String::from_utf8_lossy(&key), ms = t.elapsed().as_millis() as u64,
+                            "big key moved in chunks");
+                    }
+                }
+                if small.is_empty() {
+                    continue;
+                }
+                let batch = &small[..];
                 let any = migrate_batch(&mut l.conn, &l.to, auth.as_deref(), batch)
                     .await
                     .map_err(|e| e.to_string())?;

@@ -2,7 +2,7 @@
 //! after another in the order the client sent them (see the module above
 //! for what each phase does with them).
 
-use super::{migrate_command, HOLD};
+use super::{take_command, HOLD};
 use crate::protocol::{encode_request, Proto};
 use crate::proxy::backend::{BackendError, Reply};
 use crate::proxy::pool::Pool;
@@ -16,6 +16,8 @@ use tokio::time::Instant;
 /// How long MIGRATE may take to reach the target (its own I/O timeout on
 /// the source): a small key moves in well under a millisecond.
 const MIGRATE_TIMEOUT_MS: u64 = 2000;
+/// How often a request on a big key being moved looks again.
+const BIG_KEY_POLL: std::time::Duration = std::time::Duration::from_millis(20);
 
 /// One request on the moving range.
 struct Job {
@@ -118,13 +120,14 @@ async fn serve(pool: &Pool, job: &Job) -> Reply {
             }
             continue;
         }
-        let source = &m.source;
-        let settings = source.settings();
+        let source = &m.mover;
+        // The target is reached as the pool's own user, which may RESTORE.
+        let settings = m.target.settings();
         let timeout_ms = settings.timeout.map_or(MIGRATE_TIMEOUT_MS, |t| {
             (t.as_millis() as u64).clamp(1, MIGRATE_TIMEOUT_MS)
         });
         let auth = settings.auth.as_deref().map(|pw| (&settings.user, pw));
-        let Some(args) = migrate_command(&m.target.addr, settings.db, timeout_ms, auth, &job.keys)
+        let Some(args) = take_command(&m.target.addr, settings.db, timeout_ms, auth, &job.keys)
         else {
             return Ok(tryagain(&format!("bad target address {}", m.target.addr)));
         };
@@ -153,6 +156,17 @@ async fn serve(pool: &Pool, job: &Job) -> Reply {
             }
             // +OK (moved now) or +NOKEY (moved before, or never there).
             Ok(frame) if frame.first() == Some(&b'+') => {}
+            // LOCKED or BIG: the mover moves it in chunks; wait for it.
+            Ok(frame) if frame.first() == Some(&b'$') => {
+                if Instant::now() >= hold_until {
+                    return Ok(tryagain(&format!(
+                        "a key of this request is big and is being moved to shard '{}'",
+                        m.target_name
+                    )));
+                }
+                tokio::time::sleep(BIG_KEY_POLL).await;
+                continue;
+            }
             Ok(frame) => {
                 let text = String::from_utf8_lossy(&frame[1..]).trim_end().to_string();
                 tracing::warn!(source = %source.addr, target = %m.target.addr, error = %text,

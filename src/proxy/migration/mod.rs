@@ -26,6 +26,7 @@
 
 pub mod acks;
 pub mod lane;
+pub mod scripts;
 
 use crate::proxy::backend::Backend;
 use crate::proxy::router::RoutingTable;
@@ -61,7 +62,12 @@ pub struct MigrationRoute {
     pub lo: u32,
     pub hi: u32,
     pub source_name: Arc<str>,
+    /// The source's master on the pool's shared connections (drained
+    /// before `prepare` is acknowledged).
     pub source: Arc<Backend>,
+    /// The same server as the migration user: the take script and its
+    /// WAIT go there.
+    pub mover: Arc<Backend>,
     pub source_replicas: usize,
     pub target_name: Arc<str>,
     pub target: Arc<Backend>,
@@ -130,42 +136,44 @@ pub fn host_port(addr: &str) -> Option<(&str, &str)> {
     Some((host, port))
 }
 
-/// The `MIGRATE` that moves `keys` from the source to `target` if the
-/// source holds them: `REPLACE`, because while the source holds a key its
-/// copy is the only true one (a copy on the target can only be left by an
-/// earlier MIGRATE whose reply was lost). Credentials are the pool's, which
-/// the target shares.
-pub fn migrate_command(
+/// The proxies' move on access ([`scripts::take_script`]): `MIGRATE`
+/// of `keys` from the source to `target` if the source holds them, unless
+/// one is locked or big. `REPLACE`, because while the source holds a key
+/// its copy is the only true one (a copy on the target can only be left by
+/// an earlier MIGRATE whose reply was lost). Credentials are the pool's,
+/// which the target shares.
+pub fn take_command(
     target: &str,
     db: u32,
     timeout_ms: u64,
     auth: Option<(&Option<String>, &str)>,
     keys: &[Bytes],
 ) -> Option<Vec<Bytes>> {
+    static SCRIPT: std::sync::OnceLock<Bytes> = std::sync::OnceLock::new();
+    let script = SCRIPT.get_or_init(|| Bytes::from(scripts::take_script()));
     let (host, port) = host_port(target)?;
+    let text = |s: &str| Bytes::copy_from_slice(s.as_bytes());
     let mut args: Vec<Bytes> = vec![
-        Bytes::from_static(b"MIGRATE"),
-        Bytes::copy_from_slice(host.as_bytes()),
-        Bytes::copy_from_slice(port.as_bytes()),
-        Bytes::new(),
+        Bytes::from_static(b"EVAL"),
+        script.clone(),
+        Bytes::from(keys.len().to_string()),
+    ];
+    args.extend(keys.iter().cloned());
+    args.extend([
+        Bytes::from(scripts::BIG_ELEMENTS.to_string()),
+        Bytes::from(scripts::BIG_STRING_BYTES.to_string()),
+        text(host),
+        text(port),
         Bytes::from(db.to_string()),
         Bytes::from(timeout_ms.to_string()),
-        Bytes::from_static(b"REPLACE"),
-    ];
+    ]);
     match auth {
         Some((Some(user), password)) => {
-            args.push(Bytes::from_static(b"AUTH2"));
-            args.push(Bytes::copy_from_slice(user.as_bytes()));
-            args.push(Bytes::copy_from_slice(password.as_bytes()));
+            args.extend([Bytes::from_static(b"AUTH2"), text(user), text(password)])
         }
-        Some((None, password)) => {
-            args.push(Bytes::from_static(b"AUTH"));
-            args.push(Bytes::copy_from_slice(password.as_bytes()));
-        }
+        Some((None, password)) => args.extend([Bytes::from_static(b"AUTH"), text(password)]),
         None => {}
     }
-    args.push(Bytes::from_static(b"KEYS"));
-    args.extend(keys.iter().cloned());
     Some(args)
 }
 
@@ -181,24 +189,22 @@ mod tests {
     }
 
     #[test]
-    fn migrate_names_the_keys_and_the_credentials() {
+    fn take_names_the_keys_and_the_credentials() {
         let keys = [Bytes::from("a"), Bytes::from("b")];
         let text = |args: Vec<Bytes>| {
-            args.iter()
+            args[2..]
+                .iter()
                 .map(|a| String::from_utf8_lossy(a).into_owned())
                 .collect::<Vec<_>>()
                 .join(" ")
         };
-        let plain = migrate_command("10.0.0.2:6379", 0, 1000, None, &keys).unwrap();
-        assert_eq!(
-            text(plain),
-            "MIGRATE 10.0.0.2 6379  0 1000 REPLACE KEYS a b"
-        );
+        let plain = take_command("10.0.0.2:6379", 0, 1000, None, &keys).unwrap();
+        assert_eq!(text(plain), "2 a b 5000 16777216 10.0.0.2 6379 0 1000");
         let user = Some("proxy".to_string());
-        let acl = migrate_command("10.0.0.2:6379", 0, 1000, Some((&user, "pw")), &keys).unwrap();
+        let acl = take_command("[::1]:6379", 3, 1000, Some((&user, "pw")), &keys).unwrap();
         assert_eq!(
             text(acl),
-            "MIGRATE 10.0.0.2 6379  0 1000 REPLACE AUTH2 proxy pw KEYS a b"
+            "2 a b 5000 16777216 ::1 6379 3 1000 AUTH2 proxy pw"
         );
     }
 }
