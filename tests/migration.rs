@@ -375,12 +375,18 @@ async fn a_killed_admin_is_rerun_and_finishes_the_move() {
         "{info}"
     );
     assert!(info.contains("lane=1"), "{info}");
-    // Clients still get every key meanwhile, through the lane.
-    let mut client = RawClient::connect(c.proxies[1].port);
-    for key in keys.iter().step_by(97) {
-        let want = format!("${}\r\n{key}\r\n", key.len());
-        assert_eq!(client.cmd_str(&["GET", key]), want, "{key}");
+    // Clients still get every key meanwhile, through the lane, also from
+    // a proxy that starts now: it reads the migration before serving.
+    let late = start_proxy(&c.zookeeper, &[&c.redis[0], &c.redis[1]]);
+    for port in [c.proxies[1].port, late.port] {
+        let mut client = RawClient::connect(port);
+        for key in keys.iter().step_by(97) {
+            let want = format!("${}\r\n{key}\r\n", key.len());
+            assert_eq!(client.cmd_str(&["GET", key]), want, "{key} through {port}");
+            assert!(!exists(&c.redis[0], key), "{key} read but not moved");
+        }
     }
+    drop(late);
     let (code, text) = run_admin(&conf, &["migrate", "0-1023", "--to", "redis-0002"]);
     assert_eq!(code, 0, "{text}");
     assert!(text.contains("continuing migration"), "{text}");

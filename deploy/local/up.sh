@@ -41,48 +41,8 @@ PROXY_PASS=${PROXY_PASS:-$(od -An -N12 -tx1 /dev/urandom | tr -d ' \n')}
 (umask 077 && printf '%s\n' "$PROXY_PASS" > "$RUN/proxy-password")
 PROXY_PASS_SHA256=$(printf '%s' "$PROXY_PASS" | sha256sum | cut -d' ' -f1)
 
-started() { echo "$1 $2" >> "$RUN/pids"; }
-
-# True when 127.0.0.1:PORT is in its shard's line as LINE (master|replica),
-# as `shardproxy-admin status --json` reports it.
-in_line() {
-    local report
-    # status exits non-zero while the cluster is incomplete; only its report matters here.
-    report=$("$BIN/shardproxy-admin" -c "$RUN/proxy-0.yml" status --json || true)
-    python3 -c '
-import json, sys
-addr, line = "127.0.0.1:" + sys.argv[1], sys.argv[2]
-members = [m for s in json.load(sys.stdin)["shards"] for m in s["members"]]
-sys.exit(0 if any(m["addr"] == addr and m["line"] == line for m in members) else 1)' "$1" "$2" <<<"$report"
-}
-
-# stderr, kept for messages from checks whose output wait_for hides.
-exec 9>&2
-
-# PING answered PONG. redis-cli exits 0 on an error reply (-NOAUTH, -ERR),
-# so its text is checked; an error reply is reported at once, not waited out.
-answers_pong() { # port [password]
-    local reply
-    reply=$(env ${2:+REDISCLI_AUTH="$2"} redis-cli -p "$1" PING 2>&1) || return 1
-    case "$reply" in
-        PONG) return 0 ;;
-        "" | *"Could not connect"* | *"Connection refused"*) return 1 ;;
-        *)
-            echo "up.sh: 127.0.0.1:$1 answered PING with an error: $reply" >&9
-            exit 1
-            ;;
-    esac
-}
-
-wait_for() { # what, command... (up to 60 s: a busy machine is slow)
-    local what=$1; shift
-    for _ in $(seq 1 600); do
-        if "$@" >/dev/null 2>&1; then return 0; fi
-        sleep 0.1
-    done
-    echo "up.sh: $what did not come up; see $RUN" >&2
-    exit 1
-}
+# started, in_line, answers_pong, wait_for: shared with add-shard.sh.
+. deploy/local/lib.sh
 
 # ZooKeeper, standalone, data in run/.
 mkdir -p "$RUN/zookeeper"
@@ -100,7 +60,10 @@ java -Xmx128m -XX:+UseSerialGC -cp /usr/share/java/zookeeper.jar:/usr/share/java
 started $! "zookeeper:$ZK_PORT"
 # `ruok` answers imok before the server takes sessions; `srvr` names the
 # mode only once it serves.
-zk_ok() { exec 3<>"/dev/tcp/127.0.0.1/$ZK_PORT" && printf srvr >&3 && grep -q "Mode: standalone" <&3; }
+# A server still starting may accept and never answer: each try is bounded.
+zk_ok() {
+    timeout 2 bash -c 'exec 3<>"/dev/tcp/127.0.0.1/$1" && printf srvr >&3 && grep -q "Mode: standalone" <&3' _ "$ZK_PORT"
+}
 wait_for "ZooKeeper" zk_ok
 
 # Redis: shard 0 = ports 1 (master) and 2, shard 1 = ports 3 (master) and 4.

@@ -161,6 +161,7 @@ async fn accept_loop(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut sessions = JoinSet::new();
+    wait_for_first_view(&pool, &mut shutdown).await;
     let mut acceptor = Acceptor::new(listener, "clients");
     loop {
         let stream = tokio::select! {
@@ -190,6 +191,36 @@ async fn accept_loop(
     .await;
     if drained.is_err() {
         tracing::warn!(pool = %pool.name, "sessions still busy after the drain limit; closing them");
+    }
+}
+
+/// How long a pool that routes from ZooKeeper waits for its first view
+/// before serving from the pool file's servers.
+const FIRST_VIEW_WAIT: Duration = Duration::from_secs(2);
+
+/// Holds the first client (in the listen backlog) until the cluster
+/// watch applied its first view, at most [`FIRST_VIEW_WAIT`]: a proxy
+/// that starts while a range migrates, or after one, must not route by
+/// a pool file that ZooKeeper has overtaken. With ZooKeeper down it serves
+/// from the file after the wait, as before.
+async fn wait_for_first_view(pool: &Pool, shutdown: &mut watch::Receiver<bool>) {
+    if pool
+        .zookeeper
+        .as_ref()
+        .and_then(|z| z.redis_path.as_ref())
+        .is_none()
+    {
+        return;
+    }
+    let deadline = tokio::time::Instant::now() + FIRST_VIEW_WAIT;
+    while pool.zk_status.snapshot().views_applied == 0 && tokio::time::Instant::now() < deadline {
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_millis(10)) => {}
+            _ = shutdown.changed() => return,
+        }
+    }
+    if pool.zk_status.snapshot().views_applied == 0 {
+        tracing::warn!(pool = %pool.name, "no view from ZooKeeper yet; serving from the pool file's servers");
     }
 }
 
