@@ -124,7 +124,9 @@ impl ServerTls {
         let config = match (cert, key) {
             (Some(cert), Some(key)) => builder
                 .with_client_auth_cert(load_certs(cert_key, cert)?, load_key(key_key, key)?)
-                .map_err(|e| format!("'{cert_key}' {cert} and '{key_key}' {key} do not fit: {e}"))?,
+                .map_err(|e| {
+                    format!("'{cert_key}' {cert} and '{key_key}' {key} do not fit: {e}")
+                })?,
             (None, None) => builder.with_no_client_auth(),
             _ => return Err(format!("'{cert_key}' and '{key_key}' go together")),
         };
@@ -197,9 +199,11 @@ impl TlsArgs {
     pub fn load(&self) -> Result<Option<ServerTls>, String> {
         let Some(ca) = &self.tls_ca else {
             if self.tls || self.tls_cert.is_some() {
-                return Err("--tls and --tls-cert need --tls-ca, the CA that signed the \
+                return Err(
+                    "--tls and --tls-cert need --tls-ca, the CA that signed the \
                             Redis servers' certificates"
-                    .into());
+                        .into(),
+                );
             }
             return Ok(None);
         };
@@ -248,7 +252,9 @@ fn load_certs(setting: &str, path: &str) -> Result<Vec<CertificateDer<'static>>,
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| format!("'{setting}' {path}: {e}"))?;
     if certs.is_empty() {
-        return Err(format!("'{setting}' {path}: no PEM certificate in the file"));
+        return Err(format!(
+            "'{setting}' {path}: no PEM certificate in the file"
+        ));
     }
     Ok(certs)
 }

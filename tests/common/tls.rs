@@ -68,11 +68,25 @@ impl Certs {
         openssl(
             &self.dir,
             &[
-                "req", "-x509", "-new", "-nodes", "-newkey", "ec", "-pkeyopt",
-                "ec_paramgen_curve:prime256v1", "-days", "2", "-subj",
-                &format!("/CN=shardproxy test {stem}"), "-keyout", &format!("{stem}.key"),
-                "-out", &format!("{stem}.pem"), "-addext",
-                "basicConstraints=critical,CA:TRUE", "-addext",
+                "req",
+                "-x509",
+                "-new",
+                "-nodes",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+                "-days",
+                "2",
+                "-subj",
+                &format!("/CN=shardproxy test {stem}"),
+                "-keyout",
+                &format!("{stem}.key"),
+                "-out",
+                &format!("{stem}.pem"),
+                "-addext",
+                "basicConstraints=critical,CA:TRUE",
+                "-addext",
                 "keyUsage=critical,keyCertSign,cRLSign",
             ],
         );
@@ -90,17 +104,39 @@ impl Certs {
         openssl(
             &self.dir,
             &[
-                "req", "-new", "-nodes", "-newkey", "ec", "-pkeyopt",
-                "ec_paramgen_curve:prime256v1", "-subj", &format!("/CN={cn}"), "-keyout",
-                &format!("{stem}.key"), "-out", &format!("{stem}.csr"),
+                "req",
+                "-new",
+                "-nodes",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+                "-subj",
+                &format!("/CN={cn}"),
+                "-keyout",
+                &format!("{stem}.key"),
+                "-out",
+                &format!("{stem}.csr"),
             ],
         );
         openssl(
             &self.dir,
             &[
-                "x509", "-req", "-in", &format!("{stem}.csr"), "-CA", &format!("{ca}.pem"),
-                "-CAkey", &format!("{ca}.key"), "-CAcreateserial", "-days", "2", "-extfile",
-                &ext, "-out", &format!("{stem}.pem"),
+                "x509",
+                "-req",
+                "-in",
+                &format!("{stem}.csr"),
+                "-CA",
+                &format!("{ca}.pem"),
+                "-CAkey",
+                &format!("{ca}.key"),
+                "-CAcreateserial",
+                "-days",
+                "2",
+                "-extfile",
+                &ext,
+                "-out",
+                &format!("{stem}.pem"),
             ],
         );
     }
@@ -158,9 +194,11 @@ pub fn start_redis(certs: &Certs, extra: &[&str]) -> Redis {
         .spawn()
         .expect("redis-server must be installed (deploy/install-deps.sh)");
     let guard = ProcessGuard::new(format!("redis-tls:{port}"), child);
-    wait_until("TLS redis-server to listen", Duration::from_secs(10), || {
-        port_open(port)
-    });
+    wait_until(
+        "TLS redis-server to listen",
+        Duration::from_secs(10),
+        || port_open(port),
+    );
     Redis { port, guard }
 }
 
@@ -169,7 +207,15 @@ pub fn start_redis(certs: &Certs, extra: &[&str]) -> Redis {
 pub fn cli(port: u16, ca: &str, identity: Option<(&str, &str)>, args: &[&str]) -> Output {
     let mut command = Command::new("redis-cli");
     command
-        .args(["--tls", "--cacert", ca, "-h", "127.0.0.1", "-p", &port.to_string()])
+        .args([
+            "--tls",
+            "--cacert",
+            ca,
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+        ])
         .stdin(Stdio::null());
     if let Some((cert, key)) = identity {
         command.args(["--cert", cert, "--key", key]);
@@ -191,10 +237,7 @@ pub fn cli_text(port: u16, ca: &str, identity: Option<(&str, &str)>, args: &[&st
 /// `redis-cli --tls` to a TLS redis-server of these tests (the CA, the
 /// client certificate for `tls-auth-clients yes`).
 pub fn redis_cmd(certs: &Certs, redis: &Redis, args: &[&str]) -> String {
-    let identity = (
-        certs.cert(Identity::Client),
-        certs.key(Identity::Client),
-    );
+    let identity = (certs.cert(Identity::Client), certs.key(Identity::Client));
     cli_text(
         redis.port,
         &certs.ca(),

@@ -475,8 +475,13 @@ impl<'a> Connection<'a> {
         demoted: &mut watch::Receiver<bool>,
     ) -> Outcome {
         match stream {
-            BackendStream::Plain(tcp) => self.serve_io(tcp, jobs, queue, senders_gone, demoted).await,
-            BackendStream::Tls(tls) => self.serve_io(*tls, jobs, queue, senders_gone, demoted).await,
+            BackendStream::Plain(tcp) => {
+                self.serve_io(tcp, jobs, queue, senders_gone, demoted).await
+            }
+            BackendStream::Tls(tls) => {
+                self.serve_io(*tls, jobs, queue, senders_gone, demoted)
+                    .await
+            }
         }
     }
 
