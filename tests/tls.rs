@@ -392,6 +392,21 @@ fn failover_between_tls_redis_servers_through_watchdogs() {
     wait_until("b to hold every key", DEADLINE, || {
         redis_cmd(&certs, &b, &["DBSIZE"]) == written.len().to_string()
     });
+    // The admin tool reaches the Redis servers with the pool's own
+    // server_tls keys.
+    let status = Command::new(env!("CARGO_BIN_EXE_shardproxy-admin"))
+        .arg("-c")
+        .arg(&proxy.conf)
+        .arg("status")
+        .output()
+        .unwrap();
+    let status = String::from_utf8_lossy(&status.stdout).to_string();
+    // ROLE comes from the Redis itself: read over TLS.
+    let a_line = status
+        .lines()
+        .find(|l| l.starts_with("redis-0000") && l.contains(&format!("{}  0", a.addr())))
+        .unwrap_or_default();
+    assert_eq!(a_line.matches("master").count(), 2, "{status}");
     a.guard.signal("KILL");
     wait_until("the proxy to answer from b", DEADLINE, || {
         RawClient::connect(proxy.port).cmd_str(&["SET", "after", "1"]) == "+OK\r\n"
