@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what shardproxy's tests and local cluster need, from Debian's
-# packages, when missing: redis-server, redis-tools, nutcracker, zookeeper.
+# packages, when missing: redis-server, redis-tools, nutcracker, zookeeper,
+# openssl.
 set -euo pipefail
 
 need=()
@@ -12,6 +13,8 @@ command -v java >/dev/null 2>&1 || need+=(default-jre-headless)
 # The client-library smoke test (deploy/install-client-libs.sh).
 command -v node >/dev/null 2>&1 || need+=(nodejs npm)
 python3 -m venv --help >/dev/null 2>&1 || need+=(python3-venv)
+# The TLS tests make their certificates with it (tests/common/tls.rs).
+command -v openssl >/dev/null 2>&1 || need+=(openssl)
 
 if [ ${#need[@]} -eq 0 ]; then
     echo "install-deps: everything is installed"

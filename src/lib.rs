@@ -17,6 +17,7 @@
 //! - [`redis_client`]: a small async Redis client for control connections
 //!   (the watchdog's checks, the proxy's SCRIPT KILL).
 //! - [`logging`]: logging and signals at start-up.
+//! - [`tls`]: TLS settings (rustls) for client listeners and Redis connections.
 
 #![forbid(unsafe_code)]
 
@@ -29,5 +30,6 @@ pub mod protocol;
 pub mod proxy;
 pub mod redis_client;
 pub mod route;
+pub mod tls;
 pub mod watchdog;
 pub mod zk;

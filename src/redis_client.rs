@@ -10,7 +10,7 @@
 use crate::protocol::{encode_request, parse_reply, reply_frame_len, ProtocolError, Value};
 use bytes::{Buf, BytesMut};
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 /// The largest reply accepted; INFO, the biggest the watchdog asks for, is a
@@ -54,17 +54,24 @@ pub enum RedisError {
     },
 }
 
+/// A plain or TLS connection: one command at a time, so a boxed stream
+/// costs nothing that matters.
+trait Duplex: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Duplex for T {}
+
 /// One connection to a Redis instance.
 pub struct RedisConn {
     addr: String,
-    stream: TcpStream,
+    stream: Box<dyn Duplex>,
     buf: BytesMut,
     timeout: Duration,
 }
 
 impl RedisConn {
     /// Connects to `addr` (`host:port`) and sends `AUTH` when a password is
-    /// given. `timeout` bounds the connect and each later command.
+    /// given. `timeout` bounds the connect and each later command. Speaks
+    /// TLS when the process set [`crate::tls::set_control_tls`] (a
+    /// watchdog's or admin's `--tls-ca`).
     ///
     /// # Errors
     /// Connection failures, a timeout, or the `AUTH` error reply.
@@ -72,6 +79,21 @@ impl RedisConn {
         addr: &str,
         auth: Option<&str>,
         timeout: Duration,
+    ) -> Result<RedisConn, RedisError> {
+        RedisConn::connect_tls(addr, auth, timeout, crate::tls::control_tls()).await
+    }
+
+    /// [`RedisConn::connect`] with the TLS settings given (the proxy's:
+    /// its pool's `server_tls`).
+    ///
+    /// # Errors
+    /// Connection failures, a failed TLS handshake, a timeout, or the
+    /// `AUTH` error reply.
+    pub async fn connect_tls(
+        addr: &str,
+        auth: Option<&str>,
+        timeout: Duration,
+        tls: Option<&crate::tls::ServerTls>,
     ) -> Result<RedisConn, RedisError> {
         let connecting = tokio::time::timeout(timeout, TcpStream::connect(addr));
         let stream = match connecting.await {
@@ -92,6 +114,24 @@ impl RedisConn {
         // Commands are tiny and answers awaited one by one: no batching to
         // wait for.
         let _ = stream.set_nodelay(true);
+        let stream: Box<dyn Duplex> = match tls {
+            None => Box::new(stream),
+            Some(tls) => match tokio::time::timeout(timeout, tls.connect(addr, stream)).await {
+                Ok(Ok(stream)) => Box::new(stream),
+                Ok(Err(e)) => {
+                    return Err(RedisError::Connect {
+                        addr: addr.to_string(),
+                        source: std::io::Error::other(e),
+                    })
+                }
+                Err(_) => {
+                    return Err(RedisError::Timeout {
+                        addr: addr.to_string(),
+                        timeout,
+                    })
+                }
+            },
+        };
         let mut conn = RedisConn {
             addr: addr.to_string(),
             stream,

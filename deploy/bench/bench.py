@@ -163,6 +163,19 @@ def table(path):
             print(f"| {case} | {target} | {value:,.0f} | ±{spread(case, target):.0f}% "
                   f"| {p50:.3f} | {p99:.3f} | {cpu_text} | {vs_nc} | {vs_nc_p99} | {vs_nc_cpu} "
                   f"| {vs_direct} |")
+    if "shardproxy-tls" in targets:
+        # What TLS costs: each TLS row against its plain twin, same run.
+        print()
+        print("| case | shardproxy req/s TLS / plain | shardproxy CPU us/req TLS / plain "
+              "| Redis req/s TLS / plain |")
+        print("|---|---:|---:|---:|")
+        for case in cases:
+            if case.startswith("idle"):
+                continue
+            print(f"| {case} "
+                  f"| {ratio(stat(case, 'shardproxy-tls', 0), stat(case, 'shardproxy', 0))} "
+                  f"| {ratio(stat(case, 'shardproxy-tls', 3), stat(case, 'shardproxy', 3))} "
+                  f"| {ratio(stat(case, 'direct-tls', 0), stat(case, 'direct', 0))} |")
 
 
 def main(argv):

@@ -13,7 +13,13 @@
 # Knobs (environment): ROUNDS (3), SP_THREADS ("default 2": one shardproxy
 # per entry, "default" = without --threads), N_PLAIN, N_PIPE, N_BIG,
 # N_HUGE, N_MSET (requests per run), IDLE ("1000 10000"), SHARDPROXY (the binary to
-# measure; default: the release build).
+# measure; default: the release build), TLS (1: also the TLS rows, 0: not).
+#
+# The TLS rows (openssl makes a throwaway CA and certificate): direct-tls is
+# the first backend's own TLS port (Redis's TLS against its plain port,
+# above), shardproxy-tls a shardproxy whose listener speaks TLS
+# (tls_cert/tls_key) over the same plain backends: its cost against the
+# shardproxy row is what TLS to clients costs the proxy.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$PWD
@@ -26,6 +32,7 @@ N_BIG=${N_BIG:-100000}
 N_MSET=${N_MSET:-100000}
 N_HUGE=${N_HUGE:-20000}
 IDLE=${IDLE:-"1000 10000"}
+TLS=${TLS:-1}
 KEYS=100000
 BIG_KEYS=10000
 HUGE_KEYS=1000
@@ -53,12 +60,15 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
+# wait_port PORT [redis-cli options, e.g. the TLS ones]
 wait_port() {
+    local port=$1
+    shift
     for _ in $(seq 1 100); do
-        if redis-cli -p "$1" PING 2>/dev/null | grep -q PONG; then return 0; fi
+        if redis-cli -p "$port" "$@" PING 2>/dev/null | grep -q PONG; then return 0; fi
         sleep 0.1
     done
-    echo "run.sh: nothing answers PING on port $1" >&2
+    echo "run.sh: nothing answers PING on port $port" >&2
     exit 1
 }
 
@@ -74,10 +84,31 @@ stop() {
     PIDS=("${kept[@]}")
 }
 
-read -r B1 B2 NC NC_STATS <<< "$(python3 "$BENCH/bench.py" ports 4)"
+read -r B1 B2 NC NC_STATS B1_TLS <<< "$(python3 "$BENCH/bench.py" ports 5)"
+TLS_ARGS=()
+if [ "$TLS" = 1 ]; then
+    command -v openssl >/dev/null || { echo "run.sh: openssl is missing (or TLS=0)" >&2; exit 1; }
+    (
+        cd "$WORK"
+        ec=(-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes)
+        openssl req -x509 -new "${ec[@]}" -days 1 -subj "/CN=bench CA" -keyout ca.key \
+            -out ca.pem -addext basicConstraints=critical,CA:TRUE \
+            -addext keyUsage=critical,keyCertSign,cRLSign 2>/dev/null
+        printf 'basicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\nsubjectAltName=IP:127.0.0.1\n' > server.ext
+        openssl req -new "${ec[@]}" -subj "/CN=127.0.0.1" -keyout server.key -out server.csr 2>/dev/null
+        openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 1 \
+            -extfile server.ext -out server.pem 2>/dev/null
+    )
+    TLS_ARGS=(--tls --cacert "$WORK/ca.pem")
+fi
 for port in "$B1" "$B2"; do
+    tls_port=()
+    if [ "$TLS" = 1 ] && [ "$port" = "$B1" ]; then
+        tls_port=(--tls-port "$B1_TLS" --tls-cert-file "$WORK/server.pem"
+            --tls-key-file "$WORK/server.key" --tls-auth-clients no)
+    fi
     redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly no \
-        --dir "$WORK" --logfile "$WORK/redis-$port.log" &
+        --dir "$WORK" --logfile "$WORK/redis-$port.log" "${tls_port[@]}" &
     PIDS+=($!)
 done
 
@@ -102,8 +133,15 @@ start_nutcracker() {
     wait_port "$1"
 }
 
-# start_shardproxy PORT STATS_PORT THREADS: sets STARTED to its PID.
+# start_shardproxy PORT STATS_PORT THREADS [tls]: sets STARTED to its PID;
+# with "tls" its listener speaks TLS.
 start_shardproxy() {
+    local tls_keys="" wait_args=()
+    if [ "${4:-}" = tls ]; then
+        tls_keys="  tls_cert: $WORK/server.pem
+  tls_key: $WORK/server.key"
+        wait_args=("${TLS_ARGS[@]}")
+    fi
     cat > "$WORK/sp-$1.yml" <<YAML
 bench:
   listen: 127.0.0.1:$1
@@ -111,6 +149,7 @@ bench:
   distribution: modula
   redis: true
   timeout: 1000
+$tls_keys
   servers:
    - 127.0.0.1:$B1:0-2047 a
    - 127.0.0.1:$B2:2048-4095 b
@@ -121,7 +160,7 @@ YAML
         -o "$WORK/sp-$1.log" &
     STARTED=$!
     PIDS+=("$STARTED")
-    wait_port "$1"
+    wait_port "$1" "${wait_args[@]}"
 }
 
 sp_name() {
@@ -144,6 +183,19 @@ for threads in $SP_THREADS; do
     PROC[$name]=$STARTED
     TARGETS+=("$name")
 done
+# The TLS rows come after the others (the MSET check below uses the third).
+declare -A EXTRA=()
+if [ "$TLS" = 1 ]; then
+    wait_port "$B1_TLS" "${TLS_ARGS[@]}"
+    PORT[direct-tls]=$B1_TLS
+    EXTRA[direct-tls]=1
+    read -r port stats <<< "$(python3 "$BENCH/bench.py" ports 2)"
+    start_shardproxy "$port" "$stats" default tls
+    PORT[shardproxy-tls]=$port
+    PROC[shardproxy-tls]=$STARTED
+    EXTRA[shardproxy-tls]=1
+    TARGETS+=(direct-tls shardproxy-tls)
+fi
 
 MSET=(MSET)
 for i in $(seq 0 9); do MSET+=("m$i:__rand_int__" v); done
@@ -220,7 +272,9 @@ for round in $(seq 1 "$ROUNDS"); do
         for target in "${order[@]}"; do
             proc=${PROC[$target]:-}
             [ -n "$proc" ] && ticks_before=$(cpu_ticks "$proc")
-            if ! out=$(redis-benchmark -h 127.0.0.1 -p "${PORT[$target]}" --csv "${args[@]}" 2>&1); then
+            tls=()
+            [ -n "${EXTRA[$target]:-}" ] && tls=("${TLS_ARGS[@]}")
+            if ! out=$(redis-benchmark -h 127.0.0.1 -p "${PORT[$target]}" "${tls[@]}" --csv "${args[@]}" 2>&1); then
                 echo "run.sh: $name against $target failed:" >&2
                 echo "$out" >&2
                 exit 1
@@ -242,6 +296,8 @@ for round in $(seq 1 "$ROUNDS"); do
     for n in $IDLE; do
         for target in "${order[@]}"; do
             [ "$target" = direct ] && continue
+            # Idle memory is measured on the plain listeners only.
+            [ -n "${EXTRA[$target]:-}" ] && continue
             read -r port stats <<< "$(python3 "$BENCH/bench.py" ports 2)"
             if [ "$target" = nutcracker ]; then
                 start_nutcracker "$port" "$stats"

@@ -50,6 +50,9 @@ pub struct Args {
     /// The pool to work on; default: the first with zookeeper_redis_path.
     #[arg(long, value_name = "NAME")]
     pub pool: Option<String>,
+    /// TLS to the Redis servers; default: the pool's `server_tls` keys.
+    #[command(flatten)]
+    pub tls: crate::tls::TlsArgs,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -185,6 +188,8 @@ pub enum AdminError {
     Migrate(String),
     #[error("cannot start the runtime: {0}")]
     Runtime(std::io::Error),
+    #[error("TLS: {0}")]
+    Tls(String),
 }
 
 impl AdminError {
@@ -223,6 +228,19 @@ pub const REDIS_AUTH_ENV: &str = "SHARDPROXY_REDIS_AUTH";
 pub fn run(args: &Args) -> Result<(String, u8), AdminError> {
     let config = Config::load(&args.conf_file)?;
     let mut target = Target::from_config(&config, args.pool.as_deref(), args.zk.as_deref())?;
+    // The flags, else the pool's own `server_tls`: the Redis servers are
+    // reached as the proxies reach them.
+    let tls = match args.tls.load().map_err(AdminError::Tls)? {
+        Some(tls) => Some(tls),
+        None => config
+            .pools
+            .iter()
+            .find(|p| p.name == target.pool)
+            .and_then(|p| p.server_tls.clone()),
+    };
+    if let Some(tls) = tls {
+        crate::tls::set_control_tls(tls);
+    }
     if let Ok(pass) = std::env::var(REDIS_AUTH_ENV) {
         // The Redis's own password, when it is not the pool's `redis_auth`
         // (always so with `redis_user`): kept off the command line.

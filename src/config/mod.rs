@@ -7,6 +7,7 @@
 //! errors while serde_yaml still knows the position). `validate` then checks
 //! the rules that span several keys and fills in twemproxy's defaults.
 
+mod tls;
 mod users;
 
 pub use users::{UserConfig, UserMode};
@@ -100,6 +101,10 @@ pub struct PoolConfig {
     /// their blocking commands and transactions.
     pub max_dedicated_connections: u32,
     pub zookeeper: Option<ZooKeeperConfig>,
+    /// `tls_cert`, `tls_key`, `tls_ca`: the listener speaks TLS only.
+    pub tls: Option<crate::tls::ListenTls>,
+    /// `server_tls` and its files: the backend connections speak TLS.
+    pub server_tls: Option<crate::tls::ServerTls>,
     pub servers: Vec<ServerConfig>,
     /// True when the servers are given as `host:port:LO-HI` ranges.
     pub range_form: bool,
@@ -308,6 +313,13 @@ struct RawPool {
     zookeeper_path: Option<String>,
     zookeeper_redis_path: Option<String>,
     zookeeper_auth: Option<String>,
+    tls_cert: Option<String>,
+    tls_key: Option<String>,
+    tls_ca: Option<String>,
+    server_tls: Option<bool>,
+    server_tls_ca: Option<String>,
+    server_tls_cert: Option<String>,
+    server_tls_key: Option<String>,
     servers: Option<Vec<String>>,
 }
 
@@ -411,6 +423,17 @@ impl RawPool {
                 "'redis_user' needs 'redis_auth', its password".into(),
             ));
         }
+        let raw_tls = tls::RawTls {
+            tls_cert: self.tls_cert,
+            tls_key: self.tls_key,
+            tls_ca: self.tls_ca,
+            server_tls: self.server_tls,
+            server_tls_ca: self.server_tls_ca,
+            server_tls_cert: self.server_tls_cert,
+            server_tls_key: self.server_tls_key,
+        };
+        let listen_tls = tls::listen_tls(&raw_tls).map_err(|(key, e)| key_err(key, e))?;
+        let server_tls = tls::server_tls(&raw_tls).map_err(|(key, e)| key_err(key, e))?;
         let zookeeper = zookeeper_keys(
             self.zookeeper_host,
             self.zookeeper_path,
@@ -447,6 +470,8 @@ impl RawPool {
                 .max_dedicated_connections
                 .unwrap_or(DEFAULT_MAX_DEDICATED_CONNECTIONS),
             zookeeper,
+            tls: listen_tls,
+            server_tls,
             servers,
             range_form,
         })

@@ -23,6 +23,7 @@ use crate::proxy::router::RoutingTable;
 use crate::proxy::session::{Lane, Session};
 use crate::proxy::split::{self, Part, SplitReply};
 use crate::proxy::stats::PoolStats;
+use crate::proxy::stream::Io;
 use crate::proxy::{keyspace, scripts};
 use bytes::{Bytes, BytesMut};
 use std::collections::VecDeque;
@@ -33,7 +34,6 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
@@ -108,8 +108,11 @@ impl Window {
 /// waiting for the rest of a pipeline. A client that does not read stops
 /// being read: its replies wait in bounded memory, and TCP pushes back on
 /// its requests.
-pub async fn serve(pool: Arc<Pool>, mut stream: TcpStream, shutdown: watch::Receiver<bool>) {
-    let _ = stream.set_nodelay(true);
+///
+/// Generic over the socket so that plain TCP and TLS each get their own
+/// copy of the loop: the plain one calls `TcpStream`'s readiness and
+/// non-blocking I/O directly, as it did before TLS existed.
+pub async fn serve<S: Io>(pool: Arc<Pool>, mut stream: S, shutdown: watch::Receiver<bool>) {
     let mut session = Session::new(pool);
     let pool = session.pool.clone();
     let stats = &pool.stats;
@@ -206,11 +209,13 @@ pub async fn serve(pool: Arc<Pool>, mut stream: TcpStream, shutdown: watch::Rece
                 write_protocol_error(&e, &mut out, stats);
             }
         }
-        if let Err(e) = write_now(&mut out, &stream) {
+        if let Err(e) = stream.write_now(&mut out) {
             tracing::debug!(client = session.id, error = %e, "client write failed");
             return;
         }
-        if finishing && owed.is_empty() && out.is_empty() {
+        // Bytes wait to go out: in `out`, or (TLS) inside the stream.
+        let unsent = !out.is_empty() || stream.holds_output();
+        if finishing && owed.is_empty() && !unsent {
             let _ = stream.shutdown().await;
             return;
         }
@@ -236,12 +241,12 @@ pub async fn serve(pool: Arc<Pool>, mut stream: TcpStream, shutdown: watch::Rece
         // A blocked client is still read, a little, so that its going away
         // is seen at once.
         let want_input = may_go_on || (session.blocked && !finishing && input.len() < READ_CHUNK);
-        let idle = owed.is_empty() && out.is_empty();
+        let idle = owed.is_empty() && !unsent;
         let mut pubsub_event = None;
         let readable = if stopping && idle {
             // Stopping: answer what the client has already sent, and leave
             // once it has been quiet for a moment.
-            match tokio::time::timeout(STOP_GRACE, stream.readable()).await {
+            match tokio::time::timeout(STOP_GRACE, poll_fn(|cx| stream.poll_read_ready(cx))).await {
                 Ok(Ok(())) => true,
                 _ => return,
             }
@@ -249,13 +254,13 @@ pub async fn serve(pool: Arc<Pool>, mut stream: TcpStream, shutdown: watch::Rece
             tokio::select! {
                 biased;
                 () = poll_fn(|cx| collect(Some(cx), &mut owed, &mut out, &mut window, stats)), if !owed.is_empty() => false,
-                ready = stream.writable(), if !out.is_empty() => {
+                ready = poll_fn(|cx| stream.poll_write_ready(cx)), if unsent => {
                     if ready.is_err() {
                         return;
                     }
                     false
                 }
-                ready = stream.readable(), if want_input => {
+                ready = poll_fn(|cx| stream.poll_read_ready(cx)), if want_input => {
                     if ready.is_err() {
                         return;
                     }
@@ -280,7 +285,7 @@ pub async fn serve(pool: Arc<Pool>, mut stream: TcpStream, shutdown: watch::Rece
                 {
                     return Poll::Ready(Wake::Collected);
                 }
-                if !out.is_empty() {
+                if unsent {
                     if let Poll::Ready(ready) = stream.poll_write_ready(cx) {
                         return Poll::Ready(ready.map_or(Wake::Gone, |()| Wake::Writable));
                     }
@@ -416,18 +421,6 @@ fn collect(
     }
 }
 
-/// Writes what the socket takes now.
-fn write_now(out: &mut OutBuf, stream: &TcpStream) -> std::io::Result<()> {
-    while !out.is_empty() {
-        match out.write_now(|slices| stream.try_write_vectored(slices)) {
-            Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(()),
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
-}
-
 /// Completes once the proxy is stopping; never, if the signal's sender is
 /// gone without saying so.
 async fn stop_signal(mut shutdown: watch::Receiver<bool>) {
@@ -440,7 +433,7 @@ async fn stop_signal(mut shutdown: watch::Receiver<bool>) {
 /// readiness was stale). Unlike `try_read_buf`, the `AsyncRead` path takes a
 /// short read as proof that the socket is drained, which saves the read
 /// that would only return `WouldBlock` before the next wait.
-async fn read_now(stream: &mut TcpStream, input: &mut BytesMut) -> Option<std::io::Result<usize>> {
+async fn read_now<S: Io>(stream: &mut S, input: &mut BytesMut) -> Option<std::io::Result<usize>> {
     tokio::select! {
         biased;
         read = stream.read_buf(input) => Some(read),
@@ -762,7 +755,7 @@ mod tests {
     use super::*;
     use crate::config::Config;
     use tokio::io::AsyncReadExt;
-    use tokio::net::TcpListener;
+    use tokio::net::{TcpListener, TcpStream};
 
     /// A client connected to one session of a pool whose server is never
     /// contacted: the requests here are answered by the proxy itself.

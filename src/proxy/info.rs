@@ -99,13 +99,14 @@ fn write_section(session: &Session, section: &str, out: &mut String) {
                 out,
                 "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\n\
                  rejected_connections:{}\r\nproxy_error_replies:{}\r\nprotocol_errors:{}\r\n\
-                 auth_failures:{}\r\n",
+                 auth_failures:{}\r\ntls_handshake_failures:{}\r\n",
                 PoolStats::get(&stats.connections_received),
                 PoolStats::get(&stats.requests),
                 PoolStats::get(&stats.rejected_connections),
                 PoolStats::get(&stats.errors),
                 PoolStats::get(&stats.protocol_errors),
                 PoolStats::get(&stats.auth_failures),
+                PoolStats::get(&stats.tls_handshake_failures),
             );
         }
         "zookeeper" => write_zookeeper(session, out),

@@ -10,6 +10,7 @@ use crate::proxy::cluster;
 use crate::proxy::pool::Pool;
 use crate::proxy::stats::PoolStats;
 use crate::proxy::stats_server::{self, Monitoring};
+use crate::tls::{ListenTls, ServerStream, ACCEPT_HANDSHAKE_LIMIT};
 use bytes::BytesMut;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -173,14 +174,27 @@ async fn accept_loop(
         let current = pool.stats.connected_clients.load(Ordering::Relaxed);
         if limit != 0 && current >= u64::from(limit) {
             PoolStats::bump(&pool.stats.rejected_connections);
-            tokio::spawn(refuse(stream));
+            // A TLS client could not read a plain error: it is just closed.
+            if pool.tls.is_none() {
+                tokio::spawn(refuse(stream));
+            }
             continue;
         }
+        let _ = stream.set_nodelay(true);
         let pool = pool.clone();
         let shutdown = shutdown.clone();
         sessions.spawn(async move {
             pool.stats.connected_clients.fetch_add(1, Ordering::Relaxed);
-            client::serve(pool.clone(), stream, shutdown).await;
+            match &pool.tls {
+                None => client::serve(pool.clone(), stream, shutdown).await,
+                Some(tls) => {
+                    // The handshake runs in the session's task, so a slow
+                    // or silent client never holds up the accept loop.
+                    if let Some(stream) = handshake(&pool, tls, stream).await {
+                        client::serve(pool.clone(), stream, shutdown).await;
+                    }
+                }
+            }
             pool.stats.connected_clients.fetch_sub(1, Ordering::Relaxed);
         });
     }
@@ -245,6 +259,26 @@ async fn follow_ejections(pool: Arc<Pool>, mut shutdown: watch::Receiver<bool>) 
             }
             let live: Vec<&str> = table.shards.iter().map(|s| &*s.backend.addr).collect();
             tracing::warn!(pool = %pool.name, live = ?live, "servers ejected or retried; routing rebuilt");
+        }
+    }
+}
+
+/// The server side of a client's TLS handshake, bounded by
+/// [`ACCEPT_HANDSHAKE_LIMIT`]; `None` (logged) when it fails: a plain-TCP
+/// client, a client certificate missing or not signed by `tls_ca`.
+async fn handshake(pool: &Pool, tls: &ListenTls, stream: TcpStream) -> Option<ServerStream> {
+    let peer = stream.peer_addr().ok();
+    match tokio::time::timeout(ACCEPT_HANDSHAKE_LIMIT, tls.acceptor.accept(stream)).await {
+        Ok(Ok(stream)) => Some(stream),
+        Ok(Err(e)) => {
+            PoolStats::bump(&pool.stats.tls_handshake_failures);
+            tracing::info!(pool = %pool.name, client = ?peer, error = %e, "TLS handshake failed");
+            None
+        }
+        Err(_) => {
+            PoolStats::bump(&pool.stats.tls_handshake_failures);
+            tracing::info!(pool = %pool.name, client = ?peer, "TLS handshake timed out");
+            None
         }
     }
 }

@@ -52,5 +52,6 @@ pub mod session;
 pub mod split;
 pub mod stats;
 pub mod stats_server;
+pub mod stream;
 pub mod transaction;
 pub mod zk;

@@ -14,6 +14,8 @@ use std::sync::{Arc, Mutex};
 pub struct Pool {
     pub name: String,
     pub listen: String,
+    /// The listener speaks TLS only (`tls_cert`); fixed at start.
+    pub tls: Option<crate::tls::ListenTls>,
     pub redis_auth: Option<String>,
     /// Client users (`users`, `redis_auth`), fixed at start.
     pub users: Users,
@@ -42,6 +44,7 @@ impl Pool {
         Pool {
             name: config.name.clone(),
             listen: config.listen.clone(),
+            tls: config.tls.clone(),
             redis_auth: config.redis_auth.clone(),
             users: Users::new(config),
             max_request_size: config.max_request_size,

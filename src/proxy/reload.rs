@@ -84,4 +84,6 @@ fn restart_only_changes(old: &PoolConfig, new: &PoolConfig, out: &mut Vec<String
         old.max_request_size != new.max_request_size,
     );
     check("zookeeper keys", old.zookeeper != new.zookeeper);
+    // The listener's TLS acceptor is built once, at start.
+    check("tls_cert, tls_key, tls_ca", old.tls != new.tls);
 }

@@ -149,6 +149,7 @@ impl RouteSettings {
                 tcpkeepalive: pool.tcpkeepalive,
                 failure_limit: pool.server_failure_limit,
                 retry_timeout: pool.server_retry_timeout,
+                tls: pool.server_tls.clone(),
             },
         }
     }

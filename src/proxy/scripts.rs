@@ -147,20 +147,22 @@ fn kill(session: &Session, table: &RoutingTable, cmd: &Command) -> Pending {
             let shard = &table.shards[i];
             let settings = shard.backend.settings();
             let login = (settings.user.clone(), settings.auth.clone());
-            (shard.name.clone(), shard.backend.addr.clone(), login)
+            let addr = (shard.backend.addr.clone(), settings.tls.clone());
+            (shard.name.clone(), addr, login)
         })
         .collect();
     let pool = session.pool.clone();
     Pending::Assembling(Box::pin(async move {
         let mut kills = Vec::new();
-        for (name, addr, (user, auth)) in shards {
+        for (name, (addr, tls), (user, auth)) in shards {
             kills.push((
                 name,
                 tokio::spawn(async move {
                     // As the backend connections log in: as `redis_user`
                     // when set, else as the default user.
                     let password = auth.as_deref().filter(|_| user.is_none());
-                    let mut conn = RedisConn::connect(&addr, password, timeout).await?;
+                    let mut conn =
+                        RedisConn::connect_tls(&addr, password, timeout, tls.as_ref()).await?;
                     if let (Some(user), Some(auth)) = (&user, &auth) {
                         conn.ok(&["AUTH", user, auth]).await?;
                     }

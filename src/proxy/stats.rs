@@ -26,6 +26,9 @@ pub struct PoolStats {
     pub protocol_errors: AtomicU64,
     /// Failed AUTH and HELLO ... AUTH attempts.
     pub auth_failures: AtomicU64,
+    /// Client connections closed because their TLS handshake failed (a
+    /// plain-TCP client, a missing or untrusted client certificate).
+    pub tls_handshake_failures: AtomicU64,
     /// Sub-requests sent for split commands (twemproxy's `fragments`).
     pub fragments: AtomicU64,
     /// Times a server was ejected (auto_eject_hosts).
@@ -46,6 +49,7 @@ impl Default for PoolStats {
             errors: AtomicU64::new(0),
             protocol_errors: AtomicU64::new(0),
             auth_failures: AtomicU64::new(0),
+            tls_handshake_failures: AtomicU64::new(0),
             fragments: AtomicU64::new(0),
             server_ejects: AtomicU64::new(0),
             commands: CommandStats::new(),

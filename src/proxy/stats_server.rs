@@ -154,6 +154,13 @@ pub fn prometheus_text(pools: &[Arc<Pool>]) -> String {
     );
     family(
         &mut out,
+        "shardproxy_client_tls_handshake_failures_total",
+        "counter",
+        "Client connections closed because their TLS handshake failed.",
+        &each_pool(&|p| PoolStats::get(&p.stats.tls_handshake_failures)),
+    );
+    family(
+        &mut out,
         "shardproxy_requests_total",
         "counter",
         "Requests received from clients.",

@@ -94,6 +94,8 @@ pub struct Args {
     /// (default: the file's `logLevel`, else info).
     #[arg(short = 'v', long = "verbose", value_name = "LEVEL")]
     pub verbose: Option<String>,
+    #[command(flatten)]
+    pub tls: crate::tls::TlsArgs,
 }
 
 /// Why the flags and the file do not make usable settings.

@@ -59,6 +59,16 @@ use tokio::sync::watch as signal;
 pub fn main() -> ExitCode {
     let args = Args::parse();
     let daemonize = args.daemonize;
+    // Every connection to the Redis (checks, failover steps) speaks TLS
+    // once this is set.
+    match args.tls.load() {
+        Ok(Some(tls)) => crate::tls::set_control_tls(tls),
+        Ok(None) => {}
+        Err(e) => {
+            eprintln!("shardproxy-watchdog: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
     let settings = match Settings::from_args(args) {
         Ok(settings) => settings,
         Err(e) => {

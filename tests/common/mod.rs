@@ -9,6 +9,7 @@
 pub mod nutcracker;
 pub mod proxy;
 pub mod redis;
+pub mod tls;
 pub mod zk_cluster;
 pub mod zookeeper;
 

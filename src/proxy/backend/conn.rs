@@ -26,14 +26,15 @@
 use super::{BackendError, BackendSettings, BackendStats, Demotion, Health, Job, Reply};
 use crate::protocol::{encode_request, reply_frame_len, Proto, ReplyFramer};
 use crate::proxy::outbuf::OutBuf;
+use crate::proxy::stream::{poll_read_buf, BackendStream, Io};
 use bytes::BytesMut;
 use std::collections::VecDeque;
-use std::io;
+use std::future::poll_fn;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::WriteHalf;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::{sleep_until, timeout, Instant};
@@ -276,7 +277,7 @@ async fn connect_keeping_deadlines(
     jobs: &mut mpsc::UnboundedReceiver<Job>,
     senders_gone: &mut bool,
     demoted: &mut watch::Receiver<bool>,
-) -> Option<Result<TcpStream, String>> {
+) -> Option<Result<BackendStream, String>> {
     let connecting = connect(target);
     tokio::pin!(connecting);
     loop {
@@ -300,21 +301,21 @@ async fn connect_keeping_deadlines(
 }
 
 /// Connects and runs the handshake; the error text says what failed.
-async fn connect(target: &Target) -> Result<TcpStream, String> {
+async fn connect(target: &Target) -> Result<BackendStream, String> {
     connect_to(&target.addr, &target.settings, target.proto).await
 }
 
 /// Opens a connection to `addr` prepared as the pool's backend connections
-/// are (keepalive, `AUTH`, `HELLO 3`, `SELECT`), within the connect timeout;
-/// the error text says what failed. Also used for the connections that
-/// carry a client's subscriptions.
+/// are (keepalive, TLS with `server_tls`, `AUTH`, `HELLO 3`, `SELECT`),
+/// within the connect timeout; the error text says what failed. Also used
+/// for the connections that carry a client's subscriptions.
 pub(crate) async fn connect_to(
     addr: &str,
     settings: &BackendSettings,
     proto: Proto,
-) -> Result<TcpStream, String> {
+) -> Result<BackendStream, String> {
     let limit = settings.connect_timeout();
-    let mut stream = match timeout(limit, TcpStream::connect(addr)).await {
+    let stream = match timeout(limit, TcpStream::connect(addr)).await {
         Ok(Ok(stream)) => stream,
         Ok(Err(e)) => return Err(e.to_string()),
         Err(_) => return Err(format!("connect timed out after {} ms", limit.as_millis())),
@@ -326,12 +327,36 @@ pub(crate) async fn connect_to(
         }
     }
     let handshake = handshake_commands(settings, proto);
+    let Some(tls) = &settings.tls else {
+        let mut stream = stream;
+        prepare(&mut stream, &handshake, limit).await?;
+        return Ok(BackendStream::Plain(stream));
+    };
+    let mut stream = match timeout(limit, tls.connect(addr, stream)).await {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(e)) => return Err(e),
+        Err(_) => {
+            return Err(format!(
+                "TLS handshake timed out after {} ms",
+                limit.as_millis()
+            ))
+        }
+    };
+    prepare(&mut stream, &handshake, limit).await?;
+    Ok(BackendStream::Tls(Box::new(stream)))
+}
+
+/// Runs the `handshake` commands, if any, within `limit`.
+async fn prepare<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
+    handshake: &[Vec<Vec<u8>>],
+    limit: Duration,
+) -> Result<(), String> {
     if handshake.is_empty() {
-        return Ok(stream);
+        return Ok(());
     }
-    match timeout(limit, run_handshake(&mut stream, &handshake)).await {
-        Ok(Ok(())) => Ok(stream),
-        Ok(Err(e)) => Err(e),
+    match timeout(limit, run_handshake(stream, handshake)).await {
+        Ok(result) => result,
         Err(_) => Err(format!(
             "handshake timed out after {} ms",
             limit.as_millis()
@@ -364,7 +389,10 @@ fn handshake_commands(settings: &BackendSettings, proto: Proto) -> Vec<Vec<Vec<u
     commands
 }
 
-async fn run_handshake(stream: &mut TcpStream, commands: &[Vec<Vec<u8>>]) -> Result<(), String> {
+async fn run_handshake<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
+    commands: &[Vec<Vec<u8>>],
+) -> Result<(), String> {
     let mut out = BytesMut::new();
     for command in commands {
         encode_request(command, &mut out);
@@ -439,8 +467,28 @@ impl<'a> Connection<'a> {
     }
 
     async fn serve(
+        self,
+        stream: BackendStream,
+        jobs: &mut mpsc::UnboundedReceiver<Job>,
+        queue: &mut Queue,
+        senders_gone: &mut bool,
+        demoted: &mut watch::Receiver<bool>,
+    ) -> Outcome {
+        match stream {
+            BackendStream::Plain(tcp) => {
+                self.serve_io(tcp, jobs, queue, senders_gone, demoted).await
+            }
+            BackendStream::Tls(tls) => {
+                self.serve_io(*tls, jobs, queue, senders_gone, demoted)
+                    .await
+            }
+        }
+    }
+
+    /// The connection's loop, compiled once for plain TCP and once for TLS.
+    async fn serve_io<S: Io>(
         mut self,
-        mut stream: TcpStream,
+        mut stream: S,
         jobs: &mut mpsc::UnboundedReceiver<Job>,
         queue: &mut Queue,
         senders_gone: &mut bool,
@@ -460,7 +508,6 @@ impl<'a> Connection<'a> {
             }
         };
         tokio::pin!(demotion);
-        let (mut reader, writer) = stream.split();
         let mut armed_at: Option<Instant> = None;
         loop {
             if *senders_gone
@@ -471,9 +518,11 @@ impl<'a> Connection<'a> {
                 return Outcome::AllSendersGone;
             }
             self.fill_output(queue);
-            if let Err(e) = self.write_now(&writer) {
-                return self.broken(e.to_string());
+            match stream.write_now(&mut self.out) {
+                Ok(n) => self.written += n as u64,
+                Err(e) => return self.broken(e.to_string()),
             }
+            let unsent = !self.out.is_empty() || stream.holds_output();
             let deadline = match (
                 queue_deadline(queue),
                 self.in_flight.get(self.timed_out).and_then(|f| f.deadline),
@@ -494,17 +543,31 @@ impl<'a> Connection<'a> {
                 // Replies first: they free clients, and each branch does a
                 // bounded amount of work, so nothing starves.
                 biased;
-                read = reader.read_buf(&mut self.read_buf) => match read {
-                    Ok(0) => {
+                // Reads, then room to write, polled together: both need
+                // the one stream.
+                io = poll_fn(|cx| {
+                    if let Poll::Ready(read) = poll_read_buf(&mut stream, cx, &mut self.read_buf) {
+                        return Poll::Ready(Some(read));
+                    }
+                    if unsent {
+                        if let Poll::Ready(ready) = stream.poll_write_ready(cx) {
+                            return Poll::Ready(ready.err().map(Err));
+                        }
+                    }
+                    Poll::Pending
+                }) => match io {
+                    // Writable (or failing: the next write tells).
+                    None => {}
+                    Some(Ok(0)) => {
                         self.target.stats.eof.fetch_add(1, Ordering::Relaxed);
                         return self.broken("closed by the server".into());
                     }
-                    Ok(_) => {
+                    Some(Ok(_)) => {
                         if let Err(e) = self.deliver_replies() {
                             return self.broken(e);
                         }
                     }
-                    Err(e) => return self.broken(e.to_string()),
+                    Some(Err(e)) => return self.broken(e.to_string()),
                 },
                 () = &mut demotion => return self.demote(queue),
                 () = &mut timer, if armed_at.is_some() => {
@@ -517,11 +580,6 @@ impl<'a> Connection<'a> {
                     let stuck = self.expire_in_flight(now);
                     if stuck || (self.target.private.is_some() && self.timed_out > 0) {
                         return self.stuck_mid_write();
-                    }
-                }
-                ready = writer.writable(), if !self.out.is_empty() => {
-                    if let Err(e) = ready {
-                        return self.broken(e.to_string());
                     }
                 }
                 job = jobs.recv(), if !*senders_gone => match job {
@@ -567,21 +625,6 @@ impl<'a> Connection<'a> {
                 .request_bytes
                 .fetch_add(bytes, Ordering::Relaxed);
         }
-    }
-
-    /// Writes what the socket takes without waiting.
-    fn write_now(&mut self, writer: &WriteHalf<'_>) -> io::Result<()> {
-        while !self.out.is_empty() {
-            match self
-                .out
-                .write_now(|slices| writer.try_write_vectored(slices))
-            {
-                Ok(n) => self.written += n as u64,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(())
     }
 
     /// Matches every complete frame in the read buffer to its request.

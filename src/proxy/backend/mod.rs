@@ -61,6 +61,8 @@ pub struct BackendSettings {
     pub failure_limit: u32,
     /// How long a failing backend is ejected (with `auto_eject_hosts`).
     pub retry_timeout: Duration,
+    /// `server_tls`: every connection to the backend speaks TLS.
+    pub tls: Option<crate::tls::ServerTls>,
 }
 
 impl BackendSettings {

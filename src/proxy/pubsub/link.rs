@@ -12,13 +12,15 @@
 use super::Kind;
 use crate::protocol::{encode_request, parse_reply_bytes, reply_frame_len, Proto, Value};
 use crate::proxy::backend::{connect_to, BackendSettings};
+use crate::proxy::outbuf::OutBuf;
+use crate::proxy::stream::{poll_read_buf, BackendStream, Io};
 use bytes::{Bytes, BytesMut};
 use std::collections::{HashSet, VecDeque};
+use std::future::poll_fn;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
-use tokio::io::AsyncReadExt;
-use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 
 /// Pause after a failed connect before the next attempt.
@@ -138,7 +140,14 @@ pub(super) async fn run(mut spec: Spec, mut orders: mpsc::UnboundedReceiver<Orde
             Some(Ok(stream)) => {
                 backoff = MIN_BACKOFF;
                 let mut expected = VecDeque::new();
-                let outcome = serve(&spec, stream, &mut held, &mut expected, &mut orders).await;
+                let outcome = match stream {
+                    BackendStream::Plain(tcp) => {
+                        serve(&spec, tcp, &mut held, &mut expected, &mut orders).await
+                    }
+                    BackendStream::Tls(tls) => {
+                        serve(&spec, *tls, &mut held, &mut expected, &mut orders).await
+                    }
+                };
                 // Whoever waits for a confirmation gets it from the next
                 // connection, which subscribes to everything held.
                 held.waiting
@@ -195,14 +204,14 @@ struct Expected {
 
 /// Subscribes everything held on a new connection, then forwards messages
 /// and carries out orders until the connection ends.
-async fn serve(
+async fn serve<S: Io>(
     spec: &Spec,
-    mut stream: TcpStream,
+    mut stream: S,
     held: &mut Held,
     expected: &mut VecDeque<Expected>,
     orders: &mut mpsc::UnboundedReceiver<Order>,
 ) -> Outcome {
-    let mut out = BytesMut::new();
+    let mut out = OutBuf::new();
     for kind in Kind::ALL {
         let names: Vec<Bytes> = held.names[kind as usize].iter().cloned().collect();
         if !names.is_empty() {
@@ -218,34 +227,37 @@ async fn serve(
     }
     let mut input = BytesMut::new();
     loop {
-        while !out.is_empty() {
-            match stream.try_write(&out) {
-                Ok(n) => {
-                    let _ = out.split_to(n);
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-                Err(e) => return Outcome::Broken(e.to_string()),
-            }
+        if let Err(e) = stream.write_now(&mut out) {
+            return Outcome::Broken(e.to_string());
         }
+        let unsent = !out.is_empty() || stream.holds_output();
         if input.capacity() - input.len() < READ_CHUNK / 4 {
             input.reserve(READ_CHUNK);
         }
-        let (mut reader, writer) = stream.split();
         tokio::select! {
-            read = reader.read_buf(&mut input) => match read {
-                Ok(0) => return Outcome::Broken("closed by the backend".into()),
-                Ok(_) => {
+            // Reads, then room to write, polled together: both need the
+            // one stream.
+            io = poll_fn(|cx| {
+                if let Poll::Ready(read) = poll_read_buf(&mut stream, cx, &mut input) {
+                    return Poll::Ready(Some(read));
+                }
+                if unsent {
+                    if let Poll::Ready(ready) = stream.poll_write_ready(cx) {
+                        return Poll::Ready(ready.err().map(Err));
+                    }
+                }
+                Poll::Pending
+            }) => match io {
+                // Writable (or failing: the next write tells).
+                None => {}
+                Some(Ok(0)) => return Outcome::Broken("closed by the backend".into()),
+                Some(Ok(_)) => {
                     if let Err(outcome) = take_frames(spec, &mut input, expected) {
                         return outcome;
                     }
                 }
-                Err(e) => return Outcome::Broken(e.to_string()),
+                Some(Err(e)) => return Outcome::Broken(e.to_string()),
             },
-            ready = writer.writable(), if !out.is_empty() => {
-                if let Err(e) = ready {
-                    return Outcome::Broken(e.to_string());
-                }
-            }
             order = orders.recv() => match order {
                 None => return Outcome::Done,
                 Some(Order::Move(addr)) => return Outcome::Moved(addr),
@@ -265,11 +277,11 @@ async fn serve(
 }
 
 /// Appends `command names...` to `out`; the confirmations it will bring.
-fn send(out: &mut BytesMut, command: &str, names: &[Bytes], ack: Option<Ack>) -> Expected {
+fn send(out: &mut OutBuf, command: &str, names: &[Bytes], ack: Option<Ack>) -> Expected {
     let mut args: Vec<&[u8]> = Vec::with_capacity(names.len() + 1);
     args.push(command.as_bytes());
     args.extend(names.iter().map(|n| &n[..]));
-    encode_request(&args, out);
+    out.encode_with(|buf| encode_request(&args, buf));
     Expected {
         remaining: names.len(),
         acks: ack.into_iter().collect(),

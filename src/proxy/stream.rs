@@ -1,0 +1,156 @@
+//! The sockets the proxy's hot loops drive by hand: plain TCP, or TLS over
+//! TCP, behind one small trait so each loop is compiled once per kind and
+//! the plain one stays exactly what it was tuned to (readiness slots and
+//! non-blocking reads and writes on the `TcpStream` itself).
+//!
+//! TLS differs in two ways the trait makes explicit. Its reads can find
+//! plaintext rustls already decrypted, with nothing left on the socket, so
+//! readiness asks rustls first. And rustls holds encrypted bytes the socket
+//! has not taken yet, so "everything is written" means the output buffer is
+//! empty *and* rustls holds nothing ([`Io::holds_output`]).
+
+use crate::proxy::outbuf::OutBuf;
+use crate::tls::{ClientStream, ServerStream};
+use bytes::BytesMut;
+use std::io::{self, IoSlice, Write};
+use std::task::{Context, Poll};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+
+/// A connection the proxy reads and writes without blocking.
+pub trait Io: AsyncRead + AsyncWrite + Send + Unpin + 'static {
+    /// Ready when a read may return data (or the end).
+    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
+    /// Ready when the socket may take more bytes.
+    fn poll_write_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
+    /// Writes from `out` what the socket takes now; the number of bytes of
+    /// `out` taken. Never waits; `WouldBlock` is not an error.
+    ///
+    /// # Errors
+    /// The socket failed.
+    fn write_now(&mut self, out: &mut OutBuf) -> io::Result<usize>;
+    /// True while bytes already taken from an [`OutBuf`] still wait to
+    /// reach the socket (TLS records rustls holds).
+    fn holds_output(&self) -> bool;
+}
+
+impl Io for TcpStream {
+    #[inline]
+    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        TcpStream::poll_read_ready(self, cx)
+    }
+
+    #[inline]
+    fn poll_write_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        TcpStream::poll_write_ready(self, cx)
+    }
+
+    #[inline]
+    fn write_now(&mut self, out: &mut OutBuf) -> io::Result<usize> {
+        let mut written = 0;
+        while !out.is_empty() {
+            match out.write_now(|slices| self.try_write_vectored(slices)) {
+                Ok(n) => written += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(written)
+    }
+
+    #[inline]
+    fn holds_output(&self) -> bool {
+        false
+    }
+}
+
+/// The TCP socket under a TLS stream, as `std::io::Write` for rustls's
+/// `write_tls`: non-blocking writes, `WouldBlock` when full.
+struct NonBlocking<'a>(&'a TcpStream);
+
+impl Write for NonBlocking<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.try_write(buf)
+    }
+
+    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        self.0.try_write_vectored(bufs)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The TLS side of [`Io`], the same for both ends (client and server
+/// connections differ only in type).
+macro_rules! tls_io {
+    ($stream:ty) => {
+        impl Io for $stream {
+            fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+                let (tcp, conn) = self.get_ref();
+                // Plaintext decrypted by an earlier read and not taken yet
+                // (the read buffer was full), or the peer's close_notify:
+                // a read answers now, whatever the socket says.
+                if !conn.wants_read() {
+                    return Poll::Ready(Ok(()));
+                }
+                tcp.poll_read_ready(cx)
+            }
+
+            fn poll_write_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+                self.get_ref().0.poll_write_ready(cx)
+            }
+
+            fn write_now(&mut self, out: &mut OutBuf) -> io::Result<usize> {
+                let (tcp, conn) = self.get_mut();
+                let mut taken = 0;
+                loop {
+                    // Records already made go first; more plaintext is
+                    // taken only once the socket took them, so rustls
+                    // holds at most one round of records.
+                    while conn.wants_write() {
+                        match conn.write_tls(&mut NonBlocking(tcp)) {
+                            Ok(_) => {}
+                            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(taken),
+                            Err(e) => return Err(e),
+                        }
+                    }
+                    if out.is_empty() {
+                        return Ok(taken);
+                    }
+                    let n = out.write_now(|slices| conn.writer().write_vectored(slices))?;
+                    if n == 0 {
+                        return Ok(taken);
+                    }
+                    taken += n;
+                }
+            }
+
+            fn holds_output(&self) -> bool {
+                self.get_ref().1.wants_write()
+            }
+        }
+    };
+}
+
+tls_io!(ServerStream);
+tls_io!(ClientStream);
+
+/// A connection to a backend: TLS when the pool says `server_tls`.
+pub(crate) enum BackendStream {
+    Plain(TcpStream),
+    Tls(Box<ClientStream>),
+}
+
+/// Reads into `buf` what has arrived, registering for a wake-up when
+/// nothing has: the poll form of `read_buf`, for loops that also wait for
+/// other things on the same stream.
+#[inline]
+pub(crate) fn poll_read_buf<S: Io>(
+    stream: &mut S,
+    cx: &mut Context<'_>,
+    buf: &mut BytesMut,
+) -> Poll<io::Result<usize>> {
+    tokio_util::io::poll_read_buf(std::pin::Pin::new(stream), cx, buf)
+}
