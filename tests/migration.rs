@@ -404,6 +404,100 @@ async fn a_killed_admin_is_rerun_and_finishes_the_move() {
     }
 }
 
+/// A client's writer that follows its proxy's death to another proxy, as
+/// a client behind a VIP would. A write whose connection dropped has an
+/// unknown outcome and is not counted as acknowledged.
+fn writer_with_fallback(
+    keys: Vec<String>,
+    ports: [u16; 2],
+    stop: Arc<AtomicBool>,
+    tally: Arc<Tally>,
+) -> thread::JoinHandle<Vec<(String, u64)>> {
+    thread::spawn(move || {
+        let mut client = RawClient::connect(ports[0]);
+        let mut acked = vec![0u64; keys.len()];
+        let mut round = 0u64;
+        while !stop.load(Ordering::Relaxed) {
+            round += 1;
+            for (i, key) in keys.iter().enumerate() {
+                let value = round.to_string();
+                let sent = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    client.cmd_str(&["SET", key, &value])
+                }));
+                match sent {
+                    Ok(reply) if reply == "+OK\r\n" => {
+                        acked[i] = round;
+                        tally.writes.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Ok(other) => {
+                        eprintln!("SET {key}: {other:?}");
+                        tally.errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(_) => client = RawClient::connect(ports[1]),
+                }
+            }
+        }
+        keys.into_iter().zip(acked).collect()
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proxy_killed_mid_move_loses_nothing_and_the_move_finishes() {
+    let c = cluster().await;
+    let keys = keys_in(0, 1023, 20_000, "k");
+    preload(&c.proxies[0], &keys);
+    let hot = keys_in(0, 1023, 100, "hot");
+    let stop = Arc::new(AtomicBool::new(false));
+    let tally = Arc::new(Tally::default());
+    let ports = [c.proxies[0].port, c.proxies[1].port];
+    let writer = writer_with_fallback(hot.clone(), ports, stop.clone(), tally.clone());
+    wait_until("load running", Duration::from_secs(10), || {
+        tally.writes.load(Ordering::Relaxed) > 300
+    });
+    let child = admin(
+        &c.conf,
+        &["migrate", "0-1023", "--to", "redis-0002", "--rate", "4000"],
+    )
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::piped())
+    .spawn()
+    .unwrap();
+    let mut mover = ProcessGuard::new("shardproxy-admin migrate", child);
+    wait_until("the mover to move keys", Duration::from_secs(20), || {
+        dbsize(&c.redis[2]) > 2000
+    });
+    // The proxy the writer uses dies with requests of the range in its
+    // lanes; the writer goes on through the other one.
+    c.proxies[0].guard.signal("KILL");
+    let writes_at_kill = tally.writes.load(Ordering::Relaxed);
+    wait_until(
+        "writes through the other proxy",
+        Duration::from_secs(10),
+        || tally.writes.load(Ordering::Relaxed) > writes_at_kill + 300,
+    );
+    let code = mover.wait_exit(Duration::from_secs(60));
+    let output = mover.child.take().map(|c| c.wait_with_output().unwrap());
+    assert_eq!(code, Some(0), "migrate did not finish: {output:?}");
+    stop.store(true, Ordering::Relaxed);
+    let finals = writer.join().unwrap();
+    eprintln!(
+        "proxy killed mid-move: {} writes acknowledged, {} error replies",
+        tally.writes.load(Ordering::Relaxed),
+        tally.errors.load(Ordering::Relaxed)
+    );
+    assert_eq!(tally.errors.load(Ordering::Relaxed), 0, "error replies");
+    let mut client = RawClient::connect(c.proxies[1].port);
+    wait_for_view(&c.proxies[1], "0-1023");
+    for (key, value) in &finals {
+        let want = format!("${}\r\n{value}\r\n", value.to_string().len());
+        assert_eq!(client.cmd_str(&["GET", key]), want, "{key}");
+    }
+    for key in keys.iter().chain(&hot) {
+        assert!(exists(&c.redis[2], key), "{key} not on the new shard");
+        assert!(!exists(&c.redis[0], key), "{key} left on the source");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_plans_are_refused_with_a_reason_and_change_nothing() {
     let c = cluster().await;

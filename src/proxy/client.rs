@@ -638,19 +638,22 @@ impl Session {
         };
         self.last_shard = shard;
         if table.migration.is_some() {
-            let keys = match single_key(cmd, &request.args) {
-                Some(key) => vec![Bytes::copy_from_slice(key)],
-                None => cmd
-                    .key_indexes(&request.args)
-                    .unwrap_or_default()
-                    .into_iter()
-                    .map(|k| request.args[k].clone())
-                    .collect(),
+            // Only the keys of a moving range are copied out for the lane;
+            // the check itself reads the request in place.
+            let positions = match single_key_index(cmd, &request.args) {
+                Some(i) => vec![i],
+                None => cmd.key_indexes(&request.args).unwrap_or_default(),
             };
-            match migration::moving(&table, keys.iter().map(|k| &k[..])) {
+            let keys = positions.iter().map(|&k| &request.args[k][..]);
+            match migration::moving(&table, keys) {
                 Moving::No => {}
                 Moving::All => {
-                    return self.through_migration(&moving_source(&table), keys, request.raw)
+                    let keys = positions.iter().map(|&k| request.args[k].clone());
+                    return self.through_migration(
+                        &moving_source(&table),
+                        keys.collect(),
+                        request.raw,
+                    );
                 }
                 Moving::Mixed => return self.error(migration::TRYAGAIN_MIXED),
             }
@@ -740,11 +743,17 @@ fn moving_source(table: &RoutingTable) -> Arc<str> {
 /// The key of a command with exactly one key at a fixed position, found
 /// without allocating: the common case on the hot path.
 fn single_key<'a>(cmd: &Command, args: &'a [Bytes]) -> Option<&'a [u8]> {
+    single_key_index(cmd, args).map(|i| &args[i][..])
+}
+
+/// Where the one key of a single-key command is, without a key list.
+fn single_key_index(cmd: &Command, args: &[Bytes]) -> Option<usize> {
     match cmd.keys {
         KeySpec::Range { first, last, .. }
-            if last == first as isize || (last == -1 && args.len() == first + 1) =>
+            if (last == first as isize || (last == -1 && args.len() == first + 1))
+                && first < args.len() =>
         {
-            args.get(first).map(|k| &k[..])
+            Some(first)
         }
         _ => None,
     }

@@ -86,6 +86,9 @@ pub fn apply(pool: &Pool, view: &ClusterView) {
             let table = pool
                 .router
                 .install(&specs, "zookeeper", migration_spec(view));
+            if table.version == old.version {
+                return;
+            }
             demote_replaced_masters(&old, &table);
             for shard in view.shards.iter().filter(|s| s.no_members) {
                 tracing::warn!(pool = %pool.name, shard = %shard.name, master = ?shard.master,

@@ -227,6 +227,12 @@ impl Router {
         migration: Option<MigrationSpec>,
     ) -> Arc<RoutingTable> {
         let mut state = self.lock();
+        // The mover rewrites the migration znode's progress every second;
+        // a view that changes nothing the table is built from keeps the
+        // table, so the sessions are not woken to re-route for nothing.
+        if state.specs == specs && state.source == source && state.migration == migration {
+            return self.table.load_full();
+        }
         state.migration = migration;
         state.backends = specs.iter().map(|s| state.registry.get(&s.addr)).collect();
         state.specs = specs.to_vec();
@@ -449,5 +455,51 @@ fn migration_route(
         target,
         phase: m.phase,
         active: !committed,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn router() -> Router {
+        let text = "alpha:\n  listen: 127.0.0.1:22121\n  redis: true\n  hash: fnv1a_64\n  distribution: modula\n  servers:\n   - 127.0.0.1:1:0-4999 a\n   - 127.0.0.1:2:5000-9999 b\n";
+        let config = crate::config::Config::parse(text).expect("pool file");
+        Router::new(&config.pools[0])
+    }
+
+    fn migration(phase: Phase) -> MigrationSpec {
+        MigrationSpec {
+            id: "m1".into(),
+            lo: 4000,
+            hi: 4999,
+            source: "a".into(),
+            target: "b".into(),
+            source_addr: "127.0.0.1:1".into(),
+            target_addr: "127.0.0.1:2".into(),
+            source_replicas: 0,
+            phase,
+        }
+    }
+
+    /// The mover's progress writes reach the proxies as views that change
+    /// nothing routed: they must keep the table (and its version), or every
+    /// session re-routes once a second during a migration.
+    #[tokio::test]
+    async fn an_unchanged_view_keeps_the_table() {
+        let router = router();
+        let specs = router.lock().specs.clone();
+        let first = router.install(&specs, "zookeeper", Some(migration(Phase::Moving)));
+        let again = router.install(&specs, "zookeeper", Some(migration(Phase::Moving)));
+        assert_eq!(first.version, again.version);
+        assert!(Arc::ptr_eq(&first, &again));
+        let committed = router.install(&specs, "zookeeper", Some(migration(Phase::Committed)));
+        assert!(committed.version > again.version);
+        let without = router.install(&specs, "zookeeper", None);
+        assert!(without.version > committed.version);
+        let mut moved = specs.clone();
+        moved[0].addr = "127.0.0.1:3".into();
+        let failover = router.install(&moved, "zookeeper", None);
+        assert!(failover.version > without.version);
     }
 }
