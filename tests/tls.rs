@@ -422,3 +422,109 @@ fn failover_between_tls_redis_servers_through_watchdogs() {
     }
     a.guard.kill();
 }
+
+/// Online migration between TLS-only servers: Redis sends MIGRATE over
+/// TLS when `tls-cluster yes` (its setting for server-to-server links),
+/// the proxies' lane and the admin's mover speak TLS to both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_range_moves_between_tls_only_redis_servers() {
+    use common::zk_cluster::{add_member, create_shard};
+    let certs = Certs::generate();
+    let zookeeper = ZooKeeper::start();
+    let cluster_links = ["--tls-cluster", "yes"];
+    let a = start_redis(&certs, &cluster_links);
+    let b = start_redis(&certs, &cluster_links);
+    let ops = zookeeper.client_with_session(Duration::from_secs(20)).await;
+    create_shard(&ops, "redis-0000", 0, 4095).await;
+    add_member(&ops, "redis-0000", &a.addr()).await;
+    let keys = format!("  timeout: 1000\n{}", server_keys(&certs.ca()));
+    let proxy = start_proxy_with(&zookeeper, &[&a], &keys);
+    let staying = keys_in(0, 2047, 300, "stay");
+    let moving = keys_in(2048, 4095, 300, "move");
+    let mut client = RawClient::connect(proxy.port);
+    for k in staying.iter().chain(&moving) {
+        assert_eq!(cmd(&mut client, &["SET", k, k]), "+OK\r\n");
+    }
+    let admin = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_shardproxy-admin"))
+            .arg("-c")
+            .arg(&proxy.conf)
+            .args(args)
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "{args:?}: {text}");
+        text
+    };
+    admin(&["add-shard", "redis-0001"]);
+    add_member(&ops, "redis-0001", &b.addr()).await;
+    // A slow move: the keys read meanwhile go through the proxy's lane
+    // (MIGRATE by the source over TLS, then the read on the target).
+    let mut mover = Command::new(env!("CARGO_BIN_EXE_shardproxy-admin"))
+        .arg("-c")
+        .arg(&proxy.conf)
+        .args([
+            "migrate",
+            "2048-4095",
+            "--to",
+            "redis-0001",
+            "--rate",
+            "100",
+        ])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_until("the mover to start", DEADLINE, || {
+        redis_cmd(&certs, &b, &["DBSIZE"]) != "0"
+    });
+    let before = redis_cmd(&certs, &b, &["DBSIZE"]);
+    for k in moving.iter().rev().take(50) {
+        assert_eq!(
+            cmd(&mut client, &["GET", k]),
+            format!("${}\r\n{k}\r\n", k.len()),
+            "{k} during the move"
+        );
+        assert_eq!(
+            redis_cmd(&certs, &b, &["EXISTS", k]),
+            "1",
+            "{k} not moved on access"
+        );
+    }
+    assert!(
+        before.parse::<usize>().unwrap() < moving.len() - 50,
+        "the mover was too fast: {before}"
+    );
+    assert!(mover.wait().unwrap().success());
+    // The range is the new shard's in ZooKeeper (status exits 1 here: no
+    // shard has a replica).
+    let status = Command::new(env!("CARGO_BIN_EXE_shardproxy-admin"))
+        .arg("-c")
+        .arg(&proxy.conf)
+        .arg("status")
+        .output()
+        .unwrap();
+    let status = String::from_utf8_lossy(&status.stdout).to_string();
+    assert!(
+        status
+            .lines()
+            .any(|l| l.starts_with("redis-0001") && l.contains("2048-4095")),
+        "{status}"
+    );
+    assert_eq!(redis_cmd(&certs, &b, &["DBSIZE"]), moving.len().to_string());
+    assert_eq!(
+        redis_cmd(&certs, &a, &["DBSIZE"]),
+        staying.len().to_string()
+    );
+    let mut client = RawClient::connect(proxy.port);
+    for k in staying.iter().chain(&moving) {
+        assert_eq!(
+            cmd(&mut client, &["GET", k]),
+            format!("${}\r\n{k}\r\n", k.len()),
+            "{k}"
+        );
+    }
+}
