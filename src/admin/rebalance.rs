@@ -83,7 +83,8 @@ pub async fn rebalance(target: &Target, options: &RebalanceOptions) -> Result<St
             if done == 0 {
                 let _ = writeln!(out, "already balanced: nothing to move");
             } else {
-                let _ = writeln!(out, "balanced after {done} moves:");
+                let moves = if done == 1 { "move" } else { "moves" };
+                let _ = writeln!(out, "balanced after {done} {moves}:");
             }
             for ((name, weight), range) in plan.shards.iter().zip(&plan.after) {
                 let _ = writeln!(out, "  {name} (weight {weight}): {}", show(*range));
