@@ -153,7 +153,7 @@ async fn dry_run(
     let mut sizes = Vec::new();
     for shard in shards.iter().filter(|s| !s.view.empty) {
         let size = mover::dbsize(target, shard).await;
-        sizes.push((Some((shard.view.lo, shard.view.hi)), size));
+        sizes.push(((shard.view.lo, shard.view.hi), size));
     }
     if plan.moves.is_empty() {
         let _ = writeln!(out, "already balanced: nothing to move");

@@ -239,18 +239,18 @@ fn moves(order: &[&Owner], current: &mut [u32], wanted: &[u32]) -> Result<Vec<Mo
 /// Keys a move carries: for each shard, its DBSIZE spread evenly over the
 /// range it owns now, times the slots of the move that are in that range
 /// now (a later move may carry slots an earlier one brought). `None` if a
-/// shard whose slots it carries did not tell its size.
-pub fn estimate(step: &Move, sizes: &[(Option<(u32, u32)>, Option<u64>)]) -> Option<u64> {
+/// shard whose slots it carries did not tell its size. `sizes`: each
+/// shard's range and DBSIZE.
+pub fn estimate(step: &Move, sizes: &[((u32, u32), Option<u64>)]) -> Option<u64> {
     let mut keys = 0f64;
-    for (range, size) in sizes {
-        let Some((lo, hi)) = *range else { continue };
+    for &((lo, hi), size) in sizes {
         let overlap_lo = lo.max(step.lo);
         let overlap_hi = hi.min(step.hi);
         if overlap_lo > overlap_hi {
             continue;
         }
         let share = f64::from(overlap_hi - overlap_lo + 1) / f64::from(hi - lo + 1);
-        keys += (*size)? as f64 * share;
+        keys += size? as f64 * share;
     }
     Some(keys.round() as u64)
 }

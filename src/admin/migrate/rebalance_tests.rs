@@ -302,13 +302,13 @@ fn weights_are_checked_before_anything_runs() {
 
 #[test]
 fn key_estimates_follow_where_the_slots_are_now() {
-    let sizes = [(Some((0, 99)), Some(1000)), (Some((100, 199)), Some(10))];
+    let sizes = [((0, 99), Some(1000)), ((100, 199), Some(10))];
     assert_eq!(estimate(&mv(50, 99, "a", "b"), &sizes), Some(500));
     // Across two shards' ranges: 50 slots of each.
     assert_eq!(estimate(&mv(50, 149, "a", "b"), &sizes), Some(505));
     // A shard that did not answer makes the estimate unknown only if the
     // move carries its slots.
-    let sizes = [(Some((0, 99)), Some(1000)), (Some((100, 199)), None)];
+    let sizes = [((0, 99), Some(1000)), ((100, 199), None)];
     assert_eq!(estimate(&mv(0, 9, "a", "b"), &sizes), Some(100));
     assert_eq!(estimate(&mv(90, 109, "a", "b"), &sizes), None);
 }
