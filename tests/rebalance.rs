@@ -21,7 +21,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 /// The layout a rebalance of 4096 slots over three equal shards gives.
-const THIRDS: [(u32, u32); 3] = [(0, 1364), (1365, 2729), (2730, 4095)];
+const THIRDS: [Option<(u32, u32)>; 3] = [Some((0, 1364)), Some((1365, 2729)), Some((2730, 4095))];
 
 /// Every shard znode's data and the migration znode's, as text: what a
 /// dry run must leave as it found.
@@ -47,17 +47,15 @@ async fn zookeeper_data(c: &Cluster) -> String {
     out
 }
 
-/// Every key lives on exactly the shard whose range holds its slot (the
-/// shards are redis[0..3] = redis-0000..0002), with `value(key)`.
-fn assert_placed(c: &Cluster, keys: &[(String, String)]) {
+/// Every key, with its value, lives on exactly the shard whose range in
+/// `layout` holds its slot (`layout[i]` is redis[i]'s, redis-000i's).
+fn assert_placed(c: &Cluster, layout: &[Option<(u32, u32)>; 3], keys: &[(String, String)]) {
     let mut conns: Vec<RawClient> = c.redis.iter().map(|r| r.connect()).collect();
     let owner_of = |key: &str| {
-        // The rebalanced layout: redis-0000, redis-0001, redis-0002 in
-        // slot order.
         let s = slot(key);
-        THIRDS
+        layout
             .iter()
-            .position(|&(lo, hi)| lo <= s && s <= hi)
+            .position(|r| r.is_some_and(|(lo, hi)| lo <= s && s <= hi))
             .unwrap()
     };
     for (key, value) in keys {
@@ -92,13 +90,19 @@ fn assert_placed(c: &Cluster, keys: &[(String, String)]) {
     assert_eq!(total, keys.len() as u64, "keys on the shards, all told");
 }
 
-/// The export names each shard with a third of the slots.
-fn assert_thirds(c: &Cluster) {
+/// The export names each shard with its range in `layout` (and leaves out
+/// a shard with none).
+fn assert_layout(c: &Cluster, layout: &[Option<(u32, u32)>; 3]) {
     let (code, text) = run_admin(&c.conf, &["export"]);
     assert_eq!(code, 0, "{text}");
-    for (redis, (lo, hi)) in c.redis.iter().zip(THIRDS) {
-        let line = format!("- {}:{lo}-{hi}", redis.addr());
-        assert!(text.contains(&line), "{line} not in {text}");
+    for (redis, range) in c.redis.iter().zip(layout) {
+        match range {
+            Some((lo, hi)) => {
+                let line = format!("- {}:{lo}-{hi}", redis.addr());
+                assert!(text.contains(&line), "{line} not in {text}");
+            }
+            None => assert!(!text.contains(&redis.addr()), "{} in {text}", redis.addr()),
+        }
     }
 }
 
@@ -225,10 +229,10 @@ async fn rebalancing_onto_a_new_shard_under_load_keeps_every_key() {
     );
     assert_eq!(tally.stale.load(Ordering::Relaxed), 0, "stale reads");
 
-    assert_thirds(&c);
+    assert_layout(&c, &THIRDS);
     let mut all: Vec<(String, String)> = keys.iter().map(|k| (k.clone(), k.clone())).collect();
     all.extend(finals.iter().map(|(k, v)| (k.clone(), v.to_string())));
-    assert_placed(&c, &all);
+    assert_placed(&c, &THIRDS, &all);
     // Read through the proxies too, once their tables have the new layout.
     for proxy in &c.proxies {
         common::zk_cluster::wait_for_view(proxy, "2730-4095");
@@ -242,6 +246,23 @@ async fn rebalancing_onto_a_new_shard_under_load_keeps_every_key() {
     let (code, text) = run_admin(&c.conf, &["rebalance"]);
     assert_eq!(code, 0, "{text}");
     assert!(text.contains("already balanced"), "{text}");
+
+    // Weight 0 drains the middle shard into both its neighbours.
+    let (code, text) = run_admin(&c.conf, &["rebalance", "--weight", "redis-0001=0"]);
+    assert_eq!(code, 0, "{text}");
+    eprintln!("{text}");
+    assert!(text.contains("balanced after 2 moves"), "{text}");
+    let halves = [Some((0, 2047)), None, Some((2048, 4095))];
+    assert_layout(&c, &halves);
+    assert_placed(&c, &halves, &all);
+    for proxy in &c.proxies {
+        common::zk_cluster::wait_for_view(proxy, "2048-4095");
+        let mut client = RawClient::connect(proxy.port);
+        for (key, value) in all.iter().step_by(11) {
+            let want = format!("${}\r\n{value}\r\n", value.len());
+            assert_eq!(client.cmd_str(&["GET", key]), want, "{key}");
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -285,7 +306,7 @@ async fn a_killed_rebalance_is_continued_by_running_it_again() {
     eprintln!("rerun in {:.1} s:\n{text}", started.elapsed().as_secs_f64());
     assert!(text.contains("continuing migration"), "{text}");
     assert!(text.contains("balanced after 1 move:"), "{text}");
-    assert_thirds(&c);
+    assert_layout(&c, &THIRDS);
     let all: Vec<(String, String)> = keys.iter().map(|k| (k.clone(), k.clone())).collect();
-    assert_placed(&c, &all);
+    assert_placed(&c, &THIRDS, &all);
 }
