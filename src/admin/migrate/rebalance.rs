@@ -173,7 +173,7 @@ pub fn balance(
 fn moves(order: &[&Owner], current: &mut [u32], wanted: &[u32]) -> Result<Vec<Move>, String> {
     let n = order.len();
     let mut out = Vec::new();
-    loop {
+    while current != wanted {
         // (boundary, whether running it empties a shard that should keep
         // slots). Such a move is valid but would put that shard last on a
         // rerun, changing the layout the rest of the plan aims at: taken
@@ -201,12 +201,10 @@ fn moves(order: &[&Owner], current: &mut [u32], wanted: &[u32]) -> Result<Vec<Mo
                 candidates.push((j, empties));
             }
         }
-        if current == wanted {
-            return Ok(out);
-        }
         // A boundary blocked on moving down waits for the one below it to
         // move down too, and so on; the lowest of such a chain can always
-        // move (c[0] = 0 does not), and going down cleanly, it empties
+        // move (boundary 0 is fixed at slot 0, below every wanted one),
+        // and as it goes no further down than its chain needs, it empties
         // nobody who should keep slots. Likewise upwards.
         let Some(&(j, _)) = candidates
             .iter()
@@ -234,6 +232,7 @@ fn moves(order: &[&Owner], current: &mut [u32], wanted: &[u32]) -> Result<Vec<Mo
         out.push(step);
         current[j] = d;
     }
+    Ok(out)
 }
 
 /// Keys a move carries: for each shard, its DBSIZE spread evenly over the
