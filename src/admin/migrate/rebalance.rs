@@ -201,11 +201,12 @@ fn moves(order: &[&Owner], current: &mut [u32], wanted: &[u32]) -> Result<Vec<Mo
                 candidates.push((j, empties));
             }
         }
-        // A boundary blocked on moving down waits for the one below it to
-        // move down too, and so on; the lowest of such a chain can always
-        // move (boundary 0 is fixed at slot 0, below every wanted one),
-        // and as it goes no further down than its chain needs, it empties
-        // nobody who should keep slots. Likewise upwards.
+        // Why a clean move always exists: take a boundary that must move
+        // down. If its giver owns too little, or would be emptied although
+        // it should keep slots, then the boundary below must move down too.
+        // Following them down ends at the first boundary at the latest,
+        // whose giver starts at slot 0; so some boundary on the way moves
+        // down without emptying anyone who keeps slots. Likewise upwards.
         let Some(&(j, _)) = candidates
             .iter()
             .find(|(_, empties)| !empties)
