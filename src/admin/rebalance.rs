@@ -63,6 +63,10 @@ pub async fn rebalance(target: &Target, options: &RebalanceOptions) -> Result<St
         return dry_run(target, &shards, &first, running.as_ref(), options.rate).await;
     }
     let mut out = String::new();
+    // Each move ends one boundary's trip, so a plan has fewer moves than
+    // shards; the bound only stops a loop if the shards keep changing
+    // under us.
+    let mut done = 0usize;
     if let Some(state) = running {
         let _ = writeln!(
             out,
@@ -70,11 +74,9 @@ pub async fn rebalance(target: &Target, options: &RebalanceOptions) -> Result<St
             state.range, state.source, state.target
         );
         out.push_str(&run_move(target, &state.range, &state.target, options).await?);
+        // Counted as one of the rebalance's moves: usually it was.
+        done = 1;
     }
-    // Each move ends one boundary's trip, so a plan has fewer moves than
-    // shards; the bound only stops a loop if the shards keep changing
-    // under us.
-    let mut done = 0usize;
     let limit = 2 * shards.len() + 2;
     loop {
         let shards = read_shards(&client, target).await?;
