@@ -49,7 +49,10 @@ done
 wait_for "the replica 127.0.0.1:${NEW_REDIS_PORTS[1]} to join" in_line "${NEW_REDIS_PORTS[1]}" replica
 
 cat <<TEXT
-Shard $SHARD is up with no range. Give it ranges with their keys, e.g.:
+Shard $SHARD is up with no range. Give it a third of the slots with their keys:
+  $BIN/shardproxy-admin -c $RUN/proxy-0.yml rebalance --dry-run
+  $BIN/shardproxy-admin -c $RUN/proxy-0.yml rebalance
+or move chosen ranges yourself, e.g.:
   $BIN/shardproxy-admin -c $RUN/proxy-0.yml migrate 1366-2047 --to $SHARD --dry-run
   $BIN/shardproxy-admin -c $RUN/proxy-0.yml migrate 1366-2047 --to $SHARD
   $BIN/shardproxy-admin -c $RUN/proxy-0.yml migrate 2048-2730 --to $SHARD

@@ -14,6 +14,7 @@
 mod big_key;
 pub mod control;
 pub mod mover;
+pub mod rebalance;
 
 use super::target::{connect, Target};
 use super::AdminError;
@@ -245,6 +246,8 @@ pub async fn migrate(target: &Target, options: &MigrateOptions) -> Result<String
                     )));
                 }
             }
+            // Kept in the state so that `status` can tell an ETA.
+            let estimate = mover::estimate_keys(target, &shards, &plan).await;
             let state = MigrationState {
                 id: format!("m{}-{}", now(), std::process::id()),
                 range: options.range.clone(),
@@ -256,6 +259,7 @@ pub async fn migrate(target: &Target, options: &MigrateOptions) -> Result<String
                 moved: 0,
                 started: now(),
                 updated: now(),
+                estimate,
             };
             let version = create_state(&client, target, &state).await?;
             let _ = writeln!(

@@ -8,6 +8,8 @@
 //! - [`redis`]: each Redis's `INFO replication`, through the watchdog's
 //!   client.
 //! - [`failover`]: the planned switchover, done by the watchdogs.
+//! - [`migrate`]: growing online (`add-shard`, `migrate`, `pause`, ...);
+//!   [`rebalance`] plans and runs the moves that match the weights.
 //!
 //! Exit codes: 0 success (`status`: healthy); 1 `status` found warnings
 //! only; 2 `status` found errors, or the command could not do its job (as
@@ -17,6 +19,7 @@ pub mod failover;
 pub mod init;
 pub mod migrate;
 pub mod promote;
+pub mod rebalance;
 pub mod redis;
 pub mod render;
 pub mod report;
@@ -96,6 +99,11 @@ pub enum Command {
     /// clients keep reading and writing; run it again to continue one that
     /// stopped.
     Migrate(MigrateArgs),
+    /// Move ranges between neighbouring shards, one migration at a time,
+    /// until each shard's share of the slots matches its weight (every
+    /// shard 1 unless --weight says otherwise); run it again to continue
+    /// one that stopped.
+    Rebalance(RebalanceArgs),
     /// Pause the running migration's mover (requests keep being served).
     Pause,
     /// Resume a paused migration.
@@ -135,6 +143,26 @@ pub struct MigrateArgs {
     #[arg(long)]
     pub dry_run: bool,
     /// Keys per second the background mover may move (0: unlimited).
+    #[arg(long, default_value_t = 0, value_name = "KEYS")]
+    pub rate: u64,
+    /// How long every live proxy gets to acknowledge a phase.
+    #[arg(long, default_value_t = 10_000, value_name = "MS")]
+    pub barrier_timeout_ms: u64,
+}
+
+/// `rebalance`'s options as typed.
+#[derive(Debug, clap::Args)]
+pub struct RebalanceArgs {
+    /// A shard's weight, SHARD=N (repeatable); 0 drains the shard to its
+    /// neighbours. Shards not named weigh 1, new empty ones included.
+    #[arg(long = "weight", value_name = "SHARD=N")]
+    pub weights: Vec<String>,
+    /// Print every move (range, source -> target, key and time estimate)
+    /// and the ranges before and after; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Keys per second each move's background mover may move (0:
+    /// unlimited).
     #[arg(long, default_value_t = 0, value_name = "KEYS")]
     pub rate: u64,
     /// How long every live proxy gets to acknowledge a phase.
@@ -186,6 +214,8 @@ pub enum AdminError {
     Promote(String),
     #[error("migrate: {0}")]
     Migrate(String),
+    #[error("rebalance: {0}")]
+    Rebalance(String),
     #[error("cannot start the runtime: {0}")]
     Runtime(std::io::Error),
     #[error("TLS: {0}")]
@@ -282,6 +312,15 @@ pub fn run(args: &Args) -> Result<(String, u8), AdminError> {
                     barrier_timeout: std::time::Duration::from_millis(m.barrier_timeout_ms),
                 };
                 Ok((migrate::migrate(&target, &options).await?, 0))
+            }
+            Command::Rebalance(r) => {
+                let options = rebalance::RebalanceOptions {
+                    weights: r.weights.clone(),
+                    dry_run: r.dry_run,
+                    rate: r.rate,
+                    barrier_timeout: std::time::Duration::from_millis(r.barrier_timeout_ms),
+                };
+                Ok((rebalance::rebalance(&target, &options).await?, 0))
             }
             Command::Pause => Ok((migrate::control::set_paused(&target, true).await?, 0)),
             Command::Resume => Ok((migrate::control::set_paused(&target, false).await?, 0)),

@@ -97,19 +97,29 @@ pub fn render(report: &Report) -> String {
     }
 
     if let Some(m) = &report.migration {
-        let secs = m.updated.saturating_sub(m.started).max(1);
         let _ = writeln!(
             out,
-            "\nmigration {}: slots {} from {} to {}, phase {}{}, {} keys moved by the mover ({} keys/s)",
+            "\nmigration {}: slots {} from {} to {}, phase {}{}",
             m.id,
             m.range,
             m.source,
             m.target,
             m.phase.as_str(),
             if m.paused { " (paused)" } else { "" },
-            m.moved,
-            m.moved / secs
         );
+        if let Some(p) = &report.migration_progress {
+            let estimate = p
+                .keys_estimated
+                .map_or(String::new(), |n| format!(" of about {n}"));
+            let eta = p
+                .eta_seconds
+                .map_or("unknown".to_string(), |s| format!("{s} s"));
+            let _ = writeln!(
+                out,
+                "  {} keys moved by the mover{estimate} ({} keys/s), ETA {eta}",
+                p.keys_moved, p.keys_per_second
+            );
+        }
     }
     out.push('\n');
     let count = |level| report.problems.iter().filter(|p| p.level == level).count();

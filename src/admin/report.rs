@@ -132,6 +132,32 @@ pub struct Report {
     /// A range migration in progress, as its znode says.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub migration: Option<crate::zk::migration::MigrationState>,
+    /// How far that migration's mover got and how long it still needs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub migration_progress: Option<MigrationProgress>,
+}
+
+/// A migration's progress as `status` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MigrationProgress {
+    pub keys_moved: u64,
+    /// The key estimate made when the migration was planned.
+    pub keys_estimated: Option<u64>,
+    /// The mover's average since the migration started.
+    pub keys_per_second: u64,
+    /// `None` (JSON null): unknown, no estimate or no rate yet.
+    pub eta_seconds: Option<u64>,
+}
+
+impl MigrationProgress {
+    pub fn of(state: &crate::zk::migration::MigrationState) -> MigrationProgress {
+        MigrationProgress {
+            keys_moved: state.moved,
+            keys_estimated: state.estimate,
+            keys_per_second: state.keys_per_second(),
+            eta_seconds: state.eta_seconds(),
+        }
+    }
 }
 
 impl Report {
@@ -158,6 +184,7 @@ pub fn judge(target: &Target, snapshot: &Snapshot) -> Report {
         health: Level::Ok,
         problems: Vec::new(),
         migration: None,
+        migration_progress: None,
     };
     judge_proxies(&mut report, snapshot);
     let mut views = Vec::new();

@@ -387,3 +387,43 @@ fn json_has_the_fields_scripts_read() {
     assert_eq!(json["shards"][0]["members"][1]["redis"]["role"], "replica");
     assert_eq!(json["shards"][0]["members"][1]["lag"], 10);
 }
+
+#[test]
+fn a_running_migration_shows_keys_moved_rate_and_eta() {
+    use crate::zk::migration::{MigrationState, Phase};
+    let mut report = judge(&target(), &healthy());
+    let state = MigrationState {
+        id: "m1".into(),
+        range: "1365-2047".into(),
+        source: "redis-0000".into(),
+        target: "redis-0001".into(),
+        phase: Phase::Moving,
+        paused: false,
+        rate: 0,
+        moved: 1000,
+        started: 100,
+        updated: 102,
+        estimate: Some(5000),
+    };
+    report.migration_progress = Some(MigrationProgress::of(&state));
+    report.migration = Some(state.clone());
+    let text = crate::admin::render::render(&report);
+    assert!(
+        text.contains("1000 keys moved by the mover of about 5000 (500 keys/s), ETA 8 s"),
+        "{text}"
+    );
+    let json: serde_json::Value = serde_json::to_value(&report).unwrap();
+    assert_eq!(json["migration_progress"]["keys_moved"], 1000);
+    assert_eq!(json["migration_progress"]["keys_per_second"], 500);
+    assert_eq!(json["migration_progress"]["eta_seconds"], 8);
+    // Before the mover's first second: no rate, so no ETA.
+    let fresh = MigrationState {
+        moved: 0,
+        updated: 100,
+        ..state
+    };
+    report.migration_progress = Some(MigrationProgress::of(&fresh));
+    assert!(crate::admin::render::render(&report).contains("(0 keys/s), ETA unknown"));
+    let json: serde_json::Value = serde_json::to_value(&report).unwrap();
+    assert!(json["migration_progress"]["eta_seconds"].is_null());
+}

@@ -32,6 +32,10 @@ pub async fn report(target: &Target) -> Result<Report, AdminError> {
         .ok()
         .flatten()
         .map(|(state, _)| state);
+    report.migration_progress = report
+        .migration
+        .as_ref()
+        .map(super::report::MigrationProgress::of);
     Ok(report)
 }
 

@@ -104,6 +104,12 @@ pub struct MigrationState {
     pub started: u64,
     #[serde(default)]
     pub updated: u64,
+    /// Keys the admin expected to move, estimated when it planned the
+    /// migration (the source's DBSIZE times the range's share of its
+    /// slots); `status` derives the ETA from it. Absent in znodes written
+    /// before it existed, and when the source did not answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub estimate: Option<u64>,
 }
 
 impl MigrationState {
@@ -135,6 +141,29 @@ impl MigrationState {
 
     pub fn to_json(&self) -> Vec<u8> {
         serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    /// The mover's average keys per second so far (0 before a whole
+    /// second went by or before any key moved).
+    pub fn keys_per_second(&self) -> u64 {
+        let secs = self.updated.saturating_sub(self.started);
+        if secs == 0 {
+            return 0;
+        }
+        self.moved / secs
+    }
+
+    /// Seconds left at the current rate: the estimated keys not moved yet
+    /// over keys per second. `None` ("unknown") without an estimate or
+    /// before the rate is known; 0 once the estimate is reached (it is an
+    /// estimate: the mover ends when a pass finds no key, not at a count).
+    pub fn eta_seconds(&self) -> Option<u64> {
+        let estimate = self.estimate?;
+        let rate = self.keys_per_second();
+        if rate == 0 {
+            return None;
+        }
+        Some(estimate.saturating_sub(self.moved).div_ceil(rate))
     }
 }
 
@@ -186,6 +215,7 @@ mod tests {
             moved: 7,
             started: 1,
             updated: 2,
+            estimate: Some(100),
         };
         assert_eq!(MigrationState::parse(&state.to_json()), Ok(state.clone()));
         assert_eq!(state.slots(), Ok((0, 1023)));
@@ -206,5 +236,55 @@ mod tests {
             br#"{"id":"x","range":"0-1","source":"a","target":"b","phase":"flying"}"#
         )
         .is_err());
+    }
+
+    #[test]
+    fn old_znodes_without_an_estimate_still_parse() {
+        let old =
+            br#"{"id":"m1","range":"0-9","source":"a","target":"b","phase":"moving","moved":3}"#;
+        let state = MigrationState::parse(old).unwrap();
+        assert_eq!(state.estimate, None);
+        assert_eq!(state.eta_seconds(), None);
+        // And a state without one writes no field an old proxy would see.
+        assert!(!String::from_utf8(state.to_json())
+            .unwrap()
+            .contains("estimate"));
+    }
+
+    fn at(moved: u64, secs: u64, estimate: Option<u64>) -> MigrationState {
+        MigrationState {
+            id: "m".into(),
+            range: "0-9".into(),
+            source: "a".into(),
+            target: "b".into(),
+            phase: Phase::Moving,
+            paused: false,
+            rate: 0,
+            moved,
+            started: 1000,
+            updated: 1000 + secs,
+            estimate,
+        }
+    }
+
+    #[test]
+    fn eta_is_the_keys_left_over_the_rate() {
+        // 1,000 of 5,000 keys in 2 s: 500 keys/s, 4,000 left, 8 s.
+        let state = at(1000, 2, Some(5000));
+        assert_eq!(state.keys_per_second(), 500);
+        assert_eq!(state.eta_seconds(), Some(8));
+        // Rounded up: 1 key left at 500 keys/s is 1 s, not 0.
+        assert_eq!(at(4999 * 2, 4, Some(10_000)).eta_seconds(), Some(1));
+        // Past the estimate: nothing left by it.
+        assert_eq!(at(6000, 2, Some(5000)).eta_seconds(), Some(0));
+        // Unknown: no estimate, no time gone by yet, nothing moved yet.
+        assert_eq!(at(1000, 2, None).eta_seconds(), None);
+        assert_eq!(at(1000, 0, Some(5000)).eta_seconds(), None);
+        assert_eq!(at(0, 5, Some(5000)).eta_seconds(), None);
+        assert_eq!(at(0, 5, Some(5000)).keys_per_second(), 0);
+        // A clock that went backwards is no rate either.
+        let mut back = at(10, 0, Some(50));
+        back.updated = 900;
+        assert_eq!(back.eta_seconds(), None);
     }
 }

@@ -384,6 +384,35 @@ pub(super) async fn leftovers(
         .map_err(|e| failed(format!("counting leftovers: {e}")))
 }
 
+/// The source's key count (DBSIZE on its master); `None` if it has no
+/// master or it did not answer.
+pub(crate) async fn dbsize(target: &Target, shard: &Shard) -> Option<u64> {
+    let master = shard.view.master.as_ref()?;
+    let mut conn = RedisConn::connect(master, target.redis_auth.as_deref(), REDIS_TIMEOUT)
+        .await
+        .ok()?;
+    match conn.call(&["DBSIZE"]).await {
+        Ok(Value::Integer(n)) => u64::try_from(n).ok(),
+        _ => None,
+    }
+}
+
+/// Keys `plan` will move: the source's DBSIZE times the range's share of
+/// its slots (keys spread evenly over slots, as the hash makes them).
+pub(super) async fn estimate_keys(target: &Target, shards: &[Shard], plan: &Plan) -> Option<u64> {
+    let source = shards.iter().find(|s| s.view.name == plan.source)?;
+    let share = f64::from(plan.hi - plan.lo + 1) / f64::from(source.view.hi - source.view.lo + 1);
+    let keys = dbsize(target, source).await?;
+    Some((keys as f64 * share).round() as u64)
+}
+
+/// Seconds `keys` take at `rate` keys/s, or at what the mover typically
+/// does here when unthrottled (`rate` 0).
+pub(crate) fn estimate_secs(keys: u64, rate: u64) -> (f64, u64) {
+    let per_second = if rate > 0 { rate } else { ESTIMATE_RATE };
+    (keys as f64 / per_second as f64, per_second)
+}
+
 /// `migrate --dry-run`: the plan, a key estimate and a time estimate.
 pub(super) async fn dry_run(
     target: &Target,
@@ -395,19 +424,7 @@ pub(super) async fn dry_run(
         .iter()
         .find(|s| s.view.name == plan.source)
         .expect("planned");
-    let share = f64::from(plan.hi - plan.lo + 1) / f64::from(source.view.hi - source.view.lo + 1);
-    let keys = match &source.view.master {
-        Some(master) => {
-            let mut conn = RedisConn::connect(master, target.redis_auth.as_deref(), REDIS_TIMEOUT)
-                .await
-                .map_err(|e| failed(e.to_string()))?;
-            match conn.call(&["DBSIZE"]).await {
-                Ok(Value::Integer(n)) => Some((n as f64 * share).round() as u64),
-                _ => None,
-            }
-        }
-        None => None,
-    };
+    let keys = estimate_keys(target, shards, plan).await;
     let range = |r: Option<(u32, u32)>| r.map_or("(none)".to_string(), |(a, b)| format!("{a}-{b}"));
     let target_before = shards
         .iter()
@@ -434,12 +451,13 @@ pub(super) async fn dry_run(
         range(target_before),
         range(Some(plan.target_after)),
     );
-    let per_second = if rate > 0 { rate } else { ESTIMATE_RATE };
     match keys {
-        Some(keys) => out.push_str(&format!(
-            "  about {keys} keys (the source's DBSIZE times the range's share of its slots); about {:.0} s at {per_second} keys/s\n",
-            keys as f64 / per_second as f64
-        )),
+        Some(keys) => {
+            let (secs, per_second) = estimate_secs(keys, rate);
+            out.push_str(&format!(
+                "  about {keys} keys (the source's DBSIZE times the range's share of its slots); about {secs:.0} s at {per_second} keys/s\n"
+            ))
+        }
         None => out.push_str("  key count unknown (the source's master did not answer DBSIZE)\n"),
     }
     out.push_str("(dry run: nothing changed)\n");

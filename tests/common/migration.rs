@@ -1,0 +1,204 @@
+//! What the online-migration tests share (tests/migration.rs,
+//! tests/rebalance.rs): the admin tool run as a process, load threads that
+//! write and read through the proxies and count what clients see, and the
+//! two-shards-plus-an-empty-one cluster.
+
+use super::proxy::Proxy;
+use super::redis::{RawClient, Redis};
+use super::temp_dir;
+use super::zk_cluster::{add_member, create_shard, start_proxy, wait_for_view, ROOT};
+use super::zookeeper::ZooKeeper;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// A pool file for the admin tool: this cluster's ZooKeeper keys.
+pub fn pool_file(zookeeper: &ZooKeeper, servers: &[&Redis]) -> PathBuf {
+    let list: String = servers
+        .iter()
+        .enumerate()
+        .map(|(i, s)| format!("   - {}:{}-{}\n", s.addr(), i * 2048, i * 2048 + 2047))
+        .collect();
+    let yaml = format!(
+        "test:\n  listen: 127.0.0.1:1\n  hash: md5\n  distribution: modula\n  redis: true\n  \
+         zookeeper_host: {}\n  zookeeper_path: /redis/proxy/test/admin\n  \
+         zookeeper_redis_path: {ROOT}\n  servers:\n{list}",
+        zookeeper.hosts()
+    );
+    let path = temp_dir("migration").join("pool.yml");
+    std::fs::write(&path, yaml).unwrap();
+    path
+}
+
+pub fn admin(conf: &Path, args: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_shardproxy-admin"));
+    command.arg("-c").arg(conf).args(args);
+    command
+}
+
+/// Runs the admin tool to the end; (exit code, stdout + stderr).
+pub fn run_admin(conf: &Path, args: &[&str]) -> (i32, String) {
+    let output = admin(conf, args).output().expect("run shardproxy-admin");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status.code().unwrap_or(-1), text)
+}
+
+/// What the load threads saw.
+#[derive(Default)]
+pub struct Tally {
+    pub writes: AtomicU64,
+    pub reads: AtomicU64,
+    pub errors: AtomicU64,
+    pub stale: AtomicU64,
+    /// Latencies (µs) before the migration (0) and while it runs (1).
+    pub during: AtomicBool,
+    pub latencies: [std::sync::Mutex<Vec<u64>>; 2],
+}
+
+impl Tally {
+    pub fn record(&self, started: Instant) {
+        let phase = usize::from(self.during.load(Ordering::Relaxed));
+        self.latencies[phase]
+            .lock()
+            .unwrap()
+            .push(started.elapsed().as_micros() as u64);
+    }
+
+    /// The 99th percentile latency of a phase, in µs, and the sample count.
+    pub fn p99(&self, phase: usize) -> (u64, usize) {
+        let mut all = self.latencies[phase].lock().unwrap().clone();
+        all.sort_unstable();
+        let n = all.len();
+        (all.get(n * 99 / 100).copied().unwrap_or(0), n)
+    }
+}
+
+/// One writer per key set, writing increasing values through one proxy
+/// and reading them back through the other: a read older than the last
+/// acknowledged write is stale. Runs until `stop`; returns each key's last
+/// acknowledged value.
+pub fn load(
+    keys: Vec<String>,
+    write_port: u16,
+    read_port: u16,
+    stop: Arc<AtomicBool>,
+    tally: Arc<Tally>,
+) -> thread::JoinHandle<Vec<(String, u64)>> {
+    thread::spawn(move || {
+        let mut writer = RawClient::connect(write_port);
+        let mut reader = RawClient::connect(read_port);
+        let mut acked = vec![0u64; keys.len()];
+        let mut round = 0u64;
+        while !stop.load(Ordering::Relaxed) {
+            round += 1;
+            for (i, key) in keys.iter().enumerate() {
+                let value = round.to_string();
+                let started = Instant::now();
+                let reply = writer.cmd_str(&["SET", key, &value]);
+                tally.record(started);
+                match reply.as_str() {
+                    "+OK\r\n" => {
+                        acked[i] = round;
+                        tally.writes.fetch_add(1, Ordering::Relaxed);
+                    }
+                    other => {
+                        eprintln!("SET {key}: {other:?}");
+                        tally.errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                let started = Instant::now();
+                let got = reader.cmd_str(&["GET", key]);
+                tally.record(started);
+                tally.reads.fetch_add(1, Ordering::Relaxed);
+                match got.split("\r\n").nth(1).and_then(|v| v.parse::<u64>().ok()) {
+                    Some(v) if v >= acked[i] => {}
+                    Some(v) => {
+                        eprintln!("GET {key}: {v} after {} was acknowledged", acked[i]);
+                        tally.stale.fetch_add(1, Ordering::Relaxed);
+                    }
+                    None if got.starts_with('-') => {
+                        eprintln!("GET {key}: {got:?}");
+                        tally.errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                    None => {
+                        eprintln!("GET {key}: {got:?} after {} was acknowledged", acked[i]);
+                        tally.stale.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+        }
+        keys.into_iter().zip(acked).collect()
+    })
+}
+
+/// Writes `keys` through `proxy` with MSET in batches (value = key); every
+/// tenth key gets a TTL of an hour.
+pub fn preload(proxy: &Proxy, keys: &[String]) {
+    let mut client = RawClient::connect(proxy.port);
+    for chunk in keys.chunks(500) {
+        let mut args: Vec<&str> = vec!["MSET"];
+        for key in chunk {
+            args.push(key);
+            args.push(key);
+        }
+        assert_eq!(client.cmd_str(&args), "+OK\r\n");
+    }
+    for key in keys.iter().step_by(10) {
+        assert_eq!(client.cmd_str(&["EXPIRE", key, "3600"]), ":1\r\n");
+    }
+}
+
+pub fn dbsize(redis: &Redis) -> u64 {
+    let reply = redis.connect().cmd_str(&["DBSIZE"]);
+    reply.trim_start_matches(':').trim_end().parse().unwrap()
+}
+
+pub fn exists(redis: &Redis, key: &str) -> bool {
+    redis.connect().cmd_str(&["EXISTS", key]) == ":1\r\n"
+}
+
+/// The cluster of the tests: shards redis-0000 (0-2047) and redis-0001
+/// (2048-4095), an empty redis-0002, two proxies.
+pub struct Cluster {
+    pub zookeeper: ZooKeeper,
+    pub redis: [Redis; 3],
+    pub proxies: [Proxy; 2],
+    pub conf: PathBuf,
+    // Holds the members' ephemeral znodes.
+    _members: zookeeper_client::Client,
+}
+
+pub async fn cluster() -> Cluster {
+    let zookeeper = ZooKeeper::start();
+    let redis = [Redis::start(), Redis::start(), Redis::start()];
+    let ops = zookeeper.client_with_session(Duration::from_secs(20)).await;
+    create_shard(&ops, "redis-0000", 0, 2047).await;
+    create_shard(&ops, "redis-0001", 2048, 4095).await;
+    add_member(&ops, "redis-0000", &redis[0].addr()).await;
+    add_member(&ops, "redis-0001", &redis[1].addr()).await;
+    let conf = pool_file(&zookeeper, &[&redis[0], &redis[1]]);
+    let (code, text) = run_admin(&conf, &["add-shard", "redis-0002"]);
+    assert_eq!(code, 0, "{text}");
+    add_member(&ops, "redis-0002", &redis[2].addr()).await;
+    let proxies = [
+        start_proxy(&zookeeper, &[&redis[0], &redis[1]]),
+        start_proxy(&zookeeper, &[&redis[0], &redis[1]]),
+    ];
+    for proxy in &proxies {
+        wait_for_view(proxy, &format!("master={}", redis[1].addr()));
+    }
+    Cluster {
+        zookeeper,
+        redis,
+        proxies,
+        conf,
+        _members: ops,
+    }
+}
