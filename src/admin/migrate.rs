@@ -14,6 +14,7 @@
 mod big_key;
 pub mod control;
 pub mod mover;
+mod stream_copy;
 
 use super::target::{connect, Target};
 use super::AdminError;

@@ -127,7 +127,7 @@ async fn split_big(
 }
 
 /// `MIGRATE` of `keys` from `conn`'s Redis to `to`; true if any moved.
-async fn migrate_batch(
+pub(super) async fn migrate_batch(
     conn: &mut RedisConn,
     to: &str,
     auth: Option<&str>,
