@@ -6,6 +6,7 @@
 
 #![allow(dead_code)]
 
+pub mod migration;
 pub mod nutcracker;
 pub mod proxy;
 pub mod redis;

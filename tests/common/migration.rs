@@ -1,0 +1,114 @@
+//! A cluster for migration tests: ZooKeeper, three redis-servers (two
+//! shards and an empty third), two proxies, and the admin tool run
+//! against it; and a probe of how long a Redis stops answering while keys
+//! move. Shared by the migration test files.
+
+use super::proxy::Proxy;
+use super::redis::{RawClient, Redis};
+use super::temp_dir;
+use super::zk_cluster::{add_member, create_shard, start_proxy, wait_for_view, ROOT};
+use super::zookeeper::ZooKeeper;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// A pool file for the admin tool: this cluster's ZooKeeper keys.
+pub fn pool_file(zookeeper: &ZooKeeper, servers: &[&Redis]) -> PathBuf {
+    let list: String = servers
+        .iter()
+        .enumerate()
+        .map(|(i, s)| format!("   - {}:{}-{}\n", s.addr(), i * 2048, i * 2048 + 2047))
+        .collect();
+    let yaml = format!(
+        "test:\n  listen: 127.0.0.1:1\n  hash: md5\n  distribution: modula\n  redis: true\n  \
+         zookeeper_host: {}\n  zookeeper_path: /redis/proxy/test/admin\n  \
+         zookeeper_redis_path: {ROOT}\n  servers:\n{list}",
+        zookeeper.hosts()
+    );
+    let path = temp_dir("migration").join("pool.yml");
+    std::fs::write(&path, yaml).unwrap();
+    path
+}
+
+pub fn admin(conf: &Path, args: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_shardproxy-admin"));
+    command.arg("-c").arg(conf).args(args);
+    command
+}
+
+/// Runs the admin tool to the end; (exit code, stdout + stderr).
+pub fn run_admin(conf: &Path, args: &[&str]) -> (i32, String) {
+    let output = admin(conf, args).output().expect("run shardproxy-admin");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status.code().unwrap_or(-1), text)
+}
+
+pub fn dbsize(redis: &Redis) -> u64 {
+    let reply = redis.connect().cmd_str(&["DBSIZE"]);
+    reply.trim_start_matches(':').trim_end().parse().unwrap()
+}
+
+pub fn exists(redis: &Redis, key: &str) -> bool {
+    redis.connect().cmd_str(&["EXISTS", key]) == ":1\r\n"
+}
+
+/// The cluster of the tests: shards redis-0000 (0-2047) and redis-0001
+/// (2048-4095), an empty redis-0002, two proxies.
+pub struct Cluster {
+    pub zookeeper: ZooKeeper,
+    pub redis: [Redis; 3],
+    pub proxies: [Proxy; 2],
+    pub conf: PathBuf,
+    // Holds the members' ephemeral znodes.
+    _members: zookeeper_client::Client,
+}
+
+pub async fn cluster() -> Cluster {
+    let zookeeper = ZooKeeper::start();
+    let redis = [Redis::start(), Redis::start(), Redis::start()];
+    let ops = zookeeper.client_with_session(Duration::from_secs(20)).await;
+    create_shard(&ops, "redis-0000", 0, 2047).await;
+    create_shard(&ops, "redis-0001", 2048, 4095).await;
+    add_member(&ops, "redis-0000", &redis[0].addr()).await;
+    add_member(&ops, "redis-0001", &redis[1].addr()).await;
+    let conf = pool_file(&zookeeper, &[&redis[0], &redis[1]]);
+    let (code, text) = run_admin(&conf, &["add-shard", "redis-0002"]);
+    assert_eq!(code, 0, "{text}");
+    add_member(&ops, "redis-0002", &redis[2].addr()).await;
+    let proxies = [
+        start_proxy(&zookeeper, &[&redis[0], &redis[1]]),
+        start_proxy(&zookeeper, &[&redis[0], &redis[1]]),
+    ];
+    for proxy in &proxies {
+        wait_for_view(proxy, &format!("master={}", redis[1].addr()));
+    }
+    Cluster {
+        zookeeper,
+        redis,
+        proxies,
+        conf,
+        _members: ops,
+    }
+}
+
+/// Pings `port` every millisecond until `stop`; the longest wait seen.
+pub fn longest_stall(port: u16, stop: Arc<AtomicBool>) -> thread::JoinHandle<Duration> {
+    thread::spawn(move || {
+        let mut client = RawClient::connect(port);
+        let mut worst = Duration::ZERO;
+        while !stop.load(Ordering::Relaxed) {
+            let started = Instant::now();
+            assert_eq!(client.cmd_str(&["PING"]), "+PONG\r\n");
+            worst = worst.max(started.elapsed());
+            thread::sleep(Duration::from_millis(1));
+        }
+        worst
+    })
+}
