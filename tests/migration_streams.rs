@@ -5,12 +5,13 @@
 
 mod common;
 
-use common::migration::{cluster, exists, longest_stall, run_admin};
+use common::migration::{cluster, exists, longest_event, longest_stall, record_latency, run_admin};
 use common::redis::RawClient;
 use common::zk_cluster::keys_in;
 use redis::Value;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::thread;
 use std::time::{Duration, Instant};
 
 const ENTRIES: usize = 1_000_000;
@@ -205,6 +206,38 @@ fn build_stream(port: u16, key: &str) {
     query(&mut con, &["EXPIRE", key, "7200"]);
 }
 
+/// Polls the PTTL of `key`'s lock on the source until `stop`: the lowest
+/// seen (None if never locked), and how long it was held. The mover
+/// renews it as it copies, so it must never run down far.
+fn watch_lock(
+    port: u16,
+    key: &str,
+    stop: Arc<AtomicBool>,
+) -> thread::JoinHandle<(Option<i64>, Duration)> {
+    let lock = format!("__shardproxy_lock:{key}");
+    thread::spawn(move || {
+        let mut con = connect(port);
+        let (mut lowest, mut first, mut last) = (None, None, Instant::now());
+        while !stop.load(Ordering::Relaxed) {
+            let ttl: i64 = text(&query(&mut con, &["PTTL", &lock])).parse().unwrap();
+            if ttl > 0 {
+                lowest = Some(lowest.map_or(ttl, |l: i64| l.min(ttl)));
+                first.get_or_insert_with(Instant::now);
+                last = Instant::now();
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        (lowest, first.map_or(Duration::ZERO, |f| last - f))
+    })
+}
+
+/// A big stream of 4 KiB entries: 500 of them are more than one reply
+/// the mover accepts, so its chunks must follow the entries' size.
+fn build_wide_stream(port: u16, key: &str) {
+    let fill = "for i = 1, 5100 do redis.call('xadd', KEYS[1], '*', 'body', string.rep('x', 4096) .. i) end return 1";
+    query(&mut connect(port), &["EVAL", fill, "1", key]);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_million_entry_stream_moves_in_chunks_with_its_groups_and_pending_entries() {
     let c = cluster().await;
@@ -212,31 +245,61 @@ async fn a_million_entry_stream_moves_in_chunks_with_its_groups_and_pending_entr
     let built = Instant::now();
     build_stream(c.redis[0].port, &key);
     eprintln!("built the stream in {:.1} s", built.elapsed().as_secs_f64());
+    let wide = keys_in(0, 1023, 1, "widestream").remove(0);
+    build_wide_stream(c.redis[0].port, &wide);
     let (before, idle_before) = observe(c.redis[0].port, &key);
+    let (wide_before, _) = observe(c.redis[0].port, &wide);
     assert!(
         before.iter().any(|l| l.starts_with("g1 pending")),
         "{before:?}"
     );
 
+    for redis in [&c.redis[0], &c.redis[2]] {
+        record_latency(redis);
+    }
     let stop = Arc::new(AtomicBool::new(false));
     let stalls = [
         longest_stall(c.redis[0].port, stop.clone()),
         longest_stall(c.redis[2].port, stop.clone()),
+    ];
+    let locks = [
+        watch_lock(c.redis[0].port, &key, stop.clone()),
+        watch_lock(c.redis[0].port, &wide, stop.clone()),
     ];
     let started = Instant::now();
     let (code, out) = run_admin(&c.conf, &["migrate", "0-1023", "--to", "redis-0002"]);
     let took = started.elapsed();
     stop.store(true, Ordering::Relaxed);
     let [src, dst] = stalls.map(|t| t.join().unwrap());
+    let [(lock_ttl, held), (_, wide_held)] = locks.map(|t| t.join().unwrap());
     assert_eq!(code, 0, "{out}");
+    let busy = [longest_event(&c.redis[0]), longest_event(&c.redis[2])];
     eprintln!(
-        "{out}a {ENTRIES}-entry stream with 2 groups moved in {:.1} s; longest PING wait: source {} ms, target {} ms",
+        "{out}a {ENTRIES}-entry stream with 2 groups and a 5,100-entry stream of 4 KiB entries \
+         moved in {:.1} s; longest PING wait: source {} ms, target {} ms; longest event \
+         Redis timed: source {} {} ms, target {} {} ms; locked for {:.1} s and {:.1} s",
         took.as_secs_f64(),
         src.as_millis(),
-        dst.as_millis()
+        dst.as_millis(),
+        busy[0].0,
+        busy[0].1,
+        busy[1].0,
+        busy[1].1,
+        held.as_secs_f64(),
+        wide_held.as_secs_f64(),
     );
-    assert!(src < Duration::from_millis(100), "source stalled {src:?}");
-    assert!(dst < Duration::from_millis(100), "target stalled {dst:?}");
+    // What the issue asks: neither Redis busy more than ~100 ms at once.
+    for (side, (event, ms)) in ["source", "target"].iter().zip(&busy) {
+        assert!(*ms < 100, "{side} busy {ms} ms in one {event}");
+    }
+    // A PING's wait adds the time a loaded machine (2 shared cores here)
+    // leaves Redis or the prober unscheduled: the hash test's bound.
+    assert!(src < Duration::from_millis(500), "source stalled {src:?}");
+    assert!(dst < Duration::from_millis(500), "target stalled {dst:?}");
+    // The lock's TTL is 30 s, renewed every 2 s of the copy.
+    let lock_ttl = lock_ttl.expect("the stream was never seen locked");
+    assert!(lock_ttl > 25_000, "the lock ran down to {lock_ttl} ms");
+    assert_eq!(observe(c.redis[2].port, &wide).0, wide_before);
 
     let (after, idle_after) = observe(c.redis[2].port, &key);
     for (want, got) in before.iter().zip(&after) {
@@ -258,6 +321,7 @@ async fn a_million_entry_stream_moves_in_chunks_with_its_groups_and_pending_entr
     let len = client.cmd_str(&["XLEN", &key]);
     assert_eq!(len, format!(":{}\r\n", ENTRIES - 25), "through the proxy");
     // Nothing of the migration's own is left on either side.
+    assert!(!exists(&c.redis[0], &wide), "left on the source");
     for redis in [&c.redis[0], &c.redis[2]] {
         let keys = redis.connect().cmd_str(&["KEYS", "__shardproxy_*"]);
         assert_eq!(keys, "*0\r\n", "{keys}");

@@ -23,6 +23,12 @@ use std::fmt;
 
 /// The field of a placeholder entry; it lives only in the import key.
 const PLACEHOLDER_FIELD: &[u8] = b"__shardproxy_placeholder";
+/// What one XRANGE chunk should come to: its entries may be of any size,
+/// and a reply over the control connection's limit (1 MiB) fails the
+/// move. The first chunk asks for [`FIRST_COUNT`] entries, the next ones
+/// as many as the sizes seen so far fit here, up to [`CHUNK`].
+const CHUNK_BYTES: usize = 256 * 1024;
+const FIRST_COUNT: usize = 16;
 
 /// A stream entry ID, ordered as Redis orders them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -280,11 +286,12 @@ async fn copy_entries(
     job: &mut Job<'_>,
     pending: &BTreeSet<Id>,
 ) -> Result<(usize, Vec<Id>), RedisError> {
-    let count = CHUNK.to_string();
+    let mut count = FIRST_COUNT;
     let mut start = text(b"-");
     let mut pending = pending.iter().copied().peekable();
     let (mut copied, mut placeholders) = (0, Vec::new());
     loop {
+        let asked = count.to_string();
         let reply = job
             .src
             .call(&[
@@ -293,7 +300,7 @@ async fn copy_entries(
                 &start,
                 b"+",
                 b"COUNT",
-                count.as_bytes(),
+                asked.as_bytes(),
             ])
             .await?;
         let Value::Array(entries) = reply else {
@@ -303,6 +310,7 @@ async fn copy_entries(
             break;
         }
         let mut commands = Vec::with_capacity(entries.len());
+        let (n, mut bytes) = (entries.len(), 0);
         for entry in entries {
             let Value::Array(mut parts) = entry else {
                 return Err(unexpected(job.src, "XRANGE", &entry));
@@ -323,9 +331,13 @@ async fn copy_entries(
             start = after(&raw_id);
             xadd.push(raw_id);
             xadd.extend(bulks(fields));
+            // Each string's bytes and about its RESP framing.
+            bytes += xadd[2..].iter().map(|b| b.len() + 8).sum::<usize>();
             commands.push(xadd);
             copied += 1;
         }
+        // Sized from the last chunk's entries: the nearest to the next.
+        count = (CHUNK_BYTES * n / bytes.max(1)).clamp(1, CHUNK);
         job.dst.pipeline(&commands).await?;
         job.renew().await?;
     }
