@@ -22,6 +22,8 @@ const STRING_CHUNK: usize = 512 * 1024;
 const LOCK_TTL_MS: u64 = 30_000;
 const RENEW_EVERY: Duration = Duration::from_secs(2);
 const REDIS_TIMEOUT: Duration = Duration::from_secs(10);
+/// MIGRATE's I/O timeout for a key of a type this cannot copy.
+const WHOLE_KEY_TIMEOUT_MS: u64 = 60_000;
 
 pub(super) fn unexpected(conn: &RedisConn, command: &str, reply: &Value) -> RedisError {
     RedisError::Unexpected {
@@ -112,9 +114,11 @@ pub(super) async fn move_key(
     } = job;
     if !copied? {
         // One MIGRATE after all: drop the lock first, or MIGRATE would
-        // leave it behind.
+        // leave it behind. The target's RESTORE of a big key may keep the
+        // link silent for longer than a batch of small keys would.
         src.call(&[&b"DEL"[..], &lock]).await?;
-        mover::migrate_batch(src, to, auth, &[Bytes::copy_from_slice(key)]).await?;
+        let whole = [Bytes::copy_from_slice(key)];
+        mover::migrate_batch(src, to, auth, &whole, WHOLE_KEY_TIMEOUT_MS).await?;
     } else {
         dst.call(&[&b"RENAME"[..], &import, key]).await?;
         if expires_at > 0 {

@@ -25,8 +25,9 @@ use std::fmt;
 const PLACEHOLDER_FIELD: &[u8] = b"__shardproxy_placeholder";
 /// What one XRANGE chunk should come to: its entries may be of any size,
 /// and a reply over the control connection's limit (1 MiB) fails the
-/// move. The first chunk asks for [`FIRST_COUNT`] entries, the next ones
-/// as many as the sizes seen so far fit here, up to [`CHUNK`].
+/// move. The first chunk asks for [`FIRST_COUNT`] entries, each next one
+/// for as many of the last chunk's average size as fit here, up to
+/// [`CHUNK`].
 const CHUNK_BYTES: usize = 256 * 1024;
 const FIRST_COUNT: usize = 16;
 
@@ -48,8 +49,8 @@ impl fmt::Display for Id {
     }
 }
 
-/// The stream-wide metadata XSETID restores. Redis before 7.0 has only
-/// the last ID.
+/// The stream-wide metadata XSETID restores (entries-added and the max
+/// deleted ID are Redis 7's; without them only the last ID).
 struct Meta {
     last_id: Bytes,
     entries_added: Option<i64>,
