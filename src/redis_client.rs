@@ -188,6 +188,58 @@ impl RedisConn {
         }
     }
 
+    /// Sends `commands` in one write and reads their replies in order:
+    /// one round trip for many small writes (the mover's chunk copies).
+    /// The timeout bounds the whole exchange.
+    ///
+    /// # Errors
+    /// As [`RedisConn::call`]; an error reply to any command is
+    /// [`RedisError::Reply`], returned after every reply was read so the
+    /// connection stays usable.
+    pub async fn pipeline<A: AsRef<[u8]>>(
+        &mut self,
+        commands: &[Vec<A>],
+    ) -> Result<Vec<Value>, RedisError> {
+        let mut out = BytesMut::new();
+        for args in commands {
+            encode_request(args, &mut out);
+        }
+        let timeout = self.timeout;
+        let exchange = async {
+            self.stream
+                .write_all(&out)
+                .await
+                .map_err(|source| RedisError::Io {
+                    addr: self.addr.clone(),
+                    source,
+                })?;
+            let mut replies = Vec::with_capacity(commands.len());
+            for _ in commands {
+                replies.push(self.read_reply().await?);
+            }
+            Ok::<_, RedisError>(replies)
+        };
+        let replies = match tokio::time::timeout(timeout, exchange).await {
+            Ok(result) => result?,
+            Err(_) => {
+                return Err(RedisError::Timeout {
+                    addr: self.addr.clone(),
+                    timeout,
+                })
+            }
+        };
+        for (args, reply) in commands.iter().zip(&replies) {
+            if let Value::Error(message) = reply {
+                return Err(RedisError::Reply {
+                    addr: self.addr.clone(),
+                    command: command_name(args),
+                    message: String::from_utf8_lossy(message).into_owned(),
+                });
+            }
+        }
+        Ok(replies)
+    }
+
     /// Sends a command that answers with a status (`+OK`, `+PONG`, ...).
     ///
     /// # Errors
@@ -328,6 +380,19 @@ mod tests {
         let text = err.to_string();
         assert!(text.contains("AUTH: WRONGPASS"), "{text}");
         assert!(!text.contains("secret"), "{text}");
+    }
+
+    #[tokio::test]
+    async fn a_pipeline_reads_every_reply_even_after_an_error() {
+        let addr = fake(vec![b":1\r\n:2\r\n", b":1\r\n-ERR no\r\n", b"+PONG\r\n"]).await;
+        let mut conn = RedisConn::connect(&addr, None, SHORT).await.unwrap();
+        let two = vec![vec!["INCR", "a"], vec!["INCR", "a"]];
+        let replies = conn.pipeline(&two).await.unwrap();
+        assert_eq!(replies, vec![Value::Integer(1), Value::Integer(2)]);
+        let err = conn.pipeline(&two).await.unwrap_err();
+        assert!(err.to_string().contains("INCR: ERR no"), "{err}");
+        // In step: the next reply is the next command's.
+        conn.ok(&["PING"]).await.unwrap();
     }
 
     #[tokio::test]

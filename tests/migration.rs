@@ -10,7 +10,7 @@
 mod common;
 
 use common::migration::{
-    admin, cluster, dbsize, exists, load, pool_file, preload, run_admin, Tally,
+    admin, cluster, dbsize, exists, load, longest_stall, pool_file, preload, run_admin, Tally,
 };
 use common::redis::{RawClient, Redis};
 use common::wait_until;
@@ -463,21 +463,6 @@ async fn the_source_master_killed_mid_move_loses_no_acknowledged_write() {
         assert!(exists(&new, key), "{key} not on the new shard");
         assert!(!exists(&replica, key), "{key} left on the source");
     }
-}
-
-/// Pings `port` every millisecond until `stop`; the longest wait seen.
-fn longest_stall(port: u16, stop: Arc<AtomicBool>) -> thread::JoinHandle<Duration> {
-    thread::spawn(move || {
-        let mut client = RawClient::connect(port);
-        let mut worst = Duration::ZERO;
-        while !stop.load(Ordering::Relaxed) {
-            let started = Instant::now();
-            assert_eq!(client.cmd_str(&["PING"]), "+PONG\r\n");
-            worst = worst.max(started.elapsed());
-            thread::sleep(Duration::from_millis(1));
-        }
-        worst
-    })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -15,6 +15,7 @@ mod big_key;
 pub mod control;
 pub mod mover;
 pub mod rebalance;
+mod stream_copy;
 
 use super::target::{connect, Target};
 use super::AdminError;

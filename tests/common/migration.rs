@@ -202,3 +202,47 @@ pub async fn cluster() -> Cluster {
         _members: ops,
     }
 }
+
+/// Pings `port` every millisecond until `stop`; the longest wait seen.
+pub fn longest_stall(port: u16, stop: Arc<AtomicBool>) -> thread::JoinHandle<Duration> {
+    thread::spawn(move || {
+        let mut client = RawClient::connect(port);
+        let mut worst = Duration::ZERO;
+        while !stop.load(Ordering::Relaxed) {
+            let started = Instant::now();
+            assert_eq!(client.cmd_str(&["PING"]), "+PONG\r\n");
+            worst = worst.max(started.elapsed());
+            thread::sleep(Duration::from_millis(1));
+        }
+        worst
+    })
+}
+
+/// Has `redis` record every event (command, expiry cycle, ...) that takes
+/// 1 ms or more, for [`longest_event`].
+pub fn record_latency(redis: &Redis) {
+    let reply = redis
+        .connect()
+        .cmd_str(&["CONFIG", "SET", "latency-monitor-threshold", "1"]);
+    assert_eq!(reply, "+OK\r\n");
+}
+
+/// The longest event Redis itself timed since [`record_latency`]: its
+/// name and ms (("none", 0) if none took 1 ms). Unlike a PING's wait,
+/// this is the time Redis was busy, not time a loaded machine left the
+/// prober or Redis unscheduled.
+pub fn longest_event(redis: &Redis) -> (String, u64) {
+    // Each event is `*4 $len name :timestamp :latest :max`.
+    let reply = redis.connect().cmd_str(&["LATENCY", "LATEST"]);
+    let lines: Vec<&str> = reply.split("\r\n").collect();
+    let mut longest = ("none".to_string(), 0);
+    for (i, line) in lines.iter().enumerate() {
+        if line.starts_with('$') && i + 4 < lines.len() {
+            let max: u64 = lines[i + 4].trim_start_matches(':').parse().unwrap();
+            if max > longest.1 {
+                longest = (lines[i + 1].to_string(), max);
+            }
+        }
+    }
+    longest
+}

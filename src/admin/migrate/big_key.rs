@@ -5,7 +5,9 @@
 //! on the source together. While it is locked, proxies hold the requests
 //! on it. If the mover dies half-way the lock expires, the key is still
 //! whole on the source, and the next run starts that key again.
+//! Streams are copied by [`super::stream_copy`].
 
+use super::{mover, stream_copy};
 use crate::protocol::Value;
 use crate::proxy::migration::scripts;
 use crate::redis_client::{RedisConn, RedisError};
@@ -14,14 +16,16 @@ use std::time::{Duration, Instant};
 
 /// Elements (or 512 KiB of a string) per copy step: each step costs
 /// either Redis well under a millisecond.
-const CHUNK: usize = 500;
+pub(super) const CHUNK: usize = 500;
 const STRING_CHUNK: usize = 512 * 1024;
 /// The lock's TTL, renewed while the copy runs.
 const LOCK_TTL_MS: u64 = 30_000;
 const RENEW_EVERY: Duration = Duration::from_secs(2);
 const REDIS_TIMEOUT: Duration = Duration::from_secs(10);
+/// MIGRATE's I/O timeout for a key of a type this cannot copy.
+const WHOLE_KEY_TIMEOUT_MS: u64 = 60_000;
 
-fn unexpected(conn: &RedisConn, command: &str, reply: &Value) -> RedisError {
+pub(super) fn unexpected(conn: &RedisConn, command: &str, reply: &Value) -> RedisError {
     RedisError::Unexpected {
         addr: conn.addr().to_string(),
         command: command.into(),
@@ -29,9 +33,35 @@ fn unexpected(conn: &RedisConn, command: &str, reply: &Value) -> RedisError {
     }
 }
 
+/// One key being copied: both connections, the import key, and the lock
+/// that must not expire while the copy runs.
+pub(super) struct Job<'a> {
+    pub src: &'a mut RedisConn,
+    pub dst: RedisConn,
+    pub key: &'a [u8],
+    pub import: Vec<u8>,
+    lock: Vec<u8>,
+    renewed: Instant,
+}
+
+impl Job<'_> {
+    /// Renews the lock every [`RENEW_EVERY`]; every copy loop calls it
+    /// once a chunk, so a copy of any length keeps the key locked.
+    pub(super) async fn renew(&mut self) -> Result<(), RedisError> {
+        if self.renewed.elapsed() >= RENEW_EVERY {
+            let ttl = LOCK_TTL_MS.to_string();
+            self.src
+                .call(&[&b"PEXPIRE"[..], &self.lock, ttl.as_bytes()])
+                .await?;
+            self.renewed = Instant::now();
+        }
+        Ok(())
+    }
+}
+
 /// Moves `key` from `src` to `to` in chunks; false when it was gone
-/// already (a proxy moved it). Streams, whose consumer groups a copy would
-/// lose, and keys of an unknown type go with one MIGRATE instead.
+/// already (a proxy moved it). Keys of a type it cannot copy (a module's)
+/// go with one MIGRATE instead.
 pub(super) async fn move_key(
     src: &mut RedisConn,
     to: &str,
@@ -59,19 +89,37 @@ pub(super) async fn move_key(
         },
         _ => return Err(unexpected(src, "EVAL lock", &locked)),
     };
-    let mut dst = RedisConn::connect(to, auth, REDIS_TIMEOUT).await?;
-    let import = scripts::import_key(key);
-    dst.call(&[&b"UNLINK"[..], &import]).await?;
-    let mut renewed = Instant::now();
-    let copied = match &kind[..] {
-        b"hash" | b"set" | b"zset" => {
-            copy_scanned(src, &mut dst, key, &import, &kind, &lock, &mut renewed).await?
-        }
-        b"list" => copy_list(src, &mut dst, key, &import, &lock, &mut renewed).await?,
-        b"string" => copy_string(src, &mut dst, key, &import, &lock, &mut renewed).await?,
-        _ => false,
+    let mut job = Job {
+        dst: RedisConn::connect(to, auth, REDIS_TIMEOUT).await?,
+        src,
+        key,
+        import: scripts::import_key(key),
+        lock,
+        renewed: Instant::now(),
     };
-    if copied {
+    job.dst.call(&[&b"UNLINK"[..], &job.import]).await?;
+    let copied = match &kind[..] {
+        b"hash" | b"set" | b"zset" => copy_scanned(&mut job, &kind).await.map(|()| true),
+        b"list" => copy_ranged(&mut job, &LIST).await.map(|()| true),
+        b"string" => copy_ranged(&mut job, &STRING).await.map(|()| true),
+        b"stream" => stream_copy::copy(&mut job).await.map(|()| true),
+        _ => Ok(false),
+    };
+    let Job {
+        src,
+        mut dst,
+        import,
+        lock,
+        ..
+    } = job;
+    if !copied? {
+        // One MIGRATE after all: drop the lock first, or MIGRATE would
+        // leave it behind. The target's RESTORE of a big key may keep the
+        // link silent for longer than a batch of small keys would.
+        src.call(&[&b"DEL"[..], &lock]).await?;
+        let whole = [Bytes::copy_from_slice(key)];
+        mover::migrate_batch(src, to, auth, &whole, WHOLE_KEY_TIMEOUT_MS).await?;
+    } else {
         dst.call(&[&b"RENAME"[..], &import, key]).await?;
         if expires_at > 0 {
             let at = expires_at.to_string();
@@ -79,24 +127,6 @@ pub(super) async fn move_key(
         }
         src.call(&[&b"EVAL"[..], scripts::RELEASE.as_bytes(), b"2", key, &lock])
             .await?;
-    } else {
-        // One MIGRATE after all: drop the lock first, or MIGRATE would
-        // leave it behind.
-        src.call(&[&b"DEL"[..], &lock]).await?;
-        let (host, port) = host_port_of(to);
-        let mut args: Vec<&[u8]> = vec![
-            b"MIGRATE",
-            host.as_bytes(),
-            port.as_bytes(),
-            key,
-            b"0",
-            b"60000",
-            b"REPLACE",
-        ];
-        if let Some(pw) = auth {
-            args.extend([&b"AUTH"[..], pw.as_bytes()]);
-        }
-        src.call(&args).await?;
     }
     if replicas > 0 {
         let n = replicas.to_string();
@@ -105,32 +135,8 @@ pub(super) async fn move_key(
     Ok(true)
 }
 
-fn host_port_of(addr: &str) -> (String, String) {
-    crate::proxy::migration::host_port(addr)
-        .map(|(h, p)| (h.to_string(), p.to_string()))
-        .unwrap_or_default()
-}
-
-/// Renews the lock every [`RENEW_EVERY`].
-async fn renew(src: &mut RedisConn, lock: &[u8], renewed: &mut Instant) -> Result<(), RedisError> {
-    if renewed.elapsed() >= RENEW_EVERY {
-        let ttl = LOCK_TTL_MS.to_string();
-        src.call(&[&b"PEXPIRE"[..], lock, ttl.as_bytes()]).await?;
-        *renewed = Instant::now();
-    }
-    Ok(())
-}
-
 /// Hashes, sets and sorted sets: HSCAN/SSCAN/ZSCAN into HSET/SADD/ZADD.
-async fn copy_scanned(
-    src: &mut RedisConn,
-    dst: &mut RedisConn,
-    key: &[u8],
-    import: &[u8],
-    kind: &[u8],
-    lock: &[u8],
-    renewed: &mut Instant,
-) -> Result<bool, RedisError> {
+async fn copy_scanned(job: &mut Job<'_>, kind: &[u8]) -> Result<(), RedisError> {
     let (scan, write): (&[u8], &[u8]) = match kind {
         b"hash" => (b"HSCAN", b"HSET"),
         b"set" => (b"SSCAN", b"SADD"),
@@ -139,23 +145,18 @@ async fn copy_scanned(
     let count = CHUNK.to_string();
     let mut cursor = Bytes::from_static(b"0");
     loop {
-        let reply = src
-            .call(&[scan, key, &cursor, b"COUNT", count.as_bytes()])
+        let reply = job
+            .src
+            .call(&[scan, job.key, &cursor, b"COUNT", count.as_bytes()])
             .await?;
         let Value::Array(mut parts) = reply else {
-            return Err(unexpected(src, "SCAN", &Value::Null));
+            return Err(unexpected(job.src, "SCAN", &Value::Null));
         };
         let (Some(Value::Array(items)), Some(Value::Bulk(next))) = (parts.pop(), parts.pop())
         else {
-            return Err(unexpected(src, "SCAN", &Value::Null));
+            return Err(unexpected(job.src, "SCAN", &Value::Null));
         };
-        let mut items: Vec<Bytes> = items
-            .into_iter()
-            .filter_map(|v| match v {
-                Value::Bulk(b) => Some(b),
-                _ => None,
-            })
-            .collect();
+        let mut items = bulks(items);
         if kind == b"zset" {
             // ZSCAN gives member, score; ZADD takes score, member.
             for pair in items.chunks_mut(2) {
@@ -163,77 +164,78 @@ async fn copy_scanned(
             }
         }
         if !items.is_empty() {
-            let mut args: Vec<&[u8]> = vec![write, import];
+            let mut args: Vec<&[u8]> = vec![write, &job.import];
             args.extend(items.iter().map(|b| &b[..]));
-            dst.call(&args).await?;
+            job.dst.call(&args).await?;
         }
-        renew(src, lock, renewed).await?;
+        job.renew().await?;
         cursor = next;
         if &cursor[..] == b"0" {
-            return Ok(true);
+            return Ok(());
         }
     }
 }
 
-/// Lists: LRANGE in order into RPUSH.
-async fn copy_list(
-    src: &mut RedisConn,
-    dst: &mut RedisConn,
-    key: &[u8],
-    import: &[u8],
-    lock: &[u8],
-    renewed: &mut Instant,
-) -> Result<bool, RedisError> {
+/// A type read by position and rebuilt by appending in order.
+struct Ranged {
+    /// Reads positions `from..=to`: LRANGE (elements) or GETRANGE (bytes).
+    read: &'static [u8],
+    /// Appends what was read: RPUSH or APPEND.
+    write: &'static [u8],
+    step: usize,
+}
+
+const LIST: Ranged = Ranged {
+    read: b"LRANGE",
+    write: b"RPUSH",
+    step: CHUNK,
+};
+const STRING: Ranged = Ranged {
+    read: b"GETRANGE",
+    write: b"APPEND",
+    step: STRING_CHUNK,
+};
+
+/// Lists and strings: read a step of positions, append it, until a read
+/// comes back empty.
+async fn copy_ranged(job: &mut Job<'_>, how: &Ranged) -> Result<(), RedisError> {
     let mut start = 0usize;
     loop {
-        let (from, to) = (start.to_string(), (start + CHUNK - 1).to_string());
-        let reply = src
-            .call(&[&b"LRANGE"[..], key, from.as_bytes(), to.as_bytes()])
+        let (from, to) = (start.to_string(), (start + how.step - 1).to_string());
+        let reply = job
+            .src
+            .call(&[how.read, job.key, from.as_bytes(), to.as_bytes()])
             .await?;
-        let Value::Array(items) = reply else {
-            return Err(unexpected(src, "LRANGE", &reply));
+        // LRANGE answers elements, GETRANGE one string of bytes.
+        let (parts, advanced) = match reply {
+            Value::Array(items) => {
+                let n = items.len();
+                (bulks(items), n)
+            }
+            Value::Bulk(bytes) => {
+                let n = bytes.len();
+                (vec![bytes], n)
+            }
+            other => return Err(unexpected(job.src, "LRANGE/GETRANGE", &other)),
         };
-        if items.is_empty() {
-            return Ok(true);
+        if advanced == 0 {
+            return Ok(());
         }
-        let values: Vec<Bytes> = items
-            .into_iter()
-            .filter_map(|v| match v {
-                Value::Bulk(b) => Some(b),
-                _ => None,
-            })
-            .collect();
-        let mut args: Vec<&[u8]> = vec![b"RPUSH", import];
-        args.extend(values.iter().map(|b| &b[..]));
-        dst.call(&args).await?;
-        start += values.len();
-        renew(src, lock, renewed).await?;
+        let mut args: Vec<&[u8]> = vec![how.write, &job.import];
+        args.extend(parts.iter().map(|b| &b[..]));
+        job.dst.call(&args).await?;
+        start += advanced;
+        job.renew().await?;
     }
 }
 
-/// Strings: GETRANGE into APPEND.
-async fn copy_string(
-    src: &mut RedisConn,
-    dst: &mut RedisConn,
-    key: &[u8],
-    import: &[u8],
-    lock: &[u8],
-    renewed: &mut Instant,
-) -> Result<bool, RedisError> {
-    let mut start = 0usize;
-    loop {
-        let (from, to) = (start.to_string(), (start + STRING_CHUNK - 1).to_string());
-        let reply = src
-            .call(&[&b"GETRANGE"[..], key, from.as_bytes(), to.as_bytes()])
-            .await?;
-        let Value::Bulk(chunk) = reply else {
-            return Err(unexpected(src, "GETRANGE", &reply));
-        };
-        if chunk.is_empty() {
-            return Ok(true);
-        }
-        dst.call(&[&b"APPEND"[..], import, &chunk]).await?;
-        start += chunk.len();
-        renew(src, lock, renewed).await?;
-    }
+/// The strings of an array reply.
+pub(super) fn bulks(items: Vec<Value>) -> Vec<Bytes> {
+    items
+        .into_iter()
+        .filter_map(|v| match v {
+            Value::Bulk(b) => Some(b),
+            _ => None,
+        })
+        .collect()
 }

@@ -24,8 +24,9 @@ use super::big_key;
 const BATCH: usize = 100;
 /// SCAN's COUNT hint.
 const SCAN_COUNT: &str = "1000";
-/// MIGRATE's I/O timeout (ms) and the control connections' timeout.
-const MIGRATE_TIMEOUT_MS: &str = "5000";
+/// MIGRATE's I/O timeout (ms) for a batch of small keys, and the control
+/// connections' timeout.
+const MIGRATE_TIMEOUT_MS: u64 = 5000;
 const REDIS_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often progress is written and pause/abort looked for.
 const CHECK_EVERY: Duration = Duration::from_secs(1);
@@ -126,13 +127,16 @@ async fn split_big(
     Ok((small, big))
 }
 
-/// `MIGRATE` of `keys` from `conn`'s Redis to `to`; true if any moved.
-async fn migrate_batch(
+/// `MIGRATE` of `keys` from `conn`'s Redis to `to`, with an I/O timeout
+/// of `timeout_ms`; true if any moved.
+pub(super) async fn migrate_batch(
     conn: &mut RedisConn,
     to: &str,
     auth: Option<&str>,
     keys: &[Bytes],
+    timeout_ms: u64,
 ) -> Result<bool, RedisError> {
+    let timeout_ms = timeout_ms.to_string();
     let Some((host, port)) = host_port(to) else {
         return Err(RedisError::Unexpected {
             addr: to.to_string(),
@@ -146,7 +150,7 @@ async fn migrate_batch(
         port.as_bytes(),
         b"",
         b"0",
-        MIGRATE_TIMEOUT_MS.as_bytes(),
+        timeout_ms.as_bytes(),
         b"REPLACE",
     ];
     if let Some(pw) = auth {
@@ -256,7 +260,7 @@ pub(super) async fn run(
                     continue;
                 }
                 let batch = &small[..];
-                let any = migrate_batch(&mut l.conn, &l.to, auth.as_deref(), batch)
+                let any = migrate_batch(&mut l.conn, &l.to, auth.as_deref(), batch, MIGRATE_TIMEOUT_MS)
                     .await
                     .map_err(|e| e.to_string())?;
                 if any {
