@@ -25,11 +25,7 @@ PROXY_USER=$(setting redis_user)
 PROXY_PASS_SHA256=$(tr -d '\n' < "$RUN/proxy-password" | sha256sum | cut -d' ' -f1)
 
 for port in "${NEW_REDIS_PORTS[@]}"; do
-    mkdir -p "$RUN/redis-$port"
-    redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly no \
-        --dir "$RUN/redis-$port" --logfile "$RUN/redis-$port/redis.log" &
-    started $! "redis-server:$port"
-    wait_for "redis-server on $port" answers_pong "$port"
+    start_redis "$port"
 done
 
 "$BIN/shardproxy-admin" -c "$RUN/proxy-0.yml" add-shard "$SHARD"

@@ -44,3 +44,13 @@ wait_for() { # what, command... (up to 60 s: a busy machine is slow)
     exit 1
 }
 
+
+# A redis-server on 127.0.0.1:PORT with its dir and log under $RUN, its PID
+# recorded for down.sh; returns once it answers PING.
+start_redis() { # port
+    mkdir -p "$RUN/redis-$1"
+    redis-server --port "$1" --bind 127.0.0.1 --save "" --appendonly no \
+        --dir "$RUN/redis-$1" --logfile "$RUN/redis-$1/redis.log" &
+    started $! "redis-server:$1"
+    wait_for "redis-server on $1" answers_pong "$1"
+}

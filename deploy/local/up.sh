@@ -68,11 +68,7 @@ wait_for "ZooKeeper" zk_ok
 
 # Redis: shard 0 = ports 1 (master) and 2, shard 1 = ports 3 (master) and 4.
 for port in "${REDIS_PORTS[@]}"; do
-    mkdir -p "$RUN/redis-$port"
-    redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly no \
-        --dir "$RUN/redis-$port" --logfile "$RUN/redis-$port/redis.log" &
-    started $! "redis-server:$port"
-    wait_for "redis-server on $port" answers_pong "$port"
+    start_redis "$port"
 done
 
 # The pool file, range form plus ZooKeeper keys, one per proxy.
