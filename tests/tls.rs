@@ -10,6 +10,7 @@ mod common;
 #[path = "watchdog/harness.rs"]
 mod harness;
 
+use common::migration::admin;
 use common::proxy::Proxy;
 use common::redis::{RawClient, Redis};
 use common::tls::{cli_text, redis_cmd, start_redis, Certs, Identity};
@@ -394,12 +395,7 @@ fn failover_between_tls_redis_servers_through_watchdogs() {
     });
     // The admin tool reaches the Redis servers with the pool's own
     // server_tls keys.
-    let status = Command::new(env!("CARGO_BIN_EXE_shardproxy-admin"))
-        .arg("-c")
-        .arg(&proxy.conf)
-        .arg("status")
-        .output()
-        .unwrap();
+    let status = admin(&proxy.conf, &["status"]).output().unwrap();
     let status = String::from_utf8_lossy(&status.stdout).to_string();
     // ROLE comes from the Redis itself: read over TLS.
     let a_line = status
@@ -445,13 +441,8 @@ async fn a_range_moves_between_tls_only_redis_servers() {
     for k in staying.iter().chain(&moving) {
         assert_eq!(cmd(&mut client, &["SET", k, k]), "+OK\r\n");
     }
-    let admin = |args: &[&str]| {
-        let out = Command::new(env!("CARGO_BIN_EXE_shardproxy-admin"))
-            .arg("-c")
-            .arg(&proxy.conf)
-            .args(args)
-            .output()
-            .unwrap();
+    let run = |args: &[&str]| {
+        let out = admin(&proxy.conf, args).output().unwrap();
         let text = format!(
             "{}{}",
             String::from_utf8_lossy(&out.stdout),
@@ -460,24 +451,24 @@ async fn a_range_moves_between_tls_only_redis_servers() {
         assert!(out.status.success(), "{args:?}: {text}");
         text
     };
-    admin(&["add-shard", "redis-0001"]);
+    run(&["add-shard", "redis-0001"]);
     add_member(&ops, "redis-0001", &b.addr()).await;
     // A slow move: the keys read meanwhile go through the proxy's lane
     // (MIGRATE by the source over TLS, then the read on the target).
-    let mut mover = Command::new(env!("CARGO_BIN_EXE_shardproxy-admin"))
-        .arg("-c")
-        .arg(&proxy.conf)
-        .args([
+    let mut mover = admin(
+        &proxy.conf,
+        &[
             "migrate",
             "2048-4095",
             "--to",
             "redis-0001",
             "--rate",
             "100",
-        ])
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+        ],
+    )
+    .stdout(std::process::Stdio::null())
+    .spawn()
+    .unwrap();
     wait_until("the mover to start", DEADLINE, || {
         redis_cmd(&certs, &b, &["DBSIZE"]) != "0"
     });
@@ -501,12 +492,7 @@ async fn a_range_moves_between_tls_only_redis_servers() {
     assert!(mover.wait().unwrap().success());
     // The range is the new shard's in ZooKeeper (status exits 1 here: no
     // shard has a replica).
-    let status = Command::new(env!("CARGO_BIN_EXE_shardproxy-admin"))
-        .arg("-c")
-        .arg(&proxy.conf)
-        .arg("status")
-        .output()
-        .unwrap();
+    let status = admin(&proxy.conf, &["status"]).output().unwrap();
     let status = String::from_utf8_lossy(&status.stdout).to_string();
     assert!(
         status
