@@ -158,34 +158,8 @@ impl RedisConn {
     pub async fn call<A: AsRef<[u8]>>(&mut self, args: &[A]) -> Result<Value, RedisError> {
         let mut out = BytesMut::new();
         encode_request(args, &mut out);
-        let timeout = self.timeout;
-        let exchange = async {
-            self.stream
-                .write_all(&out)
-                .await
-                .map_err(|source| RedisError::Io {
-                    addr: self.addr.clone(),
-                    source,
-                })?;
-            self.read_reply().await
-        };
-        let value = match tokio::time::timeout(timeout, exchange).await {
-            Ok(result) => result?,
-            Err(_) => {
-                return Err(RedisError::Timeout {
-                    addr: self.addr.clone(),
-                    timeout,
-                })
-            }
-        };
-        match value {
-            Value::Error(message) => Err(RedisError::Reply {
-                addr: self.addr.clone(),
-                command: command_name(args),
-                message: String::from_utf8_lossy(&message).into_owned(),
-            }),
-            value => Ok(value),
-        }
+        let reply = self.exchange(&out, 1).await?.pop().expect("one reply");
+        self.checked(args, reply)
     }
 
     /// Sends `commands` in one write and reads their replies in order:
@@ -204,40 +178,55 @@ impl RedisConn {
         for args in commands {
             encode_request(args, &mut out);
         }
+        let replies = self.exchange(&out, commands.len()).await?;
+        for (args, reply) in commands.iter().zip(&replies) {
+            if let Value::Error(message) = reply {
+                return Err(self.reply_error(args, message));
+            }
+        }
+        Ok(replies)
+    }
+
+    /// Writes `out` and reads `count` replies, all within the timeout.
+    async fn exchange(&mut self, out: &[u8], count: usize) -> Result<Vec<Value>, RedisError> {
         let timeout = self.timeout;
         let exchange = async {
             self.stream
-                .write_all(&out)
+                .write_all(out)
                 .await
                 .map_err(|source| RedisError::Io {
                     addr: self.addr.clone(),
                     source,
                 })?;
-            let mut replies = Vec::with_capacity(commands.len());
-            for _ in commands {
+            let mut replies = Vec::with_capacity(count);
+            for _ in 0..count {
                 replies.push(self.read_reply().await?);
             }
             Ok::<_, RedisError>(replies)
         };
-        let replies = match tokio::time::timeout(timeout, exchange).await {
-            Ok(result) => result?,
-            Err(_) => {
-                return Err(RedisError::Timeout {
-                    addr: self.addr.clone(),
-                    timeout,
-                })
-            }
-        };
-        for (args, reply) in commands.iter().zip(&replies) {
-            if let Value::Error(message) = reply {
-                return Err(RedisError::Reply {
-                    addr: self.addr.clone(),
-                    command: command_name(args),
-                    message: String::from_utf8_lossy(message).into_owned(),
-                });
-            }
+        match tokio::time::timeout(timeout, exchange).await {
+            Ok(result) => result,
+            Err(_) => Err(RedisError::Timeout {
+                addr: self.addr.clone(),
+                timeout,
+            }),
         }
-        Ok(replies)
+    }
+
+    /// `reply`, or [`RedisError::Reply`] when it is an error reply.
+    fn checked<A: AsRef<[u8]>>(&self, args: &[A], reply: Value) -> Result<Value, RedisError> {
+        match reply {
+            Value::Error(message) => Err(self.reply_error(args, &message)),
+            value => Ok(value),
+        }
+    }
+
+    fn reply_error<A: AsRef<[u8]>>(&self, args: &[A], message: &[u8]) -> RedisError {
+        RedisError::Reply {
+            addr: self.addr.clone(),
+            command: command_name(args),
+            message: String::from_utf8_lossy(message).into_owned(),
+        }
     }
 
     /// Sends a command that answers with a status (`+OK`, `+PONG`, ...).
