@@ -12,6 +12,7 @@
 //! [`lookup_args`] look at `args[1]` for them; [`lookup`] sees only top-level
 //! names.
 
+mod index;
 mod keys;
 pub mod readonly;
 mod table;
@@ -172,7 +173,7 @@ pub fn commands() -> &'static [Command] {
 /// allocating. A container (`client`) is found, `client|setname` is not:
 /// use [`lookup_args`] or [`resolve`] for subcommands.
 pub fn lookup(name: &[u8]) -> Option<&'static Command> {
-    find(table::COMMANDS, 0, name)
+    index::top_level().find(name)
 }
 
 /// Looks a command up from its arguments, as Redis does: for a container
@@ -209,9 +210,8 @@ pub fn resolve(args: &[Bytes]) -> Result<&'static Command, String> {
 }
 
 /// Binary search of a table sorted by name; `skip` bytes of each entry's name
-/// (the `container|` prefix) are ignored. (Comparing through a lowercasing
-/// iterator measured cheaper than lowercasing into a buffer first and
-/// comparing slices: the names are short.)
+/// (the `container|` prefix) are ignored. Used for subcommands; top-level
+/// names, looked up once per request, go through [`index`].
 fn find(table: &'static [Command], skip: usize, name: &[u8]) -> Option<&'static Command> {
     table
         .binary_search_by(|entry| {

@@ -11,7 +11,7 @@ mod crc32;
 mod fnv;
 mod hsieh;
 mod jenkins;
-mod md5;
+pub(crate) mod md5;
 mod murmur;
 mod one_at_a_time;
 

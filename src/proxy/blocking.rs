@@ -62,7 +62,7 @@ impl Session {
             drop(conn.send(publish.freeze(), None));
         }
         let reply = conn.send(request.raw, deadline);
-        let shard = conn.shard.clone();
+        let shard = conn.shard;
         self.set_blocked(true);
         Pending::Forward { reply, shard }
     }
@@ -89,7 +89,7 @@ impl Session {
             let conn =
                 self.pool
                     .dedicated
-                    .open(target.name.clone(), &target.backend, self.proto)?;
+                    .open(target.name, &target.backend, self.proto)?;
             self.dedicated = Some(conn);
         }
         Ok(self.dedicated.as_ref().expect("just set"))

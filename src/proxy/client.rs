@@ -20,6 +20,7 @@ use crate::proxy::pending::{unsupported_error, Pending};
 use crate::proxy::pool::Pool;
 use crate::proxy::pubsub::{self, Flow};
 use crate::proxy::router::RoutingTable;
+use crate::proxy::router::ShardName;
 use crate::proxy::session::{Lane, Session};
 use crate::proxy::split::{self, Part, SplitReply};
 use crate::proxy::stats::PoolStats;
@@ -183,7 +184,7 @@ pub async fn serve<S: Io>(pool: Arc<Pool>, mut stream: S, shutdown: watch::Recei
                     break;
                 }
             }
-            PoolStats::bump(&stats.requests);
+            stats.commands.count_request();
             let (cmd, reply) = session.dispatch(request, resolved);
             let arrived = *arrived.get_or_insert_with(Instant::now);
             owed.push_back(Owed {
@@ -650,7 +651,7 @@ impl Session {
                 Moving::All => {
                     let keys = positions.iter().map(|&k| request.args[k].clone());
                     return self.through_migration(
-                        &moving_source(&table),
+                        moving_source(&table),
                         keys.collect(),
                         request.raw,
                     );
@@ -678,7 +679,7 @@ impl Session {
             split::Plan::Single(shard) if shard == table.shards.len() => {
                 let source = moving_source(&table);
                 let keys = keys.iter().map(|&k| request.args[k].clone()).collect();
-                self.through_migration(&source, keys, request.raw)
+                self.through_migration(source, keys, request.raw)
             }
             split::Plan::Single(shard) => {
                 self.last_shard = shard;
@@ -698,7 +699,7 @@ impl Session {
                             .iter()
                             .map(|&p| request.args[keys[p]].clone())
                             .collect();
-                        match self.through_migration(&source, keys, sub_request) {
+                        match self.through_migration(source, keys, sub_request) {
                             Pending::Forward { reply, shard } => (reply, shard),
                             _ => unreachable!("the lane forwards"),
                         }
@@ -707,7 +708,7 @@ impl Session {
                         let reply = shard
                             .backend
                             .send(self.proto, self.id as usize, sub_request);
-                        (reply, shard.name.clone())
+                        (reply, shard.name)
                     };
                     sent.push(Part {
                         reply,
@@ -727,17 +728,17 @@ impl Session {
     fn send(&self, shard: &crate::proxy::router::Shard, raw: Bytes) -> Pending {
         Pending::Forward {
             reply: shard.backend.send(self.proto, self.id as usize, raw),
-            shard: shard.name.clone(),
+            shard: shard.name,
         }
     }
 }
 
 /// The name of the shard a table's active migration moves from.
-fn moving_source(table: &RoutingTable) -> Arc<str> {
+fn moving_source(table: &RoutingTable) -> ShardName {
     table
         .migration
         .as_ref()
-        .map_or_else(|| Arc::from("migration"), |m| m.source_name.clone())
+        .map_or("migration", |m| m.source_name)
 }
 
 /// The key of a command with exactly one key at a fixed position, found

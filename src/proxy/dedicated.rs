@@ -10,6 +10,7 @@
 
 use crate::protocol::Proto;
 use crate::proxy::backend::{Backend, PrivateConn, Reply};
+use crate::proxy::router::ShardName;
 use bytes::Bytes;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
@@ -42,7 +43,7 @@ impl DedicatedLimit {
     /// held by other clients.
     pub fn open(
         &self,
-        shard: Arc<str>,
+        shard: ShardName,
         backend: &Arc<Backend>,
         proto: Proto,
     ) -> Result<Dedicated, String> {
@@ -70,7 +71,7 @@ impl DedicatedLimit {
 /// One client's connection to one backend; gives its slot back when dropped.
 pub struct Dedicated {
     /// The shard the connection was opened for, named in errors.
-    pub shard: Arc<str>,
+    pub shard: ShardName,
     backend: Arc<Backend>,
     conn: PrivateConn,
     in_use: Arc<AtomicU32>,

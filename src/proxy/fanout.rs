@@ -9,16 +9,15 @@
 
 use crate::protocol::Proto;
 use crate::protocol::{encode_error, reply_frame_len};
-use crate::proxy::router::{RoutingTable, Shard};
+use crate::proxy::router::{RoutingTable, Shard, ShardName};
 use crate::proxy::session::Session;
 use bytes::{Bytes, BytesMut};
 use std::future::Future;
-use std::sync::Arc;
 
 /// One shard's answer: its reply frame, or the error reply the proxy
 /// makes when the backend gave none.
 pub struct Answer {
-    pub shard: Arc<str>,
+    pub shard: ShardName,
     pub frame: Bytes,
     /// The backend gave no reply; `frame` is the proxy's error.
     pub failed: bool,
@@ -49,7 +48,7 @@ pub fn ask(
     raw: Bytes,
 ) -> impl Future<Output = Answer> + Send + 'static {
     let reply = shard.backend.send(proto, affinity as usize, raw);
-    let name = shard.name.clone();
+    let name = shard.name;
     async move {
         let failure = match reply.await {
             Ok(Ok(frame)) => {
@@ -171,9 +170,9 @@ pub fn array_elements(frame: &[u8]) -> Vec<&[u8]> {
 mod tests {
     use super::*;
 
-    fn answer(shard: &str, frame: &'static [u8]) -> Answer {
+    fn answer(shard: &'static str, frame: &'static [u8]) -> Answer {
         Answer {
-            shard: Arc::from(shard),
+            shard,
             frame: Bytes::from_static(frame),
             failed: false,
         }

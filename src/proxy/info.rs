@@ -5,11 +5,11 @@
 use crate::protocol::{encode, parse_reply, Proto, Value};
 use crate::proxy::backend::Reply;
 use crate::proxy::pending::Pending;
+use crate::proxy::router::ShardName;
 use crate::proxy::session::{Session, REDIS_VERSION};
 use crate::proxy::stats::PoolStats;
 use bytes::{Bytes, BytesMut};
 use std::fmt::Write;
-use std::sync::Arc;
 use tokio::sync::oneshot;
 
 const SECTIONS: [&str; 5] = ["server", "clients", "stats", "zookeeper", "keyspace"];
@@ -18,7 +18,7 @@ const SECTIONS: [&str; 5] = ["server", "clients", "stats", "zookeeper", "keyspac
 /// have answered.
 pub struct InfoReply {
     text: String,
-    keyspace: Option<Vec<(Arc<str>, oneshot::Receiver<Reply>)>>,
+    keyspace: Option<Vec<(ShardName, oneshot::Receiver<Reply>)>>,
     proto: Proto,
 }
 
@@ -101,7 +101,7 @@ fn write_section(session: &Session, section: &str, out: &mut String) {
                  rejected_connections:{}\r\nproxy_error_replies:{}\r\nprotocol_errors:{}\r\n\
                  auth_failures:{}\r\ntls_handshake_failures:{}\r\n",
                 PoolStats::get(&stats.connections_received),
-                PoolStats::get(&stats.requests),
+                stats.requests(),
                 PoolStats::get(&stats.rejected_connections),
                 PoolStats::get(&stats.errors),
                 PoolStats::get(&stats.protocol_errors),
@@ -189,7 +189,7 @@ fn unix_secs(t: std::time::SystemTime) -> u64 {
 }
 
 /// Sends `INFO keyspace` to every distinct backend.
-fn ask_keyspace(session: &Session) -> Vec<(Arc<str>, oneshot::Receiver<Reply>)> {
+fn ask_keyspace(session: &Session) -> Vec<(ShardName, oneshot::Receiver<Reply>)> {
     let table = session.pool.router.load();
     table.send_to_every_backend(Proto::Resp2, &[&b"INFO"[..], b"keyspace"])
 }

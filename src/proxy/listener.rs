@@ -190,9 +190,15 @@ async fn accept_loop(
                 Some(tls) => {
                     // The handshake runs in the session's task, so a slow
                     // or silent client never holds up the accept loop.
-                    if let Some(stream) = handshake(&pool, tls, stream).await {
-                        client::serve(pool.clone(), stream, shutdown).await;
-                    }
+                    // Boxed: a TLS session's state (its stream alone is
+                    // 1.2 KB) would otherwise size every plain session's
+                    // task too, idle ones included.
+                    Box::pin(async {
+                        if let Some(stream) = handshake(&pool, tls, stream).await {
+                            client::serve(pool.clone(), stream, shutdown).await;
+                        }
+                    })
+                    .await;
                 }
             }
             pool.stats.connected_clients.fetch_sub(1, Ordering::Relaxed);

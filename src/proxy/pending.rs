@@ -6,6 +6,7 @@ use crate::protocol::encode_error;
 use crate::proxy::backend::Reply;
 use crate::proxy::outbuf::OutBuf;
 use crate::proxy::pool::Pool;
+use crate::proxy::router::ShardName;
 use crate::proxy::split::SplitReply;
 use crate::proxy::stats::PoolStats;
 use bytes::{Bytes, BytesMut};
@@ -22,7 +23,7 @@ pub enum Pending {
     /// Forwarded to one backend; the frame comes back untouched.
     Forward {
         reply: oneshot::Receiver<Reply>,
-        shard: Arc<str>,
+        shard: ShardName,
     },
     /// Put together from several backends' replies (split commands,
     /// DBSIZE, INFO's keyspace); resolves to the encoded reply.

@@ -12,15 +12,35 @@ use crate::route::{hashable_key, Distribution, DistributionKind, Node};
 use crate::zk::migration::Phase;
 use arc_swap::ArcSwap;
 use bytes::BytesMut;
+use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 use tokio::sync::{oneshot, watch};
 
+/// A shard's name, as the request path carries it: an interned string,
+/// copied without touching a reference count (it rides along with every
+/// forwarded request, for the error text should the request fail).
+pub type ShardName = &'static str;
+
+/// The one copy of `name` kept for the life of the process. Names come from
+/// the pool file and the shard znodes, so there are few of them; each is
+/// kept once however many tables name it.
+pub fn intern(name: &str) -> ShardName {
+    static NAMES: Mutex<BTreeSet<&'static str>> = Mutex::new(BTreeSet::new());
+    let mut names = NAMES.lock().expect("shard names lock");
+    if let Some(&known) = names.get(name) {
+        return known;
+    }
+    let leaked: &'static str = Box::leak(name.to_owned().into_boxed_str());
+    names.insert(leaked);
+    leaked
+}
+
 /// One shard: a slice of the key space and the backend that serves it.
 pub struct Shard {
     /// The server's name in the pool file, or the shard znode's name.
-    pub name: Arc<str>,
+    pub name: ShardName,
     pub backend: Arc<Backend>,
     /// The inclusive slot range, in range form.
     pub range: Option<(u32, u32)>,
@@ -49,7 +69,7 @@ impl RoutingTable {
         &self,
         proto: Proto,
         args: &[A],
-    ) -> Vec<(Arc<str>, oneshot::Receiver<Reply>)> {
+    ) -> Vec<(ShardName, oneshot::Receiver<Reply>)> {
         let mut request = BytesMut::new();
         encode_request(args, &mut request);
         let request = request.freeze();
@@ -59,7 +79,7 @@ impl RoutingTable {
             if !seen.contains(&&*shard.backend.addr) {
                 seen.push(&shard.backend.addr);
                 sent.push((
-                    shard.name.clone(),
+                    shard.name,
                     shard.backend.send(proto, 0, request.clone()),
                 ));
             }
@@ -411,7 +431,7 @@ fn build(
         .iter()
         .zip(backends)
         .map(|(s, backend)| Shard {
-            name: Arc::from(s.name.as_str()),
+            name: intern(&s.name),
             backend: backend.clone(),
             range: s.range,
         })
@@ -447,11 +467,11 @@ fn migration_route(
         id: Arc::from(m.id.as_str()),
         lo: m.lo,
         hi: m.hi,
-        source_name: Arc::from(m.source.as_str()),
+        source_name: intern(&m.source),
         source,
         mover,
         source_replicas: m.source_replicas,
-        target_name: Arc::from(m.target.as_str()),
+        target_name: intern(&m.target),
         target,
         phase: m.phase,
         active: !committed,

@@ -28,6 +28,7 @@ use crate::protocol::Value;
 use crate::proxy::fanout::{self, array_elements, Answer};
 use crate::proxy::pending::Pending;
 use crate::proxy::router::RoutingTable;
+use crate::proxy::router::ShardName;
 use crate::proxy::session::Session;
 use crate::proxy::stats::PoolStats;
 use crate::redis_client::{RedisConn, RedisError};
@@ -66,7 +67,7 @@ pub fn run(session: &Session, op: ScriptOp, cmd: &Command, raw: Bytes) -> Pendin
         let shard = &table.shards[KEYLESS_SHARD];
         return Pending::Forward {
             reply: shard.backend.send(session.proto, session.id as usize, raw),
-            shard: shard.name.clone(),
+            shard: shard.name,
         };
     }
     if op == ScriptOp::Kill {
@@ -148,7 +149,7 @@ fn kill(session: &Session, table: &RoutingTable, cmd: &Command) -> Pending {
             let settings = shard.backend.settings();
             let login = (settings.user.clone(), settings.auth.clone());
             let addr = (shard.backend.addr.clone(), settings.tls.clone());
-            (shard.name.clone(), addr, login)
+            (shard.name, addr, login)
         })
         .collect();
     let pool = session.pool.clone();
@@ -191,7 +192,7 @@ fn kill(session: &Session, table: &RoutingTable, cmd: &Command) -> Pending {
 /// `+OK` when some shard stopped a script; else the first refusal other
 /// than "nothing runs" (a script that already wrote is UNKILLABLE), naming
 /// its shard; else Redis's NOTBUSY.
-fn kill_reply(outcomes: &[(std::sync::Arc<str>, Result<Value, RedisError>)]) -> Bytes {
+fn kill_reply(outcomes: &[(ShardName, Result<Value, RedisError>)]) -> Bytes {
     if outcomes.iter().any(|(_, o)| o.is_ok()) {
         return Bytes::from_static(b"+OK\r\n");
     }
@@ -216,11 +217,10 @@ fn kill_reply(outcomes: &[(std::sync::Arc<str>, Result<Value, RedisError>)]) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Arc;
 
     fn answer(frame: &'static [u8]) -> Answer {
         Answer {
-            shard: Arc::from("s"),
+            shard: "s",
             frame: Bytes::from_static(frame),
             failed: false,
         }
@@ -246,9 +246,9 @@ mod tests {
 
     #[test]
     fn kill_reply_prefers_a_kill_then_notbusy() {
-        let notbusy = |name: &str| {
+        let notbusy = |name: &'static str| {
             (
-                Arc::from(name),
+                name,
                 Err(RedisError::Reply {
                     addr: "x".into(),
                     command: "SCRIPT".into(),
@@ -256,7 +256,7 @@ mod tests {
                 }),
             )
         };
-        let killed = (Arc::from("b"), Ok(Value::Simple(Bytes::from_static(b"OK"))));
+        let killed = ("b", Ok(Value::Simple(Bytes::from_static(b"OK"))));
         assert_eq!(kill_reply(&[notbusy("a"), killed]), &b"+OK\r\n"[..]);
         assert_eq!(
             kill_reply(&[notbusy("a"), notbusy("b")]),

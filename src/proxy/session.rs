@@ -8,6 +8,7 @@ use crate::proxy::migration::lane::Lane as MigrationLane;
 use crate::proxy::pending::Pending;
 use crate::proxy::pool::Pool;
 use crate::proxy::pubsub::PubSub;
+use crate::proxy::router::ShardName;
 use crate::proxy::stats::PoolStats;
 use bytes::{Bytes, BytesMut};
 use std::sync::atomic::Ordering;
@@ -98,7 +99,7 @@ impl Session {
     /// the migration from shard `source` through the session's lane.
     pub fn through_migration(
         &mut self,
-        source: &Arc<str>,
+        source: ShardName,
         keys: Vec<Bytes>,
         raw: Bytes,
     ) -> Pending {
@@ -108,7 +109,7 @@ impl Session {
             .get_or_insert_with(|| MigrationLane::new(pool));
         Pending::Forward {
             reply: lane.submit(keys, raw, self.proto, self.id as usize),
-            shard: source.clone(),
+            shard: source,
         }
     }
 

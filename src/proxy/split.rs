@@ -8,10 +8,9 @@ use crate::protocol::{
     encode_array_header, encode_bulk, encode_error, encode_integer, reply_frame_len, Proto,
 };
 use crate::proxy::backend::Reply;
-use crate::proxy::router::RoutingTable;
+use crate::proxy::router::{RoutingTable, ShardName};
 use crate::proxy::stats::PoolStats;
 use bytes::{Bytes, BytesMut};
-use std::sync::Arc;
 use tokio::sync::oneshot;
 
 /// How a split command is sent.
@@ -72,7 +71,7 @@ pub fn plan(table: &RoutingTable, kind: SplitKind, args: &[Bytes], keys: &[usize
 /// One sub-request in flight.
 pub struct Part {
     pub reply: oneshot::Receiver<Reply>,
-    pub shard: Arc<str>,
+    pub shard: ShardName,
     /// Positions (among the request's keys) of the keys it carries.
     pub positions: Vec<usize>,
 }

@@ -1,8 +1,16 @@
 //! Counters of one pool, updated on the request path with relaxed atomics
 //! and read by INFO, the stats port and the metrics endpoint.
+//!
+//! The counters every request touches (requests, calls per command, the
+//! latency histogram) are kept once per worker thread, each set on cache
+//! lines of its own, and summed when read: threads never write to a line
+//! another thread writes, so counting costs no cache-line traffic between
+//! cores. The rest change per connection or per error and are plain shared
+//! atomics.
 
 use crate::command::{self, Command};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::cell::Cell;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
 
 /// Counters of one pool.
@@ -18,8 +26,6 @@ pub struct PoolStats {
     pub blocked_clients: AtomicU64,
     /// Connections refused because of `client_connections`.
     pub rejected_connections: AtomicU64,
-    /// Requests received from clients.
-    pub requests: AtomicU64,
     /// Error replies the proxy built (backend failures, refusals, ...).
     pub errors: AtomicU64,
     /// Client connections closed after a protocol error.
@@ -45,7 +51,6 @@ impl Default for PoolStats {
             connected_clients: AtomicU64::new(0),
             blocked_clients: AtomicU64::new(0),
             rejected_connections: AtomicU64::new(0),
-            requests: AtomicU64::new(0),
             errors: AtomicU64::new(0),
             protocol_errors: AtomicU64::new(0),
             auth_failures: AtomicU64::new(0),
@@ -66,6 +71,11 @@ impl PoolStats {
         counter.load(Ordering::Relaxed)
     }
 
+    /// Requests received from clients.
+    pub fn requests(&self) -> u64 {
+        self.commands.requests()
+    }
+
     pub fn uptime_secs(&self) -> u64 {
         self.started.elapsed().map(|d| d.as_secs()).unwrap_or(0)
     }
@@ -76,6 +86,32 @@ impl PoolStats {
 pub const LATENCY_BUCKETS: [f64; 13] = [
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
 ];
+/// [`LATENCY_BUCKETS`] in microseconds: a latency is placed by integer
+/// compares.
+const LATENCY_BUCKETS_MICROS: [u64; 13] = [
+    100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000,
+    1_000_000,
+];
+
+/// Sets of per-request counters: one per worker thread, up to this many
+/// (more threads share them, still exactly, since every update is atomic).
+const SLOTS: usize = 16;
+
+/// The slot the current thread counts in, assigned on its first request.
+fn slot_index() -> usize {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static SLOT: Cell<usize> = const { Cell::new(usize::MAX) };
+    }
+    SLOT.with(|slot| {
+        let mut i = slot.get();
+        if i == usize::MAX {
+            i = NEXT.fetch_add(1, Ordering::Relaxed) % SLOTS;
+            slot.set(i);
+        }
+        i
+    })
+}
 
 /// The position of `cmd`'s top-level command in the command table. A
 /// top-level entry is found by its address in the table, without comparing
@@ -92,48 +128,84 @@ fn table_index(cmd: &Command) -> Option<usize> {
     table.binary_search_by(|c| c.name.cmp(container)).ok()
 }
 
-/// Requests per top-level command (in the command table's order) and one
-/// latency histogram over all requests, from arrival to the reply.
+/// One thread's counters; aligned so that no two threads' counters share
+/// a cache line (the calls are a separate allocation per slot).
+#[repr(align(128))]
+#[derive(Debug)]
+struct Slot {
+    requests: AtomicU64,
+    latency_micros: AtomicU64,
+    buckets: [AtomicU64; LATENCY_BUCKETS.len() + 1],
+    calls: Box<[AtomicU64]>,
+}
+
+/// Requests received, requests per top-level command (in the command
+/// table's order), and one latency histogram over all requests, from
+/// arrival to the reply.
 #[derive(Debug)]
 pub struct CommandStats {
-    calls: Vec<AtomicU64>,
-    buckets: [AtomicU64; LATENCY_BUCKETS.len() + 1],
-    latency_micros: AtomicU64,
+    slots: Box<[Slot]>,
 }
 
 impl CommandStats {
     fn new() -> CommandStats {
-        CommandStats {
+        let slot = || Slot {
+            requests: AtomicU64::new(0),
+            latency_micros: AtomicU64::new(0),
+            buckets: std::array::from_fn(|_| AtomicU64::new(0)),
             calls: command::commands()
                 .iter()
                 .map(|_| AtomicU64::new(0))
                 .collect(),
-            buckets: std::array::from_fn(|_| AtomicU64::new(0)),
-            latency_micros: AtomicU64::new(0),
+        };
+        CommandStats {
+            slots: (0..SLOTS).map(|_| slot()).collect(),
         }
+    }
+
+    fn slot(&self) -> &Slot {
+        &self.slots[slot_index()]
+    }
+
+    /// Counts one request received.
+    pub fn count_request(&self) {
+        self.slot().requests.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn requests(&self) -> u64 {
+        self.slots
+            .iter()
+            .map(|s| s.requests.load(Ordering::Relaxed))
+            .sum()
     }
 
     /// Counts one request of `cmd` that took `latency`.
     pub fn record(&self, cmd: &Command, latency: Duration) {
+        let slot = self.slot();
         if let Some(i) = table_index(cmd) {
-            self.calls[i].fetch_add(1, Ordering::Relaxed);
+            slot.calls[i].fetch_add(1, Ordering::Relaxed);
         }
-        let secs = latency.as_secs_f64();
-        let bucket = LATENCY_BUCKETS
+        let micros = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
+        let bucket = LATENCY_BUCKETS_MICROS
             .iter()
-            .position(|&le| secs <= le)
+            .position(|&le| micros <= le)
             .unwrap_or(LATENCY_BUCKETS.len());
-        self.buckets[bucket].fetch_add(1, Ordering::Relaxed);
-        self.latency_micros
-            .fetch_add(latency.as_micros() as u64, Ordering::Relaxed);
+        slot.buckets[bucket].fetch_add(1, Ordering::Relaxed);
+        slot.latency_micros.fetch_add(micros, Ordering::Relaxed);
     }
 
     /// (command name, calls) for every command called at least once.
     pub fn calls(&self) -> Vec<(&'static str, u64)> {
         command::commands()
             .iter()
-            .zip(&self.calls)
-            .map(|(c, n)| (c.name, n.load(Ordering::Relaxed)))
+            .enumerate()
+            .map(|(i, c)| {
+                let n = self
+                    .slots
+                    .iter()
+                    .map(|s| s.calls[i].load(Ordering::Relaxed));
+                (c.name, n.sum())
+            })
             .filter(|(_, n)| *n > 0)
             .collect()
     }
@@ -142,16 +214,22 @@ impl CommandStats {
     /// one is `+Inf`), and the sum of latencies in seconds.
     pub fn histogram(&self) -> (Vec<u64>, f64) {
         let mut total = 0;
-        let cumulative = self
-            .buckets
-            .iter()
+        let cumulative = (0..=LATENCY_BUCKETS.len())
             .map(|b| {
-                total += b.load(Ordering::Relaxed);
+                total += self
+                    .slots
+                    .iter()
+                    .map(|s| s.buckets[b].load(Ordering::Relaxed))
+                    .sum::<u64>();
                 total
             })
             .collect();
-        let sum = self.latency_micros.load(Ordering::Relaxed) as f64 / 1e6;
-        (cumulative, sum)
+        let micros: u64 = self
+            .slots
+            .iter()
+            .map(|s| s.latency_micros.load(Ordering::Relaxed))
+            .sum();
+        (cumulative, micros as f64 / 1e6)
     }
 }
 
@@ -170,7 +248,10 @@ mod tests {
         .unwrap();
         stats.record(get, Duration::from_micros(50));
         stats.record(get, Duration::from_millis(3));
-        stats.record(setname, Duration::from_secs(2));
+        // From another thread: counted in another slot, summed alike.
+        std::thread::scope(|scope| {
+            scope.spawn(|| stats.record(setname, Duration::from_secs(2)));
+        });
         assert_eq!(stats.calls(), vec![("client", 1), ("get", 2)]);
         let (buckets, sum) = stats.histogram();
         assert_eq!(buckets[0], 1, "50 us is in the first bucket");
@@ -182,5 +263,27 @@ mod tests {
         );
         assert_eq!(*buckets.last().unwrap(), 3);
         assert!((sum - 2.00305).abs() < 1e-9, "{sum}");
+    }
+
+    #[test]
+    fn the_integer_bounds_are_the_published_ones() {
+        for (micros, secs) in LATENCY_BUCKETS_MICROS.iter().zip(LATENCY_BUCKETS) {
+            assert_eq!(*micros as f64 / 1e6, secs);
+        }
+    }
+
+    #[test]
+    fn requests_from_every_thread_are_summed() {
+        let stats = CommandStats::new();
+        std::thread::scope(|scope| {
+            for _ in 0..20 {
+                scope.spawn(|| {
+                    for _ in 0..1000 {
+                        stats.count_request();
+                    }
+                });
+            }
+        });
+        assert_eq!(stats.requests(), 20_000);
     }
 }

@@ -164,7 +164,7 @@ pub fn prometheus_text(pools: &[Arc<Pool>]) -> String {
         "shardproxy_requests_total",
         "counter",
         "Requests received from clients.",
-        &each_pool(&|p| PoolStats::get(&p.stats.requests)),
+        &each_pool(&|p| p.stats.requests()),
     );
     family(
         &mut out,
@@ -314,7 +314,7 @@ pub fn prometheus_text(pools: &[Arc<Pool>]) -> String {
             let labels = format!(
                 "{{pool=\"{}\",shard=\"{}\",backend=\"{}\"}}",
                 escape(&p.name),
-                escape(&shard.name),
+                escape(shard.name),
                 escape(&shard.backend.addr)
             );
             let b = &shard.backend.stats;

@@ -231,7 +231,7 @@ impl Session {
         };
         if conn.is_broken() {
             // The WATCH or MULTI state died with the connection.
-            let shard = conn.shard.clone();
+            let shard = conn.shard;
             self.dedicated = None;
             self.tx = None;
             return self.error(&format!(
@@ -243,7 +243,7 @@ impl Session {
         let reply = conn.send(raw, deadline);
         Pending::Forward {
             reply,
-            shard: conn.shard.clone(),
+            shard: conn.shard,
         }
     }
 

@@ -29,7 +29,7 @@ impl Ring {
         for index in twemproxy_order(nodes) {
             let node = &nodes[index];
             for k in 0..point_count(node.weight, total, nodes.len()) / POINTS_PER_HASH {
-                let digest = ::md5::compute(format!("{}-{}", node.name, k)).0;
+                let digest = crate::hash::md5::digest(format!("{}-{}", node.name, k).as_bytes());
                 for quarter in digest.chunks_exact(4) {
                     let value =
                         u32::from_le_bytes([quarter[0], quarter[1], quarter[2], quarter[3]]);

@@ -603,11 +603,12 @@ impl<'a> Connection<'a> {
 
     /// Moves queued requests to the output while little is unwritten.
     fn fill_output(&mut self, queue: &mut Queue) {
-        let mut bytes = 0u64;
+        let (mut requests, mut bytes) = (0u64, 0u64);
         while self.out.len() < MAX_BATCH_BYTES {
             let Some(job) = queue.pop_front() else {
                 break;
             };
+            requests += 1;
             bytes += job.request.len() as u64;
             self.pushed += job.request.len() as u64;
             self.out.push(job.request);
@@ -617,13 +618,12 @@ impl<'a> Connection<'a> {
                 end: self.pushed,
             });
         }
-        if bytes > 0 {
+        if requests > 0 {
             // Counted once per batch: the counters are shared by every
             // connection to the backend.
-            self.target
-                .stats
-                .request_bytes
-                .fetch_add(bytes, Ordering::Relaxed);
+            let stats = &self.target.stats;
+            stats.requests.fetch_add(requests, Ordering::Relaxed);
+            stats.request_bytes.fetch_add(bytes, Ordering::Relaxed);
         }
     }
 

@@ -76,6 +76,7 @@ impl BackendSettings {
 /// Counters of one backend, read by INFO and stats.
 #[derive(Debug, Default)]
 pub struct BackendStats {
+    /// Requests written to the backend (counted per batch written).
     pub requests: AtomicU64,
     /// Bytes of requests written to the backend.
     pub request_bytes: AtomicU64,
@@ -259,7 +260,6 @@ impl Backend {
                 .get_or_init(|| self.spawn_connections(Proto::Resp3, false)),
         };
         let i = job.affinity % conns.len();
-        self.stats.requests.fetch_add(1, Ordering::Relaxed);
         if let Err(mpsc::error::SendError(job)) = conns[i].jobs.send(job) {
             // The task only ends when the backend is dropped; answer anyway.
             let _ = job.reply.send(Err(BackendError::Unavailable {

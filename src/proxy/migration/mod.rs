@@ -29,7 +29,7 @@ pub mod lane;
 pub mod scripts;
 
 use crate::proxy::backend::Backend;
-use crate::proxy::router::RoutingTable;
+use crate::proxy::router::{RoutingTable, ShardName};
 use crate::zk::migration::Phase;
 use bytes::Bytes;
 use std::sync::Arc;
@@ -61,7 +61,7 @@ pub struct MigrationRoute {
     pub id: Arc<str>,
     pub lo: u32,
     pub hi: u32,
-    pub source_name: Arc<str>,
+    pub source_name: ShardName,
     /// The source's master on the pool's shared connections (drained
     /// before `prepare` is acknowledged).
     pub source: Arc<Backend>,
@@ -69,7 +69,7 @@ pub struct MigrationRoute {
     /// WAIT go there.
     pub mover: Arc<Backend>,
     pub source_replicas: usize,
-    pub target_name: Arc<str>,
+    pub target_name: ShardName,
     pub target: Arc<Backend>,
     pub phase: Phase,
     /// The range is served through the lane: the table does not give it

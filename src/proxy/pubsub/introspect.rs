@@ -15,10 +15,10 @@ use crate::protocol::{encode, encode_error, encode_request, parse_reply_bytes, P
 use crate::proxy::backend::Reply;
 use crate::proxy::pending::{unsupported_error, Pending};
 use crate::proxy::router::RoutingTable;
+use crate::proxy::router::ShardName;
 use crate::proxy::stats::PoolStats;
 use bytes::{Bytes, BytesMut};
 use std::collections::HashSet;
-use std::sync::Arc;
 use tokio::sync::oneshot;
 
 /// PUBLISH, SPUBLISH and PUBSUB.
@@ -29,7 +29,7 @@ pub fn run(client: &mut Client<'_>, cmd: &'static Command, args: &[Bytes], raw: 
             let shard = &table.shards[table.shard_of(&args[1])];
             Pending::Forward {
                 reply: shard.backend.send(client.proto, client.id as usize, raw),
-                shard: shard.name.clone(),
+                shard: shard.name,
             }
         }
         "pubsub|channels" | "pubsub|shardchannels" => {
@@ -38,7 +38,7 @@ pub fn run(client: &mut Client<'_>, cmd: &'static Command, args: &[Bytes], raw: 
                 let mut seen = HashSet::new();
                 let mut all = Vec::new();
                 for (shard, reply) in asked {
-                    for name in array(&shard, reply).await? {
+                    for name in array(shard, reply).await? {
                         if let Value::Bulk(bytes) = &name {
                             if !seen.insert(bytes.clone()) {
                                 continue;
@@ -55,9 +55,9 @@ pub fn run(client: &mut Client<'_>, cmd: &'static Command, args: &[Bytes], raw: 
             assemble(client.proto, async move {
                 let mut most = 0;
                 for (shard, reply) in asked {
-                    match value(&shard, reply).await? {
+                    match value(shard, reply).await? {
                         Value::Integer(n) => most = most.max(n),
-                        other => return Err(unexpected(&shard, &other)),
+                        other => return Err(unexpected(shard, &other)),
                     }
                 }
                 Ok(Value::Integer(most))
@@ -68,7 +68,7 @@ pub fn run(client: &mut Client<'_>, cmd: &'static Command, args: &[Bytes], raw: 
             let shard = &table.shards[client.id as usize % table.shards.len()];
             Pending::Forward {
                 reply: shard.backend.send(client.proto, client.id as usize, raw),
-                shard: shard.name.clone(),
+                shard: shard.name,
             }
         }
         _ => {
@@ -102,7 +102,7 @@ fn numsub(client: &Client<'_>, table: &RoutingTable, args: &[Bytes]) -> Pending 
         encode_request(&request_args, &mut request);
         asked.push((
             i,
-            shard.name.clone(),
+            shard.name,
             shard
                 .backend
                 .send(client.proto, client.id as usize, request.freeze()),
@@ -111,7 +111,7 @@ fn numsub(client: &Client<'_>, table: &RoutingTable, args: &[Bytes]) -> Pending 
     assemble(client.proto, async move {
         let mut pairs: Vec<Option<(Value, Value)>> = vec![None; shards.len()];
         for (i, shard, reply) in asked {
-            let mut got = array(&shard, reply).await?.into_iter();
+            let mut got = array(shard, reply).await?.into_iter();
             for (slot, _) in shards.iter().enumerate().filter(|(_, &s)| s == i) {
                 match (got.next(), got.next()) {
                     (Some(name), Some(count)) => pairs[slot] = Some((name, count)),
@@ -129,7 +129,7 @@ fn numsub(client: &Client<'_>, table: &RoutingTable, args: &[Bytes]) -> Pending 
     })
 }
 
-type Asked = Vec<(Arc<str>, oneshot::Receiver<Reply>)>;
+type Asked = Vec<(ShardName, oneshot::Receiver<Reply>)>;
 
 fn every_backend(table: &RoutingTable, proto: Proto, args: &[Bytes]) -> Asked {
     table.send_to_every_backend(proto, args)

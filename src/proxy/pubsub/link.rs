@@ -13,6 +13,7 @@ use super::Kind;
 use crate::protocol::{encode_request, parse_reply_bytes, reply_frame_len, Proto, Value};
 use crate::proxy::backend::{connect_to, BackendSettings};
 use crate::proxy::outbuf::OutBuf;
+use crate::proxy::router::ShardName;
 use crate::proxy::stream::{poll_read_buf, BackendStream, Io};
 use bytes::{Bytes, BytesMut};
 use std::collections::{HashSet, VecDeque};
@@ -69,7 +70,7 @@ pub(super) struct Sink {
 
 /// A link as its task knows it.
 pub(super) struct Spec {
-    pub shard: Arc<str>,
+    pub shard: ShardName,
     pub addr: Arc<str>,
     pub settings: Arc<BackendSettings>,
     pub sink: Sink,

@@ -31,6 +31,7 @@ use crate::proxy::outbuf::OutBuf;
 use crate::proxy::pending::Pending;
 use crate::proxy::pool::Pool;
 use crate::proxy::router::RoutingTable;
+use crate::proxy::router::ShardName;
 use bytes::{Bytes, BytesMut};
 use link::{Order, Sink};
 use std::collections::{HashMap, HashSet};
@@ -120,7 +121,7 @@ pub struct PubSub {
     pool: Arc<Pool>,
     names: [HashSet<Bytes>; 3],
     /// By shard name.
-    links: HashMap<Arc<str>, Link>,
+    links: HashMap<ShardName, Link>,
     sink: Sink,
     events: mpsc::UnboundedReceiver<link::Event>,
     /// Subscribe confirmations dispatched and not written yet: messages
@@ -183,10 +184,10 @@ impl PubSub {
     fn link(&mut self, table: &RoutingTable, i: usize) -> &mut Link {
         let shard = &table.shards[i];
         let sink = &self.sink;
-        self.links.entry(shard.name.clone()).or_insert_with(|| {
+        self.links.entry(shard.name).or_insert_with(|| {
             let (orders, rx) = mpsc::unbounded_channel();
             let spec = link::Spec {
-                shard: shard.name.clone(),
+                shard: shard.name,
                 addr: shard.backend.addr.clone(),
                 settings: shard.backend.settings().clone(),
                 sink: sink.clone(),
@@ -216,7 +217,7 @@ impl PubSub {
                 }
             }
         }
-        let named: HashSet<&Arc<str>> = want.keys().map(|&i| &table.shards[i].name).collect();
+        let named: HashSet<&ShardName> = want.keys().map(|&i| &table.shards[i].name).collect();
         self.links.retain(|name, _| named.contains(name));
         for (i, wanted) in want {
             let shard = &table.shards[i];
@@ -474,7 +475,7 @@ fn subscribe(client: &mut Client<'_>, kind: Kind, names: Vec<Bytes>) -> Pending 
             names,
             ack: Some(ack),
         });
-        acks.push((table.shards[i].name.clone(), confirmed));
+        acks.push((table.shards[i].name, confirmed));
     }
     let unconfirmed = ps.unconfirmed.clone();
     let failed = ps.failed.clone();
