@@ -24,7 +24,7 @@ use crate::proxy::router::ShardName;
 use crate::proxy::session::{Lane, Session};
 use crate::proxy::split::{self, Part, SplitReply};
 use crate::proxy::stats::PoolStats;
-use crate::proxy::stream::Io;
+use crate::proxy::stream::{poll_read_buf, Io};
 use crate::proxy::{keyspace, scripts};
 use bytes::{Bytes, BytesMut};
 use std::collections::VecDeque;
@@ -34,7 +34,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
@@ -435,11 +435,11 @@ async fn stop_signal(mut shutdown: watch::Receiver<bool>) {
 /// short read as proof that the socket is drained, which saves the read
 /// that would only return `WouldBlock` before the next wait.
 async fn read_now<S: Io>(stream: &mut S, input: &mut BytesMut) -> Option<std::io::Result<usize>> {
-    tokio::select! {
-        biased;
-        read = stream.read_buf(input) => Some(read),
-        () = std::future::ready(()) => None,
-    }
+    poll_fn(|cx| match poll_read_buf(stream, cx, input) {
+        Poll::Ready(read) => Poll::Ready(Some(read)),
+        Poll::Pending => Poll::Ready(None),
+    })
+    .await
 }
 
 fn write_protocol_error(e: &ProtocolError, out: &mut OutBuf, stats: &PoolStats) {
