@@ -163,6 +163,25 @@ def table(path):
             print(f"| {case} | {target} | {value:,.0f} | ±{spread(case, target):.0f}% "
                   f"| {p50:.3f} | {p99:.3f} | {cpu_text} | {vs_nc} | {vs_nc_p99} | {vs_nc_cpu} "
                   f"| {vs_direct} |")
+    if "shardproxy-base" in targets:
+        # The build under test against the baseline build, same rounds.
+        print()
+        print("| case | shardproxy / shardproxy-base req/s | CPU us/req | p99 "
+              "| req/s vs nutcracker base -> now | CPU vs nutcracker base -> now |")
+        print("|---|---:|---:|---:|---:|---:|")
+        for case in cases:
+            now, base = "shardproxy", "shardproxy-base"
+            if case.startswith("idle"):
+                print(f"| {case} | {stat(case, base, 0) / 1024:.1f} -> "
+                      f"{stat(case, now, 0) / 1024:.1f} KiB/conn | | | | |")
+                continue
+            print(f"| {case} | {ratio(stat(case, now, 0), stat(case, base, 0))} "
+                  f"| {ratio(stat(case, now, 3), stat(case, base, 3))} "
+                  f"| {ratio(stat(case, now, 2), stat(case, base, 2))} "
+                  f"| {ratio(stat(case, base, 0), stat(case, 'nutcracker', 0))} -> "
+                  f"{ratio(stat(case, now, 0), stat(case, 'nutcracker', 0))} "
+                  f"| {ratio(stat(case, base, 3), stat(case, 'nutcracker', 3))} -> "
+                  f"{ratio(stat(case, now, 3), stat(case, 'nutcracker', 3))} |")
     if "shardproxy-tls" in targets:
         # What TLS costs: each TLS row against its plain twin, same run.
         print()

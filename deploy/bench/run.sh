@@ -13,7 +13,10 @@
 # Knobs (environment): ROUNDS (3), SP_THREADS ("default 2": one shardproxy
 # per entry, "default" = without --threads), N_PLAIN, N_PIPE, N_BIG,
 # N_HUGE, N_MSET (requests per run), IDLE ("1000 10000"), SHARDPROXY (the binary to
-# measure; default: the release build), TLS (1: also the TLS rows, 0: not).
+# measure; default: the release build), TLS (1: also the TLS rows, 0: not),
+# BASELINE (another shardproxy binary, e.g. an older build: measured in the
+# same rounds as the row shardproxy-base, so a change is judged against
+# the noise of one run rather than across runs).
 #
 # The TLS rows (openssl makes a throwaway CA and certificate): direct-tls is
 # the first backend's own TLS port (Redis's TLS against its plain port,
@@ -33,6 +36,7 @@ N_MSET=${N_MSET:-100000}
 N_HUGE=${N_HUGE:-20000}
 IDLE=${IDLE:-"1000 10000"}
 TLS=${TLS:-1}
+BASELINE=${BASELINE:-}
 KEYS=100000
 BIG_KEYS=10000
 HUGE_KEYS=1000
@@ -156,7 +160,7 @@ $tls_keys
 YAML
     local threads=()
     if [ "$3" != default ]; then threads=(--threads "$3"); fi
-    "$SHARDPROXY" -c "$WORK/sp-$1.yml" -s "$2" -a 127.0.0.1 "${threads[@]}" \
+    "${SP_BINARY:-$SHARDPROXY}" -c "$WORK/sp-$1.yml" -s "$2" -a 127.0.0.1 "${threads[@]}" \
         -o "$WORK/sp-$1.log" &
     STARTED=$!
     PIDS+=("$STARTED")
@@ -183,6 +187,13 @@ for threads in $SP_THREADS; do
     PROC[$name]=$STARTED
     TARGETS+=("$name")
 done
+if [ -n "$BASELINE" ]; then
+    read -r port stats <<< "$(python3 "$BENCH/bench.py" ports 2)"
+    SP_BINARY=$BASELINE start_shardproxy "$port" "$stats" default
+    PORT[shardproxy-base]=$port
+    PROC[shardproxy-base]=$STARTED
+    TARGETS+=(shardproxy-base)
+fi
 # The TLS rows come after the others (the MSET check below uses the third).
 declare -A EXTRA=()
 if [ "$TLS" = 1 ]; then
@@ -301,6 +312,8 @@ for round in $(seq 1 "$ROUNDS"); do
             read -r port stats <<< "$(python3 "$BENCH/bench.py" ports 2)"
             if [ "$target" = nutcracker ]; then
                 start_nutcracker "$port" "$stats"
+            elif [ "$target" = shardproxy-base ]; then
+                SP_BINARY=$BASELINE start_shardproxy "$port" "$stats" default
             else
                 threads=${target#shardproxy-t}
                 [ "$target" = shardproxy ] && threads=default
@@ -317,6 +330,7 @@ done
 echo
 echo "shardproxy $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?'), $(nproc) cores, redis $(redis-server --version | cut -d" " -f3 | cut -d= -f2), nutcracker $("$NUTCRACKER" -V 2>&1 | head -n 1 | sed "s/.*-//"), $ROUNDS rounds, medians, $(( $(date +%s) - started )) s"
 echo "shardproxy: default worker threads (one per core, 1 on 2 cores or fewer); shardproxy-tN: --threads N."
+[ -n "$BASELINE" ] && echo "shardproxy-base: $BASELINE, default worker threads."
 echo "spread: half the range of req/s over the rounds, relative to the median."
 echo "CPU us/req: the proxy process's user + system time over the run divided by its requests (clock ticks, $TICKS_PER_SEC/s)."
 echo

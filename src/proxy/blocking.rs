@@ -86,10 +86,10 @@ impl Session {
         if !reusable {
             // Closed first, so its slot is free for the new one.
             self.dedicated = None;
-            let conn =
-                self.pool
-                    .dedicated
-                    .open(target.name, &target.backend, self.proto)?;
+            let conn = self
+                .pool
+                .dedicated
+                .open(target.name, &target.backend, self.proto)?;
             self.dedicated = Some(conn);
         }
         Ok(self.dedicated.as_ref().expect("just set"))

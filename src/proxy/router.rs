@@ -78,10 +78,7 @@ impl RoutingTable {
         for shard in &self.shards {
             if !seen.contains(&&*shard.backend.addr) {
                 seen.push(&shard.backend.addr);
-                sent.push((
-                    shard.name,
-                    shard.backend.send(proto, 0, request.clone()),
-                ));
+                sent.push((shard.name, shard.backend.send(proto, 0, request.clone())));
             }
         }
         sent
