@@ -121,7 +121,7 @@ pub async fn serve<S: Io>(pool: Arc<Pool>, mut stream: S, shutdown: watch::Recei
     parser.set_unauthenticated(!session.authenticated);
     let mut window = Window::new(session.pool.client_output_limit);
     let mut input = BytesMut::new();
-    let mut out = OutBuf::new();
+    let mut out = OutBuf::for_replies();
     let mut owed: VecDeque<Owed> = VecDeque::new();
     // The protocol and routing table of the requests in `owed`: requests
     // under another protocol or table wait until those are answered, so

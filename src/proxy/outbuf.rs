@@ -1,21 +1,28 @@
 //! Bytes waiting to be written to a socket, written without blocking.
 //!
-//! Small pieces (most requests and replies) are copied into one staging
-//! buffer, so a round of them leaves in one `write`. Pieces of 1 KiB and
-//! more (a 4 KB SET, a 2 MB GET reply) are queued as the `Bytes` they
-//! arrived in and leave with the staged bytes around them in one vectored
-//! write, never copied. Writing never waits: the caller waits for writability and keeps
+//! Small pieces are copied into one staging buffer, so a round of them
+//! leaves in one `write`. Larger ones are queued as the `Bytes` they arrived
+//! in and leave with the staged bytes around them in one vectored write,
+//! never copied. What counts as large depends on the direction
+//! ([`OutBuf::for_requests`], [`OutBuf::for_replies`]). Writing never waits: the caller waits for writability and keeps
 //! its timers and its reads going meanwhile.
 
 use bytes::{Buf, Bytes, BytesMut};
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
 
-/// Pieces of at least this size are queued, not copied. (At 16 KiB, the
-/// 4 KB values of deploy/bench were copied once each way, and the backend
-/// batches' staging buffers grew by reallocation: 1 KiB measured 10-15%
-/// less CPU per 4 KB SET, and the same for small requests.)
-const COPY_LIMIT: usize = 1024;
+/// Requests of at least this size go to a backend uncopied. A request is a
+/// slice of its own client's read buffer, which it keeps alive only until
+/// the backend's socket takes it. (At 16 KiB, 4 KB SETs were copied, and the
+/// backend batches' staging buffers grew by reallocation: 1 KiB measured
+/// 10-15% less CPU per 4 KB SET.)
+const REQUEST_COPY_LIMIT: usize = 1024;
+/// Replies of at least this size go to a client uncopied. A reply is a
+/// slice of a backend connection's read buffer, shared with the replies of
+/// other clients: a small reply held uncopied for a client that does not
+/// read would keep a whole 64 KiB buffer alive, so only large ones are
+/// passed whole (at most 4 of them share a buffer).
+const REPLY_COPY_LIMIT: usize = 16 * 1024;
 /// Most pieces one vectored write takes (Linux allows 1024).
 const MAX_SLICES: usize = 64;
 /// A staging buffer larger than this is released once it has been written,
@@ -23,18 +30,34 @@ const MAX_SLICES: usize = 64;
 const KEEP_STAGING: usize = 64 * 1024;
 
 /// What is owed to one socket, in order.
-#[derive(Default)]
 pub struct OutBuf {
     /// Pieces handed over whole, in order; the staging buffer's contents
     /// come after all of them.
     chunks: VecDeque<Bytes>,
     staging: BytesMut,
     len: usize,
+    /// Pieces at least this long are queued, not copied.
+    copy_limit: usize,
 }
 
 impl OutBuf {
-    pub fn new() -> OutBuf {
-        OutBuf::default()
+    /// The output of a connection to a backend: requests from clients.
+    pub fn for_requests() -> OutBuf {
+        OutBuf::with_copy_limit(REQUEST_COPY_LIMIT)
+    }
+
+    /// The output of a client connection: replies from backends.
+    pub fn for_replies() -> OutBuf {
+        OutBuf::with_copy_limit(REPLY_COPY_LIMIT)
+    }
+
+    fn with_copy_limit(copy_limit: usize) -> OutBuf {
+        OutBuf {
+            chunks: VecDeque::new(),
+            staging: BytesMut::new(),
+            len: 0,
+            copy_limit,
+        }
     }
 
     /// Bytes not written yet.
@@ -48,7 +71,7 @@ impl OutBuf {
 
     /// Appends `piece`, copying it only when it is small.
     pub fn push(&mut self, piece: Bytes) {
-        if piece.len() < COPY_LIMIT {
+        if piece.len() < self.copy_limit {
             self.extend_from_slice(&piece);
             return;
         }
@@ -158,8 +181,8 @@ mod tests {
         let addr = listener.local_addr().unwrap();
         let writer = TcpStream::connect(addr).await.unwrap();
         let (mut reader, _) = listener.accept().await.unwrap();
-        let large = Bytes::from(vec![b'x'; 3 * COPY_LIMIT]);
-        let mut out = OutBuf::new();
+        let large = Bytes::from(vec![b'x'; 3 * REPLY_COPY_LIMIT]);
+        let mut out = OutBuf::for_replies();
         out.extend_from_slice(b"a");
         out.push(large.clone());
         out.push(Bytes::from_static(b"b"));

@@ -479,6 +479,15 @@ fn migration_route(
 mod tests {
     use super::*;
 
+    #[test]
+    fn a_name_is_interned_once() {
+        let first = intern("redis-0007");
+        let again = intern(&String::from("redis-0007"));
+        assert!(std::ptr::eq(first, again));
+        assert_eq!(again, "redis-0007");
+        assert!(!std::ptr::eq(first, intern("redis-0008")));
+    }
+
     fn router() -> Router {
         let text = "alpha:\n  listen: 127.0.0.1:22121\n  redis: true\n  hash: fnv1a_64\n  distribution: modula\n  servers:\n   - 127.0.0.1:1:0-4999 a\n   - 127.0.0.1:2:5000-9999 b\n";
         let config = crate::config::Config::parse(text).expect("pool file");

@@ -462,7 +462,7 @@ impl<'a> Connection<'a> {
             written: 0,
             read_buf: BytesMut::new(),
             framer: ReplyFramer::new(),
-            out: OutBuf::new(),
+            out: OutBuf::for_requests(),
         }
     }
 

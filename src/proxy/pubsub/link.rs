@@ -212,7 +212,7 @@ async fn serve<S: Io>(
     expected: &mut VecDeque<Expected>,
     orders: &mut mpsc::UnboundedReceiver<Order>,
 ) -> Outcome {
-    let mut out = OutBuf::new();
+    let mut out = OutBuf::for_requests();
     for kind in Kind::ALL {
         let names: Vec<Bytes> = held.names[kind as usize].iter().cloned().collect();
         if !names.is_empty() {
