@@ -183,10 +183,10 @@ impl User {
 /// command first, then its keys, as Redis checks them), or the proxy's own
 /// refusal.
 pub fn check(user: &User, cmd: &Command, args: &[Bytes]) -> Result<(), String> {
-    let top = cmd.name.split('|').next().unwrap_or(cmd.name);
     let allowed = match user.mode {
         UserMode::Write => true,
         UserMode::Read => {
+            let top = cmd.name.split('|').next().unwrap_or(cmd.name);
             readonly::is_readonly(cmd.name)
                 || SESSION_COMMANDS.binary_search(&top).is_ok()
                 || SESSION_COMMANDS.binary_search(&cmd.name).is_ok()
