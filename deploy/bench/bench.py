@@ -163,7 +163,7 @@ def table(path):
             print(f"| {case} | {target} | {value:,.0f} | ±{spread(case, target):.0f}% "
                   f"| {p50:.3f} | {p99:.3f} | {cpu_text} | {vs_nc} | {vs_nc_p99} | {vs_nc_cpu} "
                   f"| {vs_direct} |")
-    if "shardproxy-base" in targets:
+    if "shardproxy-base" in targets and "shardproxy" in targets:
         # The build under test against the baseline build, same rounds.
         print()
         print("| case | shardproxy / shardproxy-base req/s | CPU us/req | p99 "

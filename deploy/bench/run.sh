@@ -14,9 +14,10 @@
 # per entry, "default" = without --threads), N_PLAIN, N_PIPE, N_BIG,
 # N_HUGE, N_MSET (requests per run), IDLE ("1000 10000"), SHARDPROXY (the binary to
 # measure; default: the release build), TLS (1: also the TLS rows, 0: not),
-# BASELINE (another shardproxy binary, e.g. an older build: measured in the
-# same rounds as the row shardproxy-base, so a change is judged against
-# the noise of one run rather than across runs).
+# BASELINE (the absolute path of another shardproxy binary, e.g. an older
+# build, with SP_THREADS including "default"): measured in the same rounds
+# as the row shardproxy-base, so a change is judged against the noise of
+# one run rather than across runs.
 #
 # The TLS rows (openssl makes a throwaway CA and certificate): direct-tls is
 # the first backend's own TLS port (Redis's TLS against its plain port,
@@ -37,6 +38,10 @@ N_HUGE=${N_HUGE:-20000}
 IDLE=${IDLE:-"1000 10000"}
 TLS=${TLS:-1}
 BASELINE=${BASELINE:-}
+if [ -n "$BASELINE" ] && [ ! -x "$BASELINE" ]; then
+    echo "run.sh: BASELINE=$BASELINE is not an executable (give an absolute path)" >&2
+    exit 1
+fi
 KEYS=100000
 BIG_KEYS=10000
 HUGE_KEYS=1000

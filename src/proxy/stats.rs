@@ -185,11 +185,13 @@ impl CommandStats {
         if let Some(i) = table_index(cmd) {
             slot.calls[i].fetch_add(1, Ordering::Relaxed);
         }
-        let micros = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
+        // Compared in nanoseconds: 100.5 us is over the 100 us bound.
+        let nanos = latency.as_nanos();
         let bucket = LATENCY_BUCKETS_MICROS
             .iter()
-            .position(|&le| micros <= le)
+            .position(|&le| nanos <= u128::from(le) * 1000)
             .unwrap_or(LATENCY_BUCKETS.len());
+        let micros = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
         slot.buckets[bucket].fetch_add(1, Ordering::Relaxed);
         slot.latency_micros.fetch_add(micros, Ordering::Relaxed);
     }
@@ -247,22 +249,25 @@ mod tests {
         ])
         .unwrap();
         stats.record(get, Duration::from_micros(50));
+        // Just over a bound: the next bucket, as Prometheus' `le` says.
+        stats.record(get, Duration::from_nanos(100_500));
         stats.record(get, Duration::from_millis(3));
         // From another thread: counted in another slot, summed alike.
         std::thread::scope(|scope| {
             scope.spawn(|| stats.record(setname, Duration::from_secs(2)));
         });
-        assert_eq!(stats.calls(), vec![("client", 1), ("get", 2)]);
+        assert_eq!(stats.calls(), vec![("client", 1), ("get", 3)]);
         let (buckets, sum) = stats.histogram();
         assert_eq!(buckets[0], 1, "50 us is in the first bucket");
-        assert_eq!(buckets[5], 2, "3 ms is under 5 ms");
+        assert_eq!(buckets[1], 2, "100.5 us is in the second");
+        assert_eq!(buckets[5], 3, "3 ms is under 5 ms");
         assert_eq!(
             buckets[LATENCY_BUCKETS.len() - 1],
-            2,
+            3,
             "2 s is slower than 1 s"
         );
-        assert_eq!(*buckets.last().unwrap(), 3);
-        assert!((sum - 2.00305).abs() < 1e-9, "{sum}");
+        assert_eq!(*buckets.last().unwrap(), 4);
+        assert!((sum - 2.003150).abs() < 1e-9, "{sum}");
     }
 
     #[test]

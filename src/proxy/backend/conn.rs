@@ -198,7 +198,11 @@ async fn demotion_changed(demoted: &mut watch::Receiver<bool>) {
     }
 }
 
+/// Answers a request that was never written with an error. Like every
+/// request taken off the queue, it counts as one of the backend's requests
+/// (so errors never outnumber requests).
 fn fail(target: &Target, job: Job, reason: &str) {
+    target.stats.requests.fetch_add(1, Ordering::Relaxed);
     target.stats.errors.fetch_add(1, Ordering::Relaxed);
     let _ = job.reply.send(Err(BackendError::Unavailable {
         addr: target.addr.clone(),
@@ -244,6 +248,7 @@ fn hand_over(target: &Target, queue: &mut Queue) {
         match &successor {
             Some(backend) => backend.send_job(target.proto, job),
             None => {
+                target.stats.requests.fetch_add(1, Ordering::Relaxed);
                 target.stats.errors.fetch_add(1, Ordering::Relaxed);
                 let _ = job.reply.send(Err(BackendError::Demoted {
                     addr: target.addr.clone(),
@@ -265,6 +270,7 @@ fn expire_queue(target: &Target, queue: &mut Queue, now: Instant) {
         .is_some_and(|job| job.deadline.is_some_and(|d| d <= now))
     {
         let job = queue.pop_front().expect("front exists");
+        target.stats.requests.fetch_add(1, Ordering::Relaxed);
         time_out(target, job.reply);
     }
 }

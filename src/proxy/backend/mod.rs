@@ -76,7 +76,10 @@ impl BackendSettings {
 /// Counters of one backend, read by INFO and stats.
 #[derive(Debug, Default)]
 pub struct BackendStats {
-    /// Requests written to the backend (counted per batch written).
+    /// Requests taken off a connection's queue: written to the backend
+    /// (counted once per batch), or answered with an error before they
+    /// could be (failed connect, timeout in the queue, demotion). A
+    /// request handed to a new master counts there.
     pub requests: AtomicU64,
     /// Bytes of requests written to the backend.
     pub request_bytes: AtomicU64,
