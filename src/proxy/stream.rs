@@ -159,3 +159,25 @@ pub(crate) fn poll_read_buf<S: Io>(
 ) -> Poll<io::Result<usize>> {
     tokio_util::io::poll_read_buf(std::pin::Pin::new(stream), cx, buf)
 }
+
+/// Reads what has arrived into `buf`, or, with `unsent` bytes waiting,
+/// notices room to write: both need the one stream, so a loop that waits
+/// on other things too polls them together. `Some(read)` for a read,
+/// `None` for writable, `Some(Err(_))` when waiting to write failed.
+#[inline]
+pub(crate) fn poll_read_or_writable<S: Io>(
+    stream: &mut S,
+    cx: &mut Context<'_>,
+    buf: &mut BytesMut,
+    unsent: bool,
+) -> Poll<Option<io::Result<usize>>> {
+    if let Poll::Ready(read) = poll_read_buf(stream, cx, buf) {
+        return Poll::Ready(Some(read));
+    }
+    if unsent {
+        if let Poll::Ready(ready) = stream.poll_write_ready(cx) {
+            return Poll::Ready(ready.err().map(Err));
+        }
+    }
+    Poll::Pending
+}

@@ -26,13 +26,12 @@
 use super::{BackendError, BackendSettings, BackendStats, Demotion, Health, Job, Reply};
 use crate::protocol::{encode_request, reply_frame_len, Proto, ReplyFramer};
 use crate::proxy::outbuf::OutBuf;
-use crate::proxy::stream::{poll_read_buf, BackendStream, Io};
+use crate::proxy::stream::{poll_read_or_writable, BackendStream, Io};
 use bytes::BytesMut;
 use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::task::Poll;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -551,17 +550,7 @@ impl<'a> Connection<'a> {
                 biased;
                 // Reads, then room to write, polled together: both need
                 // the one stream.
-                io = poll_fn(|cx| {
-                    if let Poll::Ready(read) = poll_read_buf(&mut stream, cx, &mut self.read_buf) {
-                        return Poll::Ready(Some(read));
-                    }
-                    if unsent {
-                        if let Poll::Ready(ready) = stream.poll_write_ready(cx) {
-                            return Poll::Ready(ready.err().map(Err));
-                        }
-                    }
-                    Poll::Pending
-                }) => match io {
+                io = poll_fn(|cx| poll_read_or_writable(&mut stream, cx, &mut self.read_buf, unsent)) => match io {
                     // Writable (or failing: the next write tells).
                     None => {}
                     Some(Ok(0)) => {

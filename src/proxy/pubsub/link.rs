@@ -14,13 +14,12 @@ use crate::protocol::{encode_request, parse_reply_bytes, reply_frame_len, Proto,
 use crate::proxy::backend::{connect_to, BackendSettings};
 use crate::proxy::outbuf::OutBuf;
 use crate::proxy::router::ShardName;
-use crate::proxy::stream::{poll_read_buf, BackendStream, Io};
+use crate::proxy::stream::{poll_read_or_writable, BackendStream, Io};
 use bytes::{Bytes, BytesMut};
 use std::collections::{HashSet, VecDeque};
 use std::future::poll_fn;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::task::Poll;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
@@ -238,17 +237,7 @@ async fn serve<S: Io>(
         tokio::select! {
             // Reads, then room to write, polled together: both need the
             // one stream.
-            io = poll_fn(|cx| {
-                if let Poll::Ready(read) = poll_read_buf(&mut stream, cx, &mut input) {
-                    return Poll::Ready(Some(read));
-                }
-                if unsent {
-                    if let Poll::Ready(ready) = stream.poll_write_ready(cx) {
-                        return Poll::Ready(ready.err().map(Err));
-                    }
-                }
-                Poll::Pending
-            }) => match io {
+            io = poll_fn(|cx| poll_read_or_writable(&mut stream, cx, &mut input, unsent)) => match io {
                 // Writable (or failing: the next write tells).
                 None => {}
                 Some(Ok(0)) => return Outcome::Broken("closed by the backend".into()),
