@@ -63,6 +63,24 @@ pub struct Tally {
 }
 
 impl Tally {
+    /// Prints what the clients saw while `what` ran (`writes` of their
+    /// writes counted), and asserts they saw no error and no stale read.
+    pub fn assert_clean(&self, what: &str, took: Duration, writes: u64) {
+        eprintln!(
+            "{what} in {:.1} s; {writes} writes, {} reads meanwhile; errors {}, stale {}",
+            took.as_secs_f64(),
+            self.reads.load(Ordering::Relaxed),
+            self.errors.load(Ordering::Relaxed),
+            self.stale.load(Ordering::Relaxed),
+        );
+        assert_eq!(
+            self.errors.load(Ordering::Relaxed),
+            0,
+            "client-visible errors"
+        );
+        assert_eq!(self.stale.load(Ordering::Relaxed), 0, "stale reads");
+    }
+
     pub fn record(&self, started: Instant) {
         let phase = usize::from(self.during.load(Ordering::Relaxed));
         self.latencies[phase]
