@@ -375,7 +375,13 @@ async fn the_source_master_killed_mid_move_loses_no_acknowledged_write() {
     }
     let keys = keys_in(0, 1023, 20_000, "f");
     preload(&proxies[0], &keys);
-    assert_eq!(master.connect().cmd_str(&["WAIT", "1", "5000"]), ":1\r\n");
+    // The replica holds every preloaded key (its first sync may still be
+    // running on a loaded machine: WAIT again until it acknowledges).
+    wait_until(
+        "the replica to acknowledge the preload",
+        Duration::from_secs(60),
+        || master.connect().cmd_str(&["WAIT", "1", "2000"]) == ":1\r\n",
+    );
 
     // Clients write and read keys of the moving range through both
     // proxies while the mover runs slowly.

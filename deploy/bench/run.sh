@@ -12,12 +12,13 @@
 # Loopback only; every process it starts is stopped by PID on exit.
 # Knobs (environment): ROUNDS (3), SP_THREADS ("default 2": one shardproxy
 # per entry, "default" = without --threads), N_PLAIN, N_PIPE, N_BIG,
-# N_HUGE, N_MSET (requests per run), IDLE ("1000 10000"), SHARDPROXY (the binary to
+# N_HUGE, N_MSET (requests per run), IDLE ("1000 10000"; empty: no idle rows), SHARDPROXY (the binary to
 # measure; default: the release build), TLS (1: also the TLS rows, 0: not),
 # BASELINE (the absolute path of another shardproxy binary, e.g. an older
 # build, with SP_THREADS including "default"): measured in the same rounds
 # as the row shardproxy-base, so a change is judged against the noise of
-# one run rather than across runs.
+# one run rather than across runs. ONLY (an extended regex): runs just the
+# cases whose names match, e.g. ONLY='P16' for an A/B of many short rounds.
 #
 # The TLS rows (openssl makes a throwaway CA and certificate): direct-tls is
 # the first backend's own TLS port (Redis's TLS against its plain port,
@@ -35,7 +36,7 @@ N_PIPE=${N_PIPE:-1000000}
 N_BIG=${N_BIG:-100000}
 N_MSET=${N_MSET:-100000}
 N_HUGE=${N_HUGE:-20000}
-IDLE=${IDLE:-"1000 10000"}
+IDLE=${IDLE-"1000 10000"}
 TLS=${TLS:-1}
 BASELINE=${BASELINE:-}
 if [ -n "$BASELINE" ] && [ ! -x "$BASELINE" ]; then
@@ -260,6 +261,18 @@ CASES=(
     "GET 64KB c50|-c 50 -n $N_HUGE -r $HUGE_KEYS GET huge:__rand_int__"
     "MSET 10 keys c50|-c 50 -n $N_MSET -r $KEYS ${MSET[*]}"
 )
+
+if [ -n "${ONLY:-}" ]; then
+    kept=()
+    for entry in "${CASES[@]}"; do
+        if [[ ${entry%%|*} =~ $ONLY ]]; then kept+=("$entry"); fi
+    done
+    if [ ${#kept[@]} -eq 0 ]; then
+        echo "run.sh: ONLY='$ONLY' matches no case" >&2
+        exit 1
+    fi
+    CASES=("${kept[@]}")
+fi
 
 # cpu_ticks PID: user + system CPU time of a process, in clock ticks.
 cpu_ticks() {

@@ -9,6 +9,7 @@
 //! instead of being overwritten, and proxies never see half a change.
 
 use super::target::{connect, FileShard, Target, ZK_TIMEOUT};
+use super::znodes::read_shard_znodes;
 use super::AdminError;
 use crate::zk::layout::{child_path, parse_shard_data, ShardData};
 use std::fmt;
@@ -243,26 +244,16 @@ fn deletions(plan: &Plan) -> usize {
 
 /// Reads the shard znodes under the cluster root (none if it is missing).
 async fn read_shards(client: &zk::Client, target: &Target) -> Result<Vec<ZkShard>, AdminError> {
-    let root = &target.cluster_root;
-    let names = match client.list_children(root).await {
-        Ok(names) => names,
-        Err(zk::Error::NoNode) => return Ok(Vec::new()),
-        Err(error) => return Err(AdminError::zk_path(&target.hosts, root, error)),
-    };
-    let mut shards = Vec::with_capacity(names.len());
-    for name in names {
-        let path = child_path(root, &name);
-        let error = |e| AdminError::zk_path(&target.hosts, &path, e);
-        let (data, stat) = client.get_data(&path).await.map_err(error)?;
-        let members = client.list_children(&path).await.map_err(error)?.len();
-        shards.push(ZkShard {
-            name,
-            data,
-            version: stat.version,
-            members,
-        });
-    }
-    Ok(shards)
+    let znodes = read_shard_znodes(client, target).await?.unwrap_or_default();
+    Ok(znodes
+        .into_iter()
+        .map(|znode| ZkShard {
+            name: znode.name,
+            data: znode.data,
+            version: znode.version,
+            members: znode.members.len(),
+        })
+        .collect())
 }
 
 /// Applies the plan's shard changes in one transaction.

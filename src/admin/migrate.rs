@@ -18,6 +18,7 @@ pub mod rebalance;
 mod stream_copy;
 
 use super::target::{connect, Target};
+use super::znodes::read_shard_znodes;
 use super::AdminError;
 use crate::zk::layout::{child_path, parse_range, ShardData, ShardView};
 use crate::zk::migration::{acks_path, control_root, migration_path, Ack, MigrationState, Phase};
@@ -66,30 +67,14 @@ pub(crate) async fn read_shards(
     client: &zk::Client,
     target: &Target,
 ) -> Result<Vec<Shard>, AdminError> {
-    let root = &target.cluster_root;
-    let names = client
-        .list_children(root)
-        .await
-        .map_err(|e| zk_error(target, root, e))?;
     let mut shards = Vec::new();
-    for name in names {
-        let path = child_path(root, &name);
-        let (data, stat) = match client.get_data(&path).await {
-            Ok(found) => found,
-            Err(zk::Error::NoNode) => continue,
-            Err(e) => return Err(zk_error(target, &path, e)),
-        };
-        let members = match client.list_children(&path).await {
-            Ok(members) => members,
-            Err(zk::Error::NoNode) => continue,
-            Err(e) => return Err(zk_error(target, &path, e)),
-        };
-        let view = ShardView::from_znodes(&path, &data, &members, None)
+    for znode in read_shard_znodes(client, target).await?.unwrap_or_default() {
+        let view = ShardView::from_znodes(&znode.path, &znode.data, &znode.members, None)
             .map_err(|e| failed(e.to_string()))?;
         shards.push(Shard {
             view,
-            data,
-            version: stat.version,
+            data: znode.data,
+            version: znode.version,
         });
     }
     shards.sort_by(|a, b| a.view.name.cmp(&b.view.name));
@@ -194,8 +179,9 @@ pub(crate) async fn read_state(
     client: &zk::Client,
     target: &Target,
 ) -> Result<Option<(MigrationState, i32)>, AdminError> {
-    let path = migration_path(&target.cluster_root)
-        .ok_or_else(|| failed("the cluster root has no parent directory for control znodes"))?;
+    let path = migration_path(&target.cluster_root).ok_or_else(|| {
+        failed("the cluster root cannot be the ZooKeeper root (control znodes go beside it)")
+    })?;
     match client.get_data(&path).await {
         Ok((data, stat)) => {
             let state = MigrationState::parse(&data).map_err(|e| failed(format!("{path}: {e}")))?;

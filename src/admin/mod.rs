@@ -25,6 +25,7 @@ pub mod render;
 pub mod report;
 pub mod status;
 pub mod target;
+mod znodes;
 
 use crate::config::{Config, ConfigError};
 use clap::{Parser, Subcommand};
@@ -142,12 +143,8 @@ pub struct MigrateArgs {
     /// nothing.
     #[arg(long)]
     pub dry_run: bool,
-    /// Keys per second the background mover may move (0: unlimited).
-    #[arg(long, default_value_t = 0, value_name = "KEYS")]
-    pub rate: u64,
-    /// How long every live proxy gets to acknowledge a phase.
-    #[arg(long, default_value_t = 10_000, value_name = "MS")]
-    pub barrier_timeout_ms: u64,
+    #[command(flatten)]
+    pub pace: PaceArgs,
 }
 
 /// `rebalance`'s options as typed.
@@ -161,13 +158,25 @@ pub struct RebalanceArgs {
     /// and the ranges before and after; change nothing.
     #[arg(long)]
     pub dry_run: bool,
-    /// Keys per second each move's background mover may move (0:
-    /// unlimited).
+    #[command(flatten)]
+    pub pace: PaceArgs,
+}
+
+/// How fast a move goes, shared by `migrate` and `rebalance`.
+#[derive(Debug, clap::Args)]
+pub struct PaceArgs {
+    /// Keys per second a move's background mover may move (0: unlimited).
     #[arg(long, default_value_t = 0, value_name = "KEYS")]
     pub rate: u64,
     /// How long every live proxy gets to acknowledge a phase.
     #[arg(long, default_value_t = 10_000, value_name = "MS")]
     pub barrier_timeout_ms: u64,
+}
+
+impl PaceArgs {
+    pub fn barrier_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.barrier_timeout_ms)
+    }
 }
 
 /// Why an admin command could not do its job.
@@ -308,8 +317,8 @@ pub fn run(args: &Args) -> Result<(String, u8), AdminError> {
                     range: m.range.clone(),
                     to: m.to.clone(),
                     dry_run: m.dry_run,
-                    rate: m.rate,
-                    barrier_timeout: std::time::Duration::from_millis(m.barrier_timeout_ms),
+                    rate: m.pace.rate,
+                    barrier_timeout: m.pace.barrier_timeout(),
                 };
                 Ok((migrate::migrate(&target, &options).await?, 0))
             }
@@ -317,8 +326,8 @@ pub fn run(args: &Args) -> Result<(String, u8), AdminError> {
                 let options = rebalance::RebalanceOptions {
                     weights: r.weights.clone(),
                     dry_run: r.dry_run,
-                    rate: r.rate,
-                    barrier_timeout: std::time::Duration::from_millis(r.barrier_timeout_ms),
+                    rate: r.pace.rate,
+                    barrier_timeout: r.pace.barrier_timeout(),
                 };
                 Ok((rebalance::rebalance(&target, &options).await?, 0))
             }

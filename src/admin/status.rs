@@ -8,6 +8,7 @@ use super::redis::read_replication;
 use super::render::render;
 use super::report::{judge, RawShard, Report, Snapshot};
 use super::target::{connect, Target, ZK_TIMEOUT};
+use super::znodes::{read_shard_znodes, ShardZnode};
 use super::AdminError;
 use crate::zk::layout::{child_path, parse_member_name};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -65,16 +66,17 @@ async fn snapshot(client: &zk::Client, target: &Target) -> Result<Snapshot, Admi
             proxies.push((name, data));
         }
     }
-    let shard_names = children(client, target, &target.cluster_root).await?;
-    let cluster_exists = shard_names.is_some();
+    let znodes = read_shard_znodes(client, target).await?;
+    let cluster_exists = znodes.is_some();
     let mut shards = Vec::new();
-    for name in shard_names.unwrap_or_default() {
-        let path = child_path(&target.cluster_root, &name);
-        // A shard deleted while we read is simply not shown.
-        let Some(data) = data(client, target, &path).await? else {
-            continue;
-        };
-        let members = children(client, target, &path).await?.unwrap_or_default();
+    // A shard deleted while we read is simply not shown.
+    for ShardZnode {
+        name,
+        data,
+        members,
+        ..
+    } in znodes.unwrap_or_default()
+    {
         let asked: Vec<_> = members
             .into_iter()
             .map(|znode| {

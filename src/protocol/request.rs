@@ -36,8 +36,12 @@ pub struct Request {
     pub raw: Bytes,
     /// The arguments, each a zero-copy slice of `raw` (never empty: requests
     /// without arguments are skipped, as Redis does).
-    pub args: Vec<Bytes>,
+    pub args: Args,
 }
+
+/// A request's arguments: up to three (GET, SET) held inline, so that
+/// parsing the common commands allocates nothing.
+pub type Args = smallvec::SmallVec<[Bytes; 3]>;
 
 impl Request {
     /// Builds a request from its `raw` bytes and the byte ranges of its arguments.

@@ -184,8 +184,9 @@ pub async fn serve<S: Io>(pool: Arc<Pool>, mut stream: S, shutdown: watch::Recei
                 }
             }
             stats.commands.count_request();
-            let (cmd, reply) = session.dispatch(request, resolved);
             let arrived = *arrived.get_or_insert_with(Instant::now);
+            session.accepted = arrived;
+            let (cmd, reply) = session.dispatch(request, resolved);
             owed.push_back(Owed {
                 reply,
                 cmd,
@@ -704,9 +705,12 @@ impl Session {
                         }
                     } else {
                         let shard = &table.shards[shard];
-                        let reply = shard
-                            .backend
-                            .send(self.proto, self.id as usize, sub_request);
+                        let reply = shard.backend.send_since(
+                            self.proto,
+                            self.id as usize,
+                            sub_request,
+                            self.accepted,
+                        );
                         (reply, shard.name)
                     };
                     sent.push(Part {
@@ -726,7 +730,9 @@ impl Session {
 
     fn send(&self, shard: &crate::proxy::router::Shard, raw: Bytes) -> Pending {
         Pending::Forward {
-            reply: shard.backend.send(self.proto, self.id as usize, raw),
+            reply: shard
+                .backend
+                .send_since(self.proto, self.id as usize, raw, self.accepted),
             shard: shard.name,
         }
     }

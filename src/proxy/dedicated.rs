@@ -9,13 +9,12 @@
 //! pool caps how many exist at once (`max_dedicated_connections`).
 
 use crate::protocol::Proto;
-use crate::proxy::backend::{Backend, PrivateConn, Reply};
+use crate::proxy::backend::{Backend, PrivateConn, ReplyReceiver};
 use crate::proxy::router::ShardName;
 use bytes::Bytes;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 /// How many dedicated connections a pool's clients hold, and the cap.
@@ -93,7 +92,7 @@ impl Dedicated {
         self.backend.timeout()
     }
 
-    pub fn send(&self, request: Bytes, deadline: Option<Instant>) -> oneshot::Receiver<Reply> {
+    pub fn send(&self, request: Bytes, deadline: Option<Instant>) -> ReplyReceiver {
         self.conn.send(request, deadline)
     }
 }

@@ -3,14 +3,13 @@
 //! text format so monitoring that parses Redis's INFO keeps working.
 
 use crate::protocol::{encode, parse_reply, Proto, Value};
-use crate::proxy::backend::Reply;
+use crate::proxy::backend::ReplyReceiver;
 use crate::proxy::pending::Pending;
 use crate::proxy::router::ShardName;
 use crate::proxy::session::{Session, REDIS_VERSION};
 use crate::proxy::stats::PoolStats;
 use bytes::{Bytes, BytesMut};
 use std::fmt::Write;
-use tokio::sync::oneshot;
 
 const SECTIONS: [&str; 5] = ["server", "clients", "stats", "zookeeper", "keyspace"];
 
@@ -18,7 +17,7 @@ const SECTIONS: [&str; 5] = ["server", "clients", "stats", "zookeeper", "keyspac
 /// have answered.
 pub struct InfoReply {
     text: String,
-    keyspace: Option<Vec<(ShardName, oneshot::Receiver<Reply>)>>,
+    keyspace: Option<Vec<(ShardName, ReplyReceiver)>>,
     proto: Proto,
 }
 
@@ -189,7 +188,7 @@ fn unix_secs(t: std::time::SystemTime) -> u64 {
 }
 
 /// Sends `INFO keyspace` to every distinct backend.
-fn ask_keyspace(session: &Session) -> Vec<(ShardName, oneshot::Receiver<Reply>)> {
+fn ask_keyspace(session: &Session) -> Vec<(ShardName, ReplyReceiver)> {
     let table = session.pool.router.load();
     table.send_to_every_backend(Proto::Resp2, &[&b"INFO"[..], b"keyspace"])
 }

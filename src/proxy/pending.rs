@@ -3,7 +3,7 @@
 
 use crate::command::Command;
 use crate::protocol::encode_error;
-use crate::proxy::backend::Reply;
+use crate::proxy::backend::{reply::TryRecvError, ReplyReceiver};
 use crate::proxy::outbuf::OutBuf;
 use crate::proxy::pool::Pool;
 use crate::proxy::router::ShardName;
@@ -14,7 +14,6 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
-use tokio::sync::oneshot;
 
 /// A reply the session owes, in request order.
 pub enum Pending {
@@ -22,7 +21,7 @@ pub enum Pending {
     Ready(Bytes),
     /// Forwarded to one backend; the frame comes back untouched.
     Forward {
-        reply: oneshot::Receiver<Reply>,
+        reply: ReplyReceiver,
         shard: ShardName,
     },
     /// Put together from several backends' replies (split commands,
@@ -63,8 +62,8 @@ impl Pending {
                     Some(cx) => ready!(Pin::new(reply).poll(cx)).ok(),
                     None => match reply.try_recv() {
                         Ok(reply) => Some(reply),
-                        Err(oneshot::error::TryRecvError::Empty) => return Poll::Pending,
-                        Err(oneshot::error::TryRecvError::Closed) => None,
+                        Err(TryRecvError::Empty) => return Poll::Pending,
+                        Err(TryRecvError::Dropped) => None,
                     },
                 };
                 let before = out.len();

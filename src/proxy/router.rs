@@ -6,7 +6,7 @@
 use crate::config::PoolConfig;
 use crate::hash::HashKind;
 use crate::protocol::{encode_request, Proto};
-use crate::proxy::backend::{Backend, BackendRegistry, BackendSettings, Reply};
+use crate::proxy::backend::{Backend, BackendRegistry, BackendSettings, ReplyReceiver};
 use crate::proxy::migration::{MigrationRoute, MigrationSpec};
 use crate::route::{hashable_key, Distribution, DistributionKind, Node};
 use crate::zk::migration::Phase;
@@ -16,7 +16,7 @@ use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
-use tokio::sync::{oneshot, watch};
+use tokio::sync::watch;
 
 /// A shard's name, as the request path carries it: an interned string,
 /// copied without touching a reference count (it rides along with every
@@ -69,7 +69,7 @@ impl RoutingTable {
         &self,
         proto: Proto,
         args: &[A],
-    ) -> Vec<(ShardName, oneshot::Receiver<Reply>)> {
+    ) -> Vec<(ShardName, ReplyReceiver)> {
         let mut request = BytesMut::new();
         encode_request(args, &mut request);
         let request = request.freeze();

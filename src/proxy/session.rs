@@ -13,6 +13,7 @@ use crate::proxy::stats::PoolStats;
 use bytes::{Bytes, BytesMut};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use tokio::time::Instant;
 
 /// The Redis version the proxy reports (HELLO, INFO): the command set it
 /// implements.
@@ -48,6 +49,9 @@ pub struct Session {
     pub pubsub: Option<Box<PubSub>>,
     /// Requests on a moving range, in order ([`crate::proxy::migration`]).
     pub migration_lane: Option<MigrationLane>,
+    /// When the requests being dispatched were read: their timeouts run
+    /// from here (one clock read per batch, not per request).
+    pub accepted: Instant,
 }
 
 /// A WATCH or MULTI in progress ([`super::transaction`]).
@@ -92,6 +96,7 @@ impl Session {
             last_shard: 0,
             pubsub: None,
             migration_lane: None,
+            accepted: Instant::now(),
         }
     }
 

@@ -7,11 +7,10 @@ use crate::command::SplitKind;
 use crate::protocol::{
     encode_array_header, encode_bulk, encode_error, encode_integer, reply_frame_len, Proto,
 };
-use crate::proxy::backend::Reply;
+use crate::proxy::backend::ReplyReceiver;
 use crate::proxy::router::{RoutingTable, ShardName};
 use crate::proxy::stats::PoolStats;
 use bytes::{Bytes, BytesMut};
-use tokio::sync::oneshot;
 
 /// How a split command is sent.
 pub enum Plan {
@@ -70,7 +69,7 @@ pub fn plan(table: &RoutingTable, kind: SplitKind, args: &[Bytes], keys: &[usize
 
 /// One sub-request in flight.
 pub struct Part {
-    pub reply: oneshot::Receiver<Reply>,
+    pub reply: ReplyReceiver,
     pub shard: ShardName,
     /// Positions (among the request's keys) of the keys it carries.
     pub positions: Vec<usize>,

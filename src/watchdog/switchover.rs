@@ -38,6 +38,7 @@
 use super::health::RedisLink;
 use crate::redis_client::RedisConn;
 use crate::zk::layout::{members_in_line, Member};
+use crate::zk::migration::control_root;
 use serde::{Deserialize, Serialize};
 use std::time::{Duration, Instant};
 use zookeeper_client as zk;
@@ -58,17 +59,11 @@ const OFFSET_POLL: Duration = Duration::from_millis(2);
 /// `/redis/cluster/icd/redis-0000` -> `/redis/control/icd/redis-0000`.
 /// `None` for a path with fewer than two segments (no cluster root).
 pub fn control_path(shard_path: &str) -> Option<String> {
-    let segments: Vec<&str> = shard_path.split('/').filter(|s| !s.is_empty()).collect();
-    let [base @ .., cluster, shard] = segments.as_slice() else {
+    let (root, shard) = shard_path.trim_end_matches('/').rsplit_once('/')?;
+    if shard.is_empty() {
         return None;
-    };
-    let base = &base[..base.len().saturating_sub(1)];
-    let mut path = String::new();
-    for segment in base.iter().chain(&["control", cluster, shard]) {
-        path.push('/');
-        path.push_str(segment);
     }
-    Some(path)
+    Some(format!("{}/{shard}", control_root(root)?))
 }
 
 /// Where a request stands.

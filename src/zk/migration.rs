@@ -29,12 +29,15 @@ pub const ACKS_NODE: &str = "migration-acks";
 
 /// The control directory of the cluster rooted at `root`: its parent
 /// directory replaced by `control`, e.g. `/redis/cluster/icd` ->
-/// `/redis/control/icd`. `None` for a root without a parent.
+/// `/redis/control/icd` (and `/icd` -> `/control/icd`). `None` for the
+/// ZooKeeper root itself. Planned switchovers (`<control>/<shard>`) and
+/// migrations live there, beside the cluster.
 pub fn control_root(root: &str) -> Option<String> {
     let segments: Vec<&str> = root.split('/').filter(|s| !s.is_empty()).collect();
-    let [base @ .., _, cluster] = segments.as_slice() else {
+    let [base @ .., cluster] = segments.as_slice() else {
         return None;
     };
+    let base = &base[..base.len().saturating_sub(1)];
     let mut path = String::new();
     for segment in base.iter().chain(&["control", cluster]) {
         path.push('/');
@@ -199,7 +202,8 @@ mod tests {
             migration_path("/a/b/cluster/icd/").as_deref(),
             Some("/a/b/control/icd/migration")
         );
-        assert_eq!(control_root("/icd"), None);
+        assert_eq!(control_root("/icd").as_deref(), Some("/control/icd"));
+        assert_eq!(control_root("/"), None);
     }
 
     #[test]

@@ -65,23 +65,13 @@ impl Certs {
     }
 
     fn make_ca(&self, stem: &str) {
-        openssl(
-            &self.dir,
+        self.new_key_and_request(
+            stem,
+            &format!("/CN=shardproxy test {stem}"),
             &[
-                "req",
                 "-x509",
-                "-new",
-                "-nodes",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:prime256v1",
                 "-days",
                 "2",
-                "-subj",
-                &format!("/CN=shardproxy test {stem}"),
-                "-keyout",
-                &format!("{stem}.key"),
                 "-out",
                 &format!("{stem}.pem"),
                 "-addext",
@@ -90,6 +80,28 @@ impl Certs {
                 "keyUsage=critical,keyCertSign,cRLSign",
             ],
         );
+    }
+
+    /// `openssl req` making a fresh P-256 key `<stem>.key` for subject
+    /// `subj`; `rest` says what to write (a self-signed certificate, or a
+    /// signing request).
+    fn new_key_and_request(&self, stem: &str, subj: &str, rest: &[&str]) {
+        let key = format!("{stem}.key");
+        let mut args = vec![
+            "req",
+            "-new",
+            "-nodes",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-subj",
+            subj,
+            "-keyout",
+            &key,
+        ];
+        args.extend_from_slice(rest);
+        openssl(&self.dir, &args);
     }
 
     fn make_leaf(&self, stem: &str, ca: &str, cn: &str) {
@@ -101,23 +113,10 @@ impl Certs {
              subjectAltName=IP:127.0.0.1,DNS:localhost\n",
         )
         .unwrap();
-        openssl(
-            &self.dir,
-            &[
-                "req",
-                "-new",
-                "-nodes",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:prime256v1",
-                "-subj",
-                &format!("/CN={cn}"),
-                "-keyout",
-                &format!("{stem}.key"),
-                "-out",
-                &format!("{stem}.csr"),
-            ],
+        self.new_key_and_request(
+            stem,
+            &format!("/CN={cn}"),
+            &["-out", &format!("{stem}.csr")],
         );
         openssl(
             &self.dir,

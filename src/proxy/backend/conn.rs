@@ -23,7 +23,7 @@
 //! acknowledged from a master about to be discarded), and the requests not
 //! yet written go to the new master.
 
-use super::{BackendError, BackendSettings, BackendStats, Demotion, Health, Job, Reply};
+use super::{BackendError, BackendSettings, BackendStats, Demotion, Health, Job, ReplySender};
 use crate::protocol::{encode_request, reply_frame_len, Proto, ReplyFramer};
 use crate::proxy::outbuf::OutBuf;
 use crate::proxy::stream::{poll_read_or_writable, BackendStream, Io};
@@ -35,7 +35,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, watch};
 use tokio::time::{sleep_until, timeout, Instant};
 
 /// What a connection task needs to know about its backend.
@@ -203,13 +203,13 @@ async fn demotion_changed(demoted: &mut watch::Receiver<bool>) {
 fn fail(target: &Target, job: Job, reason: &str) {
     target.stats.requests.fetch_add(1, Ordering::Relaxed);
     target.stats.errors.fetch_add(1, Ordering::Relaxed);
-    let _ = job.reply.send(Err(BackendError::Unavailable {
+    job.reply.send(Err(BackendError::Unavailable {
         addr: target.addr.clone(),
         reason: reason.to_string(),
     }));
 }
 
-fn time_out(target: &Target, reply: oneshot::Sender<Reply>) {
+fn time_out(target: &Target, reply: ReplySender) {
     let ms = target.settings.timeout.map_or(0, |t| t.as_millis());
     answer_timeout(&target.addr, &target.stats, &target.health, ms, reply);
 }
@@ -220,11 +220,11 @@ fn answer_timeout(
     stats: &BackendStats,
     health: &Health,
     ms: u128,
-    reply: oneshot::Sender<Reply>,
+    reply: ReplySender,
 ) {
     stats.timeouts.fetch_add(1, Ordering::Relaxed);
     health.record_failure();
-    let _ = reply.send(Err(BackendError::Timeout {
+    reply.send(Err(BackendError::Timeout {
         addr: addr.clone(),
         ms,
     }));
@@ -249,7 +249,7 @@ fn hand_over(target: &Target, queue: &mut Queue) {
             None => {
                 target.stats.requests.fetch_add(1, Ordering::Relaxed);
                 target.stats.errors.fetch_add(1, Ordering::Relaxed);
-                let _ = job.reply.send(Err(BackendError::Demoted {
+                job.reply.send(Err(BackendError::Demoted {
                     addr: target.addr.clone(),
                 }));
             }
@@ -436,7 +436,7 @@ enum Outcome {
 struct InFlight {
     /// `None` once the request timed out and its client was answered; the
     /// late reply is then read and dropped.
-    reply: Option<oneshot::Sender<Reply>>,
+    reply: Option<ReplySender>,
     deadline: Option<Instant>,
     /// Where the request ends in the connection's output stream.
     end: u64,
@@ -652,7 +652,7 @@ impl<'a> Connection<'a> {
             match entry.reply {
                 Some(reply) => {
                     self.target.health.record_success();
-                    let _ = reply.send(Ok(frame));
+                    reply.send(Ok(frame));
                 }
                 None => self.timed_out -= 1,
             }
@@ -682,7 +682,7 @@ impl<'a> Connection<'a> {
     /// wire could no longer be matched to requests. The others in flight
     /// get their timeout at their own deadline, as they would have.
     fn stuck_mid_write(mut self) -> Outcome {
-        let owed: Vec<(oneshot::Sender<Reply>, Option<Instant>)> = self
+        let owed: Vec<(ReplySender, Option<Instant>)> = self
             .in_flight
             .drain(..)
             .filter_map(|entry| entry.reply.map(|reply| (reply, entry.deadline)))
@@ -713,7 +713,7 @@ impl<'a> Connection<'a> {
             "no longer a master: closing its connection");
         for reply in self.in_flight.drain(..).filter_map(|entry| entry.reply) {
             self.target.stats.errors.fetch_add(1, Ordering::Relaxed);
-            let _ = reply.send(Err(BackendError::Demoted {
+            reply.send(Err(BackendError::Demoted {
                 addr: self.target.addr.clone(),
             }));
         }
@@ -726,7 +726,7 @@ impl<'a> Connection<'a> {
     fn broken(mut self, reason: String) -> Outcome {
         for reply in self.in_flight.drain(..).filter_map(|entry| entry.reply) {
             self.target.stats.errors.fetch_add(1, Ordering::Relaxed);
-            let _ = reply.send(Err(BackendError::Closed {
+            reply.send(Err(BackendError::Closed {
                 addr: self.target.addr.clone(),
                 detail: format!(" ({reason})"),
             }));

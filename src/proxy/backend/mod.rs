@@ -11,8 +11,10 @@
 
 mod conn;
 mod health;
+pub mod reply;
 
 pub use health::Health;
+pub use reply::{ReplyReceiver, ReplySender};
 
 pub(crate) use conn::connect_to;
 
@@ -22,7 +24,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 /// A backend's reply: the raw RESP frame, or why there is none.
@@ -113,7 +115,7 @@ struct ConnHandle {
 /// A request for a connection task, and where its reply goes.
 pub(crate) struct Job {
     pub request: Bytes,
-    pub reply: oneshot::Sender<Reply>,
+    pub reply: ReplySender,
     /// When the client must have its answer: `timeout` after the proxy
     /// accepted the request, however long it waits in queues.
     pub deadline: Option<Instant>,
@@ -193,9 +195,21 @@ impl Backend {
     /// `proto`, picked by `affinity` (the client's id: all requests of one
     /// client take the same connection), and returns where its reply will
     /// arrive. The request's timeout starts now.
-    pub fn send(&self, proto: Proto, affinity: usize, request: Bytes) -> oneshot::Receiver<Reply> {
-        let (reply, rx) = oneshot::channel();
-        let deadline = self.settings.timeout.map(|t| Instant::now() + t);
+    pub fn send(&self, proto: Proto, affinity: usize, request: Bytes) -> ReplyReceiver {
+        self.send_since(proto, affinity, request, Instant::now())
+    }
+
+    /// [`Self::send`] for a request the proxy accepted at `accepted`: its
+    /// timeout runs from then.
+    pub fn send_since(
+        &self,
+        proto: Proto,
+        affinity: usize,
+        request: Bytes,
+        accepted: Instant,
+    ) -> ReplyReceiver {
+        let (reply, rx) = reply::channel();
+        let deadline = self.settings.timeout.map(|t| accepted + t);
         self.send_job(
             proto,
             Job {
@@ -211,7 +225,7 @@ impl Backend {
     /// PINGs every shared connection open to this backend: each reply
     /// arrives only once everything queued on its connection before it has
     /// been answered.
-    pub fn ping_all(&self) -> Vec<oneshot::Receiver<Reply>> {
+    pub fn ping_all(&self) -> Vec<ReplyReceiver> {
         let ping = Bytes::from_static(b"*1\r\n$4\r\nPING\r\n");
         let mut replies = Vec::new();
         for (proto, conns) in [
@@ -265,7 +279,7 @@ impl Backend {
         let i = job.affinity % conns.len();
         if let Err(mpsc::error::SendError(job)) = conns[i].jobs.send(job) {
             // The task only ends when the backend is dropped; answer anyway.
-            let _ = job.reply.send(Err(BackendError::Unavailable {
+            job.reply.send(Err(BackendError::Unavailable {
                 addr: self.addr.clone(),
                 reason: "connection task stopped".into(),
             }));
@@ -313,8 +327,8 @@ pub struct PrivateConn {
 
 impl PrivateConn {
     /// Queues `request`; its reply fails with a timeout at `deadline`.
-    pub fn send(&self, request: Bytes, deadline: Option<Instant>) -> oneshot::Receiver<Reply> {
-        let (reply, rx) = oneshot::channel();
+    pub fn send(&self, request: Bytes, deadline: Option<Instant>) -> ReplyReceiver {
+        let (reply, rx) = reply::channel();
         let job = Job {
             request,
             reply,
@@ -322,7 +336,7 @@ impl PrivateConn {
             affinity: 0,
         };
         if let Err(mpsc::error::SendError(job)) = self.jobs.send(job) {
-            let _ = job.reply.send(Err(BackendError::Closed {
+            job.reply.send(Err(BackendError::Closed {
                 addr: self.addr.clone(),
                 detail: " (the dedicated connection was closed)".into(),
             }));

@@ -4,13 +4,13 @@
 
 use super::{take_command, HOLD};
 use crate::protocol::{encode_request, Proto};
-use crate::proxy::backend::{BackendError, Reply};
+use crate::proxy::backend::{reply, BackendError, Reply, ReplyReceiver, ReplySender};
 use crate::proxy::pool::Pool;
 use crate::zk::migration::Phase;
 use bytes::{Bytes, BytesMut};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 /// How long MIGRATE may take to reach the target (its own I/O timeout on
@@ -25,7 +25,7 @@ struct Job {
     raw: Bytes,
     proto: Proto,
     affinity: usize,
-    reply: oneshot::Sender<Reply>,
+    reply: ReplySender,
 }
 
 /// The sending side, held by the session; the task ends when it is dropped.
@@ -50,8 +50,8 @@ impl Lane {
         raw: Bytes,
         proto: Proto,
         affinity: usize,
-    ) -> oneshot::Receiver<Reply> {
-        let (reply, rx) = oneshot::channel();
+    ) -> ReplyReceiver {
+        let (reply, rx) = reply::channel();
         self.outstanding.fetch_add(1, Ordering::Relaxed);
         let job = Job {
             keys,
@@ -62,7 +62,7 @@ impl Lane {
         };
         if let Err(mpsc::error::SendError(job)) = self.jobs.send(job) {
             self.outstanding.fetch_sub(1, Ordering::Relaxed);
-            let _ = job.reply.send(Ok(tryagain("the migration lane stopped")));
+            job.reply.send(Ok(tryagain("the migration lane stopped")));
         }
         rx
     }
@@ -81,7 +81,7 @@ async fn run(
 ) {
     while let Some(job) = jobs.recv().await {
         let reply = serve(&pool, &job).await;
-        let _ = job.reply.send(reply);
+        job.reply.send(reply);
         outstanding.fetch_sub(1, Ordering::Relaxed);
     }
 }
@@ -197,7 +197,7 @@ fn wait_command(replicas: usize) -> Bytes {
     out.freeze()
 }
 
-async fn wait(reply: oneshot::Receiver<Reply>) -> Reply {
+async fn wait(reply: ReplyReceiver) -> Reply {
     reply.await.unwrap_or_else(|_| {
         Err(BackendError::Closed {
             addr: Arc::from("migration"),

@@ -12,13 +12,12 @@
 use super::Client;
 use crate::command::Command;
 use crate::protocol::{encode, encode_error, encode_request, parse_reply_bytes, Proto, Value};
-use crate::proxy::backend::Reply;
+use crate::proxy::backend::ReplyReceiver;
 use crate::proxy::pending::{unsupported_error, Pending};
 use crate::proxy::router::{RoutingTable, ShardName};
 use crate::proxy::stats::PoolStats;
 use bytes::{Bytes, BytesMut};
 use std::collections::HashSet;
-use tokio::sync::oneshot;
 
 /// PUBLISH, SPUBLISH and PUBSUB.
 pub fn run(client: &mut Client<'_>, cmd: &'static Command, args: &[Bytes], raw: Bytes) -> Pending {
@@ -128,7 +127,7 @@ fn numsub(client: &Client<'_>, table: &RoutingTable, args: &[Bytes]) -> Pending 
     })
 }
 
-type Asked = Vec<(ShardName, oneshot::Receiver<Reply>)>;
+type Asked = Vec<(ShardName, ReplyReceiver)>;
 
 fn every_backend(table: &RoutingTable, proto: Proto, args: &[Bytes]) -> Asked {
     table.send_to_every_backend(proto, args)
@@ -149,7 +148,7 @@ fn assemble(
     }))
 }
 
-async fn value(shard: &str, reply: oneshot::Receiver<Reply>) -> Result<Value, String> {
+async fn value(shard: &str, reply: ReplyReceiver) -> Result<Value, String> {
     let frame = match reply.await {
         Ok(Ok(frame)) => frame,
         Ok(Err(e)) => return Err(format!("ERR shard '{shard}': {e}")),
@@ -162,7 +161,7 @@ async fn value(shard: &str, reply: oneshot::Receiver<Reply>) -> Result<Value, St
     }
 }
 
-async fn array(shard: &str, reply: oneshot::Receiver<Reply>) -> Result<Vec<Value>, String> {
+async fn array(shard: &str, reply: ReplyReceiver) -> Result<Vec<Value>, String> {
     match value(shard, reply).await? {
         Value::Array(items) | Value::Set(items) => Ok(items),
         other => Err(unexpected(shard, &other)),
