@@ -67,8 +67,12 @@ pub(crate) async fn read_shards(
     client: &zk::Client,
     target: &Target,
 ) -> Result<Vec<Shard>, AdminError> {
+    let root = &target.cluster_root;
+    let znodes = read_shard_znodes(client, target)
+        .await?
+        .ok_or_else(|| zk_error(target, root, zk::Error::NoNode))?;
     let mut shards = Vec::new();
-    for znode in read_shard_znodes(client, target).await?.unwrap_or_default() {
+    for znode in znodes {
         let view = ShardView::from_znodes(&znode.path, &znode.data, &znode.members, None)
             .map_err(|e| failed(e.to_string()))?;
         shards.push(Shard {

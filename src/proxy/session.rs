@@ -49,8 +49,9 @@ pub struct Session {
     pub pubsub: Option<Box<PubSub>>,
     /// Requests on a moving range, in order ([`crate::proxy::migration`]).
     pub migration_lane: Option<MigrationLane>,
-    /// When the requests being dispatched were read: their timeouts run
-    /// from here (one clock read per batch, not per request).
+    /// When the session loop's current pass began dispatching: the
+    /// timeouts of the requests it forwards run from here (one clock read
+    /// per pass, not per request).
     pub accepted: Instant,
 }
 

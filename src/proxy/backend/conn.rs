@@ -580,9 +580,15 @@ impl<'a> Connection<'a> {
                 job = jobs.recv(), if !*senders_gone => match job {
                     Some(job) => {
                         queue.push_back(job);
-                        // No yield to gather more clients' requests first:
-                        // measured with 50 clients (deploy/bench), it saved
-                        // 5% of the backend writes and no CPU per request.
+                        // Let every other ready task run first (the runtime
+                        // resumes this one once it has run out of them), so
+                        // the requests of all the clients served in this
+                        // turn go out in one write, as in twemproxy's event
+                        // loop. Measured (deploy/bench, 6 rounds, against
+                        // the same build without it): the same CPU per
+                        // request, 2-6% more unpipelined throughput (MSET
+                        // +6%), as Redis gets fuller batches.
+                        tokio::task::yield_now().await;
                         while let Ok(job) = jobs.try_recv() {
                             queue.push_back(job);
                         }

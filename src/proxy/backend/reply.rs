@@ -103,6 +103,9 @@ impl ReplySender {
             _ => None,
         };
         drop(state);
+        // Let go of the slot before waking: a receiver that runs at once on
+        // another thread then finds itself the only holder and can reuse it.
+        drop(slot);
         if let Some(waker) = waker {
             waker.wake();
         }
@@ -126,6 +129,7 @@ impl Drop for ReplySender {
             let waker = waker.take();
             *state = State::SenderGone;
             drop(state);
+            drop(slot);
             if let Some(waker) = waker {
                 waker.wake();
             }
