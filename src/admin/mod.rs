@@ -3,6 +3,7 @@
 //! for a planned switchover (`failover`).
 //!
 //! - [`target`]: which pool, ZooKeeper hosts and paths a command works on.
+//! - `znodes`: reading the shard znodes, for `init`, `status` and moves.
 //! - [`init`]: compare the file's shards with ZooKeeper's; create or fix.
 //! - [`status`], [`report`], [`render`]: read, judge, print.
 //! - [`redis`]: each Redis's `INFO replication`, through the watchdog's

@@ -7,7 +7,8 @@
 //! Backends live in a [`BackendRegistry`] keyed by address, so a new routing
 //! table reuses the connections of the servers it keeps; a backend that no
 //! table references any more is dropped, and its connection tasks finish the
-//! replies they owe and close.
+//! replies they owe and close. Each request's reply comes back through a
+//! [`reply`] channel, whose slots are reused rather than allocated.
 
 mod conn;
 mod health;
