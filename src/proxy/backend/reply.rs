@@ -271,6 +271,44 @@ mod tests {
         tx.send(ok("+late\r\n"));
     }
 
+    /// Across threads, with slots recycled all the while: every receiver
+    /// gets its own reply (or `Dropped` when its sender gave up), never
+    /// another channel's, whatever the interleaving.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn replies_never_cross_channels_across_threads() {
+        for round in 0..20u32 {
+            let mut waiting = Vec::new();
+            for i in 0..500u32 {
+                let (tx, rx) = channel();
+                let id = round * 1000 + i;
+                tokio::spawn(async move {
+                    if i % 7 == 0 {
+                        drop(tx);
+                    } else {
+                        tokio::task::yield_now().await;
+                        tx.send(Ok(Bytes::from(id.to_string())));
+                    }
+                });
+                if i % 5 == 0 {
+                    // Given up on before the reply: its slot must not be
+                    // handed to a later channel while the send may still
+                    // come.
+                    drop(rx);
+                } else {
+                    waiting.push((id, i % 7 == 0, rx));
+                }
+            }
+            for (id, dropped, rx) in waiting {
+                let got = rx.await;
+                if dropped {
+                    assert_eq!(got, Err(Dropped), "channel {id}");
+                } else {
+                    assert_eq!(got, Ok(Ok(Bytes::from(id.to_string()))), "channel {id}");
+                }
+            }
+        }
+    }
+
     #[test]
     fn slots_are_reused_once_both_ends_are_done() {
         let (tx, mut rx) = channel();
