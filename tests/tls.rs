@@ -24,8 +24,15 @@ use std::process::Command;
 use std::time::Duration;
 
 /// A proxy over `servers` (host:port:weight lines) with the pool `keys`.
+/// A proxy over `servers` with pool keys `keys`. md5 + modula, not the
+/// default ketama: ketama's ring depends on the servers' (random) ports,
+/// and FNV puts keys that differ in their last byte next to each other on
+/// it, so a test's keys could all land on one server. With modula the
+/// placement depends on the keys alone.
 fn proxy(keys: &str, servers: &[&Redis]) -> Proxy {
-    let mut body = format!("  redis: true\n  timeout: 3000\n{keys}  servers:\n");
+    let mut body = format!(
+        "  redis: true\n  timeout: 3000\n  hash: md5\n  distribution: modula\n{keys}  servers:\n"
+    );
     for s in servers {
         body += &format!("   - {}:1\n", s.addr());
     }
