@@ -9,6 +9,8 @@ use common::proxy::Proxy;
 use common::redis::{encode_command, RawClient, Redis};
 use common::{cpu_time, free_port, rss_kib, wait_until};
 use std::io::{Read, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// A proxy over two redis-servers, range form, with `extra` pool keys.
@@ -220,7 +222,7 @@ fn slow_reader(
         setup.cmd_str(&["SET", "neighbour", &"n".repeat(8192)]),
         "+OK\r\n"
     );
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop = Arc::new(AtomicBool::new(false));
     let busy = neighbour.then(|| {
         let (port, stop) = (proxy.port, stop.clone());
         std::thread::spawn(move || {
@@ -229,7 +231,7 @@ fn slow_reader(
                 .flat_map(|_| encode_command(&[b"GETRANGE", b"neighbour", b"0", b"-1"]))
                 .collect();
             let mut rounds = 0u64;
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            while !stop.load(Ordering::Relaxed) {
                 client.send_raw(&batch);
                 for _ in 0..50 {
                     assert_eq!(client.read_reply().len(), 8192 + 9);
@@ -276,7 +278,7 @@ fn slow_reader(
         },
     );
     let grown = rss_kib(pid).saturating_sub(before);
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    stop.store(true, Ordering::Relaxed);
     if let Some(busy) = busy {
         let rounds = busy.join().expect("the neighbour got every reply");
         assert!(rounds > 0, "the neighbour was served meanwhile");

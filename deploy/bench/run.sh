@@ -12,13 +12,14 @@
 # Loopback only; every process it starts is stopped by PID on exit.
 # Knobs (environment): ROUNDS (3), SP_THREADS ("default 2": one shardproxy
 # per entry, "default" = without --threads), N_PLAIN, N_PIPE, N_BIG,
-# N_HUGE, N_MSET (requests per run), IDLE ("1000 10000"; empty: no idle rows), SHARDPROXY (the binary to
-# measure; default: the release build), TLS (1: also the TLS rows, 0: not),
-# BASELINE (the absolute path of another shardproxy binary, e.g. an older
-# build, with SP_THREADS including "default"): measured in the same rounds
-# as the row shardproxy-base, so a change is judged against the noise of
-# one run rather than across runs. ONLY (an extended regex): runs just the
-# cases whose names match, e.g. ONLY='P16' for an A/B of many short rounds.
+# N_HUGE, N_MSET (requests per run), IDLE ("1000 10000"; empty: no idle
+# rows), SHARDPROXY (the binary to measure; default: the release build),
+# TLS (1: also the TLS rows, 0: not), BASELINE (the absolute path of
+# another shardproxy binary, e.g. an older build, with SP_THREADS including
+# "default"): measured in the same rounds as the row shardproxy-base, so a
+# change is judged against the noise of one run rather than across runs.
+# ONLY (an extended regex): runs just the cases whose names match, e.g.
+# ONLY='P16' for an A/B of many short rounds.
 #
 # The TLS rows (openssl makes a throwaway CA and certificate): direct-tls is
 # the first backend's own TLS port (Redis's TLS against its plain port,

@@ -4,8 +4,9 @@
 //! leaves in one `write`. Larger ones are queued as the `Bytes` they arrived
 //! in and leave with the staged bytes around them in one vectored write,
 //! never copied. What counts as large depends on the direction
-//! ([`OutBuf::for_requests`], [`OutBuf::for_replies`]). Writing never waits: the caller waits for writability and keeps
-//! its timers and its reads going meanwhile.
+//! ([`OutBuf::for_requests`], [`OutBuf::for_replies`]). Writing never
+//! waits: the caller waits for writability and keeps its timers and its
+//! reads going meanwhile.
 
 use bytes::{Buf, Bytes, BytesMut};
 use std::collections::VecDeque;
