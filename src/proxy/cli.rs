@@ -7,6 +7,7 @@ use crate::logging;
 use crate::proxy::listener::Proxy;
 use crate::proxy::reload;
 use crate::proxy::stats_server::Monitoring;
+use crate::proxy::workers;
 use clap::Parser;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -123,23 +124,31 @@ fn run(
     monitoring: Monitoring,
 ) -> ExitCode {
     let threads = threads.filter(|n| *n > 0).unwrap_or_else(default_threads);
-    // One thread runs on tokio's single-threaded scheduler: no cross-thread
-    // wake-ups at all.
-    let mut builder = if threads == 1 {
-        tokio::runtime::Builder::new_current_thread()
+    // One thread: everything on one single-threaded runtime, no hand-offs.
+    // More: thread-per-core workers serve the clients, and this thread's
+    // runtime keeps the control work (accepting, ZooKeeper, stats).
+    let workers = if threads > 1 {
+        match workers::start(threads) {
+            Ok(workers) => Some(workers),
+            Err(e) => {
+                eprintln!("shardproxy: cannot start {threads} worker threads: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
     } else {
-        let mut builder = tokio::runtime::Builder::new_multi_thread();
-        builder.worker_threads(threads);
-        builder
+        None
     };
-    let runtime = match builder.enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("shardproxy: cannot start the runtime: {e}");
             return ExitCode::FAILURE;
         }
     };
-    runtime.block_on(async {
+    let code = runtime.block_on(async {
         let proxy = match Proxy::bind(&config, monitoring).await {
             Ok(proxy) => proxy,
             Err(e) => {
@@ -159,9 +168,15 @@ fn run(
             let _ = stop.send(true);
         });
         proxy.run(shutdown).await;
-        tracing::info!("stopped");
         ExitCode::SUCCESS
-    })
+    });
+    if let Some(workers) = workers {
+        workers.stop();
+    }
+    if code == ExitCode::SUCCESS {
+        tracing::info!("stopped");
+    }
+    code
 }
 
 /// Worker threads without `--threads`: one per core, except on machines

@@ -8,6 +8,7 @@ use crate::proxy::pending::Pending;
 use crate::proxy::router::ShardName;
 use crate::proxy::session::{Session, REDIS_VERSION};
 use crate::proxy::stats::PoolStats;
+use crate::proxy::workers;
 use bytes::{Bytes, BytesMut};
 use std::fmt::Write;
 
@@ -69,6 +70,13 @@ fn write_section(session: &Session, section: &str, out: &mut String) {
                 table.source,
                 table.shards.len(),
             );
+            // Every pool's clients, per worker thread.
+            let per_worker = workers::sessions();
+            let _ = write!(out, "worker_threads:{}\r\n", workers::count());
+            if !per_worker.is_empty() {
+                let counts: Vec<String> = per_worker.iter().map(usize::to_string).collect();
+                let _ = write!(out, "worker_clients:{}\r\n", counts.join(","));
+            }
             for (i, shard) in table.shards.iter().enumerate() {
                 let range = shard
                     .range

@@ -10,6 +10,7 @@ use crate::proxy::cluster;
 use crate::proxy::pool::Pool;
 use crate::proxy::stats::PoolStats;
 use crate::proxy::stats_server::{self, Monitoring};
+use crate::proxy::workers;
 use crate::tls::{ListenTls, ServerStream, ACCEPT_HANDSHAKE_LIMIT};
 use bytes::BytesMut;
 use std::sync::atomic::Ordering;
@@ -183,26 +184,30 @@ async fn accept_loop(
         let _ = stream.set_nodelay(true);
         let pool = pool.clone();
         let shutdown = shutdown.clone();
-        sessions.spawn(async move {
-            pool.stats.connected_clients.fetch_add(1, Ordering::Relaxed);
-            match &pool.tls {
-                None => client::serve(pool.clone(), stream, shutdown).await,
-                Some(tls) => {
-                    // The handshake runs in the session's task, so a slow
-                    // or silent client never holds up the accept loop.
-                    // Boxed: a TLS session's state (its stream alone is
-                    // 1.2 KB) would otherwise size every plain session's
-                    // task too, idle ones included.
-                    Box::pin(async {
-                        if let Some(stream) = handshake(&pool, tls, stream).await {
-                            client::serve(pool.clone(), stream, shutdown).await;
-                        }
-                    })
-                    .await;
-                }
+        match workers::pick() {
+            None => {
+                sessions.spawn(session(pool, stream, shutdown));
             }
-            pool.stats.connected_clients.fetch_sub(1, Ordering::Relaxed);
-        });
+            // The socket leaves this thread's event loop for the worker's.
+            Some((worker, runtime)) => match stream.into_std() {
+                Ok(stream) => {
+                    let guard = workers::session_guard(worker);
+                    sessions.spawn_on(
+                        async move {
+                            let _guard = guard;
+                            match TcpStream::from_std(stream) {
+                                Ok(stream) => session(pool, stream, shutdown).await,
+                                Err(e) => {
+                                    tracing::warn!(error = %e, "cannot hand a client to its worker");
+                                }
+                            }
+                        },
+                        runtime,
+                    );
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot hand a client to a worker"),
+            },
+        }
     }
     drop(acceptor);
     let drained = tokio::time::timeout(DRAIN_LIMIT, async {
@@ -212,6 +217,27 @@ async fn accept_loop(
     if drained.is_err() {
         tracing::warn!(pool = %pool.name, "sessions still busy after the drain limit; closing them");
     }
+}
+
+/// One client's connection, from the TLS handshake (if any) to the end.
+async fn session(pool: Arc<Pool>, stream: TcpStream, shutdown: watch::Receiver<bool>) {
+    pool.stats.connected_clients.fetch_add(1, Ordering::Relaxed);
+    match &pool.tls {
+        None => client::serve(pool.clone(), stream, shutdown).await,
+        Some(tls) => {
+            // The handshake runs in the session's task, so a slow or silent
+            // client never holds up the accept loop. Boxed: a TLS session's
+            // state (its stream alone is 1.2 KB) would otherwise size every
+            // plain session's task too, idle ones included.
+            Box::pin(async {
+                if let Some(stream) = handshake(&pool, tls, stream).await {
+                    client::serve(pool.clone(), stream, shutdown).await;
+                }
+            })
+            .await;
+        }
+    }
+    pool.stats.connected_clients.fetch_sub(1, Ordering::Relaxed);
 }
 
 /// How long a pool that routes from ZooKeeper waits for its first view

@@ -54,4 +54,5 @@ pub mod stats;
 pub mod stats_server;
 pub mod stream;
 pub mod transaction;
+pub mod workers;
 pub mod zk;

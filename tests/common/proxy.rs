@@ -40,6 +40,16 @@ impl Proxy {
     /// Like [`Proxy::start_yaml`], run through `wrapper` (a command that
     /// execs its arguments, e.g. `prlimit --nofile=64 --`).
     pub fn start_wrapped(port: u16, yaml: &str, wrapper: &[&str]) -> Proxy {
+        Proxy::start_process(port, yaml, wrapper, &[])
+    }
+
+    /// Like [`Proxy::start_yaml`], with more command-line arguments
+    /// (e.g. `--threads 3`).
+    pub fn start_yaml_args(port: u16, yaml: &str, args: &[&str]) -> Proxy {
+        Proxy::start_process(port, yaml, &[], args)
+    }
+
+    fn start_process(port: u16, yaml: &str, wrapper: &[&str], args: &[&str]) -> Proxy {
         let dir = temp_dir("proxy");
         let conf = dir.join("pool.yml");
         std::fs::write(&conf, yaml).unwrap();
@@ -60,6 +70,7 @@ impl Proxy {
             .arg(&log)
             .args(["-v", "7", "-a", "127.0.0.1", "-s", &stats_port.to_string()])
             .args(["--metrics", &format!("127.0.0.1:{metrics_port}")])
+            .args(args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

@@ -64,6 +64,16 @@ pub fn start_proxy(zookeeper: &ZooKeeper, file_servers: &[&Redis]) -> Proxy {
 
 /// Like [`start_proxy`], with the pool keys `keys` instead of the timeout.
 pub fn start_proxy_with(zookeeper: &ZooKeeper, file_servers: &[&Redis], keys: &str) -> Proxy {
+    start_proxy_args(zookeeper, file_servers, keys, &[])
+}
+
+/// Like [`start_proxy_with`], with more command-line arguments.
+pub fn start_proxy_args(
+    zookeeper: &ZooKeeper,
+    file_servers: &[&Redis],
+    keys: &str,
+    args: &[&str],
+) -> Proxy {
     let port = free_port();
     let half = 4096 / file_servers.len() as u32;
     let mut servers = String::new();
@@ -82,7 +92,7 @@ pub fn start_proxy_with(zookeeper: &ZooKeeper, file_servers: &[&Redis], keys: &s
          zookeeper_redis_path: {ROOT}\n  servers:\n{servers}",
         zookeeper.hosts()
     );
-    Proxy::start_yaml(port, &yaml)
+    Proxy::start_yaml_args(port, &yaml, args)
 }
 
 pub fn info(proxy: &Proxy) -> String {

@@ -2,8 +2,10 @@
 //!
 //! A [`Backend`] is one Redis address with `server_connections` long-lived
 //! connections per protocol version (RESP2, and RESP3 once a RESP3 client
-//! needs it). Each connection is a task ([`conn`]) that pipelines requests
-//! from every client and matches replies in FIFO order, as twemproxy does.
+//! needs it) and per worker thread ([`crate::proxy::workers`]: a request
+//! never leaves its session's thread). Each connection is a task ([`conn`])
+//! that pipelines requests from every client of its worker and matches
+//! replies in FIFO order, as twemproxy does.
 //! Backends live in a [`BackendRegistry`] keyed by address, so a new routing
 //! table reuses the connections of the servers it keeps; a backend that no
 //! table references any more is dropped, and its connection tasks finish the
@@ -20,6 +22,7 @@ pub use reply::{ReplyReceiver, ReplySender};
 pub(crate) use conn::connect_to;
 
 use crate::protocol::Proto;
+use crate::proxy::workers;
 use bytes::Bytes;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -104,6 +107,12 @@ pub struct Backend {
     pub health: Arc<Health>,
     settings: Arc<BackendSettings>,
     demotion: Arc<Demotion>,
+    /// One set of connections per worker thread (one set without workers).
+    sets: Box<[ConnSet]>,
+}
+
+/// The connections one worker's sessions use.
+struct ConnSet {
     resp2: Vec<ConnHandle>,
     resp3: OnceLock<Vec<ConnHandle>>,
 }
@@ -166,14 +175,19 @@ impl Backend {
             health,
             settings,
             demotion: Arc::new(Demotion::new()),
-            resp2: Vec::new(),
-            resp3: OnceLock::new(),
+            sets: Box::new([]),
         };
-        backend.resp2 = backend.spawn_connections(Proto::Resp2, backend.settings.preconnect);
+        backend.sets = (0..workers::count())
+            .map(|worker| ConnSet {
+                resp2: backend.spawn_connections(worker, Proto::Resp2, backend.settings.preconnect),
+                resp3: OnceLock::new(),
+            })
+            .collect();
         backend
     }
 
-    fn spawn_connections(&self, proto: Proto, preconnect: bool) -> Vec<ConnHandle> {
+    /// Spawns a set of connection tasks on `worker`'s runtime.
+    fn spawn_connections(&self, worker: usize, proto: Proto, preconnect: bool) -> Vec<ConnHandle> {
         (0..self.settings.connections.max(1))
             .map(|_| {
                 let (jobs, rx) = mpsc::unbounded_channel();
@@ -186,7 +200,7 @@ impl Backend {
                     demotion: self.demotion.clone(),
                     private: None,
                 };
-                tokio::spawn(conn::run(target, rx, preconnect));
+                workers::spawn_on(worker, conn::run(target, rx, preconnect));
                 ConnHandle { jobs }
             })
             .collect()
@@ -223,18 +237,28 @@ impl Backend {
         rx
     }
 
-    /// PINGs every shared connection open to this backend: each reply
-    /// arrives only once everything queued on its connection before it has
-    /// been answered.
+    /// PINGs every shared connection open to this backend, on every
+    /// worker: each reply arrives only once everything queued on its
+    /// connection before it has been answered.
     pub fn ping_all(&self) -> Vec<ReplyReceiver> {
         let ping = Bytes::from_static(b"*1\r\n$4\r\nPING\r\n");
         let mut replies = Vec::new();
-        for (proto, conns) in [
-            (Proto::Resp2, Some(&self.resp2)),
-            (Proto::Resp3, self.resp3.get()),
-        ] {
-            for i in 0..conns.map_or(0, Vec::len) {
-                replies.push(self.send(proto, i, ping.clone()));
+        for set in &self.sets {
+            for conns in [Some(&set.resp2), set.resp3.get()].into_iter().flatten() {
+                for conn in conns {
+                    let (reply, rx) = reply::channel();
+                    let deadline = self.settings.timeout.map(|t| Instant::now() + t);
+                    self.queue(
+                        conn,
+                        Job {
+                            request: ping.clone(),
+                            reply,
+                            deadline,
+                            affinity: 0,
+                        },
+                    );
+                    replies.push(rx);
+                }
             }
         }
         replies
@@ -269,16 +293,22 @@ impl Backend {
         }
     }
 
-    /// Queues a request on the connection its affinity picks.
+    /// Queues a request on the connection its affinity picks, among those
+    /// of the current thread's worker.
     pub(crate) fn send_job(&self, proto: Proto, job: Job) {
+        let worker = workers::current() % self.sets.len();
+        let set = &self.sets[worker];
         let conns = match proto {
-            Proto::Resp2 => &self.resp2,
-            Proto::Resp3 => self
+            Proto::Resp2 => &set.resp2,
+            Proto::Resp3 => set
                 .resp3
-                .get_or_init(|| self.spawn_connections(Proto::Resp3, false)),
+                .get_or_init(|| self.spawn_connections(worker, Proto::Resp3, false)),
         };
-        let i = job.affinity % conns.len();
-        if let Err(mpsc::error::SendError(job)) = conns[i].jobs.send(job) {
+        self.queue(&conns[job.affinity % conns.len()], job);
+    }
+
+    fn queue(&self, conn: &ConnHandle, job: Job) {
+        if let Err(mpsc::error::SendError(job)) = conn.jobs.send(job) {
             // The task only ends when the backend is dropped; answer anyway.
             job.reply.send(Err(BackendError::Unavailable {
                 addr: self.addr.clone(),

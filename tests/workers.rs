@@ -1,0 +1,250 @@
+//! `--threads N`: thread-per-core workers, against real processes. Clients
+//! are spread over the workers, each worker has its own connections to
+//! every backend, a client's requests keep their order, a failover reaches
+//! the connections of every worker, and SIGTERM drains them all.
+
+mod common;
+
+use common::proxy::Proxy;
+use common::redis::{encode_command, RawClient, Redis};
+use common::zk_cluster::{
+    add_member, create_shard, holds, keys_in, start_proxy_args, wait_for_view,
+};
+use common::zookeeper::ZooKeeper;
+use common::{free_port, wait_until};
+use std::time::Duration;
+
+/// A proxy with `threads` workers over two redis-servers (md5, ranges).
+fn two_shards(threads: &str, extra: &str) -> (Proxy, Vec<Redis>) {
+    let shards = vec![Redis::start(), Redis::start()];
+    let port = free_port();
+    let yaml = format!(
+        "pool:\n  listen: 127.0.0.1:{port}\n  redis: true\n  hash: md5\n  distribution: modula\n{extra}  \
+         servers:\n   - {}:0-2047\n   - {}:2048-4095\n",
+        shards[0].addr(),
+        shards[1].addr()
+    );
+    let proxy = Proxy::start_yaml_args(port, &yaml, &["--threads", threads]);
+    (proxy, shards)
+}
+
+/// The value of `field` in the proxy's `INFO server`.
+fn info_field(proxy: &Proxy, field: &str) -> String {
+    let info = RawClient::connect(proxy.port).cmd_str(&["INFO", "server"]);
+    info.lines()
+        .find_map(|l| l.strip_prefix(&format!("{field}:")))
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// Clients per worker, from `INFO server` (the INFO connection included).
+fn worker_clients(proxy: &Proxy) -> Vec<u32> {
+    info_field(proxy, "worker_clients")
+        .split(',')
+        .map(|n| n.parse().unwrap_or(u32::MAX / 8))
+        .collect()
+}
+
+/// Waits until the workers serve `total` clients (the INFO connection
+/// included), each at least `least`.
+fn wait_for_clients(proxy: &Proxy, total: u32, least: u32) {
+    let what = format!("{total} clients, at least {least} per worker");
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let seen = worker_clients(proxy);
+        if seen.iter().sum::<u32>() == total && seen.iter().all(|&n| n >= least) {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "{what}: {seen:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The proxy's open connections to each shard, from its INFO shard lines.
+fn shard_connections(proxy: &Proxy) -> Vec<String> {
+    let info = RawClient::connect(proxy.port).cmd_str(&["INFO", "server"]);
+    info.lines()
+        .filter(|l| l.starts_with("shard"))
+        .filter_map(|l| {
+            l.split(',')
+                .find_map(|f| f.strip_prefix("connections="))
+                .map(str::to_string)
+        })
+        .collect()
+}
+
+/// Six clients spread over three workers; every client's pipeline of
+/// SET/GET pairs on both shards reads its own writes in order; each worker
+/// opened its own connection to each backend; clients that leave free
+/// their worker for the next ones.
+#[test]
+fn clients_spread_over_workers_and_keep_their_order() {
+    let (proxy, _shards) = two_shards("3", "  server_connections: 1\n");
+    assert_eq!(info_field(&proxy, "worker_threads"), "3");
+    let clients: Vec<RawClient> = (0..6).map(|_| RawClient::connect(proxy.port)).collect();
+    assert_eq!(worker_clients(&proxy).len(), 3);
+    wait_for_clients(&proxy, 7, 2);
+    let low = keys_in(0, 2047, 6, "w");
+    let high = keys_in(2048, 4095, 6, "w");
+    let runs: Vec<_> = clients
+        .into_iter()
+        .enumerate()
+        .map(|(c, mut client)| {
+            let keys = [low[c].clone(), high[c].clone()];
+            std::thread::spawn(move || {
+                let n = 2000;
+                let mut pipeline = Vec::new();
+                for i in 0..n {
+                    for key in &keys {
+                        let value = format!("{c}-{i}");
+                        pipeline.extend(encode_command(&[
+                            b"SET",
+                            key.as_bytes(),
+                            value.as_bytes(),
+                        ]));
+                        pipeline.extend(encode_command(&[b"GET", key.as_bytes()]));
+                    }
+                }
+                client.send_raw(&pipeline);
+                let mut wrong = 0;
+                for i in 0..n {
+                    for _ in &keys {
+                        assert_eq!(client.read_reply(), b"+OK\r\n");
+                        let value = format!("{c}-{i}");
+                        let want = format!("${}\r\n{value}\r\n", value.len());
+                        if client.read_reply() != want.as_bytes() {
+                            wrong += 1;
+                        }
+                    }
+                }
+                (wrong, client)
+            })
+        })
+        .collect();
+    let mut kept = Vec::new();
+    let mut wrong = 0;
+    for run in runs {
+        let (w, client) = run.join().unwrap();
+        wrong += w;
+        kept.push(client);
+    }
+    assert_eq!(wrong, 0, "GETs that did not see the SET just before them");
+    assert_eq!(
+        shard_connections(&proxy),
+        ["3", "3"],
+        "one connection per worker to each backend"
+    );
+
+    drop(kept);
+    wait_for_clients(&proxy, 1, 0);
+    let _again: Vec<RawClient> = (0..3).map(|_| RawClient::connect(proxy.port)).collect();
+    wait_for_clients(&proxy, 4, 1);
+}
+
+/// SIGTERM while every worker owes replies: all of them are written, then
+/// the proxy exits 0.
+#[test]
+fn sigterm_drains_every_worker() {
+    let (mut proxy, _shards) = two_shards("2", "");
+    let mut clients: Vec<RawClient> = (0..4).map(|_| RawClient::connect(proxy.port)).collect();
+    wait_for_clients(&proxy, 5, 2);
+    let n = 3000;
+    for (c, client) in clients.iter_mut().enumerate() {
+        let mut batch = Vec::new();
+        for i in 0..n {
+            batch.extend(encode_command(&[
+                b"SET",
+                format!("t{c}:{i}").as_bytes(),
+                b"v",
+            ]));
+        }
+        client.send_raw(&batch);
+    }
+    for client in &mut clients {
+        assert_eq!(client.read_reply(), b"+OK\r\n", "a reply before the signal");
+    }
+    proxy.guard.signal("TERM");
+    for client in &mut clients {
+        for _ in 1..n {
+            assert_eq!(client.read_reply(), b"+OK\r\n");
+        }
+    }
+    assert_eq!(proxy.guard.wait_exit(Duration::from_secs(15)), Some(0));
+}
+
+/// A failover through ZooKeeper with clients on both workers: writes held
+/// by the replaced master are answered with the unknown-outcome error on
+/// every worker, later writes from every worker go to the new master, and
+/// none acknowledged is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failover_reaches_every_workers_connections() {
+    let zookeeper = ZooKeeper::start();
+    let (old, new) = (Redis::start(), Redis::start());
+    let ops = zookeeper.client().await;
+    create_shard(&ops, "redis-0000", 0, 4095).await;
+    let member_old = add_member(&ops, "redis-0000", &old.addr()).await;
+    let replicaof = ["REPLICAOF", "127.0.0.1", &old.port.to_string()];
+    assert_eq!(new.connect().cmd_str(&replicaof), "+OK\r\n");
+    let proxy = start_proxy_args(&zookeeper, &[&old], "", &["--threads", "2"]);
+    wait_for_view(&proxy, &format!("master={}", old.addr()));
+
+    // Four clients, so both workers have some even if a session of the
+    // view's INFO queries is still closing when they connect.
+    let mut clients: Vec<RawClient> = (0..4).map(|_| RawClient::connect(proxy.port)).collect();
+    wait_for_clients(&proxy, 5, 2);
+    let mut acknowledged = Vec::new();
+    for (c, client) in clients.iter_mut().enumerate() {
+        for i in 0..10 {
+            let key = format!("before:{c}:{i}");
+            assert_eq!(client.cmd_str(&["SET", &key, "1"]), "+OK\r\n");
+            acknowledged.push(key);
+        }
+    }
+    wait_until("the replica to catch up", Duration::from_secs(10), || {
+        acknowledged.iter().all(|k| holds(&new, k))
+    });
+    assert_eq!(
+        shard_connections(&proxy),
+        ["2"],
+        "one connection per worker"
+    );
+
+    // Each worker's connection holds a write the stopped master never answers.
+    old.guard.signal("STOP");
+    for (c, client) in clients.iter_mut().enumerate() {
+        client.send_raw(&encode_command(&[
+            b"SET",
+            format!("stalled:{c}").as_bytes(),
+            b"1",
+        ]));
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        new.connect().cmd_str(&["REPLICAOF", "NO", "ONE"]),
+        "+OK\r\n"
+    );
+    add_member(&ops, "redis-0000", &new.addr()).await;
+    ops.delete(&member_old, None).await.unwrap();
+    for client in &mut clients {
+        let reply = String::from_utf8_lossy(&client.read_reply()).into_owned();
+        assert!(
+            reply.contains("stopped being the master while the request was in flight"),
+            "{reply}"
+        );
+    }
+    old.guard.signal("CONT");
+    for (c, client) in clients.iter_mut().enumerate() {
+        for i in 0..10 {
+            let key = format!("after:{c}:{i}");
+            assert_eq!(client.cmd_str(&["SET", &key, "1"]), "+OK\r\n");
+            acknowledged.push(key);
+        }
+    }
+    let lost: Vec<&String> = acknowledged.iter().filter(|k| !holds(&new, k)).collect();
+    assert!(lost.is_empty(), "acknowledged then lost: {lost:?}");
+    let after_on_old = (0..clients.len()).any(|c| holds(&old, &format!("after:{c}:0")));
+    assert!(
+        !after_on_old,
+        "writes after the failover went to the old master"
+    );
+}
