@@ -248,3 +248,96 @@ async fn a_failover_reaches_every_workers_connections() {
         "writes after the failover went to the old master"
     );
 }
+
+/// A server that drops every worker's connection at once (a restart, as
+/// far as the proxy can tell) counts one failure, not one per worker: with
+/// `server_failure_limit: 2` and three workers it stays in the ring.
+#[test]
+fn an_outage_seen_by_every_worker_counts_once() {
+    let (a, b) = (Redis::start(), Redis::start());
+    let port = free_port();
+    let yaml = format!(
+        "pool:\n  listen: 127.0.0.1:{port}\n  redis: true\n  hash: md5\n  auto_eject_hosts: true\n  \
+         server_failure_limit: 2\n  server_retry_timeout: 30000\n  servers:\n   - {}:1\n   - {}:1\n",
+        a.addr(),
+        b.addr()
+    );
+    let proxy = Proxy::start_yaml_args(port, &yaml, &["--threads", "3"]);
+    let mut clients: Vec<RawClient> = (0..6).map(|_| RawClient::connect(port)).collect();
+    wait_for_clients(&proxy, 7, 2);
+    let keys: Vec<String> = (0..40).map(|i| format!("outage:{i}")).collect();
+    for client in &mut clients {
+        for key in &keys {
+            assert_eq!(client.cmd_str(&["SET", key, "before"]), "+OK\r\n");
+        }
+    }
+    assert_eq!(shard_connections(&proxy), ["3", "3"]);
+
+    let killed = a.connect().cmd_str(&["CLIENT", "KILL", "TYPE", "normal"]);
+    assert_eq!(killed, ":3\r\n", "the proxy's three connections");
+    wait_until(
+        "the proxy to see them close",
+        Duration::from_secs(5),
+        || shard_connections(&proxy).contains(&"0".to_string()),
+    );
+    for client in &mut clients {
+        for key in &keys {
+            assert_eq!(client.cmd_str(&["SET", key, "after"]), "+OK\r\n");
+        }
+    }
+    let info = RawClient::connect(port).cmd_str(&["INFO", "server"]);
+    assert!(
+        info.contains("shards:2\r\n") && !info.contains("ejected=1"),
+        "{info}"
+    );
+    let on_a = keys
+        .iter()
+        .filter(|k| a.connect().cmd_str(&["GET", k]) == "$5\r\nafter\r\n")
+        .count();
+    assert!(on_a > 0, "the first server still takes its keys");
+}
+
+/// Clients of the pool right now, from the stats port.
+fn stats_clients(proxy: &Proxy) -> u64 {
+    use std::io::Read;
+    let mut text = String::new();
+    std::net::TcpStream::connect(("127.0.0.1", proxy.stats_port))
+        .unwrap()
+        .read_to_string(&mut text)
+        .unwrap();
+    let stats: serde_json::Value = serde_json::from_str(&text).unwrap();
+    stats["pool"]["client_connections"].as_u64().unwrap()
+}
+
+/// `client_connections` holds with workers: of a burst of clients, each
+/// one over the limit gets Redis's error, however fast they come (clients
+/// count from their acceptance, not from when their worker first runs).
+#[test]
+fn the_client_limit_holds_for_a_burst() {
+    use std::io::{BufRead, BufReader, Write};
+    let (proxy, _shards) = two_shards("2", "  client_connections: 4\n");
+    wait_until(
+        "the start-up probe to leave",
+        Duration::from_secs(5),
+        || stats_clients(&proxy) == 0,
+    );
+    let burst: Vec<std::net::TcpStream> = (0..10)
+        .map(|_| std::net::TcpStream::connect(("127.0.0.1", proxy.port)).unwrap())
+        .collect();
+    let mut served = 0;
+    let mut refused = 0;
+    for stream in burst {
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let _ = (&stream).write_all(b"PING\r\n");
+        let mut line = String::new();
+        let _ = BufReader::new(&stream).read_line(&mut line);
+        match line.as_str() {
+            "+PONG\r\n" => served += 1,
+            "-ERR max number of clients reached\r\n" => refused += 1,
+            other => panic!("unexpected reply {other:?}"),
+        }
+    }
+    assert_eq!((served, refused), (4, 6));
+}

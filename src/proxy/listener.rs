@@ -182,11 +182,12 @@ async fn accept_loop(
             continue;
         }
         let _ = stream.set_nodelay(true);
+        let counted = Connected::count(&pool);
         let pool = pool.clone();
         let shutdown = shutdown.clone();
         match workers::pick() {
             None => {
-                sessions.spawn(session(pool, stream, shutdown));
+                sessions.spawn(session(pool, stream, shutdown, counted));
             }
             // The socket leaves this thread's event loop for the worker's.
             Some((worker, runtime)) => match stream.into_std() {
@@ -196,7 +197,7 @@ async fn accept_loop(
                         async move {
                             let _guard = guard;
                             match TcpStream::from_std(stream) {
-                                Ok(stream) => session(pool, stream, shutdown).await,
+                                Ok(stream) => session(pool, stream, shutdown, counted).await,
                                 Err(e) => {
                                     tracing::warn!(error = %e, "cannot hand a client to its worker");
                                 }
@@ -219,9 +220,34 @@ async fn accept_loop(
     }
 }
 
+/// A client counted in `connected_clients` from the moment it is accepted
+/// (so the `client_connections` check sees it at once, even while it waits
+/// for its worker) until its session ends.
+struct Connected(Arc<Pool>);
+
+impl Connected {
+    fn count(pool: &Arc<Pool>) -> Connected {
+        pool.stats.connected_clients.fetch_add(1, Ordering::Relaxed);
+        Connected(pool.clone())
+    }
+}
+
+impl Drop for Connected {
+    fn drop(&mut self) {
+        self.0
+            .stats
+            .connected_clients
+            .fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// One client's connection, from the TLS handshake (if any) to the end.
-async fn session(pool: Arc<Pool>, stream: TcpStream, shutdown: watch::Receiver<bool>) {
-    pool.stats.connected_clients.fetch_add(1, Ordering::Relaxed);
+async fn session(
+    pool: Arc<Pool>,
+    stream: TcpStream,
+    shutdown: watch::Receiver<bool>,
+    _counted: Connected,
+) {
     match &pool.tls {
         None => client::serve(pool.clone(), stream, shutdown).await,
         Some(tls) => {
@@ -237,7 +263,6 @@ async fn session(pool: Arc<Pool>, stream: TcpStream, shutdown: watch::Receiver<b
             .await;
         }
     }
-    pool.stats.connected_clients.fetch_sub(1, Ordering::Relaxed);
 }
 
 /// How long a pool that routes from ZooKeeper waits for its first view

@@ -126,6 +126,7 @@ pub(super) async fn run(target: Target, mut jobs: mpsc::UnboundedReceiver<Job>, 
             }
             continue;
         }
+        let mut outage_mark = target.health.outage_mark();
         let connected = connect_keeping_deadlines(
             &target,
             &mut queue,
@@ -138,6 +139,7 @@ pub(super) async fn run(target: Target, mut jobs: mpsc::UnboundedReceiver<Job>, 
             Some(Ok(stream)) => {
                 backoff = MIN_BACKOFF;
                 retry_at = None;
+                outage_mark = target.health.outage_mark();
                 target.stats.connections.fetch_add(1, Ordering::Relaxed);
                 let outcome = Connection::new(&target)
                     .serve(
@@ -165,7 +167,7 @@ pub(super) async fn run(target: Target, mut jobs: mpsc::UnboundedReceiver<Job>, 
                     Outcome::Demoted => {}
                     Outcome::Broken(reason) => {
                         tracing::warn!(backend = %target.addr, reason = %reason, "backend connection lost");
-                        target.health.record_failure();
+                        target.health.record_connection_failure(outage_mark);
                     }
                 }
             }
@@ -173,7 +175,7 @@ pub(super) async fn run(target: Target, mut jobs: mpsc::UnboundedReceiver<Job>, 
             None => {}
             Some(Err(reason)) => {
                 tracing::warn!(backend = %target.addr, reason = %reason, "cannot connect to backend");
-                target.health.record_failure();
+                target.health.record_connection_failure(outage_mark);
                 last_error = reason;
                 retry_at = Some(Instant::now() + backoff);
                 backoff = (backoff * 2).min(MAX_BACKOFF);

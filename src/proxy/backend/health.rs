@@ -3,7 +3,7 @@
 //! `auto_eject_hosts` the pool then routes around it for
 //! `server_retry_timeout`, after which it is tried again.
 
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -14,6 +14,10 @@ pub struct Health {
     failure_limit: u32,
     retry_timeout: Duration,
     consecutive_failures: AtomicU32,
+    /// Moves on each connection-level failure that counted, so that the
+    /// other connections that saw the same outage (one per worker thread
+    /// and per `server_connections`) do not count it again.
+    outages: AtomicU64,
     // A short sync lock: read and written without awaiting.
     ejected_until: Mutex<Option<Instant>>,
 }
@@ -24,6 +28,7 @@ impl Health {
             failure_limit: failure_limit.max(1),
             retry_timeout,
             consecutive_failures: AtomicU32::new(0),
+            outages: AtomicU64::new(0),
             ejected_until: Mutex::new(None),
         }
     }
@@ -46,6 +51,25 @@ impl Health {
             return true;
         }
         false
+    }
+
+    /// The outage mark a connection takes when it connects or starts to:
+    /// see [`Self::record_connection_failure`].
+    pub fn outage_mark(&self) -> u64 {
+        self.outages.load(Ordering::Acquire)
+    }
+
+    /// A connection was lost, or could not be opened, since it took `mark`:
+    /// one failure, unless another connection already counted this outage
+    /// (a restarted Redis breaks every worker's connection at once, which
+    /// must not eject it when one connection's loss would not). Returns
+    /// what [`Self::record_failure`] returns, false when not counted.
+    pub fn record_connection_failure(&self, mark: u64) -> bool {
+        let first = self
+            .outages
+            .compare_exchange(mark, mark + 1, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok();
+        first && self.record_failure()
     }
 
     /// When the ejection ends, if the backend is ejected now.
@@ -79,6 +103,21 @@ mod tests {
         assert!(h.ejected_until().is_some());
         tokio::time::advance(Duration::from_millis(501)).await;
         assert!(h.ejected_until().is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn one_outage_seen_by_many_connections_counts_once() {
+        let h = Health::new(2, Duration::from_millis(500));
+        // Three connections, all open before the outage.
+        let marks = [h.outage_mark(), h.outage_mark(), h.outage_mark()];
+        for mark in marks {
+            assert!(!h.record_connection_failure(mark));
+        }
+        assert_eq!(h.consecutive_failures(), 1);
+        assert!(h.ejected_until().is_none());
+        // The next attempt of any of them, failing too, is a second failure.
+        assert!(h.record_connection_failure(h.outage_mark()));
+        assert!(h.ejected_until().is_some());
     }
 
     #[tokio::test(start_paused = true)]

@@ -304,7 +304,10 @@ impl Backend {
                 .resp3
                 .get_or_init(|| self.spawn_connections(worker, Proto::Resp3, false)),
         };
-        self.queue(&conns[job.affinity % conns.len()], job);
+        // A worker's clients have ids about `sets` apart (they are handed
+        // out in turn): divided, they spread over the worker's connections.
+        let i = job.affinity / self.sets.len() % conns.len();
+        self.queue(&conns[i], job);
     }
 
     fn queue(&self, conn: &ConnHandle, job: Job) {
