@@ -7,8 +7,7 @@ mod common;
 use common::proxy::Proxy;
 use common::redis::{encode_command, RawClient, Redis};
 use common::wait_until;
-use common::zk_cluster::{add_member, create_shard, keys_in, start_proxy_with, wait_for_view};
-use common::zookeeper::ZooKeeper;
+use common::zk_cluster::{add_member, keys_in, replicated_shard, ReplicatedShard};
 use std::time::{Duration, Instant};
 
 /// A proxy over two redis-servers (one shared connection each), with
@@ -347,15 +346,15 @@ fn a_blocking_command_on_a_stopped_backend_times_out() {
 /// both clients then work on the new master.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failover_frees_blocked_clients_and_ends_transactions() {
-    let zookeeper = ZooKeeper::start();
-    let (old, new) = (Redis::start(), Redis::start());
-    let ops = zookeeper.client().await;
-    create_shard(&ops, "redis-0000", 0, 4095).await;
-    let member_old = add_member(&ops, "redis-0000", &old.addr()).await;
-    let replicaof = ["REPLICAOF", "127.0.0.1", &old.port.to_string()];
-    assert_eq!(new.connect().cmd_str(&replicaof), "+OK\r\n");
-    let proxy = start_proxy_with(&zookeeper, &[&old], "");
-    wait_for_view(&proxy, &format!("master={}", old.addr()));
+    // ZooKeeper first: bindings drop in reverse, so it stops last.
+    let ReplicatedShard {
+        zookeeper: _zookeeper,
+        proxy,
+        ops,
+        member_old,
+        old,
+        new,
+    } = replicated_shard(&[]).await;
 
     let mut blocked = RawClient::connect(proxy.port);
     send(&mut blocked, &["BLPOP", "failover:q", "0"]);

@@ -7,10 +7,7 @@ mod common;
 
 use common::proxy::Proxy;
 use common::redis::{encode_command, RawClient, Redis};
-use common::zk_cluster::{
-    add_member, create_shard, holds, keys_in, start_proxy_args, wait_for_view,
-};
-use common::zookeeper::ZooKeeper;
+use common::zk_cluster::{add_member, holds, keys_in, replicated_shard, ReplicatedShard};
 use common::{free_port, wait_until};
 use std::time::Duration;
 
@@ -178,15 +175,15 @@ fn sigterm_drains_every_worker() {
 /// none acknowledged is lost.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failover_reaches_every_workers_connections() {
-    let zookeeper = ZooKeeper::start();
-    let (old, new) = (Redis::start(), Redis::start());
-    let ops = zookeeper.client().await;
-    create_shard(&ops, "redis-0000", 0, 4095).await;
-    let member_old = add_member(&ops, "redis-0000", &old.addr()).await;
-    let replicaof = ["REPLICAOF", "127.0.0.1", &old.port.to_string()];
-    assert_eq!(new.connect().cmd_str(&replicaof), "+OK\r\n");
-    let proxy = start_proxy_args(&zookeeper, &[&old], "", &["--threads", "2"]);
-    wait_for_view(&proxy, &format!("master={}", old.addr()));
+    // ZooKeeper first: bindings drop in reverse, so it stops last.
+    let ReplicatedShard {
+        zookeeper: _zookeeper,
+        proxy,
+        ops,
+        member_old,
+        old,
+        new,
+    } = replicated_shard(&["--threads", "2"]).await;
 
     // Four clients, so both workers have some even if a session of the
     // view's INFO queries is still closing when they connect.

@@ -94,15 +94,15 @@ async fn one_bad_shard_does_not_stop_another_shards_failover() {
 /// acknowledged write is on the new master.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_master_never_acknowledges_after_failover() {
-    let zookeeper = ZooKeeper::start();
-    let (old, new) = (Redis::start(), Redis::start());
-    let ops = zookeeper.client().await;
-    create_shard(&ops, "redis-0000", 0, 4095).await;
-    let member_old = add_member(&ops, "redis-0000", &old.addr()).await;
-    let replicaof = ["REPLICAOF", "127.0.0.1", &old.port.to_string()];
-    assert_eq!(new.connect().cmd_str(&replicaof), "+OK\r\n");
-    let proxy = start_proxy_with(&zookeeper, &[&old], "");
-    wait_for_view(&proxy, &format!("master={}", old.addr()));
+    // ZooKeeper first: bindings drop in reverse, so it stops last.
+    let ReplicatedShard {
+        zookeeper: _zookeeper,
+        proxy,
+        ops,
+        member_old,
+        old,
+        new,
+    } = replicated_shard(&[]).await;
 
     let mut acknowledged = Vec::new();
     let mut client = RawClient::connect(proxy.port);

@@ -116,3 +116,36 @@ pub fn holds(redis: &Redis, key: &str) -> bool {
 pub async fn children(ops: &zk::Client, path: &str) -> Vec<String> {
     ops.list_children(path).await.unwrap_or_default()
 }
+
+/// One shard, `redis-0000`, holding every slot: its master `old`
+/// registered in ZooKeeper as its watchdog would, `new` replicating it, and
+/// a proxy (with `proxy_args`) routing to `old`: the stage of a failover.
+pub struct ReplicatedShard {
+    pub proxy: Proxy,
+    pub ops: zk::Client,
+    /// The old master's member znode.
+    pub member_old: String,
+    pub old: Redis,
+    pub new: Redis,
+    pub zookeeper: ZooKeeper,
+}
+
+pub async fn replicated_shard(proxy_args: &[&str]) -> ReplicatedShard {
+    let zookeeper = ZooKeeper::start();
+    let (old, new) = (Redis::start(), Redis::start());
+    let ops = zookeeper.client().await;
+    create_shard(&ops, "redis-0000", 0, 4095).await;
+    let member_old = add_member(&ops, "redis-0000", &old.addr()).await;
+    let replicaof = ["REPLICAOF", "127.0.0.1", &old.port.to_string()];
+    assert_eq!(new.connect().cmd_str(&replicaof), "+OK\r\n");
+    let proxy = start_proxy_args(&zookeeper, &[&old], "", proxy_args);
+    wait_for_view(&proxy, &format!("master={}", old.addr()));
+    ReplicatedShard {
+        proxy,
+        ops,
+        member_old,
+        old,
+        new,
+        zookeeper,
+    }
+}
