@@ -6,7 +6,9 @@
 use super::proxy::Proxy;
 use super::redis::{RawClient, Redis};
 use super::temp_dir;
-use super::zk_cluster::{add_member, create_shard, start_proxy, wait_for_view, ROOT};
+use super::zk_cluster::{
+    add_member, create_shard, start_proxy, start_proxy_args, wait_for_view, ROOT,
+};
 use super::zookeeper::ZooKeeper;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -205,9 +207,17 @@ pub async fn cluster() -> Cluster {
     let (code, text) = run_admin(&conf, &["add-shard", "redis-0002"]);
     assert_eq!(code, 0, "{text}");
     add_member(&ops, "redis-0002", &redis[2].addr()).await;
+    // The second proxy runs thread-per-core workers, so every move is
+    // also checked against a proxy whose backends have a connection set
+    // per worker (its barrier must reach them all).
     let proxies = [
         start_proxy(&zookeeper, &[&redis[0], &redis[1]]),
-        start_proxy(&zookeeper, &[&redis[0], &redis[1]]),
+        start_proxy_args(
+            &zookeeper,
+            &[&redis[0], &redis[1]],
+            "  timeout: 1000\n",
+            &["--threads", "2"],
+        ),
     ];
     for proxy in &proxies {
         wait_for_view(proxy, &format!("master={}", redis[1].addr()));
