@@ -26,6 +26,8 @@
 //! - [`pool`]: a pool's run-time state; [`stats`] its counters;
 //!   [`stats_server`] the twemproxy stats port and the Prometheus endpoint.
 //! - [`zk`]: the proxy's registration in ZooKeeper and the cluster watch.
+//! - [`workers`]: with `--threads N`, the worker threads clients are
+//!   handed to, each with its own event loop and backend connections.
 
 pub mod accept;
 pub mod acl;
