@@ -306,6 +306,58 @@ fn stats_clients(proxy: &Proxy) -> u64 {
     stats["pool"]["client_connections"].as_u64().unwrap()
 }
 
+/// Waits until the proxy serves no client at all. A PING first: the
+/// harness's start-up probe, still in the listen backlog, is then accepted
+/// (connections are accepted in order) and counted, so it cannot slip in
+/// later.
+fn wait_for_no_clients(proxy: &Proxy) {
+    assert_eq!(
+        RawClient::connect(proxy.port).cmd_str(&["PING"]),
+        "+PONG\r\n"
+    );
+    wait_until(
+        "the proxy to have no client",
+        Duration::from_secs(5),
+        || stats_clients(proxy) == 0,
+    );
+}
+
+/// Open connections to each server, from the stats port.
+fn stats_server_connections(proxy: &Proxy) -> Vec<u64> {
+    use std::io::Read;
+    let mut text = String::new();
+    std::net::TcpStream::connect(("127.0.0.1", proxy.stats_port))
+        .unwrap()
+        .read_to_string(&mut text)
+        .unwrap();
+    let stats: serde_json::Value = serde_json::from_str(&text).unwrap();
+    stats["pool"]
+        .as_object()
+        .unwrap()
+        .values()
+        .filter_map(|server| server["server_connections"].as_u64())
+        .collect()
+}
+
+/// With `server_connections: 2` and two workers, four clients (two per
+/// worker) use all four connections to each server: a worker's clients
+/// spread over its own connections instead of sharing one.
+#[test]
+fn a_workers_clients_spread_over_its_connections() {
+    let (proxy, _shards) = two_shards("2", "  server_connections: 2\n");
+    // Only the stats port is asked from here on: no session of its own
+    // comes between the four clients.
+    wait_for_no_clients(&proxy);
+    let low = keys_in(0, 2047, 4, "spread");
+    let high = keys_in(2048, 4095, 4, "spread");
+    let mut clients: Vec<RawClient> = (0..4).map(|_| RawClient::connect(proxy.port)).collect();
+    for (c, client) in clients.iter_mut().enumerate() {
+        assert_eq!(client.cmd_str(&["SET", &low[c], "v"]), "+OK\r\n");
+        assert_eq!(client.cmd_str(&["SET", &high[c], "v"]), "+OK\r\n");
+    }
+    assert_eq!(stats_server_connections(&proxy), [4, 4]);
+}
+
 /// `client_connections` holds with workers: of a burst of clients, each
 /// one over the limit gets Redis's error, however fast they come (clients
 /// count from their acceptance, not from when their worker first runs).
@@ -313,23 +365,21 @@ fn stats_clients(proxy: &Proxy) -> u64 {
 fn the_client_limit_holds_for_a_burst() {
     use std::io::{BufRead, BufReader, Write};
     let (proxy, _shards) = two_shards("2", "  client_connections: 4\n");
-    wait_until(
-        "the start-up probe to leave",
-        Duration::from_secs(5),
-        || stats_clients(&proxy) == 0,
-    );
+    wait_for_no_clients(&proxy);
     let burst: Vec<std::net::TcpStream> = (0..10)
         .map(|_| std::net::TcpStream::connect(("127.0.0.1", proxy.port)).unwrap())
         .collect();
     let mut served = 0;
     let mut refused = 0;
-    for stream in burst {
+    // Every client stays connected until all have their answer: one that
+    // left would free its place for a later one.
+    for stream in &burst {
         stream
             .set_read_timeout(Some(Duration::from_secs(10)))
             .unwrap();
-        let _ = (&stream).write_all(b"PING\r\n");
+        let _ = (&*stream).write_all(b"PING\r\n");
         let mut line = String::new();
-        let _ = BufReader::new(&stream).read_line(&mut line);
+        let _ = BufReader::new(stream).read_line(&mut line);
         match line.as_str() {
             "+PONG\r\n" => served += 1,
             "-ERR max number of clients reached\r\n" => refused += 1,

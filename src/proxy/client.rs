@@ -548,6 +548,7 @@ impl Session {
                     pool: &self.pool,
                     proto: self.proto,
                     id: self.id,
+                    affinity: self.affinity,
                     subscriptions: &mut self.pubsub,
                 };
                 pubsub::run(client, cmd, args, request.raw.clone())
@@ -707,7 +708,7 @@ impl Session {
                         let shard = &table.shards[shard];
                         let reply = shard.backend.send_since(
                             self.proto,
-                            self.id as usize,
+                            self.affinity,
                             sub_request,
                             self.accepted,
                         );
@@ -732,7 +733,7 @@ impl Session {
         Pending::Forward {
             reply: shard
                 .backend
-                .send_since(self.proto, self.id as usize, raw, self.accepted),
+                .send_since(self.proto, self.affinity, raw, self.accepted),
             shard: shard.name,
         }
     }

@@ -39,15 +39,15 @@ pub fn distinct_shards(table: &RoutingTable) -> Vec<usize> {
 }
 
 /// Sends `raw` to `shard` and waits for the answer. `affinity` (the
-/// session's id) picks the backend connection, as for the session's other
+/// session's) picks the backend connection, as for the session's other
 /// requests, so a pipelined `SCRIPT LOAD` then `EVALSHA` run in that order.
 pub fn ask(
     shard: &Shard,
     proto: Proto,
-    affinity: u64,
+    affinity: usize,
     raw: Bytes,
 ) -> impl Future<Output = Answer> + Send + 'static {
-    let reply = shard.backend.send(proto, affinity as usize, raw);
+    let reply = shard.backend.send(proto, affinity, raw);
     let name = shard.name;
     async move {
         let failure = match reply.await {
@@ -78,7 +78,14 @@ pub fn ask_all(
 ) -> impl Future<Output = Vec<Answer>> + Send + 'static {
     let asked: Vec<_> = distinct_shards(table)
         .into_iter()
-        .map(|i| ask(&table.shards[i], session.proto, session.id, raw.clone()))
+        .map(|i| {
+            ask(
+                &table.shards[i],
+                session.proto,
+                session.affinity,
+                raw.clone(),
+            )
+        })
         .collect();
     async move {
         let mut answers = Vec::with_capacity(asked.len());

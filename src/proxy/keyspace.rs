@@ -92,7 +92,7 @@ fn scan(session: &Session, args: &[Bytes]) -> Pending {
     }
     let mut request: Vec<Bytes> = args.to_vec();
     let proto = session.proto;
-    let id = session.id;
+    let affinity = session.affinity;
     assembling(session, async move {
         let last = shards.len() - 1;
         loop {
@@ -100,7 +100,7 @@ fn scan(session: &Session, args: &[Bytes]) -> Pending {
             let mut raw = BytesMut::new();
             encode_request(&request, &mut raw);
             let shard = &table.shards[shards[position]];
-            let answer = fanout::ask(shard, proto, id, raw.freeze()).await;
+            let answer = fanout::ask(shard, proto, affinity, raw.freeze()).await;
             if answer.failed || fanout::is_error(&answer.frame) {
                 return answer.frame;
             }
@@ -228,12 +228,12 @@ fn random_key(session: &Session, raw: Bytes) -> Pending {
     let table = session.pool.router.load_full();
     let shards = fanout::distinct_shards(&table);
     let start = RandomState::new().hash_one(session.id) as usize % shards.len();
-    let (proto, id) = (session.proto, session.id);
+    let (proto, affinity) = (session.proto, session.affinity);
     assembling(session, async move {
         let mut last = None;
         for i in 0..shards.len() {
             let shard = &table.shards[shards[(start + i) % shards.len()]];
-            let answer = fanout::ask(shard, proto, id, raw.clone()).await;
+            let answer = fanout::ask(shard, proto, affinity, raw.clone()).await;
             if !is_nil(&answer.frame) {
                 return answer.frame;
             }

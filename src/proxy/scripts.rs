@@ -65,7 +65,7 @@ pub fn run(session: &Session, op: ScriptOp, cmd: &Command, raw: Bytes) -> Pendin
     if op == ScriptOp::OneShard {
         let shard = &table.shards[KEYLESS_SHARD];
         return Pending::Forward {
-            reply: shard.backend.send(session.proto, session.id as usize, raw),
+            reply: shard.backend.send(session.proto, session.affinity, raw),
             shard: shard.name,
         };
     }

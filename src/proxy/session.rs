@@ -10,6 +10,7 @@ use crate::proxy::pool::Pool;
 use crate::proxy::pubsub::PubSub;
 use crate::proxy::router::ShardName;
 use crate::proxy::stats::PoolStats;
+use crate::proxy::workers;
 use bytes::{Bytes, BytesMut};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -23,6 +24,11 @@ pub const REDIS_VERSION: &str = "7.0.0";
 pub struct Session {
     pub pool: Arc<Pool>,
     pub id: u64,
+    /// Picks this client's connection to each backend, among its worker's:
+    /// every request of the client takes the same one, so they run in
+    /// order. Sessions of one worker count up, so they spread evenly over
+    /// `server_connections`.
+    pub affinity: usize,
     pub proto: Proto,
     pub name: Option<Bytes>,
     pub authenticated: bool,
@@ -83,6 +89,7 @@ impl Session {
     pub fn new(pool: Arc<Pool>) -> Session {
         Session {
             id: pool.next_client_id(),
+            affinity: workers::next_affinity(),
             authenticated: pool.users.initial().is_some(),
             user: pool.users.initial(),
             auth_failures: 0,
@@ -114,7 +121,7 @@ impl Session {
             .migration_lane
             .get_or_insert_with(|| MigrationLane::new(pool));
         Pending::Forward {
-            reply: lane.submit(keys, raw, self.proto, self.id as usize),
+            reply: lane.submit(keys, raw, self.proto, self.affinity),
             shard: source,
         }
     }

@@ -43,6 +43,21 @@ pub fn current() -> usize {
     INDEX.with(Cell::get)
 }
 
+/// The next backend-connection affinity for a session created on this
+/// thread: a count per thread, so one worker's sessions take its
+/// `server_connections` in turn (a pool-wide count would not: clients are
+/// handed to the workers in turn too).
+pub fn next_affinity() -> usize {
+    thread_local! {
+        static NEXT: Cell<usize> = const { Cell::new(0) };
+    }
+    NEXT.with(|next| {
+        let affinity = next.get();
+        next.set(affinity.wrapping_add(1));
+        affinity
+    })
+}
+
 /// Spawns `future` on worker `i`'s runtime; without workers, on the
 /// current runtime.
 pub fn spawn_on<F>(i: usize, future: F) -> JoinHandle<F::Output>

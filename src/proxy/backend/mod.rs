@@ -304,10 +304,7 @@ impl Backend {
                 .resp3
                 .get_or_init(|| self.spawn_connections(worker, Proto::Resp3, false)),
         };
-        // A worker's clients have ids about `sets` apart (they are handed
-        // out in turn): divided, they spread over the worker's connections.
-        let i = job.affinity / self.sets.len() % conns.len();
-        self.queue(&conns[i], job);
+        self.queue(&conns[job.affinity % conns.len()], job);
     }
 
     fn queue(&self, conn: &ConnHandle, job: Job) {

@@ -26,7 +26,7 @@ pub fn run(client: &mut Client<'_>, cmd: &'static Command, args: &[Bytes], raw: 
         "publish" | "spublish" => {
             let shard = &table.shards[table.shard_of(&args[1])];
             Pending::Forward {
-                reply: shard.backend.send(client.proto, client.id as usize, raw),
+                reply: shard.backend.send(client.proto, client.affinity, raw),
                 shard: shard.name,
             }
         }
@@ -65,7 +65,7 @@ pub fn run(client: &mut Client<'_>, cmd: &'static Command, args: &[Bytes], raw: 
         "pubsub|help" => {
             let shard = &table.shards[client.id as usize % table.shards.len()];
             Pending::Forward {
-                reply: shard.backend.send(client.proto, client.id as usize, raw),
+                reply: shard.backend.send(client.proto, client.affinity, raw),
                 shard: shard.name,
             }
         }
@@ -103,7 +103,7 @@ fn numsub(client: &Client<'_>, table: &RoutingTable, args: &[Bytes]) -> Pending 
             shard.name,
             shard
                 .backend
-                .send(client.proto, client.id as usize, request.freeze()),
+                .send(client.proto, client.affinity, request.freeze()),
         ));
     }
     assemble(client.proto, async move {

@@ -396,6 +396,8 @@ pub struct Client<'a> {
     pub pool: &'a Arc<Pool>,
     pub proto: Proto,
     pub id: u64,
+    /// The session's backend-connection affinity.
+    pub affinity: usize,
     pub subscriptions: &'a mut Option<Box<PubSub>>,
 }
 
@@ -629,6 +631,7 @@ mod tests {
             pool: &pool,
             proto: Proto::Resp2,
             id: 1,
+            affinity: 0,
             subscriptions: &mut subscriptions,
         };
         let reply = bytes(unsubscribe(&mut client, Kind::Pattern, vec![]));
