@@ -294,16 +294,20 @@ fn an_outage_seen_by_every_worker_counts_once() {
     assert!(on_a > 0, "the first server still takes its keys");
 }
 
-/// Clients of the pool right now, from the stats port.
-fn stats_clients(proxy: &Proxy) -> u64 {
+/// The stats port's JSON document.
+fn stats(proxy: &Proxy) -> serde_json::Value {
     use std::io::Read;
     let mut text = String::new();
     std::net::TcpStream::connect(("127.0.0.1", proxy.stats_port))
         .unwrap()
         .read_to_string(&mut text)
         .unwrap();
-    let stats: serde_json::Value = serde_json::from_str(&text).unwrap();
-    stats["pool"]["client_connections"].as_u64().unwrap()
+    serde_json::from_str(&text).unwrap()
+}
+
+/// Clients of the pool right now, from the stats port.
+fn stats_clients(proxy: &Proxy) -> u64 {
+    stats(proxy)["pool"]["client_connections"].as_u64().unwrap()
 }
 
 /// Waits until the proxy serves no client at all. A PING first: the
@@ -324,13 +328,7 @@ fn wait_for_no_clients(proxy: &Proxy) {
 
 /// Open connections to each server, from the stats port.
 fn stats_server_connections(proxy: &Proxy) -> Vec<u64> {
-    use std::io::Read;
-    let mut text = String::new();
-    std::net::TcpStream::connect(("127.0.0.1", proxy.stats_port))
-        .unwrap()
-        .read_to_string(&mut text)
-        .unwrap();
-    let stats: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let stats = stats(proxy);
     stats["pool"]
         .as_object()
         .unwrap()
