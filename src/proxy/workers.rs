@@ -104,7 +104,7 @@ impl Drop for SessionGuard {
     }
 }
 
-/// Sessions per worker, for INFO and the stats port; empty without workers.
+/// Sessions per worker, for INFO; empty without workers.
 pub fn sessions() -> Vec<usize> {
     WORKERS.get().map_or_else(Vec::new, |w| {
         w.sessions

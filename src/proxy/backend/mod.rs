@@ -134,6 +134,20 @@ pub(crate) struct Job {
     pub affinity: usize,
 }
 
+impl Job {
+    /// A job for `request`, and the receiver its reply will reach.
+    fn new(request: Bytes, affinity: usize, deadline: Option<Instant>) -> (Job, ReplyReceiver) {
+        let (reply, rx) = reply::channel();
+        let job = Job {
+            request,
+            reply,
+            deadline,
+            affinity,
+        };
+        (job, rx)
+    }
+}
+
 /// Whether the routing still names this backend as a master, shared with
 /// its connection tasks. Set by a routing change from ZooKeeper (a failover
 /// replaced the master); cleared when a table names the backend again.
@@ -223,18 +237,14 @@ impl Backend {
         request: Bytes,
         accepted: Instant,
     ) -> ReplyReceiver {
-        let (reply, rx) = reply::channel();
-        let deadline = self.settings.timeout.map(|t| accepted + t);
-        self.send_job(
-            proto,
-            Job {
-                request,
-                reply,
-                deadline,
-                affinity,
-            },
-        );
+        let (job, rx) = Job::new(request, affinity, self.deadline_after(accepted));
+        self.send_job(proto, job);
         rx
+    }
+
+    /// When a request accepted at `accepted` times out.
+    fn deadline_after(&self, accepted: Instant) -> Option<Instant> {
+        self.settings.timeout.map(|t| accepted + t)
     }
 
     /// PINGs every shared connection open to this backend, on every
@@ -242,21 +252,13 @@ impl Backend {
     /// connection before it has been answered.
     pub fn ping_all(&self) -> Vec<ReplyReceiver> {
         let ping = Bytes::from_static(b"*1\r\n$4\r\nPING\r\n");
+        let deadline = self.deadline_after(Instant::now());
         let mut replies = Vec::new();
         for set in &self.sets {
             for conns in [Some(&set.resp2), set.resp3.get()].into_iter().flatten() {
                 for conn in conns {
-                    let (reply, rx) = reply::channel();
-                    let deadline = self.settings.timeout.map(|t| Instant::now() + t);
-                    self.queue(
-                        conn,
-                        Job {
-                            request: ping.clone(),
-                            reply,
-                            deadline,
-                            affinity: 0,
-                        },
-                    );
+                    let (job, rx) = Job::new(ping.clone(), 0, deadline);
+                    self.queue(conn, job);
                     replies.push(rx);
                 }
             }
@@ -359,13 +361,7 @@ pub struct PrivateConn {
 impl PrivateConn {
     /// Queues `request`; its reply fails with a timeout at `deadline`.
     pub fn send(&self, request: Bytes, deadline: Option<Instant>) -> ReplyReceiver {
-        let (reply, rx) = reply::channel();
-        let job = Job {
-            request,
-            reply,
-            deadline,
-            affinity: 0,
-        };
+        let (job, rx) = Job::new(request, 0, deadline);
         if let Err(mpsc::error::SendError(job)) = self.jobs.send(job) {
             job.reply.send(Err(BackendError::Closed {
                 addr: self.addr.clone(),
