@@ -69,8 +69,8 @@ fn empty_shard_first_becomes_master_second_joins_after_first_sync() {
     assert!(members[1].seq > members[0].seq);
     assert_eq!(members[1].data.role, Role::Replica);
     assert_eq!(dbsize(&b), 2000);
-    assert!(wb.log_text().contains("joined the line as a replica"));
-    assert!(wa.log_text().contains("registered as its master"));
+    wb.wait_for_log("joined the line as a replica");
+    wa.wait_for_log("registered as its master");
 
     // SIGTERM: the watchdog exits with its session open, so a restart can
     // take its place back; stopped for good, its member goes when the
@@ -135,9 +135,9 @@ fn the_replica_with_the_most_data_is_promoted() {
         "best replica: r1 had {lagged} of {} bytes of history; r2 promoted",
         offset(r2.port, "master_repl_offset")
     );
-    assert!(w1.log_text().contains("stepping back"), "r1 stepped back");
+    w1.wait_for_log("stepping back");
     assert!(!w1.log_text().contains("promoted to master"));
-    assert!(w2.log_text().contains("promoted to master"));
+    w2.wait_for_log("promoted to master");
     assert_eq!(
         dbsize(&r2),
         400,
@@ -263,8 +263,8 @@ fn a_busy_script_is_killed_not_failed_over() {
         .to_string();
     println!("busy script: stopped after {ran:?}: {error}");
     assert!(error.contains("SCRIPT KILL"), "{error}");
-    assert!(wa.log_text().contains("stopped a long script"));
-    assert!(wa.log_text().contains("redis is busy"));
+    wa.wait_for_log("stopped a long script");
+    wa.wait_for_log("redis is busy");
     assert_eq!(zk.line(&shard), [a.addr(), b.addr()], "no failover");
     assert!(is_master(&a));
     assert!(!wb.log_text().contains("promoted to master"));
@@ -364,8 +364,8 @@ fn killed_master_redis_fails_over_and_rejoins_as_replica() {
     let failover = killed.elapsed();
     println!("failover after kill -9 of the master redis: {failover:?}");
     assert!(failover < Duration::from_secs(5), "{failover:?}");
-    assert!(pair.wa.log_text().contains("left the line"));
-    assert!(pair.wb.log_text().contains("promoted to master"));
+    pair.wa.wait_for_log("left the line");
+    pair.wb.wait_for_log("promoted to master");
 
     let _: () = redis::cmd("SET")
         .arg("after")
@@ -458,7 +458,7 @@ fn replica_without_first_sync_is_never_promoted() {
         assert_eq!(field(&replication(c.port), "role"), "slave");
         std::thread::sleep(Duration::from_millis(50));
     }
-    assert!(wc.log_text().contains("first sync did not finish"));
+    wc.wait_for_log("first sync did not finish");
 
     // a comes back empty (no persistence): the shard's data was on a's
     // old history, which nobody holds now, so a does not lead it either.

@@ -125,7 +125,19 @@ impl Watchdog {
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
+
+    /// Waits for `line` in the log: the watchdog logs an action once it is
+    /// done, which may be just after the test has seen its effect.
+    pub fn wait_for_log(&self, line: &str) {
+        wait_until(
+            &format!("the watchdog to log {line:?}"),
+            LOG_DEADLINE,
+            || self.log_text().contains(line),
+        );
+    }
 }
+
+const LOG_DEADLINE: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The test's own ZooKeeper client, driven from plain threads.
 pub struct Zk {
