@@ -443,7 +443,7 @@ fn auto_eject_routes_around_a_dead_server_and_retries_it() {
     let up = Redis::start();
     let down_port = common::free_port();
     let proxy = Proxy::start(&format!(
-        "  redis: true\n  hash: md5\n  auto_eject_hosts: true\n  server_failure_limit: 1\n  server_retry_timeout: 1500\n  \
+        "  redis: true\n  hash: md5\n  auto_eject_hosts: true\n  server_failure_limit: 1\n  server_retry_timeout: 3000\n  \
          servers:\n   - {}:1\n   - 127.0.0.1:{down_port}:1\n",
         up.addr()
     ));
@@ -461,17 +461,18 @@ fn auto_eject_routes_around_a_dead_server_and_retries_it() {
         || {
             keys.iter()
                 .all(|k| c.cmd_str(&["SET", k, "v"]) == "+OK\r\n")
+                // Seen in the same pass: the retry may bring it back later.
+                && c.cmd_str(&["INFO", "server"]).contains("shards:1\r\n")
         },
     );
     assert_eq!(
         up.connect().cmd_str(&["DBSIZE"]),
         format!(":{}\r\n", keys.len())
     );
-    assert!(c.cmd_str(&["INFO", "server"]).contains("shards:1\r\n"));
     // After server_retry_timeout it is tried again (and fails again).
     wait_until(
         "the dead server to be retried",
-        Duration::from_secs(5),
+        Duration::from_secs(10),
         || c.cmd_str(&["INFO", "server"]).contains("shards:2\r\n"),
     );
 }

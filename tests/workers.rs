@@ -207,6 +207,7 @@ async fn a_failover_reaches_every_workers_connections() {
     );
 
     // Each worker's connection holds a write the stopped master never answers.
+    let before = proxy.backend_requests("test");
     old.guard.signal("STOP");
     for (c, client) in clients.iter_mut().enumerate() {
         client.send_raw(&encode_command(&[
@@ -215,7 +216,7 @@ async fn a_failover_reaches_every_workers_connections() {
             b"1",
         ]));
     }
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    proxy.wait_for_backend_requests("test", before, 4);
     assert_eq!(
         new.connect().cmd_str(&["REPLICAOF", "NO", "ONE"]),
         "+OK\r\n"
@@ -295,19 +296,11 @@ fn an_outage_seen_by_every_worker_counts_once() {
 }
 
 /// The stats port's JSON document.
-fn stats(proxy: &Proxy) -> serde_json::Value {
-    use std::io::Read;
-    let mut text = String::new();
-    std::net::TcpStream::connect(("127.0.0.1", proxy.stats_port))
-        .unwrap()
-        .read_to_string(&mut text)
-        .unwrap();
-    serde_json::from_str(&text).unwrap()
-}
-
 /// Clients of the pool right now, from the stats port.
 fn stats_clients(proxy: &Proxy) -> u64 {
-    stats(proxy)["pool"]["client_connections"].as_u64().unwrap()
+    proxy.stats()["pool"]["client_connections"]
+        .as_u64()
+        .unwrap()
 }
 
 /// Waits until the proxy serves no client at all. A PING first: the
@@ -328,7 +321,7 @@ fn wait_for_no_clients(proxy: &Proxy) {
 
 /// Open connections to each server, from the stats port.
 fn stats_server_connections(proxy: &Proxy) -> Vec<u64> {
-    let stats = stats(proxy);
+    let stats = proxy.stats();
     stats["pool"]
         .as_object()
         .unwrap()

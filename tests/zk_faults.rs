@@ -115,6 +115,7 @@ async fn a_stalled_master_never_acknowledges_after_failover() {
         acknowledged.iter().all(|k| holds(&new, k))
     });
 
+    let before = proxy.backend_requests("test");
     old.guard.signal("STOP");
     // A large write fills the socket to the stopped master; the small ones
     // behind it stay queued in the proxy.
@@ -129,8 +130,8 @@ async fn a_stalled_master_never_acknowledges_after_failover() {
         use std::io::Write;
         writer.write_all(&pipeline).unwrap();
     });
-    // Let the proxy take the pipeline in and start writing it.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The proxy has taken the large write in and started writing it.
+    proxy.wait_for_backend_requests("test", before, 1);
 
     // Failover, as the watchdogs would do it.
     assert_eq!(

@@ -149,6 +149,11 @@ fn run(
         }
     };
     let code = runtime.block_on(async {
+        // The handlers go in before the port is bound: a SIGHUP or SIGTERM
+        // sent as soon as the port answers must not meet the default action
+        // (exit) instead.
+        let stop_signal = logging::stop_signal();
+        let hup = sighup();
         let proxy = match Proxy::bind(&config, monitoring).await {
             Ok(proxy) => proxy,
             Err(e) => {
@@ -158,12 +163,13 @@ fn run(
             }
         };
         tokio::spawn(reload_on_sighup(
+            hup,
             proxy.pools.clone(),
             conf_file.to_path_buf(),
         ));
         let (stop, shutdown) = tokio::sync::watch::channel(false);
         tokio::spawn(async move {
-            logging::stop_signal().await;
+            stop_signal.await;
             tracing::info!("stop signal received; finishing the replies owed");
             let _ = stop.send(true);
         });
@@ -193,13 +199,19 @@ fn default_threads() -> usize {
     }
 }
 
+/// The SIGHUP handler, installed at once.
+fn sighup() -> Option<tokio::signal::unix::Signal> {
+    use tokio::signal::unix::{signal, SignalKind};
+    signal(SignalKind::hangup()).ok()
+}
+
 /// Re-reads the pool file on every SIGHUP, as an edit by ops asks.
 async fn reload_on_sighup(
+    hup: Option<tokio::signal::unix::Signal>,
     pools: Vec<std::sync::Arc<crate::proxy::pool::Pool>>,
     conf_file: PathBuf,
 ) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+    let Some(mut hup) = hup else {
         tracing::warn!("cannot listen for SIGHUP; reload disabled");
         return;
     };

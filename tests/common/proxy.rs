@@ -94,6 +94,40 @@ impl Proxy {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// The stats port's JSON document.
+    pub fn stats(&self) -> serde_json::Value {
+        use std::io::Read;
+        let mut text = String::new();
+        std::net::TcpStream::connect(("127.0.0.1", self.stats_port))
+            .unwrap()
+            .read_to_string(&mut text)
+            .unwrap();
+        serde_json::from_str(&text).unwrap()
+    }
+
+    /// Requests written to (or queued for writing on) a backend
+    /// connection, over every server of `pool`: the stats count a request
+    /// once it is in flight on its connection.
+    pub fn backend_requests(&self, pool: &str) -> u64 {
+        let stats = self.stats();
+        stats[pool]
+            .as_object()
+            .unwrap()
+            .values()
+            .filter_map(|server| server["requests"].as_u64())
+            .sum()
+    }
+
+    /// Waits until `more` requests beyond `before` are in flight on backend
+    /// connections of `pool`.
+    pub fn wait_for_backend_requests(&self, pool: &str, before: u64, more: u64) {
+        wait_until(
+            &format!("{more} more requests in flight"),
+            Duration::from_secs(10),
+            || self.backend_requests(pool) >= before + more,
+        );
+    }
+
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}/", self.port)
     }

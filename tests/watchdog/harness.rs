@@ -126,6 +126,14 @@ impl Watchdog {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// When `text` was last logged: the timestamp that starts its line
+    /// (RFC 3339 in UTC, so timestamps compare as strings).
+    pub fn last_logged_at(&self, text: &str) -> Option<String> {
+        let log = self.log_text();
+        let line = log.lines().rfind(|l| l.contains(text))?;
+        line.split_whitespace().next().map(str::to_string)
+    }
+
     /// Waits for `line` in the log: the watchdog logs an action once it is
     /// done, which may be just after the test has seen its effect.
     pub fn wait_for_log(&self, line: &str) {
