@@ -135,9 +135,9 @@ def table(path):
     def ratio(a, b):
         return f"{a / b:.2f}x" if a and b else ""
 
-    print("| case | target | req/s | spread | p50 ms | p99 ms | CPU us/req | req/s vs nutcracker "
-          "| p99 vs nutcracker | CPU vs nutcracker | req/s vs direct |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("| case | target | req/s | spread | p50 ms | p99 ms | CPU us/req | kernel us/req "
+          "| req/s vs nutcracker | p99 vs nutcracker | CPU vs nutcracker | req/s vs direct |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for case in cases:
         memory = case.startswith("idle")
         for target in targets:
@@ -148,12 +148,14 @@ def table(path):
             if memory:
                 nc = stat(case, "nutcracker", 0)
                 vs_nc = ratio(value, nc) if is_shardproxy else ""
-                print(f"| {case} | {target} | {value / 1024:.1f} KiB/conn | | | | "
+                print(f"| {case} | {target} | {value / 1024:.1f} KiB/conn | | | | | "
                       f"| {vs_nc} | | | |")
                 continue
             p50, p99 = stat(case, target, 1), stat(case, target, 2)
             cpu = stat(case, target, 3)
             cpu_text = f"{cpu:.2f}" if cpu is not None and not math.isnan(cpu) else ""
+            kernel = stat(case, target, 4)
+            kernel_text = f"{kernel:.2f}" if kernel is not None and not math.isnan(kernel) else ""
             vs_nc = vs_nc_p99 = vs_nc_cpu = vs_direct = ""
             if is_shardproxy:
                 vs_nc = ratio(value, stat(case, "nutcracker", 0))
@@ -161,8 +163,28 @@ def table(path):
                 vs_nc_cpu = ratio(cpu, stat(case, "nutcracker", 3)) if cpu_text else ""
                 vs_direct = ratio(value, stat(case, "direct", 0))
             print(f"| {case} | {target} | {value:,.0f} | ±{spread(case, target):.0f}% "
-                  f"| {p50:.3f} | {p99:.3f} | {cpu_text} | {vs_nc} | {vs_nc_p99} | {vs_nc_cpu} "
+                  f"| {p50:.3f} | {p99:.3f} | {cpu_text} | {kernel_text} | {vs_nc} | {vs_nc_p99} "
+                  f"| {vs_nc_cpu} "
                   f"| {vs_direct} |")
+    if "nutcracker" in targets:
+        # Each round's ratios: the medians above hide how far rounds differ.
+        print()
+        print("| case | target | CPU vs nutcracker, per round | req/s vs nutcracker, per round |")
+        print("|---|---|---|---|")
+        for case in cases:
+            nc_runs = rows.get((case, "nutcracker"), [])
+            if case.startswith("idle") or not nc_runs:
+                continue
+            for target in targets:
+                if not target.startswith("shardproxy") or (case, target) not in rows:
+                    continue
+                pairs = list(zip(rows[(case, target)], nc_runs))
+
+                def per_round(i):
+                    return " ".join(f"{a[i] / b[i]:.2f}" if len(a) > i and len(b) > i and b[i]
+                                    and not math.isnan(a[i] / b[i]) else "-"
+                                    for a, b in pairs)
+                print(f"| {case} | {target} | {per_round(3)} | {per_round(0)} |")
     if "shardproxy-base" in targets and "shardproxy" in targets:
         # The build under test against the baseline build, same rounds.
         print()

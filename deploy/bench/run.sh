@@ -275,13 +275,14 @@ if [ -n "${ONLY:-}" ]; then
     CASES=("${kept[@]}")
 fi
 
-# cpu_ticks PID: user + system CPU time of a process, in clock ticks.
+# cpu_ticks PID: user + system CPU time of a process, then its system time
+# alone, in clock ticks.
 cpu_ticks() {
     local stat
     stat=$(cat "/proc/$1/stat")
     stat=${stat##*) }
     read -r -a fields <<< "$stat"
-    echo $(( fields[11] + fields[12] ))
+    echo "$(( fields[11] + fields[12] )) ${fields[12]}"
 }
 TICKS_PER_SEC=$(getconf CLK_TCK)
 
@@ -301,7 +302,7 @@ for round in $(seq 1 "$ROUNDS"); do
         requests=$(echo "${entry#*|}" | sed -E 's/.*-n ([0-9]+).*/\1/')
         for target in "${order[@]}"; do
             proc=${PROC[$target]:-}
-            [ -n "$proc" ] && ticks_before=$(cpu_ticks "$proc")
+            [ -n "$proc" ] && read -r ticks_before sys_before <<< "$(cpu_ticks "$proc")"
             tls=()
             [ -n "${EXTRA[$target]:-}" ] && tls=("${TLS_ARGS[@]}")
             if ! out=$(redis-benchmark -h 127.0.0.1 -p "${PORT[$target]}" "${tls[@]}" --csv "${args[@]}" 2>&1); then
@@ -312,13 +313,18 @@ for round in $(seq 1 "$ROUNDS"); do
             # The CSV's last line: "test","rps","avg","min","p50","p95","p99","max".
             line=$(echo "$out" | tail -n 1 | tr -d '"')
             IFS=, read -r _ rps _ _ p50 _ p99 _ <<< "$line"
-            # The proxy's CPU time over the run, per request, in microseconds.
+            # The proxy's CPU time over the run, per request, in
+            # microseconds: all of it, and the kernel's part.
             cpu_us=nan
+            sys_us=nan
             if [ -n "$proc" ]; then
-                cpu_us=$(python3 -c "print(($(cpu_ticks "$proc") - $ticks_before) * 1e6 / $TICKS_PER_SEC / $requests)")
+                read -r ticks_after sys_after <<< "$(cpu_ticks "$proc")"
+                per_request="1e6 / $TICKS_PER_SEC / $requests"
+                cpu_us=$(python3 -c "print(($ticks_after - $ticks_before) * $per_request)")
+                sys_us=$(python3 -c "print(($sys_after - $sys_before) * $per_request)")
             fi
-            printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$name" "$target" "$rps" "$p50" "$p99" "$cpu_us" >> "$RESULTS"
-            echo "  $name  $target  $rps req/s  p50 $p50  p99 $p99  cpu $cpu_us us/req" >&2
+            printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$name" "$target" "$rps" "$p50" "$p99" "$cpu_us" "$sys_us" >> "$RESULTS"
+            echo "  $name  $target  $rps req/s  p50 $p50  p99 $p99  cpu $cpu_us us/req (kernel $sys_us)" >&2
         done
     done
     # Idle connections, each on a fresh proxy process so memory freed by an
