@@ -166,6 +166,29 @@ def table(path):
                   f"| {p50:.3f} | {p99:.3f} | {cpu_text} | {kernel_text} | {vs_nc} | {vs_nc_p99} "
                   f"| {vs_nc_cpu} "
                   f"| {vs_direct} |")
+    if "direct" in targets:
+        # The CPU of every process per request: on a machine whose cores are
+        # all busy, throughput is the cores divided by the sum.
+        print()
+        print("| case | target | client us/req | Redis us/req | proxy us/req | total us/req "
+              "| total vs direct |")
+        print("|---|---|---:|---:|---:|---:|---:|")
+        for case in cases:
+            if case.startswith("idle"):
+                continue
+            direct_total = None
+            for target in targets:
+                parts = [stat(case, target, i) for i in (6, 5, 3)]
+                if (case, target) not in rows or parts[0] is None or parts[1] is None:
+                    continue
+                if parts[2] is None or math.isnan(parts[2]):
+                    parts[2] = 0.0
+                total = sum(parts)
+                if target == "direct":
+                    direct_total = total
+                proxy = f"{parts[2]:.2f}" if target != "direct" else ""
+                print(f"| {case} | {target} | {parts[0]:.2f} | {parts[1]:.2f} | {proxy} "
+                      f"| {total:.2f} | {ratio(total, direct_total) if target != 'direct' else ''} |")
     if "nutcracker" in targets:
         # Each round's ratios: the medians above hide how far rounds differ.
         print()

@@ -5,7 +5,10 @@
 # shardproxy). Runs redis-benchmark for every case against every target,
 # alternating the order of the targets from round to round, then measures
 # the memory of idle client connections on fresh proxy processes, and
-# prints one table of medians. Takes about three minutes.
+# prints a table of medians (with each proxy's CPU per request and its
+# kernel part), each round's ratios against nutcracker, and the CPU budget
+# of a request: the client's, both Redis servers' and the proxy's CPU per
+# request. Takes about seven minutes with TLS=0.
 #
 # Usage: deploy/bench/run.sh   (from anywhere; builds the release binary)
 #
@@ -122,6 +125,7 @@ for port in "$B1" "$B2"; do
         --dir "$WORK" --logfile "$WORK/redis-$port.log" "${tls_port[@]}" &
     PIDS+=($!)
 done
+BACKENDS=("${PIDS[@]}")
 
 cat > "$WORK/nutcracker.yml" <<YAML
 bench:
@@ -286,6 +290,34 @@ cpu_ticks() {
 }
 TICKS_PER_SEC=$(getconf CLK_TCK)
 
+# backend_ticks: both Redis servers' CPU time, in clock ticks.
+backend_ticks() {
+    local total=0 pid cpu _
+    for pid in "${BACKENDS[@]}"; do
+        read -r cpu _ <<< "$(cpu_ticks "$pid")"
+        total=$((total + cpu))
+    done
+    echo "$total"
+}
+
+# client_cpu: sets CLIENT_MS to the CPU time (user + system, in ms) of the
+# processes this shell has waited for; between two calls, that is one
+# redis-benchmark run. No subshells: in one, `times` would count only the
+# subshell's own children.
+client_cpu() {
+    local user sys
+    times > "$WORK/times"
+    { read -r _; read -r user sys; } < "$WORK/times"
+    CLIENT_MS=0
+    local part
+    for part in "$user" "$sys"; do
+        # 1m2.345s
+        [[ $part =~ ^([0-9]+)m([0-9]+)\.([0-9]{3})s$ ]] || continue
+        CLIENT_MS=$(( CLIENT_MS + BASH_REMATCH[1] * 60000 + 10#${BASH_REMATCH[2]} * 1000
+            + 10#${BASH_REMATCH[3]} ))
+    done
+}
+
 RESULTS=$WORK/results.tsv
 : > "$RESULTS"
 started=$(date +%s)
@@ -303,6 +335,9 @@ for round in $(seq 1 "$ROUNDS"); do
         for target in "${order[@]}"; do
             proc=${PROC[$target]:-}
             [ -n "$proc" ] && read -r ticks_before sys_before <<< "$(cpu_ticks "$proc")"
+            redis_before=$(backend_ticks)
+            client_cpu
+            client_before=$CLIENT_MS
             tls=()
             [ -n "${EXTRA[$target]:-}" ] && tls=("${TLS_ARGS[@]}")
             if ! out=$(redis-benchmark -h 127.0.0.1 -p "${PORT[$target]}" "${tls[@]}" --csv "${args[@]}" 2>&1); then
@@ -310,6 +345,9 @@ for round in $(seq 1 "$ROUNDS"); do
                 echo "$out" >&2
                 exit 1
             fi
+            client_cpu
+            client_after=$CLIENT_MS
+            redis_after=$(backend_ticks)
             # The CSV's last line: "test","rps","avg","min","p50","p95","p99","max".
             line=$(echo "$out" | tail -n 1 | tr -d '"')
             IFS=, read -r _ rps _ _ p50 _ p99 _ <<< "$line"
@@ -323,7 +361,12 @@ for round in $(seq 1 "$ROUNDS"); do
                 cpu_us=$(python3 -c "print(($ticks_after - $ticks_before) * $per_request)")
                 sys_us=$(python3 -c "print(($sys_after - $sys_before) * $per_request)")
             fi
-            printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$name" "$target" "$rps" "$p50" "$p99" "$cpu_us" "$sys_us" >> "$RESULTS"
+            # Everything else's CPU per request: both Redis servers, and
+            # redis-benchmark (the client).
+            redis_us=$(python3 -c "print(($redis_after - $redis_before) * 1e6 / $TICKS_PER_SEC / $requests)")
+            client_us=$(python3 -c "print(($client_after - $client_before) * 1e3 / $requests)")
+            printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$name" "$target" "$rps" "$p50" "$p99" \
+                "$cpu_us" "$sys_us" "$redis_us" "$client_us" >> "$RESULTS"
             echo "  $name  $target  $rps req/s  p50 $p50  p99 $p99  cpu $cpu_us us/req (kernel $sys_us)" >&2
         done
     done
