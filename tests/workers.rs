@@ -295,7 +295,6 @@ fn an_outage_seen_by_every_worker_counts_once() {
     assert!(on_a > 0, "the first server still takes its keys");
 }
 
-/// The stats port's JSON document.
 /// Clients of the pool right now, from the stats port.
 fn stats_clients(proxy: &Proxy) -> u64 {
     proxy.stats()["pool"]["client_connections"]

@@ -520,7 +520,16 @@ async fn invalid_state_keeps_the_last_good_view() {
 
     // A gap or an overlap is about the whole layout: nothing is handed over.
     set_range(&ops, "redis-0001", &ShardData::new(2048, 4095).to_json()).await;
-    eventually!("valid again", 2, watch.status.snapshot().state_valid);
+    // The status says valid just before the repaired view is handed over:
+    // wait for both.
+    eventually!(
+        "valid again",
+        2,
+        watch.status.snapshot().state_valid
+            && views
+                .last()
+                .is_some_and(|v| v.shard("redis-0001").unwrap().invalid.is_none())
+    );
     let valid_views = views.count();
     let gap = br#"{"weight":"2100-4095"}"#.as_slice();
     let overlap = br#"{"weight":"2000-4095"}"#.as_slice();

@@ -167,8 +167,8 @@ def table(path):
                   f"| {vs_nc_cpu} "
                   f"| {vs_direct} |")
     if "direct" in targets:
-        # The CPU of every process per request: on a machine whose cores are
-        # all busy, throughput is the cores divided by the sum.
+        # The CPU of every process per request: a target's throughput is at
+        # most the machine's cores divided by the sum.
         print()
         print("| case | target | client us/req | Redis us/req | proxy us/req | total us/req "
               "| total vs direct |")
@@ -184,11 +184,13 @@ def table(path):
                 if parts[2] is None or math.isnan(parts[2]):
                     parts[2] = 0.0
                 total = sum(parts)
+                is_direct = target.startswith("direct")
                 if target == "direct":
                     direct_total = total
-                proxy = f"{parts[2]:.2f}" if target != "direct" else ""
+                proxy = "" if is_direct else f"{parts[2]:.2f}"
+                vs_direct = "" if is_direct else ratio(total, direct_total)
                 print(f"| {case} | {target} | {parts[0]:.2f} | {parts[1]:.2f} | {proxy} "
-                      f"| {total:.2f} | {ratio(total, direct_total) if target != 'direct' else ''} |")
+                      f"| {total:.2f} | {vs_direct} |")
     if "nutcracker" in targets:
         # Each round's ratios: the medians above hide how far rounds differ.
         print()

@@ -312,7 +312,11 @@ client_cpu() {
     local part
     for part in "$user" "$sys"; do
         # 1m2.345s
-        [[ $part =~ ^([0-9]+)m([0-9]+)\.([0-9]{3})s$ ]] || continue
+        # (a comma instead of the point in some locales)
+        [[ $part =~ ^([0-9]+)m([0-9]+)[.,]([0-9]{3})s$ ]] || {
+            echo "run.sh: cannot read the time $part from the shell's times" >&2
+            exit 1
+        }
         CLIENT_MS=$(( CLIENT_MS + BASH_REMATCH[1] * 60000 + 10#${BASH_REMATCH[2]} * 1000
             + 10#${BASH_REMATCH[3]} ))
     done

@@ -424,16 +424,13 @@ impl<'a> Session<'a> {
                 last.as_ref().and_then(|l| l.migration.clone())
             }
         };
-        // Valid again only once the repaired view is handed over, so that
-        // whoever reads the status sees the view it describes.
+        self.status.set_state_valid(!invalid);
         if last.as_ref() == Some(&view) {
-            self.status.set_state_valid(!invalid);
             return;
         }
         log_changes(self.root, last.as_ref(), &view);
         on_change(view.clone());
         self.status.view_applied(Arc::new(view.clone()));
-        self.status.set_state_valid(!invalid);
         *last = Some(view);
     }
 }
