@@ -5,7 +5,7 @@
 mod common;
 
 use common::nutcracker::Nutcracker;
-use common::proxy::Proxy;
+use common::proxy::{stats_json, Proxy};
 use common::redis::{RawClient, Redis};
 use serde_json::Value;
 use std::collections::BTreeSet;
@@ -20,10 +20,6 @@ fn read_all(port: u16, request: &[u8]) -> String {
     let mut text = String::new();
     stream.read_to_string(&mut text).unwrap();
     text
-}
-
-fn stats_json(port: u16) -> Value {
-    serde_json::from_str(&read_all(port, b"")).expect("the stats port sends JSON")
 }
 
 fn keys(value: &Value) -> BTreeSet<String> {

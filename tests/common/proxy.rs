@@ -96,13 +96,7 @@ impl Proxy {
 
     /// The stats port's JSON document.
     pub fn stats(&self) -> serde_json::Value {
-        use std::io::Read;
-        let mut text = String::new();
-        std::net::TcpStream::connect(("127.0.0.1", self.stats_port))
-            .unwrap()
-            .read_to_string(&mut text)
-            .unwrap();
-        serde_json::from_str(&text).unwrap()
+        stats_json(self.stats_port)
     }
 
     /// Requests written to (or queued for writing on) a backend
@@ -131,4 +125,16 @@ impl Proxy {
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}/", self.port)
     }
+}
+
+/// The JSON document a twemproxy-style stats port (shardproxy's or
+/// nutcracker's) sends on connect.
+pub fn stats_json(port: u16) -> serde_json::Value {
+    use std::io::Read;
+    let mut text = String::new();
+    std::net::TcpStream::connect(("127.0.0.1", port))
+        .unwrap()
+        .read_to_string(&mut text)
+        .unwrap();
+    serde_json::from_str(&text).expect("the stats port sends JSON")
 }
