@@ -355,20 +355,20 @@ for round in $(seq 1 "$ROUNDS"); do
             # The CSV's last line: "test","rps","avg","min","p50","p95","p99","max".
             line=$(echo "$out" | tail -n 1 | tr -d '"')
             IFS=, read -r _ rps _ _ p50 _ p99 _ <<< "$line"
-            # The proxy's CPU time over the run, per request, in
-            # microseconds: all of it, and the kernel's part.
-            cpu_us=nan
-            sys_us=nan
+            # CPU time over the run per request, in microseconds: the
+            # proxy's (all of it, and the kernel's part; nan for direct
+            # Redis), both Redis servers', and redis-benchmark's.
+            proxy_ticks="nan, nan"
             if [ -n "$proc" ]; then
                 read -r ticks_after sys_after <<< "$(cpu_ticks "$proc")"
-                per_request="1e6 / $TICKS_PER_SEC / $requests"
-                cpu_us=$(python3 -c "print(($ticks_after - $ticks_before) * $per_request)")
-                sys_us=$(python3 -c "print(($sys_after - $sys_before) * $per_request)")
+                proxy_ticks="$((ticks_after - ticks_before)), $((sys_after - sys_before))"
             fi
-            # Everything else's CPU per request: both Redis servers, and
-            # redis-benchmark (the client).
-            redis_us=$(python3 -c "print(($redis_after - $redis_before) * 1e6 / $TICKS_PER_SEC / $requests)")
-            client_us=$(python3 -c "print(($client_after - $client_before) * 1e3 / $requests)")
+            read -r cpu_us sys_us redis_us client_us <<< "$(python3 -c "
+nan = float('nan')
+ticks = 1e6 / $TICKS_PER_SEC / $requests
+cpu, sys = ($proxy_ticks)
+print(cpu * ticks, sys * ticks, ($redis_after - $redis_before) * ticks,
+      ($client_after - $client_before) * 1e3 / $requests)")"
             printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$name" "$target" "$rps" "$p50" "$p99" \
                 "$cpu_us" "$sys_us" "$redis_us" "$client_us" >> "$RESULTS"
             echo "  $name  $target  $rps req/s  p50 $p50  p99 $p99  cpu $cpu_us us/req (kernel $sys_us)" >&2
