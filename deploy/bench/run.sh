@@ -290,14 +290,16 @@ cpu_ticks() {
 }
 TICKS_PER_SEC=$(getconf CLK_TCK)
 
-# backend_ticks: both Redis servers' CPU time, in clock ticks.
+# backend_ticks: both Redis servers' CPU time, then its system part, in
+# clock ticks.
 backend_ticks() {
-    local total=0 pid cpu _
+    local total=0 kernel=0 pid cpu sys
     for pid in "${BACKENDS[@]}"; do
-        read -r cpu _ <<< "$(cpu_ticks "$pid")"
+        read -r cpu sys <<< "$(cpu_ticks "$pid")"
         total=$((total + cpu))
+        kernel=$((kernel + sys))
     done
-    echo "$total"
+    echo "$total $kernel"
 }
 
 # client_cpu: sets CLIENT_MS to the CPU time (user + system, in ms) of the
@@ -339,7 +341,7 @@ for round in $(seq 1 "$ROUNDS"); do
         for target in "${order[@]}"; do
             proc=${PROC[$target]:-}
             [ -n "$proc" ] && read -r ticks_before sys_before <<< "$(cpu_ticks "$proc")"
-            redis_before=$(backend_ticks)
+            read -r redis_before redis_sys_before <<< "$(backend_ticks)"
             client_cpu
             client_before=$CLIENT_MS
             tls=()
@@ -351,26 +353,28 @@ for round in $(seq 1 "$ROUNDS"); do
             fi
             client_cpu
             client_after=$CLIENT_MS
-            redis_after=$(backend_ticks)
+            read -r redis_after redis_sys_after <<< "$(backend_ticks)"
             # The CSV's last line: "test","rps","avg","min","p50","p95","p99","max".
             line=$(echo "$out" | tail -n 1 | tr -d '"')
             IFS=, read -r _ rps _ _ p50 _ p99 _ <<< "$line"
             # CPU time over the run per request, in microseconds: the
             # proxy's (all of it, and the kernel's part; nan for direct
-            # Redis), both Redis servers', and redis-benchmark's.
+            # Redis), both Redis servers' (and their kernel part), and
+            # redis-benchmark's.
             proxy_ticks="nan, nan"
             if [ -n "$proc" ]; then
                 read -r ticks_after sys_after <<< "$(cpu_ticks "$proc")"
                 proxy_ticks="$((ticks_after - ticks_before)), $((sys_after - sys_before))"
             fi
-            read -r cpu_us sys_us redis_us client_us <<< "$(python3 -c "
+            read -r cpu_us sys_us redis_us client_us redis_sys_us <<< "$(python3 -c "
 nan = float('nan')
 ticks = 1e6 / $TICKS_PER_SEC / $requests
 cpu, sys = ($proxy_ticks)
 print(cpu * ticks, sys * ticks, ($redis_after - $redis_before) * ticks,
-      ($client_after - $client_before) * 1e3 / $requests)")"
-            printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$name" "$target" "$rps" "$p50" "$p99" \
-                "$cpu_us" "$sys_us" "$redis_us" "$client_us" >> "$RESULTS"
+      ($client_after - $client_before) * 1e3 / $requests,
+      ($redis_sys_after - $redis_sys_before) * ticks)")"
+            printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$name" "$target" "$rps" "$p50" "$p99" \
+                "$cpu_us" "$sys_us" "$redis_us" "$client_us" "$redis_sys_us" >> "$RESULTS"
             echo "  $name  $target  $rps req/s  p50 $p50  p99 $p99  cpu $cpu_us us/req (kernel $sys_us)" >&2
         done
     done
