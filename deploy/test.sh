@@ -5,6 +5,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# The release profile keeps line tables for profiling (Cargo.toml); the
+# tests do not need them, and without them the two release builds below
+# (the binaries, then the test binaries) take about a fifth less CPU.
+export CARGO_PROFILE_RELEASE_DEBUG=0
+
 deploy/install-deps.sh
 deploy/install-client-libs.sh
 cargo fmt --all -- --check
