@@ -341,6 +341,29 @@ fn a_blocking_command_on_a_stopped_backend_times_out() {
     assert_eq!(client.cmd_str(&["BLPOP", "stall", "0.05"]), "*-1\r\n");
 }
 
+/// WAIT on a stalled backend times out like any blocking command: the
+/// PUBLISH the proxy sends ahead of it (see `Session::blocking`) carries
+/// WAIT's deadline, so it cannot hold WAIT's timeout back.
+#[test]
+fn wait_on_a_stopped_backend_times_out() {
+    let (proxy, shards) = two_shards("  timeout: 300\n");
+    let (key, _) = keys_on_two_shards();
+    let mut client = RawClient::connect(proxy.port);
+    assert_eq!(client.cmd_str(&["SET", &key, "1"]), "+OK\r\n");
+    // WAIT goes to the shard of the client's last keyed request.
+    assert_eq!(client.cmd_str(&["WAIT", "0", "50"]), ":0\r\n");
+    shards[0].guard.signal("STOP");
+    let started = Instant::now();
+    let reply = client.cmd_str(&["WAIT", "0", "100"]);
+    let took = started.elapsed();
+    shards[0].guard.signal("CONT");
+    assert!(reply.starts_with("-ERR shard '"), "{reply}");
+    assert!(reply.contains("timed out"), "{reply}");
+    assert!(took < Duration::from_millis(1500), "{took:?}");
+    // The client is served again.
+    assert_eq!(client.cmd_str(&["GET", &key]), "$1\r\n1\r\n");
+}
+
 /// A failover frees a client blocked on the old master at once, with the
 /// error saying the outcome is unknown, and ends a transaction bound to it;
 /// both clients then work on the new master.

@@ -59,7 +59,10 @@ impl Session {
         if cmd.name == "wait" {
             let mut publish = BytesMut::new();
             encode_request(&[&b"PUBLISH"[..], WAIT_CHANNEL, b""], &mut publish);
-            drop(conn.send(publish.freeze(), None));
+            // WAIT's own deadline: the connection expires requests oldest
+            // first, so one without a deadline ahead of WAIT would keep
+            // WAIT from ever timing out on a stalled backend.
+            drop(conn.send(publish.freeze(), deadline));
         }
         let reply = conn.send(request.raw, deadline);
         let shard = conn.shard;
