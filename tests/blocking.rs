@@ -406,7 +406,10 @@ async fn a_failover_frees_blocked_clients_and_ends_transactions() {
     );
     assert!(switched.elapsed() < Duration::from_secs(2));
     let exec = tx.cmd_str(&["EXEC"]);
-    assert!(exec.starts_with("-ERR shard 'redis-0000'"), "{exec}");
+    assert!(
+        exec.starts_with("-EXECABORT Transaction discarded: shard 'redis-0000'"),
+        "{exec}"
+    );
     assert!(!old
         .connect()
         .cmd_str(&["EXISTS", "failover:k"])

@@ -289,3 +289,78 @@ fn optimistic_locking_loses_no_increment() {
         format!("${}\r\n{want}\r\n", want.len())
     );
 }
+
+/// Closes, on `redis`, the connection whose CLIENT LIST line contains
+/// `marker` (the proxy's dedicated connection holding a transaction).
+fn kill_connection(redis: &Redis, marker: &str) {
+    let mut admin = redis.connect();
+    let list = admin.cmd_str(&["CLIENT", "LIST"]);
+    let id = list
+        .lines()
+        .find(|line| line.contains(marker))
+        .and_then(|line| line.split(' ').find_map(|f| f.strip_prefix("id=")))
+        .unwrap_or_else(|| panic!("no connection with {marker} in {list}"))
+        .to_string();
+    assert_eq!(admin.cmd_str(&["CLIENT", "KILL", "ID", &id]), ":1\r\n");
+}
+
+/// The connection holding a client's WATCH is lost (the backend closed it):
+/// the transaction the client then sends, pipelined as client libraries do,
+/// must not run without the WATCH. EXEC answers as if the watched key had
+/// changed (or aborts, when the proxy only finds out on MULTI), and the
+/// write never happens.
+#[test]
+fn a_lost_watch_fails_the_transaction_instead_of_running_it_unguarded() {
+    let (proxy, shards) = two_shards();
+    let key = keys_in(0, 2047, 1, "lostwatch").remove(0);
+    let mut client = RawClient::connect(proxy.port);
+    assert_eq!(client.cmd_str(&["SET", &key, "orig"]), "+OK\r\n");
+    assert_eq!(client.cmd_str(&["WATCH", &key]), "+OK\r\n");
+    kill_connection(&shards[0], "cmd=watch");
+    let replies = run_pipelined(
+        &mut client,
+        &[&["MULTI"], &["SET", &key, "unguarded"], &["EXEC"]],
+    );
+    assert_ne!(replies[1], "+OK\r\n", "{replies:?}");
+    assert!(
+        replies[2] == "*-1\r\n" || replies[2].starts_with("-EXECABORT "),
+        "{replies:?}"
+    );
+    assert_eq!(client.cmd_str(&["GET", &key]), "$4\r\norig\r\n");
+    // The next transaction runs normally.
+    assert_eq!(
+        run(
+            &mut client,
+            &[&["MULTI"], &["SET", &key, "next"], &["EXEC"]]
+        ),
+        ["+OK\r\n", "+QUEUED\r\n", "*1\r\n+OK\r\n"]
+    );
+    assert_eq!(client.cmd_str(&["GET", &key]), "$4\r\nnext\r\n");
+}
+
+/// The connection holding an open MULTI is lost: the commands the client
+/// sends after it, up to EXEC, must not run outside the transaction. The
+/// first gets the error, EXEC aborts, and nothing of the transaction is
+/// written.
+#[test]
+fn a_lost_multi_aborts_the_transaction_instead_of_running_the_rest() {
+    let (proxy, shards) = two_shards();
+    let keys = keys_in(0, 2047, 2, "lostmulti");
+    let mut client = RawClient::connect(proxy.port);
+    assert_eq!(client.cmd_str(&["MULTI"]), "+OK\r\n");
+    assert_eq!(client.cmd_str(&["SET", &keys[0], "1"]), "+QUEUED\r\n");
+    kill_connection(&shards[0], "multi=1");
+    let replies = run_pipelined(
+        &mut client,
+        &[&["PING"], &["SET", &keys[1], "2"], &["EXEC"]],
+    );
+    assert!(replies[0].starts_with("-ERR "), "{replies:?}");
+    assert!(replies[0].contains("was lost"), "{replies:?}");
+    assert_ne!(replies[1], "+OK\r\n", "{replies:?}");
+    assert!(replies[2].starts_with("-EXECABORT "), "{replies:?}");
+    for key in &keys {
+        assert_eq!(client.cmd_str(&["EXISTS", key]), ":0\r\n");
+    }
+    // EXEC ended it: the session is out of MULTI.
+    assert_eq!(client.cmd_str(&["SET", &keys[1], "3"]), "+OK\r\n");
+}

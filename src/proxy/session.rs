@@ -74,6 +74,13 @@ pub struct Transaction {
     pub waiting: Vec<Bytes>,
     /// A command was refused while queueing: EXEC discards the transaction.
     pub aborted: bool,
+    /// The dedicated connection holding the transaction's WATCHes or
+    /// queued commands was lost. Nothing more is sent for the transaction:
+    /// later commands up to EXEC are answered `+QUEUED` and dropped, and
+    /// EXEC fails (`aborted`: `-EXECABORT`; WATCHes lost before MULTI: a
+    /// null reply, as when a watched key changed), so none of them can run
+    /// outside the transaction the client asked for.
+    pub lost: bool,
 }
 
 /// Which connections a session's requests travel on.

@@ -11,9 +11,15 @@
 //! sends MULTI and them first, and their replies are dropped (they are the
 //! `+OK`/`+QUEUED` already given). A transaction that never names a key runs
 //! on the shard keyless scripts run on ([`super::scripts::KEYLESS_SHARD`]).
+//!
+//! When the dedicated connection holding a transaction breaks (the backend
+//! closed it, a failover), its WATCHes or queued commands are gone with it,
+//! and the commands the client pipelined behind must not run outside the
+//! transaction: the first to arrive gets the error, the rest up to EXEC are
+//! dropped, and EXEC fails (see [`Transaction::lost`]).
 
 use crate::command::{Command, Handling};
-use crate::protocol::{encode_request, Request};
+use crate::protocol::{encode_request, Proto, Request};
 use crate::proxy::local;
 use crate::proxy::pending::{unsupported_error, Pending};
 use crate::proxy::router::RoutingTable;
@@ -31,6 +37,27 @@ impl Session {
         handling: Handling,
         request: Request,
     ) -> Pending {
+        if let Some(shard) = self.notice_lost_connection() {
+            // Told once, on the command that found the loss; inside MULTI,
+            // the transaction is doomed, and EXEC will say so again.
+            match (cmd.name, self.in_multi()) {
+                ("exec", true) => {
+                    self.tx = None;
+                    return self.error(&format!(
+                        "EXECABORT Transaction discarded: {}",
+                        lost_connection_text(shard)
+                    ));
+                }
+                ("discard", true) => {
+                    self.tx = None;
+                    return Pending::Ready(Bytes::from_static(b"+OK\r\n"));
+                }
+                (_, true) => return self.error(&format!("ERR {}", lost_connection_text(shard))),
+                // Only WATCHes were lost: EXEC will answer as if a watched
+                // key had changed, which clients retry.
+                (_, false) => {}
+            }
+        }
         let multi = self.in_multi();
         match (cmd.name, multi) {
             ("multi", false) => self.multi(request),
@@ -69,6 +96,25 @@ impl Session {
         self.tx.as_ref().is_some_and(|tx| tx.bound)
     }
 
+    fn tx_lost(&self) -> bool {
+        self.tx.as_ref().is_some_and(|tx| tx.lost)
+    }
+
+    /// The shard whose dedicated connection, holding the bound
+    /// transaction's state, broke since the last command; the transaction
+    /// is then marked lost (and aborted inside MULTI) and unbound.
+    fn notice_lost_connection(&mut self) -> Option<&'static str> {
+        let tx = self.tx.as_mut().filter(|tx| tx.bound)?;
+        let conn = self.dedicated.as_ref().filter(|conn| conn.is_broken())?;
+        let shard = conn.shard;
+        tx.bound = false;
+        tx.lost = true;
+        tx.aborted |= tx.multi;
+        tx.waiting.clear();
+        self.dedicated = None;
+        Some(shard)
+    }
+
     fn multi(&mut self, request: Request) -> Pending {
         let tx = self.tx.get_or_insert_with(Transaction::default);
         tx.multi = true;
@@ -81,6 +127,10 @@ impl Session {
 
     /// WATCH outside MULTI binds the transaction to its keys' shard.
     fn watch(&mut self, cmd: &'static Command, request: Request) -> Pending {
+        if self.tx_lost() {
+            // EXEC fails in any case: nothing to watch for.
+            return Pending::Ready(Bytes::from_static(b"+OK\r\n"));
+        }
         let table = self.pool.router.load();
         let shard = match self.dedicated_shard_of_keys(&table, cmd, &request.args) {
             Ok(Some(shard)) => shard,
@@ -114,6 +164,12 @@ impl Session {
             }
             return self.error("EXECABORT Transaction discarded because of previous errors.");
         }
+        if tx.lost {
+            return Pending::Ready(Bytes::from_static(match self.proto {
+                Proto::Resp2 => b"*-1\r\n",
+                Proto::Resp3 => b"_\r\n",
+            }));
+        }
         if tx.bound {
             return self.on_dedicated(request.raw);
         }
@@ -135,6 +191,10 @@ impl Session {
     /// A command inside MULTI: forwarded to the bound shard to be queued
     /// there, kept until the shard is known, or refused.
     fn queue(&mut self, cmd: &'static Command, handling: Handling, request: Request) -> Pending {
+        if self.tx_lost() {
+            // EXEC fails in any case: the command is dropped.
+            return Pending::Ready(Bytes::from_static(QUEUED));
+        }
         let keyless_allowed = match handling {
             Handling::Forward | Handling::Split(_) | Handling::Blocking | Handling::AnyBackend => {
                 true
@@ -230,14 +290,12 @@ impl Session {
             return self.error("ERR shardproxy: the transaction's connection is gone");
         };
         if conn.is_broken() {
-            // The WATCH or MULTI state died with the connection.
+            // Only for a transaction not bound yet (EXEC of keyless
+            // commands): a bound one found its loss in `transaction`.
             let shard = conn.shard;
             self.dedicated = None;
             self.tx = None;
-            return self.error(&format!(
-                "ERR shard '{shard}': the connection holding this client's transaction was lost; \
-                 the transaction and its WATCHes were discarded"
-            ));
+            return self.error(&format!("ERR {}", lost_connection_text(shard)));
         }
         let deadline = conn.timeout().map(|t| Instant::now() + t);
         let reply = conn.send(raw, deadline);
@@ -272,4 +330,12 @@ impl Session {
             .timeout()
             .map(|t| Instant::now() + t)
     }
+}
+
+/// What a client is told when the connection holding its transaction broke.
+fn lost_connection_text(shard: &str) -> String {
+    format!(
+        "shard '{shard}': the connection holding this client's transaction was lost; \
+         the transaction and its WATCHes were discarded"
+    )
 }
