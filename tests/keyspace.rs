@@ -6,8 +6,9 @@
 mod common;
 
 use common::proxy::Proxy;
-use common::redis::{RawClient, Redis};
+use common::redis::{encode_command, RawClient, Redis};
 use common::wait_until;
+use common::zk_cluster::keys_in;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
@@ -143,6 +144,42 @@ fn scan_of_an_empty_keyspace_ends_at_once() {
     let proxy = Proxy::start(&pool_body(&shards, ""));
     let mut c = RawClient::connect(proxy.port);
     assert_eq!(c.cmd_str(&["SCAN", "0"]), "*2\r\n$1\r\n0\r\n*0\r\n");
+}
+
+/// SCAN and RANDOMKEY run before the requests the client pipelined after
+/// them, as in Redis: a key written after them in the same pipeline is not
+/// seen, one deleted after them is.
+#[test]
+fn keyspace_commands_keep_their_place_in_a_pipeline() {
+    let shards = start_shards();
+    let proxy = Proxy::start(&pool_body(&shards, ""));
+    let key = keys_in(0, 1364, 1, "later").remove(0);
+    let mut c = RawClient::connect(proxy.port);
+    c.send_raw(
+        &[
+            encode_command(&[b"SCAN", b"0", b"COUNT", b"1000"]),
+            encode_command(&[b"SET", key.as_bytes(), b"v"]),
+        ]
+        .concat(),
+    );
+    // The first shard is done at once: the later ones are empty.
+    assert_eq!(c.read_reply(), b"*2\r\n$1\r\n0\r\n*0\r\n");
+    assert_eq!(c.read_reply(), b"+OK\r\n");
+    assert_eq!(c.cmd_str(&["DEL", &key]), ":1\r\n");
+    c.send_raw(
+        &[
+            encode_command(&[b"SET", key.as_bytes(), b"v"]),
+            encode_command(&[b"RANDOMKEY"]),
+            encode_command(&[b"DEL", key.as_bytes()]),
+        ]
+        .concat(),
+    );
+    assert_eq!(c.read_reply(), b"+OK\r\n");
+    assert_eq!(
+        String::from_utf8_lossy(&c.read_reply()),
+        format!("${}\r\n{key}\r\n", key.len())
+    );
+    assert_eq!(c.read_reply(), b":1\r\n");
 }
 
 #[test]

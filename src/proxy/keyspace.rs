@@ -84,30 +84,43 @@ fn scan(session: &Session, args: &[Bytes]) -> Pending {
             shards.len()
         ));
     }
-    let Some((mut position, mut cursor)) = parse_cursor(&args[1]).map(unpack) else {
+    let Some((mut position, cursor)) = parse_cursor(&args[1]).map(unpack) else {
         return session.error("ERR invalid cursor");
     };
     if position >= shards.len() {
         return session.error("ERR invalid cursor");
     }
+    let last = shards.len() - 1;
     let mut request: Vec<Bytes> = args.to_vec();
-    let proto = session.proto;
-    let affinity = session.affinity;
+    let (proto, affinity) = (session.proto, session.affinity);
+    let ask = move |request: &mut Vec<Bytes>, position: usize, cursor: u64| {
+        request[1] = Bytes::from(cursor.to_string());
+        let mut raw = BytesMut::new();
+        encode_request(request, &mut raw);
+        fanout::ask(
+            &table.shards[shards[position]],
+            proto,
+            affinity,
+            raw.freeze(),
+        )
+    };
+    // The first shard is asked now, not when the reply is first awaited:
+    // the requests the client sent after SCAN are dispatched before then,
+    // and must not run first. A shard that turns out to be done is
+    // followed by the next one in the same call (no empty pages); that
+    // request may come after later ones, which SCAN's guarantee allows
+    // (keys written during an iteration may or may not be returned).
+    let mut answer = ask(&mut request, position, cursor);
     assembling(session, async move {
-        let last = shards.len() - 1;
         loop {
-            request[1] = Bytes::from(cursor.to_string());
-            let mut raw = BytesMut::new();
-            encode_request(&request, &mut raw);
-            let shard = &table.shards[shards[position]];
-            let answer = fanout::ask(shard, proto, affinity, raw.freeze()).await;
-            if answer.failed || fanout::is_error(&answer.frame) {
-                return answer.frame;
+            let reply = answer.await;
+            if reply.failed || fanout::is_error(&reply.frame) {
+                return reply.frame;
             }
-            let Some((next, keys)) = scan_reply(&answer.frame) else {
+            let Some((next, keys)) = scan_reply(&reply.frame) else {
                 return fanout::error_frame(&format!(
                     "ERR shard '{}': SCAN reply is not a cursor and keys",
-                    answer.shard
+                    reply.shard
                 ));
             };
             let (count, _) = array_parts(keys).unwrap_or((0, b""));
@@ -117,7 +130,7 @@ fn scan(session: &Session, args: &[Bytes]) -> Pending {
                     None => {
                         return fanout::error_frame(&format!(
                             "ERR shard '{}': SCAN cursor {next} too large for shardproxy",
-                            answer.shard
+                            reply.shard
                         ))
                     }
                 }
@@ -125,8 +138,8 @@ fn scan(session: &Session, args: &[Bytes]) -> Pending {
                 0
             } else {
                 position += 1;
-                cursor = 0;
                 if count == 0 {
+                    answer = ask(&mut request, position, 0);
                     continue;
                 }
                 position as u64
@@ -228,12 +241,19 @@ fn random_key(session: &Session, raw: Bytes) -> Pending {
     let table = session.pool.router.load_full();
     let shards = fanout::distinct_shards(&table);
     let start = RandomState::new().hash_one(session.id) as usize % shards.len();
-    let (proto, affinity) = (session.proto, session.affinity);
+    // Every shard is asked now, not one after another as the replies come:
+    // the requests the client sent after RANDOMKEY are dispatched before
+    // then, and must not run first.
+    let answers: Vec<_> = (0..shards.len())
+        .map(|i| {
+            let shard = &table.shards[shards[(start + i) % shards.len()]];
+            fanout::ask(shard, session.proto, session.affinity, raw.clone())
+        })
+        .collect();
     assembling(session, async move {
         let mut last = None;
-        for i in 0..shards.len() {
-            let shard = &table.shards[shards[(start + i) % shards.len()]];
-            let answer = fanout::ask(shard, proto, affinity, raw.clone()).await;
+        for answer in answers {
+            let answer = answer.await;
             if !is_nil(&answer.frame) {
                 return answer.frame;
             }
