@@ -323,3 +323,36 @@ fn keyspace_commands_inside_multi_abort_the_transaction() {
     assert!(c.cmd_str(&["EXEC"]).starts_with("-EXECABORT"));
     assert_eq!(c.cmd_str(&["GET", "a"]), "$-1\r\n");
 }
+
+/// DBSIZE and INFO keyspace run after the client's own earlier requests,
+/// whatever connection those took: with several connections per backend,
+/// and in RESP3 (whose requests travel on connections of their own).
+#[test]
+fn dbsize_and_info_keyspace_see_the_clients_own_writes() {
+    let shards = start_shards();
+    let proxy = Proxy::start(&pool_body(&shards, "  server_connections: 4\n"));
+    for round in 0..20 {
+        for shard in &shards {
+            assert_eq!(shard.connect().cmd_str(&["FLUSHALL"]), "+OK\r\n");
+        }
+        let mut c = RawClient::connect(proxy.port);
+        let resp3 = round % 2 == 1;
+        if resp3 {
+            assert!(c.cmd_str(&["HELLO", "3"]).starts_with('%'));
+        }
+        let mut pipeline = Vec::new();
+        for i in 0..50 {
+            let key = format!("own:{round}:{i}");
+            pipeline.extend(encode_command(&[b"SET", key.as_bytes(), &[b'x'; 100]]));
+        }
+        pipeline.extend(encode_command(&[b"DBSIZE"]));
+        pipeline.extend(encode_command(&[b"INFO", b"keyspace"]));
+        c.send_raw(&pipeline);
+        for _ in 0..50 {
+            assert_eq!(c.read_reply(), b"+OK\r\n");
+        }
+        assert_eq!(c.read_reply(), b":50\r\n", "round {round}");
+        let info = String::from_utf8_lossy(&c.read_reply()).into_owned();
+        assert!(info.contains("db0:keys=50,"), "round {round}: {info}");
+    }
+}

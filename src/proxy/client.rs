@@ -556,7 +556,7 @@ impl Session {
             Handling::FanOut => {
                 let table = self.pool.router.load();
                 Pending::split(
-                    split::fan_out(&table, self.proto, &request.args),
+                    split::fan_out(&table, self.proto, self.affinity, &request.args),
                     self.pool.clone(),
                 )
             }

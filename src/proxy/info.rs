@@ -198,7 +198,13 @@ fn unix_secs(t: std::time::SystemTime) -> u64 {
 /// Sends `INFO keyspace` to every distinct backend.
 fn ask_keyspace(session: &Session) -> Vec<(ShardName, ReplyReceiver)> {
     let table = session.pool.router.load();
-    table.send_to_every_backend(Proto::Resp2, &[&b"INFO"[..], b"keyspace"])
+    // The session's protocol and connection: on another connection, INFO
+    // could overtake the session's own writes.
+    table.send_to_every_backend(
+        session.proto,
+        session.affinity,
+        &[&b"INFO"[..], b"keyspace"],
+    )
 }
 
 impl InfoReply {

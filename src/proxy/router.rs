@@ -64,10 +64,13 @@ pub struct RoutingTable {
 impl RoutingTable {
     /// Sends the command `args` once to every distinct backend of the table
     /// (a backend serving several shards is asked once); returns each
-    /// reply's channel with the name of the shard it was sent for.
+    /// reply's channel with the name of the shard it was sent for. On the
+    /// connection of `affinity` (the session's), so that it runs after the
+    /// session's earlier requests.
     pub fn send_to_every_backend<A: AsRef<[u8]>>(
         &self,
         proto: Proto,
+        affinity: usize,
         args: &[A],
     ) -> Vec<(ShardName, ReplyReceiver)> {
         let mut request = BytesMut::new();
@@ -78,7 +81,10 @@ impl RoutingTable {
         for shard in &self.shards {
             if !seen.contains(&&*shard.backend.addr) {
                 seen.push(&shard.backend.addr);
-                sent.push((shard.name, shard.backend.send(proto, 0, request.clone())));
+                sent.push((
+                    shard.name,
+                    shard.backend.send(proto, affinity, request.clone()),
+                ));
             }
         }
         sent

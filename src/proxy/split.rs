@@ -143,9 +143,9 @@ impl SplitReply {
 }
 
 /// Sends `args` (DBSIZE) to every distinct backend and sums the replies.
-pub fn fan_out(table: &RoutingTable, proto: Proto, args: &[Bytes]) -> SplitReply {
+pub fn fan_out(table: &RoutingTable, proto: Proto, affinity: usize, args: &[Bytes]) -> SplitReply {
     let parts = table
-        .send_to_every_backend(proto, args)
+        .send_to_every_backend(proto, affinity, args)
         .into_iter()
         .map(|(shard, reply)| Part {
             reply,

@@ -31,7 +31,7 @@ pub fn run(client: &mut Client<'_>, cmd: &'static Command, args: &[Bytes], raw: 
             }
         }
         "pubsub|channels" | "pubsub|shardchannels" => {
-            let asked = every_backend(&table, client.proto, args);
+            let asked = every_backend(&table, client.proto, client.affinity, args);
             assemble(client.proto, async move {
                 let mut seen = HashSet::new();
                 let mut all = Vec::new();
@@ -49,7 +49,7 @@ pub fn run(client: &mut Client<'_>, cmd: &'static Command, args: &[Bytes], raw: 
             })
         }
         "pubsub|numpat" => {
-            let asked = every_backend(&table, client.proto, args);
+            let asked = every_backend(&table, client.proto, client.affinity, args);
             assemble(client.proto, async move {
                 let mut most = 0;
                 for (shard, reply) in asked {
@@ -129,8 +129,8 @@ fn numsub(client: &Client<'_>, table: &RoutingTable, args: &[Bytes]) -> Pending 
 
 type Asked = Vec<(ShardName, ReplyReceiver)>;
 
-fn every_backend(table: &RoutingTable, proto: Proto, args: &[Bytes]) -> Asked {
-    table.send_to_every_backend(proto, args)
+fn every_backend(table: &RoutingTable, proto: Proto, affinity: usize, args: &[Bytes]) -> Asked {
+    table.send_to_every_backend(proto, affinity, args)
 }
 
 /// A reply the proxy puts together: the value, or an error text.
