@@ -122,6 +122,11 @@ pub(super) async fn run(target: Target, mut jobs: mpsc::UnboundedReceiver<Job>, 
         if retry_at.is_some_and(|t| Instant::now() < t) {
             // Still backing off: fail fast, never queue behind a dead server.
             for job in queue.drain(..) {
+                // Each failed request counts, as in twemproxy: with
+                // `auto_eject_hosts` a dead server is ejected after
+                // `server_failure_limit` of them, not after as many
+                // connects spaced by the growing backoff.
+                target.health.record_failure();
                 fail(&target, job, &last_error);
             }
             continue;
@@ -137,7 +142,6 @@ pub(super) async fn run(target: Target, mut jobs: mpsc::UnboundedReceiver<Job>, 
         .await;
         match connected {
             Some(Ok(stream)) => {
-                backoff = MIN_BACKOFF;
                 retry_at = None;
                 outage_mark = target.health.outage_mark();
                 target.stats.connections.fetch_add(1, Ordering::Relaxed);
@@ -154,7 +158,7 @@ pub(super) async fn run(target: Target, mut jobs: mpsc::UnboundedReceiver<Job>, 
                 if target.private.is_some() {
                     // A private connection's state died with it.
                     target.retire();
-                    if let Outcome::Broken(reason) = &outcome {
+                    if let Outcome::Broken(reason) | Outcome::Refused(reason) = &outcome {
                         tracing::debug!(backend = %target.addr, reason = %reason, "dedicated connection closed");
                     }
                     for job in queue.drain(..) {
@@ -162,12 +166,25 @@ pub(super) async fn run(target: Target, mut jobs: mpsc::UnboundedReceiver<Job>, 
                     }
                     return;
                 }
+                if !matches!(outcome, Outcome::Refused(_)) {
+                    backoff = MIN_BACKOFF;
+                }
                 match outcome {
                     Outcome::AllSendersGone => return,
                     Outcome::Demoted => {}
                     Outcome::Broken(reason) => {
                         tracing::warn!(backend = %target.addr, reason = %reason, "backend connection lost");
                         target.health.record_connection_failure(outage_mark);
+                    }
+                    Outcome::Refused(reason) => {
+                        // Backed off as a failed connect is, not reopened
+                        // at once for the next request, thousands of times
+                        // a second.
+                        tracing::warn!(backend = %target.addr, reason = %reason, "backend connection lost");
+                        target.health.record_connection_failure(outage_mark);
+                        last_error = reason;
+                        retry_at = Some(Instant::now() + backoff);
+                        backoff = (backoff * 2).min(MAX_BACKOFF);
                     }
                 }
             }
@@ -431,7 +448,12 @@ enum Outcome {
     AllSendersGone,
     /// The backend is no longer a master; the connection was closed.
     Demoted,
+    /// The connection failed, the server closed it, or the proxy did (a
+    /// request timed out before it was written).
     Broken(String),
+    /// Likewise, right after its first reply, an error: the server refused
+    /// the connection (`maxclients`, protected mode).
+    Refused(String),
 }
 
 /// A request handed to the socket whose reply has not been matched yet.
@@ -457,6 +479,11 @@ struct Connection<'a> {
     /// large reply arriving in many reads is not rescanned from its start.
     framer: ReplyFramer,
     out: OutBuf,
+    /// Replies matched to requests, counted up to 2: a connection closed
+    /// after exactly one, an error, was refused (see [`Outcome::Refused`]).
+    replies: u8,
+    /// The first reply was an error.
+    first_reply_failed: bool,
 }
 
 impl<'a> Connection<'a> {
@@ -470,6 +497,8 @@ impl<'a> Connection<'a> {
             read_buf: BytesMut::new(),
             framer: ReplyFramer::new(),
             out: OutBuf::for_requests(),
+            replies: 0,
+            first_reply_failed: false,
         }
     }
 
@@ -657,6 +686,10 @@ impl<'a> Connection<'a> {
             let Some(entry) = self.in_flight.pop_front() else {
                 return Err("reply without a request".into());
             };
+            if self.replies < 2 {
+                self.first_reply_failed |= self.replies == 0 && frame[0] == b'-';
+                self.replies += 1;
+            }
             match entry.reply {
                 Some(reply) => {
                     self.target.health.record_success();
@@ -739,6 +772,12 @@ impl<'a> Connection<'a> {
                 detail: format!(" ({reason})"),
             }));
         }
-        Outcome::Broken(reason)
+        // What a server at `maxclients` (or in protected mode) does: one
+        // error, then the close. Anything else is reopened at once.
+        if self.replies == 1 && self.first_reply_failed {
+            Outcome::Refused(reason)
+        } else {
+            Outcome::Broken(reason)
+        }
     }
 }
