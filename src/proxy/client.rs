@@ -52,6 +52,8 @@ const MAX_PENDING: usize = 1024;
 /// A reply owed, with what the stats need when it is written.
 struct Owed {
     reply: Pending,
+    /// The request's size, counted by the [`Window`] until it is answered.
+    request_len: usize,
     cmd: Option<&'static Command>,
     arrived: Instant,
 }
@@ -63,10 +65,16 @@ struct Owed {
 /// pipelines GETs of 2 MB values has a handful in flight, one that
 /// pipelines small commands up to [`MAX_PENDING`]. It starts pessimistic
 /// (four in flight) and opens up within a few dozen small replies.
+///
+/// The requests in flight are held to the same limit in bytes: a client
+/// that pipelines large writes to a stalled backend keeps about the limit
+/// in the proxy, and TCP holds back the rest.
 struct Window {
     limit: usize,
     estimate: usize,
     size: usize,
+    /// Bytes of the requests dispatched and not answered yet.
+    requests_in_flight: usize,
 }
 
 impl Window {
@@ -75,15 +83,26 @@ impl Window {
             limit,
             estimate: limit / 4,
             size: 0,
+            requests_in_flight: 0,
         };
         window.resize();
         window
     }
 
-    /// More may be dispatched: few enough in flight, and the bytes not yet
-    /// written to the client under the limit.
+    /// More may be dispatched: few enough in flight, and the bytes of
+    /// those requests and of the replies not yet written to the client
+    /// under the limit. One request is always admitted when none is in
+    /// flight, however large.
     fn admits(&self, in_flight: usize, unwritten: usize) -> bool {
-        in_flight < self.size && unwritten < self.limit
+        in_flight < self.size && unwritten < self.limit && self.requests_in_flight < self.limit
+    }
+
+    fn dispatched(&mut self, request_len: usize) {
+        self.requests_in_flight += request_len;
+    }
+
+    fn answered(&mut self, request_len: usize) {
+        self.requests_in_flight -= request_len;
     }
 
     fn observe(&mut self, reply_len: usize) {
@@ -186,9 +205,12 @@ pub async fn serve<S: Io>(pool: Arc<Pool>, mut stream: S, shutdown: watch::Recei
             stats.commands.count_request();
             let arrived = *arrived.get_or_insert_with(Instant::now);
             session.accepted = arrived;
+            let request_len = request.raw.len();
+            window.dispatched(request_len);
             let (cmd, reply) = session.dispatch(request, resolved);
             owed.push_back(Owed {
                 reply,
+                request_len,
                 cmd,
                 arrived,
             });
@@ -408,6 +430,7 @@ fn collect(
             break;
         };
         window.observe(len);
+        window.answered(front.request_len);
         if let Some(cmd) = front.cmd {
             let now = *now.get_or_insert_with(Instant::now);
             stats.commands.record(cmd, now - front.arrived);
