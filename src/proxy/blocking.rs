@@ -87,6 +87,10 @@ impl Session {
             .as_ref()
             .is_some_and(|conn| conn.serves(&target.backend, self.proto));
         if !reusable {
+            // A transaction's WATCHes live on the connection replaced here
+            // (a blocking command on another shard, or the connection
+            // broke): EXEC must not run as if they still held.
+            self.forget_transaction_connection();
             // Closed first, so its slot is free for the new one.
             self.dedicated = None;
             let conn = self

@@ -52,6 +52,7 @@ impl Session {
                     self.tx = None;
                     return Pending::Ready(Bytes::from_static(b"+OK\r\n"));
                 }
+                ("quit", true) => {}
                 (_, true) => return self.error(&format!("ERR {}", lost_connection_text(shard))),
                 // Only WATCHes were lost: EXEC will answer as if a watched
                 // key had changed, which clients retry.
@@ -104,15 +105,26 @@ impl Session {
     /// transaction's state, broke since the last command; the transaction
     /// is then marked lost (and aborted inside MULTI) and unbound.
     fn notice_lost_connection(&mut self) -> Option<&'static str> {
-        let tx = self.tx.as_mut().filter(|tx| tx.bound)?;
-        let conn = self.dedicated.as_ref().filter(|conn| conn.is_broken())?;
-        let shard = conn.shard;
-        tx.bound = false;
-        tx.lost = true;
-        tx.aborted |= tx.multi;
-        tx.waiting.clear();
+        self.tx.as_ref().filter(|tx| tx.bound)?;
+        let shard = self
+            .dedicated
+            .as_ref()
+            .filter(|conn| conn.is_broken())?
+            .shard;
+        self.forget_transaction_connection();
         self.dedicated = None;
         Some(shard)
+    }
+
+    /// The dedicated connection a bound transaction lives on is going
+    /// away: the transaction is marked lost (and aborted inside MULTI).
+    pub(crate) fn forget_transaction_connection(&mut self) {
+        if let Some(tx) = self.tx.as_mut().filter(|tx| tx.bound) {
+            tx.bound = false;
+            tx.lost = true;
+            tx.aborted |= tx.multi;
+            tx.waiting.clear();
+        }
     }
 
     fn multi(&mut self, request: Request) -> Pending {
@@ -290,11 +302,15 @@ impl Session {
             return self.error("ERR shardproxy: the transaction's connection is gone");
         };
         if conn.is_broken() {
-            // Only for a transaction not bound yet (EXEC of keyless
-            // commands): a bound one found its loss in `transaction`.
+            // Broke since `transaction` looked (another thread sets the
+            // flag): a bound transaction is kept, lost, as there.
             let shard = conn.shard;
+            if self.tx.as_ref().is_some_and(|tx| tx.bound) {
+                self.forget_transaction_connection();
+            } else {
+                self.tx = None;
+            }
             self.dedicated = None;
-            self.tx = None;
             return self.error(&format!("ERR {}", lost_connection_text(shard)));
         }
         let deadline = conn.timeout().map(|t| Instant::now() + t);
