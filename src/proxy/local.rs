@@ -19,6 +19,10 @@ use crate::proxy::session::REDIS_VERSION;
 pub fn run(session: &mut Session, cmd: &'static Command, args: &[Bytes]) -> Pending {
     match cmd.name.split('|').next().unwrap_or(cmd.name) {
         "ping" => match args.get(1) {
+            // PING takes one message at most (Redis checks it itself).
+            Some(_) if args.len() > 2 => {
+                session.error("ERR wrong number of arguments for 'ping' command")
+            }
             message if session.pubsub.is_some() && session.proto == Proto::Resp2 => {
                 pubsub::pong(message)
             }
@@ -110,10 +114,8 @@ fn acl(session: &mut Session, cmd: &Command, args: &[Bytes]) -> Pending {
 
 /// Only database 0 exists behind a proxy (the backends use `redis_db`).
 fn select(session: &mut Session, db: &[u8]) -> Pending {
-    match std::str::from_utf8(db)
-        .ok()
-        .and_then(|d| d.parse::<i64>().ok())
-    {
+    // Redis's strict integer syntax: no sign on zero, no leading zeros.
+    match crate::protocol::parse_int(db) {
         Some(0) => ok(session),
         Some(_) => session.error("ERR DB index is out of range"),
         None => session.error("ERR value is not an integer or out of range"),
@@ -124,10 +126,7 @@ fn select(session: &mut Session, db: &[u8]) -> Pending {
 fn hello(session: &mut Session, args: &[Bytes]) -> Pending {
     let mut proto = session.proto;
     if let Some(version) = args.first() {
-        proto = match std::str::from_utf8(version)
-            .ok()
-            .and_then(|v| v.parse::<i64>().ok())
-        {
+        proto = match crate::protocol::parse_int(version) {
             Some(2) => Proto::Resp2,
             Some(3) => Proto::Resp3,
             Some(_) => return session.error("NOPROTO unsupported protocol version"),
