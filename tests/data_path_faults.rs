@@ -409,3 +409,128 @@ fn accept_errors_do_not_spin() {
             .unwrap_or(false)
     });
 }
+
+/// A backend that closes every connection as soon as it opens (here a
+/// Redis at `maxclients`) is reconnected with the backoff of a failed
+/// connect, not once per request: a second of requests costs it a handful
+/// of connections, and every request gets an error.
+#[test]
+fn a_server_that_drops_every_connection_is_not_reconnected_in_a_loop() {
+    let full = Redis::start_with(&["--maxclients", "1"]);
+    // Takes the one slot, once the start-up check's connection has gone.
+    let mut holder = full.connect();
+    wait_until("a free slot", Duration::from_secs(5), || {
+        if holder.cmd_str(&["PING"]) == "+PONG\r\n" {
+            return true;
+        }
+        holder = full.connect();
+        false
+    });
+    let proxy = Proxy::start(&format!(
+        "  redis: true\n  hash: md5\n  timeout: 1000\n  servers:\n   - {}:0-4095\n",
+        full.addr()
+    ));
+    let mut client = RawClient::connect(proxy.port);
+    let end = Instant::now() + Duration::from_secs(1);
+    let mut requests = 0;
+    while Instant::now() < end {
+        let reply = client.cmd_str(&["GET", "k"]);
+        assert!(reply.starts_with("-ERR "), "{reply}");
+        requests += 1;
+    }
+    let stats = holder.cmd_str(&["INFO", "stats"]);
+    let rejected: u64 = stats
+        .lines()
+        .find_map(|l| l.strip_prefix("rejected_connections:"))
+        .and_then(|n| n.trim().parse().ok())
+        .expect("rejected_connections in INFO stats");
+    assert!(requests > 100, "only {requests} requests in a second");
+    assert!(
+        rejected <= 20,
+        "{rejected} connections for {requests} requests"
+    );
+}
+
+/// With `auto_eject_hosts`, a dead server is ejected again soon after each
+/// retry: the requests failed while its connection backs off count as
+/// failures, as in twemproxy, so `server_failure_limit` is reached at once,
+/// not after a second of failures waiting for the next connect.
+#[test]
+fn a_dead_server_is_ejected_again_soon_after_each_retry() {
+    let up = Redis::start();
+    let down_port = free_port();
+    let proxy = Proxy::start(&format!(
+        "  redis: true\n  hash: md5\n  auto_eject_hosts: true\n  server_failure_limit: 2\n  \
+         server_retry_timeout: 400\n  servers:\n   - {}:1\n   - 127.0.0.1:{down_port}:1\n",
+        up.addr()
+    ));
+    let mut c = RawClient::connect(proxy.port);
+    let keys: Vec<String> = (0..50).map(|i| format!("retry:{i}")).collect();
+    let started = Instant::now();
+    let mut failed_at = Vec::new();
+    while started.elapsed() < Duration::from_millis(3000) {
+        for key in &keys {
+            let reply = c.cmd_str(&["SET", key, "v"]);
+            if reply.starts_with("-ERR") {
+                failed_at.push(started.elapsed());
+            } else {
+                assert_eq!(reply, "+OK\r\n");
+            }
+        }
+    }
+    // Bursts of failures: one at the start, then one per retry.
+    let mut bursts: Vec<(Duration, Duration)> = Vec::new();
+    for at in failed_at {
+        match bursts.last_mut() {
+            Some((_, last)) if at - *last < Duration::from_millis(150) => *last = at,
+            _ => bursts.push((at, at)),
+        }
+    }
+    assert!(bursts.len() >= 3, "{bursts:?}");
+    for (first, last) in &bursts {
+        assert!(
+            *last - *first < Duration::from_millis(300),
+            "failures for {:?} from {first:?}: {bursts:?}",
+            *last - *first
+        );
+    }
+}
+
+/// A client that pipelines large writes to a stopped backend holds about
+/// `client_output_limit` of them in the proxy, even once small replies
+/// have opened its window wide: TCP holds back the rest. When the backend
+/// resumes, every write is answered in order.
+#[test]
+fn large_writes_to_a_stopped_backend_hold_bounded_memory() {
+    let (proxy, shards) = two_shards("  timeout: 10000\n  client_output_limit: 1048576\n");
+    let key = common::zk_cluster::keys_in(0, 2047, 1, "bigwrite").remove(0);
+    let mut client = RawClient::connect(proxy.port);
+    // Small replies open the window to its 1,024 requests.
+    for _ in 0..200 {
+        assert_eq!(client.cmd_str(&["SET", &key, "small"]), "+OK\r\n");
+    }
+    let pid = proxy.guard.pid();
+    let before = rss_kib(pid);
+    shards[0].guard.signal("STOP");
+    let writes = 60;
+    let value = vec![b'v'; 1024 * 1024];
+    let request = encode_command(&[b"SET", key.as_bytes(), &value]);
+    let mut socket = client.reader.get_ref().try_clone().unwrap();
+    let writer = std::thread::spawn(move || {
+        for _ in 0..writes {
+            if socket.write_all(&request).is_err() {
+                return;
+            }
+        }
+    });
+    // What the proxy took in the time it had: a bound over a span, not a
+    // condition to wait for (60 MB reach it in well under a second).
+    std::thread::sleep(Duration::from_millis(1500));
+    let grown = rss_kib(pid).saturating_sub(before);
+    shards[0].guard.signal("CONT");
+    writer.join().unwrap();
+    for _ in 0..writes {
+        assert_eq!(client.read_reply(), b"+OK\r\n");
+    }
+    assert!(grown < 20 * 1024, "RSS grew by {grown} KiB");
+}
