@@ -477,6 +477,32 @@ fn auto_eject_routes_around_a_dead_server_and_retries_it() {
     );
 }
 
+/// Without `auto_eject_hosts` nothing routes around a failing server, and
+/// INFO does not call it ejected, however often it failed.
+#[test]
+fn without_auto_eject_a_failing_server_is_not_reported_ejected() {
+    let up = Redis::start();
+    let down_port = common::free_port();
+    let proxy = Proxy::start(&format!(
+        "  redis: true\n  hash: md5\n  server_failure_limit: 1\n  \
+         servers:\n   - {}:1\n   - 127.0.0.1:{down_port}:1\n",
+        up.addr()
+    ));
+    let mut c = RawClient::connect(proxy.port);
+    let errors = (0..50)
+        .filter(|i| {
+            c.cmd_str(&["SET", &format!("noeject:{i}"), "v"])
+                .starts_with("-ERR")
+        })
+        .count();
+    assert!(errors > 0, "some keys map to the dead server");
+    let info = c.cmd_str(&["INFO", "server"]);
+    assert!(
+        info.contains("shards:2\r\n") && info.contains("ejected=0") && !info.contains("ejected=1"),
+        "{info}"
+    );
+}
+
 /// Clients that send huge or endless requests hold at most about
 /// max_request_size each, and an endless inline line is cut at 64 KB.
 #[test]

@@ -79,9 +79,10 @@ fn pool_json(pool: &Pool) -> Value {
     out.insert("forward_error".into(), json!(PoolStats::get(&stats.errors)));
     out.insert("fragments".into(), json!(PoolStats::get(&stats.fragments)));
     let table = pool.router.load();
+    let ejects = pool.router.auto_ejects();
     for shard in &table.shards {
         let b = &shard.backend.stats;
-        let ejected_at = shard.backend.health.ejected_until().map(|_| 1).unwrap_or(0);
+        let ejected_at = u8::from(ejects && shard.backend.health.ejected_until().is_some());
         out.insert(
             shard.name.to_string(),
             json!({
@@ -310,6 +311,7 @@ pub fn prometheus_text(pools: &[Arc<Pool>]) -> String {
     ];
     for p in pools {
         let table = p.router.load();
+        let ejects = p.router.auto_ejects();
         for shard in &table.shards {
             let labels = format!(
                 "{{pool=\"{}\",shard=\"{}\",backend=\"{}\"}}",
@@ -323,7 +325,7 @@ pub fn prometheus_text(pools: &[Arc<Pool>]) -> String {
                 PoolStats::get(&b.errors),
                 PoolStats::get(&b.timeouts),
                 PoolStats::get(&b.connections),
-                u64::from(shard.backend.health.ejected_until().is_some()),
+                u64::from(ejects && shard.backend.health.ejected_until().is_some()),
             ];
             for (family, value) in backend_families.iter_mut().zip(values) {
                 family.3.push((labels.clone(), value.to_string()));

@@ -72,7 +72,10 @@ impl Health {
         first && self.record_failure()
     }
 
-    /// When the ejection ends, if the backend is ejected now.
+    /// When the ejection ends, if the backend is ejected now. Counted
+    /// whatever the pool's `auto_eject_hosts`: what reports "ejected" asks
+    /// [`crate::proxy::router::Router::auto_ejects`] too, since without it
+    /// nothing routes around the server.
     pub fn ejected_until(&self) -> Option<Instant> {
         let mut until = self.ejected_until.lock().expect("health lock");
         match *until {
