@@ -82,9 +82,7 @@ type Queue = VecDeque<Job>;
 /// Runs until every sender is gone (the backend left all routing tables)
 /// and the replies owed are delivered.
 pub(super) async fn run(target: Target, mut jobs: mpsc::UnboundedReceiver<Job>, preconnect: bool) {
-    let mut backoff = MIN_BACKOFF;
-    let mut retry_at: Option<Instant> = None;
-    let mut last_error = String::new();
+    let mut backoff = Backoff::new();
     let mut queue = Queue::new();
     let mut demoted = target.demotion.subscribe();
     let mut senders_gone = false;
@@ -119,7 +117,7 @@ pub(super) async fn run(target: Target, mut jobs: mpsc::UnboundedReceiver<Job>, 
             continue;
         }
         connect_now = false;
-        if retry_at.is_some_and(|t| Instant::now() < t) {
+        if backoff.waiting() {
             // Still backing off: fail fast, never queue behind a dead server.
             for job in queue.drain(..) {
                 // Each failed request counts, as in twemproxy: with
@@ -127,7 +125,7 @@ pub(super) async fn run(target: Target, mut jobs: mpsc::UnboundedReceiver<Job>, 
                 // `server_failure_limit` of them, not after as many
                 // connects spaced by the growing backoff.
                 target.health.record_failure();
-                fail(&target, job, &last_error);
+                fail(&target, job, &backoff.reason);
             }
             continue;
         }
@@ -142,7 +140,6 @@ pub(super) async fn run(target: Target, mut jobs: mpsc::UnboundedReceiver<Job>, 
         .await;
         match connected {
             Some(Ok(stream)) => {
-                retry_at = None;
                 outage_mark = target.health.outage_mark();
                 target.stats.connections.fetch_add(1, Ordering::Relaxed);
                 let outcome = Connection::new(&target)
@@ -166,25 +163,21 @@ pub(super) async fn run(target: Target, mut jobs: mpsc::UnboundedReceiver<Job>, 
                     }
                     return;
                 }
-                if !matches!(outcome, Outcome::Refused(_)) {
-                    backoff = MIN_BACKOFF;
-                }
+                let refused = matches!(outcome, Outcome::Refused(_));
                 match outcome {
                     Outcome::AllSendersGone => return,
-                    Outcome::Demoted => {}
-                    Outcome::Broken(reason) => {
+                    Outcome::Demoted => backoff.worked(),
+                    Outcome::Broken(reason) | Outcome::Refused(reason) => {
                         tracing::warn!(backend = %target.addr, reason = %reason, "backend connection lost");
                         target.health.record_connection_failure(outage_mark);
-                    }
-                    Outcome::Refused(reason) => {
-                        // Backed off as a failed connect is, not reopened
-                        // at once for the next request, thousands of times
-                        // a second.
-                        tracing::warn!(backend = %target.addr, reason = %reason, "backend connection lost");
-                        target.health.record_connection_failure(outage_mark);
-                        last_error = reason;
-                        retry_at = Some(Instant::now() + backoff);
-                        backoff = (backoff * 2).min(MAX_BACKOFF);
+                        if refused {
+                            // Backed off as a failed connect is, not
+                            // reopened at once for the next request,
+                            // thousands of times a second.
+                            backoff.failed(reason);
+                        } else {
+                            backoff.worked();
+                        }
                     }
                 }
             }
@@ -193,11 +186,9 @@ pub(super) async fn run(target: Target, mut jobs: mpsc::UnboundedReceiver<Job>, 
             Some(Err(reason)) => {
                 tracing::warn!(backend = %target.addr, reason = %reason, "cannot connect to backend");
                 target.health.record_connection_failure(outage_mark);
-                last_error = reason;
-                retry_at = Some(Instant::now() + backoff);
-                backoff = (backoff * 2).min(MAX_BACKOFF);
+                backoff.failed(reason);
                 for job in queue.drain(..) {
-                    fail(&target, job, &last_error);
+                    fail(&target, job, &backoff.reason);
                 }
                 if target.private.is_some() {
                     target.retire();
@@ -205,6 +196,42 @@ pub(super) async fn run(target: Target, mut jobs: mpsc::UnboundedReceiver<Job>, 
                 }
             }
         }
+    }
+}
+
+/// The pause after a connection failed to open or was refused: requests
+/// fail at once until it is over, and it doubles with each failure in a
+/// row, from [`MIN_BACKOFF`] to [`MAX_BACKOFF`].
+struct Backoff {
+    delay: Duration,
+    until: Option<Instant>,
+    /// Why the last attempt failed, told to the requests failed meanwhile.
+    reason: String,
+}
+
+impl Backoff {
+    fn new() -> Backoff {
+        Backoff {
+            delay: MIN_BACKOFF,
+            until: None,
+            reason: String::new(),
+        }
+    }
+
+    /// Still pausing: requests fail at once.
+    fn waiting(&self) -> bool {
+        self.until.is_some_and(|t| Instant::now() < t)
+    }
+
+    fn failed(&mut self, reason: String) {
+        self.reason = reason;
+        self.until = Some(Instant::now() + self.delay);
+        self.delay = (self.delay * 2).min(MAX_BACKOFF);
+    }
+
+    /// A connection worked: the next failure pauses the shortest time.
+    fn worked(&mut self) {
+        self.delay = MIN_BACKOFF;
     }
 }
 
