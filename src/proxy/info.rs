@@ -77,7 +77,6 @@ fn write_section(session: &Session, section: &str, out: &mut String) {
                 let counts: Vec<String> = per_worker.iter().map(usize::to_string).collect();
                 let _ = write!(out, "worker_clients:{}\r\n", counts.join(","));
             }
-            let ejects = session.pool.router.auto_ejects();
             for (i, shard) in table.shards.iter().enumerate() {
                 let range = shard
                     .range
@@ -89,7 +88,7 @@ fn write_section(session: &Session, section: &str, out: &mut String) {
                     shard.name,
                     shard.backend.addr,
                     PoolStats::get(&shard.backend.stats.connections),
-                    u8::from(ejects && shard.backend.health.ejected_until().is_some()),
+                    u8::from(pool.router.ejected(&shard.backend)),
                 );
             }
         }

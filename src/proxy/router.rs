@@ -362,6 +362,13 @@ impl Router {
         self.lock().settings.auto_eject
     }
 
+    /// Whether `backend` is ejected, as INFO, the stats and the metrics say:
+    /// failing, in a pool that routes around failing servers (without
+    /// `auto_eject_hosts`, nothing does).
+    pub fn ejected(&self, backend: &Arc<Backend>) -> bool {
+        self.auto_ejects() && is_ejected(backend)
+    }
+
     /// The source of the current table's servers ("file", "zookeeper").
     pub fn source(&self) -> &'static str {
         self.lock().source

@@ -79,10 +79,9 @@ fn pool_json(pool: &Pool) -> Value {
     out.insert("forward_error".into(), json!(PoolStats::get(&stats.errors)));
     out.insert("fragments".into(), json!(PoolStats::get(&stats.fragments)));
     let table = pool.router.load();
-    let ejects = pool.router.auto_ejects();
     for shard in &table.shards {
         let b = &shard.backend.stats;
-        let ejected_at = u8::from(ejects && shard.backend.health.ejected_until().is_some());
+        let ejected_at = u8::from(pool.router.ejected(&shard.backend));
         out.insert(
             shard.name.to_string(),
             json!({
@@ -311,7 +310,6 @@ pub fn prometheus_text(pools: &[Arc<Pool>]) -> String {
     ];
     for p in pools {
         let table = p.router.load();
-        let ejects = p.router.auto_ejects();
         for shard in &table.shards {
             let labels = format!(
                 "{{pool=\"{}\",shard=\"{}\",backend=\"{}\"}}",
@@ -325,7 +323,7 @@ pub fn prometheus_text(pools: &[Arc<Pool>]) -> String {
                 PoolStats::get(&b.errors),
                 PoolStats::get(&b.timeouts),
                 PoolStats::get(&b.connections),
-                u64::from(ejects && shard.backend.health.ejected_until().is_some()),
+                u64::from(p.router.ejected(&shard.backend)),
             ];
             for (family, value) in backend_families.iter_mut().zip(values) {
                 family.3.push((labels.clone(), value.to_string()));

@@ -105,7 +105,9 @@ impl Session {
     /// transaction's state, broke since the last command; the transaction
     /// is then marked lost (and aborted inside MULTI) and unbound.
     fn notice_lost_connection(&mut self) -> Option<&'static str> {
-        self.tx.as_ref().filter(|tx| tx.bound)?;
+        if !self.tx_bound() {
+            return None;
+        }
         let shard = self
             .dedicated
             .as_ref()
@@ -305,7 +307,7 @@ impl Session {
             // Broke since `transaction` looked (another thread sets the
             // flag): a bound transaction is kept, lost, as there.
             let shard = conn.shard;
-            if self.tx.as_ref().is_some_and(|tx| tx.bound) {
+            if self.tx_bound() {
                 self.forget_transaction_connection();
             } else {
                 self.tx = None;

@@ -74,8 +74,7 @@ impl Health {
 
     /// When the ejection ends, if the backend is ejected now. Counted
     /// whatever the pool's `auto_eject_hosts`: what reports "ejected" asks
-    /// [`crate::proxy::router::Router::auto_ejects`] too, since without it
-    /// nothing routes around the server.
+    /// [`crate::proxy::router::Router::ejected`], which knows it.
     pub fn ejected_until(&self) -> Option<Instant> {
         let mut until = self.ejected_until.lock().expect("health lock");
         match *until {
