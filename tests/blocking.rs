@@ -33,15 +33,14 @@ fn send(client: &mut RawClient, words: &[&str]) {
 }
 
 /// How many clients of `redis` are blocked in a command.
-fn blocked_clients(redis: &Redis) -> usize {
-    let info = redis.connect().cmd_str(&["INFO", "clients"]);
-    info.lines()
-        .find_map(|l| l.strip_prefix("blocked_clients:"))
-        .and_then(|n| n.trim().parse().ok())
+fn blocked_clients(redis: &Redis) -> u64 {
+    redis
+        .connect()
+        .info_number("clients", "blocked_clients")
         .unwrap_or(0)
 }
 
-fn total_blocked(shards: &[Redis]) -> usize {
+fn total_blocked(shards: &[Redis]) -> u64 {
     shards.iter().map(blocked_clients).sum()
 }
 

@@ -161,11 +161,9 @@ fn ioredis_5_pubsub_transactions_scan_and_scripts_across_a_fleet() {
 }
 
 /// How many clients of the server on `port` are blocked in a command.
-fn blocked_clients(port: u16) -> usize {
-    let info = RawClient::connect(port).cmd_str(&["INFO", "clients"]);
-    info.lines()
-        .find_map(|l| l.strip_prefix("blocked_clients:"))
-        .and_then(|n| n.trim().parse().ok())
+fn blocked_clients(port: u16) -> u64 {
+    RawClient::connect(port)
+        .info_number("clients", "blocked_clients")
         .unwrap_or(0)
 }
 

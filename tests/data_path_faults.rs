@@ -438,11 +438,8 @@ fn a_server_that_drops_every_connection_is_not_reconnected_in_a_loop() {
         assert!(reply.starts_with("-ERR "), "{reply}");
         requests += 1;
     }
-    let stats = holder.cmd_str(&["INFO", "stats"]);
-    let rejected: u64 = stats
-        .lines()
-        .find_map(|l| l.strip_prefix("rejected_connections:"))
-        .and_then(|n| n.trim().parse().ok())
+    let rejected = holder
+        .info_number("stats", "rejected_connections")
         .expect("rejected_connections in INFO stats");
     assert!(requests > 100, "only {requests} requests in a second");
     assert!(

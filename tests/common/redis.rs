@@ -125,6 +125,14 @@ impl RawClient {
         }
     }
 
+    /// The number `field` of the server's `INFO section`, if it has one.
+    pub fn info_number(&mut self, section: &str, field: &str) -> Option<u64> {
+        let info = self.cmd_str(&["INFO", section]);
+        info.lines()
+            .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+            .and_then(|n| n.trim().parse().ok())
+    }
+
     /// True when the peer closed the connection (reads EOF within 5 s).
     pub fn is_closed(&mut self) -> bool {
         let mut buf = [0u8; 1];
