@@ -23,6 +23,7 @@
 //! acknowledged from a master about to be discarded), and the requests not
 //! yet written go to the new master.
 
+use super::backoff::Backoff;
 use super::{BackendError, BackendSettings, BackendStats, Demotion, Health, Job, ReplySender};
 use crate::protocol::{encode_request, reply_frame_len, Proto, ReplyFramer};
 use crate::proxy::outbuf::OutBuf;
@@ -63,10 +64,6 @@ impl Target {
     }
 }
 
-/// Pause after a failed connect before the next attempt; requests that
-/// arrive meanwhile fail at once instead of waiting.
-const MIN_BACKOFF: Duration = Duration::from_millis(50);
-const MAX_BACKOFF: Duration = Duration::from_secs(1);
 /// Requests are moved from the queue to the socket's output while less
 /// than this is unwritten, so one busy client cannot starve reads and a
 /// stalled backend holds little in its output.
@@ -196,42 +193,6 @@ pub(super) async fn run(target: Target, mut jobs: mpsc::UnboundedReceiver<Job>, 
                 }
             }
         }
-    }
-}
-
-/// The pause after a connection failed to open or was refused: requests
-/// fail at once until it is over, and it doubles with each failure in a
-/// row, from [`MIN_BACKOFF`] to [`MAX_BACKOFF`].
-struct Backoff {
-    delay: Duration,
-    until: Option<Instant>,
-    /// Why the last attempt failed, told to the requests failed meanwhile.
-    reason: String,
-}
-
-impl Backoff {
-    fn new() -> Backoff {
-        Backoff {
-            delay: MIN_BACKOFF,
-            until: None,
-            reason: String::new(),
-        }
-    }
-
-    /// Still pausing: requests fail at once.
-    fn waiting(&self) -> bool {
-        self.until.is_some_and(|t| Instant::now() < t)
-    }
-
-    fn failed(&mut self, reason: String) {
-        self.reason = reason;
-        self.until = Some(Instant::now() + self.delay);
-        self.delay = (self.delay * 2).min(MAX_BACKOFF);
-    }
-
-    /// A connection worked: the next failure pauses the shortest time.
-    fn worked(&mut self) {
-        self.delay = MIN_BACKOFF;
     }
 }
 

@@ -12,6 +12,7 @@
 //! replies they owe and close. Each request's reply comes back through a
 //! [`reply`] channel, whose slots are reused rather than allocated.
 
+mod backoff;
 mod conn;
 mod health;
 pub mod reply;
