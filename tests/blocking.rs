@@ -242,12 +242,88 @@ fn the_dedicated_connection_cap_gives_a_clear_error() {
         String::from_utf8_lossy(&holders[0].read_reply()),
         "*2\r\n$5\r\nheld0\r\n$1\r\nv\r\n"
     );
-    // holders[0] keeps its connection (reused for its next blocking
-    // command); once it leaves, the third client gets the slot.
-    holders.remove(0);
-    wait_until("a slot freed", Duration::from_secs(5), || {
-        third.cmd_str(&["BLPOP", "held2", "0.01"]) == "*-1\r\n"
+    // Answered, holders[0] holds no connection any more, though it stays
+    // connected: the third client gets the slot at once.
+    assert_eq!(third.cmd_str(&["BLPOP", "held2", "0.01"]), "*-1\r\n");
+    assert_eq!(third.info_number("clients", "blocked_clients"), Some(1));
+    assert_eq!(
+        third.info_number("clients", "dedicated_connections"),
+        Some(1)
+    );
+    // The last holder's connection is taken back the same way once its
+    // command is answered.
+    assert_eq!(third.cmd_str(&["RPUSH", "held1", "w"]), ":1\r\n");
+    assert_eq!(
+        String::from_utf8_lossy(&holders[1].read_reply()),
+        "*2\r\n$5\r\nheld1\r\n$1\r\nw\r\n"
+    );
+    wait_until("no connection held", Duration::from_secs(5), || {
+        third.info_number("clients", "dedicated_connections") == Some(0)
     });
+}
+
+/// Clients that ran a blocking command once and then sit idle hold no
+/// backend connection: more of them than the cap allows each get their
+/// reply in turn, and all stay connected. The connections are parked and
+/// reused, not opened anew for every command, and a parked one makes room
+/// for a client that needs another server.
+#[test]
+fn idle_clients_do_not_hold_dedicated_connections() {
+    let (proxy, shards) = two_shards("  max_dedicated_connections: 2\n");
+    let (first_shard_key, second_shard_key) = keys_on_two_shards();
+    let connections_received = |redis: &Redis| {
+        redis
+            .connect()
+            .info_number("stats", "total_connections_received")
+            .unwrap()
+    };
+    let mut clients: Vec<RawClient> = (0..6).map(|_| RawClient::connect(proxy.port)).collect();
+    // The shared connection to the shard is open before counting.
+    assert_eq!(clients[0].cmd_str(&["LLEN", &first_shard_key]), ":0\r\n");
+    let before = connections_received(&shards[0]);
+    for round in 0..5 {
+        for client in &mut clients {
+            assert_eq!(
+                client.cmd_str(&["BLPOP", &first_shard_key, "0.01"]),
+                "*-1\r\n",
+                "round {round}"
+            );
+        }
+    }
+    for client in &mut clients {
+        assert_eq!(client.cmd_str(&["PING"]), "+PONG\r\n");
+    }
+    let info = clients[0].cmd_str(&["INFO", "clients"]);
+    assert!(info.contains("dedicated_connections:0\r\n"), "{info}");
+    assert!(
+        info.contains("dedicated_connections_parked:1\r\n"),
+        "{info}"
+    );
+    // 30 blocking commands, one after another, took one new connection
+    // to the shard (the probe of `connections_received` is the other).
+    assert_eq!(connections_received(&shards[0]) - before, 2);
+    // A client holding a blocked connection and one needing the other
+    // server: the parked connection is closed to make room.
+    send(&mut clients[0], &["BLPOP", &first_shard_key, "0"]);
+    wait_until("one client blocked", Duration::from_secs(5), || {
+        total_blocked(&shards) == 1
+    });
+    assert_eq!(
+        clients[1].cmd_str(&["BLPOP", &second_shard_key, "0.01"]),
+        "*-1\r\n"
+    );
+    assert_eq!(
+        clients[2].cmd_str(&["RPUSH", &first_shard_key, "v"]),
+        ":1\r\n"
+    );
+    let reply = String::from_utf8_lossy(&clients[0].read_reply()).into_owned();
+    assert_eq!(
+        reply,
+        format!(
+            "*2\r\n${}\r\n{first_shard_key}\r\n$1\r\nv\r\n",
+            first_shard_key.len()
+        )
+    );
 }
 
 /// A pipeline around a blocking command keeps its order: requests before

@@ -398,6 +398,7 @@ fn may_dispatch(
 ) -> bool {
     if owed.is_empty() {
         session.set_blocked(false);
+        session.park_dedicated();
     } else if session.blocked || held {
         return false;
     }

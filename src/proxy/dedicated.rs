@@ -3,39 +3,89 @@
 //! (BLPOP, XREAD BLOCK, WAIT, ...) would hold up every other client queued
 //! behind it; WATCH and MULTI leave state on the connection that runs them.
 //!
-//! A session holds at most one, reuses it while it goes to the same server
-//! in the same protocol, and drops it (closing it at once, which also frees
-//! a command still blocked on it) when it needs another server or ends. The
-//! pool caps how many exist at once (`max_dedicated_connections`).
+//! A session holds at most one, and only while it needs it: once its
+//! blocking command is answered and no transaction lives on it, the
+//! session parks it with the pool, so clients that ran a BLPOP once and
+//! then sit idle hold no backend connection. The next blocking command of
+//! any client for the same server and protocol takes a parked one instead
+//! of connecting again. Dropping a held connection closes it at once, which
+//! also frees a command still blocked on it.
+//!
+//! The pool caps how many exist at once (`max_dedicated_connections`),
+//! held and parked together; a parked one is closed to make room for a
+//! client that needs a connection elsewhere, and after [`PARKED_FOR`].
 
 use crate::protocol::Proto;
 use crate::proxy::backend::{Backend, PrivateConn, ReplyReceiver};
 use crate::proxy::router::ShardName;
 use bytes::Bytes;
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::time::Instant;
 
-/// How many dedicated connections a pool's clients hold, and the cap.
+/// How long a parked connection waits for a client before it is closed.
+const PARKED_FOR: Duration = Duration::from_secs(30);
+
+/// How many dedicated connections a pool's clients hold, the cap, and
+/// the connections parked for reuse.
 pub struct DedicatedLimit {
     max: u32,
-    in_use: Arc<AtomicU32>,
+    held: Arc<AtomicU32>,
+    /// A short lock, taken only by blocking commands and transactions
+    /// opening or parking a connection, and by the reaper.
+    parking: Arc<Mutex<Parking>>,
+}
+
+/// The parked connections, oldest first.
+#[derive(Default)]
+struct Parking {
+    conns: VecDeque<Parked>,
+    /// A task closes those parked for [`PARKED_FOR`] while any are.
+    reaper: bool,
+}
+
+/// A working connection no client holds, ready for the next.
+struct Parked {
+    link: Link,
+    since: Instant,
+}
+
+/// The connection itself, to one backend.
+struct Link {
+    backend: Arc<Backend>,
+    conn: PrivateConn,
+}
+
+impl Link {
+    fn serves(&self, backend: &Arc<Backend>, proto: Proto) -> bool {
+        Arc::ptr_eq(&self.backend, backend) && self.conn.proto == proto && !self.conn.is_broken()
+    }
 }
 
 impl DedicatedLimit {
     pub fn new(max: u32) -> DedicatedLimit {
         DedicatedLimit {
             max,
-            in_use: Arc::new(AtomicU32::new(0)),
+            held: Arc::new(AtomicU32::new(0)),
+            parking: Arc::default(),
         }
     }
 
+    /// The connections clients hold now (what the cap is about).
     pub fn in_use(&self) -> u32 {
-        self.in_use.load(Ordering::Relaxed)
+        self.held.load(Ordering::Relaxed)
     }
 
-    /// Opens a dedicated connection to `backend`, if the cap allows.
+    /// The connections parked for reuse.
+    pub fn parked(&self) -> u32 {
+        let parking = self.parking.lock().expect("parked connections lock");
+        parking.conns.len() as u32
+    }
+
+    /// A dedicated connection to `backend`: a parked one if one serves,
+    /// else a new one, if the cap allows.
     ///
     /// # Errors
     /// The error reply text (without '-') when every allowed connection is
@@ -47,7 +97,7 @@ impl DedicatedLimit {
         proto: Proto,
     ) -> Result<Dedicated, String> {
         let taken = self
-            .in_use
+            .held
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
                 (n < self.max).then_some(n + 1)
             });
@@ -58,48 +108,106 @@ impl DedicatedLimit {
                 self.max
             ));
         }
-        Ok(Dedicated {
-            shard,
-            backend: backend.clone(),
-            conn: backend.open_private(proto),
-            in_use: self.in_use.clone(),
-        })
+        let slot = Slot(self.held.clone());
+        let mut parking = self.parking.lock().expect("parked connections lock");
+        let parked = &mut parking.conns;
+        parked.retain(|p| !p.link.conn.is_broken());
+        // The newest that serves: the most likely to still be open.
+        let link = match parked.iter().rposition(|p| p.link.serves(backend, proto)) {
+            Some(at) => parked.remove(at).expect("found").link,
+            None => {
+                // Room for the new one: held and parked stay within the cap.
+                let room = self.max.saturating_sub(self.in_use()) as usize;
+                while parked.len() > room {
+                    parked.pop_front();
+                }
+                drop(parking);
+                Link {
+                    backend: backend.clone(),
+                    conn: backend.open_private(proto),
+                }
+            }
+        };
+        Ok(Dedicated { shard, link, slot })
+    }
+
+    /// Takes back a connection its client no longer needs: nothing may be
+    /// in flight on it and no state left on it. A broken one is closed.
+    pub fn park(&self, conn: Dedicated) {
+        let Dedicated { link, slot, .. } = conn;
+        drop(slot);
+        if link.conn.is_broken() {
+            return;
+        }
+        let mut parking = self.parking.lock().expect("parked connections lock");
+        parking.conns.push_back(Parked {
+            link,
+            since: Instant::now(),
+        });
+        if !parking.reaper {
+            parking.reaper = true;
+            tokio::spawn(reap(self.parking.clone()));
+        }
     }
 }
 
-/// One client's connection to one backend; gives its slot back when dropped.
+/// Closes parked connections once they have waited [`PARKED_FOR`] (and
+/// those that broke meanwhile), until none is left.
+async fn reap(parking: Arc<Mutex<Parking>>) {
+    loop {
+        let oldest = {
+            let mut parking = parking.lock().expect("parked connections lock");
+            let now = Instant::now();
+            parking
+                .conns
+                .retain(|p| !p.link.conn.is_broken() && now.duration_since(p.since) < PARKED_FOR);
+            match parking.conns.front() {
+                Some(p) => p.since,
+                None => {
+                    parking.reaper = false;
+                    return;
+                }
+            }
+        };
+        tokio::time::sleep_until(oldest + PARKED_FOR).await;
+    }
+}
+
+/// A held connection's place under the cap, given back when dropped.
+struct Slot(Arc<AtomicU32>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// One client's connection to one backend.
 pub struct Dedicated {
     /// The shard the connection was opened for, named in errors.
     pub shard: ShardName,
-    backend: Arc<Backend>,
-    conn: PrivateConn,
-    in_use: Arc<AtomicU32>,
+    link: Link,
+    slot: Slot,
 }
 
 impl Dedicated {
     /// True when this connection can serve a request for `backend` in
     /// `proto`: same server, same protocol, still working.
     pub fn serves(&self, backend: &Arc<Backend>, proto: Proto) -> bool {
-        Arc::ptr_eq(&self.backend, backend) && self.conn.proto == proto && !self.is_broken()
+        self.link.serves(backend, proto)
     }
 
     pub fn is_broken(&self) -> bool {
-        self.conn.is_broken()
+        self.link.conn.is_broken()
     }
 
     /// The pool's per-request timeout.
     pub fn timeout(&self) -> Option<Duration> {
-        self.backend.timeout()
+        self.link.backend.timeout()
     }
 
     pub fn send(&self, request: Bytes, deadline: Option<Instant>) -> ReplyReceiver {
-        self.conn.send(request, deadline)
-    }
-}
-
-impl Drop for Dedicated {
-    fn drop(&mut self) {
-        self.in_use.fetch_sub(1, Ordering::AcqRel);
+        self.link.conn.send(request, deadline)
     }
 }
 

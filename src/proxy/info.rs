@@ -95,10 +95,11 @@ fn write_section(session: &Session, section: &str, out: &mut String) {
         "clients" => {
             let _ = write!(
                 out,
-                "# Clients\r\nconnected_clients:{}\r\nblocked_clients:{}\r\ndedicated_connections:{}\r\n",
+                "# Clients\r\nconnected_clients:{}\r\nblocked_clients:{}\r\ndedicated_connections:{}\r\ndedicated_connections_parked:{}\r\n",
                 PoolStats::get(&stats.connected_clients),
                 PoolStats::get(&stats.blocked_clients),
-                session.pool.dedicated.in_use()
+                session.pool.dedicated.in_use(),
+                session.pool.dedicated.parked()
             );
         }
         "stats" => {

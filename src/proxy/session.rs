@@ -146,6 +146,16 @@ impl Session {
         }
     }
 
+    /// Gives the dedicated connection back to the pool once nothing is
+    /// owed on it and no transaction lives on it, so an idle client holds
+    /// none ([`crate::proxy::dedicated`]).
+    pub fn park_dedicated(&mut self) {
+        if self.dedicated.is_some() && self.tx.is_none() {
+            let conn = self.dedicated.take().expect("checked");
+            self.pool.dedicated.park(conn);
+        }
+    }
+
     /// RESET: the state of a new connection, as Redis restores it (RESP2,
     /// no name, the default user, authenticated only if no password is set, no
     /// subscriptions: dropping them closes the subscriber connections).

@@ -140,6 +140,13 @@ pub fn prometheus_text(pools: &[Arc<Pool>]) -> String {
     );
     family(
         &mut out,
+        "shardproxy_dedicated_connections_parked",
+        "gauge",
+        "Dedicated backend connections no client holds, kept open for the next blocking command or transaction.",
+        &each_pool(&|p| u64::from(p.dedicated.parked())),
+    );
+    family(
+        &mut out,
         "shardproxy_client_connections_received_total",
         "counter",
         "Client connections accepted.",
