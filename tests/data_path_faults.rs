@@ -531,3 +531,58 @@ fn large_writes_to_a_stopped_backend_hold_bounded_memory() {
     }
     assert!(grown < 20 * 1024, "RSS grew by {grown} KiB");
 }
+
+/// A server that answers with something other than RESP (here an HTTP
+/// server, a pool line pointing at the wrong port): each request on it
+/// gets an error naming its shard and saying the proxy closed the
+/// connection, not that the server did; the other shard is unaffected.
+#[test]
+fn a_server_that_does_not_speak_resp_gets_a_clear_error() {
+    let good = Redis::start();
+    let junk = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let junk_addr = junk.local_addr().unwrap();
+    junk.set_nonblocking(true).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let server = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut peers = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                match junk.accept() {
+                    Ok((mut peer, _)) => {
+                        peer.set_nonblocking(false).unwrap();
+                        peer.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+                        let mut buf = [0u8; 1024];
+                        if matches!(peer.read(&mut buf), Ok(n) if n > 0) {
+                            let _ = peer.write_all(b"HTTP/1.1 400 Bad Request\r\n\r\n");
+                        }
+                        peers.push(peer);
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        })
+    };
+    let proxy = Proxy::start(&format!(
+        "  redis: true\n  hash: md5\n  servers:\n   - {}:0-2047 good\n   - {junk_addr}:2048-4095 junk\n",
+        good.addr()
+    ));
+    let (good_key, junk_key) = (
+        common::zk_cluster::keys_in(0, 2047, 1, "g").remove(0),
+        common::zk_cluster::keys_in(2048, 4095, 1, "j").remove(0),
+    );
+    let mut client = RawClient::connect(proxy.port);
+    let reply = client.cmd_str(&["GET", &junk_key]);
+    assert!(
+        reply.starts_with(&format!("-ERR shard 'junk': backend {junk_addr} sent what is not a reply (protocol error from server:")),
+        "{reply}"
+    );
+    assert!(
+        reply.ends_with("); the proxy closed the connection\r\n"),
+        "{reply}"
+    );
+    assert_eq!(client.cmd_str(&["SET", &good_key, "v"]), "+OK\r\n");
+    assert_eq!(client.cmd_str(&["GET", &good_key]), "$1\r\nv\r\n");
+    stop.store(true, Ordering::Relaxed);
+    server.join().unwrap();
+}

@@ -578,7 +578,7 @@ impl<'a> Connection<'a> {
                     }
                     Some(Ok(_)) => {
                         if let Err(e) = self.deliver_replies() {
-                            return self.broken(e);
+                            return self.garbled(e);
                         }
                     }
                     Some(Err(e)) => return self.broken(e.to_string()),
@@ -751,15 +751,34 @@ impl<'a> Connection<'a> {
         Outcome::Demoted
     }
 
-    /// Fails every request still owed a reply; none is replayed.
-    fn broken(mut self, reason: String) -> Outcome {
+    /// The backend sent what is not a reply to the requests in flight:
+    /// the proxy closes the connection, as it can no longer match replies
+    /// to requests, and fails what is owed.
+    fn garbled(mut self, reason: String) -> Outcome {
+        let addr = &self.target.addr;
+        self.fail_in_flight(|| BackendError::Garbled {
+            addr: addr.clone(),
+            detail: reason.clone(),
+        });
+        Outcome::Broken(reason)
+    }
+
+    /// Fails every request still owed a reply with `error`; none is replayed.
+    fn fail_in_flight(&mut self, error: impl Fn() -> BackendError) {
         for reply in self.in_flight.drain(..).filter_map(|entry| entry.reply) {
             self.target.stats.errors.fetch_add(1, Ordering::Relaxed);
-            reply.send(Err(BackendError::Closed {
-                addr: self.target.addr.clone(),
-                detail: format!(" ({reason})"),
-            }));
+            reply.send(Err(error()));
         }
+    }
+
+    /// The connection failed or the backend closed it: fails every
+    /// request still owed a reply; none is replayed.
+    fn broken(mut self, reason: String) -> Outcome {
+        let addr = self.target.addr.clone();
+        self.fail_in_flight(|| BackendError::Closed {
+            addr: addr.clone(),
+            detail: format!(" ({reason})"),
+        });
         // What a server at `maxclients` (or in protected mode) does: one
         // error, then the close. Anything else is reopened at once.
         if self.replies == 1 && self.first_reply_failed {

@@ -45,6 +45,10 @@ pub enum BackendError {
     Timeout { addr: Arc<str>, ms: u128 },
     #[error("backend {addr} closed the connection before replying{detail}")]
     Closed { addr: Arc<str>, detail: String },
+    /// The backend's bytes were not RESP, or a reply came with no request
+    /// waiting: the proxy closed the connection.
+    #[error("backend {addr} sent what is not a reply ({detail}); the proxy closed the connection")]
+    Garbled { addr: Arc<str>, detail: String },
     /// The routing moved the shard's master away from this backend while
     /// the request was in flight: a write may or may not have happened.
     #[error("backend {addr} stopped being the master while the request was in flight; its outcome is unknown")]
