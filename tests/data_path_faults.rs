@@ -446,6 +446,18 @@ fn a_server_that_drops_every_connection_is_not_reconnected_in_a_loop() {
         rejected <= 20,
         "{rejected} connections for {requests} requests"
     );
+    // The client gets Redis's words, which client libraries match exactly;
+    // the log names the server.
+    let log = proxy.log_text();
+    let refused = log
+        .lines()
+        .find(|l| l.contains("the first request on a new connection failed"))
+        .unwrap_or_else(|| panic!("no refusal logged:\n{log}"));
+    assert!(refused.contains(&full.addr()), "{refused}");
+    assert!(
+        refused.contains("max number of clients reached"),
+        "{refused}"
+    );
 }
 
 /// With `auto_eject_hosts`, a dead server is ejected again soon after each

@@ -675,7 +675,15 @@ impl<'a> Connection<'a> {
                 return Err("reply without a request".into());
             };
             if self.replies < 2 {
-                self.first_reply_failed |= self.replies == 0 && frame[0] == b'-';
+                if self.replies == 0 && frame[0] == b'-' {
+                    self.first_reply_failed = true;
+                    // NOAUTH, max clients, LOADING: the client gets Redis's
+                    // own words (clients match them exactly), the log says
+                    // which server.
+                    tracing::warn!(backend = %self.target.addr,
+                        reply = %String::from_utf8_lossy(&frame[1..frame.len() - 2]),
+                        "the first request on a new connection failed");
+                }
                 self.replies += 1;
             }
             match entry.reply {
