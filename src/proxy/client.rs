@@ -24,6 +24,7 @@ use crate::proxy::session::{Lane, Session};
 use crate::proxy::split::{self, Part, SplitReply};
 use crate::proxy::stats::PoolStats;
 use crate::proxy::stream::{poll_read_buf, Io};
+use crate::proxy::window::Window;
 use crate::proxy::{keyspace, scripts};
 use bytes::{Bytes, BytesMut};
 use std::collections::VecDeque;
@@ -46,9 +47,6 @@ const SMALL_READ: usize = 1024;
 const READ_CHUNK: usize = 16 * 1024;
 /// How long a session waits for more input once the proxy is stopping.
 const STOP_GRACE: Duration = Duration::from_millis(200);
-/// Most requests a session has dispatched and not answered yet.
-const MAX_PENDING: usize = 1024;
-
 /// A reply owed, with what the stats need when it is written.
 struct Owed {
     reply: Pending,
@@ -56,67 +54,6 @@ struct Owed {
     request_len: usize,
     cmd: Option<&'static Command>,
     arrived: Instant,
-}
-
-/// How many requests a session may have in flight so that the replies it
-/// owes stay within `client_output_limit` bytes: the limit divided by a
-/// running estimate of the reply size. The estimate jumps up to a large
-/// reply at once and decays by an eighth per smaller one, so a client that
-/// pipelines GETs of 2 MB values has a handful in flight, one that
-/// pipelines small commands up to [`MAX_PENDING`]. It starts pessimistic
-/// (four in flight) and opens up within a few dozen small replies.
-///
-/// The requests in flight are held to the same limit in bytes: a client
-/// that pipelines large writes to a stalled backend keeps about the limit
-/// in the proxy, and TCP holds back the rest.
-struct Window {
-    limit: usize,
-    estimate: usize,
-    size: usize,
-    /// Bytes of the requests dispatched and not answered yet.
-    requests_in_flight: usize,
-}
-
-impl Window {
-    fn new(limit: usize) -> Window {
-        let mut window = Window {
-            limit,
-            estimate: limit / 4,
-            size: 0,
-            requests_in_flight: 0,
-        };
-        window.resize();
-        window
-    }
-
-    /// More may be dispatched: few enough in flight, and the bytes of
-    /// those requests and of the replies not yet written to the client
-    /// under the limit. One request is always admitted when none is in
-    /// flight, however large.
-    fn admits(&self, in_flight: usize, unwritten: usize) -> bool {
-        in_flight < self.size && unwritten < self.limit && self.requests_in_flight < self.limit
-    }
-
-    fn dispatched(&mut self, request_len: usize) {
-        self.requests_in_flight += request_len;
-    }
-
-    fn answered(&mut self, request_len: usize) {
-        self.requests_in_flight -= request_len;
-    }
-
-    fn observe(&mut self, reply_len: usize) {
-        let decayed = self.estimate - self.estimate / 8;
-        let estimate = reply_len.max(decayed).max(16);
-        if estimate != self.estimate {
-            self.estimate = estimate;
-            self.resize();
-        }
-    }
-
-    fn resize(&mut self) {
-        self.size = (self.limit / self.estimate.max(1)).clamp(1, MAX_PENDING);
-    }
 }
 
 /// Serves one client until it quits, breaks the protocol, disconnects, or
@@ -818,7 +755,7 @@ mod tests {
     #[tokio::test]
     async fn a_pipeline_longer_than_a_batch_gets_every_reply() {
         let (mut client, _stop) = connect().await;
-        let n = 2 * MAX_PENDING + 100;
+        let n = 2 * crate::proxy::window::MAX_PENDING + 100;
         let pipeline = b"*1\r\n$4\r\nPING\r\n".repeat(n);
         client.write_all(&pipeline).await.unwrap();
         let want = b"+PONG\r\n".repeat(n);

@@ -56,5 +56,6 @@ pub mod stats;
 pub mod stats_server;
 pub mod stream;
 pub mod transaction;
+pub mod window;
 pub mod workers;
 pub mod zk;
