@@ -57,9 +57,23 @@ pub(super) struct Target {
 
 impl Target {
     /// A private connection stopped serving: its client must open another.
+    ///
+    /// Called before a private connection answers anything with an error,
+    /// so that a client given that error finds the connection broken and
+    /// can neither reuse it nor park it for another client.
     fn retire(&self) {
         if let Some(broken) = &self.private {
             broken.store(true, Ordering::Release);
+        }
+    }
+
+    /// A private connection is done: it takes no more requests, and
+    /// those still in its channel join `queue`, to be answered there.
+    fn close_private(&self, queue: &mut Queue, jobs: &mut mpsc::UnboundedReceiver<Job>) {
+        self.retire();
+        jobs.close();
+        while let Ok(job) = jobs.try_recv() {
+            queue.push_back(job);
         }
     }
 }
@@ -102,12 +116,13 @@ pub(super) async fn run(target: Target, mut jobs: mpsc::UnboundedReceiver<Job>, 
         }
         if *demoted.borrow_and_update() {
             // Not a master any more: nothing is written here.
-            hand_over(&target, &mut queue);
-            connect_now = false;
             if target.private.is_some() {
-                target.retire();
+                target.close_private(&mut queue, &mut jobs);
+                hand_over(&target, &mut queue);
                 return;
             }
+            hand_over(&target, &mut queue);
+            connect_now = false;
             continue;
         }
         if queue.is_empty() && !connect_now {
@@ -151,10 +166,10 @@ pub(super) async fn run(target: Target, mut jobs: mpsc::UnboundedReceiver<Job>, 
                 target.stats.connections.fetch_sub(1, Ordering::Relaxed);
                 if target.private.is_some() {
                     // A private connection's state died with it.
-                    target.retire();
                     if let Outcome::Broken(reason) | Outcome::Refused(reason) = &outcome {
                         tracing::debug!(backend = %target.addr, reason = %reason, "dedicated connection closed");
                     }
+                    target.close_private(&mut queue, &mut jobs);
                     for job in queue.drain(..) {
                         fail(&target, job, "the dedicated connection was closed");
                     }
@@ -184,11 +199,13 @@ pub(super) async fn run(target: Target, mut jobs: mpsc::UnboundedReceiver<Job>, 
                 tracing::warn!(backend = %target.addr, reason = %reason, "cannot connect to backend");
                 target.health.record_connection_failure(outage_mark);
                 backoff.failed(reason);
+                if target.private.is_some() {
+                    target.close_private(&mut queue, &mut jobs);
+                }
                 for job in queue.drain(..) {
                     fail(&target, job, &backoff.reason);
                 }
                 if target.private.is_some() {
-                    target.retire();
                     return;
                 }
             }
@@ -217,6 +234,8 @@ fn fail(target: &Target, job: Job, reason: &str) {
 }
 
 fn time_out(target: &Target, reply: ReplySender) {
+    // A private connection whose request timed out is closed.
+    target.retire();
     let ms = target.settings.timeout.map_or(0, |t| t.as_millis());
     answer_timeout(&target.addr, &target.stats, &target.health, ms, reply);
 }
@@ -746,6 +765,7 @@ impl<'a> Connection<'a> {
     /// The backend is no longer a master: what it still owes is answered
     /// with an error now, what is queued goes to the new master.
     fn demote(mut self, queue: &mut Queue) -> Outcome {
+        self.target.retire();
         tracing::warn!(backend = %self.target.addr, in_flight = self.in_flight.len(),
             "no longer a master: closing its connection");
         for reply in self.in_flight.drain(..).filter_map(|entry| entry.reply) {
@@ -773,6 +793,7 @@ impl<'a> Connection<'a> {
 
     /// Fails every request still owed a reply with `error`; none is replayed.
     fn fail_in_flight(&mut self, error: impl Fn() -> BackendError) {
+        self.target.retire();
         for reply in self.in_flight.drain(..).filter_map(|entry| entry.reply) {
             self.target.stats.errors.fetch_add(1, Ordering::Relaxed);
             reply.send(Err(error()));
