@@ -100,12 +100,25 @@ fn blocking_commands_reply_as_redis_does() {
         &["ZADD", "{t}zset", "1", "one", "2", "two", "3", "three"],
         &["XADD", "{t}stream", "1-1", "f", "v"],
         &["XGROUP", "CREATE", "{t}stream", "g", "0"],
+        &["XGROUP", "CREATE", "{t}stream", "block", "$"],
     ];
     let cases: &[&[&str]] = &[
         // Times out: the pool timeout is 200 ms, the command's own 0.5 s.
         &["BLPOP", "{t}none", "0.5"],
         &["BZPOPMIN", "{t}none", "0.3"],
         &["XREAD", "BLOCK", "300", "STREAMS", "{t}stream", "$"],
+        // A group and a consumer named like the option: BLOCK is 400 ms.
+        &[
+            "XREADGROUP",
+            "GROUP",
+            "block",
+            "5",
+            "BLOCK",
+            "400",
+            "STREAMS",
+            "{t}stream",
+            ">",
+        ],
         // Data there.
         &["BLPOP", "{t}none", "{t}list", "1"],
         &["BRPOP", "{t}list", "1"],

@@ -391,3 +391,75 @@ fn a_blocking_command_elsewhere_ends_the_watch_it_replaces() {
     );
     assert_eq!(client.cmd_str(&["GET", &key]), "$7\r\nchanged\r\n");
 }
+
+/// HELLO between WATCH and EXEC switches the transaction's connection too:
+/// the WATCH still guards, the commands queue on the watched shard, and
+/// EXEC answers in the new protocol, as Redis does.
+#[test]
+fn a_protocol_switch_inside_a_watch_keeps_the_transaction() {
+    let (proxy, _shards) = two_shards();
+    let mut client = RawClient::connect(proxy.port);
+    let mut other = RawClient::connect(proxy.port);
+    assert_eq!(client.cmd_str(&["WATCH", "{p}watched"]), "+OK\r\n");
+    assert!(client.cmd_str(&["HELLO", "3"]).starts_with("%"));
+    assert_eq!(
+        run(
+            &mut client,
+            &[&["MULTI"], &["SET", "{p}key", "v"], &["EXEC"]]
+        ),
+        ["+OK\r\n", "+QUEUED\r\n", "*1\r\n+OK\r\n"]
+    );
+    // Back to RESP2, and the WATCH still holds across the switch.
+    assert_eq!(client.cmd_str(&["WATCH", "{p}watched"]), "+OK\r\n");
+    assert!(client.cmd_str(&["HELLO", "2"]).starts_with("*"));
+    assert_eq!(other.cmd_str(&["SET", "{p}watched", "x"]), "+OK\r\n");
+    assert_eq!(
+        run(
+            &mut client,
+            &[&["MULTI"], &["SET", "{p}key", "w"], &["EXEC"]]
+        ),
+        ["+OK\r\n", "+QUEUED\r\n", "*-1\r\n"]
+    );
+    assert_eq!(client.cmd_str(&["GET", "{p}key"]), "$1\r\nv\r\n");
+}
+
+/// WAIT between WATCH and EXEC runs on the transaction's connection, even
+/// when the client last wrote to another shard, so the WATCH survives it.
+#[test]
+fn wait_inside_a_watch_keeps_it() {
+    let (proxy, _shards) = two_shards();
+    let key = keys_in(0, 2047, 1, "watched").remove(0);
+    let elsewhere = keys_in(2048, 4095, 1, "elsewhere").remove(0);
+    let mut client = RawClient::connect(proxy.port);
+    let mut other = RawClient::connect(proxy.port);
+    assert_eq!(
+        run(
+            &mut client,
+            &[
+                &["SET", &elsewhere, "x"],
+                &["WATCH", &key],
+                &["WAIT", "0", "10"],
+                &["MULTI"],
+                &["SET", &key, "v"],
+                &["EXEC"]
+            ]
+        ),
+        [
+            "+OK\r\n",
+            "+OK\r\n",
+            ":0\r\n",
+            "+OK\r\n",
+            "+QUEUED\r\n",
+            "*1\r\n+OK\r\n"
+        ]
+    );
+    // And the WATCH still guards after a WAIT.
+    assert_eq!(client.cmd_str(&["WATCH", &key]), "+OK\r\n");
+    assert_eq!(client.cmd_str(&["WAIT", "0", "10"]), ":0\r\n");
+    assert_eq!(other.cmd_str(&["SET", &key, "changed"]), "+OK\r\n");
+    assert_eq!(
+        run(&mut client, &[&["MULTI"], &["SET", &key, "w"], &["EXEC"]]),
+        ["+OK\r\n", "+QUEUED\r\n", "*-1\r\n"]
+    );
+    assert_eq!(client.cmd_str(&["GET", &key]), "$7\r\nchanged\r\n");
+}

@@ -184,23 +184,26 @@ fn streams(command: &Command, args: &[Bytes]) -> Result<Vec<usize>, String> {
     Ok((options.streams_at..options.streams_at + count).collect())
 }
 
-/// True when an XREAD / XREADGROUP has a BLOCK option (malformed argument
-/// lists are not blocking: they fail).
-pub(super) fn streams_block(command: &Command, args: &[Bytes]) -> bool {
-    parse_streams(command.name == "xreadgroup", args).is_ok_and(|options| options.block)
+/// Where an XREAD / XREADGROUP's BLOCK option has its milliseconds, if it
+/// has one (malformed argument lists are not blocking: they fail).
+pub(super) fn streams_block(command: &Command, args: &[Bytes]) -> Option<usize> {
+    parse_streams(command.name == "xreadgroup", args)
+        .ok()
+        .and_then(|options| options.block)
 }
 
 struct StreamsOptions {
     /// Index of the first key (just after STREAMS).
     streams_at: usize,
-    block: bool,
+    /// Index of BLOCK's value (the last BLOCK's, as Redis takes it).
+    block: Option<usize>,
 }
 
 /// Walks the options before STREAMS as `xreadCommand` does, in the same
 /// order, so that the first problem found is the one Redis reports. COUNT
 /// and BLOCK values are left for the backend to check.
 fn parse_streams(group_cmd: bool, args: &[Bytes]) -> Result<StreamsOptions, String> {
-    let mut block = false;
+    let mut block = None;
     let mut has_group = false;
     let mut streams_at = None;
     let mut i = 1;
@@ -208,7 +211,7 @@ fn parse_streams(group_cmd: bool, args: &[Bytes]) -> Result<StreamsOptions, Stri
         let more = args.len() - i - 1;
         let arg = &args[i];
         if is(arg, "block") && more > 0 {
-            block = true;
+            block = Some(i + 1);
             i += 1;
         } else if is(arg, "count") && more > 0 {
             i += 1;

@@ -254,11 +254,20 @@ impl Command {
     /// The handling for these arguments: `self.handling`, except that XREAD
     /// and XREADGROUP with a BLOCK option are `Blocking`.
     pub fn handling_for(&self, args: &[Bytes]) -> Handling {
-        if self.keys == KeySpec::Streams && keys::streams_block(self, args) {
+        if self.keys == KeySpec::Streams && keys::streams_block(self, args).is_some() {
             Handling::Blocking
         } else {
             self.handling
         }
+    }
+
+    /// XREAD and XREADGROUP: the milliseconds of the BLOCK option, found
+    /// where Redis looks for it (not a group or consumer named "block").
+    pub fn stream_block_arg<'a>(&self, args: &'a [Bytes]) -> Option<&'a Bytes> {
+        if self.keys != KeySpec::Streams {
+            return None;
+        }
+        args.get(keys::streams_block(self, args)?)
     }
 }
 

@@ -39,7 +39,7 @@ impl Session {
         let table = self.pool.router.load();
         let shard = match self.dedicated_shard_of_keys(&table, cmd, &request.args) {
             Ok(Some(shard)) => shard,
-            Ok(None) if cmd.name == "wait" => self.last_shard.min(table.shards.len() - 1),
+            Ok(None) if cmd.name == "wait" => self.wait_shard(&table),
             Ok(None) => {
                 return self.error(&format!(
                     "ERR '{}' without a key cannot be routed by shardproxy",
@@ -48,7 +48,7 @@ impl Session {
             }
             Err(e) => return self.error(&e),
         };
-        let deadline = block_timeout(cmd.name, &request.args).and_then(|wait| {
+        let deadline = block_timeout(cmd, &request.args).and_then(|wait| {
             let backend_timeout = table.shards[shard].backend.timeout()?;
             Some(Instant::now() + wait + backend_timeout)
         });
@@ -68,6 +68,19 @@ impl Session {
         let shard = conn.shard;
         self.set_blocked(true);
         Pending::Forward { reply, shard }
+    }
+
+    /// Where WAIT goes: the shard of the client's last keyed request, or,
+    /// while a transaction holds a dedicated connection, that connection's
+    /// shard, so that WAIT does not close it and lose the WATCHes.
+    fn wait_shard(&self, table: &RoutingTable) -> usize {
+        let bound = self.tx.as_ref().is_some_and(|tx| tx.bound);
+        let held = self.dedicated.as_ref().filter(|_| bound).and_then(|conn| {
+            table.shards.iter().position(|shard| {
+                shard.name == conn.shard && conn.serves(&shard.backend, self.proto)
+            })
+        });
+        held.unwrap_or(self.last_shard.min(table.shards.len() - 1))
     }
 
     /// The session's dedicated connection to `shard`'s backend, opened (in

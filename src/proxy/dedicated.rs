@@ -15,10 +15,12 @@
 //! held and parked together; a parked one is closed to make room for a
 //! client that needs a connection elsewhere, and after [`PARKED_FOR`].
 
+use crate::command::Command;
+use crate::protocol::encode_request;
 use crate::protocol::Proto;
 use crate::proxy::backend::{Backend, PrivateConn, ReplyReceiver};
 use crate::proxy::router::ShardName;
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
@@ -81,7 +83,8 @@ impl DedicatedLimit {
     /// The connections parked for reuse.
     pub fn parked(&self) -> u32 {
         let parking = self.parking.lock().expect("parked connections lock");
-        parking.conns.len() as u32
+        let working = parking.conns.iter().filter(|p| !p.link.conn.is_broken());
+        working.count() as u32
     }
 
     /// A dedicated connection to `backend`: a parked one if one serves,
@@ -209,24 +212,40 @@ impl Dedicated {
     pub fn send(&self, request: Bytes, deadline: Option<Instant>) -> ReplyReceiver {
         self.link.conn.send(request, deadline)
     }
+
+    /// The client switched protocol (HELLO) while a transaction lives on
+    /// this connection: the connection switches too, so the transaction's
+    /// replies come in the client's new protocol. HELLO's own reply is the
+    /// proxy's, already given; the backend's is dropped.
+    pub fn switch_proto(&mut self, proto: Proto) {
+        if self.link.conn.proto == proto {
+            return;
+        }
+        let mut hello = BytesMut::new();
+        let version: &[u8] = match proto {
+            Proto::Resp2 => b"2",
+            Proto::Resp3 => b"3",
+        };
+        encode_request(&[&b"HELLO"[..], version], &mut hello);
+        let deadline = self.timeout().map(|t| Instant::now() + t);
+        drop(self.send(hello.freeze(), deadline));
+        self.link.conn.proto = proto;
+    }
 }
 
 /// How long a blocking command may wait by its own arguments: `None` for
 /// "forever" (a timeout of 0) and for arguments Redis will reject anyway.
 /// BLPOP & co. take seconds (a decimal) last, BLMPOP and BZMPOP first;
 /// XREAD and XREADGROUP take milliseconds after BLOCK, WAIT last.
-pub fn block_timeout(name: &str, args: &[Bytes]) -> Option<Duration> {
+pub fn block_timeout(cmd: &Command, args: &[Bytes]) -> Option<Duration> {
     let seconds = |arg: Option<&Bytes>| -> Option<f64> {
         std::str::from_utf8(arg?).ok()?.trim().parse::<f64>().ok()
     };
     let millis = |arg: Option<&Bytes>| -> Option<f64> { Some(seconds(arg)? / 1000.0) };
-    let secs = match name {
+    let secs = match cmd.name {
         "blmpop" | "bzmpop" => seconds(args.get(1)),
         "wait" => millis(args.last()),
-        "xread" | "xreadgroup" => {
-            let at = args.iter().position(|a| a.eq_ignore_ascii_case(b"block"))?;
-            millis(args.get(at + 1))
-        }
+        "xread" | "xreadgroup" => millis(cmd.stream_block_arg(args)),
         _ => seconds(args.last()),
     }?;
     (secs.is_finite() && secs > 0.0).then(|| Duration::from_secs_f64(secs.min(1e9)))
@@ -245,7 +264,10 @@ mod tests {
 
     #[test]
     fn block_timeouts_by_command() {
-        let t = |name: &str, words: &[&str]| block_timeout(name, &args(words));
+        let t = |name: &str, words: &[&str]| {
+            let cmd = crate::command::lookup(name.as_bytes()).expect("a command");
+            block_timeout(cmd, &args(words))
+        };
         assert_eq!(
             t("blpop", &["BLPOP", "a", "b", "1.5"]),
             Some(Duration::from_millis(1500))
@@ -262,6 +284,41 @@ mod tests {
         assert_eq!(
             t("wait", &["WAIT", "1", "100"]),
             Some(Duration::from_millis(100))
+        );
+        // A group and a consumer named "block" are not the option.
+        assert_eq!(
+            t(
+                "xreadgroup",
+                &[
+                    "XREADGROUP",
+                    "GROUP",
+                    "block",
+                    "5",
+                    "BLOCK",
+                    "4000",
+                    "STREAMS",
+                    "s",
+                    ">"
+                ]
+            ),
+            Some(Duration::from_secs(4))
+        );
+        assert_eq!(
+            t(
+                "xreadgroup",
+                &[
+                    "XREADGROUP",
+                    "GROUP",
+                    "g",
+                    "block",
+                    "BLOCK",
+                    "250",
+                    "STREAMS",
+                    "s",
+                    ">"
+                ]
+            ),
+            Some(Duration::from_millis(250))
         );
         assert_eq!(t("blpop", &["BLPOP", "a", "soon"]), None);
         assert_eq!(t("blpop", &["BLPOP", "a", "-1"]), None);

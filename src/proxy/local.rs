@@ -163,6 +163,10 @@ fn hello(session: &mut Session, args: &[Bytes]) -> Pending {
         return session.error("NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time");
     }
     session.proto = proto;
+    if let Some(conn) = session.dedicated.as_mut() {
+        // Only a transaction's connection is held between commands.
+        conn.switch_proto(proto);
+    }
     if name.is_some() {
         session.name = name;
     }
