@@ -652,3 +652,68 @@ fn redis_py_pubsub_sees_what_it_sees_on_redis() {
     assert!(out.status.success(), "{stdout}");
     assert!(stdout.contains(", 0 mismatches"), "{stdout}");
 }
+
+/// Keyspace notifications, which each Redis publishes about its own keys
+/// only: a keyevent channel gets the events of every shard, a keyspace
+/// channel those of its key wherever the key lives, as from one Redis.
+#[test]
+fn keyspace_notifications_arrive_from_every_shard() {
+    let shards = [Redis::start(), Redis::start()];
+    for shard in &shards {
+        assert_eq!(
+            shard
+                .connect()
+                .cmd_str(&["CONFIG", "SET", "notify-keyspace-events", "KE$"]),
+            "+OK\r\n"
+        );
+    }
+    let proxy = start_proxy(&[&shards[0], &shards[1]], "");
+    let keys = channels_on_both_shards("notified", 3);
+    let mut events = RawClient::connect(proxy.port);
+    let mut per_key = RawClient::connect(proxy.port);
+    assert_eq!(
+        replies(&mut events, &["SUBSCRIBE", "__keyevent@0__:set"], 1),
+        "*3\r\n$9\r\nsubscribe\r\n$18\r\n__keyevent@0__:set\r\n:1\r\n"
+    );
+    let channels: Vec<String> = keys.iter().map(|k| format!("__keyspace@0__:{k}")).collect();
+    let mut subscribe = vec!["SUBSCRIBE"];
+    subscribe.extend(channels.iter().map(String::as_str));
+    let confirmed = replies(&mut per_key, &subscribe, channels.len());
+    assert!(
+        confirmed.ends_with(&format!(":{}\r\n", channels.len())),
+        "{confirmed}"
+    );
+    for channel in &channels {
+        assert!(
+            numsub_is(proxy.port, channel, 1),
+            "{}",
+            numsub(proxy.port, channel)
+        );
+    }
+    let mut writer = RawClient::connect(proxy.port);
+    for key in &keys {
+        assert_eq!(writer.cmd_str(&["SET", key, "v"]), "+OK\r\n");
+    }
+    let mut want: Vec<String> = keys
+        .iter()
+        .map(|k| {
+            format!(
+                "*3\r\n$7\r\nmessage\r\n$18\r\n__keyevent@0__:set\r\n${}\r\n{k}\r\n",
+                k.len()
+            )
+        })
+        .collect();
+    want.sort();
+    assert_eq!(read_messages_sorted(&mut events, keys.len()), want);
+    let mut want: Vec<String> = channels
+        .iter()
+        .map(|c| {
+            format!(
+                "*3\r\n$7\r\nmessage\r\n${}\r\n{c}\r\n$3\r\nset\r\n",
+                c.len()
+            )
+        })
+        .collect();
+    want.sort();
+    assert_eq!(read_messages_sorted(&mut per_key, keys.len()), want);
+}

@@ -24,7 +24,12 @@ pub fn run(client: &mut Client<'_>, cmd: &'static Command, args: &[Bytes], raw: 
     let table = client.pool.router.load_full();
     match cmd.name {
         "publish" | "spublish" => {
-            let shard = &table.shards[table.shard_of(&args[1])];
+            let shard = if cmd.name == "publish" {
+                super::channel_shard(&table, &args[1])
+            } else {
+                table.shard_of(&args[1])
+            };
+            let shard = &table.shards[shard];
             Pending::Forward {
                 reply: shard.backend.send(client.proto, client.affinity, raw),
                 shard: shard.name,
@@ -82,7 +87,17 @@ pub fn run(client: &mut Client<'_>, cmd: &'static Command, args: &[Bytes], raw: 
 /// the order asked.
 fn numsub(client: &Client<'_>, table: &RoutingTable, args: &[Bytes]) -> Pending {
     let names = &args[2..];
-    let shards: Vec<usize> = names.iter().map(|n| table.shard_of(n)).collect();
+    let shard_channels = args[1].eq_ignore_ascii_case(b"shardnumsub");
+    let shards: Vec<usize> = names
+        .iter()
+        .map(|n| {
+            if shard_channels {
+                table.shard_of(n)
+            } else {
+                super::channel_shard(table, n)
+            }
+        })
+        .collect();
     let mut asked = Vec::new();
     for (i, shard) in table.shards.iter().enumerate() {
         let mine: Vec<&[u8]> = names

@@ -7,7 +7,9 @@
 //! Redis, so a message published through any of them reaches the
 //! subscribers of all of them. A pattern may match channels of any shard,
 //! so PSUBSCRIBE subscribes on every shard; each message is published on
-//! one shard only, so it still arrives once.
+//! one shard only, so it still arrives once. Redis publishes its keyspace
+//! notifications on the server of the key: `__keyspace@N__:key` belongs to
+//! the key's shard, and `__keyevent@N__:event` is subscribed on every shard.
 //!
 //! A session enters subscribed mode with its first subscription: it gets a
 //! [`PubSub`], which opens one connection ([`link`]) per shard in use, to
@@ -171,11 +173,14 @@ impl PubSub {
         self.names.iter().map(HashSet::len).sum()
     }
 
-    /// The shards a name is held on: its own, or all for a pattern.
+    /// The shards a name is held on: its own, or all for a pattern and
+    /// for a keyevent notification channel.
     fn shards_of(kind: Kind, name: &[u8], table: &RoutingTable) -> Vec<usize> {
         match kind {
             Kind::Pattern => (0..table.shards.len()).collect(),
-            _ => vec![table.shard_of(name)],
+            Kind::Channel if name.starts_with(KEYEVENT) => (0..table.shards.len()).collect(),
+            Kind::Channel => vec![channel_shard(table, name)],
+            Kind::Shard => vec![table.shard_of(name)],
         }
     }
 
@@ -440,6 +445,28 @@ fn confirm_deadline(pool: &Pool) -> Duration {
         s.backend.settings().connect_timeout()
     });
     2 * connect + Duration::from_secs(1)
+}
+
+/// Keyspace notifications name the key after this prefix and the database
+/// (`__keyspace@0__:key`).
+const KEYSPACE: &[u8] = b"__keyspace@";
+/// Keyevent notifications name the event (`__keyevent@0__:expired`).
+const KEYEVENT: &[u8] = b"__keyevent@";
+
+/// The shard a channel (not a shard channel) belongs to: that of a key of
+/// the same name, except for keyspace notification channels, which belong
+/// to their key's shard, the only server that publishes on them. (Every
+/// server publishes keyevent notifications about its own keys, so those
+/// are subscribed on every shard.)
+pub(crate) fn channel_shard(table: &RoutingTable, name: &[u8]) -> usize {
+    let key = name
+        .strip_prefix(KEYSPACE)
+        .and_then(|rest| {
+            let db_end = rest.windows(3).position(|w| w == b"__:")?;
+            Some(&rest[db_end + 3..])
+        })
+        .unwrap_or(name);
+    table.shard_of(key)
 }
 
 fn subscribe(client: &mut Client<'_>, kind: Kind, names: Vec<Bytes>) -> Pending {
