@@ -102,6 +102,15 @@ fn transactions_on_one_shard_answer_as_redis_does() {
             &["EXEC"],
             &["GET", "{a}u"],
         ],
+        // EXEC refused for its arity ends the transaction, bound or not.
+        &[
+            &["MULTI"],
+            &["SET", "{a}e", "1"],
+            &["EXEC", "extra"],
+            &["GET", "{a}e"],
+            &["EXEC"],
+        ],
+        &[&["MULTI"], &["PING"], &["EXEC", "extra"], &["EXEC"]],
         // WATCH then an untouched key: EXEC runs.
         &[
             &["WATCH", "{a}w"],

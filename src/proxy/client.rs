@@ -463,6 +463,13 @@ impl Session {
         match resolved {
             Ok(cmd) => (Some(cmd), self.route(cmd, request)),
             Err(e) => {
+                let exec = request
+                    .args
+                    .first()
+                    .is_some_and(|name| name.eq_ignore_ascii_case(b"exec"));
+                if exec && self.in_multi() {
+                    return (None, self.exec_refused(&e));
+                }
                 // As in Redis, a command refused while queueing dooms the
                 // transaction.
                 if let Some(tx) = self.tx.as_mut().filter(|tx| tx.multi) {

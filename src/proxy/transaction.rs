@@ -323,6 +323,18 @@ impl Session {
         }
     }
 
+    /// EXEC itself refused (its arity) inside MULTI: as in Redis, the
+    /// transaction ends, discarded, with the refusal in the EXECABORT.
+    pub(crate) fn exec_refused(&mut self, error: &str) -> Pending {
+        if self.tx.take().is_some_and(|tx| tx.bound) {
+            self.discard_on_backend();
+        }
+        let error = error.strip_prefix("ERR ").unwrap_or(error);
+        self.error(&format!(
+            "EXECABORT Transaction discarded because of: {error}"
+        ))
+    }
+
     /// Sends DISCARD on the dedicated connection; its reply is not owed to
     /// the client.
     fn discard_on_backend(&mut self) {
