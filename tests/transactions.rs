@@ -377,19 +377,49 @@ fn a_lost_multi_aborts_the_transaction_instead_of_running_the_rest() {
     assert_eq!(client.cmd_str(&["SET", &keys[1], "3"]), "+OK\r\n");
 }
 
-/// A blocking command on another shard takes the client's dedicated
-/// connection away from its WATCH: the transaction after it must fail, not
-/// run unguarded on the new connection.
+/// A blocking command on another shard between WATCH and EXEC runs on a
+/// second connection: the WATCH stays on its own and still guards, as on
+/// one Redis, and the second connection is given back once answered.
 #[test]
-fn a_blocking_command_elsewhere_ends_the_watch_it_replaces() {
+fn a_blocking_command_elsewhere_keeps_the_watch() {
     let (proxy, _shards) = two_shards();
     let key = keys_in(0, 2047, 1, "watched").remove(0);
     let list = keys_in(2048, 4095, 1, "list").remove(0);
     let mut client = RawClient::connect(proxy.port);
     let mut other = RawClient::connect(proxy.port);
     assert_eq!(client.cmd_str(&["SET", &key, "orig"]), "+OK\r\n");
+    assert_eq!(
+        run(
+            &mut client,
+            &[
+                &["WATCH", &key],
+                &["BLPOP", &list, "0.01"],
+                &["MULTI"],
+                &["SET", &key, "mine"],
+                &["EXEC"]
+            ]
+        ),
+        [
+            "+OK\r\n",
+            "*-1\r\n",
+            "+OK\r\n",
+            "+QUEUED\r\n",
+            "*1\r\n+OK\r\n"
+        ]
+    );
     assert_eq!(client.cmd_str(&["WATCH", &key]), "+OK\r\n");
-    assert_eq!(client.cmd_str(&["BLPOP", &list, "0.01"]), "*-1\r\n");
+    assert_eq!(other.cmd_str(&["RPUSH", &list, "x"]), ":1\r\n");
+    assert_eq!(
+        client.cmd_str(&["BLPOP", &list, "1"]),
+        format!("*2\r\n${}\r\n{list}\r\n$1\r\nx\r\n", list.len())
+    );
+    // The transaction's connection is held, the second one parked.
+    let info = other.cmd_str(&["INFO", "clients"]);
+    assert!(info.contains("dedicated_connections:1\r\n"), "{info}");
+    assert!(
+        info.contains("dedicated_connections_parked:1\r\n"),
+        "{info}"
+    );
     assert_eq!(other.cmd_str(&["SET", &key, "changed"]), "+OK\r\n");
     assert_eq!(
         run(

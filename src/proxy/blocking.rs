@@ -52,7 +52,7 @@ impl Session {
             let backend_timeout = table.shards[shard].backend.timeout()?;
             Some(Instant::now() + wait + backend_timeout)
         });
-        let conn = match self.dedicated_to(&table, shard) {
+        let conn = match self.blocking_conn(&table, shard) {
             Ok(conn) => conn,
             Err(e) => return self.error(&e),
         };
@@ -68,6 +68,35 @@ impl Session {
         let shard = conn.shard;
         self.set_blocked(true);
         Pending::Forward { reply, shard }
+    }
+
+    /// The connection a blocking command to `shard` runs on: the session's
+    /// dedicated one, unless a transaction lives on it and it goes to
+    /// another server; then a second one, held until the command is
+    /// answered, so that the transaction's WATCHes stay where they are.
+    fn blocking_conn(&mut self, table: &RoutingTable, shard: usize) -> Result<&Dedicated, String> {
+        let target = &table.shards[shard];
+        let bound = self.tx.as_ref().is_some_and(|tx| tx.bound);
+        let elsewhere = self
+            .dedicated
+            .as_ref()
+            .is_some_and(|conn| !conn.is_broken() && !conn.serves(&target.backend, self.proto));
+        if !(bound && elsewhere) {
+            return self.dedicated_to(table, shard);
+        }
+        let reusable = self
+            .side
+            .as_ref()
+            .is_some_and(|conn| conn.serves(&target.backend, self.proto));
+        if !reusable {
+            self.side = None;
+            let conn = self
+                .pool
+                .dedicated
+                .open(target.name, &target.backend, self.proto)?;
+            self.side = Some(conn);
+        }
+        Ok(self.side.as_ref().expect("just set"))
     }
 
     /// Where WAIT goes: the shard of the client's last keyed request, or,

@@ -41,6 +41,9 @@ pub struct Session {
     pub closing: bool,
     /// The client's own backend connection, if it has needed one.
     pub dedicated: Option<Dedicated>,
+    /// A second dedicated connection, for a blocking command to another
+    /// server while a transaction holds `dedicated`; parked once answered.
+    pub side: Option<Dedicated>,
     /// WATCH or MULTI in progress.
     pub tx: Option<Transaction>,
     /// The connection the last backend request went on: a request for the
@@ -105,6 +108,7 @@ impl Session {
             name: None,
             closing: false,
             dedicated: None,
+            side: None,
             tx: None,
             lane: Lane::Shared,
             blocked: false,
@@ -154,6 +158,9 @@ impl Session {
             let conn = self.dedicated.take().expect("checked");
             self.pool.dedicated.park(conn);
         }
+        if let Some(conn) = self.side.take() {
+            self.pool.dedicated.park(conn);
+        }
     }
 
     /// RESET: the state of a new connection, as Redis restores it (RESP2,
@@ -171,6 +178,7 @@ impl Session {
         // connection discards them on the backend too).
         self.tx = None;
         self.dedicated = None;
+        self.side = None;
     }
 }
 
