@@ -621,3 +621,84 @@ fn sha256_hex(text: &str) -> String {
         .unwrap();
     String::from_utf8_lossy(&output.stdout)[..64].to_string()
 }
+
+/// A source replica that lags (stopped) while a range moves: a write on a
+/// key of the range is refused with TRYAGAIN, naming the replicas, rather
+/// than made on the target while the replica still holds the old key (a
+/// promotion would hand the old value back to the mover, over the write).
+/// Once the replica catches up, the write goes through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lagging_source_replica_holds_writes_back_instead_of_losing_them() {
+    let zookeeper = ZooKeeper::start();
+    let (master, replica, other, new) = (
+        Redis::start(),
+        Redis::start(),
+        Redis::start(),
+        Redis::start(),
+    );
+    let replicaof = ["REPLICAOF", "127.0.0.1", &master.port.to_string()];
+    assert_eq!(replica.connect().cmd_str(&replicaof), "+OK\r\n");
+    let ops = zookeeper.client_with_session(Duration::from_secs(20)).await;
+    create_shard(&ops, "redis-0000", 0, 2047).await;
+    create_shard(&ops, "redis-0001", 2048, 4095).await;
+    add_member(&ops, "redis-0000", &master.addr()).await;
+    add_member(&ops, "redis-0000", &replica.addr()).await;
+    add_member(&ops, "redis-0001", &other.addr()).await;
+    let conf = pool_file(&zookeeper, &[&master, &other]);
+    let (code, text) = run_admin(&conf, &["add-shard", "redis-0002"]);
+    assert_eq!(code, 0, "{text}");
+    add_member(&ops, "redis-0002", &new.addr()).await;
+    let proxy = start_proxy(&zookeeper, &[&master, &other]);
+    wait_for_view(&proxy, &format!("master={}", new.addr()));
+    let keys = keys_in(0, 1023, 4000, "lag");
+    preload(&proxy, &keys);
+    wait_until(
+        "the replica to acknowledge the preload",
+        Duration::from_secs(60),
+        || master.connect().cmd_str(&["WAIT", "1", "2000"]) == ":1\r\n",
+    );
+    // A slow mover: the range stays moving for the whole test.
+    let child = admin(
+        &conf,
+        &["migrate", "0-1023", "--to", "redis-0002", "--rate", "50"],
+    )
+    .stdout(std::process::Stdio::null())
+    .stderr(std::process::Stdio::null())
+    .spawn()
+    .unwrap();
+    let _mover = ProcessGuard::new("shardproxy-admin migrate", child);
+    wait_until("the mover to move keys", Duration::from_secs(20), || {
+        dbsize(&new) > 0
+    });
+    let key = keys
+        .iter()
+        .rev()
+        .find(|k| exists(&master, k))
+        .expect("a key not moved yet")
+        .clone();
+    let mut client = RawClient::connect(proxy.port);
+    replica.guard.signal("STOP");
+    let reply = client.cmd_str(&["SET", &key, "new"]);
+    assert!(
+        reply.starts_with("-TRYAGAIN ")
+            && reply.contains("only 0 of the source's 1 replicas confirmed the move"),
+        "{reply}"
+    );
+    // The key left the source, and the refused write is nowhere.
+    assert!(!exists(&master, &key), "{key} still on the source");
+    assert_eq!(
+        new.connect().cmd_str(&["GET", &key]),
+        format!("${}\r\n{key}\r\n", key.len())
+    );
+    // Moved before: the fence still holds the write back.
+    let reply = client.cmd_str(&["SET", &key, "new"]);
+    assert!(reply.starts_with("-TRYAGAIN "), "{reply}");
+    replica.guard.signal("CONT");
+    wait_until(
+        "the write once the replica is back",
+        Duration::from_secs(10),
+        || client.cmd_str(&["SET", &key, "new"]) == "+OK\r\n",
+    );
+    assert_eq!(client.cmd_str(&["GET", &key]), "$3\r\nnew\r\n");
+    assert_eq!(replica.connect().cmd_str(&["EXISTS", &key]), ":0\r\n");
+}

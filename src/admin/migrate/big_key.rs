@@ -128,10 +128,7 @@ pub(super) async fn move_key(
         src.call(&[&b"EVAL"[..], scripts::RELEASE.as_bytes(), b"2", key, &lock])
             .await?;
     }
-    if replicas > 0 {
-        let n = replicas.to_string();
-        src.call(&["WAIT", n.as_str(), "1000"]).await?;
-    }
+    mover::fence(src, replicas).await?;
     Ok(true)
 }
 

@@ -127,6 +127,27 @@ async fn split_big(
     Ok((small, big))
 }
 
+/// Waits until the source's `replicas` have every write made so far (the
+/// DELs of the keys just moved), failing when fewer confirm within a
+/// second: a replica promoted without those DELs would give old values
+/// back to the next copy, over newer writes on the target.
+pub(super) async fn fence(conn: &mut RedisConn, replicas: usize) -> Result<(), RedisError> {
+    if replicas == 0 {
+        return Ok(());
+    }
+    let n = replicas.to_string();
+    match conn.call(&["WAIT", n.as_str(), "1000"]).await? {
+        Value::Integer(acked) if acked >= replicas as i64 => Ok(()),
+        other => Err(RedisError::Unexpected {
+            addr: conn.addr().to_string(),
+            command: format!("WAIT {n} 1000"),
+            reply: format!(
+                "{other:?} (fewer replicas confirmed the moved keys' deletion than the source has)"
+            ),
+        }),
+    }
+}
+
 /// `MIGRATE` of `keys` from `conn`'s Redis to `to`, with an I/O timeout
 /// of `timeout_ms`; true if any moved.
 pub(super) async fn migrate_batch(
@@ -265,15 +286,11 @@ pub(super) async fn run(
                     .map_err(|e| e.to_string())?;
                 if any {
                     moved_here += batch.len() as u64;
-                    if l.replicas > 0 {
-                        // As the proxies do: the DELs reach the replicas
-                        // before anyone writes these keys on the target.
-                        let n = l.replicas.to_string();
-                        l.conn
-                            .call(&["WAIT", n.as_str(), "1000"])
-                            .await
-                            .map_err(|e| e.to_string())?;
-                    }
+                    // As the proxies do: the DELs reach the replicas
+                    // before anyone writes these keys on the target.
+                    fence(&mut l.conn, l.replicas)
+                        .await
+                        .map_err(|e| e.to_string())?;
                 }
                 throttle(state.rate, moved_here, started).await;
             }

@@ -135,27 +135,20 @@ async fn serve(pool: &Pool, job: &Job) -> Reply {
         encode_request(&args, &mut request);
         let moved = wait(source.send(job.proto, job.affinity, request.freeze())).await;
         match moved {
-            Ok(frame) if frame.starts_with(b"+OK") && m.source_replicas > 0 => {
-                // Moved now: the source's DEL must reach its replicas
-                // before the key is written on the target.
-                let fence = wait_command(m.source_replicas);
-                match wait(source.send(job.proto, job.affinity, fence)).await {
-                    Ok(frame) if frame.first() == Some(&b':') => {}
-                    Ok(frame) => {
-                        let text = String::from_utf8_lossy(&frame).trim_end().to_string();
-                        return Ok(tryagain(&format!(
-                            "waiting for the source's replicas failed: {text}"
-                        )));
-                    }
-                    Err(e) => {
-                        return Ok(tryagain(&format!(
-                            "waiting for the source's replicas failed: {e}"
-                        )))
+            // +OK (moved now) or +NOKEY (moved before, or never there).
+            Ok(frame) if frame.first() == Some(&b'+') => {
+                if m.source_replicas > 0 {
+                    // The source's DEL (now, or by an earlier move whose
+                    // fence fell short) must reach every replica before the
+                    // key is written on the target: a replica promoted
+                    // without it would hand the old value back to the mover.
+                    let fence = wait_command(m.source_replicas);
+                    let acked = wait(source.send(job.proto, job.affinity, fence)).await;
+                    if let Some(refusal) = fence_refusal(acked, m.source_replicas) {
+                        return Ok(tryagain(&refusal));
                     }
                 }
             }
-            // +OK (moved now) or +NOKEY (moved before, or never there).
-            Ok(frame) if frame.first() == Some(&b'+') => {}
             // LOCKED or BIG: the mover moves it in chunks; wait for it.
             Ok(frame) if frame.first() == Some(&b'$') => {
                 if Instant::now() >= hold_until {
@@ -186,6 +179,23 @@ async fn serve(pool: &Pool, job: &Job) -> Reply {
 /// on a healthy link they confirm within a millisecond; a lagging replica
 /// costs this much once per key moved on access.
 const FENCE_MS: u64 = 200;
+
+/// Why the fence's WAIT reply does not let the request go on: an error, or
+/// fewer replicas than the source has confirmed within [`FENCE_MS`].
+fn fence_refusal(acked: Reply, replicas: usize) -> Option<String> {
+    let frame = match acked {
+        Ok(frame) => frame,
+        Err(e) => return Some(format!("waiting for the source's replicas failed: {e}")),
+    };
+    let text = String::from_utf8_lossy(&frame).trim_end().to_string();
+    match text.strip_prefix(':').and_then(|n| n.parse::<usize>().ok()) {
+        Some(n) if n >= replicas => None,
+        Some(n) => Some(format!(
+            "only {n} of the source's {replicas} replicas confirmed the move within {FENCE_MS} ms"
+        )),
+        None => Some(format!("waiting for the source's replicas failed: {text}")),
+    }
+}
 
 /// `WAIT replicas FENCE_MS`.
 fn wait_command(replicas: usize) -> Bytes {
