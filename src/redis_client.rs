@@ -83,6 +83,18 @@ impl RedisConn {
         RedisConn::connect_tls(addr, auth, timeout, crate::tls::control_tls()).await
     }
 
+    /// Selects database `db` (nothing to do for 0, where a connection
+    /// starts).
+    ///
+    /// # Errors
+    /// SELECT's error reply, or the connection failing.
+    pub async fn select(&mut self, db: u32) -> Result<(), RedisError> {
+        if db != 0 {
+            self.call(&["SELECT", db.to_string().as_str()]).await?;
+        }
+        Ok(())
+    }
+
     /// [`RedisConn::connect`] with the TLS settings given (the proxy's:
     /// its pool's `server_tls`).
     ///

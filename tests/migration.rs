@@ -702,3 +702,52 @@ async fn a_lagging_source_replica_holds_writes_back_instead_of_losing_them() {
     assert_eq!(client.cmd_str(&["GET", &key]), "$3\r\nnew\r\n");
     assert_eq!(replica.connect().cmd_str(&["EXISTS", &key]), ":0\r\n");
 }
+
+/// A pool with `redis_db: 2`: the mover scans and moves that database, not
+/// database 0, so every key of the range reaches the new shard's database 2
+/// and none stays behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pool_on_another_database_moves_its_keys() {
+    let zookeeper = ZooKeeper::start();
+    let (first, second, new) = (Redis::start(), Redis::start(), Redis::start());
+    let ops = zookeeper.client_with_session(Duration::from_secs(20)).await;
+    create_shard(&ops, "redis-0000", 0, 2047).await;
+    create_shard(&ops, "redis-0001", 2048, 4095).await;
+    add_member(&ops, "redis-0000", &first.addr()).await;
+    add_member(&ops, "redis-0001", &second.addr()).await;
+    let conf = pool_file(&zookeeper, &[&first, &second]);
+    let yaml = std::fs::read_to_string(&conf)
+        .unwrap()
+        .replace("  redis: true\n", "  redis: true\n  redis_db: 2\n");
+    std::fs::write(&conf, yaml).unwrap();
+    let (code, text) = run_admin(&conf, &["add-shard", "redis-0002"]);
+    assert_eq!(code, 0, "{text}");
+    add_member(&ops, "redis-0002", &new.addr()).await;
+    let proxy =
+        common::zk_cluster::start_proxy_with(&zookeeper, &[&first, &second], "  redis_db: 2\n");
+    wait_for_view(&proxy, &format!("master={}", new.addr()));
+    let keys = keys_in(1024, 2047, 300, "db2");
+    preload(&proxy, &keys);
+    let in_db2 = |redis: &Redis, key: &str| {
+        let mut conn = redis.connect();
+        assert_eq!(conn.cmd_str(&["SELECT", "2"]), "+OK\r\n");
+        conn.cmd_str(&["EXISTS", key]) == ":1\r\n"
+    };
+    assert!(keys.iter().all(|k| in_db2(&first, k)));
+    let (code, text) = run_admin(&conf, &["migrate", "1024-2047", "--to", "redis-0002"]);
+    assert_eq!(code, 0, "{text}");
+    wait_for_view(&proxy, "1024-2047");
+    let mut client = RawClient::connect(proxy.port);
+    for key in &keys {
+        assert_eq!(
+            client.cmd_str(&["GET", key]),
+            format!("${}\r\n{key}\r\n", key.len()),
+            "{text}"
+        );
+        assert!(
+            in_db2(&new, key),
+            "{key} not in database 2 of the new shard"
+        );
+        assert!(!in_db2(&first, key), "{key} left on the source");
+    }
+}

@@ -6,6 +6,7 @@ use crate::admin::target::FileShard;
 
 fn target() -> Target {
     Target {
+        db: 0,
         pool: "alpha".into(),
         hosts: "zk:2181".into(),
         zk_auth: None,

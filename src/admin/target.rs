@@ -50,6 +50,9 @@ pub struct Target {
     /// How the pool hashes keys onto slots (migrations find a range's keys).
     pub hash: crate::hash::HashKind,
     pub hash_tag: Option<[u8; 2]>,
+    /// `redis_db`: the database the pool's keys live in, which migrations
+    /// scan and move.
+    pub db: u32,
 }
 
 /// The name of the `index`-th shard in slot order.
@@ -115,7 +118,27 @@ impl Target {
             zk_auth: keys.and_then(|z| z.auth.clone()),
             hash: chosen.hash,
             hash_tag: chosen.hash_tag,
+            db: chosen.redis_db,
         })
+    }
+}
+
+impl Target {
+    /// A connection to the Redis at `addr`, authenticated as the tool
+    /// reads, in the pool's database.
+    ///
+    /// # Errors
+    /// Connecting, AUTH or SELECT failing.
+    pub async fn redis(
+        &self,
+        addr: &str,
+        timeout: Duration,
+    ) -> Result<crate::redis_client::RedisConn, crate::redis_client::RedisError> {
+        let mut conn =
+            crate::redis_client::RedisConn::connect(addr, self.redis_auth.as_deref(), timeout)
+                .await?;
+        conn.select(self.db).await?;
+        Ok(conn)
     }
 }
 

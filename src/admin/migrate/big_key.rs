@@ -66,6 +66,7 @@ pub(super) async fn move_key(
     src: &mut RedisConn,
     to: &str,
     auth: Option<&str>,
+    db: u32,
     key: &[u8],
     replicas: usize,
 ) -> Result<bool, RedisError> {
@@ -89,8 +90,10 @@ pub(super) async fn move_key(
         },
         _ => return Err(unexpected(src, "EVAL lock", &locked)),
     };
+    let mut dst = RedisConn::connect(to, auth, REDIS_TIMEOUT).await?;
+    dst.select(db).await?;
     let mut job = Job {
-        dst: RedisConn::connect(to, auth, REDIS_TIMEOUT).await?,
+        dst,
         src,
         key,
         import: scripts::import_key(key),
@@ -118,7 +121,7 @@ pub(super) async fn move_key(
         // link silent for longer than a batch of small keys would.
         src.call(&[&b"DEL"[..], &lock]).await?;
         let whole = [Bytes::copy_from_slice(key)];
-        mover::migrate_batch(src, to, auth, &whole, WHOLE_KEY_TIMEOUT_MS).await?;
+        mover::migrate_batch(src, to, auth, db, &whole, WHOLE_KEY_TIMEOUT_MS).await?;
     } else {
         dst.call(&[&b"RENAME"[..], &import, key]).await?;
         if expires_at > 0 {

@@ -154,10 +154,12 @@ pub(super) async fn migrate_batch(
     conn: &mut RedisConn,
     to: &str,
     auth: Option<&str>,
+    db: u32,
     keys: &[Bytes],
     timeout_ms: u64,
 ) -> Result<bool, RedisError> {
     let timeout_ms = timeout_ms.to_string();
+    let db = db.to_string();
     let Some((host, port)) = host_port(to) else {
         return Err(RedisError::Unexpected {
             addr: to.to_string(),
@@ -170,7 +172,7 @@ pub(super) async fn migrate_batch(
         host.as_bytes(),
         port.as_bytes(),
         b"",
-        b"0",
+        db.as_bytes(),
         timeout_ms.as_bytes(),
         b"REPLACE",
     ];
@@ -210,7 +212,8 @@ async fn open_link(
         .map_err(|e| e.to_string())?;
     let from = master_of(&shards, &state.source).map_err(|e| e.to_string())?;
     let to = master_of(&shards, &state.target).map_err(|e| e.to_string())?;
-    let conn = RedisConn::connect(&from, target.redis_auth.as_deref(), REDIS_TIMEOUT)
+    let conn = target
+        .redis(&from, REDIS_TIMEOUT)
         .await
         .map_err(|e| e.to_string())?;
     let replicas = shards
@@ -268,7 +271,7 @@ pub(super) async fn run(
                     .map_err(|e| e.to_string())?;
                 for key in big {
                     let t = Instant::now();
-                    let moved = big_key::move_key(&mut l.conn, &l.to, auth.as_deref(), &key, l.replicas)
+                    let moved = big_key::move_key(&mut l.conn, &l.to, auth.as_deref(), target.db, &key, l.replicas)
                         .await
                         .map_err(|e| e.to_string())?;
                     if moved {
@@ -281,7 +284,7 @@ pub(super) async fn run(
                     continue;
                 }
                 let batch = &small[..];
-                let any = migrate_batch(&mut l.conn, &l.to, auth.as_deref(), batch, MIGRATE_TIMEOUT_MS)
+                let any = migrate_batch(&mut l.conn, &l.to, auth.as_deref(), target.db, batch, MIGRATE_TIMEOUT_MS)
                     .await
                     .map_err(|e| e.to_string())?;
                 if any {
@@ -387,8 +390,7 @@ pub(super) async fn leftovers(
         slots: slot_space(&shards),
     };
     let count = async {
-        let mut conn =
-            RedisConn::connect(&from, target.redis_auth.as_deref(), REDIS_TIMEOUT).await?;
+        let mut conn = target.redis(&from, REDIS_TIMEOUT).await?;
         let mut cursor = Bytes::from_static(b"0");
         let mut found = 0u64;
         loop {
@@ -409,9 +411,7 @@ pub(super) async fn leftovers(
 /// master or it did not answer.
 pub(crate) async fn dbsize(target: &Target, shard: &Shard) -> Option<u64> {
     let master = shard.view.master.as_ref()?;
-    let mut conn = RedisConn::connect(master, target.redis_auth.as_deref(), REDIS_TIMEOUT)
-        .await
-        .ok()?;
+    let mut conn = target.redis(master, REDIS_TIMEOUT).await.ok()?;
     match conn.call(&["DBSIZE"]).await {
         Ok(Value::Integer(n)) => u64::try_from(n).ok(),
         _ => None,
