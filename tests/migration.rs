@@ -751,3 +751,64 @@ async fn a_pool_on_another_database_moves_its_keys() {
         assert!(!in_db2(&first, key), "{key} left on the source");
     }
 }
+
+/// A transaction open on a range's source while the range moves away:
+/// EXEC does not run the queued writes on the source, where nobody would
+/// read them again; the client is told, and a WATCH-only transaction gets
+/// EXEC's null reply (a retry), as when a watched key changed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_open_across_a_move_is_discarded_not_run_on_the_source() {
+    let zookeeper = ZooKeeper::start();
+    let (first, second, new) = (Redis::start(), Redis::start(), Redis::start());
+    let ops = zookeeper.client_with_session(Duration::from_secs(20)).await;
+    create_shard(&ops, "redis-0000", 0, 2047).await;
+    create_shard(&ops, "redis-0001", 2048, 4095).await;
+    add_member(&ops, "redis-0000", &first.addr()).await;
+    add_member(&ops, "redis-0001", &second.addr()).await;
+    let conf = pool_file(&zookeeper, &[&first, &second]);
+    let (code, text) = run_admin(&conf, &["add-shard", "redis-0002"]);
+    assert_eq!(code, 0, "{text}");
+    add_member(&ops, "redis-0002", &new.addr()).await;
+    let proxy = start_proxy(&zookeeper, &[&first, &second]);
+    wait_for_view(&proxy, &format!("master={}", new.addr()));
+    let keys = keys_in(1024, 2047, 3, "tx");
+    let (queued, watched, counter) = (&keys[0], &keys[1], &keys[2]);
+    let mut client = RawClient::connect(proxy.port);
+    let mut watcher = RawClient::connect(proxy.port);
+    assert_eq!(client.cmd_str(&["SET", queued, "old"]), "+OK\r\n");
+    assert_eq!(client.cmd_str(&["MULTI"]), "+OK\r\n");
+    assert_eq!(client.cmd_str(&["SET", queued, "new"]), "+QUEUED\r\n");
+    assert_eq!(client.cmd_str(&["INCR", counter]), "+QUEUED\r\n");
+    assert_eq!(watcher.cmd_str(&["WATCH", watched]), "+OK\r\n");
+    let (code, text) = run_admin(&conf, &["migrate", "1024-2047", "--to", "redis-0002"]);
+    assert_eq!(code, 0, "{text}");
+    wait_for_view(&proxy, "1024-2047");
+    let reply = client.cmd_str(&["EXEC"]);
+    assert_eq!(
+        reply,
+        "-EXECABORT Transaction discarded: shard 'redis-0000': a range moved to or from the shard \
+         while the transaction was open; the transaction and its WATCHes were discarded\r\n"
+    );
+    assert_eq!(client.cmd_str(&["GET", queued]), "$3\r\nold\r\n");
+    assert_eq!(client.cmd_str(&["GET", counter]), "$-1\r\n");
+    assert_eq!(first.connect().cmd_str(&["DBSIZE"]), ":0\r\n");
+    assert_eq!(
+        [
+            watcher.cmd_str(&["MULTI"]),
+            watcher.cmd_str(&["SET", watched, "v"]),
+            watcher.cmd_str(&["EXEC"]),
+        ],
+        ["+OK\r\n", "+QUEUED\r\n", "*-1\r\n"]
+    );
+    // The retry, on the range's new shard, runs.
+    assert_eq!(
+        [
+            watcher.cmd_str(&["WATCH", watched]),
+            watcher.cmd_str(&["MULTI"]),
+            watcher.cmd_str(&["SET", watched, "v"]),
+            watcher.cmd_str(&["EXEC"]),
+        ],
+        ["+OK\r\n", "+OK\r\n", "+QUEUED\r\n", "*1\r\n+OK\r\n"]
+    );
+    assert_eq!(new.connect().cmd_str(&["GET", watched]), "$1\r\nv\r\n");
+}

@@ -84,6 +84,36 @@ pub struct Transaction {
     /// null reply, as when a watched key changed), so none of them can run
     /// outside the transaction the client asked for.
     pub lost: bool,
+    /// The routing version, and the bound shard's place in it, when the
+    /// transaction was bound: a change of that place (a range moved to
+    /// or from the shard) makes the transaction lost as well, since its
+    /// keys may no longer live where its connection is.
+    pub bound_at: Option<(u64, Footprint)>,
+}
+
+/// Where a shard stands in a routing table: its ranges, and a migration
+/// from or to it (range, phase).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Footprint {
+    ranges: Vec<Option<(u32, u32)>>,
+    migration: Option<(u32, u32, crate::zk::migration::Phase)>,
+}
+
+impl Footprint {
+    pub fn of(table: &crate::proxy::router::RoutingTable, shard: ShardName) -> Footprint {
+        let ranges = table
+            .shards
+            .iter()
+            .filter(|s| s.name == shard)
+            .map(|s| s.range)
+            .collect();
+        let migration = table
+            .migration
+            .as_ref()
+            .filter(|m| m.source_name == shard || m.target_name == shard)
+            .map(|m| (m.lo, m.hi, m.phase));
+        Footprint { ranges, migration }
+    }
 }
 
 /// Which connections a session's requests travel on.

@@ -22,8 +22,8 @@ use crate::command::{Command, Handling};
 use crate::protocol::{encode_request, Proto, Request};
 use crate::proxy::local;
 use crate::proxy::pending::{unsupported_error, Pending};
-use crate::proxy::router::RoutingTable;
-use crate::proxy::session::{Session, Transaction};
+use crate::proxy::router::{RoutingTable, ShardName};
+use crate::proxy::session::{Footprint, Session, Transaction};
 use bytes::{Bytes, BytesMut};
 use tokio::time::Instant;
 
@@ -37,23 +37,20 @@ impl Session {
         handling: Handling,
         request: Request,
     ) -> Pending {
-        if let Some(shard) = self.notice_lost_connection() {
+        if let Some(why) = self.notice_lost_connection() {
             // Told once, on the command that found the loss; inside MULTI,
             // the transaction is doomed, and EXEC will say so again.
             match (cmd.name, self.in_multi()) {
                 ("exec", true) => {
                     self.tx = None;
-                    return self.error(&format!(
-                        "EXECABORT Transaction discarded: {}",
-                        lost_connection_text(shard)
-                    ));
+                    return self.error(&format!("EXECABORT Transaction discarded: {why}"));
                 }
                 ("discard", true) => {
                     self.tx = None;
                     return Pending::Ready(Bytes::from_static(b"+OK\r\n"));
                 }
                 ("quit", true) => {}
-                (_, true) => return self.error(&format!("ERR {}", lost_connection_text(shard))),
+                (_, true) => return self.error(&format!("ERR {why}")),
                 // Only WATCHes were lost: EXEC will answer as if a watched
                 // key had changed, which clients retry.
                 (_, false) => {}
@@ -101,21 +98,58 @@ impl Session {
         self.tx.as_ref().is_some_and(|tx| tx.lost)
     }
 
-    /// The shard whose dedicated connection, holding the bound
-    /// transaction's state, broke since the last command; the transaction
-    /// is then marked lost (and aborted inside MULTI) and unbound.
-    fn notice_lost_connection(&mut self) -> Option<&'static str> {
+    /// Why the bound transaction's state is gone since the last command:
+    /// its dedicated connection broke, or a range moved to or from its
+    /// shard (its keys may now live elsewhere, and the writes queued on the
+    /// old server would be lost there). The transaction is then marked
+    /// lost (and aborted inside MULTI) and unbound, its connection closed.
+    fn notice_lost_connection(&mut self) -> Option<String> {
         if !self.tx_bound() {
             return None;
         }
-        let shard = self
-            .dedicated
-            .as_ref()
-            .filter(|conn| conn.is_broken())?
-            .shard;
+        let conn = self.dedicated.as_ref()?;
+        let shard = conn.shard;
+        let why = if conn.is_broken() {
+            lost_connection_text(shard)
+        } else if self.routing_moved(shard) {
+            format!(
+                "shard '{shard}': a range moved to or from the shard while the transaction \
+                 was open; the transaction and its WATCHes were discarded"
+            )
+        } else {
+            return None;
+        };
         self.forget_transaction_connection();
         self.dedicated = None;
-        Some(shard)
+        Some(why)
+    }
+
+    /// True when the routing of `shard` changed since the transaction was
+    /// bound (one version read when nothing changed).
+    fn routing_moved(&mut self, shard: ShardName) -> bool {
+        let version = self.pool.router.version();
+        let Some((bound_version, footprint)) = self.tx.as_mut().and_then(|tx| tx.bound_at.as_mut())
+        else {
+            return false;
+        };
+        if *bound_version == version {
+            return false;
+        }
+        let table = self.pool.router.load();
+        if Footprint::of(&table, shard) != *footprint {
+            return true;
+        }
+        // Another shard's change: nothing to check again until the next.
+        *bound_version = table.version;
+        false
+    }
+
+    /// Marks the transaction bound to `shard` of `table`.
+    fn mark_bound(&mut self, table: &RoutingTable, shard: usize) {
+        let tx = self.tx.get_or_insert_with(Transaction::default);
+        tx.bound = true;
+        let name = table.shards[shard].name;
+        tx.bound_at = Some((table.version, Footprint::of(table, name)));
     }
 
     /// The dedicated connection a bound transaction lives on is going
@@ -165,7 +199,7 @@ impl Session {
         } else if let Err(e) = self.dedicated_to(&table, shard) {
             return self.error(&e);
         }
-        self.tx.get_or_insert_with(Transaction::default).bound = true;
+        self.mark_bound(&table, shard);
         self.on_dedicated(request.raw)
     }
 
@@ -291,8 +325,8 @@ impl Session {
         for raw in waiting {
             drop(conn.send(raw, deadline));
         }
-        if let Some(tx) = self.tx.as_mut() {
-            tx.bound = true;
+        if self.tx.is_some() {
+            self.mark_bound(table, shard);
         }
         Ok(())
     }
