@@ -89,7 +89,7 @@ pub fn apply(pool: &Pool, view: &ClusterView) {
             if table.version == old.version {
                 return;
             }
-            demote_replaced_masters(&old, &table);
+            demote_replaced_masters(&old, &table, view);
             for shard in view.shards.iter().filter(|s| s.no_members) {
                 tracing::warn!(pool = %pool.name, shard = %shard.name, master = ?shard.master,
                     "shard has no members; routing to its last known master");
@@ -113,8 +113,10 @@ pub fn apply(pool: &Pool, view: &ClusterView) {
 
 /// Fences the masters the new table replaced: each backend that served a
 /// shard before and serves none now is demoted, its queued requests going
-/// to its shard's new master. A backend named again is reinstated.
-fn demote_replaced_masters(old: &RoutingTable, new: &RoutingTable) {
+/// to its shard's new master. A backend named again is reinstated. A shard
+/// a migration emptied keeps its master, which is not fenced: what it
+/// still owes (the last moves on access) is answered normally.
+fn demote_replaced_masters(old: &RoutingTable, new: &RoutingTable, view: &ClusterView) {
     for shard in &new.shards {
         shard.backend.reinstate();
     }
@@ -123,7 +125,10 @@ fn demote_replaced_masters(old: &RoutingTable, new: &RoutingTable) {
             .shards
             .iter()
             .any(|s| Arc::ptr_eq(&s.backend, &before.backend));
-        if still_used || before.backend.is_demoted() {
+        let emptied = view.shard(before.name).is_some_and(|shard| {
+            shard.empty && shard.master.as_deref() == Some(&*before.backend.addr)
+        });
+        if still_used || emptied || before.backend.is_demoted() {
             continue;
         }
         // The same shard by name, else the one now holding its first slot.
