@@ -10,7 +10,8 @@
 mod common;
 
 use common::migration::{
-    admin, cluster, dbsize, exists, load, longest_stall, pool_file, preload, run_admin, Tally,
+    admin, cluster, cluster_with_source_replica, dbsize, exists, load, longest_stall, pool_file,
+    preload, run_admin, Tally,
 };
 use common::redis::{RawClient, Redis};
 use common::wait_until;
@@ -347,30 +348,10 @@ async fn bad_plans_are_refused_with_a_reason_and_change_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_source_master_killed_mid_move_loses_no_acknowledged_write() {
-    let zookeeper = ZooKeeper::start();
-    let (master, replica, other, new) = (
-        Redis::start(),
-        Redis::start(),
-        Redis::start(),
-        Redis::start(),
-    );
-    let replicaof = ["REPLICAOF", "127.0.0.1", &master.port.to_string()];
-    assert_eq!(replica.connect().cmd_str(&replicaof), "+OK\r\n");
-    let ops = zookeeper.client_with_session(Duration::from_secs(20)).await;
-    create_shard(&ops, "redis-0000", 0, 2047).await;
-    create_shard(&ops, "redis-0001", 2048, 4095).await;
-    let master_member = add_member(&ops, "redis-0000", &master.addr()).await;
-    add_member(&ops, "redis-0000", &replica.addr()).await;
-    add_member(&ops, "redis-0001", &other.addr()).await;
-    let conf = pool_file(&zookeeper, &[&master, &other]);
-    let (code, text) = run_admin(&conf, &["add-shard", "redis-0002"]);
-    assert_eq!(code, 0, "{text}");
-    add_member(&ops, "redis-0002", &new.addr()).await;
-    let proxies = [
-        start_proxy(&zookeeper, &[&master, &other]),
-        start_proxy(&zookeeper, &[&master, &other]),
-    ];
-    for proxy in &proxies {
+    let mut c = cluster_with_source_replica().await;
+    let [master, _, new] = &mut c.redis;
+    let (replica, proxies, conf) = (c.replica.as_ref().unwrap(), &c.proxies, &c.conf);
+    for proxy in proxies {
         wait_for_view(proxy, &format!("master={}", new.addr()));
     }
     let keys = keys_in(0, 1023, 20_000, "f");
@@ -395,7 +376,7 @@ async fn the_source_master_killed_mid_move_loses_no_acknowledged_write() {
         })
         .collect();
     let child = admin(
-        &conf,
+        conf,
         &["migrate", "0-1023", "--to", "redis-0002", "--rate", "4000"],
     )
     .stdout(std::process::Stdio::piped())
@@ -404,19 +385,18 @@ async fn the_source_master_killed_mid_move_loses_no_acknowledged_write() {
     .unwrap();
     let mover = ProcessGuard::new("shardproxy-admin migrate", child);
     wait_until("the mover to move keys", Duration::from_secs(20), || {
-        dbsize(&new) > 3000
+        dbsize(new) > 3000
     });
 
     // kill -9 of the source's master; its replica takes over, as the
     // watchdogs would do it.
-    let mut master = master;
     master.guard.kill();
     assert_eq!(
         replica.connect().cmd_str(&["REPLICAOF", "NO", "ONE"]),
         "+OK\r\n"
     );
-    ops.delete(&master_member, None).await.unwrap();
-    for proxy in &proxies {
+    c.members.delete(&c.source_member, None).await.unwrap();
+    for proxy in proxies {
         wait_for_view(proxy, &format!("master={}", replica.addr()));
     }
 
@@ -443,7 +423,7 @@ async fn the_source_master_killed_mid_move_loses_no_acknowledged_write() {
         tally.stale.load(Ordering::Relaxed),
     );
     assert_eq!(tally.stale.load(Ordering::Relaxed), 0, "stale reads");
-    for proxy in &proxies {
+    for proxy in proxies {
         wait_for_view(proxy, "0-1023");
         let mut client = RawClient::connect(proxy.port);
         for (key, value) in &finals {
@@ -457,8 +437,8 @@ async fn the_source_master_killed_mid_move_loses_no_acknowledged_write() {
         }
     }
     for key in &keys {
-        assert!(exists(&new, key), "{key} not on the new shard");
-        assert!(!exists(&replica, key), "{key} left on the source");
+        assert!(exists(new, key), "{key} not on the new shard");
+        assert!(!exists(replica, key), "{key} left on the source");
     }
 }
 
@@ -629,29 +609,12 @@ fn sha256_hex(text: &str) -> String {
 /// Once the replica catches up, the write goes through.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lagging_source_replica_holds_writes_back_instead_of_losing_them() {
-    let zookeeper = ZooKeeper::start();
-    let (master, replica, other, new) = (
-        Redis::start(),
-        Redis::start(),
-        Redis::start(),
-        Redis::start(),
-    );
-    let replicaof = ["REPLICAOF", "127.0.0.1", &master.port.to_string()];
-    assert_eq!(replica.connect().cmd_str(&replicaof), "+OK\r\n");
-    let ops = zookeeper.client_with_session(Duration::from_secs(20)).await;
-    create_shard(&ops, "redis-0000", 0, 2047).await;
-    create_shard(&ops, "redis-0001", 2048, 4095).await;
-    add_member(&ops, "redis-0000", &master.addr()).await;
-    add_member(&ops, "redis-0000", &replica.addr()).await;
-    add_member(&ops, "redis-0001", &other.addr()).await;
-    let conf = pool_file(&zookeeper, &[&master, &other]);
-    let (code, text) = run_admin(&conf, &["add-shard", "redis-0002"]);
-    assert_eq!(code, 0, "{text}");
-    add_member(&ops, "redis-0002", &new.addr()).await;
-    let proxy = start_proxy(&zookeeper, &[&master, &other]);
-    wait_for_view(&proxy, &format!("master={}", new.addr()));
+    let c = cluster_with_source_replica().await;
+    let [master, _, new] = &c.redis;
+    let (replica, proxy, conf) = (c.replica.as_ref().unwrap(), &c.proxies[0], &c.conf);
+    wait_for_view(proxy, &format!("master={}", new.addr()));
     let keys = keys_in(0, 1023, 4000, "lag");
-    preload(&proxy, &keys);
+    preload(proxy, &keys);
     wait_until(
         "the replica to acknowledge the preload",
         Duration::from_secs(60),
@@ -659,7 +622,7 @@ async fn a_lagging_source_replica_holds_writes_back_instead_of_losing_them() {
     );
     // A slow mover: the range stays moving for the whole test.
     let child = admin(
-        &conf,
+        conf,
         &["migrate", "0-1023", "--to", "redis-0002", "--rate", "50"],
     )
     .stdout(std::process::Stdio::null())
@@ -668,12 +631,12 @@ async fn a_lagging_source_replica_holds_writes_back_instead_of_losing_them() {
     .unwrap();
     let _mover = ProcessGuard::new("shardproxy-admin migrate", child);
     wait_until("the mover to move keys", Duration::from_secs(20), || {
-        dbsize(&new) > 0
+        dbsize(new) > 0
     });
     let key = keys
         .iter()
         .rev()
-        .find(|k| exists(&master, k))
+        .find(|k| exists(master, k))
         .expect("a key not moved yet")
         .clone();
     let mut client = RawClient::connect(proxy.port);
@@ -685,7 +648,7 @@ async fn a_lagging_source_replica_holds_writes_back_instead_of_losing_them() {
         "{reply}"
     );
     // The key left the source, and the refused write is nowhere.
-    assert!(!exists(&master, &key), "{key} still on the source");
+    assert!(!exists(master, &key), "{key} still on the source");
     assert_eq!(
         new.connect().cmd_str(&["GET", &key]),
         format!("${}\r\n{key}\r\n", key.len())
@@ -708,23 +671,15 @@ async fn a_lagging_source_replica_holds_writes_back_instead_of_losing_them() {
 /// and none stays behind.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pool_on_another_database_moves_its_keys() {
-    let zookeeper = ZooKeeper::start();
-    let (first, second, new) = (Redis::start(), Redis::start(), Redis::start());
-    let ops = zookeeper.client_with_session(Duration::from_secs(20)).await;
-    create_shard(&ops, "redis-0000", 0, 2047).await;
-    create_shard(&ops, "redis-0001", 2048, 4095).await;
-    add_member(&ops, "redis-0000", &first.addr()).await;
-    add_member(&ops, "redis-0001", &second.addr()).await;
-    let conf = pool_file(&zookeeper, &[&first, &second]);
-    let yaml = std::fs::read_to_string(&conf)
+    let c = cluster().await;
+    let [first, second, new] = &c.redis;
+    let conf = &c.conf;
+    let yaml = std::fs::read_to_string(conf)
         .unwrap()
         .replace("  redis: true\n", "  redis: true\n  redis_db: 2\n");
-    std::fs::write(&conf, yaml).unwrap();
-    let (code, text) = run_admin(&conf, &["add-shard", "redis-0002"]);
-    assert_eq!(code, 0, "{text}");
-    add_member(&ops, "redis-0002", &new.addr()).await;
+    std::fs::write(conf, yaml).unwrap();
     let proxy =
-        common::zk_cluster::start_proxy_with(&zookeeper, &[&first, &second], "  redis_db: 2\n");
+        common::zk_cluster::start_proxy_with(&c.zookeeper, &[first, second], "  redis_db: 2\n");
     wait_for_view(&proxy, &format!("master={}", new.addr()));
     let keys = keys_in(1024, 2047, 300, "db2");
     preload(&proxy, &keys);
@@ -733,8 +688,8 @@ async fn a_pool_on_another_database_moves_its_keys() {
         assert_eq!(conn.cmd_str(&["SELECT", "2"]), "+OK\r\n");
         conn.cmd_str(&["EXISTS", key]) == ":1\r\n"
     };
-    assert!(keys.iter().all(|k| in_db2(&first, k)));
-    let (code, text) = run_admin(&conf, &["migrate", "1024-2047", "--to", "redis-0002"]);
+    assert!(keys.iter().all(|k| in_db2(first, k)));
+    let (code, text) = run_admin(conf, &["migrate", "1024-2047", "--to", "redis-0002"]);
     assert_eq!(code, 0, "{text}");
     wait_for_view(&proxy, "1024-2047");
     let mut client = RawClient::connect(proxy.port);
@@ -744,11 +699,8 @@ async fn a_pool_on_another_database_moves_its_keys() {
             format!("${}\r\n{key}\r\n", key.len()),
             "{text}"
         );
-        assert!(
-            in_db2(&new, key),
-            "{key} not in database 2 of the new shard"
-        );
-        assert!(!in_db2(&first, key), "{key} left on the source");
+        assert!(in_db2(new, key), "{key} not in database 2 of the new shard");
+        assert!(!in_db2(first, key), "{key} left on the source");
     }
 }
 
@@ -758,19 +710,10 @@ async fn a_pool_on_another_database_moves_its_keys() {
 /// EXEC's null reply (a retry), as when a watched key changed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_transaction_open_across_a_move_is_discarded_not_run_on_the_source() {
-    let zookeeper = ZooKeeper::start();
-    let (first, second, new) = (Redis::start(), Redis::start(), Redis::start());
-    let ops = zookeeper.client_with_session(Duration::from_secs(20)).await;
-    create_shard(&ops, "redis-0000", 0, 2047).await;
-    create_shard(&ops, "redis-0001", 2048, 4095).await;
-    add_member(&ops, "redis-0000", &first.addr()).await;
-    add_member(&ops, "redis-0001", &second.addr()).await;
-    let conf = pool_file(&zookeeper, &[&first, &second]);
-    let (code, text) = run_admin(&conf, &["add-shard", "redis-0002"]);
-    assert_eq!(code, 0, "{text}");
-    add_member(&ops, "redis-0002", &new.addr()).await;
-    let proxy = start_proxy(&zookeeper, &[&first, &second]);
-    wait_for_view(&proxy, &format!("master={}", new.addr()));
+    let c = cluster().await;
+    let [first, _, new] = &c.redis;
+    let (proxy, conf) = (&c.proxies[0], &c.conf);
+    wait_for_view(proxy, &format!("master={}", new.addr()));
     let keys = keys_in(1024, 2047, 3, "tx");
     let (queued, watched, counter) = (&keys[0], &keys[1], &keys[2]);
     let mut client = RawClient::connect(proxy.port);
@@ -780,9 +723,9 @@ async fn a_transaction_open_across_a_move_is_discarded_not_run_on_the_source() {
     assert_eq!(client.cmd_str(&["SET", queued, "new"]), "+QUEUED\r\n");
     assert_eq!(client.cmd_str(&["INCR", counter]), "+QUEUED\r\n");
     assert_eq!(watcher.cmd_str(&["WATCH", watched]), "+OK\r\n");
-    let (code, text) = run_admin(&conf, &["migrate", "1024-2047", "--to", "redis-0002"]);
+    let (code, text) = run_admin(conf, &["migrate", "1024-2047", "--to", "redis-0002"]);
     assert_eq!(code, 0, "{text}");
-    wait_for_view(&proxy, "1024-2047");
+    wait_for_view(proxy, "1024-2047");
     let reply = client.cmd_str(&["EXEC"]);
     assert_eq!(
         reply,

@@ -189,19 +189,42 @@ pub fn exists(redis: &Redis, key: &str) -> bool {
 pub struct Cluster {
     pub zookeeper: ZooKeeper,
     pub redis: [Redis; 3],
+    /// With [`cluster_with_source_replica`]: redis-0000's replica.
+    pub replica: Option<Redis>,
     pub proxies: [Proxy; 2],
     pub conf: PathBuf,
-    // Holds the members' ephemeral znodes.
-    _members: zookeeper_client::Client,
+    /// Holds the members' ephemeral znodes.
+    pub members: zookeeper_client::Client,
+    /// redis-0000's master's member znode.
+    pub source_member: String,
 }
 
 pub async fn cluster() -> Cluster {
+    cluster_with(false).await
+}
+
+/// [`cluster`], with a replica of redis-0000's master in its line, in
+/// sync with it.
+pub async fn cluster_with_source_replica() -> Cluster {
+    cluster_with(true).await
+}
+
+async fn cluster_with(source_replica: bool) -> Cluster {
     let zookeeper = ZooKeeper::start();
     let redis = [Redis::start(), Redis::start(), Redis::start()];
     let ops = zookeeper.client_with_session(Duration::from_secs(20)).await;
     create_shard(&ops, "redis-0000", 0, 2047).await;
     create_shard(&ops, "redis-0001", 2048, 4095).await;
-    add_member(&ops, "redis-0000", &redis[0].addr()).await;
+    let source_member = add_member(&ops, "redis-0000", &redis[0].addr()).await;
+    let replica = source_replica.then(|| {
+        let replica = Redis::start();
+        let replicaof = ["REPLICAOF", "127.0.0.1", &redis[0].port.to_string()];
+        assert_eq!(replica.connect().cmd_str(&replicaof), "+OK\r\n");
+        replica
+    });
+    if let Some(replica) = &replica {
+        add_member(&ops, "redis-0000", &replica.addr()).await;
+    }
     add_member(&ops, "redis-0001", &redis[1].addr()).await;
     let conf = pool_file(&zookeeper, &[&redis[0], &redis[1]]);
     let (code, text) = run_admin(&conf, &["add-shard", "redis-0002"]);
@@ -225,9 +248,11 @@ pub async fn cluster() -> Cluster {
     Cluster {
         zookeeper,
         redis,
+        replica,
         proxies,
         conf,
-        _members: ops,
+        members: ops,
+        source_member,
     }
 }
 
