@@ -8,7 +8,6 @@ use crate::proxy::backend::{reply, BackendError, Reply, ReplyReceiver, ReplySend
 use crate::proxy::pool::Pool;
 use crate::zk::migration::Phase;
 use bytes::{Bytes, BytesMut};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -29,18 +28,19 @@ struct Job {
 }
 
 /// The sending side, held by the session; the task ends when it is dropped.
+///
+/// A request sent after the routing changed (the commit) never overtakes
+/// one still in the lane: the session dispatches a request under a new
+/// routing table only once every earlier one is answered.
 pub struct Lane {
     jobs: mpsc::UnboundedSender<Job>,
-    /// Jobs submitted and not answered yet.
-    outstanding: Arc<AtomicUsize>,
 }
 
 impl Lane {
     pub fn new(pool: &Arc<Pool>) -> Lane {
         let (jobs, rx) = mpsc::unbounded_channel();
-        let outstanding = Arc::new(AtomicUsize::new(0));
-        tokio::spawn(run(pool.clone(), rx, outstanding.clone()));
-        Lane { jobs, outstanding }
+        tokio::spawn(run(pool.clone(), rx));
+        Lane { jobs }
     }
 
     /// Queues a request whose keys are `keys`; where its reply arrives.
@@ -52,7 +52,6 @@ impl Lane {
         affinity: usize,
     ) -> ReplyReceiver {
         let (reply, rx) = reply::channel();
-        self.outstanding.fetch_add(1, Ordering::Relaxed);
         let job = Job {
             keys,
             raw,
@@ -61,28 +60,16 @@ impl Lane {
             reply,
         };
         if let Err(mpsc::error::SendError(job)) = self.jobs.send(job) {
-            self.outstanding.fetch_sub(1, Ordering::Relaxed);
             job.reply.send(Ok(tryagain("the migration lane stopped")));
         }
         rx
     }
-
-    /// True while some request is still on its way: a later request on the
-    /// same keys must follow it through the lane to keep the client's order.
-    pub fn busy(&self) -> bool {
-        self.outstanding.load(Ordering::Relaxed) > 0
-    }
 }
 
-async fn run(
-    pool: Arc<Pool>,
-    mut jobs: mpsc::UnboundedReceiver<Job>,
-    outstanding: Arc<AtomicUsize>,
-) {
+async fn run(pool: Arc<Pool>, mut jobs: mpsc::UnboundedReceiver<Job>) {
     while let Some(job) = jobs.recv().await {
         let reply = serve(&pool, &job).await;
         job.reply.send(reply);
-        outstanding.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
