@@ -804,3 +804,56 @@ async fn emptying_a_shard_under_load_gives_no_client_an_error() {
     assert_eq!(errors, 0, "client errors while shards were emptied");
     assert_eq!(tally.stale.load(Ordering::Relaxed), 0, "stale reads");
 }
+
+/// A client blocked (BLPOP) on a key of a range when the range starts
+/// moving away is told to retry at once, instead of waiting for ever while
+/// pushes land on the new shard; its retry waits there and gets the
+/// element. A client blocked on the source on a key outside the range
+/// stays blocked and is served as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_blocked_on_a_moving_range_is_told_to_retry() {
+    let c = cluster().await;
+    let [first, _, new] = &c.redis;
+    let (proxy, conf) = (&c.proxies[0], &c.conf);
+    wait_for_view(proxy, &format!("master={}", new.addr()));
+    let queue = keys_in(1024, 2047, 1, "queue").remove(0);
+    let outside = keys_in(0, 1023, 1, "outside").remove(0);
+    let blpop = |key: &str, timeout: &str| {
+        common::redis::encode_command(&[b"BLPOP", key.as_bytes(), timeout.as_bytes()])
+    };
+    let mut blocked = RawClient::connect(proxy.port);
+    let mut elsewhere = RawClient::connect(proxy.port);
+    blocked.send_raw(&blpop(&queue, "0"));
+    elsewhere.send_raw(&blpop(&outside, "0"));
+    let blocked_on = |redis: &Redis| redis.connect().info_number("clients", "blocked_clients");
+    wait_until(
+        "both clients blocked on the source",
+        Duration::from_secs(5),
+        || blocked_on(first) == Some(2),
+    );
+    let (code, text) = run_admin(conf, &["migrate", "1024-2047", "--to", "redis-0002"]);
+    assert_eq!(code, 0, "{text}");
+    assert_eq!(
+        String::from_utf8_lossy(&blocked.read_reply()),
+        "-TRYAGAIN the key's range started moving to another shard while the command was blocked; retry\r\n"
+    );
+    assert_eq!(blocked_on(first), Some(1));
+    wait_for_view(proxy, "1024-2047");
+    blocked.send_raw(&blpop(&queue, "5"));
+    wait_until(
+        "the retry blocked on the new shard",
+        Duration::from_secs(5),
+        || blocked_on(new) == Some(1),
+    );
+    let mut pusher = RawClient::connect(proxy.port);
+    assert_eq!(pusher.cmd_str(&["RPUSH", &queue, "job"]), ":1\r\n");
+    assert_eq!(
+        String::from_utf8_lossy(&blocked.read_reply()),
+        format!("*2\r\n${}\r\n{queue}\r\n$3\r\njob\r\n", queue.len())
+    );
+    assert_eq!(pusher.cmd_str(&["RPUSH", &outside, "job"]), ":1\r\n");
+    assert_eq!(
+        String::from_utf8_lossy(&elsewhere.read_reply()),
+        format!("*2\r\n${}\r\n{outside}\r\n$3\r\njob\r\n", outside.len())
+    );
+}

@@ -64,7 +64,13 @@ impl Session {
             // WAIT from ever timing out on a stalled backend.
             drop(conn.send(publish.freeze(), deadline));
         }
-        let reply = conn.send(request.raw, deadline);
+        // Ended with TRYAGAIN if its key's range starts moving away.
+        let slot = cmd
+            .key_indexes(&request.args)
+            .ok()
+            .and_then(|keys| Some(*keys.first()?))
+            .and_then(|key| table.slot_of(&request.args[key]));
+        let reply = conn.send_blocking(request.raw, deadline, slot);
         let shard = conn.shard;
         self.set_blocked(true);
         Pending::Forward { reply, shard }

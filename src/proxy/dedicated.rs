@@ -213,6 +213,17 @@ impl Dedicated {
         self.link.conn.send(request, deadline)
     }
 
+    /// Sends a blocking command on a key of `slot` (see
+    /// [`PrivateConn::send_blocking`]).
+    pub fn send_blocking(
+        &self,
+        request: Bytes,
+        deadline: Option<Instant>,
+        slot: Option<u32>,
+    ) -> ReplyReceiver {
+        self.link.conn.send_blocking(request, deadline, slot)
+    }
+
     /// The client switched protocol (HELLO) while a transaction lives on
     /// this connection: the connection switches too, so the transaction's
     /// replies come in the client's new protocol. HELLO's own reply is the

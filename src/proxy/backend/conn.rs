@@ -21,23 +21,26 @@
 //! failover), the backend is demoted: the replies it still owes are answered
 //! with an error at once (a write's outcome is then unknown, and never
 //! acknowledged from a master about to be discarded), and the requests not
-//! yet written go to the new master.
+//! yet written go to the new master. A client's private connection blocked
+//! on a key of a range that starts moving to another shard ends that
+//! command with `-TRYAGAIN` and closes (see `Backend::range_moving`).
+//! Opening and preparing the socket is [`super::connect`]'s.
 
 use super::backoff::Backoff;
-use super::{BackendError, BackendSettings, BackendStats, Demotion, Health, Job, ReplySender};
-use crate::protocol::{encode_request, reply_frame_len, Proto, ReplyFramer};
+use super::{
+    BackendError, BackendSettings, BackendStats, Demotion, Health, Job, MovingAway, ReplySender,
+    NO_SLOT,
+};
+use crate::protocol::{Proto, ReplyFramer};
 use crate::proxy::outbuf::OutBuf;
 use crate::proxy::stream::{poll_read_or_writable, BackendStream, Io};
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use std::collections::VecDeque;
 use std::future::poll_fn;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
-use tokio::time::{sleep_until, timeout, Instant};
+use tokio::time::{sleep_until, Instant};
 
 /// What a connection task needs to know about its backend.
 pub(super) struct Target {
@@ -53,6 +56,10 @@ pub(super) struct Target {
     /// to a successor, and closes at once when its client goes, even with a
     /// blocking command still waiting for its reply.
     pub private: Option<Arc<AtomicBool>>,
+    /// A private connection's blocking command: the slot of its key
+    /// ([`super::NO_SLOT`]: none in flight), and the ranges of the backend
+    /// that start moving away.
+    pub blocked_on: Option<(Arc<AtomicU32>, watch::Receiver<Option<MovingAway>>)>,
 }
 
 impl Target {
@@ -333,121 +340,7 @@ async fn connect_keeping_deadlines(
 
 /// Connects and runs the handshake; the error text says what failed.
 async fn connect(target: &Target) -> Result<BackendStream, String> {
-    connect_to(&target.addr, &target.settings, target.proto).await
-}
-
-/// Opens a connection to `addr` prepared as the pool's backend connections
-/// are (keepalive, TLS with `server_tls`, `AUTH`, `HELLO 3`, `SELECT`),
-/// within the connect timeout; the error text says what failed. Also used
-/// for the connections that carry a client's subscriptions.
-pub(crate) async fn connect_to(
-    addr: &str,
-    settings: &BackendSettings,
-    proto: Proto,
-) -> Result<BackendStream, String> {
-    let limit = settings.connect_timeout();
-    let stream = match timeout(limit, TcpStream::connect(addr)).await {
-        Ok(Ok(stream)) => stream,
-        Ok(Err(e)) => return Err(e.to_string()),
-        Err(_) => return Err(format!("connect timed out after {} ms", limit.as_millis())),
-    };
-    let _ = stream.set_nodelay(true);
-    if settings.tcpkeepalive {
-        if let Err(e) = socket2::SockRef::from(&stream).set_keepalive(true) {
-            tracing::debug!(backend = %addr, error = %e, "cannot set keepalive");
-        }
-    }
-    let handshake = handshake_commands(settings, proto);
-    let Some(tls) = &settings.tls else {
-        let mut stream = stream;
-        prepare(&mut stream, &handshake, limit).await?;
-        return Ok(BackendStream::Plain(stream));
-    };
-    let mut stream = match timeout(limit, tls.connect(addr, stream)).await {
-        Ok(Ok(stream)) => stream,
-        Ok(Err(e)) => return Err(e),
-        Err(_) => {
-            return Err(format!(
-                "TLS handshake timed out after {} ms",
-                limit.as_millis()
-            ))
-        }
-    };
-    prepare(&mut stream, &handshake, limit).await?;
-    Ok(BackendStream::Tls(Box::new(stream)))
-}
-
-/// Runs the `handshake` commands, if any, within `limit`.
-async fn prepare<S: AsyncRead + AsyncWrite + Unpin>(
-    stream: &mut S,
-    handshake: &[Vec<Vec<u8>>],
-    limit: Duration,
-) -> Result<(), String> {
-    if handshake.is_empty() {
-        return Ok(());
-    }
-    match timeout(limit, run_handshake(stream, handshake)).await {
-        Ok(result) => result,
-        Err(_) => Err(format!(
-            "handshake timed out after {} ms",
-            limit.as_millis()
-        )),
-    }
-}
-
-/// The commands that prepare a new connection, in the order that works:
-/// `AUTH` first, as `AUTH user password` with `redis_user` (twemproxy
-/// sends `SELECT` first and fails on protected
-/// servers, its issue #457), then `HELLO 3` for RESP3 connections, then
-/// `SELECT`.
-fn handshake_commands(settings: &BackendSettings, proto: Proto) -> Vec<Vec<Vec<u8>>> {
-    let mut commands = Vec::new();
-    if let Some(auth) = &settings.auth {
-        let mut command = vec![b"AUTH".to_vec()];
-        command.extend(settings.user.iter().map(|u| u.as_bytes().to_vec()));
-        command.push(auth.as_bytes().to_vec());
-        commands.push(command);
-    }
-    if proto == Proto::Resp3 {
-        commands.push(vec![b"HELLO".to_vec(), b"3".to_vec()]);
-    }
-    if settings.db != 0 {
-        commands.push(vec![
-            b"SELECT".to_vec(),
-            settings.db.to_string().into_bytes(),
-        ]);
-    }
-    commands
-}
-
-async fn run_handshake<S: AsyncRead + AsyncWrite + Unpin>(
-    stream: &mut S,
-    commands: &[Vec<Vec<u8>>],
-) -> Result<(), String> {
-    let mut out = BytesMut::new();
-    for command in commands {
-        encode_request(command, &mut out);
-    }
-    stream.write_all(&out).await.map_err(|e| e.to_string())?;
-    let mut buf = BytesMut::with_capacity(1024);
-    for command in commands {
-        let frame = loop {
-            match reply_frame_len(&buf) {
-                Ok(Some(n)) => break buf.split_to(n),
-                Ok(None) => {}
-                Err(e) => return Err(format!("bad handshake reply: {e}")),
-            }
-            if stream.read_buf(&mut buf).await.map_err(|e| e.to_string())? == 0 {
-                return Err("connection closed during handshake".into());
-            }
-        };
-        if matches!(frame.first(), Some(b'-') | Some(b'!')) {
-            let name = String::from_utf8_lossy(&command[0]);
-            let text = String::from_utf8_lossy(&frame[1..]);
-            return Err(format!("{name} failed: {}", text.trim_end()));
-        }
-    }
-    Ok(())
+    super::connect::connect_to(&target.addr, &target.settings, target.proto).await
 }
 
 /// Why a connected session ended.
@@ -551,6 +444,11 @@ impl<'a> Connection<'a> {
             }
         };
         tokio::pin!(demotion);
+        let mut moving = self
+            .target
+            .blocked_on
+            .as_ref()
+            .map(|(_, moving)| moving.clone());
         let mut armed_at: Option<Instant> = None;
         loop {
             if *senders_gone
@@ -603,6 +501,18 @@ impl<'a> Connection<'a> {
                     Some(Err(e)) => return self.broken(e.to_string()),
                 },
                 () = &mut demotion => return self.demote(queue),
+                changed = async {
+                    match moving.as_mut() {
+                        Some(moving) => moving.changed().await.is_ok(),
+                        None => std::future::pending().await,
+                    }
+                }, if moving.is_some() => {
+                    if !changed {
+                        moving = None;
+                    } else if let Some(outcome) = self.end_blocked_on_moved_range(moving.as_mut()) {
+                        return outcome;
+                    }
+                }
                 () = &mut timer, if armed_at.is_some() => {
                     armed_at = None;
                     let now = Instant::now();
@@ -760,6 +670,35 @@ impl<'a> Connection<'a> {
             });
         }
         Outcome::Broken("a request timed out before it was written; connection closed".into())
+    }
+
+    /// A range of the backend started moving away: the blocking command
+    /// in flight, if its key is in it, is answered `-TRYAGAIN` and the
+    /// connection closed (which frees the command on the backend).
+    fn end_blocked_on_moved_range(
+        &mut self,
+        moving: Option<&mut watch::Receiver<Option<MovingAway>>>,
+    ) -> Option<Outcome> {
+        let (lo, hi) = match &*moving?.borrow_and_update() {
+            Some((_, lo, hi)) => (*lo, *hi),
+            None => return None,
+        };
+        let slot = self.target.blocked_on.as_ref()?.0.load(Ordering::Acquire);
+        if slot == NO_SLOT || !(lo..=hi).contains(&slot) {
+            return None;
+        }
+        if !self.in_flight.iter().any(|entry| entry.reply.is_some()) {
+            return None;
+        }
+        self.target.retire();
+        for reply in self.in_flight.drain(..).filter_map(|entry| entry.reply) {
+            reply.send(Ok(Bytes::from_static(
+                b"-TRYAGAIN the key's range started moving to another shard while the command was blocked; retry\r\n",
+            )));
+        }
+        Some(Outcome::Broken(
+            "the blocked key's range started moving".into(),
+        ))
     }
 
     /// The backend is no longer a master: what it still owes is answered

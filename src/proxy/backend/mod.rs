@@ -14,19 +14,20 @@
 
 mod backoff;
 mod conn;
+mod connect;
 mod health;
 pub mod reply;
 
 pub use health::Health;
 pub use reply::{ReplyReceiver, ReplySender};
 
-pub(crate) use conn::connect_to;
+pub(crate) use connect::connect_to;
 
 use crate::protocol::Proto;
 use crate::proxy::workers;
 use bytes::Bytes;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
@@ -160,13 +161,24 @@ pub(crate) struct Demotion {
     demoted: watch::Sender<bool>,
     // A short sync lock: read when a demoted connection hands its queue on.
     successor: Mutex<Weak<Backend>>,
+    /// The last range of this master's that started moving to another
+    /// shard (migration id, first and last slot): a client's blocking
+    /// command on a key of it is ended (see [`Backend::range_moving`]).
+    moving: watch::Sender<Option<MovingAway>>,
 }
+
+/// A range that started moving away: (migration id, first slot, last slot).
+pub(crate) type MovingAway = (Arc<str>, u32, u32);
+
+/// A private connection's blocking command has no slot in flight.
+pub(crate) const NO_SLOT: u32 = u32::MAX;
 
 impl Demotion {
     fn new() -> Demotion {
         Demotion {
             demoted: watch::Sender::new(false),
             successor: Mutex::new(Weak::new()),
+            moving: watch::Sender::new(None),
         }
     }
 
@@ -181,6 +193,21 @@ impl Demotion {
 }
 
 impl Backend {
+    /// A range of this master's started moving to another shard (the
+    /// migration `id`): a client blocked here on a key of it (BLPOP before
+    /// the move began) would wait for ever, as pushes now go to the
+    /// target; its command is ended with `-TRYAGAIN` and its connection
+    /// closed, which frees it on this server too.
+    pub fn range_moving(&self, id: &Arc<str>, lo: u32, hi: u32) {
+        self.demotion.moving.send_if_modified(|now| {
+            let known = now.as_ref().is_some_and(|(known, ..)| known == id);
+            if !known {
+                *now = Some((id.clone(), lo, hi));
+            }
+            !known
+        });
+    }
+
     /// Creates the backend and spawns its RESP2 connection tasks (which
     /// connect at once with `preconnect`, else on first use). Must run inside
     /// a tokio runtime.
@@ -218,6 +245,7 @@ impl Backend {
                     health: self.health.clone(),
                     demotion: self.demotion.clone(),
                     private: None,
+                    blocked_on: None,
                 };
                 workers::spawn_on(worker, conn::run(target, rx, preconnect));
                 ConnHandle { jobs }
@@ -282,6 +310,7 @@ impl Backend {
     pub fn open_private(&self, proto: Proto) -> PrivateConn {
         let (jobs, rx) = mpsc::unbounded_channel();
         let broken = Arc::new(AtomicBool::new(false));
+        let blocked_on = Arc::new(AtomicU32::new(NO_SLOT));
         let target = conn::Target {
             addr: self.addr.clone(),
             proto,
@@ -290,6 +319,7 @@ impl Backend {
             health: self.health.clone(),
             demotion: self.demotion.clone(),
             private: Some(broken.clone()),
+            blocked_on: Some((blocked_on.clone(), self.demotion.moving.subscribe())),
         };
         tokio::spawn(conn::run(target, rx, false));
         PrivateConn {
@@ -297,6 +327,7 @@ impl Backend {
             proto,
             jobs,
             broken,
+            blocked_on,
         }
     }
 
@@ -361,11 +392,28 @@ pub struct PrivateConn {
     pub proto: Proto,
     jobs: mpsc::UnboundedSender<Job>,
     broken: Arc<AtomicBool>,
+    /// The slot of the blocking command in flight ([`NO_SLOT`]: none).
+    blocked_on: Arc<AtomicU32>,
 }
 
 impl PrivateConn {
+    /// Queues a blocking command on a key of `slot`: ended with
+    /// `-TRYAGAIN` if that slot's range starts moving away meanwhile.
+    pub fn send_blocking(
+        &self,
+        request: Bytes,
+        deadline: Option<Instant>,
+        slot: Option<u32>,
+    ) -> ReplyReceiver {
+        let reply = self.send(request, deadline);
+        self.blocked_on
+            .store(slot.unwrap_or(NO_SLOT), Ordering::Release);
+        reply
+    }
+
     /// Queues `request`; its reply fails with a timeout at `deadline`.
     pub fn send(&self, request: Bytes, deadline: Option<Instant>) -> ReplyReceiver {
+        self.blocked_on.store(NO_SLOT, Ordering::Release);
         let (job, rx) = Job::new(request, 0, deadline);
         if let Err(mpsc::error::SendError(job)) = self.jobs.send(job) {
             job.reply.send(Err(BackendError::Closed {
