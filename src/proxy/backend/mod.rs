@@ -405,15 +405,18 @@ impl PrivateConn {
         deadline: Option<Instant>,
         slot: Option<u32>,
     ) -> ReplyReceiver {
-        let reply = self.send(request, deadline);
-        self.blocked_on
-            .store(slot.unwrap_or(NO_SLOT), Ordering::Release);
-        reply
+        self.queue(request, deadline, slot.unwrap_or(NO_SLOT))
     }
 
     /// Queues `request`; its reply fails with a timeout at `deadline`.
     pub fn send(&self, request: Bytes, deadline: Option<Instant>) -> ReplyReceiver {
-        self.blocked_on.store(NO_SLOT, Ordering::Release);
+        self.queue(request, deadline, NO_SLOT)
+    }
+
+    /// Queues `request`, the slot of its blocking key (set first, so the
+    /// connection never sees the command without it) or [`NO_SLOT`].
+    fn queue(&self, request: Bytes, deadline: Option<Instant>, slot: u32) -> ReplyReceiver {
+        self.blocked_on.store(slot, Ordering::Release);
         let (job, rx) = Job::new(request, 0, deadline);
         if let Err(mpsc::error::SendError(job)) = self.jobs.send(job) {
             job.reply.send(Err(BackendError::Closed {
