@@ -743,7 +743,11 @@ async fn a_transaction_open_across_a_move_is_discarded_not_run_on_the_source() {
         ],
         ["+OK\r\n", "+QUEUED\r\n", "*-1\r\n"]
     );
-    // The retry, on the range's new shard, runs.
+    // The retry, on the range's new shard, runs (once the proxy has seen
+    // the migration's end, so that nothing moves under it).
+    wait_until("the migration record gone", Duration::from_secs(10), || {
+        !common::zk_cluster::info(proxy).contains("migration:")
+    });
     assert_eq!(
         [
             watcher.cmd_str(&["WATCH", watched]),

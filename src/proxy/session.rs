@@ -92,7 +92,7 @@ pub struct Transaction {
 }
 
 /// Where a shard stands in a routing table: its ranges, and a migration
-/// from or to it (range, phase).
+/// from or to it still served through the lane (range, phase).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Footprint {
     ranges: Vec<Option<(u32, u32)>>,
@@ -107,9 +107,10 @@ impl Footprint {
             .filter(|s| s.name == shard)
             .map(|s| s.range)
             .collect();
+        // A committed migration routes nothing any more: its record being
+        // removed later changes nothing for the shard.
         let migration = table
-            .migration
-            .as_ref()
+            .active_migration()
             .filter(|m| m.source_name == shard || m.target_name == shard)
             .map(|m| (m.lo, m.hi, m.phase));
         Footprint { ranges, migration }
