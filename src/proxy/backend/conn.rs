@@ -28,8 +28,8 @@
 
 use super::backoff::Backoff;
 use super::{
-    BackendError, BackendSettings, BackendStats, Demotion, Health, Job, MovingAway, ReplySender,
-    NO_SLOT,
+    BackendError, BackendSettings, BackendStats, Demotion, Health, Job, MovingAway, Reply,
+    ReplySender, NO_SLOT,
 };
 use crate::protocol::{Proto, ReplyFramer};
 use crate::proxy::outbuf::OutBuf;
@@ -50,16 +50,24 @@ pub(super) struct Target {
     pub stats: Arc<BackendStats>,
     pub health: Arc<Health>,
     pub demotion: Arc<Demotion>,
-    /// Set for a client's dedicated connection ([`super::PrivateConn`]):
-    /// raised when the connection stops serving. Such a connection is never
-    /// reopened (the client's WATCH or MULTI state was on it), hands nothing
-    /// to a successor, and closes at once when its client goes, even with a
-    /// blocking command still waiting for its reply.
-    pub private: Option<Arc<AtomicBool>>,
-    /// A private connection's blocking command: the slot of its key
-    /// ([`super::NO_SLOT`]: none in flight), and the ranges of the backend
-    /// that start moving away.
-    pub blocked_on: Option<(Arc<AtomicU32>, watch::Receiver<Option<MovingAway>>)>,
+    /// Set for a client's dedicated connection ([`super::PrivateConn`]).
+    /// Such a connection is never reopened (the client's WATCH or MULTI
+    /// state was on it), hands nothing to a successor, and closes at once
+    /// when its client goes, even with a blocking command still waiting
+    /// for its reply.
+    pub private: Option<Private>,
+}
+
+/// What a private connection shares with its client.
+pub(super) struct Private {
+    /// Raised when the connection stops serving.
+    pub broken: Arc<AtomicBool>,
+    /// The slot of the key of the blocking command in flight
+    /// ([`super::NO_SLOT`]: none).
+    pub blocked_on: Arc<AtomicU32>,
+    /// The backend's ranges that start moving away: a blocking command on
+    /// one of them is ended.
+    pub moving: watch::Receiver<Option<MovingAway>>,
 }
 
 impl Target {
@@ -69,8 +77,8 @@ impl Target {
     /// so that a client given that error finds the connection broken and
     /// can neither reuse it nor park it for another client.
     fn retire(&self) {
-        if let Some(broken) = &self.private {
-            broken.store(true, Ordering::Release);
+        if let Some(private) = &self.private {
+            private.broken.store(true, Ordering::Release);
         }
     }
 
@@ -444,11 +452,7 @@ impl<'a> Connection<'a> {
             }
         };
         tokio::pin!(demotion);
-        let mut moving = self
-            .target
-            .blocked_on
-            .as_ref()
-            .map(|(_, moving)| moving.clone());
+        let mut moving = self.target.private.as_ref().map(|p| p.moving.clone());
         let mut armed_at: Option<Instant> = None;
         loop {
             if *senders_gone
@@ -683,19 +687,23 @@ impl<'a> Connection<'a> {
             Some((_, lo, hi)) => (*lo, *hi),
             None => return None,
         };
-        let slot = self.target.blocked_on.as_ref()?.0.load(Ordering::Acquire);
+        let slot = self
+            .target
+            .private
+            .as_ref()?
+            .blocked_on
+            .load(Ordering::Acquire);
         if slot == NO_SLOT || !(lo..=hi).contains(&slot) {
             return None;
         }
         if !self.in_flight.iter().any(|entry| entry.reply.is_some()) {
             return None;
         }
-        self.target.retire();
-        for reply in self.in_flight.drain(..).filter_map(|entry| entry.reply) {
-            reply.send(Ok(Bytes::from_static(
+        self.answer_in_flight(|| {
+            Ok(Bytes::from_static(
                 b"-TRYAGAIN the key's range started moving to another shard while the command was blocked; retry\r\n",
-            )));
-        }
+            ))
+        });
         Some(Outcome::Broken(
             "the blocked key's range started moving".into(),
         ))
@@ -704,15 +712,10 @@ impl<'a> Connection<'a> {
     /// The backend is no longer a master: what it still owes is answered
     /// with an error now, what is queued goes to the new master.
     fn demote(mut self, queue: &mut Queue) -> Outcome {
-        self.target.retire();
         tracing::warn!(backend = %self.target.addr, in_flight = self.in_flight.len(),
             "no longer a master: closing its connection");
-        for reply in self.in_flight.drain(..).filter_map(|entry| entry.reply) {
-            self.target.stats.errors.fetch_add(1, Ordering::Relaxed);
-            reply.send(Err(BackendError::Demoted {
-                addr: self.target.addr.clone(),
-            }));
-        }
+        let addr = self.target.addr.clone();
+        self.answer_in_flight(|| Err(BackendError::Demoted { addr: addr.clone() }));
         self.out.clear();
         hand_over(self.target, queue);
         Outcome::Demoted
@@ -722,20 +725,28 @@ impl<'a> Connection<'a> {
     /// the proxy closes the connection, as it can no longer match replies
     /// to requests, and fails what is owed.
     fn garbled(mut self, reason: String) -> Outcome {
-        let addr = &self.target.addr;
-        self.fail_in_flight(|| BackendError::Garbled {
-            addr: addr.clone(),
-            detail: reason.clone(),
+        let addr = self.target.addr.clone();
+        self.answer_in_flight(|| {
+            Err(BackendError::Garbled {
+                addr: addr.clone(),
+                detail: reason.clone(),
+            })
         });
         Outcome::Broken(reason)
     }
 
-    /// Fails every request still owed a reply with `error`; none is replayed.
-    fn fail_in_flight(&mut self, error: impl Fn() -> BackendError) {
+    /// Answers every request still owed a reply with `reply` (an error
+    /// counted as one), as the connection ends; none is replayed. A private
+    /// connection is marked broken first, so that a client given the
+    /// answer finds it so.
+    fn answer_in_flight(&mut self, reply: impl Fn() -> Reply) {
         self.target.retire();
-        for reply in self.in_flight.drain(..).filter_map(|entry| entry.reply) {
-            self.target.stats.errors.fetch_add(1, Ordering::Relaxed);
-            reply.send(Err(error()));
+        for owed in self.in_flight.drain(..).filter_map(|entry| entry.reply) {
+            let answer = reply();
+            if answer.is_err() {
+                self.target.stats.errors.fetch_add(1, Ordering::Relaxed);
+            }
+            owed.send(answer);
         }
     }
 
@@ -743,9 +754,11 @@ impl<'a> Connection<'a> {
     /// request still owed a reply; none is replayed.
     fn broken(mut self, reason: String) -> Outcome {
         let addr = self.target.addr.clone();
-        self.fail_in_flight(|| BackendError::Closed {
-            addr: addr.clone(),
-            detail: format!(" ({reason})"),
+        self.answer_in_flight(|| {
+            Err(BackendError::Closed {
+                addr: addr.clone(),
+                detail: format!(" ({reason})"),
+            })
         });
         // What a server at `maxclients` (or in protected mode) does: one
         // error, then the close. Anything else is reopened at once.

@@ -245,7 +245,6 @@ impl Backend {
                     health: self.health.clone(),
                     demotion: self.demotion.clone(),
                     private: None,
-                    blocked_on: None,
                 };
                 workers::spawn_on(worker, conn::run(target, rx, preconnect));
                 ConnHandle { jobs }
@@ -318,8 +317,11 @@ impl Backend {
             stats: self.stats.clone(),
             health: self.health.clone(),
             demotion: self.demotion.clone(),
-            private: Some(broken.clone()),
-            blocked_on: Some((blocked_on.clone(), self.demotion.moving.subscribe())),
+            private: Some(conn::Private {
+                broken: broken.clone(),
+                blocked_on: blocked_on.clone(),
+                moving: self.demotion.moving.subscribe(),
+            }),
         };
         tokio::spawn(conn::run(target, rx, false));
         PrivateConn {
