@@ -82,7 +82,7 @@ impl Session {
     /// answered, so that the transaction's WATCHes stay where they are.
     fn blocking_conn(&mut self, table: &RoutingTable, shard: usize) -> Result<&Dedicated, String> {
         let target = &table.shards[shard];
-        let bound = self.tx.as_ref().is_some_and(|tx| tx.bound);
+        let bound = self.tx_bound();
         let elsewhere = self
             .dedicated
             .as_ref()
@@ -109,7 +109,7 @@ impl Session {
     /// while a transaction holds a dedicated connection, that connection's
     /// shard, so that WAIT does not close it and lose the WATCHes.
     fn wait_shard(&self, table: &RoutingTable) -> usize {
-        let bound = self.tx.as_ref().is_some_and(|tx| tx.bound);
+        let bound = self.tx_bound();
         let held = self.dedicated.as_ref().filter(|_| bound).and_then(|conn| {
             table.shards.iter().position(|shard| {
                 shard.name == conn.shard && conn.serves(&shard.backend, self.proto)

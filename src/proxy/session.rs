@@ -69,9 +69,6 @@ pub struct Session {
 pub struct Transaction {
     /// MULTI was sent (else the client has only WATCHed so far).
     pub multi: bool,
-    /// The transaction is bound to the session's dedicated connection: its
-    /// WATCH or first keyed command went there.
-    pub bound: bool,
     /// Keyless commands queued before the transaction's shard is known;
     /// sent after MULTI once it is.
     pub waiting: Vec<Bytes>,
@@ -84,11 +81,20 @@ pub struct Transaction {
     /// null reply, as when a watched key changed), so none of them can run
     /// outside the transaction the client asked for.
     pub lost: bool,
-    /// The routing version, and the bound shard's place in it, when the
-    /// transaction was bound: a change of that place (a range moved to
-    /// or from the shard) makes the transaction lost as well, since its
-    /// keys may no longer live where its connection is.
+    /// Set while the transaction is bound to the session's dedicated
+    /// connection (its WATCH or first keyed command went there): the
+    /// routing version, and the bound shard's place in it, when it was
+    /// bound. A change of that place (a range moved to or from the shard)
+    /// makes the transaction lost as well, since its keys may no longer
+    /// live where its connection is.
     pub bound_at: Option<(u64, Footprint)>,
+}
+
+impl Transaction {
+    /// Bound to the session's dedicated connection.
+    pub fn bound(&self) -> bool {
+        self.bound_at.is_some()
+    }
 }
 
 /// Where a shard stands in a routing table: its ranges, and a migration

@@ -61,7 +61,7 @@ impl Session {
             ("multi", false) => self.multi(request),
             ("watch", false) => self.watch(cmd, request),
             ("unwatch", false) => {
-                let bound = self.tx.take().is_some_and(|tx| tx.bound);
+                let bound = self.tx.take().is_some_and(|tx| tx.bound());
                 if bound {
                     self.on_dedicated(request.raw)
                 } else {
@@ -73,7 +73,7 @@ impl Session {
             ("exec", true) => self.exec(request),
             ("discard", true) => {
                 let tx = self.tx.take().unwrap_or_default();
-                if tx.bound {
+                if tx.bound() {
                     self.on_dedicated(request.raw)
                 } else {
                     Pending::Ready(Bytes::from_static(b"+OK\r\n"))
@@ -90,8 +90,8 @@ impl Session {
         }
     }
 
-    fn tx_bound(&self) -> bool {
-        self.tx.as_ref().is_some_and(|tx| tx.bound)
+    pub(crate) fn tx_bound(&self) -> bool {
+        self.tx.as_ref().is_some_and(|tx| tx.bound())
     }
 
     fn tx_lost(&self) -> bool {
@@ -147,7 +147,6 @@ impl Session {
     /// Marks the transaction bound to `shard` of `table`.
     fn mark_bound(&mut self, table: &RoutingTable, shard: usize) {
         let tx = self.tx.get_or_insert_with(Transaction::default);
-        tx.bound = true;
         let name = table.shards[shard].name;
         tx.bound_at = Some((table.version, Footprint::of(table, name)));
     }
@@ -155,8 +154,8 @@ impl Session {
     /// The dedicated connection a bound transaction lives on is going
     /// away: the transaction is marked lost (and aborted inside MULTI).
     pub(crate) fn forget_transaction_connection(&mut self) {
-        if let Some(tx) = self.tx.as_mut().filter(|tx| tx.bound) {
-            tx.bound = false;
+        if let Some(tx) = self.tx.as_mut().filter(|tx| tx.bound()) {
+            tx.bound_at = None;
             tx.lost = true;
             tx.aborted |= tx.multi;
             tx.waiting.clear();
@@ -166,7 +165,7 @@ impl Session {
     fn multi(&mut self, request: Request) -> Pending {
         let tx = self.tx.get_or_insert_with(Transaction::default);
         tx.multi = true;
-        if tx.bound {
+        if tx.bound() {
             self.on_dedicated(request.raw)
         } else {
             Pending::Ready(Bytes::from_static(b"+OK\r\n"))
@@ -206,7 +205,7 @@ impl Session {
     fn exec(&mut self, request: Request) -> Pending {
         let tx = self.tx.take().unwrap_or_default();
         if tx.aborted {
-            if tx.bound {
+            if tx.bound() {
                 // Redis holds the queued commands: drop them there.
                 self.discard_on_backend();
             }
@@ -218,7 +217,7 @@ impl Session {
                 Proto::Resp3 => b"_\r\n",
             }));
         }
-        if tx.bound {
+        if tx.bound() {
             return self.on_dedicated(request.raw);
         }
         if tx.waiting.is_empty() {
@@ -360,7 +359,7 @@ impl Session {
     /// EXEC itself refused (its arity) inside MULTI: as in Redis, the
     /// transaction ends, discarded, with the refusal in the EXECABORT.
     pub(crate) fn exec_refused(&mut self, error: &str) -> Pending {
-        if self.tx.take().is_some_and(|tx| tx.bound) {
+        if self.tx.take().is_some_and(|tx| tx.bound()) {
             self.discard_on_backend();
         }
         let error = error.strip_prefix("ERR ").unwrap_or(error);
