@@ -4,6 +4,7 @@
 
 use super::AdminError;
 use crate::config::{Config, PoolConfig};
+use crate::redis_client::{RedisConn, RedisError};
 use crate::zk::layout::{child_path, node_name};
 use std::time::Duration;
 use zookeeper_client as zk;
@@ -121,22 +122,14 @@ impl Target {
             db: chosen.redis_db,
         })
     }
-}
 
-impl Target {
     /// A connection to the Redis at `addr`, authenticated as the tool
     /// reads, in the pool's database.
     ///
     /// # Errors
     /// Connecting, AUTH or SELECT failing.
-    pub async fn redis(
-        &self,
-        addr: &str,
-        timeout: Duration,
-    ) -> Result<crate::redis_client::RedisConn, crate::redis_client::RedisError> {
-        let mut conn =
-            crate::redis_client::RedisConn::connect(addr, self.redis_auth.as_deref(), timeout)
-                .await?;
+    pub async fn redis(&self, addr: &str, timeout: Duration) -> Result<RedisConn, RedisError> {
+        let mut conn = RedisConn::connect(addr, self.redis_auth.as_deref(), timeout).await?;
         conn.select(self.db).await?;
         Ok(conn)
     }

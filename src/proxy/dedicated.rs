@@ -16,8 +16,7 @@
 //! client that needs a connection elsewhere, and after [`PARKED_FOR`].
 
 use crate::command::Command;
-use crate::protocol::encode_request;
-use crate::protocol::Proto;
+use crate::protocol::{encode_request, Proto};
 use crate::proxy::backend::{Backend, PrivateConn, ReplyReceiver};
 use crate::proxy::router::ShardName;
 use bytes::{Bytes, BytesMut};

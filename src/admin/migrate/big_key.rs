@@ -8,6 +8,7 @@
 //! Streams are copied by [`super::stream_copy`].
 
 use super::{mover, stream_copy};
+use crate::admin::target::Target;
 use crate::protocol::Value;
 use crate::proxy::migration::scripts;
 use crate::redis_client::{RedisConn, RedisError};
@@ -65,8 +66,7 @@ impl Job<'_> {
 pub(super) async fn move_key(
     src: &mut RedisConn,
     to: &str,
-    auth: Option<&str>,
-    db: u32,
+    target: &Target,
     key: &[u8],
     replicas: usize,
 ) -> Result<bool, RedisError> {
@@ -90,10 +90,8 @@ pub(super) async fn move_key(
         },
         _ => return Err(unexpected(src, "EVAL lock", &locked)),
     };
-    let mut dst = RedisConn::connect(to, auth, REDIS_TIMEOUT).await?;
-    dst.select(db).await?;
     let mut job = Job {
-        dst,
+        dst: target.redis(to, REDIS_TIMEOUT).await?,
         src,
         key,
         import: scripts::import_key(key),
@@ -121,7 +119,7 @@ pub(super) async fn move_key(
         // link silent for longer than a batch of small keys would.
         src.call(&[&b"DEL"[..], &lock]).await?;
         let whole = [Bytes::copy_from_slice(key)];
-        mover::migrate_batch(src, to, auth, db, &whole, WHOLE_KEY_TIMEOUT_MS).await?;
+        mover::migrate_batch(src, to, target, &whole, WHOLE_KEY_TIMEOUT_MS).await?;
     } else {
         dst.call(&[&b"RENAME"[..], &import, key]).await?;
         if expires_at > 0 {

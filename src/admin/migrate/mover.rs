@@ -148,18 +148,17 @@ pub(super) async fn fence(conn: &mut RedisConn, replicas: usize) -> Result<(), R
     }
 }
 
-/// `MIGRATE` of `keys` from `conn`'s Redis to `to`, with an I/O timeout
-/// of `timeout_ms`; true if any moved.
+/// `MIGRATE` of `keys` from `conn`'s Redis to `to`, into the pool's
+/// database, with an I/O timeout of `timeout_ms`; true if any moved.
 pub(super) async fn migrate_batch(
     conn: &mut RedisConn,
     to: &str,
-    auth: Option<&str>,
-    db: u32,
+    target: &Target,
     keys: &[Bytes],
     timeout_ms: u64,
 ) -> Result<bool, RedisError> {
     let timeout_ms = timeout_ms.to_string();
-    let db = db.to_string();
+    let db = target.db.to_string();
     let Some((host, port)) = host_port(to) else {
         return Err(RedisError::Unexpected {
             addr: to.to_string(),
@@ -176,7 +175,7 @@ pub(super) async fn migrate_batch(
         timeout_ms.as_bytes(),
         b"REPLACE",
     ];
-    if let Some(pw) = auth {
+    if let Some(pw) = &target.redis_auth {
         args.extend([&b"AUTH"[..], pw.as_bytes()]);
     }
     args.push(b"KEYS");
@@ -245,7 +244,6 @@ pub(super) async fn run(
     let started = Instant::now();
     // Keys moved by earlier runs of this migration.
     let base = state.moved;
-    let auth = target.redis_auth.clone();
     let mut moved_here = 0u64;
     let mut last_check = Instant::now();
     let mut lost_since: Option<Instant> = None;
@@ -271,7 +269,7 @@ pub(super) async fn run(
                     .map_err(|e| e.to_string())?;
                 for key in big {
                     let t = Instant::now();
-                    let moved = big_key::move_key(&mut l.conn, &l.to, auth.as_deref(), target.db, &key, l.replicas)
+                    let moved = big_key::move_key(&mut l.conn, &l.to, target, &key, l.replicas)
                         .await
                         .map_err(|e| e.to_string())?;
                     if moved {
@@ -284,7 +282,7 @@ pub(super) async fn run(
                     continue;
                 }
                 let batch = &small[..];
-                let any = migrate_batch(&mut l.conn, &l.to, auth.as_deref(), target.db, batch, MIGRATE_TIMEOUT_MS)
+                let any = migrate_batch(&mut l.conn, &l.to, target, batch, MIGRATE_TIMEOUT_MS)
                     .await
                     .map_err(|e| e.to_string())?;
                 if any {
