@@ -24,12 +24,7 @@ pub fn run(client: &mut Client<'_>, cmd: &'static Command, args: &[Bytes], raw: 
     let table = client.pool.router.load_full();
     match cmd.name {
         "publish" | "spublish" => {
-            let shard = if cmd.name == "publish" {
-                super::channel_shard(&table, &args[1])
-            } else {
-                table.shard_of(&args[1])
-            };
-            let shard = &table.shards[shard];
+            let shard = &table.shards[super::home_shard(&table, &args[1], cmd.name == "spublish")];
             Pending::Forward {
                 reply: shard.backend.send(client.proto, client.affinity, raw),
                 shard: shard.name,
@@ -90,13 +85,7 @@ fn numsub(client: &Client<'_>, table: &RoutingTable, args: &[Bytes]) -> Pending 
     let shard_channels = args[1].eq_ignore_ascii_case(b"shardnumsub");
     let shards: Vec<usize> = names
         .iter()
-        .map(|n| {
-            if shard_channels {
-                table.shard_of(n)
-            } else {
-                super::channel_shard(table, n)
-            }
-        })
+        .map(|n| super::home_shard(table, n, shard_channels))
         .collect();
     let mut asked = Vec::new();
     for (i, shard) in table.shards.iter().enumerate() {

@@ -179,8 +179,7 @@ impl PubSub {
         match kind {
             Kind::Pattern => (0..table.shards.len()).collect(),
             Kind::Channel if name.starts_with(KEYEVENT) => (0..table.shards.len()).collect(),
-            Kind::Channel => vec![channel_shard(table, name)],
-            Kind::Shard => vec![table.shard_of(name)],
+            _ => vec![home_shard(table, name, kind == Kind::Shard)],
         }
     }
 
@@ -458,7 +457,7 @@ const KEYEVENT: &[u8] = b"__keyevent@";
 /// to their key's shard, the only server that publishes on them. (Every
 /// server publishes keyevent notifications about its own keys, so those
 /// are subscribed on every shard.)
-pub(crate) fn channel_shard(table: &RoutingTable, name: &[u8]) -> usize {
+fn channel_shard(table: &RoutingTable, name: &[u8]) -> usize {
     let key = name
         .strip_prefix(KEYSPACE)
         .and_then(|rest| {
@@ -467,6 +466,16 @@ pub(crate) fn channel_shard(table: &RoutingTable, name: &[u8]) -> usize {
         })
         .unwrap_or(name);
     table.shard_of(key)
+}
+
+/// The shard PUBLISH (SPUBLISH for a shard channel) sends a channel's
+/// messages to, and NUMSUB (SHARDNUMSUB) counts its subscribers on.
+pub(crate) fn home_shard(table: &RoutingTable, name: &[u8], shard_channel: bool) -> usize {
+    if shard_channel {
+        table.shard_of(name)
+    } else {
+        channel_shard(table, name)
+    }
 }
 
 fn subscribe(client: &mut Client<'_>, kind: Kind, names: Vec<Bytes>) -> Pending {
