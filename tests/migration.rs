@@ -11,7 +11,7 @@ mod common;
 
 use common::migration::{
     admin, cluster, cluster_with_source_replica, dbsize, exists, load, longest_stall, pool_file,
-    preload, run_admin, Tally,
+    preload, replica_caught_up, run_admin, Tally,
 };
 use common::redis::{RawClient, Redis};
 use common::wait_until;
@@ -356,13 +356,7 @@ async fn the_source_master_killed_mid_move_loses_no_acknowledged_write() {
     }
     let keys = keys_in(0, 1023, 20_000, "f");
     preload(&proxies[0], &keys);
-    // The replica holds every preloaded key (its first sync may still be
-    // running on a loaded machine: WAIT again until it acknowledges).
-    wait_until(
-        "the replica to acknowledge the preload",
-        Duration::from_secs(60),
-        || master.connect().cmd_str(&["WAIT", "1", "2000"]) == ":1\r\n",
-    );
+    replica_caught_up(master);
 
     // Clients write and read keys of the moving range through both
     // proxies while the mover runs slowly.
@@ -615,11 +609,7 @@ async fn a_lagging_source_replica_holds_writes_back_instead_of_losing_them() {
     wait_for_view(proxy, &format!("master={}", new.addr()));
     let keys = keys_in(0, 1023, 4000, "lag");
     preload(proxy, &keys);
-    wait_until(
-        "the replica to acknowledge the preload",
-        Duration::from_secs(60),
-        || master.connect().cmd_str(&["WAIT", "1", "2000"]) == ":1\r\n",
-    );
+    replica_caught_up(master);
     // A slow mover: the range stays moving for the whole test.
     let child = admin(
         conf,

@@ -5,11 +5,11 @@
 
 use super::proxy::Proxy;
 use super::redis::{RawClient, Redis};
-use super::temp_dir;
 use super::zk_cluster::{
     add_member, create_shard, start_proxy, start_proxy_args, wait_for_view, ROOT,
 };
 use super::zookeeper::ZooKeeper;
+use super::{temp_dir, wait_until};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -182,6 +182,17 @@ pub fn dbsize(redis: &Redis) -> u64 {
 
 pub fn exists(redis: &Redis, key: &str) -> bool {
     redis.connect().cmd_str(&["EXISTS", key]) == ":1\r\n"
+}
+
+/// Waits until `master`'s one replica has every write made so far (its
+/// first sync may still be running on a loaded machine: WAIT again until
+/// it acknowledges).
+pub fn replica_caught_up(master: &Redis) {
+    wait_until(
+        "the replica to acknowledge the preload",
+        Duration::from_secs(60),
+        || master.connect().cmd_str(&["WAIT", "1", "2000"]) == ":1\r\n",
+    );
 }
 
 /// The cluster of the tests: shards redis-0000 (0-2047) and redis-0001
