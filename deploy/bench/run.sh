@@ -254,8 +254,12 @@ done
 VALUE_4K=$(head -c 4096 /dev/zero | tr '\0' x)
 VALUE_64K=$(head -c 65536 /dev/zero | tr '\0' x)
 
-# case name | redis-benchmark arguments
+# case name | redis-benchmark arguments. PING is answered by each proxy
+# itself, so its CPU per request is what serving the clients' sockets costs
+# a proxy with no backend work at all: the floor under every unpipelined
+# case, to set beside direct Redis's own CPU per PING (the budget table).
 CASES=(
+    "PING c50|-c 50 -n $N_PLAIN -t ping_mbulk"
     "SET c50|-c 50 -n $N_PLAIN -r $KEYS -t set"
     "GET c50|-c 50 -n $N_PLAIN -r $KEYS -t get"
     "SET c50 P16|-c 50 -P 16 -n $N_PIPE -r $KEYS -t set"

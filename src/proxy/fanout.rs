@@ -23,21 +23,6 @@ pub struct Answer {
     pub failed: bool,
 }
 
-/// Indexes into `table.shards` of the shards with distinct backends, in
-/// table order.
-pub fn distinct_shards(table: &RoutingTable) -> Vec<usize> {
-    let mut chosen: Vec<usize> = Vec::new();
-    for (i, shard) in table.shards.iter().enumerate() {
-        if !chosen
-            .iter()
-            .any(|&c| table.shards[c].backend.addr == shard.backend.addr)
-        {
-            chosen.push(i);
-        }
-    }
-    chosen
-}
-
 /// Sends `raw` to `shard` and waits for the answer. `affinity` (the
 /// session's) picks the backend connection, as for the session's other
 /// requests, so a pipelined `SCRIPT LOAD` then `EVALSHA` run in that order.
@@ -76,16 +61,10 @@ pub fn ask_all(
     table: &RoutingTable,
     raw: &Bytes,
 ) -> impl Future<Output = Vec<Answer>> + Send + 'static {
-    let asked: Vec<_> = distinct_shards(table)
+    let asked: Vec<_> = table
+        .distinct_shards()
         .into_iter()
-        .map(|i| {
-            ask(
-                &table.shards[i],
-                session.proto,
-                session.affinity,
-                raw.clone(),
-            )
-        })
+        .map(|i| ask(table.shard(i), session.proto, session.affinity, raw.clone()))
         .collect();
     async move {
         let mut answers = Vec::with_capacity(asked.len());

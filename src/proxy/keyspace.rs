@@ -4,7 +4,8 @@
 //! empty every shard when the pool file allows it.
 //!
 //! The shards are the distinct backends of the routing table, in table
-//! order ([`fanout::distinct_shards`]).
+//! order, then a migration's target while it owns no range yet
+//! ([`RoutingTable::distinct_shards`]).
 //!
 //! # The SCAN cursor
 //! The cursor a client sees is `shard_cursor * 1024 + shard`: the shard's
@@ -20,8 +21,10 @@
 //! one of 2^54 or more would need a table of exabytes; it is refused rather
 //! than cut. At most 1024 shards can be scanned. Redis's guarantee holds
 //! shard by shard: a key present on its shard for the whole iteration is
-//! returned. A routing change during a scan (shards added, removed or
-//! reordered) breaks it, as moving keys between shards would anyway: a
+//! returned. A new shard receiving a range is walked last, after the
+//! source, so a key moved during the scan is found on one or the other. A
+//! routing change during a scan (shards added, removed or reordered)
+//! breaks it, as moving keys between shards would anyway: a
 //! cursor naming a shard the table no longer has gets `ERR invalid cursor`.
 
 use crate::command::{Command, KeyspaceOp};
@@ -77,7 +80,7 @@ fn assembling(
 /// each shard as they are.
 fn scan(session: &Session, args: &[Bytes]) -> Pending {
     let table = session.pool.router.load_full();
-    let shards = fanout::distinct_shards(&table);
+    let shards = table.distinct_shards();
     if shards.len() > MAX_SCAN_SHARDS {
         return session.error(&format!(
             "ERR SCAN through shardproxy walks at most {MAX_SCAN_SHARDS} shards, the pool has {}",
@@ -97,12 +100,7 @@ fn scan(session: &Session, args: &[Bytes]) -> Pending {
         request[1] = Bytes::from(cursor.to_string());
         let mut raw = BytesMut::new();
         encode_request(request, &mut raw);
-        fanout::ask(
-            &table.shards[shards[position]],
-            proto,
-            affinity,
-            raw.freeze(),
-        )
+        fanout::ask(table.shard(shards[position]), proto, affinity, raw.freeze())
     };
     // The first shard is asked now, not when the reply is first awaited:
     // the requests the client sent after SCAN are dispatched before then,
@@ -239,14 +237,14 @@ fn keys(session: &Session, raw: Bytes) -> Pending {
 /// as likely as another, whatever its size.
 fn random_key(session: &Session, raw: Bytes) -> Pending {
     let table = session.pool.router.load_full();
-    let shards = fanout::distinct_shards(&table);
+    let shards = table.distinct_shards();
     let start = RandomState::new().hash_one(session.id) as usize % shards.len();
     // Every shard is asked now, not one after another as the replies come:
     // the requests the client sent after RANDOMKEY are dispatched before
     // then, and must not run first.
     let answers: Vec<_> = (0..shards.len())
         .map(|i| {
-            let shard = &table.shards[shards[(start + i) % shards.len()]];
+            let shard = table.shard(shards[(start + i) % shards.len()]);
             fanout::ask(shard, session.proto, session.affinity, raw.clone())
         })
         .collect();

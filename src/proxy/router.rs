@@ -59,6 +59,10 @@ pub struct RoutingTable {
     pub built_at: SystemTime,
     /// A range moving between two shards, from ZooKeeper.
     pub migration: Option<Arc<MigrationRoute>>,
+    /// The target of an active migration while it owns no range yet (a
+    /// new shard): it holds the keys moved so far, so the commands over
+    /// every shard (DBSIZE, SCAN, FLUSHALL, SCRIPT LOAD...) ask it too.
+    pub receiving: Option<Shard>,
 }
 
 impl RoutingTable {
@@ -76,18 +80,42 @@ impl RoutingTable {
         let mut request = BytesMut::new();
         encode_request(args, &mut request);
         let request = request.freeze();
-        let mut seen: Vec<&str> = Vec::new();
-        let mut sent = Vec::new();
-        for shard in &self.shards {
-            if !seen.contains(&&*shard.backend.addr) {
-                seen.push(&shard.backend.addr);
-                sent.push((
+        self.distinct_shards()
+            .into_iter()
+            .map(|i| {
+                let shard = self.shard(i);
+                (
                     shard.name,
                     shard.backend.send(proto, affinity, request.clone()),
-                ));
+                )
+            })
+            .collect()
+    }
+
+    /// The shards with distinct backends, in table order, then the
+    /// receiving shard: indexes for [`Self::shard`]. A backend serving
+    /// several shards is listed once, since it holds one keyspace.
+    pub fn distinct_shards(&self) -> Vec<usize> {
+        let every = self.shards.iter().chain(&self.receiving);
+        let mut chosen: Vec<usize> = Vec::new();
+        for (i, shard) in every.enumerate() {
+            if !chosen
+                .iter()
+                .any(|&c| self.shard(c).backend.addr == shard.backend.addr)
+            {
+                chosen.push(i);
             }
         }
-        sent
+        chosen
+    }
+
+    /// The shard at `i`: one of `shards`, or just past them the receiving
+    /// shard.
+    pub fn shard(&self, i: usize) -> &Shard {
+        match self.shards.get(i) {
+            Some(shard) => shard,
+            None => self.receiving.as_ref().expect("a shard index"),
+        }
     }
 
     /// The slot `key` falls on (modula and range forms).
@@ -445,7 +473,15 @@ fn build(
             backend: backend.clone(),
             range: s.range,
         })
-        .collect();
+        .collect::<Vec<Shard>>();
+    let receiving = migration
+        .as_deref()
+        .filter(|m| m.active() && !shards.iter().any(|s| s.backend.addr == m.target.addr))
+        .map(|m| Shard {
+            name: m.target_name,
+            backend: m.target.clone(),
+            range: None,
+        });
     RoutingTable {
         hash: settings.hash,
         hash_tag: settings.hash_tag,
@@ -455,6 +491,7 @@ fn build(
         source,
         built_at: SystemTime::now(),
         migration,
+        receiving,
     }
 }
 
@@ -540,5 +577,42 @@ mod tests {
         moved[0].addr = "127.0.0.1:3".into();
         let failover = router.install(&moved, "zookeeper", None);
         assert!(failover.version > without.version);
+    }
+
+    /// A move to a shard that owns no range yet: the commands over every
+    /// shard reach it (after the others) until the commit gives it the
+    /// range, and a move between two shards of the table adds nothing.
+    #[tokio::test]
+    async fn a_new_shard_receiving_a_range_is_asked_by_the_commands_over_every_shard() {
+        let router = router();
+        let specs = router.lock().specs.clone();
+        let mut to_new = migration(Phase::Moving);
+        to_new.target = "c".into();
+        to_new.target_addr = "127.0.0.1:3".into();
+        let table = router.install(&specs, "zookeeper", Some(to_new.clone()));
+        let every: Vec<&str> = table
+            .distinct_shards()
+            .into_iter()
+            .map(|i| table.shard(i).name)
+            .collect();
+        assert_eq!(every, ["a", "b", "c"]);
+        assert_eq!(&*table.shard(2).backend.addr, "127.0.0.1:3");
+
+        let mut grown = specs.clone();
+        grown[0].range = Some((0, 3999));
+        grown.push(ShardSpec {
+            name: "c".into(),
+            addr: "127.0.0.1:3".into(),
+            weight: 1000,
+            range: Some((4000, 4999)),
+        });
+        to_new.phase = Phase::Committed;
+        let committed = router.install(&grown, "zookeeper", Some(to_new));
+        assert!(committed.receiving.is_none());
+        assert_eq!(committed.distinct_shards(), [0, 1, 2]);
+
+        let between = router.install(&specs, "zookeeper", Some(migration(Phase::Moving)));
+        assert!(between.receiving.is_none());
+        assert_eq!(between.distinct_shards(), [0, 1]);
     }
 }

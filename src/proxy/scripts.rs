@@ -141,10 +141,11 @@ fn kill(session: &Session, table: &RoutingTable, cmd: &Command) -> Pending {
         "SCRIPT"
     };
     let timeout = KILL_TIMEOUT;
-    let shards: Vec<_> = fanout::distinct_shards(table)
+    let shards: Vec<_> = table
+        .distinct_shards()
         .into_iter()
         .map(|i| {
-            let shard = &table.shards[i];
+            let shard = table.shard(i);
             let settings = shard.backend.settings();
             let login = (settings.user.clone(), settings.auth.clone());
             let addr = (shard.backend.addr.clone(), settings.tls.clone());

@@ -1,0 +1,116 @@
+//! The commands over every shard (DBSIZE, KEYS, SCAN, SCRIPT LOAD,
+//! FLUSHALL) while a range is half moved to a new shard, one that owns no
+//! range until the move commits: the keys already moved are on that shard
+//! only, and the proxies must count, list, script and flush them there too.
+
+mod common;
+
+use common::migration::{admin, cluster, dbsize, exists, preload, run_admin};
+use common::redis::RawClient;
+use common::wait_until;
+use common::zk_cluster::{keys_in, start_proxy_with, wait_for_view};
+use common::ProcessGuard;
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+/// Every key SCAN returns through `port`, from cursor 0 to the end.
+fn scan_all(port: u16) -> BTreeSet<String> {
+    let client = redis::Client::open(format!("redis://127.0.0.1:{port}/")).unwrap();
+    let mut con = client.get_connection().unwrap();
+    let mut cursor = "0".to_string();
+    let mut seen = BTreeSet::new();
+    for _ in 0..10_000 {
+        let (next, keys): (String, Vec<String>) = redis::cmd("SCAN")
+            .arg(&cursor)
+            .arg("COUNT")
+            .arg(500)
+            .query(&mut con)
+            .unwrap();
+        seen.extend(keys);
+        if next == "0" {
+            return seen;
+        }
+        cursor = next;
+    }
+    panic!("SCAN through {port} does not end");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_half_moved_range_is_counted_listed_scripted_and_flushed_on_the_new_shard() {
+    let c = cluster().await;
+    let [source, _, new] = &c.redis;
+    let moving = keys_in(0, 1023, 6000, "m");
+    let staying = keys_in(2048, 4095, 500, "s");
+    preload(&c.proxies[0], &moving);
+    preload(&c.proxies[0], &staying);
+    let everything: BTreeSet<String> = moving.iter().chain(&staying).cloned().collect();
+
+    // A slow mover, killed once it has moved some keys: the range stays
+    // half moved, served through the migration lane.
+    let child = admin(
+        &c.conf,
+        &["migrate", "0-1023", "--to", "redis-0002", "--rate", "1000"],
+    )
+    .spawn()
+    .unwrap();
+    let mut mover = ProcessGuard::new("shardproxy-admin migrate", child);
+    wait_until("the mover to move keys", Duration::from_secs(20), || {
+        dbsize(new) > 500
+    });
+    mover.signal("KILL");
+    mover.wait_exit(Duration::from_secs(5));
+    let moved = dbsize(new);
+    assert!(moved < moving.len() as u64, "the mover finished: {moved}");
+    let on_new = moving.iter().find(|k| exists(new, k)).unwrap();
+    assert!(!exists(source, on_new));
+
+    let total = everything.len();
+    for proxy in &c.proxies {
+        let mut client = RawClient::connect(proxy.port);
+        assert_eq!(client.cmd_str(&["DBSIZE"]), format!(":{total}\r\n"));
+        assert!(
+            client
+                .cmd_str(&["KEYS", "*"])
+                .starts_with(&format!("*{total}\r\n")),
+            "KEYS through {}",
+            proxy.port
+        );
+        assert_eq!(
+            scan_all(proxy.port),
+            everything,
+            "SCAN through {}",
+            proxy.port
+        );
+        // A script loaded now runs on a key that has moved.
+        let script = "return redis.call('GET', KEYS[1])";
+        let sha = client.cmd_str(&["SCRIPT", "LOAD", script]);
+        let sha = sha.trim_start_matches("$40\r\n").trim_end();
+        assert_eq!(
+            client.cmd_str(&["EVALSHA", sha, "1", on_new]),
+            format!("${}\r\n{on_new}\r\n", on_new.len())
+        );
+        assert_eq!(
+            new.connect().cmd_str(&["SCRIPT", "EXISTS", sha]),
+            "*1\r\n:1\r\n"
+        );
+    }
+
+    // FLUSHALL empties the new shard too: nothing comes back when the move
+    // is finished.
+    let flusher = start_proxy_with(
+        &c.zookeeper,
+        &[&c.redis[0], &c.redis[1]],
+        "  timeout: 1000\n  allow_flush: true\n",
+    );
+    let mut client = RawClient::connect(flusher.port);
+    assert_eq!(client.cmd_str(&["DBSIZE"]), format!(":{total}\r\n"));
+    assert_eq!(client.cmd_str(&["FLUSHALL"]), "+OK\r\n");
+    assert_eq!(dbsize(new), 0);
+    let (code, text) = run_admin(&c.conf, &["migrate", "0-1023", "--to", "redis-0002"]);
+    assert_eq!(code, 0, "{text}");
+    wait_for_view(&c.proxies[0], "0-1023");
+    for redis in &c.redis {
+        assert_eq!(dbsize(redis), 0, "{}", redis.addr());
+    }
+    assert_eq!(client.cmd_str(&["DBSIZE"]), ":0\r\n");
+}
