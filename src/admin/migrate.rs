@@ -21,7 +21,9 @@ use super::target::{connect, Target};
 use super::znodes::read_shard_znodes;
 use super::AdminError;
 use crate::zk::layout::{child_path, parse_range, ShardData, ShardView};
-use crate::zk::migration::{acks_path, control_root, migration_path, Ack, MigrationState, Phase};
+use crate::zk::migration::{
+    acks_path, control_root, migration_path, roster_path, Ack, MigrationState, Phase,
+};
 use std::fmt::Write as _;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use zookeeper_client as zk;
@@ -368,8 +370,11 @@ async fn drive(
     Ok(out)
 }
 
-/// Waits until every proxy registered under the proxy root acknowledged
-/// `state`'s id and phase; `Err` names the ones that did not in time.
+/// Waits until every proxy registered under the proxy root, and every one
+/// in the roster, acknowledged `state`'s id and phase; `Err` names the ones
+/// that did not in time. A proxy of the roster that is not registered may
+/// be cut off from ZooKeeper and still serving from its last table: it
+/// must hold the move up like any other.
 async fn barrier(
     client: &zk::Client,
     target: &Target,
@@ -377,12 +382,19 @@ async fn barrier(
     timeout: Duration,
 ) -> Result<(), Vec<String>> {
     let acks = acks_path(&target.cluster_root).unwrap_or_default();
+    let roster = roster_path(&target.cluster_root).unwrap_or_default();
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
-        let proxies = client
+        let registered = client
             .list_children(&target.proxy_root)
             .await
             .unwrap_or_default();
+        let mut proxies = registered.clone();
+        for known in client.list_children(&roster).await.unwrap_or_default() {
+            if !proxies.contains(&known) {
+                proxies.push(known);
+            }
+        }
         let mut missing = Vec::new();
         for proxy in proxies {
             let ack = client
@@ -391,9 +403,17 @@ async fn barrier(
                 .ok()
                 .and_then(|(data, _)| Ack::parse(&data));
             let done = ack.is_some_and(|a| a.id == state.id && a.phase == state.phase);
-            if !done {
-                missing.push(proxy);
+            if done {
+                continue;
             }
+            missing.push(if registered.contains(&proxy) {
+                proxy
+            } else {
+                format!(
+                    "{proxy} (in the roster but not registered: cut off from ZooKeeper, or stopped \
+                     without shutting down; once it is down for good, `shardproxy-admin forget-proxy {proxy}`)"
+                )
+            });
         }
         if missing.is_empty() {
             return Ok(());

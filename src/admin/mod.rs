@@ -116,6 +116,14 @@ pub enum Command {
     Abort,
     /// Print the pool file `servers:` lines that match ZooKeeper's shards.
     Export,
+    /// Take a proxy that is down for good (killed, its host lost) out of
+    /// the roster that migrations wait for. Never for one that may still
+    /// run cut off from ZooKeeper: it would keep writing where a moved
+    /// range used to be.
+    ForgetProxy {
+        /// The proxy, ip:port (its znode's name, as `status` lists it).
+        name: String,
+    },
     /// A shard with no eligible master (its data was last on a history no
     /// live Redis holds): say what ADDR holds against it and, with --force,
     /// make ADDR the shard's master, accepting the loss.
@@ -336,6 +344,9 @@ pub fn run(args: &Args) -> Result<(String, u8), AdminError> {
             Command::Resume => Ok((migrate::control::set_paused(&target, false).await?, 0)),
             Command::Abort => Ok((migrate::control::abort(&target).await?, 0)),
             Command::Export => Ok((migrate::control::export(&target).await?, 0)),
+            Command::ForgetProxy { name } => {
+                Ok((migrate::control::forget_proxy(&target, name).await?, 0))
+            }
         }
     })
 }

@@ -14,6 +14,7 @@ use super::target::Target;
 use crate::zk::layout::{
     child_path, parse_member_name, ClusterView, LayoutError, ProxyData, Role, ShardData, ShardView,
 };
+use crate::zk::migration::roster_path;
 use serde::Serialize;
 
 /// Everything `status` read, before judging.
@@ -23,6 +24,8 @@ pub struct Snapshot {
     pub now: u64,
     /// The proxy znodes: name and data.
     pub proxies: Vec<(String, Vec<u8>)>,
+    /// The names in the proxies' roster (`<control>/proxies`).
+    pub roster: Vec<String>,
     /// The cluster root exists.
     pub cluster_exists: bool,
     pub shards: Vec<RawShard>,
@@ -221,6 +224,24 @@ fn judge_proxies(report: &mut Report, snapshot: &Snapshot) {
         report.proxies.push(proxy);
     }
     report.proxies.sort_by(|a, b| a.address.cmp(&b.address));
+    let roster = roster_path(&report.cluster_root).unwrap_or_default();
+    for name in &snapshot.roster {
+        if !snapshot
+            .proxies
+            .iter()
+            .any(|(registered, _)| registered == name)
+        {
+            report.raise(
+                Level::Warning,
+                &child_path(&roster, name),
+                format!(
+                    "proxy {name} is not registered: cut off from ZooKeeper (it may still serve \
+                     from its last table), or stopped without shutting down; migrations wait for \
+                     it (`forget-proxy {name}` once it is down for good)"
+                ),
+            );
+        }
+    }
     if report.proxies.is_empty() {
         let root = report.proxy_root.clone();
         report.raise(Level::Error, &root, "no proxies registered".to_string());

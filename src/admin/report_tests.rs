@@ -77,6 +77,7 @@ fn healthy() -> Snapshot {
     Snapshot {
         now: 1_100,
         proxies: vec![proxy()],
+        roster: vec!["10.0.0.9:22121".into()],
         cluster_exists: true,
         shards: vec![
             RawShard {
@@ -137,12 +138,30 @@ fn healthy_cluster_is_ok_with_lag_and_uptime() {
 fn no_proxies_is_an_error() {
     let mut snapshot = healthy();
     snapshot.proxies.clear();
+    snapshot.roster.clear();
     let report = judge(&target(), &snapshot);
     assert_eq!(
         texts(&report),
         ["Error /redis/proxy/icd: no proxies registered"]
     );
     assert_eq!(report.health, Level::Error);
+}
+
+#[test]
+fn a_proxy_in_the_roster_but_not_registered_is_a_warning() {
+    let mut snapshot = healthy();
+    snapshot.roster.push("10.0.0.8:22121".into());
+    let report = judge(&target(), &snapshot);
+    assert_eq!(
+        texts(&report),
+        [
+            "Warning /redis/control/icd/proxies/10.0.0.8:22121: proxy 10.0.0.8:22121 is not \
+          registered: cut off from ZooKeeper (it may still serve from its last table), or \
+          stopped without shutting down; migrations wait for it (`forget-proxy \
+          10.0.0.8:22121` once it is down for good)"
+        ]
+    );
+    assert_eq!(report.health, Level::Warning);
 }
 
 #[test]
@@ -358,6 +377,7 @@ fn missing_cluster_root_is_an_error() {
     let snapshot = Snapshot {
         now: 0,
         proxies: vec![proxy()],
+        roster: Vec::new(),
         cluster_exists: false,
         shards: Vec::new(),
     };

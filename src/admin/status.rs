@@ -11,6 +11,7 @@ use super::target::{connect, Target, ZK_TIMEOUT};
 use super::znodes::{read_shard_znodes, ShardZnode};
 use super::AdminError;
 use crate::zk::layout::{child_path, parse_member_name};
+use crate::zk::migration::roster_path;
 use std::time::{SystemTime, UNIX_EPOCH};
 use zookeeper_client as zk;
 
@@ -66,6 +67,10 @@ async fn snapshot(client: &zk::Client, target: &Target) -> Result<Snapshot, Admi
             proxies.push((name, data));
         }
     }
+    let roster = match roster_path(&target.cluster_root) {
+        Some(path) => children(client, target, &path).await?.unwrap_or_default(),
+        None => Vec::new(),
+    };
     let znodes = read_shard_znodes(client, target).await?;
     let cluster_exists = znodes.is_some();
     let mut shards = Vec::new();
@@ -111,6 +116,7 @@ async fn snapshot(client: &zk::Client, target: &Target) -> Result<Snapshot, Admi
     Ok(Snapshot {
         now,
         proxies,
+        roster,
         cluster_exists,
         shards: raw,
     })

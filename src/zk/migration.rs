@@ -4,6 +4,8 @@
 //! ```text
 //! /redis/control/<cluster>/migration                  persistent, data MigrationState
 //! /redis/control/<cluster>/migration-acks/<proxy>     EPHEMERAL, data Ack: what a proxy follows
+//! /redis/control/<cluster>/proxies/<proxy>            persistent, the roster: every proxy that
+//!                                                     runs, registered or cut off
 //! ```
 //!
 //! They live beside the cluster, not under its root, because every child
@@ -26,6 +28,7 @@ use serde::{Deserialize, Serialize};
 /// The znode names under the control directory.
 pub const MIGRATION_NODE: &str = "migration";
 pub const ACKS_NODE: &str = "migration-acks";
+pub const ROSTER_NODE: &str = "proxies";
 
 /// The control directory of the cluster rooted at `root`: its parent
 /// directory replaced by `control`, e.g. `/redis/cluster/icd` ->
@@ -54,6 +57,17 @@ pub fn migration_path(root: &str) -> Option<String> {
 /// `<control>/migration-acks` of the cluster rooted at `root`.
 pub fn acks_path(root: &str) -> Option<String> {
     control_root(root).map(|c| format!("{c}/{ACKS_NODE}"))
+}
+
+/// `<control>/proxies` of the cluster rooted at `root`: the roster. A
+/// proxy enters it when it starts and leaves it only when it shuts down
+/// cleanly, so a proxy cut off from ZooKeeper stays in it after its
+/// session (and its registration) expired, while it may still serve from
+/// its last table. The admin moves no range until every proxy of the
+/// roster acknowledged, so such a proxy can never write to a source
+/// whose keys have moved; `forget-proxy` takes out one that is gone.
+pub fn roster_path(root: &str) -> Option<String> {
+    control_root(root).map(|c| format!("{c}/{ROSTER_NODE}"))
 }
 
 /// The ACL user the proxies move keys as, beside their `redis_user`

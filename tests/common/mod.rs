@@ -10,6 +10,7 @@ pub mod migration;
 pub mod nutcracker;
 pub mod proxy;
 pub mod redis;
+pub mod relay;
 pub mod tls;
 pub mod zk_cluster;
 pub mod zookeeper;

@@ -74,6 +74,12 @@ pub fn start_proxy_args(
     keys: &str,
     args: &[&str],
 ) -> Proxy {
+    start_proxy_via(&zookeeper.hosts(), file_servers, keys, args)
+}
+
+/// Like [`start_proxy_args`], reaching ZooKeeper at `hosts` (e.g. through
+/// a [`super::relay::Relay`] that the test cuts).
+pub fn start_proxy_via(hosts: &str, file_servers: &[&Redis], keys: &str, args: &[&str]) -> Proxy {
     let port = free_port();
     let half = 4096 / file_servers.len() as u32;
     let mut servers = String::new();
@@ -88,9 +94,8 @@ pub fn start_proxy_args(
     }
     let yaml = format!(
         "test:\n  listen: 127.0.0.1:{port}\n  redis: true\n  hash: md5\n  distribution: modula\n{keys}  \
-         zookeeper_host: {}\n  zookeeper_path: {PROXIES}/127.0.0.1:{port}\n  \
-         zookeeper_redis_path: {ROOT}\n  servers:\n{servers}",
-        zookeeper.hosts()
+         zookeeper_host: {hosts}\n  zookeeper_path: {PROXIES}/127.0.0.1:{port}\n  \
+         zookeeper_redis_path: {ROOT}\n  servers:\n{servers}"
     );
     Proxy::start_yaml_args(port, &yaml, args)
 }

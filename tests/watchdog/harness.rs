@@ -4,12 +4,11 @@
 
 use crate::common::proxy::Proxy;
 use crate::common::redis::{RawClient, Redis};
+pub use crate::common::relay::Relay;
 use crate::common::zookeeper::ZooKeeper;
 use crate::common::{port_open, temp_dir, wait_until, ProcessGuard};
 use shardproxy::zk::layout::{parse_member_name, ShardData};
 use shardproxy::zk::MemberData;
-use std::io::{Read, Write};
-use std::net::{Shutdown, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -442,71 +441,6 @@ pub fn longest_gap(acked: &[(u64, Instant)]) -> Duration {
         .map(|w| w[1].1 - w[0].1)
         .max()
         .unwrap_or_default()
-}
-
-/// A TCP relay to ZooKeeper that a test can cut, as a network partition
-/// between one watchdog and ZooKeeper.
-pub struct Relay {
-    pub port: u16,
-    pub cut: Arc<AtomicBool>,
-    pub open: Arc<Mutex<Vec<TcpStream>>>,
-}
-
-impl Relay {
-    pub fn start(target: u16) -> Relay {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let cut = Arc::new(AtomicBool::new(false));
-        let open = Arc::new(Mutex::new(Vec::new()));
-        let (cut2, open2) = (cut.clone(), open.clone());
-        // The thread ends with the test process; it holds no child process.
-        std::thread::spawn(move || {
-            for client in listener.incoming() {
-                let Ok(client) = client else { continue };
-                if cut2.load(Ordering::SeqCst) {
-                    continue; // dropped: closed at once
-                }
-                let Ok(server) = TcpStream::connect(("127.0.0.1", target)) else {
-                    continue;
-                };
-                let mut open = open2.lock().unwrap();
-                open.push(client.try_clone().unwrap());
-                open.push(server.try_clone().unwrap());
-                pipe(client.try_clone().unwrap(), server.try_clone().unwrap());
-                pipe(server, client);
-            }
-        });
-        Relay { port, cut, open }
-    }
-
-    pub fn hosts(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-
-    /// Closes every relayed connection and refuses new ones.
-    pub fn cut(&self) {
-        self.cut.store(true, Ordering::SeqCst);
-        for stream in self.open.lock().unwrap().drain(..) {
-            let _ = stream.shutdown(Shutdown::Both);
-        }
-    }
-
-    pub fn restore(&self) {
-        self.cut.store(false, Ordering::SeqCst);
-    }
-}
-
-/// Copies `from` to `to` on a thread until either side closes.
-pub fn pipe(mut from: TcpStream, mut to: TcpStream) {
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 16 * 1024];
-        while let Ok(n) = from.read(&mut buf) {
-            if n == 0 || to.write_all(&buf[..n]).is_err() {
-                break;
-            }
-        }
-        let _ = to.shutdown(Shutdown::Both);
-    });
 }
 
 /// One write sent through a proxy.

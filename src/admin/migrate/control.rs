@@ -1,10 +1,13 @@
-//! `pause`, `resume`, `abort` and `export`: small edits of the migration
-//! znode, and the pool file lines that match ZooKeeper.
+//! `pause`, `resume`, `abort`, `export` and `forget-proxy`: small edits of
+//! the migration znode and the proxies' roster, and the pool file lines
+//! that match ZooKeeper.
 
 use super::{failed, now, read_shards, read_state, write_state};
 use crate::admin::target::{connect, Target};
 use crate::admin::AdminError;
-use crate::zk::migration::{migration_path, Phase};
+use crate::zk::layout::child_path;
+use crate::zk::migration::{migration_path, roster_path, Phase};
+use zookeeper_client as zk;
 
 /// Sets or clears the running migration's `paused` flag.
 pub async fn set_paused(target: &Target, paused: bool) -> Result<String, AdminError> {
@@ -90,4 +93,36 @@ pub async fn export(target: &Target) -> Result<String, AdminError> {
         out.push_str("# a migration is in progress: export again once it is done\n");
     }
     Ok(out)
+}
+
+/// Takes `name` (`ip:port`, as `status` lists it) out of the proxies'
+/// roster, so migrations stop waiting for it. Only for a proxy that is down
+/// for good: one that is merely cut off from ZooKeeper may still be
+/// serving from its last table, and a move it does not follow loses its
+/// writes. A registered proxy is refused.
+pub async fn forget_proxy(target: &Target, name: &str) -> Result<String, AdminError> {
+    let client = connect(&target.hosts, target.zk_auth.as_ref()).await?;
+    let zk_error = |path: &str, e| AdminError::zk_path(&target.hosts, path, e);
+    let registered = child_path(&target.proxy_root, name);
+    match client.check_stat(&registered).await {
+        Ok(None) => {}
+        Ok(Some(_)) => {
+            return Err(failed(format!(
+                "proxy {name} is registered ({registered}): it runs and follows migrations; stop it first"
+            )))
+        }
+        Err(e) => return Err(zk_error(&registered, e)),
+    }
+    let roster = roster_path(&target.cluster_root)
+        .ok_or_else(|| failed("the cluster root has no control directory"))?;
+    let entry = child_path(&roster, name);
+    match client.delete(&entry, None).await {
+        Ok(()) => Ok(format!(
+            "proxy {name} forgotten: migrations no longer wait for it (if it runs again it rejoins)\n"
+        )),
+        Err(zk::Error::NoNode) => Err(failed(format!(
+            "no proxy {name} in the roster ({roster})"
+        ))),
+        Err(e) => Err(zk_error(&entry, e)),
+    }
 }

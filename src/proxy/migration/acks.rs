@@ -8,10 +8,13 @@
 //! the source is PINGed (FIFO per connection). A session that loaded the
 //! table just before the swap queues within microseconds; a short pause
 //! before the PINGs covers it.
+//!
+//! The same session keeps this proxy in the roster (`<control>/proxies`,
+//! see [`roster_path`]) from its start to a clean shutdown.
 
 use crate::proxy::pool::Pool;
 use crate::zk::layout::{child_path, node_name};
-use crate::zk::migration::{acks_path, Ack, Phase};
+use crate::zk::migration::{acks_path, roster_path, Ack, Phase};
 use crate::zk::{connect_once, shutdown_requested, Backoff, ZkAuth, SESSION_TIMEOUT};
 use std::sync::Weak;
 use std::time::Duration;
@@ -22,8 +25,11 @@ use zookeeper_client as zk;
 const SETTLE: Duration = Duration::from_millis(20);
 /// How long the drain may wait for the source's replies.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a clean shutdown tries to leave the roster.
+const LEAVE_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Keeps this proxy's acknowledgement current until `shutdown`.
+/// Keeps this proxy in the roster and its acknowledgement current until
+/// `shutdown`, then takes it out of the roster.
 pub async fn run(
     pool: Weak<Pool>,
     hosts: String,
@@ -32,55 +38,117 @@ pub async fn run(
     proxy_path: String,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let Some(dir) = acks_path(&root) else {
+    let (Some(dir), Some(roster)) = (acks_path(&root), roster_path(&root)) else {
         return;
     };
-    let path = child_path(&dir, node_name(&proxy_path));
+    let name = node_name(&proxy_path);
+    let path = child_path(&dir, name);
+    let entry = child_path(&roster, name);
     let mut changes = match pool.upgrade() {
         Some(pool) => pool.router.watch(),
         None => return,
     };
     let mut acked: Option<Ack> = None;
+    let mut rostered = false;
     let mut client: Option<zk::Client> = None;
     let mut backoff = Backoff::new();
     loop {
         let want = match pool.upgrade() {
             Some(pool) => wanted(&pool).await,
-            None => return,
+            None => break,
         };
-        if want != acked {
-            match write(
-                &mut client,
-                &hosts,
-                auth.as_ref(),
-                &dir,
-                &path,
-                want.as_ref(),
-            )
-            .await
-            {
+        if !rostered || want != acked {
+            let written = async {
+                let zk = connected(&mut client, &hosts, auth.as_ref()).await?;
+                if !rostered {
+                    join(zk, &roster, &entry, &proxy_path, auth.as_ref()).await?;
+                    rostered = true;
+                }
+                if want != acked {
+                    write(zk, auth.as_ref(), &dir, &path, want.as_ref()).await?;
+                }
+                Ok::<(), zk::Error>(())
+            };
+            match written.await {
                 Ok(()) => {
-                    if let Some(ack) = &want {
-                        tracing::info!(migration = %ack.id, phase = ack.phase.as_str(),
-                            "acknowledged the migration phase");
+                    if want != acked {
+                        if let Some(ack) = &want {
+                            tracing::info!(migration = %ack.id, phase = ack.phase.as_str(),
+                                "acknowledged the migration phase");
+                        }
                     }
                     acked = want;
                     backoff.reset();
                 }
                 Err(error) => {
-                    tracing::warn!(path = %path, error = %error, "cannot write the migration acknowledgement");
+                    tracing::warn!(path = %path, error = %error,
+                        "cannot write the roster entry or the migration acknowledgement");
                     client = None;
                     tokio::select! {
                         () = tokio::time::sleep(backoff.next()) => {}
-                        () = shutdown_requested(&mut shutdown) => return,
+                        () = shutdown_requested(&mut shutdown) => break,
                     }
                     continue;
                 }
             }
         }
         tokio::select! {
-            changed = changes.changed() => if changed.is_err() { return },
-            () = shutdown_requested(&mut shutdown) => return,
+            changed = changes.changed() => if changed.is_err() { break },
+            () = shutdown_requested(&mut shutdown) => break,
+        }
+    }
+    leave(&mut client, &hosts, auth.as_ref(), &entry).await;
+}
+
+/// The session, opened if there is none.
+async fn connected<'a>(
+    client: &'a mut Option<zk::Client>,
+    hosts: &str,
+    auth: Option<&ZkAuth>,
+) -> Result<&'a zk::Client, zk::Error> {
+    if client.is_none() {
+        *client = Some(connect_once(hosts, Some(SESSION_TIMEOUT), auth).await?);
+    }
+    Ok(client.as_ref().expect("connected"))
+}
+
+/// Enters the roster (persistent; its data is the registration's path).
+async fn join(
+    zk: &zk::Client,
+    roster: &str,
+    entry: &str,
+    proxy_path: &str,
+    auth: Option<&ZkAuth>,
+) -> Result<(), zk::Error> {
+    let persistent = zk::CreateMode::Persistent.with_acls(crate::zk::acls(auth));
+    zk.mkdir(roster, &persistent).await?;
+    match zk.create(entry, proxy_path.as_bytes(), &persistent).await {
+        Ok(_) | Err(zk::Error::NodeExists) => {
+            tracing::info!(path = %entry, "in the proxies' roster");
+            Ok(())
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Leaves the roster on a clean shutdown, giving up after [`LEAVE_TIMEOUT`]
+/// (ZooKeeper unreachable: the entry stays, and the admin names this proxy
+/// until it runs again or is forgotten).
+async fn leave(client: &mut Option<zk::Client>, hosts: &str, auth: Option<&ZkAuth>, entry: &str) {
+    let left = async {
+        let zk = connected(client, hosts, auth).await?;
+        match zk.delete(entry, None).await {
+            Ok(()) | Err(zk::Error::NoNode) => Ok(()),
+            Err(e) => Err(e),
+        }
+    };
+    match tokio::time::timeout(LEAVE_TIMEOUT, left).await {
+        Ok(Ok(())) => tracing::info!(path = %entry, "left the proxies' roster"),
+        Ok(Err(error)) => {
+            tracing::warn!(path = %entry, error = %error, "cannot leave the proxies' roster")
+        }
+        Err(_) => {
+            tracing::warn!(path = %entry, "cannot leave the proxies' roster: ZooKeeper did not answer")
         }
     }
 }
@@ -109,20 +177,14 @@ async fn wanted(pool: &Pool) -> Option<Ack> {
     })
 }
 
-/// Writes (or, for `None`, deletes) the acknowledgement, opening a session
-/// if there is none.
+/// Writes (or, for `None`, deletes) the acknowledgement.
 async fn write(
-    client: &mut Option<zk::Client>,
-    hosts: &str,
+    zk: &zk::Client,
     auth: Option<&ZkAuth>,
     dir: &str,
     path: &str,
     ack: Option<&Ack>,
 ) -> Result<(), zk::Error> {
-    if client.is_none() {
-        *client = Some(connect_once(hosts, Some(SESSION_TIMEOUT), auth).await?);
-    }
-    let zk = client.as_ref().expect("connected");
     let Some(ack) = ack else {
         return match zk.delete(path, None).await {
             Ok(()) | Err(zk::Error::NoNode) => Ok(()),

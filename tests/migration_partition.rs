@@ -1,0 +1,139 @@
+//! A proxy cut off from ZooKeeper keeps serving from its last table (the
+//! contract: a lost session does not stop a proxy). Once its session
+//! expires its registration is gone, so a move that waited only for the
+//! registered proxies would go ahead without it, and every write it then
+//! sent to the range's old shard would be lost. The roster keeps it in the
+//! moves' barrier until it is back, or an operator forgets it.
+
+mod common;
+
+use common::migration::{cluster, dbsize, run_admin};
+use common::redis::RawClient;
+use common::relay::Relay;
+use common::zk_cluster::{keys_in, start_proxy_via, wait_for_view};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// Runs `shardproxy-admin status` every 200 ms until its output satisfies
+/// `cond`; the last output.
+fn status_until(conf: &Path, what: &str, cond: impl Fn(&str) -> bool) -> String {
+    let end = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, text) = run_admin(conf, &["status"]);
+        if cond(&text) {
+            return text;
+        }
+        assert!(
+            Instant::now() < end,
+            "timed out waiting for {what}:\n{text}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn unregistered(name: &str) -> String {
+    format!("proxy {name} is not registered")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proxy_cut_off_from_zookeeper_holds_moves_up_until_it_is_back_or_forgotten() {
+    let c = cluster().await;
+    let [source, _, new] = &c.redis;
+    let relay = Relay::start(c.zookeeper.port);
+    let mut cut_off = start_proxy_via(
+        &relay.hosts(),
+        &[&c.redis[0], &c.redis[1]],
+        "  timeout: 1000\n",
+        &[],
+    );
+    wait_for_view(&cut_off, &format!("master={}", new.addr()));
+    let name = format!("127.0.0.1:{}", cut_off.port);
+    status_until(&c.conf, "the proxy registered", |s| s.contains(&name));
+
+    relay.cut();
+    status_until(&c.conf, "its session to expire", |s| {
+        s.contains(&unregistered(&name))
+    });
+    // Cut off, it serves on from its last table.
+    let key = keys_in(0, 1023, 1, "cut").remove(0);
+    let mut client = RawClient::connect(cut_off.port);
+    assert_eq!(client.cmd_str(&["SET", &key, "before"]), "+OK\r\n");
+    assert_eq!(source.connect().cmd_str(&["GET", &key]), "$6\r\nbefore\r\n");
+
+    // So no range moves under it.
+    let migrate = [
+        "migrate",
+        "0-1023",
+        "--to",
+        "redis-0002",
+        "--barrier-timeout-ms",
+        "1000",
+    ];
+    let (code, text) = run_admin(&c.conf, &migrate);
+    assert_eq!(code, 2, "{text}");
+    assert!(
+        text.contains(&format!(
+            "did not acknowledge the migration within 1000 ms: {name} (in the roster but not registered"
+        )) && text.contains(&format!("`shardproxy-admin forget-proxy {name}`"))
+            && text.contains("nothing was moved"),
+        "{text}"
+    );
+    assert_eq!(dbsize(new), 0);
+    assert_eq!(client.cmd_str(&["SET", &key, "during"]), "+OK\r\n");
+
+    // A registered proxy cannot be forgotten.
+    let registered = format!("127.0.0.1:{}", c.proxies[0].port);
+    let (code, text) = run_admin(&c.conf, &["forget-proxy", &registered]);
+    assert_eq!(code, 2, "{text}");
+    assert!(text.contains("is registered"), "{text}");
+
+    // Back in touch, it follows the move, and its writes land on the new
+    // shard.
+    relay.restore();
+    status_until(&c.conf, "the proxy registered again", |s| {
+        s.contains(&name) && !s.contains(&unregistered(&name))
+    });
+    let (code, text) = run_admin(&c.conf, &migrate);
+    assert_eq!(code, 0, "{text}");
+    wait_for_view(&cut_off, "0-1023");
+    assert_eq!(client.cmd_str(&["GET", &key]), "$6\r\nduring\r\n");
+    assert_eq!(client.cmd_str(&["SET", &key, "after"]), "+OK\r\n");
+    assert_eq!(new.connect().cmd_str(&["GET", &key]), "$5\r\nafter\r\n");
+    assert_eq!(source.connect().cmd_str(&["EXISTS", &key]), ":0\r\n");
+
+    // Killed, it stays in the roster: moves wait until it is forgotten,
+    // which is refused while its registration lives on.
+    cut_off.guard.kill();
+    let back = [
+        "migrate",
+        "0-1023",
+        "--to",
+        "redis-0000",
+        "--barrier-timeout-ms",
+        "500",
+    ];
+    let (code, text) = run_admin(&c.conf, &back);
+    assert_eq!(code, 2, "{text}");
+    assert!(text.contains(&name), "{text}");
+    status_until(&c.conf, "the killed proxy's session to expire", |s| {
+        s.contains(&unregistered(&name))
+    });
+    let (code, text) = run_admin(&c.conf, &["forget-proxy", &name]);
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains("forgotten"), "{text}");
+    let (code, text) = run_admin(&c.conf, &["forget-proxy", &name]);
+    assert_eq!(code, 2, "{text}");
+    assert!(text.contains("no proxy"), "{text}");
+    let (code, text) = run_admin(&c.conf, &back);
+    assert_eq!(code, 0, "{text}");
+
+    // A proxy stopped cleanly leaves the roster itself.
+    let mut stopped = c.proxies;
+    let leaving = format!("127.0.0.1:{}", stopped[1].port);
+    stopped[1].guard.signal("TERM");
+    stopped[1].guard.wait_exit(Duration::from_secs(10));
+    let text = status_until(&c.conf, "the stopped proxy gone", |s| !s.contains(&leaving));
+    assert!(!text.contains("is not registered"), "{text}");
+    let (code, text) = run_admin(&c.conf, &["migrate", "0-1023", "--to", "redis-0002"]);
+    assert_eq!(code, 0, "{text}");
+}
