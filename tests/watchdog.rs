@@ -13,6 +13,7 @@ mod harness;
 
 use common::proxy::Proxy;
 use common::redis::{encode_command, Redis};
+use common::relay::Relay;
 use common::zookeeper::ZooKeeper;
 use common::{free_port, temp_dir, wait_until, ProcessGuard};
 use harness::*;

@@ -4,7 +4,6 @@
 
 use crate::common::proxy::Proxy;
 use crate::common::redis::{RawClient, Redis};
-pub use crate::common::relay::Relay;
 use crate::common::zookeeper::ZooKeeper;
 use crate::common::{port_open, temp_dir, wait_until, ProcessGuard};
 use shardproxy::zk::layout::{parse_member_name, ShardData};
