@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::migration::{admin, cluster, dbsize, exists, preload, run_admin};
+use common::migration::{admin, cluster, dbsize, exists, preload, run_admin, Cluster};
 use common::redis::RawClient;
 use common::wait_until;
 use common::zk_cluster::{keys_in, start_proxy_with, wait_for_view};
@@ -35,18 +35,17 @@ fn scan_all(port: u16) -> BTreeSet<String> {
     panic!("SCAN through {port} does not end");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_half_moved_range_is_counted_listed_scripted_and_flushed_on_the_new_shard() {
-    let c = cluster().await;
+/// A range half moved to the new shard redis-0002: 6,000 keys of slots
+/// 0-1023 (and 500 elsewhere) written, a slow mover killed once it has
+/// moved some, so the range stays served through the migration lane.
+/// Returns every key and one that has moved.
+async fn half_moved(c: &Cluster) -> (BTreeSet<String>, String) {
     let [source, _, new] = &c.redis;
     let moving = keys_in(0, 1023, 6000, "m");
     let staying = keys_in(2048, 4095, 500, "s");
     preload(&c.proxies[0], &moving);
     preload(&c.proxies[0], &staying);
     let everything: BTreeSet<String> = moving.iter().chain(&staying).cloned().collect();
-
-    // A slow mover, killed once it has moved some keys: the range stays
-    // half moved, served through the migration lane.
     let child = admin(
         &c.conf,
         &["migrate", "0-1023", "--to", "redis-0002", "--rate", "1000"],
@@ -61,8 +60,17 @@ async fn a_half_moved_range_is_counted_listed_scripted_and_flushed_on_the_new_sh
     mover.wait_exit(Duration::from_secs(5));
     let moved = dbsize(new);
     assert!(moved < moving.len() as u64, "the mover finished: {moved}");
-    let on_new = moving.iter().find(|k| exists(new, k)).unwrap();
-    assert!(!exists(source, on_new));
+    let on_new = moving.iter().find(|k| exists(new, k)).unwrap().clone();
+    assert!(!exists(source, &on_new));
+    (everything, on_new)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_half_moved_range_is_counted_listed_scripted_and_flushed_on_the_new_shard() {
+    let c = cluster().await;
+    let new = &c.redis[2];
+    let (everything, on_new) = half_moved(&c).await;
+    let on_new = on_new.as_str();
 
     let total = everything.len();
     for proxy in &c.proxies {
@@ -113,4 +121,69 @@ async fn a_half_moved_range_is_counted_listed_scripted_and_flushed_on_the_new_sh
         assert_eq!(dbsize(redis), 0, "{}", redis.addr());
     }
     assert_eq!(client.cmd_str(&["DBSIZE"]), ":0\r\n");
+}
+
+/// Keyspace notifications of the moving range's keys come from the new
+/// shard once a key has moved there: keyevent channels and patterns are
+/// held on it too, and a key's keyspace channel on both shards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notifications_of_a_half_moved_range_reach_subscribers() {
+    let c = cluster().await;
+    let (_, on_new) = half_moved(&c).await;
+    let not_moved = keys_in(0, 1023, 6000, "m")
+        .into_iter()
+        .find(|k| exists(&c.redis[0], k))
+        .unwrap();
+    for redis in &c.redis {
+        let set = ["CONFIG", "SET", "notify-keyspace-events", "KE$"];
+        assert_eq!(redis.connect().cmd_str(&set), "+OK\r\n");
+    }
+    let proxy = c.proxies[1].port;
+    let mut events = RawClient::connect(proxy);
+    assert_eq!(
+        events.cmd_str(&["SUBSCRIBE", "__keyevent@0__:set"]),
+        "*3\r\n$9\r\nsubscribe\r\n$18\r\n__keyevent@0__:set\r\n:1\r\n"
+    );
+    let mut pattern = RawClient::connect(proxy);
+    assert_eq!(
+        pattern.cmd_str(&["PSUBSCRIBE", "__keyspace@0__:m:*"]),
+        "*3\r\n$10\r\npsubscribe\r\n$18\r\n__keyspace@0__:m:*\r\n:1\r\n"
+    );
+    let mut per_key = RawClient::connect(proxy);
+    let channels = [on_new.as_str(), not_moved.as_str()].map(|k| format!("__keyspace@0__:{k}"));
+    for (i, channel) in channels.iter().enumerate() {
+        assert_eq!(
+            per_key.cmd_str(&["SUBSCRIBE", channel]),
+            format!(
+                "*3\r\n$9\r\nsubscribe\r\n${}\r\n{channel}\r\n:{}\r\n",
+                channel.len(),
+                i + 1
+            )
+        );
+    }
+    let mut writer = RawClient::connect(c.proxies[0].port);
+    for (key, channel) in [on_new.as_str(), not_moved.as_str()].iter().zip(&channels) {
+        assert_eq!(writer.cmd_str(&["SET", key, "v2"]), "+OK\r\n");
+        assert_eq!(
+            String::from_utf8_lossy(&events.read_reply()),
+            format!(
+                "*3\r\n$7\r\nmessage\r\n$18\r\n__keyevent@0__:set\r\n${}\r\n{key}\r\n",
+                key.len()
+            )
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&per_key.read_reply()),
+            format!(
+                "*3\r\n$7\r\nmessage\r\n${}\r\n{channel}\r\n$3\r\nset\r\n",
+                channel.len()
+            )
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&pattern.read_reply()),
+            format!(
+                "*4\r\n$8\r\npmessage\r\n$18\r\n__keyspace@0__:m:*\r\n${}\r\n{channel}\r\n$3\r\nset\r\n",
+                channel.len()
+            )
+        );
+    }
 }

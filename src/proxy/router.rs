@@ -109,6 +109,15 @@ impl RoutingTable {
         chosen
     }
 
+    /// The index (for [`Self::shard`]) of the active migration's target.
+    pub fn migration_target(&self) -> Option<usize> {
+        let m = self.active_migration()?;
+        match self.shards.iter().position(|s| s.name == m.target_name) {
+            Some(i) => Some(i),
+            None => self.receiving.as_ref().map(|_| self.shards.len()),
+        }
+    }
+
     /// The shard at `i`: one of `shards`, or just past them the receiving
     /// shard.
     pub fn shard(&self, i: usize) -> &Shard {

@@ -173,19 +173,34 @@ impl PubSub {
         self.names.iter().map(HashSet::len).sum()
     }
 
-    /// The shards a name is held on: its own, or all for a pattern and
-    /// for a keyevent notification channel.
+    /// The shards a name is held on (indexes for [`RoutingTable::shard`]):
+    /// its own, or all (a new shard receiving a range too) for a pattern
+    /// and for a keyevent notification channel. While a key's range moves,
+    /// its keyspace notifications come from the target once it has moved:
+    /// that channel is held on both.
     fn shards_of(kind: Kind, name: &[u8], table: &RoutingTable) -> Vec<usize> {
+        let every = || (0..table.shards.len() + usize::from(table.receiving.is_some())).collect();
         match kind {
-            Kind::Pattern => (0..table.shards.len()).collect(),
-            Kind::Channel if name.starts_with(KEYEVENT) => (0..table.shards.len()).collect(),
-            _ => vec![home_shard(table, name, kind == Kind::Shard)],
+            Kind::Pattern => every(),
+            Kind::Channel if name.starts_with(KEYEVENT) => every(),
+            Kind::Channel => {
+                let key = keyspace_key(name).unwrap_or(name);
+                let home = table.shard_of(key);
+                let moving = table
+                    .active_migration()
+                    .filter(|m| m.covers(table.slot_of(key)));
+                match moving.and_then(|_| table.migration_target()) {
+                    Some(target) if target != home => vec![home, target],
+                    _ => vec![home],
+                }
+            }
+            Kind::Shard => vec![home_shard(table, name, true)],
         }
     }
 
     /// The link of shard `i` of `table`, opened if the session has none.
     fn link(&mut self, table: &RoutingTable, i: usize) -> &mut Link {
-        let shard = &table.shards[i];
+        let shard = table.shard(i);
         let sink = &self.sink;
         self.links.entry(shard.name).or_insert_with(|| {
             let (orders, rx) = mpsc::unbounded_channel();
@@ -220,10 +235,10 @@ impl PubSub {
                 }
             }
         }
-        let named: HashSet<&ShardName> = want.keys().map(|&i| &table.shards[i].name).collect();
+        let named: HashSet<&ShardName> = want.keys().map(|&i| &table.shard(i).name).collect();
         self.links.retain(|name, _| named.contains(name));
         for (i, wanted) in want {
-            let shard = &table.shards[i];
+            let shard = table.shard(i);
             let link = self.link(table, i);
             if link.addr != shard.backend.addr {
                 link.order(Order::Move(shard.backend.addr.clone()));
@@ -458,14 +473,15 @@ const KEYEVENT: &[u8] = b"__keyevent@";
 /// server publishes keyevent notifications about its own keys, so those
 /// are subscribed on every shard.)
 fn channel_shard(table: &RoutingTable, name: &[u8]) -> usize {
-    let key = name
-        .strip_prefix(KEYSPACE)
-        .and_then(|rest| {
-            let db_end = rest.windows(3).position(|w| w == b"__:")?;
-            Some(&rest[db_end + 3..])
-        })
-        .unwrap_or(name);
-    table.shard_of(key)
+    table.shard_of(keyspace_key(name).unwrap_or(name))
+}
+
+/// The key a keyspace notification channel (`__keyspace@<db>__:<key>`)
+/// is about.
+fn keyspace_key(name: &[u8]) -> Option<&[u8]> {
+    let rest = name.strip_prefix(KEYSPACE)?;
+    let db_end = rest.windows(3).position(|w| w == b"__:")?;
+    Some(&rest[db_end + 3..])
 }
 
 /// The shard PUBLISH (SPUBLISH for a shard channel) sends a channel's
@@ -512,7 +528,7 @@ fn subscribe(client: &mut Client<'_>, kind: Kind, names: Vec<Bytes>) -> Pending 
             names,
             ack: Some(ack),
         });
-        acks.push((table.shards[i].name, confirmed));
+        acks.push((table.shard(i).name, confirmed));
     }
     let unconfirmed = ps.unconfirmed.clone();
     let failed = ps.failed.clone();
@@ -589,7 +605,7 @@ fn unsubscribe(client: &mut Client<'_>, kind: Kind, mut names: Vec<Bytes>) -> Pe
         *client.subscriptions = None;
     } else {
         for (i, names) in gone {
-            if let Some(link) = ps.links.get_mut(&table.shards[i].name) {
+            if let Some(link) = ps.links.get_mut(&table.shard(i).name) {
                 link.order(Order::Unsubscribe { kind, names });
             }
         }
