@@ -187,3 +187,73 @@ async fn notifications_of_a_half_moved_range_reach_subscribers() {
         );
     }
 }
+
+/// `abort` of a half-done move to a new shard turns it around: the new
+/// shard, now the source, is still counted and flushed. A SCAN paused
+/// before the commit of a move to a new shard continues after it and
+/// finds every key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_aborted_move_and_a_scan_across_the_commit_miss_no_key() {
+    let c = cluster().await;
+    let new = &c.redis[2];
+    let (everything, _) = half_moved(&c).await;
+    let total = everything.len();
+    let (code, text) = run_admin(&c.conf, &["abort"]);
+    assert_eq!(code, 0, "{text}");
+    for proxy in &c.proxies {
+        wait_until(
+            "the turned-around migration",
+            Duration::from_secs(10),
+            || common::zk_cluster::info(proxy).contains("source=redis-0002"),
+        );
+        let mut client = RawClient::connect(proxy.port);
+        assert_eq!(client.cmd_str(&["DBSIZE"]), format!(":{total}\r\n"));
+        assert_eq!(
+            scan_all(proxy.port),
+            everything,
+            "SCAN through {}",
+            proxy.port
+        );
+    }
+    let (code, text) = run_admin(&c.conf, &["migrate", "0-1023", "--to", "redis-0000"]);
+    assert_eq!(code, 0, "{text}");
+    assert_eq!(dbsize(new), 0);
+
+    // Again to the new shard, with a SCAN paused in the first shard.
+    let child = admin(
+        &c.conf,
+        &["migrate", "0-1023", "--to", "redis-0002", "--rate", "1000"],
+    )
+    .spawn()
+    .unwrap();
+    let mut mover = ProcessGuard::new("shardproxy-admin migrate", child);
+    wait_until("the mover to move keys", Duration::from_secs(20), || {
+        dbsize(new) > 200
+    });
+    mover.signal("KILL");
+    mover.wait_exit(Duration::from_secs(5));
+    let client = redis::Client::open(format!("redis://127.0.0.1:{}/", c.proxies[0].port)).unwrap();
+    let mut con = client.get_connection().unwrap();
+    let (mut cursor, mut seen): (String, Vec<String>) = redis::cmd("SCAN")
+        .arg(0)
+        .arg("COUNT")
+        .arg(100)
+        .query(&mut con)
+        .unwrap();
+    assert_ne!(cursor, "0");
+    let (code, text) = run_admin(&c.conf, &["migrate", "0-1023", "--to", "redis-0002"]);
+    assert_eq!(code, 0, "{text}");
+    wait_for_view(&c.proxies[0], "0-1023");
+    while cursor != "0" {
+        let (next, keys): (String, Vec<String>) = redis::cmd("SCAN")
+            .arg(&cursor)
+            .arg("COUNT")
+            .arg(500)
+            .query(&mut con)
+            .unwrap();
+        seen.extend(keys);
+        cursor = next;
+    }
+    let seen: BTreeSet<String> = seen.into_iter().collect();
+    assert_eq!(seen, everything);
+}

@@ -10,7 +10,7 @@ mod common;
 use common::migration::{cluster, dbsize, run_admin};
 use common::redis::RawClient;
 use common::relay::Relay;
-use common::zk_cluster::{keys_in, start_proxy_via, wait_for_view};
+use common::zk_cluster::{children, keys_in, start_proxy_via, wait_for_view};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -136,4 +136,87 @@ async fn a_proxy_cut_off_from_zookeeper_holds_moves_up_until_it_is_back_or_forgo
     assert!(!text.contains("is not registered"), "{text}");
     let (code, text) = run_admin(&c.conf, &["migrate", "0-1023", "--to", "redis-0002"]);
     assert_eq!(code, 0, "{text}");
+}
+
+/// The roster entry of a running proxy comes back by itself: after it was
+/// forgotten while cut off, and after its session expired. A proxy stopped
+/// cleanly after such an expiry still leaves the roster.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_proxy_keeps_its_roster_entry_and_leaves_it_when_stopped() {
+    let c = cluster().await;
+    let relay = Relay::start(c.zookeeper.port);
+    let mut proxy = start_proxy_via(
+        &relay.hosts(),
+        &[&c.redis[0], &c.redis[1]],
+        "  timeout: 1000\n",
+        &[],
+    );
+    let name = format!("127.0.0.1:{}", proxy.port);
+    let roster = "/redis/control/test/proxies";
+    let rostered = || async { children(&c.members, roster).await.contains(&name) };
+    status_until(&c.conf, "the proxy registered", |s| s.contains(&name));
+    assert!(rostered().await);
+
+    relay.cut();
+    status_until(&c.conf, "its session to expire", |s| {
+        s.contains(&unregistered(&name))
+    });
+    let (code, text) = run_admin(&c.conf, &["forget-proxy", &name]);
+    assert_eq!(code, 0, "{text}");
+    assert!(!rostered().await);
+    relay.restore();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !rostered().await {
+        assert!(
+            Instant::now() < deadline,
+            "the proxy never rejoined the roster"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    status_until(&c.conf, "the proxy registered again", |s| {
+        s.contains(&name) && !s.contains(&unregistered(&name))
+    });
+
+    proxy.guard.signal("TERM");
+    assert_eq!(proxy.guard.wait_exit(Duration::from_secs(15)), Some(0));
+    assert!(!rostered().await, "left in the roster");
+    let (code, text) = run_admin(&c.conf, &["migrate", "0-1023", "--to", "redis-0002"]);
+    assert_eq!(code, 0, "{text}");
+}
+
+/// A proxy told to stop drains its clients first, and until it has, it
+/// stays in the barrier and follows a move: a client that keeps writing
+/// through it meanwhile loses nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopping_proxy_follows_a_move_until_its_clients_are_gone() {
+    let c = cluster().await;
+    let key = keys_in(0, 1023, 1, "drain").remove(0);
+    let stopping = &c.proxies[1];
+    let mut client = RawClient::connect(stopping.port);
+    assert_eq!(client.cmd_str(&["SET", &key, "0"]), "+OK\r\n");
+    stopping.guard.signal("TERM");
+    let conf = c.conf.clone();
+    let mover =
+        std::thread::spawn(move || run_admin(&conf, &["migrate", "0-1023", "--to", "redis-0002"]));
+    // Writes every 20 ms, inside the drain's grace between requests.
+    let mut acked = 0;
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(3) {
+        let next = acked + 1;
+        if client.cmd_str(&["SET", &key, &next.to_string()]) != "+OK\r\n" {
+            break;
+        }
+        acked = next;
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (code, text) = mover.join().unwrap();
+    assert_eq!(code, 0, "{text}");
+    assert!(!text.contains("warning"), "{text}");
+    assert!(acked > 10, "only {acked} writes acknowledged");
+    let mut healthy = RawClient::connect(c.proxies[0].port);
+    let last = acked.to_string();
+    assert_eq!(
+        healthy.cmd_str(&["GET", &key]),
+        format!("${}\r\n{last}\r\n", last.len())
+    );
 }

@@ -385,12 +385,23 @@ async fn barrier(
     let roster = roster_path(&target.cluster_root).unwrap_or_default();
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
-        let registered = client
-            .list_children(&target.proxy_root)
-            .await
-            .unwrap_or_default();
+        // A failed read is no answer: empty lists would pass the barrier.
+        let listed = tokio::join!(
+            list_or_none(client, &target.proxy_root),
+            list_or_none(client, &roster)
+        );
+        let (Ok(registered), Ok(rostered)) = listed else {
+            if tokio::time::Instant::now() >= deadline {
+                return Err(vec![format!(
+                    "(ZooKeeper did not list the proxies: {} or {})",
+                    target.proxy_root, roster
+                )]);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        };
         let mut proxies = registered.clone();
-        for known in client.list_children(&roster).await.unwrap_or_default() {
+        for known in rostered {
             if !proxies.contains(&known) {
                 proxies.push(known);
             }
@@ -422,6 +433,15 @@ async fn barrier(
             return Err(missing);
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The children of `path`; none when it does not exist.
+async fn list_or_none(client: &zk::Client, path: &str) -> Result<Vec<String>, zk::Error> {
+    match client.list_children(path).await {
+        Ok(children) => Ok(children),
+        Err(zk::Error::NoNode) => Ok(Vec::new()),
+        Err(e) => Err(e),
     }
 }
 

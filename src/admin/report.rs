@@ -24,8 +24,9 @@ pub struct Snapshot {
     pub now: u64,
     /// The proxy znodes: name and data.
     pub proxies: Vec<(String, Vec<u8>)>,
-    /// The names in the proxies' roster (`<control>/proxies`).
-    pub roster: Vec<String>,
+    /// The proxies' roster (`<control>/proxies`): each name, and whether
+    /// the registration its entry names exists.
+    pub roster: Vec<(String, bool)>,
     /// The cluster root exists.
     pub cluster_exists: bool,
     pub shards: Vec<RawShard>,
@@ -225,12 +226,8 @@ fn judge_proxies(report: &mut Report, snapshot: &Snapshot) {
     }
     report.proxies.sort_by(|a, b| a.address.cmp(&b.address));
     let roster = roster_path(&report.cluster_root).unwrap_or_default();
-    for name in &snapshot.roster {
-        if !snapshot
-            .proxies
-            .iter()
-            .any(|(registered, _)| registered == name)
-        {
+    for (name, registered) in &snapshot.roster {
+        if !registered {
             report.raise(
                 Level::Warning,
                 &child_path(&roster, name),

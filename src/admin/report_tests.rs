@@ -77,7 +77,7 @@ fn healthy() -> Snapshot {
     Snapshot {
         now: 1_100,
         proxies: vec![proxy()],
-        roster: vec!["10.0.0.9:22121".into()],
+        roster: vec![("10.0.0.9:22121".into(), true)],
         cluster_exists: true,
         shards: vec![
             RawShard {
@@ -150,7 +150,7 @@ fn no_proxies_is_an_error() {
 #[test]
 fn a_proxy_in_the_roster_but_not_registered_is_a_warning() {
     let mut snapshot = healthy();
-    snapshot.roster.push("10.0.0.8:22121".into());
+    snapshot.roster.push(("10.0.0.8:22121".into(), false));
     let report = judge(&target(), &snapshot);
     assert_eq!(
         texts(&report),

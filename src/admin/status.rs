@@ -4,6 +4,7 @@
 //! All Redis servers are asked at once, each with its own timeout, so one
 //! stuck server costs seconds, not seconds per server.
 
+use super::migrate::control::registration_of;
 use super::redis::read_replication;
 use super::render::render;
 use super::report::{judge, RawShard, Report, Snapshot};
@@ -67,10 +68,22 @@ async fn snapshot(client: &zk::Client, target: &Target) -> Result<Snapshot, Admi
             proxies.push((name, data));
         }
     }
-    let roster = match roster_path(&target.cluster_root) {
-        Some(path) => children(client, target, &path).await?.unwrap_or_default(),
-        None => Vec::new(),
-    };
+    let mut roster = Vec::new();
+    if let Some(path) = roster_path(&target.cluster_root) {
+        for name in children(client, target, &path).await?.unwrap_or_default() {
+            // An entry forgotten while we read is simply not shown.
+            let Some(entry) = data(client, target, &child_path(&path, &name)).await? else {
+                continue;
+            };
+            let registration = registration_of(&entry, &target.proxy_root, &name);
+            let registered = client
+                .check_stat(&registration)
+                .await
+                .map_err(|e| AdminError::zk_path(&target.hosts, &registration, e))?
+                .is_some();
+            roster.push((name, registered));
+        }
+    }
     let znodes = read_shard_znodes(client, target).await?;
     let cluster_exists = znodes.is_some();
     let mut shards = Vec::new();

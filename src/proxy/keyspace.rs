@@ -21,8 +21,10 @@
 //! one of 2^54 or more would need a table of exabytes; it is refused rather
 //! than cut. At most 1024 shards can be scanned. Redis's guarantee holds
 //! shard by shard: a key present on its shard for the whole iteration is
-//! returned. A new shard receiving a range is walked last, after the
-//! source, so a key moved during the scan is found on one or the other. A
+//! returned. A new shard receiving a range is walked where its name sorts
+//! among the others, the place it keeps once it owns the range, so a
+//! cursor names the same shards across the commit; a key that moves during
+//! the scan is found unless its new shard was walked before its old one. A
 //! routing change during a scan (shards added, removed or reordered)
 //! breaks it, as moving keys between shards would anyway: a
 //! cursor naming a shard the table no longer has gets `ERR invalid cursor`.

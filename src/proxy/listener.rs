@@ -111,8 +111,14 @@ impl Proxy {
                 shutdown.clone(),
             ));
         }
+        // The ZooKeeper side (registration, roster, migration acks, the
+        // cluster watch) stops only once the sessions have drained: until
+        // then this proxy still serves, so it must stay in the barrier of
+        // any move and keep following the routing.
+        let (leave_zookeeper, zookeeper_shutdown) = watch::channel(false);
+        let mut zookeeper = JoinSet::new();
         for pool in &self.pools {
-            cluster::spawn(pool, &self.monitoring, &shutdown, &mut background);
+            cluster::spawn(pool, &self.monitoring, &zookeeper_shutdown, &mut zookeeper);
             // Always running: a reload may turn auto_eject_hosts on.
             background.spawn(follow_ejections(pool.clone(), shutdown.clone()));
         }
@@ -123,7 +129,9 @@ impl Proxy {
         }
         while acceptors.join_next().await.is_some() {}
         // The registrations close their sessions, so this proxy's znodes
-        // vanish at once.
+        // vanish at once, and it leaves the roster.
+        let _ = leave_zookeeper.send(true);
+        while zookeeper.join_next().await.is_some() {}
         while background.join_next().await.is_some() {}
     }
 }

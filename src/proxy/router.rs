@@ -92,13 +92,25 @@ impl RoutingTable {
             .collect()
     }
 
-    /// The shards with distinct backends, in table order, then the
-    /// receiving shard: indexes for [`Self::shard`]. A backend serving
-    /// several shards is listed once, since it holds one keyspace.
+    /// The shards with distinct backends, in table order, with the
+    /// receiving shard where its name sorts among them (the place it takes
+    /// in ZooKeeper's tables once it owns a range, so that a SCAN cursor
+    /// keeps naming the same shards across the commit): indexes for
+    /// [`Self::shard`]. A backend serving several shards is listed once,
+    /// since it holds one keyspace.
     pub fn distinct_shards(&self) -> Vec<usize> {
-        let every = self.shards.iter().chain(&self.receiving);
+        let mut every: Vec<usize> = (0..self.shards.len()).collect();
+        if let Some(receiving) = &self.receiving {
+            let at = self
+                .shards
+                .iter()
+                .position(|s| s.name > receiving.name)
+                .unwrap_or(self.shards.len());
+            every.insert(at, self.shards.len());
+        }
         let mut chosen: Vec<usize> = Vec::new();
-        for (i, shard) in every.enumerate() {
+        for i in every {
+            let shard = self.shard(i);
             if !chosen
                 .iter()
                 .any(|&c| self.shard(c).backend.addr == shard.backend.addr)
@@ -483,12 +495,21 @@ fn build(
             range: s.range,
         })
         .collect::<Vec<Shard>>();
+    // The end of a migration the table has no shard for: its target (a
+    // new shard), or its source when the move to a new shard was turned
+    // around by `abort`.
+    let absent = |backend: &Arc<Backend>| !shards.iter().any(|s| s.backend.addr == backend.addr);
     let receiving = migration
         .as_deref()
-        .filter(|m| m.active() && !shards.iter().any(|s| s.backend.addr == m.target.addr))
-        .map(|m| Shard {
-            name: m.target_name,
-            backend: m.target.clone(),
+        .filter(|m| m.active())
+        .and_then(|m| {
+            [(m.target_name, &m.target), (m.source_name, &m.source)]
+                .into_iter()
+                .find(|(_, backend)| absent(backend))
+        })
+        .map(|(name, backend)| Shard {
+            name,
+            backend: backend.clone(),
             range: None,
         });
     RoutingTable {
@@ -623,5 +644,24 @@ mod tests {
         let between = router.install(&specs, "zookeeper", Some(migration(Phase::Moving)));
         assert!(between.receiving.is_none());
         assert_eq!(between.distinct_shards(), [0, 1]);
+
+        // A name that sorts between the others takes its sorted place.
+        let mut to_aa = migration(Phase::Moving);
+        to_aa.target = "aa".into();
+        to_aa.target_addr = "127.0.0.1:3".into();
+        let table = router.install(&specs, "zookeeper", Some(to_aa.clone()));
+        assert_eq!(table.distinct_shards(), [0, 2, 1]);
+        assert_eq!(table.migration_target(), Some(2));
+
+        // Turned around by abort: the new shard is the source now, and
+        // still asked.
+        let mut back = to_aa;
+        std::mem::swap(&mut back.source, &mut back.target);
+        std::mem::swap(&mut back.source_addr, &mut back.target_addr);
+        back.id = "m1-back".into();
+        let table = router.install(&specs, "zookeeper", Some(back));
+        assert_eq!(table.receiving.as_ref().map(|s| s.name), Some("aa"));
+        assert_eq!(table.distinct_shards(), [0, 2, 1]);
+        assert_eq!(table.migration_target(), Some(0));
     }
 }

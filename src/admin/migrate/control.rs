@@ -103,7 +103,17 @@ pub async fn export(target: &Target) -> Result<String, AdminError> {
 pub async fn forget_proxy(target: &Target, name: &str) -> Result<String, AdminError> {
     let client = connect(&target.hosts, target.zk_auth.as_ref()).await?;
     let zk_error = |path: &str, e| AdminError::zk_path(&target.hosts, path, e);
-    let registered = child_path(&target.proxy_root, name);
+    let roster = roster_path(&target.cluster_root)
+        .ok_or_else(|| failed("the cluster root has no control directory"))?;
+    let entry = child_path(&roster, name);
+    let (data, stat) = match client.get_data(&entry).await {
+        Ok(found) => found,
+        Err(zk::Error::NoNode) => {
+            return Err(failed(format!("no proxy {name} in the roster ({roster})")))
+        }
+        Err(e) => return Err(zk_error(&entry, e)),
+    };
+    let registered = registration_of(&data, &target.proxy_root, name);
     match client.check_stat(&registered).await {
         Ok(None) => {}
         Ok(Some(_)) => {
@@ -113,16 +123,23 @@ pub async fn forget_proxy(target: &Target, name: &str) -> Result<String, AdminEr
         }
         Err(e) => return Err(zk_error(&registered, e)),
     }
-    let roster = roster_path(&target.cluster_root)
-        .ok_or_else(|| failed("the cluster root has no control directory"))?;
-    let entry = child_path(&roster, name);
-    match client.delete(&entry, None).await {
+    // The version read: a proxy that rejoined meanwhile is not forgotten.
+    match client.delete(&entry, Some(stat.version)).await {
         Ok(()) => Ok(format!(
             "proxy {name} forgotten: migrations no longer wait for it (if it runs again it rejoins)\n"
         )),
-        Err(zk::Error::NoNode) => Err(failed(format!(
-            "no proxy {name} in the roster ({roster})"
+        Err(zk::Error::NoNode) | Err(zk::Error::BadVersion) => Err(failed(format!(
+            "the roster entry of proxy {name} changed meanwhile; run forget-proxy again"
         ))),
         Err(e) => Err(zk_error(&entry, e)),
+    }
+}
+
+/// The registration znode a roster entry names (its data), else the one
+/// the name would have under `proxy_root`.
+pub fn registration_of(entry_data: &[u8], proxy_root: &str, name: &str) -> String {
+    match std::str::from_utf8(entry_data) {
+        Ok(path) if path.starts_with('/') => path.to_string(),
+        _ => child_path(proxy_root, name),
     }
 }

@@ -16,6 +16,8 @@ use crate::proxy::pool::Pool;
 use crate::zk::layout::{child_path, node_name};
 use crate::zk::migration::{acks_path, roster_path, Ack, Phase};
 use crate::zk::{connect_once, shutdown_requested, Backoff, ZkAuth, SESSION_TIMEOUT};
+use std::future::{pending, Future};
+use std::pin::Pin;
 use std::sync::Weak;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -50,6 +52,11 @@ pub async fn run(
     };
     let mut acked: Option<Ack> = None;
     let mut rostered = false;
+    // Fires when the roster entry is deleted (`forget-proxy` of a proxy
+    // that runs after all) or the session has a problem: then the entry is
+    // written again, and the acknowledgement too (an expired session took
+    // the ephemeral one with it).
+    let mut roster_changed: Pin<Box<dyn Future<Output = ()> + Send>> = Box::pin(pending());
     let mut client: Option<zk::Client> = None;
     let mut backoff = Backoff::new();
     loop {
@@ -61,7 +68,10 @@ pub async fn run(
             let written = async {
                 let zk = connected(&mut client, &hosts, auth.as_ref()).await?;
                 if !rostered {
-                    join(zk, &roster, &entry, &proxy_path, auth.as_ref()).await?;
+                    let watcher = join(zk, &roster, &entry, &proxy_path, auth.as_ref()).await?;
+                    roster_changed = Box::pin(async move {
+                        watcher.changed().await;
+                    });
                     rostered = true;
                 }
                 if want != acked {
@@ -94,6 +104,11 @@ pub async fn run(
         }
         tokio::select! {
             changed = changes.changed() => if changed.is_err() { break },
+            () = &mut roster_changed => {
+                roster_changed = Box::pin(pending());
+                rostered = false;
+                acked = None;
+            }
             () = shutdown_requested(&mut shutdown) => break,
         }
     }
@@ -112,35 +127,49 @@ async fn connected<'a>(
     Ok(client.as_ref().expect("connected"))
 }
 
-/// Enters the roster (persistent; its data is the registration's path).
+/// Enters the roster (persistent; its data is the registration's path);
+/// a watcher on the entry.
 async fn join(
     zk: &zk::Client,
     roster: &str,
     entry: &str,
     proxy_path: &str,
     auth: Option<&ZkAuth>,
-) -> Result<(), zk::Error> {
+) -> Result<zk::OneshotWatcher, zk::Error> {
     let persistent = zk::CreateMode::Persistent.with_acls(crate::zk::acls(auth));
     zk.mkdir(roster, &persistent).await?;
-    match zk.create(entry, proxy_path.as_bytes(), &persistent).await {
-        Ok(_) | Err(zk::Error::NodeExists) => {
-            tracing::info!(path = %entry, "in the proxies' roster");
-            Ok(())
+    loop {
+        match zk.create(entry, proxy_path.as_bytes(), &persistent).await {
+            Ok(_) => tracing::info!(path = %entry, "in the proxies' roster"),
+            Err(zk::Error::NodeExists) => {}
+            Err(e) => return Err(e),
         }
-        Err(e) => Err(e),
+        match zk.check_and_watch_stat(entry).await? {
+            (Some(_), watcher) => return Ok(watcher),
+            // Forgotten between the two calls: once more.
+            (None, _) => continue,
+        }
     }
 }
 
-/// Leaves the roster on a clean shutdown, giving up after [`LEAVE_TIMEOUT`]
-/// (ZooKeeper unreachable: the entry stays, and the admin names this proxy
-/// until it runs again or is forgotten).
+/// Leaves the roster on a clean shutdown, on a new session if the one held
+/// has ended; gives up after [`LEAVE_TIMEOUT`] (ZooKeeper unreachable: the
+/// entry stays, and the admin names this proxy until it runs again or is
+/// forgotten).
 async fn leave(client: &mut Option<zk::Client>, hosts: &str, auth: Option<&ZkAuth>, entry: &str) {
     let left = async {
-        let zk = connected(client, hosts, auth).await?;
-        match zk.delete(entry, None).await {
-            Ok(()) | Err(zk::Error::NoNode) => Ok(()),
-            Err(e) => Err(e),
+        let mut result = Ok(());
+        for _ in 0..2 {
+            result = match connected(client, hosts, auth).await {
+                Ok(zk) => match zk.delete(entry, None).await {
+                    Ok(()) | Err(zk::Error::NoNode) => return Ok(()),
+                    Err(e) => Err(e),
+                },
+                Err(e) => Err(e),
+            };
+            *client = None;
         }
+        result
     };
     match tokio::time::timeout(LEAVE_TIMEOUT, left).await {
         Ok(Ok(())) => tracing::info!(path = %entry, "left the proxies' roster"),
