@@ -5,11 +5,10 @@
 
 mod common;
 
-use common::migration::{admin, cluster, dbsize, exists, preload, run_admin, Cluster};
+use common::migration::{cluster, dbsize, exists, interrupted_move, preload, run_admin, Cluster};
 use common::redis::RawClient;
 use common::wait_until;
 use common::zk_cluster::{keys_in, start_proxy_with, wait_for_view};
-use common::ProcessGuard;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
@@ -46,18 +45,7 @@ async fn half_moved(c: &Cluster) -> (BTreeSet<String>, String) {
     preload(&c.proxies[0], &moving);
     preload(&c.proxies[0], &staying);
     let everything: BTreeSet<String> = moving.iter().chain(&staying).cloned().collect();
-    let child = admin(
-        &c.conf,
-        &["migrate", "0-1023", "--to", "redis-0002", "--rate", "1000"],
-    )
-    .spawn()
-    .unwrap();
-    let mut mover = ProcessGuard::new("shardproxy-admin migrate", child);
-    wait_until("the mover to move keys", Duration::from_secs(20), || {
-        dbsize(new) > 500
-    });
-    mover.signal("KILL");
-    mover.wait_exit(Duration::from_secs(5));
+    interrupted_move(&c.conf, "0-1023", "redis-0002", new, 500);
     let moved = dbsize(new);
     assert!(moved < moving.len() as u64, "the mover finished: {moved}");
     let on_new = moving.iter().find(|k| exists(new, k)).unwrap().clone();
@@ -220,18 +208,7 @@ async fn an_aborted_move_and_a_scan_across_the_commit_miss_no_key() {
     assert_eq!(dbsize(new), 0);
 
     // Again to the new shard, with a SCAN paused in the first shard.
-    let child = admin(
-        &c.conf,
-        &["migrate", "0-1023", "--to", "redis-0002", "--rate", "1000"],
-    )
-    .spawn()
-    .unwrap();
-    let mut mover = ProcessGuard::new("shardproxy-admin migrate", child);
-    wait_until("the mover to move keys", Duration::from_secs(20), || {
-        dbsize(new) > 200
-    });
-    mover.signal("KILL");
-    mover.wait_exit(Duration::from_secs(5));
+    interrupted_move(&c.conf, "0-1023", "redis-0002", new, 200);
     let client = redis::Client::open(format!("redis://127.0.0.1:{}/", c.proxies[0].port)).unwrap();
     let mut con = client.get_connection().unwrap();
     let (mut cursor, mut seen): (String, Vec<String>) = redis::cmd("SCAN")

@@ -101,8 +101,7 @@ async fn a_proxy_cut_off_from_zookeeper_holds_moves_up_until_it_is_back_or_forgo
     assert_eq!(new.connect().cmd_str(&["GET", &key]), "$5\r\nafter\r\n");
     assert_eq!(source.connect().cmd_str(&["EXISTS", &key]), ":0\r\n");
 
-    // Killed, it stays in the roster: moves wait until it is forgotten,
-    // which is refused while its registration lives on.
+    // Killed, it stays in the roster: moves wait until it is forgotten.
     cut_off.guard.kill();
     let back = [
         "migrate",

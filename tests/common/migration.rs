@@ -9,7 +9,7 @@ use super::zk_cluster::{
     add_member, create_shard, start_proxy, start_proxy_args, wait_for_view, ROOT,
 };
 use super::zookeeper::ZooKeeper;
-use super::{temp_dir, wait_until};
+use super::{temp_dir, wait_until, ProcessGuard};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -173,6 +173,21 @@ pub fn preload(proxy: &Proxy, keys: &[String]) {
     for key in keys.iter().step_by(10) {
         assert_eq!(client.cmd_str(&["EXPIRE", key, "3600"]), ":1\r\n");
     }
+}
+
+/// Starts `migrate RANGE --to SHARD` slowly (1,000 keys/s) and kills it
+/// once `target` holds more than `at_least` keys: the range stays half
+/// moved, served through the migration lane.
+pub fn interrupted_move(conf: &Path, range: &str, to: &str, target: &Redis, at_least: u64) {
+    let child = admin(conf, &["migrate", range, "--to", to, "--rate", "1000"])
+        .spawn()
+        .unwrap();
+    let mut mover = ProcessGuard::new("shardproxy-admin migrate", child);
+    wait_until("the mover to move keys", Duration::from_secs(20), || {
+        dbsize(target) > at_least
+    });
+    mover.signal("KILL");
+    mover.wait_exit(Duration::from_secs(5));
 }
 
 pub fn dbsize(redis: &Redis) -> u64 {
