@@ -219,3 +219,75 @@ async fn a_stopping_proxy_follows_a_move_until_its_clients_are_gone() {
         format!("${}\r\n{last}\r\n", last.len())
     );
 }
+
+/// A proxy killed and started again on its address while a migration
+/// waits in prepare: the new process acknowledges with its own session,
+/// so its acknowledgement outlives the dead process's session and the
+/// migration goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proxy_restarted_on_its_address_mid_prepare_keeps_its_acknowledgement() {
+    let c = cluster().await;
+    let [mut first, second] = c.proxies;
+    // A roster entry nobody acknowledges for holds the migration in prepare.
+    let ghost = "/redis/control/test/proxies/ghost";
+    c.members
+        .create(ghost, b"", &common::zookeeper::persistent())
+        .await
+        .unwrap();
+    let conf = c.conf.clone();
+    let mover = std::thread::spawn(move || {
+        run_admin(
+            &conf,
+            &[
+                "migrate",
+                "0-1023",
+                "--to",
+                "redis-0002",
+                "--barrier-timeout-ms",
+                "60000",
+            ],
+        )
+    });
+    let name = format!("127.0.0.1:{}", first.port);
+    let ack = format!("/redis/control/test/migration-acks/{name}");
+    let acked = |c: &zookeeper_client::Client| {
+        let (c, ack) = (c.clone(), ack.clone());
+        async move {
+            match c.get_data(&ack).await {
+                Ok((data, stat)) => {
+                    Some((String::from_utf8_lossy(&data).contains("prepare"), stat))
+                }
+                Err(_) => None,
+            }
+        }
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let old_owner = loop {
+        if let Some((true, stat)) = acked(&c.members).await {
+            break stat.ephemeral_owner;
+        }
+        assert!(Instant::now() < deadline, "no prepare acknowledgement");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let yaml = std::fs::read_to_string(&first.conf).unwrap();
+    first.guard.kill();
+    let again = common::proxy::Proxy::start_yaml_args(first.port, &yaml, &[]);
+    // The new process acknowledges with its own session (the dead one's
+    // acknowledgement would vanish when that session expires).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match acked(&c.members).await {
+            Some((true, stat)) if stat.ephemeral_owner != old_owner => break,
+            _ => {}
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the restarted proxy never acknowledged with its own session"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    c.members.delete(ghost, None).await.unwrap();
+    let (code, text) = mover.join().unwrap();
+    assert_eq!(code, 0, "{text}");
+    drop((again, second));
+}

@@ -322,9 +322,15 @@ async fn drive(
         if let Err(missing) = waited {
             // Nothing moved yet: calling it off is safe.
             let path = migration_path(&target.cluster_root).expect("checked");
-            let _ = client.delete(&path, Some(version)).await;
+            let called_off = match client.delete(&path, Some(version)).await {
+                Ok(()) | Err(zk::Error::NoNode) => "the migration was called off".to_string(),
+                Err(e) => format!(
+                    "the migration could not be called off ({path}: {e}): it stays in phase \
+                     prepare, holding the range's requests; run `shardproxy-admin abort`"
+                ),
+            };
             return Err(failed(format!(
-                "these proxies did not acknowledge the migration within {} ms: {}; nothing was moved and the migration was called off",
+                "these proxies did not acknowledge the migration within {} ms: {}; nothing was moved and {called_off}",
                 options.barrier_timeout.as_millis(),
                 missing.join(", ")
             )));

@@ -123,23 +123,61 @@ pub async fn forget_proxy(target: &Target, name: &str) -> Result<String, AdminEr
         }
         Err(e) => return Err(zk_error(&registered, e)),
     }
-    // The version read: a proxy that rejoined meanwhile is not forgotten.
+    // The version read: an entry rewritten meanwhile (by a proxy on this
+    // address starting with another registration path) is kept. A proxy
+    // that runs watches its entry and writes it again if it goes.
     match client.delete(&entry, Some(stat.version)).await {
         Ok(()) => Ok(format!(
             "proxy {name} forgotten: migrations no longer wait for it (if it runs again it rejoins)\n"
         )),
-        Err(zk::Error::NoNode) | Err(zk::Error::BadVersion) => Err(failed(format!(
+        Err(zk::Error::NoNode) => Err(failed(format!(
+            "no proxy {name} in the roster ({roster})"
+        ))),
+        Err(zk::Error::BadVersion) => Err(failed(format!(
             "the roster entry of proxy {name} changed meanwhile; run forget-proxy again"
         ))),
         Err(e) => Err(zk_error(&entry, e)),
     }
 }
 
-/// The registration znode a roster entry names (its data), else the one
-/// the name would have under `proxy_root`.
+/// The registration znode a roster entry names (its data: a path whose
+/// last segment is the entry's name), else the one the name would have
+/// under `proxy_root`.
 pub fn registration_of(entry_data: &[u8], proxy_root: &str, name: &str) -> String {
+    let valid = |path: &str| {
+        path.strip_prefix('/').is_some_and(|rest| {
+            rest.split('/').all(|segment| !segment.is_empty())
+                && rest.rsplit('/').next() == Some(name)
+        })
+    };
     match std::str::from_utf8(entry_data) {
-        Ok(path) if path.starts_with('/') => path.to_string(),
+        Ok(path) if valid(path) => path.to_string(),
         _ => child_path(proxy_root, name),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::registration_of;
+
+    #[test]
+    fn a_roster_entry_names_its_registration_or_falls_back() {
+        let root = "/redis/proxy/icd";
+        let name = "10.0.0.9:22121";
+        let fallback = "/redis/proxy/icd/10.0.0.9:22121";
+        let other = "/redis/proxy/b/10.0.0.9:22121";
+        assert_eq!(registration_of(other.as_bytes(), root, name), other);
+        for junk in [
+            &b""[..],
+            b"junk",
+            b"/redis//x",
+            b"/redis/proxy/b/10.0.0.9:22121/",
+            b"/",
+            b"/redis",
+            b"/redis/proxy/b/10.0.0.8:22121",
+            b"\xff\xfe",
+        ] {
+            assert_eq!(registration_of(junk, root, name), fallback, "{junk:?}");
+        }
     }
 }

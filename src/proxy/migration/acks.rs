@@ -144,10 +144,22 @@ async fn join(
             Err(zk::Error::NodeExists) => {}
             Err(e) => return Err(e),
         }
-        match zk.check_and_watch_stat(entry).await? {
-            (Some(_), watcher) => return Ok(watcher),
+        match zk.get_and_watch_data(entry).await {
+            // Left with another path (this address registered elsewhere
+            // before): ours, then look again.
+            Ok((data, stat, _)) if data != proxy_path.as_bytes() => {
+                match zk
+                    .set_data(entry, proxy_path.as_bytes(), Some(stat.version))
+                    .await
+                {
+                    Ok(_) | Err(zk::Error::NoNode) | Err(zk::Error::BadVersion) => continue,
+                    Err(e) => return Err(e),
+                }
+            }
+            Ok((_, _, watcher)) => return Ok(watcher),
             // Forgotten between the two calls: once more.
-            (None, _) => continue,
+            Err(zk::Error::NoNode) => continue,
+            Err(e) => return Err(e),
         }
     }
 }
@@ -221,19 +233,34 @@ async fn write(
         };
     };
     let data = ack.to_json();
-    match zk.set_data(path, &data, None).await {
-        Ok(_) => return Ok(()),
-        Err(zk::Error::NoNode) => {}
-        Err(e) => return Err(e),
-    }
-    let acls = crate::zk::acls(auth);
-    // The directory may not exist yet: a proxy may come before the admin.
-    zk.mkdir(dir, &zk::CreateMode::Persistent.with_acls(acls))
-        .await?;
-    let ephemeral = zk::CreateMode::Ephemeral.with_acls(acls);
-    match zk.create(path, &data, &ephemeral).await {
-        Ok(_) => Ok(()),
-        Err(zk::Error::NodeExists) => zk.set_data(path, &data, None).await.map(|_| ()),
-        Err(e) => Err(e),
+    let ours = zk.session_id().0;
+    // An ack left by an earlier process on this address (killed, its
+    // session not yet expired) would vanish with that session: only our
+    // own is updated in place, another is replaced.
+    loop {
+        match zk.check_stat(path).await? {
+            Some(stat) if stat.ephemeral_owner == ours => {
+                match zk.set_data(path, &data, Some(stat.version)).await {
+                    Ok(_) => return Ok(()),
+                    Err(zk::Error::NoNode) | Err(zk::Error::BadVersion) => continue,
+                    Err(e) => return Err(e),
+                }
+            }
+            Some(stat) => match zk.delete(path, Some(stat.version)).await {
+                Ok(()) | Err(zk::Error::NoNode) | Err(zk::Error::BadVersion) => continue,
+                Err(e) => return Err(e),
+            },
+            None => {}
+        }
+        let acls = crate::zk::acls(auth);
+        // The directory may not exist yet: a proxy may come before the admin.
+        zk.mkdir(dir, &zk::CreateMode::Persistent.with_acls(acls))
+            .await?;
+        let ephemeral = zk::CreateMode::Ephemeral.with_acls(acls);
+        match zk.create(path, &data, &ephemeral).await {
+            Ok(_) => return Ok(()),
+            Err(zk::Error::NodeExists) => continue,
+            Err(e) => return Err(e),
+        }
     }
 }
