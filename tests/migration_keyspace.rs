@@ -12,19 +12,28 @@ use common::zk_cluster::{keys_in, start_proxy_with, wait_for_view};
 use std::collections::BTreeSet;
 use std::time::Duration;
 
+fn connect(port: u16) -> redis::Connection {
+    let client = redis::Client::open(format!("redis://127.0.0.1:{port}/")).unwrap();
+    client.get_connection().unwrap()
+}
+
+/// One SCAN call: the next cursor and the keys.
+fn scan(con: &mut redis::Connection, cursor: &str, count: usize) -> (String, Vec<String>) {
+    redis::cmd("SCAN")
+        .arg(cursor)
+        .arg("COUNT")
+        .arg(count)
+        .query(con)
+        .unwrap()
+}
+
 /// Every key SCAN returns through `port`, from cursor 0 to the end.
 fn scan_all(port: u16) -> BTreeSet<String> {
-    let client = redis::Client::open(format!("redis://127.0.0.1:{port}/")).unwrap();
-    let mut con = client.get_connection().unwrap();
+    let mut con = connect(port);
     let mut cursor = "0".to_string();
     let mut seen = BTreeSet::new();
     for _ in 0..10_000 {
-        let (next, keys): (String, Vec<String>) = redis::cmd("SCAN")
-            .arg(&cursor)
-            .arg("COUNT")
-            .arg(500)
-            .query(&mut con)
-            .unwrap();
+        let (next, keys) = scan(&mut con, &cursor, 500);
         seen.extend(keys);
         if next == "0" {
             return seen;
@@ -209,25 +218,14 @@ async fn an_aborted_move_and_a_scan_across_the_commit_miss_no_key() {
 
     // Again to the new shard, with a SCAN paused in the first shard.
     interrupted_move(&c.conf, "0-1023", "redis-0002", new, 200);
-    let client = redis::Client::open(format!("redis://127.0.0.1:{}/", c.proxies[0].port)).unwrap();
-    let mut con = client.get_connection().unwrap();
-    let (mut cursor, mut seen): (String, Vec<String>) = redis::cmd("SCAN")
-        .arg(0)
-        .arg("COUNT")
-        .arg(100)
-        .query(&mut con)
-        .unwrap();
+    let mut con = connect(c.proxies[0].port);
+    let (mut cursor, mut seen) = scan(&mut con, "0", 100);
     assert_ne!(cursor, "0");
     let (code, text) = run_admin(&c.conf, &["migrate", "0-1023", "--to", "redis-0002"]);
     assert_eq!(code, 0, "{text}");
     wait_for_view(&c.proxies[0], "0-1023");
     while cursor != "0" {
-        let (next, keys): (String, Vec<String>) = redis::cmd("SCAN")
-            .arg(&cursor)
-            .arg("COUNT")
-            .arg(500)
-            .query(&mut con)
-            .unwrap();
+        let (next, keys) = scan(&mut con, &cursor, 500);
         seen.extend(keys);
         cursor = next;
     }
