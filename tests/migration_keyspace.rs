@@ -232,3 +232,63 @@ async fn an_aborted_move_and_a_scan_across_the_commit_miss_no_key() {
     let seen: BTreeSet<String> = seen.into_iter().collect();
     assert_eq!(seen, everything);
 }
+
+/// During a move a plain channel is held on its home shard only, so the
+/// move's target being down does not refuse it; after `abort` of a move to
+/// a new shard, a key still there is heard from there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscriptions_during_a_move_follow_where_keys_are() {
+    let mut c = cluster().await;
+    let (_, on_new) = half_moved(&c).await;
+    for redis in &c.redis {
+        let set = ["CONFIG", "SET", "notify-keyspace-events", "KEx"];
+        assert_eq!(redis.connect().cmd_str(&set), "+OK\r\n");
+    }
+    let (code, text) = run_admin(&c.conf, &["abort"]);
+    assert_eq!(code, 0, "{text}");
+    let proxy = c.proxies[1].port;
+    wait_until(
+        "the turned-around migration",
+        Duration::from_secs(10),
+        || common::zk_cluster::info(&c.proxies[1]).contains("source=redis-0002"),
+    );
+    let channel = format!("__keyspace@0__:{on_new}");
+    let mut per_key = RawClient::connect(proxy);
+    assert_eq!(
+        per_key.cmd_str(&["SUBSCRIBE", &channel]),
+        format!(
+            "*3\r\n$9\r\nsubscribe\r\n${}\r\n{channel}\r\n:1\r\n",
+            channel.len()
+        )
+    );
+    let new = c.redis[2].connect().cmd_str(&["PEXPIRE", &on_new, "50"]);
+    assert_eq!(new, ":1\r\n");
+    assert_eq!(
+        String::from_utf8_lossy(&per_key.read_reply()),
+        format!(
+            "*3\r\n$7\r\nmessage\r\n${}\r\n{channel}\r\n$7\r\nexpired\r\n",
+            channel.len()
+        )
+    );
+
+    // The new shard down: a plain channel of the range is still served.
+    c.redis[2].guard.kill();
+    let plain = keys_in(0, 1023, 1, "chan").remove(0);
+    let mut subscriber = RawClient::connect(proxy);
+    assert_eq!(
+        subscriber.cmd_str(&["SUBSCRIBE", &plain]),
+        format!(
+            "*3\r\n$9\r\nsubscribe\r\n${}\r\n{plain}\r\n:1\r\n",
+            plain.len()
+        )
+    );
+    let mut publisher = RawClient::connect(c.proxies[0].port);
+    assert_eq!(publisher.cmd_str(&["PUBLISH", &plain, "hi"]), ":1\r\n");
+    assert_eq!(
+        String::from_utf8_lossy(&subscriber.read_reply()),
+        format!(
+            "*3\r\n$7\r\nmessage\r\n${}\r\n{plain}\r\n$2\r\nhi\r\n",
+            plain.len()
+        )
+    );
+}

@@ -121,12 +121,22 @@ impl RoutingTable {
         chosen
     }
 
-    /// The index (for [`Self::shard`]) of the active migration's target.
-    pub fn migration_target(&self) -> Option<usize> {
+    /// The indexes (for [`Self::shard`]) of the active migration's source
+    /// and target, when the table has them.
+    pub fn migration_ends(&self) -> Option<(usize, usize)> {
         let m = self.active_migration()?;
-        match self.shards.iter().position(|s| s.name == m.target_name) {
+        Some((self.index_of(m.source_name)?, self.index_of(m.target_name)?))
+    }
+
+    /// The index (for [`Self::shard`]) of the shard named `name`.
+    fn index_of(&self, name: ShardName) -> Option<usize> {
+        match self.shards.iter().position(|s| s.name == name) {
             Some(i) => Some(i),
-            None => self.receiving.as_ref().map(|_| self.shards.len()),
+            None => self
+                .receiving
+                .as_ref()
+                .filter(|r| r.name == name)
+                .map(|_| self.shards.len()),
         }
     }
 
@@ -498,14 +508,21 @@ fn build(
     // The end of a migration the table has no shard for: its target (a
     // new shard), or its source when the move to a new shard was turned
     // around by `abort`.
-    let absent = |backend: &Arc<Backend>| !shards.iter().any(|s| s.backend.addr == backend.addr);
+    // A shard of the table by name or address is not absent, however its
+    // master is recorded (an end with no master has no address).
+    let absent = |name: ShardName, backend: &Arc<Backend>| {
+        !backend.addr.is_empty()
+            && !shards
+                .iter()
+                .any(|s| s.name == name || s.backend.addr == backend.addr)
+    };
     let receiving = migration
         .as_deref()
         .filter(|m| m.active())
         .and_then(|m| {
             [(m.target_name, &m.target), (m.source_name, &m.source)]
                 .into_iter()
-                .find(|(_, backend)| absent(backend))
+                .find(|(name, backend)| absent(name, backend))
         })
         .map(|(name, backend)| Shard {
             name,
@@ -651,7 +668,7 @@ mod tests {
         to_aa.target_addr = "127.0.0.1:3".into();
         let table = router.install(&specs, "zookeeper", Some(to_aa.clone()));
         assert_eq!(table.distinct_shards(), [0, 2, 1]);
-        assert_eq!(table.migration_target(), Some(2));
+        assert_eq!(table.migration_ends(), Some((0, 2)));
 
         // Turned around by abort: the new shard is the source now, and
         // still asked.
@@ -662,6 +679,6 @@ mod tests {
         let table = router.install(&specs, "zookeeper", Some(back));
         assert_eq!(table.receiving.as_ref().map(|s| s.name), Some("aa"));
         assert_eq!(table.distinct_shards(), [0, 2, 1]);
-        assert_eq!(table.migration_target(), Some(0));
+        assert_eq!(table.migration_ends(), Some((2, 0)));
     }
 }

@@ -176,24 +176,26 @@ impl PubSub {
     /// The shards a name is held on (indexes for [`RoutingTable::shard`]):
     /// its own, or all (a new shard receiving a range too) for a pattern
     /// and for a keyevent notification channel. While a key's range moves,
-    /// its keyspace notifications come from the target once it has moved:
-    /// that channel is held on both.
+    /// its keyspace notifications come from whichever end holds it: that
+    /// channel is held on both ends. (A plain channel is published on its
+    /// home shard only, moving or not.)
     fn shards_of(kind: Kind, name: &[u8], table: &RoutingTable) -> Vec<usize> {
         let every = || (0..table.shards.len() + usize::from(table.receiving.is_some())).collect();
         match kind {
             Kind::Pattern => every(),
             Kind::Channel if name.starts_with(KEYEVENT) => every(),
-            Kind::Channel => {
-                let key = keyspace_key(name).unwrap_or(name);
-                let home = table.shard_of(key);
-                let moving = table
-                    .active_migration()
-                    .filter(|m| m.covers(table.slot_of(key)));
-                match moving.and_then(|_| table.migration_target()) {
-                    Some(target) if target != home => vec![home, target],
-                    _ => vec![home],
+            Kind::Channel => match keyspace_key(name) {
+                Some(key) => {
+                    let moving = table
+                        .active_migration()
+                        .filter(|m| m.covers(table.slot_of(key)));
+                    match moving.and_then(|_| table.migration_ends()) {
+                        Some((source, target)) if source != target => vec![source, target],
+                        _ => vec![table.shard_of(key)],
+                    }
                 }
-            }
+                None => vec![table.shard_of(name)],
+            },
             Kind::Shard => vec![home_shard(table, name, true)],
         }
     }
