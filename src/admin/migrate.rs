@@ -17,6 +17,7 @@ pub mod mover;
 pub mod rebalance;
 mod stream_copy;
 
+use super::status::children;
 use super::target::{connect, Target};
 use super::znodes::read_shard_znodes;
 use super::AdminError;
@@ -393,8 +394,8 @@ async fn barrier(
     loop {
         // A failed read is no answer: empty lists would pass the barrier.
         let listed = tokio::join!(
-            list_or_none(client, &target.proxy_root),
-            list_or_none(client, &roster)
+            children(client, target, &target.proxy_root),
+            children(client, target, &roster)
         );
         let (Ok(registered), Ok(rostered)) = listed else {
             if tokio::time::Instant::now() >= deadline {
@@ -406,8 +407,9 @@ async fn barrier(
             tokio::time::sleep(Duration::from_millis(100)).await;
             continue;
         };
+        let registered = registered.unwrap_or_default();
         let mut proxies = registered.clone();
-        for known in rostered {
+        for known in rostered.unwrap_or_default() {
             if !proxies.contains(&known) {
                 proxies.push(known);
             }
@@ -439,15 +441,6 @@ async fn barrier(
             return Err(missing);
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// The children of `path`; none when it does not exist.
-async fn list_or_none(client: &zk::Client, path: &str) -> Result<Vec<String>, zk::Error> {
-    match client.list_children(path).await {
-        Ok(children) => Ok(children),
-        Err(zk::Error::NoNode) => Ok(Vec::new()),
-        Err(e) => Err(e),
     }
 }
 

@@ -136,7 +136,7 @@ async fn snapshot(client: &zk::Client, target: &Target) -> Result<Snapshot, Admi
 }
 
 /// The children of `path`, `None` if it does not exist.
-async fn children(
+pub(super) async fn children(
     client: &zk::Client,
     target: &Target,
     path: &str,

@@ -9,10 +9,10 @@
 //! requests.
 
 use crate::command::Command;
-use crate::protocol::encode_request;
-use crate::proxy::dedicated::{block_timeout, Dedicated};
+use crate::protocol::{encode_request, Proto};
+use crate::proxy::dedicated::{block_timeout, Dedicated, DedicatedLimit};
 use crate::proxy::pending::Pending;
-use crate::proxy::router::RoutingTable;
+use crate::proxy::router::{RoutingTable, Shard};
 use crate::proxy::session::Session;
 use bytes::BytesMut;
 use tokio::time::Instant;
@@ -90,19 +90,7 @@ impl Session {
         if !(bound && elsewhere) {
             return self.dedicated_to(table, shard);
         }
-        let reusable = self
-            .side
-            .as_ref()
-            .is_some_and(|conn| conn.serves(&target.backend, self.proto));
-        if !reusable {
-            self.side = None;
-            let conn = self
-                .pool
-                .dedicated
-                .open(target.name, &target.backend, self.proto)?;
-            self.side = Some(conn);
-        }
-        Ok(self.side.as_ref().expect("just set"))
+        reopened(&mut self.side, &self.pool.dedicated, target, self.proto)
     }
 
     /// Where WAIT goes: the shard of the client's last keyed request, or,
@@ -130,23 +118,42 @@ impl Session {
         shard: usize,
     ) -> Result<&Dedicated, String> {
         let target = &table.shards[shard];
-        let reusable = self
-            .dedicated
-            .as_ref()
-            .is_some_and(|conn| conn.serves(&target.backend, self.proto));
-        if !reusable {
+        if !serves(&self.dedicated, target, self.proto) {
             // A transaction's WATCHes live on the connection replaced here
             // (a blocking command on another shard, or the connection
             // broke): EXEC must not run as if they still held.
             self.forget_transaction_connection();
-            // Closed first, so its slot is free for the new one.
-            self.dedicated = None;
-            let conn = self
-                .pool
-                .dedicated
-                .open(target.name, &target.backend, self.proto)?;
-            self.dedicated = Some(conn);
         }
-        Ok(self.dedicated.as_ref().expect("just set"))
+        reopened(
+            &mut self.dedicated,
+            &self.pool.dedicated,
+            target,
+            self.proto,
+        )
     }
+}
+
+/// Whether `slot` holds a connection to `target`'s backend in `proto`.
+fn serves(slot: &Option<Dedicated>, target: &Shard, proto: Proto) -> bool {
+    slot.as_ref()
+        .is_some_and(|conn| conn.serves(&target.backend, proto))
+}
+
+/// `slot`'s connection when it serves `target`'s backend, else a new one
+/// in its place.
+///
+/// # Errors
+/// The error reply text when the pool's cap is reached.
+fn reopened<'a>(
+    slot: &'a mut Option<Dedicated>,
+    limit: &DedicatedLimit,
+    target: &Shard,
+    proto: Proto,
+) -> Result<&'a Dedicated, String> {
+    if !serves(slot, target, proto) {
+        // Closed first, so its place under the cap is free for the new one.
+        *slot = None;
+        *slot = Some(limit.open(target.name, &target.backend, proto)?);
+    }
+    Ok(slot.as_ref().expect("just set"))
 }

@@ -4,8 +4,8 @@
 //! empty every shard when the pool file allows it.
 //!
 //! The shards are the distinct backends of the routing table, in table
-//! order, then a migration's target while it owns no range yet
-//! ([`RoutingTable::distinct_shards`]).
+//! order, with a migration's end that owns no range yet where its name
+//! sorts ([`crate::proxy::router::RoutingTable::distinct_shards`]).
 //!
 //! # The SCAN cursor
 //! The cursor a client sees is `shard_cursor * 1024 + shard`: the shard's

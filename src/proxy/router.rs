@@ -59,9 +59,11 @@ pub struct RoutingTable {
     pub built_at: SystemTime,
     /// A range moving between two shards, from ZooKeeper.
     pub migration: Option<Arc<MigrationRoute>>,
-    /// The target of an active migration while it owns no range yet (a
-    /// new shard): it holds the keys moved so far, so the commands over
-    /// every shard (DBSIZE, SCAN, FLUSHALL, SCRIPT LOAD...) ask it too.
+    /// The end of an active migration that the table has no shard for:
+    /// its target while it owns no range yet (a new shard), or its source
+    /// when such a move was turned around by `abort`. It holds keys of the
+    /// range, so the commands over every shard (DBSIZE, SCAN, FLUSHALL,
+    /// SCRIPT LOAD...) and pub/sub ask it too.
     pub receiving: Option<Shard>,
 }
 
@@ -505,11 +507,9 @@ fn build(
             range: s.range,
         })
         .collect::<Vec<Shard>>();
-    // The end of a migration the table has no shard for: its target (a
-    // new shard), or its source when the move to a new shard was turned
-    // around by `abort`.
-    // A shard of the table by name or address is not absent, however its
-    // master is recorded (an end with no master has no address).
+    // `receiving`: an end is absent when the table has no shard of its
+    // name or address, however its master is recorded (an end with no
+    // master has no address, and is not asked).
     let absent = |name: ShardName, backend: &Arc<Backend>| {
         !backend.addr.is_empty()
             && !shards
@@ -627,8 +627,9 @@ mod tests {
     }
 
     /// A move to a shard that owns no range yet: the commands over every
-    /// shard reach it (after the others) until the commit gives it the
-    /// range, and a move between two shards of the table adds nothing.
+    /// shard reach it (where its name sorts) until the commit gives it the
+    /// range, also once `abort` turned it around; a move between two
+    /// shards of the table adds nothing.
     #[tokio::test]
     async fn a_new_shard_receiving_a_range_is_asked_by_the_commands_over_every_shard() {
         let router = router();

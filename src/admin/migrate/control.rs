@@ -106,11 +106,10 @@ pub async fn forget_proxy(target: &Target, name: &str) -> Result<String, AdminEr
     let roster = roster_path(&target.cluster_root)
         .ok_or_else(|| failed("the cluster root has no control directory"))?;
     let entry = child_path(&roster, name);
+    let unknown = || failed(format!("no proxy {name} in the roster ({roster})"));
     let (data, stat) = match client.get_data(&entry).await {
         Ok(found) => found,
-        Err(zk::Error::NoNode) => {
-            return Err(failed(format!("no proxy {name} in the roster ({roster})")))
-        }
+        Err(zk::Error::NoNode) => return Err(unknown()),
         Err(e) => return Err(zk_error(&entry, e)),
     };
     let registered = registration_of(&data, &target.proxy_root, name);
@@ -130,9 +129,7 @@ pub async fn forget_proxy(target: &Target, name: &str) -> Result<String, AdminEr
         Ok(()) => Ok(format!(
             "proxy {name} forgotten: migrations no longer wait for it (if it runs again it rejoins)\n"
         )),
-        Err(zk::Error::NoNode) => Err(failed(format!(
-            "no proxy {name} in the roster ({roster})"
-        ))),
+        Err(zk::Error::NoNode) => Err(unknown()),
         Err(zk::Error::BadVersion) => Err(failed(format!(
             "the roster entry of proxy {name} changed meanwhile; run forget-proxy again"
         ))),

@@ -16,7 +16,7 @@ use crate::proxy::pool::Pool;
 use crate::zk::layout::{child_path, node_name};
 use crate::zk::migration::{acks_path, roster_path, Ack, Phase};
 use crate::zk::{connect_once, shutdown_requested, Backoff, ZkAuth, SESSION_TIMEOUT};
-use std::future::{pending, Future};
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Weak;
 use std::time::Duration;
@@ -51,12 +51,11 @@ pub async fn run(
         None => return,
     };
     let mut acked: Option<Ack> = None;
-    let mut rostered = false;
-    // Fires when the roster entry is deleted (`forget-proxy` of a proxy
-    // that runs after all) or the session has a problem: then the entry is
-    // written again, and the acknowledgement too (an expired session took
-    // the ephemeral one with it).
-    let mut roster_changed: Pin<Box<dyn Future<Output = ()> + Send>> = Box::pin(pending());
+    // While in the roster, a watch on the entry: it fires when the entry
+    // is deleted (`forget-proxy` of a proxy that runs after all) or the
+    // session has a problem; then the entry is written again, and the
+    // acknowledgement too (an expired session took the ephemeral one).
+    let mut rostered: Option<Pin<Box<dyn Future<Output = ()> + Send>>> = None;
     let mut client: Option<zk::Client> = None;
     let mut backoff = Backoff::new();
     loop {
@@ -64,28 +63,26 @@ pub async fn run(
             Some(pool) => wanted(&pool).await,
             None => break,
         };
-        if !rostered || want != acked {
+        let ack_due = want != acked;
+        if rostered.is_none() || ack_due {
             let written = async {
                 let zk = connected(&mut client, &hosts, auth.as_ref()).await?;
-                if !rostered {
+                if rostered.is_none() {
                     let watcher = join(zk, &roster, &entry, &proxy_path, auth.as_ref()).await?;
-                    roster_changed = Box::pin(async move {
+                    rostered = Some(Box::pin(async move {
                         watcher.changed().await;
-                    });
-                    rostered = true;
+                    }));
                 }
-                if want != acked {
+                if ack_due {
                     write(zk, auth.as_ref(), &dir, &path, want.as_ref()).await?;
                 }
                 Ok::<(), zk::Error>(())
             };
             match written.await {
                 Ok(()) => {
-                    if want != acked {
-                        if let Some(ack) = &want {
-                            tracing::info!(migration = %ack.id, phase = ack.phase.as_str(),
-                                "acknowledged the migration phase");
-                        }
+                    if let Some(ack) = want.as_ref().filter(|_| ack_due) {
+                        tracing::info!(migration = %ack.id, phase = ack.phase.as_str(),
+                            "acknowledged the migration phase");
                     }
                     acked = want;
                     backoff.reset();
@@ -104,9 +101,8 @@ pub async fn run(
         }
         tokio::select! {
             changed = changes.changed() => if changed.is_err() { break },
-            () = &mut roster_changed => {
-                roster_changed = Box::pin(pending());
-                rostered = false;
+            () = async { rostered.as_mut().expect("checked").await }, if rostered.is_some() => {
+                rostered = None;
                 acked = None;
             }
             () = shutdown_requested(&mut shutdown) => break,

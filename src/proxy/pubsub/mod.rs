@@ -184,19 +184,18 @@ impl PubSub {
         match kind {
             Kind::Pattern => every(),
             Kind::Channel if name.starts_with(KEYEVENT) => every(),
-            Kind::Channel => match keyspace_key(name) {
-                Some(key) => {
-                    let moving = table
+            Kind::Channel => {
+                let moving = keyspace_key(name).is_some_and(|key| {
+                    table
                         .active_migration()
-                        .filter(|m| m.covers(table.slot_of(key)));
-                    match moving.and_then(|_| table.migration_ends()) {
-                        Some((source, target)) if source != target => vec![source, target],
-                        _ => vec![table.shard_of(key)],
-                    }
+                        .is_some_and(|m| m.covers(table.slot_of(key)))
+                });
+                match table.migration_ends().filter(|_| moving) {
+                    Some((source, target)) if source != target => vec![source, target],
+                    _ => vec![channel_shard(table, name)],
                 }
-                None => vec![table.shard_of(name)],
-            },
-            Kind::Shard => vec![home_shard(table, name, true)],
+            }
+            Kind::Shard => vec![table.shard_of(name)],
         }
     }
 
