@@ -180,3 +180,111 @@ fn metrics_are_valid_prometheus_and_move() {
     let not_found = read_all(proxy.metrics_port, b"GET /nope HTTP/1.1\r\n\r\n");
     assert!(not_found.starts_with("HTTP/1.1 404"), "{not_found}");
 }
+
+/// The number after `field:` in an INFO text.
+fn info_field<'a>(info: &'a str, field: &str) -> Option<&'a str> {
+    info.lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+}
+
+fn info_u64(info: &str, field: &str) -> u64 {
+    info_field(info, field)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no number {field} in {info}"))
+}
+
+/// INFO memory, persistence and replication describe the whole keyspace
+/// as one Redis would (BullMQ and Sidekiq read `maxmemory_policy`,
+/// dashboards `used_memory`), and still answer, naming the shard, when a
+/// backend is down.
+#[test]
+fn info_describes_the_data_of_every_shard() {
+    let mut shards = [
+        Redis::start_with(&["--maxmemory", "100mb", "--maxmemory-policy", "noeviction"]),
+        Redis::start_with(&["--maxmemory", "50mb", "--maxmemory-policy", "noeviction"]),
+    ];
+    let proxy = Proxy::start(&format!(
+        "  redis: true\n  hash: md5\n  timeout: 500\n  servers:\n   - {}:0-2047\n   - {}:2048-4095\n",
+        shards[0].addr(),
+        shards[1].addr()
+    ));
+    let mut c = RawClient::connect(proxy.port);
+    let value = "v".repeat(1000);
+    for i in 0..300 {
+        assert_eq!(c.cmd_str(&["SET", &format!("key:{i}"), &value]), "+OK\r\n");
+    }
+    let direct: Vec<String> = shards
+        .iter()
+        .map(|s| s.connect().cmd_str(&["INFO", "default"]))
+        .collect();
+    let sum = |field: &str| direct.iter().map(|i| info_u64(i, field)).sum::<u64>();
+
+    let memory = c.cmd_str(&["INFO", "memory"]);
+    assert!(memory.contains("# Memory\r\n"), "{memory}");
+    let used = info_u64(&memory, "used_memory") as f64;
+    let expected = sum("used_memory") as f64;
+    // Each server's own count moves by the few KiB its INFO replies use.
+    assert!(
+        (used / expected - 1.0).abs() < 0.05,
+        "{used} vs {expected}: {memory}"
+    );
+    assert_eq!(info_u64(&memory, "maxmemory"), 150 << 20, "{memory}");
+    assert_eq!(info_field(&memory, "maxmemory_human"), Some("150.00M"));
+    assert_eq!(info_field(&memory, "maxmemory_policy"), Some("noeviction"));
+
+    let persistence = c.cmd_str(&["INFO", "persistence"]);
+    assert_eq!(
+        info_u64(&persistence, "rdb_changes_since_last_save"),
+        sum("rdb_changes_since_last_save"),
+        "{persistence}"
+    );
+    assert!(sum("rdb_changes_since_last_save") >= 300);
+    assert_eq!(info_field(&persistence, "loading"), Some("0"));
+    assert_eq!(
+        info_field(&persistence, "rdb_last_bgsave_status"),
+        Some("ok")
+    );
+    let replication = c.cmd_str(&["INFO", "replication"]);
+    assert!(
+        replication.contains("role:master\r\nconnected_slaves:0\r\n"),
+        "{replication}"
+    );
+
+    // The whole INFO has them in Redis's order.
+    let all = c.cmd_str(&["INFO"]);
+    let at = |title: &str| {
+        all.find(title)
+            .unwrap_or_else(|| panic!("{title} in {all}"))
+    };
+    let order = [
+        "# Server",
+        "# Clients",
+        "# Memory",
+        "# Persistence",
+        "# Stats",
+    ];
+    let order = order.iter().chain(&["# Replication", "# Keyspace"]);
+    let places: Vec<usize> = order.map(|t| at(t)).collect();
+    assert!(places.windows(2).all(|w| w[0] < w[1]), "{all}");
+    assert!(all.contains("db0:keys=300,"), "{all}");
+
+    // Shards that disagree are shown disagreeing.
+    let mut second = shards[1].connect();
+    assert_eq!(
+        second.cmd_str(&["CONFIG", "SET", "maxmemory-policy", "allkeys-lru"]),
+        "+OK\r\n"
+    );
+    let memory = c.cmd_str(&["INFO", "memory"]);
+    assert_eq!(
+        info_field(&memory, "maxmemory_policy"),
+        Some("allkeys-lru,noeviction")
+    );
+
+    // A shard down: INFO still answers, with the other shard's figures,
+    // and names what it could not ask.
+    shards[1].guard.kill();
+    let memory = c.cmd_str(&["INFO", "memory"]);
+    assert!(memory.contains("\r\nunavailable:"), "{memory}");
+    assert_eq!(info_u64(&memory, "maxmemory"), 100 << 20, "{memory}");
+    assert_eq!(c.cmd_str(&["PING"]), "+PONG\r\n");
+}

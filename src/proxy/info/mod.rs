@@ -1,6 +1,10 @@
-//! INFO through the proxy: the proxy's own `server`, `clients` and `stats`
-//! sections, and a `keyspace` section summed over every backend, in Redis's
-//! text format so monitoring that parses Redis's INFO keeps working.
+//! INFO through the proxy: the proxy's own `server`, `clients`, `stats` and
+//! `zookeeper` sections, and the sections about the data (`memory`,
+//! `persistence`, `replication`, `keyspace`) merged from every backend's,
+//! in Redis's text format and order so monitoring that parses Redis's INFO
+//! keeps working.
+
+mod merged;
 
 use crate::protocol::{encode, parse_reply, Proto, Value};
 use crate::proxy::backend::ReplyReceiver;
@@ -12,14 +16,37 @@ use crate::proxy::workers;
 use bytes::{Bytes, BytesMut};
 use std::fmt::Write;
 
-const SECTIONS: [&str; 5] = ["server", "clients", "stats", "zookeeper", "keyspace"];
+/// Every section, in the order Redis writes them.
+const SECTIONS: [&str; 8] = [
+    "server",
+    "clients",
+    "memory",
+    "persistence",
+    "stats",
+    "replication",
+    "zookeeper",
+    "keyspace",
+];
 
-/// INFO's reply: the proxy's sections now, the keyspace when the backends
-/// have answered.
+/// Sections made from the backends' INFO rather than the proxy's state.
+fn from_backends(section: &str) -> bool {
+    section == "keyspace" || merged::SECTIONS.iter().any(|(name, _)| *name == section)
+}
+
+/// INFO's reply: the proxy's sections now, the backends' when they have
+/// answered.
 pub struct InfoReply {
-    text: String,
-    keyspace: Option<Vec<(ShardName, ReplyReceiver)>>,
+    /// The sections asked for, in Redis's order.
+    parts: Vec<Part>,
+    asked: Vec<(ShardName, ReplyReceiver)>,
     proto: Proto,
+}
+
+enum Part {
+    /// A section of the proxy's own, written when INFO arrived.
+    Own(String),
+    /// A section merged from the backends' answers.
+    Backends(&'static str),
 }
 
 /// `INFO [section ...]`.
@@ -33,17 +60,28 @@ pub fn run(session: &Session, args: &[Bytes]) -> InfoReply {
             .iter()
             .any(|w| matches!(w.as_str(), "all" | "default" | "everything"));
     let include = |section: &str| all || wanted.iter().any(|w| w == section);
-    let mut text = String::new();
-    for section in SECTIONS.iter().filter(|s| include(s) && **s != "keyspace") {
-        if !text.is_empty() {
-            text.push_str("\r\n");
+    let mut parts = Vec::new();
+    let mut backend_sections = Vec::new();
+    for section in SECTIONS.into_iter().filter(|s| include(s)) {
+        if from_backends(section) {
+            backend_sections.push(section);
+            parts.push(Part::Backends(section));
+        } else {
+            let mut text = String::new();
+            write_section(session, section, &mut text);
+            parts.push(Part::Own(text));
         }
-        write_section(session, section, &mut text);
     }
-    let keyspace = include("keyspace").then(|| ask_keyspace(session));
+    // One request per backend: its one section, or its default sections,
+    // which hold them all (INFO of several sections is Redis 7's only).
+    let asked = match backend_sections[..] {
+        [] => Vec::new(),
+        [one] => ask_backends(session, one),
+        _ => ask_backends(session, "default"),
+    };
     InfoReply {
-        text,
-        keyspace,
+        parts,
+        asked,
         proto: session.proto,
     }
 }
@@ -196,42 +234,46 @@ fn unix_secs(t: std::time::SystemTime) -> u64 {
         .unwrap_or(0)
 }
 
-/// Sends `INFO keyspace` to every distinct backend.
-fn ask_keyspace(session: &Session) -> Vec<(ShardName, ReplyReceiver)> {
+/// Sends `INFO section` to every distinct backend.
+fn ask_backends(session: &Session, section: &str) -> Vec<(ShardName, ReplyReceiver)> {
     let table = session.pool.router.load();
     // The session's protocol and connection: on another connection, INFO
     // could overtake the session's own writes.
     table.send_to_every_backend(
         session.proto,
         session.affinity,
-        &[&b"INFO"[..], b"keyspace"],
+        &[&b"INFO"[..], section.as_bytes()],
     )
 }
 
 impl InfoReply {
     pub async fn write_to(self, out: &mut BytesMut) {
-        let mut text = self.text;
-        if let Some(asked) = self.keyspace {
-            // db index -> (keys, expires)
-            let mut totals: Vec<(u64, u64, u64)> = Vec::new();
-            let mut failures = Vec::new();
-            for (shard, reply) in asked {
-                match reply.await {
-                    Ok(Ok(frame)) => add_keyspace(&frame, &mut totals),
-                    Ok(Err(e)) => failures.push(format!("{shard}: {e}")),
-                    Err(_) => failures.push(format!("{shard}: request dropped")),
-                }
+        let mut answers = Vec::new();
+        let mut failures = Vec::new();
+        for (shard, reply) in self.asked {
+            match reply.await {
+                Ok(Ok(frame)) => answers.push(info_text(&frame)),
+                Ok(Err(e)) => failures.push(format!("{shard}: {e}")),
+                Err(_) => failures.push(format!("{shard}: request dropped")),
             }
+        }
+        let fields: Vec<_> = answers.iter().map(|text| merged::fields(text)).collect();
+        let mut text = String::new();
+        for part in self.parts {
             if !text.is_empty() {
                 text.push_str("\r\n");
             }
-            text.push_str("# Keyspace\r\n");
-            totals.sort();
-            for (db, keys, expires) in totals {
-                let _ = write!(text, "db{db}:keys={keys},expires={expires},avg_ttl=0\r\n");
-            }
-            for failure in failures {
-                let _ = write!(text, "unavailable:{failure}\r\n");
+            match part {
+                Part::Own(section) => text.push_str(&section),
+                Part::Backends(section) => {
+                    match merged::SECTIONS.iter().find(|(name, _)| *name == section) {
+                        Some((name, title)) => merged::write(name, title, &fields, &mut text),
+                        None => write_keyspace(&answers, &mut text),
+                    }
+                    for failure in &failures {
+                        let _ = write!(text, "unavailable:{failure}\r\n");
+                    }
+                }
             }
         }
         let value = match self.proto {
@@ -245,13 +287,34 @@ impl InfoReply {
     }
 }
 
+/// The text of a backend's INFO reply (empty if it is not one).
+fn info_text(frame: &[u8]) -> String {
+    match parse_reply(frame) {
+        Ok(Value::Bulk(text)) | Ok(Value::Verbatim { text, .. }) => {
+            String::from_utf8_lossy(&text).into_owned()
+        }
+        _ => String::new(),
+    }
+}
+
+/// The keyspace section: each database's keys and expires summed over the
+/// backends.
+fn write_keyspace(answers: &[String], out: &mut String) {
+    // db index -> (keys, expires)
+    let mut totals: Vec<(u64, u64, u64)> = Vec::new();
+    for text in answers {
+        add_keyspace(text, &mut totals);
+    }
+    out.push_str("# Keyspace\r\n");
+    totals.sort();
+    for (db, keys, expires) in totals {
+        let _ = write!(out, "db{db}:keys={keys},expires={expires},avg_ttl=0\r\n");
+    }
+}
+
 /// Adds the `dbN:keys=..,expires=..` lines of one backend's INFO reply.
-fn add_keyspace(frame: &[u8], totals: &mut Vec<(u64, u64, u64)>) {
-    let text = match parse_reply(frame) {
-        Ok(Value::Bulk(text)) | Ok(Value::Verbatim { text, .. }) => text,
-        _ => return,
-    };
-    for line in String::from_utf8_lossy(&text).lines() {
+fn add_keyspace(text: &str, totals: &mut Vec<(u64, u64, u64)>) {
+    for line in text.lines() {
         let Some((db, fields)) = line.split_once(':') else {
             continue;
         };
