@@ -272,6 +272,71 @@ mod tests {
             .collect()
     }
 
+    /// A fake Redis that answers `+PONG` to each request it reads; the
+    /// returned receiver fires when the proxy's connection closes.
+    async fn pong_server() -> (String, tokio::sync::oneshot::Receiver<()>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let (closed, closed_rx) = tokio::sync::oneshot::channel();
+        tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut buf = [0u8; 1024];
+            while matches!(socket.read(&mut buf).await, Ok(n) if n > 0) {
+                socket.write_all(b"+PONG\r\n").await.unwrap();
+            }
+            let _ = closed.send(());
+        });
+        (addr, closed_rx)
+    }
+
+    fn ping() -> Bytes {
+        let mut out = BytesMut::new();
+        encode_request(&[&b"PING"[..]], &mut out);
+        out.freeze()
+    }
+
+    /// The reaper closes a parked connection once it waited `PARKED_FOR`,
+    /// not before, and starts again for connections parked later.
+    #[tokio::test(start_paused = true)]
+    async fn parked_connections_close_after_waiting_their_time() {
+        let registry =
+            crate::proxy::backend::BackendRegistry::new(crate::proxy::backend::BackendSettings {
+                timeout: Some(Duration::from_secs(1)),
+                auth: None,
+                user: None,
+                db: 0,
+                connections: 1,
+                preconnect: false,
+                tcpkeepalive: false,
+                failure_limit: 3,
+                retry_timeout: Duration::from_secs(1),
+                tls: None,
+            });
+        let limit = DedicatedLimit::new(2);
+        for round in 0..2 {
+            let (addr, mut closed) = pong_server().await;
+            let backend = registry.get(&addr);
+            let conn = limit.open("s", &backend, Proto::Resp2).unwrap();
+            let reply = conn.send(ping(), None).await.unwrap().unwrap();
+            assert_eq!(&reply[..], b"+PONG\r\n");
+            limit.park(conn);
+            assert_eq!((limit.parked(), limit.in_use()), (1, 0), "round {round}");
+
+            tokio::time::sleep(PARKED_FOR - Duration::from_secs(1)).await;
+            assert_eq!(limit.parked(), 1, "round {round}: closed early");
+            assert!(closed.try_recv().is_err(), "round {round}: closed early");
+
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            assert_eq!(limit.parked(), 0, "round {round}: still parked");
+            // The backend sees the connection close.
+            tokio::time::timeout(Duration::from_secs(5), &mut closed)
+                .await
+                .expect("the backend connection closes")
+                .unwrap();
+        }
+    }
+
     #[test]
     fn block_timeouts_by_command() {
         let t = |name: &str, words: &[&str]| {
