@@ -13,8 +13,8 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-/// The largest reply accepted; INFO, the biggest the watchdog asks for, is a
-/// few kilobytes.
+/// The largest reply accepted unless raised ([`RedisConn::accept_replies_up_to`]);
+/// INFO, the biggest the watchdog asks for, is a few kilobytes.
 const MAX_REPLY: usize = 1 << 20;
 
 /// Why a command did not get a usable reply. Each names the Redis.
@@ -36,8 +36,8 @@ pub enum RedisError {
     Closed { addr: String },
     #[error("{addr}: bad reply: {source}")]
     Protocol { addr: String, source: ProtocolError },
-    #[error("{addr}: reply larger than {MAX_REPLY} bytes")]
-    TooBig { addr: String },
+    #[error("{addr}: reply larger than {limit} bytes")]
+    TooBig { addr: String, limit: usize },
     /// Redis answered with an error, e.g. `-NOAUTH`.
     #[error("{addr}: {command}: {message}")]
     Reply {
@@ -65,6 +65,7 @@ pub struct RedisConn {
     stream: Box<dyn Duplex>,
     buf: BytesMut,
     timeout: Duration,
+    max_reply: usize,
 }
 
 impl RedisConn {
@@ -149,11 +150,20 @@ impl RedisConn {
             stream,
             buf: BytesMut::with_capacity(4096),
             timeout,
+            max_reply: MAX_REPLY,
         };
         if let Some(pass) = auth {
             conn.ok(&["AUTH", pass]).await?;
         }
         Ok(conn)
+    }
+
+    /// Raises (or lowers) the largest reply this connection accepts: a
+    /// connection that reads the data itself (the migration mover, one
+    /// element of up to Redis's 512 MB bulk limit at a time) needs more
+    /// than the control commands' default.
+    pub fn accept_replies_up_to(&mut self, bytes: usize) {
+        self.max_reply = bytes;
     }
 
     /// The address this connection goes to.
@@ -292,9 +302,10 @@ impl RedisConn {
                 self.buf.advance(len);
                 return Ok(value);
             }
-            if self.buf.len() > MAX_REPLY {
+            if self.buf.len() > self.max_reply {
                 return Err(RedisError::TooBig {
                     addr: self.addr.clone(),
+                    limit: self.max_reply,
                 });
             }
             let read = self

@@ -42,12 +42,29 @@ pub const RULES: &[&str] = &[
 /// The rules of the proxies' migration user (`<name>-migrate`, same
 /// password), which moves keys of a migrating range: the connection's
 /// handshake, and the take script of `crate::proxy::migration::scripts`
-/// (EVAL, which calls MIGRATE) with WAIT for the replicas. Only the proxy
+/// (EVAL, which calls MIGRATE, and the sizes it checks first: the
+/// collection lengths and MEMORY USAGE) with WAIT for the replicas. Only the proxy
 /// uses it, on connections of its own, so a client's script, which runs
 /// on the main user's connections, still cannot MIGRATE.
 pub const MIGRATOR_RULES: &[&str] = &[
-    "~*", "-@all", "+auth", "+hello", "+select", "+ping", "+eval", "+migrate", "+wait", "+exists",
-    "+type", "+hlen", "+scard", "+zcard", "+llen", "+xlen", "+strlen",
+    "~*",
+    "-@all",
+    "+auth",
+    "+hello",
+    "+select",
+    "+ping",
+    "+eval",
+    "+migrate",
+    "+wait",
+    "+exists",
+    "+type",
+    "+hlen",
+    "+scard",
+    "+zcard",
+    "+llen",
+    "+xlen",
+    "+strlen",
+    "+memory|usage",
 ];
 
 /// The proxy's user on the backends: its name and the SHA-256 of its

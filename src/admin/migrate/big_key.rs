@@ -15,8 +15,8 @@ use crate::redis_client::{RedisConn, RedisError};
 use bytes::Bytes;
 use std::time::{Duration, Instant};
 
-/// Elements (or 512 KiB of a string) per copy step: each step costs
-/// either Redis well under a millisecond.
+/// Elements (or 512 KiB of a string, or of large elements) per copy
+/// step: each step costs either Redis well under a millisecond or so.
 pub(super) const CHUNK: usize = 500;
 const STRING_CHUNK: usize = 512 * 1024;
 /// The lock's TTL, renewed while the copy runs.
@@ -99,9 +99,13 @@ pub(super) async fn move_key(
         renewed: Instant::now(),
     };
     job.dst.call(&[&b"UNLINK"[..], &job.import]).await?;
+    let step = elements_per_step(job.src, key, &kind).await;
     let copied = match &kind[..] {
-        b"hash" | b"set" | b"zset" => copy_scanned(&mut job, &kind).await.map(|()| true),
-        b"list" => copy_ranged(&mut job, &LIST).await.map(|()| true),
+        b"hash" | b"set" | b"zset" => copy_scanned(&mut job, &kind, step).await.map(|()| true),
+        b"list" => {
+            let list = Ranged { step, ..LIST };
+            copy_ranged(&mut job, &list).await.map(|()| true)
+        }
         b"string" => copy_ranged(&mut job, &STRING).await.map(|()| true),
         b"stream" => stream_copy::copy(&mut job).await.map(|()| true),
         _ => Ok(false),
@@ -133,14 +137,41 @@ pub(super) async fn move_key(
     Ok(true)
 }
 
-/// Hashes, sets and sorted sets: HSCAN/SSCAN/ZSCAN into HSET/SADD/ZADD.
-async fn copy_scanned(job: &mut Job<'_>, kind: &[u8]) -> Result<(), RedisError> {
+/// Elements per copy step of a collection: [`CHUNK`], or fewer when they
+/// are large, so that a step reads about [`STRING_CHUNK`] bytes (a
+/// 100 MB hash of 200 fields goes a field at a time, not in one step that
+/// would block the source as long as MIGRATE). The size is `MEMORY
+/// USAGE`'s estimate; without it, [`CHUNK`].
+async fn elements_per_step(src: &mut RedisConn, key: &[u8], kind: &[u8]) -> usize {
+    let length: &[u8] = match kind {
+        b"hash" => b"HLEN",
+        b"set" => b"SCARD",
+        b"zset" => b"ZCARD",
+        b"list" => b"LLEN",
+        _ => return CHUNK,
+    };
+    let Ok(Value::Integer(elements)) = src.call(&[length, key]).await else {
+        return CHUNK;
+    };
+    let usage = src
+        .call(&[&b"MEMORY"[..], b"USAGE", key, b"SAMPLES", b"5"])
+        .await;
+    let Ok(Value::Integer(bytes)) = usage else {
+        return CHUNK;
+    };
+    let per_element = (bytes / elements.max(1)).max(1) as usize;
+    (STRING_CHUNK / per_element).clamp(1, CHUNK)
+}
+
+/// Hashes, sets and sorted sets: HSCAN/SSCAN/ZSCAN into HSET/SADD/ZADD,
+/// `step` elements at a time (SCAN's COUNT: a hint it may exceed a little).
+async fn copy_scanned(job: &mut Job<'_>, kind: &[u8], step: usize) -> Result<(), RedisError> {
     let (scan, write): (&[u8], &[u8]) = match kind {
         b"hash" => (b"HSCAN", b"HSET"),
         b"set" => (b"SSCAN", b"SADD"),
         _ => (b"ZSCAN", b"ZADD"),
     };
-    let count = CHUNK.to_string();
+    let count = step.to_string();
     let mut cursor = Bytes::from_static(b"0");
     loop {
         let reply = job

@@ -27,6 +27,9 @@ const SCAN_COUNT: &str = "1000";
 /// MIGRATE's I/O timeout (ms) for a batch of small keys, and the control
 /// connections' timeout.
 const MIGRATE_TIMEOUT_MS: u64 = 5000;
+/// The largest reply the mover's source connection reads: one element of
+/// Redis's largest bulk string (`proto-max-bulk-len`, 512 MB), framed.
+const DATA_REPLY_LIMIT: usize = (512 << 20) + 4096;
 const REDIS_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often progress is written and pause/abort looked for.
 const CHECK_EVERY: Duration = Duration::from_secs(1);
@@ -211,10 +214,13 @@ async fn open_link(
         .map_err(|e| e.to_string())?;
     let from = master_of(&shards, &state.source).map_err(|e| e.to_string())?;
     let to = master_of(&shards, &state.target).map_err(|e| e.to_string())?;
-    let conn = target
+    let mut conn = target
         .redis(&from, REDIS_TIMEOUT)
         .await
         .map_err(|e| e.to_string())?;
+    // A big key's copy reads its elements through this connection, and
+    // one element may be as large as a Redis bulk string (512 MB).
+    conn.accept_replies_up_to(DATA_REPLY_LIMIT);
     let replicas = shards
         .iter()
         .find(|s| s.view.name == state.source)
