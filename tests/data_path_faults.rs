@@ -167,8 +167,19 @@ fn deadlines_hold_while_backends_are_stopped() {
 #[test]
 fn a_client_that_never_reads_holds_bounded_memory() {
     let (proxy, shards) = two_shards("");
-    let grown = slow_reader(&proxy, &shards, &[2 * 1024 * 1024], 500, false);
+    let grown = slow_reader(&proxy, &shards, &[2 * 1024 * 1024], 500, 0, false);
     assert!(grown < 48 * 1024, "RSS grew by {grown} KiB");
+}
+
+/// The same after the client was served small replies one at a time: what
+/// the proxy learnt from them must not let the next burst put hundreds of
+/// large replies in flight (it held 1,024 of them: 630 MB for 2 MB
+/// replies, where the limit is 8 MB).
+#[test]
+fn large_replies_after_small_ones_hold_bounded_memory() {
+    let (proxy, shards) = two_shards("");
+    let grown = slow_reader(&proxy, &shards, &[2 * 1024 * 1024], 500, 100, false);
+    assert!(grown < 64 * 1024, "RSS grew by {grown} KiB");
 }
 
 /// Replies of 16-64 KiB reach the client as slices of the backend's read
@@ -188,21 +199,24 @@ fn a_slow_reader_of_mid_sized_replies_pins_bounded_memory() {
         &shards,
         &[17 * 1024, 33 * 1024, 63 * 1024],
         6000,
+        0,
         true,
     );
     assert!(grown < 48 * 1024, "RSS grew by {grown} KiB");
 }
 
-/// Stores values of `sizes`, has a client pipeline `gets` GETs of them in
-/// turn and not read until the proxy has stopped forwarding them (with
-/// `neighbour`, while another client on the same backends keeps reading
-/// 8 KB replies), then reads and checks every reply. Returns how much the
-/// proxy's RSS grew meanwhile, in KiB.
+/// Stores values of `sizes`, has a client send `warm_up` small SETs one at
+/// a time, then pipeline `gets` GETs of the values in turn and not read
+/// until the proxy has stopped forwarding them (with `neighbour`, while
+/// another client on the same backends keeps reading 8 KB replies), then
+/// reads and checks every reply. Returns how much the proxy's RSS grew
+/// meanwhile, in KiB.
 fn slow_reader(
     proxy: &Proxy,
     shards: &[Redis],
     sizes: &[usize],
     gets: usize,
+    warm_up: usize,
     neighbour: bool,
 ) -> u64 {
     let values: Vec<Vec<u8>> = sizes
@@ -244,6 +258,9 @@ fn slow_reader(
     let pid = proxy.guard.pid();
     let before = rss_kib(pid);
     let mut slow = RawClient::connect(proxy.port);
+    for i in 0..warm_up {
+        assert_eq!(slow.cmd_str(&["SET", &format!("small{i}"), "x"]), "+OK\r\n");
+    }
     let mut pipeline = Vec::new();
     for i in 0..gets {
         let key = format!("large{}", i % values.len());
@@ -302,6 +319,98 @@ fn slow_reader(
         );
     }
     grown
+}
+
+/// The calls of `command` a Redis has run (its INFO commandstats).
+fn calls(redis: &Redis, command: &str) -> u64 {
+    let info = redis.connect().cmd_str(&["INFO", "commandstats"]);
+    let prefix = format!("cmdstat_{command}:calls=");
+    info.lines()
+        .find_map(|l| l.strip_prefix(prefix.as_str()))
+        .map_or(0, |rest| rest.split(',').next().unwrap().parse().unwrap())
+}
+
+/// A client that does not read holds 16 KiB replies, which reach it
+/// uncopied, as slices of the backend connection's read buffer. When
+/// another client's 8 MB replies come through the same connection just
+/// before them, each held slice must not keep a buffer grown for those
+/// alive (40 held replies kept 470 MB).
+#[test]
+fn held_replies_do_not_pin_the_buffers_of_large_ones() {
+    let shard = Redis::start();
+    let proxy = Proxy::start(&format!(
+        "  redis: true\n  hash: md5\n  servers:\n   - {}:0-4095\n",
+        shard.addr()
+    ));
+    let big = vec![b'b'; 8 << 20];
+    let mut reader = RawClient::connect(proxy.port);
+    assert_eq!(reader.cmd(&[b"SET", b"big", &big]), b"+OK\r\n");
+    assert_eq!(
+        reader.cmd_str(&["SET", "mid", &"m".repeat(16400)]),
+        "+OK\r\n"
+    );
+    // Fill the socket buffers towards the client that does not read, so
+    // that the replies after these wait in the proxy.
+    let mut holder = RawClient::connect(proxy.port);
+    holder.send_raw(&encode_command(&[b"GET", b"mid"]).repeat(300));
+    wait_until(
+        "the first GETs to be answered",
+        Duration::from_secs(10),
+        || calls(&shard, "get") >= 300,
+    );
+    let pid = proxy.guard.pid();
+    let before = rss_kib(pid);
+    for round in 0..40u64 {
+        let reply = reader.cmd(&[b"GET", b"big"]);
+        assert_eq!(reply.len(), big.len() + 12, "round {round}");
+        holder.send_raw(&encode_command(&[b"GET", b"mid"]));
+        // Its reply comes in right after the large one, on the same
+        // connection.
+        wait_until(
+            "the held GET to be answered",
+            Duration::from_secs(10),
+            || calls(&shard, "get") >= 300 + 2 * (round + 1),
+        );
+    }
+    let grown = rss_kib(pid).saturating_sub(before);
+    eprintln!("proxy RSS grew by {grown} KiB holding 40 replies of 16 KiB");
+    assert!(grown < 64 * 1024, "RSS grew by {grown} KiB");
+    // Every reply still arrives, in order.
+    for i in 0..340 {
+        let reply = holder.read_reply();
+        assert_eq!(reply.len(), 16400 + 10, "reply {i}");
+    }
+}
+
+/// Clients that sent one large SET, then a command the proxy answers
+/// itself (PING, CLIENT SETNAME, SUBSCRIBE), and then sit idle keep no
+/// buffer of that size (each kept 16 MB until its next forwarded command).
+#[test]
+fn idle_clients_keep_no_buffer_of_their_largest_request() {
+    let (proxy, _shards) = two_shards("");
+    let pid = proxy.guard.pid();
+    let value = vec![b'v'; 16 << 20];
+    let tails: [&[&[u8]]; 3] = [
+        &[b"PING"],
+        &[b"CLIENT", b"SETNAME", b"worker"],
+        &[b"SUBSCRIBE", b"news"],
+    ];
+    let before = rss_kib(pid);
+    let mut idle = Vec::new();
+    for i in 0..12 {
+        let mut client = RawClient::connect(proxy.port);
+        let mut burst = encode_command(&[b"SET", b"large", &value]);
+        burst.extend(encode_command(tails[i % 3]));
+        client.send_raw(&burst);
+        assert_eq!(client.read_reply(), b"+OK\r\n", "client {i}");
+        let second = client.read_reply();
+        assert!(!second.starts_with(b"-"), "client {i}: {second:?}");
+        idle.push(client);
+    }
+    let grown = rss_kib(pid).saturating_sub(before);
+    eprintln!("proxy RSS grew by {grown} KiB for 12 idle clients after 16 MB SETs");
+    assert!(grown < 48 * 1024, "RSS grew by {grown} KiB");
+    assert_eq!(idle[0].cmd_str(&["GET", "missing"]), "$-1\r\n");
 }
 
 /// With `redis_auth`, a socket that has not authenticated gets Redis 6.2's

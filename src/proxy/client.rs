@@ -45,6 +45,9 @@ const SMALL_READ: usize = 1024;
 /// The read buffer of a session that sends more at a time (large values,
 /// deep pipelines); released once the session sends little again.
 const READ_CHUNK: usize = 16 * 1024;
+/// A read buffer this large was grown for a large request, and is let go
+/// once that request has been split off.
+const GROWN_INPUT: usize = 4 * READ_CHUNK;
 /// How long a session waits for more input once the proxy is stopping.
 const STOP_GRACE: Duration = Duration::from_millis(200);
 /// A reply owed, with what the stats need when it is written.
@@ -103,6 +106,8 @@ pub async fn serve<S: Io>(pool: Arc<Pool>, mut stream: S, shutdown: watch::Recei
     let mut busy = false;
     // `input` was allocated with `READ_CHUNK`.
     let mut big_input = false;
+    // `input` grew past `GROWN_INPUT` for a large request.
+    let mut grown_input = false;
     loop {
         // Dispatch what has arrived, as far as the window allows.
         let mut exhausted = false;
@@ -143,7 +148,7 @@ pub async fn serve<S: Io>(pool: Arc<Pool>, mut stream: S, shutdown: watch::Recei
             let arrived = *arrived.get_or_insert_with(Instant::now);
             session.accepted = arrived;
             let request_len = request.raw.len();
-            window.dispatched(request_len);
+            window.dispatched(request_len, owed.len());
             let (cmd, reply) = session.dispatch(request, resolved);
             owed.push_back(Owed {
                 reply,
@@ -197,6 +202,18 @@ pub async fn serve<S: Io>(pool: Arc<Pool>, mut stream: S, shutdown: watch::Recei
         if may_go_on && !exhausted {
             // Requests are waiting in the buffer and room was made for them.
             continue;
+        }
+        // An idle session keeps at most a small buffer. One grown for a
+        // large request goes as soon as it is empty, busy or not, before
+        // the session waits: what is left of it is a view that keeps the
+        // whole allocation alive (a 64 MB SET followed by a PING kept 64 MB
+        // per idle client).
+        if input.is_empty()
+            && ((big_input && !busy) || grown_input || input.capacity() > GROWN_INPUT)
+        {
+            input = BytesMut::new();
+            big_input = false;
+            grown_input = false;
         }
         // A blocked client is still read, a little, so that its going away
         // is seen at once.
@@ -299,11 +316,7 @@ pub async fn serve<S: Io>(pool: Arc<Pool>, mut stream: S, shutdown: watch::Recei
                 Some(Ok(n)) => busy = n >= SMALL_READ || n == room,
                 None => {}
             }
-        }
-        // An idle session keeps at most a small buffer.
-        if input.is_empty() && ((big_input && !busy) || input.capacity() > 4 * READ_CHUNK) {
-            input = BytesMut::new();
-            big_input = false;
+            grown_input |= input.len() > GROWN_INPUT;
         }
     }
 }

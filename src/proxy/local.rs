@@ -148,7 +148,9 @@ fn hello(session: &mut Session, args: &[Bytes]) -> Pending {
                 if let Err(e) = check_client_name(&args[i + 1]) {
                     return session.error(e);
                 }
-                name = Some(args[i + 1].clone());
+                // Copied: a slice would keep the whole read buffer it came
+                // in alive for as long as the connection lasts.
+                name = Some(Bytes::copy_from_slice(&args[i + 1]));
                 i += 2;
             }
             _ => {
@@ -208,7 +210,8 @@ fn client(session: &mut Session, args: &[Bytes]) -> Pending {
     match (sub_lower.as_slice(), args.len()) {
         (b"setname", 3) => match check_client_name(&args[2]) {
             Ok(()) => {
-                session.name = (!args[2].is_empty()).then(|| args[2].clone());
+                // Copied, as HELLO's SETNAME is.
+                session.name = (!args[2].is_empty()).then(|| Bytes::copy_from_slice(&args[2]));
                 ok(session)
             }
             Err(e) => session.error(e),

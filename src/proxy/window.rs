@@ -4,6 +4,9 @@
 
 /// Most requests a session has dispatched and not answered yet.
 pub const MAX_PENDING: usize = 1024;
+/// Most requests a session dispatches from idle before any of them is
+/// answered (see [`Window`]).
+const RAMP_START: usize = 16;
 
 /// How many requests a session may have in flight so that the replies it
 /// owes stay within `client_output_limit` bytes: the limit divided by a
@@ -16,10 +19,21 @@ pub const MAX_PENDING: usize = 1024;
 /// The requests in flight are held to the same limit in bytes: a client
 /// that pipelines large writes to a stalled backend keeps about the limit
 /// in the proxy, and TCP holds back the rest.
+///
+/// The estimate comes from replies already answered, and the next burst
+/// may want much larger ones (a client that wrote small values now
+/// pipelines MGETs of megabytes; or replies of one shard wait behind a
+/// stalled one's and are never counted). So, like TCP's slow start, a
+/// burst from idle may have [`RAMP_START`] requests in flight at first,
+/// one more for each reply answered: a deep pipeline of small commands
+/// opens up within a few round trips, while a burst of large replies holds
+/// at most `RAMP_START` of them before the estimate has seen one.
 pub struct Window {
     limit: usize,
     estimate: usize,
     size: usize,
+    /// Slow start: most requests in flight until more are answered.
+    ramp: usize,
     /// Bytes of the requests dispatched and not answered yet.
     requests_in_flight: usize,
 }
@@ -30,6 +44,7 @@ impl Window {
             limit,
             estimate: limit / 4,
             size: 0,
+            ramp: RAMP_START,
             requests_in_flight: 0,
         };
         window.resize();
@@ -42,11 +57,18 @@ impl Window {
     /// flight, however large.
     #[inline]
     pub fn admits(&self, in_flight: usize, unwritten: usize) -> bool {
-        in_flight < self.size && unwritten < self.limit && self.requests_in_flight < self.limit
+        in_flight < self.size.min(self.ramp)
+            && unwritten < self.limit
+            && self.requests_in_flight < self.limit
     }
 
+    /// A request was dispatched; `in_flight` were already (none: a new
+    /// burst, which starts its ramp again).
     #[inline]
-    pub fn dispatched(&mut self, request_len: usize) {
+    pub fn dispatched(&mut self, request_len: usize, in_flight: usize) {
+        if in_flight == 0 {
+            self.ramp = RAMP_START;
+        }
         self.requests_in_flight += request_len;
     }
 
@@ -55,8 +77,12 @@ impl Window {
         self.requests_in_flight -= request_len;
     }
 
+    /// A reply of `reply_len` bytes was answered.
     #[inline]
     pub fn observe(&mut self, reply_len: usize) {
+        if self.ramp < MAX_PENDING {
+            self.ramp += 1;
+        }
         let decayed = self.estimate - self.estimate / 8;
         let estimate = reply_len.max(decayed).max(16);
         if estimate != self.estimate {
@@ -67,5 +93,72 @@ impl Window {
 
     fn resize(&mut self) {
         self.size = (self.limit / self.estimate.max(1)).clamp(1, MAX_PENDING);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Dispatches while the window admits; how many went.
+    fn burst(window: &mut Window, in_flight: &mut usize, wanted: usize) -> usize {
+        let mut sent = 0;
+        while sent < wanted && window.admits(*in_flight, 0) {
+            window.dispatched(100, *in_flight);
+            *in_flight += 1;
+            sent += 1;
+        }
+        sent
+    }
+
+    #[test]
+    fn a_burst_after_small_replies_ramps_up_instead_of_trusting_them() {
+        let mut window = Window::new(8 << 20);
+        let mut in_flight = 0;
+        // Small replies, one at a time: the estimate alone would allow 1,024.
+        for _ in 0..100 {
+            assert_eq!(burst(&mut window, &mut in_flight, 1), 1);
+            window.observe(5);
+            window.answered(100);
+            in_flight -= 1;
+        }
+        // 300 pipelined requests of 2 MB replies: 16 go before any answer.
+        assert_eq!(burst(&mut window, &mut in_flight, 300), RAMP_START);
+        // The first large reply shrinks the window to the limit's worth.
+        window.observe(2 << 20);
+        window.answered(100);
+        in_flight -= 1;
+        assert!(!window.admits(in_flight, 0));
+        while in_flight > 4 {
+            window.observe(2 << 20);
+            window.answered(100);
+            in_flight -= 1;
+        }
+        assert_eq!(burst(&mut window, &mut in_flight, 300), 0);
+        in_flight -= 1;
+        window.observe(2 << 20);
+        window.answered(100);
+        assert_eq!(burst(&mut window, &mut in_flight, 300), 1);
+    }
+
+    #[test]
+    fn a_deep_pipeline_of_small_replies_opens_up_to_the_cap() {
+        let mut window = Window::new(8 << 20);
+        let mut in_flight = 0;
+        for _ in 0..50 {
+            window.observe(5);
+        }
+        let mut most = 0;
+        for _ in 0..20 {
+            burst(&mut window, &mut in_flight, usize::MAX);
+            most = most.max(in_flight);
+            // Half of them answered each round trip.
+            for _ in 0..in_flight / 2 {
+                window.observe(5);
+                window.answered(100);
+                in_flight -= 1;
+            }
+        }
+        assert_eq!(most, MAX_PENDING);
     }
 }

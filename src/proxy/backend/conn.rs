@@ -481,9 +481,7 @@ impl<'a> Connection<'a> {
                 }
                 armed_at = deadline;
             }
-            if self.read_buf.capacity() - self.read_buf.len() < READ_CHUNK / 4 {
-                self.read_buf.reserve(READ_CHUNK);
-            }
+            self.make_read_room();
             tokio::select! {
                 // Replies first: they free clients, and each branch does a
                 // bounded amount of work, so nothing starves.
@@ -548,6 +546,23 @@ impl<'a> Connection<'a> {
                     None => *senders_gone = true,
                 },
             }
+        }
+    }
+
+    /// Room in the read buffer for the next read. Replies are split off it
+    /// uncopied, so each keeps its whole allocation alive while a client
+    /// holds it: an allocation grown for a large reply is not read into
+    /// again, or the small replies after it would pin all of it (a client
+    /// that does not read, holding 1 MB of 16 KiB replies, kept 700 MB
+    /// alive after 8 MB GETs by others).
+    fn make_read_room(&mut self) {
+        let buf = &mut self.read_buf;
+        if buf.capacity() > 2 * READ_CHUNK && buf.len() < READ_CHUNK {
+            let mut fresh = BytesMut::with_capacity(READ_CHUNK);
+            fresh.extend_from_slice(buf);
+            *buf = fresh;
+        } else if buf.capacity() - buf.len() < READ_CHUNK / 4 {
+            buf.reserve(READ_CHUNK);
         }
     }
 

@@ -505,6 +505,9 @@ fn subscribe(client: &mut Client<'_>, kind: Kind, names: Vec<Bytes>) -> Pending 
     let mut out = BytesMut::new();
     let mut new: HashMap<usize, Vec<Bytes>> = HashMap::new();
     for name in names {
+        // Held for the subscription's life: a copy, not a slice that would
+        // keep the whole read buffer it arrived in alive.
+        let name = Bytes::copy_from_slice(&name);
         if ps.names[kind as usize].insert(name.clone()) {
             for i in PubSub::shards_of(kind, &name, &table) {
                 new.entry(i).or_default().push(name.clone());
