@@ -11,7 +11,8 @@ mod common;
 
 use common::migration::{
     admin, cluster, cluster_with_source_replica, dbsize, exists, load, longest_event,
-    longest_stall, pool_file, preload, record_latency, replica_caught_up, run_admin, Tally,
+    longest_stall, pool_file, preload, record_latency, replica_caught_up, run_admin, Cluster,
+    Tally,
 };
 use common::redis::{RawClient, Redis};
 use common::wait_until;
@@ -487,16 +488,22 @@ async fn a_million_element_hash_moves_in_chunks_without_stalling_either_redis() 
         client.cmd_str(&["LINDEX", &list, "12345"]),
         "$5\r\n12346\r\n"
     );
-    let ttl = client.cmd_str(&["TTL", &big]);
+    assert_moved_whole(&c, &mut client, &big, &[&big, &list]);
+}
+
+/// `with_ttl` kept its 2-hour TTL through the move, every key of `moved`
+/// is on the target and gone from the source, and nothing of the
+/// migration's own is left on either side.
+fn assert_moved_whole(c: &Cluster, client: &mut RawClient, with_ttl: &str, moved: &[&str]) {
+    let ttl = client.cmd_str(&["TTL", with_ttl]);
     let secs: i64 = ttl[1..ttl.len() - 2].parse().unwrap();
     assert!(secs > 7000, "TTL {ttl:?}");
-    for key in [&big, &list] {
+    for key in moved {
         assert!(
             exists(&c.redis[2], key) && !exists(&c.redis[0], key),
             "{key}"
         );
     }
-    // Nothing of the migration's own is left on either side.
     for redis in [&c.redis[0], &c.redis[2]] {
         let keys = redis.connect().cmd_str(&["KEYS", "__shardproxy_*"]);
         assert_eq!(keys, "*0\r\n", "{keys}");
@@ -555,19 +562,7 @@ async fn keys_of_few_large_elements_move_in_steps_without_stalling_the_source() 
     assert_eq!(client.cmd_str(&["SCARD", &set]), ":6000\r\n");
     let member = format!("4321{}", "z".repeat(2500));
     assert_eq!(client.cmd_str(&["SISMEMBER", &set, &member]), ":1\r\n");
-    let ttl = client.cmd_str(&["TTL", &hash]);
-    let secs: i64 = ttl[1..ttl.len() - 2].parse().unwrap();
-    assert!(secs > 7000, "TTL {ttl:?}");
-    for key in [&hash, &list, &set] {
-        assert!(
-            exists(&c.redis[2], key) && !exists(&c.redis[0], key),
-            "{key}"
-        );
-    }
-    for redis in [&c.redis[0], &c.redis[2]] {
-        let keys = redis.connect().cmd_str(&["KEYS", "__shardproxy_*"]);
-        assert_eq!(keys, "*0\r\n", "{keys}");
-    }
+    assert_moved_whole(&c, &mut client, &hash, &[&hash, &list, &set]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

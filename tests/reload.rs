@@ -84,3 +84,141 @@ fn sighup_moves_routing_under_a_connected_client() {
     });
     assert_eq!(client.cmd_str(&["PING"]), "+PONG\r\n");
 }
+
+/// `pool_file` with the servers named `a` and `b`: a swapped server then
+/// keeps its shard's name.
+fn named_pool_file(port: u16, a: &Redis, b: &Redis, split: u32) -> String {
+    pool_file(port, a, b, split)
+        .replace(&format!("-{}\n", split - 1), &format!("-{} a\n", split - 1))
+        .replace("-4095\n", "-4095 b\n")
+}
+
+/// A key whose slot lies in `slots`.
+fn key_in(prefix: &str, slots: std::ops::Range<u32>) -> String {
+    (0..)
+        .map(|i| format!("{prefix}{i}"))
+        .find(|k| slots.contains(&slot(k)))
+        .unwrap()
+}
+
+fn blocked_clients(redis: &Redis) -> String {
+    let info = redis.connect().cmd_str(&["INFO", "clients"]);
+    info.lines()
+        .find_map(|l| l.strip_prefix("blocked_clients:"))
+        .unwrap_or("?")
+        .to_string()
+}
+
+/// Reloads `text` and waits until the proxy says it did.
+fn reload(proxy: &Proxy, text: &str) {
+    let before = proxy.log_text().matches("pool file reloaded").count();
+    std::fs::write(&proxy.conf, text).unwrap();
+    proxy.guard.signal("HUP");
+    wait_until("the reload", Duration::from_secs(10), || {
+        proxy.log_text().matches("pool file reloaded").count() > before
+    });
+}
+
+/// A client blocked (BLPOP with no timeout) on a key that a reload sends
+/// to another server is told to retry, and its retry gets what is pushed
+/// there; before, it waited on the old server for ever while the item sat
+/// on the new one. Both ways keys move: a range given to another server,
+/// and another server put behind the same name and range.
+#[test]
+fn a_client_blocked_on_a_key_a_reload_moves_is_told_to_retry() {
+    let (a, b, c) = (Redis::start(), Redis::start(), Redis::start());
+    let port = free_port();
+    let proxy = Proxy::start_yaml(port, &named_pool_file(port, &a, &b, 2048));
+    let blocked_then_reloaded = |key: &str, on: &Redis, text: &str| {
+        let mut consumer = RawClient::connect(port);
+        block(&mut consumer, key, &[on]);
+        reload(&proxy, text);
+        let reply = String::from_utf8_lossy(&consumer.read_reply()).to_string();
+        assert!(reply.starts_with("-TRYAGAIN"), "{reply}");
+        assert_eq!(blocked_clients(on), "0", "still blocked on the old server");
+        // The retry, on the same connection, waits where pushes now go.
+        block(&mut consumer, key, &[&a, &b, &c]);
+        pushed_and_popped(port, &mut consumer, key);
+    };
+    // Slots 1024-2047 move from a to b.
+    let moving = key_in("q", 1024..2048);
+    blocked_then_reloaded(&moving, &a, &named_pool_file(port, &a, &b, 1024));
+    // c takes b's place, same name and range.
+    let text = named_pool_file(port, &a, &b, 1024).replace(&b.addr(), &c.addr());
+    let replaced = key_in("r", 3000..4096);
+    blocked_then_reloaded(&replaced, &b, &text);
+    // A client blocked on a key that stays is left alone.
+    let staying = key_in("s", 0..1024);
+    let mut consumer = RawClient::connect(port);
+    block(&mut consumer, &staying, &[&a]);
+    reload(
+        &proxy,
+        &text.replace("hash: md5", "hash: md5\n  timeout: 5000"),
+    );
+    pushed_and_popped(port, &mut consumer, &staying);
+}
+
+/// Sends `BLPOP key 0` and returns once one of `servers` counts the
+/// consumer blocked.
+fn block(consumer: &mut RawClient, key: &str, servers: &[&Redis]) {
+    let blpop = common::redis::encode_command(&[b"BLPOP", key.as_bytes(), b"0"]);
+    consumer.send_raw(&blpop);
+    wait_until("the consumer to block", Duration::from_secs(10), || {
+        servers.iter().any(|r| blocked_clients(r) == "1")
+    });
+}
+
+/// An LPUSH through the proxy reaches `consumer`, blocked on `key`.
+fn pushed_and_popped(port: u16, consumer: &mut RawClient, key: &str) {
+    let mut producer = RawClient::connect(port);
+    assert_eq!(producer.cmd_str(&["LPUSH", key, "job"]), ":1\r\n");
+    let want = format!("*2\r\n${}\r\n{key}\r\n$3\r\njob\r\n", key.len());
+    assert_eq!(String::from_utf8_lossy(&consumer.read_reply()), want);
+}
+
+/// A transaction open when a reload puts another server behind its shard
+/// (same name and range) is discarded, not run on the server that left
+/// the pool; settings a reload cannot change are named in the log.
+#[test]
+fn a_transaction_across_a_server_swap_is_discarded() {
+    let (a, b, c) = (Redis::start(), Redis::start(), Redis::start());
+    let port = free_port();
+    let proxy = Proxy::start_yaml(port, &named_pool_file(port, &a, &b, 2048));
+    let key = key_in("t", 0..2048);
+    let mut client = RawClient::connect(port);
+    assert_eq!(client.cmd_str(&["MULTI"]), "+OK\r\n");
+    assert_eq!(client.cmd_str(&["SET", &key, "in-tx"]), "+QUEUED\r\n");
+    let swapped = named_pool_file(port, &a, &b, 2048).replace(&a.addr(), &c.addr());
+    reload(&proxy, &swapped);
+    let exec = client.cmd_str(&["EXEC"]);
+    assert!(exec.starts_with("-EXECABORT"), "{exec}");
+    assert_eq!(
+        a.connect().cmd_str(&["GET", &key]),
+        "$-1\r\n",
+        "ran on the old server"
+    );
+    assert_eq!(client.cmd_str(&["GET", &key]), "$-1\r\n");
+    // A WATCH before the swap guards nothing on the new server: EXEC fails.
+    assert_eq!(client.cmd_str(&["WATCH", &key]), "+OK\r\n");
+    reload(&proxy, &named_pool_file(port, &a, &b, 2048));
+    assert_eq!(client.cmd_str(&["MULTI"]), "+OK\r\n");
+    assert_eq!(client.cmd_str(&["SET", &key, "watched"]), "+QUEUED\r\n");
+    let exec = client.cmd_str(&["EXEC"]);
+    assert!(
+        exec == "*-1\r\n" || exec.starts_with("-EXECABORT"),
+        "{exec}"
+    );
+    assert_eq!(client.cmd_str(&["GET", &key]), "$-1\r\n");
+
+    let limits = named_pool_file(port, &a, &b, 2048).replace(
+        "hash: md5",
+        "hash: md5\n  client_output_limit: 65536\n  max_dedicated_connections: 1",
+    );
+    std::fs::write(&proxy.conf, limits).unwrap();
+    proxy.guard.signal("HUP");
+    wait_until("the restart notices", Duration::from_secs(10), || {
+        let log = proxy.log_text();
+        log.contains("'client_output_limit' changed: needs a restart")
+            && log.contains("'max_dedicated_connections' changed: needs a restart")
+    });
+}

@@ -14,7 +14,9 @@ pub use encode::{
     encode, encode_array_header, encode_bulk, encode_error, encode_integer, encode_request,
     encode_simple,
 };
-pub use reply::{parse_reply, parse_reply_bytes, reply_frame_len, ReplyFramer, Value};
+pub use reply::{
+    bulk_reply_len, parse_reply, parse_reply_bytes, reply_frame_len, ReplyFramer, Value,
+};
 pub use request::{Request, RequestParser};
 
 /// Why a byte stream is not valid RESP. Display is the text Redis 7.0 puts after

@@ -98,6 +98,16 @@ impl ReplyFramer {
     }
 }
 
+/// The whole length of the bulk string reply at the start of `buf`, once
+/// its header (`$<n>\r\n`) has arrived, before the rest: how much room
+/// it needs. `None` for other replies and while the header is incomplete.
+pub fn bulk_reply_len(buf: &[u8]) -> Option<usize> {
+    let rest = buf.strip_prefix(b"$")?;
+    let end = rest.iter().take(21).position(|&b| b == b'\r')?;
+    let n: usize = std::str::from_utf8(&rest[..end]).ok()?.parse().ok()?;
+    Some(1 + end + 2 + n + 2)
+}
+
 /// Length of the first complete reply frame in `buf` (RESP2 and RESP3 types),
 /// `Ok(None)` if incomplete. An attribute `|` counts together with the value that
 /// follows it. Rescans from the start on each call; use `ReplyFramer` on a
@@ -363,6 +373,15 @@ fn parse_big_number(text: &[u8]) -> Result<(), ProtocolError> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_bulk_reply_is_sized_from_its_header() {
+        assert_eq!(bulk_reply_len(b"$1048576\r\nabc"), Some(1048576 + 12));
+        assert_eq!(bulk_reply_len(b"$0\r\n"), Some(6));
+        assert_eq!(bulk_reply_len(b"$104857"), None);
+        assert_eq!(bulk_reply_len(b"$-1\r\n"), None);
+        assert_eq!(bulk_reply_len(b"*2\r\n$1\r\n"), None);
+    }
+
     use super::*;
 
     fn b(s: &str) -> Bytes {

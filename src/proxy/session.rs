@@ -97,29 +97,46 @@ impl Transaction {
     }
 }
 
-/// Where a shard stands in a routing table: its ranges, and a migration
-/// from or to it still served through the lane (range, phase).
+/// A shard's inclusive slot range, in range form.
+type Range = Option<(u32, u32)>;
+
+/// Where a shard stands in a routing table: its ranges and their servers,
+/// and a migration from or to it still served through the lane (range,
+/// phase). A table without ranges (ketama, modula by weight) places every
+/// key by all of its servers and weights, so there any new table counts
+/// as a change.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Footprint {
-    ranges: Vec<Option<(u32, u32)>>,
+    ranges: Vec<(Range, Arc<str>)>,
+    unranged_version: Option<u64>,
     migration: Option<(u32, u32, crate::zk::migration::Phase)>,
 }
 
 impl Footprint {
     pub fn of(table: &crate::proxy::router::RoutingTable, shard: ShardName) -> Footprint {
-        let ranges = table
+        // The server too: a reload may put another one behind the same
+        // name and range, and the transaction's keys are not there.
+        let ranges: Vec<_> = table
             .shards
             .iter()
             .filter(|s| s.name == shard)
-            .map(|s| s.range)
+            .map(|s| (s.range, s.backend.addr.clone()))
             .collect();
+        let unranged_version = ranges
+            .iter()
+            .all(|(range, _)| range.is_none())
+            .then_some(table.version);
         // A committed migration routes nothing any more: its record being
         // removed later changes nothing for the shard.
         let migration = table
             .active_migration()
             .filter(|m| m.source_name == shard || m.target_name == shard)
             .map(|m| (m.lo, m.hi, m.phase));
-        Footprint { ranges, migration }
+        Footprint {
+            ranges,
+            unranged_version,
+            migration,
+        }
     }
 }
 

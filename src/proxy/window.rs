@@ -9,7 +9,8 @@ pub const MAX_PENDING: usize = 1024;
 const RAMP_START: usize = 16;
 
 /// How many requests a session may have in flight so that the replies it
-/// owes stay within `client_output_limit` bytes: the limit divided by a
+/// owes, with those not yet written to its socket, stay within
+/// `client_output_limit` bytes: what is left of the limit divided by a
 /// running estimate of the reply size. The estimate jumps up to a large
 /// reply at once and decays by an eighth per smaller one, so a client that
 /// pipelines GETs of 2 MB values has a handful in flight, one that
@@ -57,8 +58,11 @@ impl Window {
     /// flight, however large.
     #[inline]
     pub fn admits(&self, in_flight: usize, unwritten: usize) -> bool {
+        // The replies owed, as estimated, and those written out but not
+        // yet taken by the socket share one limit: each alone under it
+        // let a client that does not read hold twice the limit.
         in_flight < self.size.min(self.ramp)
-            && unwritten < self.limit
+            && unwritten + in_flight * self.estimate < self.limit
             && self.requests_in_flight < self.limit
     }
 

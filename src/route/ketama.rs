@@ -8,7 +8,7 @@ const POINTS_PER_SERVER: f32 = 160.0;
 const POINTS_PER_HASH: u32 = 4;
 
 /// The ring: points sorted by value, each owned by a node.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Ring {
     /// `(point value, owning node)`, sorted by value.
     points: Vec<(u32, usize)>,

@@ -50,7 +50,7 @@ pub struct Node {
 }
 
 /// Where keys go. Immutable; built once per routing table.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Distribution {
     /// Consistent hashing on twemproxy's ketama ring.
     Ketama(ketama::Ring),
@@ -96,6 +96,14 @@ impl Distribution {
             Distribution::Ketama(ring) => ring.pick(hash),
             Distribution::Slots(slots) => slots.pick(hash),
             Distribution::Random(n) => random::pick(*n),
+        }
+    }
+
+    /// How many slots there are, in the modula and range forms.
+    pub fn slot_count(&self) -> Option<u64> {
+        match self {
+            Distribution::Slots(slots) => Some(slots.size()),
+            _ => None,
         }
     }
 

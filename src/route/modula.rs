@@ -5,7 +5,7 @@
 use super::{twemproxy_order, Node};
 
 /// A slot space `[0, size)` cut into contiguous runs, each owned by a node.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Slots {
     /// `S`: the number of slots (u64, so `max HI + 1` cannot overflow).
     size: u64,
@@ -62,6 +62,11 @@ impl Slots {
 
     /// The node owning `hash`'s slot.
     /// The slot `hash` falls on.
+    /// The size of the slot space.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
     pub fn slot(&self, hash: u32) -> u32 {
         (u64::from(hash) % self.size) as u32
     }

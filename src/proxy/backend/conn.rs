@@ -31,7 +31,7 @@ use super::{
     BackendError, BackendSettings, BackendStats, Demotion, Health, Job, MovingAway, Reply,
     ReplySender, NO_SLOT,
 };
-use crate::protocol::{Proto, ReplyFramer};
+use crate::protocol::{bulk_reply_len, Proto, ReplyFramer};
 use crate::proxy::outbuf::OutBuf;
 use crate::proxy::stream::{poll_read_or_writable, BackendStream, Io};
 use bytes::{Bytes, BytesMut};
@@ -549,20 +549,15 @@ impl<'a> Connection<'a> {
         }
     }
 
-    /// Room in the read buffer for the next read. Replies are split off it
-    /// uncopied, so each keeps its whole allocation alive while a client
-    /// holds it: an allocation grown for a large reply is not read into
-    /// again, or the small replies after it would pin all of it (a client
-    /// that does not read, holding 1 MB of 16 KiB replies, kept 700 MB
-    /// alive after 8 MB GETs by others).
+    /// Room in the read buffer for the next read. A large bulk reply gets
+    /// room for all of it at once, so that its allocation is its own size:
+    /// grown by doubling, up to as much again would sit beside it, held
+    /// for as long as a client that does not read holds the reply.
     fn make_read_room(&mut self) {
         let buf = &mut self.read_buf;
-        if buf.capacity() > 2 * READ_CHUNK && buf.len() < READ_CHUNK {
-            let mut fresh = BytesMut::with_capacity(READ_CHUNK);
-            fresh.extend_from_slice(buf);
-            *buf = fresh;
-        } else if buf.capacity() - buf.len() < READ_CHUNK / 4 {
-            buf.reserve(READ_CHUNK);
+        if buf.capacity() - buf.len() < READ_CHUNK / 4 {
+            let missing = bulk_reply_len(buf).map_or(0, |n| n.saturating_sub(buf.len()));
+            buf.reserve(missing.max(READ_CHUNK));
         }
     }
 
@@ -613,6 +608,17 @@ impl<'a> Connection<'a> {
                 Err(e) => return Err(format!("protocol error from server: {e}")),
             };
             let frame = self.read_buf.split_to(len).freeze();
+            if len > READ_CHUNK {
+                // The buffer was grown for this reply. Replies are split
+                // off uncopied and keep their whole allocation alive while
+                // a client holds them, so the ones after it must not be
+                // read into the rest of it (a client that does not read,
+                // holding 40 replies of 16 KiB, kept 500 MB alive after
+                // 8 MB GETs by others).
+                let rest = std::mem::take(&mut self.read_buf);
+                self.read_buf = BytesMut::with_capacity(READ_CHUNK.max(rest.len()));
+                self.read_buf.extend_from_slice(&rest);
+            }
             *responses += 1;
             *bytes += len as u64;
             if frame[0] == b'>' {
