@@ -45,9 +45,10 @@ const SMALL_READ: usize = 1024;
 /// The read buffer of a session that sends more at a time (large values,
 /// deep pipelines); released once the session sends little again.
 const READ_CHUNK: usize = 16 * 1024;
-/// A read buffer this large was grown for a large request, and is let go
-/// once that request has been split off.
-const GROWN_INPUT: usize = 4 * READ_CHUNK;
+/// A read buffer that held this much was grown for a large request, and
+/// is let go once that request has been split off; a smaller one is kept
+/// and reused in place by a client that keeps sending large values.
+const GROWN_INPUT: usize = 16 * READ_CHUNK;
 /// How long a session waits for more input once the proxy is stopping.
 const STOP_GRACE: Duration = Duration::from_millis(200);
 /// A reply owed, with what the stats need when it is written.
@@ -209,7 +210,7 @@ pub async fn serve<S: Io>(pool: Arc<Pool>, mut stream: S, shutdown: watch::Recei
         // whole allocation alive (a 64 MB SET followed by a PING kept 64 MB
         // per idle client).
         if input.is_empty()
-            && ((big_input && !busy) || grown_input || input.capacity() > GROWN_INPUT)
+            && ((big_input && !busy) || grown_input || input.capacity() > 4 * READ_CHUNK)
         {
             input = BytesMut::new();
             big_input = false;

@@ -100,6 +100,10 @@ const MAX_BATCH_BYTES: usize = 256 * 1024;
 /// The read buffer grows by this much when less than a quarter of it is
 /// free, so a round of replies for many clients takes few reads.
 const READ_CHUNK: usize = 64 * 1024;
+/// A reply this large gets a buffer of its own size, and the replies after
+/// it a fresh one (see `make_read_room`); smaller ones share buffers of a
+/// few times their size, read with fewer calls.
+const LARGE_REPLY: usize = 4 * READ_CHUNK;
 
 /// Requests accepted for this connection and not written yet, oldest
 /// first. Kept across reconnects.
@@ -556,7 +560,9 @@ impl<'a> Connection<'a> {
     fn make_read_room(&mut self) {
         let buf = &mut self.read_buf;
         if buf.capacity() - buf.len() < READ_CHUNK / 4 {
-            let missing = bulk_reply_len(buf).map_or(0, |n| n.saturating_sub(buf.len()));
+            let missing = bulk_reply_len(buf)
+                .filter(|&n| n > LARGE_REPLY)
+                .map_or(0, |n| n.saturating_sub(buf.len()));
             buf.reserve(missing.max(READ_CHUNK));
         }
     }
@@ -608,7 +614,7 @@ impl<'a> Connection<'a> {
                 Err(e) => return Err(format!("protocol error from server: {e}")),
             };
             let frame = self.read_buf.split_to(len).freeze();
-            if len > READ_CHUNK {
+            if len > LARGE_REPLY {
                 // The buffer was grown for this reply. Replies are split
                 // off uncopied and keep their whole allocation alive while
                 // a client holds them, so the ones after it must not be
