@@ -159,13 +159,15 @@ fn a_client_blocked_on_a_key_a_reload_moves_is_told_to_retry() {
 }
 
 /// Sends `BLPOP key 0` and returns once one of `servers` counts the
-/// consumer blocked.
+/// consumer blocked (at once with no servers: the caller waits).
 fn block(consumer: &mut RawClient, key: &str, servers: &[&Redis]) {
     let blpop = common::redis::encode_command(&[b"BLPOP", key.as_bytes(), b"0"]);
     consumer.send_raw(&blpop);
-    wait_until("the consumer to block", Duration::from_secs(10), || {
-        servers.iter().any(|r| blocked_clients(r) == "1")
-    });
+    if !servers.is_empty() {
+        wait_until("the consumer to block", Duration::from_secs(10), || {
+            servers.iter().any(|r| blocked_clients(r) == "1")
+        });
+    }
 }
 
 /// An LPUSH through the proxy reaches `consumer`, blocked on `key`.
@@ -221,4 +223,117 @@ fn a_transaction_across_a_server_swap_is_discarded() {
         log.contains("'client_output_limit' changed: needs a restart")
             && log.contains("'max_dedicated_connections' changed: needs a restart")
     });
+}
+
+/// A ketama pool: its keys have no slots, so when a reload adds a server
+/// (which takes keys from the old one) every client blocked on the old
+/// server is told to retry; none is left waiting on a key that moved.
+#[test]
+fn a_ketama_reload_leaves_no_client_blocked_on_a_key_that_moved() {
+    let (a, b) = (Redis::start(), Redis::start());
+    let port = free_port();
+    let ketama = |servers: &[&Redis]| {
+        let mut text = format!(
+            "p:\n  listen: 127.0.0.1:{port}\n  redis: true\n  hash: fnv1a_64\n  distribution: ketama\n  servers:\n"
+        );
+        for (i, s) in servers.iter().enumerate() {
+            text.push_str(&format!("   - {}:1 s{i}\n", s.addr()));
+        }
+        text
+    };
+    let proxy = Proxy::start_yaml(port, &ketama(&[&a]));
+    let keys: Vec<String> = (0..12).map(|i| format!("k{i}")).collect();
+    let mut consumers = Vec::new();
+    for (i, key) in keys.iter().enumerate() {
+        let mut consumer = RawClient::connect(port);
+        block(&mut consumer, key, &[]);
+        consumers.push(consumer);
+        wait_until("the consumers to block", Duration::from_secs(10), || {
+            blocked_clients(&a) == (i + 1).to_string()
+        });
+    }
+    reload(&proxy, &ketama(&[&a, &b]));
+    let mut producer = RawClient::connect(port);
+    let mut moved = 0;
+    for (key, consumer) in keys.iter().zip(&mut consumers) {
+        assert_eq!(producer.cmd_str(&["LPUSH", key, "job"]), ":1\r\n");
+        let reply = String::from_utf8_lossy(&consumer.read_reply()).to_string();
+        // Told to retry, or (not yet ended when the push came) served.
+        assert!(
+            reply.starts_with("-TRYAGAIN") || reply.contains("job"),
+            "{key}: {reply}"
+        );
+        if holds(&b, key) {
+            // Pushed to the new server: the consumer had been told to retry.
+            assert!(reply.starts_with("-TRYAGAIN"), "{key}: {reply}");
+            moved += 1;
+        }
+    }
+    assert!(moved > 0, "no key moved to the new server");
+}
+
+/// Range form: a BLPOP on two keys is told to retry when its second key
+/// moves, and one on keys whose slots stay, between two ranges that move,
+/// is left alone.
+#[test]
+fn a_multi_key_block_follows_any_of_its_keys() {
+    let (a, b) = (Redis::start(), Redis::start());
+    let port = free_port();
+    let one = |r: &Redis| {
+        format!("p:\n  listen: 127.0.0.1:{port}\n  redis: true\n  hash: md5\n  servers:\n   - {}:0-4095 a\n", r.addr())
+    };
+    let split = format!(
+        "p:\n  listen: 127.0.0.1:{port}\n  redis: true\n  hash: md5\n  servers:\n   - {}:0-1023 b\n   - {}:1024-3071 a\n   - {}:3072-4095 c\n",
+        b.addr(),
+        a.addr(),
+        b.addr()
+    );
+    let proxy = Proxy::start_yaml(port, &one(&a));
+    let stays = key_in("m", 1024..3072);
+    let leaves = key_in("n", 3072..4096);
+    let mut both = RawClient::connect(port);
+    let blpop =
+        common::redis::encode_command(&[b"BLPOP", stays.as_bytes(), leaves.as_bytes(), b"0"]);
+    both.send_raw(&blpop);
+    let mut middle = RawClient::connect(port);
+    block(&mut middle, &stays, &[]);
+    wait_until("both to block", Duration::from_secs(10), || {
+        blocked_clients(&a) == "2"
+    });
+    reload(&proxy, &split);
+    let reply = String::from_utf8_lossy(&both.read_reply()).to_string();
+    assert!(reply.starts_with("-TRYAGAIN"), "{reply}");
+    pushed_and_popped(port, &mut middle, &stays);
+}
+
+/// In a ketama pool a reload that moves no key (a new `timeout`, or the
+/// same file) leaves an open transaction alone.
+#[test]
+fn a_reload_that_moves_no_key_keeps_a_ketama_transaction() {
+    let (a, b) = (Redis::start(), Redis::start());
+    let port = free_port();
+    let text = format!(
+        "p:\n  listen: 127.0.0.1:{port}\n  redis: true\n  distribution: ketama\n  servers:\n   - {}:1 a\n   - {}:1 b\n",
+        a.addr(),
+        b.addr()
+    );
+    let proxy = Proxy::start_yaml(port, &text);
+    let mut client = RawClient::connect(port);
+    for (round, edit) in [
+        text.replace("redis: true", "redis: true\n  timeout: 900"),
+        text.clone(),
+    ]
+    .iter()
+    .enumerate()
+    {
+        assert_eq!(client.cmd_str(&["WATCH", "tx"]), "+OK\r\n");
+        assert_eq!(client.cmd_str(&["MULTI"]), "+OK\r\n");
+        assert_eq!(
+            client.cmd_str(&["SET", "tx", &round.to_string()]),
+            "+QUEUED\r\n"
+        );
+        reload(&proxy, edit);
+        assert_eq!(client.cmd_str(&["EXEC"]), "*1\r\n+OK\r\n", "round {round}");
+        assert_eq!(client.cmd_str(&["GET", "tx"]), format!("$1\r\n{round}\r\n"));
+    }
 }

@@ -64,13 +64,24 @@ impl Session {
             // WAIT from ever timing out on a stalled backend.
             drop(conn.send(publish.freeze(), deadline));
         }
-        // Ended with TRYAGAIN if its key's range starts moving away.
-        let slot = cmd
-            .key_indexes(&request.args)
-            .ok()
-            .and_then(|keys| Some(*keys.first()?))
-            .and_then(|key| table.slot_of(&request.args[key]));
-        let reply = conn.send_blocking(request.raw, deadline, slot);
+        // Ended with TRYAGAIN if a range holding one of its keys starts
+        // moving away: the slots its keys span (all of them where keys
+        // have no slot, as on a ketama ring, whose keys a reload can move
+        // from any server).
+        let keys = cmd.key_indexes(&request.args).unwrap_or_default();
+        let span = keys
+            .iter()
+            .try_fold(None, |span: Option<(u32, u32)>, &key| {
+                let slot = table.slot_of(&request.args[key])?;
+                Some(Some(span.map_or((slot, slot), |(lo, hi)| {
+                    (lo.min(slot), hi.max(slot))
+                })))
+            });
+        let span = match span {
+            Some(span) => span,
+            None => Some((0, u32::MAX)),
+        };
+        let reply = conn.send_blocking(request.raw, deadline, span);
         let shard = conn.shard;
         self.set_blocked(true);
         Pending::Forward { reply, shard }

@@ -212,15 +212,15 @@ impl Dedicated {
         self.link.conn.send(request, deadline)
     }
 
-    /// Sends a blocking command on a key of `slot` (see
+    /// Sends a blocking command on keys in the slots `span` (see
     /// [`PrivateConn::send_blocking`]).
     pub fn send_blocking(
         &self,
         request: Bytes,
         deadline: Option<Instant>,
-        slot: Option<u32>,
+        span: Option<(u32, u32)>,
     ) -> ReplyReceiver {
-        self.link.conn.send_blocking(request, deadline, slot)
+        self.link.conn.send_blocking(request, deadline, span)
     }
 
     /// The client switched protocol (HELLO) while a transaction lives on

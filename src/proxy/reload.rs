@@ -8,7 +8,7 @@
 use crate::config::{Config, ConfigError, PoolConfig};
 use crate::proxy::pool::Pool;
 use crate::proxy::router::{file_shards, RouteSettings, RoutingTable};
-use crate::route::Distribution;
+use crate::route::SlotRun;
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
@@ -69,47 +69,59 @@ fn apply(pool: &Pool, new: &PoolConfig) {
 /// with no timeout) would wait for ever: pushes now go to the new server.
 /// Each old server that lost keys ends its blocked commands on them with
 /// `-TRYAGAIN`, as when a range starts moving away
-/// ([`crate::proxy::backend::Backend::range_moving`]): those on the slots
-/// it lost, or every one where keys cannot be told apart by slot (ketama,
-/// a new hash) and the placement changed.
+/// ([`crate::proxy::backend::Backend::ranges_moving`]): those on the slot
+/// runs it lost, or every one where keys have no slots (ketama) or a new
+/// hash moved them, if the placement changed.
 fn release_blocked_on_moved_keys(old: &RoutingTable, new: &RoutingTable) {
     let id: Arc<str> = Arc::from(format!("reload-{}", new.version));
     let same_hash = old.hash == new.hash && old.hash_tag == new.hash_tag;
-    let slots = match (old.distribution.slot_count(), new.distribution.slot_count()) {
-        (Some(a), Some(b)) if a == b && same_hash => Some(a),
-        _ => None,
-    };
-    // By old server: the first and last slot it lost.
-    let mut lost: HashMap<&str, (u32, u32)> = HashMap::new();
-    match slots {
-        Some(count) => {
-            for slot in 0..count as u32 {
-                let before = &old.shards[old.distribution.pick(slot)].backend.addr;
-                let after = &new.shards[new.distribution.pick(slot)].backend.addr;
-                if before != after {
-                    let span = lost.entry(before).or_insert((slot, slot));
-                    span.1 = slot;
+    let mut lost: HashMap<Arc<str>, Vec<(u32, u32)>> = HashMap::new();
+    match (old.distribution.slot_runs(), new.distribution.slot_runs()) {
+        (Some((size, before)), Some((new_size, after))) if size == new_size && same_hash => {
+            for (lo, hi, from, to) in overlaps(&before, &after) {
+                let (from, to) = (&old.shards[from].backend.addr, &new.shards[to].backend.addr);
+                if from != to {
+                    lost.entry(from.clone())
+                        .or_default()
+                        .push((lo as u32, hi as u32));
                 }
             }
         }
-        None => {
-            let servers = |t: &RoutingTable| -> Vec<Arc<str>> {
-                t.shards.iter().map(|s| s.backend.addr.clone()).collect()
-            };
-            let moved =
-                !same_hash || old.distribution != new.distribution || servers(old) != servers(new);
-            if moved && !matches!(old.distribution, Distribution::Random(_)) {
+        _ => {
+            if old.placement() != new.placement() {
                 for shard in &old.shards {
-                    lost.insert(&shard.backend.addr, (0, u32::MAX));
+                    lost.insert(shard.backend.addr.clone(), vec![(0, u32::MAX)]);
                 }
             }
         }
     }
     for shard in &old.shards {
-        if let Some(&(lo, hi)) = lost.get(&*shard.backend.addr) {
-            shard.backend.range_moving(&id, lo, hi);
+        if let Some(ranges) = lost.remove(&shard.backend.addr) {
+            shard.backend.ranges_moving(&id, ranges);
         }
     }
+}
+
+/// Where two cuts of one slot space into runs (first, last, node) meet:
+/// each stretch of slots with the node it had and the node it has, in
+/// slot order, walking the runs rather than the slots.
+fn overlaps(before: &[SlotRun], after: &[SlotRun]) -> Vec<(u64, u64, usize, usize)> {
+    let (mut i, mut j) = (0, 0);
+    let mut out = Vec::new();
+    while i < before.len() && j < after.len() {
+        let (a, b) = (before[i], after[j]);
+        let (lo, hi) = (a.0.max(b.0), a.1.min(b.1));
+        if lo <= hi {
+            out.push((lo, hi, a.2, b.2));
+        }
+        if a.1 <= b.1 {
+            i += 1;
+        }
+        if b.1 <= a.1 {
+            j += 1;
+        }
+    }
+    out
 }
 
 fn restart_only_changes(old: &PoolConfig, new: &PoolConfig, out: &mut Vec<String>) {
@@ -147,4 +159,23 @@ fn restart_only_changes(old: &PoolConfig, new: &PoolConfig, out: &mut Vec<String
     check("zookeeper keys", old.zookeeper != new.zookeeper);
     // The listener's TLS acceptor is built once, at start.
     check("tls_cert, tls_key, tls_ca", old.tls != new.tls);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::overlaps;
+
+    #[test]
+    fn overlapping_runs_pair_each_stretch_with_both_owners() {
+        let before = [(0, 4095, 0)];
+        let after = [(0, 1023, 1), (1024, 3071, 0), (3072, 4095, 1)];
+        assert_eq!(
+            overlaps(&before, &after),
+            vec![(0, 1023, 0, 1), (1024, 3071, 0, 0), (3072, 4095, 0, 1)]
+        );
+        assert_eq!(
+            overlaps(&after, &before),
+            vec![(0, 1023, 1, 0), (1024, 3071, 0, 0), (3072, 4095, 1, 0)]
+        );
+    }
 }

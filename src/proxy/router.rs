@@ -46,6 +46,16 @@ pub struct Shard {
     pub range: Option<(u32, u32)>,
 }
 
+/// The hash, distribution and servers of a routing table
+/// ([`RoutingTable::placement`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Placement {
+    hash: HashKind,
+    hash_tag: Option<[u8; 2]>,
+    distribution: Distribution,
+    servers: Vec<(ShardName, Arc<str>)>,
+}
+
 /// An immutable routing table.
 pub struct RoutingTable {
     pub hash: HashKind,
@@ -155,6 +165,22 @@ impl RoutingTable {
     pub fn slot_of(&self, key: &[u8]) -> Option<u32> {
         self.distribution
             .slot(self.hash.hash(hashable_key(key, self.hash_tag)))
+    }
+
+    /// What decides where every key goes: two tables with equal
+    /// placements put each key on the same server (for tables without
+    /// ranges, where that is the only way to tell).
+    pub fn placement(&self) -> Placement {
+        Placement {
+            hash: self.hash,
+            hash_tag: self.hash_tag,
+            distribution: self.distribution.clone(),
+            servers: self
+                .shards
+                .iter()
+                .map(|s| (s.name, s.backend.addr.clone()))
+                .collect(),
+        }
     }
 
     /// The migration this table serves through the lane, if any.

@@ -103,12 +103,12 @@ type Range = Option<(u32, u32)>;
 /// Where a shard stands in a routing table: its ranges and their servers,
 /// and a migration from or to it still served through the lane (range,
 /// phase). A table without ranges (ketama, modula by weight) places every
-/// key by all of its servers and weights, so there any new table counts
-/// as a change.
+/// key by all of its servers and weights, so there the whole placement
+/// counts.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Footprint {
     ranges: Vec<(Range, Arc<str>)>,
-    unranged_version: Option<u64>,
+    unranged: Option<crate::proxy::router::Placement>,
     migration: Option<(u32, u32, crate::zk::migration::Phase)>,
 }
 
@@ -122,10 +122,10 @@ impl Footprint {
             .filter(|s| s.name == shard)
             .map(|s| (s.range, s.backend.addr.clone()))
             .collect();
-        let unranged_version = ranges
+        let unranged = ranges
             .iter()
             .all(|(range, _)| range.is_none())
-            .then_some(table.version);
+            .then(|| table.placement());
         // A committed migration routes nothing any more: its record being
         // removed later changes nothing for the shard.
         let migration = table
@@ -134,7 +134,7 @@ impl Footprint {
             .map(|m| (m.lo, m.hi, m.phase));
         Footprint {
             ranges,
-            unranged_version,
+            unranged,
             migration,
         }
     }

@@ -49,6 +49,9 @@ pub struct Node {
     pub weight: u32,
 }
 
+/// Slots owned by one node: (first slot, last slot, node).
+pub type SlotRun = (u64, u64, usize);
+
 /// Where keys go. Immutable; built once per routing table.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Distribution {
@@ -99,10 +102,11 @@ impl Distribution {
         }
     }
 
-    /// How many slots there are, in the modula and range forms.
-    pub fn slot_count(&self) -> Option<u64> {
+    /// The slot space's size and its runs in slot order, in the modula
+    /// and range forms.
+    pub fn slot_runs(&self) -> Option<(u64, Vec<SlotRun>)> {
         match self {
-            Distribution::Slots(slots) => Some(slots.size()),
+            Distribution::Slots(slots) => Some((slots.size(), slots.runs().collect())),
             _ => None,
         }
     }

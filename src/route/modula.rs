@@ -67,6 +67,16 @@ impl Slots {
         self.size
     }
 
+    /// The runs, in slot order: (first slot, last slot, node).
+    pub fn runs(&self) -> impl Iterator<Item = (u64, u64, usize)> + '_ {
+        let mut first = 0;
+        self.runs.iter().map(move |&(last, node)| {
+            let run = (first, last, node);
+            first = last + 1;
+            run
+        })
+    }
+
     pub fn slot(&self, hash: u32) -> u32 {
         (u64::from(hash) % self.size) as u32
     }

@@ -29,7 +29,7 @@
 use super::backoff::Backoff;
 use super::{
     BackendError, BackendSettings, BackendStats, Demotion, Health, Job, MovingAway, Reply,
-    ReplySender, NO_SLOT,
+    ReplySender, NOT_BLOCKED,
 };
 use crate::protocol::{bulk_reply_len, Proto, ReplyFramer};
 use crate::proxy::outbuf::OutBuf;
@@ -37,7 +37,7 @@ use crate::proxy::stream::{poll_read_or_writable, BackendStream, Io};
 use bytes::{Bytes, BytesMut};
 use std::collections::VecDeque;
 use std::future::poll_fn;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use tokio::sync::{mpsc, watch};
 use tokio::time::{sleep_until, Instant};
@@ -62,9 +62,9 @@ pub(super) struct Target {
 pub(super) struct Private {
     /// Raised when the connection stops serving.
     pub broken: Arc<AtomicBool>,
-    /// The slot of the key of the blocking command in flight
-    /// ([`super::NO_SLOT`]: none).
-    pub blocked_on: Arc<AtomicU32>,
+    /// The slots of the keys of the blocking command in flight, packed
+    /// ([`super::pack_span`]; [`super::NOT_BLOCKED`]: none).
+    pub blocked_on: Arc<AtomicU64>,
     /// The backend's ranges that start moving away: a blocking command on
     /// one of them is ended.
     pub moving: watch::Receiver<Option<MovingAway>>,
@@ -710,17 +710,21 @@ impl<'a> Connection<'a> {
         &mut self,
         moving: Option<&mut watch::Receiver<Option<MovingAway>>>,
     ) -> Option<Outcome> {
-        let (lo, hi) = match &*moving?.borrow_and_update() {
-            Some((_, lo, hi)) => (*lo, *hi),
+        let ranges = match &*moving?.borrow_and_update() {
+            Some((_, ranges)) => ranges.clone(),
             None => return None,
         };
-        let slot = self
+        let packed = self
             .target
             .private
             .as_ref()?
             .blocked_on
             .load(Ordering::Acquire);
-        if slot == NO_SLOT || !(lo..=hi).contains(&slot) {
+        if packed == NOT_BLOCKED {
+            return None;
+        }
+        let (first, last) = super::unpack_span(packed);
+        if !ranges.iter().any(|&(lo, hi)| first <= hi && lo <= last) {
             return None;
         }
         if !self.in_flight.iter().any(|entry| entry.reply.is_some()) {

@@ -27,7 +27,7 @@ use crate::protocol::Proto;
 use crate::proxy::workers;
 use bytes::Bytes;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
@@ -161,17 +161,28 @@ pub(crate) struct Demotion {
     demoted: watch::Sender<bool>,
     // A short sync lock: read when a demoted connection hands its queue on.
     successor: Mutex<Weak<Backend>>,
-    /// The last range of this master's that started moving to another
-    /// shard (migration id, first and last slot): a client's blocking
-    /// command on a key of it is ended (see [`Backend::range_moving`]).
+    /// The last ranges of this master's that started moving to another
+    /// shard (a migration's, or a reload's): a client's blocking command
+    /// on a key of them is ended (see [`Backend::ranges_moving`]).
     moving: watch::Sender<Option<MovingAway>>,
 }
 
-/// A range that started moving away: (migration id, first slot, last slot).
-pub(crate) type MovingAway = (Arc<str>, u32, u32);
+/// Ranges that started moving away: (the move's id, first and last slot
+/// of each range).
+pub(crate) type MovingAway = (Arc<str>, Arc<[(u32, u32)]>);
 
-/// A private connection's blocking command has no slot in flight.
-pub(crate) const NO_SLOT: u32 = u32::MAX;
+/// A private connection has no blocking command on keys in flight.
+pub(crate) const NOT_BLOCKED: u64 = u64::MAX;
+
+/// The slots a blocking command's keys span, for its connection's
+/// `blocked_on`: first slot in the high half, last in the low.
+pub(crate) fn pack_span((lo, hi): (u32, u32)) -> u64 {
+    (u64::from(lo) << 32) | u64::from(hi)
+}
+
+pub(crate) fn unpack_span(packed: u64) -> (u32, u32) {
+    ((packed >> 32) as u32, packed as u32)
+}
 
 impl Demotion {
     fn new() -> Demotion {
@@ -199,10 +210,16 @@ impl Backend {
     /// target; its command is ended with `-TRYAGAIN` and its connection
     /// closed, which frees it on this server too.
     pub fn range_moving(&self, id: &Arc<str>, lo: u32, hi: u32) {
+        self.ranges_moving(id, vec![(lo, hi)]);
+    }
+
+    /// Several ranges of this server's started moving away at once (a
+    /// reload gave them to other servers); as [`Self::range_moving`].
+    pub fn ranges_moving(&self, id: &Arc<str>, ranges: Vec<(u32, u32)>) {
         self.demotion.moving.send_if_modified(|now| {
             let known = now.as_ref().is_some_and(|(known, ..)| known == id);
             if !known {
-                *now = Some((id.clone(), lo, hi));
+                *now = Some((id.clone(), ranges.into()));
             }
             !known
         });
@@ -309,7 +326,7 @@ impl Backend {
     pub fn open_private(&self, proto: Proto) -> PrivateConn {
         let (jobs, rx) = mpsc::unbounded_channel();
         let broken = Arc::new(AtomicBool::new(false));
-        let blocked_on = Arc::new(AtomicU32::new(NO_SLOT));
+        let blocked_on = Arc::new(AtomicU64::new(NOT_BLOCKED));
         let target = conn::Target {
             addr: self.addr.clone(),
             proto,
@@ -394,31 +411,34 @@ pub struct PrivateConn {
     pub proto: Proto,
     jobs: mpsc::UnboundedSender<Job>,
     broken: Arc<AtomicBool>,
-    /// The slot of the blocking command in flight ([`NO_SLOT`]: none).
-    blocked_on: Arc<AtomicU32>,
+    /// The slots of the blocking command in flight, packed
+    /// ([`pack_span`]; [`NOT_BLOCKED`]: none).
+    blocked_on: Arc<AtomicU64>,
 }
 
 impl PrivateConn {
-    /// Queues a blocking command on a key of `slot`: ended with
-    /// `-TRYAGAIN` if that slot's range starts moving away meanwhile.
+    /// Queues a blocking command whose keys lie in the slots `span`
+    /// (first, last): ended with `-TRYAGAIN` if a range meeting it starts
+    /// moving away meanwhile. `None` for a command without keys.
     pub fn send_blocking(
         &self,
         request: Bytes,
         deadline: Option<Instant>,
-        slot: Option<u32>,
+        span: Option<(u32, u32)>,
     ) -> ReplyReceiver {
-        self.queue(request, deadline, slot.unwrap_or(NO_SLOT))
+        self.queue(request, deadline, span.map_or(NOT_BLOCKED, pack_span))
     }
 
     /// Queues `request`; its reply fails with a timeout at `deadline`.
     pub fn send(&self, request: Bytes, deadline: Option<Instant>) -> ReplyReceiver {
-        self.queue(request, deadline, NO_SLOT)
+        self.queue(request, deadline, NOT_BLOCKED)
     }
 
-    /// Queues `request`, the slot of its blocking key (set first, so the
-    /// connection never sees the command without it) or [`NO_SLOT`].
-    fn queue(&self, request: Bytes, deadline: Option<Instant>, slot: u32) -> ReplyReceiver {
-        self.blocked_on.store(slot, Ordering::Release);
+    /// Queues `request`, the packed slots of its blocking keys (set first,
+    /// so the connection never sees the command without them) or
+    /// [`NOT_BLOCKED`].
+    fn queue(&self, request: Bytes, deadline: Option<Instant>, span: u64) -> ReplyReceiver {
+        self.blocked_on.store(span, Ordering::Release);
         let (job, rx) = Job::new(request, 0, deadline);
         if let Err(mpsc::error::SendError(job)) = self.jobs.send(job) {
             job.reply.send(Err(BackendError::Closed {
