@@ -455,6 +455,15 @@ fn unauthenticated_clients_get_small_limits() {
         b"-ERR Protocol error: unauthenticated multibulk length\r\n"
     );
     assert!(many.is_closed());
+    // A count Redis would take from an authenticated client gets the same
+    // words, however large.
+    let mut huge = RawClient::connect(proxy.port);
+    huge.send_raw(b"*2147483647\r\n");
+    assert_eq!(
+        huge.read_reply(),
+        b"-ERR Protocol error: unauthenticated multibulk length\r\n"
+    );
+    assert!(huge.is_closed());
     let grown = rss_kib(pid).saturating_sub(before);
     eprintln!("proxy RSS grew by {grown} KiB after 3 unauthenticated 150 MB SETs");
     assert!(grown < 8 * 1024, "RSS grew by {grown} KiB");

@@ -201,11 +201,13 @@ fn start_multibulk(
         return Ok(Step::Incomplete);
     };
     let count = parse_int(&buf[1..cr]).ok_or(ProtocolError::InvalidMultibulkLength)?;
+    // Redis 7.0 names a count up to INT_MAX from an unauthenticated client
+    // for what it is, before any limit of its own.
+    if unauthenticated && count > UNAUTHENTICATED_MAX_ARGS && count <= i64::from(i32::MAX) {
+        return Err(ProtocolError::UnauthenticatedMultibulkLength);
+    }
     if count > MAX_MULTIBULK_COUNT {
         return Err(ProtocolError::InvalidMultibulkLength);
-    }
-    if unauthenticated && count > UNAUTHENTICATED_MAX_ARGS {
-        return Err(ProtocolError::UnauthenticatedMultibulkLength);
     }
     let header_len = cr + 2;
     let Ok(count) = usize::try_from(count) else {
@@ -621,6 +623,29 @@ mod tests {
             assert_eq!(
                 err(input),
                 ProtocolError::InvalidMultibulkLength,
+                "{input:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_unauthenticated_count_is_named_as_redis_names_it() {
+        let mut parser = RequestParser::new(usize::MAX);
+        parser.set_unauthenticated(true);
+        for (input, want) in [
+            (
+                &b"*11\r\n"[..],
+                ProtocolError::UnauthenticatedMultibulkLength,
+            ),
+            (
+                b"*2147483647\r\n",
+                ProtocolError::UnauthenticatedMultibulkLength,
+            ),
+            (b"*2147483648\r\n", ProtocolError::InvalidMultibulkLength),
+        ] {
+            assert_eq!(
+                parser.parse(&mut BytesMut::from(input)),
+                Err(want),
                 "{input:?}"
             );
         }
