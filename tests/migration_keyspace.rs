@@ -151,11 +151,7 @@ async fn notifications_of_a_half_moved_range_reach_subscribers() {
     for (i, channel) in channels.iter().enumerate() {
         assert_eq!(
             per_key.cmd_str(&["SUBSCRIBE", channel]),
-            format!(
-                "*3\r\n$9\r\nsubscribe\r\n${}\r\n{channel}\r\n:{}\r\n",
-                channel.len(),
-                i + 1
-            )
+            subscribed(channel, i + 1)
         );
     }
     let mut writer = RawClient::connect(c.proxies[0].port);
@@ -256,10 +252,7 @@ async fn subscriptions_during_a_move_follow_where_keys_are() {
     let mut per_key = RawClient::connect(proxy);
     assert_eq!(
         per_key.cmd_str(&["SUBSCRIBE", &channel]),
-        format!(
-            "*3\r\n$9\r\nsubscribe\r\n${}\r\n{channel}\r\n:1\r\n",
-            channel.len()
-        )
+        subscribed(&channel, 1)
     );
     let new = c.redis[2].connect().cmd_str(&["PEXPIRE", &on_new, "50"]);
     assert_eq!(new, ":1\r\n");
@@ -277,10 +270,7 @@ async fn subscriptions_during_a_move_follow_where_keys_are() {
     let mut subscriber = RawClient::connect(proxy);
     assert_eq!(
         subscriber.cmd_str(&["SUBSCRIBE", &plain]),
-        format!(
-            "*3\r\n$9\r\nsubscribe\r\n${}\r\n{plain}\r\n:1\r\n",
-            plain.len()
-        )
+        subscribed(&plain, 1)
     );
     let mut publisher = RawClient::connect(c.proxies[0].port);
     assert_eq!(publisher.cmd_str(&["PUBLISH", &plain, "hi"]), ":1\r\n");
@@ -291,4 +281,12 @@ async fn subscriptions_during_a_move_follow_where_keys_are() {
             plain.len()
         )
     );
+}
+
+/// Redis's confirmation of a SUBSCRIBE to `channel`, the client's `count`th.
+fn subscribed(channel: &str, count: usize) -> String {
+    format!(
+        "*3\r\n$9\r\nsubscribe\r\n${}\r\n{channel}\r\n:{count}\r\n",
+        channel.len()
+    )
 }

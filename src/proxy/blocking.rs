@@ -77,10 +77,7 @@ impl Session {
                     (lo.min(slot), hi.max(slot))
                 })))
             });
-        let span = match span {
-            Some(span) => span,
-            None => Some((0, u32::MAX)),
-        };
+        let span = span.unwrap_or(Some((0, u32::MAX)));
         let reply = conn.send_blocking(request.raw, deadline, span);
         let shard = conn.shard;
         self.set_blocked(true);

@@ -91,7 +91,7 @@ pub fn apply(pool: &Pool, view: &ClusterView) {
             }
             demote_replaced_masters(&old, &table, view);
             if let Some(m) = table.active_migration() {
-                m.source.range_moving(&m.id, m.lo, m.hi);
+                m.source.ranges_moving(&m.id, vec![(m.lo, m.hi)]);
             }
             for shard in view.shards.iter().filter(|s| s.no_members) {
                 tracing::warn!(pool = %pool.name, shard = %shard.name, master = ?shard.master,

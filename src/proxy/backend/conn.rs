@@ -23,7 +23,7 @@
 //! acknowledged from a master about to be discarded), and the requests not
 //! yet written go to the new master. A client's private connection blocked
 //! on a key of a range that starts moving to another shard ends that
-//! command with `-TRYAGAIN` and closes (see `Backend::range_moving`).
+//! command with `-TRYAGAIN` and closes (see `Backend::ranges_moving`).
 //! Opening and preparing the socket is [`super::connect`]'s.
 
 use super::backoff::Backoff;

@@ -204,17 +204,12 @@ impl Demotion {
 }
 
 impl Backend {
-    /// A range of this master's started moving to another shard (the
-    /// migration `id`): a client blocked here on a key of it (BLPOP before
-    /// the move began) would wait for ever, as pushes now go to the
-    /// target; its command is ended with `-TRYAGAIN` and its connection
-    /// closed, which frees it on this server too.
-    pub fn range_moving(&self, id: &Arc<str>, lo: u32, hi: u32) {
-        self.ranges_moving(id, vec![(lo, hi)]);
-    }
-
-    /// Several ranges of this server's started moving away at once (a
-    /// reload gave them to other servers); as [`Self::range_moving`].
+    /// Slot ranges of this master's started moving to another server (a
+    /// migration's range, or what a reload gave away; `id` names the
+    /// move): a client blocked here on a key of them (BLPOP before the
+    /// move began) would wait for ever, as pushes now go elsewhere; its
+    /// command is ended with `-TRYAGAIN` and its connection closed, which
+    /// frees it on this server too.
     pub fn ranges_moving(&self, id: &Arc<str>, ranges: Vec<(u32, u32)>) {
         self.demotion.moving.send_if_modified(|now| {
             let known = now.as_ref().is_some_and(|(known, ..)| known == id);

@@ -14,6 +14,7 @@ use crate::proxy::session::{Session, REDIS_VERSION};
 use crate::proxy::stats::PoolStats;
 use crate::proxy::workers;
 use bytes::{Bytes, BytesMut};
+use std::collections::HashMap;
 use std::fmt::Write;
 
 /// Every section, in the order Redis writes them.
@@ -248,16 +249,16 @@ fn ask_backends(session: &Session, section: &str) -> Vec<(ShardName, ReplyReceiv
 
 impl InfoReply {
     pub async fn write_to(self, out: &mut BytesMut) {
-        let mut answers = Vec::new();
+        // Each backend's `field:value` lines.
+        let mut fields = Vec::new();
         let mut failures = Vec::new();
         for (shard, reply) in self.asked {
             match reply.await {
-                Ok(Ok(frame)) => answers.push(info_text(&frame)),
+                Ok(Ok(frame)) => fields.push(merged::fields(&info_text(&frame))),
                 Ok(Err(e)) => failures.push(format!("{shard}: {e}")),
                 Err(_) => failures.push(format!("{shard}: request dropped")),
             }
         }
-        let fields: Vec<_> = answers.iter().map(|text| merged::fields(text)).collect();
         let mut text = String::new();
         for part in self.parts {
             if !text.is_empty() {
@@ -268,7 +269,7 @@ impl InfoReply {
                 Part::Backends(section) => {
                     match merged::SECTIONS.iter().find(|(name, _)| *name == section) {
                         Some((name, title)) => merged::write(name, title, &fields, &mut text),
-                        None => write_keyspace(&answers, &mut text),
+                        None => write_keyspace(&fields, &mut text),
                     }
                     for failure in &failures {
                         let _ = write!(text, "unavailable:{failure}\r\n");
@@ -299,11 +300,11 @@ fn info_text(frame: &[u8]) -> String {
 
 /// The keyspace section: each database's keys and expires summed over the
 /// backends.
-fn write_keyspace(answers: &[String], out: &mut String) {
+fn write_keyspace(backends: &[HashMap<String, String>], out: &mut String) {
     // db index -> (keys, expires)
     let mut totals: Vec<(u64, u64, u64)> = Vec::new();
-    for text in answers {
-        add_keyspace(text, &mut totals);
+    for fields in backends {
+        add_keyspace(fields, &mut totals);
     }
     out.push_str("# Keyspace\r\n");
     totals.sort();
@@ -312,12 +313,9 @@ fn write_keyspace(answers: &[String], out: &mut String) {
     }
 }
 
-/// Adds the `dbN:keys=..,expires=..` lines of one backend's INFO reply.
-fn add_keyspace(text: &str, totals: &mut Vec<(u64, u64, u64)>) {
-    for line in text.lines() {
-        let Some((db, fields)) = line.split_once(':') else {
-            continue;
-        };
+/// Adds the `dbN:keys=..,expires=..` fields of one backend's INFO reply.
+fn add_keyspace(backend: &HashMap<String, String>, totals: &mut Vec<(u64, u64, u64)>) {
+    for (db, fields) in backend {
         let Some(db) = db.strip_prefix("db").and_then(|d| d.parse::<u64>().ok()) else {
             continue;
         };
