@@ -41,9 +41,12 @@ pub(super) enum Order {
         names: Vec<Bytes>,
         ack: Option<Ack>,
     },
+    /// Unsubscribe; `ack` is answered once the backend confirmed it (or
+    /// the connection is gone, which drops the subscriptions anyway).
     Unsubscribe {
         kind: Kind,
         names: Vec<Bytes>,
+        ack: Option<Ack>,
     },
     /// The shard has a new master: subscribe there, leave the old one.
     Move(Arc<str>),
@@ -102,9 +105,12 @@ impl Held {
                 self.waiting.extend(ack);
                 None
             }
-            Order::Unsubscribe { kind, names } => {
+            Order::Unsubscribe { kind, names, ack } => {
                 for name in &names {
                     self.names[kind as usize].remove(name);
+                }
+                if let Some(ack) = ack {
+                    let _ = ack.send(Ok(()));
                 }
                 None
             }
@@ -255,11 +261,11 @@ async fn serve<S: Io>(
                     held.names[kind as usize].extend(names.iter().cloned());
                     expected.push_back(send(&mut out, kind.subscribe_command(), &names, ack));
                 }
-                Some(Order::Unsubscribe { kind, names }) => {
+                Some(Order::Unsubscribe { kind, names, ack }) => {
                     for name in &names {
                         held.names[kind as usize].remove(name);
                     }
-                    expected.push_back(send(&mut out, kind.unsubscribe_command(), &names, None));
+                    expected.push_back(send(&mut out, kind.unsubscribe_command(), &names, ack));
                 }
             },
         }
@@ -396,6 +402,7 @@ mod tests {
         held.apply_offline(Order::Unsubscribe {
             kind: Kind::Channel,
             names: vec![Bytes::from("a")],
+            ack: None,
         });
         assert_eq!(held.names[Kind::Channel as usize].len(), 1);
         assert_eq!(held.waiting.len(), 1);

@@ -105,7 +105,7 @@ impl Link {
             Order::Subscribe { kind, names, .. } => {
                 self.held[*kind as usize].extend(names.iter().cloned())
             }
-            Order::Unsubscribe { kind, names } => {
+            Order::Unsubscribe { kind, names, .. } => {
                 for name in names {
                     self.held[*kind as usize].remove(name);
                 }
@@ -249,7 +249,11 @@ impl PubSub {
                 let gone: Vec<Bytes> = link.held[k].difference(&wanted[k]).cloned().collect();
                 let new: Vec<Bytes> = wanted[k].difference(&link.held[k]).cloned().collect();
                 if !gone.is_empty() {
-                    link.order(Order::Unsubscribe { kind, names: gone });
+                    link.order(Order::Unsubscribe {
+                        kind,
+                        names: gone,
+                        ack: None,
+                    });
                 }
                 if !new.is_empty() {
                     link.order(Order::Subscribe {
@@ -607,14 +611,34 @@ fn unsubscribe(client: &mut Client<'_>, kind: Kind, mut names: Vec<Bytes>) -> Pe
         // Out of subscribed mode: dropping the links closes their
         // connections.
         *client.subscriptions = None;
-    } else {
-        for (i, names) in gone {
-            if let Some(link) = ps.links.get_mut(&table.shard(i).name) {
-                link.order(Order::Unsubscribe { kind, names });
-            }
+        return Pending::Ready(out.freeze());
+    }
+    // Confirmed once the shards have let go, as Redis confirms once it has:
+    // a PUBLISH sent after the confirmation must not count this client.
+    let mut acks = Vec::new();
+    for (i, names) in gone {
+        if let Some(link) = ps.links.get_mut(&table.shard(i).name) {
+            let (ack, confirmed) = oneshot::channel();
+            link.order(Order::Unsubscribe {
+                kind,
+                names,
+                ack: Some(ack),
+            });
+            acks.push(confirmed);
         }
     }
-    Pending::Ready(out.freeze())
+    if acks.is_empty() {
+        return Pending::Ready(out.freeze());
+    }
+    let deadline = confirm_deadline(client.pool);
+    Pending::Assembling(Box::pin(async move {
+        // Any answer will do: a shard that failed or dropped the link no
+        // longer holds the subscription either.
+        for confirmed in acks {
+            let _ = tokio::time::timeout(deadline, confirmed).await;
+        }
+        out.freeze()
+    }))
 }
 
 #[cfg(test)]
