@@ -264,10 +264,11 @@ fn subscribed_mode_replies_match_redis() {
             "{args:?}"
         );
     }
-    wait_until(
-        "RESET to drop the subscription",
-        Duration::from_secs(5),
-        || numsub_is(fleet.proxies[1].port, a, 0),
+    // RESET answered once the shard let go.
+    assert!(
+        numsub_is(fleet.proxies[1].port, a, 0),
+        "{}",
+        numsub(fleet.proxies[1].port, a)
     );
 }
 
@@ -344,6 +345,45 @@ fn a_disconnected_subscriber_releases_its_backend_subscriptions() {
     eprintln!(
         "backend subscriptions released {:?} after the client closed",
         closed.elapsed()
+    );
+}
+
+/// Leaving subscribed mode (the last UNSUBSCRIBE, or RESET) is confirmed
+/// only once the shards let go, as Redis confirms once it has: a PUBLISH
+/// sent right after the confirmation reaches nobody.
+#[test]
+fn leaving_subscribed_mode_is_confirmed_after_the_shards_let_go() {
+    let fleet = fleet();
+    let channels = channels_on_both_shards("leave", 1);
+    let publisher = fleet.proxies[1].port;
+    let mut subscriber = RawClient::connect(fleet.proxies[0].port);
+    for round in 0..30 {
+        let mut args = vec!["SUBSCRIBE"];
+        args.extend(channels.iter().map(String::as_str));
+        replies(&mut subscriber, &args, channels.len());
+        replies(&mut subscriber, &["PSUBSCRIBE", "leave*"], 1);
+        let how = if round % 2 == 0 {
+            replies(&mut subscriber, &["UNSUBSCRIBE"], channels.len());
+            let last = replies(&mut subscriber, &["PUNSUBSCRIBE"], 1);
+            assert_eq!(last, "*3\r\n$12\r\npunsubscribe\r\n$6\r\nleave*\r\n:0\r\n");
+            "PUNSUBSCRIBE"
+        } else {
+            assert_eq!(replies(&mut subscriber, &["RESET"], 1), "+RESET\r\n");
+            "RESET"
+        };
+        for channel in &channels {
+            let mut other = RawClient::connect(publisher);
+            assert_eq!(
+                other.cmd_str(&["PUBLISH", channel, "late"]),
+                ":0\r\n",
+                "round {round}: a PUBLISH right after {how} reached the client"
+            );
+        }
+    }
+    assert_eq!(
+        subscriber.cmd_str(&["PING"]),
+        "+PONG\r\n",
+        "nothing was delivered"
     );
 }
 

@@ -41,8 +41,13 @@ pub fn run(session: &mut Session, cmd: &'static Command, args: &[Bytes]) -> Pend
         "client" => client(session, args),
         "info" => info::run(session, args).pending(),
         "reset" => {
+            let subscriptions = session.pubsub.take();
             session.reset();
-            reply(session, &Value::Simple(Bytes::from_static(b"RESET")))
+            let done = Bytes::from_static(b"+RESET\r\n");
+            match subscriptions {
+                Some(subscriptions) => subscriptions.leave(done),
+                None => Pending::Ready(done),
+            }
         }
         _ => session.error(&unsupported_error(cmd, args)),
     }

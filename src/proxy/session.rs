@@ -219,7 +219,8 @@ impl Session {
 
     /// RESET: the state of a new connection, as Redis restores it (RESP2,
     /// no name, the default user, authenticated only if no password is set, no
-    /// subscriptions: dropping them closes the subscriber connections).
+    /// subscriptions: the caller lets go of those first, with
+    /// [`crate::proxy::pubsub::PubSub::leave`]).
     pub fn reset(&mut self) {
         self.proto = Proto::Resp2;
         self.name = None;

@@ -169,6 +169,28 @@ impl PubSub {
         }
     }
 
+    /// RESET: lets go of every subscription and answers `reply` once the
+    /// shards confirmed, as Redis answers once it has.
+    pub fn leave(mut self: Box<Self>, reply: Bytes) -> Pending {
+        let mut acks = Vec::new();
+        for link in self.links.values_mut() {
+            for kind in Kind::ALL {
+                let names: Vec<Bytes> = link.held[kind as usize].iter().cloned().collect();
+                if !names.is_empty() {
+                    let (ack, confirmed) = oneshot::channel();
+                    link.order(Order::Unsubscribe {
+                        kind,
+                        names,
+                        ack: Some(ack),
+                    });
+                    acks.push(confirmed);
+                }
+            }
+        }
+        let pool = self.pool.clone();
+        after_confirmations(acks, Some(self), &pool, reply)
+    }
+
     fn total(&self) -> usize {
         self.names.iter().map(HashSet::len).sum()
     }
@@ -607,12 +629,6 @@ fn unsubscribe(client: &mut Client<'_>, kind: Kind, mut names: Vec<Bytes>) -> Pe
             &mut out,
         );
     }
-    if ps.total() == 0 {
-        // Out of subscribed mode: dropping the links closes their
-        // connections.
-        *client.subscriptions = None;
-        return Pending::Ready(out.freeze());
-    }
     // Confirmed once the shards have let go, as Redis confirms once it has:
     // a PUBLISH sent after the confirmation must not count this client.
     let mut acks = Vec::new();
@@ -627,17 +643,33 @@ fn unsubscribe(client: &mut Client<'_>, kind: Kind, mut names: Vec<Bytes>) -> Pe
             acks.push(confirmed);
         }
     }
+    // Out of subscribed mode once nothing is held.
+    let leaving = (ps.total() == 0).then(|| client.subscriptions.take());
+    after_confirmations(acks, leaving.flatten(), client.pool, out.freeze())
+}
+
+/// `reply` once every shard confirmed (or the confirmation deadline
+/// passed). Links the session let go of (`leaving`) close only then: Redis
+/// drops a closed connection's subscriptions later, when it notices, and a
+/// PUBLISH sent right after the reply could still count this client.
+fn after_confirmations(
+    acks: Vec<oneshot::Receiver<Result<(), String>>>,
+    leaving: Option<Box<PubSub>>,
+    pool: &Pool,
+    reply: Bytes,
+) -> Pending {
     if acks.is_empty() {
-        return Pending::Ready(out.freeze());
+        return Pending::Ready(reply);
     }
-    let deadline = confirm_deadline(client.pool);
+    let deadline = confirm_deadline(pool);
     Pending::Assembling(Box::pin(async move {
         // Any answer will do: a shard that failed or dropped the link no
         // longer holds the subscription either.
         for confirmed in acks {
             let _ = tokio::time::timeout(deadline, confirmed).await;
         }
-        out.freeze()
+        drop(leaving);
+        reply
     }))
 }
 
