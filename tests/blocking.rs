@@ -221,6 +221,55 @@ fn a_client_that_leaves_while_blocked_releases_its_backend() {
     assert_eq!(other.cmd_str(&["LLEN", "queue"]), ":1\r\n");
 }
 
+/// SIGTERM does not wait the whole drain for a client blocked without a
+/// timeout: what other clients are owed is answered, the blocked client is
+/// let go as Redis lets go of its clients at SHUTDOWN, and nothing it
+/// waited for is taken.
+#[test]
+fn sigterm_lets_go_of_a_client_blocked_for_ever() {
+    let (mut proxy, shards) = two_shards("");
+    let mut blocked = RawClient::connect(proxy.port);
+    send(&mut blocked, &["BLPOP", "forever", "0"]);
+    wait_until("BLPOP blocked on a backend", Duration::from_secs(5), || {
+        total_blocked(&shards) == 1
+    });
+    let mut busy = RawClient::connect(proxy.port);
+    let mut batch = Vec::new();
+    for i in 0..2000 {
+        batch.extend(encode_command(&[b"SET", format!("s{i}").as_bytes(), b"v"]));
+    }
+    busy.send_raw(&batch);
+    assert_eq!(busy.read_reply(), b"+OK\r\n");
+    let signalled = Instant::now();
+    proxy.guard.signal("TERM");
+    for _ in 1..2000 {
+        assert_eq!(busy.read_reply(), b"+OK\r\n", "replies owed are answered");
+    }
+    assert!(
+        blocked.is_closed(),
+        "the blocked client's connection closes"
+    );
+    assert_eq!(proxy.guard.wait_exit(Duration::from_secs(15)), Some(0));
+    let took = signalled.elapsed();
+    eprintln!("exited {took:?} after SIGTERM");
+    assert!(
+        took < Duration::from_secs(5),
+        "exit took {took:?}: the 10 s drain"
+    );
+    wait_until("the backend side released", Duration::from_secs(2), || {
+        total_blocked(&shards) == 0
+    });
+    for shard in &shards {
+        let mut direct = shard.connect();
+        assert_eq!(direct.cmd_str(&["RPUSH", "forever", "x"]), ":1\r\n");
+        assert_eq!(
+            direct.cmd_str(&["LLEN", "forever"]),
+            ":1\r\n",
+            "nobody took it"
+        );
+    }
+}
+
 /// The pool caps the dedicated connections; past the cap a blocking
 /// command gets a clear error at once, and a freed slot is usable again.
 #[test]

@@ -191,6 +191,22 @@ pub async fn serve<S: Io>(pool: Arc<Pool>, mut stream: S, shutdown: watch::Recei
             // which frees the command blocked on the backend.
             return;
         }
+        if stopping && session.blocked && !unsent {
+            // A blocked command may wait for ever: rather than hold the
+            // proxy's exit for the whole drain, it gets a moment to be
+            // answered, then the client is let go as Redis lets go of its
+            // clients at SHUTDOWN (closing the dedicated connection frees
+            // the command on the backend).
+            let answered = tokio::time::timeout(
+                STOP_GRACE,
+                poll_fn(|cx| collect(Some(cx), &mut owed, &mut out, &mut window, stats)),
+            )
+            .await;
+            if answered.is_err() {
+                return;
+            }
+            continue;
+        }
         let may_go_on = !finishing
             && may_dispatch(
                 &mut session,
