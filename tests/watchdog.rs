@@ -882,3 +882,77 @@ fn end_to_end_failover_and_switchover_under_writes_through_two_proxies() {
         );
     }
 }
+
+/// A member-shaped child made by hand (persistent, junk data) that sorts
+/// first in a shard's line, naming another shard's Redis: no watchdog
+/// follows it, so neither Redis of the shard replicates from that Redis
+/// (which would wipe the shard's data).
+#[test]
+fn a_member_made_by_hand_is_never_followed() {
+    let zookeeper = ZooKeeper::start();
+    let zk = Zk::connect(&zookeeper);
+    let shard = zk.create_shard("/redis/cluster/handmade");
+    let mode =
+        zookeeper_client::CreateMode::Persistent.with_acls(zookeeper_client::Acls::anyone_all());
+    // A child created and deleted first: the watchdogs' sequences start at
+    // 1, so a hand-made `-0000000000` sorts before them.
+    zk.runtime.block_on(async {
+        let sequential = zookeeper_client::CreateMode::PersistentSequential
+            .with_acls(zookeeper_client::Acls::anyone_all());
+        let (_, seq) = zk
+            .client
+            .create(&format!("{shard}/gone-"), b"", &sequential)
+            .await
+            .unwrap();
+        zk.client
+            .delete(&format!("{shard}/gone-{seq}"), None)
+            .await
+            .unwrap();
+    });
+    let (a, b) = (start_redis(), start_redis());
+    let wa = Watchdog::start(&zookeeper.hosts(), &a, &shard);
+    wait_until("a to be the master", DEADLINE, || {
+        zk.line(&shard) == [a.addr()]
+    });
+    fill(&a, "k", 100);
+    let wb = Watchdog::start(&zookeeper.hosts(), &b, &shard);
+    wait_until("b to hold a's data in line", DEADLINE, || {
+        zk.line(&shard) == [a.addr(), b.addr()] && dbsize(&b) == 100
+    });
+    let other = start_redis();
+    fill(&other, "x", 5);
+    let junk = format!("{shard}/{}-0000000000", other.addr());
+    zk.runtime
+        .block_on(zk.client.create(&junk, b"junk", &mode))
+        .unwrap();
+    wa.wait_for_log("not ephemeral");
+    wb.wait_for_log("not ephemeral");
+    assert!(is_master(&a), "{}", replication(a.port));
+    assert!(is_synced_replica_of(&b, &a), "{}", replication(b.port));
+    assert_eq!((dbsize(&a), dbsize(&b)), (100, 100));
+    assert!(is_master(&other));
+    assert_eq!(dbsize(&other), 5);
+}
+
+/// An empty shard whose data cannot be read (it may name a last master
+/// and its history) is not led by an empty Redis until the data is fixed.
+#[test]
+fn an_empty_shard_with_unreadable_data_is_not_led() {
+    let zookeeper = ZooKeeper::start();
+    let zk = Zk::connect(&zookeeper);
+    let shard = zk.create_shard("/redis/cluster/unreadable");
+    let set = |data: &[u8]| {
+        zk.runtime
+            .block_on(zk.client.set_data(&shard, data, None))
+            .unwrap();
+    };
+    set(br#"{"weight":"0-4095",}"#);
+    let redis = start_redis();
+    let watchdog = Watchdog::start(&zookeeper.hosts(), &redis, &shard);
+    watchdog.wait_for_log("data is unreadable");
+    assert!(zk.line(&shard).is_empty(), "an empty Redis led the shard");
+    set(&shardproxy::zk::layout::ShardData::new(0, 4095).to_json());
+    wait_until("the Redis to lead the fixed shard", DEADLINE, || {
+        zk.line(&shard) == [redis.addr()] && is_master(&redis)
+    });
+}

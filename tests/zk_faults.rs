@@ -75,6 +75,28 @@ async fn one_bad_shard_does_not_stop_another_shards_failover() {
         "shard 0 still routes to its last good master"
     );
 
+    // Shard 0 fails over while its data is still bad: its range stays,
+    // and routing follows its members, which are valid.
+    let a2 = Redis::start();
+    let member_a2 = add_member(&ops, "redis-0000", &a2.addr()).await;
+    let member_a = format!("{}/{}", shard_path("redis-0000"), {
+        let names = children(&ops, &shard_path("redis-0000")).await;
+        names
+            .into_iter()
+            .find(|n| n.starts_with(&a.addr()))
+            .expect("a's member")
+    });
+    ops.delete(&member_a, None).await.unwrap();
+    wait_for_view(
+        &proxy,
+        &format!("name=redis-0000,range=0-2047,master={}", a2.addr()),
+    );
+    assert!(info(&proxy).contains("invalid=1"));
+    let key0 = &keys_in(0, 2047, 1, "junk-failover")[0];
+    assert_eq!(client.cmd_str(&["SET", key0, "1"]), "+OK\r\n");
+    assert!(holds(&a2, key0), "shard 0's write lands on its new master");
+    assert!(member_a2.contains(&a2.addr()));
+
     // Repaired: valid again.
     ops.set_data(
         &shard_path("redis-0000"),
@@ -85,6 +107,114 @@ async fn one_bad_shard_does_not_stop_another_shards_failover() {
     .unwrap();
     wait_for_view(&proxy, "state_valid:1");
     assert!(info(&proxy).contains("name=redis-0000,range=0-2047"));
+}
+
+/// Views that would send keys to the wrong place are refused, and the
+/// routing stays: the last shard's znode deleted or its range mistyped
+/// (every key would hash onto another slot), one Redis in two shards'
+/// lines. Each is flagged; once repaired the view applies again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn views_that_would_move_every_key_are_refused() {
+    let zookeeper = ZooKeeper::start();
+    let (a, b) = (Redis::start(), Redis::start());
+    let ops = zookeeper.client().await;
+    create_shard(&ops, "redis-0000", 0, 2047).await;
+    create_shard(&ops, "redis-0001", 2048, 4095).await;
+    add_member(&ops, "redis-0000", &a.addr()).await;
+    let member_b = add_member(&ops, "redis-0001", &b.addr()).await;
+    let proxy = start_proxy(&zookeeper, &[&a, &b]);
+    wait_for_view(
+        &proxy,
+        &format!("name=redis-0001,range=2048-4095,master={}", b.addr()),
+    );
+    let mut client = RawClient::connect(proxy.port);
+    let keys: Vec<String> = (0..200).map(|i| format!("k{i}")).collect();
+    for key in &keys {
+        assert_eq!(client.cmd_str(&["SET", key, key]), "+OK\r\n");
+    }
+    let all_found = |client: &mut RawClient| {
+        keys.iter()
+            .all(|k| client.cmd_str(&["GET", k]) == format!("${}\r\n{k}\r\n", k.len()))
+    };
+    let refused = |needle: &str| {
+        let text = info(&proxy);
+        text.contains("state_valid:0") && text.contains(needle)
+    };
+    let shard1 = shard_path("redis-0001");
+    let good = shardproxy::zk::layout::ShardData::new(2048, 4095).to_json();
+
+    // The last shard deleted: slots 0-2047 alone would be a whole space.
+    ops.delete(&member_b, None).await.unwrap();
+    ops.delete(&shard1, None).await.unwrap();
+    wait_until("the view to be refused", Duration::from_secs(10), || {
+        refused("every key would move")
+    });
+    assert!(all_found(&mut client), "every key is still found");
+
+    // Back, then its range mistyped.
+    create_shard(&ops, "redis-0001", 2048, 4095).await;
+    add_member(&ops, "redis-0001", &b.addr()).await;
+    wait_for_view(&proxy, "state_valid:1");
+    ops.set_data(&shard1, br#"{"weight":"2048-40950"}"#, None)
+        .await
+        .unwrap();
+    wait_until("the typo to be refused", Duration::from_secs(10), || {
+        refused("every key would move")
+    });
+    assert!(all_found(&mut client), "every key is still found");
+    ops.set_data(&shard1, &good, None).await.unwrap();
+    wait_for_view(&proxy, "state_valid:1");
+
+    // b also in shard 0's line (a member made by hand, or a watchdog
+    // started with the wrong shard).
+    let stray = add_member(&ops, "redis-0000", &b.addr()).await;
+    wait_until(
+        "the shared member to be refused",
+        Duration::from_secs(10),
+        || {
+            refused(&format!(
+                "redis {} is a member of shards redis-0000 and redis-0001",
+                b.addr()
+            ))
+        },
+    );
+    assert!(all_found(&mut client), "every key is still found");
+    ops.delete(&stray, None).await.unwrap();
+    wait_for_view(&proxy, "state_valid:1");
+    assert!(all_found(&mut client));
+}
+
+/// A proxy started while a shard has no members (its watchdogs are down)
+/// routes it to the master its watchdog recorded, not to its pool file's
+/// server, which may be an old master back as a master: two proxies would
+/// write to two masters.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proxy_started_while_a_shard_has_no_members_routes_to_its_recorded_master() {
+    let zookeeper = ZooKeeper::start();
+    let (old, recorded, b) = (Redis::start(), Redis::start(), Redis::start());
+    let ops = zookeeper.client().await;
+    create_shard(&ops, "redis-0000", 0, 2047).await;
+    create_shard(&ops, "redis-0001", 2048, 4095).await;
+    let mut data = shardproxy::zk::layout::ShardData::new(0, 2047);
+    data.master = Some(shardproxy::zk::layout::MasterRecord {
+        addr: recorded.addr(),
+        replid: "0123".into(),
+        offset: 7,
+    });
+    ops.set_data(&shard_path("redis-0000"), &data.to_json(), None)
+        .await
+        .unwrap();
+    add_member(&ops, "redis-0001", &b.addr()).await;
+    let proxy = start_proxy(&zookeeper, &[&old, &b]);
+    wait_for_view(
+        &proxy,
+        &format!("name=redis-0000,range=0-2047,master={}", recorded.addr()),
+    );
+    let key = &keys_in(0, 2047, 1, "recorded")[0];
+    let mut client = RawClient::connect(proxy.port);
+    assert_eq!(client.cmd_str(&["SET", key, "1"]), "+OK\r\n");
+    assert!(holds(&recorded, key));
+    assert!(!holds(&old, key), "the file's server took a write");
 }
 
 /// A master stopped with SIGSTOP while writes are in flight to it (the

@@ -147,6 +147,7 @@ fn start_watch(hosts: String) -> (Running, Arc<Views>) {
     let seen = views.clone();
     let on_change: OnChange = Arc::new(move |view| {
         seen.push(view);
+        Ok(())
     });
     let status = Arc::new(ZkStatus::new());
     let (shutdown, receiver) = signal::channel(false);

@@ -60,10 +60,9 @@ pub fn spawn(
     }
     if let Some(root) = &config.redis_path {
         let target = Arc::downgrade(pool);
-        let on_change: zk::OnChange = Arc::new(move |view: ClusterView| {
-            if let Some(pool) = target.upgrade() {
-                apply(&pool, &view);
-            }
+        let on_change: zk::OnChange = Arc::new(move |view: ClusterView| match target.upgrade() {
+            Some(pool) => apply(&pool, &view),
+            None => Ok(()),
         });
         tasks.spawn(zk::watch_cluster(
             config.hosts.clone(),
@@ -79,39 +78,30 @@ pub fn spawn(
 /// Routes the view's ranges to their masters. A shard that never had a
 /// master (no watchdog registered yet) keeps the pool file's server for its
 /// range if the file has one; otherwise the view is not applied.
-pub fn apply(pool: &Pool, view: &ClusterView) {
-    match shard_specs(pool, view) {
-        Ok(specs) => {
-            let old = pool.router.load_full();
-            let table = pool
-                .router
-                .install(&specs, "zookeeper", migration_spec(view));
-            if table.version == old.version {
-                return;
-            }
-            demote_replaced_masters(&old, &table, view);
-            if let Some(m) = table.active_migration() {
-                m.source.ranges_moving(&m.id, vec![(m.lo, m.hi)]);
-            }
-            for shard in view.shards.iter().filter(|s| s.no_members) {
-                tracing::warn!(pool = %pool.name, shard = %shard.name, master = ?shard.master,
-                    "shard has no members; routing to its last known master");
-            }
-            tracing::info!(pool = %pool.name, version = table.version, shards = specs.len(),
-                "routing table from ZooKeeper installed");
-        }
-        Err(reason) => {
-            tracing::warn!(pool = %pool.name, reason = %reason,
-                "ZooKeeper view not applied; keeping the current routing");
-            let root = pool
-                .zookeeper
-                .as_ref()
-                .and_then(|z| z.redis_path.clone())
-                .unwrap_or_default();
-            pool.zk_status.record_error(&root, reason);
-            pool.zk_status.set_state_valid(false);
-        }
+///
+/// # Errors
+/// Why the view was not applied (the current routing stays).
+pub fn apply(pool: &Pool, view: &ClusterView) -> Result<(), String> {
+    same_slot_space(pool, view)?;
+    let specs = shard_specs(pool, view)?;
+    let old = pool.router.load_full();
+    let table = pool
+        .router
+        .install(&specs, "zookeeper", migration_spec(view));
+    if table.version == old.version {
+        return Ok(());
     }
+    demote_replaced_masters(&old, &table, view);
+    if let Some(m) = table.active_migration() {
+        m.source.ranges_moving(&m.id, vec![(m.lo, m.hi)]);
+    }
+    for shard in view.shards.iter().filter(|s| s.no_members) {
+        tracing::warn!(pool = %pool.name, shard = %shard.name, master = ?shard.master,
+            "shard has no members; routing to its last known master");
+    }
+    tracing::info!(pool = %pool.name, version = table.version, shards = specs.len(),
+        "routing table from ZooKeeper installed");
+    Ok(())
 }
 
 /// Fences the masters the new table replaced: each backend that served a
@@ -199,6 +189,23 @@ fn shard_specs(pool: &Pool, view: &ClusterView) -> Result<Vec<ShardSpec>, String
             })
         })
         .collect()
+}
+
+/// A view whose slot space differs from the routing's is refused: every
+/// key would hash onto another slot, as when the last shard's znode is
+/// deleted or its range mistyped. (Pools without slots, ketama's, take
+/// ZooKeeper's ranges as they come.)
+fn same_slot_space(pool: &Pool, view: &ClusterView) -> Result<(), String> {
+    let current = pool.router.load();
+    match current.distribution.slot_runs() {
+        Some((size, _)) if size != u64::from(view.slots) => Err(format!(
+            "the shards' ranges cover slots 0-{} but the routing's slot space is {size} \
+             (0-{}): every key would move; a shard's znode is missing or its range is wrong",
+            view.slots.saturating_sub(1),
+            size.saturating_sub(1)
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// The file's range server that holds `slot`.

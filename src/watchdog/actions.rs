@@ -173,7 +173,19 @@ impl Agent {
         let (data, _) = self
             .bounded(session, session.client.get_data(&shard))
             .await?;
-        let Some(record) = ShardData::parse(&data).and_then(|d| d.master) else {
+        let Some(parsed) = ShardData::parse(&data) else {
+            // Unreadable data may hide a history: an empty Redis leading
+            // now could wipe it. Led once an operator fixes the data.
+            if !self.history_refused {
+                self.history_refused = true;
+                error!(shard = %shard, redis = %self.settings.redis,
+                    data = %String::from_utf8_lossy(&data),
+                    "the shard is empty and its data is unreadable: not leading it until the data \
+                     is fixed (it may name a last master whose keys this Redis would wipe)");
+            }
+            return Ok(false);
+        };
+        let Some(record) = parsed.master else {
             return Ok(true);
         };
         // An empty recorded ID names the Redis an operator chose with

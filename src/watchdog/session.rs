@@ -343,8 +343,10 @@ impl Agent {
 
     /// The role the lowest member reports, read only when we are about to
     /// follow it, with a watch so its promotion is seen at once. Data that
-    /// is not ours (a member written by another tool) cannot say; it is
-    /// taken for a master rather than waited on forever.
+    /// is not ours (a member written by another watchdog) cannot say; it is
+    /// taken for a master rather than waited on forever. A member that is
+    /// not ephemeral was written by hand, not by a watchdog: it is never
+    /// followed (`None`), since following it could wipe our data.
     pub(super) async fn lowest_role(
         &self,
         session: &mut Session,
@@ -357,7 +359,8 @@ impl Agent {
             return Ok(None);
         }
         let path = child_path(&self.settings.shard, &lowest.znode);
-        let read = if session.lowest.is_some() && session.lowest_path == path {
+        let watching = session.lowest.is_some() && session.lowest_path == path;
+        let read = if watching {
             self.bounded(session, session.client.get_data(&path)).await
         } else {
             let watched = self
@@ -370,6 +373,14 @@ impl Agent {
             })
         };
         match read {
+            Ok((_, stat)) if stat.ephemeral_owner == 0 => {
+                if !watching {
+                    tracing::error!(member = %lowest.znode, shard = %self.settings.shard,
+                        "the lowest member is not ephemeral, so no watchdog wrote it: \
+                         not following it (delete it if it was made by hand)");
+                }
+                Ok(None)
+            }
             Ok((data, _)) => Ok(Some(
                 serde_json::from_slice::<MemberData>(&data).map_or(Role::Master, |d| d.role),
             )),

@@ -13,6 +13,7 @@
 //! never reaches the routing table.
 
 use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
 use std::net::Ipv6Addr;
 
 /// Why the znodes under a cluster root do not make a usable [`ClusterView`].
@@ -42,6 +43,15 @@ pub enum LayoutError {
     Overlap {
         lo: u32,
         hi: u32,
+        first: String,
+        second: String,
+    },
+    /// One Redis is in the line of two shards: one of them would be routed
+    /// to the other's data (a member made by hand, or a watchdog pointed at
+    /// the wrong shard).
+    #[error("redis {addr} is a member of shards {first} and {second}")]
+    SharedMember {
+        addr: String,
         first: String,
         second: String,
     },
@@ -283,7 +293,8 @@ pub struct ShardView {
     /// left out of routing except as a migration's target.
     pub empty: bool,
     /// `ip:port` of the lowest-sequence member, or the last known master
-    /// when the shard has no members (`None` if it never had one).
+    /// when the shard has no members: the last one seen, else the one
+    /// recorded in its data (`None` if it never had one).
     pub master: Option<String>,
     /// Live members, sorted by sequence: the master first, then the line.
     pub members: Vec<Member>,
@@ -328,9 +339,18 @@ impl ShardView {
             .cloned()
             .collect();
         let no_members = members.is_empty();
+        let recorded_master = ShardData::parse(data)
+            .and_then(|d| d.master)
+            .map(|m| m.addr);
+        // With no members, the last master seen, else the one its
+        // watchdog recorded: a proxy started meanwhile must not fall back
+        // to its pool file's server, which may be an old master that came
+        // back and would take writes beside the real one.
         let master = match members.first() {
             Some(first) => Some(first.addr.clone()),
-            None => last_master.map(str::to_string),
+            None => last_master
+                .map(str::to_string)
+                .or_else(|| recorded_master.clone()),
         };
         Ok(ShardView {
             name: node_name(path).to_string(),
@@ -342,9 +362,7 @@ impl ShardView {
             no_members,
             strays,
             invalid: None,
-            recorded_master: ShardData::parse(data)
-                .and_then(|d| d.master)
-                .map(|m| m.addr),
+            recorded_master,
         })
     }
 }
@@ -363,7 +381,10 @@ pub fn members_in_line(names: &[String]) -> Vec<Member> {
             })
         })
         .collect();
-    members.sort_by_key(|m| m.seq);
+    // Names break a tie (only a child made by hand can share a
+    // sequence), so every reader sees one line whatever order ZooKeeper
+    // lists the children in.
+    members.sort_by(|a, b| (a.seq, &a.znode).cmp(&(b.seq, &b.znode)));
     members
 }
 
@@ -415,6 +436,21 @@ impl ClusterView {
             return Err(LayoutError::NoShards);
         }
         shards.sort_by(|a, b| a.name.cmp(&b.name));
+        let mut homes: HashMap<&str, &str> = HashMap::new();
+        for shard in &shards {
+            for member in &shard.members {
+                match homes.insert(&member.addr, &shard.name) {
+                    Some(first) if first != shard.name => {
+                        return Err(LayoutError::SharedMember {
+                            addr: member.addr.clone(),
+                            first: first.to_string(),
+                            second: shard.name.clone(),
+                        })
+                    }
+                    _ => {}
+                }
+            }
+        }
         Ok(ClusterView {
             shards,
             slots: next,
@@ -646,6 +682,13 @@ mod tests {
         assert!(view.no_members);
         let never = ShardView::from_znodes("/c/s", data, &[], None).unwrap();
         assert_eq!(never.master, None);
+        // Not seen by this process (started meanwhile): the recorded one.
+        let recorded =
+            br#"{"weight":"0-99","master":{"addr":"10.0.0.2:6379","replid":"r","offset":5}}"#;
+        let view = ShardView::from_znodes("/c/s", recorded, &[], None).unwrap();
+        assert_eq!(view.master.as_deref(), Some("10.0.0.2:6379"));
+        let view = ShardView::from_znodes("/c/s", recorded, &[], Some("10.0.0.1:6379")).unwrap();
+        assert_eq!(view.master.as_deref(), Some("10.0.0.1:6379"));
     }
 
     #[test]
@@ -691,6 +734,39 @@ mod tests {
             err.to_string(),
             "slots 0-4 belong to no shard (gap before shard a)"
         );
+    }
+
+    #[test]
+    fn view_rejects_a_redis_in_two_shards_lines() {
+        let with = |name: &str, lo: u32, hi: u32, members: &[&str]| {
+            let data = ShardData::new(lo, hi).to_json();
+            ShardView::from_znodes(&format!("/c/{name}"), &data, &names(members), None).unwrap()
+        };
+        let a = with(
+            "a",
+            0,
+            9,
+            &["10.0.0.1:6379-0000000001", "10.0.0.2:6379-0000000002"],
+        );
+        let b = with(
+            "b",
+            10,
+            19,
+            &["10.0.0.2:6379-0000000000", "10.0.0.3:6379-0000000001"],
+        );
+        let err = ClusterView::new(vec![a.clone(), b]).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "redis 10.0.0.2:6379 is a member of shards a and b"
+        );
+        // Twice in one shard's line is a takeover in progress, not an error.
+        let b = with(
+            "b",
+            10,
+            19,
+            &["10.0.0.3:6379-0000000001", "10.0.0.3:6379-0000000004"],
+        );
+        assert!(ClusterView::new(vec![a, b]).is_ok());
     }
 
     #[test]

@@ -30,6 +30,7 @@
 //! let on_change: zk::OnChange = Arc::new(|view: zk::ClusterView| {
 //!     // Build a routing table from `view` and swap it in.
 //!     let _ = view.slots;
+//!     Ok(())
 //! });
 //! let hosts = "172.16.10.163:2181,172.16.10.96:2181".to_string();
 //! let watch = tokio::spawn(zk::watch_cluster(

@@ -21,7 +21,7 @@
 
 use super::session::{close, connect, session_over};
 use super::status::{Task, ZkStatus};
-use crate::zk::layout::{child_path, ClusterView, ShardView};
+use crate::zk::layout::{child_path, members_in_line, ClusterView, ShardView};
 use crate::zk::migration::MigrationState;
 use crate::zk::{is_session_over, shutdown_requested, Backoff};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -35,8 +35,9 @@ use tracing::{info, warn};
 use zookeeper_client as zk;
 
 /// Called with each new valid view, from the watch task. It should only
-/// build and swap in a routing table: it must not block.
-pub type OnChange = Arc<dyn Fn(ClusterView) + Send + Sync>;
+/// build and swap in a routing table: it must not block. An `Err` (why)
+/// refuses the view: it is recorded as invalid and the last one is kept.
+pub type OnChange = Arc<dyn Fn(ClusterView) -> Result<(), String> + Send + Sync>;
 
 /// Watches the cluster under `root` (`zookeeper_redis_path`) and calls
 /// `on_change` with every new valid view (an unchanged view is not
@@ -386,14 +387,21 @@ impl<'a> Session<'a> {
                         }
                         Ok(shard)
                     }
-                    // One shard's bad data freezes that shard only: it keeps
-                    // its last good range and master, flagged.
+                    // One shard's bad data freezes that shard's range only,
+                    // flagged: its members are still followed (they are
+                    // valid), so a failover meanwhile still moves routing.
                     (Err(error), Some(last_shard)) => {
-                        warn!(path = %path, error = %error, "invalid shard in ZooKeeper; keeping its last good state");
+                        warn!(path = %path, error = %error, "invalid shard data in ZooKeeper; keeping its last good range");
                         self.status.record_error(&path, error.to_string());
                         invalid = true;
                         let mut kept = last_shard.clone();
                         kept.invalid = Some(error.to_string());
+                        let line = members_in_line(nodes.members.as_deref().unwrap_or_default());
+                        if let Some(first) = line.first() {
+                            kept.master = Some(first.addr.clone());
+                        }
+                        kept.no_members = line.is_empty();
+                        kept.members = line;
                         Ok(kept)
                     }
                     (Err(error), None) => Err(error),
@@ -428,8 +436,13 @@ impl<'a> Session<'a> {
         if last.as_ref() == Some(&view) {
             return;
         }
+        if let Err(reason) = on_change(view.clone()) {
+            warn!(path = %self.root, reason = %reason, "cluster view refused; keeping the last good view");
+            self.status.record_error(self.root, reason);
+            self.status.set_state_valid(false);
+            return;
+        }
         log_changes(self.root, last.as_ref(), &view);
-        on_change(view.clone());
         self.status.view_applied(Arc::new(view.clone()));
         *last = Some(view);
     }
