@@ -176,6 +176,44 @@ fn split_commands_reassemble_across_shards() {
     assert_eq!(c.cmd_str(&["DBSIZE"]), ":0\r\n");
 }
 
+/// A write split over two shards that fails on one says what the other
+/// did: a client reads an error from Redis as "nothing was written", and
+/// MSET and DEL are not atomic across shards. A read's error is Redis's.
+#[test]
+fn a_split_write_that_fails_on_one_shard_says_what_the_other_did() {
+    let mut s = setup();
+    let mut c = client(&s);
+    let a = &common::zk_cluster::keys_in(0, 2047, 1, "part")[0];
+    let b = &common::zk_cluster::keys_in(2048, 4095, 1, "part")[0];
+    let mut second = s._shards[1].connect();
+    assert_eq!(
+        second.cmd_str(&["CONFIG", "SET", "maxmemory", "1"]),
+        "+OK\r\n"
+    );
+    assert_eq!(
+        c.cmd_str(&["MSET", a, "1", b, "1"]),
+        "-OOM command not allowed when used memory > 'maxmemory'. (shardproxy: MSET is not \
+         atomic across shards: 1 of its keys, on other shards, were set)\r\n"
+    );
+    assert_eq!(c.cmd_str(&["GET", a]), "$1\r\n1\r\n");
+    s._shards[1].guard.kill();
+    let deleted = c.cmd_str(&["DEL", a, b]);
+    assert!(deleted.starts_with("-ERR shard '"), "{deleted}");
+    assert!(
+        deleted.ends_with(
+            " (shardproxy: DEL is not atomic across shards: 1 of its keys, on other shards, \
+             were deleted)\r\n"
+        ),
+        "{deleted}"
+    );
+    assert_eq!(c.cmd_str(&["GET", a]), "$-1\r\n");
+    let read = c.cmd_str(&["MGET", a, b]);
+    assert!(
+        read.starts_with("-ERR shard '") && !read.contains("(shardproxy:"),
+        "{read}"
+    );
+}
+
 #[test]
 fn multi_key_commands_on_one_shard_only() {
     let s = setup();

@@ -89,20 +89,32 @@ pub struct SplitReply {
     keys: usize,
     parts: Vec<Part>,
     proto: Proto,
+    /// The command's name when it writes (MSET, DEL, UNLINK): an error
+    /// then says what the other shards did.
+    writes: Option<&'static str>,
 }
 
 impl SplitReply {
-    pub fn new(kind: SplitKind, keys: usize, parts: Vec<Part>, proto: Proto) -> SplitReply {
+    pub fn new(
+        command: &'static str,
+        kind: SplitKind,
+        keys: usize,
+        parts: Vec<Part>,
+        proto: Proto,
+    ) -> SplitReply {
         SplitReply {
             merge: Merge::Split(kind),
             keys,
             parts,
             proto,
+            writes: matches!(command, "mset" | "del" | "unlink").then_some(command),
         }
     }
 
     /// Waits for every part and appends the merged reply to `out`. The first
-    /// error (backend failure or Redis error reply) becomes the reply.
+    /// error (backend failure or Redis error reply) becomes the reply; for a
+    /// write, it says what the shards that succeeded did, since a client
+    /// reads an error from Redis as "nothing was written".
     pub async fn write_to(self, out: &mut BytesMut, stats: &PoolStats) {
         let mut frames = Vec::with_capacity(self.parts.len());
         let mut error: Option<Bytes> = None;
@@ -131,7 +143,10 @@ impl SplitReply {
         }
         if let Some(error) = error {
             PoolStats::bump(&stats.errors);
-            out.extend_from_slice(&error);
+            match self.writes.filter(|_| !frames.is_empty()) {
+                Some(command) => partly_applied(&error, command, &frames, out),
+                None => out.extend_from_slice(&error),
+            }
             return;
         }
         match self.merge {
@@ -158,6 +173,7 @@ pub fn fan_out(table: &RoutingTable, proto: Proto, affinity: usize, args: &[Byte
         keys: 0,
         parts,
         proto,
+        writes: None,
     }
 }
 
@@ -200,6 +216,36 @@ fn array_elements(frame: &[u8]) -> Vec<&[u8]> {
 fn merge_sum(frames: &[(Bytes, Vec<usize>)], out: &mut BytesMut) {
     let total: i64 = frames.iter().map(|(frame, _)| parse_integer(frame)).sum();
     encode_integer(total, out);
+}
+
+/// `error` (a simple error), followed by what the shards that succeeded
+/// did: MSET is not atomic across shards, and a DEL's count would be lost.
+fn partly_applied(error: &[u8], command: &str, frames: &[(Bytes, Vec<usize>)], out: &mut BytesMut) {
+    let Some(text) = error
+        .strip_prefix(b"-")
+        .and_then(|e| e.strip_suffix(b"\r\n"))
+    else {
+        out.extend_from_slice(error);
+        return;
+    };
+    let done = match command {
+        "mset" => {
+            let keys: usize = frames.iter().map(|(_, positions)| positions.len()).sum();
+            format!("{keys} of its keys, on other shards, were set")
+        }
+        _ => {
+            let deleted: i64 = frames.iter().map(|(frame, _)| parse_integer(frame)).sum();
+            format!("{deleted} of its keys, on other shards, were deleted")
+        }
+    };
+    let text = String::from_utf8_lossy(text);
+    encode_error(
+        &format!(
+            "{text} (shardproxy: {} is not atomic across shards: {done})",
+            command.to_uppercase()
+        ),
+        out,
+    );
 }
 
 /// The value of an integer frame `:n\r\n` (0 for anything else).
