@@ -323,6 +323,49 @@ fn resp3_messages_are_pushes_between_whole_replies() {
     assert_eq!(proxy.cmd_str(&["PING"]), "+PONG\r\n", "nothing more");
 }
 
+/// A PUBLISH pipelined right behind a SUBSCRIBE (RESP3 allows it) finds
+/// the subscription in place, and one behind an UNSUBSCRIBE finds it gone,
+/// as on Redis: the next request waits for the shards' confirmation. Each
+/// round is a new client, whose first subscription opens the shard's
+/// subscriber connection. (A message may come before or after the
+/// PUBLISH's reply: they travel different connections.)
+#[test]
+fn a_publish_pipelined_behind_a_subscription_change_sees_it() {
+    let fleet = fleet();
+    let oracle = Redis::start();
+    let channels = channels_on_both_shards("piped", 1);
+    let round_trip = |port: u16, channel: &str| {
+        let mut client = RawClient::connect(port);
+        client.cmd(&[b"HELLO", b"3"]);
+        let mut pipeline = common::redis::encode_command(&[b"SUBSCRIBE", channel.as_bytes()]);
+        pipeline.extend(common::redis::encode_command(&[
+            b"PUBLISH",
+            channel.as_bytes(),
+            b"hi",
+        ]));
+        client.send_raw(&pipeline);
+        let mut subscribed: Vec<String> = (0..3).map(|_| read_frames(&mut client, 1)).collect();
+        subscribed[1..].sort();
+        let mut pipeline = common::redis::encode_command(&[b"UNSUBSCRIBE", channel.as_bytes()]);
+        pipeline.extend(common::redis::encode_command(&[
+            b"PUBLISH",
+            channel.as_bytes(),
+            b"bye",
+        ]));
+        client.send_raw(&pipeline);
+        let unsubscribed = read_frames(&mut client, 2);
+        (subscribed, unsubscribed)
+    };
+    for round in 0..20 {
+        let channel = &channels[round % channels.len()];
+        assert_eq!(
+            round_trip(fleet.proxies[0].port, channel),
+            round_trip(oracle.port, channel),
+            "round {round}"
+        );
+    }
+}
+
 #[test]
 fn a_disconnected_subscriber_releases_its_backend_subscriptions() {
     let fleet = fleet();

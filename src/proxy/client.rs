@@ -365,6 +365,7 @@ fn may_dispatch(
 ) -> bool {
     if owed.is_empty() {
         session.set_blocked(false);
+        session.settling = false;
         session.park_dedicated();
     } else if session.blocked || held {
         return false;
@@ -460,6 +461,9 @@ impl Session {
     /// kind of connection than the requests before it (which it could
     /// otherwise overtake).
     fn needs_quiet(&self, cmd: &Command, args: &[Bytes]) -> bool {
+        if self.settling {
+            return true;
+        }
         let handling = cmd.handling_for(args);
         match handling {
             // RESET drops the dedicated connection: nothing may be in
@@ -549,7 +553,9 @@ impl Session {
                     affinity: self.affinity,
                     subscriptions: &mut self.pubsub,
                 };
-                pubsub::run(client, cmd, args, request.raw.clone())
+                let pending = pubsub::run(client, cmd, args, request.raw.clone());
+                self.settling = matches!(pending, Pending::Assembling(_));
+                pending
             }
             Handling::FanOut => {
                 let table = self.pool.router.load();
@@ -720,7 +726,7 @@ impl Session {
                 }
                 let parts = sent;
                 Pending::split(
-                    SplitReply::new(kind, keys.len(), parts, self.proto),
+                    SplitReply::new(cmd.name, kind, keys.len(), parts, self.proto),
                     self.pool.clone(),
                 )
             }

@@ -52,6 +52,10 @@ pub struct Session {
     /// A blocking command is owed: nothing more is dispatched until it is
     /// answered, as Redis runs nothing else for a blocked client.
     pub blocked: bool,
+    /// A (un)subscription's confirmation is owed: the next request waits
+    /// for it, since the subscription is not in place (or gone) on the
+    /// shards until they confirm (a pipelined PUBLISH would miss it).
+    pub settling: bool,
     /// Index of the shard of the last keyed request (WAIT goes there).
     pub last_shard: usize,
     /// The client's subscriptions; `Some` in subscribed mode.
@@ -166,6 +170,7 @@ impl Session {
             tx: None,
             lane: Lane::Shared,
             blocked: false,
+            settling: false,
             last_shard: 0,
             pubsub: None,
             migration_lane: None,
