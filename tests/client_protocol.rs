@@ -391,6 +391,9 @@ fn auth_and_database_reach_the_backend_in_the_right_order() {
         c.cmd_str(&["GET", "a"]),
         "-NOAUTH Authentication required.\r\n"
     );
+    // Word for word what the backend (Redis 7.0) says.
+    let mut direct = backend.connect();
+    assert_eq!(c.cmd_str(&["HELLO", "3"]), direct.cmd_str(&["HELLO", "3"]));
     assert_eq!(
         c.cmd_str(&["AUTH", "wrong"]),
         "-WRONGPASS invalid username-password pair or user is disabled.\r\n"

@@ -171,7 +171,7 @@ fn hello(session: &mut Session, args: &[Bytes]) -> Pending {
         }
     }
     if !session.authenticated {
-        return session.error("NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time");
+        return session.error("NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time");
     }
     session.proto = proto;
     if let Some(conn) = session.dedicated.as_mut() {

@@ -76,15 +76,17 @@ pub const SESSION_TIMEOUT: Duration = Duration::from_secs(6);
 /// How long closing waits for ZooKeeper to confirm the session is closed.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Exponential retry delay: 100 ms doubling up to 3 s, so a ZooKeeper that
-/// comes back is seen within a few seconds without flooding its log.
+/// Exponential retry delay: 100 ms doubling up to 1 s, so a ZooKeeper that
+/// comes back is seen within a second (a failover it recorded meanwhile
+/// moves routing then; with 3 s, proxies lagged the new line by up to 3 s)
+/// while a fleet's retries stay a few a second.
 pub(crate) struct Backoff {
     next: Duration,
 }
 
 impl Backoff {
     const MIN: Duration = Duration::from_millis(100);
-    const MAX: Duration = Duration::from_secs(3);
+    const MAX: Duration = Duration::from_secs(1);
 
     pub(crate) fn new() -> Backoff {
         Backoff { next: Backoff::MIN }
@@ -182,7 +184,7 @@ mod tests {
     fn backoff_doubles_up_to_the_cap_and_resets() {
         let mut backoff = Backoff::new();
         let delays: Vec<u64> = (0..7).map(|_| backoff.next().as_millis() as u64).collect();
-        assert_eq!(delays, [100, 200, 400, 800, 1600, 3000, 3000]);
+        assert_eq!(delays, [100, 200, 400, 800, 1000, 1000, 1000]);
         backoff.reset();
         assert_eq!(backoff.next(), Duration::from_millis(100));
     }
