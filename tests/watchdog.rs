@@ -573,6 +573,38 @@ fn switchover_is_refused_without_a_replica() {
     assert_eq!(zk.line(&shard), [a.addr()]);
 }
 
+/// The next in line's watchdog killed (its member lives on until its
+/// session expires): a switchover is refused before writes pause, since
+/// nobody would promote the replica (the shard refused writes for seconds,
+/// then came back to the old master, and the admin tool said "done").
+#[test]
+fn switchover_is_refused_when_the_next_in_lines_watchdog_is_gone() {
+    let mut pair = Pair::start_timed("orphan", |zookeeper, _| zookeeper.hosts(), 5000);
+    pair.wb.guard.kill();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let err = runtime
+        .block_on(request_switchover(
+            &pair.zk.hosts,
+            None,
+            &pair.shard,
+            Duration::from_secs(2),
+        ))
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("has no watchdog connected to it"),
+        "{err}"
+    );
+    assert_eq!(pair.line(), [pair.a.addr(), pair.b.addr()]);
+    assert!(is_master(&pair.a));
+    let mut a = redis_conn(pair.a.port);
+    let reply: String = redis::cmd("SET")
+        .arg("after")
+        .arg("1")
+        .query(&mut a)
+        .unwrap();
+    assert_eq!(reply, "OK", "writes were not left paused");
+}
+
 #[test]
 fn password_protected_redis_replicates_with_redis_auth() {
     let zookeeper = ZooKeeper::start();

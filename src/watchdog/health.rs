@@ -192,6 +192,9 @@ pub struct RedisLink {
     proxy_user: Option<ProxyUser>,
 }
 
+/// The name of a watchdog's connection to its Redis (`CLIENT SETNAME`).
+pub const CLIENT_NAME: &str = "shardproxy-watchdog";
+
 impl RedisLink {
     /// A link to `addr`; nothing is connected until the first call.
     pub fn new(addr: &str, auth: Option<String>, timeout: Duration) -> RedisLink {
@@ -259,6 +262,11 @@ impl RedisLink {
         if self.conn.is_none() {
             let mut conn =
                 RedisConn::connect(&self.addr, self.auth.as_deref(), self.timeout).await?;
+            // Named, so a switchover can see that this Redis's watchdog is
+            // there to promote it.
+            if let Err(e) = conn.ok(&["CLIENT", "SETNAME", CLIENT_NAME]).await {
+                warn!(redis = %self.addr, error = %e, "cannot name the watchdog's connection");
+            }
             let info = conn.text(&["INFO", "server"]).await?;
             self.run_id = info_field(&info, "run_id").unwrap_or_default().to_string();
             if let Some(pass) = &self.auth {

@@ -423,6 +423,23 @@ pub async fn pause_until_caught_up(
     let mut replica = RedisConn::connect(next, auth, max_pause.max(Duration::from_millis(500)))
         .await
         .map_err(|e| format!("cannot reach the next in line: {e}"))?;
+    // Its watchdog promotes it once we leave the line: without one (killed,
+    // its member not expired yet) the shard would refuse writes until the
+    // member expires, and then come back to us.
+    let clients = replica
+        .text(&["CLIENT", "LIST", "TYPE", "normal"])
+        .await
+        .map_err(|e| format!("cannot list the next in line's clients: {e}"))?;
+    let named = format!("name={}", super::health::CLIENT_NAME);
+    if !clients
+        .lines()
+        .any(|line| line.split(' ').any(|field| field == named))
+    {
+        return Err(format!(
+            "the next in line, {next}, has no watchdog connected to it (stopped, or an older \
+             version): nobody would promote it"
+        ));
+    }
     let pause_ms = pause_for.as_millis().to_string();
     own.command(&["CLIENT", "PAUSE", &pause_ms, "WRITE"])
         .await
