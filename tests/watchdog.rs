@@ -988,3 +988,43 @@ fn an_empty_shard_with_unreadable_data_is_not_led() {
         zk.line(&shard) == [redis.addr()] && is_master(&redis)
     });
 }
+
+/// A second watchdog started for a Redis that already has one stands by:
+/// the line does not churn (the two deleted each other's members for ever,
+/// thousands of times a minute), and when the first one goes the second
+/// takes over with no failover.
+#[test]
+fn a_second_watchdog_of_one_redis_stands_by_until_the_first_goes() {
+    let mut pair = Pair::start("twice");
+    let before: Vec<(String, u64)> = pair
+        .zk
+        .members(&pair.shard)
+        .into_iter()
+        .map(|m| (m.addr, m.seq))
+        .collect();
+    let second = Watchdog::start(&pair.zk.hosts, &pair.a, &pair.shard);
+    second.wait_for_log("already watches this Redis");
+    wait_until("the second watchdog to look again", DEADLINE, || {
+        second.log_text().matches("still standing by").count() >= 5
+    });
+    let now: Vec<(String, u64)> = pair
+        .zk
+        .members(&pair.shard)
+        .into_iter()
+        .map(|m| (m.addr, m.seq))
+        .collect();
+    assert_eq!(now, before, "the line changed while a watchdog stood by");
+
+    pair.wa.guard.kill();
+    second.wait_for_log("taking over");
+    let old_seq = before[0].1;
+    wait_until("the second watchdog to lead a's place", DEADLINE, || {
+        let members = pair.zk.members(&pair.shard);
+        members.len() == 2
+            && members[0].addr == pair.a.addr()
+            && members[0].seq != old_seq
+            && members[1].addr == pair.b.addr()
+    });
+    assert!(is_master(&pair.a), "{}", replication(pair.a.port));
+    assert!(is_synced_replica_of(&pair.b, &pair.a));
+}

@@ -68,6 +68,11 @@ pub struct Agent {
     /// Failed attempts at a ZooKeeper session in a row.
     pub(super) zk_failures: u32,
     pub(super) ticks: u64,
+    /// Another watchdog was connected to our Redis first: we stand by
+    /// (two watchdogs of one Redis deleted each other's members for ever).
+    pub(super) standing_by: Option<String>,
+    /// The Redis connection that was last checked for another watchdog.
+    pub(super) checked_connection: u64,
 }
 
 /// Runs the watchdog until `shutdown` turns `true` (or its sender is
@@ -138,6 +143,8 @@ impl Agent {
             last_wait: None,
             zk_failures: 0,
             ticks: 0,
+            standing_by: None,
+            checked_connection: 0,
         }
     }
 
@@ -223,6 +230,41 @@ impl Agent {
                 }
             }
         }
+    }
+
+    /// True while another watchdog, connected to our Redis before us,
+    /// watches it: we then leave the line and the guard to it. Looked at
+    /// on each new Redis connection, and again every interval while
+    /// standing by.
+    pub(super) async fn stands_by(&mut self, tick: bool) -> bool {
+        if !matches!(self.health, Health::Up(_)) {
+            return self.standing_by.is_some();
+        }
+        let new_connection = self.redis.connections != self.checked_connection;
+        let recheck = self.standing_by.is_some() && tick;
+        if !new_connection && !recheck {
+            return self.standing_by.is_some();
+        }
+        let (shard, redis) = (&self.settings.shard, &self.settings.redis);
+        match self.redis.older_watchdog().await {
+            Ok(other) => {
+                self.checked_connection = self.redis.connections;
+                match (&self.standing_by, &other) {
+                    (None, Some(other)) => error!(shard = %shard, redis = %redis, other = %other,
+                        "another shardproxy-watchdog already watches this Redis: standing by until it goes"),
+                    (Some(_), None) => info!(shard = %shard, redis = %redis,
+                        "the other watchdog of this Redis is gone: taking over"),
+                    (Some(_), Some(_)) => {
+                        debug!(shard = %shard, redis = %redis, "still standing by")
+                    }
+                    (None, None) => {}
+                }
+                self.standing_by = other;
+            }
+            Err(e) => warn!(shard = %shard, redis = %redis, error = %e,
+                "cannot list the Redis's clients to look for another watchdog"),
+        }
+        self.standing_by.is_some()
     }
 
     /// Applies the split-brain guard to what the last check saw.

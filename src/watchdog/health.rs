@@ -190,6 +190,13 @@ pub struct RedisLink {
     /// The proxies' ACL user, made again on every new connection (a
     /// restarted Redis has forgotten it).
     proxy_user: Option<ProxyUser>,
+    /// Our connection's `CLIENT ID`: the lower of two watchdogs' ids is
+    /// the older one. Our earlier connections' ids too (the last few): one
+    /// we dropped may still be listed until Redis notices.
+    client_id: i64,
+    earlier_ids: Vec<i64>,
+    /// Counts connections made, so a caller sees a new one.
+    pub connections: u64,
 }
 
 /// The name of a watchdog's connection to its Redis (`CLIENT SETNAME`).
@@ -205,6 +212,9 @@ impl RedisLink {
             conn: None,
             run_id: String::new(),
             proxy_user: None,
+            client_id: i64::MAX,
+            earlier_ids: Vec::new(),
+            connections: 0,
         }
     }
 
@@ -249,6 +259,27 @@ impl RedisLink {
         self.keep_if_usable(result)
     }
 
+    /// Another watchdog connected to this Redis before us (a lower
+    /// `CLIENT ID` under [`CLIENT_NAME`]): its `id=... addr=...`.
+    ///
+    /// # Errors
+    /// Any failure to connect or to list the clients.
+    pub async fn older_watchdog(&mut self) -> Result<Option<String>, RedisError> {
+        let conn = self.connected().await?;
+        let result = conn.text(&["CLIENT", "LIST", "TYPE", "normal"]).await;
+        let clients = self.keep_if_usable(result)?;
+        let named = format!("name={CLIENT_NAME}");
+        Ok(clients.lines().find_map(|line| {
+            let mut fields = line.split(' ');
+            let id: i64 = fields.next()?.strip_prefix("id=")?.parse().ok()?;
+            let addr = fields.next().unwrap_or_default();
+            (id < self.client_id
+                && !self.earlier_ids.contains(&id)
+                && line.split(' ').any(|f| f == named))
+            .then(|| format!("id={id} {addr}"))
+        }))
+    }
+
     /// Drops the connection after a failure that leaves it unusable (an
     /// error reply leaves it fine).
     fn keep_if_usable<T>(&mut self, result: Result<T, RedisError>) -> Result<T, RedisError> {
@@ -267,6 +298,18 @@ impl RedisLink {
             if let Err(e) = conn.ok(&["CLIENT", "SETNAME", CLIENT_NAME]).await {
                 warn!(redis = %self.addr, error = %e, "cannot name the watchdog's connection");
             }
+            let id = match conn.call(&["CLIENT", "ID"]).await? {
+                crate::protocol::Value::Integer(id) => id,
+                _ => i64::MAX,
+            };
+            if self.client_id != i64::MAX {
+                if self.earlier_ids.len() == 8 {
+                    self.earlier_ids.remove(0);
+                }
+                self.earlier_ids.push(self.client_id);
+            }
+            self.client_id = id;
+            self.connections += 1;
             let info = conn.text(&["INFO", "server"]).await?;
             self.run_id = info_field(&info, "run_id").unwrap_or_default().to_string();
             if let Some(pass) = &self.auth {

@@ -82,6 +82,9 @@ impl Agent {
             self.ticks += 1;
         }
         self.check_health(tick).await;
+        if self.stands_by(tick).await {
+            return;
+        }
         if session.connected() {
             match self.membership(session).await {
                 Ok(()) => self.last_heard = Some(std::time::Instant::now()),
