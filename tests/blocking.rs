@@ -440,9 +440,16 @@ fn wait_counts_the_replicas_that_have_the_clients_writes() {
     });
     // A key on shard 0 (the one with the replica).
     let (key, _) = keys_on_two_shards();
+    // What the proxy sends before WAIT reaches no subscriber.
+    let mut watcher = shards[0].connect();
+    assert_eq!(
+        watcher.cmd_str(&["PSUBSCRIBE", "*"]),
+        "*3\r\n$10\r\npsubscribe\r\n$1\r\n*\r\n:1\r\n"
+    );
     let mut client = RawClient::connect(proxy.port);
     assert_eq!(client.cmd_str(&["SET", &key, "1"]), "+OK\r\n");
     assert_eq!(client.cmd_str(&["WAIT", "1", "2000"]), ":1\r\n");
+    assert_eq!(watcher.cmd_str(&["PING"]), "*2\r\n$4\r\npong\r\n$0\r\n\r\n");
     replica.guard.signal("STOP");
     assert_eq!(client.cmd_str(&["SET", &key, "2"]), "+OK\r\n");
     let started = Instant::now();

@@ -9,10 +9,11 @@
 //! requests.
 
 use crate::command::Command;
-use crate::protocol::{encode_request, Proto};
+use crate::protocol::{encode_error, encode_request, Proto};
+use crate::proxy::backend::ReplyReceiver;
 use crate::proxy::dedicated::{block_timeout, Dedicated, DedicatedLimit};
 use crate::proxy::pending::Pending;
-use crate::proxy::router::{RoutingTable, Shard};
+use crate::proxy::router::{RoutingTable, Shard, ShardName};
 use crate::proxy::session::Session;
 use bytes::BytesMut;
 use tokio::time::Instant;
@@ -29,7 +30,7 @@ impl Session {
     /// request. Redis counts the replicas that acknowledged the last write
     /// *on the connection WAIT arrives on*; the client's writes went on a
     /// shared connection, so the proxy first publishes to an unused channel
-    /// on the dedicated one (PUBLISH replicates, and its offset is past
+    /// on the dedicated one (SPUBLISH replicates, and its offset is past
     /// every write answered before it), then sends WAIT.
     pub(crate) fn blocking(
         &mut self,
@@ -56,14 +57,16 @@ impl Session {
             Ok(conn) => conn,
             Err(e) => return self.error(&e),
         };
-        if cmd.name == "wait" {
+        // A shard channel: no pattern subscriber sees it (a PUBLISH reached
+        // every `PSUBSCRIBE *` client).
+        let published = (cmd.name == "wait").then(|| {
             let mut publish = BytesMut::new();
-            encode_request(&[&b"PUBLISH"[..], WAIT_CHANNEL, b""], &mut publish);
+            encode_request(&[&b"SPUBLISH"[..], WAIT_CHANNEL, b""], &mut publish);
             // WAIT's own deadline: the connection expires requests oldest
             // first, so one without a deadline ahead of WAIT would keep
             // WAIT from ever timing out on a stalled backend.
-            drop(conn.send(publish.freeze(), deadline));
-        }
+            conn.send(publish.freeze(), deadline)
+        });
         // Ended with TRYAGAIN if a range holding one of its keys starts
         // moving away: the slots its keys span (all of them where keys
         // have no slot, as on a ketama ring, whose keys a reload can move
@@ -81,7 +84,10 @@ impl Session {
         let reply = conn.send_blocking(request.raw, deadline, span);
         let shard = conn.shard;
         self.set_blocked(true);
-        Pending::Forward { reply, shard }
+        match published {
+            Some(published) => wait_after_publish(published, reply, shard),
+            None => Pending::Forward { reply, shard },
+        }
     }
 
     /// The connection a blocking command to `shard` runs on: the session's
@@ -164,4 +170,36 @@ fn reopened<'a>(
         *slot = Some(limit.open(target.name, &target.backend, proto)?);
     }
     Ok(slot.as_ref().expect("just set"))
+}
+
+/// WAIT's reply, unless the SPUBLISH before it failed: then WAIT would
+/// count replicas against an offset that misses the client's writes (a
+/// Redis before 7.0 has no SPUBLISH), so the client gets the error instead.
+fn wait_after_publish(published: ReplyReceiver, wait: ReplyReceiver, shard: ShardName) -> Pending {
+    Pending::Assembling(Box::pin(async move {
+        let refused = match published.await {
+            Ok(Ok(frame)) if frame.first() == Some(&b'-') => Some(frame),
+            _ => None,
+        };
+        let waited = wait.await;
+        let mut out = BytesMut::new();
+        match (refused, waited) {
+            (Some(frame), _) => {
+                let text = String::from_utf8_lossy(&frame[1..]);
+                encode_error(
+                    &format!(
+                        "ERR shard '{shard}': WAIT needs SPUBLISH (Redis 7.0 or later): {}",
+                        text.trim_end()
+                    ),
+                    &mut out,
+                );
+            }
+            (None, Ok(Ok(frame))) => return frame,
+            (None, Ok(Err(e))) => encode_error(&format!("ERR shard '{shard}': {e}"), &mut out),
+            (None, Err(_)) => {
+                encode_error(&format!("ERR shard '{shard}': request dropped"), &mut out)
+            }
+        }
+        out.freeze()
+    }))
 }
