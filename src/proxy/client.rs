@@ -109,13 +109,6 @@ pub async fn serve<S: Io>(pool: Arc<Pool>, mut stream: S, shutdown: watch::Recei
     let mut big_input = false;
     // `input` grew past `GROWN_INPUT` for a large request.
     let mut grown_input = false;
-    // Since when whole requests wait in `input` for the window to open:
-    // their timeout runs from then, as it runs from when the proxy holds a
-    // request, not from when the window lets it go (a pipeline behind a
-    // stalled backend got its errors one window per timeout: 200 GETs,
-    // 1 s timeout, 14 s). No input is read meanwhile, so none of them
-    // arrived later.
-    let mut stalled_since: Option<Instant> = None;
     loop {
         // Dispatch what has arrived, as far as the window allows.
         let mut exhausted = false;
@@ -154,7 +147,7 @@ pub async fn serve<S: Io>(pool: Arc<Pool>, mut stream: S, shutdown: watch::Recei
             }
             stats.commands.count_request();
             let arrived = *arrived.get_or_insert_with(Instant::now);
-            session.accepted = stalled_since.unwrap_or(arrived);
+            session.accepted = arrived;
             let request_len = request.raw.len();
             window.dispatched(request_len, owed.len());
             let (cmd, reply) = session.dispatch(request, resolved);
@@ -166,13 +159,6 @@ pub async fn serve<S: Io>(pool: Arc<Pool>, mut stream: S, shutdown: watch::Recei
             });
             parser.set_unauthenticated(!session.authenticated);
             finishing = session.closing;
-        }
-        if exhausted || finishing || held.is_some() || session.blocked {
-            // Waiting for input, or for the session's own commands: a
-            // request dispatched later is timed from then.
-            stalled_since = None;
-        } else if !window.admits(owed.len(), out.len()) {
-            stalled_since.get_or_insert_with(|| arrived.unwrap_or_else(Instant::now));
         }
         // Collect the replies that are ready and write what the socket takes.
         // Replies built by the proxy go out now; a forwarded one is
