@@ -184,6 +184,48 @@ async fn views_that_would_move_every_key_are_refused() {
     assert!(all_found(&mut client));
 }
 
+/// A proxy whose pool file lists its servers by weight (twemproxy's form,
+/// slot space 2) takes ZooKeeper's ranges (slot space 4096) as before, and
+/// puts every key where a proxy with the ranges in its file does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proxy_whose_file_has_weights_takes_zookeepers_ranges() {
+    let zookeeper = ZooKeeper::start();
+    let (a, b) = (Redis::start(), Redis::start());
+    let ops = zookeeper.client().await;
+    create_shard(&ops, "redis-0000", 0, 2047).await;
+    create_shard(&ops, "redis-0001", 2048, 4095).await;
+    add_member(&ops, "redis-0000", &a.addr()).await;
+    add_member(&ops, "redis-0001", &b.addr()).await;
+    let ranged = start_proxy(&zookeeper, &[&a, &b]);
+    let port = common::free_port();
+    let weighted = common::proxy::Proxy::start_yaml_args(
+        port,
+        &format!(
+            "test:\n  listen: 127.0.0.1:{port}\n  redis: true\n  hash: md5\n  distribution: modula\n  \
+             timeout: 1000\n  zookeeper_host: {}\n  zookeeper_path: {PROXIES}/127.0.0.1:{port}\n  \
+             zookeeper_redis_path: {ROOT}\n  servers:\n   - {}:1\n   - {}:1\n",
+            zookeeper.hosts(),
+            a.addr(),
+            b.addr()
+        ),
+        &[],
+    );
+    for proxy in [&ranged, &weighted] {
+        wait_for_view(
+            proxy,
+            &format!("name=redis-0001,range=2048-4095,master={}", b.addr()),
+        );
+        assert!(info(proxy).contains("state_valid:1"), "{}", info(proxy));
+    }
+    let mut writer = RawClient::connect(weighted.port);
+    let mut reader = RawClient::connect(ranged.port);
+    for i in 0..40 {
+        let key = format!("w{i}");
+        assert_eq!(writer.cmd_str(&["SET", &key, "1"]), "+OK\r\n");
+        assert_eq!(reader.cmd_str(&["GET", &key]), "$1\r\n1\r\n", "{key}");
+    }
+}
+
 /// A proxy started while a shard has no members (its watchdogs are down)
 /// routes it to the master its watchdog recorded, not to its pool file's
 /// server, which may be an old master back as a master: two proxies would

@@ -469,6 +469,10 @@ impl Session {
             // RESET drops the dedicated connection: nothing may be in
             // flight on it.
             Handling::Local if cmd.name == "reset" => true,
+            // A (un)subscription goes on the subscriber connections: it
+            // must not overtake a PUBLISH (or anything) still owed, which
+            // would then count it, or miss it, unlike on Redis.
+            Handling::PubSub if cmd.name.ends_with("subscribe") => true,
             Handling::Blocking if !self.in_multi() => true,
             Handling::Transaction if self.tx.is_none() => true,
             _ => self.lane_for(handling) != self.lane,
@@ -554,7 +558,8 @@ impl Session {
                     subscriptions: &mut self.pubsub,
                 };
                 let pending = pubsub::run(client, cmd, args, request.raw.clone());
-                self.settling = matches!(pending, Pending::Assembling(_));
+                self.settling =
+                    cmd.name.ends_with("subscribe") && matches!(pending, Pending::Assembling(_));
                 pending
             }
             Handling::FanOut => {

@@ -82,7 +82,6 @@ pub fn spawn(
 /// # Errors
 /// Why the view was not applied (the current routing stays).
 pub fn apply(pool: &Pool, view: &ClusterView) -> Result<(), String> {
-    same_slot_space(pool, view)?;
     let specs = shard_specs(pool, view)?;
     let old = pool.router.load_full();
     let table = pool
@@ -189,23 +188,6 @@ fn shard_specs(pool: &Pool, view: &ClusterView) -> Result<Vec<ShardSpec>, String
             })
         })
         .collect()
-}
-
-/// A view whose slot space differs from the routing's is refused: every
-/// key would hash onto another slot, as when the last shard's znode is
-/// deleted or its range mistyped. (Pools without slots, ketama's, take
-/// ZooKeeper's ranges as they come.)
-fn same_slot_space(pool: &Pool, view: &ClusterView) -> Result<(), String> {
-    let current = pool.router.load();
-    match current.distribution.slot_runs() {
-        Some((size, _)) if size != u64::from(view.slots) => Err(format!(
-            "the shards' ranges cover slots 0-{} but the routing's slot space is {size} \
-             (0-{}): every key would move; a shard's znode is missing or its range is wrong",
-            view.slots.saturating_sub(1),
-            size.saturating_sub(1)
-        )),
-        _ => Ok(()),
-    }
 }
 
 /// The file's range server that holds `slot`.

@@ -46,9 +46,9 @@ pub enum LayoutError {
         first: String,
         second: String,
     },
-    /// One Redis is in the line of two shards: one of them would be routed
-    /// to the other's data (a member made by hand, or a watchdog pointed at
-    /// the wrong shard).
+    /// One shard's master is in another shard's line too: one of them would
+    /// be routed to the other's data (a member made by hand, or a watchdog
+    /// pointed at the wrong shard).
     #[error("redis {addr} is a member of shards {first} and {second}")]
     SharedMember {
         addr: String,
@@ -436,19 +436,32 @@ impl ClusterView {
             return Err(LayoutError::NoShards);
         }
         shards.sort_by(|a, b| a.name.cmp(&b.name));
-        let mut homes: HashMap<&str, &str> = HashMap::new();
+        // A shard's master may be in no other shard's line: that shard
+        // would be routed to (or replicate from) another shard's data. A
+        // replica in two lines is a Redis moving between shards while its
+        // old member has not expired yet: harmless.
+        let mut homes: HashMap<&str, Vec<&str>> = HashMap::new();
         for shard in &shards {
             for member in &shard.members {
-                match homes.insert(&member.addr, &shard.name) {
-                    Some(first) if first != shard.name => {
-                        return Err(LayoutError::SharedMember {
-                            addr: member.addr.clone(),
-                            first: first.to_string(),
-                            second: shard.name.clone(),
-                        })
-                    }
-                    _ => {}
-                }
+                homes.entry(&member.addr).or_default().push(&shard.name);
+            }
+        }
+        for shard in &shards {
+            let Some(master) = shard.members.first() else {
+                continue;
+            };
+            if let Some(other) = homes[master.addr.as_str()]
+                .iter()
+                .find(|name| **name != shard.name)
+            {
+                let mut pair = [shard.name.clone(), other.to_string()];
+                pair.sort();
+                let [first, second] = pair;
+                return Err(LayoutError::SharedMember {
+                    addr: master.addr.clone(),
+                    first,
+                    second,
+                });
             }
         }
         Ok(ClusterView {
@@ -759,12 +772,20 @@ mod tests {
             err.to_string(),
             "redis 10.0.0.2:6379 is a member of shards a and b"
         );
-        // Twice in one shard's line is a takeover in progress, not an error.
+        // Twice in one shard's line is a takeover in progress, and a replica
+        // in two lines a Redis moving between shards: not errors.
         let b = with(
             "b",
             10,
             19,
             &["10.0.0.3:6379-0000000001", "10.0.0.3:6379-0000000004"],
+        );
+        assert!(ClusterView::new(vec![a.clone(), b]).is_ok());
+        let b = with(
+            "b",
+            10,
+            19,
+            &["10.0.0.3:6379-0000000001", "10.0.0.2:6379-0000000004"],
         );
         assert!(ClusterView::new(vec![a, b]).is_ok());
     }
