@@ -82,6 +82,7 @@ pub fn spawn(
 /// # Errors
 /// Why the view was not applied (the current routing stays).
 pub fn apply(pool: &Pool, view: &ClusterView) -> Result<(), String> {
+    same_slot_space(pool, view)?;
     let specs = shard_specs(pool, view)?;
     let old = pool.router.load_full();
     let table = pool
@@ -188,6 +189,24 @@ fn shard_specs(pool: &Pool, view: &ClusterView) -> Result<Vec<ShardSpec>, String
             })
         })
         .collect()
+}
+
+/// A new slot space S moves every key (slot = hash mod S): the last shard's
+/// znode deleted, or its range mistyped. Compared with the last view this
+/// proxy applied, not with its pool file (whose servers may be listed by
+/// weight); refused for as long as the proxy runs, a restarted one takes
+/// the new S.
+fn same_slot_space(pool: &Pool, view: &ClusterView) -> Result<(), String> {
+    match pool.zk_status.snapshot().view {
+        Some(old) if old.slots != view.slots => Err(format!(
+            "the shards' ranges now cover slots 0-{} instead of 0-{}: every key would move; \
+             a shard's znode is missing or its range is wrong (restart the proxy to accept a \
+             new slot space)",
+            view.slots.saturating_sub(1),
+            old.slots.saturating_sub(1)
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// The file's range server that holds `slot`.

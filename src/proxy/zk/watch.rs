@@ -436,26 +436,12 @@ impl<'a> Session<'a> {
         if last.as_ref() == Some(&view) {
             return;
         }
-        // A new slot space S moves every key (slot = hash mod S): the last
-        // shard's znode deleted, or its range mistyped. Refused for as
-        // long as this process runs; a restarted proxy takes the new S.
-        if let Some(old) = last.as_ref().filter(|old| old.slots != view.slots) {
-            let reason = format!(
-                "the shards' ranges now cover slots 0-{} instead of 0-{}: every key would move; \
-                 a shard's znode is missing or its range is wrong (restart the proxy to accept \
-                 a new slot space)",
-                view.slots - 1,
-                old.slots - 1
-            );
-            warn!(path = %self.root, reason = %reason, "cluster view refused; keeping the last good view");
+        if let Err(reason) = on_change(view.clone()) {
+            // Offered again with the next change.
+            warn!(path = %self.root, reason = %reason, "cluster view refused; keeping the current routing");
             self.status.record_error(self.root, reason);
             self.status.set_state_valid(false);
             return;
-        }
-        if let Err(reason) = on_change(view.clone()) {
-            warn!(path = %self.root, reason = %reason, "ZooKeeper view not applied; keeping the current routing");
-            self.status.record_error(self.root, reason);
-            self.status.set_state_valid(false);
         }
         log_changes(self.root, last.as_ref(), &view);
         self.status.view_applied(Arc::new(view.clone()));
