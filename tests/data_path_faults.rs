@@ -161,6 +161,104 @@ fn deadlines_hold_while_backends_are_stopped() {
     }
 }
 
+/// A pipeline of 200 GETs to a stopped backend: every reply is the timeout
+/// error, all within the timeout plus a little (the window once let them
+/// go a few per timeout: 6.5 s here). A request pipelined behind a
+/// blocking command is timed from when it goes, not from when it arrived.
+#[test]
+fn a_pipeline_to_a_stopped_backend_gets_every_error_in_time() {
+    let (proxy, shards) = two_shards("  timeout: 500\n");
+    let key = &common::zk_cluster::keys_in(2048, 4095, 1, "stalled")[0];
+    let mut client = RawClient::connect(proxy.port);
+    assert_eq!(client.cmd_str(&["SET", key, "v"]), "+OK\r\n");
+    shards[1].guard.signal("STOP");
+    let mut pipeline = Vec::new();
+    for _ in 0..200 {
+        pipeline.extend(encode_command(&[b"GET", key.as_bytes()]));
+    }
+    let sent = Instant::now();
+    client.send_raw(&pipeline);
+    for i in 0..200 {
+        let reply = String::from_utf8_lossy(&client.read_reply()).into_owned();
+        assert!(
+            reply.contains("timed out after 500 ms"),
+            "reply {i}: {reply}"
+        );
+    }
+    let took = sent.elapsed();
+    shards[1].guard.signal("CONT");
+    eprintln!("200 pipelined GETs to a stopped backend: the last error after {took:?}");
+    assert!(took < Duration::from_millis(1500), "{took:?}");
+
+    let other = &common::zk_cluster::keys_in(0, 2047, 1, "stalled")[0];
+    assert_eq!(client.cmd_str(&["SET", other, "w"]), "+OK\r\n");
+    let mut pipeline = encode_command(&[b"BLPOP", b"nothing", b"1"]);
+    pipeline.extend(encode_command(&[b"GET", other.as_bytes()]));
+    client.send_raw(&pipeline);
+    assert_eq!(client.read_reply(), b"*-1\r\n");
+    assert_eq!(client.read_reply(), b"$1\r\nw\r\n");
+    wait_until(
+        "the backend to answer again",
+        Duration::from_secs(5),
+        || client.cmd_str(&["GET", key]) == "$1\r\nv\r\n",
+    );
+}
+
+/// A client that pipelines GETs of 1 MB values and reads them slowly
+/// (2 s for all, the timeout 400 ms) gets every value: waiting for the
+/// client is not waiting for the backend, and no request times out (nor,
+/// with `auto_eject_hosts`, is the healthy server ejected).
+#[test]
+fn a_slow_reader_of_a_long_pipeline_gets_no_timeout() {
+    let (proxy, _shards) = two_shards(
+        "  timeout: 400\n  auto_eject_hosts: true\n  server_failure_limit: 2\n  server_retry_timeout: 30000\n",
+    );
+    let key = &common::zk_cluster::keys_in(0, 2047, 1, "slow-reader")[0];
+    let value = "v".repeat(1 << 20);
+    let mut client = RawClient::connect(proxy.port);
+    assert_eq!(client.cmd_str(&["SET", key, &value]), "+OK\r\n");
+    let mut pipeline = Vec::new();
+    for _ in 0..100 {
+        pipeline.extend(encode_command(&[b"GET", key.as_bytes()]));
+    }
+    client.send_raw(&pipeline);
+    let expected = format!("${}\r\n{value}\r\n", value.len());
+    for i in 0..100 {
+        std::thread::sleep(Duration::from_millis(20));
+        let reply = String::from_utf8_lossy(&client.read_reply()).into_owned();
+        assert!(
+            reply == expected,
+            "reply {i}: {}",
+            &reply[..reply.len().min(120)]
+        );
+    }
+    assert!(
+        client.cmd_str(&["GET", key]) == expected,
+        "the server was ejected"
+    );
+    // Read as fast as it comes, a pipeline that takes far longer than the
+    // timeout as a whole (each read of it too): the backend answers all
+    // along.
+    let (proxy, _shards) = two_shards("  timeout: 50\n");
+    let mut client = RawClient::connect(proxy.port);
+    assert_eq!(client.cmd_str(&["SET", key, &value]), "+OK\r\n");
+    let mut pipeline = Vec::new();
+    for _ in 0..1500 {
+        pipeline.extend(encode_command(&[b"GET", key.as_bytes()]));
+    }
+    let started = Instant::now();
+    client.send_raw(&pipeline);
+    for i in 0..1500 {
+        let reply = client.read_reply();
+        assert!(
+            reply.len() == expected.len(),
+            "reply {i}: {}",
+            String::from_utf8_lossy(&reply[..reply.len().min(120)])
+        );
+    }
+    eprintln!("1500 x 1 MB pipelined: {:?}", started.elapsed());
+}
+
 /// A client that pipelines GETs of a 2 MB value and never reads: the proxy
 /// stops reading it instead of buffering every reply; once it reads, every
 /// reply arrives, and meanwhile others are served.

@@ -37,6 +37,9 @@ pub struct Window {
     ramp: usize,
     /// Bytes of the requests dispatched and not answered yet.
     requests_in_flight: usize,
+    /// A backend answered a reply since the session last looked (see
+    /// [`Window::backend_answered`]).
+    answered_by_backend: bool,
 }
 
 impl Window {
@@ -47,6 +50,7 @@ impl Window {
             size: 0,
             ramp: RAMP_START,
             requests_in_flight: 0,
+            answered_by_backend: false,
         };
         window.resize();
         window
@@ -81,9 +85,22 @@ impl Window {
         self.requests_in_flight -= request_len;
     }
 
-    /// A reply of `reply_len` bytes was answered.
+    /// True when a backend answered a reply since the last call (a reply
+    /// the proxy made up for it, a timeout, does not count).
+    pub fn backend_answered(&mut self) -> bool {
+        std::mem::take(&mut self.answered_by_backend)
+    }
+
+    /// In-flight requests alone keep the window closed: replies owed by
+    /// backends, not output the client has yet to read.
+    pub fn full_of_requests(&self, in_flight: usize) -> bool {
+        !self.admits(in_flight, 0)
+    }
+
+    /// A reply of `reply_len` bytes was answered, by a backend or not.
     #[inline]
-    pub fn observe(&mut self, reply_len: usize) {
+    pub fn observe(&mut self, reply_len: usize, by_backend: bool) {
+        self.answered_by_backend |= by_backend;
         if self.ramp < MAX_PENDING {
             self.ramp += 1;
         }
@@ -122,25 +139,25 @@ mod tests {
         // Small replies, one at a time: the estimate alone would allow 1,024.
         for _ in 0..100 {
             assert_eq!(burst(&mut window, &mut in_flight, 1), 1);
-            window.observe(5);
+            window.observe(5, true);
             window.answered(100);
             in_flight -= 1;
         }
         // 300 pipelined requests of 2 MB replies: 16 go before any answer.
         assert_eq!(burst(&mut window, &mut in_flight, 300), RAMP_START);
         // The first large reply shrinks the window to the limit's worth.
-        window.observe(2 << 20);
+        window.observe(2 << 20, true);
         window.answered(100);
         in_flight -= 1;
         assert!(!window.admits(in_flight, 0));
         while in_flight > 4 {
-            window.observe(2 << 20);
+            window.observe(2 << 20, true);
             window.answered(100);
             in_flight -= 1;
         }
         assert_eq!(burst(&mut window, &mut in_flight, 300), 0);
         in_flight -= 1;
-        window.observe(2 << 20);
+        window.observe(2 << 20, true);
         window.answered(100);
         assert_eq!(burst(&mut window, &mut in_flight, 300), 1);
     }
@@ -150,7 +167,7 @@ mod tests {
         let mut window = Window::new(8 << 20);
         let mut in_flight = 0;
         for _ in 0..50 {
-            window.observe(5);
+            window.observe(5, true);
         }
         let mut most = 0;
         for _ in 0..20 {
@@ -158,7 +175,7 @@ mod tests {
             most = most.max(in_flight);
             // Half of them answered each round trip.
             for _ in 0..in_flight / 2 {
-                window.observe(5);
+                window.observe(5, true);
                 window.answered(100);
                 in_flight -= 1;
             }
