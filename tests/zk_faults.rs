@@ -18,10 +18,7 @@ async fn one_bad_shard_does_not_stop_another_shards_failover() {
     let zookeeper = ZooKeeper::start();
     let (a, b, b2) = (Redis::start(), Redis::start(), Redis::start());
     let ops = zookeeper.client().await;
-    create_shard(&ops, "redis-0000", 0, 2047).await;
-    create_shard(&ops, "redis-0001", 2048, 4095).await;
-    add_member(&ops, "redis-0000", &a.addr()).await;
-    let member_b = add_member(&ops, "redis-0001", &b.addr()).await;
+    let [member_a, member_b] = two_shards_led_by(&ops, &a, &b).await;
     let proxy = start_proxy(&zookeeper, &[&a, &b]);
     wait_for_view(
         &proxy,
@@ -79,13 +76,6 @@ async fn one_bad_shard_does_not_stop_another_shards_failover() {
     // and routing follows its members, which are valid.
     let a2 = Redis::start();
     let member_a2 = add_member(&ops, "redis-0000", &a2.addr()).await;
-    let member_a = format!("{}/{}", shard_path("redis-0000"), {
-        let names = children(&ops, &shard_path("redis-0000")).await;
-        names
-            .into_iter()
-            .find(|n| n.starts_with(&a.addr()))
-            .expect("a's member")
-    });
     ops.delete(&member_a, None).await.unwrap();
     wait_for_view(
         &proxy,
@@ -118,10 +108,7 @@ async fn views_that_would_move_every_key_are_refused() {
     let zookeeper = ZooKeeper::start();
     let (a, b) = (Redis::start(), Redis::start());
     let ops = zookeeper.client().await;
-    create_shard(&ops, "redis-0000", 0, 2047).await;
-    create_shard(&ops, "redis-0001", 2048, 4095).await;
-    add_member(&ops, "redis-0000", &a.addr()).await;
-    let member_b = add_member(&ops, "redis-0001", &b.addr()).await;
+    let [_, member_b] = two_shards_led_by(&ops, &a, &b).await;
     let proxy = start_proxy(&zookeeper, &[&a, &b]);
     wait_for_view(
         &proxy,
@@ -192,10 +179,7 @@ async fn a_proxy_whose_file_has_weights_takes_zookeepers_ranges() {
     let zookeeper = ZooKeeper::start();
     let (a, b) = (Redis::start(), Redis::start());
     let ops = zookeeper.client().await;
-    create_shard(&ops, "redis-0000", 0, 2047).await;
-    create_shard(&ops, "redis-0001", 2048, 4095).await;
-    add_member(&ops, "redis-0000", &a.addr()).await;
-    add_member(&ops, "redis-0001", &b.addr()).await;
+    two_shards_led_by(&ops, &a, &b).await;
     let ranged = start_proxy(&zookeeper, &[&a, &b]);
     let port = common::free_port();
     let weighted = common::proxy::Proxy::start_yaml_args(

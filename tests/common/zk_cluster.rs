@@ -56,6 +56,18 @@ pub async fn add_member(watchdog: &zk::Client, shard: &str, addr: &str) -> Strin
     format!("{prefix}{seq}")
 }
 
+/// Shards `redis-0000` (slots 0-2047, master `a`) and `redis-0001`
+/// (2048-4095, master `b`), registered as their watchdogs would; the
+/// members' paths.
+pub async fn two_shards_led_by(ops: &zk::Client, a: &Redis, b: &Redis) -> [String; 2] {
+    create_shard(ops, "redis-0000", 0, 2047).await;
+    create_shard(ops, "redis-0001", 2048, 4095).await;
+    [
+        add_member(ops, "redis-0000", &a.addr()).await,
+        add_member(ops, "redis-0001", &b.addr()).await,
+    ]
+}
+
 /// A proxy of the cluster: range form in the file (the routing before
 /// ZooKeeper answers), the ZooKeeper keys, registration under PROXIES.
 pub fn start_proxy(zookeeper: &ZooKeeper, file_servers: &[&Redis]) -> Proxy {

@@ -115,7 +115,21 @@ impl Link {
         // The task ends only when this handle is dropped.
         let _ = self.orders.send(order);
     }
+
+    /// Unsubscribes `names`; the receiver answers once the shard confirmed.
+    fn unsubscribe(&mut self, kind: Kind, names: Vec<Bytes>) -> oneshot::Receiver<Confirmed> {
+        let (ack, confirmed) = oneshot::channel();
+        self.order(Order::Unsubscribe {
+            kind,
+            names,
+            ack: Some(ack),
+        });
+        confirmed
+    }
 }
+
+/// A link's answer to an order with an acknowledgement.
+type Confirmed = Result<(), String>;
 
 /// A session's subscriptions: present while it has at least one.
 pub struct PubSub {
@@ -177,13 +191,7 @@ impl PubSub {
             for kind in Kind::ALL {
                 let names: Vec<Bytes> = link.held[kind as usize].iter().cloned().collect();
                 if !names.is_empty() {
-                    let (ack, confirmed) = oneshot::channel();
-                    link.order(Order::Unsubscribe {
-                        kind,
-                        names,
-                        ack: Some(ack),
-                    });
-                    acks.push(confirmed);
+                    acks.push(link.unsubscribe(kind, names));
                 }
             }
         }
@@ -634,13 +642,7 @@ fn unsubscribe(client: &mut Client<'_>, kind: Kind, mut names: Vec<Bytes>) -> Pe
     let mut acks = Vec::new();
     for (i, names) in gone {
         if let Some(link) = ps.links.get_mut(&table.shard(i).name) {
-            let (ack, confirmed) = oneshot::channel();
-            link.order(Order::Unsubscribe {
-                kind,
-                names,
-                ack: Some(ack),
-            });
-            acks.push(confirmed);
+            acks.push(link.unsubscribe(kind, names));
         }
     }
     // Out of subscribed mode once nothing is held.
@@ -653,7 +655,7 @@ fn unsubscribe(client: &mut Client<'_>, kind: Kind, mut names: Vec<Bytes>) -> Pe
 /// drops a closed connection's subscriptions later, when it notices, and a
 /// PUBLISH sent right after the reply could still count this client.
 fn after_confirmations(
-    acks: Vec<oneshot::Receiver<Result<(), String>>>,
+    acks: Vec<oneshot::Receiver<Confirmed>>,
     leaving: Option<Box<PubSub>>,
     pool: &Pool,
     reply: Bytes,
