@@ -109,20 +109,7 @@ pub async fn serve<S: Io>(pool: Arc<Pool>, mut stream: S, shutdown: watch::Recei
     let mut big_input = false;
     // `input` grew past `GROWN_INPUT` for a large request.
     let mut grown_input = false;
-    // Since when whole requests wait in `input` because the backends owe
-    // replies and have answered none meanwhile: their timeout runs from
-    // then, as it runs from when the proxy holds a request (a pipeline to
-    // a stopped backend got its errors one window per timeout: 200 GETs,
-    // 500 ms timeout, 7 s). Not while the client is slow to read, nor
-    // behind its own blocking command or transaction: those requests are
-    // timed from when they go.
-    let mut stalled_since: Option<Instant> = None;
     loop {
-        if window.backend_answered() {
-            // The backends make progress: what waits is timed from when
-            // it goes.
-            stalled_since = None;
-        }
         // Dispatch what has arrived, as far as the window allows.
         let mut exhausted = false;
         let mut arrived = None;
@@ -160,7 +147,7 @@ pub async fn serve<S: Io>(pool: Arc<Pool>, mut stream: S, shutdown: watch::Recei
             }
             stats.commands.count_request();
             let arrived = *arrived.get_or_insert_with(Instant::now);
-            session.accepted = stalled_since.unwrap_or(arrived);
+            session.accepted = arrived;
             let request_len = request.raw.len();
             window.dispatched(request_len, owed.len());
             let (cmd, reply) = session.dispatch(request, resolved);
@@ -172,16 +159,6 @@ pub async fn serve<S: Io>(pool: Arc<Pool>, mut stream: S, shutdown: watch::Recei
             });
             parser.set_unauthenticated(!session.authenticated);
             finishing = session.closing;
-        }
-        if exhausted
-            || finishing
-            || held.is_some()
-            || session.blocked
-            || !window.full_of_requests(owed.len())
-        {
-            stalled_since = None;
-        } else {
-            stalled_since.get_or_insert_with(|| arrived.unwrap_or_else(Instant::now));
         }
         // Collect the replies that are ready and write what the socket takes.
         // Replies built by the proxy go out now; a forwarded one is
@@ -418,11 +395,10 @@ fn collect(
     let mut moved = false;
     let mut now = None;
     while let Some(front) = owed.front_mut() {
-        let Poll::Ready((len, by_backend)) = front.reply.poll_into(cx.as_deref_mut(), out, stats)
-        else {
+        let Poll::Ready(len) = front.reply.poll_into(cx.as_deref_mut(), out, stats) else {
             break;
         };
-        window.observe(len, by_backend);
+        window.observe(len);
         window.answered(front.request_len);
         if let Some(cmd) = front.cmd {
             let now = *now.get_or_insert_with(Instant::now);

@@ -40,8 +40,7 @@ impl Pending {
     }
 
     /// Appends the reply to `out` in the client's protocol once it is
-    /// complete; its size in bytes, and whether a backend answered it (not
-    /// an error of the proxy's own, such as a timeout).
+    /// complete; its size in bytes.
     ///
     /// With `cx` `None` it only looks: a forwarded reply is taken if it has
     /// arrived, without registering a waker (cheaper than polling with a
@@ -51,12 +50,12 @@ impl Pending {
         cx: Option<&mut Context<'_>>,
         out: &mut OutBuf,
         stats: &PoolStats,
-    ) -> Poll<(usize, bool)> {
+    ) -> Poll<usize> {
         match self {
             Pending::Ready(bytes) => {
                 let len = bytes.len();
                 out.push(std::mem::take(bytes));
-                Poll::Ready((len, true))
+                Poll::Ready(len)
             }
             Pending::Forward { reply, shard } => {
                 let reply = match cx {
@@ -68,7 +67,6 @@ impl Pending {
                     },
                 };
                 let before = out.len();
-                let answered = matches!(reply, Some(Ok(_)));
                 match reply {
                     Some(Ok(frame)) => out.push(frame),
                     Some(Err(e)) => {
@@ -84,7 +82,7 @@ impl Pending {
                         });
                     }
                 }
-                Poll::Ready((out.len() - before, answered))
+                Poll::Ready(out.len() - before)
             }
             Pending::Assembling(assembling) => {
                 let bytes = match cx {
@@ -95,7 +93,7 @@ impl Pending {
                 };
                 let len = bytes.len();
                 out.push(bytes);
-                Poll::Ready((len, true))
+                Poll::Ready(len)
             }
         }
     }

@@ -37,9 +37,6 @@ pub struct Window {
     ramp: usize,
     /// Bytes of the requests dispatched and not answered yet.
     requests_in_flight: usize,
-    /// A backend answered a reply since the session last looked (see
-    /// [`Window::backend_answered`]).
-    answered_by_backend: bool,
 }
 
 impl Window {
@@ -50,7 +47,6 @@ impl Window {
             size: 0,
             ramp: RAMP_START,
             requests_in_flight: 0,
-            answered_by_backend: false,
         };
         window.resize();
         window
@@ -85,22 +81,9 @@ impl Window {
         self.requests_in_flight -= request_len;
     }
 
-    /// True when a backend answered a reply since the last call (a reply
-    /// the proxy made up for it, a timeout, does not count).
-    pub fn backend_answered(&mut self) -> bool {
-        std::mem::take(&mut self.answered_by_backend)
-    }
-
-    /// In-flight requests alone keep the window closed: replies owed by
-    /// backends, not output the client has yet to read.
-    pub fn full_of_requests(&self, in_flight: usize) -> bool {
-        !self.admits(in_flight, 0)
-    }
-
-    /// A reply of `reply_len` bytes was answered, by a backend or not.
+    /// A reply of `reply_len` bytes was answered.
     #[inline]
-    pub fn observe(&mut self, reply_len: usize, by_backend: bool) {
-        self.answered_by_backend |= by_backend;
+    pub fn observe(&mut self, reply_len: usize) {
         if self.ramp < MAX_PENDING {
             self.ramp += 1;
         }
@@ -139,25 +122,25 @@ mod tests {
         // Small replies, one at a time: the estimate alone would allow 1,024.
         for _ in 0..100 {
             assert_eq!(burst(&mut window, &mut in_flight, 1), 1);
-            window.observe(5, true);
+            window.observe(5);
             window.answered(100);
             in_flight -= 1;
         }
         // 300 pipelined requests of 2 MB replies: 16 go before any answer.
         assert_eq!(burst(&mut window, &mut in_flight, 300), RAMP_START);
         // The first large reply shrinks the window to the limit's worth.
-        window.observe(2 << 20, true);
+        window.observe(2 << 20);
         window.answered(100);
         in_flight -= 1;
         assert!(!window.admits(in_flight, 0));
         while in_flight > 4 {
-            window.observe(2 << 20, true);
+            window.observe(2 << 20);
             window.answered(100);
             in_flight -= 1;
         }
         assert_eq!(burst(&mut window, &mut in_flight, 300), 0);
         in_flight -= 1;
-        window.observe(2 << 20, true);
+        window.observe(2 << 20);
         window.answered(100);
         assert_eq!(burst(&mut window, &mut in_flight, 300), 1);
     }
@@ -167,7 +150,7 @@ mod tests {
         let mut window = Window::new(8 << 20);
         let mut in_flight = 0;
         for _ in 0..50 {
-            window.observe(5, true);
+            window.observe(5);
         }
         let mut most = 0;
         for _ in 0..20 {
@@ -175,7 +158,7 @@ mod tests {
             most = most.max(in_flight);
             // Half of them answered each round trip.
             for _ in 0..in_flight / 2 {
-                window.observe(5, true);
+                window.observe(5);
                 window.answered(100);
                 in_flight -= 1;
             }
