@@ -10,6 +10,7 @@
 
 use crate::command::Command;
 use crate::protocol::{encode_error, encode_request, Proto};
+use crate::proxy::backend::reply::client_frame;
 use crate::proxy::backend::ReplyReceiver;
 use crate::proxy::dedicated::{block_timeout, Dedicated, DedicatedLimit};
 use crate::proxy::pending::Pending;
@@ -181,25 +182,19 @@ fn wait_after_publish(published: ReplyReceiver, wait: ReplyReceiver, shard: Shar
             Ok(Ok(frame)) if frame.first() == Some(&b'-') => Some(frame),
             _ => None,
         };
-        let waited = wait.await;
+        let waited = client_frame(wait.await, shard);
+        let Some(frame) = refused else {
+            return waited;
+        };
+        let text = String::from_utf8_lossy(&frame[1..]);
         let mut out = BytesMut::new();
-        match (refused, waited) {
-            (Some(frame), _) => {
-                let text = String::from_utf8_lossy(&frame[1..]);
-                encode_error(
-                    &format!(
-                        "ERR shard '{shard}': WAIT needs SPUBLISH (Redis 7.0 or later): {}",
-                        text.trim_end()
-                    ),
-                    &mut out,
-                );
-            }
-            (None, Ok(Ok(frame))) => return frame,
-            (None, Ok(Err(e))) => encode_error(&format!("ERR shard '{shard}': {e}"), &mut out),
-            (None, Err(_)) => {
-                encode_error(&format!("ERR shard '{shard}': request dropped"), &mut out)
-            }
-        }
+        encode_error(
+            &format!(
+                "ERR shard '{shard}': WAIT needs SPUBLISH (Redis 7.0 or later): {}",
+                text.trim_end()
+            ),
+            &mut out,
+        );
         out.freeze()
     }))
 }

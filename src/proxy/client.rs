@@ -499,7 +499,14 @@ impl Session {
         resolved: Result<&'static Command, String>,
     ) -> (Option<&'static Command>, Pending) {
         match resolved {
-            Ok(cmd) => (Some(cmd), self.route(cmd, request)),
+            Ok(cmd) => {
+                let pending = self.route(cmd, request);
+                // A (un)subscription or RESET waiting for the shards'
+                // confirmation holds up what follows it.
+                self.settling = (cmd.name.ends_with("subscribe") || cmd.name == "reset")
+                    && matches!(pending, Pending::Assembling(_));
+                (Some(cmd), pending)
+            }
             Err(e) => {
                 let exec = request
                     .args
@@ -557,10 +564,7 @@ impl Session {
                     affinity: self.affinity,
                     subscriptions: &mut self.pubsub,
                 };
-                let pending = pubsub::run(client, cmd, args, request.raw.clone());
-                self.settling =
-                    cmd.name.ends_with("subscribe") && matches!(pending, Pending::Assembling(_));
-                pending
+                pubsub::run(client, cmd, args, request.raw.clone())
             }
             Handling::FanOut => {
                 let table = self.pool.router.load();

@@ -45,11 +45,7 @@ pub fn run(session: &mut Session, cmd: &'static Command, args: &[Bytes]) -> Pend
             session.reset();
             let done = Bytes::from_static(b"+RESET\r\n");
             match subscriptions {
-                Some(subscriptions) => {
-                    let pending = subscriptions.leave(done);
-                    session.settling = matches!(pending, Pending::Assembling(_));
-                    pending
-                }
+                Some(subscriptions) => subscriptions.leave(done),
                 None => Pending::Ready(done),
             }
         }

@@ -2,8 +2,8 @@
 //! proxy, forwarded from one backend, or put together from several.
 
 use crate::command::Command;
-use crate::protocol::encode_error;
-use crate::proxy::backend::{reply::TryRecvError, ReplyReceiver};
+use crate::proxy::backend::reply::{client_frame, Dropped, TryRecvError};
+use crate::proxy::backend::ReplyReceiver;
 use crate::proxy::outbuf::OutBuf;
 use crate::proxy::pool::Pool;
 use crate::proxy::router::ShardName;
@@ -59,30 +59,20 @@ impl Pending {
             }
             Pending::Forward { reply, shard } => {
                 let reply = match cx {
-                    Some(cx) => ready!(Pin::new(reply).poll(cx)).ok(),
+                    Some(cx) => ready!(Pin::new(reply).poll(cx)),
                     None => match reply.try_recv() {
-                        Ok(reply) => Some(reply),
+                        Ok(reply) => Ok(reply),
                         Err(TryRecvError::Empty) => return Poll::Pending,
-                        Err(TryRecvError::Dropped) => None,
+                        Err(TryRecvError::Dropped) => Err(Dropped),
                     },
                 };
-                let before = out.len();
-                match reply {
-                    Some(Ok(frame)) => out.push(frame),
-                    Some(Err(e)) => {
-                        PoolStats::bump(&stats.errors);
-                        out.encode_with(|buf| {
-                            encode_error(&format!("ERR shard '{shard}': {e}"), buf)
-                        });
-                    }
-                    None => {
-                        PoolStats::bump(&stats.errors);
-                        out.encode_with(|buf| {
-                            encode_error(&format!("ERR shard '{shard}': request dropped"), buf)
-                        });
-                    }
+                if !matches!(reply, Ok(Ok(_))) {
+                    PoolStats::bump(&stats.errors);
                 }
-                Poll::Ready(out.len() - before)
+                let frame = client_frame(reply, shard);
+                let len = frame.len();
+                out.push(frame);
+                Poll::Ready(len)
             }
             Pending::Assembling(assembling) => {
                 let bytes = match cx {

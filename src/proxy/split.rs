@@ -7,6 +7,7 @@ use crate::command::SplitKind;
 use crate::protocol::{
     encode_array_header, encode_bulk, encode_error, encode_integer, reply_frame_len, Proto,
 };
+use crate::proxy::backend::reply::client_frame;
 use crate::proxy::backend::ReplyReceiver;
 use crate::proxy::router::{RoutingTable, ShardName};
 use crate::proxy::stats::PoolStats;
@@ -119,22 +120,7 @@ impl SplitReply {
         let mut frames = Vec::with_capacity(self.parts.len());
         let mut error: Option<Bytes> = None;
         for part in self.parts {
-            let frame = match part.reply.await {
-                Ok(Ok(frame)) => frame,
-                Ok(Err(e)) => {
-                    let mut buf = BytesMut::new();
-                    encode_error(&format!("ERR shard '{}': {e}", part.shard), &mut buf);
-                    buf.freeze()
-                }
-                Err(_) => {
-                    let mut buf = BytesMut::new();
-                    encode_error(
-                        &format!("ERR shard '{}': request dropped", part.shard),
-                        &mut buf,
-                    );
-                    buf.freeze()
-                }
-            };
+            let frame = client_frame(part.reply.await, part.shard);
             if error.is_none() && matches!(frame.first(), Some(b'-') | Some(b'!')) {
                 error = Some(frame);
                 continue;

@@ -202,6 +202,18 @@ pub struct RedisLink {
 /// The name of a watchdog's connection to its Redis (`CLIENT SETNAME`).
 pub const CLIENT_NAME: &str = "shardproxy-watchdog";
 
+/// The watchdogs' connections in a `CLIENT LIST` reply: each one's id and
+/// `addr=...` field.
+pub fn watchdog_connections(clients: &str) -> impl Iterator<Item = (i64, &str)> {
+    let named = format!("name={CLIENT_NAME}");
+    clients.lines().filter_map(move |line| {
+        let mut fields = line.split(' ');
+        let id = fields.next()?.strip_prefix("id=")?.parse().ok()?;
+        let addr = fields.next().unwrap_or_default();
+        line.split(' ').any(|f| f == named).then_some((id, addr))
+    })
+}
+
 impl RedisLink {
     /// A link to `addr`; nothing is connected until the first call.
     pub fn new(addr: &str, auth: Option<String>, timeout: Duration) -> RedisLink {
@@ -268,16 +280,10 @@ impl RedisLink {
         let conn = self.connected().await?;
         let result = conn.text(&["CLIENT", "LIST", "TYPE", "normal"]).await;
         let clients = self.keep_if_usable(result)?;
-        let named = format!("name={CLIENT_NAME}");
-        Ok(clients.lines().find_map(|line| {
-            let mut fields = line.split(' ');
-            let id: i64 = fields.next()?.strip_prefix("id=")?.parse().ok()?;
-            let addr = fields.next().unwrap_or_default();
-            (id < self.client_id
-                && !self.earlier_ids.contains(&id)
-                && line.split(' ').any(|f| f == named))
-            .then(|| format!("id={id} {addr}"))
-        }))
+        let older = watchdog_connections(&clients)
+            .find(|(id, _)| *id < self.client_id && !self.earlier_ids.contains(id))
+            .map(|(id, addr)| format!("id={id} {addr}"));
+        Ok(older)
     }
 
     /// Drops the connection after a failure that leaves it unusable (an

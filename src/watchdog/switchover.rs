@@ -430,10 +430,9 @@ pub async fn pause_until_caught_up(
         .text(&["CLIENT", "LIST", "TYPE", "normal"])
         .await
         .map_err(|e| format!("cannot list the next in line's clients: {e}"))?;
-    let named = format!("name={}", super::health::CLIENT_NAME);
-    if !clients
-        .lines()
-        .any(|line| line.split(' ').any(|field| field == named))
+    if super::health::watchdog_connections(&clients)
+        .next()
+        .is_none()
     {
         return Err(format!(
             "the next in line, {next}, has no watchdog connected to it (stopped, or an older \

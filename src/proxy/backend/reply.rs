@@ -30,6 +30,20 @@ thread_local! {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Dropped;
 
+/// The frame a client gets for what a receiver delivered: the backend's
+/// reply as it is, or the error that says why there is none, naming
+/// `shard`.
+pub fn client_frame(reply: Result<Reply, Dropped>, shard: &str) -> bytes::Bytes {
+    let reason = match reply {
+        Ok(Ok(frame)) => return frame,
+        Ok(Err(e)) => e.to_string(),
+        Err(Dropped) => "request dropped".to_string(),
+    };
+    let mut out = bytes::BytesMut::new();
+    crate::protocol::encode_error(&format!("ERR shard '{shard}': {reason}"), &mut out);
+    out.freeze()
+}
+
 /// Why [`ReplyReceiver::try_recv`] has no reply.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TryRecvError {
