@@ -55,6 +55,16 @@ fn replies(client: &mut RawClient, args: &[&str], replies: usize) -> String {
     read_frames(client, replies)
 }
 
+/// `commands` encoded for one write.
+fn pipeline(commands: &[&[&str]]) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    for args in commands {
+        let args: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
+        bytes.extend(common::redis::encode_command(&args));
+    }
+    bytes
+}
+
 fn read_frames(client: &mut RawClient, n: usize) -> String {
     (0..n)
         .map(|_| String::from_utf8_lossy(&client.read_reply()).into_owned())
@@ -337,22 +347,16 @@ fn a_publish_pipelined_behind_a_subscription_change_sees_it() {
     let round_trip = |port: u16, channel: &str| {
         let mut client = RawClient::connect(port);
         client.cmd(&[b"HELLO", b"3"]);
-        let mut pipeline = common::redis::encode_command(&[b"SUBSCRIBE", channel.as_bytes()]);
-        pipeline.extend(common::redis::encode_command(&[
-            b"PUBLISH",
-            channel.as_bytes(),
-            b"hi",
+        client.send_raw(&pipeline(&[
+            &["SUBSCRIBE", channel],
+            &["PUBLISH", channel, "hi"],
         ]));
-        client.send_raw(&pipeline);
         let mut subscribed: Vec<String> = (0..3).map(|_| read_frames(&mut client, 1)).collect();
         subscribed[1..].sort();
-        let mut pipeline = common::redis::encode_command(&[b"UNSUBSCRIBE", channel.as_bytes()]);
-        pipeline.extend(common::redis::encode_command(&[
-            b"PUBLISH",
-            channel.as_bytes(),
-            b"bye",
+        client.send_raw(&pipeline(&[
+            &["UNSUBSCRIBE", channel],
+            &["PUBLISH", channel, "bye"],
         ]));
-        client.send_raw(&pipeline);
         let unsubscribed = read_frames(&mut client, 2);
         (subscribed, unsubscribed)
     };
@@ -381,17 +385,9 @@ fn a_subscription_change_does_not_overtake_a_publish_before_it() {
         client.cmd(&[b"HELLO", b"3"]);
         // A subscription on the same shard: its link is already open.
         replies(&mut client, &["SUBSCRIBE", held], 1);
-        let pipeline = |first: &[&str], second: &[&str]| {
-            let mut bytes = Vec::new();
-            for args in [first, second] {
-                let args: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
-                bytes.extend(common::redis::encode_command(&args));
-            }
-            bytes
-        };
-        client.send_raw(&pipeline(&["PUBLISH", ch, "before"], &["SUBSCRIBE", ch]));
+        client.send_raw(&pipeline(&[&["PUBLISH", ch, "before"], &["SUBSCRIBE", ch]]));
         let subscribed = read_frames(&mut client, 2);
-        client.send_raw(&pipeline(&["PUBLISH", ch, "m"], &["UNSUBSCRIBE", ch]));
+        client.send_raw(&pipeline(&[&["PUBLISH", ch, "m"], &["UNSUBSCRIBE", ch]]));
         // Redis also pushes the message itself first; through the proxy it
         // is still lost when the UNSUBSCRIBE follows at once (known, see
         // the README), so only the replies are compared.
