@@ -27,6 +27,7 @@
 //! Opening and preparing the socket is [`super::connect`]'s.
 
 use super::backoff::Backoff;
+use super::queue::Queue;
 use super::{
     BackendError, BackendSettings, BackendStats, Demotion, Health, Job, MovingAway, Reply,
     ReplySender, NOT_BLOCKED,
@@ -105,15 +106,11 @@ const READ_CHUNK: usize = 64 * 1024;
 /// few times their size, read with fewer calls.
 const LARGE_REPLY: usize = 4 * READ_CHUNK;
 
-/// Requests accepted for this connection and not written yet, oldest
-/// first. Kept across reconnects.
-type Queue = VecDeque<Job>;
-
 /// Runs until every sender is gone (the backend left all routing tables)
 /// and the replies owed are delivered.
 pub(super) async fn run(target: Target, mut jobs: mpsc::UnboundedReceiver<Job>, preconnect: bool) {
     let mut backoff = Backoff::new();
-    let mut queue = Queue::new();
+    let mut queue = Queue::default();
     let mut demoted = target.demotion.subscribe();
     let mut senders_gone = false;
     let mut connect_now = preconnect;
@@ -150,7 +147,7 @@ pub(super) async fn run(target: Target, mut jobs: mpsc::UnboundedReceiver<Job>, 
         connect_now = false;
         if backoff.waiting() {
             // Still backing off: fail fast, never queue behind a dead server.
-            for job in queue.drain(..) {
+            for job in queue.take_all() {
                 // Each failed request counts, as in twemproxy: with
                 // `auto_eject_hosts` a dead server is ejected after
                 // `server_failure_limit` of them, not after as many
@@ -189,7 +186,7 @@ pub(super) async fn run(target: Target, mut jobs: mpsc::UnboundedReceiver<Job>, 
                         tracing::debug!(backend = %target.addr, reason = %reason, "dedicated connection closed");
                     }
                     target.close_private(&mut queue, &mut jobs);
-                    for job in queue.drain(..) {
+                    for job in queue.take_all() {
                         fail(&target, job, "the dedicated connection was closed");
                     }
                     return;
@@ -221,7 +218,7 @@ pub(super) async fn run(target: Target, mut jobs: mpsc::UnboundedReceiver<Job>, 
                 if target.private.is_some() {
                     target.close_private(&mut queue, &mut jobs);
                 }
-                for job in queue.drain(..) {
+                for job in queue.take_all() {
                     fail(&target, job, &backoff.reason);
                 }
                 if target.private.is_some() {
@@ -288,7 +285,7 @@ fn hand_over(target: &Target, queue: &mut Queue) {
     } else {
         target.demotion.successor()
     };
-    for job in queue.drain(..) {
+    for job in queue.take_all() {
         match &successor {
             Some(backend) => backend.send_job(target.proto, job),
             None => {
@@ -458,6 +455,8 @@ impl<'a> Connection<'a> {
         tokio::pin!(demotion);
         let mut moving = self.target.private.as_ref().map(|p| p.moving.clone());
         let mut armed_at: Option<Instant> = None;
+        // A new socket has not been seen to stall.
+        queue.progressed();
         loop {
             if *senders_gone
                 && (self.target.private.is_some() || self.in_flight.is_empty() && queue.is_empty())
@@ -468,7 +467,11 @@ impl<'a> Connection<'a> {
             }
             self.fill_output(queue);
             match stream.write_now(&mut self.out) {
-                Ok(n) => self.written += n as u64,
+                Ok(0) => {}
+                Ok(n) => {
+                    self.written += n as u64;
+                    queue.progressed();
+                }
                 Err(e) => return self.broken(e.to_string()),
             }
             let unsent = !self.out.is_empty() || stream.holds_output();
@@ -533,7 +536,7 @@ impl<'a> Connection<'a> {
                 }
                 job = jobs.recv(), if !*senders_gone => match job {
                     Some(job) => {
-                        queue.push_back(job);
+                        self.enqueue(queue, job);
                         // Let every other ready task run first (the runtime
                         // resumes this one once it has run out of them), so
                         // the requests of all the clients served in this
@@ -544,7 +547,7 @@ impl<'a> Connection<'a> {
                         // +6%), as Redis gets fuller batches.
                         tokio::task::yield_now().await;
                         while let Ok(job) = jobs.try_recv() {
-                            queue.push_back(job);
+                            self.enqueue(queue, job);
                         }
                     }
                     None => *senders_gone = true,
@@ -564,6 +567,22 @@ impl<'a> Connection<'a> {
                 .filter(|&n| n > LARGE_REPLY)
                 .map_or(0, |n| n.saturating_sub(buf.len()));
             buf.reserve(missing.max(READ_CHUNK));
+        }
+    }
+
+    /// Queues a request to be written, or answers it with an error when
+    /// the backend has stopped reading with the queue full (see
+    /// [`super::queue`]).
+    fn enqueue(&self, queue: &mut Queue, job: Job) {
+        match queue.refusal() {
+            None => queue.push_back(job),
+            Some(reason) => {
+                if queue.starts_refusing() {
+                    tracing::error!(backend = %self.target.addr, %reason, "backend stalled: refusing its requests");
+                }
+                self.target.health.record_failure();
+                fail(self.target, job, &reason);
+            }
         }
     }
 

@@ -16,6 +16,7 @@ mod backoff;
 mod conn;
 mod connect;
 mod health;
+mod queue;
 pub mod reply;
 
 pub use health::Health;

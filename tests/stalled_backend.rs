@@ -1,0 +1,134 @@
+//! A backend that stops reading (SIGSTOP) while clients keep arriving:
+//! what the proxy holds for it stays bounded, and what it accepted is
+//! still written once the backend reads again.
+
+mod common;
+
+use common::proxy::Proxy;
+use common::redis::{encode_command, RawClient, Redis};
+use common::rss_kib;
+use common::zk_cluster::keys_in;
+use std::io::BufRead;
+use std::time::{Duration, Instant};
+
+/// Two shards and a pool without `timeout`: a request for a stopped
+/// backend waits for it for ever, as it would with Redis itself.
+fn two_shards_without_timeout() -> (Proxy, [Redis; 2]) {
+    let shards = [Redis::start(), Redis::start()];
+    let proxy = Proxy::start(&format!(
+        "  redis: true\n  hash: md5\n  servers:\n   - {}:0-2047 stalled\n   - {}:2048-4095 other\n",
+        shards[0].addr(),
+        shards[1].addr()
+    ));
+    (proxy, shards)
+}
+
+/// The first reply line `client` gets within `wait`, if any.
+fn reply_line_within(client: &mut RawClient, wait: Duration) -> Option<String> {
+    client
+        .reader
+        .get_ref()
+        .set_read_timeout(Some(wait))
+        .unwrap();
+    let mut line = Vec::new();
+    match client.reader.read_until(b'\n', &mut line) {
+        Ok(n) if n > 0 => Some(String::from_utf8_lossy(&line).into_owned()),
+        _ => None,
+    }
+}
+
+/// Clients that each send a 1 MB SET to a stopped backend and leave used
+/// to grow the proxy by 1 MB each, without end (300 of them: 6 MB to
+/// 313 MB). Once 64 MiB wait for a backend that has read nothing for a
+/// second, a new request for it gets an error at once; the other shard
+/// serves throughout, and every write accepted before is still made when
+/// the backend reads again.
+#[test]
+fn clients_that_leave_writes_for_a_stopped_backend_hold_bounded_memory() {
+    let (proxy, shards) = two_shards_without_timeout();
+    let keys = keys_in(0, 2047, 200, "left");
+    let other_key = keys_in(2048, 4095, 1, "other").remove(0);
+    let mut admin = RawClient::connect(proxy.port);
+    assert_eq!(admin.cmd_str(&["SET", &keys[0], "warm"]), "+OK\r\n");
+    assert_eq!(admin.cmd_str(&["SET", &other_key, "warm"]), "+OK\r\n");
+    let pid = proxy.guard.pid();
+    let before = rss_kib(pid);
+    shards[0].guard.signal("STOP");
+    let value = vec![b'v'; 1 << 20];
+    let set = |key: &str| encode_command(&[b"SET", key.as_bytes(), &value]);
+
+    // 48 MB from clients that leave at once: under the bound, all kept.
+    let kept = 48;
+    for key in &keys[..kept] {
+        RawClient::connect(proxy.port).send_raw(&set(key));
+    }
+    // Then clients that wait a moment for their reply before leaving,
+    // until one is refused.
+    let started = Instant::now();
+    let mut refused = None;
+    for key in &keys[kept..] {
+        let mut client = RawClient::connect(proxy.port);
+        client.send_raw(&set(key));
+        if let Some(reply) = reply_line_within(&mut client, Duration::from_millis(100)) {
+            refused = Some((key.clone(), reply));
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "no request was refused"
+        );
+    }
+    let (refused_key, reply) = refused.expect("a request was refused");
+    let addr = shards[0].addr();
+    assert!(
+        reply.starts_with(&format!(
+            "-ERR shard 'stalled': backend {addr} is unavailable: it has read no request for at least 1."
+        )),
+        "{reply}"
+    );
+    assert!(
+        reply.ends_with(" MiB of requests wait for it; no more are queued until it reads\r\n"),
+        "{reply}"
+    );
+    let at_bound = rss_kib(pid).saturating_sub(before);
+    // 40 MB more from clients that leave: refused, and nothing held.
+    // 40 MB more: each refused at once, and nothing held.
+    for key in &keys[150..190] {
+        let mut client = RawClient::connect(proxy.port);
+        client.send_raw(&set(key));
+        let reply = reply_line_within(&mut client, Duration::from_secs(5));
+        assert!(
+            reply
+                .as_deref()
+                .is_some_and(|r| r.contains("no more are queued")),
+            "{reply:?}"
+        );
+    }
+    // The other shard serves while this one is stopped.
+    assert_eq!(admin.cmd_str(&["GET", &other_key]), "$4\r\nwarm\r\n");
+    let after = rss_kib(pid).saturating_sub(before);
+    assert!(
+        at_bound < 100 * 1024,
+        "RSS grew by {at_bound} KiB to the bound"
+    );
+    assert!(
+        after < at_bound + 16 * 1024,
+        "RSS grew by {} KiB past the bound",
+        after - at_bound
+    );
+
+    shards[0].guard.signal("CONT");
+    // Every write accepted before the bound is made.
+    let mut direct = shards[0].connect();
+    common::wait_until(
+        "the kept writes to be made",
+        Duration::from_secs(20),
+        || direct.cmd_str(&["EXISTS", &keys[kept - 1]]) == ":1\r\n",
+    );
+    for key in &keys[..kept] {
+        assert_eq!(direct.cmd_str(&["STRLEN", key]), ":1048576\r\n", "{key}");
+    }
+    assert_eq!(direct.cmd_str(&["EXISTS", &refused_key]), ":0\r\n");
+    // And the backend takes requests again.
+    assert_eq!(admin.cmd_str(&["SET", &keys[199], "again"]), "+OK\r\n");
+}
