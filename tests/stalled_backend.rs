@@ -120,10 +120,12 @@ fn clients_that_leave_writes_for_a_stopped_backend_hold_bounded_memory() {
     shards[0].guard.signal("CONT");
     // Every write accepted before the bound is made.
     let mut direct = shards[0].connect();
+    let mut exists = vec!["EXISTS"];
+    exists.extend(keys[..kept].iter().map(String::as_str));
     common::wait_until(
         "the kept writes to be made",
         Duration::from_secs(20),
-        || direct.cmd_str(&["EXISTS", &keys[kept - 1]]) == ":1\r\n",
+        || direct.cmd_str(&exists) == format!(":{kept}\r\n"),
     );
     for key in &keys[..kept] {
         assert_eq!(direct.cmd_str(&["STRLEN", key]), ":1048576\r\n", "{key}");
@@ -131,4 +133,123 @@ fn clients_that_leave_writes_for_a_stopped_backend_hold_bounded_memory() {
     assert_eq!(direct.cmd_str(&["EXISTS", &refused_key]), ":0\r\n");
     // And the backend takes requests again.
     assert_eq!(admin.cmd_str(&["SET", &keys[199], "again"]), "+OK\r\n");
+}
+
+/// Two shards with `extra` pool settings; keys of the first and second.
+fn two_shards_with(extra: &str) -> (Proxy, [Redis; 2], String, String) {
+    let shards = [Redis::start(), Redis::start()];
+    let proxy = Proxy::start(&format!(
+        "  redis: true\n  hash: md5\n{extra}  servers:\n   - {}:0-2047 first\n   - {}:2048-4095 second\n",
+        shards[0].addr(),
+        shards[1].addr()
+    ));
+    let first = keys_in(0, 2047, 1, "k").remove(0);
+    let second = keys_in(2048, 4095, 1, "k").remove(0);
+    (proxy, shards, first, second)
+}
+
+/// The replies to `requests` pipelined in one write, as text, and how long
+/// the last took.
+fn pipelined(client: &mut RawClient, requests: &[Vec<u8>]) -> (Vec<String>, Duration) {
+    let started = Instant::now();
+    client.send_raw(&requests.concat());
+    let replies = requests
+        .iter()
+        .map(|_| String::from_utf8_lossy(&client.read_reply()).into_owned())
+        .collect();
+    (replies, started.elapsed())
+}
+
+/// A pipeline of 200 GETs to a stopped backend, timeout 500 ms: every
+/// reply is the timeout error, all within the timeout and a little. The
+/// client's window let them go a few at a time, each timed from when it
+/// went: the last error came after 7 s.
+#[test]
+fn a_pipeline_to_a_stopped_backend_gets_every_error_in_time() {
+    let (proxy, shards, _, key) = two_shards_with("  timeout: 500\n");
+    let mut client = RawClient::connect(proxy.port);
+    assert_eq!(client.cmd_str(&["SET", &key, "v"]), "+OK\r\n");
+    shards[1].guard.signal("STOP");
+    let get = encode_command(&[b"GET", key.as_bytes()]);
+    let (replies, took) = pipelined(&mut client, &vec![get; 200]);
+    shards[1].guard.signal("CONT");
+    let addr = shards[1].addr();
+    for (i, reply) in replies.iter().enumerate() {
+        assert_eq!(
+            reply,
+            &format!("-ERR shard 'second': backend {addr} timed out after 500 ms\r\n"),
+            "reply {i}"
+        );
+    }
+    assert!(
+        took < Duration::from_millis(1500),
+        "the last error after {took:?}"
+    );
+    common::wait_until(
+        "the backend to answer again",
+        Duration::from_secs(5),
+        || client.cmd_str(&["GET", &key]) == "$1\r\nv\r\n",
+    );
+}
+
+/// A pipeline that alternates between a stopped shard and a healthy one:
+/// the healthy shard's requests wait behind the stopped one's in the
+/// client's window, but none of them times out: each gets its value.
+#[test]
+fn a_healthy_shards_requests_behind_a_stopped_ones_get_their_values() {
+    let (proxy, shards, healthy, stopped) = two_shards_with("  timeout: 500\n");
+    let mut client = RawClient::connect(proxy.port);
+    assert_eq!(client.cmd_str(&["SET", &healthy, "h"]), "+OK\r\n");
+    assert_eq!(client.cmd_str(&["SET", &stopped, "s"]), "+OK\r\n");
+    shards[1].guard.signal("STOP");
+    let requests: Vec<Vec<u8>> = (0..200)
+        .map(|i| {
+            let key = if i % 2 == 0 { &stopped } else { &healthy };
+            encode_command(&[b"GET", key.as_bytes()])
+        })
+        .collect();
+    let (replies, took) = pipelined(&mut client, &requests);
+    shards[1].guard.signal("CONT");
+    for (i, reply) in replies.iter().enumerate() {
+        if i % 2 == 0 {
+            assert!(
+                reply.contains("timed out after 500 ms"),
+                "reply {i}: {reply}"
+            );
+        } else {
+            assert_eq!(reply, "$1\r\nh\r\n", "reply {i}");
+        }
+    }
+    assert!(
+        took < Duration::from_millis(1500),
+        "the last reply after {took:?}"
+    );
+}
+
+/// A backend stopped for 300 ms, under a 1 s timeout, with a pipeline of
+/// 300 GETs sent to it meanwhile: shorter than the timeout, so every GET
+/// gets its value and none times out.
+#[test]
+fn a_stall_shorter_than_the_timeout_times_out_nothing() {
+    let (proxy, shards, _, key) = two_shards_with("  timeout: 1000\n");
+    let mut client = RawClient::connect(proxy.port);
+    assert_eq!(client.cmd_str(&["SET", &key, "v"]), "+OK\r\n");
+    shards[1].guard.signal("STOP");
+    let stopped = Instant::now();
+    let resume = {
+        let pid = shards[1].guard.pid();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(300));
+            let _ = std::process::Command::new("kill")
+                .args(["-CONT", &pid.to_string()])
+                .status();
+        })
+    };
+    let get = encode_command(&[b"GET", key.as_bytes()]);
+    let (replies, _) = pipelined(&mut client, &vec![get; 300]);
+    resume.join().unwrap();
+    assert!(stopped.elapsed() >= Duration::from_millis(300));
+    for (i, reply) in replies.iter().enumerate() {
+        assert_eq!(reply, "$1\r\nv\r\n", "reply {i}");
+    }
 }

@@ -60,6 +60,17 @@ struct Owed {
     arrived: Instant,
 }
 
+/// The shard owing the oldest reply, if the oldest is one shard's, and
+/// how many replies its backend has read (see [`HeadWait`]).
+fn head_of_line(session: &Session, owed: &VecDeque<Owed>) -> Option<(ShardName, u64)> {
+    let Pending::Forward { shard: name, .. } = owed.front()?.reply else {
+        return None;
+    };
+    let table = session.pool.router.load();
+    let shard = table.shards.iter().find(|shard| shard.name == name)?;
+    Some((name, shard.backend.stats.responses.load(Ordering::Relaxed)))
+}
+
 /// Serves one client until it quits, breaks the protocol, disconnects, or
 /// the proxy shuts down (after the replies it owes are written).
 ///
@@ -159,6 +170,20 @@ pub async fn serve<S: Io>(pool: Arc<Pool>, mut stream: S, shutdown: watch::Recei
             });
             parser.set_unauthenticated(!session.authenticated);
             finishing = session.closing;
+        }
+        // Shut with requests waiting: note whom for (see `HeadWait`). The
+        // requests the client sent meanwhile waited in the socket for the
+        // same shard: the note holds until a read drains the socket.
+        let socket_drained = exhausted && !busy;
+        if finishing || socket_drained || held.is_some() {
+            session.head_wait.clear();
+        } else if !exhausted {
+            if window.admits(owed.len(), out.len()) {
+                session.head_wait.clear();
+            } else {
+                let head = head_of_line(&session, &owed);
+                session.head_wait.shut(head);
+            }
         }
         // Collect the replies that are ready and write what the socket takes.
         // Replies built by the proxy go out now; a forwarded one is
@@ -723,7 +748,7 @@ impl Session {
                             self.proto,
                             self.affinity,
                             sub_request,
-                            self.accepted,
+                            self.accepted_for(shard),
                         );
                         (reply, shard.name)
                     };
@@ -744,9 +769,12 @@ impl Session {
 
     fn send(&self, shard: &crate::proxy::router::Shard, raw: Bytes) -> Pending {
         Pending::Forward {
-            reply: shard
-                .backend
-                .send_since(self.proto, self.affinity, raw, self.accepted),
+            reply: shard.backend.send_since(
+                self.proto,
+                self.affinity,
+                raw,
+                self.accepted_for(shard),
+            ),
             shard: shard.name,
         }
     }

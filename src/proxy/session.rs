@@ -8,8 +8,9 @@ use crate::proxy::migration::lane::Lane as MigrationLane;
 use crate::proxy::pending::Pending;
 use crate::proxy::pool::Pool;
 use crate::proxy::pubsub::PubSub;
-use crate::proxy::router::ShardName;
+use crate::proxy::router::{Shard, ShardName};
 use crate::proxy::stats::PoolStats;
+use crate::proxy::window::HeadWait;
 use crate::proxy::workers;
 use bytes::{Bytes, BytesMut};
 use std::sync::atomic::Ordering;
@@ -66,6 +67,9 @@ pub struct Session {
     /// timeouts of the requests it forwards run from here (one clock read
     /// per pass, not per request).
     pub accepted: Instant,
+    /// The shards the client's shut window waited on, and since when: a
+    /// request for one of them is timed from then.
+    pub head_wait: HeadWait,
 }
 
 /// A WATCH or MULTI in progress ([`super::transaction`]).
@@ -175,7 +179,18 @@ impl Session {
             pubsub: None,
             migration_lane: None,
             accepted: Instant::now(),
+            head_wait: HeadWait::default(),
         }
+    }
+
+    /// When a request for `shard` dispatched in this pass was accepted,
+    /// for its timeout.
+    pub fn accepted_for(&self, shard: &Shard) -> Instant {
+        self.head_wait
+            .since(shard.name, || {
+                shard.backend.stats.responses.load(Ordering::Relaxed)
+            })
+            .unwrap_or(self.accepted)
     }
 
     /// Sends a request whose keys (`keys`) all lie in the moving range of

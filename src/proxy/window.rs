@@ -2,6 +2,9 @@
 //! the replies a session owes, and the requests it has dispatched, within
 //! `client_output_limit` bytes.
 
+use crate::proxy::router::ShardName;
+use tokio::time::Instant;
+
 /// Most requests a session has dispatched and not answered yet.
 pub const MAX_PENDING: usize = 1024;
 /// Most requests a session dispatches from idle before any of them is
@@ -97,6 +100,84 @@ impl Window {
 
     fn resize(&mut self) {
         self.size = (self.limit / self.estimate.max(1)).clamp(1, MAX_PENDING);
+    }
+}
+
+/// Whom a shut window waits for, and since when: the shard owing the
+/// oldest reply, while its backend answers nothing.
+///
+/// A client's requests waiting for room in its window (in the proxy's
+/// input, or in the socket it stopped reading) were timed only from when
+/// they went, so a pipeline to a stopped backend got its timeout errors
+/// one window per timeout (200 GETs at 500 ms: the last after 7 s).
+/// Timing every waiting request from when the window shut instead made a
+/// healthy shard's requests, queued behind a stopped one's, time out, and
+/// a client reading slowly got timeouts from a healthy backend. So only a
+/// request for the very shard the window waits on is charged, and only for
+/// as long as that shard's backend has read no reply at all (for any
+/// client): a slow reader, whose window is shut by its unread output while
+/// the backend answers, is charged no more than one reply's latency, and
+/// a stopped backend's own timeouts are no progress.
+#[derive(Default)]
+pub struct HeadWait {
+    /// Each shard the shut window waited on: since when, and how many
+    /// replies its backend had read then. A few at most (the shards that
+    /// were at the head of a pipeline), so a scan beats a map.
+    waits: Vec<Wait>,
+}
+
+struct Wait {
+    shard: ShardName,
+    since: Instant,
+    responses: u64,
+}
+
+/// Shards remembered at most: a pipeline over more keeps the newest.
+const MAX_WAITS: usize = 8;
+
+impl HeadWait {
+    /// The window is shut; `head` is the shard owing the oldest reply (if
+    /// one shard owes it) and the replies its backend has read so far.
+    /// Keeps the shard's clock while that backend has read none since.
+    pub fn shut(&mut self, head: Option<(ShardName, u64)>) {
+        let Some((shard, responses)) = head else {
+            return;
+        };
+        match self.waits.iter_mut().find(|wait| wait.shard == shard) {
+            Some(wait) if wait.responses == responses => {}
+            Some(wait) => {
+                wait.since = Instant::now();
+                wait.responses = responses;
+            }
+            None => {
+                if self.waits.len() == MAX_WAITS {
+                    self.waits.remove(0);
+                }
+                self.waits.push(Wait {
+                    shard,
+                    since: Instant::now(),
+                    responses,
+                });
+            }
+        }
+    }
+
+    /// The window opened with nothing waiting for it, or dispatch stopped
+    /// for another reason: no request waits on a shard any more.
+    pub fn clear(&mut self) {
+        self.waits.clear();
+    }
+
+    /// Since when a request for `shard` has waited on it, if the window
+    /// waited on it and its backend (whose replies read so far
+    /// `responses` gives) has read nothing since.
+    #[inline]
+    pub fn since(&self, shard: ShardName, responses: impl FnOnce() -> u64) -> Option<Instant> {
+        if self.waits.is_empty() {
+            return None;
+        }
+        let wait = self.waits.iter().find(|wait| wait.shard == shard)?;
+        (wait.responses == responses()).then_some(wait.since)
     }
 }
 
