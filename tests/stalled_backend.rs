@@ -87,7 +87,7 @@ fn clients_that_leave_writes_for_a_stopped_backend_hold_bounded_memory() {
         "{reply}"
     );
     assert!(
-        reply.ends_with(" MiB of requests wait for it; no more are queued until it reads\r\n"),
+        reply.ends_with(" MiB of requests of clients that left wait for it; no more are queued until it reads\r\n"),
         "{reply}"
     );
     let at_bound = rss_kib(pid).saturating_sub(before);
@@ -251,5 +251,152 @@ fn a_stall_shorter_than_the_timeout_times_out_nothing() {
     assert!(stopped.elapsed() >= Duration::from_millis(300));
     for (i, reply) in replies.iter().enumerate() {
         assert_eq!(reply, "$1\r\nv\r\n", "reply {i}");
+    }
+}
+
+/// Clients that each write 60 SETs for a healthy shard and a GET for a
+/// stopped one, read their 60 replies and leave (a pool without timeout):
+/// each one's session waits for the GET's reply, and used to keep its
+/// 64 KB input buffer meanwhile (1,500 such clients: about 30 MB).
+#[test]
+fn sessions_waiting_on_a_stopped_backend_for_clients_that_left_hold_little() {
+    let (proxy, shards) = two_shards_without_timeout();
+    let stopped_key = keys_in(0, 2047, 1, "stopped").remove(0);
+    let healthy_key = keys_in(2048, 4095, 1, "healthy").remove(0);
+    let mut write = Vec::new();
+    for _ in 0..60 {
+        write.extend(encode_command(&[
+            b"SET",
+            healthy_key.as_bytes(),
+            &[b'v'; 1000],
+        ]));
+    }
+    write.extend(encode_command(&[b"GET", stopped_key.as_bytes()]));
+    // One round first, so the proxy's own buffers are in place.
+    let mut client = RawClient::connect(proxy.port);
+    client.send_raw(&write);
+    for _ in 0..61 {
+        client.read_reply();
+    }
+    drop(client);
+    let pid = proxy.guard.pid();
+    let before = rss_kib(pid);
+    shards[0].guard.signal("STOP");
+    let clients = 1500;
+    for _ in 0..clients {
+        let mut client = RawClient::connect(proxy.port);
+        client.send_raw(&write);
+        for _ in 0..60 {
+            assert_eq!(client.read_reply(), b"+OK\r\n");
+        }
+    }
+    let grown = rss_kib(pid).saturating_sub(before);
+    shards[0].guard.signal("CONT");
+    assert!(
+        grown < 12 * 1024,
+        "RSS grew by {grown} KiB for {clients} sessions"
+    );
+    // Once the backend answers, the sessions end.
+    let mut admin = RawClient::connect(proxy.port);
+    common::wait_until("the sessions to end", Duration::from_secs(20), || {
+        admin.info_number("clients", "connected_clients") == Some(1)
+    });
+}
+
+/// A backend busy with a 3 s script while 20 clients each keep four
+/// 1 MB SETs in flight to it (a pool without timeout): more than 64 MiB
+/// wait for it, and it reads nothing for longer than a second before a
+/// late client's GET arrives; but the clients are still there, so nothing
+/// is refused (the GET was): every SET is made and the GET answered once
+/// the script ends, as with Redis itself.
+#[test]
+fn a_backend_busy_with_a_long_script_is_waited_for() {
+    let (proxy, shards) = two_shards_without_timeout();
+    let keys = keys_in(0, 2047, 20, "busy");
+    let mut busy = shards[0].connect();
+    let script = "local t = redis.call('TIME') local s = t[1] + t[2] / 1e6 \
+                  while true do local n = redis.call('TIME') \
+                  if n[1] + n[2] / 1e6 - s > 3 then return 1 end end";
+    busy.send_raw(&encode_command(&[b"EVAL", script.as_bytes(), b"0"]));
+    let started = Instant::now();
+    let value = vec![b'v'; 1 << 20];
+    let writers: Vec<_> = keys
+        .iter()
+        .map(|key| {
+            let (port, request) = (
+                proxy.port,
+                encode_command(&[b"SET", key.as_bytes(), &value]),
+            );
+            std::thread::spawn(move || {
+                let mut client = RawClient::connect(port);
+                client.send_raw(&request.repeat(4));
+                (0..4)
+                    .map(|_| String::from_utf8_lossy(&client.read_reply()).into_owned())
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    // Past the grace of a second, with the script still running.
+    std::thread::sleep(Duration::from_millis(1500));
+    let mut late = RawClient::connect(proxy.port);
+    late.send_raw(&encode_command(&[b"GET", keys[0].as_bytes()]));
+    for writer in writers {
+        for reply in writer.join().unwrap() {
+            assert_eq!(reply, "+OK\r\n");
+        }
+    }
+    let mut expected = format!("${}\r\n", value.len()).into_bytes();
+    expected.extend_from_slice(&value);
+    expected.extend_from_slice(b"\r\n");
+    assert!(late.read_reply() == expected, "the late GET got no value");
+    assert_eq!(busy.read_reply(), b":1\r\n");
+    assert!(started.elapsed() >= Duration::from_secs(3));
+}
+
+/// A client streaming 1 MB SETs (32 in flight) to a backend stopped for
+/// 2 s under a 500 ms timeout: its SETs time out during the stall and
+/// succeed again right after it. A request that waited on the stopped
+/// backend in the client's window was first charged all of its wait and
+/// timed out before it was written whole; the backend, back, then never
+/// answered one, and the client's SETs timed out for as long as it kept
+/// going.
+#[test]
+fn a_client_streaming_large_writes_recovers_when_a_stall_ends() {
+    let (proxy, shards, key, _) = two_shards_with("  timeout: 500\n");
+    let request = encode_command(&[b"SET", key.as_bytes(), &vec![b'v'; 1 << 20]]);
+    let mut client = RawClient::connect(proxy.port);
+    let depth = 32;
+    for _ in 0..depth {
+        client.send_raw(&request);
+    }
+    // Each reply read makes room for one more SET.
+    let next = |client: &mut RawClient| {
+        let reply = String::from_utf8_lossy(&client.read_reply()).into_owned();
+        client.send_raw(&request);
+        reply
+    };
+    for _ in 0..20 {
+        assert_eq!(next(&mut client), "+OK\r\n");
+    }
+    shards[0].guard.signal("STOP");
+    let stopped = Instant::now();
+    let mut timeouts = 0;
+    while stopped.elapsed() < Duration::from_secs(2) {
+        let reply = next(&mut client);
+        if reply.contains("timed out after 500 ms") {
+            timeouts += 1;
+        }
+    }
+    shards[0].guard.signal("CONT");
+    let resumed = Instant::now();
+    assert!(timeouts > 0, "no SET timed out during the stall");
+    let mut in_a_row = 0;
+    while in_a_row < 20 {
+        let reply = next(&mut client);
+        assert!(
+            resumed.elapsed() < Duration::from_secs(5),
+            "the SETs still fail after the stall: {reply}"
+        );
+        in_a_row = if reply == "+OK\r\n" { in_a_row + 1 } else { 0 };
     }
 }

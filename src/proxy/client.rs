@@ -354,7 +354,20 @@ pub async fn serve<S: Io>(pool: Arc<Pool>, mut stream: S, shutdown: watch::Recei
             }
             let room = input.capacity() - input.len();
             match read_now(&mut stream, &mut input).await {
-                Some(Ok(0)) | Some(Err(_)) => finishing = true,
+                Some(Ok(0)) | Some(Err(_)) => {
+                    finishing = true;
+                    // Nothing more will be parsed (what is left is part of
+                    // a request): a session that waits on a stalled
+                    // backend to answer a client that left holds no buffer.
+                    input = BytesMut::new();
+                    // Requests of a client that closed weigh on a stalled
+                    // backend's bound (`backend::queue`).
+                    for owed in &owed {
+                        if let Pending::Forward { reply, .. } = &owed.reply {
+                            reply.abandon();
+                        }
+                    }
+                }
                 Some(Ok(n)) => busy = n >= SMALL_READ || n == room,
                 None => {}
             }
@@ -744,11 +757,12 @@ impl Session {
                         }
                     } else {
                         let shard = &table.shards[shard];
+                        let accepted = self.accepted_for(shard, sub_request.len());
                         let reply = shard.backend.send_since(
                             self.proto,
                             self.affinity,
                             sub_request,
-                            self.accepted_for(shard),
+                            accepted,
                         );
                         (reply, shard.name)
                     };
@@ -768,13 +782,11 @@ impl Session {
     }
 
     fn send(&self, shard: &crate::proxy::router::Shard, raw: Bytes) -> Pending {
+        let accepted = self.accepted_for(shard, raw.len());
         Pending::Forward {
-            reply: shard.backend.send_since(
-                self.proto,
-                self.affinity,
-                raw,
-                self.accepted_for(shard),
-            ),
+            reply: shard
+                .backend
+                .send_since(self.proto, self.affinity, raw, accepted),
             shard: shard.name,
         }
     }

@@ -72,6 +72,9 @@ pub struct Session {
     pub head_wait: HeadWait,
 }
 
+/// Requests up to this size reach a fresh backend socket in one write.
+const WHOLE_AT_ONCE: usize = 16 * 1024;
+
 /// A WATCH or MULTI in progress ([`super::transaction`]).
 #[derive(Debug, Default)]
 pub struct Transaction {
@@ -183,14 +186,27 @@ impl Session {
         }
     }
 
-    /// When a request for `shard` dispatched in this pass was accepted,
-    /// for its timeout.
-    pub fn accepted_for(&self, shard: &Shard) -> Instant {
-        self.head_wait
-            .since(shard.name, || {
-                shard.backend.stats.responses.load(Ordering::Relaxed)
-            })
-            .unwrap_or(self.accepted)
+    /// When a request of `len` bytes for `shard` dispatched in this pass
+    /// was accepted, for its timeout.
+    pub fn accepted_for(&self, shard: &Shard, len: usize) -> Instant {
+        let Some(since) = self.head_wait.since(shard.name, || {
+            shard.backend.stats.responses.load(Ordering::Relaxed)
+        }) else {
+            return self.accepted;
+        };
+        // A large request still gets a tenth of the timeout to be written
+        // in. Charged in full, it timed out before the socket took all of
+        // it, which closes the connection unanswered: a backend that came
+        // back answered none of them, and a client streaming large writes
+        // stayed charged for as long as it kept its pipeline full. A small
+        // one is written whole at once and its late reply counts.
+        match shard.backend.timeout() {
+            Some(timeout) if len > WHOLE_AT_ONCE => self
+                .accepted
+                .checked_sub(timeout - timeout / 10)
+                .map_or(since, |floor| since.max(floor)),
+            _ => since,
+        }
     }
 
     /// Sends a request whose keys (`keys`) all lie in the moving range of

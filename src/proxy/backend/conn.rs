@@ -571,11 +571,12 @@ impl<'a> Connection<'a> {
     }
 
     /// Queues a request to be written, or answers it with an error when
-    /// the backend has stopped reading with the queue full (see
-    /// [`super::queue`]).
+    /// the backend has stopped reading with the queue full of requests of
+    /// clients that left (see [`super::queue`]).
     fn enqueue(&self, queue: &mut Queue, job: Job) {
         match queue.refusal() {
-            None => queue.push_back(job),
+            None if self.out.len() < MAX_BATCH_BYTES => queue.push_back(job),
+            None => queue.push_back_waiting(job),
             Some(reason) => {
                 if queue.starts_refusing() {
                     tracing::error!(backend = %self.target.addr, %reason, "backend stalled: refusing its requests");

@@ -1,5 +1,6 @@
 //! The requests a backend connection accepted and has not written yet,
-//! and the bound on them while the backend reads nothing.
+//! and the bound on those of clients that left, while the backend reads
+//! nothing.
 //!
 //! A connected client holds at most `client_output_limit` of requests in
 //! flight (its window), but a client that leaves does not take its
@@ -7,47 +8,81 @@
 //! as Redis would run what it had received. Without a `timeout`, clients
 //! that each sent a large write to a stopped backend and left made the
 //! proxy grow without bound (300 clients of 1 MB SETs took it from 6 MB to
-//! 313 MB). So once the queue holds [`MAX_STALLED_BACKLOG`] bytes and the
-//! socket has taken nothing for [`STALL_GRACE`], a new request is answered
-//! with an error at once instead of queued. A backend that is merely busy
-//! keeps taking bytes, and is never refused.
+//! 313 MB). So once the requests of clients that left come to
+//! [`MAX_ORPHANED_BACKLOG`] and the socket has taken nothing for
+//! [`STALL_GRACE`], a new request is answered with an error at once
+//! instead of queued. Connected clients' requests never count: a backend
+//! busy with a long script while clients wait on it is not refused, as
+//! Redis would keep them waiting too.
+//!
+//! A small request waiting here is a slice of its client's input buffer,
+//! and would keep all of it alive after the client left: one queued
+//! behind a full output is copied out, so what the queue holds is what it
+//! counts.
 
 use super::Job;
+use bytes::Bytes;
 use std::collections::VecDeque;
 use std::time::Duration;
 use tokio::time::Instant;
 
-/// Bytes of unwritten requests past which a backend that reads nothing
-/// gets no more.
-pub(super) const MAX_STALLED_BACKLOG: usize = 64 * 1024 * 1024;
-/// How long the backend must have taken nothing, with the queue that
-/// full, before requests are refused: longer than a slow command or a
-/// fork, so a healthy server is never refused.
+/// Bytes of unwritten requests of clients that left, past which a backend
+/// that reads nothing gets no more.
+pub(super) const MAX_ORPHANED_BACKLOG: usize = 64 * 1024 * 1024;
+/// How long the backend must have taken nothing, with that much waiting,
+/// before requests are refused: longer than a fork or a slow command, so
+/// one blip does not fail requests.
 pub(super) const STALL_GRACE: Duration = Duration::from_secs(1);
+/// Requests up to this size are copied out of their client's buffer when
+/// they must wait; larger ones had a buffer about their own size.
+const COPY_WHEN_WAITING: usize = 64 * 1024;
+/// What a queued request costs besides its bytes (the job and its reply
+/// slot), so that many tiny ones count too.
+const JOB_OVERHEAD: usize = 128;
+/// How often, at most, the queue is walked to weigh the requests of
+/// clients that left.
+const RECOUNT_EVERY: Duration = Duration::from_millis(100);
 
 /// Requests accepted for a connection and not written yet, oldest first.
 /// Kept across reconnects.
 #[derive(Default)]
 pub(super) struct Queue {
     jobs: VecDeque<Job>,
-    /// Bytes of the requests in `jobs`.
+    /// What the requests in `jobs` cost ([`cost`]).
     bytes: usize,
     /// When the queue was first seen full with the socket taking nothing;
     /// cleared whenever the socket takes bytes.
     stalled_since: Option<Instant>,
+    /// The cost of the requests of clients that left, as last counted, and
+    /// when.
+    orphaned: Option<(usize, Instant)>,
     /// A request was refused since the socket last took bytes.
     refusing: bool,
 }
 
+/// What a queued request costs in memory.
+fn cost(job: &Job) -> usize {
+    job.request.len() + JOB_OVERHEAD
+}
+
 impl Queue {
     pub fn push_back(&mut self, job: Job) {
-        self.bytes += job.request.len();
+        self.bytes += cost(&job);
         self.jobs.push_back(job);
+    }
+
+    /// Queues a request that will wait behind a full output: a small one
+    /// is copied out of its client's buffer first (see the module notes).
+    pub fn push_back_waiting(&mut self, mut job: Job) {
+        if job.request.len() <= COPY_WHEN_WAITING {
+            job.request = Bytes::copy_from_slice(&job.request);
+        }
+        self.push_back(job);
     }
 
     pub fn pop_front(&mut self) -> Option<Job> {
         let job = self.jobs.pop_front()?;
-        self.bytes -= job.request.len();
+        self.bytes -= cost(&job);
         Some(job)
     }
 
@@ -68,6 +103,7 @@ impl Queue {
     /// The backend's socket took bytes: it is reading.
     pub fn progressed(&mut self) {
         self.stalled_since = None;
+        self.orphaned = None;
         self.refusing = false;
     }
 
@@ -76,20 +112,37 @@ impl Queue {
         !std::mem::replace(&mut self.refusing, true)
     }
 
-    /// Why a new request must not join the queue: it is full and the
-    /// backend has taken nothing for [`STALL_GRACE`]. `None` admits it.
+    /// Why a new request must not join the queue: the requests of clients
+    /// that left fill it, and the backend has taken nothing for
+    /// [`STALL_GRACE`]. `None` admits it.
     pub fn refusal(&mut self) -> Option<String> {
-        if self.bytes < MAX_STALLED_BACKLOG {
+        if self.bytes < MAX_ORPHANED_BACKLOG {
             return None;
         }
         let now = Instant::now();
         let stalled = now - *self.stalled_since.get_or_insert(now);
-        (stalled >= STALL_GRACE).then(|| {
+        if stalled < STALL_GRACE {
+            return None;
+        }
+        let orphaned = match self.orphaned {
+            Some((orphaned, at)) if now - at < RECOUNT_EVERY => orphaned,
+            _ => {
+                let orphaned = self
+                    .jobs
+                    .iter()
+                    .filter(|job| job.reply.is_orphaned())
+                    .map(cost)
+                    .sum();
+                self.orphaned = Some((orphaned, now));
+                orphaned
+            }
+        };
+        (orphaned >= MAX_ORPHANED_BACKLOG).then(|| {
             format!(
-                "it has read no request for at least {:.1} s and {} MiB of requests wait for it; \
-                 no more are queued until it reads",
+                "it has read no request for at least {:.1} s and {} MiB of requests of clients \
+                 that left wait for it; no more are queued until it reads",
                 stalled.as_secs_f64(),
-                self.bytes >> 20
+                orphaned >> 20
             )
         })
     }

@@ -15,6 +15,7 @@ use super::Reply;
 use std::cell::RefCell;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 
@@ -56,6 +57,10 @@ pub enum TryRecvError {
 /// A channel's shared state; a short lock, never held across an await.
 struct Slot {
     state: Mutex<State>,
+    /// The receiver's client closed its connection: it still gets the
+    /// reply if it reads, but the backend's queue may weigh the request
+    /// as one of a client that left.
+    abandoned: AtomicBool,
 }
 
 enum State {
@@ -85,6 +90,7 @@ pub fn channel() -> (ReplySender, ReplyReceiver) {
     let slot = spare.unwrap_or_else(|| {
         Arc::new(Slot {
             state: Mutex::new(State::Waiting(None)),
+            abandoned: AtomicBool::new(false),
         })
     });
     (
@@ -126,6 +132,17 @@ impl ReplySender {
     }
 }
 
+impl ReplySender {
+    /// True once the receiver is gone, or its client closed its
+    /// connection ([`ReplyReceiver::abandon`]).
+    pub fn is_orphaned(&self) -> bool {
+        // The receiver holds the only other reference while it lives.
+        self.slot.as_ref().is_some_and(|slot| {
+            Arc::strong_count(slot) == 1 || slot.abandoned.load(Ordering::Relaxed)
+        })
+    }
+}
+
 impl Drop for ReplySender {
     fn drop(&mut self) {
         let Some(slot) = self.slot.take() else {
@@ -150,6 +167,14 @@ pub struct ReplyReceiver {
 }
 
 impl ReplyReceiver {
+    /// The client closed its connection (its replies are still written
+    /// if it only half-closed): see [`ReplySender::is_orphaned`].
+    pub fn abandon(&self) {
+        if let Some(slot) = &self.slot {
+            slot.abandoned.store(true, Ordering::Relaxed);
+        }
+    }
+
     /// The reply if it has arrived, without registering a waker.
     pub fn try_recv(&mut self) -> Result<Reply, TryRecvError> {
         let Some(slot) = &self.slot else {
@@ -205,6 +230,7 @@ impl Drop for ReplyReceiver {
         // reset and kept for the next channel.
         if Arc::strong_count(&slot) == 1 {
             *state = State::Waiting(None);
+            slot.abandoned.store(false, Ordering::Relaxed);
             drop(state);
             let _ = SPARE.try_with(|spare| {
                 let mut spare = spare.borrow_mut();
