@@ -400,3 +400,70 @@ fn a_client_streaming_large_writes_recovers_when_a_stall_ends() {
         in_a_row = if reply == "+OK\r\n" { in_a_row + 1 } else { 0 };
     }
 }
+
+/// A client that sends 100 GETs for a stopped backend in one write, reads
+/// the 100 replies, then sends the next 100 (timeout 500 ms): each batch
+/// waits for its own timeouts. A later batch used to be charged with the
+/// wait of the one before, and got 100 "timed out after 500 ms" within a
+/// millisecond of being sent, thousands of batches a second, while the
+/// backend still ran what was written of them.
+#[test]
+fn a_batch_sent_after_the_last_was_answered_waits_its_own_timeout() {
+    let (proxy, shards, key, _) = two_shards_with("  timeout: 500\n");
+    let mut client = RawClient::connect(proxy.port);
+    assert_eq!(client.cmd_str(&["SET", &key, "v"]), "+OK\r\n");
+    shards[0].guard.signal("STOP");
+    let get = encode_command(&[b"GET", key.as_bytes()]);
+    for batch in 0..3 {
+        let (replies, took) = pipelined(&mut client, &vec![get.clone(); 100]);
+        for reply in &replies {
+            assert!(
+                reply.contains("timed out after 500 ms"),
+                "batch {batch}: {reply}"
+            );
+        }
+        assert!(
+            took >= Duration::from_millis(450),
+            "batch {batch} answered in {took:?}"
+        );
+    }
+    shards[0].guard.signal("CONT");
+}
+
+/// With the proxy limited to 64 file descriptors and a backend stopped
+/// (no timeout), clients that send it a GET and leave each left a session
+/// waiting for the reply, holding its socket: after about 50 the proxy
+/// could accept nobody, and the healthy shard's clients failed too. Out
+/// of descriptors, such sessions now let go, as Redis drops a client that
+/// closed (their requests still run once the backend reads).
+#[test]
+fn clients_that_left_a_stalled_backend_give_back_their_descriptors() {
+    let shards = [Redis::start(), Redis::start()];
+    let port = common::free_port();
+    let yaml = format!(
+        "pool:\n  listen: 127.0.0.1:{port}\n  redis: true\n  hash: md5\n  servers:\n   - {}:0-2047 stalled\n   - {}:2048-4095 other\n",
+        shards[0].addr(),
+        shards[1].addr()
+    );
+    let proxy = Proxy::start_wrapped(port, &yaml, &["prlimit", "--nofile=64", "--"]);
+    let stalled_key = keys_in(0, 2047, 1, "stalled").remove(0);
+    let other_key = keys_in(2048, 4095, 1, "other").remove(0);
+    let mut first = RawClient::connect(port);
+    assert_eq!(first.cmd_str(&["SET", &other_key, "v"]), "+OK\r\n");
+    drop(first);
+    shards[0].guard.signal("STOP");
+    let get = encode_command(&[b"GET", stalled_key.as_bytes()]);
+    // Each waits 50 ms for its reply, then gives up.
+    for _ in 0..100 {
+        let mut client = RawClient::connect(port);
+        client.send_raw(&get);
+        assert_eq!(
+            reply_line_within(&mut client, Duration::from_millis(50)),
+            None
+        );
+    }
+    let mut client = RawClient::connect(port);
+    assert_eq!(client.cmd_str(&["GET", &other_key]), "$1\r\nv\r\n");
+    assert!(proxy.log_text().contains("Too many open files"));
+    shards[0].guard.signal("CONT");
+}

@@ -5,6 +5,18 @@
 
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Notify;
+
+/// Raised when an accept fails for want of file descriptors: sessions
+/// whose client closed its connection while replies were owed (a stalled
+/// backend, no `timeout`) let go of their sockets, as Redis drops a client
+/// at once when it closes. Their requests still run on the backends.
+static DESCRIPTORS_SHORT: Notify = Notify::const_new();
+
+/// Resolves the next time the proxy runs out of file descriptors.
+pub fn descriptors_short() -> &'static Notify {
+    &DESCRIPTORS_SHORT
+}
 
 const FIRST_PAUSE: Duration = Duration::from_millis(5);
 const LONGEST_PAUSE: Duration = Duration::from_secs(1);
@@ -35,6 +47,9 @@ impl Acceptor {
                     return stream;
                 }
                 Err(e) => {
+                    if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) {
+                        DESCRIPTORS_SHORT.notify_waiters();
+                    }
                     if self.pause == FIRST_PAUSE {
                         tracing::warn!(listener = self.what, error = %e, "accept failed; backing off");
                     }

@@ -25,17 +25,18 @@ use crate::proxy::split::{self, Part, SplitReply};
 use crate::proxy::stats::PoolStats;
 use crate::proxy::stream::{poll_read_buf, Io};
 use crate::proxy::window::Window;
-use crate::proxy::{keyspace, scripts};
+use crate::proxy::{accept, keyspace, scripts};
 use bytes::{Bytes, BytesMut};
 use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
-use tokio::sync::watch;
+use tokio::sync::{futures::Notified, watch};
 use tokio::time::Instant;
 
 /// The read buffer of a session that sends one request or a short pipeline
@@ -114,6 +115,9 @@ pub async fn serve<S: Io>(pool: Arc<Pool>, mut stream: S, shutdown: watch::Recei
     // A request parsed but not dispatched yet: it must wait until every
     // reply owed is answered (see `Session::needs_quiet`).
     let mut held: Option<Request> = None;
+    // Once the client closed with replies owed: ends the session if the
+    // proxy runs out of descriptors (see `accept::descriptors_short`).
+    let mut let_go: Option<Pin<Box<Notified<'static>>>> = None;
     // The last read was large or filled the buffer: read in large chunks.
     let mut busy = false;
     // `input` was allocated with `READ_CHUNK`.
@@ -162,6 +166,7 @@ pub async fn serve<S: Io>(pool: Arc<Pool>, mut stream: S, shutdown: watch::Recei
             let request_len = request.raw.len();
             window.dispatched(request_len, owed.len());
             let (cmd, reply) = session.dispatch(request, resolved);
+            session.head_wait.dispatched(request_len);
             owed.push_back(Owed {
                 reply,
                 request_len,
@@ -171,19 +176,12 @@ pub async fn serve<S: Io>(pool: Arc<Pool>, mut stream: S, shutdown: watch::Recei
             parser.set_unauthenticated(!session.authenticated);
             finishing = session.closing;
         }
-        // Shut with requests waiting: note whom for (see `HeadWait`). The
-        // requests the client sent meanwhile waited in the socket for the
-        // same shard: the note holds until a read drains the socket.
-        let socket_drained = exhausted && !busy;
-        if finishing || socket_drained || held.is_some() {
+        // Shut with requests waiting: note whom for (see `HeadWait`).
+        if finishing || held.is_some() || (exhausted && owed.is_empty()) {
             session.head_wait.clear();
-        } else if !exhausted {
-            if window.admits(owed.len(), out.len()) {
-                session.head_wait.clear();
-            } else {
-                let head = head_of_line(&session, &owed);
-                session.head_wait.shut(head);
-            }
+        } else if !exhausted && !window.admits(owed.len(), out.len()) {
+            let head = head_of_line(&session, &owed);
+            session.head_wait.shut(head, input.len());
         }
         // Collect the replies that are ready and write what the socket takes.
         // Replies built by the proxy go out now; a forwarded one is
@@ -314,6 +312,11 @@ pub async fn serve<S: Io>(pool: Arc<Pool>, mut stream: S, shutdown: watch::Recei
                         return Poll::Ready(ready.map_or(Wake::Gone, |()| Wake::Readable));
                     }
                 }
+                if let Some(let_go) = let_go.as_mut() {
+                    if let_go.as_mut().poll(cx).is_ready() {
+                        return Poll::Ready(Wake::LetGo);
+                    }
+                }
                 if !stopping && (!stop_registered || shutdown_seen.has_changed().unwrap_or(true)) {
                     stop_registered = true;
                     if stop.as_mut().poll(cx).is_ready() {
@@ -325,6 +328,13 @@ pub async fn serve<S: Io>(pool: Arc<Pool>, mut stream: S, shutdown: watch::Recei
             .await;
             match wake {
                 Wake::Gone => return,
+                Wake::LetGo => {
+                    tracing::debug!(
+                        client = session.id,
+                        "out of descriptors: letting go of a client that closed"
+                    );
+                    return;
+                }
                 Wake::Stopping => {
                     stopping = true;
                     false
@@ -356,6 +366,9 @@ pub async fn serve<S: Io>(pool: Arc<Pool>, mut stream: S, shutdown: watch::Recei
             match read_now(&mut stream, &mut input).await {
                 Some(Ok(0)) | Some(Err(_)) => {
                     finishing = true;
+                    if !owed.is_empty() {
+                        let_go = Some(Box::pin(accept::descriptors_short().notified()));
+                    }
                     // Nothing more will be parsed (what is left is part of
                     // a request): a session that waits on a stalled
                     // backend to answer a client that left holds no buffer.
@@ -368,7 +381,10 @@ pub async fn serve<S: Io>(pool: Arc<Pool>, mut stream: S, shutdown: watch::Recei
                         }
                     }
                 }
-                Some(Ok(n)) => busy = n >= SMALL_READ || n == room,
+                Some(Ok(n)) => {
+                    busy = n >= SMALL_READ || n == room;
+                    session.head_wait.read();
+                }
                 None => {}
             }
             grown_input |= input.len() > GROWN_INPUT;
@@ -386,6 +402,9 @@ enum Wake {
     Stopping,
     /// The socket failed.
     Gone,
+    /// The client closed its connection, replies are owed, and the proxy
+    /// is out of file descriptors: the session ends.
+    LetGo,
 }
 
 /// True when the next request may be dispatched now: the window has room,
@@ -757,13 +776,7 @@ impl Session {
                         }
                     } else {
                         let shard = &table.shards[shard];
-                        let accepted = self.accepted_for(shard, sub_request.len());
-                        let reply = shard.backend.send_since(
-                            self.proto,
-                            self.affinity,
-                            sub_request,
-                            accepted,
-                        );
+                        let reply = self.forward_to(shard, sub_request);
                         (reply, shard.name)
                     };
                     sent.push(Part {
@@ -782,11 +795,8 @@ impl Session {
     }
 
     fn send(&self, shard: &crate::proxy::router::Shard, raw: Bytes) -> Pending {
-        let accepted = self.accepted_for(shard, raw.len());
         Pending::Forward {
-            reply: shard
-                .backend
-                .send_since(self.proto, self.affinity, raw, accepted),
+            reply: self.forward_to(shard, raw),
             shard: shard.name,
         }
     }

@@ -3,6 +3,7 @@
 
 use crate::protocol::{encode_error, Proto};
 use crate::proxy::acl::User;
+use crate::proxy::backend::ReplyReceiver;
 use crate::proxy::dedicated::Dedicated;
 use crate::proxy::migration::lane::Lane as MigrationLane;
 use crate::proxy::pending::Pending;
@@ -71,9 +72,6 @@ pub struct Session {
     /// request for one of them is timed from then.
     pub head_wait: HeadWait,
 }
-
-/// Requests up to this size reach a fresh backend socket in one write.
-const WHOLE_AT_ONCE: usize = 16 * 1024;
 
 /// A WATCH or MULTI in progress ([`super::transaction`]).
 #[derive(Debug, Default)]
@@ -186,26 +184,25 @@ impl Session {
         }
     }
 
-    /// When a request of `len` bytes for `shard` dispatched in this pass
-    /// was accepted, for its timeout.
-    pub fn accepted_for(&self, shard: &Shard, len: usize) -> Instant {
-        let Some(since) = self.head_wait.since(shard.name, || {
+    /// Sends `raw` to `shard`'s backend, timed from when the proxy
+    /// accepted it: this pass, or earlier if it waited in the input on
+    /// that very shard ([`HeadWait`]). One that already waited its whole
+    /// timeout is answered so at once and never written: the backend would
+    /// run it after its client was told it timed out.
+    pub fn forward_to(&self, shard: &Shard, raw: Bytes) -> ReplyReceiver {
+        let charged = self.head_wait.since(shard.name, || {
             shard.backend.stats.responses.load(Ordering::Relaxed)
-        }) else {
-            return self.accepted;
+        });
+        let Some(since) = charged else {
+            return shard
+                .backend
+                .send_since(self.proto, self.affinity, raw, self.accepted);
         };
-        // A large request still gets a tenth of the timeout to be written
-        // in. Charged in full, it timed out before the socket took all of
-        // it, which closes the connection unanswered: a backend that came
-        // back answered none of them, and a client streaming large writes
-        // stayed charged for as long as it kept its pipeline full. A small
-        // one is written whole at once and its late reply counts.
         match shard.backend.timeout() {
-            Some(timeout) if len > WHOLE_AT_ONCE => self
-                .accepted
-                .checked_sub(timeout - timeout / 10)
-                .map_or(since, |floor| since.max(floor)),
-            _ => since,
+            Some(timeout) if since + timeout <= self.accepted => shard.backend.expired(),
+            _ => shard
+                .backend
+                .send_since(self.proto, self.affinity, raw, since),
         }
     }
 

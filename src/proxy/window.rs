@@ -106,24 +106,32 @@ impl Window {
 /// Whom a shut window waits for, and since when: the shard owing the
 /// oldest reply, while its backend answers nothing.
 ///
-/// A client's requests waiting for room in its window (in the proxy's
-/// input, or in the socket it stopped reading) were timed only from when
-/// they went, so a pipeline to a stopped backend got its timeout errors
-/// one window per timeout (200 GETs at 500 ms: the last after 7 s).
-/// Timing every waiting request from when the window shut instead made a
-/// healthy shard's requests, queued behind a stopped one's, time out, and
-/// a client reading slowly got timeouts from a healthy backend. So only a
-/// request for the very shard the window waits on is charged, and only for
-/// as long as that shard's backend has read no reply at all (for any
-/// client): a slow reader, whose window is shut by its unread output while
-/// the backend answers, is charged no more than one reply's latency, and
-/// a stopped backend's own timeouts are no progress.
+/// A client's requests waiting in the proxy's input for room in its window
+/// were timed only from when they went, so a pipeline to a stopped backend
+/// got its timeout errors one window per timeout (200 GETs at 500 ms: the
+/// last after 7 s). Timing every waiting request from when the window shut
+/// instead made a healthy shard's requests, queued behind a stopped one's,
+/// time out, and a client reading slowly got timeouts from a healthy
+/// backend. So a request is charged for its wait only when
+/// - it was in the proxy's input when the window shut (one read later may
+///   have been sent after the client had every reply it waited for);
+/// - it is for the very shard the window waited on;
+/// - and that shard's backend has read no reply at all since (for any
+///   client): a slow reader, whose window is shut by its unread output
+///   while the backend answers, is charged no more than one reply's
+///   latency, and a stopped backend's own timeouts are no progress.
 #[derive(Default)]
 pub struct HeadWait {
     /// Each shard the shut window waited on: since when, and how many
     /// replies its backend had read then. A few at most (the shards that
     /// were at the head of a pipeline), so a scan beats a map.
     waits: Vec<Wait>,
+    /// Bytes at the front of the input that were there when the window
+    /// last shut: the requests that waited.
+    waited_bytes: usize,
+    /// When the input last grew, while a wait is remembered: what it
+    /// brought waited from then at the earliest.
+    read_at: Option<Instant>,
 }
 
 struct Wait {
@@ -136,17 +144,20 @@ struct Wait {
 const MAX_WAITS: usize = 8;
 
 impl HeadWait {
-    /// The window is shut; `head` is the shard owing the oldest reply (if
-    /// one shard owes it) and the replies its backend has read so far.
-    /// Keeps the shard's clock while that backend has read none since.
-    pub fn shut(&mut self, head: Option<(ShardName, u64)>) {
+    /// The window is shut with `input_len` bytes of requests waiting in
+    /// the input; `head` is the shard owing the oldest reply (if one shard
+    /// owes it) and the replies its backend has read so far. Keeps the
+    /// shard's clock while that backend has read none since.
+    pub fn shut(&mut self, head: Option<(ShardName, u64)>, input_len: usize) {
+        self.waited_bytes = input_len;
         let Some((shard, responses)) = head else {
             return;
         };
+        let now = Instant::now();
         match self.waits.iter_mut().find(|wait| wait.shard == shard) {
             Some(wait) if wait.responses == responses => {}
             Some(wait) => {
-                wait.since = Instant::now();
+                wait.since = now;
                 wait.responses = responses;
             }
             None => {
@@ -155,29 +166,47 @@ impl HeadWait {
                 }
                 self.waits.push(Wait {
                     shard,
-                    since: Instant::now(),
+                    since: now,
                     responses,
                 });
             }
         }
     }
 
-    /// The window opened with nothing waiting for it, or dispatch stopped
-    /// for another reason: no request waits on a shard any more.
-    pub fn clear(&mut self) {
-        self.waits.clear();
+    /// The input grew by a read.
+    #[inline]
+    pub fn read(&mut self) {
+        if !self.waits.is_empty() {
+            self.read_at = Some(Instant::now());
+        }
     }
 
-    /// Since when a request for `shard` has waited on it, if the window
-    /// waited on it and its backend (whose replies read so far
-    /// `responses` gives) has read nothing since.
+    /// A request of `len` bytes left the front of the input.
+    #[inline]
+    pub fn dispatched(&mut self, len: usize) {
+        self.waited_bytes = self.waited_bytes.saturating_sub(len);
+    }
+
+    /// Nothing is owed and nothing waits: no wait is worth remembering.
+    pub fn clear(&mut self) {
+        self.waits.clear();
+        self.waited_bytes = 0;
+        self.read_at = None;
+    }
+
+    /// Since when the request at the front of the input, for `shard`, has
+    /// waited on it, if it is charged at all (see the type's notes);
+    /// `responses` gives the replies the shard's backend has read so far.
     #[inline]
     pub fn since(&self, shard: ShardName, responses: impl FnOnce() -> u64) -> Option<Instant> {
-        if self.waits.is_empty() {
+        if self.waited_bytes == 0 {
             return None;
         }
         let wait = self.waits.iter().find(|wait| wait.shard == shard)?;
-        (wait.responses == responses()).then_some(wait.since)
+        if wait.responses != responses() {
+            return None;
+        }
+        Some(self.read_at.map_or(wait.since, |read| read.max(wait.since)))
     }
 }
 

@@ -110,7 +110,11 @@ const LARGE_REPLY: usize = 4 * READ_CHUNK;
 /// and the replies owed are delivered.
 pub(super) async fn run(target: Target, mut jobs: mpsc::UnboundedReceiver<Job>, preconnect: bool) {
     let mut backoff = Backoff::new();
-    let mut queue = Queue::default();
+    let connections = match target.private {
+        Some(_) => 1,
+        None => target.settings.connections.max(1) * crate::proxy::workers::count(),
+    };
+    let mut queue = Queue::new(connections);
     let mut demoted = target.demotion.subscribe();
     let mut senders_gone = false;
     let mut connect_now = preconnect;
@@ -467,6 +471,7 @@ impl<'a> Connection<'a> {
             }
             self.fill_output(queue);
             match stream.write_now(&mut self.out) {
+                Ok(0) if !self.out.is_empty() => queue.stalled(),
                 Ok(0) => {}
                 Ok(n) => {
                     self.written += n as u64;

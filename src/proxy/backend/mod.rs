@@ -287,6 +287,20 @@ impl Backend {
         rx
     }
 
+    /// The reply to a request that had waited its whole timeout in the
+    /// proxy before it could be sent: the timeout error, at once. Never
+    /// written, so it is no failure of the server's (which never saw it).
+    pub fn expired(&self) -> ReplyReceiver {
+        let (reply, rx) = reply::channel();
+        self.stats.requests.fetch_add(1, Ordering::Relaxed);
+        self.stats.timeouts.fetch_add(1, Ordering::Relaxed);
+        reply.send(Err(BackendError::Timeout {
+            addr: self.addr.clone(),
+            ms: self.settings.timeout.map_or(0, |t| t.as_millis()),
+        }));
+        rx
+    }
+
     /// When a request accepted at `accepted` times out.
     fn deadline_after(&self, accepted: Instant) -> Option<Instant> {
         self.settings.timeout.map(|t| accepted + t)

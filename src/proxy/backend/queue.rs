@@ -9,7 +9,8 @@
 //! that each sent a large write to a stopped backend and left made the
 //! proxy grow without bound (300 clients of 1 MB SETs took it from 6 MB to
 //! 313 MB). So once the requests of clients that left come to
-//! [`MAX_ORPHANED_BACKLOG`] and the socket has taken nothing for
+//! [`MAX_ORPHANED_BACKLOG`] (over all of a backend's connections) and the
+//! socket has taken nothing for
 //! [`STALL_GRACE`], a new request is answered with an error at once
 //! instead of queued. Connected clients' requests never count: a backend
 //! busy with a long script while clients wait on it is not refused, as
@@ -27,7 +28,8 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 /// Bytes of unwritten requests of clients that left, past which a backend
-/// that reads nothing gets no more.
+/// that reads nothing gets no more: shared out between its connections
+/// (`server_connections` per worker thread), each holding its part.
 pub(super) const MAX_ORPHANED_BACKLOG: usize = 64 * 1024 * 1024;
 /// How long the backend must have taken nothing, with that much waiting,
 /// before requests are refused: longer than a fork or a slow command, so
@@ -45,13 +47,14 @@ const RECOUNT_EVERY: Duration = Duration::from_millis(100);
 
 /// Requests accepted for a connection and not written yet, oldest first.
 /// Kept across reconnects.
-#[derive(Default)]
 pub(super) struct Queue {
+    /// This connection's part of [`MAX_ORPHANED_BACKLOG`].
+    bound: usize,
     jobs: VecDeque<Job>,
     /// What the requests in `jobs` cost ([`cost`]).
     bytes: usize,
-    /// When the queue was first seen full with the socket taking nothing;
-    /// cleared whenever the socket takes bytes.
+    /// When the socket last refused bytes it was offered, having taken
+    /// some before; cleared whenever it takes bytes.
     stalled_since: Option<Instant>,
     /// The cost of the requests of clients that left, as last counted, and
     /// when.
@@ -66,6 +69,18 @@ fn cost(job: &Job) -> usize {
 }
 
 impl Queue {
+    /// The queue of one of `connections` connections to a backend.
+    pub fn new(connections: usize) -> Queue {
+        Queue {
+            bound: MAX_ORPHANED_BACKLOG / connections.max(1),
+            jobs: VecDeque::new(),
+            bytes: 0,
+            stalled_since: None,
+            orphaned: None,
+            refusing: false,
+        }
+    }
+
     pub fn push_back(&mut self, job: Job) {
         self.bytes += cost(&job);
         self.jobs.push_back(job);
@@ -107,6 +122,14 @@ impl Queue {
         self.refusing = false;
     }
 
+    /// The socket took none of the bytes offered: the backend may have
+    /// stopped reading (from now, if it was reading until now).
+    pub fn stalled(&mut self) {
+        if self.stalled_since.is_none() {
+            self.stalled_since = Some(Instant::now());
+        }
+    }
+
     /// True for the first refusal of a stall (the one worth a log line).
     pub fn starts_refusing(&mut self) -> bool {
         !std::mem::replace(&mut self.refusing, true)
@@ -116,11 +139,11 @@ impl Queue {
     /// that left fill it, and the backend has taken nothing for
     /// [`STALL_GRACE`]. `None` admits it.
     pub fn refusal(&mut self) -> Option<String> {
-        if self.bytes < MAX_ORPHANED_BACKLOG {
+        if self.bytes < self.bound {
             return None;
         }
         let now = Instant::now();
-        let stalled = now - *self.stalled_since.get_or_insert(now);
+        let stalled = now - self.stalled_since?;
         if stalled < STALL_GRACE {
             return None;
         }
@@ -137,7 +160,7 @@ impl Queue {
                 orphaned
             }
         };
-        (orphaned >= MAX_ORPHANED_BACKLOG).then(|| {
+        (orphaned >= self.bound).then(|| {
             format!(
                 "it has read no request for at least {:.1} s and {} MiB of requests of clients \
                  that left wait for it; no more are queued until it reads",
