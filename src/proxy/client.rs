@@ -61,6 +61,21 @@ struct Owed {
     arrived: Instant,
 }
 
+/// Requests of a client that closed weigh on a stalled backend's bound
+/// (`backend::queue`).
+fn abandon(owed: &VecDeque<Owed>) {
+    for owed in owed {
+        if let Pending::Forward { reply, .. } = &owed.reply {
+            reply.abandon();
+        }
+    }
+}
+
+/// The proxy out of descriptors lets go of a session whose client closed
+/// once its oldest reply has been owed this long: it waits on a stalled
+/// backend, not on one that is merely slow.
+const LET_GO_AFTER: Duration = Duration::from_secs(1);
+
 /// The shard owing the oldest reply, if the oldest is one shard's, and
 /// how many replies its backend has read (see [`HeadWait`]).
 fn head_of_line(session: &Session, owed: &VecDeque<Owed>) -> Option<(ShardName, u64)> {
@@ -111,6 +126,9 @@ pub async fn serve<S: Io>(pool: Arc<Pool>, mut stream: S, shutdown: watch::Recei
     // No more input will be read: the client closed, sent QUIT or broke
     // the protocol. The session ends once everything owed is written.
     let mut finishing = false;
+    // The client closed its side (or the connection failed): nothing more
+    // is read, and the session finishes once what it had read is dispatched.
+    let mut closed = false;
     let mut protocol_error: Option<ProtocolError> = None;
     // A request parsed but not dispatched yet: it must wait until every
     // reply owed is answered (see `Session::needs_quiet`).
@@ -144,6 +162,14 @@ pub async fn serve<S: Io>(pool: Arc<Pool>, mut stream: S, shutdown: watch::Recei
                     Ok(Some(request)) => request,
                     Ok(None) => {
                         exhausted = true;
+                        if closed {
+                            // What is left is part of a request: a session
+                            // that waits on a stalled backend to answer a
+                            // client that left holds no buffer.
+                            finishing = true;
+                            input = BytesMut::new();
+                            abandon(&owed);
+                        }
                         break;
                     }
                     Err(e) => {
@@ -208,7 +234,7 @@ pub async fn serve<S: Io>(pool: Arc<Pool>, mut stream: S, shutdown: watch::Recei
             let _ = stream.shutdown().await;
             return;
         }
-        if finishing && session.blocked {
+        if (finishing || closed) && session.blocked {
             // Like Redis, a client that goes away while blocked is dropped
             // at once; dropping the session closes its dedicated connection,
             // which frees the command blocked on the backend.
@@ -255,9 +281,9 @@ pub async fn serve<S: Io>(pool: Arc<Pool>, mut stream: S, shutdown: watch::Recei
             big_input = false;
             grown_input = false;
         }
-        // A blocked client is still read, a little, so that its going away
-        // is seen at once.
-        let want_input = may_go_on || (session.blocked && !finishing && input.len() < READ_CHUNK);
+        // A client that may not dispatch (blocked, or its window shut) is
+        // still read, a little, so that its going away is seen at once.
+        let want_input = !closed && !finishing && (may_go_on || input.len() < READ_CHUNK);
         let idle = owed.is_empty() && !unsent;
         let mut pubsub_event = None;
         let readable = if stopping && idle {
@@ -329,11 +355,20 @@ pub async fn serve<S: Io>(pool: Arc<Pool>, mut stream: S, shutdown: watch::Recei
             match wake {
                 Wake::Gone => return,
                 Wake::LetGo => {
-                    tracing::debug!(
-                        client = session.id,
-                        "out of descriptors: letting go of a client that closed"
-                    );
-                    return;
+                    // Only a session waiting on its backends, not one
+                    // writing to a client that half-closed and reads.
+                    let waiting = owed
+                        .front()
+                        .is_some_and(|owed| owed.arrived.elapsed() >= LET_GO_AFTER);
+                    if waiting && !unsent {
+                        tracing::debug!(
+                            client = session.id,
+                            "out of descriptors: letting go of a client that closed"
+                        );
+                        return;
+                    }
+                    let_go = Some(Box::pin(accept::descriptors_short().notified()));
+                    false
                 }
                 Wake::Stopping => {
                     stopping = true;
@@ -365,21 +400,9 @@ pub async fn serve<S: Io>(pool: Arc<Pool>, mut stream: S, shutdown: watch::Recei
             let room = input.capacity() - input.len();
             match read_now(&mut stream, &mut input).await {
                 Some(Ok(0)) | Some(Err(_)) => {
-                    finishing = true;
-                    if !owed.is_empty() {
-                        let_go = Some(Box::pin(accept::descriptors_short().notified()));
-                    }
-                    // Nothing more will be parsed (what is left is part of
-                    // a request): a session that waits on a stalled
-                    // backend to answer a client that left holds no buffer.
-                    input = BytesMut::new();
-                    // Requests of a client that closed weigh on a stalled
-                    // backend's bound (`backend::queue`).
-                    for owed in &owed {
-                        if let Pending::Forward { reply, .. } = &owed.reply {
-                            reply.abandon();
-                        }
-                    }
+                    closed = true;
+                    abandon(&owed);
+                    let_go = Some(Box::pin(accept::descriptors_short().notified()));
                 }
                 Some(Ok(n)) => {
                     busy = n >= SMALL_READ || n == room;
