@@ -571,3 +571,38 @@ async fn a_failover_frees_blocked_clients_and_ends_transactions() {
     assert_eq!(replies, ["+OK\r\n", "+QUEUED\r\n", "*1\r\n:1\r\n"]);
     assert_eq!(new.connect().cmd_str(&["GET", "failover:k"]), "$1\r\n1\r\n");
 }
+
+/// A client that pipelines `RPUSH l x; GET a; BLPOP l 0; GET b` and
+/// half-closes (as `nc -N` does) gets the four replies Redis gives: the
+/// BLPOP does not block, the list has data. The proxy used to drop the
+/// session as soon as it saw the close behind a blocking command, and the
+/// client got two replies.
+#[test]
+fn a_half_closed_client_gets_a_blocking_command_that_does_not_block() {
+    let (proxy, shards) = two_shards("");
+    let pipeline = [
+        encode_command(&[b"RPUSH", b"halfclosed", b"x"]),
+        encode_command(&[b"GET", b"a"]),
+        encode_command(&[b"BLPOP", b"halfclosed", b"0"]),
+        encode_command(&[b"GET", b"b"]),
+    ]
+    .concat();
+    let everything = |port: u16| {
+        let mut client = RawClient::connect(port);
+        client.send_raw(&pipeline);
+        client
+            .reader
+            .get_ref()
+            .shutdown(std::net::Shutdown::Write)
+            .unwrap();
+        let mut replies = Vec::new();
+        std::io::Read::read_to_end(&mut client.reader, &mut replies).unwrap();
+        String::from_utf8_lossy(&replies).into_owned()
+    };
+    let expected = everything(shards[0].port);
+    assert_eq!(
+        expected,
+        ":1\r\n$-1\r\n*2\r\n$10\r\nhalfclosed\r\n$1\r\nx\r\n$-1\r\n"
+    );
+    assert_eq!(everything(proxy.port), expected);
+}

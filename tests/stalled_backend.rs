@@ -82,10 +82,18 @@ fn clients_that_leave_writes_for_a_stopped_backend_hold_bounded_memory() {
     let addr = shards[0].addr();
     assert!(
         reply.starts_with(&format!(
-            "-ERR shard 'stalled': backend {addr} is unavailable: it has read no request for at least 1."
+            "-ERR shard 'stalled': backend {addr} is unavailable: it has read no request for at least "
         )),
         "{reply}"
     );
+    // The stall is at least the 1 s grace.
+    let stalled: f64 = reply
+        .split("at least ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|secs| secs.parse().ok())
+        .unwrap_or(0.0);
+    assert!(stalled >= 1.0, "{reply}");
     assert!(
         reply.ends_with(" MiB of requests of clients that left wait for it; no more are queued until it reads\r\n"),
         "{reply}"

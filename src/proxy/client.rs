@@ -50,6 +50,9 @@ const READ_CHUNK: usize = 16 * 1024;
 /// is let go once that request has been split off; a smaller one is kept
 /// and reused in place by a client that keeps sending large values.
 const GROWN_INPUT: usize = 16 * READ_CHUNK;
+/// How long a blocking command whose client closed may take to be
+/// answered before the session drops it (it did not block).
+const CLOSE_GRACE: Duration = Duration::from_millis(20);
 /// How long a session waits for more input once the proxy is stopping.
 const STOP_GRACE: Duration = Duration::from_millis(200);
 /// A reply owed, with what the stats need when it is written.
@@ -235,10 +238,23 @@ pub async fn serve<S: Io>(pool: Arc<Pool>, mut stream: S, shutdown: watch::Recei
             return;
         }
         if (finishing || closed) && session.blocked {
-            // Like Redis, a client that goes away while blocked is dropped
-            // at once; dropping the session closes its dedicated connection,
-            // which frees the command blocked on the backend.
-            return;
+            // Like Redis, a client that goes away while blocked is dropped;
+            // dropping the session closes its dedicated connection, which
+            // frees the command blocked on the backend. But a blocking
+            // command that does not block (BLPOP on a list with data) is
+            // answered before Redis sees the client close, and so is what
+            // the client pipelined before and after it: the replies owed
+            // get a moment to come, short enough that a push meanwhile is
+            // unlikely to go to a client that left.
+            let answered = tokio::time::timeout(
+                CLOSE_GRACE,
+                poll_fn(|cx| collect(Some(cx), &mut owed, &mut out, &mut window, stats)),
+            )
+            .await;
+            if answered.is_err() {
+                return;
+            }
+            continue;
         }
         if stopping && session.blocked && !unsent {
             // A blocked command may wait for ever: rather than hold the
