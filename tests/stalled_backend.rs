@@ -446,14 +446,7 @@ fn a_batch_sent_after_the_last_was_answered_waits_its_own_timeout() {
 /// closed (their requests still run once the backend reads).
 #[test]
 fn clients_that_left_a_stalled_backend_give_back_their_descriptors() {
-    let shards = [Redis::start(), Redis::start()];
-    let port = common::free_port();
-    let yaml = format!(
-        "pool:\n  listen: 127.0.0.1:{port}\n  redis: true\n  hash: md5\n  servers:\n   - {}:0-2047 stalled\n   - {}:2048-4095 other\n",
-        shards[0].addr(),
-        shards[1].addr()
-    );
-    let proxy = Proxy::start_wrapped(port, &yaml, &["prlimit", "--nofile=64", "--"]);
+    let (proxy, shards, port) = two_shards_with_64_descriptors();
     let stalled_key = keys_in(0, 2047, 1, "stalled").remove(0);
     let other_key = keys_in(2048, 4095, 1, "other").remove(0);
     let mut first = RawClient::connect(port);
@@ -483,14 +476,7 @@ fn clients_that_left_a_stalled_backend_give_back_their_descriptors() {
 /// stalled backend are let go, not one writing to a client that reads.
 #[test]
 fn a_half_closed_client_reading_its_reply_keeps_it_when_descriptors_run_short() {
-    let shards = [Redis::start(), Redis::start()];
-    let port = common::free_port();
-    let yaml = format!(
-        "pool:\n  listen: 127.0.0.1:{port}\n  redis: true\n  hash: md5\n  servers:\n   - {}:0-2047 a\n   - {}:2048-4095 b\n",
-        shards[0].addr(),
-        shards[1].addr()
-    );
-    let proxy = Proxy::start_wrapped(port, &yaml, &["prlimit", "--nofile=64", "--"]);
+    let (proxy, shards, port) = two_shards_with_64_descriptors();
     let key = keys_in(0, 2047, 1, "large").remove(0);
     let value = vec![b'v'; 4 << 20];
     let mut direct = shards[0].connect();
@@ -518,4 +504,18 @@ fn a_half_closed_client_reading_its_reply_keeps_it_when_descriptors_run_short() 
     let mut rest = Vec::new();
     std::io::Read::read_to_end(&mut client.reader, &mut rest).unwrap();
     assert_eq!(rest.len(), value.len() + 2, "the reply was cut short");
+}
+
+/// Two shards (no timeout) behind a proxy limited to 64 file descriptors,
+/// and the port it listens on.
+fn two_shards_with_64_descriptors() -> (Proxy, [Redis; 2], u16) {
+    let shards = [Redis::start(), Redis::start()];
+    let port = common::free_port();
+    let yaml = format!(
+        "pool:\n  listen: 127.0.0.1:{port}\n  redis: true\n  hash: md5\n  servers:\n   - {}:0-2047 stalled\n   - {}:2048-4095 other\n",
+        shards[0].addr(),
+        shards[1].addr()
+    );
+    let proxy = Proxy::start_wrapped(port, &yaml, &["prlimit", "--nofile=64", "--"]);
+    (proxy, shards, port)
 }

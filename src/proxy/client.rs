@@ -237,33 +237,29 @@ pub async fn serve<S: Io>(pool: Arc<Pool>, mut stream: S, shutdown: watch::Recei
             let _ = stream.shutdown().await;
             return;
         }
-        if (finishing || closed) && session.blocked {
-            // Like Redis, a client that goes away while blocked is dropped;
-            // dropping the session closes its dedicated connection, which
-            // frees the command blocked on the backend. But a blocking
-            // command that does not block (BLPOP on a list with data) is
-            // answered before Redis sees the client close, and so is what
-            // the client pipelined before and after it: the replies owed
-            // get a moment to come, short enough that a push meanwhile is
-            // unlikely to go to a client that left.
+        // A blocked session whose client closed, or while the proxy stops,
+        // gets a moment for its replies to come, then is dropped (which
+        // closes its dedicated connection and frees the command on the
+        // backend).
+        // - Client closed: like Redis, a client that goes away while
+        //   blocked is dropped; but a blocking command that does not block
+        //   (BLPOP on a list with data) is answered before Redis sees the
+        //   close, and so is what was pipelined around it. The moment is
+        //   short, so a push meanwhile is unlikely to go to a client that
+        //   left.
+        // - Stopping: a blocked command may wait for ever; rather than hold
+        //   the proxy's exit for the whole drain, the client is let go as
+        //   Redis lets go of its clients at SHUTDOWN.
+        let grace = if (finishing || closed) && session.blocked {
+            Some(CLOSE_GRACE)
+        } else if stopping && session.blocked && !unsent {
+            Some(STOP_GRACE)
+        } else {
+            None
+        };
+        if let Some(grace) = grace {
             let answered = tokio::time::timeout(
-                CLOSE_GRACE,
-                poll_fn(|cx| collect(Some(cx), &mut owed, &mut out, &mut window, stats)),
-            )
-            .await;
-            if answered.is_err() {
-                return;
-            }
-            continue;
-        }
-        if stopping && session.blocked && !unsent {
-            // A blocked command may wait for ever: rather than hold the
-            // proxy's exit for the whole drain, it gets a moment to be
-            // answered, then the client is let go as Redis lets go of its
-            // clients at SHUTDOWN (closing the dedicated connection frees
-            // the command on the backend).
-            let answered = tokio::time::timeout(
-                STOP_GRACE,
+                grace,
                 poll_fn(|cx| collect(Some(cx), &mut owed, &mut out, &mut window, stats)),
             )
             .await;
