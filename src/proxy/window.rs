@@ -153,11 +153,12 @@ impl HeadWait {
         let Some((shard, responses)) = head else {
             return;
         };
-        let now = Instant::now();
+        // The clock is read only when a wait starts: this runs on every
+        // pass of a session whose window is shut.
         match self.waits.iter_mut().find(|wait| wait.shard == shard) {
             Some(wait) if wait.responses == responses => {}
             Some(wait) => {
-                wait.since = now;
+                wait.since = Instant::now();
                 wait.responses = responses;
             }
             None => {
@@ -166,7 +167,7 @@ impl HeadWait {
                 }
                 self.waits.push(Wait {
                     shard,
-                    since: now,
+                    since: Instant::now(),
                     responses,
                 });
             }

@@ -256,7 +256,7 @@ fn fail(target: &Target, job: Job, reason: &str) {
 fn time_out(target: &Target, reply: ReplySender) {
     // A private connection whose request timed out is closed.
     target.retire();
-    let ms = target.settings.timeout.map_or(0, |t| t.as_millis());
+    let ms = target.settings.timeout_ms();
     answer_timeout(&target.addr, &target.stats, &target.health, ms, reply);
 }
 
@@ -714,7 +714,7 @@ impl<'a> Connection<'a> {
                 self.target.addr.clone(),
                 self.target.stats.clone(),
                 self.target.health.clone(),
-                self.target.settings.timeout.map_or(0, |t| t.as_millis()),
+                self.target.settings.timeout_ms(),
             );
             tokio::spawn(async move {
                 for (reply, deadline) in owed {

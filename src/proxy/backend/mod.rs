@@ -84,6 +84,11 @@ impl BackendSettings {
     pub(crate) fn connect_timeout(&self) -> Duration {
         self.timeout.unwrap_or(Duration::from_secs(3))
     }
+
+    /// The request timeout in milliseconds, as the timeout error gives it.
+    pub(crate) fn timeout_ms(&self) -> u128 {
+        self.timeout.map_or(0, |t| t.as_millis())
+    }
 }
 
 /// Counters of one backend, read by INFO and stats.
@@ -296,7 +301,7 @@ impl Backend {
         self.stats.timeouts.fetch_add(1, Ordering::Relaxed);
         reply.send(Err(BackendError::Timeout {
             addr: self.addr.clone(),
-            ms: self.settings.timeout.map_or(0, |t| t.as_millis()),
+            ms: self.settings.timeout_ms(),
         }));
         rx
     }

@@ -30,11 +30,11 @@ use tokio::time::Instant;
 /// Bytes of unwritten requests of clients that left, past which a backend
 /// that reads nothing gets no more: shared out between its connections
 /// (`server_connections` per worker thread), each holding its part.
-pub(super) const MAX_ORPHANED_BACKLOG: usize = 64 * 1024 * 1024;
+const MAX_ORPHANED_BACKLOG: usize = 64 * 1024 * 1024;
 /// How long the backend must have taken nothing, with that much waiting,
 /// before requests are refused: longer than a fork or a slow command, so
 /// one blip does not fail requests.
-pub(super) const STALL_GRACE: Duration = Duration::from_secs(1);
+const STALL_GRACE: Duration = Duration::from_secs(1);
 /// Requests up to this size are copied out of their client's buffer when
 /// they must wait; larger ones had a buffer about their own size.
 const COPY_WHEN_WAITING: usize = 64 * 1024;

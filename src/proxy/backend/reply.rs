@@ -130,9 +130,7 @@ impl ReplySender {
             waker.wake();
         }
     }
-}
 
-impl ReplySender {
     /// True once the receiver is gone, or its client closed its
     /// connection ([`ReplyReceiver::abandon`]).
     pub fn is_orphaned(&self) -> bool {
