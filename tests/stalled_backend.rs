@@ -200,6 +200,34 @@ fn a_pipeline_to_a_stopped_backend_gets_every_error_in_time() {
     );
 }
 
+/// The same with 2,000 GETs (60 KB, more than the proxy reads ahead of a
+/// shut window): the requests still in the socket when the proxy stopped
+/// reading waited from then too. They were timed from when they were
+/// read, one read (16 KB) per timeout: the last error after 1.5 s.
+#[test]
+fn a_pipeline_longer_than_the_input_gets_every_error_in_time() {
+    let (proxy, shards, _, key) = two_shards_with("  timeout: 500\n");
+    let mut client = RawClient::connect(proxy.port);
+    assert_eq!(client.cmd_str(&["SET", &key, "v"]), "+OK\r\n");
+    shards[1].guard.signal("STOP");
+    let get = encode_command(&[b"GET", key.as_bytes()]);
+    let (replies, took) = pipelined(&mut client, &vec![get; 2000]);
+    shards[1].guard.signal("CONT");
+    let addr = shards[1].addr();
+    for (i, reply) in replies.iter().enumerate() {
+        assert_eq!(
+            reply,
+            &format!("-ERR shard 'second': backend {addr} timed out after 500 ms\r\n"),
+            "reply {i}"
+        );
+    }
+    assert!(
+        took < Duration::from_millis(900),
+        "the last error after {took:?}"
+    );
+    assert_eq!(client.cmd_str(&["GET", &key]), "$1\r\nv\r\n");
+}
+
 /// A pipeline that alternates between a stopped shard and a healthy one:
 /// the healthy shard's requests wait behind the stopped one's in the
 /// client's window, but none of them times out: each gets its value.

@@ -206,11 +206,20 @@ pub async fn serve<S: Io>(pool: Arc<Pool>, mut stream: S, shutdown: watch::Recei
             finishing = session.closing;
         }
         // Shut with requests waiting: note whom for (see `HeadWait`).
-        if finishing || held.is_some() || (exhausted && owed.is_empty()) {
+        if finishing || held.is_some() {
             session.head_wait.clear();
+        } else if exhausted && owed.is_empty() {
+            session.head_wait.drained();
         } else if !exhausted && !window.admits(owed.len(), out.len()) {
             let head = head_of_line(&session, &owed);
             session.head_wait.shut(head, input.len());
+            if input.len() >= READ_CHUNK {
+                // No more is read (`want_input`): what the client sent so
+                // far waits from now, read or not.
+                session
+                    .head_wait
+                    .reads_stop(|| input.len().saturating_add(stream.unread()));
+            }
         }
         // Collect the replies that are ready and write what the socket takes.
         // Replies built by the proxy go out now; a forwarded one is

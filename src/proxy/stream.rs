@@ -32,6 +32,11 @@ pub trait Io: AsyncRead + AsyncWrite + Send + Unpin + 'static {
     /// True while bytes already taken from an [`OutBuf`] still wait to
     /// reach the socket (TLS records rustls holds).
     fn holds_output(&self) -> bool;
+    /// Bytes the peer has sent that a read has not taken yet, as far as
+    /// the socket tells (0 when it cannot: the plaintext under TLS).
+    fn unread(&self) -> usize {
+        0
+    }
 }
 
 impl Io for TcpStream {
@@ -66,6 +71,10 @@ impl Io for TcpStream {
     #[inline]
     fn holds_output(&self) -> bool {
         false
+    }
+
+    fn unread(&self) -> usize {
+        rustix::io::ioctl_fionread(self).map_or(0, |n| usize::try_from(n).unwrap_or(usize::MAX))
     }
 }
 

@@ -113,7 +113,8 @@ impl Window {
 /// instead made a healthy shard's requests, queued behind a stopped one's,
 /// time out, and a client reading slowly got timeouts from a healthy
 /// backend. So a request is charged for its wait only when
-/// - it was in the proxy's input when the window shut (one read later may
+/// - it was in the proxy's input when the window shut, or in the socket
+///   when the proxy stopped reading for a full input (one read later may
 ///   have been sent after the client had every reply it waited for);
 /// - it is for the very shard the window waited on;
 /// - and that shard's backend has read no reply at all since (for any
@@ -132,6 +133,14 @@ pub struct HeadWait {
     /// When the input last grew, while a wait is remembered: what it
     /// brought waited from then at the earliest.
     read_at: Option<Instant>,
+    /// Bytes at the front of the input, and after it still in the socket,
+    /// that the client had sent by `backlog_at`, when the proxy stopped
+    /// reading for a full input: they waited from then at the latest,
+    /// however much later they are read. Without it, a pipeline longer than
+    /// the input got its timeouts one input's worth per timeout (2,000 GETs
+    /// to a stopped backend at 500 ms: the last after 1.5 s).
+    backlog: usize,
+    backlog_at: Option<Instant>,
 }
 
 struct Wait {
@@ -174,6 +183,16 @@ impl HeadWait {
         }
     }
 
+    /// The input is full, and no more is read while the window stays shut:
+    /// `backlog` gives the bytes sent so far, in the input and in the
+    /// socket. Asked once per wait (it costs a system call).
+    pub fn reads_stop(&mut self, backlog: impl FnOnce() -> usize) {
+        if self.backlog == 0 && !self.waits.is_empty() {
+            self.backlog = backlog();
+            self.backlog_at = Some(Instant::now());
+        }
+    }
+
     /// The input grew by a read.
     #[inline]
     pub fn read(&mut self) {
@@ -186,13 +205,24 @@ impl HeadWait {
     #[inline]
     pub fn dispatched(&mut self, len: usize) {
         self.waited_bytes = self.waited_bytes.saturating_sub(len);
+        self.backlog = self.backlog.saturating_sub(len);
     }
 
-    /// Nothing is owed and nothing waits: no wait is worth remembering.
+    /// Nothing is owed and the input holds no whole request: the waits are
+    /// over, unless bytes sent while they lasted are still to be read.
+    pub fn drained(&mut self) {
+        if self.backlog == 0 {
+            self.clear();
+        }
+    }
+
+    /// The session dispatches nothing for now (it finishes, or holds a
+    /// request until every reply is in): no wait is worth remembering.
     pub fn clear(&mut self) {
         self.waits.clear();
         self.waited_bytes = 0;
         self.read_at = None;
+        self.backlog = 0;
     }
 
     /// Since when the request at the front of the input, for `shard`, has
@@ -200,14 +230,21 @@ impl HeadWait {
     /// `responses` gives the replies the shard's backend has read so far.
     #[inline]
     pub fn since(&self, shard: ShardName, responses: impl FnOnce() -> u64) -> Option<Instant> {
-        if self.waited_bytes == 0 {
+        if self.waited_bytes == 0 && self.backlog == 0 {
             return None;
         }
         let wait = self.waits.iter().find(|wait| wait.shard == shard)?;
         if wait.responses != responses() {
             return None;
         }
-        Some(self.read_at.map_or(wait.since, |read| read.max(wait.since)))
+        // Sent by `backlog_at`: waited from then, or from when the wait
+        // began if later, whenever it was read.
+        let sent_by = if self.backlog > 0 {
+            self.backlog_at
+        } else {
+            self.read_at
+        };
+        Some(sent_by.map_or(wait.since, |sent| sent.max(wait.since)))
     }
 }
 
