@@ -228,6 +228,39 @@ fn a_pipeline_longer_than_the_input_gets_every_error_in_time() {
     assert_eq!(client.cmd_str(&["GET", &key]), "$1\r\nv\r\n");
 }
 
+/// 200 pipelined MGETs of a key on each shard, one shard stopped (timeout
+/// 500 ms): each is answered with the stopped shard's timeout, all within
+/// the timeout and a little. The parts of a split command were not timed
+/// from when the window began to wait: the last error after 7 s.
+#[test]
+fn a_pipeline_of_split_commands_to_a_stopped_backend_gets_every_error_in_time() {
+    let (proxy, shards, healthy, stopped) = two_shards_with("  timeout: 500\n");
+    let mut client = RawClient::connect(proxy.port);
+    assert_eq!(client.cmd_str(&["SET", &healthy, "h"]), "+OK\r\n");
+    assert_eq!(client.cmd_str(&["SET", &stopped, "s"]), "+OK\r\n");
+    shards[1].guard.signal("STOP");
+    let mget = encode_command(&[b"MGET", healthy.as_bytes(), stopped.as_bytes()]);
+    let (replies, took) = pipelined(&mut client, &vec![mget; 200]);
+    shards[1].guard.signal("CONT");
+    let addr = shards[1].addr();
+    for (i, reply) in replies.iter().enumerate() {
+        assert_eq!(
+            reply,
+            &format!("-ERR shard 'second': backend {addr} timed out after 500 ms\r\n"),
+            "reply {i}"
+        );
+    }
+    assert!(
+        took < Duration::from_millis(900),
+        "the last error after {took:?}"
+    );
+    common::wait_until(
+        "the backend to answer again",
+        Duration::from_secs(5),
+        || client.cmd_str(&["MGET", &healthy, &stopped]) == "*2\r\n$1\r\nh\r\n$1\r\ns\r\n",
+    );
+}
+
 /// A pipeline that alternates between a stopped shard and a healthy one:
 /// the healthy shard's requests wait behind the stopped one's in the
 /// client's window, but none of them times out: each gets its value.

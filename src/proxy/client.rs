@@ -27,6 +27,7 @@ use crate::proxy::stream::{poll_read_buf, Io};
 use crate::proxy::window::Window;
 use crate::proxy::{accept, keyspace, scripts};
 use bytes::{Bytes, BytesMut};
+use smallvec::SmallVec;
 use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::future::Future;
@@ -79,15 +80,23 @@ fn abandon(owed: &VecDeque<Owed>) {
 /// backend, not on one that is merely slow.
 const LET_GO_AFTER: Duration = Duration::from_secs(1);
 
-/// The shard owing the oldest reply, if the oldest is one shard's, and
-/// how many replies its backend has read (see [`HeadWait`]).
-fn head_of_line(session: &Session, owed: &VecDeque<Owed>) -> Option<(ShardName, u64)> {
-    let Pending::Forward { shard: name, .. } = owed.front()?.reply else {
-        return None;
+/// The shards owing the oldest reply (one, or each part's for a split
+/// command), with how many replies each one's backend has read (see
+/// [`HeadWait`]).
+fn head_of_line(session: &Session, owed: &VecDeque<Owed>) -> SmallVec<[(ShardName, u64); 2]> {
+    let names: &[ShardName] = match owed.front().map(|owed| &owed.reply) {
+        Some(Pending::Forward { shard, .. }) => std::slice::from_ref(shard),
+        Some(Pending::Split { shards, .. }) => shards,
+        _ => return SmallVec::new(),
     };
     let table = session.pool.router.load();
-    let shard = table.shards.iter().find(|shard| shard.name == name)?;
-    Some((name, shard.backend.stats.responses.load(Ordering::Relaxed)))
+    names
+        .iter()
+        .filter_map(|&name| {
+            let shard = table.shards.iter().find(|shard| shard.name == name)?;
+            Some((name, shard.backend.stats.responses.load(Ordering::Relaxed)))
+        })
+        .collect()
 }
 
 /// Serves one client until it quits, breaks the protocol, disconnects, or
@@ -211,8 +220,10 @@ pub async fn serve<S: Io>(pool: Arc<Pool>, mut stream: S, shutdown: watch::Recei
         } else if exhausted && owed.is_empty() {
             session.head_wait.drained();
         } else if !exhausted && !window.admits(owed.len(), out.len()) {
-            let head = head_of_line(&session, &owed);
-            session.head_wait.shut(head, input.len());
+            session.head_wait.shut(input.len());
+            for (shard, responses) in head_of_line(&session, &owed) {
+                session.head_wait.waits_on(shard, responses);
+            }
             if input.len() >= READ_CHUNK {
                 // No more is read (`want_input`): what the client sent so
                 // far waits from now, read or not.

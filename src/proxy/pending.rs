@@ -27,16 +27,26 @@ pub enum Pending {
     /// Put together from several backends' replies (split commands,
     /// DBSIZE, INFO's keyspace); resolves to the encoded reply.
     Assembling(Pin<Box<dyn Future<Output = Bytes> + Send>>),
+    /// A split command's reply, put together from its parts, one for each
+    /// of `shards` (whom the client's window waits on, see `HeadWait`).
+    Split {
+        reply: Pin<Box<dyn Future<Output = Bytes> + Send>>,
+        shards: Box<[ShardName]>,
+    },
 }
 
 impl Pending {
     /// A split command's reply, assembled once every part has answered.
     pub fn split(split: SplitReply, pool: Arc<Pool>) -> Pending {
-        Pending::Assembling(Box::pin(async move {
-            let mut out = BytesMut::new();
-            split.write_to(&mut out, &pool.stats).await;
-            out.freeze()
-        }))
+        let shards = split.shards().collect();
+        Pending::Split {
+            reply: Box::pin(async move {
+                let mut out = BytesMut::new();
+                split.write_to(&mut out, &pool.stats).await;
+                out.freeze()
+            }),
+            shards,
+        }
     }
 
     /// Appends the reply to `out` in the client's protocol once it is
@@ -74,7 +84,10 @@ impl Pending {
                 out.push(frame);
                 Poll::Ready(len)
             }
-            Pending::Assembling(assembling) => {
+            Pending::Assembling(assembling)
+            | Pending::Split {
+                reply: assembling, ..
+            } => {
                 let bytes = match cx {
                     Some(cx) => ready!(assembling.as_mut().poll(cx)),
                     None => ready!(assembling

@@ -96,6 +96,11 @@ pub struct SplitReply {
 }
 
 impl SplitReply {
+    /// The shard of each part.
+    pub fn shards(&self) -> impl Iterator<Item = ShardName> + '_ {
+        self.parts.iter().map(|part| part.shard)
+    }
+
     pub fn new(
         command: &'static str,
         kind: SplitKind,

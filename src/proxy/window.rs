@@ -154,14 +154,16 @@ const MAX_WAITS: usize = 8;
 
 impl HeadWait {
     /// The window is shut with `input_len` bytes of requests waiting in
-    /// the input; `head` is the shard owing the oldest reply (if one shard
-    /// owes it) and the replies its backend has read so far. Keeps the
-    /// shard's clock while that backend has read none since.
-    pub fn shut(&mut self, head: Option<(ShardName, u64)>, input_len: usize) {
+    /// the input (the shards owing the oldest reply follow, each through
+    /// [`HeadWait::waits_on`]).
+    pub fn shut(&mut self, input_len: usize) {
         self.waited_bytes = input_len;
-        let Some((shard, responses)) = head else {
-            return;
-        };
+    }
+
+    /// The shut window waits on `shard` (it owes the oldest reply, or a
+    /// part of it), whose backend has read `responses` replies so far.
+    /// Keeps the shard's clock while that backend has read none since.
+    pub fn waits_on(&mut self, shard: ShardName, responses: u64) {
         // The clock is read only when a wait starts: this runs on every
         // pass of a session whose window is shut.
         match self.waits.iter_mut().find(|wait| wait.shard == shard) {
