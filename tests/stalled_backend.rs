@@ -143,6 +143,60 @@ fn clients_that_leave_writes_for_a_stopped_backend_hold_bounded_memory() {
     assert_eq!(admin.cmd_str(&["SET", &keys[199], "again"]), "+OK\r\n");
 }
 
+/// The same through split commands: clients that each send an MSET of a
+/// 1 MB value for the stopped shard and a small one for the other, and
+/// leave. The parts of a split command did not count as their client's
+/// that left, and 150 such clients held 150 MB without a refusal.
+#[test]
+fn clients_that_leave_split_writes_for_a_stopped_backend_hold_bounded_memory() {
+    let (proxy, shards) = two_shards_without_timeout();
+    let keys = keys_in(0, 2047, 150, "left");
+    let others = keys_in(2048, 4095, 150, "other");
+    let mut admin = RawClient::connect(proxy.port);
+    assert_eq!(admin.cmd_str(&["SET", &keys[0], "warm"]), "+OK\r\n");
+    let pid = proxy.guard.pid();
+    let before = rss_kib(pid);
+    shards[0].guard.signal("STOP");
+    let value = vec![b'v'; 1 << 20];
+    let mset = |i: usize| {
+        encode_command(&[
+            b"MSET",
+            keys[i].as_bytes(),
+            &value,
+            others[i].as_bytes(),
+            b"small",
+        ])
+    };
+    let mut refused = None;
+    for i in 0..keys.len() {
+        let mut client = RawClient::connect(proxy.port);
+        client.send_raw(&mset(i));
+        if let Some(reply) = reply_line_within(&mut client, Duration::from_millis(100)) {
+            refused = Some((i, reply));
+            break;
+        }
+    }
+    let grown = rss_kib(pid).saturating_sub(before);
+    let (refused_at, reply) = refused.expect("no MSET was refused");
+    assert!(
+        reply.contains("no more are queued until it reads"),
+        "{reply}"
+    );
+    assert!(
+        grown < 100 * 1024,
+        "RSS grew by {grown} KiB before MSET {refused_at} was refused"
+    );
+    shards[0].guard.signal("CONT");
+    // The writes accepted before the refusal are made.
+    let mut direct = shards[0].connect();
+    common::wait_until(
+        "the kept writes to be made",
+        Duration::from_secs(20),
+        || direct.cmd_str(&["EXISTS", &keys[refused_at - 1]]) == ":1\r\n",
+    );
+    assert_eq!(direct.cmd_str(&["STRLEN", &keys[1]]), ":1048576\r\n");
+}
+
 /// Two shards with `extra` pool settings; keys of the first and second.
 fn two_shards_with(extra: &str) -> (Proxy, [Redis; 2], String, String) {
     let shards = [Redis::start(), Redis::start()];

@@ -21,7 +21,7 @@ use crate::proxy::pool::Pool;
 use crate::proxy::pubsub::{self, Flow};
 use crate::proxy::router::{RoutingTable, ShardName};
 use crate::proxy::session::{Lane, Session};
-use crate::proxy::split::{self, Part, SplitReply};
+use crate::proxy::split::{self, Part, PartHandle, SplitReply};
 use crate::proxy::stats::PoolStats;
 use crate::proxy::stream::{poll_read_buf, Io};
 use crate::proxy::window::Window;
@@ -69,8 +69,10 @@ struct Owed {
 /// (`backend::queue`).
 fn abandon(owed: &VecDeque<Owed>) {
     for owed in owed {
-        if let Pending::Forward { reply, .. } = &owed.reply {
-            reply.abandon();
+        match &owed.reply {
+            Pending::Forward { reply, .. } => reply.abandon(),
+            Pending::Split { parts, .. } => parts.iter().for_each(PartHandle::abandon),
+            _ => {}
         }
     }
 }
@@ -84,15 +86,15 @@ const LET_GO_AFTER: Duration = Duration::from_secs(1);
 /// command), with how many replies each one's backend has read (see
 /// [`HeadWait`]).
 fn head_of_line(session: &Session, owed: &VecDeque<Owed>) -> SmallVec<[(ShardName, u64); 2]> {
-    let names: &[ShardName] = match owed.front().map(|owed| &owed.reply) {
-        Some(Pending::Forward { shard, .. }) => std::slice::from_ref(shard),
-        Some(Pending::Split { shards, .. }) => shards,
+    let names: SmallVec<[ShardName; 2]> = match owed.front().map(|owed| &owed.reply) {
+        Some(Pending::Forward { shard, .. }) => SmallVec::from_elem(*shard, 1),
+        Some(Pending::Split { parts, .. }) => parts.iter().map(|part| part.shard).collect(),
         _ => return SmallVec::new(),
     };
     let table = session.pool.router.load();
     names
-        .iter()
-        .filter_map(|&name| {
+        .into_iter()
+        .filter_map(|name| {
             let shard = table.shards.iter().find(|shard| shard.name == name)?;
             Some((name, shard.backend.stats.responses.load(Ordering::Relaxed)))
         })

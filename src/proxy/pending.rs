@@ -7,7 +7,7 @@ use crate::proxy::backend::ReplyReceiver;
 use crate::proxy::outbuf::OutBuf;
 use crate::proxy::pool::Pool;
 use crate::proxy::router::ShardName;
-use crate::proxy::split::SplitReply;
+use crate::proxy::split::{PartHandle, SplitReply};
 use crate::proxy::stats::PoolStats;
 use bytes::{Bytes, BytesMut};
 use std::future::Future;
@@ -27,25 +27,26 @@ pub enum Pending {
     /// Put together from several backends' replies (split commands,
     /// DBSIZE, INFO's keyspace); resolves to the encoded reply.
     Assembling(Pin<Box<dyn Future<Output = Bytes> + Send>>),
-    /// A split command's reply, put together from its parts, one for each
-    /// of `shards` (whom the client's window waits on, see `HeadWait`).
+    /// A split command's reply, put together from its parts (`parts`: the
+    /// shards the client's window waits on, see `HeadWait`, and how to
+    /// abandon them when the client closes).
     Split {
         reply: Pin<Box<dyn Future<Output = Bytes> + Send>>,
-        shards: Box<[ShardName]>,
+        parts: Box<[PartHandle]>,
     },
 }
 
 impl Pending {
     /// A split command's reply, assembled once every part has answered.
     pub fn split(split: SplitReply, pool: Arc<Pool>) -> Pending {
-        let shards = split.shards().collect();
+        let parts = split.part_handles();
         Pending::Split {
             reply: Box::pin(async move {
                 let mut out = BytesMut::new();
                 split.write_to(&mut out, &pool.stats).await;
                 out.freeze()
             }),
-            shards,
+            parts,
         }
     }
 

@@ -8,7 +8,7 @@ use crate::protocol::{
     encode_array_header, encode_bulk, encode_error, encode_integer, reply_frame_len, Proto,
 };
 use crate::proxy::backend::reply::client_frame;
-use crate::proxy::backend::ReplyReceiver;
+use crate::proxy::backend::{AbandonHandle, ReplyReceiver};
 use crate::proxy::router::{RoutingTable, ShardName};
 use crate::proxy::stats::PoolStats;
 use bytes::{Bytes, BytesMut};
@@ -76,6 +76,22 @@ pub struct Part {
     pub positions: Vec<usize>,
 }
 
+/// What a split reply keeps of a part outside the future that merges it:
+/// the shard, which the client's window may wait on, and a way to mark the
+/// part's request as its client's that closed.
+pub struct PartHandle {
+    pub shard: ShardName,
+    abandon: Option<AbandonHandle>,
+}
+
+impl PartHandle {
+    pub fn abandon(&self) {
+        if let Some(handle) = &self.abandon {
+            handle.abandon();
+        }
+    }
+}
+
 /// What to do with the sub-replies.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Merge {
@@ -96,9 +112,15 @@ pub struct SplitReply {
 }
 
 impl SplitReply {
-    /// The shard of each part.
-    pub fn shards(&self) -> impl Iterator<Item = ShardName> + '_ {
-        self.parts.iter().map(|part| part.shard)
+    /// The shard of each part, and a handle to abandon it by.
+    pub fn part_handles(&self) -> Box<[PartHandle]> {
+        self.parts
+            .iter()
+            .map(|part| PartHandle {
+                shard: part.shard,
+                abandon: part.reply.abandon_handle(),
+            })
+            .collect()
     }
 
     pub fn new(

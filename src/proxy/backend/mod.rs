@@ -20,7 +20,7 @@ mod queue;
 pub mod reply;
 
 pub use health::Health;
-pub use reply::{ReplyReceiver, ReplySender};
+pub use reply::{AbandonHandle, ReplyReceiver, ReplySender};
 
 pub(crate) use connect::connect_to;
 

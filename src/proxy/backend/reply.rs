@@ -159,6 +159,16 @@ impl Drop for ReplySender {
     }
 }
 
+/// Marks a receiver's request as its client's that closed
+/// ([`ReplyReceiver::abandon_handle`]).
+pub struct AbandonHandle(Arc<Slot>);
+
+impl AbandonHandle {
+    pub fn abandon(&self) {
+        self.0.abandoned.store(true, Ordering::Relaxed);
+    }
+}
+
 /// The receiving end: a future of the reply, or [`Dropped`].
 pub struct ReplyReceiver {
     slot: Option<Arc<Slot>>,
@@ -171,6 +181,13 @@ impl ReplyReceiver {
         if let Some(slot) = &self.slot {
             slot.abandoned.store(true, Ordering::Relaxed);
         }
+    }
+
+    /// A handle that can [`abandon`](Self::abandon) this receiver's
+    /// request from elsewhere: the receivers of a split command's parts
+    /// live inside the future that merges them.
+    pub fn abandon_handle(&self) -> Option<AbandonHandle> {
+        self.slot.clone().map(AbandonHandle)
     }
 
     /// The reply if it has arrived, without registering a waker.
