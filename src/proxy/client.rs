@@ -69,13 +69,21 @@ struct Owed {
 /// (`backend::queue`).
 fn abandon(owed: &VecDeque<Owed>) {
     for owed in owed {
-        match &owed.reply {
-            Pending::Forward { reply, .. } => reply.abandon(),
-            Pending::Split { parts, .. } => parts.iter().for_each(PartHandle::abandon),
-            _ => {}
-        }
+        abandon_reply(&owed.reply);
     }
 }
+
+fn abandon_reply(reply: &Pending) {
+    match reply {
+        Pending::Forward { reply, .. } => reply.abandon(),
+        Pending::Split { parts, .. } => parts.iter().for_each(PartHandle::abandon),
+        _ => {}
+    }
+}
+
+/// How often a session that reads nothing (its window is shut on a full
+/// input) asks whether its client closed behind what it sent.
+const CLOSE_CHECK: Duration = Duration::from_millis(200);
 
 /// The proxy out of descriptors lets go of a session whose client closed
 /// once its oldest reply has been owed this long: it waits on a stalled
@@ -150,6 +158,13 @@ pub async fn serve<S: Io>(pool: Arc<Pool>, mut stream: S, shutdown: watch::Recei
     // Once the client closed with replies owed: ends the session if the
     // proxy runs out of descriptors (see `accept::descriptors_short`).
     let mut let_go: Option<Pin<Box<Notified<'static>>>> = None;
+    // The client closed behind requests it sent that are still unread, its
+    // window being shut on a full input: seen by asking the socket every
+    // `CLOSE_CHECK` (`close_check`) while no read would see it. Its
+    // requests then weigh as a client's that left, and it may be let go;
+    // what it sent is still read and run as the window opens.
+    let mut left_unread = false;
+    let mut close_check: Option<Pin<Box<tokio::time::Sleep>>> = None;
     // The last read was large or filled the buffer: read in large chunks.
     let mut busy = false;
     // `input` was allocated with `READ_CHUNK`.
@@ -207,6 +222,9 @@ pub async fn serve<S: Io>(pool: Arc<Pool>, mut stream: S, shutdown: watch::Recei
             window.dispatched(request_len, owed.len());
             let (cmd, reply) = session.dispatch(request, resolved);
             session.head_wait.dispatched(request_len);
+            if left_unread {
+                abandon_reply(&reply);
+            }
             owed.push_back(Owed {
                 reply,
                 request_len,
@@ -319,6 +337,18 @@ pub async fn serve<S: Io>(pool: Arc<Pool>, mut stream: S, shutdown: watch::Recei
         // still read, a little, so that its going away is seen at once.
         let want_input = !closed && !finishing && (may_go_on || input.len() < READ_CHUNK);
         let idle = owed.is_empty() && !unsent;
+        let watch_close = !want_input && !closed && !finishing && !left_unread && !idle;
+        if watch_close {
+            match close_check.as_mut() {
+                None => {
+                    close_check = Some(Box::pin(tokio::time::sleep(CLOSE_CHECK)));
+                }
+                Some(check) if check.is_elapsed() => {
+                    check.as_mut().reset(Instant::now() + CLOSE_CHECK);
+                }
+                Some(_) => {}
+            }
+        }
         let mut pubsub_event = None;
         let readable = if stopping && idle {
             // Stopping: answer what the client has already sent, and leave
@@ -377,6 +407,11 @@ pub async fn serve<S: Io>(pool: Arc<Pool>, mut stream: S, shutdown: watch::Recei
                         return Poll::Ready(Wake::LetGo);
                     }
                 }
+                if let Some(check) = close_check.as_mut().filter(|_| watch_close) {
+                    if check.as_mut().poll(cx).is_ready() {
+                        return Poll::Ready(Wake::CloseCheck);
+                    }
+                }
                 if !stopping && (!stop_registered || shutdown_seen.has_changed().unwrap_or(true)) {
                     stop_registered = true;
                     if stop.as_mut().poll(cx).is_ready() {
@@ -402,6 +437,14 @@ pub async fn serve<S: Io>(pool: Arc<Pool>, mut stream: S, shutdown: watch::Recei
                         return;
                     }
                     let_go = Some(Box::pin(accept::descriptors_short().notified()));
+                    false
+                }
+                Wake::CloseCheck => {
+                    if stream.peer_closed() {
+                        left_unread = true;
+                        abandon(&owed);
+                        let_go = Some(Box::pin(accept::descriptors_short().notified()));
+                    }
                     false
                 }
                 Wake::Stopping => {
@@ -462,6 +505,8 @@ enum Wake {
     /// The client closed its connection, replies are owed, and the proxy
     /// is out of file descriptors: the session ends.
     LetGo,
+    /// Time to ask whether a client that is not read closed.
+    CloseCheck,
 }
 
 /// True when the next request may be dispatched now: the window has room,

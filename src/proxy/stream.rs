@@ -37,6 +37,27 @@ pub trait Io: AsyncRead + AsyncWrite + Send + Unpin + 'static {
     fn unread(&self) -> usize {
         0
     }
+    /// True once the peer has closed its side (or the connection failed),
+    /// even with bytes it sent before still unread: for a session that
+    /// reads nothing while its window is shut.
+    fn peer_closed(&self) -> bool;
+}
+
+/// True once `tcp`'s peer has sent its FIN or the connection failed,
+/// whatever is still unread before it (`POLLRDHUP`, asked without waiting).
+fn peer_closed(tcp: &TcpStream) -> bool {
+    use rustix::event::{poll, PollFd, PollFlags, Timespec};
+    let mut fds = [PollFd::new(tcp, PollFlags::RDHUP)];
+    let now = Timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    match poll(&mut fds, Some(&now)) {
+        Ok(_) => fds[0]
+            .revents()
+            .intersects(PollFlags::RDHUP | PollFlags::HUP | PollFlags::ERR),
+        Err(_) => false,
+    }
 }
 
 impl Io for TcpStream {
@@ -75,6 +96,10 @@ impl Io for TcpStream {
 
     fn unread(&self) -> usize {
         rustix::io::ioctl_fionread(self).map_or(0, |n| usize::try_from(n).unwrap_or(usize::MAX))
+    }
+
+    fn peer_closed(&self) -> bool {
+        peer_closed(self)
     }
 }
 
@@ -143,6 +168,10 @@ macro_rules! tls_io {
 
             fn holds_output(&self) -> bool {
                 self.get_ref().1.wants_write()
+            }
+
+            fn peer_closed(&self) -> bool {
+                peer_closed(self.get_ref().0)
             }
         }
     };

@@ -508,6 +508,9 @@ impl<'a> Connection<'a> {
                         return self.broken("closed by the server".into());
                     }
                     Some(Ok(_)) => {
+                        // An answer means the backend reads, even while
+                        // the socket is still too full to take more.
+                        queue.progressed();
                         if let Err(e) = self.deliver_replies() {
                             return self.garbled(e);
                         }

@@ -115,7 +115,8 @@ impl Queue {
         self.jobs.drain(..)
     }
 
-    /// The backend's socket took bytes: it is reading.
+    /// The backend's socket took bytes, or the backend answered: it is
+    /// reading.
     pub fn progressed(&mut self) {
         self.stalled_since = None;
         self.orphaned = None;
