@@ -221,6 +221,31 @@ fn a_client_that_leaves_while_blocked_releases_its_backend() {
     assert_eq!(other.cmd_str(&["LLEN", "queue"]), ":1\r\n");
 }
 
+/// The same for a client that pipelined more than the proxy reads ahead
+/// (30 KB of GETs) behind its BLPOP before leaving: its close was not
+/// seen behind the unread requests, and the BLPOP stayed blocked for a
+/// client that had gone, taking the next push to its list.
+#[test]
+fn a_client_that_leaves_while_blocked_behind_a_long_pipeline_releases_its_backend() {
+    let (proxy, shards) = two_shards("");
+    let mut blocked = RawClient::connect(proxy.port);
+    let mut pipeline = encode_command(&[b"BLPOP", b"queue", b"0"]);
+    for _ in 0..1000 {
+        pipeline.extend(encode_command(&[b"GET", b"some-key"]));
+    }
+    blocked.send_raw(&pipeline);
+    wait_until("BLPOP blocked on a backend", Duration::from_secs(5), || {
+        total_blocked(&shards) == 1
+    });
+    drop(blocked);
+    wait_until("the backend side released", Duration::from_secs(2), || {
+        total_blocked(&shards) == 0
+    });
+    let mut other = RawClient::connect(proxy.port);
+    assert_eq!(other.cmd_str(&["RPUSH", "queue", "x"]), ":1\r\n");
+    assert_eq!(other.cmd_str(&["LLEN", "queue"]), ":1\r\n");
+}
+
 /// SIGTERM does not wait the whole drain for a client blocked without a
 /// timeout: what other clients are owed is answered, the blocked client is
 /// let go as Redis lets go of its clients at SHUTDOWN, and nothing it

@@ -290,7 +290,7 @@ pub async fn serve<S: Io>(pool: Arc<Pool>, mut stream: S, shutdown: watch::Recei
         // - Stopping: a blocked command may wait for ever; rather than hold
         //   the proxy's exit for the whole drain, the client is let go as
         //   Redis lets go of its clients at SHUTDOWN.
-        let grace = if (finishing || closed) && session.blocked {
+        let grace = if (finishing || closed || left_unread) && session.blocked {
             Some(CLOSE_GRACE)
         } else if stopping && session.blocked && !unsent {
             Some(STOP_GRACE)
