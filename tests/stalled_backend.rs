@@ -383,6 +383,51 @@ fn a_pipeline_of_split_commands_to_a_stopped_backend_gets_every_error_in_time() 
     );
 }
 
+/// Three shards, the first and third stopped (timeout 500 ms): a client
+/// pipelines four MGETs of a key on the first and one on the healthy
+/// second, then 100 GETs for the third, and a moment later 100 GETs for
+/// the second. The healthy shard, whose part of the MGETs had answered,
+/// was waited on as if it had stalled (nothing more was sent to it, so it
+/// answered nothing more), and its 100 GETs were answered "timed out"
+/// without being sent. Each gets its value.
+#[test]
+fn a_healthy_shard_that_answered_its_part_of_a_split_command_is_not_waited_on() {
+    let shards = [Redis::start(), Redis::start(), Redis::start()];
+    let proxy = Proxy::start(&format!(
+        "  redis: true\n  hash: md5\n  timeout: 500\n  servers:\n   - {}:0-1365 a\n   - {}:1366-2730 b\n   - {}:2731-4095 c\n",
+        shards[0].addr(),
+        shards[1].addr(),
+        shards[2].addr()
+    ));
+    let a = keys_in(0, 1365, 1, "a").remove(0);
+    let b = keys_in(1366, 2730, 1, "b").remove(0);
+    let c = keys_in(2731, 4095, 1, "c").remove(0);
+    let mut client = RawClient::connect(proxy.port);
+    assert_eq!(client.cmd_str(&["SET", &b, "vb"]), "+OK\r\n");
+    shards[0].guard.signal("STOP");
+    shards[2].guard.signal("STOP");
+    let mget = encode_command(&[b"MGET", a.as_bytes(), b.as_bytes()]);
+    let get_c = encode_command(&[b"GET", c.as_bytes()]);
+    let get_b = encode_command(&[b"GET", b.as_bytes()]);
+    client.send_raw(&[mget.repeat(4), get_c.repeat(100)].concat());
+    std::thread::sleep(Duration::from_millis(100));
+    client.send_raw(&get_b.repeat(100));
+    let replies: Vec<String> = (0..204)
+        .map(|_| String::from_utf8_lossy(&client.read_reply()).into_owned())
+        .collect();
+    shards[0].guard.signal("CONT");
+    shards[2].guard.signal("CONT");
+    for (i, reply) in replies[..104].iter().enumerate() {
+        assert!(
+            reply.contains("timed out after 500 ms"),
+            "reply {i}: {reply}"
+        );
+    }
+    for (i, reply) in replies[104..].iter().enumerate() {
+        assert_eq!(reply, "$2\r\nvb\r\n", "GET {i} of the healthy shard");
+    }
+}
+
 /// A pipeline that alternates between a stopped shard and a healthy one:
 /// the healthy shard's requests wait behind the stopped one's in the
 /// client's window, but none of them times out: each gets its value.
@@ -621,6 +666,45 @@ fn a_batch_sent_after_the_last_was_answered_waits_its_own_timeout() {
     shards[0].guard.signal("CONT");
 }
 
+/// The same when the first batch is 2,000 GETs with bytes the proxy skips
+/// among them (`*0` and blank lines, as Redis does): those bytes were
+/// never counted off what had waited, and every later batch was answered
+/// "timed out" at once.
+#[test]
+fn skipped_bytes_in_a_long_pipeline_do_not_charge_the_next_batch() {
+    let (proxy, shards, key, _) = two_shards_with("  timeout: 500\n");
+    let mut client = RawClient::connect(proxy.port);
+    assert_eq!(client.cmd_str(&["SET", &key, "v"]), "+OK\r\n");
+    shards[0].guard.signal("STOP");
+    let get = encode_command(&[b"GET", key.as_bytes()]);
+    let skipped = [&b"*0\r\n".repeat(25)[..], &b"\r\n".repeat(50)].concat();
+    let first = [
+        skipped.clone(),
+        get.repeat(1000),
+        skipped.clone(),
+        get.repeat(1000),
+        skipped,
+    ]
+    .concat();
+    client.send_raw(&first);
+    for i in 0..2000 {
+        let reply = client.read_reply();
+        assert!(
+            String::from_utf8_lossy(&reply).contains("timed out after 500 ms"),
+            "reply {i}"
+        );
+    }
+    for batch in 0..3 {
+        let (replies, took) = pipelined(&mut client, &vec![get.clone(); 10]);
+        assert!(replies[9].contains("timed out after 500 ms"), "{replies:?}");
+        assert!(
+            took >= Duration::from_millis(450),
+            "batch {batch} answered in {took:?}"
+        );
+    }
+    shards[0].guard.signal("CONT");
+}
+
 /// With the proxy limited to 64 file descriptors and a backend stopped
 /// (no timeout), clients that send it a GET and leave each left a session
 /// waiting for the reply, holding its socket: after about 50 the proxy
@@ -687,6 +771,49 @@ fn a_half_closed_client_reading_its_reply_keeps_it_when_descriptors_run_short() 
     let mut rest = Vec::new();
     std::io::Read::read_to_end(&mut client.reader, &mut rest).unwrap();
     assert_eq!(rest.len(), value.len() + 2, "the reply was cut short");
+}
+
+/// A client that pipelines 1,500 SETs (75 KB, more than the proxy reads
+/// ahead) to a stopped backend, half-closes and keeps reading, while the
+/// proxy runs out of descriptors: seen to have closed behind requests not
+/// read yet, its session is not let go (it was, and the client got a reset
+/// and 4 of its 1,500 writes were made); once the backend reads, it gets
+/// every reply and every SET is made, as Redis would run them all.
+#[test]
+fn a_half_closed_client_behind_a_long_pipeline_keeps_it_when_descriptors_run_short() {
+    let (proxy, shards, port) = two_shards_with_64_descriptors();
+    let keys = keys_in(0, 2047, 1500, "half");
+    let mut client = RawClient::connect(port);
+    assert_eq!(client.cmd_str(&["SET", &keys[0], "warm"]), "+OK\r\n");
+    shards[0].guard.signal("STOP");
+    let pipeline: Vec<u8> = keys
+        .iter()
+        .flat_map(|key| encode_command(&[b"SET", key.as_bytes(), b"v"]))
+        .collect();
+    client.send_raw(&pipeline);
+    client
+        .reader
+        .get_ref()
+        .shutdown(std::net::Shutdown::Write)
+        .unwrap();
+    // Longer than the close check's period and than a session that lets go
+    // must have waited, then idle connections use up the descriptors.
+    std::thread::sleep(Duration::from_millis(1500));
+    let idle: Vec<_> = (0..80)
+        .filter_map(|_| std::net::TcpStream::connect(("127.0.0.1", port)).ok())
+        .collect();
+    common::wait_until(
+        "the proxy to run out of descriptors",
+        Duration::from_secs(5),
+        || proxy.log_text().contains("Too many open files"),
+    );
+    drop(idle);
+    shards[0].guard.signal("CONT");
+    let mut replies = Vec::new();
+    std::io::Read::read_to_end(&mut client.reader, &mut replies).unwrap();
+    assert_eq!(replies, b"+OK\r\n".repeat(keys.len()));
+    let mut direct = shards[0].connect();
+    assert_eq!(direct.cmd_str(&["DBSIZE"]), format!(":{}\r\n", keys.len()));
 }
 
 /// Two shards (no timeout) behind a proxy limited to 64 file descriptors,

@@ -90,13 +90,21 @@ const CLOSE_CHECK: Duration = Duration::from_millis(200);
 /// backend, not on one that is merely slow.
 const LET_GO_AFTER: Duration = Duration::from_secs(1);
 
-/// The shards owing the oldest reply (one, or each part's for a split
-/// command), with how many replies each one's backend has read (see
-/// [`HeadWait`]).
+/// The shards that still owe the oldest reply (its one shard, or the
+/// shards of a split command's parts that have not answered), with how
+/// many replies each one's backend has read (see [`HeadWait`]). A shard
+/// that has answered is not waited on: with nothing more sent to it, its
+/// count would stand still and look stalled.
 fn head_of_line(session: &Session, owed: &VecDeque<Owed>) -> SmallVec<[(ShardName, u64); 2]> {
     let names: SmallVec<[ShardName; 2]> = match owed.front().map(|owed| &owed.reply) {
-        Some(Pending::Forward { shard, .. }) => SmallVec::from_elem(*shard, 1),
-        Some(Pending::Split { parts, .. }) => parts.iter().map(|part| part.shard).collect(),
+        Some(Pending::Forward { shard, reply }) if reply.is_waiting() => {
+            SmallVec::from_elem(*shard, 1)
+        }
+        Some(Pending::Split { parts, .. }) => parts
+            .iter()
+            .filter(|part| part.is_waiting())
+            .map(|part| part.shard)
+            .collect(),
         _ => return SmallVec::new(),
     };
     let table = session.pool.router.load();
@@ -161,8 +169,9 @@ pub async fn serve<S: Io>(pool: Arc<Pool>, mut stream: S, shutdown: watch::Recei
     // The client closed behind requests it sent that are still unread, its
     // window being shut on a full input: seen by asking the socket every
     // `CLOSE_CHECK` (`close_check`) while no read would see it. Its
-    // requests then weigh as a client's that left, and it may be let go;
-    // what it sent is still read and run as the window opens.
+    // requests then weigh as a client's that left; what it sent is still
+    // read and run as the window opens (unless it is blocked, as Redis
+    // drops a blocked client that closes).
     let mut left_unread = false;
     let mut close_check: Option<Pin<Box<tokio::time::Sleep>>> = None;
     // The last read was large or filled the buffer: read in large chunks.
@@ -185,28 +194,38 @@ pub async fn serve<S: Io>(pool: Arc<Pool>, mut stream: S, shutdown: watch::Recei
                 held.is_some(),
             )
         {
+            // Bytes the parse took off the input, skipped ones (`*0`, blank
+            // lines) too: counted off what waited once the request went.
+            let mut consumed = 0;
             let request = match held.take() {
                 Some(request) => request,
-                None => match parser.parse(&mut input) {
-                    Ok(Some(request)) => request,
-                    Ok(None) => {
-                        exhausted = true;
-                        if closed {
-                            // What is left is part of a request: a session
-                            // that waits on a stalled backend to answer a
-                            // client that left holds no buffer.
-                            finishing = true;
-                            input = BytesMut::new();
-                            abandon(&owed);
+                None => {
+                    let before = input.len();
+                    let parsed = parser.parse(&mut input);
+                    consumed = before.saturating_sub(input.len());
+                    match parsed {
+                        Ok(Some(request)) => request,
+                        Ok(None) => {
+                            session.head_wait.consumed(consumed);
+                            exhausted = true;
+                            if closed {
+                                // What is left is part of a request: a
+                                // session that waits on a stalled backend
+                                // to answer a client that left holds no
+                                // buffer.
+                                finishing = true;
+                                input = BytesMut::new();
+                                abandon(&owed);
+                            }
+                            break;
                         }
-                        break;
+                        Err(e) => {
+                            protocol_error = Some(e);
+                            finishing = true;
+                            break;
+                        }
                     }
-                    Err(e) => {
-                        protocol_error = Some(e);
-                        finishing = true;
-                        break;
-                    }
-                },
+                }
             };
             let resolved = session.resolve(&request.args);
             if let Ok(cmd) = resolved {
@@ -221,7 +240,7 @@ pub async fn serve<S: Io>(pool: Arc<Pool>, mut stream: S, shutdown: watch::Recei
             let request_len = request.raw.len();
             window.dispatched(request_len, owed.len());
             let (cmd, reply) = session.dispatch(request, resolved);
-            session.head_wait.dispatched(request_len);
+            session.head_wait.consumed(consumed);
             if left_unread {
                 abandon_reply(&reply);
             }
@@ -440,10 +459,12 @@ pub async fn serve<S: Io>(pool: Arc<Pool>, mut stream: S, shutdown: watch::Recei
                     false
                 }
                 Wake::CloseCheck => {
+                    // Not let go out of descriptors: what it sent and the
+                    // proxy has not read would be lost, and Redis would
+                    // run it.
                     if stream.peer_closed() {
                         left_unread = true;
                         abandon(&owed);
-                        let_go = Some(Box::pin(accept::descriptors_short().notified()));
                     }
                     false
                 }

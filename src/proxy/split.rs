@@ -90,6 +90,11 @@ impl PartHandle {
             handle.abandon();
         }
     }
+
+    /// True while the part's reply has not arrived.
+    pub fn is_waiting(&self) -> bool {
+        self.abandon.as_ref().is_some_and(AbandonHandle::is_waiting)
+    }
 }
 
 /// What to do with the sub-replies.

@@ -203,9 +203,10 @@ impl HeadWait {
         }
     }
 
-    /// A request of `len` bytes left the front of the input.
+    /// `len` bytes left the front of the input (a request, or bytes the
+    /// parser skipped).
     #[inline]
-    pub fn dispatched(&mut self, len: usize) {
+    pub fn consumed(&mut self, len: usize) {
         self.waited_bytes = self.waited_bytes.saturating_sub(len);
         self.backlog = self.backlog.saturating_sub(len);
     }

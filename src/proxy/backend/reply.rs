@@ -167,6 +167,11 @@ impl AbandonHandle {
     pub fn abandon(&self) {
         self.0.abandoned.store(true, Ordering::Relaxed);
     }
+
+    /// True while the reply has not arrived.
+    pub fn is_waiting(&self) -> bool {
+        matches!(*self.0.lock(), State::Waiting(_))
+    }
 }
 
 /// The receiving end: a future of the reply, or [`Dropped`].
@@ -181,6 +186,13 @@ impl ReplyReceiver {
         if let Some(slot) = &self.slot {
             slot.abandoned.store(true, Ordering::Relaxed);
         }
+    }
+
+    /// True while the reply has not arrived.
+    pub fn is_waiting(&self) -> bool {
+        self.slot
+            .as_ref()
+            .is_some_and(|slot| matches!(*slot.lock(), State::Waiting(_)))
     }
 
     /// A handle that can [`abandon`](Self::abandon) this receiver's
