@@ -71,6 +71,21 @@ impl RawClient {
         self.reader.get_mut().write_all(bytes).unwrap();
     }
 
+    /// Shuts the sending side, as `nc -N` does at the end of its input.
+    pub fn half_close(&mut self) {
+        self.reader
+            .get_ref()
+            .shutdown(std::net::Shutdown::Write)
+            .unwrap();
+    }
+
+    /// Everything the server sends until it closes.
+    pub fn read_to_end(&mut self) -> Vec<u8> {
+        let mut rest = Vec::new();
+        std::io::Read::read_to_end(&mut self.reader, &mut rest).unwrap();
+        rest
+    }
+
     /// Sends one command and returns its reply as raw RESP.
     pub fn cmd(&mut self, args: &[&[u8]]) -> Vec<u8> {
         self.send_raw(&encode_command(args));
