@@ -356,7 +356,13 @@ pub async fn serve<S: Io>(pool: Arc<Pool>, mut stream: S, shutdown: watch::Recei
         // still read, a little, so that its going away is seen at once.
         let want_input = !closed && !finishing && (may_go_on || input.len() < READ_CHUNK);
         let idle = owed.is_empty() && !unsent;
-        let watch_close = !want_input && !closed && !finishing && !left_unread && !idle;
+        // (Not a subscribed client: its wait below does not poll the check.)
+        let watch_close = !want_input
+            && !closed
+            && !finishing
+            && !left_unread
+            && !idle
+            && session.pubsub.is_none();
         if watch_close {
             match close_check.as_mut() {
                 None => {
