@@ -417,6 +417,65 @@ fn a_healthy_shard_that_answered_its_part_of_a_split_command_is_not_waited_on() 
     }
 }
 
+/// Three shards, timeout 500 ms: the first stopped, the second stopped
+/// 300 ms later, the third healthy. A client pipelines 1,000 pairs of
+/// `MGET a b c` and `GET c` at once: every MGET gets a timeout error and
+/// every GET its value, the last within the timeout and a little. An MGET
+/// that waited in the input on the first shard went on to wait out the
+/// second's timeout as well (the last after 1.0 s).
+#[test]
+fn split_commands_over_shards_that_stall_one_after_the_other_time_out_in_time() {
+    let shards = [Redis::start(), Redis::start(), Redis::start()];
+    let proxy = Proxy::start(&format!(
+        "  redis: true\n  hash: md5\n  timeout: 500\n  servers:\n   - {}:0-1365 a\n   - {}:1366-2730 b\n   - {}:2731-4095 c\n",
+        shards[0].addr(),
+        shards[1].addr(),
+        shards[2].addr()
+    ));
+    let a = keys_in(0, 1365, 1, "a").remove(0);
+    let b = keys_in(1366, 2730, 1, "b").remove(0);
+    let c = keys_in(2731, 4095, 1, "c").remove(0);
+    let mut client = RawClient::connect(proxy.port);
+    assert_eq!(client.cmd_str(&["SET", &c, "vc"]), "+OK\r\n");
+    let mget = encode_command(&[b"MGET", a.as_bytes(), b.as_bytes(), c.as_bytes()]);
+    let get = encode_command(&[b"GET", c.as_bytes()]);
+    shards[0].guard.signal("STOP");
+    let second = shards[1].guard.pid();
+    let stop_second = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(300));
+        let _ = std::process::Command::new("kill")
+            .args(["-STOP", &second.to_string()])
+            .status();
+    });
+    let requests: Vec<Vec<u8>> = (0..2000)
+        .map(|i| {
+            if i % 2 == 0 {
+                mget.clone()
+            } else {
+                get.clone()
+            }
+        })
+        .collect();
+    let (replies, took) = pipelined(&mut client, &requests);
+    stop_second.join().unwrap();
+    shards[0].guard.signal("CONT");
+    shards[1].guard.signal("CONT");
+    for (i, reply) in replies.iter().enumerate() {
+        if i % 2 == 0 {
+            assert!(
+                reply.contains("timed out after 500 ms"),
+                "reply {i}: {reply}"
+            );
+        } else {
+            assert_eq!(reply, "$2\r\nvc\r\n", "reply {i}");
+        }
+    }
+    assert!(
+        took < Duration::from_millis(900),
+        "the last reply after {took:?}"
+    );
+}
+
 /// A pipeline that alternates between a stopped shard and a healthy one:
 /// the healthy shard's requests wait behind the stopped one's in the
 /// client's window, but none of them times out: each gets its value.

@@ -12,6 +12,9 @@ use crate::proxy::backend::{AbandonHandle, ReplyReceiver};
 use crate::proxy::router::{RoutingTable, ShardName};
 use crate::proxy::stats::PoolStats;
 use bytes::{Bytes, BytesMut};
+use std::future::{poll_fn, Future};
+use std::pin::Pin;
+use std::task::Poll;
 
 /// How a split command is sent.
 pub enum Plan {
@@ -144,16 +147,50 @@ impl SplitReply {
         }
     }
 
-    /// Waits for every part and appends the merged reply to `out`. The first
+    /// Waits for the parts and appends the merged reply to `out`. The first
     /// error (backend failure or Redis error reply) becomes the reply; for a
     /// write, it says what the shards that succeeded did, since a client
-    /// reads an error from Redis as "nothing was written".
-    pub async fn write_to(self, out: &mut BytesMut, stats: &PoolStats) {
+    /// reads an error from Redis as "nothing was written". A command that
+    /// does not write is answered with the first error to arrive, without
+    /// waiting for the other parts: an MGET whose part for one stalled
+    /// shard has timed out does not also wait out another's timeout.
+    pub async fn write_to(mut self, out: &mut BytesMut, stats: &PoolStats) {
+        let mut arrived: Vec<Option<Bytes>> = vec![None; self.parts.len()];
+        let writes = self.writes;
+        let early_error = poll_fn(|cx| {
+            let mut waiting = false;
+            for (part, arrived) in self.parts.iter_mut().zip(arrived.iter_mut()) {
+                if arrived.is_some() {
+                    continue;
+                }
+                match Pin::new(&mut part.reply).poll(cx) {
+                    Poll::Ready(reply) => {
+                        let frame = client_frame(reply, part.shard);
+                        if writes.is_none() && is_error(&frame) {
+                            return Poll::Ready(Some(frame));
+                        }
+                        *arrived = Some(frame);
+                    }
+                    Poll::Pending => waiting = true,
+                }
+            }
+            if waiting {
+                Poll::Pending
+            } else {
+                Poll::Ready(None)
+            }
+        })
+        .await;
+        if let Some(error) = early_error {
+            PoolStats::bump(&stats.errors);
+            out.extend_from_slice(&error);
+            return;
+        }
         let mut frames = Vec::with_capacity(self.parts.len());
         let mut error: Option<Bytes> = None;
-        for part in self.parts {
-            let frame = client_frame(part.reply.await, part.shard);
-            if error.is_none() && matches!(frame.first(), Some(b'-') | Some(b'!')) {
+        for (part, frame) in self.parts.into_iter().zip(arrived) {
+            let frame = frame.expect("every part arrived");
+            if error.is_none() && is_error(&frame) {
                 error = Some(frame);
                 continue;
             }
@@ -264,6 +301,11 @@ fn partly_applied(error: &[u8], command: &str, frames: &[(Bytes, Vec<usize>)], o
         ),
         out,
     );
+}
+
+/// An error reply, in either protocol.
+fn is_error(frame: &[u8]) -> bool {
+    matches!(frame.first(), Some(b'-') | Some(b'!'))
 }
 
 /// The value of an integer frame `:n\r\n` (0 for anything else).
