@@ -372,15 +372,34 @@ fn a_pipeline_of_split_commands_to_a_stopped_backend_gets_every_error_in_time() 
     );
 }
 
-/// Three shards, the first and third stopped (timeout 500 ms): a client
-/// pipelines four MGETs of a key on the first and one on the healthy
-/// second, then 100 GETs for the third, and a moment later 100 GETs for
-/// the second. The healthy shard, whose part of the MGETs had answered,
-/// was waited on as if it had stalled (nothing more was sent to it, so it
-/// answered nothing more), and its 100 GETs were answered "timed out"
-/// without being sent. Each gets its value.
-#[test]
-fn a_healthy_shard_that_answered_its_part_of_a_split_command_is_not_waited_on() {
+/// Sends `signal` (as `kill` spells it) to process `pid` after `delay`,
+/// from a thread of its own.
+fn signal_after(pid: u32, signal: &'static str, delay: Duration) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        std::thread::sleep(delay);
+        let _ = std::process::Command::new("kill")
+            .args([signal, &pid.to_string()])
+            .status();
+    })
+}
+
+/// Replies of a pipeline alternating a request for a stopped shard
+/// (timeout 500 ms) with one answered `value`: each gets what it should.
+fn timeouts_alternate_with(replies: &[String], value: &str) {
+    for (i, reply) in replies.iter().enumerate() {
+        if i % 2 == 0 {
+            assert!(
+                reply.contains("timed out after 500 ms"),
+                "reply {i}: {reply}"
+            );
+        } else {
+            assert_eq!(reply, value, "reply {i}");
+        }
+    }
+}
+
+/// Three shards `a`, `b`, `c` (timeout 500 ms) and a key of each.
+fn three_shards_with_a_timeout() -> (Proxy, [Redis; 3], [String; 3]) {
     let shards = [Redis::start(), Redis::start(), Redis::start()];
     let proxy = Proxy::start(&format!(
         "  redis: true\n  hash: md5\n  timeout: 500\n  servers:\n   - {}:0-1365 a\n   - {}:1366-2730 b\n   - {}:2731-4095 c\n",
@@ -391,6 +410,19 @@ fn a_healthy_shard_that_answered_its_part_of_a_split_command_is_not_waited_on() 
     let a = keys_in(0, 1365, 1, "a").remove(0);
     let b = keys_in(1366, 2730, 1, "b").remove(0);
     let c = keys_in(2731, 4095, 1, "c").remove(0);
+    (proxy, shards, [a, b, c])
+}
+
+/// Three shards, the first and third stopped (timeout 500 ms): a client
+/// pipelines four MGETs of a key on the first and one on the healthy
+/// second, then 100 GETs for the third, and a moment later 100 GETs for
+/// the second. The healthy shard, whose part of the MGETs had answered,
+/// was waited on as if it had stalled (nothing more was sent to it, so it
+/// answered nothing more), and its 100 GETs were answered "timed out"
+/// without being sent. Each gets its value.
+#[test]
+fn a_healthy_shard_that_answered_its_part_of_a_split_command_is_not_waited_on() {
+    let (proxy, shards, [a, b, c]) = three_shards_with_a_timeout();
     let mut client = RawClient::connect(proxy.port);
     assert_eq!(client.cmd_str(&["SET", &b, "vb"]), "+OK\r\n");
     shards[0].guard.signal("STOP");
@@ -425,28 +457,13 @@ fn a_healthy_shard_that_answered_its_part_of_a_split_command_is_not_waited_on() 
 /// second's timeout as well (the last after 1.0 s).
 #[test]
 fn split_commands_over_shards_that_stall_one_after_the_other_time_out_in_time() {
-    let shards = [Redis::start(), Redis::start(), Redis::start()];
-    let proxy = Proxy::start(&format!(
-        "  redis: true\n  hash: md5\n  timeout: 500\n  servers:\n   - {}:0-1365 a\n   - {}:1366-2730 b\n   - {}:2731-4095 c\n",
-        shards[0].addr(),
-        shards[1].addr(),
-        shards[2].addr()
-    ));
-    let a = keys_in(0, 1365, 1, "a").remove(0);
-    let b = keys_in(1366, 2730, 1, "b").remove(0);
-    let c = keys_in(2731, 4095, 1, "c").remove(0);
+    let (proxy, shards, [a, b, c]) = three_shards_with_a_timeout();
     let mut client = RawClient::connect(proxy.port);
     assert_eq!(client.cmd_str(&["SET", &c, "vc"]), "+OK\r\n");
     let mget = encode_command(&[b"MGET", a.as_bytes(), b.as_bytes(), c.as_bytes()]);
     let get = encode_command(&[b"GET", c.as_bytes()]);
     shards[0].guard.signal("STOP");
-    let second = shards[1].guard.pid();
-    let stop_second = std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_millis(300));
-        let _ = std::process::Command::new("kill")
-            .args(["-STOP", &second.to_string()])
-            .status();
-    });
+    let stop_second = signal_after(shards[1].guard.pid(), "-STOP", Duration::from_millis(300));
     let requests: Vec<Vec<u8>> = (0..2000)
         .map(|i| {
             if i % 2 == 0 {
@@ -460,16 +477,7 @@ fn split_commands_over_shards_that_stall_one_after_the_other_time_out_in_time() 
     stop_second.join().unwrap();
     shards[0].guard.signal("CONT");
     shards[1].guard.signal("CONT");
-    for (i, reply) in replies.iter().enumerate() {
-        if i % 2 == 0 {
-            assert!(
-                reply.contains("timed out after 500 ms"),
-                "reply {i}: {reply}"
-            );
-        } else {
-            assert_eq!(reply, "$2\r\nvc\r\n", "reply {i}");
-        }
-    }
+    timeouts_alternate_with(&replies, "$2\r\nvc\r\n");
     assert!(
         took < Duration::from_millis(900),
         "the last reply after {took:?}"
@@ -494,16 +502,7 @@ fn a_healthy_shards_requests_behind_a_stopped_ones_get_their_values() {
         .collect();
     let (replies, took) = pipelined(&mut client, &requests);
     shards[1].guard.signal("CONT");
-    for (i, reply) in replies.iter().enumerate() {
-        if i % 2 == 0 {
-            assert!(
-                reply.contains("timed out after 500 ms"),
-                "reply {i}: {reply}"
-            );
-        } else {
-            assert_eq!(reply, "$1\r\nh\r\n", "reply {i}");
-        }
-    }
+    timeouts_alternate_with(&replies, "$1\r\nh\r\n");
     assert!(
         took < Duration::from_millis(1500),
         "the last reply after {took:?}"
@@ -520,15 +519,7 @@ fn a_stall_shorter_than_the_timeout_times_out_nothing() {
     assert_eq!(client.cmd_str(&["SET", &key, "v"]), "+OK\r\n");
     shards[1].guard.signal("STOP");
     let stopped = Instant::now();
-    let resume = {
-        let pid = shards[1].guard.pid();
-        std::thread::spawn(move || {
-            std::thread::sleep(Duration::from_millis(300));
-            let _ = std::process::Command::new("kill")
-                .args(["-CONT", &pid.to_string()])
-                .status();
-        })
-    };
+    let resume = signal_after(shards[1].guard.pid(), "-CONT", Duration::from_millis(300));
     let get = encode_command(&[b"GET", key.as_bytes()]);
     let (replies, _) = pipelined(&mut client, &vec![get; 300]);
     resume.join().unwrap();
