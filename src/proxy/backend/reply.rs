@@ -79,6 +79,14 @@ impl Slot {
         // consistent.
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
+
+    fn abandon(&self) {
+        self.abandoned.store(true, Ordering::Relaxed);
+    }
+
+    fn is_waiting(&self) -> bool {
+        matches!(*self.lock(), State::Waiting(_))
+    }
 }
 
 /// A new channel, on a spare slot of this thread when there is one.
@@ -165,12 +173,12 @@ pub struct AbandonHandle(Arc<Slot>);
 
 impl AbandonHandle {
     pub fn abandon(&self) {
-        self.0.abandoned.store(true, Ordering::Relaxed);
+        self.0.abandon();
     }
 
     /// True while the reply has not arrived.
     pub fn is_waiting(&self) -> bool {
-        matches!(*self.0.lock(), State::Waiting(_))
+        self.0.is_waiting()
     }
 }
 
@@ -184,15 +192,13 @@ impl ReplyReceiver {
     /// if it only half-closed): see [`ReplySender::is_orphaned`].
     pub fn abandon(&self) {
         if let Some(slot) = &self.slot {
-            slot.abandoned.store(true, Ordering::Relaxed);
+            slot.abandon();
         }
     }
 
     /// True while the reply has not arrived.
     pub fn is_waiting(&self) -> bool {
-        self.slot
-            .as_ref()
-            .is_some_and(|slot| matches!(*slot.lock(), State::Waiting(_)))
+        self.slot.as_deref().is_some_and(Slot::is_waiting)
     }
 
     /// A handle that can [`abandon`](Self::abandon) this receiver's
