@@ -15,7 +15,8 @@ pub use encode::{
     encode_simple,
 };
 pub use reply::{
-    bulk_reply_len, parse_reply, parse_reply_bytes, reply_frame_len, ReplyFramer, Value,
+    bulk_reply_len, is_error_reply, parse_reply, parse_reply_bytes, reply_frame_len, ReplyFramer,
+    Value,
 };
 pub use request::{Request, RequestParser};
 

@@ -108,6 +108,11 @@ pub fn bulk_reply_len(buf: &[u8]) -> Option<usize> {
     Some(1 + end + 2 + n + 2)
 }
 
+/// True for an error reply (`-` line or RESP3 `!` blob).
+pub fn is_error_reply(frame: &[u8]) -> bool {
+    matches!(frame.first(), Some(b'-' | b'!'))
+}
+
 /// Length of the first complete reply frame in `buf` (RESP2 and RESP3 types),
 /// `Ok(None)` if incomplete. An attribute `|` counts together with the value that
 /// follows it. Rescans from the start on each call; use `ReplyFramer` on a

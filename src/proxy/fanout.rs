@@ -8,7 +8,7 @@
 //! its keys twice.
 
 use crate::protocol::Proto;
-use crate::protocol::{encode_error, reply_frame_len};
+use crate::protocol::{encode_error, is_error_reply, reply_frame_len};
 use crate::proxy::router::{RoutingTable, Shard, ShardName};
 use crate::proxy::session::Session;
 use bytes::{Bytes, BytesMut};
@@ -75,11 +75,6 @@ pub fn ask_all(
     }
 }
 
-/// True for an error reply (`-` line or RESP3 `!` blob).
-pub fn is_error(frame: &[u8]) -> bool {
-    matches!(frame.first(), Some(b'-' | b'!'))
-}
-
 /// The reply when some shard failed, else `None`.
 ///
 /// A backend that gave no reply wins: its error names the shard. Then, when
@@ -91,7 +86,7 @@ pub fn failure(answers: &[Answer]) -> Option<Bytes> {
     if let Some(failed) = answers.iter().find(|a| a.failed) {
         return Some(failed.frame.clone());
     }
-    let refused = answers.iter().find(|a| is_error(&a.frame))?;
+    let refused = answers.iter().find(|a| is_error_reply(&a.frame))?;
     if answers.iter().all(|a| a.frame == refused.frame) {
         return Some(refused.frame.clone());
     }

@@ -30,7 +30,9 @@
 //! cursor naming a shard the table no longer has gets `ERR invalid cursor`.
 
 use crate::command::{Command, KeyspaceOp};
-use crate::protocol::{encode_array_header, encode_bulk, encode_request, reply_frame_len};
+use crate::protocol::{
+    encode_array_header, encode_bulk, encode_request, is_error_reply, reply_frame_len,
+};
 use crate::proxy::fanout::{self, array_parts};
 use crate::proxy::pending::{unsupported_error, Pending};
 use crate::proxy::session::Session;
@@ -71,7 +73,7 @@ fn assembling(
     let pool = session.pool.clone();
     Pending::Assembling(Box::pin(async move {
         let frame = reply.await;
-        if fanout::is_error(&frame) {
+        if is_error_reply(&frame) {
             PoolStats::bump(&pool.stats.errors);
         }
         frame
@@ -114,7 +116,7 @@ fn scan(session: &Session, args: &[Bytes]) -> Pending {
     assembling(session, async move {
         loop {
             let reply = answer.await;
-            if reply.failed || fanout::is_error(&reply.frame) {
+            if reply.failed || is_error_reply(&reply.frame) {
                 return reply.frame;
             }
             let Some((next, keys)) = scan_reply(&reply.frame) else {

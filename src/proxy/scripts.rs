@@ -24,7 +24,7 @@
 //! and functions must be loaded again (FUNCTION LOAD REPLACE, or RESTORE).
 
 use crate::command::{Command, KeySpec, NumkeysRule, ScriptOp};
-use crate::protocol::Value;
+use crate::protocol::{is_error_reply, Value};
 use crate::proxy::fanout::{self, array_elements, Answer};
 use crate::proxy::pending::Pending;
 use crate::proxy::router::{RoutingTable, ShardName};
@@ -77,7 +77,7 @@ pub fn run(session: &Session, op: ScriptOp, cmd: &Command, raw: Bytes) -> Pendin
     Pending::Assembling(Box::pin(async move {
         let answers = asked.await;
         let reply = fanout::failure(&answers).unwrap_or_else(|| combine(op, &answers));
-        if fanout::is_error(&reply) {
+        if is_error_reply(&reply) {
             PoolStats::bump(&pool.stats.errors);
         }
         reply
@@ -182,7 +182,7 @@ fn kill(session: &Session, table: &RoutingTable, cmd: &Command) -> Pending {
             outcomes.push((name, outcome));
         }
         let reply = kill_reply(&outcomes);
-        if fanout::is_error(&reply) {
+        if is_error_reply(&reply) {
             PoolStats::bump(&pool.stats.errors);
         }
         reply

@@ -5,7 +5,8 @@
 
 use crate::command::SplitKind;
 use crate::protocol::{
-    encode_array_header, encode_bulk, encode_error, encode_integer, reply_frame_len, Proto,
+    encode_array_header, encode_bulk, encode_error, encode_integer, is_error_reply,
+    reply_frame_len, Proto,
 };
 use crate::proxy::backend::reply::client_frame;
 use crate::proxy::backend::{AbandonHandle, ReplyReceiver};
@@ -166,7 +167,7 @@ impl SplitReply {
                 match Pin::new(&mut part.reply).poll(cx) {
                     Poll::Ready(reply) => {
                         let frame = client_frame(reply, part.shard);
-                        if writes.is_none() && is_error(&frame) {
+                        if writes.is_none() && is_error_reply(&frame) {
                             return Poll::Ready(Some(frame));
                         }
                         *arrived = Some(frame);
@@ -190,7 +191,7 @@ impl SplitReply {
         let mut error: Option<Bytes> = None;
         for (part, frame) in self.parts.into_iter().zip(arrived) {
             let frame = frame.expect("every part arrived");
-            if error.is_none() && is_error(&frame) {
+            if error.is_none() && is_error_reply(&frame) {
                 error = Some(frame);
                 continue;
             }
@@ -301,11 +302,6 @@ fn partly_applied(error: &[u8], command: &str, frames: &[(Bytes, Vec<usize>)], o
         ),
         out,
     );
-}
-
-/// An error reply, in either protocol.
-fn is_error(frame: &[u8]) -> bool {
-    matches!(frame.first(), Some(b'-') | Some(b'!'))
 }
 
 /// The value of an integer frame `:n\r\n` (0 for anything else).

@@ -3,7 +3,7 @@
 //! within the connect timeout.
 
 use super::BackendSettings;
-use crate::protocol::{encode_request, reply_frame_len, Proto};
+use crate::protocol::{encode_request, is_error_reply, reply_frame_len, Proto};
 use crate::proxy::stream::BackendStream;
 use bytes::BytesMut;
 use std::time::Duration;
@@ -116,7 +116,7 @@ async fn run_handshake<S: AsyncRead + AsyncWrite + Unpin>(
                 return Err("connection closed during handshake".into());
             }
         };
-        if matches!(frame.first(), Some(b'-') | Some(b'!')) {
+        if is_error_reply(&frame) {
             let name = String::from_utf8_lossy(&command[0]);
             let text = String::from_utf8_lossy(&frame[1..]);
             return Err(format!("{name} failed: {}", text.trim_end()));
