@@ -6,7 +6,8 @@
 //!   [`accept`] backs off when accepting fails.
 //! - [`client`]: one client connection's loop: read, dispatch, reply in order.
 //!   Its state is a [`session::Session`]; what it owes the client is a
-//!   [`pending::Pending`] per request.
+//!   [`pending::Pending`] per request; where each request goes (rights,
+//!   routing, splitting) is [`dispatch`]'s.
 //! - [`local`] and [`info`]: the commands the proxy answers itself;
 //!   [`acl`] the client users, their passwords and rights.
 //! - [`split`]: multi-key commands split over shards and put back together.
@@ -37,6 +38,7 @@ pub mod cli;
 pub mod client;
 pub mod cluster;
 pub mod dedicated;
+pub mod dispatch;
 pub mod fanout;
 pub mod info;
 pub mod keyspace;
