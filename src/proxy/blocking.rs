@@ -149,7 +149,7 @@ impl Session {
 }
 
 /// Whether `slot` holds a connection to `target`'s backend in `proto`.
-fn serves(slot: &Option<Dedicated>, target: &Shard, proto: Proto) -> bool {
+fn serves(slot: &Option<Box<Dedicated>>, target: &Shard, proto: Proto) -> bool {
     slot.as_ref()
         .is_some_and(|conn| conn.serves(&target.backend, proto))
 }
@@ -160,7 +160,7 @@ fn serves(slot: &Option<Dedicated>, target: &Shard, proto: Proto) -> bool {
 /// # Errors
 /// The error reply text when the pool's cap is reached.
 fn reopened<'a>(
-    slot: &'a mut Option<Dedicated>,
+    slot: &'a mut Option<Box<Dedicated>>,
     limit: &DedicatedLimit,
     target: &Shard,
     proto: Proto,
@@ -168,7 +168,7 @@ fn reopened<'a>(
     if !serves(slot, target, proto) {
         // Closed first, so its place under the cap is free for the new one.
         *slot = None;
-        *slot = Some(limit.open(target.name, &target.backend, proto)?);
+        *slot = Some(Box::new(limit.open(target.name, &target.backend, proto)?));
     }
     Ok(slot.as_ref().expect("just set"))
 }

@@ -42,12 +42,12 @@ pub struct Session {
     /// Set by QUIT: close after this batch's replies.
     pub closing: bool,
     /// The client's own backend connection, if it has needed one.
-    pub dedicated: Option<Dedicated>,
+    pub dedicated: Option<Box<Dedicated>>,
     /// A second dedicated connection, for a blocking command to another
     /// server while a transaction holds `dedicated`; parked once answered.
-    pub side: Option<Dedicated>,
+    pub side: Option<Box<Dedicated>>,
     /// WATCH or MULTI in progress.
-    pub tx: Option<Transaction>,
+    pub tx: Option<Box<Transaction>>,
     /// The connection the last backend request went on: a request for the
     /// other kind waits until the ones before it are answered.
     pub lane: Lane,
@@ -243,10 +243,10 @@ impl Session {
     pub fn park_dedicated(&mut self) {
         if self.dedicated.is_some() && self.tx.is_none() {
             let conn = self.dedicated.take().expect("checked");
-            self.pool.dedicated.park(conn);
+            self.pool.dedicated.park(*conn);
         }
         if let Some(conn) = self.side.take() {
-            self.pool.dedicated.park(conn);
+            self.pool.dedicated.park(*conn);
         }
     }
 

@@ -23,7 +23,7 @@ use crate::protocol::{encode_request, Proto, Request};
 use crate::proxy::local;
 use crate::proxy::pending::{unsupported_error, Pending};
 use crate::proxy::router::{RoutingTable, ShardName};
-use crate::proxy::session::{Footprint, Session, Transaction};
+use crate::proxy::session::{Footprint, Session};
 use bytes::{Bytes, BytesMut};
 use tokio::time::Instant;
 
@@ -146,7 +146,7 @@ impl Session {
 
     /// Marks the transaction bound to `shard` of `table`.
     fn mark_bound(&mut self, table: &RoutingTable, shard: usize) {
-        let tx = self.tx.get_or_insert_with(Transaction::default);
+        let tx = self.tx.get_or_insert_with(Box::default);
         let name = table.shards[shard].name;
         tx.bound_at = Some((table.version, Footprint::of(table, name)));
     }
@@ -163,7 +163,7 @@ impl Session {
     }
 
     fn multi(&mut self, request: Request) -> Pending {
-        let tx = self.tx.get_or_insert_with(Transaction::default);
+        let tx = self.tx.get_or_insert_with(Box::default);
         tx.multi = true;
         if tx.bound() {
             self.on_dedicated(request.raw)
