@@ -583,3 +583,20 @@ fn memory_stays_within_the_request_limit() {
     assert!(grown < 20 * 2 * 1024 + 16 * 1024, "RSS grew by {grown} KiB");
     drop(holders);
 }
+
+/// A request of more than 1,048,576 arguments (a bulk RPUSH) runs, as on
+/// Redis 6.0 and later, and the requests pipelined behind it are answered.
+#[test]
+fn a_request_of_over_a_million_arguments_runs() {
+    let s = setup();
+    let mut c = client(&s);
+    let mut request = Vec::with_capacity(8 << 20);
+    request.extend_from_slice(b"*1100002\r\n$5\r\nRPUSH\r\n$6\r\nbiglst\r\n");
+    for _ in 0..1_100_000 {
+        request.extend_from_slice(b"$1\r\nx\r\n");
+    }
+    request.extend(encode_command(&[b"LLEN", b"biglst"]));
+    c.send_raw(&request);
+    assert_eq!(c.read_reply(), b":1100000\r\n");
+    assert_eq!(c.read_reply(), b":1100000\r\n");
+}

@@ -111,6 +111,14 @@ fn transactions_on_one_shard_answer_as_redis_does() {
             &["EXEC"],
         ],
         &[&["MULTI"], &["PING"], &["EXEC", "extra"], &["EXEC"]],
+        // ... and outside MULTI too (-EXECABORT, as Redis answers it).
+        &[&["EXEC", "extra"], &["EXEC"]],
+        &[
+            &["WATCH", "{a}w"],
+            &["EXEC", "extra"],
+            &["MULTI"],
+            &["EXEC"],
+        ],
         // WATCH then an untouched key: EXEC runs.
         &[
             &["WATCH", "{a}w"],
@@ -175,6 +183,30 @@ fn a_watched_key_changed_by_another_client_fails_exec() {
         ),
         ["+OK\r\n", "+QUEUED\r\n", "*1\r\n+OK\r\n"]
     );
+}
+
+/// EXEC refused for its arguments outside MULTI discards the WATCHes, as
+/// Redis does: a change by another client no longer fails the next EXEC.
+#[test]
+fn exec_refused_outside_multi_ends_the_watch() {
+    let (proxy, _shards) = two_shards();
+    let mut client = RawClient::connect(proxy.port);
+    let mut other = RawClient::connect(proxy.port);
+    assert_eq!(client.cmd_str(&["WATCH", "{w}k"]), "+OK\r\n");
+    assert_eq!(client.cmd_str(&["GET", "{w}k"]), "$-1\r\n");
+    assert_eq!(
+        client.cmd_str(&["EXEC", "extra"]),
+        "-EXECABORT Transaction discarded because of: wrong number of arguments for 'exec' command\r\n"
+    );
+    assert_eq!(other.cmd_str(&["SET", "{w}k", "changed"]), "+OK\r\n");
+    assert_eq!(
+        run(
+            &mut client,
+            &[&["MULTI"], &["SET", "{w}k", "mine"], &["EXEC"]]
+        ),
+        ["+OK\r\n", "+QUEUED\r\n", "*1\r\n+OK\r\n"]
+    );
+    assert_eq!(client.cmd_str(&["GET", "{w}k"]), "$4\r\nmine\r\n");
 }
 
 /// A key on another shard than the transaction's is refused inside MULTI

@@ -15,8 +15,10 @@ use super::{find_cr, parse_int, ProtocolError};
 
 /// Longest inline line or length line Redis accepts (`PROTO_INLINE_MAX_SIZE`).
 const INLINE_MAX_SIZE: usize = 64 * 1024;
-/// Most arguments in one multibulk request.
-const MAX_MULTIBULK_COUNT: i64 = 1024 * 1024;
+/// Most arguments in one multibulk request: Redis 7.0's `INT_MAX` (it
+/// raised 1,048,576 in 6.0). The argument list grows with the bytes that
+/// arrive, never from the count, and `max_request_size` bounds both.
+const MAX_MULTIBULK_COUNT: i64 = i32::MAX as i64;
 /// Longest argument (Redis's default `proto-max-bulk-len`).
 const MAX_BULK_LEN: i64 = 512 * 1024 * 1024;
 /// Fewest bytes an argument can take on the wire: `$0\r\n\r\n`.
@@ -653,13 +655,24 @@ mod tests {
 
     #[test]
     fn multibulk_count_over_limit() {
-        assert_eq!(err(b"*1048577\r\n"), ProtocolError::InvalidMultibulkLength);
+        assert_eq!(
+            err(b"*2147483648\r\n"),
+            ProtocolError::InvalidMultibulkLength
+        );
         // At the limit the count is fine; only the request size limit rejects it.
         let mut parser = RequestParser::new(usize::MAX);
         assert_eq!(
-            parser.parse(&mut BytesMut::from(&b"*1048576\r\n"[..])),
+            parser.parse(&mut BytesMut::from(&b"*2147483647\r\n"[..])),
             Ok(None)
         );
+        // Redis 6.0 on takes more than 1,048,576 arguments (a bulk RPUSH).
+        let mut parser = RequestParser::new(512 << 20);
+        let mut many = BytesMut::from(&b"*1100002\r\n$5\r\nRPUSH\r\n$1\r\nk\r\n"[..]);
+        for _ in 0..1_100_000 {
+            many.extend_from_slice(b"$1\r\nx\r\n");
+        }
+        let request = parser.parse(&mut many).unwrap().expect("complete");
+        assert_eq!(request.args.len(), 1_100_002);
     }
 
     #[test]

@@ -93,7 +93,9 @@ impl Session {
                     .args
                     .first()
                     .is_some_and(|name| name.eq_ignore_ascii_case(b"exec"));
-                if exec && self.in_multi() {
+                // As in Redis, even outside MULTI: EXEC refused for its
+                // arguments discards the transaction, WATCHes included.
+                if exec {
                     return (None, self.exec_refused(&e));
                 }
                 // As in Redis, a command refused while queueing dooms the

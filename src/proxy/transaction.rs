@@ -207,7 +207,7 @@ impl Session {
         if tx.aborted {
             if tx.bound() {
                 // Redis holds the queued commands: drop them there.
-                self.discard_on_backend();
+                self.discard_on_backend("DISCARD");
             }
             return self.error("EXECABORT Transaction discarded because of previous errors.");
         }
@@ -359,8 +359,10 @@ impl Session {
     /// EXEC itself refused (its arity) inside MULTI: as in Redis, the
     /// transaction ends, discarded, with the refusal in the EXECABORT.
     pub(crate) fn exec_refused(&mut self, error: &str) -> Pending {
-        if self.tx.take().is_some_and(|tx| tx.bound()) {
-            self.discard_on_backend();
+        if let Some(tx) = self.tx.take().filter(|tx| tx.bound()) {
+            // DISCARD ends a MULTI and its WATCHes; WATCHes alone need
+            // UNWATCH (DISCARD without MULTI is refused and keeps them).
+            self.discard_on_backend(if tx.multi { "DISCARD" } else { "UNWATCH" });
         }
         let error = error.strip_prefix("ERR ").unwrap_or(error);
         self.error(&format!(
@@ -368,12 +370,12 @@ impl Session {
         ))
     }
 
-    /// Sends DISCARD on the dedicated connection; its reply is not owed to
-    /// the client.
-    fn discard_on_backend(&mut self) {
+    /// Sends `command` (DISCARD or UNWATCH) on the dedicated connection;
+    /// its reply is not owed to the client.
+    fn discard_on_backend(&mut self, command: &str) {
         if let Some(conn) = self.dedicated.as_ref() {
             let mut discard = BytesMut::new();
-            encode_request(&[&b"DISCARD"[..]], &mut discard);
+            encode_request(&[command.as_bytes()], &mut discard);
             let deadline = conn.timeout().map(|t| Instant::now() + t);
             drop(conn.send(discard.freeze(), deadline));
         }
