@@ -114,6 +114,8 @@ fn script() -> Vec<Vec<&'static str>> {
         "DBSIZE",
         "SCRIPT LOAD \"return redis.call('get', KEYS[1])\"",
         "EVALSHA 4e6d8fc8bb01276962cce5371fa795a7763657ae 1 n",
+        "EVALSHA abc x",
+        "EVALSHA_RO abc -1",
         "SCRIPT EXISTS 4e6d8fc8bb01276962cce5371fa795a7763657ae 0000000000000000000000000000000000000000",
         "EVAL \"return 7\" 0",
         "FUNCTION DELETE nosuchlib",

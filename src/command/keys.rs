@@ -15,6 +15,7 @@ const TOO_MANY_KEYS: &str = "ERR Number of keys can't be greater than number of 
 const NEGATIVE_KEYS: &str = "ERR Number of keys can't be negative";
 const POSITIVE_KEYS: &str = "ERR numkeys should be greater than 0";
 const BAD_FUNCTION_KEYS: &str = "ERR Bad number of keys provided";
+const NOSCRIPT: &str = "NOSCRIPT No matching script. Please use EVAL.";
 const UNBALANCED: &str =
     "ERR Unbalanced XREAD list of streams: for each stream key an ID or '$' must be specified.";
 const GROUP_ONLY: &str =
@@ -74,6 +75,12 @@ fn numkeys(
     let count = parse_int(count);
     let n = match rule {
         NumkeysRule::Script | NumkeysRule::Function => {
+            // EVALSHA refuses a digest of the wrong length before it reads
+            // numkeys: no script can match it.
+            if command.name.starts_with("evalsha") && args.get(1).is_some_and(|sha| sha.len() != 40)
+            {
+                return Err(NOSCRIPT.into());
+            }
             let n = match (count, rule) {
                 (Some(n), _) => n,
                 (None, NumkeysRule::Function) => return Err(BAD_FUNCTION_KEYS.into()),
@@ -303,7 +310,22 @@ mod tests {
     #[test]
     fn numkeys_script() {
         assert_eq!(keys(&["EVAL", "s", "2", "a", "b", "x"]), Ok(vec![3, 4]));
-        assert_eq!(keys(&["EVALSHA", "s", "0", "x"]), Ok(vec![]));
+        let sha = "0".repeat(40);
+        assert_eq!(keys(&["EVALSHA", &sha, "0", "x"]), Ok(vec![]));
+    }
+
+    #[test]
+    fn evalsha_with_a_digest_of_the_wrong_length_is_noscript_first() {
+        for args in [
+            &["EVALSHA", "abc", "x"][..],
+            &["EVALSHA", "abc", "-1"],
+            &["EVALSHA_RO", "abc", "1", "k"],
+        ] {
+            assert_eq!(keys(args), Err(NOSCRIPT.to_string()), "{args:?}");
+        }
+        let sha = "a".repeat(40);
+        assert_eq!(keys(&["EVALSHA", &sha, "x"]), Err(NOT_INTEGER.to_string()));
+        assert_eq!(keys(&["EVALSHA", &sha, "1", "k"]), Ok(vec![3]));
     }
 
     #[test]
