@@ -257,6 +257,10 @@ fn subscribed_mode_replies_match_redis() {
         (&["UNSUBSCRIBE", a, "zz"], 2),
         (&["UNSUBSCRIBE"], 1),
         (&["PUNSUBSCRIBE"], 1),
+        // A bare PUNSUBSCRIBE confirms patterns in subscription order.
+        (&["PSUBSCRIBE", "p6*", "p1*", "p5*", "p2*", "p4*", "p3*"], 6),
+        (&["PUNSUBSCRIBE", "p5*"], 1),
+        (&["PUNSUBSCRIBE"], 5),
         // A shard channel still holds the connection in subscribed mode.
         (&["GET", "x"], 1),
         (&["SUNSUBSCRIBE"], 1),

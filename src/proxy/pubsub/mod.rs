@@ -34,6 +34,7 @@ use crate::proxy::pending::Pending;
 use crate::proxy::pool::Pool;
 use crate::proxy::router::{RoutingTable, ShardName};
 use bytes::{Bytes, BytesMut};
+use indexmap::IndexSet;
 use link::{Order, Sink};
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -134,7 +135,9 @@ type Confirmed = Result<(), String>;
 /// A session's subscriptions: present while it has at least one.
 pub struct PubSub {
     pool: Arc<Pool>,
-    names: [HashSet<Bytes>; 3],
+    /// In subscription order: a bare (P|S)UNSUBSCRIBE confirms them so,
+    /// as Redis 7.0 does patterns.
+    names: [IndexSet<Bytes>; 3],
     /// By shard name.
     links: HashMap<ShardName, Link>,
     sink: Sink,
@@ -200,7 +203,7 @@ impl PubSub {
     }
 
     fn total(&self) -> usize {
-        self.names.iter().map(HashSet::len).sum()
+        self.names.iter().map(IndexSet::len).sum()
     }
 
     /// The shards a name is held on (indexes for [`RoutingTable::shard`]):
@@ -624,7 +627,7 @@ fn unsubscribe(client: &mut Client<'_>, kind: Kind, mut names: Vec<Bytes>) -> Pe
     }
     let mut gone: HashMap<usize, Vec<Bytes>> = HashMap::new();
     for name in names {
-        if ps.names[kind as usize].remove(&name) {
+        if ps.names[kind as usize].shift_remove(&name) {
             for i in PubSub::shards_of(kind, &name, &table) {
                 gone.entry(i).or_default().push(name.clone());
             }
