@@ -8,7 +8,7 @@ use common::proxy::Proxy;
 use common::redis::{encode_command, RawClient, Redis};
 use common::rss_kib;
 use common::zk_cluster::keys_in;
-use std::io::BufRead;
+use std::io::{BufRead, Write};
 use std::time::{Duration, Instant};
 
 /// Two shards and a pool without `timeout`: a request for a stopped
@@ -334,6 +334,94 @@ fn a_pipeline_to_a_stopped_backend_gets_every_error_in_time() {
 #[test]
 fn a_pipeline_longer_than_the_input_gets_every_error_in_time() {
     gets_of_a_stopped_shard_time_out_in_time(2000);
+}
+
+/// 30,000 pipelined GETs (1 MB, far more than the sockets between client
+/// and proxy hold) to a stopped backend, written from a thread while the
+/// replies are read: every reply is the timeout error, the last within
+/// 1.5 timeouts. The proxy stopped reading at 16 KB behind the shut
+/// window, so each socket's worth (about 110 KB) waited one more timeout:
+/// 100,000 GETs took 12 s. Now it reads up to 1 MB ahead while the window
+/// waits on a stalled shard.
+#[test]
+fn a_pipeline_deeper_than_the_sockets_gets_every_error_in_time() {
+    let (proxy, shards, _, key) = two_shards_with("  timeout: 500\n");
+    let mut client = RawClient::connect(proxy.port);
+    assert_eq!(client.cmd_str(&["SET", &key, "v"]), "+OK\r\n");
+    shards[1].guard.signal("STOP");
+    let get = encode_command(&[b"GET", key.as_bytes()]);
+    let count = 30_000;
+    let pipeline = vec![get; count].concat();
+    let mut writer = client.reader.get_ref().try_clone().unwrap();
+    let started = Instant::now();
+    let writing = std::thread::spawn(move || writer.write_all(&pipeline).unwrap());
+    let addr = shards[1].addr();
+    let error = format!("-ERR shard 'second': backend {addr} timed out after 500 ms\r\n");
+    for i in 0..count {
+        assert_eq!(
+            String::from_utf8_lossy(&client.read_reply()),
+            error,
+            "reply {i}"
+        );
+    }
+    let took = started.elapsed();
+    writing.join().unwrap();
+    shards[1].guard.signal("CONT");
+    assert!(
+        took < Duration::from_millis(1500),
+        "the last error after {took:?}"
+    );
+    common::wait_until(
+        "the backend to answer again",
+        Duration::from_secs(5),
+        || client.cmd_str(&["GET", &key]) == "$1\r\nv\r\n",
+    );
+}
+
+/// Reading ahead is shared out: 100 clients that each pipeline 2 MB of GETs
+/// to a stopped backend (timeout 5 s) grow the proxy by at most the 64 MiB
+/// budget and what each reads without it, not by 1 MB each; and each gets
+/// its first error once its requests time out.
+#[test]
+fn deep_pipelines_of_many_clients_read_ahead_within_the_budget() {
+    let (proxy, shards, _, key) = two_shards_with("  timeout: 5000\n");
+    let mut admin = RawClient::connect(proxy.port);
+    assert_eq!(admin.cmd_str(&["SET", &key, "v"]), "+OK\r\n");
+    let pid = proxy.guard.pid();
+    let before = rss_kib(pid);
+    shards[1].guard.signal("STOP");
+    let get = encode_command(&[b"GET", key.as_bytes()]);
+    let pipeline = std::sync::Arc::new(get.repeat(2 * 1024 * 1024 / get.len()));
+    let clients: Vec<RawClient> = (0..100).map(|_| RawClient::connect(proxy.port)).collect();
+    for client in &clients {
+        let mut socket = client.reader.get_ref().try_clone().unwrap();
+        let pipeline = pipeline.clone();
+        // Stops writing once the proxy reads no more.
+        socket
+            .set_write_timeout(Some(Duration::from_secs(2)))
+            .unwrap();
+        std::thread::spawn(move || {
+            let _ = socket.write_all(&pipeline);
+        });
+    }
+    // The proxy reads on while the requests wait (5 s): its growth over
+    // 3 s of that.
+    let mut grown = 0;
+    let watched = Instant::now();
+    while watched.elapsed() < Duration::from_secs(3) {
+        grown = grown.max(rss_kib(pid).saturating_sub(before));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(grown < 100 * 1024, "the proxy grew by {grown} KiB");
+    let addr = shards[1].addr();
+    let error = format!("-ERR shard 'second': backend {addr} timed out after 5000 ms\r\n");
+    for mut client in clients {
+        assert_eq!(
+            reply_line_within(&mut client, Duration::from_secs(10)).as_deref(),
+            Some(error.as_str())
+        );
+    }
+    shards[1].guard.signal("CONT");
 }
 
 /// `count` pipelined GETs for a stopped shard (timeout 500 ms) all get

@@ -22,7 +22,7 @@ use crate::proxy::session::Session;
 use crate::proxy::split::PartHandle;
 use crate::proxy::stats::PoolStats;
 use crate::proxy::stream::{poll_read_buf, Io};
-use crate::proxy::window::Window;
+use crate::proxy::window::{ReadAhead, Window, READ_AHEAD};
 use bytes::BytesMut;
 use smallvec::SmallVec;
 use std::collections::VecDeque;
@@ -114,6 +114,16 @@ fn head_of_line(session: &Session, owed: &VecDeque<Owed>) -> SmallVec<[(ShardNam
         .collect()
 }
 
+/// True when the pool's requests time out: only then does reading ahead
+/// of a shut window change when a request is answered.
+fn timed(session: &Session) -> bool {
+    let table = session.pool.router.load();
+    table
+        .shards
+        .first()
+        .is_some_and(|shard| shard.backend.timeout().is_some())
+}
+
 /// Serves one client until it quits, breaks the protocol, disconnects, or
 /// the proxy shuts down (after the replies it owes are written).
 ///
@@ -178,6 +188,9 @@ pub async fn serve<S: Io>(pool: Arc<Pool>, mut stream: S, shutdown: watch::Recei
     let mut big_input = false;
     // `input` grew past `GROWN_INPUT` for a large request.
     let mut grown_input = false;
+    // Held while the window waits on a shard, in a pool with a timeout:
+    // the input may then grow to `READ_AHEAD` (see `ReadAhead`).
+    let mut read_ahead: Option<ReadAhead> = None;
     loop {
         // Dispatch what has arrived, as far as the window allows.
         let mut exhausted = false;
@@ -255,18 +268,24 @@ pub async fn serve<S: Io>(pool: Arc<Pool>, mut stream: S, shutdown: watch::Recei
         if finishing || held.is_some() {
             session.head_wait.clear();
         } else if exhausted && owed.is_empty() {
-            session.head_wait.drained();
+            session.head_wait.drained(input.len());
         } else if !exhausted && !window.admits(owed.len(), out.len()) {
             session.head_wait.shut(input.len());
+            let mut waits = false;
             for (shard, responses) in head_of_line(&session, &owed) {
                 session.head_wait.waits_on(shard, responses);
+                waits = true;
+            }
+            if waits && read_ahead.is_none() && timed(&session) {
+                read_ahead = ReadAhead::grant();
             }
             if input.len() >= READ_CHUNK {
-                // No more is read (`want_input`): what the client sent so
-                // far waits from now, read or not.
+                // Reads stop here (`want_input`), or further on when
+                // reading ahead: either way, what the client sent so far
+                // waits from now, read or not.
                 session
                     .head_wait
-                    .reads_stop(|| input.len().saturating_add(stream.unread()));
+                    .reads_stop(input.len(), || stream.unread());
             }
         }
         // Collect the replies that are ready and write what the socket takes.
@@ -351,8 +370,16 @@ pub async fn serve<S: Io>(pool: Arc<Pool>, mut stream: S, shutdown: watch::Recei
             grown_input = false;
         }
         // A client that may not dispatch (blocked, or its window shut) is
-        // still read, a little, so that its going away is seen at once.
-        let want_input = !closed && !finishing && (may_go_on || input.len() < READ_CHUNK);
+        // still read, a little, so that its going away is seen at once;
+        // up to `READ_AHEAD` while its window waits on a shard.
+        if read_ahead.is_some() && (closed || finishing || may_go_on && input.len() < READ_CHUNK) {
+            read_ahead = None;
+        }
+        let want_input = !closed
+            && !finishing
+            && (may_go_on
+                || input.len() < READ_CHUNK
+                || read_ahead.is_some() && input.len() < READ_AHEAD);
         let idle = owed.is_empty() && !unsent;
         // (Not a subscribed client: its wait below does not poll the check.)
         let watch_close = !want_input
@@ -490,7 +517,9 @@ pub async fn serve<S: Io>(pool: Arc<Pool>, mut stream: S, shutdown: watch::Recei
             }
         }
         if readable {
-            let chunk = if busy || !input.is_empty() {
+            let chunk = if read_ahead.is_some() {
+                4 * READ_CHUNK
+            } else if busy || !input.is_empty() {
                 READ_CHUNK
             } else {
                 SMALL_READ
@@ -510,7 +539,7 @@ pub async fn serve<S: Io>(pool: Arc<Pool>, mut stream: S, shutdown: watch::Recei
                 }
                 Some(Ok(n)) => {
                     busy = n >= SMALL_READ || n == room;
-                    session.head_wait.read();
+                    session.head_wait.read(input.len());
                 }
                 None => {}
             }

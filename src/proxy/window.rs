@@ -3,6 +3,8 @@
 //! `client_output_limit` bytes.
 
 use crate::proxy::router::ShardName;
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use tokio::time::Instant;
 
 /// Most requests a session has dispatched and not answered yet.
@@ -113,34 +115,35 @@ impl Window {
 /// instead made a healthy shard's requests, queued behind a stopped one's,
 /// time out, and a client reading slowly got timeouts from a healthy
 /// backend. So a request is charged for its wait only when
-/// - it was in the proxy's input when the window shut, or in the socket
-///   when the proxy stopped reading for a full input (one read later may
-///   have been sent after the client had every reply it waited for);
 /// - it is for the very shard the window waited on;
 /// - and that shard's backend has read no reply at all since (for any
 ///   client): a slow reader, whose window is shut by its unread output
 ///   while the backend answers, is charged no more than one reply's
-///   latency, and a stopped backend's own timeouts are no progress.
+///   latency, and a stopped backend's own timeouts are no progress;
+///
+/// and then from when the client had sent it at the latest, if that is
+/// after the wait began: the window shutting with it in the input, a read
+/// while the window waited, or the proxy finding it in the socket when it
+/// stopped reading for a full input ([`HeadWait::reads_stop`]). A request
+/// read later than the bytes before it is not charged from their time: it
+/// may have been sent after the client had every reply it waited for.
 #[derive(Default)]
 pub struct HeadWait {
     /// Each shard the shut window waited on: since when, and how many
     /// replies its backend had read then. A few at most (the shards that
     /// were at the head of a pipeline), so a scan beats a map.
     waits: Vec<Wait>,
-    /// Bytes at the front of the input that were there when the window
-    /// last shut: the requests that waited.
-    waited_bytes: usize,
-    /// When the input last grew, while a wait is remembered: what it
-    /// brought waited from then at the earliest.
-    read_at: Option<Instant>,
-    /// Bytes at the front of the input, and after it still in the socket,
-    /// that the client had sent by `backlog_at`, when the proxy stopped
-    /// reading for a full input: they waited from then at the latest,
-    /// however much later they are read. Without it, a pipeline longer than
-    /// the input got its timeouts one input's worth per timeout (2,000 GETs
-    /// to a stopped backend at 500 ms: the last after 1.5 s).
-    backlog: usize,
-    backlog_at: Option<Instant>,
+    /// Offsets in the client's byte stream: how far the parser has taken
+    /// it, and how far `sent` tells when bytes were sent.
+    consumed_to: u64,
+    covered_to: u64,
+    /// From `consumed_to` on, in order: up to where (an offset), and by
+    /// when the client had sent those bytes. A few entries (they merge,
+    /// keeping the later time, past [`MAX_SENT`]).
+    sent: VecDeque<(u64, Instant)>,
+    /// The socket was asked for its unread bytes since `sent` last ran out
+    /// (one system call per wait, not per pass).
+    asked: bool,
 }
 
 struct Wait {
@@ -151,13 +154,15 @@ struct Wait {
 
 /// Shards remembered at most: a pipeline over more keeps the newest.
 const MAX_WAITS: usize = 8;
+/// Send times remembered at most.
+const MAX_SENT: usize = 16;
 
 impl HeadWait {
     /// The window is shut with `input_len` bytes of requests waiting in
     /// the input (the shards owing the oldest reply follow, each through
-    /// [`HeadWait::waits_on`]).
+    /// [`HeadWait::waits_on`]): they were sent by now.
     pub fn shut(&mut self, input_len: usize) {
-        self.waited_bytes = input_len;
+        self.sent_by_now(input_len);
     }
 
     /// The shut window waits on `shard` (it owes the oldest reply, or a
@@ -185,36 +190,73 @@ impl HeadWait {
         }
     }
 
-    /// The input is full, and no more is read while the window stays shut:
-    /// `backlog` gives the bytes sent so far, in the input and in the
-    /// socket. Asked once per wait (it costs a system call).
-    pub fn reads_stop(&mut self, backlog: impl FnOnce() -> usize) {
-        if self.backlog == 0 && !self.waits.is_empty() {
-            self.backlog = backlog();
-            self.backlog_at = Some(Instant::now());
+    /// The shut window waits on at least one shard.
+    pub fn is_waiting(&self) -> bool {
+        !self.waits.is_empty()
+    }
+
+    /// The input (`input_len` bytes) is full, and reads stop or slow
+    /// while the window stays shut: `unread` gives what the socket holds
+    /// besides, which the client had sent by now too, however much later
+    /// it is read. Without it, a pipeline longer than the input got its
+    /// timeouts one input's worth per timeout (2,000 GETs to a stopped
+    /// backend at 500 ms: the last after 1.5 s).
+    pub fn reads_stop(&mut self, input_len: usize, unread: impl FnOnce() -> usize) {
+        if !self.asked && !self.waits.is_empty() {
+            self.asked = true;
+            self.sent_by_now(input_len.saturating_add(unread()));
         }
     }
 
-    /// The input grew by a read.
+    /// A read left `input_len` bytes in the input: while a wait is
+    /// remembered, what it brought was sent by now.
     #[inline]
-    pub fn read(&mut self) {
+    pub fn read(&mut self, input_len: usize) {
         if !self.waits.is_empty() {
-            self.read_at = Some(Instant::now());
+            self.sent_by_now(input_len);
         }
+    }
+
+    /// The first `len` bytes from the front of the input on were sent by
+    /// now, unless an earlier time is known for them.
+    fn sent_by_now(&mut self, len: usize) {
+        let to = self.consumed_to + len as u64;
+        if to <= self.covered_to {
+            return;
+        }
+        let now = Instant::now();
+        if self.sent.len() >= MAX_SENT {
+            // The last entry's bytes are charged from now too: later, so
+            // never sooner than they should be.
+            self.sent.pop_back();
+        }
+        self.sent.push_back((to, now));
+        self.covered_to = to;
     }
 
     /// `len` bytes left the front of the input (a request, or bytes the
     /// parser skipped).
     #[inline]
     pub fn consumed(&mut self, len: usize) {
-        self.waited_bytes = self.waited_bytes.saturating_sub(len);
-        self.backlog = self.backlog.saturating_sub(len);
+        self.consumed_to += len as u64;
+        while self
+            .sent
+            .front()
+            .is_some_and(|&(to, _)| to <= self.consumed_to)
+        {
+            self.sent.pop_front();
+        }
+        if self.sent.is_empty() {
+            self.covered_to = self.consumed_to;
+            self.asked = false;
+        }
     }
 
-    /// Nothing is owed and the input holds no whole request: the waits are
-    /// over, unless bytes sent while they lasted are still to be read.
-    pub fn drained(&mut self) {
-        if self.backlog == 0 {
+    /// Nothing is owed and the input (`input_len` bytes) holds no whole
+    /// request: the waits are over, unless bytes sent while they lasted are
+    /// still in the socket.
+    pub fn drained(&mut self, input_len: usize) {
+        if self.covered_to <= self.consumed_to + input_len as u64 {
             self.clear();
         }
     }
@@ -223,9 +265,9 @@ impl HeadWait {
     /// request until every reply is in): no wait is worth remembering.
     pub fn clear(&mut self) {
         self.waits.clear();
-        self.waited_bytes = 0;
-        self.read_at = None;
-        self.backlog = 0;
+        self.sent.clear();
+        self.covered_to = self.consumed_to;
+        self.asked = false;
     }
 
     /// Since when the request at the front of the input, for `shard`, has
@@ -233,21 +275,45 @@ impl HeadWait {
     /// `responses` gives the replies the shard's backend has read so far.
     #[inline]
     pub fn since(&self, shard: ShardName, responses: impl FnOnce() -> u64) -> Option<Instant> {
-        if self.waited_bytes == 0 && self.backlog == 0 {
-            return None;
-        }
+        let &(_, sent) = self.sent.front()?;
         let wait = self.waits.iter().find(|wait| wait.shard == shard)?;
         if wait.responses != responses() {
             return None;
         }
-        // Sent by `backlog_at`: waited from then, or from when the wait
-        // began if later, whenever it was read.
-        let sent_by = if self.backlog > 0 {
-            self.backlog_at
-        } else {
-            self.read_at
-        };
-        Some(sent_by.map_or(wait.since, |sent| sent.max(wait.since)))
+        Some(sent.max(wait.since))
+    }
+}
+
+/// What a session whose window waits on a stalled shard may hold in its
+/// input: it reads this far ahead instead of stopping at one read, so the
+/// requests a client pipelined behind the stalled one are timed from when
+/// they arrived, not from when a later read took them (100,000 pipelined
+/// GETs to a stopped backend, 500 ms timeout: the last error after 12 s,
+/// one socket's worth per timeout).
+pub const READ_AHEAD: usize = 1024 * 1024;
+/// All sessions' read-ahead at once: a fleet of deep pipelines behind a
+/// stopped backend holds at most this much more (64 sessions' worth).
+const READ_AHEAD_BUDGET: usize = 64 * 1024 * 1024;
+static READ_AHEAD_HELD: AtomicUsize = AtomicUsize::new(0);
+
+/// A session's share of [`READ_AHEAD_BUDGET`], given back when dropped.
+pub struct ReadAhead(());
+
+impl ReadAhead {
+    /// A share, if the budget has one left.
+    pub fn grant() -> Option<ReadAhead> {
+        READ_AHEAD_HELD
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| {
+                (held + READ_AHEAD <= READ_AHEAD_BUDGET).then_some(held + READ_AHEAD)
+            })
+            .ok()
+            .map(|_| ReadAhead(()))
+    }
+}
+
+impl Drop for ReadAhead {
+    fn drop(&mut self) {
+        READ_AHEAD_HELD.fetch_sub(READ_AHEAD, Ordering::AcqRel);
     }
 }
 
@@ -264,6 +330,17 @@ mod tests {
             sent += 1;
         }
         sent
+    }
+
+    #[test]
+    fn read_ahead_shares_end_at_the_budget_and_come_back() {
+        // (Other tests' sessions may hold a share meanwhile.)
+        let shares: Vec<ReadAhead> = std::iter::from_fn(ReadAhead::grant).take(100).collect();
+        assert!(shares.len() <= READ_AHEAD_BUDGET / READ_AHEAD);
+        assert!(shares.len() > READ_AHEAD_BUDGET / READ_AHEAD / 2);
+        assert!(ReadAhead::grant().is_none());
+        drop(shares);
+        assert!(ReadAhead::grant().is_some());
     }
 
     #[test]
