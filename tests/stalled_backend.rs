@@ -371,11 +371,7 @@ fn a_pipeline_deeper_than_the_sockets_gets_every_error_in_time() {
         took < Duration::from_millis(1500),
         "the last error after {took:?}"
     );
-    common::wait_until(
-        "the backend to answer again",
-        Duration::from_secs(5),
-        || client.cmd_str(&["GET", &key]) == "$1\r\nv\r\n",
-    );
+    answers_again(&mut client, &key);
 }
 
 /// Reading ahead is shared out: 100 clients that each pipeline 2 MB of GETs
@@ -424,6 +420,15 @@ fn deep_pipelines_of_many_clients_read_ahead_within_the_budget() {
     shards[1].guard.signal("CONT");
 }
 
+/// Waits for `key` (set to `v`) to be read again once its shard resumed.
+fn answers_again(client: &mut RawClient, key: &str) {
+    common::wait_until(
+        "the backend to answer again",
+        Duration::from_secs(5),
+        || client.cmd_str(&["GET", key]) == "$1\r\nv\r\n",
+    );
+}
+
 /// `count` pipelined GETs for a stopped shard (timeout 500 ms) all get
 /// their timeout error in time, and the shard answers once resumed.
 fn gets_of_a_stopped_shard_time_out_in_time(count: usize) {
@@ -433,11 +438,7 @@ fn gets_of_a_stopped_shard_time_out_in_time(count: usize) {
     shards[1].guard.signal("STOP");
     let get = encode_command(&[b"GET", key.as_bytes()]);
     every_timeout_in_time(&mut client, &shards, &vec![get; count]);
-    common::wait_until(
-        "the backend to answer again",
-        Duration::from_secs(5),
-        || client.cmd_str(&["GET", &key]) == "$1\r\nv\r\n",
-    );
+    answers_again(&mut client, &key);
 }
 
 /// 200 pipelined MGETs of a key on each shard, one shard stopped (timeout
