@@ -196,7 +196,7 @@ fn a_slow_reader_of_a_long_pipeline_gets_no_timeout() {
     // Read as fast as it comes, a pipeline that takes far longer than the
     // timeout as a whole (each read of it too): the backend answers all
     // along.
-    let (proxy, _shards) = two_shards("  timeout: 50\n");
+    let (proxy, _shards) = two_shards("  timeout: 200\n");
     let mut client = RawClient::connect(proxy.port);
     assert_eq!(client.cmd_str(&["SET", key, &value]), "+OK\r\n");
     let mut pipeline = Vec::new();

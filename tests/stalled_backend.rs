@@ -429,6 +429,41 @@ fn answers_again(client: &mut RawClient, key: &str) {
     );
 }
 
+/// Clients that stream deep pipelines to healthy shards take no read-ahead
+/// share (it would starve the clients behind a stalled one: 66 such
+/// clients put 100,000 GETs to a stopped shard back to 12.8 s), and one
+/// left idle with the start of a request in its input keeps no large
+/// buffer: 30 clients that each pipelined 1.2 MB and went idle held 1.1 MB
+/// each.
+#[test]
+fn deep_pipelines_to_healthy_shards_leave_idle_clients_small() {
+    let (proxy, _shards, first, second) = two_shards_with("  timeout: 5000\n");
+    let pid = proxy.guard.pid();
+    let before = rss_kib(pid);
+    let mut pipeline = Vec::new();
+    let count = 40_000;
+    for i in 0..count {
+        let key = if i % 2 == 0 { &first } else { &second };
+        pipeline.extend(encode_command(&[b"GET", key.as_bytes()]));
+    }
+    // The start of one more request: left in the input while idle.
+    pipeline.extend_from_slice(b"*2\r\n$3\r\nGET\r\n$");
+    let pipeline = std::sync::Arc::new(pipeline);
+    let mut clients: Vec<RawClient> = (0..30).map(|_| RawClient::connect(proxy.port)).collect();
+    for client in &clients {
+        let mut socket = client.reader.get_ref().try_clone().unwrap();
+        let pipeline = pipeline.clone();
+        std::thread::spawn(move || socket.write_all(&pipeline).unwrap());
+    }
+    for client in &mut clients {
+        for i in 0..count {
+            assert_eq!(client.read_reply(), b"$-1\r\n", "reply {i}");
+        }
+    }
+    let grown = rss_kib(pid).saturating_sub(before);
+    assert!(grown < 16 * 1024, "30 idle clients hold {grown} KiB");
+}
+
 /// `count` pipelined GETs for a stopped shard (timeout 500 ms) all get
 /// their timeout error in time, and the shard answers once resumed.
 fn gets_of_a_stopped_shard_time_out_in_time(count: usize) {

@@ -23,7 +23,7 @@ use crate::proxy::split::PartHandle;
 use crate::proxy::stats::PoolStats;
 use crate::proxy::stream::{poll_read_buf, Io};
 use crate::proxy::window::{ReadAhead, Window, READ_AHEAD};
-use bytes::BytesMut;
+use bytes::{BufMut, BytesMut};
 use smallvec::SmallVec;
 use std::collections::VecDeque;
 use std::future::poll_fn;
@@ -114,6 +114,10 @@ fn head_of_line(session: &Session, owed: &VecDeque<Owed>) -> SmallVec<[(ShardNam
         .collect()
 }
 
+/// How long the shard a shut window waits on must have answered nothing
+/// before the client is read ahead of it.
+const STALLED_FOR: Duration = Duration::from_millis(100);
+
 /// True when the pool's requests time out: only then does reading ahead
 /// of a shut window change when a request is answered.
 fn timed(session: &Session) -> bool {
@@ -194,6 +198,9 @@ pub async fn serve<S: Io>(pool: Arc<Pool>, mut stream: S, shutdown: watch::Recei
     loop {
         // Dispatch what has arrived, as far as the window allows.
         let mut exhausted = false;
+        // The shut window waits on a shard that has answered nothing for
+        // `STALLED_FOR`: reading ahead is worth it.
+        let mut stalled = false;
         let mut arrived = None;
         while !finishing
             && may_dispatch(
@@ -276,7 +283,11 @@ pub async fn serve<S: Io>(pool: Arc<Pool>, mut stream: S, shutdown: watch::Recei
                 session.head_wait.waits_on(shard, responses);
                 waits = true;
             }
-            if waits && read_ahead.is_none() && timed(&session) {
+            // Only behind a shard that has answered nothing for a while:
+            // behind a healthy one, the window reopens soon enough, and a
+            // client streaming to it would hold a share for nothing.
+            stalled = waits && session.head_wait.stalled_for(STALLED_FOR);
+            if stalled && read_ahead.is_none() && timed(&session) {
                 read_ahead = ReadAhead::grant();
             }
             if input.len() >= READ_CHUNK {
@@ -368,6 +379,14 @@ pub async fn serve<S: Io>(pool: Arc<Pool>, mut stream: S, shutdown: watch::Recei
             input = BytesMut::new();
             big_input = false;
             grown_input = false;
+        } else if grown_input && read_ahead.is_none() && input.len() <= READ_CHUNK {
+            // The start of a request is left of a large buffer (read ahead,
+            // or a large request's): moved to a buffer of its own, so that
+            // an idle client holding it does not keep the whole allocation
+            // alive (60 such clients held 1.1 MB each). The parser's
+            // offsets hold: the bytes are the same from the start.
+            input = BytesMut::from(&input[..]);
+            grown_input = false;
         }
         // A client that may not dispatch (blocked, or its window shut) is
         // still read, a little, so that its going away is seen at once;
@@ -379,7 +398,7 @@ pub async fn serve<S: Io>(pool: Arc<Pool>, mut stream: S, shutdown: watch::Recei
             && !finishing
             && (may_go_on
                 || input.len() < READ_CHUNK
-                || read_ahead.is_some() && input.len() < READ_AHEAD);
+                || stalled && read_ahead.is_some() && input.len() < READ_AHEAD);
         let idle = owed.is_empty() && !unsent;
         // (Not a subscribed client: its wait below does not poll the check.)
         let watch_close = !want_input
@@ -531,7 +550,16 @@ pub async fn serve<S: Io>(pool: Arc<Pool>, mut stream: S, shutdown: watch::Recei
                 big_input |= chunk == READ_CHUNK;
             }
             let room = input.capacity() - input.len();
-            match read_now(&mut stream, &mut input).await {
+            // Reading ahead of a shut window, never past the share: the
+            // buffer's spare room may be larger (a reserve doubles it). A
+            // window that admits, or a request not whole yet, reads on.
+            let share = READ_AHEAD.saturating_sub(input.len());
+            let read = if read_ahead.is_some() && !may_go_on && share > 0 {
+                read_now(&mut stream, &mut (&mut input).limit(share)).await
+            } else {
+                read_now(&mut stream, &mut input).await
+            };
+            match read {
                 Some(Ok(0)) | Some(Err(_)) => {
                     closed = true;
                     abandon(&owed);
@@ -543,7 +571,7 @@ pub async fn serve<S: Io>(pool: Arc<Pool>, mut stream: S, shutdown: watch::Recei
                 }
                 None => {}
             }
-            grown_input |= input.len() > GROWN_INPUT;
+            grown_input |= input.len() > GROWN_INPUT || read_ahead.is_some();
         }
     }
 }
@@ -641,7 +669,10 @@ async fn stop_signal(mut shutdown: watch::Receiver<bool>) {
 /// readiness was stale). Unlike `try_read_buf`, the `AsyncRead` path takes a
 /// short read as proof that the socket is drained, which saves the read
 /// that would only return `WouldBlock` before the next wait.
-async fn read_now<S: Io>(stream: &mut S, input: &mut BytesMut) -> Option<std::io::Result<usize>> {
+async fn read_now<S: Io, B: bytes::BufMut>(
+    stream: &mut S,
+    input: &mut B,
+) -> Option<std::io::Result<usize>> {
     poll_fn(|cx| match poll_read_buf(stream, cx, input) {
         Poll::Ready(read) => Poll::Ready(Some(read)),
         Poll::Pending => Poll::Ready(None),

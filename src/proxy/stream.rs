@@ -190,10 +190,10 @@ pub(crate) enum BackendStream {
 /// nothing has: the poll form of `read_buf`, for loops that also wait for
 /// other things on the same stream.
 #[inline]
-pub(crate) fn poll_read_buf<S: Io>(
+pub(crate) fn poll_read_buf<S: Io, B: bytes::BufMut>(
     stream: &mut S,
     cx: &mut Context<'_>,
-    buf: &mut BytesMut,
+    buf: &mut B,
 ) -> Poll<io::Result<usize>> {
     tokio_util::io::poll_read_buf(std::pin::Pin::new(stream), cx, buf)
 }

@@ -5,6 +5,7 @@
 use crate::proxy::router::ShardName;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 use tokio::time::Instant;
 
 /// Most requests a session has dispatched and not answered yet.
@@ -190,9 +191,11 @@ impl HeadWait {
         }
     }
 
-    /// The shut window waits on at least one shard.
-    pub fn is_waiting(&self) -> bool {
-        !self.waits.is_empty()
+    /// The shut window has waited on a shard whose backend has read no
+    /// reply for at least `quiet`.
+    pub fn stalled_for(&self, quiet: Duration) -> bool {
+        let now = Instant::now();
+        self.waits.iter().any(|wait| now - wait.since >= quiet)
     }
 
     /// The input (`input_len` bytes) is full, and reads stop or slow
