@@ -349,6 +349,15 @@ fn a_pipeline_deeper_than_the_sockets_gets_every_error_in_time() {
     let mut client = RawClient::connect(proxy.port);
     assert_eq!(client.cmd_str(&["SET", &key, "v"]), "+OK\r\n");
     shards[1].guard.signal("STOP");
+    deep_pipeline_times_out_in_time(&mut client, &shards, &key);
+    shards[1].guard.signal("CONT");
+    answers_again(&mut client, &key);
+}
+
+/// 30,000 GETs of `key`, on the stopped second shard (timeout 500 ms),
+/// written from a thread while the replies are read: every reply is the
+/// timeout error, the last within 1.5 timeouts.
+fn deep_pipeline_times_out_in_time(client: &mut RawClient, shards: &[Redis; 2], key: &str) {
     let get = encode_command(&[b"GET", key.as_bytes()]);
     let count = 30_000;
     let pipeline = vec![get; count].concat();
@@ -366,11 +375,45 @@ fn a_pipeline_deeper_than_the_sockets_gets_every_error_in_time() {
     }
     let took = started.elapsed();
     writing.join().unwrap();
-    shards[1].guard.signal("CONT");
     assert!(
         took < Duration::from_millis(1500),
         "the last error after {took:?}"
     );
+}
+
+/// Sessions that read ahead behind a stall and then block (BLPOP on the
+/// healthy shard) with part of what they read still in their input keep
+/// only that part of their share: 64 of them kept a whole share each, and
+/// the next deep pipeline to a stopped shard waited one timeout per
+/// socket's worth again (12.7 s for 100,000 GETs).
+#[test]
+fn blocked_sessions_give_back_what_they_no_longer_read_ahead() {
+    let (proxy, shards, list, key) = two_shards_with("  timeout: 500\n");
+    let mut admin = RawClient::connect(proxy.port);
+    assert_eq!(admin.cmd_str(&["SET", &key, "v"]), "+OK\r\n");
+    // Behind the stall: GETs of the stopped shard, a BLPOP that blocks on
+    // the healthy one, then more GETs left unread in the input.
+    let get = encode_command(&[b"GET", key.as_bytes()]);
+    let mut pipeline = get.repeat(600_000 / get.len());
+    pipeline.extend(encode_command(&[b"BLPOP", list.as_bytes(), b"0"]));
+    pipeline.extend(get.repeat(300_000 / get.len()));
+    shards[1].guard.signal("STOP");
+    let mut blocked: Vec<RawClient> = (0..64).map(|_| RawClient::connect(proxy.port)).collect();
+    for client in &mut blocked {
+        client.send_raw(&pipeline);
+    }
+    // Every GET before the BLPOP is answered once the stall ends.
+    let resume = signal_after(shards[1].guard.pid(), "-CONT", Duration::from_millis(300));
+    for client in &mut blocked {
+        for i in 0..600_000 / get.len() {
+            assert_eq!(client.read_reply(), b"$1\r\nv\r\n", "reply {i}");
+        }
+    }
+    resume.join().unwrap();
+    shards[1].guard.signal("STOP");
+    let mut client = RawClient::connect(proxy.port);
+    deep_pipeline_times_out_in_time(&mut client, &shards, &key);
+    shards[1].guard.signal("CONT");
     answers_again(&mut client, &key);
 }
 

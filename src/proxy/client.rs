@@ -22,7 +22,7 @@ use crate::proxy::session::Session;
 use crate::proxy::split::PartHandle;
 use crate::proxy::stats::PoolStats;
 use crate::proxy::stream::{poll_read_buf, Io};
-use crate::proxy::window::{ReadAhead, Window, READ_AHEAD};
+use crate::proxy::window::{ReadAhead, Window};
 use bytes::{BufMut, BytesMut};
 use smallvec::SmallVec;
 use std::collections::VecDeque;
@@ -287,8 +287,12 @@ pub async fn serve<S: Io>(pool: Arc<Pool>, mut stream: S, shutdown: watch::Recei
             // behind a healthy one, the window reopens soon enough, and a
             // client streaming to it would hold a share for nothing.
             stalled = waits && session.head_wait.stalled_for(STALLED_FOR);
-            if stalled && read_ahead.is_none() && timed(&session) {
-                read_ahead = ReadAhead::grant();
+            if stalled {
+                match read_ahead.as_mut() {
+                    Some(share) => share.regrow(),
+                    None if timed(&session) => read_ahead = ReadAhead::grant(),
+                    None => {}
+                }
             }
             if input.len() >= READ_CHUNK {
                 // Reads stop here (`want_input`), or further on when
@@ -368,6 +372,18 @@ pub async fn serve<S: Io>(pool: Arc<Pool>, mut stream: S, shutdown: watch::Recei
             // Requests are waiting in the buffer and room was made for them.
             continue;
         }
+        if let Some(share) = read_ahead.as_mut() {
+            if closed || finishing || may_go_on && input.len() < READ_CHUNK {
+                read_ahead = None;
+            } else if session.blocked && share.held() > input.len() {
+                // Blocked, it reads no more: what it read moves to a buffer
+                // of its size, and only that stays counted, so the rest of
+                // the share can serve another session.
+                input = BytesMut::from(&input[..]);
+                grown_input = false;
+                share.fit(input.len());
+            }
+        }
         // An idle session keeps at most a small buffer. One grown for a
         // large request goes as soon as it is empty, busy or not, before
         // the session waits: what is left of it is a view that keeps the
@@ -391,14 +407,14 @@ pub async fn serve<S: Io>(pool: Arc<Pool>, mut stream: S, shutdown: watch::Recei
         // A client that may not dispatch (blocked, or its window shut) is
         // still read, a little, so that its going away is seen at once;
         // up to `READ_AHEAD` while its window waits on a shard.
-        if read_ahead.is_some() && (closed || finishing || may_go_on && input.len() < READ_CHUNK) {
-            read_ahead = None;
-        }
         let want_input = !closed
             && !finishing
             && (may_go_on
                 || input.len() < READ_CHUNK
-                || stalled && read_ahead.is_some() && input.len() < READ_AHEAD);
+                || stalled
+                    && read_ahead
+                        .as_ref()
+                        .is_some_and(|share| input.len() < share.held()));
         let idle = owed.is_empty() && !unsent;
         // (Not a subscribed client: its wait below does not poll the check.)
         let watch_close = !want_input
@@ -553,8 +569,10 @@ pub async fn serve<S: Io>(pool: Arc<Pool>, mut stream: S, shutdown: watch::Recei
             // Reading ahead of a shut window, never past the share: the
             // buffer's spare room may be larger (a reserve doubles it). A
             // window that admits, or a request not whole yet, reads on.
-            let share = READ_AHEAD.saturating_sub(input.len());
-            let read = if read_ahead.is_some() && !may_go_on && share > 0 {
+            let share = read_ahead
+                .as_ref()
+                .map_or(0, |share| share.held().saturating_sub(input.len()));
+            let read = if !may_go_on && share > 0 {
                 read_now(&mut stream, &mut (&mut input).limit(share)).await
             } else {
                 read_now(&mut stream, &mut input).await

@@ -299,24 +299,64 @@ pub const READ_AHEAD: usize = 1024 * 1024;
 const READ_AHEAD_BUDGET: usize = 64 * 1024 * 1024;
 static READ_AHEAD_HELD: AtomicUsize = AtomicUsize::new(0);
 
-/// A session's share of [`READ_AHEAD_BUDGET`], given back when dropped.
-pub struct ReadAhead(());
+/// A session's share of [`READ_AHEAD_BUDGET`]: at most [`READ_AHEAD`],
+/// cut down to what its input holds once it is blocked (a blocked session
+/// reads nothing more, and would otherwise keep a whole share: 64 such
+/// sessions left none for the next client behind a stall), given back
+/// when dropped.
+pub struct ReadAhead {
+    held: usize,
+    budget: &'static AtomicUsize,
+}
 
 impl ReadAhead {
-    /// A share, if the budget has one left.
+    /// A whole share, if the budget has one left.
     pub fn grant() -> Option<ReadAhead> {
-        READ_AHEAD_HELD
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| {
-                (held + READ_AHEAD <= READ_AHEAD_BUDGET).then_some(held + READ_AHEAD)
-            })
-            .ok()
-            .map(|_| ReadAhead(()))
+        ReadAhead::grant_from(&READ_AHEAD_HELD)
     }
+
+    fn grant_from(budget: &'static AtomicUsize) -> Option<ReadAhead> {
+        // Built only once taken: a share dropped gives its bytes back.
+        take(budget, READ_AHEAD).then(|| ReadAhead {
+            held: READ_AHEAD,
+            budget,
+        })
+    }
+
+    /// How far the input may grow.
+    pub fn held(&self) -> usize {
+        self.held
+    }
+
+    /// Reading ahead again: back to a whole share, if the budget has it.
+    pub fn regrow(&mut self) {
+        if self.held < READ_AHEAD && take(self.budget, READ_AHEAD - self.held) {
+            self.held = READ_AHEAD;
+        }
+    }
+
+    /// Keeps only `bytes` of the share: what the input holds, in a buffer
+    /// of its own size.
+    pub fn fit(&mut self, bytes: usize) {
+        if bytes < self.held {
+            self.budget.fetch_sub(self.held - bytes, Ordering::AcqRel);
+            self.held = bytes;
+        }
+    }
+}
+
+/// Takes `bytes` of `budget`, if it has them.
+fn take(budget: &AtomicUsize, bytes: usize) -> bool {
+    budget
+        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| {
+            (held + bytes <= READ_AHEAD_BUDGET).then_some(held + bytes)
+        })
+        .is_ok()
 }
 
 impl Drop for ReadAhead {
     fn drop(&mut self) {
-        READ_AHEAD_HELD.fetch_sub(READ_AHEAD, Ordering::AcqRel);
+        self.budget.fetch_sub(self.held, Ordering::AcqRel);
     }
 }
 
@@ -337,13 +377,24 @@ mod tests {
 
     #[test]
     fn read_ahead_shares_end_at_the_budget_and_come_back() {
-        // (Other tests' sessions may hold a share meanwhile.)
-        let shares: Vec<ReadAhead> = std::iter::from_fn(ReadAhead::grant).take(100).collect();
-        assert!(shares.len() <= READ_AHEAD_BUDGET / READ_AHEAD);
-        assert!(shares.len() > READ_AHEAD_BUDGET / READ_AHEAD / 2);
-        assert!(ReadAhead::grant().is_none());
+        static BUDGET: AtomicUsize = AtomicUsize::new(0);
+        let grant = || ReadAhead::grant_from(&BUDGET);
+        let shares: Vec<ReadAhead> = std::iter::from_fn(grant).take(100).collect();
+        assert_eq!(shares.len(), READ_AHEAD_BUDGET / READ_AHEAD);
+        assert!(grant().is_none());
         drop(shares);
-        assert!(ReadAhead::grant().is_some());
+        let mut share = grant().expect("given back");
+        // Cut down, the rest goes back to the budget, and comes back.
+        share.fit(1000);
+        assert_eq!(share.held(), 1000);
+        let others: Vec<ReadAhead> = std::iter::from_fn(grant).take(100).collect();
+        assert_eq!(others.len(), READ_AHEAD_BUDGET / READ_AHEAD - 1);
+        share.regrow();
+        assert_eq!(share.held(), READ_AHEAD);
+        assert!(grant().is_none());
+        drop(others);
+        drop(share);
+        assert_eq!(BUDGET.load(Ordering::Relaxed), 0);
     }
 
     #[test]
