@@ -687,7 +687,7 @@ async fn stop_signal(mut shutdown: watch::Receiver<bool>) {
 /// readiness was stale). Unlike `try_read_buf`, the `AsyncRead` path takes a
 /// short read as proof that the socket is drained, which saves the read
 /// that would only return `WouldBlock` before the next wait.
-async fn read_now<S: Io, B: bytes::BufMut>(
+async fn read_now<S: Io, B: BufMut>(
     stream: &mut S,
     input: &mut B,
 ) -> Option<std::io::Result<usize>> {
