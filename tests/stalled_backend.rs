@@ -345,10 +345,7 @@ fn a_pipeline_longer_than_the_input_gets_every_error_in_time() {
 /// waits on a stalled shard.
 #[test]
 fn a_pipeline_deeper_than_the_sockets_gets_every_error_in_time() {
-    let (proxy, shards, _, key) = two_shards_with("  timeout: 500\n");
-    let mut client = RawClient::connect(proxy.port);
-    assert_eq!(client.cmd_str(&["SET", &key, "v"]), "+OK\r\n");
-    shards[1].guard.signal("STOP");
+    let (_proxy, shards, mut client, key) = warm_then_stop_the_second();
     deep_pipeline_times_out_in_time(&mut client, &shards, &key);
     shards[1].guard.signal("CONT");
     answers_again(&mut client, &key);
@@ -507,13 +504,20 @@ fn deep_pipelines_to_healthy_shards_leave_idle_clients_small() {
     assert!(grown < 16 * 1024, "30 idle clients hold {grown} KiB");
 }
 
-/// `count` pipelined GETs for a stopped shard (timeout 500 ms) all get
-/// their timeout error in time, and the shard answers once resumed.
-fn gets_of_a_stopped_shard_time_out_in_time(count: usize) {
+/// Two shards (timeout 500 ms) with `key` of the second set to `v`
+/// through a connected client, then the second stopped.
+fn warm_then_stop_the_second() -> (Proxy, [Redis; 2], RawClient, String) {
     let (proxy, shards, _, key) = two_shards_with("  timeout: 500\n");
     let mut client = RawClient::connect(proxy.port);
     assert_eq!(client.cmd_str(&["SET", &key, "v"]), "+OK\r\n");
     shards[1].guard.signal("STOP");
+    (proxy, shards, client, key)
+}
+
+/// `count` pipelined GETs for a stopped shard (timeout 500 ms) all get
+/// their timeout error in time, and the shard answers once resumed.
+fn gets_of_a_stopped_shard_time_out_in_time(count: usize) {
+    let (_proxy, shards, mut client, key) = warm_then_stop_the_second();
     let get = encode_command(&[b"GET", key.as_bytes()]);
     every_timeout_in_time(&mut client, &shards, &vec![get; count]);
     answers_again(&mut client, &key);

@@ -114,6 +114,14 @@ fn head_of_line(session: &Session, owed: &VecDeque<Owed>) -> SmallVec<[(ShardNam
         .collect()
 }
 
+/// Moves what `input` holds to a buffer of its own size: the allocation
+/// it was cut from (read ahead, or grown for a large request) can go. The
+/// parser's offsets hold, the bytes being the same from the start.
+fn own_buffer(input: &mut BytesMut, grown_input: &mut bool) {
+    *input = BytesMut::from(&input[..]);
+    *grown_input = false;
+}
+
 /// How long the shard a shut window waits on must have answered nothing
 /// before the client is read ahead of it.
 const STALLED_FOR: Duration = Duration::from_millis(100);
@@ -379,8 +387,7 @@ pub async fn serve<S: Io>(pool: Arc<Pool>, mut stream: S, shutdown: watch::Recei
                 // Blocked, it reads no more: what it read moves to a buffer
                 // of its size, and only that stays counted, so the rest of
                 // the share can serve another session.
-                input = BytesMut::from(&input[..]);
-                grown_input = false;
+                own_buffer(&mut input, &mut grown_input);
                 share.fit(input.len());
             }
         }
@@ -399,10 +406,8 @@ pub async fn serve<S: Io>(pool: Arc<Pool>, mut stream: S, shutdown: watch::Recei
             // The start of a request is left of a large buffer (read ahead,
             // or a large request's): moved to a buffer of its own, so that
             // an idle client holding it does not keep the whole allocation
-            // alive (60 such clients held 1.1 MB each). The parser's
-            // offsets hold: the bytes are the same from the start.
-            input = BytesMut::from(&input[..]);
-            grown_input = false;
+            // alive (60 such clients held 1.1 MB each).
+            own_buffer(&mut input, &mut grown_input);
         }
         // A client that may not dispatch (blocked, or its window shut) is
         // still read, a little, so that its going away is seen at once;

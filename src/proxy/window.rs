@@ -134,12 +134,11 @@ pub struct HeadWait {
     /// replies its backend had read then. A few at most (the shards that
     /// were at the head of a pipeline), so a scan beats a map.
     waits: Vec<Wait>,
-    /// Offsets in the client's byte stream: how far the parser has taken
-    /// it, and how far `sent` tells when bytes were sent.
+    /// How far the parser has taken the client's byte stream (an offset).
     consumed_to: u64,
-    covered_to: u64,
     /// From `consumed_to` on, in order: up to where (an offset), and by
-    /// when the client had sent those bytes. A few entries (they merge,
+    /// when the client had sent those bytes; the last one tells how far
+    /// send times are known. A few entries (they merge,
     /// keeping the later time, past [`MAX_SENT`]).
     sent: VecDeque<(u64, Instant)>,
     /// The socket was asked for its unread bytes since `sent` last ran out
@@ -224,7 +223,7 @@ impl HeadWait {
     /// now, unless an earlier time is known for them.
     fn sent_by_now(&mut self, len: usize) {
         let to = self.consumed_to + len as u64;
-        if to <= self.covered_to {
+        if to <= self.covered_to() {
             return;
         }
         let now = Instant::now();
@@ -234,7 +233,11 @@ impl HeadWait {
             self.sent.pop_back();
         }
         self.sent.push_back((to, now));
-        self.covered_to = to;
+    }
+
+    /// How far into the stream send times are known.
+    fn covered_to(&self) -> u64 {
+        self.sent.back().map_or(self.consumed_to, |&(to, _)| to)
     }
 
     /// `len` bytes left the front of the input (a request, or bytes the
@@ -250,7 +253,6 @@ impl HeadWait {
             self.sent.pop_front();
         }
         if self.sent.is_empty() {
-            self.covered_to = self.consumed_to;
             self.asked = false;
         }
     }
@@ -259,7 +261,7 @@ impl HeadWait {
     /// request: the waits are over, unless bytes sent while they lasted are
     /// still in the socket.
     pub fn drained(&mut self, input_len: usize) {
-        if self.covered_to <= self.consumed_to + input_len as u64 {
+        if self.covered_to() <= self.consumed_to + input_len as u64 {
             self.clear();
         }
     }
@@ -269,7 +271,6 @@ impl HeadWait {
     pub fn clear(&mut self) {
         self.waits.clear();
         self.sent.clear();
-        self.covered_to = self.consumed_to;
         self.asked = false;
     }
 
@@ -293,7 +294,7 @@ impl HeadWait {
 /// they arrived, not from when a later read took them (100,000 pipelined
 /// GETs to a stopped backend, 500 ms timeout: the last error after 12 s,
 /// one socket's worth per timeout).
-pub const READ_AHEAD: usize = 1024 * 1024;
+const READ_AHEAD: usize = 1024 * 1024;
 /// All sessions' read-ahead at once: a fleet of deep pipelines behind a
 /// stopped backend holds at most this much more (64 sessions' worth).
 const READ_AHEAD_BUDGET: usize = 64 * 1024 * 1024;
