@@ -13,6 +13,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Command, Stdio};
+use std::time::Duration;
 
 fn read_all(port: u16, request: &[u8]) -> String {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
@@ -287,4 +288,43 @@ fn info_describes_the_data_of_every_shard() {
     assert!(memory.contains("\r\nunavailable:"), "{memory}");
     assert_eq!(info_u64(&memory, "maxmemory"), 100 << 20, "{memory}");
     assert_eq!(c.cmd_str(&["PING"]), "+PONG\r\n");
+}
+
+/// A client part-way through a 1 MB SET holds a grown input buffer, which
+/// the metrics and INFO count while it does and not once the SET is done.
+#[test]
+fn grown_input_buffers_are_counted_while_held() {
+    let redis = Redis::start();
+    let proxy = Proxy::start(&format!(
+        "  redis: true\n  servers:\n   - {}:1\n",
+        redis.addr()
+    ));
+    let grown = |proxy: &Proxy| sample(&metrics(proxy), "shardproxy_client_grown_input_buffers");
+    assert_eq!(grown(&proxy), 0.0);
+    let value = vec![b'v'; 1024 * 1024];
+    let mut set = format!("*3\r\n$3\r\nSET\r\n$1\r\nk\r\n${}\r\n", value.len()).into_bytes();
+    set.extend_from_slice(&value);
+    set.extend_from_slice(b"\r\n");
+    let (head, tail) = set.split_at(600 * 1024);
+    let mut client = RawClient::connect(proxy.port);
+    client.reader.get_mut().write_all(head).unwrap();
+    common::wait_until(
+        "the partial SET to be counted",
+        Duration::from_secs(5),
+        || grown(&proxy) == 1.0,
+    );
+    let mut info = RawClient::connect(proxy.port);
+    assert_eq!(
+        info.info_number("clients", "client_grown_input_buffers"),
+        Some(1)
+    );
+    client.reader.get_mut().write_all(tail).unwrap();
+    assert_eq!(client.read_reply(), b"+OK\r\n");
+    common::wait_until("the buffer to be let go", Duration::from_secs(5), || {
+        grown(&proxy) == 0.0
+    });
+    assert_eq!(
+        sample(&metrics(&proxy), "shardproxy_client_read_ahead_bytes"),
+        0.0
+    );
 }

@@ -13,6 +13,7 @@
 use crate::command::Command;
 use crate::protocol::{encode_error, Proto, ProtocolError, Request, RequestParser};
 use crate::proxy::accept;
+use crate::proxy::input_memory::{GrownInput, ReadAhead};
 use crate::proxy::outbuf::OutBuf;
 use crate::proxy::pending::Pending;
 use crate::proxy::pool::Pool;
@@ -22,7 +23,7 @@ use crate::proxy::session::Session;
 use crate::proxy::split::PartHandle;
 use crate::proxy::stats::PoolStats;
 use crate::proxy::stream::{poll_read_buf, Io};
-use crate::proxy::window::{ReadAhead, Window};
+use crate::proxy::window::Window;
 use bytes::{BufMut, BytesMut};
 use smallvec::SmallVec;
 use std::collections::VecDeque;
@@ -117,9 +118,9 @@ fn head_of_line(session: &Session, owed: &VecDeque<Owed>) -> SmallVec<[(ShardNam
 /// Moves what `input` holds to a buffer of its own size: the allocation
 /// it was cut from (read ahead, or grown for a large request) can go. The
 /// parser's offsets hold, the bytes being the same from the start.
-fn own_buffer(input: &mut BytesMut, grown_input: &mut bool) {
+fn own_buffer(input: &mut BytesMut, grown_input: &mut GrownInput) {
     *input = BytesMut::from(&input[..]);
-    *grown_input = false;
+    grown_input.set(false);
 }
 
 /// How long the shard a shut window waits on must have answered nothing
@@ -199,7 +200,7 @@ pub async fn serve<S: Io>(pool: Arc<Pool>, mut stream: S, shutdown: watch::Recei
     // `input` was allocated with `READ_CHUNK`.
     let mut big_input = false;
     // `input` grew past `GROWN_INPUT` for a large request.
-    let mut grown_input = false;
+    let mut grown_input = GrownInput::default();
     // Held while the window waits on a shard, in a pool with a timeout:
     // the input may then grow to `READ_AHEAD` (see `ReadAhead`).
     let mut read_ahead: Option<ReadAhead> = None;
@@ -397,12 +398,12 @@ pub async fn serve<S: Io>(pool: Arc<Pool>, mut stream: S, shutdown: watch::Recei
         // whole allocation alive (a 64 MB SET followed by a PING kept 64 MB
         // per idle client).
         if input.is_empty()
-            && ((big_input && !busy) || grown_input || input.capacity() > 4 * READ_CHUNK)
+            && ((big_input && !busy) || grown_input.get() || input.capacity() > 4 * READ_CHUNK)
         {
             input = BytesMut::new();
             big_input = false;
-            grown_input = false;
-        } else if grown_input && read_ahead.is_none() && input.len() <= READ_CHUNK {
+            grown_input.set(false);
+        } else if grown_input.get() && read_ahead.is_none() && input.len() <= READ_CHUNK {
             // The start of a request is left of a large buffer (read ahead,
             // or a large request's): moved to a buffer of its own, so that
             // an idle client holding it does not keep the whole allocation
@@ -594,7 +595,9 @@ pub async fn serve<S: Io>(pool: Arc<Pool>, mut stream: S, shutdown: watch::Recei
                 }
                 None => {}
             }
-            grown_input |= input.len() > GROWN_INPUT || read_ahead.is_some();
+            if input.len() > GROWN_INPUT || read_ahead.is_some() {
+                grown_input.set(true);
+            }
         }
     }
 }

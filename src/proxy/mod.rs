@@ -7,7 +7,9 @@
 //! - [`client`]: one client connection's loop: read, dispatch, reply in order.
 //!   Its state is a [`session::Session`]; what it owes the client is a
 //!   [`pending::Pending`] per request; where each request goes (rights,
-//!   routing, splitting) is [`dispatch`]'s.
+//!   routing, splitting) is [`dispatch`]'s; its [`window`] bounds what it
+//!   has in flight, and [`input_memory`] counts what its input holds beyond
+//!   a read (read-ahead shares, grown buffers).
 //! - [`local`] and [`info`]: the commands the proxy answers itself;
 //!   [`acl`] the client users, their passwords and rights.
 //! - [`split`]: multi-key commands split over shards and put back together.
@@ -41,6 +43,7 @@ pub mod dedicated;
 pub mod dispatch;
 pub mod fanout;
 pub mod info;
+pub mod input_memory;
 pub mod keyspace;
 pub mod listener;
 pub mod local;

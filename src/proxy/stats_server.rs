@@ -4,6 +4,7 @@
 //! (`--metrics ADDR`, `GET /metrics`).
 
 use crate::proxy::accept::Acceptor;
+use crate::proxy::input_memory;
 use crate::proxy::pool::Pool;
 use crate::proxy::stats::{PoolStats, LATENCY_BUCKETS};
 use crate::proxy::zk::SessionState;
@@ -397,6 +398,21 @@ pub fn prometheus_text(pools: &[Arc<Pool>]) -> String {
         "gauge",
         "1 while a shard that held data has no member: only a Redis with its last master's history may lead it (shardproxy-admin promote).",
         &no_eligible,
+    );
+    // Process-wide: sessions of every pool share the read-ahead budget.
+    family(
+        &mut out,
+        "shardproxy_client_read_ahead_bytes",
+        "gauge",
+        "Bytes of the read-ahead budget held by clients whose window waits on a stalled shard.",
+        &[(String::new(), input_memory::read_ahead_held().to_string())],
+    );
+    family(
+        &mut out,
+        "shardproxy_client_grown_input_buffers",
+        "gauge",
+        "Clients holding an input buffer grown for a large request or a read ahead.",
+        &[(String::new(), input_memory::grown_inputs().to_string())],
     );
     out
 }

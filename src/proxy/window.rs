@@ -4,7 +4,6 @@
 
 use crate::proxy::router::ShardName;
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -288,79 +287,6 @@ impl HeadWait {
     }
 }
 
-/// What a session whose window waits on a stalled shard may hold in its
-/// input: it reads this far ahead instead of stopping at one read, so the
-/// requests a client pipelined behind the stalled one are timed from when
-/// they arrived, not from when a later read took them (100,000 pipelined
-/// GETs to a stopped backend, 500 ms timeout: the last error after 12 s,
-/// one socket's worth per timeout).
-const READ_AHEAD: usize = 1024 * 1024;
-/// All sessions' read-ahead at once: a fleet of deep pipelines behind a
-/// stopped backend holds at most this much more (64 sessions' worth).
-const READ_AHEAD_BUDGET: usize = 64 * 1024 * 1024;
-static READ_AHEAD_HELD: AtomicUsize = AtomicUsize::new(0);
-
-/// A session's share of [`READ_AHEAD_BUDGET`]: at most [`READ_AHEAD`],
-/// cut down to what its input holds once it is blocked (a blocked session
-/// reads nothing more, and would otherwise keep a whole share: 64 such
-/// sessions left none for the next client behind a stall), given back
-/// when dropped.
-pub struct ReadAhead {
-    held: usize,
-    budget: &'static AtomicUsize,
-}
-
-impl ReadAhead {
-    /// A whole share, if the budget has one left.
-    pub fn grant() -> Option<ReadAhead> {
-        ReadAhead::grant_from(&READ_AHEAD_HELD)
-    }
-
-    fn grant_from(budget: &'static AtomicUsize) -> Option<ReadAhead> {
-        // Built only once taken: a share dropped gives its bytes back.
-        take(budget, READ_AHEAD).then(|| ReadAhead {
-            held: READ_AHEAD,
-            budget,
-        })
-    }
-
-    /// How far the input may grow.
-    pub fn held(&self) -> usize {
-        self.held
-    }
-
-    /// Reading ahead again: back to a whole share, if the budget has it.
-    pub fn regrow(&mut self) {
-        if self.held < READ_AHEAD && take(self.budget, READ_AHEAD - self.held) {
-            self.held = READ_AHEAD;
-        }
-    }
-
-    /// Keeps only `bytes` of the share: what the input holds, in a buffer
-    /// of its own size.
-    pub fn fit(&mut self, bytes: usize) {
-        if bytes < self.held {
-            self.budget.fetch_sub(self.held - bytes, Ordering::AcqRel);
-            self.held = bytes;
-        }
-    }
-}
-
-/// Takes `bytes` of `budget`, if it has them.
-fn take(budget: &AtomicUsize, bytes: usize) -> bool {
-    budget
-        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| {
-            (held + bytes <= READ_AHEAD_BUDGET).then_some(held + bytes)
-        })
-        .is_ok()
-}
-
-impl Drop for ReadAhead {
-    fn drop(&mut self) {
-        self.budget.fetch_sub(self.held, Ordering::AcqRel);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -374,28 +300,6 @@ mod tests {
             sent += 1;
         }
         sent
-    }
-
-    #[test]
-    fn read_ahead_shares_end_at_the_budget_and_come_back() {
-        static BUDGET: AtomicUsize = AtomicUsize::new(0);
-        let grant = || ReadAhead::grant_from(&BUDGET);
-        let shares: Vec<ReadAhead> = std::iter::from_fn(grant).take(100).collect();
-        assert_eq!(shares.len(), READ_AHEAD_BUDGET / READ_AHEAD);
-        assert!(grant().is_none());
-        drop(shares);
-        let mut share = grant().expect("given back");
-        // Cut down, the rest goes back to the budget, and comes back.
-        share.fit(1000);
-        assert_eq!(share.held(), 1000);
-        let others: Vec<ReadAhead> = std::iter::from_fn(grant).take(100).collect();
-        assert_eq!(others.len(), READ_AHEAD_BUDGET / READ_AHEAD - 1);
-        share.regrow();
-        assert_eq!(share.held(), READ_AHEAD);
-        assert!(grant().is_none());
-        drop(others);
-        drop(share);
-        assert_eq!(BUDGET.load(Ordering::Relaxed), 0);
     }
 
     #[test]

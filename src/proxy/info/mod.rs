@@ -8,6 +8,7 @@ mod merged;
 
 use crate::protocol::{encode, parse_reply, Proto, Value};
 use crate::proxy::backend::ReplyReceiver;
+use crate::proxy::input_memory;
 use crate::proxy::pending::Pending;
 use crate::proxy::router::ShardName;
 use crate::proxy::session::{Session, REDIS_VERSION};
@@ -134,11 +135,14 @@ fn write_section(session: &Session, section: &str, out: &mut String) {
         "clients" => {
             let _ = write!(
                 out,
-                "# Clients\r\nconnected_clients:{}\r\nblocked_clients:{}\r\ndedicated_connections:{}\r\ndedicated_connections_parked:{}\r\n",
+                "# Clients\r\nconnected_clients:{}\r\nblocked_clients:{}\r\ndedicated_connections:{}\r\ndedicated_connections_parked:{}\r\n\
+                 client_read_ahead_bytes:{}\r\nclient_grown_input_buffers:{}\r\n",
                 PoolStats::get(&stats.connected_clients),
                 PoolStats::get(&stats.blocked_clients),
                 session.pool.dedicated.in_use(),
-                session.pool.dedicated.parked()
+                session.pool.dedicated.parked(),
+                input_memory::read_ahead_held(),
+                input_memory::grown_inputs(),
             );
         }
         "stats" => {
