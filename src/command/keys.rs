@@ -14,7 +14,6 @@ const NOT_INTEGER: &str = "ERR value is not an integer or out of range";
 const TOO_MANY_KEYS: &str = "ERR Number of keys can't be greater than number of args";
 const NEGATIVE_KEYS: &str = "ERR Number of keys can't be negative";
 const POSITIVE_KEYS: &str = "ERR numkeys should be greater than 0";
-const BAD_FUNCTION_KEYS: &str = "ERR Bad number of keys provided";
 const NOSCRIPT: &str = "NOSCRIPT No matching script. Please use EVAL.";
 const UNBALANCED: &str =
     "ERR Unbalanced XREAD list of streams: for each stream key an ID or '$' must be specified.";
@@ -81,11 +80,16 @@ fn numkeys(
             {
                 return Err(NOSCRIPT.into());
             }
-            let n = match (count, rule) {
-                (Some(n), _) => n,
-                (None, NumkeysRule::Function) => return Err(BAD_FUNCTION_KEYS.into()),
-                (None, _) => return Err(NOT_INTEGER.into()),
-            };
+            // FCALL looks its function up before it reads numkeys: with
+            // numkeys unusable it names no key and goes where keyless
+            // functions run, whose Redis answers "Function not found" or
+            // its own numkeys error, and runs nothing.
+            if rule == NumkeysRule::Function
+                && !count.is_some_and(|n| (0..=after as i64).contains(&n))
+            {
+                return Ok(Vec::new());
+            }
+            let n = count.ok_or(NOT_INTEGER)?;
             if n > after as i64 {
                 return Err(TOO_MANY_KEYS.into());
             }
@@ -350,8 +354,14 @@ mod tests {
     }
 
     #[test]
-    fn numkeys_function_rejects_a_non_integer() {
-        assert_eq!(keys(&["FCALL", "f", "x"]), Err(BAD_FUNCTION_KEYS.into()));
+    fn numkeys_function_leaves_an_unusable_numkeys_to_redis() {
+        for bad in [
+            &["FCALL", "f", "x"][..],
+            &["FCALL", "f", "-1"],
+            &["FCALL_RO", "f", "2", "k"],
+        ] {
+            assert_eq!(keys(bad), Ok(vec![]), "{bad:?}");
+        }
         assert_eq!(keys(&["FCALL", "f", "1", "k"]), Ok(vec![3]));
     }
 
