@@ -69,19 +69,23 @@ impl Session {
             conn.send(publish.freeze(), deadline)
         });
         // Ended with TRYAGAIN if a range holding one of its keys starts
-        // moving away: the slots its keys span (all of them where keys
-        // have no slot, as on a ketama ring, whose keys a reload can move
-        // from any server).
+        // moving away: the positions its keys span (slots, or hashes on a
+        // ketama ring; all of them where keys have no position, as with
+        // random).
         let keys = cmd.key_indexes(&request.args).unwrap_or_default();
         let span = keys
             .iter()
             .try_fold(None, |span: Option<(u32, u32)>, &key| {
-                let slot = table.slot_of(&request.args[key])?;
-                Some(Some(span.map_or((slot, slot), |(lo, hi)| {
-                    (lo.min(slot), hi.max(slot))
-                })))
+                let at = table.position_of(&request.args[key])?;
+                Some(Some(
+                    span.map_or((at, at), |(lo, hi)| (lo.min(at), hi.max(at))),
+                ))
             });
-        let span = span.unwrap_or(Some((0, u32::MAX)));
+        // A span of the last hash alone would pack to "not blocked": it is
+        // widened by one hash, which is told to retry a little more often.
+        let span = span
+            .unwrap_or(Some((0, u32::MAX)))
+            .map(|(lo, hi)| (lo.min(u32::MAX - 1), hi));
         let reply = conn.send_blocking(request.raw, deadline, span);
         let shard = conn.shard;
         self.set_blocked(true);

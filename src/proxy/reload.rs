@@ -69,15 +69,21 @@ fn apply(pool: &Pool, new: &PoolConfig) {
 /// with no timeout) would wait for ever: pushes now go to the new server.
 /// Each old server that lost keys ends its blocked commands on them with
 /// `-TRYAGAIN`, as when a range starts moving away
-/// ([`crate::proxy::backend::Backend::ranges_moving`]): those on the slot
-/// runs it lost, or every one where keys have no slots (ketama) or a new
-/// hash moved them, if the placement changed.
+/// ([`crate::proxy::backend::Backend::ranges_moving`]): those on the
+/// positions it lost (slot runs, or arcs of a ketama ring), or every one
+/// where a new hash or kind of distribution moved keys anywhere, or keys
+/// have no position (random), if the placement changed.
 fn release_blocked_on_moved_keys(old: &RoutingTable, new: &RoutingTable) {
     let id: Arc<str> = Arc::from(format!("reload-{}", new.version));
-    let same_hash = old.hash == new.hash && old.hash_tag == new.hash_tag;
+    let comparable = old.hash == new.hash
+        && old.hash_tag == new.hash_tag
+        && std::mem::discriminant(&old.distribution) == std::mem::discriminant(&new.distribution);
     let mut lost: HashMap<Arc<str>, Vec<(u32, u32)>> = HashMap::new();
-    match (old.distribution.slot_runs(), new.distribution.slot_runs()) {
-        (Some((size, before)), Some((new_size, after))) if size == new_size && same_hash => {
+    match (
+        old.distribution.position_runs(),
+        new.distribution.position_runs(),
+    ) {
+        (Some((size, before)), Some((new_size, after))) if size == new_size && comparable => {
             for (lo, hi, from, to) in overlaps(&before, &after) {
                 let (from, to) = (&old.shards[from].backend.addr, &new.shards[to].backend.addr);
                 if from != to {

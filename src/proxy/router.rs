@@ -167,6 +167,14 @@ impl RoutingTable {
             .slot(self.hash.hash(hashable_key(key, self.hash_tag)))
     }
 
+    /// Where `key` sits among the distribution's position runs (see
+    /// [`crate::route::Distribution::position`]): what a reload compares
+    /// to tell whether the key moved.
+    pub fn position_of(&self, key: &[u8]) -> Option<u32> {
+        self.distribution
+            .position(self.hash.hash(hashable_key(key, self.hash_tag)))
+    }
+
     /// What decides where every key goes: two tables with equal
     /// placements put each key on the same server (for tables without
     /// ranges, where that is the only way to tell).

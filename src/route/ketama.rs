@@ -57,6 +57,32 @@ impl Ring {
         let at = self.points.partition_point(|&(value, _)| value < hash);
         self.points.get(at).unwrap_or(&self.points[0]).1
     }
+
+    /// The arcs of the hash space each node owns, in hash order, as
+    /// `(first hash, last hash, node)`: a hash goes to the first point at
+    /// or after it, and past the last point round to the first point.
+    pub fn arcs(&self) -> Vec<(u64, u64, usize)> {
+        let mut arcs: Vec<(u64, u64, usize)> = Vec::new();
+        let mut add = |first: u64, last: u64, node: usize| {
+            // A point equal to the one before it owns nothing.
+            if first > last {
+                return;
+            }
+            match arcs.last_mut() {
+                Some(arc) if arc.2 == node => arc.1 = last,
+                _ => arcs.push((first, last, node)),
+            }
+        };
+        let mut first = 0;
+        for &(value, node) in &self.points {
+            add(first, u64::from(value), node);
+            first = u64::from(value) + 1;
+        }
+        if let Some(&(_, node)) = self.points.first() {
+            add(first, u64::from(u32::MAX), node);
+        }
+        arcs
+    }
 }
 
 /// A node's number of points, computed in C `float` arithmetic exactly as
@@ -145,6 +171,35 @@ mod tests {
         assert_eq!(ring.pick(u32::MAX), first_owner);
         assert_eq!(ring.pick(first_value), first_owner);
         assert_eq!(ring.pick(0), first_owner);
+    }
+
+    #[test]
+    fn arcs_give_each_hash_to_its_pick() {
+        let ring = Ring::new(&nodes(&[("a", 1), ("b", 2), ("c", 1)]));
+        let arcs = ring.arcs();
+        assert_eq!(
+            (arcs[0].0, arcs[arcs.len() - 1].1),
+            (0, u64::from(u32::MAX))
+        );
+        for pair in arcs.windows(2) {
+            assert_eq!(pair[0].1 + 1, pair[1].0);
+            assert_ne!(pair[0].2, pair[1].2, "neighbours of one node are merged");
+        }
+        let owner = |hash: u32| {
+            let at = arcs.partition_point(|arc| arc.1 < u64::from(hash));
+            arcs[at].2
+        };
+        let mut hash = 0u32;
+        for _ in 0..100_000 {
+            assert_eq!(owner(hash), ring.pick(hash), "{hash}");
+            hash = hash.wrapping_mul(2_654_435_761).wrapping_add(12_345);
+        }
+        for &(value, _) in &ring.points {
+            for near in [value.wrapping_sub(1), value, value.wrapping_add(1)] {
+                assert_eq!(owner(near), ring.pick(near), "{near}");
+            }
+        }
+        assert_eq!(owner(u32::MAX), ring.pick(u32::MAX));
     }
 
     #[test]

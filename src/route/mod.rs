@@ -102,12 +102,26 @@ impl Distribution {
         }
     }
 
-    /// The slot space's size and its runs in slot order, in the modula
-    /// and range forms.
-    pub fn slot_runs(&self) -> Option<(u64, Vec<SlotRun>)> {
+    /// Where a key of hash `hash` sits among the [`Self::position_runs`]:
+    /// its slot in the modula and range forms, the hash itself on a ketama
+    /// ring; none with random.
+    pub fn position(&self, hash: u32) -> Option<u32> {
         match self {
+            Distribution::Ketama(_) => Some(hash),
+            Distribution::Slots(slots) => Some(slots.slot(hash)),
+            Distribution::Random(_) => None,
+        }
+    }
+
+    /// The space of positions, its size and the runs of it each node owns,
+    /// in order: the slots in the modula and range forms, the ring's arcs
+    /// of the hash space with ketama. Two distributions of the same kind
+    /// and size send a position's keys to the nodes its runs name.
+    pub fn position_runs(&self) -> Option<(u64, Vec<SlotRun>)> {
+        match self {
+            Distribution::Ketama(ring) => Some((1 << 32, ring.arcs())),
             Distribution::Slots(slots) => Some((slots.size(), slots.runs().collect())),
-            _ => None,
+            Distribution::Random(_) => None,
         }
     }
 
