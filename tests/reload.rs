@@ -279,6 +279,37 @@ fn a_ketama_reload_tells_only_clients_blocked_on_moved_keys_to_retry() {
     );
 }
 
+/// A reload of a backend setting (`timeout`) builds new backends; a client
+/// blocked before it is still reached by the next reload, which moves its
+/// key: it is told to retry, not left blocked on the old server for good.
+#[test]
+fn a_client_blocked_before_a_settings_reload_is_told_when_a_later_one_moves_its_key() {
+    let (a, b) = (Redis::start(), Redis::start());
+    let port = free_port();
+    let proxy = Proxy::start_yaml(port, &pool_file(port, &a, &b, 3072));
+    let key = key_in("t", 0..1024);
+    let mut consumer = RawClient::connect(port);
+    block(&mut consumer, &key, &[&a]);
+    let with_timeout =
+        pool_file(port, &a, &b, 3072).replace("  hash: md5\n", "  hash: md5\n  timeout: 60000\n");
+    reload(&proxy, &with_timeout);
+    let moved = with_timeout
+        .replace(
+            &format!("{}:0-3071", a.addr()),
+            &format!("{}:0-3071", b.addr()),
+        )
+        .replace(
+            &format!("{}:3072-4095", b.addr()),
+            &format!("{}:3072-4095", a.addr()),
+        );
+    reload(&proxy, &moved);
+    let reply = String::from_utf8_lossy(&consumer.read_reply()).to_string();
+    assert!(reply.starts_with("-TRYAGAIN"), "{reply}");
+    // Retried, it blocks where pushes now go.
+    block(&mut consumer, &key, &[&b]);
+    pushed_and_popped(port, &mut consumer, &key);
+}
+
 /// Range form: a BLPOP on two keys is told to retry when its second key
 /// moves, and one on keys whose slots stay, between two ranges that move,
 /// is left alone.

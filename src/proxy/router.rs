@@ -368,7 +368,7 @@ impl Router {
     ) -> Arc<RoutingTable> {
         let mut state = self.lock();
         if settings.backends != state.settings.backends {
-            state.registry = Arc::new(BackendRegistry::new(settings.backends.clone()));
+            state.registry = Arc::new(state.registry.succeeding(settings.backends.clone()));
             state.migrators = migrator_registry(&settings.backends, &state.registry);
         }
         state.settings = settings;

@@ -169,9 +169,14 @@ pub(crate) struct Demotion {
     successor: Mutex<Weak<Backend>>,
     /// The last ranges of this master's that started moving to another
     /// shard (a migration's, or a reload's): a client's blocking command
-    /// on a key of them is ended (see [`Backend::ranges_moving`]).
-    moving: watch::Sender<Option<MovingAway>>,
+    /// on a key of them is ended (see [`Backend::ranges_moving`]). One per
+    /// server address, shared by every backend built for it (see
+    /// [`BackendRegistry::succeeding`]).
+    moving: Arc<MovingSignal>,
 }
+
+/// Where a server's moving ranges are announced.
+pub(crate) type MovingSignal = watch::Sender<Option<MovingAway>>;
 
 /// Ranges that started moving away: (the move's id, first and last slot
 /// of each range).
@@ -191,11 +196,11 @@ pub(crate) fn unpack_span(packed: u64) -> (u32, u32) {
 }
 
 impl Demotion {
-    fn new() -> Demotion {
+    fn new(moving: Arc<MovingSignal>) -> Demotion {
         Demotion {
             demoted: watch::Sender::new(false),
             successor: Mutex::new(Weak::new()),
-            moving: watch::Sender::new(None),
+            moving,
         }
     }
 
@@ -229,7 +234,7 @@ impl Backend {
     /// Creates the backend and spawns its RESP2 connection tasks (which
     /// connect at once with `preconnect`, else on first use). Must run inside
     /// a tokio runtime.
-    fn new(addr: &str, settings: Arc<BackendSettings>) -> Backend {
+    fn new(addr: &str, settings: Arc<BackendSettings>, moving: Arc<MovingSignal>) -> Backend {
         let addr: Arc<str> = Arc::from(addr);
         let stats = Arc::new(BackendStats::default());
         let health = Arc::new(Health::new(settings.failure_limit, settings.retry_timeout));
@@ -238,7 +243,7 @@ impl Backend {
             stats,
             health,
             settings,
-            demotion: Arc::new(Demotion::new()),
+            demotion: Arc::new(Demotion::new(moving)),
             sets: Box::new([]),
         };
         backend.sets = (0..workers::count())
@@ -477,6 +482,9 @@ pub struct BackendRegistry {
     settings: Arc<BackendSettings>,
     // A short sync lock: only taken while a routing table is built.
     backends: Mutex<HashMap<String, Weak<Backend>>>,
+    /// Each server address's moving signal while a backend for it lives,
+    /// shared with the registries that succeed this one.
+    moving: Arc<Mutex<HashMap<String, Weak<MovingSignal>>>>,
 }
 
 impl BackendRegistry {
@@ -484,6 +492,20 @@ impl BackendRegistry {
         BackendRegistry {
             settings: Arc::new(settings),
             backends: Mutex::new(HashMap::new()),
+            moving: Arc::default(),
+        }
+    }
+
+    /// A registry for new backend settings (a reload changed them): its
+    /// backends are new, but each shares its moving signal with the
+    /// backends this one built for the same address, on which clients may
+    /// still be blocked; a later reload that moves their keys away must
+    /// reach them (a client blocked before a `timeout` change stayed
+    /// blocked for good on a key the next reload moved).
+    pub fn succeeding(&self, settings: BackendSettings) -> BackendRegistry {
+        BackendRegistry {
+            moving: self.moving.clone(),
+            ..BackendRegistry::new(settings)
         }
     }
 
@@ -498,7 +520,19 @@ impl BackendRegistry {
             return backend;
         }
         map.retain(|_, b| b.strong_count() > 0);
-        let backend = Arc::new(Backend::new(addr, self.settings.clone()));
+        let moving = {
+            let mut signals = self.moving.lock().expect("moving lock");
+            match signals.get(addr).and_then(Weak::upgrade) {
+                Some(signal) => signal,
+                None => {
+                    signals.retain(|_, s| s.strong_count() > 0);
+                    let signal = Arc::new(watch::Sender::new(None));
+                    signals.insert(addr.to_string(), Arc::downgrade(&signal));
+                    signal
+                }
+            }
+        };
+        let backend = Arc::new(Backend::new(addr, self.settings.clone(), moving));
         map.insert(addr.to_string(), Arc::downgrade(&backend));
         backend
     }
