@@ -81,11 +81,7 @@ impl Session {
                     span.map_or((at, at), |(lo, hi)| (lo.min(at), hi.max(at))),
                 ))
             });
-        // A span of the last hash alone would pack to "not blocked": it is
-        // widened by one hash, which is told to retry a little more often.
-        let span = span
-            .unwrap_or(Some((0, u32::MAX)))
-            .map(|(lo, hi)| (lo.min(u32::MAX - 1), hi));
+        let span = span.unwrap_or(Some((0, u32::MAX)));
         let reply = conn.send_blocking(request.raw, deadline, span);
         let shard = conn.shard;
         self.set_blocked(true);

@@ -182,8 +182,10 @@ pub(crate) type MovingSignal = watch::Sender<Option<MovingAway>>;
 /// of each range).
 pub(crate) type MovingAway = (Arc<str>, Arc<[(u32, u32)]>);
 
-/// A private connection has no blocking command on keys in flight.
-pub(crate) const NOT_BLOCKED: u64 = u64::MAX;
+/// A private connection has no blocking command on keys in flight: a span
+/// whose first slot lies after its last, which no real span packs to (one
+/// of position `u32::MAX` alone does not collide with it).
+pub(crate) const NOT_BLOCKED: u64 = (u32::MAX as u64) << 32;
 
 /// The slots a blocking command's keys span, for its connection's
 /// `blocked_on`: first slot in the high half, last in the low.
@@ -535,5 +537,25 @@ impl BackendRegistry {
         let backend = Arc::new(Backend::new(addr, self.settings.clone(), moving));
         map.insert(addr.to_string(), Arc::downgrade(&backend));
         backend
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_span_packs_to_not_blocked() {
+        for span in [
+            (0, 0),
+            (0, u32::MAX),
+            (u32::MAX - 1, u32::MAX),
+            (u32::MAX, u32::MAX),
+        ] {
+            assert_ne!(pack_span(span), NOT_BLOCKED, "{span:?}");
+            assert_eq!(unpack_span(pack_span(span)), span);
+        }
+        let (first, last) = unpack_span(NOT_BLOCKED);
+        assert!(first > last);
     }
 }
