@@ -163,16 +163,19 @@ impl RoutingTable {
 
     /// The slot `key` falls on (modula and range forms).
     pub fn slot_of(&self, key: &[u8]) -> Option<u32> {
-        self.distribution
-            .slot(self.hash.hash(hashable_key(key, self.hash_tag)))
+        self.distribution.slot(self.key_hash(key))
     }
 
     /// Where `key` sits among the distribution's position runs (see
     /// [`crate::route::Distribution::position`]): what a reload compares
     /// to tell whether the key moved.
     pub fn position_of(&self, key: &[u8]) -> Option<u32> {
-        self.distribution
-            .position(self.hash.hash(hashable_key(key, self.hash_tag)))
+        self.distribution.position(self.key_hash(key))
+    }
+
+    /// The pool's hash of `key` (of its hash tag's part, with one).
+    fn key_hash(&self, key: &[u8]) -> u32 {
+        self.hash.hash(hashable_key(key, self.hash_tag))
     }
 
     /// What decides where every key goes: two tables with equal
@@ -208,8 +211,7 @@ impl RoutingTable {
 
     /// Index into `shards` of the shard owning `key`.
     pub fn shard_of(&self, key: &[u8]) -> usize {
-        let hash = self.hash.hash(hashable_key(key, self.hash_tag));
-        self.distribution.pick(hash)
+        self.distribution.pick(self.key_hash(key))
     }
 }
 

@@ -1,6 +1,6 @@
 //! twemproxy's `ketama` consistent-hash ring (libmemcached compatible).
 
-use super::{twemproxy_order, Node};
+use super::{twemproxy_order, Node, SlotRun};
 
 /// twemproxy's `KETAMA_POINTS_PER_SERVER`: points of an average-weight node.
 const POINTS_PER_SERVER: f32 = 160.0;
@@ -61,8 +61,8 @@ impl Ring {
     /// The arcs of the hash space each node owns, in hash order, as
     /// `(first hash, last hash, node)`: a hash goes to the first point at
     /// or after it, and past the last point round to the first point.
-    pub fn arcs(&self) -> Vec<(u64, u64, usize)> {
-        let mut arcs: Vec<(u64, u64, usize)> = Vec::new();
+    pub fn arcs(&self) -> Vec<SlotRun> {
+        let mut arcs: Vec<SlotRun> = Vec::new();
         let mut add = |first: u64, last: u64, node: usize| {
             // A point equal to the one before it owns nothing.
             if first > last {

@@ -49,7 +49,8 @@ pub struct Node {
     pub weight: u32,
 }
 
-/// Slots owned by one node: (first slot, last slot, node).
+/// Positions owned by one node: (first, last, node); slots, or the hashes
+/// of a ketama arc (see [`Distribution::position_runs`]).
 pub type SlotRun = (u64, u64, usize);
 
 /// Where keys go. Immutable; built once per routing table.
