@@ -292,6 +292,41 @@ fn info_describes_the_data_of_every_shard() {
 
 /// A client part-way through a 1 MB SET holds a grown input buffer, which
 /// the metrics and INFO count while it does and not once the SET is done.
+/// What is left of a large buffer once its request was answered (the start
+/// of the next request, larger than a read) moves to a buffer of its own:
+/// an idle client holding 20 KB of a request does not keep the 2 MB its
+/// SET grew the buffer to. The request then completes as sent.
+#[test]
+fn a_request_begun_behind_a_large_one_lets_the_large_buffer_go() {
+    let redis = Redis::start();
+    let proxy = Proxy::start(&format!(
+        "  redis: true\n  servers:\n   - {}:1\n",
+        redis.addr()
+    ));
+    let grown = |proxy: &Proxy| sample(&metrics(proxy), "shardproxy_client_grown_input_buffers");
+    let large = vec![b'v'; 2 * 1024 * 1024];
+    let next: Vec<u8> = (0..40 * 1024).map(|i| b'a' + (i % 26) as u8).collect();
+    let mut bytes = common::redis::encode_command(&[b"SET", b"large", &large]);
+    let second = common::redis::encode_command(&[b"SET", b"next", &next]);
+    let (begun, rest) = second.split_at(20 * 1024);
+    bytes.extend_from_slice(begun);
+    let mut client = RawClient::connect(proxy.port);
+    client.send_raw(&bytes);
+    assert_eq!(client.read_reply(), b"+OK\r\n");
+    common::wait_until(
+        "the large buffer to be let go while 20 KB of a request wait",
+        Duration::from_secs(5),
+        || grown(&proxy) == 0.0,
+    );
+    client.send_raw(rest);
+    assert_eq!(client.read_reply(), b"+OK\r\n");
+    assert_eq!(
+        client.cmd(&[b"GET", b"next"]),
+        [format!("${}\r\n", next.len()).as_bytes(), &next, b"\r\n"].concat()
+    );
+    assert_eq!(client.cmd(&[b"STRLEN", b"large"]), b":2097152\r\n");
+}
+
 #[test]
 fn grown_input_buffers_are_counted_while_held() {
     let redis = Redis::start();

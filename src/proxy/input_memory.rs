@@ -89,9 +89,13 @@ static GROWN_INPUTS: AtomicUsize = AtomicUsize::new(0);
 /// Whether a session's input buffer is one grown past its usual size (for
 /// a large request, or read ahead), counted in [`grown_inputs`] while it
 /// is. Set on every read, it touches the shared count only on a change.
+/// It also keeps the largest room the buffer was seen with while grown:
+/// once requests are cut off its front, the buffer's own capacity counts
+/// only what lies past them, not the allocation they keep alive.
 #[derive(Default)]
 pub struct GrownInput {
     grown: bool,
+    allocation: usize,
 }
 
 impl GrownInput {
@@ -106,9 +110,27 @@ impl GrownInput {
             if grown {
                 GROWN_INPUTS.fetch_add(1, Ordering::Relaxed);
             } else {
+                self.allocation = 0;
                 GROWN_INPUTS.fetch_sub(1, Ordering::Relaxed);
             }
         }
+    }
+
+    /// Marks the buffer grown, with `capacity` bytes of room from its
+    /// start as it is now.
+    #[inline]
+    pub fn grew_to(&mut self, capacity: usize) {
+        self.set(true);
+        self.allocation = self.allocation.max(capacity);
+    }
+
+    /// True when `held` bytes are a small part of the grown allocation:
+    /// what is left once a large request was cut off, worth moving out so
+    /// that the allocation can go. A request still growing fills at least
+    /// half of its buffer (the buffer doubles), so it is never moved, and
+    /// nothing is moved twice: the move ends the grown state.
+    pub fn mostly_spent(&self, held: usize) -> bool {
+        self.grown && held <= self.allocation / 4
     }
 }
 
