@@ -507,6 +507,11 @@ pub async fn serve<S: Io>(pool: Arc<Pool>, mut stream: S, shutdown: watch::Recei
                         return Poll::Ready(Wake::LetGo);
                     }
                 }
+                // Finishing, a subscriber gets no more messages; its
+                // unsubscriptions are still confirmed as they come.
+                if let Some(pubsub) = session.pubsub.as_mut() {
+                    let _ = pubsub.poll_discard(cx);
+                }
                 if let Some(check) = close_check.as_mut().filter(|_| watch_close) {
                     if check.as_mut().poll(cx).is_ready() {
                         return Poll::Ready(Wake::CloseCheck);

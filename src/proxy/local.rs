@@ -42,10 +42,11 @@ pub fn run(session: &mut Session, cmd: &'static Command, args: &[Bytes]) -> Pend
         "info" => info::run(session, args).pending(),
         "reset" => {
             let subscriptions = session.pubsub.take();
+            let proto = session.proto;
             session.reset();
             let done = Bytes::from_static(b"+RESET\r\n");
             match subscriptions {
-                Some(subscriptions) => subscriptions.leave(done),
+                Some(subscriptions) => subscriptions.leave(done, proto),
                 None => Pending::Ready(done),
             }
         }

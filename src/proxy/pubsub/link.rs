@@ -41,8 +41,9 @@ pub(super) enum Order {
         names: Vec<Bytes>,
         ack: Option<Ack>,
     },
-    /// Unsubscribe; `ack` is answered once the backend confirmed it (or
-    /// the connection is gone, which drops the subscriptions anyway).
+    /// Unsubscribe; once the backend confirmed it (or the connection is
+    /// gone, which drops the subscriptions anyway), [`Event::Left`] says
+    /// so behind the messages that came before the confirmation.
     Unsubscribe {
         kind: Kind,
         names: Vec<Bytes>,
@@ -59,6 +60,22 @@ pub(super) enum Event {
     /// The messages waiting for the session passed the client's output
     /// limit; the link stopped.
     Overflow,
+    /// The backend let go of `names`: every message it sent for them came
+    /// before this, on the same queue, so the session can deliver those
+    /// and then confirm the unsubscription (`ack`), as Redis does on one
+    /// connection.
+    Left {
+        kind: Kind,
+        names: Vec<Bytes>,
+        ack: Option<Ack>,
+    },
+}
+
+impl Sink {
+    /// Tells the session the backend let go of `names`.
+    fn left(&self, kind: Kind, names: Vec<Bytes>, ack: Option<Ack>) {
+        let _ = self.events.send(Event::Left { kind, names, ack });
+    }
 }
 
 /// Where a link's messages go, shared by the links of one session.
@@ -98,7 +115,7 @@ struct Held {
 impl Held {
     /// Applies an order received while there is no connection; `Some`
     /// new address for a move.
-    fn apply_offline(&mut self, order: Order) -> Option<Arc<str>> {
+    fn apply_offline(&mut self, order: Order, sink: &Sink) -> Option<Arc<str>> {
         match order {
             Order::Subscribe { kind, names, ack } => {
                 self.names[kind as usize].extend(names);
@@ -109,9 +126,7 @@ impl Held {
                 for name in &names {
                     self.names[kind as usize].remove(name);
                 }
-                if let Some(ack) = ack {
-                    let _ = ack.send(Ok(()));
-                }
+                sink.left(kind, names, ack);
                 None
             }
             Order::Move(addr) => Some(addr),
@@ -133,7 +148,7 @@ pub(super) async fn run(mut spec: Spec, mut orders: mpsc::UnboundedReceiver<Orde
                 result = &mut connecting => break Some(result),
                 order = orders.recv() => match order {
                     None => return,
-                    Some(order) => if let Some(addr) = held.apply_offline(order) {
+                    Some(order) => if let Some(addr) = held.apply_offline(order, &spec.sink) {
                         spec.addr = addr;
                         break None;
                     },
@@ -154,10 +169,18 @@ pub(super) async fn run(mut spec: Spec, mut orders: mpsc::UnboundedReceiver<Orde
                         serve(&spec, *tls, &mut held, &mut expected, &mut orders).await
                     }
                 };
-                // Whoever waits for a confirmation gets it from the next
-                // connection, which subscribes to everything held.
-                held.waiting
-                    .extend(expected.into_iter().flat_map(|e: Expected| e.acks));
+                // Whoever waits for a subscription's confirmation gets it
+                // from the next connection, which subscribes to everything
+                // held; an unsubscription went with the connection.
+                for pending in expected {
+                    match pending.left {
+                        Some((kind, names)) => {
+                            let ack = pending.acks.into_iter().next();
+                            spec.sink.left(kind, names, ack);
+                        }
+                        None => held.waiting.extend(pending.acks),
+                    }
+                }
                 outcome
             }
             Some(Err(reason)) => {
@@ -189,7 +212,7 @@ pub(super) async fn run(mut spec: Spec, mut orders: mpsc::UnboundedReceiver<Orde
                         () = &mut retry => break,
                         order = orders.recv() => match order {
                             None => return,
-                            Some(order) => if let Some(addr) = held.apply_offline(order) {
+                            Some(order) => if let Some(addr) = held.apply_offline(order, &spec.sink) {
                                 spec.addr = addr;
                                 break;
                             },
@@ -206,6 +229,21 @@ pub(super) async fn run(mut spec: Spec, mut orders: mpsc::UnboundedReceiver<Orde
 struct Expected {
     remaining: usize,
     acks: Vec<Ack>,
+    /// For an unsubscription, what it let go of: told to the session
+    /// ([`Event::Left`]) rather than answered directly.
+    left: Option<(Kind, Vec<Bytes>)>,
+}
+
+impl Expected {
+    /// The command is done (confirmed, or refused with `error`).
+    fn done(self, sink: &Sink, error: Option<&str>) {
+        match self.left {
+            Some((kind, names)) => sink.left(kind, names, self.acks.into_iter().next()),
+            None => self.acks.into_iter().for_each(|ack| {
+                let _ = ack.send(error.map_or(Ok(()), |e| Err(e.to_string())));
+            }),
+        }
+    }
 }
 
 /// Subscribes everything held on a new connection, then forwards messages
@@ -265,7 +303,9 @@ async fn serve<S: Io>(
                     for name in &names {
                         held.names[kind as usize].remove(name);
                     }
-                    expected.push_back(send(&mut out, kind.unsubscribe_command(), &names, ack));
+                    let mut sent = send(&mut out, kind.unsubscribe_command(), &names, ack);
+                    sent.left = Some((kind, names));
+                    expected.push_back(sent);
                 }
             },
         }
@@ -281,6 +321,7 @@ fn send(out: &mut OutBuf, command: &str, names: &[Bytes], ack: Option<Ack>) -> E
     Expected {
         remaining: names.len(),
         acks: ack.into_iter().collect(),
+        left: None,
     }
 }
 
@@ -314,9 +355,7 @@ fn take_frames(
                     front.remaining = front.remaining.saturating_sub(1);
                     if front.remaining == 0 {
                         let done = expected.pop_front().expect("front exists");
-                        done.acks.into_iter().for_each(|ack| {
-                            let _ = ack.send(Ok(()));
-                        });
+                        done.done(&spec.sink, None);
                     }
                 }
             }
@@ -324,9 +363,7 @@ fn take_frames(
                 // A refused command sends one error instead of its
                 // confirmations.
                 if let Some(done) = expected.pop_front() {
-                    done.acks.into_iter().for_each(|ack| {
-                        let _ = ack.send(Err(text.clone()));
-                    });
+                    done.done(&spec.sink, Some(&text));
                 }
             }
             Frame::Other => {}
@@ -390,23 +427,39 @@ mod tests {
     #[test]
     fn orders_while_disconnected_change_what_is_held() {
         let mut held = Held::default();
+        let (events, mut told) = mpsc::unbounded_channel();
+        let sink = Sink {
+            events,
+            queued: Arc::new(AtomicUsize::new(0)),
+            limit: 1 << 20,
+        };
         let (ack, _confirmed) = oneshot::channel();
         let names = vec![Bytes::from("a"), Bytes::from("b")];
         assert!(held
-            .apply_offline(Order::Subscribe {
-                kind: Kind::Channel,
-                names,
-                ack: Some(ack),
-            })
+            .apply_offline(
+                Order::Subscribe {
+                    kind: Kind::Channel,
+                    names,
+                    ack: Some(ack),
+                },
+                &sink
+            )
             .is_none());
-        held.apply_offline(Order::Unsubscribe {
-            kind: Kind::Channel,
-            names: vec![Bytes::from("a")],
-            ack: None,
-        });
+        held.apply_offline(
+            Order::Unsubscribe {
+                kind: Kind::Channel,
+                names: vec![Bytes::from("a")],
+                ack: None,
+            },
+            &sink,
+        );
         assert_eq!(held.names[Kind::Channel as usize].len(), 1);
+        // Nothing to wait for offline: the session is told at once.
+        assert!(
+            matches!(told.try_recv(), Ok(Event::Left { names, .. }) if names == [Bytes::from("a")])
+        );
         assert_eq!(held.waiting.len(), 1);
-        let moved = held.apply_offline(Order::Move(Arc::from("127.0.0.1:2")));
+        let moved = held.apply_offline(Order::Move(Arc::from("127.0.0.1:2")), &sink);
         assert_eq!(moved.as_deref(), Some("127.0.0.1:2"));
     }
 }

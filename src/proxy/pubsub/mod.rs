@@ -117,7 +117,9 @@ impl Link {
         let _ = self.orders.send(order);
     }
 
-    /// Unsubscribes `names`; the receiver answers once the shard confirmed.
+    /// Unsubscribes `names`; the receiver answers once the session took
+    /// the messages the shard sent before its confirmation
+    /// ([`PubSub::left`]).
     fn unsubscribe(&mut self, kind: Kind, names: Vec<Bytes>) -> oneshot::Receiver<Confirmed> {
         let (ack, confirmed) = oneshot::channel();
         self.order(Order::Unsubscribe {
@@ -138,6 +140,11 @@ pub struct PubSub {
     /// In subscription order: a bare (P|S)UNSUBSCRIBE confirms them so,
     /// as Redis 7.0 does patterns.
     names: [IndexSet<Bytes>; 3],
+    /// Names unsubscribed whose shards have not confirmed yet, with how
+    /// many links still owe it: their messages are delivered until then,
+    /// as Redis delivers what it published before the UNSUBSCRIBE ran
+    /// (a message the client published to itself just before).
+    draining: [HashMap<Bytes, usize>; 3],
     /// By shard name.
     links: HashMap<ShardName, Link>,
     sink: Sink,
@@ -161,6 +168,7 @@ impl PubSub {
         PubSub {
             pool: pool.clone(),
             names: Default::default(),
+            draining: Default::default(),
             links: HashMap::new(),
             sink: Sink {
                 events: events_tx,
@@ -187,19 +195,52 @@ impl PubSub {
     }
 
     /// RESET: lets go of every subscription and answers `reply` once the
-    /// shards confirmed, as Redis answers once it has.
-    pub fn leave(mut self: Box<Self>, reply: Bytes) -> Pending {
+    /// shards confirmed, as Redis answers once it has, after the messages
+    /// (in `proto`) they sent before.
+    pub fn leave(mut self: Box<Self>, reply: Bytes, proto: Proto) -> Pending {
         let mut acks = Vec::new();
+        let mut leaving = Vec::new();
         for link in self.links.values_mut() {
             for kind in Kind::ALL {
                 let names: Vec<Bytes> = link.held[kind as usize].iter().cloned().collect();
                 if !names.is_empty() {
+                    leaving.push((kind, names.clone()));
                     acks.push(link.unsubscribe(kind, names));
                 }
             }
         }
+        for (kind, names) in leaving {
+            self.drain(kind, &names);
+        }
+        self.names = Default::default();
         let pool = self.pool.clone();
-        after_confirmations(acks, Some(self), &pool, reply)
+        after_confirmations(acks, Some(self), &pool, reply, proto)
+    }
+
+    /// One link was asked to let go of `names`.
+    fn drain(&mut self, kind: Kind, names: &[Bytes]) {
+        for name in names {
+            *self.draining[kind as usize]
+                .entry(name.clone())
+                .or_default() += 1;
+        }
+    }
+
+    /// A link's shard let go of `names`: the messages it sent before were
+    /// taken, so the unsubscription is confirmed. (`ack` is `None` for a
+    /// link following a routing change, which drained nothing.)
+    fn left(&mut self, kind: Kind, names: &[Bytes], ack: Option<link::Ack>) {
+        let Some(ack) = ack else { return };
+        let draining = &mut self.draining[kind as usize];
+        for name in names {
+            if let Some(owed) = draining.get_mut(name) {
+                *owed -= 1;
+                if *owed == 0 {
+                    draining.remove(name);
+                }
+            }
+        }
+        let _ = ack.send(Ok(()));
     }
 
     fn total(&self) -> usize {
@@ -332,6 +373,14 @@ impl PubSub {
                                 }
                             }
                             Some(link::Event::Overflow) => return Event::Overflow,
+                            Some(link::Event::Left { kind, names, ack }) => {
+                                self.left(kind, &names, ack);
+                                // What came before goes out before the
+                                // confirmation is collected.
+                                if !batch.is_empty() {
+                                    break;
+                                }
+                            }
                             // The session holds a sender itself.
                             None => std::future::pending::<()>().await,
                         }
@@ -351,8 +400,9 @@ impl PubSub {
         }
     }
 
-    /// True when the message is for a name the client still holds: one
-    /// that arrives after its unsubscribe confirmation is dropped.
+    /// True when the message is for a name the client still holds, or
+    /// whose unsubscription its shard has not confirmed: one that arrives
+    /// after the confirmation is dropped.
     fn wants(&self, frame: &Bytes) -> bool {
         let Ok(Value::Array(items)) = crate::protocol::parse_reply_bytes(frame) else {
             return false;
@@ -367,7 +417,65 @@ impl PubSub {
             b"smessage" => Kind::Shard,
             _ => return false,
         };
-        self.names[kind as usize].contains(name)
+        self.names[kind as usize].contains(name) || self.draining[kind as usize].contains_key(name)
+    }
+
+    /// For a session that delivers no more messages (it is finishing):
+    /// drops those that arrived, and confirms the unsubscriptions behind
+    /// them, which would otherwise wait for their deadline. Always pending;
+    /// woken by the next event.
+    pub fn poll_discard(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        while let std::task::Poll::Ready(Some(event)) = self.events.poll_recv(cx) {
+            match event {
+                link::Event::Push(frame) => {
+                    self.sink.queued.fetch_sub(frame.len(), Ordering::Relaxed);
+                }
+                link::Event::Left { kind, names, ack } => self.left(kind, &names, ack),
+                link::Event::Overflow => {}
+            }
+        }
+        std::task::Poll::Pending
+    }
+
+    /// Takes the messages until `links` shards confirmed their
+    /// unsubscription (or `deadline`), in `proto`: the session has let go
+    /// of this `PubSub` and no longer reads its messages itself.
+    async fn drain_messages(
+        &mut self,
+        mut links: usize,
+        deadline: Duration,
+        proto: Proto,
+    ) -> Vec<u8> {
+        let mut messages = Vec::new();
+        let until = tokio::time::Instant::now() + deadline;
+        while links > 0 {
+            match tokio::time::timeout_at(until, self.events.recv()).await {
+                // Still counted as queued: the links' bound on what waits
+                // for the client holds for what gathers here too.
+                Ok(Some(link::Event::Push(frame))) => {
+                    if self.wants(&frame) {
+                        push_message(&frame, proto, &mut messages);
+                    }
+                }
+                Ok(Some(link::Event::Left { kind, names, ack })) => {
+                    links = links.saturating_sub(usize::from(ack.is_some()));
+                    self.left(kind, &names, ack);
+                }
+                Ok(Some(link::Event::Overflow) | None) | Err(_) => break,
+            }
+        }
+        messages
+    }
+}
+
+/// Appends a message frame (RESP2, as the backend sent it) in `proto`.
+fn push_message(frame: &Bytes, proto: Proto, out: &mut Vec<u8>) {
+    if proto == Proto::Resp3 {
+        // The same array, as a push frame: only the type byte differs.
+        out.push(b'>');
+        out.extend_from_slice(&frame[1..]);
+    } else {
+        out.extend_from_slice(frame);
     }
 }
 
@@ -644,127 +752,54 @@ fn unsubscribe(client: &mut Client<'_>, kind: Kind, mut names: Vec<Bytes>) -> Pe
     // a PUBLISH sent after the confirmation must not count this client.
     let mut acks = Vec::new();
     for (i, names) in gone {
-        if let Some(link) = ps.links.get_mut(&table.shard(i).name) {
+        let shard = table.shard(i).name;
+        if ps.links.contains_key(&shard) {
+            ps.drain(kind, &names);
+            let link = ps.links.get_mut(&shard).expect("checked above");
             acks.push(link.unsubscribe(kind, names));
         }
     }
     // Out of subscribed mode once nothing is held.
     let leaving = (ps.total() == 0).then(|| client.subscriptions.take());
-    after_confirmations(acks, leaving.flatten(), client.pool, out.freeze())
+    after_confirmations(acks, leaving.flatten(), client.pool, out.freeze(), proto)
 }
 
 /// `reply` once every shard confirmed (or the confirmation deadline
 /// passed). Links the session let go of (`leaving`) close only then: Redis
 /// drops a closed connection's subscriptions later, when it notices, and a
-/// PUBLISH sent right after the reply could still count this client.
+/// PUBLISH sent right after the reply could still count this client. The
+/// messages those links received before their shard confirmed come first,
+/// in `proto`; while the session holds its `PubSub`, it delivers them
+/// itself.
 fn after_confirmations(
     acks: Vec<oneshot::Receiver<Confirmed>>,
     leaving: Option<Box<PubSub>>,
     pool: &Pool,
     reply: Bytes,
+    proto: Proto,
 ) -> Pending {
     if acks.is_empty() {
         return Pending::Ready(reply);
     }
     let deadline = confirm_deadline(pool);
     Pending::Assembling(Box::pin(async move {
+        if let Some(mut leaving) = leaving {
+            let mut messages = leaving.drain_messages(acks.len(), deadline, proto).await;
+            drop(leaving);
+            if !messages.is_empty() {
+                messages.extend_from_slice(&reply);
+                return Bytes::from(messages);
+            }
+            return reply;
+        }
         // Any answer will do: a shard that failed or dropped the link no
         // longer holds the subscription either.
         for confirmed in acks {
             let _ = tokio::time::timeout(deadline, confirmed).await;
         }
-        drop(leaving);
         reply
     }))
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::config::Config;
-
-    fn pool() -> Arc<Pool> {
-        let config = Config::parse(
-            "p:\n  listen: 127.0.0.1:22121\n  redis: true\n  servers:\n   - 127.0.0.1:1:1\n",
-        )
-        .unwrap();
-        Arc::new(Pool::new(&config.pools[0]))
-    }
-
-    fn bytes(pending: Pending) -> Bytes {
-        match pending {
-            Pending::Ready(bytes) => bytes,
-            _ => panic!("not ready"),
-        }
-    }
-
-    #[test]
-    fn resp2_subscribed_mode_refuses_other_commands_as_redis_does() {
-        let get = crate::command::lookup(b"get").unwrap();
-        let ping = crate::command::lookup(b"ping").unwrap();
-        let id = crate::command::lookup_args(&[Bytes::from("client"), Bytes::from("id")]).unwrap();
-        assert_eq!(
-            refusal(true, Proto::Resp2, get).unwrap(),
-            "ERR Can't execute 'get': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context"
-        );
-        assert!(refusal(true, Proto::Resp2, id)
-            .unwrap()
-            .contains("'client|id'"));
-        assert_eq!(refusal(true, Proto::Resp2, ping), None);
-        assert_eq!(refusal(true, Proto::Resp3, get), None);
-        assert_eq!(refusal(false, Proto::Resp2, get), None);
-    }
-
-    #[test]
-    fn confirmations_are_arrays_in_resp2_and_pushes_in_resp3() {
-        let mut out = BytesMut::new();
-        confirmation(
-            "subscribe",
-            Some(&Bytes::from("a")),
-            2,
-            Proto::Resp2,
-            &mut out,
-        );
-        assert_eq!(&out[..], b"*3\r\n$9\r\nsubscribe\r\n$1\r\na\r\n:2\r\n");
-        out.clear();
-        confirmation("unsubscribe", None, 0, Proto::Resp3, &mut out);
-        assert_eq!(&out[..], b">3\r\n$11\r\nunsubscribe\r\n_\r\n:0\r\n");
-    }
-
-    #[test]
-    fn pong_in_subscribed_mode_is_an_array() {
-        assert_eq!(bytes(pong(None)), &b"*2\r\n$4\r\npong\r\n$0\r\n\r\n"[..]);
-        assert_eq!(
-            bytes(pong(Some(&Bytes::from("hi")))),
-            &b"*2\r\n$4\r\npong\r\n$2\r\nhi\r\n"[..]
-        );
-    }
-
-    #[tokio::test]
-    async fn counts_follow_redis_channels_and_patterns_together_shard_channels_apart() {
-        let pool = pool();
-        let mut subscriptions = None;
-        let mut client = Client {
-            pool: &pool,
-            proto: Proto::Resp2,
-            id: 1,
-            affinity: 0,
-            subscriptions: &mut subscriptions,
-        };
-        let reply = bytes(unsubscribe(&mut client, Kind::Pattern, vec![]));
-        assert_eq!(&reply[..], b"*3\r\n$12\r\npunsubscribe\r\n$-1\r\n:0\r\n");
-        let ps = client
-            .subscriptions
-            .get_or_insert_with(|| Box::new(PubSub::new(&pool)));
-        ps.names[Kind::Channel as usize].insert(Bytes::from("a"));
-        ps.names[Kind::Pattern as usize].insert(Bytes::from("p*"));
-        ps.names[Kind::Shard as usize].insert(Bytes::from("s"));
-        assert_eq!((ps.count(Kind::Channel), ps.count(Kind::Pattern)), (2, 2));
-        assert_eq!((ps.count(Kind::Shard), ps.total()), (1, 3));
-        // The last subscription gone: out of subscribed mode.
-        for kind in Kind::ALL {
-            unsubscribe(&mut client, kind, vec![]);
-        }
-        assert!(client.subscriptions.is_none());
-    }
-}
+mod tests;
