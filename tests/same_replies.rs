@@ -225,3 +225,94 @@ fn same_replies_as_redis_resp2() {
 fn same_replies_as_redis_resp3() {
     compare("resp3");
 }
+
+/// SORT's BY and GET patterns form keys Redis reads on the sorted key's
+/// server. Patterns whose keys carry the sorted key's hash tag before the
+/// `*` give Redis's own replies; those whose keys may be on another shard
+/// are refused, as Redis Cluster refuses them (before, the proxy sorted by
+/// weights it could not see: every weight 0, every GET nil). With one
+/// shard, any pattern runs.
+#[test]
+fn sort_patterns_run_on_the_sorted_key_shard_or_are_refused() {
+    use common::redis::RawClient;
+    use common::zk_cluster::keys_in;
+    let direct = Redis::start();
+    let shards = [Redis::start(), Redis::start()];
+    let proxy = Proxy::start(&format!(
+        "  redis: true\n  hash: md5\n  hash_tag: \"{{}}\"\n  servers:\n   - {}:0-2047\n   - {}:2048-4095\n",
+        shards[0].addr(),
+        shards[1].addr()
+    ));
+    let lone = Redis::start();
+    let single = Proxy::start(&format!(
+        "  redis: true\n  servers:\n   - {}:1\n",
+        lone.addr()
+    ));
+    let (here, there) = (
+        &keys_in(0, 2047, 1, "t")[0],
+        &keys_in(2048, 4095, 1, "u")[0],
+    );
+    let list = format!("{{{here}}}l");
+    let setup = |client: &mut RawClient| {
+        client.cmd_str(&["DEL", &list, "l"]);
+        for (element, weight) in [("1", "30"), ("2", "10"), ("3", "20")] {
+            client.cmd_str(&["RPUSH", &list, element]);
+            client.cmd_str(&["RPUSH", "l", element]);
+            client.cmd_str(&["SET", &format!("{{{here}}}w_{element}"), weight]);
+            client.cmd_str(&[
+                "SET",
+                &format!("{{{here}}}o_{element}"),
+                &format!("obj{element}"),
+            ]);
+            client.cmd_str(&["SET", &format!("w_{element}"), weight]);
+        }
+    };
+    let (by, get) = (format!("{{{here}}}w_*"), format!("{{{here}}}o_*"));
+    let stored = format!("{{{here}}}d");
+    let same: Vec<Vec<&str>> = vec![
+        vec!["SORT", &list, "BY", &by],
+        vec!["SORT", &list, "BY", &by, "GET", &get, "GET", "#"],
+        vec!["SORT", &list, "BY", "nosort", "GET", "#", "LIMIT", "0", "2"],
+        vec!["SORT", &list, "GET", "constant", "DESC"],
+        vec!["SORT_RO", &list, "BY", &by, "GET", &get],
+        vec!["SORT", &list, "BY", &by, "STORE", &stored],
+        vec!["LRANGE", &stored, "0", "-1"],
+    ];
+    let mut redis = direct.connect();
+    let mut through = RawClient::connect(proxy.port);
+    setup(&mut redis);
+    setup(&mut through);
+    for args in &same {
+        let want = redis.cmd_str(args);
+        assert!(!want.starts_with('-'), "{args:?}: {want}");
+        assert_eq!(through.cmd_str(args), want, "{args:?}");
+    }
+    let elsewhere = format!("{{{there}}}w_*");
+    let refused: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["SORT", &list, "BY", "w_*"], "BY"),
+        (vec!["SORT", &list, "BY", &elsewhere], "BY"),
+        (vec!["SORT", &list, "GET", "#", "GET", "o_*"], "GET"),
+        (vec!["SORT_RO", &list, "GET", "o_*{x}"], "GET"),
+        (vec!["SORT", &list, "BY", "{}w_*"], "BY"),
+    ];
+    for (args, option) in &refused {
+        assert_eq!(
+            through.cmd_str(args),
+            format!(
+                "-ERR {option} option of SORT denied through shardproxy: the keys its pattern \
+                 forms may be on another shard; put the sorted key's hash tag before the '*' \
+                 (e.g. weight_{{tag}}_*)\r\n"
+            ),
+            "{args:?}"
+        );
+    }
+    // One shard: nothing can be elsewhere.
+    let mut alone = RawClient::connect(single.port);
+    setup(&mut alone);
+    let args = ["SORT", "l", "BY", "w_*", "GET", "#"];
+    assert_eq!(alone.cmd_str(&args), redis.cmd_str(&args));
+    assert_eq!(
+        alone.cmd_str(&args),
+        "*3\r\n$1\r\n2\r\n$1\r\n3\r\n$1\r\n1\r\n"
+    );
+}

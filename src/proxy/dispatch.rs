@@ -16,7 +16,7 @@ use crate::proxy::pubsub;
 use crate::proxy::router::{RoutingTable, ShardName};
 use crate::proxy::session::{Lane, Session};
 use crate::proxy::split::{self, Part, SplitReply};
-use crate::proxy::{keyspace, scripts};
+use crate::proxy::{keyspace, scripts, sort};
 use bytes::Bytes;
 use std::sync::atomic::Ordering;
 
@@ -179,26 +179,19 @@ impl Session {
     /// without keys.
     ///
     /// # Errors
-    /// The error reply text: a malformed key layout, or keys on several
-    /// shards.
+    /// The error reply text: a malformed key layout, keys on several
+    /// shards, or SORT patterns that may read another shard's keys.
     pub(crate) fn shard_of_keys(
         &self,
         table: &RoutingTable,
         cmd: &Command,
         args: &[Bytes],
     ) -> Result<Option<usize>, String> {
-        if let Some(key) = single_key(cmd, args) {
-            return Ok(Some(table.shard_of(key)));
+        let shard = shard_of_named_keys(table, cmd, args)?;
+        if let Some(shard) = shard.filter(|_| matches!(cmd.name, "sort" | "sort_ro")) {
+            sort::check_patterns(table, args, shard)?;
         }
-        let keys = cmd.key_indexes(args)?;
-        let Some((&first, rest)) = keys.split_first() else {
-            return Ok(None);
-        };
-        let shard = table.shard_of(&args[first]);
-        if rest.iter().any(|&k| table.shard_of(&args[k]) != shard) {
-            return Err("CROSSSLOT Keys in request don't hash to the same server".into());
-        }
-        Ok(Some(shard))
+        Ok(shard)
     }
 
     /// [`Self::shard_of_keys`] for a request bound for the dedicated
@@ -338,6 +331,26 @@ fn moving_source(table: &RoutingTable) -> ShardName {
 
 /// The key of a command with exactly one key at a fixed position, found
 /// without allocating: the common case on the hot path.
+/// The shard of the keys a request names (see [`Session::shard_of_keys`]).
+fn shard_of_named_keys(
+    table: &RoutingTable,
+    cmd: &Command,
+    args: &[Bytes],
+) -> Result<Option<usize>, String> {
+    if let Some(key) = single_key(cmd, args) {
+        return Ok(Some(table.shard_of(key)));
+    }
+    let keys = cmd.key_indexes(args)?;
+    let Some((&first, rest)) = keys.split_first() else {
+        return Ok(None);
+    };
+    let shard = table.shard_of(&args[first]);
+    if rest.iter().any(|&k| table.shard_of(&args[k]) != shard) {
+        return Err("CROSSSLOT Keys in request don't hash to the same server".into());
+    }
+    Ok(Some(shard))
+}
+
 fn single_key<'a>(cmd: &Command, args: &'a [Bytes]) -> Option<&'a [u8]> {
     single_key_index(cmd, args).map(|i| &args[i][..])
 }

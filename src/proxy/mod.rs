@@ -56,6 +56,7 @@ pub mod reload;
 pub mod router;
 pub mod scripts;
 pub mod session;
+pub mod sort;
 pub mod split;
 pub mod stats;
 pub mod stats_server;
