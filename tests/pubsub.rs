@@ -502,6 +502,35 @@ fn an_unsubscribe_before_the_client_closes_is_confirmed_at_once() {
     );
 }
 
+/// A shard slower than the confirmation deadline: the UNSUBSCRIBE is
+/// confirmed at the deadline, and a message the shard sends after that
+/// (published before the shard saw the UNSUBSCRIBE) is not delivered, as
+/// nothing comes for a name after its confirmation.
+#[test]
+fn nothing_comes_for_a_name_after_its_unsubscribe_was_confirmed() {
+    let fleet = fleet();
+    let (stopped, other) = (
+        &keys_in(0, 2047, 1, "late")[0],
+        &keys_in(2048, 4095, 1, "late")[0],
+    );
+    let mut client = RawClient::connect(fleet.proxies[0].port);
+    replies(&mut client, &["SUBSCRIBE", stopped, other], 2);
+    let mut publisher = fleet.shards[0].connect();
+    fleet.shards[0].guard.signal("STOP");
+    cmd(&mut publisher, &["PUBLISH", stopped, "late"]);
+    cmd(&mut client, &["UNSUBSCRIBE", stopped]);
+    let confirmed = read_frames(&mut client, 1);
+    assert_eq!(
+        confirmed,
+        format!("*3\r\n$11\r\nunsubscribe\r\n${}\r\n{stopped}\r\n:1\r\n", stopped.len())
+    );
+    fleet.shards[0].guard.signal("CONT");
+    // The shard has run the PUBLISH (to this client's link, or not).
+    let published = read_frames(&mut publisher, 1);
+    assert!(published == ":1\r\n" || published == ":0\r\n", "{published}");
+    assert_eq!(replies(&mut client, &["PING"], 1), PONG);
+}
+
 #[test]
 fn a_disconnected_subscriber_releases_its_backend_subscriptions() {
     let fleet = fleet();

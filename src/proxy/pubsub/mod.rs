@@ -40,6 +40,8 @@ use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+use std::time::Instant;
+use tokio::sync::oneshot::error::TryRecvError;
 use tokio::sync::{mpsc, oneshot, watch};
 
 /// Messages handed to the session at a time, at most (about): enough for
@@ -143,8 +145,10 @@ pub struct PubSub {
     /// Names unsubscribed whose shards have not confirmed yet, with how
     /// many links still owe it: their messages are delivered until then,
     /// as Redis delivers what it published before the UNSUBSCRIBE ran
-    /// (a message the client published to itself just before).
-    draining: [HashMap<Bytes, usize>; 3],
+    /// (a message the client published to itself just before). Not past
+    /// the confirmation deadline, when the client is told it is done
+    /// whether the shard confirmed or not.
+    draining: [HashMap<Bytes, (usize, Instant)>; 3],
     /// By shard name.
     links: HashMap<ShardName, Link>,
     sink: Sink,
@@ -219,10 +223,15 @@ impl PubSub {
 
     /// One link was asked to let go of `names`.
     fn drain(&mut self, kind: Kind, names: &[Bytes]) {
+        let now = Instant::now();
+        let until = now + confirm_deadline(&self.pool);
+        let draining = &mut self.draining[kind as usize];
+        // Those a shard never confirmed go with the next unsubscription.
+        draining.retain(|_, (_, expiry)| *expiry > now);
         for name in names {
-            *self.draining[kind as usize]
-                .entry(name.clone())
-                .or_default() += 1;
+            let entry = draining.entry(name.clone()).or_insert((0, until));
+            entry.0 += 1;
+            entry.1 = until;
         }
     }
 
@@ -233,7 +242,7 @@ impl PubSub {
         let Some(ack) = ack else { return };
         let draining = &mut self.draining[kind as usize];
         for name in names {
-            if let Some(owed) = draining.get_mut(name) {
+            if let Some((owed, _)) = draining.get_mut(name) {
                 *owed -= 1;
                 if *owed == 0 {
                     draining.remove(name);
@@ -417,7 +426,10 @@ impl PubSub {
             b"smessage" => Kind::Shard,
             _ => return false,
         };
-        self.names[kind as usize].contains(name) || self.draining[kind as usize].contains_key(name)
+        self.names[kind as usize].contains(name)
+            || self.draining[kind as usize]
+                .get(name)
+                .is_some_and(|(_, until)| Instant::now() < *until)
     }
 
     /// For a session that delivers no more messages (it is finishing):
@@ -442,13 +454,20 @@ impl PubSub {
     /// of this `PubSub` and no longer reads its messages itself.
     async fn drain_messages(
         &mut self,
-        mut links: usize,
+        acks: Vec<oneshot::Receiver<Confirmed>>,
         deadline: Duration,
         proto: Proto,
     ) -> Vec<u8> {
         let mut messages = Vec::new();
         let until = tokio::time::Instant::now() + deadline;
-        while links > 0 {
+        // Only this unsubscription's confirmations count: a shard that
+        // confirms an earlier one late (past its deadline) must not end it.
+        let mut waiting = acks;
+        loop {
+            waiting.retain_mut(|ack| ack.try_recv().is_err_and(|e| e == TryRecvError::Empty));
+            if waiting.is_empty() {
+                break;
+            }
             match tokio::time::timeout_at(until, self.events.recv()).await {
                 // Still counted as queued: the links' bound on what waits
                 // for the client holds for what gathers here too.
@@ -457,10 +476,7 @@ impl PubSub {
                         push_message(&frame, proto, &mut messages);
                     }
                 }
-                Ok(Some(link::Event::Left { kind, names, ack })) => {
-                    links = links.saturating_sub(usize::from(ack.is_some()));
-                    self.left(kind, &names, ack);
-                }
+                Ok(Some(link::Event::Left { kind, names, ack })) => self.left(kind, &names, ack),
                 Ok(Some(link::Event::Overflow) | None) | Err(_) => break,
             }
         }
@@ -784,7 +800,7 @@ fn after_confirmations(
     let deadline = confirm_deadline(pool);
     Pending::Assembling(Box::pin(async move {
         if let Some(mut leaving) = leaving {
-            let mut messages = leaving.drain_messages(acks.len(), deadline, proto).await;
+            let mut messages = leaving.drain_messages(acks, deadline, proto).await;
             drop(leaving);
             if !messages.is_empty() {
                 messages.extend_from_slice(&reply);
