@@ -769,3 +769,50 @@ fn a_server_that_does_not_speak_resp_gets_a_clear_error() {
     stop.store(true, Ordering::Relaxed);
     server.join().unwrap();
 }
+
+/// A client that writes its whole pipeline before it reads a reply (as
+/// redis-py's pipeline does): once its unread replies filled
+/// `client_output_limit` and the socket buffers, the proxy stopped reading
+/// it until it read, and it was stuck in its write for good (500,000 GETs
+/// of a 100-byte value; Redis answers them in seconds). The proxy now
+/// reads its requests on, on a loan, and runs them as it reads: every
+/// reply comes, in order, and the loan is given back.
+#[test]
+fn a_client_that_writes_its_whole_pipeline_before_reading_is_answered() {
+    let (proxy, _shards) = two_shards("");
+    let count = 500_000;
+    let value = vec![b'v'; 100];
+    let mut setup = RawClient::connect(proxy.port);
+    assert_eq!(setup.cmd(&[b"SET", b"bulk", &value]), b"+OK\r\n");
+    let pipeline = encode_command(&[b"GET", b"bulk"]).repeat(count);
+    let mut client = std::net::TcpStream::connect(("127.0.0.1", proxy.port)).unwrap();
+    // Without the loan the write never ends: fail instead of hanging.
+    client
+        .set_write_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    client
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let started = Instant::now();
+    client.write_all(&pipeline).unwrap_or_else(|e| {
+        panic!(
+            "stuck writing the pipeline after {:?}: {e}",
+            started.elapsed()
+        )
+    });
+    let reply = [b"$100\r\n".as_slice(), &value, b"\r\n"].concat();
+    let mut got = vec![0; reply.len() * count];
+    client.read_exact(&mut got).unwrap();
+    assert!(
+        got.chunks(reply.len()).all(|r| r == reply),
+        "a reply other than the value"
+    );
+    eprintln!(
+        "{count} GETs written, then read, in {:?}; proxy RSS {} KiB",
+        started.elapsed(),
+        rss_kib(proxy.guard.pid())
+    );
+    wait_until("the loan to be given back", Duration::from_secs(5), || {
+        setup.info_number("clients", "client_pipeline_loaned_bytes") == Some(0)
+    });
+}

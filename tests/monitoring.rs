@@ -245,6 +245,28 @@ fn info_describes_the_data_of_every_shard() {
         info_field(&persistence, "rdb_last_bgsave_status"),
         Some("ok")
     );
+    // INFO stats: the proxy's own counts, then the data's, summed (cache
+    // dashboards graph the hit rate).
+    assert!(c.cmd_str(&["GET", "key:1"]).starts_with("$1000"));
+    for miss in ["missing:1", "missing:2"] {
+        assert_eq!(c.cmd_str(&["GET", miss]), "$-1\r\n");
+    }
+    let stats = c.cmd_str(&["INFO", "stats"]);
+    let direct_stats: Vec<String> = shards
+        .iter()
+        .map(|s| s.connect().cmd_str(&["INFO", "stats"]))
+        .collect();
+    let stat_sum = |field: &str| direct_stats.iter().map(|i| info_u64(i, field)).sum::<u64>();
+    assert!(stats.contains("total_connections_received:"), "{stats}");
+    for field in [
+        "keyspace_hits",
+        "keyspace_misses",
+        "expired_keys",
+        "evicted_keys",
+    ] {
+        assert_eq!(info_u64(&stats, field), stat_sum(field), "{field}: {stats}");
+    }
+    assert!(stat_sum("keyspace_hits") >= 1 && stat_sum("keyspace_misses") >= 2);
     let replication = c.cmd_str(&["INFO", "replication"]);
     assert!(
         replication.contains("role:master\r\nconnected_slaves:0\r\n"),
@@ -290,8 +312,6 @@ fn info_describes_the_data_of_every_shard() {
     assert_eq!(c.cmd_str(&["PING"]), "+PONG\r\n");
 }
 
-/// A client part-way through a 1 MB SET holds a grown input buffer, which
-/// the metrics and INFO count while it does and not once the SET is done.
 /// What is left of a large buffer once its request was answered (the start
 /// of the next request, larger than a read) moves to a buffer of its own:
 /// an idle client holding 20 KB of a request does not keep the 2 MB its
@@ -327,6 +347,8 @@ fn a_request_begun_behind_a_large_one_lets_the_large_buffer_go() {
     assert_eq!(client.cmd(&[b"STRLEN", b"large"]), b":2097152\r\n");
 }
 
+/// A client part-way through a 1 MB SET holds a grown input buffer, which
+/// the metrics and INFO count while it does and not once the SET is done.
 #[test]
 fn grown_input_buffers_are_counted_while_held() {
     let redis = Redis::start();

@@ -522,12 +522,18 @@ fn nothing_comes_for_a_name_after_its_unsubscribe_was_confirmed() {
     let confirmed = read_frames(&mut client, 1);
     assert_eq!(
         confirmed,
-        format!("*3\r\n$11\r\nunsubscribe\r\n${}\r\n{stopped}\r\n:1\r\n", stopped.len())
+        format!(
+            "*3\r\n$11\r\nunsubscribe\r\n${}\r\n{stopped}\r\n:1\r\n",
+            stopped.len()
+        )
     );
     fleet.shards[0].guard.signal("CONT");
     // The shard has run the PUBLISH (to this client's link, or not).
     let published = read_frames(&mut publisher, 1);
-    assert!(published == ":1\r\n" || published == ":0\r\n", "{published}");
+    assert!(
+        published == ":1\r\n" || published == ":0\r\n",
+        "{published}"
+    );
     assert_eq!(replies(&mut client, &["PING"], 1), PONG);
 }
 

@@ -16,6 +16,7 @@ use crate::proxy::accept;
 use crate::proxy::input_memory::{GrownInput, ReadAhead};
 use crate::proxy::outbuf::OutBuf;
 use crate::proxy::pending::Pending;
+use crate::proxy::pipeline_loan::PipelineLoan;
 use crate::proxy::pool::Pool;
 use crate::proxy::pubsub::{self, Flow};
 use crate::proxy::router::ShardName;
@@ -204,6 +205,7 @@ pub async fn serve<S: Io>(pool: Arc<Pool>, mut stream: S, shutdown: watch::Recei
     // Held while the window waits on a shard, in a pool with a timeout:
     // the input may then grow to `READ_AHEAD` (see `ReadAhead`).
     let mut read_ahead: Option<ReadAhead> = None;
+    let mut pipeline_loan: Option<PipelineLoan> = None;
     loop {
         // Dispatch what has arrived, as far as the window allows.
         let mut exhausted = false;
@@ -381,6 +383,33 @@ pub async fn serve<S: Io>(pool: Arc<Pool>, mut stream: S, shutdown: watch::Recei
             // Requests are waiting in the buffer and room was made for them.
             continue;
         }
+        // A client that goes on sending while its replies fill its
+        // window (one that writes a whole pipeline before it reads) would
+        // be stuck in its write for good: it may read on, without running
+        // what it reads, on a loan ([`PipelineLoan`]).
+        let reads_on = pipeline_loan
+            .as_ref()
+            .map_or(READ_CHUNK, |loan| READ_CHUNK + loan.held());
+        if !may_go_on
+            && !finishing
+            && !closed
+            && !session.blocked
+            && held.is_none()
+            && out.len() >= window.output_limit() / 2
+            && input.len() >= reads_on
+            && stream.unread() > 0
+        {
+            let _ = pipeline_loan
+                .get_or_insert_with(PipelineLoan::default)
+                .grow();
+        }
+        // Given back once what it read is dispatched.
+        if pipeline_loan.is_some() && input.len() < READ_CHUNK {
+            pipeline_loan = None;
+        }
+        let loan_room = pipeline_loan.as_ref().map_or(0, |loan| {
+            (READ_CHUNK + loan.held()).saturating_sub(input.len())
+        });
         if let Some(share) = read_ahead.as_mut() {
             if closed || finishing || may_go_on && input.len() < READ_CHUNK {
                 read_ahead = None;
@@ -424,6 +453,7 @@ pub async fn serve<S: Io>(pool: Arc<Pool>, mut stream: S, shutdown: watch::Recei
             && !finishing
             && (may_go_on
                 || input.len() < READ_CHUNK
+                || loan_room > 0
                 || stalled
                     && read_ahead
                         .as_ref()
@@ -570,7 +600,7 @@ pub async fn serve<S: Io>(pool: Arc<Pool>, mut stream: S, shutdown: watch::Recei
             }
         }
         if readable {
-            let chunk = if read_ahead.is_some() {
+            let chunk = if read_ahead.is_some() || loan_room > 0 {
                 4 * READ_CHUNK
             } else if busy || !input.is_empty() {
                 READ_CHUNK
@@ -589,7 +619,8 @@ pub async fn serve<S: Io>(pool: Arc<Pool>, mut stream: S, shutdown: watch::Recei
             // window that admits, or a request not whole yet, reads on.
             let share = read_ahead
                 .as_ref()
-                .map_or(0, |share| share.held().saturating_sub(input.len()));
+                .map_or(0, |share| share.held().saturating_sub(input.len()))
+                .max(loan_room);
             let read = if !may_go_on && share > 0 {
                 read_now(&mut stream, &mut (&mut input).limit(share)).await
             } else {

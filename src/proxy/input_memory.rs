@@ -36,7 +36,7 @@ impl ReadAhead {
 
     fn grant_from(budget: &'static AtomicUsize) -> Option<ReadAhead> {
         // Built only once taken: a share dropped gives its bytes back.
-        take(budget, READ_AHEAD).then(|| ReadAhead {
+        take(budget, READ_AHEAD, READ_AHEAD_BUDGET).then(|| ReadAhead {
             held: READ_AHEAD,
             budget,
         })
@@ -49,7 +49,7 @@ impl ReadAhead {
 
     /// Reading ahead again: back to a whole share, if the budget has it.
     pub fn regrow(&mut self) {
-        if self.held < READ_AHEAD && take(self.budget, READ_AHEAD - self.held) {
+        if self.held < READ_AHEAD && take(self.budget, READ_AHEAD - self.held, READ_AHEAD_BUDGET) {
             self.held = READ_AHEAD;
         }
     }
@@ -64,13 +64,13 @@ impl ReadAhead {
     }
 }
 
-/// Takes `bytes` of `budget`, if it has them.
-fn take(budget: &AtomicUsize, bytes: usize) -> bool {
-    budget
-        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| {
-            (held + bytes <= READ_AHEAD_BUDGET).then_some(held + bytes)
-        })
-        .is_ok()
+/// Takes `bytes` of a budget of `cap` bytes whose `held` part is taken,
+/// if it has them.
+pub(crate) fn take(held: &AtomicUsize, bytes: usize, cap: usize) -> bool {
+    held.fetch_update(Ordering::AcqRel, Ordering::Acquire, |taken| {
+        (taken + bytes <= cap).then_some(taken + bytes)
+    })
+    .is_ok()
 }
 
 impl Drop for ReadAhead {

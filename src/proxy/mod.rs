@@ -50,6 +50,7 @@ pub mod local;
 pub mod migration;
 pub mod outbuf;
 pub mod pending;
+pub mod pipeline_loan;
 pub mod pool;
 pub mod pubsub;
 pub mod reload;

@@ -5,6 +5,7 @@
 
 use crate::proxy::accept::Acceptor;
 use crate::proxy::input_memory;
+use crate::proxy::pipeline_loan;
 use crate::proxy::pool::Pool;
 use crate::proxy::stats::{PoolStats, LATENCY_BUCKETS};
 use crate::proxy::zk::SessionState;
@@ -413,6 +414,13 @@ pub fn prometheus_text(pools: &[Arc<Pool>]) -> String {
         "gauge",
         "Clients holding an input buffer grown for a large request or a read ahead.",
         &[(String::new(), input_memory::grown_inputs().to_string())],
+    );
+    family(
+        &mut out,
+        "shardproxy_client_pipeline_loaned_bytes",
+        "gauge",
+        "Bytes of input lent to clients that go on sending while their replies fill client_output_limit (a whole pipeline written before reading).",
+        &[(String::new(), pipeline_loan::loaned().to_string())],
     );
     out
 }

@@ -100,6 +100,11 @@ impl Window {
         }
     }
 
+    /// `client_output_limit`.
+    pub fn output_limit(&self) -> usize {
+        self.limit
+    }
+
     fn resize(&mut self) {
         self.size = (self.limit / self.estimate.max(1)).clamp(1, MAX_PENDING);
     }

@@ -74,6 +74,15 @@ const PERSISTENCE: &[(&str, Rule)] = &[
 /// replicas are those every shard has at least.
 const REPLICATION: &[(&str, Rule)] = &[("role", Fixed("master")), ("connected_slaves", Min)];
 
+/// The counts of the data's life in INFO stats, which the proxy appends to
+/// its own stats section (cache dashboards graph the hit rate).
+const STATS: &[(&str, Rule)] = &[
+    ("expired_keys", Sum),
+    ("evicted_keys", Sum),
+    ("keyspace_hits", Sum),
+    ("keyspace_misses", Sum),
+];
+
 /// The sections merged from the backends, by INFO's section name, with
 /// the title Redis gives them.
 pub const SECTIONS: [(&str, &str); 3] = [
@@ -87,6 +96,7 @@ fn rules(section: &str) -> &'static [(&'static str, Rule)] {
         "memory" => MEMORY,
         "persistence" => PERSISTENCE,
         "replication" => REPLICATION,
+        "stats" => STATS,
         _ => &[],
     }
 }
@@ -104,6 +114,11 @@ pub fn fields(text: &str) -> HashMap<String, String> {
 /// titled as Redis titles it; a field no backend reported is left out.
 pub fn write(section: &str, title: &str, backends: &[HashMap<String, String>], out: &mut String) {
     let _ = write!(out, "# {title}\r\n");
+    write_fields(section, backends, out);
+}
+
+/// Appends the merged fields of `section`, untitled.
+pub fn write_fields(section: &str, backends: &[HashMap<String, String>], out: &mut String) {
     for &(field, rule) in rules(section) {
         if let Some(value) = merge(field, rule, backends) {
             let _ = write!(out, "{field}:{value}\r\n");

@@ -10,6 +10,7 @@ use crate::protocol::{encode, parse_reply, Proto, Value};
 use crate::proxy::backend::ReplyReceiver;
 use crate::proxy::input_memory;
 use crate::proxy::pending::Pending;
+use crate::proxy::pipeline_loan;
 use crate::proxy::router::ShardName;
 use crate::proxy::session::{Session, REDIS_VERSION};
 use crate::proxy::stats::PoolStats;
@@ -35,6 +36,12 @@ fn from_backends(section: &str) -> bool {
     section == "keyspace" || merged::SECTIONS.iter().any(|(name, _)| *name == section)
 }
 
+/// Sections of the proxy's own followed by fields merged from the
+/// backends' section of the same name.
+fn completed_by_backends(section: &str) -> bool {
+    section == "stats"
+}
+
 /// INFO's reply: the proxy's sections now, the backends' when they have
 /// answered.
 pub struct InfoReply {
@@ -47,6 +54,8 @@ pub struct InfoReply {
 enum Part {
     /// A section of the proxy's own, written when INFO arrived.
     Own(String),
+    /// One of the proxy's own, then the backends' merged fields of it.
+    OwnAndBackends(String, &'static str),
     /// A section merged from the backends' answers.
     Backends(&'static str),
 }
@@ -71,7 +80,12 @@ pub fn run(session: &Session, args: &[Bytes]) -> InfoReply {
         } else {
             let mut text = String::new();
             write_section(session, section, &mut text);
-            parts.push(Part::Own(text));
+            if completed_by_backends(section) {
+                backend_sections.push(section);
+                parts.push(Part::OwnAndBackends(text, section));
+            } else {
+                parts.push(Part::Own(text));
+            }
         }
     }
     // One request per backend: its one section, or its default sections,
@@ -136,13 +150,15 @@ fn write_section(session: &Session, section: &str, out: &mut String) {
             let _ = write!(
                 out,
                 "# Clients\r\nconnected_clients:{}\r\nblocked_clients:{}\r\ndedicated_connections:{}\r\ndedicated_connections_parked:{}\r\n\
-                 client_read_ahead_bytes:{}\r\nclient_grown_input_buffers:{}\r\n",
+                 client_read_ahead_bytes:{}\r\nclient_grown_input_buffers:{}\r\n\
+                 client_pipeline_loaned_bytes:{}\r\n",
                 PoolStats::get(&stats.connected_clients),
                 PoolStats::get(&stats.blocked_clients),
                 session.pool.dedicated.in_use(),
                 session.pool.dedicated.parked(),
                 input_memory::read_ahead_held(),
                 input_memory::grown_inputs(),
+                pipeline_loan::loaned(),
             );
         }
         "stats" => {
@@ -270,6 +286,10 @@ impl InfoReply {
             }
             match part {
                 Part::Own(section) => text.push_str(&section),
+                Part::OwnAndBackends(own, section) => {
+                    text.push_str(&own);
+                    merged::write_fields(section, &fields, &mut text);
+                }
                 Part::Backends(section) => {
                     match merged::SECTIONS.iter().find(|(name, _)| *name == section) {
                         Some((name, title)) => merged::write(name, title, &fields, &mut text),

@@ -1,0 +1,78 @@
+//! Room to read on for a client that goes on sending while its window is
+//! shut by replies it has not read.
+//!
+//! At `client_output_limit` the proxy stops reading a client until it
+//! reads. A client that writes a whole pipeline before it reads a reply
+//! (redis-py's pipeline does, and so does a bulk load over one connection)
+//! is then stuck in its write for good, while the proxy waits for it to
+//! read: Redis, which keeps reading, answers it in seconds. Such a client
+//! has requests waiting in the socket the proxy no longer reads. Rather
+//! than buffer their replies, the proxy reads the requests on, without
+//! running them, in steps of [`STEP`] lent by one budget for the whole
+//! process: the client's write completes, it reads its replies, and the
+//! requests read run as its window opens again. A client that only reads
+//! slowly costs what it already sent; one that never reads and never
+//! stops sending takes the budget at most, and then waits as before. The
+//! loan is given back once the requests read are dispatched.
+
+use crate::proxy::input_memory::take;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// What one step of a loan lets a session read.
+pub const STEP: usize = 1024 * 1024;
+/// All loans at once.
+const PIPELINE_LOAN_BUDGET: usize = 256 * 1024 * 1024;
+static PIPELINE_LOANED: AtomicUsize = AtomicUsize::new(0);
+
+/// A session's loan, given back when dropped.
+#[derive(Default)]
+pub struct PipelineLoan {
+    held: usize,
+}
+
+impl PipelineLoan {
+    /// The bytes of input the session may hold beyond a read.
+    pub fn held(&self) -> usize {
+        self.held
+    }
+
+    /// Borrows one step more, if the budget has it.
+    pub fn grow(&mut self) -> bool {
+        let lent = take(&PIPELINE_LOANED, STEP, PIPELINE_LOAN_BUDGET);
+        if lent {
+            self.held += STEP;
+        }
+        lent
+    }
+}
+
+impl Drop for PipelineLoan {
+    fn drop(&mut self) {
+        PIPELINE_LOANED.fetch_sub(self.held, Ordering::AcqRel);
+    }
+}
+
+/// Bytes lent to sessions now.
+pub fn loaned() -> usize {
+    PIPELINE_LOANED.load(Ordering::Relaxed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loans_stay_within_the_budget_and_come_back() {
+        let before = loaned();
+        let mut loan = PipelineLoan::default();
+        while loan.grow() {}
+        assert!(loaned() <= PIPELINE_LOAN_BUDGET);
+        assert!(loan.held() <= PIPELINE_LOAN_BUDGET && loan.held() > 0);
+        let mut other = PipelineLoan::default();
+        assert!(!other.grow(), "the budget is spent");
+        drop(loan);
+        assert!(other.grow(), "a loan given back serves the next");
+        drop(other);
+        assert_eq!(loaned(), before);
+    }
+}
