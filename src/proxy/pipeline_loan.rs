@@ -20,8 +20,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// What one step of a loan lets a session read.
 pub const STEP: usize = 1024 * 1024;
-/// All loans at once.
-const PIPELINE_LOAN_BUDGET: usize = 256 * 1024 * 1024;
+/// All loans at once. What they hold in memory can reach twice this for a
+/// moment: an input buffer grows by doubling.
+const PIPELINE_LOAN_BUDGET: usize = 128 * 1024 * 1024;
 static PIPELINE_LOANED: AtomicUsize = AtomicUsize::new(0);
 
 /// A session's loan, given back when dropped.
