@@ -383,6 +383,14 @@ pub async fn serve<S: Io>(pool: Arc<Pool>, mut stream: S, shutdown: watch::Recei
             // Requests are waiting in the buffer and room was made for them.
             continue;
         }
+        // A loan shrinks as what it read is dispatched (an idle client
+        // left holding part of a request keeps a step at most).
+        if let Some(loan) = pipeline_loan.as_mut() {
+            loan.fit(input.len().saturating_sub(READ_CHUNK));
+            if loan.held() == 0 {
+                pipeline_loan = None;
+            }
+        }
         // A client that goes on sending while its replies fill its
         // window (one that writes a whole pipeline before it reads) would
         // be stuck in its write for good: it may read on, without running
@@ -402,10 +410,6 @@ pub async fn serve<S: Io>(pool: Arc<Pool>, mut stream: S, shutdown: watch::Recei
             let _ = pipeline_loan
                 .get_or_insert_with(PipelineLoan::default)
                 .grow();
-        }
-        // Given back once what it read is dispatched.
-        if pipeline_loan.is_some() && input.len() < READ_CHUNK {
-            pipeline_loan = None;
         }
         let loan_room = pipeline_loan.as_ref().map_or(0, |loan| {
             (READ_CHUNK + loan.held()).saturating_sub(input.len())

@@ -12,8 +12,9 @@
 //! process: the client's write completes, it reads its replies, and the
 //! requests read run as its window opens again. A client that only reads
 //! slowly costs what it already sent; one that never reads and never
-//! stops sending takes the budget at most, and then waits as before. The
-//! loan is given back once the requests read are dispatched.
+//! stops sending takes the budget at most, and then waits as before, as do
+//! clients whose pipelines need more than the budget together. The loan
+//! shrinks as the requests read are dispatched.
 
 use crate::proxy::input_memory::take;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -45,6 +46,17 @@ impl PipelineLoan {
         }
         lent
     }
+
+    /// Keeps only the steps `bytes` of input beyond a read need: what was
+    /// read on is dispatched as the client reads, and an idle client left
+    /// holding part of a request must not keep its whole peak loan.
+    pub fn fit(&mut self, bytes: usize) {
+        let needed = bytes.div_ceil(STEP) * STEP;
+        if needed < self.held {
+            PIPELINE_LOANED.fetch_sub(self.held - needed, Ordering::AcqRel);
+            self.held = needed;
+        }
+    }
 }
 
 impl Drop for PipelineLoan {
@@ -71,8 +83,13 @@ mod tests {
         assert!(loan.held() <= PIPELINE_LOAN_BUDGET && loan.held() > 0);
         let mut other = PipelineLoan::default();
         assert!(!other.grow(), "the budget is spent");
+        loan.fit(STEP + 1);
+        assert_eq!(loan.held(), 2 * STEP);
+        assert!(other.grow(), "what a loan gave back serves the next");
         drop(loan);
         assert!(other.grow(), "a loan given back serves the next");
+        other.fit(0);
+        assert_eq!(other.held(), 0);
         drop(other);
         assert_eq!(loaned(), before);
     }
