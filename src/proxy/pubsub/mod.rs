@@ -449,9 +449,9 @@ impl PubSub {
         std::task::Poll::Pending
     }
 
-    /// Takes the messages until `links` shards confirmed their
-    /// unsubscription (or `deadline`), in `proto`: the session has let go
-    /// of this `PubSub` and no longer reads its messages itself.
+    /// Takes the messages, in `proto`, until the shards confirmed the
+    /// unsubscription `acks` wait for (or `deadline`): the session has let
+    /// go of this `PubSub` and no longer reads its messages itself.
     async fn drain_messages(
         &mut self,
         acks: Vec<oneshot::Receiver<Confirmed>>,
