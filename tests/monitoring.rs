@@ -312,18 +312,28 @@ fn info_describes_the_data_of_every_shard() {
     assert_eq!(c.cmd_str(&["PING"]), "+PONG\r\n");
 }
 
+/// A proxy over one Redis.
+fn one_server() -> (Redis, Proxy) {
+    let redis = Redis::start();
+    let proxy = Proxy::start(&format!(
+        "  redis: true\n  servers:\n   - {}:1\n",
+        redis.addr()
+    ));
+    (redis, proxy)
+}
+
+/// The metric of the clients holding a grown input buffer.
+fn grown_input_buffers(proxy: &Proxy) -> f64 {
+    sample(&metrics(proxy), "shardproxy_client_grown_input_buffers")
+}
+
 /// What is left of a large buffer once its request was answered (the start
 /// of the next request, larger than a read) moves to a buffer of its own:
 /// an idle client holding 20 KB of a request does not keep the 2 MB its
 /// SET grew the buffer to. The request then completes as sent.
 #[test]
 fn a_request_begun_behind_a_large_one_lets_the_large_buffer_go() {
-    let redis = Redis::start();
-    let proxy = Proxy::start(&format!(
-        "  redis: true\n  servers:\n   - {}:1\n",
-        redis.addr()
-    ));
-    let grown = |proxy: &Proxy| sample(&metrics(proxy), "shardproxy_client_grown_input_buffers");
+    let (_redis, proxy) = one_server();
     let large = vec![b'v'; 2 * 1024 * 1024];
     let next: Vec<u8> = (0..40 * 1024).map(|i| b'a' + (i % 26) as u8).collect();
     let mut bytes = common::redis::encode_command(&[b"SET", b"large", &large]);
@@ -336,7 +346,7 @@ fn a_request_begun_behind_a_large_one_lets_the_large_buffer_go() {
     common::wait_until(
         "the large buffer to be let go while 20 KB of a request wait",
         Duration::from_secs(5),
-        || grown(&proxy) == 0.0,
+        || grown_input_buffers(&proxy) == 0.0,
     );
     client.send_raw(rest);
     assert_eq!(client.read_reply(), b"+OK\r\n");
@@ -351,13 +361,8 @@ fn a_request_begun_behind_a_large_one_lets_the_large_buffer_go() {
 /// the metrics and INFO count while it does and not once the SET is done.
 #[test]
 fn grown_input_buffers_are_counted_while_held() {
-    let redis = Redis::start();
-    let proxy = Proxy::start(&format!(
-        "  redis: true\n  servers:\n   - {}:1\n",
-        redis.addr()
-    ));
-    let grown = |proxy: &Proxy| sample(&metrics(proxy), "shardproxy_client_grown_input_buffers");
-    assert_eq!(grown(&proxy), 0.0);
+    let (_redis, proxy) = one_server();
+    assert_eq!(grown_input_buffers(&proxy), 0.0);
     let value = vec![b'v'; 1024 * 1024];
     let mut set = format!("*3\r\n$3\r\nSET\r\n$1\r\nk\r\n${}\r\n", value.len()).into_bytes();
     set.extend_from_slice(&value);
@@ -368,7 +373,7 @@ fn grown_input_buffers_are_counted_while_held() {
     common::wait_until(
         "the partial SET to be counted",
         Duration::from_secs(5),
-        || grown(&proxy) == 1.0,
+        || grown_input_buffers(&proxy) == 1.0,
     );
     let mut info = RawClient::connect(proxy.port);
     assert_eq!(
@@ -378,7 +383,7 @@ fn grown_input_buffers_are_counted_while_held() {
     client.reader.get_mut().write_all(tail).unwrap();
     assert_eq!(client.read_reply(), b"+OK\r\n");
     common::wait_until("the buffer to be let go", Duration::from_secs(5), || {
-        grown(&proxy) == 0.0
+        grown_input_buffers(&proxy) == 0.0
     });
     assert_eq!(
         sample(&metrics(&proxy), "shardproxy_client_read_ahead_bytes"),
