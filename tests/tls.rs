@@ -182,6 +182,45 @@ fn redis_py_with_ssl_through_the_proxy() {
     assert!(!refused.contains("ok"), "{refused}");
 }
 
+/// redis-py writes a whole pipeline before it reads a reply: over TLS too,
+/// the proxy must read on while the replies it owes wait (the plain case
+/// is in `data_path_faults.rs`).
+const REDIS_PY_PIPELINE: &str = r#"
+import signal, sys, time, redis
+signal.alarm(60)  # stuck in its write for good without the read-on: fail
+port, ca, count = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+r = redis.Redis(host="127.0.0.1", port=port, ssl=True, ssl_ca_certs=ca, socket_timeout=30)
+r.set("py:bulk", "v" * 100)
+p = r.pipeline(transaction=False)
+for i in range(count):
+    p.get("py:bulk")
+started = time.monotonic()
+replies = p.execute()
+assert replies == [b"v" * 100] * count, "a reply other than the value"
+print("ok", round(time.monotonic() - started, 1), file=sys.stderr)
+print("ok")
+"#;
+
+#[test]
+fn a_tls_client_that_writes_its_whole_pipeline_before_reading_is_answered() {
+    let certs = Certs::generate();
+    let shards = [Redis::start(), Redis::start()];
+    let proxy = proxy(&listen_keys(&certs, false), &[&shards[0], &shards[1]]);
+    // 300,000 replies of 107 bytes: 32 MB, four times the output limit.
+    let out = Command::new(python())
+        .args(["-c", REDIS_PY_PIPELINE, &proxy.port.to_string()])
+        .args([certs.ca(), "300000".into()])
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "ok", "{text}");
+    eprintln!("{}", text.trim());
+}
+
 #[tokio::test]
 async fn redis_rs_with_rustls_through_the_proxy() {
     use redis::{AsyncCommands, ClientTlsConfig, TlsCertificates};

@@ -33,10 +33,8 @@ pub trait Io: AsyncRead + AsyncWrite + Send + Unpin + 'static {
     /// reach the socket (TLS records rustls holds).
     fn holds_output(&self) -> bool;
     /// Bytes the peer has sent that a read has not taken yet, as far as
-    /// the socket tells (0 when it cannot: the plaintext under TLS).
-    fn unread(&self) -> usize {
-        0
-    }
+    /// the socket tells.
+    fn unread(&self) -> usize;
     /// True once the peer has closed its side (or the connection failed),
     /// even with bytes it sent before still unread: for a session that
     /// reads nothing while its window is shut.
@@ -168,6 +166,16 @@ macro_rules! tls_io {
 
             fn holds_output(&self) -> bool {
                 self.get_ref().1.wants_write()
+            }
+
+            /// The records the socket holds, counted as if plaintext (a
+            /// record's few bytes of framing more), plus one for plaintext
+            /// rustls decrypted and a read has not taken: enough to tell a
+            /// client still writing from one that is done.
+            fn unread(&self) -> usize {
+                let (tcp, conn) = self.get_ref();
+                let on_socket = tcp.unread();
+                on_socket.saturating_add(usize::from(!conn.wants_read()))
             }
 
             fn peer_closed(&self) -> bool {
