@@ -13,6 +13,7 @@
 
 mod big_key;
 pub mod control;
+pub(crate) mod fence;
 pub mod mover;
 pub mod rebalance;
 mod stream_copy;
@@ -343,8 +344,16 @@ async fn drive(
             target = %state.target, "phase moving: every proxy acknowledged");
         let _ = writeln!(out, "every proxy acknowledged; moving keys");
     }
+    let fence = fence::Fence::new(&state.id);
     if state.phase == Phase::Moving {
-        let (moved, secs) = mover::run(client, target, &mut state, &mut version).await?;
+        let ran = mover::run(client, target, &mut state, &mut version, &fence).await;
+        let (moved, secs) = match ran {
+            Ok(ran) => ran,
+            Err(e) => {
+                mover::release_fence(client, target, &state, &fence).await;
+                return Err(e);
+            }
+        };
         let _ = writeln!(
             out,
             "moved {moved} keys in {secs:.1} s ({:.0} keys/s)",
@@ -361,6 +370,7 @@ async fn drive(
     // range to the target; then the migration znode goes.
     let _ = barrier(client, target, &state, options.barrier_timeout).await;
     let leftovers = mover::leftovers(client, target, &state).await?;
+    mover::release_fence(client, target, &state, &fence).await;
     let path = migration_path(&target.cluster_root).expect("checked");
     match client.delete(&path, Some(version)).await {
         Ok(()) | Err(zk::Error::NoNode) => {}

@@ -7,6 +7,7 @@
 //! whole on the source, and the next run starts that key again.
 //! Streams are copied by [`super::stream_copy`].
 
+use super::fence::Fence;
 use super::{mover, stream_copy};
 use crate::admin::target::Target;
 use crate::protocol::Value;
@@ -34,26 +35,43 @@ pub(super) fn unexpected(conn: &RedisConn, command: &str, reply: &Value) -> Redi
     }
 }
 
-/// One key being copied: both connections, the import key, and the lock
-/// that must not expire while the copy runs.
+/// One key being copied: both connections, the import key, the lock
+/// that must not expire while the copy runs, and the fence every write
+/// goes through ([`super::fence`]).
 pub(super) struct Job<'a> {
     pub src: &'a mut RedisConn,
     pub dst: RedisConn,
     pub key: &'a [u8],
     pub import: Vec<u8>,
+    pub fence: &'a Fence,
     lock: Vec<u8>,
     renewed: Instant,
 }
 
 impl Job<'_> {
+    /// Writes `args` to the target, if this mover still holds the fence.
+    pub(super) async fn write(&mut self, args: &[impl AsRef<[u8]>]) -> Result<Value, RedisError> {
+        self.dst.call(&self.fence.wrap(args)).await
+    }
+
+    /// [`Job::write`] for many commands in one round trip.
+    pub(super) async fn write_all(
+        &mut self,
+        commands: &[Vec<Bytes>],
+    ) -> Result<Vec<Value>, RedisError> {
+        let fenced: Vec<Vec<Bytes>> = commands.iter().map(|c| self.fence.wrap(c)).collect();
+        self.dst.pipeline(&fenced).await
+    }
+
     /// Renews the lock every [`RENEW_EVERY`]; every copy loop calls it
     /// once a chunk, so a copy of any length keeps the key locked.
     pub(super) async fn renew(&mut self) -> Result<(), RedisError> {
         if self.renewed.elapsed() >= RENEW_EVERY {
             let ttl = LOCK_TTL_MS.to_string();
-            self.src
-                .call(&[&b"PEXPIRE"[..], &self.lock, ttl.as_bytes()])
-                .await?;
+            let renew = self
+                .fence
+                .wrap(&[&b"PEXPIRE"[..], &self.lock, ttl.as_bytes()]);
+            self.src.call(&renew).await?;
             self.renewed = Instant::now();
         }
         Ok(())
@@ -62,25 +80,19 @@ impl Job<'_> {
 
 /// Moves `key` from `src` to `to` in chunks; false when it was gone
 /// already (a proxy moved it). Keys of a type it cannot copy (a module's)
-/// go with one MIGRATE instead.
+/// go with one MIGRATE instead. Every write checks `fence`.
 pub(super) async fn move_key(
     src: &mut RedisConn,
     to: &str,
     target: &Target,
     key: &[u8],
     replicas: usize,
+    fence: &Fence,
 ) -> Result<bool, RedisError> {
     let lock = scripts::lock_key(key);
     let ttl = LOCK_TTL_MS.to_string();
     let locked = src
-        .call(&[
-            &b"EVAL"[..],
-            scripts::LOCK.as_bytes(),
-            b"2",
-            key,
-            &lock,
-            ttl.as_bytes(),
-        ])
+        .call(&fence.call("shardproxy_lock", &[key, &lock], &[ttl.as_bytes()]))
         .await?;
     let (kind, expires_at) = match &locked {
         Value::Integer(0) => return Ok(false),
@@ -95,10 +107,12 @@ pub(super) async fn move_key(
         src,
         key,
         import: scripts::import_key(key),
+        fence,
         lock,
         renewed: Instant::now(),
     };
-    job.dst.call(&[&b"UNLINK"[..], &job.import]).await?;
+    let import = job.import.clone();
+    job.write(&[&b"UNLINK"[..], &import]).await?;
     let step = elements_per_step(job.src, key, &kind).await;
     let copied = match &kind[..] {
         b"hash" | b"set" | b"zset" => copy_scanned(&mut job, &kind, step).await.map(|()| true),
@@ -110,30 +124,27 @@ pub(super) async fn move_key(
         b"stream" => stream_copy::copy(&mut job).await.map(|()| true),
         _ => Ok(false),
     };
-    let Job {
-        src,
-        mut dst,
-        import,
-        lock,
-        ..
-    } = job;
     if !copied? {
         // One MIGRATE after all: drop the lock first, or MIGRATE would
         // leave it behind. The target's RESTORE of a big key may keep the
         // link silent for longer than a batch of small keys would.
-        src.call(&[&b"DEL"[..], &lock]).await?;
+        let unlock = fence.wrap(&[&b"DEL"[..], &job.lock]);
+        job.src.call(&unlock).await?;
         let whole = [Bytes::copy_from_slice(key)];
-        mover::migrate_batch(src, to, target, &whole, WHOLE_KEY_TIMEOUT_MS).await?;
+        mover::migrate_batch(job.src, to, target, &whole, WHOLE_KEY_TIMEOUT_MS, fence).await?;
     } else {
-        dst.call(&[&b"RENAME"[..], &import, key]).await?;
+        // The copy is whole only if this mover held the fence throughout:
+        // the rename checks it again, so a replaced mover's partial copy
+        // never lands on the key.
+        job.write(&[&b"RENAME"[..], &import, key]).await?;
         if expires_at > 0 {
             let at = expires_at.to_string();
-            dst.call(&[&b"PEXPIREAT"[..], key, at.as_bytes()]).await?;
+            job.write(&[&b"PEXPIREAT"[..], key, at.as_bytes()]).await?;
         }
-        src.call(&[&b"EVAL"[..], scripts::RELEASE.as_bytes(), b"2", key, &lock])
-            .await?;
+        let release = fence.call::<&[u8]>("shardproxy_release", &[key, &job.lock], &[]);
+        job.src.call(&release).await?;
     }
-    mover::fence(src, replicas).await?;
+    mover::wait_for_replicas(job.src, replicas).await?;
     Ok(true)
 }
 
@@ -193,9 +204,10 @@ async fn copy_scanned(job: &mut Job<'_>, kind: &[u8], step: usize) -> Result<(),
             }
         }
         if !items.is_empty() {
-            let mut args: Vec<&[u8]> = vec![write, &job.import];
-            args.extend(items.iter().map(|b| &b[..]));
-            job.dst.call(&args).await?;
+            let mut args: Vec<Bytes> =
+                vec![Bytes::copy_from_slice(write), job.import.clone().into()];
+            args.extend(items);
+            job.write(&args).await?;
         }
         job.renew().await?;
         cursor = next;
@@ -250,9 +262,10 @@ async fn copy_ranged(job: &mut Job<'_>, how: &Ranged) -> Result<(), RedisError> 
         if advanced == 0 {
             return Ok(());
         }
-        let mut args: Vec<&[u8]> = vec![how.write, &job.import];
-        args.extend(parts.iter().map(|b| &b[..]));
-        job.dst.call(&args).await?;
+        let mut args: Vec<Bytes> =
+            vec![Bytes::copy_from_slice(how.write), job.import.clone().into()];
+        args.extend(parts);
+        job.write(&args).await?;
         start += advanced;
         job.renew().await?;
     }

@@ -2,12 +2,17 @@
 //! the migration znode and the proxies' roster, and the pool file lines
 //! that match ZooKeeper.
 
+use super::fence::Fence;
 use super::{failed, now, read_shards, read_state, write_state};
 use crate::admin::target::{connect, Target};
 use crate::admin::AdminError;
 use crate::zk::layout::child_path;
-use crate::zk::migration::{migration_path, roster_path, Phase};
+use crate::zk::migration::{migration_path, roster_path, MigrationState, Phase};
+use std::time::Duration;
 use zookeeper_client as zk;
+
+/// How long `abort` waits for each master when it stops a running mover.
+const CLAIM_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Sets or clears the running migration's `paused` flag.
 pub async fn set_paused(target: &Target, paused: bool) -> Result<String, AdminError> {
@@ -61,13 +66,50 @@ pub async fn abort(target: &Target) -> Result<String, AdminError> {
             state.moved = 0;
             state.updated = now();
             write_state(&client, target, &state, version).await?;
+            let stopped = stop_mover(&client, target, &state).await;
             Ok(format!(
                 "migration turned around: the keys already moved go back to {}; \
-                 run `shardproxy-admin migrate {} --to {}` to move them\n",
+                 run `shardproxy-admin migrate {} --to {}` to move them\n{stopped}",
                 state.target, state.range, state.target
             ))
         }
     }
+}
+
+/// Stops a mover still running the migration before it was turned around:
+/// a fence of the abort's own on both masters refuses its next write
+/// ([`super::fence`]), so it cannot move keys forward again after they
+/// went back. The text is a warning for each master not reached.
+async fn stop_mover(client: &zk::Client, target: &Target, state: &MigrationState) -> String {
+    let fence = Fence::new(&state.id);
+    let mut warnings = String::new();
+    let shards = match read_shards(client, target).await {
+        Ok(shards) => shards,
+        Err(e) => return format!("warning: a mover still running was not stopped: {e}\n"),
+    };
+    for name in [&state.source, &state.target] {
+        let master = shards
+            .iter()
+            .find(|s| &s.view.name == name)
+            .and_then(|s| s.view.master.clone());
+        let Some(master) = master else {
+            warnings += &format!(
+                "warning: {name} has no master: a mover still running there was not stopped\n"
+            );
+            continue;
+        };
+        let claimed = match target.redis(&master, CLAIM_TIMEOUT).await {
+            Ok(mut conn) => fence.claim(&mut conn).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = claimed {
+            warnings += &format!(
+                "warning: a mover still running was not stopped on {name} ({e}); make sure no \
+                 `migrate` of this migration runs before you run it again\n"
+            );
+        }
+    }
+    warnings
 }
 
 /// The `servers:` lines of a range-form pool file that route as ZooKeeper

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use zookeeper_client as zk;
 
 use super::big_key;
+use super::fence::{self, Fence};
 
 /// Keys per MIGRATE: big enough to amortise the round trip, small enough
 /// that one call of small keys blocks the source well under a millisecond
@@ -134,7 +135,10 @@ async fn split_big(
 /// DELs of the keys just moved), failing when fewer confirm within a
 /// second: a replica promoted without those DELs would give old values
 /// back to the next copy, over newer writes on the target.
-pub(super) async fn fence(conn: &mut RedisConn, replicas: usize) -> Result<(), RedisError> {
+pub(super) async fn wait_for_replicas(
+    conn: &mut RedisConn,
+    replicas: usize,
+) -> Result<(), RedisError> {
     if replicas == 0 {
         return Ok(());
     }
@@ -152,13 +156,15 @@ pub(super) async fn fence(conn: &mut RedisConn, replicas: usize) -> Result<(), R
 }
 
 /// `MIGRATE` of `keys` from `conn`'s Redis to `to`, into the pool's
-/// database, with an I/O timeout of `timeout_ms`; true if any moved.
+/// database, with an I/O timeout of `timeout_ms`, if this mover still
+/// holds `fence`; true if any moved.
 pub(super) async fn migrate_batch(
     conn: &mut RedisConn,
     to: &str,
     target: &Target,
     keys: &[Bytes],
     timeout_ms: u64,
+    fence: &Fence,
 ) -> Result<bool, RedisError> {
     let timeout_ms = timeout_ms.to_string();
     let db = target.db.to_string();
@@ -183,7 +189,7 @@ pub(super) async fn migrate_batch(
     }
     args.push(b"KEYS");
     args.extend(keys.iter().map(|k| &k[..]));
-    match conn.call(&args).await? {
+    match conn.call(&fence.wrap(&args)).await? {
         Value::Simple(text) => Ok(&text[..] == b"OK"),
         other => Err(RedisError::Unexpected {
             addr: conn.addr().to_string(),
@@ -203,10 +209,16 @@ struct Link {
     replicas: usize,
 }
 
+/// Connects to the two shards' masters and claims the migration on both
+/// ([`fence`]): a mover still running from an earlier run stops at its
+/// next write. On a reconnect (`first` false) the claim is refused if
+/// another run took the migration over meanwhile.
 async fn open_link(
     client: &zk::Client,
     target: &Target,
     state: &MigrationState,
+    fence: &Fence,
+    first: bool,
 ) -> Result<Link, String> {
     let (lo, hi) = state.slots()?;
     let shards = read_shards(client, target)
@@ -221,6 +233,18 @@ async fn open_link(
     // A big key's copy reads its elements through this connection, and
     // one element may be as large as a Redis bulk string (512 MB).
     conn.accept_replies_up_to(DATA_REPLY_LIMIT);
+    let mut to_conn = target
+        .redis(&to, REDIS_TIMEOUT)
+        .await
+        .map_err(|e| e.to_string())?;
+    for conn in [&mut conn, &mut to_conn] {
+        let claimed = if first {
+            fence.claim(conn).await
+        } else {
+            fence.reclaim(conn).await
+        };
+        claimed.map_err(|e| e.to_string())?;
+    }
     let replicas = shards
         .iter()
         .find(|s| s.view.name == state.source)
@@ -246,6 +270,7 @@ pub(super) async fn run(
     target: &Target,
     state: &mut MigrationState,
     version: &mut i32,
+    fence: &Fence,
 ) -> Result<(u64, f64), AdminError> {
     let started = Instant::now();
     // Keys moved by earlier runs of this migration.
@@ -254,13 +279,16 @@ pub(super) async fn run(
     let mut last_check = Instant::now();
     let mut lost_since: Option<Instant> = None;
     let mut link: Option<Link> = None;
+    // The first link claims the migration; later ones only keep it.
+    let mut claimed = false;
     let mut cursor = Bytes::from_static(b"0");
     // Keys of the range seen in this pass: a pass that sees none ends it.
     let mut found = 0u64;
     loop {
         let step: Result<(), String> = async {
             if link.is_none() {
-                link = Some(open_link(client, target, state).await?);
+                link = Some(open_link(client, target, state, fence, !claimed).await?);
+                claimed = true;
                 cursor = Bytes::from_static(b"0");
                 found = 0;
             }
@@ -275,9 +303,10 @@ pub(super) async fn run(
                     .map_err(|e| e.to_string())?;
                 for key in big {
                     let t = Instant::now();
-                    let moved = big_key::move_key(&mut l.conn, &l.to, target, &key, l.replicas)
-                        .await
-                        .map_err(|e| e.to_string())?;
+                    let moved =
+                        big_key::move_key(&mut l.conn, &l.to, target, &key, l.replicas, fence)
+                            .await
+                            .map_err(|e| e.to_string())?;
                     if moved {
                         moved_here += 1;
                         tracing::info!(key = %String::from_utf8_lossy(&key), ms = t.elapsed().as_millis() as u64,
@@ -288,14 +317,15 @@ pub(super) async fn run(
                     continue;
                 }
                 let batch = &small[..];
-                let any = migrate_batch(&mut l.conn, &l.to, target, batch, MIGRATE_TIMEOUT_MS)
-                    .await
-                    .map_err(|e| e.to_string())?;
+                let any =
+                    migrate_batch(&mut l.conn, &l.to, target, batch, MIGRATE_TIMEOUT_MS, fence)
+                        .await
+                        .map_err(|e| e.to_string())?;
                 if any {
                     moved_here += batch.len() as u64;
                     // As the proxies do: the DELs reach the replicas
                     // before anyone writes these keys on the target.
-                    fence(&mut l.conn, l.replicas)
+                    wait_for_replicas(&mut l.conn, l.replicas)
                         .await
                         .map_err(|e| e.to_string())?;
                 }
@@ -306,6 +336,9 @@ pub(super) async fn run(
         }
         .await;
         if let Err(error) = step {
+            if fence::refused(&error) {
+                return Err(replaced());
+            }
             link = None;
             let since = *lost_since.get_or_insert_with(Instant::now);
             if since.elapsed() > RECONNECT_FOR {
@@ -316,6 +349,9 @@ pub(super) async fn run(
             }
             tracing::warn!(error = %error, "moving keys failed; retrying with the shards' current masters");
             tokio::time::sleep(Duration::from_millis(500)).await;
+            // A run woken from a long stop finds the migration gone or
+            // turned around here, before it connects again.
+            checkpoint(client, target, state, version, base + moved_here).await?;
             continue;
         }
         lost_since = None;
@@ -331,7 +367,47 @@ pub(super) async fn run(
         }
     }
     checkpoint(client, target, state, version, base + moved_here).await?;
-    Ok((moved_here, started.elapsed().as_secs_f64()))
+    // A replaced mover whose last passes found nothing wrote nothing the
+    // fence refused: it must not commit either.
+    let mut source = link.expect("the last pass ran on a link").conn;
+    match fence.holds(&mut source).await {
+        Ok(true) => Ok((moved_here, started.elapsed().as_secs_f64())),
+        Ok(false) => Err(replaced()),
+        Err(e) => Err(failed(format!(
+            "checking that this run still drives the migration: {e}; run migrate again to continue"
+        ))),
+    }
+}
+
+fn replaced() -> AdminError {
+    failed(
+        "another shardproxy-admin run took this migration over (migrate run again, or abort): \
+         this one stopped, and left the rest to it",
+    )
+}
+
+/// Removes the fence from the two shards' masters once the migration is
+/// over (best effort: a fence left behind only stops movers of a
+/// migration that has ended).
+pub(super) async fn release_fence(
+    client: &zk::Client,
+    target: &Target,
+    state: &MigrationState,
+    fence: &Fence,
+) {
+    let Ok(shards) = read_shards(client, target).await else {
+        return;
+    };
+    for name in [&state.source, &state.target] {
+        let Ok(master) = master_of(&shards, name) else {
+            continue;
+        };
+        if let Ok(mut conn) = target.redis(&master, REDIS_TIMEOUT).await {
+            if let Err(e) = fence.release(&mut conn).await {
+                tracing::warn!(master = %master, error = %e, "removing the migration's fence");
+            }
+        }
+    }
 }
 
 /// Sleeps so that `moved` keys since `started` stay within `rate` per
@@ -357,7 +433,9 @@ async fn checkpoint(
 ) -> Result<(), AdminError> {
     loop {
         let Some((current, current_version)) = read_state(client, target).await? else {
-            return Err(failed("the migration was aborted"));
+            return Err(failed(
+                "the migration is over: another run finished it, or it was called off",
+            ));
         };
         if current.id != state.id || current.range != state.range || current.target != state.target
         {

@@ -83,17 +83,17 @@ pub(super) async fn copy(job: &mut Job<'_>) -> Result<(), RedisError> {
     if copied == 0 && placeholders.is_empty() {
         // Redis's trick for an empty stream: an XADD trimmed away at once
         // leaves the key; XSETID below gives it its real last ID.
-        job.dst
-            .call(&[
-                &b"XADD"[..],
-                &job.import,
-                b"MAXLEN",
-                b"0",
-                b"0-1",
-                PLACEHOLDER_FIELD,
-                b"",
-            ])
-            .await?;
+        let import = job.import.clone();
+        job.write(&[
+            &b"XADD"[..],
+            &import,
+            b"MAXLEN",
+            b"0",
+            b"0-1",
+            PLACEHOLDER_FIELD,
+            b"",
+        ])
+        .await?;
     }
     for group in &groups {
         let mut create = vec![
@@ -106,14 +106,14 @@ pub(super) async fn copy(job: &mut Job<'_>) -> Result<(), RedisError> {
         if let Some(n) = group.entries_read {
             create.extend([text(b"ENTRIESREAD"), owned(n.to_string())]);
         }
-        job.dst.call(&create).await?;
+        job.write(&create).await?;
         restore_pending(job, group).await?;
         restore_consumers(job, group).await?;
     }
     for chunk in placeholders.chunks(CHUNK) {
         let mut del = vec![text(b"XDEL"), Bytes::copy_from_slice(&job.import)];
         del.extend(chunk.iter().map(|id| owned(id.to_string())));
-        job.dst.call(&del).await?;
+        job.write(&del).await?;
         job.renew().await?;
     }
     let mut setid = vec![
@@ -129,7 +129,7 @@ pub(super) async fn copy(job: &mut Job<'_>) -> Result<(), RedisError> {
             deleted,
         ]);
     }
-    job.dst.call(&setid).await?;
+    job.write(&setid).await?;
     Ok(())
 }
 
@@ -339,7 +339,7 @@ async fn copy_entries(
         }
         // Sized from the last chunk's entries: the nearest to the next.
         count = (CHUNK_BYTES * n / bytes.max(1)).clamp(1, CHUNK);
-        job.dst.pipeline(&commands).await?;
+        job.write_all(&commands).await?;
         job.renew().await?;
     }
     // Pending IDs past the last entry (it was deleted or trimmed too).
@@ -349,7 +349,7 @@ async fn copy_entries(
             .iter()
             .map(|id| placeholder(&job.import, *id))
             .collect();
-        job.dst.pipeline(&commands).await?;
+        job.write_all(&commands).await?;
         job.renew().await?;
     }
     placeholders.extend(rest);
@@ -388,7 +388,7 @@ async fn restore_pending(job: &mut Job<'_>, group: &Group) -> Result<(), RedisEr
                 ]
             })
             .collect();
-        let replies = job.dst.pipeline(&commands).await?;
+        let replies = job.write_all(&commands).await?;
         // Each claim names the one ID it made pending; an empty answer
         // would be a pending entry lost, which must fail the move.
         for reply in replies {
@@ -427,7 +427,7 @@ async fn restore_consumers(job: &mut Job<'_>, group: &Group) -> Result<(), Redis
                 ]
             })
             .collect();
-        job.dst.pipeline(&commands).await?;
+        job.write_all(&commands).await?;
         job.renew().await?;
     }
     Ok(())

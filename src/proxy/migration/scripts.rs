@@ -7,7 +7,8 @@
 //! the source (and RESTORE the target) for seconds: the mover locks it on
 //! the source (a lock key beside it, with a TTL it renews), copies it in
 //! small chunks to an import key on the target, renames that into place,
-//! then drops the key and its lock on the source in one script. A proxy
+//! then drops the key and its lock on the source in one call (the mover's
+//! functions, `crate::admin::migrate::fence`). A proxy
 //! that meets a locked or a big key waits for the mover.
 
 /// Elements above which a hash, set, sorted set, list or stream is big.
@@ -96,23 +97,6 @@ return out
 "#
     )
 }
-
-/// The mover's lock of a big key. KEYS: the key, its lock; ARGV: the
-/// lock's TTL (ms). Answers `{type, absolute expiry ms or -1}`, or 0 when
-/// the key is gone (a proxy moved it meanwhile).
-pub const LOCK: &str = r#"
-if redis.call('exists', KEYS[1]) == 0 then return 0 end
-redis.call('set', KEYS[2], '1', 'PX', ARGV[1])
-return {redis.call('type', KEYS[1])['ok'], redis.call('pexpiretime', KEYS[1])}
-"#;
-
-/// The end of a big key's move on the source: the key and its lock go
-/// together. KEYS: the key, its lock.
-pub const RELEASE: &str = r#"
-redis.call('unlink', KEYS[1])
-redis.call('del', KEYS[2])
-return 1
-"#;
 
 #[cfg(test)]
 mod tests {

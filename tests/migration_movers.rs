@@ -1,0 +1,165 @@
+//! A migration's mover replaced while it still runs, against real
+//! processes: `migrate` run again while an earlier run is stopped
+//! (SIGSTOP) in the middle of a big key, and `abort` while the mover is
+//! stopped between batches. The latest run drives the migration; the one
+//! it replaced writes nothing more when it wakes, so no key is cut short
+//! or moved where no proxy reads it.
+
+mod common;
+
+use common::migration::{admin, cluster, dbsize, exists, preload, run_admin, Cluster};
+use common::redis::RawClient;
+use common::zk_cluster::{keys_in, wait_for_view};
+use common::{temp_dir, wait_until, ProcessGuard};
+use std::fs::File;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// The function library naming the mover allowed to write, on each
+/// master of a move.
+const FENCE_LIBRARY: &str = "shardproxy_mover";
+
+/// `migrate ARGS` started in the background, its output kept in a file.
+fn start_admin(c: &Cluster, args: &[&str], name: &str) -> (ProcessGuard, PathBuf) {
+    let log = temp_dir("movers").join(format!("{name}.log"));
+    let out = File::create(&log).unwrap();
+    let child = admin(&c.conf, args)
+        .stdout(out.try_clone().unwrap())
+        .stderr(out)
+        .spawn()
+        .unwrap();
+    (ProcessGuard::new(name, child), log)
+}
+
+/// Wakes a stopped run and returns its exit code and what it printed.
+fn wake(mut run: ProcessGuard, log: &PathBuf) -> (Option<i32>, String) {
+    run.signal("CONT");
+    let code = run.wait_exit(Duration::from_secs(60));
+    (code, std::fs::read_to_string(log).unwrap())
+}
+
+fn assert_no_fence_left(c: &Cluster) {
+    for redis in &c.redis {
+        let list = ["FUNCTION", "LIST", "LIBRARYNAME", FENCE_LIBRARY];
+        let libraries = redis.connect().cmd_str(&list);
+        assert_eq!(
+            libraries,
+            "*0\r\n",
+            "{FENCE_LIBRARY} left on {}",
+            redis.addr()
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mover_replaced_while_stopped_in_a_big_key_writes_nothing_when_it_wakes() {
+    let c = cluster().await;
+    let small = keys_in(0, 1023, 2000, "k");
+    preload(&c.proxies[0], &small);
+    let big = keys_in(0, 1023, 1, "big").remove(0);
+    let elements = 1_000_000;
+    let fill = "for i = 1, tonumber(ARGV[1]) do redis.call('rpush', KEYS[1], i) end";
+    let filled = c.redis[0]
+        .connect()
+        .cmd_str(&["EVAL", fill, "1", &big, &elements.to_string()]);
+    assert_eq!(filled, "$-1\r\n");
+
+    let args = ["migrate", "0-1023", "--to", "redis-0002"];
+    let (first, log) = start_admin(&c, &args, "first");
+    let import = format!("__shardproxy_import:{big}");
+    wait_until(
+        "the first run to copy the big list",
+        Duration::from_secs(60),
+        || exists(&c.redis[2], &import),
+    );
+    first.signal("STOP");
+    let copied = c.redis[2].connect().cmd_str(&["LLEN", &import]);
+    assert_ne!(
+        copied,
+        format!(":{elements}\r\n"),
+        "stopped after the copy, not in it"
+    );
+
+    // The operator runs it again; it finishes, and a client writes the
+    // list where it now lives.
+    let (code, text) = run_admin(&c.conf, &args);
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains("continuing migration"), "{text}");
+    let mut client = RawClient::connect(c.proxies[0].port);
+    let pushed = client.cmd_str(&["RPUSH", &big, "last"]);
+    assert_eq!(pushed, format!(":{}\r\n", elements + 1));
+
+    // The first run wakes half-way through its copy: it must not rename
+    // its partial copy over the list, nor take the migration back.
+    let (code, said) = wake(first, &log);
+    for proxy in &c.proxies {
+        wait_for_view(proxy, "0-1023");
+        let mut client = RawClient::connect(proxy.port);
+        let len = client.cmd_str(&["LLEN", &big]);
+        let want = format!(":{}\r\n", elements + 1);
+        assert_eq!(
+            len, want,
+            "through {}; the first run said: {said}",
+            proxy.port
+        );
+        assert_eq!(client.cmd_str(&["LINDEX", &big, "-1"]), "$4\r\nlast\r\n");
+        for key in small.iter().step_by(7) {
+            let want = format!("${}\r\n{key}\r\n", key.len());
+            assert_eq!(client.cmd_str(&["GET", key]), want, "{key}");
+        }
+    }
+    assert!(!exists(&c.redis[2], &import), "a partial copy left behind");
+    // Its next call finds the other run's fence, or, once that run has
+    // finished, none and the migration gone.
+    assert_ne!(code, Some(0), "{said}");
+    assert!(
+        said.contains("took this migration over") || said.contains("another run finished it"),
+        "{said}"
+    );
+    assert_no_fence_left(&c);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mover_stopped_across_an_abort_moves_nothing_forward_when_it_wakes() {
+    let c = cluster().await;
+    let keys = keys_in(0, 1023, 10_000, "k");
+    preload(&c.proxies[0], &keys);
+    let forward = ["migrate", "0-1023", "--to", "redis-0002", "--rate", "1000"];
+    let (first, log) = start_admin(&c, &forward, "forward");
+    wait_until("the mover to move keys", Duration::from_secs(30), || {
+        dbsize(&c.redis[2]) > 2000
+    });
+    first.signal("STOP");
+
+    // Called off while it sleeps: the keys go back, and the migration
+    // ends with the range where it was.
+    let (code, text) = run_admin(&c.conf, &["abort"]);
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains("turned around"), "{text}");
+    let (code, text) = run_admin(&c.conf, &["migrate", "0-1023", "--to", "redis-0000"]);
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains("done"), "{text}");
+
+    // Woken, the forward mover still holds keys of its last SCAN to
+    // move: none may leave the source again.
+    let (code, said) = wake(first, &log);
+    assert_ne!(code, Some(0), "{said}");
+    assert_eq!(
+        dbsize(&c.redis[2]),
+        0,
+        "keys moved where no proxy reads: {said}"
+    );
+    for proxy in &c.proxies {
+        let mut client = RawClient::connect(proxy.port);
+        for key in &keys {
+            let want = format!("${}\r\n{key}\r\n", key.len());
+            assert_eq!(
+                client.cmd_str(&["GET", key]),
+                want,
+                "{key} through {}",
+                proxy.port
+            );
+        }
+    }
+    assert_no_fence_left(&c);
+}
