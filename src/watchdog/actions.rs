@@ -104,6 +104,27 @@ impl Agent {
                     self.register(session, Role::Replica).await?;
                     return Ok(());
                 }
+                if !state.in_sync(self.stale_link()) || self.behind_since.is_some() {
+                    // Nobody in line has the failed master's last writes:
+                    // promoting ours would drop them without a word. The
+                    // shard waits, empty, for its master to come back, or
+                    // for an operator to accept the loss
+                    // (`shardproxy-admin promote --force`).
+                    error!(
+                        shard = %self.settings.shard,
+                        redis = %self.settings.redis,
+                        old_master = %self.last_master.as_deref().unwrap_or("none"),
+                        behind_secs = self.behind_since.map(|t| t.elapsed().as_secs()),
+                        link_down_secs = ?state.link_down_secs,
+                        "not promoting: this replica lacks writes the failed master acknowledged \
+                         (its link was down, or a full sync ran, while the master answered) and no \
+                         replica in line has them; leaving the line. Restart the old master, or \
+                         accept the loss with `shardproxy-admin promote <shard> <addr> --force`"
+                    );
+                    self.leave(session, "not in sync with the failed master")
+                        .await?;
+                    return Ok(());
+                }
                 if self.replicaof_no_one().await {
                     info!(
                         shard = %self.settings.shard,
@@ -120,17 +141,44 @@ impl Agent {
         Ok(())
     }
 
+    /// Notes whether our replica falls behind: its link is down, or a full
+    /// sync runs, while the master it follows answers (a master that died
+    /// or froze does not, and a link lost with it loses nothing). Checked
+    /// every health check, so the state at the master's failure is known
+    /// when the promotion is decided.
+    pub(super) async fn track_replication(&mut self, state: &RedisState) {
+        if state.role != Role::Replica || state.link_up && !state.sync_in_progress {
+            if self.behind_since.take().is_some() {
+                info!(shard = %self.settings.shard, redis = %self.settings.redis,
+                    "replica caught up with its master");
+            }
+            return;
+        }
+        // A first sync is expected to run: such a replica is not in line.
+        if self.behind_since.is_some() || self.joining {
+            return;
+        }
+        let timeout = self.settings.interval.max(Duration::from_millis(500));
+        let master = state.master_addr();
+        let answers = probe(&master, self.settings.redis_auth.as_deref(), timeout)
+            .await
+            .is_some_and(|m| m.role == Role::Master);
+        if answers {
+            self.behind_since = Some(std::time::Instant::now());
+            warn!(shard = %self.settings.shard, redis = %self.settings.redis, master = %master,
+                link_down_secs = ?state.link_down_secs, full_sync = state.sync_in_progress,
+                "replica falling behind: its link is down while its master answers; it is not \
+                 promoted until it catches up");
+        }
+    }
+
     /// Before promoting our replica: another replica in line that holds
     /// more of the failed master's history (a higher offset of the same
     /// replication ID), or any in-sync one when ours is not (mid-sync, or
     /// its link was down before the master failed). Its address and why.
     async fn better_candidate(&self, ours: &RedisState) -> Option<(String, String)> {
-        // A link down longer than it takes to declare a master down was
-        // down before the master failed.
-        let stale = self.settings.interval * self.settings.down_after
-            + self.settings.busy_down_after
-            + Duration::from_secs(10);
-        let ours_in_sync = ours.in_sync(stale);
+        let stale = self.stale_link();
+        let ours_in_sync = ours.in_sync(stale) && self.behind_since.is_none();
         let probe_timeout = self.settings.interval.max(Duration::from_millis(500));
         for member in self
             .members
@@ -158,6 +206,14 @@ impl Agent {
             }
         }
         None
+    }
+
+    /// A link down longer than it takes to declare a master down was down
+    /// before the master failed.
+    fn stale_link(&self) -> Duration {
+        self.settings.interval * self.settings.down_after
+            + self.settings.busy_down_after
+            + Duration::from_secs(10)
     }
 
     /// An empty shard that held data may be led only by a Redis holding its
@@ -191,7 +247,10 @@ impl Agent {
         // An empty recorded ID names the Redis an operator chose with
         // `promote --force`, whatever it holds.
         let chosen = record.replid.is_empty() && record.addr == self.settings.redis;
-        if chosen || state.holds_history(&record.replid) {
+        // Holding the history is not enough for a replica that fell behind
+        // its master before it failed: it holds only the start of it.
+        let behind = state.role == Role::Replica && self.behind_since.is_some();
+        if chosen || state.holds_history(&record.replid) && !behind {
             self.history_refused = false;
             return Ok(true);
         }
@@ -206,9 +265,13 @@ impl Agent {
                 last_master = %record.addr,
                 replid = %record.replid,
                 offset = record.offset,
-                "the shard is empty but its data was last on another history: not leading it; \
-                 start the last master's watchdog, or accept the loss with \
-                 `shardproxy-admin promote {name} {} --force`",
+                "the shard is empty but {}: not leading it; start the last master's watchdog, \
+                 or accept the loss with `shardproxy-admin promote {name} {} --force`",
+                if behind {
+                    "this replica fell behind its last master before it failed"
+                } else {
+                    "its data was last on another history"
+                },
                 self.settings.redis
             );
         }

@@ -68,6 +68,10 @@ pub struct Agent {
     /// Failed attempts at a ZooKeeper session in a row.
     pub(super) zk_failures: u32,
     pub(super) ticks: u64,
+    /// Since when our replica has been falling behind: its link down (or
+    /// a full sync running) while its master answered. Such a replica
+    /// lacks writes its master acknowledged, and is not promoted.
+    pub(super) behind_since: Option<Instant>,
     /// Another watchdog was connected to our Redis first: we stand by
     /// (two watchdogs of one Redis deleted each other's members for ever).
     pub(super) standing_by: Option<String>,
@@ -136,6 +140,7 @@ impl Agent {
             busy_since: None,
             history_recorded: None,
             history_refused: false,
+            behind_since: None,
             script_killed: false,
             session_timeout: settings_session_timeout,
             predecessor: None,
@@ -164,6 +169,7 @@ impl Agent {
                 self.failures.record(true);
                 self.busy_since = None;
                 self.script_killed = false;
+                self.track_replication(&state).await;
                 self.health = Health::Up(state);
             }
             Err(e) if is_busy(&e) => {

@@ -1,0 +1,80 @@
+//! A replica whose replication link broke while its master went on taking
+//! writes is never promoted when that master dies: it lacks the writes
+//! since, and promoting it would drop them without a word. Real
+//! processes: a ZooKeeper, two redis-servers and their watchdogs.
+
+mod common;
+#[allow(dead_code)]
+#[path = "watchdog/harness.rs"]
+mod harness;
+
+use common::wait_until;
+use harness::*;
+use std::time::{Duration, Instant};
+
+/// Runs a command on `port` and returns its reply as a string.
+fn cmd(port: u16, args: &[&str]) -> String {
+    let mut command = redis::cmd(args[0]);
+    for arg in &args[1..] {
+        command.arg(*arg);
+    }
+    command.query(&mut redis_conn(port)).unwrap()
+}
+
+#[test]
+fn a_replica_that_fell_behind_its_live_master_is_not_promoted() {
+    let mut pair = Pair::start("behind");
+    fill(&pair.a, "k", 100);
+    wait_until("b to have the data", DEADLINE, || dbsize(&pair.b) == 100);
+    assert!(
+        !pair.wb.log_text().contains("replica falling behind"),
+        "a first sync is not falling behind"
+    );
+
+    // b's Redis now logs in to a as a user a does not have: its link is
+    // down while a answers and takes writes that b never gets.
+    let b = pair.b.port;
+    assert_eq!(cmd(b, &["CONFIG", "SET", "masteruser", "nobody"]), "OK");
+    assert_eq!(cmd(b, &["CONFIG", "SET", "masterauth", "wrong"]), "OK");
+    let _: i64 = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("TYPE")
+        .arg("master")
+        .query(&mut redis_conn(b))
+        .unwrap();
+    wait_until("b's watchdog to see it fall behind", DEADLINE, || {
+        pair.wb.log_text().contains("replica falling behind")
+    });
+    fill(&pair.a, "late", 50);
+
+    pair.a.guard.kill();
+    pair.wb.wait_for_log("not promoting");
+    wait_until("b to leave the line", DEADLINE, || pair.line().is_empty());
+    // Watch b for 20 intervals: it must neither lead nor be promoted.
+    let watch_until = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < watch_until {
+        assert!(
+            pair.line().is_empty(),
+            "b took the shard: {:?}",
+            pair.line()
+        );
+        assert_eq!(field(&replication(b), "role"), "slave");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    // The operator accepts the loss (what `shardproxy-admin promote
+    // --force` records): b leads with what it has.
+    pair.zk.runtime.block_on(async {
+        let data = format!(
+            r#"{{"weight":"0-4095","master":{{"addr":"{}","replid":"","offset":0}}}}"#,
+            pair.b.addr()
+        );
+        pair.zk
+            .client
+            .set_data(&pair.shard, data.as_bytes(), None)
+            .await
+            .unwrap();
+    });
+    pair.wait_sole_master(&pair.b);
+    assert_eq!(dbsize(&pair.b), 100);
+}
