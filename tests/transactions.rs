@@ -534,3 +534,62 @@ fn wait_inside_a_watch_keeps_it() {
     );
     assert_eq!(client.cmd_str(&["GET", &key]), "$7\r\nchanged\r\n");
 }
+
+/// PUBLISH and SPUBLISH inside MULTI run on the channel's shard, as a
+/// command on a key would: "write and notify" in one transaction. A
+/// channel on another shard than the transaction's keys is refused there.
+#[test]
+fn publish_inside_multi_runs_on_the_channel_shard() {
+    let (proxy, shards) = two_shards();
+    let mut subscriber = RawClient::connect(proxy.port);
+    subscriber.send_raw(&encode_command(&[b"SUBSCRIBE", b"{t}news"]));
+    let confirmed = String::from_utf8_lossy(&subscriber.read_reply()).into_owned();
+    assert_eq!(
+        confirmed,
+        "*3\r\n$9\r\nsubscribe\r\n$7\r\n{t}news\r\n:1\r\n"
+    );
+    let mut client = RawClient::connect(proxy.port);
+    let replies = run(
+        &mut client,
+        &[
+            &["MULTI"],
+            &["SET", "{t}order", "paid"],
+            &["PUBLISH", "{t}news", "paid"],
+            &["SPUBLISH", "{t}shard-news", "paid"],
+            &["EXEC"],
+        ],
+    );
+    assert_eq!(
+        replies,
+        [
+            "+OK\r\n",
+            "+QUEUED\r\n",
+            "+QUEUED\r\n",
+            "+QUEUED\r\n",
+            "*3\r\n+OK\r\n:1\r\n:0\r\n"
+        ]
+    );
+    let message = String::from_utf8_lossy(&subscriber.read_reply()).into_owned();
+    assert_eq!(
+        message,
+        "*3\r\n$7\r\nmessage\r\n$7\r\n{t}news\r\n$4\r\npaid\r\n"
+    );
+
+    // A channel of the other shard: refused, and the transaction with it.
+    let low = keys_in(0, 2047, 1, "low").remove(0);
+    let high = keys_in(2048, 4095, 1, "high").remove(0);
+    let replies = run(
+        &mut client,
+        &[
+            &["MULTI"],
+            &["SET", &low, "1"],
+            &["PUBLISH", &high, "x"],
+            &["EXEC"],
+        ],
+    );
+    assert!(replies[2].starts_with("-CROSSSLOT "), "{replies:?}");
+    assert!(replies[3].starts_with("-EXECABORT "), "{replies:?}");
+    for shard in &shards {
+        assert_eq!(shard.connect().cmd_str(&["EXISTS", &low]), ":0\r\n");
+    }
+}

@@ -242,17 +242,21 @@ impl Session {
             // EXEC fails in any case: the command is dropped.
             return Pending::Ready(Bytes::from_static(QUEUED));
         }
+        // A channel's messages go out from its home shard (subscribers of
+        // patterns are on every shard), so PUBLISH runs there like a
+        // command on a key: "write and notify" in one transaction.
+        let publish = matches!(cmd.name, "publish" | "spublish");
         let keyless_allowed = match handling {
             Handling::Forward | Handling::Split(_) | Handling::Blocking | Handling::AnyBackend => {
                 true
             }
             Handling::Transaction => true,
             Handling::Local => matches!(cmd.name, "ping" | "echo"),
+            Handling::PubSub => publish,
             // Fan-outs reach every shard; the transaction runs on one.
             Handling::FanOut
             | Handling::Keyspace(_)
             | Handling::Scripts(_)
-            | Handling::PubSub
             | Handling::Unsupported => false,
         };
         if !keyless_allowed {
@@ -274,6 +278,9 @@ impl Session {
                     Err(e) => return self.refuse_in_multi(&e),
                 }
             }
+            Handling::PubSub => request.args.get(1).map(|channel| {
+                crate::proxy::pubsub::home_shard(&table, channel, cmd.name == "spublish")
+            }),
             _ => None,
         };
         if self.tx_bound() {
