@@ -202,10 +202,7 @@ mod tests {
             &["FCALL", "shardproxy_fenced", "0"].map(Bytes::from)[..]
         );
         assert_eq!(wrapped[3], fence.token);
-        assert_eq!(
-            &wrapped[4..],
-            &["RENAME", "a", "b"].map(Bytes::from)[..]
-        );
+        assert_eq!(&wrapped[4..], &["RENAME", "a", "b"].map(Bytes::from)[..]);
         assert_ne!(Fence::new("m1").token, Fence::new("m1").token);
         assert!(Fence::new("m1'; evil").token.starts_with(b"m1___evil/"));
     }
