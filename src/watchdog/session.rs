@@ -116,7 +116,21 @@ impl Agent {
             };
             decide(&view)
         };
+        let registered_before = self.registered.as_ref().map(|r| r.name.clone());
         self.execute(session, action).await?;
+        let registered_now = self.registered.as_ref().map(|r| &r.name);
+        if registered_now.is_some() && registered_now != registered_before.as_ref() {
+            // Registering put our member into the line read before it.
+            // Another watchdog may have registered meanwhile, lower in
+            // line: after ZooKeeper expires every session at once (a long
+            // pause), both watchdogs of a shard register together. The
+            // guard must not open writes on a line that is not true: a
+            // review saw a master unpaused for a millisecond, its held
+            // writes acknowledged, then lost as it followed the replica
+            // that had registered first.
+            let names = self.read_children(session).await?;
+            self.members = self.sort_out(session, &names).await?;
+        }
         self.refresh_data(session).await?;
         if self.is_lowest() {
             self.record_history(session).await?;

@@ -83,6 +83,15 @@ impl ZooKeeper {
         format!("127.0.0.1:{}", self.port)
     }
 
+    /// Sends the server a signal ("STOP" freezes it like a long pause,
+    /// "CONT" wakes it).
+    #[allow(dead_code)]
+    pub fn signal(&self, sig: &str) {
+        if let Some(guard) = &self.guard {
+            guard.signal(sig);
+        }
+    }
+
     /// Kills the server (SIGKILL, like a crash) and waits until the port is
     /// closed. Its data stays for `start_again`.
     pub fn stop(&mut self) {
