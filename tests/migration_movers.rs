@@ -163,3 +163,37 @@ async fn a_mover_stopped_across_an_abort_moves_nothing_forward_when_it_wakes() {
     }
     assert_no_fence_left(&c);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_migrate_stopped_before_any_key_moved_calls_the_migration_off() {
+    let c = cluster().await;
+    let keys = keys_in(0, 1023, 100, "k");
+    preload(&c.proxies[0], &keys);
+    // A proxy that does not answer holds the barrier: the run waits in
+    // prepare, while the proxies hold the range's requests.
+    c.proxies[1].guard.signal("STOP");
+    let args = ["migrate", "0-1023", "--to", "redis-0002"];
+    let (mut run, log) = start_admin(&c, &args, "stopped");
+    wait_until(
+        "the run to wait in prepare",
+        Duration::from_secs(20),
+        || run_admin(&c.conf, &["status"]).1.contains("phase prepare"),
+    );
+    run.signal("TERM");
+    let code = run.wait_exit(Duration::from_secs(10));
+    c.proxies[1].guard.signal("CONT");
+    let said = std::fs::read_to_string(&log).unwrap();
+    assert_ne!(code, Some(0), "{said}");
+    assert!(said.contains("the migration was called off"), "{said}");
+    let (_, status) = run_admin(&c.conf, &["status"]);
+    assert!(!status.contains("phase prepare"), "{status}");
+    // The range is served from its shard at once, through both proxies.
+    for proxy in &c.proxies {
+        let mut client = RawClient::connect(proxy.port);
+        for key in keys.iter().step_by(10) {
+            let want = format!("${}\r\n{key}\r\n", key.len());
+            assert_eq!(client.cmd_str(&["GET", key]), want, "{key}");
+        }
+    }
+    assert_eq!(dbsize(&c.redis[2]), 0);
+}

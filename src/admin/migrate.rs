@@ -269,9 +269,62 @@ pub async fn migrate(target: &Target, options: &MigrateOptions) -> Result<String
         let _ = writeln!(out, "(dry run: nothing changed)");
         return Ok(out);
     }
-    let report = drive(&client, target, state, version, options).await?;
+    let fence = fence::Fence::new(&state.id);
+    let id = state.id.clone();
+    // Stopped by SIGTERM or SIGINT: a migration still in prepare holds
+    // every request of its range (TRYAGAIN after 5 s) until someone runs
+    // migrate again or aborts; nothing has moved yet, so it is called off.
+    let report = tokio::select! {
+        report = drive(&client, target, state, version, options, &fence) => report?,
+        () = crate::logging::stop_signal() => {
+            return Err(interrupted(&client, target, &id, &fence).await);
+        }
+    };
     out.push_str(&report);
     Ok(out)
+}
+
+/// What `migrate` leaves when a signal stops it: a migration in prepare
+/// is called off; one moving stays so (the proxies serve the range through
+/// the lane), and this run's fence goes.
+async fn interrupted(
+    client: &zk::Client,
+    target: &Target,
+    id: &str,
+    fence: &fence::Fence,
+) -> AdminError {
+    let state = match read_state(client, target).await {
+        Ok(Some((state, version))) if state.id == id => (state, version),
+        Ok(_) => return failed("interrupted; the migration had ended or was replaced"),
+        Err(e) => {
+            return failed(format!(
+                "interrupted; the migration's state is unknown: {e}"
+            ))
+        }
+    };
+    match state {
+        (state, version) if state.phase == Phase::Prepare => {
+            let path = migration_path(&target.cluster_root).expect("checked by read_state");
+            match client.delete(&path, Some(version)).await {
+                Ok(()) | Err(zk::Error::NoNode) => failed(
+                    "interrupted before any key moved: the migration was called off, and the \
+                     range is served from its shard as before",
+                ),
+                Err(e) => failed(format!(
+                    "interrupted in phase prepare, and calling the migration off failed ({e}): \
+                     it holds the range's requests; run `shardproxy-admin abort`"
+                )),
+            }
+        }
+        (state, _) => {
+            mover::release_fence(client, target, &state, fence).await;
+            failed(format!(
+                "interrupted in phase {}: the proxies serve the range through the migration \
+                 lane meanwhile; run migrate again to finish it, or abort",
+                state.phase.as_str()
+            ))
+        }
+    }
 }
 
 async fn create_state(
@@ -317,6 +370,7 @@ async fn drive(
     mut state: MigrationState,
     mut version: i32,
     options: &MigrateOptions,
+    fence: &fence::Fence,
 ) -> Result<String, AdminError> {
     let mut out = String::new();
     if state.phase == Phase::Prepare {
@@ -344,13 +398,12 @@ async fn drive(
             target = %state.target, "phase moving: every proxy acknowledged");
         let _ = writeln!(out, "every proxy acknowledged; moving keys");
     }
-    let fence = fence::Fence::new(&state.id);
     if state.phase == Phase::Moving {
-        let ran = mover::run(client, target, &mut state, &mut version, &fence).await;
+        let ran = mover::run(client, target, &mut state, &mut version, fence).await;
         let (moved, secs) = match ran {
             Ok(ran) => ran,
             Err(e) => {
-                mover::release_fence(client, target, &state, &fence).await;
+                mover::release_fence(client, target, &state, fence).await;
                 return Err(e);
             }
         };
@@ -370,7 +423,7 @@ async fn drive(
     // range to the target; then the migration znode goes.
     let _ = barrier(client, target, &state, options.barrier_timeout).await;
     let leftovers = mover::leftovers(client, target, &state).await?;
-    mover::release_fence(client, target, &state, &fence).await;
+    mover::release_fence(client, target, &state, fence).await;
     let path = migration_path(&target.cluster_root).expect("checked");
     match client.delete(&path, Some(version)).await {
         Ok(()) | Err(zk::Error::NoNode) => {}
