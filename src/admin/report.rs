@@ -14,7 +14,7 @@ use super::target::Target;
 use crate::zk::layout::{
     child_path, parse_member_name, ClusterView, LayoutError, ProxyData, Role, ShardData, ShardView,
 };
-use crate::zk::migration::roster_path;
+use crate::zk::migration::{roster_path, MigrationState, Phase};
 use serde::Serialize;
 
 /// Everything `status` read, before judging.
@@ -164,7 +164,43 @@ impl MigrationProgress {
     }
 }
 
+/// Seconds without progress after which a moving migration is reported
+/// as possibly driven by no `migrate` run (the mover writes progress every
+/// second between batches; one big key may take longer).
+const MOVER_QUIET_SECS: u64 = 60;
+/// Seconds in phase prepare after which no `migrate` run can still be
+/// waiting for the proxies (it gives them `--barrier-timeout-ms`, 10 s by
+/// default, then calls the migration off).
+const PREPARE_QUIET_SECS: u64 = 30;
+
 impl Report {
+    /// Records the migration in progress, and warns when nothing seems to
+    /// drive it (its `migrate` was killed): in phase prepare the proxies
+    /// hold the range's requests meanwhile, and a moving one never ends.
+    pub fn with_migration(&mut self, state: Option<MigrationState>, now: u64) {
+        self.migration_progress = state.as_ref().map(MigrationProgress::of);
+        if let Some(m) = &state {
+            let quiet = now.saturating_sub(m.updated);
+            let rerun = format!("`shardproxy-admin migrate {} --to {}`", m.range, m.target);
+            let text = match m.phase {
+                Phase::Moving if !m.paused && quiet >= MOVER_QUIET_SECS => Some(format!(
+                    "no progress written for {quiet} s: if no `migrate` runs (it was killed), \
+                     run {rerun} to finish the move"
+                )),
+                Phase::Prepare if quiet >= PREPARE_QUIET_SECS => Some(format!(
+                    "in phase prepare for {quiet} s, so no `migrate` waits for the proxies: they \
+                     hold every request of slots {} (TRYAGAIN) until {rerun} runs or `abort`",
+                    m.range
+                )),
+                _ => None,
+            };
+            if let Some(text) = text {
+                self.raise(Level::Warning, &format!("migration {}", m.id), text);
+            }
+        }
+        self.migration = state;
+    }
+
     fn raise(&mut self, level: Level, subject: &str, text: String) {
         self.problems.push(Problem {
             level,

@@ -448,3 +448,51 @@ fn a_running_migration_shows_keys_moved_rate_and_eta() {
     let json: serde_json::Value = serde_json::to_value(&report).unwrap();
     assert!(json["migration_progress"]["eta_seconds"].is_null());
 }
+
+#[test]
+fn a_migration_nothing_drives_is_reported() {
+    let state = MigrationState {
+        id: "m1".into(),
+        range: "1365-2047".into(),
+        source: "redis-0000".into(),
+        target: "redis-0001".into(),
+        phase: Phase::Moving,
+        paused: false,
+        rate: 0,
+        moved: 1000,
+        started: 100,
+        updated: 102,
+        estimate: Some(5000),
+    };
+    let warned = |state: &MigrationState, now: u64| {
+        let mut report = judge(&target(), &healthy());
+        report.with_migration(Some(state.clone()), now);
+        let text = crate::admin::render::render(&report);
+        (report.health, text)
+    };
+    // Progress a second ago, or a paused mover: nothing to say.
+    assert_eq!(warned(&state, 103).0, Level::Ok);
+    let paused = MigrationState {
+        paused: true,
+        ..state.clone()
+    };
+    assert_eq!(warned(&paused, 1000).0, Level::Ok);
+    let (level, text) = warned(&state, 162);
+    assert_eq!(level, Level::Warning);
+    assert!(
+        text.contains("no progress written for 60 s")
+            && text.contains("`shardproxy-admin migrate 1365-2047 --to redis-0001`"),
+        "{text}"
+    );
+    // In prepare past any barrier: the proxies hold the range's requests.
+    let prepare = MigrationState {
+        phase: Phase::Prepare,
+        moved: 0,
+        updated: 100,
+        ..state
+    };
+    assert_eq!(warned(&prepare, 110).0, Level::Ok);
+    let (level, text) = warned(&prepare, 131);
+    assert_eq!(level, Level::Warning);
+    assert!(text.contains("in phase prepare for 31 s"), "{text}");
+}

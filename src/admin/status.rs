@@ -30,15 +30,15 @@ pub async fn report(target: &Target) -> Result<Report, AdminError> {
             reason: "status did not finish in time".to_string(),
         })??;
     let mut report = judge(target, &snapshot);
-    report.migration = super::migrate::read_state(&client, target)
+    let migration = super::migrate::read_state(&client, target)
         .await
         .ok()
         .flatten()
         .map(|(state, _)| state);
-    report.migration_progress = report
-        .migration
-        .as_ref()
-        .map(super::report::MigrationProgress::of);
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    report.with_migration(migration, now);
     Ok(report)
 }
 
