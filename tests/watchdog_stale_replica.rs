@@ -42,10 +42,10 @@ fn a_replica_that_fell_behind_its_live_master_is_not_promoted() {
         .arg("master")
         .query(&mut redis_conn(b))
         .unwrap();
+    fill(&pair.a, "late", 50);
     wait_until("b's watchdog to see it fall behind", DEADLINE, || {
         pair.wb.log_text().contains("replica falling behind")
     });
-    fill(&pair.a, "late", 50);
 
     pair.a.guard.kill();
     pair.wb.wait_for_log("not promoting");

@@ -141,11 +141,14 @@ impl Agent {
         Ok(())
     }
 
-    /// Notes whether our replica falls behind: its link is down, or a full
-    /// sync runs, while the master it follows answers (a master that died
-    /// or froze does not, and a link lost with it loses nothing). Checked
-    /// every health check, so the state at the master's failure is known
-    /// when the promotion is decided.
+    /// Notes whether our replica falls behind: its link is down while the
+    /// master it follows answers with more of the history it follows (the
+    /// same replication ID at a higher offset), writes this replica lacks.
+    /// A master that died or froze does not answer, and one restarted
+    /// answers with another history or less of it: a link lost with either
+    /// loses nothing. While the master does not answer, what was last known
+    /// stands, so the state at the master's failure is known when the
+    /// promotion is decided. A full sync is [`RedisState::in_sync`]'s.
     pub(super) async fn track_replication(&mut self, state: &RedisState) {
         if state.role != Role::Replica || state.link_up && !state.sync_in_progress {
             if self.behind_since.take().is_some() {
@@ -155,20 +158,33 @@ impl Agent {
             return;
         }
         // A first sync is expected to run: such a replica is not in line.
-        if self.behind_since.is_some() || self.joining {
+        if self.joining || state.sync_in_progress {
             return;
         }
         let timeout = self.settings.interval.max(Duration::from_millis(500));
         let master = state.master_addr();
-        let answers = probe(&master, self.settings.redis_auth.as_deref(), timeout)
-            .await
-            .is_some_and(|m| m.role == Role::Master);
-        if answers {
-            self.behind_since = Some(std::time::Instant::now());
-            warn!(shard = %self.settings.shard, redis = %self.settings.redis, master = %master,
-                link_down_secs = ?state.link_down_secs, full_sync = state.sync_in_progress,
-                "replica falling behind: its link is down while its master answers; it is not \
-                 promoted until it catches up");
+        let Some(answer) = probe(&master, self.settings.redis_auth.as_deref(), timeout).await
+        else {
+            return;
+        };
+        let ahead = answer.role == Role::Master
+            && answer.replid == state.replid
+            && answer.offset > state.offset;
+        match (ahead, self.behind_since) {
+            (true, None) => {
+                self.behind_since = Some(std::time::Instant::now());
+                warn!(shard = %self.settings.shard, redis = %self.settings.redis, master = %master,
+                    ours = state.offset, master_offset = answer.offset,
+                    link_down_secs = ?state.link_down_secs,
+                    "replica falling behind: its link is down while its master takes writes; it \
+                     is not promoted until it catches up");
+            }
+            (false, Some(_)) => {
+                self.behind_since = None;
+                info!(shard = %self.settings.shard, redis = %self.settings.redis, master = %master,
+                    "replica no longer behind: its master holds nothing more of its history");
+            }
+            _ => {}
         }
     }
 
