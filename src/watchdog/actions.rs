@@ -42,6 +42,9 @@ impl Agent {
             Action::Steady | Action::Wait(_) => {}
             Action::Leave(reason) => self.leave(session, reason.as_str()).await?,
             Action::LeadEmptyShard => {
+                if self.waits_for_the_masters_watchdog(&state) {
+                    return Ok(());
+                }
                 if !self.may_lead_empty_shard(session, &state).await? {
                     return Ok(());
                 }
@@ -222,6 +225,31 @@ impl Agent {
             }
         }
         None
+    }
+
+    /// True while our Redis replicates from a live master (link up) and
+    /// the shard has been empty for less than two session timeouts: that
+    /// master's watchdog leads it. After ZooKeeper expires every session
+    /// at once (a pause longer than the timeout), both watchdogs find the
+    /// shard empty; leading it from here would fail a healthy master over.
+    /// If the master's watchdog is gone, this one leads after the wait.
+    fn waits_for_the_masters_watchdog(&mut self, state: &RedisState) -> bool {
+        if state.role != Role::Replica || !state.link_up {
+            self.empty_since = None;
+            return false;
+        }
+        let grace = self.settings.session_timeout * 2;
+        let first = self.empty_since.is_none();
+        let since = *self.empty_since.get_or_insert_with(std::time::Instant::now);
+        if since.elapsed() >= grace {
+            return false;
+        }
+        if first {
+            info!(shard = %self.settings.shard, redis = %self.settings.redis,
+                master = %state.master_addr(), wait_ms = grace.as_millis() as u64,
+                "shard empty while our master answers: waiting for its watchdog to register");
+        }
+        true
     }
 
     /// A link down longer than it takes to declare a master down was down

@@ -72,6 +72,9 @@ pub struct Agent {
     /// a full sync running) while its master answered. Such a replica
     /// lacks writes its master acknowledged, and is not promoted.
     pub(super) behind_since: Option<Instant>,
+    /// Since when the shard has been empty while our Redis replicates from
+    /// a live master (see `waits_for_the_masters_watchdog`).
+    pub(super) empty_since: Option<Instant>,
     /// Another watchdog was connected to our Redis first: we stand by
     /// (two watchdogs of one Redis deleted each other's members for ever).
     pub(super) standing_by: Option<String>,
@@ -141,6 +144,7 @@ impl Agent {
             history_recorded: None,
             history_refused: false,
             behind_since: None,
+            empty_since: None,
             script_killed: false,
             session_timeout: settings_session_timeout,
             predecessor: None,

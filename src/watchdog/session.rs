@@ -103,6 +103,9 @@ impl Agent {
     pub(super) async fn membership(&mut self, session: &mut Session) -> Result<(), zk::Error> {
         let names = self.read_children(session).await?;
         self.members = self.sort_out(session, &names).await?;
+        if !self.members.is_empty() {
+            self.empty_since = None;
+        }
         let lowest_role = self.lowest_role(session).await?;
         let action = {
             let view = View {
