@@ -60,8 +60,9 @@ impl Agent {
             &redis,
             &next,
             self.settings.redis_auth.as_deref(),
-            max_pause,
-            pause_for,
+            (max_pause, pause_for),
+            // Its watchdog checks it every interval, as ours does.
+            (self.settings.interval * 3).max(Duration::from_secs(2)),
         )
         .await;
         let answer = match caught_up {

@@ -214,6 +214,22 @@ pub fn watchdog_connections(clients: &str) -> impl Iterator<Item = (i64, &str)> 
     })
 }
 
+/// True when a watchdog's connection in a `CLIENT LIST` reply ran a
+/// command within `fresh` (its `idle=` seconds): a watchdog checks its
+/// Redis every interval, while a stopped or hung one leaves its
+/// connection idle (and still connected).
+pub fn live_watchdog(clients: &str, fresh: Duration) -> bool {
+    let named = format!("name={CLIENT_NAME}");
+    clients.lines().any(|line| {
+        let mut fields = line.split(' ');
+        let idle = fields
+            .clone()
+            .find_map(|f| f.strip_prefix("idle="))
+            .and_then(|n| n.parse::<u64>().ok());
+        fields.any(|f| f == named) && idle.is_some_and(|idle| idle <= fresh.as_secs())
+    })
+}
+
 impl RedisLink {
     /// A link to `addr`; nothing is connected until the first call.
     pub fn new(addr: &str, auth: Option<String>, timeout: Duration) -> RedisLink {
@@ -347,6 +363,21 @@ impl RedisLink {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_watchdog_is_live_while_its_connection_is_used() {
+        let list = |idle: u64| {
+            format!(
+                "id=3 addr=127.0.0.1:5000 laddr=127.0.0.1:6379 fd=8 name=other age=9 idle=0 flags=N\n\
+                 id=7 addr=127.0.0.1:5001 laddr=127.0.0.1:6379 fd=9 name=shardproxy-watchdog age=99 idle={idle} flags=N\n"
+            )
+        };
+        let fresh = Duration::from_secs(2);
+        assert!(live_watchdog(&list(0), fresh));
+        assert!(live_watchdog(&list(2), fresh));
+        assert!(!live_watchdog(&list(3), fresh));
+        assert!(!live_watchdog("id=3 addr=x name=other idle=0\n", fresh));
+    }
 
     const REPLICA: &str = "# Replication\r\nrole:slave\r\nmaster_host:10.0.0.1\r\n\
         master_port:6379\r\nmaster_link_status:up\r\nmaster_last_io_seconds_ago:1\r\n\

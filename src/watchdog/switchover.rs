@@ -410,14 +410,15 @@ pub async fn answer_request(
 ///
 /// # Errors
 /// The reason, when the replica cannot be read or does not catch up within
-/// `max_pause`; writes are unpaused again then.
+/// `max_pause`; writes are unpaused again then. Also when no watchdog of
+/// the next in line has used its connection within `fresh`.
 pub async fn pause_until_caught_up(
     own: &mut RedisLink,
     own_addr: &str,
     next: &str,
     auth: Option<&str>,
-    max_pause: Duration,
-    pause_for: Duration,
+    (max_pause, pause_for): (Duration, Duration),
+    fresh: Duration,
 ) -> Result<u64, String> {
     // Connect before pausing: the pause should last only the catch-up.
     let mut replica = RedisConn::connect(next, auth, max_pause.max(Duration::from_millis(500)))
@@ -437,6 +438,16 @@ pub async fn pause_until_caught_up(
         return Err(format!(
             "the next in line, {next}, has no watchdog connected to it (stopped, or an older \
              version): nobody would promote it"
+        ));
+    }
+    // Connected but silent: stopped (SIGSTOP) or hung. Handing over would
+    // leave the shard on a replica nobody promotes (review: -READONLY for
+    // 5 s, then the old master back, while the switchover said done).
+    if !super::health::live_watchdog(&clients, fresh) {
+        return Err(format!(
+            "the next in line's watchdog has not checked {next} for over {} s (stopped or \
+             hung): nobody would promote it",
+            fresh.as_secs()
         ));
     }
     let pause_ms = pause_for.as_millis().to_string();

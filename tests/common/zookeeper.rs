@@ -52,12 +52,18 @@ impl ZooKeeper {
 
     /// Starts a standalone server and waits until it serves requests.
     pub fn start() -> ZooKeeper {
+        ZooKeeper::start_with_sessions_up_to(2000)
+    }
+
+    /// [`ZooKeeper::start`], granting sessions up to `max_ms` (2 s there,
+    /// so that expiries come fast).
+    pub fn start_with_sessions_up_to(max_ms: u64) -> ZooKeeper {
         let port = free_port();
         let dir = temp_dir("zookeeper");
         let config = format!(
             "tickTime=200\n\
              minSessionTimeout=400\n\
-             maxSessionTimeout=2000\n\
+             maxSessionTimeout={max_ms}\n\
              dataDir={data}\n\
              clientPort={port}\n\
              clientPortAddress=127.0.0.1\n\

@@ -1,7 +1,9 @@
-//! A replica whose replication link broke while its master went on taking
-//! writes is never promoted when that master dies: it lacks the writes
-//! since, and promoting it would drop them without a word. Real
-//! processes: a ZooKeeper, two redis-servers and their watchdogs.
+//! The watchdogs under faults, with real processes (a ZooKeeper, two
+//! redis-servers and their watchdogs): a replica whose replication link
+//! broke while its master went on taking writes is never promoted when
+//! that master dies (it lacks the writes since); ZooKeeper frozen past the
+//! sessions loses no acknowledged write and fails no healthy master over;
+//! a switchover to a replica whose watchdog is stopped is refused.
 
 mod common;
 #[allow(dead_code)]
@@ -9,7 +11,9 @@ mod common;
 mod harness;
 
 use common::wait_until;
+use common::zookeeper::ZooKeeper;
 use harness::*;
+use shardproxy::watchdog::request_switchover;
 use std::time::{Duration, Instant};
 
 /// Runs a command on `port` and returns its reply as a string.
@@ -120,4 +124,41 @@ fn zookeeper_frozen_past_the_sessions_loses_no_acknowledged_write() {
         acked.len(),
         &lost[..lost.len().min(20)]
     );
+}
+
+/// The next in line's watchdog is stopped (SIGSTOP), its connection to
+/// its Redis still open: nobody would promote that Redis, so the
+/// switchover is refused and the master keeps taking writes (review: the
+/// switchover said done, and the shard answered -READONLY for 5 s).
+#[test]
+fn a_switchover_to_a_replica_whose_watchdog_is_stopped_is_refused() {
+    // Sessions that outlive the stop: b stays in line meanwhile.
+    let zookeeper = ZooKeeper::start_with_sessions_up_to(10_000);
+    let zk = Zk::connect(&zookeeper);
+    let shard = zk.create_shard("/redis/cluster/frozenwatchdog");
+    let (a, b) = (start_redis(), start_redis());
+    let _wa = Watchdog::start_timed(&zookeeper.hosts(), &a, &shard, 10_000);
+    wait_until("a to be the master", DEADLINE, || {
+        zk.line(&shard) == [a.addr()]
+    });
+    let wb = Watchdog::start_timed(&zookeeper.hosts(), &b, &shard, 10_000);
+    wait_until("b to join the line", DEADLINE, || {
+        zk.line(&shard) == [a.addr(), b.addr()]
+    });
+    wb.guard.signal("STOP");
+    // Long enough for its connection to look idle (over 2 s here).
+    std::thread::sleep(Duration::from_secs(3));
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let refused = runtime.block_on(request_switchover(
+        &zk.hosts,
+        None,
+        &shard,
+        Duration::from_secs(2),
+    ));
+    wb.guard.signal("CONT");
+    let err = refused.expect_err("a switchover to a replica nobody promotes");
+    assert!(err.to_string().contains("has not checked"), "{err}");
+    assert!(is_master(&a));
+    assert_eq!(cmd(a.port, &["SET", "after", "1"]), "OK");
+    assert_eq!(zk.line(&shard), [a.addr(), b.addr()]);
 }
