@@ -962,6 +962,13 @@ fn a_member_made_by_hand_is_never_followed() {
     assert!(is_master(&a), "{}", replication(a.port));
     assert!(is_synced_replica_of(&b, &a), "{}", replication(b.port));
     assert_eq!((dbsize(&a), dbsize(&b)), (100, 100));
+    // Left out of the line, it does not make a's guard pause writes.
+    let reply: String = redis::cmd("SET")
+        .arg("after")
+        .arg("1")
+        .query(&mut redis_conn(a.port))
+        .unwrap();
+    assert_eq!(reply, "OK");
     assert!(is_master(&other));
     assert_eq!(dbsize(&other), 5);
 }

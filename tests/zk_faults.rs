@@ -103,6 +103,51 @@ async fn one_bad_shard_does_not_stop_another_shards_failover() {
 /// routing stays: the last shard's znode deleted or its range mistyped
 /// (every key would hash onto another slot), one Redis in two shards'
 /// lines. Each is flagged; once repaired the view applies again.
+/// A member znode made by hand (persistent, so no watchdog wrote it),
+/// ahead of the real master in line and naming a dead address: the proxy
+/// leaves it out, as the watchdogs do, and the shard is served (review:
+/// every request of the shard refused until the znode was deleted).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_made_by_hand_is_left_out_of_the_line() {
+    let zookeeper = ZooKeeper::start();
+    let (a, b) = (Redis::start(), Redis::start());
+    let ops = zookeeper.client().await;
+    two_shards_led_by(&ops, &a, &b).await;
+    let proxy = start_proxy(&zookeeper, &[&a, &b]);
+    wait_for_view(
+        &proxy,
+        &format!("name=redis-0001,range=2048-4095,master={}", b.addr()),
+    );
+    let dead = Redis::start();
+    let dead_addr = dead.addr();
+    drop(dead);
+    // Sequence 0 sorts before every watchdog's member.
+    let junk = format!("{}/{dead_addr}-0000000000", shard_path("redis-0000"));
+    let data = format!(r#"{{"addr":"{dead_addr}","role":"master","run_id":"x","offset":0}}"#);
+    ops.create(
+        &junk,
+        data.as_bytes(),
+        &zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all()),
+    )
+    .await
+    .unwrap();
+    wait_for_view(&proxy, "strays=1");
+    let text = info(&proxy);
+    assert!(
+        text.contains(&format!("name=redis-0000,range=0-2047,master={}", a.addr())),
+        "{text}"
+    );
+    let key = &keys_in(0, 2047, 1, "served")[0];
+    let mut client = RawClient::connect(proxy.port);
+    assert_eq!(client.cmd_str(&["SET", key, "1"]), "+OK\r\n");
+    assert!(holds(&a, key));
+    // A proxy started now reads the line the same way.
+    let late = start_proxy(&zookeeper, &[&a, &b]);
+    wait_for_view(&late, "strays=1");
+    let mut client = RawClient::connect(late.port);
+    assert_eq!(client.cmd_str(&["GET", key]), "$1\r\n1\r\n");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn views_that_would_move_every_key_are_refused() {
     let zookeeper = ZooKeeper::start();

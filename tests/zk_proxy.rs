@@ -289,19 +289,17 @@ async fn invalid_state_keeps_routing_and_shows_in_info() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn zookeeper_outage_is_invisible_to_clients() {
-    let mut zookeeper = ZooKeeper::start();
+    // Sessions long enough to outlive the outage: the members' (as a
+    // watchdog's would, reconnecting when the server is back).
+    let mut zookeeper = ZooKeeper::start_with_sessions_up_to(60_000);
     let (a, b) = (Redis::start(), Redis::start());
-    {
-        let ops = zookeeper.client().await;
-        create_shard(&ops, "redis-0000", 0, 2047).await;
-        create_shard(&ops, "redis-0001", 2048, 4095).await;
-        // Members with a session of their own that lives through the outage
-        // is not possible (the server is down): use persistent stand-ins.
-        for (shard, redis) in [("redis-0000", &a), ("redis-0001", &b)] {
-            let prefix = member_prefix(&shard_path(shard), &redis.addr());
-            let options = zk::CreateMode::PersistentSequential.with_acls(zk::Acls::anyone_all());
-            ops.create(&prefix, b"{}", &options).await.unwrap();
-        }
+    let members = zookeeper.client_with_session(Duration::from_secs(60)).await;
+    create_shard(&members, "redis-0000", 0, 2047).await;
+    create_shard(&members, "redis-0001", 2048, 4095).await;
+    for (shard, redis) in [("redis-0000", &a), ("redis-0001", &b)] {
+        let prefix = member_prefix(&shard_path(shard), &redis.addr());
+        let options = zk::CreateMode::EphemeralSequential.with_acls(zk::Acls::anyone_all());
+        members.create(&prefix, b"{}", &options).await.unwrap();
     }
     let proxy = start_proxy(&zookeeper, &[&b, &a]);
     wait_for_view(

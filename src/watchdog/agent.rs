@@ -72,6 +72,9 @@ pub struct Agent {
     /// a full sync running) while its master answered. Such a replica
     /// lacks writes its master acknowledged, and is not promoted.
     pub(super) behind_since: Option<Instant>,
+    /// Whether each member znode of another Redis seen is ephemeral: one
+    /// that is not was made by hand, not by a watchdog, and is not in line.
+    pub(super) ephemeral: std::collections::HashMap<String, bool>,
     /// Since when the shard has been empty while our Redis replicates from
     /// a live master (see `waits_for_the_masters_watchdog`).
     pub(super) empty_since: Option<Instant>,
@@ -145,6 +148,7 @@ impl Agent {
             history_refused: false,
             behind_since: None,
             empty_since: None,
+            ephemeral: std::collections::HashMap::new(),
             script_killed: false,
             session_timeout: settings_session_timeout,
             predecessor: None,

@@ -311,8 +311,15 @@ impl Agent {
         let our_redis_is_master =
             matches!(&self.health, Health::Up(state) if state.role == Role::Master);
         let had_predecessor = self.predecessor.take();
+        self.ephemeral.retain(|name, _| names.contains(name));
         for member in in_line {
-            if member.addr != self.settings.redis || Some(&member.znode) == ours.as_ref() {
+            if member.addr != self.settings.redis {
+                if self.made_by_a_watchdog(session, &member.znode).await? {
+                    line.push(member);
+                }
+                continue;
+            }
+            if Some(&member.znode) == ours.as_ref() {
                 line.push(member);
                 continue;
             }
@@ -359,6 +366,37 @@ impl Agent {
             }
         }
         Ok(line)
+    }
+
+    /// False for a member znode that is not ephemeral: made by hand, not
+    /// by a watchdog (whose members live and die with its session). Such
+    /// a member is left out of the line, as the proxies leave it out: at
+    /// its head it would pause the real master's writes and send the
+    /// proxies to whatever address it names (review: every request of the
+    /// shard refused until it was deleted). Logged once per member.
+    async fn made_by_a_watchdog(
+        &mut self,
+        session: &Session,
+        znode: &str,
+    ) -> Result<bool, zk::Error> {
+        if let Some(&ephemeral) = self.ephemeral.get(znode) {
+            return Ok(ephemeral);
+        }
+        let path = child_path(&self.settings.shard, znode);
+        let Some(stat) = self
+            .bounded(session, session.client.check_stat(&path))
+            .await?
+        else {
+            return Ok(false);
+        };
+        let ephemeral = stat.ephemeral_owner != 0;
+        if !ephemeral {
+            tracing::error!(shard = %self.settings.shard, member = %znode,
+                "a member that is not ephemeral, so no watchdog wrote it: left out of the line \
+                 (delete it if it was made by hand)");
+        }
+        self.ephemeral.insert(znode.to_string(), ephemeral);
+        Ok(ephemeral)
     }
 
     /// The role the lowest member reports, read only when we are about to

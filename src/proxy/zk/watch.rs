@@ -98,7 +98,14 @@ type Armed = Pin<Box<dyn Future<Output = zk::WatchedEvent> + Send>>;
 #[derive(Default)]
 struct ShardNodes {
     data: Option<Vec<u8>>,
+    /// The children, less the members made by hand.
     members: Option<Vec<String>>,
+    /// Children named as members but not ephemeral: no watchdog made them
+    /// (the watchdogs do not follow them either), so they are strays.
+    hand_made: Vec<String>,
+    /// Whether each member znode seen is ephemeral (names are never
+    /// reused: each carries a new sequence number).
+    ephemeral: HashMap<String, bool>,
 }
 
 /// The watch over one session: the znodes read so far and the watches set.
@@ -246,10 +253,9 @@ impl<'a> Session<'a> {
                     .list_and_watch_children(&child_path(self.root, name))
                     .await
                 {
-                    Ok((members, watcher)) => {
-                        self.shard_mut(name).members = Some(members);
+                    Ok((children, watcher)) => {
                         self.arm(key.clone(), watcher);
-                        Ok(())
+                        self.read_members(name, children).await
                     }
                     Err(zk::Error::NoNode) => {
                         self.forget_shard(name);
@@ -334,6 +340,41 @@ impl<'a> Session<'a> {
             .is_some_and(|shards| shards.contains_key(name))
     }
 
+    /// Keeps `children` of shard `name`, less the members made by hand
+    /// (not ephemeral), which are set apart as strays.
+    async fn read_members(&mut self, name: &str, children: Vec<String>) -> Result<(), zk::Error> {
+        let shard = child_path(self.root, name);
+        let mut known = std::mem::take(&mut self.shard_mut(name).ephemeral);
+        known.retain(|child, _| children.contains(child));
+        let (mut members, mut hand_made) = (Vec::new(), Vec::new());
+        for child in children {
+            if crate::zk::layout::parse_member_name(&child).is_none() {
+                members.push(child);
+                continue;
+            }
+            let ephemeral = match known.get(&child) {
+                Some(&ephemeral) => ephemeral,
+                None => match self.client.check_stat(&child_path(&shard, &child)).await? {
+                    Some(stat) => *known
+                        .entry(child.clone())
+                        .or_insert(stat.ephemeral_owner != 0),
+                    // Gone since the listing: the watch brings the next.
+                    None => continue,
+                },
+            };
+            if ephemeral {
+                members.push(child);
+            } else {
+                hand_made.push(child);
+            }
+        }
+        let nodes = self.shard_mut(name);
+        nodes.members = Some(members);
+        nodes.hand_made = hand_made;
+        nodes.ephemeral = known;
+        Ok(())
+    }
+
     fn shard_mut(&mut self, name: &str) -> &mut ShardNodes {
         self.shards
             .get_or_insert_with(BTreeMap::new)
@@ -381,7 +422,8 @@ impl<'a> Session<'a> {
                     last_master,
                 );
                 match (shard, last_shard) {
-                    (Ok(shard), _) => {
+                    (Ok(mut shard), _) => {
+                        shard.strays.extend(nodes.hand_made.iter().cloned());
                         if !shard.strays.is_empty() {
                             warn!(path = %path, strays = ?shard.strays, "children that are not members are left out of the line");
                         }
