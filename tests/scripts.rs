@@ -249,6 +249,32 @@ fn script_kill_reaches_the_busy_shard() {
         "{reply}"
     );
     assert_eq!(busy.cmd_str(&["PING"]), "+PONG\r\n");
+
+    // SCRIPT KILL pipelined behind a request of the same client that waits
+    // for the script: it still reaches the shard, and both get answered.
+    busy.send_raw(&common::redis::encode_command(&[
+        b"EVAL",
+        b"local i = 0 while true do i = i + 1 end",
+        b"1",
+        b"k:1",
+    ]));
+    wait_until("the script to run", Duration::from_secs(10), || {
+        s.shards
+            .iter()
+            .any(|shard| shard.connect().cmd_str(&["PING"]).starts_with("-BUSY"))
+    });
+    let mut stuck = RawClient::connect(s.proxy.port);
+    stuck.send_raw(
+        &[
+            common::redis::encode_command(&[b"GET", b"k:1"]),
+            common::redis::encode_command(&[b"SCRIPT", b"KILL"]),
+        ]
+        .concat(),
+    );
+    let killed = String::from_utf8_lossy(&busy.read_reply()).into_owned();
+    assert!(killed.contains("killed"), "{killed}");
+    assert_eq!(stuck.read_reply(), b"$-1\r\n");
+    assert_eq!(stuck.read_reply(), b"+OK\r\n");
 }
 
 #[test]

@@ -153,24 +153,27 @@ fn kill(session: &Session, table: &RoutingTable, cmd: &Command) -> Pending {
         })
         .collect();
     let pool = session.pool.clone();
+    // Sent now, not when the reply's turn comes: a request of the same
+    // client before it may be stuck behind the very script to stop (review:
+    // `GET` + `SCRIPT KILL` pipelined never killed the script).
+    let kills: Vec<_> = shards
+        .into_iter()
+        .map(|(name, (addr, tls), (user, auth))| {
+            let kill = tokio::spawn(async move {
+                // As the backend connections log in: as `redis_user` when
+                // set, else as the default user.
+                let password = auth.as_deref().filter(|_| user.is_none());
+                let mut conn =
+                    RedisConn::connect_tls(&addr, password, timeout, tls.as_ref()).await?;
+                if let (Some(user), Some(auth)) = (&user, &auth) {
+                    conn.ok(&["AUTH", user, auth]).await?;
+                }
+                conn.call(&[command, "KILL"]).await
+            });
+            (name, kill)
+        })
+        .collect();
     Pending::Assembling(Box::pin(async move {
-        let mut kills = Vec::new();
-        for (name, (addr, tls), (user, auth)) in shards {
-            kills.push((
-                name,
-                tokio::spawn(async move {
-                    // As the backend connections log in: as `redis_user`
-                    // when set, else as the default user.
-                    let password = auth.as_deref().filter(|_| user.is_none());
-                    let mut conn =
-                        RedisConn::connect_tls(&addr, password, timeout, tls.as_ref()).await?;
-                    if let (Some(user), Some(auth)) = (&user, &auth) {
-                        conn.ok(&["AUTH", user, auth]).await?;
-                    }
-                    conn.call(&[command, "KILL"]).await
-                }),
-            ));
-        }
         let mut outcomes = Vec::new();
         for (name, kill) in kills {
             let outcome = match kill.await {
