@@ -197,3 +197,90 @@ async fn a_migrate_stopped_before_any_key_moved_calls_the_migration_off() {
     }
     assert_eq!(dbsize(&c.redis[2]), 0);
 }
+
+/// A migration turned around by `abort` has keys to bring back: a second
+/// `abort` cannot call it off (review: 1,078 keys were left where no proxy
+/// reads them), and the move back finishes with every key readable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_turned_around_migration_cannot_be_called_off() {
+    let c = cluster().await;
+    let keys = keys_in(0, 1023, 5000, "k");
+    preload(&c.proxies[0], &keys);
+    common::migration::interrupted_move(&c.conf, "0-1023", "redis-0002", &c.redis[2], 500);
+    let (code, text) = run_admin(&c.conf, &["abort"]);
+    assert_eq!(code, 0, "{text}");
+    let (code, text) = run_admin(&c.conf, &["abort"]);
+    assert_ne!(code, 0, "{text}");
+    assert!(text.contains("cannot be called off"), "{text}");
+    let (code, text) = run_admin(&c.conf, &["migrate", "0-1023", "--to", "redis-0000"]);
+    assert_eq!(code, 0, "{text}");
+    assert_eq!(dbsize(&c.redis[2]), 0);
+    let mut client = RawClient::connect(c.proxies[1].port);
+    for key in &keys {
+        let want = format!("${}\r\n{key}\r\n", key.len());
+        assert_eq!(client.cmd_str(&["GET", key]), want, "{key}");
+    }
+    assert_no_fence_left(&c);
+}
+
+/// A source at its `maxmemory` (noeviction), the usual reason to grow:
+/// the mover says so at once, and how to get on (its fence library needs
+/// a few KB); with a little room it moves everything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_source_is_named_and_moved_once_given_room() {
+    let c = cluster().await;
+    let keys = keys_in(0, 1023, 2000, "k");
+    preload(&c.proxies[0], &keys);
+    let source = c.redis[0].connect().cmd_str(&["INFO", "memory"]);
+    let used: u64 = source
+        .lines()
+        .find_map(|l| l.strip_prefix("used_memory:"))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap();
+    let full = (used - 1024).to_string();
+    for args in [
+        ["CONFIG", "SET", "maxmemory-policy", "noeviction"],
+        ["CONFIG", "SET", "maxmemory", full.as_str()],
+    ] {
+        assert_eq!(c.redis[0].connect().cmd_str(&args), "+OK\r\n");
+    }
+    let args = ["migrate", "0-1023", "--to", "redis-0002"];
+    let (code, text) = run_admin(&c.conf, &args);
+    assert_ne!(code, 0, "{text}");
+    assert!(text.contains("raise maxmemory a little"), "{text}");
+    let room = (used + (1 << 20)).to_string();
+    let set = ["CONFIG", "SET", "maxmemory", room.as_str()];
+    assert_eq!(c.redis[0].connect().cmd_str(&set), "+OK\r\n");
+    let (code, text) = run_admin(&c.conf, &args);
+    assert_eq!(code, 0, "{text}");
+    assert_eq!(dbsize(&c.redis[2]), keys.len() as u64);
+    assert_no_fence_left(&c);
+}
+
+/// A big stream with an entry too wide for one call of the fence's Lua
+/// (4,000 fields) moves whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_entry_of_four_thousand_fields_moves() {
+    let c = cluster().await;
+    let key = keys_in(0, 1023, 1, "wide").remove(0);
+    let fill = "for i = 1, 6000 do redis.call('xadd', KEYS[1], '*', 'f', i) end";
+    let source = || c.redis[0].connect();
+    assert_eq!(source().cmd_str(&["EVAL", fill, "1", &key]), "$-1\r\n");
+    let mut wide = vec!["XADD".to_string(), key.clone(), "*".to_string()];
+    for i in 0..4000 {
+        wide.extend([format!("f{i}"), i.to_string()]);
+    }
+    let wide: Vec<&str> = wide.iter().map(String::as_str).collect();
+    assert!(source().cmd_str(&wide).starts_with('$'));
+    let (code, text) = run_admin(&c.conf, &["migrate", "0-1023", "--to", "redis-0002"]);
+    assert_eq!(code, 0, "{text}");
+    let target = || c.redis[2].connect();
+    assert_eq!(target().cmd_str(&["XLEN", &key]), ":6001\r\n");
+    let last = target().cmd_str(&["XREVRANGE", &key, "+", "-", "COUNT", "1"]);
+    assert!(
+        last.contains("\r\n*8000\r\n"),
+        "{}",
+        &last[..200.min(last.len())]
+    );
+    assert!(!exists(&c.redis[2], &format!("__shardproxy_import:{key}")));
+}

@@ -303,7 +303,7 @@ async fn interrupted(
         }
     };
     match state {
-        (state, version) if state.phase == Phase::Prepare => {
+        (state, version) if state.phase == Phase::Prepare && !state.turned_around() => {
             let path = migration_path(&target.cluster_root).expect("checked by read_state");
             match client.delete(&path, Some(version)).await {
                 Ok(()) | Err(zk::Error::NoNode) => failed(
@@ -316,6 +316,11 @@ async fn interrupted(
                 )),
             }
         }
+        (state, _) if state.phase == Phase::Prepare => failed(
+            "interrupted in phase prepare of a migration turned around by abort: it stays, since \
+             the keys it moved must go back, and the proxies hold the range's requests until \
+             migrate runs again",
+        ),
         (state, _) => {
             mover::release_fence(client, target, &state, fence).await;
             failed(format!(
@@ -376,6 +381,16 @@ async fn drive(
     if state.phase == Phase::Prepare {
         let waited = barrier(client, target, &state, options.barrier_timeout).await;
         if let Err(missing) = waited {
+            if state.turned_around() {
+                // Keys moved before the abort still have to go back.
+                return Err(failed(format!(
+                    "these proxies did not acknowledge the migration within {} ms: {}; it stays \
+                     in phase prepare, since the keys it moved before it was turned around must \
+                     go back: run migrate again once they answer",
+                    options.barrier_timeout.as_millis(),
+                    missing.join(", ")
+                )));
+            }
             // Nothing moved yet: calling it off is safe.
             let path = migration_path(&target.cluster_root).expect("checked");
             let called_off = match client.delete(&path, Some(version)).await {

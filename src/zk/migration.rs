@@ -129,7 +129,16 @@ pub struct MigrationState {
     pub estimate: Option<u64>,
 }
 
+/// What `abort` adds to a moving migration's id when it turns it around.
+pub const TURNED_AROUND: &str = "-back";
+
 impl MigrationState {
+    /// True for a migration `abort` turned around: keys moved before it
+    /// must go back, so it cannot simply be called off, even in prepare.
+    pub fn turned_around(&self) -> bool {
+        self.id.ends_with(TURNED_AROUND)
+    }
+
     /// Parses and checks the znode's data.
     ///
     /// # Errors

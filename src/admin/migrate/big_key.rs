@@ -20,6 +20,9 @@ use std::time::{Duration, Instant};
 /// step: each step costs either Redis well under a millisecond or so.
 pub(super) const CHUNK: usize = 500;
 const STRING_CHUNK: usize = 512 * 1024;
+/// Arguments one call of the fence library can pass on: Redis's Lua
+/// unpacks at most about 8,000 values (a stream entry of 4,000 fields).
+const WIDEST_FENCED: usize = 7_000;
 /// The lock's TTL, renewed while the copy runs.
 const LOCK_TTL_MS: u64 = 30_000;
 const RENEW_EVERY: Duration = Duration::from_secs(2);
@@ -51,6 +54,15 @@ pub(super) struct Job<'a> {
 impl Job<'_> {
     /// Writes `args` to the target, if this mover still holds the fence.
     pub(super) async fn write(&mut self, args: &[impl AsRef<[u8]>]) -> Result<Value, RedisError> {
+        if args.len() > WIDEST_FENCED {
+            // Too wide for the library's call: checked, then written on
+            // the same connection. A run replaced between the two writes
+            // at most one step into the import key, which the run that
+            // replaced it empties first (and a stream's entry IDs refuse
+            // a repeat).
+            self.dst.call(&self.fence.check()).await?;
+            return self.dst.call(args).await;
+        }
         self.dst.call(&self.fence.wrap(args)).await
     }
 
@@ -59,8 +71,29 @@ impl Job<'_> {
         &mut self,
         commands: &[Vec<Bytes>],
     ) -> Result<Vec<Value>, RedisError> {
-        let fenced: Vec<Vec<Bytes>> = commands.iter().map(|c| self.fence.wrap(c)).collect();
-        self.dst.pipeline(&fenced).await
+        let mut fenced = Vec::with_capacity(commands.len());
+        for command in commands {
+            if command.len() > WIDEST_FENCED {
+                fenced.push(self.fence.check());
+                fenced.push(command.clone());
+            } else {
+                fenced.push(self.fence.wrap(command));
+            }
+        }
+        let mut replies = self.dst.pipeline(&fenced).await?;
+        if fenced.len() > commands.len() {
+            // The checks' own replies out, in step with the commands.
+            let mut kept = Vec::with_capacity(commands.len());
+            let mut replies = replies.drain(..);
+            for command in commands {
+                if command.len() > WIDEST_FENCED {
+                    replies.next();
+                }
+                kept.extend(replies.next());
+            }
+            return Ok(kept);
+        }
+        Ok(replies)
     }
 
     /// Renews the lock every [`RENEW_EVERY`]; every copy loop calls it

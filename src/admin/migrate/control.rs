@@ -7,7 +7,7 @@ use super::{failed, now, read_shards, read_state, write_state};
 use crate::admin::target::{connect, Target};
 use crate::admin::AdminError;
 use crate::zk::layout::child_path;
-use crate::zk::migration::{migration_path, roster_path, MigrationState, Phase};
+use crate::zk::migration::{migration_path, roster_path, MigrationState, Phase, TURNED_AROUND};
 use std::time::Duration;
 use zookeeper_client as zk;
 
@@ -43,6 +43,11 @@ pub async fn abort(target: &Target) -> Result<String, AdminError> {
         return Err(failed("no migration is in progress"));
     };
     match state.phase {
+        Phase::Prepare if state.turned_around() => Err(failed(format!(
+            "migration {} was turned around: the keys it moved must go back to {}, so it cannot \
+             be called off; run `shardproxy-admin migrate {} --to {}` to finish",
+            state.id, state.target, state.range, state.target
+        ))),
         Phase::Prepare => {
             let path = migration_path(&target.cluster_root).expect("read_state checked");
             client
@@ -60,7 +65,7 @@ pub async fn abort(target: &Target) -> Result<String, AdminError> {
         ))),
         Phase::Moving => {
             std::mem::swap(&mut state.source, &mut state.target);
-            state.id = format!("{}-back", state.id);
+            state.id = format!("{}{TURNED_AROUND}", state.id);
             state.phase = Phase::Prepare;
             state.paused = false;
             state.moved = 0;
@@ -99,7 +104,7 @@ async fn stop_mover(client: &zk::Client, target: &Target, state: &MigrationState
             continue;
         };
         let claimed = match target.redis(&master, CLAIM_TIMEOUT).await {
-            Ok(mut conn) => fence.claim(&mut conn).await,
+            Ok(mut conn) => fence.seize(&mut conn).await,
             Err(e) => Err(e),
         };
         if let Err(e) = claimed {

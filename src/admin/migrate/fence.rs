@@ -35,6 +35,7 @@ pub(crate) const REFUSAL: &str = "FENCED another shardproxy-admin run took this 
 /// function but the first takes the caller's token as its first argument.
 /// - `shardproxy_mover_token`: the token loaded.
 /// - `shardproxy_fenced`: runs the rest of its arguments as a command.
+/// - `shardproxy_check`: 1, or the refusal.
 /// - `shardproxy_lock` (keys: a big key, its lock; then the lock's TTL in
 ///   ms): locks the key for the copy; answers `{type, absolute expiry ms
 ///   or -1}`, or 0 when the key is gone (a proxy moved it meanwhile). A
@@ -49,27 +50,33 @@ local function refused(args)
     return redis.error_reply('FENCED another shardproxy-admin run took this migration over')
   end
 end
-redis.register_function{function_name = 'shardproxy_mover_token',
-  callback = function() return token end, flags = {'no-writes'}}
-redis.register_function('shardproxy_fenced', function(keys, args)
+-- allow-oom: moving keys off a full source is what frees it.
+local function register(name, callback, flags)
+  redis.register_function{function_name = name, callback = callback, flags = flags}
+end
+register('shardproxy_mover_token', function() return token end, {'no-writes', 'allow-oom'})
+register('shardproxy_fenced', function(keys, args)
   local no = refused(args)
   if no then return no end
   return redis.call(unpack(args, 2))
-end)
-redis.register_function('shardproxy_lock', function(keys, args)
+end, {'allow-oom'})
+register('shardproxy_check', function(keys, args)
+  return refused(args) or 1
+end, {'no-writes', 'allow-oom'})
+register('shardproxy_lock', function(keys, args)
   local no = refused(args)
   if no then return no end
   if redis.call('exists', keys[1]) == 0 then return 0 end
   redis.call('set', keys[2], token, 'PX', args[2])
   return {redis.call('type', keys[1])['ok'], redis.call('pexpiretime', keys[1])}
-end)
-redis.register_function('shardproxy_release', function(keys, args)
+end, {'allow-oom'})
+register('shardproxy_release', function(keys, args)
   local no = refused(args)
   if no then return no end
   redis.call('unlink', keys[1])
   redis.call('del', keys[2])
   return 1
-end)
+end, {'allow-oom'})
 "#;
 
 /// One mover's claim on the migration.
@@ -101,12 +108,46 @@ impl Fence {
     }
 
     /// Takes the migration over on `conn`'s Redis: writes made under an
-    /// earlier token are refused from now on.
+    /// earlier token of the same migration are refused from now on. A
+    /// token of another migration (this one turned around by `abort`, or
+    /// ended and another begun) is not taken over: this run is the stale
+    /// one, and is refused with [`REFUSAL`].
     pub(crate) async fn claim(&self, conn: &mut RedisConn) -> Result<(), RedisError> {
+        if let Some(loaded) = Fence::loaded(conn).await? {
+            if migration_of(&loaded) != migration_of(&self.token) {
+                return Err(refusal(conn));
+            }
+        }
+        self.load(conn).await
+    }
+
+    async fn load(&self, conn: &mut RedisConn) -> Result<(), RedisError> {
         let code = CODE.replace("TOKEN", &String::from_utf8_lossy(&self.token));
-        conn.call(&[&b"FUNCTION"[..], b"LOAD", b"REPLACE", code.as_bytes()])
-            .await
-            .map(drop)
+        let loaded = conn
+            .call(&[&b"FUNCTION"[..], b"LOAD", b"REPLACE", code.as_bytes()])
+            .await;
+        match loaded {
+            Err(RedisError::Reply { addr, message, .. }) if message.starts_with("OOM") => {
+                Err(RedisError::Reply {
+                    addr,
+                    command: "FUNCTION LOAD".into(),
+                    message: format!("{OUT_OF_MEMORY}: {message}"),
+                })
+            }
+            other => other.map(drop),
+        }
+    }
+
+    /// Takes the migration over for `abort`, whatever run holds it.
+    pub(crate) async fn seize(&self, conn: &mut RedisConn) -> Result<(), RedisError> {
+        self.load(conn).await
+    }
+
+    /// The check alone, for a write too wide to go through
+    /// `shardproxy_fenced` (Lua unpacks at most about 8,000 arguments): the
+    /// write follows it on the same connection.
+    pub(crate) fn check(&self) -> Vec<Bytes> {
+        self.call::<&[u8]>("shardproxy_check", &[], &[])
     }
 
     /// The token loaded on `conn`'s Redis, if any.
@@ -132,12 +173,8 @@ impl Fence {
     /// received it) is loaded again.
     pub(crate) async fn reclaim(&self, conn: &mut RedisConn) -> Result<(), RedisError> {
         match Fence::loaded(conn).await? {
-            Some(token) if token != self.token => Err(RedisError::Reply {
-                addr: conn.addr().to_string(),
-                command: "FCALL_RO shardproxy_mover_token".into(),
-                message: REFUSAL.into(),
-            }),
-            _ => self.claim(conn).await,
+            Some(token) if token != self.token => Err(refusal(conn)),
+            _ => self.load(conn).await,
         }
     }
 
@@ -182,6 +219,24 @@ impl Fence {
     }
 }
 
+/// The start of the error when a master is out of memory (`maxmemory`
+/// with `noeviction`) and cannot load the library.
+pub(crate) const OUT_OF_MEMORY: &str = "out of memory: the mover cannot load its fence library; \
+     raise maxmemory a little for the move (CONFIG SET maxmemory), since moving keys off frees it";
+
+/// The migration a token was made for.
+fn migration_of(token: &[u8]) -> &[u8] {
+    token.split(|&b| b == b'/').next().unwrap_or(token)
+}
+
+fn refusal(conn: &RedisConn) -> RedisError {
+    RedisError::Reply {
+        addr: conn.addr().to_string(),
+        command: "FCALL_RO shardproxy_mover_token".into(),
+        message: REFUSAL.into(),
+    }
+}
+
 /// True for the refusal of a replaced mover's write.
 pub(crate) fn refused(error: &str) -> bool {
     error.contains(REFUSAL)
@@ -205,5 +260,10 @@ mod tests {
         assert_eq!(&wrapped[4..], &["RENAME", "a", "b"].map(Bytes::from)[..]);
         assert_ne!(Fence::new("m1").token, Fence::new("m1").token);
         assert!(Fence::new("m1'; evil").token.starts_with(b"m1___evil/"));
+        assert_eq!(migration_of(&Fence::new("m1-2-back").token), b"m1-2-back");
+        assert_ne!(
+            migration_of(&Fence::new("m1-2").token),
+            migration_of(&Fence::new("m1-2-back").token)
+        );
     }
 }

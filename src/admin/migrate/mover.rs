@@ -288,6 +288,14 @@ pub(super) async fn run(
         let step: Result<(), String> = async {
             if link.is_none() {
                 link = Some(open_link(client, target, state, fence, !claimed).await?);
+                if !claimed {
+                    // A run paused between its last look at ZooKeeper and
+                    // its claim (the migration ended, or was turned around
+                    // and the library gone) must find out before it writes.
+                    checkpoint(client, target, state, version, base + moved_here)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                }
                 claimed = true;
                 cursor = Bytes::from_static(b"0");
                 found = 0;
@@ -338,6 +346,9 @@ pub(super) async fn run(
         if let Err(error) = step {
             if fence::refused(&error) {
                 return Err(replaced());
+            }
+            if error.contains(fence::OUT_OF_MEMORY) {
+                return Err(failed(error));
             }
             link = None;
             let since = *lost_since.get_or_insert_with(Instant::now);
