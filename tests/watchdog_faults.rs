@@ -83,6 +83,71 @@ fn a_replica_that_fell_behind_its_live_master_is_not_promoted() {
     assert_eq!(dbsize(&pair.b), 100);
 }
 
+/// The replica's watchdog is restarted after it saw its replica fall
+/// behind, and its master dies meanwhile: the restarted watchdog cannot
+/// know how long the link was down, so it does not lead the shard either
+/// (review: it led it and the 50 writes it lacked were lost).
+#[test]
+fn a_restarted_watchdog_does_not_promote_a_replica_found_behind() {
+    let mut pair = Pair::start("behindrestart");
+    fill(&pair.a, "k", 100);
+    wait_until("b to have the data", DEADLINE, || dbsize(&pair.b) == 100);
+    let b = pair.b.port;
+    assert_eq!(cmd(b, &["CONFIG", "SET", "masteruser", "nobody"]), "OK");
+    assert_eq!(cmd(b, &["CONFIG", "SET", "masterauth", "wrong"]), "OK");
+    let _: i64 = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("TYPE")
+        .arg("master")
+        .query(&mut redis_conn(b))
+        .unwrap();
+    fill(&pair.a, "late", 50);
+    wait_until("b's watchdog to see it fall behind", DEADLINE, || {
+        pair.wb.log_text().contains("replica falling behind")
+    });
+    pair.wb.guard.kill();
+    pair.a.guard.kill();
+    pair.wb.restart();
+    wait_until(
+        "the restarted watchdog to count b as behind",
+        DEADLINE,
+        || pair.wb.log_text().contains("counted as behind"),
+    );
+    wait_until("a to leave the line", DEADLINE, || {
+        !pair.line().contains(&pair.a.addr())
+    });
+    let watch_until = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < watch_until {
+        assert!(
+            pair.line().is_empty(),
+            "b took the shard: {:?}",
+            pair.line()
+        );
+        assert_eq!(field(&replication(b), "role"), "slave");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A master killed and restarted at once on its port (a supervisor's
+/// `Restart=always`), empty, with Redis's default 5 s diskless-sync delay:
+/// its watchdog sees the new `run_id` and leaves, and the replica, which
+/// the restarted master does not make "behind" (it holds less, on another
+/// history), is promoted with every key (review: with the first version
+/// of the behind check it was refused, then wiped by a full sync).
+#[test]
+fn a_master_restarted_at_once_is_failed_over_to_its_replica() {
+    let mut pair = Pair::start("fastrestart");
+    fill(&pair.a, "k", 100);
+    wait_until("b to have the data", DEADLINE, || dbsize(&pair.b) == 100);
+    let port = pair.a.port;
+    pair.a.guard.kill();
+    pair.a = restart_redis_with(port, &["--repl-diskless-sync-delay", "5"]);
+    wait_until("b to be promoted", DEADLINE, || {
+        pair.line().first() == Some(&pair.b.addr()) && is_master(&pair.b)
+    });
+    assert_eq!(dbsize(&pair.b), 100);
+}
+
 /// ZooKeeper frozen for longer than the sessions (a long pause): every
 /// session expires at once and both watchdogs of the shard register
 /// again together. The master keeps its place, and no write it

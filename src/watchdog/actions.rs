@@ -154,6 +154,7 @@ impl Agent {
     /// promotion is decided. A full sync is [`RedisState::in_sync`]'s.
     pub(super) async fn track_replication(&mut self, state: &RedisState) {
         if state.role != Role::Replica || state.link_up && !state.sync_in_progress {
+            self.seen_in_sync = true;
             if self.behind_since.take().is_some() {
                 info!(shard = %self.settings.shard, redis = %self.settings.redis,
                     "replica caught up with its master");
@@ -168,6 +169,18 @@ impl Agent {
         let master = state.master_addr();
         let Some(answer) = probe(&master, self.settings.redis_auth.as_deref(), timeout).await
         else {
+            if !self.seen_in_sync && self.behind_since.is_none() {
+                // Started with the link down and the master gone: how long
+                // it was down before, nobody here knows (review: a behind
+                // replica whose watchdog was restarted led the shard and
+                // lost the writes it lacked). Counted as behind until it
+                // catches up; an operator may accept what it holds.
+                self.behind_since = Some(std::time::Instant::now());
+                warn!(shard = %self.settings.shard, redis = %self.settings.redis, master = %master,
+                    link_down_secs = ?state.link_down_secs,
+                    "replica found with its link down and its master gone at start: counted as \
+                     behind (not promoted) until it catches up");
+            }
             return;
         };
         let ahead = answer.role == Role::Master

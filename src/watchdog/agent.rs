@@ -72,6 +72,11 @@ pub struct Agent {
     /// a full sync running) while its master answered. Such a replica
     /// lacks writes its master acknowledged, and is not promoted.
     pub(super) behind_since: Option<Instant>,
+    /// This watchdog has seen its replica in sync (link up) since it
+    /// started: before that, a link found down with the master gone could
+    /// have gone down long before (a restarted watchdog knows nothing of
+    /// what its predecessor saw).
+    pub(super) seen_in_sync: bool,
     /// Whether each member znode of another Redis seen is ephemeral: one
     /// that is not was made by hand, not by a watchdog, and is not in line.
     pub(super) ephemeral: std::collections::HashMap<String, bool>,
@@ -147,6 +152,7 @@ impl Agent {
             history_recorded: None,
             history_refused: false,
             behind_since: None,
+            seen_in_sync: false,
             empty_since: None,
             ephemeral: std::collections::HashMap::new(),
             script_killed: false,

@@ -32,12 +32,17 @@ pub fn start_redis() -> Redis {
 /// the port may briefly be the local port of some test's outgoing
 /// connection, so a start that cannot bind is tried again.
 pub fn restart_redis(port: u16) -> Redis {
+    restart_redis_with(port, &["--repl-diskless-sync-delay", "0"])
+}
+
+/// [`restart_redis`] with its own `extra` flags.
+pub fn restart_redis_with(port: u16, extra: &[&str]) -> Redis {
     let end = Instant::now() + DEADLINE;
     loop {
         let child = Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
-            .args(["--repl-diskless-sync-delay", "0"])
+            .args(extra)
             .arg("--dir")
             .arg(temp_dir("redis"))
             .stdout(Stdio::null())
