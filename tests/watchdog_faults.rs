@@ -25,18 +25,17 @@ fn cmd(port: u16, args: &[&str]) -> String {
     command.query(&mut redis_conn(port)).unwrap()
 }
 
-#[test]
-fn a_replica_that_fell_behind_its_live_master_is_not_promoted() {
-    let mut pair = Pair::start("behind");
+/// A pair whose replica b fell behind: b's Redis logs in to a as a user a
+/// does not have, so its link is down while a answers and takes 50 writes
+/// b never gets; b's watchdog has seen it.
+fn pair_with_a_replica_behind(cluster: &str) -> Pair {
+    let pair = Pair::start(cluster);
     fill(&pair.a, "k", 100);
     wait_until("b to have the data", DEADLINE, || dbsize(&pair.b) == 100);
     assert!(
         !pair.wb.log_text().contains("replica falling behind"),
         "a first sync is not falling behind"
     );
-
-    // b's Redis now logs in to a as a user a does not have: its link is
-    // down while a answers and takes writes that b never gets.
     let b = pair.b.port;
     assert_eq!(cmd(b, &["CONFIG", "SET", "masteruser", "nobody"]), "OK");
     assert_eq!(cmd(b, &["CONFIG", "SET", "masterauth", "wrong"]), "OK");
@@ -50,11 +49,11 @@ fn a_replica_that_fell_behind_its_live_master_is_not_promoted() {
     wait_until("b's watchdog to see it fall behind", DEADLINE, || {
         pair.wb.log_text().contains("replica falling behind")
     });
+    pair
+}
 
-    pair.a.guard.kill();
-    pair.wb.wait_for_log("not promoting");
-    wait_until("b to leave the line", DEADLINE, || pair.line().is_empty());
-    // Watch b for 20 intervals: it must neither lead nor be promoted.
+/// Watches b for 20 intervals: it must neither lead nor be promoted.
+fn assert_b_never_leads(pair: &Pair) {
     let watch_until = Instant::now() + Duration::from_secs(2);
     while Instant::now() < watch_until {
         assert!(
@@ -62,9 +61,18 @@ fn a_replica_that_fell_behind_its_live_master_is_not_promoted() {
             "b took the shard: {:?}",
             pair.line()
         );
-        assert_eq!(field(&replication(b), "role"), "slave");
+        assert_eq!(field(&replication(pair.b.port), "role"), "slave");
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+#[test]
+fn a_replica_that_fell_behind_its_live_master_is_not_promoted() {
+    let mut pair = pair_with_a_replica_behind("behind");
+    pair.a.guard.kill();
+    pair.wb.wait_for_log("not promoting");
+    wait_until("b to leave the line", DEADLINE, || pair.line().is_empty());
+    assert_b_never_leads(&pair);
 
     // The operator accepts the loss (what `shardproxy-admin promote
     // --force` records): b leads with what it has.
@@ -89,22 +97,7 @@ fn a_replica_that_fell_behind_its_live_master_is_not_promoted() {
 /// (review: it led it and the 50 writes it lacked were lost).
 #[test]
 fn a_restarted_watchdog_does_not_promote_a_replica_found_behind() {
-    let mut pair = Pair::start("behindrestart");
-    fill(&pair.a, "k", 100);
-    wait_until("b to have the data", DEADLINE, || dbsize(&pair.b) == 100);
-    let b = pair.b.port;
-    assert_eq!(cmd(b, &["CONFIG", "SET", "masteruser", "nobody"]), "OK");
-    assert_eq!(cmd(b, &["CONFIG", "SET", "masterauth", "wrong"]), "OK");
-    let _: i64 = redis::cmd("CLIENT")
-        .arg("KILL")
-        .arg("TYPE")
-        .arg("master")
-        .query(&mut redis_conn(b))
-        .unwrap();
-    fill(&pair.a, "late", 50);
-    wait_until("b's watchdog to see it fall behind", DEADLINE, || {
-        pair.wb.log_text().contains("replica falling behind")
-    });
+    let mut pair = pair_with_a_replica_behind("behindrestart");
     pair.wb.guard.kill();
     pair.a.guard.kill();
     pair.wb.restart();
@@ -116,16 +109,7 @@ fn a_restarted_watchdog_does_not_promote_a_replica_found_behind() {
     wait_until("a to leave the line", DEADLINE, || {
         !pair.line().contains(&pair.a.addr())
     });
-    let watch_until = Instant::now() + Duration::from_secs(2);
-    while Instant::now() < watch_until {
-        assert!(
-            pair.line().is_empty(),
-            "b took the shard: {:?}",
-            pair.line()
-        );
-        assert_eq!(field(&replication(b), "role"), "slave");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    assert_b_never_leads(&pair);
 }
 
 /// A master killed and restarted at once on its port (a supervisor's
