@@ -189,11 +189,9 @@ fn hello(session: &mut Session, args: &[Bytes]) -> Pending {
         (text("id"), Value::Integer(session.id as i64)),
         (text("mode"), text("standalone")),
         (text("role"), text("master")),
+        // Redis's seven fields and no more: clients read HELLO's reply as
+        // a fixed layout (review: an eighth, `proxy`, stood out).
         (text("modules"), Value::Array(Vec::new())),
-        (
-            text("proxy"),
-            text(concat!("shardproxy ", env!("CARGO_PKG_VERSION"))),
-        ),
     ]);
     reply(session, &map)
 }
