@@ -126,7 +126,9 @@ fn connect_handshakes_of_modern_clients_work() {
     // ioredis 5: CLIENT SETINFO then INFO.
     let info = c.cmd_str(&["INFO"]);
     assert!(
-        info.starts_with('=') && info.contains("redis_version:"),
+        info.starts_with('=')
+            && info.contains("redis_version:")
+            && info.contains("redis_mode:standalone\r\n"),
         "{info}"
     );
     // Back to RESP2.

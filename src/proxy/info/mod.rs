@@ -108,9 +108,12 @@ fn write_section(session: &Session, section: &str, out: &mut String) {
     let table = pool.router.load();
     match section {
         "server" => {
+            // `redis_mode` is one of Redis's three: clients choose how to
+            // talk by it, and to them the proxy is a standalone server
+            // (`proxy:` says what it is).
             let _ = write!(
                 out,
-                "# Server\r\nredis_version:{REDIS_VERSION}\r\nredis_mode:proxy\r\n\
+                "# Server\r\nredis_version:{REDIS_VERSION}\r\nredis_mode:standalone\r\n\
                  proxy:shardproxy\r\nproxy_version:{}\r\nos:{}\r\nprocess_id:{}\r\n\
                  tcp_port:{}\r\nuptime_in_seconds:{}\r\npool:{}\r\nrouting_version:{}\r\n\
                  routing_source:{}\r\nshards:{}\r\n",
