@@ -284,7 +284,7 @@ fn hello_auth_and_whoami_name_the_user() {
     let s = setup();
     let mut client = RawClient::connect(s.proxy.port);
     let hello = client.cmd_str(&["HELLO", "3", "AUTH", "alice", PW]);
-    assert!(hello.starts_with("%8\r\n"), "{hello}");
+    assert!(hello.starts_with("%7\r\n"), "{hello}");
     assert_eq!(client.cmd_str(&["ACL", "WHOAMI"]), "$5\r\nalice\r\n");
     // AUTH as another user on the same connection switches rights.
     assert_eq!(client.cmd_str(&["AUTH", "bob", PW]), "+OK\r\n");
