@@ -7,7 +7,9 @@
 
 mod common;
 
-use common::migration::{admin, cluster, dbsize, exists, preload, run_admin, Cluster};
+use common::migration::{
+    admin, assert_preloaded, cluster, dbsize, exists, preload, run_admin, Cluster,
+};
 use common::redis::RawClient;
 use common::zk_cluster::{keys_in, wait_for_view};
 use common::{temp_dir, wait_until, ProcessGuard};
@@ -103,10 +105,7 @@ async fn a_mover_replaced_while_stopped_in_a_big_key_writes_nothing_when_it_wake
             proxy.port
         );
         assert_eq!(client.cmd_str(&["LINDEX", &big, "-1"]), "$4\r\nlast\r\n");
-        for key in small.iter().step_by(7) {
-            let want = format!("${}\r\n{key}\r\n", key.len());
-            assert_eq!(client.cmd_str(&["GET", key]), want, "{key}");
-        }
+        assert_preloaded(proxy.port, small.iter().step_by(7));
     }
     assert!(!exists(&c.redis[2], &import), "a partial copy left behind");
     // Its next call finds the other run's fence, or, once that run has
@@ -150,16 +149,7 @@ async fn a_mover_stopped_across_an_abort_moves_nothing_forward_when_it_wakes() {
         "keys moved where no proxy reads: {said}"
     );
     for proxy in &c.proxies {
-        let mut client = RawClient::connect(proxy.port);
-        for key in &keys {
-            let want = format!("${}\r\n{key}\r\n", key.len());
-            assert_eq!(
-                client.cmd_str(&["GET", key]),
-                want,
-                "{key} through {}",
-                proxy.port
-            );
-        }
+        assert_preloaded(proxy.port, &keys);
     }
     assert_no_fence_left(&c);
 }
@@ -189,11 +179,7 @@ async fn a_migrate_stopped_before_any_key_moved_calls_the_migration_off() {
     assert!(!status.contains("phase prepare"), "{status}");
     // The range is served from its shard at once, through both proxies.
     for proxy in &c.proxies {
-        let mut client = RawClient::connect(proxy.port);
-        for key in keys.iter().step_by(10) {
-            let want = format!("${}\r\n{key}\r\n", key.len());
-            assert_eq!(client.cmd_str(&["GET", key]), want, "{key}");
-        }
+        assert_preloaded(proxy.port, keys.iter().step_by(10));
     }
     assert_eq!(dbsize(&c.redis[2]), 0);
 }
@@ -215,11 +201,7 @@ async fn a_turned_around_migration_cannot_be_called_off() {
     let (code, text) = run_admin(&c.conf, &["migrate", "0-1023", "--to", "redis-0000"]);
     assert_eq!(code, 0, "{text}");
     assert_eq!(dbsize(&c.redis[2]), 0);
-    let mut client = RawClient::connect(c.proxies[1].port);
-    for key in &keys {
-        let want = format!("${}\r\n{key}\r\n", key.len());
-        assert_eq!(client.cmd_str(&["GET", key]), want, "{key}");
-    }
+    assert_preloaded(c.proxies[1].port, &keys);
     assert_no_fence_left(&c);
 }
 

@@ -202,15 +202,21 @@ pub struct RedisLink {
 /// The name of a watchdog's connection to its Redis (`CLIENT SETNAME`).
 pub const CLIENT_NAME: &str = "shardproxy-watchdog";
 
+/// The lines of a `CLIENT LIST` reply that are watchdogs' connections.
+fn watchdog_lines(clients: &str) -> impl Iterator<Item = &str> {
+    let named = format!("name={CLIENT_NAME}");
+    clients
+        .lines()
+        .filter(move |line| line.split(' ').any(|f| f == named))
+}
+
 /// The watchdogs' connections in a `CLIENT LIST` reply: each one's id and
 /// `addr=...` field.
 pub fn watchdog_connections(clients: &str) -> impl Iterator<Item = (i64, &str)> {
-    let named = format!("name={CLIENT_NAME}");
-    clients.lines().filter_map(move |line| {
+    watchdog_lines(clients).filter_map(|line| {
         let mut fields = line.split(' ');
         let id = fields.next()?.strip_prefix("id=")?.parse().ok()?;
-        let addr = fields.next().unwrap_or_default();
-        line.split(' ').any(|f| f == named).then_some((id, addr))
+        Some((id, fields.next().unwrap_or_default()))
     })
 }
 
@@ -219,14 +225,11 @@ pub fn watchdog_connections(clients: &str) -> impl Iterator<Item = (i64, &str)> 
 /// Redis every interval, while a stopped or hung one leaves its
 /// connection idle (and still connected).
 pub fn live_watchdog(clients: &str, fresh: Duration) -> bool {
-    let named = format!("name={CLIENT_NAME}");
-    clients.lines().any(|line| {
-        let mut fields = line.split(' ');
-        let idle = fields
-            .clone()
+    watchdog_lines(clients).any(|line| {
+        line.split(' ')
             .find_map(|f| f.strip_prefix("idle="))
-            .and_then(|n| n.parse::<u64>().ok());
-        fields.any(|f| f == named) && idle.is_some_and(|idle| idle <= fresh.as_secs())
+            .and_then(|n| n.parse::<u64>().ok())
+            .is_some_and(|idle| idle <= fresh.as_secs())
     })
 }
 

@@ -175,6 +175,17 @@ pub fn preload(proxy: &Proxy, keys: &[String]) {
     }
 }
 
+/// Asserts that each of `keys` reads, through the proxy on `port`, the
+/// value [`preload`] gave it (its own name).
+#[allow(dead_code)]
+pub fn assert_preloaded<'a>(port: u16, keys: impl IntoIterator<Item = &'a String>) {
+    let mut client = RawClient::connect(port);
+    for key in keys {
+        let want = format!("${}\r\n{key}\r\n", key.len());
+        assert_eq!(client.cmd_str(&["GET", key]), want, "{key} through {port}");
+    }
+}
+
 /// Starts `migrate RANGE --to SHARD` slowly (1,000 keys/s) and kills it
 /// once `target` holds more than `at_least` keys: the range stays half
 /// moved, served through the migration lane.

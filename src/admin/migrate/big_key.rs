@@ -66,34 +66,21 @@ impl Job<'_> {
         self.dst.call(&self.fence.wrap(args)).await
     }
 
-    /// [`Job::write`] for many commands in one round trip.
+    /// [`Job::write`] for many commands in one round trip (one each when
+    /// any is too wide for the library's call: those are rare).
     pub(super) async fn write_all(
         &mut self,
         commands: &[Vec<Bytes>],
     ) -> Result<Vec<Value>, RedisError> {
-        let mut fenced = Vec::with_capacity(commands.len());
-        for command in commands {
-            if command.len() > WIDEST_FENCED {
-                fenced.push(self.fence.check());
-                fenced.push(command.clone());
-            } else {
-                fenced.push(self.fence.wrap(command));
-            }
-        }
-        let mut replies = self.dst.pipeline(&fenced).await?;
-        if fenced.len() > commands.len() {
-            // The checks' own replies out, in step with the commands.
-            let mut kept = Vec::with_capacity(commands.len());
-            let mut replies = replies.drain(..);
+        if commands.iter().any(|c| c.len() > WIDEST_FENCED) {
+            let mut replies = Vec::with_capacity(commands.len());
             for command in commands {
-                if command.len() > WIDEST_FENCED {
-                    replies.next();
-                }
-                kept.extend(replies.next());
+                replies.push(self.write(command).await?);
             }
-            return Ok(kept);
+            return Ok(replies);
         }
-        Ok(replies)
+        let fenced: Vec<Vec<Bytes>> = commands.iter().map(|c| self.fence.wrap(c)).collect();
+        self.dst.pipeline(&fenced).await
     }
 
     /// Renews the lock every [`RENEW_EVERY`]; every copy loop calls it

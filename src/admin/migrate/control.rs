@@ -93,15 +93,13 @@ async fn stop_mover(client: &zk::Client, target: &Target, state: &MigrationState
         Err(e) => return format!("warning: a mover still running was not stopped: {e}\n"),
     };
     for name in [&state.source, &state.target] {
-        let master = shards
-            .iter()
-            .find(|s| &s.view.name == name)
-            .and_then(|s| s.view.master.clone());
-        let Some(master) = master else {
-            warnings += &format!(
-                "warning: {name} has no master: a mover still running there was not stopped\n"
-            );
-            continue;
+        let master = match super::mover::master_of(&shards, name) {
+            Ok(master) => master,
+            Err(e) => {
+                warnings +=
+                    &format!("warning: a mover still running was not stopped on {name} ({e})\n");
+                continue;
+            }
         };
         let claimed = match target.redis(&master, CLAIM_TIMEOUT).await {
             Ok(mut conn) => fence.seize(&mut conn).await,

@@ -56,7 +56,7 @@ impl Range {
     }
 }
 
-fn master_of(shards: &[Shard], name: &str) -> Result<String, AdminError> {
+pub(super) fn master_of(shards: &[Shard], name: &str) -> Result<String, AdminError> {
     shards
         .iter()
         .find(|s| s.view.name == name)
