@@ -186,6 +186,8 @@ fn shard_specs(pool: &Pool, view: &ClusterView) -> Result<Vec<ShardSpec>, String
                 addr,
                 weight: shard.hi - shard.lo + 1,
                 range: Some((shard.lo, shard.hi)),
+                // A master from the pool file is not the watchdogs'.
+                run_id: shard.master.as_ref().and(shard.master_run_id.clone()),
             })
         })
         .collect()

@@ -223,6 +223,21 @@ pub struct ShardSpec {
     pub addr: String,
     pub weight: u32,
     pub range: Option<(u32, u32)>,
+    /// The `run_id` the server must have (its watchdog registered it), if
+    /// known: ZooKeeper's shards only.
+    pub run_id: Option<String>,
+}
+
+/// The backends of `specs`, each told the `run_id` its spec expects.
+fn backends_for(registry: &BackendRegistry, specs: &[ShardSpec]) -> Vec<Arc<Backend>> {
+    specs
+        .iter()
+        .map(|spec| {
+            let backend = registry.get(&spec.addr);
+            backend.expect_run_id(spec.run_id.as_deref());
+            backend
+        })
+        .collect()
 }
 
 /// Builds tables for one pool and holds the current one.
@@ -354,7 +369,7 @@ impl Router {
             return self.table.load_full();
         }
         state.migration = migration;
-        state.backends = specs.iter().map(|s| state.registry.get(&s.addr)).collect();
+        state.backends = backends_for(&state.registry, specs);
         state.specs = specs.to_vec();
         state.source = source;
         self.rebuild_locked(&state)
@@ -378,11 +393,7 @@ impl Router {
             state.specs = specs.to_vec();
             state.source = source;
         }
-        state.backends = state
-            .specs
-            .iter()
-            .map(|s| state.registry.get(&s.addr))
-            .collect();
+        state.backends = backends_for(&state.registry, &state.specs);
         self.rebuild_locked(&state)
     }
 
@@ -504,6 +515,7 @@ pub fn file_shards(pool: &PoolConfig) -> Vec<ShardSpec> {
             addr: s.addr(),
             weight: s.weight,
             range: s.range,
+            run_id: None,
         })
         .collect()
 }
@@ -689,6 +701,7 @@ mod tests {
             addr: "127.0.0.1:3".into(),
             weight: 1000,
             range: Some((4000, 4999)),
+            run_id: None,
         });
         to_new.phase = Phase::Committed;
         let committed = router.install(&grown, "zookeeper", Some(to_new));

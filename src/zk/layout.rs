@@ -310,6 +310,12 @@ pub struct ShardView {
     /// With no members, the shard has no eligible master: only a Redis
     /// holding that master's history may lead it.
     pub recorded_master: Option<String>,
+    /// The `run_id` its watchdog registered for `master` (its member's
+    /// data), when known: a Redis at that address answering with another
+    /// one restarted since, with whatever data it kept, and must not be
+    /// served as the master. Filled in by the proxy's watch, which reads
+    /// member data; `None` from [`ShardView::from_znodes`].
+    pub master_run_id: Option<String>,
 }
 
 impl ShardView {
@@ -358,6 +364,7 @@ impl ShardView {
             hi,
             empty,
             master,
+            master_run_id: None,
             members,
             no_members,
             strays,

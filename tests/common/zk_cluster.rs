@@ -43,17 +43,55 @@ pub async fn create_shard(ops: &zk::Client, name: &str, lo: u32, hi: u32) {
     .unwrap();
 }
 
-/// Registers `addr` under `shard` as its watchdog would; returns the
+/// Registers `addr` under `shard` as its watchdog would, with the `run_id`
+/// its Redis answers (none for an address nobody listens on); returns the
 /// member's full path.
 pub async fn add_member(watchdog: &zk::Client, shard: &str, addr: &str) -> String {
     let options = zk::CreateMode::EphemeralSequential.with_acls(zk::Acls::anyone_all());
-    let data = format!(r#"{{"addr":"{addr}","role":"master","run_id":"x","offset":0}}"#);
+    let run_id = run_id_at(addr);
+    let data = format!(r#"{{"addr":"{addr}","role":"master","run_id":"{run_id}","offset":0}}"#);
     let prefix = member_prefix(&shard_path(shard), addr);
     let (_, seq) = watchdog
         .create(&prefix, data.as_bytes(), &options)
         .await
         .unwrap();
     format!("{prefix}{seq}")
+}
+
+/// The `run_id` of the Redis at `addr`, or "" when none answers within a
+/// second (nothing listening, a stopped server, a password).
+pub fn run_id_at(addr: &str) -> String {
+    use std::io::{Read, Write};
+    let ask = || -> std::io::Result<String> {
+        let addr: std::net::SocketAddr = addr.parse().map_err(std::io::Error::other)?;
+        let limit = Duration::from_secs(1);
+        let mut stream = std::net::TcpStream::connect_timeout(&addr, limit)?;
+        stream.set_read_timeout(Some(limit))?;
+        stream.write_all(b"*2\r\n$4\r\nINFO\r\n$6\r\nserver\r\n")?;
+        let mut text = String::new();
+        let mut buf = [0u8; 8192];
+        // Up to the end of the run_id line, or an error reply.
+        let answered = |text: &str| {
+            text.starts_with('-')
+                || text
+                    .find("run_id:")
+                    .is_some_and(|at| text[at..].contains('\n'))
+        };
+        while !answered(&text) {
+            let n = stream.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            text.push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+        Ok(text)
+    };
+    let text = ask().unwrap_or_default();
+    text.lines()
+        .find_map(|line| line.strip_prefix("run_id:"))
+        .unwrap_or_default()
+        .trim()
+        .to_string()
 }
 
 /// Shards `redis-0000` (slots 0-2047, master `a`) and `redis-0001`

@@ -353,7 +353,14 @@ async fn connect_keeping_deadlines(
 
 /// Connects and runs the handshake; the error text says what failed.
 async fn connect(target: &Target) -> Result<BackendStream, String> {
-    super::connect::connect_to(&target.addr, &target.settings, target.proto).await
+    let expected = target.demotion.expected_run_id();
+    super::connect::connect_to(
+        &target.addr,
+        &target.settings,
+        target.proto,
+        expected.as_deref(),
+    )
+    .await
 }
 
 /// Why a connected session ended.

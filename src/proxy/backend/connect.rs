@@ -15,10 +15,17 @@ use tokio::time::timeout;
 /// are (keepalive, TLS with `server_tls`, `AUTH`, `HELLO 3`, `SELECT`),
 /// within the connect timeout; the error text says what failed. Also used
 /// for the connections that carry a client's subscriptions.
+///
+/// With `run_id`, the server must still be the Redis its watchdog
+/// registered: one killed and restarted at once on its port (a
+/// supervisor's `Restart=always`) comes back empty, or with an old
+/// snapshot, before its watchdog notices; writes it acknowledged would be
+/// lost when the shard fails over, so it is refused instead.
 pub(crate) async fn connect_to(
     addr: &str,
     settings: &BackendSettings,
     proto: Proto,
+    run_id: Option<&str>,
 ) -> Result<BackendStream, String> {
     let limit = settings.connect_timeout();
     let stream = match timeout(limit, TcpStream::connect(addr)).await {
@@ -36,6 +43,7 @@ pub(crate) async fn connect_to(
     let Some(tls) = &settings.tls else {
         let mut stream = stream;
         prepare(&mut stream, &handshake, limit).await?;
+        check_run_id(&mut stream, addr, run_id, limit).await?;
         return Ok(BackendStream::Plain(stream));
     };
     let mut stream = match timeout(limit, tls.connect(addr, stream)).await {
@@ -49,7 +57,45 @@ pub(crate) async fn connect_to(
         }
     };
     prepare(&mut stream, &handshake, limit).await?;
+    check_run_id(&mut stream, addr, run_id, limit).await?;
     Ok(BackendStream::Tls(Box::new(stream)))
+}
+
+/// Checks that the server's `run_id` (INFO server) is `expected`, if one
+/// is. A server that will not say (an ACL without INFO) is taken as it is:
+/// the check is a safeguard, not a condition of service.
+async fn check_run_id<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
+    addr: &str,
+    expected: Option<&str>,
+    limit: Duration,
+) -> Result<(), String> {
+    let Some(expected) = expected else {
+        return Ok(());
+    };
+    let info = vec![b"INFO".to_vec(), b"server".to_vec()];
+    let reply = match timeout(limit, run_commands(stream, &[info])).await {
+        Ok(Ok(mut replies)) => replies.pop().unwrap_or_default(),
+        Ok(Err(e)) => return Err(e),
+        Err(_) => return Err(format!("INFO timed out after {} ms", limit.as_millis())),
+    };
+    if is_error_reply(&reply) {
+        tracing::debug!(backend = %addr, reply = %String::from_utf8_lossy(&reply).trim_end(),
+            "cannot read the server's run_id; not checked");
+        return Ok(());
+    }
+    let text = String::from_utf8_lossy(&reply);
+    let found = text
+        .lines()
+        .find_map(|line| line.strip_prefix("run_id:"))
+        .map(str::trim);
+    match found {
+        Some(found) if found != expected => Err(format!(
+            "restarted since its watchdog registered it (run_id {found}, registered {expected}): \
+             not served until the shard's line in ZooKeeper changes"
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// Runs the `handshake` commands, if any, within `limit`.
@@ -99,13 +145,29 @@ async fn run_handshake<S: AsyncRead + AsyncWrite + Unpin>(
     stream: &mut S,
     commands: &[Vec<Vec<u8>>],
 ) -> Result<(), String> {
+    for (command, frame) in commands.iter().zip(run_commands(stream, commands).await?) {
+        if is_error_reply(&frame) {
+            let name = String::from_utf8_lossy(&command[0]);
+            let text = String::from_utf8_lossy(&frame[1..]);
+            return Err(format!("{name} failed: {}", text.trim_end()));
+        }
+    }
+    Ok(())
+}
+
+/// Sends `commands` at once and reads one reply frame for each.
+async fn run_commands<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
+    commands: &[Vec<Vec<u8>>],
+) -> Result<Vec<BytesMut>, String> {
     let mut out = BytesMut::new();
     for command in commands {
         encode_request(command, &mut out);
     }
     stream.write_all(&out).await.map_err(|e| e.to_string())?;
     let mut buf = BytesMut::with_capacity(1024);
-    for command in commands {
+    let mut replies = Vec::with_capacity(commands.len());
+    for _ in commands {
         let frame = loop {
             match reply_frame_len(&buf) {
                 Ok(Some(n)) => break buf.split_to(n),
@@ -116,11 +178,7 @@ async fn run_handshake<S: AsyncRead + AsyncWrite + Unpin>(
                 return Err("connection closed during handshake".into());
             }
         };
-        if is_error_reply(&frame) {
-            let name = String::from_utf8_lossy(&command[0]);
-            let text = String::from_utf8_lossy(&frame[1..]);
-            return Err(format!("{name} failed: {}", text.trim_end()));
-        }
+        replies.push(frame);
     }
-    Ok(())
+    Ok(replies)
 }

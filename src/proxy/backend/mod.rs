@@ -173,6 +173,11 @@ pub(crate) struct Demotion {
     /// server address, shared by every backend built for it (see
     /// [`BackendRegistry::succeeding`]).
     moving: Arc<MovingSignal>,
+    /// The `run_id` the routing expects of this server (its watchdog
+    /// registered it), if it knows one: a new connection finding another
+    /// is refused (see [`super::connect::connect_to`]). A short lock, read
+    /// once per connection.
+    run_id: Mutex<Option<Arc<str>>>,
 }
 
 /// Where a server's moving ranges are announced.
@@ -203,7 +208,13 @@ impl Demotion {
             demoted: watch::Sender::new(false),
             successor: Mutex::new(Weak::new()),
             moving,
+            run_id: Mutex::new(None),
         }
+    }
+
+    /// The `run_id` new connections must find, if one is known.
+    pub(crate) fn expected_run_id(&self) -> Option<Arc<str>> {
+        self.run_id.lock().expect("run_id lock").clone()
     }
 
     pub(crate) fn subscribe(&self) -> watch::Receiver<bool> {
@@ -405,6 +416,16 @@ impl Backend {
         self.demotion
             .demoted
             .send_if_modified(|demoted| !std::mem::replace(demoted, true));
+    }
+
+    /// The `run_id` the routing now expects of this server (`None`: it
+    /// knows none, as with a pool file's servers). Connections open
+    /// already were opened to it and stay.
+    pub fn expect_run_id(&self, run_id: Option<&str>) {
+        let mut expected = self.demotion.run_id.lock().expect("run_id lock");
+        if expected.as_deref() != run_id {
+            *expected = run_id.map(Arc::from);
+        }
     }
 
     /// A routing table names this backend again.

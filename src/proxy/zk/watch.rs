@@ -21,7 +21,7 @@
 
 use super::session::{close, connect, session_over};
 use super::status::{Task, ZkStatus};
-use crate::zk::layout::{child_path, members_in_line, ClusterView, ShardView};
+use crate::zk::layout::{child_path, members_in_line, ClusterView, MemberData, ShardView};
 use crate::zk::migration::MigrationState;
 use crate::zk::{is_session_over, shutdown_requested, Backoff};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -106,6 +106,35 @@ struct ShardNodes {
     /// Whether each member znode seen is ephemeral (names are never
     /// reused: each carries a new sequence number).
     ephemeral: HashMap<String, bool>,
+    /// The `run_id` in each head member's data, as read when it came to
+    /// the head of the line (a member's `run_id` is never rewritten).
+    run_ids: HashMap<String, Option<String>>,
+}
+
+/// The `run_id` a member's watchdog registered, from its data; `None`
+/// when the data does not say (junk is the watchdogs' to correct, and
+/// only costs the proxy its check of restarted masters).
+fn registered_run_id(data: &[u8]) -> Option<String> {
+    serde_json::from_slice::<MemberData>(data)
+        .ok()
+        .map(|member| member.run_id)
+        .filter(|run_id| !run_id.is_empty())
+}
+
+/// The `run_id` expected of `shard`'s master: its head member's, or, with
+/// no members, the last one known for the same address (the Redis that
+/// is routed to until a member appears).
+fn head_run_id(
+    nodes: &ShardNodes,
+    shard: &ShardView,
+    last_shard: Option<&ShardView>,
+) -> Option<String> {
+    match shard.members.first() {
+        Some(head) => nodes.run_ids.get(&head.znode).cloned().flatten(),
+        None => last_shard
+            .filter(|last| last.master == shard.master)
+            .and_then(|last| last.master_run_id.clone()),
+    }
 }
 
 /// The watch over one session: the znodes read so far and the watches set.
@@ -368,10 +397,26 @@ impl<'a> Session<'a> {
                 hand_made.push(child);
             }
         }
+        let mut run_ids = std::mem::take(&mut self.shard_mut(name).run_ids);
+        run_ids.retain(|child, _| members.contains(child));
+        if let Some(head) = members_in_line(&members).into_iter().next() {
+            if let std::collections::hash_map::Entry::Vacant(entry) = run_ids.entry(head.znode) {
+                let path = child_path(&shard, entry.key());
+                match self.client.get_data(&path).await {
+                    Ok((data, _)) => {
+                        entry.insert(registered_run_id(&data));
+                    }
+                    // Gone since the listing: the watch brings the next.
+                    Err(zk::Error::NoNode) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
         let nodes = self.shard_mut(name);
         nodes.members = Some(members);
         nodes.hand_made = hand_made;
         nodes.ephemeral = known;
+        nodes.run_ids = run_ids;
         Ok(())
     }
 
@@ -423,6 +468,7 @@ impl<'a> Session<'a> {
                 );
                 match (shard, last_shard) {
                     (Ok(mut shard), _) => {
+                        shard.master_run_id = head_run_id(nodes, &shard, last_shard);
                         shard.strays.extend(nodes.hand_made.iter().cloned());
                         if !shard.strays.is_empty() {
                             warn!(path = %path, strays = ?shard.strays, "children that are not members are left out of the line");
@@ -444,6 +490,7 @@ impl<'a> Session<'a> {
                         }
                         kept.no_members = line.is_empty();
                         kept.members = line;
+                        kept.master_run_id = head_run_id(nodes, &kept, Some(last_shard));
                         Ok(kept)
                     }
                     (Err(error), None) => Err(error),
