@@ -13,6 +13,7 @@ mod common;
 mod harness;
 
 use common::proxy::Proxy;
+use common::redis::Redis;
 use common::zookeeper::ZooKeeper;
 use common::{free_port, wait_until};
 use harness::*;
@@ -113,6 +114,81 @@ fn a_restarted_watchdog_does_not_promote_a_replica_found_behind() {
         !pair.line().contains(&pair.a.addr())
     });
     assert_b_never_leads(&pair);
+}
+
+/// A replica cut off from its master for longer than a failover takes (a
+/// partition: its link is down, and its watchdog cannot reach the master
+/// either, so nobody can tell whether it fell behind). When that master
+/// dies, promotion refuses the replica and it leaves the line; it must not
+/// then take the emptied shard as its leader (from reading: it did, on the
+/// next check, through the empty-shard path that looked only at "behind").
+#[test]
+fn a_replica_cut_off_from_its_master_does_not_lead_the_emptied_shard() {
+    let zookeeper = ZooKeeper::start();
+    let zk = Zk::connect(&zookeeper);
+    let shard = zk.create_shard("/redis/cluster/cutoff");
+    // Only a's watchdog knows a's password: b's cannot probe a, as across
+    // a partition.
+    let a = Redis::start_with(&["--repl-diskless-sync-delay", "0", "--requirepass", "pa"]);
+    let b = Redis::start_with(&["--repl-diskless-sync-delay", "0", "--masterauth", "pa"]);
+    // A link is stale after 3 x 100 ms + 500 ms + 10 s.
+    let timings = [
+        "--interval-ms",
+        "100",
+        "--down-after",
+        "3",
+        "--session-timeout-ms",
+        "1000",
+        "--busy-down-after-ms",
+        "500",
+    ];
+    let hosts = zookeeper.hosts();
+    let _wa = Watchdog::start_with(
+        &hosts,
+        &a,
+        &shard,
+        &[&timings[..], &["--redis-auth", "pa"]].concat(),
+    );
+    wait_until("a to be the master", DEADLINE, || {
+        zk.line(&shard) == [a.addr()]
+    });
+    let wb = Watchdog::start_with(&hosts, &b, &shard, &timings);
+    wait_until("b to join the line in sync", DEADLINE, || {
+        zk.line(&shard) == [a.addr(), b.addr()] && is_synced_replica_of(&b, &a)
+    });
+    assert_eq!(cmd(b.port, &["CONFIG", "SET", "masterauth", "wrong"]), "OK");
+    let _: i64 = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("TYPE")
+        .arg("master")
+        .query(&mut redis_conn(b.port))
+        .unwrap();
+    wait_until(
+        "b's link to be down past the stale limit",
+        Duration::from_secs(30),
+        || {
+            field(&replication(b.port), "master_link_down_since_seconds")
+                .parse::<u64>()
+                .is_ok_and(|secs| secs > 11)
+        },
+    );
+    assert!(!wb.log_text().contains("replica falling behind"));
+    let mut a = a;
+    a.guard.kill();
+    wait_until("b's promotion to be refused", DEADLINE, || {
+        wb.log_text().contains("not promoting")
+    });
+    let watch_until = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < watch_until {
+        assert!(
+            zk.line(&shard).is_empty(),
+            "b took the shard: {:?}",
+            zk.line(&shard)
+        );
+        assert_eq!(field(&replication(b.port), "role"), "slave");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(wb.log_text().contains("lost touch with it"));
 }
 
 /// A master killed and restarted at once on its port (a supervisor's

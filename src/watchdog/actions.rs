@@ -305,8 +305,12 @@ impl Agent {
         // `promote --force`, whatever it holds.
         let chosen = record.replid.is_empty() && record.addr == self.settings.redis;
         // Holding the history is not enough for a replica that fell behind
-        // its master before it failed: it holds only the start of it.
-        let behind = state.role == Role::Replica && self.behind_since.is_some();
+        // its master before it failed: it holds only the start of it. Nor
+        // for one that cannot tell, its link down too long or a full sync
+        // running (promotion refused it for that, and it left the line: it
+        // must not take the shard back through the empty shard).
+        let behind = state.role == Role::Replica
+            && (self.behind_since.is_some() || !state.in_sync(self.stale_link()));
         if chosen || state.holds_history(&record.replid) && !behind {
             self.history_refused = false;
             return Ok(true);
@@ -325,7 +329,7 @@ impl Agent {
                 "the shard is empty but {}: not leading it; start the last master's watchdog, \
                  or accept the loss with `shardproxy-admin promote {name} {} --force`",
                 if behind {
-                    "this replica fell behind its last master before it failed"
+                    "this replica fell behind its last master, or lost touch with it, before it failed"
                 } else {
                     "its data was last on another history"
                 },
