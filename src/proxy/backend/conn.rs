@@ -404,6 +404,12 @@ struct Connection<'a> {
     replies: u8,
     /// The first reply was an error.
     first_reply_failed: bool,
+    /// The length of the last reply of more than `READ_CHUNK / 4` bytes,
+    /// while such replies keep coming (0: none lately); sizes the buffers
+    /// reads start afresh in (see `make_read_room`).
+    large_reply: usize,
+    /// Smaller replies since the last large one.
+    small_replies: u32,
 }
 
 impl<'a> Connection<'a> {
@@ -419,6 +425,8 @@ impl<'a> Connection<'a> {
             out: OutBuf::for_requests(),
             replies: 0,
             first_reply_failed: false,
+            large_reply: 0,
+            small_replies: 0,
         }
     }
 
@@ -575,13 +583,43 @@ impl<'a> Connection<'a> {
     /// room for all of it at once, so that its allocation is its own size:
     /// grown by doubling, up to as much again would sit beside it, held
     /// for as long as a client that does not read holds the reply.
+    ///
+    /// While large replies come, a read with nothing half read starts in a
+    /// fresh buffer holding a whole number of them (an allocation, no
+    /// copy): one read into the end of a buffer left a reply half there,
+    /// copied on to a bigger buffer (GETs of 64 KiB values: 44 KB copied
+    /// per reply, 6% of the proxy's CPU).
     fn make_read_room(&mut self) {
         let buf = &mut self.read_buf;
-        if buf.capacity() - buf.len() < READ_CHUNK / 4 {
+        let room = buf.capacity() - buf.len();
+        if buf.is_empty() && self.large_reply > 0 {
+            let reply = self.large_reply;
+            let fresh = reply * (READ_CHUNK / reply).max(1);
+            if room < fresh {
+                *buf = BytesMut::with_capacity(fresh);
+            }
+            return;
+        }
+        if room < READ_CHUNK / 4 {
             let missing = bulk_reply_len(buf)
                 .filter(|&n| n > LARGE_REPLY)
                 .map_or(0, |n| n.saturating_sub(buf.len()));
             buf.reserve(missing.max(READ_CHUNK));
+        }
+    }
+
+    /// Notes a reply's length for the sizing of fresh read buffers; after
+    /// many small replies in a row, large ones count as gone.
+    fn note_reply_len(&mut self, len: usize) {
+        // Larger ones get buffers of their own size anyway.
+        if len > READ_CHUNK / 4 && len <= LARGE_REPLY {
+            self.large_reply = len;
+            self.small_replies = 0;
+        } else if self.large_reply > 0 {
+            self.small_replies += 1;
+            if self.small_replies > 1024 {
+                self.large_reply = 0;
+            }
         }
     }
 
@@ -662,6 +700,7 @@ impl<'a> Connection<'a> {
             }
             *responses += 1;
             *bytes += len as u64;
+            self.note_reply_len(len);
             if frame[0] == b'>' {
                 // RESP3 push data belongs to no request.
                 continue;
