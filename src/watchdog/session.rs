@@ -323,16 +323,38 @@ impl Agent {
                 line.push(member);
                 continue;
             }
-            if Some(&member.znode) == head.as_ref() && our_redis_is_master {
-                if had_predecessor.as_ref() != Some(&member.znode) {
-                    info!(shard = %self.settings.shard, redis = %self.settings.redis, member = %member.znode,
-                        "a predecessor's member holds our Redis's place as master; keeping it and taking over when it goes");
-                }
-                self.predecessor = Some(member.znode.clone());
-                line.push(member);
-                continue;
-            }
             let path = child_path(&self.settings.shard, &member.znode);
+            if Some(&member.znode) == head.as_ref() && our_redis_is_master {
+                let known = had_predecessor.as_ref() == Some(&member.znode);
+                let same = match known {
+                    true => Some(true),
+                    false => self.same_run_of_our_redis(session, &path).await?,
+                };
+                match same {
+                    // Gone since the listing.
+                    None => continue,
+                    Some(true) => {
+                        if !known {
+                            info!(shard = %self.settings.shard, redis = %self.settings.redis, member = %member.znode,
+                                "a predecessor's member holds our Redis's place as master; keeping it and taking over when it goes");
+                        }
+                        self.predecessor = Some(member.znode.clone());
+                        line.push(member);
+                        continue;
+                    }
+                    // Our Redis restarted since that member was registered
+                    // (its watchdog died with it): the member names a Redis
+                    // that is gone, as its watchdog would have said by
+                    // deleting it (rule 5). Kept, it would hand the shard
+                    // to the restarted, empty Redis once its session
+                    // expired (review: 26,813 acknowledged writes lost).
+                    Some(false) => {
+                        warn!(shard = %self.settings.shard, redis = %self.settings.redis, member = %member.znode,
+                        "a member at the head names an earlier run of our Redis (another run_id): \
+                         it restarted since; deleting the member so the shard fails over")
+                    }
+                }
+            }
             let (data, stat) = match self.bounded(session, session.client.get_data(&path)).await {
                 Ok(found) => found,
                 Err(zk::Error::NoNode) => continue,
@@ -366,6 +388,28 @@ impl Agent {
             }
         }
         Ok(line)
+    }
+
+    /// Whether the member at `path` was registered for our Redis as it runs
+    /// now (the `run_id` in its data); `None` when it is gone. Data that
+    /// does not say is taken for ours, as before the check.
+    async fn same_run_of_our_redis(
+        &self,
+        session: &Session,
+        path: &str,
+    ) -> Result<Option<bool>, zk::Error> {
+        let Health::Up(state) = &self.health else {
+            return Ok(Some(true));
+        };
+        let data = match self.bounded(session, session.client.get_data(path)).await {
+            Ok((data, _)) => data,
+            Err(zk::Error::NoNode) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let registered = serde_json::from_slice::<MemberData>(&data)
+            .map(|member| member.run_id)
+            .unwrap_or_default();
+        Ok(Some(registered.is_empty() || registered == state.run_id))
     }
 
     /// False for a member znode that is not ephemeral: made by hand, not
