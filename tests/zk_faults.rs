@@ -258,7 +258,8 @@ async fn a_proxy_whose_file_has_weights_takes_zookeepers_ranges() {
 /// A proxy started while a shard has no members (its watchdogs are down)
 /// routes it to the master its watchdog recorded, not to its pool file's
 /// server, which may be an old master back as a master: two proxies would
-/// write to two masters.
+/// write to two masters. It serves that master only as the run recorded
+/// with it: restarted since (another `run_id`), it may be empty.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_proxy_started_while_a_shard_has_no_members_routes_to_its_recorded_master() {
     let zookeeper = ZooKeeper::start();
@@ -266,13 +267,18 @@ async fn a_proxy_started_while_a_shard_has_no_members_routes_to_its_recorded_mas
     let ops = zookeeper.client().await;
     create_shard(&ops, "redis-0000", 0, 2047).await;
     create_shard(&ops, "redis-0001", 2048, 4095).await;
-    let mut data = shardproxy::zk::layout::ShardData::new(0, 2047);
-    data.master = Some(shardproxy::zk::layout::MasterRecord {
-        addr: recorded.addr(),
-        replid: "0123".into(),
-        offset: 7,
-    });
-    ops.set_data(&shard_path("redis-0000"), &data.to_json(), None)
+    let record = |run_id: String| {
+        let mut data = shardproxy::zk::layout::ShardData::new(0, 2047);
+        data.master = Some(shardproxy::zk::layout::MasterRecord {
+            addr: recorded.addr(),
+            replid: "0123".into(),
+            offset: 7,
+            run_id,
+        });
+        data.to_json()
+    };
+    let earlier_run = "0".repeat(40);
+    ops.set_data(&shard_path("redis-0000"), &record(earlier_run), None)
         .await
         .unwrap();
     add_member(&ops, "redis-0001", &b.addr()).await;
@@ -283,7 +289,28 @@ async fn a_proxy_started_while_a_shard_has_no_members_routes_to_its_recorded_mas
     );
     let key = &keys_in(0, 2047, 1, "recorded")[0];
     let mut client = RawClient::connect(proxy.port);
-    assert_eq!(client.cmd_str(&["SET", key, "1"]), "+OK\r\n");
+    let refused = client.cmd_str(&["SET", key, "1"]);
+    assert!(
+        refused.starts_with("-ERR shard 'redis-0000'")
+            && refused.contains("restarted since its watchdog registered it"),
+        "{refused}"
+    );
+    assert!(
+        !holds(&recorded, key),
+        "another run of the master took a write"
+    );
+    ops.set_data(
+        &shard_path("redis-0000"),
+        &record(run_id_at(&recorded.addr())),
+        None,
+    )
+    .await
+    .unwrap();
+    wait_until(
+        "the recorded run to be served",
+        Duration::from_secs(10),
+        || client.cmd_str(&["SET", key, "1"]) == "+OK\r\n",
+    );
     assert!(holds(&recorded, key));
     assert!(!holds(&old, key), "the file's server took a write");
 }

@@ -88,6 +88,7 @@ pub async fn run(
         addr: addr.to_string(),
         replid: String::new(),
         offset: state.offset,
+        run_id: String::new(),
     });
     client
         .set_data(&path, &shard_data.to_json(), Some(stat.version))

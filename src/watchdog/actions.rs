@@ -349,7 +349,10 @@ impl Agent {
         };
         if state.role != Role::Master
             || self.registered.is_none()
-            || self.history_recorded.as_ref() == Some(&state.replid)
+            || self
+                .history_recorded
+                .as_ref()
+                .is_some_and(|(replid, run_id)| *replid == state.replid && *run_id == state.run_id)
         {
             return Ok(());
         }
@@ -357,6 +360,7 @@ impl Agent {
             addr: self.settings.redis.clone(),
             replid: state.replid.clone(),
             offset: state.offset,
+            run_id: state.run_id.clone(),
         };
         let shard = self.settings.shard.clone();
         let (data, stat) = self
@@ -366,10 +370,9 @@ impl Agent {
             // Never overwrite data we cannot read: the proxies flag it.
             return Ok(());
         };
-        let same = shard_data
-            .master
-            .as_ref()
-            .is_some_and(|m| m.addr == record.addr && m.replid == record.replid);
+        let same = shard_data.master.as_ref().is_some_and(|m| {
+            m.addr == record.addr && m.replid == record.replid && m.run_id == record.run_id
+        });
         if !same {
             shard_data.master = Some(record.clone());
             match self
@@ -390,7 +393,7 @@ impl Agent {
                 Err(e) => return Err(e),
             }
         }
-        self.history_recorded = Some(record.replid);
+        self.history_recorded = Some((record.replid, record.run_id));
         Ok(())
     }
 

@@ -54,8 +54,10 @@ pub struct Agent {
     /// Since when the Redis has been busy (see [`super::health::is_busy`]),
     /// and whether SCRIPT KILL was sent in this busy spell.
     pub(super) busy_since: Option<Instant>,
-    /// The replication ID last recorded as the shard's history.
-    pub(super) history_recorded: Option<String>,
+    /// The replication ID and `run_id` last recorded as the shard's
+    /// history (a Redis restarted with its data keeps the one, not the
+    /// other).
+    pub(super) history_recorded: Option<(String, String)>,
     /// We refused to lead an empty shard whose history we lack (logged once).
     pub(super) history_refused: bool,
     pub(super) script_killed: bool,

@@ -135,6 +135,11 @@ pub struct MasterRecord {
     pub replid: String,
     /// Its replication offset then.
     pub offset: u64,
+    /// Its `run_id` (empty: not recorded, as by `promote --force` or an
+    /// older watchdog): while the shard has no members, a proxy started
+    /// meanwhile serves that address only if it is still that run.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub run_id: String,
 }
 
 impl ShardData {
@@ -314,7 +319,8 @@ pub struct ShardView {
     /// data), when known: a Redis at that address answering with another
     /// one restarted since, with whatever data it kept, and must not be
     /// served as the master. Filled in by the proxy's watch, which reads
-    /// member data; `None` from [`ShardView::from_znodes`].
+    /// member data; from [`ShardView::from_znodes`], the recorded
+    /// master's when it is the one served.
     pub master_run_id: Option<String>,
 }
 
@@ -358,13 +364,20 @@ impl ShardView {
                 .map(str::to_string)
                 .or_else(|| recorded_master.clone()),
         };
+        // The recorded master's run, when that is who is served: the
+        // proxy's watch puts the head member's in its place.
+        let master_run_id = ShardData::parse(data)
+            .and_then(|d| d.master)
+            .filter(|record| members.is_empty() && master.as_ref() == Some(&record.addr))
+            .map(|record| record.run_id)
+            .filter(|run_id| !run_id.is_empty());
         Ok(ShardView {
             name: node_name(path).to_string(),
             lo,
             hi,
             empty,
             master,
-            master_run_id: None,
+            master_run_id,
             members,
             no_members,
             strays,

@@ -122,8 +122,9 @@ fn registered_run_id(data: &[u8]) -> Option<String> {
 }
 
 /// The `run_id` expected of `shard`'s master: its head member's, or, with
-/// no members, the last one known for the same address (the Redis that
-/// is routed to until a member appears).
+/// no members, the one recorded with the shard's last master in its data
+/// when that is who is served, else the last one known for the same
+/// address (the Redis that is routed to until a member appears).
 fn head_run_id(
     nodes: &ShardNodes,
     shard: &ShardView,
@@ -131,9 +132,11 @@ fn head_run_id(
 ) -> Option<String> {
     match shard.members.first() {
         Some(head) => nodes.run_ids.get(&head.znode).cloned().flatten(),
-        None => last_shard
-            .filter(|last| last.master == shard.master)
-            .and_then(|last| last.master_run_id.clone()),
+        None => shard.master_run_id.clone().or_else(|| {
+            last_shard
+                .filter(|last| last.master == shard.master)
+                .and_then(|last| last.master_run_id.clone())
+        }),
     }
 }
 
