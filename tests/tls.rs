@@ -17,7 +17,7 @@ use common::tls::{cli_text, redis_cmd, start_redis, Certs, Identity};
 use common::wait_until;
 use common::zk_cluster::{keys_in, start_proxy_with, ROOT};
 use common::zookeeper::ZooKeeper;
-use harness::{Watchdog, Zk, DEADLINE};
+use harness::{Watchdog, Zk, DEADLINE, FAST_TIMINGS};
 use std::io::Read;
 use std::path::Path;
 use std::process::Command;
@@ -410,16 +410,7 @@ fn failover_between_tls_redis_servers_through_watchdogs() {
     let mut a = start_redis(&certs, &replication);
     let b = start_redis(&certs, &replication);
     let ca = certs.ca();
-    let flags = [
-        "--tls-ca",
-        &ca,
-        "--interval-ms",
-        "100",
-        "--down-after",
-        "3",
-        "--session-timeout-ms",
-        "1000",
-    ];
+    let flags = [&["--tls-ca", ca.as_str()][..], &FAST_TIMINGS[..]].concat();
     let wa = Watchdog::start_with(&zookeeper.hosts(), &a, &shard, &flags);
     wait_until("a to be the master", DEADLINE, || {
         zk.line(&shard) == [a.addr()]

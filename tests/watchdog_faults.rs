@@ -132,16 +132,7 @@ fn a_replica_cut_off_from_its_master_does_not_lead_the_emptied_shard() {
     let a = Redis::start_with(&["--repl-diskless-sync-delay", "0", "--requirepass", "pa"]);
     let b = Redis::start_with(&["--repl-diskless-sync-delay", "0", "--masterauth", "pa"]);
     // A link is stale after 3 x 100 ms + 500 ms + 10 s.
-    let timings = [
-        "--interval-ms",
-        "100",
-        "--down-after",
-        "3",
-        "--session-timeout-ms",
-        "1000",
-        "--busy-down-after-ms",
-        "500",
-    ];
+    let timings = [&FAST_TIMINGS[..], &["--busy-down-after-ms", "500"]].concat();
     let hosts = zookeeper.hosts();
     let _wa = Watchdog::start_with(
         &hosts,

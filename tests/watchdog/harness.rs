@@ -68,6 +68,18 @@ pub fn restart_redis_with(port: u16, extra: &[&str]) -> Redis {
     }
 }
 
+/// The fast test timings (checks every 100 ms, down after 3, 1 s
+/// sessions: [`SESSION_MS`]), for watchdogs started with flags of their
+/// own.
+pub const FAST_TIMINGS: [&str; 6] = [
+    "--interval-ms",
+    "100",
+    "--down-after",
+    "3",
+    "--session-timeout-ms",
+    "1000",
+];
+
 /// A running `shardproxy-watchdog` with its log file.
 pub struct Watchdog {
     pub guard: ProcessGuard,
@@ -78,7 +90,7 @@ pub struct Watchdog {
 impl Watchdog {
     /// A watchdog with the fast test timings.
     pub fn start(zk_hosts: &str, redis: &Redis, shard: &str) -> Watchdog {
-        Watchdog::start_timed(zk_hosts, redis, shard, SESSION_MS)
+        Watchdog::start_with(zk_hosts, redis, shard, &FAST_TIMINGS)
     }
 
     /// Fast checks (every 100 ms, down after 3) and a `session_ms` session.
