@@ -326,9 +326,10 @@ impl Agent {
             let path = child_path(&self.settings.shard, &member.znode);
             if Some(&member.znode) == head.as_ref() && our_redis_is_master {
                 let known = had_predecessor.as_ref() == Some(&member.znode);
-                let same = match known {
-                    true => Some(true),
-                    false => self.same_run_of_our_redis(session, &path).await?,
+                let same = if known {
+                    Some(true)
+                } else {
+                    self.same_run_of_our_redis(session, &path).await?
                 };
                 match same {
                     // Gone since the listing.
