@@ -15,7 +15,7 @@ mod harness;
 use common::proxy::Proxy;
 use common::redis::Redis;
 use common::zookeeper::ZooKeeper;
-use common::{free_port, wait_until};
+use common::{free_port, temp_dir, wait_until};
 use harness::*;
 use shardproxy::watchdog::request_switchover;
 use std::time::{Duration, Instant};
@@ -242,6 +242,46 @@ fn a_master_restarted_at_once_with_its_watchdog_is_failed_over() {
         .wa
         .log_text()
         .contains("names an earlier run of our Redis"));
+}
+
+/// A shard with no replica, its master restarted with its watchdog (a
+/// host restart) and its data kept by an AOF: nobody else could lead, so
+/// the new watchdog takes the old member's place as before the `run_id`
+/// check, and the shard is served again with every key (review: with the
+/// old member deleted, the shard stayed down until `promote --force`).
+#[test]
+fn a_lone_master_restarted_with_its_watchdog_leads_again() {
+    let zookeeper = ZooKeeper::start();
+    let zk = Zk::connect(&zookeeper);
+    let shard = zk.create_shard("/redis/cluster/lone");
+    let dir = temp_dir("lone");
+    let dir = dir.to_str().unwrap();
+    let persist = [
+        "--dir",
+        dir,
+        "--appendonly",
+        "yes",
+        "--appendfsync",
+        "always",
+    ];
+    let a = Redis::start_with(&persist);
+    let mut wa = Watchdog::start(&zookeeper.hosts(), &a, &shard);
+    wait_until("a to be the master", DEADLINE, || {
+        zk.line(&shard) == [a.addr()]
+    });
+    fill(&a, "k", 100);
+    let (port, mut a) = (a.port, a);
+    wa.guard.kill();
+    a.guard.kill();
+    let a = restart_redis_with(port, &persist);
+    wa.restart();
+    let run_id = common::zk_cluster::run_id_at(&a.addr());
+    wait_until("a to lead again as its new run", DEADLINE, || {
+        let members = zk.members(&shard);
+        members.len() == 1 && members[0].data.run_id == run_id && is_master(&a)
+    });
+    assert_eq!(dbsize(&a), 100);
+    assert!(wa.log_text().contains("no other Redis is in line"));
 }
 
 /// Writes through a proxy routing from ZooKeeper while `restart` kills and

@@ -311,6 +311,9 @@ impl Agent {
         let our_redis_is_master =
             matches!(&self.health, Health::Up(state) if state.role == Role::Master);
         let had_predecessor = self.predecessor.take();
+        // Another Redis in line can take over from a run of ours that is
+        // gone; without one, the shard would stay down.
+        let another_in_line = in_line.iter().any(|m| m.addr != self.settings.redis);
         self.ephemeral.retain(|name, _| names.contains(name));
         for member in in_line {
             if member.addr != self.settings.redis {
@@ -334,6 +337,18 @@ impl Agent {
                 match same {
                     // Gone since the listing.
                     None => continue,
+                    Some(false) if !another_in_line => {
+                        // Nobody else could lead: deleted, the member would
+                        // leave the shard down for good, even with the
+                        // data kept (an AOF) and no other history to
+                        // protect (review). Taken over, as before.
+                        warn!(shard = %self.settings.shard, redis = %self.settings.redis, member = %member.znode,
+                            "a member at the head names an earlier run of our Redis (another run_id), \
+                             and no other Redis is in line: taking its place with our Redis as it is");
+                        self.predecessor = Some(member.znode.clone());
+                        line.push(member);
+                        continue;
+                    }
                     Some(true) => {
                         if !known {
                             info!(shard = %self.settings.shard, redis = %self.settings.redis, member = %member.znode,
