@@ -337,37 +337,34 @@ impl Agent {
                 match same {
                     // Gone since the listing.
                     None => continue,
-                    Some(false) if !another_in_line => {
-                        // Nobody else could lead: deleted, the member would
-                        // leave the shard down for good, even with the
-                        // data kept (an AOF) and no other history to
-                        // protect (review). Taken over, as before.
-                        warn!(shard = %self.settings.shard, redis = %self.settings.redis, member = %member.znode,
-                            "a member at the head names an earlier run of our Redis (another run_id), \
-                             and no other Redis is in line: taking its place with our Redis as it is");
-                        self.predecessor = Some(member.znode.clone());
-                        line.push(member);
-                        continue;
-                    }
-                    Some(true) => {
-                        if !known {
-                            info!(shard = %self.settings.shard, redis = %self.settings.redis, member = %member.znode,
-                                "a predecessor's member holds our Redis's place as master; keeping it and taking over when it goes");
-                        }
-                        self.predecessor = Some(member.znode.clone());
-                        line.push(member);
-                        continue;
-                    }
                     // Our Redis restarted since that member was registered
                     // (its watchdog died with it): the member names a Redis
                     // that is gone, as its watchdog would have said by
                     // deleting it (rule 5). Kept, it would hand the shard
                     // to the restarted, empty Redis once its session
                     // expired (review: 26,813 acknowledged writes lost).
-                    Some(false) => {
+                    Some(false) if another_in_line => {
                         warn!(shard = %self.settings.shard, redis = %self.settings.redis, member = %member.znode,
                         "a member at the head names an earlier run of our Redis (another run_id): \
                          it restarted since; deleting the member so the shard fails over")
+                    }
+                    Some(same) => {
+                        if !same {
+                            // Nobody else could lead: deleted, the member
+                            // would leave the shard down for good, even
+                            // with the data kept (an AOF) and no other
+                            // history to protect (review). Taken over, as
+                            // before.
+                            warn!(shard = %self.settings.shard, redis = %self.settings.redis, member = %member.znode,
+                                "a member at the head names an earlier run of our Redis (another run_id), \
+                                 and no other Redis is in line: taking its place with our Redis as it is");
+                        } else if !known {
+                            info!(shard = %self.settings.shard, redis = %self.settings.redis, member = %member.znode,
+                                "a predecessor's member holds our Redis's place as master; keeping it and taking over when it goes");
+                        }
+                        self.predecessor = Some(member.znode.clone());
+                        line.push(member);
+                        continue;
                     }
                 }
             }
@@ -422,10 +419,8 @@ impl Agent {
             Err(zk::Error::NoNode) => return Ok(None),
             Err(e) => return Err(e),
         };
-        let registered = serde_json::from_slice::<MemberData>(&data)
-            .map(|member| member.run_id)
-            .unwrap_or_default();
-        Ok(Some(registered.is_empty() || registered == state.run_id))
+        let registered = MemberData::registered_run_id(&data);
+        Ok(Some(registered.is_none_or(|id| id == state.run_id)))
     }
 
     /// False for a member znode that is not ephemeral: made by hand, not

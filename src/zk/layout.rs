@@ -238,6 +238,17 @@ pub struct MemberData {
     pub offset: u64,
 }
 
+impl MemberData {
+    /// The `run_id` a member's watchdog registered, from the member's
+    /// data; `None` when the data does not say (junk, or an empty one).
+    pub fn registered_run_id(data: &[u8]) -> Option<String> {
+        serde_json::from_slice::<MemberData>(data)
+            .ok()
+            .map(|member| member.run_id)
+            .filter(|run_id| !run_id.is_empty())
+    }
+}
+
 /// The data of a proxy's own znode (`zookeeper_path`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProxyData {
@@ -337,8 +348,9 @@ impl ShardView {
         children: &[String],
         last_master: Option<&str>,
     ) -> Result<ShardView, LayoutError> {
+        let parsed = ShardData::parse(data);
         // A shard added for growth owns no range yet (`"weight":""`).
-        let empty = ShardData::parse(data).is_some_and(|d| d.weight.is_empty());
+        let empty = parsed.as_ref().is_some_and(|d| d.weight.is_empty());
         let (lo, hi) = if empty {
             (0, 0)
         } else {
@@ -351,9 +363,8 @@ impl ShardView {
             .cloned()
             .collect();
         let no_members = members.is_empty();
-        let recorded_master = ShardData::parse(data)
-            .and_then(|d| d.master)
-            .map(|m| m.addr);
+        let record = parsed.and_then(|d| d.master);
+        let recorded_master = record.as_ref().map(|m| m.addr.clone());
         // With no members, the last master seen, else the one its
         // watchdog recorded: a proxy started meanwhile must not fall back
         // to its pool file's server, which may be an old master that came
@@ -366,8 +377,7 @@ impl ShardView {
         };
         // The recorded master's run, when that is who is served: the
         // proxy's watch puts the head member's in its place.
-        let master_run_id = ShardData::parse(data)
-            .and_then(|d| d.master)
+        let master_run_id = record
             .filter(|record| members.is_empty() && master.as_ref() == Some(&record.addr))
             .map(|record| record.run_id)
             .filter(|run_id| !run_id.is_empty());

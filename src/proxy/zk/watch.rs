@@ -111,16 +111,6 @@ struct ShardNodes {
     run_ids: HashMap<String, Option<String>>,
 }
 
-/// The `run_id` a member's watchdog registered, from its data; `None`
-/// when the data does not say (junk is the watchdogs' to correct, and
-/// only costs the proxy its check of restarted masters).
-fn registered_run_id(data: &[u8]) -> Option<String> {
-    serde_json::from_slice::<MemberData>(data)
-        .ok()
-        .map(|member| member.run_id)
-        .filter(|run_id| !run_id.is_empty())
-}
-
 /// The `run_id` expected of `shard`'s master: its head member's, or, with
 /// no members, the one recorded with the shard's last master in its data
 /// when that is who is served, else the last one known for the same
@@ -406,8 +396,10 @@ impl<'a> Session<'a> {
             if let std::collections::hash_map::Entry::Vacant(entry) = run_ids.entry(head.znode) {
                 let path = child_path(&shard, entry.key());
                 match self.client.get_data(&path).await {
+                    // Junk is the watchdogs' to correct: it only costs
+                    // the check of a restarted master.
                     Ok((data, _)) => {
-                        entry.insert(registered_run_id(&data));
+                        entry.insert(MemberData::registered_run_id(&data));
                     }
                     // Gone since the listing: the watch brings the next.
                     Err(zk::Error::NoNode) => {}
