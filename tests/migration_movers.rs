@@ -184,6 +184,82 @@ async fn a_migrate_stopped_before_any_key_moved_calls_the_migration_off() {
     assert_eq!(dbsize(&c.redis[2]), 0);
 }
 
+/// `migrate` killed (-9) while it waits for the proxies: its prepare state
+/// ends with its ZooKeeper session, so the proxies stop holding the range
+/// (they held it until someone reran `migrate` or `abort`), and the next
+/// run moves it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_migrate_killed_before_any_key_moved_lets_the_range_go() {
+    let c = cluster().await;
+    let keys = keys_in(0, 1023, 100, "k");
+    preload(&c.proxies[0], &keys);
+    c.proxies[1].guard.signal("STOP");
+    let args = ["migrate", "0-1023", "--to", "redis-0002"];
+    let (mut run, _log) = start_admin(&c, &args, "killed");
+    wait_for_prepare(&c);
+    run.signal("KILL");
+    run.wait_exit(Duration::from_secs(10));
+    c.proxies[1].guard.signal("CONT");
+    wait_until(
+        "the killed run's migration to end with its session",
+        Duration::from_secs(30),
+        || !run_admin(&c.conf, &["status"]).1.contains("phase prepare"),
+    );
+    for proxy in &c.proxies {
+        assert_preloaded(proxy.port, keys.iter().step_by(10));
+    }
+    assert_eq!(dbsize(&c.redis[2]), 0);
+    let (code, text) = run_admin(&c.conf, &args);
+    assert_eq!(code, 0, "{text}");
+    assert_eq!(keys_on(&c, 2, &keys), keys.len());
+    for proxy in &c.proxies {
+        assert_preloaded(proxy.port, &keys);
+    }
+}
+
+/// `migrate` stopped (SIGSTOP, a hung host) in prepare until its session
+/// expired and the proxies let the range go, then woken with every proxy
+/// answering: it must not go on to move keys the proxies no longer hold.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_migrate_woken_after_its_session_expired_moves_nothing() {
+    let c = cluster().await;
+    let keys = keys_in(0, 1023, 100, "k");
+    preload(&c.proxies[0], &keys);
+    c.proxies[1].guard.signal("STOP");
+    let args = ["migrate", "0-1023", "--to", "redis-0002"];
+    let (run, log) = start_admin(&c, &args, "hung");
+    wait_for_prepare(&c);
+    run.signal("STOP");
+    c.proxies[1].guard.signal("CONT");
+    wait_until(
+        "the stopped run's migration to end with its session",
+        Duration::from_secs(30),
+        || !run_admin(&c.conf, &["status"]).1.contains("phase prepare"),
+    );
+    let (code, said) = wake(run, &log);
+    assert_ne!(code, Some(0), "{said}");
+    assert!(said.contains("session"), "{said}");
+    let (_, status) = run_admin(&c.conf, &["status"]);
+    assert!(!status.contains("phase "), "{status}");
+    assert_eq!(dbsize(&c.redis[2]), 0);
+    for proxy in &c.proxies {
+        assert_preloaded(proxy.port, &keys);
+    }
+}
+
+fn wait_for_prepare(c: &Cluster) {
+    wait_until(
+        "the run to wait in prepare",
+        Duration::from_secs(20),
+        || run_admin(&c.conf, &["status"]).1.contains("phase prepare"),
+    );
+}
+
+/// How many of `keys` the Redis `c.redis[index]` holds.
+fn keys_on(c: &Cluster, index: usize, keys: &[String]) -> usize {
+    keys.iter().filter(|k| exists(&c.redis[index], k)).count()
+}
+
 /// A migration turned around by `abort` has keys to bring back: a second
 /// `abort` cannot call it off (review: 1,078 keys were left where no proxy
 /// reads them), and the move back finishes with every key readable.

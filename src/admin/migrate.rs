@@ -332,6 +332,13 @@ async fn interrupted(
     }
 }
 
+/// Creates the migration znode in phase prepare, EPHEMERAL: it lives only
+/// as long as this run's ZooKeeper session. The proxies hold the range's
+/// requests while it exists, so a run killed (-9) or cut off while it
+/// waits for them releases the range once its session expires, instead of
+/// holding it until someone reruns or aborts; nothing has moved yet. The
+/// switch to `moving` makes it persistent ([`begin_moving`]), which an
+/// expired session can no longer do.
 async fn create_state(
     client: &zk::Client,
     target: &Target,
@@ -339,15 +346,54 @@ async fn create_state(
 ) -> Result<i32, AdminError> {
     let control = control_root(&target.cluster_root).expect("checked by read_state");
     let path = migration_path(&target.cluster_root).expect("checked by read_state");
-    let mode = zk::CreateMode::Persistent.with_acls(crate::zk::acls(target.zk_auth.as_ref()));
+    let acls = crate::zk::acls(target.zk_auth.as_ref());
     client
-        .mkdir(&control, &mode)
+        .mkdir(
+            &control,
+            &zk::CreateMode::Persistent.with_acls(acls),
+        )
         .await
         .map_err(|e| zk_error(target, &control, e))?;
+    let mode = zk::CreateMode::Ephemeral.with_acls(acls);
     match client.create(&path, &state.to_json(), &mode).await {
         Ok(_) => Ok(0),
         Err(zk::Error::NodeExists) => Err(failed("another migration started meanwhile")),
         Err(e) => Err(zk_error(target, &path, e)),
+    }
+}
+
+/// Phase `moving`, in one transaction that replaces the znode read at
+/// `version` (ephemeral in a fresh migration's prepare) with a persistent
+/// one: from here the proxies move keys, so the migration must outlive
+/// this run. If this run's session expired meanwhile, the proxies may have
+/// let the range go (the ephemeral znode vanished) and the transaction
+/// fails: nothing moves.
+async fn begin_moving(
+    client: &zk::Client,
+    target: &Target,
+    state: &MigrationState,
+    version: i32,
+) -> Result<i32, AdminError> {
+    let path = migration_path(&target.cluster_root).expect("checked by read_state");
+    let mode = zk::CreateMode::Persistent.with_acls(crate::zk::acls(target.zk_auth.as_ref()));
+    let mut multi = client.new_multi_writer();
+    multi
+        .add_delete(&path, Some(version))
+        .and_then(|()| multi.add_create(&path, &state.to_json(), &mode))
+        .map_err(|e| zk_error(target, &path, e))?;
+    match multi.commit().await {
+        Ok(_) => Ok(0),
+        Err(zk::MultiWriteError::OperationFailed {
+            source: zk::Error::BadVersion | zk::Error::NoNode,
+            ..
+        }) => Err(failed(
+            "the migration was changed by someone else (pause, resume or abort), or ended with              this run's ZooKeeper session (the proxies then serve the range from its shard again,              nothing moved): run migrate again",
+        )),
+        Err(zk::MultiWriteError::RequestFailed { source } | zk::MultiWriteError::OperationFailed { source, .. }) => {
+            Err(failed(format!(
+                "switching to phase moving failed ({source}); if this run's ZooKeeper session                  ended, its migration ended with it and nothing moved: run migrate again"
+            )))
+        }
     }
 }
 
@@ -381,6 +427,9 @@ async fn drive(
     if state.phase == Phase::Prepare {
         let waited = barrier(client, target, &state, options.barrier_timeout).await;
         if let Err(missing) = waited {
+            if client.state().is_terminated() {
+                return Err(failed(SESSION_ENDED));
+            }
             if state.turned_around() {
                 // Keys moved before the abort still have to go back.
                 return Err(failed(format!(
@@ -408,7 +457,7 @@ async fn drive(
         }
         state.phase = Phase::Moving;
         state.updated = now();
-        version = write_state(client, target, &state, version).await?;
+        version = begin_moving(client, target, &state, version).await?;
         tracing::info!(migration = %state.id, range = %state.range, source = %state.source,
             target = %state.target, "phase moving: every proxy acknowledged");
         let _ = writeln!(out, "every proxy acknowledged; moving keys");
@@ -455,6 +504,13 @@ async fn drive(
     Ok(out)
 }
 
+/// Why a run whose ZooKeeper session is over stops waiting for the
+/// proxies: no write of it can succeed any more.
+const SESSION_ENDED: &str = "this run's ZooKeeper session ended while it waited for the proxies \
+     (stopped, or cut off from ZooKeeper): nothing was moved; a migration it had just started \
+     ended with the session and the proxies serve the range from its shard again; run migrate \
+     again";
+
 /// Waits until every proxy registered under the proxy root, and every one
 /// in the roster, acknowledged `state`'s id and phase; `Err` names the ones
 /// that did not in time. A proxy of the roster that is not registered may
@@ -476,6 +532,9 @@ async fn barrier(
             children(client, target, &roster)
         );
         let (Ok(registered), Ok(rostered)) = listed else {
+            if client.state().is_terminated() {
+                return Err(Vec::new());
+            }
             if tokio::time::Instant::now() >= deadline {
                 return Err(vec![format!(
                     "(ZooKeeper did not list the proxies: {} or {})",

@@ -170,7 +170,9 @@ impl MigrationProgress {
 const MOVER_QUIET_SECS: u64 = 60;
 /// Seconds in phase prepare after which no `migrate` run can still be
 /// waiting for the proxies (it gives them `--barrier-timeout-ms`, 10 s by
-/// default, then calls the migration off).
+/// default, then calls the migration off). Only a migration turned around
+/// by `abort` stays in prepare without a run: a fresh one's prepare znode
+/// ends with its run's ZooKeeper session.
 const PREPARE_QUIET_SECS: u64 = 30;
 
 impl Report {
@@ -187,11 +189,13 @@ impl Report {
                     "no progress written for {quiet} s: if no `migrate` runs (it was killed), \
                      run {rerun} to finish the move"
                 )),
-                Phase::Prepare if quiet >= PREPARE_QUIET_SECS => Some(format!(
+                Phase::Prepare if m.turned_around() && quiet >= PREPARE_QUIET_SECS => {
+                    Some(format!(
                     "in phase prepare for {quiet} s, so no `migrate` waits for the proxies: they \
                      hold every request of slots {} (TRYAGAIN) until {rerun} runs or `abort`",
                     m.range
-                )),
+                ))
+                }
                 _ => None,
             };
             if let Some(text) = text {

@@ -478,15 +478,24 @@ fn a_migration_nothing_drives_is_reported() {
             && text.contains("`shardproxy-admin migrate 1365-2047 --to redis-0001`"),
         "{text}"
     );
-    // In prepare past any barrier: the proxies hold the range's requests.
+    // A turned-around migration in prepare past any barrier: the proxies
+    // hold the range's requests until migrate runs again.
     let prepare = MigrationState {
         phase: Phase::Prepare,
         moved: 0,
         updated: 100,
+        id: format!("{}{}", state.id, crate::zk::migration::TURNED_AROUND),
         ..state
     };
     assert_eq!(warned(&prepare, 110).0, Level::Ok);
     let (level, text) = warned(&prepare, 131);
     assert_eq!(level, Level::Warning);
     assert!(text.contains("in phase prepare for 31 s"), "{text}");
+    // A fresh one in prepare has a run waiting for the proxies: its znode
+    // ends with that run's ZooKeeper session.
+    let fresh = MigrationState {
+        id: "m1".to_string(),
+        ..prepare
+    };
+    assert_eq!(warned(&fresh, 1000).0, Level::Ok);
 }

@@ -2,7 +2,9 @@
 //! route by it) and the admin tool (which drives it).
 //!
 //! ```text
-//! /redis/control/<cluster>/migration                  persistent, data MigrationState
+//! /redis/control/<cluster>/migration                  data MigrationState; EPHEMERAL in a new
+//!                                                     migration's prepare (it ends with its
+//!                                                     run's session), persistent from moving
 //! /redis/control/<cluster>/migration-acks/<proxy>     EPHEMERAL, data Ack: what a proxy follows
 //! /redis/control/<cluster>/proxies/<proxy>            persistent, the roster: every proxy that
 //!                                                     runs, registered or cut off
