@@ -348,10 +348,7 @@ async fn create_state(
     let path = migration_path(&target.cluster_root).expect("checked by read_state");
     let acls = crate::zk::acls(target.zk_auth.as_ref());
     client
-        .mkdir(
-            &control,
-            &zk::CreateMode::Persistent.with_acls(acls),
-        )
+        .mkdir(&control, &zk::CreateMode::Persistent.with_acls(acls))
         .await
         .map_err(|e| zk_error(target, &control, e))?;
     let mode = zk::CreateMode::Ephemeral.with_acls(acls);

@@ -140,6 +140,17 @@ impl RoutingTable {
         Some((self.index_of(m.source_name)?, self.index_of(m.target_name)?))
     }
 
+    /// The table's migration, active or committed (the table gives the
+    /// range to its target already): the indexes (for [`Self::shard`]) of
+    /// its source, if the table still has it, and its target, and the
+    /// range. SCAN walks the target again when keys may have moved to it
+    /// after it was walked.
+    pub fn migration_between(&self) -> Option<(Option<usize>, usize, (u32, u32))> {
+        let m = self.migration.as_deref()?;
+        let target = self.index_of(m.target_name)?;
+        Some((self.index_of(m.source_name), target, (m.lo, m.hi)))
+    }
+
     /// The index (for [`Self::shard`]) of the shard named `name`.
     fn index_of(&self, name: ShardName) -> Option<usize> {
         match self.shards.iter().position(|s| s.name == name) {
