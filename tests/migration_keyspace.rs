@@ -232,7 +232,7 @@ async fn an_aborted_move_and_a_scan_across_the_commit_miss_no_key() {
 /// A move toward a shard the scan walked already (redis-0001's lower half
 /// to redis-0000, which sorts first): the keys carried over while the scan
 /// is past redis-0000 are still returned, by a second walk of redis-0000
-/// that returns only the moving range (review: 224 of 2,000 keys missed).
+/// (review: 224 of 2,000 keys missed).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_scan_finds_the_keys_moved_behind_it() {
     let c = cluster().await;
@@ -272,10 +272,66 @@ async fn a_scan_finds_the_keys_moved_behind_it() {
     let everything: BTreeSet<String> = moving.iter().chain(&staying).cloned().collect();
     assert_eq!(unique.len(), everything.len());
     assert_eq!(unique, everything);
-    // Only keys of the moving range come back twice.
-    for key in &staying {
+    // Only redis-0000's keys come back twice.
+    for key in staying.iter().filter(|k| k.starts_with('b')) {
         assert_eq!(seen.iter().filter(|k| *k == key).count(), 1, "{key}");
     }
+}
+
+/// Every key SCAN returns through `con` from `cursor` on, until the cursor
+/// names the shard at `position` (or the scan ends).
+fn scan_until(con: &mut redis::Connection, cursor: &mut String, seen: &mut Vec<String>, position: u64) {
+    loop {
+        let (next, keys) = scan(con, cursor, 50);
+        seen.extend(keys);
+        *cursor = next;
+        if cursor == "0" || cursor.parse::<u64>().unwrap() % 1024 == position {
+            return;
+        }
+    }
+}
+
+/// Two moves during one scan toward shards it walked already, to two
+/// targets (redis-0001's lower half to redis-0000, then redis-0002's to
+/// redis-0001), each seen by one SCAN call and finished before the scan
+/// goes on: every key of both is returned (review: the second target was
+/// not owed a walk, 800 of 800 keys missed; and a second walk limited to
+/// the latest move's range missed 1,200 of 1,500 keys of the first).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scan_finds_the_keys_of_two_moves_behind_it() {
+    let c = cluster().await;
+    let [first, second, _] = &c.redis;
+    let (code, text) = run_admin(&c.conf, &["migrate", "3072-4095", "--to", "redis-0002"]);
+    assert_eq!(code, 0, "{text}");
+    wait_for_view(&c.proxies[0], "range=3072-4095");
+    let one = keys_in(2048, 2559, 800, "m");
+    let two = keys_in(3072, 3583, 800, "p");
+    let mut staying = keys_in(0, 2047, 200, "a");
+    staying.extend(keys_in(2560, 3071, 200, "b"));
+    staying.extend(keys_in(3584, 4095, 200, "c"));
+    for keys in [&one, &two, &staying] {
+        preload(&c.proxies[0], keys);
+    }
+    let mut con = connect(c.proxies[0].port);
+    let (mut cursor, mut seen) = ("0".to_string(), Vec::new());
+    for (position, range, to, target) in [
+        (1, "2048-2559", "redis-0000", first),
+        (2, "3072-3583", "redis-0001", second),
+    ] {
+        scan_until(&mut con, &mut cursor, &mut seen, position);
+        assert_ne!(cursor, "0");
+        interrupted_move(&c.conf, range, to, target, dbsize(target) + 100);
+        let (next, keys) = scan(&mut con, &cursor, 50);
+        seen.extend(keys);
+        cursor = next;
+        let (code, text) = run_admin(&c.conf, &["migrate", range, "--to", to]);
+        assert_eq!(code, 0, "{text}");
+    }
+    scan_until(&mut con, &mut cursor, &mut seen, u64::MAX);
+    let unique: BTreeSet<String> = seen.into_iter().collect();
+    let everything: BTreeSet<String> = one.iter().chain(&two).chain(&staying).cloned().collect();
+    assert_eq!(unique.len(), everything.len());
+    assert_eq!(unique, everything);
 }
 
 /// During a move a plain channel is held on its home shard only, so the

@@ -55,6 +55,7 @@ pub mod pool;
 pub mod pubsub;
 pub mod reload;
 pub mod router;
+pub mod scan;
 pub mod scripts;
 pub mod session;
 pub mod sort;

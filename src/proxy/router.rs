@@ -142,13 +142,12 @@ impl RoutingTable {
 
     /// The table's migration, active or committed (the table gives the
     /// range to its target already): the indexes (for [`Self::shard`]) of
-    /// its source, if the table still has it, and its target, and the
-    /// range. SCAN walks the target again when keys may have moved to it
-    /// after it was walked.
-    pub fn migration_between(&self) -> Option<(Option<usize>, usize, (u32, u32))> {
+    /// its source, if the table still has it, and its target. SCAN walks
+    /// the target again when keys may have moved to it after it was walked.
+    pub fn migration_between(&self) -> Option<(Option<usize>, usize)> {
         let m = self.migration.as_deref()?;
         let target = self.index_of(m.target_name)?;
-        Some((self.index_of(m.source_name), target, (m.lo, m.hi)))
+        Some((self.index_of(m.source_name), target))
     }
 
     /// The index (for [`Self::shard`]) of the shard named `name`.
