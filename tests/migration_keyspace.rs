@@ -280,7 +280,12 @@ async fn a_scan_finds_the_keys_moved_behind_it() {
 
 /// Every key SCAN returns through `con` from `cursor` on, until the cursor
 /// names the shard at `position` (or the scan ends).
-fn scan_until(con: &mut redis::Connection, cursor: &mut String, seen: &mut Vec<String>, position: u64) {
+fn scan_until(
+    con: &mut redis::Connection,
+    cursor: &mut String,
+    seen: &mut Vec<String>,
+    position: u64,
+) {
     loop {
         let (next, keys) = scan(con, cursor, 50);
         seen.extend(keys);

@@ -277,6 +277,79 @@ fn script_kill_reaches_the_busy_shard() {
     assert_eq!(stuck.read_reply(), b"+OK\r\n");
 }
 
+/// A script that runs past Redis's busy threshold (5 s by default): other
+/// clients' requests to its shard get Redis's own `-BUSY` at once, instead
+/// of waiting behind it on the proxy's shared connection (review: no reply
+/// in 9 s). A request written before the threshold still runs after the
+/// script, other shards serve on, and once killed the shard serves again.
+/// The same for a function, whose `-BUSY` names FUNCTION KILL.
+#[test]
+fn a_script_running_long_gets_other_clients_busy_replies() {
+    let s = setup();
+    let mut c = RawClient::connect(s.proxy.port);
+    for i in 0..30 {
+        let key = format!("k:{i}");
+        assert_eq!(c.cmd_str(&["SET", &key, &key]), "+OK\r\n");
+    }
+    let home = s
+        .shards
+        .iter()
+        .position(|shard| shard.connect().cmd_str(&["EXISTS", "k:1"]) == ":1\r\n")
+        .unwrap();
+    let elsewhere = (0..30)
+        .map(|i| format!("k:{i}"))
+        .find(|k| s.shards[home].connect().cmd_str(&["EXISTS", k]) == ":0\r\n")
+        .unwrap();
+    let library = "#!lua name=spin\nredis.register_function('spin', function(keys) local i = 0 while true do i = i + 1 end end)";
+    assert_eq!(c.cmd_str(&["FUNCTION", "LOAD", library]), "$4\r\nspin\r\n");
+    let spin_eval: [&[u8]; 4] = [
+        b"EVAL",
+        b"local i = 0 while true do i = i + 1 end",
+        b"1",
+        b"k:1",
+    ];
+    let spin_fcall: [&[u8]; 4] = [b"FCALL", b"spin", b"1", b"k:1"];
+    for (spin, kill) in [(&spin_eval, "SCRIPT"), (&spin_fcall, "FUNCTION")] {
+        let mut busy = RawClient::connect(s.proxy.port);
+        busy.send_raw(&common::redis::encode_command(spin));
+        // Written behind the script before it ran long: it runs after it.
+        let mut early = RawClient::connect(s.proxy.port);
+        early.send_raw(&common::redis::encode_command(&[b"GET", b"k:1"]));
+        // Redis itself answers others once the script has run 5 s.
+        wait_until("the script to run long", Duration::from_secs(20), || {
+            s.shards[home]
+                .connect()
+                .cmd_str(&["PING"])
+                .starts_with("-BUSY")
+        });
+        let asked = std::time::Instant::now();
+        let reply = c.cmd_str(&["GET", "k:1"]);
+        assert_eq!(
+            reply,
+            format!(
+                "-BUSY Redis is busy running a script. You can only call {kill} KILL or SHUTDOWN NOSAVE.\r\n"
+            )
+        );
+        assert!(
+            asked.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            asked.elapsed()
+        );
+        assert_eq!(
+            c.cmd_str(&["GET", &elsewhere]),
+            format!("${}\r\n{elsewhere}\r\n", elsewhere.len())
+        );
+        assert_eq!(c.cmd_str(&[kill, "KILL"]), "+OK\r\n");
+        let killed = String::from_utf8_lossy(&busy.read_reply()).into_owned();
+        assert!(
+            killed.starts_with('-') && killed.contains("killed"),
+            "{killed}"
+        );
+        assert_eq!(early.read_reply(), b"$3\r\nk:1\r\n");
+        assert_eq!(c.cmd_str(&["GET", "k:1"]), "$3\r\nk:1\r\n");
+    }
+}
+
 #[test]
 fn script_kill_authenticates_like_the_pool() {
     let shards: Vec<Redis> = (0..2)

@@ -27,6 +27,7 @@
 //! Opening and preparing the socket is [`super::connect`]'s.
 
 use super::backoff::Backoff;
+use super::busy::{RunningScript, Script};
 use super::queue::Queue;
 use super::{
     BackendError, BackendSettings, BackendStats, Demotion, Health, Job, MovingAway, Reply,
@@ -384,6 +385,8 @@ struct InFlight {
     deadline: Option<Instant>,
     /// Where the request ends in the connection's output stream.
     end: u64,
+    /// The script it runs, on a shared connection ([`super::busy`]).
+    script: Option<Script>,
 }
 
 struct Connection<'a> {
@@ -410,6 +413,8 @@ struct Connection<'a> {
     large_reply: usize,
     /// Smaller replies since the last large one.
     small_replies: u32,
+    /// The script Redis runs for the request at the head of `in_flight`.
+    script: RunningScript,
 }
 
 impl<'a> Connection<'a> {
@@ -427,6 +432,7 @@ impl<'a> Connection<'a> {
             first_reply_failed: false,
             large_reply: 0,
             small_replies: 0,
+            script: RunningScript::default(),
         }
     }
 
@@ -495,13 +501,14 @@ impl<'a> Connection<'a> {
                 Err(e) => return self.broken(e.to_string()),
             }
             let unsent = !self.out.is_empty() || stream.holds_output();
-            let deadline = match (
+            let deadline = [
                 queue_deadline(queue),
                 self.in_flight.get(self.timed_out).and_then(|f| f.deadline),
-            ) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
+                self.script.next_stage_at(),
+            ]
+            .into_iter()
+            .flatten()
+            .min();
             if deadline != armed_at {
                 if let Some(deadline) = deadline {
                     timer.as_mut().reset(deadline);
@@ -555,6 +562,14 @@ impl<'a> Connection<'a> {
                     let stuck = self.expire_in_flight(now);
                     if stuck || (self.target.private.is_some() && self.timed_out > 0) {
                         return self.stuck_mid_write();
+                    }
+                    if let Some(script) = self.script.advance(now) {
+                        tracing::warn!(backend = %self.target.addr, "a script has run for {} s: \
+                            requests not written yet are answered -BUSY until it ends",
+                            super::busy::BUSY_AFTER.as_secs());
+                        for job in queue.take_all() {
+                            self.answer_busy(job, script);
+                        }
                     }
                 }
                 job = jobs.recv(), if !*senders_gone => match job {
@@ -627,8 +642,13 @@ impl<'a> Connection<'a> {
     /// the backend has stopped reading with the queue full of requests of
     /// clients that left (see [`super::queue`]).
     fn enqueue(&self, queue: &mut Queue, job: Job) {
+        if let Some(script) = self.script.busy() {
+            return self.answer_busy(job, script);
+        }
         match queue.refusal() {
-            None if self.out.len() < MAX_BATCH_BYTES => queue.push_back(job),
+            None if self.out.len() < MAX_BATCH_BYTES && !self.script.holding() => {
+                queue.push_back(job)
+            }
             None => queue.push_back_waiting(job),
             Some(reason) => {
                 if queue.starts_refusing() {
@@ -640,8 +660,20 @@ impl<'a> Connection<'a> {
         }
     }
 
+    /// Redis's `-BUSY` to a request not written while a script runs long
+    /// ([`super::busy`]): a reply as Redis gives it, not a failure of the
+    /// backend's.
+    fn answer_busy(&self, job: Job, script: Script) {
+        self.target.stats.requests.fetch_add(1, Ordering::Relaxed);
+        job.reply.send(Ok(script.busy_reply()));
+    }
+
     /// Moves queued requests to the output while little is unwritten.
     fn fill_output(&mut self, queue: &mut Queue) {
+        if self.script.holding() {
+            // Behind a script running long ([`super::busy`]).
+            return;
+        }
         let (mut requests, mut bytes) = (0u64, 0u64);
         while self.out.len() < MAX_BATCH_BYTES {
             let Some(job) = queue.pop_front() else {
@@ -650,12 +682,21 @@ impl<'a> Connection<'a> {
             requests += 1;
             bytes += job.request.len() as u64;
             self.pushed += job.request.len() as u64;
+            // A client's own connection waits behind its script.
+            let script = match self.target.private {
+                None => Script::of(&job.request),
+                Some(_) => None,
+            };
             self.out.push(job.request);
             self.in_flight.push_back(InFlight {
                 reply: Some(job.reply),
                 deadline: job.deadline,
                 end: self.pushed,
+                script,
             });
+            if self.in_flight.len() == 1 {
+                self.script.head_changed(script);
+            }
         }
         if requests > 0 {
             // Counted once per batch: the counters are shared by every
@@ -708,6 +749,10 @@ impl<'a> Connection<'a> {
             let Some(entry) = self.in_flight.pop_front() else {
                 return Err("reply without a request".into());
             };
+            let next = self.in_flight.front().and_then(|f| f.script);
+            if entry.script.is_some() || next.is_some() {
+                self.script.head_changed(next);
+            }
             if self.replies < 2 {
                 if self.replies == 0 && frame[0] == b'-' {
                     self.first_reply_failed = true;

@@ -13,6 +13,7 @@
 //! [`reply`] channel, whose slots are reused rather than allocated.
 
 mod backoff;
+mod busy;
 mod conn;
 mod connect;
 mod health;
