@@ -247,6 +247,39 @@ async fn a_migrate_woken_after_its_session_expired_moves_nothing() {
     }
 }
 
+/// `pause` while `migrate` waits for the proxies: the run goes on to phase
+/// moving with the mover paused (review: it gave up with a misleading
+/// message, and its paused znode held the range until its session ended),
+/// and finishes once resumed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pause_in_prepare_is_kept_and_the_move_finishes_once_resumed() {
+    let c = cluster().await;
+    let keys = keys_in(0, 1023, 100, "k");
+    preload(&c.proxies[0], &keys);
+    c.proxies[1].guard.signal("STOP");
+    let args = ["migrate", "0-1023", "--to", "redis-0002"];
+    let (mut run, log) = start_admin(&c, &args, "paused");
+    wait_for_prepare(&c);
+    let (code, text) = run_admin(&c.conf, &["pause"]);
+    assert_eq!(code, 0, "{text}");
+    c.proxies[1].guard.signal("CONT");
+    wait_until("the paused move", Duration::from_secs(20), || {
+        run_admin(&c.conf, &["status"])
+            .1
+            .contains("phase moving (paused)")
+    });
+    assert_eq!(dbsize(&c.redis[2]), 0, "the paused mover moved keys");
+    let (code, text) = run_admin(&c.conf, &["resume"]);
+    assert_eq!(code, 0, "{text}");
+    let code = run.wait_exit(Duration::from_secs(60));
+    let said = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(code, Some(0), "{said}");
+    assert_eq!(keys_on(&c, 2, &keys), keys.len());
+    for proxy in &c.proxies {
+        assert_preloaded(proxy.port, &keys);
+    }
+}
+
 fn wait_for_prepare(c: &Cluster) {
     wait_until(
         "the run to wait in prepare",

@@ -187,13 +187,23 @@ pub(crate) async fn read_state(
     client: &zk::Client,
     target: &Target,
 ) -> Result<Option<(MigrationState, i32)>, AdminError> {
+    let read = read_state_stat(client, target).await?;
+    Ok(read.map(|(state, stat)| (state, stat.version)))
+}
+
+/// [`read_state`] with the znode's stat: an ephemeral owner tells a
+/// prepare that ends with its run's session from one that stays.
+pub(crate) async fn read_state_stat(
+    client: &zk::Client,
+    target: &Target,
+) -> Result<Option<(MigrationState, zk::Stat)>, AdminError> {
     let path = migration_path(&target.cluster_root).ok_or_else(|| {
         failed("the cluster root cannot be the ZooKeeper root (control znodes go beside it)")
     })?;
     match client.get_data(&path).await {
         Ok((data, stat)) => {
             let state = MigrationState::parse(&data).map_err(|e| failed(format!("{path}: {e}")))?;
-            Ok(Some((state, stat.version)))
+            Ok(Some((state, stat)))
         }
         Err(zk::Error::NoNode) => Ok(None),
         Err(e) => Err(zk_error(target, &path, e)),
@@ -364,32 +374,55 @@ async fn create_state(
 /// one: from here the proxies move keys, so the migration must outlive
 /// this run. If this run's session expired meanwhile, the proxies may have
 /// let the range go (the ephemeral znode vanished) and the transaction
-/// fails: nothing moves.
+/// fails: nothing moves. A `pause` or `resume` meanwhile is kept; the new
+/// version.
 async fn begin_moving(
     client: &zk::Client,
     target: &Target,
-    state: &MigrationState,
-    version: i32,
+    state: &mut MigrationState,
+    mut version: i32,
 ) -> Result<i32, AdminError> {
     let path = migration_path(&target.cluster_root).expect("checked by read_state");
     let mode = zk::CreateMode::Persistent.with_acls(crate::zk::acls(target.zk_auth.as_ref()));
-    let mut multi = client.new_multi_writer();
-    multi
-        .add_delete(&path, Some(version))
-        .and_then(|()| multi.add_create(&path, &state.to_json(), &mode))
-        .map_err(|e| zk_error(target, &path, e))?;
-    match multi.commit().await {
-        Ok(_) => Ok(0),
-        Err(zk::MultiWriteError::OperationFailed {
-            source: zk::Error::BadVersion | zk::Error::NoNode,
-            ..
-        }) => Err(failed(
-            "the migration was changed by someone else (pause, resume or abort), or ended with              this run's ZooKeeper session (the proxies then serve the range from its shard again,              nothing moved): run migrate again",
-        )),
-        Err(zk::MultiWriteError::RequestFailed { source } | zk::MultiWriteError::OperationFailed { source, .. }) => {
-            Err(failed(format!(
-                "switching to phase moving failed ({source}); if this run's ZooKeeper session                  ended, its migration ended with it and nothing moved: run migrate again"
-            )))
+    loop {
+        let mut multi = client.new_multi_writer();
+        multi
+            .add_delete(&path, Some(version))
+            .and_then(|()| multi.add_create(&path, &state.to_json(), &mode))
+            .map_err(|e| zk_error(target, &path, e))?;
+        let source = match multi.commit().await {
+            Ok(_) => return Ok(0),
+            Err(zk::MultiWriteError::OperationFailed { source, .. })
+            | Err(zk::MultiWriteError::RequestFailed { source }) => source,
+        };
+        if crate::zk::is_session_over(&source) {
+            return Err(failed(SESSION_ENDED));
+        }
+        if !matches!(source, zk::Error::BadVersion | zk::Error::NoNode) {
+            return Err(failed(format!(
+                "switching to phase moving failed ({source}); nothing moved: run migrate again"
+            )));
+        }
+        // Changed meanwhile: go on if it is still this migration's prepare
+        // (paused or resumed), keeping what changed.
+        match read_state(client, target).await? {
+            Some((current, read)) if current.id == state.id && current.phase == Phase::Prepare => {
+                state.paused = current.paused;
+                state.rate = current.rate;
+                version = read;
+            }
+            Some((current, _)) if current.id == state.id => {
+                return Err(failed(format!(
+                    "another shardproxy-admin run took the migration to phase {} meanwhile; it \
+                     drives it",
+                    current.phase.as_str()
+                )))
+            }
+            _ => {
+                return Err(failed(
+                    "the migration was called off (abort) or replaced meanwhile: nothing moved",
+                ))
+            }
         }
     }
 }
@@ -454,7 +487,7 @@ async fn drive(
         }
         state.phase = Phase::Moving;
         state.updated = now();
-        version = begin_moving(client, target, &state, version).await?;
+        version = begin_moving(client, target, &mut state, version).await?;
         tracing::info!(migration = %state.id, range = %state.range, source = %state.source,
             target = %state.target, "phase moving: every proxy acknowledged");
         let _ = writeln!(out, "every proxy acknowledged; moving keys");

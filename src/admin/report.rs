@@ -170,16 +170,22 @@ impl MigrationProgress {
 const MOVER_QUIET_SECS: u64 = 60;
 /// Seconds in phase prepare after which no `migrate` run can still be
 /// waiting for the proxies (it gives them `--barrier-timeout-ms`, 10 s by
-/// default, then calls the migration off). Only a migration turned around
-/// by `abort` stays in prepare without a run: a fresh one's prepare znode
-/// ends with its run's ZooKeeper session.
+/// default, then calls the migration off). Only a persistent prepare znode
+/// stays without a run: a migration turned around by `abort`, or one an
+/// older `migrate` left; a fresh one's ends with its run's session.
 const PREPARE_QUIET_SECS: u64 = 30;
 
 impl Report {
-    /// Records the migration in progress, and warns when nothing seems to
-    /// drive it (its `migrate` was killed): in phase prepare the proxies
-    /// hold the range's requests meanwhile, and a moving one never ends.
-    pub fn with_migration(&mut self, state: Option<MigrationState>, now: u64) {
+    /// Records the migration in progress (and whether its znode is
+    /// ephemeral: it ends with the session of the run that wrote it), and
+    /// warns when nothing seems to drive it (its `migrate` was killed): in
+    /// phase prepare the proxies hold the range's requests meanwhile, and a
+    /// moving one never ends.
+    pub fn with_migration(&mut self, migration: Option<(MigrationState, bool)>, now: u64) {
+        let (state, ephemeral) = match migration {
+            Some((state, ephemeral)) => (Some(state), ephemeral),
+            None => (None, false),
+        };
         self.migration_progress = state.as_ref().map(MigrationProgress::of);
         if let Some(m) = &state {
             let quiet = now.saturating_sub(m.updated);
@@ -189,13 +195,11 @@ impl Report {
                     "no progress written for {quiet} s: if no `migrate` runs (it was killed), \
                      run {rerun} to finish the move"
                 )),
-                Phase::Prepare if m.turned_around() && quiet >= PREPARE_QUIET_SECS => {
-                    Some(format!(
+                Phase::Prepare if !ephemeral && quiet >= PREPARE_QUIET_SECS => Some(format!(
                     "in phase prepare for {quiet} s, so no `migrate` waits for the proxies: they \
                      hold every request of slots {} (TRYAGAIN) until {rerun} runs or `abort`",
                     m.range
-                ))
-                }
+                )),
                 _ => None,
             };
             if let Some(text) = text {

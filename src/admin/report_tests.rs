@@ -458,12 +458,13 @@ fn a_running_migration_shows_keys_moved_rate_and_eta() {
 fn a_migration_nothing_drives_is_reported() {
     use crate::zk::migration::{MigrationState, Phase};
     let state = moving();
-    let warned = |state: &MigrationState, now: u64| {
+    let warned_if = |state: &MigrationState, ephemeral: bool, now: u64| {
         let mut report = judge(&target(), &healthy());
-        report.with_migration(Some(state.clone()), now);
+        report.with_migration(Some((state.clone(), ephemeral)), now);
         let text = crate::admin::render::render(&report);
         (report.health, text)
     };
+    let warned = |state: &MigrationState, now: u64| warned_if(state, false, now);
     // Progress a second ago, or a paused mover: nothing to say.
     assert_eq!(warned(&state, 103).0, Level::Ok);
     let paused = MigrationState {
@@ -478,24 +479,20 @@ fn a_migration_nothing_drives_is_reported() {
             && text.contains("`shardproxy-admin migrate 1365-2047 --to redis-0001`"),
         "{text}"
     );
-    // A turned-around migration in prepare past any barrier: the proxies
-    // hold the range's requests until migrate runs again.
+    // A persistent prepare znode (turned around by abort, or left by an
+    // older migrate) past any barrier: the proxies hold the range's
+    // requests until migrate runs again.
     let prepare = MigrationState {
         phase: Phase::Prepare,
         moved: 0,
         updated: 100,
-        id: format!("{}{}", state.id, crate::zk::migration::TURNED_AROUND),
         ..state
     };
     assert_eq!(warned(&prepare, 110).0, Level::Ok);
     let (level, text) = warned(&prepare, 131);
     assert_eq!(level, Level::Warning);
     assert!(text.contains("in phase prepare for 31 s"), "{text}");
-    // A fresh one in prepare has a run waiting for the proxies: its znode
-    // ends with that run's ZooKeeper session.
-    let fresh = MigrationState {
-        id: "m1".to_string(),
-        ..prepare
-    };
-    assert_eq!(warned(&fresh, 1000).0, Level::Ok);
+    // An ephemeral one has a run waiting for the proxies: it ends with
+    // that run's ZooKeeper session.
+    assert_eq!(warned_if(&prepare, true, 1000).0, Level::Ok);
 }

@@ -30,11 +30,11 @@ pub async fn report(target: &Target) -> Result<Report, AdminError> {
             reason: "status did not finish in time".to_string(),
         })??;
     let mut report = judge(target, &snapshot);
-    let migration = super::migrate::read_state(&client, target)
+    let migration = super::migrate::read_state_stat(&client, target)
         .await
         .ok()
         .flatten()
-        .map(|(state, _)| state);
+        .map(|(state, stat)| (state, stat.ephemeral_owner != 0));
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
