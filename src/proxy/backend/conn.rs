@@ -29,14 +29,15 @@
 use super::backoff::Backoff;
 use super::busy::{RunningScript, Script};
 use super::queue::Queue;
+use super::replies_in::ReplyBuffer;
 use super::{
     BackendError, BackendSettings, BackendStats, Demotion, Health, Job, MovingAway, Reply,
     ReplySender, NOT_BLOCKED,
 };
-use crate::protocol::{bulk_reply_len, Proto, ReplyFramer};
+use crate::protocol::Proto;
 use crate::proxy::outbuf::OutBuf;
 use crate::proxy::stream::{poll_read_or_writable, BackendStream, Io};
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -99,14 +100,6 @@ impl Target {
 /// than this is unwritten, so one busy client cannot starve reads and a
 /// stalled backend holds little in its output.
 const MAX_BATCH_BYTES: usize = 256 * 1024;
-/// The read buffer grows by this much when less than a quarter of it is
-/// free, so a round of replies for many clients takes few reads.
-const READ_CHUNK: usize = 64 * 1024;
-/// A reply this large gets a buffer of its own size, and the replies after
-/// it a fresh one (see `make_read_room`); smaller ones share buffers of a
-/// few times their size, read with fewer calls.
-const LARGE_REPLY: usize = 4 * READ_CHUNK;
-
 /// Runs until every sender is gone (the backend left all routing tables)
 /// and the replies owed are delivered.
 pub(super) async fn run(target: Target, mut jobs: mpsc::UnboundedReceiver<Job>, preconnect: bool) {
@@ -397,22 +390,14 @@ struct Connection<'a> {
     /// Bytes handed to the output, and bytes the socket took.
     pushed: u64,
     written: u64,
-    read_buf: BytesMut,
-    /// Where framing of the reply at the head of `read_buf` got to, so a
-    /// large reply arriving in many reads is not rescanned from its start.
-    framer: ReplyFramer,
+    /// What the server sent, framed into replies.
+    incoming: ReplyBuffer,
     out: OutBuf,
     /// Replies matched to requests, counted up to 2: a connection closed
     /// after exactly one, an error, was refused (see [`Outcome::Refused`]).
     replies: u8,
     /// The first reply was an error.
     first_reply_failed: bool,
-    /// The length of the last reply of more than `READ_CHUNK / 4` bytes,
-    /// while such replies keep coming (0: none lately); sizes the buffers
-    /// reads start afresh in (see `make_read_room`).
-    large_reply: usize,
-    /// Smaller replies since the last large one.
-    small_replies: u32,
     /// The script Redis runs for the request at the head of `in_flight`.
     script: RunningScript,
 }
@@ -425,13 +410,10 @@ impl<'a> Connection<'a> {
             timed_out: 0,
             pushed: 0,
             written: 0,
-            read_buf: BytesMut::new(),
-            framer: ReplyFramer::new(),
+            incoming: ReplyBuffer::new(),
             out: OutBuf::for_requests(),
             replies: 0,
             first_reply_failed: false,
-            large_reply: 0,
-            small_replies: 0,
             script: RunningScript::default(),
         }
     }
@@ -515,14 +497,14 @@ impl<'a> Connection<'a> {
                 }
                 armed_at = deadline;
             }
-            self.make_read_room();
+            self.incoming.make_room();
             tokio::select! {
                 // Replies first: they free clients, and each branch does a
                 // bounded amount of work, so nothing starves.
                 biased;
                 // Reads, then room to write, polled together: both need
                 // the one stream.
-                io = poll_fn(|cx| poll_read_or_writable(&mut stream, cx, &mut self.read_buf, unsent)) => match io {
+                io = poll_fn(|cx| poll_read_or_writable(&mut stream, cx, self.incoming.buf_mut(), unsent)) => match io {
                     // Writable (or failing: the next write tells).
                     None => {}
                     Some(Ok(0)) => {
@@ -590,50 +572,6 @@ impl<'a> Connection<'a> {
                     }
                     None => *senders_gone = true,
                 },
-            }
-        }
-    }
-
-    /// Room in the read buffer for the next read. A large bulk reply gets
-    /// room for all of it at once, so that its allocation is its own size:
-    /// grown by doubling, up to as much again would sit beside it, held
-    /// for as long as a client that does not read holds the reply.
-    ///
-    /// While large replies come, a read with nothing half read starts in a
-    /// fresh buffer holding a whole number of them (an allocation, no
-    /// copy): one read into the end of a buffer left a reply half there,
-    /// copied on to a bigger buffer (GETs of 64 KiB values: 44 KB copied
-    /// per reply, 6% of the proxy's CPU).
-    fn make_read_room(&mut self) {
-        let buf = &mut self.read_buf;
-        let room = buf.capacity() - buf.len();
-        if buf.is_empty() && self.large_reply > 0 {
-            let reply = self.large_reply;
-            let fresh = reply * (READ_CHUNK / reply).max(1);
-            if room < fresh {
-                *buf = BytesMut::with_capacity(fresh);
-            }
-            return;
-        }
-        if room < READ_CHUNK / 4 {
-            let missing = bulk_reply_len(buf)
-                .filter(|&n| n > LARGE_REPLY)
-                .map_or(0, |n| n.saturating_sub(buf.len()));
-            buf.reserve(missing.max(READ_CHUNK));
-        }
-    }
-
-    /// Notes a reply's length for the sizing of fresh read buffers; after
-    /// many small replies in a row, large ones count as gone.
-    fn note_reply_len(&mut self, len: usize) {
-        // Larger ones get buffers of their own size anyway.
-        if len > READ_CHUNK / 4 && len <= LARGE_REPLY {
-            self.large_reply = len;
-            self.small_replies = 0;
-        } else if self.large_reply > 0 {
-            self.small_replies += 1;
-            if self.small_replies > 1024 {
-                self.large_reply = 0;
             }
         }
     }
@@ -722,26 +660,13 @@ impl<'a> Connection<'a> {
     /// Hands each complete reply frame to its request, counting them.
     fn match_frames(&mut self, responses: &mut u64, bytes: &mut u64) -> Result<(), String> {
         loop {
-            let len = match self.framer.frame_len(&self.read_buf) {
-                Ok(Some(len)) => len,
+            let frame = match self.incoming.next_frame() {
+                Ok(Some(frame)) => frame,
                 Ok(None) => return Ok(()),
                 Err(e) => return Err(format!("protocol error from server: {e}")),
             };
-            let frame = self.read_buf.split_to(len).freeze();
-            if len > LARGE_REPLY {
-                // The buffer was grown for this reply. Replies are split
-                // off uncopied and keep their whole allocation alive while
-                // a client holds them, so the ones after it must not be
-                // read into the rest of it (a client that does not read,
-                // holding 40 replies of 16 KiB, kept 500 MB alive after
-                // 8 MB GETs by others).
-                let rest = std::mem::take(&mut self.read_buf);
-                self.read_buf = BytesMut::with_capacity(READ_CHUNK.max(rest.len()));
-                self.read_buf.extend_from_slice(&rest);
-            }
             *responses += 1;
-            *bytes += len as u64;
-            self.note_reply_len(len);
+            *bytes += frame.len() as u64;
             if frame[0] == b'>' {
                 // RESP3 push data belongs to no request.
                 continue;

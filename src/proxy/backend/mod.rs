@@ -18,6 +18,7 @@ mod conn;
 mod connect;
 mod health;
 mod queue;
+mod replies_in;
 pub mod reply;
 
 pub use health::Health;
