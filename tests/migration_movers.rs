@@ -156,19 +156,11 @@ async fn a_mover_stopped_across_an_abort_moves_nothing_forward_when_it_wakes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_migrate_stopped_before_any_key_moved_calls_the_migration_off() {
-    let c = cluster().await;
-    let keys = keys_in(0, 1023, 100, "k");
-    preload(&c.proxies[0], &keys);
     // A proxy that does not answer holds the barrier: the run waits in
     // prepare, while the proxies hold the range's requests.
-    c.proxies[1].guard.signal("STOP");
-    let args = ["migrate", "0-1023", "--to", "redis-0002"];
-    let (mut run, log) = start_admin(&c, &args, "stopped");
-    wait_until(
-        "the run to wait in prepare",
-        Duration::from_secs(20),
-        || run_admin(&c.conf, &["status"]).1.contains("phase prepare"),
-    );
+    let (c, keys) = held_by_a_stopped_proxy().await;
+    let (mut run, log) = start_admin(&c, &MOVE, "stopped");
+    wait_for_prepare(&c);
     run.signal("TERM");
     let code = run.wait_exit(Duration::from_secs(10));
     c.proxies[1].guard.signal("CONT");
@@ -190,26 +182,18 @@ async fn a_migrate_stopped_before_any_key_moved_calls_the_migration_off() {
 /// run moves it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_migrate_killed_before_any_key_moved_lets_the_range_go() {
-    let c = cluster().await;
-    let keys = keys_in(0, 1023, 100, "k");
-    preload(&c.proxies[0], &keys);
-    c.proxies[1].guard.signal("STOP");
-    let args = ["migrate", "0-1023", "--to", "redis-0002"];
-    let (mut run, _log) = start_admin(&c, &args, "killed");
+    let (c, keys) = held_by_a_stopped_proxy().await;
+    let (mut run, _log) = start_admin(&c, &MOVE, "killed");
     wait_for_prepare(&c);
     run.signal("KILL");
     run.wait_exit(Duration::from_secs(10));
     c.proxies[1].guard.signal("CONT");
-    wait_until(
-        "the killed run's migration to end with its session",
-        Duration::from_secs(30),
-        || !run_admin(&c.conf, &["status"]).1.contains("phase prepare"),
-    );
+    wait_for_prepare_to_end(&c);
     for proxy in &c.proxies {
         assert_preloaded(proxy.port, keys.iter().step_by(10));
     }
     assert_eq!(dbsize(&c.redis[2]), 0);
-    let (code, text) = run_admin(&c.conf, &args);
+    let (code, text) = run_admin(&c.conf, &MOVE);
     assert_eq!(code, 0, "{text}");
     assert_eq!(keys_on(&c, 2, &keys), keys.len());
     for proxy in &c.proxies {
@@ -222,20 +206,12 @@ async fn a_migrate_killed_before_any_key_moved_lets_the_range_go() {
 /// answering: it must not go on to move keys the proxies no longer hold.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_migrate_woken_after_its_session_expired_moves_nothing() {
-    let c = cluster().await;
-    let keys = keys_in(0, 1023, 100, "k");
-    preload(&c.proxies[0], &keys);
-    c.proxies[1].guard.signal("STOP");
-    let args = ["migrate", "0-1023", "--to", "redis-0002"];
-    let (run, log) = start_admin(&c, &args, "hung");
+    let (c, keys) = held_by_a_stopped_proxy().await;
+    let (run, log) = start_admin(&c, &MOVE, "hung");
     wait_for_prepare(&c);
     run.signal("STOP");
     c.proxies[1].guard.signal("CONT");
-    wait_until(
-        "the stopped run's migration to end with its session",
-        Duration::from_secs(30),
-        || !run_admin(&c.conf, &["status"]).1.contains("phase prepare"),
-    );
+    wait_for_prepare_to_end(&c);
     let (code, said) = wake(run, &log);
     assert_ne!(code, Some(0), "{said}");
     assert!(said.contains("session"), "{said}");
@@ -253,12 +229,8 @@ async fn a_migrate_woken_after_its_session_expired_moves_nothing() {
 /// and finishes once resumed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pause_in_prepare_is_kept_and_the_move_finishes_once_resumed() {
-    let c = cluster().await;
-    let keys = keys_in(0, 1023, 100, "k");
-    preload(&c.proxies[0], &keys);
-    c.proxies[1].guard.signal("STOP");
-    let args = ["migrate", "0-1023", "--to", "redis-0002"];
-    let (mut run, log) = start_admin(&c, &args, "paused");
+    let (c, keys) = held_by_a_stopped_proxy().await;
+    let (mut run, log) = start_admin(&c, &MOVE, "paused");
     wait_for_prepare(&c);
     let (code, text) = run_admin(&c.conf, &["pause"]);
     assert_eq!(code, 0, "{text}");
@@ -278,6 +250,29 @@ async fn a_pause_in_prepare_is_kept_and_the_move_finishes_once_resumed() {
     for proxy in &c.proxies {
         assert_preloaded(proxy.port, &keys);
     }
+}
+
+/// The move the tests of phase prepare make.
+const MOVE: [&str; 4] = ["migrate", "0-1023", "--to", "redis-0002"];
+
+/// A cluster whose 100 keys of slots 0-1023 are on redis-0000, with its
+/// second proxy stopped: a `migrate` waits in prepare for it, while the
+/// proxies hold the range's requests.
+async fn held_by_a_stopped_proxy() -> (Cluster, Vec<String>) {
+    let c = cluster().await;
+    let keys = keys_in(0, 1023, 100, "k");
+    preload(&c.proxies[0], &keys);
+    c.proxies[1].guard.signal("STOP");
+    (c, keys)
+}
+
+/// Waits until no migration is in prepare (ended with its run's session).
+fn wait_for_prepare_to_end(c: &Cluster) {
+    wait_until(
+        "the migration in prepare to end",
+        Duration::from_secs(30),
+        || !run_admin(&c.conf, &["status"]).1.contains("phase prepare"),
+    );
 }
 
 fn wait_for_prepare(c: &Cluster) {
