@@ -385,6 +385,38 @@ fn a_hung_backend_times_out_without_hanging_others() {
     });
 }
 
+/// The version a client reads (INFO server, HELLO) is its servers' once
+/// the proxy has connected to them (it was always 7.0.0, the command
+/// table's, which it still says before).
+#[test]
+fn the_version_reported_is_the_servers() {
+    let s = setup();
+    let mut c = client(&s);
+    let version = |info: &str| {
+        info.lines()
+            .find_map(|line| line.strip_prefix("redis_version:"))
+            .map(str::to_string)
+    };
+    let theirs = version(&s._shards[0].connect().cmd_str(&["INFO", "server"])).unwrap();
+    assert_ne!(
+        theirs, "7.0.0",
+        "this test needs a server of another version"
+    );
+    assert_eq!(
+        version(&c.cmd_str(&["INFO", "server"])).as_deref(),
+        Some("7.0.0")
+    );
+    // A request through the proxy connects it to its server.
+    assert_eq!(c.cmd_str(&["GET", "a"]), "$-1\r\n");
+    assert_eq!(
+        version(&c.cmd_str(&["INFO", "server"])),
+        Some(theirs.clone())
+    );
+    let hello = c.cmd_str(&["HELLO", "3"]);
+    let field = format!("$7\r\nversion\r\n${}\r\n{theirs}\r\n", theirs.len());
+    assert!(hello.contains(&field), "{hello}");
+}
+
 #[test]
 fn auth_and_database_reach_the_backend_in_the_right_order() {
     let backend = Redis::start_with(&["--requirepass", "s3cret"]);

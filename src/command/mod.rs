@@ -19,6 +19,10 @@ mod table;
 
 use bytes::Bytes;
 
+/// The Redis version the proxy reports (HELLO, INFO) until it has read its
+/// servers': the command set the table holds.
+pub const REDIS_VERSION: &str = "7.0.0";
+
 /// How the proxy handles a command.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Handling {

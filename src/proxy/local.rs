@@ -13,8 +13,6 @@ use crate::proxy::session::Session;
 use crate::proxy::stats::PoolStats;
 use bytes::{Bytes, BytesMut};
 
-use crate::proxy::session::REDIS_VERSION;
-
 /// Runs a proxy-answered command.
 pub fn run(session: &mut Session, cmd: &'static Command, args: &[Bytes]) -> Pending {
     match cmd.name.split('|').next().unwrap_or(cmd.name) {
@@ -181,7 +179,7 @@ fn hello(session: &mut Session, args: &[Bytes]) -> Pending {
     let text = |s: &str| Value::Bulk(Bytes::copy_from_slice(s.as_bytes()));
     let map = Value::Map(vec![
         (text("server"), text("redis")),
-        (text("version"), text(REDIS_VERSION)),
+        (text("version"), text(&session.pool.redis_version())),
         (
             text("proto"),
             Value::Integer(if proto == Proto::Resp3 { 3 } else { 2 }),

@@ -1,6 +1,7 @@
 //! The run-time state of one pool: its settings, routing and counters,
 //! shared by every client session of the pool.
 
+use crate::command::REDIS_VERSION;
 use crate::config::{PoolConfig, ZooKeeperConfig};
 use crate::proxy::acl::Users;
 use crate::proxy::dedicated::DedicatedLimit;
@@ -76,7 +77,45 @@ impl Pool {
     }
 
     /// A new client id, unique within the pool (CLIENT ID).
+    /// The Redis version the proxy reports (INFO's `redis_version`,
+    /// HELLO's `version`): the lowest its servers run, as their shared
+    /// connections read it, so that a client choosing what to send by the
+    /// version uses only what every shard has; the command table's version
+    /// until a connection has read one.
+    pub fn redis_version(&self) -> String {
+        let table = self.router.load();
+        let known = table
+            .shards
+            .iter()
+            .filter_map(|shard| shard.backend.stats.server_version());
+        lowest_version(known).map_or_else(|| REDIS_VERSION.to_string(), |v| v.to_string())
+    }
+
     pub fn next_client_id(&self) -> u64 {
         self.next_client_id.fetch_add(1, Ordering::Relaxed)
+    }
+}
+
+/// The lowest of `versions` (`7.0.15` < `7.2.4` < `10.0.1`), leaving out
+/// any that is not dot-separated numbers.
+fn lowest_version(versions: impl Iterator<Item = Arc<str>>) -> Option<Arc<str>> {
+    let numbers = |v: &str| -> Option<Vec<u64>> { v.split('.').map(|n| n.parse().ok()).collect() };
+    versions
+        .filter_map(|v| Some((numbers(&v)?, v)))
+        .min()
+        .map(|(_, v)| v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::lowest_version;
+    use std::sync::Arc;
+
+    #[test]
+    fn the_lowest_version_compares_numbers() {
+        let versions = ["7.2.4", "10.0.1", "7.0.15", "junk", "7.0.9x"];
+        let lowest = lowest_version(versions.into_iter().map(Arc::from));
+        assert_eq!(lowest.as_deref(), Some("7.0.15"));
+        assert_eq!(lowest_version(std::iter::empty()), None);
     }
 }

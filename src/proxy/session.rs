@@ -18,10 +18,6 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use tokio::time::Instant;
 
-/// The Redis version the proxy reports (HELLO, INFO): the command set it
-/// implements.
-pub const REDIS_VERSION: &str = "7.0.0";
-
 /// The state of one client connection.
 pub struct Session {
     pub pool: Arc<Pool>,

@@ -348,11 +348,15 @@ async fn connect_keeping_deadlines(
 /// Connects and runs the handshake; the error text says what failed.
 async fn connect(target: &Target) -> Result<BackendStream, String> {
     let expected = target.demotion.expected_run_id();
+    // The shared connections learn the server's version; a client's own
+    // (opened for a blocking command or a transaction) spare the round trip.
+    let learn = target.private.is_none().then_some(&*target.stats);
     super::connect::connect_to(
         &target.addr,
         &target.settings,
         target.proto,
         expected.as_deref(),
+        learn,
     )
     .await
 }

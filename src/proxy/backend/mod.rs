@@ -112,6 +112,22 @@ pub struct BackendStats {
     /// Connections the backend closed.
     pub eof: AtomicU64,
     pub connections: AtomicU64,
+    /// The server's `redis_version`, as its last shared connection read it.
+    server_version: Mutex<Option<Arc<str>>>,
+}
+
+impl BackendStats {
+    fn set_server_version(&self, version: &str) {
+        let mut known = self.server_version.lock().expect("version lock");
+        if known.as_deref() != Some(version) {
+            *known = Some(version.into());
+        }
+    }
+
+    /// The server's version, once a connection has read it.
+    pub fn server_version(&self) -> Option<Arc<str>> {
+        self.server_version.lock().expect("version lock").clone()
+    }
 }
 
 /// One Redis server and its connections.

@@ -12,7 +12,7 @@ use crate::proxy::input_memory;
 use crate::proxy::pending::Pending;
 use crate::proxy::pipeline_loan;
 use crate::proxy::router::ShardName;
-use crate::proxy::session::{Session, REDIS_VERSION};
+use crate::proxy::session::Session;
 use crate::proxy::stats::PoolStats;
 use crate::proxy::workers;
 use bytes::{Bytes, BytesMut};
@@ -113,10 +113,11 @@ fn write_section(session: &Session, section: &str, out: &mut String) {
             // (`proxy:` says what it is).
             let _ = write!(
                 out,
-                "# Server\r\nredis_version:{REDIS_VERSION}\r\nredis_mode:standalone\r\n\
+                "# Server\r\nredis_version:{}\r\nredis_mode:standalone\r\n\
                  proxy:shardproxy\r\nproxy_version:{}\r\nos:{}\r\nprocess_id:{}\r\n\
                  tcp_port:{}\r\nuptime_in_seconds:{}\r\npool:{}\r\nrouting_version:{}\r\n\
                  routing_source:{}\r\nshards:{}\r\n",
+                pool.redis_version(),
                 env!("CARGO_PKG_VERSION"),
                 std::env::consts::OS,
                 std::process::id(),
