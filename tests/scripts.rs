@@ -350,6 +350,46 @@ fn a_script_running_long_gets_other_clients_busy_replies() {
     }
 }
 
+/// A script at the head of the shared connection while its Redis is
+/// stopped (SIGSTOP, no script running): Redis is not busy, so requests
+/// behind it time out with the pool's `timeout` as any stalled request
+/// does (review: after 5 s every request got `-BUSY`, none timed out, and
+/// the server was never ejected again). Once Redis runs again they flow.
+#[test]
+fn a_script_behind_a_stopped_server_is_no_busy_script() {
+    let redis = Redis::start();
+    let proxy = Proxy::start(&format!(
+        "  redis: true\n  timeout: 1000\n  servers:\n   - {}:1\n",
+        redis.addr()
+    ));
+    let mut c = RawClient::connect(proxy.port);
+    assert_eq!(c.cmd_str(&["SET", "k", "v"]), "+OK\r\n");
+    redis.guard.signal("STOP");
+    let mut script = RawClient::connect(proxy.port);
+    script.send_raw(&common::redis::encode_command(&[
+        b"EVAL",
+        b"return 1",
+        b"0",
+    ]));
+    let started = std::time::Instant::now();
+    // Past the hold (0.5 s) and past Redis's 5 s threshold.
+    while started.elapsed() < Duration::from_secs(7) {
+        let reply = c.cmd_str(&["GET", "k"]);
+        assert!(
+            reply.starts_with("-ERR") && reply.contains("timed out after 1000 ms"),
+            "{reply}"
+        );
+    }
+    redis.guard.signal("CONT");
+    assert!(
+        script.read_reply().starts_with(b"-ERR"),
+        "the script timed out"
+    );
+    wait_until("the server to serve again", Duration::from_secs(10), || {
+        c.cmd_str(&["GET", "k"]) == "$1\r\nv\r\n"
+    });
+}
+
 #[test]
 fn script_kill_authenticates_like_the_pool() {
     let shards: Vec<Redis> = (0..2)

@@ -9,141 +9,131 @@
 //! So once the oldest request in flight on a shared connection is a script
 //! (EVAL, EVALSHA, FCALL and their `_RO` forms) that has run for
 //! [`HOLD_AFTER`], the connection writes nothing more (Redis would run
-//! nothing before the script ends anyway), and once it has run for
-//! [`BUSY_AFTER`] the requests held are answered with Redis's own `-BUSY`
-//! error, and so are new ones, until the script's reply comes (SCRIPT KILL
-//! and FUNCTION KILL go on connections of their own, so they reach Redis).
-//! If the script ends first, what was held is written then. What was
-//! written before runs after the script, as Redis runs what it had read. A
-//! client's own connection (transactions, blocking commands) waits, as a
-//! Redis client waits behind its own script; on a shared connection a
-//! client's request held behind its own script gets `-BUSY` too.
+//! nothing before the script ends anyway) and asks Redis, on a connection
+//! of its own, whether it is busy ([`super::connect::busy_reply`]). Redis
+//! answers that only once the script has run past its own threshold, in
+//! its own words: from then on, the requests held and new ones get that
+//! reply, until the script's reply comes (SCRIPT KILL and FUNCTION KILL go
+//! on connections of their own, so they reach Redis). If the script ends
+//! first, or Redis answers PING (it was held up by something else: stopped,
+//! paused, a slow command), nothing is answered `-BUSY`: what was held is
+//! written once the script's reply comes, or times out with the pool's
+//! `timeout`. What was written before runs after the script, as Redis runs
+//! what it had read. A client's own connection (transactions, blocking
+//! commands) waits, as a Redis client waits behind its own script; on a
+//! shared connection a client's request held behind its own script gets
+//! `-BUSY` too, where Redis would run it after the script.
 
 use bytes::Bytes;
 use std::time::Duration;
 use tokio::time::Instant;
 
-/// Redis's default `busy-reply-threshold` (`lua-time-limit`).
-pub(super) const BUSY_AFTER: Duration = Duration::from_secs(5);
-/// How long a script runs before the requests behind it are held: long
-/// enough that scripts on the request path (rate limiters, EVALSHA per
-/// request) never stop a connection's pipelining.
+/// How long a script runs before the requests behind it are held and
+/// Redis is asked whether it is busy: long enough that scripts on the
+/// request path (rate limiters, EVALSHA per request) never stop a
+/// connection's pipelining.
 pub(super) const HOLD_AFTER: Duration = Duration::from_millis(500);
 
-/// What kind of script a request runs: Redis's `-BUSY` names the command
-/// that stops it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Script {
-    Eval,
-    Function,
-}
-
-impl Script {
-    /// The script `request` (one RESP command) runs, if any.
-    pub fn of(request: &[u8]) -> Option<Script> {
-        // `*<n>\r\n$<len>\r\n<name>\r\n...`: the name's length decides
-        // most requests in a comparison or two.
-        let rest = request.strip_prefix(b"*")?;
-        let header_end = rest.iter().take(12).position(|&b| b == b'$')?;
-        let rest = &rest[header_end + 1..];
-        let (len, rest) = match rest {
-            [d, b'\r', b'\n', rest @ ..] if d.is_ascii_digit() => ((d - b'0') as usize, rest),
-            [a, b, b'\r', b'\n', rest @ ..] if a.is_ascii_digit() && b.is_ascii_digit() => {
-                (((a - b'0') * 10 + (b - b'0')) as usize, rest)
-            }
-            _ => return None,
-        };
-        if !matches!(len, 4 | 5 | 7 | 8 | 10) {
-            return None;
+/// True when `request` (one RESP command) runs a script.
+pub(super) fn is_script(request: &[u8]) -> bool {
+    // `*<n>\r\n$<len>\r\n<name>\r\n...`: the name's length decides most
+    // requests in a comparison or two.
+    let Some(rest) = request.strip_prefix(b"*") else {
+        return false;
+    };
+    let Some(header_end) = rest.iter().take(12).position(|&b| b == b'$') else {
+        return false;
+    };
+    let (len, rest) = match &rest[header_end + 1..] {
+        [d, b'\r', b'\n', rest @ ..] if d.is_ascii_digit() => ((d - b'0') as usize, rest),
+        [a, b, b'\r', b'\n', rest @ ..] if a.is_ascii_digit() && b.is_ascii_digit() => {
+            (((a - b'0') * 10 + (b - b'0')) as usize, rest)
         }
-        let name = rest.get(..len)?;
-        let is = |word: &[u8]| name.eq_ignore_ascii_case(word);
-        if is(b"EVAL") || is(b"EVALSHA") || is(b"EVAL_RO") || is(b"EVALSHA_RO") {
-            Some(Script::Eval)
-        } else if is(b"FCALL") || is(b"FCALL_RO") {
-            Some(Script::Function)
-        } else {
-            None
-        }
+        _ => return false,
+    };
+    if !matches!(len, 4 | 5 | 7 | 8 | 10) {
+        return false;
     }
-
-    /// Redis's reply to other clients while such a script runs long.
-    pub fn busy_reply(self) -> Bytes {
-        Bytes::from_static(match self {
-            Script::Eval => {
-                b"-BUSY Redis is busy running a script. You can only call SCRIPT KILL or SHUTDOWN NOSAVE.\r\n"
-            }
-            Script::Function => {
-                b"-BUSY Redis is busy running a script. You can only call FUNCTION KILL or SHUTDOWN NOSAVE.\r\n"
-            }
-        })
-    }
+    let Some(name) = rest.get(..len) else {
+        return false;
+    };
+    [
+        &b"EVAL"[..],
+        b"EVALSHA",
+        b"EVAL_RO",
+        b"EVALSHA_RO",
+        b"FCALL",
+        b"FCALL_RO",
+    ]
+    .iter()
+    .any(|word| name.eq_ignore_ascii_case(word))
 }
 
 /// The script at the head of a connection's requests in flight, if any:
-/// since when it has been the one Redis runs, and how long it has run.
+/// since when it has been the one Redis runs, and what came of it.
 #[derive(Debug, Default)]
 pub(super) struct RunningScript {
-    head: Option<(Script, Instant)>,
+    since: Option<Instant>,
     stage: Stage,
 }
 
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default)]
 enum Stage {
     #[default]
     Running,
     /// Past [`HOLD_AFTER`]: nothing more is written.
     Holding,
-    /// Past [`BUSY_AFTER`]: what is not written is answered `-BUSY`.
-    Busy,
+    /// Redis said it is busy, in these words: what is not written gets them.
+    Busy(Bytes),
 }
 
 impl RunningScript {
-    /// The request at the head of the requests in flight changed: `script`
-    /// is what it runs (`None`: no script, or nothing in flight).
+    /// The request at the head of the requests in flight changed: whether
+    /// it runs a script (false also when nothing is in flight).
     #[inline]
-    pub fn head_changed(&mut self, script: Option<Script>) {
+    pub fn head_changed(&mut self, script: bool) {
         self.stage = Stage::Running;
-        self.head = script.map(|script| (script, Instant::now()));
+        self.since = script.then(Instant::now);
     }
 
-    /// When the script at the head reaches its next stage, if it has one.
-    pub fn next_stage_at(&self) -> Option<Instant> {
-        let (_, since) = self.head?;
+    /// When the script at the head will have run long enough to hold what
+    /// follows it, unless it has.
+    pub fn hold_at(&self) -> Option<Instant> {
         match self.stage {
-            Stage::Running => Some(since + HOLD_AFTER),
-            Stage::Holding => Some(since + BUSY_AFTER),
-            Stage::Busy => None,
+            Stage::Running => self.since.map(|since| since + HOLD_AFTER),
+            _ => None,
         }
     }
 
-    /// Moves to the stage reached at `now`; the script, the first time it
-    /// is seen to have run long.
-    pub fn advance(&mut self, now: Instant) -> Option<Script> {
-        let (script, since) = self.head?;
-        let reached = if now >= since + BUSY_AFTER {
-            Stage::Busy
-        } else if now >= since + HOLD_AFTER {
-            Stage::Holding
-        } else {
-            Stage::Running
-        };
-        let turned_busy = reached == Stage::Busy && self.stage != Stage::Busy;
-        self.stage = reached;
-        turned_busy.then_some(script)
+    /// True the first time the script is seen to have run [`HOLD_AFTER`]
+    /// at `now`: time to hold, and to ask Redis whether it is busy.
+    pub fn starts_holding(&mut self, now: Instant) -> bool {
+        let due = self.hold_at().is_some_and(|at| now >= at);
+        if due {
+            self.stage = Stage::Holding;
+        }
+        due
+    }
+
+    /// Redis answered `reply` while the script still runs: it is busy.
+    pub fn confirm_busy(&mut self, reply: Bytes) {
+        if matches!(self.stage, Stage::Holding) {
+            self.stage = Stage::Busy(reply);
+        }
     }
 
     /// True while nothing more may be written.
     #[inline]
     pub fn holding(&self) -> bool {
-        self.stage != Stage::Running
+        !matches!(self.stage, Stage::Running)
     }
 
-    /// The script that has run long, while it runs.
-    pub fn busy(&self) -> Option<Script> {
-        self.head
-            .filter(|_| self.stage == Stage::Busy)
-            .map(|(script, _)| script)
+    /// Redis's `-BUSY` reply, while the script it was given for runs.
+    pub fn busy(&self) -> Option<&Bytes> {
+        match &self.stage {
+            Stage::Busy(reply) => Some(reply),
+            _ => None,
+        }
     }
 }
 
@@ -153,58 +143,50 @@ mod tests {
 
     #[test]
     fn scripts_are_told_by_their_command_name() {
-        let cases: [(&[u8], Option<Script>); 9] = [
-            (
-                b"*3\r\n$4\r\nEVAL\r\n$1\r\nx\r\n$1\r\n0\r\n",
-                Some(Script::Eval),
-            ),
-            (
-                b"*3\r\n$7\r\nevalsha\r\n$1\r\nx\r\n$1\r\n0\r\n",
-                Some(Script::Eval),
-            ),
-            (b"*3\r\n$7\r\nEVAL_RO\r\n", Some(Script::Eval)),
-            (b"*3\r\n$10\r\nEVALSHA_RO\r\n", Some(Script::Eval)),
-            (
-                b"*3\r\n$5\r\nFCall\r\n$1\r\nf\r\n$1\r\n0\r\n",
-                Some(Script::Function),
-            ),
-            (b"*3\r\n$8\r\nFCALL_RO\r\n", Some(Script::Function)),
-            (b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n", None),
-            (b"*2\r\n$4\r\nEVAX\r\n", None),
-            (b"PING\r\n", None),
+        let cases: [(&[u8], bool); 9] = [
+            (b"*3\r\n$4\r\nEVAL\r\n$1\r\nx\r\n$1\r\n0\r\n", true),
+            (b"*3\r\n$7\r\nevalsha\r\n$1\r\nx\r\n$1\r\n0\r\n", true),
+            (b"*3\r\n$7\r\nEVAL_RO\r\n", true),
+            (b"*3\r\n$10\r\nEVALSHA_RO\r\n", true),
+            (b"*3\r\n$5\r\nFCall\r\n$1\r\nf\r\n$1\r\n0\r\n", true),
+            (b"*3\r\n$8\r\nFCALL_RO\r\n", true),
+            (b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n", false),
+            (b"*2\r\n$4\r\nEVAX\r\n", false),
+            (b"PING\r\n", false),
         ];
         for (request, want) in cases {
             assert_eq!(
-                Script::of(request),
+                is_script(request),
                 want,
                 "{:?}",
                 String::from_utf8_lossy(request)
             );
         }
-        assert_eq!(Script::of(b"*12\r\n$4\r\nEVAL\r\n"), Some(Script::Eval));
-        assert_eq!(Script::of(b"*1\r\n$4\r\nEVA"), None);
+        assert!(is_script(b"*12\r\n$4\r\nEVAL\r\n"));
+        assert!(!is_script(b"*1\r\n$4\r\nEVA"));
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_script_at_the_head_holds_then_turns_busy_once() {
+    async fn a_script_at_the_head_holds_then_is_busy_only_once_redis_says_so() {
         let mut running = RunningScript::default();
-        assert_eq!(running.next_stage_at(), None);
-        assert_eq!(running.advance(Instant::now()), None);
-        running.head_changed(Some(Script::Function));
+        assert_eq!(running.hold_at(), None);
+        assert!(!running.starts_holding(Instant::now()));
+        running.head_changed(true);
         let start = Instant::now();
-        assert_eq!(running.next_stage_at(), Some(start + HOLD_AFTER));
-        assert_eq!(running.advance(start + HOLD_AFTER / 2), None);
+        assert_eq!(running.hold_at(), Some(start + HOLD_AFTER));
+        assert!(!running.starts_holding(start + HOLD_AFTER / 2));
         assert!(!running.holding());
-        assert_eq!(running.advance(start + HOLD_AFTER), None);
+        assert!(running.starts_holding(start + HOLD_AFTER));
         assert!(running.holding() && running.busy().is_none());
-        assert_eq!(running.next_stage_at(), Some(start + BUSY_AFTER));
-        assert_eq!(running.advance(start + BUSY_AFTER), Some(Script::Function));
-        assert_eq!(running.busy(), Some(Script::Function));
-        assert_eq!(running.next_stage_at(), None);
-        assert_eq!(running.advance(start + 2 * BUSY_AFTER), None);
-        running.head_changed(None);
-        assert!(!running.holding());
-        assert_eq!(running.busy(), None);
-        assert_eq!(running.next_stage_at(), None);
+        assert!(!running.starts_holding(start + 2 * HOLD_AFTER), "once");
+        let busy = Bytes::from_static(b"-BUSY Redis is busy running a script.\r\n");
+        running.confirm_busy(busy.clone());
+        assert_eq!(running.busy(), Some(&busy));
+        // Its reply came: the next request runs no script.
+        running.head_changed(false);
+        assert!(!running.holding() && running.busy().is_none());
+        // A late answer for a script that is over changes nothing.
+        running.confirm_busy(busy);
+        assert!(running.busy().is_none());
     }
 }

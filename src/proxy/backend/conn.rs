@@ -27,7 +27,7 @@
 //! Opening and preparing the socket is [`super::connect`]'s.
 
 use super::backoff::Backoff;
-use super::busy::{RunningScript, Script};
+use super::busy::{is_script, RunningScript};
 use super::queue::Queue;
 use super::replies_in::ReplyBuffer;
 use super::{
@@ -42,7 +42,7 @@ use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::{sleep_until, Instant};
 
 /// What a connection task needs to know about its backend.
@@ -345,6 +345,23 @@ async fn connect_keeping_deadlines(
     }
 }
 
+/// Asks the backend, on a connection of its own, whether it is busy with a
+/// script ([`super::connect::busy_reply`]); the question is dropped with
+/// the receiver.
+fn ask_if_busy(target: &Target) -> oneshot::Receiver<Option<Bytes>> {
+    let (mut answer, rx) = oneshot::channel();
+    let (addr, settings) = (target.addr.clone(), target.settings.clone());
+    tokio::spawn(async move {
+        tokio::select! {
+            reply = super::connect::busy_reply(&addr, &settings) => {
+                let _ = answer.send(reply);
+            }
+            () = answer.closed() => {}
+        }
+    });
+    rx
+}
+
 /// Connects and runs the handshake; the error text says what failed.
 async fn connect(target: &Target) -> Result<BackendStream, String> {
     let expected = target.demotion.expected_run_id();
@@ -382,8 +399,8 @@ struct InFlight {
     deadline: Option<Instant>,
     /// Where the request ends in the connection's output stream.
     end: u64,
-    /// The script it runs, on a shared connection ([`super::busy`]).
-    script: Option<Script>,
+    /// It runs a script, on a shared connection ([`super::busy`]).
+    script: bool,
 }
 
 struct Connection<'a> {
@@ -466,6 +483,8 @@ impl<'a> Connection<'a> {
         tokio::pin!(demotion);
         let mut moving = self.target.private.as_ref().map(|p| p.moving.clone());
         let mut armed_at: Option<Instant> = None;
+        // Asking Redis whether it is busy with the script at the head.
+        let mut probe: Option<oneshot::Receiver<Option<Bytes>>> = None;
         // A new socket has not been seen to stall.
         queue.progressed();
         loop {
@@ -490,7 +509,7 @@ impl<'a> Connection<'a> {
             let deadline = [
                 queue_deadline(queue),
                 self.in_flight.get(self.timed_out).and_then(|f| f.deadline),
-                self.script.next_stage_at(),
+                self.script.hold_at(),
             ]
             .into_iter()
             .flatten()
@@ -522,10 +541,27 @@ impl<'a> Connection<'a> {
                         if let Err(e) = self.deliver_replies() {
                             return self.garbled(e);
                         }
+                        if !self.script.holding() {
+                            // The script's reply came: no need to ask.
+                            probe = None;
+                        }
                     }
                     Some(Err(e)) => return self.broken(e.to_string()),
                 },
                 () = &mut demotion => return self.demote(queue),
+                answer = async { probe.as_mut().expect("asked").await }, if probe.is_some() => {
+                    probe = None;
+                    if let Ok(Some(reply)) = answer {
+                        self.script.confirm_busy(reply);
+                    }
+                    if let Some(reply) = self.script.busy().cloned() {
+                        tracing::warn!(backend = %self.target.addr, "busy running a script: \
+                            requests not written yet are answered -BUSY until it ends");
+                        for job in queue.take_all() {
+                            self.answer_busy(job, reply.clone());
+                        }
+                    }
+                }
                 changed = async {
                     match moving.as_mut() {
                         Some(moving) => moving.changed().await.is_ok(),
@@ -549,13 +585,8 @@ impl<'a> Connection<'a> {
                     if stuck || (self.target.private.is_some() && self.timed_out > 0) {
                         return self.stuck_mid_write();
                     }
-                    if let Some(script) = self.script.advance(now) {
-                        tracing::warn!(backend = %self.target.addr, "a script has run for {} s: \
-                            requests not written yet are answered -BUSY until it ends",
-                            super::busy::BUSY_AFTER.as_secs());
-                        for job in queue.take_all() {
-                            self.answer_busy(job, script);
-                        }
+                    if self.script.starts_holding(now) {
+                        probe = Some(ask_if_busy(self.target));
                     }
                 }
                 job = jobs.recv(), if !*senders_gone => match job {
@@ -584,8 +615,9 @@ impl<'a> Connection<'a> {
     /// the backend has stopped reading with the queue full of requests of
     /// clients that left (see [`super::queue`]).
     fn enqueue(&self, queue: &mut Queue, job: Job) {
-        if let Some(script) = self.script.busy() {
-            return self.answer_busy(job, script);
+        if let Some(reply) = self.script.busy() {
+            let reply = reply.clone();
+            return self.answer_busy(job, reply);
         }
         match queue.refusal() {
             None if self.out.len() < MAX_BATCH_BYTES && !self.script.holding() => {
@@ -603,11 +635,11 @@ impl<'a> Connection<'a> {
     }
 
     /// Redis's `-BUSY` to a request not written while a script runs long
-    /// ([`super::busy`]): a reply as Redis gives it, not a failure of the
-    /// backend's.
-    fn answer_busy(&self, job: Job, script: Script) {
+    /// ([`super::busy`]): an error reply, as Redis gives it.
+    fn answer_busy(&self, job: Job, reply: Bytes) {
         self.target.stats.requests.fetch_add(1, Ordering::Relaxed);
-        job.reply.send(Ok(script.busy_reply()));
+        self.target.stats.errors.fetch_add(1, Ordering::Relaxed);
+        job.reply.send(Ok(reply));
     }
 
     /// Moves queued requests to the output while little is unwritten.
@@ -625,10 +657,7 @@ impl<'a> Connection<'a> {
             bytes += job.request.len() as u64;
             self.pushed += job.request.len() as u64;
             // A client's own connection waits behind its script.
-            let script = match self.target.private {
-                None => Script::of(&job.request),
-                Some(_) => None,
-            };
+            let script = self.target.private.is_none() && is_script(&job.request);
             self.out.push(job.request);
             self.in_flight.push_back(InFlight {
                 reply: Some(job.reply),
@@ -678,8 +707,8 @@ impl<'a> Connection<'a> {
             let Some(entry) = self.in_flight.pop_front() else {
                 return Err("reply without a request".into());
             };
-            let next = self.in_flight.front().and_then(|f| f.script);
-            if entry.script.is_some() || next.is_some() {
+            let next = self.in_flight.front().is_some_and(|f| f.script);
+            if entry.script || next {
                 self.script.head_changed(next);
             }
             if self.replies < 2 {

@@ -195,3 +195,34 @@ async fn run_commands<S: AsyncRead + AsyncWrite + Unpin>(
     }
     Ok(replies)
 }
+
+/// Asks the server, on a connection of its own, whether it is busy running
+/// a script: `AUTH` (as the pool's connections do) and `PING`. While a
+/// script runs, Redis reads no client until the script has run past its
+/// `busy-reply-threshold`, then answers every command `-BUSY ...`: that
+/// reply, Redis's own words, is returned. Any other answer (PONG: the
+/// script is over, or Redis was held up by something else, a `CLIENT
+/// PAUSE`, a slow command) gives `None`. It waits as long as the server
+/// does (the caller drops it once its script's reply came); only the TCP
+/// connect is timed.
+pub(crate) async fn busy_reply(addr: &str, settings: &BackendSettings) -> Option<bytes::Bytes> {
+    let limit = settings.connect_timeout();
+    let stream = timeout(limit, TcpStream::connect(addr)).await.ok()?.ok()?;
+    let _ = stream.set_nodelay(true);
+    let mut commands = handshake_commands(settings, Proto::Resp2);
+    // SELECT is no use here, and may not be allowed while busy.
+    commands.retain(|command| command[0] == b"AUTH");
+    commands.push(vec![b"PING".to_vec()]);
+    let replies = match &settings.tls {
+        None => run_commands(&mut { stream }, &commands).await,
+        Some(tls) => match tls.connect(addr, stream).await {
+            Ok(mut stream) => run_commands(&mut stream, &commands).await,
+            Err(_) => return None,
+        },
+    };
+    replies
+        .ok()?
+        .into_iter()
+        .find(|reply| reply.starts_with(b"-BUSY"))
+        .map(BytesMut::freeze)
+}
