@@ -252,6 +252,86 @@ async fn a_pause_in_prepare_is_kept_and_the_move_finishes_once_resumed() {
     }
 }
 
+/// `abort` while `migrate` waits for the proxies: the run says so at once,
+/// instead of waiting out its barrier and blaming the proxies (review).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_abort_in_prepare_ends_the_waiting_run_at_once() {
+    let (c, keys) = held_by_a_stopped_proxy().await;
+    let args = [&MOVE[..], &["--barrier-timeout-ms", "60000"]].concat();
+    let (mut run, log) = start_admin(&c, &args, "aborted");
+    wait_for_prepare(&c);
+    let (code, text) = run_admin(&c.conf, &["abort"]);
+    assert_eq!(code, 0, "{text}");
+    let code = run.wait_exit(Duration::from_secs(10));
+    c.proxies[1].guard.signal("CONT");
+    let said = std::fs::read_to_string(&log).unwrap();
+    assert_ne!(code, Some(0), "{said}");
+    assert!(said.contains("called off meanwhile (abort)"), "{said}");
+    assert_eq!(dbsize(&c.redis[2]), 0);
+    assert_preloaded(c.proxies[0].port, &keys);
+}
+
+/// `pause` while `migrate` waits, then its barrier times out: the paused
+/// migration is called off (review: the run said it could not be, and
+/// told the user to abort one that then vanished).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_prepare_is_called_off_when_its_barrier_times_out() {
+    let (c, keys) = held_by_a_stopped_proxy().await;
+    let args = [&MOVE[..], &["--barrier-timeout-ms", "3000"]].concat();
+    let (mut run, log) = start_admin(&c, &args, "paused-off");
+    wait_for_prepare(&c);
+    let (code, text) = run_admin(&c.conf, &["pause"]);
+    assert_eq!(code, 0, "{text}");
+    let code = run.wait_exit(Duration::from_secs(20));
+    let said = std::fs::read_to_string(&log).unwrap();
+    assert_ne!(code, Some(0), "{said}");
+    assert!(
+        said.contains("nothing was moved and the migration was called off"),
+        "{said}"
+    );
+    let (_, status) = run_admin(&c.conf, &["status"]);
+    assert!(!status.contains("phase prepare"), "{status}");
+    c.proxies[1].guard.signal("CONT");
+    assert_preloaded(c.proxies[0].port, &keys);
+}
+
+/// Two `migrate` runs of one migration waiting in prepare: once the
+/// proxies answer, one moves the range and the other says another run
+/// took it on (review: the other said the migration was called off, and
+/// could have deleted the moving one with the version it had read).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn of_two_runs_in_prepare_one_moves_the_range() {
+    let (c, keys) = held_by_a_stopped_proxy().await;
+    let args = [&MOVE[..], &["--barrier-timeout-ms", "30000"]].concat();
+    let (mut first, first_log) = start_admin(&c, &args, "first");
+    wait_for_prepare(&c);
+    let (mut second, second_log) = start_admin(&c, &args, "second");
+    // Time for the second run to read the migration in prepare (it says
+    // so only when it ends); whichever way the two interleave, one must
+    // move the range and the other stop.
+    std::thread::sleep(Duration::from_secs(1));
+    c.proxies[1].guard.signal("CONT");
+    let ends = [
+        (first.wait_exit(Duration::from_secs(60)), first_log),
+        (second.wait_exit(Duration::from_secs(60)), second_log),
+    ];
+    let said: Vec<String> = ends
+        .iter()
+        .map(|(_, log)| std::fs::read_to_string(log).unwrap())
+        .collect();
+    let done = ends.iter().filter(|(code, _)| *code == Some(0)).count();
+    assert_eq!(done, 1, "{said:?}");
+    assert!(
+        said.iter()
+            .any(|s| s.contains("another shardproxy-admin run took")),
+        "{said:?}"
+    );
+    assert_eq!(keys_on(&c, 2, &keys), keys.len());
+    for proxy in &c.proxies {
+        assert_preloaded(proxy.port, &keys);
+    }
+}
+
 /// The move the tests of phase prepare make.
 const MOVE: [&str; 4] = ["migrate", "0-1023", "--to", "redis-0002"];
 

@@ -313,16 +313,16 @@ async fn interrupted(
         }
     };
     match state {
-        (state, version) if state.phase == Phase::Prepare && !state.turned_around() => {
-            let path = migration_path(&target.cluster_root).expect("checked by read_state");
-            match client.delete(&path, Some(version)).await {
-                Ok(()) | Err(zk::Error::NoNode) => failed(
+        (state, _) if state.phase == Phase::Prepare && !state.turned_around() => {
+            match call_off(client, target, id).await {
+                Ok(CallOff::Done | CallOff::Gone) => failed(
                     "interrupted before any key moved: the migration was called off, and the \
                      range is served from its shard as before",
                 ),
+                Ok(went) => failed(format!("interrupted; {}", went.said())),
                 Err(e) => failed(format!(
                     "interrupted in phase prepare, and calling the migration off failed ({e}): \
-                     it holds the range's requests; run `shardproxy-admin abort`"
+                     it holds the range's requests until this run's ZooKeeper session ends"
                 )),
             }
         }
@@ -385,13 +385,26 @@ async fn begin_moving(
     let path = migration_path(&target.cluster_root).expect("checked by read_state");
     let mode = zk::CreateMode::Persistent.with_acls(crate::zk::acls(target.zk_auth.as_ref()));
     loop {
+        // The new znode's version goes past every version the prepare
+        // had: a run or an `abort` that read the prepare and deletes at
+        // its version can never delete the moving migration instead.
+        if version >= MAX_PREPARE_EDITS {
+            return Err(failed(format!(
+                "the migration in prepare was edited {version} times (pause, resume): abort it \
+                 and run migrate again"
+            )));
+        }
         let mut multi = client.new_multi_writer();
-        multi
+        let json = state.to_json();
+        let mut added = multi
             .add_delete(&path, Some(version))
-            .and_then(|()| multi.add_create(&path, &state.to_json(), &mode))
-            .map_err(|e| zk_error(target, &path, e))?;
+            .and_then(|()| multi.add_create(&path, &json, &mode));
+        for edit in 0..=version {
+            added = added.and_then(|()| multi.add_set_data(&path, &json, Some(edit)));
+        }
+        added.map_err(|e| zk_error(target, &path, e))?;
         let source = match multi.commit().await {
-            Ok(_) => return Ok(0),
+            Ok(_) => return Ok(version + 1),
             Err(zk::MultiWriteError::OperationFailed { source, .. })
             | Err(zk::MultiWriteError::RequestFailed { source }) => source,
         };
@@ -423,6 +436,61 @@ async fn begin_moving(
                     "the migration was called off (abort) or replaced meanwhile: nothing moved",
                 ))
             }
+        }
+    }
+}
+
+/// Versions of a prepare znode past which [`begin_moving`] gives up (each
+/// costs it one operation in its transaction).
+const MAX_PREPARE_EDITS: i32 = 100;
+
+/// What came of calling off a migration in prepare.
+pub(crate) enum CallOff {
+    /// Its znode is deleted: nothing moved, the proxies serve the range
+    /// from its shard.
+    Done,
+    /// It had ended already (called off, or with its run's session).
+    Gone,
+    /// Another run took it to this phase meanwhile.
+    Went(Phase),
+}
+
+/// Calls off migration `id` while it is in phase prepare, before any key
+/// moved: deletes its znode at the version read, reading again if a
+/// `pause` or `resume` changed it.
+pub(crate) async fn call_off(
+    client: &zk::Client,
+    target: &Target,
+    id: &str,
+) -> Result<CallOff, AdminError> {
+    let path = migration_path(&target.cluster_root).expect("checked by read_state");
+    loop {
+        let (state, version) = match read_state(client, target).await? {
+            Some((state, version)) if state.id == id => (state, version),
+            _ => return Ok(CallOff::Gone),
+        };
+        if state.phase != Phase::Prepare {
+            return Ok(CallOff::Went(state.phase));
+        }
+        match client.delete(&path, Some(version)).await {
+            Ok(()) => return Ok(CallOff::Done),
+            Err(zk::Error::NoNode) => return Ok(CallOff::Gone),
+            Err(zk::Error::BadVersion) => continue,
+            Err(e) => return Err(zk_error(target, &path, e)),
+        }
+    }
+}
+
+impl CallOff {
+    /// What it means for the user, after "nothing was moved and ".
+    fn said(self) -> String {
+        match self {
+            CallOff::Done => "the migration was called off".to_string(),
+            CallOff::Gone => "the migration had ended already (abort, or its run's session)".to_string(),
+            CallOff::Went(phase) => format!(
+                "another shardproxy-admin run took the migration to phase {} meanwhile; it drives it",
+                phase.as_str()
+            ),
         }
     }
 }
@@ -471,12 +539,16 @@ async fn drive(
                 )));
             }
             // Nothing moved yet: calling it off is safe.
-            let path = migration_path(&target.cluster_root).expect("checked");
-            let called_off = match client.delete(&path, Some(version)).await {
-                Ok(()) | Err(zk::Error::NoNode) => "the migration was called off".to_string(),
+            let called_off = match call_off(client, target, &state.id).await {
+                Ok(CallOff::Gone) if missing.is_empty() => {
+                    return Err(failed(
+                        "the migration was called off meanwhile (abort): nothing was moved",
+                    ))
+                }
+                Ok(done) => done.said(),
                 Err(e) => format!(
-                    "the migration could not be called off ({path}: {e}): it stays in phase \
-                     prepare, holding the range's requests; run `shardproxy-admin abort`"
+                    "the migration could not be called off ({e}): it stays in phase prepare, \
+                     holding the range's requests until this run's ZooKeeper session ends"
                 ),
             };
             return Err(failed(format!(
@@ -543,7 +615,8 @@ const SESSION_ENDED: &str = "this run's ZooKeeper session ended while it waited 
 
 /// Waits until every proxy registered under the proxy root, and every one
 /// in the roster, acknowledged `state`'s id and phase; `Err` names the ones
-/// that did not in time. A proxy of the roster that is not registered may
+/// that did not in time, and is empty when the migration ended meanwhile
+/// (or this run's session did). A proxy of the roster that is not registered may
 /// be cut off from ZooKeeper and still serving from its last table: it
 /// must hold the move up like any other.
 async fn barrier(
@@ -574,6 +647,15 @@ async fn barrier(
             tokio::time::sleep(Duration::from_millis(100)).await;
             continue;
         };
+        // Called off (abort), replaced, or taken on by another run
+        // meanwhile: nobody need answer this phase.
+        if let Ok(current) = read_state(client, target).await {
+            if current
+                .is_none_or(|(current, _)| current.id != state.id || current.phase != state.phase)
+            {
+                return Err(Vec::new());
+            }
+        }
         let registered = registered.unwrap_or_default();
         let mut proxies = registered.clone();
         for known in rostered.unwrap_or_default() {

@@ -3,11 +3,11 @@
 //! that match ZooKeeper.
 
 use super::fence::Fence;
-use super::{failed, now, read_shards, read_state, write_state};
+use super::{failed, now, read_shards, read_state, write_state, CallOff};
 use crate::admin::target::{connect, Target};
 use crate::admin::AdminError;
 use crate::zk::layout::child_path;
-use crate::zk::migration::{migration_path, roster_path, MigrationState, Phase, TURNED_AROUND};
+use crate::zk::migration::{roster_path, MigrationState, Phase, TURNED_AROUND};
 use std::time::Duration;
 use zookeeper_client as zk;
 
@@ -48,17 +48,17 @@ pub async fn abort(target: &Target) -> Result<String, AdminError> {
              be called off; run `shardproxy-admin migrate {} --to {}` to finish",
             state.id, state.target, state.range, state.target
         ))),
-        Phase::Prepare => {
-            let path = migration_path(&target.cluster_root).expect("read_state checked");
-            client
-                .delete(&path, Some(version))
-                .await
-                .map_err(|e| AdminError::zk_path(&target.hosts, &path, e))?;
-            Ok(format!(
+        Phase::Prepare => match super::call_off(&client, target, &state.id).await? {
+            CallOff::Done | CallOff::Gone => Ok(format!(
                 "migration {} called off before any key moved\n",
                 state.id
-            ))
-        }
+            )),
+            CallOff::Went(phase) => Err(failed(format!(
+                "migration {} went to phase {} meanwhile: run abort again to turn it around",
+                state.id,
+                phase.as_str()
+            ))),
+        },
         Phase::Committed => Err(failed(format!(
             "migration {} is committed already: move the range back with `migrate {} --to {}`",
             state.id, state.range, state.source
