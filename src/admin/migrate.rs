@@ -528,6 +528,9 @@ async fn drive(
             if client.state().is_terminated() {
                 return Err(failed(SESSION_ENDED));
             }
+            if missing.is_empty() {
+                return Err(failed(ended_meanwhile(client, target, &state.id).await));
+            }
             if state.turned_around() {
                 // Keys moved before the abort still have to go back.
                 return Err(failed(format!(
@@ -540,11 +543,6 @@ async fn drive(
             }
             // Nothing moved yet: calling it off is safe.
             let called_off = match call_off(client, target, &state.id).await {
-                Ok(CallOff::Gone) if missing.is_empty() => {
-                    return Err(failed(
-                        "the migration was called off meanwhile (abort): nothing was moved",
-                    ))
-                }
                 Ok(done) => done.said(),
                 Err(e) => format!(
                     "the migration could not be called off ({e}): it stays in phase prepare, \
@@ -604,6 +602,16 @@ async fn drive(
     }
     let _ = writeln!(out, "migration {} done", state.id);
     Ok(out)
+}
+
+/// What became of migration `id`, which this run stopped waiting for:
+/// called off (or replaced), or taken on by another run.
+async fn ended_meanwhile(client: &zk::Client, target: &Target, id: &str) -> String {
+    match read_state(client, target).await {
+        Ok(Some((current, _))) if current.id == id => CallOff::Went(current.phase).said(),
+        Ok(_) => "the migration was called off meanwhile (abort): nothing was moved".to_string(),
+        Err(e) => format!("the migration changed meanwhile and cannot be read ({e})"),
+    }
 }
 
 /// Why a run whose ZooKeeper session is over stops waiting for the

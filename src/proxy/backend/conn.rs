@@ -32,7 +32,7 @@ use super::queue::Queue;
 use super::replies_in::ReplyBuffer;
 use super::{
     BackendError, BackendSettings, BackendStats, Demotion, Health, Job, MovingAway, Reply,
-    ReplySender, NOT_BLOCKED,
+    ReplySender, NOT_BLOCKED, PING,
 };
 use crate::protocol::Proto;
 use crate::proxy::outbuf::OutBuf;
@@ -557,8 +557,9 @@ impl<'a> Connection<'a> {
                     if let Some(reply) = self.script.busy().cloned() {
                         tracing::warn!(backend = %self.target.addr, "busy running a script: \
                             requests not written yet are answered -BUSY until it ends");
-                        for job in queue.take_all() {
-                            self.answer_busy(job, reply.clone());
+                        let held: Vec<Job> = queue.take_all().collect();
+                        for job in held {
+                            self.answer_busy(queue, job, reply.clone());
                         }
                     }
                 }
@@ -617,7 +618,7 @@ impl<'a> Connection<'a> {
     fn enqueue(&self, queue: &mut Queue, job: Job) {
         if let Some(reply) = self.script.busy() {
             let reply = reply.clone();
-            return self.answer_busy(job, reply);
+            return self.answer_busy(queue, job, reply);
         }
         match queue.refusal() {
             None if self.out.len() < MAX_BATCH_BYTES && !self.script.holding() => {
@@ -635,8 +636,13 @@ impl<'a> Connection<'a> {
     }
 
     /// Redis's `-BUSY` to a request not written while a script runs long
-    /// ([`super::busy`]): an error reply, as Redis gives it.
-    fn answer_busy(&self, job: Job, reply: Bytes) {
+    /// ([`super::busy`]): an error reply, as Redis gives it. Except the
+    /// proxy's own PINGs, which wait: their reply must mean that what was
+    /// sent before them has run (a migration's prepare waits for that).
+    fn answer_busy(&self, queue: &mut Queue, job: Job, reply: Bytes) {
+        if job.request[..] == PING[..] {
+            return queue.push_back_waiting(job);
+        }
         self.target.stats.requests.fetch_add(1, Ordering::Relaxed);
         self.target.stats.errors.fetch_add(1, Ordering::Relaxed);
         job.reply.send(Ok(reply));

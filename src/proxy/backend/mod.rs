@@ -130,6 +130,11 @@ impl BackendStats {
     }
 }
 
+/// The PING the proxy sends its backends itself (clients' PINGs are
+/// answered by the proxy): its reply follows every request sent before it
+/// on the connection.
+pub(crate) const PING: &[u8] = b"*1\r\n$4\r\nPING\r\n";
+
 /// One Redis server and its connections.
 pub struct Backend {
     pub addr: Arc<str>,
@@ -351,7 +356,7 @@ impl Backend {
     /// worker: each reply arrives only once everything queued on its
     /// connection before it has been answered.
     pub fn ping_all(&self) -> Vec<ReplyReceiver> {
-        let ping = Bytes::from_static(b"*1\r\n$4\r\nPING\r\n");
+        let ping = Bytes::from_static(PING);
         let deadline = self.deadline_after(Instant::now());
         let mut replies = Vec::new();
         for set in &self.sets {
