@@ -345,6 +345,9 @@ async fn connect_keeping_deadlines(
     }
 }
 
+/// The request [`Connection::ask_version`] sends.
+const INFO_SERVER: &[u8] = b"*2\r\n$4\r\nINFO\r\n$6\r\nserver\r\n";
+
 /// Asks the backend, on a connection of its own, whether it is busy with a
 /// script ([`super::connect::busy_reply`]); the question is dropped with
 /// the receiver.
@@ -365,15 +368,11 @@ fn ask_if_busy(target: &Target) -> oneshot::Receiver<Option<Bytes>> {
 /// Connects and runs the handshake; the error text says what failed.
 async fn connect(target: &Target) -> Result<BackendStream, String> {
     let expected = target.demotion.expected_run_id();
-    // The shared connections learn the server's version; a client's own
-    // (opened for a blocking command or a transaction) spare the round trip.
-    let learn = target.private.is_none().then_some(&*target.stats);
     super::connect::connect_to(
         &target.addr,
         &target.settings,
         target.proto,
         expected.as_deref(),
-        learn,
     )
     .await
 }
@@ -487,6 +486,9 @@ impl<'a> Connection<'a> {
         let mut probe: Option<oneshot::Receiver<Option<Bytes>>> = None;
         // A new socket has not been seen to stall.
         queue.progressed();
+        if self.target.private.is_none() {
+            self.ask_version(queue);
+        }
         loop {
             if *senders_gone
                 && (self.target.private.is_some() || self.in_flight.is_empty() && queue.is_empty())
@@ -633,6 +635,36 @@ impl<'a> Connection<'a> {
                 fail(self.target, job, &reason);
             }
         }
+    }
+
+    /// Sends `INFO server` first on a new shared connection, for the
+    /// server's version (the one the proxy reports, see
+    /// [`super::BackendStats::server_version`]). Its reply is read like any
+    /// other, so a server that refuses the connection (`maxclients`) or
+    /// does not speak RESP is told by the first reply as before.
+    fn ask_version(&mut self, queue: &Queue) {
+        // Deadlines in flight grow in order: no later than the requests
+        // that waited for the connection.
+        let deadline = queue_deadline(queue).or_else(|| {
+            let timeout = self.target.settings.timeout?;
+            Some(Instant::now() + timeout)
+        });
+        let (job, reply) = Job::new(Bytes::from_static(INFO_SERVER), 0, deadline);
+        self.target.stats.requests.fetch_add(1, Ordering::Relaxed);
+        self.pushed += job.request.len() as u64;
+        self.out.push(job.request);
+        self.in_flight.push_back(InFlight {
+            reply: Some(job.reply),
+            deadline: job.deadline,
+            end: self.pushed,
+            script: false,
+        });
+        let stats = self.target.stats.clone();
+        tokio::spawn(async move {
+            if let Ok(Ok(info)) = reply.await {
+                stats.learn_server_version(&info);
+            }
+        });
     }
 
     /// Redis's `-BUSY` to a request not written while a script runs long

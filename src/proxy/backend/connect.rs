@@ -2,7 +2,7 @@
 //! `server_tls`, and the handshake (`AUTH`, `HELLO 3`, `SELECT`), each
 //! within the connect timeout.
 
-use super::{BackendSettings, BackendStats};
+use super::BackendSettings;
 use crate::protocol::{encode_request, is_error_reply, reply_frame_len, Proto};
 use crate::proxy::stream::BackendStream;
 use bytes::BytesMut;
@@ -21,15 +21,11 @@ use tokio::time::timeout;
 /// supervisor's `Restart=always`) comes back empty, or with an old
 /// snapshot, before its watchdog notices; writes it acknowledged would be
 /// lost when the shard fails over, so it is refused instead.
-///
-/// With `learn`, the server's `redis_version` is recorded there (the
-/// version the proxy reports to its clients).
 pub(crate) async fn connect_to(
     addr: &str,
     settings: &BackendSettings,
     proto: Proto,
     run_id: Option<&str>,
-    learn: Option<&BackendStats>,
 ) -> Result<BackendStream, String> {
     let limit = settings.connect_timeout();
     let stream = match timeout(limit, TcpStream::connect(addr)).await {
@@ -47,7 +43,7 @@ pub(crate) async fn connect_to(
     let Some(tls) = &settings.tls else {
         let mut stream = stream;
         prepare(&mut stream, &handshake, limit).await?;
-        check_server(&mut stream, addr, run_id, learn, limit).await?;
+        check_run_id(&mut stream, addr, run_id, limit).await?;
         return Ok(BackendStream::Plain(stream));
     };
     let mut stream = match timeout(limit, tls.connect(addr, stream)).await {
@@ -61,24 +57,25 @@ pub(crate) async fn connect_to(
         }
     };
     prepare(&mut stream, &handshake, limit).await?;
-    check_server(&mut stream, addr, run_id, learn, limit).await?;
+    check_run_id(&mut stream, addr, run_id, limit).await?;
     Ok(BackendStream::Tls(Box::new(stream)))
 }
 
-/// Reads the server's `INFO server`: checks that its `run_id` is
-/// `expected`, if one is, and records its version in `learn`, if given. A
-/// server that will not say (an ACL without INFO) is taken as it is: the
-/// check is a safeguard, not a condition of service.
-async fn check_server<S: AsyncRead + AsyncWrite + Unpin>(
+/// Checks that the server's `run_id` (INFO server) is `expected`, if one
+/// is. A server that will not say (an ACL without INFO, INFO renamed away)
+/// or not yet (loading, busy with a script) is taken as it is: the check
+/// is a safeguard, not a condition of service. Any other error (`max
+/// number of clients reached`) fails the connect, which is then retried
+/// after a backoff, not at once.
+async fn check_run_id<S: AsyncRead + AsyncWrite + Unpin>(
     stream: &mut S,
     addr: &str,
     expected: Option<&str>,
-    learn: Option<&BackendStats>,
     limit: Duration,
 ) -> Result<(), String> {
-    if expected.is_none() && learn.is_none() {
+    let Some(expected) = expected else {
         return Ok(());
-    }
+    };
     let info = vec![b"INFO".to_vec(), b"server".to_vec()];
     let reply = match timeout(limit, run_commands(stream, &[info])).await {
         Ok(Ok(mut replies)) => replies.pop().unwrap_or_default(),
@@ -86,23 +83,21 @@ async fn check_server<S: AsyncRead + AsyncWrite + Unpin>(
         Err(_) => return Err(format!("INFO timed out after {} ms", limit.as_millis())),
     };
     if is_error_reply(&reply) {
-        tracing::debug!(backend = %addr, reply = %String::from_utf8_lossy(&reply).trim_end(),
-            "cannot read the server's run_id; not checked");
+        let text = String::from_utf8_lossy(&reply[1..]);
+        let text = text.trim_end();
+        let not_now = ["NOPERM", "LOADING", "BUSY", "ERR unknown command"];
+        if !not_now.iter().any(|prefix| text.starts_with(prefix)) {
+            return Err(text.to_string());
+        }
+        tracing::debug!(backend = %addr, reply = %text, "cannot read the server's run_id; not checked");
         return Ok(());
     }
     let text = String::from_utf8_lossy(&reply);
-    let field = |name: &str| {
-        text.lines()
-            .find_map(|line| line.strip_prefix(name)?.strip_prefix(':'))
-            .map(str::trim)
-    };
-    if let (Some(stats), Some(version)) = (learn, field("redis_version")) {
-        stats.set_server_version(version);
-    }
-    let Some(expected) = expected else {
-        return Ok(());
-    };
-    match field("run_id") {
+    let found = text
+        .lines()
+        .find_map(|line| line.strip_prefix("run_id:"))
+        .map(str::trim);
+    match found {
         Some(found) if found != expected => Err(format!(
             "restarted since its watchdog registered it (run_id {found}, registered {expected}): \
              not served until the shard's line in ZooKeeper changes"

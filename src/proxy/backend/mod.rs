@@ -117,7 +117,17 @@ pub struct BackendStats {
 }
 
 impl BackendStats {
-    fn set_server_version(&self, version: &str) {
+    /// Notes the `redis_version` of an `INFO server` reply (an error
+    /// reply, an ACL without INFO, has none).
+    fn learn_server_version(&self, info: &[u8]) {
+        let text = String::from_utf8_lossy(info);
+        let Some(version) = text
+            .lines()
+            .find_map(|line| line.strip_prefix("redis_version:"))
+            .map(str::trim)
+        else {
+            return;
+        };
         let mut known = self.server_version.lock().expect("version lock");
         if known.as_deref() != Some(version) {
             *known = Some(version.into());

@@ -141,8 +141,7 @@ pub(super) async fn run(mut spec: Spec, mut orders: mpsc::UnboundedReceiver<Orde
     let mut backoff = MIN_BACKOFF;
     loop {
         let (addr, settings) = (spec.addr.clone(), spec.settings.clone());
-        let connecting =
-            async move { connect_to(&addr, &settings, Proto::Resp2, None, None).await };
+        let connecting = async move { connect_to(&addr, &settings, Proto::Resp2, None).await };
         tokio::pin!(connecting);
         let connected = loop {
             tokio::select! {
