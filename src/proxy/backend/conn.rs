@@ -400,6 +400,9 @@ struct InFlight {
     end: u64,
     /// It runs a script, on a shared connection ([`super::busy`]).
     script: bool,
+    /// The proxy's own request ([`Connection::ask_version`]): no client's,
+    /// so not counted in the backend's stats (twemproxy's fields).
+    own: bool,
 }
 
 struct Connection<'a> {
@@ -416,8 +419,9 @@ struct Connection<'a> {
     /// Replies matched to requests, counted up to 2: a connection closed
     /// after exactly one, an error, was refused (see [`Outcome::Refused`]).
     replies: u8,
-    /// The first reply was an error.
-    first_reply_failed: bool,
+    /// The first reply, when it was an error (not one to the proxy's own
+    /// INFO for want of rights).
+    first_error: Option<Bytes>,
     /// The script Redis runs for the request at the head of `in_flight`.
     script: RunningScript,
 }
@@ -433,7 +437,7 @@ impl<'a> Connection<'a> {
             incoming: ReplyBuffer::new(),
             out: OutBuf::for_requests(),
             replies: 0,
-            first_reply_failed: false,
+            first_error: None,
             script: RunningScript::default(),
         }
     }
@@ -650,7 +654,6 @@ impl<'a> Connection<'a> {
             Some(Instant::now() + timeout)
         });
         let (job, reply) = Job::new(Bytes::from_static(INFO_SERVER), 0, deadline);
-        self.target.stats.requests.fetch_add(1, Ordering::Relaxed);
         self.pushed += job.request.len() as u64;
         self.out.push(job.request);
         self.in_flight.push_back(InFlight {
@@ -658,6 +661,7 @@ impl<'a> Connection<'a> {
             deadline: job.deadline,
             end: self.pushed,
             script: false,
+            own: true,
         });
         let stats = self.target.stats.clone();
         tokio::spawn(async move {
@@ -702,6 +706,7 @@ impl<'a> Connection<'a> {
                 deadline: job.deadline,
                 end: self.pushed,
                 script,
+                own: false,
             });
             if self.in_flight.len() == 1 {
                 self.script.head_changed(script);
@@ -736,22 +741,33 @@ impl<'a> Connection<'a> {
                 Ok(None) => return Ok(()),
                 Err(e) => return Err(format!("protocol error from server: {e}")),
             };
-            *responses += 1;
-            *bytes += frame.len() as u64;
             if frame[0] == b'>' {
                 // RESP3 push data belongs to no request.
+                *responses += 1;
+                *bytes += frame.len() as u64;
                 continue;
             }
             let Some(entry) = self.in_flight.pop_front() else {
                 return Err("reply without a request".into());
             };
+            if !entry.own {
+                *responses += 1;
+                *bytes += frame.len() as u64;
+            }
             let next = self.in_flight.front().is_some_and(|f| f.script);
             if entry.script || next {
                 self.script.head_changed(next);
             }
             if self.replies < 2 {
-                if self.replies == 0 && frame[0] == b'-' {
-                    self.first_reply_failed = true;
+                // An ACL without INFO, or INFO renamed away, refuses only
+                // the proxy's own first request (`ask_version`).
+                let not_info = |words: &[u8]| !frame.starts_with(words);
+                if self.replies == 0
+                    && frame[0] == b'-'
+                    && not_info(b"-NOPERM")
+                    && not_info(b"-ERR unknown command")
+                {
+                    self.first_error = Some(frame.clone());
                     // NOAUTH, max clients, LOADING: the client gets Redis's
                     // own words (clients match them exactly), the log says
                     // which server.
@@ -780,7 +796,8 @@ impl<'a> Connection<'a> {
             if entry.deadline.is_none_or(|d| d > now) {
                 break;
             }
-            if let Some(reply) = entry.reply.take() {
+            // The proxy's own request is let go quietly: no client waits.
+            if let Some(reply) = entry.reply.take().filter(|_| !entry.own) {
                 time_out(self.target, reply);
             }
             stuck |= entry.end > self.written;
@@ -899,6 +916,15 @@ impl<'a> Connection<'a> {
     /// The connection failed or the backend closed it: fails every
     /// request still owed a reply; none is replayed.
     fn broken(mut self, reason: String) -> Outcome {
+        // What a server at `maxclients` (or in protected mode) does: one
+        // error, then the close. Its requests get that error, Redis's own
+        // words, as a client of its own would (the first request on a
+        // shared connection is the proxy's INFO); the connection is
+        // reopened after a backoff. Anything else is reopened at once.
+        if let Some(words) = self.first_error.take().filter(|_| self.replies == 1) {
+            self.answer_in_flight(|| Ok(words.clone()));
+            return Outcome::Refused(reason);
+        }
         let addr = self.target.addr.clone();
         self.answer_in_flight(|| {
             Err(BackendError::Closed {
@@ -906,12 +932,6 @@ impl<'a> Connection<'a> {
                 detail: format!(" ({reason})"),
             })
         });
-        // What a server at `maxclients` (or in protected mode) does: one
-        // error, then the close. Anything else is reopened at once.
-        if self.replies == 1 && self.first_reply_failed {
-            Outcome::Refused(reason)
-        } else {
-            Outcome::Broken(reason)
-        }
+        Outcome::Broken(reason)
     }
 }
