@@ -36,8 +36,22 @@ fn start_admin(c: &Cluster, args: &[&str], name: &str) -> (ProcessGuard, PathBuf
 /// Wakes a stopped run and returns its exit code and what it printed.
 fn wake(mut run: ProcessGuard, log: &PathBuf) -> (Option<i32>, String) {
     run.signal("CONT");
-    let code = run.wait_exit(Duration::from_secs(60));
+    ended(&mut run, log, 60)
+}
+
+/// Waits up to `secs` for a run to exit: its exit code and what it printed.
+fn ended(run: &mut ProcessGuard, log: &PathBuf, secs: u64) -> (Option<i32>, String) {
+    let code = run.wait_exit(Duration::from_secs(secs));
     (code, std::fs::read_to_string(log).unwrap())
+}
+
+/// Every one of `keys` moved to redis-0002 and is read through both
+/// proxies.
+fn assert_moved(c: &Cluster, keys: &[String]) {
+    assert_eq!(keys_on(c, 2, keys), keys.len());
+    for proxy in &c.proxies {
+        assert_preloaded(proxy.port, keys);
+    }
 }
 
 fn assert_no_fence_left(c: &Cluster) {
@@ -162,9 +176,8 @@ async fn a_migrate_stopped_before_any_key_moved_calls_the_migration_off() {
     let (mut run, log) = start_admin(&c, &MOVE, "stopped");
     wait_for_prepare(&c);
     run.signal("TERM");
-    let code = run.wait_exit(Duration::from_secs(10));
+    let (code, said) = ended(&mut run, &log, 10);
     c.proxies[1].guard.signal("CONT");
-    let said = std::fs::read_to_string(&log).unwrap();
     assert_ne!(code, Some(0), "{said}");
     assert!(said.contains("the migration was called off"), "{said}");
     let (_, status) = run_admin(&c.conf, &["status"]);
@@ -195,10 +208,7 @@ async fn a_migrate_killed_before_any_key_moved_lets_the_range_go() {
     assert_eq!(dbsize(&c.redis[2]), 0);
     let (code, text) = run_admin(&c.conf, &MOVE);
     assert_eq!(code, 0, "{text}");
-    assert_eq!(keys_on(&c, 2, &keys), keys.len());
-    for proxy in &c.proxies {
-        assert_preloaded(proxy.port, &keys);
-    }
+    assert_moved(&c, &keys);
 }
 
 /// `migrate` stopped (SIGSTOP, a hung host) in prepare until its session
@@ -243,13 +253,9 @@ async fn a_pause_in_prepare_is_kept_and_the_move_finishes_once_resumed() {
     assert_eq!(dbsize(&c.redis[2]), 0, "the paused mover moved keys");
     let (code, text) = run_admin(&c.conf, &["resume"]);
     assert_eq!(code, 0, "{text}");
-    let code = run.wait_exit(Duration::from_secs(60));
-    let said = std::fs::read_to_string(&log).unwrap();
+    let (code, said) = ended(&mut run, &log, 60);
     assert_eq!(code, Some(0), "{said}");
-    assert_eq!(keys_on(&c, 2, &keys), keys.len());
-    for proxy in &c.proxies {
-        assert_preloaded(proxy.port, &keys);
-    }
+    assert_moved(&c, &keys);
 }
 
 /// `abort` while `migrate` waits for the proxies: the run says so at once,
@@ -262,9 +268,8 @@ async fn an_abort_in_prepare_ends_the_waiting_run_at_once() {
     wait_for_prepare(&c);
     let (code, text) = run_admin(&c.conf, &["abort"]);
     assert_eq!(code, 0, "{text}");
-    let code = run.wait_exit(Duration::from_secs(10));
+    let (code, said) = ended(&mut run, &log, 10);
     c.proxies[1].guard.signal("CONT");
-    let said = std::fs::read_to_string(&log).unwrap();
     assert_ne!(code, Some(0), "{said}");
     assert!(said.contains("called off meanwhile (abort)"), "{said}");
     assert_eq!(dbsize(&c.redis[2]), 0);
@@ -282,8 +287,7 @@ async fn a_paused_prepare_is_called_off_when_its_barrier_times_out() {
     wait_for_prepare(&c);
     let (code, text) = run_admin(&c.conf, &["pause"]);
     assert_eq!(code, 0, "{text}");
-    let code = run.wait_exit(Duration::from_secs(20));
-    let said = std::fs::read_to_string(&log).unwrap();
+    let (code, said) = ended(&mut run, &log, 20);
     assert_ne!(code, Some(0), "{said}");
     assert!(
         said.contains("nothing was moved and the migration was called off"),
@@ -312,13 +316,10 @@ async fn of_two_runs_in_prepare_one_moves_the_range() {
     std::thread::sleep(Duration::from_secs(1));
     c.proxies[1].guard.signal("CONT");
     let ends = [
-        (first.wait_exit(Duration::from_secs(60)), first_log),
-        (second.wait_exit(Duration::from_secs(60)), second_log),
+        ended(&mut first, &first_log, 60),
+        ended(&mut second, &second_log, 60),
     ];
-    let said: Vec<String> = ends
-        .iter()
-        .map(|(_, log)| std::fs::read_to_string(log).unwrap())
-        .collect();
+    let said: Vec<&String> = ends.iter().map(|(_, said)| said).collect();
     let done = ends.iter().filter(|(code, _)| *code == Some(0)).count();
     assert_eq!(done, 1, "{said:?}");
     assert!(
@@ -326,10 +327,7 @@ async fn of_two_runs_in_prepare_one_moves_the_range() {
             .any(|s| s.contains("another shardproxy-admin run took")),
         "{said:?}"
     );
-    assert_eq!(keys_on(&c, 2, &keys), keys.len());
-    for proxy in &c.proxies {
-        assert_preloaded(proxy.port, &keys);
-    }
+    assert_moved(&c, &keys);
 }
 
 /// The move the tests of phase prepare make.
