@@ -417,6 +417,35 @@ fn the_version_reported_is_the_servers() {
     assert!(hello.contains(&field), "{hello}");
 }
 
+/// The proxy's INFO on a new connection timed out (the server was stopped
+/// while the proxy connected): its late reply still gives the version
+/// (review: 7.0.0 for as long as the connection lived), and the clients'
+/// requests got their own timeouts.
+#[test]
+fn the_version_is_learnt_from_a_late_reply() {
+    let redis = Redis::start();
+    let proxy = Proxy::start(&format!(
+        "  redis: true\n  timeout: 1000\n  servers:\n   - {}:1\n",
+        redis.addr()
+    ));
+    let theirs = redis.connect().cmd_str(&["INFO", "server"]);
+    let version = |info: &str| {
+        info.lines()
+            .find_map(|line| line.strip_prefix("redis_version:"))
+            .map(str::to_string)
+    };
+    let theirs = version(&theirs).unwrap();
+    redis.guard.signal("STOP");
+    let mut c = RawClient::connect(proxy.port);
+    let reply = c.cmd_str(&["GET", "k"]);
+    assert!(reply.contains("timed out after 1000 ms"), "{reply}");
+    redis.guard.signal("CONT");
+    wait_until("the server's version", Duration::from_secs(10), || {
+        version(&c.cmd_str(&["INFO", "server"])).as_deref() == Some(theirs.as_str())
+    });
+    assert_eq!(c.cmd_str(&["GET", "k"]), "$-1\r\n");
+}
+
 #[test]
 fn auth_and_database_reach_the_backend_in_the_right_order() {
     let backend = Redis::start_with(&["--requirepass", "s3cret"]);

@@ -653,7 +653,9 @@ impl<'a> Connection<'a> {
             let timeout = self.target.settings.timeout?;
             Some(Instant::now() + timeout)
         });
-        let (job, reply) = Job::new(Bytes::from_static(INFO_SERVER), 0, deadline);
+        // Nobody waits for its reply: `match_frames` reads the version
+        // from it, also when it comes after its deadline.
+        let (job, _) = Job::new(Bytes::from_static(INFO_SERVER), 0, deadline);
         self.pushed += job.request.len() as u64;
         self.out.push(job.request);
         self.in_flight.push_back(InFlight {
@@ -662,12 +664,6 @@ impl<'a> Connection<'a> {
             end: self.pushed,
             script: false,
             own: true,
-        });
-        let stats = self.target.stats.clone();
-        tokio::spawn(async move {
-            if let Ok(Ok(info)) = reply.await {
-                stats.learn_server_version(&info);
-            }
         });
     }
 
@@ -750,7 +746,9 @@ impl<'a> Connection<'a> {
             let Some(entry) = self.in_flight.pop_front() else {
                 return Err("reply without a request".into());
             };
-            if !entry.own {
+            if entry.own {
+                self.target.stats.learn_server_version(&frame);
+            } else {
                 *responses += 1;
                 *bytes += frame.len() as u64;
             }
@@ -814,6 +812,7 @@ impl<'a> Connection<'a> {
         let owed: Vec<(ReplySender, Option<Instant>)> = self
             .in_flight
             .drain(..)
+            .filter(|entry| !entry.own)
             .filter_map(|entry| entry.reply.map(|reply| (reply, entry.deadline)))
             .collect();
         if !owed.is_empty() {
@@ -904,7 +903,9 @@ impl<'a> Connection<'a> {
     /// answer finds it so.
     fn answer_in_flight(&mut self, reply: impl Fn() -> Reply) {
         self.target.retire();
-        for owed in self.in_flight.drain(..).filter_map(|entry| entry.reply) {
+        // The proxy's own request has nobody to answer, and is no error.
+        let owed = self.in_flight.drain(..).filter(|entry| !entry.own);
+        for owed in owed.filter_map(|entry| entry.reply) {
             let answer = reply();
             if answer.is_err() {
                 self.target.stats.errors.fetch_add(1, Ordering::Relaxed);

@@ -119,7 +119,7 @@ pub struct BackendStats {
 impl BackendStats {
     /// Notes the `redis_version` of an `INFO server` reply (an error
     /// reply, an ACL without INFO, has none).
-    fn learn_server_version(&self, info: &[u8]) {
+    pub(super) fn learn_server_version(&self, info: &[u8]) {
         let text = String::from_utf8_lossy(info);
         let Some(version) = text
             .lines()
