@@ -13,6 +13,15 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+/// The value of `key` in INFO text (`key:value` lines): the watchdog's
+/// checks, and the proxy's reading of its servers' `run_id` and version.
+pub fn info_field<'a>(info: &'a str, key: &str) -> Option<&'a str> {
+    info.lines().find_map(|line| {
+        let (k, v) = line.split_once(':')?;
+        (k == key).then_some(v.trim())
+    })
+}
+
 /// The largest reply accepted unless raised ([`RedisConn::accept_replies_up_to`]);
 /// INFO, the biggest the watchdog asks for, is a few kilobytes.
 const MAX_REPLY: usize = 1 << 20;

@@ -392,11 +392,6 @@ fn a_hung_backend_times_out_without_hanging_others() {
 fn the_version_reported_is_the_servers() {
     let s = setup();
     let mut c = client(&s);
-    let version = |info: &str| {
-        info.lines()
-            .find_map(|line| line.strip_prefix("redis_version:"))
-            .map(str::to_string)
-    };
     let theirs = version(&s._shards[0].connect().cmd_str(&["INFO", "server"])).unwrap();
     assert_ne!(
         theirs, "7.0.0",
@@ -429,11 +424,6 @@ fn the_version_is_learnt_from_a_late_reply() {
         redis.addr()
     ));
     let theirs = redis.connect().cmd_str(&["INFO", "server"]);
-    let version = |info: &str| {
-        info.lines()
-            .find_map(|line| line.strip_prefix("redis_version:"))
-            .map(str::to_string)
-    };
     let theirs = version(&theirs).unwrap();
     redis.guard.signal("STOP");
     let mut c = RawClient::connect(proxy.port);
@@ -666,4 +656,9 @@ fn a_request_of_over_a_million_arguments_runs() {
     c.send_raw(&request);
     assert_eq!(c.read_reply(), b":1100000\r\n");
     assert_eq!(c.read_reply(), b":1100000\r\n");
+}
+
+/// The `redis_version` an INFO text gives.
+fn version(info: &str) -> Option<String> {
+    shardproxy::redis_client::info_field(info, "redis_version").map(str::to_string)
 }

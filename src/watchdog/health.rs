@@ -4,7 +4,7 @@
 //! loaded), and how many checks failed in a row.
 
 use super::proxy_user::ProxyUser;
-use crate::redis_client::{RedisConn, RedisError};
+use crate::redis_client::{info_field, RedisConn, RedisError};
 use crate::zk::layout::Role;
 use std::time::Duration;
 use tracing::{info, warn};
@@ -110,14 +110,6 @@ impl RedisState {
             None => "none".to_string(),
         }
     }
-}
-
-/// The value of `key` in INFO text (`key:value` lines).
-pub fn info_field<'a>(info: &'a str, key: &str) -> Option<&'a str> {
-    info.lines().find_map(|line| {
-        let (k, v) = line.split_once(':')?;
-        (k == key).then_some(v.trim())
-    })
 }
 
 /// Splits `host:port` or `[ipv6]:port` into what REPLICAOF takes.

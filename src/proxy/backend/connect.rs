@@ -93,11 +93,7 @@ async fn check_run_id<S: AsyncRead + AsyncWrite + Unpin>(
         return Ok(());
     }
     let text = String::from_utf8_lossy(&reply);
-    let found = text
-        .lines()
-        .find_map(|line| line.strip_prefix("run_id:"))
-        .map(str::trim);
-    match found {
+    match crate::redis_client::info_field(&text, "run_id") {
         Some(found) if found != expected => Err(format!(
             "restarted since its watchdog registered it (run_id {found}, registered {expected}): \
              not served until the shard's line in ZooKeeper changes"

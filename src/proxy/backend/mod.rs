@@ -121,11 +121,7 @@ impl BackendStats {
     /// reply, an ACL without INFO, has none).
     pub(super) fn learn_server_version(&self, info: &[u8]) {
         let text = String::from_utf8_lossy(info);
-        let Some(version) = text
-            .lines()
-            .find_map(|line| line.strip_prefix("redis_version:"))
-            .map(str::trim)
-        else {
+        let Some(version) = crate::redis_client::info_field(&text, "redis_version") else {
             return;
         };
         let mut known = self.server_version.lock().expect("version lock");
