@@ -757,14 +757,12 @@ impl<'a> Connection<'a> {
                 self.script.head_changed(next);
             }
             if self.replies < 2 {
-                // An ACL without INFO, or INFO renamed away, refuses only
-                // the proxy's own first request (`ask_version`).
-                let not_info = |words: &[u8]| !frame.starts_with(words);
-                if self.replies == 0
-                    && frame[0] == b'-'
-                    && not_info(b"-NOPERM")
-                    && not_info(b"-ERR unknown command")
-                {
+                // An ACL without INFO, or INFO renamed away, refuses the
+                // proxy's own first request (`ask_version`), and only it.
+                let info_refused = entry.own
+                    && (frame.starts_with(b"-NOPERM")
+                        || frame.starts_with(b"-ERR unknown command"));
+                if self.replies == 0 && frame[0] == b'-' && !info_refused {
                     self.first_error = Some(frame.clone());
                     // NOAUTH, max clients, LOADING: the client gets Redis's
                     // own words (clients match them exactly), the log says
