@@ -425,17 +425,9 @@ async fn begin_moving(
                 version = read;
             }
             Some((current, _)) if current.id == state.id => {
-                return Err(failed(format!(
-                    "another shardproxy-admin run took the migration to phase {} meanwhile; it \
-                     drives it",
-                    current.phase.as_str()
-                )))
+                return Err(failed(CallOff::Went(current.phase).said()))
             }
-            _ => {
-                return Err(failed(
-                    "the migration was called off (abort) or replaced meanwhile: nothing moved",
-                ))
-            }
+            _ => return Err(failed(CALLED_OFF_MEANWHILE)),
         }
     }
 }
@@ -604,12 +596,17 @@ async fn drive(
     Ok(out)
 }
 
+/// Why a run stops when its migration was called off (or replaced) by
+/// someone else while it ran.
+const CALLED_OFF_MEANWHILE: &str =
+    "the migration was called off meanwhile (abort): nothing was moved";
+
 /// What became of migration `id`, which this run stopped waiting for:
 /// called off (or replaced), or taken on by another run.
 async fn ended_meanwhile(client: &zk::Client, target: &Target, id: &str) -> String {
     match read_state(client, target).await {
         Ok(Some((current, _))) if current.id == id => CallOff::Went(current.phase).said(),
-        Ok(_) => "the migration was called off meanwhile (abort): nothing was moved".to_string(),
+        Ok(_) => CALLED_OFF_MEANWHILE.to_string(),
         Err(e) => format!("the migration changed meanwhile and cannot be read ({e})"),
     }
 }
