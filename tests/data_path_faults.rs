@@ -629,6 +629,17 @@ fn a_server_that_drops_every_connection_is_not_reconnected_in_a_loop() {
         refused.contains("max number of clients reached"),
         "{refused}"
     );
+    // Every request counts as the server's error, also those answered
+    // with its refusal.
+    let stats = proxy.stats();
+    let server = stats["pool"]
+        .as_object()
+        .unwrap()
+        .values()
+        .find(|s| s["requests"].is_u64())
+        .expect("the server's stats");
+    assert_eq!(server["requests"], requests, "{server}");
+    assert_eq!(server["server_err"], requests, "{server}");
 }
 
 /// With `auto_eject_hosts`, a dead server is ejected again soon after each

@@ -895,8 +895,8 @@ impl<'a> Connection<'a> {
         Outcome::Broken(reason)
     }
 
-    /// Answers every request still owed a reply with `reply` (an error
-    /// counted as one), as the connection ends; none is replayed. A private
+    /// Answers every request still owed a reply with `reply` (an error,
+    /// or an error reply, counted as one), as the connection ends; none is replayed. A private
     /// connection is marked broken first, so that a client given the
     /// answer finds it so.
     fn answer_in_flight(&mut self, reply: impl Fn() -> Reply) {
@@ -905,7 +905,9 @@ impl<'a> Connection<'a> {
         let owed = self.in_flight.drain(..).filter(|entry| !entry.own);
         for owed in owed.filter_map(|entry| entry.reply) {
             let answer = reply();
-            if answer.is_err() {
+            // A refused connection's requests get Redis's error reply.
+            let error = answer.as_ref().map_or(true, |frame| frame.starts_with(b"-"));
+            if error {
                 self.target.stats.errors.fetch_add(1, Ordering::Relaxed);
             }
             owed.send(answer);
