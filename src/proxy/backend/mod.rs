@@ -16,10 +16,12 @@ mod backoff;
 mod busy;
 mod conn;
 mod connect;
+mod connected;
 mod health;
 mod queue;
 mod replies_in;
 pub mod reply;
+mod target;
 
 pub use health::Health;
 pub use reply::{AbandonHandle, ReplyReceiver, ReplySender};
@@ -302,7 +304,7 @@ impl Backend {
         (0..self.settings.connections.max(1))
             .map(|_| {
                 let (jobs, rx) = mpsc::unbounded_channel();
-                let target = conn::Target {
+                let target = target::Target {
                     addr: self.addr.clone(),
                     proto,
                     settings: self.settings.clone(),
@@ -389,14 +391,14 @@ impl Backend {
         let (jobs, rx) = mpsc::unbounded_channel();
         let broken = Arc::new(AtomicBool::new(false));
         let blocked_on = Arc::new(AtomicU64::new(NOT_BLOCKED));
-        let target = conn::Target {
+        let target = target::Target {
             addr: self.addr.clone(),
             proto,
             settings: self.settings.clone(),
             stats: self.stats.clone(),
             health: self.health.clone(),
             demotion: self.demotion.clone(),
-            private: Some(conn::Private {
+            private: Some(target::Private {
                 broken: broken.clone(),
                 blocked_on: blocked_on.clone(),
                 moving: self.demotion.moving.subscribe(),
