@@ -339,12 +339,30 @@ fn a_script_running_long_gets_other_clients_busy_replies() {
             c.cmd_str(&["GET", &elsewhere]),
             format!("${}\r\n{elsewhere}\r\n", elsewhere.len())
         );
+        // The script's own client waits behind it, as with Redis.
+        let processed = |c: &mut RawClient| {
+            c.info_number("stats", "total_commands_processed")
+                .expect("total_commands_processed")
+        };
+        let before = processed(&mut c);
+        busy.send_raw(&common::redis::encode_command(&[b"GET", b"k:1"]));
+        // Each INFO counts itself: a count past that is the GET read.
+        let mut infos = 0;
+        wait_until(
+            "the proxy to read the held request",
+            Duration::from_secs(5),
+            || {
+                infos += 1;
+                processed(&mut c) > before + infos
+            },
+        );
         assert_eq!(c.cmd_str(&[kill, "KILL"]), "+OK\r\n");
         let killed = String::from_utf8_lossy(&busy.read_reply()).into_owned();
         assert!(
             killed.starts_with('-') && killed.contains("killed"),
             "{killed}"
         );
+        assert_eq!(busy.read_reply(), b"$3\r\nk:1\r\n");
         assert_eq!(early.read_reply(), b"$3\r\nk:1\r\n");
         assert_eq!(c.cmd_str(&["GET", "k:1"]), "$3\r\nk:1\r\n");
     }

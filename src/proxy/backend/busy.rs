@@ -20,9 +20,10 @@
 //! written once the script's reply comes, or times out with the pool's
 //! `timeout`. What was written before runs after the script, as Redis runs
 //! what it had read. A client's own connection (transactions, blocking
-//! commands) waits, as a Redis client waits behind its own script; on a
-//! shared connection a client's request held behind its own script gets
-//! `-BUSY` too, where Redis would run it after the script.
+//! commands) waits, as a Redis client waits behind its own script. So does
+//! a client on a shared connection: its requests held behind its own script
+//! are written after the script, while the connection's other clients get
+//! `-BUSY`.
 
 use bytes::Bytes;
 use std::time::Duration;
@@ -74,6 +75,8 @@ pub(super) fn is_script(request: &[u8]) -> bool {
 #[derive(Debug, Default)]
 pub(super) struct RunningScript {
     since: Option<Instant>,
+    /// The affinity of the client whose script it is.
+    client: usize,
     stage: Stage,
 }
 
@@ -88,12 +91,19 @@ enum Stage {
 }
 
 impl RunningScript {
-    /// The request at the head of the requests in flight changed: whether
-    /// it runs a script (false also when nothing is in flight).
+    /// The request at the head of the requests in flight changed: the
+    /// affinity of the client whose script it runs, if it runs one (`None`
+    /// also when nothing is in flight).
     #[inline]
-    pub fn head_changed(&mut self, script: bool) {
+    pub fn head_changed(&mut self, script_of: Option<usize>) {
         self.stage = Stage::Running;
-        self.since = script.then(Instant::now);
+        self.since = script_of.map(|_| Instant::now());
+        self.client = script_of.unwrap_or_default();
+    }
+
+    /// True when a script runs and the client of `affinity` sent it.
+    pub fn sent_by(&self, affinity: usize) -> bool {
+        self.since.is_some() && self.client == affinity
     }
 
     /// When the script at the head will have run long enough to hold what
@@ -171,7 +181,9 @@ mod tests {
         let mut running = RunningScript::default();
         assert_eq!(running.hold_at(), None);
         assert!(!running.starts_holding(Instant::now()));
-        running.head_changed(true);
+        assert!(!running.sent_by(0), "no script runs");
+        running.head_changed(Some(1));
+        assert!(running.sent_by(1) && !running.sent_by(2));
         let start = Instant::now();
         assert_eq!(running.hold_at(), Some(start + HOLD_AFTER));
         assert!(!running.starts_holding(start + HOLD_AFTER / 2));
@@ -183,8 +195,9 @@ mod tests {
         running.confirm_busy(busy.clone());
         assert_eq!(running.busy(), Some(&busy));
         // Its reply came: the next request runs no script.
-        running.head_changed(false);
+        running.head_changed(None);
         assert!(!running.holding() && running.busy().is_none());
+        assert!(!running.sent_by(1));
         // A late answer for a script that is over changes nothing.
         running.confirm_busy(busy);
         assert!(running.busy().is_none());

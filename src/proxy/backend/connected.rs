@@ -82,8 +82,9 @@ struct InFlight {
     deadline: Option<Instant>,
     /// Where the request ends in the connection's output stream.
     end: u64,
-    /// It runs a script, on a shared connection ([`super::busy`]).
-    script: bool,
+    /// It runs a script, on a shared connection ([`super::busy`]): the
+    /// affinity of the client that sent it.
+    script_of: Option<usize>,
     /// The proxy's own request ([`Connection::ask_version`]): no client's,
     /// so not counted in the backend's stats (twemproxy's fields).
     own: bool,
@@ -346,17 +347,19 @@ impl<'a> Connection<'a> {
             reply: Some(job.reply),
             deadline: job.deadline,
             end: self.pushed,
-            script: false,
+            script_of: None,
             own: true,
         });
     }
 
     /// Redis's `-BUSY` to a request not written while a script runs long
-    /// ([`super::busy`]): an error reply, as Redis gives it. Except the
-    /// proxy's own PINGs, which wait: their reply must mean that what was
-    /// sent before them has run (a migration's prepare waits for that).
+    /// ([`super::busy`]): an error reply, as Redis gives it to other
+    /// clients. Two kinds of request wait instead: those of the client whose
+    /// script it is, which Redis runs after the script, and the proxy's own
+    /// PINGs, whose reply must mean that what was sent before them has run
+    /// (a migration's prepare waits for that).
     fn answer_busy(&self, queue: &mut Queue, job: Job, reply: Bytes) {
-        if job.request[..] == PING[..] {
+        if self.script.sent_by(job.affinity) || job.request[..] == PING[..] {
             return queue.push_back_waiting(job);
         }
         self.target.stats.requests.fetch_add(1, Ordering::Relaxed);
@@ -379,17 +382,18 @@ impl<'a> Connection<'a> {
             bytes += job.request.len() as u64;
             self.pushed += job.request.len() as u64;
             // A client's own connection waits behind its script.
-            let script = self.target.private.is_none() && is_script(&job.request);
+            let script_of =
+                (self.target.private.is_none() && is_script(&job.request)).then_some(job.affinity);
             self.out.push(job.request);
             self.in_flight.push_back(InFlight {
                 reply: Some(job.reply),
                 deadline: job.deadline,
                 end: self.pushed,
-                script,
+                script_of,
                 own: false,
             });
             if self.in_flight.len() == 1 {
-                self.script.head_changed(script);
+                self.script.head_changed(script_of);
             }
         }
         if requests > 0 {
@@ -436,8 +440,8 @@ impl<'a> Connection<'a> {
                 *responses += 1;
                 *bytes += frame.len() as u64;
             }
-            let next = self.in_flight.front().is_some_and(|f| f.script);
-            if entry.script || next {
+            let next = self.in_flight.front().and_then(|f| f.script_of);
+            if entry.script_of.is_some() || next.is_some() {
                 self.script.head_changed(next);
             }
             if self.replies < 2 {
