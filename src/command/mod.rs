@@ -101,8 +101,12 @@ pub enum ScriptOp {
     /// SCRIPT KILL, FUNCTION KILL: every shard, each over a connection of
     /// its own (the shared one waits behind the busy script).
     Kill,
-    /// FUNCTION DUMP LIST STATS: the one shard keyless scripts run on.
+    /// FUNCTION DUMP LIST: the one shard keyless scripts run on.
     OneShard,
+    /// FUNCTION STATS: every shard, each over a connection of its own (the
+    /// shared one waits behind a function running long); the reply of one
+    /// running a function, else the keyless shard's.
+    Stats,
 }
 
 /// Where the keys are in the argument list (`args[0]` is the command name).

@@ -18,7 +18,7 @@ use super::Handling::{
 };
 use super::KeyspaceOp::{Flush, Keys, RandomKey, Scan};
 use super::NumkeysRule::{Card, Function, Pop, Script, Zset};
-use super::ScriptOp::{AllOk, Exists, Kill, Load, OneShard};
+use super::ScriptOp::{AllOk, Exists, Kill, Load, OneShard, Stats};
 use super::SplitKind::{Mget, Mset, SumIntegers};
 use super::{Command, Handling, KeySpec, NumkeysRule};
 
@@ -432,7 +432,7 @@ static FUNCTION: &[Command] = &[
     cmd("function|list", -2, NONE, Scripts(OneShard)),
     cmd("function|load", -3, NONE, Scripts(Load)),
     cmd("function|restore", -3, NONE, Scripts(AllOk)),
-    cmd("function|stats", 2, NONE, Scripts(OneShard)),
+    cmd("function|stats", 2, NONE, Scripts(Stats)),
 ];
 /// LATENCY subcommands, sorted by name.
 static LATENCY: &[Command] = &[

@@ -11,10 +11,12 @@
 //!   said it.
 //! - SCRIPT KILL, FUNCTION KILL: `+OK` when some shard stopped a script;
 //!   Redis's `NOTBUSY` when none was running anywhere.
-//! - FUNCTION DUMP LIST STATS: from the first shard of the routing table
-//!   (see [`KEYLESS_SHARD`]). The libraries are loaded on every shard
-//!   alike, so any one lists them; STATS shows that shard's running
-//!   function only.
+//! - FUNCTION DUMP LIST: from the first shard of the routing table (see
+//!   [`KEYLESS_SHARD`]). The libraries are loaded on every shard alike, so
+//!   any one lists them.
+//! - FUNCTION STATS: the first shard's that runs a function, else the
+//!   first shard's; asked over connections of their own, as Redis answers
+//!   it while a function runs long.
 //!
 //! Errors follow [`fanout::failure`]: the same refusal from every shard is
 //! Redis's own reply; a refusal from some shards only names the first.
@@ -24,7 +26,7 @@
 //! and functions must be loaded again (FUNCTION LOAD REPLACE, or RESTORE).
 
 use crate::command::{Command, KeySpec, NumkeysRule, ScriptOp};
-use crate::protocol::{is_error_reply, Value};
+use crate::protocol::{encode, is_error_reply, Value};
 use crate::proxy::fanout::{self, array_elements, Answer};
 use crate::proxy::pending::Pending;
 use crate::proxy::router::{RoutingTable, ShardName};
@@ -34,7 +36,8 @@ use crate::redis_client::{RedisConn, RedisError};
 use bytes::{Bytes, BytesMut};
 use std::time::Duration;
 
-/// How long SCRIPT KILL waits for each shard. Not the pool's `timeout`:
+/// How long SCRIPT KILL (and FUNCTION STATS) waits for each shard. Not the
+/// pool's `timeout`:
 /// Redis takes the kill only once the script has run `busy-reply-threshold`
 /// (5 s by default), and a kill sent earlier waits for that.
 const KILL_TIMEOUT: Duration = Duration::from_secs(6);
@@ -71,6 +74,9 @@ pub fn run(session: &Session, op: ScriptOp, cmd: &Command, raw: Bytes) -> Pendin
     }
     if op == ScriptOp::Kill {
         return kill(session, &table, cmd);
+    }
+    if op == ScriptOp::Stats {
+        return function_stats(session, &table);
     }
     let asked = fanout::ask_all(session, &table, &raw);
     let pool = session.pool.clone();
@@ -140,26 +146,86 @@ fn kill(session: &Session, table: &RoutingTable, cmd: &Command) -> Pending {
     } else {
         "SCRIPT"
     };
+    let asked = ask_on_own_connections(table, &[], [command, "KILL"]);
+    let pool = session.pool.clone();
+    Pending::Assembling(Box::pin(async move {
+        let reply = kill_reply(&asked.await);
+        if is_error_reply(&reply) {
+            PoolStats::bump(&pool.stats.errors);
+        }
+        reply
+    }))
+}
+
+/// FUNCTION STATS, which Redis answers while a function runs long (to show
+/// which one, and for how long, before a FUNCTION KILL): the shared
+/// connections wait behind that function, so each shard is asked over a
+/// connection of its own, as for KILL. The reply is that of the first shard
+/// running a function, else the keyless shard's (the libraries are alike
+/// on every shard).
+fn function_stats(session: &Session, table: &RoutingTable) -> Pending {
+    // RESP3 tells a null from an empty value; the reply is encoded again
+    // in the client's protocol, as Redis would give it.
+    let asked = ask_on_own_connections(table, &["HELLO", "3"], ["FUNCTION", "STATS"]);
+    let keyless = table.shard(KEYLESS_SHARD).name;
+    let (pool, proto) = (session.pool.clone(), session.proto);
+    Pending::Assembling(Box::pin(async move {
+        let outcomes = asked.await;
+        let chosen = outcomes
+            .iter()
+            .find(|(_, outcome)| outcome.as_ref().is_ok_and(runs_a_function))
+            .or_else(|| outcomes.iter().find(|(name, _)| *name == keyless))
+            .unwrap_or(&outcomes[0]);
+        let reply = match chosen {
+            (_, Ok(stats)) => {
+                let mut out = BytesMut::new();
+                encode(stats, proto, &mut out);
+                out.freeze()
+            }
+            (name, Err(e)) => refusal(name, e),
+        };
+        if is_error_reply(&reply) {
+            PoolStats::bump(&pool.stats.errors);
+        }
+        reply
+    }))
+}
+
+/// True when FUNCTION STATS says a function runs (its `running_script` is
+/// not null).
+fn runs_a_function(stats: &Value) -> bool {
+    let Value::Map(fields) = stats else {
+        return false;
+    };
+    fields.iter().any(|(name, value)| {
+        matches!(name, Value::Bulk(n) | Value::Simple(n) if &n[..] == b"running_script")
+            && !matches!(value, Value::Null | Value::NullArray)
+    })
+}
+
+/// What each shard answered over a connection of its own.
+type OwnAnswers = Vec<(ShardName, Result<Value, RedisError>)>;
+
+/// Sends `first` (unless empty) then `command` to every shard, each over a
+/// short-lived connection of its own that logs in as the pool's do. Sent
+/// now, not when the reply's turn comes: a request of the same client
+/// before it may be stuck behind the very script the command is about
+/// (review: `GET` + `SCRIPT KILL` pipelined never killed the script).
+fn ask_on_own_connections(
+    table: &RoutingTable,
+    first: &'static [&'static str],
+    command: [&'static str; 2],
+) -> impl std::future::Future<Output = OwnAnswers> + Send + 'static {
     let timeout = KILL_TIMEOUT;
-    let shards: Vec<_> = table
+    let asked: Vec<_> = table
         .distinct_shards()
         .into_iter()
         .map(|i| {
             let shard = table.shard(i);
             let settings = shard.backend.settings();
-            let login = (settings.user.clone(), settings.auth.clone());
-            let addr = (shard.backend.addr.clone(), settings.tls.clone());
-            (shard.name, addr, login)
-        })
-        .collect();
-    let pool = session.pool.clone();
-    // Sent now, not when the reply's turn comes: a request of the same
-    // client before it may be stuck behind the very script to stop (review:
-    // `GET` + `SCRIPT KILL` pipelined never killed the script).
-    let kills: Vec<_> = shards
-        .into_iter()
-        .map(|(name, (addr, tls), (user, auth))| {
-            let kill = tokio::spawn(async move {
+            let (user, auth) = (settings.user.clone(), settings.auth.clone());
+            let (addr, tls) = (shard.backend.addr.clone(), settings.tls.clone());
+            let answer = tokio::spawn(async move {
                 // As the backend connections log in: as `redis_user` when
                 // set, else as the default user.
                 let password = auth.as_deref().filter(|_| user.is_none());
@@ -168,15 +234,18 @@ fn kill(session: &Session, table: &RoutingTable, cmd: &Command) -> Pending {
                 if let (Some(user), Some(auth)) = (&user, &auth) {
                     conn.ok(&["AUTH", user, auth]).await?;
                 }
-                conn.call(&[command, "KILL"]).await
+                if !first.is_empty() {
+                    conn.call(first).await?;
+                }
+                conn.call(&command).await
             });
-            (name, kill)
+            (shard.name, answer)
         })
         .collect();
-    Pending::Assembling(Box::pin(async move {
+    async move {
         let mut outcomes = Vec::new();
-        for (name, kill) in kills {
-            let outcome = match kill.await {
+        for (name, answer) in asked {
+            let outcome = match answer.await {
                 Ok(outcome) => outcome,
                 Err(e) => Err(RedisError::Closed {
                     addr: format!("{name} ({e})"),
@@ -184,12 +253,18 @@ fn kill(session: &Session, table: &RoutingTable, cmd: &Command) -> Pending {
             };
             outcomes.push((name, outcome));
         }
-        let reply = kill_reply(&outcomes);
-        if is_error_reply(&reply) {
-            PoolStats::bump(&pool.stats.errors);
+        outcomes
+    }
+}
+
+/// A shard's refusal, or failure, naming the shard.
+fn refusal(name: &ShardName, error: &RedisError) -> Bytes {
+    match error {
+        RedisError::Reply { message, .. } => {
+            fanout::error_frame(&format!("{message} (shard '{name}')"))
         }
-        reply
-    }))
+        e => fanout::error_frame(&format!("ERR shard '{name}': {e}")),
+    }
 }
 
 /// `+OK` when some shard stopped a script; else the first refusal other
@@ -205,10 +280,7 @@ fn kill_reply(outcomes: &[(ShardName, Result<Value, RedisError>)]) -> Bytes {
             Err(RedisError::Reply { message, .. }) if message.starts_with("NOTBUSY") => {
                 notbusy.get_or_insert_with(|| message.clone());
             }
-            Err(RedisError::Reply { message, .. }) => {
-                return fanout::error_frame(&format!("{message} (shard '{name}')"))
-            }
-            Err(e) => return fanout::error_frame(&format!("ERR shard '{name}': {e}")),
+            Err(e) => return refusal(name, e),
             Ok(_) => {}
         }
     }
@@ -245,6 +317,23 @@ mod tests {
         let other = b"$40\r\n0000000000000000000000000000000000000000\r\n";
         let reply = same(&[answer(sha), answer(other)]);
         assert!(reply.starts_with(b"-ERR shards disagree"), "{reply:?}");
+    }
+
+    #[test]
+    fn a_function_runs_when_running_script_is_not_null() {
+        let stats = |running: Value| {
+            Value::Map(vec![
+                (Value::Bulk(Bytes::from_static(b"running_script")), running),
+                (Value::Bulk(Bytes::from_static(b"engines")), Value::Map(vec![])),
+            ])
+        };
+        assert!(!runs_a_function(&stats(Value::Null)));
+        let spin = Value::Map(vec![(
+            Value::Bulk(Bytes::from_static(b"name")),
+            Value::Bulk(Bytes::from_static(b"spin")),
+        )]);
+        assert!(runs_a_function(&stats(spin)));
+        assert!(!runs_a_function(&Value::Array(vec![])), "not RESP3");
     }
 
     #[test]
