@@ -375,3 +375,104 @@ fn a_reload_that_moves_no_key_keeps_a_ketama_transaction() {
         assert_eq!(client.cmd_str(&["GET", "tx"]), format!("$1\r\n{round}\r\n"));
     }
 }
+
+/// A reload of settings that move no key (`timeout`, `server_connections`)
+/// builds new backends for the same servers. A client's WATCH, read and
+/// MULTI across it go on (review: every keyed command after the reload got
+/// `-CROSSSLOT ... same server as the transaction`, and EXEC
+/// `-EXECABORT`), and the servers' counters on the stats port go on from
+/// where they were (they started again from 0).
+#[test]
+fn a_settings_reload_keeps_open_watches_and_the_servers_counters() {
+    let (a, b) = (Redis::start(), Redis::start());
+    let port = free_port();
+    let text = named_pool_file(port, &a, &b, 2048);
+    let proxy = Proxy::start_yaml(port, &text);
+    let key = key_in("w", 0..2048);
+    let mut client = RawClient::connect(port);
+    for i in 0..20 {
+        assert_eq!(client.cmd_str(&["SET", &key, &i.to_string()]), "+OK\r\n");
+    }
+    let requests = |proxy: &Proxy| proxy.stats()["p"]["a"]["requests"].as_u64().unwrap();
+    let before = requests(&proxy);
+    assert!(before >= 20, "{before}");
+    for (round, edit) in [
+        text.replace("hash: md5", "hash: md5\n  timeout: 3000"),
+        text.replace("hash: md5", "hash: md5\n  server_connections: 2"),
+    ]
+    .iter()
+    .enumerate()
+    {
+        assert_eq!(client.cmd_str(&["WATCH", &key]), "+OK\r\n");
+        reload(&proxy, edit);
+        assert!(client.cmd_str(&["GET", &key]).starts_with('$'));
+        assert_eq!(client.cmd_str(&["MULTI"]), "+OK\r\n");
+        let value = format!("round {round}");
+        assert_eq!(client.cmd_str(&["SET", &key, &value]), "+QUEUED\r\n");
+        assert_eq!(client.cmd_str(&["EXEC"]), "*1\r\n+OK\r\n", "round {round}");
+        assert_eq!(
+            a.connect().cmd_str(&["GET", &key]),
+            format!("${}\r\n{value}\r\n", value.len())
+        );
+        // A WATCH made after the reload is kept too.
+        assert_eq!(client.cmd_str(&["WATCH", &key]), "+OK\r\n");
+        assert_eq!(client.cmd_str(&["UNWATCH"]), "+OK\r\n");
+    }
+    assert!(
+        requests(&proxy) >= before + 6,
+        "{before} -> {}",
+        requests(&proxy)
+    );
+}
+
+/// A reload that changes `redis_db` sends every key to another database:
+/// a client blocked (BLPOP with no timeout) on the old one is told to
+/// retry, and its retry gets what is pushed now (review: it stayed blocked
+/// for good while pushes went to the new database).
+#[test]
+fn a_client_blocked_when_a_reload_changes_the_database_is_told_to_retry() {
+    let (a, b) = (Redis::start(), Redis::start());
+    let port = free_port();
+    let text = named_pool_file(port, &a, &b, 2048);
+    let proxy = Proxy::start_yaml(port, &text);
+    let key = key_in("d", 0..2048);
+    let mut consumer = RawClient::connect(port);
+    block(&mut consumer, &key, &[&a]);
+    reload(
+        &proxy,
+        &text.replace("hash: md5", "hash: md5\n  redis_db: 1"),
+    );
+    let reply = String::from_utf8_lossy(&consumer.read_reply()).to_string();
+    assert!(reply.starts_with("-TRYAGAIN"), "{reply}");
+    block(&mut consumer, &key, &[&a]);
+    pushed_and_popped(port, &mut consumer, &key);
+    let mut db1 = a.connect();
+    assert_eq!(db1.cmd_str(&["SELECT", "1"]), "+OK\r\n");
+    assert_eq!(db1.cmd_str(&["DBSIZE"]), ":0\r\n", "popped from db 1");
+}
+
+/// A setting only a restart applies is reported against what runs, not
+/// against the last file: reloaded twice, it is reported twice (the second
+/// reload said nothing, as if it had been applied); reverted, it is not
+/// reported (it said a restart was needed).
+#[test]
+fn restart_only_settings_are_reported_against_what_runs() {
+    let (a, b) = (Redis::start(), Redis::start());
+    let port = free_port();
+    let text = named_pool_file(port, &a, &b, 2048);
+    let proxy = Proxy::start_yaml(port, &text);
+    let notices = || {
+        proxy
+            .log_text()
+            .matches("'listen' changed: needs a restart")
+            .count()
+    };
+    let moved = text.replace(&format!(":{port}"), &format!(":{}", free_port()));
+    reload(&proxy, &moved);
+    assert_eq!(notices(), 1);
+    reload(&proxy, &moved);
+    assert_eq!(notices(), 2, "the second reload of the same edit");
+    reload(&proxy, &text);
+    assert_eq!(notices(), 2, "the listen address that runs");
+    assert_eq!(RawClient::connect(port).cmd_str(&["PING"]), "+PONG\r\n");
+}

@@ -61,7 +61,7 @@ struct Link {
 
 impl Link {
     fn serves(&self, backend: &Arc<Backend>, proto: Proto) -> bool {
-        Arc::ptr_eq(&self.backend, backend) && self.conn.proto == proto && !self.conn.is_broken()
+        self.backend.same_server(backend) && self.conn.proto == proto && !self.conn.is_broken()
     }
 }
 

@@ -61,7 +61,8 @@ impl Pool {
         }
     }
 
-    /// The pool's settings as last loaded from the file.
+    /// The pool's settings as they run: the file as last loaded, but with
+    /// the values it started with for what only a restart applies.
     pub fn config(&self) -> PoolConfig {
         self.file.lock().expect("pool file lock").0.clone()
     }
@@ -71,7 +72,7 @@ impl Pool {
         self.file.lock().expect("pool file lock").1.clone()
     }
 
-    /// Records a reloaded pool file.
+    /// Records a reloaded pool file (see [`Pool::config`]).
     pub fn set_config(&self, config: PoolConfig, shards: Vec<ShardSpec>) {
         *self.file.lock().expect("pool file lock") = (config, shards);
     }

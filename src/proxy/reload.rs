@@ -36,8 +36,9 @@ pub fn reload(pools: &[Arc<Pool>], path: &Path) -> Result<ReloadReport, ConfigEr
                 .push(format!("pool '{}' is new: a restart starts it", new.name));
             continue;
         };
-        restart_only_changes(&pool.config(), new, &mut report.need_restart);
-        apply(pool, new);
+        let mut running = new.clone();
+        restart_only_changes(&pool.config(), &mut running, &mut report.need_restart);
+        apply(pool, new, running);
         report.applied.push(new.name.clone());
     }
     for pool in pools {
@@ -53,10 +54,11 @@ pub fn reload(pools: &[Arc<Pool>], path: &Path) -> Result<ReloadReport, ConfigEr
 
 /// Rebuilds the pool's routing with the new settings. When ZooKeeper drives
 /// the routing, its servers stay; the file's servers become the new
-/// fallback.
-fn apply(pool: &Pool, new: &PoolConfig) {
+/// fallback. `running` is the file as it now runs, for the next reload to
+/// compare with: `new` but for what only a restart applies.
+fn apply(pool: &Pool, new: &PoolConfig, running: PoolConfig) {
     let specs = file_shards(new);
-    pool.set_config(new.clone(), specs.clone());
+    pool.set_config(running, specs.clone());
     let servers = (pool.router.source() != "zookeeper").then_some((specs.as_slice(), "file"));
     let old = pool.router.load();
     let table = pool.router.reconfigure(RouteSettings::of(new), servers);
@@ -72,17 +74,26 @@ fn apply(pool: &Pool, new: &PoolConfig) {
 /// ([`crate::proxy::backend::Backend::ranges_moving`]): those on the
 /// positions it lost (slot runs, or arcs of a ketama ring), or every one
 /// where a new hash or kind of distribution moved keys anywhere, or keys
-/// have no position (random), if the placement changed.
+/// have no position (random), if the placement changed, or the database
+/// (`redis_db`) changed.
 fn release_blocked_on_moved_keys(old: &RoutingTable, new: &RoutingTable) {
     let id: Arc<str> = Arc::from(format!("reload-{}", new.version));
     let comparable = old.hash == new.hash
         && old.hash_tag == new.hash_tag
         && std::mem::discriminant(&old.distribution) == std::mem::discriminant(&new.distribution);
     let mut lost: HashMap<Arc<str>, Vec<(u32, u32)>> = HashMap::new();
+    // A new `redis_db` moves every key: pushes now go to another database.
+    let db = |table: &RoutingTable| table.shards.first().map(|s| s.backend.settings().db);
+    let db_changed = db(old) != db(new);
     match (
         old.distribution.position_runs(),
         new.distribution.position_runs(),
     ) {
+        _ if db_changed => {
+            for shard in &old.shards {
+                lost.insert(shard.backend.addr.clone(), vec![(0, u32::MAX)]);
+            }
+        }
         (Some((size, before)), Some((new_size, after))) if size == new_size && comparable => {
             for (lo, hi, from, to) in overlaps(&before, &after) {
                 let (from, to) = (&old.shards[from].backend.addr, &new.shards[to].backend.addr);
@@ -130,41 +141,38 @@ fn overlaps(before: &[SlotRun], after: &[SlotRun]) -> Vec<(u64, u64, usize, usiz
     out
 }
 
-fn restart_only_changes(old: &PoolConfig, new: &PoolConfig, out: &mut Vec<String>) {
-    let mut check = |key: &str, changed: bool| {
-        if changed {
-            out.push(format!(
-                "pool '{}': '{key}' changed: needs a restart",
-                new.name
-            ));
-        }
-    };
-    check("listen", old.listen != new.listen);
-    check("backlog", old.backlog != new.backlog);
-    check("reuseport", old.reuseport != new.reuseport);
-    check("redis_auth (for clients)", old.redis_auth != new.redis_auth);
-    check("users", old.users != new.users);
-    check(
-        "client_connections",
-        old.client_connections != new.client_connections,
-    );
-    check(
-        "max_request_size",
-        old.max_request_size != new.max_request_size,
-    );
+/// Reports each setting of `new` that only a restart applies and that
+/// differs from what runs, and puts the running value back in `new`: the
+/// pool then records what runs, so the next reload compares with that (a
+/// change reverted is no longer reported, one reloaded twice still is;
+/// both were the other way round). `redis_auth` is both: the backends'
+/// password follows the file at once, the clients' at a restart.
+fn restart_only_changes(running: &PoolConfig, new: &mut PoolConfig, out: &mut Vec<String>) {
+    let name = new.name.clone();
+    let mut report =
+        |key: &str| out.push(format!("pool '{name}': '{key}' changed: needs a restart"));
+    macro_rules! keep_running {
+        ($key:expr, $field:ident) => {
+            if running.$field != new.$field {
+                report($key);
+                new.$field = running.$field.clone();
+            }
+        };
+    }
+    keep_running!("listen", listen);
+    keep_running!("backlog", backlog);
+    keep_running!("reuseport", reuseport);
+    keep_running!("redis_auth (for clients)", redis_auth);
+    keep_running!("users", users);
+    keep_running!("client_connections", client_connections);
+    keep_running!("max_request_size", max_request_size);
     // Both are fixed when the pool starts: each session's window, and the
     // cap every session shares.
-    check(
-        "client_output_limit",
-        old.client_output_limit != new.client_output_limit,
-    );
-    check(
-        "max_dedicated_connections",
-        old.max_dedicated_connections != new.max_dedicated_connections,
-    );
-    check("zookeeper keys", old.zookeeper != new.zookeeper);
+    keep_running!("client_output_limit", client_output_limit);
+    keep_running!("max_dedicated_connections", max_dedicated_connections);
+    keep_running!("zookeeper keys", zookeeper);
     // The listener's TLS acceptor is built once, at start.
-    check("tls_cert, tls_key, tls_ca", old.tls != new.tls);
+    keep_running!("tls_cert, tls_key, tls_ca", tls);
 }
 
 #[cfg(test)]

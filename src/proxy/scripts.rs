@@ -324,7 +324,10 @@ mod tests {
         let stats = |running: Value| {
             Value::Map(vec![
                 (Value::Bulk(Bytes::from_static(b"running_script")), running),
-                (Value::Bulk(Bytes::from_static(b"engines")), Value::Map(vec![])),
+                (
+                    Value::Bulk(Bytes::from_static(b"engines")),
+                    Value::Map(vec![]),
+                ),
             ])
         };
         assert!(!runs_a_function(&stats(Value::Null)));

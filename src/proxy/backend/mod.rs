@@ -278,9 +278,13 @@ impl Backend {
     /// Creates the backend and spawns its RESP2 connection tasks (which
     /// connect at once with `preconnect`, else on first use). Must run inside
     /// a tokio runtime.
-    fn new(addr: &str, settings: Arc<BackendSettings>, moving: Arc<MovingSignal>) -> Backend {
+    fn new(
+        addr: &str,
+        settings: Arc<BackendSettings>,
+        moving: Arc<MovingSignal>,
+        stats: Arc<BackendStats>,
+    ) -> Backend {
         let addr: Arc<str> = Arc::from(addr);
-        let stats = Arc::new(BackendStats::default());
         let health = Arc::new(Health::new(settings.failure_limit, settings.retry_timeout));
         let mut backend = Backend {
             addr,
@@ -472,6 +476,20 @@ impl Backend {
         &self.settings
     }
 
+    /// True when `other` reaches the same server as this backend, logged in
+    /// the same way: a connection opened by either serves both. A reload of
+    /// other settings (`timeout`, `server_connections`) builds new backends
+    /// for the same servers; a client's transaction or WATCH on one of the
+    /// old ones goes on there.
+    pub fn same_server(&self, other: &Backend) -> bool {
+        let (mine, theirs) = (&self.settings, &other.settings);
+        self.addr == other.addr
+            && mine.db == theirs.db
+            && mine.user == theirs.user
+            && mine.auth == theirs.auth
+            && mine.tls == theirs.tls
+    }
+
     pub fn is_demoted(&self) -> bool {
         *self.demotion.demoted.borrow()
     }
@@ -538,7 +556,26 @@ pub struct BackendRegistry {
     backends: Mutex<HashMap<String, Weak<Backend>>>,
     /// Each server address's moving signal while a backend for it lives,
     /// shared with the registries that succeed this one.
-    moving: Arc<Mutex<HashMap<String, Weak<MovingSignal>>>>,
+    moving: Arc<SharedByAddress<MovingSignal>>,
+    /// Likewise each server's counters, so that a reload of the settings
+    /// does not start them again from 0 (pollers of the stats port take
+    /// differences).
+    stats: Arc<SharedByAddress<BackendStats>>,
+}
+
+/// What the backends for one server address share while any of them lives.
+type SharedByAddress<T> = Mutex<HashMap<String, Weak<T>>>;
+
+/// The value the live backends for `addr` share, or a new one from `make`.
+fn shared<T>(by_address: &SharedByAddress<T>, addr: &str, make: impl FnOnce() -> T) -> Arc<T> {
+    let mut map = by_address.lock().expect("shared per address lock");
+    if let Some(value) = map.get(addr).and_then(Weak::upgrade) {
+        return value;
+    }
+    map.retain(|_, v| v.strong_count() > 0);
+    let value = Arc::new(make());
+    map.insert(addr.to_string(), Arc::downgrade(&value));
+    value
 }
 
 impl BackendRegistry {
@@ -547,18 +584,20 @@ impl BackendRegistry {
             settings: Arc::new(settings),
             backends: Mutex::new(HashMap::new()),
             moving: Arc::default(),
+            stats: Arc::default(),
         }
     }
 
     /// A registry for new backend settings (a reload changed them): its
-    /// backends are new, but each shares its moving signal with the
-    /// backends this one built for the same address, on which clients may
-    /// still be blocked; a later reload that moves their keys away must
-    /// reach them (a client blocked before a `timeout` change stayed
-    /// blocked for good on a key the next reload moved).
+    /// backends are new, but each shares with the backends this one built
+    /// for the same address its counters and its moving signal, on which
+    /// clients may still be blocked; a later reload that moves their keys
+    /// away must reach them (a client blocked before a `timeout` change
+    /// stayed blocked for good on a key the next reload moved).
     pub fn succeeding(&self, settings: BackendSettings) -> BackendRegistry {
         BackendRegistry {
             moving: self.moving.clone(),
+            stats: self.stats.clone(),
             ..BackendRegistry::new(settings)
         }
     }
@@ -574,19 +613,9 @@ impl BackendRegistry {
             return backend;
         }
         map.retain(|_, b| b.strong_count() > 0);
-        let moving = {
-            let mut signals = self.moving.lock().expect("moving lock");
-            match signals.get(addr).and_then(Weak::upgrade) {
-                Some(signal) => signal,
-                None => {
-                    signals.retain(|_, s| s.strong_count() > 0);
-                    let signal = Arc::new(watch::Sender::new(None));
-                    signals.insert(addr.to_string(), Arc::downgrade(&signal));
-                    signal
-                }
-            }
-        };
-        let backend = Arc::new(Backend::new(addr, self.settings.clone(), moving));
+        let moving = shared(&self.moving, addr, || watch::Sender::new(None));
+        let stats = shared(&self.stats, addr, BackendStats::default);
+        let backend = Arc::new(Backend::new(addr, self.settings.clone(), moving, stats));
         map.insert(addr.to_string(), Arc::downgrade(&backend));
         backend
     }
