@@ -66,6 +66,7 @@ fn pool_body(backends: &[Redis; 2]) -> String {
         "  redis: true\n  hash: md5\n  distribution: modula\n  hash_tag: \"{{}}\"\n  redis_user: {PROXY_USER}\n  redis_auth: {PROXY_PASS}\n  users:\n   \
          - {{name: alice, password_sha256: {pw}, mode: read, keys: [\"~cache:*\"]}}\n   \
          - {{name: bob, password_sha256: {pw}, mode: write}}\n   \
+         - {{name: dave, password_sha256: {pw}, mode: read}}\n   \
          - {{name: carol, password_sha256: {pw}, mode: write, keys: [\"~app:*\"]}}\n  \
          servers:\n   - {}:1\n   - {}:1\n",
         backends[0].addr(),
@@ -91,6 +92,7 @@ fn oracle() -> Redis {
     for rules in [
         "alice on >pw ~cache:* +@read +@connection +@transaction +info",
         "bob on >pw ~* &* +@all",
+        "dave on >pw ~* +@read +@connection +@transaction +info",
         "carol on >pw ~app:* &* +@all",
     ] {
         let mut args = vec!["ACL", "SETUSER"];
@@ -206,6 +208,21 @@ fn users_get_the_replies_redis_gives() {
         ("alice", &["CONFIG", "GET", "maxmemory"]),
         ("alice", &["FLUSHALL"]),
         ("alice", &["PING"]),
+        // A read user of every key: read-only scripts are @scripting, not
+        // @read (review: they ran, and could hold a shard -BUSY).
+        ("dave", &["GET", "secret"]),
+        ("dave", &["EVAL_RO", "return 1", "0"]),
+        (
+            "dave",
+            &[
+                "EVALSHA_RO",
+                "e0e1f9fabfc9d4800c877a703b823ac0578ff8db",
+                "0",
+            ],
+        ),
+        ("dave", &["FCALL_RO", "nof", "0"]),
+        ("dave", &["SET", "secret", "v"]),
+        ("dave", &["WAIT", "0", "0"]),
         // A write user limited to app:*, on split and single commands.
         ("carol", &["SET", "app:2", "y"]),
         ("carol", &["SET", "secret", "y"]),

@@ -26,9 +26,10 @@ const KEY_DENIED: &str =
     "NOPERM this user has no permissions to access one of the keys used as arguments";
 
 /// Commands a `read` user may run though Redis does not flag them
-/// read-only: those of the connection and of transactions (whose queued
-/// commands are checked one by one), as Redis's `+@connection
-/// +@transaction`, plus INFO, which clients send on connect. Sorted.
+/// read-only: those of the connection (WAIT among them) and of
+/// transactions (whose queued commands are checked one by one), as Redis's
+/// `+@connection +@transaction`, plus INFO, which clients send on connect.
+/// Sorted.
 const SESSION_COMMANDS: &[&str] = &[
     "acl|whoami",
     "auth",
@@ -45,8 +46,15 @@ const SESSION_COMMANDS: &[&str] = &[
     "reset",
     "select",
     "unwatch",
+    "wait",
     "watch",
 ];
+
+/// Commands Redis flags read-only but files under `@scripting`, not
+/// `@read`: a Redis user with `+@read` may not run them (a script may call
+/// any command the backend user may, and a long one holds its whole shard
+/// for every client: review). Refused to `read` users.
+const READONLY_SCRIPTS: &[&str] = &["eval_ro", "evalsha_ro", "fcall_ro"];
 
 /// Commands whose effect reaches keys not named in their arguments:
 /// refused to users limited to some keys, whose patterns the proxy could
@@ -187,7 +195,7 @@ pub fn check(user: &User, cmd: &Command, args: &[Bytes]) -> Result<(), String> {
         UserMode::Write => true,
         UserMode::Read => {
             let top = cmd.name.split('|').next().unwrap_or(cmd.name);
-            readonly::is_readonly(cmd.name)
+            (readonly::is_readonly(cmd.name) && !READONLY_SCRIPTS.contains(&cmd.name))
                 || SESSION_COMMANDS.binary_search(&top).is_ok()
                 || SESSION_COMMANDS.binary_search(&cmd.name).is_ok()
         }
