@@ -347,8 +347,13 @@ pub fn prometheus_text(pools: &[Arc<Pool>]) -> String {
     let mut invalid_shards = Vec::new();
     let mut replicas = Vec::new();
     let mut no_eligible = Vec::new();
+    let mut state_valid = Vec::new();
     for p in pools.iter().filter(|p| p.zookeeper.is_some()) {
         let status = p.zk_status.snapshot();
+        state_valid.push((
+            format!("{{pool=\"{}\"}}", escape(&p.name)),
+            u8::from(status.state_valid).to_string(),
+        ));
         for shard in status.view.iter().flat_map(|view| &view.shards) {
             let labels = format!(
                 "{{pool=\"{}\",shard=\"{}\"}}",
@@ -378,6 +383,13 @@ pub fn prometheus_text(pools: &[Arc<Pool>]) -> String {
         "gauge",
         "1 while the ZooKeeper session is connected.",
         &sessions,
+    );
+    family(
+        &mut out,
+        "shardproxy_zookeeper_state_valid",
+        "gauge",
+        "1 while every znode of the pool's last ZooKeeper state was valid; 0 while some are not (see INFO zookeeper's last_error): shards with bad data keep their last good routing, or are left out.",
+        &state_valid,
     );
     family(
         &mut out,

@@ -351,11 +351,42 @@ impl ShardView {
         let parsed = ShardData::parse(data);
         // A shard added for growth owns no range yet (`"weight":""`).
         let empty = parsed.as_ref().is_some_and(|d| d.weight.is_empty());
-        let (lo, hi) = if empty {
-            (0, 0)
+        let range = if empty {
+            None
         } else {
-            parse_shard_data(path, data)?
+            Some(parse_shard_data(path, data)?)
         };
+        Ok(ShardView::assemble(
+            path,
+            range,
+            parsed,
+            children,
+            last_master,
+        ))
+    }
+
+    /// A shard never seen valid whose data is invalid, or whose range
+    /// does not fit beside the others (`why`): it owns no range, as a shard
+    /// added for growth, and is flagged; the others are routed as before.
+    /// Its members are read as any shard's.
+    pub fn left_out(path: &str, children: &[String], why: String) -> ShardView {
+        ShardView {
+            invalid: Some(why),
+            ..ShardView::assemble(path, None, None, children, None)
+        }
+    }
+
+    /// The view of a shard owning `range` (none: empty), from its parsed
+    /// data and its children.
+    fn assemble(
+        path: &str,
+        range: Option<(u32, u32)>,
+        parsed: Option<ShardData>,
+        children: &[String],
+        last_master: Option<&str>,
+    ) -> ShardView {
+        let (lo, hi) = range.unwrap_or((0, 0));
+        let empty = range.is_none();
         let members = members_in_line(children);
         let strays = children
             .iter()
@@ -381,7 +412,7 @@ impl ShardView {
             .filter(|record| members.is_empty() && master.as_ref() == Some(&record.addr))
             .map(|record| record.run_id)
             .filter(|run_id| !run_id.is_empty());
-        Ok(ShardView {
+        ShardView {
             name: node_name(path).to_string(),
             lo,
             hi,
@@ -393,7 +424,7 @@ impl ShardView {
             strays,
             invalid: None,
             recorded_master,
-        })
+        }
     }
 }
 

@@ -449,62 +449,116 @@ impl<'a> Session<'a> {
             return;
         };
         let mut invalid = false;
-        let built = shards
-            .iter()
-            .map(|(name, nodes)| {
-                let last_shard = last.as_ref().and_then(|view| view.shard(name));
-                let last_master = last_shard.and_then(|shard| shard.master.as_deref());
-                let path = child_path(self.root, name);
-                let shard = ShardView::from_znodes(
-                    &path,
-                    nodes.data.as_deref().unwrap_or_default(),
-                    nodes.members.as_deref().unwrap_or_default(),
-                    last_master,
-                );
-                match (shard, last_shard) {
-                    (Ok(mut shard), _) => {
-                        shard.master_run_id = head_run_id(nodes, &shard, last_shard);
-                        shard.strays.extend(nodes.hand_made.iter().cloned());
-                        if !shard.strays.is_empty() {
-                            warn!(path = %path, strays = ?shard.strays, "children that are not members are left out of the line");
-                        }
-                        Ok(shard)
+        let mut read = Vec::with_capacity(shards.len());
+        for (name, nodes) in shards {
+            let last_shard = last.as_ref().and_then(|view| view.shard(name));
+            let last_master = last_shard.and_then(|shard| shard.master.as_deref());
+            let path = child_path(self.root, name);
+            let children = nodes.members.as_deref().unwrap_or_default();
+            let shard = ShardView::from_znodes(
+                &path,
+                nodes.data.as_deref().unwrap_or_default(),
+                children,
+                last_master,
+            );
+            let shard = match (shard, last_shard) {
+                (Ok(mut shard), _) => {
+                    shard.master_run_id = head_run_id(nodes, &shard, last_shard);
+                    shard.strays.extend(nodes.hand_made.iter().cloned());
+                    if !shard.strays.is_empty() {
+                        warn!(path = %path, strays = ?shard.strays, "children that are not members are left out of the line");
                     }
-                    // One shard's bad data freezes that shard's range only,
-                    // flagged: its members are still followed (they are
-                    // valid), so a failover meanwhile still moves routing.
-                    (Err(error), Some(last_shard)) => {
-                        warn!(path = %path, error = %error, "invalid shard data in ZooKeeper; keeping its last good range");
-                        self.status.record_error(&path, error.to_string());
-                        invalid = true;
-                        let mut kept = last_shard.clone();
-                        kept.invalid = Some(error.to_string());
-                        let line = members_in_line(nodes.members.as_deref().unwrap_or_default());
-                        if let Some(first) = line.first() {
-                            kept.master = Some(first.addr.clone());
-                        }
-                        kept.no_members = line.is_empty();
-                        kept.members = line;
-                        kept.master_run_id = head_run_id(nodes, &kept, Some(last_shard));
-                        Ok(kept)
-                    }
-                    (Err(error), None) => Err(error),
+                    shard
                 }
-            })
-            .collect::<Result<Vec<_>, _>>()
-            .and_then(ClusterView::new);
-        let mut view = match built {
-            Ok(view) => view,
-            Err(error) => {
-                let path = error.path().unwrap_or(self.root);
-                warn!(path = %path, error = %error, "invalid cluster state in ZooKeeper; keeping the last good view");
-                self.status.record_error(path, error.to_string());
-                self.status.set_state_valid(false);
-                return;
+                // One shard's bad data freezes that shard's range only,
+                // flagged: its members are still followed (they are
+                // valid), so a failover meanwhile still moves routing.
+                (Err(error), Some(last_shard)) => {
+                    warn!(path = %path, error = %error, "invalid shard data in ZooKeeper; keeping its last good range");
+                    self.status.record_error(&path, error.to_string());
+                    invalid = true;
+                    let mut kept = last_shard.clone();
+                    kept.invalid = Some(error.to_string());
+                    let line = members_in_line(children);
+                    if let Some(first) = line.first() {
+                        kept.master = Some(first.addr.clone());
+                    }
+                    kept.no_members = line.is_empty();
+                    kept.members = line;
+                    kept.master_run_id = head_run_id(nodes, &kept, Some(last_shard));
+                    kept
+                }
+                // A shard never valid (a znode created by hand, its data
+                // still to be set) is left out, flagged; the others are
+                // still followed (review: one such znode froze every
+                // shard's routing, failovers included).
+                (Err(error), None) => {
+                    warn!(path = %path, error = %error, "invalid data in a new shard znode; leaving it out of routing");
+                    self.status.record_error(&path, error.to_string());
+                    invalid = true;
+                    ShardView::left_out(&path, children, error.to_string())
+                }
+            };
+            read.push(shard);
+        }
+        let mut offered = self.offer(read.clone(), last, on_change);
+        if let (Err((_, error)), Some(seen)) = (&offered, last.as_ref()) {
+            // A new shard whose range does not fit beside the others (a
+            // typo, a range set before the others were shrunk) is left
+            // out, and the view offered again without it.
+            let why = format!("its range does not fit beside the other shards': {error}");
+            let mut fits = read;
+            let mut left_out = Vec::new();
+            for shard in fits.iter_mut() {
+                // New: never in a view, or only left out.
+                let new = seen
+                    .shard(&shard.name)
+                    .is_none_or(|before| before.empty && before.invalid.is_some());
+                if !shard.empty && shard.invalid.is_none() && new {
+                    let path = child_path(self.root, &shard.name);
+                    let children = shards[&shard.name].members.as_deref().unwrap_or_default();
+                    *shard = ShardView::left_out(&path, children, why.clone());
+                    left_out.push(path);
+                }
             }
-        };
+            if !left_out.is_empty() {
+                offered = self.offer(fits, last, on_change);
+                if offered.is_ok() {
+                    for path in &left_out {
+                        warn!(path = %path, reason = %why, "new shard left out of routing");
+                        self.status.record_error(path, why.clone());
+                    }
+                    invalid = true;
+                }
+            }
+        }
+        match offered {
+            Ok(migration_invalid) => self.status.set_state_valid(!(invalid || migration_invalid)),
+            Err((path, error)) => {
+                warn!(path = %path, error = %error, "invalid cluster state in ZooKeeper; keeping the last good view");
+                self.status.record_error(&path, error);
+                self.status.set_state_valid(false);
+            }
+        }
+    }
+
+    /// Checks `shards` as one view, with the migration read, and hands it
+    /// over unless it is the last one. `Ok(true)` when the migration's data
+    /// was invalid (the last good one is kept); the error names the znode
+    /// at fault and why.
+    fn offer(
+        &self,
+        shards: Vec<ShardView>,
+        last: &mut Option<ClusterView>,
+        on_change: &OnChange,
+    ) -> Result<bool, (String, String)> {
+        let mut view = ClusterView::new(shards).map_err(|error| {
+            let path = error.path().unwrap_or(self.root).to_string();
+            (path, error.to_string())
+        })?;
         // Bad migration data keeps the migration last seen: dropping it
         // would send the range's keys back to a source that gave some away.
+        let mut migration_invalid = false;
         view.migration = match self.migration.as_deref().map(MigrationState::parse) {
             None => None,
             Some(Ok(state)) => Some(state),
@@ -512,24 +566,24 @@ impl<'a> Session<'a> {
                 let path = self.migration_path.as_deref().unwrap_or(self.root);
                 warn!(path = %path, error = %error, "invalid migration in ZooKeeper; keeping the last good one");
                 self.status.record_error(path, error);
-                invalid = true;
+                migration_invalid = true;
                 last.as_ref().and_then(|l| l.migration.clone())
             }
         };
-        self.status.set_state_valid(!invalid);
         if last.as_ref() == Some(&view) {
-            return;
+            return Ok(migration_invalid);
         }
-        if let Err(reason) = on_change(view.clone()) {
-            // Offered again with the next change.
-            warn!(path = %self.root, reason = %reason, "cluster view refused; keeping the current routing");
-            self.status.record_error(self.root, reason);
-            self.status.set_state_valid(false);
-            return;
-        }
+        // Refused: offered again with the next change.
+        on_change(view.clone()).map_err(|reason| {
+            (
+                self.root.to_string(),
+                format!("cluster view refused; keeping the current routing: {reason}"),
+            )
+        })?;
         log_changes(self.root, last.as_ref(), &view);
         self.status.view_applied(Arc::new(view.clone()));
         *last = Some(view);
+        Ok(migration_invalid)
     }
 }
 
