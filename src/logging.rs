@@ -1,10 +1,17 @@
 //! What the three programs share at start-up: nutcracker's log levels,
-//! logging to stderr or a file, running in the background, and the stop
-//! signals.
+//! logging to stderr or a file, running in the background, the stop
+//! signals, and nutcracker's other signals (log reopening and level).
 
+use std::fs::File;
 use std::future::Future;
-use std::path::Path;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use tracing::level_filters::LevelFilter;
+use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{reload, Registry};
 
 /// nutcracker's `-v` scale: 0..3 error, 4 warn, 5 (notice) and 6 info,
 /// 7..8 debug, 9..11 trace; `None` above 11.
@@ -67,25 +74,141 @@ fn without_daemonize(arg: String) -> Option<String> {
     }
 }
 
+/// The log's level, changed by SIGTTIN and SIGTTOU ([`ops_signals`]).
+static LEVEL: OnceLock<reload::Handle<LevelFilter, Registry>> = OnceLock::new();
+/// The log file and its path, reopened on SIGHUP ([`ops_signals`]).
+static LOG_FILE: OnceLock<(PathBuf, Arc<Mutex<File>>)> = OnceLock::new();
+
 /// Logs at `level` to `output` (appended), or to stderr.
 ///
 /// # Errors
 /// The log file cannot be opened.
 pub fn init(level: LevelFilter, output: Option<&Path>) -> std::io::Result<()> {
-    let builder = tracing_subscriber::fmt()
-        .with_max_level(level)
-        .with_ansi(false);
+    let (filter, handle) = reload::Layer::new(level);
+    let _ = LEVEL.set(handle);
+    let lines = tracing_subscriber::fmt::layer().with_ansi(false);
+    let logging = tracing_subscriber::registry().with(filter);
     match output {
         Some(path) => {
-            let file = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(path)?;
-            builder.with_writer(std::sync::Mutex::new(file)).init();
+            let file = Arc::new(Mutex::new(open_log(path)?));
+            let _ = LOG_FILE.set((path.to_path_buf(), file.clone()));
+            logging.with(lines.with_writer(LogFile(file))).init();
         }
-        None => builder.with_writer(std::io::stderr).init(),
+        None => logging.with(lines.with_writer(std::io::stderr)).init(),
     }
     Ok(())
+}
+
+fn open_log(path: &Path) -> std::io::Result<File> {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+}
+
+/// The log file, shared with SIGHUP's reopening.
+struct LogFile(Arc<Mutex<File>>);
+
+/// One event's writes, under the file's lock.
+struct LogLine<'a>(MutexGuard<'a, File>);
+
+impl<'a> MakeWriter<'a> for LogFile {
+    type Writer = LogLine<'a>;
+
+    fn make_writer(&'a self) -> LogLine<'a> {
+        LogLine(self.0.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+}
+
+impl Write for LogLine<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.write(buf)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush()
+    }
+}
+
+/// Installs, at once, the handlers of the signals nutcracker answers
+/// besides SIGTERM and SIGINT, so that an ops team's tooling for it works
+/// (and none of them meets the default action, which ends the process):
+/// - SIGHUP reopens the log file (logrotate's `postrotate` for nutcracker;
+///   the proxy also reloads its pool file on it);
+/// - SIGTTIN and SIGTTOU raise and lower the log level by one;
+/// - SIGUSR1 and SIGUSR2 are logged and ignored.
+pub fn ops_signals() {
+    use tokio::signal::unix::{signal, SignalKind};
+    // Linux's numbers; tokio names no constant for them.
+    const SIGTTIN: i32 = 21;
+    const SIGTTOU: i32 = 22;
+    let handled = [
+        (SignalKind::hangup(), "SIGHUP"),
+        (SignalKind::from_raw(SIGTTIN), "SIGTTIN"),
+        (SignalKind::from_raw(SIGTTOU), "SIGTTOU"),
+        (SignalKind::user_defined1(), "SIGUSR1"),
+        (SignalKind::user_defined2(), "SIGUSR2"),
+    ];
+    for (kind, name) in handled {
+        match signal(kind) {
+            Ok(mut received) => {
+                tokio::spawn(async move {
+                    while received.recv().await.is_some() {
+                        on_ops_signal(name);
+                    }
+                });
+            }
+            Err(e) => tracing::warn!(signal = name, error = %e, "cannot handle the signal"),
+        }
+    }
+}
+
+fn on_ops_signal(name: &str) {
+    match name {
+        "SIGHUP" => {
+            if let Some((path, file)) = LOG_FILE.get() {
+                match open_log(path) {
+                    Ok(reopened) => {
+                        *file.lock().unwrap_or_else(PoisonError::into_inner) = reopened;
+                        tracing::info!(file = %path.display(), "SIGHUP: log file reopened");
+                    }
+                    Err(e) => tracing::error!(file = %path.display(), error = %e,
+                        "SIGHUP: cannot reopen the log file; still writing to the old one"),
+                }
+            }
+        }
+        "SIGTTIN" | "SIGTTOU" => {
+            let Some(level) = LEVEL.get() else {
+                return;
+            };
+            let mut now = LevelFilter::OFF;
+            let _ = level.modify(|filter| {
+                *filter = step_level(*filter, name == "SIGTTIN");
+                now = *filter;
+            });
+            // Shown at every level but the lowest (error only).
+            tracing::warn!(level = %now, "{name}: log level changed");
+        }
+        _ => tracing::info!(signal = name, "signal received; ignored"),
+    }
+}
+
+/// The next level up (more verbose) or down, within ERROR..TRACE.
+fn step_level(level: LevelFilter, up: bool) -> LevelFilter {
+    const LEVELS: [LevelFilter; 5] = [
+        LevelFilter::ERROR,
+        LevelFilter::WARN,
+        LevelFilter::INFO,
+        LevelFilter::DEBUG,
+        LevelFilter::TRACE,
+    ];
+    let at = LEVELS.iter().position(|l| *l == level).unwrap_or(0);
+    let next = if up {
+        (at + 1).min(LEVELS.len() - 1)
+    } else {
+        at.saturating_sub(1)
+    };
+    LEVELS[next]
 }
 
 /// Installs the SIGTERM and SIGINT handlers at once (so a signal that
@@ -134,6 +257,14 @@ mod tests {
             kept,
             ["-f", "w.conf", "-c", "10.0.0.1:6379", "/r/c/s", "-v"]
         );
+    }
+
+    #[test]
+    fn ttin_and_ttou_step_the_level_within_error_and_trace() {
+        assert_eq!(step_level(LevelFilter::INFO, true), LevelFilter::DEBUG);
+        assert_eq!(step_level(LevelFilter::INFO, false), LevelFilter::WARN);
+        assert_eq!(step_level(LevelFilter::TRACE, true), LevelFilter::TRACE);
+        assert_eq!(step_level(LevelFilter::ERROR, false), LevelFilter::ERROR);
     }
 
     #[test]

@@ -390,3 +390,44 @@ fn grown_input_buffers_are_counted_while_held() {
         0.0
     );
 }
+
+/// nutcracker's signals, as ops tooling for it sends them: SIGHUP reopens
+/// the log file (logrotate moves it, then sends SIGHUP: the proxy kept
+/// writing to the moved file), SIGTTIN and SIGTTOU change the log level,
+/// SIGUSR1 and SIGUSR2 are ignored (they ended the proxy).
+#[test]
+fn nutcrackers_signals_reopen_the_log_and_stop_nothing() {
+    let redis = Redis::start();
+    let proxy = Proxy::start(&format!(
+        "  redis: true\n  servers:\n   - {}:1\n",
+        redis.addr()
+    ));
+    let rotated = proxy.log.with_extension("log.1");
+    std::fs::rename(&proxy.log, &rotated).unwrap();
+    proxy.guard.signal("HUP");
+    common::wait_until("a new log file", Duration::from_secs(10), || {
+        proxy.log_text().contains("SIGHUP: log file reopened")
+    });
+    let before = std::fs::read_to_string(&rotated).unwrap();
+    assert!(before.contains("listening"), "{before}");
+    assert!(!before.contains("log file reopened"), "{before}");
+    // Started at -v 7 (debug): one step down is info.
+    proxy.guard.signal("TTOU");
+    common::wait_until("the level to change", Duration::from_secs(10), || {
+        proxy
+            .log_text()
+            .contains("SIGTTOU: log level changed level=info")
+    });
+    for signal in ["USR1", "USR2"] {
+        proxy.guard.signal(signal);
+        common::wait_until("the signal to be ignored", Duration::from_secs(10), || {
+            proxy
+                .log_text()
+                .contains(&format!("signal=\"SIG{signal}\""))
+        });
+    }
+    assert_eq!(
+        RawClient::connect(proxy.port).cmd_str(&["PING"]),
+        "+PONG\r\n"
+    );
+}

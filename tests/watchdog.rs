@@ -327,6 +327,17 @@ fn restarting_a_masters_watchdog_is_no_failover() {
     let first = pair.zk.members(&pair.shard)[0].seq;
     let mut writer = Writer::start([pair.a.port, pair.a.port]);
     wait_until("writes", DEADLINE, || writer.acked().len() > 100);
+    // nutcracker's other signals: the log is reopened (logrotate), the
+    // rest ignored; none stops the watchdog (SIGHUP and SIGUSR1 did, and a
+    // master's watchdog gone is a failover).
+    let rotated = pair.wa.log.with_extension("log.1");
+    std::fs::rename(&pair.wa.log, &rotated).unwrap();
+    pair.wa.guard.signal("HUP");
+    pair.wa.wait_for_log("SIGHUP: log file reopened");
+    for signal in ["USR1", "USR2"] {
+        pair.wa.guard.signal(signal);
+        pair.wa.wait_for_log(&format!("signal=\"SIG{signal}\""));
+    }
     pair.wa.guard.signal("TERM");
     assert_eq!(pair.wa.guard.wait_exit(DEADLINE), Some(0));
     std::thread::sleep(Duration::from_millis(500));

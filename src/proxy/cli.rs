@@ -153,6 +153,7 @@ fn run(
         // sent as soon as the port answers must not meet the default action
         // (exit) instead.
         let stop_signal = logging::stop_signal();
+        logging::ops_signals();
         let hup = sighup();
         let proxy = match Proxy::bind(&config, monitoring).await {
             Ok(proxy) => proxy,

@@ -101,6 +101,7 @@ pub fn main() -> ExitCode {
         // Handlers are in place before the work starts, so an early SIGTERM
         // still closes the session.
         let stop_signal = logging::stop_signal();
+        logging::ops_signals();
         tokio::spawn(async move {
             stop_signal.await;
             tracing::info!("stop signal received");
