@@ -10,7 +10,7 @@ mod common;
 use common::migration::{cluster, dbsize, run_admin};
 use common::redis::RawClient;
 use common::relay::Relay;
-use common::zk_cluster::{children, keys_in, start_proxy_via, wait_for_view};
+use common::zk_cluster::{children, keys_in, start_proxy_via, wait_for_view, PROXIES};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -290,4 +290,52 @@ async fn a_proxy_restarted_on_its_address_mid_prepare_keeps_its_acknowledgement(
     let (code, text) = mover.join().unwrap();
     assert_eq!(code, 0, "{text}");
     drop((again, second));
+}
+
+/// A persistent znode under the proxy root (made by hand, or by another
+/// tool: a proxy registers an ephemeral one) is no proxy's: `status` flags
+/// it, migrations do not wait for it, and `forget-proxy` deletes it
+/// (review: it blocked every migration, and `forget-proxy` refused it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hand_made_proxy_znode_holds_no_move_up_and_can_be_forgotten() {
+    use zookeeper_client as zk;
+    let c = cluster().await;
+    let ops = c.zookeeper.client().await;
+    let persistent = zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all());
+    let valid = br#"{"listen":"9.9.9.9:9","pool":"zeta","pid":1,"started":1}"#;
+    for (name, data) in [("9.9.9.9:9", &valid[..]), ("junkproxy", &b"not json"[..])] {
+        ops.create(&format!("{PROXIES}/{name}"), data, &persistent)
+            .await
+            .unwrap();
+    }
+    let text = status_until(&c.conf, "the znodes flagged", |s| {
+        s.matches("not ephemeral: no running proxy registered it")
+            .count()
+            >= 2
+    });
+    assert!(text.contains("forget-proxy 9.9.9.9:9"), "{text}");
+    let migrate = [
+        "migrate",
+        "0-1023",
+        "--to",
+        "redis-0002",
+        "--barrier-timeout-ms",
+        "5000",
+    ];
+    let (code, text) = run_admin(&c.conf, &migrate);
+    assert_eq!(code, 0, "{text}");
+    for name in ["9.9.9.9:9", "junkproxy"] {
+        let (code, text) = run_admin(&c.conf, &["forget-proxy", name]);
+        assert_eq!(code, 0, "{text}");
+        assert!(text.contains("deleted"), "{text}");
+    }
+    assert!(children(&ops, PROXIES)
+        .await
+        .iter()
+        .all(|n| n.starts_with("127.0.0.1:")));
+    // A running proxy's own registration is still refused.
+    let registered = format!("127.0.0.1:{}", c.proxies[0].port);
+    let (code, text) = run_admin(&c.conf, &["forget-proxy", &registered]);
+    assert_eq!(code, 2, "{text}");
+    assert!(text.contains("is registered"), "{text}");
 }

@@ -661,7 +661,7 @@ async fn barrier(
                 return Err(Vec::new());
             }
         }
-        let registered = registered.unwrap_or_default();
+        let registered = live_registrations(client, target, registered.unwrap_or_default()).await;
         let mut proxies = registered.clone();
         for known in rostered.unwrap_or_default() {
             if !proxies.contains(&known) {
@@ -696,6 +696,27 @@ async fn barrier(
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// The children of the proxy root that a proxy may hold: a proxy
+/// registers an ephemeral znode, so a persistent one (made by hand, or by
+/// another tool) is no proxy's and is not waited for (review: one blocked
+/// every migration). One that cannot be read is kept: it may be a proxy's.
+async fn live_registrations(
+    client: &zk::Client,
+    target: &Target,
+    names: Vec<String>,
+) -> Vec<String> {
+    let mut live = Vec::with_capacity(names.len());
+    for name in names {
+        let path = child_path(&target.proxy_root, &name);
+        match client.check_stat(&path).await {
+            Ok(Some(stat)) if stat.ephemeral_owner == 0 => {}
+            Ok(None) => {}
+            _ => live.push(name),
+        }
+    }
+    live
 }
 
 /// The shards' new ranges and the phase `committed`, in one transaction.

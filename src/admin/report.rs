@@ -24,6 +24,9 @@ pub struct Snapshot {
     pub now: u64,
     /// The proxy znodes: name and data.
     pub proxies: Vec<(String, Vec<u8>)>,
+    /// Those of them that are not ephemeral: no running proxy registered
+    /// them (left by hand, or by another tool).
+    pub hand_made_proxies: Vec<String>,
     /// The proxies' roster (`<control>/proxies`): each name, and whether
     /// the registration its entry names exists.
     pub roster: Vec<(String, bool)>,
@@ -265,6 +268,14 @@ fn judge_proxies(report: &mut Report, snapshot: &Snapshot) {
                 proxy.flags.push(text.clone());
                 report.raise(Level::Warning, &child_path(&report.proxy_root, name), text);
             }
+        }
+        if snapshot.hand_made_proxies.contains(name) {
+            let text = format!(
+                "not ephemeral: no running proxy registered it (made by hand, or by another \
+                 tool); migrations do not wait for it (`forget-proxy {name}` deletes it)"
+            );
+            proxy.flags.push(text.clone());
+            report.raise(Level::Warning, &child_path(&report.proxy_root, name), text);
         }
         report.proxies.push(proxy);
     }

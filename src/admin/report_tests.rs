@@ -77,6 +77,7 @@ fn healthy() -> Snapshot {
     Snapshot {
         now: 1_100,
         proxies: vec![proxy()],
+        hand_made_proxies: Vec::new(),
         roster: vec![("10.0.0.9:22121".into(), true)],
         cluster_exists: true,
         shards: vec![
@@ -377,6 +378,7 @@ fn missing_cluster_root_is_an_error() {
     let snapshot = Snapshot {
         now: 0,
         proxies: vec![proxy()],
+        hand_made_proxies: Vec::new(),
         roster: Vec::new(),
         cluster_exists: false,
         shards: Vec::new(),

@@ -60,12 +60,22 @@ async fn snapshot(client: &zk::Client, target: &Target) -> Result<Snapshot, Admi
         .map(|d| d.as_secs())
         .unwrap_or(0);
     let mut proxies = Vec::new();
+    let mut hand_made_proxies = Vec::new();
     for name in children(client, target, &target.proxy_root)
         .await?
         .unwrap_or_default()
     {
-        if let Some(data) = data(client, target, &child_path(&target.proxy_root, &name)).await? {
-            proxies.push((name, data));
+        let path = child_path(&target.proxy_root, &name);
+        match client.get_data(&path).await {
+            Ok((data, stat)) => {
+                if stat.ephemeral_owner == 0 {
+                    hand_made_proxies.push(name.clone());
+                }
+                proxies.push((name, data));
+            }
+            // Gone while we read: simply not shown.
+            Err(zk::Error::NoNode) => {}
+            Err(error) => return Err(AdminError::zk_path(&target.hosts, &path, error)),
         }
     }
     let mut roster = Vec::new();
@@ -129,6 +139,7 @@ async fn snapshot(client: &zk::Client, target: &Target) -> Result<Snapshot, Admi
     Ok(Snapshot {
         now,
         proxies,
+        hand_made_proxies,
         roster,
         cluster_exists,
         shards: raw,

@@ -154,7 +154,7 @@ pub async fn forget_proxy(target: &Target, name: &str) -> Result<String, AdminEr
     let unknown = || failed(format!("no proxy {name} in the roster ({roster})"));
     let (data, stat) = match client.get_data(&entry).await {
         Ok(found) => found,
-        Err(zk::Error::NoNode) => return Err(unknown()),
+        Err(zk::Error::NoNode) => return forget_hand_made(&client, target, name).await,
         Err(e) => return Err(zk_error(&entry, e)),
     };
     let registered = registration_of(&data, &target.proxy_root, name);
@@ -179,6 +179,43 @@ pub async fn forget_proxy(target: &Target, name: &str) -> Result<String, AdminEr
             "the roster entry of proxy {name} changed meanwhile; run forget-proxy again"
         ))),
         Err(e) => Err(zk_error(&entry, e)),
+    }
+}
+
+/// `forget-proxy` of a name not in the roster: a persistent znode of that
+/// name under the proxy root, which no proxy registered (made by hand, or
+/// by another tool), is deleted; `status` flags such znodes. A proxy's own
+/// (ephemeral) registration is refused.
+async fn forget_hand_made(
+    client: &zk::Client,
+    target: &Target,
+    name: &str,
+) -> Result<String, AdminError> {
+    let path = child_path(&target.proxy_root, name);
+    let roster = roster_path(&target.cluster_root).unwrap_or_default();
+    let stat = match client.check_stat(&path).await {
+        Ok(Some(stat)) => stat,
+        Ok(None) => {
+            return Err(failed(format!(
+                "no proxy {name} in the roster ({roster}) nor under {}",
+                target.proxy_root
+            )))
+        }
+        Err(e) => return Err(AdminError::zk_path(&target.hosts, &path, e)),
+    };
+    if stat.ephemeral_owner != 0 {
+        return Err(failed(format!(
+            "proxy {name} is registered ({path}): it runs and follows migrations; stop it first"
+        )));
+    }
+    match client.delete(&path, Some(stat.version)).await {
+        Ok(()) | Err(zk::Error::NoNode) => Ok(format!(
+            "{path} deleted: it was no proxy's registration (not ephemeral)\n"
+        )),
+        Err(zk::Error::NotEmpty) => Err(failed(format!(
+            "{path} has children: it is no proxy's registration; delete it by hand"
+        ))),
+        Err(e) => Err(AdminError::zk_path(&target.hosts, &path, e)),
     }
 }
 
