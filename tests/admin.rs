@@ -200,7 +200,10 @@ async fn init_refuses_a_conflicting_file_with_a_diff_and_force_applies_it() {
              \x20 redis-0000: 0-2047 in ZooKeeper, 0-1023 in the file\n\
              \x20 redis-0001: 2048-4095 in ZooKeeper, 1024-3071 in the file\n\
              \x20 redis-0002: missing in ZooKeeper, 3072-4095 in the file\n\
-             nothing was changed; run init --force to make ZooKeeper match the file\n"
+             nothing was changed. On a cluster that serves data, `shardproxy-admin migrate \
+             LO-HI --to SHARD` (or `rebalance`) moves ranges with their keys; `init --force` \
+             makes ZooKeeper match the file at once, and the keys of slots that change shard \
+             are no longer found\n"
         )
     );
     let ops = zookeeper.client().await;

@@ -50,6 +50,8 @@ pub enum Change {
         lo: u32,
         hi: u32,
         version: i32,
+        /// Its live members: it serves data.
+        members: usize,
     },
     /// ZooKeeper has a shard the file lacks.
     Delete {
@@ -73,6 +75,21 @@ impl Change {
             Change::Delete {
                 name, was, members, ..
             } => format!("{name}: {was} in ZooKeeper ({members} members), not in the file"),
+        }
+    }
+}
+
+impl Change {
+    /// The warning for a range changed under a shard that serves data:
+    /// the keys of the slots it lost stay on it, no longer found.
+    fn stranding(&self) -> Option<String> {
+        match self {
+            Change::SetRange { name, members, .. } if *members > 0 => Some(format!(
+                "warning: {name} has {members} live Redis: the keys of the slots that changed \
+                 shard stayed where they were and are no longer found (`migrate` moves ranges \
+                 with their keys)"
+            )),
+            _ => None,
         }
     }
 }
@@ -124,6 +141,7 @@ impl Plan {
                     lo: want.lo,
                     hi: want.hi,
                     version: have.version,
+                    members: have.members,
                 }),
             }
         }
@@ -205,6 +223,7 @@ pub async fn run(target: &Target, force: bool) -> Result<String, AdminError> {
         }
         apply(&client, target, &plan).await?;
         done.extend(plan.changes.iter().map(|c| format!("{c}")));
+        done.extend(plan.changes.iter().filter_map(Change::stranding));
         Ok(summary(target, &plan, &done))
     };
     tokio::time::timeout(ZK_TIMEOUT * 2, step)
@@ -404,6 +423,20 @@ mod tests {
             plan.changes[0].to_string(),
             "changed redis-0000 from 0-2047 to 0-1023"
         );
+        // Both serve data: forced, the run warns of the keys left behind.
+        let warning = plan.changes[0].stranding().expect("a warning");
+        assert!(
+            warning.starts_with("warning: redis-0000 has 1 live Redis"),
+            "{warning}"
+        );
+        let idle = Plan::new(
+            &file(&[(0, 1023), (1024, 4095)]),
+            &[
+                zk_shard("redis-0000", r#"{"weight":"0-2047"}"#, 0),
+                zk_shard("redis-0001", r#"{"weight":"2048-4095"}"#, 0),
+            ],
+        );
+        assert!(idle.changes.iter().all(|c| c.stranding().is_none()));
     }
 
     #[test]

@@ -211,8 +211,10 @@ pub enum AdminError {
     ZooKeeper { hosts: String, reason: String },
     /// `init` without `--force` found existing shards that differ.
     #[error(
-        "{root} differs from pool '{pool}':\n{}\nnothing was changed; \
-         run init --force to make ZooKeeper match the file",
+        "{root} differs from pool '{pool}':\n{}\nnothing was changed. On a cluster that \
+         serves data, `shardproxy-admin migrate LO-HI --to SHARD` (or `rebalance`) moves \
+         ranges with their keys; `init --force` makes ZooKeeper match the file at once, and \
+         the keys of slots that change shard are no longer found",
         .diff.iter().map(|d| format!("  {d}")).collect::<Vec<_>>().join("\n")
     )]
     Differs {
