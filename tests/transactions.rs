@@ -102,6 +102,24 @@ fn transactions_on_one_shard_answer_as_redis_does() {
             &["EXEC"],
             &["GET", "{a}u"],
         ],
+        // A malformed key count is Redis's runtime error, not a refusal:
+        // queued, it fails alone in EXEC's reply (review: the proxy
+        // discarded the transaction), bound or not yet.
+        &[
+            &["MULTI"],
+            &["SET", "{a}k", "1"],
+            &["EVAL", "return 1", "x"],
+            &["ZUNIONSTORE", "{a}z", "-1", "{a}k"],
+            &["EXEC"],
+            &["GET", "{a}k"],
+        ],
+        &[
+            &["MULTI"],
+            &["EVAL", "return 1", "5", "{a}k"],
+            &["SET", "{a}k", "2"],
+            &["EXEC"],
+            &["GET", "{a}k"],
+        ],
         // EXEC refused for its arity ends the transaction, bound or not.
         &[
             &["MULTI"],

@@ -275,6 +275,11 @@ impl Session {
             Handling::Forward | Handling::Split(_) | Handling::Blocking => {
                 match self.dedicated_shard_of_keys(&table, cmd, &request.args) {
                     Ok(shard) => shard,
+                    // Redis reads a command's keys when it runs it: one
+                    // whose key layout is malformed (`numkeys` not a
+                    // number) is queued and fails alone at EXEC (review:
+                    // the proxy's refusal discarded the whole transaction).
+                    Err(_) if cmd.key_indexes(&request.args).is_err() => None,
                     Err(e) => return self.refuse_in_multi(&e),
                 }
             }
