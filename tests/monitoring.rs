@@ -286,10 +286,54 @@ fn info_describes_the_data_of_every_shard() {
         "# Persistence",
         "# Stats",
     ];
-    let order = order.iter().chain(&["# Replication", "# Keyspace"]);
+    let order = order
+        .iter()
+        .chain(&["# Replication", "# CPU", "# Errorstats", "# Keyspace"]);
     let places: Vec<usize> = order.map(|t| at(t)).collect();
     assert!(places.windows(2).all(|w| w[0] < w[1]), "{all}");
     assert!(all.contains("db0:keys=300,"), "{all}");
+    // As Redis: commandstats only when asked for (or with `all`).
+    assert!(!all.contains("# Commandstats"), "{all}");
+    assert!(c.cmd_str(&["INFO", "all"]).contains("# Commandstats"));
+    let run_id = info_field(&all, "run_id").expect("run_id");
+    assert!(
+        run_id.len() == 40 && run_id.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{run_id}"
+    );
+    assert!(info_field(&all, "used_cpu_user").is_some(), "{all}");
+
+    // Commands and errors counted by the servers, added up (review: the
+    // sections were empty).
+    assert!(c
+        .cmd_str(&["LPUSH", "key:1", "x"])
+        .starts_with("-WRONGTYPE"));
+    let commands = c.cmd_str(&["INFO", "commandstats"]);
+    let errors = c.cmd_str(&["INFO", "errorstats"]);
+    let direct = |section: &str| -> Vec<String> {
+        shards
+            .iter()
+            .map(|s| s.connect().cmd_str(&["INFO", section]))
+            .collect()
+    };
+    let calls = |info: &str, command: &str| -> u64 {
+        info.lines()
+            .find_map(|l| l.strip_prefix(&format!("cmdstat_{command}:calls=")))
+            .and_then(|rest| rest.split(',').next()?.parse().ok())
+            .unwrap_or(0)
+    };
+    let direct_commands = direct("commandstats");
+    let direct_gets: u64 = direct_commands.iter().map(|i| calls(i, "get")).sum();
+    assert!(direct_gets >= 3, "{direct_commands:?}");
+    assert_eq!(calls(&commands, "get"), direct_gets, "{commands}");
+    let wrongtype = |info: &str| -> u64 {
+        info.lines()
+            .find_map(|l| l.strip_prefix("errorstat_WRONGTYPE:count="))
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    };
+    let direct_wrongtype: u64 = direct("errorstats").iter().map(|i| wrongtype(i)).sum();
+    assert_eq!(direct_wrongtype, 1);
+    assert_eq!(wrongtype(&errors), direct_wrongtype, "{errors}");
 
     // Shards that disagree are shown disagreeing.
     let mut second = shards[1].connect();

@@ -48,6 +48,8 @@ const MEMORY: &[(&str, Rule)] = &[
     ("used_memory_dataset", Sum),
     ("used_memory_lua", Sum),
     ("used_memory_scripts", Sum),
+    // Scripts are loaded on every shard alike (SCRIPT LOAD reaches them all).
+    ("number_of_cached_scripts", Max),
     ("maxmemory", Limit),
     ("maxmemory_human", Human("maxmemory")),
     ("maxmemory_policy", Same),
@@ -56,11 +58,14 @@ const MEMORY: &[(&str, Rule)] = &[
         Ratio("used_memory_rss", "used_memory"),
     ),
     ("mem_allocator", Same),
+    ("lazyfree_pending_objects", Sum),
+    ("lazyfreed_objects", Sum),
 ];
 
 const PERSISTENCE: &[(&str, Rule)] = &[
     ("loading", Max),
     ("rdb_changes_since_last_save", Sum),
+    ("rdb_saves", Sum),
     ("rdb_bgsave_in_progress", Max),
     ("rdb_last_save_time", Min),
     ("rdb_last_bgsave_status", AllOk),

@@ -1,10 +1,12 @@
-//! INFO through the proxy: the proxy's own `server`, `clients`, `stats` and
-//! `zookeeper` sections, and the sections about the data (`memory`,
-//! `persistence`, `replication`, `keyspace`) merged from every backend's,
-//! in Redis's text format and order so monitoring that parses Redis's INFO
+//! INFO through the proxy: the proxy's own `server`, `clients`, `stats`,
+//! `cpu` and `zookeeper` sections, and the sections about the data
+//! (`memory`, `persistence`, `replication`, `keyspace`) merged from every
+//! backend's and `commandstats` and `errorstats` added up from them, in
+//! Redis's text format and order so monitoring that parses Redis's INFO
 //! keeps working.
 
 mod merged;
+mod tallies;
 
 use crate::protocol::{encode, parse_reply, Proto, Value};
 use crate::proxy::backend::ReplyReceiver;
@@ -20,20 +22,29 @@ use std::collections::HashMap;
 use std::fmt::Write;
 
 /// Every section, in the order Redis writes them.
-const SECTIONS: [&str; 8] = [
+const SECTIONS: [&str; 11] = [
     "server",
     "clients",
     "memory",
     "persistence",
     "stats",
     "replication",
+    "cpu",
+    "commandstats",
+    "errorstats",
     "zookeeper",
     "keyspace",
 ];
 
+/// Sections that INFO with no argument (or `default`) leaves out, as Redis
+/// does: long, and read only when asked for.
+const NOT_DEFAULT: [&str; 1] = ["commandstats"];
+
 /// Sections made from the backends' INFO rather than the proxy's state.
 fn from_backends(section: &str) -> bool {
-    section == "keyspace" || merged::SECTIONS.iter().any(|(name, _)| *name == section)
+    section == "keyspace"
+        || merged::SECTIONS.iter().any(|(name, _)| *name == section)
+        || tallies::SECTIONS.iter().any(|(name, ..)| *name == section)
 }
 
 /// Sections of the proxy's own followed by fields merged from the
@@ -66,11 +77,13 @@ pub fn run(session: &Session, args: &[Bytes]) -> InfoReply {
         .iter()
         .map(|a| String::from_utf8_lossy(a).to_ascii_lowercase())
         .collect();
-    let all = wanted.is_empty()
-        || wanted
-            .iter()
-            .any(|w| matches!(w.as_str(), "all" | "default" | "everything"));
-    let include = |section: &str| all || wanted.iter().any(|w| w == section);
+    let all = wanted
+        .iter()
+        .any(|w| matches!(w.as_str(), "all" | "everything"));
+    let default = wanted.is_empty() || wanted.iter().any(|w| w == "default");
+    let include = |section: &str| {
+        all || (default && !NOT_DEFAULT.contains(&section)) || wanted.iter().any(|w| w == section)
+    };
     let mut parts = Vec::new();
     let mut backend_sections = Vec::new();
     for section in SECTIONS.into_iter().filter(|s| include(s)) {
@@ -93,6 +106,8 @@ pub fn run(session: &Session, args: &[Bytes]) -> InfoReply {
     let asked = match backend_sections[..] {
         [] => Vec::new(),
         [one] => ask_backends(session, one),
+        // `all` for commandstats, which `default` leaves out.
+        _ if backend_sections.contains(&"commandstats") => ask_backends(session, "all"),
         _ => ask_backends(session, "default"),
     };
     InfoReply {
@@ -115,12 +130,14 @@ fn write_section(session: &Session, section: &str, out: &mut String) {
                 out,
                 "# Server\r\nredis_version:{}\r\nredis_mode:standalone\r\n\
                  proxy:shardproxy\r\nproxy_version:{}\r\nos:{}\r\nprocess_id:{}\r\n\
+                 run_id:{}\r\n\
                  tcp_port:{}\r\nuptime_in_seconds:{}\r\npool:{}\r\nrouting_version:{}\r\n\
                  routing_source:{}\r\nshards:{}\r\n",
                 pool.redis_version(),
                 env!("CARGO_PKG_VERSION"),
                 std::env::consts::OS,
                 std::process::id(),
+                run_id(),
                 pool.listen.rsplit(':').next().unwrap_or(""),
                 stats.uptime_secs(),
                 pool.name,
@@ -153,10 +170,11 @@ fn write_section(session: &Session, section: &str, out: &mut String) {
         "clients" => {
             let _ = write!(
                 out,
-                "# Clients\r\nconnected_clients:{}\r\nblocked_clients:{}\r\ndedicated_connections:{}\r\ndedicated_connections_parked:{}\r\n\
+                "# Clients\r\nconnected_clients:{}\r\nmaxclients:{}\r\nblocked_clients:{}\r\ndedicated_connections:{}\r\ndedicated_connections_parked:{}\r\n\
                  client_read_ahead_bytes:{}\r\nclient_grown_input_buffers:{}\r\n\
                  client_pipeline_loaned_bytes:{}\r\n",
                 PoolStats::get(&stats.connected_clients),
+                pool.client_connections,
                 PoolStats::get(&stats.blocked_clients),
                 session.pool.dedicated.in_use(),
                 session.pool.dedicated.parked(),
@@ -180,9 +198,35 @@ fn write_section(session: &Session, section: &str, out: &mut String) {
                 PoolStats::get(&stats.tls_handshake_failures),
             );
         }
+        "cpu" => write_cpu(out),
         "zookeeper" => write_zookeeper(session, out),
         _ => {}
     }
+}
+
+/// The proxy process's CPU time, as Redis gives its own (`getrusage`'s
+/// precision is not needed: `/proc` counts in 1/100 s).
+fn write_cpu(out: &mut String) {
+    let (user, system) = process_cpu_secs().unwrap_or((0.0, 0.0));
+    let _ = write!(
+        out,
+        "# CPU\r\nused_cpu_sys:{system:.6}\r\nused_cpu_user:{user:.6}\r\n\
+         used_cpu_sys_children:0.000000\r\nused_cpu_user_children:0.000000\r\n"
+    );
+}
+
+/// User and system CPU seconds of this process, from `/proc/self/stat`.
+fn process_cpu_secs() -> Option<(f64, f64)> {
+    // Linux's USER_HZ, the unit of `utime` and `stime`.
+    const TICKS_PER_SEC: f64 = 100.0;
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // The fields after the command name, which is in parentheses and may
+    // hold spaces: `state` is the first, `utime` the 12th, `stime` the 13th.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let mut fields = rest.split(' ').skip(11);
+    let user: f64 = fields.next()?.parse().ok()?;
+    let system: f64 = fields.next()?.parse().ok()?;
+    Some((user / TICKS_PER_SEC, system / TICKS_PER_SEC))
 }
 
 /// Session states, the routing's last change, the shards as ZooKeeper
@@ -253,6 +297,20 @@ fn write_zookeeper(session: &Session, out: &mut String) {
     }
 }
 
+/// This process's run id, as Redis gives one per run (40 hex digits),
+/// made from what tells runs apart: the process id and the start time.
+fn run_id() -> &'static str {
+    static RUN_ID: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    RUN_ID.get_or_init(|| {
+        use sha2::{Digest, Sha256};
+        let started = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let digest = Sha256::digest(format!("{} {started}", std::process::id()).as_bytes());
+        digest.iter().take(20).map(|b| format!("{b:02x}")).collect()
+    })
+}
+
 fn unix_secs(t: std::time::SystemTime) -> u64 {
     t.duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -297,6 +355,7 @@ impl InfoReply {
                 Part::Backends(section) => {
                     match merged::SECTIONS.iter().find(|(name, _)| *name == section) {
                         Some((name, title)) => merged::write(name, title, &fields, &mut text),
+                        None if tallies::write(section, &fields, &mut text) => {}
                         None => write_keyspace(&fields, &mut text),
                     }
                     for failure in &failures {
