@@ -31,6 +31,19 @@ fn status_until(conf: &Path, what: &str, cond: impl Fn(&str) -> bool) -> String 
     }
 }
 
+/// `migrate 0-1023 --to SHARD` with a barrier timeout of `barrier_ms`.
+fn move_range(conf: &Path, to: &str, barrier_ms: &str) -> (i32, String) {
+    let args = [
+        "migrate",
+        "0-1023",
+        "--to",
+        to,
+        "--barrier-timeout-ms",
+        barrier_ms,
+    ];
+    run_admin(conf, &args)
+}
+
 fn unregistered(name: &str) -> String {
     format!("proxy {name} is not registered")
 }
@@ -61,15 +74,7 @@ async fn a_proxy_cut_off_from_zookeeper_holds_moves_up_until_it_is_back_or_forgo
     assert_eq!(source.connect().cmd_str(&["GET", &key]), "$6\r\nbefore\r\n");
 
     // So no range moves under it.
-    let migrate = [
-        "migrate",
-        "0-1023",
-        "--to",
-        "redis-0002",
-        "--barrier-timeout-ms",
-        "1000",
-    ];
-    let (code, text) = run_admin(&c.conf, &migrate);
+    let (code, text) = move_range(&c.conf, "redis-0002", "1000");
     assert_eq!(code, 2, "{text}");
     assert!(
         text.contains(&format!(
@@ -93,7 +98,7 @@ async fn a_proxy_cut_off_from_zookeeper_holds_moves_up_until_it_is_back_or_forgo
     status_until(&c.conf, "the proxy registered again", |s| {
         s.contains(&name) && !s.contains(&unregistered(&name))
     });
-    let (code, text) = run_admin(&c.conf, &migrate);
+    let (code, text) = move_range(&c.conf, "redis-0002", "1000");
     assert_eq!(code, 0, "{text}");
     wait_for_view(&cut_off, "0-1023");
     assert_eq!(client.cmd_str(&["GET", &key]), "$6\r\nduring\r\n");
@@ -103,15 +108,7 @@ async fn a_proxy_cut_off_from_zookeeper_holds_moves_up_until_it_is_back_or_forgo
 
     // Killed, it stays in the roster: moves wait until it is forgotten.
     cut_off.guard.kill();
-    let back = [
-        "migrate",
-        "0-1023",
-        "--to",
-        "redis-0000",
-        "--barrier-timeout-ms",
-        "500",
-    ];
-    let (code, text) = run_admin(&c.conf, &back);
+    let (code, text) = move_range(&c.conf, "redis-0000", "500");
     assert_eq!(code, 2, "{text}");
     assert!(text.contains(&name), "{text}");
     status_until(&c.conf, "the killed proxy's session to expire", |s| {
@@ -123,7 +120,7 @@ async fn a_proxy_cut_off_from_zookeeper_holds_moves_up_until_it_is_back_or_forgo
     let (code, text) = run_admin(&c.conf, &["forget-proxy", &name]);
     assert_eq!(code, 2, "{text}");
     assert!(text.contains("no proxy"), "{text}");
-    let (code, text) = run_admin(&c.conf, &back);
+    let (code, text) = move_range(&c.conf, "redis-0000", "500");
     assert_eq!(code, 0, "{text}");
 
     // A proxy stopped cleanly leaves the roster itself.
@@ -314,15 +311,7 @@ async fn a_hand_made_proxy_znode_holds_no_move_up_and_can_be_forgotten() {
             >= 2
     });
     assert!(text.contains("forget-proxy 9.9.9.9:9"), "{text}");
-    let migrate = [
-        "migrate",
-        "0-1023",
-        "--to",
-        "redis-0002",
-        "--barrier-timeout-ms",
-        "5000",
-    ];
-    let (code, text) = run_admin(&c.conf, &migrate);
+    let (code, text) = move_range(&c.conf, "redis-0002", "5000");
     assert_eq!(code, 0, "{text}");
     for name in ["9.9.9.9:9", "junkproxy"] {
         let (code, text) = run_admin(&c.conf, &["forget-proxy", name]);
