@@ -354,3 +354,37 @@ async fn zookeeper_outage_is_invisible_to_clients() {
     );
     assert!(holds(&a, key));
 }
+
+/// A SIGHUP reload of a ZooKeeper pool (a new `timeout`) keeps ZooKeeper's
+/// servers: the file's become the fallback only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_keeps_zookeepers_routing() {
+    let zookeeper = ZooKeeper::start();
+    let (a, b) = (Redis::start(), Redis::start());
+    let ops = zookeeper.client().await;
+    two_shards_led_by(&ops, &a, &b).await;
+    // The file routes everything to b: a key of shard 0 on a proves
+    // ZooKeeper routing.
+    let proxy = start_proxy(&zookeeper, &[&b]);
+    wait_for_view(
+        &proxy,
+        &format!("name=redis-0000,range=0-2047,master={}", a.addr()),
+    );
+    let key = &keys_in(0, 2047, 1, "reload")[0];
+    let mut client = RawClient::connect(proxy.port);
+    assert_eq!(client.cmd_str(&["SET", key, "1"]), "+OK\r\n");
+    assert!(holds(&a, key));
+    let text = std::fs::read_to_string(&proxy.conf).unwrap();
+    std::fs::write(&proxy.conf, text.replace("timeout: 1000", "timeout: 1500")).unwrap();
+    proxy.guard.signal("HUP");
+    wait_until("the reload", Duration::from_secs(10), || {
+        proxy.log_text().contains("pool file reloaded")
+    });
+    assert!(
+        proxy.log_text().contains("source=\"zookeeper\""),
+        "{}",
+        proxy.log_text()
+    );
+    assert_eq!(client.cmd_str(&["SET", key, "2"]), "+OK\r\n");
+    assert_eq!(a.connect().cmd_str(&["GET", key]), "$1\r\n2\r\n");
+}

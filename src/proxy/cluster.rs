@@ -5,7 +5,7 @@
 
 use crate::proxy::migration::MigrationSpec;
 use crate::proxy::pool::Pool;
-use crate::proxy::router::{RoutingTable, ShardSpec};
+use crate::proxy::router::{RoutingTable, ShardSpec, ZOOKEEPER};
 use crate::proxy::stats_server::Monitoring;
 use crate::proxy::zk::{self, ClusterView, ProxyData};
 use std::sync::Arc;
@@ -85,9 +85,7 @@ pub fn apply(pool: &Pool, view: &ClusterView) -> Result<(), String> {
     same_slot_space(pool, view)?;
     let specs = shard_specs(pool, view)?;
     let old = pool.router.load_full();
-    let table = pool
-        .router
-        .install(&specs, "zookeeper", migration_spec(view));
+    let table = pool.router.install(&specs, ZOOKEEPER, migration_spec(view));
     if table.version == old.version {
         return Ok(());
     }

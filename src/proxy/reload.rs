@@ -59,9 +59,8 @@ pub fn reload(pools: &[Arc<Pool>], path: &Path) -> Result<ReloadReport, ConfigEr
 fn apply(pool: &Pool, new: &PoolConfig, running: PoolConfig) {
     let specs = file_shards(new);
     pool.set_config(running, specs.clone());
-    let servers = (pool.router.source() != "zookeeper").then_some((specs.as_slice(), "file"));
     let old = pool.router.load();
-    let table = pool.router.reconfigure(RouteSettings::of(new), servers);
+    let table = pool.router.reconfigure(RouteSettings::of(new), &specs);
     release_blocked_on_moved_keys(&old, &table);
     tracing::info!(pool = %pool.name, version = table.version, shards = table.shards.len(),
         source = table.source, "pool file reloaded");

@@ -265,6 +265,11 @@ pub struct Router {
     state: Mutex<State>,
 }
 
+/// A table's servers came from the pool file.
+pub const FILE: &str = "file";
+/// A table's servers came from ZooKeeper's shard znodes.
+pub const ZOOKEEPER: &str = "zookeeper";
+
 /// How keys are hashed and servers connected: the pool file's settings that
 /// a reload may change.
 #[derive(Clone)]
@@ -324,7 +329,7 @@ impl Router {
         let migrators = migrator_registry(&settings.backends, &registry);
         let specs = file_shards(pool);
         let backends: Vec<Arc<Backend>> = specs.iter().map(|s| registry.get(&s.addr)).collect();
-        let table = build(&settings, &specs, &backends, 1, "file", None);
+        let table = build(&settings, &specs, &backends, 1, FILE, None);
         Router {
             table: ArcSwap::from_pointee(table),
             versions: AtomicU64::new(1),
@@ -336,7 +341,7 @@ impl Router {
                 migrators,
                 specs,
                 backends,
-                source: "file",
+                source: FILE,
                 migration: None,
             }),
         }
@@ -387,11 +392,15 @@ impl Router {
 
     /// New hashing and connection settings (a reload). Changed connection
     /// settings take a new set of backends: the old connections finish the
-    /// replies they owe and close. `specs`, when given, replace the servers.
+    /// replies they owe and close. The pool file's servers, `file_specs`,
+    /// replace the current ones unless ZooKeeper's drive the routing; that
+    /// is decided under the lock, so a view installed while the file was
+    /// read is kept (it was overwritten by the file's servers until
+    /// ZooKeeper's next change: review, from reading).
     pub fn reconfigure(
         &self,
         settings: RouteSettings,
-        specs: Option<(&[ShardSpec], &'static str)>,
+        file_specs: &[ShardSpec],
     ) -> Arc<RoutingTable> {
         let mut state = self.lock();
         if settings.backends != state.settings.backends {
@@ -399,9 +408,9 @@ impl Router {
             state.migrators = migrator_registry(&settings.backends, &state.registry);
         }
         state.settings = settings;
-        if let Some((specs, source)) = specs {
-            state.specs = specs.to_vec();
-            state.source = source;
+        if state.source != ZOOKEEPER {
+            state.specs = file_specs.to_vec();
+            state.source = FILE;
         }
         state.backends = backends_for(&state.registry, &state.specs);
         self.rebuild_locked(&state)
@@ -485,11 +494,6 @@ impl Router {
     /// `auto_eject_hosts`, nothing does).
     pub fn ejected(&self, backend: &Arc<Backend>) -> bool {
         self.auto_ejects() && is_ejected(backend)
-    }
-
-    /// The source of the current table's servers ("file", "zookeeper").
-    pub fn source(&self) -> &'static str {
-        self.lock().source
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
