@@ -448,8 +448,12 @@ fn auth_and_database_reach_the_backend_in_the_right_order() {
         c.cmd_str(&["GET", "a"]),
         "-NOAUTH Authentication required.\r\n"
     );
-    // Word for word what the backend (Redis 7.0) says.
+    // Word for word what the backend (Redis 7.0) says, also to a
+    // transaction before AUTH (EXEC's refusal ends it).
     let mut direct = backend.connect();
+    for command in [&["MULTI"][..], &["SET", "a", "1"], &["EXEC"]] {
+        assert_eq!(c.cmd_str(command), direct.cmd_str(command), "{command:?}");
+    }
     assert_eq!(c.cmd_str(&["HELLO", "3"]), direct.cmd_str(&["HELLO", "3"]));
     assert_eq!(
         c.cmd_str(&["AUTH", "wrong"]),

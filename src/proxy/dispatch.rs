@@ -112,7 +112,12 @@ impl Session {
     fn route(&mut self, cmd: &'static Command, request: Request) -> Pending {
         let args = &request.args;
         if !self.authenticated && !matches!(cmd.name, "auth" | "hello" | "quit" | "reset") {
-            return self.error("NOAUTH Authentication required.");
+            const NOAUTH: &str = "NOAUTH Authentication required.";
+            // Redis 7 words any refusal of EXEC as the transaction's end.
+            if cmd.name == "exec" {
+                return self.exec_refused(NOAUTH);
+            }
+            return self.error(NOAUTH);
         }
         // The user's rights, before any handling (as Redis checks ACL
         // before the pub/sub context), so that no path around them exists.
