@@ -476,3 +476,27 @@ fn restart_only_settings_are_reported_against_what_runs() {
     assert_eq!(notices(), 2, "the listen address that runs");
     assert_eq!(RawClient::connect(port).cmd_str(&["PING"]), "+PONG\r\n");
 }
+
+/// A transaction open when a reload changes `redis_db` is discarded: its
+/// commands were queued on the old database, where its keys no longer are
+/// (review: EXEC ran them there).
+#[test]
+fn a_transaction_open_when_the_database_changes_is_discarded() {
+    let (a, b) = (Redis::start(), Redis::start());
+    let port = free_port();
+    let text = named_pool_file(port, &a, &b, 2048);
+    let proxy = Proxy::start_yaml(port, &text);
+    let key = key_in("x", 0..2048);
+    let mut client = RawClient::connect(port);
+    assert_eq!(client.cmd_str(&["MULTI"]), "+OK\r\n");
+    assert_eq!(client.cmd_str(&["SET", &key, "in-tx"]), "+QUEUED\r\n");
+    reload(
+        &proxy,
+        &text.replace("hash: md5", "hash: md5\n  redis_db: 1"),
+    );
+    let exec = client.cmd_str(&["EXEC"]);
+    assert!(exec.starts_with("-EXECABORT"), "{exec}");
+    assert!(exec.contains("database, login or TLS"), "{exec}");
+    assert_eq!(client.cmd_str(&["GET", &key]), "$-1\r\n");
+    assert_eq!(a.connect().cmd_str(&["DBSIZE"]), ":0\r\n", "ran on db 0");
+}

@@ -388,3 +388,54 @@ async fn a_reload_keeps_zookeepers_routing() {
     assert_eq!(client.cmd_str(&["SET", key, "2"]), "+OK\r\n");
     assert_eq!(a.connect().cmd_str(&["GET", key]), "$1\r\n2\r\n");
 }
+
+/// A client's dedicated connection opened before a reload of the settings
+/// and reused after it (it was parked between two BLPOPs) still learns of
+/// a failover: the blocked client is answered at once that the master
+/// changed (review: it stayed blocked on the deposed master, whose
+/// backend from before the reload was never demoted).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_blocked_on_a_connection_from_before_a_reload_sees_a_failover() {
+    let zookeeper = ZooKeeper::start();
+    let (m0, r0, m1) = (Redis::start(), Redis::start(), Redis::start());
+    let ops = zookeeper.client().await;
+    create_shard(&ops, "redis-0000", 0, 2047).await;
+    create_shard(&ops, "redis-0001", 2048, 4095).await;
+    let master0 = add_member(&ops, "redis-0000", &m0.addr()).await;
+    add_member(&ops, "redis-0000", &r0.addr()).await;
+    add_member(&ops, "redis-0001", &m1.addr()).await;
+    let proxy = start_proxy(&zookeeper, &[&m1]);
+    wait_for_view(
+        &proxy,
+        &format!("name=redis-0000,range=0-2047,master={}", m0.addr()),
+    );
+    let key = &keys_in(0, 2047, 1, "parked")[0];
+    let mut client = RawClient::connect(proxy.port);
+    // Opens the client's dedicated connection to m0, parked after it.
+    assert_eq!(client.cmd_str(&["BLPOP", key, "0.05"]), "*-1\r\n");
+    let text = std::fs::read_to_string(&proxy.conf).unwrap();
+    std::fs::write(&proxy.conf, text.replace("timeout: 1000", "timeout: 1500")).unwrap();
+    proxy.guard.signal("HUP");
+    wait_until("the reload", Duration::from_secs(10), || {
+        proxy.log_text().contains("pool file reloaded")
+    });
+    client.send_raw(&common::redis::encode_command(&[
+        b"BLPOP",
+        key.as_bytes(),
+        b"0",
+    ]));
+    wait_until("the client to block", Duration::from_secs(10), || {
+        m0.connect()
+            .cmd_str(&["INFO", "clients"])
+            .contains("blocked_clients:1")
+    });
+    ops.delete(&master0, None).await.unwrap();
+    let asked = Instant::now();
+    let reply = String::from_utf8_lossy(&client.read_reply()).into_owned();
+    assert!(reply.contains("stopped being the master"), "{reply}");
+    assert!(
+        asked.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        asked.elapsed()
+    );
+}

@@ -112,10 +112,12 @@ fn demote_replaced_masters(old: &RoutingTable, new: &RoutingTable, view: &Cluste
         shard.backend.reinstate();
     }
     for before in &old.shards {
+        // By address: a reload of the settings builds new backends for the
+        // same servers, and they share one demotion.
         let still_used = new
             .shards
             .iter()
-            .any(|s| Arc::ptr_eq(&s.backend, &before.backend));
+            .any(|s| s.backend.addr == before.backend.addr);
         let emptied = view.shard(before.name).is_some_and(|shard| {
             shard.empty && shard.master.as_deref() == Some(&*before.backend.addr)
         });

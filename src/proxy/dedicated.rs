@@ -199,6 +199,13 @@ impl Dedicated {
         self.link.serves(backend, proto)
     }
 
+    /// True when this connection reaches `backend`'s server the way its
+    /// connections do now (database, login, TLS; see
+    /// [`Backend::same_server`]).
+    pub fn reaches(&self, backend: &Backend) -> bool {
+        self.link.backend.same_server(backend)
+    }
+
     pub fn is_broken(&self) -> bool {
         self.link.conn.is_broken()
     }

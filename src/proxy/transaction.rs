@@ -111,10 +111,10 @@ impl Session {
         let shard = conn.shard;
         let why = if conn.is_broken() {
             lost_connection_text(shard)
-        } else if self.routing_moved(shard) {
+        } else if let Some(change) = self.routing_moved(shard) {
             format!(
-                "shard '{shard}': a range moved to or from the shard while the transaction \
-                 was open; the transaction and its WATCHes were discarded"
+                "shard '{shard}': {change} while the transaction was open; the transaction \
+                 and its WATCHes were discarded"
             )
         } else {
             return None;
@@ -124,24 +124,30 @@ impl Session {
         Some(why)
     }
 
-    /// True when the routing of `shard` changed since the transaction was
-    /// bound (one version read when nothing changed).
-    fn routing_moved(&mut self, shard: ShardName) -> bool {
+    /// What changed in the routing of `shard` since the transaction was
+    /// bound, if anything (one version read when nothing changed): a range
+    /// moved, or its server is now reached another way (a reload of
+    /// `redis_db`, the login or TLS: review, EXEC ran on the old database).
+    fn routing_moved(&mut self, shard: ShardName) -> Option<&'static str> {
         let version = self.pool.router.version();
-        let Some((bound_version, footprint)) = self.tx.as_mut().and_then(|tx| tx.bound_at.as_mut())
-        else {
-            return false;
-        };
+        let (bound_version, footprint) = self.tx.as_mut()?.bound_at.as_mut()?;
         if *bound_version == version {
-            return false;
+            return None;
         }
         let table = self.pool.router.load();
         if Footprint::of(&table, shard) != *footprint {
-            return true;
+            return Some("a range moved to or from the shard");
         }
-        // Another shard's change: nothing to check again until the next.
+        // Another shard's change, or settings that do not matter to it
+        // (`timeout`): nothing to check again until the next.
         *bound_version = table.version;
-        false
+        let conn = self.dedicated.as_ref()?;
+        let reached = table
+            .shards
+            .iter()
+            .filter(|s| s.name == shard)
+            .all(|s| conn.reaches(&s.backend));
+        (!reached).then_some("its server's database, login or TLS settings changed (a reload)")
     }
 
     /// Marks the transaction bound to `shard` of `table`.

@@ -193,17 +193,19 @@ impl Job {
 
 /// Whether the routing still names this backend as a master, shared with
 /// its connection tasks. Set by a routing change from ZooKeeper (a failover
-/// replaced the master); cleared when a table names the backend again.
+/// replaced the master); cleared when a table names the backend again. One
+/// per server address, shared by every backend built for it (see
+/// [`BackendRegistry::succeeding`]): a client's dedicated connection opened
+/// before a reload of the settings is demoted with the server too (review:
+/// one reused after a reload stayed blocked on a deposed master).
 pub(crate) struct Demotion {
     demoted: watch::Sender<bool>,
     // A short sync lock: read when a demoted connection hands its queue on.
     successor: Mutex<Weak<Backend>>,
     /// The last ranges of this master's that started moving to another
     /// shard (a migration's, or a reload's): a client's blocking command
-    /// on a key of them is ended (see [`Backend::ranges_moving`]). One per
-    /// server address, shared by every backend built for it (see
-    /// [`BackendRegistry::succeeding`]).
-    moving: Arc<MovingSignal>,
+    /// on a key of them is ended (see [`Backend::ranges_moving`]).
+    moving: MovingSignal,
     /// The `run_id` the routing expects of this server (its watchdog
     /// registered it), if it knows one: a new connection finding another
     /// is refused (see [`super::connect::connect_to`]). A short lock, read
@@ -234,11 +236,11 @@ pub(crate) fn unpack_span(packed: u64) -> (u32, u32) {
 }
 
 impl Demotion {
-    fn new(moving: Arc<MovingSignal>) -> Demotion {
+    fn new() -> Demotion {
         Demotion {
             demoted: watch::Sender::new(false),
             successor: Mutex::new(Weak::new()),
-            moving,
+            moving: watch::Sender::new(None),
             run_id: Mutex::new(None),
         }
     }
@@ -281,7 +283,7 @@ impl Backend {
     fn new(
         addr: &str,
         settings: Arc<BackendSettings>,
-        moving: Arc<MovingSignal>,
+        demotion: Arc<Demotion>,
         stats: Arc<BackendStats>,
     ) -> Backend {
         let addr: Arc<str> = Arc::from(addr);
@@ -291,7 +293,7 @@ impl Backend {
             stats,
             health,
             settings,
-            demotion: Arc::new(Demotion::new(moving)),
+            demotion,
             sets: Box::new([]),
         };
         backend.sets = (0..workers::count())
@@ -554,9 +556,9 @@ pub struct BackendRegistry {
     settings: Arc<BackendSettings>,
     // A short sync lock: only taken while a routing table is built.
     backends: Mutex<HashMap<String, Weak<Backend>>>,
-    /// Each server address's moving signal while a backend for it lives,
-    /// shared with the registries that succeed this one.
-    moving: Arc<SharedByAddress<MovingSignal>>,
+    /// Each server address's demotion (and moving signal) while a backend
+    /// for it lives, shared with the registries that succeed this one.
+    demotions: Arc<SharedByAddress<Demotion>>,
     /// Likewise each server's counters, so that a reload of the settings
     /// does not start them again from 0 (pollers of the stats port take
     /// differences).
@@ -583,20 +585,21 @@ impl BackendRegistry {
         BackendRegistry {
             settings: Arc::new(settings),
             backends: Mutex::new(HashMap::new()),
-            moving: Arc::default(),
+            demotions: Arc::default(),
             stats: Arc::default(),
         }
     }
 
     /// A registry for new backend settings (a reload changed them): its
     /// backends are new, but each shares with the backends this one built
-    /// for the same address its counters and its moving signal, on which
-    /// clients may still be blocked; a later reload that moves their keys
-    /// away must reach them (a client blocked before a `timeout` change
-    /// stayed blocked for good on a key the next reload moved).
+    /// for the same address its counters and its demotion and moving
+    /// signal, on which clients may still be blocked: a later failover or
+    /// reload that moves their keys away must reach them (a client blocked
+    /// before a `timeout` change stayed blocked for good on a key the next
+    /// reload moved).
     pub fn succeeding(&self, settings: BackendSettings) -> BackendRegistry {
         BackendRegistry {
-            moving: self.moving.clone(),
+            demotions: self.demotions.clone(),
             stats: self.stats.clone(),
             ..BackendRegistry::new(settings)
         }
@@ -613,9 +616,9 @@ impl BackendRegistry {
             return backend;
         }
         map.retain(|_, b| b.strong_count() > 0);
-        let moving = shared(&self.moving, addr, || watch::Sender::new(None));
+        let demotion = shared(&self.demotions, addr, Demotion::new);
         let stats = shared(&self.stats, addr, BackendStats::default);
-        let backend = Arc::new(Backend::new(addr, self.settings.clone(), moving, stats));
+        let backend = Arc::new(Backend::new(addr, self.settings.clone(), demotion, stats));
         map.insert(addr.to_string(), Arc::downgrade(&backend));
         backend
     }
