@@ -135,20 +135,26 @@ impl Write for LogLine<'_> {
 /// (and none of them meets the default action, which ends the process):
 /// - SIGHUP reopens the log file (logrotate's `postrotate` for nutcracker;
 ///   the proxy also reloads its pool file on it);
-/// - SIGTTIN and SIGTTOU raise and lower the log level by one;
+/// - SIGTTIN and SIGTTOU raise and lower the log level by one, when the
+///   log goes to a file;
 /// - SIGUSR1 and SIGUSR2 are logged and ignored.
 pub fn ops_signals() {
     use tokio::signal::unix::{signal, SignalKind};
     // Linux's numbers; tokio names no constant for them.
     const SIGTTIN: i32 = 21;
     const SIGTTOU: i32 = 22;
-    let handled = [
+    let mut handled = vec![
         (SignalKind::hangup(), "SIGHUP"),
-        (SignalKind::from_raw(SIGTTIN), "SIGTTIN"),
-        (SignalKind::from_raw(SIGTTOU), "SIGTTOU"),
         (SignalKind::user_defined1(), "SIGUSR1"),
         (SignalKind::user_defined2(), "SIGUSR2"),
     ];
+    // Only while logging to a file: a background process writing to a
+    // terminal with `stty tostop` gets SIGTTOU for each write, and one
+    // handled makes the write start again for ever (review: 100% CPU).
+    if LOG_FILE.get().is_some() {
+        handled.push((SignalKind::from_raw(SIGTTIN), "SIGTTIN"));
+        handled.push((SignalKind::from_raw(SIGTTOU), "SIGTTOU"));
+    }
     for (kind, name) in handled {
         match signal(kind) {
             Ok(mut received) => {

@@ -516,7 +516,7 @@ async fn a_new_shard_znode_with_bad_data_does_not_stop_failovers() {
     wait_until("the overlap flagged", Duration::from_secs(10), || {
         info(&proxy).contains("does not fit beside")
     });
-    add_member(&ops, "redis-0000", &a.addr()).await;
+    let member_a_again = add_member(&ops, "redis-0000", &a.addr()).await;
     ops.delete(&member_a2, None).await.unwrap();
     wait_for_view(
         &proxy,
@@ -525,7 +525,30 @@ async fn a_new_shard_znode_with_bad_data_does_not_stop_failovers() {
     assert_eq!(client.cmd_str(&["SET", key, "2"]), "+OK\r\n");
     assert_eq!(a.connect().cmd_str(&["GET", key]), "$1\r\n2\r\n");
 
+    // A proxy started now routes from ZooKeeper too (review: with no view
+    // yet, it fell back to its file, b for every key).
+    let restarted = start_proxy(&zookeeper, &[&b]);
+    wait_for_view(
+        &restarted,
+        &format!("name=redis-0000,range=0-2047,master={}", a.addr()),
+    );
+    assert_eq!(
+        RawClient::connect(restarted.port).cmd_str(&["SET", key, "3"]),
+        "+OK\r\n"
+    );
+    assert_eq!(a.connect().cmd_str(&["GET", key]), "$1\r\n3\r\n");
+    // A member of shard 1's line under the new shard (a watchdog started
+    // with the wrong --shard) leaves the others followed too.
+    let misplaced = add_member(&ops, "redis-0002", &b.addr()).await;
+    add_member(&ops, "redis-0000", &a2.addr()).await;
+    ops.delete(&member_a_again, None).await.unwrap();
+    wait_for_view(
+        &proxy,
+        &format!("name=redis-0000,range=0-2047,master={}", a2.addr()),
+    );
+
     // Deleted: valid again.
+    ops.delete(&misplaced, None).await.unwrap();
     ops.delete(&new_shard, None).await.unwrap();
     wait_for_view(&proxy, "state_valid:1");
     let metrics = http_get(proxy.metrics_port, "/metrics");

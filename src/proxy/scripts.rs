@@ -203,6 +203,10 @@ fn runs_a_function(stats: &Value) -> bool {
     })
 }
 
+/// How many connections of their own SCRIPT KILL, FUNCTION KILL and
+/// FUNCTION STATS hold open at once, in the whole process.
+static OWN_CONNECTIONS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(32);
+
 /// What each shard answered over a connection of its own.
 type OwnAnswers = Vec<(ShardName, Result<Value, RedisError>)>;
 
@@ -226,6 +230,9 @@ fn ask_on_own_connections(
             let (user, auth) = (settings.user.clone(), settings.auth.clone());
             let (addr, tls) = (shard.backend.addr.clone(), settings.tls.clone());
             let answer = tokio::spawn(async move {
+                // A client pipelining thousands of FUNCTION STATS opens
+                // this many connections at most (review: 468 to one Redis).
+                let _turn = OWN_CONNECTIONS.acquire().await;
                 // As the backend connections log in: as `redis_user` when
                 // set, else as the default user.
                 let password = auth.as_deref().filter(|_| user.is_none());

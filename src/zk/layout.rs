@@ -368,12 +368,18 @@ impl ShardView {
     /// A shard never seen valid whose data is invalid, or whose range
     /// does not fit beside the others (`why`): it owns no range, as a shard
     /// added for growth, and is flagged; the others are routed as before.
-    /// Its members are read as any shard's.
-    pub fn left_out(path: &str, children: &[String], why: String) -> ShardView {
+    /// Its children are not read: a member of another shard's line among
+    /// them would make the whole view invalid again (review).
+    pub fn left_out(path: &str, why: String) -> ShardView {
         ShardView {
             invalid: Some(why),
-            ..ShardView::assemble(path, None, None, children, None)
+            ..ShardView::assemble(path, None, None, &[], None)
         }
+    }
+
+    /// True for a shard [`ShardView::left_out`] made.
+    pub fn is_left_out(&self) -> bool {
+        self.empty && self.invalid.is_some()
     }
 
     /// The view of a shard owning `range` (none: empty), from its parsed

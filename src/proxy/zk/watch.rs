@@ -473,6 +473,11 @@ impl<'a> Session<'a> {
                 // One shard's bad data freezes that shard's range only,
                 // flagged: its members are still followed (they are
                 // valid), so a failover meanwhile still moves routing.
+                (Err(error), Some(last_shard)) if last_shard.is_left_out() => {
+                    self.status.record_error(&path, error.to_string());
+                    invalid = true;
+                    ShardView::left_out(&path, error.to_string())
+                }
                 (Err(error), Some(last_shard)) => {
                     warn!(path = %path, error = %error, "invalid shard data in ZooKeeper; keeping its last good range");
                     self.status.record_error(&path, error.to_string());
@@ -496,13 +501,13 @@ impl<'a> Session<'a> {
                     warn!(path = %path, error = %error, "invalid data in a new shard znode; leaving it out of routing");
                     self.status.record_error(&path, error.to_string());
                     invalid = true;
-                    ShardView::left_out(&path, children, error.to_string())
+                    ShardView::left_out(&path, error.to_string())
                 }
             };
             read.push(shard);
         }
         let mut offered = self.offer(read.clone(), last, on_change);
-        if let (Err((_, error)), Some(seen)) = (&offered, last.as_ref()) {
+        if let Err((_, error)) = &offered {
             // A new shard whose range does not fit beside the others (a
             // typo, a range set before the others were shrunk) is left
             // out, and the view offered again without it.
@@ -510,14 +515,17 @@ impl<'a> Session<'a> {
             let mut fits = read;
             let mut left_out = Vec::new();
             for shard in fits.iter_mut() {
-                // New: never in a view, or only left out.
-                let new = seen
-                    .shard(&shard.name)
-                    .is_none_or(|before| before.empty && before.invalid.is_some());
+                // New: never in a view, or only left out. With no view yet
+                // (the proxy just started), one that never served data: no
+                // members and no master recorded (review: a restarted
+                // proxy routed from its file, missing failovers).
+                let new = match last.as_ref() {
+                    Some(seen) => seen.shard(&shard.name).is_none_or(ShardView::is_left_out),
+                    None => shard.members.is_empty() && shard.recorded_master.is_none(),
+                };
                 if !shard.empty && shard.invalid.is_none() && new {
                     let path = child_path(self.root, &shard.name);
-                    let children = shards[&shard.name].members.as_deref().unwrap_or_default();
-                    *shard = ShardView::left_out(&path, children, why.clone());
+                    *shard = ShardView::left_out(&path, why.clone());
                     left_out.push(path);
                 }
             }
@@ -605,7 +613,7 @@ fn log_changes(root: &str, old: Option<&ClusterView>, new: &ClusterView) {
         if before.map(|b| (b.lo, b.hi)) != Some((shard.lo, shard.hi)) {
             info!(root = %root, shard = %shard.name, lo = shard.lo, hi = shard.hi, "shard range set");
         }
-        if shard.no_members {
+        if shard.no_members && !shard.is_left_out() {
             warn!(
                 root = %root,
                 shard = %shard.name,
