@@ -374,12 +374,7 @@ async fn a_reload_keeps_zookeepers_routing() {
     let mut client = RawClient::connect(proxy.port);
     assert_eq!(client.cmd_str(&["SET", key, "1"]), "+OK\r\n");
     assert!(holds(&a, key));
-    let text = std::fs::read_to_string(&proxy.conf).unwrap();
-    std::fs::write(&proxy.conf, text.replace("timeout: 1000", "timeout: 1500")).unwrap();
-    proxy.guard.signal("HUP");
-    wait_until("the reload", Duration::from_secs(10), || {
-        proxy.log_text().contains("pool file reloaded")
-    });
+    reload_a_new_timeout(&proxy);
     assert!(
         proxy.log_text().contains("source=\"zookeeper\""),
         "{}",
@@ -413,12 +408,7 @@ async fn a_client_blocked_on_a_connection_from_before_a_reload_sees_a_failover()
     let mut client = RawClient::connect(proxy.port);
     // Opens the client's dedicated connection to m0, parked after it.
     assert_eq!(client.cmd_str(&["BLPOP", key, "0.05"]), "*-1\r\n");
-    let text = std::fs::read_to_string(&proxy.conf).unwrap();
-    std::fs::write(&proxy.conf, text.replace("timeout: 1000", "timeout: 1500")).unwrap();
-    proxy.guard.signal("HUP");
-    wait_until("the reload", Duration::from_secs(10), || {
-        proxy.log_text().contains("pool file reloaded")
-    });
+    reload_a_new_timeout(&proxy);
     client.send_raw(&common::redis::encode_command(&[
         b"BLPOP",
         key.as_bytes(),
@@ -438,4 +428,15 @@ async fn a_client_blocked_on_a_connection_from_before_a_reload_sees_a_failover()
         "{:?}",
         asked.elapsed()
     );
+}
+
+/// Reloads the proxy's pool file with another `timeout` (a setting that
+/// moves no key) and waits until it did.
+fn reload_a_new_timeout(proxy: &common::proxy::Proxy) {
+    let text = std::fs::read_to_string(&proxy.conf).unwrap();
+    std::fs::write(&proxy.conf, text.replace("timeout: 1000", "timeout: 1500")).unwrap();
+    proxy.guard.signal("HUP");
+    wait_until("the reload", Duration::from_secs(10), || {
+        proxy.log_text().contains("pool file reloaded")
+    });
 }
