@@ -143,24 +143,28 @@ pub fn ops_signals() {
     // Linux's numbers; tokio names no constant for them.
     const SIGTTIN: i32 = 21;
     const SIGTTOU: i32 = 22;
-    let mut handled = vec![
-        (SignalKind::hangup(), "SIGHUP"),
-        (SignalKind::user_defined1(), "SIGUSR1"),
-        (SignalKind::user_defined2(), "SIGUSR2"),
+    let mut handled: Vec<(SignalKind, &'static str, OnSignal)> = vec![
+        (SignalKind::hangup(), "SIGHUP", |_| reopen_log()),
+        (SignalKind::user_defined1(), "SIGUSR1", ignore),
+        (SignalKind::user_defined2(), "SIGUSR2", ignore),
     ];
     // Only while logging to a file: a background process writing to a
     // terminal with `stty tostop` gets SIGTTOU for each write, and one
     // handled makes the write start again for ever (review: 100% CPU).
     if LOG_FILE.get().is_some() {
-        handled.push((SignalKind::from_raw(SIGTTIN), "SIGTTIN"));
-        handled.push((SignalKind::from_raw(SIGTTOU), "SIGTTOU"));
+        handled.push((SignalKind::from_raw(SIGTTIN), "SIGTTIN", |name| {
+            step_log_level(name, true)
+        }));
+        handled.push((SignalKind::from_raw(SIGTTOU), "SIGTTOU", |name| {
+            step_log_level(name, false)
+        }));
     }
-    for (kind, name) in handled {
+    for (kind, name, act) in handled {
         match signal(kind) {
             Ok(mut received) => {
                 tokio::spawn(async move {
                     while received.recv().await.is_some() {
-                        on_ops_signal(name);
+                        act(name);
                     }
                 });
             }
@@ -169,34 +173,40 @@ pub fn ops_signals() {
     }
 }
 
-fn on_ops_signal(name: &str) {
-    match name {
-        "SIGHUP" => {
-            if let Some((path, file)) = LOG_FILE.get() {
-                match open_log(path) {
-                    Ok(reopened) => {
-                        *file.lock().unwrap_or_else(PoisonError::into_inner) = reopened;
-                        tracing::info!(file = %path.display(), "SIGHUP: log file reopened");
-                    }
-                    Err(e) => tracing::error!(file = %path.display(), error = %e,
-                        "SIGHUP: cannot reopen the log file; still writing to the old one"),
-                }
-            }
+/// What a signal does, given its name (for the log).
+type OnSignal = fn(&'static str);
+
+fn ignore(name: &'static str) {
+    tracing::info!(signal = name, "signal received; ignored");
+}
+
+/// SIGHUP: the log file opened again at its path (logrotate moved it).
+fn reopen_log() {
+    let Some((path, file)) = LOG_FILE.get() else {
+        return;
+    };
+    match open_log(path) {
+        Ok(reopened) => {
+            *file.lock().unwrap_or_else(PoisonError::into_inner) = reopened;
+            tracing::info!(file = %path.display(), "SIGHUP: log file reopened");
         }
-        "SIGTTIN" | "SIGTTOU" => {
-            let Some(level) = LEVEL.get() else {
-                return;
-            };
-            let mut now = LevelFilter::OFF;
-            let _ = level.modify(|filter| {
-                *filter = step_level(*filter, name == "SIGTTIN");
-                now = *filter;
-            });
-            // Shown at every level but the lowest (error only).
-            tracing::warn!(level = %now, "{name}: log level changed");
-        }
-        _ => tracing::info!(signal = name, "signal received; ignored"),
+        Err(e) => tracing::error!(file = %path.display(), error = %e,
+            "SIGHUP: cannot reopen the log file; still writing to the old one"),
     }
+}
+
+/// SIGTTIN (`up`) and SIGTTOU: the log level one step up or down.
+fn step_log_level(name: &'static str, up: bool) {
+    let Some(level) = LEVEL.get() else {
+        return;
+    };
+    let mut now = LevelFilter::OFF;
+    let _ = level.modify(|filter| {
+        *filter = step_level(*filter, up);
+        now = *filter;
+    });
+    // Shown at every level but the lowest (error only).
+    tracing::warn!(level = %now, "{name}: log level changed");
 }
 
 /// The next level up (more verbose) or down, within ERROR..TRACE.

@@ -66,23 +66,18 @@ async fn snapshot(client: &zk::Client, target: &Target) -> Result<Snapshot, Admi
         .unwrap_or_default()
     {
         let path = child_path(&target.proxy_root, &name);
-        match client.get_data(&path).await {
-            Ok((data, stat)) => {
-                if stat.ephemeral_owner == 0 {
-                    hand_made_proxies.push(name.clone());
-                }
-                proxies.push((name, data));
+        if let Some((data, stat)) = data(client, target, &path).await? {
+            if stat.ephemeral_owner == 0 {
+                hand_made_proxies.push(name.clone());
             }
-            // Gone while we read: simply not shown.
-            Err(zk::Error::NoNode) => {}
-            Err(error) => return Err(AdminError::zk_path(&target.hosts, &path, error)),
+            proxies.push((name, data));
         }
     }
     let mut roster = Vec::new();
     if let Some(path) = roster_path(&target.cluster_root) {
         for name in children(client, target, &path).await?.unwrap_or_default() {
             // An entry forgotten while we read is simply not shown.
-            let Some(entry) = data(client, target, &child_path(&path, &name)).await? else {
+            let Some((entry, _)) = data(client, target, &child_path(&path, &name)).await? else {
                 continue;
             };
             let registration = registration_of(&entry, &target.proxy_root, &name);
@@ -159,14 +154,14 @@ pub(super) async fn children(
     }
 }
 
-/// The data of `path`, `None` if it does not exist (any more).
+/// The data and stat of `path`, `None` if it does not exist (any more).
 async fn data(
     client: &zk::Client,
     target: &Target,
     path: &str,
-) -> Result<Option<Vec<u8>>, AdminError> {
+) -> Result<Option<(Vec<u8>, zk::Stat)>, AdminError> {
     match client.get_data(path).await {
-        Ok((data, _)) => Ok(Some(data)),
+        Ok(found) => Ok(Some(found)),
         Err(zk::Error::NoNode) => Ok(None),
         Err(error) => Err(AdminError::zk_path(&target.hosts, path, error)),
     }

@@ -79,10 +79,21 @@ pub fn run(session: &Session, op: ScriptOp, cmd: &Command, raw: Bytes) -> Pendin
         return function_stats(session, &table);
     }
     let asked = fanout::ask_all(session, &table, &raw);
+    counted(session, async move {
+        let answers = asked.await;
+        fanout::failure(&answers).unwrap_or_else(|| combine(op, &answers))
+    })
+}
+
+/// The reply `assembled` from the shards' answers, counted as one of the
+/// pool's errors when it is an error.
+fn counted(
+    session: &Session,
+    assembled: impl std::future::Future<Output = Bytes> + Send + 'static,
+) -> Pending {
     let pool = session.pool.clone();
     Pending::Assembling(Box::pin(async move {
-        let answers = asked.await;
-        let reply = fanout::failure(&answers).unwrap_or_else(|| combine(op, &answers));
+        let reply = assembled.await;
         if is_error_reply(&reply) {
             PoolStats::bump(&pool.stats.errors);
         }
@@ -147,14 +158,7 @@ fn kill(session: &Session, table: &RoutingTable, cmd: &Command) -> Pending {
         "SCRIPT"
     };
     let asked = ask_on_own_connections(table, &[], [command, "KILL"]);
-    let pool = session.pool.clone();
-    Pending::Assembling(Box::pin(async move {
-        let reply = kill_reply(&asked.await);
-        if is_error_reply(&reply) {
-            PoolStats::bump(&pool.stats.errors);
-        }
-        reply
-    }))
+    counted(session, async move { kill_reply(&asked.await) })
 }
 
 /// FUNCTION STATS, which Redis answers while a function runs long (to show
@@ -168,27 +172,23 @@ fn function_stats(session: &Session, table: &RoutingTable) -> Pending {
     // in the client's protocol, as Redis would give it.
     let asked = ask_on_own_connections(table, &["HELLO", "3"], ["FUNCTION", "STATS"]);
     let keyless = table.shard(KEYLESS_SHARD).name;
-    let (pool, proto) = (session.pool.clone(), session.proto);
-    Pending::Assembling(Box::pin(async move {
+    let proto = session.proto;
+    counted(session, async move {
         let outcomes = asked.await;
         let chosen = outcomes
             .iter()
             .find(|(_, outcome)| outcome.as_ref().is_ok_and(runs_a_function))
             .or_else(|| outcomes.iter().find(|(name, _)| *name == keyless))
             .unwrap_or(&outcomes[0]);
-        let reply = match chosen {
+        match chosen {
             (_, Ok(stats)) => {
                 let mut out = BytesMut::new();
                 encode(stats, proto, &mut out);
                 out.freeze()
             }
             (name, Err(e)) => refusal(name, e),
-        };
-        if is_error_reply(&reply) {
-            PoolStats::bump(&pool.stats.errors);
         }
-        reply
-    }))
+    })
 }
 
 /// True when FUNCTION STATS says a function runs (its `running_script` is

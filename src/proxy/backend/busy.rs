@@ -20,11 +20,11 @@
 //! written once the script's reply comes, or times out with the pool's
 //! `timeout`. What was written before runs after the script, with no reply
 //! until then: Redis reads it as the script's client's, though a client of
-//! its own would have been answered `-BUSY` and its request not run. A client's own connection (transactions, blocking
-//! commands) waits, as a Redis client waits behind its own script. So does
-//! a client on a shared connection: its requests held behind its own script
-//! are written after the script, while the connection's other clients get
-//! `-BUSY`.
+//! its own would have been answered `-BUSY` and its request not run. A
+//! client's own connection (transactions, blocking commands) waits, as a
+//! Redis client waits behind its own script. So does a client on a shared
+//! connection: its requests held behind its own script are written after
+//! the script, while the connection's other clients get `-BUSY`.
 
 use bytes::Bytes;
 use std::time::Duration;

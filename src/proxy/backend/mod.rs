@@ -555,7 +555,7 @@ impl PrivateConn {
 pub struct BackendRegistry {
     settings: Arc<BackendSettings>,
     // A short sync lock: only taken while a routing table is built.
-    backends: Mutex<HashMap<String, Weak<Backend>>>,
+    backends: SharedByAddress<Backend>,
     /// Each server address's demotion (and moving signal) while a backend
     /// for it lives, shared with the registries that succeed this one.
     demotions: Arc<SharedByAddress<Demotion>>,
@@ -584,7 +584,7 @@ impl BackendRegistry {
     pub fn new(settings: BackendSettings) -> BackendRegistry {
         BackendRegistry {
             settings: Arc::new(settings),
-            backends: Mutex::new(HashMap::new()),
+            backends: SharedByAddress::default(),
             demotions: Arc::default(),
             stats: Arc::default(),
         }
@@ -611,16 +611,11 @@ impl BackendRegistry {
 
     /// The live backend for `addr`, created if no routing table holds one.
     pub fn get(&self, addr: &str) -> Arc<Backend> {
-        let mut map = self.backends.lock().expect("registry lock");
-        if let Some(backend) = map.get(addr).and_then(Weak::upgrade) {
-            return backend;
-        }
-        map.retain(|_, b| b.strong_count() > 0);
-        let demotion = shared(&self.demotions, addr, Demotion::new);
-        let stats = shared(&self.stats, addr, BackendStats::default);
-        let backend = Arc::new(Backend::new(addr, self.settings.clone(), demotion, stats));
-        map.insert(addr.to_string(), Arc::downgrade(&backend));
-        backend
+        shared(&self.backends, addr, || {
+            let demotion = shared(&self.demotions, addr, Demotion::new);
+            let stats = shared(&self.stats, addr, BackendStats::default);
+            Backend::new(addr, self.settings.clone(), demotion, stats)
+        })
     }
 }
 

@@ -298,15 +298,16 @@ fn write_zookeeper(session: &Session, out: &mut String) {
 }
 
 /// This process's run id, as Redis gives one per run (40 hex digits),
-/// made from what tells runs apart: the process id and the start time.
+/// made from what tells runs apart: the process id and the time it was
+/// first asked for.
 fn run_id() -> &'static str {
     static RUN_ID: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     RUN_ID.get_or_init(|| {
         use sha2::{Digest, Sha256};
-        let started = std::time::SystemTime::now()
+        let asked = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos());
-        let digest = Sha256::digest(format!("{} {started}", std::process::id()).as_bytes());
+        let digest = Sha256::digest(format!("{} {asked}", std::process::id()).as_bytes());
         digest.iter().take(20).map(|b| format!("{b:02x}")).collect()
     })
 }

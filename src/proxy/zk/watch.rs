@@ -461,8 +461,8 @@ impl<'a> Session<'a> {
                 children,
                 last_master,
             );
-            let shard = match (shard, last_shard) {
-                (Ok(mut shard), _) => {
+            let shard = match shard {
+                Ok(mut shard) => {
                     shard.master_run_id = head_run_id(nodes, &shard, last_shard);
                     shard.strays.extend(nodes.hand_made.iter().cloned());
                     if !shard.strays.is_empty() {
@@ -470,43 +470,43 @@ impl<'a> Session<'a> {
                     }
                     shard
                 }
-                // One shard's bad data freezes that shard's range only,
-                // flagged: its members are still followed (they are
-                // valid), so a failover meanwhile still moves routing.
-                (Err(error), Some(last_shard)) if last_shard.is_left_out() => {
+                Err(error) => {
                     self.status.record_error(&path, error.to_string());
                     invalid = true;
-                    ShardView::left_out(&path, error.to_string())
-                }
-                (Err(error), Some(last_shard)) => {
-                    warn!(path = %path, error = %error, "invalid shard data in ZooKeeper; keeping its last good range");
-                    self.status.record_error(&path, error.to_string());
-                    invalid = true;
-                    let mut kept = last_shard.clone();
-                    kept.invalid = Some(error.to_string());
-                    let line = members_in_line(children);
-                    if let Some(first) = line.first() {
-                        kept.master = Some(first.addr.clone());
+                    match last_shard.filter(|last| !last.is_left_out()) {
+                        // One shard's bad data freezes that shard's range
+                        // only, flagged: its members are still followed
+                        // (they are valid), so a failover meanwhile still
+                        // moves routing.
+                        Some(last_shard) => {
+                            warn!(path = %path, error = %error, "invalid shard data in ZooKeeper; keeping its last good range");
+                            let mut kept = last_shard.clone();
+                            kept.invalid = Some(error.to_string());
+                            let line = members_in_line(children);
+                            if let Some(first) = line.first() {
+                                kept.master = Some(first.addr.clone());
+                            }
+                            kept.no_members = line.is_empty();
+                            kept.members = line;
+                            kept.master_run_id = head_run_id(nodes, &kept, Some(last_shard));
+                            kept
+                        }
+                        // A shard never valid (a znode created by hand, its
+                        // data still to be set) is left out, flagged; the
+                        // others are still followed (review: one such znode
+                        // froze every shard's routing, failovers included).
+                        None => {
+                            warn!(path = %path, error = %error, "invalid data in a new shard znode; leaving it out of routing");
+                            ShardView::left_out(&path, error.to_string())
+                        }
                     }
-                    kept.no_members = line.is_empty();
-                    kept.members = line;
-                    kept.master_run_id = head_run_id(nodes, &kept, Some(last_shard));
-                    kept
-                }
-                // A shard never valid (a znode created by hand, its data
-                // still to be set) is left out, flagged; the others are
-                // still followed (review: one such znode froze every
-                // shard's routing, failovers included).
-                (Err(error), None) => {
-                    warn!(path = %path, error = %error, "invalid data in a new shard znode; leaving it out of routing");
-                    self.status.record_error(&path, error.to_string());
-                    invalid = true;
-                    ShardView::left_out(&path, error.to_string())
                 }
             };
             read.push(shard);
         }
-        let mut offered = self.offer(read.clone(), last, on_change);
+        let (migration, migration_invalid) = self.checked_migration(last.as_ref());
+        invalid |= migration_invalid;
+        let mut offered = self.offer(read.clone(), migration.clone(), last, on_change);
         if let Err((_, error)) = &offered {
             // A new shard whose range does not fit beside the others (a
             // typo, a range set before the others were shrunk) is left
@@ -530,7 +530,7 @@ impl<'a> Session<'a> {
                 }
             }
             if !left_out.is_empty() {
-                offered = self.offer(fits, last, on_change);
+                offered = self.offer(fits, migration, last, on_change);
                 if offered.is_ok() {
                     for path in &left_out {
                         warn!(path = %path, reason = %why, "new shard left out of routing");
@@ -541,7 +541,7 @@ impl<'a> Session<'a> {
             }
         }
         match offered {
-            Ok(migration_invalid) => self.status.set_state_valid(!(invalid || migration_invalid)),
+            Ok(()) => self.status.set_state_valid(!invalid),
             Err((path, error)) => {
                 warn!(path = %path, error = %error, "invalid cluster state in ZooKeeper; keeping the last good view");
                 self.status.record_error(&path, error);
@@ -550,36 +550,39 @@ impl<'a> Session<'a> {
         }
     }
 
-    /// Checks `shards` as one view, with the migration read, and hands it
-    /// over unless it is the last one. `Ok(true)` when the migration's data
-    /// was invalid (the last good one is kept); the error names the znode
-    /// at fault and why.
-    fn offer(
-        &self,
-        shards: Vec<ShardView>,
-        last: &mut Option<ClusterView>,
-        on_change: &OnChange,
-    ) -> Result<bool, (String, String)> {
-        let mut view = ClusterView::new(shards).map_err(|error| {
-            let path = error.path().unwrap_or(self.root).to_string();
-            (path, error.to_string())
-        })?;
-        // Bad migration data keeps the migration last seen: dropping it
-        // would send the range's keys back to a source that gave some away.
-        let mut migration_invalid = false;
-        view.migration = match self.migration.as_deref().map(MigrationState::parse) {
-            None => None,
-            Some(Ok(state)) => Some(state),
+    /// The migration read, checked: bad migration data keeps the migration
+    /// last seen (dropping it would send the range's keys back to a source
+    /// that gave some away), and says so (`true`).
+    fn checked_migration(&self, last: Option<&ClusterView>) -> (Option<MigrationState>, bool) {
+        match self.migration.as_deref().map(MigrationState::parse) {
+            None => (None, false),
+            Some(Ok(state)) => (Some(state), false),
             Some(Err(error)) => {
                 let path = self.migration_path.as_deref().unwrap_or(self.root);
                 warn!(path = %path, error = %error, "invalid migration in ZooKeeper; keeping the last good one");
                 self.status.record_error(path, error);
-                migration_invalid = true;
-                last.as_ref().and_then(|l| l.migration.clone())
+                (last.and_then(|l| l.migration.clone()), true)
             }
-        };
+        }
+    }
+
+    /// Checks `shards` and `migration` as one view, and hands it over
+    /// unless it is the last one; the error names the znode at fault and
+    /// why.
+    fn offer(
+        &self,
+        shards: Vec<ShardView>,
+        migration: Option<MigrationState>,
+        last: &mut Option<ClusterView>,
+        on_change: &OnChange,
+    ) -> Result<(), (String, String)> {
+        let mut view = ClusterView::new(shards).map_err(|error| {
+            let path = error.path().unwrap_or(self.root).to_string();
+            (path, error.to_string())
+        })?;
+        view.migration = migration;
         if last.as_ref() == Some(&view) {
-            return Ok(migration_invalid);
+            return Ok(());
         }
         // Refused: offered again with the next change.
         on_change(view.clone()).map_err(|reason| {
@@ -591,7 +594,7 @@ impl<'a> Session<'a> {
         log_changes(self.root, last.as_ref(), &view);
         self.status.view_applied(Arc::new(view.clone()));
         *last = Some(view);
-        Ok(migration_invalid)
+        Ok(())
     }
 }
 
