@@ -377,9 +377,12 @@ impl ShardView {
         }
     }
 
-    /// True for a shard [`ShardView::left_out`] made.
+    /// True for a shard [`ShardView::left_out`] made: empty, flagged, and
+    /// with no master. A growth shard (empty) whose data went bad keeps
+    /// its last view, master and members included, and is not one: it may
+    /// be a migration's target.
     pub fn is_left_out(&self) -> bool {
-        self.empty && self.invalid.is_some()
+        self.empty && self.invalid.is_some() && self.master.is_none()
     }
 
     /// The view of a shard owning `range` (none: empty), from its parsed
@@ -769,6 +772,17 @@ mod tests {
         assert_eq!(view.master.as_deref(), Some("10.0.0.2:6379"));
         let view = ShardView::from_znodes("/c/s", recorded, &[], Some("10.0.0.1:6379")).unwrap();
         assert_eq!(view.master.as_deref(), Some("10.0.0.1:6379"));
+    }
+
+    #[test]
+    fn a_kept_growth_shard_is_not_left_out() {
+        let left = ShardView::left_out("/c/redis-0002", "bad data".into());
+        assert!(left.is_left_out() && left.members.is_empty());
+        let children = names(&["10.0.0.3:6379-0000000001"]);
+        let mut kept =
+            ShardView::from_znodes("/c/redis-0002", br#"{"weight":""}"#, &children, None).unwrap();
+        kept.invalid = Some("bad data".into());
+        assert!(kept.empty && !kept.is_left_out());
     }
 
     #[test]
