@@ -679,11 +679,7 @@ async fn failover(crash: bool) {
     let zookeeper = ZooKeeper::start();
     let (mut m0, r0, m1) = (Redis::start(), Redis::start(), Redis::start());
     let ops = zookeeper.client().await;
-    create_shard(&ops, "redis-0000", 0, 2047).await;
-    create_shard(&ops, "redis-0001", 2048, 4095).await;
-    let master0 = add_member(&ops, "redis-0000", &m0.addr()).await;
-    add_member(&ops, "redis-0000", &r0.addr()).await;
-    add_member(&ops, "redis-0001", &m1.addr()).await;
+    let master0 = two_shards_with_a_next_in_line(&ops, &m0, &r0, &m1).await;
     let proxies = [
         common::zk_cluster::start_proxy(&zookeeper, &[&m1]),
         common::zk_cluster::start_proxy(&zookeeper, &[&m1]),

@@ -93,6 +93,31 @@ fn named_pool_file(port: u16, a: &Redis, b: &Redis, split: u32) -> String {
         .replace("-4095\n", "-4095 b\n")
 }
 
+/// Two servers `a` (slots 0-2047) and `b` behind a proxy started with
+/// [`named_pool_file`].
+struct TwoNamed {
+    a: Redis,
+    b: Redis,
+    port: u16,
+    /// The pool file the proxy started with.
+    text: String,
+    proxy: Proxy,
+}
+
+fn two_named() -> TwoNamed {
+    let (a, b) = (Redis::start(), Redis::start());
+    let port = free_port();
+    let text = named_pool_file(port, &a, &b, 2048);
+    let proxy = Proxy::start_yaml(port, &text);
+    TwoNamed {
+        a,
+        b,
+        port,
+        text,
+        proxy,
+    }
+}
+
 /// A key whose slot lies in `slots`.
 fn key_in(prefix: &str, slots: std::ops::Range<u32>) -> String {
     (0..)
@@ -384,10 +409,13 @@ fn a_reload_that_moves_no_key_keeps_a_ketama_transaction() {
 /// where they were (they started again from 0).
 #[test]
 fn a_settings_reload_keeps_open_watches_and_the_servers_counters() {
-    let (a, b) = (Redis::start(), Redis::start());
-    let port = free_port();
-    let text = named_pool_file(port, &a, &b, 2048);
-    let proxy = Proxy::start_yaml(port, &text);
+    let TwoNamed {
+        a,
+        b: _b,
+        port,
+        text,
+        proxy,
+    } = two_named();
     let key = key_in("w", 0..2048);
     let mut client = RawClient::connect(port);
     for i in 0..20 {
@@ -431,10 +459,13 @@ fn a_settings_reload_keeps_open_watches_and_the_servers_counters() {
 /// for good while pushes went to the new database).
 #[test]
 fn a_client_blocked_when_a_reload_changes_the_database_is_told_to_retry() {
-    let (a, b) = (Redis::start(), Redis::start());
-    let port = free_port();
-    let text = named_pool_file(port, &a, &b, 2048);
-    let proxy = Proxy::start_yaml(port, &text);
+    let TwoNamed {
+        a,
+        b: _b,
+        port,
+        text,
+        proxy,
+    } = two_named();
     let key = key_in("d", 0..2048);
     let mut consumer = RawClient::connect(port);
     block(&mut consumer, &key, &[&a]);
@@ -457,10 +488,13 @@ fn a_client_blocked_when_a_reload_changes_the_database_is_told_to_retry() {
 /// reported (it said a restart was needed).
 #[test]
 fn restart_only_settings_are_reported_against_what_runs() {
-    let (a, b) = (Redis::start(), Redis::start());
-    let port = free_port();
-    let text = named_pool_file(port, &a, &b, 2048);
-    let proxy = Proxy::start_yaml(port, &text);
+    let TwoNamed {
+        a: _a,
+        b: _b,
+        port,
+        text,
+        proxy,
+    } = two_named();
     let notices = || {
         proxy
             .log_text()
@@ -482,10 +516,13 @@ fn restart_only_settings_are_reported_against_what_runs() {
 /// (review: EXEC ran them there).
 #[test]
 fn a_transaction_open_when_the_database_changes_is_discarded() {
-    let (a, b) = (Redis::start(), Redis::start());
-    let port = free_port();
-    let text = named_pool_file(port, &a, &b, 2048);
-    let proxy = Proxy::start_yaml(port, &text);
+    let TwoNamed {
+        a,
+        b: _b,
+        port,
+        text,
+        proxy,
+    } = two_named();
     let key = key_in("x", 0..2048);
     let mut client = RawClient::connect(port);
     assert_eq!(client.cmd_str(&["MULTI"]), "+OK\r\n");

@@ -69,11 +69,7 @@ async fn deleting_the_master_moves_writes_to_the_next_member() {
     let zookeeper = ZooKeeper::start();
     let (m0, r0, m1) = (Redis::start(), Redis::start(), Redis::start());
     let ops = zookeeper.client().await;
-    create_shard(&ops, "redis-0000", 0, 2047).await;
-    create_shard(&ops, "redis-0001", 2048, 4095).await;
-    let master0 = add_member(&ops, "redis-0000", &m0.addr()).await;
-    add_member(&ops, "redis-0000", &r0.addr()).await;
-    add_member(&ops, "redis-0001", &m1.addr()).await;
+    let master0 = two_shards_with_a_next_in_line(&ops, &m0, &r0, &m1).await;
     // The file points shard 0 at m1: only ZooKeeper routes it to m0.
     let proxies = [
         start_proxy(&zookeeper, &[&m1]),
@@ -394,11 +390,7 @@ async fn a_client_blocked_on_a_connection_from_before_a_reload_sees_a_failover()
     let zookeeper = ZooKeeper::start();
     let (m0, r0, m1) = (Redis::start(), Redis::start(), Redis::start());
     let ops = zookeeper.client().await;
-    create_shard(&ops, "redis-0000", 0, 2047).await;
-    create_shard(&ops, "redis-0001", 2048, 4095).await;
-    let master0 = add_member(&ops, "redis-0000", &m0.addr()).await;
-    add_member(&ops, "redis-0000", &r0.addr()).await;
-    add_member(&ops, "redis-0001", &m1.addr()).await;
+    let master0 = two_shards_with_a_next_in_line(&ops, &m0, &r0, &m1).await;
     let proxy = start_proxy(&zookeeper, &[&m1]);
     wait_for_view(
         &proxy,
@@ -415,9 +407,7 @@ async fn a_client_blocked_on_a_connection_from_before_a_reload_sees_a_failover()
         b"0",
     ]));
     wait_until("the client to block", Duration::from_secs(10), || {
-        m0.connect()
-            .cmd_str(&["INFO", "clients"])
-            .contains("blocked_clients:1")
+        m0.connect().info_number("clients", "blocked_clients") == Some(1)
     });
     ops.delete(&master0, None).await.unwrap();
     let asked = Instant::now();

@@ -106,6 +106,19 @@ pub async fn two_shards_led_by(ops: &zk::Client, a: &Redis, b: &Redis) -> [Strin
     ]
 }
 
+/// Like [`two_shards_led_by`], with `next` second in `redis-0000`'s line
+/// (its master after `first`'s member goes); the path of `first`'s member.
+pub async fn two_shards_with_a_next_in_line(
+    ops: &zk::Client,
+    first: &Redis,
+    next: &Redis,
+    other: &Redis,
+) -> String {
+    let [first_member, _] = two_shards_led_by(ops, first, other).await;
+    add_member(ops, "redis-0000", &next.addr()).await;
+    first_member
+}
+
 /// A proxy of the cluster: range form in the file (the routing before
 /// ZooKeeper answers), the ZooKeeper keys, registration under PROXIES.
 pub fn start_proxy(zookeeper: &ZooKeeper, file_servers: &[&Redis]) -> Proxy {
