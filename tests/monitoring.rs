@@ -142,6 +142,12 @@ fn metrics_are_valid_prometheus_and_move() {
     let after = metrics(&proxy);
     let requests = r#"shardproxy_requests_total{pool="pool"}"#;
     assert_eq!(sample(&after, requests) - sample(&before, requests), 21.0);
+    // Each SET of k0-k9 is 28 bytes, of k10-k19 29; the MGET 46. Replies:
+    // 20 x +OK and the MGET's array of four one-byte values.
+    let received = r#"shardproxy_client_received_bytes_total{pool="pool"}"#;
+    assert_eq!(sample(&after, received) - sample(&before, received), 616.0);
+    let sent = r#"shardproxy_client_sent_bytes_total{pool="pool"}"#;
+    assert_eq!(sample(&after, sent) - sample(&before, sent), 100.0 + 32.0);
     assert_eq!(
         sample(
             &after,
@@ -473,5 +479,82 @@ fn nutcrackers_signals_reopen_the_log_and_stop_nothing() {
     assert_eq!(
         RawClient::connect(proxy.port).cmd_str(&["PING"]),
         "+PONG\r\n"
+    );
+}
+
+/// INFO stats counts the bytes read from clients and written to them
+/// exactly, and the recent request rate, under the names monitoring reads
+/// from Redis (`total_net_input_bytes`, `instantaneous_ops_per_sec`, ...):
+/// they were missing, so a dashboard of the proxy showed no traffic.
+#[test]
+fn info_stats_counts_client_bytes_and_the_recent_rate() {
+    let (_redis, proxy) = one_server();
+    let mut c = RawClient::connect(proxy.port);
+    let info_request = common::redis::encode_command(&[b"INFO", b"stats"]);
+    let before = c.cmd_str(&["INFO", "stats"]);
+    let mut batch = Vec::new();
+    for i in 0..100 {
+        let key = format!("key:{i}");
+        batch.extend(common::redis::encode_command(&[
+            b"SET",
+            key.as_bytes(),
+            b"value",
+        ]));
+    }
+    c.send_raw(&batch);
+    for _ in 0..100 {
+        assert_eq!(c.read_reply(), b"+OK\r\n");
+    }
+    let after = c.cmd_str(&["INFO", "stats"]);
+    let grew = |field| info_u64(&after, field) - info_u64(&before, field);
+    // Read: the SETs and the second INFO (sent before its reply was made).
+    assert_eq!(
+        grew("total_net_input_bytes"),
+        (batch.len() + info_request.len()) as u64,
+        "{after}"
+    );
+    // Written: the first INFO's reply and the SETs' replies.
+    assert_eq!(
+        grew("total_net_output_bytes"),
+        (before.len() + 100 * b"+OK\r\n".len()) as u64,
+        "{after}"
+    );
+
+    // Under a steady load the rate shows it; idle, it falls back within
+    // Redis's 1.6 s window (the INFO polls themselves count, hence "few").
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = {
+        let stop = stop.clone();
+        let port = proxy.port;
+        std::thread::spawn(move || {
+            let mut client = RawClient::connect(port);
+            let deadline = std::time::Instant::now() + Duration::from_secs(20);
+            while !stop.load(std::sync::atomic::Ordering::Relaxed)
+                && std::time::Instant::now() < deadline
+            {
+                assert_eq!(client.cmd(&[b"PING"]), b"+PONG\r\n");
+            }
+        })
+    };
+    let mut info = RawClient::connect(proxy.port);
+    let mut stats = String::new();
+    common::wait_until("the rate to show the load", Duration::from_secs(10), || {
+        std::thread::sleep(Duration::from_millis(200));
+        stats = info.cmd_str(&["INFO", "stats"]);
+        info_u64(&stats, "instantaneous_ops_per_sec") >= 500
+    });
+    let kbps = info_field(&stats, "instantaneous_input_kbps").unwrap();
+    assert!(kbps.parse::<f64>().unwrap() > 0.0, "{stats}");
+    let kbps = info_field(&stats, "instantaneous_output_kbps").unwrap();
+    assert!(kbps.parse::<f64>().unwrap() > 0.0, "{stats}");
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    load.join().unwrap();
+    common::wait_until(
+        "the rate to fall once idle",
+        Duration::from_secs(10),
+        || {
+            std::thread::sleep(Duration::from_millis(700));
+            info.info_number("stats", "instantaneous_ops_per_sec") <= Some(3)
+        },
     );
 }

@@ -329,9 +329,13 @@ pub async fn serve<S: Io>(pool: Arc<Pool>, mut stream: S, shutdown: watch::Recei
                 write_protocol_error(&e, &mut out, stats);
             }
         }
-        if let Err(e) = stream.write_now(&mut out) {
-            tracing::debug!(client = session.id, error = %e, "client write failed");
-            return;
+        match stream.write_now(&mut out) {
+            Ok(0) => {}
+            Ok(written) => stats.commands.count_output(written),
+            Err(e) => {
+                tracing::debug!(client = session.id, error = %e, "client write failed");
+                return;
+            }
         }
         // Bytes wait to go out: in `out`, or (TLS) inside the stream.
         let unsent = !out.is_empty() || stream.holds_output();
@@ -637,6 +641,7 @@ pub async fn serve<S: Io>(pool: Arc<Pool>, mut stream: S, shutdown: watch::Recei
                     let_go = Some(Box::pin(accept::descriptors_short().notified()));
                 }
                 Some(Ok(n)) => {
+                    stats.commands.count_input(n);
                     busy = n >= SMALL_READ || n == room;
                     session.head_wait.read(input.len());
                 }

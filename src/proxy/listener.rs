@@ -8,7 +8,7 @@ use crate::proxy::accept::Acceptor;
 use crate::proxy::client;
 use crate::proxy::cluster;
 use crate::proxy::pool::Pool;
-use crate::proxy::stats::PoolStats;
+use crate::proxy::stats::{PoolStats, RATE_SAMPLE_EVERY};
 use crate::proxy::stats_server::{self, Monitoring};
 use crate::proxy::workers;
 use crate::tls::{ListenTls, ServerStream, ACCEPT_HANDSHAKE_LIMIT};
@@ -121,6 +121,7 @@ impl Proxy {
             cluster::spawn(pool, &self.monitoring, &zookeeper_shutdown, &mut zookeeper);
             // Always running: a reload may turn auto_eject_hosts on.
             background.spawn(follow_ejections(pool.clone(), shutdown.clone()));
+            background.spawn(sample_rates(pool.clone(), shutdown.clone()));
         }
         let mut acceptors = JoinSet::new();
         for (listener, pool, limit) in self.listeners {
@@ -324,6 +325,18 @@ async fn follow_ejections(pool: Arc<Pool>, mut shutdown: watch::Receiver<bool>) 
             }
             let live: Vec<&str> = table.shards.iter().map(|s| &*s.backend.addr).collect();
             tracing::warn!(pool = %pool.name, live = ?live, "servers ejected or retried; routing rebuilt");
+        }
+    }
+}
+
+/// Samples the pool's request and byte rates (INFO's `instantaneous_*`)
+/// every [`RATE_SAMPLE_EVERY`], as Redis does in its cron.
+async fn sample_rates(pool: Arc<Pool>, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        pool.stats.sample_rates();
+        tokio::select! {
+            () = tokio::time::sleep(RATE_SAMPLE_EVERY) => {}
+            _ = shutdown.changed() => return,
         }
     }
 }

@@ -11,7 +11,8 @@
 use crate::command::{self, Command};
 use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::time::{Duration, SystemTime};
+use std::sync::Mutex;
+use std::time::{Duration, Instant, SystemTime};
 
 /// Counters of one pool.
 #[derive(Debug)]
@@ -41,6 +42,9 @@ pub struct PoolStats {
     pub server_ejects: AtomicU64,
     /// Requests per command and their latency.
     pub commands: CommandStats,
+    /// Recent requests and client bytes per second (INFO's
+    /// `instantaneous_*`), sampled by the pool's [`Rates::sample`] task.
+    pub rates: Rates,
 }
 
 impl Default for PoolStats {
@@ -58,6 +62,7 @@ impl Default for PoolStats {
             fragments: AtomicU64::new(0),
             server_ejects: AtomicU64::new(0),
             commands: CommandStats::new(),
+            rates: Rates::default(),
         }
     }
 }
@@ -78,6 +83,75 @@ impl PoolStats {
 
     pub fn uptime_secs(&self) -> u64 {
         self.started.elapsed().map(|d| d.as_secs()).unwrap_or(0)
+    }
+
+    /// Takes one sample of the rates (see [`Rates`]).
+    pub fn sample_rates(&self) {
+        let totals = [
+            self.requests(),
+            self.commands.net_input(),
+            self.commands.net_output(),
+        ];
+        self.rates.sample(Instant::now(), totals);
+    }
+}
+
+/// How many samples the rates average, one per [`RATE_SAMPLE_EVERY`]: the
+/// last 1.6 s, as Redis's `instantaneous_ops_per_sec` does.
+const RATE_SAMPLES: usize = 16;
+pub const RATE_SAMPLE_EVERY: Duration = Duration::from_millis(100);
+
+/// Requests, client input bytes and client output bytes per second,
+/// averaged over the last [`RATE_SAMPLES`] samples. Each sample divides
+/// what the totals grew by the time actually elapsed, so a late tick does
+/// not skew it.
+#[derive(Debug, Default)]
+pub struct Rates {
+    samples: Mutex<RateSamples>,
+}
+
+#[derive(Debug, Default)]
+struct RateSamples {
+    last: Option<(Instant, [u64; 3])>,
+    per_sec: [[f64; 3]; RATE_SAMPLES],
+    next: usize,
+    taken: usize,
+}
+
+impl Rates {
+    fn sample(&self, now: Instant, totals: [u64; 3]) {
+        let mut s = self.samples.lock().expect("rates lock");
+        if let Some((then, before)) = s.last {
+            let secs = now.saturating_duration_since(then).as_secs_f64();
+            if secs <= 0.0 {
+                return;
+            }
+            let next = s.next;
+            for (i, rate) in s.per_sec[next].iter_mut().enumerate() {
+                *rate = totals[i].saturating_sub(before[i]) as f64 / secs;
+            }
+            s.next = (next + 1) % RATE_SAMPLES;
+            s.taken = (s.taken + 1).min(RATE_SAMPLES);
+        }
+        s.last = Some((now, totals));
+    }
+
+    /// (requests/s, input bytes/s, output bytes/s); zeros before two
+    /// samples were taken.
+    pub fn current(&self) -> [f64; 3] {
+        let s = self.samples.lock().expect("rates lock");
+        let mut mean = [0.0; 3];
+        if s.taken == 0 {
+            return mean;
+        }
+        // The samples not taken yet are zeros: summing all is summing the
+        // taken ones.
+        for sample in &s.per_sec {
+            for (m, v) in mean.iter_mut().zip(sample) {
+                *m += v;
+            }
+        }
+        mean.map(|m| m / s.taken as f64)
     }
 }
 
@@ -134,6 +208,9 @@ fn table_index(cmd: &Command) -> Option<usize> {
 #[derive(Debug)]
 struct Slot {
     requests: AtomicU64,
+    /// Bytes read from and written to clients.
+    net_input: AtomicU64,
+    net_output: AtomicU64,
     latency_micros: AtomicU64,
     buckets: [AtomicU64; LATENCY_BUCKETS.len() + 1],
     calls: Box<[AtomicU64]>,
@@ -151,6 +228,8 @@ impl CommandStats {
     fn new() -> CommandStats {
         let slot = || Slot {
             requests: AtomicU64::new(0),
+            net_input: AtomicU64::new(0),
+            net_output: AtomicU64::new(0),
             latency_micros: AtomicU64::new(0),
             buckets: std::array::from_fn(|_| AtomicU64::new(0)),
             calls: command::commands()
@@ -173,9 +252,37 @@ impl CommandStats {
     }
 
     fn requests(&self) -> u64 {
+        self.sum(|s| &s.requests)
+    }
+
+    /// Counts bytes read from a client.
+    pub fn count_input(&self, bytes: usize) {
+        self.slot()
+            .net_input
+            .fetch_add(bytes as u64, Ordering::Relaxed);
+    }
+
+    /// Counts bytes written to a client.
+    pub fn count_output(&self, bytes: usize) {
+        self.slot()
+            .net_output
+            .fetch_add(bytes as u64, Ordering::Relaxed);
+    }
+
+    /// Bytes read from clients (INFO's `total_net_input_bytes`).
+    pub fn net_input(&self) -> u64 {
+        self.sum(|s| &s.net_input)
+    }
+
+    /// Bytes written to clients (INFO's `total_net_output_bytes`).
+    pub fn net_output(&self) -> u64 {
+        self.sum(|s| &s.net_output)
+    }
+
+    fn sum(&self, counter: impl Fn(&Slot) -> &AtomicU64) -> u64 {
         self.slots
             .iter()
-            .map(|s| s.requests.load(Ordering::Relaxed))
+            .map(|s| counter(s).load(Ordering::Relaxed))
             .sum()
     }
 
@@ -226,11 +333,7 @@ impl CommandStats {
                 total
             })
             .collect();
-        let micros: u64 = self
-            .slots
-            .iter()
-            .map(|s| s.latency_micros.load(Ordering::Relaxed))
-            .sum();
+        let micros = self.sum(|s| &s.latency_micros);
         (cumulative, micros as f64 / 1e6)
     }
 }
@@ -290,5 +393,29 @@ mod tests {
             }
         });
         assert_eq!(stats.requests(), 20_000);
+    }
+
+    #[test]
+    fn rates_are_the_mean_of_the_samples_over_the_time_elapsed() {
+        let rates = Rates::default();
+        let start = Instant::now();
+        assert_eq!(rates.current(), [0.0; 3]);
+        rates.sample(start, [0, 0, 0]);
+        assert_eq!(rates.current(), [0.0; 3], "one sample is no rate yet");
+        // 100 requests in 100 ms, then 300 in a tick that came 200 ms late.
+        rates.sample(start + Duration::from_millis(100), [100, 1000, 2000]);
+        rates.sample(start + Duration::from_millis(400), [400, 1000, 8000]);
+        let [ops, input, output] = rates.current();
+        assert!((ops - 1000.0).abs() < 1e-6, "{ops}");
+        assert!((input - 5000.0).abs() < 1e-6, "{input}");
+        assert!((output - 20000.0).abs() < 1e-6, "{output}");
+        // Only the last 16 samples count: an idle 1.6 s brings it to 0.
+        for i in 1..=RATE_SAMPLES as u64 {
+            rates.sample(
+                start + Duration::from_millis(400 + 100 * i),
+                [400, 1000, 8000],
+            );
+        }
+        assert_eq!(rates.current(), [0.0; 3]);
     }
 }

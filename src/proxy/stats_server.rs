@@ -177,6 +177,20 @@ pub fn prometheus_text(pools: &[Arc<Pool>]) -> String {
     );
     family(
         &mut out,
+        "shardproxy_client_received_bytes_total",
+        "counter",
+        "Bytes read from clients.",
+        &each_pool(&|p| p.stats.commands.net_input()),
+    );
+    family(
+        &mut out,
+        "shardproxy_client_sent_bytes_total",
+        "counter",
+        "Bytes written to clients.",
+        &each_pool(&|p| p.stats.commands.net_output()),
+    );
+    family(
+        &mut out,
         "shardproxy_proxy_errors_total",
         "counter",
         "Error replies built by the proxy.",

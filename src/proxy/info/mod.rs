@@ -184,13 +184,22 @@ fn write_section(session: &Session, section: &str, out: &mut String) {
             );
         }
         "stats" => {
+            let [ops, input, output] = stats.rates.current();
             let _ = write!(
                 out,
                 "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\n\
+                 instantaneous_ops_per_sec:{}\r\ntotal_net_input_bytes:{}\r\n\
+                 total_net_output_bytes:{}\r\ninstantaneous_input_kbps:{:.2}\r\n\
+                 instantaneous_output_kbps:{:.2}\r\n\
                  rejected_connections:{}\r\nproxy_error_replies:{}\r\nprotocol_errors:{}\r\n\
                  auth_failures:{}\r\ntls_handshake_failures:{}\r\n",
                 PoolStats::get(&stats.connections_received),
                 stats.requests(),
+                ops.round() as u64,
+                stats.commands.net_input(),
+                stats.commands.net_output(),
+                input / 1024.0,
+                output / 1024.0,
                 PoolStats::get(&stats.rejected_connections),
                 PoolStats::get(&stats.errors),
                 PoolStats::get(&stats.protocol_errors),
