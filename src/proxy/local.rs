@@ -24,13 +24,14 @@ pub fn run(session: &mut Session, cmd: &'static Command, args: &[Bytes]) -> Pend
             message if session.pubsub.is_some() && session.proto == Proto::Resp2 => {
                 pubsub::pong(message)
             }
-            None => reply(session, &Value::Simple(Bytes::from_static(b"PONG"))),
+            // The same bytes in RESP2 and RESP3: no encoding, no buffer.
+            None => Pending::Ready(Bytes::from_static(b"+PONG\r\n")),
             Some(msg) => reply(session, &Value::Bulk(msg.clone())),
         },
         "echo" => reply(session, &Value::Bulk(args[1].clone())),
         "quit" => {
             session.closing = true;
-            ok(session)
+            ok()
         }
         "auth" => auth(session, &args[1..]),
         "acl" => acl(session, cmd, args),
@@ -59,8 +60,8 @@ pub fn reply(session: &Session, value: &Value) -> Pending {
     Pending::Ready(out.freeze())
 }
 
-fn ok(session: &Session) -> Pending {
-    reply(session, &Value::Simple(Bytes::from_static(b"OK")))
+fn ok() -> Pending {
+    Pending::Ready(Bytes::from_static(b"+OK\r\n"))
 }
 
 /// Checks `AUTH [user] pass` against the pool's users; a failure is
@@ -99,7 +100,7 @@ fn auth(session: &mut Session, args: &[Bytes]) -> Pending {
         return session.error("ERR syntax error");
     }
     match check_auth(session, args) {
-        Ok(()) => ok(session),
+        Ok(()) => ok(),
         Err(e) => session.error(e),
     }
 }
@@ -120,7 +121,7 @@ fn acl(session: &mut Session, cmd: &Command, args: &[Bytes]) -> Pending {
 fn select(session: &mut Session, db: &[u8]) -> Pending {
     // Redis's strict integer syntax: no sign on zero, no leading zeros.
     match crate::protocol::parse_int(db) {
-        Some(0) => ok(session),
+        Some(0) => ok(),
         Some(_) => session.error("ERR DB index is out of range"),
         None => session.error("ERR value is not an integer or out of range"),
     }
@@ -214,7 +215,7 @@ fn client(session: &mut Session, args: &[Bytes]) -> Pending {
             Ok(()) => {
                 // Copied, as HELLO's SETNAME is.
                 session.name = (!args[2].is_empty()).then(|| Bytes::copy_from_slice(&args[2]));
-                ok(session)
+                ok()
             }
             Err(e) => session.error(e),
         },
@@ -230,7 +231,7 @@ fn client(session: &mut Session, args: &[Bytes]) -> Pending {
                     String::from_utf8_lossy(&args[2])
                 ));
             }
-            ok(session)
+            ok()
         }
         (b"id", 2) => reply(session, &Value::Integer(session.id as i64)),
         (b"setname" | b"getname" | b"setinfo" | b"id", _) => session.error(&command::arity_error(
