@@ -155,6 +155,7 @@ fn start_watch(hosts: String) -> (Running, Arc<Views>) {
         hosts,
         None,
         ROOT.into(),
+        None,
         on_change,
         status.clone(),
         receiver,

@@ -68,6 +68,7 @@ pub fn spawn(
             config.hosts.clone(),
             config.auth.clone(),
             root.clone(),
+            file_slots(pool),
             on_change,
             pool.zk_status.clone(),
             shutdown.clone(),
@@ -196,19 +197,32 @@ fn shard_specs(pool: &Pool, view: &ClusterView) -> Result<Vec<ShardSpec>, String
 /// A new slot space S moves every key (slot = hash mod S): the last shard's
 /// znode deleted, or its range mistyped. Compared with the last view this
 /// proxy applied, not with its pool file (whose servers may be listed by
-/// weight); refused for as long as the proxy runs, a restarted one takes
-/// the new S.
+/// weight); refused for as long as the proxy runs. A restarted one takes
+/// the new S unless its file has ranges and the shards within them tile
+/// its S (the watch then leaves the others out).
 fn same_slot_space(pool: &Pool, view: &ClusterView) -> Result<(), String> {
     match pool.zk_status.snapshot().view {
         Some(old) if old.slots != view.slots => Err(format!(
             "the shards' ranges now cover slots 0-{} instead of 0-{}: every key would move; \
-             a shard's znode is missing or its range is wrong (restart the proxy to accept a \
-             new slot space)",
+             a shard's znode is missing or its range is wrong (to take a new slot space, \
+             restart the proxy with a pool file whose ranges cover it)",
             view.slots.saturating_sub(1),
             old.slots.saturating_sub(1)
         )),
         _ => Ok(()),
     }
+}
+
+/// The pool file's slot space when its servers have ranges (the weight
+/// form's servers take ZooKeeper's ranges whatever their weights).
+fn file_slots(pool: &Pool) -> Option<u32> {
+    let shards = pool.file_shards();
+    shards
+        .iter()
+        .map(|s| s.range.map(|(_, hi)| hi + 1))
+        .collect::<Option<Vec<u32>>>()?
+        .into_iter()
+        .max()
 }
 
 /// The file's range server that holds `slot`.

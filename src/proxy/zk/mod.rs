@@ -37,6 +37,7 @@
 //!     hosts.clone(),
 //!     None, // or Some(ZkAuth::parse("user:password")?)
 //!     "/redis/cluster/icd".into(),
+//!     Some(4096), // the pool file's slot space (range form), else None
 //!     on_change,
 //!     status.clone(),
 //!     shutdown.clone(),

@@ -46,11 +46,14 @@ pub type OnChange = Arc<dyn Fn(ClusterView) -> Result<(), String> + Send + Sync>
 /// Runs until `shutdown` turns `true` (or its sender is dropped); meant to be
 /// spawned. `hosts` is the `zookeeper_host` connect string. Never returns
 /// early: failures are logged, recorded in `status`, and retried with
-/// backoff, while the proxy keeps routing on the last view.
+/// backoff, while the proxy keeps routing on the last view. `file_slots` is
+/// the pool file's slot space when its servers have ranges: the first view
+/// leaves out shards wholly beyond it (see `Session::beyond_the_file`).
 pub async fn watch_cluster(
     hosts: String,
     auth: Option<crate::zk::ZkAuth>,
     root: String,
+    file_slots: Option<u32>,
     on_change: OnChange,
     status: Arc<ZkStatus>,
     mut shutdown: signal::Receiver<bool>,
@@ -63,7 +66,7 @@ pub async fn watch_cluster(
         connect(&hosts, auth.as_ref(), &root, task, &status, &mut shutdown).await
     {
         let mut states = client.state_watcher();
-        let mut session = Session::new(&client, &root, &status);
+        let mut session = Session::new(&client, &root, &status, file_slots);
         let stop = tokio::select! {
             _ = session.run(&mut last, &on_change) => false,
             _ = session_over(&mut states, &status, task, &hosts) => false,
@@ -135,6 +138,7 @@ struct Session<'a> {
     client: &'a zk::Client,
     root: &'a str,
     status: &'a ZkStatus,
+    file_slots: Option<u32>,
     /// `None` while the root does not exist.
     shards: Option<BTreeMap<String, ShardNodes>>,
     /// The migration znode's path and last data (`None`: no migration).
@@ -148,11 +152,17 @@ struct Session<'a> {
 }
 
 impl<'a> Session<'a> {
-    fn new(client: &'a zk::Client, root: &'a str, status: &'a ZkStatus) -> Session<'a> {
+    fn new(
+        client: &'a zk::Client,
+        root: &'a str,
+        status: &'a ZkStatus,
+        file_slots: Option<u32>,
+    ) -> Session<'a> {
         Session {
             client,
             root,
             status,
+            file_slots,
             shards: None,
             migration_path: crate::zk::migration::migration_path(root),
             migration: None,
@@ -504,6 +514,11 @@ impl<'a> Session<'a> {
             };
             read.push(shard);
         }
+        if last.is_none() {
+            let beyond;
+            (read, beyond) = self.beyond_the_file(read);
+            invalid |= beyond;
+        }
         let (migration, migration_invalid) = self.checked_migration(last.as_ref());
         invalid |= migration_invalid;
         let mut offered = self.offer(read.clone(), migration.clone(), last, on_change);
@@ -548,6 +563,48 @@ impl<'a> Session<'a> {
                 self.status.set_state_valid(false);
             }
         }
+    }
+
+    /// The first view, with no view before it to compare with (see
+    /// `cluster::same_slot_space`): shards wholly beyond the pool file's
+    /// slot space are left out (`true`) when the others tile it, as running
+    /// proxies leave out such a shard when it appears (a range typed past
+    /// the end: every key would move). Review: a restarted proxy took the
+    /// wider space and put keys where no other proxy looked for them.
+    fn beyond_the_file(&self, read: Vec<ShardView>) -> (Vec<ShardView>, bool) {
+        let Some(slots) = self.file_slots else {
+            return (read, false);
+        };
+        let beyond =
+            |shard: &ShardView| !shard.empty && shard.invalid.is_none() && shard.lo >= slots;
+        if !read.iter().any(beyond) {
+            return (read, false);
+        }
+        let why = format!(
+            "its range is beyond the pool file's slots 0-{}: every key would move",
+            slots - 1
+        );
+        let mut left_out = Vec::new();
+        let fits: Vec<ShardView> = read
+            .iter()
+            .map(|shard| {
+                if beyond(shard) {
+                    let path = child_path(self.root, &shard.name);
+                    left_out.push(path.clone());
+                    ShardView::left_out(&path, why.clone())
+                } else {
+                    shard.clone()
+                }
+            })
+            .collect();
+        if !ClusterView::new(fits.clone()).is_ok_and(|view| view.slots == slots) {
+            return (read, false);
+        }
+        for path in &left_out {
+            warn!(path = %path, reason = %why, "shard left out of routing");
+            self.status.record_error(path, why.clone());
+        }
+        (fits, true)
     }
 
     /// The migration read, checked: bad migration data keeps the migration
