@@ -430,3 +430,64 @@ fn a_switchover_to_a_replica_whose_watchdog_is_stopped_is_refused() {
     assert_eq!(cmd(a.port, &["SET", "after", "1"]), "OK");
     assert_eq!(zk.line(&shard), [a.addr(), b.addr()]);
 }
+
+/// A replica's host goes down, then the master dies: the shard is empty.
+/// The replica comes back from the snapshot of its first sync, which holds
+/// none of the writes since but names the master's history (Redis keeps it
+/// as `master_replid2`). It must not lead the shard (review: it did, with
+/// 0 keys, and the old master, back with its data, was then wiped by a full
+/// sync from it); its watchdog says why.
+#[test]
+fn a_replica_back_from_an_old_snapshot_does_not_lead_the_emptied_shard() {
+    let zookeeper = ZooKeeper::start();
+    let zk = Zk::connect(&zookeeper);
+    let shard = zk.create_shard("/redis/cluster/snapshot");
+    let a = start_redis();
+    let wa = Watchdog::start(&zookeeper.hosts(), &a, &shard);
+    wait_until("a to be the master", DEADLINE, || {
+        zk.line(&shard) == [a.addr()]
+    });
+    let dir = temp_dir("snapshot");
+    let keep = [
+        "--repl-diskless-sync-delay",
+        "0",
+        "--dir",
+        dir.to_str().unwrap(),
+    ];
+    let b = Redis::start_with(&keep);
+    let wb = Watchdog::start(&zookeeper.hosts(), &b, &shard);
+    wait_until("b to join the line in sync", DEADLINE, || {
+        zk.line(&shard) == [a.addr(), b.addr()] && is_synced_replica_of(&b, &a)
+    });
+    assert!(dir.join("dump.rdb").exists(), "b keeps its first sync");
+    fill(&a, "k", 500);
+    let offset: u64 = field(&replication(a.port), "master_repl_offset")
+        .parse()
+        .unwrap();
+    wait_until("the recorded history to reach the writes", DEADLINE, || {
+        zk.shard_data(&shard)
+            .master
+            .is_some_and(|m| m.addr == a.addr() && m.offset >= offset)
+    });
+    // b's host goes down, then a's.
+    let (b_port, mut b, mut wb) = (b.port, b, wb);
+    wb.guard.kill();
+    b.guard.kill();
+    let (mut a, mut wa) = (a, wa);
+    wa.guard.kill();
+    a.guard.kill();
+    wait_until("the line to empty", DEADLINE, || zk.line(&shard).is_empty());
+    // b comes back from its snapshot, with its watchdog.
+    let b = restart_redis_with(b_port, &keep);
+    assert_eq!(dbsize(&b), 0, "the snapshot of the first sync has no key");
+    wb.restart();
+    wait_until("b's watchdog to refuse the shard", DEADLINE, || {
+        wb.log_text()
+            .contains("holds only the start of the history")
+    });
+    let watch_until = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < watch_until {
+        assert!(zk.line(&shard).is_empty(), "b took the shard");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

@@ -57,18 +57,31 @@ pub async fn run(
                 "{shard}: last master {} (replication ID {}, offset {})\n",
                 last.addr, last.replid, last.offset
             ));
-            if state.holds_history(&last.replid) {
+            if state.holds_history(&last.replid, last.offset) {
                 text.push_str(&format!(
                     "{addr} holds that history (offset {}): its watchdog leads the shard without --force\n",
                     state.offset
                 ));
                 return Ok((text, 0));
             }
-            text.push_str(&format!(
-                "{addr} holds another history (replication ID {}, offset {}): every write that \
-                 was on {} and is not on {addr} is lost if it becomes master\n",
-                state.replid, state.offset, last.addr
-            ));
+            if state.replid == last.replid || state.replid2 == last.replid {
+                let reach = if state.replid == last.replid {
+                    state.offset
+                } else {
+                    state.replid2_until
+                };
+                text.push_str(&format!(
+                    "{addr} holds only the start of that history (to offset {reach} of {}): every \
+                     write that was on {} after it is lost if it becomes master\n",
+                    last.offset, last.addr
+                ));
+            } else {
+                text.push_str(&format!(
+                    "{addr} holds another history (replication ID {}, offset {}): every write that \
+                     was on {} and is not on {addr} is lost if it becomes master\n",
+                    state.replid, state.offset, last.addr
+                ));
+            }
         }
         None => text.push_str(&format!(
             "{shard}: no history recorded: any Redis may lead it already\n"

@@ -74,6 +74,7 @@ mod tests {
             replid: String::new(),
             link_down_secs: None,
             replid2: String::new(),
+            replid2_until: 0,
         };
         let json = serde_json::to_value(Replication::from(state)).unwrap();
         assert_eq!(
@@ -94,6 +95,7 @@ mod tests {
             replid: String::new(),
             link_down_secs: None,
             replid2: String::new(),
+            replid2_until: 0,
         };
         let info = Replication::from(state);
         assert_eq!(info.master.as_deref(), Some("127.0.0.1:7001"));

@@ -1,7 +1,7 @@
 //! Carrying out what [`super::membership::decide`] chose: registering,
 //! leaving, following, promoting, and keeping our member data fresh.
 
-use super::agent::{Agent, Registration};
+use super::agent::{Agent, RecordedHistory, Registration};
 use super::health::{split_addr, RedisState};
 use super::membership::{Action, Health};
 use super::session::Session;
@@ -311,12 +311,13 @@ impl Agent {
         // must not take the shard back through the empty shard).
         let behind = state.role == Role::Replica
             && (self.behind_since.is_some() || !state.in_sync(self.stale_link()));
-        if chosen || state.holds_history(&record.replid) && !behind {
+        if chosen || state.holds_history(&record.replid, record.offset) && !behind {
             self.history_refused = false;
             return Ok(true);
         }
-        debug!(shard = %shard, ours = %state.replid, ours2 = %state.replid2, recorded = %record.replid,
-            "not the shard's history");
+        debug!(shard = %shard, ours = %state.replid, ours2 = %state.replid2, offset = state.offset,
+            ours2_until = state.replid2_until, recorded = %record.replid, recorded_offset = record.offset,
+            "not the shard's history, or not as far as recorded");
         if !self.history_refused {
             self.history_refused = true;
             let name = shard.rsplit('/').next().unwrap_or(&shard);
@@ -330,6 +331,9 @@ impl Agent {
                  or accept the loss with `shardproxy-admin promote {name} {} --force`",
                 if behind {
                     "this replica fell behind its last master, or lost touch with it, before it failed"
+                } else if state.replid == record.replid || state.replid2 == record.replid {
+                    "its data holds only the start of the history recorded (an old snapshot, or \
+                     a replica that was behind)"
                 } else {
                     "its data was last on another history"
                 },
@@ -341,18 +345,24 @@ impl Agent {
 
     /// As the master: records our Redis and its replication history in the
     /// shard's data, so an empty shard is led later only by a Redis that
-    /// holds it. Written again whenever the replication ID changes: a master
-    /// takes a new one when its first replica connects.
+    /// holds it, as far as recorded. Written again whenever the replication
+    /// ID changes (a master takes a new one when its first replica
+    /// connects), and the offset every [`DATA_REFRESH_TICKS`] intervals
+    /// while it moves: a Redis holding only the start of the history (a
+    /// snapshot of long ago) must not pass for one that holds it.
     pub(super) async fn record_history(&mut self, session: &Session) -> Result<(), zk::Error> {
         let Health::Up(state) = &self.health else {
             return Ok(());
         };
+        let ticks = self.ticks;
+        let fresh = |recorded: &RecordedHistory| {
+            recorded.replid == state.replid
+                && recorded.run_id == state.run_id
+                && (recorded.offset == state.offset || ticks < recorded.tick + DATA_REFRESH_TICKS)
+        };
         if state.role != Role::Master
             || self.registered.is_none()
-            || self
-                .history_recorded
-                .as_ref()
-                .is_some_and(|(replid, run_id)| *replid == state.replid && *run_id == state.run_id)
+            || self.history_recorded.as_ref().is_some_and(fresh)
         {
             return Ok(());
         }
@@ -373,7 +383,12 @@ impl Agent {
         let same = shard_data.master.as_ref().is_some_and(|m| {
             m.addr == record.addr && m.replid == record.replid && m.run_id == record.run_id
         });
-        if !same {
+        let offset_only = same
+            && shard_data
+                .master
+                .as_ref()
+                .is_some_and(|m| m.offset != record.offset);
+        if !same || offset_only {
             shard_data.master = Some(record.clone());
             match self
                 .bounded(
@@ -384,6 +399,9 @@ impl Agent {
                 )
                 .await
             {
+                Ok(_) if offset_only => {
+                    debug!(shard = %shard, offset = record.offset, "recorded the history's offset")
+                }
                 Ok(_) => {
                     info!(shard = %shard, redis = %self.settings.redis, replid = %record.replid,
                     "recorded as the shard's master and history")
@@ -393,7 +411,12 @@ impl Agent {
                 Err(e) => return Err(e),
             }
         }
-        self.history_recorded = Some((record.replid, record.run_id));
+        self.history_recorded = Some(RecordedHistory {
+            replid: record.replid,
+            run_id: record.run_id,
+            offset: record.offset,
+            tick: ticks,
+        });
         Ok(())
     }
 

@@ -33,6 +33,17 @@ pub(super) struct Registration {
     pub(super) written_tick: u64,
 }
 
+/// What the master last recorded of its history in the shard's data: the
+/// replication ID and `run_id` (a Redis restarted with its data keeps the
+/// one, not the other), and the offset, at the watchdog's tick then.
+#[derive(Debug, Clone)]
+pub(super) struct RecordedHistory {
+    pub replid: String,
+    pub run_id: String,
+    pub offset: u64,
+    pub tick: u64,
+}
+
 /// The watchdog's state across sessions.
 pub struct Agent {
     pub(super) settings: Settings,
@@ -54,10 +65,9 @@ pub struct Agent {
     /// Since when the Redis has been busy (see [`super::health::is_busy`]),
     /// and whether SCRIPT KILL was sent in this busy spell.
     pub(super) busy_since: Option<Instant>,
-    /// The replication ID and `run_id` last recorded as the shard's
-    /// history (a Redis restarted with its data keeps the one, not the
-    /// other).
-    pub(super) history_recorded: Option<(String, String)>,
+    /// The history last recorded in the shard's data (see
+    /// `Agent::record_history`).
+    pub(super) history_recorded: Option<RecordedHistory>,
     /// We refused to lead an empty shard whose history we lack (logged once).
     pub(super) history_refused: bool,
     pub(super) script_killed: bool,

@@ -32,8 +32,12 @@ pub struct RedisState {
     pub replid: String,
     /// For a replica whose link is down: `master_link_down_since_seconds`.
     pub link_down_secs: Option<u64>,
-    /// `master_replid2`: the history a promoted replica continues.
+    /// `master_replid2`: the history a promoted replica continues (or a
+    /// master restarted from a snapshot it took as a replica).
     pub replid2: String,
+    /// How far it holds `replid2`'s history: the offset it was at when it
+    /// left it (`second_repl_offset` less one; 0 without a `replid2`).
+    pub replid2_until: u64,
 }
 
 impl RedisState {
@@ -72,13 +76,23 @@ impl RedisState {
             replid2: info_field(info, "master_replid2")
                 .unwrap_or_default()
                 .to_string(),
+            replid2_until: info_field(info, "second_repl_offset")
+                .and_then(|n| n.parse::<i64>().ok())
+                .map_or(0, |n| u64::try_from(n - 1).unwrap_or(0)),
         })
     }
 
-    /// True when this Redis's data continues the history `replid`: it is
-    /// its replication ID, or the one it continued when promoted.
-    pub fn holds_history(&self, replid: &str) -> bool {
-        !replid.is_empty() && (self.replid == replid || self.replid2 == replid)
+    /// True when this Redis's data continues the history `replid` at
+    /// least as far as `offset`: its replication ID with its offset there,
+    /// or the one it continued (when promoted, or restarted from a
+    /// snapshot) from at least there. The offset tells a Redis that holds
+    /// the history from one that holds only its start (review: a replica
+    /// restarted from the snapshot of its first sync, 0 keys, led the
+    /// emptied shard and then wiped its old master's data).
+    pub fn holds_history(&self, replid: &str, offset: u64) -> bool {
+        !replid.is_empty()
+            && (self.replid == replid && self.offset >= offset
+                || self.replid2 == replid && self.replid2_until >= offset)
     }
 
     /// A replica that can take over without losing what others have: no
@@ -432,6 +446,25 @@ mod tests {
         assert_eq!(state.offset, 99);
         assert!(!state.follows("10.0.0.1:6379"));
         assert_eq!(state.master_addr(), "none");
+    }
+
+    #[test]
+    fn a_history_is_held_only_as_far_as_the_offset_reached() {
+        // A master restarted from a snapshot it took as a replica at 500.
+        let restarted = "role:master\r\nmaster_replid:new\r\nmaster_replid2:old\r\n\
+            master_repl_offset:500\r\nsecond_repl_offset:501\r\n";
+        let state = RedisState::parse("r", restarted).unwrap();
+        assert_eq!(state.replid2_until, 500);
+        assert!(state.holds_history("old", 500));
+        assert!(!state.holds_history("old", 501), "recorded further on");
+        assert!(!state.holds_history("other", 0));
+        assert!(!state.holds_history("", 0));
+        // Its own history: as far as its offset.
+        assert!(state.holds_history("new", 500) && !state.holds_history("new", 501));
+        // No replid2: Redis says -1.
+        let plain = "role:master\r\nmaster_replid:a\r\nmaster_replid2:0000\r\n\
+            master_repl_offset:7\r\nsecond_repl_offset:-1\r\n";
+        assert_eq!(RedisState::parse("r", plain).unwrap().replid2_until, 0);
     }
 
     #[test]

@@ -201,6 +201,7 @@ mod tests {
             replid: String::new(),
             link_down_secs: None,
             replid2: String::new(),
+            replid2_until: 0,
         }
     }
 

@@ -236,6 +236,15 @@ impl Zk {
         })
     }
 
+    /// The shard's data (its range and its master's record).
+    #[allow(dead_code)] // not every test file that includes the harness reads it
+    pub fn shard_data(&self, shard: &str) -> ShardData {
+        self.runtime.block_on(async {
+            let (data, _) = self.client.get_data(shard).await.unwrap();
+            ShardData::parse(&data).expect("shard data is JSON")
+        })
+    }
+
     /// The addresses in line order.
     pub fn line(&self, shard: &str) -> Vec<String> {
         self.members(shard).into_iter().map(|m| m.addr).collect()
