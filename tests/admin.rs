@@ -741,6 +741,18 @@ async fn an_empty_redis_cannot_take_a_shard_that_held_data() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // `init --force` with another range, then back, keeps the record
+    // (review: it dropped it, and the empty c below then led the shard).
+    let other = pool_file(&zookeeper, &servers(&[(&a.addr(), "0-8191")]));
+    for (file, range) in [(&other, "0-8191"), (&conf, "0-4095")] {
+        assert_eq!(admin(file, &["init", "--force"]).await.code, 0);
+        let data = ops.get_data(&shard).await.unwrap().0;
+        let data = String::from_utf8_lossy(&data);
+        assert!(
+            data.contains(range) && data.contains(&a.addr()) && data.contains("replid"),
+            "{data}"
+        );
+    }
     // The watchdog dies; its session expires and the shard is empty.
     wa.kill();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
