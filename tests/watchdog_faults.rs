@@ -491,3 +491,45 @@ fn a_replica_back_from_an_old_snapshot_does_not_lead_the_emptied_shard() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// A master's watchdog checking every 1.5 s with a 2 s session (intervals
+/// longer than a quarter of the session) is cut off from ZooKeeper: its
+/// guard still pauses writes before the replica is promoted (review: it
+/// paused on its next interval, a second after the promotion, and the old
+/// master took writes meanwhile).
+#[test]
+fn a_watchdog_with_long_intervals_pauses_its_master_before_the_promotion() {
+    let zookeeper = ZooKeeper::start();
+    let zk = Zk::connect(&zookeeper);
+    let shard = zk.create_shard("/redis/cluster/slowguard");
+    let (a, b) = (start_redis(), start_redis());
+    let relay = common::relay::Relay::start(zookeeper.port);
+    let slow = [
+        "--interval-ms",
+        "1500",
+        "--down-after",
+        "3",
+        "--session-timeout-ms",
+        "2000",
+    ];
+    let wa = Watchdog::start_with(&relay.hosts(), &a, &shard, &slow);
+    wait_until("a to be the master", DEADLINE, || {
+        zk.line(&shard) == [a.addr()]
+    });
+    let wb = Watchdog::start_timed(&zookeeper.hosts(), &b, &shard, 2000);
+    wait_until("b to join the line in sync", DEADLINE, || {
+        zk.line(&shard) == [a.addr(), b.addr()] && is_synced_replica_of(&b, &a)
+    });
+    relay.cut();
+    wait_until("b to be promoted", DEADLINE, || {
+        wb.log_text().contains("promoted to master")
+    });
+    wa.wait_for_log("split-brain guard: paused");
+    let paused_at = wa.last_logged_at("split-brain guard: paused").unwrap();
+    let promoted_at = wb.last_logged_at("promoted to master").unwrap();
+    assert!(
+        paused_at < promoted_at,
+        "a was paused at {paused_at}, after b's promotion at {promoted_at}"
+    );
+    relay.restore();
+}

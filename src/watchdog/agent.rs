@@ -61,6 +61,8 @@ pub struct Agent {
     /// while the session cannot have expired nobody can take over, so a
     /// master keeps taking writes through a short ZooKeeper outage.
     pub(super) last_heard: Option<Instant>,
+    /// When the guard last ran (see [`Agent::guard_due`]).
+    pub(super) guarded_at: Option<Instant>,
     pub(super) session_timeout: Duration,
     /// Since when the Redis has been busy (see [`super::health::is_busy`]),
     /// and whether SCRIPT KILL was sent in this busy spell.
@@ -160,6 +162,7 @@ impl Agent {
             members: Vec::new(),
             last_master: None,
             last_heard: None,
+            guarded_at: None,
             busy_since: None,
             history_recorded: None,
             history_refused: false,
@@ -301,6 +304,7 @@ impl Agent {
 
     /// Applies the split-brain guard to what the last check saw.
     pub(super) async fn guard(&mut self, connected: bool) {
+        self.guarded_at = Some(Instant::now());
         let Health::Up(state) = &self.health else {
             return;
         };
@@ -320,6 +324,23 @@ impl Agent {
     /// server expires a session only a whole timeout after it last heard
     /// from it, and a replica is promoted only after that, so pausing at
     /// three quarters (checked every interval) still comes first.
+    /// When the guard must run whatever the interval: once the connection
+    /// is lost, the moment the session may have expired
+    /// ([`Agent::session_surely_alive`] turns false), unless it ran since.
+    /// Review: guarded once per interval only, an interval over a quarter
+    /// of the session left the old master writable for up to an interval
+    /// after its replica's promotion (1.0 s with 1.5 s intervals).
+    pub(super) fn guard_due(&self, connected: bool) -> Option<tokio::time::Instant> {
+        if connected {
+            return None;
+        }
+        let deadline = self.last_heard? + self.session_timeout * 3 / 4;
+        if self.guarded_at.is_some_and(|at| at >= deadline) {
+            return None;
+        }
+        Some(tokio::time::Instant::from_std(deadline))
+    }
+
     pub(super) fn session_surely_alive(&self) -> bool {
         self.last_heard
             .is_some_and(|heard| heard.elapsed() < self.session_timeout * 3 / 4)

@@ -86,8 +86,11 @@ impl Agent {
             return;
         }
         if session.connected() {
+            // Heard as of when we asked, not when the answer came: the
+            // server may have last heard from us that long before.
+            let asked = std::time::Instant::now();
             match self.membership(session).await {
-                Ok(()) => self.last_heard = Some(std::time::Instant::now()),
+                Ok(()) => self.last_heard = Some(asked),
                 Err(e) => warn!(
                     shard = %self.settings.shard,
                     redis = %self.settings.redis,
@@ -218,8 +221,10 @@ impl Agent {
         };
         self.step(&mut session, false).await;
         loop {
+            let guard_due = self.guard_due(session.connected());
             tokio::select! {
                 _ = ticker.tick() => self.step(&mut session, true).await,
+                _ = sleep_until_some(guard_due) => self.guard(false).await,
                 _ = fired(&mut session.children) => {
                     session.children = None;
                     self.step(&mut session, false).await;
@@ -528,6 +533,14 @@ impl Agent {
 async fn fired(watch: &mut Option<WatchFuture>) -> zk::WatchedEvent {
     match watch {
         Some(future) => future.await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Sleeps until `deadline`; for ever without one.
+async fn sleep_until_some(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
         None => std::future::pending().await,
     }
 }
