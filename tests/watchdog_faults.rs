@@ -533,3 +533,34 @@ fn a_watchdog_with_long_intervals_pauses_its_master_before_the_promotion() {
     );
     relay.restore();
 }
+
+/// The master's watchdog is killed, its Redis goes on: once its session
+/// expires the replica is promoted, and the old master, which still
+/// answers, is fenced and made its replica. Review: it stayed a writable
+/// master for good, and a proxy still routing to it (cut off from
+/// ZooKeeper, or started while ZooKeeper was down) had writes
+/// acknowledged there and lost.
+#[test]
+fn a_master_whose_watchdog_died_is_fenced_when_its_replica_is_promoted() {
+    let mut pair = Pair::start("orphan");
+    fill(&pair.a, "k", 100);
+    wait_until("b to have the data", DEADLINE, || dbsize(&pair.b) == 100);
+    pair.wa.guard.kill();
+    pair.wait_sole_master(&pair.b);
+    // A client of the old master (a proxy with an old table) is refused.
+    wait_until("a to refuse writes", DEADLINE, || {
+        let reply = redis::cmd("SET")
+            .arg("late")
+            .arg("1")
+            .query::<String>(&mut redis_conn(pair.a.port));
+        reply.is_err_and(|e| e.to_string().contains("read only replica"))
+    });
+    wait_until("a to replicate from b", DEADLINE, || {
+        is_synced_replica_of(&pair.a, &pair.b)
+    });
+    assert!(pair
+        .wb
+        .log_text()
+        .contains("the old master now replicates from us"));
+    assert_eq!(dbsize(&pair.b), 100, "b kept every key");
+}

@@ -18,6 +18,10 @@ use zookeeper_client as zk;
 /// for `shardproxy-admin status`, light on ZooKeeper.
 const DATA_REFRESH_TICKS: u64 = 10;
 
+/// How long a promotion waits for our replica to apply what a fenced old
+/// master holds (see `Agent::fence_old_master`).
+const FENCE_CATCH_UP: Duration = Duration::from_secs(1);
+
 impl Agent {
     pub(super) async fn execute(
         &mut self,
@@ -128,6 +132,7 @@ impl Agent {
                         .await?;
                     return Ok(());
                 }
+                let fenced = self.fence_old_master(&state).await;
                 if self.replicaof_no_one().await {
                     info!(
                         shard = %self.settings.shard,
@@ -136,6 +141,9 @@ impl Agent {
                         new_master = %self.settings.redis,
                         "lowest member: promoted to master"
                     );
+                    if let Some(old) = fenced {
+                        self.demote_old_master(old).await;
+                    }
                     // Others follow us once our data says master.
                     self.refresh_data(session).await?;
                 }
@@ -201,6 +209,78 @@ impl Agent {
                     "replica no longer behind: its master holds nothing more of its history");
             }
             _ => {}
+        }
+    }
+
+    /// Before promoting our replica: the old master, if it still answers
+    /// as a master (its watchdog died or hung, its Redis did not), is
+    /// fenced, since a proxy that still routes to it (cut off from
+    /// ZooKeeper, or slower to see the new line) would have writes
+    /// acknowledged there and lost (review: up to 5,195 with a partitioned
+    /// proxy). Its writes are paused, and our replica is given up to
+    /// [`FENCE_CATCH_UP`] to apply what it holds. After the promotion it
+    /// is made our replica ([`Agent::demote_old_master`]): the writes it
+    /// held then fail with `-READONLY`. One that does not answer needs no
+    /// fence here: down, or frozen, its own guard pauses it when it wakes.
+    async fn fence_old_master(&mut self, ours: &RedisState) -> Option<RedisConn> {
+        let old = ours.master_addr();
+        let timeout = self.settings.interval.max(Duration::from_millis(500));
+        let mut conn = RedisConn::connect(&old, self.settings.redis_auth.as_deref(), timeout)
+            .await
+            .ok()?;
+        let info = conn.text(&["INFO", "replication"]).await.ok()?;
+        let theirs = RedisState::parse("", &info)?;
+        if theirs.role != Role::Master {
+            return None;
+        }
+        let pause_ms = (self.settings.session_timeout * 2 + FENCE_CATCH_UP)
+            .as_millis()
+            .to_string();
+        if let Err(e) = conn.ok(&["CLIENT", "PAUSE", &pause_ms, "WRITE"]).await {
+            warn!(shard = %self.settings.shard, redis = %self.settings.redis, old_master = %old,
+                error = %e, "the old master still answers but could not be paused");
+            return None;
+        }
+        warn!(shard = %self.settings.shard, redis = %self.settings.redis, old_master = %old,
+            "the old master still answers (its watchdog is gone): writes paused on it before the promotion");
+        let deadline = tokio::time::Instant::now() + FENCE_CATCH_UP;
+        loop {
+            // What it holds of our history, read after the pause took.
+            let Ok(Some(theirs)) = conn
+                .text(&["INFO", "replication"])
+                .await
+                .map(|info| RedisState::parse("", &info))
+            else {
+                break;
+            };
+            let ours_now = self.redis.replication().await.ok();
+            let caught_up = theirs.replid != ours.replid
+                || ours_now.is_some_and(|now| now.offset >= theirs.offset);
+            if caught_up {
+                break;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                warn!(shard = %self.settings.shard, redis = %self.settings.redis, old_master = %old,
+                    their_offset = theirs.offset,
+                    "our replica did not apply all the old master holds in time: promoting anyway");
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Some(conn)
+    }
+
+    /// After our promotion: the fenced old master replicates from us.
+    async fn demote_old_master(&self, mut old: RedisConn) {
+        let Some((host, port)) = split_addr(&self.settings.redis) else {
+            return;
+        };
+        match old.ok(&["REPLICAOF", &host, &port.to_string()]).await {
+            Ok(()) => info!(shard = %self.settings.shard, redis = %self.settings.redis,
+                old_master = %old.addr(), "the old master now replicates from us"),
+            Err(e) => warn!(shard = %self.settings.shard, redis = %self.settings.redis,
+                old_master = %old.addr(), error = %e,
+                "could not make the old master replicate from us; its pause runs out by itself"),
         }
     }
 
