@@ -564,3 +564,36 @@ fn a_master_whose_watchdog_died_is_fenced_when_its_replica_is_promoted() {
         .contains("the old master now replicates from us"));
     assert_eq!(dbsize(&pair.b), 100, "b kept every key");
 }
+
+/// The replica freezes (SIGSTOP) while its master takes writes, then the
+/// master dies and the replica wakes: its link has been down for no time,
+/// but it lacks every write of the freeze. It must not be promoted
+/// (review: it was, and 3,630 acknowledged writes were lost); its
+/// watchdog, which saw it not answer while the master took writes, says
+/// why.
+#[test]
+fn a_replica_that_froze_while_its_master_took_writes_is_not_promoted() {
+    let pair = Pair::start("frozen");
+    fill(&pair.a, "k", 100);
+    wait_until("b to have the data", DEADLINE, || dbsize(&pair.b) == 100);
+    pair.b.guard.signal("STOP");
+    fill(&pair.a, "late", 2000);
+    pair.wb
+        .wait_for_log("it does not answer while its master takes writes");
+    let mut a = pair.a;
+    a.guard.kill();
+    pair.b.guard.signal("CONT");
+    wait_until("b's promotion to be refused", DEADLINE, || {
+        pair.wb.log_text().contains("not promoting")
+    });
+    let watch_until = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < watch_until {
+        assert_ne!(
+            pair.zk.line(&pair.shard),
+            [pair.b.addr()],
+            "b took the shard"
+        );
+        assert_eq!(field(&replication(pair.b.port), "role"), "slave");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

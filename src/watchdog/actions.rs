@@ -653,7 +653,7 @@ impl Agent {
 }
 
 /// `INFO replication` of another member's Redis; `None` if it cannot say.
-async fn probe(addr: &str, auth: Option<&str>, timeout: Duration) -> Option<RedisState> {
+pub(super) async fn probe(addr: &str, auth: Option<&str>, timeout: Duration) -> Option<RedisState> {
     let mut conn = RedisConn::connect(addr, auth, timeout).await.ok()?;
     let info = tokio::time::timeout(timeout, conn.text(&["INFO", "replication"]))
         .await

@@ -13,11 +13,12 @@
 //! out what [`super::membership::decide`] chose, [`super::handover`] serves
 //! a switchover asked of the master.
 
+use super::actions::probe;
 use super::config::Settings;
 use super::guard::{writes_allowed, Guard};
-use super::health::{is_busy, is_busy_script, Failures, RedisLink};
+use super::health::{is_busy, is_busy_script, Failures, RedisLink, RedisState};
 use super::membership::Health;
-use crate::zk::layout::{Member, MemberData};
+use crate::zk::layout::{Member, MemberData, Role};
 use crate::zk::shutdown_requested;
 use std::time::{Duration, Instant};
 use tokio::sync::watch as signal;
@@ -86,6 +87,9 @@ pub struct Agent {
     /// a full sync running) while its master answered. Such a replica
     /// lacks writes its master acknowledged, and is not promoted.
     pub(super) behind_since: Option<Instant>,
+    /// Our Redis's last state before it stopped answering (see
+    /// [`Agent::note_frozen_behind`]).
+    pub(super) busy_from: Option<RedisState>,
     /// This watchdog has seen its replica in sync (link up) since it
     /// started: before that, a link found down with the master gone could
     /// have gone down long before (a restarted watchdog knows nothing of
@@ -167,6 +171,7 @@ impl Agent {
             history_recorded: None,
             history_refused: false,
             behind_since: None,
+            busy_from: None,
             seen_in_sync: false,
             empty_since: None,
             ephemeral: std::collections::HashMap::new(),
@@ -197,12 +202,17 @@ impl Agent {
                 }
                 self.failures.record(true);
                 self.busy_since = None;
+                self.busy_from = None;
                 self.script_killed = false;
                 self.track_replication(&state).await;
                 self.health = Health::Up(state);
             }
             Err(e) if is_busy(&e) => {
                 let first = self.busy_since.is_none();
+                if let Health::Up(last) = &self.health {
+                    self.busy_from = Some(last.clone());
+                }
+                self.note_frozen_behind().await;
                 let since = *self.busy_since.get_or_insert_with(Instant::now);
                 let busy_for = since.elapsed();
                 if is_busy_script(&e) {
@@ -238,6 +248,38 @@ impl Agent {
                 }
                 self.health = if down { Health::Down } else { Health::Failing };
             }
+        }
+    }
+
+    /// While our replica does not answer (frozen, or stuck in a long
+    /// command) it applies nothing: if its master answers meanwhile with
+    /// more of the history than it last had, it is behind, and stays so
+    /// until seen in sync again ([`Agent::track_replication`]). Review: a
+    /// replica frozen 4 s while its master took writes was promoted when
+    /// that master died right after, and 3,630 acknowledged writes were
+    /// lost; its link, down for 0 s then, looked in sync.
+    async fn note_frozen_behind(&mut self) {
+        let Some(last) = self.busy_from.as_ref() else {
+            return;
+        };
+        if last.role != Role::Replica || self.behind_since.is_some() {
+            return;
+        }
+        let timeout = self.settings.interval.max(Duration::from_millis(500));
+        let master = last.master_addr();
+        let Some(answer) = probe(&master, self.settings.redis_auth.as_deref(), timeout).await
+        else {
+            return;
+        };
+        if answer.role == Role::Master
+            && answer.replid == last.replid
+            && answer.offset > last.offset
+        {
+            self.behind_since = Some(Instant::now());
+            warn!(shard = %self.settings.shard, redis = %self.settings.redis, master = %master,
+                ours = last.offset, master_offset = answer.offset,
+                "replica falling behind: it does not answer while its master takes writes; it \
+                 is not promoted until it catches up");
         }
     }
 
