@@ -25,6 +25,10 @@ const STRING_CHUNK: usize = 512 * 1024;
 const WIDEST_FENCED: usize = 7_000;
 /// The lock's TTL, renewed while the copy runs.
 const LOCK_TTL_MS: u64 = 30_000;
+/// The import key's TTL, renewed with the lock: ten times the lock's, so
+/// it never runs out under a copy that still holds its lock (each step
+/// times out long before), and a copy left behind goes in minutes.
+const IMPORT_TTL_MS: u64 = 10 * LOCK_TTL_MS;
 const RENEW_EVERY: Duration = Duration::from_secs(2);
 const REDIS_TIMEOUT: Duration = Duration::from_secs(10);
 /// MIGRATE's I/O timeout for a key of a type this cannot copy.
@@ -49,6 +53,11 @@ pub(super) struct Job<'a> {
     pub fence: &'a Fence,
     lock: Vec<u8>,
     renewed: Instant,
+    /// The import key has a TTL, renewed with the lock: a copy
+    /// left behind by a mover that died or was aborted expires, rather
+    /// than sit on the target for good as an internal key (review: 11 MB,
+    /// in KEYS, SCAN and DBSIZE through the proxies).
+    import_expiring: bool,
 }
 
 impl Job<'_> {
@@ -83,16 +92,27 @@ impl Job<'_> {
         self.dst.pipeline(&fenced).await
     }
 
-    /// Renews the lock every [`RENEW_EVERY`]; every copy loop calls it
-    /// once a chunk, so a copy of any length keeps the key locked.
+    /// Renews the lock, and the import key's TTL, every [`RENEW_EVERY`];
+    /// every copy loop calls it once a chunk (after writing it), so a copy
+    /// of any length keeps the key locked. The import key gets its TTL
+    /// with its first chunk.
     pub(super) async fn renew(&mut self) -> Result<(), RedisError> {
-        if self.renewed.elapsed() >= RENEW_EVERY {
+        let due = self.renewed.elapsed() >= RENEW_EVERY;
+        if due {
             let ttl = LOCK_TTL_MS.to_string();
             let renew = self
                 .fence
                 .wrap(&[&b"PEXPIRE"[..], &self.lock, ttl.as_bytes()]);
             self.src.call(&renew).await?;
             self.renewed = Instant::now();
+        }
+        if due || !self.import_expiring {
+            let ttl = IMPORT_TTL_MS.to_string();
+            let import = self.import.clone();
+            let set = self
+                .write(&[&b"PEXPIRE"[..], &import, ttl.as_bytes()])
+                .await?;
+            self.import_expiring = matches!(set, Value::Integer(1));
         }
         Ok(())
     }
@@ -130,6 +150,7 @@ pub(super) async fn move_key(
         fence,
         lock,
         renewed: Instant::now(),
+        import_expiring: false,
     };
     let import = job.import.clone();
     job.write(&[&b"UNLINK"[..], &import]).await?;
@@ -155,12 +176,25 @@ pub(super) async fn move_key(
     } else {
         // The copy is whole only if this mover held the fence throughout:
         // the rename checks it again, so a replaced mover's partial copy
-        // never lands on the key.
-        job.write(&[&b"RENAME"[..], &import, key]).await?;
+        // never lands on the key. The import's own TTL goes first, and
+        // the key's expiry (or none) is set in the same round trip: a
+        // mover dying between them cannot leave the key with the import's.
+        let mut finish = vec![
+            vec![Bytes::from_static(b"PERSIST"), Bytes::from(import.clone())],
+            vec![
+                Bytes::from_static(b"RENAME"),
+                Bytes::from(import),
+                Bytes::copy_from_slice(key),
+            ],
+        ];
         if expires_at > 0 {
-            let at = expires_at.to_string();
-            job.write(&[&b"PEXPIREAT"[..], key, at.as_bytes()]).await?;
+            finish.push(vec![
+                Bytes::from_static(b"PEXPIREAT"),
+                Bytes::copy_from_slice(key),
+                Bytes::from(expires_at.to_string()),
+            ]);
         }
+        job.write_all(&finish).await?;
         let release = fence.call::<&[u8]>("shardproxy_release", &[key, &job.lock], &[]);
         job.src.call(&release).await?;
     }
