@@ -36,8 +36,9 @@ pub struct MigrateOptions {
     pub range: String,
     pub to: String,
     pub dry_run: bool,
-    /// Keys per second; 0 = as fast as the mover goes.
-    pub rate: u64,
+    /// Keys per second, 0 = as fast as the mover goes; `None`: as
+    /// recorded for a migration being continued, else 0.
+    pub rate: Option<u64>,
     /// How long to wait for every proxy's acknowledgement.
     pub barrier_timeout: Duration,
 }
@@ -234,12 +235,25 @@ pub async fn migrate(target: &Target, options: &MigrateOptions) -> Result<String
                 state.target,
                 state.phase.as_str()
             );
+            let mut state = state;
+            // A rate given now replaces the recorded one (review: a move
+            // started at 1 key/s, and its move back after an abort, could
+            // never go faster). Written with the next state update.
+            if let Some(rate) = options.rate.filter(|&rate| rate != state.rate) {
+                let _ = writeln!(
+                    out,
+                    "rate: {} (was {})",
+                    rate_text(rate),
+                    rate_text(state.rate)
+                );
+                state.rate = rate;
+            }
             (state, version)
         }
         None => {
             let plan = plan(&shards, lo, hi, &options.to).map_err(failed)?;
             if options.dry_run {
-                return mover::dry_run(target, &shards, &plan, options.rate).await;
+                return mover::dry_run(target, &shards, &plan, options.rate.unwrap_or(0)).await;
             }
             for name in [&plan.source, &plan.target] {
                 let has_master = shards
@@ -260,7 +274,7 @@ pub async fn migrate(target: &Target, options: &MigrateOptions) -> Result<String
                 target: plan.target.clone(),
                 phase: Phase::Prepare,
                 paused: false,
-                rate: options.rate,
+                rate: options.rate.unwrap_or(0),
                 moved: 0,
                 started: now(),
                 updated: now(),
@@ -501,6 +515,15 @@ pub(crate) async fn write_state(
             "the migration was changed by someone else (pause, resume or abort): run migrate again to continue",
         )),
         Err(e) => Err(zk_error(target, &path, e)),
+    }
+}
+
+/// A rate as `--rate` takes it, for the output.
+fn rate_text(rate: u64) -> String {
+    if rate == 0 {
+        "unlimited".to_string()
+    } else {
+        format!("{rate} keys/s")
     }
 }
 

@@ -174,9 +174,11 @@ pub struct RebalanceArgs {
 /// How fast a move goes, shared by `migrate` and `rebalance`.
 #[derive(Debug, clap::Args)]
 pub struct PaceArgs {
-    /// Keys per second a move's background mover may move (0: unlimited).
-    #[arg(long, default_value_t = 0, value_name = "KEYS")]
-    pub rate: u64,
+    /// Keys per second a move's background mover may move (0: unlimited;
+    /// not given: a migration being continued keeps its rate, a new one
+    /// is unlimited).
+    #[arg(long, value_name = "KEYS")]
+    pub rate: Option<u64>,
     /// How long every live proxy gets to acknowledge a phase.
     #[arg(long, default_value_t = 10_000, value_name = "MS")]
     pub barrier_timeout_ms: u64,

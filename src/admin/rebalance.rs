@@ -21,8 +21,9 @@ pub struct RebalanceOptions {
     /// `SHARD=N` as typed; shards not named weigh 1.
     pub weights: Vec<String>,
     pub dry_run: bool,
-    /// Keys per second for each move's mover; 0 = unlimited.
-    pub rate: u64,
+    /// Keys per second for each move's mover; 0 = unlimited; `None`: a
+    /// migration being continued keeps its rate, new moves are unlimited.
+    pub rate: Option<u64>,
     pub barrier_timeout: Duration,
 }
 
@@ -60,7 +61,8 @@ pub async fn rebalance(target: &Target, options: &RebalanceOptions) -> Result<St
     let first = plan_now(&shards, options)?;
     let running = read_state(&client, target).await?.map(|(state, _)| state);
     if options.dry_run {
-        return dry_run(target, &shards, &first, running.as_ref(), options.rate).await;
+        let rate = options.rate.unwrap_or(0);
+        return dry_run(target, &shards, &first, running.as_ref(), rate).await;
     }
     let mut out = String::new();
     // Each move ends one boundary's trip, so a plan has fewer moves than
