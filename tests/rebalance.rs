@@ -10,7 +10,9 @@
 
 mod common;
 
-use common::migration::{admin, cluster, load, preload, run_admin, Cluster, Tally};
+use common::migration::{
+    admin, assert_preloaded, cluster, load, preload, run_admin, Cluster, Tally,
+};
 use common::redis::RawClient;
 use common::wait_until;
 use common::zk_cluster::{keys_in, slot, ROOT};
@@ -306,4 +308,40 @@ async fn a_killed_rebalance_is_continued_by_running_it_again() {
     assert_layout(&c, &THIRDS);
     let all: Vec<(String, String)> = keys.iter().map(|k| (k.clone(), k.clone())).collect();
     assert_placed(&c, &THIRDS, &all);
+}
+
+/// A shard added with `add-shard` whose watchdogs were never started: the
+/// dry run warns, and the rebalance refuses before it moves anything
+/// (review: it made two moves, then failed on the third, and printed only
+/// the failure).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebalance_onto_a_shard_without_a_master_moves_nothing() {
+    let c = cluster().await;
+    let keys = keys_in(0, 4095, 300, "k");
+    preload(&c.proxies[0], &keys);
+    let before = zookeeper_data(&c).await;
+    let (code, text) = run_admin(&c.conf, &["add-shard", "redis-0003"]);
+    assert_eq!(code, 0, "{text}");
+    let (code, plan) = run_admin(&c.conf, &["rebalance", "--dry-run"]);
+    assert_eq!(code, 0, "{plan}");
+    assert!(
+        plan.contains("warning: redis-0003 has no master: start its watchdogs before rebalancing"),
+        "{plan}"
+    );
+    let (code, text) = run_admin(&c.conf, &["rebalance"]);
+    assert_eq!(code, 2, "{text}");
+    assert!(
+        text.contains("redis-0003 has no master: start its watchdogs first; nothing was moved"),
+        "{text}"
+    );
+    let after = zookeeper_data(&c).await;
+    let without_new: String = after
+        .lines()
+        .filter(|line| !line.starts_with("redis-0003 "))
+        .map(|line| format!("{line}\n"))
+        .collect();
+    assert_eq!(without_new, before, "no range moved");
+    for proxy in &c.proxies {
+        assert_preloaded(proxy.port, keys.iter().step_by(10));
+    }
 }

@@ -60,9 +60,24 @@ pub async fn rebalance(target: &Target, options: &RebalanceOptions) -> Result<St
     // included, is touched.
     let first = plan_now(&shards, options)?;
     let running = read_state(&client, target).await?.map(|(state, _)| state);
+    let masterless = without_master(&shards, &first);
     if options.dry_run {
         let rate = options.rate.unwrap_or(0);
-        return dry_run(target, &shards, &first, running.as_ref(), rate).await;
+        let mut text = dry_run(target, &shards, &first, running.as_ref(), rate).await?;
+        for name in &masterless {
+            let _ = writeln!(
+                text,
+                "warning: {name} has no master: start its watchdogs before rebalancing"
+            );
+        }
+        return Ok(text);
+    }
+    // Checked before any move (review: two moves were made, then the
+    // third failed, the output of the first two lost).
+    if let Some(name) = masterless.first() {
+        return Err(failed(format!(
+            "{name} has no master: start its watchdogs first; nothing was moved"
+        )));
     }
     let mut out = String::new();
     // Each move ends one boundary's trip, so a plan has fewer moves than
@@ -75,7 +90,10 @@ pub async fn rebalance(target: &Target, options: &RebalanceOptions) -> Result<St
             "a migration is in progress (slots {} from {} to {}): continuing it first",
             state.range, state.source, state.target
         );
-        out.push_str(&run_move(target, &state.range, &state.target, options).await?);
+        out.push_str(&moved(
+            &out,
+            run_move(target, &state.range, &state.target, options).await,
+        )?);
         // Counted as one of the rebalance's moves: usually it was.
         done = 1;
     }
@@ -109,8 +127,37 @@ pub async fn rebalance(target: &Target, options: &RebalanceOptions) -> Result<St
             next.source,
             next.target
         );
-        out.push_str(&run_move(target, &next.range(), &next.target, options).await?);
+        out.push_str(&moved(
+            &out,
+            run_move(target, &next.range(), &next.target, options).await,
+        )?);
     }
+}
+
+/// The shards a plan moves slots from or to that have no master.
+fn without_master(shards: &[Shard], plan: &Balance) -> Vec<String> {
+    let mut names: Vec<String> = Vec::new();
+    for name in plan.moves.iter().flat_map(|m| [&m.source, &m.target]) {
+        let has_master = shards
+            .iter()
+            .any(|s| &s.view.name == name && s.view.master.is_some());
+        if !has_master && !names.contains(name) {
+            names.push(name.clone());
+        }
+    }
+    names
+}
+
+/// A move's output, or its error preceded by what the rebalance did
+/// before it: the moves already made are not lost from the output.
+fn moved(done: &str, result: Result<String, AdminError>) -> Result<String, AdminError> {
+    result.map_err(|e| {
+        if done.is_empty() {
+            e
+        } else {
+            failed(format!("{done}then: {e}"))
+        }
+    })
 }
 
 /// One move through `migrate` (which continues the migration if it is the
