@@ -462,3 +462,36 @@ async fn a_stream_entry_of_four_thousand_fields_moves() {
     );
     assert!(!exists(&c.redis[2], &format!("__shardproxy_import:{key}")));
 }
+
+/// ZooKeeper stops answering while a move runs: `migrate` fails, keeps
+/// what it printed, and says how to go on (review: it printed the
+/// ZooKeeper error alone); every key is still read, half-moved.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_migrate_that_loses_zookeeper_says_how_to_go_on() {
+    let c = cluster().await;
+    let keys = keys_in(0, 1023, 4000, "k");
+    preload(&c.proxies[0], &keys);
+    let args = ["migrate", "0-1023", "--to", "redis-0002", "--rate", "200"];
+    let (mut run, log) = start_admin(&c, &args, "zk-lost");
+    wait_until("keys to move", Duration::from_secs(30), || {
+        dbsize(&c.redis[2]) > 0
+    });
+    c.zookeeper.signal("STOP");
+    let (code, said) = ended(&mut run, &log, 60);
+    c.zookeeper.signal("CONT");
+    assert_eq!(code, Some(2), "{said}");
+    assert!(
+        said.contains("migration m"),
+        "what it printed before is kept: {said}"
+    );
+    assert!(
+        said.contains(
+            "the migration stays where it was: run `migrate 0-1023 --to redis-0002` again"
+        ),
+        "{said}"
+    );
+    // Half-moved, every key is still read through both proxies.
+    for proxy in &c.proxies {
+        assert_preloaded(proxy.port, &keys);
+    }
+}

@@ -299,11 +299,23 @@ pub async fn migrate(target: &Target, options: &MigrateOptions) -> Result<String
     // every request of its range (TRYAGAIN after 5 s) until someone runs
     // migrate again or aborts; nothing has moved yet, so it is called off.
     let report = tokio::select! {
-        report = drive(&client, target, state, version, options, &fence) => report?,
+        report = drive(&client, target, state, version, options, &fence) => report,
         () = crate::logging::stop_signal() => {
             return Err(interrupted(&client, target, &id, &fence).await);
         }
     };
+    // What was printed before the failure is kept, and a ZooKeeper
+    // failure says where that leaves the migration (review: a ZooKeeper
+    // timeout printed the error alone).
+    let report = report.map_err(|e| match e {
+        AdminError::ZooKeeper { .. } => failed(format!(
+            "{out}{e}; the migration stays where it was: run `migrate {} --to {}` again to \
+             continue it, or `abort`",
+            options.range, options.to
+        )),
+        e if !out.is_empty() => failed(format!("{out}then: {e}")),
+        e => e,
+    })?;
     out.push_str(&report);
     Ok(out)
 }
