@@ -329,6 +329,10 @@ async fn bad_plans_are_refused_with_a_reason_and_change_nothing() {
             "no shard named redis-0009",
         ),
         (vec!["migrate", "100-5", "--to", "redis-0002"], "bad range"),
+        (
+            vec!["migrate", "4000-5000", "--to", "redis-0002"],
+            "slots 4000-5000 go past the slot space: the shards own slots 0-4095",
+        ),
     ] {
         let (code, text) = run_admin(&c.conf, &args);
         assert_eq!(code, 2, "{args:?}: {text}");

@@ -142,6 +142,13 @@ pub(crate) fn plan(shards: &[Shard], lo: u32, hi: u32, to: &str) -> Result<Plan,
         .iter()
         .find(|s| s.view.name == to)
         .ok_or_else(|| format!("no shard named {to}"))?;
+    let slots = slot_space(shards);
+    if hi >= slots {
+        return Err(format!(
+            "slots {lo}-{hi} go past the slot space: the shards own slots 0-{}",
+            slots.saturating_sub(1)
+        ));
+    }
     let source = shards
         .iter()
         .find(|s| !s.view.empty && s.view.lo <= lo && hi <= s.view.hi)

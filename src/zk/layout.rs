@@ -20,7 +20,9 @@ use std::net::Ipv6Addr;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum LayoutError {
     /// A range text is not `LO-HI` with `LO <= HI < u32::MAX`.
-    #[error("bad range {text:?}: want LO-HI with LO <= HI < 4294967295")]
+    #[error(
+        "bad range {text:?}: want LO-HI, two whole numbers with LO <= HI (slots count from 0)"
+    )]
     BadRange { text: String },
     /// A shard's data is not `{"weight":"LO-HI"}`.
     #[error("{path}: bad shard data: {reason}")]

@@ -67,8 +67,12 @@ pub fn parse_weights(specs: &[String], names: &[String]) -> Result<BTreeMap<Stri
         let (name, weight) = spec
             .split_once('=')
             .ok_or_else(|| format!("--weight {spec:?}: expected SHARD=N, e.g. redis-0001=2"))?;
-        let weight: u32 = weight.trim().parse().map_err(|_| {
-            format!("--weight {spec:?}: the weight {weight:?} is not a whole number (0 or more)")
+        let weight: u32 = weight.trim().parse().map_err(|e: std::num::ParseIntError| {
+            if matches!(e.kind(), std::num::IntErrorKind::PosOverflow) {
+                format!("--weight {spec:?}: the weight {weight:?} is too large (at most {})", u32::MAX)
+            } else {
+                format!("--weight {spec:?}: the weight {weight:?} is not a whole number (0 or more)")
+            }
         })?;
         let Some(slot) = weights.get_mut(name) else {
             return Err(format!(

@@ -293,6 +293,7 @@ fn weights_are_checked_before_anything_runs() {
         .contains("no shard named \"c\""));
     assert!(parse(&["a=x"]).unwrap_err().contains("not a whole number"));
     assert!(parse(&["a=-1"]).unwrap_err().contains("not a whole number"));
+    assert!(parse(&["a=4294967296"]).unwrap_err().contains("too large"));
     assert!(parse(&["a"]).unwrap_err().contains("expected SHARD=N"));
     assert!(parse(&["a=0", "b=0"])
         .unwrap_err()
