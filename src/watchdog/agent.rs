@@ -251,6 +251,18 @@ impl Agent {
         }
     }
 
+    /// Our Redis, a replica when it last answered, has not answered for
+    /// `down_after` intervals.
+    pub(super) fn frozen_replica(&self) -> bool {
+        let limit = self.settings.interval * self.settings.down_after;
+        self.busy_from
+            .as_ref()
+            .is_some_and(|last| last.role == Role::Replica)
+            && self
+                .busy_since
+                .is_some_and(|since| since.elapsed() >= limit)
+    }
+
     /// While our replica does not answer (frozen, or stuck in a long
     /// command) it applies nothing: if its master answers meanwhile with
     /// more of the history than it last had, it is behind, and stays so

@@ -49,6 +49,9 @@ pub struct View<'a> {
     /// The lowest member is our Redis's but not our znode: a predecessor
     /// watchdog's (a takeover, or our own run before a restart).
     pub predecessor: bool,
+    /// Our Redis, a replica when last seen, has not answered for
+    /// `down_after` checks (frozen, or stuck in a long command).
+    pub frozen_replica: bool,
 }
 
 /// What to do; the agent carries it out and logs it.
@@ -83,6 +86,7 @@ pub enum Action {
 pub enum LeaveReason {
     RedisDown,
     RedisRestarted,
+    FrozenAtHead,
 }
 
 impl LeaveReason {
@@ -90,6 +94,10 @@ impl LeaveReason {
         match self {
             LeaveReason::RedisDown => "redis down",
             LeaveReason::RedisRestarted => "redis restarted (new run_id)",
+            LeaveReason::FrozenAtHead => {
+                "our replica, first in line, does not answer: stepping aside so that an \
+                 in-sync replica behind it is promoted"
+            }
         }
     }
 }
@@ -105,6 +113,16 @@ pub fn decide(view: &View<'_>) -> Action {
 fn decide_registered(view: &View<'_>, name: &str) -> Action {
     let state = match view.health {
         Health::Down => return Action::Leave(LeaveReason::RedisDown),
+        // A frozen replica at the head cannot be promoted: waiting out
+        // the busy limit (30 s) would leave the shard without a master
+        // although a replica behind it is in sync (review: 11 s of
+        // failed writes for an 11 s freeze). A busy master is not
+        // concerned: it is waited for, as before.
+        Health::Failing
+            if view.frozen_replica && view.members.first().is_some_and(|m| m.znode == name) =>
+        {
+            return Action::Leave(LeaveReason::FrozenAtHead)
+        }
         Health::Failing => return Action::Wait("redis check failed; not down yet"),
         Health::Up(state) => state,
     };
@@ -225,6 +243,7 @@ mod tests {
             joining: false,
             lowest_role: Some(Role::Master),
             predecessor: false,
+            frozen_replica: false,
         }
     }
 

@@ -119,6 +119,7 @@ impl Agent {
                 joining: self.joining,
                 lowest_role,
                 predecessor: self.predecessor.is_some(),
+                frozen_replica: self.frozen_replica(),
             };
             decide(&view)
         };
