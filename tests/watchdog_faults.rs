@@ -577,14 +577,28 @@ fn a_replica_that_froze_while_its_master_took_writes_is_not_promoted() {
     fill(&pair.a, "k", 100);
     wait_until("b to have the data", DEADLINE, || dbsize(&pair.b) == 100);
     pair.b.guard.signal("STOP");
-    fill(&pair.a, "late", 2000);
+    // More than the sockets between them hold: b cannot have it on waking.
+    let value = "v".repeat(10_000);
+    let mut pipe = redis::pipe();
+    for i in 0..3000 {
+        pipe.cmd("SET")
+            .arg(format!("late:{i}"))
+            .arg(&value)
+            .ignore();
+    }
+    pipe.query::<()>(&mut redis_conn(pair.a.port)).unwrap();
+    let offset = field(&replication(pair.a.port), "master_repl_offset");
     pair.wb
         .wait_for_log("it does not answer while its master takes writes");
+    pair.wb.wait_for_log(&format!("master_offset={offset}"));
     let mut a = pair.a;
     a.guard.kill();
     pair.b.guard.signal("CONT");
-    wait_until("b's promotion to be refused", DEADLINE, || {
-        pair.wb.log_text().contains("not promoting")
+    // Refused the promotion; or, frozen at the head when a's member went,
+    // it stepped aside and, awake, is refused the emptied shard.
+    wait_until("b to be refused the shard", DEADLINE, || {
+        let log = pair.wb.log_text();
+        log.contains("not promoting") || log.contains("not leading it")
     });
     let watch_until = Instant::now() + Duration::from_secs(2);
     while Instant::now() < watch_until {
@@ -629,4 +643,49 @@ fn a_frozen_next_in_line_steps_aside_for_an_in_sync_replica() {
         is_synced_replica_of(&pair.b, &c) && pair.zk.line(&pair.shard) == [c.addr(), pair.b.addr()]
     });
     drop(wc);
+}
+
+/// The replica is busy for a moment (a 1.5 s read-only script) while its
+/// master takes a few writes, and the master dies meanwhile: the writes
+/// were in the replica's socket, so once the script ends it has every
+/// one, and it is promoted (review: refused for good, the shard left
+/// without a master until `promote --force`).
+#[test]
+fn a_replica_busy_for_a_moment_is_promoted_once_it_has_every_write() {
+    let pair = Pair::start("busy-moment");
+    fill(&pair.a, "k", 100);
+    wait_until("b to have the data", DEADLINE, || dbsize(&pair.b) == 100);
+    let b_port = pair.b.port;
+    let script = std::thread::spawn(move || {
+        let busy = "local s = redis.call('TIME')[1] \
+                    while redis.call('TIME')[1] - s < 2 do end return 1";
+        let mut conn = redis_conn(b_port);
+        conn.set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        redis::cmd("EVAL_RO")
+            .arg(busy)
+            .arg(0)
+            .query::<i64>(&mut conn)
+    });
+    pair.wb
+        .wait_for_log("it does not answer while its master takes writes");
+    fill(&pair.a, "late", 50);
+    let Pair {
+        a,
+        wa,
+        b,
+        wb,
+        zk,
+        shard,
+        ..
+    } = pair;
+    let (mut a, mut wa) = (a, wa);
+    wa.guard.kill();
+    a.guard.kill();
+    assert_eq!(script.join().unwrap().unwrap(), 1);
+    wait_until("b to be promoted", DEADLINE, || {
+        zk.line(&shard) == [b.addr()] && is_master(&b)
+    });
+    assert_eq!(dbsize(&b), 150, "b has every write");
+    assert!(wb.log_text().contains("no longer behind"));
 }

@@ -18,9 +18,12 @@ use zookeeper_client as zk;
 /// for `shardproxy-admin status`, light on ZooKeeper.
 const DATA_REFRESH_TICKS: u64 = 10;
 
-/// How long a promotion waits for our replica to apply what a fenced old
-/// master holds (see `Agent::fence_old_master`).
+/// How long a promotion waits for our replica to make progress applying
+/// what a fenced old master holds (see `Agent::fence_old_master`).
 const FENCE_CATCH_UP: Duration = Duration::from_secs(1);
+/// How long a fenced old master that holds writes our replica lacks stays
+/// paused for writes: until an operator has looked.
+const FENCE_HOLD: Duration = Duration::from_secs(3600);
 
 impl Agent {
     pub(super) async fn execute(
@@ -161,6 +164,24 @@ impl Agent {
     /// stands, so the state at the master's failure is known when the
     /// promotion is decided. A full sync is [`RedisState::in_sync`]'s.
     pub(super) async fn track_replication(&mut self, state: &RedisState) {
+        // Behind from a spell of not answering: it catches up by applying
+        // what its master was seen holding, not by its link looking up
+        // (just woken, a replica still shows the link it had; review: one
+        // promoted 0.2 s after waking, 30 MB short).
+        if let Some((replid, seen)) = &self.frozen_behind {
+            if state.replid != *replid {
+                self.frozen_behind = None;
+            } else if state.offset >= *seen {
+                self.frozen_behind = None;
+                if self.behind_since.take().is_some() {
+                    info!(shard = %self.settings.shard, redis = %self.settings.redis,
+                        offset = state.offset,
+                        "replica applied what its master held when last seen: no longer behind");
+                }
+            } else {
+                return;
+            }
+        }
         if state.role != Role::Replica || state.link_up && !state.sync_in_progress {
             self.seen_in_sync = true;
             if self.behind_since.take().is_some() {
@@ -213,15 +234,20 @@ impl Agent {
     }
 
     /// Before promoting our replica: the old master, if it still answers
-    /// as a master (its watchdog died or hung, its Redis did not), is
-    /// fenced, since a proxy that still routes to it (cut off from
-    /// ZooKeeper, or slower to see the new line) would have writes
-    /// acknowledged there and lost (review: up to 5,195 with a partitioned
-    /// proxy). Its writes are paused, and our replica is given up to
-    /// [`FENCE_CATCH_UP`] to apply what it holds. After the promotion it
-    /// is made our replica ([`Agent::demote_old_master`]): the writes it
-    /// held then fail with `-READONLY`. One that does not answer needs no
-    /// fence here: down, or frozen, its own guard pauses it when it wakes.
+    /// as a master on the history we replicate (its watchdog died or hung,
+    /// its Redis did not), is fenced, since a proxy that still routes to
+    /// it (cut off from ZooKeeper, or slower to see the new line) would
+    /// have writes acknowledged there and lost (review: up to 5,195 with a
+    /// partitioned proxy). Its writes are paused and our replica applies
+    /// what it holds, for as long as it makes progress (at most two
+    /// session timeouts). Caught up, the old master is returned, to be
+    /// made our replica after the promotion ([`Agent::demote_old_master`]):
+    /// the writes it held then fail with `-READONLY`. Not caught up, it is
+    /// held paused for [`FENCE_HOLD`] and never made our replica: a full
+    /// sync would wipe the only copy of what our replica lacks (review:
+    /// 4,819 acknowledged writes gone from both). One that does not
+    /// answer, or on another history (restarted, or another Redis on its
+    /// address), is left alone.
     async fn fence_old_master(&mut self, ours: &RedisState) -> Option<RedisConn> {
         let old = ours.master_addr();
         let timeout = self.settings.interval.max(Duration::from_millis(500));
@@ -230,20 +256,20 @@ impl Agent {
             .ok()?;
         let info = conn.text(&["INFO", "replication"]).await.ok()?;
         let theirs = RedisState::parse("", &info)?;
-        if theirs.role != Role::Master {
+        if theirs.role != Role::Master || theirs.replid != ours.replid {
             return None;
         }
-        let pause_ms = (self.settings.session_timeout * 2 + FENCE_CATCH_UP)
-            .as_millis()
-            .to_string();
+        let most = self.settings.session_timeout * 2;
+        let pause_ms = (most + FENCE_CATCH_UP).as_millis().to_string();
         if let Err(e) = conn.ok(&["CLIENT", "PAUSE", &pause_ms, "WRITE"]).await {
             warn!(shard = %self.settings.shard, redis = %self.settings.redis, old_master = %old,
                 error = %e, "the old master still answers but could not be paused");
             return None;
         }
         warn!(shard = %self.settings.shard, redis = %self.settings.redis, old_master = %old,
-            "the old master still answers (its watchdog is gone): writes paused on it before the promotion");
-        let deadline = tokio::time::Instant::now() + FENCE_CATCH_UP;
+            "the old master still answers as a master: its writes are paused before the promotion");
+        let started = tokio::time::Instant::now();
+        let (mut applied, mut progressed) = (0, started);
         loop {
             // What it holds of our history, read after the pause took.
             let Ok(Some(theirs)) = conn
@@ -251,23 +277,28 @@ impl Agent {
                 .await
                 .map(|info| RedisState::parse("", &info))
             else {
-                break;
+                return None;
             };
-            let ours_now = self.redis.replication().await.ok();
-            let caught_up = theirs.replid != ours.replid
-                || ours_now.is_some_and(|now| now.offset >= theirs.offset);
-            if caught_up {
-                break;
+            let now = self.redis.replication().await.map_or(0, |s| s.offset);
+            if now >= theirs.offset {
+                return Some(conn);
             }
-            if tokio::time::Instant::now() >= deadline {
-                warn!(shard = %self.settings.shard, redis = %self.settings.redis, old_master = %old,
-                    their_offset = theirs.offset,
-                    "our replica did not apply all the old master holds in time: promoting anyway");
-                break;
+            if now > applied {
+                (applied, progressed) = (now, tokio::time::Instant::now());
+            }
+            if progressed.elapsed() >= FENCE_CATCH_UP || started.elapsed() >= most {
+                let hold_ms = FENCE_HOLD.as_millis().to_string();
+                let held = conn.ok(&["CLIENT", "PAUSE", &hold_ms, "WRITE"]).await;
+                error!(shard = %self.settings.shard, redis = %self.settings.redis, old_master = %old,
+                    their_offset = theirs.offset, ours = now, held = held.is_ok(),
+                    hold_secs = FENCE_HOLD.as_secs(),
+                    "the old master holds writes our replica did not get: promoting anyway; the \
+                     old master is not made our replica (that would wipe them) and its writes stay \
+                     paused: copy what it holds, then CLIENT UNPAUSE it or start its watchdog");
+                return None;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        Some(conn)
     }
 
     /// After our promotion: the fenced old master replicates from us.

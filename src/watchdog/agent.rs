@@ -90,6 +90,9 @@ pub struct Agent {
     /// Our Redis's last state before it stopped answering (see
     /// [`Agent::note_frozen_behind`]).
     pub(super) busy_from: Option<RedisState>,
+    /// Behind because it did not answer while its master took writes: the
+    /// master's history and the furthest offset it was seen at then.
+    pub(super) frozen_behind: Option<(String, u64)>,
     /// This watchdog has seen its replica in sync (link up) since it
     /// started: before that, a link found down with the master gone could
     /// have gone down long before (a restarted watchdog knows nothing of
@@ -172,6 +175,7 @@ impl Agent {
             history_refused: false,
             behind_since: None,
             busy_from: None,
+            frozen_behind: None,
             seen_in_sync: false,
             empty_since: None,
             ephemeral: std::collections::HashMap::new(),
@@ -274,7 +278,8 @@ impl Agent {
         let Some(last) = self.busy_from.as_ref() else {
             return;
         };
-        if last.role != Role::Replica || self.behind_since.is_some() {
+        if last.role != Role::Replica || self.behind_since.is_some() && self.frozen_behind.is_none()
+        {
             return;
         }
         let timeout = self.settings.interval.max(Duration::from_millis(500));
@@ -287,11 +292,20 @@ impl Agent {
             && answer.replid == last.replid
             && answer.offset > last.offset
         {
-            self.behind_since = Some(Instant::now());
-            warn!(shard = %self.settings.shard, redis = %self.settings.redis, master = %master,
-                ours = last.offset, master_offset = answer.offset,
-                "replica falling behind: it does not answer while its master takes writes; it \
-                 is not promoted until it catches up");
+            // The furthest the master was seen at: applied that far, the
+            // replica lacks nothing it could have known of (review: one
+            // busy 1 s, then holding every write, was refused for good).
+            let seen = self.frozen_behind.as_ref().map_or(0, |(_, at)| *at);
+            self.frozen_behind = Some((answer.replid.clone(), answer.offset.max(seen)));
+            debug!(shard = %self.settings.shard, redis = %self.settings.redis,
+                master_offset = answer.offset, "replica not answering; its master seen at");
+            if self.behind_since.is_none() {
+                self.behind_since = Some(Instant::now());
+                warn!(shard = %self.settings.shard, redis = %self.settings.redis, master = %master,
+                    ours = last.offset, master_offset = answer.offset,
+                    "replica falling behind: it does not answer while its master takes writes; it \
+                     is not promoted until it catches up");
+            }
         }
     }
 
