@@ -689,3 +689,30 @@ fn a_replica_busy_for_a_moment_is_promoted_once_it_has_every_write() {
     assert_eq!(dbsize(&b), 150, "b has every write");
     assert!(wb.log_text().contains("no longer behind"));
 }
+
+/// The master's host freezes (SIGSTOP of its Redis) and its watchdog dies:
+/// the replica is promoted while the old master cannot be fenced. Woken,
+/// the old master is fenced then: made the new master's replica (review:
+/// it woke up a writable master, and a proxy cut off from ZooKeeper had
+/// 5,363 writes acknowledged there and lost).
+#[test]
+fn a_master_frozen_at_the_promotion_is_fenced_when_it_wakes() {
+    let mut pair = Pair::start("late-fence");
+    fill(&pair.a, "k", 100);
+    wait_until("b to have the data", DEADLINE, || dbsize(&pair.b) == 100);
+    pair.a.guard.signal("STOP");
+    pair.wa.guard.kill();
+    pair.wait_sole_master(&pair.b);
+    pair.wb.wait_for_log("it is fenced when it does");
+    pair.a.guard.signal("CONT");
+    wait_until("a to replicate from b", DEADLINE, || {
+        is_synced_replica_of(&pair.a, &pair.b)
+    });
+    let reply = redis::cmd("SET")
+        .arg("late")
+        .arg("1")
+        .query::<String>(&mut redis_conn(pair.a.port));
+    let error = reply.expect_err("the old master took a write");
+    assert!(error.to_string().contains("read only replica"), "{error}");
+    assert_eq!(dbsize(&pair.b), 100);
+}

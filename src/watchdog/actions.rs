@@ -2,6 +2,7 @@
 //! leaving, following, promoting, and keeping our member data fresh.
 
 use super::agent::{Agent, RecordedHistory, Registration};
+use super::fence::OldMaster;
 use super::health::{split_addr, RedisState};
 use super::membership::{Action, Health};
 use super::session::Session;
@@ -17,13 +18,6 @@ use zookeeper_client as zk;
 /// offset moved (a role or run_id change is written at once): fresh enough
 /// for `shardproxy-admin status`, light on ZooKeeper.
 const DATA_REFRESH_TICKS: u64 = 10;
-
-/// How long a promotion waits for our replica to make progress applying
-/// what a fenced old master holds (see `Agent::fence_old_master`).
-const FENCE_CATCH_UP: Duration = Duration::from_secs(1);
-/// How long a fenced old master that holds writes our replica lacks stays
-/// paused for writes: until an operator has looked.
-const FENCE_HOLD: Duration = Duration::from_secs(3600);
 
 impl Agent {
     pub(super) async fn execute(
@@ -144,8 +138,10 @@ impl Agent {
                         new_master = %self.settings.redis,
                         "lowest member: promoted to master"
                     );
-                    if let Some(old) = fenced {
-                        self.demote_old_master(old).await;
+                    match fenced {
+                        OldMaster::Fenced(old) => self.demote_old_master(old).await,
+                        OldMaster::Silent => self.fence_later(&state),
+                        OldMaster::LeftAlone => {}
                     }
                     // Others follow us once our data says master.
                     self.refresh_data(session).await?;
@@ -230,88 +226,6 @@ impl Agent {
                     "replica no longer behind: its master holds nothing more of its history");
             }
             _ => {}
-        }
-    }
-
-    /// Before promoting our replica: the old master, if it still answers
-    /// as a master on the history we replicate (its watchdog died or hung,
-    /// its Redis did not), is fenced, since a proxy that still routes to
-    /// it (cut off from ZooKeeper, or slower to see the new line) would
-    /// have writes acknowledged there and lost (review: up to 5,195 with a
-    /// partitioned proxy). Its writes are paused and our replica applies
-    /// what it holds, for as long as it makes progress (at most two
-    /// session timeouts). Caught up, the old master is returned, to be
-    /// made our replica after the promotion ([`Agent::demote_old_master`]):
-    /// the writes it held then fail with `-READONLY`. Not caught up, it is
-    /// held paused for [`FENCE_HOLD`] and never made our replica: a full
-    /// sync would wipe the only copy of what our replica lacks (review:
-    /// 4,819 acknowledged writes gone from both). One that does not
-    /// answer, or on another history (restarted, or another Redis on its
-    /// address), is left alone.
-    async fn fence_old_master(&mut self, ours: &RedisState) -> Option<RedisConn> {
-        let old = ours.master_addr();
-        let timeout = self.settings.interval.max(Duration::from_millis(500));
-        let mut conn = RedisConn::connect(&old, self.settings.redis_auth.as_deref(), timeout)
-            .await
-            .ok()?;
-        let info = conn.text(&["INFO", "replication"]).await.ok()?;
-        let theirs = RedisState::parse("", &info)?;
-        if theirs.role != Role::Master || theirs.replid != ours.replid {
-            return None;
-        }
-        let most = self.settings.session_timeout * 2;
-        let pause_ms = (most + FENCE_CATCH_UP).as_millis().to_string();
-        if let Err(e) = conn.ok(&["CLIENT", "PAUSE", &pause_ms, "WRITE"]).await {
-            warn!(shard = %self.settings.shard, redis = %self.settings.redis, old_master = %old,
-                error = %e, "the old master still answers but could not be paused");
-            return None;
-        }
-        warn!(shard = %self.settings.shard, redis = %self.settings.redis, old_master = %old,
-            "the old master still answers as a master: its writes are paused before the promotion");
-        let started = tokio::time::Instant::now();
-        let (mut applied, mut progressed) = (0, started);
-        loop {
-            // What it holds of our history, read after the pause took.
-            let Ok(Some(theirs)) = conn
-                .text(&["INFO", "replication"])
-                .await
-                .map(|info| RedisState::parse("", &info))
-            else {
-                return None;
-            };
-            let now = self.redis.replication().await.map_or(0, |s| s.offset);
-            if now >= theirs.offset {
-                return Some(conn);
-            }
-            if now > applied {
-                (applied, progressed) = (now, tokio::time::Instant::now());
-            }
-            if progressed.elapsed() >= FENCE_CATCH_UP || started.elapsed() >= most {
-                let hold_ms = FENCE_HOLD.as_millis().to_string();
-                let held = conn.ok(&["CLIENT", "PAUSE", &hold_ms, "WRITE"]).await;
-                error!(shard = %self.settings.shard, redis = %self.settings.redis, old_master = %old,
-                    their_offset = theirs.offset, ours = now, held = held.is_ok(),
-                    hold_secs = FENCE_HOLD.as_secs(),
-                    "the old master holds writes our replica did not get: promoting anyway; the \
-                     old master is not made our replica (that would wipe them) and its writes stay \
-                     paused: copy what it holds, then CLIENT UNPAUSE it or start its watchdog");
-                return None;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    /// After our promotion: the fenced old master replicates from us.
-    async fn demote_old_master(&self, mut old: RedisConn) {
-        let Some((host, port)) = split_addr(&self.settings.redis) else {
-            return;
-        };
-        match old.ok(&["REPLICAOF", &host, &port.to_string()]).await {
-            Ok(()) => info!(shard = %self.settings.shard, redis = %self.settings.redis,
-                old_master = %old.addr(), "the old master now replicates from us"),
-            Err(e) => warn!(shard = %self.settings.shard, redis = %self.settings.redis,
-                old_master = %old.addr(), error = %e,
-                "could not make the old master replicate from us; its pause runs out by itself"),
         }
     }
 

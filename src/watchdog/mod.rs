@@ -34,6 +34,7 @@
 pub mod actions;
 pub mod agent;
 pub mod config;
+mod fence;
 pub mod guard;
 pub mod handover;
 pub mod health;
