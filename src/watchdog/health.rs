@@ -327,6 +327,11 @@ impl RedisLink {
             // Named, so a switchover can see that this Redis's watchdog is
             // there to promote it.
             if let Err(e) = conn.ok(&["CLIENT", "SETNAME", CLIENT_NAME]).await {
+                // Timed out (a busy Redis): its late reply would be read as
+                // the next command's (review: INFO got CLIENT ID's).
+                if !matches!(e, RedisError::Reply { .. }) {
+                    return Err(e);
+                }
                 warn!(redis = %self.addr, error = %e, "cannot name the watchdog's connection");
             }
             let id = match conn.call(&["CLIENT", "ID"]).await? {
