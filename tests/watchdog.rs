@@ -368,9 +368,7 @@ fn restarting_a_masters_watchdog_is_no_failover() {
 
 #[test]
 fn killed_master_redis_fails_over_and_rejoins_as_replica() {
-    let mut pair = Pair::start("kill");
-    fill(&pair.a, "k", 100);
-    wait_until("b to have the data", DEADLINE, || dbsize(&pair.b) == 100);
+    let mut pair = Pair::start_filled("kill");
 
     let killed = Instant::now();
     pair.a.guard.kill();
@@ -401,9 +399,7 @@ fn killed_master_redis_fails_over_and_rejoins_as_replica() {
 
 #[test]
 fn killed_master_watchdog_fails_over_after_session_expiry() {
-    let mut pair = Pair::start("session");
-    fill(&pair.a, "k", 100);
-    wait_until("b to have the data", DEADLINE, || dbsize(&pair.b) == 100);
+    let mut pair = Pair::start_filled("session");
 
     let killed = Instant::now();
     pair.wa.guard.kill();

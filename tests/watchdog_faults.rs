@@ -33,9 +33,7 @@ fn cmd(port: u16, args: &[&str]) -> String {
 /// does not have, so its link is down while a answers and takes 50 writes
 /// b never gets; b's watchdog has seen it.
 fn pair_with_a_replica_behind(cluster: &str) -> Pair {
-    let pair = Pair::start(cluster);
-    fill(&pair.a, "k", 100);
-    wait_until("b to have the data", DEADLINE, || dbsize(&pair.b) == 100);
+    let pair = Pair::start_filled(cluster);
     assert!(
         !pair.wb.log_text().contains("replica falling behind"),
         "a first sync is not falling behind"
@@ -190,9 +188,7 @@ fn a_replica_cut_off_from_its_master_does_not_lead_the_emptied_shard() {
 /// of the behind check it was refused, then wiped by a full sync).
 #[test]
 fn a_master_restarted_at_once_is_failed_over_to_its_replica() {
-    let mut pair = Pair::start("fastrestart");
-    fill(&pair.a, "k", 100);
-    wait_until("b to have the data", DEADLINE, || dbsize(&pair.b) == 100);
+    let mut pair = Pair::start_filled("fastrestart");
     let port = pair.a.port;
     pair.a.guard.kill();
     pair.a = restart_redis_with(port, &["--repl-diskless-sync-delay", "5"]);
@@ -542,9 +538,7 @@ fn a_watchdog_with_long_intervals_pauses_its_master_before_the_promotion() {
 /// acknowledged there and lost.
 #[test]
 fn a_master_whose_watchdog_died_is_fenced_when_its_replica_is_promoted() {
-    let mut pair = Pair::start("orphan");
-    fill(&pair.a, "k", 100);
-    wait_until("b to have the data", DEADLINE, || dbsize(&pair.b) == 100);
+    let mut pair = Pair::start_filled("orphan");
     pair.wa.guard.kill();
     pair.wait_sole_master(&pair.b);
     // A client of the old master (a proxy with an old table) is refused.
@@ -573,9 +567,7 @@ fn a_master_whose_watchdog_died_is_fenced_when_its_replica_is_promoted() {
 /// why.
 #[test]
 fn a_replica_that_froze_while_its_master_took_writes_is_not_promoted() {
-    let pair = Pair::start("frozen");
-    fill(&pair.a, "k", 100);
-    wait_until("b to have the data", DEADLINE, || dbsize(&pair.b) == 100);
+    let pair = Pair::start_filled("frozen");
     pair.b.guard.signal("STOP");
     // More than the sockets between them hold: b cannot have it on waking.
     let value = "v".repeat(10_000);
@@ -652,9 +644,7 @@ fn a_frozen_next_in_line_steps_aside_for_an_in_sync_replica() {
 /// without a master until `promote --force`).
 #[test]
 fn a_replica_busy_for_a_moment_is_promoted_once_it_has_every_write() {
-    let pair = Pair::start("busy-moment");
-    fill(&pair.a, "k", 100);
-    wait_until("b to have the data", DEADLINE, || dbsize(&pair.b) == 100);
+    let pair = Pair::start_filled("busy-moment");
     let b_port = pair.b.port;
     let script = std::thread::spawn(move || {
         let busy = "local s = redis.call('TIME')[1] \
@@ -697,9 +687,7 @@ fn a_replica_busy_for_a_moment_is_promoted_once_it_has_every_write() {
 /// 5,363 writes acknowledged there and lost).
 #[test]
 fn a_master_frozen_at_the_promotion_is_fenced_when_it_wakes() {
-    let mut pair = Pair::start("late-fence");
-    fill(&pair.a, "k", 100);
-    wait_until("b to have the data", DEADLINE, || dbsize(&pair.b) == 100);
+    let mut pair = Pair::start_filled("late-fence");
     pair.a.guard.signal("STOP");
     pair.wa.guard.kill();
     pair.wait_sole_master(&pair.b);

@@ -362,6 +362,16 @@ impl Pair {
         }
     }
 
+    /// [`Pair::start`], then 100 keys (`k:0` ...) written to `a` and
+    /// replicated to `b`.
+    #[allow(dead_code)] // not every test file that includes the harness uses it
+    pub fn start_filled(cluster: &str) -> Pair {
+        let pair = Pair::start(cluster);
+        fill(&pair.a, "k", 100);
+        wait_until("b to have the data", DEADLINE, || dbsize(&pair.b) == 100);
+        pair
+    }
+
     pub fn line(&self) -> Vec<String> {
         self.zk.line(&self.shard)
     }
