@@ -270,7 +270,8 @@ impl Agent {
     /// While our replica does not answer (frozen, or stuck in a long
     /// command) it applies nothing: if its master answers meanwhile with
     /// more of the history than it last had, it is behind, and stays so
-    /// until seen in sync again ([`Agent::track_replication`]). Review: a
+    /// until it has applied what the master was last seen holding
+    /// ([`Agent::track_replication`]). Review: a
     /// replica frozen 4 s while its master took writes was promoted when
     /// that master died right after, and 3,630 acknowledged writes were
     /// lost; its link, down for 0 s then, looked in sync.
