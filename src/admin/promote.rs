@@ -64,12 +64,7 @@ pub async fn run(
                 ));
                 return Ok((text, 0));
             }
-            if state.replid == last.replid || state.replid2 == last.replid {
-                let reach = if state.replid == last.replid {
-                    state.offset
-                } else {
-                    state.replid2_until
-                };
+            if let Some(reach) = state.history_reach(&last.replid) {
                 text.push_str(&format!(
                     "{addr} holds only the start of that history (to offset {reach} of {}): every \
                      write that was on {} after it is lost if it becomes master\n",

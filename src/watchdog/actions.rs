@@ -3,10 +3,9 @@
 
 use super::agent::{Agent, RecordedHistory, Registration};
 use super::fence::OldMaster;
-use super::health::{split_addr, RedisState};
+use super::health::{probe, split_addr, RedisState};
 use super::membership::{Action, Health};
 use super::session::Session;
-use crate::redis_client::RedisConn;
 use crate::zk::layout::{
     child_path, member_prefix, MasterRecord, Member, MemberData, Role, ShardData,
 };
@@ -356,7 +355,7 @@ impl Agent {
                  or accept the loss with `shardproxy-admin promote {name} {} --force`",
                 if behind {
                     "this replica fell behind its last master, or lost touch with it, before it failed"
-                } else if state.replid == record.replid || state.replid2 == record.replid {
+                } else if state.history_reach(&record.replid).is_some() {
                     "its data holds only the start of the history recorded (an old snapshot, or \
                      a replica that was behind)"
                 } else {
@@ -405,15 +404,11 @@ impl Agent {
             // Never overwrite data we cannot read: the proxies flag it.
             return Ok(());
         };
+        // The same master and history, only further on: a quiet update.
         let same = shard_data.master.as_ref().is_some_and(|m| {
             m.addr == record.addr && m.replid == record.replid && m.run_id == record.run_id
         });
-        let offset_only = same
-            && shard_data
-                .master
-                .as_ref()
-                .is_some_and(|m| m.offset != record.offset);
-        if !same || offset_only {
+        if shard_data.master.as_ref() != Some(&record) {
             shard_data.master = Some(record.clone());
             match self
                 .bounded(
@@ -424,7 +419,7 @@ impl Agent {
                 )
                 .await
             {
-                Ok(_) if offset_only => {
+                Ok(_) if same => {
                     debug!(shard = %shard, offset = record.offset, "recorded the history's offset")
                 }
                 Ok(_) => {
@@ -595,14 +590,4 @@ impl Agent {
         }
         Ok(())
     }
-}
-
-/// `INFO replication` of another member's Redis; `None` if it cannot say.
-pub(super) async fn probe(addr: &str, auth: Option<&str>, timeout: Duration) -> Option<RedisState> {
-    let mut conn = RedisConn::connect(addr, auth, timeout).await.ok()?;
-    let info = tokio::time::timeout(timeout, conn.text(&["INFO", "replication"]))
-        .await
-        .ok()?
-        .ok()?;
-    RedisState::parse("", &info)
 }

@@ -13,10 +13,9 @@
 //! out what [`super::membership::decide`] chose, [`super::handover`] serves
 //! a switchover asked of the master.
 
-use super::actions::probe;
 use super::config::Settings;
 use super::guard::{writes_allowed, Guard};
-use super::health::{is_busy, is_busy_script, Failures, RedisLink, RedisState};
+use super::health::{is_busy, is_busy_script, probe, Failures, RedisLink, RedisState};
 use super::membership::Health;
 use crate::zk::layout::{Member, MemberData, Role};
 use crate::zk::shutdown_requested;
@@ -388,31 +387,37 @@ impl Agent {
         self.guard.apply(&mut self.redis, state, allowed).await;
     }
 
-    /// True while our session cannot have expired on the server: it
-    /// answered us less than three quarters of the session timeout ago. The
+    /// Until when our session cannot have expired on the server: three
+    /// quarters of the session timeout after it last answered us. The
     /// server expires a session only a whole timeout after it last heard
-    /// from it, and a replica is promoted only after that, so pausing at
-    /// three quarters (checked every interval) still comes first.
+    /// from it, and a replica is promoted only after that, so pausing by
+    /// then (checked every interval, and at that moment itself once
+    /// disconnected: [`Agent::guard_due`]) still comes first.
+    pub(super) fn surely_alive_until(&self) -> Option<Instant> {
+        Some(self.last_heard? + self.session_timeout * 3 / 4)
+    }
+
+    /// True while our session cannot have expired on the server.
+    pub(super) fn session_surely_alive(&self) -> bool {
+        self.surely_alive_until()
+            .is_some_and(|until| Instant::now() < until)
+    }
+
     /// When the guard must run whatever the interval: once the connection
     /// is lost, the moment the session may have expired
-    /// ([`Agent::session_surely_alive`] turns false), unless it ran since.
-    /// Review: guarded once per interval only, an interval over a quarter
-    /// of the session left the old master writable for up to an interval
-    /// after its replica's promotion (1.0 s with 1.5 s intervals).
+    /// ([`Agent::surely_alive_until`]), unless it ran since. Review:
+    /// guarded once per interval only, an interval over a quarter of the
+    /// session left the old master writable for up to an interval after
+    /// its replica's promotion (1.0 s with 1.5 s intervals).
     pub(super) fn guard_due(&self, connected: bool) -> Option<tokio::time::Instant> {
         if connected {
             return None;
         }
-        let deadline = self.last_heard? + self.session_timeout * 3 / 4;
+        let deadline = self.surely_alive_until()?;
         if self.guarded_at.is_some_and(|at| at >= deadline) {
             return None;
         }
         Some(tokio::time::Instant::from_std(deadline))
-    }
-
-    pub(super) fn session_surely_alive(&self) -> bool {
-        self.last_heard
-            .is_some_and(|heard| heard.elapsed() < self.session_timeout * 3 / 4)
     }
 
     pub(super) fn is_lowest(&self) -> bool {

@@ -4,7 +4,7 @@
 //! line) would have writes acknowledged there and lost.
 
 use super::agent::Agent;
-use super::health::{split_addr, RedisState};
+use super::health::{replication_at, split_addr, RedisState};
 use crate::redis_client::RedisConn;
 use crate::zk::layout::Role;
 use std::time::Duration;
@@ -31,21 +31,6 @@ pub(super) enum OldMaster {
     LeftAlone,
 }
 
-/// A connection to `addr` and its replication state, if it answers.
-async fn master_state(
-    addr: &str,
-    auth: Option<&str>,
-    timeout: Duration,
-) -> Option<(RedisConn, RedisState)> {
-    let mut conn = RedisConn::connect(addr, auth, timeout).await.ok()?;
-    let info = tokio::time::timeout(timeout, conn.text(&["INFO", "replication"]))
-        .await
-        .ok()?
-        .ok()?;
-    let state = RedisState::parse("", &info)?;
-    Some((conn, state))
-}
-
 impl Agent {
     /// Before promoting our replica: the old master, if it still answers
     /// as a master on the history we replicate (its watchdog died or hung,
@@ -66,7 +51,7 @@ impl Agent {
         let old = ours.master_addr();
         let timeout = self.settings.interval.max(Duration::from_millis(500));
         let Some((mut conn, theirs)) =
-            master_state(&old, self.settings.redis_auth.as_deref(), timeout).await
+            replication_at(&old, self.settings.redis_auth.as_deref(), timeout).await
         else {
             return OldMaster::Silent;
         };
@@ -101,14 +86,8 @@ impl Agent {
                 (applied, progressed) = (now, tokio::time::Instant::now());
             }
             if progressed.elapsed() >= FENCE_CATCH_UP || started.elapsed() >= most {
-                let hold_ms = FENCE_HOLD.as_millis().to_string();
-                let held = conn.ok(&["CLIENT", "PAUSE", &hold_ms, "WRITE"]).await;
-                error!(shard = %self.settings.shard, redis = %self.settings.redis, old_master = %old,
-                    their_offset = theirs.offset, ours = now, held = held.is_ok(),
-                    hold_secs = FENCE_HOLD.as_secs(),
-                    "the old master holds writes our replica did not get: promoting anyway; the \
-                     old master is not made our replica (that would wipe them) and its writes stay \
-                     paused: copy what it holds, then CLIENT UNPAUSE it or start its watchdog");
+                let (shard, new) = (&self.settings.shard, &self.settings.redis);
+                hold(conn, shard, new, theirs.offset, now).await;
                 return OldMaster::LeftAlone;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -140,7 +119,7 @@ impl Agent {
             let until = tokio::time::Instant::now() + FENCE_LATER_FOR;
             while tokio::time::Instant::now() < until {
                 tokio::time::sleep(every).await;
-                let Some((mut conn, theirs)) = master_state(&old, auth.as_deref(), timeout).await
+                let Some((conn, theirs)) = replication_at(&old, auth.as_deref(), timeout).await
                 else {
                     continue;
                 };
@@ -150,18 +129,25 @@ impl Agent {
                 if theirs.offset <= reach {
                     demote(conn, &new, &shard).await;
                 } else {
-                    let hold_ms = FENCE_HOLD.as_millis().to_string();
-                    let held = conn.ok(&["CLIENT", "PAUSE", &hold_ms, "WRITE"]).await;
-                    error!(shard = %shard, redis = %new, old_master = %old,
-                        their_offset = theirs.offset, ours = reach, held = held.is_ok(),
-                        "the old master answers again holding writes we never got: not made our \
-                         replica (that would wipe them); its writes stay paused: copy what it \
-                         holds, then CLIENT UNPAUSE it or start its watchdog");
+                    hold(conn, &shard, &new, theirs.offset, reach).await;
                 }
                 return;
             }
         });
     }
+}
+
+/// Holds the old master's writes paused for [`FENCE_HOLD`] rather than
+/// make it our replica: it holds writes (to `theirs`) we never got (we
+/// are at `ours`), which a full sync from us would wipe.
+async fn hold(mut old: RedisConn, shard: &str, new: &str, theirs: u64, ours: u64) {
+    let hold_ms = FENCE_HOLD.as_millis().to_string();
+    let held = old.ok(&["CLIENT", "PAUSE", &hold_ms, "WRITE"]).await;
+    error!(shard = %shard, redis = %new, old_master = %old.addr(), their_offset = theirs, ours,
+        held = held.is_ok(), hold_secs = FENCE_HOLD.as_secs(),
+        "the old master holds writes we never got: it is not made our replica (that would \
+         wipe them) and its writes stay paused: copy what it holds, then CLIENT UNPAUSE it or \
+         start its watchdog");
 }
 
 /// `REPLICAOF new` on the old master.

@@ -90,9 +90,23 @@ impl RedisState {
     /// restarted from the snapshot of its first sync, 0 keys, led the
     /// emptied shard and then wiped its old master's data).
     pub fn holds_history(&self, replid: &str, offset: u64) -> bool {
-        !replid.is_empty()
-            && (self.replid == replid && self.offset >= offset
-                || self.replid2 == replid && self.replid2_until >= offset)
+        self.history_reach(replid)
+            .is_some_and(|reach| reach >= offset)
+    }
+
+    /// How far this Redis holds the history `replid`: its offset when it
+    /// is its replication ID, [`RedisState::replid2_until`] when it is the
+    /// one it continued; `None` for another history (or none named).
+    pub fn history_reach(&self, replid: &str) -> Option<u64> {
+        if replid.is_empty() {
+            None
+        } else if self.replid == replid {
+            Some(self.offset)
+        } else if self.replid2 == replid {
+            Some(self.replid2_until)
+        } else {
+            None
+        }
     }
 
     /// A replica that can take over without losing what others have: no
@@ -124,6 +138,29 @@ impl RedisState {
             None => "none".to_string(),
         }
     }
+}
+
+/// A connection to another Redis (a member's, or the old master's) and
+/// its `INFO replication`; `None` if it cannot say within `timeout`.
+pub async fn replication_at(
+    addr: &str,
+    auth: Option<&str>,
+    timeout: Duration,
+) -> Option<(RedisConn, RedisState)> {
+    let mut conn = RedisConn::connect(addr, auth, timeout).await.ok()?;
+    let info = tokio::time::timeout(timeout, conn.text(&["INFO", "replication"]))
+        .await
+        .ok()?
+        .ok()?;
+    let state = RedisState::parse("", &info)?;
+    Some((conn, state))
+}
+
+/// [`replication_at`] without the connection.
+pub async fn probe(addr: &str, auth: Option<&str>, timeout: Duration) -> Option<RedisState> {
+    replication_at(addr, auth, timeout)
+        .await
+        .map(|(_, state)| state)
 }
 
 /// Splits `host:port` or `[ipv6]:port` into what REPLICAOF takes.

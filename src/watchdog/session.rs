@@ -244,8 +244,8 @@ impl Agent {
                         self.step(&mut session, false).await;
                     }
                     zk::SessionState::Disconnected | zk::SessionState::ConnectedReadOnly => {
-                        let grace_ms = self.last_heard.map_or(0, |heard| {
-                            (self.session_timeout * 3 / 4).saturating_sub(heard.elapsed()).as_millis() as u64
+                        let grace_ms = self.surely_alive_until().map_or(0, |until| {
+                            until.saturating_duration_since(std::time::Instant::now()).as_millis() as u64
                         });
                         warn!(shard = %self.settings.shard, redis = %self.settings.redis, grace_ms,
                             "ZooKeeper connection lost; writes go on while the session cannot have expired");
