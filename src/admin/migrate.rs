@@ -90,6 +90,13 @@ pub(crate) async fn read_shards(
     Ok(shards)
 }
 
+/// True when the shard named `name` has a master (its watchdogs run).
+pub(crate) fn has_master(shards: &[Shard], name: &str) -> bool {
+    shards
+        .iter()
+        .any(|s| s.view.name == name && s.view.master.is_some())
+}
+
 /// The slot space: the highest slot owned plus one.
 pub(crate) fn slot_space(shards: &[Shard]) -> u32 {
     shards
@@ -263,10 +270,7 @@ pub async fn migrate(target: &Target, options: &MigrateOptions) -> Result<String
                 return mover::dry_run(target, &shards, &plan, options.rate.unwrap_or(0)).await;
             }
             for name in [&plan.source, &plan.target] {
-                let has_master = shards
-                    .iter()
-                    .any(|s| &s.view.name == name && s.view.master.is_some());
-                if !has_master {
+                if !has_master(&shards, name) {
                     return Err(failed(format!(
                         "{name} has no master: start its watchdogs first"
                     )));
@@ -320,8 +324,7 @@ pub async fn migrate(target: &Target, options: &MigrateOptions) -> Result<String
              continue it, or `abort`",
             options.range, options.to
         )),
-        e if !out.is_empty() => failed(format!("{out}then: {e}")),
-        e => e,
+        e => e.after(&out, AdminError::Migrate),
     })?;
     out.push_str(&report);
     Ok(out)

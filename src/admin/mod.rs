@@ -245,6 +245,16 @@ pub enum AdminError {
 }
 
 impl AdminError {
+    /// This error after the lines a command printed before it (`done`),
+    /// which stay in its message, wrapped as `wrap` says.
+    pub(crate) fn after(self, done: &str, wrap: fn(String) -> AdminError) -> AdminError {
+        if done.is_empty() {
+            self
+        } else {
+            wrap(format!("{done}then: {self}"))
+        }
+    }
+
     /// A ZooKeeper request on `path` failed.
     pub fn zk_path(hosts: &str, path: &str, error: zookeeper_client::Error) -> AdminError {
         AdminError::ZooKeeper {

@@ -9,7 +9,9 @@
 //! shards' ranges in ZooKeeper before every move.
 
 use super::migrate::rebalance::{balance, estimate, parse_weights, Balance, Owner};
-use super::migrate::{self, mover, read_shards, read_state, slot_space, MigrateOptions, Shard};
+use super::migrate::{
+    self, has_master, mover, read_shards, read_state, slot_space, MigrateOptions, Shard,
+};
 use super::target::{connect, Target};
 use super::AdminError;
 use std::fmt::Write as _;
@@ -138,10 +140,7 @@ pub async fn rebalance(target: &Target, options: &RebalanceOptions) -> Result<St
 fn without_master(shards: &[Shard], plan: &Balance) -> Vec<String> {
     let mut names: Vec<String> = Vec::new();
     for name in plan.moves.iter().flat_map(|m| [&m.source, &m.target]) {
-        let has_master = shards
-            .iter()
-            .any(|s| &s.view.name == name && s.view.master.is_some());
-        if !has_master && !names.contains(name) {
+        if !has_master(shards, name) && !names.contains(name) {
             names.push(name.clone());
         }
     }
@@ -151,13 +150,7 @@ fn without_master(shards: &[Shard], plan: &Balance) -> Vec<String> {
 /// A move's output, or its error preceded by what the rebalance did
 /// before it: the moves already made are not lost from the output.
 fn moved(done: &str, result: Result<String, AdminError>) -> Result<String, AdminError> {
-    result.map_err(|e| {
-        if done.is_empty() {
-            e
-        } else {
-            failed(format!("{done}then: {e}"))
-        }
-    })
+    result.map_err(|e| e.after(done, AdminError::Rebalance))
 }
 
 /// One move through `migrate` (which continues the migration if it is the
