@@ -120,8 +120,15 @@ impl Proxy {
         for pool in &self.pools {
             cluster::spawn(pool, &self.monitoring, &zookeeper_shutdown, &mut zookeeper);
             // Always running: a reload may turn auto_eject_hosts on.
-            background.spawn(follow_ejections(pool.clone(), shutdown.clone()));
-            background.spawn(sample_rates(pool.clone(), shutdown.clone()));
+            let ejections = pool.clone();
+            background.spawn(every(EJECTION_CHECK, shutdown.clone(), move || {
+                follow_ejections(&ejections)
+            }));
+            // INFO's `instantaneous_*`, sampled as Redis does in its cron.
+            let rates = pool.clone();
+            background.spawn(every(RATE_SAMPLE_EVERY, shutdown.clone(), move || {
+                rates.stats.sample_rates()
+            }));
         }
         let mut acceptors = JoinSet::new();
         for (listener, pool, limit) in self.listeners {
@@ -309,35 +316,28 @@ async fn wait_for_first_view(pool: &Pool, shutdown: &mut watch::Receiver<bool>) 
 /// a change of the live set takes to reach the routing table.
 const EJECTION_CHECK: Duration = Duration::from_millis(50);
 
-/// Rebuilds the routing table whenever a server is ejected or its
-/// `server_retry_timeout` is over.
-async fn follow_ejections(pool: Arc<Pool>, mut shutdown: watch::Receiver<bool>) {
+/// Runs `tick` every `period` until the proxy stops.
+async fn every(period: Duration, mut shutdown: watch::Receiver<bool>, mut tick: impl FnMut()) {
     loop {
         tokio::select! {
-            () = tokio::time::sleep(EJECTION_CHECK) => {}
+            () = tokio::time::sleep(period) => {}
             _ = shutdown.changed() => return,
         }
-        if pool.router.ejections_changed() {
-            let before = pool.router.load().shards.len();
-            let table = pool.router.rebuild();
-            if table.shards.len() < before {
-                PoolStats::bump(&pool.stats.server_ejects);
-            }
-            let live: Vec<&str> = table.shards.iter().map(|s| &*s.backend.addr).collect();
-            tracing::warn!(pool = %pool.name, live = ?live, "servers ejected or retried; routing rebuilt");
-        }
+        tick();
     }
 }
 
-/// Samples the pool's request and byte rates (INFO's `instantaneous_*`)
-/// every [`RATE_SAMPLE_EVERY`], as Redis does in its cron.
-async fn sample_rates(pool: Arc<Pool>, mut shutdown: watch::Receiver<bool>) {
-    loop {
-        pool.stats.sample_rates();
-        tokio::select! {
-            () = tokio::time::sleep(RATE_SAMPLE_EVERY) => {}
-            _ = shutdown.changed() => return,
+/// Rebuilds the routing table when a server was ejected or its
+/// `server_retry_timeout` is over.
+fn follow_ejections(pool: &Pool) {
+    if pool.router.ejections_changed() {
+        let before = pool.router.load().shards.len();
+        let table = pool.router.rebuild();
+        if table.shards.len() < before {
+            PoolStats::bump(&pool.stats.server_ejects);
         }
+        let live: Vec<&str> = table.shards.iter().map(|s| &*s.backend.addr).collect();
+        tracing::warn!(pool = %pool.name, live = ?live, "servers ejected or retried; routing rebuilt");
     }
 }
 
