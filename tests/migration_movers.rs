@@ -8,12 +8,11 @@
 mod common;
 
 use common::migration::{
-    admin, assert_preloaded, cluster, dbsize, exists, preload, run_admin, Cluster,
+    assert_preloaded, cluster, dbsize, ended, exists, preload, run_admin, start_admin, Cluster,
 };
 use common::redis::RawClient;
 use common::zk_cluster::{keys_in, wait_for_view};
-use common::{temp_dir, wait_until, ProcessGuard};
-use std::fs::File;
+use common::{wait_until, ProcessGuard};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -21,28 +20,10 @@ use std::time::Duration;
 /// master of a move.
 const FENCE_LIBRARY: &str = "shardproxy_mover";
 
-/// `migrate ARGS` started in the background, its output kept in a file.
-fn start_admin(c: &Cluster, args: &[&str], name: &str) -> (ProcessGuard, PathBuf) {
-    let log = temp_dir("movers").join(format!("{name}.log"));
-    let out = File::create(&log).unwrap();
-    let child = admin(&c.conf, args)
-        .stdout(out.try_clone().unwrap())
-        .stderr(out)
-        .spawn()
-        .unwrap();
-    (ProcessGuard::new(name, child), log)
-}
-
 /// Wakes a stopped run and returns its exit code and what it printed.
 fn wake(mut run: ProcessGuard, log: &PathBuf) -> (Option<i32>, String) {
     run.signal("CONT");
     ended(&mut run, log, 60)
-}
-
-/// Waits up to `secs` for a run to exit: its exit code and what it printed.
-fn ended(run: &mut ProcessGuard, log: &PathBuf, secs: u64) -> (Option<i32>, String) {
-    let code = run.wait_exit(Duration::from_secs(secs));
-    (code, std::fs::read_to_string(log).unwrap())
 }
 
 /// Every one of `keys` moved to redis-0002 and is read through both

@@ -629,6 +629,7 @@ fn migration_route(
         source_replicas: m.source_replicas,
         target_name: intern(&m.target),
         target,
+        target_silence: Default::default(),
         phase: m.phase,
         active: !committed,
     }

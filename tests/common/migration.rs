@@ -10,6 +10,7 @@ use super::zk_cluster::{
 };
 use super::zookeeper::ZooKeeper;
 use super::{temp_dir, wait_until, ProcessGuard};
+use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -39,6 +40,26 @@ pub fn admin(conf: &Path, args: &[&str]) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_shardproxy-admin"));
     command.arg("-c").arg(conf).args(args);
     command
+}
+
+/// The admin tool with ARGS started in the background, its output kept in a file.
+#[allow(dead_code)]
+pub fn start_admin(c: &Cluster, args: &[&str], name: &str) -> (ProcessGuard, PathBuf) {
+    let log = temp_dir("movers").join(format!("{name}.log"));
+    let out = File::create(&log).unwrap();
+    let child = admin(&c.conf, args)
+        .stdout(out.try_clone().unwrap())
+        .stderr(out)
+        .spawn()
+        .unwrap();
+    (ProcessGuard::new(name, child), log)
+}
+
+/// Waits up to `secs` for a run to exit: its exit code and what it printed.
+#[allow(dead_code)]
+pub fn ended(run: &mut ProcessGuard, log: &PathBuf, secs: u64) -> (Option<i32>, String) {
+    let code = run.wait_exit(Duration::from_secs(secs));
+    (code, std::fs::read_to_string(log).unwrap())
 }
 
 /// Runs the admin tool to the end; (exit code, stdout + stderr).

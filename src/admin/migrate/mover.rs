@@ -25,9 +25,11 @@ use super::fence::{self, Fence};
 const BATCH: usize = 100;
 /// SCAN's COUNT hint.
 const SCAN_COUNT: &str = "1000";
-/// MIGRATE's I/O timeout (ms) for a batch of small keys, and the control
-/// connections' timeout.
-const MIGRATE_TIMEOUT_MS: u64 = 5000;
+/// MIGRATE's I/O timeout (ms) for a batch of small keys: how long the
+/// source, which runs nothing else meanwhile, waits for each 64 KB write
+/// to the target and each of its replies. A stopped target held the
+/// source 5 s per call (review); a healthy one answers in milliseconds.
+const MIGRATE_TIMEOUT_MS: u64 = 1000;
 /// The largest reply the mover's source connection reads: one element of
 /// Redis's largest bulk string (`proto-max-bulk-len`, 512 MB), framed.
 const DATA_REPLY_LIMIT: usize = (512 << 20) + 4096;

@@ -2,7 +2,8 @@
 //! after another in the order the client sent them (see the module above
 //! for what each phase does with them).
 
-use super::{take_command, HOLD};
+use super::silence::{self, Next};
+use super::{take_command, MigrationRoute, HOLD};
 use crate::protocol::{encode_request, Proto};
 use crate::proxy::backend::{reply, BackendError, Reply, ReplyReceiver, ReplySender};
 use crate::proxy::pool::Pool;
@@ -12,9 +13,12 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-/// How long MIGRATE may take to reach the target (its own I/O timeout on
-/// the source): a small key moves in well under a millisecond.
-const MIGRATE_TIMEOUT_MS: u64 = 2000;
+/// How long MIGRATE may wait on the target (its own I/O timeout on the
+/// source), at most: a small key moves in well under a millisecond, and
+/// the source runs nothing else while it waits. With a pool `timeout`,
+/// half of it, so that a silent target is told by MIGRATE's own error
+/// before the request times out at the source.
+const MIGRATE_TIMEOUT_MS: u64 = 1000;
 /// How often a request on a big key being moved looks again.
 const BIG_KEY_POLL: std::time::Duration = std::time::Duration::from_millis(20);
 
@@ -107,11 +111,14 @@ async fn serve(pool: &Pool, job: &Job) -> Reply {
             }
             continue;
         }
+        if let Some(refusal) = target_refusal(m, job).await {
+            return Ok(refusal);
+        }
         let source = &m.mover;
         // The target is reached as the pool's own user, which may RESTORE.
         let settings = m.target.settings();
         let timeout_ms = settings.timeout.map_or(MIGRATE_TIMEOUT_MS, |t| {
-            (t.as_millis() as u64).clamp(1, MIGRATE_TIMEOUT_MS)
+            (t.as_millis() as u64 / 2).clamp(1, MIGRATE_TIMEOUT_MS)
         });
         let auth = settings.auth.as_deref().map(|pw| (&settings.user, pw));
         let Some(args) = take_command(&m.target.addr, settings.db, timeout_ms, auth, &job.keys)
@@ -151,6 +158,9 @@ async fn serve(pool: &Pool, job: &Job) -> Reply {
                 let text = String::from_utf8_lossy(&frame[1..]).trim_end().to_string();
                 tracing::warn!(source = %source.addr, target = %m.target.addr, error = %text,
                     "moving keys on access failed");
+                if silence::unanswered(&text) {
+                    m.target_silence.silent();
+                }
                 return Ok(tryagain(&format!(
                     "moving the keys to shard '{}' failed: {text}",
                     m.target_name
@@ -159,6 +169,36 @@ async fn serve(pool: &Pool, job: &Job) -> Reply {
             Err(e) => return Ok(tryagain(&format!("moving the keys failed: {e}"))),
         }
         return wait(m.target.send(job.proto, job.affinity, job.raw.clone())).await;
+    }
+}
+
+/// `-TRYAGAIN` at once while the target is known not to answer (see
+/// [`silence`]): a MIGRATE would hold the source for its whole timeout.
+/// When that was a while ago, this lane asks the target with a PING.
+async fn target_refusal(m: &MigrationRoute, job: &Job) -> Option<Bytes> {
+    let refusal = || {
+        tryagain(&format!(
+            "the keys cannot move to shard '{}' now: it did not answer at {}",
+            m.target_name, m.target.addr
+        ))
+    };
+    match m.target_silence.next(Instant::now()) {
+        Next::Move => None,
+        Next::Refuse => Some(refusal()),
+        Next::Probe => {
+            let ping = Bytes::from_static(b"*1\r\n$4\r\nPING\r\n");
+            let pong = m.target.send(job.proto, job.affinity, ping);
+            match tokio::time::timeout(silence::PROBE_TIMEOUT, wait(pong)).await {
+                Ok(Ok(frame)) if frame.starts_with(b"+PONG") => {
+                    m.target_silence.answered();
+                    None
+                }
+                _ => {
+                    m.target_silence.silent();
+                    Some(refusal())
+                }
+            }
+        }
     }
 }
 

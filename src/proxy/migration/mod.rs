@@ -27,6 +27,7 @@
 pub mod acks;
 pub mod lane;
 pub mod scripts;
+pub mod silence;
 
 use crate::proxy::backend::Backend;
 use crate::proxy::router::{RoutingTable, ShardName};
@@ -71,6 +72,8 @@ pub struct MigrationRoute {
     pub source_replicas: usize,
     pub target_name: ShardName,
     pub target: Arc<Backend>,
+    /// Whether the target answered the lanes' last move.
+    pub target_silence: silence::TargetSilence,
     pub phase: Phase,
     /// The range is served through the lane: the table does not give it
     /// to the target yet (the commit not seen).

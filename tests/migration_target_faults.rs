@@ -1,0 +1,157 @@
+//! A migration's target stopped (SIGSTOP: a frozen host) while keys move,
+//! against real processes. Every MIGRATE toward it runs on the source,
+//! which does nothing else until MIGRATE gives up; the source's other keys
+//! must not wait for the whole outage of another shard.
+
+mod common;
+
+use common::migration::{cluster, dbsize, ended, preload, start_admin};
+use common::redis::RawClient;
+use common::wait_until;
+use common::zk_cluster::keys_in;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// How long the target stays stopped.
+const STOPPED_FOR: Duration = Duration::from_secs(8);
+
+/// GETs `keys` through `port` in a loop until `stop`; the time spent in
+/// replies slower than 100 ms or timed out (what a client saw as a stall
+/// or an error).
+fn stalled_time(
+    port: u16,
+    keys: Vec<String>,
+    stop: Arc<AtomicBool>,
+) -> thread::JoinHandle<Duration> {
+    thread::spawn(move || {
+        let mut client = RawClient::connect(port);
+        let mut stalled = Duration::ZERO;
+        for key in keys.iter().cycle() {
+            if stop.load(Ordering::Relaxed) {
+                break;
+            }
+            let started = Instant::now();
+            let reply = client.cmd_str(&["GET", key]);
+            let took = started.elapsed();
+            let timed_out = reply.contains("timed out");
+            if !timed_out {
+                assert_eq!(reply, format!("${}\r\n{key}\r\n", key.len()), "{key}");
+            }
+            if timed_out || took > Duration::from_millis(100) {
+                stalled += took;
+            }
+            thread::sleep(Duration::from_millis(2));
+        }
+        stalled
+    })
+}
+
+/// GETs keys of the moving range through `port` until `stop`, keeping
+/// every error reply.
+fn range_reader(
+    port: u16,
+    keys: Vec<String>,
+    stop: Arc<AtomicBool>,
+    errors: Arc<Mutex<Vec<String>>>,
+) -> thread::JoinHandle<()> {
+    thread::spawn(move || {
+        let mut client = RawClient::connect(port);
+        for key in keys.iter().cycle() {
+            if stop.load(Ordering::Relaxed) {
+                break;
+            }
+            let reply = client.cmd_str(&["GET", key]);
+            if reply.starts_with('-') {
+                errors.lock().unwrap().push(reply);
+            }
+            thread::sleep(Duration::from_millis(5));
+        }
+    })
+}
+
+/// The target's master is stopped for 8 s while the mover runs and
+/// clients read keys of the moving range through both proxies (1 s
+/// timeout; one of them with two worker threads). Each MIGRATE toward the stopped target
+/// held the source for its timeout, one after another (review: the
+/// source's other keys waited 8 s of the 8). Now the mover's MIGRATE
+/// gives up after 1 s and it waits for the target on its own connection,
+/// and a proxy that saw its target silent answers `-TRYAGAIN` without a
+/// MIGRATE until the target answers a PING: the source's own keys wait
+/// at most a few seconds in all. Once the target wakes, the move ends
+/// with every key on it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_target_does_not_hold_the_source() {
+    let c = cluster().await;
+    let moving = keys_in(0, 1023, 3000, "m");
+    let staying = keys_in(1024, 2047, 50, "s");
+    preload(&c.proxies[0], &moving);
+    preload(&c.proxies[0], &staying);
+    let args = ["migrate", "0-1023", "--to", "redis-0002", "--rate", "200"];
+    let (mut run, log) = start_admin(&c, &args, "slow-move");
+    wait_until("the mover to move keys", Duration::from_secs(30), || {
+        dbsize(&c.redis[2]) > 50
+    });
+
+    c.redis[2].guard.signal("STOP");
+    let stop = Arc::new(AtomicBool::new(false));
+    let errors = Arc::new(Mutex::new(Vec::new()));
+    // Most of their keys still have to move, on access.
+    let mut readers = Vec::new();
+    for (i, proxy) in c.proxies.iter().enumerate() {
+        let keys = moving[i * 100..(i + 1) * 100].to_vec();
+        readers.push(range_reader(proxy.port, keys, stop.clone(), errors.clone()));
+    }
+    let staller = stalled_time(c.proxies[0].port, staying.clone(), stop.clone());
+    let started = Instant::now();
+    wait_until("the target's outage to pass", STOPPED_FOR * 2, || {
+        started.elapsed() >= STOPPED_FOR
+    });
+    stop.store(true, Ordering::Relaxed);
+    let stalled = staller.join().unwrap();
+    c.redis[2].guard.signal("CONT");
+    for reader in readers {
+        reader.join().unwrap();
+    }
+
+    let errors = errors.lock().unwrap().clone();
+    eprintln!(
+        "source's own keys stalled {:.1} s of {} s; {} errors on the range, e.g. {:?}",
+        stalled.as_secs_f64(),
+        STOPPED_FOR.as_secs(),
+        errors.len(),
+        errors.first()
+    );
+    assert!(
+        stalled < Duration::from_secs(4),
+        "the source's own keys waited {stalled:?} of the target's {STOPPED_FOR:?} outage"
+    );
+    let refusal = "-TRYAGAIN the keys cannot move to shard 'redis-0002' now: it did not answer at";
+    assert!(
+        errors.iter().any(|e| e.starts_with(refusal)),
+        "no fast refusal among {errors:?}"
+    );
+    for e in &errors {
+        assert!(
+            e.starts_with("-TRYAGAIN") || e.contains("timed out"),
+            "unexpected error {e}"
+        );
+    }
+
+    let (code, text) = ended(&mut run, &log, 120);
+    assert_eq!(code, Some(0), "{text}");
+    assert_eq!(dbsize(&c.redis[2]), moving.len() as u64);
+    for proxy in &c.proxies {
+        let mut client = RawClient::connect(proxy.port);
+        for key in moving.iter().chain(&staying) {
+            let want = format!("${}\r\n{key}\r\n", key.len());
+            assert_eq!(
+                client.cmd_str(&["GET", key]),
+                want,
+                "{key} through {}",
+                proxy.port
+            );
+        }
+    }
+}
