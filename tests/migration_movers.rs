@@ -476,3 +476,76 @@ async fn a_migrate_that_loses_zookeeper_says_how_to_go_on() {
         assert_preloaded(proxy.port, &keys);
     }
 }
+
+/// `migrate` prints each step as it happens, and every 10 s how far the
+/// move got (review: its lines all came at the end, after minutes of
+/// silence on a big range).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrate_prints_how_far_it_got_while_it_runs() {
+    let c = cluster().await;
+    let keys = keys_in(0, 1023, 3000, "p");
+    preload(&c.proxies[0], &keys);
+    let args = ["migrate", "0-1023", "--to", "redis-0002", "--rate", "200"];
+    let (mut run, log) = start_admin(&c, &args, "progress");
+    let printed = || std::fs::read_to_string(&log).unwrap();
+    wait_until("a progress line", Duration::from_secs(30), || {
+        printed().contains(" keys of about ")
+    });
+    let moved_then = dbsize(&c.redis[2]);
+    let text = printed();
+    assert!(moved_then < keys.len() as u64, "the move had ended: {text}");
+    assert!(
+        text.contains("every proxy acknowledged; moving keys\n"),
+        "{text}"
+    );
+    let line = text
+        .lines()
+        .find(|l| l.contains(" keys of about "))
+        .unwrap();
+    assert!(
+        line.starts_with("moved ") && line.ends_with(" keys/s"),
+        "{line}"
+    );
+    assert!(!text.contains("done"), "{text}");
+    let (code, text) = ended(&mut run, &log, 60);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(
+        text.contains("committed: slots 0-1023 now on redis-0002"),
+        "{text}"
+    );
+    assert_moved(&c, &keys);
+}
+
+/// `abort` while the mover runs: the run stops at its next write and says
+/// the migration was turned around, with the command that moves the keys
+/// back (review: it said another run had taken the migration over); that
+/// command brings every key back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mover_stopped_by_abort_says_so() {
+    let c = cluster().await;
+    let keys = keys_in(0, 1023, 3000, "a");
+    preload(&c.proxies[0], &keys);
+    let args = ["migrate", "0-1023", "--to", "redis-0002", "--rate", "500"];
+    let (mut run, log) = start_admin(&c, &args, "aborted");
+    wait_until("the mover to move keys", Duration::from_secs(30), || {
+        dbsize(&c.redis[2]) > 100
+    });
+    let (code, text) = run_admin(&c.conf, &["abort"]);
+    assert_eq!(code, 0, "{text}");
+    let (code, said) = ended(&mut run, &log, 30);
+    assert_eq!(code, Some(2), "{said}");
+    assert!(
+        said.contains(
+            "the migration was turned around by abort: this run stopped; \
+             `shardproxy-admin migrate 0-1023 --to redis-0000` moves the keys already moved back"
+        ),
+        "{said}"
+    );
+    let (code, text) = run_admin(&c.conf, &["migrate", "0-1023", "--to", "redis-0000"]);
+    assert_eq!(code, 0, "{text}");
+    assert_eq!(dbsize(&c.redis[2]), 0);
+    for proxy in &c.proxies {
+        assert_preloaded(proxy.port, &keys);
+    }
+    assert_no_fence_left(&c);
+}

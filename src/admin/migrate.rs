@@ -18,6 +18,7 @@ pub mod mover;
 pub mod rebalance;
 mod stream_copy;
 
+use super::output::Output;
 use super::status::children;
 use super::target::{connect, Target};
 use super::znodes::read_shard_znodes;
@@ -226,12 +227,15 @@ pub(crate) async fn read_state_stat(
 }
 
 /// `migrate LO-HI --to SHARD`.
-pub async fn migrate(target: &Target, options: &MigrateOptions) -> Result<String, AdminError> {
+pub async fn migrate(
+    target: &Target,
+    options: &MigrateOptions,
+    out: &mut Output,
+) -> Result<(), AdminError> {
     let (lo, hi) = parse_range(&options.range).map_err(|e| failed(e.to_string()))?;
     let client = connect(&target.hosts, target.zk_auth.as_ref()).await?;
     let shards = read_shards(&client, target).await?;
     let existing = read_state(&client, target).await?;
-    let mut out = String::new();
     let (state, version) = match existing {
         Some((state, version)) => {
             if state.range != options.range || state.target != options.to {
@@ -267,7 +271,10 @@ pub async fn migrate(target: &Target, options: &MigrateOptions) -> Result<String
         None => {
             let plan = plan(&shards, lo, hi, &options.to).map_err(failed)?;
             if options.dry_run {
-                return mover::dry_run(target, &shards, &plan, options.rate.unwrap_or(0)).await;
+                let text =
+                    mover::dry_run(target, &shards, &plan, options.rate.unwrap_or(0)).await?;
+                let _ = write!(out, "{text}");
+                return Ok(());
             }
             for name in [&plan.source, &plan.target] {
                 if !has_master(&shards, name) {
@@ -302,15 +309,15 @@ pub async fn migrate(target: &Target, options: &MigrateOptions) -> Result<String
     };
     if options.dry_run {
         let _ = writeln!(out, "(dry run: nothing changed)");
-        return Ok(out);
+        return Ok(());
     }
     let fence = fence::Fence::new(&state.id);
     let id = state.id.clone();
     // Stopped by SIGTERM or SIGINT: a migration still in prepare holds
     // every request of its range (TRYAGAIN after 5 s) until someone runs
     // migrate again or aborts; nothing has moved yet, so it is called off.
-    let report = tokio::select! {
-        report = drive(&client, target, state, version, options, &fence) => report,
+    let driven = tokio::select! {
+        driven = drive(&client, target, state, version, options, &fence, out) => driven,
         () = crate::logging::stop_signal() => {
             return Err(interrupted(&client, target, &id, &fence).await);
         }
@@ -318,16 +325,16 @@ pub async fn migrate(target: &Target, options: &MigrateOptions) -> Result<String
     // What was printed before the failure is kept, and a ZooKeeper
     // failure says where that leaves the migration (review: a ZooKeeper
     // timeout printed the error alone).
-    let report = report.map_err(|e| match e {
+    driven.map_err(|e| match e {
         AdminError::ZooKeeper { .. } => failed(format!(
-            "{out}{e}; the migration stays where it was: run `migrate {} --to {}` again to \
+            "{}{e}; the migration stays where it was: run `migrate {} --to {}` again to \
              continue it, or `abort`",
-            options.range, options.to
+            out.text(),
+            options.range,
+            options.to
         )),
-        e => e.after(&out, AdminError::Migrate),
-    })?;
-    out.push_str(&report);
-    Ok(out)
+        e => e.after(out.text(), AdminError::Migrate),
+    })
 }
 
 /// What `migrate` leaves when a signal stops it: a migration in prepare
@@ -557,8 +564,8 @@ async fn drive(
     mut version: i32,
     options: &MigrateOptions,
     fence: &fence::Fence,
-) -> Result<String, AdminError> {
-    let mut out = String::new();
+    out: &mut Output,
+) -> Result<(), AdminError> {
     if state.phase == Phase::Prepare {
         let waited = barrier(client, target, &state, options.barrier_timeout).await;
         if let Err(missing) = waited {
@@ -600,7 +607,7 @@ async fn drive(
         let _ = writeln!(out, "every proxy acknowledged; moving keys");
     }
     if state.phase == Phase::Moving {
-        let ran = mover::run(client, target, &mut state, &mut version, fence).await;
+        let ran = mover::run(client, target, &mut state, &mut version, fence, out).await;
         let (moved, secs) = match ran {
             Ok(ran) => ran,
             Err(e) => {
@@ -638,7 +645,7 @@ async fn drive(
         );
     }
     let _ = writeln!(out, "migration {} done", state.id);
-    Ok(out)
+    Ok(())
 }
 
 /// Why a run stops when its migration was called off (or replaced) by

@@ -19,6 +19,7 @@
 pub mod failover;
 pub mod init;
 pub mod migrate;
+pub mod output;
 pub mod promote;
 pub mod rebalance;
 pub mod redis;
@@ -343,7 +344,9 @@ pub fn run(args: &Args) -> Result<(String, u8), AdminError> {
                     rate: m.pace.rate,
                     barrier_timeout: m.pace.barrier_timeout(),
                 };
-                Ok((migrate::migrate(&target, &options).await?, 0))
+                let mut out = output::Output::live();
+                migrate::migrate(&target, &options, &mut out).await?;
+                Ok((out.into_text(), 0))
             }
             Command::Rebalance(r) => {
                 let options = rebalance::RebalanceOptions {
@@ -352,7 +355,9 @@ pub fn run(args: &Args) -> Result<(String, u8), AdminError> {
                     rate: r.pace.rate,
                     barrier_timeout: r.pace.barrier_timeout(),
                 };
-                Ok((rebalance::rebalance(&target, &options).await?, 0))
+                let mut out = output::Output::live();
+                rebalance::rebalance(&target, &options, &mut out).await?;
+                Ok((out.into_text(), 0))
             }
             Command::Pause => Ok((migrate::control::set_paused(&target, true).await?, 0)),
             Command::Resume => Ok((migrate::control::set_paused(&target, false).await?, 0)),

@@ -12,6 +12,7 @@ use super::migrate::rebalance::{balance, estimate, parse_weights, Balance, Owner
 use super::migrate::{
     self, has_master, mover, read_shards, read_state, slot_space, MigrateOptions, Shard,
 };
+use super::output::Output;
 use super::target::{connect, Target};
 use super::AdminError;
 use std::fmt::Write as _;
@@ -55,7 +56,11 @@ fn plan_now(shards: &[Shard], options: &RebalanceOptions) -> Result<Balance, Adm
 }
 
 /// `rebalance [--weight SHARD=N ...] [--dry-run] [--rate N]`.
-pub async fn rebalance(target: &Target, options: &RebalanceOptions) -> Result<String, AdminError> {
+pub async fn rebalance(
+    target: &Target,
+    options: &RebalanceOptions,
+    out: &mut Output,
+) -> Result<(), AdminError> {
     let client = connect(&target.hosts, target.zk_auth.as_ref()).await?;
     let shards = read_shards(&client, target).await?;
     // Bad weights are refused before anything, a running migration
@@ -65,14 +70,15 @@ pub async fn rebalance(target: &Target, options: &RebalanceOptions) -> Result<St
     let masterless = without_master(&shards, &first);
     if options.dry_run {
         let rate = options.rate.unwrap_or(0);
-        let mut text = dry_run(target, &shards, &first, running.as_ref(), rate).await?;
+        let text = dry_run(target, &shards, &first, running.as_ref(), rate).await?;
+        let _ = write!(out, "{text}");
         for name in &masterless {
             let _ = writeln!(
-                text,
+                out,
                 "warning: {name} has no master: start its watchdogs before rebalancing"
             );
         }
-        return Ok(text);
+        return Ok(());
     }
     // Checked before any move (review: two moves were made, then the
     // third failed, the output of the first two lost).
@@ -81,7 +87,6 @@ pub async fn rebalance(target: &Target, options: &RebalanceOptions) -> Result<St
             "{name} has no master: start its watchdogs first; nothing was moved"
         )));
     }
-    let mut out = String::new();
     // Each move ends one boundary's trip, so a plan has fewer moves than
     // shards; the bound only stops a loop if the shards keep changing
     // under us.
@@ -92,10 +97,7 @@ pub async fn rebalance(target: &Target, options: &RebalanceOptions) -> Result<St
             "a migration is in progress (slots {} from {} to {}): continuing it first",
             state.range, state.source, state.target
         );
-        out.push_str(&moved(
-            &out,
-            run_move(target, &state.range, &state.target, options).await,
-        )?);
+        run_move(target, &state.range, &state.target, options, out).await?;
         // Counted as one of the rebalance's moves: usually it was.
         done = 1;
     }
@@ -113,7 +115,7 @@ pub async fn rebalance(target: &Target, options: &RebalanceOptions) -> Result<St
             for ((name, weight), range) in plan.shards.iter().zip(&plan.after) {
                 let _ = writeln!(out, "  {name} (weight {weight}): {}", show(*range));
             }
-            return Ok(out);
+            return Ok(());
         };
         if done == limit {
             return Err(failed(format!(
@@ -129,10 +131,7 @@ pub async fn rebalance(target: &Target, options: &RebalanceOptions) -> Result<St
             next.source,
             next.target
         );
-        out.push_str(&moved(
-            &out,
-            run_move(target, &next.range(), &next.target, options).await,
-        )?);
+        run_move(target, &next.range(), &next.target, options, out).await?;
     }
 }
 
@@ -147,20 +146,17 @@ fn without_master(shards: &[Shard], plan: &Balance) -> Vec<String> {
     names
 }
 
-/// A move's output, or its error preceded by what the rebalance did
-/// before it: the moves already made are not lost from the output.
-fn moved(done: &str, result: Result<String, AdminError>) -> Result<String, AdminError> {
-    result.map_err(|e| e.after(done, AdminError::Rebalance))
-}
-
 /// One move through `migrate` (which continues the migration if it is the
-/// one in progress).
+/// one in progress), its lines indented. A failed move's error carries what
+/// was written before it, unless that was printed: the moves already made
+/// are not lost from the output.
 async fn run_move(
     target: &Target,
     range: &str,
     to: &str,
     options: &RebalanceOptions,
-) -> Result<String, AdminError> {
+    out: &mut Output,
+) -> Result<(), AdminError> {
     let migrate_options = MigrateOptions {
         range: range.to_string(),
         to: to.to_string(),
@@ -168,8 +164,10 @@ async fn run_move(
         rate: options.rate,
         barrier_timeout: options.barrier_timeout,
     };
-    let text = migrate::migrate(target, &migrate_options).await?;
-    Ok(text.lines().map(|l| format!("  {l}\n")).collect())
+    out.indent = "  ";
+    let moved = migrate::migrate(target, &migrate_options, out).await;
+    out.indent = "";
+    moved
 }
 
 /// The plan, each move's key and time estimate, and the ranges before and

@@ -5,14 +5,16 @@
 //! them.
 
 use super::{failed, now, read_shards, read_state, slot_space, write_state, Plan, Shard};
+use crate::admin::output::Output;
 use crate::admin::target::Target;
 use crate::admin::AdminError;
 use crate::protocol::Value;
 use crate::proxy::migration::{host_port, scripts};
 use crate::redis_client::{RedisConn, RedisError};
 use crate::route::hashable_key;
-use crate::zk::migration::MigrationState;
+use crate::zk::migration::{MigrationState, TURNED_AROUND};
 use bytes::Bytes;
+use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 use zookeeper_client as zk;
 
@@ -36,6 +38,8 @@ const DATA_REPLY_LIMIT: usize = (512 << 20) + 4096;
 const REDIS_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often progress is written and pause/abort looked for.
 const CHECK_EVERY: Duration = Duration::from_secs(1);
+/// How often the run prints how far it got.
+const SAY_EVERY: Duration = Duration::from_secs(10);
 /// How long a lost source or target may stay unreachable (a failover).
 const RECONNECT_FOR: Duration = Duration::from_secs(60);
 /// The rate the time estimate assumes without `--rate`.
@@ -273,8 +277,10 @@ pub(super) async fn run(
     state: &mut MigrationState,
     version: &mut i32,
     fence: &Fence,
+    out: &mut Output,
 ) -> Result<(u64, f64), AdminError> {
     let started = Instant::now();
+    let mut last_said = Instant::now();
     // Keys moved by earlier runs of this migration.
     let base = state.moved;
     let mut moved_here = 0u64;
@@ -347,7 +353,7 @@ pub(super) async fn run(
         .await;
         if let Err(error) = step {
             if fence::refused(&error) {
-                return Err(replaced());
+                return Err(replaced(client, target, state).await);
             }
             if error.contains(fence::OUT_OF_MEMORY) {
                 return Err(failed(error));
@@ -372,6 +378,14 @@ pub(super) async fn run(
             last_check = Instant::now();
             checkpoint(client, target, state, version, base + moved_here).await?;
         }
+        if last_said.elapsed() >= SAY_EVERY {
+            last_said = Instant::now();
+            let _ = writeln!(
+                out,
+                "{}",
+                progress(state, base + moved_here, moved_here, started)
+            );
+        }
         if &cursor[..] == b"0" {
             if found == 0 {
                 break;
@@ -385,18 +399,62 @@ pub(super) async fn run(
     let mut source = link.expect("the last pass ran on a link").conn;
     match fence.holds(&mut source).await {
         Ok(true) => Ok((moved_here, started.elapsed().as_secs_f64())),
-        Ok(false) => Err(replaced()),
+        Ok(false) => Err(replaced(client, target, state).await),
         Err(e) => Err(failed(format!(
             "checking that this run still drives the migration: {e}; run migrate again to continue"
         ))),
     }
 }
 
-fn replaced() -> AdminError {
+/// A line of how far the move got: `moved` keys in all, `here` by this
+/// run since `started`, against the estimate when there is one.
+fn progress(state: &MigrationState, moved: u64, here: u64, started: Instant) -> String {
+    let rate = here as f64 / started.elapsed().as_secs_f64().max(0.001);
+    let of = match state.estimate {
+        Some(estimate) if estimate > 0 => format!(
+            " of about {estimate} ({}%)",
+            (moved * 100 / estimate).min(100)
+        ),
+        _ => String::new(),
+    };
+    format!("moved {moved} keys{of}, {rate:.0} keys/s")
+}
+
+/// Why this run stopped when a fence refused its write: the migration as
+/// it is now tells whether `abort` turned it around, someone ended or
+/// replaced it, or another run of it took over.
+async fn replaced(client: &zk::Client, target: &Target, state: &MigrationState) -> AdminError {
+    if let Ok(current) = read_state(client, target).await {
+        if let Some(why) = gone_from(state, current.as_ref().map(|(current, _)| current)) {
+            return failed(why);
+        }
+    }
     failed(
         "another shardproxy-admin run took this migration over (migrate run again, or abort): \
          this one stopped, and left the rest to it",
     )
+}
+
+/// Why a run driving `state` must stop, given the migration's znode as it
+/// is now (`None`: none); `None` while the run still drives it.
+fn gone_from(state: &MigrationState, current: Option<&MigrationState>) -> Option<String> {
+    let Some(current) = current else {
+        return Some(
+            "the migration is over: another run finished it, or it was called off".to_string(),
+        );
+    };
+    if current.id == format!("{}{TURNED_AROUND}", state.id) {
+        // Review: the run stopped by `abort` said another run took over.
+        return Some(format!(
+            "the migration was turned around by abort: this run stopped; \
+             `shardproxy-admin migrate {} --to {}` moves the keys already moved back",
+            current.range, current.target
+        ));
+    }
+    if current.id != state.id || current.range != state.range || current.target != state.target {
+        return Some("the migration was replaced (aborted and restarted?)".to_string());
+    }
+    None
 }
 
 /// Removes the fence from the two shards' masters once the migration is
@@ -445,17 +503,11 @@ async fn checkpoint(
     moved: u64,
 ) -> Result<(), AdminError> {
     loop {
-        let Some((current, current_version)) = read_state(client, target).await? else {
-            return Err(failed(
-                "the migration is over: another run finished it, or it was called off",
-            ));
-        };
-        if current.id != state.id || current.range != state.range || current.target != state.target
-        {
-            return Err(failed(
-                "the migration was replaced (aborted and restarted?)",
-            ));
+        let current = read_state(client, target).await?;
+        if let Some(why) = gone_from(state, current.as_ref().map(|(current, _)| current)) {
+            return Err(failed(why));
         }
+        let (current, current_version) = current.expect("gone_from: there is one");
         let mut next = current.clone();
         next.moved = moved;
         next.updated = now();
