@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::migration::{cluster, dbsize, ended, preload, start_admin};
+use common::migration::{cluster, dbsize, ended, interrupted_move, preload, start_admin};
 use common::redis::RawClient;
 use common::wait_until;
 use common::zk_cluster::keys_in;
@@ -16,6 +16,8 @@ use std::time::{Duration, Instant};
 
 /// How long the target stays stopped.
 const STOPPED_FOR: Duration = Duration::from_secs(8);
+/// Clients reading the moving range meanwhile, spread over the proxies.
+const READERS: usize = 20;
 
 /// GETs `keys` through `port` in a loop until `stop`; the time spent in
 /// replies slower than 100 ms or timed out (what a client saw as a stall
@@ -49,7 +51,7 @@ fn stalled_time(
 }
 
 /// GETs keys of the moving range through `port` until `stop`, keeping
-/// every error reply.
+/// every error reply (a GET of a key still on the source moves it).
 fn range_reader(
     port: u16,
     keys: Vec<String>,
@@ -71,16 +73,17 @@ fn range_reader(
     })
 }
 
-/// The target's master is stopped for 8 s while the mover runs and
+/// The target's master is stopped for 8 s while the mover runs and 20
 /// clients read keys of the moving range through both proxies (1 s
-/// timeout; one of them with two worker threads). Each MIGRATE toward the stopped target
-/// held the source for its timeout, one after another (review: the
-/// source's other keys waited 8 s of the 8). Now the mover's MIGRATE
-/// gives up after 1 s and it waits for the target on its own connection,
-/// and a proxy that saw its target silent answers `-TRYAGAIN` without a
-/// MIGRATE until the target answers a PING: the source's own keys wait
-/// at most a few seconds in all. Once the target wakes, the move ends
-/// with every key on it.
+/// timeout; one of them with two worker threads). Each MIGRATE toward the
+/// stopped target held the source for its timeout, one after another
+/// (review: the source's own keys waited 8 s of the 8). Now the mover asks
+/// the target with a PING before each batch, the first take script whose
+/// MIGRATE times out leaves a note on the source that turns the others
+/// away at once, and a proxy told so answers `-TRYAGAIN` without asking
+/// the source until the target answers a PING: the source's own keys wait
+/// at most a few seconds in all. Once the target wakes, the move ends with
+/// every key on it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stopped_target_does_not_hold_the_source() {
     let c = cluster().await;
@@ -97,9 +100,11 @@ async fn a_stopped_target_does_not_hold_the_source() {
     c.redis[2].guard.signal("STOP");
     let stop = Arc::new(AtomicBool::new(false));
     let errors = Arc::new(Mutex::new(Vec::new()));
-    // Most of their keys still have to move, on access.
+    // Ten clients per proxy: each one's move would wait its turn on the
+    // source and hold it for its own timeout.
     let mut readers = Vec::new();
-    for (i, proxy) in c.proxies.iter().enumerate() {
+    for i in 0..READERS {
+        let proxy = &c.proxies[i % 2];
         let keys = moving[i * 100..(i + 1) * 100].to_vec();
         readers.push(range_reader(proxy.port, keys, stop.clone(), errors.clone()));
     }
@@ -124,7 +129,7 @@ async fn a_stopped_target_does_not_hold_the_source() {
         errors.first()
     );
     assert!(
-        stalled < Duration::from_secs(4),
+        stalled < Duration::from_secs(3),
         "the source's own keys waited {stalled:?} of the target's {STOPPED_FOR:?} outage"
     );
     let refusal = "-TRYAGAIN the keys cannot move to shard 'redis-0002' now: it did not answer at";
@@ -146,6 +151,84 @@ async fn a_stopped_target_does_not_hold_the_source() {
         let mut client = RawClient::connect(proxy.port);
         for key in moving.iter().chain(&staying) {
             let want = format!("${}\r\n{key}\r\n", key.len());
+            assert_eq!(
+                client.cmd_str(&["GET", key]),
+                want,
+                "{key} through {}",
+                proxy.port
+            );
+        }
+    }
+}
+
+/// A target that is only slow (every client paused 0.7 s, within the
+/// pools' 1 s timeout) while clients write keys of a half-moved range:
+/// every write succeeds and reads back (review: a MIGRATE timeout of half
+/// the pool's turned such a pause into 1.7 s of refusals).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_target_is_waited_for_not_refused() {
+    let c = cluster().await;
+    let moving = keys_in(0, 1023, 3000, "w");
+    preload(&c.proxies[0], &moving);
+    interrupted_move(&c.conf, "0-1023", "redis-0002", &c.redis[2], 200);
+    let stop = Arc::new(AtomicBool::new(false));
+    let errors = Arc::new(Mutex::new(Vec::new()));
+    let writers: Vec<_> = (0..2)
+        .map(|i| {
+            let port = c.proxies[i].port;
+            let keys: Vec<String> = moving.iter().skip(i).step_by(2).cloned().collect();
+            let (stop, errors) = (stop.clone(), errors.clone());
+            thread::spawn(move || {
+                let mut client = RawClient::connect(port);
+                let mut written = Vec::new();
+                for key in &keys {
+                    if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    let reply = client.cmd_str(&["SET", key, &format!("{key}-w")]);
+                    if reply == "+OK\r\n" {
+                        written.push(key.clone());
+                    } else {
+                        errors.lock().unwrap().push(reply);
+                    }
+                    thread::sleep(Duration::from_millis(2));
+                }
+                written
+            })
+        })
+        .collect();
+    let first = &moving[0];
+    let first_written = format!("${}\r\n{first}-w\r\n", first.len() + 2);
+    wait_until("writes before the pause", Duration::from_secs(10), || {
+        c.redis[2].connect().cmd_str(&["GET", first]) == first_written
+    });
+    let pause = c.redis[2]
+        .connect()
+        .cmd_str(&["CLIENT", "PAUSE", "700", "ALL"]);
+    assert_eq!(pause, "+OK\r\n");
+    let paused = Instant::now();
+    wait_until(
+        "the pause and a second after it",
+        Duration::from_secs(10),
+        || paused.elapsed() >= Duration::from_millis(1700),
+    );
+    stop.store(true, Ordering::Relaxed);
+    let written: Vec<String> = writers
+        .into_iter()
+        .flat_map(|w| w.join().unwrap())
+        .collect();
+    let errors = errors.lock().unwrap().clone();
+    assert!(
+        errors.is_empty(),
+        "{} refused: {:?}",
+        errors.len(),
+        errors.first()
+    );
+    assert!(written.len() > 100, "only {} writes", written.len());
+    for proxy in &c.proxies {
+        let mut client = RawClient::connect(proxy.port);
+        for key in &written {
+            let want = format!("${}\r\n{key}-w\r\n", key.len() + 2);
             assert_eq!(
                 client.cmd_str(&["GET", key]),
                 want,

@@ -43,7 +43,8 @@ pub const RULES: &[&str] = &[
 /// password), which moves keys of a migrating range: the connection's
 /// handshake, and the take script of `crate::proxy::migration::scripts`
 /// (EVAL, which calls MIGRATE, and the sizes it checks first: the
-/// collection lengths and MEMORY USAGE) with WAIT for the replicas. Only the proxy
+/// collection lengths and MEMORY USAGE; SET for its note that the target
+/// did not answer) with WAIT for the replicas. Only the proxy
 /// uses it, on connections of its own, so a client's script, which runs
 /// on the main user's connections, still cannot MIGRATE.
 pub const MIGRATOR_RULES: &[&str] = &[
@@ -65,6 +66,8 @@ pub const MIGRATOR_RULES: &[&str] = &[
     "+xlen",
     "+strlen",
     "+memory|usage",
+    // The take script's note that the target did not answer.
+    "+set",
 ];
 
 /// The proxy's user on the backends: its name and the SHA-256 of its

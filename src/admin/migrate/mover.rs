@@ -30,8 +30,17 @@ const SCAN_COUNT: &str = "1000";
 /// MIGRATE's I/O timeout (ms) for a batch of small keys: how long the
 /// source, which runs nothing else meanwhile, waits for each 64 KB write
 /// to the target and each of its replies. A stopped target held the
-/// source 5 s per call (review); a healthy one answers in milliseconds.
+/// source 5 s per batch (review); a healthy one answers in milliseconds.
 const MIGRATE_TIMEOUT_MS: u64 = 1000;
+/// The timeout of a batch tried again because it timed out while the
+/// target answers: a key small by its count can take seconds to restore
+/// (a stream with a million pending entries: 1.7 s; with only the short
+/// timeout it stayed on both shards, each try slower, in review).
+const SLOW_MIGRATE_TIMEOUT_MS: u64 = 10_000;
+/// How long the target has to answer a PING: before each batch, so that a
+/// stopped target does not hold the source for MIGRATE's timeout, and
+/// after a batch timed out, to tell a slow key from a silent target.
+const TARGET_PING_TIMEOUT: Duration = Duration::from_secs(1);
 /// The largest reply the mover's source connection reads: one element of
 /// Redis's largest bulk string (`proto-max-bulk-len`, 512 MB), framed.
 const DATA_REPLY_LIMIT: usize = (512 << 20) + 4096;
@@ -209,6 +218,8 @@ pub(super) async fn migrate_batch(
 /// keys to.
 struct Link {
     conn: RedisConn,
+    /// The target's master, asked before each batch whether it answers.
+    to_conn: RedisConn,
     to: String,
     range: Range,
     /// Replicas in the source's line, waited for after each batch.
@@ -257,6 +268,7 @@ async fn open_link(
         .map_or(0, |s| s.view.members.len().saturating_sub(1));
     Ok(Link {
         conn,
+        to_conn,
         to,
         replicas,
         range: Range {
@@ -332,11 +344,7 @@ pub(super) async fn run(
                 if small.is_empty() {
                     continue;
                 }
-                let batch = &small[..];
-                let any =
-                    migrate_batch(&mut l.conn, &l.to, target, batch, MIGRATE_TIMEOUT_MS, fence)
-                        .await
-                        .map_err(|e| e.to_string())?;
+                let any = move_small(l, target, &small, fence).await?;
                 if any {
                     moved_here += batch.len() as u64;
                     // As the proxies do: the DELs reach the replicas
@@ -403,6 +411,52 @@ pub(super) async fn run(
         Err(e) => Err(failed(format!(
             "checking that this run still drives the migration: {e}; run migrate again to continue"
         ))),
+    }
+}
+
+/// MIGRATE of a batch of small keys, once the target answered a PING;
+/// true if any moved. A batch that timed out while the target answers is
+/// slow, not lost: it goes again with [`SLOW_MIGRATE_TIMEOUT_MS`].
+async fn move_small(
+    l: &mut Link,
+    target: &Target,
+    batch: &[Bytes],
+    fence: &Fence,
+) -> Result<bool, String> {
+    answers(&mut l.to_conn).await?;
+    let moved = migrate_batch(&mut l.conn, &l.to, target, batch, MIGRATE_TIMEOUT_MS, fence).await;
+    match moved {
+        Err(e) if e.to_string().contains("IOERR") => {
+            answers(&mut l.to_conn).await?;
+            tracing::info!(keys = batch.len(), error = %e, "a batch timed out while the target answers: trying it again with a longer timeout");
+            migrate_batch(
+                &mut l.conn,
+                &l.to,
+                target,
+                batch,
+                SLOW_MIGRATE_TIMEOUT_MS,
+                fence,
+            )
+            .await
+            .map_err(|e| e.to_string())
+        }
+        moved => moved.map_err(|e| e.to_string()),
+    }
+}
+
+/// Ok if the target's master answers a PING within
+/// [`TARGET_PING_TIMEOUT`]; a connection that did not is left for a new
+/// one (its reply may still come).
+async fn answers(to: &mut RedisConn) -> Result<(), String> {
+    let addr = to.addr().to_string();
+    match tokio::time::timeout(TARGET_PING_TIMEOUT, to.call(&[&b"PING"[..]])).await {
+        Ok(Ok(Value::Simple(pong))) if &pong[..] == b"PONG" => Ok(()),
+        Ok(Ok(other)) => Err(format!("the target {addr} answered PING with {other:?}")),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err(format!(
+            "the target {addr} did not answer a PING within {} ms",
+            TARGET_PING_TIMEOUT.as_millis()
+        )),
     }
 }
 

@@ -2,7 +2,7 @@
 //! after another in the order the client sent them (see the module above
 //! for what each phase does with them).
 
-use super::silence::{self, Next};
+use super::silence::Next;
 use super::{take_command, MigrationRoute, HOLD};
 use crate::protocol::{encode_request, Proto};
 use crate::proxy::backend::{reply, BackendError, Reply, ReplyReceiver, ReplySender};
@@ -10,15 +10,14 @@ use crate::proxy::pool::Pool;
 use crate::zk::migration::Phase;
 use bytes::{Bytes, BytesMut};
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-/// How long MIGRATE may wait on the target (its own I/O timeout on the
-/// source), at most: a small key moves in well under a millisecond, and
-/// the source runs nothing else while it waits. With a pool `timeout`,
-/// half of it, so that a silent target is told by MIGRATE's own error
-/// before the request times out at the source.
-const MIGRATE_TIMEOUT_MS: u64 = 1000;
+/// How long MIGRATE may take to reach the target (its own I/O timeout on
+/// the source), and the target to answer a lane's PING: the pool's
+/// `timeout`, at most this. A small key moves in well under a millisecond.
+const MIGRATE_TIMEOUT_MS: u64 = 2000;
 /// How often a request on a big key being moved looks again.
 const BIG_KEY_POLL: std::time::Duration = std::time::Duration::from_millis(20);
 
@@ -111,15 +110,15 @@ async fn serve(pool: &Pool, job: &Job) -> Reply {
             }
             continue;
         }
-        if let Some(refusal) = target_refusal(m, job).await {
-            return Ok(refusal);
-        }
-        let source = &m.mover;
         // The target is reached as the pool's own user, which may RESTORE.
         let settings = m.target.settings();
         let timeout_ms = settings.timeout.map_or(MIGRATE_TIMEOUT_MS, |t| {
-            (t.as_millis() as u64 / 2).clamp(1, MIGRATE_TIMEOUT_MS)
+            (t.as_millis() as u64).clamp(1, MIGRATE_TIMEOUT_MS)
         });
+        if let Some(refusal) = target_refusal(m, job, Duration::from_millis(timeout_ms)).await {
+            return Ok(refusal);
+        }
+        let source = &m.mover;
         let auth = settings.auth.as_deref().map(|pw| (&settings.user, pw));
         let Some(args) = take_command(&m.target.addr, settings.db, timeout_ms, auth, &job.keys)
         else {
@@ -143,6 +142,10 @@ async fn serve(pool: &Pool, job: &Job) -> Reply {
                     }
                 }
             }
+            Ok(frame) if frame[..] == b"$6\r\nSILENT\r\n"[..] => {
+                m.target_silence.silent();
+                return Ok(silent_refusal(m));
+            }
             // LOCKED or BIG: the mover moves it in chunks; wait for it.
             Ok(frame) if frame.first() == Some(&b'$') => {
                 if Instant::now() >= hold_until {
@@ -158,9 +161,6 @@ async fn serve(pool: &Pool, job: &Job) -> Reply {
                 let text = String::from_utf8_lossy(&frame[1..]).trim_end().to_string();
                 tracing::warn!(source = %source.addr, target = %m.target.addr, error = %text,
                     "moving keys on access failed");
-                if silence::unanswered(&text) {
-                    m.target_silence.silent();
-                }
                 return Ok(tryagain(&format!(
                     "moving the keys to shard '{}' failed: {text}",
                     m.target_name
@@ -172,30 +172,33 @@ async fn serve(pool: &Pool, job: &Job) -> Reply {
     }
 }
 
+/// The refusal of a move while the target does not answer.
+fn silent_refusal(m: &MigrationRoute) -> Bytes {
+    tryagain(&format!(
+        "the keys cannot move to shard '{}' now: it did not answer at {}",
+        m.target_name, m.target.addr
+    ))
+}
+
 /// `-TRYAGAIN` at once while the target is known not to answer (see
-/// [`silence`]): a MIGRATE would hold the source for its whole timeout.
-/// When that was a while ago, this lane asks the target with a PING.
-async fn target_refusal(m: &MigrationRoute, job: &Job) -> Option<Bytes> {
-    let refusal = || {
-        tryagain(&format!(
-            "the keys cannot move to shard '{}' now: it did not answer at {}",
-            m.target_name, m.target.addr
-        ))
-    };
-    match m.target_silence.next(Instant::now()) {
+/// [`super::silence`]): a MIGRATE would hold the source for its whole timeout.
+/// When that was a while ago, this lane asks the target with a PING,
+/// which has `timeout` to come back.
+async fn target_refusal(m: &MigrationRoute, job: &Job, timeout: Duration) -> Option<Bytes> {
+    match m.target_silence.next(Instant::now(), timeout) {
         Next::Move => None,
-        Next::Refuse => Some(refusal()),
+        Next::Refuse => Some(silent_refusal(m)),
         Next::Probe => {
             let ping = Bytes::from_static(b"*1\r\n$4\r\nPING\r\n");
             let pong = m.target.send(job.proto, job.affinity, ping);
-            match tokio::time::timeout(silence::PROBE_TIMEOUT, wait(pong)).await {
+            match tokio::time::timeout(timeout, wait(pong)).await {
                 Ok(Ok(frame)) if frame.starts_with(b"+PONG") => {
                     m.target_silence.answered();
                     None
                 }
                 _ => {
                     m.target_silence.silent();
-                    Some(refusal())
+                    Some(silent_refusal(m))
                 }
             }
         }

@@ -16,8 +16,8 @@ pub const BIG_ELEMENTS: u64 = 5_000;
 /// Bytes above which a string, or a collection of large elements, is big.
 pub const BIG_STRING_BYTES: u64 = 16 << 20;
 
-/// Prefixes of the keys a migration creates for itself; the mover never
-/// moves them.
+/// Prefixes of the keys a migration creates for itself (and
+/// [`SILENT_PREFIX`]); the mover never moves them.
 pub const LOCK_PREFIX: &[u8] = b"__shardproxy_lock:";
 pub const IMPORT_PREFIX: &[u8] = b"__shardproxy_import:";
 
@@ -33,7 +33,7 @@ pub fn import_key(key: &[u8]) -> Vec<u8> {
 
 /// True for a key a migration made for itself.
 pub fn is_reserved(key: &[u8]) -> bool {
-    key.starts_with(LOCK_PREFIX) || key.starts_with(IMPORT_PREFIX)
+    key.starts_with(LOCK_PREFIX) || key.starts_with(IMPORT_PREFIX) || key.starts_with(SILENT_PREFIX)
 }
 
 /// Lua that answers 1 for each big key of `KEYS` (ARGV: the element and
@@ -60,14 +60,35 @@ local function is_big(k, elements, bytes)
 end
 "#;
 
+/// Where the take script notes, on the source, that the target did not
+/// answer a MIGRATE of small keys (followed by the target's `host:port`).
+pub const SILENT_PREFIX: &[u8] = b"__shardproxy_silent:";
+/// How long that note stops the take scripts from asking the target.
+pub const SILENT_MS: u64 = 1000;
+/// Bytes under which a key's MIGRATE is quick: one of them timing out says
+/// the target does not answer, where a larger one may only be slow.
+const QUICK_BYTES: u64 = 1 << 20;
+
 /// The proxies' move on access. KEYS: the request's keys. ARGV: the big
 /// thresholds (elements, bytes), then MIGRATE's host, port, db, timeout
 /// and its AUTH words, if any. Answers `LOCKED` (the mover is moving one
-/// of them), `BIG` (one is big: the mover moves it), or MIGRATE's own
-/// `OK` / `NOKEY`.
+/// of them), `BIG` (one is big: the mover moves it), `SILENT` (the target
+/// did not answer a moment ago), or MIGRATE's own `OK` / `NOKEY` / error.
+///
+/// Why `SILENT`: MIGRATE runs on the source, which runs nothing else until
+/// the target answers or the timeout passes. The take scripts of every
+/// proxy wait their turn there, so when the target stops, the first
+/// MIGRATE's timeout leaves a note (a key with a TTL) and the scripts
+/// queued behind it answer at once instead of each holding the source for
+/// its own timeout (review: the source's own keys waited out the whole
+/// outage). Only a MIGRATE of small keys leaves it: a large key may be
+/// slow to restore on a target that answers. A user without SET (from an
+/// older watchdog) leaves none.
 pub fn take_script() -> String {
     format!(
         r#"{SIZE_OF}
+local silent = '{silent}' .. ARGV[3] .. ':' .. ARGV[4]
+if redis.call('exists', silent) == 1 then return 'SILENT' end
 for _, k in ipairs(KEYS) do
   if redis.call('exists', '{lock}' .. k) == 1 then return 'LOCKED' end
 end
@@ -79,9 +100,21 @@ local args = {{'MIGRATE', ARGV[3], ARGV[4], '', ARGV[5], ARGV[6], 'REPLACE'}}
 for i = 7, #ARGV do args[#args + 1] = ARGV[i] end
 args[#args + 1] = 'KEYS'
 for _, k in ipairs(KEYS) do args[#args + 1] = k end
-return redis.call(unpack(args))
+local moved = redis.pcall(unpack(args))
+if type(moved) == 'table' and moved['err'] and string.find(moved['err'], 'IOERR', 1, true) then
+  local quick = true
+  for _, k in ipairs(KEYS) do
+    local used = redis.pcall('memory', 'usage', k)
+    if type(used) ~= 'number' or used > {quick_bytes} then quick = false end
+  end
+  if quick then redis.pcall('set', silent, '1', 'px', '{silent_ms}') end
+end
+return moved
 "#,
-        lock = String::from_utf8_lossy(LOCK_PREFIX)
+        lock = String::from_utf8_lossy(LOCK_PREFIX),
+        silent = String::from_utf8_lossy(SILENT_PREFIX),
+        quick_bytes = QUICK_BYTES,
+        silent_ms = SILENT_MS,
     )
 }
 
@@ -109,5 +142,7 @@ mod tests {
         assert!(is_reserved(&import_key(b"k")));
         assert!(!is_reserved(b"user:1"));
         assert!(take_script().contains("'__shardproxy_lock:' .. k"));
+        assert!(is_reserved(b"__shardproxy_silent:127.0.0.1:6379"));
+        assert!(take_script().contains("'px', '1000'"));
     }
 }

@@ -3,12 +3,12 @@
 //! A move on access runs `MIGRATE` inside a script on the source, and
 //! Redis runs nothing else meanwhile: while the target does not answer (a
 //! stopped or frozen host), each such call holds the whole source shard
-//! for MIGRATE's timeout. Back to back, one request after another, they
-//! kept the source's other keys waiting for as long as the target was
-//! stopped (review: 8 s of 8). So once a MIGRATE fails for want of an
-//! answer, the lanes stop asking the source to move keys and answer
-//! `-TRYAGAIN` at once; every [`QUIET_FOR`] one of them asks the target
-//! itself (a PING, which holds no one else) whether it answers again.
+//! for MIGRATE's timeout. The take script leaves a note on the source when
+//! that happens and answers `SILENT` while it lasts
+//! ([`super::scripts::take_script`]); a lane that gets it stops asking the
+//! source to move keys and answers `-TRYAGAIN` at once, and after
+//! [`QUIET_FOR`] one lane asks the target itself (a PING, which holds no
+//! one else) whether it answers again, before any MIGRATE goes to it.
 
 use std::sync::Mutex;
 use std::time::Duration;
@@ -16,8 +16,6 @@ use tokio::time::Instant;
 
 /// How long the lanes leave a silent target alone before asking again.
 pub const QUIET_FOR: Duration = Duration::from_secs(1);
-/// How long the target has to answer that PING.
-pub const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// What a lane does with its next move.
 #[derive(Debug, PartialEq, Eq)]
@@ -39,20 +37,23 @@ pub struct TargetSilence {
 }
 
 impl TargetSilence {
-    pub fn next(&self, now: Instant) -> Next {
+    /// What the next move does; a [`Next::Probe`] must be answered by
+    /// [`TargetSilence::silent`] or [`TargetSilence::answered`] within
+    /// `probe_timeout`, after which another lane may ask.
+    pub fn next(&self, now: Instant, probe_timeout: Duration) -> Next {
         let mut until = self.silent_until.lock().unwrap_or_else(|e| e.into_inner());
         match *until {
             None => Next::Move,
             Some(t) if now < t => Next::Refuse,
             Some(_) => {
                 // Only one lane asks; the others refuse until it knows.
-                *until = Some(now + PROBE_TIMEOUT);
+                *until = Some(now + probe_timeout);
                 Next::Probe
             }
         }
     }
 
-    /// The target did not answer (a MIGRATE's I/O error, or the PING).
+    /// The target did not answer (the source said `SILENT`, or the PING).
     pub fn silent(&self) {
         *self.silent_until.lock().unwrap_or_else(|e| e.into_inner()) =
             Some(Instant::now() + QUIET_FOR);
@@ -64,35 +65,25 @@ impl TargetSilence {
     }
 }
 
-/// True for MIGRATE's reply when the target did not answer or could not
-/// be reached (`IOERR error or timeout ...`), also as a script's error.
-pub fn unanswered(error: &str) -> bool {
-    error.contains("IOERR")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[tokio::test(start_paused = true)]
     async fn a_silent_target_is_asked_again_by_one_lane_after_a_while() {
+        let probe = Duration::from_millis(500);
         let silence = TargetSilence::default();
-        assert_eq!(silence.next(Instant::now()), Next::Move);
+        assert_eq!(silence.next(Instant::now(), probe), Next::Move);
         silence.silent();
-        assert_eq!(silence.next(Instant::now()), Next::Refuse);
+        assert_eq!(silence.next(Instant::now(), probe), Next::Refuse);
         tokio::time::advance(QUIET_FOR).await;
-        assert_eq!(silence.next(Instant::now()), Next::Probe);
-        // While that lane asks, the others refuse.
-        assert_eq!(silence.next(Instant::now()), Next::Refuse);
+        assert_eq!(silence.next(Instant::now(), probe), Next::Probe);
+        // While that lane asks, the others refuse; if it never says, the
+        // next lane asks once its time is up.
+        assert_eq!(silence.next(Instant::now(), probe), Next::Refuse);
+        tokio::time::advance(probe).await;
+        assert_eq!(silence.next(Instant::now(), probe), Next::Probe);
         silence.answered();
-        assert_eq!(silence.next(Instant::now()), Next::Move);
-    }
-
-    #[test]
-    fn migrate_errors_of_an_unreachable_target_are_told_apart() {
-        assert!(unanswered(
-            "IOERR error or timeout reading to target instance script: abc, on @user_script:14."
-        ));
-        assert!(!unanswered("ERR Target instance replied with error: OOM"));
+        assert_eq!(silence.next(Instant::now(), probe), Next::Move);
     }
 }
