@@ -68,6 +68,8 @@ pub const MIGRATOR_RULES: &[&str] = &[
     "+memory|usage",
     // The take script's note that the target did not answer.
     "+set",
+    // MIGRATE logs into the target as this user: it RESTOREs there.
+    "+restore",
 ];
 
 /// The proxy's user on the backends: its name and the SHA-256 of its

@@ -37,9 +37,9 @@ const MIGRATE_TIMEOUT_MS: u64 = 1000;
 /// (a stream with a million pending entries: 1.7 s; with only the short
 /// timeout it stayed on both shards, each try slower, in review).
 const SLOW_MIGRATE_TIMEOUT_MS: u64 = 10_000;
-/// How long the target has to answer a PING: before each batch, so that a
-/// stopped target does not hold the source for MIGRATE's timeout, and
-/// after a batch timed out, to tell a slow key from a silent target.
+/// How long the target has to answer [`answers`]: before each batch, so
+/// that a stopped target does not hold the source for MIGRATE's timeout,
+/// and after a batch timed out, to tell a slow key from a silent target.
 const TARGET_PING_TIMEOUT: Duration = Duration::from_secs(1);
 /// The largest reply the mover's source connection reads: one element of
 /// Redis's largest bulk string (`proto-max-bulk-len`, 512 MB), framed.
@@ -414,7 +414,7 @@ pub(super) async fn run(
     }
 }
 
-/// MIGRATE of a batch of small keys, once the target answered a PING;
+/// MIGRATE of a batch of small keys, once the target [`answers`];
 /// true if any moved. A batch that timed out while the target answers is
 /// slow, not lost: it goes again with [`SLOW_MIGRATE_TIMEOUT_MS`].
 async fn move_small(
@@ -444,17 +444,18 @@ async fn move_small(
     }
 }
 
-/// Ok if the target's master answers a PING within
-/// [`TARGET_PING_TIMEOUT`]; a connection that did not is left for a new
-/// one (its reply may still come).
+/// Ok if the target's master answers [`scripts::probe_command`] (a write
+/// that changes nothing: a target paused for writes answers PING but
+/// restores nothing) within [`TARGET_PING_TIMEOUT`]; a connection that did
+/// not is left for a new one (its reply may still come).
 async fn answers(to: &mut RedisConn) -> Result<(), String> {
     let addr = to.addr().to_string();
-    match tokio::time::timeout(TARGET_PING_TIMEOUT, to.call(&[&b"PING"[..]])).await {
-        Ok(Ok(Value::Simple(pong))) if &pong[..] == b"PONG" => Ok(()),
-        Ok(Ok(other)) => Err(format!("the target {addr} answered PING with {other:?}")),
+    match tokio::time::timeout(TARGET_PING_TIMEOUT, to.call(&scripts::probe_command())).await {
+        Ok(Ok(Value::Integer(_))) => Ok(()),
+        Ok(Ok(other)) => Err(format!("the target {addr} answered PEXPIRE with {other:?}")),
         Ok(Err(e)) => Err(e.to_string()),
         Err(_) => Err(format!(
-            "the target {addr} did not answer a PING within {} ms",
+            "the target {addr} did not take a write within {} ms",
             TARGET_PING_TIMEOUT.as_millis()
         )),
     }

@@ -3,11 +3,11 @@
 //! for what each phase does with them).
 
 use super::silence::Next;
-use super::{take_command, MigrationRoute, HOLD};
+use super::{scripts, take_command, MigrationRoute, HOLD};
 use crate::protocol::{encode_request, Proto};
 use crate::proxy::backend::{reply, BackendError, Reply, ReplyReceiver, ReplySender};
 use crate::proxy::pool::Pool;
-use crate::zk::migration::Phase;
+use crate::zk::migration::{migrator_user, Phase};
 use bytes::{Bytes, BytesMut};
 use std::sync::Arc;
 use std::time::Duration;
@@ -119,7 +119,12 @@ async fn serve(pool: &Pool, job: &Job) -> Reply {
             return Ok(refusal);
         }
         let source = &m.mover;
-        let auth = settings.auth.as_deref().map(|pw| (&settings.user, pw));
+        // MIGRATE logs into the target as the migration user: the main
+        // user may not SELECT, which MIGRATE sends on every new connection
+        // (review: once the mover's cached connection had expired, every
+        // move failed with NOPERM, the key restored on the target anyway).
+        let user = settings.user.as_deref().map(migrator_user);
+        let auth = settings.auth.as_deref().map(|pw| (&user, pw));
         let Some(args) = take_command(&m.target.addr, settings.db, timeout_ms, auth, &job.keys)
         else {
             return Ok(tryagain(&format!("bad target address {}", m.target.addr)));
@@ -182,17 +187,20 @@ fn silent_refusal(m: &MigrationRoute) -> Bytes {
 
 /// `-TRYAGAIN` at once while the target is known not to answer (see
 /// [`super::silence`]): a MIGRATE would hold the source for its whole timeout.
-/// When that was a while ago, this lane asks the target with a PING,
-/// which has `timeout` to come back.
+/// When that was a while ago, this lane asks the target, which has
+/// `timeout` to answer, with [`scripts::probe_command`]: a write, since a
+/// target paused for writes (`CLIENT PAUSE ... WRITE`, a switchover)
+/// answers PING but restores nothing.
 async fn target_refusal(m: &MigrationRoute, job: &Job, timeout: Duration) -> Option<Bytes> {
     match m.target_silence.next(Instant::now(), timeout) {
         Next::Move => None,
         Next::Refuse => Some(silent_refusal(m)),
         Next::Probe => {
-            let ping = Bytes::from_static(b"*1\r\n$4\r\nPING\r\n");
-            let pong = m.target.send(job.proto, job.affinity, ping);
-            match tokio::time::timeout(timeout, wait(pong)).await {
-                Ok(Ok(frame)) if frame.starts_with(b"+PONG") => {
+            let mut probe = BytesMut::new();
+            encode_request(&scripts::probe_command(), &mut probe);
+            let answer = m.target.send(job.proto, job.affinity, probe.freeze());
+            match tokio::time::timeout(timeout, wait(answer)).await {
+                Ok(Ok(frame)) if frame.starts_with(b":") => {
                     m.target_silence.answered();
                     None
                 }

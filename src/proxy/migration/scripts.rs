@@ -69,6 +69,14 @@ pub const SILENT_MS: u64 = 1000;
 /// the target does not answer, where a larger one may only be slow.
 const QUICK_BYTES: u64 = 1 << 20;
 
+/// How the proxies and the mover ask a target whether it would restore a
+/// key now: `PEXPIRE` of a key that does not exist, a write that changes
+/// nothing (`:0`). Redis holds it while writes are paused, as it holds
+/// RESTORE, where a PING is answered.
+pub fn probe_command() -> [&'static [u8]; 3] {
+    [b"PEXPIRE", b"__shardproxy_silent:probe", b"1"]
+}
+
 /// The proxies' move on access. KEYS: the request's keys. ARGV: the big
 /// thresholds (elements, bytes), then MIGRATE's host, port, db, timeout
 /// and its AUTH words, if any. Answers `LOCKED` (the mover is moving one
@@ -82,8 +90,10 @@ const QUICK_BYTES: u64 = 1 << 20;
 /// queued behind it answer at once instead of each holding the source for
 /// its own timeout (review: the source's own keys waited out the whole
 /// outage). Only a MIGRATE of small keys leaves it: a large key may be
-/// slow to restore on a target that answers. A user without SET (from an
-/// older watchdog) leaves none.
+/// slow to restore on a target that answers (a key not on the source, one
+/// of a request's keys already moved, counts as small: review, MGETs of a
+/// moved and an unmoved key left no note and held the source 30 s). A user
+/// without SET (from an older watchdog) leaves none.
 pub fn take_script() -> String {
     format!(
         r#"{SIZE_OF}
@@ -105,7 +115,7 @@ if type(moved) == 'table' and moved['err'] and string.find(moved['err'], 'IOERR'
   local quick = true
   for _, k in ipairs(KEYS) do
     local used = redis.pcall('memory', 'usage', k)
-    if type(used) ~= 'number' or used > {quick_bytes} then quick = false end
+    if type(used) == 'number' and used > {quick_bytes} then quick = false end
   end
   if quick then redis.pcall('set', silent, '1', 'px', '{silent_ms}') end
 end
