@@ -451,3 +451,81 @@ fn script_kill_authenticates_like_the_pool() {
     );
     assert_eq!(c.cmd_str(&["SCRIPT", "FLUSH"]), "+OK\r\n");
 }
+
+/// A long script that is the first request of a new backend connection:
+/// what was written before it in that batch (the connection's own INFO)
+/// gets its reply only when the script ends, and the proxy waited for that
+/// reply before it counted the script as running (TCL suite review: other
+/// clients' requests waited 10 s and more without `-BUSY`).
+#[test]
+fn a_script_first_on_a_new_connection_gets_other_clients_busy_replies() {
+    let s = setup_with(&["--busy-reply-threshold", "1000"]);
+    let mut busy = RawClient::connect(s.proxy.port);
+    busy.send_raw(&common::redis::encode_command(&[
+        b"EVAL",
+        b"local i = 0 while true do i = i + 1 end",
+        b"1",
+        b"k:1",
+    ]));
+    wait_until("the script to run long", Duration::from_secs(20), || {
+        s.shards
+            .iter()
+            .any(|shard| shard.connect().cmd_str(&["PING"]).starts_with("-BUSY"))
+    });
+    let mut other = RawClient::connect(s.proxy.port);
+    let asked = std::time::Instant::now();
+    assert_eq!(
+        other.cmd_str(&["GET", "k:1"]),
+        "-BUSY Redis is busy running a script. You can only call SCRIPT KILL or SHUTDOWN NOSAVE.\r\n"
+    );
+    assert!(
+        asked.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        asked.elapsed()
+    );
+    assert_eq!(other.cmd_str(&["SCRIPT", "KILL"]), "+OK\r\n");
+    let killed = String::from_utf8_lossy(&busy.read_reply()).into_owned();
+    assert!(
+        killed.starts_with('-') && killed.contains("killed"),
+        "{killed}"
+    );
+}
+
+/// EVAL caches its script for a later EVALSHA whatever its keys, as one
+/// Redis does (TCL suite review: EVALSHA of a key on another shard got
+/// `NOSCRIPT`, and SCRIPT EXISTS said 0); SCRIPT FLUSH forgets it, and the
+/// next EVAL shares it again.
+#[test]
+fn eval_caches_its_script_on_every_shard() {
+    let s = setup();
+    let mut c = RawClient::connect(s.proxy.port);
+    let sha = bulk_text(
+        &s.shards[0]
+            .connect()
+            .cmd_str(&["SCRIPT", "LOAD", SET_SCRIPT]),
+    );
+    assert_eq!(c.cmd_str(&["SCRIPT", "FLUSH"]), "+OK\r\n");
+    for round in 0..2 {
+        assert_eq!(
+            c.cmd_str(&["EVAL", SET_SCRIPT, "1", "k:0", "first"]),
+            "+OK\r\n"
+        );
+        assert_eq!(c.cmd_str(&["SCRIPT", "EXISTS", &sha]), "*1\r\n:1\r\n");
+        for i in 1..30 {
+            let key = format!("k:{i}");
+            assert_eq!(
+                c.cmd_str(&["EVALSHA", &sha, "1", &key, &i.to_string()]),
+                "+OK\r\n",
+                "round {round}, {key}"
+            );
+        }
+        keys_on_every_shard(&s);
+        for shard in &s.shards {
+            let exists = shard.connect().cmd_str(&["SCRIPT", "EXISTS", &sha]);
+            assert_eq!(exists, "*1\r\n:1\r\n", "{}", shard.addr());
+        }
+        assert_eq!(c.cmd_str(&["SCRIPT", "FLUSH"]), "+OK\r\n");
+        let gone = c.cmd_str(&["EVALSHA", &sha, "1", "k:1", "x"]);
+        assert!(gone.starts_with("-NOSCRIPT"), "{gone}");
+    }
+}

@@ -233,6 +233,9 @@ impl Session {
             Err(e) => return self.error(&e),
         };
         self.last_shard = shard;
+        if matches!(cmd.name, "eval" | "eval_ro") {
+            scripts::share(self, &table, &request.args[1]);
+        }
         if table.migration.is_some() {
             // Only the keys of a moving range are copied out for the lane;
             // the check itself reads the request in place.

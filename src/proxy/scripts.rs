@@ -21,12 +21,16 @@
 //! Errors follow [`fanout::failure`]: the same refusal from every shard is
 //! Redis's own reply; a refusal from some shards only names the first.
 //!
+//! EVAL caches its script on the shard it ran on; Redis answers a later
+//! EVALSHA of it whatever its keys. So the first EVAL of a script under a
+//! routing table also loads it on every shard ([`share`]).
+//!
 //! A shard added to the routing table later starts without the scripts:
 //! EVALSHA there gets `NOSCRIPT` (clients then send EVAL, which loads it),
 //! and functions must be loaded again (FUNCTION LOAD REPLACE, or RESTORE).
 
 use crate::command::{Command, KeySpec, NumkeysRule, ScriptOp};
-use crate::protocol::{encode, is_error_reply, Value};
+use crate::protocol::{encode, encode_request, is_error_reply, Value};
 use crate::proxy::fanout::{self, array_elements, Answer};
 use crate::proxy::pending::Pending;
 use crate::proxy::router::{RoutingTable, ShardName};
@@ -34,6 +38,8 @@ use crate::proxy::session::Session;
 use crate::proxy::stats::PoolStats;
 use crate::redis_client::{RedisConn, RedisError};
 use bytes::{Bytes, BytesMut};
+use std::hash::{Hash, Hasher};
+use std::sync::Mutex;
 use std::time::Duration;
 
 /// How long SCRIPT KILL (and FUNCTION STATS) waits for each shard. Not the
@@ -78,11 +84,68 @@ pub fn run(session: &Session, op: ScriptOp, cmd: &Command, raw: Bytes) -> Pendin
     if op == ScriptOp::Stats {
         return function_stats(session, &table);
     }
+    if cmd.name == "script|flush" {
+        // SCRIPT FLUSH: the scripts EVAL shared are gone.
+        forget_shared();
+    }
     let asked = fanout::ask_all(session, &table, &raw);
     counted(session, async move {
         let answers = asked.await;
         fanout::failure(&answers).unwrap_or_else(|| combine(op, &answers))
     })
+}
+
+/// Scripts EVAL loaded on every shard: hashes of their text, under the
+/// routing table of the version kept with them (a new table may have new
+/// shards, or masters that lost their cache in a failover).
+static SHARED: Mutex<(u64, Vec<u64>)> = Mutex::new((0, Vec::new()));
+/// How many scripts [`SHARED`] remembers before it starts over: a client
+/// that makes a new script per call must not grow the proxy for good.
+const SHARED_MAX: usize = 4096;
+
+/// The first EVAL (or EVAL_RO) of `script` under `table` also sends SCRIPT
+/// LOAD of it to every shard, on the session's connections: the client's
+/// next EVALSHA reaches its shard after that, as from one Redis (TCL suite
+/// review: EVAL, then EVALSHA of a key on another shard got `NOSCRIPT`).
+/// The EVAL's reply does not wait for the loads; a shard that refuses one
+/// answers EVALSHA `NOSCRIPT` as before, and clients then send EVAL.
+pub fn share(session: &Session, table: &RoutingTable, script: &Bytes) {
+    if table.distinct_shards().len() < 2 {
+        return;
+    }
+    let hash = {
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        script.hash(&mut hasher);
+        hasher.finish()
+    };
+    {
+        let mut shared = SHARED.lock().unwrap_or_else(|e| e.into_inner());
+        let (version, hashes) = &mut *shared;
+        if *version != table.version || hashes.len() >= SHARED_MAX {
+            *version = table.version;
+            hashes.clear();
+        }
+        if hashes.contains(&hash) {
+            return;
+        }
+        hashes.push(hash);
+    }
+    let mut load = BytesMut::new();
+    encode_request(&[&b"SCRIPT"[..], b"LOAD", script], &mut load);
+    // Sent now; awaited by a task of its own, so that the client's reply
+    // does not wait (a request whose reply nobody waits for is not sent).
+    let asked = fanout::ask_all(session, table, &load.freeze());
+    tokio::spawn(async move {
+        for answer in asked.await.iter().filter(|a| is_error_reply(&a.frame)) {
+            tracing::debug!(shard = %answer.shard, reply = %String::from_utf8_lossy(&answer.frame).trim_end(),
+                "loading an EVAL's script on every shard");
+        }
+    });
+}
+
+/// SCRIPT FLUSH went through: EVAL shares its scripts again.
+fn forget_shared() {
+    SHARED.lock().unwrap_or_else(|e| e.into_inner()).1.clear();
 }
 
 /// The reply `assembled` from the shards' answers, counted as one of the

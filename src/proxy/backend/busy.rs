@@ -6,9 +6,11 @@
 //! behind it, without a reply, for as long as it ran (or the pool's
 //! `timeout`).
 //!
-//! So once the oldest request in flight on a shared connection is a script
-//! (EVAL, EVALSHA, FCALL and their `_RO` forms) that has run for
-//! [`HOLD_AFTER`], the connection writes nothing more (Redis would run
+//! So once the first script in flight on a shared connection (EVAL,
+//! EVALSHA, FCALL and their `_RO` forms) has been in flight for
+//! [`HOLD_AFTER`] (what was written before it in the same batch gets its
+//! replies only when it ends: Redis flushes replies between turns of its
+//! event loop), the connection writes nothing more (Redis would run
 //! nothing before the script ends anyway) and asks Redis, on a connection
 //! of its own, whether it is busy ([`super::connect::busy_reply`]). Redis
 //! answers that only once the script has run past its own threshold, in
@@ -92,14 +94,18 @@ enum Stage {
 }
 
 impl RunningScript {
-    /// The request at the head of the requests in flight changed: the
-    /// affinity of the client whose script it runs, if it runs one (`None`
-    /// also when nothing is in flight).
+    /// The first script in flight changed: the affinity of the client
+    /// whose script it is (`None`: no script in flight).
     #[inline]
     pub fn head_changed(&mut self, script_of: Option<usize>) {
         self.stage = Stage::Running;
         self.since = script_of.map(|_| Instant::now());
         self.client = script_of.unwrap_or_default();
+    }
+
+    /// True while a script in flight is tracked.
+    pub fn tracked(&self) -> bool {
+        self.since.is_some()
     }
 
     /// True when a script runs and the client of `affinity` sent it.

@@ -392,7 +392,13 @@ impl<'a> Connection<'a> {
                 script_of,
                 own: false,
             });
-            if self.in_flight.len() == 1 {
+            // The first script in flight is the one Redis runs next, or
+            // runs: the replies of what was written before it in the same
+            // batch stay in Redis's output buffer until it ends (a new
+            // connection's INFO, a pipelined SCRIPT LOAD), so waiting for
+            // it to reach the head missed a script that ran for good
+            // behind them.
+            if script_of.is_some() && !self.script.tracked() {
                 self.script.head_changed(script_of);
             }
         }
@@ -440,8 +446,10 @@ impl<'a> Connection<'a> {
                 *responses += 1;
                 *bytes += frame.len() as u64;
             }
-            let next = self.in_flight.front().and_then(|f| f.script_of);
-            if entry.script_of.is_some() || next.is_some() {
+            if entry.script_of.is_some() {
+                // That script ended: the next one in flight, if any, is
+                // the one Redis runs now or next.
+                let next = self.in_flight.iter().find_map(|f| f.script_of);
                 self.script.head_changed(next);
             }
             if self.replies < 2 {
