@@ -6,11 +6,11 @@
 //! behind it, without a reply, for as long as it ran (or the pool's
 //! `timeout`).
 //!
-//! So once the first script in flight on a shared connection (EVAL,
-//! EVALSHA, FCALL and their `_RO` forms) has been in flight for
-//! [`HOLD_AFTER`] (what was written before it in the same batch gets its
-//! replies only when it ends: Redis flushes replies between turns of its
-//! event loop), the connection writes nothing more (Redis would run
+//! So once a script is in flight on a shared connection (EVAL, EVALSHA,
+//! FCALL and their `_RO` forms) and no reply has come for [`HOLD_AFTER`]
+//! (not only once it is the oldest request: what was written before it in
+//! the same batch gets its replies only when it ends, since Redis sends
+//! replies between turns of its event loop), the connection writes nothing more (Redis would run
 //! nothing before the script ends anyway) and asks Redis, on a connection
 //! of its own, whether it is busy ([`super::connect::busy_reply`]). Redis
 //! answers that only once the script has run past its own threshold, in
@@ -108,6 +108,16 @@ impl RunningScript {
         self.since.is_some()
     }
 
+    /// Replies came: Redis is not stuck in the script in flight yet (it is
+    /// still answering what came before it), so its time starts again. A
+    /// script behind a backlog is held up only once replies stop.
+    #[inline]
+    pub fn heard(&mut self) {
+        if self.since.is_some() && matches!(self.stage, Stage::Running) {
+            self.since = Some(Instant::now());
+        }
+    }
+
     /// True when a script runs and the client of `affinity` sent it.
     pub fn sent_by(&self, affinity: usize) -> bool {
         self.since.is_some() && self.client == affinity
@@ -181,6 +191,24 @@ mod tests {
         }
         assert!(is_script(b"*12\r\n$4\r\nEVAL\r\n"));
         assert!(!is_script(b"*1\r\n$4\r\nEVA"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn replies_before_a_script_put_off_the_hold() {
+        let mut running = RunningScript::default();
+        running.heard();
+        assert_eq!(running.hold_at(), None, "no script in flight");
+        running.head_changed(Some(1));
+        tokio::time::advance(HOLD_AFTER / 2).await;
+        // A backlog ahead of the script is still being answered.
+        running.heard();
+        let heard = Instant::now();
+        assert_eq!(running.hold_at(), Some(heard + HOLD_AFTER));
+        tokio::time::advance(HOLD_AFTER).await;
+        assert!(running.starts_holding(Instant::now()));
+        // Holding: a reply now is no reason to start over.
+        running.heard();
+        assert!(running.holding());
     }
 
     #[tokio::test(start_paused = true)]

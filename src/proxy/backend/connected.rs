@@ -415,6 +415,9 @@ impl<'a> Connection<'a> {
     fn deliver_replies(&mut self) -> Result<(), String> {
         let (mut responses, mut bytes) = (0, 0);
         let result = self.match_frames(&mut responses, &mut bytes);
+        if responses > 0 {
+            self.script.heard();
+        }
         // Counted once per read: the counters are shared by every
         // connection to the backend.
         let stats = &self.target.stats;
