@@ -38,6 +38,7 @@ use crate::proxy::session::Session;
 use crate::proxy::stats::PoolStats;
 use crate::redis_client::{RedisConn, RedisError};
 use bytes::{Bytes, BytesMut};
+use std::collections::HashSet;
 use std::hash::{Hash, Hasher};
 use std::sync::Mutex;
 use std::time::Duration;
@@ -98,7 +99,7 @@ pub fn run(session: &Session, op: ScriptOp, cmd: &Command, raw: Bytes) -> Pendin
 /// Scripts EVAL loaded on every shard: hashes of their text, under the
 /// routing table of the version kept with them (a new table may have new
 /// shards, or masters that lost their cache in a failover).
-static SHARED: Mutex<(u64, Vec<u64>)> = Mutex::new((0, Vec::new()));
+static SHARED: Mutex<Option<(u64, HashSet<u64>)>> = Mutex::new(None);
 /// How many scripts [`SHARED`] remembers before it starts over: a client
 /// that makes a new script per call must not grow the proxy for good.
 const SHARED_MAX: usize = 4096;
@@ -120,15 +121,14 @@ pub fn share(session: &Session, table: &RoutingTable, script: &Bytes) {
     };
     {
         let mut shared = SHARED.lock().unwrap_or_else(|e| e.into_inner());
-        let (version, hashes) = &mut *shared;
+        let (version, hashes) = shared.get_or_insert_with(|| (table.version, HashSet::new()));
         if *version != table.version || hashes.len() >= SHARED_MAX {
             *version = table.version;
             hashes.clear();
         }
-        if hashes.contains(&hash) {
+        if !hashes.insert(hash) {
             return;
         }
-        hashes.push(hash);
     }
     let mut load = BytesMut::new();
     encode_request(&[&b"SCRIPT"[..], b"LOAD", script], &mut load);
@@ -145,7 +145,7 @@ pub fn share(session: &Session, table: &RoutingTable, script: &Bytes) {
 
 /// SCRIPT FLUSH went through: EVAL shares its scripts again.
 fn forget_shared() {
-    SHARED.lock().unwrap_or_else(|e| e.into_inner()).1.clear();
+    *SHARED.lock().unwrap_or_else(|e| e.into_inner()) = None;
 }
 
 /// The reply `assembled` from the shards' answers, counted as one of the
