@@ -322,18 +322,16 @@ pub async fn migrate(
             return Err(interrupted(&client, target, &id, &fence).await);
         }
     };
-    // What was printed before the failure is kept, and a ZooKeeper
-    // failure says where that leaves the migration (review: a ZooKeeper
-    // timeout printed the error alone).
+    // What was printed before the failure stays on the screen, and a
+    // ZooKeeper failure says where that leaves the migration (review: a
+    // ZooKeeper timeout printed the error alone).
     driven.map_err(|e| match e {
         AdminError::ZooKeeper { .. } => failed(format!(
-            "{}{e}; the migration stays where it was: run `migrate {} --to {}` again to \
+            "{e}; the migration stays where it was: run `migrate {} --to {}` again to \
              continue it, or `abort`",
-            out.text(),
-            options.range,
-            options.to
+            options.range, options.to
         )),
-        e => e.after(out.text(), AdminError::Migrate),
+        e => e,
     })
 }
 

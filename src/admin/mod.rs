@@ -246,16 +246,6 @@ pub enum AdminError {
 }
 
 impl AdminError {
-    /// This error after the lines a command printed before it (`done`),
-    /// which stay in its message, wrapped as `wrap` says.
-    pub(crate) fn after(self, done: &str, wrap: fn(String) -> AdminError) -> AdminError {
-        if done.is_empty() {
-            self
-        } else {
-            wrap(format!("{done}then: {self}"))
-        }
-    }
-
     /// A ZooKeeper request on `path` failed.
     pub fn zk_path(hosts: &str, path: &str, error: zookeeper_client::Error) -> AdminError {
         AdminError::ZooKeeper {
@@ -344,9 +334,8 @@ pub fn run(args: &Args) -> Result<(String, u8), AdminError> {
                     rate: m.pace.rate,
                     barrier_timeout: m.pace.barrier_timeout(),
                 };
-                let mut out = output::Output::live();
-                migrate::migrate(&target, &options, &mut out).await?;
-                Ok((out.into_text(), 0))
+                migrate::migrate(&target, &options, &mut output::Output::stdout()).await?;
+                Ok((String::new(), 0))
             }
             Command::Rebalance(r) => {
                 let options = rebalance::RebalanceOptions {
@@ -355,9 +344,8 @@ pub fn run(args: &Args) -> Result<(String, u8), AdminError> {
                     rate: r.pace.rate,
                     barrier_timeout: r.pace.barrier_timeout(),
                 };
-                let mut out = output::Output::live();
-                rebalance::rebalance(&target, &options, &mut out).await?;
-                Ok((out.into_text(), 0))
+                rebalance::rebalance(&target, &options, &mut output::Output::stdout()).await?;
+                Ok((String::new(), 0))
             }
             Command::Pause => Ok((migrate::control::set_paused(&target, true).await?, 0)),
             Command::Resume => Ok((migrate::control::set_paused(&target, false).await?, 0)),

@@ -147,9 +147,7 @@ fn without_master(shards: &[Shard], plan: &Balance) -> Vec<String> {
 }
 
 /// One move through `migrate` (which continues the migration if it is the
-/// one in progress), its lines indented. A failed move's error carries what
-/// was written before it, unless that was printed: the moves already made
-/// are not lost from the output.
+/// one in progress), its lines indented.
 async fn run_move(
     target: &Target,
     range: &str,

@@ -40,7 +40,7 @@ const SLOW_MIGRATE_TIMEOUT_MS: u64 = 10_000;
 /// How long the target has to answer [`answers`]: before each batch, so
 /// that a stopped target does not hold the source for MIGRATE's timeout,
 /// and after a batch timed out, to tell a slow key from a silent target.
-const TARGET_PING_TIMEOUT: Duration = Duration::from_secs(1);
+const TARGET_PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 /// The largest reply the mover's source connection reads: one element of
 /// Redis's largest bulk string (`proto-max-bulk-len`, 512 MB), framed.
 const DATA_REPLY_LIMIT: usize = (512 << 20) + 4096;
@@ -446,17 +446,17 @@ async fn move_small(
 
 /// Ok if the target's master answers [`scripts::probe_command`] (a write
 /// that changes nothing: a target paused for writes answers PING but
-/// restores nothing) within [`TARGET_PING_TIMEOUT`]; a connection that did
+/// restores nothing) within [`TARGET_PROBE_TIMEOUT`]; a connection that did
 /// not is left for a new one (its reply may still come).
 async fn answers(to: &mut RedisConn) -> Result<(), String> {
     let addr = to.addr().to_string();
-    match tokio::time::timeout(TARGET_PING_TIMEOUT, to.call(&scripts::probe_command())).await {
+    match tokio::time::timeout(TARGET_PROBE_TIMEOUT, to.call(&scripts::probe_command())).await {
         Ok(Ok(Value::Integer(_))) => Ok(()),
         Ok(Ok(other)) => Err(format!("the target {addr} answered PEXPIRE with {other:?}")),
         Ok(Err(e)) => Err(e.to_string()),
         Err(_) => Err(format!(
             "the target {addr} did not take a write within {} ms",
-            TARGET_PING_TIMEOUT.as_millis()
+            TARGET_PROBE_TIMEOUT.as_millis()
         )),
     }
 }

@@ -15,7 +15,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 /// How long MIGRATE may take to reach the target (its own I/O timeout on
-/// the source), and the target to answer a lane's PING: the pool's
+/// the source), and the target to answer a lane's probe: the pool's
 /// `timeout`, at most this. A small key moves in well under a millisecond.
 const MIGRATE_TIMEOUT_MS: u64 = 2000;
 /// How often a request on a big key being moved looks again.
@@ -110,7 +110,8 @@ async fn serve(pool: &Pool, job: &Job) -> Reply {
             }
             continue;
         }
-        // The target is reached as the pool's own user, which may RESTORE.
+        // The pool's settings for the target: its timeout, database and
+        // credentials.
         let settings = m.target.settings();
         let timeout_ms = settings.timeout.map_or(MIGRATE_TIMEOUT_MS, |t| {
             (t.as_millis() as u64).clamp(1, MIGRATE_TIMEOUT_MS)

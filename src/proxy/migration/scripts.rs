@@ -74,8 +74,12 @@ const QUICK_BYTES: u64 = 1 << 20;
 /// nothing (`:0`). Redis holds it while writes are paused, as it holds
 /// RESTORE, where a PING is answered.
 pub fn probe_command() -> [&'static [u8]; 3] {
-    [b"PEXPIRE", b"__shardproxy_silent:probe", b"1"]
+    [b"PEXPIRE", PROBE_KEY, b"1"]
 }
+
+/// The key [`probe_command`] names: one of the reserved names, never
+/// created.
+const PROBE_KEY: &[u8] = b"__shardproxy_silent:probe";
 
 /// The proxies' move on access. KEYS: the request's keys. ARGV: the big
 /// thresholds (elements, bytes), then MIGRATE's host, port, db, timeout
@@ -153,6 +157,7 @@ mod tests {
         assert!(!is_reserved(b"user:1"));
         assert!(take_script().contains("'__shardproxy_lock:' .. k"));
         assert!(is_reserved(b"__shardproxy_silent:127.0.0.1:6379"));
+        assert!(is_reserved(PROBE_KEY));
         assert!(take_script().contains("'px', '1000'"));
     }
 }

@@ -7,8 +7,9 @@
 //! that happens and answers `SILENT` while it lasts
 //! ([`super::scripts::take_script`]); a lane that gets it stops asking the
 //! source to move keys and answers `-TRYAGAIN` at once, and after
-//! [`QUIET_FOR`] one lane asks the target itself (a PING, which holds no
-//! one else) whether it answers again, before any MIGRATE goes to it.
+//! [`QUIET_FOR`] one lane asks the target itself
+//! ([`super::scripts::probe_command`], which holds no one else) whether it
+//! answers again, before any MIGRATE goes to it.
 
 use std::sync::Mutex;
 use std::time::Duration;
@@ -53,13 +54,13 @@ impl TargetSilence {
         }
     }
 
-    /// The target did not answer (the source said `SILENT`, or the PING).
+    /// The target did not answer (the source said `SILENT`, or the probe).
     pub fn silent(&self) {
         *self.silent_until.lock().unwrap_or_else(|e| e.into_inner()) =
             Some(Instant::now() + QUIET_FOR);
     }
 
-    /// The target answered the PING.
+    /// The target answered the probe.
     pub fn answered(&self) {
         *self.silent_until.lock().unwrap_or_else(|e| e.into_inner()) = None;
     }
