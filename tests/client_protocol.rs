@@ -82,6 +82,67 @@ fn unsupported_commands_keep_the_connection() {
     assert_eq!(c.cmd_str(&["GET", "a"]), "$1\r\n1\r\n");
 }
 
+/// The keys a migration keeps on the shards (locks, imports, the note
+/// that a target is silent) are out of clients' reach: one written by a
+/// client, without a TTL, would stop or confuse the moves.
+#[test]
+fn keys_of_the_proxys_own_are_refused_and_nothing_is_written() {
+    let s = setup();
+    let mut c = client(&s);
+    let refusal =
+        "-ERR keys starting with '__shardproxy_' are reserved for shardproxy's migrations\r\n";
+    for cmd in [
+        &["SET", "__shardproxy_silent:127.0.0.1:6379", "1"][..],
+        &["GET", "__shardproxy_lock:k"],
+        &["MSET", "plain", "1", "__shardproxy_import:k", "2"],
+        &["DEL", "plain", "__shardproxy_lock:k"],
+        &[
+            "EVAL",
+            "return redis.call('set', KEYS[1], 1)",
+            "1",
+            "__shardproxy_x",
+        ],
+        &["RENAME", "plain", "__shardproxy_lock:plain"],
+        &["BLPOP", "__shardproxy_lock:list", "0"],
+    ] {
+        assert_eq!(c.cmd_str(cmd), refusal, "{cmd:?}");
+    }
+    // Nothing of the refused MSET reached a shard.
+    assert_eq!(c.cmd_str(&["EXISTS", "plain"]), ":0\r\n");
+    // Values and other arguments may start with the prefix.
+    assert_eq!(
+        c.cmd_str(&["SET", "plain", "__shardproxy_lock:k"]),
+        "+OK\r\n"
+    );
+    assert_eq!(
+        c.cmd_str(&["GET", "plain"]),
+        "$19\r\n__shardproxy_lock:k\r\n"
+    );
+    // In a transaction the refusal dooms it, as a refused command does in
+    // Redis.
+    assert_eq!(c.cmd_str(&["MULTI"]), "+OK\r\n");
+    assert_eq!(c.cmd_str(&["SET", "__shardproxy_lock:k", "1"]), refusal);
+    assert_eq!(c.cmd_str(&["SET", "plain", "2"]), "+QUEUED\r\n");
+    assert_eq!(
+        c.cmd_str(&["EXEC"]),
+        "-EXECABORT Transaction discarded because of previous errors.\r\n"
+    );
+    assert_eq!(
+        c.cmd_str(&["GET", "plain"]),
+        "$19\r\n__shardproxy_lock:k\r\n"
+    );
+    // The shards hold that one key and nothing of the proxy's.
+    let keys: u64 = s
+        ._shards
+        .iter()
+        .map(|shard| {
+            let size = shard.connect().cmd_str(&["DBSIZE"]);
+            size.trim_start_matches(':').trim().parse::<u64>().unwrap()
+        })
+        .sum();
+    assert_eq!(keys, 1);
+}
+
 #[test]
 fn connect_handshakes_of_modern_clients_work() {
     let s = setup();

@@ -16,6 +16,10 @@ pub const BIG_ELEMENTS: u64 = 5_000;
 /// Bytes above which a string, or a collection of large elements, is big.
 pub const BIG_STRING_BYTES: u64 = 16 << 20;
 
+/// What every key the proxies and the mover create for themselves starts
+/// with; clients are refused such keys (`crate::proxy::dispatch`).
+pub const RESERVED_PREFIX: &[u8] = b"__shardproxy_";
+
 /// Prefixes of the keys a migration creates for itself (and
 /// [`SILENT_PREFIX`]); the mover never moves them.
 pub const LOCK_PREFIX: &[u8] = b"__shardproxy_lock:";
@@ -158,6 +162,9 @@ mod tests {
         assert!(take_script().contains("'__shardproxy_lock:' .. k"));
         assert!(is_reserved(b"__shardproxy_silent:127.0.0.1:6379"));
         assert!(is_reserved(PROBE_KEY));
+        for prefix in [LOCK_PREFIX, IMPORT_PREFIX, SILENT_PREFIX] {
+            assert!(prefix.starts_with(RESERVED_PREFIX));
+        }
         assert!(take_script().contains("'px', '1000'"));
     }
 }
