@@ -529,3 +529,35 @@ fn eval_caches_its_script_on_every_shard() {
         assert!(gone.starts_with("-NOSCRIPT"), "{gone}");
     }
 }
+
+/// The same from inside a transaction, which runs on one shard: EVALSHA
+/// after EXEC finds the script on every shard (before: `NOSCRIPT` on the
+/// other shard's keys).
+#[test]
+fn eval_in_a_transaction_caches_its_script_on_every_shard() {
+    let s = setup();
+    let mut c = RawClient::connect(s.proxy.port);
+    assert_eq!(c.cmd_str(&["SCRIPT", "FLUSH"]), "+OK\r\n");
+    assert_eq!(c.cmd_str(&["MULTI"]), "+OK\r\n");
+    assert_eq!(
+        c.cmd_str(&["EVAL", SET_SCRIPT, "1", "k:0", "first"]),
+        "+QUEUED\r\n"
+    );
+    assert_eq!(c.cmd_str(&["EXEC"]), "*1\r\n+OK\r\n");
+    // The script's SHA from a Redis of its own: loading it on a shard
+    // would do the proxy's work.
+    let sha = bulk_text(
+        &Redis::start()
+            .connect()
+            .cmd_str(&["SCRIPT", "LOAD", SET_SCRIPT]),
+    );
+    for i in 1..30 {
+        let key = format!("k:{i}");
+        assert_eq!(
+            c.cmd_str(&["EVALSHA", &sha, "1", &key, &i.to_string()]),
+            "+OK\r\n",
+            "{key}"
+        );
+    }
+    keys_on_every_shard(&s);
+}
