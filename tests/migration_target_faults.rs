@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::migration::{cluster, dbsize, ended, interrupted_move, preload, start_admin};
+use common::migration::{cluster, dbsize, ended, exists, interrupted_move, preload, start_admin};
 use common::redis::RawClient;
 use common::wait_until;
 use common::zk_cluster::keys_in;
@@ -190,11 +190,17 @@ async fn target_outage(outage: Outage) {
         errors.iter().any(|e| e.starts_with(refusal)),
         "no fast refusal among {errors:?}"
     );
+    let target_addr = c.redis[2].addr();
     for e in &errors {
         assert!(
             e.starts_with("-TRYAGAIN") || e.contains("timed out"),
             "unexpected error {e}"
         );
+        // A request sent to the target names the target's shard (review:
+        // the source's name with the target's address).
+        if e.contains(&format!("backend {target_addr} timed out")) {
+            assert!(e.starts_with("-ERR shard 'redis-0002': "), "{e}");
+        }
     }
 
     let (code, text) = ended(&mut run, &log, 120);
@@ -290,4 +296,32 @@ async fn a_slow_target_is_waited_for_not_refused() {
             );
         }
     }
+}
+
+/// A key already on a stopped target: its request waits for the target,
+/// as any request on that shard does, and the timeout names the target's
+/// shard (review: the migration's source, with the target's address).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_moved_key_on_a_stopped_target_times_out_naming_the_target() {
+    let c = cluster().await;
+    let moving = keys_in(0, 1023, 1000, "t");
+    preload(&c.proxies[0], &moving);
+    interrupted_move(&c.conf, "0-1023", "redis-0002", &c.redis[2], 100);
+    let moved = moving
+        .iter()
+        .find(|k| exists(&c.redis[2], k))
+        .expect("a moved key")
+        .clone();
+    c.redis[2].guard.signal("STOP");
+    let reply = RawClient::connect(c.proxies[0].port).cmd_str(&["GET", &moved]);
+    c.redis[2].guard.signal("CONT");
+    let want = format!(
+        "-ERR shard 'redis-0002': backend {} timed out after 1000 ms\r\n",
+        c.redis[2].addr()
+    );
+    assert_eq!(reply, want);
+    let value = format!("${}\r\n{moved}\r\n", moved.len());
+    wait_until("the key to read again", Duration::from_secs(10), || {
+        RawClient::connect(c.proxies[0].port).cmd_str(&["GET", &moved]) == value
+    });
 }

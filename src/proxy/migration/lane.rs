@@ -95,7 +95,8 @@ async fn serve(pool: &Pool, job: &Job) -> Reply {
             // The migration is over (or was called off) for this table:
             // the keys' own shard serves them.
             let shard = &table.shards[table.shard_of(&job.keys[0])];
-            return wait(shard.backend.send(job.proto, job.affinity, job.raw.clone())).await;
+            let reply = wait(shard.backend.send(job.proto, job.affinity, job.raw.clone())).await;
+            return named(reply, shard.name);
         };
         if m.phase == Phase::Prepare {
             let left = hold_until.saturating_duration_since(Instant::now());
@@ -174,7 +175,19 @@ async fn serve(pool: &Pool, job: &Job) -> Reply {
             }
             Err(e) => return Ok(tryagain(&format!("moving the keys failed: {e}"))),
         }
-        return wait(m.target.send(job.proto, job.affinity, job.raw.clone())).await;
+        let reply = wait(m.target.send(job.proto, job.affinity, job.raw.clone())).await;
+        return named(reply, m.target_name);
+    }
+}
+
+/// A reply of the shard that served the request: its error names that
+/// shard, not the migration's source the client's request is counted
+/// against (review: a timeout of the target named the source with the
+/// target's address).
+fn named(reply: Reply, shard: &str) -> Reply {
+    match reply {
+        Ok(frame) => Ok(frame),
+        Err(e) => Ok(reply::client_frame(Ok(Err(e)), shard)),
     }
 }
 
