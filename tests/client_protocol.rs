@@ -141,6 +141,28 @@ fn keys_of_the_proxys_own_are_refused_and_nothing_is_written() {
         })
         .sum();
     assert_eq!(keys, 1);
+    // A migration's own keys on a shard are left out of KEYS and SCAN.
+    for shard in &s._shards {
+        let mut direct = shard.connect();
+        assert_eq!(
+            direct.cmd_str(&["SET", "__shardproxy_lock:x", "1"]),
+            "+OK\r\n"
+        );
+    }
+    assert_eq!(c.cmd_str(&["KEYS", "*"]), "*1\r\n$5\r\nplain\r\n");
+    let (mut cursor, mut seen) = ("0".to_string(), Vec::new());
+    loop {
+        let reply = c.cmd_str(&["SCAN", &cursor, "COUNT", "100"]);
+        let lines: Vec<&str> = reply.split("\r\n").collect();
+        // *2, $n, cursor, *k, then $len and key pairs.
+        cursor = lines[2].to_string();
+        let count: usize = lines[3][1..].parse().unwrap();
+        seen.extend((0..count).map(|i| lines[5 + 2 * i].to_string()));
+        if cursor == "0" {
+            break;
+        }
+    }
+    assert_eq!(seen, ["plain"]);
 }
 
 #[test]

@@ -61,19 +61,19 @@ fn keys(session: &Session, raw: Bytes) -> Pending {
         if let Some(error) = fanout::failure(&answers) {
             return error;
         }
-        let mut total = 0;
-        let mut size = 0;
-        for answer in &answers {
-            let (count, body) = array_parts(&answer.frame).unwrap_or((0, b""));
-            total += count;
-            size += body.len();
-        }
+        let bodies: Vec<(usize, std::borrow::Cow<[u8]>)> = answers
+            .iter()
+            .map(|answer| {
+                let (count, body) = array_parts(&answer.frame).unwrap_or((0, b""));
+                without_reserved(count, body)
+            })
+            .collect();
+        let total = bodies.iter().map(|(count, _)| count).sum();
+        let size = bodies.iter().map(|(_, body)| body.len()).sum::<usize>();
         let mut out = BytesMut::with_capacity(size + 16);
         encode_array_header(total, &mut out);
-        for answer in &answers {
-            if let Some((_, body)) = array_parts(&answer.frame) {
-                out.extend_from_slice(body);
-            }
+        for (_, body) in &bodies {
+            out.extend_from_slice(body);
         }
         out.freeze()
     })
@@ -108,6 +108,40 @@ fn random_key(session: &Session, raw: Bytes) -> Pending {
     })
 }
 
+/// The `count` key frames of `body` (the elements of a KEYS or SCAN
+/// reply) without the proxies' own keys
+/// ([`crate::proxy::migration::scripts::RESERVED_PREFIX`]), which clients
+/// cannot use: a migration's locks and imports are not clients' keys.
+/// Borrowed as it came when it holds none (the prefix is looked for
+/// first).
+pub(super) fn without_reserved(count: usize, body: &[u8]) -> (usize, std::borrow::Cow<'_, [u8]>) {
+    use crate::proxy::migration::scripts::RESERVED_PREFIX;
+    if !body
+        .windows(RESERVED_PREFIX.len())
+        .any(|w| w == RESERVED_PREFIX)
+    {
+        return (count, std::borrow::Cow::Borrowed(body));
+    }
+    let (mut kept, mut out, mut rest) = (0, Vec::with_capacity(body.len()), body);
+    for _ in 0..count {
+        let Ok(Some(len)) = crate::protocol::reply_frame_len(rest) else {
+            break;
+        };
+        let (element, after) = rest.split_at(len);
+        rest = after;
+        // A bulk string: `$n\r\n` then the key.
+        let key = element
+            .iter()
+            .position(|&b| b == b'\n')
+            .map_or(&b""[..], |eol| &element[eol + 1..]);
+        if !key.starts_with(RESERVED_PREFIX) {
+            out.extend_from_slice(element);
+            kept += 1;
+        }
+    }
+    (kept, std::borrow::Cow::Owned(out))
+}
+
 /// RESP2's nil bulk or RESP3's null.
 fn is_nil(frame: &[u8]) -> bool {
     frame == b"$-1\r\n" || frame == b"_\r\n"
@@ -129,6 +163,21 @@ fn all_ok(session: &Session, raw: Bytes) -> Pending {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_proxys_own_keys_are_left_out_of_listings() {
+        let body = b"$1\r\na\r\n$19\r\n__shardproxy_lock:a\r\n$1\r\nb\r\n";
+        let (count, kept) = without_reserved(3, body);
+        assert_eq!((count, &kept[..]), (2, &b"$1\r\na\r\n$1\r\nb\r\n"[..]));
+        // A key that only holds the prefix further on stays.
+        let body = b"$16\r\nx__shardproxy_yz\r\n";
+        let (count, kept) = without_reserved(1, body);
+        assert_eq!((count, &kept[..]), (1, &body[..]));
+        assert!(matches!(
+            without_reserved(0, b""),
+            (0, std::borrow::Cow::Borrowed(_))
+        ));
+    }
 
     #[test]
     fn nil_in_both_protocols() {

@@ -109,7 +109,7 @@ pub fn run(session: &Session, args: &[Bytes]) -> Pending {
                     reply.shard
                 ));
             };
-            let (count, _) = array_parts(keys).unwrap_or((0, b""));
+            let (count, listed) = array_parts(keys).unwrap_or((0, b""));
             let client_cursor = if next != 0 {
                 at.shard_cursor = next;
                 match at.pack() {
@@ -131,10 +131,12 @@ pub fn run(session: &Session, args: &[Bytes]) -> Pending {
             } else {
                 0
             };
-            let mut out = BytesMut::with_capacity(keys.len() + 32);
+            let (count, listed) = super::keyspace::without_reserved(count, listed);
+            let mut out = BytesMut::with_capacity(listed.len() + 48);
             encode_array_header(2, &mut out);
             encode_bulk(client_cursor.to_string().as_bytes(), &mut out);
-            out.extend_from_slice(keys);
+            encode_array_header(count, &mut out);
+            out.extend_from_slice(&listed);
             return out.freeze();
         }
     })
