@@ -315,6 +315,43 @@ async fn a_proxy_started_while_a_shard_has_no_members_routes_to_its_recorded_mas
     assert!(!holds(&old, key), "the file's server took a write");
 }
 
+/// The master's member goes (its Redis failed), the replica next in line
+/// comes to the head, then its watchdog finds it behind and takes it out
+/// of the line unpromoted: the shard has no members. The proxy routes it to
+/// the master recorded in the shard's data, not to that replica (review:
+/// reads from the replica answered old values and missed acknowledged
+/// keys, with no error, until an operator stepped in).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_that_steps_aside_is_not_served_as_the_master() {
+    let zookeeper = ZooKeeper::start();
+    let (master, behind) = (Redis::start(), Redis::start());
+    let key = &keys_in(0, 4095, 1, "w")[0];
+    assert_eq!(master.connect().cmd_str(&["SET", key, "new"]), "+OK\r\n");
+    assert_eq!(behind.connect().cmd_str(&["SET", key, "old"]), "+OK\r\n");
+    let ops = zookeeper.client().await;
+    create_shard(&ops, "redis-0000", 0, 4095).await;
+    let mut data = shardproxy::zk::layout::ShardData::new(0, 4095);
+    data.master = Some(shardproxy::zk::layout::MasterRecord {
+        addr: master.addr(),
+        replid: "r1".into(),
+        offset: 5,
+        run_id: run_id_at(&master.addr()),
+    });
+    ops.set_data(&shard_path("redis-0000"), &data.to_json(), None)
+        .await
+        .unwrap();
+    let head = add_member(&ops, "redis-0000", &master.addr()).await;
+    let next = add_member(&ops, "redis-0000", &behind.addr()).await;
+    let proxy = start_proxy(&zookeeper, &[&master]);
+    let mut client = RawClient::connect(proxy.port);
+    assert_eq!(client.cmd_str(&["GET", key]), "$3\r\nnew\r\n");
+    ops.delete(&head, None).await.unwrap();
+    wait_for_view(&proxy, &format!("master={},members=1", behind.addr()));
+    ops.delete(&next, None).await.unwrap();
+    wait_for_view(&proxy, &format!("master={},members=0", master.addr()));
+    assert_eq!(client.cmd_str(&["GET", key]), "$3\r\nnew\r\n");
+}
+
 /// A master stopped with SIGSTOP while writes are in flight to it (the
 /// proxy has no `timeout`), then replaced through ZooKeeper, then woken and
 /// made a replica of the new master: no write it held is acknowledged, the

@@ -407,15 +407,19 @@ impl ShardView {
         let no_members = members.is_empty();
         let record = parsed.and_then(|d| d.master);
         let recorded_master = record.as_ref().map(|m| m.addr.clone());
-        // With no members, the last master seen, else the one its
-        // watchdog recorded: a proxy started meanwhile must not fall back
-        // to its pool file's server, which may be an old master that came
-        // back and would take writes beside the real one.
+        // With no members, the master its watchdog recorded, else the last
+        // one seen. The record names a Redis its watchdog saw as master;
+        // the last head seen may be a replica that never was (review: the
+        // replica next in line, judged behind by its watchdog, stepped
+        // aside and was served as the master, reads stale, writes
+        // READONLY). A proxy started meanwhile must not fall back to its
+        // pool file's server, which may be an old master that came back
+        // and would take writes beside the real one.
         let master = match members.first() {
             Some(first) => Some(first.addr.clone()),
-            None => last_master
-                .map(str::to_string)
-                .or_else(|| recorded_master.clone()),
+            None => recorded_master
+                .clone()
+                .or_else(|| last_master.map(str::to_string)),
         };
         // The recorded master's run, when that is who is served: the
         // proxy's watch puts the head member's in its place.
@@ -760,7 +764,7 @@ mod tests {
     }
 
     #[test]
-    fn shard_without_members_keeps_last_master_and_is_flagged() {
+    fn shard_without_members_keeps_its_recorded_else_last_master_and_is_flagged() {
         let data = br#"{"weight":"0-99"}"#;
         let view = ShardView::from_znodes("/c/s", data, &[], Some("10.0.0.1:6379")).unwrap();
         assert_eq!(view.master.as_deref(), Some("10.0.0.1:6379"));
@@ -772,8 +776,10 @@ mod tests {
             br#"{"weight":"0-99","master":{"addr":"10.0.0.2:6379","replid":"r","offset":5}}"#;
         let view = ShardView::from_znodes("/c/s", recorded, &[], None).unwrap();
         assert_eq!(view.master.as_deref(), Some("10.0.0.2:6379"));
+        // Seen: the record still wins, as the last head seen may never
+        // have been promoted.
         let view = ShardView::from_znodes("/c/s", recorded, &[], Some("10.0.0.1:6379")).unwrap();
-        assert_eq!(view.master.as_deref(), Some("10.0.0.1:6379"));
+        assert_eq!(view.master.as_deref(), Some("10.0.0.2:6379"));
     }
 
     #[test]
