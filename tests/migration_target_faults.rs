@@ -325,3 +325,35 @@ async fn a_moved_key_on_a_stopped_target_times_out_naming_the_target() {
         RawClient::connect(c.proxies[0].port).cmd_str(&["GET", &moved]) == value
     });
 }
+
+/// A client's script writes the note that a target is silent, and a lock,
+/// without a TTL (clients are refused these keys, but a script may compute
+/// any name): keys go on moving on access (review: such a note stopped
+/// every move to that target until someone deleted it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notes_and_locks_a_client_script_wrote_stop_no_move() {
+    let c = cluster().await;
+    let moving = keys_in(0, 1023, 1000, "n");
+    preload(&c.proxies[0], &moving);
+    interrupted_move(&c.conf, "0-1023", "redis-0002", &c.redis[2], 100);
+    let unmoved: Vec<&String> = moving.iter().filter(|k| !exists(&c.redis[2], k)).collect();
+    assert!(
+        unmoved.len() > 100,
+        "only {} keys left to move",
+        unmoved.len()
+    );
+    // On the source: its key is outside the moving range.
+    let anchor = &keys_in(1024, 2047, 1, "anchor")[0];
+    let plant = "redis.call('set', ARGV[1], '1') redis.call('set', ARGV[2], '1') return 1";
+    let note = format!("__shardproxy_silent:{}", c.redis[2].addr());
+    let lock = format!("__shardproxy_lock:{}", unmoved[0]);
+    let mut client = RawClient::connect(c.proxies[0].port);
+    let planted = client.cmd_str(&["EVAL", plant, "1", anchor, &note, &lock]);
+    assert_eq!(planted, ":1\r\n");
+    assert!(exists(&c.redis[0], &note) && exists(&c.redis[0], &lock));
+    for key in &unmoved {
+        let want = format!("${}\r\n{key}\r\n", key.len());
+        assert_eq!(client.cmd_str(&["GET", key]), want, "{key}");
+        assert!(exists(&c.redis[2], key), "{key} did not move");
+    }
+}

@@ -58,6 +58,9 @@ pub const MIGRATOR_RULES: &[&str] = &[
     "+migrate",
     "+wait",
     "+exists",
+    // The TTL of the note and of a big key's lock: only the ones the
+    // proxies and the mover write, which expire, are believed.
+    "+pttl",
     "+type",
     "+hlen",
     "+scard",

@@ -69,6 +69,10 @@ end
 pub const SILENT_PREFIX: &[u8] = b"__shardproxy_silent:";
 /// How long that note stops the take scripts from asking the target.
 pub const SILENT_MS: u64 = 1000;
+/// The longest TTL a lock of the mover's may have (it gives them far
+/// less, 30 s, in `crate::admin::migrate::big_key`): one longer, or none, was not made by
+/// a mover.
+const LOCK_MS_MOST: u64 = 3_600_000;
 /// Bytes under which a key's MIGRATE is quick: one of them timing out says
 /// the target does not answer, where a larger one may only be slow.
 const QUICK_BYTES: u64 = 1 << 20;
@@ -101,14 +105,25 @@ const PROBE_KEY: &[u8] = b"__shardproxy_silent:probe";
 /// slow to restore on a target that answers (a key not on the source, one
 /// of a request's keys already moved, counts as small: review, MGETs of a
 /// moved and an unmoved key left no note and held the source 30 s). A user
-/// without SET (from an older watchdog) leaves none.
+/// without SET (from an older watchdog) leaves none. Notes and locks are
+/// only believed with the TTL the proxies and the mover give them: one a
+/// client's script wrote (clients are refused these keys, but a script may
+/// compute any name) without a TTL, or with a longer one, would stop the
+/// moves for good (review).
 pub fn take_script() -> String {
     format!(
         r#"{SIZE_OF}
+-- True while k exists with a TTL of at most most ms; a user without PTTL
+-- (made by an older watchdog) asks EXISTS, as before.
+local function held(k, most)
+  local left = redis.pcall('pttl', k)
+  if type(left) ~= 'number' then return redis.call('exists', k) == 1 end
+  return left > 0 and left <= most
+end
 local silent = '{silent}' .. ARGV[3] .. ':' .. ARGV[4]
-if redis.call('exists', silent) == 1 then return 'SILENT' end
+if held(silent, {silent_ms}) then return 'SILENT' end
 for _, k in ipairs(KEYS) do
-  if redis.call('exists', '{lock}' .. k) == 1 then return 'LOCKED' end
+  if held('{lock}' .. k, {lock_ms}) then return 'LOCKED' end
 end
 local elements, bytes = tonumber(ARGV[1]), tonumber(ARGV[2])
 for _, k in ipairs(KEYS) do
@@ -133,6 +148,7 @@ return moved
         silent = String::from_utf8_lossy(SILENT_PREFIX),
         quick_bytes = QUICK_BYTES,
         silent_ms = SILENT_MS,
+        lock_ms = LOCK_MS_MOST,
     )
 }
 
