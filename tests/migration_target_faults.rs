@@ -329,9 +329,10 @@ async fn a_moved_key_on_a_stopped_target_times_out_naming_the_target() {
 /// A client's script writes the note that a target is silent, and a lock,
 /// without a TTL (clients are refused these keys, but a script may compute
 /// any name): keys go on moving on access (review: such a note stopped
-/// every move to that target until someone deleted it).
+/// every move to that target until someone deleted it). FUNCTION FLUSH is
+/// refused meanwhile: it would delete the mover's library.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn notes_and_locks_a_client_script_wrote_stop_no_move() {
+async fn notes_and_locks_a_client_script_wrote_stop_no_move_nor_does_function_flush() {
     let c = cluster().await;
     let moving = keys_in(0, 1023, 1000, "n");
     preload(&c.proxies[0], &moving);
@@ -356,4 +357,14 @@ async fn notes_and_locks_a_client_script_wrote_stop_no_move() {
         assert_eq!(client.cmd_str(&["GET", key]), want, "{key}");
         assert!(exists(&c.redis[2], key), "{key} did not move");
     }
+    // While the range moves, the mover's library stays on the shards: a
+    // client's FUNCTION FLUSH would delete it under the mover.
+    let flush = "-ERR FUNCTION FLUSH is refused while a range moves between shards: \
+                 the mover's library is loaded there; delete libraries by name\r\n";
+    assert_eq!(client.cmd_str(&["FUNCTION", "FLUSH"]), flush);
+    let listed =
+        c.redis[0]
+            .connect()
+            .cmd_str(&["FUNCTION", "LIST", "LIBRARYNAME", "shardproxy_mover"]);
+    assert!(listed.contains("shardproxy_mover"), "{listed}");
 }

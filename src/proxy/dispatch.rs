@@ -16,7 +16,7 @@ use crate::proxy::pubsub;
 use crate::proxy::router::{RoutingTable, ShardName};
 use crate::proxy::session::{Lane, Session};
 use crate::proxy::split::{self, Part, SplitReply};
-use crate::proxy::{keyspace, scripts, sort};
+use crate::proxy::{keyspace, reserved, scripts, sort};
 use bytes::Bytes;
 use std::sync::atomic::Ordering;
 
@@ -124,7 +124,8 @@ impl Session {
         if let Err(e) = self.permit(cmd, args) {
             return e;
         }
-        if let Err(e) = refuse_reserved_keys(cmd, args) {
+        let migrating = || self.pool.router.load().migration.is_some();
+        if let Err(e) = reserved::check(cmd, args, migrating) {
             if let Some(tx) = self.tx.as_mut().filter(|tx| tx.multi) {
                 tx.aborted = true;
             }
@@ -334,29 +335,6 @@ impl Session {
         }
     }
 }
-
-/// Refuses a request that names a key of the proxies' own
-/// ([`scripts::RESERVED_PREFIX`]): a migration's locks, imports and
-/// notes live on the shards beside the clients' keys, and a client that
-/// wrote one (a note without a TTL, a lock) would stop or confuse the
-/// moves. Values and other arguments may start with the prefix.
-fn refuse_reserved_keys(cmd: &Command, args: &[Bytes]) -> Result<(), String> {
-    use crate::proxy::migration::scripts::RESERVED_PREFIX;
-    // Looks at the arguments' first bytes only, so the common request
-    // (no argument starts with the prefix) lists no keys.
-    if !args[1..].iter().any(|a| a.starts_with(RESERVED_PREFIX)) {
-        return Ok(());
-    }
-    let keys = cmd.key_indexes(args).unwrap_or_default();
-    if keys.iter().any(|&k| args[k].starts_with(RESERVED_PREFIX)) {
-        return Err(RESERVED_KEY_REFUSAL.into());
-    }
-    Ok(())
-}
-
-/// The error a client gets for a key of the proxies' own.
-const RESERVED_KEY_REFUSAL: &str =
-    "ERR keys starting with '__shardproxy_' are reserved for shardproxy's migrations";
 
 /// The name of the shard a table's active migration moves from.
 fn moving_source(table: &RoutingTable) -> ShardName {

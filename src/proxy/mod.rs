@@ -54,6 +54,7 @@ pub mod pipeline_loan;
 pub mod pool;
 pub mod pubsub;
 pub mod reload;
+pub mod reserved;
 pub mod router;
 pub mod scan;
 pub mod scripts;
