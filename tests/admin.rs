@@ -824,3 +824,84 @@ async fn an_empty_redis_cannot_take_a_shard_that_held_data() {
     })
     .await;
 }
+
+/// `promote --force` of a Redis another shard holds (in its line, or as
+/// its recorded master) is refused and changes nothing (review: it was
+/// recorded, and a proxy started afterwards routed both shards to that
+/// Redis, this shard's keys written among the other's).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn promote_refuses_another_shards_redis() {
+    let zookeeper = ZooKeeper::start();
+    let (a, b, c) = (Redis::start(), Redis::start(), Redis::start());
+    let conf = pool_file(
+        &zookeeper,
+        &servers(&[(&a.addr(), "0-2047"), (&b.addr(), "2048-4095")]),
+    );
+    assert_eq!(admin(&conf, &["init"]).await.code, 0);
+    let ops = zookeeper.client().await;
+    // redis-0000 held data on a, now gone: no members, a history.
+    let record = |addr: &str| {
+        let mut data = shardproxy::zk::layout::ShardData::new(0, 2047);
+        data.master = Some(shardproxy::zk::layout::MasterRecord {
+            addr: addr.to_string(),
+            replid: "r1".into(),
+            offset: 5,
+            run_id: String::new(),
+        });
+        data.to_json()
+    };
+    let shard0 = format!("{ROOT}/redis-0000");
+    ops.set_data(&shard0, &record(&a.addr()), None)
+        .await
+        .unwrap();
+    add_member(&ops, "redis-0001", &b.addr(), Role::Master).await;
+    add_member(&ops, "redis-0001", &c.addr(), Role::Replica).await;
+    for (candidate, why) in [
+        (b.addr(), "is in shard redis-0001's line"),
+        (c.addr(), "is in shard redis-0001's line"),
+    ] {
+        let run = admin(&conf, &["promote", "redis-0000", &candidate, "--force"]).await;
+        assert_ne!(run.code, 0, "{run:?}");
+        assert!(
+            run.stderr.contains(&format!("{candidate} {why}")),
+            "{run:?}"
+        );
+    }
+    // redis-0001 without members, its master recorded: still its.
+    let shard1 = format!("{ROOT}/redis-0001");
+    let mut data = shardproxy::zk::layout::ShardData::new(2048, 4095);
+    data.master = Some(shardproxy::zk::layout::MasterRecord {
+        addr: b.addr(),
+        replid: "r2".into(),
+        offset: 5,
+        run_id: String::new(),
+    });
+    ops.set_data(&shard1, &data.to_json(), None).await.unwrap();
+    for member in ops.list_children(&shard1).await.unwrap() {
+        ops.delete(&format!("{shard1}/{member}"), None)
+            .await
+            .unwrap();
+    }
+    let run = admin(&conf, &["promote", "redis-0000", &b.addr(), "--force"]).await;
+    assert_ne!(run.code, 0, "{run:?}");
+    assert!(
+        run.stderr.contains(&format!(
+            "{} is shard redis-0001's recorded master",
+            b.addr()
+        )),
+        "{run:?}"
+    );
+    let kept = ops.get_data(&shard0).await.unwrap().0;
+    assert_eq!(kept, record(&a.addr()), "the record changed");
+    // A Redis of no shard is the operator's to choose.
+    let run = admin(&conf, &["promote", "redis-0000", &c.addr(), "--force"]).await;
+    assert_eq!(run.code, 0, "{run:?}");
+    let run = admin(&conf, &["status"]).await;
+    assert!(
+        run.stdout.contains(&format!(
+            "the data was last on {}, chosen by promote",
+            c.addr()
+        )),
+        "{run:?}"
+    );
+}

@@ -119,7 +119,7 @@ async fn a_proxy_cut_off_from_zookeeper_holds_moves_up_until_it_is_back_or_forgo
     assert!(text.contains("forgotten"), "{text}");
     let (code, text) = run_admin(&c.conf, &["forget-proxy", &name]);
     assert_eq!(code, 2, "{text}");
-    assert!(text.contains("no proxy"), "{text}");
+    assert!(text.contains("forget-proxy: no proxy"), "{text}");
     let (code, text) = move_range(&c.conf, "redis-0000", "500");
     assert_eq!(code, 0, "{text}");
 

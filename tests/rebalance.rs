@@ -322,6 +322,12 @@ async fn a_rebalance_onto_a_shard_without_a_master_moves_nothing() {
     let before = zookeeper_data(&c).await;
     let (code, text) = run_admin(&c.conf, &["add-shard", "redis-0003"]);
     assert_eq!(code, 0, "{text}");
+    let (code, text) = run_admin(&c.conf, &["add-shard", "redis-0003"]);
+    assert_ne!(code, 0, "{text}");
+    assert!(
+        text.contains("add-shard: ") && text.contains("exists already"),
+        "{text}"
+    );
     let (code, plan) = run_admin(&c.conf, &["rebalance", "--dry-run"]);
     assert_eq!(code, 0, "{plan}");
     assert!(

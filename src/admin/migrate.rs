@@ -112,7 +112,10 @@ pub(crate) fn slot_space(shards: &[Shard]) -> u32 {
 /// its Redis as for any shard, and `migrate` gives it ranges.
 pub async fn add_shard(target: &Target, name: &str) -> Result<String, AdminError> {
     if name.is_empty() || name.contains('/') || name == "migration" {
-        return Err(failed(format!("bad shard name {name:?}")));
+        return Err(AdminError::Refused(
+            "add-shard",
+            format!("bad shard name {name:?}"),
+        ));
     }
     let client = connect(&target.hosts, target.zk_auth.as_ref()).await?;
     let path = child_path(&target.cluster_root, name);
@@ -126,7 +129,10 @@ pub async fn add_shard(target: &Target, name: &str) -> Result<String, AdminError
             "created {path} with no range; start its watchdogs with --shard {name}, then \
              `migrate LO-HI --to {name}`\n"
         )),
-        Err(zk::Error::NodeExists) => Err(failed(format!("{path} exists already"))),
+        Err(zk::Error::NodeExists) => Err(AdminError::Refused(
+            "add-shard",
+            format!("{path} exists already"),
+        )),
         Err(e) => Err(zk_error(target, &path, e)),
     }
 }

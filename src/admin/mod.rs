@@ -237,6 +237,10 @@ pub enum AdminError {
     Promote(String),
     #[error("migrate: {0}")]
     Migrate(String),
+    /// Another command's refusal, named by the command (`add-shard`,
+    /// `forget-proxy`).
+    #[error("{0}: {1}")]
+    Refused(&'static str, String),
     #[error("rebalance: {0}")]
     Rebalance(String),
     #[error("cannot start the runtime: {0}")]

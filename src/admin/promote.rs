@@ -11,6 +11,7 @@
 
 use super::redis::REDIS_TIMEOUT;
 use super::target::{connect, Target};
+use super::znodes::read_shard_znodes;
 use super::AdminError;
 use crate::watchdog::health::RedisLink;
 use crate::zk::layout::{child_path, members_in_line, MasterRecord, ShardData};
@@ -42,6 +43,12 @@ pub async fn run(
         return Err(fail(format!(
             "has a master ({}); use failover for a planned switchover",
             master.addr
+        )));
+    }
+    if let Some(other) = other_shards_claim(&client, target, shard, addr).await? {
+        return Err(fail(format!(
+            "{addr} {other}; promote a Redis of this shard (its watchdog started with this \
+             shard's --shard)"
         )));
     }
     let mut link = RedisLink::new(addr, target.redis_auth.clone(), REDIS_TIMEOUT);
@@ -103,7 +110,35 @@ pub async fn run(
         .await
         .map_err(zk_fail)?;
     text.push_str(&format!(
-        "recorded {addr} as the shard's master: its watchdog registers it as master\n"
+        "recorded {addr} as the shard's master: its watchdog (started with --shard {path}) \
+         registers it as master\n"
     ));
     Ok((text, 0))
+}
+
+/// How another shard holds `addr`, if one does: in its line, or as the
+/// master recorded in its data. Recorded for this shard too, that Redis
+/// would be routed as the master of two shards, their keys mixed on it
+/// (review: a proxy started after such a promote wrote this shard's keys
+/// to the other shard's master).
+async fn other_shards_claim(
+    client: &zookeeper_client::Client,
+    target: &Target,
+    shard: &str,
+    addr: &str,
+) -> Result<Option<String>, AdminError> {
+    let shards = read_shard_znodes(client, target).await?.unwrap_or_default();
+    for other in shards.iter().filter(|other| other.name != shard) {
+        if members_in_line(&other.members)
+            .iter()
+            .any(|member| member.addr == addr)
+        {
+            return Ok(Some(format!("is in shard {}'s line", other.name)));
+        }
+        let recorded = ShardData::parse(&other.data).and_then(|data| data.master);
+        if recorded.is_some_and(|master| master.addr == addr) {
+            return Ok(Some(format!("is shard {}'s recorded master", other.name)));
+        }
+    }
+    Ok(None)
 }

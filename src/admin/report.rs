@@ -359,11 +359,19 @@ fn judge_shard(
         // With a recorded history only a Redis holding it may lead: say
         // where the data was, and the way out.
         let text = match ShardData::parse(&raw.data).and_then(|d| d.master) {
-            Some(last) => format!(
-                "no members: no eligible master (the data was last on {}, replication ID {}); \
-                 start its watchdog, or accept the loss with `shardproxy-admin promote {} <addr> --force`",
-                last.addr, last.replid, raw.name
-            ),
+            Some(last) => {
+                // An operator's `promote --force` records no replication ID.
+                let history = if last.replid.is_empty() {
+                    String::from("chosen by promote")
+                } else {
+                    format!("replication ID {}", last.replid)
+                };
+                format!(
+                    "no members: no eligible master (the data was last on {}, {history}); \
+                     start its watchdog, or accept the loss with `shardproxy-admin promote {} <addr> --force`",
+                    last.addr, raw.name
+                )
+            }
             None => "no members".into(),
         };
         flag_shard(report, &mut shard, Level::Error, text);
