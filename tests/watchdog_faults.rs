@@ -704,3 +704,58 @@ fn a_master_frozen_at_the_promotion_is_fenced_when_it_wakes() {
     assert!(error.to_string().contains("read only replica"), "{error}");
     assert_eq!(dbsize(&pair.b), 100);
 }
+
+/// A control znode the watchdogs may not read (an ACL without READ, by
+/// mistake or by someone allowed to create it): no request of the
+/// admin's, which writes them readable. The master's watchdog says so once
+/// (found when it starts) and goes on with its steps: its history is still recorded as writes
+/// come (review: every step failed after the line's with `not
+/// authorized`, the recorded offset froze, and a short disconnection from
+/// ZooKeeper would have paused the master at once).
+#[test]
+fn an_unreadable_control_znode_stops_no_step() {
+    let mut pair = Pair::start("noread");
+    let control = "/redis/control/noread/redis-0000";
+    pair.zk.runtime.block_on(async {
+        let open = zookeeper_client::CreateMode::Persistent
+            .with_acls(zookeeper_client::Acls::anyone_all());
+        pair.zk
+            .client
+            .mkdir("/redis/control/noread", &open)
+            .await
+            .unwrap();
+        let create_only = [zookeeper_client::Acl::new(
+            zookeeper_client::Permission::CREATE,
+            zookeeper_client::AuthId::anyone(),
+        )];
+        let mode = zookeeper_client::CreateMode::Persistent
+            .with_acls(zookeeper_client::Acls::new(&create_only));
+        pair.zk
+            .client
+            .create(control, b"junk", &mode)
+            .await
+            .unwrap();
+    });
+    // ZooKeeper tells no watcher of a znode it may not read: the master's
+    // watchdog finds it when it starts again.
+    pair.wa.restart();
+    pair.wa
+        .wait_for_log("the control znode is not readable by this watchdog");
+    fill(&pair.a, "after", 2000);
+    let offset = |info: &str| field(info, "master_repl_offset").parse::<u64>().unwrap();
+    let written = offset(&replication(pair.a.port));
+    wait_until("the history's offset to be recorded", DEADLINE, || {
+        pair.zk
+            .shard_data(&pair.shard)
+            .master
+            .is_some_and(|m| m.offset >= written)
+    });
+    let log = pair.wa.log_text();
+    assert_eq!(
+        log.matches("not readable by this watchdog").count(),
+        1,
+        "{log}"
+    );
+    assert!(!log.contains("not authorized"), "{log}");
+    assert_eq!(pair.line(), [pair.a.addr(), pair.b.addr()]);
+}

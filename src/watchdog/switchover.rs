@@ -378,6 +378,19 @@ pub async fn read_request(
             .ok()
             .map(|request| (request, stat.version))),
         Err(zk::Error::NoNode) => Ok(None),
+        // A znode this watchdog may not read is no request of the admin's
+        // (which writes them readable): ignored, said once. As an error it
+        // ended every step after the line's (review: the offset recorded
+        // and the last contact with ZooKeeper stopped moving, so a short
+        // disconnection paused the master at once).
+        Err(zk::Error::NoAuth) => {
+            static SAID: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+            if !SAID.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                tracing::warn!(znode = %control, "the control znode is not readable by this watchdog \
+                    (its ACL); switchover requests there are ignored");
+            }
+            Ok(None)
+        }
         Err(error) => Err(error),
     }
 }
