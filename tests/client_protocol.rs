@@ -554,6 +554,24 @@ fn auth_and_database_reach_the_backend_in_the_right_order() {
     assert!(hello.starts_with('%'), "{hello}");
     assert_eq!(h.cmd_str(&["CLIENT", "GETNAME"]), "$2\r\nme\r\n");
     assert_eq!(h.cmd_str(&["GET", "a"]), "$7\r\nin-db-3\r\n");
+    // INFO keyspace shows the pool's database as the client's db0, and
+    // nothing of the backend's other databases (review: db0 of another
+    // tenant was listed, and db3 beside it). avg_ttl is the backend's.
+    assert_eq!(d.cmd_str(&["SET", "t", "1", "EX", "1000"]), "+OK\r\n");
+    assert_eq!(d.cmd_str(&["SELECT", "0"]), "+OK\r\n");
+    assert_eq!(d.cmd_str(&["SET", "other", "1"]), "+OK\r\n");
+    // Redis estimates avg_ttl as its expiry cycle samples keys.
+    wait_until("the backend's avg_ttl", Duration::from_secs(10), || {
+        let info = h.cmd_str(&["INFO", "keyspace"]);
+        let lines: Vec<&str> = info.lines().filter(|l| l.starts_with("db")).collect();
+        assert_eq!(lines.len(), 1, "{info}");
+        assert!(
+            lines[0].starts_with("db0:keys=2,expires=1,avg_ttl="),
+            "{info}"
+        );
+        let avg_ttl: u64 = lines[0].rsplit('=').next().unwrap().trim().parse().unwrap();
+        avg_ttl > 900_000
+    });
 }
 
 #[test]

@@ -60,6 +60,8 @@ pub struct InfoReply {
     parts: Vec<Part>,
     asked: Vec<(ShardName, ReplyReceiver)>,
     proto: Proto,
+    /// The backends' database the pool uses (`redis_db`): the client's db0.
+    db: u32,
 }
 
 enum Part {
@@ -114,6 +116,7 @@ pub fn run(session: &Session, args: &[Bytes]) -> InfoReply {
         parts,
         asked,
         proto: session.proto,
+        db: session.pool.config().redis_db,
     }
 }
 
@@ -366,7 +369,7 @@ impl InfoReply {
                     match merged::SECTIONS.iter().find(|(name, _)| *name == section) {
                         Some((name, title)) => merged::write(name, title, &fields, &mut text),
                         None if tallies::write(section, &fields, &mut text) => {}
-                        None => write_keyspace(&fields, &mut text),
+                        None => write_keyspace(&fields, self.db, &mut text),
                     }
                     for failure in &failures {
                         let _ = write!(text, "unavailable:{failure}\r\n");
@@ -395,42 +398,35 @@ fn info_text(frame: &[u8]) -> String {
     }
 }
 
-/// The keyspace section: each database's keys and expires summed over the
-/// backends.
-fn write_keyspace(backends: &[HashMap<String, String>], out: &mut String) {
-    // db index -> (keys, expires)
-    let mut totals: Vec<(u64, u64, u64)> = Vec::new();
+/// The keyspace section: the pool's database (`db`) on each backend,
+/// summed, as the client's only one, db0 (review: every database of the
+/// backends was listed under its own number, other tenants' included,
+/// and the client's own where SELECT refuses it). `avg_ttl` is the
+/// backends' average weighted by their keys with an expiry.
+fn write_keyspace(backends: &[HashMap<String, String>], db: u32, out: &mut String) {
+    let name = format!("db{db}");
+    let (mut keys, mut expires, mut ttl_sum) = (0u64, 0u64, 0u128);
     for fields in backends {
-        add_keyspace(fields, &mut totals);
-    }
-    out.push_str("# Keyspace\r\n");
-    totals.sort();
-    for (db, keys, expires) in totals {
-        let _ = write!(out, "db{db}:keys={keys},expires={expires},avg_ttl=0\r\n");
-    }
-}
-
-/// Adds the `dbN:keys=..,expires=..` fields of one backend's INFO reply.
-fn add_keyspace(backend: &HashMap<String, String>, totals: &mut Vec<(u64, u64, u64)>) {
-    for (db, fields) in backend {
-        let Some(db) = db.strip_prefix("db").and_then(|d| d.parse::<u64>().ok()) else {
+        let Some(line) = fields.get(&name) else {
             continue;
         };
-        let field = |name: &str| {
-            fields
-                .split(',')
-                .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
+        let field = |wanted: &str| {
+            line.split(',')
+                .find_map(|kv| kv.strip_prefix(wanted)?.strip_prefix('='))
                 .and_then(|v| v.parse::<u64>().ok())
                 .unwrap_or(0)
         };
-        let (keys, expires) = (field("keys"), field("expires"));
-        match totals.iter_mut().find(|t| t.0 == db) {
-            Some(t) => {
-                t.1 += keys;
-                t.2 += expires;
-            }
-            None => totals.push((db, keys, expires)),
-        }
+        keys += field("keys");
+        expires += field("expires");
+        ttl_sum += u128::from(field("avg_ttl")) * u128::from(field("expires"));
+    }
+    out.push_str("# Keyspace\r\n");
+    if keys > 0 {
+        let avg_ttl = ttl_sum.checked_div(u128::from(expires)).unwrap_or(0);
+        let _ = write!(
+            out,
+            "db0:keys={keys},expires={expires},avg_ttl={avg_ttl}\r\n"
+        );
     }
 }
 
