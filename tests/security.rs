@@ -231,6 +231,10 @@ fn users_get_the_replies_redis_gives() {
         ("carol", &["MGET", "app:1", "app:2"]),
         ("carol", &["RENAME", "app:1", "secret"]),
         ("carol", &["GET", "app:1"]),
+        // Shard channels are channels, which carol may use all of (`&*`),
+        // not keys (review: refused as keys outside app:*).
+        ("carol", &["SPUBLISH", "news", "m"]),
+        ("carol", &["SSUBSCRIBE", "news"]),
         // A write user with every key.
         ("bob", &["SET", "secret", "t"]),
         ("bob", &["GET", "secret"]),
