@@ -551,3 +551,37 @@ async fn a_range_moves_between_tls_only_redis_servers() {
         );
     }
 }
+
+/// A TLS client over `client_connections` gets Redis's refusal after the
+/// handshake, as from Redis (review: it was closed without a word, and
+/// redis-cli died of SIGPIPE printing nothing).
+#[test]
+fn a_tls_client_over_the_limit_is_told_why() {
+    let certs = Certs::generate();
+    let redis = Redis::start();
+    let keys = format!("{}  client_connections: 2\n", listen_keys(&certs, false));
+    let proxy = proxy(&keys, &[&redis]);
+    let ca = certs.ca();
+    let counted = || {
+        proxy.stats()["pool"]["client_connections"]
+            .as_u64()
+            .unwrap()
+    };
+    // The harness's port probe holds a place until its handshake fails.
+    wait_until("the probe's place free", Duration::from_secs(10), || {
+        counted() == 0
+    });
+    // Two clients that never start their handshake hold both places.
+    let holders: Vec<RawClient> = (0..2).map(|_| RawClient::connect(proxy.port)).collect();
+    wait_until("both places taken", Duration::from_secs(10), || {
+        counted() == 2
+    });
+    assert_eq!(
+        cli_text(proxy.port, &ca, None, &["PING"]),
+        "ERR max number of clients reached"
+    );
+    drop(holders);
+    wait_until("a place free again", Duration::from_secs(15), || {
+        cli_text(proxy.port, &ca, None, &["PING"]) == "PONG"
+    });
+}

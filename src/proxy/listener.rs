@@ -191,9 +191,10 @@ async fn accept_loop(
         let current = pool.stats.connected_clients.load(Ordering::Relaxed);
         if limit != 0 && current >= u64::from(limit) {
             PoolStats::bump(&pool.stats.rejected_connections);
-            // A TLS client could not read a plain error: it is just closed.
             if pool.tls.is_none() {
                 tokio::spawn(refuse(stream));
+            } else {
+                refuse_tls(&pool, stream);
             }
             continue;
         }
@@ -363,7 +364,45 @@ async fn handshake(pool: &Pool, tls: &ListenTls, stream: TcpStream) -> Option<Se
 
 /// Redis's answer when `maxclients` is reached.
 async fn refuse(mut stream: TcpStream) {
+    let _ = stream.write_all(&max_clients_error()).await;
+}
+
+fn max_clients_error() -> BytesMut {
     let mut out = BytesMut::new();
     encode_error("ERR max number of clients reached", &mut out);
-    let _ = stream.write_all(&out).await;
+    out
+}
+
+/// TLS clients being refused at once, at most [`TLS_REFUSALS_MAX`].
+static TLS_REFUSALS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+/// Past this many, a TLS client over the limit is closed without a word:
+/// each refusal costs a handshake, and clients that never finish theirs
+/// must not grow the proxy while the limit holds the others off.
+const TLS_REFUSALS_MAX: usize = 64;
+/// How long a refused TLS client has to finish its handshake and take
+/// the refusal.
+const TLS_REFUSAL_LIMIT: Duration = Duration::from_secs(2);
+
+/// Redis's answer when `maxclients` is reached, over TLS, as Redis sends it
+/// after the handshake (review: a TLS client over the limit was closed
+/// with no reply, and redis-cli died of SIGPIPE saying nothing).
+fn refuse_tls(pool: &Arc<Pool>, stream: TcpStream) {
+    let Some(tls) = pool.tls.as_ref() else {
+        return;
+    };
+    if TLS_REFUSALS.fetch_add(1, Ordering::Relaxed) >= TLS_REFUSALS_MAX {
+        TLS_REFUSALS.fetch_sub(1, Ordering::Relaxed);
+        return;
+    }
+    let accept = tls.acceptor.accept(stream);
+    tokio::spawn(async move {
+        let _ = tokio::time::timeout(TLS_REFUSAL_LIMIT, async {
+            if let Ok(mut stream) = accept.await {
+                let _ = stream.write_all(&max_clients_error()).await;
+                let _ = stream.shutdown().await;
+            }
+        })
+        .await;
+        TLS_REFUSALS.fetch_sub(1, Ordering::Relaxed);
+    });
 }
