@@ -602,12 +602,35 @@ fn the_movers_library_is_out_of_clients_reach() {
         c.cmd_str(&["FUNCTION", "LOAD", "REPLACE", &planted]),
         refusal
     );
-    let other_case = planted.replace("name=shardproxy_mover", "name=ShardProxy_mover");
-    assert_eq!(c.cmd_str(&["FUNCTION", "LOAD", &other_case]), refusal);
-    let payload = dump_of(&planted);
-    for policy in [&b"REPLACE"[..], b"APPEND", b"FLUSH"] {
-        let restored = c.cmd(&[b"FUNCTION", b"RESTORE", &payload, policy]);
-        assert_eq!(String::from_utf8_lossy(&restored), refusal);
+    // Read as Redis reads the first line (review: these passed a split on
+    // blanks), and a library of another name that would register the
+    // mover's functions (review: it stopped every later migrate).
+    let escaped = body.replace("shardproxy_f", "f");
+    for first_line in [
+        "#!lua name=ShardProxy_mover",
+        "#!lua NAME=shardproxy_mover",
+        "#!lua \"name=shard\\x70roxy_mover\"",
+        "#!lua name=shard\"\\x70roxy_mover\"",
+    ] {
+        let code = format!("{first_line}\n{escaped}");
+        assert_eq!(
+            c.cmd_str(&["FUNCTION", "LOAD", &code]),
+            refusal,
+            "{first_line}"
+        );
+    }
+    let foreign = format!("#!lua name=mine\n{body}");
+    assert_eq!(c.cmd_str(&["FUNCTION", "LOAD", &foreign]), refusal);
+    for code in [
+        planted.clone(),
+        format!("#!lua NAME=shardproxy_mover\n{escaped}"),
+        foreign.clone(),
+    ] {
+        let payload = dump_of(&code);
+        for policy in [&b"REPLACE"[..], b"APPEND", b"FLUSH"] {
+            let restored = c.cmd(&[b"FUNCTION", b"RESTORE", &payload, policy]);
+            assert_eq!(String::from_utf8_lossy(&restored), refusal, "{code}");
+        }
     }
     assert_eq!(
         c.cmd_str(&["FCALL", "shardproxy_mover_token", "0"]),
@@ -636,4 +659,6 @@ fn the_movers_library_is_out_of_clients_reach() {
     assert_eq!(c.cmd_str(&["FCALL", "myset", "1", "k:1", "v"]), "+OK\r\n");
     assert_eq!(c.cmd_str(&["FUNCTION", "DELETE", "mylib"]), "+OK\r\n");
     assert_eq!(c.cmd_str(&["FUNCTION", "FLUSH"]), "+OK\r\n");
+    // A shard channel named like the proxies' keys is a channel.
+    assert_eq!(c.cmd_str(&["SPUBLISH", "__shardproxy_news", "m"]), ":0\r\n");
 }

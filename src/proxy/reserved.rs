@@ -39,11 +39,7 @@ pub fn check(cmd: &Command, args: &[Bytes], migrating: impl Fn() -> bool) -> Res
     refuse_reserved_keys(cmd, args)?;
     match cmd.name {
         "fcall" | "fcall_ro" => refuse_if_reserved(&args[1]),
-        "function|load" => match args.last().and_then(|code| library_name(code)) {
-            Some(name) => refuse_if_reserved(name),
-            // Redis refuses code without a name itself.
-            None => Ok(()),
-        },
+        "function|load" => args.last().map_or(Ok(()), |code| check_library(code)),
         "function|delete" => refuse_if_reserved(&args[2]),
         "function|flush" if migrating() => Err(FLUSH_REFUSAL.into()),
         "function|restore" => restore(&args[2..], migrating),
@@ -63,8 +59,10 @@ const FLUSH_REFUSAL: &str = "ERR FUNCTION FLUSH is refused while a range moves b
 /// prefix.
 fn refuse_reserved_keys(cmd: &Command, args: &[Bytes]) -> Result<(), String> {
     // Looks at the arguments' first bytes only, so the common request
-    // (no argument starts with the prefix) lists no keys.
-    if !args[1..].iter().any(|a| a.starts_with(RESERVED_PREFIX)) {
+    // (no argument starts with the prefix) lists no keys. Shard channels
+    // sit where keys would in the command table, but are no keys (review).
+    let shard_channels = matches!(cmd.name, "ssubscribe" | "sunsubscribe" | "spublish");
+    if !args[1..].iter().any(|a| a.starts_with(RESERVED_PREFIX)) || shard_channels {
         return Ok(());
     }
     let keys = cmd.key_indexes(args).unwrap_or_default();
@@ -86,13 +84,154 @@ fn refuse_if_reserved(name: &[u8]) -> Result<(), String> {
     }
 }
 
-/// The library name a FUNCTION LOAD's code declares on its first line
-/// (`#!lua name=mylib`), as Redis reads it.
-fn library_name(code: &[u8]) -> Option<&[u8]> {
-    let first_line = code.strip_prefix(b"#!")?.split(|&b| b == b'\n').next()?;
-    first_line
-        .split(|b| b.is_ascii_whitespace())
-        .find_map(|word| word.strip_prefix(b"name="))
+/// Refuses a library's code (FUNCTION LOAD, or one of a RESTORE's) that
+/// would be the mover's library, or could register one of its functions:
+/// its name, read as Redis reads it, starts with [`FUNCTION_PREFIX`], or
+/// its code names `shardproxy_` anywhere, in any case (review: a library
+/// of another name that registered `shardproxy_fenced` first made the
+/// mover's load fail, and its token function answered for the mover's).
+/// A function name the code builds at run time still passes; it can stop
+/// a move (the mover's load fails on the name taken) but not run code as
+/// the mover's, since Redis never replaces a function across libraries.
+fn check_library(code: &[u8]) -> Result<(), String> {
+    let mentions = code
+        .windows(FUNCTION_PREFIX.len())
+        .any(|w| w.eq_ignore_ascii_case(FUNCTION_PREFIX));
+    if mentions {
+        return Err(FUNCTION_REFUSAL.into());
+    }
+    match library_name(code) {
+        Shebang::Name(name) => refuse_if_reserved(&name),
+        Shebang::Nameless => Ok(()),
+        Shebang::Unreadable => Err(
+            "ERR shardproxy cannot read this library's name: its first line is not as Redis reads it"
+                .into(),
+        ),
+    }
+}
+
+/// What a library's first line (`#!lua name=mylib`) names.
+#[derive(Debug, PartialEq, Eq)]
+enum Shebang {
+    Name(Vec<u8>),
+    /// No `#!` line, or no `name=` in it: Redis refuses such code itself.
+    Nameless,
+    /// Quotes that do not close, or `name=` twice: refused, since a
+    /// reading that differs from Redis's could let a name through.
+    Unreadable,
+}
+
+/// The library name on the code's first line, read as Redis 7 reads it
+/// (`functionExtractLibMetaData`): the line split as `sdssplitargs`
+/// splits it (quotes, `\xHH` escapes), then the word that starts with
+/// `name=` in any case (review: `NAME=`, quotes and escapes let
+/// `shardproxy_mover` past a split on blanks).
+fn library_name(code: &[u8]) -> Shebang {
+    if !code.starts_with(b"#!") {
+        return Shebang::Nameless;
+    }
+    let Some(end) = code.iter().position(|&b| b == b'\n') else {
+        return Shebang::Nameless;
+    };
+    let Some(words) = split_args(&code[..end]) else {
+        return Shebang::Unreadable;
+    };
+    let mut names = words
+        .iter()
+        .skip(1)
+        .filter(|word| word.len() >= 5 && word[..5].eq_ignore_ascii_case(b"name="))
+        .map(|word| word[5..].to_vec());
+    match (names.next(), names.next()) {
+        (Some(name), None) => Shebang::Name(name),
+        (None, _) => Shebang::Nameless,
+        (Some(_), Some(_)) => Shebang::Unreadable,
+    }
+}
+
+/// Redis's `sdssplitargs`: words separated by blanks; in double quotes
+/// `\n \r \t \b \a \xHH` and `\c` escapes, in single quotes `\'`; a quote
+/// opens anywhere in a word, and a closing one must end it. `None` where
+/// Redis fails (a quote left open, a closing one followed by more).
+fn split_args(line: &[u8]) -> Option<Vec<Vec<u8>>> {
+    fn blank(b: u8) -> bool {
+        matches!(b, b' ' | b'\t' | b'\n' | b'\r' | 0x0b | 0x0c)
+    }
+    fn hex(b: u8) -> Option<u8> {
+        char::from(b)
+            .to_digit(16)
+            .and_then(|d| u8::try_from(d).ok())
+    }
+    // Past the end reads as C's terminating NUL.
+    let at = |i: usize| line.get(i).copied().unwrap_or(0);
+    let mut words = Vec::new();
+    let mut i = 0;
+    loop {
+        while i < line.len() && blank(line[i]) {
+            i += 1;
+        }
+        if i >= line.len() {
+            return Some(words);
+        }
+        let (mut word, mut double, mut single) = (Vec::new(), false, false);
+        loop {
+            let (c, next) = (at(i), at(i + 1));
+            if double {
+                if c == b'\\'
+                    && next == b'x'
+                    && hex(at(i + 2)).is_some()
+                    && hex(at(i + 3)).is_some()
+                {
+                    word.push(hex(at(i + 2))? * 16 + hex(at(i + 3))?);
+                    i += 3;
+                } else if c == b'\\' && i + 1 < line.len() {
+                    i += 1;
+                    word.push(match next {
+                        b'n' => b'\n',
+                        b'r' => b'\r',
+                        b't' => b'\t',
+                        b'b' => 0x08,
+                        b'a' => 0x07,
+                        other => other,
+                    });
+                } else if c == b'"' {
+                    if i + 1 < line.len() && !blank(next) {
+                        return None;
+                    }
+                    i += 1;
+                    break;
+                } else if i >= line.len() {
+                    return None;
+                } else {
+                    word.push(c);
+                }
+            } else if single {
+                if c == b'\\' && next == b'\'' {
+                    i += 1;
+                    word.push(b'\'');
+                } else if c == b'\'' {
+                    if i + 1 < line.len() && !blank(next) {
+                        return None;
+                    }
+                    i += 1;
+                    break;
+                } else if i >= line.len() {
+                    return None;
+                } else {
+                    word.push(c);
+                }
+            } else if i >= line.len() || matches!(c, b' ' | b'\n' | b'\r' | b'\t' | 0) {
+                break;
+            } else if c == b'"' {
+                double = true;
+            } else if c == b'\'' {
+                single = true;
+            } else {
+                word.push(c);
+            }
+            i += 1;
+        }
+        words.push(word);
+    }
 }
 
 /// FUNCTION RESTORE `payload [FLUSH|APPEND|REPLACE]`: every library the
@@ -109,12 +248,7 @@ fn restore(args: &[Bytes], migrating: impl FnOnce() -> bool) -> Result<(), Strin
             "ERR shardproxy cannot read the library names in this FUNCTION RESTORE payload".into(),
         );
     };
-    for code in &codes {
-        if let Some(name) = library_name(code) {
-            refuse_if_reserved(name)?;
-        }
-    }
-    Ok(())
+    codes.iter().try_for_each(|code| check_library(code))
 }
 
 /// RDB's opcode before each library's code in a FUNCTION DUMP payload
@@ -233,15 +367,45 @@ mod tests {
         assert!(refuse_if_reserved(b"shard").is_ok());
     }
 
+    fn named(name: &str) -> Shebang {
+        Shebang::Name(name.as_bytes().to_vec())
+    }
+
     #[test]
-    fn library_names_come_from_the_first_line() {
-        assert_eq!(
-            library_name(b"#!lua name=mylib\nreturn 1"),
-            Some(&b"mylib"[..])
-        );
-        assert_eq!(library_name(b"#!lua   foo=bar  name=x\n"), Some(&b"x"[..]));
-        assert_eq!(library_name(b"#!lua\nname=x"), None);
-        assert_eq!(library_name(b"return 1"), None);
+    fn library_names_are_read_as_redis_reads_them() {
+        assert_eq!(library_name(b"#!lua name=mylib\nreturn 1"), named("mylib"));
+        assert_eq!(library_name(b"#!lua   foo=bar  name=x\n"), named("x"));
+        assert_eq!(library_name(b"#!lua\nname=x"), Shebang::Nameless);
+        assert_eq!(library_name(b"return 1"), Shebang::Nameless);
+        assert_eq!(library_name(b"#!lua name=x"), Shebang::Nameless);
+        // The review's ways past a split on blanks, each the mover's name.
+        for line in [
+            &b"#!lua NAME=shardproxy_mover\n"[..],
+            b"#!lua Name=shardproxy_mover\n",
+            b"#!lua name=\"shardproxy_mover\"\n",
+            b"#!lua \"name=shardproxy_mover\"\n",
+            b"#!lua name='shardproxy_mover'\n",
+            b"#!lua name=\"\\x73hardproxy_mover\"\n",
+            b"#!lua name=shard\"proxy_mover\"\n",
+            b"#!lua\tname=shardproxy_mover\r\n",
+        ] {
+            let text = String::from_utf8_lossy(line);
+            let Shebang::Name(name) = library_name(line) else {
+                panic!("{text}: no name");
+            };
+            assert_eq!(name.to_ascii_lowercase(), b"shardproxy_mover", "{text}");
+        }
+        assert_eq!(library_name(b"#!lua name=\"x\n"), Shebang::Unreadable);
+        assert_eq!(library_name(b"#!lua name=\"x\"y\n"), Shebang::Unreadable);
+        assert_eq!(library_name(b"#!lua name=a name=b\n"), Shebang::Unreadable);
+    }
+
+    #[test]
+    fn code_naming_the_movers_functions_is_refused() {
+        let foreign = b"#!lua name=mine\nredis.register_function('SHARDPROXY_fenced', f)";
+        assert!(check_library(foreign).is_err());
+        assert!(check_library(b"#!lua name=\"\\x73hardproxy_x\"\nreturn 1").is_err());
+        assert!(check_library(b"#!lua name=mine\nredis.register_function('f', f)").is_ok());
     }
 
     #[test]
