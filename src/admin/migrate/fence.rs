@@ -134,6 +134,19 @@ impl Fence {
                     message: format!("{OUT_OF_MEMORY}: {message}"),
                 })
             }
+            // Another library holds one of the mover's function names
+            // (clients are refused such code through the proxies, but a
+            // name built at run time passes): say which way out.
+            Err(RedisError::Reply { addr, message, .. }) if message.contains("already exists") => {
+                Err(RedisError::Reply {
+                    command: "FUNCTION LOAD".into(),
+                    message: format!(
+                        "{message}: {FOREIGN_FUNCTION}; find it with FUNCTION LIST on {addr}, \
+                         delete it, and run migrate again"
+                    ),
+                    addr,
+                })
+            }
             other => other.map(drop),
         }
     }
@@ -218,6 +231,11 @@ impl Fence {
         Ok(())
     }
 }
+
+/// The error when another library holds one of the mover's function
+/// names: no retry helps until an operator deletes it.
+pub(crate) const FOREIGN_FUNCTION: &str =
+    "a library other than shardproxy_mover registered a function of the mover's";
 
 /// The start of the error when a master is out of memory (`maxmemory`
 /// with `noeviction`) and cannot load the library.

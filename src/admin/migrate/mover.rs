@@ -363,7 +363,7 @@ pub(super) async fn run(
             if fence::refused(&error) {
                 return Err(replaced(client, target, state).await);
             }
-            if error.contains(fence::OUT_OF_MEMORY) {
+            if error.contains(fence::OUT_OF_MEMORY) || error.contains(fence::FOREIGN_FUNCTION) {
                 return Err(failed(error));
             }
             link = None;
