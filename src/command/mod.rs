@@ -259,6 +259,21 @@ impl Command {
         keys::key_indexes(self, args)
     }
 
+    /// [`Command::key_indexes`] of the keys that hold data: none for the
+    /// shard channel commands (SSUBSCRIBE, SUNSUBSCRIBE, SPUBLISH), whose
+    /// channels sit where keys would in the table (they route by them) but
+    /// are channels, for the rights of a user and for the names the
+    /// proxies keep (review: a user with key patterns was refused
+    /// SSUBSCRIBE of a channel outside them, which Redis with `&*` allows).
+    /// A malformed key layout gives none: the routing replies Redis's error
+    /// for it.
+    pub fn data_key_indexes(&self, args: &[Bytes]) -> Vec<usize> {
+        if matches!(self.name, "ssubscribe" | "sunsubscribe" | "spublish") {
+            return Vec::new();
+        }
+        self.key_indexes(args).unwrap_or_default()
+    }
+
     /// The handling for these arguments: `self.handling`, except that XREAD
     /// and XREADGROUP with a BLOCK option are `Blocking`.
     pub fn handling_for(&self, args: &[Bytes]) -> Handling {

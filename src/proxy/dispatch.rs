@@ -119,13 +119,18 @@ impl Session {
             }
             return self.error(NOAUTH);
         }
-        // The user's rights, before any handling (as Redis checks ACL
-        // before the pub/sub context), so that no path around them exists.
-        if let Err(e) = self.permit(cmd, args) {
-            return e;
+        // The user's rights, then what belongs to the proxies, before any
+        // handling (as Redis checks ACL before the pub/sub context), so that
+        // no path around them exists.
+        let pool = &self.pool;
+        let migrating = || pool.router.load().migration.is_some();
+        let refused = match &self.user {
+            Some(user) => acl::check(user, cmd, args),
+            None => Ok(()),
         }
-        let migrating = || self.pool.router.load().migration.is_some();
-        if let Err(e) = reserved::check(cmd, args, migrating) {
+        .and_then(|()| reserved::check(cmd, args, migrating));
+        if let Err(e) = refused {
+            // As in Redis, a refusal while queueing a transaction dooms it.
             if let Some(tx) = self.tx.as_mut().filter(|tx| tx.multi) {
                 tx.aborted = true;
             }
@@ -171,20 +176,6 @@ impl Session {
             Handling::Keyspace(op) => keyspace::run(self, op, cmd, &request.args, request.raw),
             Handling::Scripts(op) => scripts::run(self, op, cmd, request.raw),
         }
-    }
-
-    /// Checks the user's rights ([`acl::check`]); a refusal while queueing
-    /// a transaction dooms it, as in Redis.
-    fn permit(&mut self, cmd: &Command, args: &[Bytes]) -> Result<(), Pending> {
-        let Some(user) = &self.user else {
-            return Ok(());
-        };
-        acl::check(user, cmd, args).map_err(|e| {
-            if let Some(tx) = self.tx.as_mut().filter(|tx| tx.multi) {
-                tx.aborted = true;
-            }
-            self.error(&e)
-        })
     }
 
     /// The shard that owns every key of a request: `Ok(None)` for a request
@@ -240,9 +231,7 @@ impl Session {
             Err(e) => return self.error(&e),
         };
         self.last_shard = shard;
-        if matches!(cmd.name, "eval" | "eval_ro") {
-            scripts::share(self, &table, &request.args[1]);
-        }
+        scripts::share(self, &table, cmd, &request.args);
         if table.migration.is_some() {
             // Only the keys of a moving range are copied out for the lane;
             // the check itself reads the request in place.

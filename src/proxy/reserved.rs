@@ -59,13 +59,12 @@ const FLUSH_REFUSAL: &str = "ERR FUNCTION FLUSH is refused while a range moves b
 /// prefix.
 fn refuse_reserved_keys(cmd: &Command, args: &[Bytes]) -> Result<(), String> {
     // Looks at the arguments' first bytes only, so the common request
-    // (no argument starts with the prefix) lists no keys. Shard channels
-    // sit where keys would in the command table, but are no keys (review).
-    let shard_channels = matches!(cmd.name, "ssubscribe" | "sunsubscribe" | "spublish");
-    if !args[1..].iter().any(|a| a.starts_with(RESERVED_PREFIX)) || shard_channels {
+    // (no argument starts with the prefix) lists no keys. A shard channel
+    // named so is a channel (review).
+    if !args[1..].iter().any(|a| a.starts_with(RESERVED_PREFIX)) {
         return Ok(());
     }
-    let keys = cmd.key_indexes(args).unwrap_or_default();
+    let keys = cmd.data_key_indexes(args);
     if keys.iter().any(|&k| args[k].starts_with(RESERVED_PREFIX)) {
         return Err(KEY_REFUSAL.into());
     }
@@ -172,59 +171,53 @@ fn split_args(line: &[u8]) -> Option<Vec<Vec<u8>>> {
         if i >= line.len() {
             return Some(words);
         }
-        let (mut word, mut double, mut single) = (Vec::new(), false, false);
+        // The quote the word is inside, if any.
+        let (mut word, mut quote) = (Vec::new(), None);
         loop {
             let (c, next) = (at(i), at(i + 1));
-            if double {
-                if c == b'\\'
-                    && next == b'x'
-                    && hex(at(i + 2)).is_some()
-                    && hex(at(i + 3)).is_some()
-                {
-                    word.push(hex(at(i + 2))? * 16 + hex(at(i + 3))?);
-                    i += 3;
-                } else if c == b'\\' && i + 1 < line.len() {
-                    i += 1;
-                    word.push(match next {
-                        b'n' => b'\n',
-                        b'r' => b'\r',
-                        b't' => b'\t',
-                        b'b' => 0x08,
-                        b'a' => 0x07,
-                        other => other,
-                    });
-                } else if c == b'"' {
-                    if i + 1 < line.len() && !blank(next) {
-                        return None;
-                    }
-                    i += 1;
+            let Some(open) = quote else {
+                if i >= line.len() || matches!(c, b' ' | b'\n' | b'\r' | b'\t' | 0) {
                     break;
-                } else if i >= line.len() {
-                    return None;
+                }
+                if matches!(c, b'"' | b'\'') {
+                    quote = Some(c);
                 } else {
                     word.push(c);
                 }
-            } else if single {
-                if c == b'\\' && next == b'\'' {
-                    i += 1;
-                    word.push(b'\'');
-                } else if c == b'\'' {
-                    if i + 1 < line.len() && !blank(next) {
-                        return None;
-                    }
-                    i += 1;
-                    break;
-                } else if i >= line.len() {
+                i += 1;
+                continue;
+            };
+            let double = open == b'"';
+            if double
+                && c == b'\\'
+                && next == b'x'
+                && hex(at(i + 2)).is_some()
+                && hex(at(i + 3)).is_some()
+            {
+                word.push(hex(at(i + 2))? * 16 + hex(at(i + 3))?);
+                i += 3;
+            } else if double && c == b'\\' && i + 1 < line.len() {
+                i += 1;
+                word.push(match next {
+                    b'n' => b'\n',
+                    b'r' => b'\r',
+                    b't' => b'\t',
+                    b'b' => 0x08,
+                    b'a' => 0x07,
+                    other => other,
+                });
+            } else if !double && c == b'\\' && next == b'\'' {
+                i += 1;
+                word.push(b'\'');
+            } else if c == open {
+                if i + 1 < line.len() && !blank(next) {
                     return None;
-                } else {
-                    word.push(c);
                 }
-            } else if i >= line.len() || matches!(c, b' ' | b'\n' | b'\r' | b'\t' | 0) {
+                i += 1;
                 break;
-            } else if c == b'"' {
-                double = true;
-            } else if c == b'\'' {
-                single = true;
+            } else if i >= line.len() {
+                // A quote left open.
+                return None;
             } else {
                 word.push(c);
             }

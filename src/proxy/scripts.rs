@@ -104,13 +104,20 @@ static SHARED: Mutex<Option<(u64, HashSet<u64>)>> = Mutex::new(None);
 /// that makes a new script per call must not grow the proxy for good.
 const SHARED_MAX: usize = 4096;
 
-/// The first EVAL (or EVAL_RO) of `script` under `table` also sends SCRIPT
+/// The first EVAL (or EVAL_RO) of a script under `table` also sends SCRIPT
 /// LOAD of it to every shard, on the session's connections: the client's
 /// next EVALSHA reaches its shard after that, as from one Redis (TCL suite
-/// review: EVAL, then EVALSHA of a key on another shard got `NOSCRIPT`).
-/// The EVAL's reply does not wait for the loads; a shard that refuses one
-/// answers EVALSHA `NOSCRIPT` as before, and clients then send EVAL.
-pub fn share(session: &Session, table: &RoutingTable, script: &Bytes) {
+/// review: EVAL, then EVALSHA of a key on another shard got `NOSCRIPT`),
+/// also when the EVAL was queued in MULTI. The EVAL's reply does not wait
+/// for the loads; a shard that refuses one answers EVALSHA `NOSCRIPT` as
+/// before, and clients then send EVAL. Any other command: nothing.
+pub fn share(session: &Session, table: &RoutingTable, cmd: &Command, args: &[Bytes]) {
+    let Some(script) = args
+        .get(1)
+        .filter(|_| matches!(cmd.name, "eval" | "eval_ro"))
+    else {
+        return;
+    };
     if table.distinct_shards().len() < 2 {
         return;
     }

@@ -294,11 +294,9 @@ impl Session {
             }),
             _ => None,
         };
-        if matches!(cmd.name, "eval" | "eval_ro") && request.args.len() > 1 {
-            // Cached on every shard as outside MULTI: the client's EVALSHA
-            // after EXEC may name a key of another shard.
-            crate::proxy::scripts::share(self, &table, &request.args[1]);
-        }
+        // Cached on every shard as outside MULTI: the client's EVALSHA
+        // after EXEC may name a key of another shard.
+        crate::proxy::scripts::share(self, &table, cmd, &request.args);
         if self.tx_bound() {
             if let Some(shard) = shard {
                 let same = self

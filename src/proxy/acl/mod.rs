@@ -207,15 +207,9 @@ pub fn check(user: &User, cmd: &Command, args: &[Bytes]) -> Result<(), String> {
             cmd.name
         ));
     }
-    // Shard channels sit where keys would in the command table (they route
-    // by them), but an ACL limits channels, not keys, and users here limit
-    // no channel (review: a user with key patterns was refused SSUBSCRIBE
-    // of a channel outside them, which Redis with `&*` allows).
-    let shard_channels = matches!(cmd.name, "ssubscribe" | "sunsubscribe" | "spublish");
-    if let Some(patterns) = user.keys.as_ref().filter(|_| !shard_channels) {
-        // A malformed key layout is left to the routing, which replies
-        // Redis's error for it.
-        let keys = cmd.key_indexes(args).unwrap_or_default();
+    if let Some(patterns) = &user.keys {
+        // Users limit keys, not channels: shard channels are left out.
+        let keys = cmd.data_key_indexes(args);
         let permitted = |key: &[u8]| patterns.iter().any(|p| glob::matches(p, key));
         if !keys.iter().all(|&i| permitted(&args[i])) {
             return Err(KEY_DENIED.into());
