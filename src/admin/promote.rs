@@ -14,7 +14,8 @@ use super::target::{connect, Target};
 use super::znodes::read_shard_znodes;
 use super::AdminError;
 use crate::watchdog::health::RedisLink;
-use crate::zk::layout::{child_path, members_in_line, MasterRecord, ShardData};
+use crate::zk::layout::{child_path, MasterRecord, ShardData};
+use crate::zk::view::members_in_line;
 
 /// Returns the text to print and the exit code: 0 when recorded (or
 /// nothing to force), 2 when `--force` is needed.

@@ -11,10 +11,9 @@
 
 use super::redis::Replication;
 use super::target::Target;
-use crate::zk::layout::{
-    child_path, parse_member_name, ClusterView, LayoutError, ProxyData, Role, ShardData, ShardView,
-};
+use crate::zk::layout::{child_path, parse_member_name, LayoutError, ProxyData, Role, ShardData};
 use crate::zk::migration::{roster_path, MigrationState, Phase};
+use crate::zk::view::{ClusterView, ShardView};
 use serde::Serialize;
 
 /// Everything `status` read, before judging.

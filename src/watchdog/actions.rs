@@ -6,9 +6,8 @@ use super::fence::OldMaster;
 use super::health::{probe, split_addr, RedisState};
 use super::membership::{Action, Health};
 use super::session::Session;
-use crate::zk::layout::{
-    child_path, member_prefix, MasterRecord, Member, MemberData, Role, ShardData,
-};
+use crate::zk::layout::{child_path, member_prefix, MasterRecord, MemberData, Role, ShardData};
+use crate::zk::view::Member;
 use std::time::Duration;
 use tracing::{debug, error, info, warn};
 use zookeeper_client as zk;

@@ -22,7 +22,8 @@
 //! with two writable masters.
 
 use super::health::{RedisLink, RedisState};
-use crate::zk::layout::{Member, Role};
+use crate::zk::layout::Role;
+use crate::zk::view::Member;
 use std::time::Duration;
 use tracing::{error, info, warn};
 

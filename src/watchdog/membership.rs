@@ -17,7 +17,8 @@
 //! old master handing over never replicates from a replica of its own.
 
 use super::health::RedisState;
-use crate::zk::layout::{Member, Role};
+use crate::zk::layout::Role;
+use crate::zk::view::Member;
 
 /// What the last health checks say.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -5,9 +5,10 @@
 
 use super::agent::{Agent, Registration};
 use super::membership::{decide, Health, View};
-use crate::zk::layout::members_in_line;
-use crate::zk::layout::{child_path, Member, MemberData, Role};
+use crate::zk::layout::{child_path, MemberData, Role};
 use crate::zk::shutdown_requested;
+use crate::zk::view::members_in_line;
+use crate::zk::view::Member;
 use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;

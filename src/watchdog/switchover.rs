@@ -37,8 +37,8 @@
 
 use super::health::RedisLink;
 use crate::redis_client::RedisConn;
-use crate::zk::layout::{members_in_line, Member};
 use crate::zk::migration::control_root;
+use crate::zk::view::{members_in_line, Member};
 use serde::{Deserialize, Serialize};
 use std::time::{Duration, Instant};
 use zookeeper_client as zk;

@@ -1,7 +1,8 @@
 //! ZooKeeper, as the three programs share it.
 //!
 //! - [`layout`]: names and data of the znodes (DESIGN.md "ZooKeeper
-//!   layout") and [`ClusterView`] validation; pure.
+//!   layout"); pure.
+//! - [`view`]: what they mean for routing, [`ClusterView`], validated; pure.
 //! - Session helpers: connecting with the flags every program uses,
 //!   closing a session so that its ephemeral znodes are gone on return,
 //!   retry backoff and shutdown signals.
@@ -12,8 +13,10 @@
 
 pub mod layout;
 pub mod migration;
+pub mod view;
 
-pub use layout::{ClusterView, LayoutError, Member, MemberData, ProxyData, Role, ShardView};
+pub use layout::{LayoutError, MemberData, ProxyData, Role};
+pub use view::{ClusterView, Member, ShardView};
 
 use std::fmt;
 use std::time::Duration;

@@ -4,7 +4,8 @@
 
 use super::*;
 use crate::admin::migrate::{plan, Shard};
-use crate::zk::layout::{ShardData, ShardView};
+use crate::zk::layout::ShardData;
+use crate::zk::view::ShardView;
 
 fn owner(name: &str, range: Option<(u32, u32)>) -> Owner {
     Owner {

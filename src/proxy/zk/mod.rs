@@ -62,9 +62,8 @@ mod session;
 pub mod status;
 pub mod watch;
 
-pub use crate::zk::layout::{
-    ClusterView, LayoutError, Member, MemberData, ProxyData, Role, ShardView,
-};
+pub use crate::zk::layout::{LayoutError, MemberData, ProxyData, Role};
+pub use crate::zk::view::{ClusterView, Member, ShardView};
 pub use registration::run_registration;
 pub use status::{SessionState, ZkError, ZkStatus, ZkStatusSnapshot};
 pub use watch::{watch_cluster, OnChange};

@@ -5,7 +5,7 @@
 //! [`ZkStatus::snapshot`]. The lock is a plain `Mutex` held only to copy or
 //! set a few fields, never across an `.await`.
 
-use crate::zk::layout::ClusterView;
+use crate::zk::view::ClusterView;
 use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;

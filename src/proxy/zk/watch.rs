@@ -21,8 +21,9 @@
 
 use super::session::{close, connect, session_over};
 use super::status::{Task, ZkStatus};
-use crate::zk::layout::{child_path, members_in_line, ClusterView, MemberData, ShardView};
+use crate::zk::layout::{child_path, MemberData};
 use crate::zk::migration::MigrationState;
+use crate::zk::view::{members_in_line, ClusterView, ShardView};
 use crate::zk::{is_session_over, shutdown_requested, Backoff};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::future::{poll_fn, Future};
