@@ -101,6 +101,9 @@ fn script() -> Vec<Vec<&'static str>> {
         "INCR k2",
         "HSET",
         "GET a b",
+        // Keys on both shards: Redis's syntax error, not CROSSSLOT.
+        "BITOP x a b c d e f",
+        "BITOP nOt a b c d e f",
         "NOSUCHCOMMAND x y",
         "SELECT 0",
         "SELECT 00",

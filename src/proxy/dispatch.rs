@@ -333,8 +333,6 @@ fn moving_source(table: &RoutingTable) -> ShardName {
         .map_or("migration", |m| m.source_name)
 }
 
-/// The key of a command with exactly one key at a fixed position, found
-/// without allocating: the common case on the hot path.
 /// The shard of the keys a request names (see [`Session::shard_of_keys`]).
 fn shard_of_named_keys(
     table: &RoutingTable,
@@ -350,11 +348,30 @@ fn shard_of_named_keys(
     };
     let shard = table.shard_of(&args[first]);
     if rest.iter().any(|&k| table.shard_of(&args[k]) != shard) {
-        return Err("CROSSSLOT Keys in request don't hash to the same server".into());
+        return Err(across_shards(cmd, args).into());
     }
     Ok(Some(shard))
 }
 
+/// What a request whose keys are on several shards gets: the error Redis
+/// gives such a request before it looks at any key, so a typo is named as
+/// one; else CROSSSLOT.
+fn across_shards(cmd: &Command, args: &[Bytes]) -> &'static str {
+    if cmd.name == "bitop" {
+        let op = args.get(1).map_or(&b""[..], |op| &op[..]);
+        let known = [&b"and"[..], b"or", b"xor", b"not"];
+        if !known.iter().any(|name| op.eq_ignore_ascii_case(name)) {
+            return "ERR syntax error";
+        }
+        if op.eq_ignore_ascii_case(b"not") && args.len() != 4 {
+            return "ERR BITOP NOT must be called with a single source key.";
+        }
+    }
+    "CROSSSLOT Keys in request don't hash to the same server"
+}
+
+/// The key of a command with exactly one key at a fixed position, found
+/// without allocating: the common case on the hot path.
 fn single_key<'a>(cmd: &Command, args: &'a [Bytes]) -> Option<&'a [u8]> {
     single_key_index(cmd, args).map(|i| &args[i][..])
 }
