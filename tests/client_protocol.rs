@@ -163,6 +163,16 @@ fn keys_of_the_proxys_own_are_refused_and_nothing_is_written() {
         }
     }
     assert_eq!(seen, ["plain"]);
+    // RANDOMKEY passes over them too: each shard holds one of the proxy's
+    // keys, and one holds "plain" beside it.
+    for _ in 0..20 {
+        let mut fresh = client(&s);
+        assert_eq!(fresh.cmd_str(&["RANDOMKEY"]), "$5\r\nplain\r\n");
+    }
+    c.cmd_str(&["DEL", "plain"]);
+    assert_eq!(c.cmd_str(&["RANDOMKEY"]), "$-1\r\n");
+    assert_eq!(c.cmd_str(&["HELLO", "3"]).chars().next(), Some('%'));
+    assert_eq!(c.cmd_str(&["RANDOMKEY"]), "_\r\n");
 }
 
 #[test]

@@ -9,7 +9,7 @@
 //! is [`crate::proxy::scan`]'s.
 
 use crate::command::{Command, KeyspaceOp};
-use crate::protocol::{encode_array_header, is_error_reply};
+use crate::protocol::{encode_array_header, is_error_reply, Proto};
 use crate::proxy::fanout::{self, array_parts};
 use crate::proxy::pending::{unsupported_error, Pending};
 use crate::proxy::session::Session;
@@ -81,31 +81,64 @@ fn keys(session: &Session, raw: Bytes) -> Pending {
 
 /// RANDOMKEY: a random shard's random key; while a shard is empty the next
 /// one is asked, so nil means every shard is empty. Each non-empty shard is
-/// as likely as another, whatever its size.
+/// as likely as another, whatever its size. A key of the proxies' own (a
+/// migration's lock or import) is no client's: that shard is asked again,
+/// and one that gives nothing else in [`RESERVED_RETRIES`] tries counts as
+/// empty.
 fn random_key(session: &Session, raw: Bytes) -> Pending {
     let table = session.pool.router.load_full();
     let shards = table.distinct_shards();
     let start = RandomState::new().hash_one(session.id) as usize % shards.len();
+    let order: Vec<usize> = (0..shards.len())
+        .map(|i| shards[(start + i) % shards.len()])
+        .collect();
+    let (proto, affinity) = (session.proto, session.affinity);
     // Every shard is asked now, not one after another as the replies come:
     // the requests the client sent after RANDOMKEY are dispatched before
     // then, and must not run first.
-    let answers: Vec<_> = (0..shards.len())
-        .map(|i| {
-            let shard = table.shard(shards[(start + i) % shards.len()]);
-            fanout::ask(shard, session.proto, session.affinity, raw.clone())
-        })
+    let answers: Vec<_> = order
+        .iter()
+        .map(|&shard| fanout::ask(table.shard(shard), proto, affinity, raw.clone()))
         .collect();
     assembling(session, async move {
         let mut last = None;
-        for answer in answers {
-            let answer = answer.await;
-            if !is_nil(&answer.frame) {
-                return answer.frame;
+        for (answer, shard) in answers.into_iter().zip(order) {
+            let mut frame = answer.await.frame;
+            for _ in 0..RESERVED_RETRIES {
+                if !is_reserved_key(&frame) {
+                    break;
+                }
+                let again = fanout::ask(table.shard(shard), proto, affinity, raw.clone());
+                frame = again.await.frame;
             }
-            last = Some(answer.frame);
+            if is_reserved_key(&frame) {
+                continue;
+            }
+            if !is_nil(&frame) {
+                return frame;
+            }
+            last = Some(frame);
         }
-        last.unwrap_or_else(|| Bytes::from_static(b"$-1\r\n"))
+        last.unwrap_or_else(|| match proto {
+            Proto::Resp3 => Bytes::from_static(b"_\r\n"),
+            Proto::Resp2 => Bytes::from_static(b"$-1\r\n"),
+        })
     })
+}
+
+/// How often RANDOMKEY asks a shard again that answered with a key of the
+/// proxies' own: with one such key beside one client key, the chance of
+/// missing the client's key is 2^-20.
+const RESERVED_RETRIES: usize = 20;
+
+/// A bulk-string reply naming a key of the proxies' own.
+fn is_reserved_key(frame: &[u8]) -> bool {
+    use crate::proxy::migration::scripts::RESERVED_PREFIX;
+    frame.first() == Some(&b'$')
+        && frame
+            .iter()
+            .position(|&b| b == b'\n')
+            .is_some_and(|eol| frame[eol + 1..].starts_with(RESERVED_PREFIX))
 }
 
 /// The `count` key frames of `body` (the elements of a KEYS or SCAN
