@@ -537,3 +537,51 @@ fn a_transaction_open_when_the_database_changes_is_discarded() {
     assert_eq!(client.cmd_str(&["GET", &key]), "$-1\r\n");
     assert_eq!(a.connect().cmd_str(&["DBSIZE"]), ":0\r\n", "ran on db 0");
 }
+
+/// What nutcracker's file format allows but cannot run is refused by a
+/// reload, and the proxy goes on with what it runs; a large
+/// `server_connections` costs memory only as clients use the connections.
+/// Review: a weight of 4294967295 beside one of 1 wrapped the ring's 32-bit
+/// sum to 0 and the proxy, rebuilding the ring, grew by 500 MB/s until the
+/// kernel killed it; `server_connections: 100000` took 0.9-1.5 GB up front.
+#[test]
+fn a_reload_refuses_what_cannot_run_and_many_server_connections_cost_nothing_up_front() {
+    let (a, b) = (Redis::start(), Redis::start());
+    let port = free_port();
+    let weighted = |weight: &str, extra: &str| {
+        format!(
+            "p:\n  listen: 127.0.0.1:{port}\n  redis: true\n  hash: md5\n{extra}  servers:\n   - {}:{weight}\n   - {}:1\n",
+            a.addr(),
+            b.addr()
+        )
+    };
+    let proxy = Proxy::start_yaml(port, &weighted("1", ""));
+    let mut client = RawClient::connect(port);
+    assert_eq!(client.cmd_str(&["SET", "k", "1"]), "+OK\r\n");
+    for (text, why) in [
+        (
+            weighted("4294967295", ""),
+            "weight must be at most 2147483647",
+        ),
+        (
+            weighted("1", "  server_connections: 4294967295\n"),
+            "'server_connections' must be from 1 to 65536",
+        ),
+    ] {
+        let before = proxy.log_text().matches("pool file rejected").count();
+        std::fs::write(&proxy.conf, text).unwrap();
+        proxy.guard.signal("HUP");
+        wait_until("the rejection", Duration::from_secs(10), || {
+            proxy.log_text().matches("pool file rejected").count() > before
+        });
+        assert!(proxy.log_text().contains(why), "{}", proxy.log_text());
+        assert_eq!(client.cmd_str(&["GET", "k"]), "$1\r\n1\r\n");
+    }
+    let before = common::rss_kib(proxy.guard.pid());
+    reload(&proxy, &weighted("1", "  server_connections: 65536\n"));
+    let mut fresh = RawClient::connect(port);
+    assert_eq!(fresh.cmd_str(&["GET", "k"]), "$1\r\n1\r\n");
+    assert_eq!(client.cmd_str(&["GET", "k"]), "$1\r\n1\r\n");
+    let grown = common::rss_kib(proxy.guard.pid()).saturating_sub(before);
+    assert!(grown < 32 * 1024, "grew by {grown} KiB");
+}

@@ -7,6 +7,7 @@
 //! errors while serde_yaml still knows the position). `validate` then checks
 //! the rules that span several keys and fills in twemproxy's defaults.
 
+mod scalar;
 mod tls;
 mod users;
 
@@ -28,6 +29,9 @@ pub const DEFAULT_CLIENT_OUTPUT_LIMIT: usize = 8 * 1024 * 1024;
 /// Default of `max_dedicated_connections`: backend connections the pool's
 /// clients may hold for themselves (blocking commands, transactions).
 pub const DEFAULT_MAX_DEDICATED_CONNECTIONS: u32 = 1024;
+/// Most connections to one server per worker thread: more than one client
+/// address has ports for.
+pub const MAX_SERVER_CONNECTIONS: u32 = 65536;
 /// Below this a pipeline of ordinary replies would crawl.
 const MIN_CLIENT_OUTPUT_LIMIT: usize = 64 * 1024;
 
@@ -290,24 +294,40 @@ struct RawPool {
     hash: Option<String>,
     hash_tag: Option<String>,
     distribution: Option<String>,
+    #[serde(default, deserialize_with = "scalar::number")]
     timeout: Option<u64>,
+    #[serde(default, deserialize_with = "scalar::number")]
     backlog: Option<u32>,
+    #[serde(default, deserialize_with = "scalar::number")]
     client_connections: Option<u32>,
+    #[serde(default, deserialize_with = "scalar::flag")]
     preconnect: Option<bool>,
+    #[serde(default, deserialize_with = "scalar::flag")]
     redis: Option<bool>,
     redis_auth: Option<String>,
     redis_user: Option<String>,
     users: Option<Vec<users::RawUser>>,
+    #[serde(default, deserialize_with = "scalar::number")]
     redis_db: Option<u32>,
+    #[serde(default, deserialize_with = "scalar::number")]
     server_connections: Option<u32>,
+    #[serde(default, deserialize_with = "scalar::flag")]
     auto_eject_hosts: Option<bool>,
+    #[serde(default, deserialize_with = "scalar::number")]
     server_retry_timeout: Option<u64>,
+    #[serde(default, deserialize_with = "scalar::number")]
     server_failure_limit: Option<u32>,
+    #[serde(default, deserialize_with = "scalar::flag")]
     tcpkeepalive: Option<bool>,
+    #[serde(default, deserialize_with = "scalar::flag")]
     reuseport: Option<bool>,
+    #[serde(default, deserialize_with = "scalar::number")]
     max_request_size: Option<usize>,
+    #[serde(default, deserialize_with = "scalar::number")]
     client_output_limit: Option<usize>,
+    #[serde(default, deserialize_with = "scalar::flag")]
     allow_flush: Option<bool>,
+    #[serde(default, deserialize_with = "scalar::number")]
     max_dedicated_connections: Option<u32>,
     zookeeper_host: Option<String>,
     zookeeper_path: Option<String>,
@@ -316,6 +336,7 @@ struct RawPool {
     tls_cert: Option<String>,
     tls_key: Option<String>,
     tls_ca: Option<String>,
+    #[serde(default, deserialize_with = "scalar::flag")]
     server_tls: Option<bool>,
     server_tls_ca: Option<String>,
     server_tls_cert: Option<String>,
@@ -377,13 +398,30 @@ impl RawPool {
         if range_form {
             check_ranges_tile(&servers).map_err(err)?;
         }
-        let server_connections = self.server_connections.unwrap_or(1);
-        if server_connections == 0 {
-            return Err(err("'server_connections' must be at least 1".into()));
+        if !range_form {
+            check_weight_sum(&servers).map_err(err)?;
         }
-        let server_failure_limit = self.server_failure_limit.unwrap_or(2);
-        if server_failure_limit == 0 {
-            return Err(err("'server_failure_limit' must be at least 1".into()));
+        let server_connections = self.server_connections.unwrap_or(1);
+        if server_connections == 0 || server_connections > MAX_SERVER_CONNECTIONS {
+            return Err(key_err(
+                "server_connections",
+                format!(
+                    "'server_connections' must be from 1 to {MAX_SERVER_CONNECTIONS} \
+                     (connections to each server, per worker thread)"
+                ),
+            ));
+        }
+        // twemproxy's 0 ejects a server at its first failure, as 1 does.
+        let server_failure_limit = self.server_failure_limit.unwrap_or(2).max(1);
+        let redis_db = self.redis_db.unwrap_or(0);
+        if redis_db > i32::MAX as u32 {
+            return Err(key_err(
+                "redis_db",
+                format!(
+                    "'redis_db' must be at most {} (Redis's SELECT takes no larger number)",
+                    i32::MAX
+                ),
+            ));
         }
         let max_request_size = self.max_request_size.unwrap_or(DEFAULT_MAX_REQUEST_SIZE);
         if max_request_size < 1024 {
@@ -398,14 +436,8 @@ impl RawPool {
                 format!("'client_output_limit' must be at least {MIN_CLIENT_OUTPUT_LIMIT} bytes"),
             ));
         }
-        let timeout = match self.timeout {
-            Some(0) => {
-                return Err(err(
-                    "'timeout' must be a positive number of milliseconds".into()
-                ))
-            }
-            t => t.map(Duration::from_millis),
-        };
+        // twemproxy's 0, like its default, sets no timeout.
+        let timeout = self.timeout.filter(|&t| t > 0).map(Duration::from_millis);
         let zookeeper_auth = match &self.zookeeper_auth {
             Some(text) => Some(
                 crate::zk::ZkAuth::parse(text)
@@ -454,7 +486,7 @@ impl RawPool {
             redis_auth,
             redis_user,
             users,
-            redis_db: self.redis_db.unwrap_or(0),
+            redis_db,
             server_connections,
             auto_eject_hosts: self.auto_eject_hosts.unwrap_or(false),
             server_retry_timeout: Duration::from_millis(
@@ -497,6 +529,19 @@ fn check_server_names(servers: &[ServerConfig]) -> Result<(), String> {
         if servers[..i].iter().any(|s| s.node_name() == name) {
             return Err(format!("two servers have the same name '{name}'"));
         }
+    }
+    Ok(())
+}
+
+/// twemproxy adds the weights up in 32 bits; a sum past that wraps there
+/// (nutcracker crashes) and would give one server every point here.
+fn check_weight_sum(servers: &[ServerConfig]) -> Result<(), String> {
+    let sum: u64 = servers.iter().map(|s| u64::from(s.weight)).sum();
+    if sum > u64::from(u32::MAX) {
+        return Err(format!(
+            "the servers' weights add up to {sum}, more than {} (twemproxy adds them in 32 bits)",
+            u32::MAX
+        ));
     }
     Ok(())
 }
@@ -549,18 +594,31 @@ fn zookeeper_keys(
         }
     }
     match hosts.filter(|h| !h.trim().is_empty()) {
-        Some(hosts) => Ok(Some(ZooKeeperConfig {
-            hosts,
-            proxy_path,
-            redis_path,
-            auth,
-        })),
+        Some(hosts) => {
+            check_zookeeper_hosts(&hosts)?;
+            Ok(Some(ZooKeeperConfig {
+                hosts,
+                proxy_path,
+                redis_path,
+                auth,
+            }))
+        }
         None if proxy_path.is_some() || redis_path.is_some() || auth.is_some() => Err(
             "'zookeeper_path', 'zookeeper_redis_path' and 'zookeeper_auth' need 'zookeeper_host'"
                 .into(),
         ),
         None => Ok(None),
     }
+}
+
+/// `zookeeper_host`: `host:port` entries separated by commas, as the
+/// ZooKeeper client takes them (a chroot suffix is not supported: the
+/// paths are whole).
+fn check_zookeeper_hosts(hosts: &str) -> Result<(), String> {
+    for entry in hosts.split(',') {
+        parse_host_port(entry.trim()).map_err(|e| format!("'zookeeper_host': {e}"))?;
+    }
+    Ok(())
 }
 
 /// Splits `host:port` and checks the port.
@@ -656,6 +714,10 @@ fn parse_server(text: &str) -> Result<ServerConfig, String> {
                 .map_err(|_| format!("invalid weight '{weight_text}'"))?;
             if weight == 0 {
                 return Err("weight must be at least 1".into());
+            }
+            if weight > i32::MAX as u32 {
+                // twemproxy's limit: it reads weights as a signed int.
+                return Err(format!("weight must be at most {}", i32::MAX));
             }
             (weight, None)
         }

@@ -294,28 +294,92 @@ fn rejects_wrong_value_type() {
 }
 
 #[test]
-fn rejects_zero_timeout() {
-    let e = rejected(&pool("  timeout: 0\n  servers:\n   - 127.0.0.1:6379:1\n"));
-    assert!(e.contains("'timeout' must be a positive"), "{e}");
+fn zero_timeout_is_no_timeout_as_in_twemproxy() {
+    let config = Config::parse(&pool("  timeout: 0\n  servers:\n   - 127.0.0.1:6379:1\n")).unwrap();
+    assert_eq!(config.pools[0].timeout, None);
 }
 
 #[test]
-fn rejects_zero_server_connections() {
-    let e = rejected(&pool(
-        "  server_connections: 0\n  servers:\n   - 127.0.0.1:6379:1\n",
-    ));
-    assert!(e.contains("'server_connections' must be at least 1"), "{e}");
+fn server_connections_must_be_from_one_to_the_limit() {
+    for count in ["0", "65537", "4294967295"] {
+        let e = rejected(&pool(&format!(
+            "  server_connections: {count}\n  servers:\n   - 127.0.0.1:6379:1\n"
+        )));
+        assert!(
+            e.contains("'server_connections' must be from 1 to 65536") && e.contains("line 4"),
+            "{e}"
+        );
+    }
 }
 
 #[test]
-fn rejects_zero_failure_limit() {
-    let e = rejected(&pool(
+fn zero_failure_limit_ejects_at_the_first_failure_as_in_twemproxy() {
+    let config = Config::parse(&pool(
         "  server_failure_limit: 0\n  servers:\n   - 127.0.0.1:6379:1\n",
+    ))
+    .unwrap();
+    assert_eq!(config.pools[0].server_failure_limit, 1);
+}
+
+#[test]
+fn quoted_numbers_and_flags_read_as_twemproxy_reads_them() {
+    let text = pool(
+        "  timeout: \"400\"\n  redis_db: '1'\n  server_connections: \"2\"\n  \
+         auto_eject_hosts: 'true'\n  preconnect: \"false\"\n  servers:\n   - 127.0.0.1:6379:1\n",
+    )
+    .replace("redis: true", "redis: \"true\"");
+    let p = &Config::parse(&text).unwrap().pools[0];
+    assert_eq!(p.timeout, Some(Duration::from_millis(400)));
+    assert_eq!((p.redis_db, p.server_connections), (1, 2));
+    assert!(p.auto_eject_hosts && !p.preconnect);
+    // What twemproxy refuses stays refused, naming the key and its line.
+    for (line, bad) in [
+        ("  timeout: \"+400\"\n", "string \"+400\""),
+        ("  timeout: \" 400\"\n", "string \" 400\""),
+        ("  timeout: -5\n", "integer `-5`"),
+        ("  timeout: 1.5\n", "floating point `1.5`"),
+        ("  backlog: 4294967296\n", "integer `4294967296`"),
+        ("  preconnect: 'yes'\n", "string \"yes\""),
+        ("  preconnect: 1\n", "integer `1`"),
+    ] {
+        let e = rejected(&pool(&format!("{line}  servers:\n   - 127.0.0.1:6379:1\n")));
+        assert!(e.contains(bad) && e.contains("line 4"), "{line}: {e}");
+    }
+}
+
+#[test]
+fn weights_stay_within_twemproxys_bounds() {
+    let e = rejected(&pool("  servers:\n   - 127.0.0.1:6379:2147483648\n"));
+    assert!(e.contains("weight must be at most 2147483647"), "{e}");
+    // Each weight allowed, their sum past 32 bits: nutcracker's sum wraps.
+    let e = rejected(&pool(
+        "  servers:\n   - 127.0.0.1:6379:2147483647\n   - 127.0.0.1:6380:2147483647\n   - 127.0.0.1:6381:2\n",
     ));
-    assert!(
-        e.contains("'server_failure_limit' must be at least 1"),
-        "{e}"
-    );
+    assert!(e.contains("weights add up to 4294967296"), "{e}");
+    let p = Config::parse(&pool(
+        "  servers:\n   - 127.0.0.1:6379:2147483647\n   - 127.0.0.1:6380:2147483647\n   - 127.0.0.1:6381:1\n",
+    ));
+    assert!(p.is_ok());
+}
+
+#[test]
+fn redis_db_must_be_one_select_takes() {
+    let e = rejected(&pool(
+        "  redis_db: 2147483648\n  servers:\n   - 127.0.0.1:6379:1\n",
+    ));
+    assert!(e.contains("'redis_db' must be at most 2147483647"), "{e}");
+}
+
+#[test]
+fn zookeeper_host_must_list_host_port_pairs() {
+    for hosts in ["127.0.0.1:notaport", "','", "a:2181,", "a:2181,b"] {
+        let e = rejected(&pool(&format!(
+            "  zookeeper_host: {hosts}\n  servers:\n   - 127.0.0.1:6379:1\n"
+        )));
+        assert!(e.contains("'zookeeper_host'"), "{hosts}: {e}");
+    }
+    let ok = pool("  zookeeper_host: a:2181, b:2182\n  servers:\n   - 127.0.0.1:6379:1\n");
+    assert!(Config::parse(&ok).is_ok());
 }
 
 #[test]

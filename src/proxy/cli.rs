@@ -86,6 +86,12 @@ pub fn main() -> ExitCode {
         }
     };
     if args.test_conf {
+        // As nutcracker's -t: an address that does not resolve would only
+        // fail at start (listen) or at the first request (a server).
+        if let Err(e) = resolve_addresses(&config) {
+            eprintln!("shardproxy: configuration file '{conf}' syntax is invalid: {e}");
+            return ExitCode::FAILURE;
+        }
         println!("shardproxy: configuration file '{conf}' syntax is ok");
         return ExitCode::SUCCESS;
     }
@@ -228,4 +234,35 @@ async fn reload_on_sighup(
                 "SIGHUP: pool file rejected; keeping the running configuration"),
         }
     }
+}
+
+/// Resolves every pool's `listen` and servers, naming the first that does
+/// not resolve.
+fn resolve_addresses(config: &Config) -> Result<(), String> {
+    use std::net::ToSocketAddrs;
+    for pool in &config.pools {
+        let servers = pool
+            .servers
+            .iter()
+            .map(|s| (format!("server '{}'", s.written_addr), s.addr()));
+        let listen = std::iter::once((format!("listen '{}'", pool.listen), pool.listen.clone()));
+        for (what, addr) in listen.chain(servers) {
+            match addr.to_socket_addrs().map(|mut found| found.next()) {
+                Ok(Some(_)) => {}
+                Ok(None) => {
+                    return Err(format!(
+                        "pool '{}': {what} resolves to no address",
+                        pool.name
+                    ))
+                }
+                Err(e) => {
+                    return Err(format!(
+                        "pool '{}': {what} does not resolve: {e}",
+                        pool.name
+                    ))
+                }
+            }
+        }
+    }
+    Ok(())
 }

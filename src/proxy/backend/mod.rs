@@ -154,10 +154,13 @@ pub struct Backend {
     sets: Box<[ConnSet]>,
 }
 
-/// The connections one worker's sessions use.
+/// The connections one worker's sessions use: `server_connections` slots
+/// per protocol, each connection spawned when a session first picks its
+/// slot (or at once with `preconnect`), so a large `server_connections`
+/// costs a pointer per slot until clients use them, as in twemproxy.
 struct ConnSet {
-    resp2: Vec<ConnHandle>,
-    resp3: OnceLock<Vec<ConnHandle>>,
+    resp2: Box<[OnceLock<ConnHandle>]>,
+    resp3: OnceLock<Box<[OnceLock<ConnHandle>]>>,
 }
 
 /// The sending side of one connection task.
@@ -296,33 +299,45 @@ impl Backend {
             demotion,
             sets: Box::new([]),
         };
+        let preconnect = backend.settings.preconnect;
         backend.sets = (0..workers::count())
-            .map(|worker| ConnSet {
-                resp2: backend.spawn_connections(worker, Proto::Resp2, backend.settings.preconnect),
-                resp3: OnceLock::new(),
+            .map(|worker| {
+                let resp2 = backend.slots();
+                if preconnect {
+                    for slot in resp2.iter() {
+                        slot.get_or_init(|| backend.spawn_connection(worker, Proto::Resp2, true));
+                    }
+                }
+                ConnSet {
+                    resp2,
+                    resp3: OnceLock::new(),
+                }
             })
             .collect();
         backend
     }
 
-    /// Spawns a set of connection tasks on `worker`'s runtime.
-    fn spawn_connections(&self, worker: usize, proto: Proto, preconnect: bool) -> Vec<ConnHandle> {
+    /// `server_connections` empty slots.
+    fn slots(&self) -> Box<[OnceLock<ConnHandle>]> {
         (0..self.settings.connections.max(1))
-            .map(|_| {
-                let (jobs, rx) = mpsc::unbounded_channel();
-                let target = target::Target {
-                    addr: self.addr.clone(),
-                    proto,
-                    settings: self.settings.clone(),
-                    stats: self.stats.clone(),
-                    health: self.health.clone(),
-                    demotion: self.demotion.clone(),
-                    private: None,
-                };
-                workers::spawn_on(worker, conn::run(target, rx, preconnect));
-                ConnHandle { jobs }
-            })
+            .map(|_| OnceLock::new())
             .collect()
+    }
+
+    /// Spawns a connection task on `worker`'s runtime.
+    fn spawn_connection(&self, worker: usize, proto: Proto, preconnect: bool) -> ConnHandle {
+        let (jobs, rx) = mpsc::unbounded_channel();
+        let target = target::Target {
+            addr: self.addr.clone(),
+            proto,
+            settings: self.settings.clone(),
+            stats: self.stats.clone(),
+            health: self.health.clone(),
+            demotion: self.demotion.clone(),
+            private: None,
+        };
+        workers::spawn_on(worker, conn::run(target, rx, preconnect));
+        ConnHandle { jobs }
     }
 
     /// Queues `request` (complete RESP bytes) on one of the connections for
@@ -374,8 +389,9 @@ impl Backend {
         let deadline = self.deadline_after(Instant::now());
         let mut replies = Vec::new();
         for set in &self.sets {
-            for conns in [Some(&set.resp2), set.resp3.get()].into_iter().flatten() {
-                for conn in conns {
+            for slots in [Some(&set.resp2), set.resp3.get()].into_iter().flatten() {
+                // A slot never used has nothing queued.
+                for conn in slots.iter().filter_map(OnceLock::get) {
                     let (job, rx) = Job::new(ping.clone(), 0, deadline);
                     self.queue(conn, job);
                     replies.push(rx);
@@ -425,13 +441,13 @@ impl Backend {
     pub(crate) fn send_job(&self, proto: Proto, job: Job) {
         let worker = workers::current() % self.sets.len();
         let set = &self.sets[worker];
-        let conns = match proto {
+        let slots = match proto {
             Proto::Resp2 => &set.resp2,
-            Proto::Resp3 => set
-                .resp3
-                .get_or_init(|| self.spawn_connections(worker, Proto::Resp3, false)),
+            Proto::Resp3 => set.resp3.get_or_init(|| self.slots()),
         };
-        self.queue(&conns[job.affinity % conns.len()], job);
+        let conn = slots[job.affinity % slots.len()]
+            .get_or_init(|| self.spawn_connection(worker, proto, false));
+        self.queue(conn, job);
     }
 
     fn queue(&self, conn: &ConnHandle, job: Job) {
