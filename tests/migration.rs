@@ -10,9 +10,9 @@
 mod common;
 
 use common::migration::{
-    admin, cluster, cluster_with_source_replica, dbsize, exists, load, longest_event,
-    longest_stall, pool_file, preload, record_latency, replica_caught_up, run_admin, Cluster,
-    Tally,
+    admin, assert_preloaded, cluster, cluster_made_after_its_proxies, cluster_with_source_replica,
+    dbsize, exists, load, longest_event, longest_stall, pool_file, preload, record_latency,
+    replica_caught_up, run_admin, Cluster, Tally,
 };
 use common::redis::{RawClient, Redis};
 use common::wait_until;
@@ -938,4 +938,34 @@ async fn a_client_blocked_on_a_moving_range_is_told_to_retry() {
         String::from_utf8_lossy(&elsewhere.read_reply()),
         format!("*2\r\n${}\r\n{outside}\r\n$3\r\njob\r\n", outside.len())
     );
+}
+
+/// Proxies started before the cluster's znodes were made watch the
+/// migration znode all the same and acknowledge a move (review: such
+/// proxies never read one, and every migration was called off after
+/// waiting for them until they were restarted).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxies_started_before_the_cluster_was_made_acknowledge_a_move() {
+    let c = cluster_made_after_its_proxies().await;
+    let keys = keys_in(1024, 2047, 20, "early");
+    preload(&c.proxies[0], &keys);
+    let (code, text) = run_admin(
+        &c.conf,
+        &[
+            "migrate",
+            "1024-2047",
+            "--to",
+            "redis-0002",
+            "--barrier-timeout-ms",
+            "5000",
+        ],
+    );
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains("committed"), "{text}");
+    for proxy in &c.proxies {
+        assert_preloaded(proxy.port, &keys);
+    }
+    for key in &keys {
+        assert!(exists(&c.redis[2], key), "{key} not on the new shard");
+    }
 }

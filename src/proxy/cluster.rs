@@ -199,7 +199,12 @@ fn shard_specs(pool: &Pool, view: &ClusterView) -> Result<Vec<ShardSpec>, String
 /// proxy applied, not with its pool file (whose servers may be listed by
 /// weight); refused for as long as the proxy runs. A restarted one takes
 /// the new S unless its file has ranges and the shards within them tile
-/// its S (the watch then leaves the others out).
+/// its S (the watch then leaves the others out). Its first view must not
+/// be narrower than a file with ranges either: the shards of a cluster
+/// being made one by one, or one whose last shard's data is unreadable,
+/// would otherwise fix S for as long as it runs (review: a proxy started
+/// before the cluster's znodes took the first shard's 0-2047 and refused
+/// the whole cluster after).
 fn same_slot_space(pool: &Pool, view: &ClusterView) -> Result<(), String> {
     match pool.zk_status.snapshot().view {
         Some(old) if old.slots != view.slots => Err(format!(
@@ -209,7 +214,17 @@ fn same_slot_space(pool: &Pool, view: &ClusterView) -> Result<(), String> {
             view.slots.saturating_sub(1),
             old.slots.saturating_sub(1)
         )),
-        _ => Ok(()),
+        Some(_) => Ok(()),
+        None => match file_slots(pool) {
+            Some(file) if view.slots < file => Err(format!(
+                "the shards' ranges cover slots 0-{} of the pool file's 0-{}: every key would \
+                 move; routing by the pool file until the others' znodes are there (to take a \
+                 smaller slot space, restart the proxy with a pool file whose ranges cover it)",
+                view.slots.saturating_sub(1),
+                file - 1
+            )),
+            _ => Ok(()),
+        },
     }
 }
 

@@ -258,18 +258,39 @@ pub struct Cluster {
 }
 
 pub async fn cluster() -> Cluster {
-    cluster_with(false).await
+    cluster_with(false, false).await
 }
 
 /// [`cluster`], with a replica of redis-0000's master in its line, in
 /// sync with it.
 pub async fn cluster_with_source_replica() -> Cluster {
-    cluster_with(true).await
+    cluster_with(true, false).await
 }
 
-async fn cluster_with(source_replica: bool) -> Cluster {
+/// [`cluster`] whose proxies started before its znodes were made: they
+/// watched for the cluster root to appear.
+pub async fn cluster_made_after_its_proxies() -> Cluster {
+    cluster_with(false, true).await
+}
+
+async fn cluster_with(source_replica: bool, proxies_first: bool) -> Cluster {
     let zookeeper = ZooKeeper::start();
     let redis = [Redis::start(), Redis::start(), Redis::start()];
+    let start_proxies = || {
+        // The second proxy runs thread-per-core workers, so every move is
+        // also checked against a proxy whose backends have a connection
+        // set per worker (its barrier must reach them all).
+        [
+            start_proxy(&zookeeper, &[&redis[0], &redis[1]]),
+            start_proxy_args(
+                &zookeeper,
+                &[&redis[0], &redis[1]],
+                "  timeout: 1000\n",
+                &["--threads", "2"],
+            ),
+        ]
+    };
+    let early = proxies_first.then(start_proxies);
     let ops = zookeeper.client_with_session(Duration::from_secs(20)).await;
     create_shard(&ops, "redis-0000", 0, 2047).await;
     create_shard(&ops, "redis-0001", 2048, 4095).await;
@@ -288,18 +309,7 @@ async fn cluster_with(source_replica: bool) -> Cluster {
     let (code, text) = run_admin(&conf, &["add-shard", "redis-0002"]);
     assert_eq!(code, 0, "{text}");
     add_member(&ops, "redis-0002", &redis[2].addr()).await;
-    // The second proxy runs thread-per-core workers, so every move is
-    // also checked against a proxy whose backends have a connection set
-    // per worker (its barrier must reach them all).
-    let proxies = [
-        start_proxy(&zookeeper, &[&redis[0], &redis[1]]),
-        start_proxy_args(
-            &zookeeper,
-            &[&redis[0], &redis[1]],
-            "  timeout: 1000\n",
-            &["--threads", "2"],
-        ),
-    ];
+    let proxies = early.unwrap_or_else(start_proxies);
     for proxy in &proxies {
         wait_for_view(proxy, &format!("master={}", redis[1].addr()));
     }

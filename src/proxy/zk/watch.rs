@@ -310,8 +310,13 @@ impl<'a> Session<'a> {
             }
             Err(zk::Error::NoNode) => {
                 self.shards = None;
-                self.armed.retain(|key, _| *key == Key::Root);
-                self.pending.retain(|key| *key == Key::Root);
+                // The shards' watches go with the root; the migration znode
+                // lives outside it and is still watched (review: a proxy
+                // started before `init` never read a migration, and every
+                // migration timed out waiting for its acknowledgement).
+                let kept = |key: &Key| matches!(key, Key::Root | Key::Migration);
+                self.armed.retain(|key, _| kept(key));
+                self.pending.retain(kept);
                 let (stat, watcher) = self.client.check_and_watch_stat(self.root).await?;
                 if stat.is_some() {
                     // Created between the two calls: list it now.
