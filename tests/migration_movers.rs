@@ -590,3 +590,28 @@ async fn a_library_holding_a_movers_function_name_is_named_as_the_cause() {
     assert_eq!(code, 0, "{text}");
     assert_eq!(dbsize(&c.redis[2]), keys.len() as u64);
 }
+
+/// A run stopped while it moves keys, the migration taken over and
+/// finished by another run, then woken: it says the other run ended the
+/// migration, not that the migration "stays where it was" (review: it
+/// told the operator to run migrate again for a migration committed and
+/// gone).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_woken_after_another_finished_its_migration_says_so() {
+    let c = cluster().await;
+    let keys = keys_in(0, 1023, 1000, "w");
+    preload(&c.proxies[0], &keys);
+    let args = ["migrate", "0-1023", "--to", "redis-0002", "--rate", "200"];
+    let (first, log) = start_admin(&c, &args, "stopped-mover");
+    wait_until("the move to begin", Duration::from_secs(30), || {
+        std::fs::read_to_string(&log).is_ok_and(|text| text.contains("moving keys"))
+    });
+    first.signal("STOP");
+    let (code, text) = run_admin(&c.conf, &["migrate", "0-1023", "--to", "redis-0002"]);
+    assert_eq!(code, 0, "{text}");
+    let (code, said) = wake(first, &log);
+    assert_ne!(code, Some(0), "{said}");
+    assert!(said.contains("took this migration over"), "{said}");
+    assert!(!said.contains("stays where it was"), "{said}");
+    assert_moved(&c, &keys);
+}

@@ -5,10 +5,12 @@
 
 mod common;
 
-use common::migration::{cluster, dbsize, ended, exists, interrupted_move, preload, start_admin};
-use common::redis::RawClient;
+use common::migration::{
+    cluster, dbsize, ended, exists, interrupted_move, preload, replica_caught_up, start_admin,
+};
+use common::redis::{RawClient, Redis};
 use common::wait_until;
-use common::zk_cluster::keys_in;
+use common::zk_cluster::{add_member, keys_in};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -367,4 +369,49 @@ async fn notes_and_locks_a_client_script_wrote_stop_no_move_nor_does_function_fl
             .connect()
             .cmd_str(&["FUNCTION", "LIST", "LIBRARYNAME", "shardproxy_mover"]);
     assert!(listed.contains("shardproxy_mover"), "{listed}");
+}
+
+/// The target's replica stops confirming (SIGSTOP: a replica fallen
+/// behind): keys leave the source only as fast as it confirms them, so at
+/// most one batch (100 keys) is on the target's master alone, and when migrate says
+/// it committed, the replica holds every key (review: "done" with the
+/// replica holding 711 of 3,000 keys, and the target master's loss took
+/// the range down until the loss was accepted with promote --force).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_leave_the_source_only_as_the_targets_replica_confirms_them() {
+    let c = cluster().await;
+    let replica = Redis::start();
+    let replicaof = ["REPLICAOF", "127.0.0.1", &c.redis[2].port.to_string()];
+    assert_eq!(replica.connect().cmd_str(&replicaof), "+OK\r\n");
+    replica_caught_up(&c.redis[2]);
+    add_member(&c.members, "redis-0002", &replica.addr()).await;
+    let moving = keys_in(0, 1023, 1000, "r");
+    preload(&c.proxies[0], &moving);
+    replica.guard.signal("STOP");
+    let args = ["migrate", "0-1023", "--to", "redis-0002"];
+    let (mut run, log) = start_admin(&c, &args, "lagging-target-replica");
+    wait_until("the move to begin", Duration::from_secs(30), || {
+        std::fs::read_to_string(&log).is_ok_and(|text| text.contains("moving keys"))
+    });
+    // Watched for 3 s: the keys stay on the source but for that batch.
+    let watched = Instant::now();
+    while watched.elapsed() < Duration::from_secs(3) {
+        let left = moving.iter().filter(|k| exists(&c.redis[0], k)).count();
+        assert!(left >= moving.len() - 100, "{left} left on the source");
+        thread::sleep(Duration::from_millis(200));
+    }
+    replica.guard.signal("CONT");
+    let (code, text) = ended(&mut run, &log, 120);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("committed"), "{text}");
+    let missing: Vec<&String> = moving.iter().filter(|k| !exists(&replica, k)).collect();
+    assert!(
+        missing.is_empty(),
+        "{} keys not on the replica",
+        missing.len()
+    );
+    assert!(
+        !moving.iter().any(|k| exists(&c.redis[0], k)),
+        "keys left on the source"
+    );
 }

@@ -331,14 +331,47 @@ pub async fn migrate(
     // What was printed before the failure stays on the screen, and a
     // ZooKeeper failure says where that leaves the migration (review: a
     // ZooKeeper timeout printed the error alone).
-    driven.map_err(|e| match e {
-        AdminError::ZooKeeper { .. } => failed(format!(
-            "{e}; the migration stays where it was: run `migrate {} --to {}` again to \
-             continue it, or `abort`",
-            options.range, options.to
-        )),
-        e => e,
-    })
+    match driven {
+        Err(e @ AdminError::ZooKeeper { .. }) => Err(failed(format!(
+            "{e}; {}",
+            where_it_stands(target, &id, options).await
+        ))),
+        driven => driven,
+    }
+}
+
+/// Where a migration whose run lost ZooKeeper stands, read on a session of
+/// its own: another run may have taken it over and finished it meanwhile
+/// (review: a run stopped for the length of another's whole move said it
+/// "stays where it was" of a migration long committed and gone).
+async fn where_it_stands(target: &Target, id: &str, options: &MigrateOptions) -> String {
+    let again = format!(
+        "run `migrate {} --to {}` again to continue it, or `abort`",
+        options.range, options.to
+    );
+    let read = match connect(&target.hosts, target.zk_auth.as_ref()).await {
+        Ok(client) => read_state(&client, target).await,
+        Err(e) => Err(e),
+    };
+    match read {
+        Ok(Some((state, _))) if state.id == id => format!(
+            "the migration stays where it was (phase {}): {again}",
+            state.phase.as_str()
+        ),
+        Ok(Some((state, _))) => format!(
+            "another run took this migration over and ended it meanwhile; migration {} ({} \
+             from {} to {}, phase {}) is in progress now",
+            state.id,
+            state.range,
+            state.source,
+            state.target,
+            state.phase.as_str()
+        ),
+        Ok(None) => "another run took this migration over and ended it meanwhile, or it was \
+             aborted: see `shardproxy-admin status` for where the range is"
+            .to_string(),
+        Err(_) => format!("the migration stays where it was: {again}"),
+    }
 }
 
 /// What `migrate` leaves when a signal stops it: a migration in prepare

@@ -170,6 +170,38 @@ pub(super) async fn wait_for_replicas(
     }
 }
 
+/// Waits until the target's `replicas` have the keys moved so far,
+/// failing when fewer confirm within a second: the source no longer holds
+/// them, so until then they are on one copy, and a target master lost then
+/// would take them with it (review: a move of 3,000 keys said "done" with
+/// the target's replica holding 711; the target master killed, the range
+/// stayed down until its loss was accepted). The keys were written by the
+/// source's MIGRATE, not on this connection, so it first writes something
+/// of its own (a PUBLISH, which every replica is sent) for WAIT to wait
+/// for: that comes after them in the replication stream.
+async fn wait_for_target_replicas(conn: &mut RedisConn, replicas: usize) -> Result<(), String> {
+    if replicas == 0 {
+        return Ok(());
+    }
+    conn.call(&["PUBLISH", MOVED_CHANNEL, "1"])
+        .await
+        .map_err(|e| e.to_string())?;
+    let n = replicas.to_string();
+    match conn.call(&["WAIT", n.as_str(), "1000"]).await {
+        Ok(Value::Integer(acked)) if acked >= replicas as i64 => Ok(()),
+        Ok(other) => Err(format!(
+            "{}: WAIT {n} 1000: {other:?} (fewer of the target's replicas confirmed the moved \
+             keys than it has)",
+            conn.addr()
+        )),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// The channel the mover publishes on to give the target's replicas
+/// something to acknowledge.
+const MOVED_CHANNEL: &str = "__shardproxy_moved";
+
 /// `MIGRATE` of `keys` from `conn`'s Redis to `to`, into the pool's
 /// database, with an I/O timeout of `timeout_ms`, if this mover still
 /// holds `fence`; true if any moved.
@@ -224,6 +256,8 @@ struct Link {
     range: Range,
     /// Replicas in the source's line, waited for after each batch.
     replicas: usize,
+    /// Replicas in the target's line, waited for after each batch too.
+    to_replicas: usize,
 }
 
 /// Connects to the two shards' masters and claims the migration on both
@@ -262,15 +296,23 @@ async fn open_link(
         };
         claimed.map_err(|e| e.to_string())?;
     }
-    let replicas = shards
-        .iter()
-        .find(|s| s.view.name == state.source)
-        .map_or(0, |s| s.view.members.len().saturating_sub(1));
+    let replicas_of = |name: &str| {
+        shards
+            .iter()
+            .find(|s| s.view.name == name)
+            .map_or(0, |s| s.view.members.len().saturating_sub(1))
+    };
+    // Nothing more leaves the source while the target's replicas lack a
+    // batch moved before (its confirmation failed, and this link replaces
+    // the one that moved it).
+    let to_replicas = replicas_of(&state.target);
+    wait_for_target_replicas(&mut to_conn, to_replicas).await?;
     Ok(Link {
         conn,
         to_conn,
         to,
-        replicas,
+        replicas: replicas_of(&state.source),
+        to_replicas,
         range: Range {
             lo,
             hi,
@@ -336,6 +378,7 @@ pub(super) async fn run(
                             .await
                             .map_err(|e| e.to_string())?;
                     if moved {
+                        wait_for_target_replicas(&mut l.to_conn, l.to_replicas).await?;
                         moved_here += 1;
                         tracing::info!(key = %String::from_utf8_lossy(&key), ms = t.elapsed().as_millis() as u64,
                             "big key moved in chunks");
@@ -346,6 +389,7 @@ pub(super) async fn run(
                 }
                 let any = move_small(l, target, &small, fence).await?;
                 if any {
+                    wait_for_target_replicas(&mut l.to_conn, l.to_replicas).await?;
                     moved_here += batch.len() as u64;
                     // As the proxies do: the DELs reach the replicas
                     // before anyone writes these keys on the target.
