@@ -327,17 +327,22 @@ impl Backend {
     /// Spawns a connection task on `worker`'s runtime.
     fn spawn_connection(&self, worker: usize, proto: Proto, preconnect: bool) -> ConnHandle {
         let (jobs, rx) = mpsc::unbounded_channel();
-        let target = target::Target {
+        let target = self.target(proto, None);
+        workers::spawn_on(worker, conn::run(target, rx, preconnect));
+        ConnHandle { jobs }
+    }
+
+    /// What a connection task to this backend needs to know.
+    fn target(&self, proto: Proto, private: Option<target::Private>) -> target::Target {
+        target::Target {
             addr: self.addr.clone(),
             proto,
             settings: self.settings.clone(),
             stats: self.stats.clone(),
             health: self.health.clone(),
             demotion: self.demotion.clone(),
-            private: None,
-        };
-        workers::spawn_on(worker, conn::run(target, rx, preconnect));
-        ConnHandle { jobs }
+            private,
+        }
     }
 
     /// Queues `request` (complete RESP bytes) on one of the connections for
@@ -413,19 +418,14 @@ impl Backend {
         let (jobs, rx) = mpsc::unbounded_channel();
         let broken = Arc::new(AtomicBool::new(false));
         let blocked_on = Arc::new(AtomicU64::new(NOT_BLOCKED));
-        let target = target::Target {
-            addr: self.addr.clone(),
+        let target = self.target(
             proto,
-            settings: self.settings.clone(),
-            stats: self.stats.clone(),
-            health: self.health.clone(),
-            demotion: self.demotion.clone(),
-            private: Some(target::Private {
+            Some(target::Private {
                 broken: broken.clone(),
                 blocked_on: blocked_on.clone(),
                 moving: self.demotion.moving.subscribe(),
             }),
-        };
+        );
         tokio::spawn(conn::run(target, rx, false));
         PrivateConn {
             addr: self.addr.clone(),
