@@ -176,16 +176,16 @@ pub(super) async fn wait_for_replicas(
 /// would take them with it (review: a move of 3,000 keys said "done" with
 /// the target's replica holding 711; the target master killed, the range
 /// stayed down until its loss was accepted). The keys were written by the
-/// source's MIGRATE, not on this connection, so it first writes something
-/// of its own (a PUBLISH, which every replica is sent) for WAIT to wait
-/// for: that comes after them in the replication stream.
+/// source's MIGRATE, not on this connection, so it first makes a write of
+/// its own for WAIT to wait for, which comes after them in the replication
+/// stream: a key set and deleted in one script, which no client sees (a
+/// PUBLISH reached clients subscribed to every channel, in review).
 async fn wait_for_target_replicas(conn: &mut RedisConn, replicas: usize) -> Result<(), String> {
     if replicas == 0 {
         return Ok(());
     }
-    conn.call(&["PUBLISH", MOVED_CHANNEL, "1"])
-        .await
-        .map_err(|e| e.to_string())?;
+    let mark = ["EVAL", MARK_SCRIPT, "1", MARK_KEY];
+    conn.call(&mark).await.map_err(|e| e.to_string())?;
     let n = replicas.to_string();
     match conn.call(&["WAIT", n.as_str(), "1000"]).await {
         Ok(Value::Integer(acked)) if acked >= replicas as i64 => Ok(()),
@@ -198,9 +198,11 @@ async fn wait_for_target_replicas(conn: &mut RedisConn, replicas: usize) -> Resu
     }
 }
 
-/// The channel the mover publishes on to give the target's replicas
-/// something to acknowledge.
-const MOVED_CHANNEL: &str = "__shardproxy_moved";
+/// A write that leaves nothing behind, replicated as one transaction.
+const MARK_SCRIPT: &str = "redis.call('set', KEYS[1], '1') redis.call('del', KEYS[1])";
+/// The key it sets and deletes: one of the proxies' own, which clients
+/// cannot use.
+const MARK_KEY: &str = "__shardproxy_moved";
 
 /// `MIGRATE` of `keys` from `conn`'s Redis to `to`, into the pool's
 /// database, with an I/O timeout of `timeout_ms`, if this mover still
