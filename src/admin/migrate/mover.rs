@@ -391,13 +391,17 @@ pub(super) async fn run(
                 }
                 let any = move_small(l, target, &small, fence).await?;
                 if any {
-                    wait_for_target_replicas(&mut l.to_conn, l.to_replicas).await?;
+                    // As the proxies do: the DELs reach the source's
+                    // replicas before anyone writes these keys on the
+                    // target; and the keys reach the target's before more
+                    // leave. Both at once, each on its own connection.
+                    let (source, target) = tokio::join!(
+                        wait_for_replicas(&mut l.conn, l.replicas),
+                        wait_for_target_replicas(&mut l.to_conn, l.to_replicas),
+                    );
+                    source.map_err(|e| e.to_string())?;
+                    target?;
                     moved_here += batch.len() as u64;
-                    // As the proxies do: the DELs reach the replicas
-                    // before anyone writes these keys on the target.
-                    wait_for_replicas(&mut l.conn, l.replicas)
-                        .await
-                        .map_err(|e| e.to_string())?;
                 }
                 throttle(state.rate, moved_here, started).await;
             }
