@@ -164,7 +164,19 @@ fn keys_of_the_proxys_own_are_refused_and_nothing_is_written() {
     }
     assert_eq!(seen, ["plain"]);
     // RANDOMKEY passes over them too: each shard holds one of the proxy's
-    // keys, and one holds "plain" beside it.
+    // keys, and one holds "plain" beside it; then 40 more on each shard
+    // (review: RANDOMKEY said nil half the time).
+    for _ in 0..20 {
+        let mut fresh = client(&s);
+        assert_eq!(fresh.cmd_str(&["RANDOMKEY"]), "$5\r\nplain\r\n");
+    }
+    for shard in &s._shards {
+        let mut direct = shard.connect();
+        for i in 0..40 {
+            let key = format!("__shardproxy_import:{i}");
+            assert_eq!(direct.cmd_str(&["SET", &key, "1"]), "+OK\r\n");
+        }
+    }
     for _ in 0..20 {
         let mut fresh = client(&s);
         assert_eq!(fresh.cmd_str(&["RANDOMKEY"]), "$5\r\nplain\r\n");

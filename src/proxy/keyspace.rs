@@ -9,9 +9,12 @@
 //! is [`crate::proxy::scan`]'s.
 
 use crate::command::{Command, KeyspaceOp};
-use crate::protocol::{encode_array_header, is_error_reply, Proto};
+use crate::protocol::{
+    encode_array_header, encode_request, is_error_reply, reply_frame_len, Proto,
+};
 use crate::proxy::fanout::{self, array_parts};
 use crate::proxy::pending::{unsupported_error, Pending};
+use crate::proxy::router::RoutingTable;
 use crate::proxy::session::Session;
 use crate::proxy::stats::PoolStats;
 use bytes::{Bytes, BytesMut};
@@ -83,8 +86,8 @@ fn keys(session: &Session, raw: Bytes) -> Pending {
 /// one is asked, so nil means every shard is empty. Each non-empty shard is
 /// as likely as another, whatever its size. A key of the proxies' own (a
 /// migration's lock or import) is no client's: that shard is asked again,
-/// and one that gives nothing else in [`RESERVED_RETRIES`] tries counts as
-/// empty.
+/// and one that gives nothing else in [`RESERVED_RETRIES`] tries answers
+/// with the first client's key SCAN finds there, or counts as empty.
 fn random_key(session: &Session, raw: Bytes) -> Pending {
     let table = session.pool.router.load_full();
     let shards = table.distinct_shards();
@@ -112,7 +115,10 @@ fn random_key(session: &Session, raw: Bytes) -> Pending {
                 frame = again.await.frame;
             }
             if is_reserved_key(&frame) {
-                continue;
+                match first_client_key(&table, shard, proto, affinity).await {
+                    Some(key) => return key,
+                    None => continue,
+                }
             }
             if !is_nil(&frame) {
                 return frame;
@@ -127,9 +133,41 @@ fn random_key(session: &Session, raw: Bytes) -> Pending {
 }
 
 /// How often RANDOMKEY asks a shard again that answered with a key of the
-/// proxies' own: with one such key beside one client key, the chance of
-/// missing the client's key is 2^-20.
-const RESERVED_RETRIES: usize = 20;
+/// proxies' own, before it looks for a client's key with SCAN.
+const RESERVED_RETRIES: usize = 3;
+
+/// The first client's key of `shard` in SCAN's order: RANDOMKEY's answer
+/// when the shard keeps answering with the proxies' own keys (review: 40
+/// of them beside one client key, and RANDOMKEY said nil half the time).
+/// `None` when it holds no client's key (or does not answer as Redis does).
+async fn first_client_key(
+    table: &RoutingTable,
+    shard: usize,
+    proto: Proto,
+    affinity: usize,
+) -> Option<Bytes> {
+    let mut cursor = 0u64;
+    loop {
+        let mut raw = BytesMut::new();
+        let at = cursor.to_string();
+        encode_request(&["SCAN", at.as_str(), "COUNT", "1000"], &mut raw);
+        let answer = fanout::ask(table.shard(shard), proto, affinity, raw.freeze()).await;
+        let (next, keys) = crate::proxy::scan::scan_reply(&answer.frame)?;
+        let (count, mut rest) = array_parts(keys)?;
+        for _ in 0..count {
+            let len = reply_frame_len(rest).ok()??;
+            let (key, after) = rest.split_at(len);
+            if !is_reserved_key(key) {
+                return Some(Bytes::copy_from_slice(key));
+            }
+            rest = after;
+        }
+        if next == 0 {
+            return None;
+        }
+        cursor = next;
+    }
+}
 
 /// A bulk-string reply naming a key of the proxies' own.
 fn is_reserved_key(frame: &[u8]) -> bool {

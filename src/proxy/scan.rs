@@ -233,7 +233,7 @@ fn target_behind(table: &RoutingTable, shards: &[usize]) -> Option<usize> {
 }
 
 /// The cursor and the keys array of a SCAN reply `*2 $cursor *n ...`.
-fn scan_reply(frame: &[u8]) -> Option<(u64, &[u8])> {
+pub(super) fn scan_reply(frame: &[u8]) -> Option<(u64, &[u8])> {
     let (2, body) = array_parts(frame)? else {
         return None;
     };
