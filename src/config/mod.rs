@@ -397,8 +397,7 @@ impl RawPool {
         check_server_names(&servers).map_err(err)?;
         if range_form {
             check_ranges_tile(&servers).map_err(err)?;
-        }
-        if !range_form {
+        } else {
             check_weight_sum(&servers).map_err(err)?;
         }
         let server_connections = self.server_connections.unwrap_or(1);

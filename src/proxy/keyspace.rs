@@ -153,14 +153,11 @@ async fn first_client_key(
         encode_request(&["SCAN", at.as_str(), "COUNT", "1000"], &mut raw);
         let answer = fanout::ask(table.shard(shard), proto, affinity, raw.freeze()).await;
         let (next, keys) = crate::proxy::scan::scan_reply(&answer.frame)?;
-        let (count, mut rest) = array_parts(keys)?;
-        for _ in 0..count {
-            let len = reply_frame_len(rest).ok()??;
-            let (key, after) = rest.split_at(len);
-            if !is_reserved_key(key) {
-                return Some(Bytes::copy_from_slice(key));
-            }
-            rest = after;
+        let (count, listed) = array_parts(keys)?;
+        let (kept, clients) = without_reserved(count, listed);
+        if kept > 0 {
+            let len = reply_frame_len(&clients).ok()??;
+            return Some(Bytes::copy_from_slice(&clients[..len]));
         }
         if next == 0 {
             return None;
@@ -200,12 +197,7 @@ pub(super) fn without_reserved(count: usize, body: &[u8]) -> (usize, std::borrow
         };
         let (element, after) = rest.split_at(len);
         rest = after;
-        // A bulk string: `$n\r\n` then the key.
-        let key = element
-            .iter()
-            .position(|&b| b == b'\n')
-            .map_or(&b""[..], |eol| &element[eol + 1..]);
-        if !key.starts_with(RESERVED_PREFIX) {
+        if !is_reserved_key(element) {
             out.extend_from_slice(element);
             kept += 1;
         }

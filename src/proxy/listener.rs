@@ -191,10 +191,11 @@ async fn accept_loop(
         let current = pool.stats.connected_clients.load(Ordering::Relaxed);
         if limit != 0 && current >= u64::from(limit) {
             PoolStats::bump(&pool.stats.rejected_connections);
-            if pool.tls.is_none() {
-                tokio::spawn(refuse(stream));
-            } else {
-                refuse_tls(&pool, stream);
+            match &pool.tls {
+                None => {
+                    tokio::spawn(refuse(stream));
+                }
+                Some(tls) => refuse_tls(tls, stream),
             }
             continue;
         }
@@ -386,10 +387,7 @@ const TLS_REFUSAL_LIMIT: Duration = Duration::from_secs(2);
 /// Redis's answer when `maxclients` is reached, over TLS, as Redis sends it
 /// after the handshake (review: a TLS client over the limit was closed
 /// with no reply, and redis-cli died of SIGPIPE saying nothing).
-fn refuse_tls(pool: &Arc<Pool>, stream: TcpStream) {
-    let Some(tls) = pool.tls.as_ref() else {
-        return;
-    };
+fn refuse_tls(tls: &ListenTls, stream: TcpStream) {
     if TLS_REFUSALS.fetch_add(1, Ordering::Relaxed) >= TLS_REFUSALS_MAX {
         TLS_REFUSALS.fetch_sub(1, Ordering::Relaxed);
         return;

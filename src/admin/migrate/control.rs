@@ -148,19 +148,10 @@ pub async fn export(target: &Target) -> Result<String, AdminError> {
 pub async fn forget_proxy(target: &Target, name: &str) -> Result<String, AdminError> {
     let client = connect(&target.hosts, target.zk_auth.as_ref()).await?;
     let zk_error = |path: &str, e| AdminError::zk_path(&target.hosts, path, e);
-    let roster = roster_path(&target.cluster_root).ok_or_else(|| {
-        AdminError::Refused(
-            "forget-proxy",
-            "the cluster root has no control directory".into(),
-        )
-    })?;
+    let roster = roster_path(&target.cluster_root)
+        .ok_or_else(|| refused("the cluster root has no control directory".into()))?;
     let entry = child_path(&roster, name);
-    let unknown = || {
-        AdminError::Refused(
-            "forget-proxy",
-            format!("no proxy {name} in the roster ({roster})"),
-        )
-    };
+    let unknown = || refused(format!("no proxy {name} in the roster ({roster})"));
     let (data, stat) = match client.get_data(&entry).await {
         Ok(found) => found,
         Err(zk::Error::NoNode) => return forget_hand_made(&client, target, name).await,
@@ -169,11 +160,7 @@ pub async fn forget_proxy(target: &Target, name: &str) -> Result<String, AdminEr
     let registered = registration_of(&data, &target.proxy_root, name);
     match client.check_stat(&registered).await {
         Ok(None) => {}
-        Ok(Some(_)) => {
-            return Err(AdminError::Refused("forget-proxy", format!(
-                "proxy {name} is registered ({registered}): it runs and follows migrations; stop it first"
-            )))
-        }
+        Ok(Some(_)) => return Err(still_registered(name, &registered)),
         Err(e) => return Err(zk_error(&registered, e)),
     }
     // The version read: an entry rewritten meanwhile (by a proxy on this
@@ -184,7 +171,7 @@ pub async fn forget_proxy(target: &Target, name: &str) -> Result<String, AdminEr
             "proxy {name} forgotten: migrations no longer wait for it (if it runs again it rejoins)\n"
         )),
         Err(zk::Error::NoNode) => Err(unknown()),
-        Err(zk::Error::BadVersion) => Err(AdminError::Refused("forget-proxy", format!(
+        Err(zk::Error::BadVersion) => Err(refused(format!(
             "the roster entry of proxy {name} changed meanwhile; run forget-proxy again"
         ))),
         Err(e) => Err(zk_error(&entry, e)),
@@ -205,32 +192,23 @@ async fn forget_hand_made(
     let stat = match client.check_stat(&path).await {
         Ok(Some(stat)) => stat,
         Ok(None) => {
-            return Err(AdminError::Refused(
-                "forget-proxy",
-                format!(
-                    "no proxy {name} in the roster ({roster}) nor under {}",
-                    target.proxy_root
-                ),
-            ))
+            return Err(refused(format!(
+                "no proxy {name} in the roster ({roster}) nor under {}",
+                target.proxy_root
+            )))
         }
         Err(e) => return Err(AdminError::zk_path(&target.hosts, &path, e)),
     };
     if stat.ephemeral_owner != 0 {
-        return Err(AdminError::Refused(
-            "forget-proxy",
-            format!(
-            "proxy {name} is registered ({path}): it runs and follows migrations; stop it first"
-        ),
-        ));
+        return Err(still_registered(name, &path));
     }
     match client.delete(&path, Some(stat.version)).await {
         Ok(()) | Err(zk::Error::NoNode) => Ok(format!(
             "{path} deleted: it was no proxy's registration (not ephemeral)\n"
         )),
-        Err(zk::Error::NotEmpty) => Err(AdminError::Refused(
-            "forget-proxy",
-            format!("{path} has children: it is no proxy's registration; delete it by hand"),
-        )),
+        Err(zk::Error::NotEmpty) => Err(refused(format!(
+            "{path} has children: it is no proxy's registration; delete it by hand"
+        ))),
         Err(e) => Err(AdminError::zk_path(&target.hosts, &path, e)),
     }
 }
@@ -249,6 +227,18 @@ pub fn registration_of(entry_data: &[u8], proxy_root: &str, name: &str) -> Strin
         Ok(path) if valid(path) => path.to_string(),
         _ => child_path(proxy_root, name),
     }
+}
+
+/// A refusal of `forget-proxy`.
+fn refused(message: String) -> AdminError {
+    AdminError::Refused("forget-proxy", message)
+}
+
+/// The refusal of forgetting a proxy that is registered at `path`.
+fn still_registered(name: &str, path: &str) -> AdminError {
+    refused(format!(
+        "proxy {name} is registered ({path}): it runs and follows migrations; stop it first"
+    ))
 }
 
 #[cfg(test)]

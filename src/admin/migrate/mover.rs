@@ -154,6 +154,13 @@ pub(super) async fn wait_for_replicas(
     conn: &mut RedisConn,
     replicas: usize,
 ) -> Result<(), RedisError> {
+    let short = "fewer replicas confirmed the moved keys' deletion than the source has";
+    confirmed(conn, replicas, short).await
+}
+
+/// `WAIT replicas 1000` on `conn`: every write it made so far is on
+/// `replicas` replicas, else an error saying `short`.
+async fn confirmed(conn: &mut RedisConn, replicas: usize, short: &str) -> Result<(), RedisError> {
     if replicas == 0 {
         return Ok(());
     }
@@ -163,9 +170,7 @@ pub(super) async fn wait_for_replicas(
         other => Err(RedisError::Unexpected {
             addr: conn.addr().to_string(),
             command: format!("WAIT {n} 1000"),
-            reply: format!(
-                "{other:?} (fewer replicas confirmed the moved keys' deletion than the source has)"
-            ),
+            reply: format!("{other:?} ({short})"),
         }),
     }
 }
@@ -186,16 +191,10 @@ async fn wait_for_target_replicas(conn: &mut RedisConn, replicas: usize) -> Resu
     }
     let mark = ["EVAL", MARK_SCRIPT, "1", MARK_KEY];
     conn.call(&mark).await.map_err(|e| e.to_string())?;
-    let n = replicas.to_string();
-    match conn.call(&["WAIT", n.as_str(), "1000"]).await {
-        Ok(Value::Integer(acked)) if acked >= replicas as i64 => Ok(()),
-        Ok(other) => Err(format!(
-            "{}: WAIT {n} 1000: {other:?} (fewer of the target's replicas confirmed the moved \
-             keys than it has)",
-            conn.addr()
-        )),
-        Err(e) => Err(e.to_string()),
-    }
+    let short = "fewer of the target's replicas confirmed the moved keys than it has";
+    confirmed(conn, replicas, short)
+        .await
+        .map_err(|e| e.to_string())
 }
 
 /// A write that leaves nothing behind, replicated as one transaction.
