@@ -8,6 +8,7 @@ use crate::proxy::pool::Pool;
 use crate::proxy::router::{RoutingTable, ShardSpec, ZOOKEEPER};
 use crate::proxy::stats_server::Monitoring;
 use crate::proxy::zk::{self, ClusterView, ProxyData};
+use crate::zk::view::ShardView;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 use tokio::sync::watch;
@@ -169,10 +170,14 @@ fn migration_spec(view: &ClusterView) -> Option<MigrationSpec> {
 }
 
 fn shard_specs(pool: &Pool, view: &ClusterView) -> Result<Vec<ShardSpec>, String> {
+    let file_agrees = file_agrees(pool, view);
     view.shards
         .iter()
         .filter(|shard| !shard.empty)
         .map(|shard| {
+            if shard.unowned {
+                return Ok(unowned_spec(pool, shard, file_agrees));
+            }
             let addr = match &shard.master {
                 Some(master) => master.clone(),
                 None => file_server_for(pool, shard.lo).ok_or_else(|| {
@@ -189,9 +194,57 @@ fn shard_specs(pool: &Pool, view: &ClusterView) -> Result<Vec<ShardSpec>, String
                 range: Some((shard.lo, shard.hi)),
                 // A master from the pool file is not the watchdogs'.
                 run_id: shard.master.as_ref().and(shard.master_run_id.clone()),
+                unplaced: None,
             })
         })
         .collect()
+}
+
+/// Slots no readable shard owns ([`crate::zk::view::ShardView::unowned`]):
+/// the pool file's server for exactly that range when the file's ranges
+/// are ZooKeeper's (`file_agrees`), else a stand-in that answers their
+/// keys with an error. A file older than the last move would put that
+/// move's keys on their old shard, where no other proxy looks for them.
+fn unowned_spec(pool: &Pool, shard: &ShardView, file_agrees: bool) -> ShardSpec {
+    let range = Some((shard.lo, shard.hi));
+    let from_file = pool
+        .file_shards()
+        .into_iter()
+        .find(|s| file_agrees && s.range == range);
+    if let Some(server) = from_file {
+        tracing::warn!(pool = %pool.name, lo = shard.lo, hi = shard.hi, server = %server.addr,
+            "slots no readable shard owns: routing them by the pool file, whose ranges are ZooKeeper's");
+        return ShardSpec {
+            weight: shard.hi - shard.lo + 1,
+            ..server
+        };
+    }
+    tracing::warn!(pool = %pool.name, lo = shard.lo, hi = shard.hi,
+        "slots no readable shard owns, and the pool file's ranges are not ZooKeeper's: answering their keys with an error");
+    ShardSpec {
+        name: shard.name.clone(),
+        addr: shard.name.clone(),
+        weight: shard.hi - shard.lo + 1,
+        range,
+        run_id: None,
+        unplaced: Some(
+            "no shard whose data in ZooKeeper can be read owns these slots, and the pool \
+             file's ranges are not ZooKeeper's: where their keys are is unknown until the \
+             shard's data is mended (shardproxy-admin status names the shard)"
+                .to_string(),
+        ),
+    }
+}
+
+/// True when every range a readable shard owns is one of the pool file's
+/// ranges: the file is as new as ZooKeeper's layout, as far as can be
+/// told, and its server for the rest of the slots is the best guess.
+fn file_agrees(pool: &Pool, view: &ClusterView) -> bool {
+    let file = pool.file_shards();
+    view.shards
+        .iter()
+        .filter(|shard| !shard.empty && !shard.unowned)
+        .all(|shard| file.iter().any(|s| s.range == Some((shard.lo, shard.hi))))
 }
 
 /// A new slot space S moves every key (slot = hash mod S): the last shard's

@@ -236,6 +236,9 @@ pub struct ShardSpec {
     /// The `run_id` the server must have (its watchdog registered it), if
     /// known: ZooKeeper's shards only.
     pub run_id: Option<String>,
+    /// Slots no known server owns (why): the spec's backend is a stand-in
+    /// answering its requests with this error (`addr` is the name).
+    pub unplaced: Option<String>,
 }
 
 /// The backends of `specs`, each told the `run_id` its spec expects.
@@ -243,6 +246,9 @@ fn backends_for(registry: &BackendRegistry, specs: &[ShardSpec]) -> Vec<Arc<Back
     specs
         .iter()
         .map(|spec| {
+            if let Some(reason) = &spec.unplaced {
+                return registry.unplaced(&spec.addr, reason);
+            }
             let backend = registry.get(&spec.addr);
             backend.expect_run_id(spec.run_id.as_deref());
             backend
@@ -530,6 +536,7 @@ pub fn file_shards(pool: &PoolConfig) -> Vec<ShardSpec> {
             weight: s.weight,
             range: s.range,
             run_id: None,
+            unplaced: None,
         })
         .collect()
 }
@@ -717,6 +724,7 @@ mod tests {
             weight: 1000,
             range: Some((4000, 4999)),
             run_id: None,
+            unplaced: None,
         });
         to_new.phase = Phase::Committed;
         let committed = router.install(&grown, "zookeeper", Some(to_new));

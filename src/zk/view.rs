@@ -55,6 +55,9 @@ pub struct ShardView {
     /// member data; from [`ShardView::from_znodes`], the recorded
     /// master's when it is the one served.
     pub master_run_id: Option<String>,
+    /// Not a znode: stands for slots no readable shard owns while a
+    /// shard's data is unreadable (see [`ShardView::unowned`]).
+    pub unowned: bool,
 }
 
 impl ShardView {
@@ -96,6 +99,24 @@ impl ShardView {
         ShardView {
             invalid: Some(why),
             ..ShardView::assemble(path, None, None, &[], None)
+        }
+    }
+
+    /// Slots `lo..=hi` that no shard this process can read owns, while
+    /// a shard it never read valid is left out (`why`): most likely that
+    /// shard's, but nobody can say. Named after its range; it has no
+    /// master, and the proxy routes it by its pool file only when the file
+    /// agrees with every range ZooKeeper gives, else answers its keys with
+    /// an error.
+    pub fn unowned(lo: u32, hi: u32, why: String) -> ShardView {
+        ShardView {
+            name: format!("(slots {lo}-{hi})"),
+            lo,
+            hi,
+            empty: false,
+            invalid: Some(why),
+            unowned: true,
+            ..ShardView::assemble("", None, None, &[], None)
         }
     }
 
@@ -159,6 +180,7 @@ impl ShardView {
             strays,
             invalid: None,
             recorded_master,
+            unowned: false,
         }
     }
 }
@@ -267,6 +289,37 @@ impl ClusterView {
         })
     }
 
+    /// The view of `shards` with every slot of `[0, slots)` that none of
+    /// them owns given to an [`ShardView::unowned`] stand-in (`why`);
+    /// `None` when that cannot make a view of `slots` slots (ranges that
+    /// overlap, or reach past `slots`).
+    pub fn with_unowned(mut shards: Vec<ShardView>, slots: u32, why: &str) -> Option<ClusterView> {
+        let mut owned: Vec<(u32, u32)> = shards
+            .iter()
+            .filter(|s| !s.empty)
+            .map(|s| (s.lo, s.hi))
+            .collect();
+        owned.sort_unstable();
+        let mut next = 0u32;
+        let mut gaps = Vec::new();
+        for (lo, hi) in owned {
+            if lo > next {
+                gaps.push((next, lo - 1));
+            }
+            next = next.max(hi.saturating_add(1));
+        }
+        if next < slots {
+            gaps.push((next, slots - 1));
+        }
+        shards.extend(
+            gaps.into_iter()
+                .map(|(lo, hi)| ShardView::unowned(lo, hi, why.to_string())),
+        );
+        ClusterView::new(shards)
+            .ok()
+            .filter(|view| view.slots == slots)
+    }
+
     /// The shard named `name`.
     pub fn shard(&self, name: &str) -> Option<&ShardView> {
         self.shards.iter().find(|s| s.name == name)
@@ -317,6 +370,32 @@ mod tests {
         // have been promoted.
         let view = ShardView::from_znodes("/c/s", recorded, &[], Some("10.0.0.1:6379")).unwrap();
         assert_eq!(view.master.as_deref(), Some("10.0.0.2:6379"));
+    }
+
+    #[test]
+    fn unowned_stand_ins_fill_the_gaps_up_to_the_slot_space() {
+        let junk = ShardView::left_out("/c/b", "bad data".into());
+        let shards = vec![shard("a", 0, 99), junk.clone(), shard("c", 200, 299)];
+        let view = ClusterView::with_unowned(shards.clone(), 400, "why").unwrap();
+        let unowned: Vec<(String, u32, u32)> = view
+            .shards
+            .iter()
+            .filter(|s| s.unowned)
+            .map(|s| (s.name.clone(), s.lo, s.hi))
+            .collect();
+        assert_eq!(
+            unowned,
+            [
+                ("(slots 100-199)".to_string(), 100, 199),
+                ("(slots 300-399)".to_string(), 300, 399)
+            ]
+        );
+        assert!(view.shards.iter().all(|s| !s.unowned || s.master.is_none()));
+        assert_eq!(view.slots, 400);
+        // Never a narrower or wider slot space, never over an overlap.
+        assert!(ClusterView::with_unowned(shards.clone(), 250, "why").is_none());
+        let overlap = vec![shard("a", 0, 99), shard("c", 50, 299), junk];
+        assert!(ClusterView::with_unowned(overlap, 400, "why").is_none());
     }
 
     #[test]

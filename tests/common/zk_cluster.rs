@@ -143,16 +143,34 @@ pub fn start_proxy_args(
 /// Like [`start_proxy_args`], reaching ZooKeeper at `hosts` (e.g. through
 /// a [`super::relay::Relay`] that the test cuts).
 pub fn start_proxy_via(hosts: &str, file_servers: &[&Redis], keys: &str, args: &[&str]) -> Proxy {
-    let port = free_port();
     let half = 4096 / file_servers.len() as u32;
+    let ranges: Vec<(&Redis, u32, u32)> = file_servers
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let lo = i as u32 * half;
+            let hi = if i + 1 == file_servers.len() {
+                4095
+            } else {
+                lo + half - 1
+            };
+            (*s, lo, hi)
+        })
+        .collect();
+    start_proxy_ranged(hosts, &ranges, keys, args)
+}
+
+/// A proxy of the cluster whose file gives each server the range beside
+/// it.
+pub fn start_proxy_ranged(
+    hosts: &str,
+    file_servers: &[(&Redis, u32, u32)],
+    keys: &str,
+    args: &[&str],
+) -> Proxy {
+    let port = free_port();
     let mut servers = String::new();
-    for (i, s) in file_servers.iter().enumerate() {
-        let lo = i as u32 * half;
-        let hi = if i + 1 == file_servers.len() {
-            4095
-        } else {
-            lo + half - 1
-        };
+    for (s, lo, hi) in file_servers {
         servers.push_str(&format!("   - {}:{lo}-{hi}\n", s.addr()));
     }
     let yaml = format!(

@@ -17,7 +17,9 @@
 use super::backoff::Backoff;
 use super::connected::{Connection, Outcome};
 use super::queue::Queue;
-use super::target::{demotion_changed, expire_queue, fail, hand_over, queue_deadline, Target};
+use super::target::{
+    demotion_changed, expire_queue, fail, hand_over, queue_deadline, refuse_unplaced, Target,
+};
 use super::Job;
 use crate::proxy::stream::BackendStream;
 use std::sync::atomic::Ordering;
@@ -67,6 +69,19 @@ pub(super) async fn run(target: Target, mut jobs: mpsc::UnboundedReceiver<Job>, 
             continue;
         }
         connect_now = false;
+        if let Some(reason) = &target.unplaced {
+            target.retire();
+            if target.private.is_some() {
+                target.close_private(&mut queue, &mut jobs);
+            }
+            for job in queue.take_all() {
+                refuse_unplaced(&target, job, reason);
+            }
+            if target.private.is_some() {
+                return;
+            }
+            continue;
+        }
         if backoff.waiting() {
             // Still backing off: fail fast, never queue behind a dead server.
             for job in queue.take_all() {

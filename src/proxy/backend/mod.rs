@@ -59,6 +59,9 @@ pub enum BackendError {
     /// the request was in flight: a write may or may not have happened.
     #[error("backend {addr} stopped being the master while the request was in flight; its outcome is unknown")]
     Demoted { addr: Arc<str> },
+    /// Slots no known server owns (a stand-in's requests): why.
+    #[error("{0}")]
+    Unplaced(Arc<str>),
 }
 
 /// Connection settings shared by every backend of a pool.
@@ -150,6 +153,9 @@ pub struct Backend {
     pub health: Arc<Health>,
     settings: Arc<BackendSettings>,
     demotion: Arc<Demotion>,
+    /// Set for the stand-in of slots no known server owns (why): its
+    /// requests are answered with that error, and nothing connects.
+    unplaced: Option<Arc<str>>,
     /// One set of connections per worker thread (one set without workers).
     sets: Box<[ConnSet]>,
 }
@@ -288,6 +294,7 @@ impl Backend {
         settings: Arc<BackendSettings>,
         demotion: Arc<Demotion>,
         stats: Arc<BackendStats>,
+        unplaced: Option<Arc<str>>,
     ) -> Backend {
         let addr: Arc<str> = Arc::from(addr);
         let health = Arc::new(Health::new(settings.failure_limit, settings.retry_timeout));
@@ -297,6 +304,7 @@ impl Backend {
             health,
             settings,
             demotion,
+            unplaced,
             sets: Box::new([]),
         };
         let preconnect = backend.settings.preconnect;
@@ -341,6 +349,7 @@ impl Backend {
             stats: self.stats.clone(),
             health: self.health.clone(),
             demotion: self.demotion.clone(),
+            unplaced: self.unplaced.clone(),
             private,
         }
     }
@@ -627,10 +636,21 @@ impl BackendRegistry {
 
     /// The live backend for `addr`, created if no routing table holds one.
     pub fn get(&self, addr: &str) -> Arc<Backend> {
+        self.get_or_make(addr, None)
+    }
+
+    /// The stand-in named `name` for slots no known server owns: every
+    /// request sent to it is answered `backend NAME is unavailable:
+    /// REASON`. It is never ejected (its slots would go to other shards).
+    pub fn unplaced(&self, name: &str, reason: &str) -> Arc<Backend> {
+        self.get_or_make(name, Some(Arc::from(reason)))
+    }
+
+    fn get_or_make(&self, addr: &str, unplaced: Option<Arc<str>>) -> Arc<Backend> {
         shared(&self.backends, addr, || {
             let demotion = shared(&self.demotions, addr, Demotion::new);
             let stats = shared(&self.stats, addr, BackendStats::default);
-            Backend::new(addr, self.settings.clone(), demotion, stats)
+            Backend::new(addr, self.settings.clone(), demotion, stats, unplaced)
         })
     }
 }

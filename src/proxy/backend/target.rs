@@ -21,6 +21,8 @@ pub(super) struct Target {
     pub stats: Arc<BackendStats>,
     pub health: Arc<Health>,
     pub demotion: Arc<Demotion>,
+    /// Why nothing connects: the stand-in for slots no known server owns.
+    pub unplaced: Option<Arc<str>>,
     /// Set for a client's dedicated connection ([`super::PrivateConn`]).
     /// Such a connection is never reopened (the client's WATCH or MULTI
     /// state was on it), hands nothing to a successor, and closes at once
@@ -82,6 +84,15 @@ pub(super) fn fail(target: &Target, job: Job, reason: &str) {
         addr: target.addr.clone(),
         reason: reason.to_string(),
     }));
+}
+
+/// Answers a request sent to the stand-in for slots no known server owns
+/// with why. Not a server's failure: nothing counts towards an ejection
+/// (its slots would then hash onto other shards).
+pub(super) fn refuse_unplaced(target: &Target, job: Job, reason: &Arc<str>) {
+    target.stats.requests.fetch_add(1, Ordering::Relaxed);
+    target.stats.errors.fetch_add(1, Ordering::Relaxed);
+    job.reply.send(Err(BackendError::Unplaced(reason.clone())));
 }
 
 pub(super) fn time_out(target: &Target, reply: ReplySender) {

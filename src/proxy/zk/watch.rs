@@ -528,6 +528,7 @@ impl<'a> Session<'a> {
         let (migration, migration_invalid) = self.checked_migration(last.as_ref());
         invalid |= migration_invalid;
         let mut offered = self.offer(read.clone(), migration.clone(), last, on_change);
+        let unread = read.clone();
         if let Err((_, error)) = &offered {
             // A new shard whose range does not fit beside the others (a
             // typo, a range set before the others were shrunk) is left
@@ -551,7 +552,7 @@ impl<'a> Session<'a> {
                 }
             }
             if !left_out.is_empty() {
-                offered = self.offer(fits, migration, last, on_change);
+                offered = self.offer(fits, migration.clone(), last, on_change);
                 if offered.is_ok() {
                     for path in &left_out {
                         warn!(path = %path, reason = %why, "new shard left out of routing");
@@ -559,6 +560,11 @@ impl<'a> Session<'a> {
                     }
                     invalid = true;
                 }
+            }
+        }
+        if offered.is_err() {
+            if let Some(view) = self.with_unowned(unread, last.as_ref()) {
+                offered = self.offer_view(view, migration, last, on_change);
             }
         }
         match offered {
@@ -613,6 +619,30 @@ impl<'a> Session<'a> {
         (fits, true)
     }
 
+    /// The view of `read` when shards this process never read valid are
+    /// left out (their data unreadable) and the others leave slots of the
+    /// slot space unowned: those slots get [`ShardView::unowned`]
+    /// stand-ins, which route by the pool file only where it agrees with
+    /// ZooKeeper, else answer with an error (`cluster::apply`). Without
+    /// them, a proxy started while a shard's data is junk routed every
+    /// slot by its file, whose ranges may be older than the last move
+    /// (review: that move's keys went to their old shard), and followed
+    /// no failover of the shards it could read. The slot space is the
+    /// last view's, else the file's ranges'; with neither, `None`.
+    fn with_unowned(
+        &self,
+        read: Vec<ShardView>,
+        last: Option<&ClusterView>,
+    ) -> Option<ClusterView> {
+        if !read.iter().any(ShardView::is_left_out) {
+            return None;
+        }
+        let slots = last.map(|view| view.slots).or(self.file_slots)?;
+        let why = "no shard that can be read owns these slots: a shard's data in ZooKeeper is \
+                   unreadable";
+        ClusterView::with_unowned(read, slots, why)
+    }
+
     /// The migration read, checked: bad migration data keeps the migration
     /// last seen (dropping it would send the range's keys back to a source
     /// that gave some away), and says so (`true`).
@@ -639,10 +669,21 @@ impl<'a> Session<'a> {
         last: &mut Option<ClusterView>,
         on_change: &OnChange,
     ) -> Result<(), (String, String)> {
-        let mut view = ClusterView::new(shards).map_err(|error| {
+        let view = ClusterView::new(shards).map_err(|error| {
             let path = error.path().unwrap_or(self.root).to_string();
             (path, error.to_string())
         })?;
+        self.offer_view(view, migration, last, on_change)
+    }
+
+    /// Hands `view` with `migration` over unless it is the last one.
+    fn offer_view(
+        &self,
+        mut view: ClusterView,
+        migration: Option<MigrationState>,
+        last: &mut Option<ClusterView>,
+        on_change: &OnChange,
+    ) -> Result<(), (String, String)> {
         view.migration = migration;
         if last.as_ref() == Some(&view) {
             return Ok(());
