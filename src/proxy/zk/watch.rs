@@ -628,13 +628,18 @@ impl<'a> Session<'a> {
     /// slot by its file, whose ranges may be older than the last move
     /// (review: that move's keys went to their old shard), and followed
     /// no failover of the shards it could read. The slot space is the
-    /// last view's, else the file's ranges'; with neither, `None`.
+    /// last view's, else the file's ranges'; with neither, `None`. A
+    /// proxy that applied a whole view keeps it instead: a new shard's
+    /// junk leaves the others tiling the space, and a gap it did not see
+    /// before is a znode deleted or mistyped, whose last master is the
+    /// best guess.
     fn with_unowned(
         &self,
         read: Vec<ShardView>,
         last: Option<&ClusterView>,
     ) -> Option<ClusterView> {
-        if !read.iter().any(ShardView::is_left_out) {
+        let started_unread = last.is_none_or(|view| view.shards.iter().any(|s| s.unowned));
+        if !started_unread || !read.iter().any(ShardView::is_left_out) {
             return None;
         }
         let slots = last.map(|view| view.slots).or(self.file_slots)?;
