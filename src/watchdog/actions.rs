@@ -17,6 +17,15 @@ use zookeeper_client as zk;
 /// for `shardproxy-admin status`, light on ZooKeeper.
 const DATA_REFRESH_TICKS: u64 = 10;
 
+/// The master's history offset in the shard's data is written again every
+/// this many intervals while it moves. A Redis restarted at the master's
+/// address from a snapshot (a `dump.rdb` its last full sync left) holds
+/// the history up to that snapshot: with the offset 10 intervals old, one
+/// taken before the last 10 s of writes passed for the whole history and
+/// led the emptied shard, every write since lost (review). One ZooKeeper
+/// write per interval per shard taking writes.
+const HISTORY_REFRESH_TICKS: u64 = 1;
+
 impl Agent {
     pub(super) async fn execute(
         &mut self,
@@ -104,6 +113,23 @@ impl Agent {
                     );
                     self.leave(session, "a better replica is in line").await?;
                     self.register(session, Role::Replica).await?;
+                    return Ok(());
+                }
+                if let Some(record) = self.another_history(session, &state).await? {
+                    let name = self.settings.shard.rsplit('/').next().unwrap_or_default();
+                    error!(
+                        shard = %self.settings.shard,
+                        redis = %self.settings.redis,
+                        last_master = %record.addr,
+                        recorded = %record.replid,
+                        ours = %state.replid,
+                        "not promoting: this replica's data is not the shard's history (a full \
+                         sync from a master restarted empty at the same address replaced it); \
+                         leaving the line. Bring back a Redis that holds the history, or accept \
+                         the loss with `shardproxy-admin promote {name} <addr> --force`"
+                    );
+                    self.leave(session, "its data is not the shard's history")
+                        .await?;
                     return Ok(());
                 }
                 if !state.in_sync(self.stale_link()) || self.behind_since.is_some() {
@@ -366,11 +392,50 @@ impl Agent {
         Ok(false)
     }
 
+    /// The master record our replica's data does not continue, if any: a
+    /// replica that followed its master's address through a restart (a
+    /// supervisor's `Restart=always`, the master's watchdog dead or slow)
+    /// was given the restarted Redis's empty data by a full sync, and
+    /// promoting it would serve the shard empty, with `status` ok (review:
+    /// every key of the shard lost in 15 of 18 runs). Such a record names
+    /// a history ours does not reach, and its address answers as another
+    /// run than the one recorded. A record merely late (a master takes a
+    /// new history when its first replica connects, recorded on its next
+    /// check) names a master that died: its address does not answer. Only
+    /// the history's name is compared, not its offset, which is recorded
+    /// up to 10 intervals late. Unreadable data, no record, or one an
+    /// operator chose (no history named) lets the promotion go on.
+    async fn another_history(
+        &mut self,
+        session: &Session,
+        state: &RedisState,
+    ) -> Result<Option<MasterRecord>, zk::Error> {
+        let shard = self.settings.shard.clone();
+        let (data, _) = self
+            .bounded(session, session.client.get_data(&shard))
+            .await?;
+        let Some(record) = ShardData::parse(&data).and_then(|parsed| parsed.master) else {
+            return Ok(None);
+        };
+        if record.replid.is_empty()
+            || record.run_id.is_empty()
+            || state.history_reach(&record.replid).is_some()
+        {
+            return Ok(None);
+        }
+        let timeout = self.settings.interval.max(Duration::from_millis(500));
+        let auth = self.settings.redis_auth.as_deref();
+        let restarted = probe(&record.addr, auth, timeout)
+            .await
+            .is_some_and(|there| there.run_id != record.run_id);
+        Ok(restarted.then_some(record))
+    }
+
     /// As the master: records our Redis and its replication history in the
     /// shard's data, so an empty shard is led later only by a Redis that
     /// holds it, as far as recorded. Written again whenever the replication
     /// ID changes (a master takes a new one when its first replica
-    /// connects), and the offset every [`DATA_REFRESH_TICKS`] intervals
+    /// connects), and the offset every [`HISTORY_REFRESH_TICKS`] intervals
     /// while it moves: a Redis holding only the start of the history (a
     /// snapshot of long ago) must not pass for one that holds it.
     pub(super) async fn record_history(&mut self, session: &Session) -> Result<(), zk::Error> {
@@ -381,7 +446,8 @@ impl Agent {
         let fresh = |recorded: &RecordedHistory| {
             recorded.replid == state.replid
                 && recorded.run_id == state.run_id
-                && (recorded.offset == state.offset || ticks < recorded.tick + DATA_REFRESH_TICKS)
+                && (recorded.offset == state.offset
+                    || ticks < recorded.tick + HISTORY_REFRESH_TICKS)
         };
         if state.role != Role::Master
             || self.registered.is_none()
