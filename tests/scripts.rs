@@ -662,3 +662,40 @@ fn the_movers_library_is_out_of_clients_reach() {
     // A shard channel named like the proxies' keys is a channel.
     assert_eq!(c.cmd_str(&["SPUBLISH", "__shardproxy_news", "m"]), ":0\r\n");
 }
+
+/// FUNCTION RESTORE of libraries every shard has: each shard refuses, each
+/// naming the first library it meets (in an order of its own); the reply
+/// is one of them as Redis words it, not a partial refusal naming a shard,
+/// since no shard restored anything (review).
+#[test]
+fn a_restore_every_shard_refuses_is_refused_as_redis_refuses_it() {
+    let s = setup();
+    let mut c = RawClient::connect(s.proxy.port);
+    for i in 0..8 {
+        let code = format!(
+            "#!lua name=lib{i}\nredis.register_function('f{i}', function() return {i} end)"
+        );
+        assert_eq!(
+            c.cmd_str(&["FUNCTION", "LOAD", &code]),
+            format!("$4\r\nlib{i}\r\n")
+        );
+    }
+    let dump = c.cmd(&[b"FUNCTION", b"DUMP"]);
+    let payload = bulk_payload(&dump);
+    let reply = String::from_utf8_lossy(&c.cmd(&[b"FUNCTION", b"RESTORE", &payload])).into_owned();
+    assert!(
+        reply.starts_with("-ERR Library lib") && reply.ends_with(" already exists\r\n"),
+        "{reply}"
+    );
+    let direct = s.shards[0]
+        .connect()
+        .cmd(&[b"FUNCTION", b"RESTORE", &payload]);
+    let direct = String::from_utf8_lossy(&direct);
+    assert!(direct.starts_with("-ERR Library lib"), "{direct}");
+}
+
+/// The payload of a bulk string frame.
+fn bulk_payload(frame: &[u8]) -> Vec<u8> {
+    let eol = frame.windows(2).position(|w| w == b"\r\n").unwrap();
+    frame[eol + 2..frame.len() - 2].to_vec()
+}

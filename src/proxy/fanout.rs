@@ -78,16 +78,19 @@ pub fn ask_all(
 /// The reply when some shard failed, else `None`.
 ///
 /// A backend that gave no reply wins: its error names the shard. Then, when
-/// every shard answered with the same Redis error (a script that does not
-/// compile, an unknown library), that error is the reply, exactly as Redis
-/// words it. When only some shards refused, the first refusal is the reply
-/// with its shard named, since the others did what was asked.
+/// every shard refused (a script that does not compile, an unknown
+/// library), the first refusal is the reply, exactly as Redis words it:
+/// nothing was done anywhere, and shards may word it differently (FUNCTION
+/// RESTORE of libraries every shard has names the first it meets, in an
+/// order of its own; review). When only some shards refused, the first
+/// refusal is the reply with its shard named, since the others did what
+/// was asked.
 pub fn failure(answers: &[Answer]) -> Option<Bytes> {
     if let Some(failed) = answers.iter().find(|a| a.failed) {
         return Some(failed.frame.clone());
     }
     let refused = answers.iter().find(|a| is_error_reply(&a.frame))?;
-    if answers.iter().all(|a| a.frame == refused.frame) {
+    if answers.iter().all(|a| is_error_reply(&a.frame)) {
         return Some(refused.frame.clone());
     }
     let text = error_text(&refused.frame);
@@ -174,6 +177,18 @@ mod tests {
         assert_eq!(
             failure(&answers).unwrap(),
             &b"-ERR Library not found\r\n"[..]
+        );
+    }
+
+    #[test]
+    fn errors_worded_differently_on_every_shard_are_the_first_as_redis_words_it() {
+        let answers = [
+            answer("a", b"-ERR Library lib2 already exists\r\n"),
+            answer("b", b"-ERR Library lib1 already exists\r\n"),
+        ];
+        assert_eq!(
+            failure(&answers).unwrap(),
+            &b"-ERR Library lib2 already exists\r\n"[..]
         );
     }
 
