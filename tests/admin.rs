@@ -847,6 +847,7 @@ async fn promote_refuses_another_shards_redis() {
             replid: "r1".into(),
             offset: 5,
             run_id: String::new(),
+            keys: None,
         });
         data.to_json()
     };
@@ -875,6 +876,7 @@ async fn promote_refuses_another_shards_redis() {
         replid: "r2".into(),
         offset: 5,
         run_id: String::new(),
+        keys: None,
     });
     ops.set_data(&shard1, &data.to_json(), None).await.unwrap();
     for member in ops.list_children(&shard1).await.unwrap() {

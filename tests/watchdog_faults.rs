@@ -270,6 +270,63 @@ fn a_shard_emptied_by_a_master_restarted_at_once_is_not_led_empty() {
     }
 }
 
+/// The same restart, the master coming back with its data (an AOF synced
+/// at every write): the replica's full sync from it puts the same keys on
+/// a history of its own, and it is promoted with every key when the dead
+/// watchdog's member expires (review: the first version of the check
+/// refused it, and the shard stopped until `promote --force`).
+#[test]
+fn a_replica_given_its_restarted_masters_data_is_promoted() {
+    let zookeeper = ZooKeeper::start();
+    let zk = Zk::connect(&zookeeper);
+    let shard = zk.create_shard("/redis/cluster/aof");
+    let dir = temp_dir("aof");
+    let persist = [
+        "--dir",
+        dir.to_str().unwrap(),
+        "--appendonly",
+        "yes",
+        "--appendfsync",
+        "always",
+        "--repl-diskless-sync",
+        "no",
+    ];
+    let a = Redis::start_with(&persist);
+    let b = start_redis();
+    let wa = Watchdog::start_timed(&zookeeper.hosts(), &a, &shard, 8000);
+    wait_until("a to be the master", DEADLINE, || {
+        zk.line(&shard) == [a.addr()]
+    });
+    let wb = Watchdog::start_timed(&zookeeper.hosts(), &b, &shard, 8000);
+    wait_until("b to join the line", DEADLINE, || {
+        zk.line(&shard) == [a.addr(), b.addr()]
+    });
+    fill(&a, "k", 100);
+    wait_until("b to have the data", DEADLINE, || dbsize(&b) == 100);
+    wait_until("the history's keys to be recorded", DEADLINE, || {
+        zk.shard_data(&shard)
+            .master
+            .is_some_and(|record| record.keys == Some(100))
+    });
+    let old_history = field(&replication(b.port), "master_replid");
+    let (port, mut a, mut wa) = (a.port, a, wa);
+    wa.guard.kill();
+    a.guard.kill();
+    let a = restart_redis_with(port, &persist);
+    assert_eq!(dbsize(&a), 100);
+    wait_until("b to take the restarted master's copy", DEADLINE, || {
+        let history = field(&replication(b.port), "master_replid");
+        is_synced_replica_of(&b, &a)
+            && history != old_history
+            && history == field(&replication(a.port), "master_replid")
+    });
+    wait_until("b to be promoted", DEADLINE, || {
+        zk.line(&shard).first() == Some(&b.addr()) && is_master(&b)
+    });
+    assert_eq!(dbsize(&b), 100);
+    assert!(!wb.log_text().contains("not the shard's history"));
+}
+
 /// The same restart seen through a proxy that routes from ZooKeeper:
 /// until the master's watchdog notices the new `run_id`, the proxy finds
 /// it on reconnecting and refuses the restarted Redis (an error reply), so

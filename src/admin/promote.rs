@@ -105,6 +105,7 @@ pub async fn run(
         replid: String::new(),
         offset: state.offset,
         run_id: String::new(),
+        keys: None,
     });
     client
         .set_data(&path, &shard_data.to_json(), Some(stat.version))

@@ -171,8 +171,15 @@ fn migration_spec(view: &ClusterView) -> Option<MigrationSpec> {
 
 fn shard_specs(pool: &Pool, view: &ClusterView) -> Result<Vec<ShardSpec>, String> {
     let file_agrees = file_agrees(pool, view);
-    view.shards
+    // Stand-ins not named after a shard go last: the first shard takes the
+    // keyless scripts, and it must be a shard of the other proxies' tables.
+    let (named, stand_ins): (Vec<&ShardView>, Vec<&ShardView>) = view
+        .shards
         .iter()
+        .partition(|shard| !shard.is_unnamed_stand_in());
+    named
+        .into_iter()
+        .chain(stand_ins)
         .filter(|shard| !shard.empty)
         .map(|shard| {
             if shard.unowned {
@@ -215,6 +222,7 @@ fn unowned_spec(pool: &Pool, shard: &ShardView, file_agrees: bool) -> ShardSpec 
         tracing::warn!(pool = %pool.name, lo = shard.lo, hi = shard.hi, server = %server.addr,
             "slots no readable shard owns: routing them by the pool file, whose ranges are ZooKeeper's");
         return ShardSpec {
+            name: shard.name.clone(),
             weight: shard.hi - shard.lo + 1,
             ..server
         };

@@ -123,8 +123,10 @@ impl Agent {
                         last_master = %record.addr,
                         recorded = %record.replid,
                         ours = %state.replid,
-                        "not promoting: this replica's data is not the shard's history (a full \
-                         sync from a master restarted empty at the same address replaced it); \
+                        recorded_keys = record.keys.unwrap_or_default(),
+                        "not promoting: this replica's data is not the shard's history, and holds \
+                         fewer than half the keys its master was recorded with (a full sync from a \
+                         master restarted without its data at the same address replaced it); \
                          leaving the line. Bring back a Redis that holds the history, or accept \
                          the loss with `shardproxy-admin promote {name} <addr> --force`"
                     );
@@ -402,8 +404,10 @@ impl Agent {
     /// run than the one recorded. A record merely late (a master takes a
     /// new history when its first replica connects, recorded on its next
     /// check) names a master that died: its address does not answer. Only
-    /// the history's name is compared, not its offset, which is recorded
-    /// up to 10 intervals late. Unreadable data, no record, or one an
+    /// the history's name is compared, not its offset, and the replica must
+    /// hold fewer than half the keys the master was recorded with: a
+    /// master restarted with its data hands it over on a new history too.
+    /// Unreadable data, no record (or one without a key count), or one an
     /// operator chose (no history named) lets the promotion go on.
     async fn another_history(
         &mut self,
@@ -428,7 +432,18 @@ impl Agent {
         let restarted = probe(&record.addr, auth, timeout)
             .await
             .is_some_and(|there| there.run_id != record.run_id);
-        Ok(restarted.then_some(record))
+        // A master restarted with its data (an AOF) gives a full sync of
+        // it, on a history of its own: that replica holds the shard
+        // (review: it was refused, and the shard stopped for nothing).
+        let emptied = match (restarted, record.keys) {
+            (true, Some(recorded)) => self
+                .redis
+                .keys()
+                .await
+                .is_ok_and(|ours| ours.saturating_mul(2) < recorded),
+            _ => false,
+        };
+        Ok(emptied.then_some(record))
     }
 
     /// As the master: records our Redis and its replication history in the
@@ -460,6 +475,7 @@ impl Agent {
             replid: state.replid.clone(),
             offset: state.offset,
             run_id: state.run_id.clone(),
+            keys: self.redis.keys().await.ok(),
         };
         let shard = self.settings.shard.clone();
         let (data, stat) = self

@@ -156,6 +156,21 @@ pub async fn replication_at(
     Some((conn, state))
 }
 
+/// The keys `INFO keyspace` counts (`db0:keys=N,...` lines, summed).
+pub fn keyspace_keys(info: &str) -> u64 {
+    info.lines()
+        .filter(|line| line.starts_with("db"))
+        .filter_map(|line| {
+            line.split_once(":keys=")?
+                .1
+                .split(',')
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
+        .sum()
+}
+
 /// [`replication_at`] without the connection.
 pub async fn probe(addr: &str, auth: Option<&str>, timeout: Duration) -> Option<RedisState> {
     replication_at(addr, auth, timeout)
@@ -323,6 +338,18 @@ impl RedisLink {
         })
     }
 
+    /// How many keys the Redis holds, over all its databases (`INFO
+    /// keyspace`).
+    ///
+    /// # Errors
+    /// Any failure to connect or to get the answer.
+    pub async fn keys(&mut self) -> Result<u64, RedisError> {
+        let conn = self.connected().await?;
+        let result = conn.text(&["INFO", "keyspace"]).await;
+        let info = self.keep_if_usable(result)?;
+        Ok(keyspace_keys(&info))
+    }
+
     /// Sends a command that answers with a status (`+OK`).
     ///
     /// # Errors
@@ -413,6 +440,14 @@ impl RedisLink {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn keyspace_keys_sum_every_database() {
+        let info =
+            "# Keyspace\r\ndb0:keys=100,expires=2,avg_ttl=0\r\ndb3:keys=5,expires=0,avg_ttl=0\r\n";
+        assert_eq!(super::keyspace_keys(info), 105);
+        assert_eq!(super::keyspace_keys("# Keyspace\r\n"), 0);
+    }
+
     use super::*;
 
     #[test]

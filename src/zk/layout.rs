@@ -139,6 +139,11 @@ pub struct MasterRecord {
     /// meanwhile serves that address only if it is still that run.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub run_id: String,
+    /// How many keys it held then (all databases; absent: not recorded).
+    /// A replica on another history holding fewer than half of them was
+    /// emptied by a full sync from a master restarted without its data.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keys: Option<u64>,
 }
 
 impl ShardData {

@@ -55,8 +55,9 @@ pub struct ShardView {
     /// member data; from [`ShardView::from_znodes`], the recorded
     /// master's when it is the one served.
     pub master_run_id: Option<String>,
-    /// Not a znode: stands for slots no readable shard owns while a
-    /// shard's data is unreadable (see [`ShardView::unowned`]).
+    /// Stands for slots no readable shard owns while a shard's data is
+    /// unreadable (see [`ShardView::unowned`]): that shard's place when
+    /// it is the only one, else not a znode.
     pub unowned: bool,
 }
 
@@ -118,6 +119,12 @@ impl ShardView {
             unowned: true,
             ..ShardView::assemble("", None, None, &[], None)
         }
+    }
+
+    /// True for a stand-in named after its range, not in a shard's place
+    /// (more than one shard's data unreadable, or more than one gap).
+    pub fn is_unnamed_stand_in(&self) -> bool {
+        self.unowned && self.name.starts_with("(slots ")
     }
 
     /// True for a shard [`ShardView::left_out`] made: empty, flagged, and
@@ -293,6 +300,11 @@ impl ClusterView {
     /// them owns given to an [`ShardView::unowned`] stand-in (`why`);
     /// `None` when that cannot make a view of `slots` slots (ranges that
     /// overlap, or reach past `slots`).
+    /// With one gap and one shard left out (its data unreadable), the
+    /// stand-in takes that shard's place and name: it most likely owns the
+    /// gap, and a name sorting as the other proxies' tables do keeps
+    /// keyless scripts on the same shard (review: `(slots ...)` sorted
+    /// first and took them).
     pub fn with_unowned(mut shards: Vec<ShardView>, slots: u32, why: &str) -> Option<ClusterView> {
         let mut owned: Vec<(u32, u32)> = shards
             .iter()
@@ -311,10 +323,21 @@ impl ClusterView {
         if next < slots {
             gaps.push((next, slots - 1));
         }
-        shards.extend(
-            gaps.into_iter()
-                .map(|(lo, hi)| ShardView::unowned(lo, hi, why.to_string())),
-        );
+        let left_out: Vec<usize> = (0..shards.len())
+            .filter(|&i| shards[i].is_left_out())
+            .collect();
+        if let ([(lo, hi)], [i]) = (gaps.as_slice(), left_out.as_slice()) {
+            let name = std::mem::take(&mut shards[*i].name);
+            shards[*i] = ShardView {
+                name,
+                ..ShardView::unowned(*lo, *hi, why.to_string())
+            };
+        } else {
+            shards.extend(
+                gaps.into_iter()
+                    .map(|(lo, hi)| ShardView::unowned(lo, hi, why.to_string())),
+            );
+        }
         ClusterView::new(shards)
             .ok()
             .filter(|view| view.slots == slots)
@@ -394,8 +417,14 @@ mod tests {
         assert_eq!(view.slots, 400);
         // Never a narrower or wider slot space, never over an overlap.
         assert!(ClusterView::with_unowned(shards.clone(), 250, "why").is_none());
-        let overlap = vec![shard("a", 0, 99), shard("c", 50, 299), junk];
+        let overlap = vec![shard("a", 0, 99), shard("c", 50, 299), junk.clone()];
         assert!(ClusterView::with_unowned(overlap, 400, "why").is_none());
+        // One gap, one shard unreadable: the stand-in takes its name.
+        let one = vec![shard("a", 0, 99), junk, shard("c", 200, 399)];
+        let view = ClusterView::with_unowned(one, 400, "why").unwrap();
+        let b = view.shard("b").unwrap();
+        assert!(b.unowned && !b.is_unnamed_stand_in() && (b.lo, b.hi) == (100, 199));
+        assert_eq!(view.shards.len(), 3);
     }
 
     #[test]

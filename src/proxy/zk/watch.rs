@@ -465,6 +465,7 @@ impl<'a> Session<'a> {
             return;
         };
         let mut invalid = false;
+        let mut unreadable = false;
         let mut read = Vec::with_capacity(shards.len());
         for (name, nodes) in shards {
             let last_shard = last.as_ref().and_then(|view| view.shard(name));
@@ -489,7 +490,8 @@ impl<'a> Session<'a> {
                 Err(error) => {
                     self.status.record_error(&path, error.to_string());
                     invalid = true;
-                    match last_shard.filter(|last| !last.is_left_out()) {
+                    // A stand-in in its place was never read valid either.
+                    match last_shard.filter(|last| !last.is_left_out() && !last.unowned) {
                         // One shard's bad data freezes that shard's range
                         // only, flagged: its members are still followed
                         // (they are valid), so a failover meanwhile still
@@ -513,12 +515,23 @@ impl<'a> Session<'a> {
                         // froze every shard's routing, failovers included).
                         None => {
                             warn!(path = %path, error = %error, "invalid data in a new shard znode; leaving it out of routing");
+                            unreadable = true;
                             ShardView::left_out(&path, error.to_string())
                         }
                     }
                 }
             };
             read.push(shard);
+        }
+        if last.is_none() && unreadable && self.file_slots.is_none() {
+            // A pool file in the weight form gives no slot space: the shards
+            // that can be read may tile a smaller one, which would move
+            // every key (review: the last shard's junk made 0-2047 the
+            // space, and the proxy refused the mended view after). Routed
+            // by the file until the data is mended.
+            warn!(path = %self.root, "a shard's data is unreadable and the pool file gives no ranges: routing by the pool file until it is mended");
+            self.status.set_state_valid(false);
+            return;
         }
         if last.is_none() {
             let beyond;
