@@ -228,19 +228,8 @@ async fn a_proxy_whose_file_has_weights_takes_zookeepers_ranges() {
     let ops = zookeeper.client().await;
     two_shards_led_by(&ops, &a, &b).await;
     let ranged = start_proxy(&zookeeper, &[&a, &b]);
-    let port = common::free_port();
-    let weighted = common::proxy::Proxy::start_yaml_args(
-        port,
-        &format!(
-            "test:\n  listen: 127.0.0.1:{port}\n  redis: true\n  hash: md5\n  distribution: modula\n  \
-             timeout: 1000\n  zookeeper_host: {}\n  zookeeper_path: {PROXIES}/127.0.0.1:{port}\n  \
-             zookeeper_redis_path: {ROOT}\n  servers:\n   - {}:1\n   - {}:1\n",
-            zookeeper.hosts(),
-            a.addr(),
-            b.addr()
-        ),
-        &[],
-    );
+    let timeout = "  timeout: 1000\n";
+    let weighted = start_proxy_weighted(&zookeeper.hosts(), &[(&a, 1), (&b, 1)], timeout);
     for proxy in [&ranged, &weighted] {
         wait_for_view(
             proxy,
@@ -272,19 +261,8 @@ async fn a_proxy_whose_file_has_weights_waits_for_a_junk_last_shard() {
     ops.set_data(&shard_path("redis-0001"), b"{junk", None)
         .await
         .unwrap();
-    let port = common::free_port();
-    let weighted = common::proxy::Proxy::start_yaml_args(
-        port,
-        &format!(
-            "test:\n  listen: 127.0.0.1:{port}\n  redis: true\n  hash: md5\n  distribution: modula\n  \
-             timeout: 1000\n  zookeeper_host: {}\n  zookeeper_path: {PROXIES}/127.0.0.1:{port}\n  \
-             zookeeper_redis_path: {ROOT}\n  servers:\n   - {}:2048\n   - {}:2048\n",
-            zookeeper.hosts(),
-            a.addr(),
-            b.addr()
-        ),
-        &[],
-    );
+    let timeout = "  timeout: 1000\n";
+    let weighted = start_proxy_weighted(&zookeeper.hosts(), &[(&a, 2048), (&b, 2048)], timeout);
     wait_for_view(
         &weighted,
         &format!("last_error:{}", shard_path("redis-0001")),

@@ -168,11 +168,27 @@ pub fn start_proxy_ranged(
     keys: &str,
     args: &[&str],
 ) -> Proxy {
+    let servers: Vec<String> = file_servers
+        .iter()
+        .map(|(s, lo, hi)| format!("{}:{lo}-{hi}", s.addr()))
+        .collect();
+    start_proxy_listing(hosts, &servers, keys, args)
+}
+
+/// A proxy of the cluster whose file has twemproxy's weight form: each
+/// server with the weight beside it.
+pub fn start_proxy_weighted(hosts: &str, file_servers: &[(&Redis, u32)], keys: &str) -> Proxy {
+    let servers: Vec<String> = file_servers
+        .iter()
+        .map(|(s, weight)| format!("{}:{weight}", s.addr()))
+        .collect();
+    start_proxy_listing(hosts, &servers, keys, &[])
+}
+
+/// A proxy of the cluster whose file lists `servers` as they are.
+fn start_proxy_listing(hosts: &str, servers: &[String], keys: &str, args: &[&str]) -> Proxy {
     let port = free_port();
-    let mut servers = String::new();
-    for (s, lo, hi) in file_servers {
-        servers.push_str(&format!("   - {}:{lo}-{hi}\n", s.addr()));
-    }
+    let servers: String = servers.iter().map(|s| format!("   - {s}\n")).collect();
     let yaml = format!(
         "test:\n  listen: 127.0.0.1:{port}\n  redis: true\n  hash: md5\n  distribution: modula\n{keys}  \
          zookeeper_host: {hosts}\n  zookeeper_path: {PROXIES}/127.0.0.1:{port}\n  \

@@ -71,13 +71,14 @@ pub(super) async fn run(target: Target, mut jobs: mpsc::UnboundedReceiver<Job>, 
         connect_now = false;
         if let Some(reason) = &target.unplaced {
             target.retire();
-            if target.private.is_some() {
+            let private = target.private.is_some();
+            if private {
                 target.close_private(&mut queue, &mut jobs);
             }
             for job in queue.take_all() {
                 refuse_unplaced(&target, job, reason);
             }
-            if target.private.is_some() {
+            if private {
                 return;
             }
             continue;

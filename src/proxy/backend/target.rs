@@ -78,21 +78,25 @@ pub(super) async fn demotion_changed(demoted: &mut watch::Receiver<bool>) {
 /// request taken off the queue, it counts as one of the backend's requests
 /// (so errors never outnumber requests).
 pub(super) fn fail(target: &Target, job: Job, reason: &str) {
-    target.stats.requests.fetch_add(1, Ordering::Relaxed);
-    target.stats.errors.fetch_add(1, Ordering::Relaxed);
-    job.reply.send(Err(BackendError::Unavailable {
+    let error = BackendError::Unavailable {
         addr: target.addr.clone(),
         reason: reason.to_string(),
-    }));
+    };
+    answer_error(target, job, error);
 }
 
 /// Answers a request sent to the stand-in for slots no known server owns
 /// with why. Not a server's failure: nothing counts towards an ejection
 /// (its slots would then hash onto other shards).
 pub(super) fn refuse_unplaced(target: &Target, job: Job, reason: &Arc<str>) {
+    answer_error(target, job, BackendError::Unplaced(reason.clone()));
+}
+
+/// Answers a request taken off the queue, never written, with `error`.
+fn answer_error(target: &Target, job: Job, error: BackendError) {
     target.stats.requests.fetch_add(1, Ordering::Relaxed);
     target.stats.errors.fetch_add(1, Ordering::Relaxed);
-    job.reply.send(Err(BackendError::Unplaced(reason.clone())));
+    job.reply.send(Err(error));
 }
 
 pub(super) fn time_out(target: &Target, reply: ReplySender) {

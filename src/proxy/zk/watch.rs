@@ -541,13 +541,12 @@ impl<'a> Session<'a> {
         let (migration, migration_invalid) = self.checked_migration(last.as_ref());
         invalid |= migration_invalid;
         let mut offered = self.offer(read.clone(), migration.clone(), last, on_change);
-        let unread = read.clone();
         if let Err((_, error)) = &offered {
             // A new shard whose range does not fit beside the others (a
             // typo, a range set before the others were shrunk) is left
             // out, and the view offered again without it.
             let why = format!("its range does not fit beside the other shards': {error}");
-            let mut fits = read;
+            let mut fits = read.clone();
             let mut left_out = Vec::new();
             for shard in fits.iter_mut() {
                 // New: never in a view, or only left out. With no view yet
@@ -576,7 +575,7 @@ impl<'a> Session<'a> {
             }
         }
         if offered.is_err() {
-            if let Some(view) = self.with_unowned(unread, last.as_ref()) {
+            if let Some(view) = self.with_unowned(read, last.as_ref()) {
                 offered = self.offer_view(view, migration, last, on_change);
             }
         }
