@@ -84,6 +84,32 @@ pub fn spawn(
 /// # Errors
 /// Why the view was not applied (the current routing stays).
 pub fn apply(pool: &Pool, view: &ClusterView) -> Result<(), String> {
+    let mut applied = pool.applied_view.lock().expect("applied view lock");
+    install(pool, view)?;
+    let rests_on_file = view
+        .shards
+        .iter()
+        .any(|shard| shard.unowned || shard.master.is_none());
+    *applied = rests_on_file.then(|| view.clone());
+    Ok(())
+}
+
+/// After a reload of the pool file: the view last applied is built again
+/// when part of its routing came from the file (a stand-in for unreadable
+/// slots, a shard with no master), so that the new file's servers take
+/// their place (review: a file mended by the operator was ignored until a
+/// restart or ZooKeeper's next change).
+pub fn reapply(pool: &Pool) {
+    let applied = pool.applied_view.lock().expect("applied view lock");
+    if let Some(view) = applied.as_ref() {
+        if let Err(reason) = install(pool, view) {
+            tracing::warn!(pool = %pool.name, reason = %reason,
+                "ZooKeeper's view not built again with the reloaded pool file");
+        }
+    }
+}
+
+fn install(pool: &Pool, view: &ClusterView) -> Result<(), String> {
     same_slot_space(pool, view)?;
     let specs = shard_specs(pool, view)?;
     let old = pool.router.load_full();

@@ -7,7 +7,7 @@ use crate::proxy::acl::Users;
 use crate::proxy::dedicated::DedicatedLimit;
 use crate::proxy::router::{file_shards, Router, ShardSpec};
 use crate::proxy::stats::PoolStats;
-use crate::proxy::zk::ZkStatus;
+use crate::proxy::zk::{ClusterView, ZkStatus};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -33,6 +33,12 @@ pub struct Pool {
     // has never had a master). Replaced by a reload.
     file: Mutex<(PoolConfig, Vec<ShardSpec>)>,
     pub zookeeper: Option<ZooKeeperConfig>,
+    /// The ZooKeeper view the routing was last built from, when part of
+    /// it came from the pool file (a stand-in, a shard with no master):
+    /// a reload builds it again with the new file. Locked while a view is
+    /// applied, so that a reload never puts back a view older than one
+    /// the watch applied meanwhile.
+    pub applied_view: Mutex<Option<ClusterView>>,
     /// What the ZooKeeper tasks are doing, for INFO.
     pub zk_status: Arc<ZkStatus>,
     next_client_id: AtomicU64,
@@ -56,6 +62,7 @@ impl Pool {
             stats: PoolStats::default(),
             file: Mutex::new((config.clone(), file_shards(config))),
             zookeeper: config.zookeeper.clone(),
+            applied_view: Mutex::new(None),
             zk_status: Arc::new(ZkStatus::new()),
             next_client_id: AtomicU64::new(1),
         }

@@ -60,7 +60,9 @@ fn apply(pool: &Pool, new: &PoolConfig, running: PoolConfig) {
     let specs = file_shards(new);
     pool.set_config(running, specs.clone());
     let old = pool.router.load();
-    let table = pool.router.reconfigure(RouteSettings::of(new), &specs);
+    pool.router.reconfigure(RouteSettings::of(new), &specs);
+    crate::proxy::cluster::reapply(pool);
+    let table = pool.router.load_full();
     release_blocked_on_moved_keys(&old, &table);
     tracing::info!(pool = %pool.name, version = table.version, shards = table.shards.len(),
         source = table.source, "pool file reloaded");

@@ -241,7 +241,8 @@ fn function_stats(session: &Session, table: &RoutingTable) -> Pending {
     // RESP3 tells a null from an empty value; the reply is encoded again
     // in the client's protocol, as Redis would give it.
     let asked = ask_on_own_connections(table, &["HELLO", "3"], ["FUNCTION", "STATS"]);
-    let keyless = table.shard(KEYLESS_SHARD).name;
+    let keyless = table.shard(KEYLESS_SHARD);
+    let (keyless, unplaced) = (keyless.name, keyless.backend.unplaced_reason().cloned());
     let proto = session.proto;
     counted(session, async move {
         let outcomes = asked.await;
@@ -249,7 +250,12 @@ fn function_stats(session: &Session, table: &RoutingTable) -> Pending {
             .iter()
             .find(|(_, outcome)| outcome.as_ref().is_ok_and(runs_a_function))
             .or_else(|| outcomes.iter().find(|(name, _)| *name == keyless))
-            .unwrap_or(&outcomes[0]);
+            .or_else(|| outcomes.first());
+        let Some(chosen) = chosen else {
+            // Every shard is a stand-in: no server to ask.
+            let reason = unplaced.as_deref().unwrap_or("no server to ask");
+            return fanout::error_frame(&format!("ERR shard '{keyless}': {reason}"));
+        };
         match chosen {
             (_, Ok(stats)) => {
                 let mut out = BytesMut::new();
@@ -291,9 +297,12 @@ fn ask_on_own_connections(
     command: [&'static str; 2],
 ) -> impl std::future::Future<Output = OwnAnswers> + Send + 'static {
     let timeout = KILL_TIMEOUT;
+    // A stand-in for slots no known server owns runs no script and has
+    // no server to ask.
     let asked: Vec<_> = table
         .distinct_shards()
         .into_iter()
+        .filter(|&i| table.shard(i).backend.unplaced_reason().is_none())
         .map(|i| {
             let shard = table.shard(i);
             let settings = shard.backend.settings();

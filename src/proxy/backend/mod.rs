@@ -503,6 +503,12 @@ impl Backend {
         &self.settings
     }
 
+    /// Why this is the stand-in for slots no known server owns (then it
+    /// names no server to connect to), or `None` for a real server.
+    pub(crate) fn unplaced_reason(&self) -> Option<&Arc<str>> {
+        self.unplaced.as_ref()
+    }
+
     /// True when `other` reaches the same server as this backend, logged in
     /// the same way: a connection opened by either serves both. A reload of
     /// other settings (`timeout`, `server_connections`) builds new backends

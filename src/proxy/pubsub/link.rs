@@ -93,6 +93,18 @@ pub(super) struct Spec {
     pub addr: Arc<str>,
     pub settings: Arc<BackendSettings>,
     pub sink: Sink,
+    /// Set when the link was opened on the stand-in for slots no known
+    /// server owns: its name (the `addr` above until a move) and why.
+    /// Nothing connects to it; a subscription gets the reason.
+    pub stand_in: Option<(Arc<str>, Arc<str>)>,
+}
+
+impl Spec {
+    /// Why the current address is no server's, if it is the stand-in's.
+    fn unplaced(&self) -> Option<&Arc<str>> {
+        let (name, reason) = self.stand_in.as_ref()?;
+        (*name == self.addr).then_some(reason)
+    }
 }
 
 /// Why a connection ended.
@@ -141,7 +153,13 @@ pub(super) async fn run(mut spec: Spec, mut orders: mpsc::UnboundedReceiver<Orde
     let mut backoff = MIN_BACKOFF;
     loop {
         let (addr, settings) = (spec.addr.clone(), spec.settings.clone());
-        let connecting = async move { connect_to(&addr, &settings, Proto::Resp2, None).await };
+        let unplaced = spec.unplaced().cloned();
+        let connecting = async move {
+            match unplaced {
+                Some(reason) => Err(reason.to_string()),
+                None => connect_to(&addr, &settings, Proto::Resp2, None).await,
+            }
+        };
         tokio::pin!(connecting);
         let connected = loop {
             tokio::select! {
@@ -187,7 +205,10 @@ pub(super) async fn run(mut spec: Spec, mut orders: mpsc::UnboundedReceiver<Orde
                 // A new subscription fails at once, as a request to a
                 // backend that cannot be reached does; the ones already
                 // confirmed are made again once a connection succeeds.
-                let error = format!("backend {} is unavailable: {reason}", spec.addr);
+                let error = match spec.unplaced() {
+                    Some(_) => reason.clone(),
+                    None => format!("backend {} is unavailable: {reason}", spec.addr),
+                };
                 for ack in held.waiting.drain(..) {
                     let _ = ack.send(Err(error.clone()));
                 }
@@ -202,9 +223,15 @@ pub(super) async fn run(mut spec: Spec, mut orders: mpsc::UnboundedReceiver<Orde
                 spec.addr = addr;
             }
             Outcome::Broken(reason) => {
-                tracing::warn!(shard = %spec.shard, backend = %spec.addr, reason = %reason,
-                    "subscriber connection lost; subscribing again");
-                let retry = tokio::time::sleep(backoff);
+                // The stand-in is no server: nothing to retry until the
+                // shard moves to one, but a new subscription is refused
+                // at once (it would wait for the retry otherwise).
+                let standing_in = spec.unplaced().is_some();
+                if !standing_in {
+                    tracing::warn!(shard = %spec.shard, backend = %spec.addr, reason = %reason,
+                        "subscriber connection lost; subscribing again");
+                }
+                let retry = tokio::time::sleep(if standing_in { MAX_BACKOFF } else { backoff });
                 tokio::pin!(retry);
                 backoff = (backoff * 2).min(MAX_BACKOFF);
                 loop {
@@ -212,10 +239,15 @@ pub(super) async fn run(mut spec: Spec, mut orders: mpsc::UnboundedReceiver<Orde
                         () = &mut retry => break,
                         order = orders.recv() => match order {
                             None => return,
-                            Some(order) => if let Some(addr) = held.apply_offline(order, &spec.sink) {
-                                spec.addr = addr;
-                                break;
-                            },
+                            Some(order) => {
+                                if let Some(addr) = held.apply_offline(order, &spec.sink) {
+                                    spec.addr = addr;
+                                    break;
+                                }
+                                if standing_in {
+                                    break;
+                                }
+                            }
                         },
                     }
                 }

@@ -293,6 +293,10 @@ impl PubSub {
                 addr: shard.backend.addr.clone(),
                 settings: shard.backend.settings().clone(),
                 sink: sink.clone(),
+                stand_in: shard
+                    .backend
+                    .unplaced_reason()
+                    .map(|reason| (shard.backend.addr.clone(), reason.clone())),
             };
             tokio::spawn(link::run(spec, rx));
             Link {
