@@ -26,6 +26,7 @@
 
 pub mod introspect;
 mod link;
+mod placement;
 
 use crate::command::Command;
 use crate::protocol::{encode, Proto, Value};
@@ -36,6 +37,8 @@ use crate::proxy::router::{RoutingTable, ShardName};
 use bytes::{Bytes, BytesMut};
 use indexmap::IndexSet;
 use link::{Order, Sink};
+pub(crate) use placement::home_shard;
+use placement::{channel_shard, keyspace_key, KEYEVENT};
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -625,39 +628,6 @@ fn confirm_deadline(pool: &Pool) -> Duration {
         s.backend.settings().connect_timeout()
     });
     2 * connect + Duration::from_secs(1)
-}
-
-/// Keyspace notifications name the key after this prefix and the database
-/// (`__keyspace@0__:key`).
-const KEYSPACE: &[u8] = b"__keyspace@";
-/// Keyevent notifications name the event (`__keyevent@0__:expired`).
-const KEYEVENT: &[u8] = b"__keyevent@";
-
-/// The shard a channel (not a shard channel) belongs to: that of a key of
-/// the same name, except for keyspace notification channels, which belong
-/// to their key's shard, the only server that publishes on them. (Every
-/// server publishes keyevent notifications about its own keys, so those
-/// are subscribed on every shard.)
-fn channel_shard(table: &RoutingTable, name: &[u8]) -> usize {
-    table.shard_of(keyspace_key(name).unwrap_or(name))
-}
-
-/// The key a keyspace notification channel (`__keyspace@<db>__:<key>`)
-/// is about.
-fn keyspace_key(name: &[u8]) -> Option<&[u8]> {
-    let rest = name.strip_prefix(KEYSPACE)?;
-    let db_end = rest.windows(3).position(|w| w == b"__:")?;
-    Some(&rest[db_end + 3..])
-}
-
-/// The shard PUBLISH (SPUBLISH for a shard channel) sends a channel's
-/// messages to, and NUMSUB (SHARDNUMSUB) counts its subscribers on.
-pub(crate) fn home_shard(table: &RoutingTable, name: &[u8], shard_channel: bool) -> usize {
-    if shard_channel {
-        table.shard_of(name)
-    } else {
-        channel_shard(table, name)
-    }
 }
 
 fn subscribe(client: &mut Client<'_>, kind: Kind, names: Vec<Bytes>) -> Pending {
