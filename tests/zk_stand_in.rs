@@ -51,13 +51,7 @@ async fn a_proxy_whose_file_has_weights_waits_for_a_junk_last_shard() {
     let mut client = RawClient::connect(weighted.port);
     assert_eq!(client.cmd_str(&["SET", key, "1"]), "+OK\r\n");
     assert!(holds(&b, key) && !holds(&a, key));
-    ops.set_data(
-        &shard_path("redis-0001"),
-        &shardproxy::zk::layout::ShardData::new(2048, 4095).to_json(),
-        None,
-    )
-    .await
-    .unwrap();
+    mend(&ops, "redis-0001", 2048, 4095).await;
     wait_for_view(
         &weighted,
         &format!("name=redis-0001,range=2048-4095,master={}", b.addr()),
@@ -89,15 +83,7 @@ async fn a_proxy_started_while_a_shard_is_unreadable_trusts_its_file_only_where_
         Redis::start(),
     );
     let ops = zookeeper.client().await;
-    create_shard(&ops, "redis-0000", 0, 1023).await;
-    create_shard(&ops, "redis-0001", 1024, 2047).await;
-    create_shard(&ops, "redis-0002", 2048, 4095).await;
-    add_member(&ops, "redis-0000", &a.addr()).await;
-    add_member(&ops, "redis-0001", &b.addr()).await;
-    let member_c = add_member(&ops, "redis-0002", &c.addr()).await;
-    ops.set_data(&shard_path("redis-0001"), b"{junk", None)
-        .await
-        .unwrap();
+    let member_c = three_shards_the_middle_junk(&ops, [&a, &b, &c]).await;
     let hosts = zookeeper.hosts();
     let timeout = "  timeout: 1000\n";
     let stale = start_proxy_ranged(&hosts, &[(&a, 0, 2047), (&c, 2048, 4095)], timeout, &[]);
@@ -162,13 +148,7 @@ async fn a_proxy_started_while_a_shard_is_unreadable_trusts_its_file_only_where_
         assert_eq!(c2.connect().cmd_str(&["GET", &high]), stored);
     }
 
-    ops.set_data(
-        &shard_path("redis-0001"),
-        &shardproxy::zk::layout::ShardData::new(1024, 2047).to_json(),
-        None,
-    )
-    .await
-    .unwrap();
+    mend(&ops, "redis-0001", 1024, 2047).await;
     wait_for_view(&stale, "state_valid:1");
     assert!(
         info(&stale).contains(&format!(
@@ -189,15 +169,7 @@ async fn a_proxy_beside_a_junk_middle_shard(
     [a, b, c]: [&Redis; 3],
 ) -> (zk::Client, common::proxy::Proxy) {
     let ops = zookeeper.client().await;
-    create_shard(&ops, "redis-0000", 0, 1023).await;
-    create_shard(&ops, "redis-0001", 1024, 2047).await;
-    create_shard(&ops, "redis-0002", 2048, 4095).await;
-    add_member(&ops, "redis-0000", &a.addr()).await;
-    add_member(&ops, "redis-0001", &b.addr()).await;
-    add_member(&ops, "redis-0002", &c.addr()).await;
-    ops.set_data(&shard_path("redis-0001"), b"{junk", None)
-        .await
-        .unwrap();
+    three_shards_the_middle_junk(&ops, [a, b, c]).await;
     let proxy = start_proxy_ranged(
         &zookeeper.hosts(),
         &[(a, 0, 2047), (c, 2048, 4095)],
@@ -284,13 +256,7 @@ async fn a_stand_in_refuses_subscriptions_with_its_reason_and_survives_a_reload(
     assert_eq!(b.connect().cmd_str(&["GET", &moved]), "$1\r\n2\r\n");
 
     // Mended: the shard is back, and its channels can be subscribed to.
-    ops.set_data(
-        &shard_path("redis-0001"),
-        &shardproxy::zk::layout::ShardData::new(1024, 2047).to_json(),
-        None,
-    )
-    .await
-    .unwrap();
+    mend(&ops, "redis-0001", 1024, 2047).await;
     wait_for_view(&proxy, "state_valid:1");
     let mut subscriber = RawClient::connect(proxy.port);
     assert_eq!(
@@ -319,4 +285,25 @@ fn reload(proxy: &common::proxy::Proxy, text: &str) {
     wait_until("the reload", Duration::from_secs(10), || {
         proxy.log_text().matches("pool file reloaded").count() > before
     });
+}
+
+/// Gives shard `name` valid data again: the range `lo`-`hi`.
+async fn mend(ops: &zk::Client, name: &str, lo: u32, hi: u32) {
+    let data = shardproxy::zk::layout::ShardData::new(lo, hi).to_json();
+    ops.set_data(&shard_path(name), &data, None).await.unwrap();
+}
+
+/// Shards 0-1023 (led by a), 1024-2047 (b, its data junk) and 2048-4095
+/// (c); the znode of c's membership.
+async fn three_shards_the_middle_junk(ops: &zk::Client, [a, b, c]: [&Redis; 3]) -> String {
+    create_shard(ops, "redis-0000", 0, 1023).await;
+    create_shard(ops, "redis-0001", 1024, 2047).await;
+    create_shard(ops, "redis-0002", 2048, 4095).await;
+    add_member(ops, "redis-0000", &a.addr()).await;
+    add_member(ops, "redis-0001", &b.addr()).await;
+    let member_c = add_member(ops, "redis-0002", &c.addr()).await;
+    ops.set_data(&shard_path("redis-0001"), b"{junk", None)
+        .await
+        .unwrap();
+    member_c
 }
