@@ -67,6 +67,38 @@ fn stats_port_has_twemproxy_fields() {
     assert_eq!(ours["service"], "nutcracker");
 }
 
+/// `forward_error` counts what twemproxy counts: requests whose server gave
+/// no reply. The proxy's own refusals (NOAUTH, a wrong password, an
+/// unknown command, a wrong number of arguments) are not forwarding errors
+/// (review: each of them counted, so a scanner set off alerts on
+/// forwarding).
+#[test]
+fn forward_error_counts_only_requests_no_server_answered() {
+    let mut redis = Redis::start_with(&["--requirepass", "secret"]);
+    let body = format!(
+        "  redis: true\n  redis_auth: secret\n  timeout: 1000\n  servers:\n   - {}:1 s1\n",
+        redis.addr()
+    );
+    let proxy = Proxy::start(&body);
+    let mut client = RawClient::connect(proxy.port);
+    let refused = [
+        vec!["GET", "k"],
+        vec!["AUTH", "wrong"],
+        vec!["AUTH", "secret"],
+        vec!["NOSUCHCOMMAND"],
+        vec!["GET"],
+    ];
+    for args in &refused {
+        client.cmd_str(args);
+    }
+    assert_eq!(client.cmd_str(&["SET", "k", "v"]), "+OK\r\n");
+    assert_eq!(stats_json(proxy.stats_port)["pool"]["forward_error"], 0);
+    redis.guard.kill();
+    let failed = client.cmd_str(&["GET", "k"]);
+    assert!(failed.starts_with("-ERR shard 's1': "), "{failed}");
+    assert_eq!(stats_json(proxy.stats_port)["pool"]["forward_error"], 1);
+}
+
 /// Runs the reference Prometheus parser over `text`; returns its samples.
 fn parse_prometheus(text: &str) -> Vec<String> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR"));

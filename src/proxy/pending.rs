@@ -79,6 +79,7 @@ impl Pending {
                 };
                 if !matches!(reply, Ok(Ok(_))) {
                     PoolStats::bump(&stats.errors);
+                    PoolStats::bump(&stats.forward_errors);
                 }
                 let frame = client_frame(reply, shard);
                 let len = frame.len();

@@ -166,6 +166,9 @@ impl SplitReply {
                 }
                 match Pin::new(&mut part.reply).poll(cx) {
                     Poll::Ready(reply) => {
+                        if !matches!(reply, Ok(Ok(_))) {
+                            PoolStats::bump(&stats.forward_errors);
+                        }
                         let frame = client_frame(reply, part.shard);
                         if writes.is_none() && is_error_reply(&frame) {
                             return Poll::Ready(Some(frame));

@@ -29,6 +29,11 @@ pub struct PoolStats {
     pub rejected_connections: AtomicU64,
     /// Error replies the proxy built (backend failures, refusals, ...).
     pub errors: AtomicU64,
+    /// Requests, and parts of split ones, answered with the proxy's error
+    /// because their server gave no reply (unreachable, timed out, its
+    /// connection lost): twemproxy's `forward_error`. The proxy's own
+    /// refusals (NOAUTH, an unknown command) are not forwarding errors.
+    pub forward_errors: AtomicU64,
     /// Client connections closed after a protocol error.
     pub protocol_errors: AtomicU64,
     /// Failed AUTH and HELLO ... AUTH attempts.
@@ -56,6 +61,7 @@ impl Default for PoolStats {
             blocked_clients: AtomicU64::new(0),
             rejected_connections: AtomicU64::new(0),
             errors: AtomicU64::new(0),
+            forward_errors: AtomicU64::new(0),
             protocol_errors: AtomicU64::new(0),
             auth_failures: AtomicU64::new(0),
             tls_handshake_failures: AtomicU64::new(0),

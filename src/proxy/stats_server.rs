@@ -78,7 +78,10 @@ fn pool_json(pool: &Pool) -> Value {
         "server_ejects".into(),
         json!(PoolStats::get(&stats.server_ejects)),
     );
-    out.insert("forward_error".into(), json!(PoolStats::get(&stats.errors)));
+    out.insert(
+        "forward_error".into(),
+        json!(PoolStats::get(&stats.forward_errors)),
+    );
     out.insert("fragments".into(), json!(PoolStats::get(&stats.fragments)));
     let table = pool.router.load();
     for shard in &table.shards {
