@@ -12,10 +12,10 @@ use crate::proxy::zk::SessionState;
 use serde_json::{json, Map, Value};
 use std::fmt::Write;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{watch, Semaphore};
 
 /// Where the monitoring endpoints listen.
 #[derive(Debug, Clone, Default)]
@@ -31,6 +31,18 @@ type Samples = Vec<(String, String)>;
 
 /// Largest HTTP request head the metrics endpoint reads.
 const MAX_HTTP_REQUEST: usize = 8 * 1024;
+
+/// Connections each monitoring port serves at once; more are closed as
+/// they come. Scrapers open one at a time: the cap only stops connections
+/// held open from using up the process's descriptors, which the client
+/// port needs too (review: 300 slow `/metrics` requests held them all, and
+/// Redis clients got no answer).
+const MAX_MONITORING_CONNECTIONS: usize = 16;
+
+/// The time a monitoring connection has to send its request and take the
+/// answer, in all (a per-read limit let a request sent a byte at a time
+/// hold its connection for ever).
+const MONITORING_DEADLINE: Duration = Duration::from_secs(5);
 
 /// The stats document, as twemproxy's stats port sends it.
 pub fn twemproxy_json(pools: &[Arc<Pool>]) -> String {
@@ -478,15 +490,23 @@ pub async fn serve_stats(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut acceptor = Acceptor::new(listener, "stats");
+    let room = Arc::new(Semaphore::new(MAX_MONITORING_CONNECTIONS));
     loop {
         let mut stream = tokio::select! {
             stream = acceptor.accept() => stream,
             _ = shutdown.changed() => return,
         };
+        let Ok(turn) = room.clone().try_acquire_owned() else {
+            continue;
+        };
         let doc = twemproxy_json(&pools);
         tokio::spawn(async move {
-            let _ = stream.write_all(doc.as_bytes()).await;
-            let _ = stream.shutdown().await;
+            let _ = tokio::time::timeout(MONITORING_DEADLINE, async {
+                let _ = stream.write_all(doc.as_bytes()).await;
+                let _ = stream.shutdown().await;
+            })
+            .await;
+            drop(turn);
         });
     }
 }
@@ -498,13 +518,20 @@ pub async fn serve_metrics(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut acceptor = Acceptor::new(listener, "metrics");
+    let room = Arc::new(Semaphore::new(MAX_MONITORING_CONNECTIONS));
     loop {
         let stream = tokio::select! {
             stream = acceptor.accept() => stream,
             _ = shutdown.changed() => return,
         };
+        let Ok(turn) = room.clone().try_acquire_owned() else {
+            continue;
+        };
         let pools = pools.clone();
-        tokio::spawn(answer_http(stream, pools));
+        tokio::spawn(async move {
+            let _ = tokio::time::timeout(MONITORING_DEADLINE, answer_http(stream, pools)).await;
+            drop(turn);
+        });
     }
 }
 
@@ -512,8 +539,8 @@ async fn answer_http(mut stream: tokio::net::TcpStream, pools: Vec<Arc<Pool>>) {
     let mut head = Vec::new();
     let mut buf = [0u8; 1024];
     while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < MAX_HTTP_REQUEST {
-        match tokio::time::timeout(std::time::Duration::from_secs(5), stream.read(&mut buf)).await {
-            Ok(Ok(n)) if n > 0 => head.extend_from_slice(&buf[..n]),
+        match stream.read(&mut buf).await {
+            Ok(n) if n > 0 => head.extend_from_slice(&buf[..n]),
             _ => return,
         }
     }
