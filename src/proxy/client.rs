@@ -398,11 +398,14 @@ pub async fn serve<S: Io>(pool: Arc<Pool>, mut stream: S, shutdown: watch::Recei
         // A client that goes on sending while its replies fill its
         // window (one that writes a whole pipeline before it reads) would
         // be stuck in its write for good: it may read on, without running
-        // what it reads, on a loan ([`PipelineLoan`]).
+        // what it reads, on a loan ([`PipelineLoan`]). Not before it has
+        // logged in: a stranger's pipeline of refused requests took the
+        // whole budget (review), and other clients' pipelines waited.
         let reads_on = pipeline_loan
             .as_ref()
             .map_or(READ_CHUNK, |loan| READ_CHUNK + loan.held());
         if !may_go_on
+            && session.authenticated
             && !finishing
             && !closed
             && !session.blocked
