@@ -888,3 +888,54 @@ fn an_unreadable_control_znode_stops_no_step() {
     assert!(!log.contains("not authorized"), "{log}");
     assert_eq!(pair.line(), [pair.a.addr(), pair.b.addr()]);
 }
+
+/// A watchdog started for the wrong shard (a typo in `--shard`) beside the
+/// master of another shard does nothing to that Redis: not while its old
+/// watchdog's member is still in that shard's line, nor once only that
+/// shard's master record names it (review: it made the master a replica
+/// of the other shard's, replacing every key, and its replica was then
+/// promoted with the other shard's data).
+#[test]
+fn a_watchdog_given_another_shards_master_leaves_it_alone() {
+    let zookeeper = ZooKeeper::start();
+    let zk = Zk::connect(&zookeeper);
+    let root = "/redis/cluster/typo";
+    let first = zk.create_shard_range(root, "redis-0000", 0, 2047);
+    let second = zk.create_shard_range(root, "redis-0001", 2048, 4095);
+    // A key of a later version's in the shard's data: the watchdog's
+    // record of its master keeps it (review: every rewrite dropped it).
+    let later = br#"{"weight":"2048-4095","owner":{"team":"ops"}}"#;
+    zk.runtime
+        .block_on(zk.client.set_data(&second, later, None))
+        .unwrap();
+    let (r0, r1) = (start_redis(), start_redis());
+    let _w0 = Watchdog::start(&zookeeper.hosts(), &r0, &first);
+    // A session long enough for its member to outlive the watchdog a while.
+    let mut w1 = Watchdog::start_timed(&zookeeper.hosts(), &r1, &second, 4000);
+    fill(&r0, "first", 10);
+    fill(&r1, "second", 50);
+    wait_until("r1 to be recorded as redis-0001's master", DEADLINE, || {
+        zk.line(&second) == [r1.addr()]
+            && zk
+                .shard_data(&second)
+                .master
+                .is_some_and(|m| m.addr == r1.addr())
+    });
+    assert_eq!(
+        zk.shard_data(&second).other["owner"],
+        serde_json::json!({"team": "ops"})
+    );
+    w1.guard.kill();
+    let typo = Watchdog::start(&zookeeper.hosts(), &r1, &first);
+    typo.wait_for_log("it is in shard redis-0001's line");
+    wait_until("redis-0001's line to drop r1", DEADLINE, || {
+        zk.line(&second).is_empty()
+    });
+    typo.wait_for_log("it is shard redis-0001's recorded master");
+    assert!(
+        is_master(&r1) && dbsize(&r1) == 50,
+        "{}",
+        replication(r1.port)
+    );
+    assert_eq!(zk.line(&first), [r0.addr()]);
+}

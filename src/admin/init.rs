@@ -11,7 +11,7 @@
 use super::target::{connect, FileShard, Target, ZK_TIMEOUT};
 use super::znodes::read_shard_znodes;
 use super::AdminError;
-use crate::zk::layout::{child_path, parse_shard_data, MasterRecord, ShardData};
+use crate::zk::layout::{child_path, parse_shard_data, ShardData};
 use std::fmt;
 use zookeeper_client as zk;
 
@@ -52,10 +52,12 @@ pub enum Change {
         version: i32,
         /// Its live members: it serves data.
         members: usize,
-        /// The master and history recorded in its data, kept: the range
-        /// changes, not where the shard's data is (review: dropped, an
-        /// empty Redis could then lead the shard and wipe its master).
-        master: Option<MasterRecord>,
+        /// Its data as read, kept but for the range: the master and
+        /// history recorded in it (the range changes, not where the
+        /// shard's data is; review: dropped, an empty Redis could then
+        /// lead the shard and wipe its master), and keys this version
+        /// does not know.
+        kept: Option<ShardData>,
     },
     /// ZooKeeper has a shard the file lacks.
     Delete {
@@ -146,7 +148,7 @@ impl Plan {
                     hi: want.hi,
                     version: have.version,
                     members: have.members,
-                    master: ShardData::parse(&have.data).and_then(|data| data.master),
+                    kept: ShardData::parse(&have.data),
                 }),
             }
         }
@@ -301,13 +303,13 @@ async fn apply(client: &zk::Client, target: &Target, plan: &Plan) -> Result<(), 
                 lo,
                 hi,
                 version,
-                master,
+                kept,
                 ..
             } => multi.add_set_data(
                 &child_path(root, name),
                 &ShardData {
-                    master: master.clone(),
-                    ..ShardData::new(*lo, *hi)
+                    weight: format!("{lo}-{hi}"),
+                    ..kept.clone().unwrap_or_else(|| ShardData::new(*lo, *hi))
                 }
                 .to_json(),
                 Some(*version),

@@ -121,7 +121,7 @@ pub async fn add_shard(target: &Target, name: &str) -> Result<String, AdminError
     let path = child_path(&target.cluster_root, name);
     let data = ShardData {
         weight: String::new(),
-        master: None,
+        ..ShardData::new(0, 0)
     };
     let mode = zk::CreateMode::Persistent.with_acls(crate::zk::acls(target.zk_auth.as_ref()));
     match client.create(&path, &data.to_json(), &mode).await {
@@ -716,10 +716,7 @@ async fn commit(
     let (source, dest) = (find(&plan.source), find(&plan.target));
     // Only the range changes: the master record the watchdogs keep stays.
     let data = |range: Option<(u32, u32)>, shard: &Shard| {
-        let mut data = ShardData::parse(&shard.data).unwrap_or(ShardData {
-            weight: String::new(),
-            master: None,
-        });
+        let mut data = ShardData::parse(&shard.data).unwrap_or(ShardData::new(0, 0));
         data.weight = range.map_or_else(String::new, |(lo, hi)| format!("{lo}-{hi}"));
         data.to_json()
     };

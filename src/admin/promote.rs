@@ -15,7 +15,7 @@ use super::znodes::read_shard_znodes;
 use super::AdminError;
 use crate::watchdog::health::RedisLink;
 use crate::zk::layout::{child_path, MasterRecord, ShardData};
-use crate::zk::view::members_in_line;
+use crate::zk::view::{claim_on, members_in_line};
 
 /// Returns the text to print and the exit code: 0 when recorded (or
 /// nothing to force), 2 when `--force` is needed.
@@ -130,17 +130,8 @@ async fn other_shards_claim(
     addr: &str,
 ) -> Result<Option<String>, AdminError> {
     let shards = read_shard_znodes(client, target).await?.unwrap_or_default();
-    for other in shards.iter().filter(|other| other.name != shard) {
-        if members_in_line(&other.members)
-            .iter()
-            .any(|member| member.addr == addr)
-        {
-            return Ok(Some(format!("is in shard {}'s line", other.name)));
-        }
-        let recorded = ShardData::parse(&other.data).and_then(|data| data.master);
-        if recorded.is_some_and(|master| master.addr == addr) {
-            return Ok(Some(format!("is shard {}'s recorded master", other.name)));
-        }
-    }
-    Ok(None)
+    Ok(shards
+        .iter()
+        .filter(|other| other.name != shard)
+        .find_map(|other| claim_on(addr, &other.name, &other.data, &other.members)))
 }

@@ -109,6 +109,10 @@ pub struct Agent {
     pub(super) standing_by: Option<String>,
     /// The Redis connection that was last checked for another watchdog.
     pub(super) checked_connection: u64,
+    /// No other shard claimed our Redis when last checked (see
+    /// `Agent::unclaimed_elsewhere`), and the claim last logged.
+    pub(super) claims_cleared: bool,
+    pub(super) claim_logged: Option<String>,
 }
 
 /// Runs the watchdog until `shutdown` turns `true` (or its sender is
@@ -188,6 +192,8 @@ impl Agent {
             ticks: 0,
             standing_by: None,
             checked_connection: 0,
+            claims_cleared: false,
+            claim_logged: None,
         }
     }
 
@@ -377,6 +383,10 @@ impl Agent {
         let Health::Up(state) = &self.health else {
             return;
         };
+        // A Redis another shard claims is that shard's to guard.
+        if self.claim_logged.is_some() {
+            return;
+        }
         let connected = connected || self.session_surely_alive();
         // A predecessor at the head holds our Redis's place: the line says
         // our Redis is the master.

@@ -33,6 +33,7 @@
 
 pub mod actions;
 pub mod agent;
+mod claims;
 pub mod config;
 mod fence;
 pub mod guard;

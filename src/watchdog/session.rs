@@ -105,6 +105,9 @@ impl Agent {
 
     /// Reads the shard's line and applies the rules.
     pub(super) async fn membership(&mut self, session: &mut Session) -> Result<(), zk::Error> {
+        if !self.unclaimed_elsewhere(session).await? {
+            return Ok(());
+        }
         let names = self.read_children(session).await?;
         self.members = self.sort_out(session, &names).await?;
         if !self.members.is_empty() {

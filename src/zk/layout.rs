@@ -123,6 +123,10 @@ pub struct ShardData {
     /// shard when it is empty only if it holds that history.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub master: Option<MasterRecord>,
+    /// Keys this version does not know, written back as they were read
+    /// (review: the watchdog's every rewrite dropped them).
+    #[serde(flatten)]
+    pub other: serde_json::Map<String, serde_json::Value>,
 }
 
 /// Who last led a shard, and the history its data belongs to.
@@ -152,6 +156,7 @@ impl ShardData {
         ShardData {
             weight: format!("{lo}-{hi}"),
             master: None,
+            other: Default::default(),
         }
     }
 

@@ -192,6 +192,22 @@ impl ShardView {
     }
 }
 
+/// How shard `name`, its data and its member znodes' names as read,
+/// claims the Redis at `addr`, if it does: one in its line, or its
+/// recorded master. A Redis claimed by one shard must not be made a
+/// replica, or promoted, in another: its data would be replaced by the
+/// other shard's (the admin tool's `promote` and the watchdog's start
+/// both check).
+pub fn claim_on(addr: &str, name: &str, data: &[u8], members: &[String]) -> Option<String> {
+    if members_in_line(members).iter().any(|m| m.addr == addr) {
+        return Some(format!("is in shard {name}'s line"));
+    }
+    let recorded = ShardData::parse(data).and_then(|data| data.master);
+    recorded
+        .is_some_and(|master| master.addr == addr)
+        .then(|| format!("is shard {name}'s recorded master"))
+}
+
 /// Parses member names and sorts them by sequence; other names are left
 /// out. The watchdogs and the proxies read the line the same way.
 pub fn members_in_line(names: &[String]) -> Vec<Member> {

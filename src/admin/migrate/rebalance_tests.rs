@@ -23,7 +23,7 @@ fn shard(o: &Owner) -> Shard {
         weight: o
             .range
             .map_or(String::new(), |(lo, hi)| format!("{lo}-{hi}")),
-        master: None,
+        ..ShardData::new(0, 0)
     }
     .to_json();
     let view = ShardView::from_znodes(&format!("/r/c/{}", o.name), &data, &[], None).unwrap();

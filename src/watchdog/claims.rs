@@ -1,0 +1,72 @@
+//! Before it acts on its Redis, a watchdog checks that no other shard
+//! claims that Redis: one started with the wrong `--shard` (a typo) would
+//! make a master of another shard a replica of this one, replacing its
+//! data, and its replica would then be promoted with the wrong data
+//! (review: every key of that shard gone while `status` said "degraded").
+
+use super::agent::Agent;
+use super::session::Session;
+use crate::zk::layout::child_path;
+use crate::zk::view::claim_on;
+use tracing::{error, info};
+use zookeeper_client as zk;
+
+impl Agent {
+    /// True once no other shard under the cluster root claims our Redis
+    /// (in its line, or as its recorded master); checked on each step
+    /// until then, and not again. A claim found is logged once, and the
+    /// watchdog does nothing to its Redis meanwhile: it goes on only when
+    /// the claim goes (that shard's line drops the Redis and another
+    /// master records itself there).
+    pub(super) async fn unclaimed_elsewhere(
+        &mut self,
+        session: &Session,
+    ) -> Result<bool, zk::Error> {
+        if self.claims_cleared {
+            return Ok(true);
+        }
+        let (redis, shard) = (&self.settings.redis, &self.settings.shard);
+        let Some((root, ours)) = shard.rsplit_once('/') else {
+            return Ok(true);
+        };
+        let root = if root.is_empty() { "/" } else { root };
+        let names = self
+            .bounded(session, session.client.list_children(root))
+            .await?;
+        for name in names.iter().filter(|name| *name != ours) {
+            let path = child_path(root, name);
+            let data = match self.bounded(session, session.client.get_data(&path)).await {
+                Ok((data, _)) => data,
+                Err(zk::Error::NoNode) => continue,
+                Err(e) => return Err(e),
+            };
+            let members = match self
+                .bounded(session, session.client.list_children(&path))
+                .await
+            {
+                Ok(members) => members,
+                Err(zk::Error::NoNode) => continue,
+                Err(e) => return Err(e),
+            };
+            if let Some(claim) = claim_on(redis, name, &data, &members) {
+                if self.claim_logged.as_deref() != Some(claim.as_str()) {
+                    error!(
+                        shard = %shard,
+                        redis = %redis,
+                        claim = %claim,
+                        "not acting on this Redis: it {claim}, and this watchdog was started for \
+                         another shard (check --shard); following this shard's master would \
+                         replace its data. Waiting until that shard no longer claims it"
+                    );
+                    self.claim_logged = Some(claim);
+                }
+                return Ok(false);
+            }
+        }
+        if self.claim_logged.take().is_some() {
+            info!(shard = %shard, redis = %redis, "no other shard claims this Redis any more");
+        }
+        self.claims_cleared = true;
+        Ok(true)
+    }
+}
