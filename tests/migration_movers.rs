@@ -3,7 +3,8 @@
 //! (SIGSTOP) in the middle of a big key, and `abort` while the mover is
 //! stopped between batches. The latest run drives the migration; the one
 //! it replaced writes nothing more when it wakes, so no key is cut short
-//! or moved where no proxy reads it.
+//! or moved where no proxy reads it. A run again with `--rate` moves at
+//! that rate.
 
 mod common;
 
@@ -613,5 +614,30 @@ async fn a_run_woken_after_another_finished_its_migration_says_so() {
     assert_ne!(code, Some(0), "{said}");
     assert!(said.contains("took this migration over"), "{said}");
     assert!(!said.contains("stays where it was"), "{said}");
+    assert_moved(&c, &keys);
+}
+
+/// `migrate` run again with `--rate` moves at that rate: a move started
+/// at 20 keys/s, killed, then run again with `--rate 0` (unlimited)
+/// finishes its 2,000 keys at once, not in 100 s (review: the new rate
+/// was printed, then replaced by the recorded one at the first progress
+/// update).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rate_given_to_a_rerun_is_the_rate_it_moves_at() {
+    let c = cluster().await;
+    let keys = keys_in(0, 1023, 2_000, "k");
+    preload(&c.proxies[0], &keys);
+    let slow = ["migrate", "0-1023", "--to", "redis-0002", "--rate", "20"];
+    let (mut first, _) = start_admin(&c, &slow, "slow");
+    wait_until("the mover to move keys", Duration::from_secs(30), || {
+        dbsize(&c.redis[2]) > 10
+    });
+    first.signal("KILL");
+    first.wait_exit(Duration::from_secs(5));
+    let fast = ["migrate", "0-1023", "--to", "redis-0002", "--rate", "0"];
+    let (mut rerun, log) = start_admin(&c, &fast, "fast");
+    let (code, said) = ended(&mut rerun, &log, 30);
+    assert_eq!(code, Some(0), "{said}");
+    assert!(said.contains("rate: unlimited (was 20 keys/s)"), "{said}");
     assert_moved(&c, &keys);
 }

@@ -259,10 +259,13 @@ pub async fn migrate(
                 state.target,
                 state.phase.as_str()
             );
-            let mut state = state;
+            let (mut state, mut version) = (state, version);
             // A rate given now replaces the recorded one (review: a move
             // started at 1 key/s, and its move back after an abort, could
-            // never go faster). Written with the next state update.
+            // never go faster). Recorded at once: the mover's progress
+            // updates start from what ZooKeeper holds (review: the new
+            // rate, kept in memory only, was replaced by the old one at
+            // the first update).
             if let Some(rate) = options.rate.filter(|&rate| rate != state.rate) {
                 let _ = writeln!(
                     out,
@@ -271,6 +274,9 @@ pub async fn migrate(
                     rate_text(state.rate)
                 );
                 state.rate = rate;
+                if !options.dry_run {
+                    version = write_state(&client, target, &state, version).await?;
+                }
             }
             (state, version)
         }
