@@ -14,6 +14,9 @@ use common::zookeeper::ZooKeeper;
 use std::time::Duration;
 use zookeeper_client as zk;
 
+/// How long a routing change may take on a busy 2-core machine.
+const DEADLINE: Duration = Duration::from_secs(10);
+
 /// The pool file's `timeout`, so a refused request never waits long.
 const TIMEOUT: &str = "  timeout: 1000\n";
 
@@ -83,7 +86,7 @@ async fn a_proxy_started_while_a_shard_is_unreadable_trusts_its_file_only_where_
         Redis::start(),
     );
     let ops = zookeeper.client().await;
-    let member_c = three_shards_the_middle_junk(&ops, [&a, &b, &c]).await;
+    let [_, _, member_c] = three_shards_the_middle_junk(&ops, [&a, &b, &c]).await;
     let hosts = zookeeper.hosts();
     let timeout = "  timeout: 1000\n";
     let stale = start_proxy_ranged(&hosts, &[(&a, 0, 2047), (&c, 2048, 4095)], timeout, &[]);
@@ -163,13 +166,13 @@ async fn a_proxy_started_while_a_shard_is_unreadable_trusts_its_file_only_where_
 }
 
 /// Shards 0-1023 (a), 1024-2047 (b, its data junk) and 2048-4095 (c), and
-/// a proxy whose file is from before 1024-2047 moved to b.
+/// a proxy whose file is from before 1024-2047 moved to b; b's member.
 async fn a_proxy_beside_a_junk_middle_shard(
     zookeeper: &ZooKeeper,
     [a, b, c]: [&Redis; 3],
-) -> (zk::Client, common::proxy::Proxy) {
+) -> (zk::Client, common::proxy::Proxy, String) {
     let ops = zookeeper.client().await;
-    three_shards_the_middle_junk(&ops, [a, b, c]).await;
+    let [_, member_b, _] = three_shards_the_middle_junk(&ops, [a, b, c]).await;
     let proxy = start_proxy_ranged(
         &zookeeper.hosts(),
         &[(a, 0, 2047), (c, 2048, 4095)],
@@ -180,7 +183,7 @@ async fn a_proxy_beside_a_junk_middle_shard(
         &proxy,
         &format!("name=redis-0002,range=2048-4095,master={}", c.addr()),
     );
-    (ops, proxy)
+    (ops, proxy, member_b)
 }
 
 /// Subscriptions to channels of the stand-in's slots, and pattern
@@ -188,13 +191,19 @@ async fn a_proxy_beside_a_junk_middle_shard(
 /// SCRIPT KILL, FUNCTION KILL and FUNCTION STATS ask the real shards only
 /// (review: all of them tried to connect to the stand-in's name and got
 /// `invalid socket address`). A reload of the pool file keeps the
-/// stand-in, routes it by the file once the file agrees with ZooKeeper,
-/// and the mended data puts the shard back, subscriptions included.
+/// stand-in, routes it once the file agrees with ZooKeeper (to the
+/// unreadable shard's master, failovers included), and the mended data
+/// puts the shard back, subscriptions included.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stand_in_refuses_subscriptions_with_its_reason_and_survives_a_reload() {
     let zookeeper = ZooKeeper::start();
-    let (a, b, c) = (Redis::start(), Redis::start(), Redis::start());
-    let (ops, proxy) = a_proxy_beside_a_junk_middle_shard(&zookeeper, [&a, &b, &c]).await;
+    let (a, b, c, b2) = (
+        Redis::start(),
+        Redis::start(),
+        Redis::start(),
+        Redis::start(),
+    );
+    let (ops, proxy, member_b) = a_proxy_beside_a_junk_middle_shard(&zookeeper, [&a, &b, &c]).await;
     let [low, moved, high] = [
         (0, 1023, "low"),
         (1024, 2047, "moved"),
@@ -255,6 +264,16 @@ async fn a_stand_in_refuses_subscriptions_with_its_reason_and_survives_a_reload(
     assert_eq!(client.cmd_str(&["SET", &moved, "2"]), "+OK\r\n");
     assert_eq!(b.connect().cmd_str(&["GET", &moved]), "$1\r\n2\r\n");
 
+    // The unreadable shard fails over to b2: its keys follow its line, as
+    // on every other proxy, not the file's server (review: they stayed on
+    // b until the data was mended).
+    add_member(&ops, "redis-0001", &b2.addr()).await;
+    ops.delete(&member_b, None).await.unwrap();
+    wait_until("the stand-in to follow the failover", DEADLINE, || {
+        client.cmd_str(&["SET", &moved, "3"]) == "+OK\r\n"
+            && b2.connect().cmd_str(&["GET", &moved]) == "$1\r\n3\r\n"
+    });
+
     // Mended: the shard is back, and its channels can be subscribed to.
     mend(&ops, "redis-0001", 1024, 2047).await;
     wait_for_view(&proxy, "state_valid:1");
@@ -274,7 +293,7 @@ async fn a_stand_in_refuses_subscriptions_with_its_reason_and_survives_a_reload(
             moved.len()
         )
     );
-    assert_eq!(client.cmd_str(&["GET", &moved]), "$1\r\n2\r\n");
+    assert_eq!(client.cmd_str(&["GET", &moved]), "$1\r\n3\r\n");
 }
 
 /// Reloads `text` and waits until the proxy says it did.
@@ -295,15 +314,15 @@ async fn mend(ops: &zk::Client, name: &str, lo: u32, hi: u32) {
 
 /// Shards 0-1023 (led by a), 1024-2047 (b, its data junk) and 2048-4095
 /// (c); the znode of c's membership.
-async fn three_shards_the_middle_junk(ops: &zk::Client, [a, b, c]: [&Redis; 3]) -> String {
+async fn three_shards_the_middle_junk(ops: &zk::Client, [a, b, c]: [&Redis; 3]) -> [String; 3] {
     create_shard(ops, "redis-0000", 0, 1023).await;
     create_shard(ops, "redis-0001", 1024, 2047).await;
     create_shard(ops, "redis-0002", 2048, 4095).await;
-    add_member(ops, "redis-0000", &a.addr()).await;
-    add_member(ops, "redis-0001", &b.addr()).await;
+    let member_a = add_member(ops, "redis-0000", &a.addr()).await;
+    let member_b = add_member(ops, "redis-0001", &b.addr()).await;
     let member_c = add_member(ops, "redis-0002", &c.addr()).await;
     ops.set_data(&shard_path("redis-0001"), b"{junk", None)
         .await
         .unwrap();
-    member_c
+    [member_a, member_b, member_c]
 }

@@ -234,9 +234,10 @@ fn shard_specs(pool: &Pool, view: &ClusterView) -> Result<Vec<ShardSpec>, String
 }
 
 /// Slots no readable shard owns ([`crate::zk::view::ShardView::unowned`]):
-/// the pool file's server for exactly that range when the file's ranges
-/// are ZooKeeper's (`file_agrees`), else a stand-in that answers their
-/// keys with an error. A file older than the last move would put that
+/// when the file's ranges are ZooKeeper's (`file_agrees`), the master of
+/// the unreadable shard's line if the stand-in took its place, else the
+/// pool file's server for exactly that range; otherwise a stand-in that
+/// answers their keys with an error. A file older than the last move would put that
 /// move's keys on their old shard, where no other proxy looks for them.
 fn unowned_spec(pool: &Pool, shard: &ShardView, file_agrees: bool) -> ShardSpec {
     let range = Some((shard.lo, shard.hi));
@@ -245,6 +246,21 @@ fn unowned_spec(pool: &Pool, shard: &ShardView, file_agrees: bool) -> ShardSpec 
         .into_iter()
         .find(|s| file_agrees && s.range == range);
     if let Some(server) = from_file {
+        // In the place of one unreadable shard, whose line can be read:
+        // its master, as the other proxies route it, failovers included.
+        if let Some(head) = shard.members.first() {
+            tracing::warn!(pool = %pool.name, lo = shard.lo, hi = shard.hi, master = %head.addr,
+                "slots no readable shard owns, the pool file's ranges are ZooKeeper's: routing \
+                 them to the master of the unreadable shard's line");
+            return ShardSpec {
+                name: shard.name.clone(),
+                addr: head.addr.clone(),
+                weight: shard.hi - shard.lo + 1,
+                range,
+                run_id: None,
+                unplaced: None,
+            };
+        }
         tracing::warn!(pool = %pool.name, lo = shard.lo, hi = shard.hi, server = %server.addr,
             "slots no readable shard owns: routing them by the pool file, whose ranges are ZooKeeper's");
         return ShardSpec {

@@ -317,10 +317,10 @@ impl ClusterView {
     /// `None` when that cannot make a view of `slots` slots (ranges that
     /// overlap, or reach past `slots`).
     /// With one gap and one shard left out (its data unreadable), the
-    /// stand-in takes that shard's place and name: it most likely owns the
-    /// gap, and a name sorting as the other proxies' tables do keeps
-    /// keyless scripts on the same shard (review: `(slots ...)` sorted
-    /// first and took them).
+    /// stand-in takes that shard's place, name and line: it most likely
+    /// owns the gap, and a name sorting as the other proxies' tables do
+    /// keeps keyless scripts on the same shard (review: `(slots ...)`
+    /// sorted first and took them).
     pub fn with_unowned(mut shards: Vec<ShardView>, slots: u32, why: &str) -> Option<ClusterView> {
         let mut owned: Vec<(u32, u32)> = shards
             .iter()
@@ -344,8 +344,10 @@ impl ClusterView {
             .collect();
         if let ([(lo, hi)], [i]) = (gaps.as_slice(), left_out.as_slice()) {
             let name = std::mem::take(&mut shards[*i].name);
+            let members = std::mem::take(&mut shards[*i].members);
             shards[*i] = ShardView {
                 name,
+                members,
                 ..ShardView::unowned(*lo, *hi, why.to_string())
             };
         } else {

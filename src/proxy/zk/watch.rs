@@ -516,7 +516,13 @@ impl<'a> Session<'a> {
                         None => {
                             warn!(path = %path, error = %error, "invalid data in a new shard znode; leaving it out of routing");
                             unreadable = true;
-                            ShardView::left_out(&path, error.to_string())
+                            // Its line is still read: a stand-in in its
+                            // place follows its master (review: it kept the
+                            // pool file's server through a failover).
+                            ShardView {
+                                members: members_in_line(children),
+                                ..ShardView::left_out(&path, error.to_string())
+                            }
                         }
                     }
                 }
