@@ -7,7 +7,7 @@
 
 use super::target::Target;
 use super::AdminError;
-use crate::watchdog::{request_switchover, SwitchoverReport};
+use crate::watchdog::{request_switchover_unless, SwitchoverReport};
 use crate::zk::layout::child_path;
 use std::time::Duration;
 
@@ -27,9 +27,14 @@ pub async fn run(target: &Target, shard: &str, max_pause: Duration) -> Result<St
         )));
     }
     let path = child_path(&target.cluster_root, shard);
-    let report = request_switchover(&target.hosts, target.zk_auth.as_ref(), &path, max_pause)
-        .await
-        .map_err(|e| AdminError::Failover(e.to_string()))?;
+    // Stopped (SIGTERM, Ctrl-C) before the master's watchdog took it, the
+    // request is called off: nothing changes later behind the operator.
+    let stopped = crate::logging::stop_signal();
+    let hosts = &target.hosts;
+    let report =
+        request_switchover_unless(hosts, target.zk_auth.as_ref(), &path, max_pause, stopped)
+            .await
+            .map_err(|e| AdminError::Failover(e.to_string()))?;
     Ok(describe(shard, &report))
 }
 

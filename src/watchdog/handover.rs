@@ -5,7 +5,9 @@
 use super::agent::Agent;
 use super::membership::Health;
 use super::session::Session;
-use super::switchover::{answer_request, pause_until_caught_up, read_request, RequestState};
+use super::switchover::{
+    answer_request, pause_until_caught_up, read_request, take_request, RequestState,
+};
 use crate::zk::layout::{child_path, Role};
 use std::time::{Duration, Instant};
 use tracing::{info, warn};
@@ -49,6 +51,15 @@ impl Agent {
                     answer_request(&session.client, &control, &answer, version),
                 )
                 .await;
+        };
+        let Some(version) = self
+            .bounded(
+                session,
+                take_request(&session.client, &control, &request, version),
+            )
+            .await?
+        else {
+            return Ok(());
         };
         let (shard, redis) = (self.settings.shard.clone(), self.settings.redis.clone());
         info!(shard = %shard, redis = %redis, old_master = %redis, new_master = %next, "switchover requested");

@@ -47,7 +47,8 @@ pub mod switchover;
 pub use agent::run;
 pub use config::{Args, ConfigError, Settings};
 pub use switchover::{
-    control_path, request_switchover, SwitchoverError, SwitchoverReport, SwitchoverRequest,
+    control_path, request_switchover, request_switchover_unless, SwitchoverError, SwitchoverReport,
+    SwitchoverRequest,
 };
 
 use crate::logging;

@@ -72,6 +72,9 @@ pub fn control_path(shard_path: &str) -> Option<String> {
 pub enum RequestState {
     /// Waiting for the master's watchdog.
     Pending,
+    /// The master's watchdog took it (writes are paused, or about to be):
+    /// the requester can no longer call it off.
+    Started,
     /// The master left the line; the next in line takes over.
     Done,
     /// Nothing changed; see `reason`.
@@ -121,6 +124,14 @@ impl SwitchoverRequest {
             new_master: Some(new_master.to_string()),
             pause_ms: Some(pause.as_millis() as u64),
             offset: Some(offset),
+            ..self.clone()
+        }
+    }
+
+    /// Taken by the master's watchdog, before it pauses writes.
+    pub fn started(&self) -> SwitchoverRequest {
+        SwitchoverRequest {
+            state: RequestState::Started,
             ..self.clone()
         }
     }
@@ -186,6 +197,11 @@ pub enum SwitchoverError {
     },
     #[error("the switchover request {path} was deleted before an answer")]
     Cancelled { path: String },
+    #[error(
+        "the switchover of shard {shard} was called off before the watchdog of {master} took \
+         it: nothing changed"
+    )]
+    Withdrawn { shard: String, master: String },
 }
 
 /// Asks the watchdog of the master of the shard at `shard_path` to hand
@@ -203,6 +219,26 @@ pub async fn request_switchover(
     auth: Option<&crate::zk::ZkAuth>,
     shard_path: &str,
     deadline: Duration,
+) -> Result<SwitchoverReport, SwitchoverError> {
+    let never = std::future::pending();
+    request_switchover_unless(zk_hosts, auth, shard_path, deadline, never).await
+}
+
+/// [`request_switchover`], called off when `cancel` completes (a stop
+/// signal) while the master's watchdog has not taken the request yet
+/// ([`SwitchoverError::Withdrawn`]: nothing changed). Once it has, the
+/// switchover goes on and its answer is still awaited (review: a request
+/// left behind by an interrupted `failover` was carried out seconds later,
+/// after the operator was told nothing happened).
+///
+/// # Errors
+/// As [`request_switchover`], and [`SwitchoverError::Withdrawn`].
+pub async fn request_switchover_unless(
+    zk_hosts: &str,
+    auth: Option<&crate::zk::ZkAuth>,
+    shard_path: &str,
+    deadline: Duration,
+    cancel: impl std::future::Future<Output = ()>,
 ) -> Result<SwitchoverReport, SwitchoverError> {
     let shard = shard_path.trim_end_matches('/');
     let control =
@@ -240,7 +276,30 @@ pub async fn request_switchover(
     let request = SwitchoverRequest::new(&master.znode, deadline);
     place_request(&client, auth, shard, &control, &request, &members).await?;
     let waited = deadline + ANSWER_MARGIN;
-    let answer = tokio::time::timeout(waited, wait_answer(&client, &control)).await;
+    let until = tokio::time::Instant::now() + waited;
+    let answer = tokio::select! {
+        answer = tokio::time::timeout_at(until, wait_answer(&client, &control)) => answer,
+        () = cancel => {
+            // Created at version 0; the watchdog's taking it moved that on.
+            match client.delete(&control, Some(0)).await {
+                Ok(()) => {
+                    return Err(SwitchoverError::Withdrawn {
+                        shard: shard.to_string(),
+                        master: master.addr.clone(),
+                    })
+                }
+                Err(zk::Error::BadVersion) | Err(zk::Error::NoNode) => {
+                    tokio::time::timeout_at(until, wait_answer(&client, &control)).await
+                }
+                Err(error) => {
+                    return Err(SwitchoverError::Zk {
+                        path: control.clone(),
+                        error,
+                    })
+                }
+            }
+        }
+    };
     // The request is done with whatever happened; a failed delete leaves a
     // finished or stale request, which no watchdog acts on.
     let _ = client.delete(&control, None).await;
@@ -319,7 +378,8 @@ async fn place_request(
             Err(error) => return Err(zk_error(error)),
         };
         let open = serde_json::from_slice::<SwitchoverRequest>(&data).is_ok_and(|old| {
-            old.state == RequestState::Pending && members.iter().any(|m| m.znode == old.master)
+            matches!(old.state, RequestState::Pending | RequestState::Started)
+                && members.iter().any(|m| m.znode == old.master)
         });
         if open {
             break;
@@ -356,7 +416,7 @@ async fn wait_answer(
             }
         };
         if let Ok(answer) = serde_json::from_slice::<SwitchoverRequest>(&data) {
-            if answer.state != RequestState::Pending {
+            if matches!(answer.state, RequestState::Done | RequestState::Aborted) {
                 return Ok(answer);
             }
         }
@@ -400,6 +460,22 @@ pub async fn read_request(
 ///
 /// # Errors
 /// ZooKeeper errors other than "gone" or "changed meanwhile".
+/// Takes the pending `request` (read at `version`) before acting on it:
+/// the new version, or `None` when the requester called it off meanwhile.
+pub async fn take_request(
+    client: &zk::Client,
+    control: &str,
+    request: &SwitchoverRequest,
+    version: i32,
+) -> Result<Option<i32>, zk::Error> {
+    let taken = request.started().to_json();
+    match client.set_data(control, &taken, Some(version)).await {
+        Ok(stat) => Ok(Some(stat.version)),
+        Err(zk::Error::NoNode) | Err(zk::Error::BadVersion) => Ok(None),
+        Err(error) => Err(error),
+    }
+}
+
 pub async fn answer_request(
     client: &zk::Client,
     control: &str,
