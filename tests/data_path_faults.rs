@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::proxy::Proxy;
+use common::proxy::{two_shards_with, Proxy};
 use common::redis::{encode_command, RawClient, Redis};
 use common::{cpu_time, free_port, rss_kib, wait_until};
 use std::io::{Read, Write};
@@ -16,17 +16,6 @@ use std::time::{Duration, Instant};
 /// A proxy over two redis-servers, range form, with `extra` pool keys.
 fn two_shards(extra: &str) -> (Proxy, Vec<Redis>) {
     two_shards_with(extra, &[])
-}
-
-/// Likewise, with redis-server options `redis_args`.
-fn two_shards_with(extra: &str, redis_args: &[&str]) -> (Proxy, Vec<Redis>) {
-    let shards = vec![Redis::start_with(redis_args), Redis::start_with(redis_args)];
-    let proxy = Proxy::start(&format!(
-        "  redis: true\n  hash: md5\n{extra}  servers:\n   - {}:0-2047\n   - {}:2048-4095\n",
-        shards[0].addr(),
-        shards[1].addr()
-    ));
-    (proxy, shards)
 }
 
 /// With four connections per backend, one client's pipeline of SET/GET

@@ -5,24 +5,30 @@
 
 mod common;
 
-use common::proxy::Proxy;
-use common::redis::{encode_command, RawClient, Redis};
+use common::proxy::two_shards_with;
+use common::redis::{encode_command, RawClient};
 use common::{rss_kib, wait_until};
 use std::io::{Read, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// A proxy over two redis-servers, range form, with `extra` pool keys,
-/// redis-server options `redis_args`.
-fn two_shards_with(extra: &str, redis_args: &[&str]) -> (Proxy, Vec<Redis>) {
-    let shards = vec![Redis::start_with(redis_args), Redis::start_with(redis_args)];
-    let proxy = Proxy::start(&format!(
-        "  redis: true\n  hash: md5\n{extra}  servers:\n   - {}:0-2047\n   - {}:2048-4095\n",
-        shards[0].addr(),
-        shards[1].addr()
-    ));
-    (proxy, shards)
+/// A connection to `port` that has written `pipeline` whole, before
+/// reading anything: without a loan the write never ends, so it fails
+/// after 30 s instead of hanging.
+fn written_whole(port: u16, pipeline: &[u8]) -> std::net::TcpStream {
+    let mut client = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let limit = Some(Duration::from_secs(30));
+    client.set_write_timeout(limit).unwrap();
+    client.set_read_timeout(limit).unwrap();
+    let started = Instant::now();
+    client.write_all(pipeline).unwrap_or_else(|e| {
+        panic!(
+            "stuck writing the pipeline after {:?}: {e}",
+            started.elapsed()
+        )
+    });
+    client
 }
 
 /// A client that writes its whole pipeline before it reads a reply (as
@@ -44,21 +50,8 @@ fn a_client_that_writes_its_whole_pipeline_before_reading_is_answered() {
     let mut pipeline = encode_command(&[b"GET", b"bulk"]).repeat(count);
     let last = encode_command(&[b"SET", b"last", &vec![b'l'; 40_000]]);
     pipeline.extend_from_slice(&last[..20_000]);
-    let mut client = std::net::TcpStream::connect(("127.0.0.1", proxy.port)).unwrap();
-    // Without the loan the write never ends: fail instead of hanging.
-    client
-        .set_write_timeout(Some(Duration::from_secs(30)))
-        .unwrap();
-    client
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .unwrap();
     let started = Instant::now();
-    client.write_all(&pipeline).unwrap_or_else(|e| {
-        panic!(
-            "stuck writing the pipeline after {:?}: {e}",
-            started.elapsed()
-        )
-    });
+    let mut client = written_whole(proxy.port, &pipeline);
     let reply = [b"$100\r\n".as_slice(), &value, b"\r\n"].concat();
     let mut got = vec![0; reply.len() * count];
     client.read_exact(&mut got).unwrap();
@@ -128,20 +121,8 @@ fn a_client_that_has_not_logged_in_gets_no_loan() {
     let count = 300_000;
     let mut pipeline = encode_command(&[b"AUTH", b"secret"]);
     pipeline.extend(encode_command(&[b"GET", b"k"]).repeat(count));
-    let mut client = std::net::TcpStream::connect(("127.0.0.1", proxy.port)).unwrap();
-    client
-        .set_write_timeout(Some(Duration::from_secs(20)))
-        .unwrap();
-    client
-        .set_read_timeout(Some(Duration::from_secs(20)))
-        .unwrap();
     let started = Instant::now();
-    client.write_all(&pipeline).unwrap_or_else(|e| {
-        panic!(
-            "stuck writing the pipeline after {:?}: {e}",
-            started.elapsed()
-        )
-    });
+    let mut client = written_whole(proxy.port, &pipeline);
     let reply = b"$1\r\nv\r\n";
     let mut got = vec![0; 5 + reply.len() * count];
     client.read_exact(&mut got).unwrap();

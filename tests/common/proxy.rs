@@ -138,3 +138,17 @@ pub fn stats_json(port: u16) -> serde_json::Value {
         .unwrap();
     serde_json::from_str(&text).expect("the stats port sends JSON")
 }
+
+/// A proxy over two redis-servers started with options `redis_args`,
+/// range form (0-2047 and 2048-4095, `hash: md5`), with `extra` pool keys.
+#[allow(dead_code)] // not every test file that includes the harness uses it
+pub fn two_shards_with(extra: &str, redis_args: &[&str]) -> (Proxy, Vec<super::redis::Redis>) {
+    use super::redis::Redis;
+    let shards = vec![Redis::start_with(redis_args), Redis::start_with(redis_args)];
+    let proxy = Proxy::start(&format!(
+        "  redis: true\n  hash: md5\n{extra}  servers:\n   - {}:0-2047\n   - {}:2048-4095\n",
+        shards[0].addr(),
+        shards[1].addr()
+    ));
+    (proxy, shards)
+}
