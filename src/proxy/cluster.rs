@@ -237,8 +237,9 @@ fn shard_specs(pool: &Pool, view: &ClusterView) -> Result<Vec<ShardSpec>, String
 /// when the file's ranges are ZooKeeper's (`file_agrees`), the master of
 /// the unreadable shard's line if the stand-in took its place, else the
 /// pool file's server for exactly that range; otherwise a stand-in that
-/// answers their keys with an error. A file older than the last move would put that
-/// move's keys on their old shard, where no other proxy looks for them.
+/// answers their keys with an error. A file older than the last move
+/// would put that move's keys on their old shard, where no other proxy
+/// looks for them.
 fn unowned_spec(pool: &Pool, shard: &ShardView, file_agrees: bool) -> ShardSpec {
     let range = Some((shard.lo, shard.hi));
     let from_file = pool
