@@ -313,7 +313,7 @@ fn a_replica_given_its_restarted_masters_data_is_promoted() {
     wa.guard.kill();
     a.guard.kill();
     let a = restart_redis_with(port, &persist);
-    assert_eq!(dbsize(&a), 100);
+    wait_until("a to load its data", DEADLINE, || dbsize(&a) == 100);
     wait_until("b to take the restarted master's copy", DEADLINE, || {
         let history = field(&replication(b.port), "master_replid");
         is_synced_replica_of(&b, &a)

@@ -296,10 +296,14 @@ pub fn is_synced_replica_of(replica: &Redis, master: &Redis) -> bool {
         && field(&info, "master_link_status") == "up"
 }
 
+/// The Redis's key count; -1 while it loads its data (just restarted
+/// with an AOF or a snapshot), so a wait can go on.
 pub fn dbsize(redis: &Redis) -> i64 {
-    redis::cmd("DBSIZE")
-        .query(&mut redis_conn(redis.port))
-        .unwrap()
+    match redis::cmd("DBSIZE").query(&mut redis_conn(redis.port)) {
+        Ok(keys) => keys,
+        Err(e) if e.kind() == redis::ErrorKind::BusyLoadingError => -1,
+        Err(e) => panic!("DBSIZE on {}: {e}", redis.addr()),
+    }
 }
 
 pub fn fill(redis: &Redis, prefix: &str, n: usize) {
