@@ -894,7 +894,9 @@ fn an_unreadable_control_znode_stops_no_step() {
 /// watchdog's member is still in that shard's line, nor once only that
 /// shard's master record names it (review: it made the master a replica
 /// of the other shard's, replacing every key, and its replica was then
-/// promoted with the other shard's data).
+/// promoted with the other shard's data), nor when started under another
+/// name for it (`localhost`); a znode it may not read beside the shards
+/// stops no watchdog.
 #[test]
 fn a_watchdog_given_another_shards_master_leaves_it_alone() {
     let zookeeper = ZooKeeper::start();
@@ -907,6 +909,17 @@ fn a_watchdog_given_another_shards_master_leaves_it_alone() {
     let later = br#"{"weight":"2048-4095","owner":{"team":"ops"}}"#;
     zk.runtime
         .block_on(zk.client.set_data(&second, later, None))
+        .unwrap();
+    // A znode no watchdog may read beside the shards is no shard (review:
+    // it stopped every watchdog from joining its line).
+    let only_elsewhere = [zookeeper_client::Acl::new(
+        zookeeper_client::Permission::ALL,
+        zookeeper_client::AuthId::new("ip", "10.9.9.9"),
+    )];
+    let mode = zookeeper_client::CreateMode::Persistent
+        .with_acls(zookeeper_client::Acls::new(&only_elsewhere));
+    zk.runtime
+        .block_on(zk.client.create(&format!("{root}/notes"), b"hello", &mode))
         .unwrap();
     let (r0, r1) = (start_redis(), start_redis());
     let _w0 = Watchdog::start(&zookeeper.hosts(), &r0, &first);
@@ -932,6 +945,33 @@ fn a_watchdog_given_another_shards_master_leaves_it_alone() {
         zk.line(&second).is_empty()
     });
     typo.wait_for_log("it is shard redis-0001's recorded master");
+    drop(typo);
+    // The same Redis under another name: known by its run (review: with
+    // `--redis localhost:P` it was made a replica, its 50 keys gone).
+    let alias = format!("localhost:{}", r1.port);
+    let log = temp_dir("watchdog").join("watchdog.log");
+    let hosts = zookeeper.hosts();
+    let mut args: Vec<String> = [
+        "--zk",
+        &hosts,
+        "--redis",
+        &alias,
+        "--shard",
+        &first,
+        "--interval-ms",
+        "100",
+        "--down-after",
+        "3",
+        "-v",
+        "debug",
+        "-o",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    args.push(log.to_str().unwrap().to_string());
+    let aliased = Watchdog::spawn(args, log);
+    aliased.wait_for_log("it is shard redis-0001's recorded master");
     assert!(
         is_master(&r1) && dbsize(&r1) == 50,
         "{}",

@@ -133,5 +133,5 @@ async fn other_shards_claim(
     Ok(shards
         .iter()
         .filter(|other| other.name != shard)
-        .find_map(|other| claim_on(addr, &other.name, &other.data, &other.members)))
+        .find_map(|other| claim_on(addr, None, &other.name, &other.data, &other.members)))
 }

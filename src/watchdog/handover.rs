@@ -39,7 +39,25 @@ impl Agent {
         else {
             return Ok(());
         };
-        if request.state != RequestState::Pending || request.master != registration.name {
+        if request.master != registration.name {
+            return Ok(());
+        }
+        if request.state == RequestState::Started {
+            // Taken by this member before, and never answered (the answer
+            // was lost to a ZooKeeper outage): a switchover runs within
+            // one step, so it is over, and this member is still the
+            // master: nothing changed. Answered so that it no longer
+            // holds the shard's next failover off (review: `Busy` for
+            // ever).
+            let answer = request.aborted("the watchdog's answer was lost; nothing changed");
+            return self
+                .bounded(
+                    session,
+                    answer_request(&session.client, &control, &answer, version),
+                )
+                .await;
+        }
+        if request.state != RequestState::Pending {
             return Ok(());
         }
         let me = registration.name.clone();

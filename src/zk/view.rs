@@ -193,19 +193,30 @@ impl ShardView {
 }
 
 /// How shard `name`, its data and its member znodes' names as read,
-/// claims the Redis at `addr`, if it does: one in its line, or its
-/// recorded master. A Redis claimed by one shard must not be made a
+/// claims the Redis at `addr` (whose `run_id` is given when known), if it
+/// does: one in its line, or its recorded master (by address, or by run
+/// under another name). A Redis claimed by one shard must not be made a
 /// replica, or promoted, in another: its data would be replaced by the
 /// other shard's (the admin tool's `promote` and the watchdog's start
 /// both check).
-pub fn claim_on(addr: &str, name: &str, data: &[u8], members: &[String]) -> Option<String> {
+pub fn claim_on(
+    addr: &str,
+    run_id: Option<&str>,
+    name: &str,
+    data: &[u8],
+    members: &[String],
+) -> Option<String> {
     if members_in_line(members).iter().any(|m| m.addr == addr) {
         return Some(format!("is in shard {name}'s line"));
     }
-    let recorded = ShardData::parse(data).and_then(|data| data.master);
-    recorded
-        .is_some_and(|master| master.addr == addr)
-        .then(|| format!("is shard {name}'s recorded master"))
+    let recorded = ShardData::parse(data).and_then(|data| data.master)?;
+    let same_run = run_id.is_some_and(|id| !id.is_empty() && recorded.run_id == id);
+    (recorded.addr == addr || same_run).then(|| {
+        format!(
+            "is shard {name}'s recorded master ({}, run {})",
+            recorded.addr, recorded.run_id
+        )
+    })
 }
 
 /// Parses member names and sorts them by sequence; other names are left
