@@ -1,10 +1,14 @@
 //! ZooKeeper-driven routing under faults, against real processes: one
 //! shard's bad znodes do not stop another shard's failover, views that
 //! would move every key are refused, and a master that stalls, is replaced
-//! and wakes up never acknowledges a write. A proxy started while a
-//! shard's data is junk: `zk_stand_in.rs`.
+//! and wakes up never acknowledges a write; a write held by the pause of
+//! a ZooKeeper outage says so. A proxy started while a shard's data is
+//! junk: `zk_stand_in.rs`.
 
 mod common;
+#[allow(dead_code)]
+#[path = "watchdog/harness.rs"]
+mod harness;
 
 use common::redis::{encode_command, RawClient, Redis};
 use common::wait_until;
@@ -641,4 +645,62 @@ async fn a_proxy_started_beside_a_shard_past_the_slot_space_leaves_it_out() {
         assert!(holds(owner, &key), "{key} is on its shard's master");
     }
     assert_eq!(c.connect().cmd_str(&["DBSIZE"]), ":0\r\n");
+}
+
+/// ZooKeeper down long enough for the master's watchdog to pause its
+/// writes: a write through the proxy times out with an error that says
+/// the proxy is cut off from ZooKeeper (review: it named only the Redis,
+/// which was healthy); writes go on once ZooKeeper is back.
+#[test]
+fn a_write_held_by_a_zookeeper_outage_says_why() {
+    let mut zookeeper = ZooKeeper::start();
+    let zk = harness::Zk::connect(&zookeeper);
+    let shard = zk.create_shard("/redis/cluster/outage");
+    let a = harness::start_redis();
+    let wa = harness::Watchdog::start(&zookeeper.hosts(), &a, &shard);
+    wait_until("a to be the master", harness::DEADLINE, || {
+        zk.line(&shard) == [a.addr()]
+    });
+    let port = common::free_port();
+    let yaml = format!(
+        "outage:\n  listen: 127.0.0.1:{port}\n  redis: true\n  hash: md5\n  \
+         distribution: modula\n  timeout: 1000\n  zookeeper_host: {}\n  \
+         zookeeper_path: /redis/proxy/outage/127.0.0.1:{port}\n  \
+         zookeeper_redis_path: /redis/cluster/outage\n  servers:\n   - {}:0-4095\n",
+        zookeeper.hosts(),
+        a.addr()
+    );
+    let proxy = common::proxy::Proxy::start_yaml(port, &yaml);
+    wait_until(
+        "the proxy to route from ZooKeeper",
+        harness::DEADLINE,
+        || harness::proxy_info(&proxy).contains(&format!("range=0-4095,master={}", a.addr())),
+    );
+    let mut client = RawClient::connect(port);
+    assert_eq!(client.cmd_str(&["SET", "k", "before"]), "+OK\r\n");
+
+    zookeeper.stop();
+    wait_until(
+        "the watchdog to pause a's writes",
+        harness::DEADLINE,
+        || wa.log_text().contains("paused writes on our master"),
+    );
+    let reply = client.cmd_str(&["SET", "k", "during"]);
+    let timed_out = format!(
+        "-ERR shard 'redis-0000': backend {} timed out after 1000 ms (this proxy has been \
+         cut off from ZooKeeper for ",
+        a.addr()
+    );
+    assert!(reply.starts_with(&timed_out), "{reply}");
+    assert!(
+        reply
+            .ends_with(" s; watchdogs pause their masters' writes while they cannot reach it)\r\n"),
+        "{reply}"
+    );
+
+    zookeeper.start_again();
+    wait_until("writes to go on", harness::DEADLINE, || {
+        client.cmd_str(&["SET", "k", "after"]) == "+OK\r\n"
+    });
+    assert_eq!(client.cmd_str(&["GET", "k"]), "$5\r\nafter\r\n");
 }

@@ -322,7 +322,7 @@ pub async fn serve<S: Io>(pool: Arc<Pool>, mut stream: S, shutdown: watch::Recei
             .front()
             .is_some_and(|owed| matches!(owed.reply, Pending::Ready(_)))
         {
-            let _ = collect(None, &mut owed, &mut out, &mut window, stats);
+            let _ = collect(None, &mut owed, &mut out, &mut window, &pool);
         }
         if owed.is_empty() {
             if let Some(e) = protocol_error.take() {
@@ -366,7 +366,7 @@ pub async fn serve<S: Io>(pool: Arc<Pool>, mut stream: S, shutdown: watch::Recei
         if let Some(grace) = grace {
             let answered = tokio::time::timeout(
                 grace,
-                poll_fn(|cx| collect(Some(cx), &mut owed, &mut out, &mut window, stats)),
+                poll_fn(|cx| collect(Some(cx), &mut owed, &mut out, &mut window, &pool)),
             )
             .await;
             if answered.is_err() {
@@ -499,7 +499,7 @@ pub async fn serve<S: Io>(pool: Arc<Pool>, mut stream: S, shutdown: watch::Recei
         } else if session.pubsub.is_some() && !finishing {
             tokio::select! {
                 biased;
-                () = poll_fn(|cx| collect(Some(cx), &mut owed, &mut out, &mut window, stats)), if !owed.is_empty() => false,
+                () = poll_fn(|cx| collect(Some(cx), &mut owed, &mut out, &mut window, &pool)), if !owed.is_empty() => false,
                 ready = poll_fn(|cx| stream.poll_write_ready(cx)), if unsent => {
                     if ready.is_err() {
                         return;
@@ -529,7 +529,7 @@ pub async fn serve<S: Io>(pool: Arc<Pool>, mut stream: S, shutdown: watch::Recei
             // slots instead of a readiness future per wait, and no select.
             let wake = poll_fn(|cx| {
                 if !owed.is_empty()
-                    && collect(Some(cx), &mut owed, &mut out, &mut window, stats).is_ready()
+                    && collect(Some(cx), &mut owed, &mut out, &mut window, &pool).is_ready()
                 {
                     return Poll::Ready(Wake::Collected);
                 }
@@ -714,19 +714,19 @@ fn collect(
     owed: &mut VecDeque<Owed>,
     out: &mut OutBuf,
     window: &mut Window,
-    stats: &PoolStats,
+    pool: &Pool,
 ) -> Poll<()> {
     let mut moved = false;
     let mut now = None;
     while let Some(front) = owed.front_mut() {
-        let Poll::Ready(len) = front.reply.poll_into(cx.as_deref_mut(), out, stats) else {
+        let Poll::Ready(len) = front.reply.poll_into(cx.as_deref_mut(), out, pool) else {
             break;
         };
         window.observe(len);
         window.answered(front.request_len);
         if let Some(cmd) = front.cmd {
             let now = *now.get_or_insert_with(Instant::now);
-            stats.commands.record(cmd, now - front.arrived);
+            pool.stats.commands.record(cmd, now - front.arrived);
         }
         owed.pop_front();
         moved = true;

@@ -2,7 +2,7 @@
 //! proxy, forwarded from one backend, or put together from several.
 
 use crate::command::Command;
-use crate::proxy::backend::reply::{client_frame, Dropped, TryRecvError};
+use crate::proxy::backend::reply::{Dropped, TryRecvError};
 use crate::proxy::backend::ReplyReceiver;
 use crate::proxy::outbuf::OutBuf;
 use crate::proxy::pool::Pool;
@@ -43,7 +43,7 @@ impl Pending {
         Pending::Split {
             reply: Box::pin(async move {
                 let mut out = BytesMut::new();
-                split.write_to(&mut out, &pool.stats).await;
+                split.write_to(&mut out, &pool).await;
                 out.freeze()
             }),
             parts,
@@ -60,7 +60,7 @@ impl Pending {
         &mut self,
         cx: Option<&mut Context<'_>>,
         out: &mut OutBuf,
-        stats: &PoolStats,
+        pool: &Pool,
     ) -> Poll<usize> {
         match self {
             Pending::Ready(bytes) => {
@@ -78,10 +78,10 @@ impl Pending {
                     },
                 };
                 if !matches!(reply, Ok(Ok(_))) {
-                    PoolStats::bump(&stats.errors);
-                    PoolStats::bump(&stats.forward_errors);
+                    PoolStats::bump(&pool.stats.errors);
+                    PoolStats::bump(&pool.stats.forward_errors);
                 }
-                let frame = client_frame(reply, shard);
+                let frame = pool.client_frame(reply, shard);
                 let len = frame.len();
                 out.push(frame);
                 Poll::Ready(len)

@@ -4,10 +4,13 @@
 use crate::command::REDIS_VERSION;
 use crate::config::{PoolConfig, ZooKeeperConfig};
 use crate::proxy::acl::Users;
+use crate::proxy::backend::reply::{client_frame, error_frame, Dropped};
+use crate::proxy::backend::{BackendError, Reply};
 use crate::proxy::dedicated::DedicatedLimit;
 use crate::proxy::router::{file_shards, Router, ShardSpec};
 use crate::proxy::stats::PoolStats;
 use crate::proxy::zk::{ClusterView, ZkStatus};
+use bytes::Bytes;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -84,7 +87,6 @@ impl Pool {
         *self.file.lock().expect("pool file lock") = (config, shards);
     }
 
-    /// A new client id, unique within the pool (CLIENT ID).
     /// The Redis version the proxy reports (INFO's `redis_version`,
     /// HELLO's `version`): the lowest its servers run, as their shared
     /// connections read it, so that a client choosing what to send by the
@@ -99,8 +101,23 @@ impl Pool {
         lowest_version(known).map_or_else(|| REDIS_VERSION.to_string(), |v| v.to_string())
     }
 
+    /// A new client id, unique within the pool (CLIENT ID).
     pub fn next_client_id(&self) -> u64 {
         self.next_client_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// The frame a client gets for a backend's reply ([`client_frame`]).
+    /// A timeout while this proxy is cut off from ZooKeeper says so: the
+    /// watchdogs then pause their masters' writes, which is most likely
+    /// what the request waited for (review: the error named only the
+    /// Redis, which was healthy).
+    pub fn client_frame(&self, reply: Result<Reply, Dropped>, shard: &str) -> Bytes {
+        if let Ok(Err(timeout @ BackendError::Timeout { .. })) = &reply {
+            if let Some(note) = self.zk_status.outage_note() {
+                return error_frame(shard, &format!("{timeout}{note}"));
+            }
+        }
+        client_frame(reply, shard)
     }
 }
 

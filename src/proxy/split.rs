@@ -8,8 +8,8 @@ use crate::protocol::{
     encode_array_header, encode_bulk, encode_error, encode_integer, is_error_reply,
     reply_frame_len, Proto,
 };
-use crate::proxy::backend::reply::client_frame;
 use crate::proxy::backend::{AbandonHandle, ReplyReceiver};
+use crate::proxy::pool::Pool;
 use crate::proxy::router::{RoutingTable, ShardName};
 use crate::proxy::stats::PoolStats;
 use bytes::{Bytes, BytesMut};
@@ -155,7 +155,7 @@ impl SplitReply {
     /// does not write is answered with the first error to arrive, without
     /// waiting for the other parts: an MGET whose part for one stalled
     /// shard has timed out does not also wait out another's timeout.
-    pub async fn write_to(mut self, out: &mut BytesMut, stats: &PoolStats) {
+    pub async fn write_to(mut self, out: &mut BytesMut, pool: &Pool) {
         let mut arrived: Vec<Option<Bytes>> = vec![None; self.parts.len()];
         let writes = self.writes;
         let early_error = poll_fn(|cx| {
@@ -167,9 +167,9 @@ impl SplitReply {
                 match Pin::new(&mut part.reply).poll(cx) {
                     Poll::Ready(reply) => {
                         if !matches!(reply, Ok(Ok(_))) {
-                            PoolStats::bump(&stats.forward_errors);
+                            PoolStats::bump(&pool.stats.forward_errors);
                         }
-                        let frame = client_frame(reply, part.shard);
+                        let frame = pool.client_frame(reply, part.shard);
                         if writes.is_none() && is_error_reply(&frame) {
                             return Poll::Ready(Some(frame));
                         }
@@ -186,7 +186,7 @@ impl SplitReply {
         })
         .await;
         if let Some(error) = early_error {
-            PoolStats::bump(&stats.errors);
+            PoolStats::bump(&pool.stats.errors);
             out.extend_from_slice(&error);
             return;
         }
@@ -201,7 +201,7 @@ impl SplitReply {
             frames.push((frame, part.positions));
         }
         if let Some(error) = error {
-            PoolStats::bump(&stats.errors);
+            PoolStats::bump(&pool.stats.errors);
             match self.writes.filter(|_| !frames.is_empty()) {
                 Some(command) => partly_applied(&error, command, &frames, out),
                 None => out.extend_from_slice(&error),

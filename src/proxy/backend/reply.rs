@@ -40,6 +40,11 @@ pub fn client_frame(reply: Result<Reply, Dropped>, shard: &str) -> bytes::Bytes 
         Ok(Err(e)) => e.to_string(),
         Err(Dropped) => "request dropped".to_string(),
     };
+    error_frame(shard, &reason)
+}
+
+/// The error a client gets when `shard` gave no reply, for `reason`.
+pub fn error_frame(shard: &str, reason: &str) -> bytes::Bytes {
     let mut out = bytes::BytesMut::new();
     crate::protocol::encode_error(&format!("ERR shard '{shard}': {reason}"), &mut out);
     out.freeze()

@@ -8,7 +8,7 @@
 use crate::zk::view::ClusterView;
 use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::SystemTime;
+use std::time::{Instant, SystemTime};
 use zookeeper_client as zk;
 
 /// State of one ZooKeeper session of the proxy.
@@ -95,6 +95,9 @@ pub struct ZkStatusSnapshot {
     /// The view the proxy routes on: per shard its range, master, members,
     /// and the no-members flag.
     pub view: Option<Arc<ClusterView>>,
+    /// Since when the watch session has not been connected (from its
+    /// first attempt on), if it is not now.
+    pub watch_cut_off_since: Option<Instant>,
 }
 
 /// Shared status of the ZooKeeper layer; cheap to read.
@@ -122,6 +125,7 @@ impl ZkStatus {
                 views_applied: 0,
                 last_change: None,
                 view: None,
+                watch_cut_off_since: None,
             }),
         }
     }
@@ -143,8 +147,30 @@ impl ZkStatus {
         let mut inner = self.lock();
         match task {
             Task::Registration => inner.registration_session = state,
-            Task::Watch => inner.watch_session = state,
+            Task::Watch => {
+                inner.watch_session = state;
+                if state == SessionState::Connected {
+                    inner.watch_cut_off_since = None;
+                } else if state != SessionState::Closed {
+                    inner.watch_cut_off_since.get_or_insert_with(Instant::now);
+                }
+            }
         }
+    }
+
+    /// What a client whose request timed out is told besides, while this
+    /// proxy has been cut off from ZooKeeper for a second or more: the
+    /// watchdogs pause their masters' writes once they cannot reach it
+    /// either, so the timeout is most likely that pause, not the Redis.
+    pub fn outage_note(&self) -> Option<String> {
+        let since = self.lock().watch_cut_off_since?;
+        let secs = since.elapsed().as_secs();
+        (secs >= 1).then(|| {
+            format!(
+                " (this proxy has been cut off from ZooKeeper for {secs} s; watchdogs \
+                 pause their masters' writes while they cannot reach it)"
+            )
+        })
     }
 
     pub(crate) fn set_registered(&self, registered: bool) {
