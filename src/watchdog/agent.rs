@@ -355,6 +355,12 @@ impl Agent {
         if !new_connection && !recheck {
             return self.standing_by.is_some();
         }
+        self.look_for_another_watchdog().await
+    }
+
+    /// Lists the Redis's clients for another watchdog to stand by for
+    /// ([`RedisLink::older_watchdog`]); true while there is one.
+    pub(super) async fn look_for_another_watchdog(&mut self) -> bool {
         let (shard, redis) = (&self.settings.shard, &self.settings.redis);
         match self.redis.older_watchdog().await {
             Ok(other) => {
@@ -383,8 +389,9 @@ impl Agent {
         let Health::Up(state) = &self.health else {
             return;
         };
-        // A Redis another shard claims is that shard's to guard.
-        if self.claim_logged.is_some() {
+        // A Redis another shard claims is that shard's to guard, and one
+        // another watchdog watches is that watchdog's.
+        if self.claim_logged.is_some() || self.standing_by.is_some() {
             return;
         }
         let connected = connected || self.session_surely_alive();

@@ -35,7 +35,7 @@ impl Agent {
         let run_id = state.run_id.clone();
         let (redis, shard) = (&self.settings.redis, &self.settings.shard);
         let Some((root, ours)) = shard.rsplit_once('/') else {
-            return Ok(true);
+            return Ok(self.cleared().await);
         };
         let root = if root.is_empty() { "/" } else { root };
         let names = self
@@ -77,7 +77,15 @@ impl Agent {
         if self.claim_logged.take().is_some() {
             info!(shard = %shard, redis = %redis, "no other shard claims this Redis any more");
         }
+        Ok(self.cleared().await)
+    }
+
+    /// No other shard claims our Redis: only now is this watchdog the
+    /// Redis's, named so on a new connection; false while it stands by
+    /// for another that announced itself first.
+    async fn cleared(&mut self) -> bool {
         self.claims_cleared = true;
-        Ok(true)
+        self.redis.announce();
+        !self.look_for_another_watchdog().await
     }
 }

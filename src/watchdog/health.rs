@@ -255,10 +255,20 @@ pub struct RedisLink {
     earlier_ids: Vec<i64>,
     /// Counts connections made, so a caller sees a new one.
     pub connections: u64,
+    /// Named [`CLIENT_NAME`] (else [`PENDING_NAME`]).
+    announced: bool,
 }
 
 /// The name of a watchdog's connection to its Redis (`CLIENT SETNAME`).
 pub const CLIENT_NAME: &str = "shardproxy-watchdog";
+
+/// The name of a watchdog's connection before the watchdog has found its
+/// Redis to be its shard's (a ZooKeeper session, and no other shard
+/// claiming it: [`RedisLink::announce`]). Other watchdogs do not count
+/// such a connection as the Redis's watchdog (review: one started with a
+/// wrong `--shard` or an unreachable `--zk` made the real one stand by
+/// after a restart, and the shard failed over).
+pub const PENDING_NAME: &str = "shardproxy-watchdog-pending";
 
 /// The lines of a `CLIENT LIST` reply that are watchdogs' connections.
 fn watchdog_lines(clients: &str) -> impl Iterator<Item = &str> {
@@ -304,6 +314,18 @@ impl RedisLink {
             client_id: i64::MAX,
             earlier_ids: Vec::new(),
             connections: 0,
+            announced: false,
+        }
+    }
+
+    /// From now on the connection is named [`CLIENT_NAME`], as the
+    /// Redis's watchdog. The connection is opened again, so that its
+    /// `CLIENT ID` is newer than any watchdog that announced itself before:
+    /// [`RedisLink::older_watchdog`] then finds that one.
+    pub fn announce(&mut self) {
+        if !self.announced {
+            self.announced = true;
+            self.conn = None;
         }
     }
 
@@ -360,8 +382,9 @@ impl RedisLink {
         self.keep_if_usable(result)
     }
 
-    /// Another watchdog connected to this Redis before us (a lower
-    /// `CLIENT ID` under [`CLIENT_NAME`]): its `id=... addr=...`.
+    /// Another watchdog of this Redis to leave it to: one that connected
+    /// before us (a lower `CLIENT ID` under [`CLIENT_NAME`]), or, while we
+    /// have not announced ourselves, any that has. Its `id=... addr=...`.
     ///
     /// # Errors
     /// Any failure to connect or to list the clients.
@@ -369,8 +392,9 @@ impl RedisLink {
         let conn = self.connected().await?;
         let result = conn.text(&["CLIENT", "LIST", "TYPE", "normal"]).await;
         let clients = self.keep_if_usable(result)?;
+        let ours = |id: i64| id == self.client_id || self.earlier_ids.contains(&id);
         let older = watchdog_connections(&clients)
-            .find(|(id, _)| *id < self.client_id && !self.earlier_ids.contains(id))
+            .find(|&(id, _)| !ours(id) && (id < self.client_id || !self.announced))
             .map(|(id, addr)| format!("id={id} {addr}"));
         Ok(older)
     }
@@ -390,7 +414,12 @@ impl RedisLink {
                 RedisConn::connect(&self.addr, self.auth.as_deref(), self.timeout).await?;
             // Named, so a switchover can see that this Redis's watchdog is
             // there to promote it.
-            if let Err(e) = conn.ok(&["CLIENT", "SETNAME", CLIENT_NAME]).await {
+            let name = if self.announced {
+                CLIENT_NAME
+            } else {
+                PENDING_NAME
+            };
+            if let Err(e) = conn.ok(&["CLIENT", "SETNAME", name]).await {
                 // Timed out (a busy Redis): its late reply would be read as
                 // the next command's (review: INFO got CLIENT ID's).
                 if !matches!(e, RedisError::Reply { .. }) {

@@ -201,10 +201,16 @@ impl Agent {
         }
     }
 
-    /// Without a session: keep checking the Redis and keep it fenced.
+    /// Without a session: keep checking the Redis and keep it fenced,
+    /// unless another watchdog watches it (review: one started with an
+    /// unreachable `--zk` beside a healthy master's watchdog paused every
+    /// write of the shard for as long as it ran).
     pub(super) async fn offline_tick(&mut self) {
         self.ticks += 1;
         self.check_health(true).await;
+        if self.stands_by(true).await {
+            return;
+        }
         self.guard(false).await;
     }
 
@@ -326,6 +332,18 @@ impl Agent {
         let another_in_line = in_line.iter().any(|m| m.addr != self.settings.redis);
         self.ephemeral.retain(|name, _| names.contains(name));
         for member in in_line {
+            let head_alias = member.addr != self.settings.redis
+                && Some(&member.znode) == head.as_ref()
+                && our_redis_is_master
+                && self.names_our_redis(session, &member.znode).await?;
+            if head_alias {
+                // The fleet knows our Redis by that name: the proxies route
+                // to it, and the replicas' watchdogs know the master by it
+                // when it registers again. Ours from now on.
+                warn!(shard = %self.settings.shard, redis = %self.settings.redis, known_as = %member.addr,
+                    "the shard's line knows our Redis under another address (the same run_id): using that one");
+                self.settings.redis = member.addr.clone();
+            }
             if member.addr != self.settings.redis {
                 if self.made_by_a_watchdog(session, &member.znode).await? {
                     line.push(member);
@@ -431,6 +449,27 @@ impl Agent {
         };
         let registered = MemberData::registered_run_id(&data);
         Ok(Some(registered.is_none_or(|id| id == state.run_id)))
+    }
+
+    /// Whether the member `znode`, under another address than ours, was
+    /// registered for our Redis as it runs now: the same `run_id` under
+    /// another name (`localhost:P` for `127.0.0.1:P`). At the head, it is a
+    /// predecessor's, as one under our address would be (review: a
+    /// master's watchdog restarted with the other spelling followed it,
+    /// making its Redis a replica of itself: the shard read-only, then
+    /// failed over).
+    async fn names_our_redis(&self, session: &Session, znode: &str) -> Result<bool, zk::Error> {
+        let Health::Up(state) = &self.health else {
+            return Ok(false);
+        };
+        let path = child_path(&self.settings.shard, znode);
+        let data = match self.bounded(session, session.client.get_data(&path)).await {
+            Ok((data, _)) => data,
+            Err(zk::Error::NoNode) => return Ok(false),
+            Err(e) => return Err(e),
+        };
+        let registered = MemberData::registered_run_id(&data);
+        Ok(registered.is_some_and(|id| id == state.run_id))
     }
 
     /// False for a member znode that is not ephemeral: made by hand, not

@@ -1,0 +1,196 @@
+//! Watchdogs started wrong beside a Redis, with real processes (a
+//! ZooKeeper, redis-servers and their watchdogs): one given another
+//! shard's master (a typo in `--shard`), one that cannot reach ZooKeeper
+//! (a typo in `--zk`), and a master's own watchdog restarted under another
+//! name for its Redis (`localhost:P`) all leave the Redis and its shard as
+//! they were.
+
+mod common;
+#[allow(dead_code)]
+#[path = "watchdog/harness.rs"]
+mod harness;
+
+use common::redis::Redis;
+use common::zookeeper::ZooKeeper;
+use common::{free_port, temp_dir, wait_until};
+use harness::*;
+use std::time::Duration;
+
+/// A watchdog for `addr`, the Redis as written on its command line, with
+/// the fast test timings.
+fn start_as(hosts: &str, addr: &str, shard: &str) -> Watchdog {
+    let log = temp_dir("watchdog").join("watchdog.log");
+    let mut args: Vec<String> = ["--zk", hosts, "--redis", addr, "--shard", shard]
+        .iter()
+        .chain(FAST_TIMINGS.iter())
+        .map(|s| s.to_string())
+        .collect();
+    args.extend(["-v", "debug", "-o"].map(String::from));
+    args.push(log.to_str().unwrap().to_string());
+    Watchdog::spawn(args, log)
+}
+
+/// SET on `redis`, answered within half a second (a paused master holds
+/// it: the read times out).
+fn set_at_once(redis: &Redis, key: &str) -> Result<(), redis::RedisError> {
+    let mut conn = redis_conn(redis.port);
+    conn.set_read_timeout(Some(Duration::from_millis(500)))?;
+    redis::cmd("SET").arg(key).arg("v").query(&mut conn)
+}
+
+/// A watchdog started for the wrong shard (a typo in `--shard`) beside the
+/// master of another shard does nothing to that Redis: not while its old
+/// watchdog's member is still in that shard's line, nor once only that
+/// shard's master record names it (review: it made the master a replica
+/// of the other shard's, replacing every key, and its replica was then
+/// promoted with the other shard's data), nor when started under another
+/// name for it (`localhost`); a znode it may not read beside the shards
+/// stops no watchdog.
+#[test]
+fn a_watchdog_given_another_shards_master_leaves_it_alone() {
+    let zookeeper = ZooKeeper::start();
+    let zk = Zk::connect(&zookeeper);
+    let root = "/redis/cluster/typo";
+    let first = zk.create_shard_range(root, "redis-0000", 0, 2047);
+    let second = zk.create_shard_range(root, "redis-0001", 2048, 4095);
+    // A key of a later version's in the shard's data: the watchdog's
+    // record of its master keeps it (review: every rewrite dropped it).
+    let later = br#"{"weight":"2048-4095","owner":{"team":"ops"}}"#;
+    zk.runtime
+        .block_on(zk.client.set_data(&second, later, None))
+        .unwrap();
+    // A znode no watchdog may read beside the shards is no shard (review:
+    // it stopped every watchdog from joining its line).
+    let only_elsewhere = [zookeeper_client::Acl::new(
+        zookeeper_client::Permission::ALL,
+        zookeeper_client::AuthId::new("ip", "10.9.9.9"),
+    )];
+    let mode = zookeeper_client::CreateMode::Persistent
+        .with_acls(zookeeper_client::Acls::new(&only_elsewhere));
+    zk.runtime
+        .block_on(zk.client.create(&format!("{root}/notes"), b"hello", &mode))
+        .unwrap();
+    let (r0, r1) = (start_redis(), start_redis());
+    let _w0 = Watchdog::start(&zookeeper.hosts(), &r0, &first);
+    // A session long enough for its member to outlive the watchdog a while.
+    let mut w1 = Watchdog::start_timed(&zookeeper.hosts(), &r1, &second, 4000);
+    fill(&r0, "first", 10);
+    fill(&r1, "second", 50);
+    wait_until("r1 to be recorded as redis-0001's master", DEADLINE, || {
+        zk.line(&second) == [r1.addr()]
+            && zk
+                .shard_data(&second)
+                .master
+                .is_some_and(|m| m.addr == r1.addr())
+    });
+    assert_eq!(
+        zk.shard_data(&second).other["owner"],
+        serde_json::json!({"team": "ops"})
+    );
+    w1.guard.kill();
+    let typo = Watchdog::start(&zookeeper.hosts(), &r1, &first);
+    typo.wait_for_log("it is in shard redis-0001's line");
+    wait_until("redis-0001's line to drop r1", DEADLINE, || {
+        zk.line(&second).is_empty()
+    });
+    typo.wait_for_log("it is shard redis-0001's recorded master");
+    drop(typo);
+    // The same Redis under another name: known by its run (review: with
+    // `--redis localhost:P` it was made a replica, its 50 keys gone).
+    let alias = format!("localhost:{}", r1.port);
+    let aliased = start_as(&zookeeper.hosts(), &alias, &first);
+    aliased.wait_for_log("it is shard redis-0001's recorded master");
+    assert!(
+        is_master(&r1) && dbsize(&r1) == 50,
+        "{}",
+        replication(r1.port)
+    );
+    assert_eq!(zk.line(&first), [r0.addr()]);
+    // r1's own watchdog, started again beside the one still blocked by
+    // the claim, takes r1 back into its shard: the blocked one is nobody's
+    // watchdog (review: the real one stood by for it, and the shard went
+    // without its master).
+    let back = Watchdog::start(&zookeeper.hosts(), &r1, &second);
+    wait_until("r1 to lead redis-0001 again", DEADLINE, || {
+        zk.line(&second) == [r1.addr()]
+    });
+    assert!(
+        !back.log_text().contains("standing by"),
+        "{}",
+        back.log_text()
+    );
+    assert!(is_master(&r1) && dbsize(&r1) == 50);
+}
+
+/// A watchdog that cannot reach ZooKeeper (a wrong `--zk`) beside a
+/// master another watchdog watches leaves it alone: its writes are never
+/// paused (review: every write of the shard timed out for as long as the
+/// stray ran). The master's own watchdog, restarted beside the stray,
+/// takes its place with no failover (review: it stood by for the stray,
+/// and the replica was promoted).
+#[test]
+fn a_watchdog_cut_off_from_zookeeper_leaves_a_watched_master_alone() {
+    let mut pair = Pair::start("stray");
+    let nowhere = format!("127.0.0.1:{}", free_port());
+    let stray = Watchdog::start(&nowhere, &pair.a, &pair.shard);
+    stray.wait_for_log("already watches this Redis");
+    // Over many of the stray's intervals (100 ms).
+    for i in 0..20 {
+        let key = format!("during:{i}");
+        set_at_once(&pair.a, &key).unwrap_or_else(|e| panic!("{key}: {e}"));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let old_seq = pair.zk.members(&pair.shard)[0].seq;
+    pair.wa.guard.kill();
+    let restarted = Watchdog::start(&pair.zk.hosts, &pair.a, &pair.shard);
+    wait_until("the restarted watchdog to lead a's place", DEADLINE, || {
+        let members = pair.zk.members(&pair.shard);
+        members.len() == 2
+            && members[0].addr == pair.a.addr()
+            && members[0].seq != old_seq
+            && members[1].addr == pair.b.addr()
+    });
+    assert!(
+        !restarted.log_text().contains("standing by"),
+        "{}",
+        restarted.log_text()
+    );
+    assert!(is_master(&pair.a), "{}", replication(pair.a.port));
+    assert!(is_synced_replica_of(&pair.b, &pair.a));
+    wait_until("a to take writes at once", DEADLINE, || {
+        set_at_once(&pair.a, "after").is_ok()
+    });
+}
+
+/// A master's watchdog restarted with another name for its Redis
+/// (`localhost:P`, registered as `127.0.0.1:P`) takes its own place under
+/// the name the line knows: the Redis stays master and its replica stays
+/// one (review: it followed the old member, making its Redis a replica of
+/// itself; the shard answered READONLY, then failed over).
+#[test]
+fn a_masters_watchdog_restarted_under_another_name_keeps_its_place() {
+    let mut pair = Pair::start("alias");
+    fill(&pair.a, "k", 20);
+    let old_seq = pair.zk.members(&pair.shard)[0].seq;
+    pair.wa.guard.kill();
+    let alias = format!("localhost:{}", pair.a.port);
+    let restarted = start_as(&pair.zk.hosts, &alias, &pair.shard);
+    wait_until("the restarted watchdog to lead a's place", DEADLINE, || {
+        let members = pair.zk.members(&pair.shard);
+        members.len() == 2
+            && members[0].addr == pair.a.addr()
+            && members[0].seq != old_seq
+            && members[1].addr == pair.b.addr()
+    });
+    restarted.wait_for_log("knows our Redis under another address");
+    assert!(
+        !restarted.log_text().contains("replicating from the master"),
+        "{}",
+        restarted.log_text()
+    );
+    assert!(is_master(&pair.a), "{}", replication(pair.a.port));
+    assert_eq!(dbsize(&pair.a), 20);
+    wait_until("b to follow a", DEADLINE, || {
+        is_synced_replica_of(&pair.b, &pair.a)
+    });
+}
