@@ -11,7 +11,7 @@ use common::redis::Redis;
 use common::zookeeper::ZooKeeper;
 use common::{temp_dir, wait_until, ProcessGuard};
 use serde_json::Value;
-use shardproxy::zk::layout::member_prefix;
+use shardproxy::zk::layout::{member_prefix, MasterRecord, ShardData};
 use shardproxy::zk::{MemberData, ProxyData, Role};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -93,10 +93,15 @@ fn weights(list: &[(&str, &str)]) -> Vec<(String, String)> {
 
 /// Registers `addr` in `shard` as its watchdog would.
 async fn add_member(session: &zk::Client, shard: &str, addr: &str, role: Role) {
+    add_member_run(session, shard, addr, "test", role).await;
+}
+
+/// Likewise, with the `run_id` its watchdog read from the Redis.
+async fn add_member_run(session: &zk::Client, shard: &str, addr: &str, run_id: &str, role: Role) {
     let data = MemberData {
         addr: addr.into(),
         role,
-        run_id: "test".into(),
+        run_id: run_id.into(),
         offset: 0,
     };
     let prefix = member_prefix(&format!("{ROOT}/{shard}"), addr);
@@ -986,4 +991,78 @@ async fn promote_refuses_another_shards_redis() {
         )),
         "{run:?}"
     );
+}
+
+/// The same Redis under another name (`localhost:P` for `127.0.0.1:P`):
+/// `promote --force` knows it by its run and refuses it too, in another
+/// shard's line or as that shard's recorded master (review: the alias was
+/// recorded, and every proxy at once wrote this shard's keys to the other
+/// shard's master).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn promote_refuses_another_shards_redis_under_another_name() {
+    let zookeeper = ZooKeeper::start();
+    let (a, b) = (Redis::start(), Redis::start());
+    let conf = pool_file(
+        &zookeeper,
+        &servers(&[(&a.addr(), "0-2047"), (&b.addr(), "2048-4095")]),
+    );
+    assert_eq!(admin(&conf, &["init"]).await.code, 0);
+    let ops = zookeeper.client().await;
+    // redis-0000 held data on a, now gone: no members, a history.
+    let shard0 = format!("{ROOT}/redis-0000");
+    let mut data = ShardData::new(0, 2047);
+    data.master = Some(MasterRecord {
+        addr: a.addr(),
+        replid: "r1".into(),
+        offset: 5,
+        run_id: String::new(),
+        keys: None,
+    });
+    ops.set_data(&shard0, &data.to_json(), None).await.unwrap();
+    let info = b.connect().cmd_str(&["INFO", "server"]);
+    let run = info
+        .lines()
+        .find_map(|l| l.strip_prefix("run_id:"))
+        .expect("run_id in INFO server")
+        .to_string();
+    add_member_run(&ops, "redis-0001", &b.addr(), &run, Role::Master).await;
+    let alias = format!("localhost:{}", b.port);
+    let promote = ["promote", "redis-0000", &alias, "--force"];
+    let refused = admin(&conf, &promote).await;
+    assert_eq!(refused.code, 2, "{refused:?}");
+    assert!(
+        refused.stderr.contains(&format!(
+            "{alias} is in shard redis-0001's line as {} (the same Redis: run {run})",
+            b.addr()
+        )),
+        "{refused:?}"
+    );
+    // redis-0001 without members, b recorded as its master by its
+    // watchdog (with b's run): still its.
+    let shard1 = format!("{ROOT}/redis-0001");
+    for member in ops.list_children(&shard1).await.unwrap() {
+        ops.delete(&format!("{shard1}/{member}"), None)
+            .await
+            .unwrap();
+    }
+    let mut data1 = ShardData::new(2048, 4095);
+    data1.master = Some(MasterRecord {
+        addr: b.addr(),
+        replid: "r2".into(),
+        offset: 5,
+        run_id: run.clone(),
+        keys: None,
+    });
+    ops.set_data(&shard1, &data1.to_json(), None).await.unwrap();
+    let refused = admin(&conf, &promote).await;
+    assert_eq!(refused.code, 2, "{refused:?}");
+    assert!(
+        refused.stderr.contains(&format!(
+            "{alias} is shard redis-0001's recorded master ({}, run {run})",
+            b.addr()
+        )),
+        "{refused:?}"
+    );
+    let kept = ops.get_data(&shard0).await.unwrap().0;
+    assert_eq!(kept, data.to_json(), "the record changed");
 }

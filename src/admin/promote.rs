@@ -14,7 +14,7 @@ use super::target::{connect, Target};
 use super::znodes::read_shard_znodes;
 use super::AdminError;
 use crate::watchdog::health::RedisLink;
-use crate::zk::layout::{child_path, MasterRecord, ShardData};
+use crate::zk::layout::{child_path, MasterRecord, MemberData, ShardData};
 use crate::zk::view::{claim_on, members_in_line};
 
 /// Returns the text to print and the exit code: 0 when recorded (or
@@ -46,17 +46,20 @@ pub async fn run(
             master.addr
         )));
     }
-    if let Some(other) = other_shards_claim(&client, target, shard, addr).await? {
-        return Err(fail(format!(
-            "{addr} {other}; promote a Redis of this shard (its watchdog started with this \
-             shard's --shard)"
-        )));
-    }
     let mut link = RedisLink::new(addr, target.redis_auth.clone(), REDIS_TIMEOUT);
     let state = link
         .replication()
         .await
         .map_err(|e| fail(format!("cannot read the candidate: {e}")))?;
+    // By run too: the same Redis under another name (`localhost:P` for
+    // `127.0.0.1:P`) is still the other shard's (review: it was recorded
+    // here, and the proxies wrote this shard's keys to it at once).
+    if let Some(other) = other_shards_claim(&client, target, shard, addr, &state.run_id).await? {
+        return Err(fail(format!(
+            "{addr} {other}; promote a Redis of this shard (its watchdog started with this \
+             shard's --shard)"
+        )));
+    }
     let mut text = String::new();
     let recorded = shard_data.master.clone();
     match &recorded {
@@ -118,20 +121,38 @@ pub async fn run(
     Ok((text, 0))
 }
 
-/// How another shard holds `addr`, if one does: in its line, or as the
-/// master recorded in its data. Recorded for this shard too, that Redis
-/// would be routed as the master of two shards, their keys mixed on it
-/// (review: a proxy started after such a promote wrote this shard's keys
-/// to the other shard's master).
+/// How another shard holds `addr` (whose run is `run_id`), if one does:
+/// in its line, or as the master recorded in its data. Recorded for this
+/// shard too, that Redis would be routed as the master of two shards,
+/// their keys mixed on it (review: a proxy started after such a promote
+/// wrote this shard's keys to the other shard's master).
 async fn other_shards_claim(
     client: &zookeeper_client::Client,
     target: &Target,
     shard: &str,
     addr: &str,
+    run_id: &str,
 ) -> Result<Option<String>, AdminError> {
     let shards = read_shard_znodes(client, target).await?.unwrap_or_default();
-    Ok(shards
-        .iter()
-        .filter(|other| other.name != shard)
-        .find_map(|other| claim_on(addr, None, &other.name, &other.data, &other.members)))
+    for other in shards.iter().filter(|other| other.name != shard) {
+        // Each member's registered run, to know the candidate in that
+        // line under another name; a member gone meanwhile claims nothing.
+        let mut members = Vec::with_capacity(other.members.len());
+        for member in &other.members {
+            let path = child_path(&other.path, member);
+            match client.get_data(&path).await {
+                Ok((data, _)) => {
+                    members.push((member.clone(), MemberData::registered_run_id(&data)));
+                }
+                Err(zookeeper_client::Error::NoNode) => {}
+                // Unreadable: known by its address alone.
+                Err(zookeeper_client::Error::NoAuth) => members.push((member.clone(), None)),
+                Err(e) => return Err(AdminError::zk_path(&target.hosts, &path, e)),
+            }
+        }
+        if let Some(claim) = claim_on(addr, Some(run_id), &other.name, &other.data, &members) {
+            return Ok(Some(claim));
+        }
+    }
+    Ok(None)
 }

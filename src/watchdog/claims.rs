@@ -7,7 +7,7 @@
 use super::agent::Agent;
 use super::membership::Health;
 use super::session::Session;
-use crate::zk::layout::child_path;
+use crate::zk::layout::{child_path, MemberData};
 use crate::zk::view::claim_on;
 use tracing::{error, info};
 use zookeeper_client as zk;
@@ -59,7 +59,22 @@ impl Agent {
                 Err(zk::Error::NoNode | zk::Error::NoAuth) => continue,
                 Err(e) => return Err(e),
             };
-            if let Some(claim) = claim_on(redis, Some(&run_id), name, &data, &members) {
+            // Each member's registered run: our Redis under another name
+            // is in that line too.
+            let mut seen = Vec::with_capacity(members.len());
+            for member in members {
+                let member_path = child_path(&path, &member);
+                let run = match self
+                    .bounded(session, session.client.get_data(&member_path))
+                    .await
+                {
+                    Ok((data, _)) => MemberData::registered_run_id(&data),
+                    Err(zk::Error::NoNode | zk::Error::NoAuth) => None,
+                    Err(e) => return Err(e),
+                };
+                seen.push((member, run));
+            }
+            if let Some(claim) = claim_on(redis, Some(&run_id), name, &data, &seen) {
                 if self.claim_logged.as_deref() != Some(claim.as_str()) {
                     error!(
                         shard = %shard,

@@ -192,26 +192,45 @@ impl ShardView {
     }
 }
 
-/// How shard `name`, its data and its member znodes' names as read,
-/// claims the Redis at `addr` (whose `run_id` is given when known), if it
-/// does: one in its line, or its recorded master (by address, or by run
-/// under another name). A Redis claimed by one shard must not be made a
-/// replica, or promoted, in another: its data would be replaced by the
-/// other shard's (the admin tool's `promote` and the watchdog's start
-/// both check).
+/// How shard `name`, its data and its member znodes as read (each one's
+/// name and the `run_id` its data registers, `None` when unread or not
+/// said) claim the Redis at `addr` (whose `run_id` is given when known),
+/// if they do: one in its line, or its recorded master, by address or by
+/// run under another name (`localhost:P` for `127.0.0.1:P`). A Redis
+/// claimed by one shard must not be made a replica, or promoted, in
+/// another: its data would be replaced by the other shard's (the admin
+/// tool's `promote` and the watchdog's start both check).
 pub fn claim_on(
     addr: &str,
     run_id: Option<&str>,
     name: &str,
     data: &[u8],
-    members: &[String],
+    members: &[(String, Option<String>)],
 ) -> Option<String> {
-    if members_in_line(members).iter().any(|m| m.addr == addr) {
+    let same_run = |other: &str| run_id.is_some_and(|id| !id.is_empty() && other == id);
+    let names: Vec<String> = members.iter().map(|(znode, _)| znode.clone()).collect();
+    let line = members_in_line(&names);
+    if line.iter().any(|m| m.addr == addr) {
         return Some(format!("is in shard {name}'s line"));
     }
+    let run_of = |znode: &str| {
+        members
+            .iter()
+            .find(|(name, _)| name == znode)
+            .and_then(|(_, run)| run.as_deref())
+    };
+    if let Some((member, run)) = line.iter().find_map(|m| {
+        run_of(&m.znode)
+            .filter(|run| same_run(run))
+            .map(|run| (m, run))
+    }) {
+        return Some(format!(
+            "is in shard {name}'s line as {} (the same Redis: run {run})",
+            member.addr
+        ));
+    }
     let recorded = ShardData::parse(data).and_then(|data| data.master)?;
-    let same_run = run_id.is_some_and(|id| !id.is_empty() && recorded.run_id == id);
-    (recorded.addr == addr || same_run).then(|| {
+    (recorded.addr == addr || same_run(&recorded.run_id)).then(|| {
         format!(
             "is shard {name}'s recorded master ({}, run {})",
             recorded.addr, recorded.run_id
