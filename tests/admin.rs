@@ -1066,3 +1066,57 @@ async fn promote_refuses_another_shards_redis_under_another_name() {
     let kept = ops.get_data(&shard0).await.unwrap().0;
     assert_eq!(kept, data.to_json(), "the record changed");
 }
+
+/// A migration znode that cannot be parsed is an error in `status`, named
+/// with why (review: status said ok while every proxy reported its state
+/// invalid and migrate, abort and export all failed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_fails_for_an_unreadable_migration_znode() {
+    let zookeeper = ZooKeeper::start();
+    let (a, b) = (Redis::start(), Redis::start());
+    let conf = pool_file(
+        &zookeeper,
+        &servers(&[(&a.addr(), "0-2047"), (&b.addr(), "2048-4095")]),
+    );
+    assert_eq!(admin(&conf, &["init"]).await.code, 0);
+    let session = zookeeper.client().await;
+    add_proxy(&session).await;
+    add_member(&session, "redis-0000", &a.addr(), Role::Master).await;
+    add_member(&session, "redis-0001", &b.addr(), Role::Master).await;
+    // Without a replica each shard is degraded: warnings, exit 1.
+    assert_eq!(admin(&conf, &["status"]).await.code, 1);
+    let persistent = zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all());
+    for path in ["/redis/control", "/redis/control/test"] {
+        match session.create(path, b"", &persistent).await {
+            Ok(_) | Err(zk::Error::NodeExists) => {}
+            Err(e) => panic!("{path}: {e}"),
+        }
+    }
+    let path = "/redis/control/test/migration";
+    session.create(path, b"{junk", &persistent).await.unwrap();
+    let why = "bad migration data: key must be a string at line 1 column 2";
+    let run = admin(&conf, &["status"]).await;
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(
+        run.stdout.contains(&format!(
+            "error: {path}: {why}: every proxy reports state_valid 0, and migrate, abort and \
+             export fail until this znode is fixed"
+        )),
+        "{run:?}"
+    );
+    let run = admin(&conf, &["status", "--json"]).await;
+    assert_eq!(run.code, 2, "{run:?}");
+    let json: Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(json["health"], "error");
+    let problem = json["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["subject"] == path)
+        .unwrap_or_else(|| panic!("no problem named {path}: {run:?}"));
+    assert_eq!(problem["level"], "error");
+    assert!(
+        problem["text"].as_str().unwrap().starts_with(why),
+        "{run:?}"
+    );
+}

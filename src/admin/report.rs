@@ -211,6 +211,17 @@ impl Report {
         self.migration = state;
     }
 
+    /// Records a migration znode that cannot be read or parsed (`why`) as
+    /// an error: every proxy reports its ZooKeeper state invalid, and
+    /// `migrate`, `abort` and `export` fail, until it is fixed.
+    pub fn with_unreadable_migration(&mut self, path: &str, why: String) {
+        let text = format!(
+            "{why}: every proxy reports state_valid 0, and migrate, abort and export fail \
+             until this znode is fixed"
+        );
+        self.raise(Level::Error, path, text);
+    }
+
     fn raise(&mut self, level: Level, subject: &str, text: String) {
         self.problems.push(Problem {
             level,

@@ -12,7 +12,7 @@ use super::target::{connect, Target, ZK_TIMEOUT};
 use super::znodes::{read_shard_znodes, ShardZnode};
 use super::AdminError;
 use crate::zk::layout::{child_path, parse_member_name};
-use crate::zk::migration::roster_path;
+use crate::zk::migration::{migration_path, roster_path, MigrationState};
 use std::time::{SystemTime, UNIX_EPOCH};
 use zookeeper_client as zk;
 
@@ -30,16 +30,37 @@ pub async fn report(target: &Target) -> Result<Report, AdminError> {
             reason: "status did not finish in time".to_string(),
         })??;
     let mut report = judge(target, &snapshot);
-    let migration = super::migrate::read_state_stat(&client, target)
-        .await
-        .ok()
-        .flatten()
-        .map(|(state, stat)| (state, stat.ephemeral_owner != 0));
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    report.with_migration(migration, now);
+    match read_migration(&client, target).await {
+        Ok(migration) => report.with_migration(migration, now),
+        // Not "no migration": the proxies flag their state invalid and no
+        // migration can be started, aborted or exported (review: status
+        // said ok meanwhile).
+        Err((path, why)) => report.with_unreadable_migration(&path, why),
+    }
     Ok(report)
+}
+
+/// The migration znode's state, and whether it is ephemeral (it ends with
+/// the session of the run that wrote it); `None` when there is none. The
+/// error names the znode and why it cannot be read or parsed.
+async fn read_migration(
+    client: &zk::Client,
+    target: &Target,
+) -> Result<Option<(MigrationState, bool)>, (String, String)> {
+    let Some(path) = migration_path(&target.cluster_root) else {
+        return Ok(None);
+    };
+    match client.get_data(&path).await {
+        Ok((data, stat)) => match MigrationState::parse(&data) {
+            Ok(state) => Ok(Some((state, stat.ephemeral_owner != 0))),
+            Err(why) => Err((path, why)),
+        },
+        Err(zk::Error::NoNode) => Ok(None),
+        Err(e) => Err((path, format!("cannot be read: {e}"))),
+    }
 }
 
 /// The report as text for a terminal or, with `json`, as pretty JSON.
