@@ -4,7 +4,8 @@
 //! stopped between batches. The latest run drives the migration; the one
 //! it replaced writes nothing more when it wakes, so no key is cut short
 //! or moved where no proxy reads it. A run again with `--rate` moves at
-//! that rate.
+//! that rate. A run gone right after its commit is flagged by `status`
+//! and finished by running it again.
 
 mod common;
 
@@ -639,5 +640,68 @@ async fn a_rate_given_to_a_rerun_is_the_rate_it_moves_at() {
     let (code, said) = ended(&mut rerun, &log, 30);
     assert_eq!(code, Some(0), "{said}");
     assert!(said.contains("rate: unlimited (was 20 keys/s)"), "{said}");
+    assert_moved(&c, &keys);
+}
+
+/// A `migrate` run gone right after its commit (killed, or its ZooKeeper
+/// session lost) leaves the migration in phase committed: `status` shows
+/// it with no ETA and, once no run can still be finishing it, says to run
+/// the same `migrate` again, which finishes it (review: "ETA 2 s" for
+/// ever, no warning, and every new migration refused).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_migration_left_committed_is_flagged_by_status_and_finished_by_a_rerun() {
+    let c = cluster().await;
+    let keys = keys_in(0, 1023, 1000, "c");
+    preload(&c.proxies[0], &keys);
+    let args = [
+        "migrate",
+        "0-1023",
+        "--to",
+        "redis-0002",
+        "--rate",
+        "200",
+        "--barrier-timeout-ms",
+        "60000",
+    ];
+    let (mut run, log) = start_admin(&c, &args, "left-committed");
+    let printed = || std::fs::read_to_string(&log).unwrap();
+    wait_until("the move to begin", Duration::from_secs(30), || {
+        printed().contains("moving keys")
+    });
+    // A stopped proxy cannot acknowledge the commit: the run waits for it
+    // after committing, and is killed there.
+    c.proxies[1].guard.signal("STOP");
+    wait_until("the commit", Duration::from_secs(30), || {
+        printed().contains("committed: slots 0-1023 now on redis-0002")
+    });
+    run.kill();
+    c.proxies[1].guard.signal("CONT");
+    // A minute later: no run can be finishing it any more.
+    let path = "/redis/control/test/migration";
+    let (data, _) = c.members.get_data(path).await.unwrap();
+    let mut state: serde_json::Value = serde_json::from_slice(&data).unwrap();
+    assert_eq!(state["phase"], "committed", "{state}");
+    for field in ["started", "updated"] {
+        state[field] = (state[field].as_u64().unwrap() - 120).into();
+    }
+    let aged = serde_json::to_vec(&state).unwrap();
+    c.members.set_data(path, &aged, None).await.unwrap();
+    let (code, text) = run_admin(&c.conf, &["status"]);
+    assert_eq!(code, 1, "{text}");
+    let line = text
+        .lines()
+        .find(|l| l.contains(" keys moved by the mover"))
+        .unwrap_or_else(|| panic!("no progress line: {text}"));
+    assert!(!line.contains("ETA"), "{text}");
+    assert!(
+        text.contains("s ago and not finished: if no `migrate` runs")
+            && text.contains("run `shardproxy-admin migrate 0-1023 --to redis-0002` to finish it"),
+        "{text}"
+    );
+    let (code, text) = run_admin(&c.conf, &["migrate", "0-1023", "--to", "redis-0002"]);
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains("done"), "{text}");
+    let (_, text) = run_admin(&c.conf, &["status"]);
+    assert!(!text.contains("migration m"), "{text}");
     assert_moved(&c, &keys);
 }

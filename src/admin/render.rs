@@ -3,6 +3,7 @@
 
 use super::report::{Level, Report};
 use crate::zk::layout::Role;
+use crate::zk::migration::Phase;
 use std::fmt::Write;
 
 /// Renders `report` for a terminal.
@@ -111,12 +112,15 @@ pub fn render(report: &Report) -> String {
             let estimate = p
                 .keys_estimated
                 .map_or(String::new(), |n| format!(" of about {n}"));
-            let eta = p
-                .eta_seconds
-                .map_or("unknown".to_string(), |s| format!("{s} s"));
+            // Committed, the move is over: an ETA would never be reached.
+            let eta = match (m.phase, p.eta_seconds) {
+                (Phase::Committed, _) => String::new(),
+                (_, Some(s)) => format!(", ETA {s} s"),
+                (_, None) => ", ETA unknown".to_string(),
+            };
             let _ = writeln!(
                 out,
-                "  {} keys moved by the mover{estimate} ({} keys/s), ETA {eta}",
+                "  {} keys moved by the mover{estimate} ({} keys/s){eta}",
                 p.keys_moved, p.keys_per_second
             );
         }

@@ -161,7 +161,11 @@ impl MigrationProgress {
             keys_moved: state.moved,
             keys_estimated: state.estimate,
             keys_per_second: state.keys_per_second(),
-            eta_seconds: state.eta_seconds(),
+            // Committed, no key is left to move: what remains is the
+            // proxies' acknowledgements and the znode's removal.
+            eta_seconds: (state.phase != Phase::Committed)
+                .then(|| state.eta_seconds())
+                .flatten(),
         }
     }
 }
@@ -176,6 +180,13 @@ const MOVER_QUIET_SECS: u64 = 60;
 /// stays without a run: a migration turned around by `abort`, or one an
 /// older `migrate` left; a fresh one's ends with its run's session.
 const PREPARE_QUIET_SECS: u64 = 30;
+/// Seconds in phase committed after which its `migrate` run has most
+/// likely ended without finishing (killed, or its ZooKeeper session lost
+/// right after the commit): after the commit a run only waits for the
+/// proxies (`--barrier-timeout-ms`, 10 s by default), counts the keys left
+/// on the source and deletes the znode. Until then no other migration
+/// starts.
+const COMMITTED_QUIET_SECS: u64 = 60;
 
 impl Report {
     /// Records the migration in progress (and whether its znode is
@@ -201,6 +212,11 @@ impl Report {
                     "in phase prepare for {quiet} s, so no `migrate` waits for the proxies: they \
                      hold every request of slots {} (TRYAGAIN) until {rerun} runs or `abort`",
                     m.range
+                )),
+                Phase::Committed if quiet >= COMMITTED_QUIET_SECS => Some(format!(
+                    "committed {quiet} s ago and not finished: if no `migrate` runs (it was \
+                     killed or lost its ZooKeeper session), run {rerun} to finish it; no other \
+                     migration starts until then"
                 )),
                 _ => None,
             };

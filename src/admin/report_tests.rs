@@ -497,4 +497,20 @@ fn a_migration_nothing_drives_is_reported() {
     // An ephemeral one has a run waiting for the proxies: it ends with
     // that run's ZooKeeper session.
     assert_eq!(warned_if(&prepare, true, 1000).0, Level::Ok);
+    // Committed, a run may still be waiting for the proxies for a while;
+    // then the same migrate finishes it. No ETA either way.
+    let committed = MigrationState {
+        phase: Phase::Committed,
+        ..moving()
+    };
+    let (level, text) = warned(&committed, 150);
+    assert_eq!(level, Level::Ok);
+    assert!(!text.contains("ETA"), "{text}");
+    let (level, text) = warned(&committed, 162);
+    assert_eq!(level, Level::Warning);
+    assert!(
+        text.contains("committed 60 s ago and not finished")
+            && text.contains("`shardproxy-admin migrate 1365-2047 --to redis-0001` to finish it"),
+        "{text}"
+    );
 }
