@@ -38,7 +38,7 @@ impl Session {
         cmd: &'static Command,
         request: crate::protocol::Request,
     ) -> Pending {
-        let table = self.pool.router.load();
+        let table = self.take_table();
         let shard = match self.dedicated_shard_of_keys(&table, cmd, &request.args) {
             Ok(Some(shard)) => shard,
             Ok(None) if cmd.name == "wait" => self.wait_shard(&table),

@@ -263,12 +263,27 @@ pub async fn serve<S: Io>(pool: Arc<Pool>, mut stream: S, shutdown: watch::Recei
                     break;
                 }
             }
+            // The table the request goes by, checked here and not only
+            // per pass: a new one (a reload, a failover, a move) can put
+            // it on other connections than the replies still owed, and
+            // Redis could run it before them (review: with two threads, a
+            // reload let a pipelined APPEND overtake nine sent before it).
+            let table = pool.router.load();
+            if (session.proto, table.version) != owed_epoch {
+                if !owed.is_empty() {
+                    held = Some(Box::new(request));
+                    break;
+                }
+                owed_epoch = (session.proto, table.version);
+            }
+            session.pinned = Some(table);
             stats.commands.count_request();
             let arrived = *arrived.get_or_insert_with(Instant::now);
             session.accepted = arrived;
             let request_len = request.raw.len();
             window.dispatched(request_len, owed.len());
             let (cmd, reply) = session.dispatch(request, resolved);
+            session.pinned = None;
             session.head_wait.consumed(consumed);
             if left_unread {
                 abandon_reply(&reply);

@@ -152,7 +152,7 @@ impl Session {
             Handling::Blocking => self.blocking(cmd, request),
             Handling::Transaction => unreachable!("handled above"),
             Handling::AnyBackend => {
-                let table = self.pool.router.load();
+                let table = self.take_table();
                 let shard = &table.shards[self.id as usize % table.shards.len()];
                 self.send(shard, request.raw)
             }
@@ -167,7 +167,7 @@ impl Session {
                 pubsub::run(client, cmd, args, request.raw.clone())
             }
             Handling::FanOut => {
-                let table = self.pool.router.load();
+                let table = self.take_table();
                 Pending::split(
                     split::fan_out(&table, self.proto, self.affinity, &request.args),
                     self.pool.clone(),
@@ -218,7 +218,7 @@ impl Session {
 
     /// A single-backend command: every key must live on the same shard.
     fn forward(&mut self, cmd: &'static Command, request: Request) -> Pending {
-        let table = self.pool.router.load();
+        let table = self.take_table();
         let shard = match self.shard_of_keys(&table, cmd, &request.args) {
             Ok(Some(shard)) => shard,
             Ok(None) if scripts::runs_keyless(cmd) => scripts::KEYLESS_SHARD,
@@ -263,7 +263,7 @@ impl Session {
         kind: command::SplitKind,
         request: Request,
     ) -> Pending {
-        let table = self.pool.router.load();
+        let table = self.take_table();
         let keys = match cmd.key_indexes(&request.args) {
             Ok(keys) => keys,
             Err(e) => return self.error(&e),

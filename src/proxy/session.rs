@@ -9,7 +9,7 @@ use crate::proxy::migration::lane::Lane as MigrationLane;
 use crate::proxy::pending::Pending;
 use crate::proxy::pool::Pool;
 use crate::proxy::pubsub::PubSub;
-use crate::proxy::router::{Shard, ShardName};
+use crate::proxy::router::{RoutingTable, Shard, ShardName};
 use crate::proxy::stats::PoolStats;
 use crate::proxy::window::HeadWait;
 use crate::proxy::workers;
@@ -67,6 +67,10 @@ pub struct Session {
     /// The shards the client's shut window waited on, and since when: a
     /// request for one of them is timed from then.
     pub head_wait: HeadWait,
+    /// The routing table the request being dispatched goes by: the one
+    /// the session loop checked against the replies still owed
+    /// ([`Session::take_table`]).
+    pub pinned: Option<arc_swap::Guard<Arc<RoutingTable>>>,
 }
 
 /// A WATCH or MULTI in progress ([`super::transaction`]).
@@ -177,7 +181,18 @@ impl Session {
             migration_lane: None,
             accepted: Instant::now(),
             head_wait: HeadWait::default(),
+            pinned: None,
         }
+    }
+
+    /// The routing table to dispatch the current request by: the one the
+    /// session loop pinned for it (a newer one may carry it on other
+    /// connections than the replies owed, which it could then overtake),
+    /// else the current one.
+    pub(crate) fn take_table(&mut self) -> arc_swap::Guard<Arc<RoutingTable>> {
+        self.pinned
+            .take()
+            .unwrap_or_else(|| self.pool.router.load())
     }
 
     /// Sends `raw` to `shard`'s backend, timed from when the proxy

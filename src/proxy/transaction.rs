@@ -184,7 +184,7 @@ impl Session {
             // EXEC fails in any case: nothing to watch for.
             return Pending::Ready(Bytes::from_static(b"+OK\r\n"));
         }
-        let table = self.pool.router.load();
+        let table = self.take_table();
         let shard = match self.dedicated_shard_of_keys(&table, cmd, &request.args) {
             Ok(Some(shard)) => shard,
             Ok(None) => unreachable!("WATCH's arity requires a key"),
@@ -229,7 +229,7 @@ impl Session {
         if tx.waiting.is_empty() {
             return Pending::Ready(Bytes::from_static(b"*0\r\n"));
         }
-        let table = self.pool.router.load();
+        let table = self.take_table();
         // Where keyless scripts run outside a transaction too.
         let shard = crate::proxy::scripts::KEYLESS_SHARD;
         self.tx = Some(tx);
@@ -276,7 +276,7 @@ impl Session {
             };
             return self.refuse_in_multi(&refusal);
         }
-        let table = self.pool.router.load();
+        let table = self.take_table();
         let shard = match handling {
             Handling::Forward | Handling::Split(_) | Handling::Blocking => {
                 match self.dedicated_shard_of_keys(&table, cmd, &request.args) {
