@@ -490,6 +490,13 @@ impl Backend {
         }
     }
 
+    /// The `run_id` the routing expects of this server (its watchdog
+    /// registered it in ZooKeeper), if it knows one: the same on every
+    /// proxy routing from the same view.
+    pub fn expected_run_id(&self) -> Option<Arc<str>> {
+        self.demotion.expected_run_id()
+    }
+
     /// A routing table names this backend again.
     pub fn reinstate(&self) {
         self.demotion
