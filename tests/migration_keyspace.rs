@@ -272,10 +272,19 @@ async fn a_scan_finds_the_keys_moved_behind_it() {
     let everything: BTreeSet<String> = moving.iter().chain(&staying).cloned().collect();
     assert_eq!(unique.len(), everything.len());
     assert_eq!(unique, everything);
-    // Only redis-0000's keys come back twice.
-    for key in staying.iter().filter(|k| k.starts_with('b')) {
-        assert_eq!(seen.iter().filter(|k| *k == key).count(), 1, "{key}");
-    }
+    // Only redis-0000 is walked twice. A second walk of redis-0001 would
+    // return its 300 staying keys again; Redis itself may return a few of
+    // them twice, as the keys leaving shrink its table mid-walk (once in
+    // about 20 runs: "b:294").
+    let twice = staying
+        .iter()
+        .filter(|k| k.starts_with('b'))
+        .filter(|key| seen.iter().filter(|k| k == key).count() > 1)
+        .count();
+    assert!(
+        twice < 30,
+        "{twice} of redis-0001's 300 staying keys came twice"
+    );
 }
 
 /// Every key SCAN returns through `con` from `cursor` on, until the cursor
