@@ -122,6 +122,7 @@ async fn add_proxy(session: &zk::Client) {
         started: 1_700_000_000,
         stats: "127.0.0.1:22222".into(),
         metrics: None,
+        host: String::new(),
     };
     let options = zk::CreateMode::Ephemeral.with_acls(zk::Acls::anyone_all());
     session

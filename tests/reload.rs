@@ -645,7 +645,11 @@ fn pipelined_writes_keep_their_order_across_reloads_with_two_threads() {
     while std::time::Instant::now() < until && !clients.iter().any(|c| c.is_finished()) {
         std::fs::write(
             &proxy.conf,
-            file(if reloads % 2 == 0 { 2400 } else { 2500 }),
+            file(if reloads.is_multiple_of(2) {
+                2400
+            } else {
+                2500
+            }),
         )
         .unwrap();
         proxy.guard.signal("HUP");

@@ -179,6 +179,7 @@ fn proxy_data() -> ProxyData {
         started: 1_700_000_000,
         stats: "127.0.0.1:22222".into(),
         metrics: None,
+        host: String::new(),
     }
 }
 

@@ -61,6 +61,7 @@ fn proxy() -> (String, Vec<u8>) {
         started: 1_000,
         stats: "10.0.0.9:22222".into(),
         metrics: None,
+        host: String::new(),
     };
     ("10.0.0.9:22121".into(), data.to_json())
 }

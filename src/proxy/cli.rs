@@ -85,6 +85,10 @@ pub fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if let Err(e) = unregistered_zookeeper_routing(&config) {
+        eprintln!("shardproxy: configuration file '{conf}' syntax is invalid: {e}");
+        return ExitCode::FAILURE;
+    }
     if args.test_conf {
         // As nutcracker's -t: an address that does not resolve would only
         // fail at start (listen) or at the first request (a server).
@@ -238,6 +242,26 @@ async fn reload_on_sighup(
 
 /// Resolves every pool's `listen` and servers, naming the first that does
 /// not resolve.
+/// A pool that routes from ZooKeeper must register there: an online move
+/// waits for every registered proxy, and would move a range under one it
+/// cannot see (review: 7 of 300 acknowledged writes lost). The admin tool
+/// reads the same files without the need, so the parser allows it.
+fn unregistered_zookeeper_routing(config: &Config) -> Result<(), String> {
+    let unregistered = config.pools.iter().find(|pool| {
+        pool.zookeeper
+            .as_ref()
+            .is_some_and(|zk| zk.redis_path.is_some() && zk.proxy_path.is_none())
+    });
+    match unregistered {
+        Some(pool) => Err(format!(
+            "pool '{}': 'zookeeper_redis_path' needs 'zookeeper_path': a proxy that routes \
+             from ZooKeeper registers itself, so that online moves wait for it",
+            pool.name
+        )),
+        None => Ok(()),
+    }
+}
+
 fn resolve_addresses(config: &Config) -> Result<(), String> {
     use std::net::ToSocketAddrs;
     for pool in &config.pools {

@@ -39,6 +39,9 @@ pub fn spawn(
                 .unwrap_or(0),
             stats: monitoring.stats_addr.clone(),
             metrics: monitoring.metrics_addr.clone(),
+            host: std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|name| name.trim().to_string())
+                .unwrap_or_default(),
         };
         tasks.spawn(zk::run_registration(
             config.hosts.clone(),

@@ -110,6 +110,9 @@ impl Session {
 
     /// Runs or forwards a request for a known command.
     fn route(&mut self, cmd: &'static Command, request: Request) -> Pending {
+        if let Some(refusal) = self.pool.zk_status.refusal().filter(|_| cmd.name != "quit") {
+            return self.error(&refusal);
+        }
         let args = &request.args;
         if !self.authenticated && !matches!(cmd.name, "auth" | "hello" | "quit" | "reset") {
             const NOAUTH: &str = "NOAUTH Authentication required.";

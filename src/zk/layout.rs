@@ -276,6 +276,9 @@ pub struct ProxyData {
     /// Address of the Prometheus metrics listener, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metrics: Option<String>,
+    /// The host's name (empty from versions before it was written).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub host: String,
 }
 
 impl ProxyData {
@@ -290,6 +293,20 @@ impl ProxyData {
     pub fn is_same_process(&self, data: &[u8]) -> bool {
         serde_json::from_slice::<ProxyData>(data).is_ok_and(|other| {
             other.listen == self.listen && other.pid == self.pid && other.started == self.started
+        })
+    }
+
+    /// True when `data` is the znode of a process that ran before this
+    /// one on this host and listen address and has ended (`pid_alive`
+    /// says which processes still run): its session expires soon. Any
+    /// other holder may be a live proxy given the same `zookeeper_path`.
+    pub fn is_predecessor(&self, data: &[u8], pid_alive: impl Fn(u32) -> bool) -> bool {
+        serde_json::from_slice::<ProxyData>(data).is_ok_and(|other| {
+            other.listen == self.listen
+                && !other.host.is_empty()
+                && other.host == self.host
+                && other.pid != self.pid
+                && !pid_alive(other.pid)
         })
     }
 }
@@ -468,6 +485,7 @@ mod tests {
             started: 1_700_000_000,
             stats: "10.0.0.1:22222".into(),
             metrics: None,
+            host: "h1".into(),
         };
         let json = data.to_json();
         assert_eq!(serde_json::from_slice::<ProxyData>(&json).unwrap(), data);
@@ -479,5 +497,19 @@ mod tests {
         };
         assert!(!data.is_same_process(&other.to_json()));
         assert!(!data.is_same_process(b"not json"));
+        // An ended process on this host and address is a predecessor; a
+        // live one, or one on another host, may be a second proxy.
+        assert!(data.is_predecessor(&other.to_json(), |_| false));
+        assert!(!data.is_predecessor(&other.to_json(), |_| true));
+        let elsewhere = ProxyData {
+            host: "h2".into(),
+            ..other.clone()
+        };
+        assert!(!data.is_predecessor(&elsewhere.to_json(), |_| false));
+        let unnamed = ProxyData {
+            host: String::new(),
+            ..other
+        };
+        assert!(!data.is_predecessor(&unnamed.to_json(), |_| false));
     }
 }

@@ -27,6 +27,10 @@ use zookeeper_client as zk;
 const SETTLE: Duration = Duration::from_millis(20);
 /// How long the drain may wait for the source's replies.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often an unregistered proxy looks again whether it may write its
+/// roster entry and acknowledgement.
+const UNREGISTERED_RETRY: std::time::Duration = std::time::Duration::from_millis(200);
+
 /// How long a clean shutdown tries to leave the roster.
 const LEAVE_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -59,12 +63,16 @@ pub async fn run(
     let mut client: Option<zk::Client> = None;
     let mut backoff = Backoff::new();
     loop {
-        let want = match pool.upgrade() {
-            Some(pool) => wanted(&pool).await,
+        let (want, registered) = match pool.upgrade() {
+            Some(pool) => (wanted(&pool).await, pool.zk_status.is_registered()),
             None => break,
         };
         let ack_due = want != acked;
-        if rostered.is_none() || ack_due {
+        // Only while this proxy holds its znode: another proxy given the
+        // same path would otherwise acknowledge for it, or it for the
+        // other (review: a range moved while one of the two still routed
+        // it to the old shard).
+        if registered && (rostered.is_none() || ack_due) {
             let written = async {
                 let zk = connected(&mut client, &hosts, auth.as_ref()).await?;
                 if rostered.is_none() {
@@ -101,6 +109,7 @@ pub async fn run(
         }
         tokio::select! {
             changed = changes.changed() => if changed.is_err() { break },
+            () = tokio::time::sleep(UNREGISTERED_RETRY), if !registered => {}
             () = async { rostered.as_mut().expect("checked").await }, if rostered.is_some() => {
                 rostered = None;
                 acked = None;

@@ -20,7 +20,7 @@ use crate::zk::layout::ProxyData;
 use crate::zk::{is_session_over, shutdown_requested, Backoff, ZkAuth};
 use std::sync::Arc;
 use tokio::sync::watch as signal;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 use zookeeper_client as zk;
 
 /// Keeps this proxy's znode at `path` (a full path) with `data` until
@@ -74,6 +74,7 @@ async fn hold(
             Ok(watcher) => {
                 backoff.reset();
                 status.set_registered(true);
+                status.set_name_taken(None);
                 let event = watcher.changed().await;
                 match event.event_type {
                     zk::EventType::Session => return,
@@ -154,12 +155,31 @@ async fn register(
             }
         }
         let held_by = String::from_utf8_lossy(&found);
-        warn!(
-            path = %path,
-            owner = %owner,
-            data = %held_by,
-            "znode held by another session; waiting for it to go"
-        );
+        let alive = |pid: u32| std::path::Path::new(&format!("/proc/{pid}")).exists();
+        if data.is_predecessor(&found, alive) {
+            warn!(
+                path = %path,
+                owner = %owner,
+                data = %held_by,
+                "znode held by an earlier run of this proxy; waiting for its session to expire"
+            );
+        } else {
+            // Perhaps a second proxy given the same path (a pool file
+            // copied unchanged): one roster entry and one acknowledgement
+            // for both, so a range could move while this one still routed
+            // it to its old shard (review: 70 of 300 acknowledged writes
+            // lost). It serves nothing until the path is its own.
+            error!(
+                path = %path,
+                owner = %owner,
+                data = %held_by,
+                "zookeeper_path held by another proxy: serving nothing until it is ours; give each proxy its own zookeeper_path"
+            );
+            status.set_name_taken(Some(format!(
+                "ERR shardproxy: this proxy's zookeeper_path {path} is held by another proxy ({held_by}); \
+                 it serves nothing until that znode is gone: give each proxy its own zookeeper_path"
+            )));
+        }
         status.record_error(path, format!("held by session {owner}: {held_by}"));
         // Fires when it is deleted or changed, or our session ends (then the
         // next create fails with the session error).

@@ -7,6 +7,7 @@
 
 use crate::zk::view::ClusterView;
 use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Instant, SystemTime};
 use zookeeper_client as zk;
@@ -98,12 +99,18 @@ pub struct ZkStatusSnapshot {
     /// Since when the watch session has not been connected (from its
     /// first attempt on), if it is not now.
     pub watch_cut_off_since: Option<Instant>,
+    /// The error clients get while another proxy holds this one's
+    /// `zookeeper_path`.
+    pub name_taken: Option<String>,
 }
 
 /// Shared status of the ZooKeeper layer; cheap to read.
 #[derive(Debug)]
 pub struct ZkStatus {
     inner: Mutex<ZkStatusSnapshot>,
+    /// Set while this proxy's `zookeeper_path` is held by another proxy:
+    /// read on every request, so kept apart from the lock.
+    name_taken: AtomicBool,
 }
 
 impl Default for ZkStatus {
@@ -126,8 +133,27 @@ impl ZkStatus {
                 last_change: None,
                 view: None,
                 watch_cut_off_since: None,
+                name_taken: None,
             }),
+            name_taken: AtomicBool::new(false),
         }
+    }
+
+    /// Why this proxy serves nothing now, if it does not: the error its
+    /// clients get ([`ZkStatus::set_name_taken`]).
+    pub fn refusal(&self) -> Option<String> {
+        if !self.name_taken.load(Ordering::Relaxed) {
+            return None;
+        }
+        self.lock().name_taken.clone()
+    }
+
+    /// Records that another proxy holds this one's `zookeeper_path`
+    /// (`Some`: the error its clients get) or no longer does.
+    pub(crate) fn set_name_taken(&self, refusal: Option<String>) {
+        let taken = refusal.is_some();
+        self.lock().name_taken = refusal;
+        self.name_taken.store(taken, Ordering::Relaxed);
     }
 
     /// A copy of the current status.
@@ -175,6 +201,11 @@ impl ZkStatus {
 
     pub(crate) fn set_registered(&self, registered: bool) {
         self.lock().registered = registered;
+    }
+
+    /// This proxy's znode exists now.
+    pub fn is_registered(&self) -> bool {
+        self.lock().registered
     }
 
     pub(crate) fn record_error(&self, path: &str, reason: String) {
