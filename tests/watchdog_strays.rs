@@ -194,3 +194,39 @@ fn a_masters_watchdog_restarted_under_another_name_keeps_its_place() {
         is_synced_replica_of(&pair.b, &pair.a)
     });
 }
+
+/// A master's Redis restarted empty with its watchdog dead, and the
+/// watchdog then started as `localhost:P` while the line has
+/// `127.0.0.1:P`: it knows that member for an earlier run of its Redis and
+/// deletes it, and the replica is promoted with every key (review: it made
+/// its Redis a replica of itself; once in three runs the replica then
+/// synced from the empty Redis and lost every key).
+#[test]
+fn a_restarted_masters_watchdog_under_another_name_lets_the_replica_take_over() {
+    let mut pair = Pair::start_filled("aliasrestart");
+    let port = pair.a.port;
+    pair.wa.guard.kill();
+    pair.a.guard.kill();
+    // Slow full syncs: b's link to the restarted, empty Redis cannot
+    // empty b before its watchdog acts.
+    pair.a = restart_redis_with(port, &["--repl-diskless-sync-delay", "5"]);
+    let restarted = start_as(&pair.zk.hosts, &format!("localhost:{port}"), &pair.shard);
+    wait_until("b to be promoted", DEADLINE, || {
+        pair.line().first() == Some(&pair.b.addr()) && is_master(&pair.b)
+    });
+    assert_eq!(dbsize(&pair.b), 100);
+    wait_until("a to follow b", DEADLINE, || {
+        is_synced_replica_of(&pair.a, &pair.b)
+    });
+    let log = restarted.log_text();
+    assert!(
+        log.contains("knows our Redis under another address"),
+        "{log}"
+    );
+    let itself = format!("new_master={}", pair.a.addr());
+    assert!(
+        !log.lines()
+            .any(|l| l.contains("replicating from the master") && l.contains(&itself)),
+        "{log}"
+    );
+}

@@ -326,24 +326,27 @@ impl Agent {
         let head = in_line.first().map(|m| m.znode.clone());
         let our_redis_is_master =
             matches!(&self.health, Health::Up(state) if state.role == Role::Master);
+        if let Some(first) = in_line.first() {
+            if first.addr != self.settings.redis
+                && our_redis_is_master
+                && self.names_our_redis(session, first).await?
+            {
+                // The fleet knows our Redis by that name: the proxies route
+                // to it, and the replicas' watchdogs know the master by it
+                // when it registers again. Ours from now on; the rules for
+                // a member of our Redis apply to it (a restarted Redis's is
+                // deleted, so the shard fails over).
+                warn!(shard = %self.settings.shard, redis = %self.settings.redis, known_as = %first.addr,
+                    "the shard's line knows our Redis under another address: using that one");
+                self.settings.redis = first.addr.clone();
+            }
+        }
         let had_predecessor = self.predecessor.take();
         // Another Redis in line can take over from a run of ours that is
         // gone; without one, the shard would stay down.
         let another_in_line = in_line.iter().any(|m| m.addr != self.settings.redis);
         self.ephemeral.retain(|name, _| names.contains(name));
         for member in in_line {
-            let head_alias = member.addr != self.settings.redis
-                && Some(&member.znode) == head.as_ref()
-                && our_redis_is_master
-                && self.names_our_redis(session, &member.znode).await?;
-            if head_alias {
-                // The fleet knows our Redis by that name: the proxies route
-                // to it, and the replicas' watchdogs know the master by it
-                // when it registers again. Ours from now on.
-                warn!(shard = %self.settings.shard, redis = %self.settings.redis, known_as = %member.addr,
-                    "the shard's line knows our Redis under another address (the same run_id): using that one");
-                self.settings.redis = member.addr.clone();
-            }
             if member.addr != self.settings.redis {
                 if self.made_by_a_watchdog(session, &member.znode).await? {
                     line.push(member);
@@ -451,18 +454,22 @@ impl Agent {
         Ok(Some(registered.is_none_or(|id| id == state.run_id)))
     }
 
-    /// Whether the member `znode`, under another address than ours, was
-    /// registered for our Redis as it runs now: the same `run_id` under
-    /// another name (`localhost:P` for `127.0.0.1:P`). At the head, it is a
-    /// predecessor's, as one under our address would be (review: a
-    /// master's watchdog restarted with the other spelling followed it,
-    /// making its Redis a replica of itself: the shard read-only, then
-    /// failed over).
-    async fn names_our_redis(&self, session: &Session, znode: &str) -> Result<bool, zk::Error> {
+    /// Whether `member`, under another address than ours, is our Redis:
+    /// both addresses resolve to the same socket address (`localhost:P`
+    /// and `127.0.0.1:P`), or its watchdog registered it with our Redis's
+    /// `run_id` (a name that resolves elsewhere from here). Review: a
+    /// master's watchdog restarted with the other spelling followed that
+    /// member, making its Redis a replica of itself, the shard read-only;
+    /// with the Redis restarted empty meanwhile, its replica once synced
+    /// from it and lost every key.
+    async fn names_our_redis(&self, session: &Session, member: &Member) -> Result<bool, zk::Error> {
         let Health::Up(state) = &self.health else {
             return Ok(false);
         };
-        let path = child_path(&self.settings.shard, znode);
+        if same_socket(&member.addr, &self.settings.redis).await {
+            return Ok(true);
+        }
+        let path = child_path(&self.settings.shard, &member.znode);
         let data = match self.bounded(session, session.client.get_data(&path)).await {
             Ok((data, _)) => data,
             Err(zk::Error::NoNode) => return Ok(false),
@@ -587,4 +594,27 @@ async fn sleep_until_some(deadline: Option<tokio::time::Instant>) {
         Some(deadline) => tokio::time::sleep_until(deadline).await,
         None => std::future::pending().await,
     }
+}
+
+/// True when `a` and `b` (`host:port`) resolve to a common socket address.
+/// A name that does not resolve, or not within half a second (a step of
+/// the watchdog waits for it), matches nothing.
+async fn same_socket(a: &str, b: &str) -> bool {
+    tokio::time::timeout(Duration::from_millis(500), resolve_to_same(a, b))
+        .await
+        .unwrap_or(false)
+}
+
+async fn resolve_to_same(a: &str, b: &str) -> bool {
+    let resolve = |addr: &str| {
+        let addr = addr.to_string();
+        async move {
+            match tokio::net::lookup_host(addr).await {
+                Ok(found) => found.collect::<Vec<_>>(),
+                Err(_) => Vec::new(),
+            }
+        }
+    };
+    let (a, b) = (resolve(a).await, resolve(b).await);
+    a.iter().any(|addr| b.contains(addr))
 }

@@ -155,8 +155,7 @@ async fn register(
             }
         }
         let held_by = String::from_utf8_lossy(&found);
-        let alive = |pid: u32| std::path::Path::new(&format!("/proc/{pid}")).exists();
-        if data.is_predecessor(&found, alive) {
+        if data.is_predecessor(&found, pid_runs) {
             warn!(
                 path = %path,
                 owner = %owner,
@@ -184,5 +183,53 @@ async fn register(
         // Fires when it is deleted or changed, or our session ends (then the
         // next create fails with the session error).
         watcher.changed().await;
+    }
+}
+
+/// Whether process `pid` runs on this host: listed in `/proc` and neither
+/// a zombie nor dead (review: a proxy killed with -9 stays listed as a
+/// zombie until its parent reaps it, and its restarted successor refused
+/// every request for 5 s, taking it for a second proxy).
+fn pid_runs(pid: u32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    // `pid (comm) state ...`; the name may hold spaces and parentheses.
+    let state = stat
+        .rsplit_once(')')
+        .and_then(|(_, rest)| rest.trim_start().chars().next());
+    !matches!(state, None | Some('Z' | 'X' | 'x'))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn this_process_runs_and_an_unused_pid_does_not() {
+        assert!(super::pid_runs(std::process::id()));
+        assert!(!super::pid_runs(u32::MAX - 1));
+    }
+
+    /// A child that exited and was not reaped yet (a zombie) is listed in
+    /// `/proc` but does not run.
+    #[test]
+    fn a_zombie_does_not_run() {
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let zombie = || {
+            std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+                stat.rsplit_once(')')
+                    .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
+            })
+        };
+        while !zombie() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the child never exited"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert!(!super::pid_runs(pid));
+        child.wait().unwrap();
     }
 }
