@@ -1021,13 +1021,7 @@ fn a_second_watchdog_of_one_redis_stands_by_until_the_first_goes() {
     pair.wa.guard.kill();
     second.wait_for_log("taking over");
     let old_seq = before[0].1;
-    wait_until("the second watchdog to lead a's place", DEADLINE, || {
-        let members = pair.zk.members(&pair.shard);
-        members.len() == 2
-            && members[0].addr == pair.a.addr()
-            && members[0].seq != old_seq
-            && members[1].addr == pair.b.addr()
-    });
+    pair.wait_a_back_at_head(old_seq);
     assert!(is_master(&pair.a), "{}", replication(pair.a.port));
     assert!(is_synced_replica_of(&pair.b, &pair.a));
 }

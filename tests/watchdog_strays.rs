@@ -143,13 +143,7 @@ fn a_watchdog_cut_off_from_zookeeper_leaves_a_watched_master_alone() {
     let old_seq = pair.zk.members(&pair.shard)[0].seq;
     pair.wa.guard.kill();
     let restarted = Watchdog::start(&pair.zk.hosts, &pair.a, &pair.shard);
-    wait_until("the restarted watchdog to lead a's place", DEADLINE, || {
-        let members = pair.zk.members(&pair.shard);
-        members.len() == 2
-            && members[0].addr == pair.a.addr()
-            && members[0].seq != old_seq
-            && members[1].addr == pair.b.addr()
-    });
+    pair.wait_a_back_at_head(old_seq);
     assert!(
         !restarted.log_text().contains("standing by"),
         "{}",
@@ -175,13 +169,7 @@ fn a_masters_watchdog_restarted_under_another_name_keeps_its_place() {
     pair.wa.guard.kill();
     let alias = format!("localhost:{}", pair.a.port);
     let restarted = start_as(&pair.zk.hosts, &alias, &pair.shard);
-    wait_until("the restarted watchdog to lead a's place", DEADLINE, || {
-        let members = pair.zk.members(&pair.shard);
-        members.len() == 2
-            && members[0].addr == pair.a.addr()
-            && members[0].seq != old_seq
-            && members[1].addr == pair.b.addr()
-    });
+    pair.wait_a_back_at_head(old_seq);
     restarted.wait_for_log("knows our Redis under another address");
     assert!(
         !restarted.log_text().contains("replicating from the master"),

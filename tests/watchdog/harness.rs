@@ -380,6 +380,19 @@ impl Pair {
         self.zk.line(&self.shard)
     }
 
+    /// Waits until a new member of `a` (its watchdog started again; the
+    /// old one's sequence was `old_seq`) heads the line with `b` behind
+    /// it: `a` kept its place, nobody failed over.
+    pub fn wait_a_back_at_head(&self, old_seq: u64) {
+        wait_until("a's new member to lead the line", DEADLINE, || {
+            let members = self.zk.members(&self.shard);
+            members.len() == 2
+                && members[0].addr == self.a.addr()
+                && members[0].seq != old_seq
+                && members[1].addr == self.b.addr()
+        });
+    }
+
     /// Waits until `master` is the only member and its Redis is master.
     pub fn wait_sole_master(&self, master: &Redis) {
         wait_until("the new master to be promoted", DEADLINE, || {
