@@ -11,7 +11,7 @@
 //! ones before it are answered, so it cannot overtake them.
 
 use crate::command::Command;
-use crate::protocol::{encode_error, Proto, ProtocolError, Request, RequestParser};
+use crate::protocol::{encode_error, ProtocolError, Request, RequestParser};
 use crate::proxy::accept;
 use crate::proxy::input_memory::{GrownInput, ReadAhead};
 use crate::proxy::outbuf::OutBuf;
@@ -213,16 +213,7 @@ pub async fn serve<S: Io>(pool: Arc<Pool>, mut stream: S, shutdown: watch::Recei
         // `STALLED_FOR`: reading ahead is worth it.
         let mut stalled = false;
         let mut arrived = None;
-        while !finishing
-            && may_dispatch(
-                &mut session,
-                &window,
-                &owed,
-                &out,
-                &mut owed_epoch,
-                held.is_some(),
-            )
-        {
+        while !finishing && may_dispatch(&mut session, &window, &owed, &out, held.is_some()) {
             // Bytes the parse took off the input, skipped ones (`*0`, blank
             // lines) too: counted off what waited once the request went.
             let mut consumed = 0;
@@ -389,15 +380,8 @@ pub async fn serve<S: Io>(pool: Arc<Pool>, mut stream: S, shutdown: watch::Recei
             }
             continue;
         }
-        let may_go_on = !finishing
-            && may_dispatch(
-                &mut session,
-                &window,
-                &owed,
-                &out,
-                &mut owed_epoch,
-                held.is_some(),
-            );
+        let may_go_on =
+            !finishing && may_dispatch(&mut session, &window, &owed, &out, held.is_some());
         if may_go_on && !exhausted {
             // Requests are waiting in the buffer and room was made for them.
             continue;
@@ -690,16 +674,15 @@ enum Wake {
 }
 
 /// True when the next request may be dispatched now: the window has room,
-/// and it would not overtake requests sent under another protocol or
-/// routing table (on other connections or backends), nor run beside a
-/// blocked command or ahead of the replies a held request waits for. Moves
-/// the session to the current epoch once nothing is owed.
+/// and it would not run beside a blocked command or ahead of the replies a
+/// held request waits for. Whether it would overtake requests sent under
+/// another protocol or routing table is checked per request, against the
+/// table it goes by (`owed_epoch` in [`serve`]).
 fn may_dispatch(
     session: &mut Session,
     window: &Window,
     owed: &VecDeque<Owed>,
     out: &OutBuf,
-    owed_epoch: &mut (Proto, u64),
     held: bool,
 ) -> bool {
     if owed.is_empty() {
@@ -709,17 +692,7 @@ fn may_dispatch(
     } else if session.blocked || held {
         return false;
     }
-    if !window.admits(owed.len(), out.len()) {
-        return false;
-    }
-    let epoch = (session.proto, session.pool.router.version());
-    if epoch != *owed_epoch {
-        if !owed.is_empty() {
-            return false;
-        }
-        *owed_epoch = epoch;
-    }
-    true
+    window.admits(owed.len(), out.len())
 }
 
 /// Moves the replies at the head of `owed` that are complete to `out`, in
