@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::migration::{cluster, dbsize, run_admin};
+use common::migration::{cluster, dbsize, run_admin, wait_rostered, ROSTER};
 use common::redis::RawClient;
 use common::relay::Relay;
 use common::zk_cluster::{children, keys_in, start_proxy_via, wait_for_view, PROXIES};
@@ -148,10 +148,9 @@ async fn a_running_proxy_keeps_its_roster_entry_and_leaves_it_when_stopped() {
         &[],
     );
     let name = format!("127.0.0.1:{}", proxy.port);
-    let roster = "/redis/control/test/proxies";
-    let rostered = || async { children(&c.members, roster).await.contains(&name) };
+    let rostered = || async { children(&c.members, ROSTER).await.contains(&name) };
     status_until(&c.conf, "the proxy registered", |s| s.contains(&name));
-    assert!(rostered().await);
+    wait_rostered(&c.members, &name).await;
 
     relay.cut();
     status_until(&c.conf, "its session to expire", |s| {
@@ -161,14 +160,7 @@ async fn a_running_proxy_keeps_its_roster_entry_and_leaves_it_when_stopped() {
     assert_eq!(code, 0, "{text}");
     assert!(!rostered().await);
     relay.restore();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !rostered().await {
-        assert!(
-            Instant::now() < deadline,
-            "the proxy never rejoined the roster"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_rostered(&c.members, &name).await;
     status_until(&c.conf, "the proxy registered again", |s| {
         s.contains(&name) && !s.contains(&unregistered(&name))
     });

@@ -257,6 +257,25 @@ pub struct Cluster {
     pub source_member: String,
 }
 
+/// The proxies' roster of the tests' cluster.
+pub const ROSTER: &str = "/redis/control/test/proxies";
+
+/// Waits until the proxy `name` is in the roster: it writes its entry once
+/// registered, so a migration waits for it.
+pub async fn wait_rostered(ops: &zookeeper_client::Client, name: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !ops
+        .list_children(ROSTER)
+        .await
+        .unwrap_or_default()
+        .iter()
+        .any(|entry| entry == name)
+    {
+        assert!(Instant::now() < deadline, "{name} never entered the roster");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 pub async fn cluster() -> Cluster {
     cluster_with(false, false).await
 }
@@ -312,6 +331,7 @@ async fn cluster_with(source_replica: bool, proxies_first: bool) -> Cluster {
     let proxies = early.unwrap_or_else(start_proxies);
     for proxy in &proxies {
         wait_for_view(proxy, &format!("master={}", redis[1].addr()));
+        wait_rostered(&ops, &format!("127.0.0.1:{}", proxy.port)).await;
     }
     Cluster {
         zookeeper,

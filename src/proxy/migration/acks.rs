@@ -27,10 +27,6 @@ use zookeeper_client as zk;
 const SETTLE: Duration = Duration::from_millis(20);
 /// How long the drain may wait for the source's replies.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
-/// How often an unregistered proxy looks again whether it may write its
-/// roster entry and acknowledgement.
-const UNREGISTERED_RETRY: std::time::Duration = std::time::Duration::from_millis(200);
-
 /// How long a clean shutdown tries to leave the roster.
 const LEAVE_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -50,8 +46,8 @@ pub async fn run(
     let name = node_name(&proxy_path);
     let path = child_path(&dir, name);
     let entry = child_path(&roster, name);
-    let mut changes = match pool.upgrade() {
-        Some(pool) => pool.router.watch(),
+    let (mut changes, mut registration) = match pool.upgrade() {
+        Some(pool) => (pool.router.watch(), pool.zk_status.watch_registration()),
         None => return,
     };
     let mut acked: Option<Ack> = None;
@@ -63,10 +59,11 @@ pub async fn run(
     let mut client: Option<zk::Client> = None;
     let mut backoff = Backoff::new();
     loop {
-        let (want, registered) = match pool.upgrade() {
-            Some(pool) => (wanted(&pool).await, pool.zk_status.is_registered()),
+        let want = match pool.upgrade() {
+            Some(pool) => wanted(&pool).await,
             None => break,
         };
+        let registered = *registration.borrow_and_update();
         let ack_due = want != acked;
         // Only while this proxy holds its znode: another proxy given the
         // same path would otherwise acknowledge for it, or it for the
@@ -109,7 +106,9 @@ pub async fn run(
         }
         tokio::select! {
             changed = changes.changed() => if changed.is_err() { break },
-            () = tokio::time::sleep(UNREGISTERED_RETRY), if !registered => {}
+            // Once registered, the entry is written at once (CI: polled
+            // for, it trailed the registration by up to 200 ms).
+            changed = registration.changed() => if changed.is_err() { break },
             () = async { rostered.as_mut().expect("checked").await }, if rostered.is_some() => {
                 rostered = None;
                 acked = None;

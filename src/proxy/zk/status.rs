@@ -10,6 +10,7 @@ use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Instant, SystemTime};
+use tokio::sync::watch;
 use zookeeper_client as zk;
 
 /// State of one ZooKeeper session of the proxy.
@@ -111,6 +112,9 @@ pub struct ZkStatus {
     /// Set while this proxy's `zookeeper_path` is held by another proxy:
     /// read on every request, so kept apart from the lock.
     name_taken: AtomicBool,
+    /// Whether this proxy's znode exists, for the tasks that must act the
+    /// moment it does (the roster entry and acknowledgement).
+    registration: watch::Sender<bool>,
 }
 
 impl Default for ZkStatus {
@@ -136,6 +140,7 @@ impl ZkStatus {
                 name_taken: None,
             }),
             name_taken: AtomicBool::new(false),
+            registration: watch::channel(false).0,
         }
     }
 
@@ -201,6 +206,12 @@ impl ZkStatus {
 
     pub(crate) fn set_registered(&self, registered: bool) {
         self.lock().registered = registered;
+        self.registration.send_replace(registered);
+    }
+
+    /// Changes whenever this proxy's znode is made or lost.
+    pub(crate) fn watch_registration(&self) -> watch::Receiver<bool> {
+        self.registration.subscribe()
     }
 
     /// This proxy's znode exists now.
