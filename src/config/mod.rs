@@ -29,6 +29,9 @@ pub const DEFAULT_CLIENT_OUTPUT_LIMIT: usize = 8 * 1024 * 1024;
 /// Default of `max_dedicated_connections`: backend connections the pool's
 /// clients may hold for themselves (blocking commands, transactions).
 pub const DEFAULT_MAX_DEDICATED_CONNECTIONS: u32 = 1024;
+/// Default of `max_subscriber_connections`: backend connections the
+/// pool's subscribed clients may hold (one per client and shard in use).
+pub const DEFAULT_MAX_SUBSCRIBER_CONNECTIONS: u32 = 4096;
 /// Most connections to one server per worker thread: more than one client
 /// address has ports for.
 pub const MAX_SERVER_CONNECTIONS: u32 = 65536;
@@ -104,6 +107,9 @@ pub struct PoolConfig {
     /// Most backend connections the pool's clients may hold at once for
     /// their blocking commands and transactions.
     pub max_dedicated_connections: u32,
+    /// Most backend connections the pool's subscribed clients may hold at
+    /// once.
+    pub max_subscriber_connections: u32,
     pub zookeeper: Option<ZooKeeperConfig>,
     /// `tls_cert`, `tls_key`, `tls_ca`: the listener speaks TLS only.
     pub tls: Option<crate::tls::ListenTls>,
@@ -329,6 +335,8 @@ struct RawPool {
     allow_flush: Option<bool>,
     #[serde(default, deserialize_with = "scalar::number")]
     max_dedicated_connections: Option<u32>,
+    #[serde(default, deserialize_with = "scalar::number")]
+    max_subscriber_connections: Option<u32>,
     zookeeper_host: Option<String>,
     zookeeper_path: Option<String>,
     zookeeper_redis_path: Option<String>,
@@ -500,6 +508,9 @@ impl RawPool {
             max_dedicated_connections: self
                 .max_dedicated_connections
                 .unwrap_or(DEFAULT_MAX_DEDICATED_CONNECTIONS),
+            max_subscriber_connections: self
+                .max_subscriber_connections
+                .unwrap_or(DEFAULT_MAX_SUBSCRIBER_CONNECTIONS),
             zookeeper,
             tls: listen_tls,
             server_tls,

@@ -18,10 +18,10 @@
 use crate::command::Command;
 use crate::protocol::{encode_request, Proto};
 use crate::proxy::backend::{Backend, PrivateConn, ReplyReceiver};
+use crate::proxy::conn_cap::{CapSlot, ConnCap};
 use crate::proxy::router::ShardName;
 use bytes::{Bytes, BytesMut};
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::time::Instant;
@@ -32,8 +32,7 @@ const PARKED_FOR: Duration = Duration::from_secs(30);
 /// How many dedicated connections a pool's clients hold, the cap, and
 /// the connections parked for reuse.
 pub struct DedicatedLimit {
-    max: u32,
-    held: Arc<AtomicU32>,
+    cap: ConnCap,
     /// A short lock, taken only by blocking commands and transactions
     /// opening or parking a connection, and by the reaper.
     parking: Arc<Mutex<Parking>>,
@@ -68,15 +67,14 @@ impl Link {
 impl DedicatedLimit {
     pub fn new(max: u32) -> DedicatedLimit {
         DedicatedLimit {
-            max,
-            held: Arc::new(AtomicU32::new(0)),
+            cap: ConnCap::new(max),
             parking: Arc::default(),
         }
     }
 
     /// The connections clients hold now (what the cap is about).
     pub fn in_use(&self) -> u32 {
-        self.held.load(Ordering::Relaxed)
+        self.cap.in_use()
     }
 
     /// The connections parked for reuse.
@@ -98,19 +96,13 @@ impl DedicatedLimit {
         backend: &Arc<Backend>,
         proto: Proto,
     ) -> Result<Dedicated, String> {
-        let taken = self
-            .held
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < self.max).then_some(n + 1)
-            });
-        if taken.is_err() {
+        let Some(slot) = self.cap.take(1).and_then(|mut one| one.pop()) else {
             return Err(format!(
                 "ERR shardproxy: all {} dedicated backend connections (max_dedicated_connections) \
                  are held by blocking commands and transactions; try again later",
-                self.max
+                self.cap.max()
             ));
-        }
-        let slot = Slot(self.held.clone());
+        };
         let mut parking = self.parking.lock().expect("parked connections lock");
         let parked = &mut parking.conns;
         parked.retain(|p| !p.link.conn.is_broken());
@@ -119,7 +111,7 @@ impl DedicatedLimit {
             Some(at) => parked.remove(at).expect("found").link,
             None => {
                 // Room for the new one: held and parked stay within the cap.
-                let room = self.max.saturating_sub(self.in_use()) as usize;
+                let room = self.cap.max().saturating_sub(self.in_use()) as usize;
                 while parked.len() > room {
                     parked.pop_front();
                 }
@@ -175,21 +167,12 @@ async fn reap(parking: Arc<Mutex<Parking>>) {
     }
 }
 
-/// A held connection's place under the cap, given back when dropped.
-struct Slot(Arc<AtomicU32>);
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
 /// One client's connection to one backend.
 pub struct Dedicated {
     /// The shard the connection was opened for, named in errors.
     pub shard: ShardName,
     link: Link,
-    slot: Slot,
+    slot: CapSlot,
 }
 
 impl Dedicated {

@@ -19,7 +19,8 @@
 //! - [`blocking`] and [`transaction`]: blocking commands and WATCH/MULTI, on
 //!   a client's [`dedicated`] backend connection.
 //! - [`pubsub`]: subscriptions on per-client connections to the shards,
-//!   PUBLISH and PUBSUB.
+//!   PUBLISH and PUBSUB. [`conn_cap`] caps the connections clients open
+//!   for themselves, these and the dedicated ones.
 //! - [`router`]: the immutable routing table of a pool, swapped atomically;
 //!   [`cluster`] rebuilds it from ZooKeeper's views, [`reload`] from the
 //!   pool file on SIGHUP.
@@ -39,6 +40,7 @@ pub mod blocking;
 pub mod cli;
 pub mod client;
 pub mod cluster;
+pub mod conn_cap;
 pub mod dedicated;
 pub mod dispatch;
 pub mod fanout;

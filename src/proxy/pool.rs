@@ -6,6 +6,7 @@ use crate::config::{PoolConfig, ZooKeeperConfig};
 use crate::proxy::acl::Users;
 use crate::proxy::backend::reply::{client_frame, error_frame, Dropped};
 use crate::proxy::backend::{BackendError, Reply};
+use crate::proxy::conn_cap::ConnCap;
 use crate::proxy::dedicated::DedicatedLimit;
 use crate::proxy::router::{file_shards, Router, ShardSpec};
 use crate::proxy::stats::PoolStats;
@@ -29,6 +30,8 @@ pub struct Pool {
     /// The dedicated backend connections clients hold (blocking commands,
     /// transactions), and their cap.
     pub dedicated: DedicatedLimit,
+    /// The subscriber connections clients hold, and their cap.
+    pub subscribers: ConnCap,
     pub router: Router,
     pub stats: PoolStats,
     // A short sync lock: the pool file as last loaded, and its servers (the
@@ -61,6 +64,7 @@ impl Pool {
             client_output_limit: config.client_output_limit,
             client_connections: config.client_connections,
             dedicated: DedicatedLimit::new(config.max_dedicated_connections),
+            subscribers: ConnCap::new(config.max_subscriber_connections),
             router: Router::new(config),
             stats: PoolStats::default(),
             file: Mutex::new((config.clone(), file_shards(config))),

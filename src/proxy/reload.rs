@@ -171,6 +171,7 @@ fn restart_only_changes(running: &PoolConfig, new: &mut PoolConfig, out: &mut Ve
     // cap every session shares.
     keep_running!("client_output_limit", client_output_limit);
     keep_running!("max_dedicated_connections", max_dedicated_connections);
+    keep_running!("max_subscriber_connections", max_subscriber_connections);
     keep_running!("zookeeper keys", zookeeper);
     // The listener's TLS acceptor is built once, at start.
     keep_running!("tls_cert, tls_key, tls_ca", tls);

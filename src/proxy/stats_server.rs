@@ -164,6 +164,13 @@ pub fn prometheus_text(pools: &[Arc<Pool>]) -> String {
     );
     family(
         &mut out,
+        "shardproxy_subscriber_connections",
+        "gauge",
+        "Backend connections held by subscribed clients (one per client and shard in use).",
+        &each_pool(&|p| u64::from(p.subscribers.in_use())),
+    );
+    family(
+        &mut out,
         "shardproxy_client_connections_received_total",
         "counter",
         "Client connections accepted.",

@@ -174,13 +174,14 @@ fn write_section(session: &Session, section: &str, out: &mut String) {
             let _ = write!(
                 out,
                 "# Clients\r\nconnected_clients:{}\r\nmaxclients:{}\r\nblocked_clients:{}\r\ndedicated_connections:{}\r\ndedicated_connections_parked:{}\r\n\
-                 client_read_ahead_bytes:{}\r\nclient_grown_input_buffers:{}\r\n\
+                 subscriber_connections:{}\r\nclient_read_ahead_bytes:{}\r\nclient_grown_input_buffers:{}\r\n\
                  client_pipeline_loaned_bytes:{}\r\n",
                 PoolStats::get(&stats.connected_clients),
                 pool.client_connections,
                 PoolStats::get(&stats.blocked_clients),
                 session.pool.dedicated.in_use(),
                 session.pool.dedicated.parked(),
+                session.pool.subscribers.in_use(),
                 input_memory::read_ahead_held(),
                 input_memory::grown_inputs(),
                 pipeline_loan::loaned(),

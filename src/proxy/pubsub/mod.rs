@@ -30,6 +30,8 @@ mod placement;
 
 use crate::command::Command;
 use crate::protocol::{encode, Proto, Value};
+use crate::proxy::conn_cap::CapSlot;
+use crate::proxy::fanout::error_frame;
 use crate::proxy::outbuf::OutBuf;
 use crate::proxy::pending::Pending;
 use crate::proxy::pool::Pool;
@@ -103,6 +105,8 @@ struct Link {
     orders: mpsc::UnboundedSender<Order>,
     /// The names the link holds, per kind.
     held: [HashSet<Bytes>; 3],
+    /// Its place under `max_subscriber_connections`.
+    _slot: CapSlot,
 }
 
 impl Link {
@@ -154,6 +158,9 @@ pub struct PubSub {
     draining: [HashMap<Bytes, (usize, Instant)>; 3],
     /// By shard name.
     links: HashMap<ShardName, Link>,
+    /// Places under the cap taken for the links a subscription is about
+    /// to open.
+    spare: Vec<CapSlot>,
     sink: Sink,
     events: mpsc::UnboundedReceiver<link::Event>,
     /// Subscribe confirmations dispatched and not written yet: messages
@@ -177,6 +184,7 @@ impl PubSub {
             names: Default::default(),
             draining: Default::default(),
             links: HashMap::new(),
+            spare: Vec::new(),
             sink: Sink {
                 events: events_tx,
                 queued: Arc::new(AtomicUsize::new(0)),
@@ -285,11 +293,49 @@ impl PubSub {
         }
     }
 
+    /// Takes the places under the cap for the links subscribing `names`
+    /// would open, all or none ([`PubSub::spare`]).
+    ///
+    /// # Errors
+    /// The error text when the cap has too few left.
+    fn room_for(
+        &mut self,
+        kind: Kind,
+        names: &[Bytes],
+        table: &RoutingTable,
+    ) -> Result<(), String> {
+        let mut opened = HashSet::new();
+        for name in names
+            .iter()
+            .filter(|n| !self.names[kind as usize].contains(*n))
+        {
+            for i in Self::shards_of(kind, name, table) {
+                if !self.links.contains_key(&table.shard(i).name) {
+                    opened.insert(i);
+                }
+            }
+        }
+        let cap = &self.pool.subscribers;
+        let Some(slots) = cap.take(opened.len() as u32) else {
+            return Err(format!(
+                "ERR shardproxy: all {} subscriber backend connections (max_subscriber_connections) \
+                 are held by subscribed clients; try again later",
+                cap.max()
+            ));
+        };
+        self.spare = slots;
+        Ok(())
+    }
+
     /// The link of shard `i` of `table`, opened if the session has none.
+    /// Its place under the cap was taken beforehand ([`PubSub::spare`]),
+    /// or is taken past it: a routing change must not lose a subscription.
     fn link(&mut self, table: &RoutingTable, i: usize) -> &mut Link {
         let shard = table.shard(i);
         let sink = &self.sink;
+        let (spare, cap) = (&mut self.spare, &self.pool.subscribers);
         self.links.entry(shard.name).or_insert_with(|| {
+            let slot = spare.pop().unwrap_or_else(|| cap.take_anyway());
             let (orders, rx) = mpsc::unbounded_channel();
             let spec = link::Spec {
                 shard: shard.name,
@@ -306,6 +352,7 @@ impl PubSub {
                 addr: shard.backend.addr.clone(),
                 orders,
                 held: Default::default(),
+                _slot: slot,
             }
         })
     }
@@ -637,6 +684,13 @@ fn subscribe(client: &mut Client<'_>, kind: Kind, names: Vec<Bytes>) -> Pending 
         .get_or_insert_with(|| Box::new(PubSub::new(&pool)));
     let table = pool.router.load_full();
     ps.follow(&table);
+    if let Err(refusal) = ps.room_for(kind, &names, &table) {
+        // Nothing was subscribed: the client stays in the mode it was in.
+        if ps.total() == 0 {
+            *client.subscriptions = None;
+        }
+        return Pending::Ready(error_frame(&refusal));
+    }
     let mut out = BytesMut::new();
     let mut new: HashMap<usize, Vec<Bytes>> = HashMap::new();
     for name in names {
@@ -749,9 +803,32 @@ fn unsubscribe(client: &mut Client<'_>, kind: Kind, mut names: Vec<Bytes>) -> Pe
             acks.push(link.unsubscribe(kind, names));
         }
     }
+    // A link left holding nothing closes once its shard confirmed, and
+    // gives its place under the cap back.
+    let idle = ps
+        .links
+        .extract_if(|_, link| link.held.iter().all(HashSet::is_empty))
+        .map(|(_, link)| link)
+        .collect();
     // Out of subscribed mode once nothing is held.
     let leaving = (ps.total() == 0).then(|| client.subscriptions.take());
-    after_confirmations(acks, leaving.flatten(), client.pool, out.freeze(), proto)
+    let pending = after_confirmations(acks, leaving.flatten(), client.pool, out.freeze(), proto);
+    close_after(idle, pending)
+}
+
+/// `pending`, with `links` closed once it is ready (their confirmations are
+/// among those it waits for).
+fn close_after(links: Vec<Link>, pending: Pending) -> Pending {
+    match pending {
+        Pending::Assembling(reply) if !links.is_empty() => {
+            Pending::Assembling(Box::pin(async move {
+                let reply = reply.await;
+                drop(links);
+                reply
+            }))
+        }
+        other => other,
+    }
 }
 
 /// `reply` once every shard confirmed (or the confirmation deadline
