@@ -138,3 +138,70 @@ fn a_client_that_has_not_logged_in_gets_no_loan() {
     stop.store(true, Ordering::Relaxed);
     stranger.join().unwrap();
 }
+
+/// A logged-in client that never reads and never stops sending borrows
+/// half the budget (64 MB) at most (review: it held all 128 MB, and
+/// another client's pipeline written whole before reading waited until it
+/// left). Beside it, that other client's pipeline is answered, and the hog
+/// stays connected.
+#[test]
+fn a_client_that_never_reads_borrows_half_the_budget_at_most() {
+    let (proxy, _shards) = two_shards_with("", &[]);
+    let mut watcher = RawClient::connect(proxy.port);
+    assert_eq!(
+        watcher.cmd(&[b"SET", b"big", &vec![b'b'; 4096]]),
+        b"+OK\r\n"
+    );
+    let stop = Arc::new(AtomicBool::new(false));
+    let hog = {
+        let (stop, port) = (stop.clone(), proxy.port);
+        std::thread::spawn(move || {
+            let mut conn = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+            conn.set_write_timeout(Some(Duration::from_millis(100)))
+                .unwrap();
+            let chunk = encode_command(&[b"GET", b"big"]).repeat(10_000);
+            let started = Instant::now();
+            let mut sent = 0usize;
+            while !stop.load(Ordering::Relaxed) && started.elapsed() < Duration::from_secs(60) {
+                match conn.write(&chunk) {
+                    Ok(n) => sent += n,
+                    Err(e)
+                        if matches!(
+                            e.kind(),
+                            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                        ) => {}
+                    Err(e) => panic!("the hog's connection broke after {sent} bytes: {e}"),
+                }
+            }
+            (conn, sent)
+        })
+    };
+    let share = 64 << 20;
+    let mut loaned = || {
+        watcher
+            .info_number("clients", "client_pipeline_loaned_bytes")
+            .unwrap()
+    };
+    wait_until(
+        "the hog to borrow its share",
+        Duration::from_secs(30),
+        || loaned() == share,
+    );
+    // It stays there while the hog keeps sending.
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_millis(500) {
+        assert_eq!(loaned(), share, "past one client's share");
+    }
+    let count = 300_000;
+    let pipeline = encode_command(&[b"GET", b"k"]).repeat(count);
+    let mut client = written_whole(proxy.port, &pipeline);
+    let mut got = vec![0; 5 * count];
+    client.read_exact(&mut got).unwrap();
+    assert!(
+        got.chunks(5).all(|r| r == b"$-1\r\n"),
+        "a reply other than nil"
+    );
+    stop.store(true, Ordering::Relaxed);
+    let (_conn, sent) = hog.join().unwrap();
+    assert!(sent as u64 > share, "the hog sent only {sent} bytes");
+}
