@@ -31,6 +31,12 @@ impl ConnCap {
         self.held.load(Ordering::Relaxed)
     }
 
+    /// Three quarters or more of the places are held: connections kept
+    /// only for reuse should go.
+    pub fn under_pressure(&self) -> bool {
+        u64::from(self.in_use()) * 4 >= u64::from(self.max) * 3
+    }
+
     /// `n` places at once, or none when fewer than `n` are free (a client
     /// needing several connections gets all or nothing).
     pub fn take(&self, n: u32) -> Option<Vec<CapSlot>> {

@@ -97,6 +97,13 @@ impl DedicatedLimit {
         proto: Proto,
     ) -> Result<Dedicated, String> {
         let Some(slot) = self.cap.take(1).and_then(|mut one| one.pop()) else {
+            if self.cap.max() == 0 {
+                return Err(
+                    "ERR shardproxy: blocking commands and transactions are turned off \
+                     on this proxy (max_dedicated_connections is 0)"
+                        .to_string(),
+                );
+            }
             return Err(format!(
                 "ERR shardproxy: all {} dedicated backend connections (max_dedicated_connections) \
                  are held by blocking commands and transactions; try again later",

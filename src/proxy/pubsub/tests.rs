@@ -1,5 +1,6 @@
 //! Unit tests of the pub/sub replies and counts.
 
+use super::commands::{confirmation, unsubscribe};
 use super::*;
 use crate::config::Config;
 
