@@ -31,6 +31,34 @@ fn written_whole(port: u16, pipeline: &[u8]) -> std::net::TcpStream {
     client
 }
 
+/// A connection to `port` that sends `chunk` over and over, reads nothing,
+/// and stays open until `stop` (or 60 s); how many bytes it sent.
+fn sends_without_reading(
+    port: u16,
+    chunk: Vec<u8>,
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<usize> {
+    std::thread::spawn(move || {
+        let mut conn = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        conn.set_write_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        let started = Instant::now();
+        let mut sent = 0;
+        while !stop.load(Ordering::Relaxed) && started.elapsed() < Duration::from_secs(60) {
+            match conn.write(&chunk) {
+                Ok(n) => sent += n,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) => {}
+                Err(e) => panic!("the connection broke after {sent} bytes: {e}"),
+            }
+        }
+        sent
+    })
+}
+
 /// A client that writes its whole pipeline before it reads a reply (as
 /// redis-py's pipeline does): once its unread replies filled
 /// `client_output_limit` and the socket buffers, the proxy stopped reading
@@ -88,27 +116,7 @@ fn a_client_that_writes_its_whole_pipeline_before_reading_is_answered() {
 fn a_client_that_has_not_logged_in_gets_no_loan() {
     let (proxy, _shards) = two_shards_with("  redis_auth: secret\n", &["--requirepass", "secret"]);
     let stop = Arc::new(AtomicBool::new(false));
-    let stranger = {
-        let (stop, port) = (stop.clone(), proxy.port);
-        std::thread::spawn(move || {
-            let mut conn = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-            conn.set_write_timeout(Some(Duration::from_millis(100)))
-                .unwrap();
-            let chunk = b"PING\r\n".repeat(10_000);
-            let started = Instant::now();
-            while !stop.load(Ordering::Relaxed) && started.elapsed() < Duration::from_secs(30) {
-                match conn.write_all(&chunk) {
-                    Ok(()) => {}
-                    Err(e)
-                        if matches!(
-                            e.kind(),
-                            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                        ) => {}
-                    Err(e) => panic!("the stranger's connection broke: {e}"),
-                }
-            }
-        })
-    };
+    let stranger = sends_without_reading(proxy.port, b"PING\r\n".repeat(10_000), stop.clone());
     let mut watcher = RawClient::connect(proxy.port);
     assert_eq!(watcher.cmd_str(&["AUTH", "secret"]), "+OK\r\n");
     assert_eq!(watcher.cmd_str(&["SET", "k", "v"]), "+OK\r\n");
@@ -153,29 +161,8 @@ fn a_client_that_never_reads_borrows_half_the_budget_at_most() {
         b"+OK\r\n"
     );
     let stop = Arc::new(AtomicBool::new(false));
-    let hog = {
-        let (stop, port) = (stop.clone(), proxy.port);
-        std::thread::spawn(move || {
-            let mut conn = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-            conn.set_write_timeout(Some(Duration::from_millis(100)))
-                .unwrap();
-            let chunk = encode_command(&[b"GET", b"big"]).repeat(10_000);
-            let started = Instant::now();
-            let mut sent = 0usize;
-            while !stop.load(Ordering::Relaxed) && started.elapsed() < Duration::from_secs(60) {
-                match conn.write(&chunk) {
-                    Ok(n) => sent += n,
-                    Err(e)
-                        if matches!(
-                            e.kind(),
-                            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                        ) => {}
-                    Err(e) => panic!("the hog's connection broke after {sent} bytes: {e}"),
-                }
-            }
-            (conn, sent)
-        })
-    };
+    let chunk = encode_command(&[b"GET", b"big"]).repeat(10_000);
+    let hog = sends_without_reading(proxy.port, chunk, stop.clone());
     let share = 64 << 20;
     let mut loaned = || {
         watcher
@@ -202,6 +189,6 @@ fn a_client_that_never_reads_borrows_half_the_budget_at_most() {
         "a reply other than nil"
     );
     stop.store(true, Ordering::Relaxed);
-    let (_conn, sent) = hog.join().unwrap();
+    let sent = hog.join().unwrap();
     assert!(sent as u64 > share, "the hog sent only {sent} bytes");
 }
