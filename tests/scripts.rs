@@ -694,6 +694,39 @@ fn a_restore_every_shard_refuses_is_refused_as_redis_refuses_it() {
     assert!(direct.starts_with("-ERR Library lib"), "{direct}");
 }
 
+/// A FUNCTION RESTORE payload whose compressed code claims a terabyte (31
+/// bytes): the proxy unpacks the code to check the library names, and the
+/// allocation aborted the whole process (review). It is refused, and the
+/// proxy goes on serving; Redis refuses the same payload too.
+#[test]
+fn a_restore_payload_claiming_a_terabyte_is_refused_and_the_proxy_lives() {
+    let s = setup();
+    let mut payload = vec![245, 0xC3, 0x01, 0x81];
+    payload.extend_from_slice(&(1u64 << 40).to_be_bytes());
+    payload.push(0);
+    payload.extend_from_slice(&[0; 10]);
+    let mut c = RawClient::connect(s.proxy.port);
+    assert_eq!(
+        String::from_utf8_lossy(&c.cmd(&[b"FUNCTION", b"RESTORE", &payload])),
+        "-ERR shardproxy cannot read the library names in this FUNCTION RESTORE payload: \
+         its code unpacks to more than 736 bytes (at most 32 times the payload's size, and \
+         67108864 bytes)\r\n"
+    );
+    let direct = s.shards[0]
+        .connect()
+        .cmd(&[b"FUNCTION", b"RESTORE", &payload]);
+    assert!(
+        direct.starts_with(b"-ERR"),
+        "{}",
+        String::from_utf8_lossy(&direct)
+    );
+    assert_eq!(
+        RawClient::connect(s.proxy.port).cmd_str(&["PING"]),
+        "+PONG\r\n"
+    );
+    assert_eq!(c.cmd_str(&["PING"]), "+PONG\r\n");
+}
+
 /// The payload of a bulk string frame.
 fn bulk_payload(frame: &[u8]) -> Vec<u8> {
     let eol = frame.windows(2).position(|w| w == b"\r\n").unwrap();

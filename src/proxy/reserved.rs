@@ -236,12 +236,20 @@ fn restore(args: &[Bytes], migrating: impl FnOnce() -> bool) -> Result<(), Strin
     if flushes && migrating() {
         return Err(FLUSH_REFUSAL.into());
     }
-    let Some(codes) = args.first().and_then(|payload| payload_codes(payload)) else {
-        return Err(
+    let codes = args
+        .first()
+        .map_or(Err(Unreadable::Format), |p| payload_codes(p));
+    match codes {
+        Ok(codes) => codes.iter().try_for_each(|code| check_library(code)),
+        Err(Unreadable::Format) => Err(
             "ERR shardproxy cannot read the library names in this FUNCTION RESTORE payload".into(),
-        );
-    };
-    codes.iter().try_for_each(|code| check_library(code))
+        ),
+        Err(Unreadable::TooLarge(limit)) => Err(format!(
+            "ERR shardproxy cannot read the library names in this FUNCTION RESTORE payload: \
+             its code unpacks to more than {limit} bytes (at most {UNPACKED_PER_BYTE} times the \
+             payload's size, and {MAX_UNPACKED} bytes)"
+        )),
+    }
 }
 
 /// RDB's opcode before each library's code in a FUNCTION DUMP payload
@@ -250,21 +258,54 @@ const OPCODE_FUNCTION: u8 = 245;
 /// What follows the libraries: the RDB version (2 bytes) and a CRC64 (8).
 const TRAILER: usize = 10;
 
-/// The code of every library in a FUNCTION DUMP payload; `None` when it is
-/// not one this proxy can read (Redis checks the rest: version, CRC).
-fn payload_codes(payload: &[u8]) -> Option<Vec<Vec<u8>>> {
-    let body = payload.get(..payload.len().checked_sub(TRAILER)?)?;
+/// How much compressed code a payload may unpack to, per byte of payload
+/// and at most: the lengths are the client's word, and unpacking is done
+/// here, before Redis checks anything (review: a 31-byte payload claiming
+/// a terabyte aborted the process on the allocation, and an 11 MB one
+/// of back-references made it take 1.1 GB). Code compresses a few times
+/// over; LZF cannot pass about 88.
+const UNPACKED_PER_BYTE: usize = 32;
+const MAX_UNPACKED: usize = 64 * 1024 * 1024;
+
+/// Why a payload's code could not be read.
+#[derive(Debug, PartialEq, Eq)]
+enum Unreadable {
+    /// Not a FUNCTION DUMP payload this proxy can read.
+    Format,
+    /// Its code unpacks to more than this many bytes.
+    TooLarge(usize),
+}
+
+/// The code of every library in a FUNCTION DUMP payload (Redis checks the
+/// rest: version, CRC).
+fn payload_codes(payload: &[u8]) -> Result<Vec<Vec<u8>>, Unreadable> {
+    let limit = payload
+        .len()
+        .saturating_mul(UNPACKED_PER_BYTE)
+        .min(MAX_UNPACKED);
+    let mut room = limit;
+    let body = payload
+        .len()
+        .checked_sub(TRAILER)
+        .and_then(|end| payload.get(..end))
+        .ok_or(Unreadable::Format)?;
     let mut rest = body;
     let mut codes = Vec::new();
     while let Some((&opcode, after)) = rest.split_first() {
         if opcode != OPCODE_FUNCTION {
-            return None;
+            return Err(Unreadable::Format);
         }
-        let (code, after) = rdb_string(after)?;
+        let (code, after) = rdb_string(after, &mut room).map_err(|too_large| {
+            if too_large {
+                Unreadable::TooLarge(limit)
+            } else {
+                Unreadable::Format
+            }
+        })?;
         codes.push(code);
         rest = after;
     }
-    Some(codes)
+    Ok(codes)
 }
 
 /// An RDB length: 6 bits, 14 bits, or 32 or 64 bits big-endian; `Err`
@@ -291,27 +332,39 @@ fn rdb_length(input: &[u8]) -> Option<(Result<usize, u8>, &[u8])> {
     }
 }
 
-/// An RDB string, raw or LZF-compressed (integers are not code).
-fn rdb_string(input: &[u8]) -> Option<(Vec<u8>, &[u8])> {
+/// An RDB string, raw or LZF-compressed (integers are not code), an LZF
+/// one unpacked only if it fits in `room`, which it then uses up;
+/// `Err(true)` when it does not fit, `Err(false)` when it is no string.
+fn rdb_string<'a>(input: &'a [u8], room: &mut usize) -> Result<(Vec<u8>, &'a [u8]), bool> {
     const LZF: u8 = 3;
-    match rdb_length(input)? {
-        (Ok(len), rest) => Some((rest.get(..len)?.to_vec(), rest.get(len..)?)),
-        (Err(LZF), rest) => {
-            let (Ok(compressed), rest) = rdb_length(rest)? else {
-                return None;
-            };
-            let (Ok(len), rest) = rdb_length(rest)? else {
-                return None;
-            };
-            let text = lzf_decompress(rest.get(..compressed)?, len)?;
-            Some((text, rest.get(compressed..)?))
+    let unreadable = || false;
+    match rdb_length(input).ok_or_else(unreadable)? {
+        (Ok(len), rest) => {
+            let (text, rest) = (rest.get(..len), rest.get(len..));
+            Ok((
+                text.ok_or_else(unreadable)?.to_vec(),
+                rest.ok_or_else(unreadable)?,
+            ))
         }
-        (Err(_), _) => None,
+        (Err(LZF), rest) => {
+            let Some((Ok(compressed), rest)) = rdb_length(rest) else {
+                return Err(false);
+            };
+            let Some((Ok(len), rest)) = rdb_length(rest) else {
+                return Err(false);
+            };
+            *room = room.checked_sub(len).ok_or(true)?;
+            let packed = rest.get(..compressed).ok_or_else(unreadable)?;
+            let text = lzf_decompress(packed, len).ok_or_else(unreadable)?;
+            Ok((text, rest.get(compressed..).ok_or_else(unreadable)?))
+        }
+        (Err(_), _) => Err(false),
     }
 }
 
 /// LZF decompression (the format of liblzf, which Redis uses), to `len`
-/// bytes exactly; `None` for input that is not LZF.
+/// bytes exactly; `None` for input that is not LZF. The caller bounds
+/// `len`.
 fn lzf_decompress(mut input: &[u8], len: usize) -> Option<Vec<u8>> {
     let mut out = Vec::with_capacity(len);
     while let Some((&ctrl, rest)) = input.split_first() {
@@ -417,7 +470,34 @@ mod tests {
         payload.extend_from_slice(code);
         payload.extend_from_slice(&[0; TRAILER]);
         assert_eq!(payload_codes(&payload).unwrap(), vec![code.to_vec()]);
-        assert_eq!(payload_codes(&payload[1..]), None);
-        assert_eq!(payload_codes(&[0; 3]), None);
+        assert_eq!(payload_codes(&payload[1..]), Err(Unreadable::Format));
+        assert_eq!(payload_codes(&[0; 3]), Err(Unreadable::Format));
+    }
+
+    /// The review's payloads: LZF strings that claim a terabyte, or more
+    /// than their size allows, are refused before anything is allocated.
+    #[test]
+    fn a_payload_unpacking_past_its_bound_is_refused() {
+        let claims = |len: u64| {
+            let mut payload = vec![OPCODE_FUNCTION, 0xC3, 0x01, 0x81];
+            payload.extend_from_slice(&len.to_be_bytes());
+            payload.push(0);
+            payload.extend_from_slice(&[0; TRAILER]);
+            payload
+        };
+        let limit = 23 * UNPACKED_PER_BYTE;
+        for len in [1 << 40, u64::MAX, limit as u64 + 1] {
+            assert_eq!(
+                payload_codes(&claims(len)),
+                Err(Unreadable::TooLarge(limit))
+            );
+        }
+        // Within the bound it is read, and found not to be LZF.
+        assert_eq!(payload_codes(&claims(3)), Err(Unreadable::Format));
+        let refusal = restore(&[Bytes::from(claims(1 << 40))], || false).unwrap_err();
+        assert!(
+            refusal.contains("unpacks to more than 736 bytes"),
+            "{refusal}"
+        );
     }
 }
