@@ -39,6 +39,8 @@ pub struct ListenTls {
     /// Clients must present a certificate signed by this CA.
     pub ca: Option<String>,
     pub acceptor: TlsAcceptor,
+    /// What the files held when loaded ([`material_of`]).
+    material: u64,
 }
 
 impl ListenTls {
@@ -70,15 +72,19 @@ impl ListenTls {
             key: key.to_string(),
             ca: ca.map(str::to_string),
             acceptor: TlsAcceptor::from(Arc::new(config)),
+            material: material_of(&[Some(cert), Some(key), ca]),
         })
     }
 }
 
-/// Equal when the same files are named: a reload compares settings, not
-/// key material.
+/// Equal when the same files are named and held the same when loaded: a
+/// certificate replaced in place is a change a reload applies (review: it
+/// was taken for no change, and the old certificate went on being served
+/// with nothing said).
 impl PartialEq for ListenTls {
     fn eq(&self, other: &Self) -> bool {
-        (&self.cert, &self.key, &self.ca) == (&other.cert, &other.key, &other.ca)
+        (&self.cert, &self.key, &self.ca, self.material)
+            == (&other.cert, &other.key, &other.ca, other.material)
     }
 }
 
@@ -100,6 +106,8 @@ pub struct ServerTls {
     pub cert: Option<String>,
     pub key: Option<String>,
     pub connector: TlsConnector,
+    /// What the files held when loaded ([`material_of`]).
+    material: u64,
 }
 
 impl ServerTls {
@@ -135,6 +143,7 @@ impl ServerTls {
             cert: cert.map(str::to_string),
             key: key.map(str::to_string),
             connector: TlsConnector::from(Arc::new(config)),
+            material: material_of(&[Some(ca), cert, key]),
         })
     }
 
@@ -153,9 +162,11 @@ impl ServerTls {
     }
 }
 
+/// As [`ListenTls`]: the files named, and what they held.
 impl PartialEq for ServerTls {
     fn eq(&self, other: &Self) -> bool {
-        (&self.ca, &self.cert, &self.key) == (&other.ca, &other.cert, &other.key)
+        (&self.ca, &self.cert, &self.key, self.material)
+            == (&other.ca, &other.cert, &other.key, other.material)
     }
 }
 
@@ -240,6 +251,18 @@ fn server_name(addr: &str) -> Result<ServerName<'static>, String> {
     let host = host.trim_start_matches('[').trim_end_matches(']');
     ServerName::try_from(host.to_string())
         .map_err(|e| format!("'{host}' cannot name a TLS server: {e}"))
+}
+
+/// A digest of what the files hold (read again: they were just parsed),
+/// so that a reload can tell a file replaced in place. Not a security
+/// check: only a comparison with the last load.
+fn material_of(paths: &[Option<&str>]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    for path in paths {
+        path.map(std::fs::read).map(Result::ok).hash(&mut hasher);
+    }
+    hasher.finish()
 }
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {

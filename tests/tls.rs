@@ -97,6 +97,42 @@ fn redis_cli_through_a_tls_listener_and_plain_clients_are_dropped() {
     assert!(failures >= 2, "{info}");
 }
 
+/// A certificate replaced in place (the usual renewal: new files at the
+/// same paths, then SIGHUP) is served to new connections (review: the
+/// reload compared file names only, kept the old certificate and said
+/// nothing).
+#[test]
+fn a_certificate_replaced_in_place_is_served_after_a_reload() {
+    let certs = Certs::generate();
+    let (live_cert, live_key) = (certs.path("live.pem"), certs.path("live.key"));
+    let install = |who: Identity| {
+        std::fs::copy(certs.cert(who), &live_cert).unwrap();
+        std::fs::copy(certs.key(who), &live_key).unwrap();
+    };
+    install(Identity::Server);
+    let redis = Redis::start();
+    let keys = format!("  tls_cert: {live_cert}\n  tls_key: {live_key}\n");
+    let proxy = proxy(&keys, &[&redis]);
+    let (ca, other_ca) = (certs.ca(), certs.other_ca());
+    assert_eq!(cli_text(proxy.port, &ca, None, &["SET", "k", "v"]), "OK");
+    // The renewal: a certificate from the other CA, for the same names.
+    install(Identity::Stranger);
+    proxy.guard.signal("HUP");
+    wait_until("the certificate to be reloaded", DEADLINE, || {
+        proxy
+            .log_text()
+            .contains("TLS certificate, key and CA reloaded")
+    });
+    assert!(
+        !proxy.log_text().contains("needs a restart"),
+        "{}",
+        proxy.log_text()
+    );
+    assert_eq!(cli_text(proxy.port, &other_ca, None, &["GET", "k"]), "v");
+    let refused = cli_text(proxy.port, &ca, None, &["GET", "k"]);
+    assert_ne!(refused, "v", "the old certificate is still served");
+}
+
 #[test]
 fn tls_ca_requires_a_client_certificate_signed_by_it() {
     let certs = Certs::generate();

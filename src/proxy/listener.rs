@@ -195,7 +195,7 @@ async fn accept_loop(
                 None => {
                     tokio::spawn(refuse(stream));
                 }
-                Some(tls) => refuse_tls(tls, stream),
+                Some(tls) => refuse_tls(&tls.load(), stream),
             }
             continue;
         }
@@ -269,12 +269,13 @@ async fn session(
     match &pool.tls {
         None => client::serve(pool.clone(), stream, shutdown).await,
         Some(tls) => {
+            let tls = tls.load_full();
             // The handshake runs in the session's task, so a slow or silent
             // client never holds up the accept loop. Boxed: a TLS session's
             // state (its stream alone is 1.2 KB) would otherwise size every
             // plain session's task too, idle ones included.
             Box::pin(async {
-                if let Some(stream) = handshake(&pool, tls, stream).await {
+                if let Some(stream) = handshake(&pool, &tls, stream).await {
                     client::serve(pool.clone(), stream, shutdown).await;
                 }
             })

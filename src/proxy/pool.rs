@@ -11,6 +11,7 @@ use crate::proxy::dedicated::DedicatedLimit;
 use crate::proxy::router::{file_shards, Router, ShardSpec};
 use crate::proxy::stats::PoolStats;
 use crate::proxy::zk::{ClusterView, ZkStatus};
+use arc_swap::ArcSwap;
 use bytes::Bytes;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -19,8 +20,9 @@ use std::sync::{Arc, Mutex};
 pub struct Pool {
     pub name: String,
     pub listen: String,
-    /// The listener speaks TLS only (`tls_cert`); fixed at start.
-    pub tls: Option<crate::tls::ListenTls>,
+    /// The listener speaks TLS only (`tls_cert`), or not, as at start; the
+    /// certificate and CA are swapped by a reload, for new connections.
+    pub tls: Option<ArcSwap<crate::tls::ListenTls>>,
     pub redis_auth: Option<String>,
     /// Client users (`users`, `redis_auth`), fixed at start.
     pub users: Users,
@@ -57,7 +59,7 @@ impl Pool {
         Pool {
             name: config.name.clone(),
             listen: config.listen.clone(),
-            tls: config.tls.clone(),
+            tls: config.tls.clone().map(ArcSwap::from_pointee),
             redis_auth: config.redis_auth.clone(),
             users: Users::new(config),
             max_request_size: config.max_request_size,

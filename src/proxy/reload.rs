@@ -58,6 +58,13 @@ pub fn reload(pools: &[Arc<Pool>], path: &Path) -> Result<ReloadReport, ConfigEr
 /// compare with: `new` but for what only a restart applies.
 fn apply(pool: &Pool, new: &PoolConfig, running: PoolConfig) {
     let specs = file_shards(new);
+    if let (Some(listening), Some(tls)) = (&pool.tls, &running.tls) {
+        if **listening.load() != *tls {
+            listening.store(Arc::new(tls.clone()));
+            tracing::info!(pool = %pool.name, cert = %tls.cert,
+                "TLS certificate, key and CA reloaded: new client connections use them");
+        }
+    }
     pool.set_config(running, specs.clone());
     let old = pool.router.load();
     pool.router.reconfigure(RouteSettings::of(new), &specs);
@@ -173,8 +180,12 @@ fn restart_only_changes(running: &PoolConfig, new: &mut PoolConfig, out: &mut Ve
     keep_running!("max_dedicated_connections", max_dedicated_connections);
     keep_running!("max_subscriber_connections", max_subscriber_connections);
     keep_running!("zookeeper keys", zookeeper);
-    // The listener's TLS acceptor is built once, at start.
-    keep_running!("tls_cert, tls_key, tls_ca", tls);
+    // Whether the listener speaks TLS is fixed at start; its certificate,
+    // key and CA are not (see `apply`).
+    if running.tls.is_some() != new.tls.is_some() {
+        report("tls_cert, tls_key, tls_ca");
+        new.tls = running.tls.clone();
+    }
 }
 
 #[cfg(test)]
