@@ -5,14 +5,14 @@
 //! What a user must see: no acknowledged write lost, no read older than a
 //! write already acknowledged, every key of the moved ranges on the new
 //! shard and none left behind, TTLs kept, and client-visible errors
-//! counted (target 0).
+//! counted (target 0). Big keys moved in chunks: `migration_streams.rs`;
+//! proxies killed, cut off or started early: `migration_partition.rs`.
 
 mod common;
 
 use common::migration::{
-    admin, assert_preloaded, cluster, cluster_made_after_its_proxies, cluster_with_source_replica,
-    dbsize, exists, load, longest_event, longest_stall, pool_file, preload, record_latency,
-    replica_caught_up, run_admin, Cluster, Tally,
+    admin, cluster, cluster_with_source_replica, dbsize, exists, load, pool_file, preload,
+    replica_caught_up, run_admin, Tally,
 };
 use common::redis::{RawClient, Redis};
 use common::wait_until;
@@ -210,100 +210,6 @@ async fn a_killed_admin_is_rerun_and_finishes_the_move() {
     }
 }
 
-/// A client's writer that follows its proxy's death to another proxy, as
-/// a client behind a VIP would. A write whose connection dropped has an
-/// unknown outcome and is not counted as acknowledged.
-fn writer_with_fallback(
-    keys: Vec<String>,
-    ports: [u16; 2],
-    stop: Arc<AtomicBool>,
-    tally: Arc<Tally>,
-) -> thread::JoinHandle<Vec<(String, u64)>> {
-    thread::spawn(move || {
-        let mut client = RawClient::connect(ports[0]);
-        let mut acked = vec![0u64; keys.len()];
-        let mut round = 0u64;
-        while !stop.load(Ordering::Relaxed) {
-            round += 1;
-            for (i, key) in keys.iter().enumerate() {
-                let value = round.to_string();
-                let sent = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    client.cmd_str(&["SET", key, &value])
-                }));
-                match sent {
-                    Ok(reply) if reply == "+OK\r\n" => {
-                        acked[i] = round;
-                        tally.writes.fetch_add(1, Ordering::Relaxed);
-                    }
-                    Ok(other) => {
-                        eprintln!("SET {key}: {other:?}");
-                        tally.errors.fetch_add(1, Ordering::Relaxed);
-                    }
-                    Err(_) => client = RawClient::connect(ports[1]),
-                }
-            }
-        }
-        keys.into_iter().zip(acked).collect()
-    })
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_proxy_killed_mid_move_loses_nothing_and_the_move_finishes() {
-    let c = cluster().await;
-    let keys = keys_in(0, 1023, 20_000, "k");
-    preload(&c.proxies[0], &keys);
-    let hot = keys_in(0, 1023, 100, "hot");
-    let stop = Arc::new(AtomicBool::new(false));
-    let tally = Arc::new(Tally::default());
-    let ports = [c.proxies[0].port, c.proxies[1].port];
-    let writer = writer_with_fallback(hot.clone(), ports, stop.clone(), tally.clone());
-    wait_until("load running", Duration::from_secs(10), || {
-        tally.writes.load(Ordering::Relaxed) > 300
-    });
-    let child = admin(
-        &c.conf,
-        &["migrate", "0-1023", "--to", "redis-0002", "--rate", "4000"],
-    )
-    .stdout(std::process::Stdio::piped())
-    .stderr(std::process::Stdio::piped())
-    .spawn()
-    .unwrap();
-    let mut mover = ProcessGuard::new("shardproxy-admin migrate", child);
-    wait_until("the mover to move keys", Duration::from_secs(20), || {
-        dbsize(&c.redis[2]) > 2000
-    });
-    // The proxy the writer uses dies with requests of the range in its
-    // lanes; the writer goes on through the other one.
-    c.proxies[0].guard.signal("KILL");
-    let writes_at_kill = tally.writes.load(Ordering::Relaxed);
-    wait_until(
-        "writes through the other proxy",
-        Duration::from_secs(10),
-        || tally.writes.load(Ordering::Relaxed) > writes_at_kill + 300,
-    );
-    let code = mover.wait_exit(Duration::from_secs(60));
-    let output = mover.child.take().map(|c| c.wait_with_output().unwrap());
-    assert_eq!(code, Some(0), "migrate did not finish: {output:?}");
-    stop.store(true, Ordering::Relaxed);
-    let finals = writer.join().unwrap();
-    eprintln!(
-        "proxy killed mid-move: {} writes acknowledged, {} error replies",
-        tally.writes.load(Ordering::Relaxed),
-        tally.errors.load(Ordering::Relaxed)
-    );
-    assert_eq!(tally.errors.load(Ordering::Relaxed), 0, "error replies");
-    let mut client = RawClient::connect(c.proxies[1].port);
-    wait_for_view(&c.proxies[1], "0-1023");
-    for (key, value) in &finals {
-        let want = format!("${}\r\n{value}\r\n", value.to_string().len());
-        assert_eq!(client.cmd_str(&["GET", key]), want, "{key}");
-    }
-    for key in keys.iter().chain(&hot) {
-        assert!(exists(&c.redis[2], key), "{key} not on the new shard");
-        assert!(!exists(&c.redis[0], key), "{key} left on the source");
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_plans_are_refused_with_a_reason_and_change_nothing() {
     let c = cluster().await;
@@ -439,134 +345,6 @@ async fn the_source_master_killed_mid_move_loses_no_acknowledged_write() {
         assert!(exists(new, key), "{key} not on the new shard");
         assert!(!exists(replica, key), "{key} left on the source");
     }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_million_element_hash_moves_in_chunks_without_stalling_either_redis() {
-    let c = cluster().await;
-    let big = keys_in(0, 1023, 1, "big").remove(0);
-    let list = keys_in(0, 1023, 1, "biglist").remove(0);
-    let small = keys_in(0, 1023, 2000, "small");
-    preload(&c.proxies[0], &small);
-    let mut source = c.redis[0].connect();
-    let fill = "for i = 1, tonumber(ARGV[1]) do redis.call('hset', KEYS[1], 'f' .. i, 'v' .. i) end return 1";
-    assert_eq!(
-        source.cmd_str(&["EVAL", fill, "1", &big, "1000000"]),
-        ":1\r\n"
-    );
-    let push = "for i = 1, tonumber(ARGV[1]) do redis.call('rpush', KEYS[1], i) end return 1";
-    assert_eq!(
-        source.cmd_str(&["EVAL", push, "1", &list, "20000"]),
-        ":1\r\n"
-    );
-    assert_eq!(source.cmd_str(&["EXPIRE", &big, "7200"]), ":1\r\n");
-
-    let stop = Arc::new(AtomicBool::new(false));
-    let stalls = [
-        longest_stall(c.redis[0].port, stop.clone()),
-        longest_stall(c.redis[2].port, stop.clone()),
-    ];
-    let started = Instant::now();
-    let (code, text) = run_admin(&c.conf, &["migrate", "0-1023", "--to", "redis-0002"]);
-    let took = started.elapsed();
-    stop.store(true, Ordering::Relaxed);
-    let [src, dst] = stalls.map(|t| t.join().unwrap());
-    assert_eq!(code, 0, "{text}");
-    eprintln!(
-        "{text}a 1,000,000-field hash, a 20,000-element list and 2,000 small keys moved in {:.1} s; longest PING wait: source {} ms, target {} ms",
-        took.as_secs_f64(),
-        src.as_millis(),
-        dst.as_millis()
-    );
-    assert!(src < Duration::from_millis(500), "source stalled {src:?}");
-    assert!(dst < Duration::from_millis(500), "target stalled {dst:?}");
-
-    let mut client = RawClient::connect(c.proxies[1].port);
-    assert_eq!(client.cmd_str(&["HLEN", &big]), ":1000000\r\n");
-    assert_eq!(
-        client.cmd_str(&["HGET", &big, "f777777"]),
-        "$7\r\nv777777\r\n"
-    );
-    assert_eq!(client.cmd_str(&["LLEN", &list]), ":20000\r\n");
-    assert_eq!(
-        client.cmd_str(&["LINDEX", &list, "12345"]),
-        "$5\r\n12346\r\n"
-    );
-    assert_moved_whole(&c, &mut client, &big, &[&big, &list]);
-}
-
-/// `with_ttl` kept its 2-hour TTL through the move, every key of `moved`
-/// is on the target and gone from the source, and nothing of the
-/// migration's own is left on either side.
-fn assert_moved_whole(c: &Cluster, client: &mut RawClient, with_ttl: &str, moved: &[&str]) {
-    let ttl = client.cmd_str(&["TTL", with_ttl]);
-    let secs: i64 = ttl[1..ttl.len() - 2].parse().unwrap();
-    assert!(secs > 7000, "TTL {ttl:?}");
-    for key in moved {
-        assert!(
-            exists(&c.redis[2], key) && !exists(&c.redis[0], key),
-            "{key}"
-        );
-    }
-    for redis in [&c.redis[0], &c.redis[2]] {
-        let keys = redis.connect().cmd_str(&["KEYS", "__shardproxy_*"]);
-        assert_eq!(keys, "*0\r\n", "{keys}");
-    }
-}
-
-/// A hash and a list of few but large elements (120 MB in 200 fields,
-/// 60 MB in 100 elements: under the 5,000-element mark) move a step of
-/// about 512 KiB at a time: one MIGRATE of them kept the source busy for
-/// 450 ms. A set of many 2.5 KB members moves too: its 500-member steps
-/// were over the mover's 1 MiB reply limit, and the move failed.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn keys_of_few_large_elements_move_in_steps_without_stalling_the_source() {
-    let c = cluster().await;
-    let hash = keys_in(0, 1023, 1, "widehash").remove(0);
-    let list = keys_in(0, 1023, 1, "widelist").remove(0);
-    let mut source = c.redis[0].connect();
-    let fill = "local v = string.rep('x', 600000) for i = 1, tonumber(ARGV[1]) do \
-                redis.call('hset', KEYS[1], 'f' .. i, i .. v) end return 1";
-    assert_eq!(source.cmd_str(&["EVAL", fill, "1", &hash, "200"]), ":1\r\n");
-    let push = "local v = string.rep('y', 600000) for i = 1, tonumber(ARGV[1]) do \
-                redis.call('rpush', KEYS[1], i .. v) end return 1";
-    assert_eq!(source.cmd_str(&["EVAL", push, "1", &list, "100"]), ":1\r\n");
-    assert_eq!(source.cmd_str(&["EXPIRE", &hash, "7200"]), ":1\r\n");
-    let set = keys_in(0, 1023, 1, "wideset").remove(0);
-    let add = "local v = string.rep('z', 2500) for i = 1, tonumber(ARGV[1]) do \
-               redis.call('sadd', KEYS[1], i .. v) end return 1";
-    assert_eq!(source.cmd_str(&["EVAL", add, "1", &set, "6000"]), ":1\r\n");
-    for redis in [&c.redis[0], &c.redis[2]] {
-        record_latency(redis);
-    }
-
-    let (code, text) = run_admin(&c.conf, &["migrate", "0-1023", "--to", "redis-0002"]);
-    assert_eq!(code, 0, "{text}");
-    let busy = [longest_event(&c.redis[0]), longest_event(&c.redis[2])];
-    eprintln!(
-        "{text}longest event Redis timed: source {} {} ms, target {} {} ms",
-        busy[0].0, busy[0].1, busy[1].0, busy[1].1
-    );
-    for (side, (event, ms)) in ["source", "target"].iter().zip(&busy) {
-        assert!(*ms < 100, "{side} busy {ms} ms in one {event}");
-    }
-
-    let mut client = RawClient::connect(c.proxies[1].port);
-    assert_eq!(client.cmd_str(&["HLEN", &hash]), ":200\r\n");
-    assert_eq!(client.cmd_str(&["HSTRLEN", &hash, "f123"]), ":600003\r\n");
-    let value = client.cmd_str(&["HGET", &hash, "f123"]);
-    assert!(value.starts_with("$600003\r\n123xxx"), "{}", &value[..20]);
-    assert_eq!(client.cmd_str(&["LLEN", &list]), ":100\r\n");
-    let element = client.cmd_str(&["LINDEX", &list, "41"]);
-    assert!(
-        element.starts_with("$600002\r\n42yyy"),
-        "{}",
-        &element[..20]
-    );
-    assert_eq!(client.cmd_str(&["SCARD", &set]), ":6000\r\n");
-    let member = format!("4321{}", "z".repeat(2500));
-    assert_eq!(client.cmd_str(&["SISMEMBER", &set, &member]), ":1\r\n");
-    assert_moved_whole(&c, &mut client, &hash, &[&hash, &list, &set]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -938,34 +716,4 @@ async fn a_client_blocked_on_a_moving_range_is_told_to_retry() {
         String::from_utf8_lossy(&elsewhere.read_reply()),
         format!("*2\r\n${}\r\n{outside}\r\n$3\r\njob\r\n", outside.len())
     );
-}
-
-/// Proxies started before the cluster's znodes were made watch the
-/// migration znode all the same and acknowledge a move (review: such
-/// proxies never read one, and every migration was called off after
-/// waiting for them until they were restarted).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn proxies_started_before_the_cluster_was_made_acknowledge_a_move() {
-    let c = cluster_made_after_its_proxies().await;
-    let keys = keys_in(1024, 2047, 20, "early");
-    preload(&c.proxies[0], &keys);
-    let (code, text) = run_admin(
-        &c.conf,
-        &[
-            "migrate",
-            "1024-2047",
-            "--to",
-            "redis-0002",
-            "--barrier-timeout-ms",
-            "5000",
-        ],
-    );
-    assert_eq!(code, 0, "{text}");
-    assert!(text.contains("committed"), "{text}");
-    for proxy in &c.proxies {
-        assert_preloaded(proxy.port, &keys);
-    }
-    for key in &keys {
-        assert!(exists(&c.redis[2], key), "{key} not on the new shard");
-    }
 }

@@ -1,11 +1,15 @@
-//! A big stream moved by `shardproxy-admin migrate` against real
-//! processes (ZooKeeper, redis-servers, proxies): copied in chunks with
-//! its IDs, metadata, consumer groups, consumers and pending entries,
-//! while neither Redis stops answering for long.
+//! Big keys moved by `shardproxy-admin migrate` against real processes
+//! (ZooKeeper, redis-servers, proxies) while neither Redis stops answering
+//! for long: a stream copied in chunks with its IDs, metadata, consumer
+//! groups, consumers and pending entries; a 1,000,000-field hash and a long
+//! list in chunks; a hash, a list and a set of few large or many 2.5 KB
+//! elements in steps of about 512 KiB.
 
 mod common;
 
-use common::migration::{cluster, exists, longest_event, longest_stall, record_latency, run_admin};
+use common::migration::{
+    cluster, exists, longest_event, longest_stall, preload, record_latency, run_admin, Cluster,
+};
 use common::redis::RawClient;
 use common::zk_cluster::keys_in;
 use redis::Value;
@@ -326,4 +330,132 @@ async fn a_million_entry_stream_moves_in_chunks_with_its_groups_and_pending_entr
         let keys = redis.connect().cmd_str(&["KEYS", "__shardproxy_*"]);
         assert_eq!(keys, "*0\r\n", "{keys}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_million_element_hash_moves_in_chunks_without_stalling_either_redis() {
+    let c = cluster().await;
+    let big = keys_in(0, 1023, 1, "big").remove(0);
+    let list = keys_in(0, 1023, 1, "biglist").remove(0);
+    let small = keys_in(0, 1023, 2000, "small");
+    preload(&c.proxies[0], &small);
+    let mut source = c.redis[0].connect();
+    let fill = "for i = 1, tonumber(ARGV[1]) do redis.call('hset', KEYS[1], 'f' .. i, 'v' .. i) end return 1";
+    assert_eq!(
+        source.cmd_str(&["EVAL", fill, "1", &big, "1000000"]),
+        ":1\r\n"
+    );
+    let push = "for i = 1, tonumber(ARGV[1]) do redis.call('rpush', KEYS[1], i) end return 1";
+    assert_eq!(
+        source.cmd_str(&["EVAL", push, "1", &list, "20000"]),
+        ":1\r\n"
+    );
+    assert_eq!(source.cmd_str(&["EXPIRE", &big, "7200"]), ":1\r\n");
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let stalls = [
+        longest_stall(c.redis[0].port, stop.clone()),
+        longest_stall(c.redis[2].port, stop.clone()),
+    ];
+    let started = Instant::now();
+    let (code, text) = run_admin(&c.conf, &["migrate", "0-1023", "--to", "redis-0002"]);
+    let took = started.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    let [src, dst] = stalls.map(|t| t.join().unwrap());
+    assert_eq!(code, 0, "{text}");
+    eprintln!(
+        "{text}a 1,000,000-field hash, a 20,000-element list and 2,000 small keys moved in {:.1} s; longest PING wait: source {} ms, target {} ms",
+        took.as_secs_f64(),
+        src.as_millis(),
+        dst.as_millis()
+    );
+    assert!(src < Duration::from_millis(500), "source stalled {src:?}");
+    assert!(dst < Duration::from_millis(500), "target stalled {dst:?}");
+
+    let mut client = RawClient::connect(c.proxies[1].port);
+    assert_eq!(client.cmd_str(&["HLEN", &big]), ":1000000\r\n");
+    assert_eq!(
+        client.cmd_str(&["HGET", &big, "f777777"]),
+        "$7\r\nv777777\r\n"
+    );
+    assert_eq!(client.cmd_str(&["LLEN", &list]), ":20000\r\n");
+    assert_eq!(
+        client.cmd_str(&["LINDEX", &list, "12345"]),
+        "$5\r\n12346\r\n"
+    );
+    assert_moved_whole(&c, &mut client, &big, &[&big, &list]);
+}
+
+/// `with_ttl` kept its 2-hour TTL through the move, every key of `moved`
+/// is on the target and gone from the source, and nothing of the
+/// migration's own is left on either side.
+fn assert_moved_whole(c: &Cluster, client: &mut RawClient, with_ttl: &str, moved: &[&str]) {
+    let ttl = client.cmd_str(&["TTL", with_ttl]);
+    let secs: i64 = ttl[1..ttl.len() - 2].parse().unwrap();
+    assert!(secs > 7000, "TTL {ttl:?}");
+    for key in moved {
+        assert!(
+            exists(&c.redis[2], key) && !exists(&c.redis[0], key),
+            "{key}"
+        );
+    }
+    for redis in [&c.redis[0], &c.redis[2]] {
+        let keys = redis.connect().cmd_str(&["KEYS", "__shardproxy_*"]);
+        assert_eq!(keys, "*0\r\n", "{keys}");
+    }
+}
+
+/// A hash and a list of few but large elements (120 MB in 200 fields,
+/// 60 MB in 100 elements: under the 5,000-element mark) move a step of
+/// about 512 KiB at a time: one MIGRATE of them kept the source busy for
+/// 450 ms. A set of many 2.5 KB members moves too: its 500-member steps
+/// were over the mover's 1 MiB reply limit, and the move failed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_of_few_large_elements_move_in_steps_without_stalling_the_source() {
+    let c = cluster().await;
+    let hash = keys_in(0, 1023, 1, "widehash").remove(0);
+    let list = keys_in(0, 1023, 1, "widelist").remove(0);
+    let mut source = c.redis[0].connect();
+    let fill = "local v = string.rep('x', 600000) for i = 1, tonumber(ARGV[1]) do \
+                redis.call('hset', KEYS[1], 'f' .. i, i .. v) end return 1";
+    assert_eq!(source.cmd_str(&["EVAL", fill, "1", &hash, "200"]), ":1\r\n");
+    let push = "local v = string.rep('y', 600000) for i = 1, tonumber(ARGV[1]) do \
+                redis.call('rpush', KEYS[1], i .. v) end return 1";
+    assert_eq!(source.cmd_str(&["EVAL", push, "1", &list, "100"]), ":1\r\n");
+    assert_eq!(source.cmd_str(&["EXPIRE", &hash, "7200"]), ":1\r\n");
+    let set = keys_in(0, 1023, 1, "wideset").remove(0);
+    let add = "local v = string.rep('z', 2500) for i = 1, tonumber(ARGV[1]) do \
+               redis.call('sadd', KEYS[1], i .. v) end return 1";
+    assert_eq!(source.cmd_str(&["EVAL", add, "1", &set, "6000"]), ":1\r\n");
+    for redis in [&c.redis[0], &c.redis[2]] {
+        record_latency(redis);
+    }
+
+    let (code, text) = run_admin(&c.conf, &["migrate", "0-1023", "--to", "redis-0002"]);
+    assert_eq!(code, 0, "{text}");
+    let busy = [longest_event(&c.redis[0]), longest_event(&c.redis[2])];
+    eprintln!(
+        "{text}longest event Redis timed: source {} {} ms, target {} {} ms",
+        busy[0].0, busy[0].1, busy[1].0, busy[1].1
+    );
+    for (side, (event, ms)) in ["source", "target"].iter().zip(&busy) {
+        assert!(*ms < 100, "{side} busy {ms} ms in one {event}");
+    }
+
+    let mut client = RawClient::connect(c.proxies[1].port);
+    assert_eq!(client.cmd_str(&["HLEN", &hash]), ":200\r\n");
+    assert_eq!(client.cmd_str(&["HSTRLEN", &hash, "f123"]), ":600003\r\n");
+    let value = client.cmd_str(&["HGET", &hash, "f123"]);
+    assert!(value.starts_with("$600003\r\n123xxx"), "{}", &value[..20]);
+    assert_eq!(client.cmd_str(&["LLEN", &list]), ":100\r\n");
+    let element = client.cmd_str(&["LINDEX", &list, "41"]);
+    assert!(
+        element.starts_with("$600002\r\n42yyy"),
+        "{}",
+        &element[..20]
+    );
+    assert_eq!(client.cmd_str(&["SCARD", &set]), ":6000\r\n");
+    let member = format!("4321{}", "z".repeat(2500));
+    assert_eq!(client.cmd_str(&["SISMEMBER", &set, &member]), ":1\r\n");
+    assert_moved_whole(&c, &mut client, &hash, &[&hash, &list, &set]);
 }

@@ -1,15 +1,15 @@
-//! Pub/sub through the proxy, against real redis-servers (and a real
-//! ZooKeeper for failover): what a subscriber sees is compared byte for
-//! byte with what a Redis server sends, across shards and proxies.
+//! Pub/sub through the proxy, against real redis-servers: what a
+//! subscriber sees is compared byte for byte with what a Redis server
+//! sends, across shards and proxies. Subscriptions across a failover or a
+//! range move in ZooKeeper: `zk_proxy.rs`.
 
 mod common;
 
 use common::proxy::Proxy;
+use common::pubsub::{cmd, numsub, numsub_is, read_frames, replies, PONG};
 use common::redis::{RawClient, Redis};
 use common::wait_until;
 use common::zk_cluster::*;
-use common::zookeeper::ZooKeeper;
-use shardproxy::zk::layout::ShardData;
 use std::io::Read;
 use std::time::{Duration, Instant};
 
@@ -44,17 +44,6 @@ fn channels_on_both_shards(tag: &str, n: usize) -> Vec<String> {
     names
 }
 
-fn cmd(client: &mut RawClient, args: &[&str]) {
-    let args: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
-    client.send_raw(&common::redis::encode_command(&args));
-}
-
-/// Sends `args` and reads `replies` frames, concatenated.
-fn replies(client: &mut RawClient, args: &[&str], replies: usize) -> String {
-    cmd(client, args);
-    read_frames(client, replies)
-}
-
 /// `commands` encoded for one write.
 fn pipeline(commands: &[&[&str]]) -> Vec<u8> {
     let mut bytes = Vec::new();
@@ -63,12 +52,6 @@ fn pipeline(commands: &[&[&str]]) -> Vec<u8> {
         bytes.extend(common::redis::encode_command(&args));
     }
     bytes
-}
-
-fn read_frames(client: &mut RawClient, n: usize) -> String {
-    (0..n)
-        .map(|_| String::from_utf8_lossy(&client.read_reply()).into_owned())
-        .collect()
 }
 
 /// `n` messages, sorted. Messages published on different shards travel
@@ -80,18 +63,6 @@ fn read_messages_sorted(client: &mut RawClient, n: usize) -> Vec<String> {
     messages.sort();
     messages
 }
-
-fn numsub(port: u16, channel: &str) -> String {
-    RawClient::connect(port).cmd_str(&["PUBSUB", "NUMSUB", channel])
-}
-
-fn numsub_is(port: u16, channel: &str, n: usize) -> bool {
-    numsub(port, channel) == format!("*2\r\n${}\r\n{channel}\r\n:{n}\r\n", channel.len())
-}
-
-/// The RESP2 subscribed-mode PING reply: proof that nothing else was
-/// queued before it.
-const PONG: &str = "*2\r\n$4\r\npong\r\n$0\r\n\r\n";
 
 #[test]
 fn a_message_through_any_proxy_reaches_every_subscriber_as_redis_sends_it() {
@@ -657,186 +628,6 @@ fn a_subscriber_that_never_reads_is_disconnected_with_bounded_memory() {
         .expect("closed by the proxy");
     assert!(proxy.log_text().contains("over client_output_limit"));
     assert!(numsub_is(proxy.port, channel, 1), "only the reader is left");
-}
-
-/// A message and a pmessage for `channel` (pattern `ev.*`), as Redis
-/// sends them in RESP2.
-fn message_pair(channel: &str, text: &str) -> String {
-    format!(
-        "*3\r\n$7\r\nmessage\r\n${}\r\n{channel}\r\n${}\r\n{text}\r\n\
-         *4\r\n$8\r\npmessage\r\n$4\r\nev.*\r\n${}\r\n{channel}\r\n${}\r\n{text}\r\n",
-        channel.len(),
-        text.len(),
-        channel.len(),
-        text.len()
-    )
-}
-
-/// A subscriber on one proxy, a publisher on another, shard 0's master
-/// replaced in ZooKeeper (after it crashed, with `crash`): the subscriber
-/// gets the messages published after the switch, and nothing else.
-async fn failover(crash: bool) {
-    let zookeeper = ZooKeeper::start();
-    let (mut m0, r0, m1) = (Redis::start(), Redis::start(), Redis::start());
-    let ops = zookeeper.client().await;
-    let master0 = two_shards_with_a_next_in_line(&ops, &m0, &r0, &m1).await;
-    let proxies = [
-        common::zk_cluster::start_proxy(&zookeeper, &[&m1]),
-        common::zk_cluster::start_proxy(&zookeeper, &[&m1]),
-    ];
-    for proxy in &proxies {
-        wait_for_view(
-            proxy,
-            &format!("name=redis-0000,range=0-2047,master={}", m0.addr()),
-        );
-    }
-    let channel = keys_in(0, 2047, 1, "ev.")[0].clone();
-    let (port, publish_port) = (proxies[0].port, proxies[1].port);
-    let (m0_port, r0_port) = (m0.port, r0.port);
-    let subscribed = {
-        let channel = channel.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut subscriber = RawClient::connect(port);
-            replies(&mut subscriber, &["SUBSCRIBE", &channel], 1);
-            replies(&mut subscriber, &["PSUBSCRIBE", "ev.*"], 1);
-            assert!(numsub_is(m0_port, &channel, 1));
-            let mut publisher = RawClient::connect(publish_port);
-            assert_eq!(
-                publisher.cmd_str(&["PUBLISH", &channel, "before"]),
-                ":2\r\n"
-            );
-            assert_eq!(
-                read_frames(&mut subscriber, 2),
-                message_pair(&channel, "before")
-            );
-            (subscriber, publisher)
-        })
-        .await
-        .unwrap()
-    };
-    if crash {
-        m0.guard.kill();
-    }
-    // The master's member goes: the next member, r0, is the master.
-    ops.delete(&master0, None).await.unwrap();
-    for proxy in &proxies {
-        wait_for_view(
-            proxy,
-            &format!("name=redis-0000,range=0-2047,master={}", r0.addr()),
-        );
-    }
-    let switched = Instant::now();
-    let (mut subscriber, mut publisher) = subscribed;
-    tokio::task::spawn_blocking(move || {
-        wait_until(
-            "the subscriptions on the new master",
-            Duration::from_secs(5),
-            || {
-                numsub_is(r0_port, &channel, 1)
-                    && RawClient::connect(r0_port).cmd_str(&["PUBSUB", "NUMPAT"]) == ":1\r\n"
-            },
-        );
-        eprintln!(
-            "re-subscribed on the new master {:?} after the proxies saw the switch",
-            switched.elapsed()
-        );
-        if !crash {
-            wait_until("the old master to be left", Duration::from_secs(5), || {
-                numsub_is(m0_port, &channel, 0)
-            });
-        }
-        assert_eq!(publisher.cmd_str(&["PUBLISH", &channel, "after"]), ":2\r\n");
-        assert_eq!(
-            read_frames(&mut subscriber, 2),
-            message_pair(&channel, "after")
-        );
-        assert_eq!(
-            replies(&mut subscriber, &["PING"], 1),
-            PONG,
-            "no extra frames"
-        );
-    })
-    .await
-    .unwrap();
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn subscriptions_follow_a_failover_unseen_by_the_client() {
-    failover(false).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn subscriptions_follow_a_failover_after_the_master_crashed() {
-    failover(true).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_channel_follows_its_slot_to_another_shard() {
-    let zookeeper = ZooKeeper::start();
-    let (a, b) = (Redis::start(), Redis::start());
-    let ops = zookeeper.client().await;
-    create_shard(&ops, "redis-0000", 0, 2047).await;
-    create_shard(&ops, "redis-0001", 2048, 4095).await;
-    add_member(&ops, "redis-0000", &a.addr()).await;
-    add_member(&ops, "redis-0001", &b.addr()).await;
-    let proxy = common::zk_cluster::start_proxy(&zookeeper, &[&a, &b]);
-    wait_for_view(&proxy, "name=redis-0001,range=2048-4095");
-    let moving = keys_in(1024, 2047, 1, "ev.")[0].clone();
-    let staying = keys_in(0, 1023, 1, "ev.")[0].clone();
-    let (port, a_port, b_port) = (proxy.port, a.port, b.port);
-    let mut subscriber = {
-        let (moving, staying) = (moving.clone(), staying.clone());
-        tokio::task::spawn_blocking(move || {
-            let mut subscriber = RawClient::connect(port);
-            replies(&mut subscriber, &["SUBSCRIBE", &moving, &staying], 2);
-            assert!(numsub_is(a_port, &moving, 1) && numsub_is(a_port, &staying, 1));
-            subscriber
-        })
-        .await
-        .unwrap()
-    };
-    // Slots 1024-2047 move from redis-0000 to redis-0001.
-    let mut txn = ops.new_multi_writer();
-    txn.add_set_data(
-        &shard_path("redis-0000"),
-        &ShardData::new(0, 1023).to_json(),
-        None,
-    )
-    .unwrap();
-    txn.add_set_data(
-        &shard_path("redis-0001"),
-        &ShardData::new(1024, 4095).to_json(),
-        None,
-    )
-    .unwrap();
-    txn.commit().await.unwrap();
-    wait_for_view(&proxy, "name=redis-0001,range=1024-4095");
-    tokio::task::spawn_blocking(move || {
-        wait_until(
-            "the channel on its new shard",
-            Duration::from_secs(5),
-            || numsub_is(b_port, &moving, 1) && numsub_is(a_port, &moving, 0),
-        );
-        assert!(numsub_is(a_port, &staying, 1));
-        let mut publisher = RawClient::connect(port);
-        for channel in [&moving, &staying] {
-            assert_eq!(publisher.cmd_str(&["PUBLISH", channel, "m"]), ":1\r\n");
-            assert_eq!(
-                read_frames(&mut subscriber, 1),
-                format!(
-                    "*3\r\n$7\r\nmessage\r\n${}\r\n{channel}\r\n$1\r\nm\r\n",
-                    channel.len()
-                )
-            );
-        }
-        assert_eq!(
-            replies(&mut subscriber, &["PING"], 1),
-            PONG,
-            "no extra frames"
-        );
-    })
-    .await
-    .unwrap();
 }
 
 #[test]

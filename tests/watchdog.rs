@@ -1,5 +1,10 @@
 //! `shardproxy-watchdog` against real processes: a ZooKeeper server,
-//! redis-server instances and the watchdog binary, all on loopback.
+//! redis-server instances and the watchdog binary, all on loopback: a
+//! shard's first master and replicas, failover, rejoin, switchover, busy
+//! masters and scripts, with proxies in front. Restarts:
+//! `watchdog_restart.rs`; faults (ZooKeeper cut off or frozen, replicas
+//! behind or frozen): `watchdog_faults.rs`; watchdogs and members started
+//! wrong: `watchdog_strays.rs`.
 //!
 //! Each test runs its own ZooKeeper and Redis instances. Watchdogs run with
 //! a 100 ms interval, down after 3 failed checks, and 1 s sessions, so a
@@ -8,21 +13,18 @@
 //! `--nocapture` to see them.
 
 mod common;
+#[allow(dead_code)]
 #[path = "watchdog/harness.rs"]
 mod harness;
 
 use common::proxy::Proxy;
-use common::redis::{encode_command, Redis};
-use common::relay::Relay;
+use common::redis::Redis;
 use common::zookeeper::ZooKeeper;
 use common::{free_port, temp_dir, wait_until, ProcessGuard};
 use harness::*;
 use shardproxy::watchdog::request_switchover;
 use shardproxy::zk::Role;
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 #[test]
@@ -269,101 +271,6 @@ fn a_busy_script_is_killed_not_failed_over() {
     assert_eq!(zk.line(&shard), [a.addr(), b.addr()], "no failover");
     assert!(is_master(&a));
     assert!(!wb.log_text().contains("promoted to master"));
-}
-
-/// A short loss of ZooKeeper (the master's watchdog cut off for 0.3 s with
-/// a 2 s session, which cannot expire meanwhile) does not pause the
-/// master: no write fails and none waits long.
-#[test]
-fn a_zookeeper_blip_does_not_pause_the_master() {
-    let relay = Arc::new(Mutex::new(None::<Relay>));
-    let relay_for_a = relay.clone();
-    let pair = Pair::start_timed(
-        "blip",
-        move |zookeeper, _| {
-            let r = Relay::start(zookeeper.port);
-            let hosts = r.hosts();
-            *relay_for_a.lock().unwrap() = Some(r);
-            hosts
-        },
-        2000,
-    );
-    let relay = relay.lock().unwrap().take().unwrap();
-    let (a, b, wa) = (&pair.a, &pair.b, &pair.wa);
-    let mut writer = Writer::start([a.port, a.port]);
-    wait_until("writes", DEADLINE, || writer.acked().len() > 100);
-    relay.cut();
-    // Short enough that the client's reconnect backoff (100 ms doubling,
-    // with jitter) still has an attempt well within the guard's 1.5 s.
-    std::thread::sleep(Duration::from_millis(300));
-    relay.restore();
-    wait_until("a's watchdog to reconnect", DEADLINE, || {
-        wa.log_text().contains("ZooKeeper reconnected")
-    });
-    let done = writer.acked().len();
-    wait_until("writes after the blip", DEADLINE, || {
-        writer.acked().len() > done + 100
-    });
-    let acked = writer.stop();
-    let attempts = acked.last().map_or(0, |(i, _)| *i);
-    let gap = longest_gap(&acked);
-    println!(
-        "ZooKeeper blip: {} of {attempts} writes acknowledged, longest gap {gap:?}",
-        acked.len()
-    );
-    assert_eq!(acked.len() as u64, attempts, "a write failed");
-    assert!(gap < Duration::from_millis(500), "{gap:?}");
-    assert!(!wa.log_text().contains("split-brain guard: paused"));
-    assert_eq!(pair.line(), [a.addr(), b.addr()]);
-}
-
-/// A master's watchdog stopped with SIGTERM and started again with the
-/// same arguments soon after: no failover, and no write fails. The test
-/// server caps sessions at 2 s, so the restart comes after 0.5 s (with the
-/// default 6 s session, a second is well within it).
-#[test]
-fn restarting_a_masters_watchdog_is_no_failover() {
-    let mut pair = Pair::start_timed("restart", |zookeeper, _| zookeeper.hosts(), 2000);
-    let first = pair.zk.members(&pair.shard)[0].seq;
-    let mut writer = Writer::start([pair.a.port, pair.a.port]);
-    wait_until("writes", DEADLINE, || writer.acked().len() > 100);
-    // nutcracker's other signals: the log is reopened (logrotate), the
-    // rest ignored; none stops the watchdog (SIGHUP and SIGUSR1 did, and a
-    // master's watchdog gone is a failover).
-    let rotated = pair.wa.log.with_extension("log.1");
-    std::fs::rename(&pair.wa.log, &rotated).unwrap();
-    pair.wa.guard.signal("HUP");
-    pair.wa.wait_for_log("SIGHUP: log file reopened");
-    for signal in ["USR1", "USR2"] {
-        pair.wa.guard.signal(signal);
-        pair.wa.wait_for_log(&format!("signal=\"SIG{signal}\""));
-    }
-    pair.wa.guard.signal("TERM");
-    assert_eq!(pair.wa.guard.wait_exit(DEADLINE), Some(0));
-    std::thread::sleep(Duration::from_millis(500));
-    let log = pair.wa.log.clone();
-    pair.wa = Watchdog::spawn(pair.wa.args.clone(), log);
-    // The old member expires; the new one leads, the replica behind it.
-    wait_until("the restarted watchdog to lead the line", DEADLINE, || {
-        let members = pair.zk.members(&pair.shard);
-        members.len() == 2 && members[0].addr == pair.a.addr() && members[0].seq > first
-    });
-    let done = writer.acked().len();
-    wait_until("writes after the restart", DEADLINE, || {
-        writer.acked().len() > done + 100
-    });
-    let acked = writer.stop();
-    let attempts = acked.last().map_or(0, |(i, _)| *i);
-    println!(
-        "watchdog restart: {} writes acknowledged of {attempts}, longest gap {:?}",
-        acked.len(),
-        longest_gap(&acked)
-    );
-    assert_eq!(acked.len() as u64, attempts, "a write failed");
-    assert!(is_master(&pair.a), "the master stayed master");
-    assert!(is_synced_replica_of(&pair.b, &pair.a));
-    assert!(!pair.wb.log_text().contains("promoted to master"));
-    assert!(missing(&pair.a, &acked).is_empty());
 }
 
 #[test]
@@ -637,74 +544,6 @@ fn password_protected_redis_replicates_with_redis_auth() {
 }
 
 #[test]
-fn split_brain_guard_pauses_a_master_cut_off_from_zookeeper() {
-    let relay = Arc::new(Mutex::new(None::<Relay>));
-    let relay_for_a = relay.clone();
-    let pair = Pair::start_with("guard", move |zookeeper, _| {
-        let r = Relay::start(zookeeper.port);
-        let hosts = r.hosts();
-        *relay_for_a.lock().unwrap() = Some(r);
-        hosts
-    });
-    let relay = relay.lock().unwrap().take().unwrap();
-    let before = pair
-        .wa
-        .log_text()
-        .matches("split-brain guard: paused")
-        .count();
-
-    let cut = Instant::now();
-    relay.cut();
-    wait_until("a's watchdog to pause writes", DEADLINE, || {
-        pair.wa
-            .log_text()
-            .matches("split-brain guard: paused")
-            .count()
-            > before
-    });
-    println!(
-        "split-brain guard: writes paused {:?} after the cut",
-        cut.elapsed()
-    );
-    // b is promoted once a's session expires, soon after the pause: by the
-    // logs' clocks, not by when this thread gets to look.
-    let paused_at = pair.wa.last_logged_at("split-brain guard: paused");
-    if let Some(promoted_at) = pair.wb.last_logged_at("promoted to master") {
-        assert!(
-            Some(&promoted_at) > paused_at.as_ref(),
-            "b was promoted at {promoted_at}, before a was paused at {paused_at:?}"
-        );
-    }
-    // A client still reaching a (a proxy with an old table) gets no answer
-    // while a is paused; a still answers b's watchdog, which fences it and
-    // makes it its replica once b is promoted, so the held write fails.
-    let mut client = TcpStream::connect(("127.0.0.1", pair.a.port)).unwrap();
-    client
-        .write_all(&encode_command(&[b"SET", b"split", b"brain"]))
-        .unwrap();
-    pair.wait_sole_master(&pair.b);
-    println!(
-        "split-brain guard: b promoted {:?} after the cut",
-        cut.elapsed()
-    );
-    let mut reply = [0u8; 64];
-    client.set_read_timeout(Some(DEADLINE)).unwrap();
-    let n = client.read(&mut reply).unwrap();
-    let text = String::from_utf8_lossy(&reply[..n]);
-    assert!(text.starts_with("-READONLY"), "held write got {text:?}");
-
-    relay.restore();
-    wait_until("a to rejoin as a replica of b", DEADLINE, || {
-        pair.line() == [pair.b.addr(), pair.a.addr()] && is_synced_replica_of(&pair.a, &pair.b)
-    });
-    let value: Option<String> = redis::cmd("GET")
-        .arg("split")
-        .query(&mut redis_conn(pair.b.port))
-        .unwrap();
-    assert_eq!(value, None, "the held write reached the new master");
-}
-
-#[test]
 fn watchdog_flags_and_file_are_checked() {
     let dir = temp_dir("watchdog-conf");
     let conf = dir.join("zoo-watchdog.conf");
@@ -909,119 +748,4 @@ fn end_to_end_failover_and_switchover_under_writes_through_two_proxies() {
             "lost a write acknowledged after the failover: {attempt:?}"
         );
     }
-}
-
-/// A member-shaped child made by hand (persistent, junk data) that sorts
-/// first in a shard's line, naming another shard's Redis: no watchdog
-/// follows it, so neither Redis of the shard replicates from that Redis
-/// (which would wipe the shard's data).
-#[test]
-fn a_member_made_by_hand_is_never_followed() {
-    let zookeeper = ZooKeeper::start();
-    let zk = Zk::connect(&zookeeper);
-    let shard = zk.create_shard("/redis/cluster/handmade");
-    let mode =
-        zookeeper_client::CreateMode::Persistent.with_acls(zookeeper_client::Acls::anyone_all());
-    // A child created and deleted first: the watchdogs' sequences start at
-    // 1, so a hand-made `-0000000000` sorts before them.
-    zk.runtime.block_on(async {
-        let sequential = zookeeper_client::CreateMode::PersistentSequential
-            .with_acls(zookeeper_client::Acls::anyone_all());
-        let (_, seq) = zk
-            .client
-            .create(&format!("{shard}/gone-"), b"", &sequential)
-            .await
-            .unwrap();
-        zk.client
-            .delete(&format!("{shard}/gone-{seq}"), None)
-            .await
-            .unwrap();
-    });
-    let (a, b) = (start_redis(), start_redis());
-    let wa = Watchdog::start(&zookeeper.hosts(), &a, &shard);
-    wait_until("a to be the master", DEADLINE, || {
-        zk.line(&shard) == [a.addr()]
-    });
-    fill(&a, "k", 100);
-    let wb = Watchdog::start(&zookeeper.hosts(), &b, &shard);
-    wait_until("b to hold a's data in line", DEADLINE, || {
-        zk.line(&shard) == [a.addr(), b.addr()] && dbsize(&b) == 100
-    });
-    let other = start_redis();
-    fill(&other, "x", 5);
-    let junk = format!("{shard}/{}-0000000000", other.addr());
-    zk.runtime
-        .block_on(zk.client.create(&junk, b"junk", &mode))
-        .unwrap();
-    wa.wait_for_log("not ephemeral");
-    wb.wait_for_log("not ephemeral");
-    assert!(is_master(&a), "{}", replication(a.port));
-    assert!(is_synced_replica_of(&b, &a), "{}", replication(b.port));
-    assert_eq!((dbsize(&a), dbsize(&b)), (100, 100));
-    // Left out of the line, it does not make a's guard pause writes.
-    let reply: String = redis::cmd("SET")
-        .arg("after")
-        .arg("1")
-        .query(&mut redis_conn(a.port))
-        .unwrap();
-    assert_eq!(reply, "OK");
-    assert!(is_master(&other));
-    assert_eq!(dbsize(&other), 5);
-}
-
-/// An empty shard whose data cannot be read (it may name a last master
-/// and its history) is not led by an empty Redis until the data is fixed.
-#[test]
-fn an_empty_shard_with_unreadable_data_is_not_led() {
-    let zookeeper = ZooKeeper::start();
-    let zk = Zk::connect(&zookeeper);
-    let shard = zk.create_shard("/redis/cluster/unreadable");
-    let set = |data: &[u8]| {
-        zk.runtime
-            .block_on(zk.client.set_data(&shard, data, None))
-            .unwrap();
-    };
-    set(br#"{"weight":"0-4095",}"#);
-    let redis = start_redis();
-    let watchdog = Watchdog::start(&zookeeper.hosts(), &redis, &shard);
-    watchdog.wait_for_log("data is unreadable");
-    assert!(zk.line(&shard).is_empty(), "an empty Redis led the shard");
-    set(&shardproxy::zk::layout::ShardData::new(0, 4095).to_json());
-    wait_until("the Redis to lead the fixed shard", DEADLINE, || {
-        zk.line(&shard) == [redis.addr()] && is_master(&redis)
-    });
-}
-
-/// A second watchdog started for a Redis that already has one stands by:
-/// the line does not churn (the two deleted each other's members for ever,
-/// thousands of times a minute), and when the first one goes the second
-/// takes over with no failover.
-#[test]
-fn a_second_watchdog_of_one_redis_stands_by_until_the_first_goes() {
-    let mut pair = Pair::start("twice");
-    let before: Vec<(String, u64)> = pair
-        .zk
-        .members(&pair.shard)
-        .into_iter()
-        .map(|m| (m.addr, m.seq))
-        .collect();
-    let second = Watchdog::start(&pair.zk.hosts, &pair.a, &pair.shard);
-    second.wait_for_log("already watches this Redis");
-    wait_until("the second watchdog to look again", DEADLINE, || {
-        second.log_text().matches("still standing by").count() >= 5
-    });
-    let now: Vec<(String, u64)> = pair
-        .zk
-        .members(&pair.shard)
-        .into_iter()
-        .map(|m| (m.addr, m.seq))
-        .collect();
-    assert_eq!(now, before, "the line changed while a watchdog stood by");
-
-    pair.wa.guard.kill();
-    second.wait_for_log("taking over");
-    let old_seq = before[0].1;
-    pair.wait_a_back_at_head(old_seq);
-    assert!(is_master(&pair.a), "{}", replication(pair.a.port));
-    assert!(is_synced_replica_of(&pair.b, &pair.a));
 }

@@ -1,23 +1,29 @@
 //! The watchdogs under faults, with real processes (a ZooKeeper, two
 //! redis-servers and their watchdogs): a replica whose replication link
 //! broke while its master went on taking writes is never promoted when
-//! that master dies (it lacks the writes since); ZooKeeper frozen past the
-//! sessions loses no acknowledged write and fails no healthy master over;
-//! a switchover to a replica whose watchdog is stopped is refused; a
-//! master restarted at once is failed over, and a proxy refuses it
-//! meanwhile (its `run_id` is not the one its watchdog registered).
+//! that master dies (it lacks the writes since), nor one cut off from its
+//! master or frozen while it took writes; ZooKeeper frozen past the
+//! sessions loses no acknowledged write and fails no healthy master over,
+//! a short loss of it pauses nothing, and a master cut off from it is
+//! paused by the split-brain guard before its replica is promoted; a
+//! switchover to a replica whose watchdog is stopped is refused; a master
+//! whose watchdog died is fenced; unreadable znodes stop no step.
+//! Redis servers and watchdogs restarted: `watchdog_restart.rs`.
 
 mod common;
 #[allow(dead_code)]
 #[path = "watchdog/harness.rs"]
 mod harness;
 
-use common::proxy::Proxy;
-use common::redis::Redis;
+use common::redis::{encode_command, Redis};
+use common::relay::Relay;
+use common::wait_until;
 use common::zookeeper::ZooKeeper;
-use common::{free_port, temp_dir, wait_until};
 use harness::*;
 use shardproxy::watchdog::request_switchover;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Runs a command on `port` and returns its reply as a string.
@@ -180,302 +186,6 @@ fn a_replica_cut_off_from_its_master_does_not_lead_the_emptied_shard() {
     assert!(wb.log_text().contains("lost touch with it"));
 }
 
-/// A master killed and restarted at once on its port (a supervisor's
-/// `Restart=always`), empty, with Redis's default 5 s diskless-sync delay:
-/// its watchdog sees the new `run_id` and leaves, and the replica, which
-/// the restarted master does not make "behind" (it holds less, on another
-/// history), is promoted with every key (review: with the first version
-/// of the behind check it was refused, then wiped by a full sync).
-#[test]
-fn a_master_restarted_at_once_is_failed_over_to_its_replica() {
-    let mut pair = Pair::start_filled("fastrestart");
-    let port = pair.a.port;
-    pair.a.guard.kill();
-    pair.a = restart_redis_with(port, &["--repl-diskless-sync-delay", "5"]);
-    wait_until("b to be promoted", DEADLINE, || {
-        pair.line().first() == Some(&pair.b.addr()) && is_master(&pair.b)
-    });
-    assert_eq!(dbsize(&pair.b), 100);
-}
-
-/// The master killed and restarted at once with disk-based full syncs
-/// (no delay), its watchdog dead and its member living on for the session
-/// (8 s). It comes back from the snapshot its replica's first sync left in
-/// its directory, taken before the writes. The replica follows it, and a
-/// full sync empties it before the member expires: its watchdog refuses to
-/// promote it and leaves the line (review: promoted in 15 of 18 runs,
-/// every key gone, `status` ok). The master's watchdog, restarted, does
-/// not lead the emptied shard from that snapshot either (review: with the
-/// history's offset recorded 10 intervals late, the snapshot passed for
-/// the whole history). The shard stops with no eligible master.
-#[test]
-fn a_shard_emptied_by_a_master_restarted_at_once_is_not_led_empty() {
-    let zookeeper = ZooKeeper::start();
-    let zk = Zk::connect(&zookeeper);
-    let shard = zk.create_shard("/redis/cluster/emptied");
-    let dir = temp_dir("snapshot");
-    let disk_sync = ["--dir", dir.to_str().unwrap(), "--repl-diskless-sync", "no"];
-    let a = Redis::start_with(&disk_sync);
-    let b = start_redis();
-    // Checks every second, the watchdog's default.
-    let every_second = ["--interval-ms", "1000", "--session-timeout-ms", "8000"];
-    let mut wa = Watchdog::start_with(&zookeeper.hosts(), &a, &shard, &every_second);
-    wait_until("a to be the master", DEADLINE, || {
-        zk.line(&shard) == [a.addr()]
-    });
-    let wb = Watchdog::start_timed(&zookeeper.hosts(), &b, &shard, 8000);
-    wait_until("b to join the line", DEADLINE, || {
-        zk.line(&shard) == [a.addr(), b.addr()]
-    });
-    assert!(
-        dir.join("dump.rdb").exists(),
-        "the first sync left no snapshot"
-    );
-    fill(&a, "k", 100);
-    wait_until("b to have the data", DEADLINE, || dbsize(&b) == 100);
-    let offset: u64 = field(&replication(a.port), "master_repl_offset")
-        .parse()
-        .unwrap();
-    // Within a few intervals, not ten.
-    let recorded_within = Duration::from_millis(3500);
-    wait_until(
-        "the history's offset to be recorded",
-        recorded_within,
-        || {
-            zk.shard_data(&shard)
-                .master
-                .is_some_and(|record| record.offset >= offset)
-        },
-    );
-    let (port, mut a) = (a.port, a);
-    wa.guard.kill();
-    a.guard.kill();
-    let a = restart_redis_with(port, &disk_sync);
-    wait_until(
-        "the restarted master's full sync to empty b",
-        DEADLINE,
-        || dbsize(&b) == 0 && is_synced_replica_of(&b, &a),
-    );
-    wb.wait_for_log("its data is not the shard's history");
-    wait_until("b to leave the line", DEADLINE, || {
-        zk.line(&shard).is_empty()
-    });
-    wa.restart();
-    wa.wait_for_log("its data holds only the start of the history recorded");
-    let watch_until = Instant::now() + Duration::from_secs(2);
-    while Instant::now() < watch_until {
-        assert!(zk.line(&shard).is_empty(), "led: {:?}", zk.line(&shard));
-        assert_eq!(field(&replication(b.port), "role"), "slave");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// The same restart, the master coming back with its data (an AOF synced
-/// at every write): the replica's full sync from it puts the same keys on
-/// a history of its own, and it is promoted with every key when the dead
-/// watchdog's member expires (review: the first version of the check
-/// refused it, and the shard stopped until `promote --force`).
-#[test]
-fn a_replica_given_its_restarted_masters_data_is_promoted() {
-    let zookeeper = ZooKeeper::start();
-    let zk = Zk::connect(&zookeeper);
-    let shard = zk.create_shard("/redis/cluster/aof");
-    let dir = temp_dir("aof");
-    let persist = [
-        "--dir",
-        dir.to_str().unwrap(),
-        "--appendonly",
-        "yes",
-        "--appendfsync",
-        "always",
-        "--repl-diskless-sync",
-        "no",
-    ];
-    let a = Redis::start_with(&persist);
-    let b = start_redis();
-    let wa = Watchdog::start_timed(&zookeeper.hosts(), &a, &shard, 8000);
-    wait_until("a to be the master", DEADLINE, || {
-        zk.line(&shard) == [a.addr()]
-    });
-    let wb = Watchdog::start_timed(&zookeeper.hosts(), &b, &shard, 8000);
-    wait_until("b to join the line", DEADLINE, || {
-        zk.line(&shard) == [a.addr(), b.addr()]
-    });
-    fill(&a, "k", 100);
-    wait_until("b to have the data", DEADLINE, || dbsize(&b) == 100);
-    wait_until("the history's keys to be recorded", DEADLINE, || {
-        zk.shard_data(&shard)
-            .master
-            .is_some_and(|record| record.keys == Some(100))
-    });
-    let old_history = field(&replication(b.port), "master_replid");
-    let (port, mut a, mut wa) = (a.port, a, wa);
-    wa.guard.kill();
-    a.guard.kill();
-    let a = restart_redis_with(port, &persist);
-    wait_until("a to load its data", DEADLINE, || dbsize(&a) == 100);
-    wait_until("b to take the restarted master's copy", DEADLINE, || {
-        let history = field(&replication(b.port), "master_replid");
-        is_synced_replica_of(&b, &a)
-            && history != old_history
-            && history == field(&replication(a.port), "master_replid")
-    });
-    wait_until("b to be promoted", DEADLINE, || {
-        zk.line(&shard).first() == Some(&b.addr()) && is_master(&b)
-    });
-    assert_eq!(dbsize(&b), 100);
-    assert!(!wb.log_text().contains("not the shard's history"));
-}
-
-/// The same restart seen through a proxy that routes from ZooKeeper:
-/// until the master's watchdog notices the new `run_id`, the proxy finds
-/// it on reconnecting and refuses the restarted Redis (an error reply), so
-/// no write it acknowledges is lost when the shard fails over (review:
-/// 45-64 acknowledged writes went to the empty restarted master).
-#[test]
-fn a_proxy_acknowledges_no_write_to_a_master_restarted_at_once() {
-    let (_pair, proxy) = writes_through_a_proxy_survive_a_fast_restart("fastproxy", |pair| {
-        let port = pair.a.port;
-        pair.a.guard.kill();
-        pair.a = restart_redis_with(port, &["--repl-diskless-sync-delay", "5"]);
-    });
-    assert!(
-        proxy
-            .log_text()
-            .contains("restarted since its watchdog registered it"),
-        "the proxy never met the restarted master: the test proves nothing"
-    );
-}
-
-/// Likewise with the master's watchdog killed and restarted along with its
-/// Redis (a host or container restart): the new watchdog finds the old
-/// member, whose session still lives, at the head for its address. It
-/// names the Redis before the restart (another `run_id`), so it is deleted
-/// and the shard fails over (review: the new watchdog took that member's
-/// place, the proxy then served the empty Redis, and 26,813 acknowledged
-/// writes were lost).
-#[test]
-fn a_master_restarted_at_once_with_its_watchdog_is_failed_over() {
-    let (pair, _proxy) = writes_through_a_proxy_survive_a_fast_restart("fasthost", |pair| {
-        let port = pair.a.port;
-        pair.wa.guard.kill();
-        pair.a.guard.kill();
-        pair.a = restart_redis_with(port, &["--repl-diskless-sync-delay", "5"]);
-        pair.wa.restart();
-    });
-    assert!(pair
-        .wa
-        .log_text()
-        .contains("names an earlier run of our Redis"));
-}
-
-/// A shard with no replica, its master restarted with its watchdog (a
-/// host restart) and its data kept by an AOF: nobody else could lead, so
-/// the new watchdog takes the old member's place as before the `run_id`
-/// check, and the shard is served again with every key (review: with the
-/// old member deleted, the shard stayed down until `promote --force`).
-#[test]
-fn a_lone_master_restarted_with_its_watchdog_leads_again() {
-    let zookeeper = ZooKeeper::start();
-    let zk = Zk::connect(&zookeeper);
-    let shard = zk.create_shard("/redis/cluster/lone");
-    let dir = temp_dir("lone");
-    let dir = dir.to_str().unwrap();
-    let persist = [
-        "--dir",
-        dir,
-        "--appendonly",
-        "yes",
-        "--appendfsync",
-        "always",
-    ];
-    let a = Redis::start_with(&persist);
-    let mut wa = Watchdog::start(&zookeeper.hosts(), &a, &shard);
-    wait_until("a to be the master", DEADLINE, || {
-        zk.line(&shard) == [a.addr()]
-    });
-    fill(&a, "k", 100);
-    let (port, mut a) = (a.port, a);
-    wa.guard.kill();
-    a.guard.kill();
-    let a = restart_redis_with(port, &persist);
-    wa.restart();
-    let run_id = common::zk_cluster::run_id_at(&a.addr());
-    wait_until("a to lead again as its new run", DEADLINE, || {
-        let members = zk.members(&shard);
-        members.len() == 1 && members[0].data.run_id == run_id && is_master(&a)
-    });
-    assert_eq!(dbsize(&a), 100);
-    assert!(wa.log_text().contains("no other Redis is in line"));
-}
-
-/// Writes through a proxy routing from ZooKeeper while `restart` kills and
-/// restarts the master `a`: `b` must be promoted, and every write
-/// acknowledged after the kill must be on it; then `a` follows `b`.
-fn writes_through_a_proxy_survive_a_fast_restart(
-    cluster: &str,
-    restart: impl FnOnce(&mut Pair),
-) -> (Pair, Proxy) {
-    let mut pair = Pair::start(cluster);
-    let port = free_port();
-    let yaml = format!(
-        "{cluster}:\n  listen: 127.0.0.1:{port}\n  redis: true\n  hash: md5\n  \
-         distribution: modula\n  timeout: 1000\n  zookeeper_host: {}\n  \
-         zookeeper_path: /redis/proxy/{cluster}/127.0.0.1:{port}\n  \
-         zookeeper_redis_path: /redis/cluster/{cluster}\n  servers:\n   - {}:0-4095\n",
-        pair._zookeeper.hosts(),
-        pair.a.addr()
-    );
-    let proxy = Proxy::start_yaml(port, &yaml);
-    wait_until("the proxy to route from ZooKeeper", DEADLINE, || {
-        proxy_info(&proxy).contains(&format!("range=0-4095,master={}", pair.a.addr()))
-    });
-    let mut writer = ProxyWriter::start(proxy.port, "fr");
-    let acked_since = |writer: &ProxyWriter, since: Instant| {
-        writer
-            .attempts()
-            .iter()
-            .filter(|a| a.ok && a.sent > since)
-            .count()
-    };
-    // Past the first sync: a streams writes to b (Redis starts once b
-    // has acknowledged its copy, up to a second later).
-    let started = Instant::now();
-    wait_until("writes to flow to a and on to b", DEADLINE, || {
-        acked_since(&writer, started) > 300 && dbsize(&pair.b) > 300
-    });
-    let killed = Instant::now();
-    restart(&mut pair);
-    wait_until("b to be promoted", DEADLINE, || {
-        pair.line().first() == Some(&pair.b.addr()) && is_master(&pair.b)
-    });
-    let promoted = Instant::now();
-    wait_until("writes to flow to b", DEADLINE, || {
-        acked_since(&writer, promoted) > 300
-    });
-    // Writes acknowledged by the killed master may not have reached its
-    // replica (replication is asynchronous): those sent after the kill
-    // went to the restarted Redis or to b.
-    let attempts: Vec<Attempt> = writer
-        .stop()
-        .into_iter()
-        .filter(|a| a.sent > killed)
-        .collect();
-    let lost = lost_writes(&attempts, [&pair.b, &pair.b]);
-    assert!(
-        lost.is_empty(),
-        "{} of {} acknowledged writes lost: {:?}",
-        lost.len(),
-        attempts.iter().filter(|a| a.ok).count(),
-        &lost[..lost.len().min(5)]
-    );
-    assert!(is_master(&pair.b), "b lost the shard: {:?}", pair.line());
-    wait_until("a to follow b", DEADLINE, || {
-        pair.line() == [pair.b.addr(), pair.a.addr()] && is_synced_replica_of(&pair.a, &pair.b)
-    });
-    (pair, proxy)
-}
-
 /// ZooKeeper frozen for longer than the sessions (a long pause): every
 /// session expires at once and both watchdogs of the shard register
 /// again together. The master keeps its place, and no write it
@@ -519,6 +229,120 @@ fn zookeeper_frozen_past_the_sessions_loses_no_acknowledged_write() {
     );
 }
 
+/// A short loss of ZooKeeper (the master's watchdog cut off for 0.3 s with
+/// a 2 s session, which cannot expire meanwhile) does not pause the
+/// master: no write fails and none waits long.
+#[test]
+fn a_zookeeper_blip_does_not_pause_the_master() {
+    let relay = Arc::new(Mutex::new(None::<Relay>));
+    let relay_for_a = relay.clone();
+    let pair = Pair::start_timed(
+        "blip",
+        move |zookeeper, _| {
+            let r = Relay::start(zookeeper.port);
+            let hosts = r.hosts();
+            *relay_for_a.lock().unwrap() = Some(r);
+            hosts
+        },
+        2000,
+    );
+    let relay = relay.lock().unwrap().take().unwrap();
+    let (a, b, wa) = (&pair.a, &pair.b, &pair.wa);
+    let mut writer = Writer::start([a.port, a.port]);
+    wait_until("writes", DEADLINE, || writer.acked().len() > 100);
+    relay.cut();
+    // Short enough that the client's reconnect backoff (100 ms doubling,
+    // with jitter) still has an attempt well within the guard's 1.5 s.
+    std::thread::sleep(Duration::from_millis(300));
+    relay.restore();
+    wait_until("a's watchdog to reconnect", DEADLINE, || {
+        wa.log_text().contains("ZooKeeper reconnected")
+    });
+    let done = writer.acked().len();
+    wait_until("writes after the blip", DEADLINE, || {
+        writer.acked().len() > done + 100
+    });
+    let acked = writer.stop();
+    let attempts = acked.last().map_or(0, |(i, _)| *i);
+    let gap = longest_gap(&acked);
+    println!(
+        "ZooKeeper blip: {} of {attempts} writes acknowledged, longest gap {gap:?}",
+        acked.len()
+    );
+    assert_eq!(acked.len() as u64, attempts, "a write failed");
+    assert!(gap < Duration::from_millis(500), "{gap:?}");
+    assert!(!wa.log_text().contains("split-brain guard: paused"));
+    assert_eq!(pair.line(), [a.addr(), b.addr()]);
+}
+
+#[test]
+fn split_brain_guard_pauses_a_master_cut_off_from_zookeeper() {
+    let relay = Arc::new(Mutex::new(None::<Relay>));
+    let relay_for_a = relay.clone();
+    let pair = Pair::start_with("guard", move |zookeeper, _| {
+        let r = Relay::start(zookeeper.port);
+        let hosts = r.hosts();
+        *relay_for_a.lock().unwrap() = Some(r);
+        hosts
+    });
+    let relay = relay.lock().unwrap().take().unwrap();
+    let before = pair
+        .wa
+        .log_text()
+        .matches("split-brain guard: paused")
+        .count();
+
+    let cut = Instant::now();
+    relay.cut();
+    wait_until("a's watchdog to pause writes", DEADLINE, || {
+        pair.wa
+            .log_text()
+            .matches("split-brain guard: paused")
+            .count()
+            > before
+    });
+    println!(
+        "split-brain guard: writes paused {:?} after the cut",
+        cut.elapsed()
+    );
+    // b is promoted once a's session expires, soon after the pause: by the
+    // logs' clocks, not by when this thread gets to look.
+    let paused_at = pair.wa.last_logged_at("split-brain guard: paused");
+    if let Some(promoted_at) = pair.wb.last_logged_at("promoted to master") {
+        assert!(
+            Some(&promoted_at) > paused_at.as_ref(),
+            "b was promoted at {promoted_at}, before a was paused at {paused_at:?}"
+        );
+    }
+    // A client still reaching a (a proxy with an old table) gets no answer
+    // while a is paused; a still answers b's watchdog, which fences it and
+    // makes it its replica once b is promoted, so the held write fails.
+    let mut client = TcpStream::connect(("127.0.0.1", pair.a.port)).unwrap();
+    client
+        .write_all(&encode_command(&[b"SET", b"split", b"brain"]))
+        .unwrap();
+    pair.wait_sole_master(&pair.b);
+    println!(
+        "split-brain guard: b promoted {:?} after the cut",
+        cut.elapsed()
+    );
+    let mut reply = [0u8; 64];
+    client.set_read_timeout(Some(DEADLINE)).unwrap();
+    let n = client.read(&mut reply).unwrap();
+    let text = String::from_utf8_lossy(&reply[..n]);
+    assert!(text.starts_with("-READONLY"), "held write got {text:?}");
+
+    relay.restore();
+    wait_until("a to rejoin as a replica of b", DEADLINE, || {
+        pair.line() == [pair.b.addr(), pair.a.addr()] && is_synced_replica_of(&pair.a, &pair.b)
+    });
+    let value: Option<String> = redis::cmd("GET")
+        .arg("split")
+        .query(&mut redis_conn(pair.b.port))
+        .unwrap();
+    assert_eq!(value, None, "the held write reached the new master");
+}
+
 /// The next in line's watchdog is stopped (SIGSTOP), its connection to
 /// its Redis still open: nobody would promote that Redis, so the
 /// switchover is refused and the master keeps taking writes (review: the
@@ -554,67 +378,6 @@ fn a_switchover_to_a_replica_whose_watchdog_is_stopped_is_refused() {
     assert!(is_master(&a));
     assert_eq!(cmd(a.port, &["SET", "after", "1"]), "OK");
     assert_eq!(zk.line(&shard), [a.addr(), b.addr()]);
-}
-
-/// A replica's host goes down, then the master dies: the shard is empty.
-/// The replica comes back from the snapshot of its first sync, which holds
-/// none of the writes since but names the master's history (Redis keeps it
-/// as `master_replid2`). It must not lead the shard (review: it did, with
-/// 0 keys, and the old master, back with its data, was then wiped by a full
-/// sync from it); its watchdog says why.
-#[test]
-fn a_replica_back_from_an_old_snapshot_does_not_lead_the_emptied_shard() {
-    let zookeeper = ZooKeeper::start();
-    let zk = Zk::connect(&zookeeper);
-    let shard = zk.create_shard("/redis/cluster/snapshot");
-    let a = start_redis();
-    let wa = Watchdog::start(&zookeeper.hosts(), &a, &shard);
-    wait_until("a to be the master", DEADLINE, || {
-        zk.line(&shard) == [a.addr()]
-    });
-    let dir = temp_dir("snapshot");
-    let keep = [
-        "--repl-diskless-sync-delay",
-        "0",
-        "--dir",
-        dir.to_str().unwrap(),
-    ];
-    let b = Redis::start_with(&keep);
-    let wb = Watchdog::start(&zookeeper.hosts(), &b, &shard);
-    wait_until("b to join the line in sync", DEADLINE, || {
-        zk.line(&shard) == [a.addr(), b.addr()] && is_synced_replica_of(&b, &a)
-    });
-    assert!(dir.join("dump.rdb").exists(), "b keeps its first sync");
-    fill(&a, "k", 500);
-    let offset: u64 = field(&replication(a.port), "master_repl_offset")
-        .parse()
-        .unwrap();
-    wait_until("the recorded history to reach the writes", DEADLINE, || {
-        zk.shard_data(&shard)
-            .master
-            .is_some_and(|m| m.addr == a.addr() && m.offset >= offset)
-    });
-    // b's host goes down, then a's.
-    let (b_port, mut b, mut wb) = (b.port, b, wb);
-    wb.guard.kill();
-    b.guard.kill();
-    let (mut a, mut wa) = (a, wa);
-    wa.guard.kill();
-    a.guard.kill();
-    wait_until("the line to empty", DEADLINE, || zk.line(&shard).is_empty());
-    // b comes back from its snapshot, with its watchdog.
-    let b = restart_redis_with(b_port, &keep);
-    assert_eq!(dbsize(&b), 0, "the snapshot of the first sync has no key");
-    wb.restart();
-    wait_until("b's watchdog to refuse the shard", DEADLINE, || {
-        wb.log_text()
-            .contains("holds only the start of the history")
-    });
-    let watch_until = Instant::now() + Duration::from_secs(2);
-    while Instant::now() < watch_until {
-        assert!(zk.line(&shard).is_empty(), "b took the shard");
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 /// A master's watchdog checking every 1.5 s with a 2 s session (intervals
@@ -832,6 +595,29 @@ fn a_master_frozen_at_the_promotion_is_fenced_when_it_wakes() {
     let error = reply.expect_err("the old master took a write");
     assert!(error.to_string().contains("read only replica"), "{error}");
     assert_eq!(dbsize(&pair.b), 100);
+}
+
+/// An empty shard whose data cannot be read (it may name a last master
+/// and its history) is not led by an empty Redis until the data is fixed.
+#[test]
+fn an_empty_shard_with_unreadable_data_is_not_led() {
+    let zookeeper = ZooKeeper::start();
+    let zk = Zk::connect(&zookeeper);
+    let shard = zk.create_shard("/redis/cluster/unreadable");
+    let set = |data: &[u8]| {
+        zk.runtime
+            .block_on(zk.client.set_data(&shard, data, None))
+            .unwrap();
+    };
+    set(br#"{"weight":"0-4095",}"#);
+    let redis = start_redis();
+    let watchdog = Watchdog::start(&zookeeper.hosts(), &redis, &shard);
+    watchdog.wait_for_log("data is unreadable");
+    assert!(zk.line(&shard).is_empty(), "an empty Redis led the shard");
+    set(&shardproxy::zk::layout::ShardData::new(0, 4095).to_json());
+    wait_until("the Redis to lead the fixed shard", DEADLINE, || {
+        zk.line(&shard) == [redis.addr()] && is_master(&redis)
+    });
 }
 
 /// A control znode the watchdogs may not read (an ACL without READ, by

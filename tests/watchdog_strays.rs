@@ -1,9 +1,10 @@
 //! Watchdogs started wrong beside a Redis, with real processes (a
 //! ZooKeeper, redis-servers and their watchdogs): one given another
 //! shard's master (a typo in `--shard`), one that cannot reach ZooKeeper
-//! (a typo in `--zk`), and a master's own watchdog restarted under another
-//! name for its Redis (`localhost:P`) all leave the Redis and its shard as
-//! they were.
+//! (a typo in `--zk`), a master's own watchdog restarted under another
+//! name for its Redis (`localhost:P`), and a second watchdog of a Redis
+//! that has one all leave the Redis and its shard as they were; so does a
+//! member made by hand that names another shard's Redis.
 
 mod common;
 #[allow(dead_code)]
@@ -217,4 +218,96 @@ fn a_restarted_masters_watchdog_under_another_name_lets_the_replica_take_over() 
             .any(|l| l.contains("replicating from the master") && l.contains(&itself)),
         "{log}"
     );
+}
+
+/// A member-shaped child made by hand (persistent, junk data) that sorts
+/// first in a shard's line, naming another shard's Redis: no watchdog
+/// follows it, so neither Redis of the shard replicates from that Redis
+/// (which would wipe the shard's data).
+#[test]
+fn a_member_made_by_hand_is_never_followed() {
+    let zookeeper = ZooKeeper::start();
+    let zk = Zk::connect(&zookeeper);
+    let shard = zk.create_shard("/redis/cluster/handmade");
+    let mode =
+        zookeeper_client::CreateMode::Persistent.with_acls(zookeeper_client::Acls::anyone_all());
+    // A child created and deleted first: the watchdogs' sequences start at
+    // 1, so a hand-made `-0000000000` sorts before them.
+    zk.runtime.block_on(async {
+        let sequential = zookeeper_client::CreateMode::PersistentSequential
+            .with_acls(zookeeper_client::Acls::anyone_all());
+        let (_, seq) = zk
+            .client
+            .create(&format!("{shard}/gone-"), b"", &sequential)
+            .await
+            .unwrap();
+        zk.client
+            .delete(&format!("{shard}/gone-{seq}"), None)
+            .await
+            .unwrap();
+    });
+    let (a, b) = (start_redis(), start_redis());
+    let wa = Watchdog::start(&zookeeper.hosts(), &a, &shard);
+    wait_until("a to be the master", DEADLINE, || {
+        zk.line(&shard) == [a.addr()]
+    });
+    fill(&a, "k", 100);
+    let wb = Watchdog::start(&zookeeper.hosts(), &b, &shard);
+    wait_until("b to hold a's data in line", DEADLINE, || {
+        zk.line(&shard) == [a.addr(), b.addr()] && dbsize(&b) == 100
+    });
+    let other = start_redis();
+    fill(&other, "x", 5);
+    let junk = format!("{shard}/{}-0000000000", other.addr());
+    zk.runtime
+        .block_on(zk.client.create(&junk, b"junk", &mode))
+        .unwrap();
+    wa.wait_for_log("not ephemeral");
+    wb.wait_for_log("not ephemeral");
+    assert!(is_master(&a), "{}", replication(a.port));
+    assert!(is_synced_replica_of(&b, &a), "{}", replication(b.port));
+    assert_eq!((dbsize(&a), dbsize(&b)), (100, 100));
+    // Left out of the line, it does not make a's guard pause writes.
+    let reply: String = redis::cmd("SET")
+        .arg("after")
+        .arg("1")
+        .query(&mut redis_conn(a.port))
+        .unwrap();
+    assert_eq!(reply, "OK");
+    assert!(is_master(&other));
+    assert_eq!(dbsize(&other), 5);
+}
+
+/// A second watchdog started for a Redis that already has one stands by:
+/// the line does not churn (the two deleted each other's members for ever,
+/// thousands of times a minute), and when the first one goes the second
+/// takes over with no failover.
+#[test]
+fn a_second_watchdog_of_one_redis_stands_by_until_the_first_goes() {
+    let mut pair = Pair::start("twice");
+    let before: Vec<(String, u64)> = pair
+        .zk
+        .members(&pair.shard)
+        .into_iter()
+        .map(|m| (m.addr, m.seq))
+        .collect();
+    let second = Watchdog::start(&pair.zk.hosts, &pair.a, &pair.shard);
+    second.wait_for_log("already watches this Redis");
+    wait_until("the second watchdog to look again", DEADLINE, || {
+        second.log_text().matches("still standing by").count() >= 5
+    });
+    let now: Vec<(String, u64)> = pair
+        .zk
+        .members(&pair.shard)
+        .into_iter()
+        .map(|m| (m.addr, m.seq))
+        .collect();
+    assert_eq!(now, before, "the line changed while a watchdog stood by");
+
+    pair.wa.guard.kill();
+    second.wait_for_log("taking over");
+    let old_seq = before[0].1;
+    pair.wait_a_back_at_head(old_seq);
+    assert!(is_master(&pair.a), "{}", replication(pair.a.port));
+    assert!(is_synced_replica_of(&pair.b, &pair.a));
 }

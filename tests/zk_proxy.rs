@@ -1,9 +1,11 @@
 //! The proxy as a ZooKeeper-driven fleet, end to end: real ZooKeeper, real
 //! redis-servers, real shardproxy processes. Shard znodes and members are
-//! created by the test the way ops and watchdogs would.
+//! created by the test the way ops and watchdogs would. Writes and
+//! subscriptions follow failovers and range moves unseen by clients.
 
 mod common;
 
+use common::pubsub::{numsub_is, read_frames, replies, PONG};
 use common::redis::{RawClient, Redis};
 use common::wait_until;
 use common::zk_cluster::*;
@@ -512,4 +514,184 @@ fn a_proxy_that_routes_from_zookeeper_must_register() {
             "{stderr}"
         );
     }
+}
+
+/// A message and a pmessage for `channel` (pattern `ev.*`), as Redis
+/// sends them in RESP2.
+fn message_pair(channel: &str, text: &str) -> String {
+    format!(
+        "*3\r\n$7\r\nmessage\r\n${}\r\n{channel}\r\n${}\r\n{text}\r\n\
+         *4\r\n$8\r\npmessage\r\n$4\r\nev.*\r\n${}\r\n{channel}\r\n${}\r\n{text}\r\n",
+        channel.len(),
+        text.len(),
+        channel.len(),
+        text.len()
+    )
+}
+
+/// A subscriber on one proxy, a publisher on another, shard 0's master
+/// replaced in ZooKeeper (after it crashed, with `crash`): the subscriber
+/// gets the messages published after the switch, and nothing else.
+async fn failover(crash: bool) {
+    let zookeeper = ZooKeeper::start();
+    let (mut m0, r0, m1) = (Redis::start(), Redis::start(), Redis::start());
+    let ops = zookeeper.client().await;
+    let master0 = two_shards_with_a_next_in_line(&ops, &m0, &r0, &m1).await;
+    let proxies = [
+        common::zk_cluster::start_proxy(&zookeeper, &[&m1]),
+        common::zk_cluster::start_proxy(&zookeeper, &[&m1]),
+    ];
+    for proxy in &proxies {
+        wait_for_view(
+            proxy,
+            &format!("name=redis-0000,range=0-2047,master={}", m0.addr()),
+        );
+    }
+    let channel = keys_in(0, 2047, 1, "ev.")[0].clone();
+    let (port, publish_port) = (proxies[0].port, proxies[1].port);
+    let (m0_port, r0_port) = (m0.port, r0.port);
+    let subscribed = {
+        let channel = channel.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut subscriber = RawClient::connect(port);
+            replies(&mut subscriber, &["SUBSCRIBE", &channel], 1);
+            replies(&mut subscriber, &["PSUBSCRIBE", "ev.*"], 1);
+            assert!(numsub_is(m0_port, &channel, 1));
+            let mut publisher = RawClient::connect(publish_port);
+            assert_eq!(
+                publisher.cmd_str(&["PUBLISH", &channel, "before"]),
+                ":2\r\n"
+            );
+            assert_eq!(
+                read_frames(&mut subscriber, 2),
+                message_pair(&channel, "before")
+            );
+            (subscriber, publisher)
+        })
+        .await
+        .unwrap()
+    };
+    if crash {
+        m0.guard.kill();
+    }
+    // The master's member goes: the next member, r0, is the master.
+    ops.delete(&master0, None).await.unwrap();
+    for proxy in &proxies {
+        wait_for_view(
+            proxy,
+            &format!("name=redis-0000,range=0-2047,master={}", r0.addr()),
+        );
+    }
+    let switched = Instant::now();
+    let (mut subscriber, mut publisher) = subscribed;
+    tokio::task::spawn_blocking(move || {
+        wait_until(
+            "the subscriptions on the new master",
+            Duration::from_secs(5),
+            || {
+                numsub_is(r0_port, &channel, 1)
+                    && RawClient::connect(r0_port).cmd_str(&["PUBSUB", "NUMPAT"]) == ":1\r\n"
+            },
+        );
+        eprintln!(
+            "re-subscribed on the new master {:?} after the proxies saw the switch",
+            switched.elapsed()
+        );
+        if !crash {
+            wait_until("the old master to be left", Duration::from_secs(5), || {
+                numsub_is(m0_port, &channel, 0)
+            });
+        }
+        assert_eq!(publisher.cmd_str(&["PUBLISH", &channel, "after"]), ":2\r\n");
+        assert_eq!(
+            read_frames(&mut subscriber, 2),
+            message_pair(&channel, "after")
+        );
+        assert_eq!(
+            replies(&mut subscriber, &["PING"], 1),
+            PONG,
+            "no extra frames"
+        );
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscriptions_follow_a_failover_unseen_by_the_client() {
+    failover(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscriptions_follow_a_failover_after_the_master_crashed() {
+    failover(true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_channel_follows_its_slot_to_another_shard() {
+    let zookeeper = ZooKeeper::start();
+    let (a, b) = (Redis::start(), Redis::start());
+    let ops = zookeeper.client().await;
+    create_shard(&ops, "redis-0000", 0, 2047).await;
+    create_shard(&ops, "redis-0001", 2048, 4095).await;
+    add_member(&ops, "redis-0000", &a.addr()).await;
+    add_member(&ops, "redis-0001", &b.addr()).await;
+    let proxy = common::zk_cluster::start_proxy(&zookeeper, &[&a, &b]);
+    wait_for_view(&proxy, "name=redis-0001,range=2048-4095");
+    let moving = keys_in(1024, 2047, 1, "ev.")[0].clone();
+    let staying = keys_in(0, 1023, 1, "ev.")[0].clone();
+    let (port, a_port, b_port) = (proxy.port, a.port, b.port);
+    let mut subscriber = {
+        let (moving, staying) = (moving.clone(), staying.clone());
+        tokio::task::spawn_blocking(move || {
+            let mut subscriber = RawClient::connect(port);
+            replies(&mut subscriber, &["SUBSCRIBE", &moving, &staying], 2);
+            assert!(numsub_is(a_port, &moving, 1) && numsub_is(a_port, &staying, 1));
+            subscriber
+        })
+        .await
+        .unwrap()
+    };
+    // Slots 1024-2047 move from redis-0000 to redis-0001.
+    let mut txn = ops.new_multi_writer();
+    txn.add_set_data(
+        &shard_path("redis-0000"),
+        &ShardData::new(0, 1023).to_json(),
+        None,
+    )
+    .unwrap();
+    txn.add_set_data(
+        &shard_path("redis-0001"),
+        &ShardData::new(1024, 4095).to_json(),
+        None,
+    )
+    .unwrap();
+    txn.commit().await.unwrap();
+    wait_for_view(&proxy, "name=redis-0001,range=1024-4095");
+    tokio::task::spawn_blocking(move || {
+        wait_until(
+            "the channel on its new shard",
+            Duration::from_secs(5),
+            || numsub_is(b_port, &moving, 1) && numsub_is(a_port, &moving, 0),
+        );
+        assert!(numsub_is(a_port, &staying, 1));
+        let mut publisher = RawClient::connect(port);
+        for channel in [&moving, &staying] {
+            assert_eq!(publisher.cmd_str(&["PUBLISH", channel, "m"]), ":1\r\n");
+            assert_eq!(
+                read_frames(&mut subscriber, 1),
+                format!(
+                    "*3\r\n$7\r\nmessage\r\n${}\r\n{channel}\r\n$1\r\nm\r\n",
+                    channel.len()
+                )
+            );
+        }
+        assert_eq!(
+            replies(&mut subscriber, &["PING"], 1),
+            PONG,
+            "no extra frames"
+        );
+    })
+    .await
+    .unwrap();
 }

@@ -6,13 +6,16 @@
 
 #![allow(dead_code)]
 
+pub mod admin;
 pub mod migration;
 pub mod nutcracker;
 pub mod proxy;
+pub mod pubsub;
 pub mod redis;
 pub mod relay;
 pub mod tls;
 pub mod zk_cluster;
+pub mod zk_layer;
 pub mod zookeeper;
 
 use std::net::TcpListener;

@@ -165,3 +165,17 @@ pub fn encode_command(args: &[&[u8]]) -> Vec<u8> {
     }
     out
 }
+
+/// The first reply line `client` gets within `wait`, if any.
+pub fn reply_line_within(client: &mut RawClient, wait: Duration) -> Option<String> {
+    client
+        .reader
+        .get_ref()
+        .set_read_timeout(Some(wait))
+        .unwrap();
+    let mut line = Vec::new();
+    match client.reader.read_until(b'\n', &mut line) {
+        Ok(n) if n > 0 => Some(String::from_utf8_lossy(&line).into_owned()),
+        _ => None,
+    }
+}
