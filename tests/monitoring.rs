@@ -196,6 +196,33 @@ fn slow_metrics_requests_leave_the_client_port_served() {
     assert!(sample(&metrics(&proxy), "shardproxy_requests_total") >= 20.0);
 }
 
+/// Silent connections filling the metrics port do not keep a scrape out:
+/// the oldest of them makes room (review: 16 idle connections, opened
+/// again every 5 s, refused every scrape).
+#[test]
+fn silent_metrics_connections_do_not_keep_a_scrape_out() {
+    let redis = Redis::start();
+    let proxy = Proxy::start(&format!(
+        "  redis: true\n  servers:\n   - {}:1 s1\n",
+        redis.addr()
+    ));
+    let silent: Vec<TcpStream> = (0..40)
+        .map(|_| TcpStream::connect(("127.0.0.1", proxy.metrics_port)).unwrap())
+        .collect();
+    let started = Instant::now();
+    // Answered `200 OK` with the samples (`metrics` checks the head).
+    assert_eq!(
+        sample(&metrics(&proxy), "shardproxy_dedicated_connections{"),
+        0.0
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "the scrape took {:?}",
+        started.elapsed()
+    );
+    drop(silent);
+}
+
 /// True when the peer closed `conn` (a read gets end of file or a reset).
 fn closed(conn: &mut TcpStream) -> bool {
     conn.set_nonblocking(true).unwrap();

@@ -10,12 +10,15 @@ use crate::proxy::pool::Pool;
 use crate::proxy::stats::{PoolStats, LATENCY_BUCKETS};
 use crate::proxy::zk::SessionState;
 use serde_json::{json, Map, Value};
+use std::collections::VecDeque;
 use std::fmt::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
+use tokio::task::AbortHandle;
 
 /// Where the monitoring endpoints listen.
 #[derive(Debug, Clone, Default)]
@@ -32,11 +35,12 @@ type Samples = Vec<(String, String)>;
 /// Largest HTTP request head the metrics endpoint reads.
 const MAX_HTTP_REQUEST: usize = 8 * 1024;
 
-/// Connections each monitoring port serves at once; more are closed as
-/// they come. Scrapers open one at a time: the cap only stops connections
-/// held open from using up the process's descriptors, which the client
-/// port needs too (review: 300 slow `/metrics` requests held them all, and
-/// Redis clients got no answer).
+/// Connections each monitoring port serves at once; past it the stats
+/// port closes new ones, and the metrics port the oldest that has not sent
+/// its request yet. Scrapers open one at a time: the cap only stops
+/// connections held open from using up the process's descriptors, which
+/// the client port needs too (review: 300 slow `/metrics` requests held
+/// them all, and Redis clients got no answer).
 const MAX_MONITORING_CONNECTIONS: usize = 16;
 
 /// The time a monitoring connection has to send its request and take the
@@ -525,24 +529,46 @@ pub async fn serve_metrics(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut acceptor = Acceptor::new(listener, "metrics");
-    let room = Arc::new(Semaphore::new(MAX_MONITORING_CONNECTIONS));
+    // The connections being served, oldest first, each with whether its
+    // request has come whole.
+    let mut open: VecDeque<(AbortHandle, Arc<AtomicBool>)> = VecDeque::new();
     loop {
         let stream = tokio::select! {
             stream = acceptor.accept() => stream,
             _ = shutdown.changed() => return,
         };
-        let Ok(turn) = room.clone().try_acquire_owned() else {
-            continue;
-        };
-        let pools = pools.clone();
-        tokio::spawn(async move {
-            let _ = tokio::time::timeout(MONITORING_DEADLINE, answer_http(stream, pools)).await;
-            drop(turn);
-        });
+        open.retain(|(task, _)| !task.is_finished());
+        if open.len() >= MAX_MONITORING_CONNECTIONS {
+            // Full: the oldest connection still silent makes room, so that
+            // silent ones cannot keep a scrape out (review: 16 idle
+            // connections, opened again every 5 s, refused every scrape).
+            let Some(silent) = open
+                .iter()
+                .position(|(_, asked)| !asked.load(Ordering::Relaxed))
+            else {
+                continue;
+            };
+            if let Some((task, _)) = open.remove(silent) {
+                task.abort();
+                // Its descriptor goes when the task is dropped: before
+                // the next accept, so the cap bounds descriptors too.
+                tokio::task::yield_now().await;
+            }
+        }
+        let asked = Arc::new(AtomicBool::new(false));
+        let answer = answer_http(stream, pools.clone(), asked.clone());
+        let task = tokio::spawn(tokio::time::timeout(MONITORING_DEADLINE, answer));
+        open.push_back((task.abort_handle(), asked));
     }
 }
 
-async fn answer_http(mut stream: tokio::net::TcpStream, pools: Vec<Arc<Pool>>) {
+/// Reads one request and answers it; `asked` is set once the request
+/// has come whole.
+async fn answer_http(
+    mut stream: tokio::net::TcpStream,
+    pools: Vec<Arc<Pool>>,
+    asked: Arc<AtomicBool>,
+) {
     let mut head = Vec::new();
     let mut buf = [0u8; 1024];
     while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < MAX_HTTP_REQUEST {
@@ -551,6 +577,7 @@ async fn answer_http(mut stream: tokio::net::TcpStream, pools: Vec<Arc<Pool>>) {
             _ => return,
         }
     }
+    asked.store(true, Ordering::Relaxed);
     let request_line = String::from_utf8_lossy(&head);
     let mut parts = request_line.split_whitespace();
     let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
