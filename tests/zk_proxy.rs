@@ -480,6 +480,29 @@ async fn a_second_proxy_on_a_taken_zookeeper_path_serves_nothing_until_it_is_fre
         children(&ops, PROXIES).await,
         [format!("127.0.0.1:{}", first.port)]
     );
+    // With a password, a client that has not logged in is told to, and
+    // learns nothing of the other proxy (review: the refusal, which names
+    // its host and pid, came before the login).
+    let guarded_port = common::free_port();
+    let guarded_yaml = yaml
+        .replace(&format!(":{port}\n"), &format!(":{guarded_port}\n"))
+        .replace("  redis: true\n", "  redis: true\n  redis_auth: pw\n");
+    let guarded = common::proxy::Proxy::start_yaml(guarded_port, &guarded_yaml);
+    let mut client = RawClient::connect(guarded_port);
+    wait_until(
+        "the guarded proxy to refuse",
+        Duration::from_secs(10),
+        || {
+            assert_eq!(
+                client.cmd_str(&["GET", "k"]),
+                "-NOAUTH Authentication required.\r\n"
+            );
+            let mut logged_in = RawClient::connect(guarded_port);
+            assert_eq!(logged_in.cmd_str(&["AUTH", "pw"]), "+OK\r\n");
+            logged_in.cmd_str(&["GET", "k"]).starts_with(refused)
+        },
+    );
+    drop(guarded);
 
     first.guard.signal("TERM");
     wait_until("the second proxy to serve", Duration::from_secs(10), || {

@@ -110,9 +110,6 @@ impl Session {
 
     /// Runs or forwards a request for a known command.
     fn route(&mut self, cmd: &'static Command, request: Request) -> Pending {
-        if let Some(refusal) = self.pool.zk_status.refusal().filter(|_| cmd.name != "quit") {
-            return self.error(&refusal);
-        }
         let args = &request.args;
         if !self.authenticated && !matches!(cmd.name, "auth" | "hello" | "quit" | "reset") {
             const NOAUTH: &str = "NOAUTH Authentication required.";
@@ -121,6 +118,12 @@ impl Session {
                 return self.exec_refused(NOAUTH);
             }
             return self.error(NOAUTH);
+        }
+        // After the login: the refusal names another proxy's host and pid,
+        // not for a client that has not logged in (review).
+        let refused = self.authenticated && cmd.name != "quit";
+        if let Some(refusal) = self.pool.zk_status.refusal().filter(|_| refused) {
+            return self.error(&refusal);
         }
         // The user's rights, then what belongs to the proxies, before any
         // handling (as Redis checks ACL before the pub/sub context), so that
