@@ -304,6 +304,31 @@ fn a_ketama_reload_tells_only_clients_blocked_on_moved_keys_to_retry() {
     );
 }
 
+/// A reload that changes the hash of a pool file's pool is applied, and
+/// says what it means: keys go elsewhere, stored ones stay (review: it
+/// was applied with nothing said).
+#[test]
+fn a_reload_that_changes_the_hash_says_keys_go_elsewhere() {
+    let (a, b) = (Redis::start(), Redis::start());
+    let port = free_port();
+    let text = pool_file(port, &a, &b, 2048);
+    let proxy = Proxy::start_yaml(port, &text);
+    reload(&proxy, &text.replace("hash: md5", "hash: fnv1a_64"));
+    let log = proxy.log_text();
+    assert!(
+        log.contains("'hash' changed: keys now go to other servers, and those already stored stay"),
+        "{log}"
+    );
+    // Applied: keys are placed by the new hash.
+    let mut client = RawClient::connect(port);
+    for i in 0..16 {
+        let key = format!("rehash{i}");
+        assert_eq!(client.cmd_str(&["SET", &key, "v"]), "+OK\r\n");
+        let slot = HashKind::Fnv1a_64.hash(key.as_bytes()) % 4096;
+        assert!(holds(if slot < 2048 { &a } else { &b }, &key), "{key}");
+    }
+}
+
 /// A reload of a backend setting (`timeout`) builds new backends; a client
 /// blocked before it is still reached by the next reload, which moves its
 /// key: it is told to retry, not left blocked on the old server for good.

@@ -380,6 +380,22 @@ async fn a_reload_keeps_zookeepers_routing() {
     );
     assert_eq!(client.cmd_str(&["SET", key, "2"]), "+OK\r\n");
     assert_eq!(a.connect().cmd_str(&["GET", key]), "$1\r\n2\r\n");
+
+    // A new hash is not taken by one proxy of a fleet: its keys would go
+    // where the others never look (review: applied with nothing said).
+    let text = std::fs::read_to_string(&proxy.conf).unwrap();
+    std::fs::write(&proxy.conf, text.replace("hash: md5", "hash: fnv1a_64")).unwrap();
+    proxy.guard.signal("HUP");
+    wait_until("the hash change refused", Duration::from_secs(10), || {
+        proxy.log_text().contains(
+            "'hash' changed: not applied to a pool that routes from ZooKeeper, whose proxies \
+             must all place keys alike",
+        )
+    });
+    for key in keys_in(0, 2047, 8, "rehash") {
+        assert_eq!(client.cmd_str(&["SET", &key, "3"]), "+OK\r\n");
+        assert!(holds(&a, &key), "{key} went elsewhere");
+    }
 }
 
 /// A client's dedicated connection opened before a reload of the settings

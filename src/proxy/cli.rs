@@ -233,6 +233,9 @@ async fn reload_on_sighup(
                 for change in &report.need_restart {
                     tracing::warn!(change = %change, "SIGHUP: not applied");
                 }
+                for change in &report.warnings {
+                    tracing::warn!(change = %change, "SIGHUP: applied");
+                }
             }
             Err(e) => tracing::error!(file = %conf_file.display(), error = %e,
                 "SIGHUP: pool file rejected; keeping the running configuration"),

@@ -20,6 +20,8 @@ pub struct ReloadReport {
     pub applied: Vec<String>,
     /// Changes that need a restart to take effect, one line each.
     pub need_restart: Vec<String>,
+    /// Changes applied that an operator should know of, one line each.
+    pub warnings: Vec<String>,
 }
 
 /// Re-reads `path` and applies it to the running `pools`.
@@ -36,9 +38,11 @@ pub fn reload(pools: &[Arc<Pool>], path: &Path) -> Result<ReloadReport, ConfigEr
                 .push(format!("pool '{}' is new: a restart starts it", new.name));
             continue;
         };
+        let mut new = new.clone();
+        hashing_changes(&pool.config(), &mut new, &mut report);
         let mut running = new.clone();
         restart_only_changes(&pool.config(), &mut running, &mut report.need_restart);
-        apply(pool, new, running);
+        apply(pool, &new, running);
         report.applied.push(new.name.clone());
     }
     for pool in pools {
@@ -185,6 +189,43 @@ fn restart_only_changes(running: &PoolConfig, new: &mut PoolConfig, out: &mut Ve
     if running.tls.is_some() != new.tls.is_some() {
         report("tls_cert, tls_key, tls_ca");
         new.tls = running.tls.clone();
+    }
+}
+
+/// A new `hash`, `hash_tag` or `distribution` sends keys elsewhere, and
+/// the keys already stored stay where they were (review: applied with
+/// nothing said). A pool that routes from ZooKeeper keeps the running
+/// one: its fleet must hash alike, or proxies write a key where the others
+/// never look. A pool file's pool applies it, with a warning.
+fn hashing_changes(running: &PoolConfig, new: &mut PoolConfig, report: &mut ReloadReport) {
+    let mut changed = Vec::new();
+    if running.hash != new.hash {
+        changed.push("hash");
+    }
+    if running.hash_tag != new.hash_tag {
+        changed.push("hash_tag");
+    }
+    if running.distribution != new.distribution {
+        changed.push("distribution");
+    }
+    if changed.is_empty() {
+        return;
+    }
+    let (name, keys) = (&new.name, changed.join("', '"));
+    if running.zookeeper.is_some() {
+        report.need_restart.push(format!(
+            "pool '{name}': '{keys}' changed: not applied to a pool that routes from \
+             ZooKeeper, whose proxies must all place keys alike; restart every proxy of the \
+             fleet with the new value (stored keys do not move)"
+        ));
+        new.hash = running.hash;
+        new.hash_tag = running.hash_tag;
+        new.distribution = running.distribution.clone();
+    } else {
+        report.warnings.push(format!(
+            "pool '{name}': '{keys}' changed: keys now go to other servers, and those \
+             already stored stay where they were"
+        ));
     }
 }
 
