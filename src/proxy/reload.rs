@@ -220,7 +220,7 @@ fn hashing_changes(running: &PoolConfig, new: &mut PoolConfig, report: &mut Relo
         ));
         new.hash = running.hash;
         new.hash_tag = running.hash_tag;
-        new.distribution = running.distribution.clone();
+        new.distribution = running.distribution;
     } else {
         report.warnings.push(format!(
             "pool '{name}': '{keys}' changed: keys now go to other servers, and those \
