@@ -727,6 +727,26 @@ fn a_restore_payload_claiming_a_terabyte_is_refused_and_the_proxy_lives() {
     assert_eq!(c.cmd_str(&["PING"]), "+PONG\r\n");
 }
 
+/// Functions Redis refuses for their arguments or their first line get
+/// Redis's own words through the proxy (TCL suite review: the proxy's
+/// library-name check answered first, in its own words).
+#[test]
+fn refused_function_arguments_get_redis_words() {
+    let s = setup();
+    let mut proxy = RawClient::connect(s.proxy.port);
+    let mut direct = s.shards[0].connect();
+    for args in [
+        &["FUNCTION", "RESTORE", "arg1", "args2", "arg3"][..],
+        &["FUNCTION", "RESTORE", "junk", "sideways"],
+        &["FUNCTION", "LOAD", "#!lua name=a name=b\nreturn 1"],
+        &["FUNCTION", "LOAD", "#!lua name=\"a\nreturn 1"],
+    ] {
+        let expected = direct.cmd_str(args);
+        assert!(expected.starts_with("-ERR"), "{args:?}: {expected}");
+        assert_eq!(proxy.cmd_str(args), expected, "{args:?}");
+    }
+}
+
 /// The payload of a bulk string frame.
 fn bulk_payload(frame: &[u8]) -> Vec<u8> {
     let eol = frame.windows(2).position(|w| w == b"\r\n").unwrap();

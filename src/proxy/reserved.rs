@@ -42,7 +42,7 @@ pub fn check(cmd: &Command, args: &[Bytes], migrating: impl Fn() -> bool) -> Res
         "function|load" => args.last().map_or(Ok(()), |code| check_library(code)),
         "function|delete" => refuse_if_reserved(&args[2]),
         "function|flush" if migrating() => Err(FLUSH_REFUSAL.into()),
-        "function|restore" => restore(&args[2..], migrating),
+        "function|restore" => restore(&args[1..], migrating),
         _ => Ok(()),
     }
 }
@@ -102,10 +102,8 @@ fn check_library(code: &[u8]) -> Result<(), String> {
     match library_name(code) {
         Shebang::Name(name) => refuse_if_reserved(&name),
         Shebang::Nameless => Ok(()),
-        Shebang::Unreadable => Err(
-            "ERR shardproxy cannot read this library's name: its first line is not as Redis reads it"
-                .into(),
-        ),
+        // Redis refuses such code too, in these words.
+        Shebang::Unreadable(why) => Err(format!("ERR {why}")),
     }
 }
 
@@ -115,9 +113,10 @@ enum Shebang {
     Name(Vec<u8>),
     /// No `#!` line, or no `name=` in it: Redis refuses such code itself.
     Nameless,
-    /// Quotes that do not close, or `name=` twice: refused, since a
-    /// reading that differs from Redis's could let a name through.
-    Unreadable,
+    /// Quotes that do not close, or `name=` twice: refused (as Redis
+    /// refuses them, with its text), since a reading that differs from
+    /// Redis's could let a name through.
+    Unreadable(&'static str),
 }
 
 /// The library name on the code's first line, read as Redis 7 reads it
@@ -133,7 +132,7 @@ fn library_name(code: &[u8]) -> Shebang {
         return Shebang::Nameless;
     };
     let Some(words) = split_args(&code[..end]) else {
-        return Shebang::Unreadable;
+        return Shebang::Unreadable("Invalid library metadata");
     };
     let mut names = words
         .iter()
@@ -143,7 +142,9 @@ fn library_name(code: &[u8]) -> Shebang {
     match (names.next(), names.next()) {
         (Some(name), None) => Shebang::Name(name),
         (None, _) => Shebang::Nameless,
-        (Some(_), Some(_)) => Shebang::Unreadable,
+        (Some(_), Some(_)) => {
+            Shebang::Unreadable("Invalid metadata value, name argument was given multiple times")
+        }
     }
 }
 
@@ -227,9 +228,28 @@ fn split_args(line: &[u8]) -> Option<Vec<Vec<u8>>> {
     }
 }
 
-/// FUNCTION RESTORE `payload [FLUSH|APPEND|REPLACE]`: every library the
-/// payload holds is named by its code, which the dump may have compressed.
+/// FUNCTION RESTORE `payload [FLUSH|APPEND|REPLACE]` (`args` from the
+/// subcommand on): every library the payload holds is named by its code,
+/// which the dump may have compressed. The arguments are checked first,
+/// in Redis's order and words (TCL suite review).
 fn restore(args: &[Bytes], migrating: impl FnOnce() -> bool) -> Result<(), String> {
+    let (subcommand, args) = args.split_first().ok_or("ERR wrong number of arguments")?;
+    if args.len() > 2 {
+        return Err(format!(
+            "ERR unknown subcommand or wrong number of arguments for '{}'. Try FUNCTION HELP.",
+            String::from_utf8_lossy(subcommand)
+        ));
+    }
+    let policies: [&[u8]; 3] = [b"append", b"replace", b"flush"];
+    if args
+        .get(1)
+        .is_some_and(|policy| !policies.iter().any(|p| policy.eq_ignore_ascii_case(p)))
+    {
+        return Err(
+            "ERR Wrong restore policy given, value should be either FLUSH, APPEND or REPLACE."
+                .into(),
+        );
+    }
     let flushes = args
         .get(1)
         .is_some_and(|policy| policy.eq_ignore_ascii_case(b"flush"));
@@ -441,9 +461,13 @@ mod tests {
             };
             assert_eq!(name.to_ascii_lowercase(), b"shardproxy_mover", "{text}");
         }
-        assert_eq!(library_name(b"#!lua name=\"x\n"), Shebang::Unreadable);
-        assert_eq!(library_name(b"#!lua name=\"x\"y\n"), Shebang::Unreadable);
-        assert_eq!(library_name(b"#!lua name=a name=b\n"), Shebang::Unreadable);
+        let invalid = Shebang::Unreadable("Invalid library metadata");
+        assert_eq!(library_name(b"#!lua name=\"x\n"), invalid);
+        assert_eq!(library_name(b"#!lua name=\"x\"y\n"), invalid);
+        assert_eq!(
+            check_library(b"#!lua name=a name=b\n").unwrap_err(),
+            "ERR Invalid metadata value, name argument was given multiple times"
+        );
     }
 
     #[test]
@@ -474,6 +498,29 @@ mod tests {
         assert_eq!(payload_codes(&[0; 3]), Err(Unreadable::Format));
     }
 
+    /// The arguments are checked before the payload, as Redis checks them
+    /// (TCL suite review: a wrong count got the payload's error).
+    #[test]
+    fn a_restore_with_wrong_arguments_gets_redis_words() {
+        let words = |w: &[&str]| -> Vec<Bytes> {
+            w.iter()
+                .map(|w| Bytes::copy_from_slice(w.as_bytes()))
+                .collect()
+        };
+        assert_eq!(
+            restore(&words(&["RESTORE", "junk", "append", "x"]), || false).unwrap_err(),
+            "ERR unknown subcommand or wrong number of arguments for 'RESTORE'. Try FUNCTION HELP."
+        );
+        assert_eq!(
+            restore(&words(&["restore", "junk", "sideways"]), || false).unwrap_err(),
+            "ERR Wrong restore policy given, value should be either FLUSH, APPEND or REPLACE."
+        );
+        let unreadable = restore(&words(&["restore", "junk", "REPLACE"]), || false);
+        assert!(unreadable
+            .unwrap_err()
+            .contains("cannot read the library names"));
+    }
+
     /// The review's payloads: LZF strings that claim a terabyte, or more
     /// than their size allows, are refused before anything is allocated.
     #[test]
@@ -494,7 +541,8 @@ mod tests {
         }
         // Within the bound it is read, and found not to be LZF.
         assert_eq!(payload_codes(&claims(3)), Err(Unreadable::Format));
-        let refusal = restore(&[Bytes::from(claims(1 << 40))], || false).unwrap_err();
+        let args = [Bytes::from_static(b"restore"), Bytes::from(claims(1 << 40))];
+        let refusal = restore(&args, || false).unwrap_err();
         assert!(
             refusal.contains("unpacks to more than 736 bytes"),
             "{refusal}"
