@@ -176,22 +176,7 @@ async fn moving_a_range_moves_exactly_its_keys() {
         assert_eq!(client.cmd_str(&["SET", key, "v"]), "+OK\r\n");
     }
     let before: Vec<bool> = keys.iter().map(|k| holds(&a, k)).collect();
-    // Slots 1024-2047 move from redis-0000 to redis-0001, in one transaction.
-    let mut txn = ops.new_multi_writer();
-    txn.add_set_data(
-        &shard_path("redis-0000"),
-        &ShardData::new(0, 1023).to_json(),
-        None,
-    )
-    .unwrap();
-    txn.add_set_data(
-        &shard_path("redis-0001"),
-        &ShardData::new(1024, 4095).to_json(),
-        None,
-    )
-    .unwrap();
-    txn.commit().await.unwrap();
-    wait_for_view(&proxy, "name=redis-0001,range=1024-4095");
+    hand_slots_1024_2047_to_redis_0001(&ops, &proxy).await;
     for redis in [&a, &b] {
         assert_eq!(redis.connect().cmd_str(&["FLUSHALL"]), "+OK\r\n");
     }
@@ -691,22 +676,7 @@ async fn a_channel_follows_its_slot_to_another_shard() {
         .await
         .unwrap()
     };
-    // Slots 1024-2047 move from redis-0000 to redis-0001.
-    let mut txn = ops.new_multi_writer();
-    txn.add_set_data(
-        &shard_path("redis-0000"),
-        &ShardData::new(0, 1023).to_json(),
-        None,
-    )
-    .unwrap();
-    txn.add_set_data(
-        &shard_path("redis-0001"),
-        &ShardData::new(1024, 4095).to_json(),
-        None,
-    )
-    .unwrap();
-    txn.commit().await.unwrap();
-    wait_for_view(&proxy, "name=redis-0001,range=1024-4095");
+    hand_slots_1024_2047_to_redis_0001(&ops, &proxy).await;
     tokio::task::spawn_blocking(move || {
         wait_until(
             "the channel on its new shard",
@@ -733,4 +703,27 @@ async fn a_channel_follows_its_slot_to_another_shard() {
     })
     .await
     .unwrap();
+}
+
+/// Slots 1024-2047 move from redis-0000 to redis-0001, in one
+/// transaction, and `proxy` routes by the new ranges.
+async fn hand_slots_1024_2047_to_redis_0001(
+    ops: &zookeeper_client::Client,
+    proxy: &common::proxy::Proxy,
+) {
+    let mut txn = ops.new_multi_writer();
+    txn.add_set_data(
+        &shard_path("redis-0000"),
+        &ShardData::new(0, 1023).to_json(),
+        None,
+    )
+    .unwrap();
+    txn.add_set_data(
+        &shard_path("redis-0001"),
+        &ShardData::new(1024, 4095).to_json(),
+        None,
+    )
+    .unwrap();
+    txn.commit().await.unwrap();
+    wait_for_view(proxy, "name=redis-0001,range=1024-4095");
 }
