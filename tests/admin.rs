@@ -9,7 +9,9 @@
 
 mod common;
 
-use common::admin::{add_member, add_proxy, admin, pool_file, servers, PROXIES, PROXY, ROOT};
+use common::admin::{
+    add_member, add_proxy, admin, init_two_shards, pool_file, servers, PROXIES, PROXY, ROOT,
+};
 use common::redis::Redis;
 use common::zookeeper::ZooKeeper;
 use common::{temp_dir, wait_until};
@@ -302,11 +304,7 @@ async fn status_flags_a_shard_without_a_replica_degraded() {
     wait_until("the replica to sync", Duration::from_secs(20), || {
         info_field(&b_replica, "master_link_status").as_deref() == Some("up")
     });
-    let conf = pool_file(
-        &zookeeper,
-        &servers(&[(&a.addr(), "0-2047"), (&b.addr(), "2048-4095")]),
-    );
-    assert_eq!(admin(&conf, &["init"]).await.code, 0);
+    let conf = init_two_shards(&zookeeper, &a, &b).await;
     let session = zookeeper.client().await;
     add_proxy(&session).await;
     add_member(&session, "redis-0000", &a.addr(), Role::Master).await;
@@ -438,11 +436,7 @@ fn keepalived_check_passes_only_when_the_proxy_answers_pong() {
 async fn status_fails_for_an_unreadable_migration_znode() {
     let zookeeper = ZooKeeper::start();
     let (a, b) = (Redis::start(), Redis::start());
-    let conf = pool_file(
-        &zookeeper,
-        &servers(&[(&a.addr(), "0-2047"), (&b.addr(), "2048-4095")]),
-    );
-    assert_eq!(admin(&conf, &["init"]).await.code, 0);
+    let conf = init_two_shards(&zookeeper, &a, &b).await;
     let session = zookeeper.client().await;
     add_proxy(&session).await;
     add_member(&session, "redis-0000", &a.addr(), Role::Master).await;

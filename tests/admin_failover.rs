@@ -9,7 +9,9 @@
 
 mod common;
 
-use common::admin::{add_member, add_member_run, add_proxy, admin, pool_file, servers, ROOT};
+use common::admin::{
+    add_member, add_member_run, add_proxy, admin, init_two_shards, pool_file, servers, ROOT,
+};
 use common::redis::Redis;
 use common::zookeeper::ZooKeeper;
 use common::{temp_dir, wait_until, ProcessGuard};
@@ -416,11 +418,7 @@ async fn an_empty_redis_cannot_take_a_shard_that_held_data() {
 async fn promote_refuses_another_shards_redis() {
     let zookeeper = ZooKeeper::start();
     let (a, b, c) = (Redis::start(), Redis::start(), Redis::start());
-    let conf = pool_file(
-        &zookeeper,
-        &servers(&[(&a.addr(), "0-2047"), (&b.addr(), "2048-4095")]),
-    );
-    assert_eq!(admin(&conf, &["init"]).await.code, 0);
+    let conf = init_two_shards(&zookeeper, &a, &b).await;
     let ops = zookeeper.client().await;
     // redis-0000 held data on a, now gone: no members, a history.
     let record = |addr: &str| {
@@ -500,11 +498,7 @@ async fn promote_refuses_another_shards_redis() {
 async fn promote_refuses_another_shards_redis_under_another_name() {
     let zookeeper = ZooKeeper::start();
     let (a, b) = (Redis::start(), Redis::start());
-    let conf = pool_file(
-        &zookeeper,
-        &servers(&[(&a.addr(), "0-2047"), (&b.addr(), "2048-4095")]),
-    );
-    assert_eq!(admin(&conf, &["init"]).await.code, 0);
+    let conf = init_two_shards(&zookeeper, &a, &b).await;
     let ops = zookeeper.client().await;
     // redis-0000 held data on a, now gone: no members, a history.
     let shard0 = format!("{ROOT}/redis-0000");

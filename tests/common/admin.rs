@@ -5,6 +5,7 @@
 //! ProxyData, EPHEMERAL_SEQUENTIAL `<ip:port>-` members with MemberData),
 //! held by the test's own session.
 
+use super::redis::Redis;
 use super::temp_dir;
 use super::zookeeper::ZooKeeper;
 use shardproxy::zk::layout::member_prefix;
@@ -62,6 +63,17 @@ pub fn pool_file(zookeeper: &ZooKeeper, servers: &[String]) -> PathBuf {
     let path = temp_dir("admin").join("pool.yml");
     std::fs::write(&path, yaml).unwrap();
     path
+}
+
+/// A pool file of two shards, `a` on slots 0-2047 and `b` on the rest,
+/// and `init` run on it.
+pub async fn init_two_shards(zookeeper: &ZooKeeper, a: &Redis, b: &Redis) -> PathBuf {
+    let conf = pool_file(
+        zookeeper,
+        &servers(&[(&a.addr(), "0-2047"), (&b.addr(), "2048-4095")]),
+    );
+    assert_eq!(admin(&conf, &["init"]).await.code, 0);
+    conf
 }
 
 pub fn servers(ranges: &[(&str, &str)]) -> Vec<String> {
