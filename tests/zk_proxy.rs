@@ -164,10 +164,7 @@ async fn moving_a_range_moves_exactly_its_keys() {
     let zookeeper = ZooKeeper::start();
     let (a, b) = (Redis::start(), Redis::start());
     let ops = zookeeper.client().await;
-    create_shard(&ops, "redis-0000", 0, 2047).await;
-    create_shard(&ops, "redis-0001", 2048, 4095).await;
-    add_member(&ops, "redis-0000", &a.addr()).await;
-    add_member(&ops, "redis-0001", &b.addr()).await;
+    two_shards_led_by(&ops, &a, &b).await;
     let proxy = start_proxy(&zookeeper, &[&a, &b]);
     wait_for_view(&proxy, "name=redis-0001,range=2048-4095");
     let keys: Vec<String> = (0..400).map(|i| format!("move:{i}")).collect();
@@ -656,10 +653,7 @@ async fn a_channel_follows_its_slot_to_another_shard() {
     let zookeeper = ZooKeeper::start();
     let (a, b) = (Redis::start(), Redis::start());
     let ops = zookeeper.client().await;
-    create_shard(&ops, "redis-0000", 0, 2047).await;
-    create_shard(&ops, "redis-0001", 2048, 4095).await;
-    add_member(&ops, "redis-0000", &a.addr()).await;
-    add_member(&ops, "redis-0001", &b.addr()).await;
+    two_shards_led_by(&ops, &a, &b).await;
     let proxy = common::zk_cluster::start_proxy(&zookeeper, &[&a, &b]);
     wait_for_view(&proxy, "name=redis-0001,range=2048-4095");
     let moving = keys_in(1024, 2047, 1, "ev.")[0].clone();
