@@ -269,11 +269,29 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
+/// A PEM error as text: the markers it names are bytes, which its own
+/// text shows as numbers (review: `missing section end marker: [67, 69,
+/// ...]`), named here in words.
+fn pem_error(setting: &str, path: &str, error: &rustls::pki_types::pem::Error) -> String {
+    use rustls::pki_types::pem::Error;
+    let text = match error {
+        Error::MissingSectionEnd { end_marker } => format!(
+            "no '-----END {}-----' line: the file is cut short",
+            String::from_utf8_lossy(end_marker)
+        ),
+        Error::IllegalSectionStart { line } => {
+            format!("illegal section start: {}", String::from_utf8_lossy(line))
+        }
+        other => other.to_string(),
+    };
+    format!("'{setting}' {path}: {text}")
+}
+
 fn load_certs(setting: &str, path: &str) -> Result<Vec<CertificateDer<'static>>, String> {
     let certs = CertificateDer::pem_file_iter(path)
-        .map_err(|e| format!("'{setting}' {path}: {e}"))?
+        .map_err(|e| pem_error(setting, path, &e))?
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("'{setting}' {path}: {e}"))?;
+        .map_err(|e| pem_error(setting, path, &e))?;
     if certs.is_empty() {
         return Err(format!(
             "'{setting}' {path}: no PEM certificate in the file"
@@ -283,7 +301,7 @@ fn load_certs(setting: &str, path: &str) -> Result<Vec<CertificateDer<'static>>,
 }
 
 fn load_key(setting: &str, path: &str) -> Result<PrivateKeyDer<'static>, String> {
-    PrivateKeyDer::from_pem_file(path).map_err(|e| format!("'{setting}' {path}: {e}"))
+    PrivateKeyDer::from_pem_file(path).map_err(|e| pem_error(setting, path, &e))
 }
 
 fn load_roots(setting: &str, path: &str) -> Result<Arc<RootCertStore>, String> {
@@ -331,5 +349,20 @@ mod tests {
         .err()
         .unwrap();
         assert!(e.contains("'server_tls_ca' /nonexistent/ca.pem"), "{e}");
+    }
+
+    #[test]
+    fn a_cut_pem_file_is_named_in_words() {
+        let dir = std::env::temp_dir().join(format!("shardproxy-pem-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("cut.pem");
+        std::fs::write(&path, "-----BEGIN CERTIFICATE-----\nMIIB\n").unwrap();
+        let path = path.to_str().unwrap();
+        let e = load_certs("tls_cert", path).unwrap_err();
+        assert!(
+            e.ends_with("no '-----END CERTIFICATE-----' line: the file is cut short"),
+            "{e}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -221,6 +221,28 @@ fn silent_metrics_connections_do_not_keep_a_scrape_out() {
         started.elapsed()
     );
     drop(silent);
+
+    // A scraper sending its request a byte at a time keeps its place
+    // while silent connections keep coming (review: it was dropped as
+    // soon as 16 newer ones came).
+    let port = proxy.metrics_port;
+    let slow = std::thread::spawn(move || {
+        let mut scraper = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        for byte in b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n" {
+            scraper.write_all(&[*byte]).unwrap();
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let mut text = String::new();
+        let _ = scraper.read_to_string(&mut text);
+        text
+    });
+    let mut flood = Vec::new();
+    while !slow.is_finished() && flood.len() < 400 {
+        flood.push(TcpStream::connect(("127.0.0.1", proxy.metrics_port)).unwrap());
+        std::thread::sleep(Duration::from_millis(4));
+    }
+    let text = slow.join().unwrap();
+    assert!(text.starts_with("HTTP/1.1 200 OK"), "{text:?}");
 }
 
 /// True when the peer closed `conn` (a read gets end of file or a reset).

@@ -148,7 +148,7 @@ fn a_client_that_has_not_logged_in_gets_no_loan() {
 }
 
 /// A logged-in client that never reads and never stops sending borrows
-/// half the budget (64 MB) at most (review: it held all 128 MB, and
+/// half the budget (128 MB of 256) at most (review: it held all of it, and
 /// another client's pipeline written whole before reading waited until it
 /// left). Beside it, that other client's pipeline is answered, and the hog
 /// stays connected.
@@ -163,7 +163,7 @@ fn a_client_that_never_reads_borrows_half_the_budget_at_most() {
     let stop = Arc::new(AtomicBool::new(false));
     let chunk = encode_command(&[b"GET", b"big"]).repeat(10_000);
     let hog = sends_without_reading(proxy.port, chunk, stop.clone());
-    let share = 64 << 20;
+    let share = 128 << 20;
     let mut loaned = || {
         watcher
             .info_number("clients", "client_pipeline_loaned_bytes")

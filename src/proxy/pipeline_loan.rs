@@ -12,7 +12,7 @@
 //! process: the client's write completes, it reads its replies, and the
 //! requests read run as its window opens again. A client that only reads
 //! slowly costs what it already sent; one that never reads and never
-//! stops sending takes half the budget at most ([`CLIENT_SHARE`])
+//! stops sending takes half the budget (128 MB) at most ([`CLIENT_SHARE`])
 //! and then waits as before, as do clients whose pipelines need more than
 //! the budget together. The loan shrinks as the requests read are
 //! dispatched.
@@ -24,13 +24,14 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 pub const STEP: usize = 1024 * 1024;
 /// All loans at once. What they hold in memory can reach twice this for a
 /// moment: an input buffer grows by doubling.
-const PIPELINE_LOAN_BUDGET: usize = 128 * 1024 * 1024;
+const PIPELINE_LOAN_BUDGET: usize = 256 * 1024 * 1024;
 static PIPELINE_LOANED: AtomicUsize = AtomicUsize::new(0);
 /// One session's loan at most: a client that never reads and never stops
 /// sending held the whole budget, and every other client's pipeline
-/// written whole before reading waited until it left (review). Half
-/// still reads on the largest pipelines measured (3,000,000 SETs, 88 MB,
-/// borrow about 40 MB: their small replies let much of it run at once).
+/// written whole before reading waited until it left (review). 128 MB,
+/// what one client could borrow before: a share of half the old budget
+/// left a pipeline of 4,000,000 GETs (80 MB, nearly all of it on the loan:
+/// their replies fill the window at once) stuck in its write (review).
 pub const CLIENT_SHARE: usize = PIPELINE_LOAN_BUDGET / 2;
 
 /// A session's loan, given back when dropped.

@@ -12,7 +12,7 @@ use crate::proxy::zk::SessionState;
 use serde_json::{json, Map, Value};
 use std::collections::VecDeque;
 use std::fmt::Write;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -529,9 +529,9 @@ pub async fn serve_metrics(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut acceptor = Acceptor::new(listener, "metrics");
-    // The connections being served, oldest first, each with whether its
-    // request has come whole.
-    let mut open: VecDeque<(AbortHandle, Arc<AtomicBool>)> = VecDeque::new();
+    // The connections being served, oldest first, each with how far its
+    // request has come ([`Asked`]).
+    let mut open: VecDeque<(AbortHandle, Arc<AtomicU8>)> = VecDeque::new();
     loop {
         let stream = tokio::select! {
             stream = acceptor.accept() => stream,
@@ -539,13 +539,16 @@ pub async fn serve_metrics(
         };
         open.retain(|(task, _)| !task.is_finished());
         if open.len() >= MAX_MONITORING_CONNECTIONS {
-            // Full: the oldest connection still silent makes room, so that
-            // silent ones cannot keep a scrape out (review: 16 idle
-            // connections, opened again every 5 s, refused every scrape).
-            let Some(silent) = open
-                .iter()
-                .position(|(_, asked)| !asked.load(Ordering::Relaxed))
-            else {
+            // Full: the oldest connection that has sent nothing makes room,
+            // else the oldest whose request is still coming, so that silent
+            // ones cannot keep a scrape out (review: 16 idle connections,
+            // opened again every 5 s, refused every scrape; then a flood of
+            // silent ones starved a scraper sending a byte at a time).
+            let at = |stage: u8| {
+                open.iter()
+                    .position(|(_, asked)| asked.load(Ordering::Relaxed) == stage)
+            };
+            let Some(silent) = at(Asked::NOTHING).or_else(|| at(Asked::PART)) else {
                 continue;
             };
             if let Some((task, _)) = open.remove(silent) {
@@ -555,19 +558,28 @@ pub async fn serve_metrics(
                 tokio::task::yield_now().await;
             }
         }
-        let asked = Arc::new(AtomicBool::new(false));
+        let asked = Arc::new(AtomicU8::new(Asked::NOTHING));
         let answer = answer_http(stream, pools.clone(), asked.clone());
         let task = tokio::spawn(tokio::time::timeout(MONITORING_DEADLINE, answer));
         open.push_back((task.abort_handle(), asked));
     }
 }
 
-/// Reads one request and answers it; `asked` is set once the request
-/// has come whole.
+/// How far a metrics connection's request has come.
+struct Asked;
+
+impl Asked {
+    const NOTHING: u8 = 0;
+    const PART: u8 = 1;
+    const WHOLE: u8 = 2;
+}
+
+/// Reads one request and answers it, telling `asked` how far the request
+/// has come.
 async fn answer_http(
     mut stream: tokio::net::TcpStream,
     pools: Vec<Arc<Pool>>,
-    asked: Arc<AtomicBool>,
+    asked: Arc<AtomicU8>,
 ) {
     let mut head = Vec::new();
     let mut buf = [0u8; 1024];
@@ -576,8 +588,9 @@ async fn answer_http(
             Ok(n) if n > 0 => head.extend_from_slice(&buf[..n]),
             _ => return,
         }
+        asked.store(Asked::PART, Ordering::Relaxed);
     }
-    asked.store(true, Ordering::Relaxed);
+    asked.store(Asked::WHOLE, Ordering::Relaxed);
     let request_line = String::from_utf8_lossy(&head);
     let mut parts = request_line.split_whitespace();
     let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
