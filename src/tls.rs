@@ -39,7 +39,7 @@ pub struct ListenTls {
     /// Clients must present a certificate signed by this CA.
     pub ca: Option<String>,
     pub acceptor: TlsAcceptor,
-    /// What the files held when loaded ([`material_of`]).
+    /// What the files held when loaded ([`Digest`]).
     material: u64,
 }
 
@@ -49,14 +49,15 @@ impl ListenTls {
     /// # Errors
     /// What is wrong, naming the pool key and file.
     pub fn load(cert: &str, key: &str, ca: Option<&str>) -> Result<ListenTls, String> {
-        let chain = load_certs("tls_cert", cert)?;
-        let private = load_key("tls_key", key)?;
+        let mut read = Digest::default();
+        let chain = load_certs("tls_cert", cert, &mut read)?;
+        let private = load_key("tls_key", key, &mut read)?;
         let builder = ServerConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
             .map_err(|e| format!("TLS: {e}"))?;
         let builder = match ca {
             Some(ca) => {
-                let roots = load_roots("tls_ca", ca)?;
+                let roots = load_roots("tls_ca", ca, &mut read)?;
                 let verifier = WebPkiClientVerifier::builder_with_provider(roots, provider())
                     .build()
                     .map_err(|e| format!("'tls_ca' {ca}: {e}"))?;
@@ -72,7 +73,7 @@ impl ListenTls {
             key: key.to_string(),
             ca: ca.map(str::to_string),
             acceptor: TlsAcceptor::from(Arc::new(config)),
-            material: material_of(&[Some(cert), Some(key), ca]),
+            material: read.finish(),
         })
     }
 }
@@ -106,7 +107,7 @@ pub struct ServerTls {
     pub cert: Option<String>,
     pub key: Option<String>,
     pub connector: TlsConnector,
-    /// What the files held when loaded ([`material_of`]).
+    /// What the files held when loaded ([`Digest`]).
     material: u64,
 }
 
@@ -124,14 +125,18 @@ impl ServerTls {
         keys: [&str; 3],
     ) -> Result<ServerTls, String> {
         let [ca_key, cert_key, key_key] = keys;
-        let roots = load_roots(ca_key, ca)?;
+        let mut read = Digest::default();
+        let roots = load_roots(ca_key, ca, &mut read)?;
         let builder = ClientConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
             .map_err(|e| format!("TLS: {e}"))?
             .with_root_certificates(roots);
         let config = match (cert, key) {
             (Some(cert), Some(key)) => builder
-                .with_client_auth_cert(load_certs(cert_key, cert)?, load_key(key_key, key)?)
+                .with_client_auth_cert(
+                    load_certs(cert_key, cert, &mut read)?,
+                    load_key(key_key, key, &mut read)?,
+                )
                 .map_err(|e| {
                     format!("'{cert_key}' {cert} and '{key_key}' {key} do not fit: {e}")
                 })?,
@@ -143,7 +148,7 @@ impl ServerTls {
             cert: cert.map(str::to_string),
             key: key.map(str::to_string),
             connector: TlsConnector::from(Arc::new(config)),
-            material: material_of(&[Some(ca), cert, key]),
+            material: read.finish(),
         })
     }
 
@@ -253,16 +258,25 @@ fn server_name(addr: &str) -> Result<ServerName<'static>, String> {
         .map_err(|e| format!("'{host}' cannot name a TLS server: {e}"))
 }
 
-/// A digest of what the files hold (read again: they were just parsed),
-/// so that a reload can tell a file replaced in place. Not a security
+/// A digest of the bytes of the files a load read, in the order it read
+/// them, so that a reload can tell a file replaced in place. Fed by the
+/// one read each file gets, so it is of what was parsed. Not a security
 /// check: only a comparison with the last load.
-fn material_of(paths: &[Option<&str>]) -> u64 {
-    use std::hash::{Hash, Hasher};
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    for path in paths {
-        path.map(std::fs::read).map(Result::ok).hash(&mut hasher);
+#[derive(Default)]
+struct Digest(std::collections::hash_map::DefaultHasher);
+
+impl Digest {
+    /// Reads `path` once, into the digest.
+    fn read(&mut self, setting: &str, path: &str) -> Result<Vec<u8>, String> {
+        use std::hash::Hash;
+        let bytes = std::fs::read(path).map_err(|e| format!("'{setting}' {path}: {e}"))?;
+        bytes.hash(&mut self.0);
+        Ok(bytes)
     }
-    hasher.finish()
+
+    fn finish(&self) -> u64 {
+        std::hash::Hasher::finish(&self.0)
+    }
 }
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
@@ -287,9 +301,13 @@ fn pem_error(setting: &str, path: &str, error: &rustls::pki_types::pem::Error) -
     format!("'{setting}' {path}: {text}")
 }
 
-fn load_certs(setting: &str, path: &str) -> Result<Vec<CertificateDer<'static>>, String> {
-    let certs = CertificateDer::pem_file_iter(path)
-        .map_err(|e| pem_error(setting, path, &e))?
+fn load_certs(
+    setting: &str,
+    path: &str,
+    read: &mut Digest,
+) -> Result<Vec<CertificateDer<'static>>, String> {
+    let bytes = read.read(setting, path)?;
+    let certs = CertificateDer::pem_slice_iter(&bytes)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| pem_error(setting, path, &e))?;
     if certs.is_empty() {
@@ -300,13 +318,18 @@ fn load_certs(setting: &str, path: &str) -> Result<Vec<CertificateDer<'static>>,
     Ok(certs)
 }
 
-fn load_key(setting: &str, path: &str) -> Result<PrivateKeyDer<'static>, String> {
-    PrivateKeyDer::from_pem_file(path).map_err(|e| pem_error(setting, path, &e))
+fn load_key(
+    setting: &str,
+    path: &str,
+    read: &mut Digest,
+) -> Result<PrivateKeyDer<'static>, String> {
+    let bytes = read.read(setting, path)?;
+    PrivateKeyDer::from_pem_slice(&bytes).map_err(|e| pem_error(setting, path, &e))
 }
 
-fn load_roots(setting: &str, path: &str) -> Result<Arc<RootCertStore>, String> {
+fn load_roots(setting: &str, path: &str, read: &mut Digest) -> Result<Arc<RootCertStore>, String> {
     let mut roots = RootCertStore::empty();
-    for cert in load_certs(setting, path)? {
+    for cert in load_certs(setting, path, read)? {
         roots
             .add(cert)
             .map_err(|e| format!("'{setting}' {path}: {e}"))?;
@@ -358,7 +381,7 @@ mod tests {
         let path = dir.join("cut.pem");
         std::fs::write(&path, "-----BEGIN CERTIFICATE-----\nMIIB\n").unwrap();
         let path = path.to_str().unwrap();
-        let e = load_certs("tls_cert", path).unwrap_err();
+        let e = load_certs("tls_cert", path, &mut Digest::default()).unwrap_err();
         assert!(
             e.ends_with("no '-----END CERTIFICATE-----' line: the file is cut short"),
             "{e}"
