@@ -38,10 +38,11 @@ pub fn reload(pools: &[Arc<Pool>], path: &Path) -> Result<ReloadReport, ConfigEr
                 .push(format!("pool '{}' is new: a restart starts it", new.name));
             continue;
         };
+        let before = pool.config();
         let mut new = new.clone();
-        hashing_changes(&pool.config(), &mut new, &mut report);
+        hashing_changes(&before, &mut new, &mut report);
         let mut running = new.clone();
-        restart_only_changes(&pool.config(), &mut running, &mut report.need_restart);
+        restart_only_changes(&before, &mut running, &mut report.need_restart);
         apply(pool, &new, running);
         report.applied.push(new.name.clone());
     }
