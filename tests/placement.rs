@@ -10,15 +10,20 @@
 
 mod common;
 
-use common::nutcracker::Nutcracker;
-use common::proxy::Proxy;
-use common::redis::{encode_command, RawClient, Redis};
+use common::nutcracker::{Nutcracker, NUTCRACKER};
+use common::proxy::{binary, Proxy};
+use common::redis::{encode_command, read_reply_into, RawClient, Redis};
+use common::{free_port, wait_until, ProcessGuard};
 use shardproxy::hash::HashKind;
 use shardproxy::route::{hashable_key, Distribution, DistributionKind, Node};
 use std::collections::{BTreeSet, HashMap};
 use std::fmt::Write as _;
-use std::io::{BufRead, Read};
-use std::time::Instant;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 const TAG: [u8; 2] = *b"{}";
 
@@ -387,4 +392,142 @@ fn every_hash_and_distribution_places_keys_like_nutcracker() {
         keys.len(),
         started.elapsed()
     );
+}
+
+/// One connection to a pool's unix socket.
+struct UnixClient(BufReader<UnixStream>);
+
+impl UnixClient {
+    fn connect(path: &Path) -> UnixClient {
+        let stream = UnixStream::connect(path).expect("connect to the socket");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        UnixClient(BufReader::new(stream))
+    }
+
+    fn cmd(&mut self, args: &[&[u8]]) -> Vec<u8> {
+        self.0.get_mut().write_all(&encode_command(args)).unwrap();
+        let mut reply = Vec::new();
+        read_reply_into(&mut self.0, &mut reply);
+        reply
+    }
+}
+
+/// Starts `program` on the pool file `conf` and waits until its socket
+/// answers.
+fn start_on_socket(program: &Path, conf: &Path, socket: &Path) -> ProcessGuard {
+    let child = Command::new(program)
+        .arg("-c")
+        .arg(conf)
+        .args(["-s", &free_port().to_string(), "-a", "127.0.0.1"])
+        .arg("-o")
+        .arg(conf.with_extension("log"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let guard = ProcessGuard::new(program.display().to_string(), child);
+    wait_until(
+        "the pool's socket to answer",
+        Duration::from_secs(10),
+        || UnixStream::connect(socket).is_ok(),
+    );
+    guard
+}
+
+/// Every key written through `socket` (flushed first), and the backend
+/// each one landed on.
+fn write_through_socket(socket: &Path, backends: &[Redis]) -> Vec<(Vec<u8>, usize)> {
+    for backend in backends {
+        assert_eq!(backend.connect().cmd_str(&["FLUSHALL"]), "+OK\r\n");
+    }
+    let mut client = UnixClient::connect(socket);
+    for i in 0..300 {
+        let key = format!("unix:{i}");
+        assert_eq!(client.cmd(&[b"SET", key.as_bytes(), b"v"]), b"+OK\r\n");
+    }
+    let mut placed: Vec<(Vec<u8>, usize)> = backends
+        .iter()
+        .enumerate()
+        .flat_map(|(i, b)| {
+            let keys = parse_keys(&RawClient::connect(b.port).cmd(&[b"KEYS", b"*"]));
+            keys.into_iter().map(move |k| (k, i))
+        })
+        .collect();
+    placed.sort();
+    placed
+}
+
+/// A pool file written for nutcracker that listens on a unix socket
+/// (`listen: /path 0660`) runs unchanged: keys land where nutcracker put
+/// them, the socket gets the file's mode, a socket file left by a killed
+/// process is replaced, a live one is not taken, and a clean stop removes
+/// the file.
+#[test]
+fn a_nutcracker_file_listening_on_a_unix_socket_runs_unchanged() {
+    let backends = [Redis::start(), Redis::start()];
+    let dir = common::temp_dir("unix-listen");
+    let pool_file = |name: &str| {
+        let socket = dir.join(format!("{name}.sock"));
+        let conf = dir.join(format!("{name}.yml"));
+        let text = format!(
+            "pool:\n  listen: {} 0660\n  hash: fnv1a_64\n  distribution: ketama\n  \
+             redis: true\n  servers:\n   - {}:1\n   - {}:1\n",
+            socket.display(),
+            backends[0].addr(),
+            backends[1].addr()
+        );
+        std::fs::write(&conf, text).unwrap();
+        (socket, conf)
+    };
+
+    let (nc_socket, nc_conf) = pool_file("nutcracker");
+    let mut nutcracker = start_on_socket(Path::new(NUTCRACKER), &nc_conf, &nc_socket);
+    let by_nutcracker = write_through_socket(&nc_socket, &backends);
+    nutcracker.kill();
+    assert_eq!(by_nutcracker.len(), 300);
+    assert!(
+        by_nutcracker.iter().any(|(_, b)| *b == 0) && by_nutcracker.iter().any(|(_, b)| *b == 1)
+    );
+
+    let (socket, conf) = pool_file("shardproxy");
+    // What kill -9 leaves: a socket file nothing listens on.
+    drop(std::os::unix::net::UnixListener::bind(&socket).unwrap());
+    let mut proxy = start_on_socket(&binary(), &conf, &socket);
+    assert_eq!(write_through_socket(&socket, &backends), by_nutcracker);
+    let mode = std::fs::metadata(&socket).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o660);
+    let info = UnixClient::connect(&socket).cmd(&[b"INFO", b"server"]);
+    assert!(String::from_utf8_lossy(&info).contains("\r\ntcp_port:0\r\n"));
+
+    // A second proxy on the same file must not take the socket.
+    let mut second = Command::new(binary())
+        .arg("-c")
+        .arg(&conf)
+        .args(["-s", &free_port().to_string(), "-a", "127.0.0.1"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = String::new();
+    second
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert_eq!(second.wait().unwrap().code(), Some(1));
+    assert!(
+        stderr.contains(&format!(
+            "pool 'pool': cannot listen on {}: another process is listening on this socket",
+            socket.display()
+        )),
+        "{stderr}"
+    );
+    assert_eq!(UnixClient::connect(&socket).cmd(&[b"PING"]), b"+PONG\r\n");
+
+    proxy.signal("TERM");
+    assert_eq!(proxy.wait_exit(Duration::from_secs(15)), Some(0));
+    assert!(!socket.exists(), "the socket file is left behind");
 }

@@ -7,6 +7,7 @@
 //! errors while serde_yaml still knows the position). `validate` then checks
 //! the rules that span several keys and fills in twemproxy's defaults.
 
+mod listen;
 mod scalar;
 mod tls;
 mod users;
@@ -15,6 +16,7 @@ pub use users::{UserConfig, UserMode};
 
 use crate::hash::HashKind;
 use crate::route::DistributionKind;
+pub use listen::UnixListen;
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
 use std::fmt;
@@ -71,8 +73,10 @@ pub struct Config {
 #[derive(Debug, Clone, PartialEq)]
 pub struct PoolConfig {
     pub name: String,
-    /// `host:port` the proxy listens on.
+    /// `host:port` the proxy listens on, or its unix socket's path.
     pub listen: String,
+    /// Set when `listen` is a unix socket (nutcracker's `/path mode`).
+    pub listen_unix: Option<UnixListen>,
     pub hash: HashKind,
     pub hash_tag: Option<[u8; 2]>,
     pub distribution: DistributionKind,
@@ -361,8 +365,8 @@ impl RawPool {
             line: locator.line_of(&name, &format!("{key}:")),
             message,
         };
-        let listen = match &self.listen {
-            Some(text) => parse_listen(text).map_err(|e| key_err("listen", e))?,
+        let (listen, listen_unix) = match &self.listen {
+            Some(text) => listen::parse_listen(text).map_err(|e| key_err("listen", e))?,
             None => return Err(err("missing key 'listen'".into())),
         };
         if self.redis != Some(true) {
@@ -462,6 +466,20 @@ impl RawPool {
                 "'redis_user' needs 'redis_auth', its password".into(),
             ));
         }
+        if listen_unix.is_some() {
+            if self.tls_cert.is_some() || self.tls_key.is_some() {
+                return Err(key_err(
+                    "tls_cert",
+                    "TLS is for TCP listeners: a unix socket stays on this host".into(),
+                ));
+            }
+            if self.reuseport == Some(true) {
+                return Err(key_err(
+                    "reuseport",
+                    "'reuseport' is for TCP listeners, not a unix socket".into(),
+                ));
+            }
+        }
         let raw_tls = tls::RawTls {
             tls_cert: self.tls_cert,
             tls_key: self.tls_key,
@@ -483,6 +501,7 @@ impl RawPool {
         Ok(PoolConfig {
             name,
             listen,
+            listen_unix,
             hash,
             hash_tag,
             distribution,
@@ -632,7 +651,7 @@ fn check_zookeeper_hosts(hosts: &str) -> Result<(), String> {
 }
 
 /// Splits `host:port` and checks the port.
-fn parse_host_port(text: &str) -> Result<(String, u16), String> {
+pub(super) fn parse_host_port(text: &str) -> Result<(String, u16), String> {
     let (host, port) = text
         .rsplit_once(':')
         .ok_or_else(|| format!("'{text}' is not host:port"))?;
@@ -646,22 +665,6 @@ fn parse_host_port(text: &str) -> Result<(String, u16), String> {
         .filter(|p| *p != 0)
         .ok_or_else(|| format!("'{text}' has an invalid port '{port}'"))?;
     Ok((host.to_string(), port))
-}
-
-/// `listen: host:port`.
-fn parse_listen(text: &str) -> Result<String, String> {
-    if text.starts_with('/') {
-        return Err(format!(
-            "listen '{text}': unix sockets are not supported, use host:port"
-        ));
-    }
-    let (host, port) = parse_host_port(text).map_err(|e| format!("listen {e}"))?;
-    let host = if host.contains(':') {
-        format!("[{host}]")
-    } else {
-        host
-    };
-    Ok(format!("{host}:{port}"))
 }
 
 fn parse_hash(text: &str) -> Result<HashKind, String> {
@@ -697,6 +700,9 @@ fn parse_server(text: &str) -> Result<ServerConfig, String> {
     let name = words.next().map(str::to_string);
     if words.next().is_some() {
         return Err("expected 'host:port:weight [name]'".into());
+    }
+    if spec.starts_with('/') {
+        return Err("servers on unix sockets are not supported, use host:port:weight".into());
     }
     let (addr, weight_text) = spec
         .rsplit_once(':')

@@ -150,11 +150,17 @@ fn rejects_bad_listen() {
 }
 
 #[test]
-fn rejects_unix_listen() {
-    let e = rejected(
-        "p:\n  listen: /tmp/x.sock 0666\n  redis: true\n  servers:\n   - 127.0.0.1:6379:1\n",
-    );
-    assert!(e.contains("unix sockets are not supported"), "{e}");
+fn accepts_nutcrackers_unix_listen_but_not_with_tls_or_reuseport() {
+    let text = "p:\n  listen: /tmp/x.sock 0666\n  redis: true\n  servers:\n   - 127.0.0.1:6379:1\n";
+    let pool = &Config::parse(text).unwrap().pools[0];
+    assert_eq!(pool.listen, "/tmp/x.sock");
+    assert_eq!(pool.listen_unix.as_ref().unwrap().mode, Some(0o666));
+    let e = rejected(&text.replace("redis: true", "redis: true\n  reuseport: true"));
+    assert!(e.contains("'reuseport' is for TCP listeners"), "{e}");
+    let e = rejected(&text.replace("redis: true", "redis: true\n  tls_cert: c\n  tls_key: k"));
+    assert!(e.contains("TLS is for TCP listeners"), "{e}");
+    let e = rejected(&text.replace("127.0.0.1:6379:1", "/tmp/redis.sock:1"));
+    assert!(e.contains("servers on unix sockets are not supported"), "{e}");
 }
 
 #[test]

@@ -3,9 +3,32 @@
 //! backlog and the listener stays readable, so retrying at once would burn
 //! a core. Each failure in a row doubles a pause, from 5 ms up to 1 s.
 
+use std::future::poll_fn;
+use std::io;
+use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 use tokio::sync::Notify;
+
+/// A listening socket: TCP, or a pool's unix socket.
+pub trait Listening: Send + 'static {
+    type Stream;
+    fn poll_accept(&self, cx: &mut Context<'_>) -> Poll<io::Result<Self::Stream>>;
+}
+
+impl Listening for TcpListener {
+    type Stream = TcpStream;
+    fn poll_accept(&self, cx: &mut Context<'_>) -> Poll<io::Result<TcpStream>> {
+        TcpListener::poll_accept(self, cx).map_ok(|(stream, _)| stream)
+    }
+}
+
+impl Listening for UnixListener {
+    type Stream = UnixStream;
+    fn poll_accept(&self, cx: &mut Context<'_>) -> Poll<io::Result<UnixStream>> {
+        UnixListener::poll_accept(self, cx).map_ok(|(stream, _)| stream)
+    }
+}
 
 /// Raised when an accept fails for want of file descriptors: sessions
 /// whose client closed its connection while replies were owed (a stalled
@@ -22,15 +45,15 @@ const FIRST_PAUSE: Duration = Duration::from_millis(5);
 const LONGEST_PAUSE: Duration = Duration::from_secs(1);
 
 /// Accepts from one listener, pausing after failures.
-pub struct Acceptor {
-    listener: TcpListener,
+pub struct Acceptor<L: Listening = TcpListener> {
+    listener: L,
     /// What the listener is for, in logs.
     what: &'static str,
     pause: Duration,
 }
 
-impl Acceptor {
-    pub fn new(listener: TcpListener, what: &'static str) -> Acceptor {
+impl<L: Listening> Acceptor<L> {
+    pub fn new(listener: L, what: &'static str) -> Acceptor<L> {
         Acceptor {
             listener,
             what,
@@ -39,10 +62,10 @@ impl Acceptor {
     }
 
     /// The next connection; failures are logged and waited out.
-    pub async fn accept(&mut self) -> TcpStream {
+    pub async fn accept(&mut self) -> L::Stream {
         loop {
-            match self.listener.accept().await {
-                Ok((stream, _)) => {
+            match poll_fn(|cx| self.listener.poll_accept(cx)).await {
+                Ok(stream) => {
                     self.pause = FIRST_PAUSE;
                     return stream;
                 }

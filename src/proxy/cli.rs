@@ -272,7 +272,8 @@ fn resolve_addresses(config: &Config) -> Result<(), String> {
             .servers
             .iter()
             .map(|s| (format!("server '{}'", s.written_addr), s.addr()));
-        let listen = std::iter::once((format!("listen '{}'", pool.listen), pool.listen.clone()));
+        let listen = std::iter::once((format!("listen '{}'", pool.listen), pool.listen.clone()))
+            .filter(|_| pool.listen_unix.is_none());
         for (what, addr) in listen.chain(servers) {
             match addr.to_socket_addrs().map(|mut found| found.next()) {
                 Ok(Some(_)) => {}

@@ -4,20 +4,22 @@
 
 use crate::config::{Config, PoolConfig};
 use crate::protocol::encode_error;
-use crate::proxy::accept::Acceptor;
+use crate::proxy::accept::{Acceptor, Listening};
 use crate::proxy::client;
 use crate::proxy::cluster;
 use crate::proxy::pool::Pool;
 use crate::proxy::stats::{PoolStats, RATE_SAMPLE_EVERY};
 use crate::proxy::stats_server::{self, Monitoring};
+use crate::proxy::unix_socket::{self, SocketFile};
 use crate::proxy::workers;
 use crate::tls::{ListenTls, ServerStream, ACCEPT_HANDSHAKE_LIMIT};
 use bytes::BytesMut;
+use std::future::Future;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::AsyncWriteExt;
-use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpSocket, TcpStream, UnixListener, UnixStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
@@ -47,7 +49,14 @@ pub struct Proxy {
     monitoring: Monitoring,
     stats_listener: TcpListener,
     metrics_listener: Option<TcpListener>,
-    listeners: Vec<(TcpListener, Arc<Pool>, u32)>,
+    listeners: Vec<(ClientListener, Arc<Pool>, u32)>,
+}
+
+/// A pool's listener for its clients.
+enum ClientListener {
+    Tcp(TcpListener),
+    /// The file goes when the pool stops serving.
+    Unix(UnixListener, SocketFile),
 }
 
 impl Proxy {
@@ -133,7 +142,18 @@ impl Proxy {
         let mut acceptors = JoinSet::new();
         for (listener, pool, limit) in self.listeners {
             tracing::info!(pool = %pool.name, listen = %pool.listen, "listening");
-            acceptors.spawn(accept_loop(listener, pool, limit, shutdown.clone()));
+            match listener {
+                ClientListener::Tcp(listener) => {
+                    acceptors.spawn(accept_loop(listener, pool, limit, shutdown.clone()));
+                }
+                ClientListener::Unix(listener, file) => {
+                    let serve = accept_loop(listener, pool, limit, shutdown.clone());
+                    acceptors.spawn(async move {
+                        serve.await;
+                        drop(file);
+                    });
+                }
+            }
         }
         while acceptors.join_next().await.is_some() {}
         // The registrations close their sessions, so this proxy's znodes
@@ -144,7 +164,11 @@ impl Proxy {
     }
 }
 
-fn listen(pool: &PoolConfig) -> std::io::Result<TcpListener> {
+fn listen(pool: &PoolConfig) -> std::io::Result<ClientListener> {
+    if let Some(unix) = &pool.listen_unix {
+        let (listener, file) = unix_socket::bind(unix, pool.backlog)?;
+        return Ok(ClientListener::Unix(listener, file));
+    }
     let addr = tokio_lookup(&pool.listen)?;
     let socket = if addr.is_ipv4() {
         TcpSocket::new_v4()?
@@ -156,7 +180,7 @@ fn listen(pool: &PoolConfig) -> std::io::Result<TcpListener> {
         socket.set_reuseport(true)?;
     }
     socket.bind(addr)?;
-    socket.listen(pool.backlog)
+    socket.listen(pool.backlog).map(ClientListener::Tcp)
 }
 
 /// Resolves `host:port` to the first address (blocking is fine at start-up).
@@ -172,12 +196,15 @@ fn tokio_lookup(addr: &str) -> std::io::Result<std::net::SocketAddr> {
 
 /// Accepts clients until shutdown, then gives its sessions up to
 /// `DRAIN_LIMIT` to finish.
-async fn accept_loop(
-    listener: TcpListener,
+async fn accept_loop<L>(
+    listener: L,
     pool: Arc<Pool>,
     limit: u32,
     mut shutdown: watch::Receiver<bool>,
-) {
+) where
+    L: Listening,
+    L::Stream: ClientSocket,
+{
     let mut sessions = JoinSet::new();
     wait_for_first_view(&pool, &mut shutdown).await;
     let mut acceptor = Acceptor::new(listener, "clients");
@@ -191,15 +218,10 @@ async fn accept_loop(
         let current = pool.stats.connected_clients.load(Ordering::Relaxed);
         if limit != 0 && current >= u64::from(limit) {
             PoolStats::bump(&pool.stats.rejected_connections);
-            match &pool.tls {
-                None => {
-                    tokio::spawn(refuse(stream));
-                }
-                Some(tls) => refuse_tls(&tls.load(), stream),
-            }
+            stream.refuse(&pool);
             continue;
         }
-        let _ = stream.set_nodelay(true);
+        stream.prepare();
         let counted = Connected::count(&pool);
         let pool = pool.clone();
         let shutdown = shutdown.clone();
@@ -214,7 +236,7 @@ async fn accept_loop(
                     sessions.spawn_on(
                         async move {
                             let _guard = guard;
-                            match TcpStream::from_std(stream) {
+                            match L::Stream::from_std(stream) {
                                 Ok(stream) => session(pool, stream, shutdown, counted).await,
                                 Err(e) => {
                                     tracing::warn!(error = %e, "cannot hand a client to its worker");
@@ -260,27 +282,99 @@ impl Drop for Connected {
 }
 
 /// One client's connection, from the TLS handshake (if any) to the end.
-async fn session(
+async fn session<S: ClientSocket>(
     pool: Arc<Pool>,
-    stream: TcpStream,
+    stream: S,
     shutdown: watch::Receiver<bool>,
     _counted: Connected,
 ) {
-    match &pool.tls {
-        None => client::serve(pool.clone(), stream, shutdown).await,
-        Some(tls) => {
-            let tls = tls.load_full();
-            // The handshake runs in the session's task, so a slow or silent
-            // client never holds up the accept loop. Boxed: a TLS session's
-            // state (its stream alone is 1.2 KB) would otherwise size every
-            // plain session's task too, idle ones included.
-            Box::pin(async {
-                if let Some(stream) = handshake(&pool, &tls, stream).await {
-                    client::serve(pool.clone(), stream, shutdown).await;
-                }
-            })
-            .await;
+    stream.serve(pool, shutdown).await;
+}
+
+/// What the accept loop does with a client's socket, TCP or unix.
+trait ClientSocket: Sized + Send + 'static {
+    /// The socket outside any event loop, to hand to a worker thread.
+    type Std: Send + 'static;
+    fn into_std(self) -> std::io::Result<Self::Std>;
+    fn from_std(std: Self::Std) -> std::io::Result<Self>;
+    /// Readies the socket for requests.
+    fn prepare(&self);
+    /// Turns the client away: `client_connections` is reached.
+    fn refuse(self, pool: &Pool);
+    /// Serves the client to the end.
+    fn serve(
+        self,
+        pool: Arc<Pool>,
+        shutdown: watch::Receiver<bool>,
+    ) -> impl Future<Output = ()> + Send;
+}
+
+impl ClientSocket for TcpStream {
+    type Std = std::net::TcpStream;
+
+    fn into_std(self) -> std::io::Result<Self::Std> {
+        TcpStream::into_std(self)
+    }
+
+    fn from_std(std: Self::Std) -> std::io::Result<Self> {
+        TcpStream::from_std(std)
+    }
+
+    fn prepare(&self) {
+        let _ = self.set_nodelay(true);
+    }
+
+    fn refuse(self, pool: &Pool) {
+        match &pool.tls {
+            None => {
+                tokio::spawn(refuse(self));
+            }
+            Some(tls) => refuse_tls(&tls.load(), self),
         }
+    }
+
+    async fn serve(self, pool: Arc<Pool>, shutdown: watch::Receiver<bool>) {
+        match &pool.tls {
+            None => client::serve(pool.clone(), self, shutdown).await,
+            Some(tls) => {
+                let tls = tls.load_full();
+                // The handshake runs in the session's task, so a slow or
+                // silent client never holds up the accept loop. Boxed: a TLS
+                // session's state (its stream alone is 1.2 KB) would
+                // otherwise size every plain session's task too, idle ones
+                // included.
+                Box::pin(async {
+                    if let Some(stream) = handshake(&pool, &tls, self).await {
+                        client::serve(pool.clone(), stream, shutdown).await;
+                    }
+                })
+                .await;
+            }
+        }
+    }
+}
+
+/// A client of a pool that listens on a unix socket (never TLS: the
+/// pool file refuses that).
+impl ClientSocket for UnixStream {
+    type Std = std::os::unix::net::UnixStream;
+
+    fn into_std(self) -> std::io::Result<Self::Std> {
+        UnixStream::into_std(self)
+    }
+
+    fn from_std(std: Self::Std) -> std::io::Result<Self> {
+        UnixStream::from_std(std)
+    }
+
+    fn prepare(&self) {}
+
+    fn refuse(self, _pool: &Pool) {
+        tokio::spawn(refuse(self));
+    }
+
+    async fn serve(self, pool: Arc<Pool>, shutdown: watch::Receiver<bool>) {
+        client::serve(pool, self, shutdown).await;
     }
 }
 
@@ -365,7 +459,7 @@ async fn handshake(pool: &Pool, tls: &ListenTls, stream: TcpStream) -> Option<Se
 }
 
 /// Redis's answer when `maxclients` is reached.
-async fn refuse(mut stream: TcpStream) {
+async fn refuse<S: AsyncWrite + Unpin>(mut stream: S) {
     let _ = stream.write_all(&max_clients_error()).await;
 }
 

@@ -67,6 +67,7 @@ pub mod stats;
 pub mod stats_server;
 pub mod stream;
 pub mod transaction;
+pub mod unix_socket;
 pub mod window;
 pub mod workers;
 pub mod zk;

@@ -1,7 +1,8 @@
-//! The sockets the proxy's hot loops drive by hand: plain TCP, or TLS over
-//! TCP, behind one small trait so each loop is compiled once per kind and
-//! the plain one stays exactly what it was tuned to (readiness slots and
-//! non-blocking reads and writes on the `TcpStream` itself).
+//! The sockets the proxy's hot loops drive by hand: plain TCP (or a unix
+//! socket), or TLS over TCP, behind one small trait so each loop is
+//! compiled once per kind and the plain one stays exactly what it was tuned
+//! to (readiness slots and non-blocking reads and writes on the socket
+//! itself).
 //!
 //! TLS differs in two ways the trait makes explicit. Its reads can find
 //! plaintext rustls already decrypted, with nothing left on the socket, so
@@ -13,9 +14,10 @@ use crate::proxy::outbuf::OutBuf;
 use crate::tls::{ClientStream, ServerStream};
 use bytes::BytesMut;
 use std::io::{self, IoSlice, Write};
+use std::os::fd::AsFd;
 use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpStream;
+use tokio::net::{TcpStream, UnixStream};
 
 /// A connection the proxy reads and writes without blocking.
 pub trait Io: AsyncRead + AsyncWrite + Send + Unpin + 'static {
@@ -41,11 +43,11 @@ pub trait Io: AsyncRead + AsyncWrite + Send + Unpin + 'static {
     fn peer_closed(&self) -> bool;
 }
 
-/// True once `tcp`'s peer has sent its FIN or the connection failed,
+/// True once the peer has sent its FIN or the connection failed,
 /// whatever is still unread before it (`POLLRDHUP`, asked without waiting).
-fn peer_closed(tcp: &TcpStream) -> bool {
+fn peer_closed(socket: &impl AsFd) -> bool {
     use rustix::event::{poll, PollFd, PollFlags, Timespec};
-    let mut fds = [PollFd::new(tcp, PollFlags::RDHUP)];
+    let mut fds = [PollFd::new(socket, PollFlags::RDHUP)];
     let now = Timespec {
         tv_sec: 0,
         tv_nsec: 0,
@@ -58,48 +60,58 @@ fn peer_closed(tcp: &TcpStream) -> bool {
     }
 }
 
-impl Io for TcpStream {
-    #[inline]
-    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        TcpStream::poll_read_ready(self, cx)
-    }
+/// [`Io`] on a plain socket: TCP, or a unix socket (a `listen` path).
+macro_rules! plain_io {
+    ($stream:ty) => {
+        impl Io for $stream {
+            #[inline]
+            fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+                <$stream>::poll_read_ready(self, cx)
+            }
 
-    #[inline]
-    fn poll_write_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        TcpStream::poll_write_ready(self, cx)
-    }
+            #[inline]
+            fn poll_write_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+                <$stream>::poll_write_ready(self, cx)
+            }
 
-    #[inline]
-    fn write_now(&mut self, out: &mut OutBuf) -> io::Result<usize> {
-        let mut written = 0;
-        while !out.is_empty() {
-            // One piece (the common case) goes out with a plain write,
-            // which the kernel takes a little cheaper than a vectored one.
-            match out.write_now(|slices| match slices {
-                [one] => self.try_write(one),
-                _ => self.try_write_vectored(slices),
-            }) {
-                Ok(n) => written += n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) => return Err(e),
+            #[inline]
+            fn write_now(&mut self, out: &mut OutBuf) -> io::Result<usize> {
+                let mut written = 0;
+                while !out.is_empty() {
+                    // One piece (the common case) goes out with a plain
+                    // write, which the kernel takes a little cheaper than a
+                    // vectored one.
+                    match out.write_now(|slices| match slices {
+                        [one] => self.try_write(one),
+                        _ => self.try_write_vectored(slices),
+                    }) {
+                        Ok(n) => written += n,
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                        Err(e) => return Err(e),
+                    }
+                }
+                Ok(written)
+            }
+
+            #[inline]
+            fn holds_output(&self) -> bool {
+                false
+            }
+
+            fn unread(&self) -> usize {
+                rustix::io::ioctl_fionread(self)
+                    .map_or(0, |n| usize::try_from(n).unwrap_or(usize::MAX))
+            }
+
+            fn peer_closed(&self) -> bool {
+                peer_closed(self)
             }
         }
-        Ok(written)
-    }
-
-    #[inline]
-    fn holds_output(&self) -> bool {
-        false
-    }
-
-    fn unread(&self) -> usize {
-        rustix::io::ioctl_fionread(self).map_or(0, |n| usize::try_from(n).unwrap_or(usize::MAX))
-    }
-
-    fn peer_closed(&self) -> bool {
-        peer_closed(self)
-    }
+    };
 }
+
+plain_io!(TcpStream);
+plain_io!(UnixStream);
 
 /// The TCP socket under a TLS stream, as `std::io::Write` for rustls's
 /// `write_tls`: non-blocking writes, `WouldBlock` when full.

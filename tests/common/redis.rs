@@ -106,38 +106,7 @@ impl RawClient {
     }
 
     fn read_into(&mut self, out: &mut Vec<u8>) {
-        let mut line = Vec::new();
-        self.reader
-            .read_until(b'\n', &mut line)
-            .expect("read reply line");
-        assert!(
-            line.ends_with(b"\r\n"),
-            "connection closed or bad line: {line:?}"
-        );
-        out.extend_from_slice(&line);
-        let body = &line[1..line.len() - 2];
-        let num = || std::str::from_utf8(body).unwrap().parse::<i64>().unwrap();
-        match line[0] {
-            b'$' | b'=' | b'!' => {
-                let n = num();
-                if n >= 0 {
-                    let mut data = vec![0; n as usize + 2];
-                    self.reader.read_exact(&mut data).unwrap();
-                    out.extend_from_slice(&data);
-                }
-            }
-            b'*' | b'~' | b'>' => {
-                for _ in 0..num().max(0) {
-                    self.read_into(out);
-                }
-            }
-            b'%' | b'|' => {
-                for _ in 0..num() * 2 {
-                    self.read_into(out);
-                }
-            }
-            _ => {}
-        }
+        read_reply_into(&mut self.reader, out);
     }
 
     /// The number `field` of the server's `INFO section`, if it has one.
@@ -152,6 +121,39 @@ impl RawClient {
     pub fn is_closed(&mut self) -> bool {
         let mut buf = [0u8; 1];
         matches!(self.reader.read(&mut buf), Ok(0))
+    }
+}
+
+/// Reads one complete RESP2/RESP3 reply from `reader` into `out`, raw:
+/// for connections other than [`RawClient`]'s TCP (a unix socket).
+pub fn read_reply_into(reader: &mut impl BufRead, out: &mut Vec<u8>) {
+    let mut line = Vec::new();
+    reader
+        .read_until(b'\n', &mut line)
+        .expect("read reply line");
+    assert!(
+        line.ends_with(b"\r\n"),
+        "connection closed or bad line: {line:?}"
+    );
+    out.extend_from_slice(&line);
+    let body = &line[1..line.len() - 2];
+    let num = || std::str::from_utf8(body).unwrap().parse::<i64>().unwrap();
+    let items = match line[0] {
+        b'$' | b'=' | b'!' => {
+            let n = num();
+            if n >= 0 {
+                let mut data = vec![0; n as usize + 2];
+                reader.read_exact(&mut data).unwrap();
+                out.extend_from_slice(&data);
+            }
+            0
+        }
+        b'*' | b'~' | b'>' => num().max(0),
+        b'%' | b'|' => num() * 2,
+        _ => 0,
+    };
+    for _ in 0..items {
+        read_reply_into(reader, out);
     }
 }
 

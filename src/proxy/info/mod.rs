@@ -120,6 +120,15 @@ pub fn run(session: &Session, args: &[Bytes]) -> InfoReply {
     }
 }
 
+/// INFO's `tcp_port`: 0 for a unix socket, as Redis shows when it has
+/// no TCP port.
+fn tcp_port(listen: &str) -> &str {
+    if listen.starts_with('/') {
+        return "0";
+    }
+    listen.rsplit(':').next().unwrap_or("")
+}
+
 fn write_section(session: &Session, section: &str, out: &mut String) {
     let pool = &session.pool;
     let stats = &pool.stats;
@@ -141,7 +150,7 @@ fn write_section(session: &Session, section: &str, out: &mut String) {
                 std::env::consts::OS,
                 std::process::id(),
                 run_id(),
-                pool.listen.rsplit(':').next().unwrap_or(""),
+                tcp_port(&pool.listen),
                 stats.uptime_secs(),
                 pool.name,
                 table.version,

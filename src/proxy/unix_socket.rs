@@ -1,0 +1,171 @@
+//! A pool's unix socket (`listen: /path/to/socket 0666`, nutcracker's
+//! form). Bound as nutcracker binds it, a socket file left by a process
+//! that died is replaced and the mode applied, but without its hazard:
+//! nutcracker unlinks whatever is at the path, so a typo could delete a
+//! data file, or take the socket of a proxy still serving. Here a path
+//! that is not a socket, or a socket something still answers on, is left
+//! alone and the start fails in words.
+
+use crate::config::UnixListen;
+use socket2::{Domain, SockAddr, Socket, Type};
+use std::fs;
+use std::io;
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use tokio::net::UnixListener;
+
+/// The socket file this proxy bound: removed when the pool stops
+/// listening, unless another process has bound the path since.
+pub struct SocketFile {
+    path: PathBuf,
+    /// Device and inode of the file `bind` made.
+    id: (u64, u64),
+}
+
+impl Drop for SocketFile {
+    fn drop(&mut self) {
+        // The inode alone could be the next proxy's: a file system may
+        // give an unlinked file's number to the next file made. So it
+        // must also be that nothing answers on it.
+        let ours = fs::symlink_metadata(&self.path)
+            .is_ok_and(|m| m.file_type().is_socket() && (m.dev(), m.ino()) == self.id);
+        if ours && matches!(probe(&self.path), Ok(Probe::Nobody)) {
+            let _ = fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// Whether a process listens on a socket file.
+enum Probe {
+    Listening,
+    Nobody,
+}
+
+/// Connects without blocking: a live listener whose backlog is full
+/// answers `EAGAIN` instead of holding the caller up.
+fn probe(path: &Path) -> io::Result<Probe> {
+    let probe = Socket::new(Domain::UNIX, Type::STREAM, None)?;
+    probe.set_nonblocking(true)?;
+    match probe.connect(&SockAddr::unix(path)?) {
+        Ok(()) => Ok(Probe::Listening),
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(Probe::Listening),
+        Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => Ok(Probe::Nobody),
+        Err(e) => Err(e),
+    }
+}
+
+/// Binds and listens on `unix`, with `backlog` pending connections.
+///
+/// # Errors
+/// The path is not a socket, another process listens on it, or the
+/// socket cannot be made, bound or given its mode.
+pub fn bind(unix: &UnixListen, backlog: u32) -> io::Result<(UnixListener, SocketFile)> {
+    let path = &unix.path;
+    clear_leftover(path)?;
+    let socket = Socket::new(Domain::UNIX, Type::STREAM, None)?;
+    socket.bind(&SockAddr::unix(path)?)?;
+    let meta = fs::symlink_metadata(path)?;
+    let file = SocketFile {
+        path: path.clone(),
+        id: (meta.dev(), meta.ino()),
+    };
+    // Before `listen`: until then a connect is refused, so no client gets
+    // in under the umask's mode.
+    if let Some(mode) = unix.mode {
+        fs::set_permissions(path, fs::Permissions::from_mode(mode))?;
+    }
+    socket.listen(i32::try_from(backlog).unwrap_or(i32::MAX))?;
+    socket.set_nonblocking(true)?;
+    let listener = UnixListener::from_std(socket.into())?;
+    Ok((listener, file))
+}
+
+/// Removes a socket file nothing listens on any more (left by a process
+/// that was killed); refuses anything else at the path.
+fn clear_leftover(path: &Path) -> io::Result<()> {
+    let meta = match fs::symlink_metadata(path) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    if !meta.file_type().is_socket() {
+        return Err(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            "the path exists and is not a socket; it was left alone",
+        ));
+    }
+    match probe(path) {
+        Ok(Probe::Nobody) => match fs::remove_file(path) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        },
+        Ok(Probe::Listening) => Err(io::Error::new(
+            io::ErrorKind::AddrInUse,
+            "another process is listening on this socket",
+        )),
+        Err(e) => Err(io::Error::new(
+            e.kind(),
+            format!("cannot tell whether the socket there is in use: {e}"),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scratch(tag: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("sp-unix-{tag}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[tokio::test]
+    async fn a_leftover_socket_is_replaced_and_a_live_one_is_not() {
+        let dir = scratch("leftover");
+        let unix = UnixListen {
+            path: dir.join("p.sock"),
+            mode: Some(0o600),
+        };
+        // A socket file whose listener is gone, as kill -9 leaves it.
+        drop(std::os::unix::net::UnixListener::bind(&unix.path).unwrap());
+        let (listener, file) = bind(&unix, 16).unwrap();
+        let mode = fs::metadata(&unix.path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        let e = bind(&unix, 16).err().unwrap();
+        assert_eq!(e.kind(), io::ErrorKind::AddrInUse, "{e}");
+        drop(listener);
+        drop(file);
+        assert!(!unix.path.exists());
+    }
+
+    #[tokio::test]
+    async fn a_file_that_is_not_a_socket_is_left_alone() {
+        let dir = scratch("file");
+        let unix = UnixListen {
+            path: dir.join("data"),
+            mode: None,
+        };
+        fs::write(&unix.path, b"keep me").unwrap();
+        let e = bind(&unix, 16).err().unwrap();
+        assert!(e.to_string().contains("not a socket"), "{e}");
+        assert_eq!(fs::read(&unix.path).unwrap(), b"keep me");
+    }
+
+    #[tokio::test]
+    async fn the_file_of_a_later_proxy_is_not_removed() {
+        let dir = scratch("later");
+        let unix = UnixListen {
+            path: dir.join("p.sock"),
+            mode: None,
+        };
+        let (listener, file) = bind(&unix, 16).unwrap();
+        // This proxy stops accepting; the next one binds the same path
+        // while this one still drains.
+        drop(listener);
+        let (_next, _next_file) = bind(&unix, 16).unwrap();
+        drop(file);
+        assert!(unix.path.exists());
+    }
+}
