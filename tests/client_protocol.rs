@@ -596,6 +596,34 @@ fn auth_and_database_reach_the_backend_in_the_right_order() {
     });
 }
 
+/// `redis_auth` set on the proxy only, in front of a server with no
+/// password (a common twemproxy set-up, which nutcracker serves): clients
+/// log in to the proxy, and the server is used without AUTH (review: every
+/// request got "-ERR ... AUTH failed: ERR AUTH <password> called without
+/// any password configured").
+#[test]
+fn redis_auth_in_front_of_a_server_without_a_password_serves() {
+    let backend = Redis::start();
+    let proxy = Proxy::start(&format!(
+        "  redis: true\n  redis_auth: s3cret\n  redis_db: 2\n  servers:\n   - {}:1\n",
+        backend.addr()
+    ));
+    let mut c = RawClient::connect(proxy.port);
+    assert_eq!(
+        c.cmd_str(&["GET", "a"]),
+        "-NOAUTH Authentication required.\r\n"
+    );
+    assert_eq!(c.cmd_str(&["AUTH", "s3cret"]), "+OK\r\n");
+    assert_eq!(c.cmd_str(&["SET", "a", "in-db-2"]), "+OK\r\n");
+    assert_eq!(c.cmd_str(&["GET", "a"]), "$7\r\nin-db-2\r\n");
+    let mut direct = backend.connect();
+    assert_eq!(direct.cmd_str(&["SELECT", "2"]), "+OK\r\n");
+    assert_eq!(direct.cmd_str(&["GET", "a"]), "$7\r\nin-db-2\r\n");
+    assert!(proxy
+        .log_text()
+        .contains("the server has no password: 'redis_auth' is not needed on it"));
+}
+
 #[test]
 fn sigterm_finishes_replies_owed_then_exits_zero() {
     let mut s = setup();

@@ -160,7 +160,10 @@ fn accepts_nutcrackers_unix_listen_but_not_with_tls_or_reuseport() {
     let e = rejected(&text.replace("redis: true", "redis: true\n  tls_cert: c\n  tls_key: k"));
     assert!(e.contains("TLS is for TCP listeners"), "{e}");
     let e = rejected(&text.replace("127.0.0.1:6379:1", "/tmp/redis.sock:1"));
-    assert!(e.contains("servers on unix sockets are not supported"), "{e}");
+    assert!(
+        e.contains("servers on unix sockets are not supported"),
+        "{e}"
+    );
 }
 
 #[test]

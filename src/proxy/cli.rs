@@ -134,6 +134,7 @@ fn run(
     monitoring: Monitoring,
 ) -> ExitCode {
     let threads = threads.filter(|n| *n > 0).unwrap_or_else(default_threads);
+    warn_of_nutcrackers_database(&config);
     // One thread: everything on one single-threaded runtime, no hand-offs.
     // More: thread-per-core workers serve the clients, and this thread's
     // runtime keeps the control work (accepting, ZooKeeper, stats).
@@ -194,6 +195,24 @@ fn run(
         tracing::info!("stopped");
     }
     code
+}
+
+/// nutcracker 0.5.0 sends `SELECT` before `AUTH` (its issue #457): on
+/// servers with a password the SELECT fails and it writes to database 0
+/// whatever `redis_db` says. This proxy uses `redis_db`, so after a swap
+/// the keys nutcracker wrote would seem gone: said once, at start.
+fn warn_of_nutcrackers_database(config: &Config) {
+    for pool in &config.pools {
+        if pool.redis_auth.is_some() && pool.redis_db != 0 {
+            tracing::warn!(
+                pool = %pool.name,
+                redis_db = pool.redis_db,
+                "if nutcracker served this pool and its servers have a password, the keys it \
+                 wrote are in database 0 (its SELECT came before AUTH and failed); this proxy \
+                 uses redis_db: set 'redis_db: 0' to keep serving them"
+            );
+        }
+    }
 }
 
 /// Worker threads without `--threads`: one per core, except on machines

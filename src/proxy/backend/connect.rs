@@ -42,7 +42,7 @@ pub(crate) async fn connect_to(
     let handshake = handshake_commands(settings, proto);
     let Some(tls) = &settings.tls else {
         let mut stream = stream;
-        prepare(&mut stream, &handshake, limit).await?;
+        prepare(&mut stream, addr, &handshake, limit).await?;
         check_run_id(&mut stream, addr, run_id, limit).await?;
         return Ok(BackendStream::Plain(stream));
     };
@@ -56,7 +56,7 @@ pub(crate) async fn connect_to(
             ))
         }
     };
-    prepare(&mut stream, &handshake, limit).await?;
+    prepare(&mut stream, addr, &handshake, limit).await?;
     check_run_id(&mut stream, addr, run_id, limit).await?;
     Ok(BackendStream::Tls(Box::new(stream)))
 }
@@ -105,13 +105,14 @@ async fn check_run_id<S: AsyncRead + AsyncWrite + Unpin>(
 /// Runs the `handshake` commands, if any, within `limit`.
 async fn prepare<S: AsyncRead + AsyncWrite + Unpin>(
     stream: &mut S,
+    addr: &str,
     handshake: &[Vec<Vec<u8>>],
     limit: Duration,
 ) -> Result<(), String> {
     if handshake.is_empty() {
         return Ok(());
     }
-    match timeout(limit, run_handshake(stream, handshake)).await {
+    match timeout(limit, run_handshake(stream, addr, handshake)).await {
         Ok(result) => result,
         Err(_) => Err(format!(
             "handshake timed out after {} ms",
@@ -147,9 +148,17 @@ fn handshake_commands(settings: &BackendSettings, proto: Proto) -> Vec<Vec<Vec<u
 
 async fn run_handshake<S: AsyncRead + AsyncWrite + Unpin>(
     stream: &mut S,
+    addr: &str,
     commands: &[Vec<Vec<u8>>],
 ) -> Result<(), String> {
     for (command, frame) in commands.iter().zip(run_commands(stream, commands).await?) {
+        if command.len() == 2 && command[0] == b"AUTH" && no_password_set(&frame) {
+            // A password set on the proxy only, in front of servers that
+            // have none, is a common twemproxy set-up, and nutcracker
+            // serves it: the server needs no AUTH, so it is served too.
+            tracing::warn!(backend = %addr, "the server has no password: 'redis_auth' is not needed on it");
+            continue;
+        }
         if is_error_reply(&frame) {
             let name = String::from_utf8_lossy(&command[0]);
             let text = String::from_utf8_lossy(&frame[1..]);
@@ -157,6 +166,15 @@ async fn run_handshake<S: AsyncRead + AsyncWrite + Unpin>(
         }
     }
     Ok(())
+}
+
+/// True for the error a server with no password answers `AUTH password`
+/// with (Redis 6 and later, then Redis 5 and earlier).
+fn no_password_set(reply: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(reply);
+    text.starts_with("-ERR")
+        && (text.contains("called without any password configured")
+            || text.contains("but no password is set"))
 }
 
 /// Sends `commands` at once and reads one reply frame for each.
