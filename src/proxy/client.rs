@@ -53,8 +53,14 @@ const GROWN_INPUT: usize = 16 * READ_CHUNK;
 /// How long a blocking command whose client closed may take to be
 /// answered before the session drops it (it did not block).
 const CLOSE_GRACE: Duration = Duration::from_millis(20);
-/// How long a session waits for more input once the proxy is stopping.
+/// How long a session still reads its client once the proxy is stopping:
+/// requests on their way when the signal came are answered, not cut off.
 const STOP_GRACE: Duration = Duration::from_millis(200);
+/// How long a stopping session, its last reply written, waits for its
+/// client to close before closing itself: closing on unread requests
+/// resets the connection, and a reset can cost the client replies it has
+/// not read yet.
+const STOP_LINGER: Duration = Duration::from_millis(500);
 /// A reply owed, with what the stats need when it is written.
 struct Owed {
     reply: Pending,
@@ -174,6 +180,13 @@ pub async fn serve<S: Io>(pool: Arc<Pool>, mut stream: S, shutdown: watch::Recei
     tokio::pin!(stop);
     let mut stop_registered = false;
     let mut stopping = false;
+    // Stopping: when reading ends (`STOP_GRACE` after the signal). The
+    // session then runs what it has read, writes the replies, and closes
+    // at that clean point, so a request that got no reply did not run and
+    // is safe to send again elsewhere (review: a client that never paused
+    // was served until the drain limit cut it mid-request, and writes
+    // Redis had applied lost their replies).
+    let mut reads_end: Option<Instant> = None;
     // No more input will be read: the client closed, sent QUIT or broke
     // the protocol. The session ends once everything owed is written.
     let mut finishing = false;
@@ -207,6 +220,7 @@ pub async fn serve<S: Io>(pool: Arc<Pool>, mut stream: S, shutdown: watch::Recei
     let mut read_ahead: Option<ReadAhead> = None;
     let mut pipeline_loan: Option<PipelineLoan> = None;
     loop {
+        let reading_over = reads_end.is_some_and(|end| Instant::now() >= end);
         // Dispatch what has arrived, as far as the window allows.
         let mut exhausted = false;
         // The shut window waits on a shard that has answered nothing for
@@ -288,6 +302,11 @@ pub async fn serve<S: Io>(pool: Arc<Pool>, mut stream: S, shutdown: watch::Recei
             parser.set_unauthenticated(!session.authenticated);
             finishing = session.closing;
         }
+        // Stopping, and everything read is dispatched (a request cut
+        // short is dropped: it never ran).
+        if reading_over && exhausted && held.is_none() {
+            finishing = true;
+        }
         // Shut with requests waiting: note whom for (see `HeadWait`).
         if finishing || held.is_some() {
             session.head_wait.clear();
@@ -347,6 +366,9 @@ pub async fn serve<S: Io>(pool: Arc<Pool>, mut stream: S, shutdown: watch::Recei
         let unsent = !out.is_empty() || stream.holds_output();
         if finishing && owed.is_empty() && !unsent {
             let _ = stream.shutdown().await;
+            if stopping {
+                let _ = tokio::time::timeout(STOP_LINGER, discard_until_closed(&mut stream)).await;
+            }
             return;
         }
         // A blocked session whose client closed, or while the proxy stops,
@@ -461,6 +483,7 @@ pub async fn serve<S: Io>(pool: Arc<Pool>, mut stream: S, shutdown: watch::Recei
         // up to `READ_AHEAD` while its window waits on a shard.
         let want_input = !closed
             && !finishing
+            && !reading_over
             && (may_go_on
                 || input.len() < READ_CHUNK
                 || loan_room > 0
@@ -489,9 +512,10 @@ pub async fn serve<S: Io>(pool: Arc<Pool>, mut stream: S, shutdown: watch::Recei
         }
         let mut pubsub_event = None;
         let readable = if stopping && idle {
-            // Stopping: answer what the client has already sent, and leave
-            // once it has been quiet for a moment.
-            match tokio::time::timeout(STOP_GRACE, poll_fn(|cx| stream.poll_read_ready(cx))).await {
+            // Stopping: answer what the client sends until reading ends,
+            // and leave once it has been quiet until then.
+            let end = reads_end.unwrap_or_else(Instant::now);
+            match tokio::time::timeout_at(end, poll_fn(|cx| stream.poll_read_ready(cx))).await {
                 Ok(Ok(())) => true,
                 _ => return,
             }
@@ -513,6 +537,7 @@ pub async fn serve<S: Io>(pool: Arc<Pool>, mut stream: S, shutdown: watch::Recei
                 }
                 () = &mut stop, if !stopping => {
                     stopping = true;
+                    reads_end = Some(Instant::now() + STOP_GRACE);
                     false
                 }
                 // Messages for a subscribed client, between whole replies.
@@ -596,6 +621,7 @@ pub async fn serve<S: Io>(pool: Arc<Pool>, mut stream: S, shutdown: watch::Recei
                 }
                 Wake::Stopping => {
                     stopping = true;
+                    reads_end = Some(Instant::now() + STOP_GRACE);
                     false
                 }
                 Wake::Readable => true,
@@ -652,6 +678,18 @@ pub async fn serve<S: Io>(pool: Arc<Pool>, mut stream: S, shutdown: watch::Recei
             if input.len() > GROWN_INPUT || read_ahead.is_some() {
                 grown_input.grew_to(input.capacity());
             }
+        }
+    }
+}
+
+/// Reads and drops what the client sends until it closes.
+async fn discard_until_closed<S: Io>(stream: &mut S) {
+    let mut scrap = BytesMut::with_capacity(SMALL_READ);
+    loop {
+        scrap.clear();
+        match poll_fn(|cx| poll_read_buf(stream, cx, &mut scrap)).await {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
         }
     }
 }
