@@ -781,6 +781,11 @@ fn auto_eject_routes_around_a_dead_server_and_retries_it() {
                 .all(|k| c.cmd_str(&["SET", k, "v"]) == "+OK\r\n")
                 // Seen in the same pass: the retry may bring it back later.
                 && c.cmd_str(&["INFO", "server"]).contains("shards:1\r\n")
+                // The stats still list it, as ejected (review: it vanished
+                // from the JSON while it was out).
+                && common::proxy::stats_json(proxy.stats_port)["pool"]
+                    [format!("127.0.0.1:{down_port}")]["server_ejected_at"]
+                    == 1
         },
     );
     assert_eq!(

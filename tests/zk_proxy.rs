@@ -509,6 +509,65 @@ async fn a_second_proxy_on_a_taken_zookeeper_path_serves_nothing_until_it_is_fre
     wait_for_view(&second, "registered:1");
 }
 
+/// A proxy restarted on its address while its old run still answers a
+/// client (a stalled server owes the reply): the new run keeps its
+/// clients in the listen backlog until the old run is gone, then serves
+/// them, with no error (review: it answered "-ERR ... held by another
+/// proxy" for up to 10 s, and with `reuseport` half the clients of a
+/// hand-over got it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_that_overlaps_the_old_run_holds_clients_instead_of_refusing_them() {
+    let zookeeper = ZooKeeper::start();
+    let (a, b) = (Redis::start(), Redis::start());
+    let ops = zookeeper.client().await;
+    two_shards_led_by(&ops, &a, &b).await;
+    let mut old = start_proxy_with(&zookeeper, &[&a, &b], "");
+    wait_for_view(&old, "registered:1");
+    let key_on = |redis: &Redis| {
+        (0..)
+            .map(|i| format!("k{i}"))
+            .find(|key| {
+                RawClient::connect(old.port).cmd_str(&["SET", key, "v"]);
+                holds(redis, key)
+            })
+            .unwrap()
+    };
+    let (stalled_key, free_key) = (key_on(&a), key_on(&b));
+    a.guard.signal("STOP");
+    let mut owed = RawClient::connect(old.port);
+    owed.send_raw(&common::redis::encode_command(&[
+        b"GET",
+        stalled_key.as_bytes(),
+    ]));
+    // The old run stops accepting, and drains while its server is stopped.
+    old.guard.signal("TERM");
+    wait_until(
+        "the old run to stop accepting",
+        Duration::from_secs(10),
+        || !common::port_open(old.port),
+    );
+    let yaml = std::fs::read_to_string(&old.conf).unwrap();
+    let new = common::proxy::Proxy::start_yaml(old.port, &yaml);
+    let mut client = RawClient::connect(new.port);
+    client.send_raw(&common::redis::encode_command(&[
+        b"GET",
+        free_key.as_bytes(),
+    ]));
+    assert_eq!(
+        common::redis::reply_line_within(&mut client, Duration::from_millis(500)),
+        None,
+        "served or refused while the old run still holds the registration"
+    );
+    a.guard.signal("CONT");
+    assert_eq!(owed.read_reply(), b"$1\r\nv\r\n");
+    assert_eq!(old.guard.wait_exit(Duration::from_secs(15)), Some(0));
+    assert_eq!(
+        common::redis::reply_line_within(&mut client, Duration::from_secs(10)).as_deref(),
+        Some("$1\r\n")
+    );
+    wait_for_view(&new, "registered:1");
+}
+
 /// A pool that routes from ZooKeeper without registering there is refused
 /// at start (and by `-t`): moves could not wait for it (review: such a
 /// proxy lost 7 of 300 acknowledged writes to a move).

@@ -206,7 +206,7 @@ async fn accept_loop<L>(
     L::Stream: ClientSocket,
 {
     let mut sessions = JoinSet::new();
-    wait_for_first_view(&pool, &mut shutdown).await;
+    wait_for_zookeeper(&pool, &mut shutdown).await;
     let mut acceptor = Acceptor::new(listener, "clients");
     loop {
         let stream = tokio::select! {
@@ -378,32 +378,43 @@ impl ClientSocket for UnixStream {
     }
 }
 
-/// How long a pool that routes from ZooKeeper waits for its first view
-/// before serving from the pool file's servers.
+/// How long a pool that routes from ZooKeeper waits for its first view,
+/// and one that registers for its registration, before serving.
 const FIRST_VIEW_WAIT: Duration = Duration::from_secs(2);
 
-/// Holds the first client (in the listen backlog) until the cluster
-/// watch applied its first view, at most [`FIRST_VIEW_WAIT`]: a proxy
-/// that starts while a range migrates, or after one, must not route by
-/// a pool file that ZooKeeper has overtaken. With ZooKeeper down it serves
-/// from the file after the wait, as before.
-async fn wait_for_first_view(pool: &Pool, shutdown: &mut watch::Receiver<bool>) {
-    if pool
-        .zookeeper
-        .as_ref()
-        .and_then(|z| z.redis_path.as_ref())
-        .is_none()
-    {
+/// Holds the first client (in the listen backlog) until ZooKeeper has
+/// had its say:
+/// - the cluster watch applied its first view, at most [`FIRST_VIEW_WAIT`]:
+///   a proxy that starts while a range migrates, or after one, must not
+///   route by a pool file that ZooKeeper has overtaken. With ZooKeeper
+///   down it serves from the file after the wait, as before;
+/// - this proxy's znode is its own, or held by another proxy (whose
+///   clients are refused in words), at most [`FIRST_VIEW_WAIT`] unless an
+///   earlier run of this proxy, still stopping, holds it: then until that
+///   run is gone (bounded by the registration's hand-over wait), so that a
+///   restart which overlaps the old run is not answered with errors.
+async fn wait_for_zookeeper(pool: &Pool, shutdown: &mut watch::Receiver<bool>) {
+    let Some(zookeeper) = &pool.zookeeper else {
         return;
-    }
-    let deadline = tokio::time::Instant::now() + FIRST_VIEW_WAIT;
-    while pool.zk_status.snapshot().views_applied == 0 && tokio::time::Instant::now() < deadline {
+    };
+    let started = tokio::time::Instant::now();
+    loop {
+        let status = pool.zk_status.snapshot();
+        let waited_enough = started.elapsed() >= FIRST_VIEW_WAIT;
+        let view_known =
+            zookeeper.redis_path.is_none() || status.views_applied > 0 || waited_enough;
+        let registration_known = zookeeper.proxy_path.is_none()
+            || status.registered
+            || !status.handing_over && (status.name_taken.is_some() || waited_enough);
+        if view_known && registration_known {
+            break;
+        }
         tokio::select! {
             () = tokio::time::sleep(Duration::from_millis(10)) => {}
             _ = shutdown.changed() => return,
         }
     }
-    if pool.zk_status.snapshot().views_applied == 0 {
+    if zookeeper.redis_path.is_some() && pool.zk_status.snapshot().views_applied == 0 {
         tracing::warn!(pool = %pool.name, "no view from ZooKeeper yet; serving from the pool file's servers");
     }
 }

@@ -490,6 +490,20 @@ impl Router {
             })
     }
 
+    /// Every server the routing is built from, by name, ejected ones
+    /// included: the stats and metrics list them all, since a server routed
+    /// around is the one ops are watching (review: an ejected server
+    /// vanished from the stats JSON, its `server_ejected_at` never shown).
+    pub fn servers(&self) -> Vec<(ShardName, Arc<Backend>)> {
+        let state = self.lock();
+        state
+            .specs
+            .iter()
+            .zip(&state.backends)
+            .map(|(spec, backend)| (intern(&spec.name), backend.clone()))
+            .collect()
+    }
+
     /// Whether this router routes around failing servers.
     pub fn auto_ejects(&self) -> bool {
         self.lock().settings.auto_eject

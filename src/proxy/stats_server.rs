@@ -99,12 +99,11 @@ fn pool_json(pool: &Pool) -> Value {
         json!(PoolStats::get(&stats.forward_errors)),
     );
     out.insert("fragments".into(), json!(PoolStats::get(&stats.fragments)));
-    let table = pool.router.load();
-    for shard in &table.shards {
-        let b = &shard.backend.stats;
-        let ejected_at = u8::from(pool.router.ejected(&shard.backend));
+    for (name, backend) in pool.router.servers() {
+        let b = &backend.stats;
+        let ejected_at = u8::from(pool.router.ejected(&backend));
         out.insert(
-            shard.name.to_string(),
+            name.to_string(),
             json!({
                 "server_eof": PoolStats::get(&b.eof),
                 "server_err": PoolStats::get(&b.errors),
@@ -358,21 +357,20 @@ pub fn prometheus_text(pools: &[Arc<Pool>]) -> String {
         ),
     ];
     for p in pools {
-        let table = p.router.load();
-        for shard in &table.shards {
+        for (name, backend) in p.router.servers() {
             let labels = format!(
                 "{{pool=\"{}\",shard=\"{}\",backend=\"{}\"}}",
                 escape(&p.name),
-                escape(shard.name),
-                escape(&shard.backend.addr)
+                escape(name),
+                escape(&backend.addr)
             );
-            let b = &shard.backend.stats;
+            let b = &backend.stats;
             let values = [
                 PoolStats::get(&b.requests),
                 PoolStats::get(&b.errors),
                 PoolStats::get(&b.timeouts),
                 PoolStats::get(&b.connections),
-                u64::from(p.router.ejected(&shard.backend)),
+                u64::from(p.router.ejected(&backend)),
             ];
             for (family, value) in backend_families.iter_mut().zip(values) {
                 family.3.push((labels.clone(), value.to_string()));

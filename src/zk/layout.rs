@@ -301,13 +301,29 @@ impl ProxyData {
     /// says which processes still run): its session expires soon. Any
     /// other holder may be a live proxy given the same `zookeeper_path`.
     pub fn is_predecessor(&self, data: &[u8], pid_alive: impl Fn(u32) -> bool) -> bool {
-        serde_json::from_slice::<ProxyData>(data).is_ok_and(|other| {
-            other.listen == self.listen
-                && !other.host.is_empty()
-                && other.host == self.host
-                && other.pid != self.pid
-                && !pid_alive(other.pid)
-        })
+        self.other_run_here(data).is_some_and(|pid| !pid_alive(pid))
+    }
+
+    /// True when `data` is the znode of another process on this host and
+    /// listen address that still runs: an earlier run of this proxy still
+    /// answering its clients after SIGTERM (a restart that overlaps, or a
+    /// `reuseport` hand-over). It leaves ZooKeeper once they are answered.
+    pub fn is_earlier_run_stopping(&self, data: &[u8], pid_alive: impl Fn(u32) -> bool) -> bool {
+        self.other_run_here(data).is_some_and(pid_alive)
+    }
+
+    /// The pid in `data` if it is another process's on this host and
+    /// listen address.
+    fn other_run_here(&self, data: &[u8]) -> Option<u32> {
+        serde_json::from_slice::<ProxyData>(data)
+            .ok()
+            .filter(|other| {
+                other.listen == self.listen
+                    && !other.host.is_empty()
+                    && other.host == self.host
+                    && other.pid != self.pid
+            })
+            .map(|other| other.pid)
     }
 }
 
@@ -501,11 +517,15 @@ mod tests {
         // live one, or one on another host, may be a second proxy.
         assert!(data.is_predecessor(&other.to_json(), |_| false));
         assert!(!data.is_predecessor(&other.to_json(), |_| true));
+        // One that still runs is an earlier run stopping.
+        assert!(data.is_earlier_run_stopping(&other.to_json(), |_| true));
+        assert!(!data.is_earlier_run_stopping(&other.to_json(), |_| false));
         let elsewhere = ProxyData {
             host: "h2".into(),
             ..other.clone()
         };
         assert!(!data.is_predecessor(&elsewhere.to_json(), |_| false));
+        assert!(!data.is_earlier_run_stopping(&elsewhere.to_json(), |_| true));
         let unnamed = ProxyData {
             host: String::new(),
             ..other

@@ -12,16 +12,24 @@
 //!   start time): deleted and created again;
 //! - anyone else's (e.g. the previous run of this proxy, whose session has not
 //!   expired yet): left alone; we watch it, log, and create ours once it is
-//!   gone.
+//!   gone. While it is an earlier run on this address that still answers
+//!   its clients, the listener accepts no client (see `handing_over`); any
+//!   other holder gets clients refused in words.
 
 use super::session::{close, connect, session_over};
 use super::status::{Task, ZkStatus};
 use crate::zk::layout::ProxyData;
 use crate::zk::{is_session_over, shutdown_requested, Backoff, ZkAuth};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 use tokio::sync::watch as signal;
 use tracing::{error, info, warn};
 use zookeeper_client as zk;
+
+/// How long a new run waits for an earlier one on its address to leave
+/// before it takes it for another proxy: the earlier run's drain limit,
+/// its linger, and the close of its session.
+const HANDOVER_WAIT: Duration = Duration::from_secs(15);
 
 /// Keeps this proxy's znode at `path` (a full path) with `data` until
 /// shutdown, then closes the session so the znode vanishes at once.
@@ -75,6 +83,7 @@ async fn hold(
                 backoff.reset();
                 status.set_registered(true);
                 status.set_name_taken(None);
+                status.set_handing_over(false);
                 let event = watcher.changed().await;
                 match event.event_type {
                     zk::EventType::Session => return,
@@ -122,6 +131,9 @@ async fn register(
             .mkdir(parent, &zk::CreateMode::Persistent.with_acls(acls))
             .await?;
     }
+    // Since when an earlier run of this proxy, still stopping, holds the
+    // path.
+    let mut handover_since: Option<Instant> = None;
     loop {
         match client
             .create(path, &json, &zk::CreateMode::Ephemeral.with_acls(acls))
@@ -155,6 +167,37 @@ async fn register(
             }
         }
         let held_by = String::from_utf8_lossy(&found);
+        let handover_until = data
+            .is_earlier_run_stopping(&found, pid_runs)
+            .then(|| *handover_since.get_or_insert_with(Instant::now) + HANDOVER_WAIT)
+            .filter(|until| Instant::now() < *until);
+        if let Some(until) = handover_until {
+            // A restart that overlaps the old run (started as soon as the
+            // old one stopped accepting, or beside it with `reuseport`):
+            // the old run answers its clients, then leaves. New clients
+            // wait in the listen backlog meanwhile, instead of being
+            // refused (review: the new run answered -ERR for up to 10 s).
+            // Refused all the same if one was accepted already: two
+            // proxies must not route on one registration.
+            info!(
+                path = %path,
+                owner = %owner,
+                data = %held_by,
+                "znode held by an earlier run of this proxy that is stopping; accepting clients once it is gone"
+            );
+            status.set_handing_over(true);
+            status.set_name_taken(Some(format!(
+                "ERR shardproxy: this proxy's zookeeper_path {path} is still held by an earlier run \
+                 of this proxy ({held_by}), which is stopping; try again in a moment"
+            )));
+            status.record_error(path, format!("held by session {owner}: {held_by}"));
+            tokio::select! {
+                _ = watcher.changed() => {}
+                () = tokio::time::sleep_until(until.into()) => {}
+            }
+            continue;
+        }
+        status.set_handing_over(false);
         if data.is_predecessor(&found, pid_runs) {
             warn!(
                 path = %path,

@@ -103,6 +103,9 @@ pub struct ZkStatusSnapshot {
     /// The error clients get while another proxy holds this one's
     /// `zookeeper_path`.
     pub name_taken: Option<String>,
+    /// The path is held by an earlier run of this proxy that is stopping:
+    /// clients wait in the listen backlog instead of being refused.
+    pub handing_over: bool,
 }
 
 /// Shared status of the ZooKeeper layer; cheap to read.
@@ -138,6 +141,7 @@ impl ZkStatus {
                 view: None,
                 watch_cut_off_since: None,
                 name_taken: None,
+                handing_over: false,
             }),
             name_taken: AtomicBool::new(false),
             registration: watch::channel(false).0,
@@ -159,6 +163,10 @@ impl ZkStatus {
         let taken = refusal.is_some();
         self.lock().name_taken = refusal;
         self.name_taken.store(taken, Ordering::Relaxed);
+    }
+
+    pub(crate) fn set_handing_over(&self, handing_over: bool) {
+        self.lock().handing_over = handing_over;
     }
 
     /// A copy of the current status.
