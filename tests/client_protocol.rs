@@ -754,6 +754,36 @@ fn config_test_flag_reports_syntax() {
             && err.contains("line 4"),
         "{err}"
     );
+    // As nutcracker's -t: a server that does not resolve now is said, and
+    // passes (the proxy starts with it); a listen address that does not
+    // resolve fails (review: -t refused the server, which stopped an init
+    // script that checks before it starts).
+    let test = |text: &str| {
+        std::fs::write(&bad, text).unwrap();
+        let out = std::process::Command::new(common::proxy::binary())
+            .args(["-t", "-c"])
+            .arg(&bad)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, err) =
+        test("p:\n  listen: 127.0.0.1:1\n  redis: true\n  servers:\n   - nosuch.invalid:6379:1\n");
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        err.contains("warning: pool 'p': server 'nosuch.invalid:6379' does not resolve"),
+        "{err}"
+    );
+    let (code, err) =
+        test("p:\n  listen: nosuch.invalid:1\n  redis: true\n  servers:\n   - 127.0.0.1:6379:1\n");
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains("listen 'nosuch.invalid:1' does not resolve"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -90,11 +90,18 @@ pub fn main() -> ExitCode {
         return ExitCode::FAILURE;
     }
     if args.test_conf {
-        // As nutcracker's -t: an address that does not resolve would only
-        // fail at start (listen) or at the first request (a server).
-        if let Err(e) = resolve_addresses(&config) {
+        // As nutcracker's -t: a listen address that does not resolve fails
+        // the start, so the file is refused; a server that does not
+        // resolve now is only said (the proxy starts, and serves its keys
+        // once it does: nutcracker's -t passes it, and an init script that
+        // runs -t before start must not be stopped by a DNS outage).
+        let (listen, servers) = unresolved(&config);
+        if let Some(e) = listen {
             eprintln!("shardproxy: configuration file '{conf}' syntax is invalid: {e}");
             return ExitCode::FAILURE;
+        }
+        for warning in servers {
+            eprintln!("shardproxy: warning: {warning}; its keys get errors until it resolves");
         }
         println!("shardproxy: configuration file '{conf}' syntax is ok");
         return ExitCode::SUCCESS;
@@ -284,32 +291,30 @@ fn unregistered_zookeeper_routing(config: &Config) -> Result<(), String> {
     }
 }
 
-fn resolve_addresses(config: &Config) -> Result<(), String> {
+/// The first `listen` address that does not resolve, and every server
+/// that does not, each in words.
+fn unresolved(config: &Config) -> (Option<String>, Vec<String>) {
     use std::net::ToSocketAddrs;
+    let fails = |addr: &str| match addr.to_socket_addrs().map(|mut found| found.next()) {
+        Ok(Some(_)) => None,
+        Ok(None) => Some("resolves to no address".to_string()),
+        Err(e) => Some(format!("does not resolve: {e}")),
+    };
+    let mut listen = None;
+    let mut servers = Vec::new();
     for pool in &config.pools {
-        let servers = pool
-            .servers
-            .iter()
-            .map(|s| (format!("server '{}'", s.written_addr), s.addr()));
-        let listen = std::iter::once((format!("listen '{}'", pool.listen), pool.listen.clone()))
-            .filter(|_| pool.listen_unix.is_none());
-        for (what, addr) in listen.chain(servers) {
-            match addr.to_socket_addrs().map(|mut found| found.next()) {
-                Ok(Some(_)) => {}
-                Ok(None) => {
-                    return Err(format!(
-                        "pool '{}': {what} resolves to no address",
-                        pool.name
-                    ))
-                }
-                Err(e) => {
-                    return Err(format!(
-                        "pool '{}': {what} does not resolve: {e}",
-                        pool.name
-                    ))
-                }
+        if pool.listen_unix.is_none() && listen.is_none() {
+            listen = fails(&pool.listen)
+                .map(|why| format!("pool '{}': listen '{}' {why}", pool.name, pool.listen));
+        }
+        for server in &pool.servers {
+            if let Some(why) = fails(&server.addr()) {
+                servers.push(format!(
+                    "pool '{}': server '{}' {why}",
+                    pool.name, server.written_addr
+                ));
             }
         }
     }
-    Ok(())
+    (listen, servers)
 }
