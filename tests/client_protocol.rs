@@ -801,7 +801,13 @@ fn auto_eject_routes_around_a_dead_server_and_retries_it() {
         .iter()
         .filter(|k| c.cmd_str(&["SET", k, "v"]).starts_with("-ERR"))
         .count();
-    assert!(errors > 0, "some keys map to the dead server at first");
+    // The failure that reaches server_failure_limit ejects the server at
+    // once, as in nutcracker (review: with a check every 50 ms, 35-150 of
+    // 300 sequential SETs failed first).
+    assert!(
+        (1..=3).contains(&errors),
+        "{errors} SETs failed before the dead server was ejected"
+    );
     // Once ejected, every key lands on the live server.
     wait_until(
         "the dead server to be ejected",

@@ -6,7 +6,17 @@
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
+use tokio::sync::Notify;
 use tokio::time::Instant;
+
+/// Woken when a backend reaches its failure limit, so that the pools that
+/// route around failing servers rebuild their routing at once.
+static EJECTION_DUE: Notify = Notify::const_new();
+
+/// Resolves the next time a backend reaches its failure limit.
+pub fn ejection_due() -> &'static Notify {
+    &EJECTION_DUE
+}
 
 /// Consecutive failures and the ejection deadline of one backend.
 #[derive(Debug)]
@@ -48,6 +58,7 @@ impl Health {
             self.consecutive_failures.store(0, Ordering::Relaxed);
             let mut until = self.ejected_until.lock().expect("health lock");
             *until = Some(Instant::now() + self.retry_timeout);
+            EJECTION_DUE.notify_waiters();
             return true;
         }
         false

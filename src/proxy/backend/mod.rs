@@ -17,7 +17,7 @@ mod busy;
 mod conn;
 mod connect;
 mod connected;
-mod health;
+pub mod health;
 mod queue;
 mod replies_in;
 pub mod reply;
