@@ -711,6 +711,36 @@ fn sigterm_lets_clients_that_never_pause_go_with_every_run_request_answered() {
     }
 }
 
+/// A client that reads none of its replies holds the drain (up to its
+/// 10 s limit): meanwhile the stats port still answers, and a second
+/// SIGTERM ends the drain at once (review: it was ignored, and the stats
+/// port closed with the first).
+#[test]
+fn a_second_sigterm_cuts_the_drain_short_and_the_stats_port_serves_until_then() {
+    let mut s = setup();
+    let mut c = client(&s);
+    assert_eq!(c.cmd_str(&["SET", "big", &"x".repeat(1 << 20)]), "+OK\r\n");
+    let gets: Vec<u8> = (0..64)
+        .flat_map(|_| encode_command(&[b"GET", b"big"]))
+        .collect();
+    c.send_raw(&gets);
+    s.proxy.guard.signal("TERM");
+    wait_until("the listener to close", Duration::from_secs(10), || {
+        !common::port_open(s.proxy.port)
+    });
+    assert_eq!(s.proxy.guard.wait_exit(Duration::from_millis(500)), None);
+    let stats = common::proxy::stats_json(s.proxy.stats_port);
+    assert_eq!(stats["pool"]["client_connections"], 1, "{stats}");
+    let signalled = std::time::Instant::now();
+    s.proxy.guard.signal("TERM");
+    assert_eq!(s.proxy.guard.wait_exit(Duration::from_secs(15)), Some(0));
+    let took = signalled.elapsed();
+    assert!(
+        took < Duration::from_secs(3),
+        "exited {took:?} after the second SIGTERM"
+    );
+}
+
 #[test]
 fn config_test_flag_reports_syntax() {
     let dir = common::temp_dir("conf");

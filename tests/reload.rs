@@ -329,6 +329,29 @@ fn a_reload_that_changes_the_hash_says_keys_go_elsewhere() {
     }
 }
 
+/// A pool file cut short after its first server (a reload caught while the
+/// file was rewritten) is a valid file with a smaller slot space: nearly
+/// every key hashes elsewhere, and the log says so (review: applied with
+/// nothing said).
+#[test]
+fn a_reload_that_shrinks_the_slot_space_says_keys_go_elsewhere() {
+    let (a, b) = (Redis::start(), Redis::start());
+    let port = free_port();
+    let text = pool_file(port, &a, &b, 2048);
+    let proxy = Proxy::start_yaml(port, &text);
+    let cut = &text[..text.rfind("   - ").unwrap()];
+    reload(&proxy, cut);
+    let log = proxy.log_text();
+    assert!(
+        log.contains("the slot space changed from 4096 to 2048 slots: nearly every key now hashes"),
+        "{log}"
+    );
+    // Applied: every key on the one server left.
+    let mut client = RawClient::connect(port);
+    assert_eq!(client.cmd_str(&["SET", "after-cut", "v"]), "+OK\r\n");
+    assert!(holds(&a, "after-cut"));
+}
+
 /// A reload of a backend setting (`timeout`) builds new backends; a client
 /// blocked before it is still reached by the next reload, which moves its
 /// key: it is told to retry, not left blocked on the old server for good.

@@ -191,6 +191,11 @@ fn run(
             stop_signal.await;
             tracing::info!("stop signal received; finishing the replies owed");
             let _ = stop.send(true);
+            // A second one ends the drain at once (review: it was ignored,
+            // and only kill -9, which leaves the registration behind until
+            // its session expires, cut a long drain short).
+            logging::stop_signal().await;
+            crate::proxy::listener::cut_drain_short();
         });
         proxy.run(shutdown).await;
         ExitCode::SUCCESS

@@ -109,23 +109,24 @@ impl Proxy {
     /// sessions to write the replies they owe.
     pub async fn run(self, shutdown: watch::Receiver<bool>) {
         let mut background = JoinSet::new();
+        // The ZooKeeper side (registration, roster, migration acks, the
+        // cluster watch) stops only once the sessions have drained: until
+        // then this proxy still serves, so it must stay in the barrier of
+        // any move and keep following the routing. The stats and metrics
+        // ports too: they show the drain (review: they closed at once).
+        let (leave_zookeeper, zookeeper_shutdown) = watch::channel(false);
         background.spawn(stats_server::serve_stats(
             self.stats_listener,
             self.pools.clone(),
-            shutdown.clone(),
+            zookeeper_shutdown.clone(),
         ));
         if let Some(listener) = self.metrics_listener {
             background.spawn(stats_server::serve_metrics(
                 listener,
                 self.pools.clone(),
-                shutdown.clone(),
+                zookeeper_shutdown.clone(),
             ));
         }
-        // The ZooKeeper side (registration, roster, migration acks, the
-        // cluster watch) stops only once the sessions have drained: until
-        // then this proxy still serves, so it must stay in the barrier of
-        // any move and keep following the routing.
-        let (leave_zookeeper, zookeeper_shutdown) = watch::channel(false);
         let mut zookeeper = JoinSet::new();
         for pool in &self.pools {
             cluster::spawn(pool, &self.monitoring, &zookeeper_shutdown, &mut zookeeper);
@@ -250,11 +251,38 @@ async fn accept_loop<L>(
     }
     drop(acceptor);
     let drained = tokio::time::timeout(DRAIN_LIMIT, async {
-        while sessions.join_next().await.is_some() {}
+        tokio::select! {
+            () = async { while sessions.join_next().await.is_some() {} } => {}
+            () = cut_short() => {
+                tracing::warn!(pool = %pool.name, sessions = sessions.len(), "second stop signal: closing the sessions still owed replies");
+            }
+        }
     })
     .await;
     if drained.is_err() {
         tracing::warn!(pool = %pool.name, "sessions still busy after the drain limit; closing them");
+    }
+}
+
+/// Set by a second stop signal: the drain ends at once.
+static CUT_SHORT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+static CUT_SHORT_NOW: tokio::sync::Notify = tokio::sync::Notify::const_new();
+
+/// Ends every pool's drain now: sessions still owed replies are closed
+/// (a second SIGTERM or SIGINT, when the operator will not wait for the
+/// drain limit). The proxy then leaves ZooKeeper and exits as usual.
+pub fn cut_drain_short() {
+    CUT_SHORT.store(true, Ordering::Release);
+    CUT_SHORT_NOW.notify_waiters();
+}
+
+async fn cut_short() {
+    loop {
+        let notified = CUT_SHORT_NOW.notified();
+        if CUT_SHORT.load(Ordering::Acquire) {
+            return;
+        }
+        notified.await;
     }
 }
 
