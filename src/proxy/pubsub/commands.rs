@@ -210,35 +210,27 @@ pub(super) fn unsubscribe(client: &mut Client<'_>, kind: Kind, mut names: Vec<By
     };
     // Out of subscribed mode once nothing is held.
     let leaving = (ps.total() == 0).then(|| client.subscriptions.take());
-    let pending = after_confirmations(acks, leaving.flatten(), client.pool, out.freeze(), proto);
-    close_after(idle, pending)
-}
-
-/// `pending`, with `links` closed once it is ready (their confirmations are
-/// among those it waits for).
-fn close_after(links: Vec<Link>, pending: Pending) -> Pending {
-    match pending {
-        Pending::Assembling(reply) if !links.is_empty() => {
-            Pending::Assembling(Box::pin(async move {
-                let reply = reply.await;
-                drop(links);
-                reply
-            }))
-        }
-        other => other,
-    }
+    after_confirmations(
+        acks,
+        leaving.flatten(),
+        idle,
+        client.pool,
+        out.freeze(),
+        proto,
+    )
 }
 
 /// `reply` once every shard confirmed (or the confirmation deadline
-/// passed). Links the session let go of (`leaving`) close only then: Redis
-/// drops a closed connection's subscriptions later, when it notices, and a
-/// PUBLISH sent right after the reply could still count this client. The
-/// messages those links received before their shard confirmed come first,
-/// in `proto`; while the session holds its `PubSub`, it delivers them
-/// itself.
+/// passed). Links the session let go of (`leaving`, and `idle` ones whose
+/// confirmations are among `acks`) close only then: Redis drops a closed
+/// connection's subscriptions later, when it notices, and a PUBLISH sent
+/// right after the reply could still count this client. The messages the
+/// leaving links received before their shard confirmed come first, in
+/// `proto`; while the session holds its `PubSub`, it delivers them itself.
 pub(super) fn after_confirmations(
     acks: Vec<oneshot::Receiver<Confirmed>>,
     leaving: Option<Box<PubSub>>,
+    idle: Vec<Link>,
     pool: &Pool,
     reply: Bytes,
     proto: Proto,
@@ -248,6 +240,8 @@ pub(super) fn after_confirmations(
     }
     let deadline = confirm_deadline(pool);
     Pending::Assembling(Box::pin(async move {
+        // Closed as the reply is handed over, whichever way it returns.
+        let _idle = idle;
         if let Some(mut leaving) = leaving {
             let mut messages = leaving.drain_messages(acks, deadline, proto).await;
             drop(leaving);

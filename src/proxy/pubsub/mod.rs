@@ -232,7 +232,7 @@ impl PubSub {
         }
         self.names = Default::default();
         let pool = self.pool.clone();
-        after_confirmations(acks, Some(self), &pool, reply, proto)
+        after_confirmations(acks, Some(self), Vec::new(), &pool, reply, proto)
     }
 
     /// One link was asked to let go of `names`.
