@@ -161,10 +161,7 @@ async fn deleting_the_master_moves_writes_to_the_next_member() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn moving_a_range_moves_exactly_its_keys() {
-    let zookeeper = ZooKeeper::start();
-    let (a, b) = (Redis::start(), Redis::start());
-    let ops = zookeeper.client().await;
-    two_shards_led_by(&ops, &a, &b).await;
+    let (zookeeper, a, b, ops) = zookeeper_and_two_shards().await;
     let proxy = start_proxy(&zookeeper, &[&a, &b]);
     wait_for_view(&proxy, "name=redis-0001,range=2048-4095");
     let keys: Vec<String> = (0..400).map(|i| format!("move:{i}")).collect();
@@ -339,10 +336,7 @@ async fn zookeeper_outage_is_invisible_to_clients() {
 /// servers: the file's become the fallback only.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reload_keeps_zookeepers_routing() {
-    let zookeeper = ZooKeeper::start();
-    let (a, b) = (Redis::start(), Redis::start());
-    let ops = zookeeper.client().await;
-    two_shards_led_by(&ops, &a, &b).await;
+    let (zookeeper, a, b, _ops) = zookeeper_and_two_shards().await;
     // The file routes everything to b: a key of shard 0 on a proves
     // ZooKeeper routing.
     let proxy = start_proxy(&zookeeper, &[&b]);
@@ -438,10 +432,7 @@ fn reload_a_new_timeout(proxy: &common::proxy::Proxy) {
 /// writes lost). Once the first stops, the second registers and serves.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_proxy_on_a_taken_zookeeper_path_serves_nothing_until_it_is_free() {
-    let zookeeper = ZooKeeper::start();
-    let (a, b) = (Redis::start(), Redis::start());
-    let ops = zookeeper.client().await;
-    two_shards_led_by(&ops, &a, &b).await;
+    let (zookeeper, a, b, ops) = zookeeper_and_two_shards().await;
     let first = start_proxy(&zookeeper, &[&a, &b]);
     wait_for_view(&first, "registered:1");
     let shared = format!("{PROXIES}/127.0.0.1:{}", first.port);
@@ -509,6 +500,15 @@ async fn a_second_proxy_on_a_taken_zookeeper_path_serves_nothing_until_it_is_fre
     wait_for_view(&second, "registered:1");
 }
 
+/// ZooKeeper, and two Redis leading a shard each (0-2047, 2048-4095).
+async fn zookeeper_and_two_shards() -> (ZooKeeper, Redis, Redis, zk::Client) {
+    let zookeeper = ZooKeeper::start();
+    let (a, b) = (Redis::start(), Redis::start());
+    let ops = zookeeper.client().await;
+    two_shards_led_by(&ops, &a, &b).await;
+    (zookeeper, a, b, ops)
+}
+
 /// A proxy restarted on its address while its old run still answers a
 /// client (a stalled server owes the reply): the new run keeps its
 /// clients in the listen backlog until the old run is gone, then serves
@@ -517,10 +517,7 @@ async fn a_second_proxy_on_a_taken_zookeeper_path_serves_nothing_until_it_is_fre
 /// hand-over got it).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_that_overlaps_the_old_run_holds_clients_instead_of_refusing_them() {
-    let zookeeper = ZooKeeper::start();
-    let (a, b) = (Redis::start(), Redis::start());
-    let ops = zookeeper.client().await;
-    two_shards_led_by(&ops, &a, &b).await;
+    let (zookeeper, a, b, _ops) = zookeeper_and_two_shards().await;
     let mut old = start_proxy_with(&zookeeper, &[&a, &b], "");
     wait_for_view(&old, "registered:1");
     let key_on = |redis: &Redis| {
@@ -709,10 +706,7 @@ async fn subscriptions_follow_a_failover_after_the_master_crashed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_channel_follows_its_slot_to_another_shard() {
-    let zookeeper = ZooKeeper::start();
-    let (a, b) = (Redis::start(), Redis::start());
-    let ops = zookeeper.client().await;
-    two_shards_led_by(&ops, &a, &b).await;
+    let (zookeeper, a, b, ops) = zookeeper_and_two_shards().await;
     let proxy = common::zk_cluster::start_proxy(&zookeeper, &[&a, &b]);
     wait_for_view(&proxy, "name=redis-0001,range=2048-4095");
     let moving = keys_in(1024, 2047, 1, "ev.")[0].clone();
