@@ -711,6 +711,83 @@ fn sigterm_lets_clients_that_never_pause_go_with_every_run_request_answered() {
     }
 }
 
+/// A client still writing a long pipeline (5000 INCRs, each followed by
+/// a 10 KB GETSET, 50 MB) when the proxy stops, reading only once it has
+/// written it all: what the proxy did not read by the end of the stop's
+/// grace is read and dropped, so the client finishes writing and reads the
+/// replies of every INCR that ran (review: both sides waited for the drain
+/// limit, then 1,252 INCRs that ran got no reply).
+#[test]
+fn sigterm_mid_pipeline_answers_every_request_that_ran() {
+    let mut s = setup();
+    let value = vec![b'v'; 10 * 1024];
+    let mut pipeline = Vec::new();
+    for _ in 0..5000 {
+        pipeline.extend(encode_command(&[b"INCR", b"cnt"]));
+        pipeline.extend(encode_command(&[b"GETSET", b"big", &value]));
+    }
+    let mut c = client(&s);
+    let (head, rest) = pipeline.split_at(pipeline.len() / 10);
+    c.reader.get_mut().write_all(head).unwrap();
+    wait_until(
+        "the pipeline to be under way",
+        Duration::from_secs(10),
+        || s.proxy.backend_requests("pool") > 100,
+    );
+    let signalled = std::time::Instant::now();
+    s.proxy.guard.signal("TERM");
+    wait_until("the listener to close", Duration::from_secs(10), || {
+        !common::port_open(s.proxy.port)
+    });
+    // Past the stop's 200 ms of reading: the rest arrives once the proxy
+    // reads no more requests.
+    std::thread::sleep(Duration::from_millis(300));
+    let rest = rest.to_vec();
+    let writer = std::thread::spawn(move || {
+        for chunk in rest.chunks(1 << 20) {
+            if c.reader.get_mut().write_all(chunk).is_err() {
+                break;
+            }
+        }
+        let mut incr_replies = 0u64;
+        loop {
+            let mut line = Vec::new();
+            match c.reader.read_until(b'\n', &mut line) {
+                Ok(n) if n > 0 => {}
+                _ => break,
+            }
+            match line[0] {
+                b':' => incr_replies += 1,
+                b'$' if line != b"$-1\r\n" => {
+                    let mut body = vec![0; 10 * 1024 + 2];
+                    if std::io::Read::read_exact(&mut c.reader, &mut body).is_err() {
+                        break;
+                    }
+                }
+                _ => assert_eq!(line, b"$-1\r\n"),
+            }
+        }
+        incr_replies
+    });
+    let incr_replies = writer.join().unwrap();
+    assert_eq!(s.proxy.guard.wait_exit(Duration::from_secs(15)), Some(0));
+    let took = signalled.elapsed();
+    assert!(
+        took < Duration::from_secs(8),
+        "exited {took:?} after SIGTERM"
+    );
+    let ran: u64 = s
+        ._shards
+        .iter()
+        .filter_map(|shard| {
+            let reply = shard.connect().cmd_str(&["GET", "cnt"]);
+            reply.lines().nth(1).map(|n| n.parse::<u64>().unwrap())
+        })
+        .sum();
+    assert!(ran > 0);
+    assert_eq!(incr_replies, ran, "INCRs answered against INCRs run");
+}
+
 /// A client that reads none of its replies holds the drain (up to its
 /// 10 s limit): meanwhile the stats port still answers, and a second
 /// SIGTERM ends the drain at once (review: it was ignored, and the stats

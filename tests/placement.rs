@@ -527,6 +527,21 @@ fn a_nutcracker_file_listening_on_a_unix_socket_runs_unchanged() {
     );
     assert_eq!(UnixClient::connect(&socket).cmd(&[b"PING"]), b"+PONG\r\n");
 
+    // The mode is fixed once bound, as the path is: a reload says so.
+    let text = std::fs::read_to_string(&conf).unwrap();
+    std::fs::write(&conf, text.replace(" 0660\n", " 0600\n")).unwrap();
+    proxy.signal("HUP");
+    let log = conf.with_extension("log");
+    wait_until(
+        "the reload to name the mode",
+        Duration::from_secs(10),
+        || {
+            std::fs::read_to_string(&log)
+                .unwrap_or_default()
+                .contains("'listen (the unix socket's mode)' changed: needs a restart")
+        },
+    );
+
     proxy.signal("TERM");
     assert_eq!(proxy.wait_exit(Duration::from_secs(15)), Some(0));
     assert!(!socket.exists(), "the socket file is left behind");

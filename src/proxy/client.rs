@@ -60,7 +60,7 @@ const STOP_GRACE: Duration = Duration::from_millis(200);
 /// client to close before closing itself: closing on unread requests
 /// resets the connection, and a reset can cost the client replies it has
 /// not read yet.
-const STOP_LINGER: Duration = Duration::from_millis(500);
+const STOP_LINGER: Duration = Duration::from_secs(2);
 /// A reply owed, with what the stats need when it is written.
 struct Owed {
     reply: Pending,
@@ -492,6 +492,12 @@ pub async fn serve<S: Io>(pool: Arc<Pool>, mut stream: S, shutdown: watch::Recei
                         .as_ref()
                         .is_some_and(|share| input.len() < share.held()));
         let idle = owed.is_empty() && !unsent;
+        // Reading has ended for a stop, with replies still to write: what
+        // the client goes on sending is read and dropped (it never runs),
+        // so that a client blocked writing a long pipeline gets to read its
+        // replies (review: both sides waited for the drain limit, and the
+        // requests that had run lost their replies).
+        let discard_input = reading_over && !closed && !idle;
         // (Not a subscribed client: its wait below does not poll the check.)
         let watch_close = !want_input
             && !closed
@@ -567,6 +573,11 @@ pub async fn serve<S: Io>(pool: Arc<Pool>, mut stream: S, shutdown: watch::Recei
                         return Poll::Ready(ready.map_or(Wake::Gone, |()| Wake::Readable));
                     }
                 }
+                if discard_input {
+                    if let Poll::Ready(ready) = stream.poll_read_ready(cx) {
+                        return Poll::Ready(ready.map_or(Wake::Gone, |()| Wake::Discard));
+                    }
+                }
                 if let Some(let_go) = let_go.as_mut() {
                     if let_go.as_mut().poll(cx).is_ready() {
                         return Poll::Ready(Wake::LetGo);
@@ -625,6 +636,15 @@ pub async fn serve<S: Io>(pool: Arc<Pool>, mut stream: S, shutdown: watch::Recei
                     false
                 }
                 Wake::Readable => true,
+                Wake::Discard => {
+                    if let Some(Ok(0) | Err(_)) =
+                        read_now(&mut stream, &mut BytesMut::with_capacity(READ_CHUNK)).await
+                    {
+                        closed = true;
+                        abandon(&owed);
+                    }
+                    false
+                }
                 Wake::Collected | Wake::Writable => false,
             }
         };
@@ -702,6 +722,8 @@ enum Wake {
     Readable,
     /// The proxy is stopping.
     Stopping,
+    /// Input to drop: reading has ended for a stop.
+    Discard,
     /// The socket failed.
     Gone,
     /// The client closed its connection, replies are owed, and the proxy

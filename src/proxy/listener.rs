@@ -13,6 +13,7 @@ use crate::proxy::stats::{PoolStats, RATE_SAMPLE_EVERY};
 use crate::proxy::stats_server::{self, Monitoring};
 use crate::proxy::unix_socket::{self, SocketFile};
 use crate::proxy::workers;
+use crate::proxy::zk::registration::HANDOVER_WAIT;
 use crate::tls::{ListenTls, ServerStream, ACCEPT_HANDSHAKE_LIMIT};
 use bytes::BytesMut;
 use std::future::Future;
@@ -429,9 +430,13 @@ async fn wait_for_zookeeper(pool: &Pool, shutdown: &mut watch::Receiver<bool>) {
         let waited_enough = started.elapsed() >= FIRST_VIEW_WAIT;
         let view_known =
             zookeeper.redis_path.is_none() || status.views_applied > 0 || waited_enough;
+        // The hand-over is bounded here too: with ZooKeeper unreachable
+        // the registration cannot end it (review: clients waited for the
+        // whole outage).
+        let handing_over = status.handing_over && started.elapsed() < HANDOVER_WAIT;
         let registration_known = zookeeper.proxy_path.is_none()
             || status.registered
-            || !status.handing_over && (status.name_taken.is_some() || waited_enough);
+            || !handing_over && (status.name_taken.is_some() || waited_enough);
         if view_known && registration_known {
             break;
         }
@@ -468,12 +473,18 @@ async fn every(period: Duration, mut shutdown: watch::Receiver<bool>, mut tick: 
 /// over, until the proxy stops.
 async fn follow_ejections(pool: Arc<Pool>, mut shutdown: watch::Receiver<bool>) {
     loop {
+        // Waiting before the check: a failure recorded while it runs (on
+        // another worker thread) still wakes the next wait (review: one
+        // was missed, and 60 requests failed before the 50 ms check).
+        let due = health::ejection_due().notified();
+        tokio::pin!(due);
+        due.as_mut().enable();
+        rebuild_on_ejections(&pool);
         tokio::select! {
             () = tokio::time::sleep(EJECTION_CHECK) => {}
-            () = health::ejection_due().notified() => {}
+            () = due => {}
             _ = shutdown.changed() => return,
         }
-        rebuild_on_ejections(&pool);
     }
 }
 

@@ -172,6 +172,11 @@ fn restart_only_changes(running: &PoolConfig, new: &mut PoolConfig, out: &mut Ve
             }
         };
     }
+    // A unix socket's mode is fixed when it is bound, as its path is.
+    if running.listen == new.listen && running.listen_unix != new.listen_unix {
+        report("listen (the unix socket's mode)");
+    }
+    new.listen_unix = running.listen_unix.clone();
     keep_running!("listen", listen);
     keep_running!("backlog", backlog);
     keep_running!("reuseport", reuseport);
@@ -223,7 +228,8 @@ fn hashing_changes(running: &PoolConfig, new: &mut PoolConfig, report: &mut Relo
             })
             .flatten()
     };
-    if space(running) != space(new) && running.zookeeper.is_none() {
+    let spaces = space(running).zip(space(new));
+    if spaces.is_some_and(|(before, after)| before != after) && running.zookeeper.is_none() {
         report.warnings.push(format!(
             "pool '{}': the slot space changed from {} to {} slots: nearly every key now \
              hashes to another slot and server, and those already stored stay where they were \

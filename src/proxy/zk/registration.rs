@@ -29,7 +29,9 @@ use zookeeper_client as zk;
 /// How long a new run waits for an earlier one on its address to leave
 /// before it takes it for another proxy: the earlier run's drain limit,
 /// its linger, and the close of its session.
-const HANDOVER_WAIT: Duration = Duration::from_secs(15);
+pub const HANDOVER_WAIT: Duration = Duration::from_secs(15);
+/// How often a hand-over looks whether the earlier run still runs.
+const HANDOVER_LOOK: Duration = Duration::from_millis(200);
 
 /// Keeps this proxy's znode at `path` (a full path) with `data` until
 /// shutdown, then closes the session so the znode vanishes at once.
@@ -191,13 +193,20 @@ async fn register(
                  of this proxy ({held_by}), which is stopping; try again in a moment"
             )));
             status.record_error(path, format!("held by session {owner}: {held_by}"));
+            // Looked at again every moment: an earlier run killed meanwhile
+            // is a predecessor, served beside at once (review: the new run
+            // waited for its session to expire).
+            let next_look = (Instant::now() + HANDOVER_LOOK).min(until);
             tokio::select! {
                 _ = watcher.changed() => {}
-                () = tokio::time::sleep_until(until.into()) => {}
+                () = tokio::time::sleep_until(next_look.into()) => {}
             }
             continue;
         }
-        status.set_handing_over(false);
+        if status.snapshot().handing_over {
+            status.set_handing_over(false);
+            status.set_name_taken(None);
+        }
         if data.is_predecessor(&found, pid_runs) {
             warn!(
                 path = %path,
