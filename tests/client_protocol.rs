@@ -647,6 +647,17 @@ fn sigterm_finishes_replies_owed_then_exits_zero() {
     assert!(!common::port_open(s.proxy.port), "no longer accepting");
 }
 
+/// The value of counter `key`, read on the shards directly.
+fn counter(s: &Setup, key: &str) -> u64 {
+    s._shards
+        .iter()
+        .filter_map(|shard| {
+            let reply = shard.connect().cmd_str(&["GET", key]);
+            reply.lines().nth(1).map(|n| n.parse::<u64>().unwrap())
+        })
+        .sum()
+}
+
 /// Clients that never pause, one request at a time or in batches of
 /// 200, are let go soon after SIGTERM at a clean point: everything the
 /// proxy read was run and answered, the rest was not run (review: they
@@ -698,14 +709,7 @@ fn sigterm_lets_clients_that_never_pause_go_with_every_run_request_answered() {
     );
     for worker in workers {
         let (key, answered) = worker.join().unwrap();
-        let in_redis: u64 = s
-            ._shards
-            .iter()
-            .filter_map(|shard| {
-                let reply = shard.connect().cmd_str(&["GET", &key]);
-                reply.lines().nth(1).map(|n| n.parse::<u64>().unwrap())
-            })
-            .sum();
+        let in_redis = counter(&s, &key);
         assert!(answered > 0);
         assert_eq!(in_redis, answered, "{key}: INCRs run against replies read");
     }
@@ -776,14 +780,7 @@ fn sigterm_mid_pipeline_answers_every_request_that_ran() {
         took < Duration::from_secs(8),
         "exited {took:?} after SIGTERM"
     );
-    let ran: u64 = s
-        ._shards
-        .iter()
-        .filter_map(|shard| {
-            let reply = shard.connect().cmd_str(&["GET", "cnt"]);
-            reply.lines().nth(1).map(|n| n.parse::<u64>().unwrap())
-        })
-        .sum();
+    let ran = counter(&s, "cnt");
     assert!(ran > 0);
     assert_eq!(incr_replies, ran, "INCRs answered against INCRs run");
 }
