@@ -169,6 +169,7 @@ async fn register(
             }
         }
         let held_by = String::from_utf8_lossy(&found);
+        let first_look = handover_since.is_none();
         let handover_until = data
             .is_earlier_run_stopping(&found, pid_runs)
             .then(|| *handover_since.get_or_insert_with(Instant::now) + HANDOVER_WAIT)
@@ -181,12 +182,14 @@ async fn register(
             // refused (review: the new run answered -ERR for up to 10 s).
             // Refused all the same if one was accepted already: two
             // proxies must not route on one registration.
-            info!(
-                path = %path,
-                owner = %owner,
-                data = %held_by,
-                "znode held by an earlier run of this proxy that is stopping; accepting clients once it is gone"
-            );
+            if first_look {
+                info!(
+                    path = %path,
+                    owner = %owner,
+                    data = %held_by,
+                    "znode held by an earlier run of this proxy that is stopping; accepting clients once it is gone"
+                );
+            }
             status.set_handing_over(true);
             status.set_name_taken(Some(format!(
                 "ERR shardproxy: this proxy's zookeeper_path {path} is still held by an earlier run \
