@@ -152,6 +152,20 @@ pub struct ServerConfig {
     pub written_addr: String,
 }
 
+impl PoolConfig {
+    /// The slot space of a pool whose servers have ranges: the ranges' end
+    /// (the highest slot plus one). `None` in the weight form, whose
+    /// servers take ZooKeeper's ranges whatever their weights.
+    pub fn slot_space(&self) -> Option<u32> {
+        self.servers
+            .iter()
+            .map(|s| s.range.map(|(_, hi)| hi + 1))
+            .collect::<Option<Vec<u32>>>()?
+            .into_iter()
+            .max()
+    }
+}
+
 impl ServerConfig {
     /// `host:port`, the address the proxy connects to.
     pub fn addr(&self) -> String {

@@ -338,13 +338,7 @@ fn same_slot_space(pool: &Pool, view: &ClusterView) -> Result<(), String> {
 /// The pool file's slot space when its servers have ranges (the weight
 /// form's servers take ZooKeeper's ranges whatever their weights).
 fn file_slots(pool: &Pool) -> Option<u32> {
-    let shards = pool.file_shards();
-    shards
-        .iter()
-        .map(|s| s.range.map(|(_, hi)| hi + 1))
-        .collect::<Option<Vec<u32>>>()?
-        .into_iter()
-        .max()
+    pool.config().slot_space()
 }
 
 /// The file's range server that holds `slot`.

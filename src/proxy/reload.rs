@@ -217,27 +217,15 @@ fn hashing_changes(running: &PoolConfig, new: &mut PoolConfig, report: &mut Relo
     // In range form the slot space is the ranges' end: a file cut short
     // (a reload caught mid-write) leaves a smaller one, and nearly every
     // key hashes to another slot (review: applied with nothing said).
-    let space = |pool: &PoolConfig| {
-        pool.range_form
-            .then(|| {
-                pool.servers
-                    .iter()
-                    .filter_map(|s| s.range)
-                    .map(|(_, hi)| hi + 1)
-                    .max()
-            })
-            .flatten()
-    };
-    let spaces = space(running).zip(space(new));
-    if spaces.is_some_and(|(before, after)| before != after) && running.zookeeper.is_none() {
-        report.warnings.push(format!(
-            "pool '{}': the slot space changed from {} to {} slots: nearly every key now \
-             hashes to another slot and server, and those already stored stay where they were \
-             (replace the pool file in one step, with a rename)",
-            new.name,
-            space(running).unwrap_or(0),
-            space(new).unwrap_or(0)
-        ));
+    if let (Some(before), Some(after)) = (running.slot_space(), new.slot_space()) {
+        if before != after && running.zookeeper.is_none() {
+            report.warnings.push(format!(
+                "pool '{}': the slot space changed from {before} to {after} slots: nearly every \
+                 key now hashes to another slot and server, and those already stored stay where \
+                 they were (replace the pool file in one step, with a rename)",
+                new.name
+            ));
+        }
     }
     if changed.is_empty() {
         return;
