@@ -831,13 +831,15 @@ fn config_test_flag_reports_syntax() {
         .output()
         .unwrap();
     assert!(out.status.success());
+    // As nutcracker's: the verdict goes to stderr, nothing to stdout.
     assert_eq!(
-        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
         format!(
             "shardproxy: configuration file '{}' syntax is ok\n",
             good.display()
         )
     );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "");
     let bad = dir.join("bad.yml");
     std::fs::write(
         &bad,

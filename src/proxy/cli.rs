@@ -103,7 +103,9 @@ pub fn main() -> ExitCode {
         for warning in servers {
             eprintln!("shardproxy: warning: {warning}; its keys get errors until it resolves");
         }
-        println!("shardproxy: configuration file '{conf}' syntax is ok");
+        // On stderr, as nutcracker's: a script that reads -t's stdout
+        // gets the same (nothing) from either.
+        eprintln!("shardproxy: configuration file '{conf}' syntax is ok");
         return ExitCode::SUCCESS;
     }
     if args.daemonize {
