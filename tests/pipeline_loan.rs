@@ -151,7 +151,7 @@ fn a_client_that_has_not_logged_in_gets_no_loan() {
 /// half the budget (128 MB of 256) at most (review: it held all of it, and
 /// another client's pipeline written whole before reading waited until it
 /// left). Beside it, that other client's pipeline is answered, and the hog
-/// stays connected.
+/// stays connected; the log says once that it is no longer read.
 #[test]
 fn a_client_that_never_reads_borrows_half_the_budget_at_most() {
     let (proxy, _shards) = two_shards_with("", &[]);
@@ -174,11 +174,21 @@ fn a_client_that_never_reads_borrows_half_the_budget_at_most() {
         Duration::from_secs(30),
         || loaned() == share,
     );
-    // It stays there while the hog keeps sending.
+    // It stays there while the hog keeps sending, and the log says why
+    // the hog is no longer read, once (a hung bulk load left nothing in
+    // the log).
+    let said = "its share of the pipeline loan is spent: it is not read until it reads";
+    let told = || proxy.log_text().matches(said).count();
+    wait_until(
+        "the log to say the share is spent",
+        Duration::from_secs(5),
+        || told() > 0,
+    );
     let started = Instant::now();
     while started.elapsed() < Duration::from_millis(500) {
         assert_eq!(loaned(), share, "past one client's share");
     }
+    assert_eq!(told(), 1, "{}", proxy.log_text());
     let count = 300_000;
     let pipeline = encode_command(&[b"GET", b"k"]).repeat(count);
     let mut client = written_whole(proxy.port, &pipeline);

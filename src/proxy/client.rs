@@ -16,7 +16,7 @@ use crate::proxy::accept;
 use crate::proxy::input_memory::{GrownInput, ReadAhead};
 use crate::proxy::outbuf::OutBuf;
 use crate::proxy::pending::Pending;
-use crate::proxy::pipeline_loan::PipelineLoan;
+use crate::proxy::pipeline_loan::{self, PipelineLoan, Refusal};
 use crate::proxy::pool::Pool;
 use crate::proxy::pubsub::{self, Flow};
 use crate::proxy::router::ShardName;
@@ -435,9 +435,12 @@ pub async fn serve<S: Io>(pool: Arc<Pool>, mut stream: S, shutdown: watch::Recei
             && input.len() >= reads_on
             && stream.unread() > 0
         {
-            let _ = pipeline_loan
-                .get_or_insert_with(PipelineLoan::default)
-                .grow();
+            let loan = pipeline_loan.get_or_insert_with(PipelineLoan::default);
+            if let Err(refusal) = loan.grow() {
+                if loan.is_news(refusal) {
+                    tell_loan_refused(refusal, session.id, loan.held());
+                }
+            }
         }
         let loan_room = pipeline_loan.as_ref().map_or(0, |loan| {
             (READ_CHUNK + loan.held()).saturating_sub(input.len())
@@ -700,6 +703,27 @@ pub async fn serve<S: Io>(pool: Arc<Pool>, mut stream: S, shutdown: watch::Recei
             }
         }
     }
+}
+
+/// Says, once per loan, that a client writing a whole pipeline before it
+/// reads is no longer read: it waits in its write until it reads, which
+/// such a client never does (Redis would buffer its replies). Without this
+/// line a hung bulk load left nothing to find in the log (review: a
+/// 200 MB redis-py pipeline).
+fn tell_loan_refused(refusal: Refusal, client: u64, held: usize) {
+    let (why, until) = match refusal {
+        Refusal::ShareSpent => ("its share of the pipeline loan is spent", "it reads"),
+        Refusal::BudgetSpent => (
+            "other clients hold the rest of the pipeline loan budget",
+            "it reads or they give some back",
+        ),
+    };
+    tracing::warn!(
+        client,
+        held_bytes = held,
+        "a client sends requests without reading its replies, and {why}: it is not read until {until} (a pipeline written whole before reading must stay under {} MB)",
+        pipeline_loan::CLIENT_SHARE >> 20
+    );
 }
 
 /// Reads and drops what the client sends until it closes.

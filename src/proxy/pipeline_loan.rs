@@ -38,6 +38,18 @@ pub const CLIENT_SHARE: usize = PIPELINE_LOAN_BUDGET / 2;
 #[derive(Default)]
 pub struct PipelineLoan {
     held: usize,
+    /// The last refusal reported (logged) for this loan.
+    told: Option<Refusal>,
+}
+
+/// Why a loan could not grow: the client then waits in its write until it
+/// reads, which a client that writes its whole pipeline first never does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// The session holds its whole share ([`CLIENT_SHARE`]).
+    ShareSpent,
+    /// Other sessions hold the rest of the budget.
+    BudgetSpent,
 }
 
 impl PipelineLoan {
@@ -48,15 +60,21 @@ impl PipelineLoan {
 
     /// Borrows one step more, if the budget has it and the session's
     /// share allows.
-    pub fn grow(&mut self) -> bool {
+    pub fn grow(&mut self) -> Result<(), Refusal> {
         if self.held + STEP > CLIENT_SHARE {
-            return false;
+            return Err(Refusal::ShareSpent);
         }
-        let lent = take(&PIPELINE_LOANED, STEP, PIPELINE_LOAN_BUDGET);
-        if lent {
-            self.held += STEP;
+        if !take(&PIPELINE_LOANED, STEP, PIPELINE_LOAN_BUDGET) {
+            return Err(Refusal::BudgetSpent);
         }
-        lent
+        self.held += STEP;
+        Ok(())
+    }
+
+    /// Whether `refusal` is news for this loan: a session stuck at its
+    /// share is logged once, not at every wake-up.
+    pub fn is_news(&mut self, refusal: Refusal) -> bool {
+        self.told.replace(refusal) != Some(refusal)
     }
 
     /// Keeps only the steps `bytes` of input beyond a read need: what was
@@ -91,17 +109,28 @@ mod tests {
         let before = loaned();
         let mut loans: Vec<PipelineLoan> = (0..2).map(|_| PipelineLoan::default()).collect();
         for loan in &mut loans {
-            while loan.grow() {}
+            while loan.grow().is_ok() {}
+            assert_eq!(loan.grow(), Err(Refusal::ShareSpent));
             assert_eq!(loan.held(), CLIENT_SHARE, "one session's share");
         }
         assert!(loaned() <= PIPELINE_LOAN_BUDGET);
         let mut other = PipelineLoan::default();
-        assert!(!other.grow(), "the budget is spent");
+        assert_eq!(
+            other.grow(),
+            Err(Refusal::BudgetSpent),
+            "the budget is spent"
+        );
+        assert!(other.is_news(Refusal::BudgetSpent));
+        assert!(!other.is_news(Refusal::BudgetSpent));
+        assert!(other.is_news(Refusal::ShareSpent));
         loans[0].fit(STEP + 1);
         assert_eq!(loans[0].held(), 2 * STEP);
-        assert!(other.grow(), "what a loan gave back serves the next");
+        assert!(
+            other.grow().is_ok(),
+            "what a loan gave back serves the next"
+        );
         drop(loans);
-        assert!(other.grow(), "a loan given back serves the next");
+        assert!(other.grow().is_ok(), "a loan given back serves the next");
         other.fit(0);
         assert_eq!(other.held(), 0);
         drop(other);
