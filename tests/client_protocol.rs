@@ -890,6 +890,20 @@ fn config_test_flag_reports_syntax() {
         err.contains("listen 'nosuch.invalid:1' does not resolve"),
         "{err}"
     );
+    // A bad command line exits 1, as nutcracker's (clap's own is 2);
+    // --help still exits 0.
+    let run = |arg: &str| {
+        std::process::Command::new(common::proxy::binary())
+            .arg(arg)
+            .output()
+            .unwrap()
+    };
+    let out = run("--bogus");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unexpected argument '--bogus'"));
+    let out = run("--help");
+    assert_eq!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("Usage: shardproxy"));
 }
 
 #[test]

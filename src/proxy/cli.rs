@@ -68,7 +68,19 @@ pub struct Args {
 /// Parses the command line and runs the proxy; the exit code follows
 /// nutcracker (0 ok, 1 bad configuration or start-up failure).
 pub fn main() -> ExitCode {
-    let args = Args::parse();
+    let args = match Args::try_parse() {
+        Ok(args) => args,
+        // --help is not an error; a bad command line exits 1, as
+        // nutcracker's does (clap's own is 2).
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
     if args.version {
         println!("This is shardproxy-{}", env!("CARGO_PKG_VERSION"));
         return ExitCode::SUCCESS;
