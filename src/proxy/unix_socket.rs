@@ -27,6 +27,7 @@ impl Drop for SocketFile {
         // The inode alone could be the next proxy's: a file system may
         // give an unlinked file's number to the next file made. So it
         // must also be that nothing answers on it.
+        let _serialized = lock_directory(&self.path);
         let ours = fs::symlink_metadata(&self.path)
             .is_ok_and(|m| m.file_type().is_socket() && (m.dev(), m.ino()) == self.id);
         if ours && matches!(probe(&self.path), Ok(Probe::Nobody)) {
@@ -61,6 +62,7 @@ fn probe(path: &Path) -> io::Result<Probe> {
 /// socket cannot be made, bound or given its mode.
 pub fn bind(unix: &UnixListen, backlog: u32) -> io::Result<(UnixListener, SocketFile)> {
     let path = &unix.path;
+    let _serialized = lock_directory(path);
     clear_leftover(path)?;
     let socket = Socket::new(Domain::UNIX, Type::STREAM, None)?;
     socket.bind(&SockAddr::unix(path)?)?;
@@ -78,6 +80,24 @@ pub fn bind(unix: &UnixListen, backlog: u32) -> io::Result<(UnixListener, Socket
     socket.set_nonblocking(true)?;
     let listener = UnixListener::from_std(socket.into())?;
     Ok((listener, file))
+}
+
+/// Holds the socket's directory locked (`flock`) while this process
+/// clears, binds and starts listening on a path, or removes its file, so
+/// that no other proxy does the same in between: two started at once on a
+/// leftover socket could each clear it and bind, the second removing the
+/// first's file (review), and a socket bound but not yet listening looks
+/// like a leftover. The lock is released when the returned file closes
+/// (or the process dies), and leaves nothing on disk. Without one (the
+/// directory cannot be opened) it goes on as before, unserialized.
+fn lock_directory(path: &Path) -> Option<fs::File> {
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    let dir = fs::File::open(dir).ok()?;
+    dir.lock().ok()?;
+    Some(dir)
 }
 
 /// Removes a socket file nothing listens on any more (left by a process
@@ -151,6 +171,45 @@ mod tests {
         let e = bind(&unix, 16).err().unwrap();
         assert!(e.to_string().contains("not a socket"), "{e}");
         assert_eq!(fs::read(&unix.path).unwrap(), b"keep me");
+    }
+
+    /// Two proxies started at once on a path with a leftover socket: one
+    /// binds it, the other is refused, and the path answers (review: both
+    /// could clear the leftover and bind, the second removing the first's
+    /// file, which then served no one; 2 in about 200 tries).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn two_proxies_started_at_once_on_a_leftover_do_not_both_bind() {
+        let dir = scratch("race");
+        let unix = UnixListen {
+            path: dir.join("p.sock"),
+            mode: Some(0o600),
+        };
+        for round in 0..300 {
+            drop(std::os::unix::net::UnixListener::bind(&unix.path).unwrap());
+            let start = std::sync::Arc::new(std::sync::Barrier::new(2));
+            let racers: Vec<_> = (0..2)
+                .map(|_| {
+                    let (unix, start) = (unix.clone(), start.clone());
+                    let runtime = tokio::runtime::Handle::current();
+                    std::thread::spawn(move || {
+                        let _entered = runtime.enter();
+                        start.wait();
+                        bind(&unix, 16)
+                    })
+                })
+                .collect();
+            let bound: Vec<_> = racers
+                .into_iter()
+                .filter_map(|racer| racer.join().unwrap().ok())
+                .collect();
+            assert_eq!(bound.len(), 1, "round {round}: both bound");
+            assert!(
+                matches!(probe(&unix.path), Ok(Probe::Listening)),
+                "round {round}: the winner's file was removed"
+            );
+            drop(bound);
+            assert!(!unix.path.exists(), "round {round}: the file was left");
+        }
     }
 
     #[tokio::test]
