@@ -4,6 +4,7 @@
 
 use crate::config::Config;
 use crate::logging;
+use crate::proxy::descriptors;
 use crate::proxy::listener::Proxy;
 use crate::proxy::reload;
 use crate::proxy::stats_server::Monitoring;
@@ -156,6 +157,7 @@ fn run(
 ) -> ExitCode {
     let threads = threads.filter(|n| *n > 0).unwrap_or_else(default_threads);
     warn_of_nutcrackers_database(&config);
+    say_descriptor_limits(&config, descriptors::set_up());
     // One thread: everything on one single-threaded runtime, no hand-offs.
     // More: thread-per-core workers serve the clients, and this thread's
     // runtime keeps the control work (accepting, ZooKeeper, stats).
@@ -236,6 +238,28 @@ fn warn_of_nutcrackers_database(config: &Config) {
                 "if nutcracker served this pool and its servers have a password, the keys it \
                  wrote are in database 0 (its SELECT came before AUTH and failed); this proxy \
                  uses redis_db: set 'redis_db: 0' to keep serving them"
+            );
+        }
+    }
+}
+
+/// The open files limit and the clients it allows, once at start (Redis
+/// logs its `maxclients` when the limit lowers it).
+fn say_descriptor_limits(config: &Config, limits: descriptors::Limits) {
+    tracing::info!(
+        open_files = limits.now,
+        raised_from = limits.was,
+        max_clients = limits.client_cap,
+        "clients past max_clients are refused; the rest of the open files is kept for server connections"
+    );
+    for pool in &config.pools {
+        if u64::from(pool.client_connections) > limits.client_cap {
+            tracing::warn!(
+                pool = %pool.name,
+                client_connections = pool.client_connections,
+                max_clients = limits.client_cap,
+                "client_connections is more than the open files limit allows; raise the limit \
+                 (ulimit -n, LimitNOFILE) to serve that many"
             );
         }
     }

@@ -616,7 +616,7 @@ pub async fn serve<S: Io>(pool: Arc<Pool>, mut stream: S, shutdown: watch::Recei
                     if waiting && !unsent {
                         tracing::debug!(
                             client = session.id,
-                            "out of descriptors: letting go of a client that closed"
+                            "out of descriptors or at max clients: letting go of a client that closed"
                         );
                         return;
                     }

@@ -4,10 +4,11 @@
 
 use crate::config::{Config, PoolConfig};
 use crate::protocol::encode_error;
-use crate::proxy::accept::{Acceptor, Listening};
+use crate::proxy::accept::{Accepted, Acceptor, Listening};
 use crate::proxy::backend::health;
 use crate::proxy::client;
 use crate::proxy::cluster;
+use crate::proxy::descriptors::{self, ClientSlot};
 use crate::proxy::pool::Pool;
 use crate::proxy::stats::{PoolStats, RATE_SAMPLE_EVERY};
 use crate::proxy::stats_server::{self, Monitoring};
@@ -208,15 +209,23 @@ async fn accept_loop<L>(
     let mut sessions = JoinSet::new();
     wait_for_zookeeper(&pool, &mut shutdown).await;
     let mut acceptor = Acceptor::new(listener, "clients");
+    let mut full = descriptors::Full::default();
     loop {
-        let stream = tokio::select! {
-            stream = acceptor.accept() => stream,
+        let accepted = tokio::select! {
+            accepted = acceptor.accept_client() => accepted,
             _ = shutdown.changed() => break,
         };
         while sessions.try_join_next().is_some() {}
         PoolStats::bump(&pool.stats.connections_received);
+        let (stream, no_descriptors) = match accepted {
+            Accepted::Open(stream) => (stream, false),
+            Accepted::NoDescriptors(stream) => (stream, true),
+        };
+        if !no_descriptors && descriptors::clients_full() {
+            full.make_room().await;
+        }
         let current = pool.stats.connected_clients.load(Ordering::Relaxed);
-        if limit != 0 && current >= u64::from(limit) {
+        if no_descriptors || full.refuses() || limit != 0 && current >= u64::from(limit) {
             PoolStats::bump(&pool.stats.rejected_connections);
             stream.refuse(&pool);
             continue;
@@ -290,12 +299,13 @@ async fn cut_short() {
 /// A client counted in `connected_clients` from the moment it is accepted
 /// (so the `client_connections` check sees it at once, even while it waits
 /// for its worker) until its session ends.
-struct Connected(Arc<Pool>);
+/// Also held against the process's cap ([`descriptors::clients_full`]).
+struct Connected(Arc<Pool>, ClientSlot);
 
 impl Connected {
     fn count(pool: &Arc<Pool>) -> Connected {
         pool.stats.connected_clients.fetch_add(1, Ordering::Relaxed);
-        Connected(pool.clone())
+        Connected(pool.clone(), ClientSlot::take())
     }
 }
 
@@ -319,7 +329,7 @@ async fn session<S: ClientSocket>(
 }
 
 /// What the accept loop does with a client's socket, TCP or unix.
-trait ClientSocket: Sized + Send + 'static {
+trait ClientSocket: AsyncWrite + Unpin + Sized + Send + 'static {
     /// The socket outside any event loop, to hand to a worker thread.
     type Std: Send + 'static;
     fn into_std(self) -> std::io::Result<Self::Std>;
@@ -353,9 +363,7 @@ impl ClientSocket for TcpStream {
 
     fn refuse(self, pool: &Pool) {
         match &pool.tls {
-            None => {
-                tokio::spawn(refuse(self));
-            }
+            None => refuse_now(self),
             Some(tls) => refuse_tls(&tls.load(), self),
         }
     }
@@ -397,7 +405,7 @@ impl ClientSocket for UnixStream {
     fn prepare(&self) {}
 
     fn refuse(self, _pool: &Pool) {
-        tokio::spawn(refuse(self));
+        refuse_now(self);
     }
 
     async fn serve(self, pool: Arc<Pool>, shutdown: watch::Receiver<bool>) {
@@ -521,8 +529,30 @@ async fn handshake(pool: &Pool, tls: &ListenTls, stream: TcpStream) -> Option<Se
 }
 
 /// Redis's answer when `maxclients` is reached.
-async fn refuse<S: AsyncWrite + Unpin>(mut stream: S) {
-    let _ = stream.write_all(&max_clients_error()).await;
+/// Turns a client away at once: a fresh socket has room for the error, so
+/// it is written and the socket closed before the accept loop goes on
+/// (written from a task, a burst of refused clients held their
+/// descriptors until the loop yielded, and ran the process out of them).
+/// What does not fit is left to a task.
+fn refuse_now<S: ClientSocket>(stream: S)
+where
+    S::Std: std::io::Write,
+{
+    let mut error = max_clients_error();
+    // Outside tokio's event loop, the write is tried on the socket itself
+    // (tokio's would wait for the loop to see the socket writable first).
+    let Ok(mut socket) = stream.into_std() else {
+        return;
+    };
+    let written = std::io::Write::write(&mut socket, &error).unwrap_or(0);
+    if written < error.len() {
+        let _ = error.split_to(written);
+        if let Ok(mut stream) = S::from_std(socket) {
+            tokio::spawn(async move {
+                let _ = stream.write_all(&error).await;
+            });
+        }
+    }
 }
 
 fn max_clients_error() -> BytesMut {

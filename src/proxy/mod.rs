@@ -42,6 +42,7 @@ pub mod client;
 pub mod cluster;
 pub mod conn_cap;
 pub mod dedicated;
+pub mod descriptors;
 pub mod dispatch;
 pub mod fanout;
 pub mod info;

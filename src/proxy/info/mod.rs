@@ -10,6 +10,7 @@ mod tallies;
 
 use crate::protocol::{encode, parse_reply, Proto, Value};
 use crate::proxy::backend::ReplyReceiver;
+use crate::proxy::descriptors;
 use crate::proxy::input_memory;
 use crate::proxy::pending::Pending;
 use crate::proxy::pipeline_loan;
@@ -186,7 +187,7 @@ fn write_section(session: &Session, section: &str, out: &mut String) {
                  subscriber_connections:{}\r\nclient_read_ahead_bytes:{}\r\nclient_grown_input_buffers:{}\r\n\
                  client_pipeline_loaned_bytes:{}\r\n",
                 PoolStats::get(&stats.connected_clients),
-                pool.client_connections,
+                descriptors::max_clients(pool.client_connections),
                 PoolStats::get(&stats.blocked_clients),
                 session.pool.dedicated.in_use(),
                 session.pool.dedicated.parked(),
