@@ -378,3 +378,79 @@ fn the_client_limit_holds_for_a_burst() {
     }
     assert_eq!((served, refused), (4, 6));
 }
+
+/// A server that closes idle connections (Redis's `timeout`) is not
+/// failing. With `server_failure_limit: 1` each such close ejected it:
+/// with two workers, the connection of the worker whose clients were quiet
+/// went idle while a client of the other kept its own busy, and that
+/// client's GETs of existing keys were answered nil (its writes went to
+/// the other shard) until the retry (review: 887 of 2,563). An idle
+/// single-threaded proxy was ejected alike.
+#[test]
+fn a_server_closing_idle_connections_is_not_ejected() {
+    for threads in ["2", "1"] {
+        let (a, b) = (Redis::start(), Redis::start());
+        let port = free_port();
+        let yaml = format!(
+            "pool:\n  listen: 127.0.0.1:{port}\n  redis: true\n  hash: md5\n  distribution: ketama\n  \
+             auto_eject_hosts: true\n  server_failure_limit: 1\n  server_retry_timeout: 30000\n  \
+             servers:\n   - {}:1 a\n   - {}:1 b\n",
+            a.addr(),
+            b.addr()
+        );
+        let proxy = Proxy::start_yaml_args(port, &yaml, &["--threads", threads]);
+        let mut clients: Vec<RawClient> = (0..4).map(|_| RawClient::connect(port)).collect();
+        let keys: Vec<String> = (0..40).map(|i| format!("idle:{i}")).collect();
+        // Every client, so every worker, has a connection to each server.
+        for client in &mut clients {
+            for key in &keys {
+                assert_eq!(client.cmd_str(&["SET", key, "v"]), "+OK\r\n");
+            }
+        }
+        let on_a: Vec<&String> = keys
+            .iter()
+            .filter(|k| a.connect().cmd_str(&["EXISTS", k]) == ":1\r\n")
+            .collect();
+        assert!(!on_a.is_empty());
+        for server in [&a, &b] {
+            let set = server.connect().cmd_str(&["CONFIG", "SET", "timeout", "1"]);
+            assert_eq!(set, "+OK\r\n");
+        }
+        // One client stays busy (with two workers, the others' worker's
+        // connections go idle) until a server has closed an idle one.
+        let started = std::time::Instant::now();
+        let busy = threads == "2";
+        let (mut reads, mut wrong) = (0, 0);
+        while !proxy
+            .log_text()
+            .contains("backend closed an idle connection")
+        {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "no idle connection closed: {}",
+                proxy.log_text()
+            );
+            if !busy {
+                std::thread::sleep(Duration::from_millis(50));
+                continue;
+            }
+            for key in &on_a {
+                reads += 1;
+                wrong += usize::from(clients[0].cmd_str(&["GET", key]) != "$1\r\nv\r\n");
+            }
+        }
+        // Then every client finds every key where it is.
+        for client in &mut clients {
+            for key in &keys {
+                reads += 1;
+                wrong += usize::from(client.cmd_str(&["GET", key]) != "$1\r\nv\r\n");
+            }
+        }
+        let info = RawClient::connect(port).cmd_str(&["INFO", "server"]);
+        assert!(!info.contains("ejected=1"), "threads {threads}: {info}");
+        assert_eq!(
+            wrong, 0,
+            "threads {threads}: {wrong} of {reads} GETs missed"
+        );
+    }
+}

@@ -120,7 +120,10 @@ pub(super) async fn run(target: Target, mut jobs: mpsc::UnboundedReceiver<Job>, 
                 target.stats.connections.fetch_sub(1, Ordering::Relaxed);
                 if target.private.is_some() {
                     // A private connection's state died with it.
-                    if let Outcome::Broken(reason) | Outcome::Refused(reason) = &outcome {
+                    if let Outcome::Broken(reason)
+                    | Outcome::Refused(reason)
+                    | Outcome::Idle(reason) = &outcome
+                    {
                         tracing::debug!(backend = %target.addr, reason = %reason, "dedicated connection closed");
                     }
                     target.close_private(&mut queue, &mut jobs);
@@ -133,6 +136,15 @@ pub(super) async fn run(target: Target, mut jobs: mpsc::UnboundedReceiver<Job>, 
                 match outcome {
                     Outcome::AllSendersGone => return,
                     Outcome::Demoted => backoff.worked(),
+                    // Not a failure: counted, with server_failure_limit 1
+                    // a healthy server closing one idle connection (a
+                    // worker's, with --threads) was ejected, and its keys'
+                    // requests went to another shard until the retry
+                    // (review: 887 GETs of an existing key answered nil).
+                    Outcome::Idle(reason) => {
+                        tracing::info!(backend = %target.addr, reason = %reason, "backend closed an idle connection; reopening it");
+                        backoff.worked();
+                    }
                     Outcome::Broken(reason) | Outcome::Refused(reason) => {
                         tracing::warn!(backend = %target.addr, reason = %reason, "backend connection lost");
                         target.health.record_connection_failure(outage_mark);

@@ -72,6 +72,10 @@ pub(super) enum Outcome {
     /// Likewise, right after its first reply, an error: the server refused
     /// the connection (`maxclients`, protected mode).
     Refused(String),
+    /// Lost with nothing owed: an idle connection the server closed
+    /// (Redis's `timeout`). No failure of the server: a server that is
+    /// down fails the connect that follows, and that counts.
+    Idle(String),
 }
 
 /// A request handed to the socket whose reply has not been matched yet.
@@ -627,6 +631,7 @@ impl<'a> Connection<'a> {
             self.answer_in_flight(|| Ok(words.clone()));
             return Outcome::Refused(reason);
         }
+        let idle = self.in_flight.is_empty();
         let addr = self.target.addr.clone();
         self.answer_in_flight(|| {
             Err(BackendError::Closed {
@@ -634,6 +639,10 @@ impl<'a> Connection<'a> {
                 detail: format!(" ({reason})"),
             })
         });
-        Outcome::Broken(reason)
+        if idle {
+            Outcome::Idle(reason)
+        } else {
+            Outcome::Broken(reason)
+        }
     }
 }
