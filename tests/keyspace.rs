@@ -331,11 +331,11 @@ fn flush_is_refused_by_default() {
     let mut c = RawClient::connect(proxy.port);
     assert_eq!(
         c.cmd_str(&["FLUSHALL"]),
-        "-ERR unsupported command 'FLUSHALL' through shardproxy\r\n"
+        "-ERR unsupported command 'FLUSHALL' through shardproxy unless the pool sets 'allow_flush: true' (it then empties every shard)\r\n"
     );
     assert_eq!(
         c.cmd_str(&["flushdb", "ASYNC"]),
-        "-ERR unsupported command 'flushdb' through shardproxy\r\n"
+        "-ERR unsupported command 'flushdb' through shardproxy unless the pool sets 'allow_flush: true' (it then empties every shard)\r\n"
     );
     for shard in &shards {
         assert!(dbsize(shard) > 10);

@@ -35,7 +35,12 @@ pub fn run(
         KeyspaceOp::RandomKey => random_key(session, raw),
         KeyspaceOp::Flush if session.pool.config().allow_flush => all_ok(session, raw),
         // Refused by default: one stray FLUSHALL would empty every shard.
-        KeyspaceOp::Flush => session.error(&unsupported_error(cmd, args)),
+        // Said so, with the setting that allows it (the generic refusal
+        // read as if it could never work; review).
+        KeyspaceOp::Flush => session.error(&format!(
+            "{} unless the pool sets 'allow_flush: true' (it then empties every shard)",
+            unsupported_error(cmd, args)
+        )),
     }
 }
 
