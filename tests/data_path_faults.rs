@@ -550,11 +550,12 @@ fn ping_within(port: u16) -> Option<Vec<u8>> {
 /// (review: redis-cli hung), and idle clients alone could take every
 /// descriptor, so that the proxy could not open a server connection for
 /// the clients it had. Now, as Redis with `maxclients`: under a limit of
-/// 48 the proxy takes 16 clients (the rest is kept for server connections)
-/// and refuses the next in words; with its descriptors used up by server
-/// connections (subscribers on two shards), a new client is still
-/// answered at once, on a spare descriptor, and the accept loop does not
-/// spin. With descriptors free again, it serves.
+/// 64 the proxy takes 22 clients (the rest is kept: 32, 8 for its one
+/// worker, one per server connection) and refuses the next in words; with
+/// its descriptors used up by server connections (subscribers on two
+/// shards), a new client is still answered at once, on a spare
+/// descriptor, and the accept loop does not spin. With descriptors free
+/// again, it serves.
 #[test]
 fn out_of_descriptors_clients_are_refused_in_words_and_accept_does_not_spin() {
     let (a, b) = (Redis::start(), Redis::start());
@@ -564,16 +565,16 @@ fn out_of_descriptors_clients_are_refused_in_words_and_accept_does_not_spin() {
         a.addr(),
         b.addr()
     );
-    let proxy = Proxy::start_wrapped(port, &yaml, &["prlimit", "--nofile=48", "--"]);
+    let proxy = Proxy::start_wrapped(port, &yaml, &["prlimit", "--nofile=64", "--"]);
     let refused = b"-ERR max number of clients reached\r\n".to_vec();
-    // Idle clients: 16 are taken, the next is told why not.
+    // Idle clients: 22 are taken, the next is told why not.
     let mut first = RawClient::connect(proxy.port);
-    assert_eq!(first.info_number("clients", "maxclients"), Some(16));
-    let idle: Vec<_> = (0..15)
+    assert_eq!(first.info_number("clients", "maxclients"), Some(22));
+    let idle: Vec<_> = (0..21)
         .map(|_| std::net::TcpStream::connect(("127.0.0.1", port)).unwrap())
         .collect();
-    wait_until("16 clients", Duration::from_secs(5), || {
-        first.info_number("clients", "connected_clients") == Some(16)
+    wait_until("22 clients", Duration::from_secs(5), || {
+        first.info_number("clients", "connected_clients") == Some(22)
     });
     assert_eq!(ping_within(port), Some(refused.clone()));
     // The clients it has still reach both servers.
@@ -588,7 +589,7 @@ fn out_of_descriptors_clients_are_refused_in_words_and_accept_does_not_spin() {
         .flat_map(|i| encode_command(&[b"SUBSCRIBE", format!("ch{i}").as_bytes()]))
         .collect();
     let mut subscribers = Vec::new();
-    for _ in 0..16 {
+    for _ in 0..22 {
         let mut subscriber = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
         subscriber.write_all(&subscribe).unwrap();
         subscribers.push(subscriber);

@@ -10,6 +10,7 @@ use crate::proxy::reload;
 use crate::proxy::stats_server::Monitoring;
 use crate::proxy::workers;
 use clap::Parser;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use tracing::level_filters::LevelFilter;
@@ -83,7 +84,12 @@ pub fn main() -> ExitCode {
         }
     };
     if args.version {
-        println!("This is shardproxy-{}", env!("CARGO_PKG_VERSION"));
+        // Not println!: a closed or full stdout must not panic.
+        let _ = writeln!(
+            std::io::stdout(),
+            "This is shardproxy-{}",
+            env!("CARGO_PKG_VERSION")
+        );
         return ExitCode::SUCCESS;
     }
     if args.describe_stats {
@@ -157,7 +163,13 @@ fn run(
 ) -> ExitCode {
     let threads = threads.filter(|n| *n > 0).unwrap_or_else(default_threads);
     warn_of_nutcrackers_database(&config);
-    say_descriptor_limits(&config, descriptors::set_up());
+    let workers = threads as u64;
+    let shared: u64 = config
+        .pools
+        .iter()
+        .map(|pool| pool.servers.len() as u64 * u64::from(pool.server_connections))
+        .sum();
+    say_descriptor_limits(&config, descriptors::set_up(shared * workers, workers));
     // One thread: everything on one single-threaded runtime, no hand-offs.
     // More: thread-per-core workers serve the clients, and this thread's
     // runtime keeps the control work (accepting, ZooKeeper, stats).
@@ -243,6 +255,9 @@ fn warn_of_nutcrackers_database(config: &Config) {
     }
 }
 
+/// Fewer clients than this are worth a warning at start.
+const FEW_CLIENTS: u64 = 64;
+
 /// The open files limit and the clients it allows, once at start (Redis
 /// logs its `maxclients` when the limit lowers it).
 fn say_descriptor_limits(config: &Config, limits: descriptors::Limits) {
@@ -252,6 +267,14 @@ fn say_descriptor_limits(config: &Config, limits: descriptors::Limits) {
         max_clients = limits.client_cap,
         "clients past max_clients are refused; the rest of the open files is kept for server connections"
     );
+    if limits.client_cap < FEW_CLIENTS {
+        tracing::warn!(
+            open_files = limits.now,
+            max_clients = limits.client_cap,
+            "the open files limit leaves room for few clients besides the workers and their \
+             server connections; raise it (ulimit -n, LimitNOFILE)"
+        );
+    }
     for pool in &config.pools {
         if u64::from(pool.client_connections) > limits.client_cap {
             tracing::warn!(

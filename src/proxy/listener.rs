@@ -227,7 +227,7 @@ async fn accept_loop<L>(
         let current = pool.stats.connected_clients.load(Ordering::Relaxed);
         if no_descriptors || full.refuses() || limit != 0 && current >= u64::from(limit) {
             PoolStats::bump(&pool.stats.rejected_connections);
-            stream.refuse(&pool);
+            stream.refuse(&pool, no_descriptors);
             continue;
         }
         stream.prepare();
@@ -336,8 +336,10 @@ trait ClientSocket: AsyncWrite + Unpin + Sized + Send + 'static {
     fn from_std(std: Self::Std) -> std::io::Result<Self>;
     /// Readies the socket for requests.
     fn prepare(&self);
-    /// Turns the client away: `client_connections` is reached.
-    fn refuse(self, pool: &Pool);
+    /// Turns the client away: `client_connections` or the process's cap
+    /// is reached, or (`no_descriptors`) it was accepted on the spare
+    /// descriptor.
+    fn refuse(self, pool: &Pool, no_descriptors: bool);
     /// Serves the client to the end.
     fn serve(
         self,
@@ -361,9 +363,13 @@ impl ClientSocket for TcpStream {
         let _ = self.set_nodelay(true);
     }
 
-    fn refuse(self, pool: &Pool) {
+    fn refuse(self, pool: &Pool, no_descriptors: bool) {
         match &pool.tls {
             None => refuse_now(self),
+            // Closed at once: a handshake would hold the spare descriptor
+            // for up to 2 s, and the clients after it waited in the
+            // backlog with no answer (review).
+            Some(_) if no_descriptors => drop(self),
             Some(tls) => refuse_tls(&tls.load(), self),
         }
     }
@@ -404,7 +410,7 @@ impl ClientSocket for UnixStream {
 
     fn prepare(&self) {}
 
-    fn refuse(self, _pool: &Pool) {
+    fn refuse(self, _pool: &Pool, _no_descriptors: bool) {
         refuse_now(self);
     }
 
@@ -574,8 +580,13 @@ const TLS_REFUSAL_LIMIT: Duration = Duration::from_secs(2);
 /// Redis's answer when `maxclients` is reached, over TLS, as Redis sends it
 /// after the handshake (review: a TLS client over the limit was closed
 /// with no reply, and redis-cli died of SIGPIPE saying nothing).
+/// Not past a quarter of the descriptors kept from clients either: each
+/// refusal holds one for up to [`TLS_REFUSAL_LIMIT`], and 64 of them took
+/// those the server connections needed (review: 14 of 14 BLPOPs failed
+/// with `Too many open files` under a limit of 128).
 fn refuse_tls(tls: &ListenTls, stream: TcpStream) {
-    if TLS_REFUSALS.fetch_add(1, Ordering::Relaxed) >= TLS_REFUSALS_MAX {
+    let most = TLS_REFUSALS_MAX.min(descriptors::kept_from_clients() / 4);
+    if TLS_REFUSALS.fetch_add(1, Ordering::Relaxed) >= most {
         TLS_REFUSALS.fetch_sub(1, Ordering::Relaxed);
         return;
     }

@@ -90,15 +90,37 @@ pub fn bind(unix: &UnixListen, backlog: u32) -> io::Result<(UnixListener, Socket
 /// like a leftover. The lock is released when the returned file closes
 /// (or the process dies), and leaves nothing on disk. Without one (the
 /// directory cannot be opened) it goes on as before, unserialized.
+///
+/// Waited for [`LOCK_WAIT`] at most: another program holding a lock on the
+/// directory (not a proxy binding) must not hold the start or the stop up
+/// (review: 10 s, and a SIGTERM unheard meanwhile). Past it, a warning, and
+/// on as before.
 fn lock_directory(path: &Path) -> Option<fs::File> {
     let dir = match path.parent() {
         Some(dir) if !dir.as_os_str().is_empty() => dir,
         _ => Path::new("."),
     };
-    let dir = fs::File::open(dir).ok()?;
-    dir.lock().ok()?;
-    Some(dir)
+    let file = fs::File::open(dir).ok()?;
+    let deadline = std::time::Instant::now() + LOCK_WAIT;
+    loop {
+        match file.try_lock() {
+            Ok(()) => return Some(file),
+            Err(fs::TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(LOCK_RETRY);
+            }
+            Err(e) => {
+                tracing::warn!(directory = %dir.display(), error = %e,
+                    "cannot lock the socket's directory; binding without it");
+                return None;
+            }
+        }
+    }
 }
+
+/// How long [`lock_directory`] waits: a proxy binding holds it for
+/// milliseconds.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_millis(500);
+const LOCK_RETRY: std::time::Duration = std::time::Duration::from_millis(5);
 
 /// Removes a socket file nothing listens on any more (left by a process
 /// that was killed); refuses anything else at the path.

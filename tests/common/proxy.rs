@@ -49,6 +49,11 @@ impl Proxy {
         Proxy::start_process(port, yaml, &[], args)
     }
 
+    /// Both: run through `wrapper`, with more arguments.
+    pub fn start_wrapped_args(port: u16, yaml: &str, wrapper: &[&str], args: &[&str]) -> Proxy {
+        Proxy::start_process(port, yaml, wrapper, args)
+    }
+
     fn start_process(port: u16, yaml: &str, wrapper: &[&str], args: &[&str]) -> Proxy {
         let dir = temp_dir("proxy");
         let conf = dir.join("pool.yml");

@@ -142,7 +142,7 @@ pub(super) async fn run(target: Target, mut jobs: mpsc::UnboundedReceiver<Job>, 
                     // requests went to another shard until the retry
                     // (review: 887 GETs of an existing key answered nil).
                     Outcome::Idle(reason) => {
-                        tracing::info!(backend = %target.addr, reason = %reason, "backend closed an idle connection; reopening it");
+                        tracing::info!(backend = %target.addr, reason = %reason, "backend closed an idle connection (no failure of the server)");
                         backoff.worked();
                     }
                     Outcome::Broken(reason) | Outcome::Refused(reason) => {
