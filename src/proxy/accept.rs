@@ -9,7 +9,6 @@ use std::io;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
-use tokio::sync::Notify;
 
 /// A listening socket: TCP, or a pool's unix socket.
 pub trait Listening: Send + 'static {
@@ -29,17 +28,6 @@ impl Listening for UnixListener {
     fn poll_accept(&self, cx: &mut Context<'_>) -> Poll<io::Result<UnixStream>> {
         UnixListener::poll_accept(self, cx).map_ok(|(stream, _)| stream)
     }
-}
-
-/// Raised when an accept fails for want of file descriptors: sessions
-/// whose client closed its connection while replies were owed (a stalled
-/// backend, no `timeout`) let go of their sockets, as Redis drops a client
-/// at once when it closes. Their requests still run on the backends.
-static DESCRIPTORS_SHORT: Notify = Notify::const_new();
-
-/// Resolves the next time the proxy runs out of file descriptors.
-pub fn descriptors_short() -> &'static Notify {
-    &DESCRIPTORS_SHORT
 }
 
 const FIRST_PAUSE: Duration = Duration::from_millis(5);
@@ -94,7 +82,7 @@ impl<L: Listening> Acceptor<L> {
                 Err(e) => e,
             };
             if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) {
-                DESCRIPTORS_SHORT.notify_waiters();
+                descriptors::descriptors_short().notify_waiters();
                 match self.accept_on_spare().await {
                     OnSpare::Taken(stream) => return Accepted::NoDescriptors(stream),
                     // Accept fails for want of a descriptor before it looks

@@ -12,7 +12,7 @@
 
 use crate::command::Command;
 use crate::protocol::{encode_error, ProtocolError, Request, RequestParser};
-use crate::proxy::accept;
+use crate::proxy::descriptors;
 use crate::proxy::input_memory::{GrownInput, ReadAhead};
 use crate::proxy::outbuf::OutBuf;
 use crate::proxy::pending::Pending;
@@ -199,7 +199,7 @@ pub async fn serve<S: Io>(pool: Arc<Pool>, mut stream: S, shutdown: watch::Recei
     // rare, and inline it would make every idle session 136 bytes larger.
     let mut held: Option<Box<Request>> = None;
     // Once the client closed with replies owed: ends the session if the
-    // proxy runs out of descriptors (see `accept::descriptors_short`).
+    // proxy runs out of descriptors (see `descriptors::descriptors_short`).
     let mut let_go: Option<Pin<Box<Notified<'static>>>> = None;
     // The client closed behind requests it sent that are still unread, its
     // window being shut on a full input: seen by asking the socket every
@@ -620,7 +620,7 @@ pub async fn serve<S: Io>(pool: Arc<Pool>, mut stream: S, shutdown: watch::Recei
                         );
                         return;
                     }
-                    let_go = Some(Box::pin(accept::descriptors_short().notified()));
+                    let_go = Some(Box::pin(descriptors::descriptors_short().notified()));
                     false
                 }
                 Wake::CloseCheck => {
@@ -689,7 +689,7 @@ pub async fn serve<S: Io>(pool: Arc<Pool>, mut stream: S, shutdown: watch::Recei
                 Some(Ok(0)) | Some(Err(_)) => {
                     closed = true;
                     abandon(&owed);
-                    let_go = Some(Box::pin(accept::descriptors_short().notified()));
+                    let_go = Some(Box::pin(descriptors::descriptors_short().notified()));
                 }
                 Some(Ok(n)) => {
                     stats.commands.count_input(n);

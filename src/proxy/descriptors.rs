@@ -16,6 +16,7 @@ use std::fs::File;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
+use tokio::sync::Notify;
 
 /// Descriptors kept from clients at least: listeners, ZooKeeper, the log,
 /// the spare, a few dedicated server connections.
@@ -29,6 +30,19 @@ const RESERVE_SHARE: u64 = 8;
 /// The soft limit is raised no higher: a hard limit of "unlimited" must
 /// not size anything.
 const HIGHEST_LIMIT: u64 = 1 << 20;
+
+/// Raised when an accept fails for want of file descriptors, or the
+/// client cap is reached: sessions whose client closed its connection
+/// while replies were owed (a stalled backend, no `timeout`) let go of
+/// their sockets, as Redis drops a client at once when it closes. Their
+/// requests still run on the backends.
+static DESCRIPTORS_SHORT: Notify = Notify::const_new();
+
+/// Resolves the next time the proxy runs out of file descriptors or
+/// reaches its client cap.
+pub fn descriptors_short() -> &'static Notify {
+    &DESCRIPTORS_SHORT
+}
 
 /// Clients the process may hold at once; 0 until [`set_up`] ran (no cap).
 static CLIENT_CAP: AtomicU64 = AtomicU64::new(0);
@@ -135,7 +149,7 @@ impl Full {
             return;
         }
         self.asked = Some(Instant::now());
-        crate::proxy::accept::descriptors_short().notify_waiters();
+        DESCRIPTORS_SHORT.notify_waiters();
         tokio::time::sleep(LET_GO_WAIT).await;
     }
 
