@@ -113,6 +113,19 @@ impl Session {
         let args = &request.args;
         if !self.authenticated && !matches!(cmd.name, "auth" | "hello" | "quit" | "reset") {
             const NOAUTH: &str = "NOAUTH Authentication required.";
+            // Requests in bulk without a login: closed after this refusal,
+            // as Redis closes such a client once its refusals pile up
+            // (CVE-2025-21605), where it went on refusing for good (review:
+            // redis-cli --pipe without the password never ended).
+            self.refused_unauthenticated += 1;
+            if self.refused_unauthenticated == acl::MAX_UNAUTHENTICATED_REFUSALS {
+                tracing::info!(
+                    client = self.id,
+                    refused = self.refused_unauthenticated,
+                    "closing a client that sends requests without logging in"
+                );
+                self.closing = true;
+            }
             // Redis 7 words any refusal of EXEC as the transaction's end.
             if cmd.name == "exec" {
                 return self.exec_refused(NOAUTH);

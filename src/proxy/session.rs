@@ -35,6 +35,9 @@ pub struct Session {
     pub user: Option<Arc<User>>,
     /// Failed AUTH attempts on this connection ([`crate::proxy::acl::MAX_AUTH_FAILURES`]).
     pub auth_failures: u32,
+    /// Requests refused for want of a login
+    /// ([`crate::proxy::acl::MAX_UNAUTHENTICATED_REFUSALS`]).
+    pub refused_unauthenticated: u32,
     /// Set by QUIT: close after this batch's replies.
     pub closing: bool,
     /// The client's own backend connection, if it has needed one.
@@ -166,6 +169,7 @@ impl Session {
             authenticated: pool.users.initial().is_some(),
             user: pool.users.initial(),
             auth_failures: 0,
+            refused_unauthenticated: 0,
             pool,
             proto: Proto::Resp2,
             name: None,

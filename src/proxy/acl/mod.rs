@@ -20,6 +20,11 @@ use std::sync::Arc;
 /// rotation, too few for guessing on one connection.
 pub const MAX_AUTH_FAILURES: u32 = 10;
 
+/// Requests refused `-NOAUTH` on one connection, after which the proxy
+/// closes it: a client does not send this many before logging in, and
+/// Redis closes one whose refusals pass 1 KB (about 30) unread.
+pub const MAX_UNAUTHENTICATED_REFUSALS: u32 = 100;
+
 const WRONGPASS: &str = "WRONGPASS invalid username-password pair or user is disabled.";
 const NO_DEFAULT_PASSWORD: &str = "ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?";
 const KEY_DENIED: &str =
