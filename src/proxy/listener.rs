@@ -534,12 +534,12 @@ async fn handshake(pool: &Pool, tls: &ListenTls, stream: TcpStream) -> Option<Se
     }
 }
 
-/// Redis's answer when `maxclients` is reached.
-/// Turns a client away at once: a fresh socket has room for the error, so
-/// it is written and the socket closed before the accept loop goes on
-/// (written from a task, a burst of refused clients held their
-/// descriptors until the loop yielded, and ran the process out of them).
-/// What does not fit is left to a task.
+/// Turns a client away at once, with Redis's answer when `maxclients` is
+/// reached: a fresh socket has room for the error, so it is written and
+/// the socket closed before the accept loop goes on (written from a task,
+/// a burst of refused clients held their descriptors until the loop
+/// yielded, and ran the process out of them). What does not fit is left
+/// to a task.
 fn refuse_now<S: ClientSocket>(stream: S)
 where
     S::Std: std::io::Write,

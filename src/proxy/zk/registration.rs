@@ -206,7 +206,7 @@ async fn register(
             }
             continue;
         }
-        if status.snapshot().handing_over {
+        if status.handing_over() {
             status.set_handing_over(false);
             status.set_name_taken(None);
         }

@@ -169,6 +169,10 @@ impl ZkStatus {
         self.lock().handing_over = handing_over;
     }
 
+    pub(crate) fn handing_over(&self) -> bool {
+        self.lock().handing_over
+    }
+
     /// A copy of the current status.
     pub fn snapshot(&self) -> ZkStatusSnapshot {
         self.lock().clone()
