@@ -611,3 +611,144 @@ fn publish_inside_multi_runs_on_the_channel_shard() {
         assert_eq!(shard.connect().cmd_str(&["EXISTS", &low]), ":0\r\n");
     }
 }
+
+/// Transactions pipelined back to back in one write, on one shard and
+/// switching between shards, keyless, aborted, discarded and watched: the
+/// proxy runs each on its dedicated connection without waiting for the
+/// last EXEC where it can, and every reply is Redis's own, in order.
+#[test]
+fn transactions_pipelined_back_to_back_answer_as_redis_does() {
+    let (proxy, _shards) = two_shards();
+    let direct = Redis::start();
+    let low = keys_in(0, 2047, 2, "backtoback");
+    let high = keys_in(2048, 4095, 1, "backtoback").remove(0);
+    let mut script: Vec<Vec<String>> = Vec::new();
+    let words = |w: &[&str]| w.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    for round in 0..300 {
+        let key = match round % 3 {
+            0 => &low[0],
+            1 => &high,
+            _ => &low[1],
+        };
+        script.push(words(&["MULTI"]));
+        script.push(words(&["INCR", key]));
+        script.push(words(&["INCR", key]));
+        script.push(words(&["EXEC"]));
+        match round % 10 {
+            // Keyless: bound where keyless scripts run, at EXEC.
+            4 => {
+                script.push(words(&["MULTI"]));
+                script.push(words(&["PING"]));
+                script.push(words(&["EXEC"]));
+            }
+            // Doomed by a wrong arity: nothing of it runs.
+            7 => {
+                script.push(words(&["MULTI"]));
+                script.push(words(&["INCR", key]));
+                script.push(words(&["GET"]));
+                script.push(words(&["EXEC"]));
+            }
+            8 => {
+                script.push(words(&["MULTI"]));
+                script.push(words(&["INCR", key]));
+                script.push(words(&["DISCARD"]));
+            }
+            9 => {
+                script.push(words(&["WATCH", key]));
+                script.push(words(&["MULTI"]));
+                script.push(words(&["INCR", key]));
+                script.push(words(&["EXEC"]));
+            }
+            _ => {}
+        }
+    }
+    let script: Vec<Vec<&str>> = script
+        .iter()
+        .map(|c| c.iter().map(String::as_str).collect())
+        .collect();
+    let script: Vec<&[&str]> = script.iter().map(Vec::as_slice).collect();
+    let through_proxy = run_pipelined(&mut RawClient::connect(proxy.port), &script);
+    let from_redis = run_pipelined(&mut direct.connect(), &script);
+    for (at, (got, want)) in through_proxy.iter().zip(&from_redis).enumerate() {
+        assert_eq!(got, want, "reply {at} to {:?}", script[at]);
+    }
+    let mut client = RawClient::connect(proxy.port);
+    let mut redis = direct.connect();
+    for key in [&low[0], &low[1], &high] {
+        assert_eq!(client.cmd_str(&["GET", key]), redis.cmd_str(&["GET", key]));
+    }
+}
+
+/// The dedicated connection is closed on the backend while thousands of
+/// transactions pipelined back to back are running on it: none runs in
+/// part or outside MULTI. Every transaction either ran whole (EXEC's two
+/// increments) or not at all, the counter is exactly twice the EXECs that
+/// ran, and the transactions after the loss run on a new connection.
+#[test]
+fn a_connection_lost_under_pipelined_transactions_applies_none_in_part() {
+    const TRANSACTIONS: usize = 20_000;
+    let (proxy, shards) = two_shards();
+    let key = keys_in(0, 2047, 1, "pipelost").remove(0);
+    let mut pipeline = Vec::new();
+    for _ in 0..TRANSACTIONS {
+        pipeline.extend(encode_command(&[b"MULTI"]));
+        pipeline.extend(encode_command(&[b"INCR", key.as_bytes()]));
+        pipeline.extend(encode_command(&[b"INCR", key.as_bytes()]));
+        pipeline.extend(encode_command(&[b"EXEC"]));
+    }
+    let mut client = RawClient::connect(proxy.port);
+    let mut writer = client.reader.get_ref().try_clone().unwrap();
+    let sending = std::thread::spawn(move || {
+        use std::io::Write;
+        writer.write_all(&pipeline).unwrap();
+    });
+    // Closed once a few hundred transactions ran, with most still to come.
+    let mut admin = shards[0].connect();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let value = admin.cmd_str(&["GET", &key]);
+        let increments: u64 = value
+            .lines()
+            .nth(1)
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0);
+        if increments >= 800 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the transactions did not start"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    let killed = admin.cmd_str(&["CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes"]);
+    assert_ne!(killed, ":0\r\n");
+    let mut ran = 0u64;
+    let mut failed = 0u64;
+    for at in 0..TRANSACTIONS {
+        let replies: Vec<String> = (0..4)
+            .map(|_| String::from_utf8_lossy(&client.read_reply()).into_owned())
+            .collect();
+        // An increment answered with a number ran outside MULTI.
+        for reply in &replies[1..3] {
+            assert!(!reply.starts_with(':'), "transaction {at}: {replies:?}");
+        }
+        if replies[3].starts_with("*2\r\n:") {
+            ran += 1;
+        } else {
+            assert!(
+                replies[3].starts_with('-') || replies[3] == "*-1\r\n",
+                "transaction {at}: {replies:?}"
+            );
+            failed += 1;
+        }
+    }
+    sending.join().unwrap();
+    assert!(failed > 0, "the loss hit no transaction");
+    assert!(ran >= 400, "ran {ran}");
+    assert_eq!(
+        admin.cmd_str(&["GET", &key]),
+        format!("${}\r\n{}\r\n", (2 * ran).to_string().len(), 2 * ran),
+        "{ran} transactions ran, {failed} failed"
+    );
+}

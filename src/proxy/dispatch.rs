@@ -55,7 +55,8 @@ impl Session {
             // would then count it, or miss it, unlike on Redis.
             Handling::PubSub if cmd.name.ends_with("subscribe") => true,
             Handling::Blocking if !self.in_multi() => true,
-            Handling::Transaction if self.tx.is_none() => true,
+            Handling::Transaction if self.tx.is_none() => !self.follows_on_held_connection(cmd),
+            _ if self.binds_elsewhere(cmd, args) => true,
             _ => self.lane_for(handling) != self.lane,
         }
     }
