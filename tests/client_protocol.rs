@@ -50,7 +50,8 @@ fn inline_commands_and_local_replies() {
     assert_eq!(c.cmd_str(&["SELECT", "0"]), "+OK\r\n");
     assert_eq!(
         c.cmd_str(&["SELECT", "1"]),
-        "-ERR DB index is out of range\r\n"
+        "-ERR DB index is out of range: shardproxy serves database 0 only \
+         (the pool's redis_db picks the servers' database)\r\n"
     );
     assert_eq!(c.cmd_str(&["QUIT"]), "+OK\r\n");
     assert!(c.is_closed());
@@ -236,6 +237,23 @@ fn connect_handshakes_of_modern_clients_work() {
             && info.contains("redis_mode:standalone\r\n"),
         "{info}"
     );
+    // The server fields monitoring tools read, as Redis gives them.
+    let field = |name: &str| {
+        info.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+            .unwrap_or_else(|| panic!("no {name} in {info}"))
+            .to_string()
+    };
+    assert_eq!(field("arch_bits"), "64");
+    assert_eq!(field("multiplexing_api"), "epoll");
+    assert_eq!(field("uptime_in_days"), "0");
+    assert!(field("executable").ends_with("/shardproxy"), "{info}");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_micros();
+    let server_time: u128 = field("server_time_usec").parse().unwrap();
+    assert!(now.abs_diff(server_time) < 60_000_000, "{info}");
     // Back to RESP2.
     assert!(c.cmd_str(&["HELLO", "2"]).starts_with("*14\r\n"));
     assert_eq!(c.cmd_str(&["GET", "nope"]), "$-1\r\n");

@@ -122,7 +122,12 @@ fn select(session: &mut Session, db: &[u8]) -> Pending {
     // Redis's strict integer syntax: no sign on zero, no leading zeros.
     match crate::protocol::parse_int(db) {
         Some(0) => ok(),
-        Some(_) => session.error("ERR DB index is out of range"),
+        // Redis's words first (clients match them), then why: the index
+        // may well exist on the servers.
+        Some(_) => session.error(
+            "ERR DB index is out of range: shardproxy serves database 0 only \
+             (the pool's redis_db picks the servers' database)",
+        ),
         None => session.error("ERR value is not an integer or out of range"),
     }
 }

@@ -121,6 +121,34 @@ pub fn run(session: &Session, args: &[Bytes]) -> InfoReply {
     }
 }
 
+/// INFO's `multiplexing_api`: what tokio waits on, named as Redis names
+/// its own.
+fn multiplexing_api() -> &'static str {
+    if cfg!(any(target_os = "linux", target_os = "android")) {
+        "epoll"
+    } else if cfg!(any(target_os = "macos", target_os = "freebsd")) {
+        "kqueue"
+    } else {
+        "poll"
+    }
+}
+
+/// INFO's `server_time_usec`: the wall clock, in microseconds.
+fn server_time_usec() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros())
+        .unwrap_or(0)
+}
+
+/// INFO's `executable`: the running program's absolute path, as Redis
+/// gives its own (tools find the binary to restart by it).
+fn executable() -> String {
+    std::env::current_exe()
+        .map(|path| path.display().to_string())
+        .unwrap_or_default()
+}
+
 /// INFO's `tcp_port`: 0 for a unix socket, as Redis shows when it has
 /// no TCP port.
 fn tcp_port(listen: &str) -> &str {
@@ -142,17 +170,23 @@ fn write_section(session: &Session, section: &str, out: &mut String) {
             let _ = write!(
                 out,
                 "# Server\r\nredis_version:{}\r\nredis_mode:standalone\r\n\
-                 proxy:shardproxy\r\nproxy_version:{}\r\nos:{}\r\nprocess_id:{}\r\n\
-                 run_id:{}\r\n\
-                 tcp_port:{}\r\nuptime_in_seconds:{}\r\npool:{}\r\nrouting_version:{}\r\n\
+                 proxy:shardproxy\r\nproxy_version:{}\r\nos:{}\r\narch_bits:{}\r\n\
+                 multiplexing_api:{}\r\nprocess_id:{}\r\nrun_id:{}\r\ntcp_port:{}\r\n\
+                 server_time_usec:{}\r\nuptime_in_seconds:{}\r\nuptime_in_days:{}\r\n\
+                 executable:{}\r\npool:{}\r\nrouting_version:{}\r\n\
                  routing_source:{}\r\nshards:{}\r\n",
                 pool.redis_version(),
                 env!("CARGO_PKG_VERSION"),
                 std::env::consts::OS,
+                usize::BITS,
+                multiplexing_api(),
                 std::process::id(),
                 run_id(),
                 tcp_port(&pool.listen),
+                server_time_usec(),
                 stats.uptime_secs(),
+                stats.uptime_secs() / 86_400,
+                executable(),
                 pool.name,
                 table.version,
                 table.source,
