@@ -909,16 +909,22 @@ fn config_test_flag_reports_syntax() {
     );
     // A bad command line exits 1, as nutcracker's (clap's own is 2);
     // --help still exits 0.
-    let run = |arg: &str| {
+    let run = |args: &[&str]| {
         std::process::Command::new(common::proxy::binary())
-            .arg(arg)
+            .args(args)
             .output()
             .unwrap()
     };
-    let out = run("--bogus");
-    assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("unexpected argument '--bogus'"));
-    let out = run("--help");
+    for args in [&["--bogus"][..], &["-h", "--bogus"], &["--bogus", "--help"]] {
+        let out = run(args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("unexpected argument '--bogus'"),
+            "{args:?}: {err}"
+        );
+    }
+    let out = run(&["--help"]);
     assert_eq!(out.status.code(), Some(0));
     assert!(String::from_utf8_lossy(&out.stdout).contains("Usage: shardproxy"));
 }

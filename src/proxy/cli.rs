@@ -75,6 +75,17 @@ pub fn main() -> ExitCode {
         // --help is not an error; a bad command line exits 1, as
         // nutcracker's does (clap's own is 2).
         Err(e) => {
+            // nutcracker reads the whole line before it shows help: `-h`
+            // beside a bad option still fails (review revI: exited 0).
+            let e = if e.use_stderr() {
+                e
+            } else {
+                let rest = std::env::args_os().filter(|arg| arg != "-h" && arg != "--help");
+                match Args::try_parse_from(rest) {
+                    Err(bad) if bad.use_stderr() => bad,
+                    _ => e,
+                }
+            };
             let _ = e.print();
             return if e.use_stderr() {
                 ExitCode::FAILURE
