@@ -110,7 +110,7 @@ fn lock_directory(path: &Path) -> Option<fs::File> {
             }
             Err(e) => {
                 tracing::warn!(directory = %dir.display(), error = %e,
-                    "cannot lock the socket's directory; binding without it");
+                    "cannot lock the socket's directory; going on without the lock");
                 return None;
             }
         }
