@@ -752,3 +752,50 @@ fn a_connection_lost_under_pipelined_transactions_applies_none_in_part() {
         "{ran} transactions ran, {failed} failed"
     );
 }
+
+/// A MULTI sent right behind the last EXEC follows it on the dedicated
+/// connection; left open and unbound by an idle client, it must not keep
+/// that connection from everyone else (one allowed here): it is given back
+/// once the EXEC is answered, and taken again when the MULTI binds.
+#[test]
+fn an_idle_client_with_an_unbound_multi_holds_no_connection() {
+    let shard = Redis::start();
+    let proxy = Proxy::start(&format!(
+        "  redis: true\n  hash: md5\n  timeout: 2000\n  max_dedicated_connections: 1\n  \
+         servers:\n   - {}:1\n",
+        shard.addr()
+    ));
+    let mut idle = RawClient::connect(proxy.port);
+    let replies = run_pipelined(
+        &mut idle,
+        &[&["MULTI"], &["INCR", "a"], &["EXEC"], &["MULTI"], &["PING"]],
+    );
+    assert_eq!(
+        replies,
+        [
+            "+OK\r\n",
+            "+QUEUED\r\n",
+            "*1\r\n:1\r\n",
+            "+OK\r\n",
+            "+QUEUED\r\n"
+        ]
+    );
+    let mut other = RawClient::connect(proxy.port);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while other.info_number("clients", "dedicated_connections") != Some(0) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the idle client still holds its connection"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert_eq!(
+        run(&mut other, &[&["MULTI"], &["INCR", "b"], &["EXEC"]]),
+        ["+OK\r\n", "+QUEUED\r\n", "*1\r\n:1\r\n"]
+    );
+    // The idle client's transaction binds when it names a key, and runs.
+    assert_eq!(
+        run(&mut idle, &[&["INCR", "a"], &["EXEC"]]),
+        ["+QUEUED\r\n", "*2\r\n+PONG\r\n:2\r\n"]
+    );
+}

@@ -254,9 +254,14 @@ impl Session {
 
     /// Gives the dedicated connection back to the pool once nothing is
     /// owed on it and no transaction lives on it, so an idle client holds
-    /// none ([`crate::proxy::dedicated`]).
+    /// none ([`crate::proxy::dedicated`]). A MULTI not bound yet has left
+    /// nothing on it: it may have followed the last EXEC on the connection
+    /// (see [`Session::follows_on_held_connection`]), but it takes one
+    /// again when it binds (review: an idle client holding such a MULTI
+    /// kept the connection from everyone).
     pub fn park_dedicated(&mut self) {
-        if self.dedicated.is_some() && self.tx.is_none() {
+        let unbound = self.tx.as_ref().is_none_or(|tx| !tx.bound());
+        if self.dedicated.is_some() && unbound {
             let conn = self.dedicated.take().expect("checked");
             self.pool.dedicated.park(*conn);
         }
