@@ -546,3 +546,109 @@ fn a_nutcracker_file_listening_on_a_unix_socket_runs_unchanged() {
     assert_eq!(proxy.wait_exit(Duration::from_secs(15)), Some(0));
     assert!(!socket.exists(), "the socket file is left behind");
 }
+
+/// Every key written through `port` (the backends flushed first), and the
+/// backend each one landed on.
+fn write_through_port(port: u16, backends: &[Redis]) -> Vec<(Vec<u8>, usize)> {
+    for backend in backends {
+        assert_eq!(backend.connect().cmd_str(&["FLUSHALL"]), "+OK\r\n");
+    }
+    let mut client = RawClient::connect(port);
+    for i in 0..300 {
+        let key = format!("unixserver:{i}");
+        assert_eq!(client.cmd_str(&["SET", &key, "v"]), "+OK\r\n");
+    }
+    let mut placed: Vec<(Vec<u8>, usize)> = backends
+        .iter()
+        .enumerate()
+        .flat_map(|(i, b)| {
+            let keys = parse_keys(&RawClient::connect(b.port).cmd(&[b"KEYS", b"*"]));
+            keys.into_iter().map(move |k| (k, i))
+        })
+        .collect();
+    placed.sort();
+    placed
+}
+
+/// A nutcracker file whose servers are unix sockets (`/path:weight`, named
+/// or not) runs unchanged: each key lands where nutcracker puts it (an
+/// unnamed socket is placed by its path and a ':'), a server killed with
+/// kill -9 is named in the error its keys get, and the proxy reconnects
+/// once it is back on its socket.
+#[test]
+fn a_nutcracker_file_with_servers_on_unix_sockets_runs_unchanged() {
+    let dir = common::temp_dir("unix-servers");
+    let sockets: Vec<String> = (0..3)
+        .map(|i| dir.join(format!("r{i}.sock")).display().to_string())
+        .collect();
+    let start =
+        |socket: &str| Redis::start_with(&["--unixsocket", socket, "--unixsocketperm", "700"]);
+    let mut backends: Vec<Redis> = sockets.iter().map(|s| start(s)).collect();
+    let settings = format!(
+        "  hash: md5\n  distribution: ketama\n  redis: true\n  timeout: 2000\n  \
+         servers:\n   - {}:1\n   - {}:2\n   - {}:1 third\n",
+        sockets[0], sockets[1], sockets[2]
+    );
+    let nutcracker = Nutcracker::start(&settings);
+    let by_nutcracker = write_through_port(nutcracker.port, &backends);
+    drop(nutcracker);
+    // What counts is that the proxy agrees with nutcracker key by key.
+    assert_eq!(by_nutcracker.len(), 300);
+    let proxy = Proxy::start(&settings);
+    assert_eq!(write_through_port(proxy.port, &backends), by_nutcracker);
+
+    // kill -9 of the server holding the first key: its keys get an error
+    // naming its socket, the other servers' keys are served.
+    let (first, down) = by_nutcracker[0].clone();
+    let first = String::from_utf8(first).unwrap();
+    backends[down].guard.kill();
+    let mut client = RawClient::connect(proxy.port);
+    let reply = client.cmd_str(&["GET", &first]);
+    assert!(
+        reply.starts_with("-ERR ") && reply.contains(&sockets[down]),
+        "{reply}"
+    );
+    let elsewhere: Vec<&Vec<u8>> = by_nutcracker
+        .iter()
+        .filter(|(_, on)| *on != down)
+        .map(|(key, _)| key)
+        .collect();
+    assert!(!elsewhere.is_empty(), "every key on one server");
+    for key in elsewhere {
+        assert_eq!(client.cmd(&[b"GET", key]), b"$1\r\nv\r\n");
+    }
+    // Back on its socket (empty): the proxy reconnects.
+    backends[down] = start(&sockets[down]);
+    wait_until(
+        "the proxy to reach the restarted server",
+        Duration::from_secs(10),
+        || client.cmd_str(&["SET", &first, "again"]) == "+OK\r\n",
+    );
+    assert_eq!(
+        backends[down].connect().cmd_str(&["GET", &first]),
+        "$5\r\nagain\r\n"
+    );
+
+    // -t passes a socket nobody listens on yet, and says so.
+    let conf = dir.join("later.yml");
+    let missing = dir.join("later.sock").display().to_string();
+    std::fs::write(
+        &conf,
+        format!("pool:\n  listen: 127.0.0.1:1\n  redis: true\n  servers:\n   - {missing}:1\n"),
+    )
+    .unwrap();
+    let out = Command::new(binary())
+        .arg("-t")
+        .arg("-c")
+        .arg(&conf)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(
+        err.contains(&format!(
+            "warning: pool 'pool': server '{missing}' cannot be reached: No such file or directory"
+        )),
+        "{err}"
+    );
+}

@@ -167,9 +167,18 @@ impl PoolConfig {
 }
 
 impl ServerConfig {
-    /// `host:port`, the address the proxy connects to.
+    /// `host:port`, the address the proxy connects to, or a unix socket's
+    /// path.
     pub fn addr(&self) -> String {
+        if self.is_unix() {
+            return self.host.clone();
+        }
         format!("{}:{}", self.host, self.port)
+    }
+
+    /// True for a server on a unix socket (`/path/to/socket:weight`).
+    pub fn is_unix(&self) -> bool {
+        self.host.starts_with('/')
     }
 
     /// The name twemproxy uses to sort servers and to place ketama points:
@@ -419,6 +428,9 @@ impl RawPool {
         if servers.is_empty() {
             return Err(err("'servers' is empty".into()));
         }
+        if let Some(unix) = servers.iter().find(|s| s.is_unix()) {
+            check_unix_servers(&self, &unix.host).map_err(err)?;
+        }
         let range_form = check_server_forms(&servers).map_err(err)?;
         check_server_names(&servers).map_err(err)?;
         if range_form {
@@ -554,6 +566,24 @@ impl RawPool {
 }
 
 /// All servers must use one form; returns true for the range form.
+/// Servers on unix sockets live on this host: no TLS to them, and not in
+/// a pool whose servers ZooKeeper manages (watchdogs register `host:port`,
+/// and moves between shards connect over TCP).
+fn check_unix_servers(pool: &RawPool, path: &str) -> Result<(), String> {
+    if pool.zookeeper_host.is_some() {
+        return Err(format!(
+            "server '{path}' is a unix socket: a pool with 'zookeeper_host' takes \
+             host:port servers only"
+        ));
+    }
+    if pool.server_tls == Some(true) {
+        return Err(format!(
+            "server '{path}' is a unix socket: 'server_tls' is for TCP servers"
+        ));
+    }
+    Ok(())
+}
+
 fn check_server_forms(servers: &[ServerConfig]) -> Result<bool, String> {
     let ranged = servers.iter().filter(|s| s.range.is_some()).count();
     match ranged {
@@ -715,13 +745,18 @@ fn parse_server(text: &str) -> Result<ServerConfig, String> {
     if words.next().is_some() {
         return Err("expected 'host:port:weight [name]'".into());
     }
-    if spec.starts_with('/') {
-        return Err("servers on unix sockets are not supported, use host:port:weight".into());
-    }
-    let (addr, weight_text) = spec
-        .rsplit_once(':')
-        .ok_or("expected 'host:port:weight [name]' or 'host:port:LO-HI [name]'")?;
-    let (host, port) = parse_host_port(addr)?;
+    let unix = spec.starts_with('/');
+    let (addr, weight_text) = spec.rsplit_once(':').ok_or(if unix {
+        "expected '/path/to/socket:weight [name]' or '/path/to/socket:LO-HI [name]'"
+    } else {
+        "expected 'host:port:weight [name]' or 'host:port:LO-HI [name]'"
+    })?;
+    // A unix socket (nutcracker's `/path:weight`) has no port.
+    let (host, port) = if unix {
+        (addr.to_string(), 0)
+    } else {
+        parse_host_port(addr)?
+    };
     let (weight, range) = match weight_text.split_once('-') {
         Some((lo, hi)) => {
             let lo: u32 = lo
@@ -758,7 +793,13 @@ fn parse_server(text: &str) -> Result<ServerConfig, String> {
         weight,
         range,
         name,
-        written_addr: addr.to_string(),
+        // nutcracker names an unnamed unix socket server by its path and
+        // the ':' before the (absent) port, and places it by that name.
+        written_addr: if unix {
+            format!("{addr}:")
+        } else {
+            addr.to_string()
+        },
     })
 }
 

@@ -159,11 +159,39 @@ fn accepts_nutcrackers_unix_listen_but_not_with_tls_or_reuseport() {
     assert!(e.contains("'reuseport' is for TCP listeners"), "{e}");
     let e = rejected(&text.replace("redis: true", "redis: true\n  tls_cert: c\n  tls_key: k"));
     assert!(e.contains("TLS is for TCP listeners"), "{e}");
-    let e = rejected(&text.replace("127.0.0.1:6379:1", "/tmp/redis.sock:1"));
+}
+
+#[test]
+fn servers_on_unix_sockets_as_nutcracker_writes_them() {
+    let text = pool("  servers:\n   - /tmp/a.sock:1\n   - /tmp/b.sock:2 named\n");
+    let servers = &Config::parse(&text).unwrap().pools[0].servers;
+    assert_eq!(servers[0].addr(), "/tmp/a.sock");
+    assert!(servers[0].is_unix());
+    // nutcracker's name for an unnamed socket keeps the ':' before the
+    // absent port (it places keys by it).
+    assert_eq!(servers[0].node_name(), "/tmp/a.sock:");
+    assert_eq!(
+        (servers[1].weight, servers[1].node_name().as_str()),
+        (2, "named")
+    );
+    let ranged = pool("  servers:\n   - /tmp/a.sock:0-9\n");
+    assert_eq!(
+        Config::parse(&ranged).unwrap().pools[0].servers[0].range,
+        Some((0, 9))
+    );
+    let e = rejected(&pool("  servers:\n   - /tmp/a.sock\n"));
     assert!(
-        e.contains("servers on unix sockets are not supported"),
+        e.contains("expected '/path/to/socket:weight [name]'"),
         "{e}"
     );
+    let e = rejected(&text.replace("redis: true", "redis: true\n  server_tls: true"));
+    assert!(e.contains("'server_tls' is for TCP servers"), "{e}");
+    let e = rejected(&text.replace(
+        "redis: true",
+        "redis: true\n  zookeeper_host: 127.0.0.1:2181\n  zookeeper_path: /p\n  \
+         zookeeper_redis_path: /r",
+    ));
+    assert!(e.contains("takes host:port servers only"), "{e}");
 }
 
 #[test]

@@ -131,7 +131,7 @@ pub fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
         for warning in servers {
-            eprintln!("shardproxy: warning: {warning}; its keys get errors until it resolves");
+            eprintln!("shardproxy: warning: {warning}");
         }
         // On stderr, as nutcracker's: a script that reads -t's stdout
         // gets the same (nothing) from either.
@@ -368,6 +368,18 @@ fn unregistered_zookeeper_routing(config: &Config) -> Result<(), String> {
     }
 }
 
+/// Why a unix socket server's path cannot be connected to now, if it
+/// cannot: a warning only, as for a name that does not resolve (the
+/// server may start after the proxy).
+fn not_a_socket(path: &str) -> Option<String> {
+    use std::os::unix::fs::FileTypeExt;
+    match std::fs::metadata(path) {
+        Ok(meta) if meta.file_type().is_socket() => None,
+        Ok(_) => Some("is not a unix socket".to_string()),
+        Err(e) => Some(format!("cannot be reached: {e}")),
+    }
+}
+
 /// The first `listen` address that does not resolve, and every server
 /// that does not, each in words.
 fn unresolved(config: &Config) -> (Option<String>, Vec<String>) {
@@ -385,11 +397,17 @@ fn unresolved(config: &Config) -> (Option<String>, Vec<String>) {
                 .map(|why| format!("pool '{}': listen '{}' {why}", pool.name, pool.listen));
         }
         for server in &pool.servers {
-            if let Some(why) = fails(&server.addr()) {
-                servers.push(format!(
-                    "pool '{}': server '{}' {why}",
-                    pool.name, server.written_addr
-                ));
+            let (shown, why) = if server.is_unix() {
+                let why = not_a_socket(&server.host)
+                    .map(|why| format!("{why}; its keys get errors until a server listens there"));
+                (&server.host, why)
+            } else {
+                let why = fails(&server.addr())
+                    .map(|why| format!("{why}; its keys get errors until it resolves"));
+                (&server.written_addr, why)
+            };
+            if let Some(why) = why {
+                servers.push(format!("pool '{}': server '{shown}' {why}", pool.name));
             }
         }
     }

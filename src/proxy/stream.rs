@@ -204,6 +204,8 @@ tls_io!(ClientStream);
 pub(crate) enum BackendStream {
     Plain(TcpStream),
     Tls(Box<ClientStream>),
+    /// A server on a unix socket (`/path/to/socket:weight`).
+    Unix(UnixStream),
 }
 
 /// Reads into `buf` what has arrived, registering for a wake-up when

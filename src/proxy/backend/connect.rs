@@ -8,7 +8,7 @@ use crate::proxy::stream::BackendStream;
 use bytes::BytesMut;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::net::{TcpStream, UnixStream};
 use tokio::time::timeout;
 
 /// Opens a connection to `addr` prepared as the pool's backend connections
@@ -28,6 +28,18 @@ pub(crate) async fn connect_to(
     run_id: Option<&str>,
 ) -> Result<BackendStream, String> {
     let limit = settings.connect_timeout();
+    let handshake = handshake_commands(settings, proto);
+    if is_unix_path(addr) {
+        // No TLS here: the pool file refuses it for unix sockets.
+        let mut stream = match timeout(limit, UnixStream::connect(addr)).await {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(e)) => return Err(e.to_string()),
+            Err(_) => return Err(format!("connect timed out after {} ms", limit.as_millis())),
+        };
+        prepare(&mut stream, addr, &handshake, limit).await?;
+        check_run_id(&mut stream, addr, run_id, limit).await?;
+        return Ok(BackendStream::Unix(stream));
+    }
     let stream = match timeout(limit, TcpStream::connect(addr)).await {
         Ok(Ok(stream)) => stream,
         Ok(Err(e)) => return Err(e.to_string()),
@@ -39,7 +51,6 @@ pub(crate) async fn connect_to(
             tracing::debug!(backend = %addr, error = %e, "cannot set keepalive");
         }
     }
-    let handshake = handshake_commands(settings, proto);
     let Some(tls) = &settings.tls else {
         let mut stream = stream;
         prepare(&mut stream, addr, &handshake, limit).await?;
@@ -216,12 +227,17 @@ async fn run_commands<S: AsyncRead + AsyncWrite + Unpin>(
 /// connect is timed.
 pub(crate) async fn busy_reply(addr: &str, settings: &BackendSettings) -> Option<bytes::Bytes> {
     let limit = settings.connect_timeout();
-    let stream = timeout(limit, TcpStream::connect(addr)).await.ok()?.ok()?;
-    let _ = stream.set_nodelay(true);
     let mut commands = handshake_commands(settings, Proto::Resp2);
     // SELECT is no use here, and may not be allowed while busy.
     commands.retain(|command| command[0] == b"AUTH");
     commands.push(vec![b"PING".to_vec()]);
+    if is_unix_path(addr) {
+        let mut stream = timeout(limit, UnixStream::connect(addr)).await.ok()?.ok()?;
+        let replies = run_commands(&mut stream, &commands).await;
+        return busy_in(replies);
+    }
+    let stream = timeout(limit, TcpStream::connect(addr)).await.ok()?.ok()?;
+    let _ = stream.set_nodelay(true);
     let replies = match &settings.tls {
         None => run_commands(&mut { stream }, &commands).await,
         Some(tls) => match tls.connect(addr, stream).await {
@@ -229,9 +245,20 @@ pub(crate) async fn busy_reply(addr: &str, settings: &BackendSettings) -> Option
             Err(_) => return None,
         },
     };
+    busy_in(replies)
+}
+
+/// The `-BUSY` reply among `replies`, if any.
+fn busy_in<E>(replies: Result<Vec<BytesMut>, E>) -> Option<bytes::Bytes> {
     replies
         .ok()?
         .into_iter()
         .find(|reply| reply.starts_with(b"-BUSY"))
         .map(BytesMut::freeze)
+}
+
+/// True for a backend address that is a unix socket's path, as the pool
+/// file writes it (`/path/to/socket:weight`).
+pub(crate) fn is_unix_path(addr: &str) -> bool {
+    addr.starts_with('/')
 }

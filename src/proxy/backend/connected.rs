@@ -147,6 +147,10 @@ impl<'a> Connection<'a> {
                 self.serve_io(*tls, jobs, queue, senders_gone, demoted)
                     .await
             }
+            BackendStream::Unix(unix) => {
+                self.serve_io(unix, jobs, queue, senders_gone, demoted)
+                    .await
+            }
         }
     }
 

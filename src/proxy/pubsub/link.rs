@@ -186,6 +186,9 @@ pub(super) async fn run(mut spec: Spec, mut orders: mpsc::UnboundedReceiver<Orde
                     BackendStream::Tls(tls) => {
                         serve(&spec, *tls, &mut held, &mut expected, &mut orders).await
                     }
+                    BackendStream::Unix(unix) => {
+                        serve(&spec, unix, &mut held, &mut expected, &mut orders).await
+                    }
                 };
                 // Whoever waits for a subscription's confirmation gets it
                 // from the next connection, which subscribes to everything
