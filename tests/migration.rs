@@ -717,3 +717,59 @@ async fn a_client_blocked_on_a_moving_range_is_told_to_retry() {
         format!("*2\r\n${}\r\n{outside}\r\n$3\r\njob\r\n", outside.len())
     );
 }
+
+/// A master's watchdog rewrites its shard's znode now and then (its
+/// record's offset moves as the range's keys arrive), so one can change
+/// between the admin's read of the shards and its commit. Here the
+/// target's znode is rewritten every few milliseconds for the whole move:
+/// the commit reads again and goes through, keeping what was written,
+/// instead of failing the move (CI: `mismatch version` in the local
+/// cluster's check).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shard_znode_rewritten_during_the_move_does_not_fail_it() {
+    let c = cluster().await;
+    let keys = keys_in(1024, 2047, 200, "rewritten");
+    preload(&c.proxies[0], &keys);
+    let path = common::zk_cluster::shard_path("redis-0002");
+    let stop = Arc::new(AtomicBool::new(false));
+    let rewriter = {
+        let (ops, path, stop) = (c.members.clone(), path.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut rewrites = 0u32;
+            while !stop.load(Ordering::Relaxed) {
+                // Versioned, as the watchdog writes: never over the commit.
+                let (data, stat) = ops.get_data(&path).await.unwrap();
+                if ops.set_data(&path, &data, Some(stat.version)).await.is_ok() {
+                    rewrites += 1;
+                }
+                tokio::time::sleep(Duration::from_millis(4)).await;
+            }
+            rewrites
+        })
+    };
+    let conf = c.conf.clone();
+    let (code, text) = tokio::task::spawn_blocking(move || {
+        run_admin(&conf, &["migrate", "1024-2047", "--to", "redis-0002"])
+    })
+    .await
+    .unwrap();
+    stop.store(true, Ordering::Relaxed);
+    let rewrites = rewriter.await.unwrap();
+    assert_eq!(code, 0, "{text}");
+    assert!(rewrites > 10, "only {rewrites} rewrites during the move");
+    let (data, _) = c.members.get_data(&path).await.unwrap();
+    assert!(
+        String::from_utf8_lossy(&data).contains("\"weight\":\"1024-2047\""),
+        "{}",
+        String::from_utf8_lossy(&data)
+    );
+    wait_for_view(&c.proxies[0], "1024-2047");
+    let mut client = RawClient::connect(c.proxies[0].port);
+    for key in &keys {
+        assert_eq!(
+            client.cmd_str(&["GET", key]),
+            format!("${}\r\n{key}\r\n", key.len())
+        );
+        assert!(exists(&c.redis[2], key), "{key} not on the new shard");
+    }
+}

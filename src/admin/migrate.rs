@@ -691,13 +691,52 @@ async fn drive(
     Ok(())
 }
 
+/// How many times the commit reads the shards again when a watchdog
+/// rewrote one meanwhile.
+const COMMIT_ATTEMPTS: u32 = 20;
+
 /// The shards' new ranges and the phase `committed`, in one transaction.
+///
+/// A master's watchdog rewrites its shard's znode now and then (its
+/// record's offset moves as the range's keys arrive): a commit that finds
+/// a shard's version changed reads the shards again and retries, keeping
+/// what the watchdog wrote (CI: the local cluster's migrate failed on it).
+/// A changed migration znode still fails: someone else acted on the move.
 async fn commit(
     client: &zk::Client,
     target: &Target,
     state: &mut MigrationState,
     version: i32,
 ) -> Result<i32, AdminError> {
+    let mut attempt = 1;
+    loop {
+        match try_commit(client, target, state, version).await? {
+            Ok(version) => return Ok(version),
+            Err(zk::MultiWriteError::OperationFailed {
+                index: 0 | 1,
+                source: zk::Error::BadVersion,
+            }) if attempt < COMMIT_ATTEMPTS => {
+                attempt += 1;
+                tracing::debug!(migration = %state.id, attempt,
+                    "a shard's znode changed before the commit; reading the shards again");
+            }
+            Err(e) => {
+                return Err(failed(format!(
+                    "the commit failed ({e}); nothing was committed: run migrate again"
+                )))
+            }
+        }
+    }
+}
+
+/// One attempt of [`commit`]: the outer error is final, the inner one is
+/// the transaction's.
+async fn try_commit(
+    client: &zk::Client,
+    target: &Target,
+    state: &mut MigrationState,
+    version: i32,
+) -> Result<Result<i32, zk::MultiWriteError>, AdminError> {
     let (lo, hi) = state.slots().map_err(failed)?;
     let shards = read_shards(client, target).await?;
     let root = &target.cluster_root;
@@ -709,7 +748,7 @@ async fn commit(
         // A migration turned around by `abort`: the range never left.
         state.phase = Phase::Committed;
         state.updated = now();
-        return write_state(client, target, state, version).await;
+        return write_state(client, target, state, version).await.map(Ok);
     }
     let plan = plan(&shards, lo, hi, &state.target)
         .map_err(|e| failed(format!("the shards changed during the migration: {e}")))?;
@@ -744,18 +783,12 @@ async fn commit(
         })
         .and_then(|()| multi.add_set_data(&path, &state.to_json(), Some(version)));
     added.map_err(|e| zk_error(target, root, e))?;
-    match multi.commit().await {
-        Ok(results) => {
-            tracing::info!(migration = %state.id, range = %state.range, source = %state.source,
-                target = %state.target, "committed");
-            let version = match results.last() {
-                Some(zk::MultiWriteResult::SetData { stat }) => stat.version,
-                _ => version + 1,
-            };
-            Ok(version)
+    Ok(multi.commit().await.map(|results| {
+        tracing::info!(migration = %state.id, range = %state.range, source = %state.source,
+            target = %state.target, "committed");
+        match results.last() {
+            Some(zk::MultiWriteResult::SetData { stat }) => stat.version,
+            _ => version + 1,
         }
-        Err(e) => Err(failed(format!(
-            "the commit failed ({e}); nothing was committed: run migrate again"
-        ))),
-    }
+    }))
 }
