@@ -63,6 +63,38 @@ pub enum RedisError {
     },
 }
 
+/// True for a server address that is a unix socket's path, as the pool
+/// file writes it (`/path/to/socket:weight`).
+pub fn is_unix_path(addr: &str) -> bool {
+    addr.starts_with('/')
+}
+
+/// How long a unix connect refused for a full queue waits to try again.
+const UNIX_CONNECT_RETRY: Duration = Duration::from_millis(10);
+
+/// Connects to the unix socket at `path` within `limit` (`None` past it).
+/// A listener whose queue is full (a stalled Redis) fails a unix connect at
+/// once with `EAGAIN`, where a TCP connect waits: it is tried again until
+/// `limit`, so clients see the timeout they would over TCP (review: an
+/// immediate "Resource temporarily unavailable").
+pub(crate) async fn connect_unix(
+    path: &str,
+    limit: Duration,
+) -> Option<std::io::Result<tokio::net::UnixStream>> {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        match tokio::net::UnixStream::connect(path).await {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                if tokio::time::Instant::now() + UNIX_CONNECT_RETRY >= deadline {
+                    return None;
+                }
+                tokio::time::sleep(UNIX_CONNECT_RETRY).await;
+            }
+            done => return Some(done),
+        }
+    }
+}
+
 /// A plain or TLS connection: one command at a time, so a boxed stream
 /// costs nothing that matters.
 trait Duplex: AsyncRead + AsyncWrite + Unpin + Send {}
@@ -117,6 +149,25 @@ impl RedisConn {
         timeout: Duration,
         tls: Option<&crate::tls::ServerTls>,
     ) -> Result<RedisConn, RedisError> {
+        if is_unix_path(addr) {
+            // A server on a unix socket (the pool file refuses TLS to one).
+            let stream = match connect_unix(addr, timeout).await {
+                Some(Ok(stream)) => stream,
+                Some(Err(source)) => {
+                    return Err(RedisError::Connect {
+                        addr: addr.to_string(),
+                        source,
+                    })
+                }
+                None => {
+                    return Err(RedisError::Timeout {
+                        addr: addr.to_string(),
+                        timeout,
+                    })
+                }
+            };
+            return RedisConn::handshake(addr, Box::new(stream), auth, timeout).await;
+        }
         let connecting = tokio::time::timeout(timeout, TcpStream::connect(addr));
         let stream = match connecting.await {
             Ok(Ok(stream)) => stream,
@@ -154,6 +205,16 @@ impl RedisConn {
                 }
             },
         };
+        RedisConn::handshake(addr, stream, auth, timeout).await
+    }
+
+    /// The connection over `stream`, logged in with `auth` if given.
+    async fn handshake(
+        addr: &str,
+        stream: Box<dyn Duplex>,
+        auth: Option<&str>,
+        timeout: Duration,
+    ) -> Result<RedisConn, RedisError> {
         let mut conn = RedisConn {
             addr: addr.to_string(),
             stream,

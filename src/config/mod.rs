@@ -566,6 +566,28 @@ impl RawPool {
 }
 
 /// All servers must use one form; returns true for the range form.
+/// Longest unix socket path the kernel takes (`sun_path` less its NUL).
+const MAX_SOCKET_PATH: usize = 107;
+
+/// A server's unix socket path: no ':' (nutcracker refuses one, and a
+/// typo such as `/path::1` would otherwise name another file), and short
+/// enough to be connected to at all.
+fn check_socket_path(path: &str) -> Result<(), String> {
+    if path.contains(':') {
+        return Err(format!(
+            "the unix socket path '{path}' contains ':' (nutcracker's form is \
+             '/path/to/socket:weight [name]', the path without ':')"
+        ));
+    }
+    if path.len() > MAX_SOCKET_PATH {
+        return Err(format!(
+            "the unix socket path is {} bytes long; at most {MAX_SOCKET_PATH} can be connected to",
+            path.len()
+        ));
+    }
+    Ok(())
+}
+
 /// Servers on unix sockets live on this host: no TLS to them, and not in
 /// a pool whose servers ZooKeeper manages (watchdogs register `host:port`,
 /// and moves between shards connect over TCP).
@@ -742,10 +764,15 @@ fn parse_server(text: &str) -> Result<ServerConfig, String> {
     let mut words = text.split_whitespace();
     let spec = words.next().ok_or("empty server entry")?;
     let name = words.next().map(str::to_string);
-    if words.next().is_some() {
-        return Err("expected 'host:port:weight [name]'".into());
-    }
     let unix = spec.starts_with('/');
+    if words.next().is_some() {
+        return Err(if unix {
+            "expected '/path/to/socket:weight [name]'"
+        } else {
+            "expected 'host:port:weight [name]'"
+        }
+        .into());
+    }
     let (addr, weight_text) = spec.rsplit_once(':').ok_or(if unix {
         "expected '/path/to/socket:weight [name]' or '/path/to/socket:LO-HI [name]'"
     } else {
@@ -753,6 +780,7 @@ fn parse_server(text: &str) -> Result<ServerConfig, String> {
     })?;
     // A unix socket (nutcracker's `/path:weight`) has no port.
     let (host, port) = if unix {
+        check_socket_path(addr)?;
         (addr.to_string(), 0)
     } else {
         parse_host_port(addr)?

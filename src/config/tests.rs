@@ -179,11 +179,20 @@ fn servers_on_unix_sockets_as_nutcracker_writes_them() {
         Config::parse(&ranged).unwrap().pools[0].servers[0].range,
         Some((0, 9))
     );
-    let e = rejected(&pool("  servers:\n   - /tmp/a.sock\n"));
-    assert!(
-        e.contains("expected '/path/to/socket:weight [name]'"),
-        "{e}"
-    );
+    for bad in ["/tmp/a.sock", "/tmp/a.sock:1 n extra"] {
+        let e = rejected(&pool(&format!("  servers:\n   - {bad}\n")));
+        assert!(
+            e.contains("expected '/path/to/socket:weight [name]'"),
+            "{e}"
+        );
+    }
+    for typo in ["/tmp/a.sock::1", "/tmp/co:lon.sock:1"] {
+        let e = rejected(&pool(&format!("  servers:\n   - {typo}\n")));
+        assert!(e.contains("contains ':'"), "{e}");
+    }
+    let long = format!("/tmp/{}.sock:1", "x".repeat(110));
+    let e = rejected(&pool(&format!("  servers:\n   - {long}\n")));
+    assert!(e.contains("at most 107 can be connected to"), "{e}");
     let e = rejected(&text.replace("redis: true", "redis: true\n  server_tls: true"));
     assert!(e.contains("'server_tls' is for TCP servers"), "{e}");
     let e = rejected(&text.replace(

@@ -368,14 +368,13 @@ fn unregistered_zookeeper_routing(config: &Config) -> Result<(), String> {
     }
 }
 
-/// Why a unix socket server's path cannot be connected to now, if it
-/// cannot: a warning only, as for a name that does not resolve (the
+/// Why a unix socket server cannot be connected to now, if it cannot
+/// (nothing listens: a socket file left by a killed Redis, no file, no
+/// right to it): a warning only, as for a name that does not resolve (the
 /// server may start after the proxy).
 fn not_a_socket(path: &str) -> Option<String> {
-    use std::os::unix::fs::FileTypeExt;
-    match std::fs::metadata(path) {
-        Ok(meta) if meta.file_type().is_socket() => None,
-        Ok(_) => Some("is not a unix socket".to_string()),
+    match std::os::unix::net::UnixStream::connect(path) {
+        Ok(_) => None,
         Err(e) => Some(format!("cannot be reached: {e}")),
     }
 }

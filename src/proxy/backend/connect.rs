@@ -5,10 +5,11 @@
 use super::BackendSettings;
 use crate::protocol::{encode_request, is_error_reply, reply_frame_len, Proto};
 use crate::proxy::stream::BackendStream;
+use crate::redis_client::{connect_unix, is_unix_path};
 use bytes::BytesMut;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::{TcpStream, UnixStream};
+use tokio::net::TcpStream;
 use tokio::time::timeout;
 
 /// Opens a connection to `addr` prepared as the pool's backend connections
@@ -31,10 +32,10 @@ pub(crate) async fn connect_to(
     let handshake = handshake_commands(settings, proto);
     if is_unix_path(addr) {
         // No TLS here: the pool file refuses it for unix sockets.
-        let mut stream = match timeout(limit, UnixStream::connect(addr)).await {
-            Ok(Ok(stream)) => stream,
-            Ok(Err(e)) => return Err(e.to_string()),
-            Err(_) => return Err(format!("connect timed out after {} ms", limit.as_millis())),
+        let mut stream = match connect_unix(addr, limit).await {
+            Some(Ok(stream)) => stream,
+            Some(Err(e)) => return Err(e.to_string()),
+            None => return Err(format!("connect timed out after {} ms", limit.as_millis())),
         };
         prepare(&mut stream, addr, &handshake, limit).await?;
         check_run_id(&mut stream, addr, run_id, limit).await?;
@@ -232,7 +233,7 @@ pub(crate) async fn busy_reply(addr: &str, settings: &BackendSettings) -> Option
     commands.retain(|command| command[0] == b"AUTH");
     commands.push(vec![b"PING".to_vec()]);
     if is_unix_path(addr) {
-        let mut stream = timeout(limit, UnixStream::connect(addr)).await.ok()?.ok()?;
+        let mut stream = connect_unix(addr, limit).await?.ok()?;
         let replies = run_commands(&mut stream, &commands).await;
         return busy_in(replies);
     }
@@ -255,10 +256,4 @@ fn busy_in<E>(replies: Result<Vec<BytesMut>, E>) -> Option<bytes::Bytes> {
         .into_iter()
         .find(|reply| reply.starts_with(b"-BUSY"))
         .map(BytesMut::freeze)
-}
-
-/// True for a backend address that is a unix socket's path, as the pool
-/// file writes it (`/path/to/socket:weight`).
-pub(crate) fn is_unix_path(addr: &str) -> bool {
-    addr.starts_with('/')
 }
