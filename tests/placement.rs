@@ -439,13 +439,29 @@ fn start_on_socket(program: &Path, conf: &Path, socket: &Path) -> ProcessGuard {
 /// Every key written through `socket` (flushed first), and the backend
 /// each one landed on.
 fn write_through_socket(socket: &Path, backends: &[Redis]) -> Vec<(Vec<u8>, usize)> {
+    let mut client = UnixClient::connect(socket);
+    write_through(backends, "unix", |set| client.cmd(set))
+}
+
+/// The same through the TCP port `port`.
+fn write_through_port(port: u16, backends: &[Redis]) -> Vec<(Vec<u8>, usize)> {
+    let mut client = RawClient::connect(port);
+    write_through(backends, "unixserver", |set| client.cmd(set))
+}
+
+/// Flushes `backends`, writes 300 keys named after `prefix` with `run`
+/// (one command, its reply), and returns where each key landed, sorted.
+fn write_through(
+    backends: &[Redis],
+    prefix: &str,
+    mut run: impl FnMut(&[&[u8]]) -> Vec<u8>,
+) -> Vec<(Vec<u8>, usize)> {
     for backend in backends {
         assert_eq!(backend.connect().cmd_str(&["FLUSHALL"]), "+OK\r\n");
     }
-    let mut client = UnixClient::connect(socket);
     for i in 0..300 {
-        let key = format!("unix:{i}");
-        assert_eq!(client.cmd(&[b"SET", key.as_bytes(), b"v"]), b"+OK\r\n");
+        let key = format!("{prefix}:{i}");
+        assert_eq!(run(&[b"SET", key.as_bytes(), b"v"]), b"+OK\r\n");
     }
     let mut placed: Vec<(Vec<u8>, usize)> = backends
         .iter()
@@ -549,29 +565,6 @@ fn a_nutcracker_file_listening_on_a_unix_socket_runs_unchanged() {
     assert!(!socket.exists(), "the socket file is left behind");
 }
 
-/// Every key written through `port` (the backends flushed first), and the
-/// backend each one landed on.
-fn write_through_port(port: u16, backends: &[Redis]) -> Vec<(Vec<u8>, usize)> {
-    for backend in backends {
-        assert_eq!(backend.connect().cmd_str(&["FLUSHALL"]), "+OK\r\n");
-    }
-    let mut client = RawClient::connect(port);
-    for i in 0..300 {
-        let key = format!("unixserver:{i}");
-        assert_eq!(client.cmd_str(&["SET", &key, "v"]), "+OK\r\n");
-    }
-    let mut placed: Vec<(Vec<u8>, usize)> = backends
-        .iter()
-        .enumerate()
-        .flat_map(|(i, b)| {
-            let keys = parse_keys(&RawClient::connect(b.port).cmd(&[b"KEYS", b"*"]));
-            keys.into_iter().map(move |k| (k, i))
-        })
-        .collect();
-    placed.sort();
-    placed
-}
-
 /// A nutcracker file whose servers are unix sockets (`/path:weight`, named
 /// or not) runs unchanged: each key lands where nutcracker puts it (an
 /// unnamed socket is placed by its path and a ':'), a server killed with
@@ -644,44 +637,34 @@ fn a_nutcracker_file_with_servers_on_unix_sockets_runs_unchanged() {
 
     // -t passes a socket nobody listens on, and says so: no file yet, or
     // the file a killed Redis leaves.
+    // -t, on a pool of one server at `socket`: its exit code and stderr.
+    let test_conf = |socket: &str| {
+        let conf = dir.join("test.yml");
+        let pool =
+            format!("pool:\n  listen: 127.0.0.1:1\n  redis: true\n  servers:\n   - {socket}:1\n");
+        std::fs::write(&conf, pool).unwrap();
+        let out = Command::new(binary())
+            .arg("-t")
+            .arg("-c")
+            .arg(&conf)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
     let stale = dir.join("stale.sock");
     drop(std::os::unix::net::UnixListener::bind(&stale).unwrap());
-    let conf = dir.join("stale.yml");
-    std::fs::write(
-        &conf,
-        format!(
-            "pool:\n  listen: 127.0.0.1:1\n  redis: true\n  servers:\n   - {}:1\n",
-            stale.display()
-        ),
-    )
-    .unwrap();
-    let out = Command::new(binary())
-        .arg("-t")
-        .arg("-c")
-        .arg(&conf)
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(0), "{err}");
+    let (code, err) = test_conf(&stale.display().to_string());
+    assert_eq!(code, Some(0), "{err}");
     assert!(
         err.contains("cannot be reached: Connection refused"),
         "{err}"
     );
-    let conf = dir.join("later.yml");
     let missing = dir.join("later.sock").display().to_string();
-    std::fs::write(
-        &conf,
-        format!("pool:\n  listen: 127.0.0.1:1\n  redis: true\n  servers:\n   - {missing}:1\n"),
-    )
-    .unwrap();
-    let out = Command::new(binary())
-        .arg("-t")
-        .arg("-c")
-        .arg(&conf)
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(0), "{err}");
+    let (code, err) = test_conf(&missing);
+    assert_eq!(code, Some(0), "{err}");
     assert!(
         err.contains(&format!(
             "warning: pool 'pool': server '{missing}' cannot be reached: No such file or directory"
