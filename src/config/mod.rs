@@ -565,7 +565,6 @@ impl RawPool {
     }
 }
 
-/// All servers must use one form; returns true for the range form.
 /// Longest unix socket path the kernel takes (`sun_path` less its NUL).
 const MAX_SOCKET_PATH: usize = 107;
 
@@ -606,6 +605,7 @@ fn check_unix_servers(pool: &RawPool, path: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// All servers must use one form; returns true for the range form.
 fn check_server_forms(servers: &[ServerConfig]) -> Result<bool, String> {
     let ranged = servers.iter().filter(|s| s.range.is_some()).count();
     match ranged {
