@@ -682,8 +682,8 @@ fn transactions_pipelined_back_to_back_answer_as_redis_does() {
 /// The dedicated connection is closed on the backend while thousands of
 /// transactions pipelined back to back are running on it: none runs in
 /// part or outside MULTI. Every transaction either ran whole (EXEC's two
-/// increments) or not at all, the counter is exactly twice the EXECs that
-/// ran, and the transactions after the loss run on a new connection.
+/// increments) or not at all, every EXEC answered ran, and the
+/// transactions after the loss run on a new connection.
 #[test]
 fn a_connection_lost_under_pipelined_transactions_applies_none_in_part() {
     const TRANSACTIONS: usize = 20_000;
@@ -745,11 +745,17 @@ fn a_connection_lost_under_pipelined_transactions_applies_none_in_part() {
     }
     sending.join().unwrap();
     assert!(failed > 0, "the loss hit no transaction");
-    assert!(ran >= 400, "ran {ran}");
-    assert_eq!(
-        admin.cmd_str(&["GET", &key]),
-        format!("${}\r\n{}\r\n", (2 * ran).to_string().len(), 2 * ran),
-        "{ran} transactions ran, {failed} failed"
+    assert!(ran >= 300, "ran {ran}");
+    // Whole transactions only: an even count. Every EXEC answered ran; one
+    // that failed with the connection may have run before it closed (its
+    // reply lost, as for any command: CI saw 4 of 5), never in part.
+    let value = admin.cmd_str(&["GET", &key]);
+    let increments: u64 = value.lines().nth(1).unwrap().parse().unwrap();
+    let counts = format!("{increments} increments: {ran} transactions ran, {failed} failed");
+    assert_eq!(increments % 2, 0, "{counts}");
+    assert!(
+        (2 * ran..=2 * (ran + failed)).contains(&increments),
+        "{counts}"
     );
 }
 
