@@ -178,7 +178,7 @@ impl ServerConfig {
 
     /// True for a server on a unix socket (`/path/to/socket:weight`).
     pub fn is_unix(&self) -> bool {
-        self.host.starts_with('/')
+        crate::redis_client::is_unix_path(&self.host)
     }
 
     /// The name twemproxy uses to sort servers and to place ketama points:

@@ -372,7 +372,7 @@ fn unregistered_zookeeper_routing(config: &Config) -> Result<(), String> {
 /// (nothing listens: a socket file left by a killed Redis, no file, no
 /// right to it): a warning only, as for a name that does not resolve (the
 /// server may start after the proxy).
-fn not_a_socket(path: &str) -> Option<String> {
+fn unreachable_socket(path: &str) -> Option<String> {
     match std::os::unix::net::UnixStream::connect(path) {
         Ok(_) => None,
         Err(e) => Some(format!("cannot be reached: {e}")),
@@ -397,7 +397,7 @@ fn unresolved(config: &Config) -> (Option<String>, Vec<String>) {
         }
         for server in &pool.servers {
             let (shown, why) = if server.is_unix() {
-                let why = not_a_socket(&server.host)
+                let why = unreachable_socket(&server.host)
                     .map(|why| format!("{why}; its keys get errors until a server listens there"));
                 (&server.host, why)
             } else {
