@@ -72,6 +72,25 @@ pub fn is_unix_path(addr: &str) -> bool {
 /// How long a unix connect refused for a full queue waits to try again.
 const UNIX_CONNECT_RETRY: Duration = Duration::from_millis(10);
 
+/// A connect's outcome as [`RedisError`]: `None` is the timeout expiring.
+fn connect_outcome<T>(
+    addr: &str,
+    timeout: Duration,
+    outcome: Option<std::io::Result<T>>,
+) -> Result<T, RedisError> {
+    match outcome {
+        Some(Ok(stream)) => Ok(stream),
+        Some(Err(source)) => Err(RedisError::Connect {
+            addr: addr.to_string(),
+            source,
+        }),
+        None => Err(RedisError::Timeout {
+            addr: addr.to_string(),
+            timeout,
+        }),
+    }
+}
+
 /// Connects to the unix socket at `path` within `limit` (`None` past it).
 /// A listener whose queue is full (a stalled Redis) fails a unix connect at
 /// once with `EAGAIN`, where a TCP connect waits: it is tried again until
@@ -151,59 +170,21 @@ impl RedisConn {
     ) -> Result<RedisConn, RedisError> {
         if is_unix_path(addr) {
             // A server on a unix socket (the pool file refuses TLS to one).
-            let stream = match connect_unix(addr, timeout).await {
-                Some(Ok(stream)) => stream,
-                Some(Err(source)) => {
-                    return Err(RedisError::Connect {
-                        addr: addr.to_string(),
-                        source,
-                    })
-                }
-                None => {
-                    return Err(RedisError::Timeout {
-                        addr: addr.to_string(),
-                        timeout,
-                    })
-                }
-            };
+            let stream = connect_outcome(addr, timeout, connect_unix(addr, timeout).await)?;
             return RedisConn::handshake(addr, Box::new(stream), auth, timeout).await;
         }
         let connecting = tokio::time::timeout(timeout, TcpStream::connect(addr));
-        let stream = match connecting.await {
-            Ok(Ok(stream)) => stream,
-            Ok(Err(source)) => {
-                return Err(RedisError::Connect {
-                    addr: addr.to_string(),
-                    source,
-                })
-            }
-            Err(_) => {
-                return Err(RedisError::Timeout {
-                    addr: addr.to_string(),
-                    timeout,
-                })
-            }
-        };
+        let stream = connect_outcome(addr, timeout, connecting.await.ok())?;
         // Commands are tiny and answers awaited one by one: no batching to
         // wait for.
         let _ = stream.set_nodelay(true);
         let stream: Box<dyn Duplex> = match tls {
             None => Box::new(stream),
-            Some(tls) => match tokio::time::timeout(timeout, tls.connect(addr, stream)).await {
-                Ok(Ok(stream)) => Box::new(stream),
-                Ok(Err(e)) => {
-                    return Err(RedisError::Connect {
-                        addr: addr.to_string(),
-                        source: std::io::Error::other(e),
-                    })
-                }
-                Err(_) => {
-                    return Err(RedisError::Timeout {
-                        addr: addr.to_string(),
-                        timeout,
-                    })
-                }
-            },
+            Some(tls) => {
+                let handshake = tokio::time::timeout(timeout, tls.connect(addr, stream)).await;
+                let outcome = handshake.ok().map(|r| r.map_err(std::io::Error::other));
+                Box::new(connect_outcome(addr, timeout, outcome)?)
+            }
         };
         RedisConn::handshake(addr, stream, auth, timeout).await
     }

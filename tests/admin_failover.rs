@@ -558,3 +558,68 @@ async fn promote_refuses_another_shards_redis_under_another_name() {
     let kept = ops.get_data(&shard0).await.unwrap().0;
     assert_eq!(kept, data.to_json(), "the record changed");
 }
+
+/// `promote --force` decides on the shard's data as it read it, and its
+/// write is conditional on that version: data rewritten meanwhile (a
+/// watchdog joining, another operator) fails it with a clear word and
+/// nothing recorded, never over the newer data, and never as a bare
+/// ZooKeeper error (before: "ZooKeeper: BadVersion").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn promote_over_data_rewritten_meanwhile_records_nothing() {
+    let zookeeper = ZooKeeper::start();
+    let (a, b, c) = (Redis::start(), Redis::start(), Redis::start());
+    let conf = init_two_shards(&zookeeper, &a, &b).await;
+    let ops = zookeeper.client().await;
+    // redis-0000 held data on a, now gone: no members, a history c lacks.
+    let shard0 = format!("{ROOT}/redis-0000");
+    let mut data = ShardData::new(0, 2047);
+    data.master = Some(MasterRecord {
+        addr: a.addr(),
+        replid: "r1".into(),
+        offset: 5,
+        run_id: String::new(),
+        keys: None,
+    });
+    let history = data.to_json();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let rewriter = {
+        let (ops, path, stop, history) =
+            (ops.clone(), shard0.clone(), stop.clone(), history.clone());
+        tokio::spawn(async move {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                // The history again, over whatever a promote recorded.
+                ops.set_data(&path, &history, None).await.unwrap();
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        })
+    };
+    let promote = ["promote", "redis-0000", &c.addr(), "--force"];
+    let (mut recorded, mut changed) = (0, 0);
+    for _ in 0..40 {
+        let run = admin(&conf, &promote).await;
+        if run.code == 0 && run.stdout.contains(&format!("recorded {}", c.addr())) {
+            recorded += 1;
+        } else {
+            assert_eq!(run.code, 2, "{run:?}");
+            assert!(
+                run.stderr.contains(
+                    "redis-0000: its data changed while promoting (a watchdog or another \
+                     operator wrote it); nothing recorded: run promote again"
+                ),
+                "{run:?}"
+            );
+            changed += 1;
+        }
+        if changed >= 3 {
+            break;
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    rewriter.await.unwrap();
+    assert!(changed >= 1, "no run met a rewrite ({recorded} recorded)");
+    // Left alone, the same promote records c.
+    let run = admin(&conf, &promote).await;
+    assert_eq!(run.code, 0, "{run:?}");
+    let now = ShardData::parse(&ops.get_data(&shard0).await.unwrap().0).unwrap();
+    assert_eq!(now.master.map(|m| m.addr), Some(c.addr()));
+}

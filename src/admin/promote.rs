@@ -110,10 +110,24 @@ pub async fn run(
         run_id: String::new(),
         keys: None,
     });
-    client
+    // Conditional on the version read: a shard whose data changed since (a
+    // watchdog joined and recorded a master, another operator promoted)
+    // must be looked at again, not overwritten with a decision made on
+    // what it was.
+    match client
         .set_data(&path, &shard_data.to_json(), Some(stat.version))
         .await
-        .map_err(zk_fail)?;
+    {
+        Ok(_) => {}
+        Err(zookeeper_client::Error::BadVersion) => {
+            return Err(fail(
+                "its data changed while promoting (a watchdog or another operator wrote it); \
+                 nothing recorded: run promote again to see the shard as it is now"
+                    .into(),
+            ))
+        }
+        Err(e) => return Err(zk_fail(e)),
+    }
     text.push_str(&format!(
         "recorded {addr} as the shard's master: its watchdog (started with --shard {path}) \
          registers it as master\n"

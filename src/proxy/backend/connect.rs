@@ -37,8 +37,7 @@ pub(crate) async fn connect_to(
             Some(Err(e)) => return Err(e.to_string()),
             None => return Err(format!("connect timed out after {} ms", limit.as_millis())),
         };
-        prepare(&mut stream, addr, &handshake, limit).await?;
-        check_run_id(&mut stream, addr, run_id, limit).await?;
+        make_ready(&mut stream, addr, &handshake, run_id, limit).await?;
         return Ok(BackendStream::Unix(stream));
     }
     let stream = match timeout(limit, TcpStream::connect(addr)).await {
@@ -54,8 +53,7 @@ pub(crate) async fn connect_to(
     }
     let Some(tls) = &settings.tls else {
         let mut stream = stream;
-        prepare(&mut stream, addr, &handshake, limit).await?;
-        check_run_id(&mut stream, addr, run_id, limit).await?;
+        make_ready(&mut stream, addr, &handshake, run_id, limit).await?;
         return Ok(BackendStream::Plain(stream));
     };
     let mut stream = match timeout(limit, tls.connect(addr, stream)).await {
@@ -68,9 +66,21 @@ pub(crate) async fn connect_to(
             ))
         }
     };
-    prepare(&mut stream, addr, &handshake, limit).await?;
-    check_run_id(&mut stream, addr, run_id, limit).await?;
+    make_ready(&mut stream, addr, &handshake, run_id, limit).await?;
     Ok(BackendStream::Tls(Box::new(stream)))
+}
+
+/// What every new connection goes through before it serves, whatever its
+/// transport: the handshake (AUTH, SELECT, HELLO), then the run_id check.
+async fn make_ready<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
+    addr: &str,
+    handshake: &[Vec<Vec<u8>>],
+    run_id: Option<&str>,
+    limit: Duration,
+) -> Result<(), String> {
+    prepare(stream, addr, handshake, limit).await?;
+    check_run_id(stream, addr, run_id, limit).await
 }
 
 /// Checks that the server's `run_id` (INFO server) is `expected`, if one
