@@ -270,6 +270,54 @@ fn a_refused_command_in_multi_aborts_the_transaction_as_in_redis() {
     }
 }
 
+/// With `allow_flush`, a user limited to some keys still may not empty
+/// every shard, nor change or wipe the code users of every key run (review:
+/// carol, limited to `app:*`, ran FLUSHALL on the whole fleet and replaced
+/// a library with FUNCTION LOAD REPLACE). A user of every key may.
+#[test]
+fn a_user_limited_to_some_keys_cannot_flush_the_fleet_or_its_code() {
+    // Backends that would run anything (no ACL user): the refusals are the
+    // proxy's own.
+    let backends = [Redis::start(), Redis::start()];
+    let pw = sha256_hex(PW);
+    let proxy = Proxy::start(&format!(
+        "  redis: true\n  allow_flush: true\n  users:\n   \
+         - {{name: bob, password_sha256: {pw}, mode: write}}\n   \
+         - {{name: carol, password_sha256: {pw}, mode: write, keys: [\"~app:*\"]}}\n  \
+         servers:\n   - {}:1\n   - {}:1\n",
+        backends[0].addr(),
+        backends[1].addr()
+    ));
+    let mut bob = login(proxy.port, "bob", PW);
+    for i in 0..20 {
+        assert_eq!(bob.cmd_str(&["SET", &format!("k{i}"), "v"]), "+OK\r\n");
+    }
+    let library = "#!lua name=lib\nredis.register_function('f', function() return 1 end)";
+    assert_eq!(bob.cmd_str(&["FUNCTION", "LOAD", library]), "$3\r\nlib\r\n");
+    let mut carol = login(proxy.port, "carol", PW);
+    let replaced = "#!lua name=lib\nredis.register_function('f', function() return 2 end)";
+    for (args, name) in [
+        (&["FLUSHALL"][..], "flushall"),
+        (&["FLUSHDB", "ASYNC"], "flushdb"),
+        (&["FUNCTION", "LOAD", "REPLACE", replaced], "function|load"),
+        (&["FUNCTION", "FLUSH"], "function|flush"),
+        (&["FUNCTION", "DELETE", "lib"], "function|delete"),
+        (&["SCRIPT", "FLUSH"], "script|flush"),
+        (&["SCRIPT", "KILL"], "script|kill"),
+    ] {
+        assert_eq!(
+            carol.cmd_str(args),
+            format!("-NOPERM this user has no permissions to run the '{name}' command\r\n"),
+            "{args:?}"
+        );
+    }
+    assert_eq!(bob.cmd_str(&["DBSIZE"]), ":20\r\n");
+    assert_eq!(bob.cmd_str(&["FCALL", "f", "0"]), ":1\r\n");
+    assert_eq!(carol.cmd_str(&["SET", "app:1", "v"]), "+OK\r\n");
+    assert_eq!(bob.cmd_str(&["FLUSHALL"]), "+OK\r\n");
+    assert_eq!(bob.cmd_str(&["DBSIZE"]), ":0\r\n");
+}
+
 #[test]
 fn wrong_passwords_get_wrongpass_and_the_default_user_is_redis_auth() {
     let s = setup();

@@ -61,10 +61,11 @@ const SESSION_COMMANDS: &[&str] = &[
 /// for every client: review). Refused to `read` users.
 const READONLY_SCRIPTS: &[&str] = &["eval_ro", "evalsha_ro", "fcall_ro"];
 
-/// Commands whose effect reaches keys not named in their arguments:
-/// refused to users limited to some keys, whose patterns the proxy could
-/// not enforce inside them (Redis checks a script's calls itself; behind
-/// the proxy every call runs as the proxy's backend user).
+/// Commands whose effect reaches keys not named in their arguments, or the
+/// code that reaches them: refused to users limited to some keys, whose
+/// patterns the proxy could not enforce inside them (Redis checks a
+/// script's calls itself; behind the proxy every call runs as the proxy's
+/// backend user).
 const REACH_BEYOND_ARGUMENTS: &[&str] = &[
     "eval",
     "eval_ro",
@@ -74,6 +75,23 @@ const REACH_BEYOND_ARGUMENTS: &[&str] = &[
     "fcall_ro",
     "sort",
     "sort_ro",
+    // Every key of every shard, whatever its name (review: a user limited
+    // to `~app:*` emptied the whole fleet with FLUSHALL when `allow_flush`
+    // was on; Redis allows a keyless command to any `+@all` user, but one
+    // Redis is not the fleet).
+    "flushall",
+    "flushdb",
+    // The code other users run: such a user may not call scripts or
+    // functions, so it has no use for these, and with them it could
+    // replace a library that users with every key call (FUNCTION LOAD
+    // REPLACE), wipe everyone's, or kill their running scripts.
+    "function|delete",
+    "function|flush",
+    "function|kill",
+    "function|load",
+    "function|restore",
+    "script|flush",
+    "script|kill",
 ];
 
 /// One client user.

@@ -160,6 +160,43 @@ fn scripts_are_refused_to_users_limited_to_some_keys() {
 }
 
 #[test]
+fn fleet_wide_flushes_and_code_changes_are_refused_to_users_limited_to_some_keys() {
+    let u = alice_and_bob();
+    let carol = users(&format!(
+        "  users:\n   - {{name: carol, password_sha256: {PW}, mode: write, keys: [\"~app:*\"]}}\n"
+    ))
+    .authenticate(Some(b"carol"), b"pw")
+    .unwrap();
+    let bob = u.authenticate(Some(b"bob"), b"pw").unwrap();
+    for (words, name) in [
+        (&["flushall"][..], "flushall"),
+        (&["flushdb", "async"], "flushdb"),
+        (&["function", "load", "#!lua name=x\n"], "function|load"),
+        (&["FUNCTION", "FLUSH"], "function|flush"),
+        (&["function", "delete", "x"], "function|delete"),
+        (&["function", "restore", "payload"], "function|restore"),
+        (&["function", "kill"], "function|kill"),
+        (&["script", "flush"], "script|flush"),
+        (&["script", "kill"], "script|kill"),
+    ] {
+        assert_eq!(
+            check_words(&carol, words).unwrap_err(),
+            format!("NOPERM this user has no permissions to run the '{name}' command")
+        );
+        assert!(check_words(&bob, words).is_ok(), "{words:?}");
+    }
+    // What touches no one else's keys or code stays theirs.
+    for words in [
+        &["script", "load", "return 1"][..],
+        &["script", "exists", "abc"],
+        &["function", "list"],
+        &["set", "app:1", "v"],
+    ] {
+        assert!(check_words(&carol, words).is_ok(), "{words:?}");
+    }
+}
+
+#[test]
 fn copy_with_a_database_is_refused_to_everyone() {
     let u = alice_and_bob();
     let default = u.authenticate(None, b"s3cret").unwrap();
