@@ -493,6 +493,13 @@ fn info_describes_the_data_of_every_shard() {
     let memory = c.cmd_str(&["INFO", "memory"]);
     assert!(memory.contains("\r\nunavailable:"), "{memory}");
     assert_eq!(info_u64(&memory, "maxmemory"), 100 << 20, "{memory}");
+    // Once, however many sections the servers fill (review: once per
+    // section), after the last of them.
+    let all = c.cmd_str(&["INFO"]);
+    let named = all.matches("\r\nunavailable:").count();
+    assert_eq!(named, 1, "{all}");
+    let keyspace = all.find("# Keyspace").expect("a keyspace section");
+    assert!(all.find("\r\nunavailable:") > Some(keyspace), "{all}");
     assert_eq!(c.cmd_str(&["PING"]), "+PONG\r\n");
 }
 

@@ -400,7 +400,14 @@ impl InfoReply {
             }
         }
         let mut text = String::new();
-        for part in self.parts {
+        // The servers that did not answer are named once, after the last
+        // section they fill (review: once per section, four times in a
+        // plain INFO).
+        let last_from_backends = self
+            .parts
+            .iter()
+            .rposition(|part| !matches!(part, Part::Own(_)));
+        for (i, part) in self.parts.into_iter().enumerate() {
             if !text.is_empty() {
                 text.push_str("\r\n");
             }
@@ -416,9 +423,11 @@ impl InfoReply {
                         None if tallies::write(section, &fields, &mut text) => {}
                         None => write_keyspace(&fields, self.db, &mut text),
                     }
-                    for failure in &failures {
-                        let _ = write!(text, "unavailable:{failure}\r\n");
-                    }
+                }
+            }
+            if Some(i) == last_from_backends {
+                for failure in &failures {
+                    let _ = write!(text, "unavailable:{failure}\r\n");
                 }
             }
         }
