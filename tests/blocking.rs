@@ -620,3 +620,61 @@ fn a_half_closed_client_gets_a_blocking_command_that_does_not_block() {
     );
     assert_eq!(everything(proxy.port), expected);
 }
+
+/// A client's own error as the first reply on its dedicated connection
+/// (BLPOP on a string: WRONGTYPE) is its own: when the server later closes
+/// that connection, what was in flight on it gets the connection's loss,
+/// in the words of any lost connection (review: they got the WRONGTYPE, as
+/// if it were Redis's refusal of the connection), for the same client and
+/// for the next one the parked connection serves; and a transaction's
+/// EXEC on it likewise.
+#[test]
+fn a_first_error_on_a_dedicated_connection_is_not_the_next_requests_reply() {
+    let redis = Redis::start();
+    let proxy = Proxy::start(&format!(
+        "  redis: true\n  servers:\n   - {}:1\n",
+        redis.addr()
+    ));
+    let mut admin = redis.connect();
+    let lost = format!(
+        "-ERR shard '{0}': backend {0} closed the connection before replying (",
+        redis.addr()
+    );
+    let lost_connection = |reply: &str| assert!(reply.starts_with(&lost), "{reply}");
+    for next_client in [false, true] {
+        let mut client = RawClient::connect(proxy.port);
+        assert_eq!(client.cmd_str(&["SET", "str", "x"]), "+OK\r\n");
+        assert!(client
+            .cmd_str(&["BLPOP", "str", "1"])
+            .starts_with("-WRONGTYPE"));
+        if next_client {
+            // The dedicated connection is parked and serves the next one.
+            drop(client);
+            client = RawClient::connect(proxy.port);
+        }
+        send(&mut client, &["BLPOP", "empty", "5"]);
+        wait_until("the BLPOP to block", Duration::from_secs(5), || {
+            blocked_clients(&redis) == 1
+        });
+        let killed = admin.cmd_str(&["CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes"]);
+        assert!(killed.starts_with(':'), "{killed}");
+        lost_connection(&String::from_utf8_lossy(&client.read_reply()));
+    }
+    // A transaction's EXEC, in flight on such a connection when the
+    // server dies (stopped first, so that the EXEC cannot run).
+    let mut client = RawClient::connect(proxy.port);
+    assert!(client
+        .cmd_str(&["BLPOP", "str", "1"])
+        .starts_with("-WRONGTYPE"));
+    assert_eq!(client.cmd_str(&["MULTI"]), "+OK\r\n");
+    assert_eq!(client.cmd_str(&["SET", "k", "v"]), "+QUEUED\r\n");
+    let before = proxy.backend_requests("pool");
+    redis.guard.signal("STOP");
+    send(&mut client, &["EXEC"]);
+    wait_until("the EXEC to be written", Duration::from_secs(5), || {
+        proxy.backend_requests("pool") > before
+    });
+    let mut redis = redis;
+    redis.guard.kill();
+    lost_connection(&String::from_utf8_lossy(&client.read_reply()));
+}

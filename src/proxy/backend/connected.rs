@@ -78,6 +78,17 @@ pub(super) enum Outcome {
     Idle(String),
 }
 
+/// The errors Redis writes to a connection it refuses, before it reads
+/// anything from it and closes it: at `maxclients`, and in protected mode.
+/// Only these stand for every request in flight when the close follows: a
+/// first reply that answers a request (a client's WRONGTYPE on a
+/// connection of its own, a BUSY to the proxy's INFO) does not (review: a
+/// dedicated connection killed after a WRONGTYPE answered the next
+/// client's BLPOP, and a transaction's EXEC, with that WRONGTYPE).
+fn refuses_the_connection(frame: &[u8]) -> bool {
+    frame.starts_with(b"-ERR max number of clients reached") || frame.starts_with(b"-DENIED ")
+}
+
 /// A request handed to the socket whose reply has not been matched yet.
 struct InFlight {
     /// `None` once the request timed out and its client was answered; the
@@ -108,8 +119,8 @@ pub(super) struct Connection<'a> {
     /// Replies matched to requests, counted up to 2: a connection closed
     /// after exactly one, an error, was refused (see [`Outcome::Refused`]).
     replies: u8,
-    /// The first reply, when it was an error (not one to the proxy's own
-    /// INFO for want of rights).
+    /// The first reply, when it was the error Redis sends as it refuses a
+    /// connection ([`refuses_the_connection`]).
     first_error: Option<Bytes>,
     /// The script Redis runs for the request at the head of `in_flight`.
     script: RunningScript,
@@ -469,14 +480,18 @@ impl<'a> Connection<'a> {
                 let info_refused = entry.own
                     && (frame.starts_with(b"-NOPERM")
                         || frame.starts_with(b"-ERR unknown command"));
+                let refusal = refuses_the_connection(&frame);
                 if self.replies == 0 && frame[0] == b'-' && !info_refused {
-                    self.first_error = Some(frame.clone());
-                    // NOAUTH, max clients, LOADING: the client gets Redis's
-                    // own words (clients match them exactly), the log says
-                    // which server.
-                    tracing::warn!(backend = %self.target.addr,
-                        reply = %String::from_utf8_lossy(&frame[1..frame.len() - 2]),
-                        "the first request on a new connection failed");
+                    if refusal {
+                        self.first_error = Some(frame.clone());
+                    }
+                    // A client's own error on a connection of its own
+                    // (WRONGTYPE) is no news for the log.
+                    if refusal || entry.own {
+                        tracing::warn!(backend = %self.target.addr,
+                            reply = %String::from_utf8_lossy(&frame[1..frame.len() - 2]),
+                            "the first request on a new connection failed");
+                    }
                 }
                 self.replies += 1;
             }
@@ -628,9 +643,8 @@ impl<'a> Connection<'a> {
     fn broken(mut self, reason: String) -> Outcome {
         // What a server at `maxclients` (or in protected mode) does: one
         // error, then the close. Its requests get that error, Redis's own
-        // words, as a client of its own would (the first request on a
-        // shared connection is the proxy's INFO); the connection is
-        // reopened after a backoff. Anything else is reopened at once.
+        // words, as a client of its own would; the connection is reopened
+        // after a backoff. Anything else is reopened at once.
         if let Some(words) = self.first_error.take().filter(|_| self.replies == 1) {
             self.answer_in_flight(|| Ok(words.clone()));
             return Outcome::Refused(reason);
