@@ -23,6 +23,20 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 use zookeeper_client as zk;
 
+/// A shard's data for slots `lo..=hi` whose last master, `addr`, held the
+/// history `replid` up to offset 5 (with its run, if known).
+fn with_history(lo: u32, hi: u32, addr: &str, replid: &str, run_id: &str) -> ShardData {
+    let mut data = ShardData::new(lo, hi);
+    data.master = Some(MasterRecord {
+        addr: addr.to_string(),
+        replid: replid.into(),
+        offset: 5,
+        run_id: run_id.into(),
+        keys: None,
+    });
+    data
+}
+
 /// Starts a watchdog beside `redis`, checking it every 100 ms.
 fn start_watchdog(zookeeper: &ZooKeeper, redis: &Redis, shard: &str) -> ProcessGuard {
     start_watchdog_logged(zookeeper, redis, shard).0
@@ -422,14 +436,7 @@ async fn promote_refuses_another_shards_redis() {
     let ops = zookeeper.client().await;
     // redis-0000 held data on a, now gone: no members, a history.
     let record = |addr: &str| {
-        let mut data = shardproxy::zk::layout::ShardData::new(0, 2047);
-        data.master = Some(shardproxy::zk::layout::MasterRecord {
-            addr: addr.to_string(),
-            replid: "r1".into(),
-            offset: 5,
-            run_id: String::new(),
-            keys: None,
-        });
+        let data = with_history(0, 2047, addr, "r1", "");
         data.to_json()
     };
     let shard0 = format!("{ROOT}/redis-0000");
@@ -451,14 +458,7 @@ async fn promote_refuses_another_shards_redis() {
     }
     // redis-0001 without members, its master recorded: still its.
     let shard1 = format!("{ROOT}/redis-0001");
-    let mut data = shardproxy::zk::layout::ShardData::new(2048, 4095);
-    data.master = Some(shardproxy::zk::layout::MasterRecord {
-        addr: b.addr(),
-        replid: "r2".into(),
-        offset: 5,
-        run_id: String::new(),
-        keys: None,
-    });
+    let data = with_history(2048, 4095, &b.addr(), "r2", "");
     ops.set_data(&shard1, &data.to_json(), None).await.unwrap();
     for member in ops.list_children(&shard1).await.unwrap() {
         ops.delete(&format!("{shard1}/{member}"), None)
@@ -502,14 +502,7 @@ async fn promote_refuses_another_shards_redis_under_another_name() {
     let ops = zookeeper.client().await;
     // redis-0000 held data on a, now gone: no members, a history.
     let shard0 = format!("{ROOT}/redis-0000");
-    let mut data = ShardData::new(0, 2047);
-    data.master = Some(MasterRecord {
-        addr: a.addr(),
-        replid: "r1".into(),
-        offset: 5,
-        run_id: String::new(),
-        keys: None,
-    });
+    let data = with_history(0, 2047, &a.addr(), "r1", "");
     ops.set_data(&shard0, &data.to_json(), None).await.unwrap();
     let info = b.connect().cmd_str(&["INFO", "server"]);
     let run = info
@@ -537,14 +530,7 @@ async fn promote_refuses_another_shards_redis_under_another_name() {
             .await
             .unwrap();
     }
-    let mut data1 = ShardData::new(2048, 4095);
-    data1.master = Some(MasterRecord {
-        addr: b.addr(),
-        replid: "r2".into(),
-        offset: 5,
-        run_id: run.clone(),
-        keys: None,
-    });
+    let data1 = with_history(2048, 4095, &b.addr(), "r2", &run);
     ops.set_data(&shard1, &data1.to_json(), None).await.unwrap();
     let refused = admin(&conf, &promote).await;
     assert_eq!(refused.code, 2, "{refused:?}");
@@ -572,14 +558,7 @@ async fn promote_over_data_rewritten_meanwhile_records_nothing() {
     let ops = zookeeper.client().await;
     // redis-0000 held data on a, now gone: no members, a history c lacks.
     let shard0 = format!("{ROOT}/redis-0000");
-    let mut data = ShardData::new(0, 2047);
-    data.master = Some(MasterRecord {
-        addr: a.addr(),
-        replid: "r1".into(),
-        offset: 5,
-        run_id: String::new(),
-        keys: None,
-    });
+    let data = with_history(0, 2047, &a.addr(), "r1", "");
     let history = data.to_json();
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let rewriter = {

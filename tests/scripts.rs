@@ -711,7 +711,7 @@ fn a_restore_payload_claiming_a_terabyte_is_refused_and_the_proxy_lives() {
     payload.push(0);
     payload.extend_from_slice(&[0; 2]);
     // A good checksum: what the proxy reads past Redis's first check.
-    let crc = shardproxy::proxy::reserved::crc64(&payload);
+    let crc = shardproxy::hash::crc64::crc64(&payload);
     payload.extend_from_slice(&crc.to_le_bytes());
     let mut c = RawClient::connect(s.proxy.port);
     assert_eq!(

@@ -5,25 +5,7 @@
 const POLY: u32 = 0xedb8_8320;
 
 /// The lookup table, built at compile time from the polynomial.
-const TABLE: [u32; 256] = {
-    let mut table = [0u32; 256];
-    let mut i = 0;
-    while i < 256 {
-        let mut crc = i as u32;
-        let mut bit = 0;
-        while bit < 8 {
-            crc = if crc & 1 == 1 {
-                (crc >> 1) ^ POLY
-            } else {
-                crc >> 1
-            };
-            bit += 1;
-        }
-        table[i] = crc;
-        i += 1;
-    }
-    table
-};
+const TABLE: [u32; 256] = reflected_crc_table!(u32, POLY);
 
 /// The standard CRC-32 of `key`.
 fn standard(key: &[u8]) -> u32 {

@@ -4,10 +4,36 @@
 //! untruncated 32-bit accumulator; `fnv1a_64` runs in 32-bit arithmetic;
 //! bytes >= 0x80 are sign-extended where twemproxy reads them as `char`; an
 //! empty key hashes to 0. Each function's tests pin values recovered from
-//! the real nutcracker.
+//! the real nutcracker. Beside them, Redis's CRC-64 (`crc64`), which ends
+//! every DUMP payload: no key hash, but the same kind of table.
+
+/// The lookup table of a reflected CRC over the unsigned type `$t`, whose
+/// polynomial `$poly` is given reflected, built at compile time.
+macro_rules! reflected_crc_table {
+    ($t:ty, $poly:expr) => {{
+        let mut table = [0 as $t; 256];
+        let mut i = 0;
+        while i < 256 {
+            let mut crc = i as $t;
+            let mut bit = 0;
+            while bit < 8 {
+                crc = if crc & 1 == 1 {
+                    (crc >> 1) ^ $poly
+                } else {
+                    crc >> 1
+                };
+                bit += 1;
+            }
+            table[i] = crc;
+            i += 1;
+        }
+        table
+    }};
+}
 
 mod crc16;
 mod crc32;
+pub mod crc64;
 mod fnv;
 mod hsieh;
 mod jenkins;
