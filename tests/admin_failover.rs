@@ -602,3 +602,83 @@ async fn promote_over_data_rewritten_meanwhile_records_nothing() {
     let now = ShardData::parse(&ops.get_data(&shard0).await.unwrap().0).unwrap();
     assert_eq!(now.master.map(|m| m.addr), Some(c.addr()));
 }
+
+/// A master's host dies (its Redis and watchdog killed) and its replica's
+/// watchdog restarts meanwhile: it cannot tell how long the link was down,
+/// counts its Redis behind, and refuses the empty shard, naming `promote
+/// --force`. The replica holds the history as far as recorded, and the
+/// force used to be ignored for that ("its watchdog leads the shard
+/// without --force", exit 0, nothing recorded), leaving the shard without
+/// a master (review). Forced, it is recorded, and leads with every key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn promote_force_takes_a_replica_its_watchdog_counts_behind() {
+    let zookeeper = ZooKeeper::start();
+    let (mut a, b) = (Redis::start(), Redis::start());
+    let conf = pool_file(&zookeeper, &servers(&[(&a.addr(), "0-4095")]));
+    assert_eq!(admin(&conf, &["init"]).await.code, 0);
+    let ops = zookeeper.client().await;
+    add_proxy(&ops).await;
+    let mut wa = start_watchdog(&zookeeper, &a, "redis-0000");
+    wait_for_status(&conf, "a leading", 30, |s| {
+        s["shards"][0]["master"] == a.addr()
+    })
+    .await;
+    let mut wb = start_watchdog(&zookeeper, &b, "redis-0000");
+    let line = [a.addr(), b.addr()];
+    wait_for_status(&conf, "a leading, b its replica", 30, |s| {
+        shard_is(s, &line)
+    })
+    .await;
+    for i in 0..100 {
+        a.connect().cmd_str(&["SET", &format!("k{i}"), "v"]);
+    }
+    wait_until("b to hold every key", Duration::from_secs(10), || {
+        b.connect().cmd_str(&["DBSIZE"]) == ":100\r\n"
+    });
+    let shard = format!("{ROOT}/redis-0000");
+    // Recorded as far as the 100 keys: b then holds the history as far
+    // as recorded.
+    let offset = a.connect().info_number("replication", "master_repl_offset");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let data = ops.get_data(&shard).await.unwrap().0;
+        let record = ShardData::parse(&data).and_then(|d| d.master);
+        if record.is_some_and(|m| Some(m.offset) >= offset && m.addr == a.addr()) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the history was never recorded"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The host of a dies; b's watchdog restarts (a config rerun).
+    wa.kill();
+    a.guard.kill();
+    wb.kill();
+    let (_wb, b_log) = start_watchdog_logged(&zookeeper, &b, "redis-0000");
+    wait_until(
+        "b's watchdog to refuse the shard",
+        Duration::from_secs(30),
+        || std::fs::read_to_string(&b_log).is_ok_and(|t| t.contains("not leading it")),
+    );
+    let asked = admin(&conf, &["promote", "redis-0000", &b.addr()]).await;
+    assert_eq!(asked.code, 0, "{asked:?}");
+    assert!(
+        asked.stdout.contains("unless it counts its Redis behind"),
+        "{asked:?}"
+    );
+    let forced = admin(&conf, &["promote", "redis-0000", &b.addr(), "--force"]).await;
+    assert_eq!(forced.code, 0, "{forced:?}");
+    assert!(
+        forced
+            .stdout
+            .contains(&format!("recorded {} as the shard's master", b.addr())),
+        "{forced:?}"
+    );
+    wait_for_status(&conf, "b leading", 30, |s| {
+        s["shards"][0]["master"] == b.addr()
+    })
+    .await;
+    assert_eq!(b.connect().cmd_str(&["DBSIZE"]), ":100\r\n");
+}

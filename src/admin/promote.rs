@@ -70,12 +70,20 @@ pub async fn run(
             ));
             if state.holds_history(&last.replid, last.offset) {
                 text.push_str(&format!(
-                    "{addr} holds that history (offset {}): its watchdog leads the shard without --force\n",
+                    "{addr} holds that history (offset {}): its watchdog leads the shard, unless \
+                     it counts its Redis behind the last master (a replica whose link was down \
+                     when the master failed: its log says 'not leading it'), and then only once \
+                     forced\n",
                     state.offset
                 ));
-                return Ok((text, 0));
-            }
-            if let Some(reach) = state.history_reach(&last.replid) {
+                // The watchdog's own refusal is what --force is for (review:
+                // it told the operator to force, and the force was ignored
+                // here because the data looked whole, leaving the shard
+                // without a master).
+                if !force {
+                    return Ok((text, 0));
+                }
+            } else if let Some(reach) = state.history_reach(&last.replid) {
                 text.push_str(&format!(
                     "{addr} holds only the start of that history (to offset {reach} of {}): every \
                      write that was on {} after it is lost if it becomes master\n",
