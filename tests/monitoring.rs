@@ -7,6 +7,7 @@ mod common;
 use common::nutcracker::Nutcracker;
 use common::proxy::{stats_json, Proxy};
 use common::redis::{RawClient, Redis};
+use common::wait_until;
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::io::{Read, Write};
@@ -485,6 +486,28 @@ fn info_describes_the_data_of_every_shard() {
     assert_eq!(
         info_field(&memory, "maxmemory_policy"),
         Some("allkeys-lru,noeviction")
+    );
+
+    // A shard that answers INFO with an error (its password changed) is
+    // named with it, not taken for an empty one (review: its keys left
+    // the keyspace without a word).
+    let mut locked = shards[1].connect();
+    assert_eq!(
+        locked.cmd_str(&["CONFIG", "SET", "requirepass", "changed"]),
+        "+OK\r\n"
+    );
+    let killed = locked.cmd_str(&["CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes"]);
+    assert!(killed.starts_with(':'), "{killed}");
+    let refused = format!(
+        "\r\nunavailable:{0}: NOAUTH Authentication required.\r\n",
+        shards[1].addr()
+    );
+    wait_until("INFO to name the locked shard", Duration::from_secs(5), || {
+        c.cmd_str(&["INFO", "keyspace"]).contains(&refused)
+    });
+    assert_eq!(
+        locked.cmd_str(&["CONFIG", "SET", "requirepass", ""]),
+        "+OK\r\n"
     );
 
     // A shard down: INFO still answers, with the other shard's figures,

@@ -394,6 +394,14 @@ impl InfoReply {
         let mut failures = Vec::new();
         for (shard, reply) in self.asked {
             match reply.await {
+                // A server that answers with an error (NOAUTH after its
+                // password changed, LOADING) has not told its figures:
+                // named, not counted as empty (review: its keys vanished
+                // from the keyspace without a word).
+                Ok(Ok(frame)) if frame.first() == Some(&b'-') => failures.push(format!(
+                    "{shard}: {}",
+                    String::from_utf8_lossy(&frame[1..]).trim_end()
+                )),
                 Ok(Ok(frame)) => fields.push(merged::fields(&info_text(&frame))),
                 Ok(Err(e)) => failures.push(format!("{shard}: {e}")),
                 Err(_) => failures.push(format!("{shard}: request dropped")),
