@@ -502,9 +502,11 @@ fn info_describes_the_data_of_every_shard() {
         "\r\nunavailable:{0}: NOAUTH Authentication required.\r\n",
         shards[1].addr()
     );
-    wait_until("INFO to name the locked shard", Duration::from_secs(5), || {
-        c.cmd_str(&["INFO", "keyspace"]).contains(&refused)
-    });
+    wait_until(
+        "INFO to name the locked shard",
+        Duration::from_secs(5),
+        || c.cmd_str(&["INFO", "keyspace"]).contains(&refused),
+    );
     assert_eq!(
         locked.cmd_str(&["CONFIG", "SET", "requirepass", ""]),
         "+OK\r\n"

@@ -654,6 +654,18 @@ fn the_movers_library_is_out_of_clients_reach() {
         .connect()
         .cmd(&[b"FUNCTION", b"RESTORE", b"not a payload"]);
     assert_eq!(junk, direct);
+    // Junk inside a good checksum: Redis's words too (review).
+    let mut wrapped = b"junkjunk\x0a\x00".to_vec();
+    wrapped.extend_from_slice(&shardproxy::hash::crc64::crc64(&wrapped).to_le_bytes());
+    let junk = c.cmd(&[b"FUNCTION", b"RESTORE", &wrapped]);
+    assert_eq!(
+        String::from_utf8_lossy(&junk),
+        "-ERR given type is not a function\r\n"
+    );
+    let direct = s.shards[0]
+        .connect()
+        .cmd(&[b"FUNCTION", b"RESTORE", &wrapped]);
+    assert_eq!(junk, direct);
     for shard in &s.shards {
         let listed = shard.connect().cmd_str(&["FUNCTION", "LIST"]);
         assert_eq!(listed, "*0\r\n", "{}", shard.addr());

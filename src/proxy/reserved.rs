@@ -266,6 +266,8 @@ fn restore(args: &[Bytes], migrating: impl FnOnce() -> bool) -> Result<(), Strin
     let codes = payload_codes(payload);
     match codes {
         Ok(codes) => codes.iter().try_for_each(|code| check_library(code)),
+        // Redis's words, as it reads the same byte (review revQ).
+        Err(Unreadable::NotAFunction) => Err("ERR given type is not a function".into()),
         Err(Unreadable::Format) => Err(
             "ERR shardproxy cannot read the library names in this FUNCTION RESTORE payload".into(),
         ),
@@ -308,6 +310,9 @@ const MAX_UNPACKED: usize = 64 * 1024 * 1024;
 enum Unreadable {
     /// Not a FUNCTION DUMP payload this proxy can read.
     Format,
+    /// What follows a library is not another one (Redis: "given type is
+    /// not a function").
+    NotAFunction,
     /// Its code unpacks to more than this many bytes.
     TooLarge(usize),
 }
@@ -329,7 +334,7 @@ fn payload_codes(payload: &[u8]) -> Result<Vec<Vec<u8>>, Unreadable> {
     let mut codes = Vec::new();
     while let Some((&opcode, after)) = rest.split_first() {
         if opcode != OPCODE_FUNCTION {
-            return Err(Unreadable::Format);
+            return Err(Unreadable::NotAFunction);
         }
         let (code, after) = rdb_string(after, &mut room).map_err(|too_large| {
             if too_large {
@@ -511,6 +516,14 @@ mod tests {
         payload[0] ^= 1;
         assert!(!checksum_matches(&payload));
         assert!(!checksum_matches(&[0; 9]));
+        // A good checksum around what is no library: Redis's words.
+        let mut junk = b"junkjunk\x0a\x00".to_vec();
+        junk.extend_from_slice(&crc64(&junk).to_le_bytes());
+        let args = [Bytes::from_static(b"restore"), Bytes::from(junk)];
+        assert_eq!(
+            restore(&args, || false).unwrap_err(),
+            "ERR given type is not a function"
+        );
     }
 
     #[test]
@@ -520,7 +533,7 @@ mod tests {
         payload.extend_from_slice(code);
         payload.extend_from_slice(&[0; TRAILER]);
         assert_eq!(payload_codes(&payload).unwrap(), vec![code.to_vec()]);
-        assert_eq!(payload_codes(&payload[1..]), Err(Unreadable::Format));
+        assert_eq!(payload_codes(&payload[1..]), Err(Unreadable::NotAFunction));
         assert_eq!(payload_codes(&[0; 3]), Err(Unreadable::Format));
     }
 
