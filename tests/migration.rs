@@ -12,7 +12,7 @@ mod common;
 
 use common::migration::{
     admin, cluster, cluster_with_source_replica, dbsize, exists, load, pool_file, preload,
-    replica_caught_up, run_admin, Tally,
+    replica_caught_up, run_admin, start_admin, Tally,
 };
 use common::redis::{RawClient, Redis};
 use common::wait_until;
@@ -772,4 +772,40 @@ async fn a_shard_znode_rewritten_during_the_move_does_not_fail_it() {
         );
         assert!(exists(&c.redis[2], key), "{key} not on the new shard");
     }
+}
+
+/// WAIT after a write to a moving range asks the target's replicas: the
+/// lane ran the write on the target (review: WAIT went to the source, whose
+/// replica never sees those writes, and answered 1 at once while the
+/// target had none). Outside the range it asks the source as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wait_after_a_write_to_a_moving_range_counts_the_targets_replicas() {
+    let c = cluster_with_source_replica().await;
+    let [master, _, new] = &c.redis;
+    for proxy in &c.proxies {
+        wait_for_view(proxy, &format!("master={}", new.addr()));
+    }
+    let keys = keys_in(0, 1023, 5_000, "w");
+    preload(&c.proxies[0], &keys);
+    replica_caught_up(master);
+    let (_mover, _log) = start_admin(
+        &c,
+        &["migrate", "0-1023", "--to", "redis-0002", "--rate", "200"],
+        "slow mover",
+    );
+    wait_until("the mover to move keys", Duration::from_secs(20), || {
+        dbsize(new) > 0
+    });
+    let moving = &keys_in(0, 1023, 1, "waited")[0];
+    let staying = &keys_in(1024, 2047, 1, "kept")[0];
+    for proxy in &c.proxies {
+        let mut client = RawClient::connect(proxy.port);
+        assert_eq!(client.cmd_str(&["SET", moving, "v"]), "+OK\r\n");
+        assert!(exists(new, moving), "{moving} not written on the target");
+        // The target has no replica.
+        assert_eq!(client.cmd_str(&["WAIT", "1", "300"]), ":0\r\n");
+        assert_eq!(client.cmd_str(&["SET", staying, "v"]), "+OK\r\n");
+        assert_eq!(client.cmd_str(&["WAIT", "1", "5000"]), ":1\r\n");
+    }
+    assert!(dbsize(new) < 5_000, "the move ended during the test");
 }

@@ -39,9 +39,16 @@ impl Session {
         request: crate::protocol::Request,
     ) -> Pending {
         let table = self.take_table();
-        let shard = match self.dedicated_shard_of_keys(&table, cmd, &request.args) {
-            Ok(Some(shard)) => shard,
-            Ok(None) if cmd.name == "wait" => self.wait_shard(&table),
+        let lane_target;
+        let target = match self.dedicated_shard_of_keys(&table, cmd, &request.args) {
+            Ok(Some(shard)) => &table.shards[shard],
+            Ok(None) if cmd.name == "wait" => match self.wait_shard(&table) {
+                WaitOn::Table(shard) => &table.shards[shard],
+                WaitOn::LaneTarget(shard) => {
+                    lane_target = shard;
+                    &lane_target
+                }
+            },
             Ok(None) => {
                 return self.error(&format!(
                     "ERR '{}' without a key cannot be routed by shardproxy",
@@ -51,10 +58,10 @@ impl Session {
             Err(e) => return self.error(&e),
         };
         let deadline = block_timeout(cmd, &request.args).and_then(|wait| {
-            let backend_timeout = table.shards[shard].backend.timeout()?;
+            let backend_timeout = target.backend.timeout()?;
             Some(Instant::now() + wait + backend_timeout)
         });
-        let conn = match self.blocking_conn(&table, shard) {
+        let conn = match self.blocking_conn(target) {
             Ok(conn) => conn,
             Err(e) => return self.error(&e),
         };
@@ -95,30 +102,46 @@ impl Session {
     /// dedicated one, unless a transaction lives on it and it goes to
     /// another server; then a second one, held until the command is
     /// answered, so that the transaction's WATCHes stay where they are.
-    fn blocking_conn(&mut self, table: &RoutingTable, shard: usize) -> Result<&Dedicated, String> {
-        let target = &table.shards[shard];
+    fn blocking_conn(&mut self, target: &Shard) -> Result<&Dedicated, String> {
         let bound = self.tx_bound();
         let elsewhere = self
             .dedicated
             .as_ref()
             .is_some_and(|conn| !conn.is_broken() && !conn.serves(&target.backend, self.proto));
         if !(bound && elsewhere) {
-            return self.dedicated_to(table, shard);
+            return self.dedicated_to_shard(target);
         }
         reopened(&mut self.side, &self.pool.dedicated, target, self.proto)
     }
 
     /// Where WAIT goes: the shard of the client's last keyed request, or,
     /// while a transaction holds a dedicated connection, that connection's
-    /// shard, so that WAIT does not close it and lose the WATCHes.
-    fn wait_shard(&self, table: &RoutingTable) -> usize {
+    /// shard, so that WAIT does not close it and lose the WATCHes. After a
+    /// request of a moving range, the shard the lane ran it on: the range's
+    /// target, which the table may not list yet.
+    fn wait_shard(&self, table: &RoutingTable) -> WaitOn {
         let bound = self.tx_bound();
         let held = self.dedicated.as_ref().filter(|_| bound).and_then(|conn| {
             table.shards.iter().position(|shard| {
                 shard.name == conn.shard && conn.serves(&shard.backend, self.proto)
             })
         });
-        held.unwrap_or(self.last_shard.min(table.shards.len() - 1))
+        if let Some(shard) = held {
+            return WaitOn::Table(shard);
+        }
+        if let Some(name) = self.last_lane_target {
+            if let Some(shard) = table.shards.iter().position(|shard| shard.name == name) {
+                return WaitOn::Table(shard);
+            }
+            if let Some(m) = table.migration.as_ref().filter(|m| m.target_name == name) {
+                return WaitOn::LaneTarget(Shard {
+                    name,
+                    backend: m.target.clone(),
+                    range: None,
+                });
+            }
+        }
+        WaitOn::Table(self.last_shard.min(table.shards.len() - 1))
     }
 
     /// The session's dedicated connection to `shard`'s backend, opened (in
@@ -132,7 +155,11 @@ impl Session {
         table: &RoutingTable,
         shard: usize,
     ) -> Result<&Dedicated, String> {
-        let target = &table.shards[shard];
+        self.dedicated_to_shard(&table.shards[shard])
+    }
+
+    /// [`Session::dedicated_to`], for a shard the table may not list.
+    fn dedicated_to_shard(&mut self, target: &Shard) -> Result<&Dedicated, String> {
         if !serves(&self.dedicated, target, self.proto) {
             // A transaction's WATCHes live on the connection replaced here
             // (a blocking command on another shard, or the connection
@@ -146,6 +173,14 @@ impl Session {
             self.proto,
         )
     }
+}
+
+/// Where a WAIT goes.
+enum WaitOn {
+    /// A shard of the routing table.
+    Table(usize),
+    /// A moving range's target, not in the table yet.
+    LaneTarget(Shard),
 }
 
 /// Whether `slot` holds a connection to `target`'s backend in `proto`.

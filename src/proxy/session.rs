@@ -59,6 +59,9 @@ pub struct Session {
     pub settling: bool,
     /// Index of the shard of the last keyed request (WAIT goes there).
     pub last_shard: usize,
+    /// The shard a moving range goes to, when the last keyed request was
+    /// one of that range's (the lane ran it there): WAIT goes there.
+    pub last_lane_target: Option<ShardName>,
     /// The client's subscriptions; `Some` in subscribed mode.
     pub pubsub: Option<Box<PubSub>>,
     /// Requests on a moving range, in order ([`crate::proxy::migration`]).
@@ -181,6 +184,7 @@ impl Session {
             blocked: false,
             settling: false,
             last_shard: 0,
+            last_lane_target: None,
             pubsub: None,
             migration_lane: None,
             accepted: Instant::now(),
