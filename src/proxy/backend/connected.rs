@@ -647,7 +647,11 @@ impl<'a> Connection<'a> {
         // after a backoff. Anything else is reopened at once.
         if let Some(words) = self.first_error.take().filter(|_| self.replies == 1) {
             self.answer_in_flight(|| Ok(words.clone()));
-            return Outcome::Refused(reason);
+            // What the requests of the backoff that follows are told: the
+            // refusal, not the reset that came after it (review revQ:
+            // "Connection reset by peer").
+            let refusal = String::from_utf8_lossy(&words[1..]).trim_end().to_string();
+            return Outcome::Refused(format!("{refusal} ({reason})"));
         }
         let idle = self.in_flight.is_empty();
         let addr = self.target.addr.clone();
