@@ -764,7 +764,7 @@ fn parse_server(text: &str) -> Result<ServerConfig, String> {
     let mut words = text.split_whitespace();
     let spec = words.next().ok_or("empty server entry")?;
     let name = words.next().map(str::to_string);
-    let unix = spec.starts_with('/');
+    let unix = crate::redis_client::is_unix_path(spec);
     if words.next().is_some() {
         return Err(if unix {
             "expected '/path/to/socket:weight [name]'"

@@ -129,19 +129,19 @@ impl Session {
         if let Some(shard) = held {
             return WaitOn::Table(shard);
         }
-        if let Some(name) = self.last_lane_target {
-            if let Some(shard) = table.shards.iter().position(|shard| shard.name == name) {
-                return WaitOn::Table(shard);
-            }
-            if let Some(m) = table.migration.as_ref().filter(|m| m.target_name == name) {
-                return WaitOn::LaneTarget(Shard {
-                    name,
-                    backend: m.target.clone(),
-                    range: None,
-                });
-            }
+        let name = self.last_shard;
+        if let Some(shard) = table.shards.iter().position(|shard| shard.name == name) {
+            return WaitOn::Table(shard);
         }
-        WaitOn::Table(self.last_shard.min(table.shards.len() - 1))
+        if let Some(m) = table.migration.as_ref().filter(|m| m.target_name == name) {
+            return WaitOn::LaneTarget(Shard {
+                name,
+                backend: m.target.clone(),
+                range: None,
+            });
+        }
+        // No keyed request yet, or its shard left the table.
+        WaitOn::Table(0)
     }
 
     /// The session's dedicated connection to `shard`'s backend, opened (in

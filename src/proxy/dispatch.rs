@@ -250,8 +250,7 @@ impl Session {
             }
             Err(e) => return self.error(&e),
         };
-        self.last_shard = shard;
-        self.last_lane_target = None;
+        self.last_shard = table.shards[shard].name;
         scripts::share(self, &table, cmd, &request.args);
         if table.migration.is_some() {
             // Only the keys of a moving range are copied out for the lane;
@@ -264,7 +263,7 @@ impl Session {
             match migration::moving(&table, keys) {
                 Moving::No => {}
                 Moving::All => {
-                    self.last_lane_target = moving_target(&table);
+                    self.last_shard = moving_target(&table);
                     let keys = positions.iter().map(|&k| request.args[k].clone());
                     return self.through_migration(
                         moving_source(&table),
@@ -293,14 +292,13 @@ impl Session {
         match split::plan(&table, kind, &request.args, &keys) {
             // All keys on one shard: forward the request untouched.
             split::Plan::Single(shard) if shard == table.shards.len() => {
-                self.last_lane_target = moving_target(&table);
+                self.last_shard = moving_target(&table);
                 let source = moving_source(&table);
                 let keys = keys.iter().map(|&k| request.args[k].clone()).collect();
                 self.through_migration(source, keys, request.raw)
             }
             split::Plan::Single(shard) => {
-                self.last_shard = shard;
-                self.last_lane_target = None;
+                self.last_shard = table.shards[shard].name;
                 self.send(&table.shards[shard], request.raw)
             }
             split::Plan::Parts(parts) => {
@@ -360,8 +358,11 @@ fn moving_source(table: &RoutingTable) -> ShardName {
 /// The shard a moving range goes to: what the lane runs its requests on,
 /// so what a WAIT after one of them must ask (review: it asked the
 /// source's replicas, which never see those writes, and answered at once).
-fn moving_target(table: &RoutingTable) -> Option<ShardName> {
-    table.migration.as_ref().map(|m| m.target_name)
+fn moving_target(table: &RoutingTable) -> ShardName {
+    table
+        .migration
+        .as_ref()
+        .map_or("migration", |m| m.target_name)
 }
 
 /// The shard of the keys a request names (see [`Session::shard_of_keys`]).

@@ -57,11 +57,10 @@ pub struct Session {
     /// for it, since the subscription is not in place (or gone) on the
     /// shards until they confirm (a pipelined PUBLISH would miss it).
     pub settling: bool,
-    /// Index of the shard of the last keyed request (WAIT goes there).
-    pub last_shard: usize,
-    /// The shard a moving range goes to, when the last keyed request was
-    /// one of that range's (the lane ran it there): WAIT goes there.
-    pub last_lane_target: Option<ShardName>,
+    /// The shard of the last keyed request, by name (WAIT goes there): a
+    /// shard of the table, or the target of a moving range whose request
+    /// the lane ran there, which the table may not list yet.
+    pub last_shard: ShardName,
     /// The client's subscriptions; `Some` in subscribed mode.
     pub pubsub: Option<Box<PubSub>>,
     /// Requests on a moving range, in order ([`crate::proxy::migration`]).
@@ -183,8 +182,7 @@ impl Session {
             lane: Lane::Shared,
             blocked: false,
             settling: false,
-            last_shard: 0,
-            last_lane_target: None,
+            last_shard: "",
             pubsub: None,
             migration_lane: None,
             accepted: Instant::now(),

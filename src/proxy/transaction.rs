@@ -307,8 +307,7 @@ impl Session {
             }
             Some(shard) => match self.bind(&table, shard) {
                 Ok(()) => {
-                    self.last_shard = shard;
-                    self.last_lane_target = None;
+                    self.last_shard = table.shards[shard].name;
                     self.on_dedicated(request.raw)
                 }
                 Err(e) => self.refuse_in_multi(&e),
